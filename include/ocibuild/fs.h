@@ -1,0 +1,38 @@
+/*
+ * Filesystem helpers shared by every layer: recursive mkdir/remove (never crossing into other
+ * mounts), whole-file read/write, crash-safe atomic replace, and the default data directory.
+ */
+#ifndef OCIBUILD_FS_H
+#define OCIBUILD_FS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ocibuild/error.h"
+
+/* mkdir -p; existing directories are fine. */
+int obi_mkdir_p(const char *path, mode_t mode, obi_error **err);
+/* rm -rf that makes read-only directories writable as it goes and refuses to descend into a
+ * different filesystem (a leaked bind mount is reported, never emptied). Missing path: 0. */
+int obi_rm_rf(const char *path, obi_error **err);
+/* Reads a whole file, refusing more than max_len bytes. *out is NUL-terminated. */
+int obi_read_file(const char *path, size_t max_len, char **out, size_t *out_len, obi_error **err);
+/* Creates/truncates path with mode and writes data. */
+int obi_write_file(const char *path, const void *data, size_t len, mode_t mode, obi_error **err);
+/* Writes to a temporary name in the same directory, fsyncs, renames over path, fsyncs the dir. */
+int obi_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                          obi_error **err);
+int obi_fsync_dir(const char *dir, obi_error **err);
+/* "a" + "/" + "b" (b's leading slashes dropped); NULL on out of memory. */
+char *obi_path_join(const char *a, const char *b);
+/* Writes all bytes, retrying on EINTR and short writes. */
+int obi_write_all(int fd, const void *data, size_t len);
+/* Reads up to len bytes, retrying on EINTR and short reads; returns bytes read or -errno. */
+ssize_t obi_read_full(int fd, void *data, size_t len);
+
+/* The data directory: $OCIBUILD_DATA_DIR, else /var/lib/ocibuild for root, else
+ * $XDG_DATA_HOME/ocibuild (default ~/.local/share/ocibuild). Caller frees. */
+char *obi_default_data_dir(void);
+
+#endif

@@ -1,0 +1,17 @@
+/*
+ * The CLI's internal interface: one function per subcommand (one file each), and the helpers
+ * they share for printing errors. The CLI is the only layer that prints or exits.
+ */
+#ifndef OCIBUILD_CLI_H
+#define OCIBUILD_CLI_H
+
+#include "ocibuild/error.h"
+
+/* Each returns the process exit code. argv[0] is the subcommand name. */
+int cli_hash(int argc, char **argv);
+
+/* Prints "ocibuild: <message>" to stderr and returns 1 (0 is never returned). */
+int cli_fail(obi_error *err);
+int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

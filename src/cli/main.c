@@ -1,0 +1,61 @@
+/*
+ * ocibuild: entry point. Dispatches to one subcommand per file (cli_*.c) through a table.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command COMMANDS[] = {
+    {"hash", cli_hash, "print BLAKE3 digests of files, like b3sum"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: ocibuild COMMAND [ARGS...]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        fprintf(out, "  %-12s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+}
+
+int cli_fail(obi_error *err)
+{
+    fprintf(stderr, "ocibuild: %s\n", err && err->message ? err->message : "unknown error");
+    obi_error_free(err);
+    return 1;
+}
+
+int cli_failf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ocibuild: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name))
+            return COMMANDS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "ocibuild: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,108 @@
+/*
+ * obi_error: heap-allocated error messages with context prefixes (see include/ocibuild/error.h).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ocibuild/cleanup.h"
+#include "ocibuild/error.h"
+
+static int set_message(obi_error **err, int code, char *message)
+{
+    if (code >= 0)
+        code = -EIO;
+    if (!err || *err) {
+        free(message);
+        return code;
+    }
+    obi_error *e = malloc(sizeof *e);
+    if (!e) {
+        free(message);
+        return code;
+    }
+    e->code = code;
+    e->message = message ? message : strdup("out of memory");
+    *err = e;
+    return code;
+}
+
+int obi_error_set(obi_error **err, int code, const char *fmt, ...)
+{
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    return set_message(err, code, msg);
+}
+
+int obi_error_set_errno(obi_error **err, int errnum, const char *fmt, ...)
+{
+    char *head = NULL, *msg = NULL;
+    va_list ap;
+    if (errnum < 0)
+        errnum = -errnum;
+    if (errnum == 0)
+        errnum = EIO;
+    va_start(ap, fmt);
+    if (vasprintf(&head, fmt, ap) < 0)
+        head = NULL;
+    va_end(ap);
+    if (head && asprintf(&msg, "%s: %s", head, strerror(errnum)) < 0)
+        msg = NULL;
+    free(head);
+    return set_message(err, -errnum, msg);
+}
+
+int obi_error_prefix(obi_error **err, int code, const char *fmt, ...)
+{
+    if (!err)
+        return code < 0 ? code : -EIO;
+    if (!*err)
+        return obi_error_set(err, code, "unknown error");
+    char *head = NULL, *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&head, fmt, ap) < 0)
+        head = NULL;
+    va_end(ap);
+    if (head && asprintf(&msg, "%s: %s", head, (*err)->message) >= 0) {
+        free((*err)->message);
+        (*err)->message = msg;
+    }
+    free(head);
+    return (*err)->code;
+}
+
+void obi_error_free(obi_error *error)
+{
+    if (!error)
+        return;
+    free(error->message);
+    free(error);
+}
+
+int obi_error_move(obi_error **dst, obi_error **src)
+{
+    int code = *src ? (*src)->code : -EIO;
+    if (dst) {
+        obi_error_free(*dst);
+        *dst = *src;
+    } else {
+        obi_error_free(*src);
+    }
+    *src = NULL;
+    return code;
+}
+
+void obi_strv_free(char **strv)
+{
+    if (!strv)
+        return;
+    for (char **s = strv; *s; s++)
+        free(*s);
+    free(strv);
+}

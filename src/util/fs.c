@@ -1,0 +1,259 @@
+/*
+ * Filesystem helpers (see include/ocibuild/fs.h). obi_rm_rf is used on bundle directories that
+ * may still hold bind mounts after a crash, so it works with *at() calls on O_NOFOLLOW fds and
+ * stops at filesystem boundaries instead of deleting through a mount into the host.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ocibuild/cleanup.h"
+#include "ocibuild/fs.h"
+
+int obi_write_all(int fd, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+ssize_t obi_read_full(int fd, void *data, size_t len)
+{
+    uint8_t *p = data;
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, p + got, len - got);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
+int obi_mkdir_p(const char *path, mode_t mode, obi_error **err)
+{
+    cleanup_free char *copy = strdup(path);
+    if (!copy)
+        return obi_error_set(err, -ENOMEM, "mkdir %s: out of memory", path);
+    for (char *p = copy + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(copy, mode) < 0 && errno != EEXIST)
+            return obi_error_set_errno(err, errno, "mkdir %s", copy);
+        *p = '/';
+    }
+    if (mkdir(copy, mode) < 0) {
+        if (errno != EEXIST)
+            return obi_error_set_errno(err, errno, "mkdir %s", copy);
+        struct stat st;
+        if (stat(copy, &st) < 0 || !S_ISDIR(st.st_mode))
+            return obi_error_set(err, -ENOTDIR, "mkdir %s: exists and is not a directory", copy);
+    }
+    return 0;
+}
+
+static int rm_rf_at(int parent_fd, const char *name, dev_t dev, const char *display,
+                    obi_error **err)
+{
+    struct stat st;
+    if (fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        return obi_error_set_errno(err, errno, "remove %s", display);
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        if (unlinkat(parent_fd, name, 0) < 0 && errno != ENOENT)
+            return obi_error_set_errno(err, errno, "remove %s", display);
+        return 0;
+    }
+    if (st.st_dev != dev)
+        return obi_error_set(err, -EBUSY, "remove %s: is a mount point, not removing through it",
+                             display);
+    if ((st.st_mode & 0700) != 0700)
+        (void)fchmodat(parent_fd, name, (st.st_mode & 07777) | 0700, 0);
+    int fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "open %s", display);
+    DIR *dir = fdopendir(fd);
+    if (!dir) {
+        int e = errno;
+        close(fd);
+        return obi_error_set_errno(err, e, "open %s", display);
+    }
+    cleanup_dir DIR *dir_owner = dir;
+    struct dirent *de;
+    int r = 0;
+    while ((de = readdir(dir))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        cleanup_free char *child = obi_path_join(display, de->d_name);
+        if (!child)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        r = rm_rf_at(dirfd(dir), de->d_name, dev, child, err);
+        if (r < 0)
+            return r;
+    }
+    if (unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+        return obi_error_set_errno(err, errno, "remove %s", display);
+    return 0;
+}
+
+int obi_rm_rf(const char *path, obi_error **err)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        return obi_error_set_errno(err, errno, "remove %s", path);
+    }
+    return rm_rf_at(AT_FDCWD, path, st.st_dev, path, err);
+}
+
+int obi_read_file(const char *path, size_t max_len, char **out, size_t *out_len, obi_error **err)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "open %s", path);
+    size_t cap = 4096, len = 0;
+    cleanup_free char *data = malloc(cap);
+    if (!data)
+        return obi_error_set(err, -ENOMEM, "read %s: out of memory", path);
+    for (;;) {
+        if (cap - len < 2) {
+            if (cap > max_len + 1)
+                return obi_error_set(err, -EFBIG, "read %s: larger than %zu bytes", path, max_len);
+            char *p = realloc(data, cap * 2);
+            if (!p)
+                return obi_error_set(err, -ENOMEM, "read %s: out of memory", path);
+            data = p;
+            cap *= 2;
+        }
+        ssize_t n = read(fd, data + len, cap - len - 1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return obi_error_set_errno(err, errno, "read %s", path);
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len > max_len)
+            return obi_error_set(err, -EFBIG, "read %s: larger than %zu bytes", path, max_len);
+    }
+    data[len] = 0;
+    *out = steal_pointer(&data);
+    if (out_len)
+        *out_len = len;
+    return 0;
+}
+
+int obi_write_file(const char *path, const void *data, size_t len, mode_t mode, obi_error **err)
+{
+    cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "create %s", path);
+    int r = obi_write_all(fd, data, len);
+    if (r < 0)
+        return obi_error_set_errno(err, -r, "write %s", path);
+    if (close(steal_fd(&fd)) < 0)
+        return obi_error_set_errno(err, errno, "close %s", path);
+    return 0;
+}
+
+int obi_fsync_dir(const char *dir, obi_error **err)
+{
+    cleanup_close int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "open %s", dir);
+    if (fsync(fd) < 0 && errno != EINVAL)
+        return obi_error_set_errno(err, errno, "fsync %s", dir);
+    return 0;
+}
+
+int obi_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                          obi_error **err)
+{
+    cleanup_free char *dir = strdup(path);
+    cleanup_free char *tmp = NULL;
+    if (!dir)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = 0;
+    else if (slash)
+        *slash = 0;
+    else
+        strcpy(dir, ".");
+    if (asprintf(&tmp, "%s.tmp.%ld.XXXXXX", path, (long)getpid()) < 0)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    cleanup_close int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "create temporary file for %s", path);
+    int r = obi_write_all(fd, data, len);
+    if (r == 0 && fchmod(fd, mode) < 0)
+        r = -errno;
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    if (r == 0 && close(steal_fd(&fd)) < 0)
+        r = -errno;
+    if (r == 0 && rename(tmp, path) < 0)
+        r = -errno;
+    if (r < 0) {
+        unlink(tmp);
+        return obi_error_set_errno(err, -r, "write %s", path);
+    }
+    return obi_fsync_dir(dir, err);
+}
+
+char *obi_path_join(const char *a, const char *b)
+{
+    while (*b == '/')
+        b++;
+    size_t la = strlen(a);
+    while (la > 1 && a[la - 1] == '/')
+        la--;
+    char *out = NULL;
+    if (asprintf(&out, "%.*s/%s", (int)la, a, b) < 0)
+        return NULL;
+    return out;
+}
+
+char *obi_default_data_dir(void)
+{
+    const char *env = getenv("OCIBUILD_DATA_DIR");
+    if (env && *env)
+        return strdup(env);
+    if (geteuid() == 0)
+        return strdup("/var/lib/ocibuild");
+    char *out = NULL;
+    const char *xdg = getenv("XDG_DATA_HOME");
+    if (xdg && *xdg) {
+        if (asprintf(&out, "%s/ocibuild", xdg) < 0)
+            return NULL;
+        return out;
+    }
+    const char *home = getenv("HOME");
+    if (asprintf(&out, "%s/.local/share/ocibuild", home && *home ? home : "/tmp") < 0)
+        return NULL;
+    return out;
+}

@@ -1,0 +1,52 @@
+/*
+ * Shared helpers for the cmocka unit tests: temporary directories that are removed even when a
+ * test fails, paths to shared test data, and error assertions that print the message.
+ */
+#ifndef OCIBUILD_TEST_HELPERS_H
+#define OCIBUILD_TEST_HELPERS_H
+
+#include <errno.h>
+#include <setjmp.h>
+#include <string.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "ocibuild/error.h"
+
+/* Creates a fresh directory under $TMPDIR; returns its path (caller frees via
+ * obi_test_tmpdir_remove). */
+char *obi_test_tmpdir(void);
+void obi_test_tmpdir_remove(char *path);
+/* Path of a file in ../shared/data (from $OBI_SHARED_DATA); caller frees. */
+char *obi_test_shared_data(const char *name);
+
+/* Asserts r == 0; on failure prints the error message first. */
+#define assert_ok(expr)                                                                            \
+    do {                                                                                           \
+        obi_error *_e = NULL;                                                                      \
+        obi_error **err_ptr_ = &_e;                                                                \
+        (void)err_ptr_;                                                                            \
+        int _r = (expr);                                                                           \
+        if (_r != 0)                                                                               \
+            print_error("%s -> %d: %s\n", #expr, _r, _e ? _e->message : "(no message)");         \
+        obi_error_free(_e);                                                                        \
+        assert_int_equal(_r, 0);                                                                   \
+    } while (0)
+
+/* Asserts that expr (which must use `&err`) fails with code and a message containing needle. */
+#define assert_fails_with(err_var, expr, code, needle)                                             \
+    do {                                                                                           \
+        err_var = NULL;                                                                            \
+        int _r = (expr);                                                                           \
+        assert_int_equal(_r, (code));                                                              \
+        assert_non_null(err_var);                                                                  \
+        if (!strstr((err_var)->message, (needle)))                                                 \
+            print_error("message '%s' lacks '%s'\n", (err_var)->message, (needle));               \
+        assert_non_null(strstr((err_var)->message, (needle)));                                     \
+        obi_error_free(err_var);                                                                   \
+        err_var = NULL;                                                                            \
+    } while (0)
+
+#endif
