@@ -1,0 +1,46 @@
+/*
+ * Child processes without a shell: spawn an argv with chosen stdin/stdout/stderr fds (the
+ * child dies with its parent: PR_SET_PDEATHSIG), wait with EINTR handling, and run a command to
+ * completion capturing its output (bounded). Used for runtimes, nix-store and friends.
+ */
+#ifndef OCIBUILD_PROCESS_H
+#define OCIBUILD_PROCESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "ocibuild/error.h"
+
+typedef struct obi_spawn_options {
+    int stdin_fd;  /* -1: /dev/null */
+    int stdout_fd; /* -1: /dev/null; -2: inherit */
+    int stderr_fd; /* -1: /dev/null; -2: inherit */
+    bool die_with_parent;
+    bool new_process_group;
+    char *const *envp; /* NULL: inherit environ */
+} obi_spawn_options;
+
+#define OBI_SPAWN_OPTIONS_INIT                                                                     \
+    {                                                                                              \
+        -1, -2, -2, true, false, NULL                                                              \
+    }
+
+/* fork+exec argv[0] (looked up in $PATH when it has no '/'). */
+int obi_spawn(char *const argv[], const obi_spawn_options *opts, pid_t *pid_out, obi_error **err);
+/* waitpid retrying on EINTR; *status is the raw wait status. */
+int obi_wait(pid_t pid, int *status, obi_error **err);
+/* Exit code from a wait status: the exit code, or 128+signal. */
+int obi_wait_exit_code(int status);
+
+/* Runs argv to completion with stdin from /dev/null, capturing stdout (and stderr into the same
+ * buffer when merge_stderr) up to max_output bytes (excess is dropped, not an error). *output is
+ * NUL-terminated; *exit_code as obi_wait_exit_code. Fails only when it cannot run. */
+int obi_run_capture(char *const argv[], bool merge_stderr, size_t max_output, char **output,
+                    int *exit_code, obi_error **err);
+
+/* Finds an executable by name in $PATH plus extra_dirs (colon-separated, may be NULL). Caller
+ * frees; NULL when not found. A name containing '/' is returned as is if executable. */
+char *obi_find_executable(const char *name, const char *extra_dirs);
+
+#endif
