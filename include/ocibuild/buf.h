@@ -14,7 +14,10 @@ typedef struct obi_buf {
     size_t cap;
 } obi_buf;
 
-#define OBI_BUF_INIT {NULL, 0, 0}
+#define OBI_BUF_INIT                                                                               \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 int obi_buf_reserve(obi_buf *buf, size_t extra);
 int obi_buf_append(obi_buf *buf, const void *data, size_t len);
@@ -26,7 +29,10 @@ void obi_buf_free(obi_buf *buf);
 /* Returns the storage (NUL-terminated, never NULL on success) and resets buf. */
 char *obi_buf_steal(obi_buf *buf);
 
-static inline void obi_buf_freep(obi_buf *buf) { obi_buf_free(buf); }
+static inline void obi_buf_freep(obi_buf *buf)
+{
+    obi_buf_free(buf);
+}
 #define cleanup_buf __attribute__((cleanup(obi_buf_freep)))
 
 #endif

@@ -37,7 +37,10 @@ static inline int obi_build_service_do_build(obi_build_service *svc, const obi_b
     return svc->ops->do_build(svc, req, out, err);
 }
 void obi_build_service_free(obi_build_service *svc);
-static inline void obi_build_service_freep(obi_build_service **s) { obi_build_service_free(*s); }
+static inline void obi_build_service_freep(obi_build_service **s)
+{
+    obi_build_service_free(*s);
+}
 #define cleanup_build_service __attribute__((cleanup(obi_build_service_freep)))
 
 /* A factory gets the parsed URL and the store the builder reads inputs from / writes outputs to

@@ -16,7 +16,10 @@
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
 
-static inline void obi_freep(void *p) { free(*(void **)p); }
+static inline void obi_freep(void *p)
+{
+    free(*(void **)p);
+}
 static inline void obi_closep(int *fd)
 {
     if (*fd >= 0) {
@@ -35,10 +38,16 @@ static inline void obi_closedirp(DIR **d)
     if (*d)
         closedir(*d);
 }
-static inline void obi_error_freep(obi_error **e) { obi_error_free(*e); }
+static inline void obi_error_freep(obi_error **e)
+{
+    obi_error_free(*e);
+}
 /* Frees a NULL-terminated array of strings and the array. */
 void obi_strv_free(char **strv);
-static inline void obi_strv_freep(char ***strv) { obi_strv_free(*strv); }
+static inline void obi_strv_freep(char ***strv)
+{
+    obi_strv_free(*strv);
+}
 
 #define cleanup_free _cleanup_(obi_freep)
 #define cleanup_close _cleanup_(obi_closep)
@@ -48,7 +57,7 @@ static inline void obi_strv_freep(char ***strv) { obi_strv_free(*strv); }
 #define cleanup_strv _cleanup_(obi_strv_freep)
 
 /* Defines static inline NAMEp(TYPE **) calling FREE_FN(*p) when non-NULL. */
-#define OBI_DEFINE_CLEANUP(type, free_fn)                                                         \
+#define OBI_DEFINE_CLEANUP(type, free_fn)                                                          \
     static inline void free_fn##p(type **p)                                                        \
     {                                                                                              \
         if (*p)                                                                                    \

@@ -18,6 +18,9 @@ int obi_mkdir_p(const char *path, mode_t mode, obi_error **err);
 int obi_rm_rf(const char *path, obi_error **err);
 /* Reads a whole file, refusing more than max_len bytes. *out is NUL-terminated. */
 int obi_read_file(const char *path, size_t max_len, char **out, size_t *out_len, obi_error **err);
+/* Reads at most the last max_len bytes of a file (for log tails). */
+int obi_read_file_tail(const char *path, size_t max_len, char **out, size_t *out_len,
+                       obi_error **err);
 /* Creates/truncates path with mode and writes data. */
 int obi_write_file(const char *path, const void *data, size_t len, mode_t mode, obi_error **err);
 /* Writes to a temporary name in the same directory, fsyncs, renames over path, fsyncs the dir. */

@@ -56,8 +56,8 @@ int obi_node_copy(obi_node *dst, const obi_node *src);
 /* Constructors into caller storage; name and target are copied. */
 int obi_node_init_directory(obi_node *node, const void *name, size_t name_len,
                             const obi_digest *digest, uint64_t size);
-int obi_node_init_file(obi_node *node, const void *name, size_t name_len,
-                       const obi_digest *digest, uint64_t size, bool executable);
+int obi_node_init_file(obi_node *node, const void *name, size_t name_len, const obi_digest *digest,
+                       uint64_t size, bool executable);
 int obi_node_init_symlink(obi_node *node, const void *name, size_t name_len, const void *target,
                           size_t target_len);
 /* Replaces the node's name. */
@@ -70,9 +70,15 @@ int obi_node_validate(const obi_node *node, obi_error **err);
 
 obi_directory *obi_directory_new(void);
 void obi_directory_free(obi_directory *dir);
-static inline void obi_directory_freep(obi_directory **d) { obi_directory_free(*d); }
+static inline void obi_directory_freep(obi_directory **d)
+{
+    obi_directory_free(*d);
+}
 #define cleanup_directory __attribute__((cleanup(obi_directory_freep)))
-static inline void obi_node_clearp(obi_node *n) { obi_node_clear(n); }
+static inline void obi_node_clearp(obi_node *n)
+{
+    obi_node_clear(n);
+}
 #define cleanup_node __attribute__((cleanup(obi_node_clearp)))
 /* Appends a copy of node to the list of its kind (no sorting or validation). */
 int obi_directory_add(obi_directory *dir, const obi_node *node);
@@ -83,8 +89,7 @@ int obi_directory_validate(const obi_directory *dir, obi_error **err);
 /* Number of entries plus the sizes of child directories; saturates at UINT64_MAX. */
 uint64_t obi_directory_size(const obi_directory *dir);
 /* Canonical protobuf encoding (defaults omitted, field order); *out is malloc'd. */
-int obi_directory_encode(const obi_directory *dir, uint8_t **out, size_t *out_len,
-                         obi_error **err);
+int obi_directory_encode(const obi_directory *dir, uint8_t **out, size_t *out_len, obi_error **err);
 /* Decodes (does not validate; call obi_directory_validate). */
 int obi_directory_decode(const uint8_t *data, size_t len, obi_directory **out, obi_error **err);
 /* BLAKE3 of the canonical encoding. */

@@ -68,8 +68,7 @@ typedef struct obi_build {
 
 obi_build_request *obi_build_request_new(void);
 void obi_build_request_free(obi_build_request *req);
-int obi_build_request_copy(const obi_build_request *req, obi_build_request **out,
-                           obi_error **err);
+int obi_build_request_copy(const obi_build_request *req, obi_build_request **out, obi_error **err);
 
 int obi_build_request_decode_pb(const uint8_t *data, size_t len, obi_build_request **out,
                                 obi_error **err);
@@ -89,8 +88,14 @@ int obi_build_decode_pb(const uint8_t *data, size_t len, obi_build **out, obi_er
 json_t *obi_build_to_json(const obi_build *build);
 int obi_build_from_json(const json_t *json, obi_build **out, obi_error **err);
 
-static inline void obi_build_request_freep(obi_build_request **r) { obi_build_request_free(*r); }
-static inline void obi_build_freep(obi_build **b) { obi_build_free(*b); }
+static inline void obi_build_request_freep(obi_build_request **r)
+{
+    obi_build_request_free(*r);
+}
+static inline void obi_build_freep(obi_build **b)
+{
+    obi_build_free(*b);
+}
 #define cleanup_build_request __attribute__((cleanup(obi_build_request_freep)))
 #define cleanup_build __attribute__((cleanup(obi_build_freep)))
 

@@ -19,7 +19,10 @@ void obi_sha256_final(obi_sha256 *ctx, uint8_t out[OBI_SHA256_LEN]);
 void obi_sha256_free(obi_sha256 *ctx);
 void obi_sha256_oneshot(const void *data, size_t len, uint8_t out[OBI_SHA256_LEN]);
 
-static inline void obi_sha256_freep(obi_sha256 **c) { obi_sha256_free(*c); }
+static inline void obi_sha256_freep(obi_sha256 **c)
+{
+    obi_sha256_free(*c);
+}
 #define cleanup_sha256 __attribute__((cleanup(obi_sha256_freep)))
 
 #endif

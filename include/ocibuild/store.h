@@ -69,8 +69,7 @@ static inline int obi_blob_open_read(obi_blob_service *svc, const obi_digest *d,
 {
     return svc->ops->open_read(svc, d, out, err);
 }
-static inline int obi_blob_open_write(obi_blob_service *svc, obi_blob_writer **out,
-                                      obi_error **err)
+static inline int obi_blob_open_write(obi_blob_service *svc, obi_blob_writer **out, obi_error **err)
 {
     return svc->ops->open_write(svc, out, err);
 }
@@ -79,8 +78,7 @@ static inline int obi_blob_read(obi_blob_reader *r, void *buf, size_t len, size_
 {
     return r->ops->read(r, buf, len, nread, err);
 }
-static inline int obi_blob_write(obi_blob_writer *w, const void *data, size_t len,
-                                 obi_error **err)
+static inline int obi_blob_write(obi_blob_writer *w, const void *data, size_t len, obi_error **err)
 {
     return w->ops->write(w, data, len, err);
 }
@@ -97,9 +95,18 @@ int obi_blob_put_bytes(obi_blob_service *svc, const void *data, size_t len, obi_
 int obi_blob_get_bytes(obi_blob_service *svc, const obi_digest *digest, size_t max_len,
                        uint8_t **out, size_t *out_len, obi_error **err);
 
-static inline void obi_blob_reader_closep(obi_blob_reader **r) { obi_blob_reader_close(*r); }
-static inline void obi_blob_writer_closep(obi_blob_writer **w) { obi_blob_writer_close(*w); }
-static inline void obi_blob_service_freep(obi_blob_service **s) { obi_blob_service_free(*s); }
+static inline void obi_blob_reader_closep(obi_blob_reader **r)
+{
+    obi_blob_reader_close(*r);
+}
+static inline void obi_blob_writer_closep(obi_blob_writer **w)
+{
+    obi_blob_writer_close(*w);
+}
+static inline void obi_blob_service_freep(obi_blob_service **s)
+{
+    obi_blob_service_free(*s);
+}
 #define cleanup_blob_reader __attribute__((cleanup(obi_blob_reader_closep)))
 #define cleanup_blob_writer __attribute__((cleanup(obi_blob_writer_closep)))
 #define cleanup_blob_service __attribute__((cleanup(obi_blob_service_freep)))
@@ -123,8 +130,8 @@ struct obi_directory_putter {
     const struct obi_directory_putter_ops *ops;
 };
 
-typedef int (*obi_directory_visit_fn)(const obi_directory *dir, const obi_digest *digest,
-                                      void *ctx, obi_error **err);
+typedef int (*obi_directory_visit_fn)(const obi_directory *dir, const obi_digest *digest, void *ctx,
+                                      obi_error **err);
 
 struct obi_directory_service_ops {
     /* -ENOENT (message names the digest) when absent. The result is validated. */
@@ -200,7 +207,10 @@ typedef struct obi_store {
 int obi_store_open(const char *blob_url, const char *directory_url, obi_store **out,
                    obi_error **err);
 void obi_store_close(obi_store *store);
-static inline void obi_store_closep(obi_store **s) { obi_store_close(*s); }
+static inline void obi_store_closep(obi_store **s)
+{
+    obi_store_close(*s);
+}
 #define cleanup_store __attribute__((cleanup(obi_store_closep)))
 
 /* $OCIBUILD_STORE, else <data dir>/store (see obi_default_data_dir). Caller frees. */

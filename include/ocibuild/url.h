@@ -29,7 +29,10 @@ void obi_url_free(obi_url *url);
 /* Value of the first parameter named key, or NULL. */
 const char *obi_url_param_get(const obi_url *url, const char *key);
 
-static inline void obi_url_freep(obi_url **u) { obi_url_free(*u); }
+static inline void obi_url_freep(obi_url **u)
+{
+    obi_url_free(*u);
+}
 #define cleanup_url __attribute__((cleanup(obi_url_freep)))
 
 #endif

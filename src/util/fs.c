@@ -167,6 +167,30 @@ int obi_read_file(const char *path, size_t max_len, char **out, size_t *out_len,
     return 0;
 }
 
+int obi_read_file_tail(const char *path, size_t max_len, char **out, size_t *out_len,
+                       obi_error **err)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "open %s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return obi_error_set_errno(err, errno, "stat %s", path);
+    off_t start = st.st_size > (off_t)max_len ? st.st_size - (off_t)max_len : 0;
+    size_t want = (size_t)(st.st_size - start);
+    cleanup_free char *data = malloc(want + 1);
+    if (!data)
+        return obi_error_set(err, -ENOMEM, "read %s: out of memory", path);
+    ssize_t n = pread(fd, data, want, start);
+    if (n < 0)
+        return obi_error_set_errno(err, errno, "read %s", path);
+    data[n] = 0;
+    *out = steal_pointer(&data);
+    if (out_len)
+        *out_len = (size_t)n;
+    return 0;
+}
+
 int obi_write_file(const char *path, const void *data, size_t len, mode_t mode, obi_error **err)
 {
     cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);

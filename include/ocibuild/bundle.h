@@ -1,0 +1,47 @@
+/*
+ * OCI bundle directories: one fresh directory per run, named by a random UUID, under a bundle
+ * root. The owning process holds an exclusive flock on BUNDLE/.lock for the bundle's lifetime,
+ * so a later process can tell a crashed run's leftovers (lock free) from a live one and sweep
+ * them: container destroyed, mounts below it detached, directory removed.
+ */
+#ifndef OCIBUILD_BUNDLE_H
+#define OCIBUILD_BUNDLE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "ocibuild/error.h"
+#include "ocibuild/runtime.h"
+
+typedef struct obi_bundle obi_bundle;
+
+/* Creates BUNDLE_ROOT/<uuid>/ (and the root) with the lock held. */
+int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err);
+const char *obi_bundle_path(const obi_bundle *bundle);
+/* The UUID: also used as the container id. */
+const char *obi_bundle_id(const obi_bundle *bundle);
+/* BUNDLE/<relative>; caller frees. */
+char *obi_bundle_subpath(const obi_bundle *bundle, const char *relative);
+int obi_bundle_write_config(obi_bundle *bundle, const json_t *config, obi_error **err);
+/* Keep the directory on close (for debugging). */
+void obi_bundle_set_keep(obi_bundle *bundle, bool keep);
+/* Removes the directory (unless kept), releases the lock, frees. Errors are reported. */
+int obi_bundle_close(obi_bundle *bundle, obi_error **err);
+/* For cleanup attributes: close, ignoring errors. */
+void obi_bundle_closep(obi_bundle **bundle);
+#define cleanup_bundle __attribute__((cleanup(obi_bundle_closep)))
+
+/* Removes leftovers of crashed runs under bundle_root: every bundle whose lock is free has its
+ * container destroyed (runtime may be NULL), mounts below it detached and is removed.
+ * *swept (optional) counts them. */
+int obi_bundle_sweep(const char *bundle_root, obi_runtime *runtime, unsigned *swept,
+                     obi_error **err);
+
+/* Detaches every mount at or below path (deepest first); *count (optional) says how many. */
+int obi_unmount_below(const char *path, unsigned *count, obi_error **err);
+
+/* A random RFC 4122 version 4 UUID, lowercase (37 bytes with NUL). */
+int obi_uuid_v4(char out[37], obi_error **err);
+
+#endif

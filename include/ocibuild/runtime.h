@@ -1,0 +1,69 @@
+/*
+ * The OCI runtime driver, shared by the build service and the service lifecycle: runs
+ * `RUNTIME [--root STATE] run --bundle DIR ID` (runc by default, crun or any binary by path),
+ * captures stdout/stderr into a bounded log whose tail is kept, streams it to a callback,
+ * enforces a wall-clock timeout and a cancellation fd, and always leaves no container behind
+ * (kill, then delete --force) when a run is cut short. Also the detached calls services need.
+ */
+#ifndef OCIBUILD_RUNTIME_H
+#define OCIBUILD_RUNTIME_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ocibuild/error.h"
+
+typedef struct obi_runtime obi_runtime;
+
+/* name_or_path: "runc", "crun", or a path (a bare name is looked up in $PATH, then /usr/sbin,
+ * /sbin). state_root: the runtime's --root (NULL: its default). Error when not found. */
+int obi_runtime_new(const char *name_or_path, const char *state_root, obi_runtime **out,
+                    obi_error **err);
+void obi_runtime_free(obi_runtime *runtime);
+const char *obi_runtime_path(const obi_runtime *runtime);
+const char *obi_runtime_state_root(const obi_runtime *runtime);
+
+typedef void (*obi_output_fn)(const uint8_t *data, size_t len, void *ctx);
+
+typedef struct obi_run_options {
+    unsigned timeout_seconds; /* 0: no limit */
+    int cancel_fd;            /* -1: none; readable means cancel */
+    obi_output_fn on_output;  /* NULL: not streamed */
+    void *output_ctx;
+    size_t log_tail_max; /* 0: 64 KiB */
+} obi_run_options;
+
+#define OBI_RUN_OPTIONS_INIT                                                                       \
+    {                                                                                              \
+        0, -1, NULL, NULL, 0                                                                       \
+    }
+
+typedef struct obi_run_result {
+    int exit_code;  /* the container process's exit code (as runc reports it) */
+    bool timed_out; /* killed because of the timeout */
+    bool cancelled; /* killed because cancel_fd became readable */
+    char *log_tail; /* last log_tail_max bytes of stdout+stderr, NUL-terminated */
+    size_t log_tail_len;
+} obi_run_result;
+
+/* Runs the bundle in the foreground. Returns 0 when the runtime ran and reported an exit code
+ * (see result), negative when it could not be started. On timeout/cancel the container is
+ * killed and deleted before this returns. */
+int obi_runtime_run(obi_runtime *runtime, const char *bundle, const char *id,
+                    const obi_run_options *opts, obi_run_result *result, obi_error **err);
+void obi_run_result_clear(obi_run_result *result);
+
+/* Starts detached (`run --detach`), stdout and stderr appended to log_path. */
+int obi_runtime_run_detached(obi_runtime *runtime, const char *bundle, const char *id,
+                             const char *log_path, obi_error **err);
+int obi_runtime_kill(obi_runtime *runtime, const char *id, const char *signal, obi_error **err);
+/* delete [--force]; a container that does not exist is not an error. */
+int obi_runtime_delete(obi_runtime *runtime, const char *id, bool force, obi_error **err);
+/* `state ID` as JSON; -ENOENT when the container does not exist. */
+int obi_runtime_state(obi_runtime *runtime, const char *id, json_t **out, obi_error **err);
+/* Kills (SIGKILL) and force-deletes, ignoring "does not exist": the cleanup every path uses. */
+int obi_runtime_destroy(obi_runtime *runtime, const char *id, obi_error **err);
+
+#endif

@@ -1,0 +1,238 @@
+/*
+ * Bundle directories and their liveness locks (see include/ocibuild/bundle.h). Removal goes
+ * through obi_rm_rf, which refuses to descend into other filesystems, after any mounts below
+ * the bundle were detached: a leaked bind mount never gets its host files deleted.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ocibuild/bundle.h"
+#include "ocibuild/cleanup.h"
+#include "ocibuild/fs.h"
+
+#define LOCK_NAME ".lock"
+
+struct obi_bundle {
+    char *path;
+    char id[37];
+    int lock_fd;
+    bool keep;
+};
+
+int obi_uuid_v4(char out[37], obi_error **err)
+{
+    uint8_t b[16];
+    size_t got = 0;
+    while (got < sizeof b) {
+        ssize_t n = getrandom(b + got, sizeof b - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return obi_error_set_errno(err, errno, "getrandom");
+        }
+        got += (size_t)n;
+    }
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
+    return 0;
+}
+
+int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err)
+{
+    int r = obi_mkdir_p(bundle_root, 0711, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "bundle root");
+    cleanup_free obi_bundle *bundle = calloc(1, sizeof *bundle);
+    if (!bundle)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    bundle->lock_fd = -1;
+    r = obi_uuid_v4(bundle->id, err);
+    if (r < 0)
+        return r;
+    /* Created under a dot-name and renamed once locked, so a concurrent sweep never sees an
+     * unlocked bundle that is merely young. */
+    cleanup_free char *new_name = NULL;
+    if (asprintf(&new_name, ".new-%s", bundle->id) < 0)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    cleanup_free char *new_path = obi_path_join(bundle_root, new_name);
+    cleanup_free char *path = obi_path_join(bundle_root, bundle->id);
+    cleanup_free char *lock_path = new_path ? obi_path_join(new_path, LOCK_NAME) : NULL;
+    if (!path || !lock_path)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    if (mkdir(new_path, 0711) < 0)
+        return obi_error_set_errno(err, errno, "create bundle %s", new_path);
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 || rename(new_path, path) < 0) {
+        r = obi_error_set_errno(err, errno, "create bundle %s", path);
+        if (fd >= 0)
+            close(fd);
+        unlink(lock_path);
+        rmdir(new_path);
+        return r;
+    }
+    bundle->lock_fd = fd;
+    bundle->path = steal_pointer(&path);
+    *out = steal_pointer(&bundle);
+    return 0;
+}
+
+const char *obi_bundle_path(const obi_bundle *bundle)
+{
+    return bundle->path;
+}
+const char *obi_bundle_id(const obi_bundle *bundle)
+{
+    return bundle->id;
+}
+
+char *obi_bundle_subpath(const obi_bundle *bundle, const char *relative)
+{
+    return obi_path_join(bundle->path, relative);
+}
+
+int obi_bundle_write_config(obi_bundle *bundle, const json_t *config, obi_error **err)
+{
+    cleanup_free char *text = json_dumps(config, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+    cleanup_free char *path = obi_bundle_subpath(bundle, "config.json");
+    if (!text || !path)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    return obi_write_file(path, text, strlen(text), 0644, err);
+}
+
+void obi_bundle_set_keep(obi_bundle *bundle, bool keep)
+{
+    bundle->keep = keep;
+}
+
+static int remove_bundle_dir(const char *path, obi_error **err)
+{
+    int r = obi_unmount_below(path, NULL, err);
+    if (r < 0)
+        return r;
+    return obi_rm_rf(path, err);
+}
+
+int obi_bundle_close(obi_bundle *bundle, obi_error **err)
+{
+    if (!bundle)
+        return 0;
+    int r = 0;
+    if (!bundle->keep)
+        r = remove_bundle_dir(bundle->path, err);
+    if (bundle->lock_fd >= 0)
+        close(bundle->lock_fd);
+    free(bundle->path);
+    free(bundle);
+    return r;
+}
+
+void obi_bundle_closep(obi_bundle **bundle)
+{
+    cleanup_error obi_error *ignored = NULL;
+    obi_bundle_close(*bundle, &ignored);
+}
+
+/* Decodes the \040-style octal escapes of /proc/self/mountinfo in place. */
+static void unescape_mountinfo(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] && r[3]) {
+            *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+            r += 3;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = 0;
+}
+
+static int compare_length_desc(const void *a, const void *b)
+{
+    size_t la = strlen(*(char *const *)a), lb = strlen(*(char *const *)b);
+    return la < lb ? 1 : la > lb ? -1 : 0;
+}
+
+int obi_unmount_below(const char *path, unsigned *count, obi_error **err)
+{
+    if (count)
+        *count = 0;
+    cleanup_file FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return obi_error_set_errno(err, errno, "open /proc/self/mountinfo");
+    size_t plen = strlen(path);
+    char **found = NULL;
+    size_t n_found = 0;
+    char line[8192];
+    while (fgets(line, sizeof line, f)) {
+        /* fields: id parent major:minor root mountpoint ... */
+        char *save = NULL, *field = strtok_r(line, " ", &save);
+        for (int i = 0; field && i < 4; i++)
+            field = strtok_r(NULL, " ", &save);
+        if (!field)
+            continue;
+        unescape_mountinfo(field);
+        if (strncmp(field, path, plen) == 0 && (field[plen] == '/' || field[plen] == 0)) {
+            char **grown = realloc(found, (n_found + 1) * sizeof *found);
+            if (!grown)
+                break;
+            found = grown;
+            found[n_found++] = strdup(field);
+        }
+    }
+    qsort(found, n_found, sizeof *found, compare_length_desc);
+    int r = 0;
+    for (size_t i = 0; i < n_found; i++) {
+        if (found[i] && umount2(found[i], MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT &&
+            r == 0)
+            r = obi_error_set_errno(err, errno, "unmount %s", found[i]);
+        else if (count)
+            (*count)++;
+        free(found[i]);
+    }
+    free(found);
+    return r;
+}
+
+int obi_bundle_sweep(const char *bundle_root, obi_runtime *runtime, unsigned *swept,
+                     obi_error **err)
+{
+    if (swept)
+        *swept = 0;
+    cleanup_dir DIR *dir = opendir(bundle_root);
+    if (!dir)
+        return errno == ENOENT ? 0 : obi_error_set_errno(err, errno, "open %s", bundle_root);
+    struct dirent *de;
+    while ((de = readdir(dir))) {
+        if (de->d_name[0] == '.' || strlen(de->d_name) != 36)
+            continue;
+        cleanup_free char *path = obi_path_join(bundle_root, de->d_name);
+        cleanup_free char *lock_path = path ? obi_path_join(path, LOCK_NAME) : NULL;
+        if (!lock_path)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        cleanup_close int fd = open(lock_path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
+            continue; /* a live run owns it */
+        if (runtime) {
+            cleanup_error obi_error *ignored = NULL;
+            obi_runtime_destroy(runtime, de->d_name, &ignored);
+        }
+        int r = remove_bundle_dir(path, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "sweep stale bundle");
+        if (swept)
+            (*swept)++;
+    }
+    return 0;
+}
