@@ -191,7 +191,8 @@ int obi_unmount_below(const char *path, unsigned *count, obi_error **err)
             found[n_found++] = strdup(field);
         }
     }
-    qsort(found, n_found, sizeof *found, compare_length_desc);
+    if (n_found > 1)
+        qsort(found, n_found, sizeof *found, compare_length_desc);
     int r = 0;
     for (size_t i = 0; i < n_found; i++) {
         if (found[i] && umount2(found[i], MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT &&
