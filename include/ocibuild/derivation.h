@@ -1,0 +1,82 @@
+/*
+ * Nix derivations (.drv files, ../shared/spec/nix.md): the ATerm text form
+ *   Derive([outputs],[input drvs],[input srcs],system,builder,[args],[env])
+ * parsed into a plain struct, and serialized back byte for byte the way Nix writes it.
+ * The parser is strict (no whitespace, only the escapes \" \\ \n \r \t, no NUL bytes) and every
+ * error names the byte offset: "drv: offset 123: expected ',' got 'x'". Lists keep the order
+ * of the file, so parse + serialize round-trips exactly.
+ */
+#ifndef OCIBUILD_DERIVATION_H
+#define OCIBUILD_DERIVATION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ocibuild/error.h"
+
+typedef struct obi_derivation_output {
+    char *name;      /* "out", "dev", ... */
+    char *path;      /* "/nix/store/<hash>-<name>" ("" for floating content-addressed) */
+    char *hash_algo; /* "" unless content-addressed: "sha256", "r:sha256", "r:sha1", ... */
+    char *hash;      /* lowercase hex of the expected hash ("" unless fixed-output) */
+} obi_derivation_output;
+
+typedef struct obi_derivation_input {
+    char *drv_path; /* "/nix/store/<hash>-<name>.drv" */
+    char **outputs; /* the output names used */
+    size_t n_outputs;
+} obi_derivation_input;
+
+typedef struct obi_derivation_env {
+    char *key;
+    char *value;
+} obi_derivation_env;
+
+typedef struct obi_derivation {
+    obi_derivation_output *outputs;
+    size_t n_outputs;
+    obi_derivation_input *input_drvs;
+    size_t n_input_drvs;
+    char **input_srcs;
+    size_t n_input_srcs;
+    char *system;
+    char *builder;
+    char **args;
+    size_t n_args;
+    obi_derivation_env *env;
+    size_t n_env;
+} obi_derivation;
+
+/* Parses the ATerm text (len bytes; need not be NUL-terminated). Besides the syntax it checks:
+ * output names non-empty and unique, env keys unique, hash_algo "" or ["r:"]md5|sha1|sha256|
+ * sha512, a non-empty hash only with a hash_algo and then as lowercase hex of the algorithm's
+ * length. Errors: "drv: offset N: ...". */
+int obi_derivation_parse(const char *text, size_t len, obi_derivation **out, obi_error **err);
+/* Reads and parses a .drv file; errors are prefixed with the path. */
+int obi_derivation_read_file(const char *path, obi_derivation **out, obi_error **err);
+void obi_derivation_free(obi_derivation *drv);
+
+/* The ATerm text exactly as Nix writes it; caller frees *out (NUL-terminated). */
+int obi_derivation_serialize(const obi_derivation *drv, char **out, size_t *out_len,
+                             obi_error **err);
+
+/* A fixed-output derivation: a single output "out" with a hash_algo and a hash. */
+bool obi_derivation_is_fixed_output(const obi_derivation *drv);
+/* The output named name, or NULL. */
+const obi_derivation_output *obi_derivation_find_output(const obi_derivation *drv,
+                                                        const char *name);
+/* The env value of key, or NULL. */
+const char *obi_derivation_get_env(const obi_derivation *drv, const char *key);
+
+/* Splits a hash_algo: recursive ("r:" prefix) and the bare algorithm name; the digest length in
+ * bytes (16, 20, 32, 64). -EINVAL for anything else. */
+int obi_derivation_hash_algo_parse(const char *hash_algo, bool *recursive, const char **algo,
+                                   size_t *digest_len, obi_error **err);
+
+static inline void obi_derivation_freep(obi_derivation **d)
+{
+    obi_derivation_free(*d);
+}
+#define cleanup_derivation __attribute__((cleanup(obi_derivation_freep)))
+
+#endif

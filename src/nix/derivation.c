@@ -1,0 +1,628 @@
+/*
+ * Nix .drv files (see include/ocibuild/derivation.h): a recursive-descent parser over the ATerm
+ * text that Nix writes (no whitespace, fixed shape), and the matching serializer. The parser
+ * keeps a byte offset so every error says where it stopped; derivation_request.c turns the
+ * result into a BuildRequest and the tests use the serializer for round trips.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ocibuild/buf.h"
+#include "ocibuild/cleanup.h"
+#include "ocibuild/derivation.h"
+#include "ocibuild/fs.h"
+
+#define DRV_MAX_FILE_SIZE (64u * 1024 * 1024)
+
+/* ---- parser state and errors ---- */
+
+typedef struct parser {
+    const char *text;
+    size_t len;
+    size_t pos;
+    obi_error **err;
+} parser;
+
+__attribute__((format(printf, 3, 4))) static int parse_fail(parser *ps, size_t offset,
+                                                            const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    return obi_error_set(ps->err, -EINVAL, "drv: offset %zu: %s", offset, message);
+}
+
+/* Describes the byte at the current position for "got ..." messages. */
+static void describe_current(const parser *ps, char out[16])
+{
+    if (ps->pos >= ps->len) {
+        snprintf(out, 16, "end of input");
+        return;
+    }
+    unsigned char c = (unsigned char)ps->text[ps->pos];
+    if (c >= 0x20 && c < 0x7f)
+        snprintf(out, 16, "'%c'", c);
+    else
+        snprintf(out, 16, "'\\x%02x'", c);
+}
+
+static int expect_char(parser *ps, char c)
+{
+    if (ps->pos < ps->len && ps->text[ps->pos] == c) {
+        ps->pos++;
+        return 0;
+    }
+    char got[16];
+    describe_current(ps, got);
+    return parse_fail(ps, ps->pos, "expected '%c' got %s", c, got);
+}
+
+static int expect_literal(parser *ps, const char *literal)
+{
+    for (const char *l = literal; *l; l++) {
+        int r = expect_char(ps, *l);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static bool peek_char(const parser *ps, char c)
+{
+    return ps->pos < ps->len && ps->text[ps->pos] == c;
+}
+
+/* Grows *array (of elem_size elements) so that one more fits. */
+static int grow(void **array, size_t n, size_t *cap, size_t elem_size)
+{
+    if (n < *cap)
+        return 0;
+    size_t new_cap = *cap ? *cap * 2 : 4;
+    void *p = reallocarray(*array, new_cap, elem_size);
+    if (!p)
+        return -ENOMEM;
+    memset((char *)p + n * elem_size, 0, (new_cap - n) * elem_size);
+    *array = p;
+    *cap = new_cap;
+    return 0;
+}
+
+/* A quoted string with \" \\ \n \r \t escapes. *start_out = offset of the opening quote. */
+static int parse_string(parser *ps, char **out, size_t *start_out)
+{
+    size_t start = ps->pos;
+    int r = expect_char(ps, '"');
+    if (r < 0)
+        return r;
+    cleanup_buf obi_buf value = OBI_BUF_INIT;
+    if (obi_buf_reserve(&value, 0) < 0)
+        return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
+    for (;;) {
+        if (ps->pos >= ps->len)
+            return parse_fail(ps, ps->pos, "unterminated string starting at offset %zu", start);
+        char c = ps->text[ps->pos];
+        if (c == '"') {
+            ps->pos++;
+            break;
+        }
+        if (c == '\0')
+            return parse_fail(ps, ps->pos, "NUL byte in string");
+        if (c == '\\') {
+            if (ps->pos + 1 >= ps->len)
+                return parse_fail(ps, ps->pos + 1, "unterminated string starting at offset %zu",
+                                  start);
+            char e = ps->text[ps->pos + 1];
+            switch (e) {
+            case '"':
+            case '\\':
+                c = e;
+                break;
+            case 'n':
+                c = '\n';
+                break;
+            case 'r':
+                c = '\r';
+                break;
+            case 't':
+                c = '\t';
+                break;
+            default: {
+                ps->pos++;
+                char got[16];
+                describe_current(ps, got);
+                return parse_fail(ps, ps->pos, "invalid escape: expected one of \" \\ n r t got %s",
+                                  got);
+            }
+            }
+            ps->pos += 2;
+        } else {
+            ps->pos++;
+        }
+        if (obi_buf_append(&value, &c, 1) < 0)
+            return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
+    }
+    if (start_out)
+        *start_out = start;
+    *out = obi_buf_steal(&value);
+    return 0;
+}
+
+/* After a list element: ',' continues (returns 1), ']' ends (returns 0). */
+static int list_next(parser *ps)
+{
+    if (peek_char(ps, ',')) {
+        ps->pos++;
+        return 1;
+    }
+    if (peek_char(ps, ']')) {
+        ps->pos++;
+        return 0;
+    }
+    char got[16];
+    describe_current(ps, got);
+    return parse_fail(ps, ps->pos, "expected ',' or ']' got %s", got);
+}
+
+/* '[' then, unless the list is empty, element (list_next element)*. Calls parse_element for
+ * each element. */
+typedef int (*element_fn)(parser *ps, void *ctx);
+static int parse_list(parser *ps, element_fn parse_element, void *ctx)
+{
+    int r = expect_char(ps, '[');
+    if (r < 0)
+        return r;
+    if (peek_char(ps, ']')) {
+        ps->pos++;
+        return 0;
+    }
+    do {
+        r = parse_element(ps, ctx);
+        if (r < 0)
+            return r;
+        r = list_next(ps);
+        if (r < 0)
+            return r;
+    } while (r == 1);
+    return 0;
+}
+
+/* ---- string lists ---- */
+
+typedef struct string_list {
+    char ***items;
+    size_t *n;
+    size_t cap;
+} string_list;
+
+static int parse_string_element(parser *ps, void *ctx)
+{
+    string_list *list = ctx;
+    if (grow((void **)list->items, *list->n, &list->cap, sizeof(char *)) < 0)
+        return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
+    int r = parse_string(ps, &(*list->items)[*list->n], NULL);
+    if (r < 0)
+        return r;
+    (*list->n)++;
+    return 0;
+}
+
+static int parse_string_list(parser *ps, char ***items, size_t *n)
+{
+    string_list list = {items, n, 0};
+    return parse_list(ps, parse_string_element, &list);
+}
+
+/* ---- hash algorithms ---- */
+
+static const struct {
+    const char *name;
+    size_t digest_len;
+} HASH_ALGOS[] = {
+    {"md5", 16},
+    {"sha1", 20},
+    {"sha256", 32},
+    {"sha512", 64},
+};
+
+int obi_derivation_hash_algo_parse(const char *hash_algo, bool *recursive, const char **algo,
+                                   size_t *digest_len, obi_error **err)
+{
+    bool rec = strncmp(hash_algo, "r:", 2) == 0;
+    const char *name = rec ? hash_algo + 2 : hash_algo;
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(HASH_ALGOS); i++) {
+        if (strcmp(name, HASH_ALGOS[i].name) == 0) {
+            if (recursive)
+                *recursive = rec;
+            if (algo)
+                *algo = HASH_ALGOS[i].name;
+            if (digest_len)
+                *digest_len = HASH_ALGOS[i].digest_len;
+            return 0;
+        }
+    }
+    return obi_error_set(err, -EINVAL,
+                         "unknown hash algorithm '%s' (expected [r:]md5, sha1, sha256 or sha512)",
+                         hash_algo);
+}
+
+static bool is_lower_hex(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return s[len] == '\0';
+}
+
+/* ---- outputs: ("name","path","hashAlgo","hash") ---- */
+
+typedef struct outputs_ctx {
+    obi_derivation *drv;
+    size_t cap;
+} outputs_ctx;
+
+static int check_output(parser *ps, const obi_derivation *drv, const obi_derivation_output *o,
+                        size_t name_at, size_t algo_at, size_t hash_at)
+{
+    if (!*o->name)
+        return parse_fail(ps, name_at, "empty output name");
+    for (size_t i = 0; i < drv->n_outputs; i++)
+        if (strcmp(drv->outputs[i].name, o->name) == 0)
+            return parse_fail(ps, name_at, "duplicate output '%s'", o->name);
+    size_t digest_len = 0;
+    if (*o->hash_algo) {
+        cleanup_error obi_error *algo_err = NULL;
+        if (obi_derivation_hash_algo_parse(o->hash_algo, NULL, NULL, &digest_len, &algo_err) < 0)
+            return parse_fail(ps, algo_at, "output '%s': %s", o->name, algo_err->message);
+    }
+    if (*o->hash) {
+        if (!*o->hash_algo)
+            return parse_fail(ps, hash_at, "output '%s': hash without a hash algorithm", o->name);
+        if (strlen(o->hash) != 2 * digest_len || !is_lower_hex(o->hash, 2 * digest_len))
+            return parse_fail(ps, hash_at,
+                              "output '%s': hash must be %zu lowercase hex digits for %s", o->name,
+                              2 * digest_len, o->hash_algo);
+    }
+    return 0;
+}
+
+static int parse_output_element(parser *ps, void *ctx)
+{
+    outputs_ctx *c = ctx;
+    obi_derivation *drv = c->drv;
+    if (grow((void **)&drv->outputs, drv->n_outputs, &c->cap, sizeof *drv->outputs) < 0)
+        return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
+    obi_derivation_output *o = &drv->outputs[drv->n_outputs];
+    size_t name_at, algo_at, hash_at;
+    int r = expect_char(ps, '(');
+    if (r >= 0)
+        r = parse_string(ps, &o->name, &name_at);
+    if (r >= 0)
+        r = expect_char(ps, ',');
+    if (r >= 0)
+        r = parse_string(ps, &o->path, NULL);
+    if (r >= 0)
+        r = expect_char(ps, ',');
+    if (r >= 0)
+        r = parse_string(ps, &o->hash_algo, &algo_at);
+    if (r >= 0)
+        r = expect_char(ps, ',');
+    if (r >= 0)
+        r = parse_string(ps, &o->hash, &hash_at);
+    if (r >= 0)
+        r = expect_char(ps, ')');
+    if (r >= 0)
+        r = check_output(ps, drv, o, name_at, algo_at, hash_at);
+    drv->n_outputs++; /* counted even when incomplete, so obi_derivation_free releases it */
+    return r;
+}
+
+/* ---- input derivations: ("drvpath",["out",...]) ---- */
+
+typedef struct inputs_ctx {
+    obi_derivation *drv;
+    size_t cap;
+} inputs_ctx;
+
+static int parse_input_element(parser *ps, void *ctx)
+{
+    inputs_ctx *c = ctx;
+    obi_derivation *drv = c->drv;
+    if (grow((void **)&drv->input_drvs, drv->n_input_drvs, &c->cap, sizeof *drv->input_drvs) < 0)
+        return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
+    obi_derivation_input *in = &drv->input_drvs[drv->n_input_drvs++];
+    int r = expect_char(ps, '(');
+    if (r >= 0)
+        r = parse_string(ps, &in->drv_path, NULL);
+    if (r >= 0)
+        r = expect_char(ps, ',');
+    if (r >= 0)
+        r = parse_string_list(ps, &in->outputs, &in->n_outputs);
+    if (r >= 0)
+        r = expect_char(ps, ')');
+    return r;
+}
+
+/* ---- environment: ("key","value") ---- */
+
+typedef struct env_ctx {
+    obi_derivation *drv;
+    size_t cap;
+} env_ctx;
+
+static int parse_env_element(parser *ps, void *ctx)
+{
+    env_ctx *c = ctx;
+    obi_derivation *drv = c->drv;
+    if (grow((void **)&drv->env, drv->n_env, &c->cap, sizeof *drv->env) < 0)
+        return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
+    obi_derivation_env *e = &drv->env[drv->n_env];
+    size_t key_at;
+    int r = expect_char(ps, '(');
+    if (r >= 0)
+        r = parse_string(ps, &e->key, &key_at);
+    if (r >= 0)
+        r = expect_char(ps, ',');
+    if (r >= 0)
+        r = parse_string(ps, &e->value, NULL);
+    if (r >= 0)
+        r = expect_char(ps, ')');
+    if (r >= 0)
+        for (size_t i = 0; i < drv->n_env; i++)
+            if (strcmp(drv->env[i].key, e->key) == 0) {
+                r = parse_fail(ps, key_at, "duplicate environment variable '%s'", e->key);
+                break;
+            }
+    drv->n_env++;
+    return r;
+}
+
+/* ---- the whole derivation ---- */
+
+int obi_derivation_parse(const char *text, size_t len, obi_derivation **out, obi_error **err)
+{
+    parser ps = {text, len, 0, err};
+    obi_derivation *drv = calloc(1, sizeof *drv);
+    if (!drv)
+        return obi_error_set(err, -ENOMEM, "drv: out of memory");
+    _cleanup_(obi_derivation_freep) obi_derivation *owned = drv;
+    outputs_ctx outputs = {drv, 0};
+    inputs_ctx inputs = {drv, 0};
+    env_ctx env = {drv, 0};
+
+    int r = expect_literal(&ps, "Derive(");
+    if (r >= 0)
+        r = parse_list(&ps, parse_output_element, &outputs);
+    if (r >= 0)
+        r = expect_char(&ps, ',');
+    if (r >= 0)
+        r = parse_list(&ps, parse_input_element, &inputs);
+    if (r >= 0)
+        r = expect_char(&ps, ',');
+    if (r >= 0)
+        r = parse_string_list(&ps, &drv->input_srcs, &drv->n_input_srcs);
+    if (r >= 0)
+        r = expect_char(&ps, ',');
+    if (r >= 0)
+        r = parse_string(&ps, &drv->system, NULL);
+    if (r >= 0)
+        r = expect_char(&ps, ',');
+    if (r >= 0)
+        r = parse_string(&ps, &drv->builder, NULL);
+    if (r >= 0)
+        r = expect_char(&ps, ',');
+    if (r >= 0)
+        r = parse_string_list(&ps, &drv->args, &drv->n_args);
+    if (r >= 0)
+        r = expect_char(&ps, ',');
+    if (r >= 0)
+        r = parse_list(&ps, parse_env_element, &env);
+    if (r >= 0)
+        r = expect_char(&ps, ')');
+    if (r < 0)
+        return r;
+    if (ps.pos != ps.len)
+        return parse_fail(&ps, ps.pos, "trailing data after the derivation");
+    if (drv->n_outputs == 0)
+        return parse_fail(&ps, strlen("Derive("), "a derivation needs at least one output");
+    *out = steal_pointer(&owned);
+    return 0;
+}
+
+int obi_derivation_read_file(const char *path, obi_derivation **out, obi_error **err)
+{
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    int r = obi_read_file(path, DRV_MAX_FILE_SIZE, &text, &len, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", path);
+    r = obi_derivation_parse(text, len, out, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", path);
+    return 0;
+}
+
+static void free_strings(char **items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(items[i]);
+    free(items);
+}
+
+void obi_derivation_free(obi_derivation *drv)
+{
+    if (!drv)
+        return;
+    for (size_t i = 0; i < drv->n_outputs; i++) {
+        free(drv->outputs[i].name);
+        free(drv->outputs[i].path);
+        free(drv->outputs[i].hash_algo);
+        free(drv->outputs[i].hash);
+    }
+    free(drv->outputs);
+    for (size_t i = 0; i < drv->n_input_drvs; i++) {
+        free(drv->input_drvs[i].drv_path);
+        free_strings(drv->input_drvs[i].outputs, drv->input_drvs[i].n_outputs);
+    }
+    free(drv->input_drvs);
+    free_strings(drv->input_srcs, drv->n_input_srcs);
+    free(drv->system);
+    free(drv->builder);
+    free_strings(drv->args, drv->n_args);
+    for (size_t i = 0; i < drv->n_env; i++) {
+        free(drv->env[i].key);
+        free(drv->env[i].value);
+    }
+    free(drv->env);
+    free(drv);
+}
+
+/* ---- serializer ---- */
+
+static int write_string(obi_buf *buf, const char *s)
+{
+    int r = obi_buf_append(buf, "\"", 1);
+    for (const char *p = s; *p && r >= 0; p++) {
+        switch (*p) {
+        case '"':
+            r = obi_buf_append(buf, "\\\"", 2);
+            break;
+        case '\\':
+            r = obi_buf_append(buf, "\\\\", 2);
+            break;
+        case '\n':
+            r = obi_buf_append(buf, "\\n", 2);
+            break;
+        case '\r':
+            r = obi_buf_append(buf, "\\r", 2);
+            break;
+        case '\t':
+            r = obi_buf_append(buf, "\\t", 2);
+            break;
+        default:
+            r = obi_buf_append(buf, p, 1);
+        }
+    }
+    if (r >= 0)
+        r = obi_buf_append(buf, "\"", 1);
+    return r;
+}
+
+static int write_string_list(obi_buf *buf, char *const *items, size_t n)
+{
+    int r = obi_buf_append(buf, "[", 1);
+    for (size_t i = 0; i < n && r >= 0; i++) {
+        if (i > 0)
+            r = obi_buf_append(buf, ",", 1);
+        if (r >= 0)
+            r = write_string(buf, items[i]);
+    }
+    if (r >= 0)
+        r = obi_buf_append(buf, "]", 1);
+    return r;
+}
+
+static int write_derivation(obi_buf *buf, const obi_derivation *drv)
+{
+    int r = obi_buf_append_str(buf, "Derive([");
+    for (size_t i = 0; i < drv->n_outputs && r >= 0; i++) {
+        const obi_derivation_output *o = &drv->outputs[i];
+        r = obi_buf_append_str(buf, i > 0 ? ",(" : "(");
+        const char *fields[] = {o->name, o->path, o->hash_algo, o->hash};
+        for (size_t f = 0; f < OBI_ARRAY_SIZE(fields) && r >= 0; f++) {
+            if (f > 0)
+                r = obi_buf_append(buf, ",", 1);
+            if (r >= 0)
+                r = write_string(buf, fields[f]);
+        }
+        if (r >= 0)
+            r = obi_buf_append(buf, ")", 1);
+    }
+    if (r >= 0)
+        r = obi_buf_append_str(buf, "],[");
+    for (size_t i = 0; i < drv->n_input_drvs && r >= 0; i++) {
+        const obi_derivation_input *in = &drv->input_drvs[i];
+        r = obi_buf_append_str(buf, i > 0 ? ",(" : "(");
+        if (r >= 0)
+            r = write_string(buf, in->drv_path);
+        if (r >= 0)
+            r = obi_buf_append(buf, ",", 1);
+        if (r >= 0)
+            r = write_string_list(buf, in->outputs, in->n_outputs);
+        if (r >= 0)
+            r = obi_buf_append(buf, ")", 1);
+    }
+    if (r >= 0)
+        r = obi_buf_append_str(buf, "],");
+    if (r >= 0)
+        r = write_string_list(buf, drv->input_srcs, drv->n_input_srcs);
+    if (r >= 0)
+        r = obi_buf_append(buf, ",", 1);
+    if (r >= 0)
+        r = write_string(buf, drv->system);
+    if (r >= 0)
+        r = obi_buf_append(buf, ",", 1);
+    if (r >= 0)
+        r = write_string(buf, drv->builder);
+    if (r >= 0)
+        r = obi_buf_append(buf, ",", 1);
+    if (r >= 0)
+        r = write_string_list(buf, drv->args, drv->n_args);
+    if (r >= 0)
+        r = obi_buf_append_str(buf, ",[");
+    for (size_t i = 0; i < drv->n_env && r >= 0; i++) {
+        r = obi_buf_append_str(buf, i > 0 ? ",(" : "(");
+        if (r >= 0)
+            r = write_string(buf, drv->env[i].key);
+        if (r >= 0)
+            r = obi_buf_append(buf, ",", 1);
+        if (r >= 0)
+            r = write_string(buf, drv->env[i].value);
+        if (r >= 0)
+            r = obi_buf_append(buf, ")", 1);
+    }
+    if (r >= 0)
+        r = obi_buf_append_str(buf, "])");
+    return r;
+}
+
+int obi_derivation_serialize(const obi_derivation *drv, char **out, size_t *out_len,
+                             obi_error **err)
+{
+    cleanup_buf obi_buf buf = OBI_BUF_INIT;
+    if (write_derivation(&buf, drv) < 0)
+        return obi_error_set(err, -ENOMEM, "drv: serialize: out of memory");
+    size_t len = buf.len;
+    *out = obi_buf_steal(&buf);
+    if (out_len)
+        *out_len = len;
+    return 0;
+}
+
+/* ---- queries ---- */
+
+bool obi_derivation_is_fixed_output(const obi_derivation *drv)
+{
+    return drv->n_outputs == 1 && strcmp(drv->outputs[0].name, "out") == 0 &&
+           *drv->outputs[0].hash_algo && *drv->outputs[0].hash;
+}
+
+const obi_derivation_output *obi_derivation_find_output(const obi_derivation *drv, const char *name)
+{
+    for (size_t i = 0; i < drv->n_outputs; i++)
+        if (strcmp(drv->outputs[i].name, name) == 0)
+            return &drv->outputs[i];
+    return NULL;
+}
+
+const char *obi_derivation_get_env(const obi_derivation *drv, const char *key)
+{
+    for (size_t i = 0; i < drv->n_env; i++)
+        if (strcmp(drv->env[i].key, key) == 0)
+            return drv->env[i].value;
+    return NULL;
+}

@@ -1,0 +1,325 @@
+/*
+ * Unit tests for the .drv (ATerm) parser and serializer: real derivations written by Nix 2.8
+ * (nix-instantiate), including a fixed-output one and one with two outputs; every kind of parse
+ * error with its byte offset; string escapes; exact round trips.
+ */
+#include "test_helpers.h"
+
+#include <stdlib.h>
+
+#include "ocibuild/cleanup.h"
+#include "ocibuild/derivation.h"
+
+/* builtins.derivation with passAsFile, an input derivation's "dev" output and escapes. */
+static const char HELLO_DRV[] =
+    "Derive([(\"out\",\"/nix/store/1jbvb3lkv6405j33s6n3wk7nzfndf2a5-hello\",\"\",\"\")],"
+    "[(\"/nix/store/qdpacafvf73w9pmzyjz5c218zf9p8y91-dep.drv\",[\"dev\"])],"
+    "[\"/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-bash\"],\"x86_64-linux\","
+    "\"/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-bash\","
+    "[\"-c\",\"echo \\\"$text\\\" > $out; echo "
+    "/nix/store/miggdwz67ak98cf5cwvahjy6vcxk793b-dep-dev >> $out\"],"
+    "[(\"builder\",\"/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-bash\"),(\"name\",\"hello\"),"
+    "(\"out\",\"/nix/store/1jbvb3lkv6405j33s6n3wk7nzfndf2a5-hello\"),(\"passAsFile\",\"text\"),"
+    "(\"system\",\"x86_64-linux\"),(\"text\",\"a \\\"quoted\\\"\\n\\ttab\\\\ back\\r\")])";
+
+/* Two outputs, dev before out (Nix sorts outputs by name). */
+static const char DEP_DRV[] =
+    "Derive([(\"dev\",\"/nix/store/miggdwz67ak98cf5cwvahjy6vcxk793b-dep-dev\",\"\",\"\"),"
+    "(\"out\",\"/nix/store/qvs0j40gnqlpby2wpbhdz9pqiqmdx1ff-dep\",\"\",\"\")],[],"
+    "[\"/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-bash\"],\"x86_64-linux\","
+    "\"/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-bash\",[\"-c\",\"echo hi > $out; echo d > "
+    "$dev\"],[(\"builder\",\"/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-bash\"),(\"dev\","
+    "\"/nix/store/miggdwz67ak98cf5cwvahjy6vcxk793b-dep-dev\"),(\"name\",\"dep\"),(\"out\","
+    "\"/nix/store/qvs0j40gnqlpby2wpbhdz9pqiqmdx1ff-dep\"),(\"outputs\",\"out dev\"),(\"system\","
+    "\"x86_64-linux\")])";
+
+/* Fixed-output (flat sha256 of "hello"). */
+static const char FOD_DRV[] =
+    "Derive([(\"out\",\"/nix/store/9q0mqp4y1k819ysjzsfjah1ld74x19w2-fod\",\"sha256\","
+    "\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\")],[],"
+    "[\"/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-bash\"],\"x86_64-linux\","
+    "\"/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-bash\",[\"-c\",\"echo -n hello > $out\"],"
+    "[(\"builder\",\"/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-bash\"),(\"name\",\"fod\"),"
+    "(\"out\",\"/nix/store/9q0mqp4y1k819ysjzsfjah1ld74x19w2-fod\"),(\"outputHash\","
+    "\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\"),(\"outputHashAlgo\","
+    "\"sha256\"),(\"outputHashMode\",\"flat\"),(\"system\",\"x86_64-linux\")])";
+
+static obi_derivation *parse_ok(const char *text)
+{
+    obi_derivation *drv = NULL;
+    assert_ok(obi_derivation_parse(text, strlen(text), &drv, err_ptr_));
+    assert_non_null(drv);
+    return drv;
+}
+
+static void assert_round_trip(const char *text)
+{
+    cleanup_derivation obi_derivation *drv = parse_ok(text);
+    cleanup_free char *back = NULL;
+    size_t len = 0;
+    assert_ok(obi_derivation_serialize(drv, &back, &len, err_ptr_));
+    assert_int_equal(len, strlen(text));
+    assert_string_equal(back, text);
+}
+
+/* Parses text, expects failure, and checks the whole message. */
+static void assert_parse_error(const char *text, const char *message)
+{
+    obi_derivation *drv = NULL;
+    obi_error *err = NULL;
+    int r = obi_derivation_parse(text, strlen(text), &drv, &err);
+    assert_int_equal(r, -EINVAL);
+    assert_null(drv);
+    assert_non_null(err);
+    if (strcmp(err->message, message) != 0)
+        print_error("got '%s'\nwant '%s'\n", err->message, message);
+    assert_string_equal(err->message, message);
+    obi_error_free(err);
+}
+
+static void test_derivation_parses_nix_written_derivation(void **state)
+{
+    (void)state;
+    cleanup_derivation obi_derivation *drv = parse_ok(HELLO_DRV);
+    assert_int_equal(drv->n_outputs, 1);
+    assert_string_equal(drv->outputs[0].name, "out");
+    assert_string_equal(drv->outputs[0].path, "/nix/store/1jbvb3lkv6405j33s6n3wk7nzfndf2a5-hello");
+    assert_string_equal(drv->outputs[0].hash_algo, "");
+    assert_string_equal(drv->outputs[0].hash, "");
+    assert_int_equal(drv->n_input_drvs, 1);
+    assert_string_equal(drv->input_drvs[0].drv_path,
+                        "/nix/store/qdpacafvf73w9pmzyjz5c218zf9p8y91-dep.drv");
+    assert_int_equal(drv->input_drvs[0].n_outputs, 1);
+    assert_string_equal(drv->input_drvs[0].outputs[0], "dev");
+    assert_int_equal(drv->n_input_srcs, 1);
+    assert_string_equal(drv->input_srcs[0], "/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-bash");
+    assert_string_equal(drv->system, "x86_64-linux");
+    assert_string_equal(drv->builder, "/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-bash");
+    assert_int_equal(drv->n_args, 2);
+    assert_string_equal(drv->args[0], "-c");
+    assert_string_equal(drv->args[1],
+                        "echo \"$text\" > $out; echo "
+                        "/nix/store/miggdwz67ak98cf5cwvahjy6vcxk793b-dep-dev >> $out");
+    assert_int_equal(drv->n_env, 6);
+    assert_string_equal(drv->env[3].key, "passAsFile");
+    assert_string_equal(obi_derivation_get_env(drv, "name"), "hello");
+    assert_null(obi_derivation_get_env(drv, "nope"));
+    assert_false(obi_derivation_is_fixed_output(drv));
+}
+
+static void test_derivation_decodes_all_escapes(void **state)
+{
+    (void)state;
+    cleanup_derivation obi_derivation *drv = parse_ok(HELLO_DRV);
+    assert_string_equal(obi_derivation_get_env(drv, "text"), "a \"quoted\"\n\ttab\\ back\r");
+}
+
+static void test_derivation_parses_multiple_outputs(void **state)
+{
+    (void)state;
+    cleanup_derivation obi_derivation *drv = parse_ok(DEP_DRV);
+    assert_int_equal(drv->n_outputs, 2);
+    assert_string_equal(drv->outputs[0].name, "dev");
+    assert_string_equal(drv->outputs[1].name, "out");
+    assert_string_equal(obi_derivation_find_output(drv, "out")->path,
+                        "/nix/store/qvs0j40gnqlpby2wpbhdz9pqiqmdx1ff-dep");
+    assert_null(obi_derivation_find_output(drv, "lib"));
+    assert_int_equal(drv->n_input_drvs, 0);
+    assert_false(obi_derivation_is_fixed_output(drv));
+}
+
+static void test_derivation_parses_fixed_output(void **state)
+{
+    (void)state;
+    cleanup_derivation obi_derivation *drv = parse_ok(FOD_DRV);
+    assert_true(obi_derivation_is_fixed_output(drv));
+    assert_string_equal(drv->outputs[0].hash_algo, "sha256");
+    assert_string_equal(drv->outputs[0].hash,
+                        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+}
+
+static void test_derivation_accepts_recursive_and_other_hash_algos(void **state)
+{
+    (void)state;
+    const char *r_sha256 = "Derive([(\"out\",\"/nix/store/x-fod\",\"r:sha256\",\""
+                           "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\")],"
+                           "[],[],\"x86_64-linux\",\"/b\",[],[])";
+    const char *sha1 = "Derive([(\"out\",\"/nix/store/x-fod\",\"sha1\","
+                       "\"aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d\")],[],[],\"s\",\"/b\",[],[])";
+    const char *r_md5 = "Derive([(\"out\",\"/nix/store/x-fod\",\"r:md5\","
+                        "\"5d41402abc4b2a76b9719d911017c592\")],[],[],\"s\",\"/b\",[],[])";
+    const char *texts[] = {r_sha256, sha1, r_md5};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(texts); i++) {
+        cleanup_derivation obi_derivation *drv = parse_ok(texts[i]);
+        assert_true(obi_derivation_is_fixed_output(drv));
+        bool recursive = false;
+        const char *algo = NULL;
+        size_t len = 0;
+        assert_ok(obi_derivation_hash_algo_parse(drv->outputs[0].hash_algo, &recursive, &algo, &len,
+                                                 err_ptr_));
+        assert_int_equal(recursive, i != 1);
+        assert_int_equal(len, i == 0 ? 32 : i == 1 ? 20 : 16);
+        assert_round_trip(texts[i]);
+    }
+}
+
+static void test_derivation_round_trips_exactly(void **state)
+{
+    (void)state;
+    assert_round_trip(HELLO_DRV);
+    assert_round_trip(DEP_DRV);
+    assert_round_trip(FOD_DRV);
+    assert_round_trip("Derive([(\"out\",\"/nix/store/x\",\"\",\"\")],[],[],\"\",\"\",[],[])");
+}
+
+static void test_derivation_serializer_escapes_strings(void **state)
+{
+    (void)state;
+    cleanup_derivation obi_derivation *drv =
+        parse_ok("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[(\"k\",\"v\")])");
+    free(drv->env[0].value);
+    drv->env[0].value = strdup("q\"b\\n\nr\rt\t");
+    cleanup_free char *text = NULL;
+    assert_ok(obi_derivation_serialize(drv, &text, NULL, err_ptr_));
+    assert_non_null(strstr(text, "(\"k\",\"q\\\"b\\\\n\\nr\\rt\\t\")"));
+}
+
+static void test_derivation_reports_unexpected_byte_with_offset(void **state)
+{
+    (void)state;
+    assert_parse_error("Derivx(", "drv: offset 5: expected 'e' got 'x'");
+    assert_parse_error("", "drv: offset 0: expected 'D' got end of input");
+    /* missing ',' between output fields: offset of the '"' that follows "out" */
+    assert_parse_error("Derive([(\"out\"\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])",
+                       "drv: offset 14: expected ',' got '\"'");
+    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")];[],[],\"s\",\"/b\",[],[])",
+                       "drv: offset 27: expected ',' got ';'");
+    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\");",
+                       "drv: offset 26: expected ',' or ']' got ';'");
+    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],s,\"/b\",[],[])",
+                       "drv: offset 34: expected '\"' got 's'");
+    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[] )",
+                       "drv: offset 48: expected ')' got ' '");
+    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[]",
+                       "drv: offset 48: expected ')' got end of input");
+    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[]\x01)",
+                       "drv: offset 48: expected ')' got '\\x01'");
+}
+
+static void test_derivation_rejects_trailing_data(void **state)
+{
+    (void)state;
+    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])\n",
+                       "drv: offset 49: trailing data after the derivation");
+}
+
+static void test_derivation_rejects_bad_escape_with_offset(void **state)
+{
+    (void)state;
+    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\\x\",\"/b\",[],[])",
+                       "drv: offset 37: invalid escape: expected one of \" \\ n r t got 'x'");
+}
+
+static void test_derivation_rejects_unterminated_string(void **state)
+{
+    (void)state;
+    assert_parse_error("Derive([(\"out\",\"/o",
+                       "drv: offset 18: unterminated string starting at offset 15");
+    assert_parse_error("Derive([(\"out\",\"/o\\",
+                       "drv: offset 19: unterminated string starting at offset 15");
+}
+
+static void test_derivation_rejects_nul_byte(void **state)
+{
+    (void)state;
+    const char text[] = "Derive([(\"out\",\"/\0o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])";
+    obi_derivation *drv = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_derivation_parse(text, sizeof text - 1, &drv, &err), -EINVAL,
+                      "drv: offset 17: NUL byte in string");
+    assert_null(drv);
+}
+
+static void test_derivation_rejects_semantic_errors_with_offset(void **state)
+{
+    (void)state;
+    assert_parse_error("Derive([],[],[],\"s\",\"/b\",[],[])",
+                       "drv: offset 7: a derivation needs at least one output");
+    assert_parse_error("Derive([(\"\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])",
+                       "drv: offset 9: empty output name");
+    assert_parse_error(
+        "Derive([(\"out\",\"/o\",\"\",\"\"),(\"out\",\"/p\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])",
+        "drv: offset 28: duplicate output 'out'");
+    assert_parse_error("Derive([(\"out\",\"/o\",\"blake7\",\"\")],[],[],\"s\",\"/b\",[],[])",
+                       "drv: offset 20: output 'out': unknown hash algorithm 'blake7' (expected "
+                       "[r:]md5, sha1, sha256 or sha512)");
+    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"abcd\")],[],[],\"s\",\"/b\",[],[])",
+                       "drv: offset 23: output 'out': hash without a hash algorithm");
+    assert_parse_error("Derive([(\"out\",\"/o\",\"r:md5\",\"abcd\")],[],[],\"s\",\"/b\",[],[])",
+                       "drv: offset 28: output 'out': hash must be 32 lowercase hex digits for "
+                       "r:md5");
+    assert_parse_error("Derive([(\"out\",\"/o\",\"md5\",\"5D41402ABC4B2A76B9719D911017C592\")],[],"
+                       "[],\"s\",\"/b\",[],[])",
+                       "drv: offset 26: output 'out': hash must be 32 lowercase hex digits for "
+                       "md5");
+    assert_parse_error(
+        "Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[(\"a\",\"1\"),(\"a\",\"2\")])",
+        "drv: offset 58: duplicate environment variable 'a'");
+}
+
+static void test_derivation_floating_ca_output_is_not_fixed_output(void **state)
+{
+    (void)state;
+    cleanup_derivation obi_derivation *drv =
+        parse_ok("Derive([(\"out\",\"\",\"r:sha256\",\"\")],[],[],\"s\",\"/b\",[],[])");
+    assert_false(obi_derivation_is_fixed_output(drv));
+}
+
+static void test_derivation_read_file_prefixes_path(void **state)
+{
+    (void)state;
+    char *dir = obi_test_tmpdir();
+    cleanup_free char *path = NULL;
+    assert_true(asprintf(&path, "%s/x.drv", dir) > 0);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(FOD_DRV, f);
+    fclose(f);
+    obi_derivation *drv = NULL;
+    assert_ok(obi_derivation_read_file(path, &drv, err_ptr_));
+    assert_true(obi_derivation_is_fixed_output(drv));
+    obi_derivation_free(drv);
+    drv = NULL;
+
+    f = fopen(path, "w");
+    fputs("Derive(x", f);
+    fclose(f);
+    obi_error *err = NULL;
+    assert_int_equal(obi_derivation_read_file(path, &drv, &err), -EINVAL);
+    assert_non_null(strstr(err->message, path));
+    assert_non_null(strstr(err->message, "drv: offset 7: expected '[' got 'x'"));
+    obi_error_free(err);
+    obi_test_tmpdir_remove(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_derivation_parses_nix_written_derivation),
+        cmocka_unit_test(test_derivation_decodes_all_escapes),
+        cmocka_unit_test(test_derivation_parses_multiple_outputs),
+        cmocka_unit_test(test_derivation_parses_fixed_output),
+        cmocka_unit_test(test_derivation_accepts_recursive_and_other_hash_algos),
+        cmocka_unit_test(test_derivation_round_trips_exactly),
+        cmocka_unit_test(test_derivation_serializer_escapes_strings),
+        cmocka_unit_test(test_derivation_reports_unexpected_byte_with_offset),
+        cmocka_unit_test(test_derivation_rejects_trailing_data),
+        cmocka_unit_test(test_derivation_rejects_bad_escape_with_offset),
+        cmocka_unit_test(test_derivation_rejects_unterminated_string),
+        cmocka_unit_test(test_derivation_rejects_nul_byte),
+        cmocka_unit_test(test_derivation_rejects_semantic_errors_with_offset),
+        cmocka_unit_test(test_derivation_floating_ca_output_is_not_fixed_output),
+        cmocka_unit_test(test_derivation_read_file_prefixes_path),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
