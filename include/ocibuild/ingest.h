@@ -1,0 +1,33 @@
+/*
+ * Ingesting a filesystem path into castore (castore.md "Ingesting a filesystem path"): a
+ * regular file becomes a blob and a FileNode (executable iff the owner-execute bit is set), a
+ * directory a Directory put leaves first through one directory putter, a symlink a SymlinkNode
+ * with its target. Symlinks are never followed, not even at the root; anything else (fifo,
+ * socket, device) is an error naming the path. Everything is opened relative to directory file
+ * descriptors with O_NOFOLLOW (no path length limit, no symlink race), and files are streamed in
+ * bounded chunks. Directories are committed only when the whole tree succeeded, so a failure
+ * leaves no root behind (only unreferenced blobs).
+ */
+#ifndef OCIBUILD_INGEST_H
+#define OCIBUILD_INGEST_H
+
+#include "ocibuild/error.h"
+#include "ocibuild/node.h"
+#include "ocibuild/refscan.h"
+#include "ocibuild/store.h"
+
+typedef struct obi_ingest_options {
+    /* Name of the root node; NULL: the path's basename (for "." or "..", that of its real
+     * path). */
+    const char *name;
+    /* Optional: fed every file's contents and every symlink target, one stream each (names are
+     * not scanned). */
+    obi_refscan_state *refscan;
+} obi_ingest_options;
+
+/* Ingests path into blobs and directories; *out (caller storage, clear with obi_node_clear) is
+ * the root node. options may be NULL. */
+int obi_ingest_path(obi_blob_service *blobs, obi_directory_service *directories, const char *path,
+                    const obi_ingest_options *options, obi_node *out, obi_error **err);
+
+#endif
