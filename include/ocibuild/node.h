@@ -82,6 +82,10 @@ static inline void obi_node_clearp(obi_node *n)
 #define cleanup_node __attribute__((cleanup(obi_node_clearp)))
 /* Appends a copy of node to the list of its kind (no sorting or validation). */
 int obi_directory_add(obi_directory *dir, const obi_node *node);
+/* Like obi_directory_add but moves the node: on success *node is left zeroed (cleared). */
+int obi_directory_append_owned(obi_directory *dir, obi_node *node);
+/* Bytewise name order (memcmp, then shorter first): the order of every castore list. */
+int obi_name_compare(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len);
 /* Sorts each list by name, bytewise. */
 void obi_directory_sort(obi_directory *dir);
 /* All rules of castore.md: names, sort order, uniqueness across lists, digests, targets. */
@@ -94,7 +98,8 @@ int obi_directory_encode(const obi_directory *dir, uint8_t **out, size_t *out_le
 int obi_directory_decode(const uint8_t *data, size_t len, obi_directory **out, obi_error **err);
 /* BLAKE3 of the canonical encoding. */
 int obi_directory_digest(const obi_directory *dir, obi_digest *out, obi_error **err);
-/* Looks up an entry by name in any list; NULL when absent. */
+/* Looks up an entry by name in any list; NULL when absent. Linear scan, so it also works on
+ * unsorted lists. */
 const obi_node *obi_directory_find(const obi_directory *dir, const uint8_t *name, size_t len);
 
 /* Node message (the oneof) in protobuf binary form. */
