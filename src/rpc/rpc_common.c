@@ -1,0 +1,204 @@
+/*
+ * What server and clients share: the table mapping errno-style codes to gRPC status codes and
+ * back (docs/rpc.md), status message clipping, message size limits, protobuf packing and log
+ * level names.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ocibuild/build_service.h"
+#include "ocibuild/cleanup.h"
+#include "rpc_internal.h"
+
+typedef struct status_mapping {
+    int code;
+    grpc_status_code status;
+} status_mapping;
+
+/* First match wins in both directions, so each status's first row is its canonical errno. */
+static const status_mapping STATUS_MAPPINGS[] = {
+    {-EINVAL, GRPC_STATUS_INVALID_ARGUMENT},
+    {-ENOENT, GRPC_STATUS_NOT_FOUND},
+    {OBI_EBUILD_FAILED, GRPC_STATUS_ABORTED},
+    {-ETIMEDOUT, GRPC_STATUS_DEADLINE_EXCEEDED},
+    {-ENOTSUP, GRPC_STATUS_UNIMPLEMENTED},
+    {-ECANCELED, GRPC_STATUS_CANCELLED},
+    {-EEXIST, GRPC_STATUS_ALREADY_EXISTS},
+    {-EACCES, GRPC_STATUS_PERMISSION_DENIED},
+    {-EPERM, GRPC_STATUS_PERMISSION_DENIED},
+    {-ENOMEM, GRPC_STATUS_RESOURCE_EXHAUSTED},
+    {-ENOSPC, GRPC_STATUS_RESOURCE_EXHAUSTED},
+    {-EBUSY, GRPC_STATUS_RESOURCE_EXHAUSTED},
+    {-ECONNREFUSED, GRPC_STATUS_UNAVAILABLE},
+    {-EOVERFLOW, GRPC_STATUS_OUT_OF_RANGE},
+    {-EBADMSG, GRPC_STATUS_DATA_LOSS},
+    {-EPROTO, GRPC_STATUS_INTERNAL},
+    {-EIO, GRPC_STATUS_INTERNAL},
+};
+
+grpc_status_code obi_rpc_status_from_errno(int code)
+{
+    if (code == 0)
+        return GRPC_STATUS_OK;
+    for (size_t i = 0; i < sizeof STATUS_MAPPINGS / sizeof STATUS_MAPPINGS[0]; i++)
+        if (STATUS_MAPPINGS[i].code == code)
+            return STATUS_MAPPINGS[i].status;
+    return GRPC_STATUS_INTERNAL;
+}
+
+int obi_rpc_errno_from_status(grpc_status_code status)
+{
+    if (status == GRPC_STATUS_OK)
+        return 0;
+    for (size_t i = 0; i < sizeof STATUS_MAPPINGS / sizeof STATUS_MAPPINGS[0]; i++)
+        if (STATUS_MAPPINGS[i].status == status)
+            return STATUS_MAPPINGS[i].code;
+    return -EPROTO; /* UNKNOWN, FAILED_PRECONDITION, UNAUTHENTICATED, ... */
+}
+
+static const char *const STATUS_NAMES[] = {
+    [GRPC_STATUS_OK] = "OK",
+    [GRPC_STATUS_CANCELLED] = "CANCELLED",
+    [GRPC_STATUS_UNKNOWN] = "UNKNOWN",
+    [GRPC_STATUS_INVALID_ARGUMENT] = "INVALID_ARGUMENT",
+    [GRPC_STATUS_DEADLINE_EXCEEDED] = "DEADLINE_EXCEEDED",
+    [GRPC_STATUS_NOT_FOUND] = "NOT_FOUND",
+    [GRPC_STATUS_ALREADY_EXISTS] = "ALREADY_EXISTS",
+    [GRPC_STATUS_PERMISSION_DENIED] = "PERMISSION_DENIED",
+    [GRPC_STATUS_RESOURCE_EXHAUSTED] = "RESOURCE_EXHAUSTED",
+    [GRPC_STATUS_FAILED_PRECONDITION] = "FAILED_PRECONDITION",
+    [GRPC_STATUS_ABORTED] = "ABORTED",
+    [GRPC_STATUS_OUT_OF_RANGE] = "OUT_OF_RANGE",
+    [GRPC_STATUS_UNIMPLEMENTED] = "UNIMPLEMENTED",
+    [GRPC_STATUS_INTERNAL] = "INTERNAL",
+    [GRPC_STATUS_UNAVAILABLE] = "UNAVAILABLE",
+    [GRPC_STATUS_DATA_LOSS] = "DATA_LOSS",
+    [GRPC_STATUS_UNAUTHENTICATED] = "UNAUTHENTICATED",
+};
+
+const char *obi_rpc_status_name(grpc_status_code status)
+{
+    if ((unsigned)status < sizeof STATUS_NAMES / sizeof STATUS_NAMES[0] && STATUS_NAMES[status])
+        return STATUS_NAMES[status];
+    return "UNKNOWN";
+}
+
+char *obi_rpc_status_message_clip(const char *message)
+{
+    static const char marker[] = "\n[...]\n";
+    size_t len = strlen(message);
+    if (len <= OBI_RPC_MAX_STATUS_MESSAGE)
+        return strdup(message);
+    size_t head = OBI_RPC_MAX_STATUS_MESSAGE / 4;
+    size_t tail = OBI_RPC_MAX_STATUS_MESSAGE - head - (sizeof marker - 1);
+    char *out = malloc(OBI_RPC_MAX_STATUS_MESSAGE + 1);
+    if (!out)
+        return NULL;
+    memcpy(out, message, head);
+    memcpy(out + head, marker, sizeof marker - 1);
+    memcpy(out + head + sizeof marker - 1, message + len - tail, tail);
+    out[OBI_RPC_MAX_STATUS_MESSAGE] = '\0';
+    return out;
+}
+
+const grpc_channel_args *obi_rpc_channel_args(void)
+{
+    static grpc_arg args[] = {
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+         .value.integer = OBI_RPC_MAX_MESSAGE},
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+         .value.integer = OBI_RPC_MAX_MESSAGE},
+    };
+    static const grpc_channel_args channel_args = {.num_args = sizeof args / sizeof args[0],
+                                                   .args = args};
+    return &channel_args;
+}
+
+int obi_rpc_pack(const ProtobufCMessage *msg, uint8_t **out, size_t *out_len, obi_error **err)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *data = malloc(len ? len : 1);
+    if (!data)
+        return obi_error_set(err, -ENOMEM, "pack %s: out of memory", msg->descriptor->name);
+    protobuf_c_message_pack(msg, data);
+    *out = data;
+    *out_len = len;
+    return 0;
+}
+
+static const char *const LOG_LEVEL_NAMES[] = {
+    [OBI_LOG_ERROR] = "error",
+    [OBI_LOG_WARN] = "warn",
+    [OBI_LOG_INFO] = "info",
+    [OBI_LOG_DEBUG] = "debug",
+};
+
+int obi_log_level_parse(const char *text, obi_log_level *out, obi_error **err)
+{
+    for (size_t i = 0; i < sizeof LOG_LEVEL_NAMES / sizeof LOG_LEVEL_NAMES[0]; i++)
+        if (!strcmp(text, LOG_LEVEL_NAMES[i])) {
+            *out = (obi_log_level)i;
+            return 0;
+        }
+    return obi_error_set(err, -EINVAL, "log level '%s': expected error, warn, info or debug", text);
+}
+
+bool obi_rpc_run_batch(grpc_call *call, grpc_completion_queue *cq, const grpc_op *ops, size_t n)
+{
+    /* The tag only has to be unique among this cq's outstanding batches: there is one. */
+    void *tag = (void *)ops;
+    if (grpc_call_start_batch(call, ops, n, tag, NULL) != GRPC_CALL_OK)
+        return false;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            return false;
+        if (ev.type == GRPC_OP_COMPLETE && ev.tag == tag)
+            return ev.success != 0;
+    }
+}
+
+grpc_slice obi_rpc_byte_buffer_take(grpc_byte_buffer *buffer)
+{
+    grpc_byte_buffer_reader reader;
+    grpc_slice slice = grpc_empty_slice();
+    if (grpc_byte_buffer_reader_init(&reader, buffer)) {
+        slice = grpc_byte_buffer_reader_readall(&reader);
+        grpc_byte_buffer_reader_destroy(&reader);
+    }
+    grpc_byte_buffer_destroy(buffer);
+    return slice;
+}
+
+grpc_byte_buffer *obi_rpc_byte_buffer_own(uint8_t *data, size_t len)
+{
+    grpc_slice slice;
+    if (len == 0) {
+        free(data);
+        slice = grpc_empty_slice();
+    } else {
+        slice = grpc_slice_new(data, len, free);
+    }
+    grpc_byte_buffer *buffer = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    return buffer;
+}
+
+void obi_rpc_cq_shutdown_drain(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+}
+
+void obi_rpc_cq_destroy(grpc_completion_queue *cq)
+{
+    if (!cq)
+        return;
+    obi_rpc_cq_shutdown_drain(cq);
+    grpc_completion_queue_destroy(cq);
+}
