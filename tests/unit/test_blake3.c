@@ -1,7 +1,10 @@
 /*
  * BLAKE3 against the official test vectors (../shared/data/blake3_test_vectors.json): default
- * hash, keyed hash and derive-key, full extended output, fed whole and in awkward pieces.
+ * hash, keyed hash and derive-key, full extended output, fed whole and in awkward pieces, on
+ * every compression backend (portable, SSE4.1, AVX2, AVX-512). Each test runs once per backend;
+ * a backend this CPU lacks is reported as a skip naming the missing instruction set.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +12,6 @@
 #include "ocibuild/blake3.h"
 #include "ocibuild/digest.h"
 #include "test_helpers.h"
-
 static json_t *vectors;
 
 static int load_vectors(void **state)
@@ -59,7 +61,29 @@ static void init_mode(obi_blake3_hasher *h, enum mode mode)
     }
 }
 
-static void check_mode(enum mode mode, const char *field, size_t piece)
+/* Selects the backend named by the test's state, or skips the test loudly. */
+static const char *use_backend(void **state)
+{
+    const char *name = *state;
+    int r = obi_blake3_use_backend(name);
+    if (r == -ENOTSUP) {
+        print_message("SKIPPED: this CPU lacks the instruction set of BLAKE3 backend '%s'; its "
+                      "code is NOT tested here\n",
+                      name);
+        skip();
+    }
+    assert_int_equal(r, 0);
+    assert_string_equal(obi_blake3_backend(), name);
+    return name;
+}
+
+static int restore_default_backend(void **state)
+{
+    (void)state;
+    return obi_blake3_use_backend(NULL);
+}
+
+static void check_mode(const char *backend, enum mode mode, const char *field, size_t piece)
 {
     size_t index;
     json_t *c;
@@ -79,11 +103,11 @@ static void check_mode(enum mode mode, const char *field, size_t piece)
         obi_blake3_finalize(&h, out, out_len);
         obi_hex_encode(out, out_len, hex);
         if (strcmp(hex, expected))
-            print_error("%s mismatch for input_len %zu (piece %zu)\n", field, len, piece);
+            print_error("%s mismatch on backend %s for input_len %zu (pieces of %zu)\n", field,
+                        backend, len, piece);
         assert_string_equal(hex, expected);
         /* The default 32-byte output is a prefix of the extended output. */
         obi_blake3_finalize(&h, out, 32);
-        assert_memory_equal(hex, expected, 0); /* keeps the compiler quiet about unused */
         obi_hex_encode(out, 32, hex);
         assert_memory_equal(hex, expected, 64);
         free(in);
@@ -94,38 +118,35 @@ static void check_mode(enum mode mode, const char *field, size_t piece)
     assert_true(checked >= 30);
 }
 
-static void test_blake3_hash_vectors_whole(void **state)
+/* Piece sizes straddling block (64), chunk (1024) and SIMD batch (4, 8, 16 chunks) edges. */
+static const size_t PIECES[] = {1, 7, 63, 64, 65, 1023, 1024, 1025, 4096 + 64, 16384 + 1};
+
+static void check_mode_whole_and_in_pieces(void **state, enum mode mode, const char *field)
 {
-    (void)state;
-    check_mode(MODE_HASH, "hash", SIZE_MAX);
+    const char *backend = use_backend(state);
+    check_mode(backend, mode, field, SIZE_MAX);
+    for (size_t i = 0; i < sizeof PIECES / sizeof PIECES[0]; i++)
+        check_mode(backend, mode, field, PIECES[i]);
 }
 
-static void test_blake3_hash_vectors_in_odd_pieces(void **state)
+static void test_blake3_hash_vectors(void **state)
 {
-    (void)state;
-    check_mode(MODE_HASH, "hash", 7);
-    check_mode(MODE_HASH, "hash", 1023);
-    check_mode(MODE_HASH, "hash", 1025);
-    check_mode(MODE_HASH, "hash", 4096 + 64);
+    check_mode_whole_and_in_pieces(state, MODE_HASH, "hash");
 }
 
 static void test_blake3_keyed_vectors(void **state)
 {
-    (void)state;
-    check_mode(MODE_KEYED, "keyed_hash", SIZE_MAX);
-    check_mode(MODE_KEYED, "keyed_hash", 63);
+    check_mode_whole_and_in_pieces(state, MODE_KEYED, "keyed_hash");
 }
 
 static void test_blake3_derive_key_vectors(void **state)
 {
-    (void)state;
-    check_mode(MODE_DERIVE, "derive_key", SIZE_MAX);
-    check_mode(MODE_DERIVE, "derive_key", 65);
+    check_mode_whole_and_in_pieces(state, MODE_DERIVE, "derive_key");
 }
 
 static void test_blake3_one_shot_matches_empty_blob_digest(void **state)
 {
-    (void)state;
+    use_backend(state);
     uint8_t out[32];
     char hex[65];
     obi_blake3("", 0, out);
@@ -135,34 +156,69 @@ static void test_blake3_one_shot_matches_empty_blob_digest(void **state)
 
 static void test_blake3_large_input_same_in_any_split(void **state)
 {
-    (void)state;
-    /* 3 MiB + 17 bytes: many subtree merges; compare one-shot with byte-dribbled updates at
-     * a few split points that straddle chunk and SIMD-batch boundaries. */
+    /* 3 MiB + 17 bytes: many subtree merges; the portable one-shot digest is the reference,
+     * compared with this backend's one-shot and two-piece updates at split points that
+     * straddle chunk and SIMD-batch boundaries. */
     size_t len = 3 * 1024 * 1024 + 17;
     uint8_t *in = vector_input(len);
-    uint8_t whole[32], split[32];
+    uint8_t reference[32], whole[32], split[32];
+    assert_int_equal(obi_blake3_use_backend("portable"), 0);
+    obi_blake3(in, len, reference);
+    const char *backend = use_backend(state);
     obi_blake3(in, len, whole);
-    static const size_t splits[] = {1, 1024, 1025, 4095, 16 * 1024 + 3, 65536, 1000003};
+    if (memcmp(reference, whole, 32))
+        print_error("backend %s differs from portable on %zu bytes\n", backend, len);
+    assert_memory_equal(reference, whole, 32);
+    const size_t splits[] = {1,     1024,    1025,   4095, 16 * 1024, 16 * 1024 + 3,
+                             65536, 1000003, len - 1};
     for (size_t i = 0; i < sizeof splits / sizeof splits[0]; i++) {
         obi_blake3_hasher h;
         obi_blake3_init(&h);
         obi_blake3_update(&h, in, splits[i]);
         obi_blake3_update(&h, in + splits[i], len - splits[i]);
         obi_blake3_finalize(&h, split, 32);
-        assert_memory_equal(whole, split, 32);
+        if (memcmp(reference, split, 32))
+            print_error("backend %s: split at %zu differs\n", backend, splits[i]);
+        assert_memory_equal(reference, split, 32);
     }
     free(in);
 }
 
+static void test_blake3_use_backend_rejects_unknown_name(void **state)
+{
+    (void)state;
+    const char *before = obi_blake3_backend();
+    assert_int_equal(obi_blake3_use_backend("neon"), -EINVAL);
+    assert_string_equal(obi_blake3_backend(), before);
+}
+
+static void test_blake3_portable_backend_is_always_available(void **state)
+{
+    (void)state;
+    assert_int_equal(obi_blake3_use_backend("portable"), 0);
+    assert_string_equal(obi_blake3_backend(), "portable");
+}
+
+#define ON_EVERY_BACKEND(fn)                                                                       \
+    {#fn "/portable", fn, NULL, restore_default_backend, (void *)"portable"},                      \
+        {#fn "/sse41", fn, NULL, restore_default_backend, (void *)"sse41"},                        \
+        {#fn "/avx2", fn, NULL, restore_default_backend, (void *)"avx2"},                          \
+    {                                                                                              \
+#fn "/avx512", fn, NULL, restore_default_backend, (void *)"avx512"                         \
+    }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_blake3_hash_vectors_whole),
-        cmocka_unit_test(test_blake3_hash_vectors_in_odd_pieces),
-        cmocka_unit_test(test_blake3_keyed_vectors),
-        cmocka_unit_test(test_blake3_derive_key_vectors),
-        cmocka_unit_test(test_blake3_one_shot_matches_empty_blob_digest),
-        cmocka_unit_test(test_blake3_large_input_same_in_any_split),
+        ON_EVERY_BACKEND(test_blake3_hash_vectors),
+        ON_EVERY_BACKEND(test_blake3_keyed_vectors),
+        ON_EVERY_BACKEND(test_blake3_derive_key_vectors),
+        ON_EVERY_BACKEND(test_blake3_one_shot_matches_empty_blob_digest),
+        ON_EVERY_BACKEND(test_blake3_large_input_same_in_any_split),
+        cmocka_unit_test_teardown(test_blake3_use_backend_rejects_unknown_name,
+                                  restore_default_backend),
+        cmocka_unit_test_teardown(test_blake3_portable_backend_is_always_available,
+                                  restore_default_backend),
     };
     return cmocka_run_group_tests_name("blake3", tests, load_vectors, free_vectors);
 }
