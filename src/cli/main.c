@@ -15,6 +15,7 @@ typedef struct command {
 
 static const command COMMANDS[] = {
     {"hash", cli_hash, "print BLAKE3 digests of files, like b3sum"},
+    {"service", cli_service, "services from a deployment YAML (spec)"},
 };
 
 static void usage(FILE *out)

@@ -1,0 +1,49 @@
+/*
+ * OCI image layouts on disk (`oci:PATH[:TAG]`, as written by umoci or skopeo): index.json ->
+ * manifest -> config + layers, every blob's sha256 verified before use. Layers (gzip, zstd or
+ * plain tar) are unpacked in order with libarchive into a cache directory keyed by the manifest
+ * digest, honouring whiteouts and refusing entries that would escape the rootfs; a cache entry
+ * appears atomically (unpacked under a temporary name, then renamed). The image config's Env,
+ * Entrypoint, Cmd, WorkingDir and User feed service spec generation (service_spec.h).
+ */
+#ifndef OCIBUILD_IMAGE_H
+#define OCIBUILD_IMAGE_H
+
+#include <jansson.h>
+
+#include "ocibuild/cleanup.h"
+#include "ocibuild/error.h"
+
+/* The parts of an image config ("config" member of application/vnd.oci.image.config.v1+json)
+ * that a container's process is made from. Lists are NULL-terminated, NULL when absent. */
+typedef struct obi_image_config {
+    char **env; /* "KEY=value" */
+    char **entrypoint;
+    char **cmd;
+    char *working_dir;
+    char *user;
+} obi_image_config;
+
+void obi_image_config_clear(obi_image_config *config);
+/* Reads the config blob's JSON (the whole document; fields under "config"). */
+int obi_image_config_from_json(const json_t *doc, obi_image_config *out, obi_error **err);
+
+typedef struct obi_image {
+    char *manifest_digest; /* "sha256:<hex>" */
+    char *rootfs;          /* the unpacked cache directory (shared: use read-only or copy) */
+    obi_image_config config;
+} obi_image;
+
+/* Resolves layout_path[:tag] (tag NULL: the index must hold exactly one manifest), verifies the
+ * blobs and unpacks (or reuses) DATA_DIR/images/<manifest hex>/rootfs. */
+int obi_image_open(const char *layout_path, const char *tag, const char *data_dir,
+                   obi_image **out, obi_error **err);
+void obi_image_free(obi_image *image);
+OBI_DEFINE_CLEANUP(obi_image, obi_image_free)
+#define cleanup_image _cleanup_(obi_image_freep)
+
+/* Unpacks one layer blob (tar, tar+gzip or tar+zstd, detected from the bytes) onto rootfs,
+ * applying whiteouts; entries escaping rootfs are refused. Exposed for tests. */
+int obi_image_apply_layer(const char *rootfs, const char *layer_path, obi_error **err);
+
+#endif

@@ -1,0 +1,66 @@
+/*
+ * Service spec generation (spec/service.md, "The generated config.json"): one service of a
+ * deployment plus a replica number -> an OCI runtime config (jansson), and a bundle directory
+ * holding it. The host is consulted only for device nodes (below a configurable /dev root, so
+ * tests use a fake tree), the cgroup version and, for user names, the rootfs's /etc/passwd and
+ * /etc/group. Anything skipped (a missing device node) is reported as a warning string that the
+ * caller prints. The service lifecycle builds on obi_service_bundle_write.
+ */
+#ifndef OCIBUILD_SERVICE_SPEC_H
+#define OCIBUILD_SERVICE_SPEC_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "ocibuild/deployment.h"
+#include "ocibuild/error.h"
+#include "ocibuild/image.h"
+#include "ocibuild/secrets.h"
+
+typedef enum obi_cgroup_mode {
+    OBI_CGROUP_DETECT = 0,
+    OBI_CGROUP_V1,
+    OBI_CGROUP_V2,
+} obi_cgroup_mode;
+
+typedef struct obi_service_spec_options {
+    unsigned replica;               /* 1..replicas; 0 means 1 */
+    const char *dev_root;           /* where host device nodes are read; NULL: "/dev" */
+    const char *rootfs;             /* for user name lookups; NULL: names are an error */
+    const obi_image_config *image;  /* NULL: no image config */
+    obi_secrets *secrets;           /* NULL: `$S:` references are errors */
+    char *const *args_override;     /* NULL-terminated; NULL: none */
+    const char *cwd_override;       /* NULL: none */
+    char *const *extra_env;         /* "KEY=value", NULL-terminated; NULL: none */
+    const char *data_dir;           /* volumes live below it; NULL: obi_default_data_dir() */
+    obi_cgroup_mode cgroup;         /* the /sys/fs/cgroup mount type; DETECT reads the host */
+} obi_service_spec_options;
+
+/* "<service>-rep-<replica>"; caller frees. */
+char *obi_service_container_id(const char *service, unsigned replica);
+
+/* Host directory mounted for svc->storage[index] of replica (tmpfs: NULL). Named volumes:
+ * DATA/volumes/<deployment>/<name>; anonymous: DATA/anonymous/<deployment>/<container id>/<index>;
+ * s3: DATA/s3/<bucket>[/<prefix>] (prepared by whoever syncs the bucket). Caller frees. */
+char *obi_service_storage_source(const obi_deployment *deployment, const obi_service *svc,
+                                 unsigned replica, size_t index, const char *data_dir);
+
+/* Generates the config. *warnings (optional) receives a NULL-terminated list (or NULL when
+ * there are none) that the caller frees with obi_strv_free. */
+int obi_service_spec_generate(const obi_deployment *deployment, const obi_service *svc,
+                              const obi_service_spec_options *opts, json_t **out,
+                              char ***warnings, obi_error **err);
+
+/* Writes a complete bundle: creates bundle_dir (mode 0700), config.json, and rootfs as a
+ * symlink to rootfs_source (or an empty directory when it is NULL). Creates the named and
+ * anonymous volume directories of the service and checks that s3 mount paths exist. */
+int obi_service_bundle_write(const obi_deployment *deployment, const obi_service *svc,
+                             const obi_service_spec_options *opts, const char *bundle_dir,
+                             const char *rootfs_source, char ***warnings, obi_error **err);
+
+/* Resolves an image `User` ("uid[:gid]", names looked up in ROOTFS/etc/passwd and /etc/group;
+ * a numeric uid without gid means gid = uid, a user name without group its passwd gid). */
+int obi_resolve_user(const char *user, const char *rootfs, unsigned *uid, unsigned *gid,
+                     obi_error **err);
+
+#endif

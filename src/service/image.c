@@ -1,0 +1,741 @@
+/*
+ * OCI image layouts (see image.h): index.json -> manifest -> config and layers, each blob's size
+ * and sha256 checked against its descriptor before it is used. Layers are unpacked with
+ * libarchive's reader and our own openat-based writer: every parent directory is opened with
+ * openat2(RESOLVE_IN_ROOT), so symlinks planted by earlier entries resolve inside the rootfs
+ * and can never redirect a write outside it; entry names that are absolute or contain ".." are
+ * refused outright. Each layer is read twice: whiteouts first (they only hide lower layers),
+ * then the content. The cache entry DATA/images/<hex> is built under a temporary name and
+ * renamed into place, so a crash never leaves a half entry that looks complete.
+ */
+#include <archive.h>
+#include <archive_entry.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "ocibuild/buf.h"
+#include "ocibuild/cleanup.h"
+#include "ocibuild/digest.h"
+#include "ocibuild/fs.h"
+#include "ocibuild/image.h"
+#include "ocibuild/json_util.h"
+#include "ocibuild/sha256.h"
+
+#define JSON_BLOB_MAX (4u << 20)
+#define REF_NAME_ANNOTATION "org.opencontainers.image.ref.name"
+#define WHITEOUT_PREFIX ".wh."
+#define WHITEOUT_OPAQUE ".wh..wh..opq"
+
+static int oom(obi_error **err) { return obi_error_set(err, -ENOMEM, "out of memory"); }
+
+/* ---- image config ------------------------------------------------------------------------ */
+
+void obi_image_config_clear(obi_image_config *config)
+{
+    obi_strv_free(config->env);
+    obi_strv_free(config->entrypoint);
+    obi_strv_free(config->cmd);
+    free(config->working_dir);
+    free(config->user);
+    memset(config, 0, sizeof *config);
+}
+
+static int json_strv_get(const json_t *obj, const char *key, char ***out, obi_error **err)
+{
+    json_t *value = json_object_get(obj, key);
+    if (!value || json_is_null(value))
+        return 0;
+    if (!json_is_array(value))
+        return obi_error_set(err, -EINVAL, "config.%s: expected an array of strings", key);
+    size_t n = json_array_size(value);
+    cleanup_strv char **list = calloc(n + 1, sizeof *list);
+    if (!list)
+        return oom(err);
+    for (size_t i = 0; i < n; i++) {
+        json_t *item = json_array_get(value, i);
+        if (!json_is_string(item))
+            return obi_error_set(err, -EINVAL, "config.%s[%zu]: expected a string", key, i);
+        if (!(list[i] = strdup(json_string_value(item))))
+            return oom(err);
+    }
+    *out = n ? steal_pointer(&list) : NULL;
+    return 0;
+}
+
+static int json_string_get(const json_t *obj, const char *key, char **out, obi_error **err)
+{
+    json_t *value = json_object_get(obj, key);
+    if (!value || json_is_null(value))
+        return 0;
+    if (!json_is_string(value))
+        return obi_error_set(err, -EINVAL, "config.%s: expected a string", key);
+    if (!(*out = strdup(json_string_value(value))))
+        return oom(err);
+    return 0;
+}
+
+int obi_image_config_from_json(const json_t *doc, obi_image_config *out, obi_error **err)
+{
+    if (!json_is_object(doc))
+        return obi_error_set(err, -EINVAL, "image config: expected a JSON object");
+    obi_image_config config = {0};
+    const json_t *cfg = json_object_get(doc, "config");
+    int r = 0;
+    if (cfg && !json_is_null(cfg)) {
+        if (!json_is_object(cfg))
+            return obi_error_set(err, -EINVAL, "image config: config: expected an object");
+        if ((r = json_strv_get(cfg, "Env", &config.env, err)) == 0 &&
+            (r = json_strv_get(cfg, "Entrypoint", &config.entrypoint, err)) == 0 &&
+            (r = json_strv_get(cfg, "Cmd", &config.cmd, err)) == 0 &&
+            (r = json_string_get(cfg, "WorkingDir", &config.working_dir, err)) == 0)
+            r = json_string_get(cfg, "User", &config.user, err);
+    }
+    if (r < 0) {
+        obi_image_config_clear(&config);
+        return obi_error_prefix(err, r, "image config");
+    }
+    *out = config;
+    return 0;
+}
+
+/* ---- blobs ------------------------------------------------------------------------------- */
+
+typedef struct descriptor {
+    const char *media_type;
+    const char *hex; /* 64 lowercase hex digits of the sha256 */
+    json_int_t size;
+} descriptor;
+
+static int descriptor_parse(const json_t *obj, const char *what, descriptor *out, obi_error **err)
+{
+    if (!json_is_object(obj))
+        return obi_error_set(err, -EINVAL, "%s: expected a descriptor object", what);
+    json_t *digest = json_object_get(obj, "digest");
+    json_t *size = json_object_get(obj, "size");
+    json_t *media = json_object_get(obj, "mediaType");
+    if (!json_is_string(digest) || !json_is_integer(size) || json_integer_value(size) < 0)
+        return obi_error_set(err, -EINVAL, "%s: descriptor needs digest and size", what);
+    const char *d = json_string_value(digest);
+    if (strncmp(d, "sha256:", 7))
+        return obi_error_set(err, -ENOTSUP, "%s: digest \"%s\" is not sha256", what, d);
+    const char *hex = d + 7;
+    size_t len = strlen(hex);
+    for (size_t i = 0; i < len; i++)
+        if (!isdigit((unsigned char)hex[i]) && !(hex[i] >= 'a' && hex[i] <= 'f'))
+            len = 0;
+    if (len != 2 * OBI_SHA256_LEN)
+        return obi_error_set(err, -EINVAL, "%s: malformed digest \"%s\"", what, d);
+    out->media_type = json_is_string(media) ? json_string_value(media) : NULL;
+    out->hex = hex;
+    out->size = json_integer_value(size);
+    return 0;
+}
+
+/* Opens LAYOUT/blobs/sha256/<hex>, checks its size and sha256 and leaves the fd at offset 0. */
+static int blob_open_verified(const char *layout, const descriptor *desc, int *out,
+                              obi_error **err)
+{
+    cleanup_free char *path = NULL;
+    if (asprintf(&path, "%s/blobs/sha256/%s", layout, desc->hex) < 0)
+        return oom(err);
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "blob %s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return obi_error_set_errno(err, errno, "blob %s", path);
+    if (!S_ISREG(st.st_mode) || st.st_size != desc->size)
+        return obi_error_set(err, -EINVAL, "blob %s: size %lld, descriptor says %lld", path,
+                             (long long)st.st_size, (long long)desc->size);
+    cleanup_sha256 obi_sha256 *ctx = obi_sha256_new();
+    if (!ctx)
+        return oom(err);
+    static __thread uint8_t chunk[1 << 16];
+    for (;;) {
+        ssize_t n = obi_read_full(fd, chunk, sizeof chunk);
+        if (n < 0)
+            return obi_error_set_errno(err, (int)-n, "read blob %s", path);
+        if (n == 0)
+            break;
+        obi_sha256_update(ctx, chunk, (size_t)n);
+    }
+    uint8_t digest[OBI_SHA256_LEN];
+    char hex[2 * OBI_SHA256_LEN + 1];
+    obi_sha256_final(ctx, digest);
+    obi_hex_encode(digest, OBI_SHA256_LEN, hex);
+    if (strcmp(hex, desc->hex))
+        return obi_error_set(err, -EBADMSG, "blob %s: sha256 is %s, expected %s", path, hex,
+                             desc->hex);
+    if (lseek(fd, 0, SEEK_SET) < 0)
+        return obi_error_set_errno(err, errno, "blob %s", path);
+    *out = steal_fd(&fd);
+    return 0;
+}
+
+static int blob_read_json(const char *layout, const descriptor *desc, const char *what,
+                          json_t **out, obi_error **err)
+{
+    if (desc->size > (json_int_t)JSON_BLOB_MAX)
+        return obi_error_set(err, -EFBIG, "%s: %lld bytes is too large", what,
+                             (long long)desc->size);
+    cleanup_close int fd = -1;
+    int r = blob_open_verified(layout, desc, &fd, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", what);
+    cleanup_free char *text = malloc((size_t)desc->size + 1);
+    if (!text)
+        return oom(err);
+    ssize_t n = obi_read_full(fd, text, (size_t)desc->size);
+    if (n != (ssize_t)desc->size)
+        return obi_error_set(err, -EIO, "%s: short read", what);
+    json_error_t jerr;
+    json_t *doc = json_loadb(text, (size_t)n, 0, &jerr);
+    if (!doc)
+        return obi_error_set(err, -EINVAL, "%s: invalid JSON at line %d: %s", what, jerr.line,
+                             jerr.text);
+    *out = doc;
+    return 0;
+}
+
+/* ---- layer extraction -------------------------------------------------------------------- */
+
+static int open_in_root(int root_fd, const char *path, int flags)
+{
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC),
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    int fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+    return fd < 0 ? -errno : fd;
+}
+
+/* Removes name (recursively when a directory) below dir_fd without following symlinks. */
+static int remove_at(int dir_fd, const char *name)
+{
+    struct stat st;
+    if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISDIR(st.st_mode))
+        return unlinkat(dir_fd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+    int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    DIR *dir = fdopendir(fd);
+    if (!dir) {
+        close(fd);
+        return -errno;
+    }
+    int r = 0;
+    struct dirent *de;
+    while (r == 0 && (de = readdir(dir)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            r = remove_at(dirfd(dir), de->d_name);
+    closedir(dir);
+    if (r == 0 && unlinkat(dir_fd, name, AT_REMOVEDIR) < 0)
+        r = -errno;
+    return r;
+}
+
+/* Empties a directory (the opaque whiteout). */
+static int empty_dir(int dir_fd)
+{
+    int fd = dup(dir_fd);
+    if (fd < 0)
+        return -errno;
+    DIR *dir = fdopendir(fd);
+    if (!dir) {
+        close(fd);
+        return -errno;
+    }
+    int r = 0;
+    struct dirent *de;
+    while (r == 0 && (de = readdir(dir)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            r = remove_at(dir_fd, de->d_name);
+    closedir(dir);
+    return r;
+}
+
+/* "./a/b/" -> "a/b"; NULL for names that are absolute or contain "..", or are empty. */
+static char *clean_entry_path(const char *name)
+{
+    if (!name || name[0] == '/')
+        return NULL;
+    obi_buf out = OBI_BUF_INIT;
+    const char *p = name;
+    while (*p) {
+        const char *end = strchrnul(p, '/');
+        size_t len = (size_t)(end - p);
+        if (len == 2 && !strncmp(p, "..", 2)) {
+            obi_buf_free(&out);
+            return NULL;
+        }
+        if (len > 0 && !(len == 1 && *p == '.')) {
+            if ((out.len && obi_buf_append(&out, "/", 1) < 0) || obi_buf_append(&out, p, len) < 0) {
+                obi_buf_free(&out);
+                return NULL;
+            }
+        }
+        p = *end ? end + 1 : end;
+    }
+    if (!out.len) {
+        obi_buf_free(&out);
+        return strdup(".");
+    }
+    return obi_buf_steal(&out);
+}
+
+/* Opens the directory that holds path (creating missing directories, 0755) inside the root;
+ * *base points at the last component within path. */
+static int open_parent(int root_fd, char *path, const char **base)
+{
+    char *slash = strrchr(path, '/');
+    if (!slash) {
+        *base = path;
+        return open_in_root(root_fd, ".", O_RDONLY | O_DIRECTORY);
+    }
+    *slash = '\0';
+    *base = slash + 1;
+    int fd = open_in_root(root_fd, path, O_RDONLY | O_DIRECTORY);
+    if (fd != -ENOENT) {
+        *slash = '/';
+        return fd;
+    }
+    /* Create the missing directories one prefix at a time. */
+    for (char *p = path;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        fd = open_in_root(root_fd, path, O_RDONLY | O_DIRECTORY);
+        if (fd == -ENOENT) {
+            const char *name;
+            int parent = open_parent(root_fd, path, &name);
+            if (parent < 0) {
+                *p = saved;
+                *slash = '/';
+                return parent;
+            }
+            if (mkdirat(parent, name, 0755) < 0 && errno != EEXIST)
+                fd = -errno;
+            close(parent);
+            if (fd == -ENOENT)
+                fd = open_in_root(root_fd, path, O_RDONLY | O_DIRECTORY);
+        }
+        *p = saved;
+        if (fd < 0 || saved == '\0') {
+            *slash = '/';
+            return fd;
+        }
+        close(fd);
+    }
+}
+
+typedef struct layer_ctx {
+    const char *layer;
+    int root_fd;
+    bool is_root;
+    obi_error **err;
+} layer_ctx;
+
+static void apply_xattrs(int fd, struct archive_entry *entry)
+{
+    const char *name;
+    const void *value;
+    size_t size;
+    archive_entry_xattr_reset(entry);
+    while (archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK)
+        (void)fsetxattr(fd, name, value, size, 0); /* best effort: unsupported or denied */
+}
+
+static int write_file(layer_ctx *ctx, struct archive *ar, int parent, const char *base,
+                      struct archive_entry *entry)
+{
+    cleanup_close int fd =
+        openat(parent, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    const void *block;
+    size_t size;
+    la_int64_t offset;
+    int r;
+    while ((r = archive_read_data_block(ar, &block, &size, &offset)) == ARCHIVE_OK) {
+        if (pwrite(fd, block, size, offset) != (ssize_t)size)
+            return -EIO;
+    }
+    if (r != ARCHIVE_EOF)
+        return obi_error_set(ctx->err, -EIO, "%s: %s", archive_entry_pathname(entry),
+                             archive_error_string(ar));
+    if (ftruncate(fd, archive_entry_size(entry)) < 0)
+        return -errno;
+    if (fchown(fd, (uid_t)archive_entry_uid(entry), (gid_t)archive_entry_gid(entry)) < 0 &&
+        ctx->is_root)
+        return -errno;
+    apply_xattrs(fd, entry);
+    if (fchmod(fd, archive_entry_perm(entry) & 07777) < 0)
+        return -errno;
+    struct timespec times[2] = {
+        {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)},
+        {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)},
+    };
+    (void)futimens(fd, times);
+    return 0;
+}
+
+static int extract_entry(layer_ctx *ctx, struct archive *ar, struct archive_entry *entry,
+                         char *path)
+{
+    const char *base;
+    cleanup_close int parent = open_parent(ctx->root_fd, path, &base);
+    if (parent < 0)
+        return parent;
+    mode_t type = archive_entry_filetype(entry);
+    const char *hardlink = archive_entry_hardlink(entry);
+    struct stat st;
+    bool exists = fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) == 0;
+    if (!strcmp(base, ".") || !strcmp(base, "")) {
+        return 0; /* the root itself */
+    }
+    if (exists && !(S_ISDIR(st.st_mode) && type == AE_IFDIR && !hardlink)) {
+        int r = remove_at(parent, base);
+        if (r < 0)
+            return r;
+    }
+    uid_t uid = (uid_t)archive_entry_uid(entry);
+    gid_t gid = (gid_t)archive_entry_gid(entry);
+    mode_t perm = archive_entry_perm(entry) & 07777;
+    if (hardlink) {
+        cleanup_free char *target = clean_entry_path(hardlink);
+        if (!target || !strcmp(target, "."))
+            return obi_error_set(ctx->err, -EPERM, "hardlink %s -> %s escapes the rootfs",
+                                 archive_entry_pathname(entry), hardlink);
+        const char *target_base;
+        cleanup_close int target_parent = open_parent(ctx->root_fd, target, &target_base);
+        if (target_parent < 0)
+            return target_parent;
+        return linkat(target_parent, target_base, parent, base, 0) < 0 ? -errno : 0;
+    }
+    switch (type) {
+    case AE_IFDIR: {
+        if (!exists || !S_ISDIR(st.st_mode))
+            if (mkdirat(parent, base, 0700) < 0)
+                return -errno;
+        cleanup_close int fd = openat(parent, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        if (fchown(fd, uid, gid) < 0 && ctx->is_root)
+            return -errno;
+        apply_xattrs(fd, entry);
+        return fchmod(fd, perm) < 0 ? -errno : 0;
+    }
+    case AE_IFREG:
+        return write_file(ctx, ar, parent, base, entry);
+    case AE_IFLNK: {
+        const char *target = archive_entry_symlink(entry);
+        if (!target)
+            return -EINVAL;
+        if (symlinkat(target, parent, base) < 0)
+            return -errno;
+        if (fchownat(parent, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0 && ctx->is_root)
+            return -errno;
+        return 0;
+    }
+    case AE_IFCHR:
+    case AE_IFBLK:
+    case AE_IFIFO: {
+        dev_t dev = archive_entry_rdev(entry);
+        if (mknodat(parent, base, type | perm, dev) < 0) {
+            if (errno == EPERM && !ctx->is_root)
+                return 0; /* device nodes need root; a rootless unpack skips them */
+            return -errno;
+        }
+        if (fchownat(parent, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0 && ctx->is_root)
+            return -errno;
+        return 0;
+    }
+    default:
+        return 0; /* sockets and unknown types are not part of images */
+    }
+}
+
+/* One pass over the layer: whiteouts (pass 0) or content (pass 1). */
+static int layer_pass(layer_ctx *ctx, int layer_fd, int pass)
+{
+    if (lseek(layer_fd, 0, SEEK_SET) < 0)
+        return obi_error_set_errno(ctx->err, errno, "layer %s", ctx->layer);
+    struct archive *ar = archive_read_new();
+    if (!ar)
+        return oom(ctx->err);
+    archive_read_support_filter_gzip(ar);
+    archive_read_support_filter_zstd(ar);
+    archive_read_support_filter_none(ar);
+    archive_read_support_format_tar(ar);
+    int r = 0;
+    if (archive_read_open_fd(ar, layer_fd, 1 << 16) != ARCHIVE_OK)
+        r = obi_error_set(ctx->err, -EINVAL, "layer %s: %s", ctx->layer,
+                          archive_error_string(ar));
+    struct archive_entry *entry;
+    while (r == 0) {
+        int a = archive_read_next_header(ar, &entry);
+        if (a == ARCHIVE_EOF)
+            break;
+        if (a < ARCHIVE_WARN) {
+            r = obi_error_set(ctx->err, -EINVAL, "layer %s: %s", ctx->layer,
+                              archive_error_string(ar));
+            break;
+        }
+        const char *name = archive_entry_pathname(entry);
+        cleanup_free char *path = clean_entry_path(name);
+        if (!path) {
+            r = obi_error_set(ctx->err, -EPERM, "layer %s: entry \"%s\" escapes the rootfs",
+                              ctx->layer, name ? name : "(null)");
+            break;
+        }
+        const char *slash = strrchr(path, '/');
+        const char *base = slash ? slash + 1 : path;
+        bool whiteout = !strncmp(base, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX));
+        if (pass == 0 && whiteout) {
+            const char *dummy;
+            cleanup_close int parent = open_parent(ctx->root_fd, path, &dummy);
+            if (parent >= 0)
+                r = !strcmp(base, WHITEOUT_OPAQUE)
+                        ? empty_dir(parent)
+                        : remove_at(parent, base + strlen(WHITEOUT_PREFIX));
+            else
+                r = parent;
+        } else if (pass == 1 && !whiteout) {
+            r = extract_entry(ctx, ar, entry, path);
+        }
+        if (r < 0 && !(*ctx->err))
+            r = obi_error_set_errno(ctx->err, -r, "layer %s: %s", ctx->layer, name);
+    }
+    archive_read_free(ar);
+    return r;
+}
+
+static int apply_layer_fd(const char *rootfs, const char *layer_name, int layer_fd,
+                          obi_error **err)
+{
+    cleanup_close int root_fd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        return obi_error_set_errno(err, errno, "rootfs %s", rootfs);
+    layer_ctx ctx = {layer_name, root_fd, geteuid() == 0, err};
+    int r = layer_pass(&ctx, layer_fd, 0);
+    if (r == 0)
+        r = layer_pass(&ctx, layer_fd, 1);
+    return r;
+}
+
+int obi_image_apply_layer(const char *rootfs, const char *layer_path, obi_error **err)
+{
+    cleanup_close int fd = open(layer_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "layer %s", layer_path);
+    return apply_layer_fd(rootfs, layer_path, fd, err);
+}
+
+/* ---- layouts ----------------------------------------------------------------------------- */
+
+static const char *const LAYER_MEDIA_TYPES[] = {
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+};
+
+static int find_manifest(const char *layout, const char *tag, descriptor *out, json_t **index_out,
+                         obi_error **err)
+{
+    cleanup_free char *index_path = obi_path_join(layout, "index.json");
+    cleanup_free char *layout_file = obi_path_join(layout, "oci-layout");
+    if (!index_path || !layout_file)
+        return oom(err);
+    if (access(layout_file, F_OK) < 0)
+        return obi_error_set_errno(err, errno, "%s is not an OCI image layout: %s", layout,
+                                   layout_file);
+    cleanup_free char *text = NULL;
+    size_t len;
+    int r = obi_read_file(index_path, JSON_BLOB_MAX, &text, &len, err);
+    if (r < 0)
+        return r;
+    json_error_t jerr;
+    cleanup_json json_t *index = json_loadb(text, len, 0, &jerr);
+    if (!index)
+        return obi_error_set(err, -EINVAL, "%s: invalid JSON at line %d: %s", index_path,
+                             jerr.line, jerr.text);
+    json_t *manifests = json_object_get(index, "manifests");
+    if (!json_is_array(manifests))
+        return obi_error_set(err, -EINVAL, "%s: no manifests array", index_path);
+    json_t *chosen = NULL;
+    size_t i;
+    json_t *m;
+    json_array_foreach(manifests, i, m)
+    {
+        const char *ref = json_string_value(
+            json_object_get(json_object_get(m, "annotations"), REF_NAME_ANNOTATION));
+        if (tag ? ref && !strcmp(ref, tag) : true) {
+            if (chosen)
+                return obi_error_set(err, -EINVAL,
+                                     tag ? "%s: tag \"%s\" names more than one manifest"
+                                         : "%s: %s holds several manifests; name one with :TAG",
+                                     index_path, tag ? tag : layout);
+            chosen = m;
+        }
+    }
+    if (!chosen)
+        return obi_error_set(err, -ENOENT, tag ? "%s: no manifest tagged \"%s\"" : "%s: %s",
+                             index_path, tag ? tag : "no manifests");
+    if ((r = descriptor_parse(chosen, index_path, out, err)) < 0)
+        return r;
+    if (out->media_type && strcmp(out->media_type, "application/vnd.oci.image.manifest.v1+json"))
+        return obi_error_set(err, -ENOTSUP, "%s: manifest media type %s is not supported",
+                             index_path, out->media_type);
+    *index_out = steal_pointer(&index); /* out->hex points into it */
+    return 0;
+}
+
+static int unpack_layers(const char *layout, json_t *layers, const char *rootfs, obi_error **err)
+{
+    size_t i;
+    json_t *layer;
+    json_array_foreach(layers, i, layer)
+    {
+        char what[32];
+        snprintf(what, sizeof what, "layers[%zu]", i);
+        descriptor desc;
+        int r = descriptor_parse(layer, what, &desc, err);
+        if (r < 0)
+            return r;
+        bool known = !desc.media_type;
+        for (size_t k = 0; !known && k < OBI_ARRAY_SIZE(LAYER_MEDIA_TYPES); k++)
+            known = !strcmp(desc.media_type, LAYER_MEDIA_TYPES[k]);
+        if (!known)
+            return obi_error_set(err, -ENOTSUP, "%s: media type %s is not supported", what,
+                                 desc.media_type);
+        cleanup_close int fd = -1;
+        if ((r = blob_open_verified(layout, &desc, &fd, err)) < 0)
+            return obi_error_prefix(err, r, "%s", what);
+        char name[128];
+        snprintf(name, sizeof name, "sha256:%.12s", desc.hex);
+        if ((r = apply_layer_fd(rootfs, name, fd, err)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* Builds DATA/images/<hex> if missing: under the images lock, in a temp dir renamed into
+ * place. Leftover temp dirs of crashed runs are removed while the lock is held. */
+static int ensure_unpacked(const char *layout, const char *hex, json_t *layers,
+                           const char *images_dir, const char *entry_dir, obi_error **err)
+{
+    if (access(entry_dir, F_OK) == 0)
+        return 0;
+    int r = obi_mkdir_p(images_dir, 0700, err);
+    if (r < 0)
+        return r;
+    cleanup_free char *lock_path = obi_path_join(images_dir, ".lock");
+    if (!lock_path)
+        return oom(err);
+    cleanup_close int lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock < 0 || flock(lock, LOCK_EX) < 0)
+        return obi_error_set_errno(err, errno, "lock %s", lock_path);
+    if (access(entry_dir, F_OK) == 0)
+        return 0; /* another process unpacked it while we waited */
+    cleanup_dir DIR *dir = opendir(images_dir);
+    struct dirent *de;
+    while (dir && (de = readdir(dir)))
+        if (!strncmp(de->d_name, ".tmp-", 5)) {
+            cleanup_free char *stale = obi_path_join(images_dir, de->d_name);
+            if (stale && (r = obi_rm_rf(stale, err)) < 0)
+                return r;
+        }
+    cleanup_free char *tmp = NULL;
+    if (asprintf(&tmp, "%s/.tmp-%s-XXXXXX", images_dir, hex) < 0)
+        return oom(err);
+    if (!mkdtemp(tmp))
+        return obi_error_set_errno(err, errno, "mkdtemp %s", tmp);
+    cleanup_free char *rootfs = obi_path_join(tmp, "rootfs");
+    if (!rootfs)
+        r = oom(err);
+    else if (mkdir(rootfs, 0755) < 0)
+        r = obi_error_set_errno(err, errno, "mkdir %s", rootfs);
+    if (r == 0)
+        r = unpack_layers(layout, layers, rootfs, err);
+    if (r == 0 && rename(tmp, entry_dir) < 0)
+        r = obi_error_set_errno(err, errno, "rename %s -> %s", tmp, entry_dir);
+    if (r == 0)
+        r = obi_fsync_dir(images_dir, err);
+    if (r < 0) {
+        obi_error *cleanup_err = NULL;
+        obi_rm_rf(tmp, &cleanup_err);
+        obi_error_free(cleanup_err);
+    }
+    return r;
+}
+
+int obi_image_open(const char *layout_path, const char *tag, const char *data_dir,
+                   obi_image **out, obi_error **err)
+{
+    cleanup_json json_t *index = NULL;
+    descriptor manifest_desc;
+    int r = find_manifest(layout_path, tag, &manifest_desc, &index, err);
+    cleanup_json json_t *manifest = NULL;
+    if (r == 0)
+        r = blob_read_json(layout_path, &manifest_desc, "manifest", &manifest, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "image %s%s%s", layout_path, tag ? ":" : "",
+                                tag ? tag : "");
+    descriptor config_desc;
+    json_t *layers = json_object_get(manifest, "layers");
+    cleanup_json json_t *config_doc = NULL;
+    if (!json_is_array(layers))
+        r = obi_error_set(err, -EINVAL, "manifest: no layers array");
+    if (r == 0)
+        r = descriptor_parse(json_object_get(manifest, "config"), "manifest config", &config_desc,
+                             err);
+    if (r == 0)
+        r = blob_read_json(layout_path, &config_desc, "config", &config_doc, err);
+    obi_image *image = calloc(1, sizeof *image);
+    if (r == 0 && !image)
+        r = oom(err);
+    if (r == 0)
+        r = obi_image_config_from_json(config_doc, &image->config, err);
+    cleanup_free char *images_dir = r == 0 ? obi_path_join(data_dir, "images") : NULL;
+    cleanup_free char *entry_dir =
+        images_dir ? obi_path_join(images_dir, manifest_desc.hex) : NULL;
+    if (r == 0 && !entry_dir)
+        r = oom(err);
+    if (r == 0)
+        r = ensure_unpacked(layout_path, manifest_desc.hex, layers, images_dir, entry_dir, err);
+    if (r == 0 && (asprintf(&image->manifest_digest, "sha256:%s", manifest_desc.hex) < 0 ||
+                   !(image->rootfs = obi_path_join(entry_dir, "rootfs"))))
+        r = oom(err);
+    if (r < 0) {
+        obi_image_free(image);
+        return obi_error_prefix(err, r, "image %s%s%s", layout_path, tag ? ":" : "",
+                                tag ? tag : "");
+    }
+    *out = image;
+    return 0;
+}
+
+void obi_image_free(obi_image *image)
+{
+    if (!image)
+        return;
+    free(image->manifest_digest);
+    free(image->rootfs);
+    obi_image_config_clear(&image->config);
+    free(image);
+}

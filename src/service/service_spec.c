@@ -1,0 +1,984 @@
+/*
+ * Service spec generation: a parsed service (deployment.h) + replica -> OCI runtime config,
+ * following spec/service.md section by section (process, env layers, capabilities, mounts,
+ * linux: namespaces, resources, device cgroup rules, devices, masked and read-only paths).
+ * Tables hold the fixed parts (default mounts, default device rules, GPU node names); the code
+ * assembles them. Also writes a bundle directory for the service lifecycle.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "ocibuild/buf.h"
+#include "ocibuild/cleanup.h"
+#include "ocibuild/fs.h"
+#include "ocibuild/json_util.h"
+#include "ocibuild/service_spec.h"
+
+#define CPU_PERIOD 100000
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define GPU_DEVICE_MODE 0666
+#define PASSWD_MAX_BYTES (4u << 20)
+
+/* ---- small helpers ----------------------------------------------------------------------- */
+
+static int oom(obi_error **err) { return obi_error_set(err, -ENOMEM, "out of memory"); }
+
+/* Appends a formatted line to a NULL-terminated list (NULL list allowed). */
+static int strv_appendf(char ***strv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int strv_appendf(char ***strv, const char *fmt, ...)
+{
+    size_t n = 0;
+    while (*strv && (*strv)[n])
+        n++;
+    char **grown = realloc(*strv, (n + 2) * sizeof *grown);
+    if (!grown)
+        return -ENOMEM;
+    *strv = grown;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vasprintf(&grown[n], fmt, ap);
+    va_end(ap);
+    if (r < 0) {
+        grown[n] = NULL;
+        return -ENOMEM;
+    }
+    grown[n + 1] = NULL;
+    return 0;
+}
+
+static json_t *json_strv(char *const *strv)
+{
+    json_t *array = json_array();
+    for (size_t i = 0; array && strv && strv[i]; i++)
+        if (json_array_append_new(array, json_string(strv[i])) < 0) {
+            json_decref(array);
+            return NULL;
+        }
+    return array;
+}
+
+static json_t *json_cstrs(const char *const *strs, size_t n)
+{
+    json_t *array = json_array();
+    for (size_t i = 0; array && i < n; i++)
+        if (json_array_append_new(array, json_string(strs[i])) < 0) {
+            json_decref(array);
+            return NULL;
+        }
+    return array;
+}
+
+static bool strv_empty(char *const *strv) { return !strv || !strv[0]; }
+
+char *obi_service_container_id(const char *service, unsigned replica)
+{
+    char *id = NULL;
+    if (asprintf(&id, "%s-rep-%u", service, replica) < 0)
+        return NULL;
+    return id;
+}
+
+/* ---- env layering ------------------------------------------------------------------------ */
+
+/* An ordered KEY=value list where setting an existing key replaces its value in place, so the
+ * result never holds a key twice. */
+typedef struct env_list {
+    char **entries;
+    size_t count;
+} env_list;
+
+static void env_list_clear(env_list *env)
+{
+    for (size_t i = 0; i < env->count; i++)
+        free(env->entries[i]);
+    free(env->entries);
+}
+
+static int env_set(env_list *env, const char *name, size_t name_len, const char *value)
+{
+    char *entry = NULL;
+    if (asprintf(&entry, "%.*s=%s", (int)name_len, name, value) < 0)
+        return -ENOMEM;
+    for (size_t i = 0; i < env->count; i++)
+        if (!strncmp(env->entries[i], name, name_len) && env->entries[i][name_len] == '=') {
+            free(env->entries[i]);
+            env->entries[i] = entry;
+            return 0;
+        }
+    char **grown = realloc(env->entries, (env->count + 2) * sizeof *grown);
+    if (!grown) {
+        free(entry);
+        return -ENOMEM;
+    }
+    env->entries = grown;
+    env->entries[env->count++] = entry;
+    env->entries[env->count] = NULL;
+    return 0;
+}
+
+static bool env_has(const env_list *env, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < env->count; i++)
+        if (!strncmp(env->entries[i], name, len) && env->entries[i][len] == '=')
+            return true;
+    return false;
+}
+
+/* "KEY=value" entries; what is before the first '=' is the key. */
+static int env_set_entries(env_list *env, char *const *entries, const char *what, obi_error **err)
+{
+    for (size_t i = 0; entries && entries[i]; i++) {
+        const char *eq = strchr(entries[i], '=');
+        if (!eq || eq == entries[i])
+            return obi_error_set(err, -EINVAL, "%s[%zu]: \"%s\" is not KEY=value", what, i,
+                                 entries[i]);
+        if (env_set(env, entries[i], (size_t)(eq - entries[i]), eq + 1) < 0)
+            return oom(err);
+    }
+    return 0;
+}
+
+static int env_setf(env_list *env, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int env_setf(env_list *env, const char *name, const char *fmt, ...)
+{
+    cleanup_free char *value = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vasprintf(&value, fmt, ap);
+    va_end(ap);
+    if (r < 0)
+        return -ENOMEM;
+    return env_set(env, name, strlen(name), value);
+}
+
+static const struct gpu_env {
+    obi_gpu_vendor vendor;
+    const char *names[2];
+} GPU_ENV[] = {
+    {OBI_GPU_NVIDIA, {"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"}},
+    {OBI_GPU_AMD, {"ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"}},
+    {OBI_GPU_INTEL, {"ZE_AFFINITY_MASK", NULL}},
+};
+
+static int env_add_gpu(env_list *env, const obi_service *svc)
+{
+    const obi_gpu *gpu = &svc->gpu;
+    obi_buf list = OBI_BUF_INIT;
+    for (unsigned i = 0; i < gpu->count; i++)
+        if (obi_buf_appendf(&list, "%s%u", i ? "," : "", i) < 0) {
+            obi_buf_free(&list);
+            return -ENOMEM;
+        }
+    int r = 0;
+    for (size_t i = 0; r == 0 && i < OBI_ARRAY_SIZE(GPU_ENV); i++)
+        for (size_t j = 0; r == 0 && GPU_ENV[i].vendor == gpu->vendor && j < 2; j++)
+            if (GPU_ENV[i].names[j])
+                r = env_set(env, GPU_ENV[i].names[j], strlen(GPU_ENV[i].names[j]),
+                            list.data ? (char *)list.data : "");
+    obi_buf_free(&list);
+    if (r < 0 || !gpu->distributed)
+        return r;
+    if (env_setf(env, "MASTER_PORT", "%u", gpu->master_port) < 0 ||
+        env_setf(env, "MASTER_ADDR", "%s", svc->name) < 0 ||
+        env_setf(env, "WORLD_SIZE", "1") < 0 || env_setf(env, "RANK", "0") < 0 ||
+        env_setf(env, "LOCAL_RANK", "0") < 0 ||
+        env_setf(env,
+                 gpu->backend == OBI_GPU_BACKEND_NCCL ? "NCCL_SOCKET_IFNAME" : "GLOO_SOCKET_IFNAME",
+                 "eth0") < 0)
+        return -ENOMEM;
+    return 0;
+}
+
+/* Layers, later replacing earlier: image Env; PATH and TERM defaults; the service's resolved
+ * env; the caller's extra env; GPU visibility and distributed-training variables. */
+static int build_env(const obi_service *svc, const obi_service_spec_options *opts, json_t **out,
+                     obi_error **err)
+{
+    env_list env = {NULL, 0};
+    obi_env_var *resolved = NULL;
+    int r = 0;
+    if (opts->image)
+        r = env_set_entries(&env, opts->image->env, "image config Env", err);
+    if (r == 0 && !env_has(&env, "PATH") && env_set(&env, "PATH", 4, DEFAULT_PATH) < 0)
+        r = oom(err);
+    if (r == 0 && !env_has(&env, "TERM") && env_set(&env, "TERM", 4, "xterm") < 0)
+        r = oom(err);
+    if (r == 0)
+        r = obi_service_env_resolve(svc, opts->secrets, &resolved, err);
+    for (size_t i = 0; r == 0 && i < svc->env_count; i++)
+        if (env_set(&env, resolved[i].name, strlen(resolved[i].name), resolved[i].value) < 0)
+            r = oom(err);
+    if (r == 0)
+        r = env_set_entries(&env, opts->extra_env, "extra env", err);
+    if (r == 0 && svc->has_gpu && env_add_gpu(&env, svc) < 0)
+        r = oom(err);
+    if (r == 0 && !(*out = json_strv(env.entries)))
+        r = oom(err);
+    obi_env_vars_free(resolved, svc->env_count);
+    env_list_clear(&env);
+    return r;
+}
+
+/* ---- user resolution --------------------------------------------------------------------- */
+
+/* Reads ROOTFS/relative with every symlink resolved inside rootfs (openat2 RESOLVE_IN_ROOT),
+ * so an image's /etc/passwd -> /etc/shadow link cannot reach the host's files. */
+static int read_in_root(const char *rootfs, const char *relative, char **out, obi_error **err)
+{
+    cleanup_close int root_fd = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        return obi_error_set_errno(err, errno, "rootfs %s", rootfs);
+    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    cleanup_close int fd = (int)syscall(SYS_openat2, root_fd, relative, &how, sizeof how);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "%s/%s", rootfs, relative);
+    obi_buf buf = OBI_BUF_INIT;
+    char chunk[8192];
+    for (;;) {
+        ssize_t n = obi_read_full(fd, chunk, sizeof chunk);
+        if (n < 0) {
+            obi_buf_free(&buf);
+            return obi_error_set_errno(err, (int)-n, "read %s/%s", rootfs, relative);
+        }
+        if (n == 0)
+            break;
+        if (buf.len + (size_t)n > PASSWD_MAX_BYTES || obi_buf_append(&buf, chunk, (size_t)n) < 0) {
+            obi_buf_free(&buf);
+            return obi_error_set(err, -EFBIG, "%s/%s: too large", rootfs, relative);
+        }
+    }
+    char *text = obi_buf_steal(&buf);
+    if (!text)
+        return oom(err);
+    *out = text;
+    return 0;
+}
+
+/* Finds name in a passwd/group style file: "name:x:ID:GID..." -> fields 2 and (passwd) 3. */
+static int lookup_name(const char *rootfs, const char *file, const char *name, unsigned *id,
+                       unsigned *gid, obi_error **err)
+{
+    if (!rootfs)
+        return obi_error_set(err, -ENOENT, "cannot resolve \"%s\" without a rootfs", name);
+    cleanup_free char *text = NULL;
+    int r = read_in_root(rootfs, file, &text, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "resolve \"%s\"", name);
+    size_t name_len = strlen(name);
+    for (char *line = text, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        if (strncmp(line, name, name_len) || line[name_len] != ':')
+            continue;
+        char *fields[4] = {0};
+        char *save = NULL, *p = line;
+        for (int f = 0; f < 4; f++) {
+            fields[f] = strsep(&p, ":");
+            if (!fields[f])
+                break;
+        }
+        (void)save;
+        char *end = NULL;
+        if (!fields[2] || !isdigit((unsigned char)fields[2][0]))
+            break;
+        unsigned long value = strtoul(fields[2], &end, 10);
+        if (*end || value > UINT32_MAX)
+            break;
+        *id = (unsigned)value;
+        if (gid) {
+            if (!fields[3] || !isdigit((unsigned char)fields[3][0]))
+                break;
+            value = strtoul(fields[3], &end, 10);
+            if (*end || value > UINT32_MAX)
+                break;
+            *gid = (unsigned)value;
+        }
+        return 0;
+    }
+    return obi_error_set(err, -ENOENT, "\"%s\" not found in %s/%s", name, rootfs, file);
+}
+
+static bool parse_id(const char *text, unsigned *out)
+{
+    if (!*text)
+        return false;
+    for (const char *p = text; *p; p++)
+        if (!isdigit((unsigned char)*p))
+            return false;
+    errno = 0;
+    unsigned long value = strtoul(text, NULL, 10);
+    if (errno || value > UINT32_MAX)
+        return false;
+    *out = (unsigned)value;
+    return true;
+}
+
+int obi_resolve_user(const char *user, const char *rootfs, unsigned *uid, unsigned *gid,
+                     obi_error **err)
+{
+    cleanup_free char *copy = strdup(user);
+    if (!copy)
+        return oom(err);
+    char *group = strchr(copy, ':');
+    if (group)
+        *group++ = '\0';
+    if (!*copy || (group && !*group))
+        return obi_error_set(err, -EINVAL, "image User \"%s\": expected uid[:gid]", user);
+    unsigned u, g = 0;
+    bool have_gid = false;
+    int r;
+    if (parse_id(copy, &u)) {
+        g = u;
+    } else {
+        if ((r = lookup_name(rootfs, "etc/passwd", copy, &u, &g, err)) < 0)
+            return obi_error_prefix(err, r, "image User \"%s\"", user);
+    }
+    if (group) {
+        if (parse_id(group, &g))
+            have_gid = true;
+        else if ((r = lookup_name(rootfs, "etc/group", group, &g, NULL, err)) < 0)
+            return obi_error_prefix(err, r, "image User \"%s\"", user);
+    }
+    (void)have_gid;
+    *uid = u;
+    *gid = g;
+    return 0;
+}
+
+/* ---- process ----------------------------------------------------------------------------- */
+
+static json_t *build_args(const obi_service *svc, const obi_service_spec_options *opts)
+{
+    if (!strv_empty(opts->args_override))
+        return json_strv(opts->args_override);
+    json_t *args = json_array();
+    if (!args)
+        return NULL;
+    char *const *first = NULL, *const *second = NULL;
+    if (svc->entrypoint || svc->args) {
+        first = svc->entrypoint;
+        second = svc->args;
+    } else if (opts->image && (!strv_empty(opts->image->entrypoint) ||
+                               !strv_empty(opts->image->cmd))) {
+        first = opts->image->entrypoint;
+        second = opts->image->cmd;
+    }
+    if (!first && !second) {
+        static char *const shell[] = {"/bin/sh", NULL};
+        first = shell;
+    }
+    char *const *parts[2] = {first, second};
+    for (size_t p = 0; p < 2; p++)
+        for (size_t i = 0; parts[p] && parts[p][i]; i++)
+            if (json_array_append_new(args, json_string(parts[p][i])) < 0) {
+                json_decref(args);
+                return NULL;
+            }
+    return args;
+}
+
+static json_t *build_capabilities(const obi_service *svc)
+{
+    json_t *set;
+    if (svc->privileged)
+        set = json_cstrs((const char *const *)OBI_CAPABILITIES, OBI_CAPABILITY_COUNT);
+    else if (svc->has_capabilities)
+        set = json_strv(svc->capabilities);
+    else
+        set = json_cstrs((const char *const *)OBI_DEFAULT_CAPABILITIES,
+                         OBI_DEFAULT_CAPABILITY_COUNT);
+    if (!set)
+        return NULL;
+    json_t *caps = json_pack("{s:O, s:O, s:O, s:[], s:[]}", "bounding", set, "effective", set,
+                             "permitted", set, "inheritable", "ambient");
+    json_decref(set);
+    return caps;
+}
+
+static int build_process(const obi_service *svc, const obi_service_spec_options *opts,
+                         json_t **out, obi_error **err)
+{
+    unsigned uid = 0, gid = 0;
+    int r;
+    if (opts->image && opts->image->user && *opts->image->user &&
+        (r = obi_resolve_user(opts->image->user, opts->rootfs, &uid, &gid, err)) < 0)
+        return r;
+    const char *cwd = opts->cwd_override                                    ? opts->cwd_override
+                      : svc->workdir                                        ? svc->workdir
+                      : opts->image && opts->image->working_dir &&
+                              *opts->image->working_dir                     ? opts->image->working_dir
+                                                                            : "/";
+    json_t *env = NULL;
+    if ((r = build_env(svc, opts, &env, err)) < 0)
+        return r;
+    json_t *args = build_args(svc, opts);
+    json_t *caps = build_capabilities(svc);
+    bool no_new_privileges = !svc->privileged && !svc->has_capabilities;
+    json_t *process = args && caps
+                          ? json_pack("{s:b, s:{s:I, s:I}, s:o, s:o, s:s, s:o, s:b}", "terminal",
+                                      0, "user", "uid", (json_int_t)uid, "gid", (json_int_t)gid,
+                                      "args", args, "env", env, "cwd", cwd, "capabilities", caps,
+                                      "noNewPrivileges", no_new_privileges)
+                          : NULL;
+    if (!process) {
+        if (!args || !caps) {
+            json_decref(args);
+            json_decref(caps);
+            json_decref(env);
+        }
+        return oom(err);
+    }
+    *out = process;
+    return 0;
+}
+
+/* ---- mounts ------------------------------------------------------------------------------ */
+
+static json_t *mount_new(const char *destination, const char *type, const char *source,
+                         const char *const *options)
+{
+    json_t *opts = json_array();
+    for (size_t i = 0; opts && options[i]; i++)
+        json_array_append_new(opts, json_string(options[i]));
+    if (!opts)
+        return NULL;
+    return json_pack("{s:s, s:s, s:s, s:o}", "destination", destination, "type", type, "source",
+                     source, "options", opts);
+}
+
+static bool host_has_cgroup2(void)
+{
+    struct statfs fs;
+    return statfs("/sys/fs/cgroup", &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+static int add_default_mounts(json_t *mounts, const obi_service *svc,
+                              const obi_service_spec_options *opts)
+{
+    static const char *const proc_opts[] = {"nosuid", "noexec", "nodev", NULL};
+    static const char *const dev_opts[] = {"nosuid", "strictatime", "mode=755", "size=65536k",
+                                           NULL};
+    static const char *const pts_opts[] = {"nosuid",       "noexec",    "newinstance",
+                                           "ptmxmode=0666", "mode=0620", "gid=5",
+                                           NULL};
+    static const char *const shm_opts[] = {"nosuid", "noexec", "nodev", "mode=1777",
+                                           "size=65536k", NULL};
+    static const char *const mqueue_opts[] = {"nosuid", "noexec", "nodev", NULL};
+    static const char *const sys_ro_opts[] = {"nosuid", "noexec", "nodev", "ro", NULL};
+    static const char *const cgroup_opts[] = {"nosuid", "noexec", "nodev", "relatime", NULL};
+    bool v2 = opts->cgroup == OBI_CGROUP_V2 ||
+              (opts->cgroup == OBI_CGROUP_DETECT && host_has_cgroup2());
+    json_t *list[] = {
+        mount_new("/proc", "proc", "proc", proc_opts),
+        mount_new("/dev", "tmpfs", "tmpfs", dev_opts),
+        mount_new("/dev/pts", "devpts", "devpts", pts_opts),
+        mount_new("/dev/shm", "tmpfs", "shm", shm_opts),
+        mount_new("/dev/mqueue", "mqueue", "mqueue", mqueue_opts),
+        mount_new("/sys", "sysfs", "sysfs", svc->privileged ? proc_opts : sys_ro_opts),
+        mount_new("/sys/fs/cgroup", v2 ? "cgroup2" : "cgroup", "cgroup", cgroup_opts),
+    };
+    int r = 0;
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(list); i++)
+        if (!list[i] || json_array_append_new(mounts, list[i]) < 0)
+            r = -ENOMEM;
+    return r;
+}
+
+static const char *default_data_dir_or(const char *data_dir, char **owned)
+{
+    if (data_dir)
+        return data_dir;
+    *owned = obi_default_data_dir();
+    return *owned;
+}
+
+char *obi_service_storage_source(const obi_deployment *deployment, const obi_service *svc,
+                                 unsigned replica, size_t index, const char *data_dir)
+{
+    cleanup_free char *owned = NULL;
+    const char *data = default_data_dir_or(data_dir, &owned);
+    const obi_storage *st = &svc->storage[index];
+    char *path = NULL;
+    int r = 0;
+    if (!data)
+        return NULL;
+    switch (st->type) {
+    case OBI_STORAGE_BIND:
+        return strdup(st->source);
+    case OBI_STORAGE_NAMED:
+        r = asprintf(&path, "%s/volumes/%s/%s", data, deployment->name, st->name);
+        break;
+    case OBI_STORAGE_ANONYMOUS: {
+        cleanup_free char *id = obi_service_container_id(svc->name, replica ? replica : 1);
+        r = id ? asprintf(&path, "%s/anonymous/%s/%s/%zu", data, deployment->name, id, index)
+               : -1;
+        break;
+    }
+    case OBI_STORAGE_S3:
+        r = asprintf(&path, "%s/s3/%s%s%s", data, st->bucket,
+                     st->prefix && *st->prefix ? "/" : "", st->prefix ? st->prefix : "");
+        /* "v1/" -> ".../v1" */
+        if (r > 0 && path[r - 1] == '/')
+            path[r - 1] = '\0';
+        break;
+    case OBI_STORAGE_TMPFS:
+        return NULL;
+    }
+    return r < 0 ? NULL : path;
+}
+
+static int add_storage_mounts(json_t *mounts, const obi_deployment *d, const obi_service *svc,
+                              const obi_service_spec_options *opts, unsigned replica,
+                              obi_error **err)
+{
+    for (size_t i = 0; i < svc->storage_count; i++) {
+        const obi_storage *st = &svc->storage[i];
+        json_t *mount;
+        if (st->type == OBI_STORAGE_TMPFS) {
+            char size[32] = "", mode[32] = "";
+            const char *options[5] = {"nosuid", "nodev", NULL, NULL, NULL};
+            size_t n = 2;
+            if (st->has_size) {
+                snprintf(size, sizeof size, "size=%llu", (unsigned long long)st->size);
+                options[n++] = size;
+            }
+            if (st->has_mode) {
+                snprintf(mode, sizeof mode, "mode=%o", st->mode);
+                options[n++] = mode;
+            }
+            mount = mount_new(st->target, "tmpfs", "tmpfs", options);
+        } else {
+            cleanup_free char *source =
+                obi_service_storage_source(d, svc, replica, i, opts->data_dir);
+            if (!source)
+                return oom(err);
+            const char *options[] = {"rbind", st->readonly ? "ro" : "rw", NULL};
+            mount = mount_new(st->target, "none", source, options);
+        }
+        if (!mount || json_array_append_new(mounts, mount) < 0)
+            return oom(err);
+    }
+    return 0;
+}
+
+/* ---- devices ----------------------------------------------------------------------------- */
+
+typedef struct device_node {
+    char type; /* 'c' or 'b' */
+    unsigned major, minor;
+} device_node;
+
+/* Host node for a container path: below dev_root when it is under /dev. */
+static char *host_device_path(const char *dev_root, const char *path)
+{
+    char *out = NULL;
+    if (!strncmp(path, "/dev/", 5)) {
+        if (asprintf(&out, "%s/%s", dev_root, path + 5) < 0)
+            return NULL;
+        return out;
+    }
+    return strdup(path);
+}
+
+/* 0 found, -ENOENT missing, other negative: not a device or stat failed (err set). */
+static int stat_device(const char *host_path, device_node *out, obi_error **err)
+{
+    struct stat st;
+    if (stat(host_path, &st) < 0) {
+        if (errno == ENOENT)
+            return -ENOENT;
+        return obi_error_set_errno(err, errno, "stat %s", host_path);
+    }
+    if (S_ISCHR(st.st_mode))
+        out->type = 'c';
+    else if (S_ISBLK(st.st_mode))
+        out->type = 'b';
+    else
+        return obi_error_set(err, -EINVAL, "%s is not a device node", host_path);
+    out->major = major(st.st_rdev);
+    out->minor = minor(st.st_rdev);
+    return 0;
+}
+
+static json_t *device_rule(bool allow, char type, long major_num, long minor_num,
+                           const char *access)
+{
+    json_t *rule = json_pack("{s:b, s:s}", "allow", allow, "access", access);
+    if (!rule)
+        return NULL;
+    if (type) {
+        char t[2] = {type, '\0'};
+        json_object_set_new(rule, "type", json_string(t));
+    }
+    if (major_num >= 0)
+        json_object_set_new(rule, "major", json_integer(major_num));
+    if (minor_num >= 0)
+        json_object_set_new(rule, "minor", json_integer(minor_num));
+    return rule;
+}
+
+static json_t *device_entry(const char *path, const device_node *node)
+{
+    char t[2] = {node->type, '\0'};
+    return json_pack("{s:s, s:s, s:I, s:I, s:i, s:i, s:i}", "path", path, "type", t, "major",
+                     (json_int_t)node->major, "minor", (json_int_t)node->minor, "fileMode",
+                     GPU_DEVICE_MODE, "uid", 0, "gid", 0);
+}
+
+static const struct default_rule {
+    unsigned major;
+    long minor; /* -1: any */
+} DEFAULT_DEVICE_RULES[] = {
+    {1, 3}, {1, 5}, {1, 7}, {1, 8}, {1, 9}, {5, 0}, {5, 1}, {5, 2}, {136, -1},
+};
+
+typedef struct device_context {
+    const char *dev_root;
+    json_t *rules;
+    json_t *devices;
+    char ***warnings;
+} device_context;
+
+static int add_rule(device_context *ctx, json_t *rule)
+{
+    return rule && json_array_append_new(ctx->rules, rule) == 0 ? 0 : -ENOMEM;
+}
+
+static int add_spec_devices(device_context *ctx, const obi_service *svc, obi_error **err)
+{
+    for (size_t i = 0; i < svc->device_count; i++) {
+        const obi_service_device *dev = &svc->devices[i];
+        cleanup_free char *host = host_device_path(ctx->dev_root, dev->path);
+        if (!host)
+            return oom(err);
+        device_node node;
+        int r = stat_device(host, &node, err);
+        if (r == -ENOENT) {
+            if (ctx->warnings && strv_appendf(ctx->warnings,
+                                              "services.%s.devices[%zu]: %s does not exist on "
+                                              "this host; skipped",
+                                              svc->name, i, host) < 0)
+                return oom(err);
+            continue;
+        }
+        if (r < 0)
+            return obi_error_prefix(err, r, "services.%s.devices[%zu]", svc->name, i);
+        char access[4] = "";
+        size_t n = 0;
+        if (dev->read)
+            access[n++] = 'r';
+        if (dev->write)
+            access[n++] = 'w';
+        if (dev->mknod)
+            access[n++] = 'm';
+        access[n] = '\0';
+        if (add_rule(ctx, device_rule(true, node.type, node.major, node.minor,
+                                      n ? access : "rw")) < 0 ||
+            json_array_append_new(ctx->devices, device_entry(dev->path, &node)) < 0)
+            return oom(err);
+    }
+    return 0;
+}
+
+/* Adds /dev/<name> to the devices list when the host node exists; *node gets its numbers.
+ * Returns 1 if added, 0 if missing. */
+static int add_gpu_node(device_context *ctx, const char *name, device_node *node, bool warn,
+                        obi_error **err)
+{
+    cleanup_free char *container_path = NULL;
+    if (asprintf(&container_path, "/dev/%s", name) < 0)
+        return oom(err);
+    cleanup_free char *host = host_device_path(ctx->dev_root, container_path);
+    if (!host)
+        return oom(err);
+    int r = stat_device(host, node, err);
+    if (r == -ENOENT) {
+        if (warn && ctx->warnings &&
+            strv_appendf(ctx->warnings, "gpu: %s does not exist on this host; skipped", host) < 0)
+            return oom(err);
+        return 0;
+    }
+    if (r < 0)
+        return obi_error_prefix(err, r, "gpu");
+    if (json_array_append_new(ctx->devices, device_entry(container_path, node)) < 0)
+        return oom(err);
+    return 1;
+}
+
+#define DRM_MAJOR 226
+#define NVIDIA_MAJOR 195
+
+static int add_gpu_devices(device_context *ctx, const obi_service *svc, obi_error **err)
+{
+    const obi_gpu *gpu = &svc->gpu;
+    device_node node;
+    char name[64];
+    int r;
+    /* The vendor's fixed majors, then any whose number is dynamic (read from its node). */
+    long majors[2] = {gpu->vendor == OBI_GPU_NVIDIA ? NVIDIA_MAJOR : DRM_MAJOR, -1};
+    switch (gpu->vendor) {
+    case OBI_GPU_NVIDIA:
+        if ((r = add_gpu_node(ctx, "nvidiactl", &node, false, err)) < 0)
+            return r;
+        if ((r = add_gpu_node(ctx, "nvidia-uvm", &node, false, err)) < 0)
+            return r;
+        if (r == 1)
+            majors[1] = node.major;
+        if ((r = add_gpu_node(ctx, "nvidia-uvm-tools", &node, false, err)) < 0)
+            return r;
+        for (unsigned i = 0; i < gpu->count; i++) {
+            snprintf(name, sizeof name, "nvidia%u", i);
+            if ((r = add_gpu_node(ctx, name, &node, true, err)) < 0)
+                return r;
+        }
+        break;
+    case OBI_GPU_AMD:
+        if ((r = add_gpu_node(ctx, "kfd", &node, true, err)) < 0)
+            return r;
+        if (r == 1)
+            majors[1] = node.major;
+        /* AMD also has the DRM render and card nodes */
+        __attribute__((fallthrough));
+    case OBI_GPU_INTEL:
+        for (unsigned i = 0; i < gpu->count; i++) {
+            snprintf(name, sizeof name, "dri/renderD%u", 128 + i);
+            if ((r = add_gpu_node(ctx, name, &node, true, err)) < 0)
+                return r;
+            snprintf(name, sizeof name, "dri/card%u", i);
+            if ((r = add_gpu_node(ctx, name, &node, true, err)) < 0)
+                return r;
+        }
+        break;
+    case OBI_GPU_OTHER:
+        break;
+    }
+    for (size_t i = 0; i < 2; i++)
+        if (majors[i] >= 0 && (i == 0 || majors[i] != majors[0]) &&
+            add_rule(ctx, device_rule(true, 'c', majors[i], -1, "rwm")) < 0)
+            return oom(err);
+    return 0;
+}
+
+static int build_devices(const obi_service *svc, const obi_service_spec_options *opts,
+                         json_t **rules_out, json_t **devices_out, char ***warnings,
+                         obi_error **err)
+{
+    cleanup_json json_t *rules = json_array();
+    cleanup_json json_t *devices = json_array();
+    if (!rules || !devices)
+        return oom(err);
+    device_context ctx = {opts->dev_root ? opts->dev_root : "/dev", rules, devices, warnings};
+    if (svc->privileged) {
+        if (add_rule(&ctx, device_rule(true, 0, -1, -1, "rwm")) < 0)
+            return oom(err);
+    } else {
+        if (add_rule(&ctx, device_rule(false, 0, -1, -1, "rwm")) < 0)
+            return oom(err);
+        for (size_t i = 0; i < OBI_ARRAY_SIZE(DEFAULT_DEVICE_RULES); i++)
+            if (add_rule(&ctx, device_rule(true, 'c', DEFAULT_DEVICE_RULES[i].major,
+                                           DEFAULT_DEVICE_RULES[i].minor, "rwm")) < 0)
+                return oom(err);
+    }
+    int r = add_spec_devices(&ctx, svc, err);
+    if (r == 0 && svc->has_gpu)
+        r = add_gpu_devices(&ctx, svc, err);
+    if (r < 0)
+        return r;
+    if (svc->privileged) {
+        /* allow-all already covers every device; keep only the first rule */
+        while (json_array_size(rules) > 1)
+            json_array_remove(rules, 1);
+    }
+    *rules_out = steal_pointer(&rules);
+    *devices_out = steal_pointer(&devices);
+    return 0;
+}
+
+/* ---- linux ------------------------------------------------------------------------------- */
+
+static const char *const MASKED_PATHS[] = {
+    "/proc/acpi",        "/proc/asound",     "/proc/kcore",       "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi",        "/sys/firmware",
+};
+static const char *const READONLY_PATHS[] = {
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+};
+
+static int build_linux(const obi_service *svc, const obi_service_spec_options *opts,
+                       json_t **out, char ***warnings, obi_error **err)
+{
+    static const char *const namespaces[] = {"pid", "ipc", "uts", "mount", "network"};
+    cleanup_json json_t *ns = json_array();
+    if (!ns)
+        return oom(err);
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(namespaces); i++) {
+        if (!strcmp(namespaces[i], "network") && svc->host_network)
+            continue;
+        if (json_array_append_new(ns, json_pack("{s:s}", "type", namespaces[i])) < 0)
+            return oom(err);
+    }
+    json_t *rules = NULL, *devices = NULL;
+    int r = build_devices(svc, opts, &rules, &devices, warnings, err);
+    if (r < 0)
+        return r;
+    cleanup_json json_t *resources = json_pack("{s:o}", "devices", rules);
+    cleanup_json json_t *devices_owned = devices;
+    if (!resources)
+        return oom(err);
+    if (svc->has_cpu &&
+        json_object_set_new(resources, "cpu",
+                            json_pack("{s:I, s:I}", "quota",
+                                      (json_int_t)(svc->cpu * CPU_PERIOD + 0.5), "period",
+                                      (json_int_t)CPU_PERIOD)) < 0)
+        return oom(err);
+    if (svc->has_memory &&
+        json_object_set_new(resources, "memory",
+                            json_pack("{s:I}", "limit", (json_int_t)svc->memory)) < 0)
+        return oom(err);
+    json_t *masked = svc->privileged ? json_array()
+                                     : json_cstrs(MASKED_PATHS, OBI_ARRAY_SIZE(MASKED_PATHS));
+    json_t *readonly = svc->privileged
+                           ? json_array()
+                           : json_cstrs(READONLY_PATHS, OBI_ARRAY_SIZE(READONLY_PATHS));
+    json_t *linux_obj =
+        json_pack("{s:O, s:s, s:O, s:O, s:o, s:o}", "namespaces", ns, "rootfsPropagation",
+                  "private", "resources", resources, "devices", devices_owned, "maskedPaths",
+                  masked, "readonlyPaths", readonly);
+    if (!linux_obj)
+        return oom(err);
+    *out = linux_obj;
+    return 0;
+}
+
+/* ---- the whole config -------------------------------------------------------------------- */
+
+int obi_service_spec_generate(const obi_deployment *deployment, const obi_service *svc,
+                              const obi_service_spec_options *opts, json_t **out,
+                              char ***warnings, obi_error **err)
+{
+    unsigned replica = opts->replica ? opts->replica : 1;
+    if (replica > svc->replicas)
+        return obi_error_set(err, -EINVAL, "services.%s: replica %u is out of range 1..%u",
+                             svc->name, replica, svc->replicas);
+    cleanup_free char *id = obi_service_container_id(svc->name, replica);
+    if (!id)
+        return oom(err);
+    char **collected = NULL;
+    json_t *process = NULL, *linux_obj = NULL;
+    int r = build_process(svc, opts, &process, err);
+    if (r == 0)
+        r = build_linux(svc, opts, &linux_obj, &collected, err);
+    cleanup_json json_t *mounts = json_array();
+    if (r == 0 && !mounts)
+        r = oom(err);
+    if (r == 0 && add_default_mounts(mounts, svc, opts) < 0)
+        r = oom(err);
+    if (r == 0)
+        r = add_storage_mounts(mounts, deployment, svc, opts, replica, err);
+    json_t *config = NULL;
+    if (r == 0) {
+        config = json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:O, s:o}", "ociVersion", "1.0.2",
+                           "root", "path", "rootfs", "readonly", 0, "process", process,
+                           "hostname", svc->hostname ? svc->hostname : id, "mounts", mounts,
+                           "linux", linux_obj);
+        process = linux_obj = NULL; /* json_pack "o" took them, even on failure */
+        if (!config)
+            r = oom(err);
+    }
+    json_decref(process);
+    json_decref(linux_obj);
+    if (r < 0) {
+        obi_strv_free(collected);
+        return r;
+    }
+    *out = config;
+    if (warnings)
+        *warnings = collected;
+    else
+        obi_strv_free(collected);
+    return 0;
+}
+
+/* ---- bundles ----------------------------------------------------------------------------- */
+
+static int prepare_storage(const obi_deployment *d, const obi_service *svc,
+                           const obi_service_spec_options *opts, unsigned replica, obi_error **err)
+{
+    for (size_t i = 0; i < svc->storage_count; i++) {
+        const obi_storage *st = &svc->storage[i];
+        if (st->type == OBI_STORAGE_TMPFS)
+            continue;
+        cleanup_free char *source = obi_service_storage_source(d, svc, replica, i, opts->data_dir);
+        if (!source)
+            return oom(err);
+        int r = 0;
+        if (st->type == OBI_STORAGE_NAMED || st->type == OBI_STORAGE_ANONYMOUS)
+            r = obi_mkdir_p(source, 0755, err);
+        else if (access(source, F_OK) < 0)
+            r = obi_error_set_errno(err, errno, "%s source %s",
+                                    st->type == OBI_STORAGE_S3 ? "s3 mount" : "bind", source);
+        if (r < 0)
+            return obi_error_prefix(err, r, "services.%s.storage[%zu]", svc->name, i);
+    }
+    return 0;
+}
+
+int obi_service_bundle_write(const obi_deployment *deployment, const obi_service *svc,
+                             const obi_service_spec_options *opts, const char *bundle_dir,
+                             const char *rootfs_source, char ***warnings, obi_error **err)
+{
+    unsigned replica = opts->replica ? opts->replica : 1;
+    cleanup_json json_t *config = NULL;
+    char **collected = NULL;
+    int r = obi_service_spec_generate(deployment, svc, opts, &config, &collected, err);
+    if (r < 0)
+        return r;
+    cleanup_strv char **owned_warnings = collected;
+    if ((r = prepare_storage(deployment, svc, opts, replica, err)) < 0)
+        return r;
+    if ((r = obi_mkdir_p(bundle_dir, 0700, err)) < 0)
+        return r;
+    cleanup_free char *rootfs = obi_path_join(bundle_dir, "rootfs");
+    cleanup_free char *config_path = obi_path_join(bundle_dir, "config.json");
+    if (!rootfs || !config_path)
+        return oom(err);
+    struct stat st;
+    if (lstat(rootfs, &st) == 0) {
+        if (S_ISLNK(st.st_mode) && unlink(rootfs) < 0)
+            return obi_error_set_errno(err, errno, "unlink %s", rootfs);
+    } else if (errno != ENOENT) {
+        return obi_error_set_errno(err, errno, "lstat %s", rootfs);
+    }
+    if (rootfs_source) {
+        if (symlink(rootfs_source, rootfs) < 0)
+            return obi_error_set_errno(err, errno, "symlink %s -> %s", rootfs, rootfs_source);
+    } else if (mkdir(rootfs, 0755) < 0 && errno != EEXIST) {
+        return obi_error_set_errno(err, errno, "mkdir %s", rootfs);
+    }
+    cleanup_free char *text = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (!text)
+        return oom(err);
+    if ((r = obi_write_file_atomic(config_path, text, strlen(text), 0600, err)) < 0)
+        return r;
+    if (warnings)
+        *warnings = steal_pointer(&owned_warnings);
+    return 0;
+}
