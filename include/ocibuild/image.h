@@ -36,8 +36,8 @@ typedef struct obi_image {
 
 /* Resolves layout_path[:tag] (tag NULL: the index must hold exactly one manifest), verifies the
  * blobs and unpacks (or reuses) DATA_DIR/images/<manifest hex>/rootfs. */
-int obi_image_open(const char *layout_path, const char *tag, const char *data_dir,
-                   obi_image **out, obi_error **err);
+int obi_image_open(const char *layout_path, const char *tag, const char *data_dir, obi_image **out,
+                   obi_error **err);
 void obi_image_free(obi_image *image);
 OBI_DEFINE_CLEANUP(obi_image, obi_image_free)
 #define cleanup_image _cleanup_(obi_image_freep)

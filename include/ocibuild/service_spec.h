@@ -24,16 +24,16 @@ typedef enum obi_cgroup_mode {
 } obi_cgroup_mode;
 
 typedef struct obi_service_spec_options {
-    unsigned replica;               /* 1..replicas; 0 means 1 */
-    const char *dev_root;           /* where host device nodes are read; NULL: "/dev" */
-    const char *rootfs;             /* for user name lookups; NULL: names are an error */
-    const obi_image_config *image;  /* NULL: no image config */
-    obi_secrets *secrets;           /* NULL: `$S:` references are errors */
-    char *const *args_override;     /* NULL-terminated; NULL: none */
-    const char *cwd_override;       /* NULL: none */
-    char *const *extra_env;         /* "KEY=value", NULL-terminated; NULL: none */
-    const char *data_dir;           /* volumes live below it; NULL: obi_default_data_dir() */
-    obi_cgroup_mode cgroup;         /* the /sys/fs/cgroup mount type; DETECT reads the host */
+    unsigned replica;              /* 1..replicas; 0 means 1 */
+    const char *dev_root;          /* where host device nodes are read; NULL: "/dev" */
+    const char *rootfs;            /* for user name lookups; NULL: names are an error */
+    const obi_image_config *image; /* NULL: no image config */
+    obi_secrets *secrets;          /* NULL: `$S:` references are errors */
+    char *const *args_override;    /* NULL-terminated; NULL: none */
+    const char *cwd_override;      /* NULL: none */
+    char *const *extra_env;        /* "KEY=value", NULL-terminated; NULL: none */
+    const char *data_dir;          /* volumes live below it; NULL: obi_default_data_dir() */
+    obi_cgroup_mode cgroup;        /* the /sys/fs/cgroup mount type; DETECT reads the host */
 } obi_service_spec_options;
 
 /* "<service>-rep-<replica>"; caller frees. */
@@ -48,8 +48,8 @@ char *obi_service_storage_source(const obi_deployment *deployment, const obi_ser
 /* Generates the config. *warnings (optional) receives a NULL-terminated list (or NULL when
  * there are none) that the caller frees with obi_strv_free. */
 int obi_service_spec_generate(const obi_deployment *deployment, const obi_service *svc,
-                              const obi_service_spec_options *opts, json_t **out,
-                              char ***warnings, obi_error **err);
+                              const obi_service_spec_options *opts, json_t **out, char ***warnings,
+                              obi_error **err);
 
 /* Writes a complete bundle: creates bundle_dir (mode 0700), config.json, and rootfs as a
  * symlink to rootfs_source (or an empty directory when it is NULL). Creates the named and

@@ -27,25 +27,28 @@
 /* ---- capabilities ------------------------------------------------------------------------ */
 
 const char *const OBI_CAPABILITIES[] = {
-    "CAP_AUDIT_CONTROL",  "CAP_AUDIT_READ",     "CAP_AUDIT_WRITE",     "CAP_BLOCK_SUSPEND",
-    "CAP_BPF",            "CAP_CHECKPOINT_RESTORE", "CAP_CHOWN",       "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH", "CAP_FOWNER",        "CAP_FSETID",          "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",      "CAP_KILL",           "CAP_LEASE",           "CAP_LINUX_IMMUTABLE",
-    "CAP_MAC_ADMIN",      "CAP_MAC_OVERRIDE",   "CAP_MKNOD",           "CAP_NET_ADMIN",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_RAW",        "CAP_PERFMON",
-    "CAP_SETFCAP",        "CAP_SETGID",         "CAP_SETPCAP",         "CAP_SETUID",
-    "CAP_SYSLOG",         "CAP_SYS_ADMIN",      "CAP_SYS_BOOT",        "CAP_SYS_CHROOT",
-    "CAP_SYS_MODULE",     "CAP_SYS_NICE",       "CAP_SYS_PACCT",       "CAP_SYS_PTRACE",
-    "CAP_SYS_RAWIO",      "CAP_SYS_RESOURCE",   "CAP_SYS_TIME",        "CAP_SYS_TTY_CONFIG",
-    "CAP_WAKE_ALARM",
+    "CAP_AUDIT_CONTROL",   "CAP_AUDIT_READ",   "CAP_AUDIT_WRITE",
+    "CAP_BLOCK_SUSPEND",   "CAP_BPF",          "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",           "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",          "CAP_FSETID",       "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",       "CAP_KILL",         "CAP_LEASE",
+    "CAP_LINUX_IMMUTABLE", "CAP_MAC_ADMIN",    "CAP_MAC_OVERRIDE",
+    "CAP_MKNOD",           "CAP_NET_ADMIN",    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",   "CAP_NET_RAW",      "CAP_PERFMON",
+    "CAP_SETFCAP",         "CAP_SETGID",       "CAP_SETPCAP",
+    "CAP_SETUID",          "CAP_SYSLOG",       "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",        "CAP_SYS_CHROOT",   "CAP_SYS_MODULE",
+    "CAP_SYS_NICE",        "CAP_SYS_PACCT",    "CAP_SYS_PTRACE",
+    "CAP_SYS_RAWIO",       "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",  "CAP_WAKE_ALARM",
 };
 const size_t OBI_CAPABILITY_COUNT = OBI_ARRAY_SIZE(OBI_CAPABILITIES);
 
 const char *const OBI_DEFAULT_CAPABILITIES[] = {
-    "CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
-    "CAP_MKNOD",  "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
-    "CAP_SETFCAP", "CAP_SETPCAP",     "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
-    "CAP_KILL",   "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
+    "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
+    "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
+    "CAP_KILL",    "CAP_AUDIT_WRITE",
 };
 const size_t OBI_DEFAULT_CAPABILITY_COUNT = OBI_ARRAY_SIZE(OBI_DEFAULT_CAPABILITIES);
 
@@ -64,10 +67,9 @@ static const struct memory_unit {
     const char *suffix;
     uint64_t factor;
 } MEMORY_UNITS[] = {
-    {"Ki", 1ull << 10}, {"Mi", 1ull << 20}, {"Gi", 1ull << 30}, {"Ti", 1ull << 40},
-    {"K", 1000ull},     {"k", 1000ull},     {"M", 1000000ull},  {"m", 1000000ull},
-    {"G", 1000000000ull}, {"g", 1000000000ull}, {"T", 1000000000000ull},
-    {"t", 1000000000000ull},
+    {"Ki", 1ull << 10},   {"Mi", 1ull << 20},   {"Gi", 1ull << 30},      {"Ti", 1ull << 40},
+    {"K", 1000ull},       {"k", 1000ull},       {"M", 1000000ull},       {"m", 1000000ull},
+    {"G", 1000000000ull}, {"g", 1000000000ull}, {"T", 1000000000000ull}, {"t", 1000000000000ull},
 };
 
 int obi_parse_memory(const char *text, uint64_t *out, obi_error **err)
@@ -131,7 +133,10 @@ static int fail_at(walker *w, const yaml_node_t *node, const char *path, const c
                          node ? (size_t)node->start_mark.column + 1 : 0, path, msg);
 }
 
-static yaml_node_t *node_get(walker *w, int index) { return yaml_document_get_node(w->doc, index); }
+static yaml_node_t *node_get(walker *w, int index)
+{
+    return yaml_document_get_node(w->doc, index);
+}
 
 static const char *scalar_text(const yaml_node_t *node)
 {
@@ -170,8 +175,7 @@ static const char *node_kind(const yaml_node_t *node)
 
 /* Checks that node is a mapping whose keys are distinct scalars from allowed (NULL-terminated;
  * allowed == NULL accepts any key). */
-static int check_mapping(walker *w, yaml_node_t *node, const char *path,
-                         const char *const *allowed)
+static int check_mapping(walker *w, yaml_node_t *node, const char *path, const char *const *allowed)
 {
     if (node->type != YAML_MAPPING_NODE)
         return fail_at(w, node, path, "expected a mapping, got %s", node_kind(node));
@@ -197,8 +201,8 @@ static int check_mapping(walker *w, yaml_node_t *node, const char *path,
 
 static yaml_node_t *map_get(walker *w, yaml_node_t *map, const char *key)
 {
-    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start;
-         pair < map->data.mapping.pairs.top; pair++)
+    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top;
+         pair++)
         if (!strcmp(scalar_text(node_get(w, pair->key)), key))
             return node_get(w, pair->value);
     return NULL;
@@ -317,9 +321,9 @@ static bool name_is_valid(const char *name, size_t min, size_t max)
 /* ---- service fields ---------------------------------------------------------------------- */
 
 static const char *const SERVICE_KEYS[] = {
-    "rtype",      "schedule",   "image",      "command",      "env",      "resources",
-    "devices",    "storage",    "capabilities", "privileged", "host_network", "hostname",
-    "scale",      "depends",    NULL,
+    "rtype",        "schedule", "image",   "command",      "env",
+    "resources",    "devices",  "storage", "capabilities", "privileged",
+    "host_network", "hostname", "scale",   "depends",      NULL,
 };
 
 static int parse_image(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
@@ -602,8 +606,7 @@ static bool volume_name_is_valid(const char *name)
     return true;
 }
 
-static int parse_storage_item(walker *w, yaml_node_t *item, const char *item_path,
-                              obi_storage *st)
+static int parse_storage_item(walker *w, yaml_node_t *item, const char *item_path, obi_storage *st)
 {
     if (item->type != YAML_MAPPING_NODE)
         return fail_at(w, item, item_path, "expected a mapping, got %s", node_kind(item));

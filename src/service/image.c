@@ -36,7 +36,10 @@
 #define WHITEOUT_PREFIX ".wh."
 #define WHITEOUT_OPAQUE ".wh..wh..opq"
 
-static int oom(obi_error **err) { return obi_error_set(err, -ENOMEM, "out of memory"); }
+static int oom(obi_error **err)
+{
+    return obi_error_set(err, -ENOMEM, "out of memory");
+}
 
 /* ---- image config ------------------------------------------------------------------------ */
 
@@ -142,8 +145,7 @@ static int descriptor_parse(const json_t *obj, const char *what, descriptor *out
 }
 
 /* Opens LAYOUT/blobs/sha256/<hex>, checks its size and sha256 and leaves the fd at offset 0. */
-static int blob_open_verified(const char *layout, const descriptor *desc, int *out,
-                              obi_error **err)
+static int blob_open_verified(const char *layout, const descriptor *desc, int *out, obi_error **err)
 {
     cleanup_free char *path = NULL;
     if (asprintf(&path, "%s/blobs/sha256/%s", layout, desc->hex) < 0)
@@ -428,7 +430,8 @@ static int extract_entry(layer_ctx *ctx, struct archive *ar, struct archive_entr
         if (!exists || !S_ISDIR(st.st_mode))
             if (mkdirat(parent, base, 0700) < 0)
                 return -errno;
-        cleanup_close int fd = openat(parent, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        cleanup_close int fd =
+            openat(parent, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
             return -errno;
         if (fchown(fd, uid, gid) < 0 && ctx->is_root)
@@ -480,8 +483,7 @@ static int layer_pass(layer_ctx *ctx, int layer_fd, int pass)
     archive_read_support_format_tar(ar);
     int r = 0;
     if (archive_read_open_fd(ar, layer_fd, 1 << 16) != ARCHIVE_OK)
-        r = obi_error_set(ctx->err, -EINVAL, "layer %s: %s", ctx->layer,
-                          archive_error_string(ar));
+        r = obi_error_set(ctx->err, -EINVAL, "layer %s: %s", ctx->layer, archive_error_string(ar));
     struct archive_entry *entry;
     while (r == 0) {
         int a = archive_read_next_header(ar, &entry);
@@ -521,8 +523,7 @@ static int layer_pass(layer_ctx *ctx, int layer_fd, int pass)
     return r;
 }
 
-static int apply_layer_fd(const char *rootfs, const char *layer_name, int layer_fd,
-                          obi_error **err)
+static int apply_layer_fd(const char *rootfs, const char *layer_name, int layer_fd, obi_error **err)
 {
     cleanup_close int root_fd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root_fd < 0)
@@ -572,8 +573,8 @@ static int find_manifest(const char *layout, const char *tag, descriptor *out, j
     json_error_t jerr;
     cleanup_json json_t *index = json_loadb(text, len, 0, &jerr);
     if (!index)
-        return obi_error_set(err, -EINVAL, "%s: invalid JSON at line %d: %s", index_path,
-                             jerr.line, jerr.text);
+        return obi_error_set(err, -EINVAL, "%s: invalid JSON at line %d: %s", index_path, jerr.line,
+                             jerr.text);
     json_t *manifests = json_object_get(index, "manifests");
     if (!json_is_array(manifests))
         return obi_error_set(err, -EINVAL, "%s: no manifests array", index_path);
@@ -684,8 +685,8 @@ static int ensure_unpacked(const char *layout, const char *hex, json_t *layers,
     return r;
 }
 
-int obi_image_open(const char *layout_path, const char *tag, const char *data_dir,
-                   obi_image **out, obi_error **err)
+int obi_image_open(const char *layout_path, const char *tag, const char *data_dir, obi_image **out,
+                   obi_error **err)
 {
     cleanup_json json_t *index = NULL;
     descriptor manifest_desc;
@@ -712,8 +713,7 @@ int obi_image_open(const char *layout_path, const char *tag, const char *data_di
     if (r == 0)
         r = obi_image_config_from_json(config_doc, &image->config, err);
     cleanup_free char *images_dir = r == 0 ? obi_path_join(data_dir, "images") : NULL;
-    cleanup_free char *entry_dir =
-        images_dir ? obi_path_join(images_dir, manifest_desc.hex) : NULL;
+    cleanup_free char *entry_dir = images_dir ? obi_path_join(images_dir, manifest_desc.hex) : NULL;
     if (r == 0 && !entry_dir)
         r = oom(err);
     if (r == 0)

@@ -79,8 +79,7 @@ static int dir_secrets_get(obi_secrets *secrets, const char *scope, const char *
     }
     if (buf.len && memchr(buf.data, '\0', buf.len)) {
         obi_buf_free(&buf);
-        return obi_error_set(err, -EINVAL, "secret %s/%s contains a NUL byte", self->dir,
-                             relative);
+        return obi_error_set(err, -EINVAL, "secret %s/%s contains a NUL byte", self->dir, relative);
     }
     if (buf.len && buf.data[buf.len - 1] == '\n') {
         buf.data[--buf.len] = '\0';

@@ -34,7 +34,10 @@
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-static int oom(obi_error **err) { return obi_error_set(err, -ENOMEM, "out of memory"); }
+static int oom(obi_error **err)
+{
+    return obi_error_set(err, -ENOMEM, "out of memory");
+}
 
 /* Appends a formatted line to a NULL-terminated list (NULL list allowed). */
 static int strv_appendf(char ***strv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -81,7 +84,10 @@ static json_t *json_cstrs(const char *const *strs, size_t n)
     return array;
 }
 
-static bool strv_empty(char *const *strv) { return !strv || !strv[0]; }
+static bool strv_empty(char *const *strv)
+{
+    return !strv || !strv[0];
+}
 
 char *obi_service_container_id(const char *service, unsigned replica)
 {
@@ -194,9 +200,8 @@ static int env_add_gpu(env_list *env, const obi_service *svc)
     if (r < 0 || !gpu->distributed)
         return r;
     if (env_setf(env, "MASTER_PORT", "%u", gpu->master_port) < 0 ||
-        env_setf(env, "MASTER_ADDR", "%s", svc->name) < 0 ||
-        env_setf(env, "WORLD_SIZE", "1") < 0 || env_setf(env, "RANK", "0") < 0 ||
-        env_setf(env, "LOCAL_RANK", "0") < 0 ||
+        env_setf(env, "MASTER_ADDR", "%s", svc->name) < 0 || env_setf(env, "WORLD_SIZE", "1") < 0 ||
+        env_setf(env, "RANK", "0") < 0 || env_setf(env, "LOCAL_RANK", "0") < 0 ||
         env_setf(env,
                  gpu->backend == OBI_GPU_BACKEND_NCCL ? "NCCL_SOCKET_IFNAME" : "GLOO_SOCKET_IFNAME",
                  "eth0") < 0)
@@ -375,8 +380,8 @@ static json_t *build_args(const obi_service *svc, const obi_service_spec_options
     if (svc->entrypoint || svc->args) {
         first = svc->entrypoint;
         second = svc->args;
-    } else if (opts->image && (!strv_empty(opts->image->entrypoint) ||
-                               !strv_empty(opts->image->cmd))) {
+    } else if (opts->image &&
+               (!strv_empty(opts->image->entrypoint) || !strv_empty(opts->image->cmd))) {
         first = opts->image->entrypoint;
         second = opts->image->cmd;
     }
@@ -402,8 +407,8 @@ static json_t *build_capabilities(const obi_service *svc)
     else if (svc->has_capabilities)
         set = json_strv(svc->capabilities);
     else
-        set = json_cstrs((const char *const *)OBI_DEFAULT_CAPABILITIES,
-                         OBI_DEFAULT_CAPABILITY_COUNT);
+        set =
+            json_cstrs((const char *const *)OBI_DEFAULT_CAPABILITIES, OBI_DEFAULT_CAPABILITY_COUNT);
     if (!set)
         return NULL;
     json_t *caps = json_pack("{s:O, s:O, s:O, s:[], s:[]}", "bounding", set, "effective", set,
@@ -412,31 +417,31 @@ static json_t *build_capabilities(const obi_service *svc)
     return caps;
 }
 
-static int build_process(const obi_service *svc, const obi_service_spec_options *opts,
-                         json_t **out, obi_error **err)
+static int build_process(const obi_service *svc, const obi_service_spec_options *opts, json_t **out,
+                         obi_error **err)
 {
     unsigned uid = 0, gid = 0;
     int r;
     if (opts->image && opts->image->user && *opts->image->user &&
         (r = obi_resolve_user(opts->image->user, opts->rootfs, &uid, &gid, err)) < 0)
         return r;
-    const char *cwd = opts->cwd_override                                    ? opts->cwd_override
-                      : svc->workdir                                        ? svc->workdir
-                      : opts->image && opts->image->working_dir &&
-                              *opts->image->working_dir                     ? opts->image->working_dir
-                                                                            : "/";
+    const char *cwd = opts->cwd_override ? opts->cwd_override
+                      : svc->workdir     ? svc->workdir
+                      : opts->image && opts->image->working_dir && *opts->image->working_dir
+                          ? opts->image->working_dir
+                          : "/";
     json_t *env = NULL;
     if ((r = build_env(svc, opts, &env, err)) < 0)
         return r;
     json_t *args = build_args(svc, opts);
     json_t *caps = build_capabilities(svc);
     bool no_new_privileges = !svc->privileged && !svc->has_capabilities;
-    json_t *process = args && caps
-                          ? json_pack("{s:b, s:{s:I, s:I}, s:o, s:o, s:s, s:o, s:b}", "terminal",
-                                      0, "user", "uid", (json_int_t)uid, "gid", (json_int_t)gid,
-                                      "args", args, "env", env, "cwd", cwd, "capabilities", caps,
-                                      "noNewPrivileges", no_new_privileges)
-                          : NULL;
+    json_t *process =
+        args && caps
+            ? json_pack("{s:b, s:{s:I, s:I}, s:o, s:o, s:s, s:o, s:b}", "terminal", 0, "user",
+                        "uid", (json_int_t)uid, "gid", (json_int_t)gid, "args", args, "env", env,
+                        "cwd", cwd, "capabilities", caps, "noNewPrivileges", no_new_privileges)
+            : NULL;
     if (!process) {
         if (!args || !caps) {
             json_decref(args);
@@ -475,16 +480,15 @@ static int add_default_mounts(json_t *mounts, const obi_service *svc,
     static const char *const proc_opts[] = {"nosuid", "noexec", "nodev", NULL};
     static const char *const dev_opts[] = {"nosuid", "strictatime", "mode=755", "size=65536k",
                                            NULL};
-    static const char *const pts_opts[] = {"nosuid",       "noexec",    "newinstance",
-                                           "ptmxmode=0666", "mode=0620", "gid=5",
-                                           NULL};
-    static const char *const shm_opts[] = {"nosuid", "noexec", "nodev", "mode=1777",
-                                           "size=65536k", NULL};
+    static const char *const pts_opts[] = {"nosuid",    "noexec", "newinstance", "ptmxmode=0666",
+                                           "mode=0620", "gid=5",  NULL};
+    static const char *const shm_opts[] = {"nosuid",    "noexec",      "nodev",
+                                           "mode=1777", "size=65536k", NULL};
     static const char *const mqueue_opts[] = {"nosuid", "noexec", "nodev", NULL};
     static const char *const sys_ro_opts[] = {"nosuid", "noexec", "nodev", "ro", NULL};
     static const char *const cgroup_opts[] = {"nosuid", "noexec", "nodev", "relatime", NULL};
-    bool v2 = opts->cgroup == OBI_CGROUP_V2 ||
-              (opts->cgroup == OBI_CGROUP_DETECT && host_has_cgroup2());
+    bool v2 =
+        opts->cgroup == OBI_CGROUP_V2 || (opts->cgroup == OBI_CGROUP_DETECT && host_has_cgroup2());
     json_t *list[] = {
         mount_new("/proc", "proc", "proc", proc_opts),
         mount_new("/dev", "tmpfs", "tmpfs", dev_opts),
@@ -527,13 +531,12 @@ char *obi_service_storage_source(const obi_deployment *deployment, const obi_ser
         break;
     case OBI_STORAGE_ANONYMOUS: {
         cleanup_free char *id = obi_service_container_id(svc->name, replica ? replica : 1);
-        r = id ? asprintf(&path, "%s/anonymous/%s/%s/%zu", data, deployment->name, id, index)
-               : -1;
+        r = id ? asprintf(&path, "%s/anonymous/%s/%s/%zu", data, deployment->name, id, index) : -1;
         break;
     }
     case OBI_STORAGE_S3:
-        r = asprintf(&path, "%s/s3/%s%s%s", data, st->bucket,
-                     st->prefix && *st->prefix ? "/" : "", st->prefix ? st->prefix : "");
+        r = asprintf(&path, "%s/s3/%s%s%s", data, st->bucket, st->prefix && *st->prefix ? "/" : "",
+                     st->prefix ? st->prefix : "");
         /* "v1/" -> ".../v1" */
         if (r > 0 && path[r - 1] == '/')
             path[r - 1] = '\0';
@@ -689,8 +692,8 @@ static int add_spec_devices(device_context *ctx, const obi_service *svc, obi_err
         if (dev->mknod)
             access[n++] = 'm';
         access[n] = '\0';
-        if (add_rule(ctx, device_rule(true, node.type, node.major, node.minor,
-                                      n ? access : "rw")) < 0 ||
+        if (add_rule(ctx, device_rule(true, node.type, node.major, node.minor, n ? access : "rw")) <
+                0 ||
             json_array_append_new(ctx->devices, device_entry(dev->path, &node)) < 0)
             return oom(err);
     }
@@ -814,16 +817,16 @@ static int build_devices(const obi_service *svc, const obi_service_spec_options 
 /* ---- linux ------------------------------------------------------------------------------- */
 
 static const char *const MASKED_PATHS[] = {
-    "/proc/acpi",        "/proc/asound",     "/proc/kcore",       "/proc/keys",
+    "/proc/acpi",          "/proc/asound",     "/proc/kcore",       "/proc/keys",
     "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-    "/proc/scsi",        "/sys/firmware",
+    "/proc/scsi",          "/sys/firmware",
 };
 static const char *const READONLY_PATHS[] = {
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 };
 
-static int build_linux(const obi_service *svc, const obi_service_spec_options *opts,
-                       json_t **out, char ***warnings, obi_error **err)
+static int build_linux(const obi_service *svc, const obi_service_spec_options *opts, json_t **out,
+                       char ***warnings, obi_error **err)
 {
     static const char *const namespaces[] = {"pid", "ipc", "uts", "mount", "network"};
     cleanup_json json_t *ns = json_array();
@@ -843,25 +846,22 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
     cleanup_json json_t *devices_owned = devices;
     if (!resources)
         return oom(err);
-    if (svc->has_cpu &&
-        json_object_set_new(resources, "cpu",
-                            json_pack("{s:I, s:I}", "quota",
-                                      (json_int_t)(svc->cpu * CPU_PERIOD + 0.5), "period",
-                                      (json_int_t)CPU_PERIOD)) < 0)
+    if (svc->has_cpu && json_object_set_new(resources, "cpu",
+                                            json_pack("{s:I, s:I}", "quota",
+                                                      (json_int_t)(svc->cpu * CPU_PERIOD + 0.5),
+                                                      "period", (json_int_t)CPU_PERIOD)) < 0)
         return oom(err);
     if (svc->has_memory &&
         json_object_set_new(resources, "memory",
                             json_pack("{s:I}", "limit", (json_int_t)svc->memory)) < 0)
         return oom(err);
-    json_t *masked = svc->privileged ? json_array()
-                                     : json_cstrs(MASKED_PATHS, OBI_ARRAY_SIZE(MASKED_PATHS));
-    json_t *readonly = svc->privileged
-                           ? json_array()
-                           : json_cstrs(READONLY_PATHS, OBI_ARRAY_SIZE(READONLY_PATHS));
-    json_t *linux_obj =
-        json_pack("{s:O, s:s, s:O, s:O, s:o, s:o}", "namespaces", ns, "rootfsPropagation",
-                  "private", "resources", resources, "devices", devices_owned, "maskedPaths",
-                  masked, "readonlyPaths", readonly);
+    json_t *masked =
+        svc->privileged ? json_array() : json_cstrs(MASKED_PATHS, OBI_ARRAY_SIZE(MASKED_PATHS));
+    json_t *readonly =
+        svc->privileged ? json_array() : json_cstrs(READONLY_PATHS, OBI_ARRAY_SIZE(READONLY_PATHS));
+    json_t *linux_obj = json_pack("{s:O, s:s, s:O, s:O, s:o, s:o}", "namespaces", ns,
+                                  "rootfsPropagation", "private", "resources", resources, "devices",
+                                  devices_owned, "maskedPaths", masked, "readonlyPaths", readonly);
     if (!linux_obj)
         return oom(err);
     *out = linux_obj;
@@ -871,8 +871,8 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
 /* ---- the whole config -------------------------------------------------------------------- */
 
 int obi_service_spec_generate(const obi_deployment *deployment, const obi_service *svc,
-                              const obi_service_spec_options *opts, json_t **out,
-                              char ***warnings, obi_error **err)
+                              const obi_service_spec_options *opts, json_t **out, char ***warnings,
+                              obi_error **err)
 {
     unsigned replica = opts->replica ? opts->replica : 1;
     if (replica > svc->replicas)
@@ -895,10 +895,10 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
         r = add_storage_mounts(mounts, deployment, svc, opts, replica, err);
     json_t *config = NULL;
     if (r == 0) {
-        config = json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:O, s:o}", "ociVersion", "1.0.2",
-                           "root", "path", "rootfs", "readonly", 0, "process", process,
-                           "hostname", svc->hostname ? svc->hostname : id, "mounts", mounts,
-                           "linux", linux_obj);
+        config =
+            json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:O, s:o}", "ociVersion", "1.0.2", "root",
+                      "path", "rootfs", "readonly", 0, "process", process, "hostname",
+                      svc->hostname ? svc->hostname : id, "mounts", mounts, "linux", linux_obj);
         process = linux_obj = NULL; /* json_pack "o" took them, even on failure */
         if (!config)
             r = oom(err);

@@ -29,36 +29,36 @@ static void expect_error(const char *text, const char *needle)
 static void test_deployment_parses_every_field(void **state)
 {
     (void)state;
-    const char *text =
-        HEADER "  web:\n"
-               "    rtype: service\n"
-               "    image: { name: oci:/srv/images/web:1.0 }\n"
-               "    command: { entrypoint: [/bin/httpd], args: [-f, -p, \"8080\"], workdir: /www }\n"
-               "    env:\n"
-               "      LOG_LEVEL: info\n"
-               "      HOME_DIR: $E:HOME\n"
-               "      DB_PASSWORD: $S:db-pass\n"
-               "    resources:\n"
-               "      cpu: 0.5\n"
-               "      memory: 512Mi\n"
-               "      gpu: { count: 2, vendor: amd, distributed: { backend: gloo, master_port: 1234 } }\n"
-               "    devices: [ { path: /dev/kvm, read: true, write: true, mknod: false } ]\n"
-               "    storage:\n"
-               "      - { type: bind, source: /srv/data, target: /data, readonly: true }\n"
-               "      - { type: named, name: cache, target: /cache }\n"
-               "      - { type: anonymous, target: /scratch }\n"
-               "      - { type: tmpfs, target: /run/app, size: 64Mi, mode: \"1777\" }\n"
-               "      - { type: s3, bucket: models, prefix: v1/, target: /models, readonly: true }\n"
-               "    capabilities: [NET_ADMIN, cap_sys_time, Cap_Net_Admin]\n"
-               "    privileged: false\n"
-               "    host_network: true\n"
-               "    hostname: web\n"
-               "    scale: { mode: fixed, replicas: 2 }\n"
-               "    depends: [ { service: db, condition: started } ]\n"
-               "  db:\n"
-               "    rtype: cron\n"
-               "    schedule: \"*/5 * * * *\"\n"
-               "    image: { rootfs: /srv/db }\n";
+    const char *text = HEADER
+        "  web:\n"
+        "    rtype: service\n"
+        "    image: { name: oci:/srv/images/web:1.0 }\n"
+        "    command: { entrypoint: [/bin/httpd], args: [-f, -p, \"8080\"], workdir: /www }\n"
+        "    env:\n"
+        "      LOG_LEVEL: info\n"
+        "      HOME_DIR: $E:HOME\n"
+        "      DB_PASSWORD: $S:db-pass\n"
+        "    resources:\n"
+        "      cpu: 0.5\n"
+        "      memory: 512Mi\n"
+        "      gpu: { count: 2, vendor: amd, distributed: { backend: gloo, master_port: 1234 } }\n"
+        "    devices: [ { path: /dev/kvm, read: true, write: true, mknod: false } ]\n"
+        "    storage:\n"
+        "      - { type: bind, source: /srv/data, target: /data, readonly: true }\n"
+        "      - { type: named, name: cache, target: /cache }\n"
+        "      - { type: anonymous, target: /scratch }\n"
+        "      - { type: tmpfs, target: /run/app, size: 64Mi, mode: \"1777\" }\n"
+        "      - { type: s3, bucket: models, prefix: v1/, target: /models, readonly: true }\n"
+        "    capabilities: [NET_ADMIN, cap_sys_time, Cap_Net_Admin]\n"
+        "    privileged: false\n"
+        "    host_network: true\n"
+        "    hostname: web\n"
+        "    scale: { mode: fixed, replicas: 2 }\n"
+        "    depends: [ { service: db, condition: started } ]\n"
+        "  db:\n"
+        "    rtype: cron\n"
+        "    schedule: \"*/5 * * * *\"\n"
+        "    image: { rootfs: /srv/db }\n";
     obi_deployment *d = parse_ok(text);
     assert_string_equal(d->name, "web-stack");
     assert_int_equal(d->service_count, 2);
@@ -178,7 +178,8 @@ static void test_deployment_name_rule(void **state)
 static void test_deployment_rtype_rules(void **state)
 {
     (void)state;
-    expect_error(HEADER "  web: {rtype: daemon}\n", "services.web.rtype: expected service, job or cron");
+    expect_error(HEADER "  web: {rtype: daemon}\n",
+                 "services.web.rtype: expected service, job or cron");
     expect_error(HEADER "  web: {rtype: cron}\n", "services.web: rtype cron needs a schedule");
     expect_error(HEADER "  web: {rtype: job, schedule: x}\n", "only valid with rtype cron");
     obi_deployment *d = parse_ok(HEADER "  web: {rtype: job}\n");
@@ -225,7 +226,8 @@ static void test_deployment_resources_rules(void **state)
     expect_error(HEADER "  web: {resources: {memory: 12.5Mi}}\n",
                  "services.web.resources.memory: memory string \"12.5Mi\" is fractional");
     expect_error(HEADER "  web: {resources: {memory: 0}}\n", "must be greater than 0");
-    expect_error(HEADER "  web: {resources: {gpu: {count: 0}}}\n", "services.web.resources.gpu.count");
+    expect_error(HEADER "  web: {resources: {gpu: {count: 0}}}\n",
+                 "services.web.resources.gpu.count");
     expect_error(HEADER "  web: {resources: {gpu: {cores: 1}}}\n", "unknown key \"cores\"");
     expect_error(HEADER "  web: {resources: {gpu: {distributed: {backend: mpi}}}}\n",
                  "services.web.resources.gpu.distributed.backend: expected nccl or gloo");
@@ -253,7 +255,8 @@ static void test_deployment_devices_rules(void **state)
     expect_error(HEADER "  web: {devices: [{path: kvm}]}\n", "services.web.devices[0].path");
     expect_error(HEADER "  web: {devices: [{path: /dev/kvm, read: maybe}]}\n",
                  "services.web.devices[0].read: expected true or false");
-    expect_error(HEADER "  web: {devices: {path: /dev/kvm}}\n", "services.web.devices: expected a list");
+    expect_error(HEADER "  web: {devices: {path: /dev/kvm}}\n",
+                 "services.web.devices: expected a list");
 }
 
 static void test_deployment_storage_rules(void **state)
@@ -299,10 +302,12 @@ static void test_deployment_scale_hostname_and_flags(void **state)
 {
     (void)state;
     expect_error(HEADER "  web: {scale: {mode: adaptive}}\n", "services.web.scale.mode");
-    expect_error(HEADER "  web: {scale: {replicas: 0}}\n", "services.web.scale.replicas: 0 is out of range");
+    expect_error(HEADER "  web: {scale: {replicas: 0}}\n",
+                 "services.web.scale.replicas: 0 is out of range");
     expect_error(HEADER "  web: {scale: {replicas: two}}\n", "expected an integer");
     expect_error(HEADER "  web: {hostname: \"a b\"}\n", "not a valid hostname");
-    expect_error(HEADER "  web: {privileged: yes}\n", "services.web.privileged: expected true or false");
+    expect_error(HEADER "  web: {privileged: yes}\n",
+                 "services.web.privileged: expected true or false");
     expect_error(HEADER "  web: {host_network: 1}\n", "services.web.host_network");
 }
 
@@ -345,11 +350,20 @@ static void test_memory_string_table(void **state)
         const char *text;
         uint64_t bytes;
     } good[] = {
-        {"512Mi", 536870912ull},   {"1Gi", 1073741824ull}, {"2G", 2000000000ull},
-        {"1024", 1024},            {"512Ki", 524288},      {"1Ti", 1ull << 40},
-        {"3k", 3000},              {"3K", 3000},           {"5m", 5000000},
-        {"5M", 5000000},           {"2g", 2000000000ull},  {"1T", 1000000000000ull},
-        {"1t", 1000000000000ull},  {"0", 0},
+        {"512Mi", 536870912ull},
+        {"1Gi", 1073741824ull},
+        {"2G", 2000000000ull},
+        {"1024", 1024},
+        {"512Ki", 524288},
+        {"1Ti", 1ull << 40},
+        {"3k", 3000},
+        {"3K", 3000},
+        {"5m", 5000000},
+        {"5M", 5000000},
+        {"2g", 2000000000ull},
+        {"1T", 1000000000000ull},
+        {"1t", 1000000000000ull},
+        {"0", 0},
         {"18446744073709551615", UINT64_MAX},
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
@@ -379,8 +393,7 @@ static void test_memory_string_table(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         uint64_t v = 7;
         obi_error *err = NULL;
-        assert_fails_with(err, obi_parse_memory(bad[i].text, &v, &err), bad[i].code,
-                          bad[i].needle);
+        assert_fails_with(err, obi_parse_memory(bad[i].text, &v, &err), bad[i].code, bad[i].needle);
         assert_true(v == 7);
     }
 }
@@ -417,7 +430,8 @@ static void test_deployment_load_names_file(void **state)
     fclose(f);
     obi_deployment *d = NULL;
     obi_error *err = NULL;
-    assert_fails_with(err, obi_deployment_load(path, &d, &err), -EINVAL, "d.yaml:4:9: services.web");
+    assert_fails_with(err, obi_deployment_load(path, &d, &err), -EINVAL,
+                      "d.yaml:4:9: services.web");
     obi_test_tmpdir_remove(dir);
 }
 

@@ -76,7 +76,7 @@ static void expect_resolves(fixture *f, const char *value, const char *expected)
 }
 
 static void expect_resolve_failure(fixture *f, obi_secrets *secrets, const char *value, int code,
-                           const char *needle)
+                                   const char *needle)
 {
     (void)f;
     char *out = NULL;
@@ -101,8 +101,9 @@ static void test_secrets_env_reference_reads_environment(void **state)
     setenv("OBI_TEST_SECRET_ENV", "from-env", 1);
     expect_resolves(f, "$E:OBI_TEST_SECRET_ENV", "from-env");
     unsetenv("OBI_TEST_SECRET_ENV");
-    expect_resolve_failure(f, f->secrets, "$E:OBI_TEST_SECRET_ENV", -ENOENT,
-                   "services.web.env.KEY: environment variable \"OBI_TEST_SECRET_ENV\" is not set");
+    expect_resolve_failure(
+        f, f->secrets, "$E:OBI_TEST_SECRET_ENV", -ENOENT,
+        "services.web.env.KEY: environment variable \"OBI_TEST_SECRET_ENV\" is not set");
     expect_resolve_failure(f, f->secrets, "$E:", -ENOENT, "services.web.env.KEY");
 }
 
@@ -132,9 +133,11 @@ static void test_secrets_json_field(void **state)
     expect_resolves(f, "$S:creds/port", "5432");
     expect_resolves(f, "$S:creds/tls", "true");
     expect_resolve_failure(f, f->secrets, "$S:creds/password", -ENOENT,
-                   "services.web.env.KEY: secret \"creds\": no field \"password\"");
-    expect_resolve_failure(f, f->secrets, "$S:creds/nested", -EINVAL, "not a string, number or boolean");
-    expect_resolve_failure(f, f->secrets, "$S:creds/none", -EINVAL, "not a string, number or boolean");
+                           "services.web.env.KEY: secret \"creds\": no field \"password\"");
+    expect_resolve_failure(f, f->secrets, "$S:creds/nested", -EINVAL,
+                           "not a string, number or boolean");
+    expect_resolve_failure(f, f->secrets, "$S:creds/none", -EINVAL,
+                           "not a string, number or boolean");
     expect_resolve_failure(f, f->secrets, "$S:db-pass/user", -EINVAL, "not JSON");
     expect_resolve_failure(f, f->secrets, "$S:list/0", -EINVAL, "not a JSON object");
     expect_resolve_failure(f, f->secrets, "$S:creds/", -EINVAL, "empty field name");
@@ -144,7 +147,7 @@ static void test_secrets_missing_or_invalid_names_fail(void **state)
 {
     fixture *f = *state;
     expect_resolve_failure(f, f->secrets, "$S:nope", -ENOENT,
-                   "services.web.env.KEY: secret \"nope\" not found");
+                           "services.web.env.KEY: secret \"nope\" not found");
     expect_resolve_failure(f, f->secrets, "$S:", -EINVAL, "invalid secret name");
     expect_resolve_failure(f, f->secrets, "$S:..", -EINVAL, "invalid secret name");
     expect_resolve_failure(f, f->secrets, "$S:@../x", -EINVAL, "invalid secret name");
