@@ -1,0 +1,297 @@
+/*
+ * The on-disk directory service (objectstore+file:///ROOT or a plain path): Directory messages
+ * in their canonical encoding, keyed by digest, in SQLite at ROOT/directories.sqlite:
+ *
+ *     CREATE TABLE directories (digest BLOB PRIMARY KEY, data BLOB NOT NULL)
+ *
+ * WAL mode with synchronous=FULL (a committed transaction survives a crash or power loss) and
+ * a busy timeout, so several processes can share one store. Within a process, one connection
+ * per service, used under a mutex.
+ *
+ * A putter validates each directory and checks its children (put earlier in this putter, or
+ * stored) as it arrives, but keeps them in memory; finish writes them all in ONE transaction
+ * (BEGIN IMMEDIATE ... COMMIT), so either the whole tree becomes visible or nothing does, and
+ * a putter closed without finish never touched the database. Rows are only ever inserted
+ * (INSERT OR IGNORE: the same digest means the same bytes), so a child seen as stored stays
+ * stored. get re-hashes the row and fails naming the digest when it does not match its key.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "digest_map.h"
+#include "ocibuild/cleanup.h"
+#include "ocibuild/fs.h"
+#include "ocibuild/store.h"
+#include "store_internal.h"
+
+#define BUSY_TIMEOUT_MS 60000
+
+typedef struct local_directory_service {
+    obi_directory_service base;
+    pthread_mutex_t lock;
+    sqlite3 *db;
+    sqlite3_stmt *select;
+    sqlite3_stmt *insert;
+    char *path;
+} local_directory_service;
+
+typedef struct local_directory_putter {
+    obi_directory_putter base;
+    local_directory_service *svc;
+    obi_digest_map pending; /* digest -> obi_encoded_directory */
+    obi_digest last;
+    bool any;
+    bool finished;
+} local_directory_putter;
+
+static int sqlite_error(local_directory_service *svc, int rc, obi_error **err, const char *what)
+{
+    int code = rc == SQLITE_NOMEM ? -ENOMEM : (rc == SQLITE_BUSY ? -EBUSY : -EIO);
+    return obi_error_set(err, code, "%s: %s: %s", svc->path, what, sqlite3_errmsg(svc->db));
+}
+
+/* Runs a SELECT of one row's data under svc->lock (held by the caller). 1 found (*data and
+ * *len valid until the statement is reset), 0 absent. */
+static int select_row(local_directory_service *svc, const obi_digest *digest, const uint8_t **data,
+                      size_t *len, obi_error **err)
+{
+    sqlite3_reset(svc->select);
+    int rc = sqlite3_bind_blob(svc->select, 1, digest->bytes, OBI_DIGEST_LEN, SQLITE_STATIC);
+    if (rc != SQLITE_OK)
+        return sqlite_error(svc, rc, err, "bind");
+    rc = sqlite3_step(svc->select);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return sqlite_error(svc, rc, err, "select");
+    *data = sqlite3_column_blob(svc->select, 0);
+    *len = (size_t)sqlite3_column_bytes(svc->select, 0);
+    return 1;
+}
+
+/* Loads, verifies and decodes one directory. 1 found, 0 absent, negative on error. */
+static int load_directory(local_directory_service *svc, const obi_digest *digest,
+                          obi_directory **out, obi_error **err)
+{
+    pthread_mutex_lock(&svc->lock);
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    int r = select_row(svc, digest, &data, &len, err);
+    if (r == 1) {
+        r = obi_directory_decode_verified(digest, data, len, out, err);
+        if (r == 0)
+            r = 1;
+    }
+    sqlite3_reset(svc->select);
+    pthread_mutex_unlock(&svc->lock);
+    return r;
+}
+
+static int local_directory_get(obi_directory_service *base, const obi_digest *digest,
+                               obi_directory **out, obi_error **err)
+{
+    int r = load_directory((local_directory_service *)base, digest, out, err);
+    if (r == 0) {
+        char hex[OBI_DIGEST_HEX_LEN + 1];
+        obi_digest_to_hex(digest, hex);
+        return obi_error_set(err, -ENOENT, "directory %s not found", hex);
+    }
+    return r < 0 ? r : 0;
+}
+
+static int local_stored_size(void *ctx, const obi_digest *digest, uint64_t *size, obi_error **err)
+{
+    cleanup_directory obi_directory *dir = NULL;
+    int r = load_directory(ctx, digest, &dir, err);
+    if (r == 1)
+        *size = obi_directory_size(dir);
+    return r;
+}
+
+/* ---- putter ---- */
+
+static int local_putter_put(obi_directory_putter *base, const obi_directory *dir,
+                            obi_digest *digest_out, obi_error **err)
+{
+    local_directory_putter *putter = (local_directory_putter *)base;
+    if (putter->finished)
+        return obi_error_set(err, -EINVAL, "directory putter: put after finish");
+    obi_encoded_directory *encoded = NULL;
+    obi_digest digest;
+    int r = obi_encoded_directory_new(dir, &encoded, &digest, err);
+    if (r == 0)
+        r = obi_directory_check_children(dir, &putter->pending, local_stored_size, putter->svc,
+                                         err);
+    if (r == 0 && (r = obi_digest_map_insert(&putter->pending, &digest, encoded)) == 0)
+        free(encoded); /* put twice: already pending */
+    if (r < 0) {
+        free(encoded);
+        if (r == -ENOMEM)
+            return obi_error_set(err, r, "out of memory");
+        return r;
+    }
+    putter->last = digest;
+    putter->any = true;
+    if (digest_out)
+        *digest_out = digest;
+    return 0;
+}
+
+static int exec_sql(local_directory_service *svc, const char *sql, obi_error **err)
+{
+    int rc = sqlite3_exec(svc->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : sqlite_error(svc, rc, err, sql);
+}
+
+/* Inserts every pending directory in one transaction; svc->lock held. */
+static int commit_pending(local_directory_service *svc, const obi_digest_map *pending,
+                          obi_error **err)
+{
+    int r = exec_sql(svc, "BEGIN IMMEDIATE", err);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; r == 0 && i < pending->capacity; i++) {
+        const obi_digest_map_entry *entry = &pending->slots[i];
+        if (!entry->value)
+            continue;
+        const obi_encoded_directory *encoded = entry->value;
+        sqlite3_reset(svc->insert);
+        int rc = sqlite3_bind_blob(svc->insert, 1, entry->key.bytes, OBI_DIGEST_LEN, SQLITE_STATIC);
+        /* a zero-length blob must not bind as NULL */
+        if (rc == SQLITE_OK)
+            rc = encoded->len ? sqlite3_bind_blob(svc->insert, 2, encoded->data, (int)encoded->len,
+                                                  SQLITE_STATIC)
+                              : sqlite3_bind_zeroblob(svc->insert, 2, 0);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(svc->insert);
+        if (rc != SQLITE_DONE)
+            r = sqlite_error(svc, rc, err, "insert");
+        sqlite3_reset(svc->insert);
+    }
+    if (r == 0)
+        r = exec_sql(svc, "COMMIT", err);
+    if (r < 0)
+        sqlite3_exec(svc->db, "ROLLBACK", NULL, NULL, NULL);
+    return r;
+}
+
+static int local_putter_finish(obi_directory_putter *base, obi_digest *root_out, obi_error **err)
+{
+    local_directory_putter *putter = (local_directory_putter *)base;
+    local_directory_service *svc = putter->svc;
+    if (putter->finished)
+        return obi_error_set(err, -EINVAL, "directory putter: finished twice");
+    if (!putter->any)
+        return obi_error_set(err, -EINVAL, "directory putter: no directories were put");
+    pthread_mutex_lock(&svc->lock);
+    int r = commit_pending(svc, &putter->pending, err);
+    pthread_mutex_unlock(&svc->lock);
+    if (r < 0)
+        return r;
+    obi_digest_map_clear(&putter->pending);
+    putter->finished = true;
+    if (root_out)
+        *root_out = putter->last;
+    return 0;
+}
+
+static void local_putter_close(obi_directory_putter *base)
+{
+    local_directory_putter *putter = (local_directory_putter *)base;
+    obi_digest_map_clear(&putter->pending);
+    free(putter);
+}
+
+static const struct obi_directory_putter_ops local_putter_ops = {
+    .put = local_putter_put,
+    .finish = local_putter_finish,
+    .close = local_putter_close,
+};
+
+static int local_directory_open_put(obi_directory_service *base, obi_directory_putter **out,
+                                    obi_error **err)
+{
+    local_directory_putter *putter = calloc(1, sizeof *putter);
+    if (!putter)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    putter->base.ops = &local_putter_ops;
+    putter->svc = (local_directory_service *)base;
+    obi_digest_map_init(&putter->pending, free);
+    *out = &putter->base;
+    return 0;
+}
+
+/* ---- service ---- */
+
+static void local_directory_service_free(obi_directory_service *base)
+{
+    local_directory_service *svc = (local_directory_service *)base;
+    sqlite3_finalize(svc->select);
+    sqlite3_finalize(svc->insert);
+    sqlite3_close(svc->db);
+    pthread_mutex_destroy(&svc->lock);
+    free(svc->path);
+    free(svc);
+}
+
+static const struct obi_directory_service_ops local_directory_ops = {
+    .get = local_directory_get,
+    .open_put = local_directory_open_put,
+    .get_recursive = NULL,
+    .free = local_directory_service_free,
+};
+
+static int prepare(local_directory_service *svc, const char *sql, sqlite3_stmt **stmt,
+                   obi_error **err)
+{
+    int rc = sqlite3_prepare_v2(svc->db, sql, -1, stmt, NULL);
+    return rc == SQLITE_OK ? 0 : sqlite_error(svc, rc, err, sql);
+}
+
+int obi_local_directory_service_open(const char *root, obi_directory_service **out, obi_error **err)
+{
+    if (root[0] != '/')
+        return obi_error_set(err, -EINVAL, "local directory service: root '%s' is not absolute",
+                             root);
+    int r = obi_mkdir_p(root, 0755, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "local directory service");
+    local_directory_service *svc = calloc(1, sizeof *svc);
+    if (!svc)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    svc->base.ops = &local_directory_ops;
+    pthread_mutex_init(&svc->lock, NULL);
+    _cleanup_(obi_directory_service_freep) obi_directory_service *owned = &svc->base;
+    svc->path = obi_path_join(root, "directories.sqlite");
+    if (!svc->path)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    int rc =
+        sqlite3_open_v2(svc->path, &svc->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        if (!svc->db)
+            return obi_error_set(err, -ENOMEM, "%s: open: out of memory", svc->path);
+        return sqlite_error(svc, rc, err, "open");
+    }
+    sqlite3_busy_timeout(svc->db, BUSY_TIMEOUT_MS);
+    r = exec_sql(svc, "PRAGMA journal_mode=WAL", err);
+    if (r == 0)
+        r = exec_sql(svc, "PRAGMA synchronous=FULL", err);
+    if (r == 0)
+        r = exec_sql(svc,
+                     "CREATE TABLE IF NOT EXISTS directories "
+                     "(digest BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID",
+                     err);
+    if (r == 0)
+        r = prepare(svc, "SELECT data FROM directories WHERE digest = ?1", &svc->select, err);
+    if (r == 0)
+        r = prepare(svc, "INSERT OR IGNORE INTO directories (digest, data) VALUES (?1, ?2)",
+                    &svc->insert, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "local directory service");
+    *out = steal_pointer(&owned);
+    return 0;
+}

@@ -1,0 +1,489 @@
+/*
+ * The store front: chooses a blob or directory backend by URL (rpc.md), and holds what every
+ * backend shares: the close/free wrappers, whole-blob convenience calls, the generic
+ * breadth-first recursive directory walk, and the putter's child rule.
+ *
+ * Built-in schemes: memory://, objectstore+file:///ABS/DIR and plain paths (relative ones are
+ * made absolute against the working directory). Higher layers add schemes (grpc+unix,
+ * grpc+http) with obi_store_register_scheme, so castore never depends on rpc.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ocibuild/buf.h"
+#include "ocibuild/cleanup.h"
+#include "ocibuild/fs.h"
+#include "ocibuild/store.h"
+#include "store_internal.h"
+
+/* ---- wrappers ---- */
+
+void obi_blob_reader_close(obi_blob_reader *reader)
+{
+    if (reader)
+        reader->ops->close(reader);
+}
+
+void obi_blob_writer_close(obi_blob_writer *writer)
+{
+    if (writer)
+        writer->ops->close(writer);
+}
+
+void obi_blob_service_free(obi_blob_service *svc)
+{
+    if (svc)
+        svc->ops->free(svc);
+}
+
+void obi_directory_putter_close(obi_directory_putter *putter)
+{
+    if (putter)
+        putter->ops->close(putter);
+}
+
+void obi_directory_service_free(obi_directory_service *svc)
+{
+    if (svc)
+        svc->ops->free(svc);
+}
+
+int obi_blob_put_bytes(obi_blob_service *svc, const void *data, size_t len, obi_digest *out,
+                       obi_error **err)
+{
+    cleanup_blob_writer obi_blob_writer *writer = NULL;
+    int r = obi_blob_open_write(svc, &writer, err);
+    if (r < 0)
+        return r;
+    r = obi_blob_write(writer, data, len, err);
+    if (r < 0)
+        return r;
+    return obi_blob_finish(writer, out, err);
+}
+
+int obi_blob_get_bytes(obi_blob_service *svc, const obi_digest *digest, size_t max_len,
+                       uint8_t **out, size_t *out_len, obi_error **err)
+{
+    cleanup_blob_reader obi_blob_reader *reader = NULL;
+    int r = obi_blob_open_read(svc, digest, &reader, err);
+    if (r < 0)
+        return r;
+    cleanup_buf obi_buf buf = OBI_BUF_INIT;
+    for (;;) {
+        if (obi_buf_reserve(&buf, 65536) < 0)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        size_t n = 0;
+        r = obi_blob_read(reader, buf.data + buf.len, buf.cap - buf.len - 1, &n, err);
+        if (r < 0)
+            return r;
+        if (n == 0)
+            break;
+        buf.len += n;
+        if (buf.len > max_len) {
+            char hex[OBI_DIGEST_HEX_LEN + 1];
+            obi_digest_to_hex(digest, hex);
+            return obi_error_set(err, -EFBIG, "blob %s is larger than %zu bytes", hex, max_len);
+        }
+    }
+    *out_len = buf.len;
+    *out = (uint8_t *)obi_buf_steal(&buf);
+    return 0;
+}
+
+/* ---- directories: shared rules ---- */
+
+int obi_encoded_directory_new(const obi_directory *dir, obi_encoded_directory **out,
+                              obi_digest *digest_out, obi_error **err)
+{
+    int r = obi_directory_validate(dir, err);
+    if (r < 0)
+        return r;
+    cleanup_free uint8_t *data = NULL;
+    size_t len = 0;
+    r = obi_directory_encode(dir, &data, &len, err);
+    if (r < 0)
+        return r;
+    obi_encoded_directory *encoded = malloc(sizeof *encoded + len);
+    if (!encoded)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    encoded->size = obi_directory_size(dir);
+    encoded->len = len;
+    if (len)
+        memcpy(encoded->data, data, len);
+    obi_digest_of(data, len, digest_out);
+    *out = encoded;
+    return 0;
+}
+
+int obi_directory_check_children(const obi_directory *dir, const obi_digest_map *pending,
+                                 obi_stored_size_fn stored_size, void *ctx, obi_error **err)
+{
+    for (size_t i = 0; i < dir->n_directories; i++) {
+        const obi_node *child = &dir->directories[i];
+        char hex[OBI_DIGEST_HEX_LEN + 1];
+        obi_digest_to_hex(&child->digest, hex);
+        uint64_t size = 0;
+        const obi_encoded_directory *p = obi_digest_map_get(pending, &child->digest);
+        if (p) {
+            size = p->size;
+        } else {
+            int r = stored_size(ctx, &child->digest, &size, err);
+            if (r < 0)
+                return obi_error_prefix(err, r, "child directory '%s' (%s)",
+                                        (const char *)child->name.data, hex);
+            if (r == 0)
+                return obi_error_set(err, -EINVAL,
+                                     "child directory '%s' (%s) was neither put before nor "
+                                     "stored (put leaves first)",
+                                     (const char *)child->name.data, hex);
+        }
+        if (size != child->size)
+            return obi_error_set(err, -EINVAL,
+                                 "child directory '%s' (%s) has size %llu, but its entry says "
+                                 "%llu",
+                                 (const char *)child->name.data, hex, (unsigned long long)size,
+                                 (unsigned long long)child->size);
+    }
+    return 0;
+}
+
+int obi_directory_decode_verified(const obi_digest *digest, const uint8_t *data, size_t len,
+                                  obi_directory **out, obi_error **err)
+{
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(digest, hex);
+    obi_digest actual;
+    obi_digest_of(data, len, &actual);
+    if (!obi_digest_equal(&actual, digest)) {
+        char actual_hex[OBI_DIGEST_HEX_LEN + 1];
+        obi_digest_to_hex(&actual, actual_hex);
+        return obi_error_set(err, -EIO, "directory %s is corrupted: stored bytes hash to %s", hex,
+                             actual_hex);
+    }
+    cleanup_directory obi_directory *dir = NULL;
+    int r = obi_directory_decode(data, len, &dir, err);
+    if (r == 0)
+        r = obi_directory_validate(dir, err);
+    if (r < 0)
+        return obi_error_prefix(err, r == -ENOMEM ? r : -EIO, "directory %s", hex);
+    *out = steal_pointer(&dir);
+    return 0;
+}
+
+/* ---- recursive get: root first, then breadth-first, each directory once ---- */
+
+typedef struct queued_directory {
+    obi_digest digest;
+    uint64_t expected_size; /* from the parent's entry; UINT64_MAX.. unused for the root */
+    bool is_root;
+} queued_directory;
+
+static void no_free(void *value)
+{
+    (void)value;
+}
+
+int obi_directory_get_recursive(obi_directory_service *svc, const obi_digest *root,
+                                obi_directory_visit_fn visit, void *ctx, obi_error **err)
+{
+    if (svc->ops->get_recursive)
+        return svc->ops->get_recursive(svc, root, visit, ctx, err);
+
+    obi_digest_map seen;
+    obi_digest_map_init(&seen, no_free);
+    cleanup_free queued_directory *queue = malloc(sizeof *queue);
+    size_t head = 0, tail = 0, capacity = 1;
+    int r = 0;
+    if (!queue)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    queue[tail++] = (queued_directory){*root, 0, true};
+    if (obi_digest_map_insert(&seen, root, (void *)1) < 0)
+        r = obi_error_set(err, -ENOMEM, "out of memory");
+    while (r == 0 && head < tail) {
+        queued_directory item = queue[head++];
+        cleanup_directory obi_directory *dir = NULL;
+        r = obi_directory_get(svc, &item.digest, &dir, err);
+        if (r < 0)
+            break;
+        if (!item.is_root && obi_directory_size(dir) != item.expected_size) {
+            char hex[OBI_DIGEST_HEX_LEN + 1];
+            obi_digest_to_hex(&item.digest, hex);
+            r = obi_error_set(err, -EIO, "directory %s has size %llu, but its parent says %llu",
+                              hex, (unsigned long long)obi_directory_size(dir),
+                              (unsigned long long)item.expected_size);
+            break;
+        }
+        r = visit(dir, &item.digest, ctx, err);
+        if (r < 0)
+            break;
+        for (size_t i = 0; r == 0 && i < dir->n_directories; i++) {
+            const obi_node *child = &dir->directories[i];
+            int inserted = obi_digest_map_insert(&seen, &child->digest, (void *)1);
+            if (inserted < 0) {
+                r = obi_error_set(err, -ENOMEM, "out of memory");
+            } else if (inserted == 1) {
+                if (tail == capacity) {
+                    /* drop the visited prefix before growing */
+                    memmove(queue, queue + head, (tail - head) * sizeof *queue);
+                    tail -= head;
+                    head = 0;
+                }
+                if (tail == capacity) {
+                    queued_directory *grown = realloc(queue, 2 * capacity * sizeof *queue);
+                    if (!grown) {
+                        r = obi_error_set(err, -ENOMEM, "out of memory");
+                        break;
+                    }
+                    queue = grown;
+                    capacity *= 2;
+                }
+                queue[tail++] = (queued_directory){child->digest, child->size, false};
+            }
+        }
+    }
+    obi_digest_map_clear(&seen);
+    return r;
+}
+
+/* ---- selection by URL ---- */
+
+static int reject_params(const obi_url *url, const char *what, obi_error **err)
+{
+    if (url->n_params > 0)
+        return obi_error_set(err, -EINVAL, "%s takes no parameters (got '%s')", what,
+                             url->params[0].key);
+    return 0;
+}
+
+static int memory_blobs(const obi_url *url, obi_blob_service **out, obi_error **err)
+{
+    int r = reject_params(url, "memory://", err);
+    if (r == 0 && (*url->host || *url->path))
+        r = obi_error_set(err, -EINVAL, "memory:// takes no host or path");
+    return r < 0 ? r : obi_memory_blob_service_new(out, err);
+}
+
+static int memory_directories(const obi_url *url, obi_directory_service **out, obi_error **err)
+{
+    int r = reject_params(url, "memory://", err);
+    if (r == 0 && (*url->host || *url->path))
+        r = obi_error_set(err, -EINVAL, "memory:// takes no host or path");
+    return r < 0 ? r : obi_memory_directory_service_new(out, err);
+}
+
+/* The local root of an objectstore+file:// URL or a plain path; always absolute. */
+static int local_root(const obi_url *url, char **out, obi_error **err)
+{
+    if (*url->scheme) {
+        int r = reject_params(url, "objectstore+file://", err);
+        if (r < 0)
+            return r;
+        if (*url->host || url->port || url->path[0] != '/')
+            return obi_error_set(err, -EINVAL,
+                                 "objectstore+file:// needs an absolute path "
+                                 "(objectstore+file:///abs/dir), got host '%s' path '%s'",
+                                 url->host, url->path);
+    }
+    char *root = NULL;
+    if (url->path[0] == '/') {
+        root = strdup(url->path);
+    } else {
+        cleanup_free char *cwd = getcwd(NULL, 0);
+        if (!cwd)
+            return obi_error_set_errno(err, errno, "store path %s: getcwd", url->path);
+        root = obi_path_join(cwd, url->path);
+    }
+    if (!root)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    *out = root;
+    return 0;
+}
+
+static int local_blobs(const obi_url *url, obi_blob_service **out, obi_error **err)
+{
+    cleanup_free char *root = NULL;
+    int r = local_root(url, &root, err);
+    return r < 0 ? r : obi_local_blob_service_open(root, out, err);
+}
+
+static int local_directories(const obi_url *url, obi_directory_service **out, obi_error **err)
+{
+    cleanup_free char *root = NULL;
+    int r = local_root(url, &root, err);
+    return r < 0 ? r : obi_local_directory_service_open(root, out, err);
+}
+
+typedef struct store_scheme {
+    char *scheme;
+    obi_blob_service_factory blobs;
+    obi_directory_service_factory directories;
+} store_scheme;
+
+static const struct {
+    const char *scheme;
+    const char *usage;
+    obi_blob_service_factory blobs;
+    obi_directory_service_factory directories;
+} builtin_schemes[] = {
+    {"memory", "memory://", memory_blobs, memory_directories},
+    {"objectstore+file", "objectstore+file:///ABS/DIR", local_blobs, local_directories},
+    {"", "a plain path", local_blobs, local_directories},
+};
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static store_scheme *registered;
+static size_t n_registered;
+
+int obi_store_register_scheme(const char *scheme, obi_blob_service_factory blobs,
+                              obi_directory_service_factory directories)
+{
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(builtin_schemes); i++)
+        if (strcmp(builtin_schemes[i].scheme, scheme) == 0)
+            return -EEXIST;
+    pthread_mutex_lock(&registry_lock);
+    int r = 0;
+    size_t i = 0;
+    while (i < n_registered && strcmp(registered[i].scheme, scheme) != 0)
+        i++;
+    if (i == n_registered) {
+        store_scheme *grown = realloc(registered, (n_registered + 1) * sizeof *grown);
+        char *name = strdup(scheme);
+        if (!grown || !name) {
+            free(name);
+            if (grown)
+                registered = grown;
+            r = -ENOMEM;
+        } else {
+            registered = grown;
+            registered[n_registered++].scheme = name;
+        }
+    }
+    if (r == 0) {
+        registered[i].blobs = blobs;
+        registered[i].directories = directories;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return r;
+}
+
+/* "memory://, objectstore+file:///ABS/DIR, a plain path, grpc+unix://..." */
+static char *supported_schemes(void)
+{
+    cleanup_buf obi_buf buf = OBI_BUF_INIT;
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(builtin_schemes); i++)
+        obi_buf_appendf(&buf, "%s%s", i ? ", " : "", builtin_schemes[i].usage);
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < n_registered; i++)
+        obi_buf_appendf(&buf, ", %s://", registered[i].scheme);
+    pthread_mutex_unlock(&registry_lock);
+    return obi_buf_steal(&buf);
+}
+
+static int find_factories(const obi_url *url, const char *text, obi_blob_service_factory *blobs,
+                          obi_directory_service_factory *directories, obi_error **err)
+{
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(builtin_schemes); i++) {
+        if (strcmp(builtin_schemes[i].scheme, url->scheme) == 0) {
+            *blobs = builtin_schemes[i].blobs;
+            *directories = builtin_schemes[i].directories;
+            return 0;
+        }
+    }
+    int found = 0;
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < n_registered; i++) {
+        if (strcmp(registered[i].scheme, url->scheme) == 0) {
+            *blobs = registered[i].blobs;
+            *directories = registered[i].directories;
+            found = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+    if (found)
+        return 0;
+    cleanup_free char *supported = supported_schemes();
+    return obi_error_set(err, -EINVAL, "store URL '%s': unsupported scheme '%s://' (supported: %s)",
+                         text, url->scheme, supported ? supported : "?");
+}
+
+int obi_blob_service_open(const char *text, obi_blob_service **out, obi_error **err)
+{
+    cleanup_url obi_url *url = NULL;
+    obi_blob_service_factory blobs = NULL;
+    obi_directory_service_factory directories = NULL;
+    int r = obi_url_parse(text, &url, err);
+    if (r == 0)
+        r = find_factories(url, text, &blobs, &directories, err);
+    if (r == 0 && !blobs)
+        r = obi_error_set(err, -EINVAL, "store URL '%s': scheme '%s://' has no blob service", text,
+                          url->scheme);
+    if (r == 0)
+        r = blobs(url, out, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "blob service %s", text);
+    return 0;
+}
+
+int obi_directory_service_open(const char *text, obi_directory_service **out, obi_error **err)
+{
+    cleanup_url obi_url *url = NULL;
+    obi_blob_service_factory blobs = NULL;
+    obi_directory_service_factory directories = NULL;
+    int r = obi_url_parse(text, &url, err);
+    if (r == 0)
+        r = find_factories(url, text, &blobs, &directories, err);
+    if (r == 0 && !directories)
+        r = obi_error_set(err, -EINVAL, "store URL '%s': scheme '%s://' has no directory service",
+                          text, url->scheme);
+    if (r == 0)
+        r = directories(url, out, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "directory service %s", text);
+    return 0;
+}
+
+char *obi_default_store_url(void)
+{
+    const char *env = getenv("OCIBUILD_STORE");
+    if (env && *env)
+        return strdup(env);
+    cleanup_free char *data_dir = obi_default_data_dir();
+    return data_dir ? obi_path_join(data_dir, "store") : NULL;
+}
+
+int obi_store_open(const char *blob_url, const char *directory_url, obi_store **out,
+                   obi_error **err)
+{
+    cleanup_free char *default_url = NULL;
+    if (!blob_url || !directory_url) {
+        default_url = obi_default_store_url();
+        if (!default_url)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+    }
+    obi_store *store = calloc(1, sizeof *store);
+    if (!store)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    cleanup_store obi_store *owned = store;
+    int r = obi_blob_service_open(blob_url ? blob_url : default_url, &store->blobs, err);
+    if (r < 0)
+        return r;
+    r = obi_directory_service_open(directory_url ? directory_url : default_url, &store->directories,
+                                   err);
+    if (r < 0)
+        return r;
+    *out = steal_pointer(&owned);
+    return 0;
+}
+
+void obi_store_close(obi_store *store)
+{
+    if (!store)
+        return;
+    obi_blob_service_free(store->blobs);
+    obi_directory_service_free(store->directories);
+    free(store);
+}

@@ -1,0 +1,40 @@
+/*
+ * Private to src/castore: what the directory backends share. A directory is kept in its
+ * canonical encoding together with its recursive size, so that a putter can check a child's
+ * DirectoryNode.size without decoding it again.
+ */
+#ifndef OCIBUILD_CASTORE_STORE_INTERNAL_H
+#define OCIBUILD_CASTORE_STORE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digest_map.h"
+#include "ocibuild/node.h"
+#include "ocibuild/store.h"
+
+typedef struct obi_encoded_directory {
+    uint64_t size; /* obi_directory_size of the decoded directory */
+    size_t len;
+    uint8_t data[];
+} obi_encoded_directory;
+
+/* Validates dir and encodes it; *digest_out = BLAKE3 of the encoding. */
+int obi_encoded_directory_new(const obi_directory *dir, obi_encoded_directory **out,
+                              obi_digest *digest_out, obi_error **err);
+
+/* Looks up a stored directory's recursive size: 1 found, 0 absent, negative on error. */
+typedef int (*obi_stored_size_fn)(void *ctx, const obi_digest *digest, uint64_t *size,
+                                  obi_error **err);
+
+/* The putter rule of castore.md: every child directory of dir is in pending (a map of
+ * obi_encoded_directory) or stored, with the size its DirectoryNode claims. -EINVAL names the
+ * child's name and digest otherwise. */
+int obi_directory_check_children(const obi_directory *dir, const obi_digest_map *pending,
+                                 obi_stored_size_fn stored_size, void *ctx, obi_error **err);
+
+/* Decodes, validates and checks that the bytes hash to digest (-EIO naming it otherwise). */
+int obi_directory_decode_verified(const obi_digest *digest, const uint8_t *data, size_t len,
+                                  obi_directory **out, obi_error **err);
+
+#endif
