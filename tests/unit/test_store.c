@@ -1,0 +1,1003 @@
+/*
+ * Blob and directory services: one table of tests run against every backend (memory:// and
+ * the on-disk default), then what only the on-disk one promises (files named by digest,
+ * corruption detected, orphans removed, a killed writer leaves nothing visible), concurrency
+ * (8 threads writing the same objects), and choosing a backend by URL.
+ */
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include "ocibuild/cleanup.h"
+#include "ocibuild/fs.h"
+#include "ocibuild/node.h"
+#include "ocibuild/store.h"
+#include "test_helpers.h"
+
+/* ---- fixtures: one per backend ---- */
+
+typedef enum backend_kind { BACKEND_MEMORY, BACKEND_LOCAL } backend_kind;
+
+typedef struct fixture {
+    backend_kind kind;
+    char *tmp;  /* local: the store root's parent */
+    char *root; /* local: the store root */
+    obi_blob_service *blobs;
+    obi_directory_service *dirs;
+} fixture;
+
+static backend_kind memory_kind = BACKEND_MEMORY;
+static backend_kind local_kind = BACKEND_LOCAL;
+
+static int open_services(fixture *f)
+{
+    obi_error *err = NULL;
+    int r;
+    if (f->kind == BACKEND_MEMORY) {
+        r = obi_memory_blob_service_new(&f->blobs, &err);
+        if (r == 0)
+            r = obi_memory_directory_service_new(&f->dirs, &err);
+    } else {
+        r = obi_local_blob_service_open(f->root, &f->blobs, &err);
+        if (r == 0)
+            r = obi_local_directory_service_open(f->root, &f->dirs, &err);
+    }
+    if (r < 0)
+        fprintf(stderr, "open services: %s\n", err->message);
+    obi_error_free(err);
+    return r;
+}
+
+static void close_services(fixture *f)
+{
+    obi_blob_service_free(f->blobs);
+    obi_directory_service_free(f->dirs);
+    f->blobs = NULL;
+    f->dirs = NULL;
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->kind = *(backend_kind *)*state;
+    if (f->kind == BACKEND_LOCAL) {
+        f->tmp = obi_test_tmpdir();
+        f->root = obi_path_join(f->tmp, "store");
+    }
+    *state = f;
+    return open_services(f) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    close_services(f);
+    free(f->root);
+    obi_test_tmpdir_remove(f->tmp);
+    free(f);
+    return 0;
+}
+
+/* Number of regular files anywhere under path (0 if it does not exist). */
+static int count_files(const char *path)
+{
+    cleanup_dir DIR *dir = opendir(path);
+    if (!dir)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        cleanup_free char *child = obi_path_join(path, e->d_name);
+        struct stat st;
+        if (lstat(child, &st) < 0)
+            continue;
+        n += S_ISDIR(st.st_mode) ? count_files(child) : 1;
+    }
+    return n;
+}
+
+static int count_in(const fixture *f, const char *sub)
+{
+    cleanup_free char *path = obi_path_join(f->root, sub);
+    return count_files(path);
+}
+
+static void fill_pattern(uint8_t *data, size_t len, unsigned seed)
+{
+    for (size_t i = 0; i < len; i++)
+        data[i] = (uint8_t)((i * 31 + seed * 7 + (i >> 9)) & 0xff);
+}
+
+/* ---- blobs (every backend) ---- */
+
+static void test_store_blob_put_get_round_trip(void **state)
+{
+    fixture *f = *state;
+    static const size_t sizes[] = {0, 1, 1024, 1025, 200000};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(sizes); i++) {
+        cleanup_free uint8_t *data = malloc(sizes[i] + 1);
+        fill_pattern(data, sizes[i], (unsigned)i);
+        obi_digest digest, expected;
+        obi_digest_of(data, sizes[i], &expected);
+        assert_ok(obi_blob_put_bytes(f->blobs, data, sizes[i], &digest, err_ptr_));
+        assert_true(obi_digest_equal(&digest, &expected));
+        cleanup_free uint8_t *back = NULL;
+        size_t back_len = 0;
+        assert_ok(obi_blob_get_bytes(f->blobs, &digest, SIZE_MAX, &back, &back_len, err_ptr_));
+        assert_int_equal(back_len, sizes[i]);
+        if (sizes[i])
+            assert_memory_equal(back, data, sizes[i]);
+    }
+}
+
+static void test_store_blob_streamed_in_pieces_equals_whole(void **state)
+{
+    fixture *f = *state;
+    uint8_t data[5000];
+    fill_pattern(data, sizeof data, 3);
+    cleanup_blob_writer obi_blob_writer *w = NULL;
+    assert_ok(obi_blob_open_write(f->blobs, &w, err_ptr_));
+    for (size_t off = 0; off < sizeof data; off += 777) {
+        size_t n = sizeof data - off < 777 ? sizeof data - off : 777;
+        assert_ok(obi_blob_write(w, data + off, n, err_ptr_));
+    }
+    obi_digest digest, expected;
+    assert_ok(obi_blob_finish(w, &digest, err_ptr_));
+    obi_digest_of(data, sizeof data, &expected);
+    assert_true(obi_digest_equal(&digest, &expected));
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_blob_write(w, "x", 1, &err), -EINVAL, "after finish");
+}
+
+static void test_store_blob_has_reports_presence(void **state)
+{
+    fixture *f = *state;
+    obi_digest digest;
+    obi_digest_of("hello", 5, &digest);
+    assert_int_equal(obi_blob_has(f->blobs, &digest, NULL), 0);
+    obi_digest put;
+    assert_ok(obi_blob_put_bytes(f->blobs, "hello", 5, &put, err_ptr_));
+    assert_int_equal(obi_blob_has(f->blobs, &digest, NULL), 1);
+}
+
+static void test_store_blob_absent_is_enoent_naming_digest(void **state)
+{
+    fixture *f = *state;
+    obi_digest digest;
+    obi_digest_of("nowhere", 7, &digest);
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&digest, hex);
+    obi_error *err = NULL;
+    obi_blob_reader *reader = NULL;
+    assert_fails_with(err, obi_blob_open_read(f->blobs, &digest, &reader, &err), -ENOENT, hex);
+    assert_null(reader);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_fails_with(err, obi_blob_get_bytes(f->blobs, &digest, 100, &data, &len, &err), -ENOENT,
+                      hex);
+    assert_null(data);
+}
+
+static void test_store_blob_get_bytes_refuses_oversized(void **state)
+{
+    fixture *f = *state;
+    obi_digest digest;
+    assert_ok(obi_blob_put_bytes(f->blobs, "0123456789", 10, &digest, err_ptr_));
+    obi_error *err = NULL;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_fails_with(err, obi_blob_get_bytes(f->blobs, &digest, 9, &data, &len, &err), -EFBIG,
+                      "larger than 9 bytes");
+    assert_null(data);
+}
+
+static void test_store_blob_writer_closed_without_finish_leaves_nothing(void **state)
+{
+    fixture *f = *state;
+    obi_blob_writer *w = NULL;
+    assert_ok(obi_blob_open_write(f->blobs, &w, err_ptr_));
+    assert_ok(obi_blob_write(w, "partial", 7, err_ptr_));
+    obi_blob_writer_close(w);
+    obi_digest digest;
+    obi_digest_of("partial", 7, &digest);
+    assert_int_equal(obi_blob_has(f->blobs, &digest, NULL), 0);
+    if (f->kind == BACKEND_LOCAL) {
+        assert_int_equal(count_in(f, "blobs"), 0);
+        assert_int_equal(count_in(f, "tmp"), 0);
+    }
+}
+
+/* ---- directories (every backend) ---- */
+
+/* A small tree with a shared subdirectory:
+ *   root/ {a/ {f1, x/}, b/ {x/, y/}, c/ {f2}}     x/ {fx}   y/ {link -> target}
+ * Built leaves first into dirs[] in the order x, y, a, b, c, root. */
+typedef struct tree {
+    obi_directory *dirs[6];
+    obi_digest digests[6];
+} tree;
+enum { T_X, T_Y, T_A, T_B, T_C, T_ROOT };
+
+static void add_dir(obi_directory *parent, const char *name, const tree *t, int which)
+{
+    obi_node node;
+    assert_ok(obi_node_init_directory(&node, name, strlen(name), &t->digests[which],
+                                      obi_directory_size(t->dirs[which])));
+    assert_ok(obi_directory_add(parent, &node));
+    obi_node_clear(&node);
+}
+
+static void add_file(obi_directory *parent, const char *name, const char *content)
+{
+    obi_digest d;
+    obi_digest_of(content, strlen(content), &d);
+    obi_node node;
+    assert_ok(obi_node_init_file(&node, name, strlen(name), &d, strlen(content), false));
+    assert_ok(obi_directory_add(parent, &node));
+    obi_node_clear(&node);
+}
+
+static void finish_dir(tree *t, int which)
+{
+    obi_directory_sort(t->dirs[which]);
+    assert_ok(obi_directory_digest(t->dirs[which], &t->digests[which], err_ptr_));
+}
+
+static void tree_build(tree *t)
+{
+    for (int i = 0; i < 6; i++)
+        t->dirs[i] = obi_directory_new();
+    add_file(t->dirs[T_X], "fx", "x content");
+    finish_dir(t, T_X);
+    obi_node link;
+    assert_ok(obi_node_init_symlink(&link, "link", 4, "target", 6));
+    assert_ok(obi_directory_add(t->dirs[T_Y], &link));
+    obi_node_clear(&link);
+    finish_dir(t, T_Y);
+    add_file(t->dirs[T_A], "f1", "one");
+    add_dir(t->dirs[T_A], "x", t, T_X);
+    finish_dir(t, T_A);
+    add_dir(t->dirs[T_B], "x", t, T_X);
+    add_dir(t->dirs[T_B], "y", t, T_Y);
+    finish_dir(t, T_B);
+    add_file(t->dirs[T_C], "f2", "two");
+    finish_dir(t, T_C);
+    add_dir(t->dirs[T_ROOT], "a", t, T_A);
+    add_dir(t->dirs[T_ROOT], "b", t, T_B);
+    add_dir(t->dirs[T_ROOT], "c", t, T_C);
+    finish_dir(t, T_ROOT);
+}
+
+static void tree_free(tree *t)
+{
+    for (int i = 0; i < 6; i++)
+        obi_directory_free(t->dirs[i]);
+}
+
+static void put_tree(obi_directory_service *dirs, const tree *t, obi_digest *root)
+{
+    cleanup_directory_putter obi_directory_putter *p = NULL;
+    assert_ok(obi_directory_open_put(dirs, &p, err_ptr_));
+    for (int i = 0; i < 6; i++) {
+        obi_digest d;
+        assert_ok(obi_directory_put(p, t->dirs[i], &d, err_ptr_));
+        assert_true(obi_digest_equal(&d, &t->digests[i]));
+    }
+    assert_ok(obi_directory_putter_finish(p, root, err_ptr_));
+}
+
+typedef struct visit_log {
+    obi_digest seen[16];
+    size_t n;
+    size_t stop_after; /* 0: never */
+} visit_log;
+
+static int record_visit(const obi_directory *dir, const obi_digest *digest, void *ctx,
+                        obi_error **err)
+{
+    (void)dir;
+    visit_log *log = ctx;
+    if (log->n < 16)
+        log->seen[log->n] = *digest;
+    log->n++;
+    if (log->stop_after && log->n == log->stop_after)
+        return obi_error_set(err, -ECANCELED, "stopped by the visitor");
+    return 0;
+}
+
+static void test_store_directory_children_first_accepted_and_root_returned(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    obi_digest root;
+    put_tree(f->dirs, &t, &root);
+    assert_true(obi_digest_equal(&root, &t.digests[T_ROOT]));
+    for (int i = 0; i < 6; i++) {
+        cleanup_directory obi_directory *got = NULL;
+        assert_ok(obi_directory_get(f->dirs, &t.digests[i], &got, err_ptr_));
+        obi_digest d;
+        assert_ok(obi_directory_digest(got, &d, err_ptr_));
+        assert_true(obi_digest_equal(&d, &t.digests[i]));
+    }
+    tree_free(&t);
+}
+
+static void test_store_directory_empty_directory_round_trip(void **state)
+{
+    fixture *f = *state;
+    cleanup_directory obi_directory *empty = obi_directory_new();
+    cleanup_directory obi_directory *parent = obi_directory_new();
+    obi_digest empty_digest, parent_digest, root;
+    assert_ok(obi_directory_digest(empty, &empty_digest, err_ptr_));
+    obi_node node;
+    assert_ok(obi_node_init_directory(&node, "e", 1, &empty_digest, 0));
+    assert_ok(obi_directory_add(parent, &node));
+    obi_node_clear(&node);
+    cleanup_directory_putter obi_directory_putter *p = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p, err_ptr_));
+    assert_ok(obi_directory_put(p, empty, NULL, err_ptr_));
+    assert_ok(obi_directory_put(p, parent, &parent_digest, err_ptr_));
+    assert_ok(obi_directory_putter_finish(p, &root, err_ptr_));
+    assert_true(obi_digest_equal(&root, &parent_digest));
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_directory_put(p, empty, NULL, &err), -EINVAL, "after finish");
+    cleanup_directory obi_directory *got = NULL;
+    assert_ok(obi_directory_get(f->dirs, &empty_digest, &got, err_ptr_));
+    assert_int_equal(got->n_directories + got->n_files + got->n_symlinks, 0);
+    visit_log log = {0};
+    assert_ok(obi_directory_get_recursive(f->dirs, &root, record_visit, &log, err_ptr_));
+    assert_int_equal(log.n, 2);
+    assert_true(obi_digest_equal(&log.seen[1], &empty_digest));
+}
+
+static void test_store_directory_putting_twice_is_idempotent(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    obi_digest r1, r2;
+    put_tree(f->dirs, &t, &r1);
+    put_tree(f->dirs, &t, &r2);
+    assert_true(obi_digest_equal(&r1, &r2));
+    tree_free(&t);
+}
+
+static void test_store_directory_child_from_earlier_putter_is_accepted(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    cleanup_directory_putter obi_directory_putter *p1 = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p1, err_ptr_));
+    assert_ok(obi_directory_put(p1, t.dirs[T_X], NULL, err_ptr_));
+    assert_ok(obi_directory_putter_finish(p1, NULL, err_ptr_));
+    /* a/ refers to x/, stored by the first putter */
+    cleanup_directory_putter obi_directory_putter *p2 = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p2, err_ptr_));
+    assert_ok(obi_directory_put(p2, t.dirs[T_A], NULL, err_ptr_));
+    obi_digest root;
+    assert_ok(obi_directory_putter_finish(p2, &root, err_ptr_));
+    assert_true(obi_digest_equal(&root, &t.digests[T_A]));
+    tree_free(&t);
+}
+
+static void test_store_directory_missing_child_refused_naming_it(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&t.digests[T_X], hex);
+    cleanup_directory_putter obi_directory_putter *p = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p, err_ptr_));
+    obi_error *err = NULL;
+    /* a/ before its child x/ */
+    assert_fails_with(err, obi_directory_put(p, t.dirs[T_A], NULL, &err), -EINVAL,
+                      "child directory 'x'");
+    assert_fails_with(err, obi_directory_put(p, t.dirs[T_A], NULL, &err), -EINVAL, hex);
+    tree_free(&t);
+}
+
+static void test_store_directory_child_with_wrong_size_refused(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    cleanup_directory_putter obi_directory_putter *p = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p, err_ptr_));
+    assert_ok(obi_directory_put(p, t.dirs[T_X], NULL, err_ptr_));
+    cleanup_directory obi_directory *liar = obi_directory_new();
+    obi_node node;
+    assert_ok(obi_node_init_directory(&node, "x", 1, &t.digests[T_X], 99));
+    assert_ok(obi_directory_add(liar, &node));
+    obi_node_clear(&node);
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_directory_put(p, liar, NULL, &err), -EINVAL,
+                      "has size 1, but its entry says 99");
+    tree_free(&t);
+}
+
+static void test_store_directory_invalid_directory_refused(void **state)
+{
+    fixture *f = *state;
+    cleanup_directory obi_directory *bad = obi_directory_new();
+    add_file(bad, "b", "1");
+    add_file(bad, "a", "2"); /* not sorted */
+    cleanup_directory_putter obi_directory_putter *p = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p, err_ptr_));
+    obi_error *err = NULL;
+    obi_digest d;
+    int r = obi_directory_put(p, bad, &d, &err);
+    assert_int_equal(r, -EINVAL);
+    assert_non_null(err);
+    obi_error_free(err);
+    err = NULL;
+    assert_fails_with(err, obi_directory_putter_finish(p, &d, &err), -EINVAL,
+                      "no directories were put");
+}
+
+static void test_store_directory_abort_leaves_nothing(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    obi_directory_putter *p = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p, err_ptr_));
+    for (int i = 0; i < 6; i++)
+        assert_ok(obi_directory_put(p, t.dirs[i], NULL, err_ptr_));
+    obi_directory_putter_close(p);
+    /* reopen so a backend that kept something in its connection would show it */
+    close_services(f);
+    assert_int_equal(open_services(f), 0);
+    for (int i = 0; i < 6; i++) {
+        char hex[OBI_DIGEST_HEX_LEN + 1];
+        obi_digest_to_hex(&t.digests[i], hex);
+        obi_directory *got = NULL;
+        obi_error *err = NULL;
+        assert_fails_with(err, obi_directory_get(f->dirs, &t.digests[i], &got, &err), -ENOENT, hex);
+        assert_null(got);
+    }
+    tree_free(&t);
+}
+
+static void test_store_directory_recursive_root_first_breadth_first_each_once(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    obi_digest root;
+    put_tree(f->dirs, &t, &root);
+    visit_log log = {0};
+    assert_ok(obi_directory_get_recursive(f->dirs, &root, record_visit, &log, err_ptr_));
+    static const int expected[] = {T_ROOT, T_A, T_B, T_C, T_X, T_Y};
+    assert_int_equal(log.n, 6);
+    for (size_t i = 0; i < 6; i++)
+        assert_true(obi_digest_equal(&log.seen[i], &t.digests[expected[i]]));
+    tree_free(&t);
+}
+
+static void test_store_directory_recursive_stops_on_visitor_error(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    obi_digest root;
+    put_tree(f->dirs, &t, &root);
+    visit_log log = {.stop_after = 2};
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_directory_get_recursive(f->dirs, &root, record_visit, &log, &err),
+                      -ECANCELED, "stopped by the visitor");
+    assert_int_equal(log.n, 2);
+    tree_free(&t);
+}
+
+static void test_store_directory_recursive_absent_root_is_enoent(void **state)
+{
+    fixture *f = *state;
+    obi_digest d;
+    obi_digest_of("no such directory", 17, &d);
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&d, hex);
+    visit_log log = {0};
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_directory_get_recursive(f->dirs, &d, record_visit, &log, &err),
+                      -ENOENT, hex);
+    assert_int_equal(log.n, 0);
+}
+
+/* ---- concurrency (every backend) ---- */
+
+#define N_THREADS 8
+
+typedef struct racer {
+    fixture *f;
+    const uint8_t *data;
+    size_t len;
+    const tree *t;
+    bool own_services; /* local: a separate instance per thread, as separate processes do */
+    int result;
+    obi_digest blob;
+    obi_digest root;
+} racer;
+
+static pthread_barrier_t start_line;
+
+static void *race(void *arg)
+{
+    racer *r = arg;
+    obi_blob_service *blobs = r->f->blobs;
+    obi_directory_service *dirs = r->f->dirs;
+    obi_error *err = NULL;
+    r->result = 0;
+    if (r->own_services) {
+        r->result = obi_local_blob_service_open(r->f->root, &blobs, &err);
+        if (r->result == 0)
+            r->result = obi_local_directory_service_open(r->f->root, &dirs, &err);
+    }
+    pthread_barrier_wait(&start_line);
+    if (r->result == 0)
+        r->result = obi_blob_put_bytes(blobs, r->data, r->len, &r->blob, &err);
+    obi_directory_putter *p = NULL;
+    if (r->result == 0)
+        r->result = obi_directory_open_put(dirs, &p, &err);
+    for (int i = 0; r->result == 0 && i < 6; i++)
+        r->result = obi_directory_put(p, r->t->dirs[i], NULL, &err);
+    if (r->result == 0)
+        r->result = obi_directory_putter_finish(p, &r->root, &err);
+    obi_directory_putter_close(p);
+    if (err)
+        fprintf(stderr, "racer: %s\n", err->message);
+    obi_error_free(err);
+    if (r->own_services) {
+        obi_blob_service_free(blobs);
+        obi_directory_service_free(dirs);
+    }
+    return NULL;
+}
+
+static void run_race(fixture *f, bool own_services)
+{
+    size_t len = 300000;
+    cleanup_free uint8_t *data = malloc(len);
+    fill_pattern(data, len, own_services ? 11 : 12);
+    obi_digest expected;
+    obi_digest_of(data, len, &expected);
+    tree t;
+    tree_build(&t);
+    racer racers[N_THREADS];
+    pthread_t threads[N_THREADS];
+    pthread_barrier_init(&start_line, NULL, N_THREADS);
+    for (int i = 0; i < N_THREADS; i++) {
+        racers[i] =
+            (racer){.f = f, .data = data, .len = len, .t = &t, .own_services = own_services};
+        assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
+    }
+    for (int i = 0; i < N_THREADS; i++)
+        pthread_join(threads[i], NULL);
+    pthread_barrier_destroy(&start_line);
+    for (int i = 0; i < N_THREADS; i++) {
+        assert_int_equal(racers[i].result, 0);
+        assert_true(obi_digest_equal(&racers[i].blob, &expected));
+        assert_true(obi_digest_equal(&racers[i].root, &t.digests[T_ROOT]));
+    }
+    cleanup_free uint8_t *back = NULL;
+    size_t back_len = 0;
+    assert_ok(obi_blob_get_bytes(f->blobs, &expected, SIZE_MAX, &back, &back_len, err_ptr_));
+    assert_int_equal(back_len, len);
+    assert_memory_equal(back, data, len);
+    visit_log log = {0};
+    assert_ok(
+        obi_directory_get_recursive(f->dirs, &t.digests[T_ROOT], record_visit, &log, err_ptr_));
+    assert_int_equal(log.n, 6);
+    if (f->kind == BACKEND_LOCAL) {
+        assert_int_equal(count_in(f, "blobs"), 1); /* one intact object */
+        assert_int_equal(count_in(f, "tmp"), 0);
+    }
+    tree_free(&t);
+}
+
+static void test_store_eight_threads_writing_same_objects_leave_one_intact(void **state)
+{
+    run_race(*state, false);
+}
+
+static void test_store_eight_instances_writing_same_objects_leave_one_intact(void **state)
+{
+    fixture *f = *state;
+    if (f->kind != BACKEND_LOCAL)
+        skip(); /* memory:// instances share nothing */
+    run_race(f, true);
+}
+
+/* ---- on-disk backend only ---- */
+
+static void test_store_local_blob_is_read_only_file_named_by_digest(void **state)
+{
+    fixture *f = *state;
+    obi_digest digest;
+    assert_ok(obi_blob_put_bytes(f->blobs, "named", 5, &digest, err_ptr_));
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&digest, hex);
+    char rel[80];
+    snprintf(rel, sizeof rel, "blobs/%.2s/%s", hex, hex);
+    cleanup_free char *expected = obi_path_join(f->root, rel);
+    cleanup_free char *path = NULL;
+    assert_non_null(f->blobs->ops->local_path);
+    assert_ok(f->blobs->ops->local_path(f->blobs, &digest, &path, err_ptr_));
+    assert_string_equal(path, expected);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0444);
+    assert_int_equal(st.st_size, 5);
+    obi_digest absent;
+    obi_digest_of("absent", 6, &absent);
+    char *none = NULL;
+    obi_error *err = NULL;
+    obi_digest_to_hex(&absent, hex);
+    assert_fails_with(err, f->blobs->ops->local_path(f->blobs, &absent, &none, &err), -ENOENT, hex);
+    assert_null(none);
+}
+
+static void test_store_local_corrupted_blob_file_detected(void **state)
+{
+    fixture *f = *state;
+    obi_digest digest;
+    assert_ok(obi_blob_put_bytes(f->blobs, "pristine", 8, &digest, err_ptr_));
+    cleanup_free char *path = NULL;
+    assert_ok(f->blobs->ops->local_path(f->blobs, &digest, &path, err_ptr_));
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_ok(obi_write_file(path, "tampered", 8, 0644, err_ptr_));
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&digest, hex);
+    obi_error *err = NULL;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_fails_with(err, obi_blob_get_bytes(f->blobs, &digest, 100, &data, &len, &err), -EIO,
+                      "is corrupted");
+    assert_fails_with(err, obi_blob_get_bytes(f->blobs, &digest, 100, &data, &len, &err), -EIO,
+                      hex);
+    assert_null(data);
+}
+
+static void test_store_local_corrupted_sqlite_row_detected(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    obi_digest root;
+    put_tree(f->dirs, &t, &root);
+    cleanup_free char *db_path = obi_path_join(f->root, "directories.sqlite");
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "UPDATE directories SET data = "
+                                        "data || X'00' WHERE digest = ?1",
+                                        -1, &stmt, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_blob(stmt, 1, t.digests[T_B].bytes, OBI_DIGEST_LEN, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+    assert_int_equal(sqlite3_changes(db), 1);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&t.digests[T_B], hex);
+    obi_error *err = NULL;
+    obi_directory *got = NULL;
+    assert_fails_with(err, obi_directory_get(f->dirs, &t.digests[T_B], &got, &err), -EIO,
+                      "is corrupted");
+    assert_fails_with(err, obi_directory_get(f->dirs, &t.digests[T_B], &got, &err), -EIO, hex);
+    assert_null(got);
+    /* the walk reaches b/ and fails there */
+    visit_log log = {0};
+    assert_fails_with(err, obi_directory_get_recursive(f->dirs, &root, record_visit, &log, &err),
+                      -EIO, hex);
+    tree_free(&t);
+}
+
+static void test_store_local_reopen_sees_committed_objects(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    obi_digest root, blob;
+    put_tree(f->dirs, &t, &root);
+    assert_ok(obi_blob_put_bytes(f->blobs, "kept", 4, &blob, err_ptr_));
+    close_services(f);
+    assert_int_equal(open_services(f), 0);
+    assert_int_equal(obi_blob_has(f->blobs, &blob, NULL), 1);
+    visit_log log = {0};
+    assert_ok(obi_directory_get_recursive(f->dirs, &root, record_visit, &log, err_ptr_));
+    assert_int_equal(log.n, 6);
+    tree_free(&t);
+}
+
+static void test_store_local_orphan_removed_but_live_writer_kept(void **state)
+{
+    fixture *f = *state;
+    /* a live writer in this process: its temp file must survive a second service's start */
+    cleanup_blob_writer obi_blob_writer *live = NULL;
+    assert_ok(obi_blob_open_write(f->blobs, &live, err_ptr_));
+    assert_ok(obi_blob_write(live, "live", 4, err_ptr_));
+    /* an orphan: an unlocked file, as a dead writer leaves */
+    cleanup_free char *orphan = obi_path_join(f->root, "tmp/w.orphan");
+    assert_ok(obi_write_file(orphan, "dead", 4, 0600, err_ptr_));
+    assert_int_equal(count_in(f, "tmp"), 2);
+    cleanup_blob_service obi_blob_service *second = NULL;
+    assert_ok(obi_local_blob_service_open(f->root, &second, err_ptr_));
+    assert_int_equal(count_in(f, "tmp"), 1);
+    assert_int_equal(access(orphan, F_OK), -1);
+    obi_digest digest, expected;
+    assert_ok(obi_blob_finish(live, &digest, err_ptr_));
+    obi_digest_of("live", 4, &expected);
+    assert_true(obi_digest_equal(&digest, &expected));
+    assert_int_equal(obi_blob_has(second, &digest, NULL), 1);
+    assert_int_equal(count_in(f, "tmp"), 0);
+}
+
+/* A child writes part of a blob and of a directory tree, tells the parent, and is SIGKILLed:
+ * nothing it wrote is visible, and the next start removes its temporary file. */
+static void test_store_local_killed_writer_leaves_no_visible_partial_object(void **state)
+{
+    fixture *f = *state;
+    size_t len = 1 << 20;
+    cleanup_free uint8_t *data = malloc(len);
+    fill_pattern(data, len, 5);
+    obi_digest full;
+    obi_digest_of(data, len, &full);
+    tree t;
+    tree_build(&t);
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ready[0]);
+        obi_blob_service *blobs = NULL;
+        obi_directory_service *dirs = NULL;
+        obi_blob_writer *w = NULL;
+        obi_directory_putter *p = NULL;
+        if (obi_local_blob_service_open(f->root, &blobs, NULL) < 0 ||
+            obi_local_directory_service_open(f->root, &dirs, NULL) < 0 ||
+            obi_blob_open_write(blobs, &w, NULL) < 0 ||
+            obi_blob_write(w, data, len / 2, NULL) < 0 ||
+            obi_directory_open_put(dirs, &p, NULL) < 0)
+            _exit(1);
+        for (int i = 0; i < 6; i++)
+            if (obi_directory_put(p, t.dirs[i], NULL, NULL) < 0)
+                _exit(1);
+        if (write(ready[1], "r", 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(ready[1]);
+    char c = 0;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    close(ready[0]);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+
+    assert_int_equal(count_in(f, "blobs"), 0);
+    assert_int_equal(count_in(f, "tmp"), 1); /* the orphan */
+    obi_digest half;
+    obi_digest_of(data, len / 2, &half);
+    assert_int_equal(obi_blob_has(f->blobs, &half, NULL), 0);
+    assert_int_equal(obi_blob_has(f->blobs, &full, NULL), 0);
+    for (int i = 0; i < 6; i++) {
+        obi_directory *got = NULL;
+        obi_error *err = NULL;
+        assert_fails_with(err, obi_directory_get(f->dirs, &t.digests[i], &got, &err), -ENOENT,
+                          "not found");
+    }
+    close_services(f);
+    assert_int_equal(open_services(f), 0);
+    assert_int_equal(count_in(f, "tmp"), 0);
+    tree_free(&t);
+}
+
+/* ---- selection by URL ---- */
+
+static void test_store_url_memory_and_objectstore_file_open(void **state)
+{
+    (void)state;
+    cleanup_blob_service obi_blob_service *mem = NULL;
+    assert_ok(obi_blob_service_open("memory://", &mem, err_ptr_));
+    obi_digest d;
+    assert_ok(obi_blob_put_bytes(mem, "m", 1, &d, err_ptr_));
+    assert_null(mem->ops->local_path);
+
+    char *tmp = obi_test_tmpdir();
+    cleanup_free char *url = NULL;
+    assert_true(asprintf(&url, "objectstore+file://%s/s", tmp) > 0);
+    cleanup_blob_service obi_blob_service *blobs = NULL;
+    cleanup_directory_service obi_directory_service *dirs = NULL;
+    assert_ok(obi_blob_service_open(url, &blobs, err_ptr_));
+    assert_ok(obi_directory_service_open(url, &dirs, err_ptr_));
+    cleanup_free char *db = obi_path_join(tmp, "s/directories.sqlite");
+    cleanup_free char *blob_dir = obi_path_join(tmp, "s/blobs");
+    assert_int_equal(access(db, F_OK), 0);
+    assert_int_equal(access(blob_dir, F_OK), 0);
+    obi_test_tmpdir_remove(tmp);
+}
+
+static void test_store_url_relative_path_is_made_absolute(void **state)
+{
+    (void)state;
+    char *tmp = obi_test_tmpdir();
+    cleanup_free char *old = getcwd(NULL, 0);
+    assert_int_equal(chdir(tmp), 0);
+    obi_store *store = NULL;
+    int r = 0;
+    obi_error *err = NULL;
+    r = obi_store_open("rel/store", "rel/store", &store, &err);
+    assert_int_equal(chdir(old), 0);
+    if (r < 0)
+        print_error("%s\n", err->message);
+    obi_error_free(err);
+    assert_int_equal(r, 0);
+    /* still usable after the cwd changed: the root was made absolute */
+    obi_digest d;
+    assert_ok(obi_blob_put_bytes(store->blobs, "r", 1, &d, err_ptr_));
+    cleanup_free char *path = NULL;
+    assert_ok(store->blobs->ops->local_path(store->blobs, &d, &path, err_ptr_));
+    assert_true(path[0] == '/');
+    assert_non_null(strstr(path, "/rel/store/blobs/"));
+    obi_store_close(store);
+    obi_test_tmpdir_remove(tmp);
+}
+
+static void test_store_url_unknown_scheme_lists_supported(void **state)
+{
+    (void)state;
+    obi_error *err = NULL;
+    obi_blob_service *b = NULL;
+    obi_directory_service *d = NULL;
+    static const char *needles[] = {"unsupported scheme 'nosuch://'", "memory://",
+                                    "objectstore+file:///ABS/DIR", "a plain path"};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(needles); i++) {
+        assert_fails_with(err, obi_blob_service_open("nosuch://x", &b, &err), -EINVAL, needles[i]);
+        assert_fails_with(err, obi_directory_service_open("nosuch://x", &d, &err), -EINVAL,
+                          needles[i]);
+    }
+    assert_null(b);
+    assert_null(d);
+}
+
+static void test_store_url_malformed_rejected(void **state)
+{
+    (void)state;
+    obi_error *err = NULL;
+    obi_blob_service *b = NULL;
+    obi_directory_service *d = NULL;
+    assert_fails_with(err, obi_blob_service_open("objectstore+file://relative/dir", &b, &err),
+                      -EINVAL, "needs an absolute path");
+    assert_fails_with(err, obi_blob_service_open("objectstore+file://", &b, &err), -EINVAL,
+                      "needs an absolute path");
+    assert_fails_with(err, obi_directory_service_open("objectstore+file://", &d, &err), -EINVAL,
+                      "needs an absolute path");
+    assert_fails_with(err, obi_blob_service_open("memory://?x=1", &b, &err), -EINVAL,
+                      "takes no parameters");
+    assert_fails_with(err, obi_blob_service_open("memory://host", &b, &err), -EINVAL,
+                      "no host or path");
+    assert_fails_with(err, obi_blob_service_open("objectstore+file:///a%zz", &b, &err), -EINVAL,
+                      "byte offset");
+    assert_fails_with(err, obi_blob_service_open("", &b, &err), -EINVAL, "empty");
+    assert_null(b);
+    assert_null(d);
+}
+
+static int fake_calls;
+
+static int fake_blobs(const obi_url *url, obi_blob_service **out, obi_error **err)
+{
+    fake_calls++;
+    if (strcmp(url->host, "h") != 0 || !url->port || strcmp(url->port, "1") != 0)
+        return obi_error_set(err, -EINVAL, "fake: unexpected URL");
+    return obi_memory_blob_service_new(out, err);
+}
+
+static void test_store_url_registered_scheme_is_used_and_listed(void **state)
+{
+    (void)state;
+    assert_int_equal(obi_store_register_scheme("memory", fake_blobs, NULL), -EEXIST);
+    assert_int_equal(obi_store_register_scheme("test+fake", fake_blobs, NULL), 0);
+    cleanup_blob_service obi_blob_service *b = NULL;
+    fake_calls = 0;
+    assert_ok(obi_blob_service_open("test+fake://h:1", &b, err_ptr_));
+    assert_int_equal(fake_calls, 1);
+    obi_error *err = NULL;
+    obi_directory_service *d = NULL;
+    assert_fails_with(err, obi_directory_service_open("test+fake://h:1", &d, &err), -EINVAL,
+                      "has no directory service");
+    obi_blob_service *none = NULL;
+    assert_fails_with(err, obi_blob_service_open("other://", &none, &err), -EINVAL, "test+fake://");
+}
+
+static void test_store_default_url_from_environment(void **state)
+{
+    (void)state;
+    char *tmp = obi_test_tmpdir();
+    cleanup_free char *saved_store =
+        getenv("OCIBUILD_STORE") ? strdup(getenv("OCIBUILD_STORE")) : NULL;
+    cleanup_free char *saved_data =
+        getenv("OCIBUILD_DATA_DIR") ? strdup(getenv("OCIBUILD_DATA_DIR")) : NULL;
+    setenv("OCIBUILD_STORE", "memory://", 1);
+    cleanup_free char *a = obi_default_store_url();
+    assert_string_equal(a, "memory://");
+    unsetenv("OCIBUILD_STORE");
+    setenv("OCIBUILD_DATA_DIR", tmp, 1);
+    cleanup_free char *b = obi_default_store_url();
+    cleanup_free char *expected = obi_path_join(tmp, "store");
+    assert_string_equal(b, expected);
+    /* obi_store_open(NULL, NULL) opens the default */
+    obi_store *store = NULL;
+    assert_ok(obi_store_open(NULL, NULL, &store, err_ptr_));
+    cleanup_free char *db = obi_path_join(expected, "directories.sqlite");
+    assert_int_equal(access(db, F_OK), 0);
+    obi_store_close(store);
+    if (saved_store)
+        setenv("OCIBUILD_STORE", saved_store, 1);
+    if (saved_data)
+        setenv("OCIBUILD_DATA_DIR", saved_data, 1);
+    else
+        unsetenv("OCIBUILD_DATA_DIR");
+    obi_test_tmpdir_remove(tmp);
+}
+
+#define BOTH(test)                                                                                 \
+    cmocka_unit_test_prestate_setup_teardown(test, setup, teardown, &memory_kind),                 \
+        cmocka_unit_test_prestate_setup_teardown(test, setup, teardown, &local_kind)
+#define LOCAL(test) cmocka_unit_test_prestate_setup_teardown(test, setup, teardown, &local_kind)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        BOTH(test_store_blob_put_get_round_trip),
+        BOTH(test_store_blob_streamed_in_pieces_equals_whole),
+        BOTH(test_store_blob_has_reports_presence),
+        BOTH(test_store_blob_absent_is_enoent_naming_digest),
+        BOTH(test_store_blob_get_bytes_refuses_oversized),
+        BOTH(test_store_blob_writer_closed_without_finish_leaves_nothing),
+        BOTH(test_store_directory_children_first_accepted_and_root_returned),
+        BOTH(test_store_directory_empty_directory_round_trip),
+        BOTH(test_store_directory_putting_twice_is_idempotent),
+        BOTH(test_store_directory_child_from_earlier_putter_is_accepted),
+        BOTH(test_store_directory_missing_child_refused_naming_it),
+        BOTH(test_store_directory_child_with_wrong_size_refused),
+        BOTH(test_store_directory_invalid_directory_refused),
+        BOTH(test_store_directory_abort_leaves_nothing),
+        BOTH(test_store_directory_recursive_root_first_breadth_first_each_once),
+        BOTH(test_store_directory_recursive_stops_on_visitor_error),
+        BOTH(test_store_directory_recursive_absent_root_is_enoent),
+        BOTH(test_store_eight_threads_writing_same_objects_leave_one_intact),
+        LOCAL(test_store_eight_instances_writing_same_objects_leave_one_intact),
+        LOCAL(test_store_local_blob_is_read_only_file_named_by_digest),
+        LOCAL(test_store_local_corrupted_blob_file_detected),
+        LOCAL(test_store_local_corrupted_sqlite_row_detected),
+        LOCAL(test_store_local_reopen_sees_committed_objects),
+        LOCAL(test_store_local_orphan_removed_but_live_writer_kept),
+        LOCAL(test_store_local_killed_writer_leaves_no_visible_partial_object),
+        cmocka_unit_test(test_store_url_memory_and_objectstore_file_open),
+        cmocka_unit_test(test_store_url_relative_path_is_made_absolute),
+        cmocka_unit_test(test_store_url_unknown_scheme_lists_supported),
+        cmocka_unit_test(test_store_url_malformed_rejected),
+        cmocka_unit_test(test_store_url_registered_scheme_is_used_and_listed),
+        cmocka_unit_test(test_store_default_url_from_environment),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
