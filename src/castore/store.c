@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -410,6 +411,20 @@ static int find_factories(const obi_url *url, const char *text, obi_blob_service
                          text, url->scheme, supported ? supported : "?");
 }
 
+/* Malformed store URLs (-EINVAL) also say what is accepted, as unknown schemes do. */
+static int mention_supported(obi_error **err, int r)
+{
+    if (r != -EINVAL || !err || !*err || strstr((*err)->message, "(supported: "))
+        return r;
+    cleanup_free char *supported = supported_schemes();
+    char *message = NULL;
+    if (supported && asprintf(&message, "%s (supported: %s)", (*err)->message, supported) >= 0) {
+        free((*err)->message);
+        (*err)->message = message;
+    }
+    return r;
+}
+
 int obi_blob_service_open(const char *text, obi_blob_service **out, obi_error **err)
 {
     cleanup_url obi_url *url = NULL;
@@ -424,7 +439,7 @@ int obi_blob_service_open(const char *text, obi_blob_service **out, obi_error **
     if (r == 0)
         r = blobs(url, out, err);
     if (r < 0)
-        return obi_error_prefix(err, r, "blob service %s", text);
+        return obi_error_prefix(err, mention_supported(err, r), "blob service %s", text);
     return 0;
 }
 
@@ -442,7 +457,7 @@ int obi_directory_service_open(const char *text, obi_directory_service **out, ob
     if (r == 0)
         r = directories(url, out, err);
     if (r < 0)
-        return obi_error_prefix(err, r, "directory service %s", text);
+        return obi_error_prefix(err, mention_supported(err, r), "directory service %s", text);
     return 0;
 }
 

@@ -897,6 +897,11 @@ static void test_store_url_malformed_rejected(void **state)
     assert_fails_with(err, obi_blob_service_open("objectstore+file:///a%zz", &b, &err), -EINVAL,
                       "byte offset");
     assert_fails_with(err, obi_blob_service_open("", &b, &err), -EINVAL, "empty");
+    /* malformed URLs also say what is supported */
+    assert_fails_with(err, obi_blob_service_open("objectstore+file://", &b, &err), -EINVAL,
+                      "(supported: memory://, objectstore+file:///ABS/DIR, a plain path");
+    assert_fails_with(err, obi_directory_service_open("memory://?a=%zz", &d, &err), -EINVAL,
+                      "(supported: memory://");
     assert_null(b);
     assert_null(d);
 }
