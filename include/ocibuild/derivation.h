@@ -9,6 +9,7 @@
 #ifndef OCIBUILD_DERIVATION_H
 #define OCIBUILD_DERIVATION_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -59,6 +60,12 @@ void obi_derivation_free(obi_derivation *drv);
 /* The ATerm text exactly as Nix writes it; caller frees *out (NUL-terminated). */
 int obi_derivation_serialize(const obi_derivation *drv, char **out, size_t *out_len,
                              obi_error **err);
+
+/* The object `nix show-derivation` prints for one derivation (without the drv-path key):
+ * {"outputs":{"out":{"path":..,["hashAlgo":..,"hash":..]}},"inputSrcs":[..],"inputDrvs":{..},
+ *  "system":..,"builder":..,"args":[..],"env":{..}}. NULL on out of memory or when a string
+ * is not UTF-8. */
+json_t *obi_derivation_to_json(const obi_derivation *drv);
 
 /* A fixed-output derivation: a single output "out" with a hash_algo and a hash. */
 bool obi_derivation_is_fixed_output(const obi_derivation *drv);

@@ -10,6 +10,8 @@
 /* Each returns the process exit code. argv[0] is the subcommand name. */
 int cli_hash(int argc, char **argv);
 int cli_service(int argc, char **argv);
+int cli_nar_hash(int argc, char **argv);
+int cli_show_derivation(int argc, char **argv);
 
 /* Prints "ocibuild: <message>" to stderr and returns 1 (0 is never returned). */
 int cli_fail(obi_error *err);

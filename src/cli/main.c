@@ -16,6 +16,8 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"hash", cli_hash, "print BLAKE3 digests of files, like b3sum"},
     {"service", cli_service, "services from a deployment YAML (spec)"},
+    {"nar-hash", cli_nar_hash, "print NAR hashes of paths (sha256:<nixbase32>), like nix-hash"},
+    {"show-derivation", cli_show_derivation, "print .drv files as JSON, like nix show-derivation"},
 };
 
 static void usage(FILE *out)

@@ -603,6 +603,60 @@ int obi_derivation_serialize(const obi_derivation *drv, char **out, size_t *out_
     return 0;
 }
 
+/* ---- JSON (as nix show-derivation) ---- */
+
+static json_t *strings_to_json(char *const *items, size_t n)
+{
+    json_t *array = json_array();
+    for (size_t i = 0; array && i < n; i++)
+        if (json_array_append_new(array, json_string(items[i])) < 0) {
+            json_decref(array);
+            return NULL;
+        }
+    return array;
+}
+
+json_t *obi_derivation_to_json(const obi_derivation *drv)
+{
+    json_t *outputs = json_object(), *input_drvs = json_object(), *env = json_object();
+    json_t *root = json_object();
+    bool ok = outputs && input_drvs && env && root;
+    for (size_t i = 0; ok && i < drv->n_outputs; i++) {
+        const obi_derivation_output *o = &drv->outputs[i];
+        json_t *output = json_object();
+        ok = output && json_object_set_new(output, "path", json_string(o->path)) == 0;
+        if (ok && *o->hash_algo)
+            ok = json_object_set_new(output, "hashAlgo", json_string(o->hash_algo)) == 0;
+        if (ok && *o->hash)
+            ok = json_object_set_new(output, "hash", json_string(o->hash)) == 0;
+        if (json_object_set_new(outputs, o->name, output) < 0)
+            ok = false;
+    }
+    for (size_t i = 0; ok && i < drv->n_input_drvs; i++)
+        ok = json_object_set_new(
+                 input_drvs, drv->input_drvs[i].drv_path,
+                 strings_to_json(drv->input_drvs[i].outputs, drv->input_drvs[i].n_outputs)) == 0;
+    for (size_t i = 0; ok && i < drv->n_env; i++)
+        ok = json_object_set_new(env, drv->env[i].key, json_string(drv->env[i].value)) == 0;
+    if (ok)
+        ok = json_object_set(root, "outputs", outputs) == 0 &&
+             json_object_set_new(root, "inputSrcs",
+                                 strings_to_json(drv->input_srcs, drv->n_input_srcs)) == 0 &&
+             json_object_set(root, "inputDrvs", input_drvs) == 0 &&
+             json_object_set_new(root, "system", json_string(drv->system)) == 0 &&
+             json_object_set_new(root, "builder", json_string(drv->builder)) == 0 &&
+             json_object_set_new(root, "args", strings_to_json(drv->args, drv->n_args)) == 0 &&
+             json_object_set(root, "env", env) == 0;
+    json_decref(outputs);
+    json_decref(input_drvs);
+    json_decref(env);
+    if (!ok) {
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
 /* ---- queries ---- */
 
 bool obi_derivation_is_fixed_output(const obi_derivation *drv)
