@@ -12,12 +12,9 @@
 
 #include "ocibuild/derivation.h"
 #include "ocibuild/error.h"
+#include "ocibuild/nix_store.h"
 #include "ocibuild/node.h"
 #include "ocibuild/request.h"
-
-#define OBI_NIX_STORE_DIR "/nix/store"
-/* Length of the nixbase32 hash part of a store path basename ("<32 chars>-<name>"). */
-#define OBI_NIX_HASH_PART_LEN 32
 
 typedef struct obi_derivation_request_options {
     unsigned build_cores; /* NIX_BUILD_CORES (Nix's default is 1) */
@@ -34,9 +31,5 @@ int obi_derivation_to_build_request(const obi_derivation *drv, const obi_node *i
 /* The name of passAsFile's file for attribute name: ".attr-" + nixbase32(sha256(name)).
  * Caller frees; NULL on out of memory. */
 char *obi_derivation_pass_as_file_name(const char *name);
-
-/* Checks that path is "/nix/store/<32 nixbase32 chars>-<name>" with nothing after the name
- * (no '/'); on success *basename points into path. Errors name the path. */
-int obi_nix_store_path_parse(const char *path, const char **basename, obi_error **err);
 
 #endif

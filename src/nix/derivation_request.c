@@ -16,32 +16,6 @@
 
 #define SANDBOX_BUILD_DIR "/build"
 
-/* ---- store paths ---- */
-
-int obi_nix_store_path_parse(const char *path, const char **basename, obi_error **err)
-{
-    const char *prefix = OBI_NIX_STORE_DIR "/";
-    size_t prefix_len = strlen(prefix);
-    if (strncmp(path, prefix, prefix_len) != 0)
-        return obi_error_set(err, -EINVAL, "'%s' is not in %s", path, OBI_NIX_STORE_DIR);
-    const char *base = path + prefix_len;
-    size_t len = strlen(base);
-    if (len < OBI_NIX_HASH_PART_LEN + 2 || base[OBI_NIX_HASH_PART_LEN] != '-')
-        return obi_error_set(err, -EINVAL,
-                             "'%s' is not a store path (expected %s/<32 hash chars>-<name>)", path,
-                             OBI_NIX_STORE_DIR);
-    if (strchr(base, '/'))
-        return obi_error_set(err, -EINVAL, "'%s' is not a store path (it has a '/' after %s/)",
-                             path, OBI_NIX_STORE_DIR);
-    uint8_t digest[20];
-    cleanup_error obi_error *decode_err = NULL;
-    if (obi_nixbase32_decode(base, OBI_NIX_HASH_PART_LEN, digest, sizeof digest, &decode_err) < 0)
-        return obi_error_set(err, -EINVAL, "'%s' is not a store path: hash part: %s", path,
-                             decode_err->message);
-    *basename = base;
-    return 0;
-}
-
 /* The needle of a store path basename: its 32-character hash part. */
 static char *hash_part(const char *basename)
 {

@@ -257,22 +257,6 @@ static void test_derivation_request_rejects_floating_and_foreign_outputs(void **
     assert_null(req);
 }
 
-static void test_store_path_parse_checks_hash_part(void **state)
-{
-    (void)state;
-    const char *base = NULL;
-    assert_ok(obi_nix_store_path_parse("/nix/store/" BASH, &base, err_ptr_));
-    assert_string_equal(base, BASH);
-    obi_error *err = NULL;
-    assert_fails_with(
-        err, obi_nix_store_path_parse("/nix/store/esmjp5dzhqrpk3ffx5p6d567nx3xzsag-x", &base, &err),
-        -EINVAL, "hash part: nixbase32: invalid character at offset 0");
-    assert_fails_with(err, obi_nix_store_path_parse("/nix/store/" BASH "/bin/bash", &base, &err),
-                      -EINVAL, "has a '/'");
-    assert_fails_with(err, obi_nix_store_path_parse("/nix/store/short-x", &base, &err), -EINVAL,
-                      "is not a store path");
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -286,7 +270,6 @@ int main(void)
         cmocka_unit_test(test_derivation_request_rejects_conflicting_inputs),
         cmocka_unit_test(test_derivation_request_rejects_input_not_named_like_a_store_path),
         cmocka_unit_test(test_derivation_request_rejects_floating_and_foreign_outputs),
-        cmocka_unit_test(test_store_path_parse_checks_hash_part),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

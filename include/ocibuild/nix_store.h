@@ -1,0 +1,49 @@
+/*
+ * The local Nix store as the source of a derivation's inputs (../shared/spec/nix.md): which
+ * store paths a derivation needs, their runtime closure (`nix-store -q -R`, spawned without a
+ * shell), and importing those paths into castore as root nodes named by their basenames, ready
+ * for obi_derivation_to_build_request.
+ */
+#ifndef OCIBUILD_NIX_STORE_H
+#define OCIBUILD_NIX_STORE_H
+
+#include <stddef.h>
+
+#include "ocibuild/derivation.h"
+#include "ocibuild/error.h"
+#include "ocibuild/node.h"
+#include "ocibuild/store.h"
+
+#define OBI_NIX_STORE_DIR "/nix/store"
+/* Length of the nixbase32 hash part of a store path basename ("<32 chars>-<name>"). */
+#define OBI_NIX_HASH_PART_LEN 32
+
+/* Checks that path is "/nix/store/<32 nixbase32 chars>-<name>" with nothing after the name
+ * (no '/'); on success *basename points into path. Errors name the path. */
+int obi_nix_store_path_parse(const char *path, const char **basename, obi_error **err);
+
+/* The input sources plus the paths of the used outputs of every input derivation (read from
+ * the input .drv files on disk). *paths_out is NULL-terminated (free with obi_strv_free),
+ * sorted and without duplicates. An input derivation lacking a used output is an error naming
+ * both. */
+int obi_derivation_input_paths(const obi_derivation *drv, char ***paths_out, size_t *n_out,
+                               obi_error **err);
+
+/* The closure of paths: `NIX_STORE --query --requisites PATH...` (nix_store NULL: "nix-store"
+ * from $PATH). Sorted, without duplicates, NULL-terminated. A failing nix-store is an error
+ * carrying the tail of its output. */
+int obi_nix_store_closure(const char *nix_store, char *const *paths, size_t n_paths,
+                          char ***closure_out, size_t *n_out, obi_error **err);
+
+/* Ingests each store path into castore (ingest.h) as a root node named by the path's basename.
+ * *nodes_out has n_paths entries in the order of paths; free with obi_nix_nodes_free. */
+int obi_nix_import_paths(obi_blob_service *blobs, obi_directory_service *directories,
+                         char *const *paths, size_t n_paths, obi_node **nodes_out, obi_error **err);
+void obi_nix_nodes_free(obi_node *nodes, size_t n);
+
+/* All of the above: the input paths of drv, their closure, imported. */
+int obi_derivation_import_inputs(obi_blob_service *blobs, obi_directory_service *directories,
+                                 const char *nix_store, const obi_derivation *drv,
+                                 obi_node **nodes_out, size_t *n_out, obi_error **err);
+
+#endif
