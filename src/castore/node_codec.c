@@ -212,6 +212,9 @@ static int symlink_node_from_pb(const Tvix__Castore__V1__SymlinkNode *pb, obi_no
 
 int obi_node_from_pb(const Tvix__Castore__V1__Node *pb, obi_node *out, obi_error **err)
 {
+    /* Hand-built messages may set the case without the member; treat that as unset. */
+    if (!pb->directory)
+        return obi_error_set(err, -EINVAL, "node: none of directory, file or symlink is set");
     switch (pb->node_case) {
     case TVIX__CASTORE__V1__NODE__NODE_DIRECTORY:
         return directory_node_from_pb(pb->directory, out, "directory node", err);
@@ -224,12 +227,14 @@ int obi_node_from_pb(const Tvix__Castore__V1__Node *pb, obi_node *out, obi_error
     }
 }
 
-/* Converts a protobuf-c list of n entries with the given converter into dir. */
-#define APPEND_FROM_PB(dir, list, n, convert, ...)                                                 \
+/* Converts the protobuf-c list pb->field with the given converter and appends it to dir. */
+#define APPEND_FROM_PB(dir, pb, field, convert, ...)                                               \
     do {                                                                                           \
-        for (size_t i_ = 0; i_ < (n); i_++) {                                                      \
+        for (size_t i_ = 0; i_ < (pb)->n_##field; i_++) {                                          \
+            if (!(pb)->field[i_])                                                                  \
+                return obi_error_set(err, -EINVAL, "%s[%zu]: missing entry", #field, i_);          \
             obi_node node_ = {0};                                                                  \
-            int r_ = convert((list)[i_], &node_, __VA_ARGS__);                                     \
+            int r_ = convert((pb)->field[i_], &node_, __VA_ARGS__);                                \
             if (r_ < 0)                                                                            \
                 return r_;                                                                         \
             if (obi_directory_append_owned((dir), &node_) < 0) {                                   \
@@ -242,10 +247,9 @@ int obi_node_from_pb(const Tvix__Castore__V1__Node *pb, obi_node *out, obi_error
 static int directory_fill_from_pb(obi_directory *dir, const Tvix__Castore__V1__Directory *pb,
                                   obi_error **err)
 {
-    APPEND_FROM_PB(dir, pb->directories, pb->n_directories, directory_node_from_pb,
-                   "directory entry", err);
-    APPEND_FROM_PB(dir, pb->files, pb->n_files, file_node_from_pb, "file entry", err);
-    APPEND_FROM_PB(dir, pb->symlinks, pb->n_symlinks, symlink_node_from_pb, err);
+    APPEND_FROM_PB(dir, pb, directories, directory_node_from_pb, "directory entry", err);
+    APPEND_FROM_PB(dir, pb, files, file_node_from_pb, "file entry", err);
+    APPEND_FROM_PB(dir, pb, symlinks, symlink_node_from_pb, err);
     return 0;
 }
 

@@ -630,6 +630,45 @@ static void test_decode_rejects_31_byte_digest_naming_entry(void **state)
     assert_null(dir);
 }
 
+static void test_decode_survives_single_byte_mutations(void **state)
+{
+    (void)state;
+    /* Each mutant either fails with a message, or decodes to a Directory whose canonical
+     * encoding is a fixed point (encode(decode(encode(d))) == encode(d)). */
+    static const uint8_t values[] = {0x00, 0x01, 0x02, 0x07, 0x08, 0x1f, 0x20, 0x21,
+                                     0x7f, 0x80, 0xff, 0x0a, 0x12, 0x1a, 0x4b};
+    uint8_t buf[sizeof EXAMPLE_BYTES];
+    size_t decoded = 0, refused = 0;
+    for (size_t pos = 0; pos < sizeof buf; pos++) {
+        for (size_t v = 0; v < sizeof values; v++) {
+            memcpy(buf, EXAMPLE_BYTES, sizeof buf);
+            buf[pos] = values[v];
+            obi_directory *dir = NULL;
+            obi_error *err = NULL;
+            if (obi_directory_decode(buf, sizeof buf, &dir, &err) < 0) {
+                assert_non_null(err);
+                assert_null(strstr(err->message, "malformed protobuf"));
+                obi_error_free(err);
+                refused++;
+                continue;
+            }
+            cleanup_free uint8_t *a = NULL;
+            cleanup_free uint8_t *b = NULL;
+            size_t a_len = 0, b_len = 0;
+            cleanup_directory obi_directory *again = NULL;
+            assert_ok(obi_directory_encode(dir, &a, &a_len, err_ptr_));
+            obi_directory_free(dir);
+            assert_ok(obi_directory_decode(a, a_len, &again, err_ptr_));
+            assert_ok(obi_directory_encode(again, &b, &b_len, err_ptr_));
+            assert_int_equal(a_len, b_len);
+            assert_memory_equal(a, b, a_len);
+            decoded++;
+        }
+    }
+    assert_true(decoded > 0);
+    assert_true(refused > 0);
+}
+
 /* ---- Node messages ------------------------------------------------------------------------- */
 
 static void test_node_encode_matches_hand_written_bytes(void **state)
@@ -701,6 +740,25 @@ static void test_node_decode_rejects_unset_oneof_and_bad_digest(void **state)
     assert_null(n.name.data);
 }
 
+static void test_node_with_empty_member_keeps_the_oneof(void **state)
+{
+    (void)state;
+    cleanup_node obi_node n = {0};
+    assert_int_equal(obi_node_init_symlink(&n, "", 0, "", 0), 0);
+    cleanup_free uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_ok(obi_node_encode(&n, &buf, &len, err_ptr_));
+    static const uint8_t expected[] = {0x1a, 0x00};
+    assert_int_equal(len, sizeof expected);
+    assert_memory_equal(buf, expected, len);
+    cleanup_node obi_node back = {0};
+    assert_ok(obi_node_decode(buf, len, &back, err_ptr_));
+    assert_int_equal(back.kind, OBI_NODE_SYMLINK);
+    assert_int_equal(back.name.len, 0);
+    assert_non_null(back.name.data);
+    assert_int_equal(back.target.len, 0);
+}
+
 /* ---- node_pb ------------------------------------------------------------------------------- */
 
 static void test_node_pb_roundtrips_every_kind(void **state)
@@ -733,6 +791,24 @@ static void test_node_from_pb_rejects_unset_oneof(void **state)
     obi_error *err = NULL;
     obi_node n = {0};
     assert_fails_with(err, obi_node_from_pb(&pb, &n, &err), -EINVAL, "none of directory");
+}
+
+static void test_from_pb_rejects_missing_members(void **state)
+{
+    (void)state;
+    Tvix__Castore__V1__Node pb = TVIX__CASTORE__V1__NODE__INIT;
+    pb.node_case = TVIX__CASTORE__V1__NODE__NODE_FILE;
+    obi_error *err = NULL;
+    obi_node n = {0};
+    assert_fails_with(err, obi_node_from_pb(&pb, &n, &err), -EINVAL, "none of directory");
+    Tvix__Castore__V1__Directory dpb = TVIX__CASTORE__V1__DIRECTORY__INIT;
+    Tvix__Castore__V1__FileNode *files[1] = {NULL};
+    dpb.n_files = 1;
+    dpb.files = files;
+    obi_directory *dir = NULL;
+    assert_fails_with(err, obi_directory_from_pb(&dpb, &dir, &err), -EINVAL,
+                      "files[0]: missing entry");
+    assert_null(dir);
 }
 
 static void test_directory_pb_roundtrip_packs_to_same_bytes(void **state)
@@ -946,11 +1022,14 @@ int main(void)
         cmocka_unit_test(test_decode_rejects_truncated_input),
         cmocka_unit_test(test_decode_rejects_wrong_wire_types),
         cmocka_unit_test(test_decode_rejects_31_byte_digest_naming_entry),
+        cmocka_unit_test(test_decode_survives_single_byte_mutations),
         cmocka_unit_test(test_node_encode_matches_hand_written_bytes),
         cmocka_unit_test(test_node_roundtrips_directory_and_symlink),
         cmocka_unit_test(test_node_decode_rejects_unset_oneof_and_bad_digest),
+        cmocka_unit_test(test_node_with_empty_member_keeps_the_oneof),
         cmocka_unit_test(test_node_pb_roundtrips_every_kind),
         cmocka_unit_test(test_node_from_pb_rejects_unset_oneof),
+        cmocka_unit_test(test_from_pb_rejects_missing_members),
         cmocka_unit_test(test_directory_pb_roundtrip_packs_to_same_bytes),
         cmocka_unit_test(test_json_output_omits_defaults_and_writes_size_as_string),
         cmocka_unit_test(test_json_roundtrips_every_kind),
