@@ -1,0 +1,817 @@
+/*
+ * Service spec generation against spec/service.md: process (user, cwd, args precedence), env
+ * layering without duplicate keys, GPU and distributed env per vendor, capability sets, mounts,
+ * namespaces, resources, device cgroup rules and device lists read from fake device nodes
+ * (mknod in a temp /dev tree: needs root, skipped loudly otherwise), masked paths, bundles.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "ocibuild/fs.h"
+#include "ocibuild/json_util.h"
+#include "ocibuild/service_spec.h"
+#include "test_helpers.h"
+
+#define HEADER "version: v1\ndeployment: web-stack\nservices:\n"
+
+typedef struct fixture {
+    char *dir;
+    char *dev;
+    char *data;
+    obi_deployment *deployment;
+    json_t *config;
+    char **warnings;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = obi_test_tmpdir();
+    f->dev = obi_path_join(f->dir, "dev");
+    f->data = obi_path_join(f->dir, "data");
+    mkdir(f->dev, 0755);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    json_decref(f->config);
+    obi_strv_free(f->warnings);
+    obi_deployment_free(f->deployment);
+    obi_test_tmpdir_remove(f->dir);
+    free(f->dev);
+    free(f->data);
+    free(f);
+    return 0;
+}
+
+static void load(fixture *f, const char *text)
+{
+    obi_deployment_free(f->deployment);
+    f->deployment = NULL;
+    assert_ok(obi_deployment_parse(text, strlen(text), "t.yaml", &f->deployment, err_ptr_));
+}
+
+static obi_service_spec_options default_options(fixture *f)
+{
+    obi_service_spec_options opts = {0};
+    opts.dev_root = f->dev;
+    opts.data_dir = f->data;
+    opts.cgroup = OBI_CGROUP_V2;
+    return opts;
+}
+
+static json_t *generate_with(fixture *f, const char *service, const obi_service_spec_options *o)
+{
+    json_decref(f->config);
+    f->config = NULL;
+    obi_strv_free(f->warnings);
+    f->warnings = NULL;
+    const obi_service *svc = obi_deployment_find(f->deployment, service);
+    assert_non_null(svc);
+    assert_ok(obi_service_spec_generate(f->deployment, svc, o, &f->config, &f->warnings, err_ptr_));
+    return f->config;
+}
+
+static json_t *generate(fixture *f, const char *text)
+{
+    load(f, text);
+    obi_service_spec_options opts = default_options(f);
+    return generate_with(f, "web", &opts);
+}
+
+/* mknod a character device below the fake /dev; false (and a loud message) when not root. */
+static bool fake_node(fixture *f, const char *name, unsigned maj, unsigned min)
+{
+    char *path = obi_path_join(f->dev, name);
+    char *slash = strrchr(path, '/');
+    *slash = '\0';
+    assert_ok(obi_mkdir_p(path, 0755, err_ptr_));
+    *slash = '/';
+    int r = mknod(path, S_IFCHR | 0600, makedev(maj, min));
+    free(path);
+    return r == 0;
+}
+
+#define REQUIRE_ROOT()                                                                             \
+    do {                                                                                           \
+        if (geteuid() != 0) {                                                                      \
+            print_message("!!! SKIPPED: mknod of fake device nodes needs root\n");                 \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+static json_t *path_get(json_t *root, const char *dotted)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", dotted);
+    json_t *node = root;
+    for (char *save = NULL, *tok = strtok_r(buf, ".", &save); tok && node;
+         tok = strtok_r(NULL, ".", &save))
+        node = json_object_get(node, tok);
+    return node;
+}
+
+static bool strv_json_contains(json_t *array, const char *value)
+{
+    size_t i;
+    json_t *item;
+    json_array_foreach(array, i, item) if (!strcmp(json_string_value(item), value)) return true;
+    return false;
+}
+
+static void assert_json_strings(json_t *array, const char *const *expected, size_t n)
+{
+    assert_int_equal(json_array_size(array), n);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(json_string_value(json_array_get(array, i)), expected[i]);
+}
+
+static const char *env_value(json_t *config, const char *name)
+{
+    json_t *env = path_get(config, "process.env");
+    size_t i, len = strlen(name);
+    json_t *item;
+    const char *found = NULL;
+    json_array_foreach(env, i, item)
+    {
+        const char *s = json_string_value(item);
+        if (!strncmp(s, name, len) && s[len] == '=') {
+            assert_null(found); /* never twice */
+            found = s + len + 1;
+        }
+    }
+    return found;
+}
+
+static void assert_no_duplicate_env(json_t *config)
+{
+    json_t *env = path_get(config, "process.env");
+    for (size_t i = 0; i < json_array_size(env); i++)
+        for (size_t j = 0; j < i; j++) {
+            const char *a = json_string_value(json_array_get(env, i));
+            const char *b = json_string_value(json_array_get(env, j));
+            size_t la = strcspn(a, "="), lb = strcspn(b, "=");
+            assert_false(la == lb && !strncmp(a, b, la));
+        }
+}
+
+static json_t *find_rule(json_t *config, long maj, long min)
+{
+    json_t *rules = path_get(config, "linux.resources.devices");
+    size_t i;
+    json_t *rule;
+    json_array_foreach(rules, i, rule)
+    {
+        json_t *jmaj = json_object_get(rule, "major"), *jmin = json_object_get(rule, "minor");
+        if (jmaj && json_integer_value(jmaj) == maj &&
+            (min < 0 ? !jmin : jmin && json_integer_value(jmin) == min))
+            return rule;
+    }
+    return NULL;
+}
+
+static json_t *find_device(json_t *config, const char *path)
+{
+    json_t *devices = path_get(config, "linux.devices");
+    size_t i;
+    json_t *dev;
+    json_array_foreach(devices, i, dev) if (!strcmp(json_string_value(json_object_get(dev, "path")),
+                                                    path)) return dev;
+    return NULL;
+}
+
+/* ---- process ----------------------------------------------------------------------------- */
+
+static void test_spec_defaults(void **state)
+{
+    fixture *f = *state;
+    json_t *c = generate(f, HEADER "  web: {}\n");
+    assert_string_equal(json_string_value(json_object_get(c, "ociVersion")), "1.0.2");
+    assert_string_equal(json_string_value(path_get(c, "root.path")), "rootfs");
+    assert_true(json_is_false(path_get(c, "root.readonly")));
+    assert_true(json_is_false(path_get(c, "process.terminal")));
+    assert_int_equal(json_integer_value(path_get(c, "process.user.uid")), 0);
+    assert_int_equal(json_integer_value(path_get(c, "process.user.gid")), 0);
+    assert_string_equal(json_string_value(path_get(c, "process.cwd")), "/");
+    static const char *const sh[] = {"/bin/sh"};
+    assert_json_strings(path_get(c, "process.args"), sh, 1);
+    assert_true(json_is_true(path_get(c, "process.noNewPrivileges")));
+    assert_string_equal(json_string_value(json_object_get(c, "hostname")), "web-rep-1");
+    assert_string_equal(env_value(c, "PATH"),
+                        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    assert_string_equal(env_value(c, "TERM"), "xterm");
+    assert_string_equal(json_string_value(path_get(c, "linux.rootfsPropagation")), "private");
+    assert_null(path_get(c, "linux.resources.cpu"));
+    assert_null(path_get(c, "linux.resources.memory"));
+}
+
+static void test_spec_args_precedence(void **state)
+{
+    fixture *f = *state;
+    char *image_ep[] = {"/image-ep", "x", NULL};
+    char *image_cmd[] = {"/image-cmd", NULL};
+    obi_image_config image = {.entrypoint = image_ep, .cmd = image_cmd};
+    obi_service_spec_options opts = default_options(f);
+    opts.image = &image;
+    load(f, HEADER "  both: {command: {entrypoint: [/ep, a], args: [b]}}\n"
+                   "  ep: {command: {entrypoint: [/ep]}}\n"
+                   "  args: {command: {args: [/args, c]}}\n"
+                   "  none: {}\n");
+    static const char *const both[] = {"/ep", "a", "b"};
+    assert_json_strings(path_get(generate_with(f, "both", &opts), "process.args"), both, 3);
+    static const char *const ep[] = {"/ep"};
+    assert_json_strings(path_get(generate_with(f, "ep", &opts), "process.args"), ep, 1);
+    static const char *const args[] = {"/args", "c"};
+    assert_json_strings(path_get(generate_with(f, "args", &opts), "process.args"), args, 2);
+    static const char *const img[] = {"/image-ep", "x", "/image-cmd"};
+    assert_json_strings(path_get(generate_with(f, "none", &opts), "process.args"), img, 3);
+    image.entrypoint = NULL;
+    static const char *const cmd_only[] = {"/image-cmd"};
+    assert_json_strings(path_get(generate_with(f, "none", &opts), "process.args"), cmd_only, 1);
+    char *override[] = {"/override", NULL};
+    opts.args_override = override;
+    static const char *const ov[] = {"/override"};
+    assert_json_strings(path_get(generate_with(f, "both", &opts), "process.args"), ov, 1);
+}
+
+static void test_spec_cwd_precedence(void **state)
+{
+    fixture *f = *state;
+    obi_image_config image = {.working_dir = "/image-wd"};
+    obi_service_spec_options opts = default_options(f);
+    opts.image = &image;
+    load(f, HEADER "  wd: {command: {workdir: /svc}}\n  none: {}\n");
+    assert_string_equal(json_string_value(path_get(generate_with(f, "wd", &opts), "process.cwd")),
+                        "/svc");
+    assert_string_equal(json_string_value(path_get(generate_with(f, "none", &opts), "process.cwd")),
+                        "/image-wd");
+    opts.cwd_override = "/override";
+    assert_string_equal(json_string_value(path_get(generate_with(f, "wd", &opts), "process.cwd")),
+                        "/override");
+}
+
+static void write_rootfs_file(fixture *f, const char *relative, const char *text)
+{
+    char *path = obi_path_join(f->dir, relative);
+    char *slash = strrchr(path, '/');
+    *slash = '\0';
+    assert_ok(obi_mkdir_p(path, 0755, err_ptr_));
+    *slash = '/';
+    assert_ok(obi_write_file(path, text, strlen(text), 0644, err_ptr_));
+    free(path);
+}
+
+static void test_spec_user_resolution(void **state)
+{
+    fixture *f = *state;
+    write_rootfs_file(f, "rootfs/etc/passwd",
+                      "root:x:0:0:root:/root:/bin/sh\nwww:x:33:34:www:/var/www:/bin/false\n");
+    write_rootfs_file(f, "rootfs/etc/group", "root:x:0:\nstaff:x:50:\n");
+    char *rootfs = obi_path_join(f->dir, "rootfs");
+    static const struct {
+        const char *user;
+        unsigned uid, gid;
+    } ok[] = {
+        {"1000", 1000, 1000},  {"1000:2000", 1000, 2000}, {"www", 33, 34},
+        {"www:staff", 33, 50}, {"www:7", 33, 7},          {"5:staff", 5, 50},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        unsigned uid = 99, gid = 99;
+        assert_ok(obi_resolve_user(ok[i].user, rootfs, &uid, &gid, err_ptr_));
+        assert_int_equal(uid, ok[i].uid);
+        assert_int_equal(gid, ok[i].gid);
+    }
+    obi_error *err = NULL;
+    unsigned uid, gid;
+    assert_fails_with(err, obi_resolve_user("nobody", rootfs, &uid, &gid, &err), -ENOENT,
+                      "image User \"nobody\": \"nobody\" not found in");
+    assert_fails_with(err, obi_resolve_user("www:wheel", rootfs, &uid, &gid, &err), -ENOENT,
+                      "\"wheel\" not found");
+    assert_fails_with(err, obi_resolve_user("ww", rootfs, &uid, &gid, &err), -ENOENT, "not found");
+    assert_fails_with(err, obi_resolve_user("www", NULL, &uid, &gid, &err), -ENOENT,
+                      "without a rootfs");
+    assert_fails_with(err, obi_resolve_user("1:", rootfs, &uid, &gid, &err), -EINVAL,
+                      "expected uid[:gid]");
+    /* A symlink to a host file resolves inside the rootfs, never on the host. */
+    char *passwd = obi_path_join(rootfs, "etc/passwd");
+    unlink(passwd);
+    assert_int_equal(symlink("/etc/real-passwd", passwd), 0);
+    write_rootfs_file(f, "rootfs/etc/real-passwd", "root:x:7:8::/:/bin/sh\n");
+    assert_ok(obi_resolve_user("root", rootfs, &uid, &gid, err_ptr_));
+    assert_int_equal(uid, 7);
+    assert_int_equal(gid, 8);
+
+    obi_image_config image = {.user = "www:staff"};
+    unlink(passwd);
+    free(passwd);
+    write_rootfs_file(f, "rootfs/etc/passwd", "www:x:33:34::/:/bin/false\n");
+    obi_service_spec_options opts = default_options(f);
+    opts.image = &image;
+    opts.rootfs = rootfs;
+    load(f, HEADER "  web: {}\n");
+    json_t *c = generate_with(f, "web", &opts);
+    assert_int_equal(json_integer_value(path_get(c, "process.user.uid")), 33);
+    assert_int_equal(json_integer_value(path_get(c, "process.user.gid")), 50);
+    image.user = "ghost";
+    const obi_service *svc = obi_deployment_find(f->deployment, "web");
+    json_t *out = NULL;
+    assert_fails_with(err, obi_service_spec_generate(f->deployment, svc, &opts, &out, NULL, &err),
+                      -ENOENT, "\"ghost\" not found");
+    assert_null(out);
+    free(rootfs);
+}
+
+/* ---- env --------------------------------------------------------------------------------- */
+
+static void test_spec_env_layers_replace_without_duplicates(void **state)
+{
+    fixture *f = *state;
+    char *image_env[] = {"PATH=/image/bin", "A=image", "B=image", "TERM=vt100", NULL};
+    obi_image_config image = {.env = image_env};
+    char *extra[] = {"B=extra", "C=extra", NULL};
+    obi_service_spec_options opts = default_options(f);
+    opts.image = &image;
+    opts.extra_env = extra;
+    setenv("OBI_SPEC_TEST", "from-env", 1);
+    load(f, HEADER "  web:\n    env: {A: spec, B: spec, PATH: /spec/bin, E: $E:OBI_SPEC_TEST}\n"
+                   "    resources: {gpu: {count: 2}}\n");
+    json_t *c = generate_with(f, "web", &opts);
+    assert_no_duplicate_env(c);
+    assert_string_equal(env_value(c, "PATH"), "/spec/bin");
+    assert_string_equal(env_value(c, "TERM"), "vt100");
+    assert_string_equal(env_value(c, "A"), "spec");
+    assert_string_equal(env_value(c, "B"), "extra");
+    assert_string_equal(env_value(c, "C"), "extra");
+    assert_string_equal(env_value(c, "E"), "from-env");
+    assert_string_equal(env_value(c, "NVIDIA_VISIBLE_DEVICES"), "0,1");
+    /* GPU visibility is the last layer: it wins over a user-provided value */
+    char *extra_gpu[] = {"CUDA_VISIBLE_DEVICES=7", NULL};
+    opts.extra_env = extra_gpu;
+    c = generate_with(f, "web", &opts);
+    assert_no_duplicate_env(c);
+    assert_string_equal(env_value(c, "CUDA_VISIBLE_DEVICES"), "0,1");
+    unsetenv("OBI_SPEC_TEST");
+    const obi_service *svc = obi_deployment_find(f->deployment, "web");
+    json_t *out = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_service_spec_generate(f->deployment, svc, &opts, &out, NULL, &err),
+                      -ENOENT, "services.web.env.E: environment variable \"OBI_SPEC_TEST\"");
+    char *bad_extra[] = {"NOEQUALS", NULL};
+    opts.extra_env = bad_extra;
+    setenv("OBI_SPEC_TEST", "x", 1);
+    assert_fails_with(err, obi_service_spec_generate(f->deployment, svc, &opts, &out, NULL, &err),
+                      -EINVAL, "extra env[0]: \"NOEQUALS\" is not KEY=value");
+    unsetenv("OBI_SPEC_TEST");
+}
+
+static void test_spec_unresolved_secret_never_reaches_config(void **state)
+{
+    fixture *f = *state;
+    load(f, HEADER "  web: {env: {P: $S:pass}}\n");
+    obi_service_spec_options opts = default_options(f);
+    const obi_service *svc = obi_deployment_find(f->deployment, "web");
+    json_t *out = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_service_spec_generate(f->deployment, svc, &opts, &out, NULL, &err),
+                      -ENOENT, "services.web.env.P: \"$S:pass\": no secrets provider");
+    assert_null(out);
+}
+
+static void test_spec_gpu_env_per_vendor(void **state)
+{
+    fixture *f = *state;
+    json_t *c = generate(f, HEADER "  web: {resources: {gpu: {count: 3, vendor: amd}}}\n");
+    assert_string_equal(env_value(c, "ROCR_VISIBLE_DEVICES"), "0,1,2");
+    assert_string_equal(env_value(c, "HIP_VISIBLE_DEVICES"), "0,1,2");
+    assert_null(env_value(c, "NVIDIA_VISIBLE_DEVICES"));
+    c = generate(f, HEADER "  web: {resources: {gpu: {count: 1, vendor: intel}}}\n");
+    assert_string_equal(env_value(c, "ZE_AFFINITY_MASK"), "0");
+    assert_null(env_value(c, "ROCR_VISIBLE_DEVICES"));
+    c = generate(f, HEADER "  web: {resources: {gpu: {count: 1, vendor: nvidia}}}\n");
+    assert_string_equal(env_value(c, "NVIDIA_VISIBLE_DEVICES"), "0");
+    assert_string_equal(env_value(c, "CUDA_VISIBLE_DEVICES"), "0");
+    assert_null(env_value(c, "MASTER_ADDR"));
+    c = generate(f, HEADER "  web: {resources: {gpu: {count: 1, vendor: acme}}}\n");
+    assert_null(env_value(c, "NVIDIA_VISIBLE_DEVICES"));
+    assert_null(env_value(c, "ZE_AFFINITY_MASK"));
+}
+
+static void test_spec_distributed_env(void **state)
+{
+    fixture *f = *state;
+    json_t *c =
+        generate(f, HEADER "  web: {resources: {gpu: {distributed: {master_port: 1234}}}}\n");
+    assert_string_equal(env_value(c, "MASTER_PORT"), "1234");
+    assert_string_equal(env_value(c, "MASTER_ADDR"), "web");
+    assert_string_equal(env_value(c, "WORLD_SIZE"), "1");
+    assert_string_equal(env_value(c, "RANK"), "0");
+    assert_string_equal(env_value(c, "LOCAL_RANK"), "0");
+    assert_string_equal(env_value(c, "NCCL_SOCKET_IFNAME"), "eth0");
+    assert_null(env_value(c, "GLOO_SOCKET_IFNAME"));
+    c = generate(f, HEADER "  web: {resources: {gpu: {distributed: {backend: gloo}}}}\n");
+    assert_string_equal(env_value(c, "GLOO_SOCKET_IFNAME"), "eth0");
+    assert_string_equal(env_value(c, "MASTER_PORT"), "29500");
+    assert_null(env_value(c, "NCCL_SOCKET_IFNAME"));
+}
+
+/* ---- capabilities ------------------------------------------------------------------------ */
+
+static void test_spec_capability_sets(void **state)
+{
+    fixture *f = *state;
+    static const char *sets[] = {"bounding", "effective", "permitted"};
+    json_t *c = generate(f, HEADER "  web: {}\n");
+    for (size_t s = 0; s < 3; s++) {
+        char key[64];
+        snprintf(key, sizeof key, "process.capabilities.%s", sets[s]);
+        assert_json_strings(path_get(c, key), (const char *const *)OBI_DEFAULT_CAPABILITIES,
+                            OBI_DEFAULT_CAPABILITY_COUNT);
+    }
+    assert_int_equal(json_array_size(path_get(c, "process.capabilities.inheritable")), 0);
+    assert_int_equal(json_array_size(path_get(c, "process.capabilities.ambient")), 0);
+
+    c = generate(f, HEADER "  web: {privileged: true}\n");
+    for (size_t s = 0; s < 3; s++) {
+        char key[64];
+        snprintf(key, sizeof key, "process.capabilities.%s", sets[s]);
+        assert_json_strings(path_get(c, key), (const char *const *)OBI_CAPABILITIES, 41);
+    }
+    assert_true(json_is_false(path_get(c, "process.noNewPrivileges")));
+
+    c = generate(f, HEADER "  web: {capabilities: [sys_admin, CAP_KILL]}\n");
+    static const char *const explicit_caps[] = {"CAP_SYS_ADMIN", "CAP_KILL"};
+    assert_json_strings(path_get(c, "process.capabilities.effective"), explicit_caps, 2);
+    assert_true(json_is_false(path_get(c, "process.noNewPrivileges")));
+    assert_int_equal(json_array_size(path_get(c, "process.capabilities.ambient")), 0);
+
+    c = generate(f, HEADER "  web: {capabilities: []}\n");
+    assert_int_equal(json_array_size(path_get(c, "process.capabilities.bounding")), 0);
+}
+
+/* ---- mounts, namespaces, resources ------------------------------------------------------- */
+
+static void test_spec_mounts_in_order(void **state)
+{
+    fixture *f = *state;
+    json_t *c =
+        generate(f, HEADER "  web:\n    scale: {replicas: 3}\n    storage:\n"
+                           "      - {type: tmpfs, target: /run/app, size: 64Mi, mode: \"1777\"}\n"
+                           "      - {type: bind, source: /srv, target: /data, readonly: true}\n"
+                           "      - {type: named, name: cache, target: /cache}\n"
+                           "      - {type: anonymous, target: /scratch}\n"
+                           "      - {type: s3, bucket: models, prefix: v1/, target: /models}\n"
+                           "      - {type: tmpfs, target: /t2}\n");
+    json_t *mounts = json_object_get(c, "mounts");
+    static const char *const dest[] = {
+        "/proc",    "/dev",  "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup",
+        "/run/app", "/data", "/cache",   "/scratch", "/models",     "/t2"};
+    assert_int_equal(json_array_size(mounts), 13);
+    for (size_t i = 0; i < 13; i++)
+        assert_string_equal(
+            json_string_value(json_object_get(json_array_get(mounts, i), "destination")), dest[i]);
+    json_t *sys = json_array_get(mounts, 5);
+    assert_true(strv_json_contains(json_object_get(sys, "options"), "ro"));
+    json_t *cg = json_array_get(mounts, 6);
+    assert_string_equal(json_string_value(json_object_get(cg, "type")), "cgroup2");
+    json_t *tmpfs = json_array_get(mounts, 7);
+    static const char *const tmpfs_opts[] = {"nosuid", "nodev", "size=67108864", "mode=1777"};
+    assert_json_strings(json_object_get(tmpfs, "options"), tmpfs_opts, 4);
+    static const char *const t2_opts[] = {"nosuid", "nodev"};
+    assert_json_strings(json_object_get(json_array_get(mounts, 12), "options"), t2_opts, 2);
+    json_t *bind = json_array_get(mounts, 8);
+    assert_string_equal(json_string_value(json_object_get(bind, "type")), "none");
+    assert_string_equal(json_string_value(json_object_get(bind, "source")), "/srv");
+    static const char *const ro[] = {"rbind", "ro"}, *const rw[] = {"rbind", "rw"};
+    assert_json_strings(json_object_get(bind, "options"), ro, 2);
+    json_t *named = json_array_get(mounts, 9);
+    assert_json_strings(json_object_get(named, "options"), rw, 2);
+    char expected[512];
+    snprintf(expected, sizeof expected, "%s/volumes/web-stack/cache", f->data);
+    assert_string_equal(json_string_value(json_object_get(named, "source")), expected);
+    snprintf(expected, sizeof expected, "%s/anonymous/web-stack/web-rep-1/3", f->data);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(mounts, 10), "source")),
+                        expected);
+    snprintf(expected, sizeof expected, "%s/s3/models/v1", f->data);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(mounts, 11), "source")),
+                        expected);
+
+    load(f, HEADER "  web: {privileged: true, scale: {replicas: 2}}\n");
+    obi_service_spec_options opts = default_options(f);
+    opts.cgroup = OBI_CGROUP_V1;
+    opts.replica = 2;
+    c = generate_with(f, "web", &opts);
+    mounts = json_object_get(c, "mounts");
+    assert_false(strv_json_contains(json_object_get(json_array_get(mounts, 5), "options"), "ro"));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(mounts, 6), "type")),
+                        "cgroup");
+    assert_string_equal(json_string_value(json_object_get(c, "hostname")), "web-rep-2");
+}
+
+static void test_spec_namespaces(void **state)
+{
+    fixture *f = *state;
+    json_t *c = generate(f, HEADER "  web: {hostname: box}\n");
+    json_t *ns = path_get(c, "linux.namespaces");
+    static const char *const types[] = {"pid", "ipc", "uts", "mount", "network"};
+    assert_int_equal(json_array_size(ns), 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_string_equal(json_string_value(json_object_get(json_array_get(ns, i), "type")),
+                            types[i]);
+    assert_string_equal(json_string_value(json_object_get(c, "hostname")), "box");
+    c = generate(f, HEADER "  web: {host_network: true}\n");
+    assert_int_equal(json_array_size(path_get(c, "linux.namespaces")), 4);
+}
+
+static void test_spec_cpu_and_memory(void **state)
+{
+    fixture *f = *state;
+    json_t *c = generate(f, HEADER "  web: {resources: {cpu: 1.5, memory: 2G}}\n");
+    assert_int_equal(json_integer_value(path_get(c, "linux.resources.cpu.quota")), 150000);
+    assert_int_equal(json_integer_value(path_get(c, "linux.resources.cpu.period")), 100000);
+    assert_int_equal(json_integer_value(path_get(c, "linux.resources.memory.limit")), 2000000000);
+    c = generate(f, HEADER "  web: {resources: {cpu: 0.01}}\n");
+    assert_int_equal(json_integer_value(path_get(c, "linux.resources.cpu.quota")), 1000);
+}
+
+static void test_spec_replica_range(void **state)
+{
+    fixture *f = *state;
+    load(f, HEADER "  web: {scale: {replicas: 2}}\n");
+    obi_service_spec_options opts = default_options(f);
+    opts.replica = 3;
+    const obi_service *svc = obi_deployment_find(f->deployment, "web");
+    json_t *out = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_service_spec_generate(f->deployment, svc, &opts, &out, NULL, &err),
+                      -EINVAL, "services.web: replica 3 is out of range 1..2");
+    char *id = obi_service_container_id("web", 2);
+    assert_string_equal(id, "web-rep-2");
+    free(id);
+}
+
+/* ---- devices ----------------------------------------------------------------------------- */
+
+static void test_spec_default_device_rules(void **state)
+{
+    fixture *f = *state;
+    json_t *c = generate(f, HEADER "  web: {}\n");
+    json_t *rules = path_get(c, "linux.resources.devices");
+    assert_int_equal(json_array_size(rules), 10);
+    json_t *deny = json_array_get(rules, 0);
+    assert_true(json_is_false(json_object_get(deny, "allow")));
+    assert_string_equal(json_string_value(json_object_get(deny, "access")), "rwm");
+    assert_null(json_object_get(deny, "major"));
+    static const long expected[][2] = {{1, 3}, {1, 5}, {1, 7}, {1, 8},   {1, 9},
+                                       {5, 0}, {5, 1}, {5, 2}, {136, -1}};
+    for (size_t i = 0; i < 9; i++) {
+        json_t *rule = json_array_get(rules, i + 1);
+        assert_true(json_is_true(json_object_get(rule, "allow")));
+        assert_string_equal(json_string_value(json_object_get(rule, "type")), "c");
+        assert_string_equal(json_string_value(json_object_get(rule, "access")), "rwm");
+        assert_int_equal(json_integer_value(json_object_get(rule, "major")), expected[i][0]);
+        if (expected[i][1] < 0)
+            assert_null(json_object_get(rule, "minor"));
+        else
+            assert_int_equal(json_integer_value(json_object_get(rule, "minor")), expected[i][1]);
+    }
+    assert_int_equal(json_array_size(path_get(c, "linux.devices")), 0);
+    assert_int_equal(json_array_size(path_get(c, "linux.maskedPaths")), 10);
+    assert_string_equal(json_string_value(json_array_get(path_get(c, "linux.maskedPaths"), 9)),
+                        "/sys/firmware");
+    assert_int_equal(json_array_size(path_get(c, "linux.readonlyPaths")), 5);
+}
+
+static void test_spec_privileged_allows_all_devices_and_masks_nothing(void **state)
+{
+    fixture *f = *state;
+    json_t *c = generate(f, HEADER "  web: {privileged: true}\n");
+    json_t *rules = path_get(c, "linux.resources.devices");
+    assert_int_equal(json_array_size(rules), 1);
+    assert_true(json_is_true(json_object_get(json_array_get(rules, 0), "allow")));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rules, 0), "access")),
+                        "rwm");
+    assert_int_equal(json_array_size(path_get(c, "linux.maskedPaths")), 0);
+    assert_int_equal(json_array_size(path_get(c, "linux.readonlyPaths")), 0);
+}
+
+static void test_spec_devices_read_from_nodes_with_large_numbers(void **state)
+{
+    REQUIRE_ROOT();
+    fixture *f = *state;
+    assert_true(fake_node(f, "kvm", 10, 232));
+    assert_true(fake_node(f, "big", 300, 70000)); /* 8-bit masking would give 44:112 */
+    assert_true(fake_node(f, "ro", 4, 1));
+    char *block = obi_path_join(f->dev, "sda");
+    assert_int_equal(mknod(block, S_IFBLK | 0600, makedev(8, 0)), 0);
+    free(block);
+    json_t *c =
+        generate(f, HEADER "  web:\n    devices:\n"
+                           "      - {path: /dev/kvm, read: true, write: true, mknod: true}\n"
+                           "      - {path: /dev/big}\n"
+                           "      - {path: /dev/ro, read: true}\n"
+                           "      - {path: /dev/sda, write: true}\n"
+                           "      - {path: /dev/absent}\n");
+    json_t *rule = find_rule(c, 10, 232);
+    assert_non_null(rule);
+    assert_string_equal(json_string_value(json_object_get(rule, "access")), "rwm");
+    rule = find_rule(c, 300, 70000);
+    assert_non_null(rule);
+    assert_string_equal(json_string_value(json_object_get(rule, "access")), "rw");
+    assert_null(find_rule(c, 44, 112));
+    assert_string_equal(json_string_value(json_object_get(find_rule(c, 4, 1), "access")), "r");
+    rule = find_rule(c, 8, 0);
+    assert_string_equal(json_string_value(json_object_get(rule, "type")), "b");
+    assert_string_equal(json_string_value(json_object_get(rule, "access")), "w");
+    json_t *dev = find_device(c, "/dev/big");
+    assert_non_null(dev);
+    assert_int_equal(json_integer_value(json_object_get(dev, "major")), 300);
+    assert_int_equal(json_integer_value(json_object_get(dev, "minor")), 70000);
+    assert_int_equal(json_integer_value(json_object_get(dev, "fileMode")), 0666);
+    assert_int_equal(json_integer_value(json_object_get(dev, "uid")), 0);
+    assert_int_equal(json_integer_value(json_object_get(dev, "gid")), 0);
+    assert_string_equal(json_string_value(json_object_get(find_device(c, "/dev/sda"), "type")),
+                        "b");
+    assert_int_equal(json_array_size(path_get(c, "linux.devices")), 4);
+    /* the missing node is skipped with a warning naming it */
+    assert_non_null(f->warnings);
+    assert_non_null(strstr(f->warnings[0], "services.web.devices[4]"));
+    assert_non_null(strstr(f->warnings[0], "/dev/absent does not exist"));
+    assert_null(f->warnings[1]);
+    assert_null(find_device(c, "/dev/absent"));
+}
+
+static void test_spec_device_that_is_not_a_node_fails(void **state)
+{
+    fixture *f = *state;
+    char *path = obi_path_join(f->dev, "plain");
+    assert_ok(obi_write_file(path, "x", 1, 0644, err_ptr_));
+    free(path);
+    load(f, HEADER "  web: {devices: [{path: /dev/plain}]}\n");
+    obi_service_spec_options opts = default_options(f);
+    json_t *out = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err,
+                      obi_service_spec_generate(f->deployment, &f->deployment->services[0], &opts,
+                                                &out, NULL, &err),
+                      -EINVAL, "services.web.devices[0]: ");
+}
+
+static void test_spec_nvidia_devices(void **state)
+{
+    REQUIRE_ROOT();
+    fixture *f = *state;
+    assert_true(fake_node(f, "nvidiactl", 195, 255));
+    assert_true(fake_node(f, "nvidia-uvm", 508, 0));
+    assert_true(fake_node(f, "nvidia0", 195, 0));
+    assert_true(fake_node(f, "nvidia1", 195, 1));
+    json_t *c = generate(f, HEADER "  web: {resources: {gpu: {count: 3, vendor: nvidia}}}\n");
+    assert_non_null(find_device(c, "/dev/nvidiactl"));
+    assert_non_null(find_device(c, "/dev/nvidia-uvm"));
+    assert_null(find_device(c, "/dev/nvidia-uvm-tools"));
+    assert_non_null(find_device(c, "/dev/nvidia0"));
+    assert_non_null(find_device(c, "/dev/nvidia1"));
+    assert_null(find_device(c, "/dev/nvidia2"));
+    assert_int_equal(json_array_size(path_get(c, "linux.devices")), 4);
+    json_t *rule = find_rule(c, 195, -1);
+    assert_non_null(rule);
+    assert_string_equal(json_string_value(json_object_get(rule, "access")), "rwm");
+    assert_non_null(find_rule(c, 508, -1));
+    assert_null(find_rule(c, 226, -1));
+    assert_non_null(f->warnings);
+    assert_non_null(strstr(f->warnings[0], "nvidia2 does not exist"));
+}
+
+static void test_spec_amd_devices(void **state)
+{
+    REQUIRE_ROOT();
+    fixture *f = *state;
+    assert_true(fake_node(f, "kfd", 235, 0));
+    assert_true(fake_node(f, "dri/renderD128", 226, 128));
+    assert_true(fake_node(f, "dri/card0", 226, 0));
+    assert_true(fake_node(f, "dri/renderD129", 226, 129));
+    assert_true(fake_node(f, "dri/card1", 226, 1));
+    json_t *c = generate(f, HEADER "  web: {resources: {gpu: {count: 2, vendor: amd}}}\n");
+    static const char *const paths[] = {"/dev/kfd", "/dev/dri/renderD128", "/dev/dri/card0",
+                                        "/dev/dri/renderD129", "/dev/dri/card1"};
+    for (size_t i = 0; i < 5; i++)
+        assert_non_null(find_device(c, paths[i]));
+    assert_int_equal(
+        json_integer_value(json_object_get(find_device(c, "/dev/dri/renderD129"), "minor")), 129);
+    assert_non_null(find_rule(c, 226, -1));
+    assert_non_null(find_rule(c, 235, -1));
+    assert_null(find_rule(c, 195, -1));
+    assert_null(f->warnings);
+}
+
+static void test_spec_intel_and_unknown_vendor_devices(void **state)
+{
+    REQUIRE_ROOT();
+    fixture *f = *state;
+    assert_true(fake_node(f, "dri/renderD128", 226, 128));
+    assert_true(fake_node(f, "dri/card0", 226, 0));
+    assert_true(fake_node(f, "kfd", 235, 0));
+    json_t *c = generate(f, HEADER "  web: {resources: {gpu: {count: 1, vendor: intel}}}\n");
+    assert_non_null(find_device(c, "/dev/dri/renderD128"));
+    assert_non_null(find_device(c, "/dev/dri/card0"));
+    assert_null(find_device(c, "/dev/kfd"));
+    assert_non_null(find_rule(c, 226, -1));
+    assert_null(find_rule(c, 235, -1));
+    c = generate(f, HEADER "  web: {resources: {gpu: {count: 1, vendor: acme}}}\n");
+    assert_int_equal(json_array_size(path_get(c, "linux.devices")), 0);
+    assert_non_null(find_rule(c, 226, -1));
+}
+
+/* ---- bundles ----------------------------------------------------------------------------- */
+
+static void test_bundle_write_creates_config_rootfs_and_volumes(void **state)
+{
+    fixture *f = *state;
+    load(f, HEADER "  web:\n    storage:\n      - {type: named, name: cache, target: /cache}\n"
+                   "      - {type: anonymous, target: /scratch}\n");
+    obi_service_spec_options opts = default_options(f);
+    char *bundle = obi_path_join(f->dir, "bundles/web-rep-1");
+    char **warnings = NULL;
+    assert_ok(obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
+                                       "/some/rootfs", &warnings, err_ptr_));
+    assert_null(warnings);
+    char *config = obi_path_join(bundle, "config.json");
+    json_error_t jerr;
+    json_t *doc = json_load_file(config, 0, &jerr);
+    assert_non_null(doc);
+    assert_string_equal(json_string_value(json_object_get(doc, "hostname")), "web-rep-1");
+    json_decref(doc);
+    char *rootfs = obi_path_join(bundle, "rootfs");
+    char target[256] = "";
+    assert_true(readlink(rootfs, target, sizeof target - 1) > 0);
+    assert_string_equal(target, "/some/rootfs");
+    char *named =
+        obi_service_storage_source(f->deployment, &f->deployment->services[0], 1, 0, f->data);
+    char *anon =
+        obi_service_storage_source(f->deployment, &f->deployment->services[0], 1, 1, f->data);
+    struct stat st;
+    assert_int_equal(stat(named, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(stat(anon, &st), 0);
+    /* rewriting with no rootfs source replaces the symlink by an empty directory */
+    assert_ok(obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
+                                       NULL, NULL, err_ptr_));
+    assert_int_equal(lstat(rootfs, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    free(named);
+    free(anon);
+    free(rootfs);
+    free(config);
+    free(bundle);
+}
+
+static void test_bundle_write_requires_s3_mount_path(void **state)
+{
+    fixture *f = *state;
+    load(f, HEADER "  web: {storage: [{type: s3, bucket: models, target: /m}]}\n");
+    obi_service_spec_options opts = default_options(f);
+    char *bundle = obi_path_join(f->dir, "b");
+    obi_error *err = NULL;
+    assert_fails_with(err,
+                      obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts,
+                                               bundle, NULL, NULL, &err),
+                      -ENOENT, "services.web.storage[0]: s3 mount source");
+    assert_int_equal(access(bundle, F_OK), -1); /* nothing written */
+    free(bundle);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_spec_defaults),
+        T(test_spec_args_precedence),
+        T(test_spec_cwd_precedence),
+        T(test_spec_user_resolution),
+        T(test_spec_env_layers_replace_without_duplicates),
+        T(test_spec_unresolved_secret_never_reaches_config),
+        T(test_spec_gpu_env_per_vendor),
+        T(test_spec_distributed_env),
+        T(test_spec_capability_sets),
+        T(test_spec_mounts_in_order),
+        T(test_spec_namespaces),
+        T(test_spec_cpu_and_memory),
+        T(test_spec_replica_range),
+        T(test_spec_default_device_rules),
+        T(test_spec_privileged_allows_all_devices_and_masks_nothing),
+        T(test_spec_devices_read_from_nodes_with_large_numbers),
+        T(test_spec_device_that_is_not_a_node_fails),
+        T(test_spec_nvidia_devices),
+        T(test_spec_amd_devices),
+        T(test_spec_intel_and_unknown_vendor_devices),
+        T(test_bundle_write_creates_config_rootfs_and_volumes),
+        T(test_bundle_write_requires_s3_mount_path),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
