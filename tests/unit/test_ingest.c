@@ -1,0 +1,297 @@
+/*
+ * Unit tests for ingest (src/castore/ingest.c) against the memory store: node kinds, the
+ * executable bit, names, symlinks never followed, special files refused with no directory
+ * committed, the reference scanner fed contents and targets (not names), deep trees.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ocibuild/fs.h"
+#include "ocibuild/ingest.h"
+#include "test_helpers.h"
+
+typedef struct fixture {
+    char *tmp;
+    obi_blob_service *blobs;
+    obi_directory_service *dirs;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->tmp = obi_test_tmpdir();
+    assert_non_null(f->tmp);
+    assert_ok(obi_memory_blob_service_new(&f->blobs, err_ptr_));
+    assert_ok(obi_memory_directory_service_new(&f->dirs, err_ptr_));
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    obi_blob_service_free(f->blobs);
+    obi_directory_service_free(f->dirs);
+    obi_test_tmpdir_remove(f->tmp);
+    free(f);
+    return 0;
+}
+
+static char *path_in(fixture *f, const char *rel)
+{
+    char *p = obi_path_join(f->tmp, rel);
+    assert_non_null(p);
+    return p;
+}
+
+static void write_text(fixture *f, const char *rel, const char *text, mode_t mode)
+{
+    cleanup_free char *p = path_in(f, rel);
+    assert_ok(obi_write_file(p, text, strlen(text), mode, err_ptr_));
+    assert_int_equal(chmod(p, mode), 0);
+}
+
+static void make_dir(fixture *f, const char *rel)
+{
+    cleanup_free char *p = path_in(f, rel);
+    assert_ok(obi_mkdir_p(p, 0755, err_ptr_));
+}
+
+static void ingest(fixture *f, const char *rel, const obi_ingest_options *opts, obi_node *out)
+{
+    cleanup_free char *p = path_in(f, rel);
+    assert_ok(obi_ingest_path(f->blobs, f->dirs, p, opts, out, err_ptr_));
+}
+
+static void test_ingest_file_is_a_blob_with_its_size(void **state)
+{
+    fixture *f = *state;
+    write_text(f, "hello", "hello\n", 0644);
+    cleanup_node obi_node node = {0};
+    ingest(f, "hello", NULL, &node);
+    assert_int_equal(node.kind, OBI_NODE_FILE);
+    assert_string_equal((char *)node.name.data, "hello");
+    assert_int_equal(node.size, 6);
+    assert_false(node.executable);
+    obi_digest expected;
+    obi_digest_of("hello\n", 6, &expected);
+    assert_true(obi_digest_equal(&node.digest, &expected));
+    cleanup_free uint8_t *data = NULL;
+    size_t len = 0;
+    assert_ok(obi_blob_get_bytes(f->blobs, &node.digest, 100, &data, &len, err_ptr_));
+    assert_int_equal(len, 6);
+    assert_memory_equal(data, "hello\n", 6);
+}
+
+static void test_ingest_executable_iff_owner_execute_bit(void **state)
+{
+    fixture *f = *state;
+    write_text(f, "owner", "x", 0700);
+    write_text(f, "group", "x", 0654);
+    write_text(f, "other", "x", 0645);
+    cleanup_node obi_node a = {0}, b = {0}, c = {0};
+    ingest(f, "owner", NULL, &a);
+    ingest(f, "group", NULL, &b);
+    ingest(f, "other", NULL, &c);
+    assert_true(a.executable);
+    assert_false(b.executable);
+    assert_false(c.executable);
+}
+
+static void test_ingest_directory_sorted_bytewise_with_recursive_size(void **state)
+{
+    fixture *f = *state;
+    make_dir(f, "d/sub");
+    write_text(f, "d/b", "b", 0644);
+    write_text(f, "d/B", "B", 0644);
+    write_text(f, "d/sub/x", "x", 0644);
+    cleanup_free char *link = path_in(f, "d/a-link");
+    assert_int_equal(symlink("b", link), 0);
+    cleanup_node obi_node node = {0};
+    ingest(f, "d", NULL, &node);
+    assert_int_equal(node.kind, OBI_NODE_DIRECTORY);
+    assert_int_equal(node.size, 5); /* sub, B, b, a-link + sub's x */
+    cleanup_directory obi_directory *dir = NULL;
+    assert_ok(obi_directory_get(f->dirs, &node.digest, &dir, err_ptr_));
+    assert_int_equal(dir->n_files, 2);
+    assert_string_equal((char *)dir->files[0].name.data, "B");
+    assert_string_equal((char *)dir->files[1].name.data, "b");
+    assert_int_equal(dir->n_symlinks, 1);
+    assert_string_equal((char *)dir->symlinks[0].target.data, "b");
+    assert_int_equal(dir->n_directories, 1);
+    assert_int_equal(dir->directories[0].size, 1);
+}
+
+static void test_ingest_root_symlink_is_not_followed_even_with_trailing_slash(void **state)
+{
+    fixture *f = *state;
+    make_dir(f, "target");
+    cleanup_free char *link = path_in(f, "link");
+    assert_int_equal(symlink("target", link), 0);
+    cleanup_node obi_node node = {0};
+    ingest(f, "link/", NULL, &node);
+    assert_int_equal(node.kind, OBI_NODE_SYMLINK);
+    assert_string_equal((char *)node.name.data, "link");
+    assert_string_equal((char *)node.target.data, "target");
+}
+
+static void test_ingest_uses_the_name_override(void **state)
+{
+    fixture *f = *state;
+    write_text(f, "file", "x", 0644);
+    cleanup_node obi_node node = {0};
+    obi_ingest_options opts = {.name = "other"};
+    ingest(f, "file", &opts, &node);
+    assert_string_equal((char *)node.name.data, "other");
+}
+
+static void test_ingest_rejects_an_invalid_name_override(void **state)
+{
+    fixture *f = *state;
+    write_text(f, "file", "x", 0644);
+    cleanup_free char *p = path_in(f, "file");
+    obi_node node = {0};
+    obi_error *err = NULL;
+    obi_ingest_options opts = {.name = "a/b"};
+    assert_fails_with(err, obi_ingest_path(f->blobs, f->dirs, p, &opts, &node, &err), -EINVAL,
+                      "root node name");
+}
+
+static void test_ingest_names_dot_after_the_real_directory(void **state)
+{
+    fixture *f = *state;
+    make_dir(f, "here");
+    cleanup_free char *dot = path_in(f, "here/.");
+    cleanup_node obi_node node = {0};
+    assert_ok(obi_ingest_path(f->blobs, f->dirs, dot, NULL, &node, err_ptr_));
+    assert_string_equal((char *)node.name.data, "here");
+}
+
+static void test_ingest_refuses_fifo_naming_it_and_commits_no_directory(void **state)
+{
+    fixture *f = *state;
+    make_dir(f, "t/a-sub");
+    make_dir(f, "t/z");
+    write_text(f, "t/a-sub/file", "content", 0644);
+    cleanup_free char *fifo = path_in(f, "t/z/pipe");
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+
+    cleanup_free char *root = path_in(f, "t");
+    obi_node node = {0};
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_ingest_path(f->blobs, f->dirs, root, NULL, &node, &err), -EINVAL,
+                      "t/z/pipe: unsupported file type (fifo)");
+    assert_int_equal(node.kind, 0);
+
+    /* a-sub was put into the putter before the failure; it must not have been committed. */
+    obi_blob_service *blobs2 = NULL;
+    obi_directory_service *dirs2 = NULL;
+    assert_ok(obi_memory_blob_service_new(&blobs2, err_ptr_));
+    assert_ok(obi_memory_directory_service_new(&dirs2, err_ptr_));
+    cleanup_free char *sub = path_in(f, "t/a-sub");
+    cleanup_node obi_node sub_node = {0};
+    assert_ok(obi_ingest_path(blobs2, dirs2, sub, NULL, &sub_node, err_ptr_));
+    obi_directory *dir = NULL;
+    assert_int_equal(obi_directory_get(f->dirs, &sub_node.digest, &dir, &err), -ENOENT);
+    obi_error_free(err);
+    assert_null(dir);
+    obi_blob_service_free(blobs2);
+    obi_directory_service_free(dirs2);
+}
+
+static void test_ingest_reports_a_missing_path(void **state)
+{
+    fixture *f = *state;
+    cleanup_free char *p = path_in(f, "nope");
+    obi_node node = {0};
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_ingest_path(f->blobs, f->dirs, p, NULL, &node, &err), -ENOENT,
+                      "nope");
+}
+
+static void test_ingest_feeds_refscan_contents_and_targets_not_names(void **state)
+{
+    fixture *f = *state;
+    make_dir(f, "r/name-needle-dir");
+    /* A needle straddling ingest's 1 MiB read buffer boundary. */
+    size_t big_len = (1 << 20) + 100;
+    char *big = malloc(big_len + 1);
+    memset(big, '.', big_len);
+    memcpy(big + (1 << 20) - 6, "straddle-needle", 15);
+    big[big_len] = 0;
+    write_text(f, "r/big", big, 0644);
+    free(big);
+    write_text(f, "r/name-needle", "contains content-needle here", 0644);
+    /* Two files whose concatenation would contain a needle: separate streams. */
+    write_text(f, "r/split1", "spl", 0644);
+    write_text(f, "r/split2", "it-needle", 0644);
+    cleanup_free char *link = path_in(f, "r/link");
+    assert_int_equal(symlink("/nix/store/target-needle", link), 0);
+
+    const char *needles[] = {"content-needle", "target-needle", "name-needle", "straddle-needle",
+                             "split-needle"};
+    cleanup_refscan obi_refscan *scanner = NULL;
+    assert_ok(obi_refscan_new_strings(needles, 5, &scanner, err_ptr_));
+    cleanup_refscan_state obi_refscan_state *scan = NULL;
+    assert_ok(obi_refscan_state_new(scanner, &scan, err_ptr_));
+    obi_ingest_options opts = {.refscan = scan};
+    cleanup_node obi_node node = {0};
+    ingest(f, "r", &opts, &node);
+    cleanup_free size_t *found = NULL;
+    size_t n = 0;
+    assert_ok(obi_refscan_state_result(scan, &found, &n, err_ptr_));
+    assert_int_equal(n, 3);
+    assert_int_equal(found[0], 0);
+    assert_int_equal(found[1], 1);
+    assert_int_equal(found[2], 3);
+}
+
+static void test_ingest_handles_paths_longer_than_path_max(void **state)
+{
+    fixture *f = *state;
+    make_dir(f, "deep");
+    cleanup_free char *root = path_in(f, "deep");
+    char name[201];
+    memset(name, 'n', 200);
+    name[200] = 0;
+    int fd = open(root, O_RDONLY | O_DIRECTORY);
+    assert_true(fd >= 0);
+    for (int level = 0; level < 30; level++) { /* 30 * 201 bytes > PATH_MAX */
+        assert_int_equal(mkdirat(fd, name, 0755), 0);
+        int next = openat(fd, name, O_RDONLY | O_DIRECTORY);
+        assert_true(next >= 0);
+        close(fd);
+        fd = next;
+    }
+    int file = openat(fd, "leaf", O_WRONLY | O_CREAT, 0644);
+    assert_true(file >= 0);
+    assert_int_equal(write(file, "leaf", 4), 4);
+    close(file);
+    close(fd);
+    cleanup_node obi_node node = {0};
+    ingest(f, "deep", NULL, &node);
+    assert_int_equal(node.size, 31);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+        T(test_ingest_file_is_a_blob_with_its_size),
+        T(test_ingest_executable_iff_owner_execute_bit),
+        T(test_ingest_directory_sorted_bytewise_with_recursive_size),
+        T(test_ingest_root_symlink_is_not_followed_even_with_trailing_slash),
+        T(test_ingest_uses_the_name_override),
+        T(test_ingest_rejects_an_invalid_name_override),
+        T(test_ingest_names_dot_after_the_real_directory),
+        T(test_ingest_refuses_fifo_naming_it_and_commits_no_directory),
+        T(test_ingest_reports_a_missing_path),
+        T(test_ingest_feeds_refscan_contents_and_targets_not_names),
+        T(test_ingest_handles_paths_longer_than_path_max),
+#undef T
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
