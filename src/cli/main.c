@@ -18,6 +18,7 @@ static const command COMMANDS[] = {
     {"service", cli_service, "services from a deployment YAML (spec)"},
     {"nar-hash", cli_nar_hash, "print NAR hashes of paths (sha256:<nixbase32>), like nix-hash"},
     {"show-derivation", cli_show_derivation, "print .drv files as JSON, like nix show-derivation"},
+    {"store", cli_store, "import, export, cat and list castore trees"},
 };
 
 static void usage(FILE *out)

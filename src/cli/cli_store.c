@@ -1,0 +1,318 @@
+/*
+ * ocibuild store SUBCOMMAND: looking into and moving trees in and out of the castore.
+ *   import [--name NAME] PATH   ingest PATH; print the root Node as protobuf JSON (one line)
+ *   export NODE_JSON DEST       write the node at DEST ("-": read the node JSON from stdin)
+ *   cat DIGEST                  write a blob (hex or b3:base64 digest) to stdout
+ *   ls NODE_JSON                list the tree under a node: kind, size, digest, path
+ * Every subcommand takes --store URL (default: obi_default_store_url()).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "ocibuild/buf.h"
+#include "ocibuild/cleanup.h"
+#include "ocibuild/export.h"
+#include "ocibuild/fs.h"
+#include "ocibuild/ingest.h"
+#include "ocibuild/node.h"
+#include "ocibuild/store.h"
+
+#define CAT_READ_SIZE (1 << 20)
+
+typedef struct store_args {
+    const char *store_url;
+    const char *name;
+    char **positional;
+    int n_positional;
+} store_args;
+
+static const char STORE_USAGE[] =
+    "usage: ocibuild store SUBCOMMAND [--store URL] ARGS...\n"
+    "  import [--name NAME] PATH   ingest PATH, print the root node (protobuf JSON)\n"
+    "  export NODE_JSON DEST       write the node to DEST ('-' reads the node from stdin)\n"
+    "  cat DIGEST                  write a blob to stdout (hex or b3:base64 digest)\n"
+    "  ls NODE_JSON                list the tree under a node ('-' reads it from stdin)\n";
+
+/* Parses --store and --name; the rest are positional. Returns -1 on a usage error. */
+static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
+{
+    static const struct option options[] = {
+        {"store", required_argument, NULL, 's'},
+        {"name", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    optind = 0;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            out->store_url = optarg;
+            break;
+        case 'n':
+            if (!allow_name)
+                return cli_failf("--name is only valid for 'store import'"), -1;
+            out->name = optarg;
+            break;
+        case 'h':
+            fputs(STORE_USAGE, stdout);
+            exit(0);
+        default:
+            return cli_failf("store %s: unknown or incomplete option '%s'", argv[0],
+                             argv[optind - 1]),
+                   -1;
+        }
+    }
+    out->positional = argv + optind;
+    out->n_positional = argc - optind;
+    return 0;
+}
+
+static int open_store(const store_args *args, obi_store **out, obi_error **err)
+{
+    cleanup_free char *fallback = NULL;
+    const char *url = args->store_url;
+    if (!url) {
+        fallback = obi_default_store_url();
+        if (!fallback)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        url = fallback;
+    }
+    int r = obi_store_open(url, url, out, err);
+    return r < 0 ? obi_error_prefix(err, r, "open store %s", url) : 0;
+}
+
+/* The node from literal JSON text or, for "-", from stdin. */
+static int read_node_arg(const char *arg, obi_node *out, obi_error **err)
+{
+    json_error_t jerr;
+    json_t *json = strcmp(arg, "-") ? json_loads(arg, 0, &jerr) : json_loadf(stdin, 0, &jerr);
+    if (!json)
+        return obi_error_set(err, -EINVAL, "node JSON: %s (line %d, column %d)", jerr.text,
+                             jerr.line, jerr.column);
+    int r = obi_node_from_json(json, out, err);
+    json_decref(json);
+    if (r < 0)
+        return obi_error_prefix(err, r, "node JSON");
+    r = obi_node_validate(out, err);
+    if (r < 0) {
+        obi_node_clear(out);
+        return obi_error_prefix(err, r, "node JSON");
+    }
+    return 0;
+}
+
+static int store_import(store_args *args)
+{
+    if (args->n_positional != 1)
+        return cli_failf("usage: ocibuild store import [--store URL] [--name NAME] PATH");
+    obi_error *err = NULL;
+    cleanup_store obi_store *store = NULL;
+    if (open_store(args, &store, &err) < 0)
+        return cli_fail(err);
+    obi_ingest_options options = {.name = args->name};
+    cleanup_node obi_node root = {0};
+    if (obi_ingest_path(store->blobs, store->directories, args->positional[0], &options, &root,
+                        &err) < 0)
+        return cli_fail(err);
+    json_t *json = obi_node_to_json(&root);
+    cleanup_free char *text = json ? json_dumps(json, JSON_COMPACT) : NULL;
+    json_decref(json);
+    if (!text)
+        return cli_failf("import: out of memory");
+    printf("%s\n", text);
+    if (fflush(stdout) != 0)
+        return cli_failf("write to stdout: %s", strerror(errno));
+    return 0;
+}
+
+static int store_export(store_args *args)
+{
+    if (args->n_positional != 2)
+        return cli_failf("usage: ocibuild store export [--store URL] NODE_JSON|- DEST");
+    obi_error *err = NULL;
+    cleanup_node obi_node node = {0};
+    if (read_node_arg(args->positional[0], &node, &err) < 0)
+        return cli_fail(err);
+    cleanup_store obi_store *store = NULL;
+    if (open_store(args, &store, &err) < 0)
+        return cli_fail(err);
+    if (obi_export_node(store->blobs, store->directories, &node, args->positional[1], &err) < 0)
+        return cli_fail(err);
+    return 0;
+}
+
+/* Hex (64 characters) or "b3:" + standard base64. */
+static int parse_digest(const char *text, obi_digest *out, obi_error **err)
+{
+    if (!strncmp(text, "b3:", 3)) {
+        cleanup_free uint8_t *bytes = NULL;
+        size_t len = 0;
+        int r = obi_base64_decode(text + 3, strlen(text + 3), &bytes, &len, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "digest %s", text);
+        if (len != OBI_DIGEST_LEN)
+            return obi_error_set(err, -EINVAL, "digest %s: %zu bytes, expected %d", text, len,
+                                 OBI_DIGEST_LEN);
+        memcpy(out->bytes, bytes, OBI_DIGEST_LEN);
+        return 0;
+    }
+    int r = obi_digest_from_hex(text, out, err);
+    return r < 0
+               ? obi_error_prefix(err, r, "digest %s (expected 64 hex digits or b3:<base64>)", text)
+               : 0;
+}
+
+static int store_cat(store_args *args)
+{
+    if (args->n_positional != 1)
+        return cli_failf("usage: ocibuild store cat [--store URL] DIGEST");
+    obi_error *err = NULL;
+    obi_digest digest;
+    if (parse_digest(args->positional[0], &digest, &err) < 0)
+        return cli_fail(err);
+    cleanup_store obi_store *store = NULL;
+    if (open_store(args, &store, &err) < 0)
+        return cli_fail(err);
+    cleanup_blob_reader obi_blob_reader *reader = NULL;
+    if (obi_blob_open_read(store->blobs, &digest, &reader, &err) < 0)
+        return cli_fail(err);
+    cleanup_free uint8_t *buf = malloc(CAT_READ_SIZE);
+    if (!buf)
+        return cli_failf("cat: out of memory");
+    for (;;) {
+        size_t n = 0;
+        if (obi_blob_read(reader, buf, CAT_READ_SIZE, &n, &err) < 0)
+            return cli_fail(err);
+        if (n == 0)
+            break;
+        int r = obi_write_all(STDOUT_FILENO, buf, n);
+        if (r < 0)
+            return cli_failf("write to stdout: %s", strerror(-r));
+    }
+    return 0;
+}
+
+static void print_entry(const char *kind, uint64_t size, const obi_digest *digest,
+                        const obi_buf *path, const obi_node *node)
+{
+    cleanup_free char *b3 = digest ? obi_digest_to_b3_string(digest) : NULL;
+    if (node->kind == OBI_NODE_SYMLINK)
+        printf("%-4s %12s %-47s %s -> %s\n", kind, "-", "-", (const char *)path->data,
+               (const char *)node->target.data);
+    else
+        printf("%-4s %12llu %-47s %s\n", kind, (unsigned long long)size, b3 ? b3 : "-",
+               (const char *)path->data);
+}
+
+static int list_node(obi_directory_service *dirs, const obi_node *node, obi_buf *path,
+                     obi_error **err);
+
+static int list_children(obi_directory_service *dirs, const obi_node *list, size_t n, obi_buf *path,
+                         obi_error **err)
+{
+    size_t len = path->len;
+    for (size_t i = 0; i < n; i++) {
+        path->len = len;
+        if (obi_buf_append_str(path, "/") < 0 ||
+            obi_buf_append(path, list[i].name.data, list[i].name.len) < 0)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        int r = list_node(dirs, &list[i], path, err);
+        if (r < 0)
+            return r;
+    }
+    path->len = len;
+    path->data[len] = 0;
+    return 0;
+}
+
+static int list_node(obi_directory_service *dirs, const obi_node *node, obi_buf *path,
+                     obi_error **err)
+{
+    switch (node->kind) {
+    case OBI_NODE_FILE:
+        print_entry(node->executable ? "exec" : "file", node->size, &node->digest, path, node);
+        return 0;
+    case OBI_NODE_SYMLINK:
+        print_entry("link", 0, NULL, path, node);
+        return 0;
+    case OBI_NODE_DIRECTORY:
+        break;
+    }
+    print_entry("dir", node->size, &node->digest, path, node);
+    cleanup_directory obi_directory *dir = NULL;
+    int r = obi_directory_get(dirs, &node->digest, &dir, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", (const char *)path->data);
+    if ((r = list_children(dirs, dir->directories, dir->n_directories, path, err)) < 0 ||
+        (r = list_children(dirs, dir->files, dir->n_files, path, err)) < 0 ||
+        (r = list_children(dirs, dir->symlinks, dir->n_symlinks, path, err)) < 0)
+        return r;
+    return 0;
+}
+
+static int store_ls(store_args *args)
+{
+    if (args->n_positional != 1)
+        return cli_failf("usage: ocibuild store ls [--store URL] NODE_JSON|-");
+    obi_error *err = NULL;
+    cleanup_node obi_node node = {0};
+    if (read_node_arg(args->positional[0], &node, &err) < 0)
+        return cli_fail(err);
+    cleanup_store obi_store *store = NULL;
+    if (open_store(args, &store, &err) < 0)
+        return cli_fail(err);
+    cleanup_buf obi_buf path = OBI_BUF_INIT;
+    if (obi_buf_append(&path, node.name.data, node.name.len) < 0)
+        return cli_failf("ls: out of memory");
+    if (list_node(store->directories, &node, &path, &err) < 0) {
+        fflush(stdout);
+        return cli_fail(err);
+    }
+    if (fflush(stdout) != 0)
+        return cli_failf("write to stdout: %s", strerror(errno));
+    return 0;
+}
+
+typedef struct store_command {
+    const char *name;
+    int (*run)(store_args *args);
+    bool takes_name;
+} store_command;
+
+static const store_command STORE_COMMANDS[] = {
+    {"import", store_import, true},
+    {"export", store_export, false},
+    {"cat", store_cat, false},
+    {"ls", store_ls, false},
+};
+
+int cli_store(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(STORE_USAGE, stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        fputs(STORE_USAGE, stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(STORE_COMMANDS); i++) {
+        if (strcmp(argv[1], STORE_COMMANDS[i].name))
+            continue;
+        store_args args = {0};
+        if (parse_args(argc - 1, argv + 1, STORE_COMMANDS[i].takes_name, &args) < 0)
+            return 2;
+        return STORE_COMMANDS[i].run(&args);
+    }
+    cli_failf("store: unknown subcommand '%s'", argv[1]);
+    fputs(STORE_USAGE, stderr);
+    return 2;
+}
