@@ -63,7 +63,7 @@ typedef struct obi_build {
     obi_build_request *request; /* owned copy */
     obi_node *outputs;          /* one per requested output, same order */
     size_t n_outputs;
-    obi_output_needles *outputs_needles; /* n_outputs entries */
+    obi_output_needles *outputs_needles; /* n_outputs entries (or NULL when n_outputs is 0) */
 } obi_build;
 
 obi_build_request *obi_build_request_new(void);
@@ -79,9 +79,23 @@ int obi_build_request_encode_pb(const obi_build_request *req, uint8_t **out, siz
 int obi_build_request_from_json(const json_t *json, obi_build_request **out, obi_error **err);
 json_t *obi_build_request_to_json(const obi_build_request *req);
 
-/* Every rule of build.md; errors name the field and index ("outputs[2]: ..."). */
+/* Every rule of build.md; errors name the field and index ("outputs[2]: ..."). Beyond the
+ * spec's list, additional files must lie strictly inside a scratch path (they are written
+ * below it). Strings cannot hold NUL here: the decoders refuse NUL in string fields. */
 int obi_build_request_validate(const obi_build_request *req, obi_error **err);
 
+/* A clean relative path: non-empty, no leading or trailing '/', no empty, "." or ".."
+ * component. */
+bool obi_path_is_clean_relative(const char *path);
+/* The scratch path that contains path (a clean relative path): the longest one matching
+ * whole components ("nix/sto" does not contain "nix/store/x"). *rest (optional) points into
+ * path after the scratch path and its '/' ("" when path is the scratch path itself).
+ * Returns 0, or -ENOENT (no error set) when no scratch path contains it. */
+int obi_build_request_find_scratch(const obi_build_request *req, const char *path,
+                                   size_t *scratch_index, const char **rest);
+
+/* An empty Build (all NULL / 0); NULL on out of memory. */
+obi_build *obi_build_new(void);
 void obi_build_free(obi_build *build);
 int obi_build_encode_pb(const obi_build *build, uint8_t **out, size_t *out_len, obi_error **err);
 int obi_build_decode_pb(const uint8_t *data, size_t len, obi_build **out, obi_error **err);

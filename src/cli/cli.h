@@ -6,6 +6,7 @@
 #define OCIBUILD_CLI_H
 
 #include "ocibuild/error.h"
+#include "ocibuild/request.h"
 
 /* Each returns the process exit code. argv[0] is the subcommand name. */
 int cli_hash(int argc, char **argv);
@@ -13,9 +14,14 @@ int cli_service(int argc, char **argv);
 int cli_nar_hash(int argc, char **argv);
 int cli_show_derivation(int argc, char **argv);
 int cli_store(int argc, char **argv);
+int cli_spec(int argc, char **argv);
 
 /* Prints "ocibuild: <message>" to stderr and returns 1 (0 is never returned). */
 int cli_fail(obi_error *err);
 int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Reads a protobuf-JSON BuildRequest from path ("-": stdin); errors are prefixed with path.
+ * Does not validate. */
+int cli_load_build_request(const char *path, obi_build_request **out, obi_error **err);
 
 #endif

@@ -19,6 +19,7 @@ static const command COMMANDS[] = {
     {"nar-hash", cli_nar_hash, "print NAR hashes of paths (sha256:<nixbase32>), like nix-hash"},
     {"show-derivation", cli_show_derivation, "print .drv files as JSON, like nix show-derivation"},
     {"store", cli_store, "import, export, cat and list castore trees"},
+    {"spec", cli_spec, "print the OCI config.json for a BuildRequest (JSON)"},
 };
 
 static void usage(FILE *out)

@@ -1,0 +1,82 @@
+/*
+ * OCI runtime spec generation (../shared/spec/build.md, "The OCI runtime spec"): a validated
+ * BuildRequest plus a few host facts -> config.json (runtime-spec 1.0.2) as a jansson object.
+ * Also the bundle naming the bundle code shares with the spec (scratch dir names, output host
+ * paths) and the /etc/subuid, /etc/subgid lookup that rootless mode needs. Nothing here touches
+ * the disk except obi_subid_lookup and obi_spec_options_rootless_current_user, which read the
+ * subid files.
+ */
+#ifndef OCIBUILD_SPEC_H
+#define OCIBUILD_SPEC_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ocibuild/error.h"
+#include "ocibuild/request.h"
+
+#define OBI_DEFAULT_SANDBOX_SHELL "/bin/busybox"
+/* RFC 4648 BASE32 of a 32-byte BLAKE3 digest, padded. */
+#define OBI_SCRATCH_NAME_LEN 56
+
+typedef struct obi_spec_options {
+    bool rootless;
+    /* Host path bound at /bin/sh when the request asks for provide_bin_sh; NULL means
+     * OBI_DEFAULT_SANDBOX_SHELL (busybox-static's). */
+    const char *sandbox_shell;
+    /* Rootless only: the invoking user's ids and the first ids of its /etc/subuid and
+     * /etc/subgid ranges (container 0 -> uid/gid, container 1000/100 -> subuid/subgid). */
+    uid_t uid;
+    gid_t gid;
+    uid_t subuid;
+    gid_t subgid;
+} obi_spec_options;
+
+/* The container's build user and group (nixbld). */
+#define OBI_BUILD_UID 1000
+#define OBI_BUILD_GID 100
+
+/* The config.json for req (validated first; errors name the field). Host-side paths of
+ * scratch dirs and inputs are relative to the bundle: scratch/<sname>, inputs/<name>.
+ * Fails naming the field when an environment value or input name is not UTF-8 (JSON cannot
+ * carry it). */
+int obi_spec_generate(const obi_build_request *req, const obi_spec_options *opts, json_t **out,
+                      obi_error **err);
+
+/* sname of a scratch path: BASE32(BLAKE3(path bytes)), NUL-terminated. */
+void obi_scratch_name(const char *scratch_path, char out[OBI_SCRATCH_NAME_LEN + 1]);
+/* "scratch/<sname>" for scratch path i, relative to the bundle; caller frees (NULL: OOM). */
+char *obi_scratch_host_path(const char *scratch_path);
+/* The host path of output i relative to the bundle: scratch/<sname of its scratch path>/<rest>
+ * (just scratch/<sname> when the output is the scratch path). The request must be valid;
+ * -ENOENT naming the output when no scratch path contains it. */
+int obi_output_host_path(const obi_build_request *req, size_t output_index, char **out,
+                         obi_error **err);
+/* Same for additional file i (always strictly below its scratch dir). */
+int obi_additional_file_host_path(const obi_build_request *req, size_t file_index, char **out,
+                                  obi_error **err);
+
+/* One subordinate id range: ids start .. start+count-1. */
+typedef struct obi_subid_range {
+    uint32_t start;
+    uint32_t count;
+} obi_subid_range;
+
+/* Finds the first range of a user in /etc/subuid-format text ("name_or_id:start:count" lines;
+ * blank lines and lines starting with '#' skipped), matching the user's name or decimal uid
+ * (in /etc/subgid too: its entries are owned by users). Ranges of count 0 are skipped.
+ * file names the source in errors (malformed lines: "FILE:LINE: ..."). No range: -ENOENT with
+ * a message saying how to add one (usermod --add-subuids/--add-subgids; kind is "uid" or
+ * "gid"). */
+int obi_subid_parse(const char *text, const char *file, const char *kind, const char *user,
+                    uint32_t id, obi_subid_range *out, obi_error **err);
+/* Reads path (e.g. /etc/subuid) and calls obi_subid_parse. */
+int obi_subid_lookup(const char *path, const char *kind, const char *user, uint32_t id,
+                     obi_subid_range *out, obi_error **err);
+/* Fills opts->uid/gid from the real ids and subuid/subgid from /etc/subuid and /etc/subgid
+ * (or $OCIBUILD_SUBUID_FILE / $OCIBUILD_SUBGID_FILE), and sets opts->rootless. */
+int obi_spec_options_rootless_current_user(obi_spec_options *opts, obi_error **err);
+
+#endif

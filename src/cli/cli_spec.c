@@ -1,0 +1,76 @@
+/*
+ * ocibuild spec [--rootless] [--sandbox-shell PATH] REQUEST.json: prints the config.json that
+ * a build of the request (protobuf-JSON BuildRequest; "-" reads stdin) would run with. The
+ * request is validated first; errors name the field. --rootless maps ids from the invoking
+ * user's /etc/subuid and /etc/subgid ranges ($OCIBUILD_SUBUID_FILE / $OCIBUILD_SUBGID_FILE
+ * override the files).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "ocibuild/cleanup.h"
+#include "ocibuild/json_util.h"
+#include "ocibuild/request.h"
+#include "ocibuild/spec.h"
+
+static const char USAGE[] = "usage: ocibuild spec [--rootless] [--sandbox-shell PATH] REQUEST.json";
+
+int cli_load_build_request(const char *path, obi_build_request **out, obi_error **err)
+{
+    json_error_t jerr;
+    cleanup_json json_t *json = strcmp(path, "-")
+                                    ? json_load_file(path, JSON_REJECT_DUPLICATES, &jerr)
+                                    : json_loadf(stdin, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json)
+        return obi_error_set(err, -EINVAL, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
+    int r = obi_build_request_from_json(json, out, err);
+    return r < 0 ? obi_error_prefix(err, r, "%s", path) : 0;
+}
+
+int cli_spec(int argc, char **argv)
+{
+    static const struct option OPTIONS[] = {
+        {"rootless", no_argument, NULL, 'r'},
+        {"sandbox-shell", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    obi_spec_options opts = {0};
+    int c;
+    while ((c = getopt_long(argc, argv, "+h", OPTIONS, NULL)) != -1) {
+        switch (c) {
+        case 'r':
+            opts.rootless = true;
+            break;
+        case 's':
+            opts.sandbox_shell = optarg;
+            break;
+        case 'h':
+            puts(USAGE);
+            return 0;
+        default:
+            return cli_failf("%s", USAGE);
+        }
+    }
+    if (optind != argc - 1)
+        return cli_failf("%s", USAGE);
+    const char *path = argv[optind];
+    obi_error *err = NULL;
+    cleanup_build_request obi_build_request *req = NULL;
+    if (cli_load_build_request(path, &req, &err) < 0)
+        return cli_fail(err);
+    if (opts.rootless && obi_spec_options_rootless_current_user(&opts, &err) < 0)
+        return cli_fail(err);
+    cleanup_json json_t *config = NULL;
+    if (obi_spec_generate(req, &opts, &config, &err) < 0) {
+        obi_error_prefix(&err, -EINVAL, "%s", path);
+        return cli_fail(err);
+    }
+    if (json_dumpf(config, stdout, JSON_INDENT(2)) < 0 || fputc('\n', stdout) == EOF ||
+        fflush(stdout) != 0)
+        return cli_failf("writing to standard output failed");
+    return 0;
+}

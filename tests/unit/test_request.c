@@ -1,0 +1,835 @@
+/*
+ * BuildRequest model: every validation rule of build.md (one test each, with the accepted
+ * neighbour where there is one), errors naming field and index, the scratch-path lookup, copy,
+ * and the protobuf binary and protobuf-JSON codecs (round trips, both field-name styles,
+ * refusals that name the field).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ocibuild/cleanup.h"
+#include "ocibuild/json_util.h"
+#include "ocibuild/request.h"
+#include "request_fixture.h"
+#include "test_helpers.h"
+
+/* Asserts that req fails validation with a message containing needle; frees req. */
+static void assert_invalid(obi_build_request *req, const char *needle)
+{
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_request_validate(req, &err), -EINVAL, needle);
+    obi_build_request_free(req);
+}
+
+static void assert_valid(obi_build_request *req)
+{
+    assert_ok(obi_build_request_validate(req, err_ptr_));
+    obi_build_request_free(req);
+}
+
+/* ---- validation ---- */
+
+static void test_request_fixture_is_valid(void **state)
+{
+    (void)state;
+    assert_valid(fixture_request());
+}
+
+static void test_request_clean_path_rules(void **state)
+{
+    (void)state;
+    static const char *const clean[] = {"a", "a/b", "nix/store", "a.b/..c/...", ".x"};
+    static const char *const unclean[] = {"",     "/",   "/a",   "a/",     "a//b", ".",
+                                          "..",   "./a", "a/.",  "a/../b", "a/..", "../a"};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(clean); i++)
+        assert_true(obi_path_is_clean_relative(clean[i]));
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(unclean); i++) {
+        if (obi_path_is_clean_relative(unclean[i]))
+            print_error("'%s' was taken as clean\n", unclean[i]);
+        assert_false(obi_path_is_clean_relative(unclean[i]));
+    }
+}
+
+static void test_request_rejects_empty_command_args(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_CLEAR(req, command_args);
+    assert_invalid(req, "command_args: must not be empty");
+}
+
+static void test_request_rejects_unclean_working_dir(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    fixture_set_string(&req->working_dir, "build/../etc");
+    assert_invalid(req, "working_dir: \"build/../etc\" is not a clean path");
+}
+
+static void test_request_rejects_absolute_working_dir(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    fixture_set_string(&req->working_dir, "/build");
+    assert_invalid(req, "working_dir: \"/build\" is not relative");
+}
+
+static void test_request_accepts_empty_working_and_inputs_dir(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    fixture_set_string(&req->working_dir, "");
+    fixture_set_string(&req->inputs_dir, "");
+    assert_valid(req);
+}
+
+static void test_request_rejects_unclean_inputs_dir(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    fixture_set_string(&req->inputs_dir, "nix//store");
+    assert_invalid(req, "inputs_dir: \"nix//store\" is not a clean path");
+}
+
+static void test_request_rejects_unclean_scratch_path(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, scratch_paths, "build", "nix/./store");
+    assert_invalid(req, "scratch_paths[1]: \"nix/./store\" is not a clean path");
+    req = fixture_request();
+    FIXTURE_SET(req, scratch_paths, "build/", "nix/store");
+    assert_invalid(req, "scratch_paths[0]: \"build/\" is not a clean path");
+    req = fixture_request();
+    FIXTURE_SET(req, scratch_paths, "", "nix/store");
+    assert_invalid(req, "scratch_paths[0]: must not be empty");
+}
+
+static void test_request_rejects_absolute_scratch_path(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, scratch_paths, "/build", "nix/store");
+    assert_invalid(req, "scratch_paths[0]: \"/build\" is not relative");
+}
+
+static void test_request_rejects_unsorted_scratch_paths(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, scratch_paths, "nix/store", "build");
+    assert_invalid(req, "scratch_paths[1]: \"build\" sorts before the previous \"nix/store\"");
+}
+
+static void test_request_rejects_duplicate_scratch_paths(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, scratch_paths, "build", "nix/store", "nix/store");
+    assert_invalid(req, "scratch_paths[2]: duplicate \"nix/store\"");
+}
+
+static void test_request_rejects_unclean_output(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, outputs, "nix/store/a", "nix/store/b/../x");
+    assert_invalid(req, "outputs[1]: \"nix/store/b/../x\" is not a clean path");
+}
+
+static void test_request_rejects_absolute_output(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, outputs, "/nix/store/a");
+    assert_invalid(req, "outputs[0]: \"/nix/store/a\" is not relative");
+}
+
+static void test_request_rejects_unsorted_outputs(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, outputs, "nix/store/b", "nix/store/a");
+    assert_invalid(req, "outputs[1]: \"nix/store/a\" sorts before the previous \"nix/store/b\"");
+}
+
+static void test_request_rejects_duplicate_outputs(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, outputs, "nix/store/a", "nix/store/a");
+    assert_invalid(req, "outputs[1]: duplicate \"nix/store/a\"");
+}
+
+static void test_request_rejects_output_outside_scratch_paths(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, outputs, "nix/store/a", "out");
+    assert_invalid(req, "outputs[1]: \"out\" is not inside any scratch path");
+}
+
+static void test_request_matches_scratch_paths_by_whole_components(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, outputs, "nix/sto");
+    assert_invalid(req, "outputs[0]: \"nix/sto\" is not inside any scratch path");
+    req = fixture_request();
+    FIXTURE_SET(req, outputs, "nix/storex/a");
+    assert_invalid(req, "outputs[0]: \"nix/storex/a\" is not inside any scratch path");
+    req = fixture_request();
+    FIXTURE_SET(req, scratch_paths, "nix/sto");
+    FIXTURE_SET(req, outputs, "nix/store/x");
+    fixture_set_files(req, 0, NULL);
+    assert_invalid(req, "outputs[0]: \"nix/store/x\" is not inside any scratch path");
+}
+
+static void test_request_accepts_output_equal_to_scratch_path(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, outputs, "build", "nix/store");
+    assert_valid(req);
+}
+
+static void test_request_find_scratch_prefers_longest_match(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, scratch_paths, "nix", "nix/store", "nix/store/x/y");
+    size_t index = 99;
+    const char *rest = NULL;
+    assert_int_equal(obi_build_request_find_scratch(req, "nix/store/x/z", &index, &rest), 0);
+    assert_int_equal(index, 1);
+    assert_string_equal(rest, "x/z");
+    assert_int_equal(obi_build_request_find_scratch(req, "nix/store/x/y/w", &index, &rest), 0);
+    assert_int_equal(index, 2);
+    assert_string_equal(rest, "w");
+    assert_int_equal(obi_build_request_find_scratch(req, "nix/other", &index, &rest), 0);
+    assert_int_equal(index, 0);
+    assert_string_equal(rest, "other");
+    assert_int_equal(obi_build_request_find_scratch(req, "nix/store", &index, &rest), 0);
+    assert_int_equal(index, 1);
+    assert_string_equal(rest, "");
+    assert_int_equal(obi_build_request_find_scratch(req, "build/x", &index, &rest), -ENOENT);
+}
+
+static void test_request_rejects_unclean_additional_file(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    const char *const files[] = {"build/a", "x", "build/./b", "y"};
+    fixture_set_files(req, 2, files);
+    assert_invalid(req, "additional_files[1].path: \"build/./b\" is not a clean path");
+}
+
+static void test_request_rejects_unsorted_additional_files(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    const char *const files[] = {"build/b", "x", "build/a", "y"};
+    fixture_set_files(req, 2, files);
+    assert_invalid(req, "additional_files[1].path: \"build/a\" sorts before the previous");
+}
+
+static void test_request_rejects_additional_file_outside_scratch_paths(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    const char *const files[] = {"etc/passwd", "x"};
+    fixture_set_files(req, 1, files);
+    assert_invalid(req, "additional_files[0].path: \"etc/passwd\" is not inside any scratch path");
+    req = fixture_request();
+    const char *const same[] = {"build", "x"};
+    fixture_set_files(req, 1, same);
+    assert_invalid(req, "additional_files[0].path: \"build\" is not inside any scratch path");
+}
+
+static void test_request_rejects_empty_env_key(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    const char *const env[] = {"", "x"};
+    fixture_set_env(req, 1, env);
+    assert_invalid(req, "environment_vars[0]: key is empty");
+}
+
+static void test_request_rejects_env_key_with_equals(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    const char *const env[] = {"A", "1", "A0", "2", "A1", "3", "A=B", "4"};
+    fixture_set_env(req, 4, env);
+    assert_invalid(req, "environment_vars[3]: key \"A=B\" contains '='");
+}
+
+static void test_request_rejects_env_value_with_nul(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    obi_bytes_clear(&req->environment_vars[1].value);
+    obi_bytes_set(&req->environment_vars[1].value, "a\0b", 3);
+    assert_invalid(req, "environment_vars[1]: value of \"out\" contains NUL");
+}
+
+static void test_request_accepts_env_value_with_any_other_byte(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    obi_bytes_clear(&req->environment_vars[1].value);
+    obi_bytes_set(&req->environment_vars[1].value, "=\n\xff", 3);
+    assert_valid(req);
+}
+
+static void test_request_rejects_unsorted_env(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    const char *const env[] = {"out", "1", "PATH", "2"};
+    fixture_set_env(req, 2, env);
+    assert_invalid(req, "environment_vars[1]: key \"PATH\" sorts before the previous key \"out\"");
+}
+
+static void test_request_rejects_duplicate_env_keys(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    const char *const env[] = {"A", "1", "A", "2"};
+    fixture_set_env(req, 2, env);
+    assert_invalid(req, "environment_vars[1]: duplicate key \"A\"");
+}
+
+static void test_request_rejects_empty_system_when_constraints_set(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    fixture_set_string(&req->constraints.system, "");
+    assert_invalid(req, "constraints.system: must not be empty");
+}
+
+static void test_request_accepts_missing_constraints(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    req->has_constraints = false;
+    fixture_set_string(&req->constraints.system, "");
+    assert_valid(req);
+}
+
+static void test_request_rejects_relative_ro_path(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET_RO_PATHS(req, "/dev/kvm", "etc/ssl");
+    assert_invalid(req, "constraints.available_ro_paths[1]: \"etc/ssl\" is not absolute");
+}
+
+static void test_request_rejects_unclean_ro_path(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET_RO_PATHS(req, "/dev/../etc");
+    assert_invalid(req, "constraints.available_ro_paths[0]: \"/dev/../etc\" is not a clean path");
+    req = fixture_request();
+    FIXTURE_SET_RO_PATHS(req, "/");
+    assert_invalid(req, "constraints.available_ro_paths[0]: \"/\" is not a clean path");
+}
+
+static void test_request_rejects_unsorted_ro_paths(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET_RO_PATHS(req, "/etc/ssl", "/dev/kvm");
+    assert_invalid(req, "constraints.available_ro_paths[1]: \"/dev/kvm\" sorts before");
+}
+
+static void test_request_accepts_sorted_ro_paths(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET_RO_PATHS(req, "/dev/kvm", "/etc/ssl");
+    assert_valid(req);
+}
+
+static void test_request_rejects_invalid_input_node(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    const char *const inputs[] = {"aaa-dep", "bad/name"};
+    fixture_set_inputs(req, 2, inputs);
+    assert_invalid(req, "inputs[1]");
+}
+
+static void test_request_rejects_unsorted_inputs(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    const char *const inputs[] = {"bbb-dep", "aaa-dep"};
+    fixture_set_inputs(req, 2, inputs);
+    assert_invalid(req, "inputs[1]: name \"aaa-dep\" sorts before");
+    req = fixture_request();
+    const char *const prefix[] = {"abc", "ab"};
+    fixture_set_inputs(req, 2, prefix);
+    assert_invalid(req, "inputs[1]: name \"ab\" sorts before");
+}
+
+static void test_request_rejects_duplicate_inputs(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    const char *const inputs[] = {"aaa-dep", "aaa-dep"};
+    fixture_set_inputs(req, 2, inputs);
+    assert_invalid(req, "inputs[1]: duplicate name \"aaa-dep\"");
+}
+
+static void test_request_error_quotes_control_bytes(void **state)
+{
+    (void)state;
+    obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, outputs, "nix/store/a\n/../b");
+    assert_invalid(req, "outputs[0]: \"nix/store/a\\x0a/../b\" is not a clean path");
+}
+
+/* ---- copy and protobuf ---- */
+
+static void encode(const obi_build_request *req, uint8_t **out, size_t *len)
+{
+    assert_ok(obi_build_request_encode_pb(req, out, len, err_ptr_));
+}
+
+static void test_request_copy_is_deep_and_equal(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    FIXTURE_SET_RO_PATHS(req, "/dev/kvm");
+    req->constraints.min_memory = 1 << 20;
+    cleanup_build_request obi_build_request *copy = NULL;
+    assert_ok(obi_build_request_copy(req, &copy, err_ptr_));
+    cleanup_free uint8_t *a = NULL, *b = NULL;
+    size_t alen, blen;
+    encode(req, &a, &alen);
+    encode(copy, &b, &blen);
+    assert_int_equal(alen, blen);
+    assert_memory_equal(a, b, alen);
+    assert_ptr_not_equal(copy->outputs[0], req->outputs[0]);
+}
+
+static void test_request_pb_round_trip(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    req->constraints.min_memory = 123456789012ULL;
+    req->constraints.network_access = true;
+    req->constraints.provide_bin_sh = true;
+    FIXTURE_SET_RO_PATHS(req, "/dev/kvm", "/etc/ssl");
+    cleanup_free uint8_t *data = NULL, *again = NULL;
+    size_t len, again_len;
+    encode(req, &data, &len);
+    cleanup_build_request obi_build_request *back = NULL;
+    assert_ok(obi_build_request_decode_pb(data, len, &back, err_ptr_));
+    assert_ok(obi_build_request_validate(back, err_ptr_));
+    assert_int_equal(back->n_inputs, 2);
+    assert_int_equal(back->inputs[1].kind, OBI_NODE_SYMLINK);
+    assert_string_equal((const char *)back->inputs[1].target.data, "aaa-dep/bin");
+    assert_string_equal(back->working_dir, "build");
+    assert_string_equal(back->outputs[1], "nix/store/ddd-doc");
+    assert_string_equal((const char *)back->environment_vars[1].value.data, "/nix/store/ccc-out");
+    assert_true(back->has_constraints);
+    assert_int_equal(back->constraints.min_memory, 123456789012ULL);
+    assert_true(back->constraints.network_access);
+    assert_string_equal(back->constraints.available_ro_paths[1], "/etc/ssl");
+    assert_string_equal((const char *)back->additional_files[0].contents.data, "{}");
+    assert_string_equal(back->refscan_needles[1], "ccc");
+    encode(back, &again, &again_len);
+    assert_int_equal(len, again_len);
+    assert_memory_equal(data, again, len);
+}
+
+static void test_request_pb_keeps_empty_constraints_present(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    fixture_set_string(&req->constraints.system, "");
+    cleanup_free uint8_t *data = NULL;
+    size_t len;
+    encode(req, &data, &len);
+    cleanup_build_request obi_build_request *back = NULL;
+    assert_ok(obi_build_request_decode_pb(data, len, &back, err_ptr_));
+    assert_true(back->has_constraints);
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_request_validate(back, &err), -EINVAL, "constraints.system");
+}
+
+static void test_request_pb_decodes_empty_message_to_defaults(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = NULL;
+    assert_ok(obi_build_request_decode_pb((const uint8_t *)"", 0, &req, err_ptr_));
+    assert_string_equal(req->working_dir, "");
+    assert_string_equal(req->inputs_dir, "");
+    assert_false(req->has_constraints);
+    assert_int_equal(req->n_command_args, 0);
+}
+
+static void test_request_pb_rejects_nul_in_env_key(void **state)
+{
+    (void)state;
+    /* environment_vars { key: "A\0B" } */
+    static const uint8_t data[] = {0x12, 0x01, 'x', 0x3a, 0x05, 0x0a, 0x03, 'A', 0x00, 'B'};
+    obi_build_request *req = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_request_decode_pb(data, sizeof data, &req, &err), -EINVAL,
+                      "environment_vars[0].key: string contains NUL (byte offset 5)");
+    assert_null(req);
+}
+
+static void test_request_pb_rejects_invalid_utf8(void **state)
+{
+    (void)state;
+    /* command_args: "a", "\xff" */
+    static const uint8_t data[] = {0x12, 0x01, 'a', 0x12, 0x01, 0xff};
+    obi_build_request *req = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_request_decode_pb(data, sizeof data, &req, &err), -EINVAL,
+                      "command_args[1]: string is not valid UTF-8");
+    /* constraints { available_ro_paths: "/\xc0\xaf" } (overlong '/') */
+    static const uint8_t overlong[] = {0x42, 0x05, 0x1a, 0x03, '/', 0xc0, 0xaf};
+    assert_fails_with(err, obi_build_request_decode_pb(overlong, sizeof overlong, &req, &err),
+                      -EINVAL, "constraints.available_ro_paths[0]: string is not valid UTF-8");
+    assert_null(req);
+}
+
+static void test_request_pb_rejects_truncated_input(void **state)
+{
+    (void)state;
+    static const uint8_t data[] = {0x12, 0x05, 'a', 'b'};
+    obi_build_request *req = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_request_decode_pb(data, sizeof data, &req, &err), -EINVAL,
+                      "malformed protobuf at byte offset");
+    assert_null(req);
+}
+
+static void test_request_pb_skips_unknown_fields(void **state)
+{
+    (void)state;
+    /* command_args: "a", field 99 (varint) = 1 */
+    static const uint8_t data[] = {0x12, 0x01, 'a', 0x98, 0x06, 0x01};
+    cleanup_build_request obi_build_request *req = NULL;
+    assert_ok(obi_build_request_decode_pb(data, sizeof data, &req, err_ptr_));
+    assert_int_equal(req->n_command_args, 1);
+}
+
+static void test_build_pb_round_trip(void **state)
+{
+    (void)state;
+    cleanup_build obi_build *build = obi_build_new();
+    build->request = fixture_request();
+    build->n_outputs = 2;
+    build->outputs = calloc(2, sizeof *build->outputs);
+    fixture_node(&build->outputs[0], OBI_NODE_DIRECTORY, "ccc-out", NULL);
+    fixture_node(&build->outputs[1], OBI_NODE_FILE, "ddd-doc", NULL);
+    build->outputs_needles = calloc(2, sizeof *build->outputs_needles);
+    build->outputs_needles[0].needles = calloc(2, sizeof(uint64_t));
+    build->outputs_needles[0].needles[0] = 0;
+    build->outputs_needles[0].needles[1] = 1;
+    build->outputs_needles[0].n_needles = 2;
+    cleanup_free uint8_t *data = NULL, *again = NULL;
+    size_t len, again_len;
+    assert_ok(obi_build_encode_pb(build, &data, &len, err_ptr_));
+    cleanup_build obi_build *back = NULL;
+    assert_ok(obi_build_decode_pb(data, len, &back, err_ptr_));
+    assert_non_null(back->request);
+    assert_string_equal(back->request->outputs[0], "nix/store/ccc-out");
+    assert_int_equal(back->n_outputs, 2);
+    assert_int_equal(back->outputs[1].kind, OBI_NODE_FILE);
+    assert_int_equal(back->outputs_needles[0].n_needles, 2);
+    assert_int_equal(back->outputs_needles[0].needles[1], 1);
+    assert_int_equal(back->outputs_needles[1].n_needles, 0);
+    assert_ok(obi_build_encode_pb(back, &again, &again_len, err_ptr_));
+    assert_int_equal(len, again_len);
+    assert_memory_equal(data, again, len);
+}
+
+static void test_build_pb_rejects_needles_count_mismatch(void **state)
+{
+    (void)state;
+    /* outputs: one symlink node {name "a", target "b"}; outputs_needles: two empty entries */
+    static const uint8_t data[] = {0x12, 0x08, 0x1a, 0x06, 0x0a, 0x01, 'a', 0x12,
+                                   0x01, 'b',  0x1a, 0x00, 0x1a, 0x00};
+    obi_build *build = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_decode_pb(data, sizeof data, &build, &err), -EINVAL,
+                      "outputs_needles: 2 entries for 1 outputs");
+    assert_null(build);
+}
+
+/* ---- JSON ---- */
+
+static json_t *parse(const char *text)
+{
+    json_error_t jerr;
+    json_t *json = json_loads(text, 0, &jerr);
+    if (!json)
+        print_error("bad test JSON: %s\n", jerr.text);
+    assert_non_null(json);
+    return json;
+}
+
+static void assert_json_fails(const char *text, const char *needle)
+{
+    cleanup_json json_t *json = parse(text);
+    obi_build_request *req = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_request_from_json(json, &req, &err), -EINVAL, needle);
+    assert_null(req);
+}
+
+static void test_request_json_round_trip(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    req->constraints.min_memory = 18446744073709551615ULL;
+    req->constraints.provide_bin_sh = true;
+    FIXTURE_SET_RO_PATHS(req, "/dev/kvm");
+    cleanup_json json_t *json = obi_build_request_to_json(req);
+    assert_non_null(json);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(json, "constraints"), "minMemory")),
+        "18446744073709551615");
+    assert_null(json_object_get(json_object_get(json, "constraints"), "networkAccess"));
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(json, "environmentVars"), 1), "value")),
+                        "L25peC9zdG9yZS9jY2Mtb3V0"); /* base64("/nix/store/ccc-out") */
+    cleanup_build_request obi_build_request *back = NULL;
+    assert_ok(obi_build_request_from_json(json, &back, err_ptr_));
+    cleanup_json json_t *again = obi_build_request_to_json(back);
+    assert_true(json_equal(json, again));
+    cleanup_free uint8_t *a = NULL, *b = NULL;
+    size_t alen, blen;
+    encode(req, &a, &alen);
+    encode(back, &b, &blen);
+    assert_int_equal(alen, blen);
+    assert_memory_equal(a, b, alen);
+}
+
+static void test_request_json_accepts_both_name_styles(void **state)
+{
+    (void)state;
+    cleanup_json json_t *camel =
+        parse("{\"commandArgs\":[\"sh\"],\"workingDir\":\"build\",\"scratchPaths\":[\"build\"],"
+              "\"inputsDir\":\"nix/store\",\"outputs\":[\"build/out\"],"
+              "\"environmentVars\":[{\"key\":\"A\",\"value\":\"eA==\"}],"
+              "\"constraints\":{\"system\":\"x\",\"minMemory\":\"5\",\"availableRoPaths\":[\"/a\"],"
+              "\"networkAccess\":true,\"provideBinSh\":true},"
+              "\"additionalFiles\":[{\"path\":\"build/f\",\"contents\":\"eQ==\"}],"
+              "\"refscanNeedles\":[\"n\"]}");
+    cleanup_json json_t *snake =
+        parse("{\"command_args\":[\"sh\"],\"working_dir\":\"build\",\"scratch_paths\":[\"build\"],"
+              "\"inputs_dir\":\"nix/store\",\"outputs\":[\"build/out\"],"
+              "\"environment_vars\":[{\"key\":\"A\",\"value\":\"eA==\"}],"
+              "\"constraints\":{\"system\":\"x\",\"min_memory\":5,\"available_ro_paths\":[\"/a\"],"
+              "\"network_access\":true,\"provide_bin_sh\":true},"
+              "\"additional_files\":[{\"path\":\"build/f\",\"contents\":\"eQ==\"}],"
+              "\"refscan_needles\":[\"n\"]}");
+    cleanup_build_request obi_build_request *a = NULL, *b = NULL;
+    assert_ok(obi_build_request_from_json(camel, &a, err_ptr_));
+    assert_ok(obi_build_request_from_json(snake, &b, err_ptr_));
+    assert_ok(obi_build_request_validate(a, err_ptr_));
+    cleanup_json json_t *ja = obi_build_request_to_json(a);
+    cleanup_json json_t *jb = obi_build_request_to_json(b);
+    assert_true(json_equal(ja, jb));
+    assert_true(json_equal(ja, camel)); /* the output is the canonical camelCase form */
+    assert_int_equal(b->constraints.min_memory, 5);
+    assert_true(b->constraints.provide_bin_sh);
+    assert_string_equal((const char *)b->additional_files[0].contents.data, "y");
+}
+
+static void test_request_json_null_means_default(void **state)
+{
+    (void)state;
+    cleanup_json json_t *json =
+        parse("{\"commandArgs\":[\"sh\"],\"workingDir\":null,\"outputs\":null,"
+              "\"constraints\":null}");
+    cleanup_build_request obi_build_request *req = NULL;
+    assert_ok(obi_build_request_from_json(json, &req, err_ptr_));
+    assert_string_equal(req->working_dir, "");
+    assert_int_equal(req->n_outputs, 0);
+    assert_false(req->has_constraints);
+}
+
+static void test_request_json_rejects_unknown_fields(void **state)
+{
+    (void)state;
+    assert_json_fails("{\"commandArgs\":[\"sh\"],\"bogus\":1}",
+                      "BuildRequest: unknown field \"bogus\"");
+    assert_json_fails("{\"constraints\":{\"system\":\"x\",\"cpus\":4}}",
+                      "constraints: unknown field \"cpus\"");
+    assert_json_fails("{\"environmentVars\":[{\"key\":\"a\"},{\"key\":\"b\",\"val\":\"\"}]}",
+                      "environment_vars[1]: unknown field \"val\"");
+    assert_json_fails("{\"additionalFiles\":[{\"path\":\"a\",\"content\":\"\"}]}",
+                      "additional_files[0]: unknown field \"content\"");
+}
+
+static void test_request_json_rejects_field_given_twice(void **state)
+{
+    (void)state;
+    assert_json_fails("{\"workingDir\":\"a\",\"working_dir\":\"b\"}",
+                      "field working_dir given twice");
+}
+
+static void test_request_json_rejects_wrong_types(void **state)
+{
+    (void)state;
+    assert_json_fails("[]", "BuildRequest: expected an object");
+    assert_json_fails("{\"commandArgs\":\"sh\"}", "command_args: expected an array");
+    assert_json_fails("{\"commandArgs\":[\"sh\",3]}", "command_args[1]: expected a string");
+    assert_json_fails("{\"workingDir\":1}", "working_dir: expected a string");
+    assert_json_fails("{\"constraints\":{\"networkAccess\":\"yes\"}}",
+                      "constraints.network_access: expected true or false");
+    assert_json_fails("{\"environmentVars\":{}}", "environment_vars: expected an array");
+    assert_json_fails("{\"inputs\":[{}]}", "inputs[0]");
+}
+
+static void test_request_json_rejects_bad_base64(void **state)
+{
+    (void)state;
+    assert_json_fails("{\"environmentVars\":[{\"key\":\"a\",\"value\":\"eA=\"}]}",
+                      "environment_vars[0].value");
+    assert_json_fails("{\"additionalFiles\":[{\"path\":\"a\",\"contents\":\"*\"}]}",
+                      "additional_files[0].contents");
+}
+
+static void test_request_json_uint64_forms(void **state)
+{
+    (void)state;
+    cleanup_json json_t *json = parse("{\"constraints\":{\"minMemory\":\"18446744073709551615\"}}");
+    cleanup_build_request obi_build_request *req = NULL;
+    assert_ok(obi_build_request_from_json(json, &req, err_ptr_));
+    assert_true(req->constraints.min_memory == UINT64_MAX);
+    assert_json_fails("{\"constraints\":{\"minMemory\":\"-1\"}}",
+                      "constraints.min_memory: \"-1\" is not an unsigned decimal integer");
+    assert_json_fails("{\"constraints\":{\"minMemory\":-1}}",
+                      "constraints.min_memory: -1 is negative");
+    assert_json_fails("{\"constraints\":{\"minMemory\":1.5}}",
+                      "constraints.min_memory: expected an unsigned integer");
+    obi_error *err = NULL;
+    cleanup_json json_t *big = parse("{\"constraints\":{\"minMemory\":\"18446744073709551616\"}}");
+    assert_fails_with(err, obi_build_request_from_json(big, &req, &err), -ERANGE,
+                      "does not fit in 64 bits");
+}
+
+static void test_request_json_rejects_nul_in_strings(void **state)
+{
+    (void)state;
+    cleanup_json json_t *json = json_object();
+    json_object_set_new(json, "environmentVars",
+                        json_pack("[{s:o}]", "key", json_stringn("A\0B", 3)));
+    obi_build_request *req = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_request_from_json(json, &req, &err), -EINVAL,
+                      "environment_vars[0].key: string contains NUL");
+    assert_null(req);
+}
+
+static void test_build_json_round_trip(void **state)
+{
+    (void)state;
+    cleanup_build obi_build *build = obi_build_new();
+    build->request = fixture_request();
+    build->n_outputs = 1;
+    build->outputs = calloc(1, sizeof *build->outputs);
+    fixture_node(&build->outputs[0], OBI_NODE_SYMLINK, "ccc-out", "target");
+    build->outputs_needles = calloc(1, sizeof *build->outputs_needles);
+    build->outputs_needles[0].needles = calloc(1, sizeof(uint64_t));
+    build->outputs_needles[0].needles[0] = 1;
+    build->outputs_needles[0].n_needles = 1;
+    cleanup_json json_t *json = obi_build_to_json(build);
+    assert_non_null(json);
+    assert_string_equal(json_string_value(json_array_get(
+                            json_object_get(json_array_get(json_object_get(json, "outputsNeedles"),
+                                                           0),
+                                            "needles"),
+                            0)),
+                        "1");
+    cleanup_build obi_build *back = NULL;
+    assert_ok(obi_build_from_json(json, &back, err_ptr_));
+    cleanup_json json_t *again = obi_build_to_json(back);
+    assert_true(json_equal(json, again));
+    obi_error *err = NULL;
+    cleanup_json json_t *bad = parse("{\"buildRequest\":{\"commandArgs\":[1]}}");
+    assert_fails_with(err, obi_build_from_json(bad, &back, &err), -EINVAL,
+                      "build_request.command_args[0]: expected a string");
+    cleanup_json json_t *bad2 = parse("{\"outputsNeedles\":[{\"needles\":[\"x\"]}],"
+                                      "\"outputs\":[{\"symlink\":{\"name\":\"YQ==\","
+                                      "\"target\":\"Yg==\"}}]}");
+    assert_fails_with(err, obi_build_from_json(bad2, &back, &err), -EINVAL,
+                      "outputs_needles[0].needles[0]");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_request_fixture_is_valid),
+        cmocka_unit_test(test_request_clean_path_rules),
+        cmocka_unit_test(test_request_rejects_empty_command_args),
+        cmocka_unit_test(test_request_rejects_unclean_working_dir),
+        cmocka_unit_test(test_request_rejects_absolute_working_dir),
+        cmocka_unit_test(test_request_accepts_empty_working_and_inputs_dir),
+        cmocka_unit_test(test_request_rejects_unclean_inputs_dir),
+        cmocka_unit_test(test_request_rejects_unclean_scratch_path),
+        cmocka_unit_test(test_request_rejects_absolute_scratch_path),
+        cmocka_unit_test(test_request_rejects_unsorted_scratch_paths),
+        cmocka_unit_test(test_request_rejects_duplicate_scratch_paths),
+        cmocka_unit_test(test_request_rejects_unclean_output),
+        cmocka_unit_test(test_request_rejects_absolute_output),
+        cmocka_unit_test(test_request_rejects_unsorted_outputs),
+        cmocka_unit_test(test_request_rejects_duplicate_outputs),
+        cmocka_unit_test(test_request_rejects_output_outside_scratch_paths),
+        cmocka_unit_test(test_request_matches_scratch_paths_by_whole_components),
+        cmocka_unit_test(test_request_accepts_output_equal_to_scratch_path),
+        cmocka_unit_test(test_request_find_scratch_prefers_longest_match),
+        cmocka_unit_test(test_request_rejects_unclean_additional_file),
+        cmocka_unit_test(test_request_rejects_unsorted_additional_files),
+        cmocka_unit_test(test_request_rejects_additional_file_outside_scratch_paths),
+        cmocka_unit_test(test_request_rejects_empty_env_key),
+        cmocka_unit_test(test_request_rejects_env_key_with_equals),
+        cmocka_unit_test(test_request_rejects_env_value_with_nul),
+        cmocka_unit_test(test_request_accepts_env_value_with_any_other_byte),
+        cmocka_unit_test(test_request_rejects_unsorted_env),
+        cmocka_unit_test(test_request_rejects_duplicate_env_keys),
+        cmocka_unit_test(test_request_rejects_empty_system_when_constraints_set),
+        cmocka_unit_test(test_request_accepts_missing_constraints),
+        cmocka_unit_test(test_request_rejects_relative_ro_path),
+        cmocka_unit_test(test_request_rejects_unclean_ro_path),
+        cmocka_unit_test(test_request_rejects_unsorted_ro_paths),
+        cmocka_unit_test(test_request_accepts_sorted_ro_paths),
+        cmocka_unit_test(test_request_rejects_invalid_input_node),
+        cmocka_unit_test(test_request_rejects_unsorted_inputs),
+        cmocka_unit_test(test_request_rejects_duplicate_inputs),
+        cmocka_unit_test(test_request_error_quotes_control_bytes),
+        cmocka_unit_test(test_request_copy_is_deep_and_equal),
+        cmocka_unit_test(test_request_pb_round_trip),
+        cmocka_unit_test(test_request_pb_keeps_empty_constraints_present),
+        cmocka_unit_test(test_request_pb_decodes_empty_message_to_defaults),
+        cmocka_unit_test(test_request_pb_rejects_nul_in_env_key),
+        cmocka_unit_test(test_request_pb_rejects_invalid_utf8),
+        cmocka_unit_test(test_request_pb_rejects_truncated_input),
+        cmocka_unit_test(test_request_pb_skips_unknown_fields),
+        cmocka_unit_test(test_build_pb_round_trip),
+        cmocka_unit_test(test_build_pb_rejects_needles_count_mismatch),
+        cmocka_unit_test(test_request_json_round_trip),
+        cmocka_unit_test(test_request_json_accepts_both_name_styles),
+        cmocka_unit_test(test_request_json_null_means_default),
+        cmocka_unit_test(test_request_json_rejects_unknown_fields),
+        cmocka_unit_test(test_request_json_rejects_field_given_twice),
+        cmocka_unit_test(test_request_json_rejects_wrong_types),
+        cmocka_unit_test(test_request_json_rejects_bad_base64),
+        cmocka_unit_test(test_request_json_uint64_forms),
+        cmocka_unit_test(test_request_json_rejects_nul_in_strings),
+        cmocka_unit_test(test_build_json_round_trip),
+    };
+    return cmocka_run_group_tests_name("request", tests, NULL, NULL);
+}

@@ -1,0 +1,571 @@
+/*
+ * OCI spec generation: scratch dir names (build.md's vectors), output host paths, the process
+ * section, capabilities, namespaces, rootless id maps, the mount order and every mount kind,
+ * refusals naming the field, and /etc/subuid parsing with its errors.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ocibuild/cleanup.h"
+#include "ocibuild/fs.h"
+#include "ocibuild/json_util.h"
+#include "ocibuild/spec.h"
+#include "request_fixture.h"
+#include "test_helpers.h"
+
+#define SNAME_NIX_STORE "SN566XP5HOO2D322W42EA3DZYPDYBMPRUF3TGFIMLXV54WM4CSNQ===="
+#define SNAME_BUILD "3SCCPULSYMZAQ35F76TA3A3HYQROJMTNQW7SVJDXX5BNIYJ3WHYA===="
+
+static json_t *generate(const obi_build_request *req, const obi_spec_options *opts)
+{
+    json_t *config = NULL;
+    assert_ok(obi_spec_generate(req, opts, &config, err_ptr_));
+    assert_non_null(config);
+    return config;
+}
+
+static json_t *generate_default(const obi_build_request *req)
+{
+    obi_spec_options opts = {0};
+    return generate(req, &opts);
+}
+
+static const obi_spec_options ROOTLESS = {
+    .rootless = true, .uid = 1234, .gid = 567, .subuid = 100000, .subgid = 200000};
+
+/* The mount whose destination is dest, or NULL. */
+static json_t *find_mount(json_t *config, const char *dest)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(config, "mounts"), i, m)
+    {
+        if (!strcmp(json_string_value(json_object_get(m, "destination")), dest))
+            return m;
+    }
+    return NULL;
+}
+
+static void assert_mount(json_t *config, const char *dest, const char *type, const char *source,
+                         const char *options)
+{
+    json_t *m = find_mount(config, dest);
+    if (!m)
+        print_error("no mount at %s\n", dest);
+    assert_non_null(m);
+    assert_string_equal(json_string_value(json_object_get(m, "type")), type);
+    assert_string_equal(json_string_value(json_object_get(m, "source")), source);
+    char joined[256] = "";
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(m, "options"), i, o)
+    {
+        if (i)
+            strcat(joined, ",");
+        strcat(joined, json_string_value(o));
+    }
+    assert_string_equal(joined, options);
+}
+
+/* All destinations, comma-joined. */
+static char *destinations(json_t *config)
+{
+    char *out = calloc(1, 4096);
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(config, "mounts"), i, m)
+    {
+        if (i)
+            strcat(out, ",");
+        strcat(out, json_string_value(json_object_get(m, "destination")));
+    }
+    return out;
+}
+
+static char *string_list(json_t *array)
+{
+    char *out = calloc(1, 4096);
+    size_t i;
+    json_t *v;
+    json_array_foreach(array, i, v)
+    {
+        if (i)
+            strcat(out, ",");
+        strcat(out, json_is_string(v) ? json_string_value(v)
+                                      : json_string_value(json_object_get(v, "type")));
+    }
+    return out;
+}
+
+static void test_spec_scratch_name_vectors(void **state)
+{
+    (void)state;
+    char name[OBI_SCRATCH_NAME_LEN + 1];
+    obi_scratch_name("nix/store", name);
+    assert_string_equal(name, SNAME_NIX_STORE);
+    obi_scratch_name("build", name);
+    assert_string_equal(name, SNAME_BUILD);
+    cleanup_free char *path = obi_scratch_host_path("build");
+    assert_string_equal(path, "scratch/" SNAME_BUILD);
+}
+
+static void test_spec_output_host_paths(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, scratch_paths, "build", "nix", "nix/store");
+    FIXTURE_SET(req, outputs, "nix/store", "nix/store/ccc-out/sub");
+    cleanup_free char *p0 = NULL, *p1 = NULL, *f0 = NULL;
+    assert_ok(obi_output_host_path(req, 0, &p0, err_ptr_));
+    assert_string_equal(p0, "scratch/" SNAME_NIX_STORE);
+    assert_ok(obi_output_host_path(req, 1, &p1, err_ptr_));
+    assert_string_equal(p1, "scratch/" SNAME_NIX_STORE "/ccc-out/sub");
+    assert_ok(obi_additional_file_host_path(req, 0, &f0, err_ptr_));
+    assert_string_equal(f0, "scratch/" SNAME_BUILD "/.attrs.json");
+    obi_error *err = NULL;
+    char *none = NULL;
+    assert_fails_with(err, obi_output_host_path(req, 2, &none, &err), -EINVAL, "outputs[2]");
+    FIXTURE_SET(req, outputs, "elsewhere/x");
+    assert_fails_with(err, obi_output_host_path(req, 0, &none, &err), -ENOENT,
+                      "outputs[0]: \"elsewhere/x\" is not inside any scratch path");
+    assert_null(none);
+}
+
+static void test_spec_top_level_fields(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    cleanup_json json_t *config = generate_default(req);
+    assert_string_equal(json_string_value(json_object_get(config, "ociVersion")), "1.0.2");
+    assert_string_equal(json_string_value(json_object_get(config, "hostname")), "localhost");
+    json_t *root = json_object_get(config, "root");
+    assert_string_equal(json_string_value(json_object_get(root, "path")), "root");
+    assert_true(json_is_true(json_object_get(root, "readonly")));
+    json_t *linux_obj = json_object_get(config, "linux");
+    cleanup_free char *masked = string_list(json_object_get(linux_obj, "maskedPaths"));
+    assert_string_equal(masked, "/proc/kcore,/proc/latency_stats,/proc/timer_list,"
+                                "/proc/timer_stats,/proc/sched_debug,/sys/firmware");
+    cleanup_free char *ro = string_list(json_object_get(linux_obj, "readonlyPaths"));
+    assert_string_equal(ro, "/proc/asound,/proc/bus,/proc/fs,/proc/irq,/proc/sys,"
+                            "/proc/sysrq-trigger");
+}
+
+static void test_spec_process(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    const char *const env[] = {"A", "1", "B", "x=y", "C", ""};
+    fixture_set_env(req, 3, env);
+    cleanup_json json_t *config = generate_default(req);
+    json_t *p = json_object_get(config, "process");
+    assert_true(json_is_false(json_object_get(p, "terminal")));
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(p, "user"), "uid")), 1000);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(p, "user"), "gid")), 100);
+    cleanup_free char *args = string_list(json_object_get(p, "args"));
+    assert_string_equal(args, "/bin/sh,-c,echo hi > $out");
+    cleanup_free char *envs = string_list(json_object_get(p, "env"));
+    assert_string_equal(envs, "A=1,B=x=y,C=");
+    assert_string_equal(json_string_value(json_object_get(p, "cwd")), "/build");
+    json_t *rlimit = json_array_get(json_object_get(p, "rlimits"), 0);
+    assert_string_equal(json_string_value(json_object_get(rlimit, "type")), "RLIMIT_NOFILE");
+    assert_int_equal(json_integer_value(json_object_get(rlimit, "soft")), 1024);
+    assert_int_equal(json_integer_value(json_object_get(rlimit, "hard")), 1024);
+    assert_int_equal(json_array_size(json_object_get(p, "rlimits")), 1);
+    assert_true(json_is_true(json_object_get(p, "noNewPrivileges")));
+}
+
+static void test_spec_cwd_of_empty_working_dir_is_root(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    fixture_set_string(&req->working_dir, "");
+    cleanup_json json_t *config = generate_default(req);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(config, "process"), "cwd")), "/");
+}
+
+static void assert_caps(json_t *config, const char *expected)
+{
+    static const char *const SETS[] = {"bounding", "effective", "inheritable", "permitted",
+                                       "ambient"};
+    json_t *caps = json_object_get(json_object_get(config, "process"), "capabilities");
+    assert_int_equal(json_object_size(caps), 5);
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(SETS); i++) {
+        cleanup_free char *list = string_list(json_object_get(caps, SETS[i]));
+        assert_string_equal(list, expected);
+    }
+}
+
+static void test_spec_rootful_capabilities(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    cleanup_json json_t *config = generate_default(req);
+    assert_caps(config, "CAP_AUDIT_WRITE,CAP_KILL");
+}
+
+static void test_spec_rootless_capabilities(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    cleanup_json json_t *config = generate(req, &ROOTLESS);
+    assert_caps(config, "CAP_AUDIT_WRITE,CAP_CHOWN,CAP_DAC_OVERRIDE,CAP_FOWNER,CAP_FSETID,"
+                        "CAP_KILL,CAP_MKNOD,CAP_NET_BIND_SERVICE,CAP_NET_RAW,CAP_SETFCAP,"
+                        "CAP_SETGID,CAP_SETPCAP,CAP_SETUID,CAP_SYS_CHROOT");
+}
+
+static char *namespaces(json_t *config)
+{
+    return string_list(json_object_get(json_object_get(config, "linux"), "namespaces"));
+}
+
+static void test_spec_namespaces(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    cleanup_json json_t *rootful = generate_default(req);
+    cleanup_free char *a = namespaces(rootful);
+    assert_string_equal(a, "pid,ipc,uts,mount,cgroup,network");
+    cleanup_json json_t *rootless = generate(req, &ROOTLESS);
+    cleanup_free char *b = namespaces(rootless);
+    assert_string_equal(b, "pid,ipc,uts,mount,cgroup,network,user");
+    req->constraints.network_access = true;
+    cleanup_json json_t *net = generate_default(req);
+    cleanup_free char *c = namespaces(net);
+    assert_string_equal(c, "pid,ipc,uts,mount,cgroup");
+    cleanup_json json_t *net_rootless = generate(req, &ROOTLESS);
+    cleanup_free char *d = namespaces(net_rootless);
+    assert_string_equal(d, "pid,ipc,uts,mount,cgroup,user");
+}
+
+static void assert_mapping(json_t *map, size_t index, json_int_t container, json_int_t host)
+{
+    json_t *m = json_array_get(map, index);
+    assert_int_equal(json_integer_value(json_object_get(m, "containerID")), container);
+    assert_int_equal(json_integer_value(json_object_get(m, "hostID")), host);
+    assert_int_equal(json_integer_value(json_object_get(m, "size")), 1);
+}
+
+static void test_spec_rootless_id_mappings(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    cleanup_json json_t *config = generate(req, &ROOTLESS);
+    json_t *linux_obj = json_object_get(config, "linux");
+    json_t *uids = json_object_get(linux_obj, "uidMappings");
+    json_t *gids = json_object_get(linux_obj, "gidMappings");
+    assert_int_equal(json_array_size(uids), 2);
+    assert_int_equal(json_array_size(gids), 2);
+    assert_mapping(uids, 0, 0, 1234);
+    assert_mapping(uids, 1, 1000, 100000);
+    assert_mapping(gids, 0, 0, 567);
+    assert_mapping(gids, 1, 100, 200000);
+    assert_null(json_object_get(linux_obj, "resources"));
+}
+
+static void test_spec_rootful_has_no_id_mappings_and_denies_devices(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    cleanup_json json_t *config = generate_default(req);
+    json_t *linux_obj = json_object_get(config, "linux");
+    assert_null(json_object_get(linux_obj, "uidMappings"));
+    assert_null(json_object_get(linux_obj, "gidMappings"));
+    json_t *dev = json_array_get(
+        json_object_get(json_object_get(linux_obj, "resources"), "devices"), 0);
+    assert_true(json_is_false(json_object_get(dev, "allow")));
+    assert_string_equal(json_string_value(json_object_get(dev, "access")), "rwm");
+}
+
+static void test_spec_mount_order(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    FIXTURE_SET_RO_PATHS(req, "/dev/kvm", "/etc/ssl");
+    req->constraints.provide_bin_sh = true;
+    req->constraints.network_access = true;
+    cleanup_json json_t *config = generate_default(req);
+    cleanup_free char *order = destinations(config);
+    assert_string_equal(order, "/proc,/dev,/dev/pts,/dev/shm,/dev/mqueue,/sys,/sys/fs/cgroup,"
+                               "/tmp,/build,/nix/store,/nix/store/aaa-dep,/nix/store/bbb-link,"
+                               "/dev/kvm,/etc/ssl,/bin/sh,/etc/resolv.conf,/etc/services,"
+                               "/etc/hosts");
+}
+
+static void test_spec_minimal_request_mounts(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = obi_build_request_new();
+    FIXTURE_SET(req, command_args, "/bin/true");
+    cleanup_json json_t *config = generate_default(req);
+    cleanup_free char *order = destinations(config);
+    assert_string_equal(order, "/proc,/dev,/dev/pts,/dev/shm,/dev/mqueue,/sys,/sys/fs/cgroup,/tmp");
+    assert_null(find_mount(config, "/bin/sh"));
+}
+
+static void test_spec_standard_mounts_rootful(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    cleanup_json json_t *config = generate_default(req);
+    assert_null(json_object_get(json_array_get(json_object_get(config, "mounts"), 0), "options"));
+    assert_mount(config, "/proc", "proc", "proc", "");
+    assert_mount(config, "/dev", "tmpfs", "tmpfs", "nosuid,strictatime,mode=755,size=65536k");
+    assert_mount(config, "/dev/pts", "devpts", "devpts",
+                 "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5");
+    assert_mount(config, "/dev/shm", "tmpfs", "shm", "nosuid,noexec,nodev,mode=1777,size=65536k");
+    assert_mount(config, "/dev/mqueue", "mqueue", "mqueue", "nosuid,noexec,nodev");
+    assert_mount(config, "/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro");
+    assert_mount(config, "/sys/fs/cgroup", "cgroup", "cgroup", "nosuid,noexec,nodev,relatime,ro");
+    assert_mount(config, "/tmp", "tmpfs", "tmpfs", "nosuid,noatime,mode=700");
+}
+
+static void test_spec_standard_mounts_rootless(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    cleanup_json json_t *config = generate(req, &ROOTLESS);
+    assert_mount(config, "/dev/pts", "devpts", "devpts",
+                 "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620");
+    assert_mount(config, "/sys", "none", "/sys", "rbind,nosuid,noexec,nodev,ro");
+    assert_mount(config, "/tmp", "tmpfs", "tmpfs", "nosuid,noatime,mode=700");
+}
+
+static void test_spec_scratch_and_input_mounts(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    cleanup_json json_t *config = generate_default(req);
+    assert_mount(config, "/build", "none", "scratch/" SNAME_BUILD, "rbind,rw");
+    assert_mount(config, "/nix/store", "none", "scratch/" SNAME_NIX_STORE, "rbind,rw");
+    assert_mount(config, "/nix/store/aaa-dep", "none", "inputs/aaa-dep", "rbind,ro,nosuid,nodev");
+    assert_mount(config, "/nix/store/bbb-link", "none", "inputs/bbb-link",
+                 "rbind,ro,nosuid,nodev");
+}
+
+static void test_spec_inputs_at_root_when_inputs_dir_empty(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    fixture_set_string(&req->inputs_dir, "");
+    cleanup_json json_t *config = generate_default(req);
+    assert_mount(config, "/aaa-dep", "none", "inputs/aaa-dep", "rbind,ro,nosuid,nodev");
+}
+
+static void test_spec_ro_paths_bin_sh_and_network_files(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    FIXTURE_SET_RO_PATHS(req, "/dev/kvm");
+    req->constraints.provide_bin_sh = true;
+    req->constraints.network_access = true;
+    cleanup_json json_t *config = generate_default(req);
+    assert_mount(config, "/dev/kvm", "none", "/dev/kvm", "rbind,ro");
+    assert_mount(config, "/bin/sh", "none", "/bin/busybox", "rbind,ro");
+    assert_mount(config, "/etc/resolv.conf", "none", "/etc/resolv.conf", "rbind,ro");
+    assert_mount(config, "/etc/services", "none", "/etc/services", "rbind,ro");
+    assert_mount(config, "/etc/hosts", "none", "/etc/hosts", "rbind,ro");
+    obi_spec_options opts = {.sandbox_shell = "/opt/static/sh"};
+    cleanup_json json_t *custom = generate(req, &opts);
+    assert_mount(custom, "/bin/sh", "none", "/opt/static/sh", "rbind,ro");
+}
+
+static void test_spec_no_network_files_without_network_access(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    cleanup_json json_t *config = generate_default(req);
+    assert_null(find_mount(config, "/etc/resolv.conf"));
+    assert_null(find_mount(config, "/etc/hosts"));
+    assert_null(find_mount(config, "/bin/sh"));
+}
+
+static void test_spec_refuses_invalid_request_naming_field(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    FIXTURE_SET(req, outputs, "out/../x");
+    obi_error *err = NULL;
+    json_t *config = NULL;
+    obi_spec_options opts = {0};
+    assert_fails_with(err, obi_spec_generate(req, &opts, &config, &err), -EINVAL,
+                      "outputs[0]: \"out/../x\" is not a clean path");
+    assert_null(config);
+}
+
+static void test_spec_refuses_non_utf8_env_value(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    obi_bytes_clear(&req->environment_vars[1].value);
+    obi_bytes_set(&req->environment_vars[1].value, "\xff", 1);
+    obi_error *err = NULL;
+    json_t *config = NULL;
+    obi_spec_options opts = {0};
+    assert_fails_with(err, obi_spec_generate(req, &opts, &config, &err), -EINVAL,
+                      "environment_vars[1]: value of \"out\" is not valid UTF-8");
+    assert_null(config);
+}
+
+static void test_spec_refuses_relative_sandbox_shell(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    obi_error *err = NULL;
+    json_t *config = NULL;
+    obi_spec_options opts = {.sandbox_shell = "busybox"};
+    assert_fails_with(err, obi_spec_generate(req, &opts, &config, &err), -EINVAL,
+                      "sandbox shell \"busybox\" is not an absolute path");
+    assert_null(config);
+}
+
+/* ---- /etc/subuid ---- */
+
+static const char SUBUID[] = "# comment\n"
+                             "\n"
+                             "alice:100000:65536\n"
+                             "1001:165536:65536\n"
+                             "carol:231072:0\n"
+                             "carol:300000:10\n"
+                             "alice:500000:65536\n";
+
+static void test_subid_matches_user_name(void **state)
+{
+    (void)state;
+    obi_subid_range r = {0};
+    assert_ok(obi_subid_parse(SUBUID, "/etc/subuid", "uid", "alice", 1000, &r, err_ptr_));
+    assert_int_equal(r.start, 100000); /* the first range wins */
+    assert_int_equal(r.count, 65536);
+}
+
+static void test_subid_matches_numeric_uid(void **state)
+{
+    (void)state;
+    obi_subid_range r = {0};
+    assert_ok(obi_subid_parse(SUBUID, "/etc/subuid", "uid", "bob", 1001, &r, err_ptr_));
+    assert_int_equal(r.start, 165536);
+    assert_ok(obi_subid_parse(SUBUID, "/etc/subuid", "uid", NULL, 1001, &r, err_ptr_));
+    assert_int_equal(r.start, 165536);
+}
+
+static void test_subid_skips_empty_ranges(void **state)
+{
+    (void)state;
+    obi_subid_range r = {0};
+    assert_ok(obi_subid_parse(SUBUID, "/etc/subuid", "uid", "carol", 1002, &r, err_ptr_));
+    assert_int_equal(r.start, 300000);
+}
+
+static void test_subid_missing_range_says_how_to_add_one(void **state)
+{
+    (void)state;
+    obi_subid_range r = {7, 7};
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_subid_parse(SUBUID, "/etc/subuid", "uid", "dave", 1003, &r, &err),
+                      -ENOENT,
+                      "no subordinate uid range for user dave (uid 1003) in /etc/subuid; rootless "
+                      "builds need one: add it with `usermod --add-subuids 100000-165535 dave`");
+    assert_fails_with(err, obi_subid_parse("", "/etc/subgid", "gid", "dave", 1003, &r, &err),
+                      -ENOENT, "usermod --add-subgids 100000-165535 dave");
+    assert_int_equal(r.start, 7);
+}
+
+static void test_subid_malformed_line_names_file_and_line(void **state)
+{
+    (void)state;
+    obi_subid_range r;
+    obi_error *err = NULL;
+    assert_fails_with(err,
+                      obi_subid_parse("alice:1:2\nbob:x:3\n", "/etc/subuid", "uid", "bob", 1, &r,
+                                      &err),
+                      -EINVAL, "/etc/subuid:2: malformed line");
+    assert_fails_with(err, obi_subid_parse("bob:1\n", "f", "uid", "bob", 1, &r, &err), -EINVAL,
+                      "f:1: malformed line");
+    assert_fails_with(err, obi_subid_parse("bob:1:99999999999\n", "f", "uid", "bob", 1, &r, &err),
+                      -EINVAL, "f:1: malformed line");
+    assert_fails_with(err, obi_subid_parse(":1:2\n", "f", "uid", "bob", 1, &r, &err), -EINVAL,
+                      "f:1: malformed line");
+}
+
+static void test_subid_lookup_reads_file_and_treats_missing_as_empty(void **state)
+{
+    (void)state;
+    char *dir = obi_test_tmpdir();
+    cleanup_free char *path = obi_path_join(dir, "subuid");
+    assert_ok(obi_write_file(path, SUBUID, strlen(SUBUID), 0644, err_ptr_));
+    obi_subid_range r;
+    assert_ok(obi_subid_lookup(path, "uid", "alice", 1000, &r, err_ptr_));
+    assert_int_equal(r.start, 100000);
+    cleanup_free char *missing = obi_path_join(dir, "nope");
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_subid_lookup(missing, "uid", "alice", 1000, &r, &err), -ENOENT,
+                      "usermod --add-subuids");
+    obi_test_tmpdir_remove(dir);
+}
+
+static void test_subid_current_user_uses_override_files(void **state)
+{
+    (void)state;
+    char *dir = obi_test_tmpdir();
+    cleanup_free char *subuid = obi_path_join(dir, "subuid");
+    cleanup_free char *subgid = obi_path_join(dir, "subgid");
+    char text[64];
+    snprintf(text, sizeof text, "%u:400000:65536\n", (unsigned)getuid());
+    assert_ok(obi_write_file(subuid, text, strlen(text), 0644, err_ptr_));
+    snprintf(text, sizeof text, "%u:500000:65536\n", (unsigned)getuid());
+    assert_ok(obi_write_file(subgid, text, strlen(text), 0644, err_ptr_));
+    setenv("OCIBUILD_SUBUID_FILE", subuid, 1);
+    setenv("OCIBUILD_SUBGID_FILE", subgid, 1);
+    obi_spec_options opts = {0};
+    assert_ok(obi_spec_options_rootless_current_user(&opts, err_ptr_));
+    assert_true(opts.rootless);
+    assert_int_equal(opts.uid, getuid());
+    assert_int_equal(opts.gid, getgid());
+    assert_int_equal(opts.subuid, 400000);
+    assert_int_equal(opts.subgid, 500000);
+    assert_ok(obi_write_file(subgid, "", 0, 0644, err_ptr_));
+    obi_spec_options untouched = {0};
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_spec_options_rootless_current_user(&untouched, &err), -ENOENT,
+                      "no subordinate gid range");
+    assert_false(untouched.rootless);
+    unsetenv("OCIBUILD_SUBUID_FILE");
+    unsetenv("OCIBUILD_SUBGID_FILE");
+    obi_test_tmpdir_remove(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spec_scratch_name_vectors),
+        cmocka_unit_test(test_spec_output_host_paths),
+        cmocka_unit_test(test_spec_top_level_fields),
+        cmocka_unit_test(test_spec_process),
+        cmocka_unit_test(test_spec_cwd_of_empty_working_dir_is_root),
+        cmocka_unit_test(test_spec_rootful_capabilities),
+        cmocka_unit_test(test_spec_rootless_capabilities),
+        cmocka_unit_test(test_spec_namespaces),
+        cmocka_unit_test(test_spec_rootless_id_mappings),
+        cmocka_unit_test(test_spec_rootful_has_no_id_mappings_and_denies_devices),
+        cmocka_unit_test(test_spec_mount_order),
+        cmocka_unit_test(test_spec_minimal_request_mounts),
+        cmocka_unit_test(test_spec_standard_mounts_rootful),
+        cmocka_unit_test(test_spec_standard_mounts_rootless),
+        cmocka_unit_test(test_spec_scratch_and_input_mounts),
+        cmocka_unit_test(test_spec_inputs_at_root_when_inputs_dir_empty),
+        cmocka_unit_test(test_spec_ro_paths_bin_sh_and_network_files),
+        cmocka_unit_test(test_spec_no_network_files_without_network_access),
+        cmocka_unit_test(test_spec_refuses_invalid_request_naming_field),
+        cmocka_unit_test(test_spec_refuses_non_utf8_env_value),
+        cmocka_unit_test(test_spec_refuses_relative_sandbox_shell),
+        cmocka_unit_test(test_subid_matches_user_name),
+        cmocka_unit_test(test_subid_matches_numeric_uid),
+        cmocka_unit_test(test_subid_skips_empty_ranges),
+        cmocka_unit_test(test_subid_missing_range_says_how_to_add_one),
+        cmocka_unit_test(test_subid_malformed_line_names_file_and_line),
+        cmocka_unit_test(test_subid_lookup_reads_file_and_treats_missing_as_empty),
+        cmocka_unit_test(test_subid_current_user_uses_override_files),
+    };
+    return cmocka_run_group_tests_name("spec", tests, NULL, NULL);
+}
