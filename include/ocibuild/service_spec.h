@@ -51,12 +51,24 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
                               const obi_service_spec_options *opts, json_t **out, char ***warnings,
                               obi_error **err);
 
-/* Writes a complete bundle: creates bundle_dir (mode 0700), config.json, and rootfs as a
- * symlink to rootfs_source (or an empty directory when it is NULL). Creates the named and
- * anonymous volume directories of the service and checks that s3 mount paths exist. */
+/* How a bundle's rootfs reaches the source directory. runc refuses a symlinked rootfs ("invalid
+ * rootfs: not an absolute path, or a symlink"), so the spec's symlink only suits runtimes that
+ * resolve it (crun); the lifecycle uses DIR and mounts onto it (a bind mount, or an overlay with
+ * the image cache as lower layer so replicas never write into the shared cache). */
+typedef enum obi_bundle_rootfs_mode {
+    OBI_BUNDLE_ROOTFS_SYMLINK, /* BUNDLE/rootfs -> source; root.path "rootfs" */
+    OBI_BUNDLE_ROOTFS_DIR,     /* BUNDLE/rootfs is an empty directory to mount onto */
+    OBI_BUNDLE_ROOTFS_PATH,    /* root.path is the source's absolute path; no BUNDLE/rootfs */
+} obi_bundle_rootfs_mode;
+
+/* Writes a complete bundle: creates bundle_dir (mode 0700), config.json (atomically) and the
+ * rootfs per mode (with rootfs_source NULL: always an empty BUNDLE/rootfs directory). Creates
+ * the named and anonymous volume directories of the service and checks that bind sources and
+ * s3 mount paths exist. Warnings as for obi_service_spec_generate. */
 int obi_service_bundle_write(const obi_deployment *deployment, const obi_service *svc,
                              const obi_service_spec_options *opts, const char *bundle_dir,
-                             const char *rootfs_source, char ***warnings, obi_error **err);
+                             const char *rootfs_source, obi_bundle_rootfs_mode mode,
+                             char ***warnings, obi_error **err);
 
 /* Resolves an image `User` ("uid[:gid]", names looked up in ROOTFS/etc/passwd and /etc/group;
  * a numeric uid without gid means gid = uid, a user name without group its passwd gid). */

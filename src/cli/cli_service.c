@@ -1,7 +1,7 @@
 /*
  * ocibuild service SUBCOMMAND: the deployment front end. A table of subcommands; each loads the
  * deployment YAML and works on one service or all of them. `spec` prints the OCI config of one
- * replica (what `up` would write into its bundle).
+ * replica; `bundle` writes that replica's bundle directory (what `up` will run).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -24,19 +24,43 @@ static void print_warnings(char **warnings)
         fprintf(stderr, "ocibuild: warning: %s\n", warnings[i]);
 }
 
-static int service_spec(int argc, char **argv)
+/* What spec and bundle share: the parsed command line, the deployment, the secrets provider,
+ * the image (unpacked into the cache) and the generator options pointing into them. */
+typedef struct service_context {
+    obi_deployment *deployment;
+    const obi_service *svc;
+    obi_secrets *secrets;
+    obi_image *image;
+    char *data_dir;
+    const char *rootfs_source; /* for bundles: the image cache entry or the rootfs dir */
+    obi_service_spec_options opts;
+    obi_bundle_rootfs_mode rootfs_mode;
+    char **positional; /* after FILE.yaml SERVICE */
+    int positional_count;
+} service_context;
+
+static void service_context_clear(service_context *ctx)
+{
+    obi_deployment_free(ctx->deployment);
+    obi_secrets_free(ctx->secrets);
+    obi_image_free(ctx->image);
+    free(ctx->data_dir);
+}
+
+/* Parses FILE.yaml SERVICE [EXTRA...] and the shared options; returns 0 or an exit code. */
+static int service_context_open(service_context *ctx, int argc, char **argv, int extra,
+                                const char *usage)
 {
     static const struct option options[] = {
         {"replica", required_argument, NULL, 'r'},
         {"secrets-dir", required_argument, NULL, 's'},
         {"data-dir", required_argument, NULL, 'd'},
         {"dev-root", required_argument, NULL, 'v'},
+        {"rootfs-mode", required_argument, NULL, 'm'},
         {NULL, 0, NULL, 0},
     };
-    const char *usage = "usage: ocibuild service spec FILE.yaml SERVICE [--replica N] "
-                        "[--secrets-dir DIR] [--data-dir DIR] [--dev-root DIR]";
     unsigned long replica = 1;
-    const char *secrets_dir = NULL, *data_dir = NULL, *dev_root = NULL;
+    const char *secrets_dir = NULL, *data_dir = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -55,50 +79,97 @@ static int service_spec(int argc, char **argv)
             data_dir = optarg;
             break;
         case 'v':
-            dev_root = optarg;
+            ctx->opts.dev_root = optarg;
+            break;
+        case 'm':
+            if (!strcmp(optarg, "symlink"))
+                ctx->rootfs_mode = OBI_BUNDLE_ROOTFS_SYMLINK;
+            else if (!strcmp(optarg, "dir"))
+                ctx->rootfs_mode = OBI_BUNDLE_ROOTFS_DIR;
+            else if (!strcmp(optarg, "path"))
+                ctx->rootfs_mode = OBI_BUNDLE_ROOTFS_PATH;
+            else
+                return cli_failf("--rootfs-mode: expected symlink, dir or path");
             break;
         default:
             return cli_failf("%s", usage);
         }
     }
-    if (argc - optind != 2)
+    if (argc - optind != 2 + extra)
         return cli_failf("%s", usage);
     const char *file = argv[optind], *name = argv[optind + 1];
+    ctx->positional = argv + optind + 2;
+    ctx->positional_count = extra;
     obi_error *err = NULL;
-    cleanup_deployment obi_deployment *deployment = NULL;
-    if (obi_deployment_load(file, &deployment, &err) < 0)
+    if (obi_deployment_load(file, &ctx->deployment, &err) < 0)
         return cli_fail(err);
-    const obi_service *svc = obi_deployment_find(deployment, name);
-    if (!svc)
+    if (!(ctx->svc = obi_deployment_find(ctx->deployment, name)))
         return cli_failf("%s: no service \"%s\"", file, name);
-    cleanup_secrets obi_secrets *secrets = NULL;
-    if (secrets_dir && obi_secrets_dir_open(secrets_dir, &secrets, &err) < 0)
+    if (secrets_dir && obi_secrets_dir_open(secrets_dir, &ctx->secrets, &err) < 0)
         return cli_fail(err);
-    cleanup_free char *default_data = data_dir ? NULL : obi_default_data_dir();
-    obi_service_spec_options opts = {
-        .replica = (unsigned)replica,
-        .dev_root = dev_root,
-        .secrets = secrets,
-        .data_dir = data_dir ? data_dir : default_data,
-    };
-    cleanup_image obi_image *image = NULL;
-    if (svc->image_kind == OBI_IMAGE_OCI) {
-        if (obi_image_open(svc->image_path, svc->image_tag, opts.data_dir, &image, &err) < 0)
+    ctx->data_dir = data_dir ? strdup(data_dir) : obi_default_data_dir();
+    if (!ctx->data_dir)
+        return cli_failf("out of memory");
+    ctx->opts.replica = (unsigned)replica;
+    ctx->opts.secrets = ctx->secrets;
+    ctx->opts.data_dir = ctx->data_dir;
+    if (ctx->svc->image_kind == OBI_IMAGE_OCI) {
+        if (obi_image_open(ctx->svc->image_path, ctx->svc->image_tag, ctx->data_dir, &ctx->image,
+                           &err) < 0)
             return cli_fail(err);
-        opts.image = &image->config;
-        opts.rootfs = image->rootfs;
-    } else if (svc->image_kind == OBI_IMAGE_ROOTFS) {
-        opts.rootfs = svc->image_rootfs;
+        ctx->opts.image = &ctx->image->config;
+        ctx->opts.rootfs = ctx->rootfs_source = ctx->image->rootfs;
+    } else if (ctx->svc->image_kind == OBI_IMAGE_ROOTFS) {
+        ctx->opts.rootfs = ctx->rootfs_source = ctx->svc->image_rootfs;
     }
-    cleanup_json json_t *config = NULL;
-    cleanup_strv char **warnings = NULL;
-    if (obi_service_spec_generate(deployment, svc, &opts, &config, &warnings, &err) < 0)
-        return cli_fail(err);
-    print_warnings(warnings);
-    if (json_dumpf(config, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0 ||
-        fputc('\n', stdout) == EOF || fflush(stdout) != 0)
-        return cli_failf("write to stdout: %s", strerror(errno));
     return 0;
+}
+
+static int service_spec(int argc, char **argv)
+{
+    service_context ctx = {0};
+    int status = service_context_open(&ctx, argc, argv, 0,
+                                      "usage: ocibuild service spec "
+                                      "FILE.yaml SERVICE [--replica N] "
+                                      "[--secrets-dir DIR] [--data-dir DIR] "
+                                      "[--dev-root DIR]");
+    if (status == 0) {
+        obi_error *err = NULL;
+        cleanup_json json_t *config = NULL;
+        cleanup_strv char **warnings = NULL;
+        if (obi_service_spec_generate(ctx.deployment, ctx.svc, &ctx.opts, &config, &warnings,
+                                      &err) < 0) {
+            status = cli_fail(err);
+        } else {
+            print_warnings(warnings);
+            if (json_dumpf(config, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0 ||
+                fputc('\n', stdout) == EOF || fflush(stdout) != 0)
+                status = cli_failf("write to stdout: %s", strerror(errno));
+        }
+    }
+    service_context_clear(&ctx);
+    return status;
+}
+
+static int service_bundle(int argc, char **argv)
+{
+    service_context ctx = {0};
+    int status = service_context_open(&ctx, argc, argv, 1,
+                                      "usage: ocibuild service bundle "
+                                      "FILE.yaml SERVICE DIR [--replica N] "
+                                      "[--secrets-dir DIR] [--data-dir DIR] "
+                                      "[--dev-root DIR]");
+    if (status == 0) {
+        obi_error *err = NULL;
+        cleanup_strv char **warnings = NULL;
+        if (obi_service_bundle_write(ctx.deployment, ctx.svc, &ctx.opts, ctx.positional[0],
+                                     ctx.rootfs_source, ctx.rootfs_mode, &warnings, &err) < 0)
+            status = cli_fail(err);
+        else
+            print_warnings(warnings);
+    }
+    service_context_clear(&ctx);
+    return status;
 }
 
 static const struct service_command {
@@ -107,6 +178,7 @@ static const struct service_command {
     const char *summary;
 } SERVICE_COMMANDS[] = {
     {"spec", service_spec, "print the OCI config.json of one replica of a service"},
+    {"bundle", service_bundle, "write an OCI bundle (config.json + rootfs) for one replica"},
 };
 
 int cli_service(int argc, char **argv)

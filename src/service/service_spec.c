@@ -943,7 +943,8 @@ static int prepare_storage(const obi_deployment *d, const obi_service *svc,
 
 int obi_service_bundle_write(const obi_deployment *deployment, const obi_service *svc,
                              const obi_service_spec_options *opts, const char *bundle_dir,
-                             const char *rootfs_source, char ***warnings, obi_error **err)
+                             const char *rootfs_source, obi_bundle_rootfs_mode mode,
+                             char ***warnings, obi_error **err)
 {
     unsigned replica = opts->replica ? opts->replica : 1;
     cleanup_json json_t *config = NULL;
@@ -954,6 +955,14 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
     cleanup_strv char **owned_warnings = collected;
     if ((r = prepare_storage(deployment, svc, opts, replica, err)) < 0)
         return r;
+    cleanup_free char *source_abs = NULL;
+    if (rootfs_source && mode == OBI_BUNDLE_ROOTFS_PATH) {
+        if (!(source_abs = realpath(rootfs_source, NULL)))
+            return obi_error_set_errno(err, errno, "rootfs %s", rootfs_source);
+        if (json_object_set_new(json_object_get(config, "root"), "path", json_string(source_abs)) <
+            0)
+            return oom(err);
+    }
     if ((r = obi_mkdir_p(bundle_dir, 0700, err)) < 0)
         return r;
     cleanup_free char *rootfs = obi_path_join(bundle_dir, "rootfs");
@@ -967,10 +976,11 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
     } else if (errno != ENOENT) {
         return obi_error_set_errno(err, errno, "lstat %s", rootfs);
     }
-    if (rootfs_source) {
+    if (rootfs_source && mode == OBI_BUNDLE_ROOTFS_SYMLINK) {
         if (symlink(rootfs_source, rootfs) < 0)
             return obi_error_set_errno(err, errno, "symlink %s -> %s", rootfs, rootfs_source);
-    } else if (mkdir(rootfs, 0755) < 0 && errno != EEXIST) {
+    } else if (!(rootfs_source && mode == OBI_BUNDLE_ROOTFS_PATH) && mkdir(rootfs, 0755) < 0 &&
+               errno != EEXIST) {
         return obi_error_set_errno(err, errno, "mkdir %s", rootfs);
     }
     cleanup_free char *text = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

@@ -739,7 +739,8 @@ static void test_bundle_write_creates_config_rootfs_and_volumes(void **state)
     char *bundle = obi_path_join(f->dir, "bundles/web-rep-1");
     char **warnings = NULL;
     assert_ok(obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
-                                       "/some/rootfs", &warnings, err_ptr_));
+                                       "/some/rootfs", OBI_BUNDLE_ROOTFS_SYMLINK, &warnings,
+                                       err_ptr_));
     assert_null(warnings);
     char *config = obi_path_join(bundle, "config.json");
     json_error_t jerr;
@@ -761,13 +762,48 @@ static void test_bundle_write_creates_config_rootfs_and_volumes(void **state)
     assert_int_equal(stat(anon, &st), 0);
     /* rewriting with no rootfs source replaces the symlink by an empty directory */
     assert_ok(obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
-                                       NULL, NULL, err_ptr_));
+                                       NULL, OBI_BUNDLE_ROOTFS_SYMLINK, NULL, err_ptr_));
     assert_int_equal(lstat(rootfs, &st), 0);
     assert_true(S_ISDIR(st.st_mode));
     free(named);
     free(anon);
     free(rootfs);
     free(config);
+    free(bundle);
+}
+
+static void test_bundle_write_path_mode_puts_absolute_rootfs_in_config(void **state)
+{
+    fixture *f = *state;
+    load(f, HEADER "  web: {}\n");
+    obi_service_spec_options opts = default_options(f);
+    char *bundle = obi_path_join(f->dir, "b");
+    char *source = obi_path_join(f->dir, "src-rootfs");
+    char *link = obi_path_join(f->dir, "link-to-rootfs");
+    assert_int_equal(mkdir(source, 0755), 0);
+    assert_int_equal(symlink(source, link), 0);
+    assert_ok(obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
+                                       link, OBI_BUNDLE_ROOTFS_PATH, NULL, err_ptr_));
+    char *config = obi_path_join(bundle, "config.json");
+    json_error_t jerr;
+    json_t *doc = json_load_file(config, 0, &jerr);
+    assert_string_equal(json_string_value(path_get(doc, "root.path")), source); /* resolved */
+    json_decref(doc);
+    char *rootfs = obi_path_join(bundle, "rootfs");
+    struct stat st;
+    assert_int_equal(lstat(rootfs, &st), -1);
+    /* DIR mode: an empty directory to mount onto, root.path stays "rootfs" */
+    assert_ok(obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
+                                       link, OBI_BUNDLE_ROOTFS_DIR, NULL, err_ptr_));
+    assert_int_equal(lstat(rootfs, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    doc = json_load_file(config, 0, &jerr);
+    assert_string_equal(json_string_value(path_get(doc, "root.path")), "rootfs");
+    json_decref(doc);
+    free(rootfs);
+    free(config);
+    free(link);
+    free(source);
     free(bundle);
 }
 
@@ -780,7 +816,7 @@ static void test_bundle_write_requires_s3_mount_path(void **state)
     obi_error *err = NULL;
     assert_fails_with(err,
                       obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts,
-                                               bundle, NULL, NULL, &err),
+                                               bundle, NULL, OBI_BUNDLE_ROOTFS_DIR, NULL, &err),
                       -ENOENT, "services.web.storage[0]: s3 mount source");
     assert_int_equal(access(bundle, F_OK), -1); /* nothing written */
     free(bundle);
@@ -811,6 +847,7 @@ int main(void)
         T(test_spec_amd_devices),
         T(test_spec_intel_and_unknown_vendor_devices),
         T(test_bundle_write_creates_config_rootfs_and_volumes),
+        T(test_bundle_write_path_mode_puts_absolute_rootfs_in_config),
         T(test_bundle_write_requires_s3_mount_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,72 @@
+#!/bin/bash
+# `ocibuild service bundle` writes a bundle that real runc runs: a busybox rootfs used as is
+# (--rootfs-mode path), a read-only bind mount, a tmpfs with a size, a named volume that keeps
+# what the container wrote, a secret in the env, and cpu/memory limits read back from the
+# container's own cgroup files.
+source "$(dirname "$0")/lib.sh"
+RUNC=$(command -v runc || echo /usr/sbin/runc)
+BUSYBOX=$(command -v busybox || echo /bin/busybox)
+if [ "$(id -u)" != 0 ]; then
+  t_skip "runc runs a service bundle" "not root: runc needs root to create containers"; t_done; exit 0
+fi
+if [ ! -x "$RUNC" ] || [ ! -x "$BUSYBOX" ]; then
+  t_skip "runc runs a service bundle" "runc or busybox-static is not installed"; t_done; exit 0
+fi
+
+R=$T_TMP/rootfs
+mkdir -p "$R/bin" "$T_TMP/hostdata" "$T_TMP/secrets"
+cp "$BUSYBOX" "$R/bin/busybox"
+for c in sh cat echo touch grep id; do ln -s busybox "$R/bin/$c"; done
+echo hostfile >"$T_TMP/hostdata/file"
+echo s3cret >"$T_TMP/secrets/pw"
+id="obi-e2e-svc-$$"
+t_cleanup "$RUNC --root $T_TMP/runc delete --force $id"
+cat >"$T_TMP/d.yaml" <<YAML
+version: v1
+deployment: runctest
+services:
+  app:
+    rtype: job
+    image: { rootfs: $R }
+    command:
+      entrypoint: [/bin/sh, -c]
+      args:
+        - >-
+          cat /data/file; echo "SECRET=\$PW";
+          touch /data/x 2>/dev/null && echo DATA=WRITABLE || echo DATA=READONLY;
+          echo persisted > /cache/v;
+          grep " /run/app " /proc/mounts;
+          for f in /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max; do
+            [ -r \$f ] && echo "MEM=\$(cat \$f)"; done;
+          for f in /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us; do
+            [ -r \$f ] && echo "CPU=\$(cat \$f)" && break; done;
+          [ -r /sys/fs/cgroup/cpu.max ] && echo "CPU=\$(cat /sys/fs/cgroup/cpu.max)";
+          echo HOST=\$(cat /proc/sys/kernel/hostname)
+    env: { PW: \$S:pw }
+    resources: { cpu: 0.5, memory: 64Mi }
+    storage:
+      - { type: bind, source: $T_TMP/hostdata, target: /data, readonly: true }
+      - { type: named, name: cache, target: /cache }
+      - { type: tmpfs, target: /run/app, size: 1Mi }
+YAML
+if "$OCIBUILD" service bundle "$T_TMP/d.yaml" app "$T_TMP/bundle" --data-dir "$T_TMP/data" \
+     --secrets-dir "$T_TMP/secrets" --rootfs-mode path 2>"$T_TMP/err"; then
+  t_ok "service bundle writes a bundle"
+else
+  t_fail "service bundle writes a bundle" "$(cat "$T_TMP/err")"
+fi
+out=$(timeout 120 "$RUNC" --root "$T_TMP/runc" run --bundle "$T_TMP/bundle" "$id" 2>&1); rc=$?
+[ $rc -eq 0 ] && t_ok "runc runs the bundle" || t_fail "runc runs the bundle" "$out"
+t_contains "the bind mount shows the host file" "$out" "hostfile"
+t_contains "the secret reaches the env" "$out" "SECRET=s3cret"
+t_contains "the read-only bind mount refuses writes" "$out" "DATA=READONLY"
+t_contains "the tmpfs is mounted with its size" "$out" "/run/app tmpfs rw,nosuid,nodev"
+[[ "$out" == *"size=1024k"* ]] && t_ok "tmpfs size=1Mi" || t_fail "tmpfs size=1Mi" "$out"
+t_contains "the memory limit is applied" "$out" "MEM=67108864"
+[[ "$out" == *"CPU=50000"* ]] && t_ok "the cpu quota is applied" || t_fail "the cpu quota is applied" "$out"
+t_contains "the hostname is the container id" "$out" "HOST=app-rep-1"
+[ "$(cat "$T_TMP/data/volumes/runctest/cache/v" 2>/dev/null)" = persisted ] &&
+  t_ok "the named volume keeps what the container wrote" || t_fail "the named volume keeps what the container wrote"
+[ ! -e "$T_TMP/hostdata/x" ] && t_ok "nothing was written to the read-only source" || t_fail "nothing was written to the read-only source"
+"$RUNC" --root "$T_TMP/runc" state "$id" >/dev/null 2>&1 && t_fail "runc left no container behind" || t_ok "runc left no container behind"
+t_done
