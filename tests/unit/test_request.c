@@ -40,8 +40,8 @@ static void test_request_clean_path_rules(void **state)
 {
     (void)state;
     static const char *const clean[] = {"a", "a/b", "nix/store", "a.b/..c/...", ".x"};
-    static const char *const unclean[] = {"",     "/",   "/a",   "a/",     "a//b", ".",
-                                          "..",   "./a", "a/.",  "a/../b", "a/..", "../a"};
+    static const char *const unclean[] = {"",   "/",   "/a",  "a/",     "a//b", ".",
+                                          "..", "./a", "a/.", "a/../b", "a/..", "../a"};
     for (size_t i = 0; i < OBI_ARRAY_SIZE(clean); i++)
         assert_true(obi_path_is_clean_relative(clean[i]));
     for (size_t i = 0; i < OBI_ARRAY_SIZE(unclean); i++) {
@@ -557,13 +557,71 @@ static void test_build_pb_rejects_needles_count_mismatch(void **state)
 {
     (void)state;
     /* outputs: one symlink node {name "a", target "b"}; outputs_needles: two empty entries */
-    static const uint8_t data[] = {0x12, 0x08, 0x1a, 0x06, 0x0a, 0x01, 'a', 0x12,
-                                   0x01, 'b',  0x1a, 0x00, 0x1a, 0x00};
+    static const uint8_t data[] = {0x12, 0x08, 0x1a, 0x06, 0x0a, 0x01, 'a',
+                                   0x12, 0x01, 'b',  0x1a, 0x00, 0x1a, 0x00};
     obi_build *build = NULL;
     obi_error *err = NULL;
     assert_fails_with(err, obi_build_decode_pb(data, sizeof data, &build, &err), -EINVAL,
                       "outputs_needles: 2 entries for 1 outputs");
     assert_null(build);
+}
+
+static void test_build_pb_names_nested_request_fields(void **state)
+{
+    (void)state;
+    /* build_request { command_args: "\xff" } */
+    static const uint8_t data[] = {0x0a, 0x03, 0x12, 0x01, 0xff};
+    obi_build *build = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_decode_pb(data, sizeof data, &build, &err), -EINVAL,
+                      "build_request.command_args[0]: string is not valid UTF-8 (byte offset 2)");
+    assert_null(build);
+}
+
+/* Every single-byte corruption and every truncation of a valid encoding either decodes (and
+ * then validates and re-encodes without trouble) or fails with a message; ASan checks the rest. */
+static void test_request_pb_survives_mutations(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    cleanup_free uint8_t *data = NULL;
+    size_t len;
+    encode(req, &data, &len);
+    cleanup_free uint8_t *copy = malloc(len);
+    size_t decoded = 0, refused = 0;
+    for (size_t i = 0; i < len; i++) {
+        for (int variant = 0; variant < 3; variant++) {
+            memcpy(copy, data, len);
+            size_t n = len;
+            if (variant == 0)
+                copy[i] ^= 0xff;
+            else if (variant == 1)
+                copy[i] = 0x80;
+            else
+                n = i;
+            obi_build_request *back = NULL;
+            obi_error *err = NULL;
+            if (obi_build_request_decode_pb(copy, n, &back, &err) == 0) {
+                decoded++;
+                obi_error *verr = NULL;
+                (void)obi_build_request_validate(back, &verr);
+                obi_error_free(verr);
+                uint8_t *again = NULL;
+                size_t again_len;
+                assert_ok(obi_build_request_encode_pb(back, &again, &again_len, err_ptr_));
+                free(again);
+                obi_build_request_free(back);
+            } else {
+                refused++;
+                assert_non_null(err);
+                assert_non_null(err->message);
+                assert_null(back);
+                obi_error_free(err);
+            }
+        }
+    }
+    assert_true(decoded > 0);
+    assert_true(refused > 0);
 }
 
 /* ---- JSON ---- */
@@ -748,12 +806,11 @@ static void test_build_json_round_trip(void **state)
     build->outputs_needles[0].n_needles = 1;
     cleanup_json json_t *json = obi_build_to_json(build);
     assert_non_null(json);
-    assert_string_equal(json_string_value(json_array_get(
-                            json_object_get(json_array_get(json_object_get(json, "outputsNeedles"),
-                                                           0),
-                                            "needles"),
-                            0)),
-                        "1");
+    assert_string_equal(
+        json_string_value(json_array_get(
+            json_object_get(json_array_get(json_object_get(json, "outputsNeedles"), 0), "needles"),
+            0)),
+        "1");
     cleanup_build obi_build *back = NULL;
     assert_ok(obi_build_from_json(json, &back, err_ptr_));
     cleanup_json json_t *again = obi_build_to_json(back);
@@ -820,6 +877,8 @@ int main(void)
         cmocka_unit_test(test_request_pb_skips_unknown_fields),
         cmocka_unit_test(test_build_pb_round_trip),
         cmocka_unit_test(test_build_pb_rejects_needles_count_mismatch),
+        cmocka_unit_test(test_build_pb_names_nested_request_fields),
+        cmocka_unit_test(test_request_pb_survives_mutations),
         cmocka_unit_test(test_request_json_round_trip),
         cmocka_unit_test(test_request_json_accepts_both_name_styles),
         cmocka_unit_test(test_request_json_null_means_default),
