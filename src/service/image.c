@@ -469,6 +469,33 @@ static int extract_entry(layer_ctx *ctx, struct archive *ar, struct archive_entr
     }
 }
 
+/* ".wh.NAME" removes NAME from the lower layers, ".wh..wh..opq" empties its directory; other
+ * ".wh..wh.*" names are AUFS bookkeeping and ignored. A whiteout below a directory that does
+ * not exist has nothing to hide. */
+static int apply_whiteout(layer_ctx *ctx, char *path, const char *base)
+{
+    const char *name = base + strlen(WHITEOUT_PREFIX);
+    bool opaque = !strcmp(base, WHITEOUT_OPAQUE);
+    if (!opaque && !strncmp(name, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)))
+        return 0;
+    if (!opaque && (!*name || !strcmp(name, ".") || !strcmp(name, "..")))
+        return obi_error_set(ctx->err, -EPERM, "layer %s: whiteout \"%s\" names no entry",
+                             ctx->layer, path);
+    char *slash = strrchr(path, '/');
+    if (slash)
+        *slash = '\0';
+    int fd = open_in_root(ctx->root_fd, slash ? path : ".", O_RDONLY | O_DIRECTORY);
+    if (slash)
+        *slash = '/';
+    if (fd == -ENOENT || fd == -ENOTDIR)
+        return 0;
+    if (fd < 0)
+        return fd;
+    int r = opaque ? empty_dir(fd) : remove_at(fd, name);
+    close(fd);
+    return r;
+}
+
 /* One pass over the layer: whiteouts (pass 0) or content (pass 1). */
 static int layer_pass(layer_ctx *ctx, int layer_fd, int pass)
 {
@@ -504,18 +531,10 @@ static int layer_pass(layer_ctx *ctx, int layer_fd, int pass)
         const char *slash = strrchr(path, '/');
         const char *base = slash ? slash + 1 : path;
         bool whiteout = !strncmp(base, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX));
-        if (pass == 0 && whiteout) {
-            const char *dummy;
-            cleanup_close int parent = open_parent(ctx->root_fd, path, &dummy);
-            if (parent >= 0)
-                r = !strcmp(base, WHITEOUT_OPAQUE)
-                        ? empty_dir(parent)
-                        : remove_at(parent, base + strlen(WHITEOUT_PREFIX));
-            else
-                r = parent;
-        } else if (pass == 1 && !whiteout) {
+        if (pass == 0 && whiteout)
+            r = apply_whiteout(ctx, path, base);
+        else if (pass == 1 && !whiteout)
             r = extract_entry(ctx, ar, entry, path);
-        }
         if (r < 0 && !(*ctx->err))
             r = obi_error_set_errno(ctx->err, -r, "layer %s: %s", ctx->layer, name);
     }

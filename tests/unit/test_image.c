@@ -202,6 +202,29 @@ static void test_layer_whiteout_deletes_lower_entry(void **state)
     assert_false(rootfs_exists(f, "a/.wh.gone"));
 }
 
+static void expect_layer_refused(fixture *f, const entry *entries, size_t n, const char *needle);
+
+static void test_layer_whiteout_of_dotdot_is_refused(void **state)
+{
+    fixture *f = *state;
+    /* a sibling of the rootfs that ".wh.." at the top would otherwise delete with its parent */
+    char *sibling = obi_path_join(f->dir, "sibling");
+    assert_ok(obi_write_file(sibling, "s", 1, 0644, err_ptr_));
+    static const entry top[] = {{'f', ".wh..", "", 0}};
+    expect_layer_refused(f, top, 1, "whiteout \".wh..\" names no entry");
+    static const entry dot[] = {{'f', "a/.wh..", "", 0}};
+    expect_layer_refused(f, dot, 1, "names no entry");
+    static const entry empty[] = {{'f', ".wh.", "", 0}};
+    expect_layer_refused(f, empty, 1, "names no entry");
+    assert_int_equal(access(sibling, F_OK), 0);
+    assert_int_equal(access(f->rootfs, F_OK), 0);
+    free(sibling);
+    /* a whiteout below a missing directory creates nothing; AUFS metadata is ignored */
+    static const entry missing[] = {{'f', "no/such/.wh.x", "", 0}, {'f', ".wh..wh..plnk", "", 0}};
+    apply(f, PLAIN, missing, N(missing));
+    assert_false(rootfs_exists(f, "no"));
+}
+
 static void test_layer_opaque_whiteout_empties_dir_but_keeps_same_layer(void **state)
 {
     fixture *f = *state;
@@ -579,6 +602,7 @@ int main(void)
         T(test_layer_gzip),
         T(test_layer_zstd),
         T(test_layer_whiteout_deletes_lower_entry),
+        T(test_layer_whiteout_of_dotdot_is_refused),
         T(test_layer_opaque_whiteout_empties_dir_but_keeps_same_layer),
         T(test_layer_replaces_file_with_dir_and_symlink_with_file),
         T(test_layer_refuses_dotdot_and_absolute_names),
