@@ -257,10 +257,26 @@ static void test_derivation_request_rejects_floating_and_foreign_outputs(void **
     assert_null(req);
 }
 
+static void test_derivation_request_passes_build_request_validation(void **state)
+{
+    (void)state;
+    obi_node inputs[2];
+    file_node(&inputs[0], BASH, 1);
+    file_node(&inputs[1], LIB, 2);
+    const char *texts[] = {PF_DRV, FOD_DRV, DEP_DRV};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(texts); i++) {
+        cleanup_build_request obi_build_request *req = to_request(texts[i], inputs, 2);
+        assert_ok(obi_build_request_validate(req, err_ptr_));
+    }
+    obi_node_clear(&inputs[0]);
+    obi_node_clear(&inputs[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_derivation_request_sets_command_and_layout),
+        cmocka_unit_test(test_derivation_request_passes_build_request_validation),
         cmocka_unit_test(test_derivation_request_environment_matches_nix_sandbox),
         cmocka_unit_test(test_derivation_request_writes_pass_as_file_values_to_additional_files),
         cmocka_unit_test(test_derivation_request_names_attr_files_like_nix),
