@@ -13,6 +13,7 @@
 
 #include "ocibuild/error.h"
 #include "ocibuild/runtime.h"
+#include "ocibuild/userns.h"
 
 typedef struct obi_bundle obi_bundle;
 
@@ -24,6 +25,9 @@ const char *obi_bundle_id(const obi_bundle *bundle);
 /* BUNDLE/<relative>; caller frees. */
 char *obi_bundle_subpath(const obi_bundle *bundle, const char *relative);
 int obi_bundle_write_config(obi_bundle *bundle, const json_t *config, obi_error **err);
+/* Rootless: files below the bundle may belong to the build user's sub-ids; remove them
+ * through the mapped user namespace (ids are copied). */
+void obi_bundle_set_userns(obi_bundle *bundle, const obi_userns_ids *ids);
 /* Keep the directory on close (for debugging). */
 void obi_bundle_set_keep(obi_bundle *bundle, bool keep);
 /* Removes the directory (unless kept), releases the lock, frees. Errors are reported. */
@@ -33,10 +37,10 @@ void obi_bundle_closep(obi_bundle **bundle);
 #define cleanup_bundle __attribute__((cleanup(obi_bundle_closep)))
 
 /* Removes leftovers of crashed runs under bundle_root: every bundle whose lock is free has its
- * container destroyed (runtime may be NULL), mounts below it detached and is removed.
- * *swept (optional) counts them. */
-int obi_bundle_sweep(const char *bundle_root, obi_runtime *runtime, unsigned *swept,
-                     obi_error **err);
+ * container destroyed (runtime may be NULL), mounts below it detached and is removed (through
+ * the user namespace when userns is given). *swept (optional) counts them. */
+int obi_bundle_sweep(const char *bundle_root, obi_runtime *runtime, const obi_userns_ids *userns,
+                     unsigned *swept, obi_error **err);
 
 /* Detaches every mount at or below path (deepest first); *count (optional) says how many. */
 int obi_unmount_below(const char *path, unsigned *count, obi_error **err);

@@ -12,6 +12,7 @@
 #include "ocibuild/buf.h"
 #include "ocibuild/build_service.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/oci_build.h"
 
 #define MAX_SCHEMES 16
 
@@ -24,8 +25,9 @@ static int dummy_open(const obi_url *url, obi_store *store, obi_build_service **
                       obi_error **err);
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static scheme_entry registry[MAX_SCHEMES] = {{"dummy", dummy_open}};
-static size_t n_registered = 1;
+static scheme_entry registry[MAX_SCHEMES] = {{"dummy", dummy_open},
+                                             {"oci", obi_oci_build_service_from_url}};
+static size_t n_registered = 2;
 
 int obi_build_service_register_scheme(const char *scheme, obi_build_service_factory factory)
 {

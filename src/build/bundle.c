@@ -25,6 +25,8 @@ struct obi_bundle {
     char id[37];
     int lock_fd;
     bool keep;
+    bool has_userns;
+    obi_userns_ids userns;
 };
 
 int obi_uuid_v4(char out[37], obi_error **err)
@@ -115,11 +117,26 @@ void obi_bundle_set_keep(obi_bundle *bundle, bool keep)
     bundle->keep = keep;
 }
 
-static int remove_bundle_dir(const char *path, obi_error **err)
+void obi_bundle_set_userns(obi_bundle *bundle, const obi_userns_ids *ids)
+{
+    bundle->has_userns = true;
+    bundle->userns = *ids;
+}
+
+static int remove_bundle_dir(const char *path, const obi_userns_ids *userns, obi_error **err)
 {
     int r = obi_unmount_below(path, NULL, err);
     if (r < 0)
         return r;
+    if (userns) {
+        /* Files below scratch/ may belong to the build user's sub-ids. */
+        cleanup_free char *scratch = obi_path_join(path, "scratch");
+        if (!scratch)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        r = obi_userns_rm_rf(userns, scratch, err);
+        if (r < 0)
+            return r;
+    }
     return obi_rm_rf(path, err);
 }
 
@@ -129,7 +146,7 @@ int obi_bundle_close(obi_bundle *bundle, obi_error **err)
         return 0;
     int r = 0;
     if (!bundle->keep)
-        r = remove_bundle_dir(bundle->path, err);
+        r = remove_bundle_dir(bundle->path, bundle->has_userns ? &bundle->userns : NULL, err);
     if (bundle->lock_fd >= 0)
         close(bundle->lock_fd);
     free(bundle->path);
@@ -206,8 +223,8 @@ int obi_unmount_below(const char *path, unsigned *count, obi_error **err)
     return r;
 }
 
-int obi_bundle_sweep(const char *bundle_root, obi_runtime *runtime, unsigned *swept,
-                     obi_error **err)
+int obi_bundle_sweep(const char *bundle_root, obi_runtime *runtime, const obi_userns_ids *userns,
+                     unsigned *swept, obi_error **err)
 {
     if (swept)
         *swept = 0;
@@ -229,7 +246,7 @@ int obi_bundle_sweep(const char *bundle_root, obi_runtime *runtime, unsigned *sw
             cleanup_error obi_error *ignored = NULL;
             obi_runtime_destroy(runtime, de->d_name, &ignored);
         }
-        int r = remove_bundle_dir(path, err);
+        int r = remove_bundle_dir(path, userns, err);
         if (r < 0)
             return obi_error_prefix(err, r, "sweep stale bundle");
         if (swept)

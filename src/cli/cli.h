@@ -17,6 +17,7 @@ int cli_nar_hash(int argc, char **argv);
 int cli_show_derivation(int argc, char **argv);
 int cli_store(int argc, char **argv);
 int cli_spec(int argc, char **argv);
+int cli_build(int argc, char **argv);
 
 /* Prints "ocibuild: <message>" to stderr and returns 1 (0 is never returned). */
 int cli_fail(obi_error *err);

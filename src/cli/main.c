@@ -14,6 +14,7 @@ typedef struct command {
 } command;
 
 static const command COMMANDS[] = {
+    {"build", cli_build, "run a BuildRequest in an OCI runtime, print the Build"},
     {"hash", cli_hash, "print BLAKE3 digests of files, like b3sum"},
     {"service", cli_service, "services from a deployment YAML (spec)"},
     {"nar-hash", cli_nar_hash, "print NAR hashes of paths (sha256:<nixbase32>), like nix-hash"},

@@ -1,0 +1,121 @@
+/*
+ * Build inputs through the shared per-node cache (see include/ocibuild/build_inputs.h).
+ * A cache entry is materialized under a temporary name in the cache dir and renamed into place,
+ * so concurrent builds (threads or processes) never see a half-written entry; the loser of a
+ * race simply removes its copy.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ocibuild/build_inputs.h"
+#include "ocibuild/bundle.h"
+#include "ocibuild/cleanup.h"
+#include "ocibuild/export.h"
+#include "ocibuild/fs.h"
+#include "ocibuild/spec.h"
+
+static char cache_kind(const obi_node *node)
+{
+    if (node->kind == OBI_NODE_DIRECTORY)
+        return 'd';
+    return node->executable ? 'x' : 'f';
+}
+
+int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node *node,
+                        char **path_out, obi_error **err)
+{
+    if (node->kind == OBI_NODE_SYMLINK)
+        return obi_error_set(err, -EINVAL, "symlink nodes are not cached");
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&node->digest, hex);
+    cleanup_free char *entry = NULL;
+    if (asprintf(&entry, "%s/%c-%s", cache_dir, cache_kind(node), hex) < 0)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    struct stat st;
+    if (lstat(entry, &st) == 0) {
+        *path_out = steal_pointer(&entry);
+        return 0;
+    }
+    int r = obi_mkdir_p(cache_dir, 0755, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "input cache");
+    char uuid[37];
+    if ((r = obi_uuid_v4(uuid, err)) < 0)
+        return r;
+    cleanup_free char *tmp = NULL;
+    if (asprintf(&tmp, "%s/.tmp-%s", cache_dir, uuid) < 0)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    r = obi_materialize_node(store->blobs, store->directories, node, tmp, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "materialize input \"%s\"", (const char *)node->name.data);
+    if (rename(tmp, entry) < 0) {
+        int e = errno;
+        /* A non-empty directory target means another build won the race: use its copy. */
+        cleanup_error obi_error *ignored = NULL;
+        chmod(tmp, 0700);
+        obi_rm_rf(tmp, &ignored);
+        if (lstat(entry, &st) < 0)
+            return obi_error_set_errno(err, e, "input cache: rename into %s", entry);
+    }
+    *path_out = steal_pointer(&entry);
+    return 0;
+}
+
+/* Host path (relative to the bundle) for "<inputs_dir>/<name>" inside the scratch dirs, via the
+ * same mapping as outputs. */
+static int symlink_input_host_path(const obi_build_request *req, const obi_node *node, char **out,
+                                   obi_error **err)
+{
+    cleanup_free char *path = NULL;
+    if (asprintf(&path, "%s%s%s", req->inputs_dir, *req->inputs_dir ? "/" : "",
+                 (const char *)node->name.data) < 0)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    /* Reuse the output mapping on a one-output view of the request. */
+    obi_build_request view = *req;
+    char *outputs[1] = {path};
+    view.outputs = outputs;
+    view.n_outputs = 1;
+    int r = obi_output_host_path(&view, 0, out, err);
+    if (r < 0)
+        return obi_error_set(err, -EINVAL,
+                             "input \"%s\" is a symlink, which can only be provided when "
+                             "inputs_dir \"%s\" lies inside a scratch path",
+                             (const char *)node->name.data, req->inputs_dir);
+    return 0;
+}
+
+int obi_build_inputs_prepare(obi_store *store, const char *cache_dir, const obi_build_request *req,
+                             const char *bundle_inputs_dir, const char *bundle_dir, obi_error **err)
+{
+    if (mkdir(bundle_inputs_dir, 0755) < 0)
+        return obi_error_set_errno(err, errno, "mkdir %s", bundle_inputs_dir);
+    for (size_t i = 0; i < req->n_inputs; i++) {
+        const obi_node *node = &req->inputs[i];
+        const char *name = (const char *)node->name.data;
+        int r;
+        if (node->kind == OBI_NODE_SYMLINK) {
+            cleanup_free char *relative = NULL;
+            if ((r = symlink_input_host_path(req, node, &relative, err)) < 0)
+                return obi_error_prefix(err, r, "inputs[%zu]", i);
+            cleanup_free char *link = obi_path_join(bundle_dir, relative);
+            if (!link)
+                return obi_error_set(err, -ENOMEM, "out of memory");
+            if (symlink((const char *)node->target.data, link) < 0)
+                return obi_error_set_errno(err, errno, "inputs[%zu]: symlink %s", i, link);
+            continue;
+        }
+        cleanup_free char *entry = NULL;
+        if ((r = obi_input_cache_get(store, cache_dir, node, &entry, err)) < 0)
+            return obi_error_prefix(err, r, "inputs[%zu]", i);
+        cleanup_free char *link = obi_path_join(bundle_inputs_dir, name);
+        if (!link)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        if (symlink(entry, link) < 0)
+            return obi_error_set_errno(err, errno, "inputs[%zu]: symlink %s", i, link);
+    }
+    return 0;
+}

@@ -1,0 +1,144 @@
+/*
+ * The friendlier request form (see include/ocibuild/friendly_request.h): rewritten into the
+ * protobuf JSON form (host paths imported into castore, env values base64-encoded, both sorted)
+ * and then decoded by the one BuildRequest JSON decoder, so the two forms cannot drift apart.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ocibuild/cleanup.h"
+#include "ocibuild/digest.h"
+#include "ocibuild/friendly_request.h"
+#include "ocibuild/ingest.h"
+#include "ocibuild/json_util.h"
+
+static int compare_keys(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Keys of a JSON object, sorted bytewise; caller frees the array (not the strings). */
+static const char **sorted_keys(const json_t *object, size_t *n_out)
+{
+    size_t n = json_object_size(object), i = 0;
+    const char **keys = calloc(n ? n : 1, sizeof *keys);
+    if (!keys)
+        return NULL;
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)object, key, value)
+    {
+        (void)value;
+        keys[i++] = key;
+    }
+    qsort(keys, n, sizeof *keys, compare_keys);
+    *n_out = n;
+    return keys;
+}
+
+static int import_inputs(const json_t *inputs, obi_store *store, json_t *out_array, obi_error **err)
+{
+    size_t n;
+    cleanup_free const char **names = sorted_keys(inputs, &n);
+    if (!names)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *value = json_object_get(inputs, names[i]);
+        if (json_is_object(value)) { /* already a Node */
+            json_array_append(out_array, value);
+            continue;
+        }
+        if (!json_is_string(value))
+            return obi_error_set(
+                err, -EINVAL, "inputs.%s: expected a host path string or a Node object", names[i]);
+        obi_node node;
+        obi_ingest_options options = {.name = names[i], .refscan = NULL};
+        int r = obi_ingest_path(store->blobs, store->directories, json_string_value(value),
+                                &options, &node, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "inputs.%s", names[i]);
+        json_t *node_json = obi_node_to_json(&node);
+        obi_node_clear(&node);
+        if (!node_json || json_array_append_new(out_array, node_json) < 0)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+static int convert_env(const json_t *env, json_t *out_array, obi_error **err)
+{
+    size_t n;
+    cleanup_free const char **keys = sorted_keys(env, &n);
+    if (!keys)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *value = json_object_get(env, keys[i]);
+        if (!json_is_string(value))
+            return obi_error_set(err, -EINVAL, "env.%s: expected a string", keys[i]);
+        size_t len = json_string_length(value);
+        cleanup_free char *b64 = malloc(obi_base64_encoded_len(len) + 1);
+        if (!b64)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        obi_base64_encode((const uint8_t *)json_string_value(value), len, b64);
+        json_t *entry = json_pack("{s:s, s:s}", "key", keys[i], "value", b64);
+        if (!entry || json_array_append_new(out_array, entry) < 0)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+int obi_friendly_request_from_json(const json_t *json, obi_store *store, obi_build_request **out,
+                                   obi_error **err)
+{
+    if (!json_is_object(json))
+        return obi_error_set(err, -EINVAL, "request: expected a JSON object");
+    const json_t *inputs = json_object_get(json, "inputs");
+    const json_t *env = json_object_get(json, "env");
+    if (!json_is_object(inputs) && !env)
+        return obi_build_request_from_json(json, out, err);
+
+    cleanup_json json_t *copy = json_deep_copy(json);
+    if (!copy)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    int r;
+    if (json_is_object(inputs)) {
+        json_t *array = json_array();
+        if (!array || json_object_set_new(copy, "inputs", array) < 0)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        if ((r = import_inputs(inputs, store, array, err)) < 0)
+            return r;
+    }
+    if (env) {
+        if (!json_is_object(env))
+            return obi_error_set(err, -EINVAL, "env: expected an object of strings");
+        const char *field =
+            json_object_get(copy, "environmentVars") ? "environmentVars" : "environment_vars";
+        json_t *array = json_object_get(copy, field);
+        if (array && json_array_size(array))
+            return obi_error_set(err, -EINVAL, "env: give either env or %s, not both", field);
+        array = json_array();
+        if (!array || json_object_set_new(copy, field, array) < 0)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        json_object_del(copy, "env");
+        if ((r = convert_env(env, array, err)) < 0)
+            return r;
+    }
+    return obi_build_request_from_json(copy, out, err);
+}
+
+int obi_friendly_request_load(const char *path, obi_store *store, obi_build_request **out,
+                              obi_error **err)
+{
+    json_error_t jerr;
+    cleanup_json json_t *json =
+        strcmp(path, "-") ? json_load_file(path, 0, &jerr) : json_loadf(stdin, 0, &jerr);
+    if (!json)
+        return obi_error_set(err, -EINVAL, "%s: line %d column %d: %s", path, jerr.line,
+                             jerr.column, jerr.text);
+    int r = obi_friendly_request_from_json(json, store, out, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", path);
+    return 0;
+}
