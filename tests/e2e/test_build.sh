@@ -1,0 +1,175 @@
+#!/bin/bash
+# End-to-end builds with a real OCI runtime (runc, as root): outputs and needles, sandbox
+# properties (no network, /bin/sh only when asked, uid 1000, cwd /build, read-only root and
+# inputs, available_ro_paths, additional files), and every failure path leaving no container,
+# no mount and no bundle dir behind (failing command, missing output, invalid requests,
+# timeout, SIGTERM to ocibuild mid-build).
+source "$(dirname "$0")/lib.sh"
+
+if [ "$(id -u)" -ne 0 ]; then
+  t_skip "builds as root" "not running as root: rootful runc builds need root"
+  t_done; exit
+fi
+if ! command -v runc >/dev/null; then
+  t_skip "builds with runc" "runc is not installed (apt-get install runc)"
+  t_done; exit
+fi
+
+export OCIBUILD_STORE="$T_TMP/store"
+DATA="$T_TMP/data"
+export OCIBUILD_DATA_DIR="$DATA"
+BUNDLES="$DATA/bundles"
+
+# request NAME ARGS_JSON [EXTRA_JSON_FIELDS] -> writes $T_TMP/NAME.json (friendly form)
+request() {
+  local name=$1 script=$2 extra=${3:-}
+  cat >"$T_TMP/$name.json" <<JSON
+{
+  "inputs": {"busybox": "/bin/busybox"},
+  "command_args": ["/nix/store/busybox", "sh", "-c", $(printf '%s' "$script" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')],
+  "working_dir": "build",
+  "scratch_paths": ["build", "nix/store"],
+  "inputs_dir": "nix/store",
+  "outputs": ["nix/store/out"],
+  "env": {"NEEDLE": "needle-$name"}
+  $extra
+}
+JSON
+}
+
+build() { "$OCIBUILD" build "$@" 2>"$T_TMP/stderr"; }
+
+no_leftovers() { # $1 = label
+  local left
+  left=$(ls -A "$BUNDLES" 2>/dev/null | grep -v '^\.' || true)
+  [ -z "$left" ] || { echo "bundle dirs left: $left"; return 1; }
+  runc list -q | grep -E '^[0-9a-f]{8}-' && { echo "containers left"; return 1; }
+  grep -F "$BUNDLES" /proc/self/mountinfo && { echo "mounts left"; return 1; }
+  return 0
+}
+
+# --- happy path: output tree and needles ---
+request ok 'mkdir -p /nix/store/out/sub && echo "$NEEDLE" > /nix/store/out/sub/file && echo abcdefghijklmnopqrstuvwxyz012345 >> /nix/store/out/sub/file && ln -s /nix/store/zyxwvutsrqponmlkjihgfedcba987654-x /nix/store/out/link && echo log-line-to-stderr >&2' \
+  ', "refscan_needles": ["abcdefghijklmnopqrstuvwxyz012345", "notpresentnotpresentnotpresent00", "zyxwvutsrqponmlkjihgfedcba987654"]'
+if out=$(build "$T_TMP/ok.json"); then
+  t_ok "trivial build succeeds"
+  node=$(echo "$out" | python3 -c 'import json,sys; b=json.load(sys.stdin); print(json.dumps(b["outputs"][0]))')
+  needles=$(echo "$out" | python3 -c 'import json,sys; b=json.load(sys.stdin); print(b["outputsNeedles"][0].get("needles", []))')
+  t_contains "output node is a directory named after the output" "$node" '"directory"'
+  t_contains "output node name is base64('out')" "$node" '"name": "b3V0"'
+  [ "$needles" = "['0', '2']" ] || [ "$needles" = "[0, 2]" ] && t_ok "needles found in contents and symlink target, not the absent one" || t_fail "needles" "got $needles"
+  "$OCIBUILD" store export - "$T_TMP/exported" <<<"$node" 2>"$T_TMP/export.err"
+  if [ "$(head -1 "$T_TMP/exported/sub/file" 2>/dev/null)" = "needle-ok" ] && [ -L "$T_TMP/exported/link" ]; then
+    t_ok "exported output has the build's files and symlink"
+  else
+    t_fail "exported output has the build's files and symlink" "$(cat "$T_TMP/export.err"; ls -laR "$T_TMP/exported" 2>&1)"
+  fi
+  t_contains "build log streamed to stderr" "$(cat "$T_TMP/stderr")" "log-line-to-stderr"
+else
+  t_fail "trivial build succeeds" "$(cat "$T_TMP/stderr")"
+fi
+t_check "no leftovers after a successful build" no_leftovers
+
+# --- sandbox properties, each checked from inside ---
+request props 'mkdir -p /nix/store/out
+id -u > /nix/store/out/uid; id -g > /nix/store/out/gid; pwd > /nix/store/out/cwd
+tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " > /nix/store/out/netdevs
+[ -e /bin/sh ] && echo yes > /nix/store/out/binsh || echo no > /nix/store/out/binsh
+touch /etc/x 2>/dev/null && echo writable > /nix/store/out/rootfs || echo ro > /nix/store/out/rootfs
+touch /nix/store/busybox 2>/dev/null && echo writable > /nix/store/out/inputs || echo ro > /nix/store/out/inputs
+cat /etc/passwd > /nix/store/out/passwd; echo "$HOME" > /nix/store/out/home
+grep " /tmp tmpfs " /proc/mounts | cut -d" " -f2,3 > /nix/store/out/tmp'
+if out=$(build "$T_TMP/props.json"); then
+  node=$(echo "$out" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["outputs"][0]))')
+  "$OCIBUILD" store export - "$T_TMP/props" <<<"$node"
+  p="$T_TMP/props"
+  [ "$(cat $p/uid):$(cat $p/gid)" = "1000:100" ] && t_ok "build runs as uid 1000 gid 100" || t_fail "uid/gid" "$(cat $p/uid):$(cat $p/gid)"
+  [ "$(cat $p/cwd)" = "/build" ] && t_ok "cwd is /build" || t_fail "cwd" "$(cat $p/cwd)"
+  [ "$(cat $p/netdevs)" = "lo" ] && t_ok "network: only lo without network_access" || t_fail "network" "$(cat $p/netdevs)"
+  [ "$(cat $p/binsh)" = "no" ] && t_ok "no /bin/sh unless provide_bin_sh" || t_fail "/bin/sh present"
+  [ "$(cat $p/rootfs)" = "ro" ] && t_ok "root filesystem is read-only" || t_fail "root writable"
+  [ "$(cat $p/inputs)" = "ro" ] && t_ok "inputs are read-only" || t_fail "inputs writable"
+  grep -q '^nixbld:x:1000:100:Nix build user:/build:/noshell$' $p/passwd && t_ok "/etc/passwd as Nix writes it" || t_fail "passwd" "$(cat $p/passwd)"
+  [ "$(cat $p/tmp)" = "/tmp tmpfs" ] && t_ok "/tmp is a private tmpfs" || t_fail "/tmp" "$(cat $p/tmp)"
+else
+  t_fail "sandbox property build" "$(cat "$T_TMP/stderr")"
+fi
+
+# --- provide_bin_sh, network_access, available_ro_paths, additional files ---
+# Outside /tmp: inside the sandbox /tmp is a root-owned mode=700 tmpfs the build user cannot
+# traverse, so a ro path below it would be unreachable.
+RO=$(mktemp -d /var/tmp/obi-ro.XXXXXX); chmod 755 "$RO"; t_cleanup "rm -rf '$RO'"
+mkdir -p "$RO/ro-data" && echo host-data > "$RO/ro-data/file"
+request extras 'mkdir -p /nix/store/out
+/bin/sh -c "echo sh-works" > /nix/store/out/binsh
+tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | sort > /nix/store/out/netdevs
+cat '"$RO"'/ro-data/file > /nix/store/out/ro; touch '"$RO"'/ro-data/new 2>/dev/null && echo writable >> /nix/store/out/ro
+cat /build/.attr-test > /nix/store/out/attr' \
+  ', "constraints": {"system": "x86_64-linux", "provide_bin_sh": true, "network_access": true, "available_ro_paths": ["'"$RO"'/ro-data"]}, "additional_files": [{"path": "build/.attr-test", "contents": "'"$(printf 'attr-contents' | base64)"'"}]'
+if out=$(build "$T_TMP/extras.json"); then
+  node=$(echo "$out" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["outputs"][0]))')
+  "$OCIBUILD" store export - "$T_TMP/extras" <<<"$node"
+  e="$T_TMP/extras"
+  [ "$(cat $e/binsh)" = "sh-works" ] && t_ok "/bin/sh provided when asked" || t_fail "/bin/sh" "$(cat $e/binsh)"
+  [ "$(wc -l < $e/netdevs)" -gt 1 ] && t_ok "network_access shares the host network" || t_fail "network_access" "$(cat $e/netdevs)"
+  [ "$(cat $e/ro)" = "host-data" ] && t_ok "available_ro_paths visible and read-only" || t_fail "ro paths" "$(cat $e/ro)"
+  [ "$(cat $e/attr)" = "attr-contents" ] && t_ok "additional files present" || t_fail "additional files" "$(cat $e/attr)"
+else
+  t_fail "extras build" "$(cat "$T_TMP/stderr")"
+fi
+
+# --- failures ---
+request failing 'echo about-to-fail >&2; exit 3'
+if build "$T_TMP/failing.json" >/dev/null; then t_fail "failing command fails the build"; else
+  msg=$(cat "$T_TMP/stderr")
+  t_contains "failing build reports the exit code" "$msg" "exit code 3"
+  t_contains "failing build shows the log tail" "$msg" "about-to-fail"
+fi
+t_check "no leftovers after a failing build" no_leftovers
+
+request missing 'mkdir -p /nix/store/other'
+if build "$T_TMP/missing.json" >/dev/null; then t_fail "missing output fails the build"; else
+  t_contains "missing output named" "$(cat "$T_TMP/stderr")" "/nix/store/out"
+fi
+t_check "no leftovers after a missing output" no_leftovers
+
+request slow 'sleep 60'
+start=$(date +%s)
+if build --timeout 2 "$T_TMP/slow.json" >/dev/null; then t_fail "timeout fails the build"; else
+  t_contains "timeout message" "$(cat "$T_TMP/stderr")" "timed out after 2 s"
+  [ $(( $(date +%s) - start )) -lt 20 ] && t_ok "timeout kills promptly" || t_fail "timeout took too long"
+fi
+t_check "no leftovers after a timeout" no_leftovers
+
+request sigterm 'echo started >&2; sleep 60'
+"$OCIBUILD" build "$T_TMP/sigterm.json" >/dev/null 2>"$T_TMP/sigterm.err" &
+pid=$!
+for _ in $(seq 1 100); do grep -q started "$T_TMP/sigterm.err" 2>/dev/null && break; sleep 0.1; done
+kill -TERM $pid
+wait $pid; rc=$?
+[ $rc -ne 0 ] && t_ok "SIGTERM mid-build fails the build" || t_fail "SIGTERM exit code" "rc=$rc"
+t_contains "SIGTERM reported" "$(cat "$T_TMP/sigterm.err")" "interrupted"
+t_check "no leftovers after SIGTERM" no_leftovers
+
+# --- invalid requests: refused before anything touches the disk ---
+invalid() { # NAME EXTRA_JSON EXPECTED_SUBSTRING
+  cat >"$T_TMP/inv.json" <<JSON
+{"command_args": ["/bin/true"], "working_dir": "build", "scratch_paths": ["build", "nix/store"],
+ "inputs_dir": "nix/store", "outputs": ["nix/store/out"] $2}
+JSON
+  if build "$T_TMP/inv.json" >/dev/null; then t_fail "invalid: $1 refused"; else
+    t_contains "invalid: $1 refused naming the field" "$(cat "$T_TMP/stderr")" "$3"
+  fi
+}
+invalid "output outside scratch" ', "outputs": ["elsewhere/out"]' 'outputs[0]'
+invalid "unclean output path" ', "outputs": ["nix/store/../x"]' 'outputs[0]'
+invalid "absolute scratch path" ', "scratch_paths": ["/build"]' 'scratch_paths[0]'
+invalid "unsorted scratch paths" ', "scratch_paths": ["nix/store", "build"]' 'scratch_paths'
+invalid "env key with =" ', "environment_vars": [{"key": "A=B", "value": ""}]' 'environment_vars[0]'
+invalid "empty command" ', "command_args": []' 'command_args'
+invalid "constraints without system" ', "constraints": {"min_memory": 1}' 'system'
+invalid "relative ro path" ', "constraints": {"system": "x", "available_ro_paths": ["dev/kvm"]}' 'available_ro_paths[0]'
+invalid "unknown field" ', "comand_args": ["x"]' 'comand_args'
+t_check "no leftovers after invalid requests" no_leftovers
+
+t_done

@@ -1,0 +1,82 @@
+#!/bin/bash
+# Rootless builds: ocibuild run by an unprivileged user with /etc/subuid and /etc/subgid ranges
+# (set up here), runc in a user namespace with the two-id maps of build.md. Checks the output,
+# the build user's ids, that writes to the root fail, and that nothing is left behind (the
+# build user's sub-id owned files included). Also crun, inside a private mount namespace that
+# hides the cgroup2 mount crun 1.8 refuses on this hybrid-cgroup machine.
+source "$(dirname "$0")/lib.sh"
+
+[ "$(id -u)" -eq 0 ] || { t_skip "rootless builds" "must start as root to create the test user"; t_done; exit; }
+for tool in runc newuidmap newgidmap useradd runuser; do
+  command -v $tool >/dev/null || { t_skip "rootless builds" "$tool missing (apt-get install runc uidmap)"; t_done; exit; }
+done
+
+USER_NAME=obi-rootless
+if ! id "$USER_NAME" >/dev/null 2>&1; then
+  useradd --system --create-home --home-dir /var/lib/$USER_NAME --shell /bin/sh "$USER_NAME" || { t_fail "create test user"; t_done; exit; }
+fi
+uid=$(id -u $USER_NAME)
+grep -q "^$USER_NAME:" /etc/subuid || echo "$USER_NAME:200000:65536" >> /etc/subuid
+grep -q "^$USER_NAME:" /etc/subgid || echo "$USER_NAME:200000:65536" >> /etc/subgid
+subuid=$(grep "^$USER_NAME:" /etc/subuid | head -1 | cut -d: -f2)
+
+# Everything the user needs, in a directory it can reach.
+W=$(mktemp -d /tmp/obi-rootless.XXXXXX)
+chmod 755 "$W"
+t_cleanup "rm -rf '$W'"
+cp "$OCIBUILD" "$W/ocibuild"
+chown -R "$USER_NAME" "$W"
+as_user() { runuser -u "$USER_NAME" -- env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME="$W/home" XDG_RUNTIME_DIR= OCIBUILD_DATA_DIR="$W/data" "$@"; }
+
+cat > "$W/req.json" <<'JSON'
+{
+  "inputs": {"busybox": "/bin/busybox"},
+  "command_args": ["/nix/store/busybox", "sh", "-c", "mkdir -p /nix/store/out && id -u > /nix/store/out/uid && chmod 700 /nix/store/out && (touch /etc/x 2>/dev/null && echo rw || echo ro) > /nix/store/out/root && tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > /nix/store/out/net"],
+  "working_dir": "build",
+  "scratch_paths": ["build", "nix/store"],
+  "inputs_dir": "nix/store",
+  "outputs": ["nix/store/out"]
+}
+JSON
+chown "$USER_NAME" "$W/req.json"
+
+if out=$(as_user "$W/ocibuild" build --rootless "$W/req.json" 2>"$W/err"); then
+  t_ok "rootless build succeeds as an unprivileged user"
+  node=$(echo "$out" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["outputs"][0]))')
+  echo "$node" > "$W/node.json"; chown "$USER_NAME" "$W/node.json"
+  as_user "$W/ocibuild" store export - "$W/export" <"$W/node.json" 2>>"$W/err"
+  [ "$(cat "$W/export/uid" 2>/dev/null)" = "1000" ] && t_ok "rootless build user is uid 1000 inside" || t_fail "rootless uid" "$(cat "$W/err")"
+  [ "$(cat "$W/export/root" 2>/dev/null)" = "ro" ] && t_ok "rootless root filesystem is read-only" || t_fail "rootless ro root"
+  [ "$(cat "$W/export/net" 2>/dev/null)" = "lo" ] && t_ok "rootless network namespace has only lo" || t_fail "rootless network" "$(cat "$W/export/net" 2>/dev/null)"
+else
+  t_fail "rootless build succeeds as an unprivileged user" "$(cat "$W/err")"
+fi
+left=$(ls -A "$W/data/bundles" 2>/dev/null | grep -v '^\.' || true)
+[ -z "$left" ] && t_ok "rootless build leaves no bundle (sub-id owned files removed)" || t_fail "rootless leftovers" "$left"
+
+# A rootless user without a subuid range gets told how to add one.
+NOSUB=obi-nosubuid
+id $NOSUB >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/sh $NOSUB
+sed -i "/^$NOSUB:/d" /etc/subuid /etc/subgid
+mkdir -p "$W/nosub" && chown $NOSUB "$W/nosub"
+msg=$(runuser -u $NOSUB -- env -i PATH=/usr/bin:/bin HOME=/tmp OCIBUILD_DATA_DIR="$W/nosub" "$W/ocibuild" build --rootless "$W/req.json" 2>&1)
+t_contains "rootless without subuid range says how to add one" "$msg" "usermod"
+
+# crun: hybrid cgroups must be hidden from it in a private mount namespace.
+if command -v crun >/dev/null && command -v unshare >/dev/null; then
+  export OCIBUILD_DATA_DIR="$T_TMP/crun-data" OCIBUILD_STORE="$T_TMP/crun-store"
+  cp "$W/req.json" "$T_TMP/req.json"
+  hide='if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified; fi'
+  if out=$(unshare -m --propagation private sh -c "$hide; exec '$OCIBUILD' build --runtime crun '$T_TMP/req.json'" 2>"$T_TMP/crun.err"); then
+    t_ok "crun builds the same request"
+  elif grep -q "hybrid" "$T_TMP/crun.err"; then
+    t_skip "crun builds the same request" "crun refuses this machine's cgroup layout even with cgroup2 hidden: $(tail -1 "$T_TMP/crun.err")"
+  else
+    t_fail "crun builds the same request" "$(cat "$T_TMP/crun.err")"
+  fi
+  left=$(ls -A "$T_TMP/crun-data/bundles" 2>/dev/null | grep -v '^\.' || true)
+  [ -z "$left" ] && t_ok "crun build leaves no bundle" || t_fail "crun leftovers" "$left"
+else
+  t_skip "crun builds the same request" "crun or unshare not installed"
+fi
+t_done
