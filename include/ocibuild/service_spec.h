@@ -59,16 +59,26 @@ typedef enum obi_bundle_rootfs_mode {
     OBI_BUNDLE_ROOTFS_SYMLINK, /* BUNDLE/rootfs -> source; root.path "rootfs" */
     OBI_BUNDLE_ROOTFS_DIR,     /* BUNDLE/rootfs is an empty directory to mount onto */
     OBI_BUNDLE_ROOTFS_PATH,    /* root.path is the source's absolute path; no BUNDLE/rootfs */
+    OBI_BUNDLE_ROOTFS_OVERLAY, /* overlayfs on BUNDLE/rootfs: lower = source (never written),
+                                  upper and work in BUNDLE; needs root; undone by
+                                  obi_service_bundle_remove */
 } obi_bundle_rootfs_mode;
 
 /* Writes a complete bundle: creates bundle_dir (mode 0700), config.json (atomically) and the
  * rootfs per mode (with rootfs_source NULL: always an empty BUNDLE/rootfs directory). Creates
  * the named and anonymous volume directories of the service and checks that bind sources and
- * s3 mount paths exist. Warnings as for obi_service_spec_generate. */
+ * s3 mount paths exist. Warnings as for obi_service_spec_generate. Writing again over an
+ * existing bundle refreshes config.json and keeps an overlay that is already mounted. On
+ * failure a partial bundle may remain: the caller removes it with obi_service_bundle_remove. */
 int obi_service_bundle_write(const obi_deployment *deployment, const obi_service *svc,
                              const obi_service_spec_options *opts, const char *bundle_dir,
                              const char *rootfs_source, obi_bundle_rootfs_mode mode,
                              char ***warnings, obi_error **err);
+
+/* Removes a bundle written by obi_service_bundle_write: detaches the overlay on BUNDLE/rootfs
+ * if one is mounted, then removes the directory (never crossing into another mount). A missing
+ * bundle is not an error. */
+int obi_service_bundle_remove(const char *bundle_dir, obi_error **err);
 
 /* Resolves an image `User` ("uid[:gid]", names looked up in ROOTFS/etc/passwd and /etc/group;
  * a numeric uid without gid means gid = uid, a user name without group its passwd gid). */

@@ -88,8 +88,10 @@ static int service_context_open(service_context *ctx, int argc, char **argv, int
                 ctx->rootfs_mode = OBI_BUNDLE_ROOTFS_DIR;
             else if (!strcmp(optarg, "path"))
                 ctx->rootfs_mode = OBI_BUNDLE_ROOTFS_PATH;
+            else if (!strcmp(optarg, "overlay"))
+                ctx->rootfs_mode = OBI_BUNDLE_ROOTFS_OVERLAY;
             else
-                return cli_failf("--rootfs-mode: expected symlink, dir or path");
+                return cli_failf("--rootfs-mode: expected symlink, dir, path or overlay");
             break;
         default:
             return cli_failf("%s", usage);

@@ -692,6 +692,12 @@ static int ensure_unpacked(const char *layout, const char *hex, json_t *layers,
         r = obi_error_set_errno(err, errno, "mkdir %s", rootfs);
     if (r == 0)
         r = unpack_layers(layout, layers, rootfs, err);
+    if (r == 0) {
+        /* the unpacked files reach the disk before the entry can look complete */
+        cleanup_close int tmp_fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (tmp_fd < 0 || syncfs(tmp_fd) < 0)
+            r = obi_error_set_errno(err, errno, "sync %s", tmp);
+    }
     if (r == 0 && rename(tmp, entry_dir) < 0)
         r = obi_error_set_errno(err, errno, "rename %s -> %s", tmp, entry_dir);
     if (r == 0)

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -941,6 +942,51 @@ static int prepare_storage(const obi_deployment *d, const obi_service *svc,
     return 0;
 }
 
+/* True when path is a mount point (its device differs from its parent's). */
+static bool is_mount_point(const char *path)
+{
+    struct stat st, parent;
+    cleanup_free char *up = obi_path_join(path, "..");
+    return up && lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && stat(up, &parent) == 0 &&
+           st.st_dev != parent.st_dev;
+}
+
+/* Mounts overlay(lower = source, upper/work in the bundle) on BUNDLE/rootfs unless mounted. */
+static int mount_overlay(const char *bundle_dir, const char *rootfs, const char *source,
+                         obi_error **err)
+{
+    if (is_mount_point(rootfs))
+        return 0; /* `up` again: the replica keeps its writable layer */
+    cleanup_free char *upper = obi_path_join(bundle_dir, "upper");
+    cleanup_free char *work = obi_path_join(bundle_dir, "work");
+    cleanup_free char *lower = realpath(source, NULL);
+    if (!upper || !work)
+        return oom(err);
+    if (!lower)
+        return obi_error_set_errno(err, errno, "rootfs %s", source);
+    int r;
+    if ((r = obi_mkdir_p(upper, 0755, err)) < 0 || (r = obi_mkdir_p(work, 0700, err)) < 0)
+        return r;
+    if (strpbrk(lower, ",:") || strpbrk(upper, ",:") || strpbrk(work, ",:"))
+        return obi_error_set(err, -EINVAL, "overlay paths may not contain ',' or ':' (%s)", lower);
+    cleanup_free char *options = NULL;
+    if (asprintf(&options, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work) < 0)
+        return oom(err);
+    if (mount("overlay", rootfs, "overlay", MS_NODEV, options) < 0)
+        return obi_error_set_errno(err, errno, "mount overlay on %s (lower %s)", rootfs, lower);
+    return 0;
+}
+
+int obi_service_bundle_remove(const char *bundle_dir, obi_error **err)
+{
+    cleanup_free char *rootfs = obi_path_join(bundle_dir, "rootfs");
+    if (!rootfs)
+        return oom(err);
+    if (is_mount_point(rootfs) && umount2(rootfs, MNT_DETACH) < 0)
+        return obi_error_set_errno(err, errno, "unmount %s", rootfs);
+    return obi_rm_rf(bundle_dir, err);
+}
+
 int obi_service_bundle_write(const obi_deployment *deployment, const obi_service *svc,
                              const obi_service_spec_options *opts, const char *bundle_dir,
                              const char *rootfs_source, obi_bundle_rootfs_mode mode,
@@ -983,6 +1029,9 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
                errno != EEXIST) {
         return obi_error_set_errno(err, errno, "mkdir %s", rootfs);
     }
+    if (rootfs_source && mode == OBI_BUNDLE_ROOTFS_OVERLAY &&
+        (r = mount_overlay(bundle_dir, rootfs, rootfs_source, err)) < 0)
+        return r;
     cleanup_free char *text = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (!text)
         return oom(err);

@@ -69,4 +69,35 @@ t_contains "the hostname is the container id" "$out" "HOST=app-rep-1"
   t_ok "the named volume keeps what the container wrote" || t_fail "the named volume keeps what the container wrote"
 [ ! -e "$T_TMP/hostdata/x" ] && t_ok "nothing was written to the read-only source" || t_fail "nothing was written to the read-only source"
 "$RUNC" --root "$T_TMP/runc" state "$id" >/dev/null 2>&1 && t_fail "runc left no container behind" || t_ok "runc left no container behind"
+
+# An OCI image (umoci) run through an overlay: the replica writes, the image cache does not change.
+if ! command -v umoci >/dev/null; then
+  t_skip "an image replica runs on an overlay" "umoci is not installed"; t_done; exit
+fi
+L=$T_TMP/layout U=$T_TMP/unpacked
+if ! { umoci init --layout "$L" && umoci new --image "$L:1" && umoci unpack --image "$L:1" "$U" &&
+       cp -a "$R/bin" "$U/rootfs/" && umoci repack --image "$L:1" "$U" &&
+       umoci config --image "$L:1" --config.entrypoint /bin/sh \
+         --config.cmd=-c --config.cmd='echo replica > /written; cat /written'; } >"$T_TMP/umoci.log" 2>&1; then
+  t_fail "umoci builds a busybox image" "$(cat "$T_TMP/umoci.log")"; t_done; exit
+fi
+cat >"$T_TMP/img.yaml" <<YAML
+version: v1
+deployment: imgrun
+services:
+  app: { rtype: job, image: { name: "oci:$L:1" } }
+YAML
+B2=$T_TMP/bundle2 id2="obi-e2e-img-$$"
+t_cleanup "$RUNC --root $T_TMP/runc delete --force $id2"
+t_cleanup "umount -l $B2/rootfs"
+if "$OCIBUILD" service bundle "$T_TMP/img.yaml" app "$B2" --data-dir "$T_TMP/data" \
+     --rootfs-mode overlay 2>"$T_TMP/err"; then
+  t_ok "service bundle mounts an overlay on the image cache"
+else
+  t_fail "service bundle mounts an overlay on the image cache" "$(cat "$T_TMP/err")"
+fi
+out=$(timeout 120 "$RUNC" --root "$T_TMP/runc" run --bundle "$B2" "$id2" 2>&1); rc=$?
+[ $rc -eq 0 ] && [[ "$out" == *replica* ]] && t_ok "runc runs the image replica" || t_fail "runc runs the image replica" "$out"
+[ -f "$B2/upper/written" ] && t_ok "the replica's writes land in its upper layer" || t_fail "the replica's writes land in its upper layer" "$(ls -la "$B2" "$B2/upper" 2>&1)"
+[ -z "$(find "$T_TMP/data/images" -name written)" ] && t_ok "the shared image cache is unchanged" || t_fail "the shared image cache is unchanged"
 t_done

@@ -41,6 +41,11 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
+    char *bundle = obi_path_join(f->dir, "bundle"); /* detach an overlay a failed test left */
+    obi_error *err = NULL;
+    obi_service_bundle_remove(bundle, &err);
+    obi_error_free(err);
+    free(bundle);
     json_decref(f->config);
     obi_strv_free(f->warnings);
     obi_deployment_free(f->deployment);
@@ -807,6 +812,76 @@ static void test_bundle_write_path_mode_puts_absolute_rootfs_in_config(void **st
     free(bundle);
 }
 
+static size_t mounts_at(const char *path)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    char line[4096];
+    size_t n = 0, len = strlen(path);
+    while (f && fgets(line, sizeof line, f)) {
+        char *p = strchr(strchr(strchr(strchr(line, ' ') + 1, ' ') + 1, ' ') + 1, ' ') + 1;
+        if (!strncmp(p, path, len) && p[len] == ' ')
+            n++;
+    }
+    if (f)
+        fclose(f);
+    return n;
+}
+
+static void test_bundle_overlay_keeps_source_untouched_and_is_removed(void **state)
+{
+    REQUIRE_ROOT();
+    fixture *f = *state;
+    load(f, HEADER "  web: {}\n");
+    obi_service_spec_options opts = default_options(f);
+    char *bundle = obi_path_join(f->dir, "bundle");
+    char *source = obi_path_join(f->dir, "image-rootfs");
+    char *source_file = obi_path_join(source, "f");
+    assert_int_equal(mkdir(source, 0755), 0);
+    assert_ok(obi_write_file(source_file, "lower", 5, 0644, err_ptr_));
+    obi_error *err = NULL;
+    int r = obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
+                                     source, OBI_BUNDLE_ROOTFS_OVERLAY, NULL, &err);
+    if (r == -EPERM || r == -ENODEV) {
+        print_message("!!! SKIPPED: overlay mount not possible here: %s\n", err->message);
+        obi_error_free(err);
+        assert_ok(obi_service_bundle_remove(bundle, err_ptr_));
+        free(source_file);
+        free(source);
+        free(bundle);
+        skip();
+    }
+    assert_int_equal(r, 0);
+    char *rootfs = obi_path_join(bundle, "rootfs");
+    char *seen = obi_path_join(rootfs, "f");
+    char *text = NULL;
+    size_t len;
+    assert_ok(obi_read_file(seen, 100, &text, &len, err_ptr_));
+    assert_string_equal(text, "lower");
+    free(text);
+    assert_ok(obi_write_file(seen, "upper", 5, 0644, err_ptr_));
+    assert_ok(obi_read_file(source_file, 100, &text, &len, err_ptr_));
+    assert_string_equal(text, "lower"); /* the shared image is never written */
+    free(text);
+    assert_int_equal(mounts_at(rootfs), 1);
+    /* writing again keeps the mounted overlay (and the replica's changes) */
+    assert_ok(obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
+                                       source, OBI_BUNDLE_ROOTFS_OVERLAY, NULL, err_ptr_));
+    assert_int_equal(mounts_at(rootfs), 1);
+    assert_ok(obi_read_file(seen, 100, &text, &len, err_ptr_));
+    assert_string_equal(text, "upper");
+    free(text);
+    assert_ok(obi_service_bundle_remove(bundle, err_ptr_));
+    assert_int_equal(mounts_at(rootfs), 0);
+    assert_int_equal(access(bundle, F_OK), -1);
+    assert_int_equal(access(source_file, F_OK), 0);
+    assert_ok(obi_service_bundle_remove(bundle, err_ptr_)); /* already gone: fine */
+    free(seen);
+    free(rootfs);
+    free(source_file);
+    free(source);
+    free(bundle);
+}
+
 static void test_bundle_write_requires_s3_mount_path(void **state)
 {
     fixture *f = *state;
@@ -848,6 +923,7 @@ int main(void)
         T(test_spec_intel_and_unknown_vendor_devices),
         T(test_bundle_write_creates_config_rootfs_and_volumes),
         T(test_bundle_write_path_mode_puts_absolute_rootfs_in_config),
+        T(test_bundle_overlay_keeps_source_untouched_and_is_removed),
         T(test_bundle_write_requires_s3_mount_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
