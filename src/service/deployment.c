@@ -804,9 +804,40 @@ static int parse_rtype(walker *w, yaml_node_t *node, const char *path, obi_servi
     return fail_at(w, node, path, "expected service, job or cron");
 }
 
+/* A cron expression: a macro (@hourly ..) or 5 or 6 fields (optional seconds) of digits, names
+ * (JAN, MON) and the operators * , - / ? L W #. Field ranges are left to the scheduler. */
+static bool schedule_is_valid(const char *text)
+{
+    static const char *const macros[] = {"@yearly", "@annually", "@monthly", "@weekly",
+                                         "@daily",  "@midnight", "@hourly"};
+    if (text[0] == '@') {
+        for (size_t i = 0; i < OBI_ARRAY_SIZE(macros); i++)
+            if (!strcmp(text, macros[i]))
+                return true;
+        return false;
+    }
+    size_t fields = 0;
+    for (const char *p = text; *p;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (!*p)
+            break;
+        fields++;
+        for (; *p && *p != ' ' && *p != '\t'; p++)
+            if (!isalnum((unsigned char)*p) && !strchr("*,-/?LW#", *p))
+                return false;
+    }
+    return fields == 5 || fields == 6;
+}
+
 static int parse_schedule(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
-    return get_nonempty_string(w, node, path, &svc->schedule);
+    int r = get_nonempty_string(w, node, path, &svc->schedule);
+    if (r == 0 && !schedule_is_valid(svc->schedule))
+        r = fail_at(w, node, path,
+                    "\"%s\" is not a cron expression (5 or 6 fields, or @hourly, @daily, ...)",
+                    svc->schedule);
+    return r;
 }
 
 static int parse_privileged(walker *w, yaml_node_t *node, const char *path, obi_service *svc)

@@ -181,9 +181,19 @@ static void test_deployment_rtype_rules(void **state)
     expect_error(HEADER "  web: {rtype: daemon}\n",
                  "services.web.rtype: expected service, job or cron");
     expect_error(HEADER "  web: {rtype: cron}\n", "services.web: rtype cron needs a schedule");
-    expect_error(HEADER "  web: {rtype: job, schedule: x}\n", "only valid with rtype cron");
+    expect_error(HEADER "  web: {rtype: job, schedule: \"@daily\"}\n", "only valid with rtype cron");
+    expect_error(HEADER "  web: {rtype: cron, schedule: \"* * *\"}\n",
+                 "services.web.schedule: \"* * *\" is not a cron expression");
+    expect_error(HEADER "  web: {rtype: cron, schedule: \"* * * * * * *\"}\n", "not a cron");
+    expect_error(HEADER "  web: {rtype: cron, schedule: \"* * * * $(rm)\"}\n", "not a cron");
+    expect_error(HEADER "  web: {rtype: cron, schedule: \"@sometimes\"}\n", "not a cron");
     obi_deployment *d = parse_ok(HEADER "  web: {rtype: job}\n");
     assert_int_equal(d->services[0].rtype, OBI_RTYPE_JOB);
+    obi_deployment_free(d);
+    d = parse_ok(HEADER "  a: {rtype: cron, schedule: \"0 */2 * JAN-MAR MON,FRI\"}\n"
+                        "  b: {rtype: cron, schedule: \"30 0 0 1 * ?\"}\n"
+                        "  c: {rtype: cron, schedule: \"@daily\"}\n");
+    assert_string_equal(d->services[2].schedule, "@daily");
     obi_deployment_free(d);
 }
 
