@@ -104,10 +104,14 @@ static void hash_lanes(const uint8_t *const *inputs, size_t blocks, const uint32
         if (b + 1 == blocks)
             block_flags |= flags_end;
         /* The lanes read LANES separate streams, too many for the hardware prefetcher to
-         * follow from DRAM: ask for each lane's data four blocks ahead. Prefetches past the
-         * end of an input are harmless (they never fault). */
+         * follow from DRAM: ask for each lane's data four blocks ahead. Near the end, ask for
+         * the start of where the same lane of the next batch of chunks lies when the inputs
+         * are consecutive chunks (the common case). Prefetches never fault. */
+        size_t ahead = (b + 4) * 64;
+        if (b + 4 >= blocks)
+            ahead = (b + 4 - blocks) * 64 + (size_t)LANES * blocks * 64;
         for (int lane = 0; lane < LANES; lane++)
-            _mm_prefetch((const char *)inputs[lane] + b * 64 + 256, _MM_HINT_T0);
+            _mm_prefetch((const char *)inputs[lane] + ahead, _MM_HINT_T0);
         lanes_vec m[16];
         lanes_load_message(m, inputs, b * 64);
         lanes_vec v[16] = {
