@@ -43,7 +43,8 @@ no_leftovers() { # $1 = label
   local left
   left=$(ls -A "$BUNDLES" 2>/dev/null | grep -v '^\.' || true)
   [ -z "$left" ] || { echo "bundle dirs left: $left"; return 1; }
-  runc list -q | grep -E '^[0-9a-f]{8}-' && { echo "containers left"; return 1; }
+  # Only this test's containers: other builds may run on the machine at the same time.
+  runc list --format json | python3 -c 'import json,sys; left=[c["id"] for c in (json.load(sys.stdin) or []) if c["bundle"].startswith(sys.argv[1])]; print(" ".join(left)); sys.exit(1 if left else 0)' "$BUNDLES" || { echo "containers left"; return 1; }
   grep -F "$BUNDLES" /proc/self/mountinfo && { echo "mounts left"; return 1; }
   return 0
 }
