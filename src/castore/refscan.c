@@ -1,30 +1,32 @@
 /*
  * Reference scanner (include/ocibuild/refscan.h): many needles at once over a stream.
  *
- * Algorithm (chosen for nixbase32 hash parts, correct for any byte strings):
- *  1. Alphabet skip. Let m be the length of the shortest needle and A the set of bytes that
- *     occur in any needle. An occurrence at position p needs data[p..p+m) to lie in A, so the
- *     scanner looks at windows of m bytes from their right end: a byte outside A at offset j
- *     rules out every window containing it and moves the window past it (the same idea as the
- *     Nix reference scanner). Random binary data has about one byte in eight in the nixbase32
- *     alphabet, so most windows cost one load and skip 32 bytes.
- *  2. Prefilter. A window made only of A bytes is a candidate: the first K = min(m, 8) bytes
- *     are loaded as one 64-bit key and hashed (Fibonacci hashing) into a bitmap of about 16
- *     bits per needle, small enough to stay in L1/L2 with thousands of needles.
- *  3. Verification. Keys that pass the bitmap are looked up in an open-addressing table that
- *     maps a key to the group of needles starting with those K bytes; each is compared in
- *     full with memcmp, so there are no false positives. Duplicate needles sit in the same
- *     group and are each reported.
+ * Algorithm (chosen for thousands of 32-character nixbase32 needles, correct for any byte
+ * strings): sampled q-grams with a bitmap prefilter and hashed verification.
+ *  - Let m be the length of the shortest needle, K = min(m, 8) and S = m - K + 1. Any
+ *    occurrence of a needle covers m consecutive bytes, so it contains the K bytes starting at
+ *    a text position that is a multiple of S, at some offset 0..S-1 from the needle's start.
+ *    The scanner therefore indexes, for every needle, its K-grams at offsets 0..S-1, and looks
+ *    at the text only every S bytes (every 25 bytes for 32-byte needles).
+ *  - At a sampled position, the K bytes are loaded as one 64-bit key and hashed (Fibonacci
+ *    hashing) into a blocked Bloom filter (two bits in one 64-bit word) with 16 bits per
+ *    indexed K-gram (256 KiB for 5000 needles: L2), about 2% false positives. When the filter
+ *    is larger than L1, two byte-table lookups first check that the K-gram's first and last
+ *    bytes occur in some needle at all (random binary data passes 1 in 64 for nixbase32).
+ *  - Keys that pass the bitmap are looked up in an open-addressing table mapping a key to the
+ *    (needle, offset) pairs that have it; each candidate needle is compared in full with
+ *    memcmp at (position - offset), so there are no false positives. Duplicate needles are
+ *    separate entries and each reported.
+ * A first version skipped through the text using the needles' alphabet (as Nix's scanner
+ * does) and checked every position of a run of alphabet bytes; it fell to 0.14-0.3 GiB/s on
+ * text made of nixbase32 characters, where sampling stays in GiB/s. Aho-Corasick would walk
+ * every byte through a ~160k-state automaton for 5000 needles, which does not fit in cache.
+ * Figures: bench/README.md, "Reference scanning".
  *
  * Streaming: every feed scans the new buffer on its own, and before that the last
  * (longest needle - 1) bytes of the stream joined with the first bytes of the new buffer, so
  * an occurrence straddling the boundary is found. An occurrence seen twice is harmless
  * because the result is a set (a bitmap over needle indexes).
- *
- * Measured in bench/README.md (section "Reference scanning"); Aho-Corasick was not chosen
- * because its per-byte table walk caps it well below the skip loop on the data ingest sees
- * (binaries and text where long nixbase32 runs are rare), and a dense DFA over 5000 needles of
- * 32 bytes (~160k states) does not fit in cache.
  */
 #include <errno.h>
 #include <limits.h>
@@ -35,12 +37,22 @@
 
 #define KEY_MAX_LEN 8
 #define FIBONACCI_MULTIPLIER 0x9E3779B97F4A7C15ull
+/* Above this filter size (beyond L1), a byte-table check of the sample's first and last byte
+ * against the needles' alphabet is cheaper than probing the filter every time. */
+#define ALPHABET_PRECHECK_FILTER_BYTES (16 << 10)
 
 typedef struct key_group {
     uint64_t key;
-    uint32_t start; /* into scanner->order */
+    uint32_t start; /* into scanner->entries */
     uint32_t count; /* 0: empty slot */
 } key_group;
+
+/* Needle `needle` has the K-gram `key` at `offset` (0..S-1). */
+typedef struct kgram_entry {
+    uint64_t key;
+    uint32_t needle;
+    uint32_t offset;
+} kgram_entry;
 
 struct obi_refscan {
     size_t n_needles;
@@ -48,14 +60,17 @@ struct obi_refscan {
     size_t *needle_offset; /* into arena */
     size_t *needle_len;
     size_t min_len, max_len;
-    unsigned key_len; /* min(min_len, KEY_MAX_LEN) */
+    unsigned key_len; /* K = min(min_len, KEY_MAX_LEN) */
+    size_t stride;    /* S = min_len - K + 1 */
     uint8_t in_alphabet[256];
-    unsigned filter_shift; /* 64 - log2(filter bits) */
+    unsigned filter_shift; /* 64 - log2(filter words) */
     uint64_t *filter;
-    unsigned group_shift; /* 64 - log2(group slots) */
+    bool alphabet_precheck; /* the filter is too big for L1: check the alphabet first */
+    unsigned group_shift;   /* 64 - log2(group slots) */
     size_t group_mask;
     key_group *groups;
-    uint32_t *order; /* needle indexes, grouped by key */
+    kgram_entry *entries; /* sorted by key */
+    size_t n_entries;
 };
 
 struct obi_refscan_state {
@@ -81,6 +96,14 @@ static inline uint64_t key_hash(uint64_t key)
     return key * FIBONACCI_MULTIPLIER;
 }
 
+/* The prefilter is a blocked Bloom filter: the hash's top bits pick a 64-bit word, two bit
+ * positions taken from a remix of the hash are set in it (one memory access per probe). */
+static inline uint64_t filter_mask(uint64_t h)
+{
+    uint64_t g = h ^ (h >> 29);
+    return ((uint64_t)1 << (g & 63)) | ((uint64_t)1 << ((g >> 6) & 63));
+}
+
 static unsigned log2_ceil(size_t n)
 {
     unsigned bits = 0;
@@ -98,7 +121,7 @@ void obi_refscan_free(obi_refscan *scanner)
     free(scanner->needle_len);
     free(scanner->filter);
     free(scanner->groups);
-    free(scanner->order);
+    free(scanner->entries);
     free(scanner);
 }
 
@@ -107,16 +130,14 @@ size_t obi_refscan_needle_count(const obi_refscan *scanner)
     return scanner->n_needles;
 }
 
-/* Orders needle indexes by key, then by index (so groups list duplicates in order). */
-static int compare_by_key(const void *a, const void *b, void *context)
+static int compare_entries(const void *a, const void *b)
 {
-    uint32_t ia = *(const uint32_t *)a, ib = *(const uint32_t *)b;
-    const obi_refscan *s = context;
-    uint64_t ka = load_key(s->arena + s->needle_offset[ia], s->key_len);
-    uint64_t kb = load_key(s->arena + s->needle_offset[ib], s->key_len);
-    if (ka != kb)
-        return ka < kb ? -1 : 1;
-    return ia < ib ? -1 : ia > ib;
+    const kgram_entry *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    if (x->needle != y->needle)
+        return x->needle < y->needle ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
 static int copy_needles(obi_refscan *s, const obi_refscan_needle *needles, size_t n,
@@ -156,37 +177,45 @@ static int build_tables(obi_refscan *s, obi_error **err)
 {
     size_t n = s->n_needles;
     s->key_len = s->min_len < KEY_MAX_LEN ? (unsigned)s->min_len : KEY_MAX_LEN;
+    s->stride = s->min_len - s->key_len + 1;
+    if (s->stride > SIZE_MAX / 2 / n || s->stride * n >= UINT32_MAX)
+        return obi_error_set(err, -E2BIG, "reference scanner: too many needles");
+    s->n_entries = n * s->stride;
+    s->entries = malloc(s->n_entries * sizeof *s->entries);
+    if (!s->entries)
+        return obi_error_set(err, -ENOMEM, "reference scanner: out of memory");
+    for (size_t i = 0, k = 0; i < n; i++)
+        for (size_t off = 0; off < s->stride; off++, k++)
+            s->entries[k] =
+                (kgram_entry){load_key(s->arena + s->needle_offset[i] + off, s->key_len),
+                              (uint32_t)i, (uint32_t)off};
+    qsort(s->entries, s->n_entries, sizeof *s->entries, compare_entries);
 
-    unsigned filter_bits = log2_ceil(n * 16);
+    unsigned filter_bits = log2_ceil(s->n_entries * 16);
     if (filter_bits < 10)
         filter_bits = 10;
     if (filter_bits > 24)
         filter_bits = 24;
-    s->filter_shift = 64 - filter_bits;
+    s->filter_shift = 64 - (filter_bits - 6); /* selects a word */
     s->filter = calloc(((size_t)1 << filter_bits) / 64, sizeof *s->filter);
+    s->alphabet_precheck = ((size_t)1 << filter_bits) / 8 > ALPHABET_PRECHECK_FILTER_BYTES;
 
-    unsigned group_bits = log2_ceil(n * 2);
+    unsigned group_bits = log2_ceil(s->n_entries * 2);
     if (group_bits < 4)
         group_bits = 4;
     s->group_shift = 64 - group_bits;
     s->group_mask = ((size_t)1 << group_bits) - 1;
     s->groups = calloc((size_t)1 << group_bits, sizeof *s->groups);
-    s->order = malloc(n * sizeof *s->order);
-    if (!s->filter || !s->groups || !s->order)
+    if (!s->filter || !s->groups)
         return obi_error_set(err, -ENOMEM, "reference scanner: out of memory");
 
-    for (size_t i = 0; i < n; i++)
-        s->order[i] = (uint32_t)i;
-    qsort_r(s->order, n, sizeof *s->order, compare_by_key, s);
-
-    for (size_t i = 0; i < n;) {
-        uint64_t key = load_key(s->arena + s->needle_offset[s->order[i]], s->key_len);
+    for (size_t i = 0; i < s->n_entries;) {
+        uint64_t key = s->entries[i].key;
         size_t end = i + 1;
-        while (end < n && load_key(s->arena + s->needle_offset[s->order[end]], s->key_len) == key)
+        while (end < s->n_entries && s->entries[end].key == key)
             end++;
         uint64_t h = key_hash(key);
-        size_t bit = h >> s->filter_shift;
-        s->filter[bit / 64] |= (uint64_t)1 << (bit % 64);
+        s->filter[h >> s->filter_shift] |= filter_mask(h);
         size_t slot = h >> s->group_shift;
         while (s->groups[slot].count)
             slot = (slot + 1) & s->group_mask;
@@ -229,14 +258,14 @@ int obi_refscan_new_strings(const char *const *needles, size_t n_needles, obi_re
     return obi_refscan_new(list, n_needles, out, err);
 }
 
-/* Marks every needle that starts at data[p] and ends within data[0..len). */
-static inline void check_candidate(const obi_refscan *s, uint64_t *found, const uint8_t *data,
-                                   size_t len, size_t p)
+/* Marks every needle that has the K-gram at data[t] and lies within data[0..len). */
+static inline void check_sample(const obi_refscan *s, uint64_t *found, const uint8_t *data,
+                                size_t len, size_t t)
 {
-    uint64_t key = load_key(data + p, s->key_len);
+    uint64_t key = load_key(data + t, s->key_len);
     uint64_t h = key_hash(key);
-    size_t bit = h >> s->filter_shift;
-    if (!(s->filter[bit / 64] & ((uint64_t)1 << (bit % 64))))
+    uint64_t mask = filter_mask(h);
+    if ((s->filter[h >> s->filter_shift] & mask) != mask)
         return;
     for (size_t slot = h >> s->group_shift; s->groups[slot].count;
          slot = (slot + 1) & s->group_mask) {
@@ -244,10 +273,13 @@ static inline void check_candidate(const obi_refscan *s, uint64_t *found, const 
         if (g->key != key)
             continue;
         for (uint32_t k = 0; k < g->count; k++) {
-            uint32_t idx = s->order[g->start + k];
-            size_t nlen = s->needle_len[idx];
-            if (nlen <= len - p && memcmp(data + p, s->arena + s->needle_offset[idx], nlen) == 0)
-                found[idx / 64] |= (uint64_t)1 << (idx % 64);
+            const kgram_entry *e = &s->entries[g->start + k];
+            if (e->offset > t)
+                continue;
+            size_t start = t - e->offset, nlen = s->needle_len[e->needle];
+            if (nlen <= len - start &&
+                memcmp(data + start, s->arena + s->needle_offset[e->needle], nlen) == 0)
+                found[e->needle / 64] |= (uint64_t)1 << (e->needle % 64);
         }
         return;
     }
@@ -256,32 +288,18 @@ static inline void check_candidate(const obi_refscan *s, uint64_t *found, const 
 /* Finds every needle occurrence lying entirely within data[0..len). */
 static void scan_block(const obi_refscan *s, uint64_t *found, const uint8_t *data, size_t len)
 {
-    size_t m = s->min_len;
-    if (s->n_needles == 0 || len < m)
+    if (s->n_needles == 0 || len < s->min_len)
         return;
     const uint8_t *in_alphabet = s->in_alphabet;
-    size_t last = len - m; /* last window start */
-    size_t p = 0;
-    while (p <= last) {
-        /* Find the rightmost byte outside the alphabet in the window data[p..p+m). */
-        size_t j = m;
-        while (j > 0 && in_alphabet[data[p + j - 1]])
-            j--;
-        if (j > 0) {
-            p += j;
-            continue;
-        }
-        /* A run of alphabet bytes: every window start in it is a candidate. */
-        for (;;) {
-            check_candidate(s, found, data, len, p);
-            if (++p > last)
-                return;
-            if (!in_alphabet[data[p + m - 1]]) {
-                p += m;
-                break;
-            }
-        }
+    size_t key_len = s->key_len, stride = s->stride;
+    if (!s->alphabet_precheck) {
+        for (size_t t = 0; t + key_len <= len; t += stride)
+            check_sample(s, found, data, len, t);
+        return;
     }
+    for (size_t t = 0; t + key_len <= len; t += stride)
+        if (in_alphabet[data[t]] & in_alphabet[data[t + key_len - 1]])
+            check_sample(s, found, data, len, t);
 }
 
 int obi_refscan_state_new(const obi_refscan *scanner, obi_refscan_state **out, obi_error **err)
