@@ -57,7 +57,7 @@ static void fill(uint8_t *data, size_t len, const char *kind, char (*needles)[NE
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts); /* CPU time: the machine is shared */
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
