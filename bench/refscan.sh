@@ -18,8 +18,8 @@ for n in 1 100 5000; do
     line=$("$BENCH" "$n" "$kind" "$MIB" --dump "$work")
     ours=$(sed 's/.*GiB\/s=\([0-9.]*\).*/\1/' <<<"$line")
     grep -c -a -F -f "$work/needles.txt" "$work/data.bin" >/dev/null || true # warm up
-    /usr/bin/time -f '%U %S' -o "$work/t" grep -c -a -F -f "$work/needles.txt" "$work/data.bin" >/dev/null || true
-    g=$(awk -v mib="$MIB" '{ t = $1 + $2; if (t < 0.01) t = 0.01; print mib / 1024 / t }' "$work/t")
+    { TIMEFORMAT='%3U %3S'; time grep -c -a -F -f "$work/needles.txt" "$work/data.bin" >/dev/null || true; } 2>"$work/t"
+    g=$(awk -v mib="$MIB" '{ t = $1 + $2; if (t < 0.001) t = 0.001; print mib / 1024 / t }' "$work/t")
     printf '%-8s %-10s %12.2f %12.2f %8.2f\n' "$n" "$kind" "$ours" "$g" "$(echo "$ours / $g" | bc -l)"
   done
 done
