@@ -19,6 +19,8 @@ static const command COMMANDS[] = {
     {"service", cli_service, "services from a deployment YAML (spec)"},
     {"nar-hash", cli_nar_hash, "print NAR hashes of paths (sha256:<nixbase32>), like nix-hash"},
     {"show-derivation", cli_show_derivation, "print .drv files as JSON, like nix show-derivation"},
+    {"nix-build", cli_nix_build,
+     "build a Nix .drv here; print its outputs' NAR hashes and references"},
     {"store", cli_store, "import, export, cat and list castore trees"},
     {"spec", cli_spec, "print the OCI config.json for a BuildRequest (JSON)"},
 };

@@ -1,0 +1,141 @@
+#!/bin/bash
+# ocibuild nix-build against Nix itself: every derivation here is built by ocibuild first (so
+# its input derivations are built by ocibuild too: a unique nonce keeps them out of /nix/store),
+# then by `nix-store --realise` with the sandbox on and no substituters; each output's NAR hash
+# and references must be equal. Failures (wrong fixed-output hash, failing builder) must fail
+# in both.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if ! setup_out=$("$E2E_DIR/nix_setup.sh" 2>&1); then
+  t_skip "nix-build compat" "Nix is not usable: $setup_out"
+  t_done; exit
+fi
+if ! command -v runc >/dev/null; then
+  t_skip "nix-build compat" "runc is not installed"
+  t_done; exit
+fi
+NIX_OPTS=(--option sandbox true --option substituters "")
+export OCIBUILD_DATA_DIR=$T_TMP/data
+NONCE="$(date +%s%N)-$$"
+
+bash_path=$(nix-store --add /bin/bash-static)
+# busybox picks the applet from argv[0] ("busybox" is needed), so it goes in as <path>/bin/busybox
+mkdir -p "$T_TMP/busybox/bin" && cp /bin/busybox "$T_TMP/busybox/bin/busybox"
+busybox_path=$(nix-store --add "$T_TMP/busybox")
+cat >"$T_TMP/drvs.nix" <<NIX
+let
+  bash = builtins.storePath "$bash_path";
+  busybox = "\${builtins.storePath "$busybox_path"}/bin/busybox";
+  mk = name: script: attrs: builtins.derivation ({
+    inherit name busybox;
+    system = builtins.currentSystem; builder = bash;
+    args = [ "-e" "-c" script ];
+    nonce = "$NONCE";
+  } // attrs);
+  c1 = mk "obi-chain-1" "echo one > \$out" {};
+  c2 = mk "obi-chain-2" "read -r x < \${c1}; echo \"\$x two \${c1}\" > \$out" {};
+  c3 = mk "obi-chain-3" "\$busybox mkdir \$out; read -r x < \${c2}; echo \"\$x three \${c2}\" > \$out/file" {};
+in {
+  chain = c3;
+  multi = mk "obi-multi" ''
+    echo "lib at \$lib" > \$lib
+    echo "dev uses \$lib" > \$dev
+    \$busybox mkdir -p \$out/bin \$out/share
+    echo "out uses \$dev and \${c1}" > \$out/share/info
+    printf '#!/bin/sh\necho hi\n' > \$out/bin/tool
+    \$busybox chmod 755 \$out/bin/tool
+    \$busybox ln -s ../share/info \$out/bin/info-link
+  '' { outputs = [ "out" "dev" "lib" ]; };
+  passfile = mk "obi-passfile" "read -r x < \$textPath; \$busybox cp \$textPath \$out" {
+    text = "a \"quoted\"\n\ttab\\\\ back\r and \${c1}";
+    passAsFile = [ "text" ];
+  };
+  env = mk "obi-env" "export -p | \$busybox grep -v -e SHLVL -e OLDPWD > \$out" {};
+  fod = mk "obi-fod" "echo -n hello > \$out" {
+    outputHashMode = "flat"; outputHashAlgo = "sha256";
+    outputHash = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+  };
+  fod-recursive = mk "obi-fod-r" "\$busybox mkdir \$out; echo -n hello > \$out/x" {
+    outputHashMode = "recursive"; outputHashAlgo = "sha256";
+    outputHash = "$(mkdir -p "$T_TMP/fodr" && printf hello >"$T_TMP/fodr/x" && nix-hash --type sha256 "$T_TMP/fodr")";
+  };
+  fod-wrong = mk "obi-fod-wrong" "echo -n hellp > \$out" {
+    outputHashMode = "flat"; outputHashAlgo = "sha256";
+    outputHash = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+  };
+  failing = mk "obi-failing" "echo about to fail >&2; exit 3" {};
+}
+NIX
+
+py_field() { # JSON FILE, output name, field
+  /usr/bin/python3 -c 'import json,sys; o=json.load(open(sys.argv[1]))["outputs"][sys.argv[2]]; v=o[sys.argv[3]]; print(" ".join(v) if isinstance(v, list) else v)' "$@"
+}
+
+compare_attr() { # ATTR
+  local attr=$1 drv out_json
+  if ! drv=$(nix-instantiate "$T_TMP/drvs.nix" -A "$attr" 2>"$T_TMP/err"); then
+    t_fail "$attr: nix-instantiate" "$(cat "$T_TMP/err")"; return
+  fi
+  out_json=$T_TMP/$attr.json
+  if ! "$OCIBUILD" nix-build "$drv" >"$out_json" 2>"$T_TMP/$attr.log"; then
+    t_fail "$attr: ocibuild nix-build" "$(tail -15 "$T_TMP/$attr.log")"; return
+  fi
+  if ! nix-store "${NIX_OPTS[@]}" --realise "$drv" >/dev/null 2>"$T_TMP/$attr.nixlog"; then
+    t_fail "$attr: nix-store --realise" "$(tail -10 "$T_TMP/$attr.nixlog")"; return
+  fi
+  local name path ours theirs
+  for name in $(/usr/bin/python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["outputs"]))' "$out_json"); do
+    path=$(py_field "$out_json" "$name" path)
+    ours=$(py_field "$out_json" "$name" narHash)
+    theirs=$(nix-store -q --hash "$path")
+    if [ "$ours" = "$theirs" ]; then t_ok "$attr.$name: narHash equals Nix's"
+    else t_fail "$attr.$name: narHash equals Nix's" "ocibuild: $ours
+nix:      $theirs"; fi
+    ours=$(py_field "$out_json" "$name" references)
+    theirs=$(nix-store -q --references "$path" | sort | tr '\n' ' ' | sed 's/ $//')
+    if [ "$ours" = "$theirs" ]; then t_ok "$attr.$name: references equal Nix's"
+    else t_fail "$attr.$name: references equal Nix's" "ocibuild: $ours
+nix:      $theirs"; fi
+  done
+}
+
+for attr in chain multi passfile env fod fod-recursive; do compare_attr "$attr"; done
+
+# The chain's input derivations were built by ocibuild (they were not in /nix/store before).
+n_built=$(ls "$OCIBUILD_DATA_DIR/nix-path-info" 2>/dev/null | grep -c 'obi-chain-')
+if [ "$n_built" -eq 3 ]; then t_ok "chain: ocibuild built all three derivations of the chain"
+else t_fail "chain: ocibuild built all three derivations of the chain" "recorded: $n_built"; fi
+
+# Rebuilding reuses the recorded inputs: same result.
+drv=$(nix-instantiate "$T_TMP/drvs.nix" -A chain 2>/dev/null)
+if again=$("$OCIBUILD" nix-build "$drv" 2>&1) && [ "$again" = "$(cat "$T_TMP/chain.json")" ]; then
+  t_ok "chain: a second nix-build gives the same JSON"
+else t_fail "chain: a second nix-build gives the same JSON" "$again"; fi
+
+# --out-link exports the outputs like nix-build's result links.
+drv=$(nix-instantiate "$T_TMP/drvs.nix" -A multi 2>/dev/null)
+if "$OCIBUILD" nix-build --out-link "$T_TMP/result" "$drv" >/dev/null 2>"$T_TMP/link.log" &&
+   diff -r "$T_TMP/result" "$(nix-store -q --outputs "$drv" | grep -v -- '-dev$' | grep -v -- '-lib$')" >/dev/null &&
+   [ -f "$T_TMP/result-dev" ] && [ -f "$T_TMP/result-lib" ]; then
+  t_ok "multi: --out-link exports out at DIR and the others at DIR-NAME"
+else t_fail "multi: --out-link exports out at DIR and the others at DIR-NAME" "$(cat "$T_TMP/link.log"; ls -la "$T_TMP")"; fi
+chmod -R u+w "$T_TMP"/result* 2>/dev/null
+
+# Failures: both fail.
+for attr in fod-wrong failing; do
+  drv=$(nix-instantiate "$T_TMP/drvs.nix" -A "$attr" 2>/dev/null)
+  out=$("$OCIBUILD" nix-build "$drv" 2>&1); rc=$?
+  nix-store "${NIX_OPTS[@]}" --realise "$drv" >/dev/null 2>&1; nix_rc=$?
+  case $attr in
+    fod-wrong) want="hash mismatch in fixed-output derivation" ;;
+    failing) want="about to fail" ;;
+  esac
+  if [ $rc -ne 0 ] && [ $nix_rc -ne 0 ] && [[ "$out" == *"$want"* ]]; then
+    t_ok "$attr: fails here (saying '$want') and in Nix"
+  else t_fail "$attr: fails here (saying '$want') and in Nix" "rc=$rc nix_rc=$nix_rc
+$out"; fi
+done
+out=$("$OCIBUILD" nix-build "$(nix-instantiate "$T_TMP/drvs.nix" -A fod-wrong 2>/dev/null)" 2>&1)
+t_contains "fod-wrong: the error names both hashes" "$out" \
+  "specified sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic, got sha256:1rscm841ggcb1h2f5f9dyjimgmc9diiv9gfa3pbszqn411g5imzx"
+t_done
