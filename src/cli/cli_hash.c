@@ -2,10 +2,10 @@
  * ocibuild hash FILE...: BLAKE3 of each file, printed exactly like b3sum ("<hex>  <name>", and
  * b3sum's escaping of names holding a backslash or newline). "-" reads standard input.
  *
- * Regular files are memory-mapped and handed to the hasher in one piece, so it can hash whole
- * subtrees many chunks at a time without a copy or a syscall per buffer; anything else (pipes,
- * small files, a failed mmap) is read through a large buffer. Memory use does not grow with file
- * size (mapped pages are page cache, dropped as the kernel likes).
+ * Regular files are memory-mapped in 64 MiB windows, each handed to the hasher in one piece, so
+ * it hashes whole subtrees many chunks at a time without a copy or a syscall per buffer;
+ * anything else (pipes, small files, a refused mmap) is read through a 1 MiB buffer. Memory use
+ * does not grow with file size.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +23,8 @@
 #define HASH_READ_SIZE (1 << 20)
 /* Below this, read() is as cheap as setting up a mapping. */
 #define HASH_MMAP_MIN (64 * 1024)
+/* A power of two, so each window is a whole BLAKE3 subtree. */
+#define HASH_MAP_WINDOW ((size_t)64 << 20)
 
 static int hash_by_reading(int fd, obi_blake3_hasher *hasher)
 {
@@ -40,22 +42,34 @@ static int hash_by_reading(int fd, obi_blake3_hasher *hasher)
     }
 }
 
-/* Returns 1 if the file was hashed through a mapping, 0 if it should be read instead. */
+/*
+ * Hashes a regular file through read-only mappings of MAP_WINDOW bytes at a time, each mapped
+ * with MAP_POPULATE (one page-table fill instead of a fault every few pages, ~7% less CPU) but
+ * bounded so a file larger than memory is never populated all at once. Returns 1 if the file
+ * was hashed this way, 0 if it should be read instead (not regular, small, mmap refused).
+ * As with b3sum, a file truncated while it is being hashed ends the process with SIGBUS.
+ */
 static int hash_by_mapping(int fd, obi_blake3_hasher *hasher)
 {
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < HASH_MMAP_MIN ||
-        (uint64_t)st.st_size > SIZE_MAX)
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < HASH_MMAP_MIN)
         return 0;
-    size_t len = (size_t)st.st_size;
-    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED)
-        return 0;
-    (void)madvise(map, len, MADV_SEQUENTIAL);
-    obi_blake3_update(hasher, map, len);
-    munmap(map, len);
-    /* Whatever was appended after fstat is read like b3sum would see it. */
-    if (lseek(fd, (off_t)len, SEEK_SET) < 0)
+    off_t offset = 0;
+    while (offset < st.st_size) {
+        off_t left = st.st_size - offset;
+        size_t len = left < (off_t)HASH_MAP_WINDOW ? (size_t)left : HASH_MAP_WINDOW;
+        void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, offset);
+        if (map == MAP_FAILED) {
+            if (offset == 0)
+                return 0;
+            return -errno;
+        }
+        obi_blake3_update(hasher, map, len);
+        munmap(map, len);
+        offset += (off_t)len;
+    }
+    /* Whatever was appended after fstat is read, as b3sum would see it. */
+    if (lseek(fd, offset, SEEK_SET) < 0)
         return -errno;
     return 1;
 }

@@ -52,6 +52,14 @@ for backend in portable sse41 avx2 avx512; do
   else t_fail "many files at once on backend $backend" "$(diff "$T_TMP/ours" "$T_TMP/theirs")"; fi
 done
 
+# Larger than one 64 MiB mapping window: hashed through several mappings.
+huge=$T_TMP/random-huge
+head -c $((64 * 1024 * 1024 + 4097)) /dev/urandom >"$huge"
+got=$("$OCIBUILD" hash "$huge" 2>&1)
+if [ "$got" = "$(b3sum "$huge")" ]; then t_ok "file larger than one mapping window"
+else t_fail "file larger than one mapping window" "$got"; fi
+rm -f "$huge"
+
 # An unknown backend name falls back to the default and still hashes correctly.
 big=$T_TMP/random-1048577
 got=$(OBI_BLAKE3_BACKEND=no-such-backend "$OCIBUILD" hash "$big" 2>&1)
