@@ -152,6 +152,19 @@ wait $pid; rc=$?
 t_contains "SIGTERM reported" "$(cat "$T_TMP/sigterm.err")" "interrupted"
 t_check "no leftovers after SIGTERM" no_leftovers
 
+# SIGKILL cannot be caught: the container and the bundle outlive ocibuild, and the next run
+# (any build with the same bundle root) must find them by their free lock and remove them.
+request sigkill 'echo started >&2; sleep 60'
+"$OCIBUILD" build "$T_TMP/sigkill.json" >/dev/null 2>"$T_TMP/sigkill.err" &
+pid=$!
+for _ in $(seq 1 100); do grep -q started "$T_TMP/sigkill.err" 2>/dev/null && break; sleep 0.1; done
+kill -KILL $pid; wait $pid 2>/dev/null
+stale=$(ls -A "$BUNDLES" | grep -v '^\.' | head -1)
+[ -n "$stale" ] && t_ok "SIGKILL leaves a stale bundle behind (as it must)" || t_fail "SIGKILL stale bundle" "none found"
+request after 'mkdir -p /nix/store/out'
+build "$T_TMP/after.json" >/dev/null && t_ok "the next build succeeds" || t_fail "next build after SIGKILL" "$(cat "$T_TMP/stderr")"
+t_check "the next build swept the killed build's container and bundle" no_leftovers
+
 # --- invalid requests: refused before anything touches the disk ---
 invalid() { # NAME EXTRA_JSON EXPECTED_SUBSTRING
   cat >"$T_TMP/inv.json" <<JSON
