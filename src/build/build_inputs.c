@@ -79,7 +79,8 @@ static int symlink_input_host_path(const obi_build_request *req, const obi_node 
     char *outputs[1] = {path};
     view.outputs = outputs;
     view.n_outputs = 1;
-    int r = obi_output_host_path(&view, 0, out, err);
+    cleanup_error obi_error *mapping_err = NULL;
+    int r = obi_output_host_path(&view, 0, out, &mapping_err);
     if (r < 0)
         return obi_error_set(err, -EINVAL,
                              "input \"%s\" is a symlink, which can only be provided when "
