@@ -5,8 +5,9 @@
  * with its target. Symlinks are never followed, not even at the root; anything else (fifo,
  * socket, device) is an error naming the path. Everything is opened relative to directory file
  * descriptors with O_NOFOLLOW (no path length limit, no symlink race), and files are streamed in
- * bounded chunks. Directories are committed only when the whole tree succeeded, so a failure
- * leaves no root behind (only unreferenced blobs).
+ * bounded chunks (one descriptor is held per directory level, so depth is bounded by the
+ * open-file limit, not by PATH_MAX). Directories are committed only when the whole tree succeeded,
+ * so a failure leaves no root behind (only unreferenced blobs).
  */
 #ifndef OCIBUILD_INGEST_H
 #define OCIBUILD_INGEST_H
