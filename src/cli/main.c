@@ -29,7 +29,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: ocibuild COMMAND [ARGS...]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-        fprintf(out, "  %-12s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+        fprintf(out, "  %-16s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
 }
 
 int cli_fail(obi_error *err)
