@@ -1,7 +1,8 @@
 /*
  * BLAKE3 backend for SSE4.1 (compiled with -msse4.1, called only when the CPU has it):
  *   - a single-block compression with the state held as four rows of four words, the diagonal
- *     step done by rotating rows 1-3 ("diagonalize") so every G runs on whole vectors;
+ *     step done by rotating rows 1-3 ("diagonalize") so every G runs on whole vectors, and the
+ *     message permuted between rounds with shuffles;
  *   - hash_many over 4 inputs at once in the transposed layout of blake3_lanes.h.
  * The AVX2 backend reuses the single-block compression from here.
  */
@@ -45,32 +46,62 @@ static inline __attribute__((always_inline)) void g_rows(__m128i *a, __m128i *b,
     *b = rot7_128(_mm_xor_si128(*b, *c));
 }
 
-/* Message words for four G functions: lanes = m[s[i]], m[s[i+2]], m[s[i+4]], m[s[i+6]]. */
-static inline __attribute__((always_inline)) __m128i message_quad(const uint32_t m[16],
-                                                                  const uint8_t *s, int i)
+/* _mm_shuffle_ps on integer vectors: words (a[i], a[j], b[k], b[l]) for _MM_SHUFFLE(l, k, j, i). */
+#define shuffle_words(a, b, imm)                                                                   \
+    _mm_castps_si128(_mm_shuffle_ps(_mm_castsi128_ps(a), _mm_castsi128_ps(b), (imm)))
+
+/*
+ * The message of a round as the four vectors its G functions take: x = the words of the
+ * column step's first additions (m[s0], m[s2], m[s4], m[s6]), y = its second ones (s1, s3, s5,
+ * s7), and likewise z, w for the diagonal step (s8.. s15). Going to the next round applies the
+ * message permutation P (m'[i] = m[P[i]]) to these vectors directly; with
+ * P = 2 6 3 10 7 0 4 13 1 11 12 5 9 14 15 8 that works out to
+ *   x' = x1 y1 y3 x2,  y' = x3 z1 x0 w2,  z' = y0 z2 w0 w3,  w' = w1 y2 z3 z0.
+ */
+static inline __attribute__((always_inline)) void permute_message(__m128i *x, __m128i *y,
+                                                                  __m128i *z, __m128i *w)
 {
-    return _mm_setr_epi32((int)m[s[i]], (int)m[s[i + 2]], (int)m[s[i + 4]], (int)m[s[i + 6]]);
+    __m128i x0 = *x, y0 = *y, z0 = *z, w0 = *w;
+    /* x1 x2 y1 y3 -> x1 y1 y3 x2 */
+    *x = _mm_shuffle_epi32(shuffle_words(x0, y0, _MM_SHUFFLE(3, 1, 2, 1)), _MM_SHUFFLE(1, 3, 2, 0));
+    /* x3 x0 z1 z1 -> x3 z1 x0 z1, then w2 into the last word */
+    __m128i t =
+        _mm_shuffle_epi32(shuffle_words(x0, z0, _MM_SHUFFLE(1, 1, 0, 3)), _MM_SHUFFLE(3, 1, 2, 0));
+    *y = _mm_blend_epi16(t, _mm_shuffle_epi32(w0, _MM_SHUFFLE(2, 2, 2, 2)), 0xC0);
+    /* z2 z2 w0 w3, then y0 into the first word */
+    *z = _mm_blend_epi16(shuffle_words(z0, w0, _MM_SHUFFLE(3, 0, 2, 2)), y0, 0x03);
+    /* w1 w1 z3 z0, then y2 into the second word */
+    *w = _mm_blend_epi16(shuffle_words(w0, z0, _MM_SHUFFLE(0, 3, 1, 1)),
+                         _mm_shuffle_epi32(y0, _MM_SHUFFLE(2, 2, 2, 2)), 0x0C);
 }
 
 static inline __attribute__((always_inline)) void
 compress_rows(__m128i rows[4], const uint32_t cv[8], const uint8_t block[64], uint8_t block_len,
               uint64_t counter, uint8_t flags)
 {
-    uint32_t m[16];
-    memcpy(m, block, 64); /* x86 is little endian */
     __m128i a = _mm_loadu_si128((const __m128i *)cv);
     __m128i b = _mm_loadu_si128((const __m128i *)(cv + 4));
     __m128i c = _mm_loadu_si128((const __m128i *)BLAKE3_IV);
     __m128i d = _mm_setr_epi32((int)(uint32_t)counter, (int)(uint32_t)(counter >> 32),
                                (int)block_len, (int)flags);
+    /* x86 is little endian: the block's words load as they are. */
+    __m128i m0 = _mm_loadu_si128((const __m128i *)block);
+    __m128i m1 = _mm_loadu_si128((const __m128i *)(block + 16));
+    __m128i m2 = _mm_loadu_si128((const __m128i *)(block + 32));
+    __m128i m3 = _mm_loadu_si128((const __m128i *)(block + 48));
+    __m128i x = shuffle_words(m0, m1, _MM_SHUFFLE(2, 0, 2, 0)); /* m0 m2 m4 m6 */
+    __m128i y = shuffle_words(m0, m1, _MM_SHUFFLE(3, 1, 3, 1)); /* m1 m3 m5 m7 */
+    __m128i z = shuffle_words(m2, m3, _MM_SHUFFLE(2, 0, 2, 0)); /* m8 m10 m12 m14 */
+    __m128i w = shuffle_words(m2, m3, _MM_SHUFFLE(3, 1, 3, 1)); /* m9 m11 m13 m15 */
     for (int r = 0; r < 7; r++) {
-        const uint8_t *s = BLAKE3_MSG_SCHEDULE[r];
-        g_rows(&a, &b, &c, &d, message_quad(m, s, 0), message_quad(m, s, 1));
+        if (r > 0)
+            permute_message(&x, &y, &z, &w);
+        g_rows(&a, &b, &c, &d, x, y);
         /* Diagonalize: lane j then holds the G on (a[j], b[j+1], c[j+2], d[j+3]). */
         b = _mm_shuffle_epi32(b, _MM_SHUFFLE(0, 3, 2, 1));
         c = _mm_shuffle_epi32(c, _MM_SHUFFLE(1, 0, 3, 2));
         d = _mm_shuffle_epi32(d, _MM_SHUFFLE(2, 1, 0, 3));
-        g_rows(&a, &b, &c, &d, message_quad(m, s, 8), message_quad(m, s, 9));
+        g_rows(&a, &b, &c, &d, z, w);
         b = _mm_shuffle_epi32(b, _MM_SHUFFLE(2, 1, 0, 3));
         c = _mm_shuffle_epi32(c, _MM_SHUFFLE(1, 0, 3, 2));
         d = _mm_shuffle_epi32(d, _MM_SHUFFLE(0, 3, 2, 1));
