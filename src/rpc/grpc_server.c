@@ -42,7 +42,14 @@ struct obi_rpc_call {
     grpc_completion_queue *cq; /* carries only this call's batches */
     gpr_timespec deadline;
     grpc_metadata_array request_metadata;
+    grpc_call_details details; /* filled for unregistered methods only */
     bool initial_metadata_sent;
+    /* RECV_CLOSE_ON_SERVER runs from the start in its own batch: it completes when the call is
+     * over for the client (cancelled, or after our status), telling a client that went away
+     * apart from one that half-closed its stream. */
+    int close_tag;
+    bool close_started, close_done;
+    int close_cancelled;
     struct obi_rpc_call *next;
 };
 
@@ -98,8 +105,58 @@ static void call_free(obi_rpc_call *call)
     if (call->call)
         grpc_call_unref(call->call);
     grpc_metadata_array_destroy(&call->request_metadata);
+    grpc_call_details_destroy(&call->details);
     obi_rpc_cq_destroy(call->cq);
     free(call);
+}
+
+static void call_note_event(obi_rpc_call *call, const grpc_event *ev)
+{
+    if (ev->type == GRPC_OP_COMPLETE && ev->tag == &call->close_tag) {
+        call->close_done = true;
+        if (!ev->success)
+            call->close_cancelled = 1;
+    }
+}
+
+/* Runs one batch; events of the close batch arriving meanwhile are noted. */
+static bool call_run_batch(obi_rpc_call *call, const grpc_op *ops, size_t n)
+{
+    void *tag = (void *)ops;
+    if (grpc_call_start_batch(call->call, ops, n, tag, NULL) != GRPC_CALL_OK)
+        return false;
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_next(call->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            return false;
+        if (ev.type == GRPC_OP_COMPLETE && ev.tag == tag)
+            return ev.success != 0;
+        call_note_event(call, &ev);
+    }
+}
+
+/* Waits up to timeout_ms for the close batch; true if the client cancelled the call. */
+static bool call_client_cancelled(obi_rpc_call *call, int timeout_ms)
+{
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    while (call->close_started && !call->close_done) {
+        grpc_event ev = grpc_completion_queue_next(
+            call->cq, timeout_ms < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC) : deadline, NULL);
+        if (ev.type != GRPC_OP_COMPLETE)
+            break;
+        call_note_event(call, &ev);
+    }
+    return call->close_done && call->close_cancelled;
+}
+
+static void call_start_close(obi_rpc_call *call)
+{
+    grpc_op op = {.op = GRPC_OP_RECV_CLOSE_ON_SERVER};
+    op.data.recv_close_on_server.cancelled = &call->close_cancelled;
+    call->close_started =
+        grpc_call_start_batch(call->call, &op, 1, &call->close_tag, NULL) == GRPC_CALL_OK;
 }
 
 static void call_ensure_initial_metadata(obi_rpc_call *call, grpc_op *op, size_t *n)
@@ -117,15 +174,18 @@ static int call_recv_slice(obi_rpc_call *call, grpc_slice *out, obi_error **err)
     grpc_byte_buffer *buffer = NULL;
     grpc_op op = {.op = GRPC_OP_RECV_MESSAGE};
     op.data.recv_message.recv_message = &buffer;
-    if (!obi_rpc_run_batch(call->call, call->cq, &op, 1)) {
-        if (buffer)
-            grpc_byte_buffer_destroy(buffer);
-        return obi_error_set(err, -ECANCELED, "receive: the call was cancelled");
+    bool ok = call_run_batch(call, &op, 1);
+    if (ok && buffer) {
+        *out = obi_rpc_byte_buffer_take(buffer);
+        return 1;
     }
-    if (!buffer)
-        return 0;
-    *out = obi_rpc_byte_buffer_take(buffer);
-    return 1;
+    if (buffer)
+        grpc_byte_buffer_destroy(buffer);
+    /* No message: the client half-closed, or it went away. Only the close batch tells, and
+     * a cancellation completes it along with this receive. */
+    if (!ok || call_client_cancelled(call, 0))
+        return obi_error_set(err, -ECANCELED, "receive: the client cancelled the call");
+    return 0;
 }
 
 int obi_rpc_call_recv(obi_rpc_call *call, uint8_t **data, size_t *len, obi_error **err)
@@ -177,7 +237,7 @@ int obi_rpc_call_send_owned(obi_rpc_call *call, uint8_t *data, size_t len, obi_e
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n].data.send_message.send_message = buffer;
     n++;
-    bool ok = obi_rpc_run_batch(call->call, call->cq, ops, n);
+    bool ok = call_run_batch(call, ops, n);
     grpc_byte_buffer_destroy(buffer);
     if (!ok)
         return obi_error_set(err, -ECANCELED, "send: the call was cancelled");
@@ -200,8 +260,7 @@ static grpc_status_code call_finish(obi_rpc_call *call, grpc_status_code status,
 {
     cleanup_free char *clipped = obi_rpc_status_message_clip(message ? message : "");
     grpc_slice details = grpc_slice_from_copied_string(clipped ? clipped : "");
-    int cancelled = 0;
-    grpc_op ops[3];
+    grpc_op ops[2];
     size_t n = 0;
     call_ensure_initial_metadata(call, ops, &n);
     memset(&ops[n], 0, sizeof ops[n]);
@@ -209,12 +268,9 @@ static grpc_status_code call_finish(obi_rpc_call *call, grpc_status_code status,
     ops[n].data.send_status_from_server.status = status;
     ops[n].data.send_status_from_server.status_details = message ? &details : NULL;
     n++;
-    memset(&ops[n], 0, sizeof ops[n]);
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n].data.recv_close_on_server.cancelled = &cancelled;
-    n++;
-    bool ok = obi_rpc_run_batch(call->call, call->cq, ops, n);
+    bool ok = call_run_batch(call, ops, n);
     grpc_slice_unref(details);
+    bool cancelled = call_client_cancelled(call, -1);
     return ok && !cancelled ? status : GRPC_STATUS_CANCELLED;
 }
 
@@ -233,6 +289,7 @@ static void call_handle(obi_rpc_call *call)
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
 
+    call_start_close(call);
     cleanup_error obi_error *err = NULL;
     int r = method->handler(call, call->registered->ctx, &err);
     grpc_status_code status = obi_rpc_status_from_errno(r);
@@ -247,7 +304,13 @@ static void call_handle(obi_rpc_call *call)
         obi_log_level level = status == GRPC_STATUS_INTERNAL ? OBI_LOG_ERROR : OBI_LOG_INFO;
         /* The message's first line is enough for the log; build logs can be long. */
         int message_len = message ? (int)strcspn(message, "\n") : 0;
-        server_log(server, level, "%s peer=%s %.3fms %s%s%.*s", method->path, peer ? peer : "?",
+        char path[256];
+        if (call->registered->handle)
+            snprintf(path, sizeof path, "%s", method->path);
+        else
+            snprintf(path, sizeof path, "%.*s", (int)GRPC_SLICE_LENGTH(call->details.method),
+                     (const char *)GRPC_SLICE_START_PTR(call->details.method));
+        server_log(server, level, "%s peer=%s %.3fms %s%s%.*s", path, peer ? peer : "?",
                    elapsed_ms(&start), shown, message ? ": " : "", message_len,
                    message ? message : "");
         gpr_free(peer);
@@ -330,10 +393,16 @@ static int request_call(obi_rpc_server *server, const registered_method *registe
     call->server = server;
     call->registered = registered;
     grpc_metadata_array_init(&call->request_metadata);
+    grpc_call_details_init(&call->details);
     call->cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_call_error e = grpc_server_request_registered_call(
-        server->grpc, registered->handle, &call->call, &call->deadline, &call->request_metadata,
-        NULL, call->cq, server->accept_cq, call);
+    grpc_call_error e;
+    if (registered->handle)
+        e = grpc_server_request_registered_call(server->grpc, registered->handle, &call->call,
+                                                &call->deadline, &call->request_metadata, NULL,
+                                                call->cq, server->accept_cq, call);
+    else
+        e = grpc_server_request_call(server->grpc, &call->call, &call->details,
+                                     &call->request_metadata, call->cq, server->accept_cq, call);
     if (e != GRPC_CALL_OK) {
         call_free(call);
         return -EIO;
@@ -372,6 +441,17 @@ static void *acceptor_main(void *arg)
 }
 
 /* ---- server ---- */
+
+/* Calls to methods nobody registered wait for grpc_server_request_call; answer them. */
+static int unknown_method(obi_rpc_call *call, void *ctx, obi_error **err)
+{
+    (void)ctx;
+    return obi_error_set(err, -ENOTSUP, "unknown method %.*s (not served here)",
+                         (int)GRPC_SLICE_LENGTH(call->details.method),
+                         (const char *)GRPC_SLICE_START_PTR(call->details.method));
+}
+
+static const obi_rpc_method UNKNOWN_METHOD = {"(unknown)", OBI_RPC_POOL_CASTORE, unknown_method};
 
 static int server_add_methods(obi_rpc_server *server, const obi_rpc_method *methods, size_t n,
                               void *ctx, obi_error **err)
@@ -417,7 +497,15 @@ int obi_rpc_server_new(const obi_rpc_server_options *options, obi_rpc_server **o
     server->accept_cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(server->grpc, server->accept_cq, NULL);
 
-    int r = server_add_methods(server, obi_rpc_blob_methods, obi_rpc_n_blob_methods, options->blobs,
+    int r = 0;
+    server->methods = calloc(1, sizeof *server->methods);
+    if (!server->methods)
+        r = obi_error_set(err, -ENOMEM, "rpc server: out of memory");
+    else
+        server->methods[server->n_methods++] =
+            (registered_method){.method = &UNKNOWN_METHOD, .ctx = NULL, .handle = NULL};
+    if (r >= 0)
+        r = server_add_methods(server, obi_rpc_blob_methods, obi_rpc_n_blob_methods, options->blobs,
                                err);
     if (r >= 0)
         r = server_add_methods(server, obi_rpc_directory_methods, obi_rpc_n_directory_methods,
@@ -457,7 +545,7 @@ int obi_rpc_server_start(obi_rpc_server *server, obi_error **err)
 {
     if (server->started)
         return obi_error_set(err, -EINVAL, "rpc server: already started");
-    if (server->n_methods == 0)
+    if (server->n_methods <= 1)
         return obi_error_set(err, -EINVAL, "rpc server: no service to serve");
     grpc_server_start(server->grpc);
     server->started = true;
