@@ -19,6 +19,7 @@ int cli_nix_build(int argc, char **argv);
 int cli_store(int argc, char **argv);
 int cli_spec(int argc, char **argv);
 int cli_build(int argc, char **argv);
+int cli_daemon(int argc, char **argv);
 
 /* Prints "ocibuild: <message>" to stderr and returns 1 (0 is never returned). */
 int cli_fail(obi_error *err);

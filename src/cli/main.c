@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "ocibuild/rpc.h"
 
 typedef struct command {
     const char *name;
@@ -23,6 +24,7 @@ static const command COMMANDS[] = {
      "build a Nix .drv here; print its outputs' NAR hashes and references"},
     {"store", cli_store, "import, export, cat and list castore trees"},
     {"spec", cli_spec, "print the OCI config.json for a BuildRequest (JSON)"},
+    {"daemon", cli_daemon, "serve the build, blob and directory services over gRPC"},
 };
 
 static void usage(FILE *out)
@@ -60,6 +62,10 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    /* Backends living above the castore and build layers register their URL schemes. */
+    obi_error *err = NULL;
+    if (obi_rpc_init(&err) < 0)
+        return cli_fail(err);
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (!strcmp(argv[1], COMMANDS[i].name))
             return COMMANDS[i].run(argc - 1, argv + 1);
