@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/derivation.h"
 #include "ocibuild/derivation_request.h"
@@ -21,7 +22,21 @@
 /* Input derivations nest; real chains are far shallower than this. */
 #define NIX_BUILD_MAX_DEPTH 512
 
-static int build_derivation(const char *drv_path, const obi_nix_build_options *opts, unsigned depth,
+/* One obi_nix_build call: the options, and the /nix/store inputs imported so far (keyed by the
+ * list of paths whose closure was taken), so that a chain asks nix-store and imports once. */
+typedef struct nix_import {
+    char *key;
+    obi_node *nodes;
+    size_t n_nodes;
+} nix_import;
+
+typedef struct build_session {
+    const obi_nix_build_options *opts;
+    nix_import *imports;
+    size_t n_imports;
+} build_session;
+
+static int build_derivation(const char *drv_path, build_session *session, unsigned depth,
                             obi_nix_build_result **out, obi_error **err);
 
 /* ---- small string lists (NULL-terminated) ---- */
@@ -88,9 +103,10 @@ static int own_path_info(const obi_nix_build_options *opts, const char *path,
 
 /* ---- step 1: input derivations ---- */
 
-static int ensure_input_outputs(const obi_derivation *drv, const obi_nix_build_options *opts,
-                                unsigned depth, obi_error **err)
+static int ensure_input_outputs(const obi_derivation *drv, build_session *session, unsigned depth,
+                                obi_error **err)
 {
+    const obi_nix_build_options *opts = session->opts;
     for (size_t i = 0; i < drv->n_input_drvs; i++) {
         const obi_derivation_input *in = &drv->input_drvs[i];
         cleanup_derivation obi_derivation *input = NULL;
@@ -114,7 +130,7 @@ static int ensure_input_outputs(const obi_derivation *drv, const obi_nix_build_o
         if (!missing)
             continue;
         cleanup_nix_build_result obi_nix_build_result *built = NULL;
-        r = build_derivation(in->drv_path, opts, depth + 1, &built, err);
+        r = build_derivation(in->drv_path, session, depth + 1, &built, err);
         if (r < 0)
             return obi_error_prefix(err, r, "building input %s", in->drv_path);
     }
@@ -173,39 +189,86 @@ static int closure_visit(closure *c, const obi_nix_build_options *opts, const ch
 
 /* All input nodes of drv: own-store paths (with their references) and the /nix/store
  * closure of the rest, imported. */
-static int gather_inputs(const obi_derivation *drv, const obi_nix_build_options *opts,
-                         obi_node **nodes_out, size_t *n_out, obi_error **err)
+static char *import_key(const string_list *paths)
+{
+    cleanup_buf obi_buf key = OBI_BUF_INIT;
+    for (size_t i = 0; i < paths->n; i++)
+        if (obi_buf_append_str(&key, paths->items[i]) < 0 || obi_buf_append(&key, "\n", 1) < 0)
+            return NULL;
+    if (obi_buf_reserve(&key, 0) < 0)
+        return NULL;
+    return obi_buf_steal(&key);
+}
+
+static int copy_nodes(const obi_node *src, size_t n, obi_node *dst)
+{
+    for (size_t i = 0; i < n; i++)
+        if (obi_node_copy(&dst[i], &src[i]) < 0)
+            return -ENOMEM;
+    return 0;
+}
+
+/* The imported /nix/store closure of paths, from the session's cache or from nix-store. The
+ * nodes are appended to *nodes (which has room) at *n. */
+static int import_from_nix(build_session *session, const string_list *paths, obi_node **nodes,
+                           size_t *n, obi_error **err)
+{
+    const obi_nix_build_options *opts = session->opts;
+    cleanup_free char *key = import_key(paths);
+    if (!key)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    const nix_import *hit = NULL;
+    for (size_t i = 0; i < session->n_imports && !hit; i++)
+        if (strcmp(session->imports[i].key, key) == 0)
+            hit = &session->imports[i];
+    if (!hit) {
+        cleanup_strv char **requisites = NULL;
+        size_t n_closure = 0;
+        int r = obi_nix_store_closure(opts->nix_store, paths->items, paths->n, &requisites,
+                                      &n_closure, err);
+        if (r < 0)
+            return r;
+        obi_node *imported = NULL;
+        r = obi_nix_import_paths(opts->store->blobs, opts->store->directories, requisites,
+                                 n_closure, &imported, err);
+        if (r < 0)
+            return r;
+        nix_import *grown = reallocarray(session->imports, session->n_imports + 1, sizeof *grown);
+        if (!grown) {
+            obi_nix_nodes_free(imported, n_closure);
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        }
+        session->imports = grown;
+        hit = &session->imports[session->n_imports++];
+        grown[session->n_imports - 1] = (nix_import){steal_pointer(&key), imported, n_closure};
+    }
+    obi_node *all = reallocarray(*nodes, *n + hit->n_nodes + 1, sizeof *all);
+    if (!all)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    *nodes = all;
+    memset(all + *n, 0, hit->n_nodes * sizeof *all);
+    int r = copy_nodes(hit->nodes, hit->n_nodes, all + *n);
+    *n += hit->n_nodes; /* counted even on failure: the copies made are freed by the caller */
+    return r < 0 ? obi_error_set(err, -ENOMEM, "out of memory") : 0;
+}
+
+/* All input nodes of drv: own-store paths (with their references) and the /nix/store
+ * closure of the rest, imported. */
+static int gather_inputs(const obi_derivation *drv, build_session *session, obi_node **nodes_out,
+                         size_t *n_out, obi_error **err)
 {
     _cleanup_(closure_clear) closure c = {0};
     cleanup_strv char **paths = NULL;
     size_t n_paths = 0;
     int r = obi_derivation_input_paths(drv, &paths, &n_paths, err);
     for (size_t i = 0; r >= 0 && i < n_paths; i++)
-        r = closure_visit(&c, opts, paths[i], err);
+        r = closure_visit(&c, session->opts, paths[i], err);
+    if (r >= 0 && c.from_nix.n > 0)
+        r = import_from_nix(session, &c.from_nix, &c.nodes, &c.n_nodes, err);
     if (r < 0)
         return r;
-
-    cleanup_strv char **nix_closure = NULL;
-    size_t n_nix = 0;
-    r = obi_nix_store_closure(opts->nix_store, c.from_nix.items, c.from_nix.n, &nix_closure, &n_nix,
-                              err);
-    if (r < 0)
-        return r;
-    obi_node *imported = NULL;
-    r = obi_nix_import_paths(opts->store->blobs, opts->store->directories, nix_closure, n_nix,
-                             &imported, err);
-    if (r < 0)
-        return r;
-    obi_node *all = reallocarray(c.nodes, c.n_nodes + n_nix + 1, sizeof *all);
-    if (!all) {
-        obi_nix_nodes_free(imported, n_nix);
-        return obi_error_set(err, -ENOMEM, "out of memory");
-    }
-    memcpy(all + c.n_nodes, imported, n_nix * sizeof *imported);
-    free(imported);
-    *nodes_out = all;
-    *n_out = c.n_nodes + n_nix;
-    c.nodes = NULL;
+    *nodes_out = steal_pointer(&c.nodes);
+    *n_out = c.n_nodes;
     c.n_nodes = 0;
     return 0;
 }
@@ -274,9 +337,10 @@ static int order_outputs(const obi_derivation *drv, obi_nix_build_result *result
 
 /* ---- the whole build ---- */
 
-static int build_derivation(const char *drv_path, const obi_nix_build_options *opts, unsigned depth,
+static int build_derivation(const char *drv_path, build_session *session, unsigned depth,
                             obi_nix_build_result **out, obi_error **err)
 {
+    const obi_nix_build_options *opts = session->opts;
     if (depth > NIX_BUILD_MAX_DEPTH)
         return obi_error_set(err, -ELOOP, "%s: input derivations nested deeper than %d", drv_path,
                              NIX_BUILD_MAX_DEPTH);
@@ -284,13 +348,13 @@ static int build_derivation(const char *drv_path, const obi_nix_build_options *o
     int r = obi_derivation_read_file(drv_path, &drv, err);
     if (r < 0)
         return r;
-    r = ensure_input_outputs(drv, opts, depth, err);
+    r = ensure_input_outputs(drv, session, depth, err);
     if (r < 0)
         return r;
 
     obi_node *inputs = NULL;
     size_t n_inputs = 0;
-    r = gather_inputs(drv, opts, &inputs, &n_inputs, err);
+    r = gather_inputs(drv, session, &inputs, &n_inputs, err);
     if (r < 0)
         return obi_error_prefix(err, r, "%s: inputs", drv_path);
     cleanup_build_request obi_build_request *req = NULL;
@@ -330,7 +394,14 @@ static int build_derivation(const char *drv_path, const obi_nix_build_options *o
 int obi_nix_build(const char *drv_path, const obi_nix_build_options *opts,
                   obi_nix_build_result **out, obi_error **err)
 {
-    return build_derivation(drv_path, opts, 0, out, err);
+    build_session session = {opts, NULL, 0};
+    int r = build_derivation(drv_path, &session, 0, out, err);
+    for (size_t i = 0; i < session.n_imports; i++) {
+        free(session.imports[i].key);
+        obi_nix_nodes_free(session.imports[i].nodes, session.imports[i].n_nodes);
+    }
+    free(session.imports);
+    return r;
 }
 
 void obi_nix_build_result_free(obi_nix_build_result *result)
