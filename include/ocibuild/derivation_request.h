@@ -22,8 +22,9 @@ typedef struct obi_derivation_request_options {
 
 /* Builds the request. inputs: root nodes named by store path basename ("<hash>-<name>"), in any
  * order (copied and sorted; an exact duplicate is dropped, two different nodes with one name
- * are an error). Fails when an output has no path (floating content-addressed derivations are
- * not supported) or a path is not a store path. The result is not validated here. */
+ * are an error). Fails (-ENOTSUP) for structured attributes (__json) and when an output has
+ * no path (floating content-addressed derivations are not supported) or a path is not a store path.
+ * The result is not validated here. */
 int obi_derivation_to_build_request(const obi_derivation *drv, const obi_node *inputs,
                                     size_t n_inputs, const obi_derivation_request_options *opts,
                                     obi_build_request **out, obi_error **err);

@@ -360,6 +360,12 @@ int obi_derivation_to_build_request(const obi_derivation *drv, const obi_node *i
                                     size_t n_inputs, const obi_derivation_request_options *opts,
                                     obi_build_request **out, obi_error **err)
 {
+    /* Structured attributes change the environment and add .attrs.json/.attrs.sh; building
+     * without them would silently differ from Nix. */
+    if (obi_derivation_get_env(drv, "__json"))
+        return obi_error_set(err, -ENOTSUP,
+                             "derivation to build request: structured attributes (__json) are "
+                             "not supported");
     cleanup_build_request obi_build_request *req = obi_build_request_new();
     if (!req)
         return obi_error_set(err, -ENOMEM, "out of memory");

@@ -257,6 +257,19 @@ static void test_derivation_request_rejects_floating_and_foreign_outputs(void **
     assert_null(req);
 }
 
+static void test_derivation_request_refuses_structured_attrs(void **state)
+{
+    (void)state;
+    cleanup_derivation obi_derivation *drv =
+        parse("Derive([(\"out\",\"/nix/store/vaf1hazi08dqf253k9wp3qr1xwdpapz9-pf\",\"\",\"\")],"
+              "[],[],\"s\",\"/b\",[],[(\"__json\",\"{}\")])");
+    obi_build_request *req = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_derivation_to_build_request(drv, NULL, 0, NULL, &req, &err),
+                      -ENOTSUP, "structured attributes (__json) are not supported");
+    assert_null(req);
+}
+
 static void test_derivation_request_passes_build_request_validation(void **state)
 {
     (void)state;
@@ -277,6 +290,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_derivation_request_sets_command_and_layout),
         cmocka_unit_test(test_derivation_request_passes_build_request_validation),
+        cmocka_unit_test(test_derivation_request_refuses_structured_attrs),
         cmocka_unit_test(test_derivation_request_environment_matches_nix_sandbox),
         cmocka_unit_test(test_derivation_request_writes_pass_as_file_values_to_additional_files),
         cmocka_unit_test(test_derivation_request_names_attr_files_like_nix),
