@@ -58,8 +58,8 @@ static void make_input(fixture *f, const char *name, obi_node *out)
     assert_ok(obi_write_file(file, "data\n", 5, 0644, err_ptr_));
     assert_ok(obi_write_file(exe, "#!/bin/sh\n", 10, 0755, err_ptr_));
     obi_ingest_options options = {.name = name, .refscan = NULL};
-    assert_ok(obi_ingest_path(f->store->blobs, f->store->directories, root, &options, out,
-                              err_ptr_));
+    assert_ok(
+        obi_ingest_path(f->store->blobs, f->store->directories, root, &options, out, err_ptr_));
     free(root);
     free(sub);
     free(file);
@@ -186,11 +186,11 @@ static void test_friendly_request_imports_paths_and_sorts_env(void **state)
     fixture *f = *state;
     char *file = obi_path_join(f->dir, "tool");
     assert_ok(obi_write_file(file, "tool", 4, 0755, err_ptr_));
-    json_t *json = json_pack("{s:{s:s, s:s}, s:[s], s:s, s:[s], s:s, s:[s], s:{s:s, s:s}}",
-                             "inputs", "zz-tool", file, "aa-tool", file, "command_args",
-                             "/nix/store/aa-tool", "working_dir", "build", "scratch_paths",
-                             "nix/store", "inputs_dir", "nix/store", "outputs", "nix/store/out",
-                             "env", "ZED", "last", "ALPHA", "first");
+    json_t *json =
+        json_pack("{s:{s:s, s:s}, s:[s], s:s, s:[s], s:s, s:[s], s:{s:s, s:s}}", "inputs",
+                  "zz-tool", file, "aa-tool", file, "command_args", "/nix/store/aa-tool",
+                  "working_dir", "build", "scratch_paths", "nix/store", "inputs_dir", "nix/store",
+                  "outputs", "nix/store/out", "env", "ZED", "last", "ALPHA", "first");
     obi_build_request *req = NULL;
     assert_ok(obi_friendly_request_from_json(json, f->store, &req, err_ptr_));
     assert_int_equal(req->n_inputs, 2);
@@ -214,13 +214,13 @@ static void test_friendly_request_errors_name_the_key(void **state)
     obi_error *err = NULL;
     obi_build_request *req = NULL;
     json_t *bad_input = json_pack("{s:{s:i}}", "inputs", "x", 1);
-    assert_fails_with(err, obi_friendly_request_from_json(bad_input, f->store, &req, &err),
-                      -EINVAL, "inputs.x");
+    assert_fails_with(err, obi_friendly_request_from_json(bad_input, f->store, &req, &err), -EINVAL,
+                      "inputs.x");
     json_t *missing = json_pack("{s:{s:s}}", "inputs", "x", "/nonexistent/path/for/test");
     assert_fails_with(err, obi_friendly_request_from_json(missing, f->store, &req, &err), -ENOENT,
                       "inputs.x");
-    json_t *both = json_pack("{s:{s:s}, s:[{s:s}]}", "env", "A", "b", "environment_vars", "key",
-                             "A");
+    json_t *both =
+        json_pack("{s:{s:s}, s:[{s:s}]}", "env", "A", "b", "environment_vars", "key", "A");
     assert_fails_with(err, obi_friendly_request_from_json(both, f->store, &req, &err), -EINVAL,
                       "not both");
     json_t *env_number = json_pack("{s:{s:i}}", "env", "A", 3);
@@ -240,14 +240,13 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_input_cache_hard_links_plain_files_and_copies_executables, setup, teardown),
-        cmocka_unit_test_setup_teardown(
-            test_inputs_prepare_links_cache_entries_and_places_symlinks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inputs_prepare_links_cache_entries_and_places_symlinks,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_inputs_symlink_outside_scratch_is_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_friendly_request_imports_paths_and_sorts_env, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_friendly_request_errors_name_the_key, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_friendly_request_errors_name_the_key, setup, teardown),
     };
     return cmocka_run_group_tests_name("build_inputs", tests, NULL, NULL);
 }

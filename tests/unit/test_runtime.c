@@ -18,16 +18,17 @@
 /* The fake runtime: `run --bundle B ID` runs B/script with $KILLED pointing at a marker file
  * that `kill` creates (so a "container" can notice it was killed); every call is appended to
  * $DIR/calls. */
-static const char FAKE_RUNTIME[] =
-    "#!/bin/sh\n"
-    "dir=$(dirname \"$0\")\n"
-    "echo \"$*\" >> \"$dir/calls\"\n"
-    "case \"$1\" in\n"
-    "  run) shift; [ \"$1\" = --detach ] && shift; export KILLED=\"$dir/killed-$3\"; exec sh \"$2/script\" ;;\n"
-    "  kill) touch \"$dir/killed-$2\"; exit 0 ;;\n"
-    "  delete) exit 0 ;;\n"
-    "  state) if [ -f \"$dir/state\" ]; then cat \"$dir/state\"; else echo \"container $2 does not exist\" >&2; exit 1; fi ;;\n"
-    "esac\n";
+static const char FAKE_RUNTIME[] = "#!/bin/sh\n"
+                                   "dir=$(dirname \"$0\")\n"
+                                   "echo \"$*\" >> \"$dir/calls\"\n"
+                                   "case \"$1\" in\n"
+                                   "  run) shift; [ \"$1\" = --detach ] && shift; export "
+                                   "KILLED=\"$dir/killed-$3\"; exec sh \"$2/script\" ;;\n"
+                                   "  kill) touch \"$dir/killed-$2\"; exit 0 ;;\n"
+                                   "  delete) exit 0 ;;\n"
+                                   "  state) if [ -f \"$dir/state\" ]; then cat \"$dir/state\"; "
+                                   "else echo \"container $2 does not exist\" >&2; exit 1; fi ;;\n"
+                                   "esac\n";
 
 typedef struct fixture {
     char *dir;
@@ -206,15 +207,15 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_runtime_log_tail_keeps_only_the_last_bytes, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_runtime_timeout_kills_and_deletes_the_container,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runtime_timeout_kills_and_deletes_the_container, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_runtime_cancel_fd_kills_and_deletes_the_container,
                                         setup, teardown),
         cmocka_unit_test(test_runtime_not_found_says_what_to_install),
         cmocka_unit_test_setup_teardown(test_runtime_state_of_missing_container_is_enoent, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(
-            test_runtime_detached_failure_cleans_up_and_reports_the_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runtime_detached_failure_cleans_up_and_reports_the_log,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests_name("runtime", tests, NULL, NULL);
 }

@@ -1,0 +1,221 @@
+/*
+ * The local OCI build service against a fake runtime (a script standing in for runc that
+ * writes the outputs into the bundle's scratch dir): at most max_builds builds run at once,
+ * outputs are ingested with their needles, and failures leave no bundle behind.
+ * Needs root (scratch dirs are chowned to the build user, 1000:100).
+ */
+#include <dirent.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ocibuild/fs.h"
+#include "ocibuild/oci_build.h"
+#include "ocibuild/store.h"
+#include "test_helpers.h"
+
+/* run --bundle B ID: marks itself running (to measure concurrency), runs $FAKE_SCRIPT with
+ * $SCRATCH set to the bundle's only scratch dir, and unmarks itself. */
+static const char FAKE_RUNTIME[] =
+    "#!/bin/sh\n"
+    "dir=$(dirname \"$0\")\n"
+    "case \"$1\" in\n"
+    "  run) b=\"$3\"; id=\"$4\"; SCRATCH=$(echo \"$b\"/scratch/*); export SCRATCH\n"
+    "       mkdir \"$dir/running.$id\"; ls -d \"$dir\"/running.* | wc -l >> \"$dir/concurrency\"\n"
+    "       sh -c \"$FAKE_SCRIPT\"; rc=$?; rmdir \"$dir/running.$id\"; exit $rc ;;\n"
+    "  *) exit 0 ;;\n"
+    "esac\n";
+
+typedef struct fixture {
+    char *dir;
+    char *bundles;
+    obi_store *store;
+    obi_build_service *service;
+} fixture;
+
+static int setup_with(void **state, unsigned max_builds)
+{
+    if (geteuid() != 0) {
+        print_message("!!! test_oci_build needs root (chown to the build user); skipping\n");
+        skip();
+    }
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = obi_test_tmpdir();
+    f->bundles = obi_path_join(f->dir, "bundles");
+    char *runtime = obi_path_join(f->dir, "fake-runc");
+    obi_write_file(runtime, FAKE_RUNTIME, strlen(FAKE_RUNTIME), 0755, NULL);
+    obi_store_open("memory://", "memory://", &f->store, NULL);
+    obi_oci_build_options opts = OBI_OCI_BUILD_OPTIONS_INIT;
+    opts.bundle_root = f->bundles;
+    opts.runtime = runtime;
+    opts.max_builds = max_builds;
+    int r = obi_oci_build_service_new(&opts, f->store, &f->service, NULL);
+    free(runtime);
+    *state = f;
+    return r;
+}
+
+static int setup_two(void **state)
+{
+    return setup_with(state, 2);
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    if (!f)
+        return 0;
+    obi_build_service_free(f->service);
+    obi_store_close(f->store);
+    free(f->bundles);
+    obi_test_tmpdir_remove(f->dir);
+    free(f);
+    return 0;
+}
+
+static obi_build_request *simple_request(void)
+{
+    json_t *json =
+        json_pack("{s:[s], s:s, s:[s], s:s, s:[s], s:[s, s]}", "command_args", "x", "working_dir",
+                  "build", "scratch_paths", "out", "inputs_dir", "", "outputs", "out/result",
+                  "refscan_needles", "needle-one", "needle-two");
+    obi_build_request *req = NULL;
+    obi_build_request_from_json(json, &req, NULL);
+    json_decref(json);
+    return req;
+}
+
+static bool bundle_root_is_empty(const fixture *f)
+{
+    DIR *d = opendir(f->bundles);
+    if (!d)
+        return true;
+    struct dirent *de;
+    bool empty = true;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.')
+            empty = false;
+    closedir(d);
+    return empty;
+}
+
+static void test_oci_build_ingests_outputs_with_needles(void **state)
+{
+    fixture *f = *state;
+    setenv("FAKE_SCRIPT",
+           "mkdir \"$SCRATCH/result\" && echo has needle-two > \"$SCRATCH/result/f\"", 1);
+    obi_build_request *req = simple_request();
+    obi_build *build = NULL;
+    assert_ok(obi_build_service_do_build(f->service, req, &build, err_ptr_));
+    assert_int_equal(build->n_outputs, 1);
+    assert_int_equal(build->outputs[0].kind, OBI_NODE_DIRECTORY);
+    assert_string_equal((char *)build->outputs[0].name.data, "result");
+    assert_int_equal(build->outputs_needles[0].n_needles, 1);
+    assert_int_equal(build->outputs_needles[0].needles[0], 1);
+    assert_true(bundle_root_is_empty(f));
+    obi_build_free(build);
+    obi_build_request_free(req);
+}
+
+static void test_oci_build_failure_reports_exit_code_and_tail_and_cleans_up(void **state)
+{
+    fixture *f = *state;
+    setenv("FAKE_SCRIPT", "echo the-reason >&2; exit 3", 1);
+    obi_build_request *req = simple_request();
+    obi_build *build = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_service_do_build(f->service, req, &build, &err),
+                      OBI_EBUILD_FAILED, "exit code 3");
+    setenv("FAKE_SCRIPT", "echo the-reason >&2; exit 3", 1);
+    assert_fails_with(err, obi_build_service_do_build(f->service, req, &build, &err),
+                      OBI_EBUILD_FAILED, "the-reason");
+    setenv("FAKE_SCRIPT", "true", 1);
+    assert_fails_with(err, obi_build_service_do_build(f->service, req, &build, &err),
+                      OBI_EBUILD_FAILED, "did not produce output 0 \"/out/result\"");
+    assert_null(build);
+    assert_true(bundle_root_is_empty(f));
+    obi_build_request_free(req);
+}
+
+static void test_oci_build_invalid_request_touches_nothing(void **state)
+{
+    fixture *f = *state;
+    obi_build_request *req = simple_request();
+    free(req->outputs[0]);
+    req->outputs[0] = strdup("elsewhere/result");
+    obi_build *build = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_service_do_build(f->service, req, &build, &err), -EINVAL,
+                      "outputs[0]");
+    struct stat st;
+    char *concurrency = obi_path_join(f->dir, "concurrency");
+    assert_int_equal(stat(concurrency, &st), -1); /* the runtime was never called */
+    free(concurrency);
+    assert_true(bundle_root_is_empty(f));
+    obi_build_request_free(req);
+}
+
+typedef struct build_thread {
+    fixture *f;
+    int result;
+} build_thread;
+
+static void *run_one(void *arg)
+{
+    build_thread *t = arg;
+    obi_build_request *req = simple_request();
+    obi_build *build = NULL;
+    obi_error *err = NULL;
+    t->result = obi_build_service_do_build(t->f->service, req, &build, &err);
+    obi_error_free(err);
+    obi_build_free(build);
+    obi_build_request_free(req);
+    return NULL;
+}
+
+static void test_oci_build_runs_at_most_max_builds_at_once(void **state)
+{
+    fixture *f = *state;
+    setenv("FAKE_SCRIPT", "sleep 0.3; mkdir \"$SCRATCH/result\"", 1);
+    enum { N = 6 };
+    pthread_t threads[N];
+    build_thread args[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (build_thread){f, -1};
+        pthread_create(&threads[i], NULL, run_one, &args[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(threads[i], NULL);
+        assert_int_equal(args[i].result, 0);
+    }
+    char *path = obi_path_join(f->dir, "concurrency"), *text = NULL;
+    assert_ok(obi_read_file(path, 4096, &text, NULL, err_ptr_));
+    int max = 0, lines = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), lines++)
+        if (atoi(line) > max)
+            max = atoi(line);
+    assert_int_equal(lines, N);
+    assert_true(max <= 2);
+    assert_int_equal(max, 2); /* and the limit is actually used */
+    free(text);
+    free(path);
+    assert_true(bundle_root_is_empty(f));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_oci_build_ingests_outputs_with_needles, setup_two,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_oci_build_failure_reports_exit_code_and_tail_and_cleans_up, setup_two, teardown),
+        cmocka_unit_test_setup_teardown(test_oci_build_invalid_request_touches_nothing, setup_two,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_oci_build_runs_at_most_max_builds_at_once, setup_two,
+                                        teardown),
+    };
+    return cmocka_run_group_tests_name("oci_build", tests, NULL, NULL);
+}
