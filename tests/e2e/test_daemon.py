@@ -137,6 +137,97 @@ def code_of(fn):
     return grpc.StatusCode.OK, ""
 
 
+def real_build_tests(chunks):
+    names = ["a real build through the daemon (CLI client) succeeds",
+             "a failing build is ABORTED with the exit code and log tail",
+             "blob calls are served while builds run",
+             "two builds run at once through the daemon",
+             "SIGTERM lets a running build finish, then the daemon exits 0",
+             "no bundle directory is left behind"]
+    if os.geteuid() != 0:
+        for n in names:
+            skip(n, "not running as root: rootful runc builds need root")
+        return
+    if not shutil.which("runc") or not os.path.exists("/bin/busybox"):
+        for n in names:
+            skip(n, "runc or /bin/busybox missing (apt-get install runc busybox)")
+        return
+    from google.protobuf import json_format
+    sock = os.path.join(tmp, "builder.sock")
+    bundles = os.path.join(tmp, "bundles")
+    d = start_daemon("builder", "--listen", f"unix:{sock}", "--store", os.path.join(tmp, "store-b"),
+                     "--build-service", f"oci://{bundles}?runtime=runc&max_builds=2")
+    if not wait_for(sock, d):
+        not_ok(names[0], read_log(d))
+        return
+    url = f"grpc+unix://{sock}"
+
+    def request(name, script):
+        path = os.path.join(tmp, f"{name}.json")
+        with open(path, "w") as f:
+            f.write('{"inputs": {"busybox": "/bin/busybox"},'
+                    ' "command_args": ["/nix/store/busybox", "sh", "-c", %s],'
+                    ' "working_dir": "build", "scratch_paths": ["build", "nix/store"],'
+                    ' "inputs_dir": "nix/store", "outputs": ["nix/store/out"]}'
+                    % json_quote(script))
+        return path
+
+    def cli_build(path):
+        return subprocess.Popen([OCIBUILD, "build", "--store", url, "--build-service", url, path],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    p = cli_build(request("ok", "mkdir -p /nix/store/out && echo built > /nix/store/out/file"))
+    out, err = p.communicate(timeout=300)
+    check(names[0], p.returncode == 0 and '"outputs"' in out and "b3V0" in out, err)
+
+    r = subprocess.run([OCIBUILD, "store", "import", "--store", url, "--name", "busybox",
+                        "/bin/busybox"], capture_output=True, text=True, timeout=120)
+    node = json_format.Parse(r.stdout, cpb.Node())
+    chan = grpc.insecure_channel(f"unix:{sock}")
+    stub = rpc_build_pb2_grpc.BuildServiceStub(chan)
+    req = build_pb2.BuildRequest(
+        inputs=[node], command_args=["/nix/store/busybox", "sh", "-c", "echo oops-in-log >&2; exit 3"],
+        working_dir="build", scratch_paths=["build", "nix/store"], inputs_dir="nix/store",
+        outputs=["nix/store/out"])
+    code, details = code_of(lambda: stub.DoBuild(req, timeout=300))
+    check(names[1], code == grpc.StatusCode.ABORTED and "exit code 3" in details
+          and "oops-in-log" in details, (code, details))
+
+    slow = [cli_build(request(f"slow{i}", f"sleep 3; mkdir -p /nix/store/out && echo {i} > /nix/store/out/f"))
+            for i in range(2)]
+    blobs = bgrpc.BlobServiceStub(chan)
+    time.sleep(1)
+    worst = 0.0
+    for i in range(20):
+        t0 = time.time()
+        blobs.Put(chunks(b"during-build-%d" % i, 1024))
+        worst = max(worst, time.time() - t0)
+    running = sum(1 for p in slow if p.poll() is None)
+    check(names[2], worst < 1.0 and running > 0, f"slowest Put {worst:.3f}s, builds running {running}")
+    t0 = time.time()
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in slow]
+    both = all(rc == 0 for _, _, rc in results)
+    check(names[3], both and time.time() - t0 < 5.5, [(rc, e[-300:]) for _, e, rc in results])
+    chan.close()
+    p = cli_build(request("graceful", "sleep 2; mkdir -p /nix/store/out && echo g > /nix/store/out/f"))
+    time.sleep(1.2)
+    d.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=300)
+    try:
+        rc = d.wait(60)
+    except subprocess.TimeoutExpired:
+        rc = "timeout"
+    check(names[4], p.returncode == 0 and rc == 0 and not os.path.exists(sock),
+          (p.returncode, err[-500:], rc, read_log(d)[-800:]))
+    left = [x for x in os.listdir(bundles) if not x.startswith(".")] if os.path.isdir(bundles) else []
+    check(names[5], not left, left)
+
+
+def json_quote(text):
+    import json
+    return json.dumps(text)
+
+
 OPTS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 try:
@@ -339,6 +430,9 @@ try:
                        capture_output=True, text=True, timeout=120)
     check("ocibuild build --build-service grpc+unix://... gets the daemon's refusal",
           r.returncode != 0 and "not supported" in r.stderr, r.stderr)
+
+    # ---- real builds through the daemon (rootful runc) ----
+    real_build_tests(chunks)
 
     # ---- bad addresses ----
     r = subprocess.run([OCIBUILD, "daemon", "--listen", f"unix:{tmp}/x.sock",
