@@ -38,7 +38,7 @@ nix_drv=$(nix-instantiate "$tmp/nix.nix" 2>/dev/null)
 t0=$(now)
 "$OCIBUILD" nix-build "$ours_drv" >"$tmp/ours.json" 2>"$tmp/ours.log" || { tail "$tmp/ours.log"; exit 1; }
 t1=$(now)
-nix-build --option sandbox true --option substituters "" --no-out-link "$nix_drv" >/dev/null 2>&1
+nix-build --option sandbox true --option sandbox-fallback false --option substituters "" --no-out-link "$nix_drv" >/dev/null 2>&1
 t2=$(now)
 
 built=$(ls "$OCIBUILD_DATA_DIR/nix-path-info" | grep -c obi-bench-chain-)

@@ -14,7 +14,7 @@ if ! command -v runc >/dev/null; then
   t_skip "nix-build compat" "runc is not installed"
   t_done; exit
 fi
-NIX_OPTS=(--option sandbox true --option substituters "")
+NIX_OPTS=(--option sandbox true --option sandbox-fallback false --option substituters "")
 export OCIBUILD_DATA_DIR=$T_TMP/data
 NONCE="$(date +%s%N)-$$"
 

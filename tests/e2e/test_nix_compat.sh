@@ -9,7 +9,7 @@ if ! setup_out=$("$E2E_DIR/nix_setup.sh" 2>&1); then
   t_skip "nix compat" "Nix is not usable: $setup_out"
   t_done; exit
 fi
-NIX_OPTS=(--option sandbox true --option substituters "")
+NIX_OPTS=(--option sandbox true --option sandbox-fallback false --option substituters "")
 
 # ---- NAR hashes of paths on disk ----
 tree=$T_TMP/tree
