@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_builder.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/export.h"
 #include "ocibuild/fs.h"
@@ -23,44 +24,15 @@
 #include "ocibuild/nix_build.h"
 #include "ocibuild/oci_build.h"
 
-static int cancel_pipe[2] = {-1, -1};
-static volatile sig_atomic_t cancel_signal;
-
-static void on_cancel_signal(int sig)
-{
-    cancel_signal = sig;
-    int saved = errno;
-    (void)!write(cancel_pipe[1], "x", 1);
-    errno = saved;
-}
-
-static void stream_to_stderr(const uint8_t *data, size_t len, void *ctx)
-{
-    (void)ctx;
-    (void)!fwrite(data, 1, len, stderr);
-    fflush(stderr);
-}
-
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: ocibuild nix-build [--out-link DIR] [--path-info DIR] [--cores N]\n"
-            "                          [--nix-store PROGRAM] [--store URL] [--blob-service URL]\n"
-            "                          [--directory-service URL] [--build-service URL]\n"
-            "                          [--runtime NAME|PATH] [--rootless] [--timeout S]\n"
-            "                          [--keep-bundle] [--sandbox-shell PATH] [--max-builds N]\n"
-            "                          [--bundle-root DIR] FILE.drv\n");
-}
-
-static int parse_unsigned(const char *text, const char *what, unsigned *out)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long v = strtoul(text, &end, 10);
-    if (errno || !end || *end || !*text || v > 1000000000UL)
-        return cli_failf("%s: '%s' is not a non-negative integer", what, text);
-    *out = (unsigned)v;
-    return 0;
+            "usage: ocibuild nix-build [OPTIONS] FILE.drv\n\noptions:\n"
+            "  --out-link DIR              export the outputs: out at DIR, output N at DIR-N\n"
+            "  --path-info DIR             where outputs built here are recorded\n"
+            "  --cores N                   NIX_BUILD_CORES (default: online CPUs)\n"
+            "  --nix-store PROGRAM         nix-store to ask for closures\n%s",
+            cli_builder_usage);
 }
 
 /* "out" goes to link, any other output N to link-N (nix-build's naming). */
@@ -84,45 +56,20 @@ static int export_outputs(const obi_nix_build_result *result, obi_store *store, 
 
 int cli_nix_build(int argc, char **argv)
 {
-    enum {
-        OPT_STORE = 256,
-        OPT_BLOB,
-        OPT_DIR,
-        OPT_BUILD,
-        OPT_RUNTIME,
-        OPT_ROOTLESS,
-        OPT_TIMEOUT,
-        OPT_KEEP,
-        OPT_SHELL,
-        OPT_MAX,
-        OPT_BUNDLE_ROOT,
-        OPT_OUT_LINK,
-        OPT_PATH_INFO,
-        OPT_CORES,
-        OPT_NIX_STORE
-    };
-    static const struct option options[] = {
-        {"store", required_argument, NULL, OPT_STORE},
-        {"blob-service", required_argument, NULL, OPT_BLOB},
-        {"directory-service", required_argument, NULL, OPT_DIR},
-        {"build-service", required_argument, NULL, OPT_BUILD},
-        {"runtime", required_argument, NULL, OPT_RUNTIME},
-        {"rootless", no_argument, NULL, OPT_ROOTLESS},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"keep-bundle", no_argument, NULL, OPT_KEEP},
-        {"sandbox-shell", required_argument, NULL, OPT_SHELL},
-        {"max-builds", required_argument, NULL, OPT_MAX},
-        {"bundle-root", required_argument, NULL, OPT_BUNDLE_ROOT},
-        {"out-link", required_argument, NULL, OPT_OUT_LINK},
-        {"path-info", required_argument, NULL, OPT_PATH_INFO},
-        {"cores", required_argument, NULL, OPT_CORES},
-        {"nix-store", required_argument, NULL, OPT_NIX_STORE},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *store_url = NULL, *blob_url = NULL, *dir_url = NULL, *build_url = NULL;
+    enum { OPT_OUT_LINK = CLI_BUILDER_OPT_LAST + 1, OPT_PATH_INFO, OPT_CORES, OPT_NIX_STORE };
+    struct option options[32];
+    size_t n = 0;
+    for (size_t i = 0; i < cli_builder_options_count; i++)
+        options[n++] = cli_builder_options[i];
+    options[n++] = (struct option){"out-link", required_argument, NULL, OPT_OUT_LINK};
+    options[n++] = (struct option){"path-info", required_argument, NULL, OPT_PATH_INFO};
+    options[n++] = (struct option){"cores", required_argument, NULL, OPT_CORES};
+    options[n++] = (struct option){"nix-store", required_argument, NULL, OPT_NIX_STORE};
+    options[n++] = (struct option){"help", no_argument, NULL, 'h'};
+    options[n] = (struct option){NULL, 0, NULL, 0};
+
+    cli_builder_args args = CLI_BUILDER_ARGS_INIT;
     const char *out_link = NULL, *path_info_dir = NULL;
-    obi_oci_build_options opts = OBI_OCI_BUILD_OPTIONS_INIT;
     /* Nix's default for NIX_BUILD_CORES (its "cores" setting): the number of online CPUs */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     obi_nix_build_options nix_opts = {.build_cores = cpus > 0 ? (unsigned)cpus : 1};
@@ -130,41 +77,6 @@ int cli_nix_build(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         switch (c) {
-        case OPT_STORE:
-            store_url = optarg;
-            break;
-        case OPT_BLOB:
-            blob_url = optarg;
-            break;
-        case OPT_DIR:
-            dir_url = optarg;
-            break;
-        case OPT_BUILD:
-            build_url = optarg;
-            break;
-        case OPT_RUNTIME:
-            opts.runtime = optarg;
-            break;
-        case OPT_ROOTLESS:
-            opts.rootless = true;
-            break;
-        case OPT_TIMEOUT:
-            if (parse_unsigned(optarg, "--timeout", &opts.timeout_seconds))
-                return 2;
-            break;
-        case OPT_KEEP:
-            opts.keep_bundle = true;
-            break;
-        case OPT_SHELL:
-            opts.sandbox_shell = optarg;
-            break;
-        case OPT_MAX:
-            if (parse_unsigned(optarg, "--max-builds", &opts.max_builds))
-                return 2;
-            break;
-        case OPT_BUNDLE_ROOT:
-            opts.bundle_root = optarg;
-            break;
         case OPT_OUT_LINK:
             out_link = optarg;
             break;
@@ -172,7 +84,7 @@ int cli_nix_build(int argc, char **argv)
             path_info_dir = optarg;
             break;
         case OPT_CORES:
-            if (parse_unsigned(optarg, "--cores", &nix_opts.build_cores))
+            if (cli_parse_unsigned(optarg, "--cores", &nix_opts.build_cores))
                 return 2;
             break;
         case OPT_NIX_STORE:
@@ -182,8 +94,12 @@ int cli_nix_build(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            usage(stderr);
-            return 2;
+            if (c < CLI_BUILDER_OPT_FIRST || c > CLI_BUILDER_OPT_LAST) {
+                usage(stderr);
+                return 2;
+            }
+            if (cli_builder_handle_option(c, optarg, &args) != 0)
+                return 2;
         }
     }
     if (optind + 1 != argc) {
@@ -194,35 +110,14 @@ int cli_nix_build(int argc, char **argv)
     obi_error *err = NULL;
 
     cleanup_store obi_store *store = NULL;
-    if (obi_store_open(blob_url ? blob_url : store_url, dir_url ? dir_url : store_url, &store,
-                       &err) < 0)
+    if (cli_builder_open_store(&args, &store, &err) < 0)
         return cli_fail(err);
     cleanup_nix_path_info_store obi_nix_path_info_store *path_infos = NULL;
     if (obi_nix_path_info_store_open(path_info_dir, &path_infos, &err) < 0)
         return cli_fail(err);
 
-    cleanup_free char *data_dir = obi_default_data_dir();
-    cleanup_free char *bundle_root = NULL;
-    if (!opts.bundle_root) {
-        bundle_root = data_dir ? obi_path_join(data_dir, "bundles") : NULL;
-        if (!bundle_root)
-            return cli_failf("out of memory");
-        opts.bundle_root = bundle_root;
-    }
-    if (pipe2(cancel_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
-        return cli_failf("pipe: %s", strerror(errno));
-    struct sigaction sa = {0};
-    sa.sa_handler = on_cancel_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    opts.cancel_fd = cancel_pipe[0];
-    opts.on_output = stream_to_stderr;
-
     cleanup_build_service obi_build_service *service = NULL;
-    int r = build_url ? obi_build_service_open(build_url, store, &service, &err)
-                      : obi_oci_build_service_new(&opts, store, &service, &err);
+    int r = cli_builder_open_service(&args, store, &service, &err);
     if (r < 0)
         return cli_fail(err);
 
@@ -232,8 +127,7 @@ int cli_nix_build(int argc, char **argv)
     cleanup_nix_build_result obi_nix_build_result *result = NULL;
     r = obi_nix_build(drv_path, &nix_opts, &result, &err);
     if (r < 0) {
-        if (cancel_signal)
-            obi_error_prefix(&err, r, "interrupted by signal %d", (int)cancel_signal);
+        cli_builder_note_interruption(&err, r);
         return cli_fail(err);
     }
     if (out_link && export_outputs(result, store, out_link) != 0)
