@@ -22,11 +22,7 @@ static void usage(FILE *out)
 int cli_build(int argc, char **argv)
 {
     struct option options[32];
-    size_t n = 0;
-    for (size_t i = 0; i < cli_builder_options_count; i++)
-        options[n++] = cli_builder_options[i];
-    options[n++] = (struct option){"help", no_argument, NULL, 'h'};
-    options[n] = (struct option){NULL, 0, NULL, 0};
+    cli_builder_option_table(options, NULL, 0);
 
     cli_builder_args args = CLI_BUILDER_ARGS_INIT;
     int c;

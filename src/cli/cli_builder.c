@@ -27,7 +27,8 @@ enum {
     OPT_MAX,
     OPT_BUNDLE_ROOT,
 };
-_Static_assert((int)OPT_BUNDLE_ROOT == (int)CLI_BUILDER_OPT_LAST, "keep CLI_BUILDER_OPT_LAST in sync");
+_Static_assert((int)OPT_BUNDLE_ROOT == (int)CLI_BUILDER_OPT_LAST,
+               "keep CLI_BUILDER_OPT_LAST in sync");
 
 const struct option cli_builder_options[] = {
     {"store", required_argument, NULL, OPT_STORE},
@@ -56,6 +57,17 @@ const char cli_builder_usage[] =
     "  --sandbox-shell PATH        static shell bound at /bin/sh when asked (default busybox)\n"
     "  --max-builds N              builds at once in this process (default: CPUs)\n"
     "  --bundle-root DIR           where bundles are created (default <data dir>/bundles)\n";
+
+void cli_builder_option_table(struct option *table, const struct option *extra, size_t n_extra)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cli_builder_options_count; i++)
+        table[n++] = cli_builder_options[i];
+    for (size_t i = 0; i < n_extra; i++)
+        table[n++] = extra[i];
+    table[n++] = (struct option){"help", no_argument, NULL, 'h'};
+    table[n] = (struct option){NULL, 0, NULL, 0};
+}
 
 int cli_parse_unsigned(const char *text, const char *what, unsigned *out)
 {

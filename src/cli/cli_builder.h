@@ -34,6 +34,10 @@ extern const size_t cli_builder_options_count;
 /* Usage text of the builder options (one indented block). */
 extern const char cli_builder_usage[];
 
+/* Fills table with the builder options, then extra (n_extra entries), then --help ('h') and
+ * the terminating zero entry; table must hold cli_builder_options_count + n_extra + 2. */
+void cli_builder_option_table(struct option *table, const struct option *extra, size_t n_extra);
+
 /* Handles a getopt code from cli_builder_options: 0 when handled, 2 (the exit code) after
  * printing an error for a bad value. */
 int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args);

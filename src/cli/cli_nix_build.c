@@ -57,16 +57,14 @@ static int export_outputs(const obi_nix_build_result *result, obi_store *store, 
 int cli_nix_build(int argc, char **argv)
 {
     enum { OPT_OUT_LINK = CLI_BUILDER_OPT_LAST + 1, OPT_PATH_INFO, OPT_CORES, OPT_NIX_STORE };
+    static const struct option nix_options[] = {
+        {"out-link", required_argument, NULL, OPT_OUT_LINK},
+        {"path-info", required_argument, NULL, OPT_PATH_INFO},
+        {"cores", required_argument, NULL, OPT_CORES},
+        {"nix-store", required_argument, NULL, OPT_NIX_STORE},
+    };
     struct option options[32];
-    size_t n = 0;
-    for (size_t i = 0; i < cli_builder_options_count; i++)
-        options[n++] = cli_builder_options[i];
-    options[n++] = (struct option){"out-link", required_argument, NULL, OPT_OUT_LINK};
-    options[n++] = (struct option){"path-info", required_argument, NULL, OPT_PATH_INFO};
-    options[n++] = (struct option){"cores", required_argument, NULL, OPT_CORES};
-    options[n++] = (struct option){"nix-store", required_argument, NULL, OPT_NIX_STORE};
-    options[n++] = (struct option){"help", no_argument, NULL, 'h'};
-    options[n] = (struct option){NULL, 0, NULL, 0};
+    cli_builder_option_table(options, nix_options, OBI_ARRAY_SIZE(nix_options));
 
     cli_builder_args args = CLI_BUILDER_ARGS_INIT;
     const char *out_link = NULL, *path_info_dir = NULL;
