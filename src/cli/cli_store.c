@@ -27,23 +27,28 @@
 
 typedef struct store_args {
     const char *store_url;
+    const char *blob_url;
+    const char *directory_url;
     const char *name;
     char **positional;
     int n_positional;
 } store_args;
 
 static const char STORE_USAGE[] =
-    "usage: ocibuild store SUBCOMMAND [--store URL] ARGS...\n"
+    "usage: ocibuild store SUBCOMMAND [--store URL] [--blob-service URL]\n"
+    "                                 [--directory-service URL] ARGS...\n"
     "  import [--name NAME] PATH   ingest PATH, print the root node (protobuf JSON)\n"
     "  export NODE_JSON DEST       write the node to DEST ('-' reads the node from stdin)\n"
     "  cat DIGEST                  write a blob to stdout (hex or b3:base64 digest)\n"
     "  ls NODE_JSON                list the tree under a node ('-' reads it from stdin)\n";
 
-/* Parses --store and --name; the rest are positional. Returns -1 on a usage error. */
+/* Parses the store options and --name; the rest are positional. Returns -1 on a usage error. */
 static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
 {
     static const struct option options[] = {
         {"store", required_argument, NULL, 's'},
+        {"blob-service", required_argument, NULL, 'b'},
+        {"directory-service", required_argument, NULL, 'd'},
         {"name", required_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -55,6 +60,12 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
         switch (c) {
         case 's':
             out->store_url = optarg;
+            break;
+        case 'b':
+            out->blob_url = optarg;
+            break;
+        case 'd':
+            out->directory_url = optarg;
             break;
         case 'n':
             if (!allow_name)
@@ -75,18 +86,13 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
     return 0;
 }
 
+/* --blob-service / --directory-service override --store, which defaults to the local store. */
 static int open_store(const store_args *args, obi_store **out, obi_error **err)
 {
-    cleanup_free char *fallback = NULL;
-    const char *url = args->store_url;
-    if (!url) {
-        fallback = obi_default_store_url();
-        if (!fallback)
-            return obi_error_set(err, -ENOMEM, "out of memory");
-        url = fallback;
-    }
-    int r = obi_store_open(url, url, out, err);
-    return r < 0 ? obi_error_prefix(err, r, "open store %s", url) : 0;
+    const char *blobs = args->blob_url ? args->blob_url : args->store_url;
+    const char *directories = args->directory_url ? args->directory_url : args->store_url;
+    int r = obi_store_open(blobs, directories, out, err);
+    return r < 0 ? obi_error_prefix(err, r, "open store") : 0;
 }
 
 /* The node from literal JSON text or, for "-", from stdin. */
