@@ -125,18 +125,20 @@ static int blob_put(obi_rpc_call *call, void *ctx, obi_error **err)
     if (r < 0)
         return r;
     for (size_t index = 0;; index++) {
-        ProtobufCMessage *msg = NULL;
-        char what[48];
-        snprintf(what, sizeof what, "BlobChunk %zu", index);
-        r = obi_rpc_call_recv_message(call, &tvix__castore__v1__blob_chunk__descriptor, what, &msg,
-                                      err);
+        grpc_slice message;
+        r = obi_rpc_call_recv_slice(call, &message, err);
         if (r < 0)
             return r;
         if (r == 0)
             break;
-        Tvix__Castore__V1__BlobChunk *chunk = (Tvix__Castore__V1__BlobChunk *)msg;
-        r = obi_blob_write(writer, chunk->data.data, chunk->data.len, err);
-        protobuf_c_message_free_unpacked(msg, NULL);
+        const uint8_t *data;
+        size_t len;
+        if (obi_rpc_blob_chunk_data(GRPC_SLICE_START_PTR(message), GRPC_SLICE_LENGTH(message),
+                                    &data, &len) < 0)
+            r = obi_error_set(err, -EINVAL, "BlobChunk %zu: not a valid BlobChunk message", index);
+        else
+            r = obi_blob_write(writer, data, len, err);
+        grpc_slice_unref(message);
         if (r < 0)
             return r;
     }

@@ -26,8 +26,9 @@ typedef struct grpc_blob_service {
 typedef struct grpc_blob_reader {
     obi_blob_reader base;
     obi_rpc_client_call *call;
-    Tvix__Castore__V1__BlobChunk *chunk; /* the chunk being consumed */
-    size_t offset;
+    grpc_slice message;  /* the BlobChunk being consumed */
+    const uint8_t *data; /* its data field, inside message */
+    size_t len, offset;
     bool eof;
 } grpc_blob_reader;
 
@@ -35,24 +36,21 @@ typedef struct grpc_blob_reader {
 static int reader_next_chunk(grpc_blob_reader *reader, obi_error **err)
 {
     while (!reader->eof) {
-        if (reader->chunk) {
-            protobuf_c_message_free_unpacked(&reader->chunk->base, NULL);
-            reader->chunk = NULL;
-        }
-        cleanup_free uint8_t *data = NULL;
-        size_t len = 0;
-        int r = obi_rpc_client_call_recv(reader->call, &data, &len, err);
+        grpc_slice_unref(reader->message);
+        reader->message = grpc_empty_slice();
+        reader->len = reader->offset = 0;
+        int r = obi_rpc_client_call_recv_slice(reader->call, &reader->message, err);
         if (r < 0)
             return r;
         if (r == 0) {
             reader->eof = true;
             return 0;
         }
-        reader->chunk = tvix__castore__v1__blob_chunk__unpack(NULL, len, data);
-        if (!reader->chunk)
+        if (obi_rpc_blob_chunk_data(GRPC_SLICE_START_PTR(reader->message),
+                                    GRPC_SLICE_LENGTH(reader->message), &reader->data,
+                                    &reader->len) < 0)
             return obi_error_set(err, -EBADMSG, "%s: not a valid BlobChunk", METHOD_READ);
-        reader->offset = 0;
-        if (reader->chunk->data.len > 0)
+        if (reader->len > 0)
             return 0;
     }
     return 0;
@@ -63,7 +61,7 @@ static int reader_read(obi_blob_reader *base, void *buf, size_t len, size_t *nre
     grpc_blob_reader *reader = (grpc_blob_reader *)base;
     size_t done = 0;
     while (done < len) {
-        if (!reader->chunk || reader->offset == reader->chunk->data.len) {
+        if (reader->offset == reader->len) {
             if (reader->eof)
                 break;
             int r = reader_next_chunk(reader, err);
@@ -72,10 +70,10 @@ static int reader_read(obi_blob_reader *base, void *buf, size_t len, size_t *nre
             if (reader->eof)
                 break;
         }
-        size_t n = reader->chunk->data.len - reader->offset;
+        size_t n = reader->len - reader->offset;
         if (n > len - done)
             n = len - done;
-        memcpy((uint8_t *)buf + done, reader->chunk->data.data + reader->offset, n);
+        memcpy((uint8_t *)buf + done, reader->data + reader->offset, n);
         reader->offset += n;
         done += n;
     }
@@ -86,8 +84,7 @@ static int reader_read(obi_blob_reader *base, void *buf, size_t len, size_t *nre
 static void reader_close(obi_blob_reader *base)
 {
     grpc_blob_reader *reader = (grpc_blob_reader *)base;
-    if (reader->chunk)
-        protobuf_c_message_free_unpacked(&reader->chunk->base, NULL);
+    grpc_slice_unref(reader->message);
     obi_rpc_client_call_free(reader->call);
     free(reader);
 }
@@ -124,6 +121,7 @@ static int svc_open_read(obi_blob_service *base, const obi_digest *digest, obi_b
     if (!reader)
         return obi_error_set(err, -ENOMEM, "read blob: out of memory");
     reader->base.ops = &READER_OPS;
+    reader->message = grpc_empty_slice();
     int r = start_read(svc, digest, &reader->call, err);
     /* The first chunk (or the status: NOT_FOUND) arrives now, so a missing blob fails here. */
     if (r >= 0)

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,29 +68,74 @@ oom:
     return NULL;
 }
 
+/* Clients of the same target (blob, directory and build services of one daemon) share one
+ * channel, so one connection: a process pays the HTTP/2 handshake once per daemon. */
+typedef struct shared_channel {
+    char *target;
+    grpc_channel *channel;
+    unsigned refs;
+    struct shared_channel *next;
+} shared_channel;
+
+static pthread_mutex_t channels_lock = PTHREAD_MUTEX_INITIALIZER;
+static shared_channel *channels;
+
 int obi_rpc_channel_open(const obi_url *url, grpc_channel **out, obi_error **err)
 {
     cleanup_free char *target = channel_target(url, err);
     if (!target)
         return err && *err ? (*err)->code : -EINVAL;
-    grpc_init();
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    grpc_channel *channel = grpc_channel_create(target, creds, obi_rpc_channel_args());
-    grpc_channel_credentials_release(creds);
-    if (!channel) {
-        grpc_shutdown();
-        return obi_error_set(err, -EINVAL, "gRPC channel to %s: cannot create", target);
+    int r = 0;
+    pthread_mutex_lock(&channels_lock);
+    shared_channel *shared = channels;
+    while (shared && strcmp(shared->target, target) != 0)
+        shared = shared->next;
+    if (!shared) {
+        shared = calloc(1, sizeof *shared);
+        if (!shared) {
+            r = obi_error_set(err, -ENOMEM, "gRPC channel to %s: out of memory", target);
+            goto out;
+        }
+        grpc_init();
+        grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+        shared->channel = grpc_channel_create(target, creds, obi_rpc_channel_args());
+        grpc_channel_credentials_release(creds);
+        if (!shared->channel) {
+            free(shared);
+            r = obi_error_set(err, -EINVAL, "gRPC channel to %s: cannot create", target);
+            goto out;
+        }
+        shared->target = steal_pointer(&target);
+        shared->next = channels;
+        channels = shared;
     }
-    *out = channel;
-    return 0;
+    shared->refs++;
+    *out = shared->channel;
+out:
+    pthread_mutex_unlock(&channels_lock);
+    return r;
 }
 
 void obi_rpc_channel_close(grpc_channel *channel)
 {
     if (!channel)
         return;
-    grpc_channel_destroy(channel);
-    grpc_shutdown();
+    pthread_mutex_lock(&channels_lock);
+    for (shared_channel **p = &channels; *p; p = &(*p)->next) {
+        shared_channel *shared = *p;
+        if (shared->channel != channel)
+            continue;
+        if (--shared->refs == 0) {
+            *p = shared->next;
+            grpc_channel_destroy(shared->channel);
+            free(shared->target);
+            free(shared);
+            /* No grpc_shutdown(): it joins gRPC's threads, which costs a short-lived CLI more
+             * than its whole call; the library state lives as long as the process. */
+        }
+        break;
+    }
+    pthread_mutex_unlock(&channels_lock);
 }
 
 void obi_rpc_client_call_free(obi_rpc_client_call *call)
@@ -178,8 +224,7 @@ int obi_rpc_client_call_close_send(obi_rpc_client_call *call, obi_error **err)
     return 0;
 }
 
-int obi_rpc_client_call_recv(obi_rpc_client_call *call, uint8_t **data, size_t *len,
-                             obi_error **err)
+int obi_rpc_client_call_recv_slice(obi_rpc_client_call *call, grpc_slice *out, obi_error **err)
 {
     grpc_byte_buffer *buffer = NULL;
     grpc_op ops[2];
@@ -202,7 +247,17 @@ int obi_rpc_client_call_recv(obi_rpc_client_call *call, uint8_t **data, size_t *
         int r = obi_rpc_client_call_finish(call, err);
         return r < 0 ? r : 0;
     }
-    grpc_slice slice = obi_rpc_byte_buffer_take(buffer);
+    *out = obi_rpc_byte_buffer_take(buffer);
+    return 1;
+}
+
+int obi_rpc_client_call_recv(obi_rpc_client_call *call, uint8_t **data, size_t *len,
+                             obi_error **err)
+{
+    grpc_slice slice;
+    int r = obi_rpc_client_call_recv_slice(call, &slice, err);
+    if (r <= 0)
+        return r;
     size_t size = GRPC_SLICE_LENGTH(slice);
     uint8_t *copy = malloc(size ? size : 1);
     if (!copy) {

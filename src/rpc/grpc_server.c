@@ -169,7 +169,7 @@ static void call_ensure_initial_metadata(obi_rpc_call *call, grpc_op *op, size_t
     call->initial_metadata_sent = true;
 }
 
-static int call_recv_slice(obi_rpc_call *call, grpc_slice *out, obi_error **err)
+int obi_rpc_call_recv_slice(obi_rpc_call *call, grpc_slice *out, obi_error **err)
 {
     grpc_byte_buffer *buffer = NULL;
     grpc_op op = {.op = GRPC_OP_RECV_MESSAGE};
@@ -191,7 +191,7 @@ static int call_recv_slice(obi_rpc_call *call, grpc_slice *out, obi_error **err)
 int obi_rpc_call_recv(obi_rpc_call *call, uint8_t **data, size_t *len, obi_error **err)
 {
     grpc_slice slice;
-    int r = call_recv_slice(call, &slice, err);
+    int r = obi_rpc_call_recv_slice(call, &slice, err);
     if (r <= 0)
         return r;
     size_t n = GRPC_SLICE_LENGTH(slice);
@@ -211,7 +211,7 @@ int obi_rpc_call_recv_message(obi_rpc_call *call, const ProtobufCMessageDescript
                               const char *what, ProtobufCMessage **out, obi_error **err)
 {
     grpc_slice slice;
-    int r = call_recv_slice(call, &slice, err);
+    int r = obi_rpc_call_recv_slice(call, &slice, err);
     if (r < 0)
         return r;
     if (r == 0) {

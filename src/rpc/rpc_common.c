@@ -111,6 +111,10 @@ const grpc_channel_args *obi_rpc_channel_args(void)
         {.type = GRPC_ARG_INTEGER,
          .key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
          .value.integer = OBI_RPC_MAX_MESSAGE},
+        /* A flow-control window of several chunks, so blob streams do not stall per chunk. */
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+         .value.integer = 8 * OBI_RPC_CHUNK_SIZE},
     };
     static const grpc_channel_args channel_args = {.num_args = sizeof args / sizeof args[0],
                                                    .args = args};
@@ -201,4 +205,58 @@ void obi_rpc_cq_destroy(grpc_completion_queue *cq)
         return;
     obi_rpc_cq_shutdown_drain(cq);
     grpc_completion_queue_destroy(cq);
+}
+
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    uint64_t value = 0;
+    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t byte = *(*p)++;
+        value |= (uint64_t)(byte & 0x7f) << shift;
+        if (!(byte & 0x80)) {
+            *out = value;
+            return 0;
+        }
+    }
+    return -EBADMSG;
+}
+
+int obi_rpc_blob_chunk_data(const uint8_t *msg, size_t msg_len, const uint8_t **data, size_t *len)
+{
+    const uint8_t *p = msg, *end = msg + msg_len;
+    *data = msg;
+    *len = 0;
+    while (p < end) {
+        uint64_t key, value;
+        if (read_varint(&p, end, &key) < 0)
+            return -EBADMSG;
+        switch (key & 7) {
+        case 0:
+            if (read_varint(&p, end, &value) < 0)
+                return -EBADMSG;
+            break;
+        case 1:
+            if (end - p < 8)
+                return -EBADMSG;
+            p += 8;
+            break;
+        case 2:
+            if (read_varint(&p, end, &value) < 0 || value > (uint64_t)(end - p))
+                return -EBADMSG;
+            if (key >> 3 == 1) {
+                *data = p;
+                *len = (size_t)value;
+            }
+            p += value;
+            break;
+        case 5:
+            if (end - p < 4)
+                return -EBADMSG;
+            p += 4;
+            break;
+        default:
+            return -EBADMSG;
+        }
+    }
+    return 0;
 }

@@ -48,6 +48,8 @@ typedef struct obi_rpc_call obi_rpc_call;
 /* Receives the next request message: 1 with data and len (malloc'd) set, 0 at the end of the
  * client's stream, negative when the call was cancelled or broke. */
 int obi_rpc_call_recv(obi_rpc_call *call, uint8_t **data, size_t *len, obi_error **err);
+/* The same as a slice (the caller unrefs it): no copy. */
+int obi_rpc_call_recv_slice(obi_rpc_call *call, grpc_slice *out, obi_error **err);
 /* Receives and unpacks one message of the given type (free with protobuf_c_message_free_unpacked).
  * 0 at end of stream (*out = NULL); -EINVAL naming `what` if it does not parse. */
 int obi_rpc_call_recv_message(obi_rpc_call *call, const ProtobufCMessageDescriptor *desc,
@@ -101,6 +103,8 @@ int obi_rpc_client_call_close_send(obi_rpc_client_call *call, obi_error **err);
  * status. */
 int obi_rpc_client_call_recv(obi_rpc_client_call *call, uint8_t **data, size_t *len,
                              obi_error **err);
+/* The same, returning the message as a slice (the caller unrefs it): no copy. */
+int obi_rpc_client_call_recv_slice(obi_rpc_client_call *call, grpc_slice *out, obi_error **err);
 /* Waits for the status: 0 if OK, else the errno mapped from it with the server's message. */
 int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err);
 /* Cancels the call if it has not finished. Accepts NULL. */
@@ -129,6 +133,10 @@ grpc_byte_buffer *obi_rpc_byte_buffer_own(uint8_t *data, size_t len);
 void obi_rpc_cq_shutdown_drain(grpc_completion_queue *cq);
 /* Shuts down, drains and destroys a completion queue. Accepts NULL. */
 void obi_rpc_cq_destroy(grpc_completion_queue *cq);
+
+/* Finds BlobChunk.data (field 1) in an encoded message without copying it (other fields are
+ * skipped; the last occurrence wins, as in protobuf). -EBADMSG if malformed. */
+int obi_rpc_blob_chunk_data(const uint8_t *msg, size_t msg_len, const uint8_t **data, size_t *len);
 
 /* Packs a message into a malloc'd buffer. */
 int obi_rpc_pack(const ProtobufCMessage *msg, uint8_t **out, size_t *out_len, obi_error **err);

@@ -398,6 +398,25 @@ static void test_rpc_grpc_http_url_with_a_path_is_refused(void **state)
     assert_null(svc);
 }
 
+static void test_rpc_blob_chunk_parser_finds_data_and_refuses_truncation(void **state)
+{
+    (void)state;
+    /* field 3 varint 5, field 1 "abc", field 7 fixed32 */
+    static const uint8_t msg[] = {0x18, 0x05, 0x0a, 0x03, 'a', 'b', 'c', 0x3d, 1, 2, 3, 4};
+    const uint8_t *data;
+    size_t len;
+    assert_int_equal(obi_rpc_blob_chunk_data(msg, sizeof msg, &data, &len), 0);
+    assert_int_equal(len, 3);
+    assert_memory_equal(data, "abc", 3);
+    assert_int_equal(obi_rpc_blob_chunk_data(msg, 0, &data, &len), 0);
+    assert_int_equal(len, 0);
+    static const uint8_t truncated[] = {0x0a, 0x05, 'a', 'b'};
+    assert_int_equal(obi_rpc_blob_chunk_data(truncated, sizeof truncated, &data, &len), -EBADMSG);
+    static const uint8_t bad_wire_type[] = {0x0b, 0x00};
+    assert_int_equal(obi_rpc_blob_chunk_data(bad_wire_type, sizeof bad_wire_type, &data, &len),
+                     -EBADMSG);
+}
+
 static void test_rpc_log_level_parses_names_only(void **state)
 {
     (void)state;
@@ -424,6 +443,7 @@ int main(void)
         cmocka_unit_test(test_rpc_status_mapping_roundtrips),
         cmocka_unit_test(test_rpc_status_message_clip_keeps_head_and_tail),
         cmocka_unit_test(test_rpc_grpc_http_url_with_a_path_is_refused),
+        cmocka_unit_test(test_rpc_blob_chunk_parser_finds_data_and_refuses_truncation),
         cmocka_unit_test(test_rpc_log_level_parses_names_only),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
