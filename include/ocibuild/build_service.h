@@ -26,6 +26,9 @@ struct obi_build_service_ops {
     int (*do_build)(obi_build_service *svc, const obi_build_request *req, obi_build **out,
                     obi_error **err);
     void (*free)(obi_build_service *svc);
+    /* Optional (NULL: not supported): running and later builds stop early with -ECANCELED.
+     * Thread-safe; used by the daemon when its shutdown grace period has passed. */
+    void (*cancel)(obi_build_service *svc);
 };
 struct obi_build_service {
     const struct obi_build_service_ops *ops;
@@ -35,6 +38,11 @@ static inline int obi_build_service_do_build(obi_build_service *svc, const obi_b
                                              obi_build **out, obi_error **err)
 {
     return svc->ops->do_build(svc, req, out, err);
+}
+static inline void obi_build_service_cancel(obi_build_service *svc)
+{
+    if (svc && svc->ops->cancel)
+        svc->ops->cancel(svc);
 }
 void obi_build_service_free(obi_build_service *svc);
 static inline void obi_build_service_freep(obi_build_service **s)

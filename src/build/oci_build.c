@@ -37,6 +37,7 @@ typedef struct oci_build_service {
     unsigned timeout_seconds;
     unsigned max_builds;
     int cancel_fd;
+    int own_cancel_pipe[2]; /* when the caller gave no cancel_fd: written by oci_cancel */
     obi_output_fn on_output;
     void *output_ctx;
     obi_spec_options spec_opts; /* rootless flag, sandbox shell, invoking ids and sub-ids */
@@ -402,9 +403,20 @@ static int oci_do_build(obi_build_service *base, const obi_build_request *req, o
     return r;
 }
 
+static void oci_cancel(obi_build_service *base)
+{
+    oci_build_service *svc = (oci_build_service *)base;
+    if (svc->own_cancel_pipe[1] >= 0 && write(svc->own_cancel_pipe[1], "c", 1) < 0) {
+        /* A full pipe is readable already: the cancellation is pending either way. */
+    }
+}
+
 static void oci_free(obi_build_service *base)
 {
     oci_build_service *svc = (oci_build_service *)base;
+    for (int i = 0; i < 2; i++)
+        if (svc->own_cancel_pipe[i] >= 0)
+            close(svc->own_cancel_pipe[i]);
     obi_runtime_free(svc->runtime);
     free(svc->bundle_root);
     free(svc->cache_dir);
@@ -414,7 +426,7 @@ static void oci_free(obi_build_service *base)
     free(svc);
 }
 
-static const struct obi_build_service_ops OCI_OPS = {oci_do_build, oci_free};
+static const struct obi_build_service_ops OCI_OPS = {oci_do_build, oci_free, oci_cancel};
 
 int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *store,
                               obi_build_service **out, obi_error **err)
@@ -434,6 +446,7 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     svc->max_builds = opts->max_builds ? opts->max_builds : (unsigned)(cpus > 0 ? cpus : 1);
     svc->cancel_fd = opts->cancel_fd;
+    svc->own_cancel_pipe[0] = svc->own_cancel_pipe[1] = -1;
     svc->on_output = opts->on_output;
     svc->output_ctx = opts->output_ctx;
     int r = 0;
@@ -481,6 +494,8 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
         free(svc->cache_dir);
         return r;
     }
+    if (svc->cancel_fd < 0 && pipe2(svc->own_cancel_pipe, O_CLOEXEC | O_NONBLOCK) == 0)
+        svc->cancel_fd = svc->own_cancel_pipe[0];
     pthread_mutex_init(&svc->lock, NULL);
     pthread_cond_init(&svc->slot_free, NULL);
     *out = &steal_pointer(&svc)->base;
