@@ -613,6 +613,7 @@ int obi_rpc_server_shutdown(obi_rpc_server *server, unsigned grace_ms, obi_error
         server_log(server, OBI_LOG_WARN,
                    "shutdown: calls still running after %ums, cancelling them", grace_ms);
         grpc_server_cancel_all_calls(server->grpc);
+        obi_build_service_cancel(server->options.builds);
         if (!wait_shutdown_notified(server, CANCEL_WAIT_MS))
             return obi_error_set(err, -ETIMEDOUT,
                                  "shutdown: handlers still running %ums after cancelling them",

@@ -143,7 +143,9 @@ def real_build_tests(chunks):
              "blob calls are served while builds run",
              "two builds run at once through the daemon",
              "SIGTERM lets a running build finish, then the daemon exits 0",
-             "no bundle directory is left behind"]
+             "no bundle directory is left behind",
+             "a build outliving --grace is cancelled and the daemon exits 0 promptly",
+             "the cancelled build leaves no bundle and no container"]
     if os.geteuid() != 0:
         for n in names:
             skip(n, "not running as root: rootful runc builds need root")
@@ -221,6 +223,36 @@ def real_build_tests(chunks):
           (p.returncode, err[-500:], rc, read_log(d)[-800:]))
     left = [x for x in os.listdir(bundles) if not x.startswith(".")] if os.path.isdir(bundles) else []
     check(names[5], not left, left)
+
+    # A build that outlives the grace period is cancelled and cleaned up.
+    sock2 = os.path.join(tmp, "builder2.sock")
+    bundles2 = os.path.join(tmp, "bundles2")
+    d2 = start_daemon("builder2", "--listen", f"unix:{sock2}", "--store", os.path.join(tmp, "store-b"),
+                      "--build-service", f"oci://{bundles2}?runtime=runc", "--grace", "1")
+    if not wait_for(sock2, d2):
+        not_ok(names[6], read_log(d2))
+        return
+    url2 = f"grpc+unix://{sock2}"
+    p = subprocess.Popen([OCIBUILD, "build", "--store", url2, "--build-service", url2,
+                          request("endless", "sleep 120")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    t0 = time.time()
+    d2.send_signal(signal.SIGTERM)
+    try:
+        rc = d2.wait(30)
+    except subprocess.TimeoutExpired:
+        rc = "timeout"
+    took = time.time() - t0
+    out, err = p.communicate(timeout=60)
+    check(names[6], rc == 0 and took < 8 and p.returncode != 0,
+          (rc, f"{took:.1f}s", p.returncode, err[-300:], read_log(d2)[-800:]))
+    left = [x for x in os.listdir(bundles2) if not x.startswith(".")] if os.path.isdir(bundles2) else []
+    ps = subprocess.run(["runc", "list", "--format", "json"], capture_output=True, text=True)
+    import json
+    containers = [c["id"] for c in (json.loads(ps.stdout or "null") or [])
+                  if c.get("bundle", "").startswith(bundles2)]
+    check(names[7], not left and not containers, (left, containers))
 
 
 def json_quote(text):
