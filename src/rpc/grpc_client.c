@@ -17,6 +17,7 @@
 
 struct obi_rpc_client_call {
     char *method;
+    char *target; /* gpr_malloc'd, for messages */
     grpc_call *call;
     grpc_completion_queue *cq;
     grpc_metadata_array initial_metadata;
@@ -151,6 +152,7 @@ void obi_rpc_client_call_free(obi_rpc_client_call *call)
     grpc_metadata_array_destroy(&call->initial_metadata);
     grpc_metadata_array_destroy(&call->trailing_metadata);
     free(call->method);
+    gpr_free(call->target);
     free(call);
 }
 
@@ -164,6 +166,7 @@ int obi_rpc_client_call_start(grpc_channel *channel, const char *method, obi_rpc
     }
     grpc_metadata_array_init(&call->initial_metadata);
     grpc_metadata_array_init(&call->trailing_metadata);
+    call->target = grpc_channel_get_target(channel);
     call->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_slice method_slice = grpc_slice_from_static_string(call->method);
     call->call =
@@ -291,7 +294,10 @@ int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err)
     } else if (status != GRPC_STATUS_OK) {
         int code = obi_rpc_errno_from_status(status);
         size_t len = GRPC_SLICE_LENGTH(details);
-        if (len > 0)
+        if (len > 0 && status == GRPC_STATUS_UNAVAILABLE)
+            r = obi_error_set(err, code, "gRPC server %s: %.*s", call->target ? call->target : "?",
+                              (int)len, (const char *)GRPC_SLICE_START_PTR(details));
+        else if (len > 0)
             r = obi_error_set(err, code, "%.*s", (int)len,
                               (const char *)GRPC_SLICE_START_PTR(details));
         else

@@ -476,6 +476,10 @@ try:
                         "--build-service", "nope://"], capture_output=True, text=True, timeout=30)
     check("an unknown build-service scheme is refused listing the supported ones",
           r.returncode != 0 and "dummy://" in r.stderr, r.stderr)
+    r = subprocess.run([OCIBUILD, "store", "cat", "--store", f"grpc+unix://{tmp}/missing.sock",
+                        "00" * 32], capture_output=True, text=True, timeout=30)
+    check("a grpc+unix:// store whose socket is missing fails naming the socket",
+          r.returncode != 0 and "missing.sock" in r.stderr, r.stderr)
     r = subprocess.run([OCIBUILD, "daemon", "--store", store_a, "--build-service", "dummy://"],
                        capture_output=True, text=True, timeout=30)
     check("the daemon without --listen is refused", r.returncode != 0 and "--listen" in r.stderr,

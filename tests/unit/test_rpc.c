@@ -417,6 +417,20 @@ static void test_rpc_blob_chunk_parser_finds_data_and_refuses_truncation(void **
                      -EBADMSG);
 }
 
+static void test_rpc_unreachable_server_is_econnrefused_naming_it(void **state)
+{
+    (void)state;
+    char url[600];
+    snprintf(url, sizeof url, "grpc+unix://%s/nobody-listens.sock", F.dir);
+    obi_blob_service *svc = NULL;
+    assert_ok(obi_blob_service_open(url, &svc, err_ptr_)); /* channels connect lazily */
+    obi_digest d;
+    memset(d.bytes, 1, sizeof d.bytes);
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_blob_has(svc, &d, &err), -ECONNREFUSED, "nobody-listens.sock");
+    obi_blob_service_free(svc);
+}
+
 static void test_rpc_log_level_parses_names_only(void **state)
 {
     (void)state;
@@ -444,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_rpc_status_message_clip_keeps_head_and_tail),
         cmocka_unit_test(test_rpc_grpc_http_url_with_a_path_is_refused),
         cmocka_unit_test(test_rpc_blob_chunk_parser_finds_data_and_refuses_truncation),
+        cmocka_unit_test(test_rpc_unreachable_server_is_econnrefused_naming_it),
         cmocka_unit_test(test_rpc_log_level_parses_names_only),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
