@@ -48,10 +48,10 @@ typedef enum obi_storage_type {
     OBI_STORAGE_S3,
 } obi_storage_type;
 
-typedef struct obi_env_var {
+typedef struct obi_service_env_var {
     char *name;
     char *value;
-} obi_env_var;
+} obi_service_env_var;
 
 typedef struct obi_service_device {
     char *path; /* path in the container (and, below the /dev root, on the host) */
@@ -100,7 +100,7 @@ typedef struct obi_service {
     char **args;       /* NULL-terminated; NULL when absent or empty */
     char *workdir;
 
-    obi_env_var *env; /* document order, unresolved */
+    obi_service_env_var *env; /* document order, unresolved */
     size_t env_count;
 
     bool has_cpu;

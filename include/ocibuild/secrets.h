@@ -46,8 +46,8 @@ OBI_DEFINE_CLEANUP(obi_secrets, obi_secrets_free)
 int obi_env_resolve_value(const char *service, const char *key, const char *value,
                           obi_secrets *secrets, char **out, obi_error **err);
 /* Resolves a service's whole env, in document order; *out has svc->env_count entries. */
-int obi_service_env_resolve(const obi_service *svc, obi_secrets *secrets, obi_env_var **out,
+int obi_service_env_resolve(const obi_service *svc, obi_secrets *secrets, obi_service_env_var **out,
                             obi_error **err);
-void obi_env_vars_free(obi_env_var *vars, size_t count);
+void obi_service_env_vars_free(obi_service_env_var *vars, size_t count);
 
 #endif

@@ -6,9 +6,7 @@
 #define OCIBUILD_CLI_H
 
 #include "ocibuild/error.h"
-
-struct obi_build_request; /* request.h: not included here, its obi_env_var clashes with
-                             deployment.h's */
+#include "ocibuild/request.h"
 
 /* Each returns the process exit code. argv[0] is the subcommand name. */
 int cli_hash(int argc, char **argv);
@@ -27,6 +25,6 @@ int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Reads a protobuf-JSON BuildRequest from path ("-": stdin); errors are prefixed with path.
  * Does not validate. */
-int cli_load_build_request(const char *path, struct obi_build_request **out, obi_error **err);
+int cli_load_build_request(const char *path, obi_build_request **out, obi_error **err);
 
 #endif

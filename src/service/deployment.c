@@ -423,7 +423,7 @@ static int parse_env(walker *w, yaml_node_t *node, const char *path, obi_service
             return obi_error_set(w->err, -ENOMEM, "out of memory");
         if (!env_name_is_valid(name))
             return fail_at(w, key, sub, "invalid environment variable name");
-        obi_env_var *var = &svc->env[svc->env_count++];
+        obi_service_env_var *var = &svc->env[svc->env_count++];
         var->name = strdup(name);
         if (!var->name)
             return obi_error_set(w->err, -ENOMEM, "out of memory");

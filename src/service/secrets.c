@@ -223,7 +223,7 @@ int obi_env_resolve_value(const char *service, const char *key, const char *valu
     return 0;
 }
 
-void obi_env_vars_free(obi_env_var *vars, size_t count)
+void obi_service_env_vars_free(obi_service_env_var *vars, size_t count)
 {
     if (!vars)
         return;
@@ -234,10 +234,10 @@ void obi_env_vars_free(obi_env_var *vars, size_t count)
     free(vars);
 }
 
-int obi_service_env_resolve(const obi_service *svc, obi_secrets *secrets, obi_env_var **out,
+int obi_service_env_resolve(const obi_service *svc, obi_secrets *secrets, obi_service_env_var **out,
                             obi_error **err)
 {
-    obi_env_var *vars = calloc(svc->env_count ? svc->env_count : 1, sizeof *vars);
+    obi_service_env_var *vars = calloc(svc->env_count ? svc->env_count : 1, sizeof *vars);
     if (!vars)
         return obi_error_set(err, -ENOMEM, "out of memory");
     for (size_t i = 0; i < svc->env_count; i++) {
@@ -246,7 +246,7 @@ int obi_service_env_resolve(const obi_service *svc, obi_secrets *secrets, obi_en
         if (r == 0 && !(vars[i].name = strdup(svc->env[i].name)))
             r = obi_error_set(err, -ENOMEM, "out of memory");
         if (r < 0) {
-            obi_env_vars_free(vars, svc->env_count);
+            obi_service_env_vars_free(vars, svc->env_count);
             return r;
         }
     }

@@ -216,7 +216,7 @@ static int build_env(const obi_service *svc, const obi_service_spec_options *opt
                      obi_error **err)
 {
     env_list env = {NULL, 0};
-    obi_env_var *resolved = NULL;
+    obi_service_env_var *resolved = NULL;
     int r = 0;
     if (opts->image)
         r = env_set_entries(&env, opts->image->env, "image config Env", err);
@@ -235,7 +235,7 @@ static int build_env(const obi_service *svc, const obi_service_spec_options *opt
         r = oom(err);
     if (r == 0 && !(*out = json_strv(env.entries)))
         r = oom(err);
-    obi_env_vars_free(resolved, svc->env_count);
+    obi_service_env_vars_free(resolved, svc->env_count);
     env_list_clear(&env);
     return r;
 }

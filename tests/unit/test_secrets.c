@@ -174,13 +174,13 @@ static void test_service_env_resolve_keeps_order_and_names_key(void **state)
     const char *text = "version: v1\ndeployment: abc\nservices:\n  web:\n    env:\n"
                        "      B: one\n      A: $S:db-pass\n";
     assert_ok(obi_deployment_parse(text, strlen(text), NULL, &d, err_ptr_));
-    obi_env_var *vars = NULL;
+    obi_service_env_var *vars = NULL;
     assert_ok(obi_service_env_resolve(&d->services[0], f->secrets, &vars, err_ptr_));
     assert_string_equal(vars[0].name, "B");
     assert_string_equal(vars[0].value, "one");
     assert_string_equal(vars[1].name, "A");
     assert_string_equal(vars[1].value, "hunter2");
-    obi_env_vars_free(vars, 2);
+    obi_service_env_vars_free(vars, 2);
     obi_error *err = NULL;
     vars = NULL;
     assert_fails_with(err, obi_service_env_resolve(&d->services[0], NULL, &vars, &err), -ENOENT,
