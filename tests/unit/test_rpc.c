@@ -431,6 +431,87 @@ static void test_rpc_unreachable_server_is_econnrefused_naming_it(void **state)
     obi_blob_service_free(svc);
 }
 
+/* A directory service whose recursive Get lies: after the real root it sends a directory that
+ * is not part of the tree (mode 1) or stops before the children (mode 2). */
+typedef struct lying_directories {
+    obi_directory_service base;
+    obi_directory_service *real;
+    int mode;
+} lying_directories;
+
+static int lying_get(obi_directory_service *base, const obi_digest *d, obi_directory **out,
+                     obi_error **err)
+{
+    return obi_directory_get(((lying_directories *)base)->real, d, out, err);
+}
+
+static int lying_get_recursive(obi_directory_service *base, const obi_digest *root,
+                               obi_directory_visit_fn visit, void *ctx, obi_error **err)
+{
+    lying_directories *svc = (lying_directories *)base;
+    cleanup_directory obi_directory *dir = NULL;
+    int r = obi_directory_get(svc->real, root, &dir, err);
+    if (r >= 0)
+        r = visit(dir, root, ctx, err);
+    if (r < 0 || svc->mode == 2)
+        return r;
+    cleanup_directory obi_directory *stranger = obi_directory_new();
+    add_file(stranger, "stranger");
+    obi_digest d;
+    assert_ok(obi_directory_digest(stranger, &d, err_ptr_));
+    return visit(stranger, &d, ctx, err);
+}
+
+static void lying_free(obi_directory_service *base)
+{
+    free(base);
+}
+
+static const struct obi_directory_service_ops LYING_OPS = {
+    .get = lying_get, .get_recursive = lying_get_recursive, .free = lying_free};
+
+static void test_rpc_recursive_get_refuses_directories_outside_the_tree(void **state)
+{
+    (void)state;
+    cleanup_directory obi_directory *leaf = obi_directory_new();
+    add_file(leaf, "leaf-file");
+    cleanup_directory obi_directory *root = obi_directory_new();
+    add_dir(root, "leaf", leaf);
+    obi_directory_putter *putter = NULL;
+    obi_digest root_digest;
+    assert_ok(obi_directory_open_put(F.server_directories, &putter, err_ptr_));
+    assert_ok(obi_directory_put(putter, leaf, NULL, err_ptr_));
+    assert_ok(obi_directory_put(putter, root, NULL, err_ptr_));
+    assert_ok(obi_directory_putter_finish(putter, &root_digest, err_ptr_));
+    obi_directory_putter_close(putter);
+
+    for (int mode = 1; mode <= 2; mode++) {
+        lying_directories *lying = calloc(1, sizeof *lying);
+        lying->base.ops = &LYING_OPS;
+        lying->real = F.server_directories;
+        lying->mode = mode;
+        char address[600], url[600];
+        snprintf(address, sizeof address, "unix:%s/lying%d.sock", F.dir, mode);
+        snprintf(url, sizeof url, "grpc+unix://%s/lying%d.sock", F.dir, mode);
+        obi_rpc_server_options options = {.directories = &lying->base, .castore_workers = 1};
+        obi_rpc_server *server = NULL;
+        assert_ok(obi_rpc_server_new(&options, &server, err_ptr_));
+        assert_ok(obi_rpc_server_listen(server, address, NULL, err_ptr_));
+        assert_ok(obi_rpc_server_start(server, err_ptr_));
+        obi_directory_service *client = NULL;
+        assert_ok(obi_directory_service_open(url, &client, err_ptr_));
+        visited v = {0};
+        obi_error *err = NULL;
+        assert_fails_with(err,
+                          obi_directory_get_recursive(client, &root_digest, record_visit, &v, &err),
+                          -EBADMSG, mode == 1 ? "not part of the tree" : "left out 1");
+        obi_directory_service_free(client);
+        assert_ok(obi_rpc_server_shutdown(server, 1000, err_ptr_));
+        obi_rpc_server_free(server);
+        obi_directory_service_free(&lying->base);
+    }
+}
+
 static void test_rpc_log_level_parses_names_only(void **state)
 {
     (void)state;
@@ -459,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_rpc_grpc_http_url_with_a_path_is_refused),
         cmocka_unit_test(test_rpc_blob_chunk_parser_finds_data_and_refuses_truncation),
         cmocka_unit_test(test_rpc_unreachable_server_is_econnrefused_naming_it),
+        cmocka_unit_test(test_rpc_recursive_get_refuses_directories_outside_the_tree),
         cmocka_unit_test(test_rpc_log_level_parses_names_only),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
