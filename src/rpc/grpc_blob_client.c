@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/rpc.h"
 #include "rpc_blobstore.pb-c.h"
@@ -153,39 +154,76 @@ static int svc_has(obi_blob_service *base, const obi_digest *digest, obi_error *
 
 /* ---- writing ---- */
 
+/* Blobs up to this size are held back and hashed first, so that one the server already has
+ * (an input imported again for every build) costs a Stat instead of an upload. Larger blobs
+ * are streamed as they are written. */
+#define SPOOL_MAX (4 * 1024 * 1024)
+
 typedef struct grpc_blob_writer {
     obi_blob_writer base;
-    obi_rpc_client_call *call;
-    bool failed;
+    grpc_blob_service *svc;
+    obi_rpc_client_call *call; /* NULL while spooling */
+    uint8_t *spool;
+    size_t spooled;
+    obi_blake3_hasher hasher;
+    bool failed, finished;
 } grpc_blob_writer;
 
-static int writer_write(obi_blob_writer *base, const void *data, size_t len, obi_error **err)
+static int send_chunks(grpc_blob_writer *writer, const uint8_t *p, size_t len, obi_error **err)
 {
-    grpc_blob_writer *writer = (grpc_blob_writer *)base;
-    if (writer->failed || !writer->call)
-        return obi_error_set(err, -EINVAL, "%s: write after a failure or finish", METHOD_PUT);
-    const uint8_t *p = data;
     while (len > 0) {
         size_t n = len > OBI_RPC_CHUNK_SIZE ? OBI_RPC_CHUNK_SIZE : len;
         Tvix__Castore__V1__BlobChunk chunk = TVIX__CASTORE__V1__BLOB_CHUNK__INIT;
         chunk.data.data = (uint8_t *)p;
         chunk.data.len = n;
         int r = obi_rpc_client_call_send_message(writer->call, &chunk.base, err);
-        if (r < 0) {
-            writer->failed = true;
+        if (r < 0)
             return r;
-        }
         p += n;
         len -= n;
     }
     return 0;
 }
 
-static int writer_finish(obi_blob_writer *base, obi_digest *digest_out, obi_error **err)
+/* Starts the Put call and sends what was spooled. */
+static int start_streaming(grpc_blob_writer *writer, obi_error **err)
+{
+    int r = obi_rpc_client_call_start(writer->svc->channel, METHOD_PUT, &writer->call, err);
+    if (r >= 0)
+        r = send_chunks(writer, writer->spool, writer->spooled, err);
+    free(writer->spool);
+    writer->spool = NULL;
+    writer->spooled = 0;
+    return r;
+}
+
+static int writer_write(obi_blob_writer *base, const void *data, size_t len, obi_error **err)
 {
     grpc_blob_writer *writer = (grpc_blob_writer *)base;
-    if (writer->failed || !writer->call)
-        return obi_error_set(err, -EINVAL, "%s: finish after a failure or finish", METHOD_PUT);
+    if (writer->failed || writer->finished)
+        return obi_error_set(err, -EINVAL, "%s: write after a failure or finish", METHOD_PUT);
+    int r = 0;
+    if (!writer->call && writer->spooled + len <= SPOOL_MAX) {
+        if (!writer->spool && !(writer->spool = malloc(SPOOL_MAX)))
+            r = obi_error_set(err, -ENOMEM, "%s: out of memory", METHOD_PUT);
+        if (r >= 0) {
+            memcpy(writer->spool + writer->spooled, data, len);
+            writer->spooled += len;
+            obi_blake3_update(&writer->hasher, data, len);
+        }
+    } else {
+        if (!writer->call)
+            r = start_streaming(writer, err);
+        if (r >= 0)
+            r = send_chunks(writer, data, len, err);
+    }
+    if (r < 0)
+        writer->failed = true;
+    return r;
+}
+
+static int finish_streaming(grpc_blob_writer *writer, obi_digest *digest_out, obi_error **err)
+{
     cleanup_rpc_client_call obi_rpc_client_call *call = steal_pointer(&writer->call);
     int r = obi_rpc_client_call_close_send(call, err);
     if (r < 0)
@@ -209,9 +247,43 @@ static int writer_finish(obi_blob_writer *base, obi_digest *digest_out, obi_erro
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         return obi_error_set(err, -EBADMSG, "%s: response digest has %zu bytes", METHOD_PUT, got);
     }
-    if (digest_out)
-        memcpy(digest_out->bytes, resp->digest.data, OBI_DIGEST_LEN);
+    memcpy(digest_out->bytes, resp->digest.data, OBI_DIGEST_LEN);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+static int writer_finish(obi_blob_writer *base, obi_digest *digest_out, obi_error **err)
+{
+    grpc_blob_writer *writer = (grpc_blob_writer *)base;
+    if (writer->failed || writer->finished)
+        return obi_error_set(err, -EINVAL, "%s: finish after a failure or finish", METHOD_PUT);
+    obi_digest digest, spooled_digest;
+    int r = 0;
+    bool spooling = !writer->call;
+    if (spooling) {
+        obi_blake3_finalize(&writer->hasher, spooled_digest.bytes, OBI_DIGEST_LEN);
+        r = svc_has(&writer->svc->base, &spooled_digest, err);
+        if (r == 1) {
+            digest = spooled_digest; /* already there: nothing to upload */
+            r = 0;
+            goto done;
+        }
+        if (r >= 0)
+            r = start_streaming(writer, err);
+    }
+    if (r >= 0)
+        r = finish_streaming(writer, &digest, err);
+    if (r >= 0 && spooling && !obi_digest_equal(&digest, &spooled_digest))
+        r = obi_error_set(err, -EBADMSG, "%s: the server's digest differs from the data's",
+                          METHOD_PUT);
+done:
+    if (r < 0) {
+        writer->failed = true;
+        return r;
+    }
+    writer->finished = true;
+    if (digest_out)
+        *digest_out = digest;
     return 0;
 }
 
@@ -219,6 +291,7 @@ static void writer_close(obi_blob_writer *base)
 {
     grpc_blob_writer *writer = (grpc_blob_writer *)base;
     obi_rpc_client_call_free(writer->call); /* cancels an unfinished Put: nothing is stored */
+    free(writer->spool);
     free(writer);
 }
 
@@ -230,16 +303,12 @@ static const struct obi_blob_writer_ops WRITER_OPS = {
 
 static int svc_open_write(obi_blob_service *base, obi_blob_writer **out, obi_error **err)
 {
-    grpc_blob_service *svc = (grpc_blob_service *)base;
     grpc_blob_writer *writer = calloc(1, sizeof *writer);
     if (!writer)
         return obi_error_set(err, -ENOMEM, "write blob: out of memory");
     writer->base.ops = &WRITER_OPS;
-    int r = obi_rpc_client_call_start(svc->channel, METHOD_PUT, &writer->call, err);
-    if (r < 0) {
-        free(writer);
-        return r;
-    }
+    writer->svc = (grpc_blob_service *)base;
+    obi_blake3_init(&writer->hasher);
     *out = &writer->base;
     return 0;
 }

@@ -63,9 +63,17 @@ typedef struct fixture {
     obi_blob_service *blobs;
     obi_directory_service *directories;
     obi_build_service *builds;
+    unsigned put_calls; /* BlobService/Put calls the server logged */
 } fixture;
 
 static fixture F;
+
+static void count_puts(void *ctx, obi_log_level level, const char *line)
+{
+    (void)level;
+    if (strstr(line, "/tvix.castore.v1.BlobService/Put "))
+        __atomic_add_fetch((unsigned *)ctx, 1, __ATOMIC_SEQ_CST);
+}
 
 static int group_setup(void **state)
 {
@@ -86,6 +94,9 @@ static int group_setup(void **state)
         .builds = F.server_builds,
         .castore_workers = 2,
         .build_workers = 1,
+        .log_level = OBI_LOG_INFO,
+        .log = count_puts,
+        .log_ctx = &F.put_calls,
     };
     assert_ok(obi_rpc_server_new(&options, &F.server, err_ptr_));
     assert_ok(obi_rpc_server_listen(F.server, address, NULL, err_ptr_));
@@ -152,19 +163,38 @@ static void test_rpc_blob_missing_is_absent_and_enoent(void **state)
 static void test_rpc_blob_unfinished_writer_stores_nothing(void **state)
 {
     (void)state;
-    static const char text[] = "never finished";
+    /* Larger than the client's spool, so the Put stream has started when it is abandoned. */
+    size_t len = 5 * OBI_RPC_CHUNK_SIZE + 3;
+    uint8_t *data = malloc(len);
+    memset(data, 0x5a, len);
     obi_digest d;
-    obi_digest_of(text, sizeof text - 1, &d);
+    obi_digest_of(data, len, &d);
     obi_blob_writer *writer = NULL;
     assert_ok(obi_blob_open_write(F.blobs, &writer, err_ptr_));
-    assert_ok(obi_blob_write(writer, text, sizeof text - 1, err_ptr_));
+    assert_ok(obi_blob_write(writer, data, len, err_ptr_));
     obi_blob_writer_close(writer);
-    /* The cancellation reaches the server asynchronously; a later Stat is ordered after it
-     * only loosely, so ask a few times. */
+    free(data);
+    /* The cancellation reaches the server asynchronously: ask a few times. */
     for (int i = 0; i < 20; i++) {
         assert_int_equal(obi_blob_has(F.server_blobs, &d, NULL), 0);
         usleep(5000);
     }
+}
+
+static void test_rpc_blob_already_stored_is_not_uploaded_again(void **state)
+{
+    (void)state;
+    static const char text[] = "uploaded once";
+    obi_digest first, second;
+    assert_ok(obi_blob_put_bytes(F.blobs, text, sizeof text - 1, &first, err_ptr_));
+    /* The server logs a call just after answering it: let those lines arrive. */
+    usleep(100000);
+    unsigned puts_before = __atomic_load_n(&F.put_calls, __ATOMIC_SEQ_CST);
+    assert_true(puts_before > 0);
+    assert_ok(obi_blob_put_bytes(F.blobs, text, sizeof text - 1, &second, err_ptr_));
+    assert_memory_equal(first.bytes, second.bytes, OBI_DIGEST_LEN);
+    usleep(100000);
+    assert_int_equal(__atomic_load_n(&F.put_calls, __ATOMIC_SEQ_CST), puts_before);
 }
 
 /* ---- directories ---- */
@@ -528,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_rpc_blob_roundtrips_in_several_chunks),
         cmocka_unit_test(test_rpc_blob_missing_is_absent_and_enoent),
         cmocka_unit_test(test_rpc_blob_unfinished_writer_stores_nothing),
+        cmocka_unit_test(test_rpc_blob_already_stored_is_not_uploaded_again),
         cmocka_unit_test(test_rpc_directory_tree_roundtrips_breadth_first),
         cmocka_unit_test(test_rpc_directory_put_with_missing_child_fails_and_commits_nothing),
         cmocka_unit_test(test_rpc_directory_get_unknown_is_enoent),
