@@ -17,7 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
@@ -521,6 +524,33 @@ int obi_rpc_server_new(const obi_rpc_server_options *options, obi_rpc_server **o
     return 0;
 }
 
+/* gRPC unlinks whatever socket is at a unix address before binding, which would silently take
+ * the address from a daemon still serving it. A stale socket (nobody accepts) is fine. */
+static int refuse_live_unix_socket(const char *address, obi_error **err)
+{
+    const char *path = NULL;
+    if (!strncmp(address, "unix://", 7))
+        path = address + 7;
+    else if (!strncmp(address, "unix:", 5))
+        path = address + 5;
+    if (!path)
+        return 0;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
+        return obi_error_set(err, -ENAMETOOLONG, "listen %s: socket path longer than %zu bytes",
+                             address, sizeof sa.sun_path - 1);
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "listen %s: socket", address);
+    int live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    if (live)
+        return obi_error_set(err, -EADDRINUSE, "listen %s: another server is listening there",
+                             address);
+    return 0;
+}
+
 int obi_rpc_server_listen(obi_rpc_server *server, const char *address, int *port_out,
                           obi_error **err)
 {
@@ -528,6 +558,9 @@ int obi_rpc_server_listen(obi_rpc_server *server, const char *address, int *port
         return obi_error_set(err, -EINVAL, "listen %s: the server is already running", address);
     if (!*address)
         return obi_error_set(err, -EINVAL, "listen: empty address");
+    int r = refuse_live_unix_socket(address, err);
+    if (r < 0)
+        return r;
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     int port = grpc_server_add_http2_port(server->grpc, address, creds);
     grpc_server_credentials_release(creds);

@@ -476,6 +476,27 @@ try:
                         "--build-service", "nope://"], capture_output=True, text=True, timeout=30)
     check("an unknown build-service scheme is refused listing the supported ones",
           r.returncode != 0 and "dummy://" in r.stderr, r.stderr)
+    r = subprocess.run([OCIBUILD, "daemon", "--listen", f"unix:{sock_a}", "--store", "memory://",
+                        "--build-service", "dummy://"], capture_output=True, text=True, timeout=30)
+    code, _ = code_of(lambda: blobs.Stat(bpb.StatBlobRequest(digest=big_digest)))
+    check("a second daemon on a live socket is refused and the first keeps serving",
+          r.returncode != 0 and "another server" in r.stderr and code == grpc.StatusCode.OK,
+          (r.stderr, code))
+    stale = os.path.join(tmp, "stale.sock")
+    s = __import__("socket").socket(__import__("socket").AF_UNIX)
+    s.bind(stale)
+    s.close()
+    st = start_daemon("stale", "--listen", f"unix:{stale}", "--store", "memory://",
+                      "--build-service", "dummy://")
+    time.sleep(0.5)
+    chan_s = grpc.insecure_channel(f"unix:{stale}")
+    code, _ = code_of(lambda: bgrpc.BlobServiceStub(chan_s).Stat(
+        bpb.StatBlobRequest(digest=b"\x07" * 32), timeout=10))
+    check("a stale socket left by a crashed daemon is replaced", code == grpc.StatusCode.NOT_FOUND,
+          (code, read_log(st)))
+    chan_s.close()
+    st.send_signal(signal.SIGTERM)
+    st.wait(30)
     r = subprocess.run([OCIBUILD, "store", "cat", "--store", f"grpc+unix://{tmp}/missing.sock",
                         "00" * 32], capture_output=True, text=True, timeout=30)
     check("a grpc+unix:// store whose socket is missing fails naming the socket",
