@@ -548,6 +548,15 @@ try:
                     if back != want:
                         errors.append(f"client {seed}: blob {dd.hex()} corrupted")
                 stub.Stat(bpb.StatBlobRequest(digest=d))
+                # and a small tree of this client's own per iteration
+                leaf = cpb.Directory(files=[cpb.FileNode(name=b"blob", digest=d, size=len(data))])
+                top = cpb.Directory(directories=[cpb.DirectoryNode(
+                    name=b"c%d-%d" % (seed, i), digest=ddigest(leaf), size=1)])
+                dstub = dgrpc.DirectoryServiceStub(ch)
+                root_digest = dstub.Put(iter([leaf, top])).root_digest
+                back = list(dstub.Get(dpb.GetDirectoryRequest(digest=root_digest, recursive=True)))
+                if back != [top, leaf]:
+                    errors.append(f"client {seed}: tree {root_digest.hex()} came back as {back}")
             ch.close()
         except Exception as e:  # noqa: BLE001
             errors.append(f"client {seed}: {e!r}")
@@ -558,7 +567,7 @@ try:
         t.start()
     for t in threads:
         t.join(300)
-    check("8 concurrent clients: nothing lost or corrupted", not errors and len(stored) > 0,
+    check("8 concurrent clients mixing blob and directory calls: nothing lost or corrupted", not errors and len(stored) > 0,
           "\n".join(errors[:10]))
     missing = [d for d, data in stored.items()
                if b"".join(c.data for c in blobs.Read(bpb.ReadBlobRequest(digest=d))) != data]
