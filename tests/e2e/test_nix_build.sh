@@ -112,6 +112,23 @@ if again=$("$OCIBUILD" nix-build "$drv" 2>&1) && [ "$again" = "$(cat "$T_TMP/cha
   t_ok "chain: a second nix-build gives the same JSON"
 else t_fail "chain: a second nix-build gives the same JSON" "$again"; fi
 
+# The same derivation built through a daemon: inputs go into the daemon's store over gRPC and
+# its OCI builder runs the build; the result must be the same JSON.
+D="$T_TMP/daemon"; mkdir -p "$D"
+OCIBUILD_DATA_DIR="$D/data" "$OCIBUILD" daemon --listen "unix:$D/sock" 2>"$D/log" &
+daemon_pid=$!
+t_cleanup "kill $daemon_pid; wait $daemon_pid"
+for _ in $(seq 1 100); do [ -S "$D/sock" ] && break; sleep 0.1; done
+drv=$(nix-instantiate "$T_TMP/drvs.nix" -A chain 2>/dev/null)
+if remote=$(OCIBUILD_DATA_DIR="$D/client" "$OCIBUILD" nix-build --store "grpc+unix://$D/sock" \
+              --build-service "grpc+unix://$D/sock" "$drv" 2>"$D/client.log") &&
+   [ "$remote" = "$(cat "$T_TMP/chain.json")" ]; then
+  t_ok "chain: nix-build through the daemon (remote store and builder) gives the same JSON"
+else t_fail "chain: nix-build through the daemon (remote store and builder) gives the same JSON" "$remote
+$(cat "$D/client.log" "$D/log" | tail -20)"; fi
+grep -q "BuildService/DoBuild.* OK" "$D/log" && t_ok "chain: the daemon ran the build" ||
+  t_fail "chain: the daemon ran the build" "$(tail -5 "$D/log")"
+
 # --out-link exports the outputs like nix-build's result links.
 drv=$(nix-instantiate "$T_TMP/drvs.nix" -A multi 2>/dev/null)
 if "$OCIBUILD" nix-build --out-link "$T_TMP/result" "$drv" >/dev/null 2>"$T_TMP/link.log" &&
