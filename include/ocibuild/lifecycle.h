@@ -1,0 +1,127 @@
+/*
+ * The service lifecycle (spec/service.md, "Lifecycle"): up, ps, down over the replicas of a
+ * deployment, with the OCI runtime driver (runtime.h) and the bundle writer (service_spec.h).
+ * State lives under the data dir:
+ *   DATA/services/<deployment>.lock              flock: one up/down of a deployment at a time
+ *   DATA/services/<deployment>/<id>/bundle       the replica's OCI bundle (overlay rootfs)
+ *   DATA/services/<deployment>/<id>/log          the replica's stdout+stderr (appended)
+ *   DATA/services/<deployment>/<id>/exit         {"pid":..,"exit_code":..,"signal":..}
+ *   DATA/services/<deployment>/<id>/monitor.lock held by the replica's monitor while it lives
+ * where <id> is the container id `<service>-rep-<n>`. Each replica is started by a small
+ * detached monitor process (a child subreaper) that runs `RUNTIME run --detach`, reaps the
+ * container's init when it exits and records the exit status, which runc itself forgets.
+ */
+#ifndef OCIBUILD_LIFECYCLE_H
+#define OCIBUILD_LIFECYCLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ocibuild/deployment.h"
+#include "ocibuild/error.h"
+#include "ocibuild/secrets.h"
+
+/* Where one replica's state lives (all absolute when data_dir is). */
+typedef struct obi_replica_paths {
+    char *id;           /* "<service>-rep-<n>" */
+    char *dir;          /* DATA/services/<deployment>/<id> */
+    char *bundle;       /* DIR/bundle */
+    char *log;          /* DIR/log */
+    char *exit_file;    /* DIR/exit */
+    char *monitor_lock; /* DIR/monitor.lock */
+} obi_replica_paths;
+
+int obi_replica_paths_init(obi_replica_paths *paths, const char *data_dir, const char *deployment,
+                           const char *service, unsigned replica, obi_error **err);
+void obi_replica_paths_clear(obi_replica_paths *paths);
+/* DATA/services/<deployment>.lock; caller frees. */
+char *obi_lifecycle_lock_path(const char *data_dir, const char *deployment);
+
+/* One replica of a service, as the lifecycle visits them. */
+typedef struct obi_replica_ref {
+    const obi_service *service; /* points into the deployment */
+    unsigned replica;           /* 1..service->replicas */
+} obi_replica_ref;
+
+typedef enum obi_plan_order {
+    OBI_PLAN_START, /* dependencies first (up, ps, logs) */
+    OBI_PLAN_STOP,  /* dependents first: the reverse of START (down) */
+} obi_plan_order;
+
+/* The replicas to visit: every service (service NULL) or the named one; with with_dependencies
+ * also everything it depends on, transitively (up SERVICE starts what SERVICE needs). replica 0
+ * means all replicas, otherwise that replica of the named service only (an error without a
+ * service or beyond its replica count). *out (caller frees) has *count entries. */
+int obi_lifecycle_plan(const obi_deployment *deployment, const char *service, unsigned replica,
+                       bool with_dependencies, obi_plan_order order, obi_replica_ref **out,
+                       size_t *count, obi_error **err);
+
+/* Progress for the caller to print: "web-rep-1: started (pid 123)", warnings. */
+typedef void (*obi_lifecycle_report_fn)(const char *message, void *ctx);
+
+typedef struct obi_lifecycle_options {
+    const char *data_dir;     /* NULL: obi_default_data_dir() */
+    obi_secrets *secrets;     /* NULL: `$S:` references are errors */
+    const char *runtime;      /* "runc", "crun" or a path; NULL: runc */
+    const char *runtime_root; /* the runtime's --root; NULL: its default */
+    const char *service;      /* NULL: every service */
+    unsigned replica;         /* 0: every replica (needs service otherwise) */
+    long grace_ms;            /* down: SIGTERM .. SIGKILL; < 0: 10 s */
+    obi_lifecycle_report_fn report;
+    void *report_ctx;
+} obi_lifecycle_options;
+
+#define OBI_LIFECYCLE_DEFAULT_GRACE_MS 10000L
+#define OBI_LIFECYCLE_OPTIONS_INIT                                                                 \
+    {                                                                                              \
+        NULL, NULL, NULL, NULL, NULL, 0, -1, NULL, NULL                                            \
+    }
+
+/* Creates the bundles and starts the replicas detached in dependency order. A running (or
+ * paused) replica is left alone; a stopped one is deleted and started again on its bundle
+ * (its writable layer and volumes kept). A replica that fails to start is cleaned up entirely
+ * (container, mounts, bundle, anonymous volumes, state dir) and its error, with the runtime's
+ * output, returned; `up` stops there, replicas started before it keep running. */
+int obi_lifecycle_up(const obi_deployment *deployment, const obi_lifecycle_options *opts,
+                     obi_error **err);
+
+/* Stops and removes replicas in reverse dependency order: SIGTERM, up to grace_ms for the
+ * container to stop, SIGKILL, delete, bundle (overlay unmounted), anonymous volumes and state
+ * dir. Named volumes are kept. Without a service filter, replica dirs the document no longer
+ * names (scaled down, renamed) are removed as well. Missing replicas are not an error. */
+int obi_lifecycle_down(const obi_deployment *deployment, const obi_lifecycle_options *opts,
+                       obi_error **err);
+
+typedef enum obi_replica_state {
+    OBI_REPLICA_ABSENT, /* no container */
+    OBI_REPLICA_CREATING,
+    OBI_REPLICA_CREATED,
+    OBI_REPLICA_RUNNING,
+    OBI_REPLICA_PAUSED,
+    OBI_REPLICA_STOPPED,
+} obi_replica_state;
+
+const char *obi_replica_state_name(obi_replica_state state);
+
+typedef struct obi_replica_status {
+    char *id;
+    const obi_service *service;
+    unsigned replica;
+    obi_replica_state state;
+    int pid;       /* running/paused: the container's init on the host; else 0 */
+    bool has_exit; /* stopped and the monitor recorded how */
+    int exit_code; /* as obi_wait_exit_code: the code, or 128 + signal */
+    int signal;    /* the signal that ended it, or 0 */
+    char *bundle;  /* the runtime's bundle path (NULL when absent) */
+    bool foreign;  /* a container of that id runs from another bundle (another deployment) */
+} obi_replica_status;
+
+/* The runtime's view of each planned replica (start order). */
+int obi_lifecycle_ps(const obi_deployment *deployment, const obi_lifecycle_options *opts,
+                     obi_replica_status **out, size_t *count, obi_error **err);
+void obi_replica_status_free(obi_replica_status *statuses, size_t count);
+
+/* Reads an exit file written by a replica's monitor. -ENOENT when there is none. */
+int obi_lifecycle_read_exit(const char *exit_file, int *exit_code, int *signal, obi_error **err);
+
+#endif

@@ -1,0 +1,847 @@
+/*
+ * The service lifecycle (include/ocibuild/lifecycle.h): turns a deployment into running
+ * replicas and back. One replica's resources (container, overlay mount, bundle, anonymous
+ * volumes, state dir) have one cleanup, replica_teardown, used by `down` and by a failed `up`.
+ *
+ * Exit codes: runc's `state` forgets how a container ended, so every replica is started by a
+ * monitor: a double-forked process in its own session that becomes a child subreaper, runs
+ * `RUNTIME run --detach` through the shared driver, reports success or the runtime's error back
+ * over a pipe, then waits for the container's init (reparented to it when runc exits) and
+ * writes DIR/exit. It holds DIR/monitor.lock while it lives, so `down` knows when it is gone.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ocibuild/buf.h"
+#include "ocibuild/cleanup.h"
+#include "ocibuild/fs.h"
+#include "ocibuild/image.h"
+#include "ocibuild/json_util.h"
+#include "ocibuild/lifecycle.h"
+#include "ocibuild/process.h"
+#include "ocibuild/runtime.h"
+#include "ocibuild/service_spec.h"
+
+#define STOP_POLL_MS 100
+#define KILL_WAIT_MS 10000
+#define MONITOR_WAIT_MS 5000
+
+static int oom(obi_error **err)
+{
+    return obi_error_set(err, -ENOMEM, "out of memory");
+}
+
+/* ---- paths ---- */
+
+static char *services_dir(const char *data_dir, const char *deployment)
+{
+    char *path = NULL;
+    if (asprintf(&path, "%s/services/%s", data_dir, deployment) < 0)
+        return NULL;
+    return path;
+}
+
+char *obi_lifecycle_lock_path(const char *data_dir, const char *deployment)
+{
+    char *path = NULL;
+    if (asprintf(&path, "%s/services/%s.lock", data_dir, deployment) < 0)
+        return NULL;
+    return path;
+}
+
+static int replica_paths_from_id(obi_replica_paths *paths, const char *data_dir,
+                                 const char *deployment, const char *id, obi_error **err)
+{
+    obi_replica_paths p = {0};
+    cleanup_free char *base = services_dir(data_dir, deployment);
+    if (base && (p.id = strdup(id)) && (p.dir = obi_path_join(base, id)) &&
+        (p.bundle = obi_path_join(p.dir, "bundle")) && (p.log = obi_path_join(p.dir, "log")) &&
+        (p.exit_file = obi_path_join(p.dir, "exit")) &&
+        (p.monitor_lock = obi_path_join(p.dir, "monitor.lock"))) {
+        *paths = p;
+        return 0;
+    }
+    obi_replica_paths_clear(&p);
+    return oom(err);
+}
+
+int obi_replica_paths_init(obi_replica_paths *paths, const char *data_dir, const char *deployment,
+                           const char *service, unsigned replica, obi_error **err)
+{
+    cleanup_free char *id = obi_service_container_id(service, replica);
+    if (!id)
+        return oom(err);
+    return replica_paths_from_id(paths, data_dir, deployment, id, err);
+}
+
+void obi_replica_paths_clear(obi_replica_paths *paths)
+{
+    free(paths->id);
+    free(paths->dir);
+    free(paths->bundle);
+    free(paths->log);
+    free(paths->exit_file);
+    free(paths->monitor_lock);
+    memset(paths, 0, sizeof *paths);
+}
+
+/* ---- plan ---- */
+
+int obi_lifecycle_plan(const obi_deployment *deployment, const char *service, unsigned replica,
+                       bool with_dependencies, obi_plan_order order, obi_replica_ref **out,
+                       size_t *count, obi_error **err)
+{
+    const obi_service *wanted = NULL;
+    if (service && !(wanted = obi_deployment_find(deployment, service)))
+        return obi_error_set(err, -ENOENT, "deployment %s has no service \"%s\"", deployment->name,
+                             service);
+    if (replica && !wanted)
+        return obi_error_set(err, -EINVAL, "a replica number needs a service");
+    if (replica > 0 && replica > wanted->replicas)
+        return obi_error_set(err, -EINVAL, "service %s has %u replica%s, not %u", wanted->name,
+                             wanted->replicas, wanted->replicas == 1 ? "" : "s", replica);
+    cleanup_free const obi_service **sorted = NULL;
+    int r = obi_deployment_start_order(deployment, &sorted, err);
+    if (r < 0)
+        return r;
+    size_t n = deployment->service_count;
+    cleanup_free bool *selected = calloc(n ? n : 1, sizeof *selected);
+    if (!selected)
+        return oom(err);
+    /* Walk from the end of the start order: whatever a selected service depends on comes
+     * earlier, so one pass marks the transitive dependencies. */
+    for (size_t k = n; k-- > 0;) {
+        const obi_service *svc = sorted[k];
+        if (!wanted || svc == wanted)
+            selected[k] = true;
+        if (!selected[k] || !with_dependencies)
+            continue;
+        for (size_t d = 0; d < svc->depend_count; d++)
+            for (size_t j = 0; j < k; j++)
+                if (!strcmp(sorted[j]->name, svc->depends[d].service))
+                    selected[j] = true;
+    }
+    size_t total = 0;
+    for (size_t k = 0; k < n; k++)
+        if (selected[k])
+            total += (sorted[k] == wanted && replica) ? 1 : sorted[k]->replicas;
+    obi_replica_ref *refs = calloc(total ? total : 1, sizeof *refs);
+    if (!refs)
+        return oom(err);
+    size_t i = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (!selected[k])
+            continue;
+        for (unsigned rep = 1; rep <= sorted[k]->replicas; rep++)
+            if (!(sorted[k] == wanted && replica) || rep == replica)
+                refs[i++] = (obi_replica_ref){sorted[k], rep};
+    }
+    if (order == OBI_PLAN_STOP)
+        for (size_t a = 0, b = total; a + 1 < b; a++, b--) {
+            obi_replica_ref t = refs[a];
+            refs[a] = refs[b - 1];
+            refs[b - 1] = t;
+        }
+    *out = refs;
+    *count = total;
+    return 0;
+}
+
+/* ---- shared context ---- */
+
+typedef struct lifecycle {
+    const obi_deployment *deployment;
+    const obi_lifecycle_options *opts;
+    char *data_dir; /* absolute */
+    obi_runtime *runtime;
+    int lock_fd;
+} lifecycle;
+
+static void report(const lifecycle *lc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void report(const lifecycle *lc, const char *fmt, ...)
+{
+    if (!lc->opts->report)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    cleanup_free char *message = NULL;
+    if (vasprintf(&message, fmt, ap) >= 0)
+        lc->opts->report(message, lc->opts->report_ctx);
+    va_end(ap);
+}
+
+static void lifecycle_close(lifecycle *lc)
+{
+    obi_runtime_free(lc->runtime);
+    free(lc->data_dir);
+    if (lc->lock_fd >= 0)
+        close(lc->lock_fd); /* drops the flock */
+}
+
+/* Resolves the data dir (created when create is set, made absolute), the runtime, and for
+ * up/down takes the deployment's lock, waiting for whoever holds it. */
+static int lifecycle_open(lifecycle *lc, const obi_deployment *deployment,
+                          const obi_lifecycle_options *opts, bool create, bool lock,
+                          obi_error **err)
+{
+    *lc = (lifecycle){deployment, opts, NULL, NULL, -1};
+    cleanup_free char *data_dir = opts->data_dir ? strdup(opts->data_dir) : obi_default_data_dir();
+    if (!data_dir)
+        return oom(err);
+    cleanup_free char *base = services_dir(data_dir, deployment->name);
+    if (!base)
+        return oom(err);
+    int r;
+    if (create && (r = obi_mkdir_p(base, 0700, err)) < 0)
+        return r;
+    char *absolute = realpath(data_dir, NULL);
+    if (absolute) {
+        free(data_dir);
+        data_dir = absolute;
+    } else if (create) {
+        return obi_error_set_errno(err, errno, "data dir %s", data_dir);
+    }
+    if ((r = obi_runtime_new(opts->runtime, opts->runtime_root, &lc->runtime, err)) < 0)
+        return r;
+    lc->data_dir = steal_pointer(&data_dir);
+    if (lock) {
+        cleanup_free char *lock_path = obi_lifecycle_lock_path(lc->data_dir, deployment->name);
+        if (!lock_path)
+            return oom(err);
+        lc->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (lc->lock_fd < 0)
+            return obi_error_set_errno(err, errno, "open %s", lock_path);
+        if (flock(lc->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+            if (errno != EWOULDBLOCK)
+                return obi_error_set_errno(err, errno, "flock %s", lock_path);
+            report(lc, "waiting for another up/down of %s (%s)", deployment->name, lock_path);
+            while (flock(lc->lock_fd, LOCK_EX) < 0)
+                if (errno != EINTR)
+                    return obi_error_set_errno(err, errno, "flock %s", lock_path);
+        }
+    }
+    return 0;
+}
+
+static long elapsed_ms(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+}
+
+/* ---- runtime state ---- */
+
+static const char *const STATE_NAMES[] = {
+    [OBI_REPLICA_ABSENT] = "absent",   [OBI_REPLICA_CREATING] = "creating",
+    [OBI_REPLICA_CREATED] = "created", [OBI_REPLICA_RUNNING] = "running",
+    [OBI_REPLICA_PAUSED] = "paused",   [OBI_REPLICA_STOPPED] = "stopped",
+};
+
+const char *obi_replica_state_name(obi_replica_state state)
+{
+    return (size_t)state < OBI_ARRAY_SIZE(STATE_NAMES) ? STATE_NAMES[state] : "unknown";
+}
+
+/* The runtime's state of id: ABSENT when it does not exist; *bundle (optional) gets its path. */
+static int query_state(lifecycle *lc, const char *id, obi_replica_state *state, int *pid,
+                       char **bundle, obi_error **err)
+{
+    cleanup_json json_t *doc = NULL;
+    cleanup_error obi_error *state_err = NULL;
+    int r = obi_runtime_state(lc->runtime, id, &doc, &state_err);
+    if (r == -ENOENT) {
+        *state = OBI_REPLICA_ABSENT;
+        *pid = 0;
+        if (bundle)
+            *bundle = NULL;
+        return 0;
+    }
+    if (r < 0)
+        return obi_error_move(err, &state_err);
+    const char *status = json_string_value(json_object_get(doc, "status"));
+    obi_replica_state found = OBI_REPLICA_STOPPED;
+    for (size_t i = 1; status && i < OBI_ARRAY_SIZE(STATE_NAMES); i++)
+        if (!strcmp(status, STATE_NAMES[i]))
+            found = (obi_replica_state)i;
+    const char *bundle_path = json_string_value(json_object_get(doc, "bundle"));
+    char *bundle_copy = NULL;
+    if (bundle && bundle_path && !(bundle_copy = strdup(bundle_path)))
+        return oom(err);
+    *state = found;
+    *pid = (found == OBI_REPLICA_RUNNING || found == OBI_REPLICA_PAUSED ||
+            found == OBI_REPLICA_CREATED)
+               ? (int)json_integer_value(json_object_get(doc, "pid"))
+               : 0;
+    if (bundle)
+        *bundle = bundle_copy;
+    return 0;
+}
+
+static bool is_foreign(const char *runtime_bundle, const obi_replica_paths *paths)
+{
+    return runtime_bundle && strcmp(runtime_bundle, paths->bundle) != 0;
+}
+
+int obi_lifecycle_read_exit(const char *exit_file, int *exit_code, int *signal, obi_error **err)
+{
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    cleanup_error obi_error *read_err = NULL;
+    int r = obi_read_file(exit_file, 4096, &text, &len, &read_err);
+    if (r < 0)
+        return obi_error_move(err, &read_err);
+    json_error_t jerr;
+    cleanup_json json_t *doc = json_loadb(text, len, 0, &jerr);
+    json_t *code = doc ? json_object_get(doc, "exit_code") : NULL;
+    if (!json_is_integer(code))
+        return obi_error_set(err, -EINVAL, "%s: not an exit record", exit_file);
+    *exit_code = (int)json_integer_value(code);
+    *signal = (int)json_integer_value(json_object_get(doc, "signal"));
+    return 0;
+}
+
+/* ---- teardown (down, and a failed up) ---- */
+
+/* Waits until the replica's monitor has exited (its flock is free), at most timeout_ms. */
+static bool wait_monitor_gone(const char *monitor_lock, long timeout_ms)
+{
+    cleanup_close int fd = open(monitor_lock, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return true;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return true;
+        if (elapsed_ms(&start) > timeout_ms)
+            return false;
+        sleep_ms(20);
+    }
+    return true;
+}
+
+/* Waits up to timeout_ms for the container to leave running/paused; true when it did. */
+static bool wait_stopped(lifecycle *lc, const char *id, long timeout_ms)
+{
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        obi_replica_state state;
+        int pid;
+        cleanup_error obi_error *ignored = NULL;
+        if (query_state(lc, id, &state, &pid, NULL, &ignored) < 0)
+            return false;
+        if (state == OBI_REPLICA_ABSENT || state == OBI_REPLICA_STOPPED)
+            return true;
+        if (elapsed_ms(&start) >= timeout_ms)
+            return false;
+        sleep_ms(STOP_POLL_MS);
+    }
+}
+
+/* Stops the container gracefully: SIGTERM, grace, SIGKILL. */
+static int stop_container(lifecycle *lc, const char *id, obi_error **err)
+{
+    long grace = lc->opts->grace_ms < 0 ? OBI_LIFECYCLE_DEFAULT_GRACE_MS : lc->opts->grace_ms;
+    cleanup_error obi_error *kill_err = NULL;
+    if (grace > 0 && obi_runtime_kill(lc->runtime, id, "TERM", &kill_err) == 0 &&
+        wait_stopped(lc, id, grace))
+        return 0;
+    obi_error_free(steal_pointer(&kill_err));
+    int r = obi_runtime_kill(lc->runtime, id, "KILL", &kill_err);
+    if (r < 0 && r != -ENOENT)
+        report(lc, "%s: SIGKILL: %s", id, kill_err->message);
+    if (!wait_stopped(lc, id, KILL_WAIT_MS))
+        return obi_error_set(err, -ETIMEDOUT, "%s: still running %ld ms after SIGKILL", id,
+                             (long)KILL_WAIT_MS);
+    return 0;
+}
+
+/* Removes the anonymous volumes of one replica: DATA/anonymous/<deployment>/<id>. */
+static int remove_anonymous_volumes(const char *data_dir, const char *deployment, const char *id,
+                                    obi_error **err)
+{
+    cleanup_free char *path = NULL;
+    if (asprintf(&path, "%s/anonymous/%s/%s", data_dir, deployment, id) < 0)
+        return oom(err);
+    int r = obi_rm_rf(path, err);
+    if (r < 0)
+        return r;
+    char *slash = strrchr(path, '/');
+    *slash = 0;
+    (void)rmdir(path); /* the deployment's directory, once empty */
+    return 0;
+}
+
+/* Everything of one replica goes: container (stopped first when graceful), the monitor, the
+ * overlay and bundle, anonymous volumes and the state dir. Continues past errors and returns
+ * the first. */
+static int replica_teardown(lifecycle *lc, const obi_replica_paths *paths, bool graceful,
+                            obi_error **err)
+{
+    int first = 0;
+    cleanup_error obi_error *step_err = NULL;
+#define STEP(call)                                                                                 \
+    do {                                                                                           \
+        int step_r = (call);                                                                       \
+        if (step_r < 0 && first == 0)                                                              \
+            first = obi_error_move(err, &step_err);                                                \
+        obi_error_free(steal_pointer(&step_err));                                                  \
+    } while (0)
+    obi_replica_state state;
+    int pid;
+    STEP(query_state(lc, paths->id, &state, &pid, NULL, &step_err));
+    if (graceful && (state == OBI_REPLICA_RUNNING || state == OBI_REPLICA_PAUSED ||
+                     state == OBI_REPLICA_CREATED))
+        STEP(stop_container(lc, paths->id, &step_err));
+    if (state != OBI_REPLICA_ABSENT)
+        STEP(obi_runtime_destroy(lc->runtime, paths->id, &step_err));
+    if (!wait_monitor_gone(paths->monitor_lock, MONITOR_WAIT_MS))
+        report(lc, "%s: its monitor has not exited after %d ms; removing its state anyway",
+               paths->id, MONITOR_WAIT_MS);
+    STEP(obi_service_bundle_remove(paths->bundle, &step_err));
+    STEP(remove_anonymous_volumes(lc->data_dir, lc->deployment->name, paths->id, &step_err));
+    if (first == 0)
+        STEP(obi_rm_rf(paths->dir, &step_err));
+#undef STEP
+    return first;
+}
+
+/* ---- the monitor ---- */
+
+/* Closes every fd from 3 up except keep. */
+static void close_fds_except(int keep)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir) {
+        for (int fd = 3; fd < 1024; fd++)
+            if (fd != keep)
+                close(fd);
+        return;
+    }
+    int self = dirfd(dir);
+    struct dirent *entry;
+    while ((entry = readdir(dir))) {
+        int fd = atoi(entry->d_name);
+        if (fd >= 3 && fd != keep && fd != self && entry->d_name[0] != '.')
+            close(fd);
+    }
+    closedir(dir);
+}
+
+static void monitor_send(int fd, char kind, const char *text)
+{
+    (void)obi_write_all(fd, &kind, 1);
+    if (text)
+        (void)obi_write_all(fd, text, strlen(text));
+}
+
+/* Writes DIR/exit for the reaped container init. */
+static void monitor_record_exit(const obi_replica_paths *paths, int pid, int status)
+{
+    cleanup_json json_t *doc =
+        json_pack("{s:i, s:i, s:i}", "pid", pid, "exit_code", obi_wait_exit_code(status), "signal",
+                  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    cleanup_free char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    cleanup_error obi_error *ignored = NULL;
+    if (text)
+        obi_write_file_atomic(paths->exit_file, text, strlen(text), 0644, &ignored);
+}
+
+/* The monitor process; never returns. status_fd gets '0' + pid, or '1' + the error. */
+static _Noreturn void monitor_main(obi_runtime *runtime, const obi_replica_paths *paths,
+                                   int status_fd)
+{
+    close_fds_except(status_fd);
+    int null_fd = open("/dev/null", O_RDWR);
+    int log_fd = open(paths->log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0640);
+    if (null_fd < 0 || log_fd < 0) {
+        monitor_send(status_fd, '1', "monitor: cannot open /dev/null or the log");
+        _exit(1);
+    }
+    dup2(null_fd, 0);
+    dup2(log_fd, 1);
+    dup2(log_fd, 2);
+    if (null_fd > 2)
+        close(null_fd);
+    if (log_fd > 2)
+        close(log_fd);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    int lock_fd = open(paths->monitor_lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (lock_fd < 0 || prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
+        monitor_send(status_fd, '1', "monitor: cannot open its lock or become a subreaper");
+        _exit(1);
+    }
+    while (flock(lock_fd, LOCK_EX) < 0 && errno == EINTR) {
+    }
+    obi_error *err = NULL;
+    if (obi_runtime_run_detached(runtime, paths->bundle, paths->id, paths->log, &err) < 0) {
+        monitor_send(status_fd, '1', err->message);
+        _exit(1);
+    }
+    json_t *state = NULL;
+    int pid = 0;
+    if (obi_runtime_state(runtime, paths->id, &state, &err) == 0)
+        pid = (int)json_integer_value(json_object_get(state, "pid"));
+    char pid_text[32];
+    snprintf(pid_text, sizeof pid_text, "%d", pid);
+    monitor_send(status_fd, '0', pid_text);
+    close(status_fd);
+    /* The container's init was reparented to us when runc exited. */
+    for (;;) {
+        int status;
+        pid_t reaped = waitpid(-1, &status, 0);
+        if (reaped < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(0); /* ECHILD: not our child after all; the exit code stays unknown */
+        }
+        if (pid > 0 && reaped == pid) {
+            monitor_record_exit(paths, pid, status);
+            _exit(0);
+        }
+    }
+}
+
+/* Starts the replica through a new monitor; on success *pid is the container's init. */
+static int start_monitored(lifecycle *lc, const obi_replica_paths *paths, int *pid, obi_error **err)
+{
+    if (unlink(paths->exit_file) < 0 && errno != ENOENT)
+        return obi_error_set_errno(err, errno, "unlink %s", paths->exit_file);
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return obi_error_set_errno(err, errno, "pipe");
+    cleanup_close int read_end = fds[0];
+    cleanup_close int write_end = fds[1];
+    fflush(NULL);
+    pid_t child = fork();
+    if (child < 0)
+        return obi_error_set_errno(err, errno, "fork");
+    if (child == 0) {
+        close(read_end);
+        setsid();
+        pid_t monitor = fork();
+        if (monitor != 0)
+            _exit(monitor < 0 ? 1 : 0);
+        monitor_main(lc->runtime, paths, write_end);
+    }
+    close(steal_fd(&write_end));
+    int status;
+    int r = obi_wait(child, &status, err);
+    if (r < 0)
+        return r;
+    cleanup_buf obi_buf reply = OBI_BUF_INIT;
+    char chunk[4096];
+    ssize_t got;
+    while ((got = read(read_end, chunk, sizeof chunk)) != 0) {
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0 || obi_buf_append(&reply, chunk, (size_t)got) < 0)
+            return obi_error_set_errno(err, got < 0 ? errno : ENOMEM, "read from the monitor");
+    }
+    cleanup_free char *text = obi_buf_steal(&reply);
+    if (!text)
+        return oom(err);
+    if (text[0] == '0') {
+        *pid = atoi(text + 1);
+        return 0;
+    }
+    if (text[0] == '1')
+        return obi_error_set(err, -EIO, "%s", text + 1);
+    return obi_error_set(err, -EIO, "the monitor of %s exited without a word (wait status %d)",
+                         paths->id, status);
+}
+
+/* ---- up ---- */
+
+/* What the bundles of one service are made from. */
+typedef struct service_source {
+    const obi_service *svc;
+    obi_image *image;
+    const char *rootfs;
+    obi_bundle_rootfs_mode mode;
+} service_source;
+
+static int service_source_open(lifecycle *lc, const obi_service *svc, service_source *src,
+                               obi_error **err)
+{
+    *src = (service_source){svc, NULL, NULL, OBI_BUNDLE_ROOTFS_DIR};
+    if (svc->image_kind == OBI_IMAGE_OCI) {
+        int r = obi_image_open(svc->image_path, svc->image_tag, lc->data_dir, &src->image, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "services.%s.image", svc->name);
+        src->rootfs = src->image->rootfs;
+        src->mode = OBI_BUNDLE_ROOTFS_OVERLAY;
+    } else if (svc->image_kind == OBI_IMAGE_ROOTFS) {
+        src->rootfs = svc->image_rootfs;
+        src->mode = OBI_BUNDLE_ROOTFS_PATH;
+    }
+    return 0;
+}
+
+static int replica_write_bundle(lifecycle *lc, const service_source *src, unsigned replica,
+                                const obi_replica_paths *paths, obi_error **err)
+{
+    obi_service_spec_options spec = {0};
+    spec.replica = replica;
+    spec.rootfs = src->rootfs;
+    spec.image = src->image ? &src->image->config : NULL;
+    spec.secrets = lc->opts->secrets;
+    spec.data_dir = lc->data_dir;
+    int r = obi_mkdir_p(paths->dir, 0700, err);
+    if (r < 0)
+        return r;
+    cleanup_strv char **warnings = NULL;
+    r = obi_service_bundle_write(lc->deployment, src->svc, &spec, paths->bundle, src->rootfs,
+                                 src->mode, &warnings, err);
+    for (size_t i = 0; r == 0 && warnings && warnings[i]; i++)
+        report(lc, "%s: warning: %s", paths->id, warnings[i]);
+    return r;
+}
+
+/* Brings one replica up (see obi_lifecycle_up). */
+static int replica_up(lifecycle *lc, const service_source *src, unsigned replica, obi_error **err)
+{
+    obi_replica_paths paths = {0};
+    int r = obi_replica_paths_init(&paths, lc->data_dir, lc->deployment->name, src->svc->name,
+                                   replica, err);
+    if (r < 0)
+        return r;
+    obi_replica_state state;
+    int pid;
+    cleanup_free char *runtime_bundle = NULL;
+    if ((r = query_state(lc, paths.id, &state, &pid, &runtime_bundle, err)) < 0)
+        goto out;
+    if (state != OBI_REPLICA_ABSENT && is_foreign(runtime_bundle, &paths)) {
+        r = obi_error_set(err, -EEXIST,
+                          "container %s already exists with bundle %s, not %s (another "
+                          "deployment with a service named %s?)",
+                          paths.id, runtime_bundle, paths.bundle, src->svc->name);
+        goto out;
+    }
+    if (state == OBI_REPLICA_RUNNING || state == OBI_REPLICA_PAUSED ||
+        state == OBI_REPLICA_CREATING) {
+        report(lc, "%s: already %s (pid %d)", paths.id, obi_replica_state_name(state), pid);
+        goto out;
+    }
+    bool restart = state != OBI_REPLICA_ABSENT;
+    if (restart && (r = obi_runtime_destroy(lc->runtime, paths.id, err)) < 0)
+        goto out;
+    if (restart && !wait_monitor_gone(paths.monitor_lock, MONITOR_WAIT_MS)) {
+        r = obi_error_set(err, -EBUSY, "%s: the monitor of its last run has not exited", paths.id);
+        goto out;
+    }
+    if ((r = replica_write_bundle(lc, src, replica, &paths, err)) < 0 ||
+        (r = start_monitored(lc, &paths, &pid, err)) < 0) {
+        cleanup_error obi_error *cleanup_err = NULL;
+        if (replica_teardown(lc, &paths, false, &cleanup_err) < 0)
+            report(lc, "%s: cleaning up after the failed start: %s", paths.id,
+                   cleanup_err->message);
+        r = obi_error_prefix(err, r, "start %s", paths.id);
+        goto out;
+    }
+    report(lc, "%s: %s (pid %d)", paths.id, restart ? "restarted" : "started", pid);
+out:
+    obi_replica_paths_clear(&paths);
+    return r;
+}
+
+int obi_lifecycle_up(const obi_deployment *deployment, const obi_lifecycle_options *opts,
+                     obi_error **err)
+{
+    lifecycle lc;
+    int r = lifecycle_open(&lc, deployment, opts, true, true, err);
+    if (r < 0) {
+        lifecycle_close(&lc);
+        return r;
+    }
+    cleanup_free obi_replica_ref *plan = NULL;
+    size_t count = 0;
+    r = obi_lifecycle_plan(deployment, opts->service, opts->replica, true, OBI_PLAN_START, &plan,
+                           &count, err);
+    service_source src = {0};
+    for (size_t i = 0; r == 0 && i < count; i++) {
+        if (src.svc != plan[i].service) {
+            obi_image_free(src.image);
+            src.image = NULL;
+            if ((r = service_source_open(&lc, plan[i].service, &src, err)) < 0)
+                break;
+        }
+        r = replica_up(&lc, &src, plan[i].replica, err);
+    }
+    obi_image_free(src.image);
+    lifecycle_close(&lc);
+    return r;
+}
+
+/* ---- down ---- */
+
+static int replica_down(lifecycle *lc, const char *id, obi_error **err)
+{
+    obi_replica_paths paths = {0};
+    int r = replica_paths_from_id(&paths, lc->data_dir, lc->deployment->name, id, err);
+    if (r < 0)
+        return r;
+    obi_replica_state state;
+    int pid;
+    cleanup_free char *runtime_bundle = NULL;
+    if ((r = query_state(lc, id, &state, &pid, &runtime_bundle, err)) < 0)
+        goto out;
+    struct stat st;
+    bool have_dir = stat(paths.dir, &st) == 0;
+    if (state != OBI_REPLICA_ABSENT && is_foreign(runtime_bundle, &paths)) {
+        report(lc, "%s: left alone: that container runs from %s, not from this deployment", id,
+               runtime_bundle);
+        goto out;
+    }
+    if (state == OBI_REPLICA_ABSENT && !have_dir)
+        goto out;
+    if ((r = replica_teardown(lc, &paths, true, err)) == 0)
+        report(lc, "%s: removed", id);
+out:
+    obi_replica_paths_clear(&paths);
+    return r;
+}
+
+static bool plan_has(const obi_replica_ref *plan, size_t count, const char *id)
+{
+    for (size_t i = 0; i < count; i++) {
+        cleanup_free char *planned =
+            obi_service_container_id(plan[i].service->name, plan[i].replica);
+        if (planned && !strcmp(planned, id))
+            return true;
+    }
+    return false;
+}
+
+/* Replica dirs of this deployment that the document does not name any more. */
+static int down_leftovers(lifecycle *lc, const obi_replica_ref *plan, size_t count, obi_error **err)
+{
+    cleanup_free char *base = services_dir(lc->data_dir, lc->deployment->name);
+    if (!base)
+        return oom(err);
+    DIR *dir = opendir(base);
+    if (!dir)
+        return errno == ENOENT ? 0 : obi_error_set_errno(err, errno, "opendir %s", base);
+    cleanup_strv char **ids = NULL;
+    size_t n = 0;
+    struct dirent *entry;
+    int r = 0;
+    while (r == 0 && (entry = readdir(dir))) {
+        if (entry->d_name[0] == '.' || !strstr(entry->d_name, "-rep-") ||
+            plan_has(plan, count, entry->d_name))
+            continue;
+        char **grown = reallocarray(ids, n + 2, sizeof *ids);
+        if (!grown || !(grown[n] = strdup(entry->d_name))) {
+            ids = grown ? grown : ids;
+            r = oom(err);
+            break;
+        }
+        ids = grown;
+        ids[++n] = NULL;
+    }
+    closedir(dir);
+    for (size_t i = 0; r == 0 && i < n; i++)
+        r = replica_down(lc, ids[i], err);
+    if (r == 0)
+        (void)rmdir(base); /* once empty */
+    return r;
+}
+
+int obi_lifecycle_down(const obi_deployment *deployment, const obi_lifecycle_options *opts,
+                       obi_error **err)
+{
+    lifecycle lc;
+    int r = lifecycle_open(&lc, deployment, opts, false, true, err);
+    if (r < 0) {
+        lifecycle_close(&lc);
+        return r;
+    }
+    cleanup_free obi_replica_ref *plan = NULL;
+    size_t count = 0;
+    r = obi_lifecycle_plan(deployment, opts->service, opts->replica, false, OBI_PLAN_STOP, &plan,
+                           &count, err);
+    for (size_t i = 0; r == 0 && i < count; i++) {
+        cleanup_free char *id = obi_service_container_id(plan[i].service->name, plan[i].replica);
+        r = id ? replica_down(&lc, id, err) : oom(err);
+    }
+    if (r == 0 && !opts->service)
+        r = down_leftovers(&lc, plan, count, err);
+    lifecycle_close(&lc);
+    return r;
+}
+
+/* ---- ps ---- */
+
+void obi_replica_status_free(obi_replica_status *statuses, size_t count)
+{
+    for (size_t i = 0; statuses && i < count; i++) {
+        free(statuses[i].id);
+        free(statuses[i].bundle);
+    }
+    free(statuses);
+}
+
+int obi_lifecycle_ps(const obi_deployment *deployment, const obi_lifecycle_options *opts,
+                     obi_replica_status **out, size_t *count, obi_error **err)
+{
+    lifecycle lc;
+    int r = lifecycle_open(&lc, deployment, opts, false, false, err);
+    cleanup_free obi_replica_ref *plan = NULL;
+    size_t n = 0;
+    if (r == 0)
+        r = obi_lifecycle_plan(deployment, opts->service, opts->replica, false, OBI_PLAN_START,
+                               &plan, &n, err);
+    obi_replica_status *statuses = r == 0 ? calloc(n ? n : 1, sizeof *statuses) : NULL;
+    if (r == 0 && !statuses)
+        r = oom(err);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        obi_replica_status *s = &statuses[i];
+        obi_replica_paths paths = {0};
+        s->service = plan[i].service;
+        s->replica = plan[i].replica;
+        if ((r = obi_replica_paths_init(&paths, lc.data_dir, deployment->name,
+                                        plan[i].service->name, plan[i].replica, err)) < 0)
+            break;
+        s->id = steal_pointer(&paths.id);
+        r = query_state(&lc, s->id, &s->state, &s->pid, &s->bundle, err);
+        if (r == 0 && s->state != OBI_REPLICA_ABSENT) {
+            s->foreign = is_foreign(s->bundle, &paths);
+            cleanup_error obi_error *ignored = NULL;
+            if (s->state == OBI_REPLICA_STOPPED && !s->foreign &&
+                obi_lifecycle_read_exit(paths.exit_file, &s->exit_code, &s->signal, &ignored) == 0)
+                s->has_exit = true;
+        }
+        obi_replica_paths_clear(&paths);
+    }
+    lifecycle_close(&lc);
+    if (r < 0) {
+        obi_replica_status_free(statuses, n);
+        return r;
+    }
+    *out = statuses;
+    *count = n;
+    return 0;
+}
