@@ -5,6 +5,7 @@
  *   DATA/services/<deployment>.lock              flock: one up/down of a deployment at a time
  *   DATA/services/<deployment>/<id>/bundle       the replica's OCI bundle (overlay rootfs)
  *   DATA/services/<deployment>/<id>/log          the replica's stdout+stderr (appended)
+ *   DATA/services/<deployment>/<id>/pid          the container init's host pid (--pid-file)
  *   DATA/services/<deployment>/<id>/exit         {"pid":..,"exit_code":..,"signal":..}
  *   DATA/services/<deployment>/<id>/monitor.lock held by the replica's monitor while it lives
  * where <id> is the container id `<service>-rep-<n>`. Each replica is started by a small
@@ -27,6 +28,7 @@ typedef struct obi_replica_paths {
     char *dir;          /* DATA/services/<deployment>/<id> */
     char *bundle;       /* DIR/bundle */
     char *log;          /* DIR/log */
+    char *pid_file;     /* DIR/pid: the container init's host pid, written by the runtime */
     char *exit_file;    /* DIR/exit */
     char *monitor_lock; /* DIR/monitor.lock */
 } obi_replica_paths;

@@ -58,6 +58,10 @@ void obi_run_result_clear(obi_run_result *result);
 /* Starts detached (`run --detach`), stdout and stderr appended to log_path. */
 int obi_runtime_run_detached(obi_runtime *runtime, const char *bundle, const char *id,
                              const char *log_path, obi_error **err);
+/* The same with `--pid-file pid_file`: the runtime writes the container init's host pid there
+ * before it exits (the service lifecycle's monitor waits for that pid). */
+int obi_runtime_run_detached_pid_file(obi_runtime *runtime, const char *bundle, const char *id,
+                                      const char *log_path, const char *pid_file, obi_error **err);
 int obi_runtime_kill(obi_runtime *runtime, const char *id, const char *signal, obi_error **err);
 /* delete [--force]; a container that does not exist is not an error. */
 int obi_runtime_delete(obi_runtime *runtime, const char *id, bool force, obi_error **err);

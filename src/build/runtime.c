@@ -166,12 +166,22 @@ int obi_runtime_destroy(obi_runtime *runtime, const char *id, obi_error **err)
 int obi_runtime_run_detached(obi_runtime *runtime, const char *bundle, const char *id,
                              const char *log_path, obi_error **err)
 {
+    return obi_runtime_run_detached_pid_file(runtime, bundle, id, log_path, NULL, err);
+}
+
+int obi_runtime_run_detached_pid_file(obi_runtime *runtime, const char *bundle, const char *id,
+                                      const char *log_path, const char *pid_file, obi_error **err)
+{
     cleanup_close int log_fd =
         open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (log_fd < 0)
         return obi_error_set_errno(err, errno, "open log %s", log_path);
-    const char *args[] = {"run", "--detach", "--bundle", bundle, id};
-    cleanup_free const char **argv = runtime_argv(runtime, args, 5);
+    const char *args[] = {"run", "--detach", "--bundle", bundle, "--pid-file", pid_file, id};
+    if (!pid_file) {
+        args[4] = id;
+        args[5] = args[6] = NULL;
+    }
+    cleanup_free const char **argv = runtime_argv(runtime, args, pid_file ? 7 : 5);
     if (!argv)
         return obi_error_set(err, -ENOMEM, "out of memory");
     obi_spawn_options opts = OBI_SPAWN_OPTIONS_INIT;

@@ -68,6 +68,7 @@ static int replica_paths_from_id(obi_replica_paths *paths, const char *data_dir,
     cleanup_free char *base = services_dir(data_dir, deployment);
     if (base && (p.id = strdup(id)) && (p.dir = obi_path_join(base, id)) &&
         (p.bundle = obi_path_join(p.dir, "bundle")) && (p.log = obi_path_join(p.dir, "log")) &&
+        (p.pid_file = obi_path_join(p.dir, "pid")) &&
         (p.exit_file = obi_path_join(p.dir, "exit")) &&
         (p.monitor_lock = obi_path_join(p.dir, "monitor.lock"))) {
         *paths = p;
@@ -92,6 +93,7 @@ void obi_replica_paths_clear(obi_replica_paths *paths)
     free(paths->dir);
     free(paths->bundle);
     free(paths->log);
+    free(paths->pid_file);
     free(paths->exit_file);
     free(paths->monitor_lock);
     memset(paths, 0, sizeof *paths);
@@ -497,14 +499,17 @@ static _Noreturn void monitor_main(obi_runtime *runtime, const obi_replica_paths
     while (flock(lock_fd, LOCK_EX) < 0 && errno == EINTR) {
     }
     obi_error *err = NULL;
-    if (obi_runtime_run_detached(runtime, paths->bundle, paths->id, paths->log, &err) < 0) {
+    if (obi_runtime_run_detached_pid_file(runtime, paths->bundle, paths->id, paths->log,
+                                          paths->pid_file, &err) < 0) {
         monitor_send(status_fd, '1', err->message);
         _exit(1);
     }
-    json_t *state = NULL;
+    /* The pid file, not `state`: a container that has already exited reports no pid. */
+    char *pid_text_in = NULL;
+    size_t pid_len = 0;
     int pid = 0;
-    if (obi_runtime_state(runtime, paths->id, &state, &err) == 0)
-        pid = (int)json_integer_value(json_object_get(state, "pid"));
+    if (obi_read_file(paths->pid_file, 64, &pid_text_in, &pid_len, &err) == 0)
+        pid = atoi(pid_text_in);
     char pid_text[32];
     snprintf(pid_text, sizeof pid_text, "%d", pid);
     monitor_send(status_fd, '0', pid_text);
@@ -530,6 +535,8 @@ static int start_monitored(lifecycle *lc, const obi_replica_paths *paths, int *p
 {
     if (unlink(paths->exit_file) < 0 && errno != ENOENT)
         return obi_error_set_errno(err, errno, "unlink %s", paths->exit_file);
+    if (unlink(paths->pid_file) < 0 && errno != ENOENT)
+        return obi_error_set_errno(err, errno, "unlink %s", paths->pid_file);
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) < 0)
         return obi_error_set_errno(err, errno, "pipe");

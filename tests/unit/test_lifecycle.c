@@ -65,6 +65,7 @@ static void test_lifecycle_replica_paths_live_under_the_data_dir(void **state)
     assert_string_equal(p.dir, "/data/services/stack/web-rep-2");
     assert_string_equal(p.bundle, "/data/services/stack/web-rep-2/bundle");
     assert_string_equal(p.log, "/data/services/stack/web-rep-2/log");
+    assert_string_equal(p.pid_file, "/data/services/stack/web-rep-2/pid");
     assert_string_equal(p.exit_file, "/data/services/stack/web-rep-2/exit");
     assert_string_equal(p.monitor_lock, "/data/services/stack/web-rep-2/monitor.lock");
     obi_replica_paths_clear(&p);
