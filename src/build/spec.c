@@ -180,6 +180,9 @@ static json_t *make_capabilities(bool rootless)
 
 static int make_process(const obi_build_request *req, bool rootless, json_t **out, obi_error **err)
 {
+    /* declared before the first goto: a jump past a cleanup variable's initialization would
+     * leave the label in its scope, and its cleanup would free an uninitialized pointer */
+    cleanup_free char *cwd = NULL;
     cleanup_json json_t *env = json_array();
     if (!env)
         goto oom;
@@ -204,7 +207,6 @@ static int make_process(const obi_build_request *req, bool rootless, json_t **ou
         if (json_array_append_new(env, s) < 0)
             goto oom;
     }
-    cleanup_free char *cwd = NULL;
     if (asprintf(&cwd, "/%s", req->working_dir) < 0)
         goto oom;
     json_t *process = json_pack(
