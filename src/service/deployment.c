@@ -199,12 +199,16 @@ static int check_mapping(walker *w, yaml_node_t *node, const char *path, const c
     return 0;
 }
 
+/* The value of key in map, or NULL. Keys that are not scalars are skipped: map may not have
+ * been through check_mapping yet (a storage item is looked at for its type first). */
 static yaml_node_t *map_get(walker *w, yaml_node_t *map, const char *key)
 {
     for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top;
-         pair++)
-        if (!strcmp(scalar_text(node_get(w, pair->key)), key))
+         pair++) {
+        const char *name = scalar_text(node_get(w, pair->key));
+        if (name && !strcmp(name, key))
             return node_get(w, pair->value);
+    }
     return NULL;
 }
 
@@ -610,6 +614,9 @@ static int parse_storage_item(walker *w, yaml_node_t *item, const char *item_pat
 {
     if (item->type != YAML_MAPPING_NODE)
         return fail_at(w, item, item_path, "expected a mapping, got %s", node_kind(item));
+    int r = check_mapping(w, item, item_path, NULL); /* string keys, before looking up "type" */
+    if (r < 0)
+        return r;
     yaml_node_t *type = map_get(w, item, "type");
     cleanup_free char *type_path = path_child(item_path, "type");
     if (!type_path)
@@ -623,7 +630,7 @@ static int parse_storage_item(walker *w, yaml_node_t *item, const char *item_pat
             kind = &STORAGE_KINDS[k];
     if (!kind)
         return fail_at(w, type, type_path, "expected bind, named, anonymous, tmpfs or s3");
-    int r = check_mapping(w, item, item_path, kind->keys);
+    r = check_mapping(w, item, item_path, kind->keys);
     if (r < 0)
         return r;
     st->type = kind->type;

@@ -181,7 +181,8 @@ static void test_deployment_rtype_rules(void **state)
     expect_error(HEADER "  web: {rtype: daemon}\n",
                  "services.web.rtype: expected service, job or cron");
     expect_error(HEADER "  web: {rtype: cron}\n", "services.web: rtype cron needs a schedule");
-    expect_error(HEADER "  web: {rtype: job, schedule: \"@daily\"}\n", "only valid with rtype cron");
+    expect_error(HEADER "  web: {rtype: job, schedule: \"@daily\"}\n",
+                 "only valid with rtype cron");
     expect_error(HEADER "  web: {rtype: cron, schedule: \"* * *\"}\n",
                  "services.web.schedule: \"* * *\" is not a cron expression");
     expect_error(HEADER "  web: {rtype: cron, schedule: \"* * * * * * *\"}\n", "not a cron");
@@ -445,6 +446,17 @@ static void test_deployment_load_names_file(void **state)
     obi_test_tmpdir_remove(dir);
 }
 
+/* Found by fuzzing: a storage item was searched for "type" before its keys were checked, and a
+ * mapping used as a key reached strcmp as NULL. */
+static void test_deployment_rejects_mapping_as_storage_key(void **state)
+{
+    (void)state;
+    expect_error(HEADER "  web:\n    storage:\n      - { { type: tmpfs }: x, type: tmpfs }\n",
+                 "keys must be strings");
+    expect_error(HEADER "  web:\n    storage:\n      - { [a]: x }\n", "keys must be strings");
+    expect_error("? [a]\n: b\nversion: v1\ndeployment: d\nservices: {}\n", "keys must be strings");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,6 +476,7 @@ int main(void)
         cmocka_unit_test(test_deployment_scale_hostname_and_flags),
         cmocka_unit_test(test_deployment_depends_rules),
         cmocka_unit_test(test_deployment_rejects_bad_yaml),
+        cmocka_unit_test(test_deployment_rejects_mapping_as_storage_key),
         cmocka_unit_test(test_memory_string_table),
         cmocka_unit_test(test_capability_table),
         cmocka_unit_test(test_deployment_load_names_file),
