@@ -1,0 +1,136 @@
+#!/bin/bash
+# The build service's numbers (issue 3), each side by side with its reference in the same run:
+#  1. per-build overhead: `ocibuild build` of a trivial request (busybox input, one small
+#     output) vs `runc run` of the very bundle ocibuild generated for it (kept once, its input
+#     pointing straight at /bin/busybox), hyperfine with warmups; ratio ocibuild/runc;
+#  2. the same build as a Nix derivation (builder = static busybox in the store, sandbox on, no
+#     substituters), rebuilt with `nix-build --check`; ratio ocibuild/nix;
+#  3. input materialization of a 10,000-file input tree (already in castore): first build with
+#     an empty input cache and repeat build, in ms, next to the trivial build;
+#  4. throughput of N = 1, 2, 4, 8 concurrent `ocibuild build` processes, builds/second.
+# Usage: bench/build.sh [RUNS] (hyperfine runs per command, default 20). Needs root (rootful
+# runc, Nix build users). Everything lives in one temp dir that is removed on exit.
+set -eu
+cd "$(dirname "$0")/.."
+RUNS=${1:-20}
+OCIBUILD=${OCIBUILD:-$PWD/build/ocibuild}
+[ "$(id -u)" -eq 0 ] || { echo "bench/build.sh: needs root (rootful runc)" >&2; exit 1; }
+for tool in hyperfine runc jq busybox; do
+  command -v $tool >/dev/null || { echo "bench/build.sh: $tool not found" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d /tmp/obi-bench-build.XXXXXX)
+cleanup() {
+  runc delete --force obi-bench-plain >/dev/null 2>&1 || true
+  chmod -R u+w "$tmp" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+export OCIBUILD_DATA_DIR=$tmp/data
+ms() { jq -r ".results[$2].$3 * 1000" "$1"; }
+
+# ---- the trivial request (examples/hello.json's shape) ----
+cat >"$tmp/hello.json" <<'JSON'
+{
+  "inputs": {"busybox": "/bin/busybox"},
+  "command_args": ["/nix/store/busybox", "sh", "-c",
+                   "mkdir -p /nix/store/hello && echo hello > /nix/store/hello/greeting"],
+  "working_dir": "build",
+  "scratch_paths": ["build", "nix/store"],
+  "inputs_dir": "nix/store",
+  "outputs": ["nix/store/hello"],
+  "constraints": {"system": "x86_64-linux"}
+}
+JSON
+
+# ---- the plain runc bundle: the one ocibuild generates, prepared once ----
+"$OCIBUILD" build --keep-bundle "$tmp/hello.json" >/dev/null
+kept=$(ls -d "$OCIBUILD_DATA_DIR"/bundles/*-*-*-*-*)
+cp -a "$kept" "$tmp/plain"
+rm -rf "$kept" "$tmp/plain/.lock"
+ln -sfn /bin/busybox "$tmp/plain/inputs/busybox"
+
+echo "== per-build overhead: ocibuild build vs runc run ($RUNS runs each) =="
+hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$tmp/overhead.json" \
+  -n "ocibuild build" "$OCIBUILD build $tmp/hello.json" \
+  -n "runc run" "runc run --bundle $tmp/plain obi-bench-plain" >/dev/null
+ours=$(ms "$tmp/overhead.json" 0 mean)
+runc_ms=$(ms "$tmp/overhead.json" 1 mean)
+printf 'ocibuild build: %7.1f ms (median %.1f)\n' "$ours" "$(ms "$tmp/overhead.json" 0 median)"
+printf 'runc run:       %7.1f ms (median %.1f)\n' "$runc_ms" "$(ms "$tmp/overhead.json" 1 median)"
+printf 'ratio ocibuild/runc: %.2f\n' "$(echo "$ours / $runc_ms" | bc -l)"
+
+echo "== against nix-build (sandbox on, no substituters, --check rebuilds) =="
+if tests/e2e/nix_setup.sh 2>"$tmp/nix_setup.log"; then
+  # Busybox picks the applet from argv[0]'s basename: keep it named busybox in a store dir.
+  mkdir "$tmp/bin" && cp /bin/busybox "$tmp/bin/busybox"
+  busybox_dir=$(nix-store --add "$tmp/bin")
+  cat >"$tmp/hello.nix" <<NIX
+builtins.derivation {
+  name = "obi-bench-hello"; system = builtins.currentSystem;
+  builder = "\${builtins.storePath "$busybox_dir"}/busybox";
+  args = [ "sh" "-c" "mkdir -p \$out && echo hello > \$out/greeting" ];
+}
+NIX
+  drv=$(nix-instantiate "$tmp/hello.nix" 2>/dev/null)
+  nixopts="--option sandbox true --option sandbox-fallback false --option substituters ''"
+  eval nix-build $nixopts --no-out-link "$drv" >/dev/null 2>&1
+  hyperfine -N --warmup 2 --runs "$RUNS" --export-json "$tmp/nix.json" \
+    -n "ocibuild build" "$OCIBUILD build $tmp/hello.json" \
+    -n "nix-build --check" "nix-build $nixopts --check --no-out-link $drv" >/dev/null
+  ours=$(ms "$tmp/nix.json" 0 mean)
+  nix_ms=$(ms "$tmp/nix.json" 1 mean)
+  printf 'ocibuild build:    %7.1f ms\n' "$ours"
+  printf 'nix-build --check: %7.1f ms\n' "$nix_ms"
+  printf 'ratio ocibuild/nix: %.2f\n' "$(echo "$ours / $nix_ms" | bc -l)"
+  nix-store --delete "$(nix-store -q --outputs "$drv")" "$drv" >/dev/null 2>&1 || true
+else
+  echo "SKIP: Nix not usable: $(cat "$tmp/nix_setup.log")"
+fi
+
+echo "== input materialization: 10,000-file input tree =="
+tree=$tmp/tree
+for d in $(seq 0 99); do
+  mkdir -p "$tree/d$d"
+  for f in $(seq 0 99); do echo "file $d/$f" >"$tree/d$d/f$f"; done
+done
+node=$("$OCIBUILD" store import --name tree "$tree")
+bb_node=$("$OCIBUILD" store import --name busybox /bin/busybox)
+jq -n --argjson tree "$node" --argjson bb "$bb_node" '{
+  inputs: {busybox: $bb, tree: $tree},
+  command_args: ["/nix/store/busybox", "sh", "-c",
+                 "mkdir -p /nix/store/out && ls /nix/store/tree/d7 > /nix/store/out/list"],
+  working_dir: "build", scratch_paths: ["build", "nix/store"], inputs_dir: "nix/store",
+  outputs: ["nix/store/out"], constraints: {system: "x86_64-linux"}}' >"$tmp/tree.json"
+"$OCIBUILD" build "$tmp/hello.json" >/dev/null # busybox cached for every case below
+hyperfine -N --runs 5 --export-json "$tmp/cold.json" \
+  --prepare "rm -rf $OCIBUILD_DATA_DIR/input-cache/d-*" \
+  -n "cold" "$OCIBUILD build $tmp/tree.json" >/dev/null
+hyperfine -N --warmup 1 --runs 10 --export-json "$tmp/warm.json" \
+  -n "warm" "$OCIBUILD build $tmp/tree.json" \
+  -n "trivial" "$OCIBUILD build $tmp/hello.json" >/dev/null
+cold=$(ms "$tmp/cold.json" 0 mean)
+warm=$(ms "$tmp/warm.json" 0 mean)
+trivial=$(ms "$tmp/warm.json" 1 mean)
+printf 'first build (empty input cache): %7.1f ms (materialization %.1f ms)\n' "$cold" \
+  "$(echo "$cold - $trivial" | bc -l)"
+printf 'repeat build (cached):           %7.1f ms (materialization %.1f ms)\n' "$warm" \
+  "$(echo "$warm - $trivial" | bc -l)"
+printf 'trivial build, same run:         %7.1f ms\n' "$trivial"
+
+echo "== throughput: N concurrent ocibuild build processes =="
+PER=${PER:-8}
+for n in 1 2 4 8; do
+  t0=$(date +%s.%N)
+  for p in $(seq 1 "$n"); do
+    (for i in $(seq 1 "$PER"); do "$OCIBUILD" build "$tmp/hello.json" >/dev/null 2>&1 || exit 1; done) &
+  done
+  fail=0
+  for p in $(seq 1 "$n"); do wait -n || fail=1; done
+  t1=$(date +%s.%N)
+  [ $fail -eq 0 ] || { echo "a concurrent build failed" >&2; exit 1; }
+  printf 'N=%d: %3d builds in %6.2f s = %5.1f builds/s\n' "$n" $((n * PER)) \
+    "$(echo "$t1 - $t0" | bc -l)" "$(echo "$n * $PER / ($t1 - $t0)" | bc -l)"
+done
+left=$(ls "$OCIBUILD_DATA_DIR/bundles" | wc -l)
+[ "$left" -eq 0 ] || echo "WARNING: $left bundles left behind"
