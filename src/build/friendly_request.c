@@ -2,12 +2,18 @@
  * The friendlier request form (see include/ocibuild/friendly_request.h): rewritten into the
  * protobuf JSON form (host paths imported into castore, env values base64-encoded, both sorted)
  * and then decoded by the one BuildRequest JSON decoder, so the two forms cannot drift apart.
+ * A regular file whose blob the store already has (the same tool imported for every build) is
+ * only hashed, not written again: writing it costs a temp file, a copy and an unlink each time.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/friendly_request.h"
@@ -38,6 +44,57 @@ static const char **sorted_keys(const json_t *object, size_t *n_out)
     return keys;
 }
 
+#define HASH_READ_SIZE (1 << 20)
+/* Bigger files go straight to ingest: a file new to the store is read twice on this path, and
+ * that second read is bounded by this size. */
+#define HASH_FIRST_MAX_SIZE (64 << 20)
+
+/* If path is a regular file whose blob the store already has, fills *node (named name) from a
+ * read-only pass and returns 1; returns 0 when the caller must ingest it (not a regular file, a
+ * symlink, unreadable, not in the store yet, or changed while hashed), so ingest keeps the one
+ * set of rules and error messages. The node is what ingest would produce: the blob is the
+ * file's bytes and executable is the owner-execute bit. */
+static int node_if_blob_present(obi_store *store, const char *path, const char *name,
+                                obi_node *node)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat before, after;
+    if (fd < 0 || fstat(fd, &before) < 0 || !S_ISREG(before.st_mode) ||
+        before.st_size > HASH_FIRST_MAX_SIZE)
+        return 0;
+    cleanup_free uint8_t *buf = malloc(HASH_READ_SIZE);
+    if (!buf)
+        return 0;
+    obi_blake3_hasher hasher;
+    obi_blake3_init(&hasher);
+    uint64_t size = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, HASH_READ_SIZE);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return 0;
+        if (n == 0)
+            break;
+        obi_blake3_update(&hasher, buf, (size_t)n);
+        size += (uint64_t)n;
+    }
+    /* A file written to while hashed: let ingest take it (and report it if it keeps changing). */
+    if (fstat(fd, &after) < 0 || size != (uint64_t)after.st_size ||
+        after.st_mtim.tv_sec != before.st_mtim.tv_sec ||
+        after.st_mtim.tv_nsec != before.st_mtim.tv_nsec)
+        return 0;
+    obi_digest digest;
+    obi_blake3_finalize(&hasher, digest.bytes, sizeof digest.bytes);
+    cleanup_error obi_error *ignored = NULL;
+    if (obi_blob_has(store->blobs, &digest, &ignored) != 1)
+        return 0;
+    if (obi_node_init_file(node, name, strlen(name), &digest, size,
+                           (after.st_mode & S_IXUSR) != 0) < 0)
+        return 0;
+    return 1;
+}
+
 static int import_inputs(const json_t *inputs, obi_store *store, json_t *out_array, obi_error **err)
 {
     size_t n;
@@ -54,11 +111,13 @@ static int import_inputs(const json_t *inputs, obi_store *store, json_t *out_arr
             return obi_error_set(
                 err, -EINVAL, "inputs.%s: expected a host path string or a Node object", names[i]);
         obi_node node;
-        obi_ingest_options options = {.name = names[i], .refscan = NULL};
-        int r = obi_ingest_path(store->blobs, store->directories, json_string_value(value),
-                                &options, &node, err);
-        if (r < 0)
-            return obi_error_prefix(err, r, "inputs.%s", names[i]);
+        if (!node_if_blob_present(store, json_string_value(value), names[i], &node)) {
+            obi_ingest_options options = {.name = names[i], .refscan = NULL};
+            int r = obi_ingest_path(store->blobs, store->directories, json_string_value(value),
+                                    &options, &node, err);
+            if (r < 0)
+                return obi_error_prefix(err, r, "inputs.%s", names[i]);
+        }
         json_t *node_json = obi_node_to_json(&node);
         obi_node_clear(&node);
         if (!node_json || json_array_append_new(out_array, node_json) < 0)

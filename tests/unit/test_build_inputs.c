@@ -208,6 +208,65 @@ static void test_friendly_request_imports_paths_and_sorts_env(void **state)
     free(file);
 }
 
+/* Imports path as input "tool" through the friendly form; *out is the node. */
+static void friendly_import(fixture *f, const char *path, obi_node *out)
+{
+    json_t *json =
+        json_pack("{s:{s:s}, s:[s], s:s, s:[s], s:s, s:[s]}", "inputs", "tool", path,
+                  "command_args", "/nix/store/tool", "working_dir", "build", "scratch_paths",
+                  "nix/store", "inputs_dir", "nix/store", "outputs", "nix/store/out");
+    obi_build_request *req = NULL;
+    assert_ok(obi_friendly_request_from_json(json, f->store, &req, err_ptr_));
+    assert_int_equal(req->n_inputs, 1);
+    assert_int_equal(obi_node_copy(out, &req->inputs[0]), 0);
+    obi_build_request_free(req);
+    json_decref(json);
+}
+
+static void assert_same_as_ingest(fixture *f, const char *path, const obi_node *node)
+{
+    obi_node expected;
+    obi_ingest_options options = {.name = "tool", .refscan = NULL};
+    assert_ok(obi_ingest_path(f->store->blobs, f->store->directories, path, &options, &expected,
+                              err_ptr_));
+    assert_int_equal(node->kind, OBI_NODE_FILE);
+    assert_true(obi_digest_equal(&node->digest, &expected.digest));
+    assert_int_equal(node->size, expected.size);
+    assert_int_equal(node->executable, expected.executable);
+    assert_string_equal((char *)node->name.data, "tool");
+    obi_node_clear(&expected);
+}
+
+static void test_friendly_request_file_already_in_store_gives_the_ingest_node(void **state)
+{
+    fixture *f = *state;
+    char *file = obi_path_join(f->dir, "tool");
+    assert_ok(obi_write_file(file, "tool v1", 7, 0755, err_ptr_));
+    obi_node first, again, plain, changed;
+    friendly_import(f, file, &first); /* new to the store: ingested */
+    assert_true(first.executable);
+    friendly_import(f, file, &again); /* present: only hashed */
+    assert_same_as_ingest(f, file, &again);
+    assert_true(obi_digest_equal(&first.digest, &again.digest));
+
+    assert_int_equal(chmod(file, 0644), 0);
+    friendly_import(f, file, &plain);
+    assert_false(plain.executable);
+    assert_same_as_ingest(f, file, &plain);
+
+    assert_ok(obi_write_file(file, "tool v2, longer", 15, 0755, err_ptr_));
+    friendly_import(f, file, &changed);
+    assert_false(obi_digest_equal(&changed.digest, &first.digest));
+    assert_int_equal(changed.size, 15);
+    assert_int_equal(obi_blob_has(f->store->blobs, &changed.digest, NULL), 1);
+    assert_same_as_ingest(f, file, &changed);
+    obi_node_clear(&first);
+    obi_node_clear(&again);
+    obi_node_clear(&plain);
+    obi_node_clear(&changed);
+    free(file);
+}
+
 static void test_friendly_request_errors_name_the_key(void **state)
 {
     fixture *f = *state;
@@ -236,6 +295,8 @@ static void test_friendly_request_errors_name_the_key(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_friendly_request_file_already_in_store_gives_the_ingest_node, setup, teardown),
         cmocka_unit_test_setup_teardown(test_input_cache_materializes_once_and_reuses, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
