@@ -36,7 +36,8 @@ int obi_bundle_close(obi_bundle *bundle, obi_error **err);
 void obi_bundle_closep(obi_bundle **bundle);
 #define cleanup_bundle __attribute__((cleanup(obi_bundle_closep)))
 
-/* Removes leftovers of crashed runs under bundle_root: every bundle whose lock is free has its
+/* Removes leftovers of crashed runs under bundle_root: every bundle whose lock is free (and that
+ * was not closed with keep set: those are marked BUNDLE/.kept and left alone) has its
  * container destroyed (runtime may be NULL), mounts below it detached and is removed (through
  * the user namespace when userns is given). *swept (optional) counts them. */
 int obi_bundle_sweep(const char *bundle_root, obi_runtime *runtime, const obi_userns_ids *userns,

@@ -19,6 +19,7 @@
 #include "ocibuild/fs.h"
 
 #define LOCK_NAME ".lock"
+#define KEPT_NAME ".kept" /* marks a bundle kept on purpose (--keep-bundle): never swept */
 
 struct obi_bundle {
     char *path;
@@ -145,8 +146,16 @@ int obi_bundle_close(obi_bundle *bundle, obi_error **err)
     if (!bundle)
         return 0;
     int r = 0;
-    if (!bundle->keep)
+    if (!bundle->keep) {
         r = remove_bundle_dir(bundle->path, bundle->has_userns ? &bundle->userns : NULL, err);
+    } else {
+        /* Marked before the lock is released, so no sweep takes it for a crashed run's. */
+        cleanup_free char *kept = obi_path_join(bundle->path, KEPT_NAME);
+        if (!kept)
+            r = obi_error_set(err, -ENOMEM, "out of memory");
+        else
+            r = obi_write_file(kept, "", 0, 0644, err);
+    }
     if (bundle->lock_fd >= 0)
         close(bundle->lock_fd);
     free(bundle->path);
@@ -237,8 +246,12 @@ int obi_bundle_sweep(const char *bundle_root, obi_runtime *runtime, const obi_us
             continue;
         cleanup_free char *path = obi_path_join(bundle_root, de->d_name);
         cleanup_free char *lock_path = path ? obi_path_join(path, LOCK_NAME) : NULL;
-        if (!lock_path)
+        cleanup_free char *kept_path = path ? obi_path_join(path, KEPT_NAME) : NULL;
+        if (!lock_path || !kept_path)
             return obi_error_set(err, -ENOMEM, "out of memory");
+        struct stat st;
+        if (lstat(kept_path, &st) == 0)
+            continue; /* kept for debugging: the user removes it */
         cleanup_close int fd = open(lock_path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
         if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
             continue; /* a live run owns it */

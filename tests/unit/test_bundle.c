@@ -100,6 +100,23 @@ static void test_bundle_sweep_removes_only_unlocked_bundles(void **state)
     obi_test_tmpdir_remove(root);
 }
 
+static void test_bundle_sweep_leaves_kept_bundles(void **state)
+{
+    (void)state;
+    char *root = obi_test_tmpdir();
+    obi_bundle *bundle = NULL;
+    assert_ok(obi_bundle_create(root, &bundle, err_ptr_));
+    char *path = strdup(obi_bundle_path(bundle));
+    obi_bundle_set_keep(bundle, true);
+    assert_ok(obi_bundle_close(bundle, err_ptr_)); /* lock released, directory kept */
+    unsigned swept = 7;
+    assert_ok(obi_bundle_sweep(root, NULL, NULL, &swept, err_ptr_));
+    assert_int_equal(swept, 0);
+    assert_true(exists(path));
+    free(path);
+    obi_test_tmpdir_remove(root);
+}
+
 static void test_bundle_create_fails_clearly_on_unwritable_root(void **state)
 {
     (void)state;
@@ -117,6 +134,7 @@ int main(void)
         cmocka_unit_test(test_bundle_close_removes_directory_and_contents),
         cmocka_unit_test(test_bundle_keep_leaves_directory),
         cmocka_unit_test(test_bundle_sweep_removes_only_unlocked_bundles),
+        cmocka_unit_test(test_bundle_sweep_leaves_kept_bundles),
         cmocka_unit_test(test_bundle_create_fails_clearly_on_unwritable_root),
     };
     return cmocka_run_group_tests_name("bundle", tests, NULL, NULL);
