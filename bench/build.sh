@@ -2,7 +2,8 @@
 # The build service's numbers (issue 3), each side by side with its reference in the same run:
 #  1. per-build overhead: `ocibuild build` of a trivial request (busybox input, one small
 #     output) vs `runc run` of the very bundle ocibuild generated for it (kept once, its input
-#     pointing straight at /bin/busybox), hyperfine with warmups; ratio ocibuild/runc;
+#     pointing straight at /bin/busybox), hyperfine with warmups in rounds whose order
+#     alternates (ROUNDS, default 4); wall time (mean, median) and CPU time; ratio ocibuild/runc;
 #  2. the same build as a Nix derivation (builder = static busybox in the store, sandbox on, no
 #     substituters), rebuilt with `nix-build --check`; ratio ocibuild/nix;
 #  3. input materialization of a 10,000-file input tree (already in castore): first build with
@@ -47,18 +48,41 @@ JSON
 "$OCIBUILD" build --keep-bundle "$tmp/hello.json" >/dev/null
 kept=$(ls -d "$OCIBUILD_DATA_DIR"/bundles/*-*-*-*-*)
 cp -a "$kept" "$tmp/plain"
-rm -rf "$kept" "$tmp/plain/.lock"
+rm -rf "$kept" "$tmp/plain/.lock" "$tmp/plain/.kept"
 ln -sfn /bin/busybox "$tmp/plain/inputs/busybox"
 
+# compare NAME_A CMD_A NAME_B CMD_B: ROUNDS hyperfine rounds (warmups each), the two commands'
+# order alternating between rounds, so the shared machine's shifting load hits both alike.
+# Prints mean and median wall time and mean CPU time (user+system, children included) of each,
+# and the ratios A/B.
+compare() {
+  local rounds=${ROUNDS:-4} per=$(((RUNS + ${ROUNDS:-4} - 1) / ${ROUNDS:-4})) i
+  for i in $(seq 1 "$rounds"); do
+    if [ $((i % 2)) -eq 1 ]; then
+      hyperfine -N --warmup 2 --runs "$per" --export-json "$tmp/round$i.json" \
+        -n "$1" "$2" -n "$3" "$4" >/dev/null 2>&1
+    else
+      hyperfine -N --warmup 2 --runs "$per" --export-json "$tmp/round$i.json" \
+        -n "$3" "$4" -n "$1" "$2" >/dev/null 2>&1
+    fi
+  done
+  jq -s --arg a "$1" --arg b "$3" -r '
+    def stats($n): [.[] | .results[] | select(.command == $n)] as $r
+      | ([$r[] | .times[]] | sort) as $t
+      | {mean: (($t | add) / ($t | length) * 1000),
+         median: ($t[($t | length) / 2 | floor] * 1000),
+         cpu: (([$r[] | .user + .system] | add) / ($r | length) * 1000)};
+    (map(.) | stats($a)) as $x | (map(.) | stats($b)) as $y
+    | "\($a): mean \($x.mean * 10 | round / 10) ms, median \($x.median * 10 | round / 10) ms, CPU \($x.cpu * 10 | round / 10) ms",
+      "\($b): mean \($y.mean * 10 | round / 10) ms, median \($y.median * 10 | round / 10) ms, CPU \($y.cpu * 10 | round / 10) ms",
+      "ratio \($a)/\($b): mean \($x.mean / $y.mean * 100 | round / 100), median \($x.median / $y.median * 100 | round / 100), CPU \($x.cpu / $y.cpu * 100 | round / 100)"
+  ' "$tmp"/round*.json
+  rm -f "$tmp"/round*.json
+}
+
 echo "== per-build overhead: ocibuild build vs runc run ($RUNS runs each) =="
-hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$tmp/overhead.json" \
-  -n "ocibuild build" "$OCIBUILD build $tmp/hello.json" \
-  -n "runc run" "runc run --bundle $tmp/plain obi-bench-plain" >/dev/null
-ours=$(ms "$tmp/overhead.json" 0 mean)
-runc_ms=$(ms "$tmp/overhead.json" 1 mean)
-printf 'ocibuild build: %7.1f ms (median %.1f)\n' "$ours" "$(ms "$tmp/overhead.json" 0 median)"
-printf 'runc run:       %7.1f ms (median %.1f)\n' "$runc_ms" "$(ms "$tmp/overhead.json" 1 median)"
-printf 'ratio ocibuild/runc: %.2f\n' "$(echo "$ours / $runc_ms" | bc -l)"
+compare "ocibuild build" "$OCIBUILD build $tmp/hello.json" \
+  "runc run" "runc run --bundle $tmp/plain obi-bench-plain"
 
 echo "== against nix-build (sandbox on, no substituters, --check rebuilds) =="
 if tests/e2e/nix_setup.sh 2>"$tmp/nix_setup.log"; then
@@ -75,14 +99,8 @@ NIX
   drv=$(nix-instantiate "$tmp/hello.nix" 2>/dev/null)
   nixopts="--option sandbox true --option sandbox-fallback false --option substituters ''"
   eval nix-build $nixopts --no-out-link "$drv" >/dev/null 2>&1
-  hyperfine -N --warmup 2 --runs "$RUNS" --export-json "$tmp/nix.json" \
-    -n "ocibuild build" "$OCIBUILD build $tmp/hello.json" \
-    -n "nix-build --check" "nix-build $nixopts --check --no-out-link $drv" >/dev/null
-  ours=$(ms "$tmp/nix.json" 0 mean)
-  nix_ms=$(ms "$tmp/nix.json" 1 mean)
-  printf 'ocibuild build:    %7.1f ms\n' "$ours"
-  printf 'nix-build --check: %7.1f ms\n' "$nix_ms"
-  printf 'ratio ocibuild/nix: %.2f\n' "$(echo "$ours / $nix_ms" | bc -l)"
+  compare "ocibuild build" "$OCIBUILD build $tmp/hello.json" \
+    "nix-build --check" "nix-build $nixopts --check --no-out-link $drv"
   nix-store --delete "$(nix-store -q --outputs "$drv")" "$drv" >/dev/null 2>&1 || true
 else
   echo "SKIP: Nix not usable: $(cat "$tmp/nix_setup.log")"
