@@ -6,8 +6,8 @@
  *   bench_grpc put URL FILE              store FILE as a blob (1 MiB writes), print MiB/s
  *   bench_grpc read URL HEX              read the blob to nowhere, print MiB/s
  *   bench_grpc readfile PATH             read() the file in 1 MiB pieces, print MiB/s
- *   bench_grpc stat URL HEX THREADS SEC  THREADS client threads (sharing one channel) call has() in a
- *                                        loop for SEC seconds, print requests/s
+ *   bench_grpc stat URL HEX THREADS SEC  THREADS client threads (sharing one channel) call
+ *                                        has() in a loop for SEC seconds, print requests/s
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -8,7 +8,8 @@ PACKAGES="build-essential meson ninja-build pkg-config
   runc crun uidmap busybox-static bash-static b3sum nix-bin
   python3 python3-jsonschema python3-grpcio python3-grpc-tools
   umoci skopeo valgrind hyperfine
-  clang libclang-rt-14-dev"
+  clang libclang-rt-14-dev
+  clang-format clang-tidy cppcheck"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

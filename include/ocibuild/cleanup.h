@@ -58,7 +58,8 @@ static inline void obi_strv_freep(char ***strv)
 
 /* Defines static inline NAMEp(TYPE **) calling FREE_FN(*p) when non-NULL. */
 #define OBI_DEFINE_CLEANUP(type, free_fn)                                                          \
-    static inline void free_fn##p(type **p)                                                        \
+    /* `type` is a type name: it cannot be parenthesized. */                                       \
+    static inline void free_fn##p(type **p) /* NOLINT(bugprone-macro-parentheses) */               \
     {                                                                                              \
         if (*p)                                                                                    \
             free_fn(*p);                                                                           \

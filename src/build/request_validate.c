@@ -80,8 +80,8 @@ static int check_ascending(const char *field, const char *what, const char *prev
     if (c == 0)
         return obi_error_set(err, -EINVAL, "%s: duplicate %s%s", field, what, qc ? qc : "");
     return obi_error_set(err, -EINVAL,
-                         "%s: %s%s sorts before the previous %s%s (must be ascending)", field,
-                         what, qc ? qc : "", what, qp ? qp : "");
+                         "%s: %s%s sorts before the previous %s%s (must be ascending)", field, what,
+                         qc ? qc : "", what, qp ? qp : "");
 }
 
 /* Does scratch (clean, relative) contain path (clean, relative), by whole components? */

@@ -105,7 +105,7 @@ int obi_spec_options_rootless_current_user(obi_spec_options *opts, obi_error **e
         name = found->pw_name;
     const char *subuid_file = getenv("OCIBUILD_SUBUID_FILE");
     const char *subgid_file = getenv("OCIBUILD_SUBGID_FILE");
-    obi_subid_range subuid, subgid;
+    obi_subid_range subuid = {0}, subgid = {0};
     int r =
         obi_subid_lookup(subuid_file ? subuid_file : "/etc/subuid", "uid", name, uid, &subuid, err);
     if (r < 0)

@@ -9,7 +9,10 @@
 #include "ocibuild/blake3.h"
 #include "ocibuild/digest.h"
 
-void obi_digest_of(const void *data, size_t len, obi_digest *out) { obi_blake3(data, len, out->bytes); }
+void obi_digest_of(const void *data, size_t len, obi_digest *out)
+{
+    obi_blake3(data, len, out->bytes);
+}
 
 bool obi_digest_equal(const obi_digest *a, const obi_digest *b)
 {
@@ -67,7 +70,7 @@ int obi_digest_from_hex(const char *hex, obi_digest *out, obi_error **err)
     if (len != OBI_DIGEST_HEX_LEN)
         return obi_error_set(err, -EINVAL, "digest %s: expected 64 hex characters, got %zu", hex,
                              len);
-    obi_digest d;
+    obi_digest d = {0};
     for (size_t i = 0; i < len; i++)
         if (hex_value(hex[i]) < 0)
             return obi_error_set(err, -EINVAL, "digest %s: invalid hex character at offset %zu",
@@ -79,7 +82,10 @@ int obi_digest_from_hex(const char *hex, obi_digest *out, obi_error **err)
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-size_t obi_base64_encoded_len(size_t len) { return (len + 2) / 3 * 4; }
+size_t obi_base64_encoded_len(size_t len)
+{
+    return (len + 2) / 3 * 4;
+}
 
 void obi_base64_encode(const uint8_t *data, size_t len, char *out)
 {
@@ -169,7 +175,10 @@ int obi_base64_decode(const char *text, size_t text_len, uint8_t **out, size_t *
 
 static const char B32[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
-size_t obi_base32_encoded_len(size_t len) { return (len + 4) / 5 * 8; }
+size_t obi_base32_encoded_len(size_t len)
+{
+    return (len + 4) / 5 * 8;
+}
 
 void obi_base32_encode(const uint8_t *data, size_t len, char *out)
 {
@@ -190,7 +199,10 @@ void obi_base32_encode(const uint8_t *data, size_t len, char *out)
 
 static const char NIX32[] = "0123456789abcdfghijklmnpqrsvwxyz";
 
-size_t obi_nixbase32_encoded_len(size_t len) { return (len * 8 + 4) / 5; }
+size_t obi_nixbase32_encoded_len(size_t len)
+{
+    return (len * 8 + 4) / 5;
+}
 
 void obi_nixbase32_encode(const uint8_t *data, size_t len, char *out)
 {
@@ -214,7 +226,8 @@ int obi_nixbase32_decode(const char *text, size_t text_len, uint8_t *out, size_t
                              obi_nixbase32_encoded_len(out_len), text_len);
     memset(out, 0, out_len);
     for (size_t k = 0; k < text_len; k++) {
-        const char *p = memchr(NIX32, text[k], 32);
+        /* 32: the digits only; the terminating NUL is not one. */
+        const char *p = memchr(NIX32, text[k], 32); // NOLINT(bugprone-not-null-terminated-result)
         if (!p || !text[k])
             return obi_error_set(err, -EINVAL, "nixbase32: invalid character at offset %zu", k);
         unsigned digit = (unsigned)(p - NIX32);
@@ -235,7 +248,7 @@ char *obi_digest_to_b3_string(const obi_digest *d)
     char *out = malloc(3 + obi_base64_encoded_len(OBI_DIGEST_LEN) + 1);
     if (!out)
         return NULL;
-    memcpy(out, "b3:", 3);
+    strcpy(out, "b3:");
     obi_base64_encode(d->bytes, OBI_DIGEST_LEN, out + 3);
     return out;
 }

@@ -122,20 +122,11 @@ static int local_putter_put(obi_directory_putter *base, const obi_directory *dir
     local_directory_putter *putter = (local_directory_putter *)base;
     if (putter->finished)
         return obi_error_set(err, -EINVAL, "directory putter: put after finish");
-    obi_encoded_directory *encoded = NULL;
     obi_digest digest;
-    int r = obi_encoded_directory_new(dir, &encoded, &digest, err);
-    if (r == 0)
-        r = obi_directory_check_children(dir, &putter->pending, local_stored_size, putter->svc,
-                                         err);
-    if (r == 0 && (r = obi_digest_map_insert(&putter->pending, &digest, encoded)) == 0)
-        free(encoded); /* put twice: already pending */
-    if (r < 0) {
-        free(encoded);
-        if (r == -ENOMEM)
-            return obi_error_set(err, r, "out of memory");
+    int r = obi_directory_pending_put(dir, &putter->pending, local_stored_size, putter->svc,
+                                      &digest, err);
+    if (r < 0)
         return r;
-    }
     putter->last = digest;
     putter->any = true;
     if (digest_out)

@@ -245,20 +245,11 @@ static int memory_putter_put(obi_directory_putter *base, const obi_directory *di
     memory_directory_putter *putter = (memory_directory_putter *)base;
     if (putter->finished)
         return obi_error_set(err, -EINVAL, "directory putter: put after finish");
-    obi_encoded_directory *encoded = NULL;
     obi_digest digest;
-    int r = obi_encoded_directory_new(dir, &encoded, &digest, err);
-    if (r == 0)
-        r = obi_directory_check_children(dir, &putter->pending, memory_stored_size, putter->svc,
-                                         err);
-    if (r == 0 && (r = obi_digest_map_insert(&putter->pending, &digest, encoded)) == 0)
-        free(encoded); /* put twice: already pending */
-    if (r < 0) {
-        free(encoded);
-        if (r == -ENOMEM)
-            return obi_error_set(err, r, "out of memory");
+    int r = obi_directory_pending_put(dir, &putter->pending, memory_stored_size, putter->svc,
+                                      &digest, err);
+    if (r < 0)
         return r;
-    }
     putter->last = digest;
     putter->any = true;
     if (digest_out)

@@ -106,7 +106,7 @@ static int wire_scan(const uint8_t *data, size_t len, const wire_schema *schema,
     size_t pos = 0;
     while (pos < len) {
         size_t key_at = pos;
-        uint64_t key, v;
+        uint64_t key = 0, v = 0;
         int r = read_varint(data, len, &pos, &key, base, err);
         if (r < 0)
             return r;

@@ -151,6 +151,27 @@ int obi_directory_check_children(const obi_directory *dir, const obi_digest_map 
     return 0;
 }
 
+int obi_directory_pending_put(const obi_directory *dir, obi_digest_map *pending,
+                              obi_stored_size_fn stored_size, void *ctx, obi_digest *digest_out,
+                              obi_error **err)
+{
+    cleanup_free obi_encoded_directory *encoded = NULL;
+    obi_digest digest;
+    int r = obi_encoded_directory_new(dir, &encoded, &digest, err);
+    if (r < 0)
+        return r;
+    r = obi_directory_check_children(dir, pending, stored_size, ctx, err);
+    if (r < 0)
+        return r;
+    r = obi_digest_map_insert(pending, &digest, encoded);
+    if (r < 0)
+        return obi_error_set(err, r, "out of memory");
+    if (r == 1)
+        encoded = NULL; /* pending owns it now; r == 0: put twice, already pending */
+    *digest_out = digest;
+    return 0;
+}
+
 int obi_directory_decode_verified(const obi_digest *digest, const uint8_t *data, size_t len,
                                   obi_directory **out, obi_error **err)
 {
@@ -425,39 +446,39 @@ static int mention_supported(obi_error **err, int r)
     return r;
 }
 
-int obi_blob_service_open(const char *text, obi_blob_service **out, obi_error **err)
+int obi_blob_service_open(const char *url, obi_blob_service **out, obi_error **err)
 {
-    cleanup_url obi_url *url = NULL;
+    cleanup_url obi_url *parsed = NULL;
     obi_blob_service_factory blobs = NULL;
     obi_directory_service_factory directories = NULL;
-    int r = obi_url_parse(text, &url, err);
+    int r = obi_url_parse(url, &parsed, err);
     if (r == 0)
-        r = find_factories(url, text, &blobs, &directories, err);
+        r = find_factories(parsed, url, &blobs, &directories, err);
     if (r == 0 && !blobs)
-        r = obi_error_set(err, -EINVAL, "store URL '%s': scheme '%s://' has no blob service", text,
-                          url->scheme);
+        r = obi_error_set(err, -EINVAL, "store URL '%s': scheme '%s://' has no blob service", url,
+                          parsed->scheme);
     if (r == 0)
-        r = blobs(url, out, err);
+        r = blobs(parsed, out, err);
     if (r < 0)
-        return obi_error_prefix(err, mention_supported(err, r), "blob service %s", text);
+        return obi_error_prefix(err, mention_supported(err, r), "blob service %s", url);
     return 0;
 }
 
-int obi_directory_service_open(const char *text, obi_directory_service **out, obi_error **err)
+int obi_directory_service_open(const char *url, obi_directory_service **out, obi_error **err)
 {
-    cleanup_url obi_url *url = NULL;
+    cleanup_url obi_url *parsed = NULL;
     obi_blob_service_factory blobs = NULL;
     obi_directory_service_factory directories = NULL;
-    int r = obi_url_parse(text, &url, err);
+    int r = obi_url_parse(url, &parsed, err);
     if (r == 0)
-        r = find_factories(url, text, &blobs, &directories, err);
+        r = find_factories(parsed, url, &blobs, &directories, err);
     if (r == 0 && !directories)
         r = obi_error_set(err, -EINVAL, "store URL '%s': scheme '%s://' has no directory service",
-                          text, url->scheme);
+                          url, parsed->scheme);
     if (r == 0)
-        r = directories(url, out, err);
+        r = directories(parsed, out, err);
     if (r < 0)
-        return obi_error_prefix(err, mention_supported(err, r), "directory service %s", text);
+        return obi_error_prefix(err, mention_supported(err, r), "directory service %s", url);
     return 0;
 }
 

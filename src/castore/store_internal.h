@@ -33,6 +33,13 @@ typedef int (*obi_stored_size_fn)(void *ctx, const obi_digest *digest, uint64_t 
 int obi_directory_check_children(const obi_directory *dir, const obi_digest_map *pending,
                                  obi_stored_size_fn stored_size, void *ctx, obi_error **err);
 
+/* One put of a directory putter: encodes dir, checks its children against pending and the
+ * store (obi_directory_check_children) and adds the encoding to pending unless it is already
+ * there (a directory put twice). *digest_out = its digest. */
+int obi_directory_pending_put(const obi_directory *dir, obi_digest_map *pending,
+                              obi_stored_size_fn stored_size, void *ctx, obi_digest *digest_out,
+                              obi_error **err);
+
 /* Decodes, validates and checks that the bytes hash to digest (-EIO naming it otherwise). */
 int obi_directory_decode_verified(const obi_digest *digest, const uint8_t *data, size_t len,
                                   obi_directory **out, obi_error **err);

@@ -297,7 +297,7 @@ static int parse_output_element(parser *ps, void *ctx)
     if (grow((void **)&drv->outputs, drv->n_outputs, &c->cap, sizeof *drv->outputs) < 0)
         return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
     obi_derivation_output *o = &drv->outputs[drv->n_outputs];
-    size_t name_at, algo_at, hash_at;
+    size_t name_at = 0, algo_at = 0, hash_at = 0;
     int r = expect_char(ps, '(');
     if (r >= 0)
         r = parse_string(ps, &o->name, &name_at);

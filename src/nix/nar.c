@@ -491,7 +491,7 @@ char *obi_nar_hash_to_string(const obi_nar_hash *hash)
     char *s = malloc(strlen("sha256:") + len + 1);
     if (!s)
         return NULL;
-    memcpy(s, "sha256:", 7);
+    strcpy(s, "sha256:");
     obi_nixbase32_encode(hash->sha256, OBI_SHA256_LEN, s + 7);
     return s;
 }

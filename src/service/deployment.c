@@ -132,6 +132,10 @@ static int fail_at(walker *w, const yaml_node_t *node, const char *path, const c
                          node ? (size_t)node->start_mark.line + 1 : 0,
                          node ? (size_t)node->start_mark.column + 1 : 0, path, msg);
 }
+#ifdef __clang_analyzer__
+/* Variadic, fail_at is not inlined by the static analyzer: tell it the result is negative. */
+#define fail_at(...) obi_error_negative(fail_at(__VA_ARGS__))
+#endif
 
 static yaml_node_t *node_get(walker *w, int index)
 {

@@ -347,7 +347,7 @@ int obi_resolve_user(const char *user, const char *rootfs, unsigned *uid, unsign
         *group++ = '\0';
     if (!*copy || (group && !*group))
         return obi_error_set(err, -EINVAL, "image User \"%s\": expected uid[:gid]", user);
-    unsigned u, g = 0;
+    unsigned u = 0, g = 0;
     bool have_gid = false;
     int r;
     if (parse_id(copy, &u)) {

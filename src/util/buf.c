@@ -1,6 +1,7 @@
 /*
  * obi_buf: growable byte buffer (see include/ocibuild/buf.h).
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,7 +40,10 @@ int obi_buf_append(obi_buf *buf, const void *data, size_t len)
     return 0;
 }
 
-int obi_buf_append_str(obi_buf *buf, const char *s) { return obi_buf_append(buf, s, strlen(s)); }
+int obi_buf_append_str(obi_buf *buf, const char *s)
+{
+    return obi_buf_append(buf, s, strlen(s));
+}
 
 int obi_buf_appendf(obi_buf *buf, const char *fmt, ...)
 {
@@ -77,6 +81,7 @@ char *obi_buf_steal(obi_buf *buf)
 {
     if (!buf->data && obi_buf_reserve(buf, 0) < 0)
         return NULL;
+    assert(buf->data); /* data == NULL implies cap == 0, so reserve allocated */
     buf->data[buf->len] = 0;
     char *p = (char *)buf->data;
     buf->data = NULL;

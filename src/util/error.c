@@ -1,6 +1,7 @@
 /*
  * obi_error: heap-allocated error messages with context prefixes (see include/ocibuild/error.h).
  */
+#define OBI_ERROR_IMPLEMENTATION /* defines the functions error.h declares */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -18,8 +18,6 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/process.h"
 
-extern char **environ;
-
 char *obi_find_executable(const char *name, const char *extra_dirs)
 {
     if (strchr(name, '/'))

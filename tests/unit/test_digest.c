@@ -49,11 +49,9 @@ static void test_digest_base64_rejects_malformed(void **state)
     obi_error *err = NULL;
     uint8_t *dec = NULL;
     size_t len;
-    assert_fails_with(err, obi_base64_decode("Zm9", 3, &dec, &len, &err), -EINVAL,
-                      "multiple of 4");
+    assert_fails_with(err, obi_base64_decode("Zm9", 3, &dec, &len, &err), -EINVAL, "multiple of 4");
     assert_fails_with(err, obi_base64_decode("Zm!v", 4, &dec, &len, &err), -EINVAL, "offset 2");
-    assert_fails_with(err, obi_base64_decode("Zh==", 4, &dec, &len, &err), -EINVAL,
-                      "padding bits");
+    assert_fails_with(err, obi_base64_decode("Zh==", 4, &dec, &len, &err), -EINVAL, "padding bits");
     assert_null(dec);
 }
 
@@ -71,8 +69,8 @@ static void test_digest_base32_rfc4648_vectors(void **state)
 {
     (void)state;
     static const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-    static const char *enc[] = {"",         "MY======",         "MZXQ====",        "MZXW6===",
-                                "MZXW6YQ=", "MZXW6YTB",         "MZXW6YTBOI======"};
+    static const char *enc[] = {
+        "", "MY======", "MZXQ====", "MZXW6===", "MZXW6YQ=", "MZXW6YTB", "MZXW6YTBOI======"};
     for (size_t i = 0; i < 7; i++) {
         char out[32];
         obi_base32_encode((const uint8_t *)plain[i], strlen(plain[i]), out);

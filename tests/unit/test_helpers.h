@@ -30,7 +30,7 @@ char *obi_test_shared_data(const char *name);
         (void)err_ptr_;                                                                            \
         int _r = (expr);                                                                           \
         if (_r != 0)                                                                               \
-            print_error("%s -> %d: %s\n", #expr, _r, _e ? _e->message : "(no message)");         \
+            print_error("%s -> %d: %s\n", #expr, _r, _e ? _e->message : "(no message)");           \
         obi_error_free(_e);                                                                        \
         assert_int_equal(_r, 0);                                                                   \
     } while (0)
@@ -43,7 +43,7 @@ char *obi_test_shared_data(const char *name);
         assert_int_equal(_r, (code));                                                              \
         assert_non_null(err_var);                                                                  \
         if (!strstr((err_var)->message, (needle)))                                                 \
-            print_error("message '%s' lacks '%s'\n", (err_var)->message, (needle));               \
+            print_error("message '%s' lacks '%s'\n", (err_var)->message, (needle));                \
         assert_non_null(strstr((err_var)->message, (needle)));                                     \
         obi_error_free(err_var);                                                                   \
         err_var = NULL;                                                                            \

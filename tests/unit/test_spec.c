@@ -272,8 +272,8 @@ static void test_spec_rootful_has_no_id_mappings_and_denies_devices(void **state
     json_t *linux_obj = json_object_get(config, "linux");
     assert_null(json_object_get(linux_obj, "uidMappings"));
     assert_null(json_object_get(linux_obj, "gidMappings"));
-    json_t *dev = json_array_get(
-        json_object_get(json_object_get(linux_obj, "resources"), "devices"), 0);
+    json_t *dev =
+        json_array_get(json_object_get(json_object_get(linux_obj, "resources"), "devices"), 0);
     assert_true(json_is_false(json_object_get(dev, "allow")));
     assert_string_equal(json_string_value(json_object_get(dev, "access")), "rwm");
 }
@@ -340,8 +340,7 @@ static void test_spec_scratch_and_input_mounts(void **state)
     assert_mount(config, "/build", "none", "scratch/" SNAME_BUILD, "rbind,rw");
     assert_mount(config, "/nix/store", "none", "scratch/" SNAME_NIX_STORE, "rbind,rw");
     assert_mount(config, "/nix/store/aaa-dep", "none", "inputs/aaa-dep", "rbind,ro,nosuid,nodev");
-    assert_mount(config, "/nix/store/bbb-link", "none", "inputs/bbb-link",
-                 "rbind,ro,nosuid,nodev");
+    assert_mount(config, "/nix/store/bbb-link", "none", "inputs/bbb-link", "rbind,ro,nosuid,nodev");
 }
 
 static void test_spec_inputs_at_root_when_inputs_dir_empty(void **state)
@@ -476,10 +475,9 @@ static void test_subid_malformed_line_names_file_and_line(void **state)
     (void)state;
     obi_subid_range r;
     obi_error *err = NULL;
-    assert_fails_with(err,
-                      obi_subid_parse("alice:1:2\nbob:x:3\n", "/etc/subuid", "uid", "bob", 1, &r,
-                                      &err),
-                      -EINVAL, "/etc/subuid:2: malformed line");
+    assert_fails_with(
+        err, obi_subid_parse("alice:1:2\nbob:x:3\n", "/etc/subuid", "uid", "bob", 1, &r, &err),
+        -EINVAL, "/etc/subuid:2: malformed line");
     assert_fails_with(err, obi_subid_parse("bob:1\n", "f", "uid", "bob", 1, &r, &err), -EINVAL,
                       "f:1: malformed line");
     assert_fails_with(err, obi_subid_parse("bob:1:99999999999\n", "f", "uid", "bob", 1, &r, &err),
