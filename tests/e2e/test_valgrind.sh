@@ -1,0 +1,100 @@
+#!/bin/bash
+# The CLI paths under valgrind memcheck: definite and indirect leaks and memory errors fail the
+# case (exit 99 from --error-exitcode). "possibly"/"still reachable" blocks are not errors: they
+# are what glibc, OpenSSL and jansson keep for the process lifetime. Only ocibuild itself runs
+# under valgrind (--trace-children=no): runc and nix-store are children. One TAP line per path:
+# hash, store import/ls/cat/export, spec of every examples/requests/*.json, service spec, an
+# invalid request (the error path) and, as root with runc, a trivial build.
+source "$(dirname "$0")/lib.sh"
+root=$(cd "$E2E_DIR/../.." && pwd)
+
+if ! command -v valgrind >/dev/null; then
+  t_skip "CLI paths under valgrind" "valgrind is not installed (Debian package valgrind)"
+  t_done; exit
+fi
+
+VG=(valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99
+    --trace-children=no --track-fds=no)
+# vg NAME EXPECTED_EXIT CMD...: runs ocibuild CMD under valgrind; passes when the exit status
+# is EXPECTED_EXIT (not 99) and valgrind reported nothing.
+vg() {
+  local name=$1 want=$2; shift 2
+  local log="$T_TMP/vg-$T_NUM.log" rc
+  "${VG[@]}" --log-file="$log" "$OCIBUILD" "$@" >"$T_TMP/vg.out" 2>"$T_TMP/vg.err" </dev/null
+  rc=$?
+  # "==PID==" lines are memcheck's reports; "--PID--" lines are notes such as valgrind not
+  # knowing a newer syscall (pidfd_open), which the program handles.
+  if [ "$rc" -eq "$want" ] && ! grep -q '^==' "$log"; then
+    t_ok "$name"
+  else
+    t_fail "$name" "exit $rc (want $want)
+$(grep -v "^--" "$log" | head -60)
+$(tail -5 "$T_TMP/vg.err")"
+  fi
+}
+
+export OCIBUILD_STORE="$T_TMP/store"
+tree=$T_TMP/tree
+mkdir -p "$tree/sub/deeper"
+printf 'hello\n' >"$tree/a"
+head -c 300000 /dev/urandom >"$tree/sub/big"
+printf '#!/bin/sh\n' >"$tree/sub/run" && chmod +x "$tree/sub/run"
+ln -s ../a "$tree/sub/link"
+
+vg "hash of two files" 0 hash "$tree/a" "$tree/sub/big"
+vg "store import of a small tree" 0 store import "$tree"
+node=$(cat "$T_TMP/vg.out")
+printf '%s' "$node" >"$T_TMP/node.json"
+vg "store ls of the imported tree" 0 store ls "$node"
+digest=$(b3sum --no-names "$tree/a" 2>/dev/null || "$OCIBUILD" hash "$tree/a" | cut -d' ' -f1)
+vg "store cat of a blob" 0 store cat "$digest"
+vg "store export of the tree" 0 store export "$node" "$T_TMP/exported"
+if diff -r "$tree" "$T_TMP/exported" >/dev/null; then t_ok "exported tree equals the source"
+else t_fail "exported tree equals the source" "$(diff -r "$tree" "$T_TMP/exported" 2>&1 | head)"; fi
+
+for req in "$root"/examples/requests/*.json; do
+  vg "spec of examples/requests/$(basename "$req")" 0 spec "$req"
+done
+
+cat >"$T_TMP/deploy.yaml" <<'YAML'
+version: v1
+deployment: vg-test
+services:
+  web:
+    command: { entrypoint: [/bin/httpd], args: [-f, -p, "8080"] }
+    env: { LOG_LEVEL: info }
+    resources: { cpu: 0.5, memory: 64Mi }
+    storage:
+      - { type: tmpfs, target: /run/app, size: 16Mi }
+      - { type: named, name: cache, target: /cache }
+    depends: [ { service: db } ]
+  db:
+    host_network: true
+YAML
+vg "service spec of a deployment" 0 service spec "$T_TMP/deploy.yaml" web --data-dir "$T_TMP/data"
+
+printf '{"commandArgs": ["/bin/sh"], "outputs": ["b", "a"]}' >"$T_TMP/invalid.json"
+vg "spec of an invalid request fails cleanly" 1 spec "$T_TMP/invalid.json"
+vg "service spec of a missing service fails cleanly" 1 service spec "$T_TMP/deploy.yaml" nope
+
+if [ "$(id -u)" -ne 0 ] || ! command -v runc >/dev/null; then
+  t_skip "trivial build under valgrind" "needs root and runc"
+else
+  export OCIBUILD_DATA_DIR="$T_TMP/build-data"
+  cat >"$T_TMP/build.json" <<'JSON'
+{
+  "inputs": {"busybox": "/bin/busybox"},
+  "command_args": ["/nix/store/busybox", "sh", "-c", "mkdir -p /nix/store/out && echo hi > /nix/store/out/f"],
+  "working_dir": "build",
+  "scratch_paths": ["build", "nix/store"],
+  "inputs_dir": "nix/store",
+  "outputs": ["nix/store/out"]
+}
+JSON
+  if [ -x /bin/busybox ]; then
+    vg "trivial build under valgrind" 0 build "$T_TMP/build.json"
+  else
+    t_skip "trivial build under valgrind" "/bin/busybox is missing (Debian package busybox-static)"
+  fi
+fi
+t_done
