@@ -14,50 +14,11 @@
 #include "ocibuild/ingest.h"
 #include "test_helpers.h"
 
-typedef struct fixture {
-    char *tmp;
-    obi_blob_service *blobs;
-    obi_directory_service *dirs;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    f->tmp = obi_test_tmpdir();
-    assert_non_null(f->tmp);
-    assert_ok(obi_memory_blob_service_new(&f->blobs, err_ptr_));
-    assert_ok(obi_memory_directory_service_new(&f->dirs, err_ptr_));
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    obi_blob_service_free(f->blobs);
-    obi_directory_service_free(f->dirs);
-    obi_test_tmpdir_remove(f->tmp);
-    free(f);
-    return 0;
-}
-
-static char *path_in(fixture *f, const char *rel)
-{
-    char *p = obi_path_join(f->tmp, rel);
-    assert_non_null(p);
-    return p;
-}
-
-static void write_text(fixture *f, const char *rel, const char *text, mode_t mode)
-{
-    cleanup_free char *p = path_in(f, rel);
-    assert_ok(obi_write_file(p, text, strlen(text), mode, err_ptr_));
-    assert_int_equal(chmod(p, mode), 0);
-}
+typedef obi_test_store_fixture fixture;
 
 static mode_t mode_of(fixture *f, const char *rel)
 {
-    cleanup_free char *p = path_in(f, rel);
+    cleanup_free char *p = obi_test_path_in(f, rel);
     struct stat st;
     assert_int_equal(lstat(p, &st), 0);
     return st.st_mode;
@@ -65,12 +26,12 @@ static mode_t mode_of(fixture *f, const char *rel)
 
 static void make_tree(fixture *f)
 {
-    cleanup_free char *sub = path_in(f, "src/sub");
+    cleanup_free char *sub = obi_test_path_in(f, "src/sub");
     assert_ok(obi_mkdir_p(sub, 0755, err_ptr_));
-    write_text(f, "src/file", "file\n", 0644);
-    write_text(f, "src/tool", "#!/bin/sh\n", 0755);
-    write_text(f, "src/sub/empty", "", 0600);
-    cleanup_free char *link = path_in(f, "src/link");
+    obi_test_write_text(f, "src/file", "file\n", 0644);
+    obi_test_write_text(f, "src/tool", "#!/bin/sh\n", 0755);
+    obi_test_write_text(f, "src/sub/empty", "", 0600);
+    cleanup_free char *link = obi_test_path_in(f, "src/link");
     assert_int_equal(symlink("sub/empty", link), 0);
 }
 
@@ -78,7 +39,7 @@ static void test_export_round_trips_a_tree_with_modes(void **state)
 {
     fixture *f = *state;
     make_tree(f);
-    cleanup_free char *src = path_in(f, "src"), *dest = path_in(f, "dest");
+    cleanup_free char *src = obi_test_path_in(f, "src"), *dest = obi_test_path_in(f, "dest");
     cleanup_node obi_node node = {0};
     assert_ok(obi_ingest_path(f->blobs, f->dirs, src, NULL, &node, err_ptr_));
     assert_ok(obi_export_node(f->blobs, f->dirs, &node, dest, err_ptr_));
@@ -90,7 +51,7 @@ static void test_export_round_trips_a_tree_with_modes(void **state)
     assert_true(S_ISLNK(mode_of(f, "dest/link")));
     cleanup_free char *text = NULL;
     size_t len = 0;
-    cleanup_free char *file = path_in(f, "dest/file");
+    cleanup_free char *file = obi_test_path_in(f, "dest/file");
     assert_ok(obi_read_file(file, 100, &text, &len, err_ptr_));
     assert_string_equal(text, "file\n");
     /* Re-ingesting the export gives the same digest. */
@@ -102,12 +63,12 @@ static void test_export_round_trips_a_tree_with_modes(void **state)
 static void test_export_refuses_an_existing_destination(void **state)
 {
     fixture *f = *state;
-    write_text(f, "there", "old", 0644);
+    obi_test_write_text(f, "there", "old", 0644);
     cleanup_node obi_node node = {0};
     obi_digest d;
     assert_ok(obi_blob_put_bytes(f->blobs, "new", 3, &d, err_ptr_));
     assert_ok(obi_node_init_file(&node, "x", 1, &d, 3, false));
-    cleanup_free char *dest = path_in(f, "there");
+    cleanup_free char *dest = obi_test_path_in(f, "there");
     obi_error *err = NULL;
     assert_fails_with(err, obi_export_node(f->blobs, f->dirs, &node, dest, &err), -EEXIST,
                       "already exists");
@@ -124,7 +85,7 @@ static void test_export_rejects_wrong_file_size_and_leaves_nothing(void **state)
     assert_ok(obi_blob_put_bytes(f->blobs, "12345", 5, &d, err_ptr_));
     cleanup_node obi_node node = {0};
     assert_ok(obi_node_init_file(&node, "x", 1, &d, 4, false));
-    cleanup_free char *dest = path_in(f, "out");
+    cleanup_free char *dest = obi_test_path_in(f, "out");
     obi_error *err = NULL;
     assert_fails_with(err, obi_export_node(f->blobs, f->dirs, &node, dest, &err), -EIO, "out");
     assert_int_equal(access(dest, F_OK), -1);
@@ -172,7 +133,7 @@ static void test_export_detects_a_blob_digest_mismatch_naming_the_path(void **st
     obi_digest_of("vwxyz", 5, &claimed);
     cleanup_node obi_node node = {0};
     assert_ok(obi_node_init_file(&node, "x", 1, &claimed, 5, false));
-    cleanup_free char *dest = path_in(f, "corrupt");
+    cleanup_free char *dest = obi_test_path_in(f, "corrupt");
     obi_error *err = NULL;
     assert_fails_with(err, obi_export_node(&lying.base, f->dirs, &node, dest, &err), -EIO,
                       "corrupt: blob content has digest");
@@ -218,11 +179,11 @@ static void test_export_refuses_entry_names_that_would_escape(void **state)
     assert_ok(obi_directory_digest(evil, &d, err_ptr_));
     cleanup_node obi_node root = {0};
     assert_ok(obi_node_init_directory(&root, "r", 1, &d, obi_directory_size(evil)));
-    cleanup_free char *dest = path_in(f, "out");
+    cleanup_free char *dest = obi_test_path_in(f, "out");
     obi_error *err = NULL;
     assert_fails_with(err, obi_export_node(f->blobs, &hostile.base, &root, dest, &err), -EINVAL,
                       "out/../escaped");
-    cleanup_free char *escaped = path_in(f, "escaped");
+    cleanup_free char *escaped = obi_test_path_in(f, "escaped");
     assert_int_equal(access(escaped, F_OK), -1);
     assert_int_equal(access(dest, F_OK), -1);
 }
@@ -231,7 +192,7 @@ static void test_export_rejects_a_directory_size_that_does_not_match(void **stat
 {
     fixture *f = *state;
     make_tree(f);
-    cleanup_free char *src = path_in(f, "src"), *dest = path_in(f, "dest");
+    cleanup_free char *src = obi_test_path_in(f, "src"), *dest = obi_test_path_in(f, "dest");
     cleanup_node obi_node node = {0};
     assert_ok(obi_ingest_path(f->blobs, f->dirs, src, NULL, &node, err_ptr_));
     node.size += 1;
@@ -248,7 +209,7 @@ static void test_export_reports_an_absent_directory(void **state)
     obi_digest_of("nothing", 7, &d);
     cleanup_node obi_node node = {0};
     assert_ok(obi_node_init_directory(&node, "x", 1, &d, 0));
-    cleanup_free char *dest = path_in(f, "dest");
+    cleanup_free char *dest = obi_test_path_in(f, "dest");
     obi_error *err = NULL;
     assert_fails_with(err, obi_export_node(f->blobs, f->dirs, &node, dest, &err), -ENOENT, "dest");
     assert_int_equal(access(dest, F_OK), -1);
@@ -258,17 +219,18 @@ static void test_materialize_hard_links_non_executables_from_the_local_store(voi
 {
     fixture *f = *state;
     make_tree(f);
-    cleanup_free char *store = path_in(f, "store");
+    cleanup_free char *store = obi_test_path_in(f, "store");
     obi_blob_service *blobs = NULL;
     obi_directory_service *dirs = NULL;
     assert_ok(obi_local_blob_service_open(store, &blobs, err_ptr_));
     assert_ok(obi_local_directory_service_open(store, &dirs, err_ptr_));
-    cleanup_free char *src = path_in(f, "src"), *dest = path_in(f, "dest");
+    cleanup_free char *src = obi_test_path_in(f, "src"), *dest = obi_test_path_in(f, "dest");
     cleanup_node obi_node node = {0};
     assert_ok(obi_ingest_path(blobs, dirs, src, NULL, &node, err_ptr_));
     assert_ok(obi_materialize_node(blobs, dirs, &node, dest, err_ptr_));
 
-    cleanup_free char *file = path_in(f, "dest/file"), *tool = path_in(f, "dest/tool");
+    cleanup_free char *file = obi_test_path_in(f, "dest/file"),
+                      *tool = obi_test_path_in(f, "dest/tool");
     struct stat fst, tst, local;
     assert_int_equal(stat(file, &fst), 0);
     assert_int_equal(stat(tool, &tst), 0);
@@ -287,7 +249,7 @@ static void test_materialize_hard_links_non_executables_from_the_local_store(voi
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, obi_test_store_setup, obi_test_store_teardown)
         T(test_export_round_trips_a_tree_with_modes),
         T(test_export_refuses_an_existing_destination),
         T(test_export_rejects_wrong_file_size_and_leaves_nothing),

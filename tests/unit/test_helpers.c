@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "test_helpers.h"
 
@@ -40,4 +42,41 @@ char *obi_test_shared_data(const char *name)
     if (asprintf(&path, "%s/%s", base && *base ? base : "../shared/data", name) < 0)
         return NULL;
     return path;
+}
+
+int obi_test_store_setup(void **state)
+{
+    obi_test_store_fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    f->tmp = obi_test_tmpdir();
+    assert_non_null(f->tmp);
+    assert_ok(obi_memory_blob_service_new(&f->blobs, err_ptr_));
+    assert_ok(obi_memory_directory_service_new(&f->dirs, err_ptr_));
+    *state = f;
+    return 0;
+}
+
+int obi_test_store_teardown(void **state)
+{
+    obi_test_store_fixture *f = *state;
+    obi_blob_service_free(f->blobs);
+    obi_directory_service_free(f->dirs);
+    obi_test_tmpdir_remove(f->tmp);
+    free(f);
+    return 0;
+}
+
+char *obi_test_path_in(const obi_test_store_fixture *f, const char *rel)
+{
+    char *p = obi_path_join(f->tmp, rel);
+    assert_non_null(p);
+    return p;
+}
+
+void obi_test_write_text(const obi_test_store_fixture *f, const char *rel, const char *text,
+                         mode_t mode)
+{
+    cleanup_free char *p = obi_test_path_in(f, rel);
+    assert_ok(obi_write_file(p, text, strlen(text), mode, err_ptr_));
+    assert_int_equal(chmod(p, mode), 0);
 }

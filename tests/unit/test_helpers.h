@@ -13,7 +13,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <sys/types.h>
+
 #include "ocibuild/error.h"
+#include "ocibuild/store.h"
 
 /* Creates a fresh directory under $TMPDIR; returns its path (caller frees via
  * obi_test_tmpdir_remove). */
@@ -21,6 +24,21 @@ char *obi_test_tmpdir(void);
 void obi_test_tmpdir_remove(char *path);
 /* Path of a file in ../shared/data (from $OBI_SHARED_DATA); caller frees. */
 char *obi_test_shared_data(const char *name);
+
+/* A temporary directory and empty in-memory blob and directory services, for tests that ingest
+ * or export trees. obi_test_store_setup/_teardown are cmocka setup/teardown functions. */
+typedef struct obi_test_store_fixture {
+    char *tmp;
+    obi_blob_service *blobs;
+    obi_directory_service *dirs;
+} obi_test_store_fixture;
+int obi_test_store_setup(void **state);
+int obi_test_store_teardown(void **state);
+/* tmp/rel (caller frees). */
+char *obi_test_path_in(const obi_test_store_fixture *f, const char *rel);
+/* Writes text to tmp/rel and sets exactly mode (whatever the umask). */
+void obi_test_write_text(const obi_test_store_fixture *f, const char *rel, const char *text,
+                         mode_t mode);
 
 /* Asserts r == 0; on failure prints the error message first. */
 #define assert_ok(expr)                                                                            \

@@ -13,63 +13,24 @@
 #include "ocibuild/ingest.h"
 #include "test_helpers.h"
 
-typedef struct fixture {
-    char *tmp;
-    obi_blob_service *blobs;
-    obi_directory_service *dirs;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    f->tmp = obi_test_tmpdir();
-    assert_non_null(f->tmp);
-    assert_ok(obi_memory_blob_service_new(&f->blobs, err_ptr_));
-    assert_ok(obi_memory_directory_service_new(&f->dirs, err_ptr_));
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    obi_blob_service_free(f->blobs);
-    obi_directory_service_free(f->dirs);
-    obi_test_tmpdir_remove(f->tmp);
-    free(f);
-    return 0;
-}
-
-static char *path_in(fixture *f, const char *rel)
-{
-    char *p = obi_path_join(f->tmp, rel);
-    assert_non_null(p);
-    return p;
-}
-
-static void write_text(fixture *f, const char *rel, const char *text, mode_t mode)
-{
-    cleanup_free char *p = path_in(f, rel);
-    assert_ok(obi_write_file(p, text, strlen(text), mode, err_ptr_));
-    assert_int_equal(chmod(p, mode), 0);
-}
+typedef obi_test_store_fixture fixture;
 
 static void make_dir(fixture *f, const char *rel)
 {
-    cleanup_free char *p = path_in(f, rel);
+    cleanup_free char *p = obi_test_path_in(f, rel);
     assert_ok(obi_mkdir_p(p, 0755, err_ptr_));
 }
 
 static void ingest(fixture *f, const char *rel, const obi_ingest_options *opts, obi_node *out)
 {
-    cleanup_free char *p = path_in(f, rel);
+    cleanup_free char *p = obi_test_path_in(f, rel);
     assert_ok(obi_ingest_path(f->blobs, f->dirs, p, opts, out, err_ptr_));
 }
 
 static void test_ingest_file_is_a_blob_with_its_size(void **state)
 {
     fixture *f = *state;
-    write_text(f, "hello", "hello\n", 0644);
+    obi_test_write_text(f, "hello", "hello\n", 0644);
     cleanup_node obi_node node = {0};
     ingest(f, "hello", NULL, &node);
     assert_int_equal(node.kind, OBI_NODE_FILE);
@@ -89,9 +50,9 @@ static void test_ingest_file_is_a_blob_with_its_size(void **state)
 static void test_ingest_executable_iff_owner_execute_bit(void **state)
 {
     fixture *f = *state;
-    write_text(f, "owner", "x", 0700);
-    write_text(f, "group", "x", 0654);
-    write_text(f, "other", "x", 0645);
+    obi_test_write_text(f, "owner", "x", 0700);
+    obi_test_write_text(f, "group", "x", 0654);
+    obi_test_write_text(f, "other", "x", 0645);
     cleanup_node obi_node a = {0}, b = {0}, c = {0};
     ingest(f, "owner", NULL, &a);
     ingest(f, "group", NULL, &b);
@@ -105,10 +66,10 @@ static void test_ingest_directory_sorted_bytewise_with_recursive_size(void **sta
 {
     fixture *f = *state;
     make_dir(f, "d/sub");
-    write_text(f, "d/b", "b", 0644);
-    write_text(f, "d/B", "B", 0644);
-    write_text(f, "d/sub/x", "x", 0644);
-    cleanup_free char *link = path_in(f, "d/a-link");
+    obi_test_write_text(f, "d/b", "b", 0644);
+    obi_test_write_text(f, "d/B", "B", 0644);
+    obi_test_write_text(f, "d/sub/x", "x", 0644);
+    cleanup_free char *link = obi_test_path_in(f, "d/a-link");
     assert_int_equal(symlink("b", link), 0);
     cleanup_node obi_node node = {0};
     ingest(f, "d", NULL, &node);
@@ -129,7 +90,7 @@ static void test_ingest_root_symlink_is_not_followed_even_with_trailing_slash(vo
 {
     fixture *f = *state;
     make_dir(f, "target");
-    cleanup_free char *link = path_in(f, "link");
+    cleanup_free char *link = obi_test_path_in(f, "link");
     assert_int_equal(symlink("target", link), 0);
     cleanup_node obi_node node = {0};
     ingest(f, "link/", NULL, &node);
@@ -141,7 +102,7 @@ static void test_ingest_root_symlink_is_not_followed_even_with_trailing_slash(vo
 static void test_ingest_uses_the_name_override(void **state)
 {
     fixture *f = *state;
-    write_text(f, "file", "x", 0644);
+    obi_test_write_text(f, "file", "x", 0644);
     cleanup_node obi_node node = {0};
     obi_ingest_options opts = {.name = "other"};
     ingest(f, "file", &opts, &node);
@@ -151,8 +112,8 @@ static void test_ingest_uses_the_name_override(void **state)
 static void test_ingest_rejects_an_invalid_name_override(void **state)
 {
     fixture *f = *state;
-    write_text(f, "file", "x", 0644);
-    cleanup_free char *p = path_in(f, "file");
+    obi_test_write_text(f, "file", "x", 0644);
+    cleanup_free char *p = obi_test_path_in(f, "file");
     obi_node node = {0};
     obi_error *err = NULL;
     obi_ingest_options opts = {.name = "a/b"};
@@ -164,7 +125,7 @@ static void test_ingest_names_dot_after_the_real_directory(void **state)
 {
     fixture *f = *state;
     make_dir(f, "here");
-    cleanup_free char *dot = path_in(f, "here/.");
+    cleanup_free char *dot = obi_test_path_in(f, "here/.");
     cleanup_node obi_node node = {0};
     assert_ok(obi_ingest_path(f->blobs, f->dirs, dot, NULL, &node, err_ptr_));
     assert_string_equal((char *)node.name.data, "here");
@@ -175,11 +136,11 @@ static void test_ingest_refuses_fifo_naming_it_and_commits_no_directory(void **s
     fixture *f = *state;
     make_dir(f, "t/a-sub");
     make_dir(f, "t/z");
-    write_text(f, "t/a-sub/file", "content", 0644);
-    cleanup_free char *fifo = path_in(f, "t/z/pipe");
+    obi_test_write_text(f, "t/a-sub/file", "content", 0644);
+    cleanup_free char *fifo = obi_test_path_in(f, "t/z/pipe");
     assert_int_equal(mkfifo(fifo, 0644), 0);
 
-    cleanup_free char *root = path_in(f, "t");
+    cleanup_free char *root = obi_test_path_in(f, "t");
     obi_node node = {0};
     obi_error *err = NULL;
     assert_fails_with(err, obi_ingest_path(f->blobs, f->dirs, root, NULL, &node, &err), -EINVAL,
@@ -191,7 +152,7 @@ static void test_ingest_refuses_fifo_naming_it_and_commits_no_directory(void **s
     obi_directory_service *dirs2 = NULL;
     assert_ok(obi_memory_blob_service_new(&blobs2, err_ptr_));
     assert_ok(obi_memory_directory_service_new(&dirs2, err_ptr_));
-    cleanup_free char *sub = path_in(f, "t/a-sub");
+    cleanup_free char *sub = obi_test_path_in(f, "t/a-sub");
     cleanup_node obi_node sub_node = {0};
     assert_ok(obi_ingest_path(blobs2, dirs2, sub, NULL, &sub_node, err_ptr_));
     obi_directory *dir = NULL;
@@ -205,7 +166,7 @@ static void test_ingest_refuses_fifo_naming_it_and_commits_no_directory(void **s
 static void test_ingest_reports_a_missing_path(void **state)
 {
     fixture *f = *state;
-    cleanup_free char *p = path_in(f, "nope");
+    cleanup_free char *p = obi_test_path_in(f, "nope");
     obi_node node = {0};
     obi_error *err = NULL;
     assert_fails_with(err, obi_ingest_path(f->blobs, f->dirs, p, NULL, &node, &err), -ENOENT,
@@ -222,13 +183,13 @@ static void test_ingest_feeds_refscan_contents_and_targets_not_names(void **stat
     memset(big, '.', big_len);
     memcpy(big + (1 << 20) - 6, "straddle-needle", 15);
     big[big_len] = 0;
-    write_text(f, "r/big", big, 0644);
+    obi_test_write_text(f, "r/big", big, 0644);
     free(big);
-    write_text(f, "r/name-needle", "contains content-needle here", 0644);
+    obi_test_write_text(f, "r/name-needle", "contains content-needle here", 0644);
     /* Two files whose concatenation would contain a needle: separate streams. */
-    write_text(f, "r/split1", "spl", 0644);
-    write_text(f, "r/split2", "it-needle", 0644);
-    cleanup_free char *link = path_in(f, "r/link");
+    obi_test_write_text(f, "r/split1", "spl", 0644);
+    obi_test_write_text(f, "r/split2", "it-needle", 0644);
+    cleanup_free char *link = obi_test_path_in(f, "r/link");
     assert_int_equal(symlink("/nix/store/target-needle", link), 0);
 
     const char *needles[] = {"content-needle", "target-needle", "name-needle", "straddle-needle",
@@ -253,7 +214,7 @@ static void test_ingest_handles_paths_longer_than_path_max(void **state)
 {
     fixture *f = *state;
     make_dir(f, "deep");
-    cleanup_free char *root = path_in(f, "deep");
+    cleanup_free char *root = obi_test_path_in(f, "deep");
     char name[201];
     memset(name, 'n', 200);
     name[200] = 0;
@@ -279,7 +240,7 @@ static void test_ingest_handles_paths_longer_than_path_max(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, obi_test_store_setup, obi_test_store_teardown)
         T(test_ingest_file_is_a_blob_with_its_size),
         T(test_ingest_executable_iff_owner_execute_bit),
         T(test_ingest_directory_sorted_bytewise_with_recursive_size),
