@@ -41,15 +41,6 @@ typedef struct local_directory_service {
     char *path;
 } local_directory_service;
 
-typedef struct local_directory_putter {
-    obi_directory_putter base;
-    local_directory_service *svc;
-    obi_digest_map pending; /* digest -> obi_encoded_directory */
-    obi_digest last;
-    bool any;
-    bool finished;
-} local_directory_putter;
-
 static int sqlite_error(local_directory_service *svc, int rc, obi_error **err, const char *what)
 {
     int code = rc == SQLITE_NOMEM ? -ENOMEM : (rc == SQLITE_BUSY ? -EBUSY : -EIO);
@@ -116,24 +107,6 @@ static int local_stored_size(void *ctx, const obi_digest *digest, uint64_t *size
 
 /* ---- putter ---- */
 
-static int local_putter_put(obi_directory_putter *base, const obi_directory *dir,
-                            obi_digest *digest_out, obi_error **err)
-{
-    local_directory_putter *putter = (local_directory_putter *)base;
-    if (putter->finished)
-        return obi_error_set(err, -EINVAL, "directory putter: put after finish");
-    obi_digest digest;
-    int r = obi_directory_pending_put(dir, &putter->pending, local_stored_size, putter->svc,
-                                      &digest, err);
-    if (r < 0)
-        return r;
-    putter->last = digest;
-    putter->any = true;
-    if (digest_out)
-        *digest_out = digest;
-    return 0;
-}
-
 static int exec_sql(local_directory_service *svc, const char *sql, obi_error **err)
 {
     int rc = sqlite3_exec(svc->db, sql, NULL, NULL, NULL);
@@ -141,7 +114,7 @@ static int exec_sql(local_directory_service *svc, const char *sql, obi_error **e
 }
 
 /* Inserts every pending directory in one transaction; svc->lock held. */
-static int commit_pending(local_directory_service *svc, const obi_digest_map *pending,
+static int insert_pending(local_directory_service *svc, const obi_digest_map *pending,
                           obi_error **err)
 {
     int r = exec_sql(svc, "BEGIN IMMEDIATE", err);
@@ -172,50 +145,19 @@ static int commit_pending(local_directory_service *svc, const obi_digest_map *pe
     return r;
 }
 
-static int local_putter_finish(obi_directory_putter *base, obi_digest *root_out, obi_error **err)
+static int local_commit_pending(void *ctx, obi_digest_map *pending, obi_error **err)
 {
-    local_directory_putter *putter = (local_directory_putter *)base;
-    local_directory_service *svc = putter->svc;
-    if (putter->finished)
-        return obi_error_set(err, -EINVAL, "directory putter: finished twice");
-    if (!putter->any)
-        return obi_error_set(err, -EINVAL, "directory putter: no directories were put");
+    local_directory_service *svc = ctx;
     pthread_mutex_lock(&svc->lock);
-    int r = commit_pending(svc, &putter->pending, err);
+    int r = insert_pending(svc, pending, err);
     pthread_mutex_unlock(&svc->lock);
-    if (r < 0)
-        return r;
-    obi_digest_map_clear(&putter->pending);
-    putter->finished = true;
-    if (root_out)
-        *root_out = putter->last;
-    return 0;
+    return r;
 }
-
-static void local_putter_close(obi_directory_putter *base)
-{
-    local_directory_putter *putter = (local_directory_putter *)base;
-    obi_digest_map_clear(&putter->pending);
-    free(putter);
-}
-
-static const struct obi_directory_putter_ops local_putter_ops = {
-    .put = local_putter_put,
-    .finish = local_putter_finish,
-    .close = local_putter_close,
-};
 
 static int local_directory_open_put(obi_directory_service *base, obi_directory_putter **out,
                                     obi_error **err)
 {
-    local_directory_putter *putter = calloc(1, sizeof *putter);
-    if (!putter)
-        return obi_error_set(err, -ENOMEM, "out of memory");
-    putter->base.ops = &local_putter_ops;
-    putter->svc = (local_directory_service *)base;
-    obi_digest_map_init(&putter->pending, free);
-    *out = &putter->base;
-    return 0;
+    return obi_pending_putter_new(local_stored_size, local_commit_pending, base, out, err);
 }
 
 /* ---- service ---- */

@@ -206,15 +206,6 @@ typedef struct memory_directory_service {
     obi_digest_map directories; /* digest -> obi_encoded_directory */
 } memory_directory_service;
 
-typedef struct memory_directory_putter {
-    obi_directory_putter base;
-    memory_directory_service *svc;
-    obi_digest_map pending; /* digest -> obi_encoded_directory */
-    obi_digest last;
-    bool any;
-    bool finished;
-} memory_directory_putter;
-
 static int memory_directory_get(obi_directory_service *base, const obi_digest *digest,
                                 obi_directory **out, obi_error **err)
 {
@@ -239,82 +230,34 @@ static int memory_stored_size(void *ctx, const obi_digest *digest, uint64_t *siz
     return encoded ? 1 : 0;
 }
 
-static int memory_putter_put(obi_directory_putter *base, const obi_directory *dir,
-                             obi_digest *digest_out, obi_error **err)
+/* Moves the pending directories into the service (those it has already stay pending and are
+ * freed with it). */
+static int memory_commit_pending(void *ctx, obi_digest_map *pending, obi_error **err)
 {
-    memory_directory_putter *putter = (memory_directory_putter *)base;
-    if (putter->finished)
-        return obi_error_set(err, -EINVAL, "directory putter: put after finish");
-    obi_digest digest;
-    int r = obi_directory_pending_put(dir, &putter->pending, memory_stored_size, putter->svc,
-                                      &digest, err);
-    if (r < 0)
-        return r;
-    putter->last = digest;
-    putter->any = true;
-    if (digest_out)
-        *digest_out = digest;
-    return 0;
-}
-
-static int memory_putter_finish(obi_directory_putter *base, obi_digest *root_out, obi_error **err)
-{
-    memory_directory_putter *putter = (memory_directory_putter *)base;
-    if (putter->finished)
-        return obi_error_set(err, -EINVAL, "directory putter: finished twice");
-    if (!putter->any)
-        return obi_error_set(err, -EINVAL, "directory putter: no directories were put");
-    memory_directory_service *svc = putter->svc;
+    memory_directory_service *svc = ctx;
     int r = 0;
     pthread_mutex_lock(&svc->lock);
-    obi_digest_map *pending = &putter->pending;
     for (size_t i = 0; r >= 0 && i < pending->capacity; i++) {
         obi_digest_map_entry *entry = &pending->slots[i];
         if (!entry->value)
             continue;
         r = obi_digest_map_insert(&svc->directories, &entry->key, entry->value);
         if (r == 1) /* ownership moved to the service */
-            entry->value = (void *)1;
+            entry->value = NULL;
     }
     pthread_mutex_unlock(&svc->lock);
-    /* values moved out are marked with the sentinel 1; free the rest */
-    for (size_t i = 0; i < pending->capacity; i++)
-        if (pending->slots[i].value != (void *)1)
-            free(pending->slots[i].value);
-    free(pending->slots);
-    obi_digest_map_init(pending, free);
-    if (r < 0)
+    if (r < 0) {
+        /* the map has holes now: drop what is left rather than look anything up in it */
+        obi_digest_map_clear(pending);
         return obi_error_set(err, -ENOMEM, "directory putter: out of memory");
-    putter->finished = true;
-    if (root_out)
-        *root_out = putter->last;
+    }
     return 0;
 }
-
-static void memory_putter_close(obi_directory_putter *base)
-{
-    memory_directory_putter *putter = (memory_directory_putter *)base;
-    obi_digest_map_clear(&putter->pending);
-    free(putter);
-}
-
-static const struct obi_directory_putter_ops memory_putter_ops = {
-    .put = memory_putter_put,
-    .finish = memory_putter_finish,
-    .close = memory_putter_close,
-};
 
 static int memory_directory_open_put(obi_directory_service *base, obi_directory_putter **out,
                                      obi_error **err)
 {
-    memory_directory_putter *putter = calloc(1, sizeof *putter);
-    if (!putter)
-        return obi_error_set(err, -ENOMEM, "out of memory");
-    putter->base.ops = &memory_putter_ops;
-    putter->svc = (memory_directory_service *)base;
-    obi_digest_map_init(&putter->pending, free);
-    *out = &putter->base;
-    return 0;
+    return obi_pending_putter_new(memory_stored_size, memory_commit_pending, base, out, err);
 }
 
 static void memory_directory_service_free(obi_directory_service *base)

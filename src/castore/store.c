@@ -151,24 +151,85 @@ int obi_directory_check_children(const obi_directory *dir, const obi_digest_map 
     return 0;
 }
 
-int obi_directory_pending_put(const obi_directory *dir, obi_digest_map *pending,
-                              obi_stored_size_fn stored_size, void *ctx, obi_digest *digest_out,
-                              obi_error **err)
+typedef struct pending_putter {
+    obi_directory_putter base;
+    obi_stored_size_fn stored_size;
+    obi_commit_pending_fn commit;
+    void *ctx;
+    obi_digest_map pending; /* digest -> obi_encoded_directory */
+    obi_digest last;
+    bool any;
+    bool finished;
+} pending_putter;
+
+static int pending_putter_put(obi_directory_putter *base, const obi_directory *dir,
+                              obi_digest *digest_out, obi_error **err)
 {
+    pending_putter *putter = (pending_putter *)base;
+    if (putter->finished)
+        return obi_error_set(err, -EINVAL, "directory putter: put after finish");
     cleanup_free obi_encoded_directory *encoded = NULL;
     obi_digest digest;
     int r = obi_encoded_directory_new(dir, &encoded, &digest, err);
     if (r < 0)
         return r;
-    r = obi_directory_check_children(dir, pending, stored_size, ctx, err);
+    r = obi_directory_check_children(dir, &putter->pending, putter->stored_size, putter->ctx, err);
     if (r < 0)
         return r;
-    r = obi_digest_map_insert(pending, &digest, encoded);
+    r = obi_digest_map_insert(&putter->pending, &digest, encoded);
     if (r < 0)
         return obi_error_set(err, r, "out of memory");
     if (r == 1)
         encoded = NULL; /* pending owns it now; r == 0: put twice, already pending */
-    *digest_out = digest;
+    putter->last = digest;
+    putter->any = true;
+    if (digest_out)
+        *digest_out = digest;
+    return 0;
+}
+
+static int pending_putter_finish(obi_directory_putter *base, obi_digest *root_out, obi_error **err)
+{
+    pending_putter *putter = (pending_putter *)base;
+    if (putter->finished)
+        return obi_error_set(err, -EINVAL, "directory putter: finished twice");
+    if (!putter->any)
+        return obi_error_set(err, -EINVAL, "directory putter: no directories were put");
+    int r = putter->commit(putter->ctx, &putter->pending, err);
+    if (r < 0)
+        return r;
+    obi_digest_map_clear(&putter->pending);
+    putter->finished = true;
+    if (root_out)
+        *root_out = putter->last;
+    return 0;
+}
+
+static void pending_putter_close(obi_directory_putter *base)
+{
+    pending_putter *putter = (pending_putter *)base;
+    obi_digest_map_clear(&putter->pending);
+    free(putter);
+}
+
+static const struct obi_directory_putter_ops pending_putter_ops = {
+    .put = pending_putter_put,
+    .finish = pending_putter_finish,
+    .close = pending_putter_close,
+};
+
+int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn commit, void *ctx,
+                           obi_directory_putter **out, obi_error **err)
+{
+    pending_putter *putter = calloc(1, sizeof *putter);
+    if (!putter)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    putter->base.ops = &pending_putter_ops;
+    putter->stored_size = stored_size;
+    putter->commit = commit;
+    putter->ctx = ctx;
+    obi_digest_map_init(&putter->pending, free);
+    *out = &putter->base;
     return 0;
 }
 

@@ -33,12 +33,16 @@ typedef int (*obi_stored_size_fn)(void *ctx, const obi_digest *digest, uint64_t 
 int obi_directory_check_children(const obi_directory *dir, const obi_digest_map *pending,
                                  obi_stored_size_fn stored_size, void *ctx, obi_error **err);
 
-/* One put of a directory putter: encodes dir, checks its children against pending and the
- * store (obi_directory_check_children) and adds the encoding to pending unless it is already
- * there (a directory put twice). *digest_out = its digest. */
-int obi_directory_pending_put(const obi_directory *dir, obi_digest_map *pending,
-                              obi_stored_size_fn stored_size, void *ctx, obi_digest *digest_out,
-                              obi_error **err);
+/* Stores every directory in pending (digest -> obi_encoded_directory) at once. It may take
+ * values out of pending by setting them to NULL; the putter frees the rest afterwards. */
+typedef int (*obi_commit_pending_fn)(void *ctx, obi_digest_map *pending, obi_error **err);
+
+/* The directory putter of the local and memory backends: each put is validated, its children
+ * checked (obi_directory_check_children against the directories put before and stored_size)
+ * and kept in memory; finish hands them all to commit; close without finish stores nothing.
+ * Rejects a put after finish, finishing twice and finishing with nothing put. */
+int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn commit, void *ctx,
+                           obi_directory_putter **out, obi_error **err);
 
 /* Decodes, validates and checks that the bytes hash to digest (-EIO naming it otherwise). */
 int obi_directory_decode_verified(const obi_digest *digest, const uint8_t *data, size_t len,
