@@ -370,6 +370,8 @@ static int service_logs(int argc, char **argv)
         status = cli_fail(err);
     for (size_t i = 0; status == 0 && i < count; i++) {
         obi_replica_paths paths = {0};
+        /* status 0: the deployment was loaded (cli_fail returns 1, unseen by the analyzer) */
+        // NOLINTNEXTLINE(clang-analyzer-core.NullDereference)
         if (obi_replica_paths_init(&paths, data_dir, ctx.deployment->name, plan[i].service->name,
                                    plan[i].replica, &err) < 0) {
             status = cli_fail(err);
