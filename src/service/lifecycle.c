@@ -207,14 +207,19 @@ static int lifecycle_open(lifecycle *lc, const obi_deployment *deployment,
     cleanup_free char *base = services_dir(data_dir, deployment->name);
     if (!base)
         return oom(err);
+    /* up creates the deployment's dir; down needs DATA/services for its lock file (a down on a
+     * fresh data dir has nothing to remove but must not fail). */
+    cleanup_free char *services = obi_path_join(data_dir, "services");
+    if (!services)
+        return oom(err);
     int r;
-    if (create && (r = obi_mkdir_p(base, 0700, err)) < 0)
+    if ((create || lock) && (r = obi_mkdir_p(create ? base : services, 0700, err)) < 0)
         return r;
     char *absolute = realpath(data_dir, NULL);
     if (absolute) {
         free(data_dir);
         data_dir = absolute;
-    } else if (create) {
+    } else if (create || lock) {
         return obi_error_set_errno(err, errno, "data dir %s", data_dir);
     }
     if ((r = obi_runtime_new(opts->runtime, opts->runtime_root, &lc->runtime, err)) < 0)
@@ -495,6 +500,7 @@ static _Noreturn void monitor_main(obi_runtime *runtime, const obi_replica_paths
     signal(SIGHUP, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     int lock_fd = open(paths->monitor_lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    (void)prctl(PR_SET_NAME, "obi-monitor"); /* how ps shows it */
     if (lock_fd < 0 || prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
         monitor_send(status_fd, '1', "monitor: cannot open its lock or become a subreaper");
         _exit(1);

@@ -23,7 +23,7 @@ svc() { $OCIBUILD service "$@" --data-dir "$D"; }
 # Whatever happens: down both deployments, then anything of ours runc still knows (by bundle).
 t_cleanup "$OCIBUILD service down $T_TMP/stack.yaml --data-dir $D --grace 0"
 t_cleanup "$OCIBUILD service down $T_TMP/fail.yaml --data-dir $D --grace 0"
-t_cleanup "for id in \$($RUNC list -q); do $RUNC state \$id 2>/dev/null | grep -q '\"bundle\": \"$D/' && $RUNC delete --force \$id; done"
+t_cleanup "for id in \$($RUNC list -q 2>/dev/null); do $RUNC state \$id 2>/dev/null | grep -q '\"bundle\": \"$D/' && $RUNC delete --force \$id; done"
 t_cleanup "grep -o ' $T_TMP/[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l"
 
 mkdir -p "$T_TMP/hostdata"
@@ -155,7 +155,7 @@ ps_out=$(svc ps "$T_TMP/stack.yaml" 2>&1)
 
 no_leftovers() { # $1 = label
   local ours mounts
-  ours=$(for id in $($RUNC list -q); do $RUNC state "$id" 2>/dev/null | grep -q "\"bundle\": \"$D/" && echo "$id"; done)
+  ours=$(for id in $($RUNC list -q 2>/dev/null); do $RUNC state "$id" 2>/dev/null | grep -q "\"bundle\": \"$D/" && echo "$id"; done)
   [ -z "$ours" ] && t_ok "$1: no container" || t_fail "$1: no container" "$ours"
   mounts=$(grep -F " $T_TMP/" /proc/self/mountinfo)
   [ -z "$mounts" ] && t_ok "$1: no mount" || t_fail "$1: no mount" "$mounts"
@@ -208,4 +208,45 @@ out=$(timeout 120 $OCIBUILD service down "$T_TMP/fail.yaml" --data-dir "$D" --gr
   t_fail "down of the failed deployment" "$out"
 no_leftovers "after the failed deployment's down"
 [ ! -e "$D/services/$FAILDEP" ] && t_ok "the failed deployment's state is gone" || t_fail "the failed deployment's state is gone" "$(find "$D/services")"
+# down on a data dir that never saw an up: nothing to do, no error.
+out=$($OCIBUILD service down "$T_TMP/stack.yaml" --data-dir "$T_TMP/fresh" 2>&1) &&
+  t_ok "down of a deployment that was never up succeeds" || t_fail "down of a deployment that was never up succeeds" "$out"
+
+# One up/down per deployment at a time: while someone holds the lock, up waits for it.
+SCALEDEP=$P-scale
+t_cleanup "$OCIBUILD service down $T_TMP/scale1.yaml --data-dir $D --grace 0"
+for n in 2 1; do
+  cat >"$T_TMP/scale$n.yaml" <<YAML
+version: v1
+deployment: $SCALEDEP
+services:
+  $P-s:
+    image: { name: "oci:$L:1" }
+    command: { entrypoint: [/bin/sleep, "100000"] }
+    scale: { mode: fixed, replicas: $n }
+YAML
+done
+mkdir -p "$D/services"
+if command -v flock >/dev/null; then
+  flock "$D/services/$SCALEDEP.lock" sleep 2 &
+  holder=$!
+  sleep 0.3
+  start=$(date +%s%N)
+  out=$(timeout 120 $OCIBUILD service up "$T_TMP/scale2.yaml" --data-dir "$D" 2>&1); rc=$?
+  waited=$(( ($(date +%s%N) - start) / 1000000 ))
+  wait $holder
+  [ $rc -eq 0 ] && [[ "$out" == *"waiting for another up/down of $SCALEDEP"* ]] && [ $waited -ge 1000 ] &&
+    t_ok "up waits while another up/down holds the deployment's lock" ||
+    t_fail "up waits while another up/down holds the deployment's lock" "rc=$rc waited=${waited}ms: $out"
+else
+  t_skip "up waits while another up/down holds the deployment's lock" "flock(1) (util-linux) is missing"
+  $OCIBUILD service up "$T_TMP/scale2.yaml" --data-dir "$D" >/dev/null 2>&1
+fi
+# Scaled down to one replica: down of the new document also removes replica 2.
+out=$(timeout 120 $OCIBUILD service down "$T_TMP/scale1.yaml" --data-dir "$D" --grace 0 2>&1); rc=$?
+[ $rc -eq 0 ] && [[ "$out" == *"$P-s-rep-2: removed"* ]] && [[ "$out" == *"$P-s-rep-1: removed"* ]] &&
+  t_ok "down removes replicas the document no longer names" || t_fail "down removes replicas the document no longer names" "$out"
+no_leftovers "after the scaled-down deployment's down"
+[ ! -e "$D/services/$SCALEDEP" ] && t_ok "the scaled-down deployment's state is gone" ||
+  t_fail "the scaled-down deployment's state is gone" "$(find "$D/services")"
 t_done
