@@ -25,7 +25,7 @@ typedef struct part {
 static char *substitute(part text, const char *digest_key, const char *digest, const char *size_key,
                         const char *size_text, size_t *out_len)
 {
-    size_t cap = text.len * 8 + 1;
+    size_t cap = text.len * 9 + 1; /* "@CONFIG@" (8 bytes) becomes 71 */
     char *out = malloc(cap);
     FUZZ_ASSERT(out != NULL);
     size_t n = 0;
