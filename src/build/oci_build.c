@@ -205,11 +205,15 @@ static int read_mem_total(uint64_t *bytes)
         return -errno;
     char line[256];
     while (fgets(line, sizeof line, f)) {
-        unsigned long long kb;
-        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) {
-            *bytes = (uint64_t)kb * 1024;
-            return 0;
-        }
+        if (strncmp(line, "MemTotal:", 9) != 0)
+            continue;
+        char *end = NULL;
+        errno = 0;
+        unsigned long long kb = strtoull(line + 9, &end, 10);
+        if (errno || end == line + 9 || kb > UINT64_MAX / 1024)
+            return -EINVAL;
+        *bytes = (uint64_t)kb * 1024;
+        return 0;
     }
     return -ENOENT;
 }
