@@ -225,17 +225,9 @@ static int writer_write(obi_blob_writer *base, const void *data, size_t len, obi
 static int finish_streaming(grpc_blob_writer *writer, obi_digest *digest_out, obi_error **err)
 {
     cleanup_rpc_client_call obi_rpc_client_call *call = steal_pointer(&writer->call);
-    int r = obi_rpc_client_call_close_send(call, err);
-    if (r < 0)
-        return r;
     cleanup_free uint8_t *data = NULL;
     size_t len = 0;
-    r = obi_rpc_client_call_recv(call, &data, &len, err);
-    if (r < 0)
-        return r;
-    if (r == 0)
-        return obi_error_set(err, -EPROTO, "%s: the server sent no response", METHOD_PUT);
-    r = obi_rpc_client_call_finish(call, err);
+    int r = obi_rpc_client_call_close_and_recv_one(call, &data, &len, err);
     if (r < 0)
         return r;
     Tvix__Castore__V1__PutBlobResponse *resp =

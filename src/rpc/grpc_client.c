@@ -319,8 +319,15 @@ int obi_rpc_client_unary_owned(grpc_channel *channel, const char *method, uint8_
         return r;
     }
     r = obi_rpc_client_call_send_owned(call, req, req_len, err);
-    if (r >= 0)
-        r = obi_rpc_client_call_close_send(call, err);
+    if (r < 0)
+        return r;
+    return obi_rpc_client_call_close_and_recv_one(call, resp, resp_len, err);
+}
+
+int obi_rpc_client_call_close_and_recv_one(obi_rpc_client_call *call, uint8_t **resp,
+                                           size_t *resp_len, obi_error **err)
+{
+    int r = obi_rpc_client_call_close_send(call, err);
     if (r < 0)
         return r;
     uint8_t *data = NULL;
@@ -329,7 +336,7 @@ int obi_rpc_client_unary_owned(grpc_channel *channel, const char *method, uint8_
     if (r < 0)
         return r;
     if (r == 0)
-        return obi_error_set(err, -EPROTO, "%s: the server sent no response", method);
+        return obi_error_set(err, -EPROTO, "%s: the server sent no response", call->method);
     r = obi_rpc_client_call_finish(call, err);
     if (r < 0) {
         free(data);

@@ -250,17 +250,9 @@ static int putter_finish(obi_directory_putter *base, obi_digest *root_out, obi_e
     if (putter->n_put == 0)
         return obi_error_set(err, -EINVAL, "%s: no directory was put", METHOD_PUT);
     cleanup_rpc_client_call obi_rpc_client_call *call = steal_pointer(&putter->call);
-    int r = obi_rpc_client_call_close_send(call, err);
-    if (r < 0)
-        return r;
     cleanup_free uint8_t *data = NULL;
     size_t len = 0;
-    r = obi_rpc_client_call_recv(call, &data, &len, err);
-    if (r < 0)
-        return r;
-    if (r == 0)
-        return obi_error_set(err, -EPROTO, "%s: the server sent no response", METHOD_PUT);
-    r = obi_rpc_client_call_finish(call, err);
+    int r = obi_rpc_client_call_close_and_recv_one(call, &data, &len, err);
     if (r < 0)
         return r;
     Tvix__Castore__V1__PutDirectoryResponse *resp =

@@ -107,6 +107,10 @@ int obi_rpc_client_call_recv(obi_rpc_client_call *call, uint8_t **data, size_t *
 int obi_rpc_client_call_recv_slice(obi_rpc_client_call *call, grpc_slice *out, obi_error **err);
 /* Waits for the status: 0 if OK, else the errno mapped from it with the server's message. */
 int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err);
+/* The end of a client-streaming or unary call: half-close, receive exactly one response
+ * (*resp malloc'd; -EPROTO when the server sent none), then the status. */
+int obi_rpc_client_call_close_and_recv_one(obi_rpc_client_call *call, uint8_t **resp,
+                                           size_t *resp_len, obi_error **err);
 /* Cancels the call if it has not finished. Accepts NULL. */
 void obi_rpc_client_call_free(obi_rpc_client_call *call);
 static inline void obi_rpc_client_call_freep(obi_rpc_client_call **c)
