@@ -34,8 +34,15 @@ struct obi_blob_reader {
 
 struct obi_blob_writer_ops {
     int (*write)(obi_blob_writer *writer, const void *data, size_t len, obi_error **err);
-    /* Makes the blob visible under its digest (atomically); after this only close is valid. */
+    /* Returns the digest and makes the blob visible under it (atomically) and durable; after
+     * this only close is valid. */
     int (*finish)(obi_blob_writer *writer, obi_digest *digest_out, obi_error **err);
+    /* Optional (NULL: finish): like finish, but the blob may stay *pending* until the
+     * service's next barrier (obi_blob_service_sync): visible through this service (and the
+     * other instances of the same store in this process), durable and visible to other
+     * processes only after the barrier; lost, never half-visible, if the process dies first.
+     * For batches of many blobs (ingest): one barrier instead of one fsync per blob. */
+    int (*finish_pending)(obi_blob_writer *writer, obi_digest *digest_out, obi_error **err);
     /* Frees the writer; an unfinished blob is discarded and leaves nothing visible. */
     void (*close)(obi_blob_writer *writer);
 };
@@ -54,6 +61,10 @@ struct obi_blob_service_ops {
      * blob, for hard-link materialization. -ENOENT when absent. */
     int (*local_path)(obi_blob_service *svc, const obi_digest *digest, char **path_out,
                       obi_error **err);
+    /* Optional (NULL: nothing is ever pending): the barrier. Makes every blob finished so far
+     * through this service durable and visible to other processes. */
+    int (*sync)(obi_blob_service *svc, obi_error **err);
+    /* Runs the barrier first (a failure leaves the pending blobs lost, never half-visible). */
     void (*free)(obi_blob_service *svc);
 };
 struct obi_blob_service {
@@ -86,6 +97,17 @@ static inline int obi_blob_finish(obi_blob_writer *w, obi_digest *digest_out, ob
 {
     return w->ops->finish(w, digest_out, err);
 }
+static inline int obi_blob_finish_pending(obi_blob_writer *w, obi_digest *digest_out,
+                                          obi_error **err)
+{
+    return w->ops->finish_pending ? w->ops->finish_pending(w, digest_out, err)
+                                  : w->ops->finish(w, digest_out, err);
+}
+/* The barrier: every blob finished so far (pending ones included) is durable when this
+ * returns 0. Call it before anything durable refers to pending blobs (ingest does, before it
+ * commits directories and before it returns; the on-disk directory putter does for blobs of
+ * its own ROOT in this process before every commit). */
+int obi_blob_service_sync(obi_blob_service *svc, obi_error **err);
 void obi_blob_reader_close(obi_blob_reader *reader);
 void obi_blob_writer_close(obi_blob_writer *writer);
 void obi_blob_service_free(obi_blob_service *svc);

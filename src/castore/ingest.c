@@ -4,7 +4,9 @@
  * and then opened with O_NOFOLLOW; the opened file is checked to be the same inode, so a
  * path swapped for a symlink or a fifo mid-walk is an error, never followed or blocked on.
  * Files stream through a fixed read buffer into a blob writer (and the optional reference
- * scanner); directories are put leaves first into one putter, finished only at the end.
+ * scanner), finished as pending (no fsync per file); directories are put leaves first into one
+ * putter. At the end one barrier (obi_blob_service_sync) makes every blob durable, and only
+ * then are the directories committed (docs/store.md, "Crash safety").
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -103,7 +105,7 @@ static int ingest_file(ingest *ig, int dirfd, const char *name, const struct sta
     if (ig->refscan)
         obi_refscan_end_stream(ig->refscan);
     obi_digest digest;
-    r = obi_blob_finish(writer, &digest, err);
+    r = obi_blob_finish_pending(writer, &digest, err);
     if (r < 0)
         return obi_error_prefix(err, r, "%s", path);
     r = obi_node_init_file(out, node_name, strlen(node_name), &digest, size,
@@ -310,6 +312,9 @@ int obi_ingest_path(obi_blob_service *blobs, obi_directory_service *directories,
     }
     cleanup_node obi_node root = {0};
     r = ingest_entry(&ig, AT_FDCWD, stripped, name, &root, err);
+    /* the barrier: every blob durable before a directory refers to it, and before we return */
+    if (r == 0 && (r = obi_blob_service_sync(blobs, err)) < 0)
+        obi_error_prefix(err, r, "%s", stripped);
     if (r == 0 && ig.putter) {
         obi_digest committed;
         r = obi_directory_putter_finish(ig.putter, &committed, err);

@@ -2,41 +2,77 @@
  * The on-disk blob service (objectstore+file:///ROOT or a plain path): one read-only file per
  * blob, ROOT/blobs/<first 2 hex>/<64 hex>, mode 0444, so the build layer can hard-link them.
  *
- * Writing: the writer streams into a fresh temporary file ROOT/tmp/w.XXXXXX, holding an
- * exclusive flock(2) on it for its whole life, and hashes with BLAKE3 as it goes. finish
- * fsyncs the file, link(2)s it to its final name (atomic; EEXIST means another writer won and
- * the content is identical), unlinks the temporary name and fsyncs the fan-out directory.
- * close() without finish unlinks the temporary file. A blob name therefore only ever appears
- * for a complete, fsynced file: a crash leaves at most an orphan in ROOT/tmp.
+ * A writer streams into a fresh temporary file ROOT/tmp/<owner token>.<n>, hashing with BLAKE3
+ * as it goes. Two ways to finish it (docs/store.md, "Crash safety"):
+ * - finish: durable at once. fsync the file, link it to its final name, fsync the fan-out
+ *   directory, drop the temporary name. One fsync pair per blob.
+ * - finish_pending (what ingest uses): make it read-only, close it and record it as *pending*
+ *   (digest -> temporary name). It is visible in this process (has, open_read; local_path
+ *   makes it durable first) but not yet under ROOT/blobs. The barrier (sync: called by ingest
+ *   before it commits directories, by the on-disk directory putter before every commit for the
+ *   same ROOT, and when a service is freed) makes every pending blob durable (one syncfs(2), or
+ *   one fsync per file for a small batch), links each to its final name (EEXIST: another writer
+ *   won with identical content), makes the names durable and only then drops the temporary
+ *   names.
+ * Either way a name under ROOT/blobs only ever refers to a complete file whose contents were
+ * durable before the name appeared, and a crash at any point leaves at most temporary files.
  *
- * Orphans: opening the service removes every file in ROOT/tmp whose flock it can take. The
- * kernel drops a flock when its holder dies, across PID namespaces and without PID reuse
- * worries, so a free lock means a dead (or finished) writer. A writer that loses the race
- * (its file removed between mkostemp and flock) sees st_nlink == 0 and starts over.
+ * Every service instance of one ROOT in a process shares one state (pending map, owner token),
+ * so a second instance sees the first one's pending blobs and one barrier covers both. A
+ * forked child never uses its parent's state: it makes its own.
+ *
+ * Temporary files of dead processes: each process (per ROOT) holds an exclusive flock(2) on
+ * ROOT/owners/<token>.lock for as long as it uses the store, and names its temporary files
+ * after the token. Opening the service removes every temporary file whose owner lock is gone
+ * or free (the kernel drops a flock when its holder dies: no PID reuse or PID namespace
+ * worries), then the free lock files. One lock per process, not one fd per pending file.
  *
  * Reading verifies: the reader hashes what it returns and fails with -EIO at the end if the
  * file does not hash to its name (a corrupted blob file is never silently served).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "digest_map.h"
 #include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/store.h"
+#include "store_internal.h"
 
-typedef struct local_blob_service {
-    obi_blob_service base;
+#define TOKEN_LEN 32 /* hex digits: 128 random bits */
+#define LOCK_SUFFIX ".lock"
+
+/* What every service instance of one ROOT in this process shares. */
+typedef struct blob_root {
+    struct blob_root *next;
+    pid_t pid; /* the process that made it: a forked child makes its own */
+    unsigned refs;
+    pthread_mutex_t lock; /* guards pending and the link/unlink steps of the barrier */
     char *root;
     char *blobs_dir; /* ROOT/blobs */
     char *tmp_dir;   /* ROOT/tmp */
-    int blobs_fd;
+    int blobs_fd, tmp_fd, owners_fd;
+    int owner_fd; /* ROOT/owners/<token>.lock, flock'ed */
+    char token[TOKEN_LEN + 1];
+    uint64_t next_temp;
+    obi_digest_map pending; /* digest -> temporary file name in ROOT/tmp (char *) */
+} blob_root;
+
+static pthread_mutex_t roots_lock = PTHREAD_MUTEX_INITIALIZER;
+static blob_root *roots;
+
+typedef struct local_blob_service {
+    obi_blob_service base;
+    blob_root *shared;
 } local_blob_service;
 
 typedef struct local_blob_reader {
@@ -50,12 +86,15 @@ typedef struct local_blob_reader {
 
 typedef struct local_blob_writer {
     obi_blob_writer base;
-    local_blob_service *svc;
+    blob_root *shared;
     int fd;
-    char *tmp_path; /* NULL once linked or removed */
+    char *tmp_name; /* in ROOT/tmp; NULL once handed to pending or removed */
     obi_blake3_hasher hasher;
     bool finished;
 } local_blob_writer;
+
+static void blob_root_hold(blob_root *shared);
+static void blob_root_release(blob_root *shared);
 
 /* "ab/abcdef..." relative to ROOT/blobs. */
 static void blob_relative_path(const obi_digest *digest, char out[OBI_DIGEST_HEX_LEN + 4])
@@ -72,35 +111,135 @@ static int blob_not_found(const obi_digest *digest, obi_error **err)
     return obi_error_set(err, -ENOENT, "blob %s not found", hex);
 }
 
-static int local_blob_has(obi_blob_service *base, const obi_digest *digest, obi_error **err)
+/* 1 if ROOT/blobs has the blob, 0 if not. */
+static int stored(blob_root *shared, const obi_digest *digest, obi_error **err)
 {
-    local_blob_service *svc = (local_blob_service *)base;
     char rel[OBI_DIGEST_HEX_LEN + 4];
     blob_relative_path(digest, rel);
     struct stat st;
-    if (fstatat(svc->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0)
+    if (fstatat(shared->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0)
         return 1;
     if (errno == ENOENT)
         return 0;
-    return obi_error_set_errno(err, errno, "stat %s/%s", svc->blobs_dir, rel);
+    return obi_error_set_errno(err, errno, "stat %s/%s", shared->blobs_dir, rel);
+}
+
+/* ---- the barrier ---- */
+
+/* Up to this many pending blobs the barrier fsyncs each file and the fan-out directories it
+ * linked into; more, and one syncfs(2) per step is far cheaper (one journal commit instead of
+ * one per file), at the price of also flushing whatever else is dirty on that filesystem. */
+#define BARRIER_FSYNC_MAX 32
+
+static int fsync_at(int dir_fd, const char *dir_path, const char *name, obi_error **err)
+{
+    cleanup_close int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || fsync(fd) < 0)
+        return obi_error_set_errno(err, errno, "fsync %s/%s", dir_path, name);
+    return 0;
+}
+
+/* Makes every pending blob durable and visible under its name; shared->lock held. Contents
+ * first, then names: a name never refers to contents that were not durable. On failure
+ * everything stays pending (a later barrier retries; names already linked are EEXIST then). */
+static int sync_pending(blob_root *shared, obi_error **err)
+{
+    if (shared->pending.count == 0)
+        return 0;
+    bool per_file = shared->pending.count <= BARRIER_FSYNC_MAX;
+    if (!per_file && syncfs(shared->tmp_fd) < 0)
+        return obi_error_set_errno(err, errno, "syncfs %s", shared->tmp_dir);
+    bool fanouts[256] = {false}, new_fanout = false;
+    for (size_t i = 0; i < shared->pending.capacity; i++) {
+        const obi_digest_map_entry *entry = &shared->pending.slots[i];
+        if (!entry->value)
+            continue;
+        int r = per_file ? fsync_at(shared->tmp_fd, shared->tmp_dir, entry->value, err) : 0;
+        if (r < 0)
+            return r;
+        char rel[OBI_DIGEST_HEX_LEN + 4];
+        blob_relative_path(&entry->key, rel);
+        char fanout[3] = {rel[0], rel[1], 0};
+        if (mkdirat(shared->blobs_fd, fanout, 0755) == 0)
+            new_fanout = true;
+        else if (errno != EEXIST)
+            return obi_error_set_errno(err, errno, "mkdir %s/%s", shared->blobs_dir, fanout);
+        if (linkat(shared->tmp_fd, entry->value, shared->blobs_fd, rel, 0) < 0 && errno != EEXIST)
+            return obi_error_set_errno(err, errno, "link %s/%s to %s/%s", shared->tmp_dir,
+                                       (const char *)entry->value, shared->blobs_dir, rel);
+        fanouts[entry->key.bytes[0]] = true;
+    }
+    /* the new names (and new fan-out directories) */
+    if (!per_file && syncfs(shared->blobs_fd) < 0)
+        return obi_error_set_errno(err, errno, "syncfs %s", shared->blobs_dir);
+    for (size_t byte = 0; per_file && byte < OBI_ARRAY_SIZE(fanouts); byte++) {
+        char fanout[3];
+        snprintf(fanout, sizeof fanout, "%02zx", byte);
+        int r = fanouts[byte] ? fsync_at(shared->blobs_fd, shared->blobs_dir, fanout, err) : 0;
+        if (r < 0)
+            return r;
+    }
+    if (per_file && new_fanout && fsync(shared->blobs_fd) < 0)
+        return obi_error_set_errno(err, errno, "fsync %s", shared->blobs_dir);
+    for (size_t i = 0; i < shared->pending.capacity; i++) {
+        const obi_digest_map_entry *entry = &shared->pending.slots[i];
+        if (entry->value)
+            unlinkat(shared->tmp_fd, entry->value, 0);
+    }
+    obi_digest_map_clear(&shared->pending);
+    return 0;
+}
+
+static int blob_root_sync(blob_root *shared, obi_error **err)
+{
+    pthread_mutex_lock(&shared->lock);
+    int r = sync_pending(shared, err);
+    pthread_mutex_unlock(&shared->lock);
+    return r < 0 ? obi_error_prefix(err, r, "blob store %s: sync", shared->root) : 0;
+}
+
+/* ---- service ops ---- */
+
+static int local_blob_has(obi_blob_service *base, const obi_digest *digest, obi_error **err)
+{
+    blob_root *shared = ((local_blob_service *)base)->shared;
+    pthread_mutex_lock(&shared->lock);
+    bool pending = obi_digest_map_get(&shared->pending, digest) != NULL;
+    pthread_mutex_unlock(&shared->lock);
+    return pending ? 1 : stored(shared, digest, err);
 }
 
 static int local_blob_local_path(obi_blob_service *base, const obi_digest *digest, char **path_out,
                                  obi_error **err)
 {
-    local_blob_service *svc = (local_blob_service *)base;
-    int r = local_blob_has(base, digest, err);
+    blob_root *shared = ((local_blob_service *)base)->shared;
+    pthread_mutex_lock(&shared->lock);
+    bool pending = obi_digest_map_get(&shared->pending, digest) != NULL;
+    pthread_mutex_unlock(&shared->lock);
+    /* a pending blob has no final name yet: the barrier gives it one (a temporary name
+     * handed out would disappear at the next barrier) */
+    if (pending) {
+        int r = blob_root_sync(shared, err);
+        if (r < 0)
+            return r;
+    }
+    int r = stored(shared, digest, err);
     if (r < 0)
         return r;
     if (r == 0)
         return blob_not_found(digest, err);
     char rel[OBI_DIGEST_HEX_LEN + 4];
     blob_relative_path(digest, rel);
-    char *path = obi_path_join(svc->blobs_dir, rel);
+    char *path = obi_path_join(shared->blobs_dir, rel);
     if (!path)
         return obi_error_set(err, -ENOMEM, "out of memory");
     *path_out = path;
     return 0;
+}
+
+static int local_blob_sync(obi_blob_service *base, obi_error **err)
+{
+    return blob_root_sync(((local_blob_service *)base)->shared, err);
 }
 
 /* ---- reader ---- */
@@ -152,27 +291,59 @@ static const struct obi_blob_reader_ops local_reader_ops = {
     .close = local_reader_close,
 };
 
+/* Opens a pending blob's temporary file or the stored one; *path_out names it. */
+static int open_blob_file(blob_root *shared, const obi_digest *digest, int *fd_out, char **path_out,
+                          obi_error **err)
+{
+    /* under the lock: the barrier must not remove the temporary name between lookup and open */
+    pthread_mutex_lock(&shared->lock);
+    const char *tmp_name = obi_digest_map_get(&shared->pending, digest);
+    int fd = -1;
+    char *path = NULL;
+    if (tmp_name) {
+        fd = openat(shared->tmp_fd, tmp_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        path = obi_path_join(shared->tmp_dir, tmp_name);
+    }
+    pthread_mutex_unlock(&shared->lock);
+    if (!tmp_name) {
+        char rel[OBI_DIGEST_HEX_LEN + 4];
+        blob_relative_path(digest, rel);
+        fd = openat(shared->blobs_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0 && errno == ENOENT)
+            return blob_not_found(digest, err);
+        path = obi_path_join(shared->blobs_dir, rel);
+    }
+    int saved = errno;
+    if (fd < 0 || !path) {
+        if (fd >= 0)
+            close(fd);
+        if (!path)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        int r = obi_error_set_errno(err, saved, "open %s", path);
+        free(path);
+        return r;
+    }
+    *fd_out = fd;
+    *path_out = path;
+    return 0;
+}
+
 static int local_blob_open_read(obi_blob_service *base, const obi_digest *digest,
                                 obi_blob_reader **out, obi_error **err)
 {
-    local_blob_service *svc = (local_blob_service *)base;
-    char rel[OBI_DIGEST_HEX_LEN + 4];
-    blob_relative_path(digest, rel);
-    cleanup_close int fd = openat(svc->blobs_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0 && errno == ENOENT)
-        return blob_not_found(digest, err);
-    if (fd < 0)
-        return obi_error_set_errno(err, errno, "open %s/%s", svc->blobs_dir, rel);
+    blob_root *shared = ((local_blob_service *)base)->shared;
+    cleanup_close int fd = -1;
+    cleanup_free char *path = NULL;
+    int r = open_blob_file(shared, digest, &fd, &path, err);
+    if (r < 0)
+        return r;
     local_blob_reader *reader = calloc(1, sizeof *reader);
     if (!reader)
         return obi_error_set(err, -ENOMEM, "out of memory");
-    reader->path = obi_path_join(svc->blobs_dir, rel);
-    if (!reader->path) {
-        free(reader);
-        return obi_error_set(err, -ENOMEM, "out of memory");
-    }
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     reader->base.ops = &local_reader_ops;
     reader->fd = steal_fd(&fd);
+    reader->path = steal_pointer(&path);
     reader->digest = *digest;
     obi_blake3_init(&reader->hasher);
     *out = &reader->base;
@@ -188,37 +359,38 @@ static int local_writer_write(obi_blob_writer *base, const void *data, size_t le
         return obi_error_set(err, -EINVAL, "blob writer: write after finish");
     int r = obi_write_all(writer->fd, data, len);
     if (r < 0)
-        return obi_error_set_errno(err, -r, "write %s", writer->tmp_path);
+        return obi_error_set_errno(err, -r, "write %s/%s", writer->shared->tmp_dir,
+                                   writer->tmp_name);
     obi_blake3_update(&writer->hasher, data, len);
     return 0;
 }
 
 static void writer_discard_tmp(local_blob_writer *writer)
 {
-    if (writer->tmp_path) {
-        unlink(writer->tmp_path);
-        free(writer->tmp_path);
-        writer->tmp_path = NULL;
+    if (writer->tmp_name) {
+        unlinkat(writer->shared->tmp_fd, writer->tmp_name, 0);
+        free(writer->tmp_name);
+        writer->tmp_name = NULL;
     }
 }
 
-/* Makes ROOT/blobs/<2 hex>, fsyncing ROOT/blobs when it is new. */
-static int ensure_fanout_dir(local_blob_service *svc, const char *fanout, obi_error **err)
+static int ensure_fanout_dir(blob_root *shared, const char *fanout, obi_error **err)
 {
-    if (mkdirat(svc->blobs_fd, fanout, 0755) == 0) {
-        if (fsync(svc->blobs_fd) < 0)
-            return obi_error_set_errno(err, errno, "fsync %s", svc->blobs_dir);
+    if (mkdirat(shared->blobs_fd, fanout, 0755) == 0) {
+        if (fsync(shared->blobs_fd) < 0)
+            return obi_error_set_errno(err, errno, "fsync %s", shared->blobs_dir);
         return 0;
     }
     if (errno == EEXIST)
         return 0;
-    return obi_error_set_errno(err, errno, "mkdir %s/%s", svc->blobs_dir, fanout);
+    return obi_error_set_errno(err, errno, "mkdir %s/%s", shared->blobs_dir, fanout);
 }
 
+/* Durable at once: the contents, then the name, then the name's directory. */
 static int local_writer_finish(obi_blob_writer *base, obi_digest *digest_out, obi_error **err)
 {
     local_blob_writer *writer = (local_blob_writer *)base;
-    local_blob_service *svc = writer->svc;
+    blob_root *shared = writer->shared;
     if (writer->finished)
         return obi_error_set(err, -EINVAL, "blob writer: finished twice");
     obi_digest digest;
@@ -226,27 +398,61 @@ static int local_writer_finish(obi_blob_writer *base, obi_digest *digest_out, ob
     char rel[OBI_DIGEST_HEX_LEN + 4];
     blob_relative_path(&digest, rel);
     char fanout[3] = {rel[0], rel[1], 0};
-
-    int present = local_blob_has(&svc->base, &digest, err);
+    int present = stored(shared, &digest, err);
     if (present < 0)
         return present;
     if (!present) {
         if (fchmod(writer->fd, 0444) < 0 || fsync(writer->fd) < 0)
-            return obi_error_set_errno(err, errno, "fsync %s", writer->tmp_path);
-        int r = ensure_fanout_dir(svc, fanout, err);
+            return obi_error_set_errno(err, errno, "fsync %s/%s", shared->tmp_dir,
+                                       writer->tmp_name);
+        int r = ensure_fanout_dir(shared, fanout, err);
         if (r < 0)
             return r;
-        if (linkat(AT_FDCWD, writer->tmp_path, svc->blobs_fd, rel, 0) < 0 && errno != EEXIST)
-            return obi_error_set_errno(err, errno, "link %s to %s/%s", writer->tmp_path,
-                                       svc->blobs_dir, rel);
-        cleanup_close int dir_fd =
-            openat(svc->blobs_fd, fanout, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dir_fd < 0 || fsync(dir_fd) < 0)
-            return obi_error_set_errno(err, errno, "fsync %s/%s", svc->blobs_dir, fanout);
+        if (linkat(shared->tmp_fd, writer->tmp_name, shared->blobs_fd, rel, 0) < 0 &&
+            errno != EEXIST)
+            return obi_error_set_errno(err, errno, "link %s/%s to %s/%s", shared->tmp_dir,
+                                       writer->tmp_name, shared->blobs_dir, rel);
+        r = fsync_at(shared->blobs_fd, shared->blobs_dir, fanout, err);
+        if (r < 0)
+            return r;
     }
     writer_discard_tmp(writer);
     close(writer->fd);
     writer->fd = -1;
+    writer->finished = true;
+    if (digest_out)
+        *digest_out = digest;
+    return 0;
+}
+
+/* Pending until the next barrier: no fsync, no final name yet. */
+static int local_writer_finish_pending(obi_blob_writer *base, obi_digest *digest_out,
+                                       obi_error **err)
+{
+    local_blob_writer *writer = (local_blob_writer *)base;
+    blob_root *shared = writer->shared;
+    if (writer->finished)
+        return obi_error_set(err, -EINVAL, "blob writer: finished twice");
+    obi_digest digest;
+    obi_blake3_finalize(&writer->hasher, digest.bytes, OBI_DIGEST_LEN);
+    if (fchmod(writer->fd, 0444) < 0)
+        return obi_error_set_errno(err, errno, "chmod %s/%s", shared->tmp_dir, writer->tmp_name);
+    close(writer->fd);
+    writer->fd = -1;
+
+    pthread_mutex_lock(&shared->lock);
+    int r = obi_digest_map_get(&shared->pending, &digest) ? 1 : stored(shared, &digest, err);
+    if (r == 0) {
+        r = obi_digest_map_insert(&shared->pending, &digest, writer->tmp_name);
+        if (r == 1)
+            writer->tmp_name = NULL; /* owned by pending now */
+        else
+            r = obi_error_set(err, -ENOMEM, "out of memory");
+    }
+    pthread_mutex_unlock(&shared->lock);
+    if (r < 0)
+        return r;
+    writer_discard_tmp(writer); /* already pending or stored: same contents */
     writer->finished = true;
     if (digest_out)
         *digest_out = digest;
@@ -259,107 +465,311 @@ static void local_writer_close(obi_blob_writer *base)
     writer_discard_tmp(writer);
     if (writer->fd >= 0)
         close(writer->fd);
+    blob_root_release(writer->shared);
     free(writer);
 }
 
 static const struct obi_blob_writer_ops local_writer_ops = {
     .write = local_writer_write,
     .finish = local_writer_finish,
+    .finish_pending = local_writer_finish_pending,
     .close = local_writer_close,
 };
 
-/* Creates ROOT/tmp/w.XXXXXX and takes its flock (see the comment at the top). */
-static int create_locked_tmp(local_blob_service *svc, int *fd_out, char **path_out, obi_error **err)
-{
-    for (int attempt = 0; attempt < 100; attempt++) {
-        cleanup_free char *path = obi_path_join(svc->tmp_dir, "w.XXXXXX");
-        if (!path)
-            return obi_error_set(err, -ENOMEM, "out of memory");
-        cleanup_close int fd = mkostemp(path, O_CLOEXEC);
-        if (fd < 0)
-            return obi_error_set_errno(err, errno, "create a temporary file in %s", svc->tmp_dir);
-        int r;
-        do
-            r = flock(fd, LOCK_EX);
-        while (r < 0 && errno == EINTR);
-        if (r < 0) {
-            int saved = errno;
-            unlink(path);
-            return obi_error_set_errno(err, saved, "flock %s", path);
-        }
-        struct stat st;
-        if (fstat(fd, &st) < 0)
-            return obi_error_set_errno(err, errno, "stat %s", path);
-        if (st.st_nlink == 0)
-            continue; /* removed as an orphan before we locked it */
-        *fd_out = steal_fd(&fd);
-        *path_out = steal_pointer(&path);
-        return 0;
-    }
-    return obi_error_set(err, -EAGAIN, "create a temporary file in %s: removed repeatedly",
-                         svc->tmp_dir);
-}
-
 static int local_blob_open_write(obi_blob_service *base, obi_blob_writer **out, obi_error **err)
 {
-    local_blob_service *svc = (local_blob_service *)base;
+    blob_root *shared = ((local_blob_service *)base)->shared;
     local_blob_writer *writer = calloc(1, sizeof *writer);
     if (!writer)
         return obi_error_set(err, -ENOMEM, "out of memory");
-    int r = create_locked_tmp(svc, &writer->fd, &writer->tmp_path, err);
-    if (r < 0) {
+    writer->base.ops = &local_writer_ops;
+    writer->fd = -1;
+    uint64_t n = __atomic_fetch_add(&shared->next_temp, 1, __ATOMIC_RELAXED);
+    if (asprintf(&writer->tmp_name, "%s.%llx", shared->token, (unsigned long long)n) < 0) {
+        free(writer);
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    }
+    writer->fd =
+        openat(shared->tmp_fd, writer->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (writer->fd < 0) {
+        int r = obi_error_set_errno(err, errno, "create %s/%s", shared->tmp_dir, writer->tmp_name);
+        free(writer->tmp_name);
         free(writer);
         return r;
     }
-    writer->base.ops = &local_writer_ops;
-    writer->svc = svc;
+    /* the writer may outlive the service that opened it */
+    blob_root_hold(shared);
+    writer->shared = shared;
     obi_blake3_init(&writer->hasher);
     *out = &writer->base;
     return 0;
 }
 
-/* ---- service ---- */
+/* ---- owners and their temporary files ---- */
 
-/* Removes temporary files of writers that are gone (their flock is free). */
-static void remove_orphans(const char *tmp_dir)
+/* Creates and locks ROOT/owners/<random token>.lock. A cleaner may take and remove a new lock
+ * file before its owner locks it: the owner then sees st_nlink == 0 and starts over. */
+static int create_owner_lock(blob_root *shared, obi_error **err)
 {
-    cleanup_close int dir_fd = open(tmp_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir_fd < 0)
-        return;
-    int list_fd = dup(dir_fd);
-    if (list_fd < 0)
-        return;
-    cleanup_dir DIR *dir = fdopendir(list_fd);
-    if (!dir) {
-        close(list_fd);
-        return;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        uint8_t random[TOKEN_LEN / 2];
+        if (getrandom(random, sizeof random, 0) != (ssize_t)sizeof random)
+            return obi_error_set_errno(err, errno, "getrandom");
+        for (size_t i = 0; i < sizeof random; i++)
+            snprintf(shared->token + 2 * i, 3, "%02x", random[i]);
+        char name[TOKEN_LEN + sizeof LOCK_SUFFIX];
+        snprintf(name, sizeof name, "%s" LOCK_SUFFIX, shared->token);
+        cleanup_close int fd =
+            openat(shared->owners_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == EEXIST)
+            continue;
+        if (fd < 0)
+            return obi_error_set_errno(err, errno, "create %s/owners/%s", shared->root, name);
+        int r;
+        do
+            r = flock(fd, LOCK_EX);
+        while (r < 0 && errno == EINTR);
+        if (r < 0)
+            return obi_error_set_errno(err, errno, "flock %s/owners/%s", shared->root, name);
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+            return obi_error_set_errno(err, errno, "stat %s/owners/%s", shared->root, name);
+        if (st.st_nlink == 0)
+            continue; /* removed by a cleaner before we locked it */
+        shared->owner_fd = steal_fd(&fd);
+        return 0;
     }
+    return obi_error_set(err, -EAGAIN, "create an owner lock in %s/owners: removed repeatedly",
+                         shared->root);
+}
+
+/* 1 if the owner lock file name (in owners_fd) is held by a live process, else 0. */
+static int owner_lock_held(int owners_fd, const char *name)
+{
+    cleanup_close int fd = openat(owners_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : 1; /* unsure: keep */
+    return flock(fd, LOCK_EX | LOCK_NB) < 0 ? 1 : 0;
+}
+
+typedef struct owner_verdict {
+    char token[TOKEN_LEN + 1];
+    bool alive;
+} owner_verdict;
+
+/* Whether the owner of a temporary file named "<token>.<n>" is alive (cached per scan). */
+static bool temp_owner_alive(int owners_fd, const char *name, owner_verdict **cache, size_t *n)
+{
+    const char *dot = strchr(name, '.');
+    if (!dot || dot - name != TOKEN_LEN)
+        return true; /* not ours: keep */
+    for (size_t i = 0; i < *n; i++)
+        if (!strncmp((*cache)[i].token, name, TOKEN_LEN))
+            return (*cache)[i].alive;
+    char lock[TOKEN_LEN + sizeof LOCK_SUFFIX];
+    snprintf(lock, sizeof lock, "%.*s" LOCK_SUFFIX, TOKEN_LEN, name);
+    bool alive = owner_lock_held(owners_fd, lock);
+    owner_verdict *grown = realloc(*cache, (*n + 1) * sizeof **cache);
+    if (grown) {
+        *cache = grown;
+        snprintf(grown[*n].token, sizeof grown[*n].token, "%.*s", TOKEN_LEN, name);
+        grown[(*n)++].alive = alive;
+    }
+    return alive;
+}
+
+/* Whether a file of the previous layout (w.XXXXXX, flock'ed by its writer) is abandoned. */
+static bool legacy_temp_abandoned(int dir_fd, const char *name)
+{
+    cleanup_close int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0)
+        return false;
+    struct stat held, named;
+    return fstat(fd, &held) == 0 && fstatat(dir_fd, name, &named, AT_SYMLINK_NOFOLLOW) == 0 &&
+           held.st_dev == named.st_dev && held.st_ino == named.st_ino && S_ISREG(held.st_mode);
+}
+
+/* Removes temporary files of dead owners, then the dead owners' lock files. Best effort. */
+static void remove_dead_temps(blob_root *shared)
+{
+    /* a fresh open file description: a dup would share (and advance) tmp_fd's offset */
+    int list_fd = openat(shared->tmp_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    cleanup_dir DIR *dir = list_fd >= 0 ? fdopendir(list_fd) : NULL;
+    if (!dir && list_fd >= 0)
+        close(list_fd);
+    cleanup_free owner_verdict *cache = NULL;
+    size_t n_cache = 0;
     struct dirent *entry;
-    while ((entry = readdir(dir))) {
+    while (dir && (entry = readdir(dir))) {
+        const char *name = entry->d_name;
+        if (name[0] == '.')
+            continue;
+        bool dead = !strncmp(name, "w.", 2)
+                        ? legacy_temp_abandoned(shared->tmp_fd, name)
+                        : !temp_owner_alive(shared->owners_fd, name, &cache, &n_cache);
+        if (dead)
+            unlinkat(shared->tmp_fd, name, 0);
+    }
+    /* lock files last: a lock file removed first would make its live-looking temps dead too
+     * early for a concurrent cleaner, which is harmless, but this order keeps it simple */
+    list_fd = openat(shared->owners_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    cleanup_dir DIR *owners = list_fd >= 0 ? fdopendir(list_fd) : NULL;
+    if (!owners && list_fd >= 0)
+        close(list_fd);
+    while (owners && (entry = readdir(owners))) {
         if (entry->d_name[0] == '.')
             continue;
         cleanup_close int fd =
-            openat(dir_fd, entry->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-        if (fd < 0)
-            continue;
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
-            continue; /* a live writer */
-        struct stat held, named;
-        if (fstat(fd, &held) < 0 || fstatat(dir_fd, entry->d_name, &named, AT_SYMLINK_NOFOLLOW) < 0)
-            continue;
-        if (held.st_dev == named.st_dev && held.st_ino == named.st_ino && S_ISREG(held.st_mode))
-            unlinkat(dir_fd, entry->d_name, 0);
+            openat(shared->owners_fd, entry->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        /* removed while we hold its lock, so its owner (if one is starting) starts over */
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+            unlinkat(shared->owners_fd, entry->d_name, 0);
     }
 }
+
+/* ---- the shared state of one ROOT ---- */
+
+static void blob_root_free(blob_root *shared)
+{
+    /* every service has synced when it was freed; this catches blobs finished through a
+     * writer that outlived them. Nobody can be told about a failure here: what stays pending
+     * is removed as a dead owner's temporary files by the next start. */
+    obi_error *ignored = NULL;
+    if (shared->tmp_fd >= 0 && shared->blobs_fd >= 0)
+        sync_pending(shared, &ignored);
+    obi_error_free(ignored);
+    if (shared->owner_fd >= 0 && shared->pending.count == 0) {
+        /* every temporary file of ours is gone: the lock file can go too */
+        char name[TOKEN_LEN + sizeof LOCK_SUFFIX];
+        snprintf(name, sizeof name, "%s" LOCK_SUFFIX, shared->token);
+        unlinkat(shared->owners_fd, name, 0);
+    }
+    /* pending ones left (a failed barrier) are removed as a dead owner's by the next start */
+    obi_digest_map_clear(&shared->pending);
+    int fds[] = {shared->owner_fd, shared->blobs_fd, shared->tmp_fd, shared->owners_fd};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(fds); i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    pthread_mutex_destroy(&shared->lock);
+    free(shared->root);
+    free(shared->blobs_dir);
+    free(shared->tmp_dir);
+    free(shared);
+}
+
+static int open_dir(const char *root, const char *name, char **path_out, int *fd_out,
+                    obi_error **err)
+{
+    cleanup_free char *path = obi_path_join(root, name);
+    if (!path)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    int r = obi_mkdir_p(path, 0755, err);
+    if (r < 0)
+        return r;
+    *fd_out = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*fd_out < 0)
+        return obi_error_set_errno(err, errno, "open %s", path);
+    if (path_out)
+        *path_out = steal_pointer(&path);
+    return 0;
+}
+
+static int blob_root_new(const char *root, blob_root **out, obi_error **err)
+{
+    blob_root *shared = calloc(1, sizeof *shared);
+    if (!shared)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    shared->pid = getpid();
+    shared->refs = 1;
+    shared->blobs_fd = shared->tmp_fd = shared->owners_fd = shared->owner_fd = -1;
+    pthread_mutex_init(&shared->lock, NULL);
+    obi_digest_map_init(&shared->pending, free);
+    shared->root = strdup(root);
+    int r = shared->root ? 0 : obi_error_set(err, -ENOMEM, "out of memory");
+    if (r == 0)
+        r = open_dir(root, "blobs", &shared->blobs_dir, &shared->blobs_fd, err);
+    if (r == 0)
+        r = open_dir(root, "tmp", &shared->tmp_dir, &shared->tmp_fd, err);
+    if (r == 0)
+        r = open_dir(root, "owners", NULL, &shared->owners_fd, err);
+    if (r == 0)
+        r = create_owner_lock(shared, err);
+    if (r < 0) {
+        blob_root_free(shared);
+        return r;
+    }
+    *out = shared;
+    return 0;
+}
+
+/* The shared state of ROOT in this process (made if needed), with a reference taken. */
+static int blob_root_acquire(const char *root, bool create, blob_root **out, obi_error **err)
+{
+    pthread_mutex_lock(&roots_lock);
+    pid_t pid = getpid();
+    blob_root *found = roots;
+    while (found && (found->pid != pid || strcmp(found->root, root)))
+        found = found->next;
+    int r = 0;
+    if (found) {
+        found->refs++;
+    } else if (create && (r = blob_root_new(root, &found, err)) == 0) {
+        found->next = roots;
+        roots = found;
+    }
+    pthread_mutex_unlock(&roots_lock);
+    if (r == 0)
+        *out = found;
+    return r;
+}
+
+static void blob_root_hold(blob_root *shared)
+{
+    pthread_mutex_lock(&roots_lock);
+    shared->refs++;
+    pthread_mutex_unlock(&roots_lock);
+}
+
+static void blob_root_release(blob_root *shared)
+{
+    pthread_mutex_lock(&roots_lock);
+    bool last = --shared->refs == 0;
+    if (last) {
+        for (blob_root **p = &roots; *p; p = &(*p)->next)
+            if (*p == shared) {
+                *p = shared->next;
+                break;
+            }
+    }
+    pthread_mutex_unlock(&roots_lock);
+    if (last)
+        blob_root_free(shared);
+}
+
+int obi_local_blob_sync_root(const char *root, obi_error **err)
+{
+    blob_root *shared = NULL;
+    int r = blob_root_acquire(root, false, &shared, err);
+    if (r < 0 || !shared)
+        return r;
+    r = blob_root_sync(shared, err);
+    blob_root_release(shared);
+    return r;
+}
+
+/* ---- service ---- */
 
 static void local_blob_service_free(obi_blob_service *base)
 {
     local_blob_service *svc = (local_blob_service *)base;
-    if (svc->blobs_fd >= 0)
-        close(svc->blobs_fd);
-    free(svc->root);
-    free(svc->blobs_dir);
-    free(svc->tmp_dir);
+    if (svc->shared) {
+        /* nobody can be told about a failure here; what stays pending is not visible and is
+         * removed as a dead owner's temporary files by the next start */
+        obi_error *ignored = NULL;
+        blob_root_sync(svc->shared, &ignored);
+        obi_error_free(ignored);
+        blob_root_release(svc->shared);
+    }
     free(svc);
 }
 
@@ -368,6 +778,7 @@ static const struct obi_blob_service_ops local_blob_ops = {
     .open_read = local_blob_open_read,
     .open_write = local_blob_open_write,
     .local_path = local_blob_local_path,
+    .sync = local_blob_sync,
     .free = local_blob_service_free,
 };
 
@@ -379,22 +790,12 @@ int obi_local_blob_service_open(const char *root, obi_blob_service **out, obi_er
     if (!svc)
         return obi_error_set(err, -ENOMEM, "out of memory");
     svc->base.ops = &local_blob_ops;
-    svc->blobs_fd = -1;
-    _cleanup_(obi_blob_service_freep) obi_blob_service *owned = &svc->base;
-    svc->root = strdup(root);
-    svc->blobs_dir = obi_path_join(root, "blobs");
-    svc->tmp_dir = obi_path_join(root, "tmp");
-    if (!svc->root || !svc->blobs_dir || !svc->tmp_dir)
-        return obi_error_set(err, -ENOMEM, "out of memory");
-    int r = obi_mkdir_p(svc->blobs_dir, 0755, err);
-    if (r == 0)
-        r = obi_mkdir_p(svc->tmp_dir, 0755, err);
-    if (r < 0)
+    int r = blob_root_acquire(root, true, &svc->shared, err);
+    if (r < 0) {
+        free(svc);
         return obi_error_prefix(err, r, "local blob service %s", root);
-    svc->blobs_fd = open(svc->blobs_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (svc->blobs_fd < 0)
-        return obi_error_set_errno(err, errno, "local blob service: open %s", svc->blobs_dir);
-    remove_orphans(svc->tmp_dir);
-    *out = steal_pointer(&owned);
+    }
+    remove_dead_temps(svc->shared);
+    *out = &svc->base;
     return 0;
 }

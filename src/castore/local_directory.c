@@ -38,6 +38,7 @@ typedef struct local_directory_service {
     sqlite3 *db;
     sqlite3_stmt *select;
     sqlite3_stmt *insert;
+    char *root;
     char *path;
 } local_directory_service;
 
@@ -148,8 +149,12 @@ static int insert_pending(local_directory_service *svc, const obi_digest_map *pe
 static int local_commit_pending(void *ctx, obi_digest_map *pending, obi_error **err)
 {
     local_directory_service *svc = ctx;
+    /* blobs of this ROOT still pending in this process become durable first */
+    int r = obi_local_blob_sync_root(svc->root, err);
+    if (r < 0)
+        return r;
     pthread_mutex_lock(&svc->lock);
-    int r = insert_pending(svc, pending, err);
+    r = insert_pending(svc, pending, err);
     pthread_mutex_unlock(&svc->lock);
     return r;
 }
@@ -169,6 +174,7 @@ static void local_directory_service_free(obi_directory_service *base)
     sqlite3_finalize(svc->insert);
     sqlite3_close(svc->db);
     pthread_mutex_destroy(&svc->lock);
+    free(svc->root);
     free(svc->path);
     free(svc);
 }
@@ -201,8 +207,9 @@ int obi_local_directory_service_open(const char *root, obi_directory_service **o
     svc->base.ops = &local_directory_ops;
     pthread_mutex_init(&svc->lock, NULL);
     _cleanup_(obi_directory_service_freep) obi_directory_service *owned = &svc->base;
+    svc->root = strdup(root);
     svc->path = obi_path_join(root, "directories.sqlite");
-    if (!svc->path)
+    if (!svc->root || !svc->path)
         return obi_error_set(err, -ENOMEM, "out of memory");
     int rc =
         sqlite3_open_v2(svc->path, &svc->db,

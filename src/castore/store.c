@@ -34,6 +34,11 @@ void obi_blob_writer_close(obi_blob_writer *writer)
         writer->ops->close(writer);
 }
 
+int obi_blob_service_sync(obi_blob_service *svc, obi_error **err)
+{
+    return svc->ops->sync ? svc->ops->sync(svc, err) : 0;
+}
+
 void obi_blob_service_free(obi_blob_service *svc)
 {
     if (svc)

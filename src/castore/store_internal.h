@@ -48,4 +48,9 @@ int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn
 int obi_directory_decode_verified(const obi_digest *digest, const uint8_t *data, size_t len,
                                   obi_directory **out, obi_error **err);
 
+/* The barrier of the on-disk blob service (local_blob.c) for ROOT in this process, if one is
+ * open there (else nothing to do): the on-disk directory putter calls it before committing,
+ * so directories never become durable before the blobs they refer to. */
+int obi_local_blob_sync_root(const char *root, obi_error **err);
+
 #endif

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/ingest.h"
 #include "ocibuild/node.h"
 #include "ocibuild/store.h"
 #include "test_helpers.h"
@@ -32,6 +34,7 @@ typedef struct fixture {
     char *root; /* local: the store root */
     obi_blob_service *blobs;
     obi_directory_service *dirs;
+    pid_t child; /* local: a forked writer still alive, killed by teardown if a test fails */
 } fixture;
 
 static backend_kind memory_kind = BACKEND_MEMORY;
@@ -79,6 +82,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
+    if (f->child > 0) {
+        kill(f->child, SIGKILL);
+        waitpid(f->child, NULL, 0);
+    }
     close_services(f);
     free(f->root);
     obi_test_tmpdir_remove(f->tmp);
@@ -745,6 +752,7 @@ static void test_store_local_orphan_removed_but_live_writer_kept(void **state)
     assert_true(obi_digest_equal(&digest, &expected));
     assert_int_equal(obi_blob_has(second, &digest, NULL), 1);
     assert_int_equal(count_in(f, "tmp"), 0);
+    assert_int_equal(count_in(f, "blobs"), 1); /* finish is durable at once */
 }
 
 /* A child writes part of a blob and of a directory tree, tells the parent, and is SIGKILLed:
@@ -764,6 +772,7 @@ static void test_store_local_killed_writer_leaves_no_visible_partial_object(void
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         close(ready[0]);
         obi_blob_service *blobs = NULL;
         obi_directory_service *dirs = NULL;
@@ -783,6 +792,7 @@ static void test_store_local_killed_writer_leaves_no_visible_partial_object(void
         for (;;)
             pause();
     }
+    f->child = pid;
     close(ready[1]);
     char c = 0;
     assert_int_equal(read(ready[0], &c, 1), 1);
@@ -790,6 +800,7 @@ static void test_store_local_killed_writer_leaves_no_visible_partial_object(void
     assert_int_equal(kill(pid, SIGKILL), 0);
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
+    f->child = 0;
     assert_true(WIFSIGNALED(status));
 
     assert_int_equal(count_in(f, "blobs"), 0);
@@ -808,6 +819,298 @@ static void test_store_local_killed_writer_leaves_no_visible_partial_object(void
     assert_int_equal(open_services(f), 0);
     assert_int_equal(count_in(f, "tmp"), 0);
     tree_free(&t);
+}
+
+/* ---- on-disk: pending blobs and the barrier ---- */
+
+static int put_pending(obi_blob_service *svc, const void *data, size_t len, obi_digest *out,
+                       obi_error **err)
+{
+    cleanup_blob_writer obi_blob_writer *writer = NULL;
+    int r = obi_blob_open_write(svc, &writer, err);
+    if (r == 0)
+        r = obi_blob_write(writer, data, len, err);
+    if (r == 0)
+        r = obi_blob_finish_pending(writer, out, err);
+    return r;
+}
+
+static void test_store_local_pending_blob_readable_in_process_before_barrier(void **state)
+{
+    fixture *f = *state;
+    obi_digest digest;
+    assert_ok(put_pending(f->blobs, "pending", 7, &digest, err_ptr_));
+    /* not under ROOT/blobs yet, but this process sees it, through every instance */
+    assert_int_equal(count_in(f, "blobs"), 0);
+    assert_int_equal(count_in(f, "tmp"), 1);
+    assert_int_equal(obi_blob_has(f->blobs, &digest, NULL), 1);
+    cleanup_blob_service obi_blob_service *second = NULL;
+    assert_ok(obi_local_blob_service_open(f->root, &second, err_ptr_));
+    assert_int_equal(obi_blob_has(second, &digest, NULL), 1);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_ok(obi_blob_get_bytes(second, &digest, 100, &data, &len, err_ptr_));
+    assert_int_equal(len, 7);
+    assert_memory_equal(data, "pending", 7);
+    free(data);
+    /* the same content again is not pending twice */
+    obi_digest again;
+    assert_ok(put_pending(f->blobs, "pending", 7, &again, err_ptr_));
+    assert_true(obi_digest_equal(&digest, &again));
+    assert_int_equal(count_in(f, "tmp"), 1);
+    /* local_path hands out the final name, so it makes the blob durable first */
+    cleanup_free char *path = NULL;
+    assert_ok(f->blobs->ops->local_path(f->blobs, &digest, &path, err_ptr_));
+    assert_non_null(strstr(path, "/blobs/"));
+    assert_int_equal(access(path, R_OK), 0);
+    assert_int_equal(count_in(f, "blobs"), 1);
+    assert_int_equal(count_in(f, "tmp"), 0);
+}
+
+/* n pending blobs, one barrier: all under their names, intact after a reopen. Small batches
+ * are fsynced file by file, large ones with syncfs. */
+static void check_barrier_links_every_pending_blob(fixture *f, int n)
+{
+    obi_digest *digests = calloc((size_t)n, sizeof *digests);
+    assert_non_null(digests);
+    for (int i = 0; i < n; i++) {
+        char content[16];
+        int len = snprintf(content, sizeof content, "blob %d", i);
+        assert_ok(put_pending(f->blobs, content, (size_t)len, &digests[i], err_ptr_));
+    }
+    assert_int_equal(count_in(f, "blobs"), 0);
+    assert_int_equal(count_in(f, "tmp"), n);
+    assert_ok(obi_blob_service_sync(f->blobs, err_ptr_));
+    assert_int_equal(count_in(f, "blobs"), n);
+    assert_int_equal(count_in(f, "tmp"), 0);
+    assert_ok(obi_blob_service_sync(f->blobs, err_ptr_)); /* nothing pending: nothing to do */
+    close_services(f);
+    assert_int_equal(open_services(f), 0);
+    for (int i = 0; i < n; i++) {
+        char content[16];
+        int len = snprintf(content, sizeof content, "blob %d", i);
+        uint8_t *data = NULL;
+        size_t got = 0;
+        assert_ok(obi_blob_get_bytes(f->blobs, &digests[i], 100, &data, &got, err_ptr_));
+        assert_int_equal(got, (size_t)len);
+        assert_memory_equal(data, content, got);
+        free(data);
+    }
+    free(digests);
+}
+
+static void test_store_local_barrier_links_a_small_batch(void **state)
+{
+    check_barrier_links_every_pending_blob(*state, 5);
+}
+
+static void test_store_local_barrier_links_a_large_batch(void **state)
+{
+    check_barrier_links_every_pending_blob(*state, 300);
+}
+
+static void test_store_local_service_free_is_a_barrier(void **state)
+{
+    fixture *f = *state;
+    obi_digest digest;
+    assert_ok(put_pending(f->blobs, "at exit", 7, &digest, err_ptr_));
+    assert_int_equal(count_in(f, "blobs"), 0);
+    close_services(f);
+    assert_int_equal(count_in(f, "blobs"), 1);
+    assert_int_equal(count_in(f, "tmp"), 0);
+    assert_int_equal(count_in(f, "owners"), 0); /* a clean exit leaves no lock file */
+    assert_int_equal(open_services(f), 0);
+    assert_int_equal(obi_blob_has(f->blobs, &digest, NULL), 1);
+}
+
+static void test_store_local_writer_outliving_its_service_still_works(void **state)
+{
+    fixture *f = *state;
+    cleanup_blob_writer obi_blob_writer *writer = NULL;
+    assert_ok(obi_blob_open_write(f->blobs, &writer, err_ptr_));
+    close_services(f);
+    assert_ok(obi_blob_write(writer, "late", 4, err_ptr_));
+    obi_digest digest;
+    assert_ok(obi_blob_finish_pending(writer, &digest, err_ptr_));
+    obi_blob_writer_close(writer); /* the last user of the store: runs the barrier */
+    writer = NULL;
+    assert_int_equal(count_in(f, "blobs"), 1);
+    assert_int_equal(count_in(f, "tmp"), 0);
+    assert_int_equal(open_services(f), 0);
+    assert_int_equal(obi_blob_has(f->blobs, &digest, NULL), 1);
+}
+
+static void test_store_local_directory_commit_makes_pending_blobs_durable_first(void **state)
+{
+    fixture *f = *state;
+    obi_digest blob;
+    assert_ok(put_pending(f->blobs, "referenced", 10, &blob, err_ptr_));
+    cleanup_directory obi_directory *dir = obi_directory_new();
+    cleanup_node obi_node file = {0};
+    assert_int_equal(obi_node_init_file(&file, "f", 1, &blob, 10, false), 0);
+    assert_int_equal(obi_directory_add(dir, &file), 0);
+    cleanup_directory_putter obi_directory_putter *putter = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &putter, err_ptr_));
+    assert_ok(obi_directory_put(putter, dir, NULL, err_ptr_));
+    assert_int_equal(count_in(f, "blobs"), 0);
+    assert_ok(obi_directory_putter_finish(putter, NULL, err_ptr_));
+    assert_int_equal(count_in(f, "blobs"), 1);
+    assert_int_equal(count_in(f, "tmp"), 0);
+}
+
+static void test_store_local_ingest_leaves_nothing_pending(void **state)
+{
+    fixture *f = *state;
+    cleanup_free char *src = obi_path_join(f->tmp, "src");
+    assert_int_equal(mkdir(src, 0755), 0);
+    for (int i = 0; i < 40; i++) {
+        char name[32], content[32];
+        snprintf(name, sizeof name, "src/file%d", i);
+        int len = snprintf(content, sizeof content, "content %d", i);
+        cleanup_free char *path = obi_path_join(f->tmp, name);
+        assert_ok(obi_write_file(path, content, (size_t)len, 0644, err_ptr_));
+    }
+    cleanup_node obi_node root = {0};
+    assert_ok(obi_ingest_path(f->blobs, f->dirs, src, NULL, &root, err_ptr_));
+    assert_int_equal(count_in(f, "blobs"), 40);
+    assert_int_equal(count_in(f, "tmp"), 0);
+}
+
+/* Runs child(root, ready_fd) in a fork that writes one byte to ready_fd when ready and then
+ * waits to be killed; returns once it is ready, its pid in f->child (teardown kills it if the
+ * test fails before kill_child). */
+static void start_child(fixture *f, int (*child)(const char *root, int ready_fd))
+{
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(ready[0]);
+        if (child(f->root, ready[1]) < 0)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    f->child = pid;
+    close(ready[1]);
+    char c = 0;
+    ssize_t n = read(ready[0], &c, 1);
+    close(ready[0]);
+    assert_int_equal(n, 1);
+}
+
+static void kill_child(fixture *f)
+{
+    assert_int_equal(kill(f->child, SIGKILL), 0);
+    int status = 0;
+    assert_int_equal(waitpid(f->child, &status, 0), f->child);
+    f->child = 0;
+    assert_true(WIFSIGNALED(status));
+}
+
+static const char child_content[] = "finished but never synced";
+
+static int child_finishes_pending(const char *root, int ready_fd)
+{
+    obi_blob_service *blobs = NULL;
+    if (obi_local_blob_service_open(root, &blobs, NULL) < 0 ||
+        put_pending(blobs, child_content, sizeof child_content, NULL, NULL) < 0)
+        return -1;
+    return write(ready_fd, "r", 1) == 1 ? 0 : -1;
+}
+
+static int child_finishes_pending_and_syncs(const char *root, int ready_fd)
+{
+    obi_blob_service *blobs = NULL;
+    if (obi_local_blob_service_open(root, &blobs, NULL) < 0 ||
+        put_pending(blobs, child_content, sizeof child_content, NULL, NULL) < 0 ||
+        obi_blob_service_sync(blobs, NULL) < 0)
+        return -1;
+    return write(ready_fd, "r", 1) == 1 ? 0 : -1;
+}
+
+static void test_store_local_killed_before_barrier_leaves_nothing_visible(void **state)
+{
+    fixture *f = *state;
+    start_child(f, child_finishes_pending);
+    kill_child(f);
+    assert_int_equal(count_in(f, "blobs"), 0);
+    assert_int_equal(count_in(f, "tmp"), 1);    /* the dead owner's temporary file */
+    assert_int_equal(count_in(f, "owners"), 2); /* its lock, free now, and ours */
+    obi_digest digest;
+    obi_digest_of(child_content, sizeof child_content, &digest);
+    assert_int_equal(obi_blob_has(f->blobs, &digest, NULL), 0);
+    close_services(f);
+    assert_int_equal(open_services(f), 0); /* removes both */
+    assert_int_equal(obi_blob_has(f->blobs, &digest, NULL), 0);
+    assert_int_equal(count_in(f, "tmp"), 0);
+    assert_int_equal(count_in(f, "owners"), 1); /* ours */
+}
+
+static void test_store_local_killed_after_barrier_leaves_blob_visible_and_intact(void **state)
+{
+    fixture *f = *state;
+    start_child(f, child_finishes_pending_and_syncs);
+    kill_child(f);
+    assert_int_equal(count_in(f, "blobs"), 1);
+    assert_int_equal(count_in(f, "tmp"), 0);
+    obi_digest digest;
+    obi_digest_of(child_content, sizeof child_content, &digest);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_ok(obi_blob_get_bytes(f->blobs, &digest, 100, &data, &len, err_ptr_));
+    assert_int_equal(len, sizeof child_content);
+    assert_memory_equal(data, child_content, len);
+    free(data);
+    close_services(f);
+    assert_int_equal(open_services(f), 0);
+    assert_int_equal(count_in(f, "owners"), 1); /* the dead child's lock removed, ours kept */
+}
+
+static void test_store_local_live_owner_temps_kept_dead_owner_temps_removed(void **state)
+{
+    fixture *f = *state;
+    /* a live owner in another process, holding a pending blob */
+    start_child(f, child_finishes_pending);
+    assert_int_equal(count_in(f, "tmp"), 1);
+    /* a dead owner of an earlier run: a free lock file and its temporary file */
+    const char *token = "0123456789abcdef0123456789abcdef";
+    char name[128];
+    snprintf(name, sizeof name, "owners/%s.lock", token);
+    cleanup_free char *dead_lock = obi_path_join(f->root, name);
+    assert_ok(obi_write_file(dead_lock, "", 0, 0600, err_ptr_));
+    snprintf(name, sizeof name, "tmp/%s.7", token);
+    cleanup_free char *dead_temp = obi_path_join(f->root, name);
+    assert_ok(obi_write_file(dead_temp, "dead", 4, 0600, err_ptr_));
+    /* a temporary file whose owner lock is already gone */
+    cleanup_free char *lockless = obi_path_join(f->root, "tmp/fedcba9876543210fedcba9876543210.0");
+    assert_ok(obi_write_file(lockless, "gone", 4, 0600, err_ptr_));
+    /* a file that is not ours at all is left alone */
+    cleanup_free char *foreign = obi_path_join(f->root, "tmp/unrelated");
+    assert_ok(obi_write_file(foreign, "keep", 4, 0600, err_ptr_));
+    assert_int_equal(count_in(f, "tmp"), 4);
+
+    /* a new start removes only the dead ones */
+    cleanup_blob_service obi_blob_service *second = NULL;
+    assert_ok(obi_local_blob_service_open(f->root, &second, err_ptr_));
+    assert_int_equal(count_in(f, "tmp"), 2); /* the live child's and the foreign file */
+    assert_int_equal(access(dead_temp, F_OK), -1);
+    assert_int_equal(access(lockless, F_OK), -1);
+    assert_int_equal(access(dead_lock, F_OK), -1);
+    assert_int_equal(access(foreign, F_OK), 0);
+    assert_int_equal(count_in(f, "owners"), 2); /* ours and the live child's */
+
+    /* once the child is dead, the next start removes its pending blob and its lock */
+    kill_child(f);
+    obi_blob_service_free(second);
+    second = NULL;
+    close_services(f);
+    assert_int_equal(open_services(f), 0);
+    assert_int_equal(count_in(f, "tmp"), 1);
+    assert_int_equal(count_in(f, "owners"), 1);
+    assert_int_equal(count_in(f, "blobs"), 0);
 }
 
 /* ---- selection by URL ---- */
@@ -997,6 +1300,16 @@ int main(void)
         LOCAL(test_store_local_reopen_sees_committed_objects),
         LOCAL(test_store_local_orphan_removed_but_live_writer_kept),
         LOCAL(test_store_local_killed_writer_leaves_no_visible_partial_object),
+        LOCAL(test_store_local_pending_blob_readable_in_process_before_barrier),
+        LOCAL(test_store_local_barrier_links_a_small_batch),
+        LOCAL(test_store_local_barrier_links_a_large_batch),
+        LOCAL(test_store_local_service_free_is_a_barrier),
+        LOCAL(test_store_local_writer_outliving_its_service_still_works),
+        LOCAL(test_store_local_directory_commit_makes_pending_blobs_durable_first),
+        LOCAL(test_store_local_ingest_leaves_nothing_pending),
+        LOCAL(test_store_local_killed_before_barrier_leaves_nothing_visible),
+        LOCAL(test_store_local_killed_after_barrier_leaves_blob_visible_and_intact),
+        LOCAL(test_store_local_live_owner_temps_kept_dead_owner_temps_removed),
         cmocka_unit_test(test_store_url_memory_and_objectstore_file_open),
         cmocka_unit_test(test_store_url_relative_path_is_made_absolute),
         cmocka_unit_test(test_store_url_unknown_scheme_lists_supported),
