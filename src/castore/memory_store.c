@@ -3,7 +3,8 @@
  *
  * Each service is a digest map behind a mutex. Entries are immutable and never removed until
  * the service is freed, so a reader holds a plain pointer to its blob without the lock. A
- * writer buffers the blob and hashes it while writing; finish inserts it unless present. A
+ * writer buffers the blob and hashes it while writing; finish inserts that buffer (no copy)
+ * unless the blob is present. A
  * directory putter collects encoded directories privately and publishes them all at finish
  * under one lock, so an abandoned putter leaves nothing behind.
  */
@@ -23,8 +24,15 @@
 
 typedef struct memory_blob {
     size_t len;
-    uint8_t data[];
+    uint8_t *data; /* the writer's buffer, taken over at finish (no copy) */
 } memory_blob;
+
+static void memory_blob_free(void *value)
+{
+    memory_blob *blob = value;
+    free(blob->data);
+    free(blob);
+}
 
 typedef struct memory_blob_service {
     obi_blob_service base;
@@ -125,21 +133,27 @@ static int memory_writer_finish(obi_blob_writer *base, obi_digest *digest_out, o
         return obi_error_set(err, -EINVAL, "blob writer: finished twice");
     obi_digest digest;
     obi_blake3_finalize(&writer->hasher, digest.bytes, OBI_DIGEST_LEN);
-    memory_blob *blob = malloc(sizeof *blob + writer->data.len);
+    memory_blob *blob = malloc(sizeof *blob);
     if (!blob)
         return obi_error_set(err, -ENOMEM, "blob writer: out of memory");
     blob->len = writer->data.len;
-    if (blob->len)
-        memcpy(blob->data, writer->data.data, blob->len);
+    blob->data = (uint8_t *)obi_buf_steal(&writer->data);
+    if (!blob->data) {
+        free(blob);
+        return obi_error_set(err, -ENOMEM, "blob writer: out of memory");
+    }
+    /* give back what doubling the buffer left unused; the blob lives as long as the service */
+    uint8_t *fitted = realloc(blob->data, blob->len + 1);
+    if (fitted)
+        blob->data = fitted;
     pthread_mutex_lock(&writer->svc->lock);
     int r = obi_digest_map_insert(&writer->svc->blobs, &digest, blob);
     pthread_mutex_unlock(&writer->svc->lock);
     if (r <= 0)
-        free(blob);
+        memory_blob_free(blob);
     if (r < 0)
         return obi_error_set(err, -ENOMEM, "blob writer: out of memory");
     writer->finished = true;
-    obi_buf_free(&writer->data);
     if (digest_out)
         *digest_out = digest;
     return 0;
@@ -193,7 +207,7 @@ int obi_memory_blob_service_new(obi_blob_service **out, obi_error **err)
         return obi_error_set(err, -ENOMEM, "out of memory");
     svc->base.ops = &memory_blob_ops;
     pthread_mutex_init(&svc->lock, NULL);
-    obi_digest_map_init(&svc->blobs, free);
+    obi_digest_map_init(&svc->blobs, memory_blob_free);
     *out = &svc->base;
     return 0;
 }
