@@ -3,7 +3,8 @@
 # with `b3sum --num-threads 1` over the same files in the same run (the floor: reading and
 # hashing, no storing). Also the peak RSS of import (/usr/bin/time -v) at 1/4 of the size and at
 # full size, to show it stays flat (files are streamed). Both runs see a warm page cache (b3sum
-# goes first), into a fresh on-disk store (which fsyncs every blob) and a memory:// store.
+# goes first), into a fresh on-disk store (whose import syncs once at the end, not per blob) and
+# a memory:// store.
 # usage: bench/import.sh [MIB]   (needs build/ocibuild; data goes under $TMPDIR)
 set -eu
 cd "$(dirname "$0")/.."
