@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
+#include "ocibuild/dynlib.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/image.h"
 #include "ocibuild/json_util.h"
@@ -35,6 +37,68 @@
 #define REF_NAME_ANNOTATION "org.opencontainers.image.ref.name"
 #define WHITEOUT_PREFIX ".wh."
 #define WHITEOUT_OPAQUE ".wh..wh..opq"
+
+/* libarchive is loaded on first use (dynlib.h): only unpacking a layer needs it, and linking
+ * it would add its ~10 libraries to the start-up of every command. */
+#define LIBARCHIVE_SONAME "libarchive.so.13"
+_Static_assert(ARCHIVE_VERSION_NUMBER / 1000000 == 3, "libarchive 3.x is soname 13");
+#define LIBARCHIVE_FUNCTIONS(X)                                                                    \
+    X(archive_entry_filetype)                                                                      \
+    X(archive_entry_gid)                                                                           \
+    X(archive_entry_hardlink)                                                                      \
+    X(archive_entry_mtime)                                                                         \
+    X(archive_entry_mtime_nsec)                                                                    \
+    X(archive_entry_pathname)                                                                      \
+    X(archive_entry_perm)                                                                          \
+    X(archive_entry_rdev)                                                                          \
+    X(archive_entry_size)                                                                          \
+    X(archive_entry_symlink)                                                                       \
+    X(archive_entry_uid)                                                                           \
+    X(archive_entry_xattr_next)                                                                    \
+    X(archive_entry_xattr_reset)                                                                   \
+    X(archive_error_string)                                                                        \
+    X(archive_read_data_block)                                                                     \
+    X(archive_read_free)                                                                           \
+    X(archive_read_new)                                                                            \
+    X(archive_read_next_header)                                                                    \
+    X(archive_read_open_fd)                                                                        \
+    X(archive_read_support_filter_gzip)                                                            \
+    X(archive_read_support_filter_none)                                                            \
+    X(archive_read_support_filter_zstd)                                                            \
+    X(archive_read_support_format_tar)
+
+static struct {
+#define LIBARCHIVE_DECLARE(name) __typeof__(name) *name;
+    LIBARCHIVE_FUNCTIONS(LIBARCHIVE_DECLARE)
+#undef LIBARCHIVE_DECLARE
+} libarchive;
+
+static int libarchive_load_result;
+static obi_error *libarchive_load_error;
+static pthread_once_t libarchive_once = PTHREAD_ONCE_INIT;
+
+static void libarchive_load(void)
+{
+    static const obi_dynlib_symbol symbols[] = {
+#define LIBARCHIVE_SYMBOL(name) {#name, (void **)&libarchive.name},
+        LIBARCHIVE_FUNCTIONS(LIBARCHIVE_SYMBOL)
+#undef LIBARCHIVE_SYMBOL
+    };
+    libarchive_load_result = obi_dynlib_load(
+        LIBARCHIVE_SONAME, symbols, sizeof symbols / sizeof symbols[0], &libarchive_load_error);
+}
+
+/* Loads libarchive once per process; the error (kept for later callers too) names the library. */
+static int libarchive_ready(obi_error **err)
+{
+    pthread_once(&libarchive_once, libarchive_load);
+    if (libarchive_load_result < 0)
+        return obi_error_set(err, libarchive_load_result, "%s",
+                             libarchive_load_error && libarchive_load_error->message
+                                 ? libarchive_load_error->message
+                                 : "cannot load libarchive");
+    return 0;
+}
 
 static int oom(obi_error **err)
 {
@@ -353,8 +417,8 @@ static void apply_xattrs(int fd, struct archive_entry *entry)
     const char *name;
     const void *value;
     size_t size;
-    archive_entry_xattr_reset(entry);
-    while (archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK)
+    libarchive.archive_entry_xattr_reset(entry);
+    while (libarchive.archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK)
         (void)fsetxattr(fd, name, value, size, 0); /* best effort: unsupported or denied */
 }
 
@@ -369,24 +433,25 @@ static int write_file(layer_ctx *ctx, struct archive *ar, int parent, const char
     size_t size;
     la_int64_t offset;
     int r;
-    while ((r = archive_read_data_block(ar, &block, &size, &offset)) == ARCHIVE_OK) {
+    while ((r = libarchive.archive_read_data_block(ar, &block, &size, &offset)) == ARCHIVE_OK) {
         if (pwrite(fd, block, size, offset) != (ssize_t)size)
             return -EIO;
     }
     if (r != ARCHIVE_EOF)
-        return obi_error_set(ctx->err, -EIO, "%s: %s", archive_entry_pathname(entry),
-                             archive_error_string(ar));
-    if (ftruncate(fd, archive_entry_size(entry)) < 0)
+        return obi_error_set(ctx->err, -EIO, "%s: %s", libarchive.archive_entry_pathname(entry),
+                             libarchive.archive_error_string(ar));
+    if (ftruncate(fd, libarchive.archive_entry_size(entry)) < 0)
         return -errno;
-    if (fchown(fd, (uid_t)archive_entry_uid(entry), (gid_t)archive_entry_gid(entry)) < 0 &&
+    if (fchown(fd, (uid_t)libarchive.archive_entry_uid(entry),
+               (gid_t)libarchive.archive_entry_gid(entry)) < 0 &&
         ctx->is_root)
         return -errno;
     apply_xattrs(fd, entry);
-    if (fchmod(fd, archive_entry_perm(entry) & 07777) < 0)
+    if (fchmod(fd, libarchive.archive_entry_perm(entry) & 07777) < 0)
         return -errno;
     struct timespec times[2] = {
-        {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)},
-        {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)},
+        {libarchive.archive_entry_mtime(entry), libarchive.archive_entry_mtime_nsec(entry)},
+        {libarchive.archive_entry_mtime(entry), libarchive.archive_entry_mtime_nsec(entry)},
     };
     (void)futimens(fd, times);
     return 0;
@@ -399,8 +464,8 @@ static int extract_entry(layer_ctx *ctx, struct archive *ar, struct archive_entr
     cleanup_close int parent = open_parent(ctx->root_fd, path, &base);
     if (parent < 0)
         return parent;
-    mode_t type = archive_entry_filetype(entry);
-    const char *hardlink = archive_entry_hardlink(entry);
+    mode_t type = libarchive.archive_entry_filetype(entry);
+    const char *hardlink = libarchive.archive_entry_hardlink(entry);
     struct stat st;
     bool exists = fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) == 0;
     if (!strcmp(base, ".") || !strcmp(base, "")) {
@@ -411,14 +476,14 @@ static int extract_entry(layer_ctx *ctx, struct archive *ar, struct archive_entr
         if (r < 0)
             return r;
     }
-    uid_t uid = (uid_t)archive_entry_uid(entry);
-    gid_t gid = (gid_t)archive_entry_gid(entry);
-    mode_t perm = archive_entry_perm(entry) & 07777;
+    uid_t uid = (uid_t)libarchive.archive_entry_uid(entry);
+    gid_t gid = (gid_t)libarchive.archive_entry_gid(entry);
+    mode_t perm = libarchive.archive_entry_perm(entry) & 07777;
     if (hardlink) {
         cleanup_free char *target = clean_entry_path(hardlink);
         if (!target || !strcmp(target, "."))
             return obi_error_set(ctx->err, -EPERM, "hardlink %s -> %s escapes the rootfs",
-                                 archive_entry_pathname(entry), hardlink);
+                                 libarchive.archive_entry_pathname(entry), hardlink);
         const char *target_base;
         cleanup_close int target_parent = open_parent(ctx->root_fd, target, &target_base);
         if (target_parent < 0)
@@ -442,7 +507,7 @@ static int extract_entry(layer_ctx *ctx, struct archive *ar, struct archive_entr
     case AE_IFREG:
         return write_file(ctx, ar, parent, base, entry);
     case AE_IFLNK: {
-        const char *target = archive_entry_symlink(entry);
+        const char *target = libarchive.archive_entry_symlink(entry);
         if (!target)
             return -EINVAL;
         if (symlinkat(target, parent, base) < 0)
@@ -454,7 +519,7 @@ static int extract_entry(layer_ctx *ctx, struct archive *ar, struct archive_entr
     case AE_IFCHR:
     case AE_IFBLK:
     case AE_IFIFO: {
-        dev_t dev = archive_entry_rdev(entry);
+        dev_t dev = libarchive.archive_entry_rdev(entry);
         if (mknodat(parent, base, type | perm, dev) < 0) {
             if (errno == EPERM && !ctx->is_root)
                 return 0; /* device nodes need root; a rootless unpack skips them */
@@ -501,27 +566,28 @@ static int layer_pass(layer_ctx *ctx, int layer_fd, int pass)
 {
     if (lseek(layer_fd, 0, SEEK_SET) < 0)
         return obi_error_set_errno(ctx->err, errno, "layer %s", ctx->layer);
-    struct archive *ar = archive_read_new();
+    struct archive *ar = libarchive.archive_read_new();
     if (!ar)
         return oom(ctx->err);
-    archive_read_support_filter_gzip(ar);
-    archive_read_support_filter_zstd(ar);
-    archive_read_support_filter_none(ar);
-    archive_read_support_format_tar(ar);
+    libarchive.archive_read_support_filter_gzip(ar);
+    libarchive.archive_read_support_filter_zstd(ar);
+    libarchive.archive_read_support_filter_none(ar);
+    libarchive.archive_read_support_format_tar(ar);
     int r = 0;
-    if (archive_read_open_fd(ar, layer_fd, 1 << 16) != ARCHIVE_OK)
-        r = obi_error_set(ctx->err, -EINVAL, "layer %s: %s", ctx->layer, archive_error_string(ar));
+    if (libarchive.archive_read_open_fd(ar, layer_fd, 1 << 16) != ARCHIVE_OK)
+        r = obi_error_set(ctx->err, -EINVAL, "layer %s: %s", ctx->layer,
+                          libarchive.archive_error_string(ar));
     struct archive_entry *entry;
     while (r == 0) {
-        int a = archive_read_next_header(ar, &entry);
+        int a = libarchive.archive_read_next_header(ar, &entry);
         if (a == ARCHIVE_EOF)
             break;
         if (a < ARCHIVE_WARN) {
             r = obi_error_set(ctx->err, -EINVAL, "layer %s: %s", ctx->layer,
-                              archive_error_string(ar));
+                              libarchive.archive_error_string(ar));
             break;
         }
-        const char *name = archive_entry_pathname(entry);
+        const char *name = libarchive.archive_entry_pathname(entry);
         cleanup_free char *path = clean_entry_path(name);
         if (!path) {
             r = obi_error_set(ctx->err, -EPERM, "layer %s: entry \"%s\" escapes the rootfs",
@@ -538,17 +604,20 @@ static int layer_pass(layer_ctx *ctx, int layer_fd, int pass)
         if (r < 0 && !(*ctx->err))
             r = obi_error_set_errno(ctx->err, -r, "layer %s: %s", ctx->layer, name);
     }
-    archive_read_free(ar);
+    libarchive.archive_read_free(ar);
     return r;
 }
 
 static int apply_layer_fd(const char *rootfs, const char *layer_name, int layer_fd, obi_error **err)
 {
+    int r = libarchive_ready(err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "layer %s", layer_name);
     cleanup_close int root_fd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root_fd < 0)
         return obi_error_set_errno(err, errno, "rootfs %s", rootfs);
     layer_ctx ctx = {layer_name, root_fd, geteuid() == 0, err};
-    int r = layer_pass(&ctx, layer_fd, 0);
+    r = layer_pass(&ctx, layer_fd, 0);
     if (r == 0)
         r = layer_pass(&ctx, layer_fd, 1);
     return r;
