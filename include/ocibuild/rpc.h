@@ -4,6 +4,11 @@
  * for the same services behind the obi_blob_service / obi_directory_service /
  * obi_build_service interfaces, registered as the grpc+unix:// and grpc+http:// schemes.
  * Status codes are mapped as docs/rpc.md describes.
+ *
+ * Linking: tests and benchmarks link this layer statically. The ocibuild executable does not
+ * link it (libgrpc pulls ~50 shared libraries into every start-up): it loads the shared module
+ * ocibuild-rpc.so on first use of a grpc+ URL or of `daemon` and calls it through the
+ * obi_rpc_module table below (src/cli/cli_rpc.c, docs/rpc.md "Loading").
  */
 #ifndef OCIBUILD_RPC_H
 #define OCIBUILD_RPC_H
@@ -14,6 +19,9 @@
 #include "ocibuild/error.h"
 #include "ocibuild/store.h"
 #include "ocibuild/url.h"
+
+#define OBI_RPC_SCHEME_UNIX "grpc+unix"
+#define OBI_RPC_SCHEME_HTTP "grpc+http"
 
 /* Registers the grpc+unix and grpc+http schemes for stores and build services, so that
  * obi_store_open / obi_build_service_open accept them. Idempotent; call once at startup. */
@@ -74,5 +82,30 @@ static inline void obi_rpc_server_freep(obi_rpc_server **s)
     obi_rpc_server_free(*s);
 }
 #define cleanup_rpc_server __attribute__((cleanup(obi_rpc_server_freep)))
+
+/* ---- the loadable module's entry point ---- */
+
+/* Bumped whenever the table below or a signature in it changes: a module built from other
+ * sources than the executable is refused instead of called with the wrong arguments. */
+#define OBI_RPC_MODULE_ABI 1
+#define OBI_RPC_MODULE_SYMBOL "obi_rpc_module_table"
+
+typedef struct obi_rpc_module {
+    unsigned abi; /* OBI_RPC_MODULE_ABI of the module's sources */
+    int (*blob_service_open)(const obi_url *url, obi_blob_service **out, obi_error **err);
+    int (*directory_service_open)(const obi_url *url, obi_directory_service **out, obi_error **err);
+    int (*build_service_open)(const obi_url *url, obi_store *store, obi_build_service **out,
+                              obi_error **err);
+    int (*log_level_parse)(const char *text, obi_log_level *out, obi_error **err);
+    int (*server_new)(const obi_rpc_server_options *options, obi_rpc_server **out, obi_error **err);
+    int (*server_listen)(obi_rpc_server *server, const char *address, int *port_out,
+                         obi_error **err);
+    int (*server_start)(obi_rpc_server *server, obi_error **err);
+    int (*server_shutdown)(obi_rpc_server *server, unsigned grace_ms, obi_error **err);
+    void (*server_free)(obi_rpc_server *server);
+} obi_rpc_module;
+
+/* The table ocibuild-rpc.so exports under OBI_RPC_MODULE_SYMBOL. */
+extern const obi_rpc_module obi_rpc_module_table;
 
 #endif

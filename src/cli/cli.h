@@ -23,6 +23,13 @@ int cli_daemon(int argc, char **argv);
 int cli_fail(obi_error *err);
 int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The gRPC layer, loaded on first use (cli_rpc.c): registers grpc+unix:// and grpc+http:// for
+ * stores and build services (stubs that load the module), and loads it (once; later calls
+ * return the same table). */
+typedef struct obi_rpc_module obi_rpc_module;
+int cli_rpc_register_schemes(obi_error **err);
+int cli_rpc_load(const obi_rpc_module **out, obi_error **err);
+
 /* Reads a protobuf-JSON BuildRequest from path ("-": stdin); errors are prefixed with path.
  * Does not validate. */
 int cli_load_build_request(const char *path, obi_build_request **out, obi_error **err);

@@ -93,6 +93,7 @@ int cli_daemon(int argc, char **argv)
     obi_log_level level = OBI_LOG_INFO;
     unsigned grace_seconds = DEFAULT_GRACE_SECONDS;
     cleanup_error obi_error *err = NULL;
+    const char *level_text = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
@@ -115,8 +116,7 @@ int cli_daemon(int argc, char **argv)
             blob_url = directory_url = optarg;
             break;
         case 'L':
-            if (obi_log_level_parse(optarg, &level, &err) < 0)
-                return cli_fail(steal_pointer(&err));
+            level_text = optarg;
             break;
         case 'g': {
             char *end;
@@ -139,6 +139,11 @@ int cli_daemon(int argc, char **argv)
         return cli_failf("daemon: unexpected argument '%s'\n%s", argv[optind], USAGE);
     if (n_listen == 0)
         return cli_failf("daemon: at least one --listen ADDR is required\n%s", USAGE);
+    const obi_rpc_module *rpc = NULL;
+    if (cli_rpc_load(&rpc, &err) < 0)
+        return cli_fail(steal_pointer(&err));
+    if (level_text && rpc->log_level_parse(level_text, &level, &err) < 0)
+        return cli_fail(steal_pointer(&err));
 
     /* Signals are taken synchronously by this thread: block them before any thread starts
      * (gRPC starts its own as soon as a gRPC store or builder is opened). */
@@ -166,12 +171,12 @@ int cli_daemon(int argc, char **argv)
         .log = log_to_stderr,
     };
     obi_rpc_server *server = NULL;
-    if (obi_rpc_server_new(&server_options, &server, &err) < 0)
+    if (rpc->server_new(&server_options, &server, &err) < 0)
         return cli_fail(steal_pointer(&err));
     for (size_t i = 0; i < n_listen; i++) {
         int port = 0;
-        if (obi_rpc_server_listen(server, listen[i], &port, &err) < 0) {
-            obi_rpc_server_free(server);
+        if (rpc->server_listen(server, listen[i], &port, &err) < 0) {
+            rpc->server_free(server);
             return cli_fail(steal_pointer(&err));
         }
         if (level >= OBI_LOG_INFO) {
@@ -183,8 +188,8 @@ int cli_daemon(int argc, char **argv)
             log_to_stderr(NULL, OBI_LOG_INFO, line);
         }
     }
-    if (obi_rpc_server_start(server, &err) < 0) {
-        obi_rpc_server_free(server);
+    if (rpc->server_start(server, &err) < 0) {
+        rpc->server_free(server);
         return cli_fail(steal_pointer(&err));
     }
 
@@ -196,7 +201,7 @@ int cli_daemon(int argc, char **argv)
                  grace_seconds);
         log_to_stderr(NULL, OBI_LOG_INFO, line);
     }
-    int r = obi_rpc_server_shutdown(server, grace_seconds * 1000, &err);
+    int r = rpc->server_shutdown(server, grace_seconds * 1000, &err);
     for (size_t i = 0; i < n_listen; i++) {
         const char *path = unix_socket_path(listen[i]);
         struct stat st;
@@ -210,7 +215,7 @@ int cli_daemon(int argc, char **argv)
         fflush(stderr);
         _exit(0);
     }
-    obi_rpc_server_free(server);
+    rpc->server_free(server);
     if (level >= OBI_LOG_INFO)
         log_to_stderr(NULL, OBI_LOG_INFO, "stopped");
     return 0;

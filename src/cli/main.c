@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "ocibuild/rpc.h"
 
 typedef struct command {
     const char *name;
@@ -62,9 +61,10 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    /* Backends living above the castore and build layers register their URL schemes. */
+    /* Backends living above the castore and build layers register their URL schemes (the gRPC
+     * ones load their module only when such a URL is opened). */
     obi_error *err = NULL;
-    if (obi_rpc_init(&err) < 0)
+    if (cli_rpc_register_schemes(&err) < 0)
         return cli_fail(err);
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (!strcmp(argv[1], COMMANDS[i].name))

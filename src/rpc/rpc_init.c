@@ -6,7 +6,7 @@
 
 #include "ocibuild/rpc.h"
 
-static const char *const SCHEMES[] = {"grpc+unix", "grpc+http"};
+static const char *const SCHEMES[] = {OBI_RPC_SCHEME_UNIX, OBI_RPC_SCHEME_HTTP};
 
 static int init_result;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;

@@ -1,0 +1,19 @@
+/*
+ * The entry point of the loadable rpc module (ocibuild-rpc.so): one table of the functions the
+ * CLI calls, found with dlsym under OBI_RPC_MODULE_SYMBOL. Keeping libgrpc out of the
+ * executable keeps it out of the start-up of every command that does not talk gRPC.
+ */
+#include "ocibuild/rpc.h"
+
+const obi_rpc_module obi_rpc_module_table = {
+    .abi = OBI_RPC_MODULE_ABI,
+    .blob_service_open = obi_grpc_blob_service_open,
+    .directory_service_open = obi_grpc_directory_service_open,
+    .build_service_open = obi_grpc_build_service_open,
+    .log_level_parse = obi_log_level_parse,
+    .server_new = obi_rpc_server_new,
+    .server_listen = obi_rpc_server_listen,
+    .server_start = obi_rpc_server_start,
+    .server_shutdown = obi_rpc_server_shutdown,
+    .server_free = obi_rpc_server_free,
+};
