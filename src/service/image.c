@@ -68,7 +68,8 @@ _Static_assert(ARCHIVE_VERSION_NUMBER / 1000000 == 3, "libarchive 3.x is soname 
     X(archive_read_support_format_tar)
 
 static struct {
-#define LIBARCHIVE_DECLARE(name) __typeof__(name) *name;
+/* A declarator: `name` is the member's name here, it cannot be parenthesized. */
+#define LIBARCHIVE_DECLARE(name) __typeof__(name) *name; // NOLINT(bugprone-macro-parentheses)
     LIBARCHIVE_FUNCTIONS(LIBARCHIVE_DECLARE)
 #undef LIBARCHIVE_DECLARE
 } libarchive;
