@@ -909,6 +909,28 @@ static void test_store_local_barrier_links_a_large_batch(void **state)
     check_barrier_links_every_pending_blob(*state, 300);
 }
 
+/* Another writer (here a durable finish; in practice another process) stores the same contents
+ * while ours is pending: the barrier's link finds the name taken, which is success. */
+static void test_store_local_barrier_accepts_a_blob_stored_meanwhile(void **state)
+{
+    fixture *f = *state;
+    obi_digest pending, stored;
+    assert_ok(put_pending(f->blobs, "twice", 5, &pending, err_ptr_));
+    assert_ok(obi_blob_put_bytes(f->blobs, "twice", 5, &stored, err_ptr_));
+    assert_true(obi_digest_equal(&pending, &stored));
+    assert_int_equal(count_in(f, "blobs"), 1);
+    assert_int_equal(count_in(f, "tmp"), 1);
+    assert_ok(obi_blob_service_sync(f->blobs, err_ptr_));
+    assert_int_equal(count_in(f, "blobs"), 1);
+    assert_int_equal(count_in(f, "tmp"), 0);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_ok(obi_blob_get_bytes(f->blobs, &pending, 100, &data, &len, err_ptr_));
+    assert_int_equal(len, 5);
+    assert_memory_equal(data, "twice", 5);
+    free(data);
+}
+
 static void test_store_local_service_free_is_a_barrier(void **state)
 {
     fixture *f = *state;
@@ -1303,6 +1325,7 @@ int main(void)
         LOCAL(test_store_local_pending_blob_readable_in_process_before_barrier),
         LOCAL(test_store_local_barrier_links_a_small_batch),
         LOCAL(test_store_local_barrier_links_a_large_batch),
+        LOCAL(test_store_local_barrier_accepts_a_blob_stored_meanwhile),
         LOCAL(test_store_local_service_free_is_a_barrier),
         LOCAL(test_store_local_writer_outliving_its_service_still_works),
         LOCAL(test_store_local_directory_commit_makes_pending_blobs_durable_first),
