@@ -3,17 +3,19 @@
 #  1. per-build overhead: `ocibuild build` of a trivial request (busybox input, one small
 #     output) vs `runc run` of the very bundle ocibuild generated for it (kept once, its input
 #     pointing straight at /bin/busybox), hyperfine with warmups in rounds whose order
-#     alternates (ROUNDS, default 4); wall time (mean, median) and CPU time; ratio ocibuild/runc;
+#     alternates (ROUNDS, default 10: this VM's disk has bursts of slow metadata operations
+#     lasting seconds, which short alternating rounds spread over both sides); wall time (mean,
+#     median) and CPU time; ratio ocibuild/runc;
 #  2. the same build as a Nix derivation (builder = static busybox in the store, sandbox on, no
 #     substituters), rebuilt with `nix-build --check`; ratio ocibuild/nix;
 #  3. input materialization of a 10,000-file input tree (already in castore): first build with
 #     an empty input cache and repeat build, in ms, next to the trivial build;
 #  4. throughput of N = 1, 2, 4, 8 concurrent `ocibuild build` processes, builds/second.
-# Usage: bench/build.sh [RUNS] (hyperfine runs per command, default 20). Needs root (rootful
+# Usage: bench/build.sh [RUNS] (hyperfine runs per command, default 40). Needs root (rootful
 # runc, Nix build users). Everything lives in one temp dir that is removed on exit.
 set -eu
 cd "$(dirname "$0")/.."
-RUNS=${1:-20}
+RUNS=${1:-40}
 OCIBUILD=${OCIBUILD:-$PWD/build/ocibuild}
 [ "$(id -u)" -eq 0 ] || { echo "bench/build.sh: needs root (rootful runc)" >&2; exit 1; }
 for tool in hyperfine runc jq busybox; do
@@ -56,7 +58,7 @@ ln -sfn /bin/busybox "$tmp/plain/inputs/busybox"
 # Prints mean and median wall time and mean CPU time (user+system, children included) of each,
 # and the ratios A/B.
 compare() {
-  local rounds=${ROUNDS:-4} per=$(((RUNS + ${ROUNDS:-4} - 1) / ${ROUNDS:-4})) i
+  local rounds=${ROUNDS:-10} per=$(((RUNS + ${ROUNDS:-10} - 1) / ${ROUNDS:-10})) i
   for i in $(seq 1 "$rounds"); do
     if [ $((i % 2)) -eq 1 ]; then
       hyperfine -N --warmup 2 --runs "$per" --export-json "$tmp/round$i.json" \

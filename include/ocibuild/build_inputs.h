@@ -2,9 +2,10 @@
  * Build inputs: every input node made visible under the bundle's inputs/<name>, read-only,
  * through a per-node cache shared by all builds: CACHE/<kind>-<hex digest> is materialized
  * once from the store (non-executable files hard-linked to the store's blob files where the
- * store has local files, copies otherwise) and the bundle only gets a symlink to it, which the
- * runtime follows when it bind-mounts inputs/<name>. A second build with the same inputs costs
- * one symlink per input.
+ * store has local files, copies otherwise) and the bundle only gets a hard link (file inputs on
+ * the cache's filesystem) or a symlink (directories, other filesystems) to it, which the runtime
+ * follows when it bind-mounts inputs/<name>. A second build with the same inputs costs one link
+ * per input.
  *
  * Symlink inputs cannot be bind-mounted (the mount would follow them), so they are created as
  * symlinks directly in the scratch dir that holds inputs_dir, and get no mount.
@@ -22,9 +23,10 @@
 int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node *node,
                         char **path_out, obi_error **err);
 
-/* Prepares BUNDLE/inputs (bundle_inputs_dir) for req: a symlink per directory/file input into
- * the cache; symlink inputs written as symlinks below scratch_root (the bundle's scratch/)
- * following the scratch mapping of inputs_dir. */
+/* Prepares BUNDLE/inputs (bundle_inputs_dir) for req: a link per directory/file input into
+ * the cache (hard link for files where possible, symlink otherwise); symlink inputs written as
+ * symlinks below scratch_root (the bundle's scratch/) following the scratch mapping of inputs_dir.
+ */
 int obi_build_inputs_prepare(obi_store *store, const char *cache_dir, const obi_build_request *req,
                              const char *bundle_inputs_dir, const char *bundle_dir,
                              obi_error **err);

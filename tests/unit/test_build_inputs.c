@@ -163,6 +163,48 @@ static void test_inputs_prepare_links_cache_entries_and_places_symlinks(void **s
     obi_node_clear(&nodes[1]);
 }
 
+/* A file input is hard-linked to its cache entry (no data block per build), a directory input
+ * is a symlink to its entry. */
+static void test_inputs_prepare_hard_links_file_inputs(void **state)
+{
+    fixture *f = *state;
+    char *path = obi_path_join(f->dir, "tool");
+    assert_ok(obi_write_file(path, "#!/bin/sh\necho tool\n", 20, 0755, err_ptr_));
+    obi_node nodes[2];
+    make_input(f, "a-tree", &nodes[0]);
+    obi_ingest_options options = {.name = "b-tool", .refscan = NULL};
+    assert_ok(obi_ingest_path(f->store->blobs, f->store->directories, path, &options, &nodes[1],
+                              err_ptr_));
+    obi_build_request *req = request_with_inputs(nodes, 2, "inputs");
+    char *bundle = obi_path_join(f->dir, "bundle");
+    char *inputs = obi_path_join(bundle, "inputs");
+    assert_ok(obi_mkdir_p(bundle, 0755, err_ptr_));
+    assert_ok(obi_build_inputs_prepare(f->store, f->cache, req, inputs, bundle, err_ptr_));
+
+    char *entry = NULL;
+    assert_ok(obi_input_cache_get(f->store, f->cache, &nodes[1], &entry, err_ptr_));
+    char *tool = obi_path_join(inputs, "b-tool");
+    struct stat in_bundle, in_cache;
+    assert_int_equal(lstat(tool, &in_bundle), 0);
+    assert_int_equal(stat(entry, &in_cache), 0);
+    assert_true(S_ISREG(in_bundle.st_mode));
+    assert_int_equal(in_bundle.st_ino, in_cache.st_ino);
+    assert_true(in_bundle.st_mode & S_IXUSR);
+    char *tree = obi_path_join(inputs, "a-tree");
+    assert_int_equal(lstat(tree, &in_bundle), 0);
+    assert_true(S_ISLNK(in_bundle.st_mode));
+
+    free(tree);
+    free(tool);
+    free(entry);
+    free(inputs);
+    free(bundle);
+    free(path);
+    obi_build_request_free(req);
+    obi_node_clear(&nodes[0]);
+    obi_node_clear(&nodes[1]);
+}
+
 static void test_inputs_symlink_outside_scratch_is_refused(void **state)
 {
     fixture *f = *state;
@@ -303,6 +345,8 @@ int main(void)
             test_input_cache_hard_links_plain_files_and_copies_executables, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inputs_prepare_links_cache_entries_and_places_symlinks,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inputs_prepare_hard_links_file_inputs, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_inputs_symlink_outside_scratch_is_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_friendly_request_imports_paths_and_sorts_env, setup,
