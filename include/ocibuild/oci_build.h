@@ -2,7 +2,8 @@
  * The local OCI build service (build.md): BuildRequest -> bundle -> OCI runtime -> outputs
  * ingested into castore with the reference scanner. Registered as the "oci" build-service
  * scheme: oci:///bundle/root?runtime=crun&rootless=true&max_builds=4&timeout=600&
- * keep_bundle=true&sandbox_shell=/bin/busybox&runtime_root=/run/x&cache_dir=/var/cache/x.
+ * keep_bundle=true&sandbox_shell=/bin/busybox&runtime_root=/run/x&cache_dir=/var/cache/x&
+ * root_pool=false (root skeletons are reused between builds unless this says no).
  */
 #ifndef OCIBUILD_OCI_BUILD_H
 #define OCIBUILD_OCI_BUILD_H
@@ -25,11 +26,12 @@ typedef struct obi_oci_build_options {
     int cancel_fd;            /* -1: none; readable = cancel running builds */
     obi_output_fn on_output;  /* build log stream; NULL: not streamed */
     void *output_ctx;
+    bool disable_root_pool; /* every build makes its own root/ (root_pool.h) */
 } obi_oci_build_options;
 
 #define OBI_OCI_BUILD_OPTIONS_INIT                                                                 \
     {                                                                                              \
-        NULL, NULL, NULL, NULL, NULL, false, false, 0, 0, -1, NULL, NULL                           \
+        NULL, NULL, NULL, NULL, NULL, false, false, 0, 0, -1, NULL, NULL, false                    \
     }
 
 /* The store is borrowed and must outlive the service. Sweeps stale bundles under bundle_root. */

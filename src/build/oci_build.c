@@ -1,9 +1,10 @@
 /*
  * The local OCI build service (see include/ocibuild/oci_build.h and ../shared/spec/build.md).
- * One build, top to bottom: validate -> wait for a slot -> bundle (etc files, scratch dirs,
- * additional files, inputs from the shared input cache, config.json) -> runtime run -> check
- * outputs exist -> ingest them with the reference scanner -> Build. The bundle is owned by a
- * cleanup local, so every exit path removes it (and the runtime driver removes the container).
+ * One build, top to bottom: validate -> wait for a slot -> bundle (scratch dirs, additional
+ * files, inputs from the shared input cache, config.json, and root/: a pooled skeleton of the
+ * same shape or fresh etc files) -> runtime run -> check outputs exist -> ingest them with the
+ * reference scanner -> root/ back to the pool -> Build. The bundle is owned by a cleanup local,
+ * so every exit path removes it (and the runtime driver removes the container).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ocibuild/buf.h"
 #include "ocibuild/build_inputs.h"
 #include "ocibuild/bundle.h"
 #include "ocibuild/cleanup.h"
@@ -22,8 +24,14 @@
 #include "ocibuild/json_util.h"
 #include "ocibuild/oci_build.h"
 #include "ocibuild/refscan.h"
+#include "ocibuild/root_pool.h"
 #include "ocibuild/spec.h"
 #include "ocibuild/userns.h"
+
+/* Pooled root skeletons older than this (since last used) or beyond this count are removed when
+ * a service opens: a few hundred inodes at most, and shapes not built for a while go away. */
+#define ROOT_POOL_IDLE_SECONDS (15 * 60)
+#define ROOT_POOL_MAX_ENTRIES 64
 
 typedef struct oci_build_service {
     obi_build_service base;
@@ -42,6 +50,7 @@ typedef struct oci_build_service {
     void *output_ctx;
     obi_spec_options spec_opts; /* rootless flag, sandbox shell, invoking ids and sub-ids */
     obi_userns_ids userns;      /* rootless: how to act on the build user's files */
+    obi_root_pool *root_pool;   /* NULL: every build makes its own root/ */
     pthread_mutex_t lock;
     pthread_cond_t slot_free;
     unsigned running;
@@ -68,7 +77,23 @@ static void release_slot(oci_build_service *svc)
 
 /* ---- bundle contents ---- */
 
-static int write_etc_files(obi_bundle *bundle, const obi_build_request *req, obi_error **err)
+static const char ETC_GROUP[] = "root:x:0:\nnixbld:!:100:\nnogroup:x:65534:\n";
+static const char ETC_HOSTS[] = "127.0.0.1 localhost\n::1 localhost\n";
+
+/* root/etc/passwd as Nix writes it (home = the working dir); caller frees. */
+static char *etc_passwd_text(const obi_build_request *req)
+{
+    char *passwd = NULL;
+    if (asprintf(&passwd,
+                 "root:x:0:0:Nix build user:/%s:/noshell\n"
+                 "nixbld:x:%d:%d:Nix build user:/%s:/noshell\n"
+                 "nobody:x:65534:65534:Nobody:/:/noshell\n",
+                 req->working_dir, OBI_BUILD_UID, OBI_BUILD_GID, req->working_dir) < 0)
+        return NULL;
+    return passwd;
+}
+
+static int write_etc_files(obi_bundle *bundle, const char *passwd, obi_error **err)
 {
     cleanup_free char *etc = obi_bundle_subpath(bundle, "root/etc");
     if (!etc)
@@ -76,19 +101,10 @@ static int write_etc_files(obi_bundle *bundle, const obi_build_request *req, obi
     int r = obi_mkdir_p(etc, 0755, err);
     if (r < 0)
         return r;
-    cleanup_free char *passwd = NULL;
-    if (asprintf(&passwd,
-                 "root:x:0:0:Nix build user:/%s:/noshell\n"
-                 "nixbld:x:%d:%d:Nix build user:/%s:/noshell\n"
-                 "nobody:x:65534:65534:Nobody:/:/noshell\n",
-                 req->working_dir, OBI_BUILD_UID, OBI_BUILD_GID, req->working_dir) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
-    static const char group[] = "root:x:0:\nnixbld:!:100:\nnogroup:x:65534:\n";
-    static const char hosts[] = "127.0.0.1 localhost\n::1 localhost\n";
     const struct {
         const char *name;
         const char *text;
-    } files[] = {{"passwd", passwd}, {"group", group}, {"hosts", hosts}};
+    } files[] = {{"passwd", passwd}, {"group", ETC_GROUP}, {"hosts", ETC_HOSTS}};
     for (size_t i = 0; i < OBI_ARRAY_SIZE(files); i++) {
         cleanup_free char *path = obi_path_join(etc, files[i].name);
         if (!path)
@@ -324,6 +340,81 @@ static int drop_symlink_input_mounts(const obi_build_request *req, json_t *confi
     return 0;
 }
 
+/* ---- root/: a pooled skeleton or a fresh one (root_pool.h) ---- */
+
+/* What a source path is, as the runtime sees it when it creates the mount point: a directory,
+ * something else (it creates a file), or missing. */
+static char mount_source_kind(const obi_bundle *bundle, const char *source)
+{
+    cleanup_free char *path =
+        source[0] == '/' ? strdup(source) : obi_bundle_subpath(bundle, source);
+    struct stat st;
+    if (!path || stat(path, &st) < 0)
+        return '-';
+    return S_ISDIR(st.st_mode) ? 'd' : 'f';
+}
+
+/* The key of the skeleton this bundle needs: everything that decides what root/ holds once the
+ * runtime has made its mount points (etc files; each mount's destination, type and source kind;
+ * the runtime and the user it runs as). */
+static int skeleton_key(const oci_build_service *svc, const obi_bundle *bundle,
+                        const json_t *config, const char *passwd,
+                        char key[OBI_ROOT_POOL_KEY_LEN + 1], obi_error **err)
+{
+    cleanup_buf obi_buf description = OBI_BUF_INIT;
+    obi_buf_appendf(&description, "ocibuild root skeleton 1\n%s\n%u %d\n%s%s%s",
+                    obi_runtime_path(svc->runtime), (unsigned)geteuid(), svc->spec_opts.rootless,
+                    passwd, ETC_GROUP, ETC_HOSTS);
+    json_t *mounts = json_object_get(config, "mounts");
+    for (size_t i = 0; i < json_array_size(mounts); i++) {
+        const json_t *mount = json_array_get(mounts, i);
+        const char *destination = json_string_value(json_object_get(mount, "destination"));
+        const char *type = json_string_value(json_object_get(mount, "type"));
+        const char *source = json_string_value(json_object_get(mount, "source"));
+        bool bind = false;
+        const json_t *options = json_object_get(mount, "options");
+        for (size_t o = 0; o < json_array_size(options); o++) {
+            const char *option = json_string_value(json_array_get(options, o));
+            if (option && (!strcmp(option, "bind") || !strcmp(option, "rbind")))
+                bind = true;
+        }
+        obi_buf_appendf(&description, "%s\t%s\t%c\n", destination ? destination : "",
+                        type ? type : "", bind && source ? mount_source_kind(bundle, source) : '-');
+    }
+    if (!description.data)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    obi_root_pool_key(description.data, description.len, key);
+    return 0;
+}
+
+/* Moves a pooled skeleton with this key into the bundle, or writes a fresh root/ (etc files;
+ * the runtime adds the mount points). A pool that fails is skipped, never fatal. */
+static int prepare_root(oci_build_service *svc, obi_bundle *bundle, const char *key,
+                        const char *passwd, obi_error **err)
+{
+    if (svc->root_pool && key[0]) {
+        cleanup_free char *root = obi_bundle_subpath(bundle, "root");
+        cleanup_error obi_error *ignored = NULL;
+        if (root && obi_root_pool_take(svc->root_pool, key, root, &ignored) == 1)
+            return 0;
+    }
+    return write_etc_files(bundle, passwd, err);
+}
+
+/* After a build that ran to its end: root/ goes back to the pool (a full pool leaves it to the
+ * bundle's removal). Nothing may be mounted below it. */
+static void return_root(oci_build_service *svc, obi_bundle *bundle, const char *key)
+{
+    if (!svc->root_pool || !key[0] || svc->keep_bundle)
+        return;
+    cleanup_free char *root = obi_bundle_subpath(bundle, "root");
+    cleanup_error obi_error *ignored = NULL;
+    unsigned mounted = 0;
+    if (!root || obi_unmount_below(root, &mounted, &ignored) < 0 || mounted > 0)
+        return;
+    obi_root_pool_give(svc->root_pool, key, root, &ignored);
+}
+
 static int run_bundle(oci_build_service *svc, obi_bundle *bundle, obi_error **err)
 {
     obi_run_options opts = OBI_RUN_OPTIONS_INIT;
@@ -361,15 +452,20 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
     cleanup_free char *inputs_dir = obi_bundle_subpath(bundle, "inputs");
     if (!inputs_dir)
         return obi_error_set(err, -ENOMEM, "out of memory");
+    cleanup_free char *passwd = etc_passwd_text(req);
+    if (!passwd)
+        return obi_error_set(err, -ENOMEM, "out of memory");
     cleanup_json json_t *config = NULL;
-    if ((r = write_etc_files(bundle, req, err)) < 0 ||
-        (r = create_scratch_dirs(bundle, req, err)) < 0 ||
+    char key[OBI_ROOT_POOL_KEY_LEN + 1] = "";
+    if ((r = create_scratch_dirs(bundle, req, err)) < 0 ||
         (r = write_additional_files(bundle, req, err)) < 0 ||
         (r = obi_build_inputs_prepare(svc->store, svc->cache_dir, req, inputs_dir,
                                       obi_bundle_path(bundle), err)) < 0 ||
         (r = hand_scratch_to_build_user(svc, bundle, err)) < 0 ||
         (r = obi_spec_generate(req, &svc->spec_opts, &config, err)) < 0 ||
         (r = drop_symlink_input_mounts(req, config, err)) < 0 ||
+        (svc->root_pool && (r = skeleton_key(svc, bundle, config, passwd, key, err)) < 0) ||
+        (r = prepare_root(svc, bundle, key, passwd, err)) < 0 ||
         (r = obi_bundle_write_config(bundle, config, err)) < 0)
         return r;
     if ((r = run_bundle(svc, bundle, err)) < 0 || (r = check_outputs_exist(bundle, req, err)) < 0)
@@ -380,6 +476,7 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
     if ((r = obi_build_request_copy(req, &build->request, err)) < 0 ||
         (r = ingest_outputs(svc, bundle, req, build, err)) < 0)
         return r;
+    return_root(svc, bundle, key);
     r = obi_bundle_close(steal_pointer(&bundle), err);
     if (r < 0)
         return obi_error_prefix(err, r, "remove bundle");
@@ -422,6 +519,7 @@ static void oci_free(obi_build_service *base)
         if (svc->own_cancel_pipe[i] >= 0)
             close(svc->own_cancel_pipe[i]);
     obi_runtime_free(svc->runtime);
+    obi_root_pool_close(svc->root_pool);
     free(svc->bundle_root);
     free(svc->cache_dir);
     free(svc->sandbox_shell);
@@ -498,6 +596,14 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
         free(svc->cache_dir);
         return r;
     }
+    /* Root skeletons (root_pool.h): a pool that cannot be opened only costs speed. Skeletons
+     * idle for ROOT_POOL_IDLE_SECONDS, or beyond ROOT_POOL_MAX_ENTRIES, are removed here. */
+    if (!opts->disable_root_pool) {
+        cleanup_error obi_error *ignored = NULL;
+        if (obi_root_pool_open(svc->bundle_root, svc->max_builds, &svc->root_pool, &ignored) == 0)
+            obi_root_pool_prune(svc->root_pool, ROOT_POOL_IDLE_SECONDS, ROOT_POOL_MAX_ENTRIES, NULL,
+                                &ignored);
+    }
     if (svc->cancel_fd < 0 && pipe2(svc->own_cancel_pipe, O_CLOEXEC | O_NONBLOCK) == 0)
         svc->cancel_fd = svc->own_cancel_pipe[0];
     pthread_mutex_init(&svc->lock, NULL);
@@ -560,11 +666,15 @@ int obi_oci_build_service_from_url(const obi_url *url, obi_store *store, obi_bui
             r = parse_unsigned_param(key, value, &opts.timeout_seconds, err);
         else if (!strcmp(key, "max_builds"))
             r = parse_unsigned_param(key, value, &opts.max_builds, err);
-        else
+        else if (!strcmp(key, "root_pool")) {
+            bool enabled = true;
+            r = parse_bool_param(key, value, &enabled, err);
+            opts.disable_root_pool = !enabled;
+        } else
             r = obi_error_set(err, -EINVAL,
                               "oci build service: unknown option \"%s\" (supported: runtime, "
                               "runtime_root, rootless, max_builds, timeout, keep_bundle, "
-                              "sandbox_shell, cache_dir)",
+                              "sandbox_shell, cache_dir, root_pool)",
                               key);
         if (r < 0)
             return r;

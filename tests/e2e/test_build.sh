@@ -165,6 +165,40 @@ request after 'mkdir -p /nix/store/out'
 build "$T_TMP/after.json" >/dev/null && t_ok "the next build succeeds" || t_fail "next build after SIGKILL" "$(cat "$T_TMP/stderr")"
 t_check "the next build swept the killed build's container and bundle" no_leftovers
 
+# --- root skeletons: a finished build's root/ is pooled and the next one of its shape reuses it ---
+POOL="$BUNDLES/.root-pool"
+request pooled 'mkdir -p /nix/store/out && touch /etc/intruder 2>/dev/null; echo done > /nix/store/out/x'
+build "$T_TMP/pooled.json" >/dev/null || t_fail "pooled: first build" "$(cat "$T_TMP/stderr")"
+entries_before=$(ls -A "$POOL" 2>/dev/null | sort)
+inodes_before=$(for e in $entries_before; do stat -c %i "$POOL/$e"; done | sort | tr '\n' ' ')
+build "$T_TMP/pooled.json" >/dev/null || t_fail "pooled: second build" "$(cat "$T_TMP/stderr")"
+entries_after=$(ls -A "$POOL" 2>/dev/null | sort)
+inodes_after=$(for e in $entries_after; do stat -c %i "$POOL/$e"; done | sort | tr '\n' ' ')
+if [ -n "$entries_before" ] && [ "$entries_before" = "$entries_after" ] &&
+  [ "$inodes_before" = "$inodes_after" ]; then
+  t_ok "a repeated build takes its root skeleton from the pool and gives it back"
+else
+  t_fail "a repeated build takes its root skeleton from the pool and gives it back" \
+    "before: $entries_before ($inodes_before); after: $entries_after ($inodes_after)"
+fi
+# What a pooled skeleton may hold: directories (mount points), empty files (file mount points)
+# and the three etc files; nothing a build wrote.
+odd=$(cd "$POOL" 2>/dev/null && find . -mindepth 2 ! -type d \
+  ! \( -path './*/etc/passwd' -o -path './*/etc/group' -o -path './*/etc/hosts' \) ! -empty)
+intruder=$(find "$POOL" -name intruder 2>/dev/null)
+if [ -n "$entries_after" ] && [ -z "$odd" ] && [ -z "$intruder" ]; then
+  t_ok "pooled skeletons hold only etc files and empty mount points"
+else
+  t_fail "pooled skeletons hold only etc files and empty mount points" "odd: $odd; intruder: $intruder"
+fi
+request pooled_net 'mkdir -p /nix/store/out' ', "constraints": {"system": "x86_64-linux", "network_access": true}'
+build "$T_TMP/pooled_net.json" >/dev/null || t_fail "pooled: network build" "$(cat "$T_TMP/stderr")"
+n_after=$(ls -A "$POOL" | wc -l)
+[ "$n_after" -gt "$(echo "$entries_after" | wc -w)" ] &&
+  t_ok "a build of another shape (host network mounts) gets a skeleton of its own" ||
+  t_fail "a build of another shape gets a skeleton of its own" "entries: $(ls -A "$POOL")"
+t_check "no leftovers after pooled builds" no_leftovers
+
 # --- invalid requests: refused before anything touches the disk ---
 invalid() { # NAME EXTRA_JSON EXPECTED_SUBSTRING
   cat >"$T_TMP/inv.json" <<JSON

@@ -14,6 +14,7 @@
 
 #include "ocibuild/fs.h"
 #include "ocibuild/oci_build.h"
+#include "ocibuild/root_pool.h"
 #include "ocibuild/store.h"
 #include "test_helpers.h"
 
@@ -36,7 +37,7 @@ typedef struct fixture {
     obi_build_service *service;
 } fixture;
 
-static int setup_with(void **state, unsigned max_builds)
+static int setup_with(void **state, unsigned max_builds, bool root_pool)
 {
     if (geteuid() != 0) {
         print_message("!!! test_oci_build needs root (chown to the build user); skipping\n");
@@ -52,6 +53,7 @@ static int setup_with(void **state, unsigned max_builds)
     opts.bundle_root = f->bundles;
     opts.runtime = runtime;
     opts.max_builds = max_builds;
+    opts.disable_root_pool = !root_pool;
     int r = obi_oci_build_service_new(&opts, f->store, &f->service, NULL);
     free(runtime);
     *state = f;
@@ -60,7 +62,12 @@ static int setup_with(void **state, unsigned max_builds)
 
 static int setup_two(void **state)
 {
-    return setup_with(state, 2);
+    return setup_with(state, 2, true);
+}
+
+static int setup_without_root_pool(void **state)
+{
+    return setup_with(state, 2, false);
 }
 
 static int teardown(void **state)
@@ -205,6 +212,116 @@ static void test_oci_build_runs_at_most_max_builds_at_once(void **state)
     assert_true(bundle_root_is_empty(f));
 }
 
+/* ---- root skeletons (root_pool.h) ---- */
+
+static size_t root_pool_entries(const fixture *f)
+{
+    char *pool = obi_path_join(f->bundles, OBI_ROOT_POOL_DIR);
+    DIR *d = opendir(pool);
+    free(pool);
+    if (!d)
+        return 0;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* FAKE_SCRIPT that produces the output and appends the inode of the bundle's root/ to
+ * DIR/inodes. */
+static void script_recording_root_inode(const fixture *f)
+{
+    char *script = NULL;
+    assert_true(asprintf(&script,
+                         "mkdir \"$SCRATCH/result\" && stat -c %%i \"$SCRATCH/../../root\" >> "
+                         "%s/inodes",
+                         f->dir) > 0);
+    setenv("FAKE_SCRIPT", script, 1);
+    free(script);
+}
+
+static char *recorded_inodes(const fixture *f)
+{
+    char *path = obi_path_join(f->dir, "inodes"), *text = NULL;
+    assert_ok(obi_read_file(path, 4096, &text, NULL, err_ptr_));
+    free(path);
+    return text;
+}
+
+static void build_ok(fixture *f, obi_build_request *req)
+{
+    obi_build *build = NULL;
+    assert_ok(obi_build_service_do_build(f->service, req, &build, err_ptr_));
+    obi_build_free(build);
+}
+
+static void test_oci_build_second_build_reuses_the_first_ones_root(void **state)
+{
+    fixture *f = *state;
+    script_recording_root_inode(f);
+    obi_build_request *req = simple_request();
+    build_ok(f, req);
+    assert_int_equal(root_pool_entries(f), 1);
+    build_ok(f, req);
+    assert_int_equal(root_pool_entries(f), 1);
+    char *inodes = recorded_inodes(f);
+    char *second = strchr(inodes, '\n');
+    assert_non_null(second);
+    *second++ = 0;
+    assert_string_equal(inodes, strtok(second, "\n")); /* the same directory both times */
+    free(inodes);
+    assert_true(bundle_root_is_empty(f));
+    obi_build_request_free(req);
+}
+
+static void test_oci_build_other_shapes_get_their_own_root(void **state)
+{
+    fixture *f = *state;
+    script_recording_root_inode(f);
+    obi_build_request *req = simple_request();
+    build_ok(f, req);
+    free(req->working_dir); /* home in etc/passwd changes: another skeleton */
+    req->working_dir = strdup("out");
+    build_ok(f, req);
+    assert_int_equal(root_pool_entries(f), 2);
+    char *inodes = recorded_inodes(f);
+    char *second = strchr(inodes, '\n');
+    assert_non_null(second);
+    *second++ = 0;
+    assert_string_not_equal(inodes, strtok(second, "\n"));
+    free(inodes);
+    obi_build_request_free(req);
+}
+
+static void test_oci_build_failed_build_does_not_pool_its_root(void **state)
+{
+    fixture *f = *state;
+    setenv("FAKE_SCRIPT", "exit 3", 1);
+    obi_build_request *req = simple_request();
+    obi_build *build = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_service_do_build(f->service, req, &build, &err),
+                      OBI_EBUILD_FAILED, "exit code 3");
+    assert_int_equal(root_pool_entries(f), 0);
+    assert_true(bundle_root_is_empty(f));
+    obi_build_request_free(req);
+}
+
+static void test_oci_build_root_pool_can_be_turned_off(void **state)
+{
+    fixture *f = *state;
+    script_recording_root_inode(f);
+    obi_build_request *req = simple_request();
+    build_ok(f, req);
+    build_ok(f, req);
+    assert_int_equal(root_pool_entries(f), 0);
+    assert_true(bundle_root_is_empty(f));
+    obi_build_request_free(req);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -216,6 +333,14 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_oci_build_runs_at_most_max_builds_at_once, setup_two,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_oci_build_second_build_reuses_the_first_ones_root,
+                                        setup_two, teardown),
+        cmocka_unit_test_setup_teardown(test_oci_build_other_shapes_get_their_own_root, setup_two,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_oci_build_failed_build_does_not_pool_its_root,
+                                        setup_two, teardown),
+        cmocka_unit_test_setup_teardown(test_oci_build_root_pool_can_be_turned_off,
+                                        setup_without_root_pool, teardown),
     };
     return cmocka_run_group_tests_name("oci_build", tests, NULL, NULL);
 }
