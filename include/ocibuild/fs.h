@@ -13,6 +13,14 @@
 
 /* mkdir -p; existing directories are fine. */
 int obi_mkdir_p(const char *path, mode_t mode, obi_error **err);
+/* Marks directory path as the top of a hierarchy (FS_TOPDIR_FL, chattr +T): ext4 then places
+ * each new subdirectory in a block group of its own choosing (the Orlov allocator) instead of
+ * its parent's. For directories whose subdirectories are created and removed all the time
+ * (bundles): without it every inode lands in one block group, where ext4 (without a journal)
+ * skips each recently deleted inode one by one on every allocation, up to ~0.7 ms per mkdir
+ * measured here. A hint: fails only when path cannot be opened, not when the filesystem has
+ * no such flag or the caller may not set it. */
+int obi_mark_top_directory(const char *path, obi_error **err);
 /* rm -rf that makes read-only directories writable as it goes and refuses to descend into a
  * different filesystem (a leaked bind mount is reported, never emptied). Missing path: 0. */
 int obi_rm_rf(const char *path, obi_error **err);

@@ -587,6 +587,8 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
     if (r == 0)
         r = obi_mkdir_p(svc->bundle_root, 0711, err);
     if (r == 0)
+        r = obi_mark_top_directory(svc->bundle_root, err);
+    if (r == 0)
         r = obi_bundle_sweep(svc->bundle_root, svc->runtime,
                              svc->spec_opts.rootless ? &svc->userns : NULL, NULL, err);
     if (r < 0) {

@@ -6,9 +6,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -115,6 +117,23 @@ static int rm_rf_at(int parent_fd, const char *name, dev_t dev, const char *disp
     }
     if (unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
         return obi_error_set_errno(err, errno, "remove %s", display);
+    return 0;
+}
+
+int obi_mark_top_directory(const char *path, obi_error **err)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "open %s", path);
+    int flags = 0;
+    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0)
+        return 0; /* no inode flags here (tmpfs, overlayfs...): nothing to do */
+    if (flags & FS_TOPDIR_FL)
+        return 0;
+    flags |= FS_TOPDIR_FL;
+    /* A hint: a filesystem without the flag (EOPNOTSUPP, EINVAL) or a directory we do not own
+     * (EPERM) only misses the placement. */
+    (void)ioctl(fd, FS_IOC_SETFLAGS, &flags);
     return 0;
 }
 
