@@ -4,9 +4,10 @@
  * and then opened with O_NOFOLLOW; the opened file is checked to be the same inode, so a
  * path swapped for a symlink or a fifo mid-walk is an error, never followed or blocked on.
  * Files stream through a fixed read buffer into a blob writer (and the optional reference
- * scanner), finished as pending (no fsync per file); directories are put leaves first into one
- * putter. At the end one barrier (obi_blob_service_sync) makes every blob durable, and only
- * then are the directories committed (docs/store.md, "Crash safety").
+ * scanner), finished as pending (no fsync per file); a small file (up to 64 KiB) is hashed
+ * first and not written at all when the store already has its blob; directories are put leaves
+ * first into one putter. At the end one barrier (obi_blob_service_sync) makes every blob durable,
+ * and only then are the directories committed (docs/store.md, "Crash safety").
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,11 +17,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ocibuild/blake3.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/fs.h"
 #include "ocibuild/ingest.h"
 
 #define INGEST_READ_SIZE (1 << 20)
+/* Files up to this size are read whole first and not written when the store has them. */
+#define INGEST_SMALL_FILE (64 << 10)
 
 typedef struct ingest {
     obi_blob_service *blobs;
@@ -63,6 +68,42 @@ static int check_same_inode(ingest *ig, int fd, const struct stat *before, struc
     return 0;
 }
 
+/* Writes the file's blob: the head already in ig->buf, then (when the head filled more than a
+ * small file) the rest of fd, fed to the reference scanner as it goes. *size counts the bytes. */
+static int write_blob(ingest *ig, int fd, size_t head, uint64_t *size, obi_digest *digest,
+                      obi_error **err)
+{
+    const char *path = (char *)ig->path.data;
+    cleanup_blob_writer obi_blob_writer *writer = NULL;
+    int r = obi_blob_open_write(ig->blobs, &writer, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", path);
+    r = obi_blob_write(writer, ig->buf, head, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", path);
+    while (head > INGEST_SMALL_FILE) {
+        ssize_t n = read(fd, ig->buf, INGEST_READ_SIZE);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return obi_error_set_errno(err, errno, "%s: read at offset %llu", path,
+                                       (unsigned long long)*size);
+        }
+        if (n == 0)
+            break;
+        r = obi_blob_write(writer, ig->buf, (size_t)n, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "%s", path);
+        if (ig->refscan)
+            obi_refscan_feed(ig->refscan, ig->buf, (size_t)n);
+        *size += (uint64_t)n;
+    }
+    r = obi_blob_finish_pending(writer, digest, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", path);
+    return 0;
+}
+
 static int ingest_file(ingest *ig, int dirfd, const char *name, const struct stat *st,
                        const char *node_name, obi_node *out, obi_error **err)
 {
@@ -78,36 +119,28 @@ static int ingest_file(ingest *ig, int dirfd, const char *name, const struct sta
         return r;
     (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
-    cleanup_blob_writer obi_blob_writer *writer = NULL;
-    r = obi_blob_open_write(ig->blobs, &writer, err);
-    if (r < 0)
-        return obi_error_prefix(err, r, "%s", path);
     if (ig->refscan)
         obi_refscan_end_stream(ig->refscan);
-    uint64_t size = 0;
-    for (;;) {
-        ssize_t n = read(fd, ig->buf, INGEST_READ_SIZE);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return obi_error_set_errno(err, errno, "%s: read at offset %llu", path,
-                                       (unsigned long long)size);
-        }
-        if (n == 0)
-            break;
-        r = obi_blob_write(writer, ig->buf, (size_t)n, err);
-        if (r < 0)
-            return obi_error_prefix(err, r, "%s", path);
-        if (ig->refscan)
-            obi_refscan_feed(ig->refscan, ig->buf, (size_t)n);
-        size += (uint64_t)n;
-    }
+    /* The head of the file, and all of it when it is small. */
+    ssize_t head = obi_read_full(fd, ig->buf, INGEST_SMALL_FILE + 1);
+    if (head < 0)
+        return obi_error_set_errno(err, (int)-head, "%s: read at offset 0", path);
     if (ig->refscan)
-        obi_refscan_end_stream(ig->refscan);
+        obi_refscan_feed(ig->refscan, ig->buf, (size_t)head);
+    uint64_t size = (uint64_t)head;
     obi_digest digest;
-    r = obi_blob_finish_pending(writer, &digest, err);
-    if (r < 0)
-        return obi_error_prefix(err, r, "%s", path);
+    bool stored = false;
+    if (head <= INGEST_SMALL_FILE) {
+        /* A small file the store already has needs no writer: re-ingesting an unchanged tree
+         * (a rebuild's outputs) then creates no temporary file per file. */
+        obi_blake3(ig->buf, (size_t)head, digest.bytes);
+        cleanup_error obi_error *ignored = NULL;
+        stored = obi_blob_has(ig->blobs, &digest, &ignored) == 1;
+    }
+    if (!stored && (r = write_blob(ig, fd, (size_t)head, &size, &digest, err)) < 0)
+        return r;
+    if (ig->refscan)
+        obi_refscan_end_stream(ig->refscan);
     r = obi_node_init_file(out, node_name, strlen(node_name), &digest, size,
                            (now.st_mode & S_IXUSR) != 0);
     if (r < 0)

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -237,6 +238,89 @@ static void test_ingest_handles_paths_longer_than_path_max(void **state)
     assert_int_equal(node.size, 31);
 }
 
+/* A blob service that counts the writers opened through it and forwards to another. */
+typedef struct counting_blobs {
+    obi_blob_service base;
+    obi_blob_service *inner;
+    int writers;
+} counting_blobs;
+
+static int counting_has(obi_blob_service *svc, const obi_digest *digest, obi_error **err)
+{
+    counting_blobs *c = (counting_blobs *)svc;
+    return obi_blob_has(c->inner, digest, err);
+}
+
+static int counting_open_read(obi_blob_service *svc, const obi_digest *digest,
+                              obi_blob_reader **out, obi_error **err)
+{
+    counting_blobs *c = (counting_blobs *)svc;
+    return c->inner->ops->open_read(c->inner, digest, out, err);
+}
+
+static int counting_open_write(obi_blob_service *svc, obi_blob_writer **out, obi_error **err)
+{
+    counting_blobs *c = (counting_blobs *)svc;
+    c->writers++;
+    return obi_blob_open_write(c->inner, out, err);
+}
+
+static void counting_free(obi_blob_service *svc)
+{
+    (void)svc;
+}
+
+static const struct obi_blob_service_ops counting_ops = {
+    .has = counting_has,
+    .open_read = counting_open_read,
+    .open_write = counting_open_write,
+    .free = counting_free,
+};
+
+static void write_sized(fixture *f, const char *rel, size_t size, const char *needle)
+{
+    char *text = malloc(size + 1);
+    memset(text, 'x', size);
+    if (needle)
+        memcpy(text + size / 2, needle, strlen(needle));
+    text[size] = 0;
+    obi_test_write_text(f, rel, text, 0644);
+    free(text);
+}
+
+/* Re-ingesting an unchanged tree writes no small blob the store has (64 KiB and less), still
+ * writes bigger ones through a writer, and still scans every file for references. */
+static void test_ingest_skips_writing_small_blobs_the_store_has(void **state)
+{
+    fixture *f = *state;
+    make_dir(f, "t");
+    write_sized(f, "t/small", 100, "small-needle");
+    write_sized(f, "t/edge", 64 << 10, NULL);
+    write_sized(f, "t/over", (64 << 10) + 1, "over-needle");
+    counting_blobs counting = {{&counting_ops}, f->blobs, 0};
+    const char *needles[] = {"small-needle", "over-needle"};
+    cleanup_refscan obi_refscan *scanner = NULL;
+    assert_ok(obi_refscan_new_strings(needles, 2, &scanner, err_ptr_));
+    obi_node first = {0}, second = {0};
+    cleanup_free char *path = obi_test_path_in(f, "t");
+    assert_ok(obi_ingest_path(&counting.base, f->dirs, path, NULL, &first, err_ptr_));
+    assert_int_equal(counting.writers, 3);
+
+    counting.writers = 0;
+    cleanup_refscan_state obi_refscan_state *scan = NULL;
+    assert_ok(obi_refscan_state_new(scanner, &scan, err_ptr_));
+    obi_ingest_options opts = {.refscan = scan};
+    assert_ok(obi_ingest_path(&counting.base, f->dirs, path, &opts, &second, err_ptr_));
+    assert_int_equal(counting.writers, 1); /* "over" only */
+    assert_true(obi_digest_equal(&first.digest, &second.digest));
+    cleanup_free size_t *found = NULL;
+    size_t n = 0;
+    assert_ok(obi_refscan_state_result(scan, &found, &n, err_ptr_));
+    assert_int_equal(n, 2);
+    obi_node_clear(&first);
+    obi_node_clear(&second);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +336,7 @@ int main(void)
         T(test_ingest_reports_a_missing_path),
         T(test_ingest_feeds_refscan_contents_and_targets_not_names),
         T(test_ingest_handles_paths_longer_than_path_max),
+        T(test_ingest_skips_writing_small_blobs_the_store_has),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
