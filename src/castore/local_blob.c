@@ -22,10 +22,10 @@
  * forked child never uses its parent's state: it makes its own.
  *
  * Temporary files of dead processes: each process (per ROOT) holds an exclusive flock(2) on
- * ROOT/owners/<token>.lock for as long as it uses the store, and names its temporary files
- * after the token. Opening the service removes every temporary file whose owner lock is gone
- * or free (the kernel drops a flock when its holder dies: no PID reuse or PID namespace
- * worries), then the free lock files. One lock per process, not one fd per pending file.
+ * ROOT/owners/<token>.lock from its first writer for as long as it uses the store, and names
+ * its temporary files after the token. Opening the service removes every temporary file whose owner
+ * lock is gone or free (the kernel drops a flock when its holder dies: no PID reuse or PID
+ * namespace worries), then the free lock files. One lock per process, not one fd per pending file.
  *
  * Reading verifies: the reader hashes what it returns and fails with -EIO at the end if the
  * file does not hash to its name (a corrupted blob file is never silently served).
@@ -476,9 +476,14 @@ static const struct obi_blob_writer_ops local_writer_ops = {
     .close = local_writer_close,
 };
 
+static int ensure_owner_lock(blob_root *shared, obi_error **err);
+
 static int local_blob_open_write(obi_blob_service *base, obi_blob_writer **out, obi_error **err)
 {
     blob_root *shared = ((local_blob_service *)base)->shared;
+    int r = ensure_owner_lock(shared, err);
+    if (r < 0)
+        return r;
     local_blob_writer *writer = calloc(1, sizeof *writer);
     if (!writer)
         return obi_error_set(err, -ENOMEM, "out of memory");
@@ -492,7 +497,7 @@ static int local_blob_open_write(obi_blob_service *base, obi_blob_writer **out, 
     writer->fd =
         openat(shared->tmp_fd, writer->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (writer->fd < 0) {
-        int r = obi_error_set_errno(err, errno, "create %s/%s", shared->tmp_dir, writer->tmp_name);
+        r = obi_error_set_errno(err, errno, "create %s/%s", shared->tmp_dir, writer->tmp_name);
         free(writer->tmp_name);
         free(writer);
         return r;
@@ -541,6 +546,16 @@ static int create_owner_lock(blob_root *shared, obi_error **err)
     }
     return obi_error_set(err, -EAGAIN, "create an owner lock in %s/owners: removed repeatedly",
                          shared->root);
+}
+
+/* The owner lock is made by the first writer, not at open: a process that only reads, or whose
+ * ingest finds every blob present (a rebuild), creates and removes no file in owners/. */
+static int ensure_owner_lock(blob_root *shared, obi_error **err)
+{
+    pthread_mutex_lock(&shared->lock);
+    int r = shared->owner_fd >= 0 ? 0 : create_owner_lock(shared, err);
+    pthread_mutex_unlock(&shared->lock);
+    return r;
 }
 
 /* 1 if the owner lock file name (in owners_fd) is held by a live process, else 0. */
@@ -692,8 +707,6 @@ static int blob_root_new(const char *root, blob_root **out, obi_error **err)
         r = open_dir(root, "tmp", &shared->tmp_dir, &shared->tmp_fd, err);
     if (r == 0)
         r = open_dir(root, "owners", NULL, &shared->owners_fd, err);
-    if (r == 0)
-        r = create_owner_lock(shared, err);
     if (r < 0) {
         blob_root_free(shared);
         return r;

@@ -1060,7 +1060,7 @@ static void test_store_local_killed_before_barrier_leaves_nothing_visible(void *
     kill_child(f);
     assert_int_equal(count_in(f, "blobs"), 0);
     assert_int_equal(count_in(f, "tmp"), 1);    /* the dead owner's temporary file */
-    assert_int_equal(count_in(f, "owners"), 2); /* its lock, free now, and ours */
+    assert_int_equal(count_in(f, "owners"), 1); /* its lock, free now (ours: no writer yet) */
     obi_digest digest;
     obi_digest_of(child_content, sizeof child_content, &digest);
     assert_int_equal(obi_blob_has(f->blobs, &digest, NULL), 0);
@@ -1068,7 +1068,7 @@ static void test_store_local_killed_before_barrier_leaves_nothing_visible(void *
     assert_int_equal(open_services(f), 0); /* removes both */
     assert_int_equal(obi_blob_has(f->blobs, &digest, NULL), 0);
     assert_int_equal(count_in(f, "tmp"), 0);
-    assert_int_equal(count_in(f, "owners"), 1); /* ours */
+    assert_int_equal(count_in(f, "owners"), 0);
 }
 
 static void test_store_local_killed_after_barrier_leaves_blob_visible_and_intact(void **state)
@@ -1088,7 +1088,7 @@ static void test_store_local_killed_after_barrier_leaves_blob_visible_and_intact
     free(data);
     close_services(f);
     assert_int_equal(open_services(f), 0);
-    assert_int_equal(count_in(f, "owners"), 1); /* the dead child's lock removed, ours kept */
+    assert_int_equal(count_in(f, "owners"), 0); /* the dead child's lock removed */
 }
 
 static void test_store_local_live_owner_temps_kept_dead_owner_temps_removed(void **state)
@@ -1122,7 +1122,7 @@ static void test_store_local_live_owner_temps_kept_dead_owner_temps_removed(void
     assert_int_equal(access(lockless, F_OK), -1);
     assert_int_equal(access(dead_lock, F_OK), -1);
     assert_int_equal(access(foreign, F_OK), 0);
-    assert_int_equal(count_in(f, "owners"), 2); /* ours and the live child's */
+    assert_int_equal(count_in(f, "owners"), 1); /* the live child's */
 
     /* once the child is dead, the next start removes its pending blob and its lock */
     kill_child(f);
@@ -1131,8 +1131,28 @@ static void test_store_local_live_owner_temps_kept_dead_owner_temps_removed(void
     close_services(f);
     assert_int_equal(open_services(f), 0);
     assert_int_equal(count_in(f, "tmp"), 1);
-    assert_int_equal(count_in(f, "owners"), 1);
+    assert_int_equal(count_in(f, "owners"), 0);
     assert_int_equal(count_in(f, "blobs"), 0);
+}
+
+/* Only writers need an owner lock: opening, reading and has() create no file in owners/ (a
+ * rebuild whose outputs are all stored touches nothing); the first writer makes it. */
+static void test_store_local_owner_lock_made_by_the_first_writer(void **state)
+{
+    fixture *f = *state;
+    obi_digest digest;
+    obi_digest_of("x", 1, &digest);
+    assert_int_equal(obi_blob_has(f->blobs, &digest, NULL), 0);
+    assert_int_equal(count_in(f, "owners"), 0);
+    cleanup_blob_writer obi_blob_writer *writer = NULL;
+    assert_ok(obi_blob_open_write(f->blobs, &writer, err_ptr_));
+    assert_int_equal(count_in(f, "owners"), 1);
+    assert_ok(obi_blob_write(writer, "x", 1, err_ptr_));
+    assert_ok(obi_blob_finish(writer, &digest, err_ptr_));
+    obi_blob_writer_close(steal_pointer(&writer));
+    close_services(f);
+    assert_int_equal(count_in(f, "owners"), 0); /* removed at the last close */
+    assert_int_equal(open_services(f), 0);
 }
 
 /* ---- selection by URL ---- */
@@ -1333,6 +1353,7 @@ int main(void)
         LOCAL(test_store_local_killed_before_barrier_leaves_nothing_visible),
         LOCAL(test_store_local_killed_after_barrier_leaves_blob_visible_and_intact),
         LOCAL(test_store_local_live_owner_temps_kept_dead_owner_temps_removed),
+        LOCAL(test_store_local_owner_lock_made_by_the_first_writer),
         cmocka_unit_test(test_store_url_memory_and_objectstore_file_open),
         cmocka_unit_test(test_store_url_relative_path_is_made_absolute),
         cmocka_unit_test(test_store_url_unknown_scheme_lists_supported),
