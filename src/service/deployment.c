@@ -551,21 +551,42 @@ static int parse_resources(walker *w, yaml_node_t *node, const char *path, obi_s
     return 0;
 }
 
-static int parse_devices(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+/* Checks that node (at path) is a sequence and allocates a zeroed array of one element_size
+ * element per item (at least one, so the array is never NULL); *n_out is the item count. */
+static int alloc_for_sequence(walker *w, yaml_node_t *node, const char *path, size_t element_size,
+                              void **out, size_t *n_out)
 {
-    static const char *const keys[] = {"path", "read", "write", "mknod", NULL};
     if (node->type != YAML_SEQUENCE_NODE)
         return fail_at(w, node, path, "expected a list, got %s", node_kind(node));
     size_t n = seq_len(node);
-    svc->devices = calloc(n ? n : 1, sizeof *svc->devices);
-    if (!svc->devices)
+    void *array = calloc(n ? n : 1, element_size);
+    if (!array)
         return obi_error_set(w->err, -ENOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = node_get(w, node->data.sequence.items.start[i]);
-        cleanup_free char *item_path = path_index(path, i);
-        if (!item_path)
-            return obi_error_set(w->err, -ENOMEM, "out of memory");
-        int r = check_mapping(w, item, item_path, keys);
+    *out = array;
+    *n_out = n;
+    return 0;
+}
+
+/* Item i of a sequence and its path "path[i]" (caller frees). */
+static int sequence_item(walker *w, yaml_node_t *node, const char *path, size_t i,
+                         yaml_node_t **item, char **item_path)
+{
+    *item = node_get(w, node->data.sequence.items.start[i]);
+    *item_path = path_index(path, i);
+    return *item_path ? 0 : obi_error_set(w->err, -ENOMEM, "out of memory");
+}
+
+static int parse_devices(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    static const char *const keys[] = {"path", "read", "write", "mknod", NULL};
+    size_t n = 0;
+    int r = alloc_for_sequence(w, node, path, sizeof *svc->devices, (void **)&svc->devices, &n);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        yaml_node_t *item = NULL;
+        cleanup_free char *item_path = NULL;
+        if ((r = sequence_item(w, node, path, i, &item, &item_path)) < 0)
+            return r;
+        r = check_mapping(w, item, item_path, keys);
         if (r < 0)
             return r;
         obi_service_device *dev = &svc->devices[svc->device_count++];
@@ -589,7 +610,7 @@ static int parse_devices(walker *w, yaml_node_t *node, const char *path, obi_ser
                 return r;
         }
     }
-    return 0;
+    return r;
 }
 
 static const struct storage_kind {
@@ -689,19 +710,15 @@ static int parse_storage_item(walker *w, yaml_node_t *item, const char *item_pat
 
 static int parse_storage(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
-    if (node->type != YAML_SEQUENCE_NODE)
-        return fail_at(w, node, path, "expected a list, got %s", node_kind(node));
-    size_t n = seq_len(node);
-    svc->storage = calloc(n ? n : 1, sizeof *svc->storage);
-    if (!svc->storage)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = node_get(w, node->data.sequence.items.start[i]);
-        cleanup_free char *item_path = path_index(path, i);
-        if (!item_path)
-            return obi_error_set(w->err, -ENOMEM, "out of memory");
+    size_t n = 0;
+    int r = alloc_for_sequence(w, node, path, sizeof *svc->storage, (void **)&svc->storage, &n);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        yaml_node_t *item = NULL;
+        cleanup_free char *item_path = NULL;
+        if ((r = sequence_item(w, node, path, i, &item, &item_path)) < 0)
+            return r;
         obi_storage *st = &svc->storage[svc->storage_count++];
-        int r = parse_storage_item(w, item, item_path, st);
+        r = parse_storage_item(w, item, item_path, st);
         if (r < 0)
             return r;
         for (size_t j = 0; j < i; j++)
@@ -709,7 +726,7 @@ static int parse_storage(walker *w, yaml_node_t *node, const char *path, obi_ser
                 return fail_at(w, item, item_path, "target \"%s\" is already mounted by %s[%zu]",
                                st->target, path, j);
     }
-    return 0;
+    return r;
 }
 
 static int parse_capabilities(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
@@ -767,20 +784,18 @@ static int parse_scale(walker *w, yaml_node_t *node, const char *path, obi_servi
 static int parse_depends(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
     static const char *const keys[] = {"service", "condition", NULL};
-    if (node->type != YAML_SEQUENCE_NODE)
-        return fail_at(w, node, path, "expected a list, got %s", node_kind(node));
-    size_t n = seq_len(node);
-    svc->depends = calloc(n ? n : 1, sizeof *svc->depends);
-    if (!svc->depends)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = node_get(w, node->data.sequence.items.start[i]);
-        cleanup_free char *item_path = path_index(path, i);
-        cleanup_free char *svc_path = item_path ? path_child(item_path, "service") : NULL;
-        cleanup_free char *cond_path = item_path ? path_child(item_path, "condition") : NULL;
+    size_t n = 0;
+    int r = alloc_for_sequence(w, node, path, sizeof *svc->depends, (void **)&svc->depends, &n);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        yaml_node_t *item = NULL;
+        cleanup_free char *item_path = NULL;
+        if ((r = sequence_item(w, node, path, i, &item, &item_path)) < 0)
+            return r;
+        cleanup_free char *svc_path = path_child(item_path, "service");
+        cleanup_free char *cond_path = path_child(item_path, "condition");
         if (!cond_path || !svc_path)
             return obi_error_set(w->err, -ENOMEM, "out of memory");
-        int r = check_mapping(w, item, item_path, keys);
+        r = check_mapping(w, item, item_path, keys);
         if (r < 0)
             return r;
         obi_dependency *dep = &svc->depends[svc->depend_count++];
@@ -798,7 +813,7 @@ static int parse_depends(walker *w, yaml_node_t *node, const char *path, obi_ser
             return obi_error_set(w->err, -ENOMEM, "out of memory");
         }
     }
-    return 0;
+    return r;
 }
 
 typedef int (*service_field_fn)(walker *w, yaml_node_t *node, const char *path, obi_service *svc);
