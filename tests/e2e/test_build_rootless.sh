@@ -54,6 +54,29 @@ fi
 left=$(ls -A "$W/data/bundles" 2>/dev/null | grep -v '^\.' || true)
 [ -z "$left" ] && t_ok "rootless build leaves no bundle (sub-id owned files removed)" || t_fail "rootless leftovers" "$left"
 
+# The second build of the same request takes the first one's root skeleton from the pool (owned
+# by the user, with the runtime's mount points in it) and gives it back; still read-only inside.
+pool="$W/data/bundles/.root-pool"
+before=$(ls -A "$pool" 2>/dev/null); inode_before=$(stat -c %i "$pool/$before" 2>/dev/null)
+if out=$(as_user "$W/ocibuild" build --rootless "$W/req.json" 2>"$W/err2"); then
+  after=$(ls -A "$pool" 2>/dev/null); inode_after=$(stat -c %i "$pool/$after" 2>/dev/null)
+  node=$(echo "$out" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["outputs"][0]))')
+  echo "$node" > "$W/node2.json"; chown "$USER_NAME" "$W/node2.json"
+  as_user "$W/ocibuild" store export - "$W/export2" <"$W/node2.json" 2>>"$W/err2"
+  if [ -n "$before" ] && [ "$before" = "$after" ] && [ "$inode_before" = "$inode_after" ] &&
+    [ "$(stat -c %U "$pool/$after")" = "$USER_NAME" ] &&
+    [ "$(cat "$W/export2/root" 2>/dev/null)" = "ro" ]; then
+    t_ok "rootless: a repeated build reuses the user's pooled root skeleton, still read-only"
+  else
+    t_fail "rootless: a repeated build reuses the user's pooled root skeleton, still read-only" \
+      "pool before: $before ($inode_before), after: $after ($inode_after); root: $(cat "$W/export2/root" 2>/dev/null)"
+  fi
+else
+  t_fail "rootless: a repeated build reuses the user's pooled root skeleton, still read-only" "$(cat "$W/err2")"
+fi
+left=$(ls -A "$W/data/bundles" 2>/dev/null | grep -v '^\.' || true)
+[ -z "$left" ] && t_ok "rootless: the repeated build leaves no bundle" || t_fail "rootless leftovers after the repeat" "$left"
+
 # A rootless user without a subuid range gets told how to add one.
 NOSUB=obi-nosubuid
 id $NOSUB >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/sh $NOSUB
