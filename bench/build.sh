@@ -56,7 +56,7 @@ ln -sfn /bin/busybox "$tmp/plain/inputs/busybox"
 # compare NAME_A CMD_A NAME_B CMD_B: ROUNDS hyperfine rounds (warmups each), the two commands'
 # order alternating between rounds, so the shared machine's shifting load hits both alike.
 # Prints mean and median wall time and mean CPU time (user+system, children included) of each,
-# and the ratios A/B.
+# the ratios A/B, and the median and range of the per-round ratios.
 compare() {
   local rounds=${ROUNDS:-10} per=$(((RUNS + ${ROUNDS:-10} - 1) / ${ROUNDS:-10})) i
   for i in $(seq 1 "$rounds"); do
@@ -77,7 +77,12 @@ compare() {
     (map(.) | stats($a)) as $x | (map(.) | stats($b)) as $y
     | "\($a): mean \($x.mean * 10 | round / 10) ms, median \($x.median * 10 | round / 10) ms, CPU \($x.cpu * 10 | round / 10) ms",
       "\($b): mean \($y.mean * 10 | round / 10) ms, median \($y.median * 10 | round / 10) ms, CPU \($y.cpu * 10 | round / 10) ms",
-      "ratio \($a)/\($b): mean \($x.mean / $y.mean * 100 | round / 100), median \($x.median / $y.median * 100 | round / 100), CPU \($x.cpu / $y.cpu * 100 | round / 100)"
+      "ratio \($a)/\($b): mean \($x.mean / $y.mean * 100 | round / 100), median \($x.median / $y.median * 100 | round / 100), CPU \($x.cpu / $y.cpu * 100 | round / 100)",
+      # Within one round both commands ran back to back: the ratio of their means there is
+      # the least exposed to the drifting load of the host. Median and range over the rounds:
+      ([.[] | ([.results[] | select(.command == $a) | .mean] | add)
+              / ([.results[] | select(.command == $b) | .mean] | add)] | sort) as $q
+      | "per-round ratio of means: median \($q[($q | length) / 2 | floor] * 100 | round / 100), range \($q[0] * 100 | round / 100)-\($q[-1] * 100 | round / 100) over \($q | length) rounds"
   ' "$tmp"/round*.json
   rm -f "$tmp"/round*.json
 }
