@@ -22,6 +22,7 @@
 #include "ocibuild/fs.h"
 #include "ocibuild/ingest.h"
 #include "ocibuild/json_util.h"
+#include "ocibuild/number.h"
 #include "ocibuild/oci_build.h"
 #include "ocibuild/refscan.h"
 #include "ocibuild/root_pool.h"
@@ -630,10 +631,8 @@ static int parse_bool_param(const char *key, const char *value, bool *out, obi_e
 
 static int parse_unsigned_param(const char *key, const char *value, unsigned *out, obi_error **err)
 {
-    char *end = NULL;
-    errno = 0;
-    unsigned long v = strtoul(value, &end, 10);
-    if (errno || !*value || *end || v > 1000000000UL)
+    unsigned long long v = 0;
+    if (!obi_parse_decimal(value, 1000000000ULL, &v))
         return obi_error_set(
             err, -EINVAL, "oci build service: %s=%s: expected a non-negative integer", key, value);
     *out = (unsigned)v;

@@ -13,6 +13,7 @@
 #include "cli_builder.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/number.h"
 
 enum {
     OPT_STORE = CLI_BUILDER_OPT_FIRST,
@@ -71,10 +72,8 @@ void cli_builder_option_table(struct option *table, const struct option *extra, 
 
 int cli_parse_unsigned(const char *text, const char *what, unsigned *out)
 {
-    char *end = NULL;
-    errno = 0;
-    unsigned long v = strtoul(text, &end, 10);
-    if (errno || !end || *end || !*text || *text == '-' || v > 1000000000UL) {
+    unsigned long long v = 0;
+    if (!obi_parse_decimal(text, 1000000000ULL, &v)) {
         cli_failf("%s: '%s' is not a non-negative integer", what, text);
         return 2;
     }

@@ -19,6 +19,7 @@
 #include "ocibuild/build_service.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/number.h"
 #include "ocibuild/rpc.h"
 #include "ocibuild/store.h"
 
@@ -119,10 +120,8 @@ int cli_daemon(int argc, char **argv)
             level_text = optarg;
             break;
         case 'g': {
-            char *end;
-            errno = 0;
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (errno || end == optarg || *end || v > 86400)
+            unsigned long long v = 0;
+            if (!obi_parse_decimal(optarg, 86400, &v))
                 return cli_failf("daemon: --grace %s: expected seconds (0..86400)", optarg);
             grace_seconds = (unsigned)v;
             break;

@@ -17,6 +17,7 @@
 #include "ocibuild/image.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/lifecycle.h"
+#include "ocibuild/number.h"
 #include "ocibuild/secrets.h"
 #include "ocibuild/service_spec.h"
 
@@ -66,14 +67,14 @@ static int service_context_open(service_context *ctx, int argc, char **argv, int
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
-        char *end = NULL;
         switch (c) {
-        case 'r':
-            errno = 0;
-            replica = strtoul(optarg, &end, 10);
-            if (!*optarg || *end || errno || replica == 0 || replica > 1024)
+        case 'r': {
+            unsigned long long value = 0;
+            if (!obi_parse_decimal(optarg, 1024, &value) || value == 0)
                 return cli_failf("--replica: expected a number from 1, got \"%s\"", optarg);
+            replica = (unsigned long)value;
             break;
+        }
         case 's':
             secrets_dir = optarg;
             break;
@@ -207,9 +208,8 @@ static int lifecycle_context_open(lifecycle_context *ctx, int argc, char **argv,
         char *end = NULL;
         switch (c) {
         case 'r': {
-            errno = 0;
-            unsigned long replica = strtoul(optarg, &end, 10);
-            if (!*optarg || *end || errno || replica == 0 || replica > 1024)
+            unsigned long long replica = 0;
+            if (!obi_parse_decimal(optarg, 1024, &replica) || replica == 0)
                 return cli_failf("--replica: expected a number from 1, got \"%s\"", optarg);
             ctx->opts.replica = (unsigned)replica;
             break;

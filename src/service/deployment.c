@@ -7,6 +7,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/deployment.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/number.h"
 
 #define DEPLOYMENT_MAX_BYTES (16u << 20)
 #define MAX_REPLICAS 1024
@@ -257,13 +259,11 @@ static int get_uint(walker *w, yaml_node_t *node, const char *path, unsigned lon
     const char *text = scalar_text(node);
     if (!text || !isdigit((unsigned char)*text))
         return fail_at(w, node, path, "expected an integer");
-    char *end = NULL;
-    errno = 0;
-    unsigned long value = strtoul(text, &end, 10);
-    if (*end || errno)
+    unsigned long long value = 0;
+    if (!obi_parse_decimal(text, ULLONG_MAX, &value))
         return fail_at(w, node, path, "expected an integer, got \"%s\"", text);
     if (value < min || value > max)
-        return fail_at(w, node, path, "%lu is out of range %lu..%lu", value, min, max);
+        return fail_at(w, node, path, "%llu is out of range %lu..%lu", value, min, max);
     *out = (unsigned)value;
     return 0;
 }

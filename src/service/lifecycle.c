@@ -11,6 +11,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
@@ -30,6 +31,7 @@
 #include "ocibuild/image.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/lifecycle.h"
+#include "ocibuild/number.h"
 #include "ocibuild/process.h"
 #include "ocibuild/runtime.h"
 #include "ocibuild/service_spec.h"
@@ -451,10 +453,11 @@ static void close_fds_except(int keep)
     int self = dirfd(dir);
     struct dirent *entry;
     while ((entry = readdir(dir))) {
-        /* "." and ".." read as 0 and are skipped; the rest are /proc fd numbers */
-        int fd = atoi(entry->d_name); // NOLINT(cert-err34-c)
-        if (fd >= 3 && fd != keep && fd != self && entry->d_name[0] != '.')
-            close(fd);
+        /* "." and ".." are not numbers; the rest are /proc fd numbers */
+        unsigned long long fd = 0;
+        if (obi_parse_decimal(entry->d_name, INT_MAX, &fd) && fd >= 3 && (int)fd != keep &&
+            (int)fd != self)
+            close((int)fd);
     }
     closedir(dir);
 }
@@ -517,8 +520,12 @@ static _Noreturn void monitor_main(obi_runtime *runtime, const obi_replica_paths
     char *pid_text_in = NULL;
     size_t pid_len = 0;
     int pid = 0;
-    if (obi_read_file(paths->pid_file, 64, &pid_text_in, &pid_len, &err) == 0)
-        pid = atoi(pid_text_in); // NOLINT(cert-err34-c): our own pid file; 0 if garbled
+    unsigned long long value = 0;
+    if (obi_read_file(paths->pid_file, 64, &pid_text_in, &pid_len, &err) == 0) {
+        pid_text_in[strcspn(pid_text_in, " \n")] = 0; /* a runtime may end it with a newline */
+        if (obi_parse_decimal(pid_text_in, INT_MAX, &value))
+            pid = (int)value; /* garbled: reported as no pid */
+    }
     char pid_text[32];
     snprintf(pid_text, sizeof pid_text, "%d", pid);
     monitor_send(status_fd, '0', pid_text);
@@ -580,8 +587,9 @@ static int start_monitored(lifecycle *lc, const obi_replica_paths *paths, int *p
     cleanup_free char *text = obi_buf_steal(&reply);
     if (!text)
         return oom(err);
+    unsigned long long value = 0;
     if (text[0] == '0') {
-        *pid = atoi(text + 1); // NOLINT(cert-err34-c): the monitor's own reply format
+        *pid = obi_parse_decimal(text + 1, INT_MAX, &value) ? (int)value : 0;
         return 0;
     }
     if (text[0] == '1')

@@ -26,6 +26,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/json_util.h"
+#include "ocibuild/number.h"
 #include "ocibuild/service_spec.h"
 
 #define CPU_PERIOD 100000
@@ -301,18 +302,12 @@ static int lookup_name(const char *rootfs, const char *file, const char *name, u
                 break;
         }
         (void)save;
-        char *end = NULL;
-        if (!fields[2] || !isdigit((unsigned char)fields[2][0]))
-            break;
-        unsigned long value = strtoul(fields[2], &end, 10);
-        if (*end || value > UINT32_MAX)
+        unsigned long long value = 0;
+        if (!fields[2] || !obi_parse_decimal(fields[2], UINT32_MAX, &value))
             break;
         *id = (unsigned)value;
         if (gid) {
-            if (!fields[3] || !isdigit((unsigned char)fields[3][0]))
-                break;
-            value = strtoul(fields[3], &end, 10);
-            if (*end || value > UINT32_MAX)
+            if (!fields[3] || !obi_parse_decimal(fields[3], UINT32_MAX, &value))
                 break;
             *gid = (unsigned)value;
         }
@@ -323,14 +318,8 @@ static int lookup_name(const char *rootfs, const char *file, const char *name, u
 
 static bool parse_id(const char *text, unsigned *out)
 {
-    if (!*text)
-        return false;
-    for (const char *p = text; *p; p++)
-        if (!isdigit((unsigned char)*p))
-            return false;
-    errno = 0;
-    unsigned long value = strtoul(text, NULL, 10);
-    if (errno || value > UINT32_MAX)
+    unsigned long long value = 0;
+    if (!obi_parse_decimal(text, UINT32_MAX, &value))
         return false;
     *out = (unsigned)value;
     return true;

@@ -1,0 +1,15 @@
+/*
+ * Strict decimal numbers from text: the one rule every option, URL parameter, YAML field, pid
+ * file and /proc entry of this project parses with, instead of each site's own strtoul checks
+ * (or atoi, which takes "12abc" and garbage as numbers).
+ */
+#ifndef OCIBUILD_NUMBER_H
+#define OCIBUILD_NUMBER_H
+
+#include <stdbool.h>
+
+/* True when text is one or more ASCII digits and nothing else (no sign, no space, no prefix)
+ * whose value fits in max; then *out is set. Leading zeros are fine. */
+bool obi_parse_decimal(const char *text, unsigned long long max, unsigned long long *out);
+
+#endif
