@@ -386,15 +386,24 @@ static int ensure_fanout_dir(blob_root *shared, const char *fanout, obi_error **
     return obi_error_set_errno(err, errno, "mkdir %s/%s", shared->blobs_dir, fanout);
 }
 
+/* The digest of what was written; refuses a second finish. */
+static int writer_digest(local_blob_writer *writer, obi_digest *digest, obi_error **err)
+{
+    if (writer->finished)
+        return obi_error_set(err, -EINVAL, "blob writer: finished twice");
+    obi_blake3_finalize(&writer->hasher, digest->bytes, OBI_DIGEST_LEN);
+    return 0;
+}
+
 /* Durable at once: the contents, then the name, then the name's directory. */
 static int local_writer_finish(obi_blob_writer *base, obi_digest *digest_out, obi_error **err)
 {
     local_blob_writer *writer = (local_blob_writer *)base;
     blob_root *shared = writer->shared;
-    if (writer->finished)
-        return obi_error_set(err, -EINVAL, "blob writer: finished twice");
     obi_digest digest;
-    obi_blake3_finalize(&writer->hasher, digest.bytes, OBI_DIGEST_LEN);
+    int r = writer_digest(writer, &digest, err);
+    if (r < 0)
+        return r;
     char rel[OBI_DIGEST_HEX_LEN + 4];
     blob_relative_path(&digest, rel);
     char fanout[3] = {rel[0], rel[1], 0};
@@ -405,7 +414,7 @@ static int local_writer_finish(obi_blob_writer *base, obi_digest *digest_out, ob
         if (fchmod(writer->fd, 0444) < 0 || fsync(writer->fd) < 0)
             return obi_error_set_errno(err, errno, "fsync %s/%s", shared->tmp_dir,
                                        writer->tmp_name);
-        int r = ensure_fanout_dir(shared, fanout, err);
+        r = ensure_fanout_dir(shared, fanout, err);
         if (r < 0)
             return r;
         if (linkat(shared->tmp_fd, writer->tmp_name, shared->blobs_fd, rel, 0) < 0 &&
@@ -431,17 +440,17 @@ static int local_writer_finish_pending(obi_blob_writer *base, obi_digest *digest
 {
     local_blob_writer *writer = (local_blob_writer *)base;
     blob_root *shared = writer->shared;
-    if (writer->finished)
-        return obi_error_set(err, -EINVAL, "blob writer: finished twice");
     obi_digest digest;
-    obi_blake3_finalize(&writer->hasher, digest.bytes, OBI_DIGEST_LEN);
+    int r = writer_digest(writer, &digest, err);
+    if (r < 0)
+        return r;
     if (fchmod(writer->fd, 0444) < 0)
         return obi_error_set_errno(err, errno, "chmod %s/%s", shared->tmp_dir, writer->tmp_name);
     close(writer->fd);
     writer->fd = -1;
 
     pthread_mutex_lock(&shared->lock);
-    int r = obi_digest_map_get(&shared->pending, &digest) ? 1 : stored(shared, &digest, err);
+    r = obi_digest_map_get(&shared->pending, &digest) ? 1 : stored(shared, &digest, err);
     if (r == 0) {
         r = obi_digest_map_insert(&shared->pending, &digest, writer->tmp_name);
         if (r == 1)
