@@ -28,9 +28,19 @@ if [ "${1:-}" != "--no-deps" ]; then
   scripts/install-deps.sh || { echo "install-deps failed"; echo "0 passed, 1 failed"; exit 1; }
 fi
 
+# Nix for the tests that compare with it, and one path in /nix/store for the unit test that
+# reads the real store (test_nix_store), so that it runs instead of skipping on a fresh machine.
+if [ "$(id -u)" -eq 0 ] && tests/e2e/nix_setup.sh; then
+  seed=$(mktemp -d)
+  echo "ocibuild test seed" >"$seed/obi-test-seed"
+  nix-store --add "$seed/obi-test-seed" >/dev/null 2>&1 || echo "run-tests: nix-store --add failed" >&2
+  rm -rf "$seed"
+fi
+
+logdir=$(mktemp -d "${TMPDIR:-/tmp}/ocibuild-build-logs.XXXXXX")
 for variant in release asan; do
-  if ! scripts/build.sh "$variant" >"/tmp/ocibuild-build-$variant.log" 2>&1; then
-    cat "/tmp/ocibuild-build-$variant.log"
+  if ! scripts/build.sh "$variant" >"$logdir/$variant.log" 2>&1; then
+    cat "$logdir/$variant.log"
     failed=$((failed + 1)); failures+=("build ($variant)")
     continue
   fi
