@@ -32,8 +32,9 @@ typedef struct walker {
     level *levels;
     size_t depth, cap; /* levels[0..depth] are in use */
     obi_buf path;
-    char *dents; /* DENTS_BUF_SIZE bytes */
-    int cur;     /* levels[depth]'s directory */
+    obi_buf shown; /* an abbreviation of a long path, for messages */
+    char *dents;   /* DENTS_BUF_SIZE bytes */
+    int cur;       /* levels[depth]'s directory */
 } walker;
 
 static bool same_inode(const struct stat *a, const struct stat *b)
@@ -48,11 +49,23 @@ static int compare_names(const void *a, const void *b, void *names)
                   (const char *)names + *(const size_t *)b);
 }
 
+/* Paths longer than this are shown as their head, "..." and their tail: a 100,000-level path
+ * would make a 200 KB message. */
+#define SHOWN_PATH_MAX 1024
+#define SHOWN_PART 256
+
+/* The display path cut to len; abbreviated when long. */
 static const char *path_of(walker *w, size_t len)
 {
     w->path.len = len;
     w->path.data[len] = 0;
-    return (const char *)w->path.data;
+    const char *full = (const char *)w->path.data;
+    if (len <= SHOWN_PATH_MAX)
+        return full;
+    w->shown.len = 0;
+    if (obi_buf_appendf(&w->shown, "%.*s...%s", SHOWN_PART, full, full + len - SHOWN_PART) < 0)
+        return full;
+    return (const char *)w->shown.data;
 }
 
 /* Reads every name of directory fd (without "." and "..") into lv. */
@@ -259,5 +272,6 @@ int obi_walk(int dirfd, const char *name, const obi_walk_options *opts, void *ct
     free(w.levels);
     free(w.dents);
     obi_buf_free(&w.path);
+    obi_buf_free(&w.shown);
     return r;
 }
