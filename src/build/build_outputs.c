@@ -69,6 +69,8 @@ static int find_output(int bundle_fd, const obi_build_request *req, size_t i, ou
     if (r < 0)
         return obi_error_set(err, r, "output %zu \"/%s\": %s", i, req->outputs[i],
                              why ? why->message : strerror(-r));
+    if (!name) /* for the analyzer: set whenever the lookups above succeeded */
+        return obi_error_set(err, -EIO, "output %zu: no name", i);
     out->name = strdup(name);
     if (!out->name)
         return obi_error_set(err, -ENOMEM, "out of memory");

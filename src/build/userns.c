@@ -125,12 +125,12 @@ static int chown_child(void *ctx)
     return obi_chown_tree_at(op->dirfd, op->path, op->uid, op->gid, NULL, NULL);
 }
 
-int obi_userns_chown_tree(const obi_userns_ids *ids, int dirfd, const char *path, uid_t uid,
+int obi_userns_chown_tree(const obi_userns_ids *ids, int dirfd, const char *name, uid_t uid,
                           gid_t gid, obi_error **err)
 {
-    tree_op op = {dirfd, path, uid, gid};
+    tree_op op = {dirfd, name, uid, gid};
     int r = obi_userns_run(ids, chown_child, &op, err);
-    return r < 0 ? obi_error_prefix(err, r, "chown %s", path) : 0;
+    return r < 0 ? obi_error_prefix(err, r, "chown %s", name) : 0;
 }
 
 /* Adds the search bits to the directory name in dirfd, not following a symlink. */
