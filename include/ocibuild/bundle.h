@@ -17,20 +17,34 @@
 
 typedef struct obi_bundle obi_bundle;
 
+/* Bundles that cannot be removed are moved here, below the bundle root (docs/security.md). */
+#define OBI_BUNDLE_QUARANTINE_DIR ".quarantine"
+
+/* Receives one line (no newline) for the caller's log: a bundle that was quarantined. */
+typedef void (*obi_report_fn)(void *ctx, const char *line);
+
 /* Creates BUNDLE_ROOT/<uuid>/ (and the root) with the lock held. */
 int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err);
 const char *obi_bundle_path(const obi_bundle *bundle);
 /* The UUID: also used as the container id. */
 const char *obi_bundle_id(const obi_bundle *bundle);
-/* BUNDLE/<relative>; caller frees. */
+/* An O_PATH descriptor of the bundle directory, owned by the bundle: every path the host opens
+ * inside the bundle is resolved beneath it (beneath.h). */
+int obi_bundle_fd(const obi_bundle *bundle);
+/* BUNDLE/<relative>; caller frees. For the runtime and messages, not for opening files the
+ * build could have touched. */
 char *obi_bundle_subpath(const obi_bundle *bundle, const char *relative);
 int obi_bundle_write_config(obi_bundle *bundle, const json_t *config, obi_error **err);
 /* Rootless: files below the bundle may belong to the build user's sub-ids; remove them
  * through the mapped user namespace (ids are copied). */
 void obi_bundle_set_userns(obi_bundle *bundle, const obi_userns_ids *ids);
+/* Where close reports a bundle it had to quarantine (NULL: nowhere). */
+void obi_bundle_set_report(obi_bundle *bundle, obi_report_fn report, void *ctx);
 /* Keep the directory on close (for debugging). */
 void obi_bundle_set_keep(obi_bundle *bundle, bool keep);
-/* Removes the directory (unless kept), releases the lock, frees. Errors are reported. */
+/* Removes the directory (unless kept), releases the lock, frees. A directory that cannot be
+ * removed is moved into BUNDLE_ROOT/.quarantine/ and reported (not an error); an error only when
+ * even that fails. */
 int obi_bundle_close(obi_bundle *bundle, obi_error **err);
 /* For cleanup attributes: close, ignoring errors. */
 void obi_bundle_closep(obi_bundle **bundle);
@@ -39,9 +53,11 @@ void obi_bundle_closep(obi_bundle **bundle);
 /* Removes leftovers of crashed runs under bundle_root: every bundle whose lock is free (and that
  * was not closed with keep set: those are marked BUNDLE/.kept and left alone) has its
  * container destroyed (runtime may be NULL), mounts below it detached and is removed (through
- * the user namespace when userns is given). *swept (optional) counts them. */
+ * the user namespace when userns is given), at any depth. One that cannot be removed is
+ * quarantined and reported once through report (may be NULL) and the sweep goes on; earlier
+ * quarantined ones are retried quietly. *swept (optional) counts the bundles swept. */
 int obi_bundle_sweep(const char *bundle_root, obi_runtime *runtime, const obi_userns_ids *userns,
-                     unsigned *swept, obi_error **err);
+                     obi_report_fn report, void *report_ctx, unsigned *swept, obi_error **err);
 
 /* Detaches every mount at or below path (deepest first); *count (optional) says how many. */
 int obi_unmount_below(const char *path, unsigned *count, obi_error **err);

@@ -5,8 +5,11 @@
  * store path (a tree that is read-only all the way down; remove it with obi_rm_rf or chmod -R
  * u+w first). Every directory fetched is checked against its digest and recursive size. Names
  * are validated before use and every entry is created relative to its parent's file
- * descriptor with O_EXCL/O_NOFOLLOW, so nothing can land outside the destination. On failure
- * the partial destination is removed.
+ * descriptor with O_EXCL/O_NOFOLLOW, so nothing can land outside the destination. The walk is a
+ * loop with one directory open at a time: any depth costs O(1) descriptors and stack, and a tree
+ * nested deeper than OBI_DIRECTORY_MAX_DEPTH levels (which no directory service here stores, but
+ * a remote one could serve) is refused naming the limit. On failure the partial destination is
+ * removed.
  *
  * Materializing is the same with one difference meant for caching build inputs: non-executable
  * files are hard-linked from the blob service's local files when it has them (local_path), so

@@ -22,8 +22,18 @@ int obi_mkdir_p(const char *path, mode_t mode, obi_error **err);
  * no such flag or the caller may not set it. */
 int obi_mark_top_directory(const char *path, obi_error **err);
 /* rm -rf that makes read-only directories writable as it goes and refuses to descend into a
- * different filesystem (a leaked bind mount is reported, never emptied). Missing path: 0. */
+ * different filesystem (a leaked bind mount is reported, never emptied). Missing path: 0.
+ * Iterative (fs_walk.h): any depth, O(1) descriptors; path's parent is opened by name (the
+ * caller's path), everything below it through descriptors, never through a symlink. */
 int obi_rm_rf(const char *path, obi_error **err);
+/* The same for the entry name in dirfd (display: its name in messages, NULL: name). */
+int obi_rm_rf_at(int dirfd, const char *name, const char *display, obi_error **err);
+/* chown -R (lchown: symlinks themselves) of the entry name in dirfd, iteratively. */
+int obi_chown_tree_at(int dirfd, const char *name, uid_t uid, gid_t gid, const char *display,
+                      obi_error **err);
+/* chmod -R u+rw,go+r, and +x for directories, of the entry name in dirfd, iteratively;
+ * symlinks are left alone and never followed; other execute bits are kept as they are. */
+int obi_make_tree_readable_at(int dirfd, const char *name, const char *display, obi_error **err);
 /* Reads a whole file, refusing more than max_len bytes. *out is NUL-terminated. */
 int obi_read_file(const char *path, size_t max_len, char **out, size_t *out_len, obi_error **err);
 /* Reads at most the last max_len bytes of a file (for log tails). */

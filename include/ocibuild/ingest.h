@@ -5,9 +5,10 @@
  * with its target. Symlinks are never followed, not even at the root; anything else (fifo,
  * socket, device) is an error naming the path. Everything is opened relative to directory file
  * descriptors with O_NOFOLLOW (no path length limit, no symlink race), and files are streamed in
- * bounded chunks (one descriptor is held per directory level, so depth is bounded by the
- * open-file limit, not by PATH_MAX). Directories are committed only when the whole tree succeeded,
- * so a failure leaves no root behind (only unreferenced blobs).
+ * bounded chunks. The walk is iterative (fs_walk.h): O(1) descriptors and stack at any depth; a
+ * tree nested deeper than OBI_DIRECTORY_MAX_DEPTH levels is refused naming the limit, as the
+ * directory services refuse it (docs/security.md, "Deep trees"). Directories are committed only
+ * when the whole tree succeeded, so a failure leaves no root behind (only unreferenced blobs).
  */
 #ifndef OCIBUILD_INGEST_H
 #define OCIBUILD_INGEST_H
@@ -26,6 +27,13 @@ typedef struct obi_ingest_options {
     obi_refscan_state *refscan;
 } obi_ingest_options;
 
+/* Ingests the entry name in dirfd (which may be O_PATH): nothing on the way to it is looked up
+ * again by path, so a caller that opened dirfd beneath a directory it trusts (beneath.h) ingests
+ * exactly what is there. The entry itself may be a symlink (a SymlinkNode). display names it in
+ * messages (NULL: name); the root node's name is options->name, else name. */
+int obi_ingest_at(obi_blob_service *blobs, obi_directory_service *directories, int dirfd,
+                  const char *name, const char *display, const obi_ingest_options *options,
+                  obi_node *out, obi_error **err);
 /* Ingests path into blobs and directories; *out (caller storage, clear with obi_node_clear) is
  * the root node. options may be NULL. */
 int obi_ingest_path(obi_blob_service *blobs, obi_directory_service *directories, const char *path,

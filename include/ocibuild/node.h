@@ -16,6 +16,10 @@
 
 #define OBI_NAME_MAX 255
 #define OBI_SYMLINK_TARGET_MAX 4095
+/* The deepest tree castore takes: directories nested at most this many levels (a Directory with
+ * no subdirectories is 1 level). Ingest, export, NAR and every directory service's put refuse
+ * deeper trees (docs/security.md, "Deep trees"). */
+#define OBI_DIRECTORY_MAX_DEPTH 2048
 
 typedef enum obi_node_kind {
     OBI_NODE_DIRECTORY = 1,

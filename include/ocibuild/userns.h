@@ -24,13 +24,21 @@ typedef struct obi_userns_ids {
 typedef int (*obi_userns_fn)(void *ctx);
 int obi_userns_run(const obi_userns_ids *ids, obi_userns_fn fn, void *ctx, obi_error **err);
 
-/* chown -R path to container ids (uid, gid) inside the namespace. */
-int obi_userns_chown_tree(const obi_userns_ids *ids, const char *path, uid_t uid, gid_t gid,
-                          obi_error **err);
-/* chmod -R u+rwX,go+rX (owner-execute bits are left as they are), so the invoking user can read
- * the tree; castore only records the owner-execute bit, so digests do not change. */
-int obi_userns_make_readable(const obi_userns_ids *ids, const char *path, obi_error **err);
-/* rm -rf inside the namespace. */
-int obi_userns_rm_rf(const obi_userns_ids *ids, const char *path, obi_error **err);
+/* The tree operations act on a directory fd the caller opened (the bundle's) and a path beneath
+ * it: the child walks with *at calls (fs_walk.h, beneath.h) and never follows a symlink, so a
+ * build cannot point them outside its own files. The fd is inherited by the forked child. */
+
+/* chown -R of the entry name in dirfd to container ids (uid, gid) inside the namespace. */
+int obi_userns_chown_tree(const obi_userns_ids *ids, int dirfd, const char *name, uid_t uid,
+                          gid_t gid, obi_error **err);
+/* Makes path (clean, relative to dirfd; resolved beneath it, no symlink on the way: -ELOOP)
+ * readable by the invoking user: every directory on the way gets the search bits, the entry
+ * and the tree below it chmod -R u+rw,go+r and +x for directories (other execute bits are kept;
+ * castore only records the owner-execute bit, so digests do not change). A symlink as the
+ * entry itself is left alone. */
+int obi_userns_make_readable(const obi_userns_ids *ids, int dirfd, const char *path,
+                             obi_error **err);
+/* rm -rf of the entry name in dirfd inside the namespace. */
+int obi_userns_rm_rf(const obi_userns_ids *ids, int dirfd, const char *name, obi_error **err);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * Bundle directories and their liveness locks (see include/ocibuild/bundle.h). Removal goes
- * through obi_rm_rf, which refuses to descend into other filesystems, after any mounts below
- * the bundle were detached: a leaked bind mount never gets its host files deleted.
+ * through obi_rm_rf_at, which walks with descriptors at any depth and refuses to descend into
+ * other filesystems, after any mounts below the bundle were detached: a leaked bind mount never
+ * gets its host files deleted. What cannot be removed is quarantined, never left in the way.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,11 +24,15 @@
 
 struct obi_bundle {
     char *path;
+    char *root; /* the bundle root */
     char id[37];
     int lock_fd;
+    int dir_fd; /* O_PATH: everything inside is resolved beneath it */
     bool keep;
     bool has_userns;
     obi_userns_ids userns;
+    obi_report_fn report;
+    void *report_ctx;
 };
 
 int obi_uuid_v4(char out[37], obi_error **err)
@@ -60,6 +65,7 @@ int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err
     if (!bundle)
         return obi_error_set(err, -ENOMEM, "out of memory");
     bundle->lock_fd = -1;
+    bundle->dir_fd = -1;
     r = obi_uuid_v4(bundle->id, err);
     if (r < 0)
         return r;
@@ -76,15 +82,27 @@ int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err
     if (mkdir(new_path, 0711) < 0)
         return obi_error_set_errno(err, errno, "create bundle %s", new_path);
     int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 || rename(new_path, path) < 0) {
+    int dir_fd = open(new_path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || dir_fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 || rename(new_path, path) < 0) {
         r = obi_error_set_errno(err, errno, "create bundle %s", path);
         if (fd >= 0)
             close(fd);
+        if (dir_fd >= 0)
+            close(dir_fd);
         unlink(lock_path);
         rmdir(new_path);
         return r;
     }
+    bundle->root = strdup(bundle_root);
+    if (!bundle->root) {
+        close(fd);
+        close(dir_fd);
+        unlink(lock_path);
+        rmdir(path);
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    }
     bundle->lock_fd = fd;
+    bundle->dir_fd = dir_fd;
     bundle->path = steal_pointer(&path);
     *out = steal_pointer(&bundle);
     return 0;
@@ -97,6 +115,10 @@ const char *obi_bundle_path(const obi_bundle *bundle)
 const char *obi_bundle_id(const obi_bundle *bundle)
 {
     return bundle->id;
+}
+int obi_bundle_fd(const obi_bundle *bundle)
+{
+    return bundle->dir_fd;
 }
 
 char *obi_bundle_subpath(const obi_bundle *bundle, const char *relative)
@@ -124,21 +146,77 @@ void obi_bundle_set_userns(obi_bundle *bundle, const obi_userns_ids *ids)
     bundle->userns = *ids;
 }
 
-static int remove_bundle_dir(const char *path, const obi_userns_ids *userns, obi_error **err)
+void obi_bundle_set_report(obi_bundle *bundle, obi_report_fn report, void *ctx)
+{
+    bundle->report = report;
+    bundle->report_ctx = ctx;
+}
+
+/* Removes BUNDLE_ROOT/name (root_fd: the bundle root, path: the same by name, for mountinfo and
+ * messages): mounts below it detached first, then everything through descriptors (fs_walk.h),
+ * scratch/ inside the user namespace when the build's files belong to sub-ids. */
+static int remove_bundle_dir(int root_fd, const char *name, const char *path,
+                             const obi_userns_ids *userns, obi_error **err)
 {
     int r = obi_unmount_below(path, NULL, err);
     if (r < 0)
         return r;
     if (userns) {
-        /* Files below scratch/ may belong to the build user's sub-ids. */
-        cleanup_free char *scratch = obi_path_join(path, "scratch");
-        if (!scratch)
-            return obi_error_set(err, -ENOMEM, "out of memory");
-        r = obi_userns_rm_rf(userns, scratch, err);
-        if (r < 0)
-            return r;
+        cleanup_close int fd = openat(root_fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno != ENOENT)
+            return obi_error_set_errno(err, errno, "open %s", path);
+        struct stat st;
+        if (fd >= 0 && fstatat(fd, "scratch", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            (r = obi_userns_rm_rf(userns, fd, "scratch", err)) < 0)
+            return obi_error_prefix(err, r, "%s", path);
     }
-    return obi_rm_rf(path, err);
+    return obi_rm_rf_at(root_fd, name, path, err);
+}
+
+/* A bundle that cannot be removed is moved out of the way, into BUNDLE_ROOT/.quarantine/, and
+ * reported once (the sweep never looks at it again, except to retry its removal quietly), so a
+ * leftover never blocks a later build or a service's start. */
+static int quarantine(int root_fd, const char *root, const char *name, const char *why,
+                      obi_report_fn report, void *ctx, obi_error **err)
+{
+    if (mkdirat(root_fd, OBI_BUNDLE_QUARANTINE_DIR, 0700) < 0 && errno != EEXIST)
+        return obi_error_set_errno(err, errno, "quarantine: mkdir %s/%s", root,
+                                   OBI_BUNDLE_QUARANTINE_DIR);
+    cleanup_close int qfd =
+        openat(root_fd, OBI_BUNDLE_QUARANTINE_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (qfd < 0)
+        return obi_error_set_errno(err, errno, "quarantine: open %s/%s", root,
+                                   OBI_BUNDLE_QUARANTINE_DIR);
+    if (renameat2(root_fd, name, qfd, name, RENAME_NOREPLACE) < 0)
+        return obi_error_set_errno(err, errno, "quarantine: rename %s/%s into %s/%s", root, name,
+                                   root, OBI_BUNDLE_QUARANTINE_DIR);
+    if (report) {
+        cleanup_free char *line = NULL;
+        if (asprintf(&line,
+                     "ocibuild: could not remove bundle %s/%s (%s); moved it to %s/%s/%s, "
+                     "remove it by hand",
+                     root, name, why, root, OBI_BUNDLE_QUARANTINE_DIR, name) >= 0)
+            report(ctx, line);
+    }
+    return 0;
+}
+
+/* Removes the bundle, or quarantines it when that fails. */
+static int remove_or_quarantine(int root_fd, const char *root, const char *name,
+                                const obi_userns_ids *userns, obi_report_fn report, void *ctx,
+                                obi_error **err)
+{
+    cleanup_free char *path = obi_path_join(root, name);
+    if (!path)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    cleanup_error obi_error *why = NULL;
+    int r = remove_bundle_dir(root_fd, name, path, userns, &why);
+    if (r == 0)
+        return 0;
+    int q = quarantine(root_fd, root, name, why ? why->message : strerror(-r), report, ctx, err);
+    if (q < 0)
+        return obi_error_prefix(err, q, "%s", why ? why->message : strerror(-r));
+    return 0;
 }
 
 int obi_bundle_close(obi_bundle *bundle, obi_error **err)
@@ -147,7 +225,13 @@ int obi_bundle_close(obi_bundle *bundle, obi_error **err)
         return 0;
     int r = 0;
     if (!bundle->keep) {
-        r = remove_bundle_dir(bundle->path, bundle->has_userns ? &bundle->userns : NULL, err);
+        cleanup_close int root_fd = open(bundle->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root_fd < 0)
+            r = obi_error_set_errno(err, errno, "open %s", bundle->root);
+        else
+            r = remove_or_quarantine(root_fd, bundle->root, bundle->id,
+                                     bundle->has_userns ? &bundle->userns : NULL, bundle->report,
+                                     bundle->report_ctx, err);
     } else {
         /* Marked before the lock is released, so no sweep takes it for a crashed run's. */
         cleanup_free char *kept = obi_path_join(bundle->path, KEPT_NAME);
@@ -158,7 +242,10 @@ int obi_bundle_close(obi_bundle *bundle, obi_error **err)
     }
     if (bundle->lock_fd >= 0)
         close(bundle->lock_fd);
+    if (bundle->dir_fd >= 0)
+        close(bundle->dir_fd);
     free(bundle->path);
+    free(bundle->root);
     free(bundle);
     return r;
 }
@@ -221,8 +308,8 @@ int obi_unmount_below(const char *path, unsigned *count, obi_error **err)
         qsort(found, n_found, sizeof *found, compare_length_desc);
     int r = 0;
     for (size_t i = 0; i < n_found; i++) {
-        if (found[i] && umount2(found[i], MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT &&
-            r == 0)
+        if (found[i] && umount2(found[i], MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL &&
+            errno != ENOENT && r == 0)
             r = obi_error_set_errno(err, errno, "unmount %s", found[i]);
         else if (count)
             (*count)++;
@@ -232,34 +319,65 @@ int obi_unmount_below(const char *path, unsigned *count, obi_error **err)
     return r;
 }
 
+/* Retries the removal of quarantined bundles, quietly: what still cannot go stays. */
+static void retry_quarantined(int root_fd, const char *bundle_root, const obi_userns_ids *userns)
+{
+    int qfd =
+        openat(root_fd, OBI_BUNDLE_QUARANTINE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (qfd < 0)
+        return;
+    cleanup_dir DIR *dir = fdopendir(qfd);
+    if (!dir) {
+        close(qfd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(dir))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        cleanup_error obi_error *ignored = NULL;
+        cleanup_free char *path = NULL;
+        if (asprintf(&path, "%s/%s/%s", bundle_root, OBI_BUNDLE_QUARANTINE_DIR, de->d_name) >= 0)
+            (void)remove_bundle_dir(dirfd(dir), de->d_name, path, userns, &ignored);
+    }
+}
+
 int obi_bundle_sweep(const char *bundle_root, obi_runtime *runtime, const obi_userns_ids *userns,
-                     unsigned *swept, obi_error **err)
+                     obi_report_fn report, void *report_ctx, unsigned *swept, obi_error **err)
 {
     if (swept)
         *swept = 0;
-    cleanup_dir DIR *dir = opendir(bundle_root);
-    if (!dir)
+    cleanup_close int root_fd = open(bundle_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
         return errno == ENOENT ? 0 : obi_error_set_errno(err, errno, "open %s", bundle_root);
+    int list_fd = fcntl(root_fd, F_DUPFD_CLOEXEC, 0);
+    cleanup_dir DIR *dir = list_fd >= 0 ? fdopendir(list_fd) : NULL;
+    if (!dir) {
+        if (list_fd >= 0)
+            close(list_fd);
+        return obi_error_set_errno(err, errno, "open %s", bundle_root);
+    }
+    retry_quarantined(root_fd, bundle_root, userns);
     struct dirent *de;
     while ((de = readdir(dir))) {
         if (de->d_name[0] == '.' || strlen(de->d_name) != 36)
             continue;
-        cleanup_free char *path = obi_path_join(bundle_root, de->d_name);
-        cleanup_free char *lock_path = path ? obi_path_join(path, LOCK_NAME) : NULL;
-        cleanup_free char *kept_path = path ? obi_path_join(path, KEPT_NAME) : NULL;
-        if (!lock_path || !kept_path)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+        cleanup_close int fd =
+            openat(root_fd, de->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            continue; /* gone, or not a directory: not a bundle */
         struct stat st;
-        if (lstat(kept_path, &st) == 0)
+        if (fstatat(fd, KEPT_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0)
             continue; /* kept for debugging: the user removes it */
-        cleanup_close int fd = open(lock_path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
+        cleanup_close int lock_fd = openat(fd, LOCK_NAME, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (lock_fd >= 0 && flock(lock_fd, LOCK_EX | LOCK_NB) < 0)
             continue; /* a live run owns it */
         if (runtime) {
             cleanup_error obi_error *ignored = NULL;
             obi_runtime_destroy(runtime, de->d_name, &ignored);
         }
-        int r = remove_bundle_dir(path, userns, err);
+        int r =
+            remove_or_quarantine(root_fd, bundle_root, de->d_name, userns, report, report_ctx, err);
         if (r < 0)
             return obi_error_prefix(err, r, "sweep stale bundle");
         if (swept)

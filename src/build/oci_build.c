@@ -2,8 +2,9 @@
  * The local OCI build service (see include/ocibuild/oci_build.h and ../shared/spec/build.md).
  * One build, top to bottom: validate -> wait for a slot -> bundle (scratch dirs, additional
  * files, inputs from the shared input cache, config.json, and root/: a pooled skeleton of the
- * same shape or fresh etc files) -> runtime run -> check outputs exist -> ingest them with the
- * reference scanner -> root/ back to the pool -> Build. The bundle is owned by a cleanup local,
+ * same shape or fresh etc files) -> runtime run -> find every output beneath the bundle (never
+ * through a symlink) and ingest them with the reference scanner (build_outputs.h) -> root/ back
+ * to the pool -> Build. The bundle is owned by a cleanup local,
  * so every exit path removes it (and the runtime driver removes the container).
  */
 #include <errno.h>
@@ -15,16 +16,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ocibuild/beneath.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/build_inputs.h"
+#include "ocibuild/build_outputs.h"
 #include "ocibuild/bundle.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
-#include "ocibuild/ingest.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/number.h"
 #include "ocibuild/oci_build.h"
-#include "ocibuild/refscan.h"
 #include "ocibuild/root_pool.h"
 #include "ocibuild/spec.h"
 #include "ocibuild/userns.h"
@@ -117,100 +118,70 @@ static int write_etc_files(obi_bundle *bundle, const char *passwd, obi_error **e
     return 0;
 }
 
-/* Creates the directories along relative (below base); they are handed to the build user
- * afterwards with the rest of the scratch tree (hand_scratch_to_build_user). */
-static int mkdir_below(const char *base, const char *relative, obi_error **err)
-{
-    cleanup_free char *path = obi_path_join(base, relative);
-    if (!path)
-        return obi_error_set(err, -ENOMEM, "out of memory");
-    for (char *p = path + strlen(base) + 1;; p++) {
-        if (*p != '/' && *p != 0)
-            continue;
-        char saved = *p;
-        *p = 0;
-        if (mkdir(path, 0755) < 0 && errno != EEXIST)
-            return obi_error_set_errno(err, errno, "mkdir %s", path);
-        *p = saved;
-        if (!saved)
-            break;
-    }
-    return 0;
-}
-
+/* Scratch dirs and additional files are made beneath the bundle's descriptor, never through a
+ * symlink (beneath.h); they are handed to the build user afterwards with the rest of the scratch
+ * tree (hand_scratch_to_build_user). */
 static int create_scratch_dirs(obi_bundle *bundle, const obi_build_request *req, obi_error **err)
 {
-    cleanup_free char *scratch = obi_bundle_subpath(bundle, "scratch");
-    if (!scratch)
-        return obi_error_set(err, -ENOMEM, "out of memory");
-    if (mkdir(scratch, 0755) < 0)
-        return obi_error_set_errno(err, errno, "mkdir %s", scratch);
+    if (mkdirat(obi_bundle_fd(bundle), "scratch", 0755) < 0)
+        return obi_error_set_errno(err, errno, "mkdir %s/scratch", obi_bundle_path(bundle));
     for (size_t i = 0; i < req->n_scratch_paths; i++) {
-        char name[OBI_SCRATCH_NAME_LEN + 1];
-        obi_scratch_name(req->scratch_paths[i], name);
-        int r = mkdir_below(scratch, name, err);
+        cleanup_free char *relative = obi_scratch_host_path(req->scratch_paths[i]);
+        if (!relative)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        int r = obi_beneath_mkdirs(obi_bundle_fd(bundle), relative, 0755, NULL, NULL, err);
         if (r < 0)
             return obi_error_prefix(err, r, "scratch_paths[%zu] \"%s\"", i, req->scratch_paths[i]);
     }
     return 0;
 }
 
+/* Writes additional file i: its directories made beneath the bundle, the file created new
+ * (O_EXCL | O_NOFOLLOW) in the last of them. */
+static int write_additional_file(obi_bundle *bundle, const obi_build_request *req, size_t i,
+                                 obi_error **err)
+{
+    const obi_additional_file *file = &req->additional_files[i];
+    cleanup_free char *relative = NULL;
+    int r = obi_additional_file_host_path(req, i, &relative, err);
+    if (r < 0)
+        return r;
+    char *slash = strrchr(relative, '/');
+    *slash = 0;
+    cleanup_close int dir_fd = -1;
+    if ((r = obi_beneath_mkdirs(obi_bundle_fd(bundle), relative, 0755, NULL, &dir_fd, err)) < 0)
+        return r;
+    cleanup_close int fd =
+        openat(dir_fd, slash + 1, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "create /%s", file->path);
+    if ((r = obi_write_all(fd, file->contents.data, file->contents.len)) < 0)
+        return obi_error_set_errno(err, -r, "write /%s", file->path);
+    if (close(steal_fd(&fd)) < 0)
+        return obi_error_set_errno(err, errno, "close /%s", file->path);
+    return 0;
+}
+
 static int write_additional_files(obi_bundle *bundle, const obi_build_request *req, obi_error **err)
 {
     for (size_t i = 0; i < req->n_additional_files; i++) {
-        const obi_additional_file *file = &req->additional_files[i];
-        cleanup_free char *relative = NULL;
-        int r = obi_additional_file_host_path(req, i, &relative, err);
-        if (r < 0)
-            return r;
-        cleanup_free char *path = obi_bundle_subpath(bundle, relative);
-        cleanup_free char *parent = strdup(relative);
-        if (!path || !parent)
-            return obi_error_set(err, -ENOMEM, "out of memory");
-        *strrchr(parent, '/') = 0;
-        r = mkdir_below(obi_bundle_path(bundle), parent, err);
-        if (r == 0)
-            r = obi_write_file(path, file->contents.data, file->contents.len, 0644, err);
+        int r = write_additional_file(bundle, req, i, err);
         if (r < 0)
             return obi_error_prefix(err, r, "additional_files[%zu]", i);
     }
     return 0;
 }
 
-static int lchown_tree(const char *path, uid_t uid, gid_t gid, obi_error **err)
-{
-    if (lchown(path, uid, gid) < 0)
-        return obi_error_set_errno(err, errno, "chown %s", path);
-    struct stat st;
-    if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode))
-        return 0;
-    cleanup_dir DIR *dir = opendir(path);
-    if (!dir)
-        return obi_error_set_errno(err, errno, "open %s", path);
-    struct dirent *de;
-    while ((de = readdir(dir))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        cleanup_free char *child = obi_path_join(path, de->d_name);
-        if (!child)
-            return obi_error_set(err, -ENOMEM, "out of memory");
-        int r = lchown_tree(child, uid, gid, err);
-        if (r < 0)
-            return r;
-    }
-    return 0;
-}
-
 /* Scratch dirs and additional files must be writable by the build user (container 1000:100):
- * rootful, chown them; rootless, chown them inside the mapped user namespace. */
+ * rootful, chown them; rootless, chown them inside the mapped user namespace. Both walk the
+ * tree from the bundle's descriptor (fs_walk.h). */
 static int hand_scratch_to_build_user(oci_build_service *svc, obi_bundle *bundle, obi_error **err)
 {
-    cleanup_free char *scratch = obi_bundle_subpath(bundle, "scratch");
-    if (!scratch)
-        return obi_error_set(err, -ENOMEM, "out of memory");
     if (svc->spec_opts.rootless)
-        return obi_userns_chown_tree(&svc->userns, scratch, OBI_BUILD_UID, OBI_BUILD_GID, err);
-    return lchown_tree(scratch, OBI_BUILD_UID, OBI_BUILD_GID, err);
+        return obi_userns_chown_tree(&svc->userns, obi_bundle_fd(bundle), "scratch", OBI_BUILD_UID,
+                                     OBI_BUILD_GID, err);
+    return obi_chown_tree_at(obi_bundle_fd(bundle), "scratch", OBI_BUILD_UID, OBI_BUILD_GID,
+                             "scratch", err);
 }
 
 /* ---- running ---- */
@@ -233,90 +204,6 @@ static int read_mem_total(uint64_t *bytes)
         return 0;
     }
     return -ENOENT;
-}
-
-static int check_outputs_exist(obi_bundle *bundle, const obi_build_request *req, obi_error **err)
-{
-    for (size_t i = 0; i < req->n_outputs; i++) {
-        cleanup_free char *relative = NULL;
-        int r = obi_output_host_path(req, i, &relative, err);
-        if (r < 0)
-            return r;
-        cleanup_free char *path = obi_bundle_subpath(bundle, relative);
-        if (!path)
-            return obi_error_set(err, -ENOMEM, "out of memory");
-        struct stat st;
-        if (lstat(path, &st) < 0)
-            return obi_error_set(err, OBI_EBUILD_FAILED, "build did not produce output %zu \"/%s\"",
-                                 i, req->outputs[i]);
-    }
-    return 0;
-}
-
-static int ingest_output(oci_build_service *svc, const obi_refscan *scanner, const char *path,
-                         const char *name, obi_node *node_out, obi_output_needles *needles_out,
-                         obi_error **err)
-{
-    cleanup_refscan_state obi_refscan_state *state = NULL;
-    int r = obi_refscan_state_new(scanner, &state, err);
-    if (r < 0)
-        return r;
-    obi_ingest_options options = {.name = name, .refscan = state};
-    obi_node node;
-    r = obi_ingest_path(svc->store->blobs, svc->store->directories, path, &options, &node, err);
-    if (r < 0)
-        return r;
-    size_t *found = NULL, n_found = 0;
-    r = obi_refscan_state_result(state, &found, &n_found, err);
-    if (r < 0) {
-        obi_node_clear(&node);
-        return r;
-    }
-    needles_out->needles = calloc(n_found ? n_found : 1, sizeof *needles_out->needles);
-    if (!needles_out->needles) {
-        free(found);
-        obi_node_clear(&node);
-        return obi_error_set(err, -ENOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < n_found; i++)
-        needles_out->needles[i] = found[i];
-    needles_out->n_needles = n_found;
-    free(found);
-    *node_out = node;
-    return 0;
-}
-
-static int ingest_outputs(oci_build_service *svc, obi_bundle *bundle, const obi_build_request *req,
-                          obi_build *build, obi_error **err)
-{
-    cleanup_refscan obi_refscan *scanner = NULL;
-    int r = obi_refscan_new_strings((const char *const *)req->refscan_needles,
-                                    req->n_refscan_needles, &scanner, err);
-    if (r < 0)
-        return obi_error_prefix(err, r, "refscan_needles");
-    size_t n = req->n_outputs ? req->n_outputs : 1;
-    build->outputs = calloc(n, sizeof *build->outputs);
-    build->outputs_needles = calloc(n, sizeof *build->outputs_needles);
-    if (!build->outputs || !build->outputs_needles)
-        return obi_error_set(err, -ENOMEM, "out of memory");
-    for (size_t i = 0; i < req->n_outputs; i++) {
-        cleanup_free char *relative = NULL;
-        if ((r = obi_output_host_path(req, i, &relative, err)) < 0)
-            return r;
-        cleanup_free char *path = obi_bundle_subpath(bundle, relative);
-        if (!path)
-            return obi_error_set(err, -ENOMEM, "out of memory");
-        if (svc->spec_opts.rootless && (r = obi_userns_make_readable(&svc->userns, path, err)) < 0)
-            return obi_error_prefix(err, r, "output %zu \"/%s\"", i, req->outputs[i]);
-        const char *name = strrchr(req->outputs[i], '/');
-        name = name ? name + 1 : req->outputs[i];
-        r = ingest_output(svc, scanner, path, name, &build->outputs[i], &build->outputs_needles[i],
-                          err);
-        if (r < 0)
-            return obi_error_prefix(err, r, "ingest output %zu \"/%s\"", i, req->outputs[i]);
-        build->n_outputs = i + 1;
-    }
-    return 0;
 }
 
 /* Symlink inputs are placed in the scratch dir instead of being mounted (build_inputs.h). */
@@ -440,6 +327,16 @@ static int run_bundle(oci_build_service *svc, obi_bundle *bundle, obi_error **er
     return r;
 }
 
+/* A line for the caller's log (a quarantined bundle), through the build log stream. */
+static void report_line(void *ctx, const char *line)
+{
+    const oci_build_service *svc = ctx;
+    if (!svc->on_output)
+        return;
+    svc->on_output((const uint8_t *)line, strlen(line), svc->output_ctx);
+    svc->on_output((const uint8_t *)"\n", 1, svc->output_ctx);
+}
+
 static int build_in_bundle(oci_build_service *svc, const obi_build_request *req, obi_build **out,
                            obi_error **err)
 {
@@ -448,6 +345,7 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
     if (r < 0)
         return r;
     obi_bundle_set_keep(bundle, svc->keep_bundle);
+    obi_bundle_set_report(bundle, report_line, svc);
     if (svc->spec_opts.rootless)
         obi_bundle_set_userns(bundle, &svc->userns);
     cleanup_free char *inputs_dir = obi_bundle_subpath(bundle, "inputs");
@@ -469,13 +367,15 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
         (r = prepare_root(svc, bundle, key, passwd, err)) < 0 ||
         (r = obi_bundle_write_config(bundle, config, err)) < 0)
         return r;
-    if ((r = run_bundle(svc, bundle, err)) < 0 || (r = check_outputs_exist(bundle, req, err)) < 0)
+    if ((r = run_bundle(svc, bundle, err)) < 0)
         return r;
     cleanup_build obi_build *build = calloc(1, sizeof *build);
     if (!build)
         return obi_error_set(err, -ENOMEM, "out of memory");
     if ((r = obi_build_request_copy(req, &build->request, err)) < 0 ||
-        (r = ingest_outputs(svc, bundle, req, build, err)) < 0)
+        (r = obi_build_outputs_ingest(svc->store, obi_bundle_fd(bundle), req,
+                                      svc->spec_opts.rootless ? &svc->userns : NULL, build, err)) <
+            0)
         return r;
     return_root(svc, bundle, key);
     r = obi_bundle_close(steal_pointer(&bundle), err);
@@ -591,7 +491,8 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
         r = obi_mark_top_directory(svc->bundle_root, err);
     if (r == 0)
         r = obi_bundle_sweep(svc->bundle_root, svc->runtime,
-                             svc->spec_opts.rootless ? &svc->userns : NULL, NULL, err);
+                             svc->spec_opts.rootless ? &svc->userns : NULL, report_line, svc, NULL,
+                             err);
     if (r < 0) {
         obi_runtime_free(svc->runtime);
         free(svc->bundle_root);

@@ -5,7 +5,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ocibuild/beneath.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/process.h"
@@ -108,66 +108,89 @@ int obi_userns_run(const obi_userns_ids *ids, obi_userns_fn fn, void *ctx, obi_e
     return 0;
 }
 
-/* nftw has no context argument; the child is single-purpose, so statics are safe here. */
-static uid_t chown_uid;
-static gid_t chown_gid;
-
-static int chown_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)type;
-    (void)ftw;
-    return lchown(path, chown_uid, chown_gid) < 0 ? -1 : 0;
-}
-
-static int make_readable_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)ftw;
-    if (type == FTW_SL)
-        return 0;
-    mode_t mode = st->st_mode & 07777;
-    mode_t want = mode | S_IRUSR | S_IWUSR | S_IRGRP | S_IROTH;
-    if (S_ISDIR(st->st_mode))
-        want |= S_IXUSR | S_IXGRP | S_IXOTH;
-    return want == mode || chmod(path, want) == 0 ? 0 : -1;
-}
+/* The tree operations below run in the helper child on a directory fd the parent opened (the
+ * bundle's, before forking): they walk with *at calls and never follow a symlink, so a build
+ * that made a directory a symlink cannot point them at the invoking user's own files. */
 
 typedef struct tree_op {
-    const char *path;
-    int (*visit)(const char *, const struct stat *, int, struct FTW *);
+    int dirfd;
+    const char *path; /* clean, relative to dirfd */
+    uid_t uid;
+    gid_t gid;
 } tree_op;
 
-static int run_tree_op(void *ctx)
+static int chown_child(void *ctx)
 {
-    tree_op *op = ctx;
-    /* Pre-order (no FTW_DEPTH) so directories become searchable before their contents. */
-    return nftw(op->path, op->visit, 32, FTW_PHYS) == 0 ? 0 : -(errno ? errno : EIO);
+    const tree_op *op = ctx;
+    return obi_chown_tree_at(op->dirfd, op->path, op->uid, op->gid, NULL, NULL);
 }
 
-int obi_userns_chown_tree(const obi_userns_ids *ids, const char *path, uid_t uid, gid_t gid,
-                          obi_error **err)
+int obi_userns_chown_tree(const obi_userns_ids *ids, int dirfd, const char *name, uid_t uid,
+                          gid_t gid, obi_error **err)
 {
-    chown_uid = uid;
-    chown_gid = gid;
-    tree_op op = {path, chown_one};
-    int r = obi_userns_run(ids, run_tree_op, &op, err);
-    return r < 0 ? obi_error_prefix(err, r, "chown %s", path) : 0;
+    tree_op op = {dirfd, name, uid, gid};
+    int r = obi_userns_run(ids, chown_child, &op, err);
+    return r < 0 ? obi_error_prefix(err, r, "chown %s", name) : 0;
 }
 
-int obi_userns_make_readable(const obi_userns_ids *ids, const char *path, obi_error **err)
+/* Adds the search bits to the directory name in dirfd, not following a symlink. */
+static int make_searchable(int dirfd, const char *name)
 {
-    tree_op op = {path, make_readable_one};
-    int r = obi_userns_run(ids, run_tree_op, &op, err);
+    struct stat st;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode))
+        return S_ISLNK(st.st_mode) ? -ELOOP : -ENOTDIR;
+    mode_t mode = st.st_mode & 07777;
+    mode_t want = mode | S_IXUSR | S_IXGRP | S_IXOTH;
+    if (want != mode && fchmodat(dirfd, name, want, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    return 0;
+}
+
+static int make_readable_child(void *ctx)
+{
+    const tree_op *op = ctx;
+    cleanup_free char *prefix = strdup(op->path);
+    if (!prefix)
+        return -ENOMEM;
+    /* Every directory on the way, beneath dirfd: searchable, so the parent can walk to it. */
+    for (char *slash = strchr(prefix, '/'); slash; slash = strchr(slash + 1, '/')) {
+        *slash = 0;
+        cleanup_close int parent = -1;
+        const char *name = NULL;
+        int r = obi_beneath_open_parent(op->dirfd, prefix, NULL, &parent, &name, NULL);
+        if (r == 0)
+            r = make_searchable(parent, name);
+        if (r < 0)
+            return r;
+        *slash = '/';
+    }
+    cleanup_close int parent = -1;
+    const char *name = NULL;
+    int r = obi_beneath_open_parent(op->dirfd, op->path, NULL, &parent, &name, NULL);
+    if (r < 0)
+        return r;
+    return obi_make_tree_readable_at(parent, name, NULL, NULL);
+}
+
+int obi_userns_make_readable(const obi_userns_ids *ids, int dirfd, const char *path,
+                             obi_error **err)
+{
+    tree_op op = {.dirfd = dirfd, .path = path};
+    int r = obi_userns_run(ids, make_readable_child, &op, err);
     return r < 0 ? obi_error_prefix(err, r, "make %s readable", path) : 0;
 }
 
 static int rm_rf_child(void *ctx)
 {
-    return obi_rm_rf(ctx, NULL);
+    const tree_op *op = ctx;
+    return obi_rm_rf_at(op->dirfd, op->path, NULL, NULL);
 }
 
-int obi_userns_rm_rf(const obi_userns_ids *ids, const char *path, obi_error **err)
+int obi_userns_rm_rf(const obi_userns_ids *ids, int dirfd, const char *name, obi_error **err)
 {
-    int r = obi_userns_run(ids, rm_rf_child, (void *)path, err);
-    return r < 0 ? obi_error_prefix(err, r, "remove %s", path) : 0;
+    tree_op op = {.dirfd = dirfd, .path = name};
+    int r = obi_userns_run(ids, rm_rf_child, &op, err);
+    return r < 0 ? obi_error_prefix(err, r, "remove %s", name) : 0;
 }

@@ -1,6 +1,8 @@
 /*
  * Export and materialize (include/ocibuild/export.h): the inverse of ingest. Walks the node
- * depth first, creating each entry relative to its parent directory's file descriptor with
+ * depth first in a loop over a heap stack of directory levels (one directory open at a time,
+ * climbing back with fs_walk.h's checked ".."), so any depth up to OBI_DIRECTORY_MAX_DEPTH costs
+ * O(1) descriptors and stack, creating each entry relative to its parent directory's fd with
  * O_EXCL/O_NOFOLLOW (mkdirat, symlinkat, openat), after validating its name, so a hostile
  * Directory cannot write outside the destination. File contents stream from the blob service
  * through a BLAKE3 hasher; a digest or size that does not match the node is an error naming the
@@ -18,6 +20,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/export.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/fs_walk.h"
 
 #define EXPORT_READ_SIZE (1 << 20)
 
@@ -155,30 +158,52 @@ static int fetch_directory(exporter *ex, const obi_node *node, obi_directory **o
     return 0;
 }
 
-static int export_children(exporter *ex, int fd, const obi_node *list, size_t n, obi_error **err)
+/* One directory being filled: its Directory, the next of its entries (directories, then files,
+ * then symlinks) and what it is on disk (for the check on the way back up). */
+typedef struct export_level {
+    obi_directory *dir;
+    size_t next;
+    struct stat st;
+    size_t path_len;
+} export_level;
+
+static const obi_node *entry_at(const obi_directory *dir, size_t i)
 {
-    size_t path_len = ex->path.len;
-    for (size_t i = 0; i < n; i++) {
-        const obi_node *child = &list[i];
-        ex->path.len = path_len;
-        if (obi_buf_append_str(&ex->path, "/") < 0 ||
-            obi_buf_append(&ex->path, child->name.data, child->name.len) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
-        int r = obi_name_validate(child->name.data, child->name.len, "entry name", err);
-        if (r < 0)
-            return obi_error_prefix(err, r, "%s", current_path(ex));
-        r = export_entry(ex, fd, (const char *)child->name.data, child, err);
-        if (r < 0)
-            return r;
-    }
-    ex->path.len = path_len;
-    ex->path.data[path_len] = 0;
-    return 0;
+    if (i < dir->n_directories)
+        return &dir->directories[i];
+    i -= dir->n_directories;
+    if (i < dir->n_files)
+        return &dir->files[i];
+    i -= dir->n_files;
+    return i < dir->n_symlinks ? &dir->symlinks[i] : NULL;
 }
 
-static int export_directory(exporter *ex, int dirfd, const char *name, const obi_node *node,
-                            obi_error **err)
+typedef struct export_walk {
+    exporter *ex;
+    export_level *levels;
+    size_t depth, cap; /* levels[0..depth] in use while cur >= 0 */
+    int cur;           /* levels[depth]'s directory, open for reading */
+    const char *root;  /* the destination, for the depth message */
+} export_walk;
+
+/* Creates directory name (node) in dirfd, fetches its Directory and makes it the current one. */
+static int export_push(export_walk *w, int dirfd, const char *name, const obi_node *node,
+                       size_t depth, obi_error **err)
 {
+    exporter *ex = w->ex;
+    if (depth + 1 > OBI_DIRECTORY_MAX_DEPTH)
+        return obi_error_set(err, -ELOOP, "%s: directories nested deeper than %d levels", w->root,
+                             OBI_DIRECTORY_MAX_DEPTH);
+    if (depth >= w->cap) {
+        size_t cap = w->cap ? 2 * w->cap : 16;
+        export_level *grown = realloc(w->levels, cap * sizeof *grown);
+        if (!grown)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        w->levels = grown;
+        w->cap = cap;
+    }
+    export_level *lv = &w->levels[depth];
+    *lv = (export_level){.path_len = ex->path.len};
     cleanup_directory obi_directory *dir = NULL;
     int r = fetch_directory(ex, node, &dir, err);
     if (r < 0)
@@ -188,13 +213,85 @@ static int export_directory(exporter *ex, int dirfd, const char *name, const obi
     cleanup_close int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return obi_error_set_errno(err, errno, "%s: open", current_path(ex));
-    if ((r = export_children(ex, fd, dir->directories, dir->n_directories, err)) < 0 ||
-        (r = export_children(ex, fd, dir->files, dir->n_files, err)) < 0 ||
-        (r = export_children(ex, fd, dir->symlinks, dir->n_symlinks, err)) < 0)
-        return r;
-    if (fchmod(fd, OBI_EXPORT_DIRECTORY_MODE) < 0)
-        return obi_error_set_errno(err, errno, "%s: chmod", current_path(ex));
+    if (fstat(fd, &lv->st) < 0)
+        return obi_error_set_errno(err, errno, "%s: fstat", current_path(ex));
+    lv->dir = steal_pointer(&dir);
+    if (w->cur >= 0)
+        close(w->cur);
+    w->cur = steal_fd(&fd);
+    w->depth = depth;
     return 0;
+}
+
+/* The current directory is complete: made read-only, and the walk climbs to its parent. */
+static int export_pop(export_walk *w, obi_error **err)
+{
+    exporter *ex = w->ex;
+    export_level *lv = &w->levels[w->depth];
+    ex->path.len = lv->path_len;
+    ex->path.data[ex->path.len] = 0;
+    if (fchmod(w->cur, OBI_EXPORT_DIRECTORY_MODE) < 0)
+        return obi_error_set_errno(err, errno, "%s: chmod", current_path(ex));
+    obi_directory_free(lv->dir);
+    lv->dir = NULL;
+    if (w->depth == 0) {
+        close(w->cur);
+        w->cur = -1;
+        return 0;
+    }
+    cleanup_close int up = -1;
+    int r = obi_walk_climb(w->cur, &w->levels[w->depth - 1].st, current_path(ex), &up, err);
+    if (r < 0)
+        return r;
+    int fd = openat(up, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "%s: open ..", current_path(ex));
+    close(w->cur);
+    w->cur = fd;
+    w->depth--;
+    return 0;
+}
+
+/* Exports directory node as name in dirfd: a loop over a heap stack of levels with one directory
+ * open at a time (fs_walk.h's climb on the way up), so any depth costs O(1) descriptors and
+ * stack; deeper than OBI_DIRECTORY_MAX_DEPTH is refused. */
+static int export_directory(exporter *ex, int dirfd, const char *name, const obi_node *node,
+                            obi_error **err)
+{
+    export_walk w = {.ex = ex, .cur = -1};
+    cleanup_free char *root = strdup(current_path(ex));
+    w.root = root ? root : "export";
+    int r = export_push(&w, dirfd, name, node, 0, err);
+    while (r == 0 && w.cur >= 0) {
+        export_level *lv = &w.levels[w.depth];
+        const obi_node *child = entry_at(lv->dir, lv->next++);
+        if (!child) {
+            r = export_pop(&w, err);
+            continue;
+        }
+        ex->path.len = lv->path_len;
+        if (obi_buf_append_str(&ex->path, "/") < 0 ||
+            obi_buf_append(&ex->path, child->name.data, child->name.len) < 0) {
+            r = obi_error_set(err, -ENOMEM, "out of memory");
+            break;
+        }
+        r = obi_name_validate(child->name.data, child->name.len, "entry name", err);
+        if (r < 0) {
+            obi_error_prefix(err, r, "%s", current_path(ex));
+            break;
+        }
+        const char *child_name = (const char *)child->name.data;
+        if (child->kind == OBI_NODE_DIRECTORY)
+            r = export_push(&w, w.cur, child_name, child, w.depth + 1, err);
+        else
+            r = export_entry(ex, w.cur, child_name, child, err);
+    }
+    if (w.cur >= 0)
+        close(w.cur);
+    for (size_t i = 0; i < w.cap && w.levels && i <= w.depth; i++)
+        obi_directory_free(w.levels[i].dir);
+    free(w.levels);
+    return r;
 }
 
 static int export_entry(exporter *ex, int dirfd, const char *name, const obi_node *node,

@@ -1,8 +1,10 @@
 /*
- * Ingest (include/ocibuild/ingest.h): walks a filesystem tree depth first, in name order,
- * through directory file descriptors. Each entry is classified with fstatat(AT_SYMLINK_NOFOLLOW)
- * and then opened with O_NOFOLLOW; the opened file is checked to be the same inode, so a
- * path swapped for a symlink or a fifo mid-walk is an error, never followed or blocked on.
+ * Ingest (include/ocibuild/ingest.h): walks a filesystem tree depth first, in name order, with
+ * the iterative walk of fs_walk.h (O(1) descriptors and stack, up to OBI_DIRECTORY_MAX_DEPTH
+ * levels). Each entry is classified with fstatat(AT_SYMLINK_NOFOLLOW) and then opened with
+ * O_NOFOLLOW relative to its directory's descriptor; the opened file is checked to be the same
+ * inode, so a name swapped for a symlink or a fifo mid-walk is an error, never followed or
+ * blocked on. The Directory being built for each level of the current path is kept on a stack.
  * Files stream through a fixed read buffer into a blob writer (and the optional reference
  * scanner), finished as pending (no fsync per file); a small file (up to 64 KiB) is hashed
  * first and not written at all when the store already has its blob; directories are put leaves
@@ -21,6 +23,7 @@
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/fs_walk.h"
 #include "ocibuild/ingest.h"
 
 #define INGEST_READ_SIZE (1 << 20)
@@ -32,12 +35,13 @@ typedef struct ingest {
     obi_directory_service *directories;
     obi_directory_putter *putter; /* opened at the first directory */
     obi_refscan_state *refscan;
-    uint8_t *buf; /* INGEST_READ_SIZE bytes */
-    obi_buf path; /* the current entry's path, for messages */
+    uint8_t *buf;          /* INGEST_READ_SIZE bytes */
+    const char *root_name; /* the root node's name */
+    const char *path;      /* the current entry's path, for messages */
+    obi_directory **stack; /* stack[d]: the Directory being filled at depth d */
+    size_t stack_cap;
+    obi_node root;
 } ingest;
-
-static int ingest_entry(ingest *ig, int dirfd, const char *name, const char *node_name,
-                        obi_node *out, obi_error **err);
 
 static const char *file_type_name(mode_t mode)
 {
@@ -60,11 +64,10 @@ static int check_same_inode(ingest *ig, int fd, const struct stat *before, struc
                             obi_error **err)
 {
     if (fstat(fd, after) < 0)
-        return obi_error_set_errno(err, errno, "%s: fstat", (char *)ig->path.data);
+        return obi_error_set_errno(err, errno, "%s: fstat", ig->path);
     if (after->st_dev != before->st_dev || after->st_ino != before->st_ino ||
         (after->st_mode & S_IFMT) != (before->st_mode & S_IFMT))
-        return obi_error_set(err, -EAGAIN, "%s: changed while being ingested",
-                             (char *)ig->path.data);
+        return obi_error_set(err, -EAGAIN, "%s: changed while being ingested", ig->path);
     return 0;
 }
 
@@ -73,7 +76,7 @@ static int check_same_inode(ingest *ig, int fd, const struct stat *before, struc
 static int write_blob(ingest *ig, int fd, size_t head, uint64_t *size, obi_digest *digest,
                       obi_error **err)
 {
-    const char *path = (char *)ig->path.data;
+    const char *path = ig->path;
     cleanup_blob_writer obi_blob_writer *writer = NULL;
     int r = obi_blob_open_write(ig->blobs, &writer, err);
     if (r < 0)
@@ -107,7 +110,7 @@ static int write_blob(ingest *ig, int fd, size_t head, uint64_t *size, obi_diges
 static int ingest_file(ingest *ig, int dirfd, const char *name, const struct stat *st,
                        const char *node_name, obi_node *out, obi_error **err)
 {
-    const char *path = (char *)ig->path.data;
+    const char *path = ig->path;
     /* O_NONBLOCK: if the file was swapped for a fifo, opening must not hang. */
     cleanup_close int fd =
         openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -151,7 +154,7 @@ static int ingest_file(ingest *ig, int dirfd, const char *name, const struct sta
 static int ingest_symlink(ingest *ig, int dirfd, const char *name, const char *node_name,
                           obi_node *out, obi_error **err)
 {
-    const char *path = (char *)ig->path.data;
+    const char *path = ig->path;
     char target[OBI_SYMLINK_TARGET_MAX + 1];
     ssize_t n = readlinkat(dirfd, name, target, sizeof target);
     if (n < 0)
@@ -169,120 +172,73 @@ static int ingest_symlink(ingest *ig, int dirfd, const char *name, const char *n
     return 0;
 }
 
-static int compare_names(const void *a, const void *b)
+/* Hands a finished node to the Directory one level up, or keeps it as the root. */
+static int add_to_parent(ingest *ig, size_t depth, obi_node *node, obi_error **err)
 {
-    /* strcmp compares as unsigned char: bytewise order, as castore requires. */
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The sorted names in an open directory (without "." and ".."). */
-static int read_names(ingest *ig, DIR *dir, char ***out, size_t *n_out, obi_error **err)
-{
-    cleanup_strv char **names = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        errno = 0;
-        struct dirent *de = readdir(dir);
-        if (!de) {
-            if (errno)
-                return obi_error_set_errno(err, errno, "%s: readdir", (char *)ig->path.data);
-            break;
-        }
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        if (n + 2 > cap) {
-            cap = cap ? 2 * cap : 16;
-            char **grown = realloc(names, cap * sizeof *names);
-            if (!grown)
-                return obi_error_set(err, -ENOMEM, "%s: out of memory", (char *)ig->path.data);
-            names = grown;
-        }
-        names[n] = strdup(de->d_name);
-        if (!names[n])
-            return obi_error_set(err, -ENOMEM, "%s: out of memory", (char *)ig->path.data);
-        names[++n] = NULL;
+    if (depth == 0) {
+        ig->root = *node;
+        memset(node, 0, sizeof *node);
+        return 0;
     }
-    if (n > 0)
-        qsort(names, n, sizeof *names, compare_names);
-    *out = steal_pointer(&names);
-    *n_out = n;
+    if (obi_directory_append_owned(ig->stack[depth - 1], node) < 0)
+        return obi_error_set(err, -ENOMEM, "%s: out of memory", ig->path);
     return 0;
 }
 
-static int ingest_directory(ingest *ig, int dirfd, const char *name, const struct stat *st,
-                            const char *node_name, obi_node *out, obi_error **err)
+static int ingest_enter(void *ctx, const obi_walk_entry *e, obi_error **err)
 {
-    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return obi_error_set_errno(err, errno, "%s: open", (char *)ig->path.data);
-    cleanup_dir DIR *dir = fdopendir(fd);
-    if (!dir) {
-        int saved = errno;
-        close(fd);
-        return obi_error_set_errno(err, saved, "%s: fdopendir", (char *)ig->path.data);
+    ingest *ig = ctx;
+    ig->path = e->path;
+    const char *node_name = e->depth == 0 ? ig->root_name : e->name;
+    cleanup_node obi_node node = {0};
+    int r;
+    switch (e->st->st_mode & S_IFMT) {
+    case S_IFREG:
+        r = ingest_file(ig, e->dirfd, e->name, e->st, node_name, &node, err);
+        break;
+    case S_IFLNK:
+        r = ingest_symlink(ig, e->dirfd, e->name, node_name, &node, err);
+        break;
+    case S_IFDIR:
+        if (e->depth >= ig->stack_cap) {
+            size_t cap = ig->stack_cap ? 2 * ig->stack_cap : 16;
+            obi_directory **grown = realloc(ig->stack, cap * sizeof *grown);
+            if (!grown)
+                return obi_error_set(err, -ENOMEM, "out of memory");
+            memset(grown + ig->stack_cap, 0, (cap - ig->stack_cap) * sizeof *grown);
+            ig->stack = grown;
+            ig->stack_cap = cap;
+        }
+        ig->stack[e->depth] = obi_directory_new();
+        return ig->stack[e->depth] ? 0 : obi_error_set(err, -ENOMEM, "out of memory");
+    default:
+        return obi_error_set(err, -EINVAL, "%s: unsupported file type (%s)", e->path,
+                             file_type_name(e->st->st_mode));
     }
-    struct stat now;
-    int r = check_same_inode(ig, fd, st, &now, err);
-    if (r < 0)
-        return r;
-    cleanup_strv char **names = NULL;
-    size_t n_names = 0;
-    r = read_names(ig, dir, &names, &n_names, err);
-    if (r < 0)
-        return r;
+    return r < 0 ? r : add_to_parent(ig, e->depth, &node, err);
+}
 
-    cleanup_directory obi_directory *directory = obi_directory_new();
-    if (!directory)
-        return obi_error_set(err, -ENOMEM, "%s: out of memory", (char *)ig->path.data);
-    size_t path_len = ig->path.len;
-    for (size_t i = 0; i < n_names; i++) {
-        ig->path.len = path_len;
-        if (obi_buf_append_str(&ig->path, "/") < 0 || obi_buf_append_str(&ig->path, names[i]) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
-        cleanup_node obi_node child = {0};
-        r = ingest_entry(ig, fd, names[i], names[i], &child, err);
-        if (r < 0)
-            return r;
-        if (obi_directory_add(directory, &child) < 0)
-            return obi_error_set(err, -ENOMEM, "%s: out of memory", (char *)ig->path.data);
-    }
-    ig->path.len = path_len;
-    ig->path.data[path_len] = 0;
-    const char *path = (char *)ig->path.data;
-
-    if (!ig->putter) {
-        r = obi_directory_open_put(ig->directories, &ig->putter, err);
-        if (r < 0)
-            return obi_error_prefix(err, r, "%s", path);
-    }
+/* A directory whose entries are all in: put it, and add its node one level up. */
+static int ingest_leave(void *ctx, const obi_walk_entry *e, obi_error **err)
+{
+    ingest *ig = ctx;
+    ig->path = e->path;
+    cleanup_directory obi_directory *directory = ig->stack[e->depth];
+    ig->stack[e->depth] = NULL;
+    int r;
+    if (!ig->putter && (r = obi_directory_open_put(ig->directories, &ig->putter, err)) < 0)
+        return obi_error_prefix(err, r, "%s", e->path);
     obi_digest digest;
     r = obi_directory_put(ig->putter, directory, &digest, err);
     if (r < 0)
-        return obi_error_prefix(err, r, "%s", path);
-    r = obi_node_init_directory(out, node_name, strlen(node_name), &digest,
+        return obi_error_prefix(err, r, "%s", e->path);
+    const char *node_name = e->depth == 0 ? ig->root_name : e->name;
+    cleanup_node obi_node node = {0};
+    r = obi_node_init_directory(&node, node_name, strlen(node_name), &digest,
                                 obi_directory_size(directory));
     if (r < 0)
-        return obi_error_set(err, r, "%s: out of memory", path);
-    return 0;
-}
-
-static int ingest_entry(ingest *ig, int dirfd, const char *name, const char *node_name,
-                        obi_node *out, obi_error **err)
-{
-    struct stat st;
-    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return obi_error_set_errno(err, errno, "%s: stat", (char *)ig->path.data);
-    switch (st.st_mode & S_IFMT) {
-    case S_IFREG:
-        return ingest_file(ig, dirfd, name, &st, node_name, out, err);
-    case S_IFDIR:
-        return ingest_directory(ig, dirfd, name, &st, node_name, out, err);
-    case S_IFLNK:
-        return ingest_symlink(ig, dirfd, name, node_name, out, err);
-    default:
-        return obi_error_set(err, -EINVAL, "%s: unsupported file type (%s)", (char *)ig->path.data,
-                             file_type_name(st.st_mode));
-    }
+        return obi_error_set(err, r, "%s: out of memory", e->path);
+    return add_to_parent(ig, e->depth, &node, err);
 }
 
 /* The path without trailing slashes (a trailing slash would make fstatat follow a symlink). */
@@ -313,6 +269,60 @@ static int default_root_name(const char *path, char **out, obi_error **err)
     return *out ? 0 : obi_error_set(err, -ENOMEM, "out of memory");
 }
 
+int obi_ingest_at(obi_blob_service *blobs, obi_directory_service *directories, int dirfd,
+                  const char *name, const char *display, const obi_ingest_options *options,
+                  obi_node *out, obi_error **err)
+{
+    const char *root_name = options && options->name ? options->name : name;
+    if (!display)
+        display = name;
+    int r = obi_name_validate((const uint8_t *)root_name, strlen(root_name), "root node name", err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "import %s", display);
+    cleanup_free uint8_t *buf = malloc(INGEST_READ_SIZE);
+    if (!buf)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    ingest ig = {
+        .blobs = blobs,
+        .directories = directories,
+        .refscan = options ? options->refscan : NULL,
+        .buf = buf,
+        .root_name = root_name,
+        .path = display,
+    };
+    obi_walk_options walk = {
+        .enter = ingest_enter,
+        .leave = ingest_leave,
+        .sorted = true, /* castore lists are in bytewise name order */
+        .max_levels = OBI_DIRECTORY_MAX_DEPTH,
+        .display = display,
+    };
+    r = obi_walk(dirfd, name, &walk, &ig, err);
+    for (size_t i = 0; i < ig.stack_cap; i++)
+        obi_directory_free(ig.stack[i]);
+    free(ig.stack);
+    /* the barrier: every blob durable before a directory refers to it, and before we return */
+    if (r == 0 && (r = obi_blob_service_sync(blobs, err)) < 0)
+        obi_error_prefix(err, r, "%s", display);
+    if (r == 0 && ig.putter) {
+        obi_digest committed;
+        r = obi_directory_putter_finish(ig.putter, &committed, err);
+        if (r < 0)
+            obi_error_prefix(err, r, "%s: commit directories", display);
+        else if (ig.root.kind == OBI_NODE_DIRECTORY &&
+                 !obi_digest_equal(&committed, &ig.root.digest))
+            r = obi_error_set(err, -EIO, "%s: directory service committed a different root",
+                              display);
+    }
+    obi_directory_putter_close(ig.putter);
+    if (r < 0) {
+        obi_node_clear(&ig.root);
+        return obi_error_prefix(err, r, "import");
+    }
+    *out = ig.root;
+    return 0;
+}
+
 int obi_ingest_path(obi_blob_service *blobs, obi_directory_service *directories, const char *path,
                     const obi_ingest_options *options, obi_node *out, obi_error **err)
 {
@@ -328,40 +338,7 @@ int obi_ingest_path(obi_blob_service *blobs, obi_directory_service *directories,
     } else if ((r = default_root_name(stripped, &name, err)) < 0) {
         return obi_error_prefix(err, r, "import");
     }
-    r = obi_name_validate((const uint8_t *)name, strlen(name), "root node name", err);
-    if (r < 0)
-        return obi_error_prefix(err, r, "import %s", path);
-
-    cleanup_free uint8_t *buf = malloc(INGEST_READ_SIZE);
-    ingest ig = {
-        .blobs = blobs,
-        .directories = directories,
-        .refscan = options ? options->refscan : NULL,
-        .buf = buf,
-    };
-    if (!buf || obi_buf_append_str(&ig.path, stripped) < 0) {
-        obi_buf_free(&ig.path);
-        return obi_error_set(err, -ENOMEM, "out of memory");
-    }
-    cleanup_node obi_node root = {0};
-    r = ingest_entry(&ig, AT_FDCWD, stripped, name, &root, err);
-    /* the barrier: every blob durable before a directory refers to it, and before we return */
-    if (r == 0 && (r = obi_blob_service_sync(blobs, err)) < 0)
-        obi_error_prefix(err, r, "%s", stripped);
-    if (r == 0 && ig.putter) {
-        obi_digest committed;
-        r = obi_directory_putter_finish(ig.putter, &committed, err);
-        if (r < 0)
-            obi_error_prefix(err, r, "%s: commit directories", stripped);
-        else if (root.kind == OBI_NODE_DIRECTORY && !obi_digest_equal(&committed, &root.digest))
-            r = obi_error_set(err, -EIO, "%s: directory service committed a different root",
-                              stripped);
-    }
-    obi_directory_putter_close(ig.putter);
-    obi_buf_free(&ig.path);
-    if (r < 0)
-        return obi_error_prefix(err, r, "import");
-    *out = root;
-    memset(&root, 0, sizeof root);
-    return 0;
+    obi_ingest_options named = {.name = name, .refscan = options ? options->refscan : NULL};
+    /* The caller's path is resolved as given; everything below it through descriptors. */
+    return obi_ingest_at(blobs, directories, AT_FDCWD, stripped, stripped, &named, out, err);
 }

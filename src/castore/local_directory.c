@@ -162,7 +162,7 @@ static int local_commit_pending(void *ctx, obi_digest_map *pending, obi_error **
 static int local_directory_open_put(obi_directory_service *base, obi_directory_putter **out,
                                     obi_error **err)
 {
-    return obi_pending_putter_new(local_stored_size, local_commit_pending, base, out, err);
+    return obi_pending_putter_new(local_stored_size, local_commit_pending, base, base, out, err);
 }
 
 /* ---- service ---- */

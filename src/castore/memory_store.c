@@ -271,7 +271,7 @@ static int memory_commit_pending(void *ctx, obi_digest_map *pending, obi_error *
 static int memory_directory_open_put(obi_directory_service *base, obi_directory_putter **out,
                                      obi_error **err)
 {
-    return obi_pending_putter_new(memory_stored_size, memory_commit_pending, base, out, err);
+    return obi_pending_putter_new(memory_stored_size, memory_commit_pending, base, base, out, err);
 }
 
 static void memory_directory_service_free(obi_directory_service *base)

@@ -124,17 +124,95 @@ int obi_encoded_directory_new(const obi_directory *dir, obi_encoded_directory **
     return 0;
 }
 
-int obi_directory_check_children(const obi_directory *dir, const obi_digest_map *pending,
-                                 obi_stored_size_fn stored_size, void *ctx, obi_error **err)
+/* ---- the depth rule ---- */
+
+typedef struct depth_frame {
+    obi_directory *dir;
+    obi_digest digest;
+    size_t next;        /* next child directory to look at */
+    uint32_t max_child; /* deepest child seen so far */
+} depth_frame;
+
+/* Loads a directory from pending (decoding it) or from the service. */
+static int load_for_depth(obi_directory_service *service, const obi_digest_map *pending,
+                          const obi_digest *digest, obi_directory **out, obi_error **err)
 {
+    const obi_encoded_directory *p = obi_digest_map_get(pending, digest);
+    if (p)
+        return obi_directory_decode(p->data, p->len, out, err);
+    return obi_directory_get(service, digest, out, err);
+}
+
+static void no_free(void *value);
+
+/* The exact depth of the tree at digest, counted with a loop over a heap stack (never deeper
+ * than OBI_DIRECTORY_MAX_DEPTH + 1 frames: beyond that the answer is "too deep" anyway); each
+ * directory is counted once (memo). The rare path: only when the size bounds say "maybe". */
+static int exact_depth(obi_directory_service *service, const obi_digest_map *pending,
+                       obi_digest_map *memo, const obi_digest *root, uint32_t *out, obi_error **err)
+{
+    const size_t max_frames = OBI_DIRECTORY_MAX_DEPTH + 1;
+    cleanup_free depth_frame *stack = calloc(max_frames, sizeof *stack);
+    if (!stack)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    size_t n = 0;
+    int r = load_for_depth(service, pending, root, &stack[0].dir, err);
+    if (r == 0) {
+        stack[0].digest = *root;
+        n = 1;
+    }
+    while (r == 0 && n > 0) {
+        depth_frame *f = &stack[n - 1];
+        if (f->next < f->dir->n_directories) {
+            const obi_node *child = &f->dir->directories[f->next++];
+            uintptr_t known = (uintptr_t)obi_digest_map_get(memo, &child->digest);
+            if (known) {
+                if (known > f->max_child)
+                    f->max_child = (uint32_t)known;
+            } else if (n == max_frames) {
+                f->max_child = OBI_DIRECTORY_MAX_DEPTH; /* too deep: stop counting */
+            } else if ((r = load_for_depth(service, pending, &child->digest, &stack[n].dir, err)) ==
+                       0) {
+                stack[n].digest = child->digest;
+                stack[n].next = 0;
+                stack[n].max_child = 0;
+                n++;
+            }
+            continue;
+        }
+        uint32_t depth = f->max_child + 1;
+        /* the map holds pointers; a depth (never 0) rides in one instead of an allocation */
+        // NOLINTNEXTLINE(performance-no-int-to-ptr)
+        if (obi_digest_map_insert(memo, &f->digest, (void *)(uintptr_t)depth) < 0)
+            r = obi_error_set(err, -ENOMEM, "out of memory");
+        obi_directory_free(f->dir);
+        f->dir = NULL;
+        if (--n == 0)
+            *out = depth;
+        else if (depth > stack[n - 1].max_child)
+            stack[n - 1].max_child = depth;
+    }
+    for (size_t i = 0; i < n; i++)
+        obi_directory_free(stack[i].dir);
+    return r;
+}
+
+int obi_directory_check_children(const obi_directory *dir, const obi_digest_map *pending,
+                                 obi_stored_size_fn stored_size, void *ctx,
+                                 obi_directory_service *service, obi_digest_map *depth_memo,
+                                 uint32_t *depth, obi_error **err)
+{
+    uint32_t deepest = 0; /* over the children: exact or an upper bound */
     for (size_t i = 0; i < dir->n_directories; i++) {
         const obi_node *child = &dir->directories[i];
         char hex[OBI_DIGEST_HEX_LEN + 1];
         obi_digest_to_hex(&child->digest, hex);
         uint64_t size = 0;
+        uint32_t child_depth = 0;
         const obi_encoded_directory *p = obi_digest_map_get(pending, &child->digest);
         if (p) {
             size = p->size;
+            child_depth = p->depth;
         } else {
             int r = stored_size(ctx, &child->digest, &size, err);
             if (r < 0)
@@ -145,6 +223,10 @@ int obi_directory_check_children(const obi_directory *dir, const obi_digest_map 
                                      "child directory '%s' (%s) was neither put before nor "
                                      "stored (put leaves first)",
                                      (const char *)child->name.data, hex);
+            /* a tree of size entries nests at most size + 1 levels, and nothing stored nests
+             * deeper than the limit */
+            child_depth =
+                size < OBI_DIRECTORY_MAX_DEPTH ? (uint32_t)size + 1 : OBI_DIRECTORY_MAX_DEPTH;
         }
         if (size != child->size)
             return obi_error_set(err, -EINVAL,
@@ -152,7 +234,27 @@ int obi_directory_check_children(const obi_directory *dir, const obi_digest_map 
                                  "%llu",
                                  (const char *)child->name.data, hex, (unsigned long long)size,
                                  (unsigned long long)child->size);
+        if (child_depth > deepest)
+            deepest = child_depth;
     }
+    if (deepest >= OBI_DIRECTORY_MAX_DEPTH) {
+        /* The bounds say it may be too deep: count exactly (each directory once per putter). */
+        deepest = 0;
+        for (size_t i = 0; i < dir->n_directories; i++) {
+            uint32_t d = 0;
+            int r = exact_depth(service, pending, depth_memo, &dir->directories[i].digest, &d, err);
+            if (r < 0)
+                return r;
+            if (d > deepest)
+                deepest = d;
+        }
+        if (deepest >= OBI_DIRECTORY_MAX_DEPTH)
+            return obi_error_set(err, -EINVAL,
+                                 "directories nested deeper than %d levels (the castore depth "
+                                 "limit)",
+                                 OBI_DIRECTORY_MAX_DEPTH);
+    }
+    *depth = deepest + 1;
     return 0;
 }
 
@@ -161,7 +263,9 @@ typedef struct pending_putter {
     obi_stored_size_fn stored_size;
     obi_commit_pending_fn commit;
     void *ctx;
-    obi_digest_map pending; /* digest -> obi_encoded_directory */
+    obi_directory_service *service;
+    obi_digest_map pending;    /* digest -> obi_encoded_directory */
+    obi_digest_map depth_memo; /* digest -> exact depth, counted by exact_depth */
     obi_digest last;
     bool any;
     bool finished;
@@ -178,7 +282,8 @@ static int pending_putter_put(obi_directory_putter *base, const obi_directory *d
     int r = obi_encoded_directory_new(dir, &encoded, &digest, err);
     if (r < 0)
         return r;
-    r = obi_directory_check_children(dir, &putter->pending, putter->stored_size, putter->ctx, err);
+    r = obi_directory_check_children(dir, &putter->pending, putter->stored_size, putter->ctx,
+                                     putter->service, &putter->depth_memo, &encoded->depth, err);
     if (r < 0)
         return r;
     r = obi_digest_map_insert(&putter->pending, &digest, encoded);
@@ -214,6 +319,7 @@ static void pending_putter_close(obi_directory_putter *base)
 {
     pending_putter *putter = (pending_putter *)base;
     obi_digest_map_clear(&putter->pending);
+    obi_digest_map_clear(&putter->depth_memo);
     free(putter);
 }
 
@@ -224,7 +330,8 @@ static const struct obi_directory_putter_ops pending_putter_ops = {
 };
 
 int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn commit, void *ctx,
-                           obi_directory_putter **out, obi_error **err)
+                           obi_directory_service *service, obi_directory_putter **out,
+                           obi_error **err)
 {
     pending_putter *putter = calloc(1, sizeof *putter);
     if (!putter)
@@ -233,7 +340,9 @@ int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn
     putter->stored_size = stored_size;
     putter->commit = commit;
     putter->ctx = ctx;
+    putter->service = service;
     obi_digest_map_init(&putter->pending, free);
+    obi_digest_map_init(&putter->depth_memo, no_free);
     *out = &putter->base;
     return 0;
 }

@@ -15,6 +15,9 @@
 
 typedef struct obi_encoded_directory {
     uint64_t size; /* obi_directory_size of the decoded directory */
+    /* Levels of directories in its tree (1: no subdirectories), or an upper bound on them when
+     * a stored child was only bounded by its size (see obi_directory_check_children). */
+    uint32_t depth;
     size_t len;
     uint8_t data[];
 } obi_encoded_directory;
@@ -29,9 +32,15 @@ typedef int (*obi_stored_size_fn)(void *ctx, const obi_digest *digest, uint64_t 
 
 /* The putter rule of castore.md: every child directory of dir is in pending (a map of
  * obi_encoded_directory) or stored, with the size its DirectoryNode claims. -EINVAL names the
- * child's name and digest otherwise. */
+ * child's name and digest otherwise. Also the depth rule (OBI_DIRECTORY_MAX_DEPTH): *depth is
+ * dir's depth (or an upper bound: a stored child counts as size + 1 levels at most, which is
+ * exact enough unless it would exceed the limit; then the stored trees are walked through
+ * service to count exactly, remembering each count in depth_memo, a map of digest -> depth
+ * cast to a pointer), and a tree deeper than the limit is -EINVAL. */
 int obi_directory_check_children(const obi_directory *dir, const obi_digest_map *pending,
-                                 obi_stored_size_fn stored_size, void *ctx, obi_error **err);
+                                 obi_stored_size_fn stored_size, void *ctx,
+                                 obi_directory_service *service, obi_digest_map *depth_memo,
+                                 uint32_t *depth, obi_error **err);
 
 /* Stores every directory in pending (digest -> obi_encoded_directory) at once. It may take
  * values out of pending by setting them to NULL; the putter frees the rest afterwards. */
@@ -42,7 +51,8 @@ typedef int (*obi_commit_pending_fn)(void *ctx, obi_digest_map *pending, obi_err
  * and kept in memory; finish hands them all to commit; close without finish stores nothing.
  * Rejects a put after finish, finishing twice and finishing with nothing put. */
 int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn commit, void *ctx,
-                           obi_directory_putter **out, obi_error **err);
+                           obi_directory_service *service, obi_directory_putter **out,
+                           obi_error **err);
 
 /* Decodes, validates and checks that the bytes hash to digest (-EIO naming it otherwise). */
 int obi_directory_decode_verified(const obi_digest *digest, const uint8_t *data, size_t len,

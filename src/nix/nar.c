@@ -19,8 +19,8 @@
 #include "ocibuild/nar.h"
 
 #define NAR_BUFFER_SIZE (64u * 1024)
-/* Deeper trees cannot come from a filesystem (PATH_MAX) and would only exhaust the stack. */
-#define NAR_MAX_DEPTH 2048
+/* Deeper trees are refused: castore's limit (node.h), so every stored tree has a NAR. */
+#define NAR_MAX_DEPTH OBI_DIRECTORY_MAX_DEPTH
 
 typedef struct nar_writer {
     obi_nar_sink sink;

@@ -1,7 +1,9 @@
 /*
- * Filesystem helpers (see include/ocibuild/fs.h). obi_rm_rf is used on bundle directories that
- * may still hold bind mounts after a crash, so it works with *at() calls on O_NOFOLLOW fds and
- * stops at filesystem boundaries instead of deleting through a mount into the host.
+ * Filesystem helpers (see include/ocibuild/fs.h). The tree operations (remove, chown, make
+ * readable) run on the iterative walk of fs_walk.h: *at() calls on the holding directory's fd
+ * with AT_SYMLINK_NOFOLLOW, O(1) descriptors and stack at any depth. obi_rm_rf is used on bundle
+ * directories that may still hold bind mounts after a crash, so it stops at filesystem
+ * boundaries instead of deleting through a mount into the host.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +18,7 @@
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/fs_walk.h"
 
 int obi_write_all(int fd, const void *data, size_t len)
 {
@@ -74,50 +77,94 @@ int obi_mkdir_p(const char *path, mode_t mode, obi_error **err)
     return 0;
 }
 
-static int rm_rf_at(int parent_fd, const char *name, dev_t dev, const char *display,
-                    obi_error **err)
+/* ---- trees, walked with O(1) descriptors (fs_walk.h) ---- */
+
+typedef struct rm_rf_walk {
+    dev_t dev; /* the start's filesystem: never removed through a mount point */
+} rm_rf_walk;
+
+static int rm_rf_enter(void *ctx, const obi_walk_entry *e, obi_error **err)
 {
-    struct stat st;
-    if (fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-        if (errno == ENOENT)
-            return 0;
-        return obi_error_set_errno(err, errno, "remove %s", display);
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        if (unlinkat(parent_fd, name, 0) < 0 && errno != ENOENT)
-            return obi_error_set_errno(err, errno, "remove %s", display);
+    rm_rf_walk *rm = ctx;
+    if (e->depth == 0)
+        rm->dev = e->st->st_dev;
+    if (!S_ISDIR(e->st->st_mode)) {
+        if (unlinkat(e->dirfd, e->name, 0) < 0 && errno != ENOENT)
+            return obi_error_set_errno(err, errno, "remove %s", e->path);
         return 0;
     }
-    if (st.st_dev != dev)
+    if (e->st->st_dev != rm->dev)
         return obi_error_set(err, -EBUSY, "remove %s: is a mount point, not removing through it",
-                             display);
-    if ((st.st_mode & 0700) != 0700)
-        (void)fchmodat(parent_fd, name, (st.st_mode & 07777) | 0700, 0);
-    int fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return obi_error_set_errno(err, errno, "open %s", display);
-    DIR *dir = fdopendir(fd);
-    if (!dir) {
-        int e = errno;
-        close(fd);
-        return obi_error_set_errno(err, e, "open %s", display);
-    }
-    cleanup_dir DIR *dir_owner = dir;
-    struct dirent *de;
-    int r = 0;
-    while ((de = readdir(dir))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        cleanup_free char *child = obi_path_join(display, de->d_name);
-        if (!child)
-            return obi_error_set(err, -ENOMEM, "out of memory");
-        r = rm_rf_at(dirfd(dir), de->d_name, dev, child, err);
-        if (r < 0)
-            return r;
-    }
-    if (unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-        return obi_error_set_errno(err, errno, "remove %s", display);
+                             e->path);
+    /* AT_SYMLINK_NOFOLLOW: if the name was swapped for a symlink, nothing is followed. */
+    if ((e->st->st_mode & 0700) != 0700 &&
+        fchmodat(e->dirfd, e->name, (e->st->st_mode & 07777) | 0700, AT_SYMLINK_NOFOLLOW) < 0 &&
+        errno != ENOENT)
+        return obi_error_set_errno(err, errno, "remove %s: chmod", e->path);
     return 0;
+}
+
+static int rm_rf_leave(void *ctx, const obi_walk_entry *e, obi_error **err)
+{
+    (void)ctx;
+    if (unlinkat(e->dirfd, e->name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+        return obi_error_set_errno(err, errno, "remove %s", e->path);
+    return 0;
+}
+
+int obi_rm_rf_at(int dirfd, const char *name, const char *display, obi_error **err)
+{
+    rm_rf_walk rm = {0};
+    obi_walk_options opts = {
+        .enter = rm_rf_enter,
+        .leave = rm_rf_leave,
+        .skip_vanished = true,
+        .display = display,
+    };
+    return obi_walk(dirfd, name, &opts, &rm, err);
+}
+
+typedef struct chown_walk {
+    uid_t uid;
+    gid_t gid;
+} chown_walk;
+
+static int chown_enter(void *ctx, const obi_walk_entry *e, obi_error **err)
+{
+    const chown_walk *ids = ctx;
+    if (fchownat(e->dirfd, e->name, ids->uid, ids->gid, AT_SYMLINK_NOFOLLOW) < 0)
+        return obi_error_set_errno(err, errno, "chown %s", e->path);
+    return 0;
+}
+
+int obi_chown_tree_at(int dirfd, const char *name, uid_t uid, gid_t gid, const char *display,
+                      obi_error **err)
+{
+    chown_walk ids = {uid, gid};
+    obi_walk_options opts = {.enter = chown_enter, .display = display};
+    return obi_walk(dirfd, name, &opts, &ids, err);
+}
+
+static int readable_enter(void *ctx, const obi_walk_entry *e, obi_error **err)
+{
+    (void)ctx;
+    if (S_ISLNK(e->st->st_mode))
+        return 0;
+    mode_t mode = e->st->st_mode & 07777;
+    mode_t want = mode | S_IRUSR | S_IWUSR | S_IRGRP | S_IROTH;
+    if (S_ISDIR(e->st->st_mode))
+        want |= S_IXUSR | S_IXGRP | S_IXOTH;
+    /* Before a directory is opened, so it is readable by then. AT_SYMLINK_NOFOLLOW: a name
+     * swapped for a symlink since the walk's fstatat is refused, never followed. */
+    if (want != mode && fchmodat(e->dirfd, e->name, want, AT_SYMLINK_NOFOLLOW) < 0)
+        return obi_error_set_errno(err, errno, "chmod %s", e->path);
+    return 0;
+}
+
+int obi_make_tree_readable_at(int dirfd, const char *name, const char *display, obi_error **err)
+{
+    obi_walk_options opts = {.enter = readable_enter, .display = display};
+    return obi_walk(dirfd, name, &opts, NULL, err);
 }
 
 int obi_mark_top_directory(const char *path, obi_error **err)
@@ -139,13 +186,30 @@ int obi_mark_top_directory(const char *path, obi_error **err)
 
 int obi_rm_rf(const char *path, obi_error **err)
 {
-    struct stat st;
-    if (lstat(path, &st) < 0) {
+    cleanup_free char *parent = strdup(path);
+    if (!parent)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    size_t len = strlen(parent);
+    while (len > 1 && parent[len - 1] == '/')
+        parent[--len] = 0;
+    char *slash = strrchr(parent, '/');
+    const char *name = parent;
+    const char *dir = ".";
+    if (slash == parent) {
+        dir = "/";
+        name = slash + 1;
+    } else if (slash) {
+        *slash = 0;
+        dir = parent;
+        name = slash + 1;
+    }
+    cleanup_close int dir_fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0) {
         if (errno == ENOENT)
             return 0;
         return obi_error_set_errno(err, errno, "remove %s", path);
     }
-    return rm_rf_at(AT_FDCWD, path, st.st_dev, path, err);
+    return obi_rm_rf_at(dir_fd, name, path, err);
 }
 
 int obi_read_file(const char *path, size_t max_len, char **out, size_t *out_len, obi_error **err)

@@ -92,7 +92,7 @@ static void test_bundle_sweep_removes_only_unlocked_bundles(void **state)
     obi_bundle *live = NULL;
     assert_ok(obi_bundle_create(root, &live, err_ptr_));
     unsigned swept = 0;
-    assert_ok(obi_bundle_sweep(root, NULL, NULL, &swept, err_ptr_));
+    assert_ok(obi_bundle_sweep(root, NULL, NULL, NULL, NULL, &swept, err_ptr_));
     assert_int_equal(swept, 1);
     assert_false(exists(dead));
     assert_true(exists(obi_bundle_path(live)));
@@ -110,7 +110,7 @@ static void test_bundle_sweep_leaves_kept_bundles(void **state)
     obi_bundle_set_keep(bundle, true);
     assert_ok(obi_bundle_close(bundle, err_ptr_)); /* lock released, directory kept */
     unsigned swept = 7;
-    assert_ok(obi_bundle_sweep(root, NULL, NULL, &swept, err_ptr_));
+    assert_ok(obi_bundle_sweep(root, NULL, NULL, NULL, NULL, &swept, err_ptr_));
     assert_int_equal(swept, 0);
     assert_true(exists(path));
     free(path);

@@ -416,6 +416,90 @@ static void test_store_directory_missing_child_refused_naming_it(void **state)
     tree_free(&t);
 }
 
+/* ---- the depth limit (OBI_DIRECTORY_MAX_DEPTH) ---- */
+
+/* The directory one level above child (digest, size): {directories: [d -> child]}. */
+static obi_directory *chain_parent(const obi_digest *child, uint64_t child_size)
+{
+    obi_directory *dir = obi_directory_new();
+    obi_node node = {0};
+    assert_int_equal(obi_node_init_directory(&node, "d", 1, child, child_size), 0);
+    assert_int_equal(obi_directory_append_owned(dir, &node), 0);
+    return dir;
+}
+
+/* Puts levels more directories on top of (digest, size) through p; returns the top's. */
+static void put_chain(obi_directory_putter *p, size_t levels, obi_digest *digest, uint64_t *size)
+{
+    for (size_t i = 0; i < levels; i++) {
+        cleanup_directory obi_directory *dir = chain_parent(digest, *size);
+        assert_ok(obi_directory_put(p, dir, digest, err_ptr_));
+        *size = obi_directory_size(dir);
+    }
+}
+
+static void test_store_directory_deeper_than_the_limit_refused(void **state)
+{
+    fixture *f = *state;
+    cleanup_directory obi_directory *leaf = obi_directory_new();
+    cleanup_directory_putter obi_directory_putter *p = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p, err_ptr_));
+    obi_digest digest;
+    uint64_t size = 0;
+    assert_ok(obi_directory_put(p, leaf, &digest, err_ptr_));
+    put_chain(p, OBI_DIRECTORY_MAX_DEPTH - 1, &digest, &size); /* exactly the limit: fine */
+    cleanup_directory obi_directory *too_deep = chain_parent(&digest, size);
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_directory_put(p, too_deep, NULL, &err), -EINVAL,
+                      "nested deeper than 2048 levels");
+    assert_ok(obi_directory_putter_finish(p, NULL, err_ptr_));
+}
+
+static void test_store_directory_depth_counts_stored_children(void **state)
+{
+    fixture *f = *state;
+    /* a stored chain one level short of the limit, made by an earlier putter */
+    cleanup_directory obi_directory *leaf = obi_directory_new();
+    cleanup_directory_putter obi_directory_putter *p1 = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p1, err_ptr_));
+    obi_digest digest;
+    uint64_t size = 0;
+    assert_ok(obi_directory_put(p1, leaf, &digest, err_ptr_));
+    put_chain(p1, OBI_DIRECTORY_MAX_DEPTH - 2, &digest, &size);
+    assert_ok(obi_directory_putter_finish(p1, NULL, err_ptr_));
+    /* one level more on top of it, in a new putter: exactly the limit */
+    cleanup_directory_putter obi_directory_putter *p2 = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p2, err_ptr_));
+    put_chain(p2, 1, &digest, &size);
+    assert_ok(obi_directory_putter_finish(p2, NULL, err_ptr_));
+    /* and one more: a remote client cannot put what local ingest refuses */
+    cleanup_directory_putter obi_directory_putter *p3 = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p3, err_ptr_));
+    cleanup_directory obi_directory *too_deep = chain_parent(&digest, size);
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_directory_put(p3, too_deep, NULL, &err), -EINVAL,
+                      "nested deeper than 2048 levels");
+    /* a wide stored directory (size far above the limit, 1 level deep) is counted exactly */
+    cleanup_directory obi_directory *wide = obi_directory_new();
+    obi_digest empty;
+    obi_digest_of((const uint8_t *)"", 0, &empty);
+    for (int i = 0; i < 3000; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "f%05d", i);
+        obi_node file = {0};
+        assert_int_equal(obi_node_init_file(&file, name, strlen(name), &empty, 0, false), 0);
+        assert_int_equal(obi_directory_append_owned(wide, &file), 0);
+    }
+    obi_digest wide_digest;
+    assert_ok(obi_directory_put(p3, wide, &wide_digest, err_ptr_));
+    assert_ok(obi_directory_putter_finish(p3, NULL, err_ptr_));
+    cleanup_directory_putter obi_directory_putter *p4 = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p4, err_ptr_));
+    uint64_t wide_size = obi_directory_size(wide);
+    put_chain(p4, 10, &wide_digest, &wide_size);
+    assert_ok(obi_directory_putter_finish(p4, NULL, err_ptr_));
+}
+
 static void test_store_directory_child_with_wrong_size_refused(void **state)
 {
     fixture *f = *state;
@@ -1328,6 +1412,8 @@ int main(void)
         BOTH(test_store_directory_putting_twice_is_idempotent),
         BOTH(test_store_directory_child_from_earlier_putter_is_accepted),
         BOTH(test_store_directory_missing_child_refused_naming_it),
+        BOTH(test_store_directory_deeper_than_the_limit_refused),
+        BOTH(test_store_directory_depth_counts_stored_children),
         BOTH(test_store_directory_child_with_wrong_size_refused),
         BOTH(test_store_directory_invalid_directory_refused),
         BOTH(test_store_directory_abort_leaves_nothing),

@@ -1,0 +1,30 @@
+/*
+ * A finished build's outputs, found in its bundle and ingested (docs/security.md, "Paths
+ * beneath the bundle"). Output "a/b/c" lives at scratch/<name of its scratch path>/<rest> in
+ * the bundle (spec.h). It is resolved beneath the bundle's descriptor one component at a time,
+ * following no symlink (beneath.h): an output whose path crosses a symlink the build made
+ * (/nix/store/a -> /etc) fails the build naming the output and the component, and is never read.
+ * The output itself may be a symlink (stored as a SymlinkNode). Every output is resolved and
+ * checked before any is ingested, and ingest walks from the holding directory's descriptor
+ * (obi_ingest_at), never from a path string.
+ *
+ * Rootless, the build's files belong to sub-ids the invoking user cannot read: first the user
+ * namespace helper makes each output readable (obi_userns_make_readable), which resolves the same
+ * path beneath the same bundle descriptor and follows no symlink either.
+ */
+#ifndef OCIBUILD_BUILD_OUTPUTS_H
+#define OCIBUILD_BUILD_OUTPUTS_H
+
+#include "ocibuild/error.h"
+#include "ocibuild/request.h"
+#include "ocibuild/store.h"
+#include "ocibuild/userns.h"
+
+/* Ingests every output of req from the bundle (bundle_fd) into store, each with its own
+ * reference-scan state over req's needles, filling build->outputs and build->outputs_needles.
+ * userns: rootless ids (NULL for rootful builds). A missing output or one reached through a
+ * symlink is OBI_EBUILD_FAILED naming it; nothing is ingested then. */
+int obi_build_outputs_ingest(obi_store *store, int bundle_fd, const obi_build_request *req,
+                             const obi_userns_ids *userns, obi_build *build, obi_error **err);
+
+#endif

@@ -1,0 +1,187 @@
+/*
+ * Outputs found beneath the bundle and ingested from descriptors (see
+ * include/ocibuild/build_outputs.h): resolve all (making them readable first when rootless),
+ * then ingest each from the directory that holds it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ocibuild/beneath.h"
+#include "ocibuild/build_outputs.h"
+#include "ocibuild/build_service.h"
+#include "ocibuild/cleanup.h"
+#include "ocibuild/ingest.h"
+#include "ocibuild/refscan.h"
+#include "ocibuild/spec.h"
+
+/* Where an output is: the directory holding it (opened beneath the bundle) and its name there. */
+typedef struct output_place {
+    int dirfd;
+    char *name;
+} output_place;
+
+/* Opens the directory that holds output i. The scratch dir itself (scratch/<name>) is ours:
+ * the build sees it only as a mount point it cannot replace; below it, every component is the
+ * build's and is resolved without following symlinks, named in container terms in errors. */
+static int find_output(int bundle_fd, const obi_build_request *req, size_t i, output_place *out,
+                       obi_error **err)
+{
+    size_t scratch = 0;
+    const char *rest = NULL;
+    if (obi_build_request_find_scratch(req, req->outputs[i], &scratch, &rest) < 0)
+        return obi_error_set(err, -EINVAL, "outputs[%zu]: \"%s\" is not inside any scratch path", i,
+                             req->outputs[i]);
+    cleanup_free char *scratch_dir = obi_scratch_host_path(req->scratch_paths[scratch]);
+    if (!scratch_dir)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    cleanup_close int fd = -1;
+    const char *name = NULL;
+    cleanup_error obi_error *why = NULL;
+    int r;
+    if (!*rest) {
+        /* The output is the scratch dir itself. */
+        r = obi_beneath_open_parent(bundle_fd, scratch_dir, NULL, &fd, &name, &why);
+    } else {
+        cleanup_close int scratch_fd = -1;
+        cleanup_free char *display = NULL;
+        if (asprintf(&display, "/%s", req->scratch_paths[scratch]) < 0)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        r = obi_beneath_open(bundle_fd, scratch_dir, O_PATH | O_DIRECTORY, 0, NULL, &scratch_fd,
+                             &why);
+        if (r == 0)
+            r = obi_beneath_open_parent(scratch_fd, rest, display, &fd, &name, &why);
+    }
+    struct stat st;
+    if (r == 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        r = obi_error_set_errno(&why, errno, "/%s", req->outputs[i]);
+    if (r == -ENOENT || r == -ENOTDIR)
+        return obi_error_set(err, OBI_EBUILD_FAILED, "build did not produce output %zu \"/%s\"", i,
+                             req->outputs[i]);
+    if (r == -ELOOP)
+        return obi_error_set(err, OBI_EBUILD_FAILED,
+                             "output %zu \"/%s\": %s (outputs are never read through a symlink)", i,
+                             req->outputs[i], why->message);
+    if (r < 0)
+        return obi_error_set(err, r, "output %zu \"/%s\": %s", i, req->outputs[i],
+                             why ? why->message : strerror(-r));
+    if (!name) /* for the analyzer: set whenever the lookups above succeeded */
+        return obi_error_set(err, -EIO, "output %zu: no name", i);
+    out->name = strdup(name);
+    if (!out->name)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    out->dirfd = steal_fd(&fd);
+    return 0;
+}
+
+/* Rootless: output i made readable by the user namespace helper, which resolves it the same way.
+ * When it fails, find_output's own lookup says why (missing, through a symlink) if it can. */
+static int make_output_readable(int bundle_fd, const obi_build_request *req, size_t i,
+                                const obi_userns_ids *userns, obi_error **err)
+{
+    cleanup_free char *relative = NULL;
+    int r = obi_output_host_path(req, i, &relative, err);
+    if (r < 0)
+        return r;
+    cleanup_error obi_error *helper_err = NULL;
+    r = obi_userns_make_readable(userns, bundle_fd, relative, &helper_err);
+    if (r == 0)
+        return 0;
+    output_place place = {-1, NULL};
+    int found = find_output(bundle_fd, req, i, &place, err);
+    if (place.dirfd >= 0)
+        close(place.dirfd);
+    free(place.name);
+    if (found < 0)
+        return found;
+    return obi_error_set(err, r, "output %zu \"/%s\": %s", i, req->outputs[i],
+                         helper_err ? helper_err->message : strerror(-r));
+}
+
+static int ingest_one(obi_store *store, const obi_refscan *scanner, const output_place *place,
+                      const char *output, obi_node *node_out, obi_output_needles *needles_out,
+                      obi_error **err)
+{
+    cleanup_refscan_state obi_refscan_state *state = NULL;
+    int r = obi_refscan_state_new(scanner, &state, err);
+    if (r < 0)
+        return r;
+    const char *name = strrchr(output, '/');
+    name = name ? name + 1 : output;
+    cleanup_free char *display = NULL;
+    if (asprintf(&display, "/%s", output) < 0)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    obi_ingest_options options = {.name = name, .refscan = state};
+    cleanup_node obi_node node = {0};
+    r = obi_ingest_at(store->blobs, store->directories, place->dirfd, place->name, display,
+                      &options, &node, err);
+    if (r < 0)
+        return r;
+    cleanup_free size_t *found = NULL;
+    size_t n_found = 0;
+    r = obi_refscan_state_result(state, &found, &n_found, err);
+    if (r < 0)
+        return r;
+    needles_out->needles = calloc(n_found ? n_found : 1, sizeof *needles_out->needles);
+    if (!needles_out->needles)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < n_found; i++)
+        needles_out->needles[i] = found[i];
+    needles_out->n_needles = n_found;
+    *node_out = node;
+    memset(&node, 0, sizeof node);
+    return 0;
+}
+
+static void places_free(output_place *places, size_t n)
+{
+    for (size_t i = 0; places && i < n; i++) {
+        if (places[i].dirfd >= 0)
+            close(places[i].dirfd);
+        free(places[i].name);
+    }
+    free(places);
+}
+
+int obi_build_outputs_ingest(obi_store *store, int bundle_fd, const obi_build_request *req,
+                             const obi_userns_ids *userns, obi_build *build, obi_error **err)
+{
+    cleanup_refscan obi_refscan *scanner = NULL;
+    int r = obi_refscan_new_strings((const char *const *)req->refscan_needles,
+                                    req->n_refscan_needles, &scanner, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "refscan_needles");
+    size_t n = req->n_outputs ? req->n_outputs : 1;
+    output_place *places = calloc(n, sizeof *places);
+    if (!places)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        places[i].dirfd = -1;
+    /* Every output found before any is ingested: a failed build adds no root to the store. */
+    for (size_t i = 0; r == 0 && i < req->n_outputs; i++) {
+        if (userns)
+            r = make_output_readable(bundle_fd, req, i, userns, err);
+        if (r == 0)
+            r = find_output(bundle_fd, req, i, &places[i], err);
+    }
+    if (r == 0) {
+        build->outputs = calloc(n, sizeof *build->outputs);
+        build->outputs_needles = calloc(n, sizeof *build->outputs_needles);
+        if (!build->outputs || !build->outputs_needles)
+            r = obi_error_set(err, -ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; r == 0 && i < req->n_outputs; i++) {
+        r = ingest_one(store, scanner, &places[i], req->outputs[i], &build->outputs[i],
+                       &build->outputs_needles[i], err);
+        if (r < 0)
+            obi_error_prefix(err, r, "ingest output %zu \"/%s\"", i, req->outputs[i]);
+        else
+            build->n_outputs = i + 1;
+    }
+    places_free(places, n);
+    return r;
+}
