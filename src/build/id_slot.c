@@ -22,6 +22,7 @@
 #include "ocibuild/number.h"
 
 #define CLAIM_RETRY_MS 100
+#define ZOMBIE_STATE "State:\tZ" /* the start of a zombie's state line in /proc/PID/status */
 
 struct obi_id_pool {
     uid_t first_uid;
@@ -138,8 +139,8 @@ static bool id_in(const char *ids, uint32_t first)
     return false;
 }
 
-/* Whether a process on the host has an id of the slot: its real, effective, saved or fs uid
- * or gid lies in the slot. A process that exits meanwhile is not one. */
+/* Whether a live process on the host has an id of the slot: its real, effective, saved or fs
+ * uid or gid lies in the slot. Zombies, and processes that exit meanwhile, do not count. */
 static bool slot_ids_in_use(const obi_id_slot *slot)
 {
     cleanup_dir DIR *proc = opendir("/proc");
@@ -155,6 +156,8 @@ static bool slot_ids_in_use(const obi_id_slot *slot)
         cleanup_file FILE *f = fopen(path, "re");
         char line[256];
         while (f && fgets(line, sizeof line, f)) {
+            if (!strncmp(line, ZOMBIE_STATE, sizeof ZOMBIE_STATE - 1))
+                break; /* a zombie: dead, only waiting for its parent */
             if ((!strncmp(line, "Uid:", 4) && id_in(line + 4, slot->uid)) ||
                 (!strncmp(line, "Gid:", 4) && id_in(line + 4, slot->gid)))
                 return true;
