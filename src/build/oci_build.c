@@ -712,7 +712,9 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
     svc->own_cancel_pipe[0] = svc->own_cancel_pipe[1] = -1;
     svc->on_output = opts->on_output;
     svc->output_ctx = opts->output_ctx;
-    int r = 0;
+    int r = set_limits(svc, opts, err);
+    if (r < 0)
+        return r;
     if (opts->rootless) {
         r = obi_spec_options_rootless_current_user(&svc->spec_opts, err);
         if (r < 0)
@@ -720,8 +722,6 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
         svc->userns = (obi_userns_ids){svc->spec_opts.root_uid, svc->spec_opts.root_gid,
                                        svc->spec_opts.build_uid, svc->spec_opts.build_gid};
     }
-    if ((r = set_limits(svc, opts, err)) < 0)
-        return r;
     if (!opts->rootless && (r = obi_id_pool_open_default(&svc->id_pool, err)) < 0)
         return r;
     svc->bundle_root = strdup(opts->bundle_root);
