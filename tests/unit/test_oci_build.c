@@ -2,7 +2,8 @@
  * The local OCI build service against a fake runtime (a script standing in for runc that
  * writes the outputs into the bundle's scratch dir): at most max_builds builds run at once,
  * outputs are ingested with their needles, and failures leave no bundle behind.
- * Needs root (scratch dirs are chowned to the build user, 1000:100).
+ * Needs root (scratch dirs are chowned to the build user's host ids in an id slot of the
+ * ocibuild range, which scripts/install-deps.sh makes).
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -45,6 +46,9 @@ static int setup_with(void **state, unsigned max_builds, bool root_pool)
     }
     fixture *f = calloc(1, sizeof *f);
     f->dir = obi_test_tmpdir();
+    /* Searchable by others: a build's container root, a host id of its id slot, reaches the
+     * bundles below (the service checks it). */
+    chmod(f->dir, 0711);
     f->bundles = obi_path_join(f->dir, "bundles");
     char *runtime = obi_path_join(f->dir, "fake-runc");
     obi_write_file(runtime, FAKE_RUNTIME, strlen(FAKE_RUNTIME), 0755, NULL);
