@@ -4,7 +4,6 @@
  * syscall filter and the masked paths, the mount order and every mount kind, refusals naming
  * the field or the ids, and /etc/subuid parsing with its errors.
  */
-#include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -590,57 +589,54 @@ static void test_seccomp_refuses_setuid_and_setgid_modes(void **state)
     static const struct {
         const char *name;
         int mode_arg;
-    } calls[] = {{"chmod", 1}, {"fchmod", 1}, {"fchmodat", 2}, {"fchmodat2", 2},
-                 {"creat", 1}, {"mknod", 1},  {"mknodat", 2}};
+    } calls[] = {{"chmod", 1}, {"fchmod", 1}, {"fchmodat", 2}, {"fchmodat2", 2}};
     for (size_t i = 0; i < OBI_ARRAY_SIZE(calls); i++) {
         assert_int_equal(refusal(p, calls[i].name, calls[i].mode_arg, S_ISUID, -1, 0), EPERM);
         assert_int_equal(refusal(p, calls[i].name, calls[i].mode_arg, S_ISGID, -1, 0), EPERM);
         assert_int_equal(refusal(p, calls[i].name, calls[i].mode_arg, S_ISVTX, -1, 0), -1);
+        assert_int_equal(refusal(p, calls[i].name, -1, 0, -1, 0), -1); /* never outright */
     }
-    /* open and openat only when they create a file (O_CREAT, or O_TMPFILE's own bit). */
-    json_int_t tmpfile = O_TMPFILE & ~O_DIRECTORY;
-    assert_int_equal(refusal(p, "open", 2, S_ISUID, 1, O_CREAT), EPERM);
-    assert_int_equal(refusal(p, "open", 2, S_ISGID, 1, tmpfile), EPERM);
-    assert_int_equal(refusal(p, "openat", 3, S_ISUID, 2, O_CREAT), EPERM);
-    assert_int_equal(refusal(p, "openat", 3, S_ISGID, 2, tmpfile), EPERM);
-    assert_int_equal(refusal(p, "openat", 3, S_ISUID, -1, 0), -1);
+    /* As under Nix, modes given when creating a file are not looked at (docs/security.md). */
+    assert_false(mentions(p, "open"));
+    assert_false(mentions(p, "mknod"));
 }
 
 static void test_seccomp_refuses_xattrs_keyrings_and_dockers_list(void **state)
 {
     (void)state;
     cleanup_json json_t *p = profile_for("x86_64");
-    const char *xattr[] = {"setxattr", "lsetxattr", "fsetxattr"};
+    const char *xattr[] = {"setxattr", "lsetxattr", "fsetxattr", "setxattrat"};
     for (size_t i = 0; i < OBI_ARRAY_SIZE(xattr); i++)
         assert_int_equal(refusal(p, xattr[i], -1, 0, -1, 0), ENOTSUP);
-    const char *eperm[] = {"keyctl",          "add_key",     "request_key",       "kexec_load",
-                           "kexec_file_load", "bpf",         "perf_event_open",   "userfaultfd",
-                           "mount",           "umount2",     "unshare",           "setns",
-                           "pivot_root",      "init_module", "open_by_handle_at", "reboot",
-                           "swapon",          "acct",        "settimeofday",      "kcmp"};
+    const char *eperm[] = {"keyctl",          "add_key",         "request_key",
+                           "kexec_load",      "kexec_file_load", "bpf",
+                           "perf_event_open", "userfaultfd",     "unshare",
+                           "setns",           "fanotify_init",   "syslog",
+                           "uselib",          "get_mempolicy",   "set_mempolicy",
+                           "mbind",           "move_pages",      "set_mempolicy_home_node"};
     for (size_t i = 0; i < OBI_ARRAY_SIZE(eperm); i++) {
         if (refusal(p, eperm[i], -1, 0, -1, 0) != EPERM)
             fail_msg("%s is not refused with EPERM", eperm[i]);
     }
-    assert_int_equal(refusal(p, "clone3", -1, 0, -1, 0), ENOSYS);
-    assert_int_equal(refusal(p, "io_uring_setup", -1, 0, -1, 0), ENOSYS);
-    /* Allowed as Docker allows them (ptrace on kernels >= 4.8), and plain clone. */
-    const char *allowed[] = {
-        "ptrace", "process_vm_readv",        "process_vm_writev", "personality",
-        "chown",  "setxattrat_not_a_syscall"};
-    for (size_t i = 0; i < OBI_ARRAY_SIZE(allowed); i++)
-        assert_false(mentions(p, allowed[i]));
+    const char *enosys[] = {"clone3", "io_uring_setup", "io_uring_enter", "io_uring_register"};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(enosys); i++)
+        assert_int_equal(refusal(p, enosys[i], -1, 0, -1, 0), ENOSYS);
+    /* Allowed as Docker allows them (ptrace on kernels >= 4.8); left to the kernel, which
+     * refuses them a build without capabilities; and plain clone. */
+    const char *not_filtered[] = {"ptrace",     "process_vm_readv", "personality", "mount",
+                                  "pivot_root", "reboot",           "init_module", "chown"};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(not_filtered); i++)
+        assert_false(mentions(p, not_filtered[i]));
     assert_int_equal(refusal(p, "clone", -1, 0, -1, 0), -1);
 }
 
-static void test_seccomp_refuses_clone_into_a_namespace(void **state)
+static void test_seccomp_refuses_clone_into_a_new_user_namespace(void **state)
 {
     (void)state;
     cleanup_json json_t *x86 = profile_for("x86_64");
-    const json_int_t flags[] = {CLONE_NEWNS,   CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC,
-                                CLONE_NEWUSER, CLONE_NEWPID,    CLONE_NEWNET};
-    for (size_t i = 0; i < OBI_ARRAY_SIZE(flags); i++)
-        assert_int_equal(refusal(x86, "clone", 0, flags[i], -1, 0), EPERM);
+    assert_int_equal(refusal(x86, "clone", 0, CLONE_NEWUSER, -1, 0), EPERM);
+    /* The other namespaces need CAP_SYS_ADMIN, which only a new user namespace could give. */
+    assert_int_equal(refusal(x86, "clone", 0, CLONE_NEWNET, -1, 0), -1);
     /* s390 passes clone's flags second. */
     cleanup_json json_t *s390 = profile_for("s390x");
     assert_int_equal(refusal(s390, "clone", 1, CLONE_NEWUSER, -1, 0), EPERM);
@@ -654,7 +650,7 @@ static void test_seccomp_covers_each_machines_architectures(void **state)
         const char *machine;
         const char *arches;
     } cases[] = {
-        {"x86_64", "SCMP_ARCH_X86_64,SCMP_ARCH_X86,SCMP_ARCH_X32"},
+        {"x86_64", "SCMP_ARCH_X86_64,SCMP_ARCH_X86"},
         {"aarch64", "SCMP_ARCH_AARCH64,SCMP_ARCH_ARM"},
         {"ppc64le", "SCMP_ARCH_PPC64LE"},
         {"riscv64", "SCMP_ARCH_RISCV64"},
@@ -840,7 +836,7 @@ int main(void)
         cmocka_unit_test(test_spec_refuses_relative_sandbox_shell),
         cmocka_unit_test(test_seccomp_refuses_setuid_and_setgid_modes),
         cmocka_unit_test(test_seccomp_refuses_xattrs_keyrings_and_dockers_list),
-        cmocka_unit_test(test_seccomp_refuses_clone_into_a_namespace),
+        cmocka_unit_test(test_seccomp_refuses_clone_into_a_new_user_namespace),
         cmocka_unit_test(test_seccomp_covers_each_machines_architectures),
         cmocka_unit_test(test_seccomp_refuses_an_unknown_machine),
         cmocka_unit_test(test_spec_carries_the_filter_rootful_and_rootless),
