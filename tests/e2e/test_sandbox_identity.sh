@@ -10,7 +10,7 @@
 # - inputs show as nobody:nogroup (65534), mtime 1, read-only; the build dir is 0700;
 # - a fork loop stops at --max-pids, --memory kills an allocating build, --scratch-limit stops
 #   a build that writes too much (ENOSPC on a tmpfs, not the host's disk);
-# - two concurrent builds run as different host ids.
+# - two concurrent builds run as different host ids, also while a killed build's container runs.
 # Each of these fails with ocibuild before the sandbox work (builds ran as host uid 1000).
 source "$(dirname "$0")/lib.sh"
 
@@ -249,6 +249,37 @@ else
   t_fail "two concurrent builds" "$(cat "$T_TMP/together1.err" "$T_TMP/together2.err")"
 fi
 
+# --- a build killed with SIGKILL leaves its container running: its id slot waits for it ---
+request orphan "$PRELUDE
+echo started >&2; sleep 60"
+request probe_ids "$PRELUDE
+cat /proc/self/uid_map > /nix/store/out/uid_map"
+root_of_build() { # DATA_DIR -> container root's host uid of a probe_ids build there
+  OCIBUILD_DATA_DIR="$1" "$OCIBUILD" build "$T_TMP/probe_ids.json" >"$T_TMP/ids.out" 2>"$T_TMP/ids.err" &&
+    rm -rf "$T_TMP/ids" && export_output "$T_TMP/ids.out" "$T_TMP/ids" &&
+    awk '$1 == 0 {print $2}' "$T_TMP/ids/uid_map"
+}
+OCIBUILD_DATA_DIR="$T_TMP/orphan" "$OCIBUILD" build "$T_TMP/orphan.json" >/dev/null 2>"$T_TMP/orphan.err" &
+opid=$!
+if wait_for "$T_TMP/orphan.err" started; then
+  kill -KILL $opid; wait $opid 2>/dev/null
+  orphan_root=$(stat -c %u "$(ls -d "$T_TMP/orphan"/bundles/*-*-*-*-*)")
+  other_root=$(root_of_build "$T_TMP/other")
+  [ -n "$other_root" ] && in_range "$orphan_root" && [ "$other_root" != "$orphan_root" ] &&
+    t_ok "while a killed build's container runs, its id slot goes to no other build" ||
+    t_fail "while a killed build's container runs, its id slot goes to no other build" \
+      "orphan $orphan_root, next $other_root: $(cat "$T_TMP/ids.err")"
+  # The next build with the killed one's bundle root sweeps its container; the slot comes back.
+  swept_root=$(root_of_build "$T_TMP/orphan")
+  again_root=$(root_of_build "$T_TMP/other")
+  [ -n "$swept_root" ] && [ "$again_root" = "$orphan_root" ] &&
+    t_ok "once the sweep removed the killed build's container, its id slot is used again" ||
+    t_fail "once the sweep removed the killed build's container, its id slot is used again" \
+      "orphan $orphan_root, after the sweep $swept_root, then $again_root"
+else
+  t_fail "orphan build starts" "$(cat "$T_TMP/orphan.err")"
+fi
+
 # --- crun 1.8 runs the same sandbox (in a mount namespace without the cgroup2 mount it refuses) ---
 if command -v crun >/dev/null; then
   request crun "$PRELUDE
@@ -270,6 +301,7 @@ else
   t_skip "crun runs the same sandbox" "crun is not installed"
 fi
 
-left=$(ls -A "$BUNDLES" "$T_TMP"/data1/bundles "$T_TMP"/data2/bundles 2>/dev/null | grep -E '^[0-9a-f]{8}-' || true)
+left=$(ls -A "$BUNDLES" "$T_TMP"/data1/bundles "$T_TMP"/data2/bundles "$T_TMP"/orphan/bundles \
+  "$T_TMP"/other/bundles 2>/dev/null | grep -E '^[0-9a-f]{8}-' || true)
 [ -z "$left" ] && t_ok "no bundle left behind" || t_fail "no bundle left behind" "$left"
 t_done
