@@ -11,6 +11,9 @@
 #  3. input materialization of a 10,000-file input tree (already in castore): first build with
 #     an empty input cache and repeat build, in ms, next to the trivial build;
 #  4. throughput of N = 1, 2, 4, 8 concurrent `ocibuild build` processes, builds/second.
+# With BASELINE=/path/to/an/older/ocibuild, first the trivial build with that binary and with
+# this one, alternating in the same rounds (each with its own data dir); BASELINE_ONLY=1 stops
+# after that.
 # Usage: bench/build.sh [RUNS] (hyperfine runs per command, default 40). Needs root (rootful
 # runc, Nix build users). Everything lives in one temp dir that is removed on exit.
 set -eu
@@ -23,6 +26,7 @@ for tool in hyperfine runc jq busybox; do
 done
 
 tmp=$(mktemp -d /tmp/obi-bench-build.XXXXXX)
+chmod 711 "$tmp" # a build's container root (a host id of its id slot) reaches its bundle
 cleanup() {
   runc delete --force obi-bench-plain >/dev/null 2>&1 || true
   chmod -R u+w "$tmp" 2>/dev/null
@@ -86,6 +90,15 @@ compare() {
   ' "$tmp"/round*.json
   rm -f "$tmp"/round*.json
 }
+
+if [ -n "${BASELINE:-}" ]; then
+  echo "== before/after: $BASELINE vs $OCIBUILD, trivial build ($RUNS runs each) =="
+  before="env OCIBUILD_DATA_DIR=$tmp/data-before $BASELINE build $tmp/hello.json"
+  after="env OCIBUILD_DATA_DIR=$tmp/data-after $OCIBUILD build $tmp/hello.json"
+  $before >/dev/null && $after >/dev/null
+  compare "after" "$after" "before" "$before"
+  [ -z "${BASELINE_ONLY:-}" ] || exit 0
+fi
 
 echo "== per-build overhead: ocibuild build vs runc run ($RUNS runs each) =="
 compare "ocibuild build" "$OCIBUILD build $tmp/hello.json" \

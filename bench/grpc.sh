@@ -10,6 +10,7 @@ OCIBUILD=${OCIBUILD:-$PWD/build/ocibuild}
 DRIVER=$PWD/build/bench/bench_grpc
 [ -x "$DRIVER" ] || { echo "build first: scripts/build.sh" >&2; exit 1; }
 tmp=$(mktemp -d /tmp/obi-bench-grpc.XXXXXX)
+chmod 711 "$tmp" # a build's container root (a host id of its id slot) reaches its bundle
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$tmp"; }
 trap cleanup EXIT

@@ -10,6 +10,7 @@ N=${1:-20}
 OCIBUILD=${OCIBUILD:-$PWD/build/ocibuild}
 tests/e2e/nix_setup.sh
 tmp=$(mktemp -d /tmp/obi-bench-nix.XXXXXX)
+chmod 711 "$tmp" # a build's container root (a host id of its id slot) reaches its bundle
 trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
 export OCIBUILD_DATA_DIR=$tmp/data
 bash_path=$(nix-store --add /bin/bash-static)

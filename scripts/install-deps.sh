@@ -1,6 +1,7 @@
 #!/bin/sh
-# Installs every Debian 12 package ocibuild needs to build, test and benchmark. Idempotent and
-# quick when everything is already there. Run as root (or via sudo).
+# Installs every Debian 12 package ocibuild needs to build, test and benchmark, and the system
+# user `ocibuild` whose subordinate id range rootful builds run as (docs/security.md "Build
+# identity"). Idempotent and quick when everything is already there. Run as root (or via sudo).
 set -eu
 PACKAGES="build-essential meson ninja-build pkg-config
   libjansson-dev libyaml-dev libsqlite3-dev libprotobuf-c-dev protobuf-c-compiler
@@ -10,15 +11,46 @@ PACKAGES="build-essential meson ninja-build pkg-config
   umoci skopeo valgrind hyperfine
   clang libclang-rt-14-dev
   clang-format clang-tidy cppcheck"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-[ -z "$missing" ] && exit 0
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-echo "install-deps: installing:$missing" >&2
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-# shellcheck disable=SC2086
-$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+if [ -n "$missing" ]; then
+  echo "install-deps: installing:$missing" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# The ocibuild user: no home, no shell, no password; it owns nothing but its subordinate ids,
+# 64 slots of 65536 (include/ocibuild/id_slot.h), from 0x70000000 (just above the container
+# ranges systemd hands out) unless ids there are taken: then from the end of the highest range
+# /etc/subuid or /etc/subgid already holds.
+ID_COUNT=$((64 * 65536))
+if ! getent passwd ocibuild >/dev/null; then
+  echo "install-deps: adding the system user ocibuild" >&2
+  $SUDO useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin --comment "ocibuild build ids" ocibuild
+fi
+for f in /etc/subuid /etc/subgid; do [ -e "$f" ] || $SUDO touch "$f"; done
+if ! grep -q '^ocibuild:' /etc/subuid || ! grep -q '^ocibuild:' /etc/subgid; then
+  start=$(cat /etc/subuid /etc/subgid | awk -F: -v want=$((0x70000000)) -v count="$ID_COUNT" '
+    NF == 3 && $1 != "ocibuild" && $2 ~ /^[0-9]+$/ && $3 ~ /^[0-9]+$/ {
+      lo[NR] = $2; hi[NR] = $2 + $3 }
+    END {
+      start = want
+      for (again = 1; again;) {
+        again = 0
+        for (i in lo) if (lo[i] < start + count && hi[i] > start) {
+          start = int((hi[i] + 65535) / 65536) * 65536; again = 1 }
+      }
+      print start }')
+  end=$((start + ID_COUNT - 1))
+  echo "install-deps: giving ocibuild the ids $start-$end" >&2
+  grep -q '^ocibuild:' /etc/subuid || $SUDO usermod --add-subuids "$start-$end" ocibuild
+  grep -q '^ocibuild:' /etc/subgid || $SUDO usermod --add-subgids "$start-$end" ocibuild
+fi

@@ -23,7 +23,7 @@ typedef struct obi_bundle obi_bundle;
 /* Receives one line (no newline) for the caller's log: a bundle that was quarantined. */
 typedef void (*obi_report_fn)(void *ctx, const char *line);
 
-/* Creates BUNDLE_ROOT/<uuid>/ (and the root) with the lock held. */
+/* Creates BUNDLE_ROOT/<uuid>/ (mode 0700; the root 0711) with the lock held. */
 int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err);
 const char *obi_bundle_path(const obi_bundle *bundle);
 /* The UUID: also used as the container id. */

@@ -15,6 +15,7 @@
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/error.h"
+#include "ocibuild/number.h" /* obi_parse_memory, used with deployments */
 
 typedef enum obi_rtype {
     OBI_RTYPE_SERVICE,
@@ -147,9 +148,6 @@ const obi_service *obi_deployment_find(const obi_deployment *deployment, const c
  * otherwise). *out is an array of service_count pointers into deployment; caller frees it. */
 int obi_deployment_start_order(const obi_deployment *deployment, const obi_service ***out,
                                obi_error **err);
-
-/* Memory strings (spec/service.md): "512Mi", "2G", "1024". */
-int obi_parse_memory(const char *text, uint64_t *out, obi_error **err);
 
 /* The 41 Linux capability names ("CAP_AUDIT_CONTROL" .. "CAP_WAKE_ALARM"), sorted. */
 extern const char *const OBI_CAPABILITIES[];

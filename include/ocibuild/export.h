@@ -14,7 +14,9 @@
  * Materializing is the same with one difference meant for caching build inputs: non-executable
  * files are hard-linked from the blob service's local files when it has them (local_path), so
  * they take no space and no time; executables are always copied because a hard link shares the
- * mode. Linked files are not re-hashed (the local store named them by their digest).
+ * mode. Linked files are not re-hashed (the local store named them by their digest). Every
+ * materialized entry gets mtime 1 (the epoch plus one second, as Nix's store paths; a linked
+ * file shares it with the blob's local file), so builds see the same times as under Nix.
  */
 #ifndef OCIBUILD_EXPORT_H
 #define OCIBUILD_EXPORT_H

@@ -7,9 +7,16 @@
 #define OCIBUILD_NUMBER_H
 
 #include <stdbool.h>
+#include <stdint.h>
+
+#include "ocibuild/error.h"
 
 /* True when text is one or more ASCII digits and nothing else (no sign, no space, no prefix)
  * whose value fits in max; then *out is set. Leading zeros are fine. */
 bool obi_parse_decimal(const char *text, unsigned long long max, unsigned long long *out);
+
+/* Memory and size strings (spec/service.md; the build limits): "512Mi", "2G", "1024" (bytes).
+ * Binary units Ki Mi Gi Ti, decimal K M G T (k m g t too); no fractions; errors say why. */
+int obi_parse_memory(const char *text, uint64_t *out, obi_error **err);
 
 #endif

@@ -3,12 +3,15 @@
  * ingested into castore with the reference scanner. Registered as the "oci" build-service
  * scheme: oci:///bundle/root?runtime=crun&rootless=true&max_builds=4&timeout=600&
  * keep_bundle=true&sandbox_shell=/bin/busybox&runtime_root=/run/x&cache_dir=/var/cache/x&
- * root_pool=false (root skeletons are reused between builds unless this says no).
+ * root_pool=false&max_pids=4096&memory=2Gi&scratch_limit=10Gi (root skeletons are reused
+ * between builds unless root_pool says no; the limits are docs/security.md's "Limits").
+ * Rootful builds run as the host ids of an id slot (id_slot.h), claimed per build.
  */
 #ifndef OCIBUILD_OCI_BUILD_H
 #define OCIBUILD_OCI_BUILD_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "ocibuild/build_service.h"
 #include "ocibuild/runtime.h"
@@ -27,12 +30,22 @@ typedef struct obi_oci_build_options {
     obi_output_fn on_output;  /* build log stream; NULL: not streamed */
     void *output_ctx;
     bool disable_root_pool; /* every build makes its own root/ (root_pool.h) */
+    /* Limits (docs/security.md "Limits"). The last two need rootful builds. */
+    unsigned max_pids;            /* pids.max of each build; 0: OBI_DEFAULT_MAX_PIDS */
+    uint64_t memory_bytes;        /* memory (and memory + swap) limit; 0: none */
+    uint64_t scratch_limit_bytes; /* size of the tmpfs holding scratch dirs; 0: on disk */
 } obi_oci_build_options;
 
 #define OBI_OCI_BUILD_OPTIONS_INIT                                                                 \
     {                                                                                              \
-        NULL, NULL, NULL, NULL, NULL, false, false, 0, 0, -1, NULL, NULL, false                    \
+        NULL, NULL, NULL, NULL, NULL, false, false, 0, 0, -1, NULL, NULL, false, 0, 0, 0           \
     }
+
+/* Processes (and threads) a build may have at once, unless max_pids says otherwise. */
+#define OBI_DEFAULT_MAX_PIDS 4096
+/* The daemon's build timeout when its build service URL is its default one (10 hours, Hydra's
+ * default; docs/security.md "Limits"). */
+#define OBI_DAEMON_DEFAULT_BUILD_TIMEOUT (10 * 60 * 60)
 
 /* The store is borrowed and must outlive the service. Sweeps stale bundles under bundle_root. */
 int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *store,

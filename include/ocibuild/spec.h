@@ -1,10 +1,12 @@
 /*
  * OCI runtime spec generation (../shared/spec/build.md, "The OCI runtime spec"): a validated
  * BuildRequest plus a few host facts -> config.json (runtime-spec 1.0.2) as a jansson object.
+ * Every build runs in a user namespace, with no capability, under the syscall filter of
+ * seccomp.h, with runc's masked and read-only /proc and /sys paths (docs/security.md).
  * Also the bundle naming the bundle code shares with the spec (scratch dir names, output host
- * paths) and the /etc/subuid, /etc/subgid lookup that rootless mode needs. Nothing here touches
- * the disk except obi_subid_lookup and obi_spec_options_rootless_current_user, which read the
- * subid files.
+ * paths) and the /etc/subuid, /etc/subgid lookup that rootless mode and the id slots need.
+ * Nothing here touches the disk except obi_subid_lookup and
+ * obi_spec_options_rootless_current_user, which read the subid files.
  */
 #ifndef OCIBUILD_SPEC_H
 #define OCIBUILD_SPEC_H
@@ -26,12 +28,23 @@ typedef struct obi_spec_options {
     /* Host path bound at /bin/sh when the request asks for provide_bin_sh; NULL means
      * OBI_DEFAULT_SANDBOX_SHELL (busybox-static's). */
     const char *sandbox_shell;
-    /* Rootless only: the invoking user's ids and the first ids of its /etc/subuid and
-     * /etc/subgid ranges (container 0 -> uid/gid, container 1000/100 -> subuid/subgid). */
-    uid_t uid;
-    gid_t gid;
-    uid_t subuid;
-    gid_t subgid;
+    /* The host ids the build's user namespace maps (docs/security.md "Build identity"): container
+     * root (0:0) -> root_uid:root_gid and the build user (1000:100) -> build_uid:build_gid.
+     * Rootful: ids of an id slot of the ocibuild range (id_slot.h); rootless: the invoking
+     * user's ids and the first ids of its /etc/subuid and /etc/subgid ranges. The build ids are
+     * never 0, nor, rootful, the root ids. */
+    uid_t root_uid;
+    gid_t root_gid;
+    uid_t build_uid;
+    gid_t build_gid;
+    /* The seccomp filter's machine (`uname -m` name; seccomp.h); NULL: this machine. */
+    const char *machine;
+    /* Limits, as cgroup resources of rootful builds (rootless runtimes cannot set cgroups
+     * here, docs/security.md "Limits"); 0: none. memory_swap also caps memory + swap at
+     * memory_bytes (only where the kernel accounts swap: cgroup v1 needs memory.memsw). */
+    uint64_t max_pids;
+    uint64_t memory_bytes;
+    bool memory_swap;
 } obi_spec_options;
 
 /* The container's build user and group (nixbld). */
@@ -75,8 +88,9 @@ int obi_subid_parse(const char *text, const char *file, const char *kind, const 
 /* Reads path (e.g. /etc/subuid) and calls obi_subid_parse. */
 int obi_subid_lookup(const char *path, const char *kind, const char *user, uint32_t id,
                      obi_subid_range *out, obi_error **err);
-/* Fills opts->uid/gid from the real ids and subuid/subgid from /etc/subuid and /etc/subgid
- * (or $OCIBUILD_SUBUID_FILE / $OCIBUILD_SUBGID_FILE), and sets opts->rootless. */
+/* Fills opts->root_uid/root_gid from the real ids and build_uid/build_gid from the first ids of
+ * the invoking user's /etc/subuid and /etc/subgid ranges (or $OCIBUILD_SUBUID_FILE /
+ * $OCIBUILD_SUBGID_FILE), and sets opts->rootless. */
 int obi_spec_options_rootless_current_user(obi_spec_options *opts, obi_error **err);
 
 #endif

@@ -79,7 +79,7 @@ int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err
     cleanup_free char *lock_path = new_path ? obi_path_join(new_path, LOCK_NAME) : NULL;
     if (!path || !lock_path)
         return obi_error_set(err, -ENOMEM, "out of memory");
-    if (mkdir(new_path, 0711) < 0)
+    if (mkdir(new_path, 0700) < 0)
         return obi_error_set_errno(err, errno, "create bundle %s", new_path);
     int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     int dir_fd = open(new_path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

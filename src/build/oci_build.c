@@ -1,11 +1,13 @@
 /*
  * The local OCI build service (see include/ocibuild/oci_build.h and ../shared/spec/build.md).
- * One build, top to bottom: validate -> wait for a slot -> bundle (scratch dirs, additional
- * files, inputs from the shared input cache, config.json, and root/: a pooled skeleton of the
- * same shape or fresh etc files) -> runtime run -> find every output beneath the bundle (never
+ * One build, top to bottom: validate -> wait for a slot -> claim an id slot (rootful) -> bundle
+ * (0700, owned by container root's host ids; scratch dirs, on a sized tmpfs with a scratch
+ * limit, the working dir 0700, additional files, all made beneath the bundle's descriptor;
+ * inputs from the shared input cache, config.json, and root/: a pooled skeleton of the same
+ * shape or fresh etc files) -> runtime run -> find every output beneath the bundle (never
  * through a symlink) and ingest them with the reference scanner (build_outputs.h) -> root/ back
- * to the pool -> Build. The bundle is owned by a cleanup local,
- * so every exit path removes it (and the runtime driver removes the container).
+ * to the pool -> Build. The bundle and the id slot are owned by cleanup locals, so every exit
+ * path removes the bundle (and the runtime driver removes the container) and then frees the slot.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +26,7 @@
 #include "ocibuild/bundle.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/id_slot.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/number.h"
 #include "ocibuild/oci_build.h"
@@ -50,8 +54,10 @@ typedef struct oci_build_service {
     int own_cancel_pipe[2]; /* when the caller gave no cancel_fd: written by oci_cancel */
     obi_output_fn on_output;
     void *output_ctx;
-    obi_spec_options spec_opts; /* rootless flag, sandbox shell, invoking ids and sub-ids */
+    obi_spec_options spec_opts; /* rootless flag, sandbox shell, limits; rootless: host ids */
     obi_userns_ids userns;      /* rootless: how to act on the build user's files */
+    obi_id_pool *id_pool;       /* rootful: host ids per build (id_slot.h) */
+    uint64_t scratch_limit;     /* bytes; 0: scratch dirs on the bundle's disk */
     obi_root_pool *root_pool;   /* NULL: every build makes its own root/ */
     pthread_mutex_t lock;
     pthread_cond_t slot_free;
@@ -118,22 +124,73 @@ static int write_etc_files(obi_bundle *bundle, const char *passwd, obi_error **e
     return 0;
 }
 
-/* Scratch dirs and additional files are made beneath the bundle's descriptor, never through a
- * symlink (beneath.h); they are handed to the build user afterwards with the rest of the scratch
- * tree (hand_scratch_to_build_user). */
-static int create_scratch_dirs(obi_bundle *bundle, const obi_build_request *req, obi_error **err)
+/* With a scratch limit, BUNDLE/scratch is a tmpfs of that size: a build that writes more gets
+ * ENOSPC there, and never fills the host's disk (docs/security.md "Limits"). Its inodes are
+ * bounded too (one per KiB), since they take kernel memory the size does not count. nosuid and
+ * nodev like every place a build writes. The bundle's removal detaches it. The bundle was made
+ * by this process a moment ago and nothing of the build has run yet, so its path is ours. */
+static int mount_scratch_tmpfs(const char *scratch, uint64_t bytes, obi_error **err)
+{
+    char options[96];
+    snprintf(options, sizeof options, "size=%llu,nr_inodes=%llu,mode=0755",
+             (unsigned long long)bytes, (unsigned long long)(bytes / 1024 + 1024));
+    if (mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, options) < 0)
+        return obi_error_set_errno(err, errno, "mount a %llu-byte tmpfs (scratch limit) at %s",
+                                   (unsigned long long)bytes, scratch);
+    return 0;
+}
+
+/* The working dir is 0700 like Nix's /build, when it lies in a scratch path (created here so
+ * that the build user, not container root, owns it once the scratch tree is handed over). */
+static int create_working_dir(obi_bundle *bundle, const obi_build_request *req, obi_error **err)
+{
+    size_t index;
+    const char *rest;
+    if (!*req->working_dir ||
+        obi_build_request_find_scratch(req, req->working_dir, &index, &rest) < 0)
+        return 0;
+    char name[OBI_SCRATCH_NAME_LEN + 1];
+    obi_scratch_name(req->scratch_paths[index], name);
+    cleanup_free char *relative = NULL;
+    if (asprintf(&relative, "scratch/%s%s%s", name, *rest ? "/" : "", rest) < 0)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    cleanup_close int fd = -1;
+    int r = obi_beneath_mkdirs(obi_bundle_fd(bundle), relative, 0755, NULL, &fd, err);
+    if (r == 0) {
+        /* fd is O_PATH: chmod through the bundle-relative descriptor path. */
+        char proc[64];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        if (chmod(proc, 0700) < 0)
+            r = obi_error_set_errno(err, errno, "chmod %s/%s", obi_bundle_path(bundle), relative);
+    }
+    return r < 0 ? obi_error_prefix(err, r, "working_dir \"%s\"", req->working_dir) : 0;
+}
+
+/* Scratch dirs are made beneath the bundle's descriptor, never through a symlink (beneath.h);
+ * they are handed to the build user afterwards with the rest of the scratch tree
+ * (hand_scratch_to_build_user). */
+static int create_scratch_dirs(oci_build_service *svc, obi_bundle *bundle,
+                               const obi_build_request *req, obi_error **err)
 {
     if (mkdirat(obi_bundle_fd(bundle), "scratch", 0755) < 0)
         return obi_error_set_errno(err, errno, "mkdir %s/scratch", obi_bundle_path(bundle));
+    int r = 0;
+    if (svc->scratch_limit) {
+        cleanup_free char *scratch = obi_bundle_subpath(bundle, "scratch");
+        if (!scratch)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+        if ((r = mount_scratch_tmpfs(scratch, svc->scratch_limit, err)) < 0)
+            return r;
+    }
     for (size_t i = 0; i < req->n_scratch_paths; i++) {
         cleanup_free char *relative = obi_scratch_host_path(req->scratch_paths[i]);
         if (!relative)
             return obi_error_set(err, -ENOMEM, "out of memory");
-        int r = obi_beneath_mkdirs(obi_bundle_fd(bundle), relative, 0755, NULL, NULL, err);
+        r = obi_beneath_mkdirs(obi_bundle_fd(bundle), relative, 0755, NULL, NULL, err);
         if (r < 0)
             return obi_error_prefix(err, r, "scratch_paths[%zu] \"%s\"", i, req->scratch_paths[i]);
     }
-    return 0;
+    return create_working_dir(bundle, req, err);
 }
 
 /* Writes additional file i: its directories made beneath the bundle, the file created new
@@ -173,15 +230,30 @@ static int write_additional_files(obi_bundle *bundle, const obi_build_request *r
 }
 
 /* Scratch dirs and additional files must be writable by the build user (container 1000:100):
- * rootful, chown them; rootless, chown them inside the mapped user namespace. Both walk the
- * tree from the bundle's descriptor (fs_walk.h). */
-static int hand_scratch_to_build_user(oci_build_service *svc, obi_bundle *bundle, obi_error **err)
+ * rootful, chown them to its host ids in the build's id slot; rootless, chown them inside the
+ * mapped user namespace. Both walk the tree from the bundle's descriptor (fs_walk.h). */
+static int hand_scratch_to_build_user(oci_build_service *svc, obi_bundle *bundle,
+                                      const obi_spec_options *opts, obi_error **err)
 {
     if (svc->spec_opts.rootless)
         return obi_userns_chown_tree(&svc->userns, obi_bundle_fd(bundle), "scratch", OBI_BUILD_UID,
                                      OBI_BUILD_GID, err);
-    return obi_chown_tree_at(obi_bundle_fd(bundle), "scratch", OBI_BUILD_UID, OBI_BUILD_GID,
+    return obi_chown_tree_at(obi_bundle_fd(bundle), "scratch", opts->build_uid, opts->build_gid,
                              "scratch", err);
+}
+
+/* The bundle dir is 0700 (bundle.c) and, rootful, owned by container root's host ids: the
+ * runtime's init runs as them in the build's user namespace and reaches root/ through it (runc
+ * 1.1 hands it the bind mount sources as fds; the rootfs it opens by path). Host users other
+ * than root reach nothing below it. */
+static int hand_bundle_to_container_root(obi_bundle *bundle, const obi_spec_options *opts,
+                                         obi_error **err)
+{
+    if (opts->rootless)
+        return 0;
+    if (fchownat(obi_bundle_fd(bundle), "", opts->root_uid, opts->root_gid, AT_EMPTY_PATH) < 0)
+        return obi_error_set_errno(err, errno, "chown %s", obi_bundle_path(bundle));
+    return 0;
 }
 
 /* ---- running ---- */
@@ -246,13 +318,14 @@ static char mount_source_kind(const obi_bundle *bundle, const char *source)
  * runtime has made its mount points (etc files; each mount's destination, type and source kind;
  * the runtime and the user it runs as). */
 static int skeleton_key(const oci_build_service *svc, const obi_bundle *bundle,
-                        const json_t *config, const char *passwd,
+                        const obi_spec_options *opts, const json_t *config, const char *passwd,
                         char key[OBI_ROOT_POOL_KEY_LEN + 1], obi_error **err)
 {
     cleanup_buf obi_buf description = OBI_BUF_INIT;
-    obi_buf_appendf(&description, "ocibuild root skeleton 1\n%s\n%u %d\n%s%s%s",
-                    obi_runtime_path(svc->runtime), (unsigned)geteuid(), svc->spec_opts.rootless,
-                    passwd, ETC_GROUP, ETC_HOSTS);
+    obi_buf_appendf(&description, "ocibuild root skeleton 2\n%s\n%u %d %u:%u\n%s%s%s",
+                    obi_runtime_path(svc->runtime), (unsigned)geteuid(), opts->rootless,
+                    (unsigned)opts->root_uid, (unsigned)opts->root_gid, passwd, ETC_GROUP,
+                    ETC_HOSTS);
     json_t *mounts = json_object_get(config, "mounts");
     for (size_t i = 0; i < json_array_size(mounts); i++) {
         const json_t *mount = json_array_get(mounts, i);
@@ -276,17 +349,28 @@ static int skeleton_key(const oci_build_service *svc, const obi_bundle *bundle,
 }
 
 /* Moves a pooled skeleton with this key into the bundle, or writes a fresh root/ (etc files;
- * the runtime adds the mount points). A pool that fails is skipped, never fatal. */
-static int prepare_root(oci_build_service *svc, obi_bundle *bundle, const char *key,
-                        const char *passwd, obi_error **err)
+ * the runtime adds the mount points). A pool that fails is skipped, never fatal. Rootful, the
+ * runtime's init makes those mount points as container root, so root/ and root/etc belong to
+ * its host ids (the key holds them: a skeleton is reused by builds of the same id slot). */
+static int prepare_root(oci_build_service *svc, obi_bundle *bundle, const obi_spec_options *opts,
+                        const char *key, const char *passwd, obi_error **err)
 {
+    cleanup_free char *root = obi_bundle_subpath(bundle, "root");
+    cleanup_free char *etc = obi_bundle_subpath(bundle, "root/etc");
+    if (!root || !etc)
+        return obi_error_set(err, -ENOMEM, "out of memory");
     if (svc->root_pool && key[0]) {
-        cleanup_free char *root = obi_bundle_subpath(bundle, "root");
         cleanup_error obi_error *ignored = NULL;
-        if (root && obi_root_pool_take(svc->root_pool, key, root, &ignored) == 1)
+        if (obi_root_pool_take(svc->root_pool, key, root, &ignored) == 1)
             return 0;
     }
-    return write_etc_files(bundle, passwd, err);
+    int r = write_etc_files(bundle, passwd, err);
+    if (r < 0 || opts->rootless)
+        return r;
+    if (chown(root, opts->root_uid, opts->root_gid) < 0 ||
+        chown(etc, opts->root_uid, opts->root_gid) < 0)
+        return obi_error_set_errno(err, errno, "chown %s", root);
+    return 0;
 }
 
 /* After a build that ran to its end: root/ goes back to the pool (a full pool leaves it to the
@@ -303,7 +387,19 @@ static void return_root(oci_build_service *svc, obi_bundle *bundle, const char *
     obi_root_pool_give(svc->root_pool, key, root, &ignored);
 }
 
-static int run_bundle(oci_build_service *svc, obi_bundle *bundle, obi_error **err)
+/* A build killed by SIGKILL while it had a memory limit most likely met it (the kernel's OOM
+ * killer); say so next to the exit code. */
+static const char *memory_limit_hint(const oci_build_service *svc, int exit_code)
+{
+    return svc->spec_opts.memory_bytes && exit_code == 128 + 9
+               ? " (SIGKILL: the build probably reached its memory limit)"
+               : "";
+}
+
+/* *container_gone is false when the runtime failed in a way that may leave the container
+ * running (its id slot must then not be reused before it is gone). */
+static int run_bundle(oci_build_service *svc, obi_bundle *bundle, bool *container_gone,
+                      obi_error **err)
 {
     obi_run_options opts = OBI_RUN_OPTIONS_INIT;
     opts.timeout_seconds = svc->timeout_seconds;
@@ -313,6 +409,7 @@ static int run_bundle(oci_build_service *svc, obi_bundle *bundle, obi_error **er
     obi_run_result result;
     int r = obi_runtime_run(svc->runtime, obi_bundle_path(bundle), obi_bundle_id(bundle), &opts,
                             &result, err);
+    *container_gone = r == 0;
     if (r < 0)
         return r;
     if (result.timed_out)
@@ -321,8 +418,9 @@ static int run_bundle(oci_build_service *svc, obi_bundle *bundle, obi_error **er
     else if (result.cancelled)
         r = obi_error_set(err, -ECANCELED, "build interrupted; container killed and removed");
     else if (result.exit_code != 0)
-        r = obi_error_set(err, OBI_EBUILD_FAILED, "build failed with exit code %d; log tail:\n%s",
-                          result.exit_code, result.log_tail);
+        r = obi_error_set(err, OBI_EBUILD_FAILED, "build failed with exit code %d%s; log tail:\n%s",
+                          result.exit_code, memory_limit_hint(svc, result.exit_code),
+                          result.log_tail);
     obi_run_result_clear(&result);
     return r;
 }
@@ -337,12 +435,26 @@ static void report_line(void *ctx, const char *line)
     svc->on_output((const uint8_t *)"\n", 1, svc->output_ctx);
 }
 
+/* The spec options of one build: the service's, with the host ids of its id slot (rootful). */
+static obi_spec_options build_spec_options(const oci_build_service *svc, const obi_id_slot *slot)
+{
+    obi_spec_options opts = svc->spec_opts;
+    if (!opts.rootless)
+        obi_id_slot_spec_ids(slot, &opts);
+    return opts;
+}
+
 static int build_in_bundle(oci_build_service *svc, const obi_build_request *req, obi_build **out,
                            obi_error **err)
 {
+    /* Declared before the bundle, so released after it is gone. */
+    cleanup_id_slot obi_id_slot slot = OBI_ID_SLOT_INIT;
+    int r = 0;
+    if (svc->id_pool && (r = obi_id_slot_claim(svc->id_pool, svc->cancel_fd, &slot, err)) < 0)
+        return r;
+    obi_spec_options opts = build_spec_options(svc, &slot);
     cleanup_bundle obi_bundle *bundle = NULL;
-    int r = obi_bundle_create(svc->bundle_root, &bundle, err);
-    if (r < 0)
+    if ((r = obi_bundle_create(svc->bundle_root, &bundle, err)) < 0)
         return r;
     obi_bundle_set_keep(bundle, svc->keep_bundle);
     obi_bundle_set_report(bundle, report_line, svc);
@@ -356,18 +468,23 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
         return obi_error_set(err, -ENOMEM, "out of memory");
     cleanup_json json_t *config = NULL;
     char key[OBI_ROOT_POOL_KEY_LEN + 1] = "";
-    if ((r = create_scratch_dirs(bundle, req, err)) < 0 ||
+    if ((r = hand_bundle_to_container_root(bundle, &opts, err)) < 0 ||
+        (r = create_scratch_dirs(svc, bundle, req, err)) < 0 ||
         (r = write_additional_files(bundle, req, err)) < 0 ||
         (r = obi_build_inputs_prepare(svc->store, svc->cache_dir, req, inputs_dir,
                                       obi_bundle_path(bundle), err)) < 0 ||
-        (r = hand_scratch_to_build_user(svc, bundle, err)) < 0 ||
-        (r = obi_spec_generate(req, &svc->spec_opts, &config, err)) < 0 ||
+        (r = hand_scratch_to_build_user(svc, bundle, &opts, err)) < 0 ||
+        (r = obi_spec_generate(req, &opts, &config, err)) < 0 ||
         (r = drop_symlink_input_mounts(req, config, err)) < 0 ||
-        (svc->root_pool && (r = skeleton_key(svc, bundle, config, passwd, key, err)) < 0) ||
-        (r = prepare_root(svc, bundle, key, passwd, err)) < 0 ||
+        (svc->root_pool && (r = skeleton_key(svc, bundle, &opts, config, passwd, key, err)) < 0) ||
+        (r = prepare_root(svc, bundle, &opts, key, passwd, err)) < 0 ||
         (r = obi_bundle_write_config(bundle, config, err)) < 0)
         return r;
-    if ((r = run_bundle(svc, bundle, err)) < 0)
+    bool container_gone = true;
+    r = run_bundle(svc, bundle, &container_gone, err);
+    if (!container_gone)
+        obi_id_slot_release(&slot, false);
+    if (r < 0)
         return r;
     cleanup_build obi_build *build = calloc(1, sizeof *build);
     if (!build)
@@ -421,6 +538,7 @@ static void oci_free(obi_build_service *base)
             close(svc->own_cancel_pipe[i]);
     obi_runtime_free(svc->runtime);
     obi_root_pool_close(svc->root_pool);
+    obi_id_pool_free(svc->id_pool);
     free(svc->bundle_root);
     free(svc->cache_dir);
     free(svc->sandbox_shell);
@@ -430,6 +548,56 @@ static void oci_free(obi_build_service *base)
 }
 
 static const struct obi_build_service_ops OCI_OPS = {oci_do_build, oci_free, oci_cancel};
+
+/* Whether the kernel accounts swap for cgroups, so that a memory limit can cover it: on
+ * cgroup v1 only with memory.memsw (swapaccount); runc skips the setting on v2 when it is
+ * missing there. */
+static bool swap_is_accounted(void)
+{
+    return access("/sys/fs/cgroup/memory", F_OK) != 0 ||
+           access("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", F_OK) == 0;
+}
+
+/* Rootful, the runtime's init opens root/ by path as container root, an unprivileged host uid
+ * of the build's id slot: every directory above the bundle root must let others search it. */
+static int check_bundle_root_reachable(const char *bundle_root, obi_error **err)
+{
+    cleanup_free char *path = strdup(bundle_root);
+    if (!path)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    for (char *slash = path + strlen(path); slash; slash = strrchr(path, '/')) {
+        *slash = 0;
+        const char *dir = *path ? path : "/";
+        struct stat st;
+        if (stat(dir, &st) == 0 && !(st.st_mode & S_IXOTH))
+            return obi_error_set(err, -EACCES,
+                                 "bundle root %s: %s is mode %04o, so builds (unprivileged host "
+                                 "ids in their user namespace) cannot reach their bundles below "
+                                 "it: let others search it (chmod o+x) or choose another bundle "
+                                 "root",
+                                 bundle_root, dir, (unsigned)(st.st_mode & 07777));
+        if (slash == path)
+            break;
+    }
+    return 0;
+}
+
+/* Limits (docs/security.md "Limits"): cgroup resources for the runtime, and the scratch tmpfs.
+ * Rootless builds get neither; asking for one is an error. */
+static int set_limits(oci_build_service *svc, const obi_oci_build_options *opts, obi_error **err)
+{
+    if (opts->rootless && (opts->memory_bytes || opts->scratch_limit_bytes))
+        return obi_error_set(err, -ENOTSUP,
+                             "rootless builds cannot have %s: the runtime cannot set cgroup "
+                             "limits for an unprivileged user here, nor can ocibuild mount a "
+                             "tmpfs (build rootful, or leave the limit out)",
+                             opts->memory_bytes ? "a memory limit" : "a scratch limit");
+    svc->spec_opts.max_pids = opts->max_pids ? opts->max_pids : OBI_DEFAULT_MAX_PIDS;
+    svc->spec_opts.memory_bytes = opts->memory_bytes;
+    svc->spec_opts.memory_swap = opts->memory_bytes && swap_is_accounted();
+    svc->scratch_limit = opts->scratch_limit_bytes;
+    return 0;
+}
 
 int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *store,
                               obi_build_service **out, obi_error **err)
@@ -452,14 +620,18 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
     svc->own_cancel_pipe[0] = svc->own_cancel_pipe[1] = -1;
     svc->on_output = opts->on_output;
     svc->output_ctx = opts->output_ctx;
-    int r = 0;
+    int r = set_limits(svc, opts, err);
+    if (r < 0)
+        return r;
     if (opts->rootless) {
         r = obi_spec_options_rootless_current_user(&svc->spec_opts, err);
         if (r < 0)
             return obi_error_prefix(err, r, "rootless");
-        svc->userns = (obi_userns_ids){svc->spec_opts.uid, svc->spec_opts.gid,
-                                       svc->spec_opts.subuid, svc->spec_opts.subgid};
+        svc->userns = (obi_userns_ids){svc->spec_opts.root_uid, svc->spec_opts.root_gid,
+                                       svc->spec_opts.build_uid, svc->spec_opts.build_gid};
     }
+    if (!opts->rootless && (r = obi_id_pool_open_default(&svc->id_pool, err)) < 0)
+        return r;
     svc->bundle_root = strdup(opts->bundle_root);
     svc->sandbox_shell =
         strdup(opts->sandbox_shell ? opts->sandbox_shell : OBI_DEFAULT_SANDBOX_SHELL);
@@ -469,6 +641,7 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
         svc->cache_dir = NULL;
     svc->spec_opts.sandbox_shell = svc->sandbox_shell;
     if (!svc->bundle_root || !svc->sandbox_shell || !svc->cache_dir) {
+        obi_id_pool_free(svc->id_pool);
         free(svc->bundle_root);
         free(svc->sandbox_shell);
         free(svc->cache_dir);
@@ -487,6 +660,8 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
                         &svc->runtime, err);
     if (r == 0)
         r = obi_mkdir_p(svc->bundle_root, 0711, err);
+    if (r == 0 && !opts->rootless)
+        r = check_bundle_root_reachable(svc->bundle_root, err);
     if (r == 0)
         r = obi_mark_top_directory(svc->bundle_root, err);
     if (r == 0)
@@ -495,6 +670,7 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
                              err);
     if (r < 0) {
         obi_runtime_free(svc->runtime);
+        obi_id_pool_free(svc->id_pool);
         free(svc->bundle_root);
         free(svc->sandbox_shell);
         free(svc->cache_dir);
@@ -540,6 +716,13 @@ static int parse_unsigned_param(const char *key, const char *value, unsigned *ou
     return 0;
 }
 
+/* A size with an optional unit (number.h): memory=2Gi, scratch_limit=500M. */
+static int parse_size_param(const char *key, const char *value, uint64_t *out, obi_error **err)
+{
+    int r = obi_parse_memory(value, out, err);
+    return r < 0 ? obi_error_prefix(err, r, "oci build service: %s=%s", key, value) : 0;
+}
+
 int obi_oci_build_service_from_url(const obi_url *url, obi_store *store, obi_build_service **out,
                                    obi_error **err)
 {
@@ -568,6 +751,12 @@ int obi_oci_build_service_from_url(const obi_url *url, obi_store *store, obi_bui
             r = parse_unsigned_param(key, value, &opts.timeout_seconds, err);
         else if (!strcmp(key, "max_builds"))
             r = parse_unsigned_param(key, value, &opts.max_builds, err);
+        else if (!strcmp(key, "max_pids"))
+            r = parse_unsigned_param(key, value, &opts.max_pids, err);
+        else if (!strcmp(key, "memory"))
+            r = parse_size_param(key, value, &opts.memory_bytes, err);
+        else if (!strcmp(key, "scratch_limit"))
+            r = parse_size_param(key, value, &opts.scratch_limit_bytes, err);
         else if (!strcmp(key, "root_pool")) {
             bool enabled = true;
             r = parse_bool_param(key, value, &enabled, err);
@@ -576,7 +765,8 @@ int obi_oci_build_service_from_url(const obi_url *url, obi_store *store, obi_bui
             r = obi_error_set(err, -EINVAL,
                               "oci build service: unknown option \"%s\" (supported: runtime, "
                               "runtime_root, rootless, max_builds, timeout, keep_bundle, "
-                              "sandbox_shell, cache_dir, root_pool)",
+                              "sandbox_shell, cache_dir, root_pool, max_pids, memory, "
+                              "scratch_limit)",
                               key);
         if (r < 0)
             return r;

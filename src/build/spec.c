@@ -1,10 +1,12 @@
 /*
  * config.json for one build (include/ocibuild/spec.h), following build.md section by section:
- * process, capabilities, namespaces and id maps, masked and read-only paths, root, hostname and
- * the mounts in their fixed order (runc's standard set, /tmp, scratch, inputs, read-only host
- * paths, /bin/sh, network files). Tables hold the data (capabilities, runc's mounts); the
- * functions only assemble them. The bundle code (bundle.c, the build orchestration) lays out
- * the directories this spec points at, using obi_scratch_name and obi_output_host_path.
+ * process (no capabilities), namespaces (always a user namespace) and id maps, limits, the
+ * syscall filter (seccomp.c), masked and read-only paths, root, hostname and the mounts in their
+ * fixed order (runc's standard set, /tmp, scratch, inputs, read-only host paths, /bin/sh,
+ * network files). Where docs/security.md decided otherwise than build.md, the issue's decision
+ * is taken. Tables hold the data (runc's mounts and paths); the functions only assemble them. The
+ * bundle code (bundle.c, the build orchestration) lays out the directories this spec points at,
+ * using obi_scratch_name and obi_output_host_path.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -14,27 +16,33 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/json_util.h"
+#include "ocibuild/seccomp.h"
 #include "ocibuild/spec.h"
 
 #define OCI_VERSION "1.0.2"
 #define NOFILE_LIMIT 1024
 
-static const char *const CAPS_ROOTFUL[] = {"CAP_AUDIT_WRITE", "CAP_KILL"};
-/* Only effective inside the build's user namespace. */
-static const char *const CAPS_ROOTLESS[] = {
-    "CAP_AUDIT_WRITE", "CAP_CHOWN",   "CAP_DAC_OVERRIDE",     "CAP_FOWNER",     "CAP_FSETID",
-    "CAP_KILL",        "CAP_MKNOD",   "CAP_NET_BIND_SERVICE", "CAP_NET_RAW",    "CAP_SETFCAP",
-    "CAP_SETGID",      "CAP_SETPCAP", "CAP_SETUID",           "CAP_SYS_CHROOT",
-};
+/* Every set is empty: a build holds no capability, not even inside its user namespace. */
 static const char *const CAP_SETS[] = {"bounding", "effective", "inheritable", "permitted",
                                        "ambient"};
 
+/* `runc spec`'s maskedPaths (runc 1.1), then what moby adds: the RAPL energy counters. */
 static const char *const MASKED_PATHS[] = {
-    "/proc/kcore",       "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug",   "/sys/firmware",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+    "/sys/devices/virtual/powercap",
 };
+/* `runc spec`'s readonlyPaths (runc 1.1; moby's are the same). */
 static const char *const READONLY_PATHS[] = {
-    "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 };
 
 typedef struct std_mount {
@@ -44,21 +52,10 @@ typedef struct std_mount {
     const char *options[8]; /* NULL-terminated; no "options" key when empty */
 } std_mount;
 
-/* Exactly what `runc spec` (runc 1.1) writes. */
-static const std_mount MOUNTS_ROOTFUL[] = {
-    {"/proc", "proc", "proc", {NULL}},
-    {"/dev", "tmpfs", "tmpfs", {"nosuid", "strictatime", "mode=755", "size=65536k", NULL}},
-    {"/dev/pts",
-     "devpts",
-     "devpts",
-     {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5", NULL}},
-    {"/dev/shm", "tmpfs", "shm", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k", NULL}},
-    {"/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev", NULL}},
-    {"/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro", NULL}},
-    {"/sys/fs/cgroup", "cgroup", "cgroup", {"nosuid", "noexec", "nodev", "relatime", "ro", NULL}},
-};
-/* Exactly what `runc spec --rootless` writes: no gid=5 on devpts, /sys bound from the host. */
-static const std_mount MOUNTS_ROOTLESS[] = {
+/* Exactly what `runc spec --rootless` (runc 1.1) writes, which is what a user namespace needs:
+ * devpts without gid=5 (unmapped there), /sys bound from the host (sysfs can only be mounted by
+ * the user namespace owning the network namespace). */
+static const std_mount MOUNTS_USERNS[] = {
     {"/proc", "proc", "proc", {NULL}},
     {"/dev", "tmpfs", "tmpfs", {"nosuid", "strictatime", "mode=755", "size=65536k", NULL}},
     {"/dev/pts",
@@ -70,6 +67,11 @@ static const std_mount MOUNTS_ROOTLESS[] = {
     {"/sys", "none", "/sys", {"rbind", "nosuid", "noexec", "nodev", "ro", NULL}},
     {"/sys/fs/cgroup", "cgroup", "cgroup", {"nosuid", "noexec", "nodev", "relatime", "ro", NULL}},
 };
+/* `runc spec`'s /sys, used instead when the build has its own network namespace (which its user
+ * namespace then owns): a fresh sysfs shows that namespace's devices and carries none of the
+ * host's mounts below /sys. */
+static const std_mount MOUNT_SYSFS = {
+    "/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro", NULL}};
 static const std_mount MOUNT_TMP = {
     "/tmp", "tmpfs", "tmpfs", {"nosuid", "noatime", "mode=700", NULL}};
 static const char *const NETWORK_FILES[] = {"/etc/resolv.conf", "/etc/services", "/etc/hosts"};
@@ -167,18 +169,16 @@ static int add_mount(json_t *mounts, const char *destination, const char *type, 
     return 0;
 }
 
-static json_t *make_capabilities(bool rootless)
+static json_t *make_capabilities(void)
 {
-    const char *const *caps = rootless ? CAPS_ROOTLESS : CAPS_ROOTFUL;
-    size_t n = rootless ? OBI_ARRAY_SIZE(CAPS_ROOTLESS) : OBI_ARRAY_SIZE(CAPS_ROOTFUL);
     cleanup_json json_t *o = json_object();
     for (size_t i = 0; o && i < OBI_ARRAY_SIZE(CAP_SETS); i++)
-        if (json_object_set_new(o, CAP_SETS[i], string_array(caps, n)) < 0)
+        if (json_object_set_new(o, CAP_SETS[i], json_array()) < 0)
             return NULL;
     return steal_pointer(&o);
 }
 
-static int make_process(const obi_build_request *req, bool rootless, json_t **out, obi_error **err)
+static int make_process(const obi_build_request *req, json_t **out, obi_error **err)
 {
     /* declared before the first goto: a jump past a cleanup variable's initialization would
      * leave the label in its scope, and its cleanup would free an uninitialized pointer */
@@ -213,8 +213,8 @@ static int make_process(const obi_build_request *req, bool rootless, json_t **ou
         "{s:b, s:{s:i, s:i}, s:o, s:O, s:s, s:o, s:[{s:s, s:i, s:i}], s:b}", "terminal", 0, "user",
         "uid", OBI_BUILD_UID, "gid", OBI_BUILD_GID, "args",
         string_array((const char *const *)req->command_args, req->n_command_args), "env", env,
-        "cwd", cwd, "capabilities", make_capabilities(rootless), "rlimits", "type", "RLIMIT_NOFILE",
-        "hard", NOFILE_LIMIT, "soft", NOFILE_LIMIT, "noNewPrivileges", 1);
+        "cwd", cwd, "capabilities", make_capabilities(), "rlimits", "type", "RLIMIT_NOFILE", "hard",
+        NOFILE_LIMIT, "soft", NOFILE_LIMIT, "noNewPrivileges", 1);
     if (!process)
         goto oom;
     *out = process;
@@ -229,10 +229,37 @@ static json_t *id_mapping(uint32_t container, uint32_t host)
                      (json_int_t)host, "size", 1);
 }
 
-static json_t *make_linux(const obi_build_request *req, const obi_spec_options *opts)
+static bool has_own_network(const obi_build_request *req)
+{
+    return !(req->has_constraints && req->constraints.network_access);
+}
+
+/* Rootful: devices as `runc spec` writes them (deny all; runc then allows its standard few), and
+ * the limits. Rootless builds get none: their runtime cannot write cgroups here. */
+static json_t *make_resources(const obi_spec_options *opts)
+{
+    cleanup_json json_t *resources =
+        json_pack("{s:[{s:b, s:s}]}", "devices", "allow", 0, "access", "rwm");
+    if (!resources)
+        return NULL;
+    if (opts->max_pids &&
+        json_object_set_new(resources, "pids",
+                            json_pack("{s:I}", "limit", (json_int_t)opts->max_pids)) < 0)
+        return NULL;
+    if (opts->memory_bytes) {
+        json_t *memory = json_pack("{s:I}", "limit", (json_int_t)opts->memory_bytes);
+        if (json_object_set_new(resources, "memory", memory) < 0 ||
+            (opts->memory_swap &&
+             json_object_set_new(memory, "swap", json_integer((json_int_t)opts->memory_bytes)) < 0))
+            return NULL;
+    }
+    return steal_pointer(&resources);
+}
+
+static json_t *make_linux(const obi_build_request *req, const obi_spec_options *opts,
+                          json_t *seccomp)
 {
     static const char *const ALWAYS[] = {"pid", "ipc", "uts", "mount", "cgroup"};
-    bool network = req->has_constraints && req->constraints.network_access;
     cleanup_json json_t *linux_obj = json_object();
     json_t *namespaces = json_array();
     if (!linux_obj || json_object_set_new(linux_obj, "namespaces", namespaces) < 0)
@@ -240,26 +267,21 @@ static json_t *make_linux(const obi_build_request *req, const obi_spec_options *
     for (size_t i = 0; i < OBI_ARRAY_SIZE(ALWAYS); i++)
         if (json_array_append_new(namespaces, json_pack("{s:s}", "type", ALWAYS[i])) < 0)
             return NULL;
-    if (!network && json_array_append_new(namespaces, json_pack("{s:s}", "type", "network")) < 0)
+    if (has_own_network(req) &&
+        json_array_append_new(namespaces, json_pack("{s:s}", "type", "network")) < 0)
         return NULL;
-    if (opts->rootless) {
-        if (json_array_append_new(namespaces, json_pack("{s:s}", "type", "user")) < 0)
-            return NULL;
-        if (json_object_set_new(linux_obj, "uidMappings",
-                                json_pack("[o, o]", id_mapping(0, (uint32_t)opts->uid),
-                                          id_mapping(OBI_BUILD_UID, (uint32_t)opts->subuid))) < 0 ||
-            json_object_set_new(linux_obj, "gidMappings",
-                                json_pack("[o, o]", id_mapping(0, (uint32_t)opts->gid),
-                                          id_mapping(OBI_BUILD_GID, (uint32_t)opts->subgid))) < 0)
-            return NULL;
-    } else {
-        /* As `runc spec` writes it: deny all devices, runc then allows its standard few. */
-        if (json_object_set_new(
-                linux_obj, "resources",
-                json_pack("{s:[{s:b, s:s}]}", "devices", "allow", 0, "access", "rwm")) < 0)
-            return NULL;
-    }
-    if (json_object_set_new(linux_obj, "maskedPaths",
+    if (json_array_append_new(namespaces, json_pack("{s:s}", "type", "user")) < 0 ||
+        json_object_set_new(linux_obj, "uidMappings",
+                            json_pack("[o, o]", id_mapping(0, (uint32_t)opts->root_uid),
+                                      id_mapping(OBI_BUILD_UID, (uint32_t)opts->build_uid))) < 0 ||
+        json_object_set_new(linux_obj, "gidMappings",
+                            json_pack("[o, o]", id_mapping(0, (uint32_t)opts->root_gid),
+                                      id_mapping(OBI_BUILD_GID, (uint32_t)opts->build_gid))) < 0)
+        return NULL;
+    if (!opts->rootless && json_object_set_new(linux_obj, "resources", make_resources(opts)) < 0)
+        return NULL;
+    if (json_object_set_new(linux_obj, "seccomp", json_incref(seccomp)) < 0 ||
+        json_object_set_new(linux_obj, "maskedPaths",
                             string_array(MASKED_PATHS, OBI_ARRAY_SIZE(MASKED_PATHS))) < 0 ||
         json_object_set_new(linux_obj, "readonlyPaths",
                             string_array(READONLY_PATHS, OBI_ARRAY_SIZE(READONLY_PATHS))) < 0)
@@ -294,12 +316,13 @@ static int make_mounts(const obi_build_request *req, const obi_spec_options *opt
     cleanup_json json_t *mounts = json_array();
     if (!mounts)
         goto oom;
-    const std_mount *std = opts->rootless ? MOUNTS_ROOTLESS : MOUNTS_ROOTFUL;
-    size_t n_std =
-        opts->rootless ? OBI_ARRAY_SIZE(MOUNTS_ROOTLESS) : OBI_ARRAY_SIZE(MOUNTS_ROOTFUL);
-    for (size_t i = 0; i < n_std; i++)
-        if (add_mount(mounts, std[i].destination, std[i].type, std[i].source, std[i].options) < 0)
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(MOUNTS_USERNS); i++) {
+        const std_mount *m = &MOUNTS_USERNS[i];
+        if (!strcmp(m->destination, MOUNT_SYSFS.destination) && has_own_network(req))
+            m = &MOUNT_SYSFS;
+        if (add_mount(mounts, m->destination, m->type, m->source, m->options) < 0)
             goto oom;
+    }
     if (add_mount(mounts, MOUNT_TMP.destination, MOUNT_TMP.type, MOUNT_TMP.source,
                   MOUNT_TMP.options) < 0)
         goto oom;
@@ -333,6 +356,24 @@ oom:
     return obi_error_set(err, -ENOMEM, "config.json: out of memory");
 }
 
+/* The build user must never be host root, nor share container root's host ids (rootful). */
+static int check_host_ids(const obi_spec_options *opts, obi_error **err)
+{
+    if (opts->build_uid == 0 || opts->build_gid == 0)
+        return obi_error_set(err, -EINVAL,
+                             "the build user would be host root (host ids %u:%u): rootful builds "
+                             "need an id slot of the ocibuild range, rootless ones a subuid range",
+                             (unsigned)opts->build_uid, (unsigned)opts->build_gid);
+    if (!opts->rootless && (opts->root_uid == 0 || opts->root_gid == 0 ||
+                            opts->root_uid == opts->build_uid || opts->root_gid == opts->build_gid))
+        return obi_error_set(err, -EINVAL,
+                             "container root would map to host ids %u:%u (build user %u:%u): "
+                             "rootful builds need an id slot of the ocibuild range",
+                             (unsigned)opts->root_uid, (unsigned)opts->root_gid,
+                             (unsigned)opts->build_uid, (unsigned)opts->build_gid);
+    return 0;
+}
+
 int obi_spec_generate(const obi_build_request *req, const obi_spec_options *opts, json_t **out,
                       obi_error **err)
 {
@@ -342,8 +383,13 @@ int obi_spec_generate(const obi_build_request *req, const obi_spec_options *opts
     if (opts->sandbox_shell && opts->sandbox_shell[0] != '/')
         return obi_error_set(err, -EINVAL, "sandbox shell \"%s\" is not an absolute path",
                              opts->sandbox_shell);
+    if ((r = check_host_ids(opts, err)) < 0)
+        return r;
+    cleanup_json json_t *seccomp = NULL;
+    if ((r = obi_seccomp_build_profile(opts->machine, &seccomp, err)) < 0)
+        return r;
     json_t *process = NULL, *mounts = NULL;
-    if ((r = make_process(req, opts->rootless, &process, err)) < 0)
+    if ((r = make_process(req, &process, err)) < 0)
         return r;
     if ((r = make_mounts(req, opts, &mounts, err)) < 0) {
         json_decref(process);
@@ -352,7 +398,7 @@ int obi_spec_generate(const obi_build_request *req, const obi_spec_options *opts
     json_t *config =
         json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", OCI_VERSION, "process",
                   process, "root", "path", "root", "readonly", 1, "hostname", "localhost", "mounts",
-                  mounts, "linux", make_linux(req, opts));
+                  mounts, "linux", make_linux(req, opts, seccomp));
     if (!config)
         return obi_error_set(err, -ENOMEM, "config.json: out of memory");
     *out = config;

@@ -115,9 +115,9 @@ int obi_spec_options_rootless_current_user(obi_spec_options *opts, obi_error **e
     if (r < 0)
         return r;
     opts->rootless = true;
-    opts->uid = uid;
-    opts->gid = gid;
-    opts->subuid = subuid.start;
-    opts->subgid = subgid.start;
+    opts->root_uid = uid;
+    opts->root_gid = gid;
+    opts->build_uid = subuid.start;
+    opts->build_gid = subgid.start;
     return 0;
 }

@@ -223,6 +223,17 @@ static int export_push(export_walk *w, int dirfd, const char *name, const obi_no
     return 0;
 }
 
+/* Materialized entries (build inputs) get mtime 1, as Nix shows store paths; castore keeps
+ * no times, so digests do not change. A linked file shares its time with the store's blob. */
+static const struct timespec INPUT_TIMES[2] = {{1, 0}, {1, 0}};
+
+static int set_input_time(exporter *ex, int dirfd, const char *name, obi_error **err)
+{
+    if (ex->hardlink && utimensat(dirfd, name, INPUT_TIMES, AT_SYMLINK_NOFOLLOW) < 0)
+        return obi_error_set_errno(err, errno, "%s: set mtime", current_path(ex));
+    return 0;
+}
+
 /* The current directory is complete: made read-only, and the walk climbs to its parent. */
 static int export_pop(export_walk *w, obi_error **err)
 {
@@ -232,6 +243,8 @@ static int export_pop(export_walk *w, obi_error **err)
     ex->path.data[ex->path.len] = 0;
     if (fchmod(w->cur, OBI_EXPORT_DIRECTORY_MODE) < 0)
         return obi_error_set_errno(err, errno, "%s: chmod", current_path(ex));
+    if (ex->hardlink && futimens(w->cur, INPUT_TIMES) < 0)
+        return obi_error_set_errno(err, errno, "%s: set mtime", current_path(ex));
     obi_directory_free(lv->dir);
     lv->dir = NULL;
     if (w->depth == 0) {
@@ -297,16 +310,21 @@ static int export_directory(exporter *ex, int dirfd, const char *name, const obi
 static int export_entry(exporter *ex, int dirfd, const char *name, const obi_node *node,
                         obi_error **err)
 {
+    int r;
     switch (node->kind) {
     case OBI_NODE_FILE:
-        return export_file(ex, dirfd, name, node, err);
+        r = export_file(ex, dirfd, name, node, err);
+        break;
     case OBI_NODE_DIRECTORY:
-        return export_directory(ex, dirfd, name, node, err);
+        return export_directory(ex, dirfd, name, node, err); /* times set as each completes */
     case OBI_NODE_SYMLINK:
-        return export_symlink(ex, dirfd, name, node, err);
+        r = export_symlink(ex, dirfd, name, node, err);
+        break;
+    default:
+        return obi_error_set(err, -EINVAL, "%s: unknown node kind %d", current_path(ex),
+                             (int)node->kind);
     }
-    return obi_error_set(err, -EINVAL, "%s: unknown node kind %d", current_path(ex),
-                         (int)node->kind);
+    return r < 0 ? r : set_input_time(ex, dirfd, name, err);
 }
 
 static int export_root(obi_blob_service *blobs, obi_directory_service *directories,

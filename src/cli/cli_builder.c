@@ -27,8 +27,11 @@ enum {
     OPT_SHELL,
     OPT_MAX,
     OPT_BUNDLE_ROOT,
+    OPT_MAX_PIDS,
+    OPT_MEMORY,
+    OPT_SCRATCH_LIMIT,
 };
-_Static_assert((int)OPT_BUNDLE_ROOT == (int)CLI_BUILDER_OPT_LAST,
+_Static_assert((int)OPT_SCRATCH_LIMIT == (int)CLI_BUILDER_OPT_LAST,
                "keep CLI_BUILDER_OPT_LAST in sync");
 
 const struct option cli_builder_options[] = {
@@ -43,6 +46,9 @@ const struct option cli_builder_options[] = {
     {"sandbox-shell", required_argument, NULL, OPT_SHELL},
     {"max-builds", required_argument, NULL, OPT_MAX},
     {"bundle-root", required_argument, NULL, OPT_BUNDLE_ROOT},
+    {"max-pids", required_argument, NULL, OPT_MAX_PIDS},
+    {"memory", required_argument, NULL, OPT_MEMORY},
+    {"scratch-limit", required_argument, NULL, OPT_SCRATCH_LIMIT},
 };
 const size_t cli_builder_options_count = sizeof cli_builder_options / sizeof cli_builder_options[0];
 
@@ -57,7 +63,12 @@ const char cli_builder_usage[] =
     "  --keep-bundle               keep the bundle directory for debugging\n"
     "  --sandbox-shell PATH        static shell bound at /bin/sh when asked (default busybox)\n"
     "  --max-builds N              builds at once in this process (default: CPUs)\n"
-    "  --bundle-root DIR           where bundles are created (default <data dir>/bundles)\n";
+    "  --bundle-root DIR           where bundles are created (default <data dir>/bundles)\n"
+    "  --max-pids N                processes a build may have at once (default 4096)\n"
+    "  --memory SIZE               memory limit of a build, e.g. 2Gi (default: none)\n"
+    "  --scratch-limit SIZE        bytes a build may write: its scratch dirs are a tmpfs of\n"
+    "                              this size (default: none, scratch on disk)\n"
+    "                              (--memory and --scratch-limit need rootful builds)\n";
 
 void cli_builder_option_table(struct option *table, const struct option *extra, size_t n_extra)
 {
@@ -78,6 +89,18 @@ int cli_parse_unsigned(const char *text, const char *what, unsigned *out)
         return 2;
     }
     *out = (unsigned)v;
+    return 0;
+}
+
+/* A size option (number.h's units); prints and returns 2 when it is not one. */
+static int parse_size_option(const char *text, const char *what, uint64_t *out)
+{
+    obi_error *err = NULL;
+    if (obi_parse_memory(text, out, &err) < 0) {
+        obi_error_prefix(&err, -EINVAL, "%s", what);
+        cli_fail(err);
+        return 2;
+    }
     return 0;
 }
 
@@ -115,6 +138,12 @@ int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args)
     case OPT_BUNDLE_ROOT:
         args->oci.bundle_root = arg;
         return 0;
+    case OPT_MAX_PIDS:
+        return cli_parse_unsigned(arg, "--max-pids", &args->oci.max_pids);
+    case OPT_MEMORY:
+        return parse_size_option(arg, "--memory", &args->oci.memory_bytes);
+    case OPT_SCRATCH_LIMIT:
+        return parse_size_option(arg, "--scratch-limit", &args->oci.scratch_limit_bytes);
     default:
         return 2;
     }

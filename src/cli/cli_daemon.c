@@ -17,6 +17,7 @@
 
 #include "cli.h"
 #include "ocibuild/build_service.h"
+#include "ocibuild/oci_build.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/number.h"
@@ -70,7 +71,7 @@ static char *default_build_service_url(void)
     if (!bundles)
         return NULL;
     char *url = NULL;
-    if (asprintf(&url, "oci://%s", bundles) < 0)
+    if (asprintf(&url, "oci://%s?timeout=%u", bundles, OBI_DAEMON_DEFAULT_BUILD_TIMEOUT) < 0)
         return NULL;
     return url;
 }

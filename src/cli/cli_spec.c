@@ -1,9 +1,10 @@
 /*
  * ocibuild spec [--rootless] [--sandbox-shell PATH] REQUEST.json: prints the config.json that
  * a build of the request (protobuf-JSON BuildRequest; "-" reads stdin) would run with. The
- * request is validated first; errors name the field. --rootless maps ids from the invoking
- * user's /etc/subuid and /etc/subgid ranges ($OCIBUILD_SUBUID_FILE / $OCIBUILD_SUBGID_FILE
- * override the files).
+ * request is validated first; errors name the field. Rootful, the ids are those of the first id
+ * slot of the ocibuild user's range (a build claims a free one); --rootless maps ids from the
+ * invoking user's /etc/subuid and /etc/subgid ranges ($OCIBUILD_SUBUID_FILE /
+ * $OCIBUILD_SUBGID_FILE override the files, for both).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -12,7 +13,9 @@
 
 #include "cli.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/id_slot.h"
 #include "ocibuild/json_util.h"
+#include "ocibuild/oci_build.h"
 #include "ocibuild/request.h"
 #include "ocibuild/spec.h"
 
@@ -64,6 +67,15 @@ int cli_spec(int argc, char **argv)
         return cli_fail(err);
     if (opts.rootless && obi_spec_options_rootless_current_user(&opts, &err) < 0)
         return cli_fail(err);
+    if (!opts.rootless) {
+        cleanup_id_pool obi_id_pool *pool = NULL;
+        obi_id_slot first;
+        if (obi_id_pool_open_default(&pool, &err) < 0)
+            return cli_fail(err);
+        obi_id_pool_slot(pool, 0, &first);
+        obi_id_slot_spec_ids(&first, &opts);
+        opts.max_pids = OBI_DEFAULT_MAX_PIDS;
+    }
     cleanup_json json_t *config = NULL;
     if (obi_spec_generate(req, &opts, &config, &err) < 0) {
         obi_error_prefix(&err, -EINVAL, "%s", path);

@@ -1,8 +1,9 @@
 /*
  * Deployment documents: YAML (libyaml's document API) -> obi_deployment, validated against
  * spec/service.md. The walker is table-driven where it can be (allowed keys per mapping, the
- * memory-unit suffixes, the capability names); every error names the source line:column, the
- * dotted path of the key ("services.web.resources.memory") and what is wrong with it.
+ * capability names; memory strings parse with number.h's unit table); every error names the
+ * source line:column, the dotted path of the key ("services.web.resources.memory") and what is
+ * wrong with it.
  * service_spec.c turns a parsed service into an OCI config; secrets.c resolves its env.
  */
 #include <ctype.h>
@@ -61,53 +62,6 @@ const char *obi_capability_normalize(const char *name)
         if (!strcasecmp(bare, OBI_CAPABILITIES[i] + 4))
             return OBI_CAPABILITIES[i];
     return NULL;
-}
-
-/* ---- memory strings ---------------------------------------------------------------------- */
-
-static const struct memory_unit {
-    const char *suffix;
-    uint64_t factor;
-} MEMORY_UNITS[] = {
-    {"Ki", 1ull << 10},   {"Mi", 1ull << 20},   {"Gi", 1ull << 30},      {"Ti", 1ull << 40},
-    {"K", 1000ull},       {"k", 1000ull},       {"M", 1000000ull},       {"m", 1000000ull},
-    {"G", 1000000000ull}, {"g", 1000000000ull}, {"T", 1000000000000ull}, {"t", 1000000000000ull},
-};
-
-int obi_parse_memory(const char *text, uint64_t *out, obi_error **err)
-{
-    if (!text || !*text)
-        return obi_error_set(err, -EINVAL, "empty memory string");
-    const char *p = text;
-    uint64_t value = 0;
-    while (isdigit((unsigned char)*p)) {
-        if (__builtin_mul_overflow(value, 10, &value) ||
-            __builtin_add_overflow(value, (uint64_t)(*p - '0'), &value))
-            return obi_error_set(err, -ERANGE, "memory string \"%s\" overflows", text);
-        p++;
-    }
-    if (p == text)
-        return obi_error_set(err, -EINVAL, "memory string \"%s\" is not a number", text);
-    if (*p == '.' || *p == ',')
-        return obi_error_set(err, -EINVAL,
-                             "memory string \"%s\" is fractional (use a smaller unit)", text);
-    uint64_t factor = 1;
-    if (*p) {
-        size_t i;
-        for (i = 0; i < OBI_ARRAY_SIZE(MEMORY_UNITS); i++)
-            if (!strcmp(p, MEMORY_UNITS[i].suffix))
-                break;
-        if (i == OBI_ARRAY_SIZE(MEMORY_UNITS))
-            return obi_error_set(err, -EINVAL,
-                                 "memory string \"%s\" has an unknown unit \"%s\" (use Ki Mi Gi "
-                                 "Ti, K M G T or bytes)",
-                                 text, p);
-        factor = MEMORY_UNITS[i].factor;
-    }
-    if (__builtin_mul_overflow(value, factor, &value))
-        return obi_error_set(err, -ERANGE, "memory string \"%s\" overflows", text);
-    *out = value;
-    return 0;
 }
 
 /* ---- the document walker ----------------------------------------------------------------- */

@@ -1,6 +1,12 @@
 /*
- * Strict decimal numbers from text (see include/ocibuild/number.h).
+ * Strict numbers from text (see include/ocibuild/number.h): decimals, and memory sizes with
+ * their unit suffixes (a table).
  */
+#include <ctype.h>
+#include <errno.h>
+#include <string.h>
+
+#include "ocibuild/cleanup.h"
 #include "ocibuild/number.h"
 
 bool obi_parse_decimal(const char *text, unsigned long long max, unsigned long long *out)
@@ -18,4 +24,49 @@ bool obi_parse_decimal(const char *text, unsigned long long max, unsigned long l
     }
     *out = value;
     return true;
+}
+
+static const struct memory_unit {
+    const char *suffix;
+    uint64_t factor;
+} MEMORY_UNITS[] = {
+    {"Ki", 1ull << 10},   {"Mi", 1ull << 20},   {"Gi", 1ull << 30},      {"Ti", 1ull << 40},
+    {"K", 1000ull},       {"k", 1000ull},       {"M", 1000000ull},       {"m", 1000000ull},
+    {"G", 1000000000ull}, {"g", 1000000000ull}, {"T", 1000000000000ull}, {"t", 1000000000000ull},
+};
+
+int obi_parse_memory(const char *text, uint64_t *out, obi_error **err)
+{
+    if (!text || !*text)
+        return obi_error_set(err, -EINVAL, "empty memory string");
+    const char *p = text;
+    uint64_t value = 0;
+    while (isdigit((unsigned char)*p)) {
+        if (__builtin_mul_overflow(value, 10, &value) ||
+            __builtin_add_overflow(value, (uint64_t)(*p - '0'), &value))
+            return obi_error_set(err, -ERANGE, "memory string \"%s\" overflows", text);
+        p++;
+    }
+    if (p == text)
+        return obi_error_set(err, -EINVAL, "memory string \"%s\" is not a number", text);
+    if (*p == '.' || *p == ',')
+        return obi_error_set(err, -EINVAL,
+                             "memory string \"%s\" is fractional (use a smaller unit)", text);
+    uint64_t factor = 1;
+    if (*p) {
+        size_t i;
+        for (i = 0; i < OBI_ARRAY_SIZE(MEMORY_UNITS); i++)
+            if (!strcmp(p, MEMORY_UNITS[i].suffix))
+                break;
+        if (i == OBI_ARRAY_SIZE(MEMORY_UNITS))
+            return obi_error_set(err, -EINVAL,
+                                 "memory string \"%s\" has an unknown unit \"%s\" (use Ki Mi Gi "
+                                 "Ti, K M G T or bytes)",
+                                 text, p);
+        factor = MEMORY_UNITS[i].factor;
+    }
+    if (__builtin_mul_overflow(value, factor, &value))
+        return obi_error_set(err, -ERANGE, "memory string \"%s\" overflows", text);
+    *out = value;
+    return 0;
 }

@@ -8,6 +8,9 @@ E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 T_NUM=0
 T_FAILED=0
 T_TMP=$(mktemp -d "${TMPDIR:-/tmp}/obi-e2e.XXXXXX")
+# Searchable by others (not listable): a rootful build's container root is an unprivileged host
+# uid that must reach the bundles below it (docs/security.md "Build identity").
+chmod 711 "$T_TMP"
 T_CLEANUPS=()
 
 t_cleanup() { T_CLEANUPS+=("$*"); }

@@ -58,6 +58,9 @@ def done():
 
 
 tmp = tempfile.mkdtemp(prefix="obi-e2e-daemon.")
+# Searchable by others: a rootful build's container root (a host id of its id slot) must reach
+# the bundles below (docs/security.md "Build identity").
+os.chmod(tmp, 0o711)
 daemons = []
 
 

@@ -1,7 +1,9 @@
 #!/bin/bash
 # `ocibuild spec`: every example request (examples/requests/*.json) gives a config.json that
-# validates against the OCI runtime-spec JSON schema, rootful and rootless; the standard mounts
-# are exactly those `runc spec` writes; invalid requests fail naming the field.
+# validates against the OCI runtime-spec JSON schema (seccomp filter included), rootful and
+# rootless; the standard mounts are those `runc spec --rootless` writes; rootful ids come from the
+# ocibuild user's range, and without one the error gives the fix; invalid requests fail naming
+# the field.
 source "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$E2E_DIR/../.." && pwd)
 SCHEMA_DIR=${OBI_SHARED_DATA:-$ROOT/../shared/data}/oci-schema
@@ -16,9 +18,10 @@ elif ! $PY -c 'import jsonschema' 2>/dev/null; then
   have_jsonschema=0; why="python3-jsonschema is not installed for $PY"
 fi
 
-# Rootless mode reads the invoking user's ranges; give it its own files.
-printf '%s:100000:65536\n' "$(id -u)" >"$T_TMP/subuid"
-printf '%s:200000:65536\n' "$(id -u)" >"$T_TMP/subgid"
+# Rootless mode reads the invoking user's ranges, rootful mode the ocibuild user's: give them
+# files of their own.
+printf '%s:100000:65536\nocibuild:1879048192:131072\n' "$(id -u)" >"$T_TMP/subuid"
+printf '%s:200000:65536\nocibuild:1879048192:131072\n' "$(id -u)" >"$T_TMP/subgid"
 export OCIBUILD_SUBUID_FILE="$T_TMP/subuid" OCIBUILD_SUBGID_FILE="$T_TMP/subgid"
 
 for req in "$ROOT"/examples/requests/*.json; do
@@ -49,20 +52,24 @@ if [ $have_jsonschema = 1 ]; then
   fi
 fi
 
-# Standard mounts (the first seven) are exactly what `runc spec` writes.
+# Standard mounts (the first seven): `runc spec --rootless`'s, which a user namespace needs (every
+# build has one), with `runc spec`'s fresh sysfs at /sys when the build has its own network
+# namespace (the minimal request has).
 if command -v runc >/dev/null; then
+  mkdir -p "$T_TMP/runc-rootful" "$T_TMP/runc-rootless"
+  (cd "$T_TMP/runc-rootful" && runc spec) && (cd "$T_TMP/runc-rootless" && runc spec --rootless)
   for mode in rootful rootless; do
-    flag=; [ "$mode" = rootless ] && flag=--rootless
-    mkdir -p "$T_TMP/runc-$mode"
-    (cd "$T_TMP/runc-$mode" && runc spec $flag)
-    if out=$($PY - "$T_TMP/runc-$mode/config.json" "$T_TMP/minimal-$mode.json" <<'PYEOF' 2>&1
+    if out=$($PY - "$T_TMP/runc-rootful/config.json" "$T_TMP/runc-rootless/config.json" \
+      "$T_TMP/minimal-$mode.json" <<'PYEOF' 2>&1
 import json, sys
-runc = json.load(open(sys.argv[1]))["mounts"]
-ours = json.load(open(sys.argv[2]))["mounts"][:len(runc)]
-if runc != ours:
-    print("runc:", json.dumps(runc)); print("ours:", json.dumps(ours)); sys.exit(1)
+rootful = json.load(open(sys.argv[1]))["mounts"]
+expected = [next(m for m in rootful if m["destination"] == "/sys") if m["destination"] == "/sys" else m
+            for m in json.load(open(sys.argv[2]))["mounts"]]
+ours = json.load(open(sys.argv[3]))["mounts"][:len(expected)]
+if expected != ours:
+    print("expected:", json.dumps(expected)); print("ours:", json.dumps(ours)); sys.exit(1)
 PYEOF
-    ); then t_ok "standard mounts ($mode) equal runc spec's"; else t_fail "standard mounts ($mode) equal runc spec's" "$out"; fi
+    ); then t_ok "standard mounts ($mode) equal runc spec --rootless's, with a fresh sysfs"; else t_fail "standard mounts ($mode) equal runc spec --rootless's, with a fresh sysfs" "$out"; fi
   done
 else
   t_skip "standard mounts equal runc spec's" "runc is not installed"
@@ -99,6 +106,17 @@ expect_failure "empty system is refused" "{$base,\"constraints\":{\"networkAcces
 : >"$T_TMP/empty-subuid"
 OCIBUILD_SUBUID_FILE="$T_TMP/empty-subuid" expect_failure "rootless without a subuid range says how to add one" \
   "{$base}" "usermod --add-subuids 100000-165535" --rootless
+# Rootful ids: the first id slot of the ocibuild user's range; none is an error with the fix.
+if out=$("$OCIBUILD" spec "$ROOT/examples/requests/minimal.json" 2>&1); then
+  maps=$($PY -c 'import json,sys; l=json.loads(sys.argv[1])["linux"]; print([(m["containerID"], m["hostID"]) for m in l["uidMappings"] + l["gidMappings"]])' "$out")
+  [ "$maps" = "[(0, 1879048192), (1000, 1879049192), (0, 1879048192), (100, 1879048292)]" ] &&
+    t_ok "rootful spec maps container root and the build user into the first id slot" ||
+    t_fail "rootful spec maps container root and the build user into the first id slot" "$maps"
+else
+  t_fail "rootful spec with an ocibuild range" "$out"
+fi
+OCIBUILD_SUBUID_FILE="$T_TMP/empty-subuid" expect_failure "rootful without the ocibuild range gives the fix" \
+  "{$base}" "run scripts/install-deps.sh, or as root: \`useradd --system"
 if out=$("$OCIBUILD" spec "$T_TMP/does-not-exist.json" 2>&1); then
   t_fail "missing request file fails" "$out"
 else

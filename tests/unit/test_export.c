@@ -246,6 +246,43 @@ static void test_materialize_hard_links_non_executables_from_the_local_store(voi
     obi_directory_service_free(dirs);
 }
 
+static time_t mtime_of(fixture *f, const char *rel)
+{
+    cleanup_free char *path = obi_test_path_in(f, rel);
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    return st.st_mtime;
+}
+
+/* Materialized (build inputs): every entry has mtime 1, as Nix's store paths; an export keeps
+ * the time it was written at. The digest is that of the same tree either way. */
+static void test_materialize_sets_mtime_1_on_every_entry(void **state)
+{
+    fixture *f = *state;
+    make_tree(f);
+    cleanup_free char *store = obi_test_path_in(f, "store");
+    obi_blob_service *blobs = NULL;
+    obi_directory_service *dirs = NULL;
+    assert_ok(obi_local_blob_service_open(store, &blobs, err_ptr_));
+    assert_ok(obi_local_directory_service_open(store, &dirs, err_ptr_));
+    cleanup_free char *src = obi_test_path_in(f, "src"), *dest = obi_test_path_in(f, "dest"),
+                      *exported = obi_test_path_in(f, "exported");
+    cleanup_node obi_node node = {0}, again = {0};
+    assert_ok(obi_ingest_path(blobs, dirs, src, NULL, &node, err_ptr_));
+    assert_ok(obi_materialize_node(blobs, dirs, &node, dest, err_ptr_));
+    const char *entries[] = {"dest",      "dest/sub",       "dest/file",
+                             "dest/tool", "dest/sub/empty", "dest/link"};
+    for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
+        if (mtime_of(f, entries[i]) != 1)
+            fail_msg("%s has mtime %lld", entries[i], (long long)mtime_of(f, entries[i]));
+    assert_ok(obi_ingest_path(blobs, dirs, dest, NULL, &again, err_ptr_));
+    assert_true(obi_digest_equal(&node.digest, &again.digest));
+    assert_ok(obi_export_node(blobs, dirs, &node, exported, err_ptr_));
+    assert_true(mtime_of(f, "exported/tool") > 1);
+    obi_blob_service_free(blobs);
+    obi_directory_service_free(dirs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -258,6 +295,7 @@ int main(void)
         T(test_export_rejects_a_directory_size_that_does_not_match),
         T(test_export_reports_an_absent_directory),
         T(test_materialize_hard_links_non_executables_from_the_local_store),
+        T(test_materialize_sets_mtime_1_on_every_entry),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

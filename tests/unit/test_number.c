@@ -1,8 +1,10 @@
 /*
  * Strict decimal parsing (number.h): digits only, bounded by max without overflow, nothing set
- * on failure.
+ * on failure; memory strings with their unit table.
  */
+#include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 
 #include "ocibuild/number.h"
 #include "test_helpers.h"
@@ -40,11 +42,67 @@ static void test_number_refuses_everything_else_and_sets_nothing(void **state)
     assert_int_equal(v, 42);
 }
 
+static void test_number_memory_strings_and_their_units(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        uint64_t bytes;
+    } good[] = {
+        {"512Mi", 536870912ull},
+        {"1Gi", 1073741824ull},
+        {"2G", 2000000000ull},
+        {"1024", 1024},
+        {"512Ki", 524288},
+        {"1Ti", 1ull << 40},
+        {"3k", 3000},
+        {"3K", 3000},
+        {"5m", 5000000},
+        {"5M", 5000000},
+        {"2g", 2000000000ull},
+        {"1T", 1000000000000ull},
+        {"1t", 1000000000000ull},
+        {"0", 0},
+        {"18446744073709551615", UINT64_MAX},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        uint64_t v = 1;
+        assert_ok(obi_parse_memory(good[i].text, &v, err_ptr_));
+        assert_true(v == good[i].bytes);
+    }
+    static const struct {
+        const char *text;
+        int code;
+        const char *needle;
+    } bad[] = {
+        {"", -EINVAL, "empty"},
+        {"abc", -EINVAL, "not a number"},
+        {"Mi", -EINVAL, "not a number"},
+        {"-1", -EINVAL, "not a number"},
+        {" 1", -EINVAL, "not a number"},
+        {"12.5Mi", -EINVAL, "fractional"},
+        {"1.0", -EINVAL, "fractional"},
+        {"1MB", -EINVAL, "unknown unit"},
+        {"1 Mi", -EINVAL, "unknown unit"},
+        {"1mi", -EINVAL, "unknown unit"},
+        {"18446744073709551616", -ERANGE, "overflows"},
+        {"16777216Ti", -ERANGE, "overflows"},
+        {"18446744073709552G", -ERANGE, "overflows"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint64_t v = 7;
+        obi_error *err = NULL;
+        assert_fails_with(err, obi_parse_memory(bad[i].text, &v, &err), bad[i].code, bad[i].needle);
+        assert_true(v == 7);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_number_accepts_digits_within_max),
         cmocka_unit_test(test_number_refuses_everything_else_and_sets_nothing),
+        cmocka_unit_test(test_number_memory_strings_and_their_units),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

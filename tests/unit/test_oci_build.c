@@ -2,7 +2,8 @@
  * The local OCI build service against a fake runtime (a script standing in for runc that
  * writes the outputs into the bundle's scratch dir): at most max_builds builds run at once,
  * outputs are ingested with their needles, and failures leave no bundle behind.
- * Needs root (scratch dirs are chowned to the build user, 1000:100).
+ * Needs root (scratch dirs are chowned to the build user's host ids in an id slot of the
+ * ocibuild range, which scripts/install-deps.sh makes).
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -16,6 +17,7 @@
 #include "ocibuild/oci_build.h"
 #include "ocibuild/root_pool.h"
 #include "ocibuild/store.h"
+#include "ocibuild/url.h"
 #include "test_helpers.h"
 
 /* run --bundle B ID: marks itself running (to measure concurrency), runs $FAKE_SCRIPT with
@@ -45,6 +47,9 @@ static int setup_with(void **state, unsigned max_builds, bool root_pool)
     }
     fixture *f = calloc(1, sizeof *f);
     f->dir = obi_test_tmpdir();
+    /* Searchable by others: a build's container root, a host id of its id slot, reaches the
+     * bundles below (the service checks it). */
+    chmod(f->dir, 0711);
     f->bundles = obi_path_join(f->dir, "bundles");
     char *runtime = obi_path_join(f->dir, "fake-runc");
     obi_write_file(runtime, FAKE_RUNTIME, strlen(FAKE_RUNTIME), 0755, NULL);
@@ -322,6 +327,38 @@ static void test_oci_build_root_pool_can_be_turned_off(void **state)
     obi_build_request_free(req);
 }
 
+/* The limits as URL parameters: sizes with units, errors naming the parameter, and the limits
+ * rootless builds cannot have refused before anything is made. */
+static int open_url(const char *text, obi_build_service **out, obi_error **err)
+{
+    cleanup_url obi_url *url = NULL;
+    int r = obi_url_parse(text, &url, err);
+    if (r == 0)
+        r = obi_oci_build_service_from_url(url, NULL, out, err);
+    return r;
+}
+
+static void test_oci_build_url_limits_are_checked_by_name(void **state)
+{
+    (void)state;
+    obi_build_service *svc = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, open_url("oci:///nonexistent/b?memory=12.5Mi", &svc, &err), -EINVAL,
+                      "oci build service: memory=12.5Mi: memory string \"12.5Mi\" is fractional");
+    assert_fails_with(err, open_url("oci:///nonexistent/b?scratch_limit=1MB", &svc, &err), -EINVAL,
+                      "scratch_limit=1MB");
+    assert_fails_with(err, open_url("oci:///nonexistent/b?max_pids=-1", &svc, &err), -EINVAL,
+                      "max_pids=-1: expected a non-negative integer");
+    assert_fails_with(err, open_url("oci:///nonexistent/b?pids=5", &svc, &err), -EINVAL,
+                      "root_pool, max_pids, memory, scratch_limit)");
+    assert_fails_with(err, open_url("oci:///nonexistent/b?rootless=true&memory=64Mi", &svc, &err),
+                      -ENOTSUP, "rootless builds cannot have a memory limit");
+    assert_fails_with(err,
+                      open_url("oci:///nonexistent/b?rootless=true&scratch_limit=1Gi", &svc, &err),
+                      -ENOTSUP, "rootless builds cannot have a scratch limit");
+    assert_null(svc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -341,6 +378,7 @@ int main(void)
                                         setup_two, teardown),
         cmocka_unit_test_setup_teardown(test_oci_build_root_pool_can_be_turned_off,
                                         setup_without_root_pool, teardown),
+        cmocka_unit_test(test_oci_build_url_limits_are_checked_by_name),
     };
     return cmocka_run_group_tests_name("oci_build", tests, NULL, NULL);
 }
