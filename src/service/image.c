@@ -528,7 +528,9 @@ static int extract_entry(layer_ctx *ctx, struct archive *ar, struct archive_entr
         }
         if (fchownat(parent, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0 && ctx->is_root)
             return -errno;
-        return 0;
+        /* mknodat's mode went through the umask, and chown drops set-id bits: the tar's mode,
+         * on the node just made (AT_SYMLINK_NOFOLLOW: never through a link) */
+        return fchmodat(parent, base, perm, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
     }
     default:
         return 0; /* sockets and unknown types are not part of images */
