@@ -575,6 +575,35 @@ static void test_image_open_errors(void **state)
     free(images);
 }
 
+/* A layout's index.json or blob that is a symlink (to a host file) is never followed. */
+static void test_image_open_follows_no_symlink_in_the_layout(void **state)
+{
+    fixture *f = *state;
+    char *layout = obi_path_join(f->dir, "layout");
+    char *data = obi_path_join(f->dir, "data");
+    char *hm = make_layout(f, layout, "1.0", "root");
+    char *index = obi_path_join(layout, "index.json");
+    char *moved = obi_path_join(f->dir, "real-index.json");
+    assert_int_equal(rename(index, moved), 0);
+    assert_int_equal(symlink(moved, index), 0);
+    expect_open_fails(layout, "1.0", data, -ELOOP,
+                      "index.json: a symlink on the way, not followed");
+    assert_int_equal(unlink(index), 0);
+    assert_int_equal(rename(moved, index), 0);
+    /* the manifest blob: moved out and linked back in (its content still matches the digest) */
+    char *blob = NULL;
+    assert_true(asprintf(&blob, "%s/blobs/sha256/%s", layout, hm) > 0);
+    assert_int_equal(rename(blob, moved), 0);
+    assert_int_equal(symlink(moved, blob), 0);
+    expect_open_fails(layout, "1.0", data, -ELOOP, "a symlink on the way, not followed");
+    free(blob);
+    free(moved);
+    free(index);
+    free(hm);
+    free(data);
+    free(layout);
+}
+
 static void test_image_open_needs_tag_with_several_manifests(void **state)
 {
     fixture *f = *state;
@@ -663,6 +692,7 @@ int main(void)
         T(test_layer_rejects_garbage),
         T(test_image_open_unpacks_and_reads_config),
         T(test_image_open_errors),
+        T(test_image_open_follows_no_symlink_in_the_layout),
         T(test_image_open_needs_tag_with_several_manifests),
         T(test_image_open_removes_stale_temp_dirs),
         T(test_image_config_types_are_checked),
