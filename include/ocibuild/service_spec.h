@@ -118,7 +118,8 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
 int obi_service_bundle_remove(const char *bundle_dir, obi_error **err);
 
 /* Makes path (an existing directory that this process owns) one a replica's root passes
- * through on its way to a rootfs: owner root, group ids->gid, mode 0710; nobody else gets in. */
+ * through on its way to a rootfs: group ids->gid, mode 0710 (the owner stays); nobody else
+ * gets in. */
 int obi_service_replica_dir(const char *path, const obi_idmap *ids, obi_error **err);
 
 /* Resolves an image `User` ("uid[:gid]", names looked up in ROOTFS/etc/passwd and /etc/group;

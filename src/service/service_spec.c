@@ -1276,7 +1276,8 @@ int obi_service_replica_dir(const char *path, const obi_idmap *ids, obi_error **
 static int check_reachable(const char *path, const obi_idmap *ids, obi_error **err)
 {
     char buf[PATH_MAX];
-    if (path[0] != '/' || strlen(path) >= sizeof buf)
+    size_t len = strlen(path);
+    if (path[0] != '/' || len >= sizeof buf)
         return 0;
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) < 0)
@@ -1291,8 +1292,8 @@ static int check_reachable(const char *path, const obi_idmap *ids, obi_error **e
         if (setgroups(0, NULL) == 0 && setresgid(ids->gid, ids->gid, ids->gid) == 0 &&
             setresuid(ids->uid, ids->uid, ids->uid) == 0) {
             reply[0] = 0;
-            snprintf(buf, sizeof buf, "%s", path);
-            for (size_t i = 1, len = strlen(buf); i <= len; i++) {
+            memcpy(buf, path, len + 1); /* the child calls only async-signal-safe functions */
+            for (size_t i = 1; i <= len; i++) {
                 if (buf[i] != '/' && buf[i] != '\0')
                     continue;
                 char saved = buf[i];
