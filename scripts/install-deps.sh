@@ -54,3 +54,22 @@ if ! grep -q '^ocibuild:' /etc/subuid || ! grep -q '^ocibuild:' /etc/subgid; the
   grep -q '^ocibuild:' /etc/subuid || $SUDO usermod --add-subuids "$start-$end" ocibuild
   grep -q '^ocibuild:' /etc/subgid || $SUDO usermod --add-subgids "$start-$end" ocibuild
 fi
+
+# Service replicas run in a user namespace whose host ids belong to the system user ocibuild-svc
+# alone (docs/service.md, "User namespaces"): 65536 ids from /etc/subuid and /etc/subgid, placed
+# after every range already listed in either file, so no login user's, build's or other tool's
+# ids are shared. Made once; later runs find the entries and change nothing.
+SERVICE_USER=ocibuild-svc
+SERVICE_IDS=65536
+if ! getent passwd "$SERVICE_USER" >/dev/null; then
+  $SUDO useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+    --user-group "$SERVICE_USER"
+fi
+if ! grep -q "^$SERVICE_USER:" /etc/subuid 2>/dev/null || ! grep -q "^$SERVICE_USER:" /etc/subgid 2>/dev/null; then
+  $SUDO sed -i "/^$SERVICE_USER:/d" /etc/subuid /etc/subgid 2>/dev/null || true
+  start=$(cat /etc/subuid /etc/subgid 2>/dev/null |
+    awk -F: 'BEGIN { end = 100000 } NF == 3 && $2 + $3 > end { end = $2 + $3 } END { print end }')
+  $SUDO usermod --add-subuids "$start-$((start + SERVICE_IDS - 1))" \
+    --add-subgids "$start-$((start + SERVICE_IDS - 1))" "$SERVICE_USER"
+  echo "install-deps: $SERVICE_USER owns host ids $start-$((start + SERVICE_IDS - 1))" >&2
+fi

@@ -157,5 +157,8 @@ extern const char *const OBI_DEFAULT_CAPABILITIES[];
 extern const size_t OBI_DEFAULT_CAPABILITY_COUNT;
 /* "net_admin", "CAP_NET_ADMIN", "Net_Admin" -> "CAP_NET_ADMIN" (static string); NULL if unknown. */
 const char *obi_capability_normalize(const char *name);
+/* The kernel's number of a normalised name ("CAP_SYS_RESOURCE" -> 24): its bit in the Cap*
+ * masks of /proc/PID/status. -1 if unknown. */
+int obi_capability_number(const char *name);
 
 #endif

@@ -2,18 +2,29 @@
  * Service spec generation (spec/service.md, "The generated config.json"): one service of a
  * deployment plus a replica number -> an OCI runtime config (jansson), and a bundle directory
  * holding it. The host is consulted only for device nodes (below a configurable /dev root, so
- * tests use a fake tree), the cgroup version and, for user names, the rootfs's /etc/passwd and
- * /etc/group. Anything skipped (a missing device node) is reported as a warning string that the
- * caller prints. The service lifecycle builds on obi_service_bundle_write.
+ * tests use a fake tree), the cgroup version, for user names the rootfs's /etc/passwd and
+ * /etc/group, the capability bounding set of this process (what it can pass on to a container)
+ * and the host ids of the replicas' user namespace (/etc/subuid and /etc/subgid); the last two
+ * can be given instead, for tests. Anything skipped (a missing device node) is reported as a
+ * warning string that the caller prints. The service lifecycle builds on
+ * obi_service_bundle_write.
+ *
+ * Sandbox (docs/service.md, "User namespaces"): a replica runs in a user namespace whose root
+ * is host id base of the range owned by OBI_SERVICE_ID_OWNER, unless the service is privileged
+ * (then it is the host's root, the documented exception). Volumes and tmpfs mounts are nosuid,
+ * nodev. Capabilities are those the host can grant: privileged and default sets are cut to the
+ * bounding set, an explicit list naming one outside it is refused.
  */
 #ifndef OCIBUILD_SERVICE_SPEC_H
 #define OCIBUILD_SERVICE_SPEC_H
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "ocibuild/deployment.h"
 #include "ocibuild/error.h"
+#include "ocibuild/idmap.h"
 #include "ocibuild/image.h"
 #include "ocibuild/secrets.h"
 
@@ -34,7 +45,28 @@ typedef struct obi_service_spec_options {
     char *const *extra_env;        /* "KEY=value", NULL-terminated; NULL: none */
     const char *data_dir;          /* volumes live below it; NULL: obi_default_data_dir() */
     obi_cgroup_mode cgroup;        /* the /sys/fs/cgroup mount type; DETECT reads the host */
+    const obi_idmap *ids;          /* the replicas' user namespace; NULL: obi_service_ids_lookup
+                                      (read only for services that are not privileged) */
+    const uint64_t *bounding_set;  /* what the host can grant, bit N = capability N; NULL: this
+                                      process's capability bounding set */
 } obi_service_spec_options;
+
+/* The system user whose /etc/subuid and /etc/subgid ranges hold the replicas' host ids
+ * (scripts/install-deps.sh creates it and its 65536 ids). */
+#define OBI_SERVICE_ID_OWNER "ocibuild-svc"
+
+/* The replicas' user namespace: container ids 0..count-1 are host ids uid.. and gid.. from the
+ * ranges of OBI_SERVICE_ID_OWNER in subuid_path and subgid_path (NULL: /etc/subuid and
+ * /etc/subgid). No range: -ENOENT with the command that makes one. */
+int obi_service_ids_lookup(const char *subuid_path, const char *subgid_path, obi_idmap *out,
+                           obi_error **err);
+
+/* Whether replicas of svc run in a user namespace (all but privileged services). */
+bool obi_service_uses_userns(const obi_service *svc);
+
+/* The capabilities this process can pass on to a container: its bounding set, bit N =
+ * capability N (prctl PR_CAPBSET_READ). */
+uint64_t obi_service_bounding_set(void);
 
 /* "<service>-rep-<replica>"; caller frees. */
 char *obi_service_container_id(const char *service, unsigned replica);
@@ -64,21 +96,31 @@ typedef enum obi_bundle_rootfs_mode {
                                   obi_service_bundle_remove */
 } obi_bundle_rootfs_mode;
 
-/* Writes a complete bundle: creates bundle_dir (mode 0700), config.json (atomically) and the
- * rootfs per mode (with rootfs_source NULL: always an empty BUNDLE/rootfs directory). Creates
- * the named and anonymous volume directories of the service and checks that bind sources and
- * s3 mount paths exist. Warnings as for obi_service_spec_generate. Writing again over an
- * existing bundle refreshes config.json and keeps an overlay that is already mounted. On
- * failure a partial bundle may remain: the caller removes it with obi_service_bundle_remove. */
+/* Writes a complete bundle: creates bundle_dir (mode 0700; 0710 with the replicas' root group
+ * under a user namespace), config.json (atomically) and the rootfs per mode (with rootfs_source
+ * NULL: always an empty BUNDLE/rootfs directory). Creates the named and anonymous volume
+ * directories of the service (below the data dir, never through a symlink: the directories on
+ * the way 0700, the volume itself owned by the replica's root) and checks that bind sources and
+ * s3 mount paths exist. Under a user namespace the OVERLAY lower layer is an idmapped view of
+ * the source (its ids shifted into the replicas' range, the source unchanged), and the rootfs
+ * must be reachable by the replica's root: a directory on the way that it cannot search is an
+ * error naming it. Warnings as for obi_service_spec_generate. Writing again over an existing
+ * bundle refreshes config.json and keeps an overlay that is already mounted. On failure a
+ * partial bundle may remain: the caller removes it with obi_service_bundle_remove. */
 int obi_service_bundle_write(const obi_deployment *deployment, const obi_service *svc,
                              const obi_service_spec_options *opts, const char *bundle_dir,
                              const char *rootfs_source, obi_bundle_rootfs_mode mode,
                              char ***warnings, obi_error **err);
 
 /* Removes a bundle written by obi_service_bundle_write: detaches the overlay on BUNDLE/rootfs
- * if one is mounted, then removes the directory (never crossing into another mount). A missing
- * bundle is not an error. */
+ * (and an idmapped lower layer a crash left on BUNDLE/lower) if mounted, then removes the
+ * directory (never crossing into another mount). A missing bundle is not an error. */
 int obi_service_bundle_remove(const char *bundle_dir, obi_error **err);
+
+/* Makes path (an existing directory that this process owns) one a replica's root passes
+ * through on its way to a rootfs: group ids->gid, mode 0710 (the owner stays); nobody else
+ * gets in. */
+int obi_service_replica_dir(const char *path, const obi_idmap *ids, obi_error **err);
 
 /* Resolves an image `User` ("uid[:gid]", names looked up in ROOTFS/etc/passwd and /etc/group;
  * a numeric uid without gid means gid = uid, a user name without group its passwd gid). */

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <linux/capability.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,21 +30,60 @@
 
 /* ---- capabilities ------------------------------------------------------------------------ */
 
+/* Every capability the kernel headers know, sorted by name; one list for the names and the
+ * numbers (bit positions in /proc's Cap* masks and PR_CAPBSET_READ). */
+#define CAPABILITY_LIST(X)                                                                         \
+    X(AUDIT_CONTROL)                                                                               \
+    X(AUDIT_READ)                                                                                  \
+    X(AUDIT_WRITE)                                                                                 \
+    X(BLOCK_SUSPEND)                                                                               \
+    X(BPF)                                                                                         \
+    X(CHECKPOINT_RESTORE)                                                                          \
+    X(CHOWN)                                                                                       \
+    X(DAC_OVERRIDE)                                                                                \
+    X(DAC_READ_SEARCH)                                                                             \
+    X(FOWNER)                                                                                      \
+    X(FSETID)                                                                                      \
+    X(IPC_LOCK)                                                                                    \
+    X(IPC_OWNER)                                                                                   \
+    X(KILL)                                                                                        \
+    X(LEASE)                                                                                       \
+    X(LINUX_IMMUTABLE)                                                                             \
+    X(MAC_ADMIN)                                                                                   \
+    X(MAC_OVERRIDE)                                                                                \
+    X(MKNOD)                                                                                       \
+    X(NET_ADMIN)                                                                                   \
+    X(NET_BIND_SERVICE)                                                                            \
+    X(NET_BROADCAST)                                                                               \
+    X(NET_RAW)                                                                                     \
+    X(PERFMON)                                                                                     \
+    X(SETFCAP)                                                                                     \
+    X(SETGID)                                                                                      \
+    X(SETPCAP)                                                                                     \
+    X(SETUID)                                                                                      \
+    X(SYSLOG)                                                                                      \
+    X(SYS_ADMIN)                                                                                   \
+    X(SYS_BOOT)                                                                                    \
+    X(SYS_CHROOT)                                                                                  \
+    X(SYS_MODULE)                                                                                  \
+    X(SYS_NICE)                                                                                    \
+    X(SYS_PACCT)                                                                                   \
+    X(SYS_PTRACE)                                                                                  \
+    X(SYS_RAWIO)                                                                                   \
+    X(SYS_RESOURCE)                                                                                \
+    X(SYS_TIME)                                                                                    \
+    X(SYS_TTY_CONFIG)                                                                              \
+    X(WAKE_ALARM)
+
 const char *const OBI_CAPABILITIES[] = {
-    "CAP_AUDIT_CONTROL",   "CAP_AUDIT_READ",   "CAP_AUDIT_WRITE",
-    "CAP_BLOCK_SUSPEND",   "CAP_BPF",          "CAP_CHECKPOINT_RESTORE",
-    "CAP_CHOWN",           "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",          "CAP_FSETID",       "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",       "CAP_KILL",         "CAP_LEASE",
-    "CAP_LINUX_IMMUTABLE", "CAP_MAC_ADMIN",    "CAP_MAC_OVERRIDE",
-    "CAP_MKNOD",           "CAP_NET_ADMIN",    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",   "CAP_NET_RAW",      "CAP_PERFMON",
-    "CAP_SETFCAP",         "CAP_SETGID",       "CAP_SETPCAP",
-    "CAP_SETUID",          "CAP_SYSLOG",       "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",        "CAP_SYS_CHROOT",   "CAP_SYS_MODULE",
-    "CAP_SYS_NICE",        "CAP_SYS_PACCT",    "CAP_SYS_PTRACE",
-    "CAP_SYS_RAWIO",       "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",  "CAP_WAKE_ALARM",
+#define CAPABILITY_NAME(x) "CAP_" #x,
+    CAPABILITY_LIST(CAPABILITY_NAME)
+#undef CAPABILITY_NAME
+};
+static const int CAPABILITY_NUMBERS[] = {
+#define CAPABILITY_NUMBER(x) CAP_##x,
+    CAPABILITY_LIST(CAPABILITY_NUMBER)
+#undef CAPABILITY_NUMBER
 };
 const size_t OBI_CAPABILITY_COUNT = OBI_ARRAY_SIZE(OBI_CAPABILITIES);
 
@@ -54,6 +94,14 @@ const char *const OBI_DEFAULT_CAPABILITIES[] = {
     "CAP_KILL",    "CAP_AUDIT_WRITE",
 };
 const size_t OBI_DEFAULT_CAPABILITY_COUNT = OBI_ARRAY_SIZE(OBI_DEFAULT_CAPABILITIES);
+
+int obi_capability_number(const char *name)
+{
+    for (size_t i = 0; i < OBI_CAPABILITY_COUNT; i++)
+        if (!strcmp(name, OBI_CAPABILITIES[i]))
+            return CAPABILITY_NUMBERS[i];
+    return -1;
+}
 
 const char *obi_capability_normalize(const char *name)
 {

@@ -209,15 +209,38 @@ static int descriptor_parse(const json_t *obj, const char *what, descriptor *out
     return 0;
 }
 
+/* Opens LAYOUT/relative for reading without following a symlink anywhere on the way
+ * (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): skopeo and umoci write plain files, so a
+ * layout whose index.json or blob is a link (an unpacked archive made by someone else) is
+ * refused instead of making ocibuild read a host file. -errno, no message. */
+static int layout_open(const char *layout, const char *relative)
+{
+    cleanup_close int dir = open(layout, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return -errno;
+    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
+    int fd = (int)syscall(SYS_openat2, dir, relative, &how, sizeof how);
+    return fd < 0 ? -errno : fd;
+}
+
+static int layout_open_error(obi_error **err, int r, const char *what, const char *path)
+{
+    if (r == -ELOOP)
+        return obi_error_set(err, r, "%s %s: a symlink on the way, not followed", what, path);
+    return obi_error_set_errno(err, -r, "%s %s", what, path);
+}
+
 /* Opens LAYOUT/blobs/sha256/<hex>, checks its size and sha256 and leaves the fd at offset 0. */
 static int blob_open_verified(const char *layout, const descriptor *desc, int *out, obi_error **err)
 {
-    cleanup_free char *path = NULL;
-    if (asprintf(&path, "%s/blobs/sha256/%s", layout, desc->hex) < 0)
+    cleanup_free char *path = NULL, *relative = NULL;
+    if (asprintf(&relative, "blobs/sha256/%s", desc->hex) < 0 ||
+        !(path = obi_path_join(layout, relative)))
         return oom(err);
-    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    cleanup_close int fd = layout_open(layout, relative);
     if (fd < 0)
-        return obi_error_set_errno(err, errno, "blob %s", path);
+        return layout_open_error(err, fd, "blob", path);
     struct stat st;
     if (fstat(fd, &st) < 0)
         return obi_error_set_errno(err, errno, "blob %s", path);
@@ -528,7 +551,9 @@ static int extract_entry(layer_ctx *ctx, struct archive *ar, struct archive_entr
         }
         if (fchownat(parent, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0 && ctx->is_root)
             return -errno;
-        return 0;
+        /* mknodat's mode went through the umask, and chown drops set-id bits: the tar's mode,
+         * on the node just made (AT_SYMLINK_NOFOLLOW: never through a link) */
+        return fchmodat(parent, base, perm, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
     }
     default:
         return 0; /* sockets and unknown types are not part of images */
@@ -654,11 +679,23 @@ static int find_manifest(const char *layout, const char *tag, descriptor *out, j
     if (access(layout_file, F_OK) < 0)
         return obi_error_set_errno(err, errno, "%s is not an OCI image layout: %s", layout,
                                    layout_file);
-    cleanup_free char *text = NULL;
-    size_t len;
-    int r = obi_read_file(index_path, JSON_BLOB_MAX, &text, &len, err);
-    if (r < 0)
-        return r;
+    cleanup_close int fd = layout_open(layout, "index.json");
+    if (fd < 0)
+        return layout_open_error(err, fd, "index", index_path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return obi_error_set_errno(err, errno, "%s", index_path);
+    if (!S_ISREG(st.st_mode) || st.st_size > (off_t)JSON_BLOB_MAX)
+        return obi_error_set(err, -EFBIG, "%s: not a regular file of at most %u bytes", index_path,
+                             JSON_BLOB_MAX);
+    size_t len = (size_t)st.st_size;
+    cleanup_free char *text = malloc(len + 1);
+    if (!text)
+        return oom(err);
+    if (obi_read_full(fd, text, len) != (ssize_t)len)
+        return obi_error_set(err, -EIO, "%s: short read", index_path);
+    text[len] = '\0';
+    int r;
     json_error_t jerr;
     cleanup_json json_t *index = json_loadb(text, len, 0, &jerr);
     if (!index)

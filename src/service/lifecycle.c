@@ -173,6 +173,8 @@ typedef struct lifecycle {
     char *data_dir; /* absolute */
     obi_runtime *runtime;
     int lock_fd;
+    bool have_ids; /* ids looked up (at the first replica with a user namespace) */
+    obi_idmap ids;
 } lifecycle;
 
 static void report(const lifecycle *lc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -196,13 +198,28 @@ static void lifecycle_close(lifecycle *lc)
         close(lc->lock_fd); /* drops the flock */
 }
 
+/* The data dir is 0711 when this process owns it: no other user lists it or creates in it, and
+ * the replicas' root can pass through it to DATA/services (0710, its group), as Docker keeps
+ * /var/lib/docker. Everything below that a replica writes is closed: DATA/volumes and
+ * DATA/anonymous 0700, DATA/images 0700, DATA/services 0710. */
+static int data_dir_close(const char *data_dir, obi_error **err)
+{
+    cleanup_close int fd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0)
+        return obi_error_set_errno(err, errno, "data dir %s", data_dir);
+    if (st.st_uid == geteuid() && (st.st_mode & 07777) != 0711 && fchmod(fd, 0711) < 0)
+        return obi_error_set_errno(err, errno, "chmod 0711 %s", data_dir);
+    return 0;
+}
+
 /* Resolves the data dir (created when create is set, made absolute), the runtime, and for
  * up/down takes the deployment's lock, waiting for whoever holds it. */
 static int lifecycle_open(lifecycle *lc, const obi_deployment *deployment,
                           const obi_lifecycle_options *opts, bool create, bool lock,
                           obi_error **err)
 {
-    *lc = (lifecycle){deployment, opts, NULL, NULL, -1};
+    *lc = (lifecycle){deployment, opts, NULL, NULL, -1, false, {0, 0, 0}};
     cleanup_free char *data_dir = opts->data_dir ? strdup(opts->data_dir) : obi_default_data_dir();
     if (!data_dir)
         return oom(err);
@@ -224,6 +241,8 @@ static int lifecycle_open(lifecycle *lc, const obi_deployment *deployment,
     } else if (create || lock) {
         return obi_error_set_errno(err, errno, "data dir %s", data_dir);
     }
+    if (create && (r = data_dir_close(data_dir, err)) < 0)
+        return r;
     if ((r = obi_runtime_new(opts->runtime, opts->runtime_root, &lc->runtime, err)) < 0)
         return r;
     lc->data_dir = steal_pointer(&data_dir);
@@ -619,8 +638,29 @@ static int service_source_open(lifecycle *lc, const obi_service *svc, service_so
         src->rootfs = src->image->rootfs;
         src->mode = OBI_BUNDLE_ROOTFS_OVERLAY;
     } else if (svc->image_kind == OBI_IMAGE_ROOTFS) {
+        /* as is for the host's root; under a user namespace the directory is the read-only,
+         * idmapped lower layer of an overlay, like an image: its files keep their ids on disk
+         * and what the replica writes stays in its bundle */
         src->rootfs = svc->image_rootfs;
-        src->mode = OBI_BUNDLE_ROOTFS_PATH;
+        src->mode =
+            obi_service_uses_userns(svc) ? OBI_BUNDLE_ROOTFS_OVERLAY : OBI_BUNDLE_ROOTFS_PATH;
+    }
+    return 0;
+}
+
+/* The directories from DATA/services down to a replica's state dir become 0710 with the
+ * replicas' root group, so that its root reaches BUNDLE/rootfs and no one else gets in. */
+static int replica_dirs_open_to_root(lifecycle *lc, const obi_replica_paths *paths, obi_error **err)
+{
+    cleanup_free char *services = obi_path_join(lc->data_dir, "services");
+    cleanup_free char *deployment = services_dir(lc->data_dir, lc->deployment->name);
+    if (!services || !deployment)
+        return oom(err);
+    const char *dirs[] = {services, deployment, paths->dir};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(dirs); i++) {
+        int r = obi_service_replica_dir(dirs[i], &lc->ids, err);
+        if (r < 0)
+            return r;
     }
     return 0;
 }
@@ -637,6 +677,16 @@ static int replica_write_bundle(lifecycle *lc, const service_source *src, unsign
     int r = obi_mkdir_p(paths->dir, 0700, err);
     if (r < 0)
         return r;
+    if (obi_service_uses_userns(src->svc)) {
+        if (!lc->have_ids) {
+            if ((r = obi_service_ids_lookup(NULL, NULL, &lc->ids, err)) < 0)
+                return obi_error_prefix(err, r, "services.%s", src->svc->name);
+            lc->have_ids = true;
+        }
+        spec.ids = &lc->ids;
+        if ((r = replica_dirs_open_to_root(lc, paths, err)) < 0)
+            return r;
+    }
     cleanup_strv char **warnings = NULL;
     r = obi_service_bundle_write(lc->deployment, src->svc, &spec, paths->bundle, src->rootfs,
                                  src->mode, &warnings, err);

@@ -3,23 +3,33 @@
  * following spec/service.md section by section (process, env layers, capabilities, mounts,
  * linux: namespaces, resources, device cgroup rules, devices, masked and read-only paths).
  * Tables hold the fixed parts (default mounts, default device rules, GPU node names); the code
- * assembles them. Also writes a bundle directory for the service lifecycle.
+ * assembles them. Also writes a bundle directory for the service lifecycle: volume directories
+ * (walked from the data dir without following symlinks), the overlay rootfs (with an idmapped
+ * lower layer under a user namespace) and a check that the replica's root can reach it.
  */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <linux/magic.h>
 #include <linux/openat2.h>
 #include <math.h>
+#include <pwd.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ocibuild/buf.h"
@@ -27,7 +37,9 @@
 #include "ocibuild/fs.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/number.h"
+#include "ocibuild/process.h"
 #include "ocibuild/service_spec.h"
+#include "ocibuild/spec.h"
 
 #define CPU_PERIOD 100000
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -389,22 +401,124 @@ static json_t *build_args(const obi_service *svc, const obi_service_spec_options
     return args;
 }
 
-static json_t *build_capabilities(const obi_service *svc)
+/* ---- the host's part: capabilities it can grant, the replicas' ids ----------------------- */
+
+uint64_t obi_service_bounding_set(void)
 {
-    json_t *set;
-    if (svc->privileged)
-        set = json_cstrs((const char *const *)OBI_CAPABILITIES, OBI_CAPABILITY_COUNT);
-    else if (svc->has_capabilities)
-        set = json_strv(svc->capabilities);
-    else
-        set =
-            json_cstrs((const char *const *)OBI_DEFAULT_CAPABILITIES, OBI_DEFAULT_CAPABILITY_COUNT);
+    uint64_t mask = 0;
+    for (int cap = 0; cap < 64; cap++) {
+        int r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+        if (r < 0)
+            break; /* EINVAL: past the kernel's last capability */
+        if (r == 1)
+            mask |= UINT64_C(1) << cap;
+    }
+    return mask;
+}
+
+static bool can_grant(uint64_t bounding, const char *cap)
+{
+    int n = obi_capability_number(cap);
+    return n >= 0 && n < 64 && (bounding >> n & 1);
+}
+
+/* Privileged: every capability the host can grant; the defaults likewise; an explicit list as
+ * written, each one checked: one the host cannot grant would fail in the runtime ("unable to
+ * apply caps"), so it is refused here, named. */
+static int build_capabilities(const obi_service *svc, uint64_t bounding, json_t **out,
+                              obi_error **err)
+{
+    cleanup_json json_t *set = json_array();
     if (!set)
-        return NULL;
+        return oom(err);
+    if (svc->has_capabilities && !svc->privileged) {
+        for (size_t i = 0; svc->capabilities[i]; i++) {
+            if (!can_grant(bounding, svc->capabilities[i]))
+                return obi_error_set(err, -EPERM,
+                                     "services.%s.capabilities: %s is not in this host's "
+                                     "capability bounding set (CapBnd %016" PRIx64
+                                     "), so no container started here can hold it",
+                                     svc->name, svc->capabilities[i], bounding);
+            if (json_array_append_new(set, json_string(svc->capabilities[i])) < 0)
+                return oom(err);
+        }
+    } else {
+        const char *const *names = svc->privileged ? OBI_CAPABILITIES : OBI_DEFAULT_CAPABILITIES;
+        size_t n = svc->privileged ? OBI_CAPABILITY_COUNT : OBI_DEFAULT_CAPABILITY_COUNT;
+        for (size_t i = 0; i < n; i++)
+            if (can_grant(bounding, names[i]) &&
+                json_array_append_new(set, json_string(names[i])) < 0)
+                return oom(err);
+    }
     json_t *caps = json_pack("{s:O, s:O, s:O, s:[], s:[]}", "bounding", set, "effective", set,
                              "permitted", set, "inheritable", "ambient");
-    json_decref(set);
-    return caps;
+    if (!caps)
+        return oom(err);
+    *out = caps;
+    return 0;
+}
+
+bool obi_service_uses_userns(const obi_service *svc)
+{
+    return !svc->privileged;
+}
+
+int obi_service_ids_lookup(const char *subuid_path, const char *subgid_path, obi_idmap *out,
+                           obi_error **err)
+{
+    char buf[4096];
+    struct passwd pw, *found = NULL;
+    /* subid lines name their owner or its uid; without the user only names can match */
+    uint32_t owner_uid =
+        getpwnam_r(OBI_SERVICE_ID_OWNER, &pw, buf, sizeof buf, &found) == 0 && found
+            ? (uint32_t)found->pw_uid
+            : UINT32_MAX;
+    const char *files[2] = {subuid_path ? subuid_path : "/etc/subuid",
+                            subgid_path ? subgid_path : "/etc/subgid"};
+    obi_subid_range ranges[2];
+    for (int i = 0; i < 2; i++) {
+        cleanup_error obi_error *lookup_err = NULL;
+        int r = obi_subid_lookup(files[i], i ? "gid" : "uid", OBI_SERVICE_ID_OWNER, owner_uid,
+                                 &ranges[i], &lookup_err);
+        if (r == -ENOENT)
+            return obi_error_set(
+                err, -ENOENT,
+                "replicas run in a user namespace whose host ids belong to the user %s, but %s "
+                "has no range for it: run scripts/install-deps.sh as root, or `useradd --system "
+                "%s && usermod --add-subuids START-END --add-subgids START-END %s` with 65536 "
+                "ids no one else uses (or set privileged: true to run as the host's root)",
+                OBI_SERVICE_ID_OWNER, files[i], OBI_SERVICE_ID_OWNER, OBI_SERVICE_ID_OWNER);
+        if (r < 0)
+            return obi_error_move(err, &lookup_err);
+        if (ranges[i].start == 0)
+            return obi_error_set(err, -EINVAL,
+                                 "%s: the range of %s starts at id 0, the host's root; give it "
+                                 "ids no one else uses",
+                                 files[i], OBI_SERVICE_ID_OWNER);
+    }
+    out->uid = ranges[0].start;
+    out->gid = ranges[1].start;
+    out->count = ranges[0].count < ranges[1].count ? ranges[0].count : ranges[1].count;
+    return 0;
+}
+
+/* The replica's user namespace: NULL for privileged services, else the given or looked-up
+ * ids (in *buf). */
+static int replica_ids(const obi_service *svc, const obi_service_spec_options *opts, obi_idmap *buf,
+                       const obi_idmap **out, obi_error **err)
+{
+    *out = NULL;
+    if (!obi_service_uses_userns(svc))
+        return 0;
+    if (opts->ids) {
+        *out = opts->ids;
+        return 0;
+    }
+    int r = obi_service_ids_lookup(NULL, NULL, buf, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "services.%s", svc->name);
+    *out = buf;
+    return 0;
 }
 
 static int build_process(const obi_service *svc, const obi_service_spec_options *opts, json_t **out,
@@ -423,23 +537,27 @@ static int build_process(const obi_service *svc, const obi_service_spec_options 
     json_t *env = NULL;
     if ((r = build_env(svc, opts, &env, err)) < 0)
         return r;
+    json_t *caps = NULL;
+    if ((r = build_capabilities(
+             svc, opts->bounding_set ? *opts->bounding_set : obi_service_bounding_set(), &caps,
+             err)) < 0) {
+        json_decref(env);
+        return r;
+    }
     json_t *args = build_args(svc, opts);
-    json_t *caps = build_capabilities(svc);
-    bool no_new_privileges = !svc->privileged && !svc->has_capabilities;
-    json_t *process =
-        args && caps
-            ? json_pack("{s:b, s:{s:I, s:I}, s:o, s:o, s:s, s:o, s:b}", "terminal", 0, "user",
-                        "uid", (json_int_t)uid, "gid", (json_int_t)gid, "args", args, "env", env,
-                        "cwd", cwd, "capabilities", caps, "noNewPrivileges", no_new_privileges)
-            : NULL;
-    if (!process) {
-        if (!args || !caps) {
-            json_decref(args);
-            json_decref(caps);
-            json_decref(env);
-        }
+    if (!args) {
+        json_decref(caps);
+        json_decref(env);
         return oom(err);
     }
+    bool no_new_privileges = !svc->privileged && !svc->has_capabilities;
+    /* "o" takes the references, also when packing fails */
+    json_t *process =
+        json_pack("{s:b, s:{s:I, s:I}, s:o, s:o, s:s, s:o, s:b}", "terminal", 0, "user", "uid",
+                  (json_int_t)uid, "gid", (json_int_t)gid, "args", args, "env", env, "cwd", cwd,
+                  "capabilities", caps, "noNewPrivileges", no_new_privileges);
+    if (!process)
+        return oom(err);
     *out = process;
     return 0;
 }
@@ -464,8 +582,11 @@ static bool host_has_cgroup2(void)
     return statfs("/sys/fs/cgroup", &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC;
 }
 
+/* Under a user namespace sharing the host's network namespace, sysfs cannot be mounted (the
+ * kernel ties it to a network namespace the user namespace owns): the host's /sys is bound
+ * read-only instead, as runc and podman do for rootless containers. */
 static int add_default_mounts(json_t *mounts, const obi_service *svc,
-                              const obi_service_spec_options *opts)
+                              const obi_service_spec_options *opts, bool userns)
 {
     static const char *const proc_opts[] = {"nosuid", "noexec", "nodev", NULL};
     static const char *const dev_opts[] = {"nosuid", "strictatime", "mode=755", "size=65536k",
@@ -477,6 +598,8 @@ static int add_default_mounts(json_t *mounts, const obi_service *svc,
     static const char *const mqueue_opts[] = {"nosuid", "noexec", "nodev", NULL};
     static const char *const sys_ro_opts[] = {"nosuid", "noexec", "nodev", "ro", NULL};
     static const char *const cgroup_opts[] = {"nosuid", "noexec", "nodev", "relatime", NULL};
+    static const char *const sys_bind_opts[] = {"rbind", "nosuid", "noexec", "nodev", "ro", NULL};
+    bool bind_sys = userns && svc->host_network;
     bool v2 =
         opts->cgroup == OBI_CGROUP_V2 || (opts->cgroup == OBI_CGROUP_DETECT && host_has_cgroup2());
     json_t *list[] = {
@@ -485,7 +608,8 @@ static int add_default_mounts(json_t *mounts, const obi_service *svc,
         mount_new("/dev/pts", "devpts", "devpts", pts_opts),
         mount_new("/dev/shm", "tmpfs", "shm", shm_opts),
         mount_new("/dev/mqueue", "mqueue", "mqueue", mqueue_opts),
-        mount_new("/sys", "sysfs", "sysfs", svc->privileged ? proc_opts : sys_ro_opts),
+        bind_sys ? mount_new("/sys", "none", "/sys", sys_bind_opts)
+                 : mount_new("/sys", "sysfs", "sysfs", svc->privileged ? proc_opts : sys_ro_opts),
         mount_new("/sys/fs/cgroup", v2 ? "cgroup2" : "cgroup", "cgroup", cgroup_opts),
     };
     int r = 0;
@@ -562,7 +686,8 @@ static int add_storage_mounts(json_t *mounts, const obi_deployment *d, const obi
                 obi_service_storage_source(d, svc, replica, i, opts->data_dir);
             if (!source)
                 return oom(err);
-            const char *options[] = {"rbind", st->readonly ? "ro" : "rw", NULL};
+            /* volumes are data: nothing on them gains privileges or reaches a device */
+            const char *options[] = {"rbind", st->readonly ? "ro" : "rw", "nosuid", "nodev", NULL};
             mount = mount_new(st->target, "none", source, options);
         }
         if (!mount || json_array_append_new(mounts, mount) < 0)
@@ -815,15 +940,16 @@ static const char *const READONLY_PATHS[] = {
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 };
 
-static int build_linux(const obi_service *svc, const obi_service_spec_options *opts, json_t **out,
-                       char ***warnings, obi_error **err)
+static int build_linux(const obi_service *svc, const obi_service_spec_options *opts,
+                       const obi_idmap *ids, json_t **out, char ***warnings, obi_error **err)
 {
-    static const char *const namespaces[] = {"pid", "ipc", "uts", "mount", "network"};
+    static const char *const namespaces[] = {"pid", "ipc", "uts", "mount", "network", "user"};
     cleanup_json json_t *ns = json_array();
     if (!ns)
         return oom(err);
     for (size_t i = 0; i < OBI_ARRAY_SIZE(namespaces); i++) {
-        if (!strcmp(namespaces[i], "network") && svc->host_network)
+        if ((!strcmp(namespaces[i], "network") && svc->host_network) ||
+            (!strcmp(namespaces[i], "user") && !ids))
             continue;
         if (json_array_append_new(ns, json_pack("{s:s}", "type", namespaces[i])) < 0)
             return oom(err);
@@ -854,6 +980,17 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
                                   devices_owned, "maskedPaths", masked, "readonlyPaths", readonly);
     if (!linux_obj)
         return oom(err);
+    if (ids &&
+        (json_object_set_new(linux_obj, "uidMappings",
+                             json_pack("[{s:i, s:I, s:I}]", "containerID", 0, "hostID",
+                                       (json_int_t)ids->uid, "size", (json_int_t)ids->count)) < 0 ||
+         json_object_set_new(linux_obj, "gidMappings",
+                             json_pack("[{s:i, s:I, s:I}]", "containerID", 0, "hostID",
+                                       (json_int_t)ids->gid, "size", (json_int_t)ids->count)) <
+             0)) {
+        json_decref(linux_obj);
+        return oom(err);
+    }
     *out = linux_obj;
     return 0;
 }
@@ -873,13 +1010,17 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
         return oom(err);
     char **collected = NULL;
     json_t *process = NULL, *linux_obj = NULL;
-    int r = build_process(svc, opts, &process, err);
+    obi_idmap ids_buf;
+    const obi_idmap *ids = NULL;
+    int r = replica_ids(svc, opts, &ids_buf, &ids, err);
     if (r == 0)
-        r = build_linux(svc, opts, &linux_obj, &collected, err);
+        r = build_process(svc, opts, &process, err);
+    if (r == 0)
+        r = build_linux(svc, opts, ids, &linux_obj, &collected, err);
     cleanup_json json_t *mounts = json_array();
     if (r == 0 && !mounts)
         r = oom(err);
-    if (r == 0 && add_default_mounts(mounts, svc, opts) < 0)
+    if (r == 0 && add_default_mounts(mounts, svc, opts, ids != NULL) < 0)
         r = oom(err);
     if (r == 0)
         r = add_storage_mounts(mounts, deployment, svc, opts, replica, err);
@@ -909,71 +1050,285 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
 
 /* ---- bundles ----------------------------------------------------------------------------- */
 
-static int prepare_storage(const obi_deployment *d, const obi_service *svc,
-                           const obi_service_spec_options *opts, unsigned replica, obi_error **err)
+/* Opens data_dir/relative (relative: clean components below the data dir) one component at a
+ * time with O_NOFOLLOW, so a symlink on the way is never followed: missing directories are made
+ * 0700, existing ones this process owns are closed to 0700 (older versions made them 0755, and
+ * whatever a replica leaves in a volume must stay out of other users' reach). The last
+ * component is the volume itself: made 0755 and owned by uid:gid (*created set) when missing.
+ * A minimal local walk; src/util's beneath helper will take its place. */
+static int open_volume_dir(const char *data_dir, const char *relative, uid_t uid, gid_t gid,
+                           bool *created, int *fd_out, obi_error **err)
 {
+    cleanup_close int fd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "data dir %s", data_dir);
+    cleanup_free char *copy = strdup(relative);
+    if (!copy)
+        return oom(err);
+    *created = false;
+    char *save = NULL;
+    for (char *name = strtok_r(copy, "/", &save); name; name = strtok_r(NULL, "/", &save)) {
+        bool last = !save || !*save;
+        const char *shown = relative; /* the walked prefix, for messages */
+        int prefix_len = (int)(name - copy + (ptrdiff_t)strlen(name));
+        bool made = mkdirat(fd, name, last ? 0755 : 0700) == 0;
+        if (!made && errno != EEXIST)
+            return obi_error_set_errno(err, errno, "mkdir %s/%.*s", data_dir, prefix_len, shown);
+        int next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (next < 0) {
+            int e = errno;
+            struct stat link;
+            if (fstatat(fd, name, &link, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(link.st_mode))
+                return obi_error_set(err, -ELOOP, "%s/%.*s: is a symlink, not followed", data_dir,
+                                     prefix_len, shown);
+            return obi_error_set_errno(err, e, "%s/%.*s", data_dir, prefix_len, shown);
+        }
+        close(fd);
+        fd = next;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+            return obi_error_set_errno(err, errno, "%s/%.*s", data_dir, prefix_len, shown);
+        if (last && made) {
+            if ((st.st_uid != uid || st.st_gid != gid) && fchown(fd, uid, gid) < 0)
+                return obi_error_set_errno(err, errno, "chown %s/%s", data_dir, relative);
+            if (fchmod(fd, 0755) < 0) /* mkdirat's mode went through the umask */
+                return obi_error_set_errno(err, errno, "chmod %s/%s", data_dir, relative);
+            *created = true;
+        } else if (!last && st.st_uid == geteuid() && (st.st_mode & 07777) != 0700 &&
+                   fchmod(fd, 0700) < 0) {
+            return obi_error_set_errno(err, errno, "chmod 0700 %s/%.*s", data_dir, prefix_len,
+                                       shown);
+        }
+    }
+    *fd_out = steal_fd(&fd);
+    return 0;
+}
+
+/* Named and anonymous volumes are made (owned by the replica's root: ids, or this process for
+ * a privileged replica); bind sources and s3 mount paths must exist. A volume that exists but
+ * belongs to someone else (made before replicas had a user namespace) is a warning: the
+ * replica's root cannot write it until it is moved into the range. */
+static int prepare_storage(const obi_deployment *d, const obi_service *svc,
+                           const obi_service_spec_options *opts, unsigned replica,
+                           const obi_idmap *ids, char ***warnings, obi_error **err)
+{
+    cleanup_free char *owned_data = NULL;
+    const char *data = default_data_dir_or(opts->data_dir, &owned_data);
+    if (!data)
+        return oom(err);
+    uid_t uid = ids ? ids->uid : geteuid();
+    gid_t gid = ids ? ids->gid : getegid();
+    for (size_t i = 0; i < svc->storage_count; i++) {
+        obi_storage_type type = svc->storage[i].type;
+        int r;
+        if ((type == OBI_STORAGE_NAMED || type == OBI_STORAGE_ANONYMOUS) &&
+            (r = obi_mkdir_p(data, 0700, err)) < 0)
+            return r;
+    }
     for (size_t i = 0; i < svc->storage_count; i++) {
         const obi_storage *st = &svc->storage[i];
         if (st->type == OBI_STORAGE_TMPFS)
             continue;
-        cleanup_free char *source = obi_service_storage_source(d, svc, replica, i, opts->data_dir);
+        cleanup_free char *source = obi_service_storage_source(d, svc, replica, i, data);
         if (!source)
             return oom(err);
         int r = 0;
-        if (st->type == OBI_STORAGE_NAMED || st->type == OBI_STORAGE_ANONYMOUS)
-            r = obi_mkdir_p(source, 0755, err);
-        else if (access(source, F_OK) < 0)
+        if (st->type == OBI_STORAGE_NAMED || st->type == OBI_STORAGE_ANONYMOUS) {
+            /* source is DATA/<relative>, made by obi_service_storage_source */
+            const char *relative = source + strlen(data) + 1;
+            cleanup_close int fd = -1;
+            bool created = false;
+            struct stat info;
+            r = open_volume_dir(data, relative, uid, gid, &created, &fd, err);
+            if (r == 0 && !created && ids && fstat(fd, &info) == 0 && info.st_uid != uid &&
+                strv_appendf(warnings,
+                             "services.%s.storage[%zu]: volume %s belongs to host uid %u, not to "
+                             "the replica's root (host uid %u), which cannot write it; move it "
+                             "into the range with `chown -R %u:%u %s`",
+                             svc->name, i, source, (unsigned)info.st_uid, (unsigned)uid,
+                             (unsigned)uid, (unsigned)gid, source) < 0)
+                r = oom(err);
+        } else if (access(source, F_OK) < 0) {
             r = obi_error_set_errno(err, errno, "%s source %s",
                                     st->type == OBI_STORAGE_S3 ? "s3 mount" : "bind", source);
+        }
         if (r < 0)
             return obi_error_prefix(err, r, "services.%s.storage[%zu]", svc->name, i);
     }
     return 0;
 }
 
-/* True when path is a mount point (its device differs from its parent's). */
+/* True when path is the root of a mount. statx knows (an idmapped bind of a directory on the
+ * same filesystem has the same st_dev); kernels before 5.8 compare devices with the parent. */
 static bool is_mount_point(const char *path)
 {
+    struct statx stx;
+    if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_TYPE, &stx) < 0 || !S_ISDIR(stx.stx_mode))
+        return false;
+    if (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)
+        return (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
     struct stat st, parent;
     cleanup_free char *up = obi_path_join(path, "..");
-    return up && lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && stat(up, &parent) == 0 &&
-           st.st_dev != parent.st_dev;
+    return up && lstat(path, &st) == 0 && stat(up, &parent) == 0 && st.st_dev != parent.st_dev;
 }
 
-/* Mounts overlay(lower = source, upper/work in the bundle) on BUNDLE/rootfs unless mounted. */
+/* An on-disk id as the replica's namespace shows it on the host (unmapped ids stay). */
+static unsigned shifted(unsigned id, unsigned base, const obi_idmap *ids)
+{
+    return ids && id < ids->count ? base + id : id;
+}
+
+/* BUNDLE/upper, made with the owner and mode of the lower layer's top directory (the overlay's
+ * root takes the upper's), shifted into the replica's range. Kept when it exists. */
+static int make_upper(const char *upper, const struct stat *top, const obi_idmap *ids,
+                      obi_error **err)
+{
+    if (mkdir(upper, 0700) < 0)
+        return errno == EEXIST ? 0 : obi_error_set_errno(err, errno, "mkdir %s", upper);
+    cleanup_close int fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 ||
+        fchown(fd, shifted(top->st_uid, ids ? ids->uid : 0, ids),
+               shifted(top->st_gid, ids ? ids->gid : 0, ids)) < 0 ||
+        fchmod(fd, top->st_mode & 07777) < 0)
+        return obi_error_set_errno(err, errno, "set up %s", upper);
+    return 0;
+}
+
+/* Mounts overlay(lower = source, upper/work in the bundle) on BUNDLE/rootfs unless mounted. With
+ * ids the lower layer is an idmapped view of source at BUNDLE/lower, detached again once the
+ * overlay holds its own reference to it: the source keeps the image's ids on disk. */
 static int mount_overlay(const char *bundle_dir, const char *rootfs, const char *source,
-                         obi_error **err)
+                         const obi_idmap *ids, obi_error **err)
 {
     if (is_mount_point(rootfs))
         return 0; /* `up` again: the replica keeps its writable layer */
     cleanup_free char *upper = obi_path_join(bundle_dir, "upper");
     cleanup_free char *work = obi_path_join(bundle_dir, "work");
+    cleanup_free char *lower_view = obi_path_join(bundle_dir, "lower");
     cleanup_free char *lower = realpath(source, NULL);
-    if (!upper || !work)
+    if (!upper || !work || !lower_view)
         return oom(err);
-    if (!lower)
+    struct stat top;
+    if (!lower || stat(lower, &top) < 0)
         return obi_error_set_errno(err, errno, "rootfs %s", source);
     int r;
-    if ((r = obi_mkdir_p(upper, 0755, err)) < 0 || (r = obi_mkdir_p(work, 0700, err)) < 0)
+    if ((r = make_upper(upper, &top, ids, err)) < 0 || (r = obi_mkdir_p(work, 0700, err)) < 0)
         return r;
     if (strpbrk(lower, ",:") || strpbrk(upper, ",:") || strpbrk(work, ",:"))
         return obi_error_set(err, -EINVAL, "overlay paths may not contain ',' or ':' (%s)", lower);
+    const char *lowerdir = lower;
+    if (ids) {
+        if (is_mount_point(lower_view) && umount2(lower_view, MNT_DETACH) < 0)
+            return obi_error_set_errno(err, errno, "unmount %s", lower_view);
+        if (mkdir(lower_view, 0700) < 0 && errno != EEXIST)
+            return obi_error_set_errno(err, errno, "mkdir %s", lower_view);
+        if ((r = obi_idmap_bind(lower, lower_view, ids, err)) < 0)
+            return r;
+        lowerdir = lower_view;
+    }
     cleanup_free char *options = NULL;
-    if (asprintf(&options, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work) < 0)
-        return oom(err);
-    if (mount("overlay", rootfs, "overlay", MS_NODEV, options) < 0)
-        return obi_error_set_errno(err, errno, "mount overlay on %s (lower %s)", rootfs, lower);
-    return 0;
+    if (asprintf(&options, "lowerdir=%s,upperdir=%s,workdir=%s", lowerdir, upper, work) < 0)
+        r = oom(err);
+    else if (mount("overlay", rootfs, "overlay", MS_NODEV, options) < 0)
+        r = obi_error_set_errno(err, errno, "mount overlay on %s (lower %s%s)", rootfs, lower,
+                                ids ? ", idmapped" : "");
+    if (ids) {
+        if (umount2(lower_view, MNT_DETACH) < 0 && r == 0)
+            r = obi_error_set_errno(err, errno, "unmount %s", lower_view);
+        (void)rmdir(lower_view);
+    }
+    return r;
 }
 
 int obi_service_bundle_remove(const char *bundle_dir, obi_error **err)
 {
-    cleanup_free char *rootfs = obi_path_join(bundle_dir, "rootfs");
-    if (!rootfs)
-        return oom(err);
-    if (is_mount_point(rootfs) && umount2(rootfs, MNT_DETACH) < 0)
-        return obi_error_set_errno(err, errno, "unmount %s", rootfs);
+    static const char *const mounts[] = {"rootfs", "lower"};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(mounts); i++) {
+        cleanup_free char *path = obi_path_join(bundle_dir, mounts[i]);
+        if (!path)
+            return oom(err);
+        if (is_mount_point(path) && umount2(path, MNT_DETACH) < 0)
+            return obi_error_set_errno(err, errno, "unmount %s", path);
+    }
     return obi_rm_rf(bundle_dir, err);
+}
+
+int obi_service_replica_dir(const char *path, const obi_idmap *ids, obi_error **err)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "open %s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return obi_error_set_errno(err, errno, "stat %s", path);
+    if (st.st_gid != ids->gid && fchown(fd, (uid_t)-1, ids->gid) < 0)
+        return obi_error_set_errno(err, errno, "chgrp %u %s", (unsigned)ids->gid, path);
+    if ((st.st_mode & 07777) != 0710 && fchmod(fd, 0710) < 0)
+        return obi_error_set_errno(err, errno, "chmod 0710 %s", path);
+    return 0;
+}
+
+/* Whether the replica's root can reach path. A child takes its host ids (no supplementary
+ * groups, no capabilities in the host's namespace: what runc's init has when it looks the
+ * rootfs up) and searches each directory from / down to path, so the kernel answers, ACLs
+ * included; the first directory it cannot search is named. A caller that cannot take those ids
+ * (not root, hence no user namespace either) does not check. */
+static int check_reachable(const char *path, const obi_idmap *ids, obi_error **err)
+{
+    char buf[PATH_MAX];
+    size_t len = strlen(path);
+    if (path[0] != '/' || len >= sizeof buf)
+        return 0;
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return obi_error_set_errno(err, errno, "pipe");
+    cleanup_close int read_end = fds[0];
+    cleanup_close int write_end = fds[1];
+    pid_t pid = fork();
+    if (pid < 0)
+        return obi_error_set_errno(err, errno, "fork");
+    if (pid == 0) {
+        int reply[2] = {-1, 0}; /* the length of the prefix that failed (-1: not checked), errno */
+        if (setgroups(0, NULL) == 0 && setresgid(ids->gid, ids->gid, ids->gid) == 0 &&
+            setresuid(ids->uid, ids->uid, ids->uid) == 0) {
+            reply[0] = 0;
+            memcpy(buf, path, len + 1); /* the child calls only async-signal-safe functions */
+            for (size_t i = 1; i <= len; i++) {
+                if (buf[i] != '/' && buf[i] != '\0')
+                    continue;
+                char saved = buf[i];
+                buf[i] = '\0';
+                int failed = access(buf, X_OK) < 0;
+                buf[i] = saved;
+                if (failed) {
+                    reply[0] = (int)i;
+                    reply[1] = errno;
+                    break;
+                }
+            }
+        }
+        (void)!write(write_end, reply, sizeof reply);
+        _exit(0);
+    }
+    close(steal_fd(&write_end));
+    int reply[2] = {-1, 0};
+    ssize_t n = obi_read_full(read_end, reply, sizeof reply);
+    int status;
+    obi_wait(pid, &status, NULL);
+    if (n != (ssize_t)sizeof reply || reply[0] <= 0)
+        return 0;
+    snprintf(buf, sizeof buf, "%.*s", reply[0], path);
+    struct stat st;
+    char detail[96] = "";
+    if (stat(buf, &st) == 0)
+        snprintf(detail, sizeof detail, " (mode %04o, owner %u:%u)", st.st_mode & 07777,
+                 (unsigned)st.st_uid, (unsigned)st.st_gid);
+    return obi_error_set(err, -EACCES,
+                         "the replica's root (host uid %u, gid %u) cannot reach its rootfs %s: "
+                         "%s%s: %s; every directory on the way must be searchable by it (chmod "
+                         "o+x, or keep the data dir below directories that are)",
+                         (unsigned)ids->uid, (unsigned)ids->gid, path, buf, detail,
+                         strerror(reply[1]));
 }
 
 int obi_service_bundle_write(const obi_deployment *deployment, const obi_service *svc,
@@ -982,23 +1337,40 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
                              char ***warnings, obi_error **err)
 {
     unsigned replica = opts->replica ? opts->replica : 1;
-    cleanup_json json_t *config = NULL;
-    char **collected = NULL;
-    int r = obi_service_spec_generate(deployment, svc, opts, &config, &collected, err);
+    obi_idmap ids_buf;
+    const obi_idmap *ids = NULL;
+    int r = replica_ids(svc, opts, &ids_buf, &ids, err);
     if (r < 0)
         return r;
+    obi_service_spec_options resolved = *opts;
+    resolved.ids = ids ? ids : opts->ids; /* looked up once */
+    cleanup_json json_t *config = NULL;
+    char **collected = NULL;
+    if ((r = obi_service_spec_generate(deployment, svc, &resolved, &config, &collected, err)) < 0)
+        return r;
     cleanup_strv char **owned_warnings = collected;
-    if ((r = prepare_storage(deployment, svc, opts, replica, err)) < 0)
+    if ((r = prepare_storage(deployment, svc, opts, replica, ids, &owned_warnings, err)) < 0)
         return r;
     cleanup_free char *source_abs = NULL;
     if (rootfs_source && mode == OBI_BUNDLE_ROOTFS_PATH) {
         if (!(source_abs = realpath(rootfs_source, NULL)))
             return obi_error_set_errno(err, errno, "rootfs %s", rootfs_source);
+        struct stat top;
+        if (ids && stat(source_abs, &top) == 0 &&
+            (top.st_uid < ids->uid || top.st_uid - ids->uid >= ids->count) &&
+            strv_appendf(&owned_warnings,
+                         "rootfs %s belongs to host uid %u, outside the replicas' range (%u..): "
+                         "its root sees it as nobody's and cannot write it or make mount points "
+                         "in it; the overlay rootfs mode shifts its ids",
+                         source_abs, (unsigned)top.st_uid, (unsigned)ids->uid) < 0)
+            return oom(err);
         if (json_object_set_new(json_object_get(config, "root"), "path", json_string(source_abs)) <
             0)
             return oom(err);
     }
     if ((r = obi_mkdir_p(bundle_dir, 0700, err)) < 0)
+        return r;
+    if (ids && (r = obi_service_replica_dir(bundle_dir, ids, err)) < 0)
         return r;
     cleanup_free char *rootfs = obi_path_join(bundle_dir, "rootfs");
     cleanup_free char *config_path = obi_path_join(bundle_dir, "config.json");
@@ -1019,7 +1391,11 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
         return obi_error_set_errno(err, errno, "mkdir %s", rootfs);
     }
     if (rootfs_source && mode == OBI_BUNDLE_ROOTFS_OVERLAY &&
-        (r = mount_overlay(bundle_dir, rootfs, rootfs_source, err)) < 0)
+        (r = mount_overlay(bundle_dir, rootfs, rootfs_source, ids, err)) < 0)
+        return r;
+    /* a symlinked rootfs is resolved by the runtime (crun), not checked here */
+    if (ids && !(rootfs_source && mode == OBI_BUNDLE_ROOTFS_SYMLINK) &&
+        (r = check_reachable(source_abs ? source_abs : rootfs, ids, err)) < 0)
         return r;
     cleanup_free char *text = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (!text)

@@ -6,6 +6,9 @@
 # dependencies start first and stop last; a replica that fails to start is reported with runc's
 # error and leaves nothing behind; down leaves no container, mount or bundle.
 source "$(dirname "$0")/lib.sh"
+# Replicas' roots (host ids of ocibuild-svc's range) pass through T_TMP to their bundles, as
+# they pass through /var/lib to the default data dir.
+chmod 711 "$T_TMP"
 RUNC=$(command -v runc || echo /usr/sbin/runc)
 BUSYBOX=$(command -v busybox || echo /bin/busybox)
 if [ "$(id -u)" != 0 ]; then

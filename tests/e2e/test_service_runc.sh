@@ -1,9 +1,13 @@
 #!/bin/bash
-# `ocibuild service bundle` writes a bundle that real runc runs: a busybox rootfs used as is
-# (--rootfs-mode path), a read-only bind mount, a tmpfs with a size, a named volume that keeps
+# `ocibuild service bundle` writes a bundle that real runc runs: a busybox rootfs as the
+# lower layer of an overlay (--rootfs-mode overlay, what `up` does: the replica's user namespace
+# sees the files with their ids shifted, the directory is never written), a read-only bind mount, a tmpfs with a size, a named volume that keeps
 # what the container wrote, a secret in the env, and cpu/memory limits read back from the
 # container's own cgroup files.
 source "$(dirname "$0")/lib.sh"
+# Replicas' roots (host ids of ocibuild-svc's range) pass through T_TMP to their bundles, as
+# they pass through /var/lib to the default data dir.
+chmod 711 "$T_TMP"
 RUNC=$(command -v runc || echo /usr/sbin/runc)
 BUSYBOX=$(command -v busybox || echo /bin/busybox)
 if [ "$(id -u)" != 0 ]; then
@@ -21,6 +25,7 @@ echo hostfile >"$T_TMP/hostdata/file"
 echo s3cret >"$T_TMP/secrets/pw"
 id="obi-e2e-svc-$$"
 t_cleanup "$RUNC --root $T_TMP/runc delete --force $id"
+t_cleanup "umount -l $T_TMP/bundle/rootfs"
 cat >"$T_TMP/d.yaml" <<YAML
 version: v1
 deployment: runctest
@@ -50,7 +55,7 @@ services:
       - { type: tmpfs, target: /run/app, size: 1Mi }
 YAML
 if "$OCIBUILD" service bundle "$T_TMP/d.yaml" app "$T_TMP/bundle" --data-dir "$T_TMP/data" \
-     --secrets-dir "$T_TMP/secrets" --rootfs-mode path 2>"$T_TMP/err"; then
+     --secrets-dir "$T_TMP/secrets" --rootfs-mode overlay 2>"$T_TMP/err"; then
   t_ok "service bundle writes a bundle"
 else
   t_fail "service bundle writes a bundle" "$(cat "$T_TMP/err")"
@@ -68,6 +73,8 @@ t_contains "the hostname is the container id" "$out" "HOST=app-rep-1"
 [ "$(cat "$T_TMP/data/volumes/runctest/cache/v" 2>/dev/null)" = persisted ] &&
   t_ok "the named volume keeps what the container wrote" || t_fail "the named volume keeps what the container wrote"
 [ ! -e "$T_TMP/hostdata/x" ] && t_ok "nothing was written to the read-only source" || t_fail "nothing was written to the read-only source"
+[ ! -e "$R/proc" ] && [ ! -e "$R/etc" ] && t_ok "the rootfs directory itself is never written" ||
+  t_fail "the rootfs directory itself is never written" "$(ls -la "$R")"
 "$RUNC" --root "$T_TMP/runc" state "$id" >/dev/null 2>&1 && t_fail "runc left no container behind" || t_ok "runc left no container behind"
 
 # An OCI image (umoci) run through an overlay: the replica writes, the image cache does not change.

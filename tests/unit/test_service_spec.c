@@ -4,6 +4,7 @@
  * namespaces, resources, device cgroup rules and device lists read from fake device nodes
  * (mknod in a temp /dev tree: needs root, skipped loudly otherwise), masked paths, bundles.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,13 @@
 #include "test_helpers.h"
 
 #define HEADER "version: v1\ndeployment: web-stack\nservices:\n"
+
+/* The replicas' host range and a host that can grant every capability, unless a test says
+ * otherwise: nothing here depends on /etc/subuid or on this machine's bounding set. */
+static const obi_idmap TEST_IDS = {400000, 410000, 65536};
+static const uint64_t ALL_CAPABILITIES = (UINT64_C(1) << 41) - 1;
+/* This kind of VM: every capability but CAP_SYS_RESOURCE (24). */
+static const uint64_t NO_SYS_RESOURCE = UINT64_C(0x000001fffeffffff);
 
 typedef struct fixture {
     char *dir;
@@ -34,6 +42,7 @@ static int setup(void **state)
     f->dev = obi_path_join(f->dir, "dev");
     f->data = obi_path_join(f->dir, "data");
     mkdir(f->dev, 0755);
+    chmod(f->dir, 0711); /* replicas' roots pass through to bundles below it, as below /var/lib */
     *state = f;
     return 0;
 }
@@ -69,6 +78,8 @@ static obi_service_spec_options default_options(fixture *f)
     opts.dev_root = f->dev;
     opts.data_dir = f->data;
     opts.cgroup = OBI_CGROUP_V2;
+    opts.ids = &TEST_IDS;
+    opts.bounding_set = &ALL_CAPABILITIES;
     return opts;
 }
 
@@ -460,6 +471,73 @@ static void test_spec_capability_sets(void **state)
     assert_int_equal(json_array_size(path_get(c, "process.capabilities.bounding")), 0);
 }
 
+/* privileged: true asks for what the host can grant (docker and podman do the same), so a
+ * host whose bounding set lacks CAP_SYS_RESOURCE still runs it; the config says exactly that. */
+static void test_spec_privileged_gets_the_host_bounding_set(void **state)
+{
+    fixture *f = *state;
+    load(f, HEADER "  web: {privileged: true}\n");
+    obi_service_spec_options opts = default_options(f);
+    opts.bounding_set = &NO_SYS_RESOURCE;
+    json_t *c = generate_with(f, "web", &opts);
+    static const char *sets[] = {"bounding", "effective", "permitted"};
+    for (size_t s = 0; s < 3; s++) {
+        char key[64];
+        snprintf(key, sizeof key, "process.capabilities.%s", sets[s]);
+        json_t *granted = path_get(c, key);
+        assert_int_equal(json_array_size(granted), 40);
+        assert_false(strv_json_contains(granted, "CAP_SYS_RESOURCE"));
+        assert_true(strv_json_contains(granted, "CAP_SYS_ADMIN"));
+    }
+    /* the defaults likewise: a host without CAP_NET_RAW gets 13 of the 14 */
+    uint64_t no_net_raw = ALL_CAPABILITIES & ~(UINT64_C(1) << 13);
+    load(f, HEADER "  web: {}\n");
+    opts.bounding_set = &no_net_raw;
+    c = generate_with(f, "web", &opts);
+    assert_int_equal(json_array_size(path_get(c, "process.capabilities.effective")), 13);
+    assert_false(strv_json_contains(path_get(c, "process.capabilities.effective"), "CAP_NET_RAW"));
+}
+
+/* A capability the document names and the host cannot grant is refused before any runtime
+ * starts, named (the runtime would only say "unable to apply caps: operation not permitted"). */
+static void test_spec_explicit_capability_outside_the_bounding_set_is_refused(void **state)
+{
+    fixture *f = *state;
+    load(f, HEADER "  web: {capabilities: [KILL, sys_resource]}\n");
+    obi_service_spec_options opts = default_options(f);
+    opts.bounding_set = &NO_SYS_RESOURCE;
+    obi_error *err = NULL;
+    json_t *c = NULL;
+    assert_fails_with(err,
+                      obi_service_spec_generate(f->deployment, &f->deployment->services[0], &opts,
+                                                &c, NULL, &err),
+                      -EPERM,
+                      "services.web.capabilities: CAP_SYS_RESOURCE is not in this host's "
+                      "capability bounding set (CapBnd 000001fffeffffff)");
+    assert_null(c);
+    load(f, HEADER "  web: {capabilities: [KILL]}\n");
+    c = generate_with(f, "web", &opts);
+    static const char *const kill_only[] = {"CAP_KILL"};
+    assert_json_strings(path_get(c, "process.capabilities.permitted"), kill_only, 1);
+}
+
+/* The bounding set read from this process matches what the kernel shows in /proc. */
+static void test_spec_bounding_set_is_this_process_s(void **state)
+{
+    (void)state;
+    FILE *status = fopen("/proc/self/status", "r");
+    assert_non_null(status);
+    char line[256];
+    unsigned long long proc_mask = 0;
+    bool found = false;
+    while (fgets(line, sizeof line, status))
+        if (sscanf(line, "CapBnd: %llx", &proc_mask) == 1)
+            found = true;
+    fclose(status);
+    assert_true(found);
+    assert_int_equal(obi_service_bounding_set(), proc_mask);
+}
+
 /* ---- mounts, namespaces, resources ------------------------------------------------------- */
 
 static void test_spec_mounts_in_order(void **state)
@@ -493,10 +571,17 @@ static void test_spec_mounts_in_order(void **state)
     json_t *bind = json_array_get(mounts, 8);
     assert_string_equal(json_string_value(json_object_get(bind, "type")), "none");
     assert_string_equal(json_string_value(json_object_get(bind, "source")), "/srv");
-    static const char *const ro[] = {"rbind", "ro"}, *const rw[] = {"rbind", "rw"};
-    assert_json_strings(json_object_get(bind, "options"), ro, 2);
+    static const char *const ro[] = {"rbind", "ro", "nosuid", "nodev"}, *const rw[] = {
+                                                                            "rbind", "rw", "nosuid",
+                                                                            "nodev"};
+    assert_json_strings(json_object_get(bind, "options"), ro, 4);
     json_t *named = json_array_get(mounts, 9);
-    assert_json_strings(json_object_get(named, "options"), rw, 2);
+    assert_json_strings(json_object_get(named, "options"), rw, 4);
+    for (size_t i = 7; i < 13; i++) { /* every volume and tmpfs: no set-id, no devices */
+        json_t *options = json_object_get(json_array_get(mounts, i), "options");
+        assert_true(strv_json_contains(options, "nosuid"));
+        assert_true(strv_json_contains(options, "nodev"));
+    }
     char expected[512];
     snprintf(expected, sizeof expected, "%s/volumes/web-stack/cache", f->data);
     assert_string_equal(json_string_value(json_object_get(named, "source")), expected);
@@ -524,14 +609,85 @@ static void test_spec_namespaces(void **state)
     fixture *f = *state;
     json_t *c = generate(f, HEADER "  web: {hostname: box}\n");
     json_t *ns = path_get(c, "linux.namespaces");
-    static const char *const types[] = {"pid", "ipc", "uts", "mount", "network"};
-    assert_int_equal(json_array_size(ns), 5);
-    for (size_t i = 0; i < 5; i++)
+    static const char *const types[] = {"pid", "ipc", "uts", "mount", "network", "user"};
+    assert_int_equal(json_array_size(ns), 6);
+    for (size_t i = 0; i < 6; i++)
         assert_string_equal(json_string_value(json_object_get(json_array_get(ns, i), "type")),
                             types[i]);
     assert_string_equal(json_string_value(json_object_get(c, "hostname")), "box");
     c = generate(f, HEADER "  web: {host_network: true}\n");
-    assert_int_equal(json_array_size(path_get(c, "linux.namespaces")), 4);
+    assert_int_equal(json_array_size(path_get(c, "linux.namespaces")), 5);
+    c = generate(f, HEADER "  web: {privileged: true}\n");
+    assert_int_equal(json_array_size(path_get(c, "linux.namespaces")), 5);
+}
+
+/* Container root is the first id of the service range, not the host's root; privileged
+ * services are the exception and get no user namespace at all. */
+static void test_spec_user_namespace_maps_root_to_the_service_range(void **state)
+{
+    fixture *f = *state;
+    json_t *c = generate(f, HEADER "  web: {}\n");
+    static const char *const maps[] = {"linux.uidMappings", "linux.gidMappings"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *map = path_get(c, maps[i]);
+        assert_int_equal(json_array_size(map), 1);
+        json_t *entry = json_array_get(map, 0);
+        assert_int_equal(json_integer_value(json_object_get(entry, "containerID")), 0);
+        assert_int_equal(json_integer_value(json_object_get(entry, "hostID")),
+                         i ? TEST_IDS.gid : TEST_IDS.uid);
+        assert_int_equal(json_integer_value(json_object_get(entry, "size")), 65536);
+    }
+    c = generate(f, HEADER "  web: {privileged: true}\n");
+    assert_null(path_get(c, "linux.uidMappings"));
+    assert_null(path_get(c, "linux.gidMappings"));
+}
+
+/* sysfs cannot be mounted by a user namespace in the host's network namespace: the host's /sys
+ * is bound read-only; with its own network namespace, or privileged, sysfs as usual. */
+static void test_spec_host_network_in_a_user_namespace_binds_sys_read_only(void **state)
+{
+    fixture *f = *state;
+    json_t *c = generate(f, HEADER "  web: {host_network: true}\n");
+    json_t *sys = json_array_get(json_object_get(c, "mounts"), 5);
+    assert_string_equal(json_string_value(json_object_get(sys, "destination")), "/sys");
+    assert_string_equal(json_string_value(json_object_get(sys, "type")), "none");
+    assert_string_equal(json_string_value(json_object_get(sys, "source")), "/sys");
+    static const char *const bind[] = {"rbind", "nosuid", "noexec", "nodev", "ro"};
+    assert_json_strings(json_object_get(sys, "options"), bind, 5);
+    c = generate(f, HEADER "  web: {host_network: true, privileged: true}\n");
+    sys = json_array_get(json_object_get(c, "mounts"), 5);
+    assert_string_equal(json_string_value(json_object_get(sys, "type")), "sysfs");
+    c = generate(f, HEADER "  web: {}\n");
+    sys = json_array_get(json_object_get(c, "mounts"), 5);
+    assert_string_equal(json_string_value(json_object_get(sys, "type")), "sysfs");
+}
+
+/* The range comes from the owner's lines in subuid/subgid files; without one the error says
+ * how to make it. */
+static void test_service_ids_lookup_reads_the_owner_s_ranges(void **state)
+{
+    fixture *f = *state;
+    char *subuid = obi_path_join(f->dir, "subuid"), *subgid = obi_path_join(f->dir, "subgid");
+    static const char uids[] = "alice:100000:65536\nocibuild-svc:500000:65536\n";
+    static const char gids[] = "ocibuild-svc:600000:1000\n";
+    assert_ok(obi_write_file(subuid, uids, strlen(uids), 0644, err_ptr_));
+    assert_ok(obi_write_file(subgid, gids, strlen(gids), 0644, err_ptr_));
+    obi_idmap ids;
+    assert_ok(obi_service_ids_lookup(subuid, subgid, &ids, err_ptr_));
+    assert_int_equal(ids.uid, 500000);
+    assert_int_equal(ids.gid, 600000);
+    assert_int_equal(ids.count, 1000); /* the smaller of the two */
+    obi_error *err = NULL;
+    static const char other[] = "alice:100000:65536\n";
+    assert_ok(obi_write_file(subgid, other, strlen(other), 0644, err_ptr_));
+    assert_fails_with(err, obi_service_ids_lookup(subuid, subgid, &ids, &err), -ENOENT,
+                      "run scripts/install-deps.sh as root");
+    static const char root_range[] = "ocibuild-svc:0:65536\n";
+    assert_ok(obi_write_file(subgid, root_range, strlen(root_range), 0644, err_ptr_));
+    assert_fails_with(err, obi_service_ids_lookup(subuid, subgid, &ids, &err), -EINVAL,
+                      "starts at id 0, the host's root");
+    free(subuid);
+    free(subgid);
 }
 
 static void test_spec_cpu_and_memory(void **state)
@@ -742,6 +898,9 @@ static void test_bundle_write_creates_config_rootfs_and_volumes(void **state)
                    "      - {type: anonymous, target: /scratch}\n");
     obi_service_spec_options opts = default_options(f);
     char *bundle = obi_path_join(f->dir, "bundles/web-rep-1");
+    char *bundles = obi_path_join(f->dir, "bundles");
+    assert_int_equal(mkdir(bundles, 0711), 0); /* mkdir -p would make it 0700, unreachable */
+    free(bundles);
     char **warnings = NULL;
     assert_ok(obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
                                        "/some/rootfs", OBI_BUNDLE_ROOTFS_SYMLINK, &warnings,
@@ -882,6 +1041,176 @@ static void test_bundle_overlay_keeps_source_untouched_and_is_removed(void **sta
     free(bundle);
 }
 
+/* Volumes are owned by the replica's root (so it can write them), and the directories above
+ * them are closed to every other user, also when an older version left them 0755. */
+static void test_bundle_volumes_are_owned_by_the_replica_root_and_closed(void **state)
+{
+    REQUIRE_ROOT();
+    fixture *f = *state;
+    load(f, HEADER "  web:\n    storage:\n      - {type: named, name: cache, target: /cache}\n"
+                   "      - {type: anonymous, target: /scratch}\n");
+    char *old_parent = obi_path_join(f->data, "volumes/web-stack");
+    assert_ok(obi_mkdir_p(old_parent, 0755, err_ptr_));
+    chmod(old_parent, 0755);
+    obi_service_spec_options opts = default_options(f);
+    char *bundle = obi_path_join(f->dir, "b");
+    assert_ok(obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
+                                       NULL, OBI_BUNDLE_ROOTFS_DIR, NULL, err_ptr_));
+    static const struct {
+        const char *path;
+        unsigned mode, uid, gid;
+    } want[] = {
+        {"volumes", 0700, 0, 0},
+        {"volumes/web-stack", 0700, 0, 0},
+        {"volumes/web-stack/cache", 0755, 400000, 410000},
+        {"anonymous", 0700, 0, 0},
+        {"anonymous/web-stack", 0700, 0, 0},
+        {"anonymous/web-stack/web-rep-1", 0700, 0, 0},
+        {"anonymous/web-stack/web-rep-1/1", 0755, 400000, 410000},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char *path = obi_path_join(f->data, want[i].path);
+        struct stat st;
+        assert_int_equal(lstat(path, &st), 0);
+        if ((st.st_mode & 07777) != want[i].mode || st.st_uid != want[i].uid)
+            print_error("%s: mode %04o owner %u\n", path, st.st_mode & 07777, st.st_uid);
+        assert_int_equal(st.st_mode & 07777, want[i].mode);
+        assert_int_equal(st.st_uid, want[i].uid);
+        assert_int_equal(st.st_gid, want[i].gid);
+        free(path);
+    }
+    /* the bundle: group of the replicas' root, searchable by it only */
+    struct stat st;
+    assert_int_equal(stat(bundle, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0710);
+    assert_int_equal(st.st_gid, TEST_IDS.gid);
+    /* a privileged replica's volume belongs to the host's root, as its writer does */
+    load(f, HEADER
+         "  web:\n    privileged: true\n    storage: [{type: named, name: p, target: /p}]\n");
+    assert_ok(obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
+                                       NULL, OBI_BUNDLE_ROOTFS_DIR, NULL, err_ptr_));
+    char *privileged = obi_path_join(f->data, "volumes/web-stack/p");
+    assert_int_equal(stat(privileged, &st), 0);
+    assert_int_equal(st.st_uid, 0);
+    free(privileged);
+    free(bundle);
+    free(old_parent);
+}
+
+/* A volume path that crosses a symlink (to /etc, say) is refused, named, and nothing is made
+ * or chowned at the link's target. */
+static void test_bundle_volume_path_through_a_symlink_is_refused(void **state)
+{
+    fixture *f = *state;
+    load(f, HEADER "  web: {storage: [{type: named, name: cache, target: /cache}]}\n");
+    char *volumes = obi_path_join(f->data, "volumes");
+    char *elsewhere = obi_path_join(f->dir, "elsewhere");
+    char *link = obi_path_join(volumes, "web-stack");
+    assert_ok(obi_mkdir_p(volumes, 0700, err_ptr_));
+    assert_int_equal(mkdir(elsewhere, 0755), 0);
+    assert_int_equal(symlink(elsewhere, link), 0);
+    obi_service_spec_options opts = default_options(f);
+    char *bundle = obi_path_join(f->dir, "b");
+    obi_error *err = NULL;
+    assert_fails_with(err,
+                      obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts,
+                                               bundle, NULL, OBI_BUNDLE_ROOTFS_DIR, NULL, &err),
+                      -ELOOP, "volumes/web-stack: is a symlink, not followed");
+    char *planted = obi_path_join(elsewhere, "cache");
+    assert_int_equal(access(planted, F_OK), -1);
+    struct stat st;
+    assert_int_equal(stat(elsewhere, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0755); /* not chmodded through the link either */
+    free(planted);
+    free(bundle);
+    free(link);
+    free(elsewhere);
+    free(volumes);
+}
+
+/* Under a user namespace the overlay's lower layer is an idmapped view: the image's files show
+ * their ids shifted into the replicas' range, the cache keeps the image's own, and no mount is
+ * left at BUNDLE/lower. */
+static void test_bundle_overlay_in_a_user_namespace_shifts_ids(void **state)
+{
+    REQUIRE_ROOT();
+    fixture *f = *state;
+    load(f, HEADER "  web: {}\n");
+    obi_service_spec_options opts = default_options(f);
+    char *bundle = obi_path_join(f->dir, "bundle");
+    char *source = obi_path_join(f->dir, "image-rootfs");
+    char *owned = obi_path_join(source, "app");
+    assert_int_equal(mkdir(source, 0755), 0);
+    assert_ok(obi_write_file(owned, "x", 1, 04755, err_ptr_));
+    assert_int_equal(chown(owned, 1000, 1000), 0);
+    assert_int_equal(chmod(owned, 04755), 0);
+    obi_error *err = NULL;
+    int r = obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
+                                     source, OBI_BUNDLE_ROOTFS_OVERLAY, NULL, &err);
+    if (r == -EINVAL || r == -ENOSYS || r == -EPERM || r == -EOPNOTSUPP) {
+        print_message("!!! SKIPPED: no idmapped overlay here: %s\n", err->message);
+        obi_error_free(err);
+        free(owned);
+        free(source);
+        free(bundle);
+        skip();
+    }
+    if (r < 0)
+        print_error("%s\n", err->message);
+    assert_int_equal(r, 0);
+    char *rootfs = obi_path_join(bundle, "rootfs");
+    char *seen = obi_path_join(rootfs, "app");
+    char *lower = obi_path_join(bundle, "lower");
+    struct stat st;
+    assert_int_equal(stat(rootfs, &st), 0); /* the image's root dir: 0 -> the range's first id */
+    assert_int_equal(st.st_uid, TEST_IDS.uid);
+    assert_int_equal(st.st_gid, TEST_IDS.gid);
+    assert_int_equal(stat(seen, &st), 0);
+    assert_int_equal(st.st_uid, TEST_IDS.uid + 1000);
+    assert_int_equal(st.st_gid, TEST_IDS.gid + 1000);
+    assert_int_equal(st.st_mode & 07777, 04755); /* set-uid to an id of the range, not root */
+    assert_int_equal(stat(owned, &st), 0);
+    assert_int_equal(st.st_uid, 1000); /* the cache is not touched */
+    assert_int_equal(mounts_at(lower), 0);
+    assert_int_equal(access(lower, F_OK), -1);
+    assert_ok(obi_service_bundle_remove(bundle, err_ptr_));
+    assert_int_equal(mounts_at(rootfs), 0);
+    free(lower);
+    free(seen);
+    free(rootfs);
+    free(owned);
+    free(source);
+    free(bundle);
+}
+
+/* runc would say "permission denied" when its init (the replica's root, not the host's) cannot
+ * reach the rootfs; the bundle writer names the directory in the way instead. */
+static void test_bundle_rootfs_the_replica_root_cannot_reach_is_named(void **state)
+{
+    REQUIRE_ROOT();
+    fixture *f = *state;
+    load(f, HEADER "  web: {}\n");
+    obi_service_spec_options opts = default_options(f);
+    char *closed = obi_path_join(f->dir, "closed");
+    char *bundle = obi_path_join(closed, "bundle");
+    assert_int_equal(mkdir(closed, 0700), 0);
+    obi_error *err = NULL;
+    char needle[512];
+    snprintf(needle, sizeof needle,
+             "the replica's root (host uid 400000, gid 410000) cannot reach its rootfs "
+             "%s/rootfs: %s (mode 0700, owner 0:0): Permission denied",
+             bundle, closed);
+    assert_fails_with(err,
+                      obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts,
+                                               bundle, NULL, OBI_BUNDLE_ROOTFS_DIR, NULL, &err),
+                      -EACCES, needle);
+    chmod(closed, 0711);
+    assert_ok(obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
+                                       NULL, OBI_BUNDLE_ROOTFS_DIR, NULL, err_ptr_));
+    free(bundle);
+    free(closed);
+}
+
 static void test_bundle_write_requires_s3_mount_path(void **state)
 {
     fixture *f = *state;
@@ -910,8 +1239,14 @@ int main(void)
         T(test_spec_gpu_env_per_vendor),
         T(test_spec_distributed_env),
         T(test_spec_capability_sets),
+        T(test_spec_privileged_gets_the_host_bounding_set),
+        T(test_spec_explicit_capability_outside_the_bounding_set_is_refused),
+        T(test_spec_bounding_set_is_this_process_s),
         T(test_spec_mounts_in_order),
         T(test_spec_namespaces),
+        T(test_spec_user_namespace_maps_root_to_the_service_range),
+        T(test_spec_host_network_in_a_user_namespace_binds_sys_read_only),
+        T(test_service_ids_lookup_reads_the_owner_s_ranges),
         T(test_spec_cpu_and_memory),
         T(test_spec_replica_range),
         T(test_spec_default_device_rules),
@@ -924,6 +1259,10 @@ int main(void)
         T(test_bundle_write_creates_config_rootfs_and_volumes),
         T(test_bundle_write_path_mode_puts_absolute_rootfs_in_config),
         T(test_bundle_overlay_keeps_source_untouched_and_is_removed),
+        T(test_bundle_volumes_are_owned_by_the_replica_root_and_closed),
+        T(test_bundle_volume_path_through_a_symlink_is_refused),
+        T(test_bundle_overlay_in_a_user_namespace_shifts_ids),
+        T(test_bundle_rootfs_the_replica_root_cannot_reach_is_named),
         T(test_bundle_write_requires_s3_mount_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
