@@ -143,6 +143,12 @@ struct obi_directory_putter_ops {
      * (else -EINVAL naming the child). */
     int (*put)(obi_directory_putter *putter, const obi_directory *dir, obi_digest *digest_out,
                obi_error **err);
+    /* Optional (NULL: obi_directory_put_encoded decodes and calls put): the same from the
+     * Directory's encoding (malloc'd; ownership taken, also on failure), which the caller
+     * checked is canonical and valid (obi_directory_check_canonical; size is its size); kept
+     * as it is, never decoded. */
+    int (*put_canonical)(obi_directory_putter *putter, uint8_t *data, size_t len, uint64_t size,
+                         obi_digest *digest_out, obi_error **err);
     /* Commits everything put (atomically where the backend can); root = the last put. */
     int (*finish)(obi_directory_putter *putter, obi_digest *root_out, obi_error **err);
     /* Frees; an unfinished putter's directories are discarded. */
@@ -190,8 +196,34 @@ static inline int obi_directory_putter_finish(obi_directory_putter *p, obi_diges
 {
     return p->ops->finish(p, root_out, err);
 }
+/* Non-canonical encodings up to this size are decoded and re-encoded; larger ones refused. */
+#define OBI_DIRECTORY_DECODE_MAX (1024 * 1024)
+/* Puts one Directory given as its encoding (malloc'd; ownership taken, also on failure), with
+ * the errors put gives: the gRPC server's Put. The canonical encoding, which protobuf libraries
+ * write for these messages, is checked in place and, where the putter can, kept as it is: no
+ * memory beyond the bytes themselves. Other encodings of up to OBI_DIRECTORY_DECODE_MAX bytes
+ * are decoded (the digest is that of the canonical re-encoding, docs/castore.md); larger ones
+ * are refused with -EINVAL. */
+int obi_directory_put_encoded(obi_directory_putter *p, uint8_t *data, size_t len,
+                              obi_digest *digest_out, obi_error **err);
 int obi_directory_get_recursive(obi_directory_service *svc, const obi_digest *root,
                                 obi_directory_visit_fn visit, void *ctx, obi_error **err);
+
+/* The same walk one directory at a time, for callers that must not block between directories
+ * (the gRPC server sends each as the client reads): the root, then breadth-first, each
+ * directory once, each checked against the size its parent claims (-EIO). Uses get only. */
+typedef struct obi_directory_walk obi_directory_walk;
+int obi_directory_walk_new(obi_directory_service *svc, const obi_digest *root,
+                           obi_directory_walk **out, obi_error **err);
+/* 1 with the next directory (*dir: caller frees) and its digest, 0 when the walk is over. */
+int obi_directory_walk_next(obi_directory_walk *walk, obi_directory **dir, obi_digest *digest,
+                            obi_error **err);
+void obi_directory_walk_free(obi_directory_walk *walk);
+static inline void obi_directory_walk_freep(obi_directory_walk **w)
+{
+    obi_directory_walk_free(*w);
+}
+#define cleanup_directory_walk __attribute__((cleanup(obi_directory_walk_freep)))
 void obi_directory_putter_close(obi_directory_putter *putter);
 void obi_directory_service_free(obi_directory_service *svc);
 

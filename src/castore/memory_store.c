@@ -296,7 +296,7 @@ int obi_memory_directory_service_new(obi_directory_service **out, obi_error **er
         return obi_error_set(err, -ENOMEM, "out of memory");
     svc->base.ops = &memory_directory_ops;
     pthread_mutex_init(&svc->lock, NULL);
-    obi_digest_map_init(&svc->directories, free);
+    obi_digest_map_init(&svc->directories, obi_encoded_directory_free);
     *out = &svc->base;
     return 0;
 }

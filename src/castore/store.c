@@ -45,6 +45,32 @@ void obi_blob_service_free(obi_blob_service *svc)
         svc->ops->free(svc);
 }
 
+int obi_directory_put_encoded(obi_directory_putter *p, uint8_t *data, size_t len,
+                              obi_digest *digest_out, obi_error **err)
+{
+    cleanup_free uint8_t *owned = data;
+    uint64_t size = 0;
+    int r = obi_directory_check_canonical(data, len, &size, NULL, NULL, err);
+    if (r < 0)
+        return r;
+    if (r == 1 && p->ops->put_canonical)
+        return p->ops->put_canonical(p, steal_pointer(&owned), len, size, digest_out, err);
+    if (r == 0 && len > OBI_DIRECTORY_DECODE_MAX)
+        /* Decoding costs several times the encoding's size: only small ones are. */
+        return obi_error_set(err, -EINVAL,
+                             "Directory of %zu bytes is not in canonical encoding (fields in "
+                             "order, defaults omitted, minimal varints, no unknown fields); "
+                             "only up to %d bytes are re-encoded",
+                             len, OBI_DIRECTORY_DECODE_MAX);
+    cleanup_directory obi_directory *dir = NULL;
+    r = obi_directory_decode(data, len, &dir, err);
+    if (r == 0)
+        r = obi_directory_validate(dir, err);
+    if (r == 0)
+        r = obi_directory_put(p, dir, digest_out, err);
+    return r;
+}
+
 void obi_directory_putter_close(obi_directory_putter *putter)
 {
     if (putter)
@@ -107,20 +133,55 @@ int obi_encoded_directory_new(const obi_directory *dir, obi_encoded_directory **
     int r = obi_directory_validate(dir, err);
     if (r < 0)
         return r;
-    cleanup_free uint8_t *data = NULL;
-    size_t len = 0;
-    r = obi_directory_encode(dir, &data, &len, err);
-    if (r < 0)
-        return r;
-    obi_encoded_directory *encoded = malloc(sizeof *encoded + len);
+    obi_encoded_directory *encoded = calloc(1, sizeof *encoded);
     if (!encoded)
         return obi_error_set(err, -ENOMEM, "out of memory");
+    r = obi_directory_encode(dir, &encoded->data, &encoded->len, err);
+    if (r < 0) {
+        free(encoded);
+        return r;
+    }
     encoded->size = obi_directory_size(dir);
-    encoded->len = len;
-    if (len)
-        memcpy(encoded->data, data, len);
-    obi_digest_of(data, len, digest_out);
+    obi_digest_of(encoded->data, encoded->len, digest_out);
     *out = encoded;
+    return 0;
+}
+
+void obi_encoded_directory_free(void *encoded)
+{
+    obi_encoded_directory *e = encoded;
+    if (!e)
+        return;
+    free(e->data);
+    free(e);
+}
+
+/* The putter rule for one child directory entry (its name may be borrowed). */
+static int check_child(const obi_node *child, const obi_digest_map *pending,
+                       obi_stored_size_fn stored_size, void *ctx, obi_error **err)
+{
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&child->digest, hex);
+    int name_len = (int)child->name.len;
+    const char *name = (const char *)child->name.data;
+    uint64_t size = 0;
+    const obi_encoded_directory *p = obi_digest_map_get(pending, &child->digest);
+    if (p) {
+        size = p->size;
+    } else {
+        int r = stored_size(ctx, &child->digest, &size, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "child directory '%.*s' (%s)", name_len, name, hex);
+        if (r == 0)
+            return obi_error_set(err, -EINVAL,
+                                 "child directory '%.*s' (%s) was neither put before nor stored "
+                                 "(put leaves first)",
+                                 name_len, name, hex);
+    }
+    if (size != child->size)
+        return obi_error_set(
+            err, -EINVAL, "child directory '%.*s' (%s) has size %llu, but its entry says %llu",
+            name_len, name, hex, (unsigned long long)size, (unsigned long long)child->size);
     return 0;
 }
 
@@ -128,30 +189,9 @@ int obi_directory_check_children(const obi_directory *dir, const obi_digest_map 
                                  obi_stored_size_fn stored_size, void *ctx, obi_error **err)
 {
     for (size_t i = 0; i < dir->n_directories; i++) {
-        const obi_node *child = &dir->directories[i];
-        char hex[OBI_DIGEST_HEX_LEN + 1];
-        obi_digest_to_hex(&child->digest, hex);
-        uint64_t size = 0;
-        const obi_encoded_directory *p = obi_digest_map_get(pending, &child->digest);
-        if (p) {
-            size = p->size;
-        } else {
-            int r = stored_size(ctx, &child->digest, &size, err);
-            if (r < 0)
-                return obi_error_prefix(err, r, "child directory '%s' (%s)",
-                                        (const char *)child->name.data, hex);
-            if (r == 0)
-                return obi_error_set(err, -EINVAL,
-                                     "child directory '%s' (%s) was neither put before nor "
-                                     "stored (put leaves first)",
-                                     (const char *)child->name.data, hex);
-        }
-        if (size != child->size)
-            return obi_error_set(err, -EINVAL,
-                                 "child directory '%s' (%s) has size %llu, but its entry says "
-                                 "%llu",
-                                 (const char *)child->name.data, hex, (unsigned long long)size,
-                                 (unsigned long long)child->size);
+        int r = check_child(&dir->directories[i], pending, stored_size, ctx, err);
+        if (r < 0)
+            return r;
     }
     return 0;
 }
@@ -167,13 +207,31 @@ typedef struct pending_putter {
     bool finished;
 } pending_putter;
 
+/* Keeps encoded (owned) under digest as the last directory put. */
+static int pending_putter_keep(pending_putter *putter, obi_encoded_directory *encoded,
+                               const obi_digest *digest, obi_digest *digest_out, obi_error **err)
+{
+    int r = obi_digest_map_insert(&putter->pending, digest, encoded);
+    if (r < 0) {
+        obi_encoded_directory_free(encoded);
+        return obi_error_set(err, r, "out of memory");
+    }
+    if (r == 0)
+        obi_encoded_directory_free(encoded); /* put twice: already pending */
+    putter->last = *digest;
+    putter->any = true;
+    if (digest_out)
+        *digest_out = *digest;
+    return 0;
+}
+
 static int pending_putter_put(obi_directory_putter *base, const obi_directory *dir,
                               obi_digest *digest_out, obi_error **err)
 {
     pending_putter *putter = (pending_putter *)base;
     if (putter->finished)
         return obi_error_set(err, -EINVAL, "directory putter: put after finish");
-    cleanup_free obi_encoded_directory *encoded = NULL;
+    cleanup_encoded_directory obi_encoded_directory *encoded = NULL;
     obi_digest digest;
     int r = obi_encoded_directory_new(dir, &encoded, &digest, err);
     if (r < 0)
@@ -181,16 +239,41 @@ static int pending_putter_put(obi_directory_putter *base, const obi_directory *d
     r = obi_directory_check_children(dir, &putter->pending, putter->stored_size, putter->ctx, err);
     if (r < 0)
         return r;
-    r = obi_digest_map_insert(&putter->pending, &digest, encoded);
+    return pending_putter_keep(putter, steal_pointer(&encoded), &digest, digest_out, err);
+}
+
+typedef struct child_check {
+    pending_putter *putter;
+} child_check;
+
+static int check_child_entry(const obi_node *child, void *ctx, obi_error **err)
+{
+    pending_putter *putter = ((child_check *)ctx)->putter;
+    return check_child(child, &putter->pending, putter->stored_size, putter->ctx, err);
+}
+
+static int pending_putter_put_canonical(obi_directory_putter *base, uint8_t *data, size_t len,
+                                        uint64_t size, obi_digest *digest_out, obi_error **err)
+{
+    pending_putter *putter = (pending_putter *)base;
+    cleanup_free uint8_t *owned = data;
+    if (putter->finished)
+        return obi_error_set(err, -EINVAL, "directory putter: put after finish");
+    /* The caller checked the encoding; this pass only visits the children. */
+    child_check check = {putter};
+    uint64_t checked_size = 0;
+    int r = obi_directory_check_canonical(data, len, &checked_size, check_child_entry, &check, err);
     if (r < 0)
-        return obi_error_set(err, r, "out of memory");
-    if (r == 1)
-        encoded = NULL; /* pending owns it now; r == 0: put twice, already pending */
-    putter->last = digest;
-    putter->any = true;
-    if (digest_out)
-        *digest_out = digest;
-    return 0;
+        return r;
+    if (r == 0 || checked_size != size)
+        return obi_error_set(err, -EINVAL, "directory putter: encoding is not canonical");
+    obi_encoded_directory *encoded = malloc(sizeof *encoded);
+    if (!encoded)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    *encoded = (obi_encoded_directory){size, len, steal_pointer(&owned)};
+    obi_digest digest;
+    obi_digest_of(encoded->data, len, &digest);
+    return pending_putter_keep(putter, encoded, &digest, digest_out, err);
 }
 
 static int pending_putter_finish(obi_directory_putter *base, obi_digest *root_out, obi_error **err)
@@ -219,6 +302,7 @@ static void pending_putter_close(obi_directory_putter *base)
 
 static const struct obi_directory_putter_ops pending_putter_ops = {
     .put = pending_putter_put,
+    .put_canonical = pending_putter_put_canonical,
     .finish = pending_putter_finish,
     .close = pending_putter_close,
 };
@@ -233,7 +317,7 @@ int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn
     putter->stored_size = stored_size;
     putter->commit = commit;
     putter->ctx = ctx;
-    obi_digest_map_init(&putter->pending, free);
+    obi_digest_map_init(&putter->pending, obi_encoded_directory_free);
     *out = &putter->base;
     return 0;
 }
@@ -265,13 +349,98 @@ int obi_directory_decode_verified(const obi_digest *digest, const uint8_t *data,
 
 typedef struct queued_directory {
     obi_digest digest;
-    uint64_t expected_size; /* from the parent's entry; UINT64_MAX.. unused for the root */
+    uint64_t expected_size; /* from the parent's entry; unused for the root */
     bool is_root;
 } queued_directory;
+
+struct obi_directory_walk {
+    obi_directory_service *svc;
+    obi_digest_map seen; /* digests queued so far (values are a dummy non-NULL pointer) */
+    queued_directory *queue;
+    size_t head, tail, capacity;
+};
 
 static void no_free(void *value)
 {
     (void)value;
+}
+
+/* Queues digest unless it was queued before. */
+static int walk_enqueue(obi_directory_walk *walk, const obi_digest *digest, uint64_t size,
+                        bool is_root)
+{
+    int inserted = obi_digest_map_insert(&walk->seen, digest, (void *)1);
+    if (inserted <= 0)
+        return inserted;
+    if (walk->tail == walk->capacity && walk->head > 0) {
+        /* drop the visited prefix before growing */
+        memmove(walk->queue, walk->queue + walk->head,
+                (walk->tail - walk->head) * sizeof *walk->queue);
+        walk->tail -= walk->head;
+        walk->head = 0;
+    }
+    if (walk->tail == walk->capacity) {
+        size_t capacity = walk->capacity ? 2 * walk->capacity : 16;
+        queued_directory *grown = realloc(walk->queue, capacity * sizeof *walk->queue);
+        if (!grown)
+            return -ENOMEM;
+        walk->queue = grown;
+        walk->capacity = capacity;
+    }
+    walk->queue[walk->tail++] = (queued_directory){*digest, size, is_root};
+    return 1;
+}
+
+int obi_directory_walk_new(obi_directory_service *svc, const obi_digest *root,
+                           obi_directory_walk **out, obi_error **err)
+{
+    obi_directory_walk *walk = calloc(1, sizeof *walk);
+    if (!walk)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    walk->svc = svc;
+    obi_digest_map_init(&walk->seen, no_free);
+    if (walk_enqueue(walk, root, 0, true) < 0) {
+        obi_directory_walk_free(walk);
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    }
+    *out = walk;
+    return 0;
+}
+
+int obi_directory_walk_next(obi_directory_walk *walk, obi_directory **dir_out,
+                            obi_digest *digest_out, obi_error **err)
+{
+    if (walk->head == walk->tail)
+        return 0;
+    queued_directory item = walk->queue[walk->head++];
+    cleanup_directory obi_directory *dir = NULL;
+    int r = obi_directory_get(walk->svc, &item.digest, &dir, err);
+    if (r < 0)
+        return r;
+    if (!item.is_root && obi_directory_size(dir) != item.expected_size) {
+        char hex[OBI_DIGEST_HEX_LEN + 1];
+        obi_digest_to_hex(&item.digest, hex);
+        return obi_error_set(err, -EIO, "directory %s has size %llu, but its parent says %llu", hex,
+                             (unsigned long long)obi_directory_size(dir),
+                             (unsigned long long)item.expected_size);
+    }
+    for (size_t i = 0; i < dir->n_directories; i++) {
+        const obi_node *child = &dir->directories[i];
+        if (walk_enqueue(walk, &child->digest, child->size, false) < 0)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+    }
+    *digest_out = item.digest;
+    *dir_out = steal_pointer(&dir);
+    return 1;
+}
+
+void obi_directory_walk_free(obi_directory_walk *walk)
+{
+    if (!walk)
+        return;
+    obi_digest_map_clear(&walk->seen);
+    free(walk->queue);
+    free(walk);
 }
 
 int obi_directory_get_recursive(obi_directory_service *svc, const obi_digest *root,
@@ -279,61 +448,17 @@ int obi_directory_get_recursive(obi_directory_service *svc, const obi_digest *ro
 {
     if (svc->ops->get_recursive)
         return svc->ops->get_recursive(svc, root, visit, ctx, err);
-
-    obi_digest_map seen;
-    obi_digest_map_init(&seen, no_free);
-    cleanup_free queued_directory *queue = malloc(sizeof *queue);
-    size_t head = 0, tail = 0, capacity = 1;
-    int r = 0;
-    if (!queue)
-        return obi_error_set(err, -ENOMEM, "out of memory");
-    queue[tail++] = (queued_directory){*root, 0, true};
-    if (obi_digest_map_insert(&seen, root, (void *)1) < 0)
-        r = obi_error_set(err, -ENOMEM, "out of memory");
-    while (r == 0 && head < tail) {
-        queued_directory item = queue[head++];
+    cleanup_directory_walk obi_directory_walk *walk = NULL;
+    int r = obi_directory_walk_new(svc, root, &walk, err);
+    while (r >= 0) {
         cleanup_directory obi_directory *dir = NULL;
-        r = obi_directory_get(svc, &item.digest, &dir, err);
-        if (r < 0)
+        obi_digest digest;
+        r = obi_directory_walk_next(walk, &dir, &digest, err);
+        if (r <= 0)
             break;
-        if (!item.is_root && obi_directory_size(dir) != item.expected_size) {
-            char hex[OBI_DIGEST_HEX_LEN + 1];
-            obi_digest_to_hex(&item.digest, hex);
-            r = obi_error_set(err, -EIO, "directory %s has size %llu, but its parent says %llu",
-                              hex, (unsigned long long)obi_directory_size(dir),
-                              (unsigned long long)item.expected_size);
-            break;
-        }
-        r = visit(dir, &item.digest, ctx, err);
-        if (r < 0)
-            break;
-        for (size_t i = 0; r == 0 && i < dir->n_directories; i++) {
-            const obi_node *child = &dir->directories[i];
-            int inserted = obi_digest_map_insert(&seen, &child->digest, (void *)1);
-            if (inserted < 0) {
-                r = obi_error_set(err, -ENOMEM, "out of memory");
-            } else if (inserted == 1) {
-                if (tail == capacity) {
-                    /* drop the visited prefix before growing */
-                    memmove(queue, queue + head, (tail - head) * sizeof *queue);
-                    tail -= head;
-                    head = 0;
-                }
-                if (tail == capacity) {
-                    queued_directory *grown = realloc(queue, 2 * capacity * sizeof *queue);
-                    if (!grown) {
-                        r = obi_error_set(err, -ENOMEM, "out of memory");
-                        break;
-                    }
-                    queue = grown;
-                    capacity *= 2;
-                }
-                queue[tail++] = (queued_directory){child->digest, child->size, false};
-            }
-        }
+        r = visit(dir, &digest, ctx, err);
     }
-    obi_digest_map_clear(&seen);
-    return r;
+    return r < 0 ? r : 0;
 }
 
 /* ---- selection by URL ---- */

@@ -16,12 +16,19 @@
 typedef struct obi_encoded_directory {
     uint64_t size; /* obi_directory_size of the decoded directory */
     size_t len;
-    uint8_t data[];
+    uint8_t *data; /* owned (malloc'd) */
 } obi_encoded_directory;
 
 /* Validates dir and encodes it; *digest_out = BLAKE3 of the encoding. */
 int obi_encoded_directory_new(const obi_directory *dir, obi_encoded_directory **out,
                               obi_digest *digest_out, obi_error **err);
+/* Frees one (and its data); the free_value of maps of them. Accepts NULL. */
+void obi_encoded_directory_free(void *encoded);
+static inline void obi_encoded_directory_freep(obi_encoded_directory **e)
+{
+    obi_encoded_directory_free(*e);
+}
+#define cleanup_encoded_directory __attribute__((cleanup(obi_encoded_directory_freep)))
 
 /* Looks up a stored directory's recursive size: 1 found, 0 absent, negative on error. */
 typedef int (*obi_stored_size_fn)(void *ctx, const obi_digest *digest, uint64_t *size,
