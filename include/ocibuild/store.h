@@ -17,6 +17,9 @@
 #include "ocibuild/node.h"
 #include "ocibuild/url.h"
 
+/* Called for each digest a listing finds. */
+typedef int (*obi_digest_visit_fn)(const obi_digest *digest, void *ctx, obi_error **err);
+
 /* ---- blob service ---- */
 
 typedef struct obi_blob_service obi_blob_service;
@@ -64,6 +67,9 @@ struct obi_blob_service_ops {
     /* Optional (NULL: nothing is ever pending): the barrier. Makes every blob finished so far
      * through this service durable and visible to other processes. */
     int (*sync)(obi_blob_service *svc, obi_error **err);
+    /* Optional (NULL: the backend cannot list): visit for every blob stored (those pending in
+     * this process left out), in no particular order, outside any lock of the service. */
+    int (*list)(obi_blob_service *svc, obi_digest_visit_fn visit, void *ctx, obi_error **err);
     /* Runs the barrier first (a failure leaves the pending blobs lost, never half-visible). */
     void (*free)(obi_blob_service *svc);
 };
@@ -108,6 +114,9 @@ static inline int obi_blob_finish_pending(obi_blob_writer *w, obi_digest *digest
  * commits directories and before it returns; the on-disk directory putter does for blobs of
  * its own ROOT in this process before every commit). */
 int obi_blob_service_sync(obi_blob_service *svc, obi_error **err);
+/* Every blob the service stores (ops->list); -ENOTSUP when it cannot list. */
+int obi_blob_service_list(obi_blob_service *svc, obi_digest_visit_fn visit, void *ctx,
+                          obi_error **err);
 void obi_blob_reader_close(obi_blob_reader *reader);
 void obi_blob_writer_close(obi_blob_writer *writer);
 void obi_blob_service_free(obi_blob_service *svc);
@@ -170,6 +179,9 @@ struct obi_directory_service_ops {
      * breadth-first, each directory once. */
     int (*get_recursive)(obi_directory_service *svc, const obi_digest *root,
                          obi_directory_visit_fn visit, void *ctx, obi_error **err);
+    /* Optional (NULL: the backend cannot list): visit for every directory stored, in no
+     * particular order, outside any lock of the service. */
+    int (*list)(obi_directory_service *svc, obi_digest_visit_fn visit, void *ctx, obi_error **err);
     void (*free)(obi_directory_service *svc);
 };
 struct obi_directory_service {
@@ -224,6 +236,9 @@ static inline void obi_directory_walk_freep(obi_directory_walk **w)
     obi_directory_walk_free(*w);
 }
 #define cleanup_directory_walk __attribute__((cleanup(obi_directory_walk_freep)))
+/* Every directory the service stores (ops->list); -ENOTSUP when it cannot list. */
+int obi_directory_service_list(obi_directory_service *svc, obi_digest_visit_fn visit, void *ctx,
+                               obi_error **err);
 void obi_directory_putter_close(obi_directory_putter *putter);
 void obi_directory_service_free(obi_directory_service *svc);
 

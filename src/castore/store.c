@@ -71,6 +71,51 @@ int obi_directory_put_encoded(obi_directory_putter *p, uint8_t *data, size_t len
     return r;
 }
 
+int obi_blob_service_list(obi_blob_service *svc, obi_digest_visit_fn visit, void *ctx,
+                          obi_error **err)
+{
+    if (!svc->ops->list)
+        return obi_error_set(err, -ENOTSUP,
+                             "this blob service cannot list its blobs (a remote store: verify "
+                             "the store on the machine that serves it)");
+    return svc->ops->list(svc, visit, ctx, err);
+}
+
+int obi_directory_service_list(obi_directory_service *svc, obi_digest_visit_fn visit, void *ctx,
+                               obi_error **err)
+{
+    if (!svc->ops->list)
+        return obi_error_set(err, -ENOTSUP,
+                             "this directory service cannot list its directories (a remote "
+                             "store: verify the store on the machine that serves it)");
+    return svc->ops->list(svc, visit, ctx, err);
+}
+
+int obi_digest_list_visit(const obi_digest *digests, size_t n, obi_digest_visit_fn visit, void *ctx,
+                          obi_error **err)
+{
+    for (size_t i = 0; i < n; i++) {
+        int r = visit(&digests[i], ctx, err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int obi_digest_map_keys(const obi_digest_map *map, obi_digest **out, size_t *n_out)
+{
+    obi_digest *keys = malloc((map->count ? map->count : 1) * sizeof *keys);
+    if (!keys)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < map->capacity; i++)
+        if (map->slots[i].value)
+            keys[n++] = map->slots[i].key;
+    *out = keys;
+    *n_out = n;
+    return 0;
+}
+
 void obi_directory_putter_close(obi_directory_putter *putter)
 {
     if (putter)

@@ -55,6 +55,12 @@ int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn
 int obi_directory_decode_verified(const obi_digest *digest, const uint8_t *data, size_t len,
                                   obi_directory **out, obi_error **err);
 
+/* Listing helpers: the keys of a map (a malloc'd copy, so that they can be visited without the
+ * lock guarding the map), and visiting such a copy. */
+int obi_digest_map_keys(const obi_digest_map *map, obi_digest **out, size_t *n_out);
+int obi_digest_list_visit(const obi_digest *digests, size_t n, obi_digest_visit_fn visit, void *ctx,
+                          obi_error **err);
+
 /* The barrier of the on-disk blob service (local_blob.c) for ROOT in this process, if one is
  * open there (else nothing to do): the on-disk directory putter calls it before committing,
  * so directories never become durable before the blobs they refer to. */
