@@ -127,11 +127,9 @@ static int directory_put_one(obi_rpc_call *call, void *ctx, obi_rpc_message *mes
         return r;
     size_t index = put->directories++;
     size_t len = message->len;
-    /* The putter keeps the directory's encoding until the commit. */
-    r = obi_rpc_call_hold(call, len, err);
-    if (r < 0)
-        return obi_error_prefix(err, r, "directories[%zu]", index);
-    r = obi_directory_put_encoded(put->putter, steal_pointer(&message->data), len, NULL, err);
+    /* The putter keeps the bytes until the commit; they stay charged to the budget. */
+    r = obi_directory_put_encoded(put->putter, obi_rpc_call_keep_message(call, message), len, NULL,
+                                  err);
     if (r < 0)
         return obi_error_prefix(err, r, "directories[%zu]", index);
     return OBI_RPC_RECV;

@@ -275,12 +275,11 @@ int obi_rpc_call_queue_message(obi_rpc_call *call, const ProtobufCMessage *msg, 
     return 0;
 }
 
-int obi_rpc_call_hold(obi_rpc_call *call, size_t bytes, obi_error **err)
+uint8_t *obi_rpc_call_keep_message(obi_rpc_call *call, obi_rpc_message *message)
 {
-    if (!budget_charge(call->server, bytes))
-        return budget_exhausted(call->server, bytes, err);
-    call->held += bytes;
-    return 0;
+    call->held += call->received_charge;
+    call->received_charge = 0;
+    return steal_pointer(&message->data);
 }
 
 int obi_rpc_call_cancel_fd(const obi_rpc_call *call)
@@ -1142,8 +1141,13 @@ int obi_rpc_server_listen_fd(obi_rpc_server *server, int fd, obi_error **err)
     }
     int listening = 0, type = 0;
     socklen_t len = sizeof listening, type_len = sizeof type;
-    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening ||
-        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0 || type != SOCK_STREAM) {
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0) {
+        int e = errno;
+        close(fd);
+        return obi_error_set_errno(err, e, "listen fd %d", fd);
+    }
+    if (!listening || type != SOCK_STREAM) {
         close(fd);
         return obi_error_set(err, -EINVAL, "listen fd %d: not a listening stream socket", fd);
     }

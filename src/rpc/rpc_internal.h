@@ -65,7 +65,7 @@ enum {
 
 /* A received request message, in one piece. */
 typedef struct obi_rpc_message {
-    uint8_t *data; /* malloc'd; a step that keeps it sets data to NULL (and frees it later) */
+    uint8_t *data; /* malloc'd; freed after the step unless kept */
     size_t len;
 } obi_rpc_message;
 
@@ -75,8 +75,8 @@ typedef struct obi_rpc_method {
     /* false: exactly one request message (a call without one is INVALID_ARGUMENT); true: a
      * stream of them, then on_end. */
     bool client_stream;
-    /* A request message arrived (ctx: the obi_*_service). The server frees it after the step
-     * unless the step took it; what outlives the step is charged with obi_rpc_call_hold. */
+    /* A request message arrived (ctx: the obi_*_service), charged to the memory budget. The
+     * server frees it after the step unless the step kept it (obi_rpc_call_keep_message). */
     int (*on_message)(obi_rpc_call *call, void *ctx, obi_rpc_message *message, obi_error **err);
     /* Client streams: the client closed its stream. */
     int (*on_end)(obi_rpc_call *call, void *ctx, obi_error **err);
@@ -91,9 +91,9 @@ void obi_rpc_call_set_state(obi_rpc_call *call, void *state, void (*free_state)(
  * ownership of data (malloc'd). */
 void obi_rpc_call_queue(obi_rpc_call *call, uint8_t *data, size_t len);
 int obi_rpc_call_queue_message(obi_rpc_call *call, const ProtobufCMessage *msg, obi_error **err);
-/* Charges bytes the handler keeps beyond the step (until the call ends) to the memory budget all
- * calls share: -ENOMEM (RESOURCE_EXHAUSTED) when it would go over. */
-int obi_rpc_call_hold(obi_rpc_call *call, size_t bytes, obi_error **err);
+/* Takes the message's bytes out of the step (the caller frees them) while they stay charged to
+ * the memory budget all calls share until the call ends. */
+uint8_t *obi_rpc_call_keep_message(obi_rpc_call *call, obi_rpc_message *message);
 /* Readable once the call is over for the client: it cancelled, disconnected, passed its
  * deadline, or the server cancelled it (idle timeout, shutdown). Build pool calls only; -1 for
  * others. Owned by the call. */
