@@ -4,6 +4,7 @@
  * plus the status mapping and message clipping.
  */
 #include <dirent.h>
+#include <grpc/grpc_security.h>
 #include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
@@ -890,8 +891,7 @@ static void test_rpc_unreachable_server_is_econnrefused_naming_it(void **state)
 }
 
 /* A directory service that lies about the leaf: asked for it, it returns another directory of
- * the same size, which a recursive Get then sends as part of the tree. (A server that stops
- * early is played by a Python server in tests/e2e/test_daemon.py.) */
+ * the same size, which a recursive Get then sends as part of the tree. */
 typedef struct lying_directories {
     obi_directory_service base;
     obi_directory_service *real;
@@ -957,6 +957,102 @@ static void test_rpc_recursive_get_refuses_directories_outside_the_tree(void **s
     obi_directory_service_free(&lying->base);
 }
 
+/* A DirectoryService/Get that answers one call with the root only, leaving out its children:
+ * a bare gRPC core server in a thread, since the real server cannot be made to lie like that. */
+typedef struct bare_server {
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    uint8_t *root;
+    size_t root_len;
+} bare_server;
+
+static void bare_wait(grpc_completion_queue *cq, void *tag)
+{
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type != GRPC_OP_COMPLETE || ev.tag == tag)
+            return;
+    }
+}
+
+static void *bare_get_one(void *arg)
+{
+    bare_server *b = arg;
+    grpc_call *call = NULL;
+    grpc_call_details details;
+    grpc_metadata_array metadata;
+    grpc_call_details_init(&details);
+    grpc_metadata_array_init(&metadata);
+    int accept_tag, batch_tag, close_tag;
+    assert_int_equal(
+        grpc_server_request_call(b->server, &call, &details, &metadata, b->cq, b->cq, &accept_tag),
+        GRPC_CALL_OK);
+    bare_wait(b->cq, &accept_tag);
+    grpc_byte_buffer *request = NULL;
+    grpc_byte_buffer *response = obi_rpc_byte_buffer_own(b->root, b->root_len);
+    int cancelled = 0;
+    grpc_op ops[5];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_MESSAGE;
+    ops[1].data.recv_message.recv_message = &request;
+    ops[2].op = GRPC_OP_SEND_MESSAGE;
+    ops[2].data.send_message.send_message = response;
+    ops[3].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[3].data.send_status_from_server.status = GRPC_STATUS_OK;
+    assert_int_equal(grpc_call_start_batch(call, ops, 4, &batch_tag, NULL), GRPC_CALL_OK);
+    bare_wait(b->cq, &batch_tag);
+    ops[0].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[0].data.recv_close_on_server.cancelled = &cancelled;
+    assert_int_equal(grpc_call_start_batch(call, ops, 1, &close_tag, NULL), GRPC_CALL_OK);
+    bare_wait(b->cq, &close_tag);
+    grpc_byte_buffer_destroy(request);
+    grpc_byte_buffer_destroy(response);
+    grpc_call_unref(call);
+    grpc_call_details_destroy(&details);
+    grpc_metadata_array_destroy(&metadata);
+    return NULL;
+}
+
+static void test_rpc_recursive_get_refuses_a_tree_with_directories_left_out(void **state)
+{
+    (void)state;
+    cleanup_directory obi_directory *leaf = obi_directory_new();
+    add_file(leaf, "leaf-file");
+    cleanup_directory obi_directory *root = obi_directory_new();
+    add_dir(root, "leaf", leaf);
+    obi_digest root_digest;
+    assert_ok(obi_directory_digest(root, &root_digest, err_ptr_));
+    bare_server b = {0};
+    assert_ok(obi_directory_encode(root, &b.root, &b.root_len, err_ptr_));
+    char address[600], url[600];
+    snprintf(address, sizeof address, "unix:%s/bare.sock", F.dir);
+    snprintf(url, sizeof url, "grpc+unix://%s/bare.sock", F.dir);
+    b.server = grpc_server_create(NULL, NULL);
+    b.cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(b.server, b.cq, NULL);
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    assert_true(grpc_server_add_http2_port(b.server, address, creds) != 0);
+    grpc_server_credentials_release(creds);
+    grpc_server_start(b.server);
+    pthread_t thread;
+    pthread_create(&thread, NULL, bare_get_one, &b);
+    obi_directory_service *client = NULL;
+    assert_ok(obi_directory_service_open(url, &client, err_ptr_));
+    visited v = {0};
+    obi_error *err = NULL;
+    assert_fails_with(err,
+                      obi_directory_get_recursive(client, &root_digest, record_visit, &v, &err),
+                      -EBADMSG, "left out 1");
+    pthread_join(thread, NULL);
+    obi_directory_service_free(client);
+    int shutdown_tag;
+    grpc_server_shutdown_and_notify(b.server, b.cq, &shutdown_tag);
+    bare_wait(b.cq, &shutdown_tag);
+    grpc_server_destroy(b.server);
+    obi_rpc_cq_destroy(b.cq);
+}
+
 static void test_rpc_log_level_parses_names_only(void **state)
 {
     (void)state;
@@ -996,6 +1092,7 @@ int main(void)
         cmocka_unit_test(test_rpc_blob_chunk_parser_finds_data_and_refuses_truncation),
         cmocka_unit_test(test_rpc_unreachable_server_is_econnrefused_naming_it),
         cmocka_unit_test(test_rpc_recursive_get_refuses_directories_outside_the_tree),
+        cmocka_unit_test(test_rpc_recursive_get_refuses_a_tree_with_directories_left_out),
         cmocka_unit_test(test_rpc_log_level_parses_names_only),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
