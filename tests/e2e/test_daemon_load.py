@@ -10,7 +10,6 @@
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -70,7 +69,7 @@ def worker(gen, sock, seconds, seed, request_hex):
             t0 = time.time()
             try:
                 if op == "put":
-                    size = rng.choice([0, 1, 100, 4096, 65536, 300_000, 1_100_000])
+                    size = rng.choice([0, 1, 100, 4096, 65536, 300_000, 600_000])
                     data = rng.randbytes(size)
                     chunks = [bpb.BlobChunk(data=data[i:i + 262144])
                               for i in range(0, len(data), 262144)]
@@ -140,7 +139,7 @@ def main():
         env.close()
         t.done()
     grpc = env.grpc
-    from tvix.build.v1 import build_pb2, rpc_build_pb2_grpc
+    from tvix.build.v1 import build_pb2
     from tvix.castore.v1 import castore_pb2 as cpb
     from tvix.castore.v1 import rpc_blobstore_pb2 as bpb, rpc_blobstore_pb2_grpc as bgrpc
     seconds = int(os.environ.get("OBI_LOAD_SECONDS", "60"))
