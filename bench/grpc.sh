@@ -1,8 +1,9 @@
 #!/bin/bash
 # gRPC layer figures (bench/README.md): blob Put and Read throughput through a daemon on a unix
 # socket next to the same operations on the local store it serves and a plain read() of the blob
-# file; Stat requests/s with 8 concurrent clients; DoBuild over gRPC vs the local build (when
-# root and runc are available). Usage: bench/grpc.sh [MIB] (default 256).
+# file; Read over mutual TLS and plain TCP on loopback next to the unix socket (alternating runs,
+# same store); Stat requests/s with 8 concurrent clients; DoBuild over gRPC vs the local build
+# (when root and runc are available). Usage: bench/grpc.sh [MIB] (default 256).
 set -eu
 cd "$(dirname "$0")/.."
 MIB=${1:-256}
@@ -35,6 +36,38 @@ cat "$file" >/dev/null
 read_file=$(for i in 1 2 3; do "$DRIVER" readfile "$file"; done | median)
 read_local=$(for i in 1 2 3; do "$DRIVER" read "$store" "$hex"; done | median)
 read_grpc=$(for i in 1 2 3; do "$DRIVER" read "$url" "$hex"; done | median)
+# The same store over mutual TLS and over plain TCP, both on loopback; runs alternate.
+tls_row="" tcp_row=""
+if command -v openssl >/dev/null; then
+  pki="$tmp/pki"; mkdir "$pki"
+  ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  openssl req -x509 "${ec[@]}" -keyout "$pki/ca.key" -out "$pki/ca.pem" -days 1 -subj /CN=ca 2>/dev/null
+  for who in server client; do
+    openssl req "${ec[@]}" -keyout "$pki/$who.key" -out "$pki/$who.csr" -subj "/CN=$who" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\n' >"$pki/$who.ext"
+    openssl x509 -req -in "$pki/$who.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
+      -out "$pki/$who.pem" -days 1 -extfile "$pki/$who.ext" 2>/dev/null
+  done
+  "$OCIBUILD" daemon --listen 127.0.0.1:0 --store "$store" --build-service dummy:// \
+    --tls-cert "$pki/server.pem" --tls-key "$pki/server.key" --tls-client-ca "$pki/ca.pem" \
+    2>"$tmp/tls.log" &
+  pids+=($!)
+  "$OCIBUILD" daemon --listen 127.0.0.1:0 --store "$store" --build-service dummy:// \
+    2>"$tmp/tcp.log" &
+  pids+=($!)
+  port_of() { for _ in $(seq 100); do p=$(sed -n 's/.*(port \([0-9]*\).*/\1/p' "$1"); [ -n "$p" ] && { echo "$p"; return; }; sleep 0.05; done; }
+  tls_url="grpc+https://127.0.0.1:$(port_of "$tmp/tls.log")?ca=$pki/ca.pem&cert=$pki/client.pem&key=$pki/client.key"
+  tcp_url="grpc+http://127.0.0.1:$(port_of "$tmp/tcp.log")"
+  : >"$tmp/r.unix"; : >"$tmp/r.tls"; : >"$tmp/r.tcp"
+  for i in 1 2 3; do
+    "$DRIVER" read "$url" "$hex" >>"$tmp/r.unix"
+    "$DRIVER" read "$tls_url" "$hex" >>"$tmp/r.tls"
+    "$DRIVER" read "$tcp_url" "$hex" >>"$tmp/r.tcp"
+  done
+  read_unix=$(median <"$tmp/r.unix")
+  tls_row=$(median <"$tmp/r.tls")
+  tcp_row=$(median <"$tmp/r.tcp")
+fi
 small=$(printf 'small blob' >"$tmp/small" && "$DRIVER" put "$url" "$tmp/small" | cut -d' ' -f2)
 stat_grpc=$("$DRIVER" stat "$url" "$small" 8 5)
 stat_local=$("$DRIVER" stat "$store" "$small" 8 5)
@@ -46,6 +79,14 @@ printf '  %-44s %8s  (%s of read())\n' "Read over gRPC (unix socket)" "$read_grp
 printf '  %-44s %8s\n' "Put, local store (hash + fsync)" "$put_local"
 printf '  %-44s %8s  (%s of local Put, %s of read())\n' "Put over gRPC (unix socket)" "$put_grpc" \
   "$(ratio "$put_grpc" "$put_local")" "$(ratio "$put_grpc" "$read_file")"
+if [ -n "$tls_row" ]; then
+  echo "Read over loopback TCP, medians of 3 alternating with the unix socket (MiB/s):"
+  printf '  %-44s %8s\n' "unix socket" "$read_unix"
+  printf '  %-44s %8s  (%s of the unix socket)\n' "TCP, mutual TLS (grpc+https)" "$tls_row" "$(ratio "$tls_row" "$read_unix")"
+  printf '  %-44s %8s  (%s of the unix socket)\n' "TCP, plain (grpc+http)" "$tcp_row" "$(ratio "$tcp_row" "$read_unix")"
+else
+  echo "Read over TLS SKIPPED: needs openssl"
+fi
 echo "Stat of a small blob, 8 concurrent clients, 5 s (requests/s):"
 printf '  %-44s %8s\n' "over gRPC (8 threads, one connection)" "$stat_grpc" "local store (8 threads)" "$stat_local"
 

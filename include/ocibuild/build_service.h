@@ -7,6 +7,12 @@
  * Error codes a caller can act on: -EINVAL invalid request (message from validation),
  * OBI_EBUILD_FAILED the build ran and failed (message carries exit code and log tail),
  * -ETIMEDOUT timed out, -ECANCELED interrupted, -ENOTSUP builds not supported.
+ *
+ * Each build may come with options of its own (obi_build_call): a cancel fd that stops just that
+ * build (the daemon gives every DoBuild one, readable when its client cancels, disconnects or
+ * passes its deadline) and a log callback for just that build. Service-wide settings (timeout,
+ * the service's own cancel fd and log callback) still apply; the call's log callback replaces
+ * the service's for that build.
  */
 #ifndef OCIBUILD_BUILD_SERVICE_H
 #define OCIBUILD_BUILD_SERVICE_H
@@ -15,6 +21,7 @@
 
 #include "ocibuild/error.h"
 #include "ocibuild/request.h"
+#include "ocibuild/runtime.h"
 #include "ocibuild/store.h"
 #include "ocibuild/url.h"
 
@@ -22,9 +29,27 @@
 
 typedef struct obi_build_service obi_build_service;
 
+/* One build's own options, chosen by whoever asked for that build. */
+typedef struct obi_build_call {
+    /* -1: none. Readable = stop this build: a waiting build gives up its turn, a running one
+     * has its container killed and deleted; do_build returns -ECANCELED. Owned by the caller,
+     * never read or closed by the service (it may stay readable). */
+    int cancel_fd;
+    /* This build's stdout and stderr as they come; NULL: the service's own callback, if any.
+     * Called from the thread running the build. */
+    obi_output_fn on_output;
+    void *output_ctx;
+} obi_build_call;
+
+#define OBI_BUILD_CALL_INIT                                                                        \
+    {                                                                                              \
+        -1, NULL, NULL                                                                             \
+    }
+
 struct obi_build_service_ops {
-    int (*do_build)(obi_build_service *svc, const obi_build_request *req, obi_build **out,
-                    obi_error **err);
+    /* call: NULL when the caller has no options of its own. */
+    int (*do_build)(obi_build_service *svc, const obi_build_request *req,
+                    const obi_build_call *call, obi_build **out, obi_error **err);
     void (*free)(obi_build_service *svc);
     /* Optional (NULL: not supported): running and later builds stop early with -ECANCELED.
      * Thread-safe; used by the daemon when its shutdown grace period has passed. */
@@ -37,7 +62,15 @@ struct obi_build_service {
 static inline int obi_build_service_do_build(obi_build_service *svc, const obi_build_request *req,
                                              obi_build **out, obi_error **err)
 {
-    return svc->ops->do_build(svc, req, out, err);
+    return svc->ops->do_build(svc, req, NULL, out, err);
+}
+/* The same with this build's own options (call may be NULL). */
+static inline int obi_build_service_do_build_call(obi_build_service *svc,
+                                                  const obi_build_request *req,
+                                                  const obi_build_call *call, obi_build **out,
+                                                  obi_error **err)
+{
+    return svc->ops->do_build(svc, req, call, out, err);
 }
 static inline void obi_build_service_cancel(obi_build_service *svc)
 {

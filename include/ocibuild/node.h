@@ -100,6 +100,16 @@ uint64_t obi_directory_size(const obi_directory *dir);
 int obi_directory_encode(const obi_directory *dir, uint8_t **out, size_t *out_len, obi_error **err);
 /* Decodes (does not validate; call obi_directory_validate). */
 int obi_directory_decode(const uint8_t *data, size_t len, obi_directory **out, obi_error **err);
+/* Checks an encoded Directory in place, without decoding it (so a Directory of any size costs
+ * only its encoding): returns 1 when data is the canonical encoding (what obi_directory_encode
+ * writes) of a valid Directory, with *size_out its obi_directory_size, after calling visit (if
+ * not NULL) for each directory entry (borrowed: its name points into data and is not
+ * NUL-terminated); 0 when data is well-formed protobuf but not canonical (decode it, which may
+ * still refuse it, and re-encode); negative, with the message obi_directory_decode +
+ * obi_directory_validate would give, when it is malformed, or canonical but invalid. */
+typedef int (*obi_directory_entry_fn)(const obi_node *entry, void *ctx, obi_error **err);
+int obi_directory_check_canonical(const uint8_t *data, size_t len, uint64_t *size_out,
+                                  obi_directory_entry_fn visit, void *ctx, obi_error **err);
 /* BLAKE3 of the canonical encoding. */
 int obi_directory_digest(const obi_directory *dir, obi_digest *out, obi_error **err);
 /* Looks up an entry by name in any list; NULL when absent. Linear scan, so it also works on

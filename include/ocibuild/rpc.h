@@ -1,9 +1,10 @@
 /*
  * The gRPC layer (rpc.md): a server exposing tvix.castore.v1.{BlobService,DirectoryService} and
- * tvix.build.v1.BuildService over HTTP/2 (unix socket or TCP) with the gRPC C core, and clients
- * for the same services behind the obi_blob_service / obi_directory_service /
- * obi_build_service interfaces, registered as the grpc+unix:// and grpc+http:// schemes.
- * Status codes are mapped as docs/rpc.md describes.
+ * tvix.build.v1.BuildService over HTTP/2 (unix socket, TCP, TLS) with the gRPC C core, and
+ * clients for the same services behind the obi_blob_service / obi_directory_service /
+ * obi_build_service interfaces, registered as the grpc+unix://, grpc+http:// and grpc+https://
+ * schemes. Status codes are mapped as docs/rpc.md describes; who may connect and the limits
+ * that keep clients from stalling or exhausting the server are in docs/security.md.
  *
  * Linking: tests and benchmarks link this layer statically. The ocibuild executable does not
  * link it (libgrpc pulls ~50 shared libraries into every start-up): it loads the shared module
@@ -13,7 +14,10 @@
 #ifndef OCIBUILD_RPC_H
 #define OCIBUILD_RPC_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ocibuild/build_service.h"
 #include "ocibuild/error.h"
@@ -22,13 +26,22 @@
 
 #define OBI_RPC_SCHEME_UNIX "grpc+unix"
 #define OBI_RPC_SCHEME_HTTP "grpc+http"
+#define OBI_RPC_SCHEME_HTTPS "grpc+https"
 
-/* Registers the grpc+unix and grpc+http schemes for stores and build services, so that
- * obi_store_open / obi_build_service_open accept them. Idempotent; call once at startup. */
+/* Environment variables a grpc+https:// URL falls back on when it has no ?ca=, ?cert=, ?key=
+ * (PEM file paths: the CA that signed the server's certificate, and the client's certificate
+ * and key for mutual TLS). */
+#define OBI_RPC_ENV_CA "OCIBUILD_GRPC_CA"
+#define OBI_RPC_ENV_CERT "OCIBUILD_GRPC_CERT"
+#define OBI_RPC_ENV_KEY "OCIBUILD_GRPC_KEY"
+
+/* Registers the grpc+unix, grpc+http and grpc+https schemes for stores and build services, so
+ * that obi_store_open / obi_build_service_open accept them. Idempotent; call once at startup. */
 int obi_rpc_init(obi_error **err);
 
 /* Clients (normally reached through the URL openers). The URL scheme must be grpc+unix
- * (path of the socket) or grpc+http (host:port, no path). */
+ * (path of the socket), grpc+http (host:port, no path) or grpc+https (host:port, TLS; query
+ * parameters ca, cert, key as above). */
 int obi_grpc_blob_service_open(const obi_url *url, obi_blob_service **out, obi_error **err);
 int obi_grpc_directory_service_open(const obi_url *url, obi_directory_service **out,
                                     obi_error **err);
@@ -61,19 +74,43 @@ typedef struct obi_rpc_server_options {
     obi_log_level log_level;
     obi_log_fn log; /* NULL: no logging */
     void *log_ctx;
+
+    /* Limits (docs/rpc.md "Limits"; 0 picks the default). */
+    unsigned idle_timeout_ms;  /* 0: 30 s; a call waiting this long on its client is cancelled */
+    size_t max_message_bytes;  /* 0: 16 MiB; larger request messages: RESOURCE_EXHAUSTED */
+    size_t max_inflight_bytes; /* 0: 512 MiB; the memory budget all calls share */
+
+    /* Who may connect (docs/security.md "The daemon"). TLS: PEM files; with cert and key, TCP
+     * listeners speak TLS; with client_ca too, only clients holding a certificate signed by it
+     * get in. TCP without mutual TLS is refused on addresses other than loopback unless
+     * insecure_tcp (then a warning is logged). */
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    const char *tls_client_ca_file;
+    bool insecure_tcp;
+    /* Unix sockets the server creates: mode 0600, or with use_socket_group 0660 and group
+     * socket_gid. */
+    bool use_socket_group;
+    gid_t socket_gid;
 } obi_rpc_server_options;
 
 typedef struct obi_rpc_server obi_rpc_server;
 
 int obi_rpc_server_new(const obi_rpc_server_options *options, obi_rpc_server **out,
                        obi_error **err);
-/* "unix:PATH", "unix:///ABS" or "HOST:PORT" (port 0 picks a free one: *port_out). Before start. */
+/* "unix:PATH", "unix:///ABS" or "HOST:PORT" (port 0 picks a free one: *port_out). Before start.
+ * A unix socket is created with the options' mode and group (never more open, whatever the
+ * umask) and removed by the shutdown; a live socket at that path is refused. */
 int obi_rpc_server_listen(obi_rpc_server *server, const char *address, int *port_out,
                           obi_error **err);
+/* Serves a socket someone else bound and listens on (systemd socket activation): a unix socket,
+ * or a TCP one under the same rules as a TCP address (plain TCP only: gRPC cannot put TLS on an
+ * adopted socket). The server owns fd from now on, even on failure. Before start. */
+int obi_rpc_server_listen_fd(obi_rpc_server *server, int fd, obi_error **err);
 int obi_rpc_server_start(obi_rpc_server *server, obi_error **err);
-/* Stops accepting calls, lets running calls finish for up to grace_ms, then cancels them and
- * waits for the handlers. -ETIMEDOUT if handlers are still running grace_ms after the
- * cancellation (a build that does not stop): the server must then not be freed. */
+/* Stops accepting calls, lets running calls finish for up to grace_ms, then cancels them (their
+ * builds are killed) and waits for the handlers. -ETIMEDOUT if handlers are still running 5 s
+ * after the cancellation (a build that does not stop): the server must then not be freed. */
 int obi_rpc_server_shutdown(obi_rpc_server *server, unsigned grace_ms, obi_error **err);
 /* Shuts down with no grace if still running. Accepts NULL. */
 void obi_rpc_server_free(obi_rpc_server *server);
@@ -87,7 +124,7 @@ static inline void obi_rpc_server_freep(obi_rpc_server **s)
 
 /* Bumped whenever the table below or a signature in it changes: a module built from other
  * sources than the executable is refused instead of called with the wrong arguments. */
-#define OBI_RPC_MODULE_ABI 1
+#define OBI_RPC_MODULE_ABI 2
 #define OBI_RPC_MODULE_SYMBOL "obi_rpc_module_table"
 
 typedef struct obi_rpc_module {
@@ -100,6 +137,7 @@ typedef struct obi_rpc_module {
     int (*server_new)(const obi_rpc_server_options *options, obi_rpc_server **out, obi_error **err);
     int (*server_listen)(obi_rpc_server *server, const char *address, int *port_out,
                          obi_error **err);
+    int (*server_listen_fd)(obi_rpc_server *server, int fd, obi_error **err);
     int (*server_start)(obi_rpc_server *server, obi_error **err);
     int (*server_shutdown)(obi_rpc_server *server, unsigned grace_ms, obi_error **err);
     void (*server_free)(obi_rpc_server *server);

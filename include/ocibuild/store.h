@@ -17,6 +17,9 @@
 #include "ocibuild/node.h"
 #include "ocibuild/url.h"
 
+/* Called for each digest a listing finds. */
+typedef int (*obi_digest_visit_fn)(const obi_digest *digest, void *ctx, obi_error **err);
+
 /* ---- blob service ---- */
 
 typedef struct obi_blob_service obi_blob_service;
@@ -64,6 +67,9 @@ struct obi_blob_service_ops {
     /* Optional (NULL: nothing is ever pending): the barrier. Makes every blob finished so far
      * through this service durable and visible to other processes. */
     int (*sync)(obi_blob_service *svc, obi_error **err);
+    /* Optional (NULL: the backend cannot list): visit for every blob stored (those pending in
+     * this process left out), in no particular order, outside any lock of the service. */
+    int (*list)(obi_blob_service *svc, obi_digest_visit_fn visit, void *ctx, obi_error **err);
     /* Runs the barrier first (a failure leaves the pending blobs lost, never half-visible). */
     void (*free)(obi_blob_service *svc);
 };
@@ -108,6 +114,9 @@ static inline int obi_blob_finish_pending(obi_blob_writer *w, obi_digest *digest
  * commits directories and before it returns; the on-disk directory putter does for blobs of
  * its own ROOT in this process before every commit). */
 int obi_blob_service_sync(obi_blob_service *svc, obi_error **err);
+/* Every blob the service stores (ops->list); -ENOTSUP when it cannot list. */
+int obi_blob_service_list(obi_blob_service *svc, obi_digest_visit_fn visit, void *ctx,
+                          obi_error **err);
 void obi_blob_reader_close(obi_blob_reader *reader);
 void obi_blob_writer_close(obi_blob_writer *writer);
 void obi_blob_service_free(obi_blob_service *svc);
@@ -143,6 +152,12 @@ struct obi_directory_putter_ops {
      * (else -EINVAL naming the child). */
     int (*put)(obi_directory_putter *putter, const obi_directory *dir, obi_digest *digest_out,
                obi_error **err);
+    /* Optional (NULL: obi_directory_put_encoded decodes and calls put): the same from the
+     * Directory's encoding (malloc'd; ownership taken, also on failure), which the caller
+     * checked is canonical and valid (obi_directory_check_canonical; size is its size); kept
+     * as it is, never decoded. */
+    int (*put_canonical)(obi_directory_putter *putter, uint8_t *data, size_t len, uint64_t size,
+                         obi_digest *digest_out, obi_error **err);
     /* Commits everything put (atomically where the backend can); root = the last put. */
     int (*finish)(obi_directory_putter *putter, obi_digest *root_out, obi_error **err);
     /* Frees; an unfinished putter's directories are discarded. */
@@ -164,6 +179,9 @@ struct obi_directory_service_ops {
      * breadth-first, each directory once. */
     int (*get_recursive)(obi_directory_service *svc, const obi_digest *root,
                          obi_directory_visit_fn visit, void *ctx, obi_error **err);
+    /* Optional (NULL: the backend cannot list): visit for every directory stored, in no
+     * particular order, outside any lock of the service. */
+    int (*list)(obi_directory_service *svc, obi_digest_visit_fn visit, void *ctx, obi_error **err);
     void (*free)(obi_directory_service *svc);
 };
 struct obi_directory_service {
@@ -190,8 +208,37 @@ static inline int obi_directory_putter_finish(obi_directory_putter *p, obi_diges
 {
     return p->ops->finish(p, root_out, err);
 }
+/* Non-canonical encodings up to this size are decoded and re-encoded; larger ones refused. */
+#define OBI_DIRECTORY_DECODE_MAX (1024 * 1024)
+/* Puts one Directory given as its encoding (malloc'd; ownership taken, also on failure), with
+ * the errors put gives: the gRPC server's Put. The canonical encoding, which protobuf libraries
+ * write for these messages, is checked in place and, where the putter can, kept as it is: no
+ * memory beyond the bytes themselves. Other encodings of up to OBI_DIRECTORY_DECODE_MAX bytes
+ * are decoded (the digest is that of the canonical re-encoding, docs/castore.md); larger ones
+ * are refused with -EINVAL. */
+int obi_directory_put_encoded(obi_directory_putter *p, uint8_t *data, size_t len,
+                              obi_digest *digest_out, obi_error **err);
 int obi_directory_get_recursive(obi_directory_service *svc, const obi_digest *root,
                                 obi_directory_visit_fn visit, void *ctx, obi_error **err);
+
+/* The same walk one directory at a time, for callers that must not block between directories
+ * (the gRPC server sends each as the client reads): the root, then breadth-first, each
+ * directory once, each checked against the size its parent claims (-EIO). Uses get only. */
+typedef struct obi_directory_walk obi_directory_walk;
+int obi_directory_walk_new(obi_directory_service *svc, const obi_digest *root,
+                           obi_directory_walk **out, obi_error **err);
+/* 1 with the next directory (*dir: caller frees) and its digest, 0 when the walk is over. */
+int obi_directory_walk_next(obi_directory_walk *walk, obi_directory **dir, obi_digest *digest,
+                            obi_error **err);
+void obi_directory_walk_free(obi_directory_walk *walk);
+static inline void obi_directory_walk_freep(obi_directory_walk **w)
+{
+    obi_directory_walk_free(*w);
+}
+#define cleanup_directory_walk __attribute__((cleanup(obi_directory_walk_freep)))
+/* Every directory the service stores (ops->list); -ENOTSUP when it cannot list. */
+int obi_directory_service_list(obi_directory_service *svc, obi_digest_visit_fn visit, void *ctx,
+                               obi_error **err);
 void obi_directory_putter_close(obi_directory_putter *putter);
 void obi_directory_service_free(obi_directory_service *svc);
 

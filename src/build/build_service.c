@@ -87,11 +87,12 @@ int obi_build_service_open(const char *url, obi_store *store, obi_build_service 
 
 /* ---- dummy:// refuses every build ---- */
 
-static int dummy_do_build(obi_build_service *svc, const obi_build_request *req, obi_build **out,
-                          obi_error **err)
+static int dummy_do_build(obi_build_service *svc, const obi_build_request *req,
+                          const obi_build_call *call, obi_build **out, obi_error **err)
 {
     (void)svc;
     (void)req;
+    (void)call;
     (void)out;
     return obi_error_set(err, -ENOTSUP, "builds are not supported (dummy:// build service)");
 }

@@ -8,15 +8,22 @@
  * through a symlink) and ingest them with the reference scanner (build_outputs.h) -> root/ back
  * to the pool -> Build. The bundle and the id slot are owned by cleanup locals, so every exit
  * path removes the bundle (and the runtime driver removes the container) and then frees the slot.
+ *
+ * A build stops early when the service's cancel fd or the caller's own (obi_build_call) becomes
+ * readable: both are watched as one epoll fd, while the build waits for a slot (and an id slot)
+ * and while its container runs.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ocibuild/beneath.h"
@@ -64,15 +71,42 @@ typedef struct oci_build_service {
     unsigned running;
 } oci_build_service;
 
+/* What one build runs with: the cancel fd it watches (the service's, the caller's, or both as
+ * one epoll fd) and where its log goes. */
+typedef struct build_run {
+    int cancel_fd;
+    obi_output_fn on_output;
+    void *output_ctx;
+} build_run;
+
 /* ---- concurrency limit ---- */
 
-static void acquire_slot(oci_build_service *svc)
+static bool cancel_requested(int cancel_fd)
+{
+    struct pollfd pfd = {cancel_fd, POLLIN, 0};
+    return cancel_fd >= 0 && poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
+}
+
+/* Waits for a free slot; a cancellation meanwhile gives up the turn (-ECANCELED). */
+static int acquire_slot(oci_build_service *svc, int cancel_fd, obi_error **err)
 {
     pthread_mutex_lock(&svc->lock);
-    while (svc->running >= svc->max_builds)
-        pthread_cond_wait(&svc->slot_free, &svc->lock);
-    svc->running++;
+    while (svc->running >= svc->max_builds && !cancel_requested(cancel_fd)) {
+        /* The cancel fd cannot wake a condition variable: look at it every 100 ms. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&svc->slot_free, &svc->lock, &until);
+    }
+    bool got = svc->running < svc->max_builds && !cancel_requested(cancel_fd);
+    if (got)
+        svc->running++;
     pthread_mutex_unlock(&svc->lock);
+    return got ? 0 : obi_error_set(err, -ECANCELED, "build cancelled while waiting for a slot");
 }
 
 static void release_slot(oci_build_service *svc)
@@ -398,14 +432,15 @@ static const char *memory_limit_hint(const oci_build_service *svc, int exit_code
 
 /* *container_gone is false when the runtime failed in a way that may leave the container
  * running (its id slot must then not be reused before it is gone). */
-static int run_bundle(oci_build_service *svc, obi_bundle *bundle, bool *container_gone,
+static int run_bundle(oci_build_service *svc, obi_bundle *bundle, const build_run *run,
+                      bool *container_gone,
                       obi_error **err)
 {
     obi_run_options opts = OBI_RUN_OPTIONS_INIT;
     opts.timeout_seconds = svc->timeout_seconds;
-    opts.cancel_fd = svc->cancel_fd;
-    opts.on_output = svc->on_output;
-    opts.output_ctx = svc->output_ctx;
+    opts.cancel_fd = run->cancel_fd;
+    opts.on_output = run->on_output;
+    opts.output_ctx = run->output_ctx;
     obi_run_result result;
     int r = obi_runtime_run(svc->runtime, obi_bundle_path(bundle), obi_bundle_id(bundle), &opts,
                             &result, err);
@@ -428,11 +463,11 @@ static int run_bundle(oci_build_service *svc, obi_bundle *bundle, bool *containe
 /* A line for the caller's log (a quarantined bundle), through the build log stream. */
 static void report_line(void *ctx, const char *line)
 {
-    const oci_build_service *svc = ctx;
-    if (!svc->on_output)
+    const build_run *run = ctx;
+    if (!run->on_output)
         return;
-    svc->on_output((const uint8_t *)line, strlen(line), svc->output_ctx);
-    svc->on_output((const uint8_t *)"\n", 1, svc->output_ctx);
+    run->on_output((const uint8_t *)line, strlen(line), run->output_ctx);
+    run->on_output((const uint8_t *)"\n", 1, run->output_ctx);
 }
 
 /* The spec options of one build: the service's, with the host ids of its id slot (rootful). */
@@ -444,20 +479,20 @@ static obi_spec_options build_spec_options(const oci_build_service *svc, const o
     return opts;
 }
 
-static int build_in_bundle(oci_build_service *svc, const obi_build_request *req, obi_build **out,
-                           obi_error **err)
+static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
+                           const build_run *run, obi_build **out, obi_error **err)
 {
     /* Declared before the bundle, so released after it is gone. */
     cleanup_id_slot obi_id_slot slot = OBI_ID_SLOT_INIT;
     int r = 0;
-    if (svc->id_pool && (r = obi_id_slot_claim(svc->id_pool, svc->cancel_fd, &slot, err)) < 0)
+    if (svc->id_pool && (r = obi_id_slot_claim(svc->id_pool, run->cancel_fd, &slot, err)) < 0)
         return r;
     obi_spec_options opts = build_spec_options(svc, &slot);
     cleanup_bundle obi_bundle *bundle = NULL;
     if ((r = obi_bundle_create(svc->bundle_root, &bundle, err)) < 0)
         return r;
     obi_bundle_set_keep(bundle, svc->keep_bundle);
-    obi_bundle_set_report(bundle, report_line, svc);
+    obi_bundle_set_report(bundle, report_line, (void *)run);
     if (svc->spec_opts.rootless)
         obi_bundle_set_userns(bundle, &svc->userns);
     cleanup_free char *inputs_dir = obi_bundle_subpath(bundle, "inputs");
@@ -481,7 +516,7 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
         (r = obi_bundle_write_config(bundle, config, err)) < 0)
         return r;
     bool container_gone = true;
-    r = run_bundle(svc, bundle, &container_gone, err);
+    r = run_bundle(svc, bundle, run, &container_gone, err);
     if (!container_gone)
         obi_id_slot_release(&slot, false);
     if (r < 0)
@@ -502,8 +537,29 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
     return 0;
 }
 
-static int oci_do_build(obi_build_service *base, const obi_build_request *req, obi_build **out,
-                        obi_error **err)
+/* One fd readable when either is: an epoll fd watching both (level-triggered, so it stays
+ * readable like they do). *out is -1 when neither is set, or the one that is. */
+static int watch_cancel_fds(int a, int b, int *out, int *owned, obi_error **err)
+{
+    *owned = -1;
+    *out = a >= 0 ? a : b;
+    if (a < 0 || b < 0)
+        return 0;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        return obi_error_set_errno(err, errno, "epoll_create1");
+    struct epoll_event ev = {.events = EPOLLIN};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, b, &ev) < 0) {
+        int e = errno;
+        close(ep);
+        return obi_error_set_errno(err, e, "epoll_ctl on the cancel fds");
+    }
+    *out = *owned = ep;
+    return 0;
+}
+
+static int oci_do_build(obi_build_service *base, const obi_build_request *req,
+                        const obi_build_call *call, obi_build **out, obi_error **err)
 {
     oci_build_service *svc = (oci_build_service *)base;
     int r = obi_build_request_validate(req, err);
@@ -516,8 +572,20 @@ static int oci_do_build(obi_build_service *base, const obi_build_request *req, o
                 err, -ENOMEM, "constraints.min_memory: build needs %llu bytes, host has %llu",
                 (unsigned long long)req->constraints.min_memory, (unsigned long long)total);
     }
-    acquire_slot(svc);
-    r = build_in_bundle(svc, req, out, err);
+    build_run run = {-1, svc->on_output, svc->output_ctx};
+    cleanup_close int both_cancel_fds = -1;
+    r = watch_cancel_fds(svc->cancel_fd, call ? call->cancel_fd : -1, &run.cancel_fd,
+                         &both_cancel_fds, err);
+    if (r < 0)
+        return r;
+    if (call && call->on_output) {
+        run.on_output = call->on_output;
+        run.output_ctx = call->output_ctx;
+    }
+    r = acquire_slot(svc, run.cancel_fd, err);
+    if (r < 0)
+        return r;
+    r = build_in_bundle(svc, req, &run, out, err);
     release_slot(svc);
     return r;
 }

@@ -30,6 +30,7 @@
  * Reading verifies: the reader hashes what it returns and fails with -EIO at the end if the
  * file does not hash to its name (a corrupted blob file is never silently served).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -779,6 +780,56 @@ int obi_local_blob_sync_root(const char *root, obi_error **err)
     return r;
 }
 
+/* ---- listing ---- */
+
+/* The blobs of one fan-out directory (files named by the 64 hex digits of their digest). */
+static int list_fanout(blob_root *shared, const char *fanout, obi_digest **digests, size_t *n,
+                       size_t *capacity, obi_error **err)
+{
+    int fd = openat(shared->blobs_fd, fanout, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    cleanup_dir DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return obi_error_set_errno(err, errno, "open %s/%s", shared->blobs_dir, fanout);
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        obi_digest digest = {0};
+        if (strlen(de->d_name) != OBI_DIGEST_HEX_LEN || strncmp(de->d_name, fanout, 2) != 0 ||
+            obi_hex_decode(de->d_name, OBI_DIGEST_HEX_LEN, digest.bytes, OBI_DIGEST_LEN) < 0)
+            continue; /* not a blob's name */
+        if (*n == *capacity) {
+            *capacity = *capacity ? 2 * *capacity : 1024;
+            obi_digest *grown = realloc(*digests, *capacity * sizeof **digests);
+            if (!grown)
+                return obi_error_set(err, -ENOMEM, "out of memory");
+            *digests = grown;
+        }
+        (*digests)[(*n)++] = digest;
+    }
+    return 0;
+}
+
+static int local_blob_list(obi_blob_service *base, obi_digest_visit_fn visit, void *ctx,
+                           obi_error **err)
+{
+    blob_root *shared = ((local_blob_service *)base)->shared;
+    cleanup_free obi_digest *digests = NULL;
+    size_t n = 0, capacity = 0;
+    for (unsigned byte = 0; byte < 256; byte++) {
+        char fanout[3];
+        snprintf(fanout, sizeof fanout, "%02x", byte);
+        struct stat st;
+        if (fstatat(shared->blobs_fd, fanout, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
+            continue;
+        int r = list_fanout(shared, fanout, &digests, &n, &capacity, err);
+        if (r < 0)
+            return r;
+    }
+    return obi_digest_list_visit(digests, n, visit, ctx, err);
+}
+
 /* ---- service ---- */
 
 static void local_blob_service_free(obi_blob_service *base)
@@ -801,6 +852,7 @@ static const struct obi_blob_service_ops local_blob_ops = {
     .open_write = local_blob_open_write,
     .local_path = local_blob_local_path,
     .sync = local_blob_sync,
+    .list = local_blob_list,
     .free = local_blob_service_free,
 };
 

@@ -165,6 +165,42 @@ static int local_directory_open_put(obi_directory_service *base, obi_directory_p
     return obi_pending_putter_new(local_stored_size, local_commit_pending, base, base, out, err);
 }
 
+/* ---- listing ---- */
+
+/* Reads every key under the lock (the connection is shared), then visits them without it. */
+static int local_directory_list(obi_directory_service *base, obi_digest_visit_fn visit, void *ctx,
+                                obi_error **err)
+{
+    local_directory_service *svc = (local_directory_service *)base;
+    cleanup_free obi_digest *digests = NULL;
+    size_t n = 0, capacity = 0;
+    int r = 0;
+    pthread_mutex_lock(&svc->lock);
+    sqlite3_stmt *list = NULL;
+    int rc = sqlite3_prepare_v2(svc->db, "SELECT digest FROM directories", -1, &list, NULL);
+    if (rc != SQLITE_OK)
+        r = sqlite_error(svc, rc, err, "list");
+    while (r == 0 && (rc = sqlite3_step(list)) == SQLITE_ROW) {
+        if (sqlite3_column_bytes(list, 0) != OBI_DIGEST_LEN)
+            continue; /* not a digest: no directory anyone can ask for */
+        if (n == capacity) {
+            capacity = capacity ? 2 * capacity : 256;
+            obi_digest *grown = realloc(digests, capacity * sizeof *digests);
+            if (!grown) {
+                r = obi_error_set(err, -ENOMEM, "out of memory");
+                break;
+            }
+            digests = grown;
+        }
+        memcpy(digests[n++].bytes, sqlite3_column_blob(list, 0), OBI_DIGEST_LEN);
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = sqlite_error(svc, rc, err, "list");
+    sqlite3_finalize(list);
+    pthread_mutex_unlock(&svc->lock);
+    return r < 0 ? r : obi_digest_list_visit(digests, n, visit, ctx, err);
+}
+
 /* ---- service ---- */
 
 static void local_directory_service_free(obi_directory_service *base)
@@ -183,6 +219,7 @@ static const struct obi_directory_service_ops local_directory_ops = {
     .get = local_directory_get,
     .open_put = local_directory_open_put,
     .get_recursive = NULL,
+    .list = local_directory_list,
     .free = local_directory_service_free,
 };
 

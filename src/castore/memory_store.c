@@ -184,6 +184,29 @@ static int memory_blob_open_write(obi_blob_service *base, obi_blob_writer **out,
     return 0;
 }
 
+/* The keys of map, taken under lock, visited without it. */
+static int list_map(pthread_mutex_t *lock, const obi_digest_map *map, obi_digest_visit_fn visit,
+                    void *ctx, obi_error **err)
+{
+    pthread_mutex_lock(lock);
+    obi_digest *keys = NULL;
+    size_t n = 0;
+    int r = obi_digest_map_keys(map, &keys, &n);
+    pthread_mutex_unlock(lock);
+    if (r < 0)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    r = obi_digest_list_visit(keys, n, visit, ctx, err);
+    free(keys);
+    return r;
+}
+
+static int memory_blob_list(obi_blob_service *base, obi_digest_visit_fn visit, void *ctx,
+                            obi_error **err)
+{
+    memory_blob_service *svc = (memory_blob_service *)base;
+    return list_map(&svc->lock, &svc->blobs, visit, ctx, err);
+}
+
 static void memory_blob_service_free(obi_blob_service *base)
 {
     memory_blob_service *svc = (memory_blob_service *)base;
@@ -197,6 +220,7 @@ static const struct obi_blob_service_ops memory_blob_ops = {
     .open_read = memory_blob_open_read,
     .open_write = memory_blob_open_write,
     .local_path = NULL,
+    .list = memory_blob_list,
     .free = memory_blob_service_free,
 };
 
@@ -274,6 +298,13 @@ static int memory_directory_open_put(obi_directory_service *base, obi_directory_
     return obi_pending_putter_new(memory_stored_size, memory_commit_pending, base, base, out, err);
 }
 
+static int memory_directory_list(obi_directory_service *base, obi_digest_visit_fn visit, void *ctx,
+                                 obi_error **err)
+{
+    memory_directory_service *svc = (memory_directory_service *)base;
+    return list_map(&svc->lock, &svc->directories, visit, ctx, err);
+}
+
 static void memory_directory_service_free(obi_directory_service *base)
 {
     memory_directory_service *svc = (memory_directory_service *)base;
@@ -286,6 +317,7 @@ static const struct obi_directory_service_ops memory_directory_ops = {
     .get = memory_directory_get,
     .open_put = memory_directory_open_put,
     .get_recursive = NULL,
+    .list = memory_directory_list,
     .free = memory_directory_service_free,
 };
 
@@ -296,7 +328,7 @@ int obi_memory_directory_service_new(obi_directory_service **out, obi_error **er
         return obi_error_set(err, -ENOMEM, "out of memory");
     svc->base.ops = &memory_directory_ops;
     pthread_mutex_init(&svc->lock, NULL);
-    obi_digest_map_init(&svc->directories, free);
+    obi_digest_map_init(&svc->directories, obi_encoded_directory_free);
     *out = &svc->base;
     return 0;
 }

@@ -286,6 +286,33 @@ void obi_directory_sort(obi_directory *dir)
         qsort(dir->symlinks, dir->n_symlinks, sizeof(obi_node), node_name_cmp);
 }
 
+int obi_node_validate_entry(const obi_node *node, obi_error **err)
+{
+    return node_validate_as(node, "entry", err);
+}
+
+int obi_node_check_order(const obi_node *prev, const obi_node *node, const char *list,
+                         obi_error **err)
+{
+    int c = node_name_cmp(prev, node);
+    if (c < 0)
+        return 0;
+    char a[OBI_NAME_QUOTED_MAX], b[OBI_NAME_QUOTED_MAX];
+    obi_name_quote(node->name.data, node->name.len, a);
+    if (c == 0)
+        return obi_error_set(err, -EINVAL, "%s: %s appears twice", list, a);
+    obi_name_quote(prev->name.data, prev->name.len, b);
+    return obi_error_set(err, -EINVAL, "%s: %s is not sorted after %s", list, a, b);
+}
+
+int obi_node_in_two_lists(const obi_node *node, const char *list_a, const char *list_b,
+                          obi_error **err)
+{
+    char q[OBI_NAME_QUOTED_MAX];
+    return obi_error_set(err, -EINVAL, "%s appears in both %s and %s",
+                         obi_name_quote(node->name.data, node->name.len, q), list_a, list_b);
+}
+
 static int validate_list(const obi_node *nodes, size_t n, obi_node_kind kind, const char *list,
                          obi_error **err)
 {
@@ -294,19 +321,10 @@ static int validate_list(const obi_node *nodes, size_t n, obi_node_kind kind, co
             return obi_error_set(err, -EINVAL, "%s[%zu]: is a %s node, not a %s node", list, i,
                                  obi_node_kind_name(nodes[i].kind), obi_node_kind_name(kind));
         int r = node_validate_as(&nodes[i], "entry", err);
+        if (r == 0 && i > 0)
+            r = obi_node_check_order(&nodes[i - 1], &nodes[i], list, err);
         if (r < 0)
             return r;
-        if (i == 0)
-            continue;
-        int c = node_name_cmp(&nodes[i - 1], &nodes[i]);
-        if (c >= 0) {
-            char a[OBI_NAME_QUOTED_MAX], b[OBI_NAME_QUOTED_MAX];
-            obi_name_quote(nodes[i].name.data, nodes[i].name.len, a);
-            if (c == 0)
-                return obi_error_set(err, -EINVAL, "%s: %s appears twice", list, a);
-            obi_name_quote(nodes[i - 1].name.data, nodes[i - 1].name.len, b);
-            return obi_error_set(err, -EINVAL, "%s: %s is not sorted after %s", list, a, b);
-        }
     }
     return 0;
 }
@@ -328,13 +346,8 @@ static int validate_unique_across(const obi_directory *dir, obi_error **err)
                 continue;
             }
             int c = node_name_cmp(&nodes[l][at[l]], &nodes[lowest][at[lowest]]);
-            if (c == 0) {
-                char q[OBI_NAME_QUOTED_MAX];
-                const obi_node *dup = &nodes[l][at[l]];
-                return obi_error_set(err, -EINVAL, "%s appears in both %s and %s",
-                                     obi_name_quote(dup->name.data, dup->name.len, q),
-                                     lists[lowest], lists[l]);
-            }
+            if (c == 0)
+                return obi_node_in_two_lists(&nodes[l][at[l]], lists[lowest], lists[l], err);
             if (c < 0)
                 lowest = l;
         }

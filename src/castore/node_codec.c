@@ -16,6 +16,7 @@
  * digest is always computed over our canonical re-encoding, as tvix does (docs/castore.md).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -531,6 +532,244 @@ int obi_directory_decode(const uint8_t *data, size_t len, obi_directory **out, o
     if (r < 0)
         return obi_error_prefix(err, r, "decode Directory");
     return 0;
+}
+
+/* ---- canonical encodings checked in place --------------------------------------------------- */
+
+/* The canonical form (what obi_directory_encode writes): entries grouped by list in field order
+ * (directories, files, symlinks), each entry's fields in field order, each at most once, defaults
+ * (empty bytes, 0, false) never written, minimal varints, no unknown fields. Entries are read
+ * into nodes that borrow the encoding's bytes. */
+
+typedef struct canon_reader {
+    const uint8_t *p, *end;
+} canon_reader;
+
+/* A minimal varint; false if truncated, overlong or not minimal. */
+static bool canon_varint(canon_reader *r, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < 10 && r->p < r->end; i++) {
+        uint8_t b = *r->p++;
+        if (i == 9 && b > 1)
+            return false;
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            if (b == 0 && i > 0)
+                return false;
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool canon_bytes(canon_reader *r, const uint8_t **data, size_t *len)
+{
+    uint64_t n = 0;
+    if (!canon_varint(r, &n) || n > (uint64_t)(r->end - r->p))
+        return false;
+    *data = r->p;
+    *len = (size_t)n;
+    r->p += n;
+    return true;
+}
+
+/* One DirectoryNode, FileNode or SymlinkNode body in canonical form; digest_len is the length of
+ * the digest field as sent (the digest itself is copied only when it is 32 bytes). */
+static bool canon_entry(const uint8_t *data, size_t len, obi_node_kind kind, obi_node *node,
+                        size_t *digest_len)
+{
+    static const unsigned last_field[] = {
+        [OBI_NODE_DIRECTORY] = 3, [OBI_NODE_FILE] = 4, [OBI_NODE_SYMLINK] = 2};
+    canon_reader r = {data, data + len};
+    memset(node, 0, sizeof *node);
+    node->kind = kind;
+    *digest_len = 0;
+    unsigned previous = 0;
+    while (r.p < r.end) {
+        uint64_t key = 0, value = 0;
+        if (!canon_varint(&r, &key))
+            return false;
+        unsigned field = (unsigned)(key >> 3), wire_type = (unsigned)(key & 7);
+        if (field <= previous || field > last_field[kind])
+            return false;
+        previous = field;
+        bool varint = field >= 3 && kind != OBI_NODE_SYMLINK;
+        if (wire_type != (varint ? WIRE_VARINT : WIRE_LEN))
+            return false;
+        if (varint) {
+            if (!canon_varint(&r, &value) || value == 0 || (field == 4 && value != 1))
+                return false;
+            if (field == 3)
+                node->size = value;
+            else
+                node->executable = true;
+            continue;
+        }
+        const uint8_t *bytes = NULL;
+        size_t n = 0;
+        if (!canon_bytes(&r, &bytes, &n) || n == 0)
+            return false;
+        obi_bytes *slot = field == 1                 ? &node->name
+                          : kind == OBI_NODE_SYMLINK ? &node->target
+                                                     : NULL;
+        if (slot) {
+            *slot = (obi_bytes){(uint8_t *)bytes, n}; /* borrowed */
+        } else {
+            *digest_len = n;
+            if (n == OBI_DIGEST_LEN)
+                memcpy(node->digest.bytes, bytes, OBI_DIGEST_LEN);
+        }
+    }
+    return true;
+}
+
+/* Walks the entries of one encoding, or of one list of it (only_field != 0). */
+typedef struct canon_iter {
+    canon_reader r;
+    unsigned last_field;
+    unsigned only_field;
+} canon_iter;
+
+static const obi_node_kind FIELD_KIND[] = {0, OBI_NODE_DIRECTORY, OBI_NODE_FILE, OBI_NODE_SYMLINK};
+static const char *const LIST_NAME[] = {"", "directories", "files", "symlinks"};
+
+/* 1 with the next entry (and its list's field number), 0 at the end, -1 if not canonical. */
+static int canon_next(canon_iter *it, obi_node *node, size_t *digest_len, unsigned *field_out)
+{
+    if (it->r.p >= it->r.end)
+        return 0;
+    canon_reader at = it->r;
+    uint64_t key = 0;
+    if (!canon_varint(&it->r, &key))
+        return -1;
+    unsigned field = (unsigned)(key >> 3);
+    if ((key & 7) != WIRE_LEN || field < 1 || field > 3 || field < it->last_field)
+        return -1;
+    if (it->only_field && field != it->only_field) {
+        it->r = at;
+        return 0;
+    }
+    it->last_field = field;
+    const uint8_t *body = NULL;
+    size_t len = 0;
+    if (!canon_bytes(&it->r, &body, &len) ||
+        !canon_entry(body, len, FIELD_KIND[field], node, digest_len))
+        return -1;
+    *field_out = field;
+    return 1;
+}
+
+/* Where list `field` starts (an iterator over just that list). */
+static canon_iter canon_list(const uint8_t *data, size_t len, unsigned field)
+{
+    canon_iter it = {{data, data + len}, 0, 0};
+    for (;;) {
+        canon_iter here = it;
+        obi_node node;
+        size_t digest_len;
+        unsigned f = 0;
+        if (canon_next(&it, &node, &digest_len, &f) <= 0 || f >= field) {
+            here.only_field = field;
+            return here;
+        }
+    }
+}
+
+static uint64_t add_saturating(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+int obi_directory_check_canonical(const uint8_t *data, size_t len, uint64_t *size_out,
+                                  obi_directory_entry_fn visit, void *ctx, obi_error **err)
+{
+    obi_node node, prev;
+    size_t digest_len = 0;
+    unsigned field = 0;
+    int more;
+    /* What decoding would refuse first: the structure, then digests that are not 32 bytes. */
+    canon_iter it = {{data, data + len}, 0, 0};
+    obi_node bad_digest = {0};
+    size_t bad_digest_len = OBI_DIGEST_LEN;
+    while ((more = canon_next(&it, &node, &digest_len, &field)) > 0) {
+        if (node.kind != OBI_NODE_SYMLINK && digest_len != OBI_DIGEST_LEN &&
+            bad_digest_len == OBI_DIGEST_LEN) {
+            bad_digest = node;
+            bad_digest_len = digest_len;
+        }
+    }
+    if (more < 0) {
+        /* Not canonical: malformed (say where, as decoding would), or just another form. */
+        int r = wire_scan(data, len, &directory_schema, 0, err);
+        return r < 0 ? obi_error_prefix(err, r, "decode Directory") : 0;
+    }
+    if (bad_digest_len != OBI_DIGEST_LEN) {
+        char q[OBI_NAME_QUOTED_MAX];
+        return obi_error_set(err, -EINVAL,
+                             "decode Directory: %s entry %s: digest is %zu bytes, expected %d",
+                             obi_node_kind_name(bad_digest.kind),
+                             obi_name_quote(bad_digest.name.data, bad_digest.name.len, q),
+                             bad_digest_len, OBI_DIGEST_LEN);
+    }
+    /* Then what validation checks, in its order: each list's entries and order, ... */
+    uint64_t size = 0;
+    bool have_prev = false;
+    unsigned prev_field = 0;
+    it = (canon_iter){{data, data + len}, 0, 0};
+    while (canon_next(&it, &node, &digest_len, &field) > 0) {
+        int r = obi_node_validate_entry(&node, err);
+        if (r == 0 && have_prev && prev_field == field)
+            r = obi_node_check_order(&prev, &node, LIST_NAME[field], err);
+        if (r < 0)
+            return r;
+        size = add_saturating(size, 1);
+        if (node.kind == OBI_NODE_DIRECTORY)
+            size = add_saturating(size, node.size);
+        prev = node;
+        prev_field = field;
+        have_prev = true;
+    }
+    /* ... then names in two lists: a three-way merge of the sorted lists. */
+    canon_iter lists[3];
+    obi_node heads[3];
+    bool has[3];
+    for (unsigned l = 0; l < 3; l++) {
+        lists[l] = canon_list(data, len, l + 1);
+        has[l] = canon_next(&lists[l], &heads[l], &digest_len, &field) > 0;
+    }
+    for (;;) {
+        int lowest = -1;
+        for (int l = 0; l < 3; l++) {
+            if (!has[l])
+                continue;
+            if (lowest < 0) {
+                lowest = l;
+                continue;
+            }
+            int c = obi_name_compare(heads[l].name.data, heads[l].name.len, heads[lowest].name.data,
+                                     heads[lowest].name.len);
+            if (c == 0)
+                return obi_node_in_two_lists(&heads[l], LIST_NAME[lowest + 1], LIST_NAME[l + 1],
+                                             err);
+            if (c < 0)
+                lowest = l;
+        }
+        if (lowest < 0)
+            break;
+        has[lowest] = canon_next(&lists[lowest], &heads[lowest], &digest_len, &field) > 0;
+    }
+    if (visit) {
+        it = canon_list(data, len, 1);
+        while (canon_next(&it, &node, &digest_len, &field) > 0) {
+            int r = visit(&node, ctx, err);
+            if (r < 0)
+                return r;
+        }
+    }
+    *size_out = size;
+    return 1;
 }
 
 int obi_directory_digest(const obi_directory *dir, obi_digest *out, obi_error **err)

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ocibuild/error.h"
 #include "ocibuild/node.h"
 
 /* Enough for a quoted, escaped name of up to 64 shown bytes plus "...". */
@@ -19,5 +20,16 @@ char *obi_name_quote(const uint8_t *name, size_t len, char out[OBI_NAME_QUOTED_M
 
 /* "directory", "file", "symlink" or "unknown". */
 const char *obi_node_kind_name(obi_node_kind kind);
+
+/* The rules obi_directory_validate applies, one at a time, with its messages, for code that
+ * checks a Directory without building one (obi_directory_check_canonical). Nodes may borrow
+ * their bytes (names need not be NUL-terminated). */
+int obi_node_validate_entry(const obi_node *node, obi_error **err);
+/* node must sort strictly after prev in the named list. */
+int obi_node_check_order(const obi_node *prev, const obi_node *node, const char *list,
+                         obi_error **err);
+/* The error for a name found in two lists. */
+int obi_node_in_two_lists(const obi_node *node, const char *list_a, const char *list_b,
+                          obi_error **err);
 
 #endif

@@ -45,6 +45,77 @@ void obi_blob_service_free(obi_blob_service *svc)
         svc->ops->free(svc);
 }
 
+int obi_directory_put_encoded(obi_directory_putter *p, uint8_t *data, size_t len,
+                              obi_digest *digest_out, obi_error **err)
+{
+    cleanup_free uint8_t *owned = data;
+    uint64_t size = 0;
+    int r = obi_directory_check_canonical(data, len, &size, NULL, NULL, err);
+    if (r < 0)
+        return r;
+    if (r == 1 && p->ops->put_canonical)
+        return p->ops->put_canonical(p, steal_pointer(&owned), len, size, digest_out, err);
+    if (r == 0 && len > OBI_DIRECTORY_DECODE_MAX)
+        /* Decoding costs several times the encoding's size: only small ones are. */
+        return obi_error_set(err, -EINVAL,
+                             "Directory of %zu bytes is not in canonical encoding (fields in "
+                             "order, defaults omitted, minimal varints, no unknown fields); "
+                             "only up to %d bytes are re-encoded",
+                             len, OBI_DIRECTORY_DECODE_MAX);
+    cleanup_directory obi_directory *dir = NULL;
+    r = obi_directory_decode(data, len, &dir, err);
+    if (r == 0)
+        r = obi_directory_validate(dir, err);
+    if (r == 0)
+        r = obi_directory_put(p, dir, digest_out, err);
+    return r;
+}
+
+int obi_blob_service_list(obi_blob_service *svc, obi_digest_visit_fn visit, void *ctx,
+                          obi_error **err)
+{
+    if (!svc->ops->list)
+        return obi_error_set(err, -ENOTSUP,
+                             "this blob service cannot list its blobs (a remote store: verify "
+                             "the store on the machine that serves it)");
+    return svc->ops->list(svc, visit, ctx, err);
+}
+
+int obi_directory_service_list(obi_directory_service *svc, obi_digest_visit_fn visit, void *ctx,
+                               obi_error **err)
+{
+    if (!svc->ops->list)
+        return obi_error_set(err, -ENOTSUP,
+                             "this directory service cannot list its directories (a remote "
+                             "store: verify the store on the machine that serves it)");
+    return svc->ops->list(svc, visit, ctx, err);
+}
+
+int obi_digest_list_visit(const obi_digest *digests, size_t n, obi_digest_visit_fn visit, void *ctx,
+                          obi_error **err)
+{
+    for (size_t i = 0; i < n; i++) {
+        int r = visit(&digests[i], ctx, err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int obi_digest_map_keys(const obi_digest_map *map, obi_digest **out, size_t *n_out)
+{
+    obi_digest *keys = malloc((map->count ? map->count : 1) * sizeof *keys);
+    if (!keys)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < map->capacity; i++)
+        if (map->slots[i].value)
+            keys[n++] = map->slots[i].key;
+    *out = keys;
+    *n_out = n;
+    return 0;
+}
+
 void obi_directory_putter_close(obi_directory_putter *putter)
 {
     if (putter)
@@ -107,21 +178,27 @@ int obi_encoded_directory_new(const obi_directory *dir, obi_encoded_directory **
     int r = obi_directory_validate(dir, err);
     if (r < 0)
         return r;
-    cleanup_free uint8_t *data = NULL;
-    size_t len = 0;
-    r = obi_directory_encode(dir, &data, &len, err);
-    if (r < 0)
-        return r;
-    obi_encoded_directory *encoded = malloc(sizeof *encoded + len);
+    obi_encoded_directory *encoded = calloc(1, sizeof *encoded);
     if (!encoded)
         return obi_error_set(err, -ENOMEM, "out of memory");
+    r = obi_directory_encode(dir, &encoded->data, &encoded->len, err);
+    if (r < 0) {
+        free(encoded);
+        return r;
+    }
     encoded->size = obi_directory_size(dir);
-    encoded->len = len;
-    if (len)
-        memcpy(encoded->data, data, len);
-    obi_digest_of(data, len, digest_out);
+    obi_digest_of(encoded->data, encoded->len, digest_out);
     *out = encoded;
     return 0;
+}
+
+void obi_encoded_directory_free(void *encoded)
+{
+    obi_encoded_directory *e = encoded;
+    if (!e)
+        return;
+    free(e->data);
+    free(e);
 }
 
 /* ---- the depth rule ---- */
@@ -197,64 +274,82 @@ static int exact_depth(obi_directory_service *service, const obi_digest_map *pen
     return r;
 }
 
+/* The putter rule for one child directory entry (its name may be borrowed): put before in this
+ * stream, or stored, with the size its entry says. *bound: the child's depth in levels, exact
+ * for one put before, else an upper bound from its size (a tree of size entries nests at most
+ * size + 1 levels, and nothing stored nests deeper than the limit). */
+static int check_child(const obi_node *child, const obi_digest_map *pending,
+                       obi_stored_size_fn stored_size, void *ctx, uint32_t *bound, obi_error **err)
+{
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&child->digest, hex);
+    int name_len = (int)child->name.len;
+    const char *name = (const char *)child->name.data;
+    uint64_t size = 0;
+    const obi_encoded_directory *p = obi_digest_map_get(pending, &child->digest);
+    if (p) {
+        size = p->size;
+        *bound = p->depth;
+    } else {
+        int r = stored_size(ctx, &child->digest, &size, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "child directory '%.*s' (%s)", name_len, name, hex);
+        if (r == 0)
+            return obi_error_set(err, -EINVAL,
+                                 "child directory '%.*s' (%s) was neither put before nor stored "
+                                 "(put leaves first)",
+                                 name_len, name, hex);
+        *bound = size < OBI_DIRECTORY_MAX_DEPTH ? (uint32_t)size + 1 : OBI_DIRECTORY_MAX_DEPTH;
+    }
+    if (size != child->size)
+        return obi_error_set(
+            err, -EINVAL, "child directory '%.*s' (%s) has size %llu, but its entry says %llu",
+            name_len, name, hex, (unsigned long long)size, (unsigned long long)child->size);
+    return 0;
+}
+
+/* What the children of one directory add up to, child by child. */
+typedef struct children_check {
+    const obi_digest_map *pending;
+    obi_stored_size_fn stored_size;
+    void *ctx;
+    obi_directory_service *service;
+    obi_digest_map *depth_memo;
+    uint32_t deepest; /* over the children seen: exact, or a bound below the limit */
+} children_check;
+
+/* One child: checked, and when its bound says it may reach the limit, counted exactly (the
+ * rare path; each directory once per putter, through depth_memo). */
+static int children_check_one(const obi_node *child, void *ctx, obi_error **err)
+{
+    children_check *c = ctx;
+    uint32_t depth = 0;
+    int r = check_child(child, c->pending, c->stored_size, c->ctx, &depth, err);
+    if (r == 0 && depth >= OBI_DIRECTORY_MAX_DEPTH)
+        r = exact_depth(c->service, c->pending, c->depth_memo, &child->digest, &depth, err);
+    if (r < 0)
+        return r;
+    if (depth >= OBI_DIRECTORY_MAX_DEPTH)
+        return obi_error_set(err, -EINVAL,
+                             "directories nested deeper than %d levels (the castore depth limit)",
+                             OBI_DIRECTORY_MAX_DEPTH);
+    if (depth > c->deepest)
+        c->deepest = depth;
+    return 0;
+}
+
 int obi_directory_check_children(const obi_directory *dir, const obi_digest_map *pending,
                                  obi_stored_size_fn stored_size, void *ctx,
                                  obi_directory_service *service, obi_digest_map *depth_memo,
                                  uint32_t *depth, obi_error **err)
 {
-    uint32_t deepest = 0; /* over the children: exact or an upper bound */
+    children_check check = {pending, stored_size, ctx, service, depth_memo, 0};
     for (size_t i = 0; i < dir->n_directories; i++) {
-        const obi_node *child = &dir->directories[i];
-        char hex[OBI_DIGEST_HEX_LEN + 1];
-        obi_digest_to_hex(&child->digest, hex);
-        uint64_t size = 0;
-        uint32_t child_depth = 0;
-        const obi_encoded_directory *p = obi_digest_map_get(pending, &child->digest);
-        if (p) {
-            size = p->size;
-            child_depth = p->depth;
-        } else {
-            int r = stored_size(ctx, &child->digest, &size, err);
-            if (r < 0)
-                return obi_error_prefix(err, r, "child directory '%s' (%s)",
-                                        (const char *)child->name.data, hex);
-            if (r == 0)
-                return obi_error_set(err, -EINVAL,
-                                     "child directory '%s' (%s) was neither put before nor "
-                                     "stored (put leaves first)",
-                                     (const char *)child->name.data, hex);
-            /* a tree of size entries nests at most size + 1 levels, and nothing stored nests
-             * deeper than the limit */
-            child_depth =
-                size < OBI_DIRECTORY_MAX_DEPTH ? (uint32_t)size + 1 : OBI_DIRECTORY_MAX_DEPTH;
-        }
-        if (size != child->size)
-            return obi_error_set(err, -EINVAL,
-                                 "child directory '%s' (%s) has size %llu, but its entry says "
-                                 "%llu",
-                                 (const char *)child->name.data, hex, (unsigned long long)size,
-                                 (unsigned long long)child->size);
-        if (child_depth > deepest)
-            deepest = child_depth;
+        int r = children_check_one(&dir->directories[i], &check, err);
+        if (r < 0)
+            return r;
     }
-    if (deepest >= OBI_DIRECTORY_MAX_DEPTH) {
-        /* The bounds say it may be too deep: count exactly (each directory once per putter). */
-        deepest = 0;
-        for (size_t i = 0; i < dir->n_directories; i++) {
-            uint32_t d = 0;
-            int r = exact_depth(service, pending, depth_memo, &dir->directories[i].digest, &d, err);
-            if (r < 0)
-                return r;
-            if (d > deepest)
-                deepest = d;
-        }
-        if (deepest >= OBI_DIRECTORY_MAX_DEPTH)
-            return obi_error_set(err, -EINVAL,
-                                 "directories nested deeper than %d levels (the castore depth "
-                                 "limit)",
-                                 OBI_DIRECTORY_MAX_DEPTH);
-    }
-    *depth = deepest + 1;
+    *depth = check.deepest + 1;
     return 0;
 }
 
@@ -271,13 +366,31 @@ typedef struct pending_putter {
     bool finished;
 } pending_putter;
 
+/* Keeps encoded (owned) under digest as the last directory put. */
+static int pending_putter_keep(pending_putter *putter, obi_encoded_directory *encoded,
+                               const obi_digest *digest, obi_digest *digest_out, obi_error **err)
+{
+    int r = obi_digest_map_insert(&putter->pending, digest, encoded);
+    if (r < 0) {
+        obi_encoded_directory_free(encoded);
+        return obi_error_set(err, r, "out of memory");
+    }
+    if (r == 0)
+        obi_encoded_directory_free(encoded); /* put twice: already pending */
+    putter->last = *digest;
+    putter->any = true;
+    if (digest_out)
+        *digest_out = *digest;
+    return 0;
+}
+
 static int pending_putter_put(obi_directory_putter *base, const obi_directory *dir,
                               obi_digest *digest_out, obi_error **err)
 {
     pending_putter *putter = (pending_putter *)base;
     if (putter->finished)
         return obi_error_set(err, -EINVAL, "directory putter: put after finish");
-    cleanup_free obi_encoded_directory *encoded = NULL;
+    cleanup_encoded_directory obi_encoded_directory *encoded = NULL;
     obi_digest digest;
     int r = obi_encoded_directory_new(dir, &encoded, &digest, err);
     if (r < 0)
@@ -286,16 +399,34 @@ static int pending_putter_put(obi_directory_putter *base, const obi_directory *d
                                      putter->service, &putter->depth_memo, &encoded->depth, err);
     if (r < 0)
         return r;
-    r = obi_digest_map_insert(&putter->pending, &digest, encoded);
+    return pending_putter_keep(putter, steal_pointer(&encoded), &digest, digest_out, err);
+}
+
+static int pending_putter_put_canonical(obi_directory_putter *base, uint8_t *data, size_t len,
+                                        uint64_t size, obi_digest *digest_out, obi_error **err)
+{
+    pending_putter *putter = (pending_putter *)base;
+    cleanup_free uint8_t *owned = data;
+    if (putter->finished)
+        return obi_error_set(err, -EINVAL, "directory putter: put after finish");
+    /* The caller checked the encoding; this pass only visits the children (and their depth). */
+    children_check check = {&putter->pending, putter->stored_size, putter->ctx, putter->service,
+                            &putter->depth_memo, 0};
+    uint64_t checked_size = 0;
+    int r = obi_directory_check_canonical(data, len, &checked_size, children_check_one, &check,
+                                          err);
     if (r < 0)
-        return obi_error_set(err, r, "out of memory");
-    if (r == 1)
-        encoded = NULL; /* pending owns it now; r == 0: put twice, already pending */
-    putter->last = digest;
-    putter->any = true;
-    if (digest_out)
-        *digest_out = digest;
-    return 0;
+        return r;
+    if (r == 0 || checked_size != size)
+        return obi_error_set(err, -EINVAL, "directory putter: encoding is not canonical");
+    obi_encoded_directory *encoded = malloc(sizeof *encoded);
+    if (!encoded)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    *encoded = (obi_encoded_directory){
+        .size = size, .depth = check.deepest + 1, .len = len, .data = steal_pointer(&owned)};
+    obi_digest digest;
+    obi_digest_of(encoded->data, len, &digest);
+    return pending_putter_keep(putter, encoded, &digest, digest_out, err);
 }
 
 static int pending_putter_finish(obi_directory_putter *base, obi_digest *root_out, obi_error **err)
@@ -325,6 +456,7 @@ static void pending_putter_close(obi_directory_putter *base)
 
 static const struct obi_directory_putter_ops pending_putter_ops = {
     .put = pending_putter_put,
+    .put_canonical = pending_putter_put_canonical,
     .finish = pending_putter_finish,
     .close = pending_putter_close,
 };
@@ -341,7 +473,7 @@ int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn
     putter->commit = commit;
     putter->ctx = ctx;
     putter->service = service;
-    obi_digest_map_init(&putter->pending, free);
+    obi_digest_map_init(&putter->pending, obi_encoded_directory_free);
     obi_digest_map_init(&putter->depth_memo, no_free);
     *out = &putter->base;
     return 0;
@@ -374,13 +506,98 @@ int obi_directory_decode_verified(const obi_digest *digest, const uint8_t *data,
 
 typedef struct queued_directory {
     obi_digest digest;
-    uint64_t expected_size; /* from the parent's entry; UINT64_MAX.. unused for the root */
+    uint64_t expected_size; /* from the parent's entry; unused for the root */
     bool is_root;
 } queued_directory;
+
+struct obi_directory_walk {
+    obi_directory_service *svc;
+    obi_digest_map seen; /* digests queued so far (values are a dummy non-NULL pointer) */
+    queued_directory *queue;
+    size_t head, tail, capacity;
+};
 
 static void no_free(void *value)
 {
     (void)value;
+}
+
+/* Queues digest unless it was queued before. */
+static int walk_enqueue(obi_directory_walk *walk, const obi_digest *digest, uint64_t size,
+                        bool is_root)
+{
+    int inserted = obi_digest_map_insert(&walk->seen, digest, (void *)1);
+    if (inserted <= 0)
+        return inserted;
+    if (walk->tail == walk->capacity && walk->head > 0) {
+        /* drop the visited prefix before growing */
+        memmove(walk->queue, walk->queue + walk->head,
+                (walk->tail - walk->head) * sizeof *walk->queue);
+        walk->tail -= walk->head;
+        walk->head = 0;
+    }
+    if (walk->tail == walk->capacity) {
+        size_t capacity = walk->capacity ? 2 * walk->capacity : 16;
+        queued_directory *grown = realloc(walk->queue, capacity * sizeof *walk->queue);
+        if (!grown)
+            return -ENOMEM;
+        walk->queue = grown;
+        walk->capacity = capacity;
+    }
+    walk->queue[walk->tail++] = (queued_directory){*digest, size, is_root};
+    return 1;
+}
+
+int obi_directory_walk_new(obi_directory_service *svc, const obi_digest *root,
+                           obi_directory_walk **out, obi_error **err)
+{
+    obi_directory_walk *walk = calloc(1, sizeof *walk);
+    if (!walk)
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    walk->svc = svc;
+    obi_digest_map_init(&walk->seen, no_free);
+    if (walk_enqueue(walk, root, 0, true) < 0) {
+        obi_directory_walk_free(walk);
+        return obi_error_set(err, -ENOMEM, "out of memory");
+    }
+    *out = walk;
+    return 0;
+}
+
+int obi_directory_walk_next(obi_directory_walk *walk, obi_directory **dir_out,
+                            obi_digest *digest_out, obi_error **err)
+{
+    if (walk->head == walk->tail)
+        return 0;
+    queued_directory item = walk->queue[walk->head++];
+    cleanup_directory obi_directory *dir = NULL;
+    int r = obi_directory_get(walk->svc, &item.digest, &dir, err);
+    if (r < 0)
+        return r;
+    if (!item.is_root && obi_directory_size(dir) != item.expected_size) {
+        char hex[OBI_DIGEST_HEX_LEN + 1];
+        obi_digest_to_hex(&item.digest, hex);
+        return obi_error_set(err, -EIO, "directory %s has size %llu, but its parent says %llu", hex,
+                             (unsigned long long)obi_directory_size(dir),
+                             (unsigned long long)item.expected_size);
+    }
+    for (size_t i = 0; i < dir->n_directories; i++) {
+        const obi_node *child = &dir->directories[i];
+        if (walk_enqueue(walk, &child->digest, child->size, false) < 0)
+            return obi_error_set(err, -ENOMEM, "out of memory");
+    }
+    *digest_out = item.digest;
+    *dir_out = steal_pointer(&dir);
+    return 1;
+}
+
+void obi_directory_walk_free(obi_directory_walk *walk)
+{
+    if (!walk)
+        return;
+    obi_digest_map_clear(&walk->seen);
+    free(walk->queue);
+    free(walk);
 }
 
 int obi_directory_get_recursive(obi_directory_service *svc, const obi_digest *root,
@@ -388,61 +605,17 @@ int obi_directory_get_recursive(obi_directory_service *svc, const obi_digest *ro
 {
     if (svc->ops->get_recursive)
         return svc->ops->get_recursive(svc, root, visit, ctx, err);
-
-    obi_digest_map seen;
-    obi_digest_map_init(&seen, no_free);
-    cleanup_free queued_directory *queue = malloc(sizeof *queue);
-    size_t head = 0, tail = 0, capacity = 1;
-    int r = 0;
-    if (!queue)
-        return obi_error_set(err, -ENOMEM, "out of memory");
-    queue[tail++] = (queued_directory){*root, 0, true};
-    if (obi_digest_map_insert(&seen, root, (void *)1) < 0)
-        r = obi_error_set(err, -ENOMEM, "out of memory");
-    while (r == 0 && head < tail) {
-        queued_directory item = queue[head++];
+    cleanup_directory_walk obi_directory_walk *walk = NULL;
+    int r = obi_directory_walk_new(svc, root, &walk, err);
+    while (r >= 0) {
         cleanup_directory obi_directory *dir = NULL;
-        r = obi_directory_get(svc, &item.digest, &dir, err);
-        if (r < 0)
+        obi_digest digest;
+        r = obi_directory_walk_next(walk, &dir, &digest, err);
+        if (r <= 0)
             break;
-        if (!item.is_root && obi_directory_size(dir) != item.expected_size) {
-            char hex[OBI_DIGEST_HEX_LEN + 1];
-            obi_digest_to_hex(&item.digest, hex);
-            r = obi_error_set(err, -EIO, "directory %s has size %llu, but its parent says %llu",
-                              hex, (unsigned long long)obi_directory_size(dir),
-                              (unsigned long long)item.expected_size);
-            break;
-        }
-        r = visit(dir, &item.digest, ctx, err);
-        if (r < 0)
-            break;
-        for (size_t i = 0; r == 0 && i < dir->n_directories; i++) {
-            const obi_node *child = &dir->directories[i];
-            int inserted = obi_digest_map_insert(&seen, &child->digest, (void *)1);
-            if (inserted < 0) {
-                r = obi_error_set(err, -ENOMEM, "out of memory");
-            } else if (inserted == 1) {
-                if (tail == capacity) {
-                    /* drop the visited prefix before growing */
-                    memmove(queue, queue + head, (tail - head) * sizeof *queue);
-                    tail -= head;
-                    head = 0;
-                }
-                if (tail == capacity) {
-                    queued_directory *grown = realloc(queue, 2 * capacity * sizeof *queue);
-                    if (!grown) {
-                        r = obi_error_set(err, -ENOMEM, "out of memory");
-                        break;
-                    }
-                    queue = grown;
-                    capacity *= 2;
-                }
-                queue[tail++] = (queued_directory){child->digest, child->size, false};
-            }
-        }
+        r = visit(dir, &digest, ctx, err);
     }
-    obi_digest_map_clear(&seen);
-    return r;
+    return r < 0 ? r : 0;
 }
 
 /* ---- selection by URL ---- */

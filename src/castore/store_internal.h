@@ -19,12 +19,19 @@ typedef struct obi_encoded_directory {
      * a stored child was only bounded by its size (see obi_directory_check_children). */
     uint32_t depth;
     size_t len;
-    uint8_t data[];
+    uint8_t *data; /* owned (malloc'd) */
 } obi_encoded_directory;
 
 /* Validates dir and encodes it; *digest_out = BLAKE3 of the encoding. */
 int obi_encoded_directory_new(const obi_directory *dir, obi_encoded_directory **out,
                               obi_digest *digest_out, obi_error **err);
+/* Frees one (and its data); the free_value of maps of them. Accepts NULL. */
+void obi_encoded_directory_free(void *encoded);
+static inline void obi_encoded_directory_freep(obi_encoded_directory **e)
+{
+    obi_encoded_directory_free(*e);
+}
+#define cleanup_encoded_directory __attribute__((cleanup(obi_encoded_directory_freep)))
 
 /* Looks up a stored directory's recursive size: 1 found, 0 absent, negative on error. */
 typedef int (*obi_stored_size_fn)(void *ctx, const obi_digest *digest, uint64_t *size,
@@ -57,6 +64,12 @@ int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn
 /* Decodes, validates and checks that the bytes hash to digest (-EIO naming it otherwise). */
 int obi_directory_decode_verified(const obi_digest *digest, const uint8_t *data, size_t len,
                                   obi_directory **out, obi_error **err);
+
+/* Listing helpers: the keys of a map (a malloc'd copy, so that they can be visited without the
+ * lock guarding the map), and visiting such a copy. */
+int obi_digest_map_keys(const obi_digest_map *map, obi_digest **out, size_t *n_out);
+int obi_digest_list_visit(const obi_digest *digests, size_t n, obi_digest_visit_fn visit, void *ctx,
+                          obi_error **err);
 
 /* The barrier of the on-disk blob service (local_blob.c) for ROOT in this process, if one is
  * open there (else nothing to do): the on-disk directory putter calls it before committing,

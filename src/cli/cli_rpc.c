@@ -1,8 +1,8 @@
 /*
  * The gRPC layer, loaded on demand. The executable does not link libgrpc: its ~50 shared
  * libraries would cost every command several milliseconds of start-up (a build's overhead over
- * `runc run` is mostly start-up). grpc+unix:// and grpc+http:// are registered here with stubs
- * that load ocibuild-rpc.so on first use and forward to it; `daemon` loads it up front.
+ * `runc run` is mostly start-up). grpc+unix://, grpc+http:// and grpc+https:// are registered here
+ * with stubs that load ocibuild-rpc.so on first use and forward to it; `daemon` loads it up front.
  *
  * Where the module is looked for, first hit wins:
  *   1. $OCIBUILD_RPC_MODULE (a path to the .so),
@@ -128,7 +128,8 @@ static int lazy_build_service_open(const obi_url *url, obi_store *store, obi_bui
 
 int cli_rpc_register_schemes(obi_error **err)
 {
-    static const char *const schemes[] = {OBI_RPC_SCHEME_UNIX, OBI_RPC_SCHEME_HTTP};
+    static const char *const schemes[] = {OBI_RPC_SCHEME_UNIX, OBI_RPC_SCHEME_HTTP,
+                                          OBI_RPC_SCHEME_HTTPS};
     for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
         int r = obi_store_register_scheme(schemes[i], lazy_blob_service_open,
                                           lazy_directory_service_open);

@@ -4,6 +4,8 @@
  *   export NODE_JSON DEST       write the node at DEST ("-": read the node JSON from stdin)
  *   cat DIGEST                  write a blob (hex or b3:base64 digest) to stdout
  *   ls NODE_JSON                list the tree under a node: kind, size, digest, path
+ *   verify                      check every object of the store (store_verify.h): one line per
+ *                               faulty object on stdout, a summary on stderr, exit 1 if any
  * Every subcommand takes --store URL (default: obi_default_store_url()).
  */
 #include <errno.h>
@@ -22,6 +24,7 @@
 #include "ocibuild/ingest.h"
 #include "ocibuild/node.h"
 #include "ocibuild/store.h"
+#include "ocibuild/store_verify.h"
 
 #define CAT_READ_SIZE (1 << 20)
 
@@ -40,7 +43,8 @@ static const char STORE_USAGE[] =
     "  import [--name NAME] PATH   ingest PATH, print the root node (protobuf JSON)\n"
     "  export NODE_JSON DEST       write the node to DEST ('-' reads the node from stdin)\n"
     "  cat DIGEST                  write a blob to stdout (hex or b3:base64 digest)\n"
-    "  ls NODE_JSON                list the tree under a node ('-' reads it from stdin)\n";
+    "  ls NODE_JSON                list the tree under a node ('-' reads it from stdin)\n"
+    "  verify                      check every blob and directory; print each faulty one\n";
 
 /* Parses the store options and --name; the rest are positional. Returns -1 on a usage error. */
 static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
@@ -287,6 +291,36 @@ static int store_ls(store_args *args)
     return 0;
 }
 
+static int print_fault(const obi_store_fault *fault, void *ctx, obi_error **err)
+{
+    (void)ctx;
+    (void)err;
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&fault->digest, hex);
+    printf("%s %s: %s\n", obi_store_object_kind_name(fault->kind), hex, fault->problem);
+    return 0;
+}
+
+static int store_verify(store_args *args)
+{
+    if (args->n_positional != 0)
+        return cli_failf("usage: ocibuild store verify [--store URL]");
+    obi_error *err = NULL;
+    cleanup_store obi_store *store = NULL;
+    if (open_store(args, &store, &err) < 0)
+        return cli_fail(err);
+    obi_store_verify_stats stats;
+    int r = obi_store_verify(store, print_fault, NULL, &stats, &err);
+    if (fflush(stdout) != 0)
+        return cli_failf("write to stdout: %s", strerror(errno));
+    if (r < 0)
+        return cli_fail(err);
+    fprintf(stderr, "store verify: %llu blobs (%llu bytes), %llu directories: %llu faulty\n",
+            (unsigned long long)stats.blobs, (unsigned long long)stats.blob_bytes,
+            (unsigned long long)stats.directories, (unsigned long long)stats.faults);
+    return stats.faults ? 1 : 0;
+}
+
 typedef struct store_command {
     const char *name;
     int (*run)(store_args *args);
@@ -294,10 +328,8 @@ typedef struct store_command {
 } store_command;
 
 static const store_command STORE_COMMANDS[] = {
-    {"import", store_import, true},
-    {"export", store_export, false},
-    {"cat", store_cat, false},
-    {"ls", store_ls, false},
+    {"import", store_import, true}, {"export", store_export, false}, {"cat", store_cat, false},
+    {"ls", store_ls, false},        {"verify", store_verify, false},
 };
 
 int cli_store(int argc, char **argv)

@@ -3,6 +3,10 @@
  * the BuildRequest (INVALID_ARGUMENT with the validation message), runs it on the build worker
  * pool and replies with the Build. A failed build ends in ABORTED whose message carries the exit
  * code and log tail (docs/rpc.md lists every mapping).
+ *
+ * The build runs with the call's cancel fd (obi_build_call): when the client cancels,
+ * disconnects or passes its deadline, or the server cancels the call (shutdown), the build
+ * service kills and deletes the container and gives up the build's slot.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -12,23 +16,20 @@
 #include "ocibuild/request.h"
 #include "rpc_internal.h"
 
-static int build_do_build(obi_rpc_call *call, void *ctx, obi_error **err)
+static int build_do_build(obi_rpc_call *call, void *ctx, obi_rpc_message *message, obi_error **err)
 {
     obi_build_service *builds = ctx;
-    cleanup_free uint8_t *data = NULL;
-    size_t len = 0;
-    int r = obi_rpc_call_recv(call, &data, &len, err);
-    if (r <= 0)
-        return r < 0 ? r : obi_error_set(err, -EINVAL, "BuildRequest: missing");
     cleanup_build_request obi_build_request *req = NULL;
-    r = obi_build_request_decode_pb(data, len, &req, err);
+    int r = obi_build_request_decode_pb(message->data, message->len, &req, err);
     if (r < 0)
         return obi_error_prefix(err, -EINVAL, "BuildRequest");
     r = obi_build_request_validate(req, err);
     if (r < 0)
         return r;
+    obi_build_call options = OBI_BUILD_CALL_INIT;
+    options.cancel_fd = obi_rpc_call_cancel_fd(call);
     cleanup_build obi_build *build = NULL;
-    r = obi_build_service_do_build(builds, req, &build, err);
+    r = obi_build_service_do_build_call(builds, req, &options, &build, err);
     if (r < 0)
         return r;
     uint8_t *out = NULL;
@@ -36,11 +37,12 @@ static int build_do_build(obi_rpc_call *call, void *ctx, obi_error **err)
     r = obi_build_encode_pb(build, &out, &out_len, err);
     if (r < 0)
         return r;
-    return obi_rpc_call_send_owned(call, out, out_len, err);
+    obi_rpc_call_queue(call, out, out_len);
+    return OBI_RPC_DONE;
 }
 
 const obi_rpc_method obi_rpc_build_methods[] = {
-    {"/tvix.build.v1.BuildService/DoBuild", OBI_RPC_POOL_BUILD, build_do_build},
+    {"/tvix.build.v1.BuildService/DoBuild", OBI_RPC_POOL_BUILD, false, build_do_build, NULL, NULL},
 };
 const size_t obi_rpc_n_build_methods =
     sizeof obi_rpc_build_methods / sizeof obi_rpc_build_methods[0];

@@ -1,9 +1,12 @@
 /*
- * tvix.castore.v1.DirectoryService served from an obi_directory_service. Get streams one
+ * tvix.castore.v1.DirectoryService served from an obi_directory_service. Get sends one
  * directory, or with recursive=true the root first and then its descendants breadth-first, each
- * once. Put takes a stream of directories leaves first (the last one is the root); every child
- * must have been sent earlier in the stream or be stored already (else INVALID_ARGUMENT), and
- * nothing is committed unless the whole stream was accepted (the putter discards on close).
+ * once (obi_directory_walk: the next one is fetched when the previous one went out). Put takes a
+ * stream of directories leaves first (the last one is the root); every child must have been sent
+ * earlier in the stream or be stored already (else INVALID_ARGUMENT), and nothing is committed
+ * unless the whole stream was accepted (the putter discards on close). Directories are checked
+ * in their encoding and kept as they came (obi_directory_put_encoded): what the putter keeps
+ * until the commit, one copy of each, is charged to the server's memory budget.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -14,27 +17,42 @@
 #include "rpc_directory.pb-c.h"
 #include "rpc_internal.h"
 
-static int send_directory(const obi_directory *dir, const obi_digest *digest, void *ctx,
-                          obi_error **err)
+static int queue_directory(obi_rpc_call *call, const obi_directory *dir, obi_error **err)
 {
-    (void)digest;
-    obi_rpc_call *call = ctx;
     uint8_t *data;
     size_t len;
     int r = obi_directory_encode(dir, &data, &len, err);
     if (r < 0)
         return r;
-    return obi_rpc_call_send_owned(call, data, len, err);
+    obi_rpc_call_queue(call, data, len);
+    return 0;
 }
 
-static int directory_get(obi_rpc_call *call, void *ctx, obi_error **err)
+static void walk_free(void *walk)
+{
+    obi_directory_walk_free(walk);
+}
+
+/* Queues the walk's next directory: OBI_RPC_SEND, or OBI_RPC_DONE when there is none left. */
+static int get_queue_next(obi_rpc_call *call, obi_directory_walk *walk, obi_error **err)
+{
+    cleanup_directory obi_directory *dir = NULL;
+    obi_digest digest;
+    int r = obi_directory_walk_next(walk, &dir, &digest, err);
+    if (r <= 0)
+        return r < 0 ? r : OBI_RPC_DONE;
+    r = queue_directory(call, dir, err);
+    return r < 0 ? r : OBI_RPC_SEND;
+}
+
+static int directory_get(obi_rpc_call *call, void *ctx, obi_rpc_message *message, obi_error **err)
 {
     obi_directory_service *directories = ctx;
     ProtobufCMessage *msg = NULL;
-    int r = obi_rpc_call_recv_message(call, &tvix__castore__v1__get_directory_request__descriptor,
-                                      "GetDirectoryRequest", &msg, err);
-    if (r <= 0)
-        return r < 0 ? r : obi_error_set(err, -EINVAL, "GetDirectoryRequest: missing");
+    int r = obi_rpc_unpack(&tvix__castore__v1__get_directory_request__descriptor,
+                           "GetDirectoryRequest", message, &msg, err);
+    if (r < 0)
+        return r;
     Tvix__Castore__V1__GetDirectoryRequest *req = (Tvix__Castore__V1__GetDirectoryRequest *)msg;
     bool recursive = req->recursive;
     obi_digest digest;
@@ -49,55 +67,96 @@ static int directory_get(obi_rpc_call *call, void *ctx, obi_error **err)
     if (r < 0)
         return r;
 
-    if (recursive)
-        return obi_directory_get_recursive(directories, &digest, send_directory, call, err);
-    cleanup_directory obi_directory *dir = NULL;
-    r = obi_directory_get(directories, &digest, &dir, err);
-    if (r < 0)
-        return r;
-    return send_directory(dir, &digest, call, err);
-}
-
-static int directory_put(obi_rpc_call *call, void *ctx, obi_error **err)
-{
-    obi_directory_service *directories = ctx;
-    cleanup_directory_putter obi_directory_putter *putter = NULL;
-    int r = obi_directory_open_put(directories, &putter, err);
-    if (r < 0)
-        return r;
-    size_t index = 0;
-    for (;; index++) {
-        cleanup_free uint8_t *data = NULL;
-        size_t len = 0;
-        r = obi_rpc_call_recv(call, &data, &len, err);
+    if (recursive) {
+        obi_directory_walk *walk = NULL;
+        r = obi_directory_walk_new(directories, &digest, &walk, err);
         if (r < 0)
             return r;
-        if (r == 0)
-            break;
-        cleanup_directory obi_directory *dir = NULL;
-        r = obi_directory_decode(data, len, &dir, err);
-        if (r >= 0)
-            r = obi_directory_validate(dir, err);
-        if (r >= 0)
-            r = obi_directory_put(putter, dir, NULL, err);
-        if (r < 0)
-            return obi_error_prefix(err, r, "directories[%zu]", index);
+        obi_rpc_call_set_state(call, walk, walk_free);
+        return get_queue_next(call, walk, err);
     }
-    if (index == 0)
+    cleanup_directory obi_directory *dir = NULL;
+    r = obi_directory_get(directories, &digest, &dir, err);
+    if (r == 0)
+        r = queue_directory(call, dir, err);
+    return r < 0 ? r : OBI_RPC_DONE;
+}
+
+static int directory_get_sent(obi_rpc_call *call, void *ctx, obi_error **err)
+{
+    (void)ctx;
+    return get_queue_next(call, obi_rpc_call_state(call), err);
+}
+
+/* A Put's state: the putter (opened on the first directory) and how many came. */
+typedef struct put_state {
+    obi_directory_putter *putter;
+    size_t directories;
+} put_state;
+
+static void put_state_free(void *state)
+{
+    put_state *put = state;
+    obi_directory_putter_close(put->putter); /* unfinished: nothing is committed */
+    free(put);
+}
+
+static int put_state_get(obi_rpc_call *call, obi_directory_service *directories, put_state **out,
+                         obi_error **err)
+{
+    put_state *put = obi_rpc_call_state(call);
+    if (!put) {
+        put = calloc(1, sizeof *put);
+        if (!put)
+            return obi_error_set(err, -ENOMEM, "put directories: out of memory");
+        obi_rpc_call_set_state(call, put, put_state_free);
+        int r = obi_directory_open_put(directories, &put->putter, err);
+        if (r < 0)
+            return r;
+    }
+    *out = put;
+    return 0;
+}
+
+static int directory_put_one(obi_rpc_call *call, void *ctx, obi_rpc_message *message,
+                             obi_error **err)
+{
+    put_state *put = NULL;
+    int r = put_state_get(call, ctx, &put, err);
+    if (r < 0)
+        return r;
+    size_t index = put->directories++;
+    size_t len = message->len;
+    /* The putter keeps the bytes until the commit; they stay charged to the budget. */
+    r = obi_directory_put_encoded(put->putter, obi_rpc_call_keep_message(call, message), len, NULL,
+                                  err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "directories[%zu]", index);
+    return OBI_RPC_RECV;
+}
+
+static int directory_put_end(obi_rpc_call *call, void *ctx, obi_error **err)
+{
+    put_state *put = obi_rpc_call_state(call);
+    (void)ctx;
+    if (!put || put->directories == 0)
         return obi_error_set(err, -EINVAL, "Put: the stream held no directory");
     obi_digest root;
-    r = obi_directory_putter_finish(putter, &root, err);
+    int r = obi_directory_putter_finish(put->putter, &root, err);
     if (r < 0)
         return r;
     Tvix__Castore__V1__PutDirectoryResponse resp = TVIX__CASTORE__V1__PUT_DIRECTORY_RESPONSE__INIT;
     resp.root_digest.data = root.bytes;
     resp.root_digest.len = OBI_DIGEST_LEN;
-    return obi_rpc_call_send_message(call, &resp.base, err);
+    r = obi_rpc_call_queue_message(call, &resp.base, err);
+    return r < 0 ? r : OBI_RPC_DONE;
 }
 
 const obi_rpc_method obi_rpc_directory_methods[] = {
-    {"/tvix.castore.v1.DirectoryService/Get", OBI_RPC_POOL_CASTORE, directory_get},
-    {"/tvix.castore.v1.DirectoryService/Put", OBI_RPC_POOL_CASTORE, directory_put},
+    {"/tvix.castore.v1.DirectoryService/Get", OBI_RPC_POOL_CASTORE, false, directory_get, NULL,
+     directory_get_sent},
+    {"/tvix.castore.v1.DirectoryService/Put", OBI_RPC_POOL_CASTORE, true, directory_put_one,
+     directory_put_end, NULL},
 };
 const size_t obi_rpc_n_directory_methods =
     sizeof obi_rpc_directory_methods / sizeof obi_rpc_directory_methods[0];

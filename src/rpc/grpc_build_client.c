@@ -2,7 +2,8 @@
  * obi_build_service over gRPC (tvix.build.v1.BuildService/DoBuild): the request goes out in
  * its protobuf form, the Build comes back decoded. The remote status becomes the errno-style
  * code build_service.h promises (INVALID_ARGUMENT -> -EINVAL, ABORTED -> OBI_EBUILD_FAILED,
- * DEADLINE_EXCEEDED -> -ETIMEDOUT, UNIMPLEMENTED -> -ENOTSUP) with the server's message.
+ * DEADLINE_EXCEEDED -> -ETIMEDOUT, UNIMPLEMENTED -> -ENOTSUP) with the server's message. The
+ * build's own cancel fd (obi_build_call) cancels the call, which cancels the remote build.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -19,8 +20,8 @@ typedef struct grpc_build_service {
     grpc_channel *channel;
 } grpc_build_service;
 
-static int svc_do_build(obi_build_service *base, const obi_build_request *req, obi_build **out,
-                        obi_error **err)
+static int svc_do_build(obi_build_service *base, const obi_build_request *req,
+                        const obi_build_call *options, obi_build **out, obi_error **err)
 {
     grpc_build_service *svc = (grpc_build_service *)base;
     uint8_t *data = NULL;
@@ -28,9 +29,20 @@ static int svc_do_build(obi_build_service *base, const obi_build_request *req, o
     int r = obi_build_request_encode_pb(req, &data, &len, err);
     if (r < 0)
         return r;
+    cleanup_rpc_client_call obi_rpc_client_call *call = NULL;
+    r = obi_rpc_client_call_start(svc->channel, METHOD_DO_BUILD, &call, err);
+    if (r < 0) {
+        free(data);
+        return r;
+    }
+    /* Cancelling our build cancels the call: the daemon then stops the remote build. */
+    if (options && options->cancel_fd >= 0)
+        obi_rpc_client_call_watch_cancel(call, options->cancel_fd);
+    r = obi_rpc_client_call_send_owned(call, data, len, err);
     cleanup_free uint8_t *resp = NULL;
     size_t resp_len = 0;
-    r = obi_rpc_client_unary_owned(svc->channel, METHOD_DO_BUILD, data, len, &resp, &resp_len, err);
+    if (r >= 0)
+        r = obi_rpc_client_call_close_and_recv_one(call, &resp, &resp_len, err);
     if (r < 0)
         return r;
     r = obi_build_decode_pb(resp, resp_len, out, err);

@@ -121,6 +121,16 @@ const grpc_channel_args *obi_rpc_channel_args(void)
     return &channel_args;
 }
 
+int obi_rpc_unpack(const ProtobufCMessageDescriptor *desc, const char *what,
+                   const obi_rpc_message *message, ProtobufCMessage **out, obi_error **err)
+{
+    ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, message->len, message->data);
+    if (!msg)
+        return obi_error_set(err, -EINVAL, "%s: not a valid %s message", what, desc->name);
+    *out = msg;
+    return 0;
+}
+
 int obi_rpc_pack(const ProtobufCMessage *msg, uint8_t **out, size_t *out_len, obi_error **err)
 {
     size_t len = protobuf_c_message_get_packed_size(msg);
@@ -150,21 +160,6 @@ int obi_log_level_parse(const char *text, obi_log_level *out, obi_error **err)
     return obi_error_set(err, -EINVAL, "log level '%s': expected error, warn, info or debug", text);
 }
 
-bool obi_rpc_run_batch(grpc_call *call, grpc_completion_queue *cq, const grpc_op *ops, size_t n)
-{
-    /* The tag only has to be unique among this cq's outstanding batches: there is one. */
-    void *tag = (void *)ops;
-    if (grpc_call_start_batch(call, ops, n, tag, NULL) != GRPC_CALL_OK)
-        return false;
-    for (;;) {
-        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-        if (ev.type == GRPC_QUEUE_SHUTDOWN)
-            return false;
-        if (ev.type == GRPC_OP_COMPLETE && ev.tag == tag)
-            return ev.success != 0;
-    }
-}
-
 grpc_slice obi_rpc_byte_buffer_take(grpc_byte_buffer *buffer)
 {
     grpc_byte_buffer_reader reader;
@@ -175,6 +170,32 @@ grpc_slice obi_rpc_byte_buffer_take(grpc_byte_buffer *buffer)
     }
     grpc_byte_buffer_destroy(buffer);
     return slice;
+}
+
+int obi_rpc_byte_buffer_to_message(grpc_byte_buffer *buffer, obi_rpc_message *out)
+{
+    size_t len = grpc_byte_buffer_length(buffer);
+    uint8_t *data = malloc(len ? len : 1);
+    grpc_byte_buffer_reader reader;
+    if (!data || !grpc_byte_buffer_reader_init(&reader, buffer)) {
+        free(data);
+        grpc_byte_buffer_destroy(buffer);
+        return -ENOMEM;
+    }
+    size_t at = 0;
+    grpc_slice slice;
+    while (grpc_byte_buffer_reader_next(&reader, &slice)) {
+        size_t n = GRPC_SLICE_LENGTH(slice);
+        if (n > len - at)
+            n = len - at;
+        memcpy(data + at, GRPC_SLICE_START_PTR(slice), n);
+        at += n;
+        grpc_slice_unref(slice);
+    }
+    grpc_byte_buffer_reader_destroy(&reader);
+    grpc_byte_buffer_destroy(buffer);
+    *out = (obi_rpc_message){data, at};
+    return 0;
 }
 
 grpc_byte_buffer *obi_rpc_byte_buffer_own(uint8_t *data, size_t len)

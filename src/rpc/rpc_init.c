@@ -1,12 +1,13 @@
 /*
- * Makes the gRPC clients reachable by URL: registers grpc+unix and grpc+http with the store
- * opener (castore) and the build service opener (build), which cannot depend on this layer.
+ * Makes the gRPC clients reachable by URL: registers grpc+unix, grpc+http and grpc+https with the
+ * store opener (castore) and the build service opener (build), which cannot depend on this layer.
  */
 #include <pthread.h>
 
 #include "ocibuild/rpc.h"
 
-static const char *const SCHEMES[] = {OBI_RPC_SCHEME_UNIX, OBI_RPC_SCHEME_HTTP};
+static const char *const SCHEMES[] = {OBI_RPC_SCHEME_UNIX, OBI_RPC_SCHEME_HTTP,
+                                      OBI_RPC_SCHEME_HTTPS};
 
 static int init_result;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;

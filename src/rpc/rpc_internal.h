@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ocibuild/error.h"
 #include "ocibuild/rpc.h"
@@ -23,7 +24,8 @@
 
 /* Blob chunks on the wire are at most this big (castore.md). */
 #define OBI_RPC_CHUNK_SIZE (1024 * 1024)
-/* Largest message either side accepts: directories with many entries can be big. */
+/* Largest message a client accepts and anyone sends: directories with many entries can be big.
+ * The server accepts smaller requests (obi_rpc_server_options.max_message_bytes). */
 #define OBI_RPC_MAX_MESSAGE (256 * 1024 * 1024)
 /* Status messages travel in an HTTP/2 header (grpc-message); keep them well below the usual
  * 8 KiB metadata limit even after percent-encoding. */
@@ -41,37 +43,61 @@ char *obi_rpc_status_message_clip(const char *message);
 /* Channel arguments shared by server and client (message size limits). */
 const grpc_channel_args *obi_rpc_channel_args(void);
 
-/* ---- server side ---- */
+/* ---- server side: handlers (grpc_server.c, docs/rpc.md "Threads") ---- */
 
 typedef struct obi_rpc_call obi_rpc_call;
-
-/* Receives the next request message: 1 with data and len (malloc'd) set, 0 at the end of the
- * client's stream, negative when the call was cancelled or broke. */
-int obi_rpc_call_recv(obi_rpc_call *call, uint8_t **data, size_t *len, obi_error **err);
-/* The same as a slice (the caller unrefs it): no copy. */
-int obi_rpc_call_recv_slice(obi_rpc_call *call, grpc_slice *out, obi_error **err);
-/* Receives and unpacks one message of the given type (free with protobuf_c_message_free_unpacked).
- * 0 at end of stream (*out = NULL); -EINVAL naming `what` if it does not parse. */
-int obi_rpc_call_recv_message(obi_rpc_call *call, const ProtobufCMessageDescriptor *desc,
-                              const char *what, ProtobufCMessage **out, obi_error **err);
-/* Sends one response message; takes ownership of data (malloc'd). */
-int obi_rpc_call_send_owned(obi_rpc_call *call, uint8_t *data, size_t len, obi_error **err);
-int obi_rpc_call_send_message(obi_rpc_call *call, const ProtobufCMessage *msg, obi_error **err);
 
 typedef enum obi_rpc_pool {
     OBI_RPC_POOL_CASTORE, /* short calls: blobs and directories */
     OBI_RPC_POOL_BUILD,   /* long calls: builds, their own bounded pool */
 } obi_rpc_pool;
 
-/* A handler reads requests and sends responses; its return value becomes the status:
- * 0 -> OK, negative -> obi_rpc_status_from_errno(code) with (*err)->message. */
-typedef int (*obi_rpc_handler)(obi_rpc_call *call, void *ctx, obi_error **err);
+/* A handler is a few callbacks ("steps"), each run on a worker thread of the method's pool when
+ * its event happened, never two at once for one call. A step does its work and returns what
+ * comes next, or a negative errno-style code: the call then ends with the status mapped from it
+ * (obi_rpc_status_from_errno) and (*err)->message. Between steps no thread waits for the client:
+ * the server waits for the next event. */
+enum {
+    OBI_RPC_RECV = 0, /* receive the next request message (client streams only) */
+    OBI_RPC_SEND = 1, /* send the queued response, then run on_sent */
+    OBI_RPC_DONE = 2, /* send the queued response, if any, with status OK */
+};
+
+/* A received request message, in one piece. */
+typedef struct obi_rpc_message {
+    uint8_t *data; /* malloc'd; freed after the step unless kept */
+    size_t len;
+} obi_rpc_message;
 
 typedef struct obi_rpc_method {
     const char *path; /* "/tvix.castore.v1.BlobService/Stat" */
     obi_rpc_pool pool;
-    obi_rpc_handler handler;
+    /* false: exactly one request message (a call without one is INVALID_ARGUMENT); true: a
+     * stream of them, then on_end. */
+    bool client_stream;
+    /* A request message arrived (ctx: the obi_*_service), charged to the memory budget. The
+     * server frees it after the step unless the step kept it (obi_rpc_call_keep_message). */
+    int (*on_message)(obi_rpc_call *call, void *ctx, obi_rpc_message *message, obi_error **err);
+    /* Client streams: the client closed its stream. */
+    int (*on_end)(obi_rpc_call *call, void *ctx, obi_error **err);
+    /* The response queued before OBI_RPC_SEND went out: queue the next one or finish. */
+    int (*on_sent)(obi_rpc_call *call, void *ctx, obi_error **err);
 } obi_rpc_method;
+
+/* The handler's own state for this call (NULL until set); free_state runs when the call ends. */
+void *obi_rpc_call_state(obi_rpc_call *call);
+void obi_rpc_call_set_state(obi_rpc_call *call, void *state, void (*free_state)(void *));
+/* Queues the one response message the step's OBI_RPC_SEND or OBI_RPC_DONE sends; takes
+ * ownership of data (malloc'd). */
+void obi_rpc_call_queue(obi_rpc_call *call, uint8_t *data, size_t len);
+int obi_rpc_call_queue_message(obi_rpc_call *call, const ProtobufCMessage *msg, obi_error **err);
+/* Takes the message's bytes out of the step (the caller frees them) while they stay charged to
+ * the memory budget all calls share until the call ends. */
+uint8_t *obi_rpc_call_keep_message(obi_rpc_call *call, obi_rpc_message *message);
+/* Readable once the call is over for the client: it cancelled, disconnected, passed its
+ * deadline, or the server cancelled it (idle timeout, shutdown). Build pool calls only; -1 for
+ * others. Owned by the call. */
+int obi_rpc_call_cancel_fd(const obi_rpc_call *call);
 
 /* Method tables of each service (ctx is the obi_*_service). */
 extern const obi_rpc_method obi_rpc_blob_methods[];
@@ -81,11 +107,27 @@ extern const size_t obi_rpc_n_directory_methods;
 extern const obi_rpc_method obi_rpc_build_methods[];
 extern const size_t obi_rpc_n_build_methods;
 
+/* ---- server side: listening sockets (rpc_listen.c) ---- */
+
+/* Creates, binds and listens on a unix socket at path with mode 0600, or 0660 and group gid when
+ * gid >= 0, whatever the umask: it is made in a private directory and renamed into place only
+ * once its mode and group are set, so it is never more open than that. A stale socket at path
+ * (nobody accepts) is replaced; a live one (-EADDRINUSE) or anything else there is refused.
+ * *dev and *ino identify the socket file, so that only this one is removed later. */
+int obi_rpc_unix_listener_open(const char *path, long gid, int *fd_out, dev_t *dev, ino_t *ino,
+                               obi_error **err);
+/* Whether a TCP "HOST:PORT" address is a loopback one (127.0.0.0/8, ::1, localhost): 1 yes,
+ * 0 no, negative with a message when it does not parse. */
+int obi_rpc_tcp_address_is_loopback(const char *address, obi_error **err);
+/* For a bound socket (socket activation): 1 if a unix socket or TCP on a loopback address, 0 for
+ * other TCP, negative for anything else. */
+int obi_rpc_socket_is_local(int fd, obi_error **err);
+
 /* ---- client side ---- */
 
 typedef struct obi_rpc_client_call obi_rpc_client_call;
 
-/* Channel to a grpc+unix:// or grpc+http:// URL (the only schemes accepted). */
+/* Channel to a grpc+unix://, grpc+http:// or grpc+https:// URL (the only schemes accepted). */
 int obi_rpc_channel_open(const obi_url *url, grpc_channel **out, obi_error **err);
 /* Accepts NULL. */
 void obi_rpc_channel_close(grpc_channel *channel);
@@ -93,6 +135,11 @@ void obi_rpc_channel_close(grpc_channel *channel);
 /* Starts a call (sends the initial metadata). */
 int obi_rpc_client_call_start(grpc_channel *channel, const char *method, obi_rpc_client_call **out,
                               obi_error **err);
+/* The same with a deadline timeout_ms from now (0: none); past it the call fails with
+ * DEADLINE_EXCEEDED (-ETIMEDOUT), and the server sees it cancelled. */
+int obi_rpc_client_call_start_timeout(grpc_channel *channel, const char *method,
+                                      unsigned timeout_ms, obi_rpc_client_call **out,
+                                      obi_error **err);
 /* Sends one message; takes ownership of data. */
 int obi_rpc_client_call_send_owned(obi_rpc_client_call *call, uint8_t *data, size_t len,
                                    obi_error **err);
@@ -111,6 +158,9 @@ int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err);
  * (*resp malloc'd; -EPROTO when the server sent none), then the status. */
 int obi_rpc_client_call_close_and_recv_one(obi_rpc_client_call *call, uint8_t **resp,
                                            size_t *resp_len, obi_error **err);
+/* From now on, the call is cancelled as soon as fd becomes readable (its status then says
+ * CANCELLED: -ECANCELED). fd stays the caller's. */
+void obi_rpc_client_call_watch_cancel(obi_rpc_client_call *call, int fd);
 /* Cancels the call if it has not finished. Accepts NULL. */
 void obi_rpc_client_call_free(obi_rpc_client_call *call);
 static inline void obi_rpc_client_call_freep(obi_rpc_client_call **c)
@@ -126,9 +176,6 @@ int obi_rpc_client_unary_owned(grpc_channel *channel, const char *method, uint8_
 int obi_rpc_client_unary(grpc_channel *channel, const char *method, const ProtobufCMessage *req,
                          uint8_t **resp, size_t *resp_len, obi_error **err);
 
-/* Starts one batch on call and waits for it on cq (which carries only this call's batches).
- * true if it completed successfully. */
-bool obi_rpc_run_batch(grpc_call *call, grpc_completion_queue *cq, const grpc_op *ops, size_t n);
 /* Copies a received byte buffer into one slice (the caller unrefs it) and destroys it. */
 grpc_slice obi_rpc_byte_buffer_take(grpc_byte_buffer *buffer);
 /* A byte buffer owning data (malloc'd). */
@@ -142,6 +189,12 @@ void obi_rpc_cq_destroy(grpc_completion_queue *cq);
  * skipped; the last occurrence wins, as in protobuf). -EBADMSG if malformed. */
 int obi_rpc_blob_chunk_data(const uint8_t *msg, size_t msg_len, const uint8_t **data, size_t *len);
 
+/* Unpacks a message (free with protobuf_c_message_free_unpacked); -EINVAL naming `what`. */
+int obi_rpc_unpack(const ProtobufCMessageDescriptor *desc, const char *what,
+                   const obi_rpc_message *message, ProtobufCMessage **out, obi_error **err);
+/* Copies a received byte buffer into one malloc'd piece and destroys the buffer (never more
+ * than the message twice at once). -ENOMEM leaves the buffer destroyed. */
+int obi_rpc_byte_buffer_to_message(grpc_byte_buffer *buffer, obi_rpc_message *out);
 /* Packs a message into a malloc'd buffer. */
 int obi_rpc_pack(const ProtobufCMessage *msg, uint8_t **out, size_t *out_len, obi_error **err);
 

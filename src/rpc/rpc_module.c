@@ -13,6 +13,7 @@ const obi_rpc_module obi_rpc_module_table = {
     .log_level_parse = obi_log_level_parse,
     .server_new = obi_rpc_server_new,
     .server_listen = obi_rpc_server_listen,
+    .server_listen_fd = obi_rpc_server_listen_fd,
     .server_start = obi_rpc_server_start,
     .server_shutdown = obi_rpc_server_shutdown,
     .server_free = obi_rpc_server_free,

@@ -11,90 +11,27 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OCIBUILD = os.environ.get("OCIBUILD", os.path.join(ROOT, "build", "ocibuild"))
-PROTO = os.path.join(ROOT, "proto")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from grpc_e2e import OCIBUILD, Env, Tap, read_log, wait_for_socket  # noqa: E402
 
-num = 0
-failed = 0
+t = Tap()
+ok, not_ok, skip, check, done = t.ok, t.not_ok, t.skip, t.check, t.done
+env = Env("obi-e2e-daemon.")
+tmp = env.tmp
+daemons = env.daemons
+cleanup = env.close
+start_daemon = env.start_daemon
+wait_for = wait_for_socket
 
-
-def ok(name):
-    global num
-    num += 1
-    print(f"ok {num} - {name}", flush=True)
-
-
-def not_ok(name, detail=""):
-    global num, failed
-    num += 1
-    failed += 1
-    print(f"not ok {num} - {name}", flush=True)
-    for line in str(detail).splitlines():
-        print(f"#   {line}", flush=True)
-
-
-def skip(name, reason):
-    global num
-    num += 1
-    print(f"ok {num} - {name} # SKIP {reason}", flush=True)
-    print(f"!!! SKIPPED: {name}: {reason}", file=sys.stderr, flush=True)
-
-
-def check(name, cond, detail=""):
-    if cond:
-        ok(name)
-    else:
-        not_ok(name, detail)
-
-
-def done():
-    print(f"1..{num}", flush=True)
-    sys.exit(1 if failed else 0)
-
-
-tmp = tempfile.mkdtemp(prefix="obi-e2e-daemon.")
-# Searchable by others: a rootful build's container root (a host id of its id slot) must reach
-# the bundles below (docs/security.md "Build identity").
-os.chmod(tmp, 0o711)
-daemons = []
-
-
-def cleanup():
-    for d in daemons:
-        if d.poll() is None:
-            d.kill()
-            d.wait()
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-try:
-    import grpc
-    from grpc_tools import protoc
-except ImportError as e:
-    skip("daemon end-to-end", f"python3-grpcio / python3-grpc-tools missing ({e})")
+why = env.load_stubs()
+if why:
+    skip("daemon end-to-end", why)
     cleanup()
     done()
-
-# ---- stubs from the project's own protos ----
-gen = os.path.join(tmp, "gen")
-os.makedirs(gen)
-protos = [
-    "tvix/castore/v1/castore.proto",
-    "tvix/castore/v1/rpc_blobstore.proto",
-    "tvix/castore/v1/rpc_directory.proto",
-    "tvix/build/v1/build.proto",
-    "tvix/build/v1/rpc_build.proto",
-]
-if protoc.main(["protoc", f"-I{PROTO}", f"--python_out={gen}", f"--grpc_python_out={gen}"] + protos) != 0:
-    not_ok("generate python stubs from proto/")
-    cleanup()
-    done()
-sys.path.insert(0, gen)
+import grpc  # noqa: E402
 from tvix.build.v1 import build_pb2, rpc_build_pb2_grpc  # noqa: E402
 from tvix.castore.v1 import castore_pb2 as cpb  # noqa: E402
 from tvix.castore.v1 import rpc_blobstore_pb2 as bpb, rpc_blobstore_pb2_grpc as bgrpc  # noqa: E402
@@ -106,30 +43,6 @@ ok("generate python stubs from proto/")
 def blake3(data):
     out = subprocess.run([OCIBUILD, "hash", "-"], input=data, capture_output=True, check=True)
     return bytes.fromhex(out.stdout.split()[0].decode())
-
-
-def start_daemon(name, *args):
-    log = open(os.path.join(tmp, f"{name}.log"), "wb")
-    p = subprocess.Popen([OCIBUILD, "daemon", *args], stdout=subprocess.DEVNULL, stderr=log)
-    p.log_path = log.name
-    daemons.append(p)
-    return p
-
-
-def wait_for(path, proc, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if os.path.exists(path):
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.05)
-    return False
-
-
-def read_log(proc):
-    with open(proc.log_path, "r", errors="replace") as f:
-        return f.read()
 
 
 def code_of(fn):

@@ -149,4 +149,21 @@ err=$("$OCIBUILD" store frobnicate 2>&1) && t_fail "unknown store subcommand fai
 err=$(obi import "$T_TMP/does-not-exist" 2>&1) && t_fail "import of a missing path fails" \
   || t_contains "import of a missing path fails" "$err" "does-not-exist"
 
+# ---- store verify ----
+out=$(obi verify 2>"$T_TMP/verify.err"); rc=$?
+[ $rc -eq 0 ] && [ -z "$out" ] && t_ok "store verify: the store of this test is clean" \
+  || t_fail "store verify: the store of this test is clean" "rc=$rc $out $(cat "$T_TMP/verify.err")"
+t_contains "store verify counts what it checked" "$(cat "$T_TMP/verify.err")" "directories: 0 faulty"
+vstore="$T_TMP/verify-store"
+"$OCIBUILD" store import --store "$vstore" "$src" >/dev/null
+hello=$(b3sum --no-names "$src/hello.txt")
+chmod u+w "$vstore/blobs/${hello:0:2}/$hello"
+printf 'HELLO\n' > "$vstore/blobs/${hello:0:2}/$hello"
+out=$("$OCIBUILD" store verify --store "$vstore" 2>/dev/null); rc=$?
+[ $rc -eq 1 ] && t_ok "store verify exits 1 on a damaged blob" || t_fail "store verify exits 1 on a damaged blob" "rc=$rc"
+t_contains "store verify names the damaged blob" "$out" "blob $hello:"
+t_contains "store verify names the directory whose file it was" "$out" 'file "hello.txt"'
+err=$("$OCIBUILD" store verify --store grpc+unix:///nonexistent.sock 2>&1) \
+  && t_fail "store verify refuses a remote store" || t_contains "store verify refuses a remote store" "$err" "cannot list"
+
 t_done

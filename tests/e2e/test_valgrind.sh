@@ -3,7 +3,7 @@
 # case (exit 99 from --error-exitcode). "possibly"/"still reachable" blocks are not errors: they
 # are what glibc, OpenSSL and jansson keep for the process lifetime. Only ocibuild itself runs
 # under valgrind (--trace-children=no): runc and nix-store are children. One TAP line per path:
-# hash, store import/ls/cat/export, spec of every examples/requests/*.json, service spec, an
+# hash, store import/ls/cat/export/verify, spec of every examples/requests/*.json, service spec, an
 # invalid request (the error path) and, as root with runc, a trivial build.
 source "$(dirname "$0")/lib.sh"
 root=$(cd "$E2E_DIR/../.." && pwd)
@@ -49,6 +49,7 @@ vg "store ls of the imported tree" 0 store ls "$node"
 digest=$(b3sum --no-names "$tree/a" 2>/dev/null || "$OCIBUILD" hash "$tree/a" | cut -d' ' -f1)
 vg "store cat of a blob" 0 store cat "$digest"
 vg "store export of the tree" 0 store export "$node" "$T_TMP/exported"
+vg "store verify of the store" 0 store verify
 if diff -r "$tree" "$T_TMP/exported" >/dev/null; then t_ok "exported tree equals the source"
 else t_fail "exported tree equals the source" "$(diff -r "$tree" "$T_TMP/exported" 2>&1 | head)"; fi
 

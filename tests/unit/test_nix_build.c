@@ -48,9 +48,10 @@ static const char *output_name(const obi_build_request *req, const char *path)
     return NULL;
 }
 
-static int fake_do_build(obi_build_service *svc, const obi_build_request *req, obi_build **out,
-                         obi_error **err)
+static int fake_do_build(obi_build_service *svc, const obi_build_request *req,
+                         const obi_build_call *call, obi_build **out, obi_error **err)
 {
+    (void)call;
     fake_builder *f = (fake_builder *)svc;
     f->builds++;
     obi_build_request_free(f->last);

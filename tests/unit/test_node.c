@@ -4,6 +4,7 @@
  * protobuf-c), digests checked against b3sum, recursive sizes and their saturation, decoding
  * errors with offsets, the node_pb conversions and the JSON mapping.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -669,6 +670,171 @@ static void test_decode_survives_single_byte_mutations(void **state)
     assert_true(refused > 0);
 }
 
+/* ---- canonical encodings checked in place ------------------------------------------------- */
+
+typedef struct visited_entries {
+    size_t count;
+    char names[8][16];
+} visited_entries;
+
+static int record_entry(const obi_node *entry, void *ctx, obi_error **err)
+{
+    (void)err;
+    visited_entries *v = ctx;
+    assert_true(entry->kind == OBI_NODE_DIRECTORY);
+    if (v->count < 8)
+        snprintf(v->names[v->count], sizeof v->names[0], "%.*s", (int)entry->name.len,
+                 (const char *)entry->name.data);
+    v->count++;
+    return 0;
+}
+
+static void test_check_canonical_accepts_our_encoding_and_visits_directories(void **state)
+{
+    (void)state;
+    cleanup_directory obi_directory *dir = example_directory();
+    add_directory(dir, "e", 0x44, 7);
+    obi_directory_sort(dir);
+    cleanup_free uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_ok(obi_directory_encode(dir, &buf, &len, err_ptr_));
+    uint64_t size = 0;
+    visited_entries v = {0};
+    obi_error *err = NULL;
+    assert_int_equal(obi_directory_check_canonical(buf, len, &size, record_entry, &v, &err), 1);
+    assert_int_equal(size, obi_directory_size(dir));
+    assert_int_equal(v.count, 2);
+    assert_string_equal(v.names[0], "a");
+    assert_string_equal(v.names[1], "e");
+    assert_int_equal(
+        obi_directory_check_canonical(EXAMPLE_BYTES, sizeof EXAMPLE_BYTES, &size, NULL, NULL, &err),
+        1);
+    assert_int_equal(size, 7);
+    assert_int_equal(obi_directory_check_canonical((const uint8_t *)"", 0, &size, NULL, NULL, &err),
+                     1);
+    assert_int_equal(size, 0);
+}
+
+static void test_check_canonical_says_0_for_other_forms(void **state)
+{
+    (void)state;
+    /* clang-format off */
+    static const uint8_t explicit_false[] = {
+        0x12, 39, 0x0a, 1, 'c', 0x12, 32, REP32(0x33), 0x20, 0x00};
+    static const uint8_t long_varint[] = {
+        0x12, 40, 0x0a, 1, 'c', 0x12, 32, REP32(0x33), 0x18, 0x85, 0x00};
+    static const uint8_t fields_swapped[] = {
+        0x12, 37, 0x12, 32, REP32(0x33), 0x0a, 1, 'c'};
+    static const uint8_t lists_swapped[] = {
+        0x1a, 6, 0x0a, 1, 'd', 0x12, 1, 'b',
+        0x12, 37, 0x0a, 1, 'c', 0x12, 32, REP32(0x33)};
+    static const uint8_t unknown_field[] = {0x7a, 0x01, 'x'};
+    /* clang-format on */
+    const struct {
+        const uint8_t *data;
+        size_t len;
+    } cases[] = {{explicit_false, sizeof explicit_false},
+                 {long_varint, sizeof long_varint},
+                 {fields_swapped, sizeof fields_swapped},
+                 {lists_swapped, sizeof lists_swapped},
+                 {unknown_field, sizeof unknown_field}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint64_t size = 0;
+        obi_error *err = NULL;
+        assert_int_equal(
+            obi_directory_check_canonical(cases[i].data, cases[i].len, &size, NULL, NULL, &err), 0);
+        assert_null(err);
+        cleanup_directory obi_directory *dir = NULL;
+        assert_ok(obi_directory_decode(cases[i].data, cases[i].len, &dir, err_ptr_));
+    }
+}
+
+/* What obi_directory_decode + obi_directory_validate say about data, or NULL if it is fine. */
+static char *decode_and_validate_message(const uint8_t *data, size_t len)
+{
+    obi_directory *dir = NULL;
+    obi_error *err = NULL;
+    int r = obi_directory_decode(data, len, &dir, &err);
+    if (r == 0)
+        r = obi_directory_validate(dir, &err);
+    obi_directory_free(dir);
+    char *message = r < 0 ? strdup(err->message) : NULL;
+    obi_error_free(err);
+    return message;
+}
+
+static void test_check_canonical_agrees_with_decode_on_single_byte_mutations(void **state)
+{
+    (void)state;
+    /* Every mutant: canonical and valid (1) exactly when re-encoding gives the same bytes and
+     * validation passes; refused (< 0) with the very message decode + validate give; else 0,
+     * and then decoding works. */
+    static const uint8_t values[] = {0x00, 0x01, 0x02, 0x07, 0x08, 0x1f, 0x20, 0x21, 0x2f,
+                                     0x61, 0x7f, 0x80, 0xff, 0x0a, 0x12, 0x1a, 0x4b};
+    uint8_t buf[sizeof EXAMPLE_BYTES];
+    size_t canonical = 0, refused = 0, other = 0;
+    for (size_t pos = 0; pos < sizeof buf; pos++) {
+        for (size_t v = 0; v < sizeof values; v++) {
+            memcpy(buf, EXAMPLE_BYTES, sizeof buf);
+            buf[pos] = values[v];
+            uint64_t size = 0;
+            obi_error *err = NULL;
+            int r = obi_directory_check_canonical(buf, sizeof buf, &size, NULL, NULL, &err);
+            cleanup_free char *expected = decode_and_validate_message(buf, sizeof buf);
+            if (r < 0) {
+                assert_non_null(expected);
+                if (strcmp(err->message, expected) != 0)
+                    print_error("mutant %zu=%02x: '%s' != '%s'\n", pos, values[v], err->message,
+                                expected);
+                assert_string_equal(err->message, expected);
+                obi_error_free(err);
+                refused++;
+                continue;
+            }
+            assert_null(err);
+            cleanup_directory obi_directory *dir = NULL;
+            if (r == 0 && expected) {
+                other++; /* another form, and decoding or validation refuses it */
+                continue;
+            }
+            assert_ok(obi_directory_decode(buf, sizeof buf, &dir, err_ptr_));
+            cleanup_free uint8_t *again = NULL;
+            size_t again_len = 0;
+            assert_ok(obi_directory_encode(dir, &again, &again_len, err_ptr_));
+            bool same = again_len == sizeof buf && !memcmp(again, buf, sizeof buf);
+            if (r == 1) {
+                assert_null(expected);
+                assert_true(same);
+                assert_int_equal(size, obi_directory_size(dir));
+                canonical++;
+            } else {
+                assert_false(same);
+                other++;
+            }
+        }
+    }
+    assert_true(canonical > 0);
+    assert_true(refused > 0);
+    assert_true(other > 0);
+}
+
+static void test_check_canonical_names_the_entry_like_validate(void **state)
+{
+    (void)state;
+    /* A name in two lists, found by the merge after each list checked out. */
+    cleanup_directory obi_directory *dir = obi_directory_new();
+    add_directory(dir, "x", 0x11, 1);
+    add_file(dir, "a", 0x22, 1, false);
+    add_file(dir, "x", 0x22, 1, false);
+    cleanup_free uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_ok(obi_directory_encode(dir, &buf, &len, err_ptr_));
+    uint64_t size = 0;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_directory_check_canonical(buf, len, &size, NULL, NULL, &err),
+                      -EINVAL, "\"x\" appears in both directories and files");
+}
+
 /* ---- Node messages ------------------------------------------------------------------------- */
 
 static void test_node_encode_matches_hand_written_bytes(void **state)
@@ -1023,6 +1189,10 @@ int main(void)
         cmocka_unit_test(test_decode_rejects_wrong_wire_types),
         cmocka_unit_test(test_decode_rejects_31_byte_digest_naming_entry),
         cmocka_unit_test(test_decode_survives_single_byte_mutations),
+        cmocka_unit_test(test_check_canonical_accepts_our_encoding_and_visits_directories),
+        cmocka_unit_test(test_check_canonical_says_0_for_other_forms),
+        cmocka_unit_test(test_check_canonical_agrees_with_decode_on_single_byte_mutations),
+        cmocka_unit_test(test_check_canonical_names_the_entry_like_validate),
         cmocka_unit_test(test_node_encode_matches_hand_written_bytes),
         cmocka_unit_test(test_node_roundtrips_directory_and_symlink),
         cmocka_unit_test(test_node_decode_rejects_unset_oneof_and_bad_digest),

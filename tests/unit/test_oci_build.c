@@ -1,7 +1,8 @@
 /*
  * The local OCI build service against a fake runtime (a script standing in for runc that
  * writes the outputs into the bundle's scratch dir): at most max_builds builds run at once,
- * outputs are ingested with their needles, and failures leave no bundle behind.
+ * outputs are ingested with their needles, failures leave no bundle behind, and one build's
+ * own cancel fd and log callback (obi_build_call) concern that build only.
  * Needs root (scratch dirs are chowned to the build user's host ids in an id slot of the
  * ocibuild range, which scripts/install-deps.sh makes).
  */
@@ -11,8 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "ocibuild/buf.h"
+#include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/oci_build.h"
 #include "ocibuild/root_pool.h"
@@ -21,14 +25,17 @@
 #include "test_helpers.h"
 
 /* run --bundle B ID: marks itself running (to measure concurrency), runs $FAKE_SCRIPT with
- * $SCRATCH set to the bundle's only scratch dir, and unmarks itself. */
+ * $SCRATCH set to the bundle's only scratch dir, and unmarks itself. kill ID SIGNAL kills the
+ * script, as runc kills the container. */
 static const char FAKE_RUNTIME[] =
     "#!/bin/sh\n"
     "dir=$(dirname \"$0\")\n"
     "case \"$1\" in\n"
     "  run) b=\"$3\"; id=\"$4\"; SCRATCH=$(echo \"$b\"/scratch/*); export SCRATCH\n"
     "       mkdir \"$dir/running.$id\"; ls -d \"$dir\"/running.* | wc -l >> \"$dir/concurrency\"\n"
-    "       sh -c \"$FAKE_SCRIPT\"; rc=$?; rmdir \"$dir/running.$id\"; exit $rc ;;\n"
+    "       sh -c \"$FAKE_SCRIPT\" & echo $! > \"$dir/pid.$id\"; wait $!; rc=$?\n"
+    "       rmdir \"$dir/running.$id\"; exit $rc ;;\n"
+    "  kill) kill -9 \"$(cat \"$dir/pid.$2\")\" 2>/dev/null; exit 0 ;;\n"
     "  *) exit 0 ;;\n"
     "esac\n";
 
@@ -68,6 +75,11 @@ static int setup_with(void **state, unsigned max_builds, bool root_pool)
 static int setup_two(void **state)
 {
     return setup_with(state, 2, true);
+}
+
+static int setup_one(void **state)
+{
+    return setup_with(state, 1, true);
 }
 
 static int setup_without_root_pool(void **state)
@@ -215,6 +227,121 @@ static void test_oci_build_runs_at_most_max_builds_at_once(void **state)
     free(text);
     free(path);
     assert_true(bundle_root_is_empty(f));
+}
+
+/* ---- one build's own options (obi_build_call) ---- */
+
+static double seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+typedef struct call_thread {
+    fixture *f;
+    int cancel_fd; /* -1: none */
+    int result;
+    double seconds;
+    char message[256];
+} call_thread;
+
+static void *run_call(void *arg)
+{
+    call_thread *t = arg;
+    obi_build_request *req = simple_request();
+    obi_build *build = NULL;
+    obi_error *err = NULL;
+    obi_build_call call = OBI_BUILD_CALL_INIT;
+    call.cancel_fd = t->cancel_fd;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    t->result = obi_build_service_do_build_call(t->f->service, req, &call, &build, &err);
+    t->seconds = seconds_since(&start);
+    snprintf(t->message, sizeof t->message, "%s", err ? err->message : "");
+    obi_error_free(err);
+    obi_build_free(build);
+    obi_build_request_free(req);
+    return NULL;
+}
+
+static void test_oci_build_call_cancel_fd_stops_that_build_only(void **state)
+{
+    fixture *f = *state;
+    /* The first build to start takes the marker and sleeps; the other finishes at once. */
+    char *script = NULL;
+    assert_true(asprintf(&script,
+                         "if mkdir %s/slow-taken 2>/dev/null; then sleep 30; fi; "
+                         "mkdir \"$SCRATCH/result\"",
+                         f->dir) > 0);
+    setenv("FAKE_SCRIPT", script, 1);
+    free(script);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    call_thread slow = {f, fds[0], -1, 0, ""};
+    pthread_t slow_thread;
+    pthread_create(&slow_thread, NULL, run_call, &slow);
+    usleep(500 * 1000);
+    call_thread quick = {f, -1, -1, 0, ""};
+    pthread_t quick_thread;
+    pthread_create(&quick_thread, NULL, run_call, &quick);
+    assert_int_equal(write(fds[1], "x", 1), 1);
+    pthread_join(slow_thread, NULL);
+    pthread_join(quick_thread, NULL);
+    assert_int_equal(slow.result, -ECANCELED);
+    assert_true(slow.seconds < 5); /* not the script's 30 s */
+    assert_int_equal(quick.result, 0);
+    assert_true(bundle_root_is_empty(f));
+    close(fds[0]);
+    close(fds[1]);
+}
+
+static void test_oci_build_cancelled_while_waiting_gives_up_its_turn(void **state)
+{
+    fixture *f = *state; /* one slot */
+    setenv("FAKE_SCRIPT", "sleep 2; mkdir \"$SCRATCH/result\"", 1);
+    call_thread first = {f, -1, -1, 0, ""};
+    pthread_t first_thread;
+    pthread_create(&first_thread, NULL, run_call, &first);
+    usleep(300 * 1000);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    call_thread waiting = {f, fds[0], -1, 0, ""};
+    pthread_t waiting_thread;
+    pthread_create(&waiting_thread, NULL, run_call, &waiting);
+    usleep(300 * 1000);
+    assert_int_equal(write(fds[1], "x", 1), 1);
+    pthread_join(waiting_thread, NULL);
+    assert_int_equal(waiting.result, -ECANCELED);
+    assert_non_null(strstr(waiting.message, "waiting for a slot"));
+    assert_true(waiting.seconds < 1.2); /* the first build still holds the slot */
+    pthread_join(first_thread, NULL);
+    assert_int_equal(first.result, 0);
+    assert_true(bundle_root_is_empty(f));
+    close(fds[0]);
+    close(fds[1]);
+}
+
+static void collect_output(const uint8_t *data, size_t len, void *ctx)
+{
+    obi_buf_append(ctx, data, len);
+}
+
+static void test_oci_build_call_output_gets_that_builds_log(void **state)
+{
+    fixture *f = *state;
+    setenv("FAKE_SCRIPT", "echo hello-from-this-build; mkdir \"$SCRATCH/result\"", 1);
+    obi_build_request *req = simple_request();
+    obi_build *build = NULL;
+    cleanup_buf obi_buf log = OBI_BUF_INIT;
+    obi_build_call call = OBI_BUILD_CALL_INIT;
+    call.on_output = collect_output;
+    call.output_ctx = &log;
+    assert_ok(obi_build_service_do_build_call(f->service, req, &call, &build, err_ptr_));
+    obi_buf_append(&log, "", 1);
+    assert_non_null(strstr((const char *)log.data, "hello-from-this-build"));
+    obi_build_free(build);
+    obi_build_request_free(req);
 }
 
 /* ---- root skeletons (root_pool.h) ---- */
@@ -379,6 +506,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_oci_build_root_pool_can_be_turned_off,
                                         setup_without_root_pool, teardown),
         cmocka_unit_test(test_oci_build_url_limits_are_checked_by_name),
+        cmocka_unit_test_setup_teardown(test_oci_build_call_cancel_fd_stops_that_build_only,
+                                        setup_two, teardown),
+        cmocka_unit_test_setup_teardown(test_oci_build_cancelled_while_waiting_gives_up_its_turn,
+                                        setup_one, teardown),
+        cmocka_unit_test_setup_teardown(test_oci_build_call_output_gets_that_builds_log, setup_two,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("oci_build", tests, NULL, NULL);
 }

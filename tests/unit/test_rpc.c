@@ -3,14 +3,24 @@
  * fake build service, reached through the grpc+unix clients (so both halves run under ASan),
  * plus the status mapping and message clipping.
  */
+#include <dirent.h>
+#include <grpc/grpc_security.h>
 #include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "../../src/rpc/rpc_internal.h"
 #include "ocibuild/build_service.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/fs.h"
 #include "ocibuild/request.h"
 #include "ocibuild/rpc.h"
 #include "ocibuild/store.h"
@@ -18,11 +28,32 @@
 
 /* ---- a fake build service: behaviour chosen by command_args[0] ---- */
 
-static int fake_do_build(obi_build_service *svc, const obi_build_request *req, obi_build **out,
-                         obi_error **err)
+/* "wait-for-cancel" builds record here how long they waited for their cancel fd (ms; -1: it never
+ * became readable within 10 s). */
+static int cancel_seen_ms = -2;
+
+static int wait_for_cancel(const obi_build_call *call, obi_error **err)
+{
+    struct timespec start, end;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    struct pollfd pfd = {call ? call->cancel_fd : -1, POLLIN, 0};
+    int r = poll(&pfd, 1, 10000);
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    int ms = (int)((end.tv_sec - start.tv_sec) * 1000 + (end.tv_nsec - start.tv_nsec) / 1000000);
+    __atomic_store_n(&cancel_seen_ms, r > 0 ? ms : -1, __ATOMIC_SEQ_CST);
+    return r > 0 ? obi_error_set(err, -ECANCELED, "cancelled") : 0;
+}
+
+static int fake_do_build(obi_build_service *svc, const obi_build_request *req,
+                         const obi_build_call *call, obi_build **out, obi_error **err)
 {
     (void)svc;
     const char *what = req->command_args[0];
+    if (!strcmp(what, "wait-for-cancel")) {
+        int r = wait_for_cancel(call, err);
+        if (r < 0)
+            return r;
+    }
     if (!strcmp(what, "fail")) {
         char log[5000];
         memset(log, 'l', sizeof log - 1);
@@ -67,6 +98,13 @@ typedef struct fixture {
 } fixture;
 
 static fixture F;
+
+static void count_warnings(void *ctx, obi_log_level level, const char *line)
+{
+    (void)line;
+    if (level == OBI_LOG_WARN)
+        __atomic_add_fetch((unsigned *)ctx, 1, __ATOMIC_SEQ_CST);
+}
 
 static void count_puts(void *ctx, obi_log_level level, const char *line)
 {
@@ -380,6 +418,397 @@ static void test_rpc_invalid_build_request_is_einval(void **state)
                       "outputs[0]");
 }
 
+/* ---- clients that stall or go away (docs/security.md "The daemon") ---- */
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static grpc_channel *fixture_channel(void)
+{
+    cleanup_url obi_url *url = NULL;
+    assert_ok(obi_url_parse(F.url, &url, err_ptr_));
+    grpc_channel *channel = NULL;
+    assert_ok(obi_rpc_channel_open(url, &channel, err_ptr_));
+    return channel;
+}
+
+/* A BlobService/Put that sent one chunk and then nothing. */
+static obi_rpc_client_call *stalled_put(grpc_channel *channel)
+{
+    obi_rpc_client_call *call = NULL;
+    assert_ok(
+        obi_rpc_client_call_start(channel, "/tvix.castore.v1.BlobService/Put", &call, err_ptr_));
+    uint8_t *chunk = malloc(7);
+    memcpy(chunk, "\x0a\x05hello", 7);
+    assert_ok(obi_rpc_client_call_send_owned(call, chunk, 7, err_ptr_));
+    return call;
+}
+
+static void test_rpc_stalled_streams_do_not_take_the_workers(void **state)
+{
+    (void)state;
+    /* The server has 2 castore workers and 1 build worker. */
+    grpc_channel *channel = fixture_channel();
+    obi_rpc_client_call *stalled[6];
+    for (size_t i = 0; i < 6; i++)
+        stalled[i] = stalled_put(channel);
+    obi_rpc_client_call *silent_builds[3];
+    for (size_t i = 0; i < 3; i++)
+        assert_ok(obi_rpc_client_call_start(channel, "/tvix.build.v1.BuildService/DoBuild",
+                                            &silent_builds[i], err_ptr_));
+    usleep(200 * 1000);
+    int64_t start = now_ms();
+    obi_digest d;
+    memset(d.bytes, 0x17, sizeof d.bytes);
+    assert_int_equal(obi_blob_has(F.blobs, &d, NULL), 0);
+    cleanup_build_request obi_build_request *req = request_for("ok");
+    cleanup_build obi_build *build = NULL;
+    assert_ok(obi_build_service_do_build(F.builds, req, &build, err_ptr_));
+    assert_true(now_ms() - start < 2000);
+    for (size_t i = 0; i < 6; i++)
+        obi_rpc_client_call_free(stalled[i]);
+    for (size_t i = 0; i < 3; i++)
+        obi_rpc_client_call_free(silent_builds[i]);
+    obi_rpc_channel_close(channel);
+}
+
+typedef struct build_in_thread {
+    int cancel_fd;
+    const char *what;
+    int result;
+} build_in_thread;
+
+static void *do_build_thread(void *arg)
+{
+    build_in_thread *t = arg;
+    cleanup_build_request obi_build_request *req = request_for(t->what);
+    cleanup_build obi_build *build = NULL;
+    obi_build_call call = OBI_BUILD_CALL_INIT;
+    call.cancel_fd = t->cancel_fd;
+    obi_error *err = NULL;
+    t->result = obi_build_service_do_build_call(F.builds, req, &call, &build, &err);
+    obi_error_free(err);
+    return NULL;
+}
+
+static void test_rpc_cancelled_do_build_cancels_the_servers_build(void **state)
+{
+    (void)state;
+    __atomic_store_n(&cancel_seen_ms, -2, __ATOMIC_SEQ_CST);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    build_in_thread t = {fds[0], "wait-for-cancel", 1};
+    pthread_t thread;
+    pthread_create(&thread, NULL, do_build_thread, &t);
+    usleep(300 * 1000);
+    assert_int_equal(write(fds[1], "x", 1), 1);
+    pthread_join(thread, NULL);
+    assert_int_equal(t.result, -ECANCELED);
+    /* The server's build saw its call's cancel fd within a second of the client's cancel. */
+    for (int i = 0; i < 100 && __atomic_load_n(&cancel_seen_ms, __ATOMIC_SEQ_CST) == -2; i++)
+        usleep(10 * 1000);
+    int seen = __atomic_load_n(&cancel_seen_ms, __ATOMIC_SEQ_CST);
+    assert_true(seen >= 0);
+    assert_true(seen < 1300);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+static void test_rpc_do_build_past_its_deadline_cancels_the_servers_build(void **state)
+{
+    (void)state;
+    __atomic_store_n(&cancel_seen_ms, -2, __ATOMIC_SEQ_CST);
+    grpc_channel *channel = fixture_channel();
+    obi_rpc_client_call *call = NULL;
+    assert_ok(obi_rpc_client_call_start_timeout(channel, "/tvix.build.v1.BuildService/DoBuild", 500,
+                                                &call, err_ptr_));
+    cleanup_build_request obi_build_request *req = request_for("wait-for-cancel");
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_ok(obi_build_request_encode_pb(req, &data, &len, err_ptr_));
+    assert_ok(obi_rpc_client_call_send_owned(call, data, len, err_ptr_));
+    uint8_t *resp = NULL;
+    size_t resp_len = 0;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_rpc_client_call_close_and_recv_one(call, &resp, &resp_len, &err),
+                      -ETIMEDOUT, "eadline");
+    for (int i = 0; i < 100 && __atomic_load_n(&cancel_seen_ms, __ATOMIC_SEQ_CST) == -2; i++)
+        usleep(10 * 1000);
+    int seen = __atomic_load_n(&cancel_seen_ms, __ATOMIC_SEQ_CST);
+    assert_true(seen >= 300);
+    assert_true(seen < 1500);
+    obi_rpc_client_call_free(call);
+    obi_rpc_channel_close(channel);
+}
+
+/* ---- servers with limits of their own ---- */
+
+typedef struct small_server {
+    obi_rpc_server *server;
+    char address[600];
+    char url[600];
+    obi_blob_service *blobs;
+    obi_directory_service *directories;
+} small_server;
+
+static void small_server_start(small_server *t, const char *name, obi_rpc_server_options *options)
+{
+    memset(t, 0, sizeof *t);
+    snprintf(t->address, sizeof t->address, "unix:%s/%s.sock", F.dir, name);
+    snprintf(t->url, sizeof t->url, "grpc+unix://%s/%s.sock", F.dir, name);
+    if (!options->blobs)
+        options->blobs = F.server_blobs;
+    if (!options->directories)
+        options->directories = F.server_directories;
+    assert_ok(obi_rpc_server_new(options, &t->server, err_ptr_));
+    assert_ok(obi_rpc_server_listen(t->server, t->address, NULL, err_ptr_));
+    assert_ok(obi_rpc_server_start(t->server, err_ptr_));
+    assert_ok(obi_blob_service_open(t->url, &t->blobs, err_ptr_));
+    assert_ok(obi_directory_service_open(t->url, &t->directories, err_ptr_));
+}
+
+static void small_server_stop(small_server *t)
+{
+    obi_blob_service_free(t->blobs);
+    obi_directory_service_free(t->directories);
+    assert_ok(obi_rpc_server_shutdown(t->server, 1000, err_ptr_));
+    obi_rpc_server_free(t->server);
+}
+
+static void test_rpc_idle_stream_is_cancelled_after_the_idle_timeout(void **state)
+{
+    (void)state;
+    small_server t;
+    obi_rpc_server_options options = {.idle_timeout_ms = 300};
+    small_server_start(&t, "idle", &options);
+    cleanup_url obi_url *url = NULL;
+    assert_ok(obi_url_parse(t.url, &url, err_ptr_));
+    grpc_channel *channel = NULL;
+    assert_ok(obi_rpc_channel_open(url, &channel, err_ptr_));
+    obi_rpc_client_call *call = stalled_put(channel);
+    int64_t start = now_ms();
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_rpc_client_call_finish(call, &err), -ETIMEDOUT, "idle timeout");
+    int64_t took = now_ms() - start;
+    assert_true(took >= 200);
+    assert_true(took < 1500);
+    obi_rpc_client_call_free(call);
+    obi_rpc_channel_close(channel);
+    small_server_stop(&t);
+}
+
+/* A Directory with n files named with `width` bytes each: about n * (width + 40) bytes. */
+static obi_directory *wide_directory(size_t n, size_t width, char tag)
+{
+    obi_directory *dir = obi_directory_new();
+    char name[256];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "%c%0*zu", tag, (int)width - 1, i);
+        add_file(dir, name);
+    }
+    return dir;
+}
+
+static void test_rpc_directory_put_beyond_the_limits_is_resource_exhausted(void **state)
+{
+    (void)state;
+    /* Messages up to 64 KiB; handlers may hold 512 KiB (half of the budget). */
+    small_server t;
+    obi_rpc_server_options options = {.max_message_bytes = 64 << 10, .max_inflight_bytes = 1 << 20};
+    obi_directory_service *directories = NULL;
+    assert_ok(obi_memory_directory_service_new(&directories, err_ptr_));
+    options.directories = directories;
+    small_server_start(&t, "limits", &options);
+    obi_error *err = NULL;
+
+    /* One message over the limit. */
+    cleanup_directory obi_directory *big = wide_directory(1000, 100, 'b');
+    cleanup_directory_putter obi_directory_putter *p = NULL;
+    assert_ok(obi_directory_open_put(t.directories, &p, err_ptr_));
+    int r = obi_directory_put(p, big, NULL, &err);
+    if (r == 0)
+        r = obi_directory_putter_finish(p, NULL, &err);
+    assert_int_equal(r, -ENOMEM);
+    assert_non_null(strstr(err->message, "larger than max"));
+    obi_error_free(err);
+    err = NULL;
+
+    small_server_stop(&t);
+    obi_directory_service_free(directories);
+
+    /* Two messages the limit lets through, but the putter keeps the first until the commit, and
+     * the second does not fit beside it in the handlers' half of a 4 MiB budget. */
+    options = (obi_rpc_server_options){.max_message_bytes = 2 << 20, .max_inflight_bytes = 4 << 20};
+    assert_ok(obi_memory_directory_service_new(&directories, err_ptr_));
+    options.directories = directories;
+    small_server_start(&t, "budget", &options);
+    cleanup_directory_putter obi_directory_putter *q = NULL;
+    assert_ok(obi_directory_open_put(t.directories, &q, err_ptr_));
+    r = 0;
+    for (char tag = 'v'; r == 0 && tag <= 'w'; tag++) {
+        cleanup_directory obi_directory *wide = wide_directory(8000, 120, tag);
+        r = obi_directory_put(q, wide, NULL, &err);
+    }
+    if (r == 0)
+        r = obi_directory_putter_finish(q, NULL, &err);
+    assert_int_equal(r, -ENOMEM);
+    assert_non_null(strstr(err->message, "memory budget"));
+    obi_error_free(err);
+    small_server_stop(&t);
+    obi_directory_service_free(directories);
+}
+
+static void test_rpc_shutdown_cancels_running_builds_after_the_grace(void **state)
+{
+    (void)state;
+    small_server t;
+    obi_build_service *builds = calloc(1, sizeof *builds);
+    builds->ops = &FAKE_OPS;
+    obi_rpc_server_options options = {.builds = builds};
+    small_server_start(&t, "grace", &options);
+    obi_build_service *client = NULL;
+    assert_ok(obi_build_service_open(t.url, NULL, &client, err_ptr_));
+    __atomic_store_n(&cancel_seen_ms, -2, __ATOMIC_SEQ_CST);
+    /* The build runs in a thread through the client; the server shuts down under it. */
+    build_in_thread b = {-1, "wait-for-cancel", 1};
+    obi_build_service *saved = F.builds;
+    F.builds = client;
+    pthread_t thread;
+    pthread_create(&thread, NULL, do_build_thread, &b);
+    usleep(300 * 1000);
+    int64_t start = now_ms();
+    obi_blob_service_free(t.blobs);
+    obi_directory_service_free(t.directories);
+    assert_ok(obi_rpc_server_shutdown(t.server, 200, err_ptr_));
+    int64_t took = now_ms() - start;
+    pthread_join(thread, NULL);
+    F.builds = saved;
+    assert_true(b.result < 0);
+    assert_true(took < 1500);
+    int seen = __atomic_load_n(&cancel_seen_ms, __ATOMIC_SEQ_CST);
+    assert_true(seen >= 0 && seen < 1500);
+    obi_rpc_server_free(t.server);
+    obi_build_service_free(client);
+    obi_build_service_free(builds);
+}
+
+/* ---- who may connect ---- */
+
+static void test_rpc_tcp_without_mutual_tls_listens_on_loopback_only(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *address;
+        int loopback;
+    } cases[] = {{"127.0.0.1:7000", 1}, {"127.3.4.5:1", 1},   {"[::1]:7000", 1},
+                 {"localhost:0", 1},    {"0.0.0.0:7000", 0},  {"[::]:7000", 0},
+                 {"10.1.2.3:7000", 0},  {"example.org:1", 0}, {"[::ffff:127.0.0.1]:1", 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_int_equal(obi_rpc_tcp_address_is_loopback(cases[i].address, NULL),
+                         cases[i].loopback);
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_rpc_tcp_address_is_loopback("no-port", &err), -EINVAL, "HOST:PORT");
+
+    obi_rpc_server_options options = {.blobs = F.server_blobs};
+    obi_rpc_server *server = NULL;
+    assert_ok(obi_rpc_server_new(&options, &server, err_ptr_));
+    assert_fails_with(err, obi_rpc_server_listen(server, "0.0.0.0:0", NULL, &err), -EPERM,
+                      "--insecure-tcp");
+    int port = 0;
+    assert_ok(obi_rpc_server_listen(server, "127.0.0.1:0", &port, err_ptr_));
+    assert_true(port > 0);
+    obi_rpc_server_free(server);
+
+    unsigned warnings = 0;
+    options.insecure_tcp = true;
+    options.log = count_warnings;
+    options.log_ctx = &warnings;
+    options.log_level = OBI_LOG_WARN;
+    assert_ok(obi_rpc_server_new(&options, &server, err_ptr_));
+    assert_ok(obi_rpc_server_listen(server, "0.0.0.0:0", NULL, err_ptr_));
+    assert_int_equal(warnings, 1);
+    obi_rpc_server_free(server);
+}
+
+static void test_rpc_unix_socket_mode_ignores_the_umask(void **state)
+{
+    (void)state;
+    mode_t old = umask(0);
+    char path[600];
+    snprintf(path, sizeof path, "%s/mode.sock", F.dir);
+    int fd = -1;
+    dev_t dev;
+    ino_t ino;
+    struct stat st;
+    assert_ok(obi_rpc_unix_listener_open(path, -1, &fd, &dev, &ino, err_ptr_));
+    assert_int_equal(lstat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    assert_int_equal(st.st_ino, ino);
+    close(fd);
+    /* A stale socket is replaced; the group variant is 0660 with that group. */
+    assert_ok(obi_rpc_unix_listener_open(path, (long)getgid(), &fd, &dev, &ino, err_ptr_));
+    assert_int_equal(lstat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0660);
+    assert_int_equal(st.st_gid, getgid());
+    /* While it is live, nobody takes the path over. */
+    int fd2 = -1;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_rpc_unix_listener_open(path, -1, &fd2, &dev, &ino, &err),
+                      -EADDRINUSE, "another server");
+    close(fd);
+    unlink(path);
+    umask(old);
+    /* Something else at the path is never replaced. */
+    snprintf(path, sizeof path, "%s/not-a-socket", F.dir);
+    assert_ok(obi_write_file(path, "keep", 4, 0644, err_ptr_));
+    assert_fails_with(err, obi_rpc_unix_listener_open(path, -1, &fd2, &dev, &ino, &err), -EEXIST,
+                      "not a socket");
+    /* No temporary directory is left next to the sockets. */
+    DIR *d = opendir(F.dir);
+    struct dirent *de;
+    while ((de = readdir(d)))
+        assert_null(strstr(de->d_name, ".ocibuild-sock"));
+    closedir(d);
+}
+
+static void test_rpc_server_serves_a_socket_it_was_handed(void **state)
+{
+    (void)state;
+    char path[600], url[650];
+    snprintf(path, sizeof path, "%s/handed.sock", F.dir);
+    snprintf(url, sizeof url, "grpc+unix://%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    assert_true(strlen(path) < sizeof sa.sun_path);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    obi_rpc_server_options options = {.blobs = F.server_blobs};
+    obi_rpc_server *server = NULL;
+    assert_ok(obi_rpc_server_new(&options, &server, err_ptr_));
+    obi_error *err = NULL;
+    int dup_fd = dup(fd);
+    assert_fails_with(err, obi_rpc_server_listen_fd(server, dup_fd, &err), -EINVAL,
+                      "not a listening");
+    assert_int_equal(listen(fd, 8), 0);
+    assert_ok(obi_rpc_server_listen_fd(server, fd, err_ptr_));
+    assert_ok(obi_rpc_server_start(server, err_ptr_));
+    obi_blob_service *client = NULL;
+    assert_ok(obi_blob_service_open(url, &client, err_ptr_));
+    obi_digest d;
+    memset(d.bytes, 0x33, sizeof d.bytes);
+    assert_int_equal(obi_blob_has(client, &d, NULL), 0);
+    obi_blob_service_free(client);
+    assert_ok(obi_rpc_server_shutdown(server, 1000, err_ptr_));
+    obi_rpc_server_free(server);
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0); /* someone else's socket: left alone */
+    unlink(path);
+}
+
 /* ---- pure helpers ---- */
 
 static void test_rpc_status_mapping_roundtrips(void **state)
@@ -461,35 +890,24 @@ static void test_rpc_unreachable_server_is_econnrefused_naming_it(void **state)
     obi_blob_service_free(svc);
 }
 
-/* A directory service whose recursive Get lies: after the real root it sends a directory that
- * is not part of the tree (mode 1) or stops before the children (mode 2). */
+/* A directory service that lies about the leaf: asked for it, it returns another directory of
+ * the same size, which a recursive Get then sends as part of the tree. */
 typedef struct lying_directories {
     obi_directory_service base;
     obi_directory_service *real;
-    int mode;
+    obi_digest leaf;
 } lying_directories;
 
 static int lying_get(obi_directory_service *base, const obi_digest *d, obi_directory **out,
                      obi_error **err)
 {
-    return obi_directory_get(((lying_directories *)base)->real, d, out, err);
-}
-
-static int lying_get_recursive(obi_directory_service *base, const obi_digest *root,
-                               obi_directory_visit_fn visit, void *ctx, obi_error **err)
-{
     lying_directories *svc = (lying_directories *)base;
-    cleanup_directory obi_directory *dir = NULL;
-    int r = obi_directory_get(svc->real, root, &dir, err);
-    if (r >= 0)
-        r = visit(dir, root, ctx, err);
-    if (r < 0 || svc->mode == 2)
-        return r;
-    cleanup_directory obi_directory *stranger = obi_directory_new();
+    if (!obi_digest_equal(d, &svc->leaf))
+        return obi_directory_get(svc->real, d, out, err);
+    obi_directory *stranger = obi_directory_new();
     add_file(stranger, "stranger");
-    obi_digest d;
-    assert_ok(obi_directory_digest(stranger, &d, err_ptr_));
-    return visit(stranger, &d, ctx, err);
+    *out = stranger;
+    return 0;
 }
 
 static void lying_free(obi_directory_service *base)
@@ -497,8 +915,7 @@ static void lying_free(obi_directory_service *base)
     free(base);
 }
 
-static const struct obi_directory_service_ops LYING_OPS = {
-    .get = lying_get, .get_recursive = lying_get_recursive, .free = lying_free};
+static const struct obi_directory_service_ops LYING_OPS = {.get = lying_get, .free = lying_free};
 
 static void test_rpc_recursive_get_refuses_directories_outside_the_tree(void **state)
 {
@@ -508,38 +925,132 @@ static void test_rpc_recursive_get_refuses_directories_outside_the_tree(void **s
     cleanup_directory obi_directory *root = obi_directory_new();
     add_dir(root, "leaf", leaf);
     obi_directory_putter *putter = NULL;
-    obi_digest root_digest;
+    obi_digest root_digest, leaf_digest;
     assert_ok(obi_directory_open_put(F.server_directories, &putter, err_ptr_));
-    assert_ok(obi_directory_put(putter, leaf, NULL, err_ptr_));
+    assert_ok(obi_directory_put(putter, leaf, &leaf_digest, err_ptr_));
     assert_ok(obi_directory_put(putter, root, NULL, err_ptr_));
     assert_ok(obi_directory_putter_finish(putter, &root_digest, err_ptr_));
     obi_directory_putter_close(putter);
 
-    for (int mode = 1; mode <= 2; mode++) {
-        lying_directories *lying = calloc(1, sizeof *lying);
-        lying->base.ops = &LYING_OPS;
-        lying->real = F.server_directories;
-        lying->mode = mode;
-        char address[600], url[600];
-        snprintf(address, sizeof address, "unix:%s/lying%d.sock", F.dir, mode);
-        snprintf(url, sizeof url, "grpc+unix://%s/lying%d.sock", F.dir, mode);
-        obi_rpc_server_options options = {.directories = &lying->base, .castore_workers = 1};
-        obi_rpc_server *server = NULL;
-        assert_ok(obi_rpc_server_new(&options, &server, err_ptr_));
-        assert_ok(obi_rpc_server_listen(server, address, NULL, err_ptr_));
-        assert_ok(obi_rpc_server_start(server, err_ptr_));
-        obi_directory_service *client = NULL;
-        assert_ok(obi_directory_service_open(url, &client, err_ptr_));
-        visited v = {0};
-        obi_error *err = NULL;
-        assert_fails_with(err,
-                          obi_directory_get_recursive(client, &root_digest, record_visit, &v, &err),
-                          -EBADMSG, mode == 1 ? "not part of the tree" : "left out 1");
-        obi_directory_service_free(client);
-        assert_ok(obi_rpc_server_shutdown(server, 1000, err_ptr_));
-        obi_rpc_server_free(server);
-        obi_directory_service_free(&lying->base);
+    lying_directories *lying = calloc(1, sizeof *lying);
+    lying->base.ops = &LYING_OPS;
+    lying->real = F.server_directories;
+    lying->leaf = leaf_digest;
+    char address[600], url[600];
+    snprintf(address, sizeof address, "unix:%s/lying.sock", F.dir);
+    snprintf(url, sizeof url, "grpc+unix://%s/lying.sock", F.dir);
+    obi_rpc_server_options options = {.directories = &lying->base, .castore_workers = 1};
+    obi_rpc_server *server = NULL;
+    assert_ok(obi_rpc_server_new(&options, &server, err_ptr_));
+    assert_ok(obi_rpc_server_listen(server, address, NULL, err_ptr_));
+    assert_ok(obi_rpc_server_start(server, err_ptr_));
+    obi_directory_service *client = NULL;
+    assert_ok(obi_directory_service_open(url, &client, err_ptr_));
+    visited v = {0};
+    obi_error *err = NULL;
+    assert_fails_with(err,
+                      obi_directory_get_recursive(client, &root_digest, record_visit, &v, &err),
+                      -EBADMSG, "not part of the tree");
+    obi_directory_service_free(client);
+    assert_ok(obi_rpc_server_shutdown(server, 1000, err_ptr_));
+    obi_rpc_server_free(server);
+    obi_directory_service_free(&lying->base);
+}
+
+/* A DirectoryService/Get that answers one call with the root only, leaving out its children:
+ * a bare gRPC core server in a thread, since the real server cannot be made to lie like that. */
+typedef struct bare_server {
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    uint8_t *root;
+    size_t root_len;
+} bare_server;
+
+static void bare_wait(grpc_completion_queue *cq, void *tag)
+{
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type != GRPC_OP_COMPLETE || ev.tag == tag)
+            return;
     }
+}
+
+static void *bare_get_one(void *arg)
+{
+    bare_server *b = arg;
+    grpc_call *call = NULL;
+    grpc_call_details details;
+    grpc_metadata_array metadata;
+    grpc_call_details_init(&details);
+    grpc_metadata_array_init(&metadata);
+    int accept_tag, batch_tag, close_tag;
+    assert_int_equal(
+        grpc_server_request_call(b->server, &call, &details, &metadata, b->cq, b->cq, &accept_tag),
+        GRPC_CALL_OK);
+    bare_wait(b->cq, &accept_tag);
+    grpc_byte_buffer *request = NULL;
+    grpc_byte_buffer *response = obi_rpc_byte_buffer_own(b->root, b->root_len);
+    int cancelled = 0;
+    grpc_op ops[5];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_MESSAGE;
+    ops[1].data.recv_message.recv_message = &request;
+    ops[2].op = GRPC_OP_SEND_MESSAGE;
+    ops[2].data.send_message.send_message = response;
+    ops[3].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[3].data.send_status_from_server.status = GRPC_STATUS_OK;
+    assert_int_equal(grpc_call_start_batch(call, ops, 4, &batch_tag, NULL), GRPC_CALL_OK);
+    bare_wait(b->cq, &batch_tag);
+    ops[0].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[0].data.recv_close_on_server.cancelled = &cancelled;
+    assert_int_equal(grpc_call_start_batch(call, ops, 1, &close_tag, NULL), GRPC_CALL_OK);
+    bare_wait(b->cq, &close_tag);
+    grpc_byte_buffer_destroy(request);
+    grpc_byte_buffer_destroy(response);
+    grpc_call_unref(call);
+    grpc_call_details_destroy(&details);
+    grpc_metadata_array_destroy(&metadata);
+    return NULL;
+}
+
+static void test_rpc_recursive_get_refuses_a_tree_with_directories_left_out(void **state)
+{
+    (void)state;
+    cleanup_directory obi_directory *leaf = obi_directory_new();
+    add_file(leaf, "leaf-file");
+    cleanup_directory obi_directory *root = obi_directory_new();
+    add_dir(root, "leaf", leaf);
+    obi_digest root_digest;
+    assert_ok(obi_directory_digest(root, &root_digest, err_ptr_));
+    bare_server b = {0};
+    assert_ok(obi_directory_encode(root, &b.root, &b.root_len, err_ptr_));
+    char address[600], url[600];
+    snprintf(address, sizeof address, "unix:%s/bare.sock", F.dir);
+    snprintf(url, sizeof url, "grpc+unix://%s/bare.sock", F.dir);
+    b.server = grpc_server_create(NULL, NULL);
+    b.cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(b.server, b.cq, NULL);
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    assert_true(grpc_server_add_http2_port(b.server, address, creds) != 0);
+    grpc_server_credentials_release(creds);
+    grpc_server_start(b.server);
+    pthread_t thread;
+    pthread_create(&thread, NULL, bare_get_one, &b);
+    obi_directory_service *client = NULL;
+    assert_ok(obi_directory_service_open(url, &client, err_ptr_));
+    visited v = {0};
+    obi_error *err = NULL;
+    assert_fails_with(err,
+                      obi_directory_get_recursive(client, &root_digest, record_visit, &v, &err),
+                      -EBADMSG, "left out 1");
+    pthread_join(thread, NULL);
+    obi_directory_service_free(client);
+    int shutdown_tag;
+    grpc_server_shutdown_and_notify(b.server, b.cq, &shutdown_tag);
+    bare_wait(b.cq, &shutdown_tag);
+    grpc_server_destroy(b.server);
+    obi_rpc_cq_destroy(b.cq);
 }
 
 static void test_rpc_log_level_parses_names_only(void **state)
@@ -566,12 +1077,22 @@ int main(void)
         cmocka_unit_test(test_rpc_failed_build_is_ebuild_failed_with_head_and_tail),
         cmocka_unit_test(test_rpc_timed_out_build_is_etimedout),
         cmocka_unit_test(test_rpc_invalid_build_request_is_einval),
+        cmocka_unit_test(test_rpc_stalled_streams_do_not_take_the_workers),
+        cmocka_unit_test(test_rpc_cancelled_do_build_cancels_the_servers_build),
+        cmocka_unit_test(test_rpc_do_build_past_its_deadline_cancels_the_servers_build),
+        cmocka_unit_test(test_rpc_idle_stream_is_cancelled_after_the_idle_timeout),
+        cmocka_unit_test(test_rpc_directory_put_beyond_the_limits_is_resource_exhausted),
+        cmocka_unit_test(test_rpc_shutdown_cancels_running_builds_after_the_grace),
+        cmocka_unit_test(test_rpc_tcp_without_mutual_tls_listens_on_loopback_only),
+        cmocka_unit_test(test_rpc_unix_socket_mode_ignores_the_umask),
+        cmocka_unit_test(test_rpc_server_serves_a_socket_it_was_handed),
         cmocka_unit_test(test_rpc_status_mapping_roundtrips),
         cmocka_unit_test(test_rpc_status_message_clip_keeps_head_and_tail),
         cmocka_unit_test(test_rpc_grpc_http_url_with_a_path_is_refused),
         cmocka_unit_test(test_rpc_blob_chunk_parser_finds_data_and_refuses_truncation),
         cmocka_unit_test(test_rpc_unreachable_server_is_econnrefused_naming_it),
         cmocka_unit_test(test_rpc_recursive_get_refuses_directories_outside_the_tree),
+        cmocka_unit_test(test_rpc_recursive_get_refuses_a_tree_with_directories_left_out),
         cmocka_unit_test(test_rpc_log_level_parses_names_only),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

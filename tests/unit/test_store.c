@@ -607,6 +607,125 @@ static void test_store_directory_recursive_absent_root_is_enoent(void **state)
     assert_int_equal(log.n, 0);
 }
 
+static uint8_t *encode_copy(const obi_directory *dir, size_t *len)
+{
+    uint8_t *data = NULL;
+    assert_ok(obi_directory_encode(dir, &data, len, err_ptr_));
+    return data;
+}
+
+static void test_store_directory_put_encoded_keeps_canonical_bytes(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    cleanup_directory_putter obi_directory_putter *p = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p, err_ptr_));
+    for (int i = 0; i < 6; i++) {
+        size_t len = 0;
+        uint8_t *data = encode_copy(t.dirs[i], &len);
+        obi_digest d;
+        assert_ok(obi_directory_put_encoded(p, data, len, &d, err_ptr_));
+        assert_true(obi_digest_equal(&d, &t.digests[i]));
+    }
+    obi_digest root;
+    assert_ok(obi_directory_putter_finish(p, &root, err_ptr_));
+    assert_true(obi_digest_equal(&root, &t.digests[T_ROOT]));
+    visit_log log = {0};
+    assert_ok(obi_directory_get_recursive(f->dirs, &root, record_visit, &log, err_ptr_));
+    assert_int_equal(log.n, 6);
+    tree_free(&t);
+}
+
+static void test_store_directory_put_encoded_refuses_like_put(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    cleanup_directory_putter obi_directory_putter *p = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p, err_ptr_));
+    size_t len = 0;
+    obi_error *err = NULL;
+    /* a/ before its child x/ */
+    uint8_t *data = encode_copy(t.dirs[T_A], &len);
+    assert_fails_with(err, obi_directory_put_encoded(p, data, len, NULL, &err), -EINVAL,
+                      "child directory 'x'");
+    data = encode_copy(t.dirs[T_X], &len);
+    assert_ok(obi_directory_put_encoded(p, data, len, NULL, err_ptr_));
+    cleanup_directory obi_directory *liar = obi_directory_new();
+    obi_node node;
+    assert_ok(obi_node_init_directory(&node, "x", 1, &t.digests[T_X], 99));
+    assert_ok(obi_directory_add(liar, &node));
+    obi_node_clear(&node);
+    data = encode_copy(liar, &len);
+    assert_fails_with(err, obi_directory_put_encoded(p, data, len, NULL, &err), -EINVAL,
+                      "has size 1, but its entry says 99");
+    uint8_t *garbage = malloc(3);
+    memcpy(garbage, "\x0a\x05x", 3);
+    assert_fails_with(err, obi_directory_put_encoded(p, garbage, 3, NULL, &err), -EINVAL,
+                      "exceeds the remaining");
+    tree_free(&t);
+}
+
+static void test_store_directory_put_encoded_reencodes_small_other_forms_only(void **state)
+{
+    fixture *f = *state;
+    /* One file entry with executable=false written out: valid, not canonical. */
+    cleanup_directory obi_directory *dir = obi_directory_new();
+    add_file(dir, "f", "content");
+    size_t len = 0;
+    cleanup_free uint8_t *canonical = encode_copy(dir, &len);
+    uint8_t *other = malloc(len + 2);
+    memcpy(other, canonical, len);
+    other[1] += 2; /* the entry grows by two bytes */
+    other[len] = 0x20;
+    other[len + 1] = 0x00;
+    cleanup_directory_putter obi_directory_putter *p = NULL;
+    assert_ok(obi_directory_open_put(f->dirs, &p, err_ptr_));
+    obi_digest d, expected;
+    assert_ok(obi_directory_put_encoded(p, other, len + 2, &d, err_ptr_));
+    obi_digest_of(canonical, len, &expected);
+    assert_true(obi_digest_equal(&d, &expected)); /* the digest of the canonical form */
+
+    /* Above OBI_DIRECTORY_DECODE_MAX, another form is refused rather than decoded. */
+    size_t big_len = OBI_DIRECTORY_DECODE_MAX + 16;
+    uint8_t *big = calloc(1, big_len);
+    size_t at = 0;
+    big[at++] = 0x7a; /* unknown field 15, LEN */
+    size_t body = big_len - 4;
+    big[at++] = (uint8_t)(0x80 | (body & 0x7f));
+    big[at++] = (uint8_t)(0x80 | ((body >> 7) & 0x7f));
+    big[at++] = (uint8_t)(body >> 14);
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_directory_put_encoded(p, big, big_len, NULL, &err), -EINVAL,
+                      "not in canonical encoding");
+}
+
+static void test_store_directory_walk_yields_what_get_recursive_visits(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    obi_digest root;
+    put_tree(f->dirs, &t, &root);
+    cleanup_directory_walk obi_directory_walk *walk = NULL;
+    assert_ok(obi_directory_walk_new(f->dirs, &root, &walk, err_ptr_));
+    static const int expected[] = {T_ROOT, T_A, T_B, T_C, T_X, T_Y};
+    for (size_t i = 0; i < 6; i++) {
+        cleanup_directory obi_directory *dir = NULL;
+        obi_digest d;
+        obi_error *err = NULL;
+        assert_int_equal(obi_directory_walk_next(walk, &dir, &d, &err), 1);
+        assert_true(obi_digest_equal(&d, &t.digests[expected[i]]));
+    }
+    obi_directory *none = NULL;
+    obi_digest d;
+    obi_error *err = NULL;
+    assert_int_equal(obi_directory_walk_next(walk, &none, &d, &err), 0);
+    assert_null(none);
+    tree_free(&t);
+}
+
 /* ---- concurrency (every backend) ---- */
 
 #define N_THREADS 8
@@ -1420,6 +1539,10 @@ int main(void)
         BOTH(test_store_directory_recursive_root_first_breadth_first_each_once),
         BOTH(test_store_directory_recursive_stops_on_visitor_error),
         BOTH(test_store_directory_recursive_absent_root_is_enoent),
+        BOTH(test_store_directory_put_encoded_keeps_canonical_bytes),
+        BOTH(test_store_directory_put_encoded_refuses_like_put),
+        BOTH(test_store_directory_put_encoded_reencodes_small_other_forms_only),
+        BOTH(test_store_directory_walk_yields_what_get_recursive_visits),
         BOTH(test_store_eight_threads_writing_same_objects_leave_one_intact),
         LOCAL(test_store_eight_instances_writing_same_objects_leave_one_intact),
         LOCAL(test_store_local_blob_is_read_only_file_named_by_digest),
