@@ -433,8 +433,7 @@ static const char *memory_limit_hint(const oci_build_service *svc, int exit_code
 /* *container_gone is false when the runtime failed in a way that may leave the container
  * running (its id slot must then not be reused before it is gone). */
 static int run_bundle(oci_build_service *svc, obi_bundle *bundle, const build_run *run,
-                      bool *container_gone,
-                      obi_error **err)
+                      bool *container_gone, obi_error **err)
 {
     obi_run_options opts = OBI_RUN_OPTIONS_INIT;
     opts.timeout_seconds = svc->timeout_seconds;
@@ -732,10 +731,12 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
         r = check_bundle_root_reachable(svc->bundle_root, err);
     if (r == 0)
         r = obi_mark_top_directory(svc->bundle_root, err);
+    /* The sweep reports to the service's log, as a build without a call of its own would. */
+    build_run sweep_log = {-1, svc->on_output, svc->output_ctx};
     if (r == 0)
         r = obi_bundle_sweep(svc->bundle_root, svc->runtime,
-                             svc->spec_opts.rootless ? &svc->userns : NULL, report_line, svc, NULL,
-                             err);
+                             svc->spec_opts.rootless ? &svc->userns : NULL, report_line, &sweep_log,
+                             NULL, err);
     if (r < 0) {
         obi_runtime_free(svc->runtime);
         obi_id_pool_free(svc->id_pool);

@@ -410,11 +410,11 @@ static int pending_putter_put_canonical(obi_directory_putter *base, uint8_t *dat
     if (putter->finished)
         return obi_error_set(err, -EINVAL, "directory putter: put after finish");
     /* The caller checked the encoding; this pass only visits the children (and their depth). */
-    children_check check = {&putter->pending, putter->stored_size, putter->ctx, putter->service,
-                            &putter->depth_memo, 0};
+    children_check check = {&putter->pending, putter->stored_size, putter->ctx,
+                            putter->service,  &putter->depth_memo, 0};
     uint64_t checked_size = 0;
-    int r = obi_directory_check_canonical(data, len, &checked_size, children_check_one, &check,
-                                          err);
+    int r =
+        obi_directory_check_canonical(data, len, &checked_size, children_check_one, &check, err);
     if (r < 0)
         return r;
     if (r == 0 || checked_size != size)
