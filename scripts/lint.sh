@@ -36,7 +36,7 @@ run_cppcheck() {
   out=$(cppcheck -q -j "$jobs" --std=c11 --enable=warning,performance,portability \
     --inline-suppr --error-exitcode=1 \
     -D__linux__ -D__x86_64__ -D__GNUC__=12 -D_GNU_SOURCE \
-    -Iinclude -Isrc/castore -Isrc/build -Isrc/rpc -Isrc/cli \
+    -Iinclude -Isrc/castore -Isrc/builder -Isrc/rpc -Isrc/cli \
     --suppress=memleak --suppress=resourceLeak --suppress=missingIncludeSystem \
     --suppress=unmatchedSuppression --suppress='legacyUninitvar:src/rpc/*' \
     src 2>&1)
