@@ -166,8 +166,9 @@ static int write_etc_files(obi_bundle *bundle, const char *passwd, obi_error **e
 static int mount_scratch_tmpfs(const char *scratch, uint64_t bytes, obi_error **err)
 {
     char options[96];
+    unsigned long long inodes = bytes / 1024 + 1024;
     snprintf(options, sizeof options, "size=%llu,nr_inodes=%llu,mode=0755",
-             (unsigned long long)bytes, (unsigned long long)(bytes / 1024 + 1024));
+             (unsigned long long)bytes, inodes);
     if (mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, options) < 0)
         return obi_error_set_errno(err, errno, "mount a %llu-byte tmpfs (scratch limit) at %s",
                                    (unsigned long long)bytes, scratch);
