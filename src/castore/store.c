@@ -780,10 +780,12 @@ static int find_factories(const obi_url *url, const char *text, obi_blob_service
                          text, url->scheme, supported ? supported : "?");
 }
 
-/* Malformed store URLs (-EINVAL) also say what is accepted, as unknown schemes do. */
+/* Malformed store URLs (-EINVAL) also say what is accepted, as unknown schemes do. Only an
+ * -EINVAL error is rewritten in place (never the static out-of-memory error of error.h). */
 static int mention_supported(obi_error **err, int r)
 {
-    if (r != -EINVAL || !err || !*err || strstr((*err)->message, "(supported: "))
+    if (r != -EINVAL || !err || !*err || (*err)->code != -EINVAL ||
+        strstr((*err)->message, "(supported: "))
         return r;
     cleanup_free char *supported = supported_schemes();
     char *message = NULL;
