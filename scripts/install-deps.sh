@@ -10,7 +10,7 @@ PACKAGES="build-essential meson ninja-build pkg-config
   python3 python3-jsonschema python3-grpcio python3-grpc-tools
   umoci skopeo valgrind hyperfine
   clang libclang-rt-14-dev
-  clang-format clang-tidy cppcheck"
+  clang-format clang-tidy cppcheck git"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

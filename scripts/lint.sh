@@ -1,22 +1,37 @@
 #!/bin/bash
-# Static checks over the tree: clang-format (every .c/.h), cppcheck and clang-tidy (src/, with
-# the checks in .clang-tidy and build/compile_commands.json from meson). Prints the findings and
-# exits non-zero if any tool reported something. `scripts/lint.sh clang-format|cppcheck|
-# clang-tidy` runs one tool. Findings are fixed, or suppressed at the site with a comment why
-# (cppcheck: `// cppcheck-suppress <id>`, clang-tidy: `// NOLINT(<check>)`).
+# Static checks over the tree: clang-format (every .c/.h), cppcheck and clang-tidy (every .c of
+# src/, with the checks in .clang-tidy and build/compile_commands.json from meson). Prints the
+# findings and exits non-zero if any tool reported something. `scripts/lint.sh clang-format|
+# cppcheck|clang-tidy` runs one tool; `scripts/lint.sh --list` prints "TOOL FILE" for every file
+# a tool checks (tests/e2e/test_lint.sh compares that with `git ls-files`). Findings are fixed,
+# or suppressed at the site with a comment why (cppcheck: `// cppcheck-suppress <id>`,
+# clang-tidy: `// NOLINT(<check>)`).
 set -u
 cd "$(dirname "$0")/.."
 tool=${1:-all}
 jobs=${LINT_JOBS:-2}
 status=0
 
-sources() { # the project's own C sources (generated protobuf-c code lives in build/)
-  find "$@" -name '*.[ch]' -not -path '*/build*/*' | sort
+# The project's own C sources: every .c/.h beneath the given top-level dirs, tracked or not.
+# Meson's output dirs (build/, build-*/ with the generated protobuf-c code) are top-level
+# siblings of these, so nothing needs filtering out (a filter on '*/build*/*' once dropped
+# src/build/ with them).
+sources() {
+  find "$@" -type f -name '*.[ch]' | sort
 }
+format_sources() { sources src include tests bench; }
+analysed_sources() { sources src | grep '\.c$'; } # cppcheck and clang-tidy
+
+if [ "$tool" = --list ]; then
+  format_sources | sed 's/^/clang-format /'
+  analysed_sources | sed 's/^/cppcheck /'
+  analysed_sources | sed 's/^/clang-tidy /'
+  exit 0
+fi
 
 run_clang_format() {
   local out
-  out=$(sources src include tests bench | xargs clang-format --dry-run -Werror 2>&1) || {
+  out=$(format_sources | xargs clang-format --dry-run -Werror 2>&1) || {
     echo "$out" | head -100; return 1; }
   [ -z "$out" ] || { echo "$out" | head -100; return 1; }
 }
@@ -36,10 +51,10 @@ run_cppcheck() {
   out=$(cppcheck -q -j "$jobs" --std=c11 --enable=warning,performance,portability \
     --inline-suppr --error-exitcode=1 \
     -D__linux__ -D__x86_64__ -D__GNUC__=12 -D_GNU_SOURCE \
-    -Iinclude -Isrc/castore -Isrc/build -Isrc/rpc -Isrc/cli \
+    -Iinclude -Isrc/castore -Isrc/builder -Isrc/rpc -Isrc/cli \
     --suppress=memleak --suppress=resourceLeak --suppress=missingIncludeSystem \
     --suppress=unmatchedSuppression --suppress='legacyUninitvar:src/rpc/*' \
-    src 2>&1)
+    $(analysed_sources) 2>&1)
   local rc=$?
   [ -n "$out" ] && echo "$out"
   [ $rc -eq 0 ] && [ -z "$out" ]
@@ -51,7 +66,7 @@ run_clang_tidy() {
   fi
   local out
   # -n4: few clang-tidy processes (each re-parses the shared headers), -P: the cores we have.
-  out=$(sources src | grep '\.c$' | xargs -P "$jobs" -n 4 clang-tidy -p build --quiet 2>/dev/null |
+  out=$(analysed_sources | xargs -P "$jobs" -n 4 clang-tidy -p build --quiet 2>/dev/null |
     grep -E -A3 '(warning|error):')
   [ -z "$out" ] || { echo "$out"; return 1; }
 }

@@ -1,7 +1,9 @@
 /*
  * Errors: every fallible library function returns 0 or a negative errno-style code and fills
  * an obi_error with a heap-allocated message. Callers that propagate add context with
- * obi_error_prefix, so messages read "import /x/y: open: Permission denied".
+ * obi_error_prefix, so messages read "import /x/y: open: Permission denied". Running out of
+ * memory is the one error that allocates nothing (libgit2's idea): obi_error_oom points at a
+ * static, read-only error that the functions below know and never free or write into.
  */
 #ifndef OCIBUILD_ERROR_H
 #define OCIBUILD_ERROR_H
@@ -14,15 +16,22 @@ typedef struct obi_error {
     char *message; /* never NULL once set */
 } obi_error;
 
-/* Sets *err (if err is non-NULL and *err is NULL) and returns code (negative). */
+/* Sets *err (if err is non-NULL and *err is NULL) and returns code (negative). When the error
+ * itself cannot be allocated, *err becomes the out-of-memory error (obi_error_oom) and code is
+ * still returned, so *err is set whenever err was given. */
 int obi_error_set(obi_error **err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Like obi_error_set with ": strerror(errnum)" appended; returns -errnum. */
 int obi_error_set_errno(obi_error **err, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Prepends "context: " to an existing error; returns its code (or code if *err is unset). */
+/* Prepends "context: " to an existing error; returns its code (or code if *err is unset). On
+ * the out-of-memory error it makes a new one (and short of memory leaves *err as it is). */
 int obi_error_prefix(obi_error **err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The error for a failed allocation: sets *err (if err is non-NULL and *err is NULL) to the
+ * static error {-ENOMEM, "out of memory"} and returns -ENOMEM. Never allocates. */
+int obi_error_oom(obi_error **err);
+/* Frees error (NULL and the out-of-memory error are left alone). */
 void obi_error_free(obi_error *error);
 /* Moves *src into *dst (freeing what dst held); returns the code. */
 int obi_error_move(obi_error **dst, obi_error **src);
@@ -39,6 +48,7 @@ static inline int obi_error_negative(int code)
 #define obi_error_set(...) obi_error_negative(obi_error_set(__VA_ARGS__))
 #define obi_error_set_errno(...) obi_error_negative(obi_error_set_errno(__VA_ARGS__))
 #define obi_error_prefix(...) obi_error_negative(obi_error_prefix(__VA_ARGS__))
+#define obi_error_oom(...) obi_error_negative(obi_error_oom(__VA_ARGS__))
 #endif
 
 #endif

@@ -198,7 +198,7 @@ static int export_push(export_walk *w, int dirfd, const char *name, const obi_no
         size_t cap = w->cap ? 2 * w->cap : 16;
         export_level *grown = realloc(w->levels, cap * sizeof *grown);
         if (!grown)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         w->levels = grown;
         w->cap = cap;
     }
@@ -285,7 +285,7 @@ static int export_directory(exporter *ex, int dirfd, const char *name, const obi
         ex->path.len = lv->path_len;
         if (obi_buf_append_str(&ex->path, "/") < 0 ||
             obi_buf_append(&ex->path, child->name.data, child->name.len) < 0) {
-            r = obi_error_set(err, -ENOMEM, "out of memory");
+            r = obi_error_oom(err);
             break;
         }
         r = obi_name_validate(child->name.data, child->name.len, "entry name", err);
@@ -336,17 +336,17 @@ static int export_root(obi_blob_service *blobs, obi_directory_service *directori
         len--;
     cleanup_free char *path = strndup(dest, len);
     if (!path)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
     cleanup_free char *parent = slash ? strndup(path, (size_t)(slash - path)) : strdup(".");
     if (!parent)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     if (slash == path) {
         free(parent);
         parent = strdup("/");
         if (!parent)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
     }
     if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
         return obi_error_set(err, -EINVAL, "export to %s: destination must name a new entry", dest);
@@ -362,7 +362,7 @@ static int export_root(obi_blob_service *blobs, obi_directory_service *directori
     exporter ex = {.blobs = blobs, .directories = directories, .hardlink = hardlink, .buf = buf};
     if (!buf || obi_buf_append_str(&ex.path, path) < 0) {
         obi_buf_free(&ex.path);
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     }
     int r = export_entry(&ex, parent_fd, base, node, err);
     obi_buf_free(&ex.path);

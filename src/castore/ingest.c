@@ -204,13 +204,13 @@ static int ingest_enter(void *ctx, const obi_walk_entry *e, obi_error **err)
             size_t cap = ig->stack_cap ? 2 * ig->stack_cap : 16;
             obi_directory **grown = realloc(ig->stack, cap * sizeof *grown);
             if (!grown)
-                return obi_error_set(err, -ENOMEM, "out of memory");
+                return obi_error_oom(err);
             memset(grown + ig->stack_cap, 0, (cap - ig->stack_cap) * sizeof *grown);
             ig->stack = grown;
             ig->stack_cap = cap;
         }
         ig->stack[e->depth] = obi_directory_new();
-        return ig->stack[e->depth] ? 0 : obi_error_set(err, -ENOMEM, "out of memory");
+        return ig->stack[e->depth] ? 0 : obi_error_oom(err);
     default:
         return obi_error_set(err, -EINVAL, "%s: unsupported file type (%s)", e->path,
                              file_type_name(e->st->st_mode));
@@ -266,7 +266,7 @@ static int default_root_name(const char *path, char **out, obi_error **err)
     if (!*base)
         return obi_error_set(err, -EINVAL, "%s: has no name to give the root node; pass one", path);
     *out = strdup(base);
-    return *out ? 0 : obi_error_set(err, -ENOMEM, "out of memory");
+    return *out ? 0 : obi_error_oom(err);
 }
 
 int obi_ingest_at(obi_blob_service *blobs, obi_directory_service *directories, int dirfd,
@@ -281,7 +281,7 @@ int obi_ingest_at(obi_blob_service *blobs, obi_directory_service *directories, i
         return obi_error_prefix(err, r, "import %s", display);
     cleanup_free uint8_t *buf = malloc(INGEST_READ_SIZE);
     if (!buf)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     ingest ig = {
         .blobs = blobs,
         .directories = directories,
@@ -328,13 +328,13 @@ int obi_ingest_path(obi_blob_service *blobs, obi_directory_service *directories,
 {
     cleanup_free char *stripped = strip_trailing_slashes(path);
     if (!stripped)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     cleanup_free char *name = NULL;
     int r;
     if (options && options->name) {
         name = strdup(options->name);
         if (!name)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
     } else if ((r = default_root_name(stripped, &name, err)) < 0) {
         return obi_error_prefix(err, r, "import");
     }

@@ -233,7 +233,7 @@ static int local_blob_local_path(obi_blob_service *base, const obi_digest *diges
     blob_relative_path(digest, rel);
     char *path = obi_path_join(shared->blobs_dir, rel);
     if (!path)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     *path_out = path;
     return 0;
 }
@@ -319,7 +319,7 @@ static int open_blob_file(blob_root *shared, const obi_digest *digest, int *fd_o
         if (fd >= 0)
             close(fd);
         if (!path)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         int r = obi_error_set_errno(err, saved, "open %s", path);
         free(path);
         return r;
@@ -340,7 +340,7 @@ static int local_blob_open_read(obi_blob_service *base, const obi_digest *digest
         return r;
     local_blob_reader *reader = calloc(1, sizeof *reader);
     if (!reader)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     reader->base.ops = &local_reader_ops;
     reader->fd = steal_fd(&fd);
@@ -457,7 +457,7 @@ static int local_writer_finish_pending(obi_blob_writer *base, obi_digest *digest
         if (r == 1)
             writer->tmp_name = NULL; /* owned by pending now */
         else
-            r = obi_error_set(err, -ENOMEM, "out of memory");
+            r = obi_error_oom(err);
     }
     pthread_mutex_unlock(&shared->lock);
     if (r < 0)
@@ -496,13 +496,13 @@ static int local_blob_open_write(obi_blob_service *base, obi_blob_writer **out, 
         return r;
     local_blob_writer *writer = calloc(1, sizeof *writer);
     if (!writer)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     writer->base.ops = &local_writer_ops;
     writer->fd = -1;
     uint64_t n = __atomic_fetch_add(&shared->next_temp, 1, __ATOMIC_RELAXED);
     if (asprintf(&writer->tmp_name, "%s.%llx", shared->token, (unsigned long long)n) < 0) {
         free(writer);
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     }
     writer->fd =
         openat(shared->tmp_fd, writer->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -687,7 +687,7 @@ static int open_dir(const char *root, const char *name, char **path_out, int *fd
 {
     cleanup_free char *path = obi_path_join(root, name);
     if (!path)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     int r = obi_mkdir_p(path, 0755, err);
     if (r < 0)
         return r;
@@ -703,14 +703,14 @@ static int blob_root_new(const char *root, blob_root **out, obi_error **err)
 {
     blob_root *shared = calloc(1, sizeof *shared);
     if (!shared)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     shared->pid = getpid();
     shared->refs = 1;
     shared->blobs_fd = shared->tmp_fd = shared->owners_fd = shared->owner_fd = -1;
     pthread_mutex_init(&shared->lock, NULL);
     obi_digest_map_init(&shared->pending, free);
     shared->root = strdup(root);
-    int r = shared->root ? 0 : obi_error_set(err, -ENOMEM, "out of memory");
+    int r = shared->root ? 0 : obi_error_oom(err);
     if (r == 0)
         r = open_dir(root, "blobs", &shared->blobs_dir, &shared->blobs_fd, err);
     if (r == 0)
@@ -803,7 +803,7 @@ static int list_fanout(blob_root *shared, const char *fanout, obi_digest **diges
             *capacity = *capacity ? 2 * *capacity : 1024;
             obi_digest *grown = realloc(*digests, *capacity * sizeof **digests);
             if (!grown)
-                return obi_error_set(err, -ENOMEM, "out of memory");
+                return obi_error_oom(err);
             *digests = grown;
         }
         (*digests)[(*n)++] = digest;
@@ -862,7 +862,7 @@ int obi_local_blob_service_open(const char *root, obi_blob_service **out, obi_er
         return obi_error_set(err, -EINVAL, "local blob service: root '%s' is not absolute", root);
     local_blob_service *svc = calloc(1, sizeof *svc);
     if (!svc)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     svc->base.ops = &local_blob_ops;
     int r = blob_root_acquire(root, true, &svc->shared, err);
     if (r < 0) {

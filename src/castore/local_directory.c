@@ -187,7 +187,7 @@ static int local_directory_list(obi_directory_service *base, obi_digest_visit_fn
             capacity = capacity ? 2 * capacity : 256;
             obi_digest *grown = realloc(digests, capacity * sizeof *digests);
             if (!grown) {
-                r = obi_error_set(err, -ENOMEM, "out of memory");
+                r = obi_error_oom(err);
                 break;
             }
             digests = grown;
@@ -240,14 +240,14 @@ int obi_local_directory_service_open(const char *root, obi_directory_service **o
         return obi_error_prefix(err, r, "local directory service");
     local_directory_service *svc = calloc(1, sizeof *svc);
     if (!svc)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     svc->base.ops = &local_directory_ops;
     pthread_mutex_init(&svc->lock, NULL);
     _cleanup_(obi_directory_service_freep) obi_directory_service *owned = &svc->base;
     svc->root = strdup(root);
     svc->path = obi_path_join(root, "directories.sqlite");
     if (!svc->root || !svc->path)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     int rc =
         sqlite3_open_v2(svc->path, &svc->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);

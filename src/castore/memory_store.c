@@ -108,7 +108,7 @@ static int memory_blob_open_read(obi_blob_service *base, const obi_digest *diges
         return absent(digest, "blob", err);
     memory_blob_reader *reader = calloc(1, sizeof *reader);
     if (!reader)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     reader->base.ops = &memory_reader_ops;
     reader->blob = blob;
     *out = &reader->base;
@@ -176,7 +176,7 @@ static int memory_blob_open_write(obi_blob_service *base, obi_blob_writer **out,
 {
     memory_blob_writer *writer = calloc(1, sizeof *writer);
     if (!writer)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     writer->base.ops = &memory_writer_ops;
     writer->svc = (memory_blob_service *)base;
     obi_blake3_init(&writer->hasher);
@@ -194,7 +194,7 @@ static int list_map(pthread_mutex_t *lock, const obi_digest_map *map, obi_digest
     int r = obi_digest_map_keys(map, &keys, &n);
     pthread_mutex_unlock(lock);
     if (r < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     r = obi_digest_list_visit(keys, n, visit, ctx, err);
     free(keys);
     return r;
@@ -228,7 +228,7 @@ int obi_memory_blob_service_new(obi_blob_service **out, obi_error **err)
 {
     memory_blob_service *svc = calloc(1, sizeof *svc);
     if (!svc)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     svc->base.ops = &memory_blob_ops;
     pthread_mutex_init(&svc->lock, NULL);
     obi_digest_map_init(&svc->blobs, memory_blob_free);
@@ -325,7 +325,7 @@ int obi_memory_directory_service_new(obi_directory_service **out, obi_error **er
 {
     memory_directory_service *svc = calloc(1, sizeof *svc);
     if (!svc)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     svc->base.ops = &memory_directory_ops;
     pthread_mutex_init(&svc->lock, NULL);
     obi_digest_map_init(&svc->directories, obi_encoded_directory_free);

@@ -186,7 +186,7 @@ static int directory_node_from_pb(const Tvix__Castore__V1__DirectoryNode *pb, ob
     if (r < 0)
         return r;
     if (obi_node_init_directory(out, pb->name.data, pb->name.len, &d, pb->size) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     return 0;
 }
 
@@ -198,7 +198,7 @@ static int file_node_from_pb(const Tvix__Castore__V1__FileNode *pb, obi_node *ou
     if (r < 0)
         return r;
     if (obi_node_init_file(out, pb->name.data, pb->name.len, &d, pb->size, pb->executable) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     return 0;
 }
 
@@ -207,7 +207,7 @@ static int symlink_node_from_pb(const Tvix__Castore__V1__SymlinkNode *pb, obi_no
 {
     if (obi_node_init_symlink(out, pb->name.data, pb->name.len, pb->target.data, pb->target.len) <
         0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     return 0;
 }
 
@@ -240,7 +240,7 @@ int obi_node_from_pb(const Tvix__Castore__V1__Node *pb, obi_node *out, obi_error
                 return r_;                                                                         \
             if (obi_directory_append_owned((dir), &node_) < 0) {                                   \
                 obi_node_clear(&node_);                                                            \
-                return obi_error_set(err, -ENOMEM, "out of memory");                               \
+                return obi_error_oom(err);                                                         \
             }                                                                                      \
         }                                                                                          \
     } while (0)
@@ -259,7 +259,7 @@ int obi_directory_from_pb(const Tvix__Castore__V1__Directory *pb, obi_directory 
 {
     cleanup_directory obi_directory *dir = obi_directory_new();
     if (!dir)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     int r = directory_fill_from_pb(dir, pb, err);
     if (r < 0)
         return r;

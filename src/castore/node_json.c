@@ -82,7 +82,7 @@ static int bytes_from_json(const json_t *value, const char *where, const char *k
     /* protobuf's JSON parsers accept unpadded base64: pad it before the strict decoder. */
     cleanup_free char *padded = malloc(len + 3);
     if (!padded)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     memcpy(padded, text, len);
     while (len % 4 != 0 && len % 4 != 1)
         padded[len++] = '=';
@@ -94,7 +94,7 @@ static int bytes_from_json(const json_t *value, const char *where, const char *k
     r = obi_bytes_set(out, data, data_len); /* a NUL-terminated copy, as the model promises */
     free(data);
     if (r < 0)
-        return obi_error_set(err, r, "out of memory");
+        return obi_error_oom(err);
     return 0;
 }
 
@@ -205,7 +205,7 @@ static int member_from_json(const json_t *obj, obi_node_kind kind, obi_node *out
     /* Every obi_bytes in the model is allocated, even when empty. */
     if ((!n.name.data && obi_bytes_set(&n.name, "", 0) < 0) ||
         (kind == OBI_NODE_SYMLINK && !n.target.data && obi_bytes_set(&n.target, "", 0) < 0))
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     *out = n;
     memset(&n, 0, sizeof n);
     return 0;

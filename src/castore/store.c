@@ -151,7 +151,7 @@ int obi_blob_get_bytes(obi_blob_service *svc, const obi_digest *digest, size_t m
     cleanup_buf obi_buf buf = OBI_BUF_INIT;
     for (;;) {
         if (obi_buf_reserve(&buf, 65536) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         size_t n = 0;
         r = obi_blob_read(reader, buf.data + buf.len, buf.cap - buf.len - 1, &n, err);
         if (r < 0)
@@ -180,7 +180,7 @@ int obi_encoded_directory_new(const obi_directory *dir, obi_encoded_directory **
         return r;
     obi_encoded_directory *encoded = calloc(1, sizeof *encoded);
     if (!encoded)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     r = obi_directory_encode(dir, &encoded->data, &encoded->len, err);
     if (r < 0) {
         free(encoded);
@@ -231,7 +231,7 @@ static int exact_depth(obi_directory_service *service, const obi_digest_map *pen
     const size_t max_frames = OBI_DIRECTORY_MAX_DEPTH + 1;
     cleanup_free depth_frame *stack = calloc(max_frames, sizeof *stack);
     if (!stack)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     size_t n = 0;
     int r = load_for_depth(service, pending, root, &stack[0].dir, err);
     if (r == 0) {
@@ -261,7 +261,7 @@ static int exact_depth(obi_directory_service *service, const obi_digest_map *pen
         /* the map holds pointers; a depth (never 0) rides in one instead of an allocation */
         // NOLINTNEXTLINE(performance-no-int-to-ptr)
         if (obi_digest_map_insert(memo, &f->digest, (void *)(uintptr_t)depth) < 0)
-            r = obi_error_set(err, -ENOMEM, "out of memory");
+            r = obi_error_oom(err);
         obi_directory_free(f->dir);
         f->dir = NULL;
         if (--n == 0)
@@ -373,7 +373,7 @@ static int pending_putter_keep(pending_putter *putter, obi_encoded_directory *en
     int r = obi_digest_map_insert(&putter->pending, digest, encoded);
     if (r < 0) {
         obi_encoded_directory_free(encoded);
-        return obi_error_set(err, r, "out of memory");
+        return obi_error_oom(err);
     }
     if (r == 0)
         obi_encoded_directory_free(encoded); /* put twice: already pending */
@@ -421,7 +421,7 @@ static int pending_putter_put_canonical(obi_directory_putter *base, uint8_t *dat
         return obi_error_set(err, -EINVAL, "directory putter: encoding is not canonical");
     obi_encoded_directory *encoded = malloc(sizeof *encoded);
     if (!encoded)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     *encoded = (obi_encoded_directory){
         .size = size, .depth = check.deepest + 1, .len = len, .data = steal_pointer(&owned)};
     obi_digest digest;
@@ -467,7 +467,7 @@ int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn
 {
     pending_putter *putter = calloc(1, sizeof *putter);
     if (!putter)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     putter->base.ops = &pending_putter_ops;
     putter->stored_size = stored_size;
     putter->commit = commit;
@@ -553,12 +553,12 @@ int obi_directory_walk_new(obi_directory_service *svc, const obi_digest *root,
 {
     obi_directory_walk *walk = calloc(1, sizeof *walk);
     if (!walk)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     walk->svc = svc;
     obi_digest_map_init(&walk->seen, no_free);
     if (walk_enqueue(walk, root, 0, true) < 0) {
         obi_directory_walk_free(walk);
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     }
     *out = walk;
     return 0;
@@ -584,7 +584,7 @@ int obi_directory_walk_next(obi_directory_walk *walk, obi_directory **dir_out,
     for (size_t i = 0; i < dir->n_directories; i++) {
         const obi_node *child = &dir->directories[i];
         if (walk_enqueue(walk, &child->digest, child->size, false) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
     }
     *digest_out = item.digest;
     *dir_out = steal_pointer(&dir);
@@ -667,7 +667,7 @@ static int local_root(const obi_url *url, char **out, obi_error **err)
         root = obi_path_join(cwd, url->path);
     }
     if (!root)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     *out = root;
     return 0;
 }
@@ -780,10 +780,12 @@ static int find_factories(const obi_url *url, const char *text, obi_blob_service
                          text, url->scheme, supported ? supported : "?");
 }
 
-/* Malformed store URLs (-EINVAL) also say what is accepted, as unknown schemes do. */
+/* Malformed store URLs (-EINVAL) also say what is accepted, as unknown schemes do. Only an
+ * -EINVAL error is rewritten in place (never the static out-of-memory error of error.h). */
 static int mention_supported(obi_error **err, int r)
 {
-    if (r != -EINVAL || !err || !*err || strstr((*err)->message, "(supported: "))
+    if (r != -EINVAL || !err || !*err || (*err)->code != -EINVAL ||
+        strstr((*err)->message, "(supported: "))
         return r;
     cleanup_free char *supported = supported_schemes();
     char *message = NULL;
@@ -846,11 +848,11 @@ int obi_store_open(const char *blob_url, const char *directory_url, obi_store **
     if (!blob_url || !directory_url) {
         default_url = obi_default_store_url();
         if (!default_url)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
     }
     obi_store *store = calloc(1, sizeof *store);
     if (!store)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     cleanup_store obi_store *owned = store;
     int r = obi_blob_service_open(blob_url ? blob_url : default_url, &store->blobs, err);
     if (r < 0)

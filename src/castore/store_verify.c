@@ -46,7 +46,7 @@ static int report(verifier *v, obi_store_object_kind kind, const obi_digest *dig
 {
     v->stats->faults++;
     if (obi_digest_map_insert(&v->faulty, digest, (void *)1) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     obi_store_fault fault = {kind, *digest, problem};
     return v->on_fault ? v->on_fault(&fault, v->ctx, err) : 0;
 }
@@ -55,12 +55,12 @@ static int remember(obi_digest_map *map, const obi_digest *digest, uint64_t size
 {
     uint64_t *value = malloc(sizeof *value);
     if (!value)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     *value = size;
     int r = obi_digest_map_insert(map, digest, value);
     if (r <= 0)
         free(value); /* listed twice: the first size stands */
-    return r < 0 ? obi_error_set(err, -ENOMEM, "out of memory") : 0;
+    return r < 0 ? obi_error_oom(err) : 0;
 }
 
 /* ---- blobs ---- */
@@ -211,7 +211,7 @@ int obi_store_verify(obi_store *store, obi_store_fault_fn on_fault, void *ctx,
     *stats = (obi_store_verify_stats){0};
     verifier v = {store, on_fault, ctx, stats, {0}, {0}, {0}, malloc(READ_PIECE)};
     if (!v.buffer)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     obi_digest_map_init(&v.blob_sizes, free);
     obi_digest_map_init(&v.directory_sizes, free);
     obi_digest_map_init(&v.faulty, no_free);
@@ -224,7 +224,7 @@ int obi_store_verify(obi_store *store, obi_store_fault_fn on_fault, void *ctx,
         size_t n = 0;
         r = obi_digest_map_keys(&v.directory_sizes, &good, &n);
         if (r < 0)
-            r = obi_error_set(err, -ENOMEM, "out of memory");
+            r = obi_error_oom(err);
         else
             r = obi_digest_list_visit(good, n, verify_children, &v, err);
         free(good);

@@ -188,7 +188,7 @@ int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build
         cleanup_free char *data_dir = obi_default_data_dir();
         default_bundle_root = data_dir ? obi_path_join(data_dir, "bundles") : NULL;
         if (!default_bundle_root)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         atexit(free_default_bundle_root);
         args->oci.bundle_root = default_bundle_root;
     }

@@ -233,7 +233,7 @@ static int list_children(obi_directory_service *dirs, const obi_node *list, size
         path->len = len;
         if (obi_buf_append_str(path, "/") < 0 ||
             obi_buf_append(path, list[i].name.data, list[i].name.len) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         int r = list_node(dirs, &list[i], path, err);
         if (r < 0)
             return r;

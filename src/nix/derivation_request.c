@@ -229,10 +229,10 @@ static int set_inputs(obi_build_request *req, const obi_node *inputs, size_t n, 
         return 0;
     req->inputs = calloc(n, sizeof *req->inputs);
     if (!req->inputs)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < n; i++) {
         if (obi_node_copy(&req->inputs[i], &inputs[i]) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         req->n_inputs++;
     }
     qsort(req->inputs, n, sizeof *req->inputs, compare_nodes_by_name);
@@ -250,7 +250,7 @@ static int set_inputs(obi_build_request *req, const obi_node *inputs, size_t n, 
         cleanup_free char *path = NULL;
         const char *base;
         if (asprintf(&path, OBI_NIX_STORE_DIR "/%s", (const char *)node->name.data) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         int r = obi_nix_store_path_parse(path, &base, err);
         if (r < 0)
             return obi_error_prefix(err, r, "inputs[%zu]", i);
@@ -288,7 +288,7 @@ static int set_outputs_and_needles(const obi_derivation *drv, obi_build_request 
     req->outputs = calloc(drv->n_outputs, sizeof *req->outputs);
     req->refscan_needles = calloc(n_needles, sizeof *req->refscan_needles);
     if (!req->outputs || !req->refscan_needles)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < drv->n_outputs; i++) {
         const obi_derivation_output *o = &drv->outputs[i];
         if (!*o->path)
@@ -302,17 +302,17 @@ static int set_outputs_and_needles(const obi_derivation *drv, obi_build_request 
             return obi_error_prefix(err, r, "output '%s'", o->name);
         req->outputs[i] = strdup(o->path + 1);
         if (!req->outputs[i])
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         req->n_outputs++;
         req->refscan_needles[i] = hash_part(base);
         if (!req->refscan_needles[i])
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         req->n_refscan_needles++;
     }
     for (size_t i = 0; i < req->n_inputs; i++) {
         char *needle = hash_part((const char *)req->inputs[i].name.data);
         if (!needle)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         req->refscan_needles[req->n_refscan_needles++] = needle;
     }
     if (req->n_outputs > 1)
@@ -324,11 +324,11 @@ static int set_command(const obi_derivation *drv, obi_build_request *req, obi_er
 {
     req->command_args = calloc(drv->n_args + 1, sizeof *req->command_args);
     if (!req->command_args)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i <= drv->n_args; i++) {
         req->command_args[i] = strdup(i == 0 ? drv->builder : drv->args[i - 1]);
         if (!req->command_args[i])
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         req->n_command_args++;
     }
     return 0;
@@ -339,11 +339,11 @@ static int set_layout(const obi_derivation *drv, obi_build_request *req, obi_err
     static const char *const scratch[] = {"build", "nix/store"};
     req->scratch_paths = calloc(OBI_ARRAY_SIZE(scratch), sizeof *req->scratch_paths);
     if (!req->scratch_paths)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < OBI_ARRAY_SIZE(scratch); i++) {
         req->scratch_paths[i] = strdup(scratch[i]);
         if (!req->scratch_paths[i])
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         req->n_scratch_paths++;
     }
     req->has_constraints = true;
@@ -352,7 +352,7 @@ static int set_layout(const obi_derivation *drv, obi_build_request *req, obi_err
     if (set_string(&req->working_dir, "build") < 0 ||
         set_string(&req->inputs_dir, OBI_NIX_STORE_DIR + 1) < 0 ||
         set_string(&req->constraints.system, drv->system) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     return 0;
 }
 
@@ -368,7 +368,7 @@ int obi_derivation_to_build_request(const obi_derivation *drv, const obi_node *i
                              "not supported");
     cleanup_build_request obi_build_request *req = obi_build_request_new();
     if (!req)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     int r = set_command(drv, req, err);
     if (r >= 0)
         r = set_layout(drv, req, err);
@@ -377,7 +377,7 @@ int obi_derivation_to_build_request(const obi_derivation *drv, const obi_node *i
     if (r >= 0)
         r = set_outputs_and_needles(drv, req, err);
     if (r >= 0 && build_environment(drv, opts, req) < 0)
-        r = obi_error_set(err, -ENOMEM, "out of memory");
+        r = obi_error_oom(err);
     if (r < 0)
         return obi_error_prefix(err, r, "derivation to build request");
     *out = steal_pointer(&req);

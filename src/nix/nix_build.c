@@ -160,11 +160,9 @@ static int closure_visit(closure *c, const obi_nix_build_options *opts, const ch
     if (string_list_contains(&c->visited, path))
         return 0;
     if (string_list_add(&c->visited, path) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     if (in_nix_store(opts, path))
-        return string_list_add(&c->from_nix, path) < 0
-                   ? obi_error_set(err, -ENOMEM, "out of memory")
-                   : 0;
+        return string_list_add(&c->from_nix, path) < 0 ? obi_error_oom(err) : 0;
     cleanup_nix_path_info obi_nix_path_info *info = NULL;
     int r = own_path_info(opts, path, &info, err);
     if (r < 0)
@@ -174,10 +172,10 @@ static int closure_visit(closure *c, const obi_nix_build_options *opts, const ch
                              path);
     obi_node *nodes = reallocarray(c->nodes, c->n_nodes + 1, sizeof *nodes);
     if (!nodes)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     c->nodes = nodes;
     if (obi_node_copy(&c->nodes[c->n_nodes], &info->node) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     c->n_nodes++;
     for (size_t i = 0; i < info->n_references; i++) {
         r = closure_visit(c, opts, info->references[i], err);
@@ -216,7 +214,7 @@ static int import_from_nix(build_session *session, const string_list *paths, obi
     const obi_nix_build_options *opts = session->opts;
     cleanup_free char *key = import_key(paths);
     if (!key)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     const nix_import *hit = NULL;
     for (size_t i = 0; i < session->n_imports && !hit; i++)
         if (strcmp(session->imports[i].key, key) == 0)
@@ -236,7 +234,7 @@ static int import_from_nix(build_session *session, const string_list *paths, obi
         nix_import *grown = reallocarray(session->imports, session->n_imports + 1, sizeof *grown);
         if (!grown) {
             obi_nix_nodes_free(imported, n_closure);
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         }
         session->imports = grown;
         hit = &session->imports[session->n_imports++];
@@ -244,12 +242,12 @@ static int import_from_nix(build_session *session, const string_list *paths, obi
     }
     obi_node *all = reallocarray(*nodes, *n + hit->n_nodes + 1, sizeof *all);
     if (!all)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     *nodes = all;
     memset(all + *n, 0, hit->n_nodes * sizeof *all);
     int r = copy_nodes(hit->nodes, hit->n_nodes, all + *n);
     *n += hit->n_nodes; /* counted even on failure: the copies made are freed by the caller */
-    return r < 0 ? obi_error_set(err, -ENOMEM, "out of memory") : 0;
+    return r < 0 ? obi_error_oom(err) : 0;
 }
 
 /* All input nodes of drv: own-store paths (with their references) and the /nix/store
@@ -290,15 +288,15 @@ static int describe_output(const obi_derivation *drv, const obi_build_request *r
     const obi_node *node = &build->outputs[index];
     obi_nix_path_info *info = calloc(1, sizeof *info);
     if (!info)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     out->info = info;
     out->name = strdup(o->name);
     info->path = strdup(o->path);
     if (!out->name || !info->path || obi_node_copy(&info->node, node) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     const char *base = strrchr(o->path, '/') + 1;
     if (obi_node_set_name(&info->node, base, strlen(base)) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
 
     int r = obi_nix_output_references(drv, req, &build->outputs_needles[index], &info->references,
                                       &info->n_references, err);
@@ -374,7 +372,7 @@ static int build_derivation(const char *drv_path, build_session *session, unsign
 
     cleanup_nix_build_result obi_nix_build_result *result = calloc(1, sizeof *result);
     if (!result || !(result->outputs = calloc(req->n_outputs + 1, sizeof *result->outputs)))
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < req->n_outputs; i++) {
         r = describe_output(drv, req, build, i, opts, &result->outputs[i], err);
         result->n_outputs++;

@@ -40,7 +40,7 @@ int obi_nix_output_references(const obi_derivation *drv, const obi_build_request
     size_t n = found ? found->n_needles : 0;
     cleanup_strv char **refs = calloc(n + 1, sizeof *refs);
     if (!refs)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < n; i++) {
         uint64_t index = found->needles[i];
         if (index >= drv->n_outputs + req->n_inputs)
@@ -49,7 +49,7 @@ int obi_nix_output_references(const obi_derivation *drv, const obi_build_request
                                  (unsigned long long)index, drv->n_outputs, req->n_inputs);
         refs[i] = needle_path(drv, req, index);
         if (!refs[i])
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
     }
     if (n > 1)
         qsort(refs, n, sizeof *refs, compare_strings);

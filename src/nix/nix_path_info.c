@@ -77,12 +77,12 @@ int obi_nix_path_info_from_json(const json_t *json, obi_nix_path_info **out, obi
                              "path info: expected path, node, narHash, narSize and references");
     obi_nix_path_info *info = calloc(1, sizeof *info);
     if (!info)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     _cleanup_(obi_nix_path_info_freep) obi_nix_path_info *owned = info;
     info->path = strdup(json_string_value(path));
     info->references = calloc(json_array_size(refs) + 1, sizeof *info->references);
     if (!info->path || !info->references)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     const char *base;
     int r = obi_nix_store_path_parse(info->path, &base, err);
     if (r < 0)
@@ -110,7 +110,7 @@ int obi_nix_path_info_from_json(const json_t *json, obi_nix_path_info **out, obi
             return obi_error_prefix(err, r, "path info %s: references[%zu]", info->path, i);
         info->references[i] = strdup(json_string_value(ref));
         if (!info->references[i])
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         info->n_references++;
     }
     *out = steal_pointer(&owned);
@@ -129,13 +129,13 @@ int obi_nix_path_info_store_open(const char *dir, obi_nix_path_info_store **out,
         chosen = data ? obi_path_join(data, "nix-path-info") : NULL;
     }
     if (!chosen)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     int r = obi_mkdir_p(chosen, 0755, err);
     if (r < 0)
         return obi_error_prefix(err, r, "nix path info store %s", chosen);
     obi_nix_path_info_store *store = calloc(1, sizeof *store);
     if (!store)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     store->dir = steal_pointer(&chosen);
     *out = store;
     return 0;
@@ -158,7 +158,7 @@ static int file_for(obi_nix_path_info_store *store, const char *path, char **fil
         return r;
     char *file = NULL;
     if (asprintf(&file, "%s/%s.json", store->dir, base) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     *file_out = file;
     return 0;
 }

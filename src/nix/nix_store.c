@@ -125,7 +125,7 @@ static int add_input_drv_outputs(string_set *set, const obi_derivation_input *in
                                  "content-addressed derivations are not supported)",
                                  in->drv_path, in->outputs[i]);
         if (set_add(set, o->path) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
     }
     return 0;
 }
@@ -136,14 +136,14 @@ int obi_derivation_input_paths(const obi_derivation *drv, char ***paths_out, siz
     _cleanup_(set_clear) string_set set = {0};
     for (size_t i = 0; i < drv->n_input_srcs; i++)
         if (set_add(&set, drv->input_srcs[i]) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
     for (size_t i = 0; i < drv->n_input_drvs; i++) {
         int r = add_input_drv_outputs(&set, &drv->input_drvs[i], err);
         if (r < 0)
             return r;
     }
     if (set_finish(&set, paths_out, n_out) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     return 0;
 }
 
@@ -172,7 +172,7 @@ static int run_closure(const char *nix_store, char *const *paths, size_t n_paths
     const char *program = nix_store ? nix_store : "nix-store";
     cleanup_free char **argv = calloc(n_paths + 4, sizeof *argv);
     if (!argv)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     argv[0] = (char *)program;
     argv[1] = (char *)"--query";
     argv[2] = (char *)"--requisites";
@@ -199,7 +199,7 @@ static int run_closure(const char *nix_store, char *const *paths, size_t n_paths
         if (r < 0)
             return obi_error_prefix(err, r, "%s --query --requisites", program);
         if (set_add(set, line) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
     }
     return 0;
 }
@@ -214,7 +214,7 @@ int obi_nix_store_closure(const char *nix_store, char *const *paths, size_t n_pa
             return r;
     }
     if (set_finish(&set, closure_out, n_out) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     return 0;
 }
 
@@ -234,7 +234,7 @@ int obi_nix_import_paths(obi_blob_service *blobs, obi_directory_service *directo
 {
     obi_node *nodes = calloc(n_paths ? n_paths : 1, sizeof *nodes);
     if (!nodes)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < n_paths; i++) {
         const char *base;
         int r = obi_nix_store_path_parse(paths[i], &base, err);

@@ -97,7 +97,7 @@ int obi_rpc_unix_listener_open(const char *path, long gid, int *fd_out, dev_t *d
 
     cleanup_free char *parent = strdup(path);
     if (!parent)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     char *slash = strrchr(parent, '/');
     const char *base = path;
     if (slash) {
@@ -165,7 +165,7 @@ int obi_rpc_tcp_address_is_loopback(const char *address, obi_error **err)
                              "expected unix:PATH, unix:///ABS or HOST:PORT (no port found)");
     cleanup_free char *host = strndup(address, (size_t)(colon - address));
     if (!host)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     size_t len = strlen(host);
     if (len >= 2 && host[0] == '[' && host[len - 1] == ']') {
         memmove(host, host + 1, len - 2);

@@ -131,7 +131,7 @@ static int fail_at(walker *w, const yaml_node_t *node, const char *path, const c
     int n = vasprintf(&msg, fmt, ap);
     va_end(ap);
     if (n < 0)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     return obi_error_set(w->err, -EINVAL, "%s:%zu:%zu: %s: %s", w->source,
                          node ? (size_t)node->start_mark.line + 1 : 0,
                          node ? (size_t)node->start_mark.column + 1 : 0, path, msg);
@@ -227,7 +227,7 @@ static int get_string(walker *w, yaml_node_t *node, const char *path, char **out
         return fail_at(w, node, path, "expected a string, got %s", node_kind(node));
     char *copy = strdup(text);
     if (!copy)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     free(*out);
     *out = copy;
     return 0;
@@ -278,7 +278,7 @@ static int get_strv(walker *w, yaml_node_t *node, const char *path, char ***out)
     size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
     cleanup_strv char **list = calloc(n + 1, sizeof *list);
     if (!list)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *item = node_get(w, node->data.sequence.items.start[i]);
         cleanup_free char *item_path = path_index(path, i);
@@ -348,7 +348,7 @@ static int parse_image(walker *w, yaml_node_t *node, const char *path, obi_servi
         return fail_at(w, node, path, "exactly one of \"name\" and \"rootfs\" is required");
     cleanup_free char *sub = path_child(path, name ? "name" : "rootfs");
     if (!sub)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     if (rootfs) {
         svc->image_kind = OBI_IMAGE_ROOTFS;
         return get_abs_path(w, rootfs, sub, &svc->image_rootfs);
@@ -370,14 +370,14 @@ static int parse_image(walker *w, yaml_node_t *node, const char *path, obi_servi
             return fail_at(w, name, sub, "empty tag in \"%s:\"", ref);
         svc->image_tag = strdup(colon + 1);
         if (!svc->image_tag)
-            return obi_error_set(w->err, -ENOMEM, "out of memory");
+            return obi_error_oom(w->err);
     }
     if (!path_is_clean_absolute(layout))
         return fail_at(w, name, sub, "image layout path \"%s\" must be absolute without \"..\"",
                        layout);
     svc->image_kind = OBI_IMAGE_OCI;
     svc->image_path = strdup(layout);
-    return svc->image_path ? 0 : obi_error_set(w->err, -ENOMEM, "out of memory");
+    return svc->image_path ? 0 : obi_error_oom(w->err);
 }
 
 static int parse_command(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
@@ -392,7 +392,7 @@ static int parse_command(walker *w, yaml_node_t *node, const char *path, obi_ser
             continue;
         cleanup_free char *sub = path_child(path, *k);
         if (!sub)
-            return obi_error_set(w->err, -ENOMEM, "out of memory");
+            return obi_error_oom(w->err);
         if (!strcmp(*k, "entrypoint"))
             r = get_strv(w, value, sub, &svc->entrypoint);
         else if (!strcmp(*k, "args"))
@@ -423,20 +423,20 @@ static int parse_env(walker *w, yaml_node_t *node, const char *path, obi_service
     size_t n = (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
     svc->env = calloc(n ? n : 1, sizeof *svc->env);
     if (!svc->env)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     for (size_t i = 0; i < n; i++) {
         yaml_node_pair_t *pair = &node->data.mapping.pairs.start[i];
         yaml_node_t *key = node_get(w, pair->key);
         const char *name = scalar_text(key);
         cleanup_free char *sub = path_child(path, name);
         if (!sub)
-            return obi_error_set(w->err, -ENOMEM, "out of memory");
+            return obi_error_oom(w->err);
         if (!env_name_is_valid(name))
             return fail_at(w, key, sub, "invalid environment variable name");
         obi_service_env_var *var = &svc->env[svc->env_count++];
         var->name = strdup(name);
         if (!var->name)
-            return obi_error_set(w->err, -ENOMEM, "out of memory");
+            return obi_error_oom(w->err);
         r = get_string(w, node_get(w, pair->value), sub, &var->value);
         if (r < 0)
             return r;
@@ -458,7 +458,7 @@ static int parse_gpu(walker *w, yaml_node_t *node, const char *path, obi_gpu *gp
     cleanup_free char *vendor_path = path_child(path, "vendor");
     cleanup_free char *dist_path = path_child(path, "distributed");
     if (!count_path || !vendor_path || !dist_path)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     if ((value = map_get(w, node, "count")) &&
         (r = get_uint(w, value, count_path, 1, MAX_GPUS, &gpu->count)) < 0)
         return r;
@@ -475,7 +475,7 @@ static int parse_gpu(walker *w, yaml_node_t *node, const char *path, obi_gpu *gp
             gpu->vendor = OBI_GPU_OTHER;
     }
     if (!gpu->vendor_name && !(gpu->vendor_name = strdup("nvidia")))
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     yaml_node_t *dist = map_get(w, node, "distributed");
     if (!dist)
         return 0;
@@ -487,7 +487,7 @@ static int parse_gpu(walker *w, yaml_node_t *node, const char *path, obi_gpu *gp
     cleanup_free char *backend_path = path_child(dist_path, "backend");
     cleanup_free char *port_path = path_child(dist_path, "master_port");
     if (!backend_path || !port_path)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     if ((value = map_get(w, dist, "backend"))) {
         const char *text = scalar_text(value);
         if (text && !strcmp(text, "nccl"))
@@ -528,7 +528,7 @@ static int parse_resources(walker *w, yaml_node_t *node, const char *path, obi_s
     cleanup_free char *mem_path = path_child(path, "memory");
     cleanup_free char *gpu_path = path_child(path, "gpu");
     if (!cpu_path || !mem_path || !gpu_path)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     yaml_node_t *value;
     if ((value = map_get(w, node, "cpu"))) {
         const char *text = scalar_text(value);
@@ -563,7 +563,7 @@ static int alloc_for_sequence(walker *w, yaml_node_t *node, const char *path, si
     size_t n = seq_len(node);
     void *array = calloc(n ? n : 1, element_size);
     if (!array)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     *out = array;
     *n_out = n;
     return 0;
@@ -575,7 +575,7 @@ static int sequence_item(walker *w, yaml_node_t *node, const char *path, size_t 
 {
     *item = node_get(w, node->data.sequence.items.start[i]);
     *item_path = path_index(path, i);
-    return *item_path ? 0 : obi_error_set(w->err, -ENOMEM, "out of memory");
+    return *item_path ? 0 : obi_error_oom(w->err);
 }
 
 static int parse_devices(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
@@ -600,7 +600,7 @@ static int parse_devices(walker *w, yaml_node_t *node, const char *path, obi_ser
                 continue;
             cleanup_free char *sub = path_child(item_path, *k);
             if (!sub)
-                return obi_error_set(w->err, -ENOMEM, "out of memory");
+                return obi_error_oom(w->err);
             if (!strcmp(*k, "path"))
                 r = get_abs_path(w, value, sub, &dev->path);
             else
@@ -647,7 +647,7 @@ static int parse_storage_item(walker *w, yaml_node_t *item, const char *item_pat
     yaml_node_t *type = map_get(w, item, "type");
     cleanup_free char *type_path = path_child(item_path, "type");
     if (!type_path)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     if (!type)
         return fail_at(w, item, item_path, "missing key \"type\"");
     const char *type_name = scalar_text(type);
@@ -671,7 +671,7 @@ static int parse_storage_item(walker *w, yaml_node_t *item, const char *item_pat
         }
         cleanup_free char *sub = path_child(item_path, *k);
         if (!sub)
-            return obi_error_set(w->err, -ENOMEM, "out of memory");
+            return obi_error_oom(w->err);
         if (!strcmp(*k, "source"))
             r = get_abs_path(w, value, sub, &st->source);
         else if (!strcmp(*k, "target"))
@@ -688,7 +688,7 @@ static int parse_storage_item(walker *w, yaml_node_t *item, const char *item_pat
             r = get_string(w, value, sub, &st->prefix);
             cleanup_free char *as_abs = NULL;
             if (r == 0 && asprintf(&as_abs, "/%s", st->prefix) < 0)
-                return obi_error_set(w->err, -ENOMEM, "out of memory");
+                return obi_error_oom(w->err);
             if (r == 0 && (st->prefix[0] == '/' || !path_is_clean_absolute(as_abs)))
                 r = fail_at(w, value, sub, "\"%s\" must be a relative path without \"..\"",
                             st->prefix);
@@ -742,7 +742,7 @@ static int parse_capabilities(walker *w, yaml_node_t *node, const char *path, ob
         n++;
     svc->capabilities = calloc(n + 1, sizeof *svc->capabilities);
     if (!svc->capabilities)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     svc->has_capabilities = true;
     size_t out = 0;
     for (size_t i = 0; i < n; i++) {
@@ -756,7 +756,7 @@ static int parse_capabilities(walker *w, yaml_node_t *node, const char *path, ob
         for (size_t j = 0; j < out && !seen; j++)
             seen = !strcmp(svc->capabilities[j], cap);
         if (!seen && !(svc->capabilities[out++] = strdup(cap)))
-            return obi_error_set(w->err, -ENOMEM, "out of memory");
+            return obi_error_oom(w->err);
     }
     return 0;
 }
@@ -770,7 +770,7 @@ static int parse_scale(walker *w, yaml_node_t *node, const char *path, obi_servi
     cleanup_free char *mode_path = path_child(path, "mode");
     cleanup_free char *rep_path = path_child(path, "replicas");
     if (!mode_path || !rep_path)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     yaml_node_t *value;
     if ((value = map_get(w, node, "mode"))) {
         const char *mode = scalar_text(value);
@@ -796,7 +796,7 @@ static int parse_depends(walker *w, yaml_node_t *node, const char *path, obi_ser
         cleanup_free char *svc_path = path_child(item_path, "service");
         cleanup_free char *cond_path = path_child(item_path, "condition");
         if (!cond_path || !svc_path)
-            return obi_error_set(w->err, -ENOMEM, "out of memory");
+            return obi_error_oom(w->err);
         r = check_mapping(w, item, item_path, keys);
         if (r < 0)
             return r;
@@ -812,7 +812,7 @@ static int parse_depends(walker *w, yaml_node_t *node, const char *path, obi_ser
             if (strcmp(dep->condition, "started"))
                 return fail_at(w, value, cond_path, "only \"started\" is supported");
         } else if (!(dep->condition = strdup("started"))) {
-            return obi_error_set(w->err, -ENOMEM, "out of memory");
+            return obi_error_oom(w->err);
         }
     }
     return r;
@@ -916,12 +916,12 @@ static int parse_service(walker *w, yaml_node_t *key, yaml_node_t *node, obi_ser
     const char *name = scalar_text(key);
     cleanup_free char *path = path_child("services", name);
     if (!path)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     if (!name_is_valid(name, 1, 63))
         return fail_at(w, key, path,
                        "service name must be 1..63 of [A-Za-z0-9-], first alphanumeric");
     if (!(svc->name = strdup(name)))
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     svc->replicas = 1;
     int r = check_mapping(w, node, path, SERVICE_KEYS);
     if (r < 0)
@@ -932,7 +932,7 @@ static int parse_service(walker *w, yaml_node_t *key, yaml_node_t *node, obi_ser
             continue;
         cleanup_free char *sub = path_child(path, SERVICE_FIELDS[i].key);
         if (!sub)
-            return obi_error_set(w->err, -ENOMEM, "out of memory");
+            return obi_error_oom(w->err);
         if ((r = SERVICE_FIELDS[i].parse(w, value, sub, svc)) < 0)
             return r;
     }
@@ -954,7 +954,7 @@ static int check_depends(walker *w, yaml_node_t *services, obi_deployment *d)
             if (!obi_deployment_find(d, svc->depends[j].service)) {
                 cleanup_free char *path = NULL;
                 if (asprintf(&path, "services.%s.depends[%zu].service", svc->name, j) < 0)
-                    return obi_error_set(w->err, -ENOMEM, "out of memory");
+                    return obi_error_oom(w->err);
                 return fail_at(w, node_get(w, services->data.mapping.pairs.start[i].value), path,
                                "unknown service \"%s\"", svc->depends[j].service);
             }
@@ -994,7 +994,7 @@ static int parse_root(walker *w, yaml_node_t *root, obi_deployment *d)
         return fail_at(w, services, "services", "at least one service is required");
     d->services = calloc(n, sizeof *d->services);
     if (!d->services)
-        return obi_error_set(w->err, -ENOMEM, "out of memory");
+        return obi_error_oom(w->err);
     for (size_t i = 0; i < n; i++) {
         yaml_node_pair_t *pair = &services->data.mapping.pairs.start[i];
         d->service_count++;
@@ -1011,7 +1011,7 @@ int obi_deployment_parse(const char *text, size_t len, const char *source_name,
     const char *source = source_name ? source_name : "<input>";
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser))
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     yaml_document_t doc;
     if (!yaml_parser_load(&parser, &doc)) {
@@ -1026,7 +1026,7 @@ int obi_deployment_parse(const char *text, size_t len, const char *source_name,
     walker w = {&doc, source, err};
     obi_deployment *d = calloc(1, sizeof *d);
     if (!d) {
-        r = obi_error_set(err, -ENOMEM, "out of memory");
+        r = obi_error_oom(err);
     } else if (!root) {
         r = obi_error_set(err, -EINVAL, "%s: empty document", source);
     } else {
@@ -1171,7 +1171,7 @@ int obi_deployment_start_order(const obi_deployment *deployment, const obi_servi
     cleanup_free size_t *stack = calloc(count + 1, sizeof *stack);
     cleanup_free const obi_service **order = calloc(count ? count : 1, sizeof *order);
     if (!colour || !stack || !order)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     size_t n = 0;
     for (size_t i = 0; i < count; i++) {
         int r = visit(deployment, i, colour, stack, 0, order, &n, err);

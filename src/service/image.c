@@ -101,11 +101,6 @@ static int libarchive_ready(obi_error **err)
     return 0;
 }
 
-static int oom(obi_error **err)
-{
-    return obi_error_set(err, -ENOMEM, "out of memory");
-}
-
 /* ---- image config ------------------------------------------------------------------------ */
 
 void obi_image_config_clear(obi_image_config *config)
@@ -128,13 +123,13 @@ static int json_strv_get(const json_t *obj, const char *key, char ***out, obi_er
     size_t n = json_array_size(value);
     cleanup_strv char **list = calloc(n + 1, sizeof *list);
     if (!list)
-        return oom(err);
+        return obi_error_oom(err);
     for (size_t i = 0; i < n; i++) {
         json_t *item = json_array_get(value, i);
         if (!json_is_string(item))
             return obi_error_set(err, -EINVAL, "config.%s[%zu]: expected a string", key, i);
         if (!(list[i] = strdup(json_string_value(item))))
-            return oom(err);
+            return obi_error_oom(err);
     }
     *out = n ? steal_pointer(&list) : NULL;
     return 0;
@@ -148,7 +143,7 @@ static int json_string_get(const json_t *obj, const char *key, char **out, obi_e
     if (!json_is_string(value))
         return obi_error_set(err, -EINVAL, "config.%s: expected a string", key);
     if (!(*out = strdup(json_string_value(value))))
-        return oom(err);
+        return obi_error_oom(err);
     return 0;
 }
 
@@ -237,7 +232,7 @@ static int blob_open_verified(const char *layout, const descriptor *desc, int *o
     cleanup_free char *path = NULL, *relative = NULL;
     if (asprintf(&relative, "blobs/sha256/%s", desc->hex) < 0 ||
         !(path = obi_path_join(layout, relative)))
-        return oom(err);
+        return obi_error_oom(err);
     cleanup_close int fd = layout_open(layout, relative);
     if (fd < 0)
         return layout_open_error(err, fd, "blob", path);
@@ -249,7 +244,7 @@ static int blob_open_verified(const char *layout, const descriptor *desc, int *o
                              (long long)st.st_size, (long long)desc->size);
     cleanup_sha256 obi_sha256 *ctx = obi_sha256_new();
     if (!ctx)
-        return oom(err);
+        return obi_error_oom(err);
     static __thread uint8_t chunk[1 << 16];
     for (;;) {
         ssize_t n = obi_read_full(fd, chunk, sizeof chunk);
@@ -284,7 +279,7 @@ static int blob_read_json(const char *layout, const descriptor *desc, const char
         return obi_error_prefix(err, r, "%s", what);
     cleanup_free char *text = malloc((size_t)desc->size + 1);
     if (!text)
-        return oom(err);
+        return obi_error_oom(err);
     ssize_t n = obi_read_full(fd, text, (size_t)desc->size);
     if (n != (ssize_t)desc->size)
         return obi_error_set(err, -EIO, "%s: short read", what);
@@ -594,7 +589,7 @@ static int layer_pass(layer_ctx *ctx, int layer_fd, int pass)
         return obi_error_set_errno(ctx->err, errno, "layer %s", ctx->layer);
     struct archive *ar = libarchive.archive_read_new();
     if (!ar)
-        return oom(ctx->err);
+        return obi_error_oom(ctx->err);
     libarchive.archive_read_support_filter_gzip(ar);
     libarchive.archive_read_support_filter_zstd(ar);
     libarchive.archive_read_support_filter_none(ar);
@@ -675,7 +670,7 @@ static int find_manifest(const char *layout, const char *tag, descriptor *out, j
     cleanup_free char *index_path = obi_path_join(layout, "index.json");
     cleanup_free char *layout_file = obi_path_join(layout, "oci-layout");
     if (!index_path || !layout_file)
-        return oom(err);
+        return obi_error_oom(err);
     if (access(layout_file, F_OK) < 0)
         return obi_error_set_errno(err, errno, "%s is not an OCI image layout: %s", layout,
                                    layout_file);
@@ -691,7 +686,7 @@ static int find_manifest(const char *layout, const char *tag, descriptor *out, j
     size_t len = (size_t)st.st_size;
     cleanup_free char *text = malloc(len + 1);
     if (!text)
-        return oom(err);
+        return obi_error_oom(err);
     if (obi_read_full(fd, text, len) != (ssize_t)len)
         return obi_error_set(err, -EIO, "%s: short read", index_path);
     text[len] = '\0';
@@ -773,7 +768,7 @@ static int ensure_unpacked(const char *layout, const char *hex, json_t *layers,
         return r;
     cleanup_free char *lock_path = obi_path_join(images_dir, ".lock");
     if (!lock_path)
-        return oom(err);
+        return obi_error_oom(err);
     cleanup_close int lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lock < 0 || flock(lock, LOCK_EX) < 0)
         return obi_error_set_errno(err, errno, "lock %s", lock_path);
@@ -789,12 +784,12 @@ static int ensure_unpacked(const char *layout, const char *hex, json_t *layers,
         }
     cleanup_free char *tmp = NULL;
     if (asprintf(&tmp, "%s/.tmp-%s-XXXXXX", images_dir, hex) < 0)
-        return oom(err);
+        return obi_error_oom(err);
     if (!mkdtemp(tmp))
         return obi_error_set_errno(err, errno, "mkdtemp %s", tmp);
     cleanup_free char *rootfs = obi_path_join(tmp, "rootfs");
     if (!rootfs)
-        r = oom(err);
+        r = obi_error_oom(err);
     else if (mkdir(rootfs, 0755) < 0)
         r = obi_error_set_errno(err, errno, "mkdir %s", rootfs);
     if (r == 0)
@@ -841,18 +836,18 @@ int obi_image_open(const char *layout_path, const char *tag, const char *data_di
         r = blob_read_json(layout_path, &config_desc, "config", &config_doc, err);
     obi_image *image = calloc(1, sizeof *image);
     if (r == 0 && !image)
-        r = oom(err);
+        r = obi_error_oom(err);
     if (r == 0)
         r = obi_image_config_from_json(config_doc, &image->config, err);
     cleanup_free char *images_dir = r == 0 ? obi_path_join(data_dir, "images") : NULL;
     cleanup_free char *entry_dir = images_dir ? obi_path_join(images_dir, manifest_desc.hex) : NULL;
     if (r == 0 && !entry_dir)
-        r = oom(err);
+        r = obi_error_oom(err);
     if (r == 0)
         r = ensure_unpacked(layout_path, manifest_desc.hex, layers, images_dir, entry_dir, err);
     if (r == 0 && (asprintf(&image->manifest_digest, "sha256:%s", manifest_desc.hex) < 0 ||
                    !(image->rootfs = obi_path_join(entry_dir, "rootfs"))))
-        r = oom(err);
+        r = obi_error_oom(err);
     if (r < 0) {
         obi_image_free(image);
         return obi_error_prefix(err, r, "image %s%s%s", layout_path, tag ? ":" : "",

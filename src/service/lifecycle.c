@@ -40,11 +40,6 @@
 #define KILL_WAIT_MS 10000
 #define MONITOR_WAIT_MS 5000
 
-static int oom(obi_error **err)
-{
-    return obi_error_set(err, -ENOMEM, "out of memory");
-}
-
 /* ---- paths ---- */
 
 static char *services_dir(const char *data_dir, const char *deployment)
@@ -77,7 +72,7 @@ static int replica_paths_from_id(obi_replica_paths *paths, const char *data_dir,
         return 0;
     }
     obi_replica_paths_clear(&p);
-    return oom(err);
+    return obi_error_oom(err);
 }
 
 int obi_replica_paths_init(obi_replica_paths *paths, const char *data_dir, const char *deployment,
@@ -85,7 +80,7 @@ int obi_replica_paths_init(obi_replica_paths *paths, const char *data_dir, const
 {
     cleanup_free char *id = obi_service_container_id(service, replica);
     if (!id)
-        return oom(err);
+        return obi_error_oom(err);
     return replica_paths_from_id(paths, data_dir, deployment, id, err);
 }
 
@@ -123,7 +118,7 @@ int obi_lifecycle_plan(const obi_deployment *deployment, const char *service, un
     size_t n = deployment->service_count;
     cleanup_free bool *selected = calloc(n ? n : 1, sizeof *selected);
     if (!selected)
-        return oom(err);
+        return obi_error_oom(err);
     /* Walk from the end of the start order: whatever a selected service depends on comes
      * earlier, so one pass marks the transitive dependencies. */
     for (size_t k = n; k-- > 0;) {
@@ -145,7 +140,7 @@ int obi_lifecycle_plan(const obi_deployment *deployment, const char *service, un
             total += (sorted[k] == wanted && replica) ? 1 : sorted[k]->replicas;
     obi_replica_ref *refs = calloc(total ? total : 1, sizeof *refs);
     if (!refs)
-        return oom(err);
+        return obi_error_oom(err);
     size_t i = 0;
     for (size_t k = 0; k < n; k++) {
         if (!selected[k])
@@ -222,15 +217,15 @@ static int lifecycle_open(lifecycle *lc, const obi_deployment *deployment,
     *lc = (lifecycle){deployment, opts, NULL, NULL, -1, false, {0, 0, 0}};
     cleanup_free char *data_dir = opts->data_dir ? strdup(opts->data_dir) : obi_default_data_dir();
     if (!data_dir)
-        return oom(err);
+        return obi_error_oom(err);
     cleanup_free char *base = services_dir(data_dir, deployment->name);
     if (!base)
-        return oom(err);
+        return obi_error_oom(err);
     /* up creates the deployment's dir; down needs DATA/services for its lock file (a down on a
      * fresh data dir has nothing to remove but must not fail). */
     cleanup_free char *services = obi_path_join(data_dir, "services");
     if (!services)
-        return oom(err);
+        return obi_error_oom(err);
     int r;
     if ((create || lock) && (r = obi_mkdir_p(create ? base : services, 0700, err)) < 0)
         return r;
@@ -249,7 +244,7 @@ static int lifecycle_open(lifecycle *lc, const obi_deployment *deployment,
     if (lock) {
         cleanup_free char *lock_path = obi_lifecycle_lock_path(lc->data_dir, deployment->name);
         if (!lock_path)
-            return oom(err);
+            return obi_error_oom(err);
         lc->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (lc->lock_fd < 0)
             return obi_error_set_errno(err, errno, "open %s", lock_path);
@@ -316,7 +311,7 @@ static int query_state(lifecycle *lc, const char *id, obi_replica_state *state, 
     const char *bundle_path = json_string_value(json_object_get(doc, "bundle"));
     char *bundle_copy = NULL;
     if (bundle && bundle_path && !(bundle_copy = strdup(bundle_path)))
-        return oom(err);
+        return obi_error_oom(err);
     *state = found;
     *pid = (found == OBI_REPLICA_RUNNING || found == OBI_REPLICA_PAUSED ||
             found == OBI_REPLICA_CREATED)
@@ -413,7 +408,7 @@ static int remove_anonymous_volumes(const char *data_dir, const char *deployment
 {
     cleanup_free char *path = NULL;
     if (asprintf(&path, "%s/anonymous/%s/%s", data_dir, deployment, id) < 0)
-        return oom(err);
+        return obi_error_oom(err);
     int r = obi_rm_rf(path, err);
     if (r < 0)
         return r;
@@ -605,7 +600,7 @@ static int start_monitored(lifecycle *lc, const obi_replica_paths *paths, int *p
     }
     cleanup_free char *text = obi_buf_steal(&reply);
     if (!text)
-        return oom(err);
+        return obi_error_oom(err);
     unsigned long long value = 0;
     if (text[0] == '0') {
         *pid = obi_parse_decimal(text + 1, INT_MAX, &value) ? (int)value : 0;
@@ -655,7 +650,7 @@ static int replica_dirs_open_to_root(lifecycle *lc, const obi_replica_paths *pat
     cleanup_free char *services = obi_path_join(lc->data_dir, "services");
     cleanup_free char *deployment = services_dir(lc->data_dir, lc->deployment->name);
     if (!services || !deployment)
-        return oom(err);
+        return obi_error_oom(err);
     const char *dirs[] = {services, deployment, paths->dir};
     for (size_t i = 0; i < OBI_ARRAY_SIZE(dirs); i++) {
         int r = obi_service_replica_dir(dirs[i], &lc->ids, err);
@@ -817,7 +812,7 @@ static int down_leftovers(lifecycle *lc, const obi_replica_ref *plan, size_t cou
 {
     cleanup_free char *base = services_dir(lc->data_dir, lc->deployment->name);
     if (!base)
-        return oom(err);
+        return obi_error_oom(err);
     DIR *dir = opendir(base);
     if (!dir)
         return errno == ENOENT ? 0 : obi_error_set_errno(err, errno, "opendir %s", base);
@@ -832,7 +827,7 @@ static int down_leftovers(lifecycle *lc, const obi_replica_ref *plan, size_t cou
         char **grown = reallocarray(ids, n + 2, sizeof *ids);
         if (!grown || !(grown[n] = strdup(entry->d_name))) {
             ids = grown ? grown : ids;
-            r = oom(err);
+            r = obi_error_oom(err);
             break;
         }
         ids = grown;
@@ -861,7 +856,7 @@ int obi_lifecycle_down(const obi_deployment *deployment, const obi_lifecycle_opt
                            &count, err);
     for (size_t i = 0; r == 0 && i < count; i++) {
         cleanup_free char *id = obi_service_container_id(plan[i].service->name, plan[i].replica);
-        r = id ? replica_down(&lc, id, err) : oom(err);
+        r = id ? replica_down(&lc, id, err) : obi_error_oom(err);
     }
     if (r == 0 && !opts->service)
         r = down_leftovers(&lc, plan, count, err);
@@ -892,7 +887,7 @@ int obi_lifecycle_ps(const obi_deployment *deployment, const obi_lifecycle_optio
                                &plan, &n, err);
     obi_replica_status *statuses = r == 0 ? calloc(n ? n : 1, sizeof *statuses) : NULL;
     if (r == 0 && !statuses)
-        r = oom(err);
+        r = obi_error_oom(err);
     for (size_t i = 0; r == 0 && i < n; i++) {
         obi_replica_status *s = &statuses[i];
         obi_replica_paths paths = {0};

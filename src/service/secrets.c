@@ -47,7 +47,7 @@ static int dir_secrets_get(obi_secrets *secrets, const char *scope, const char *
                              scope ? "/" : "", name);
     cleanup_free char *relative = NULL;
     if (asprintf(&relative, "%s%s%s", scope ? scope : "", scope ? "/" : "", name) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     cleanup_close int fd = openat(self->dir_fd, relative, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         if (errno == ENOENT || errno == ENOTDIR)
@@ -88,7 +88,7 @@ static int dir_secrets_get(obi_secrets *secrets, const char *scope, const char *
     }
     char *value = obi_buf_steal(&buf);
     if (!value)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     *out = value;
     return 0;
 }
@@ -112,7 +112,7 @@ int obi_secrets_dir_open(const char *dir, obi_secrets **out, obi_error **err)
     dir_secrets *self = calloc(1, sizeof *self);
     if (!self || !(self->dir = strdup(dir))) {
         free(self);
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     }
     self->base.ops = &DIR_SECRETS_OPS;
     self->dir_fd = steal_fd(&fd);
@@ -157,7 +157,7 @@ static int secret_json_field(const char *text, const char *field, char **out, ob
                              field);
     }
     if (!result)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     *out = result;
     return 0;
 }
@@ -166,7 +166,7 @@ static int resolve_secret(const char *ref, obi_secrets *secrets, char **out, obi
 {
     cleanup_free char *copy = strdup(ref);
     if (!copy)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     char *scope = NULL, *name = copy;
     if (copy[0] == '@') {
         char *slash = strchr(copy, '/');
@@ -211,11 +211,11 @@ int obi_env_resolve_value(const char *service, const char *key, const char *valu
         if (!env)
             r = obi_error_set(err, -ENOENT, "environment variable \"%s\" is not set", name);
         else if (!(result = strdup(env)))
-            r = obi_error_set(err, -ENOMEM, "out of memory");
+            r = obi_error_oom(err);
     } else if (!strncmp(value, "$S:", 3)) {
         r = resolve_secret(value + 3, secrets, &result, err);
     } else if (!(result = strdup(value))) {
-        r = obi_error_set(err, -ENOMEM, "out of memory");
+        r = obi_error_oom(err);
     }
     if (r < 0)
         return obi_error_prefix(err, r, "services.%s.env.%s", service, key);
@@ -239,12 +239,12 @@ int obi_service_env_resolve(const obi_service *svc, obi_secrets *secrets, obi_se
 {
     obi_service_env_var *vars = calloc(svc->env_count ? svc->env_count : 1, sizeof *vars);
     if (!vars)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < svc->env_count; i++) {
         int r = obi_env_resolve_value(svc->name, svc->env[i].name, svc->env[i].value, secrets,
                                       &vars[i].value, err);
         if (r == 0 && !(vars[i].name = strdup(svc->env[i].name)))
-            r = obi_error_set(err, -ENOMEM, "out of memory");
+            r = obi_error_oom(err);
         if (r < 0) {
             obi_service_env_vars_free(vars, svc->env_count);
             return r;

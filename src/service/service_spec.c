@@ -48,11 +48,6 @@
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-static int oom(obi_error **err)
-{
-    return obi_error_set(err, -ENOMEM, "out of memory");
-}
-
 /* Appends a formatted line to a NULL-terminated list (NULL list allowed). */
 static int strv_appendf(char ***strv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int strv_appendf(char ***strv, const char *fmt, ...)
@@ -167,7 +162,7 @@ static int env_set_entries(env_list *env, char *const *entries, const char *what
             return obi_error_set(err, -EINVAL, "%s[%zu]: \"%s\" is not KEY=value", what, i,
                                  entries[i]);
         if (env_set(env, entries[i], (size_t)(eq - entries[i]), eq + 1) < 0)
-            return oom(err);
+            return obi_error_oom(err);
     }
     return 0;
 }
@@ -234,20 +229,20 @@ static int build_env(const obi_service *svc, const obi_service_spec_options *opt
     if (opts->image)
         r = env_set_entries(&env, opts->image->env, "image config Env", err);
     if (r == 0 && !env_has(&env, "PATH") && env_set(&env, "PATH", 4, DEFAULT_PATH) < 0)
-        r = oom(err);
+        r = obi_error_oom(err);
     if (r == 0 && !env_has(&env, "TERM") && env_set(&env, "TERM", 4, "xterm") < 0)
-        r = oom(err);
+        r = obi_error_oom(err);
     if (r == 0)
         r = obi_service_env_resolve(svc, opts->secrets, &resolved, err);
     for (size_t i = 0; r == 0 && i < svc->env_count; i++)
         if (env_set(&env, resolved[i].name, strlen(resolved[i].name), resolved[i].value) < 0)
-            r = oom(err);
+            r = obi_error_oom(err);
     if (r == 0)
         r = env_set_entries(&env, opts->extra_env, "extra env", err);
     if (r == 0 && svc->has_gpu && env_add_gpu(&env, svc) < 0)
-        r = oom(err);
+        r = obi_error_oom(err);
     if (r == 0 && !(*out = json_strv(env.entries)))
-        r = oom(err);
+        r = obi_error_oom(err);
     obi_service_env_vars_free(resolved, svc->env_count);
     env_list_clear(&env);
     return r;
@@ -284,7 +279,7 @@ static int read_in_root(const char *rootfs, const char *relative, char **out, ob
     }
     char *text = obi_buf_steal(&buf);
     if (!text)
-        return oom(err);
+        return obi_error_oom(err);
     *out = text;
     return 0;
 }
@@ -342,7 +337,7 @@ int obi_resolve_user(const char *user, const char *rootfs, unsigned *uid, unsign
 {
     cleanup_free char *copy = strdup(user);
     if (!copy)
-        return oom(err);
+        return obi_error_oom(err);
     char *group = strchr(copy, ':');
     if (group)
         *group++ = '\0';
@@ -430,7 +425,7 @@ static int build_capabilities(const obi_service *svc, uint64_t bounding, json_t 
 {
     cleanup_json json_t *set = json_array();
     if (!set)
-        return oom(err);
+        return obi_error_oom(err);
     if (svc->has_capabilities && !svc->privileged) {
         for (size_t i = 0; svc->capabilities[i]; i++) {
             if (!can_grant(bounding, svc->capabilities[i]))
@@ -440,7 +435,7 @@ static int build_capabilities(const obi_service *svc, uint64_t bounding, json_t 
                                      "), so no container started here can hold it",
                                      svc->name, svc->capabilities[i], bounding);
             if (json_array_append_new(set, json_string(svc->capabilities[i])) < 0)
-                return oom(err);
+                return obi_error_oom(err);
         }
     } else {
         const char *const *names = svc->privileged ? OBI_CAPABILITIES : OBI_DEFAULT_CAPABILITIES;
@@ -448,12 +443,12 @@ static int build_capabilities(const obi_service *svc, uint64_t bounding, json_t 
         for (size_t i = 0; i < n; i++)
             if (can_grant(bounding, names[i]) &&
                 json_array_append_new(set, json_string(names[i])) < 0)
-                return oom(err);
+                return obi_error_oom(err);
     }
     json_t *caps = json_pack("{s:O, s:O, s:O, s:[], s:[]}", "bounding", set, "effective", set,
                              "permitted", set, "inheritable", "ambient");
     if (!caps)
-        return oom(err);
+        return obi_error_oom(err);
     *out = caps;
     return 0;
 }
@@ -548,7 +543,7 @@ static int build_process(const obi_service *svc, const obi_service_spec_options 
     if (!args) {
         json_decref(caps);
         json_decref(env);
-        return oom(err);
+        return obi_error_oom(err);
     }
     bool no_new_privileges = !svc->privileged && !svc->has_capabilities;
     /* "o" takes the references, also when packing fails */
@@ -557,7 +552,7 @@ static int build_process(const obi_service *svc, const obi_service_spec_options 
                   (json_int_t)uid, "gid", (json_int_t)gid, "args", args, "env", env, "cwd", cwd,
                   "capabilities", caps, "noNewPrivileges", no_new_privileges);
     if (!process)
-        return oom(err);
+        return obi_error_oom(err);
     *out = process;
     return 0;
 }
@@ -685,13 +680,13 @@ static int add_storage_mounts(json_t *mounts, const obi_deployment *d, const obi
             cleanup_free char *source =
                 obi_service_storage_source(d, svc, replica, i, opts->data_dir);
             if (!source)
-                return oom(err);
+                return obi_error_oom(err);
             /* volumes are data: nothing on them gains privileges or reaches a device */
             const char *options[] = {"rbind", st->readonly ? "ro" : "rw", "nosuid", "nodev", NULL};
             mount = mount_new(st->target, "none", source, options);
         }
         if (!mount || json_array_append_new(mounts, mount) < 0)
-            return oom(err);
+            return obi_error_oom(err);
     }
     return 0;
 }
@@ -785,7 +780,7 @@ static int add_spec_devices(device_context *ctx, const obi_service *svc, obi_err
         const obi_service_device *dev = &svc->devices[i];
         cleanup_free char *host = host_device_path(ctx->dev_root, dev->path);
         if (!host)
-            return oom(err);
+            return obi_error_oom(err);
         device_node node;
         int r = stat_device(host, &node, err);
         if (r == -ENOENT) {
@@ -793,7 +788,7 @@ static int add_spec_devices(device_context *ctx, const obi_service *svc, obi_err
                                               "services.%s.devices[%zu]: %s does not exist on "
                                               "this host; skipped",
                                               svc->name, i, host) < 0)
-                return oom(err);
+                return obi_error_oom(err);
             continue;
         }
         if (r < 0)
@@ -810,7 +805,7 @@ static int add_spec_devices(device_context *ctx, const obi_service *svc, obi_err
         if (add_rule(ctx, device_rule(true, node.type, node.major, node.minor, n ? access : "rw")) <
                 0 ||
             json_array_append_new(ctx->devices, device_entry(dev->path, &node)) < 0)
-            return oom(err);
+            return obi_error_oom(err);
     }
     return 0;
 }
@@ -822,21 +817,21 @@ static int add_gpu_node(device_context *ctx, const char *name, device_node *node
 {
     cleanup_free char *container_path = NULL;
     if (asprintf(&container_path, "/dev/%s", name) < 0)
-        return oom(err);
+        return obi_error_oom(err);
     cleanup_free char *host = host_device_path(ctx->dev_root, container_path);
     if (!host)
-        return oom(err);
+        return obi_error_oom(err);
     int r = stat_device(host, node, err);
     if (r == -ENOENT) {
         if (warn && ctx->warnings &&
             strv_appendf(ctx->warnings, "gpu: %s does not exist on this host; skipped", host) < 0)
-            return oom(err);
+            return obi_error_oom(err);
         return 0;
     }
     if (r < 0)
         return obi_error_prefix(err, r, "gpu");
     if (json_array_append_new(ctx->devices, device_entry(container_path, node)) < 0)
-        return oom(err);
+        return obi_error_oom(err);
     return 1;
 }
 
@@ -890,7 +885,7 @@ static int add_gpu_devices(device_context *ctx, const obi_service *svc, obi_erro
     for (size_t i = 0; i < 2; i++)
         if (majors[i] >= 0 && (i == 0 || majors[i] != majors[0]) &&
             add_rule(ctx, device_rule(true, 'c', majors[i], -1, "rwm")) < 0)
-            return oom(err);
+            return obi_error_oom(err);
     return 0;
 }
 
@@ -901,18 +896,18 @@ static int build_devices(const obi_service *svc, const obi_service_spec_options 
     cleanup_json json_t *rules = json_array();
     cleanup_json json_t *devices = json_array();
     if (!rules || !devices)
-        return oom(err);
+        return obi_error_oom(err);
     device_context ctx = {opts->dev_root ? opts->dev_root : "/dev", rules, devices, warnings};
     if (svc->privileged) {
         if (add_rule(&ctx, device_rule(true, 0, -1, -1, "rwm")) < 0)
-            return oom(err);
+            return obi_error_oom(err);
     } else {
         if (add_rule(&ctx, device_rule(false, 0, -1, -1, "rwm")) < 0)
-            return oom(err);
+            return obi_error_oom(err);
         for (size_t i = 0; i < OBI_ARRAY_SIZE(DEFAULT_DEVICE_RULES); i++)
             if (add_rule(&ctx, device_rule(true, 'c', DEFAULT_DEVICE_RULES[i].major,
                                            DEFAULT_DEVICE_RULES[i].minor, "rwm")) < 0)
-                return oom(err);
+                return obi_error_oom(err);
     }
     int r = add_spec_devices(&ctx, svc, err);
     if (r == 0 && svc->has_gpu)
@@ -946,13 +941,13 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
     static const char *const namespaces[] = {"pid", "ipc", "uts", "mount", "network", "user"};
     cleanup_json json_t *ns = json_array();
     if (!ns)
-        return oom(err);
+        return obi_error_oom(err);
     for (size_t i = 0; i < OBI_ARRAY_SIZE(namespaces); i++) {
         if ((!strcmp(namespaces[i], "network") && svc->host_network) ||
             (!strcmp(namespaces[i], "user") && !ids))
             continue;
         if (json_array_append_new(ns, json_pack("{s:s}", "type", namespaces[i])) < 0)
-            return oom(err);
+            return obi_error_oom(err);
     }
     json_t *rules = NULL, *devices = NULL;
     int r = build_devices(svc, opts, &rules, &devices, warnings, err);
@@ -961,16 +956,16 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
     cleanup_json json_t *resources = json_pack("{s:o}", "devices", rules);
     cleanup_json json_t *devices_owned = devices;
     if (!resources)
-        return oom(err);
+        return obi_error_oom(err);
     if (svc->has_cpu && json_object_set_new(resources, "cpu",
                                             json_pack("{s:I, s:I}", "quota",
                                                       (json_int_t)(svc->cpu * CPU_PERIOD + 0.5),
                                                       "period", (json_int_t)CPU_PERIOD)) < 0)
-        return oom(err);
+        return obi_error_oom(err);
     if (svc->has_memory &&
         json_object_set_new(resources, "memory",
                             json_pack("{s:I}", "limit", (json_int_t)svc->memory)) < 0)
-        return oom(err);
+        return obi_error_oom(err);
     json_t *masked =
         svc->privileged ? json_array() : json_cstrs(MASKED_PATHS, OBI_ARRAY_SIZE(MASKED_PATHS));
     json_t *readonly =
@@ -979,7 +974,7 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
                                   "rootfsPropagation", "private", "resources", resources, "devices",
                                   devices_owned, "maskedPaths", masked, "readonlyPaths", readonly);
     if (!linux_obj)
-        return oom(err);
+        return obi_error_oom(err);
     if (ids &&
         (json_object_set_new(linux_obj, "uidMappings",
                              json_pack("[{s:i, s:I, s:I}]", "containerID", 0, "hostID",
@@ -989,7 +984,7 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
                                        (json_int_t)ids->gid, "size", (json_int_t)ids->count)) <
              0)) {
         json_decref(linux_obj);
-        return oom(err);
+        return obi_error_oom(err);
     }
     *out = linux_obj;
     return 0;
@@ -1007,7 +1002,7 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
                              svc->name, replica, svc->replicas);
     cleanup_free char *id = obi_service_container_id(svc->name, replica);
     if (!id)
-        return oom(err);
+        return obi_error_oom(err);
     char **collected = NULL;
     json_t *process = NULL, *linux_obj = NULL;
     obi_idmap ids_buf;
@@ -1019,9 +1014,9 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
         r = build_linux(svc, opts, ids, &linux_obj, &collected, err);
     cleanup_json json_t *mounts = json_array();
     if (r == 0 && !mounts)
-        r = oom(err);
+        r = obi_error_oom(err);
     if (r == 0 && add_default_mounts(mounts, svc, opts, ids != NULL) < 0)
-        r = oom(err);
+        r = obi_error_oom(err);
     if (r == 0)
         r = add_storage_mounts(mounts, deployment, svc, opts, replica, err);
     json_t *config = NULL;
@@ -1032,7 +1027,7 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
                       svc->hostname ? svc->hostname : id, "mounts", mounts, "linux", linux_obj);
         process = linux_obj = NULL; /* json_pack "o" took them, even on failure */
         if (!config)
-            r = oom(err);
+            r = obi_error_oom(err);
     }
     json_decref(process);
     json_decref(linux_obj);
@@ -1064,7 +1059,7 @@ static int open_volume_dir(const char *data_dir, const char *relative, uid_t uid
         return obi_error_set_errno(err, errno, "data dir %s", data_dir);
     cleanup_free char *copy = strdup(relative);
     if (!copy)
-        return oom(err);
+        return obi_error_oom(err);
     *created = false;
     char *save = NULL;
     for (char *name = strtok_r(copy, "/", &save); name; name = strtok_r(NULL, "/", &save)) {
@@ -1115,7 +1110,7 @@ static int prepare_storage(const obi_deployment *d, const obi_service *svc,
     cleanup_free char *owned_data = NULL;
     const char *data = default_data_dir_or(opts->data_dir, &owned_data);
     if (!data)
-        return oom(err);
+        return obi_error_oom(err);
     uid_t uid = ids ? ids->uid : geteuid();
     gid_t gid = ids ? ids->gid : getegid();
     for (size_t i = 0; i < svc->storage_count; i++) {
@@ -1131,7 +1126,7 @@ static int prepare_storage(const obi_deployment *d, const obi_service *svc,
             continue;
         cleanup_free char *source = obi_service_storage_source(d, svc, replica, i, data);
         if (!source)
-            return oom(err);
+            return obi_error_oom(err);
         int r = 0;
         if (st->type == OBI_STORAGE_NAMED || st->type == OBI_STORAGE_ANONYMOUS) {
             /* source is DATA/<relative>, made by obi_service_storage_source */
@@ -1147,7 +1142,7 @@ static int prepare_storage(const obi_deployment *d, const obi_service *svc,
                              "into the range with `chown -R %u:%u %s`",
                              svc->name, i, source, (unsigned)info.st_uid, (unsigned)uid,
                              (unsigned)uid, (unsigned)gid, source) < 0)
-                r = oom(err);
+                r = obi_error_oom(err);
         } else if (access(source, F_OK) < 0) {
             r = obi_error_set_errno(err, errno, "%s source %s",
                                     st->type == OBI_STORAGE_S3 ? "s3 mount" : "bind", source);
@@ -1207,7 +1202,7 @@ static int mount_overlay(const char *bundle_dir, const char *rootfs, const char 
     cleanup_free char *lower_view = obi_path_join(bundle_dir, "lower");
     cleanup_free char *lower = realpath(source, NULL);
     if (!upper || !work || !lower_view)
-        return oom(err);
+        return obi_error_oom(err);
     struct stat top;
     if (!lower || stat(lower, &top) < 0)
         return obi_error_set_errno(err, errno, "rootfs %s", source);
@@ -1228,7 +1223,7 @@ static int mount_overlay(const char *bundle_dir, const char *rootfs, const char 
     }
     cleanup_free char *options = NULL;
     if (asprintf(&options, "lowerdir=%s,upperdir=%s,workdir=%s", lowerdir, upper, work) < 0)
-        r = oom(err);
+        r = obi_error_oom(err);
     else if (mount("overlay", rootfs, "overlay", MS_NODEV, options) < 0)
         r = obi_error_set_errno(err, errno, "mount overlay on %s (lower %s%s)", rootfs, lower,
                                 ids ? ", idmapped" : "");
@@ -1246,7 +1241,7 @@ int obi_service_bundle_remove(const char *bundle_dir, obi_error **err)
     for (size_t i = 0; i < OBI_ARRAY_SIZE(mounts); i++) {
         cleanup_free char *path = obi_path_join(bundle_dir, mounts[i]);
         if (!path)
-            return oom(err);
+            return obi_error_oom(err);
         if (is_mount_point(path) && umount2(path, MNT_DETACH) < 0)
             return obi_error_set_errno(err, errno, "unmount %s", path);
     }
@@ -1363,10 +1358,10 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
                          "its root sees it as nobody's and cannot write it or make mount points "
                          "in it; the overlay rootfs mode shifts its ids",
                          source_abs, (unsigned)top.st_uid, (unsigned)ids->uid) < 0)
-            return oom(err);
+            return obi_error_oom(err);
         if (json_object_set_new(json_object_get(config, "root"), "path", json_string(source_abs)) <
             0)
-            return oom(err);
+            return obi_error_oom(err);
     }
     if ((r = obi_mkdir_p(bundle_dir, 0700, err)) < 0)
         return r;
@@ -1375,7 +1370,7 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
     cleanup_free char *rootfs = obi_path_join(bundle_dir, "rootfs");
     cleanup_free char *config_path = obi_path_join(bundle_dir, "config.json");
     if (!rootfs || !config_path)
-        return oom(err);
+        return obi_error_oom(err);
     struct stat st;
     if (lstat(rootfs, &st) == 0) {
         if (S_ISLNK(st.st_mode) && unlink(rootfs) < 0)
@@ -1399,7 +1394,7 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
         return r;
     cleanup_free char *text = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (!text)
-        return oom(err);
+        return obi_error_oom(err);
     if ((r = obi_write_file_atomic(config_path, text, strlen(text), 0600, err)) < 0)
         return r;
     if (warnings)

@@ -87,7 +87,7 @@ static int walk(int dirfd, const char *path, bool create, mode_t mode, const cha
 {
     cleanup_free char *copy = strdup(path);
     if (!copy)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     cleanup_close int cur = -1;
     char *p = copy;
     for (;;) {
@@ -201,7 +201,7 @@ int obi_beneath_open_parent(int dirfd, const char *path, const char *display, in
     }
     cleanup_free char *parent = strndup(path, (size_t)(slash - path));
     if (!parent)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     int r = obi_beneath_open(dirfd, parent, O_PATH | O_DIRECTORY, 0, display, fd_out, err);
     if (r == 0)
         *name_out = slash + 1;

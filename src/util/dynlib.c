@@ -20,7 +20,7 @@ int obi_dynlib_load(const char *soname, const obi_dynlib_symbol *symbols, size_t
     cleanup_free void **found = calloc(n_symbols ? n_symbols : 1, sizeof *found);
     if (!found) {
         dlclose(handle);
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     }
     for (size_t i = 0; i < n_symbols; i++) {
         found[i] = dlsym(handle, symbols[i].name);

@@ -1,5 +1,6 @@
 /*
- * obi_error: heap-allocated error messages with context prefixes (see include/ocibuild/error.h).
+ * obi_error: heap-allocated error messages with context prefixes (see include/ocibuild/error.h),
+ * and the one static error for running out of memory, which is never allocated, written or freed.
  */
 #define OBI_ERROR_IMPLEMENTATION /* defines the functions error.h declares */
 #include <errno.h>
@@ -10,6 +11,36 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/error.h"
 
+/* Read-only: a write through an obi_error pointer that forgot about it faults at once. */
+static const obi_error oom_error = {.code = -ENOMEM, .message = "out of memory"};
+
+static int is_oom_error(const obi_error *error)
+{
+    return error == &oom_error;
+}
+
+int obi_error_oom(obi_error **err)
+{
+    if (err && !*err)
+        *err = (obi_error *)&oom_error; /* const in memory; obi_error_* never write into it */
+    return oom_error.code;
+}
+
+/* A heap error owning message (non-NULL), or NULL when out of memory (message then freed). */
+static obi_error *error_new(int code, char *message)
+{
+    obi_error *e = message ? malloc(sizeof *e) : NULL;
+    if (!e) {
+        free(message);
+        return NULL;
+    }
+    e->code = code;
+    e->message = message;
+    return e;
+}
+
+/* Sets *err to {code, message} (taking message, which may be NULL when it could not be made),
+ * or to the out-of-memory error when that cannot be allocated. */
 static int set_message(obi_error **err, int code, char *message)
 {
     if (code >= 0)
@@ -18,14 +49,9 @@ static int set_message(obi_error **err, int code, char *message)
         free(message);
         return code;
     }
-    obi_error *e = malloc(sizeof *e);
-    if (!e) {
-        free(message);
-        return code;
-    }
-    e->code = code;
-    e->message = message ? message : strdup("out of memory");
-    *err = e;
+    *err = error_new(code, message);
+    if (!*err)
+        obi_error_oom(err);
     return code;
 }
 
@@ -71,8 +97,14 @@ int obi_error_prefix(obi_error **err, int code, const char *fmt, ...)
         head = NULL;
     va_end(ap);
     if (head && asprintf(&msg, "%s: %s", head, (*err)->message) >= 0) {
-        free((*err)->message);
-        (*err)->message = msg;
+        if (is_oom_error(*err)) {
+            obi_error *e = error_new((*err)->code, msg); /* NULL: *err stays the static one */
+            if (e)
+                *err = e;
+        } else {
+            free((*err)->message);
+            (*err)->message = msg;
+        }
     }
     free(head);
     return (*err)->code;
@@ -80,7 +112,7 @@ int obi_error_prefix(obi_error **err, int code, const char *fmt, ...)
 
 void obi_error_free(obi_error *error)
 {
-    if (!error)
+    if (!error || is_oom_error(error))
         return;
     free(error->message);
     free(error);

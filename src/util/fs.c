@@ -188,7 +188,7 @@ int obi_rm_rf(const char *path, obi_error **err)
 {
     cleanup_free char *parent = strdup(path);
     if (!parent)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     size_t len = strlen(parent);
     while (len > 1 && parent[len - 1] == '/')
         parent[--len] = 0;
@@ -303,7 +303,7 @@ int obi_write_file_atomic(const char *path, const void *data, size_t len, mode_t
     cleanup_free char *dir = strdup(path);
     cleanup_free char *tmp = NULL;
     if (!dir)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     char *slash = strrchr(dir, '/');
     if (slash == dir)
         slash[1] = 0;
@@ -312,7 +312,7 @@ int obi_write_file_atomic(const char *path, const void *data, size_t len, mode_t
     else
         strcpy(dir, ".");
     if (asprintf(&tmp, "%s.tmp.%ld.XXXXXX", path, (long)getpid()) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     cleanup_close int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
         return obi_error_set_errno(err, errno, "create temporary file for %s", path);

@@ -89,12 +89,12 @@ static int read_names(walker *w, int fd, level *lv, obi_error **err)
                 cap = cap ? 2 * cap : 16;
                 size_t *grown = realloc(offsets, cap * sizeof *offsets);
                 if (!grown)
-                    return obi_error_set(err, -ENOMEM, "out of memory");
+                    return obi_error_oom(err);
                 offsets = grown;
             }
             offsets[n++] = names.len;
             if (obi_buf_append(&names, de->d_name, strlen(de->d_name) + 1) < 0)
-                return obi_error_set(err, -ENOMEM, "out of memory");
+                return obi_error_oom(err);
         }
     }
     if (w->opts->sorted && n > 1)
@@ -103,7 +103,7 @@ static int read_names(walker *w, int fd, level *lv, obi_error **err)
     lv->offsets = steal_pointer(&offsets);
     lv->n = n;
     lv->next = 0;
-    return lv->names ? 0 : obi_error_set(err, -ENOMEM, "out of memory");
+    return lv->names ? 0 : obi_error_oom(err);
 }
 
 /* Opens directory name in dirfd for reading and checks it is the one fstatat saw. */
@@ -134,7 +134,7 @@ static int push_level(walker *w, int dirfd, const char *name, const struct stat 
         size_t cap = w->cap ? 2 * w->cap : 16;
         level *grown = realloc(w->levels, cap * sizeof *grown);
         if (!grown)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         w->levels = grown;
         w->cap = cap;
     }
@@ -189,7 +189,7 @@ static int visit_next(walker *w, obi_error **err)
     const char *name = lv->names + lv->offsets[lv->next++];
     w->path.len = lv->path_len;
     if (obi_buf_append_str(&w->path, "/") < 0 || obi_buf_append_str(&w->path, name) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     size_t path_len = w->path.len;
     struct stat st;
     if (fstatat(w->cur, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -262,7 +262,7 @@ int obi_walk(int dirfd, const char *name, const obi_walk_options *opts, void *ct
     w.dents = malloc(DENTS_BUF_SIZE);
     int r = 0;
     if (!w.dents || obi_buf_append_str(&w.path, opts->display ? opts->display : name) < 0)
-        r = obi_error_set(err, -ENOMEM, "out of memory");
+        r = obi_error_oom(err);
     if (r == 0)
         r = walk_tree(&w, dirfd, name, err);
     if (w.cur >= 0)

@@ -64,7 +64,7 @@ static int percent_decode(const char *text, size_t start, size_t end, const char
 {
     cleanup_free char *decoded = malloc(end - start + 1);
     if (!decoded)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     size_t n = 0;
     for (size_t i = start; i < end; i++) {
         unsigned char c = (unsigned char)text[i];
@@ -146,7 +146,7 @@ static int parse_authority(const char *text, size_t start, size_t end, obi_url *
     }
     url->host = strndup(text + start, host_end - start);
     if (!url->host)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     if (i == end)
         return 0;
     size_t port_start = ++i;
@@ -166,7 +166,7 @@ static int parse_authority(const char *text, size_t start, size_t end, obi_url *
         return url_error(err, text, "port out of range (1..65535)", port_start);
     url->port = strndup(text + port_start, end - port_start);
     if (!url->port)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     return 0;
 }
 
@@ -187,7 +187,7 @@ static int parse_query(const char *text, size_t start, size_t end, obi_url *url,
             return url_error(err, text, "query parameter without a name", i);
         obi_url_param *grown = realloc(url->params, (url->n_params + 1) * sizeof *grown);
         if (!grown)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         url->params = grown;
         obi_url_param *param = &url->params[url->n_params];
         param->key = param->value = NULL;
@@ -215,7 +215,7 @@ static int parse_plain_path(const char *text, obi_url *url, obi_error **err)
     url->host = strdup("");
     url->path = strdup(text);
     if (!url->scheme || !url->host || !url->path)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     return 0;
 }
 
@@ -225,7 +225,7 @@ int obi_url_parse(const char *text, obi_url **out, obi_error **err)
         return obi_error_set(err, -EINVAL, "invalid URL '': empty");
     obi_url *url = calloc(1, sizeof *url);
     if (!url)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     cleanup_url obi_url *owned = url;
 
     size_t scheme_len = scheme_length(text);
@@ -247,7 +247,7 @@ int obi_url_parse(const char *text, obi_url **out, obi_error **err)
     }
     url->scheme = strndup(text, scheme_len);
     if (!url->scheme)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (char *c = url->scheme; *c; c++)
         *c = (char)tolower((unsigned char)*c);
 

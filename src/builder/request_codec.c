@@ -195,7 +195,7 @@ static int nodes_from_pb(Tvix__Castore__V1__Node **src, size_t n, const char *fi
         return 0;
     *dst = calloc(n, sizeof **dst);
     if (!*dst)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < n; i++) {
         int r = obi_node_from_pb(src[i], &(*dst)[i], err);
         if (r < 0)
@@ -270,7 +270,7 @@ static int request_from_pb(const Tvix__Build__V1__BuildRequest *pb, obi_build_re
     *out = steal_pointer(&req);
     return 0;
 oom:
-    return obi_error_set(err, -ENOMEM, "out of memory");
+    return obi_error_oom(err);
 }
 
 int obi_build_request_decode_pb(const uint8_t *data, size_t len, obi_build_request **out,
@@ -475,7 +475,7 @@ static int build_from_pb(const Tvix__Build__V1__Build *pb, obi_build **out, obi_
 {
     cleanup_build obi_build *build = obi_build_new();
     if (!build)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     int r;
     if (pb->build_request && (r = request_from_pb(pb->build_request, &build->request, err)) < 0)
         return obi_error_prefix(err, r, "build_request");
@@ -488,7 +488,7 @@ static int build_from_pb(const Tvix__Build__V1__Build *pb, obi_build **out, obi_
     if (pb->n_outputs) {
         build->outputs_needles = calloc(pb->n_outputs, sizeof *build->outputs_needles);
         if (!build->outputs_needles)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
     }
     for (size_t i = 0; i < pb->n_outputs_needles; i++) {
         const Tvix__Build__V1__Build__OutputNeedles *n = pb->outputs_needles[i];
@@ -496,7 +496,7 @@ static int build_from_pb(const Tvix__Build__V1__Build *pb, obi_build **out, obi_
             continue;
         uint64_t *v = malloc(n->n_needles * sizeof *v);
         if (!v)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         memcpy(v, n->needles, n->n_needles * sizeof *v);
         build->outputs_needles[i].needles = v;
         build->outputs_needles[i].n_needles = n->n_needles;

@@ -56,7 +56,7 @@ static int get_string(const json_t *v, const char *field, char **out, obi_error 
     if (!v) {
         free(*out);
         *out = strdup("");
-        return *out ? 0 : obi_error_set(err, -ENOMEM, "out of memory");
+        return *out ? 0 : obi_error_oom(err);
     }
     if (!json_is_string(v))
         return obi_error_set(err, -EINVAL, "%s: expected a string", field);
@@ -66,7 +66,7 @@ static int get_string(const json_t *v, const char *field, char **out, obi_error 
         return obi_error_set(err, -EINVAL, "%s: string contains NUL", field);
     char *copy = strdup(s);
     if (!copy)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     free(*out);
     *out = copy;
     return 0;
@@ -84,7 +84,7 @@ static int get_string_list(const json_t *v, const char *field, char ***out, size
         return 0;
     char **list = calloc(n, sizeof *list);
     if (!list)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < n; i++) {
         char name[96];
         snprintf(name, sizeof name, "%s[%zu]", field, i);
@@ -105,7 +105,7 @@ static int get_bytes(const json_t *v, const char *field, obi_bytes *out, obi_err
 {
     obi_bytes_clear(out);
     if (!v)
-        return obi_bytes_set(out, "", 0) < 0 ? obi_error_set(err, -ENOMEM, "out of memory") : 0;
+        return obi_bytes_set(out, "", 0) < 0 ? obi_error_oom(err) : 0;
     if (!json_is_string(v))
         return obi_error_set(err, -EINVAL, "%s: expected a base64 string", field);
     cleanup_free uint8_t *data = NULL;
@@ -114,7 +114,7 @@ static int get_bytes(const json_t *v, const char *field, obi_bytes *out, obi_err
     if (r < 0)
         return obi_error_prefix(err, r, "%s", field);
     if (obi_bytes_set(out, data, len) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     return 0;
 }
 
@@ -222,7 +222,7 @@ static int inputs_from_json(const json_t *v, const char *prefix, obi_build_reque
         return r;
     req->inputs = calloc(json_array_size(v), sizeof *req->inputs);
     if (!req->inputs)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < json_array_size(v); i++) {
         r = obi_node_from_json(json_array_get(v, i), &req->inputs[i], err);
         if (r < 0)
@@ -243,7 +243,7 @@ static int env_from_json(const json_t *v, const char *prefix, obi_build_request 
         return r;
     req->environment_vars = calloc(json_array_size(v), sizeof *req->environment_vars);
     if (!req->environment_vars)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < json_array_size(v); i++) {
         char item[128], sub[160];
         snprintf(item, sizeof item, "%s[%zu]", field, i);
@@ -272,7 +272,7 @@ static int files_from_json(const json_t *v, const char *prefix, obi_build_reques
         return r;
     req->additional_files = calloc(json_array_size(v), sizeof *req->additional_files);
     if (!req->additional_files)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < json_array_size(v); i++) {
         char item[128], sub[160];
         snprintf(item, sizeof item, "%s[%zu]", field, i);
@@ -332,7 +332,7 @@ static int request_from_json(const json_t *json, const char *where, const char *
         return r;
     cleanup_build_request obi_build_request *req = obi_build_request_new();
     if (!req)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     char f[3][96];
     snprintf(f[0], sizeof f[0], "%scommand_args", prefix);
     snprintf(f[1], sizeof f[1], "%sscratch_paths", prefix);
@@ -532,7 +532,7 @@ static int needles_from_json(const json_t *v, obi_build *build, obi_error **err)
     if (build->n_outputs) {
         build->outputs_needles = calloc(build->n_outputs, sizeof *build->outputs_needles);
         if (!build->outputs_needles)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
     }
     for (size_t i = 0; i < n; i++) {
         char item[64], sub[96];
@@ -549,7 +549,7 @@ static int needles_from_json(const json_t *v, obi_build *build, obi_error **err)
         obi_output_needles *d = &build->outputs_needles[i];
         d->needles = calloc(json_array_size(list), sizeof *d->needles);
         if (!d->needles)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         for (size_t k = 0; k < json_array_size(list); k++) {
             char elem[128];
             snprintf(elem, sizeof elem, "%s[%zu]", sub, k);
@@ -569,7 +569,7 @@ int obi_build_from_json(const json_t *json, obi_build **out, obi_error **err)
         return r;
     cleanup_build obi_build *build = obi_build_new();
     if (!build)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     if (v[0] &&
         (r = request_from_json(v[0], "build_request", "build_request.", &build->request, err)) < 0)
         return r;
@@ -579,7 +579,7 @@ int obi_build_from_json(const json_t *json, obi_build **out, obi_error **err)
     if (outputs && json_array_size(outputs)) {
         build->outputs = calloc(json_array_size(outputs), sizeof *build->outputs);
         if (!build->outputs)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         for (size_t i = 0; i < json_array_size(outputs); i++) {
             if ((r = obi_node_from_json(json_array_get(outputs, i), &build->outputs[i], err)) < 0)
                 return obi_error_prefix(err, r, "outputs[%zu]", i);

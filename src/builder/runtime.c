@@ -42,7 +42,7 @@ int obi_runtime_new(const char *name_or_path, const char *state_root, obi_runtim
                              name_or_path);
     obi_runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     rt->path = steal_pointer(&path);
     rt->state_root = state_root ? strdup(state_root) : NULL;
     *out = rt;
@@ -91,7 +91,7 @@ static int runtime_command(obi_runtime *rt, const char *const *args, size_t n_ar
 {
     cleanup_free const char **argv = runtime_argv(rt, args, n_args);
     if (!argv)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     return obi_run_capture((char *const *)argv, true, 64 * 1024, output, exit_code, err);
 }
 
@@ -183,7 +183,7 @@ int obi_runtime_run_detached_pid_file(obi_runtime *runtime, const char *bundle, 
     }
     cleanup_free const char **argv = runtime_argv(runtime, args, pid_file ? 7 : 5);
     if (!argv)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     obi_spawn_options opts = OBI_SPAWN_OPTIONS_INIT;
     opts.stdout_fd = log_fd;
     opts.stderr_fd = log_fd;
@@ -273,7 +273,7 @@ int obi_runtime_run(obi_runtime *runtime, const char *bundle, const char *id,
     const char *args[] = {"run", "--bundle", bundle, id};
     cleanup_free const char **argv = runtime_argv(runtime, args, 4);
     if (!argv)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     obi_spawn_options spawn_opts = OBI_SPAWN_OPTIONS_INIT;
     spawn_opts.stdout_fd = write_end;
     spawn_opts.stderr_fd = write_end;
@@ -290,7 +290,7 @@ int obi_runtime_run(obi_runtime *runtime, const char *bundle, const char *id,
         kill(pid, SIGKILL);
         int st;
         obi_wait(pid, &st, NULL);
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     }
     tail_log tail = {tail_storage, cap, 0, 0};
     int64_t deadline = opts->timeout_seconds ? now_ms() + (int64_t)opts->timeout_seconds * 1000 : 0;

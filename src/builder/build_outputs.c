@@ -38,7 +38,7 @@ static int find_output(int bundle_fd, const obi_build_request *req, size_t i, ou
                              req->outputs[i]);
     cleanup_free char *scratch_dir = obi_scratch_host_path(req->scratch_paths[scratch]);
     if (!scratch_dir)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     cleanup_close int fd = -1;
     const char *name = NULL;
     cleanup_error obi_error *why = NULL;
@@ -50,7 +50,7 @@ static int find_output(int bundle_fd, const obi_build_request *req, size_t i, ou
         cleanup_close int scratch_fd = -1;
         cleanup_free char *display = NULL;
         if (asprintf(&display, "/%s", req->scratch_paths[scratch]) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         r = obi_beneath_open(bundle_fd, scratch_dir, O_PATH | O_DIRECTORY, 0, NULL, &scratch_fd,
                              &why);
         if (r == 0)
@@ -73,7 +73,7 @@ static int find_output(int bundle_fd, const obi_build_request *req, size_t i, ou
         return obi_error_set(err, -EIO, "output %zu: no name", i);
     out->name = strdup(name);
     if (!out->name)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     out->dirfd = steal_fd(&fd);
     return 0;
 }
@@ -114,7 +114,7 @@ static int ingest_one(obi_store *store, const obi_refscan *scanner, const output
     name = name ? name + 1 : output;
     cleanup_free char *display = NULL;
     if (asprintf(&display, "/%s", output) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     obi_ingest_options options = {.name = name, .refscan = state};
     cleanup_node obi_node node = {0};
     r = obi_ingest_at(store->blobs, store->directories, place->dirfd, place->name, display,
@@ -128,7 +128,7 @@ static int ingest_one(obi_store *store, const obi_refscan *scanner, const output
         return r;
     needles_out->needles = calloc(n_found ? n_found : 1, sizeof *needles_out->needles);
     if (!needles_out->needles)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < n_found; i++)
         needles_out->needles[i] = found[i];
     needles_out->n_needles = n_found;
@@ -158,7 +158,7 @@ int obi_build_outputs_ingest(obi_store *store, int bundle_fd, const obi_build_re
     size_t n = req->n_outputs ? req->n_outputs : 1;
     output_place *places = calloc(n, sizeof *places);
     if (!places)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < n; i++)
         places[i].dirfd = -1;
     /* Every output found before any is ingested: a failed build adds no root to the store. */
@@ -172,7 +172,7 @@ int obi_build_outputs_ingest(obi_store *store, int bundle_fd, const obi_build_re
         build->outputs = calloc(n, sizeof *build->outputs);
         build->outputs_needles = calloc(n, sizeof *build->outputs_needles);
         if (!build->outputs || !build->outputs_needles)
-            r = obi_error_set(err, -ENOMEM, "out of memory");
+            r = obi_error_oom(err);
     }
     for (size_t i = 0; r == 0 && i < req->n_outputs; i++) {
         r = ingest_one(store, scanner, &places[i], req->outputs[i], &build->outputs[i],

@@ -42,7 +42,7 @@ int obi_id_pool_new(const obi_subid_range *uids, const obi_subid_range *gids, co
     obi_id_pool *pool = calloc(1, sizeof *pool);
     if (!pool || !(pool->lock_dir = strdup(lock_dir))) {
         free(pool);
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     }
     pool->first_uid = uids->start;
     pool->first_gid = gids->start;
@@ -176,7 +176,7 @@ static int try_claim(obi_id_pool *pool, unsigned index, obi_id_slot *out, obi_er
     snprintf(name, sizeof name, "%u", index);
     cleanup_free char *path = obi_path_join(pool->lock_dir, name);
     if (!path)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     cleanup_close int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return obi_error_set_errno(err, errno, "id slot lock %s", path);

@@ -63,7 +63,7 @@ int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err
         return obi_error_prefix(err, r, "bundle root");
     cleanup_free obi_bundle *bundle = calloc(1, sizeof *bundle);
     if (!bundle)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     bundle->lock_fd = -1;
     bundle->dir_fd = -1;
     r = obi_uuid_v4(bundle->id, err);
@@ -73,12 +73,12 @@ int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err
      * unlocked bundle that is merely young. */
     cleanup_free char *new_name = NULL;
     if (asprintf(&new_name, ".new-%s", bundle->id) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     cleanup_free char *new_path = obi_path_join(bundle_root, new_name);
     cleanup_free char *path = obi_path_join(bundle_root, bundle->id);
     cleanup_free char *lock_path = new_path ? obi_path_join(new_path, LOCK_NAME) : NULL;
     if (!path || !lock_path)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     if (mkdir(new_path, 0700) < 0)
         return obi_error_set_errno(err, errno, "create bundle %s", new_path);
     int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -99,7 +99,7 @@ int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err
         close(dir_fd);
         unlink(lock_path);
         rmdir(path);
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     }
     bundle->lock_fd = fd;
     bundle->dir_fd = dir_fd;
@@ -131,7 +131,7 @@ int obi_bundle_write_config(obi_bundle *bundle, const json_t *config, obi_error 
     cleanup_free char *text = json_dumps(config, JSON_INDENT(2) | JSON_ENSURE_ASCII);
     cleanup_free char *path = obi_bundle_subpath(bundle, "config.json");
     if (!text || !path)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     return obi_write_file(path, text, strlen(text), 0644, err);
 }
 
@@ -208,7 +208,7 @@ static int remove_or_quarantine(int root_fd, const char *root, const char *name,
 {
     cleanup_free char *path = obi_path_join(root, name);
     if (!path)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     cleanup_error obi_error *why = NULL;
     int r = remove_bundle_dir(root_fd, name, path, userns, &why);
     if (r == 0)
@@ -236,7 +236,7 @@ int obi_bundle_close(obi_bundle *bundle, obi_error **err)
         /* Marked before the lock is released, so no sweep takes it for a crashed run's. */
         cleanup_free char *kept = obi_path_join(bundle->path, KEPT_NAME);
         if (!kept)
-            r = obi_error_set(err, -ENOMEM, "out of memory");
+            r = obi_error_oom(err);
         else
             r = obi_write_file(kept, "", 0, 0644, err);
     }

@@ -34,7 +34,7 @@ int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node 
     obi_digest_to_hex(&node->digest, hex);
     cleanup_free char *entry = NULL;
     if (asprintf(&entry, "%s/%c-%s", cache_dir, cache_kind(node), hex) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     struct stat st;
     if (lstat(entry, &st) == 0) {
         *path_out = steal_pointer(&entry);
@@ -48,7 +48,7 @@ int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node 
         return r;
     cleanup_free char *tmp = NULL;
     if (asprintf(&tmp, "%s/.tmp-%s", cache_dir, uuid) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     r = obi_materialize_node(store->blobs, store->directories, node, tmp, err);
     if (r < 0)
         return obi_error_prefix(err, r, "materialize input \"%s\"", (const char *)node->name.data);
@@ -73,7 +73,7 @@ static int symlink_input_host_path(const obi_build_request *req, const obi_node 
     cleanup_free char *path = NULL;
     if (asprintf(&path, "%s%s%s", req->inputs_dir, *req->inputs_dir ? "/" : "",
                  (const char *)node->name.data) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     /* Reuse the output mapping on a one-output view of the request. */
     obi_build_request view = *req;
     char *outputs[1] = {path};
@@ -104,7 +104,7 @@ int obi_build_inputs_prepare(obi_store *store, const char *cache_dir, const obi_
                 return obi_error_prefix(err, r, "inputs[%zu]", i);
             cleanup_free char *link = obi_path_join(bundle_dir, relative);
             if (!link)
-                return obi_error_set(err, -ENOMEM, "out of memory");
+                return obi_error_oom(err);
             if (symlink((const char *)node->target.data, link) < 0)
                 return obi_error_set_errno(err, errno, "inputs[%zu]: symlink %s", i, link);
             continue;
@@ -114,7 +114,7 @@ int obi_build_inputs_prepare(obi_store *store, const char *cache_dir, const obi_
             return obi_error_prefix(err, r, "inputs[%zu]", i);
         cleanup_free char *bundle_link = obi_path_join(bundle_inputs_dir, name);
         if (!bundle_link)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         /* A file input is a hard link to its cache entry where it can be (same filesystem):
          * unlike a symlink this long it needs no data block, so a build allocates, frees and
          * on a disk with online discard trims one block less per file input. */

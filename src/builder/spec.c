@@ -110,7 +110,7 @@ static int host_path_below_scratch(const obi_build_request *req, const char *fie
     char *p = NULL;
     int r = *rest ? asprintf(&p, "scratch/%s/%s", name, rest) : asprintf(&p, "scratch/%s", name);
     if (r < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     *out = p;
     return 0;
 }

@@ -87,7 +87,7 @@ int obi_subid_lookup(const char *path, const char *kind, const char *user, uint3
     if (r == -ENOENT) {
         text = strdup(""); /* a missing file has no ranges: same advice */
         if (!text)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
     } else if (r < 0) {
         return obi_error_move(err, &read_err);
     }

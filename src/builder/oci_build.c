@@ -139,7 +139,7 @@ static int write_etc_files(obi_bundle *bundle, const char *passwd, obi_error **e
 {
     cleanup_free char *etc = obi_bundle_subpath(bundle, "root/etc");
     if (!etc)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     int r = obi_mkdir_p(etc, 0755, err);
     if (r < 0)
         return r;
@@ -150,7 +150,7 @@ static int write_etc_files(obi_bundle *bundle, const char *passwd, obi_error **e
     for (size_t i = 0; i < OBI_ARRAY_SIZE(files); i++) {
         cleanup_free char *path = obi_path_join(etc, files[i].name);
         if (!path)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         r = obi_write_file(path, files[i].text, strlen(files[i].text), 0644, err);
         if (r < 0)
             return r;
@@ -166,8 +166,9 @@ static int write_etc_files(obi_bundle *bundle, const char *passwd, obi_error **e
 static int mount_scratch_tmpfs(const char *scratch, uint64_t bytes, obi_error **err)
 {
     char options[96];
+    unsigned long long inodes = bytes / 1024 + 1024;
     snprintf(options, sizeof options, "size=%llu,nr_inodes=%llu,mode=0755",
-             (unsigned long long)bytes, (unsigned long long)(bytes / 1024 + 1024));
+             (unsigned long long)bytes, inodes);
     if (mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, options) < 0)
         return obi_error_set_errno(err, errno, "mount a %llu-byte tmpfs (scratch limit) at %s",
                                    (unsigned long long)bytes, scratch);
@@ -187,7 +188,7 @@ static int create_working_dir(obi_bundle *bundle, const obi_build_request *req, 
     obi_scratch_name(req->scratch_paths[index], name);
     cleanup_free char *relative = NULL;
     if (asprintf(&relative, "scratch/%s%s%s", name, *rest ? "/" : "", rest) < 0)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     cleanup_close int fd = -1;
     int r = obi_beneath_mkdirs(obi_bundle_fd(bundle), relative, 0755, NULL, &fd, err);
     if (r == 0) {
@@ -212,14 +213,14 @@ static int create_scratch_dirs(oci_build_service *svc, obi_bundle *bundle,
     if (svc->scratch_limit) {
         cleanup_free char *scratch = obi_bundle_subpath(bundle, "scratch");
         if (!scratch)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         if ((r = mount_scratch_tmpfs(scratch, svc->scratch_limit, err)) < 0)
             return r;
     }
     for (size_t i = 0; i < req->n_scratch_paths; i++) {
         cleanup_free char *relative = obi_scratch_host_path(req->scratch_paths[i]);
         if (!relative)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         r = obi_beneath_mkdirs(obi_bundle_fd(bundle), relative, 0755, NULL, NULL, err);
         if (r < 0)
             return obi_error_prefix(err, r, "scratch_paths[%zu] \"%s\"", i, req->scratch_paths[i]);
@@ -321,7 +322,7 @@ static int drop_symlink_input_mounts(const obi_build_request *req, json_t *confi
             continue;
         cleanup_free char *source = NULL;
         if (asprintf(&source, "inputs/%s", (const char *)req->inputs[i].name.data) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         for (size_t m = 0; m < json_array_size(mounts); m++) {
             const char *src =
                 json_string_value(json_object_get(json_array_get(mounts, m), "source"));
@@ -377,7 +378,7 @@ static int skeleton_key(const oci_build_service *svc, const obi_bundle *bundle,
                         type ? type : "", bind && source ? mount_source_kind(bundle, source) : '-');
     }
     if (!description.data)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     obi_root_pool_key(description.data, description.len, key);
     return 0;
 }
@@ -392,7 +393,7 @@ static int prepare_root(oci_build_service *svc, obi_bundle *bundle, const obi_sp
     cleanup_free char *root = obi_bundle_subpath(bundle, "root");
     cleanup_free char *etc = obi_bundle_subpath(bundle, "root/etc");
     if (!root || !etc)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     if (svc->root_pool && key[0]) {
         cleanup_error obi_error *ignored = NULL;
         if (obi_root_pool_take(svc->root_pool, key, root, &ignored) == 1)
@@ -496,10 +497,10 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
         obi_bundle_set_userns(bundle, &svc->userns);
     cleanup_free char *inputs_dir = obi_bundle_subpath(bundle, "inputs");
     if (!inputs_dir)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     cleanup_free char *passwd = etc_passwd_text(req);
     if (!passwd)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     cleanup_json json_t *config = NULL;
     char key[OBI_ROOT_POOL_KEY_LEN + 1] = "";
     if ((r = hand_bundle_to_container_root(bundle, &opts, err)) < 0 ||
@@ -522,7 +523,7 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
         return r;
     cleanup_build obi_build *build = calloc(1, sizeof *build);
     if (!build)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     if ((r = obi_build_request_copy(req, &build->request, err)) < 0 ||
         (r = obi_build_outputs_ingest(svc->store, obi_bundle_fd(bundle), req,
                                       svc->spec_opts.rootless ? &svc->userns : NULL, build, err)) <
@@ -631,7 +632,7 @@ static int check_bundle_root_reachable(const char *bundle_root, obi_error **err)
 {
     cleanup_free char *path = strdup(bundle_root);
     if (!path)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (char *slash = path + strlen(path); slash; slash = strrchr(path, '/')) {
         *slash = 0;
         const char *dir = *path ? path : "/";
@@ -675,7 +676,7 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
                              "path");
     cleanup_free oci_build_service *svc = calloc(1, sizeof *svc);
     if (!svc)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     svc->base.ops = &OCI_OPS;
     svc->store = store;
     svc->rootless = opts->rootless;
@@ -712,7 +713,7 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
         free(svc->bundle_root);
         free(svc->sandbox_shell);
         free(svc->cache_dir);
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     }
     /* Rootless runtimes keep their state in a directory the user owns. */
     cleanup_free char *runtime_root = NULL;

@@ -102,7 +102,7 @@ static int import_inputs(const json_t *inputs, obi_store *store, json_t *out_arr
     size_t n;
     cleanup_free const char **names = sorted_keys(inputs, &n);
     if (!names)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < n; i++) {
         json_t *value = json_object_get(inputs, names[i]);
         if (json_is_object(value)) { /* already a Node */
@@ -123,7 +123,7 @@ static int import_inputs(const json_t *inputs, obi_store *store, json_t *out_arr
         json_t *node_json = obi_node_to_json(&node);
         obi_node_clear(&node);
         if (!node_json || json_array_append_new(out_array, node_json) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
     }
     return 0;
 }
@@ -133,7 +133,7 @@ static int convert_env(const json_t *env, json_t *out_array, obi_error **err)
     size_t n;
     cleanup_free const char **keys = sorted_keys(env, &n);
     if (!keys)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     for (size_t i = 0; i < n; i++) {
         json_t *value = json_object_get(env, keys[i]);
         if (!json_is_string(value))
@@ -141,11 +141,11 @@ static int convert_env(const json_t *env, json_t *out_array, obi_error **err)
         size_t len = json_string_length(value);
         cleanup_free char *b64 = malloc(obi_base64_encoded_len(len) + 1);
         if (!b64)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         obi_base64_encode((const uint8_t *)json_string_value(value), len, b64);
         json_t *entry = json_pack("{s:s, s:s}", "key", keys[i], "value", b64);
         if (!entry || json_array_append_new(out_array, entry) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
     }
     return 0;
 }
@@ -162,12 +162,12 @@ int obi_friendly_request_from_json(const json_t *json, obi_store *store, obi_bui
 
     cleanup_json json_t *copy = json_deep_copy(json);
     if (!copy)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     int r;
     if (json_is_object(inputs)) {
         json_t *array = json_array();
         if (!array || json_object_set_new(copy, "inputs", array) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         if ((r = import_inputs(inputs, store, array, err)) < 0)
             return r;
     }
@@ -181,7 +181,7 @@ int obi_friendly_request_from_json(const json_t *json, obi_store *store, obi_bui
             return obi_error_set(err, -EINVAL, "env: give either env or %s, not both", field);
         array = json_array();
         if (!array || json_object_set_new(copy, field, array) < 0)
-            return obi_error_set(err, -ENOMEM, "out of memory");
+            return obi_error_oom(err);
         json_object_del(copy, "env");
         if ((r = convert_env(env, array, err)) < 0)
             return r;

@@ -39,7 +39,7 @@ int obi_root_pool_open(const char *bundle_root, unsigned slots_per_key, obi_root
 {
     cleanup_free char *path = obi_path_join(bundle_root, OBI_ROOT_POOL_DIR);
     if (!path)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     if (mkdir(path, 0711) < 0 && errno != EEXIST)
         return obi_error_set_errno(err, errno, "root pool: mkdir %s", path);
     int dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -48,7 +48,7 @@ int obi_root_pool_open(const char *bundle_root, unsigned slots_per_key, obi_root
     obi_root_pool *pool = calloc(1, sizeof *pool);
     if (!pool) {
         close(dir_fd);
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     }
     pool->path = steal_pointer(&path);
     pool->dir_fd = dir_fd;
@@ -135,7 +135,7 @@ static int evict(obi_root_pool *pool, const char *name, obi_error **err)
         return errno == ENOENT ? 0 : obi_error_set_errno(err, errno, "root pool: evict %s", name);
     cleanup_free char *path = obi_path_join(pool->path, evicted);
     if (!path)
-        return obi_error_set(err, -ENOMEM, "out of memory");
+        return obi_error_oom(err);
     r = obi_rm_rf(path, err);
     return r < 0 ? r : 1;
 }
@@ -180,7 +180,7 @@ int obi_root_pool_prune(obi_root_pool *pool, unsigned max_idle_seconds, size_t m
             size_t grown_cap = cap ? cap * 2 : 16;
             pool_entry *grown = realloc(entries, grown_cap * sizeof *grown);
             if (!grown) {
-                r = obi_error_set(err, -ENOMEM, "out of memory");
+                r = obi_error_oom(err);
                 break;
             }
             entries = grown;
@@ -189,7 +189,7 @@ int obi_root_pool_prune(obi_root_pool *pool, unsigned max_idle_seconds, size_t m
         entries[n].name = strdup(de->d_name);
         entries[n].given_back = st.st_ctim;
         if (!entries[n].name) {
-            r = obi_error_set(err, -ENOMEM, "out of memory");
+            r = obi_error_oom(err);
             break;
         }
         n++;
