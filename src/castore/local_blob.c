@@ -46,7 +46,7 @@
 #include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
-#include "ocibuild/store.h"
+#include "ocibuild/store_backend.h"
 #include "store_internal.h"
 
 #define TOKEN_LEN 32 /* hex digits: 128 random bits */

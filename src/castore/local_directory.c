@@ -27,7 +27,7 @@
 #include "digest_map.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
-#include "ocibuild/store.h"
+#include "ocibuild/store_backend.h"
 #include "store_internal.h"
 
 #define BUSY_TIMEOUT_MS 60000

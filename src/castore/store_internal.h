@@ -11,7 +11,7 @@
 
 #include "digest_map.h"
 #include "ocibuild/node.h"
-#include "ocibuild/store.h"
+#include "ocibuild/store_backend.h"
 
 typedef struct obi_encoded_directory {
     uint64_t size; /* obi_directory_size of the decoded directory */

@@ -10,6 +10,7 @@
 #include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/rpc.h"
+#include "ocibuild/store_backend.h"
 #include "rpc_blobstore.pb-c.h"
 #include "rpc_internal.h"
 

@@ -11,6 +11,7 @@
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/rpc.h"
+#include "ocibuild/store_backend.h"
 #include "rpc_directory.pb-c.h"
 #include "rpc_internal.h"
 

@@ -24,6 +24,7 @@
 #include "ocibuild/request.h"
 #include "ocibuild/rpc.h"
 #include "ocibuild/store.h"
+#include "ocibuild/store_backend.h"
 #include "test_helpers.h"
 
 /* ---- a fake build service: behaviour chosen by command_args[0] ---- */

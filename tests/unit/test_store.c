@@ -843,8 +843,7 @@ static void test_store_local_blob_is_read_only_file_named_by_digest(void **state
     snprintf(rel, sizeof rel, "blobs/%.2s/%s", hex, hex);
     cleanup_free char *expected = obi_path_join(f->root, rel);
     cleanup_free char *path = NULL;
-    assert_non_null(f->blobs->ops->local_path);
-    assert_ok(f->blobs->ops->local_path(f->blobs, &digest, &path, err_ptr_));
+    assert_ok(obi_blob_local_path(f->blobs, &digest, &path, err_ptr_));
     assert_string_equal(path, expected);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
@@ -855,7 +854,7 @@ static void test_store_local_blob_is_read_only_file_named_by_digest(void **state
     char *none = NULL;
     obi_error *err = NULL;
     obi_digest_to_hex(&absent, hex);
-    assert_fails_with(err, f->blobs->ops->local_path(f->blobs, &absent, &none, &err), -ENOENT, hex);
+    assert_fails_with(err, obi_blob_local_path(f->blobs, &absent, &none, &err), -ENOENT, hex);
     assert_null(none);
 }
 
@@ -865,7 +864,7 @@ static void test_store_local_corrupted_blob_file_detected(void **state)
     obi_digest digest;
     assert_ok(obi_blob_put_bytes(f->blobs, "pristine", 8, &digest, err_ptr_));
     cleanup_free char *path = NULL;
-    assert_ok(f->blobs->ops->local_path(f->blobs, &digest, &path, err_ptr_));
+    assert_ok(obi_blob_local_path(f->blobs, &digest, &path, err_ptr_));
     assert_int_equal(chmod(path, 0644), 0);
     assert_ok(obi_write_file(path, "tampered", 8, 0644, err_ptr_));
     char hex[OBI_DIGEST_HEX_LEN + 1];
@@ -1063,7 +1062,7 @@ static void test_store_local_pending_blob_readable_in_process_before_barrier(voi
     assert_int_equal(count_in(f, "tmp"), 1);
     /* local_path hands out the final name, so it makes the blob durable first */
     cleanup_free char *path = NULL;
-    assert_ok(f->blobs->ops->local_path(f->blobs, &digest, &path, err_ptr_));
+    assert_ok(obi_blob_local_path(f->blobs, &digest, &path, err_ptr_));
     assert_non_null(strstr(path, "/blobs/"));
     assert_int_equal(access(path, R_OK), 0);
     assert_int_equal(count_in(f, "blobs"), 1);
@@ -1367,7 +1366,10 @@ static void test_store_url_memory_and_objectstore_file_open(void **state)
     assert_ok(obi_blob_service_open("memory://", &mem, err_ptr_));
     obi_digest d;
     assert_ok(obi_blob_put_bytes(mem, "m", 1, &d, err_ptr_));
-    assert_null(mem->ops->local_path);
+    cleanup_free char *none = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_blob_local_path(mem, &d, &none, &err), -ENOTSUP, "no local files");
+    assert_null(none);
 
     char *tmp = obi_test_tmpdir();
     cleanup_free char *url = NULL;
@@ -1402,7 +1404,7 @@ static void test_store_url_relative_path_is_made_absolute(void **state)
     obi_digest d;
     assert_ok(obi_blob_put_bytes(store->blobs, "r", 1, &d, err_ptr_));
     cleanup_free char *path = NULL;
-    assert_ok(store->blobs->ops->local_path(store->blobs, &d, &path, err_ptr_));
+    assert_ok(obi_blob_local_path(store->blobs, &d, &path, err_ptr_));
     assert_true(path[0] == '/');
     assert_non_null(strstr(path, "/rel/store/blobs/"));
     obi_store_close(store);
