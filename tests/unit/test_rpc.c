@@ -1,7 +1,8 @@
 /*
  * Unit tests for src/rpc: a server on a unix socket in a temp dir serving memory stores and a
  * fake build service, reached through the grpc+unix clients (so both halves run under ASan),
- * plus the status mapping and message clipping.
+ * plus the status mapping and message clipping. Every test has a deadline (test_helpers.h), so
+ * none can hang the suite.
  */
 #include <dirent.h>
 #include <grpc/grpc_security.h>
@@ -116,7 +117,7 @@ static void count_puts(void *ctx, obi_log_level level, const char *line)
 
 static int group_setup(void **state)
 {
-    (void)state;
+    obi_test_deadline_arm(state);
     F.dir = obi_test_tmpdir();
     char address[512];
     snprintf(address, sizeof address, "unix:%s/rpc.sock", F.dir);
@@ -143,12 +144,12 @@ static int group_setup(void **state)
     assert_ok(obi_blob_service_open(F.url, &F.blobs, err_ptr_));
     assert_ok(obi_directory_service_open(F.url, &F.directories, err_ptr_));
     assert_ok(obi_build_service_open(F.url, NULL, &F.builds, err_ptr_));
-    return 0;
+    return obi_test_deadline_disarm(state);
 }
 
 static int group_teardown(void **state)
 {
-    (void)state;
+    obi_test_deadline_arm(state);
     obi_build_service_free(F.builds);
     obi_directory_service_free(F.directories);
     obi_blob_service_free(F.blobs);
@@ -160,7 +161,7 @@ static int group_teardown(void **state)
     free(F.url);
     obi_test_tmpdir_remove(F.dir);
     grpc_shutdown_blocking();
-    return 0;
+    return obi_test_deadline_disarm(state);
 }
 
 /* ---- blobs ---- */
@@ -1067,34 +1068,36 @@ static void test_rpc_log_level_parses_names_only(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rpc_blob_roundtrips_in_several_chunks),
-        cmocka_unit_test(test_rpc_blob_missing_is_absent_and_enoent),
-        cmocka_unit_test(test_rpc_blob_unfinished_writer_stores_nothing),
-        cmocka_unit_test(test_rpc_blob_already_stored_is_not_uploaded_again),
-        cmocka_unit_test(test_rpc_directory_tree_roundtrips_breadth_first),
-        cmocka_unit_test(test_rpc_directory_put_with_missing_child_fails_and_commits_nothing),
-        cmocka_unit_test(test_rpc_directory_get_unknown_is_enoent),
-        cmocka_unit_test(test_rpc_build_succeeds_and_returns_the_build),
-        cmocka_unit_test(test_rpc_failed_build_is_ebuild_failed_with_head_and_tail),
-        cmocka_unit_test(test_rpc_timed_out_build_is_etimedout),
-        cmocka_unit_test(test_rpc_invalid_build_request_is_einval),
-        cmocka_unit_test(test_rpc_stalled_streams_do_not_take_the_workers),
-        cmocka_unit_test(test_rpc_cancelled_do_build_cancels_the_servers_build),
-        cmocka_unit_test(test_rpc_do_build_past_its_deadline_cancels_the_servers_build),
-        cmocka_unit_test(test_rpc_idle_stream_is_cancelled_after_the_idle_timeout),
-        cmocka_unit_test(test_rpc_directory_put_beyond_the_limits_is_resource_exhausted),
-        cmocka_unit_test(test_rpc_shutdown_cancels_running_builds_after_the_grace),
-        cmocka_unit_test(test_rpc_tcp_without_mutual_tls_listens_on_loopback_only),
-        cmocka_unit_test(test_rpc_unix_socket_mode_ignores_the_umask),
-        cmocka_unit_test(test_rpc_server_serves_a_socket_it_was_handed),
-        cmocka_unit_test(test_rpc_status_mapping_roundtrips),
-        cmocka_unit_test(test_rpc_status_message_clip_keeps_head_and_tail),
-        cmocka_unit_test(test_rpc_grpc_http_url_with_a_path_is_refused),
-        cmocka_unit_test(test_rpc_blob_chunk_parser_finds_data_and_refuses_truncation),
-        cmocka_unit_test(test_rpc_unreachable_server_is_econnrefused_naming_it),
-        cmocka_unit_test(test_rpc_recursive_get_refuses_directories_outside_the_tree),
-        cmocka_unit_test(test_rpc_recursive_get_refuses_a_tree_with_directories_left_out),
-        cmocka_unit_test(test_rpc_log_level_parses_names_only),
+        obi_unit_test_with_deadline(test_rpc_blob_roundtrips_in_several_chunks),
+        obi_unit_test_with_deadline(test_rpc_blob_missing_is_absent_and_enoent),
+        obi_unit_test_with_deadline(test_rpc_blob_unfinished_writer_stores_nothing),
+        obi_unit_test_with_deadline(test_rpc_blob_already_stored_is_not_uploaded_again),
+        obi_unit_test_with_deadline(test_rpc_directory_tree_roundtrips_breadth_first),
+        obi_unit_test_with_deadline(
+            test_rpc_directory_put_with_missing_child_fails_and_commits_nothing),
+        obi_unit_test_with_deadline(test_rpc_directory_get_unknown_is_enoent),
+        obi_unit_test_with_deadline(test_rpc_build_succeeds_and_returns_the_build),
+        obi_unit_test_with_deadline(test_rpc_failed_build_is_ebuild_failed_with_head_and_tail),
+        obi_unit_test_with_deadline(test_rpc_timed_out_build_is_etimedout),
+        obi_unit_test_with_deadline(test_rpc_invalid_build_request_is_einval),
+        obi_unit_test_with_deadline(test_rpc_stalled_streams_do_not_take_the_workers),
+        obi_unit_test_with_deadline(test_rpc_cancelled_do_build_cancels_the_servers_build),
+        obi_unit_test_with_deadline(test_rpc_do_build_past_its_deadline_cancels_the_servers_build),
+        obi_unit_test_with_deadline(test_rpc_idle_stream_is_cancelled_after_the_idle_timeout),
+        obi_unit_test_with_deadline(test_rpc_directory_put_beyond_the_limits_is_resource_exhausted),
+        obi_unit_test_with_deadline(test_rpc_shutdown_cancels_running_builds_after_the_grace),
+        obi_unit_test_with_deadline(test_rpc_tcp_without_mutual_tls_listens_on_loopback_only),
+        obi_unit_test_with_deadline(test_rpc_unix_socket_mode_ignores_the_umask),
+        obi_unit_test_with_deadline(test_rpc_server_serves_a_socket_it_was_handed),
+        obi_unit_test_with_deadline(test_rpc_status_mapping_roundtrips),
+        obi_unit_test_with_deadline(test_rpc_status_message_clip_keeps_head_and_tail),
+        obi_unit_test_with_deadline(test_rpc_grpc_http_url_with_a_path_is_refused),
+        obi_unit_test_with_deadline(test_rpc_blob_chunk_parser_finds_data_and_refuses_truncation),
+        obi_unit_test_with_deadline(test_rpc_unreachable_server_is_econnrefused_naming_it),
+        obi_unit_test_with_deadline(test_rpc_recursive_get_refuses_directories_outside_the_tree),
+        obi_unit_test_with_deadline(
+            test_rpc_recursive_get_refuses_a_tree_with_directories_left_out),
+        obi_unit_test_with_deadline(test_rpc_log_level_parses_names_only),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
