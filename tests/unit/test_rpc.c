@@ -1,8 +1,8 @@
 /*
  * Unit tests for src/rpc: a server on a unix socket in a temp dir serving memory stores and a
  * fake build service, reached through the grpc+unix clients (so both halves run under ASan),
- * plus the status mapping and message clipping. Every test has a deadline (test_helpers.h), so
- * none can hang the suite.
+ * plus the status mapping and message clipping. Bare gRPC core servers stand in for servers
+ * that misbehave. Every test has a deadline (test_helpers.h), so none can hang the suite.
  */
 #include <dirent.h>
 #include <grpc/grpc_security.h>
@@ -959,13 +959,17 @@ static void test_rpc_recursive_get_refuses_directories_outside_the_tree(void **s
     obi_directory_service_free(&lying->base);
 }
 
-/* A DirectoryService/Get that answers one call with the root only, leaving out its children:
- * a bare gRPC core server in a thread, since the real server cannot be made to lie like that. */
+/* A bare gRPC core server in a thread that answers one call with one message and an OK status,
+ * for servers the real one cannot be made to be: one that leaves directories out of a recursive
+ * Get, one that answers before it has read the request. */
 typedef struct bare_server {
     grpc_server *server;
     grpc_completion_queue *cq;
-    uint8_t *root;
-    size_t root_len;
+    pthread_t thread;
+    uint8_t *response; /* owned until the answer */
+    size_t response_len;
+    bool answer_at_once; /* answer without reading the request */
+    char url[600];
 } bare_server;
 
 static void bare_wait(grpc_completion_queue *cq, void *tag)
@@ -977,7 +981,7 @@ static void bare_wait(grpc_completion_queue *cq, void *tag)
     }
 }
 
-static void *bare_get_one(void *arg)
+static void *bare_answer_one(void *arg)
 {
     bare_server *b = arg;
     grpc_call *call = NULL;
@@ -991,18 +995,22 @@ static void *bare_get_one(void *arg)
         GRPC_CALL_OK);
     bare_wait(b->cq, &accept_tag);
     grpc_byte_buffer *request = NULL;
-    grpc_byte_buffer *response = obi_rpc_byte_buffer_own(b->root, b->root_len);
+    grpc_byte_buffer *response = obi_rpc_byte_buffer_own(b->response, b->response_len);
+    b->response = NULL;
     int cancelled = 0;
-    grpc_op ops[5];
+    grpc_op ops[4];
+    size_t n = 0;
     memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_RECV_MESSAGE;
-    ops[1].data.recv_message.recv_message = &request;
-    ops[2].op = GRPC_OP_SEND_MESSAGE;
-    ops[2].data.send_message.send_message = response;
-    ops[3].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[3].data.send_status_from_server.status = GRPC_STATUS_OK;
-    assert_int_equal(grpc_call_start_batch(call, ops, 4, &batch_tag, NULL), GRPC_CALL_OK);
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (!b->answer_at_once) {
+        ops[n].op = GRPC_OP_RECV_MESSAGE;
+        ops[n++].data.recv_message.recv_message = &request;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = response;
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n++].data.send_status_from_server.status = GRPC_STATUS_OK;
+    assert_int_equal(grpc_call_start_batch(call, ops, n, &batch_tag, NULL), GRPC_CALL_OK);
     bare_wait(b->cq, &batch_tag);
     ops[0].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[0].data.recv_close_on_server.cancelled = &cancelled;
@@ -1016,6 +1024,35 @@ static void *bare_get_one(void *arg)
     return NULL;
 }
 
+/* Listens on F.dir/NAME.sock and answers the first call with response (ownership taken). */
+static void bare_server_start(bare_server *b, const char *name, uint8_t *response, size_t len)
+{
+    b->response = response;
+    b->response_len = len;
+    char address[600];
+    snprintf(address, sizeof address, "unix:%s/%s.sock", F.dir, name);
+    snprintf(b->url, sizeof b->url, "grpc+unix://%s/%s.sock", F.dir, name);
+    b->server = grpc_server_create(NULL, NULL);
+    b->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(b->server, b->cq, NULL);
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    assert_true(grpc_server_add_http2_port(b->server, address, creds) != 0);
+    grpc_server_credentials_release(creds);
+    grpc_server_start(b->server);
+    pthread_create(&b->thread, NULL, bare_answer_one, b);
+}
+
+static void bare_server_stop(bare_server *b)
+{
+    pthread_join(b->thread, NULL);
+    int shutdown_tag;
+    grpc_server_shutdown_and_notify(b->server, b->cq, &shutdown_tag);
+    bare_wait(b->cq, &shutdown_tag);
+    grpc_server_destroy(b->server);
+    obi_rpc_cq_destroy(b->cq);
+    free(b->response);
+}
+
 static void test_rpc_recursive_get_refuses_a_tree_with_directories_left_out(void **state)
 {
     (void)state;
@@ -1025,34 +1062,44 @@ static void test_rpc_recursive_get_refuses_a_tree_with_directories_left_out(void
     add_dir(root, "leaf", leaf);
     obi_digest root_digest;
     assert_ok(obi_directory_digest(root, &root_digest, err_ptr_));
+    uint8_t *encoded = NULL;
+    size_t encoded_len = 0;
+    assert_ok(obi_directory_encode(root, &encoded, &encoded_len, err_ptr_));
+    /* The Get answered with the root only, leaving out its children. */
     bare_server b = {0};
-    assert_ok(obi_directory_encode(root, &b.root, &b.root_len, err_ptr_));
-    char address[600], url[600];
-    snprintf(address, sizeof address, "unix:%s/bare.sock", F.dir);
-    snprintf(url, sizeof url, "grpc+unix://%s/bare.sock", F.dir);
-    b.server = grpc_server_create(NULL, NULL);
-    b.cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(b.server, b.cq, NULL);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-    assert_true(grpc_server_add_http2_port(b.server, address, creds) != 0);
-    grpc_server_credentials_release(creds);
-    grpc_server_start(b.server);
-    pthread_t thread;
-    pthread_create(&thread, NULL, bare_get_one, &b);
+    bare_server_start(&b, "bare", encoded, encoded_len);
     obi_directory_service *client = NULL;
-    assert_ok(obi_directory_service_open(url, &client, err_ptr_));
+    assert_ok(obi_directory_service_open(b.url, &client, err_ptr_));
     visited v = {0};
     obi_error *err = NULL;
     assert_fails_with(err,
                       obi_directory_get_recursive(client, &root_digest, record_visit, &v, &err),
                       -EBADMSG, "left out 1");
-    pthread_join(thread, NULL);
     obi_directory_service_free(client);
-    int shutdown_tag;
-    grpc_server_shutdown_and_notify(b.server, b.cq, &shutdown_tag);
-    bare_wait(b.cq, &shutdown_tag);
-    grpc_server_destroy(b.server);
-    obi_rpc_cq_destroy(b.cq);
+    bare_server_stop(&b);
+}
+
+static void test_rpc_put_answered_before_it_was_sent_fails_instead_of_hanging(void **state)
+{
+    (void)state;
+    /* A Put the server answers (a message, OK) at once, without reading a byte of the blob:
+     * the client's sends fail once the stream is closed, and its status waits behind the
+     * unread answer, which the client must receive first. It waited forever before. */
+    uint8_t *answer = malloc(1);
+    answer[0] = 0;
+    bare_server b = {.answer_at_once = true};
+    bare_server_start(&b, "early", answer, 0);
+    obi_blob_service *client = NULL;
+    assert_ok(obi_blob_service_open(b.url, &client, err_ptr_));
+    size_t len = 16 << 20; /* beyond the spool and any flow-control window */
+    uint8_t *data = calloc(1, len);
+    obi_digest digest;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_blob_put_bytes(client, data, len, &digest, &err), -EPROTO,
+                      "ended the call early");
+    free(data);
+    obi_blob_service_free(client);
+    bare_server_stop(&b);
 }
 
 static void test_rpc_log_level_parses_names_only(void **state)
@@ -1097,6 +1144,8 @@ int main(void)
         obi_unit_test_with_deadline(test_rpc_recursive_get_refuses_directories_outside_the_tree),
         obi_unit_test_with_deadline(
             test_rpc_recursive_get_refuses_a_tree_with_directories_left_out),
+        obi_unit_test_with_deadline(
+            test_rpc_put_answered_before_it_was_sent_fails_instead_of_hanging),
         obi_unit_test_with_deadline(test_rpc_log_level_parses_names_only),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
