@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ocibuild/buf.h"
@@ -684,6 +685,31 @@ int obi_directory_get_recursive(obi_directory_service *svc, const obi_digest *ro
         r = visit(dir, &digest, ctx, err);
     }
     return r < 0 ? r : 0;
+}
+
+/* ---- the on-disk store's root ---- */
+
+int obi_local_root_open(const char *root, const char *what, obi_local_root *out, obi_error **err)
+{
+    if (root[0] != '/')
+        return obi_error_set(err, -EINVAL, "%s: root '%s' is not absolute", what, root);
+    int r = obi_mkdir_p(root, 0755, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", what);
+    cleanup_free char *path = realpath(root, NULL);
+    if (!path)
+        return obi_error_set_errno(err, errno, "%s: resolve %s", what, root);
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return obi_error_set_errno(err, errno, "%s: stat %s", what, path);
+    *out = (obi_local_root){steal_pointer(&path), st.st_dev, st.st_ino};
+    return 0;
+}
+
+void obi_local_root_clear(obi_local_root *root)
+{
+    free(root->path);
+    root->path = NULL;
 }
 
 /* ---- selection by URL ---- */

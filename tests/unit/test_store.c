@@ -1182,6 +1182,58 @@ static void test_store_local_directory_commit_makes_pending_blobs_durable_first(
     assert_int_equal(count_in(f, "tmp"), 0);
 }
 
+/* Commits a directory holding one file node for blob (len bytes) through dirs. */
+static void commit_directory_of(obi_directory_service *dirs, const obi_digest *blob, size_t len)
+{
+    cleanup_directory obi_directory *dir = obi_directory_new();
+    cleanup_node obi_node file = {0};
+    assert_int_equal(obi_node_init_file(&file, "f", 1, blob, len, false), 0);
+    assert_int_equal(obi_directory_add(dir, &file), 0);
+    cleanup_directory_putter obi_directory_putter *putter = NULL;
+    assert_ok(obi_directory_open_put(dirs, &putter, err_ptr_));
+    assert_ok(obi_directory_put(putter, dir, NULL, err_ptr_));
+    assert_ok(obi_directory_putter_finish(putter, NULL, err_ptr_));
+}
+
+static void test_store_local_every_spelling_of_the_root_is_one_store(void **state)
+{
+    fixture *f = *state;
+    /* The crash protocol links the blob and directory sides of a store (a commit runs the blob
+     * side's barrier first) and the instances of one store in a process (one pending state).
+     * They used to find each other by comparing ROOT as spelled: "/x/store/" and "/x/store" were
+     * two stores, and a commit through one left the other's pending blobs unsynced. */
+    cleanup_free char *link = obi_path_join(f->tmp, "link");
+    assert_int_equal(symlink("store", link), 0);
+    char *spellings[4];
+    assert_true(asprintf(&spellings[0], "%s/", f->root) > 0);
+    assert_true(asprintf(&spellings[1], "%s/../store", f->root) > 0);
+    assert_true(asprintf(&spellings[2], "%s/./", f->root) > 0);
+    spellings[3] = strdup(link);
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(spellings); i++) {
+        cleanup_blob_service obi_blob_service *blobs = NULL;
+        cleanup_directory_service obi_directory_service *dirs = NULL;
+        assert_ok(obi_local_blob_service_open(spellings[i], &blobs, err_ptr_));
+        assert_ok(obi_local_directory_service_open(spellings[i], &dirs, err_ptr_));
+        /* a blob pending through one spelling is the other spelling's pending blob too */
+        char content[32];
+        int len = snprintf(content, sizeof content, "spelled %zu", i);
+        obi_digest blob;
+        assert_ok(put_pending(blobs, content, (size_t)len, &blob, err_ptr_));
+        assert_int_equal(obi_blob_has(f->blobs, &blob, NULL), 1);
+        int stored = count_in(f, "blobs");
+        /* and a commit through the other spelling makes it durable first */
+        commit_directory_of(f->dirs, &blob, (size_t)len);
+        assert_int_equal(count_in(f, "blobs"), stored + 1);
+        /* the same the other way round */
+        len = snprintf(content, sizeof content, "plain %zu", i);
+        assert_ok(put_pending(f->blobs, content, (size_t)len, &blob, err_ptr_));
+        commit_directory_of(dirs, &blob, (size_t)len);
+        assert_int_equal(count_in(f, "blobs"), stored + 2);
+        assert_int_equal(count_in(f, "tmp"), 0);
+        free(spellings[i]);
+    }
+}
+
 static void test_store_local_ingest_leaves_nothing_pending(void **state)
 {
     fixture *f = *state;
@@ -1558,6 +1610,7 @@ int main(void)
         LOCAL(test_store_local_barrier_links_a_large_batch),
         LOCAL(test_store_local_barrier_accepts_a_blob_stored_meanwhile),
         LOCAL(test_store_local_service_free_is_a_barrier),
+        LOCAL(test_store_local_every_spelling_of_the_root_is_one_store),
         LOCAL(test_store_local_writer_outliving_its_service_still_works),
         LOCAL(test_store_local_directory_commit_makes_pending_blobs_durable_first),
         LOCAL(test_store_local_ingest_leaves_nothing_pending),
