@@ -85,15 +85,13 @@ static int write_blob(exporter *ex, int fd, const obi_node *node, obi_error **er
 static int link_blob(exporter *ex, int dirfd, const char *name, const obi_node *node,
                      obi_error **err)
 {
-    if (!ex->blobs->ops->local_path)
-        return 0;
     cleanup_free char *local = NULL;
     cleanup_error obi_error *lookup_err = NULL;
-    int r = ex->blobs->ops->local_path(ex->blobs, &node->digest, &local, &lookup_err);
+    int r = obi_blob_local_path(ex->blobs, &node->digest, &local, &lookup_err);
     if (r == -ENOENT)
         return obi_error_set(err, r, "%s: %s", current_path(ex), lookup_err->message);
     if (r < 0)
-        return 0; /* no local file for this blob: copy it */
+        return 0; /* no local files (-ENOTSUP) or none for this blob: copy it */
     if (linkat(AT_FDCWD, local, dirfd, name, 0) == 0)
         return 1;
     if (errno == EXDEV || errno == EPERM || errno == EMLINK || errno == ENOTSUP)

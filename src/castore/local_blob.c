@@ -18,8 +18,9 @@
  * durable before the name appeared, and a crash at any point leaves at most temporary files.
  *
  * Every service instance of one ROOT in a process shares one state (pending map, owner token),
- * so a second instance sees the first one's pending blobs and one barrier covers both. A
- * forked child never uses its parent's state: it makes its own.
+ * so a second instance sees the first one's pending blobs and one barrier covers both. ROOT is
+ * known by the identity of its directory (obi_local_root), so every spelling of it shares that
+ * state. A forked child never uses its parent's state: it makes its own.
  *
  * Temporary files of dead processes: each process (per ROOT) holds an exclusive flock(2) on
  * ROOT/owners/<token>.lock from its first writer for as long as it uses the store, and names
@@ -46,7 +47,7 @@
 #include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
-#include "ocibuild/store.h"
+#include "ocibuild/store_backend.h"
 #include "store_internal.h"
 
 #define TOKEN_LEN 32 /* hex digits: 128 random bits */
@@ -58,7 +59,9 @@ typedef struct blob_root {
     pid_t pid; /* the process that made it: a forked child makes its own */
     unsigned refs;
     pthread_mutex_t lock; /* guards pending and the link/unlink steps of the barrier */
-    char *root;
+    dev_t dev;            /* the identity of ROOT: every spelling of it shares this state */
+    ino_t ino;
+    char *root;      /* canonical */
     char *blobs_dir; /* ROOT/blobs */
     char *tmp_dir;   /* ROOT/tmp */
     int blobs_fd, tmp_fd, owners_fd;
@@ -699,12 +702,15 @@ static int open_dir(const char *root, const char *name, char **path_out, int *fd
     return 0;
 }
 
-static int blob_root_new(const char *root, blob_root **out, obi_error **err)
+static int blob_root_new(const obi_local_root *id, blob_root **out, obi_error **err)
 {
     blob_root *shared = calloc(1, sizeof *shared);
     if (!shared)
         return obi_error_oom(err);
+    const char *root = id->path;
     shared->pid = getpid();
+    shared->dev = id->dev;
+    shared->ino = id->ino;
     shared->refs = 1;
     shared->blobs_fd = shared->tmp_fd = shared->owners_fd = shared->owner_fd = -1;
     pthread_mutex_init(&shared->lock, NULL);
@@ -725,13 +731,15 @@ static int blob_root_new(const char *root, blob_root **out, obi_error **err)
     return 0;
 }
 
-/* The shared state of ROOT in this process (made if needed), with a reference taken. */
-static int blob_root_acquire(const char *root, bool create, blob_root **out, obi_error **err)
+/* The shared state of the store at root in this process (made if needed), with a reference
+ * taken. Found by the identity of the directory, not its name. */
+static int blob_root_acquire(const obi_local_root *root, bool create, blob_root **out,
+                             obi_error **err)
 {
     pthread_mutex_lock(&roots_lock);
     pid_t pid = getpid();
     blob_root *found = roots;
-    while (found && (found->pid != pid || strcmp(found->root, root)))
+    while (found && (found->pid != pid || found->dev != root->dev || found->ino != root->ino))
         found = found->next;
     int r = 0;
     if (found) {
@@ -769,7 +777,7 @@ static void blob_root_release(blob_root *shared)
         blob_root_free(shared);
 }
 
-int obi_local_blob_sync_root(const char *root, obi_error **err)
+int obi_local_blob_sync_root(const obi_local_root *root, obi_error **err)
 {
     blob_root *shared = NULL;
     int r = blob_root_acquire(root, false, &shared, err);
@@ -858,16 +866,18 @@ static const struct obi_blob_service_ops local_blob_ops = {
 
 int obi_local_blob_service_open(const char *root, obi_blob_service **out, obi_error **err)
 {
-    if (root[0] != '/')
-        return obi_error_set(err, -EINVAL, "local blob service: root '%s' is not absolute", root);
+    _cleanup_(obi_local_root_clear) obi_local_root id = {0};
+    int r = obi_local_root_open(root, "local blob service", &id, err);
+    if (r < 0)
+        return r;
     local_blob_service *svc = calloc(1, sizeof *svc);
     if (!svc)
         return obi_error_oom(err);
     svc->base.ops = &local_blob_ops;
-    int r = blob_root_acquire(root, true, &svc->shared, err);
+    r = blob_root_acquire(&id, true, &svc->shared, err);
     if (r < 0) {
         free(svc);
-        return obi_error_prefix(err, r, "local blob service %s", root);
+        return obi_error_prefix(err, r, "local blob service %s", id.path);
     }
     remove_dead_temps(svc->shared);
     *out = &svc->base;

@@ -27,7 +27,7 @@
 #include "digest_map.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
-#include "ocibuild/store.h"
+#include "ocibuild/store_backend.h"
 #include "store_internal.h"
 
 #define BUSY_TIMEOUT_MS 60000
@@ -38,7 +38,7 @@ typedef struct local_directory_service {
     sqlite3 *db;
     sqlite3_stmt *select;
     sqlite3_stmt *insert;
-    char *root;
+    obi_local_root root;
     char *path;
 } local_directory_service;
 
@@ -150,7 +150,7 @@ static int local_commit_pending(void *ctx, obi_digest_map *pending, obi_error **
 {
     local_directory_service *svc = ctx;
     /* blobs of this ROOT still pending in this process become durable first */
-    int r = obi_local_blob_sync_root(svc->root, err);
+    int r = obi_local_blob_sync_root(&svc->root, err);
     if (r < 0)
         return r;
     pthread_mutex_lock(&svc->lock);
@@ -210,7 +210,7 @@ static void local_directory_service_free(obi_directory_service *base)
     sqlite3_finalize(svc->insert);
     sqlite3_close(svc->db);
     pthread_mutex_destroy(&svc->lock);
-    free(svc->root);
+    obi_local_root_clear(&svc->root);
     free(svc->path);
     free(svc);
 }
@@ -232,21 +232,20 @@ static int prepare(local_directory_service *svc, const char *sql, sqlite3_stmt *
 
 int obi_local_directory_service_open(const char *root, obi_directory_service **out, obi_error **err)
 {
-    if (root[0] != '/')
-        return obi_error_set(err, -EINVAL, "local directory service: root '%s' is not absolute",
-                             root);
-    int r = obi_mkdir_p(root, 0755, err);
+    _cleanup_(obi_local_root_clear) obi_local_root id = {0};
+    int r = obi_local_root_open(root, "local directory service", &id, err);
     if (r < 0)
-        return obi_error_prefix(err, r, "local directory service");
+        return r;
     local_directory_service *svc = calloc(1, sizeof *svc);
     if (!svc)
         return obi_error_oom(err);
     svc->base.ops = &local_directory_ops;
     pthread_mutex_init(&svc->lock, NULL);
     _cleanup_(obi_directory_service_freep) obi_directory_service *owned = &svc->base;
-    svc->root = strdup(root);
-    svc->path = obi_path_join(root, "directories.sqlite");
-    if (!svc->root || !svc->path)
+    svc->root = id;
+    id.path = NULL; /* moved */
+    svc->path = obi_path_join(svc->root.path, "directories.sqlite");
+    if (!svc->path)
         return obi_error_oom(err);
     int rc =
         sqlite3_open_v2(svc->path, &svc->db,

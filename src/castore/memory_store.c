@@ -17,7 +17,7 @@
 #include "ocibuild/blake3.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
-#include "ocibuild/store.h"
+#include "ocibuild/store_backend.h"
 #include "store_internal.h"
 
 /* ---- blobs ---- */

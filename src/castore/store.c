@@ -1,6 +1,7 @@
 /*
- * The store front: chooses a blob or directory backend by URL (rpc.md), and holds what every
- * backend shares: the close/free wrappers, whole-blob convenience calls, the generic
+ * The store front: the calls of store.h, each dispatching through the backend's ops
+ * (store_backend.h) so that callers never see inside a service; the choice of a backend by URL
+ * (docs/store.md); and what every backend shares: whole-blob convenience calls, the generic
  * breadth-first recursive directory walk, and the putter's child rule.
  *
  * Built-in schemes: memory://, objectstore+file:///ABS/DIR and plain paths (relative ones are
@@ -12,15 +13,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
-#include "ocibuild/store.h"
+#include "ocibuild/store_backend.h"
 #include "store_internal.h"
 
-/* ---- wrappers ---- */
+/* ---- the calls of store.h, dispatched through the backend's ops ---- */
+
+int obi_blob_has(obi_blob_service *svc, const obi_digest *digest, obi_error **err)
+{
+    return svc->ops->has(svc, digest, err);
+}
+
+int obi_blob_open_read(obi_blob_service *svc, const obi_digest *digest, obi_blob_reader **out,
+                       obi_error **err)
+{
+    return svc->ops->open_read(svc, digest, out, err);
+}
+
+int obi_blob_read(obi_blob_reader *reader, void *buf, size_t len, size_t *nread, obi_error **err)
+{
+    return reader->ops->read(reader, buf, len, nread, err);
+}
 
 void obi_blob_reader_close(obi_blob_reader *reader)
 {
@@ -28,10 +46,39 @@ void obi_blob_reader_close(obi_blob_reader *reader)
         reader->ops->close(reader);
 }
 
+int obi_blob_open_write(obi_blob_service *svc, obi_blob_writer **out, obi_error **err)
+{
+    return svc->ops->open_write(svc, out, err);
+}
+
+int obi_blob_write(obi_blob_writer *writer, const void *data, size_t len, obi_error **err)
+{
+    return writer->ops->write(writer, data, len, err);
+}
+
+int obi_blob_finish(obi_blob_writer *writer, obi_digest *digest_out, obi_error **err)
+{
+    return writer->ops->finish(writer, digest_out, err);
+}
+
+int obi_blob_finish_pending(obi_blob_writer *writer, obi_digest *digest_out, obi_error **err)
+{
+    return writer->ops->finish_pending ? writer->ops->finish_pending(writer, digest_out, err)
+                                       : writer->ops->finish(writer, digest_out, err);
+}
+
 void obi_blob_writer_close(obi_blob_writer *writer)
 {
     if (writer)
         writer->ops->close(writer);
+}
+
+int obi_blob_local_path(obi_blob_service *svc, const obi_digest *digest, char **path_out,
+                        obi_error **err)
+{
+    if (!svc->ops->local_path)
+        return obi_error_set(err, -ENOTSUP, "this blob service keeps no local files");
+    return svc->ops->local_path(svc, digest, path_out, err);
 }
 
 int obi_blob_service_sync(obi_blob_service *svc, obi_error **err)
@@ -43,6 +90,28 @@ void obi_blob_service_free(obi_blob_service *svc)
 {
     if (svc)
         svc->ops->free(svc);
+}
+
+int obi_directory_get(obi_directory_service *svc, const obi_digest *digest, obi_directory **out,
+                      obi_error **err)
+{
+    return svc->ops->get(svc, digest, out, err);
+}
+
+int obi_directory_open_put(obi_directory_service *svc, obi_directory_putter **out, obi_error **err)
+{
+    return svc->ops->open_put(svc, out, err);
+}
+
+int obi_directory_put(obi_directory_putter *putter, const obi_directory *dir,
+                      obi_digest *digest_out, obi_error **err)
+{
+    return putter->ops->put(putter, dir, digest_out, err);
+}
+
+int obi_directory_putter_finish(obi_directory_putter *putter, obi_digest *root_out, obi_error **err)
+{
+    return putter->ops->finish(putter, root_out, err);
 }
 
 int obi_directory_put_encoded(obi_directory_putter *p, uint8_t *data, size_t len,
@@ -616,6 +685,31 @@ int obi_directory_get_recursive(obi_directory_service *svc, const obi_digest *ro
         r = visit(dir, &digest, ctx, err);
     }
     return r < 0 ? r : 0;
+}
+
+/* ---- the on-disk store's root ---- */
+
+int obi_local_root_open(const char *root, const char *what, obi_local_root *out, obi_error **err)
+{
+    if (root[0] != '/')
+        return obi_error_set(err, -EINVAL, "%s: root '%s' is not absolute", what, root);
+    int r = obi_mkdir_p(root, 0755, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", what);
+    cleanup_free char *path = realpath(root, NULL);
+    if (!path)
+        return obi_error_set_errno(err, errno, "%s: resolve %s", what, root);
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return obi_error_set_errno(err, errno, "%s: stat %s", what, path);
+    *out = (obi_local_root){steal_pointer(&path), st.st_dev, st.st_ino};
+    return 0;
+}
+
+void obi_local_root_clear(obi_local_root *root)
+{
+    free(root->path);
+    root->path = NULL;
 }
 
 /* ---- selection by URL ---- */

@@ -8,10 +8,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "digest_map.h"
 #include "ocibuild/node.h"
-#include "ocibuild/store.h"
+#include "ocibuild/store_backend.h"
 
 typedef struct obi_encoded_directory {
     uint64_t size; /* obi_directory_size of the decoded directory */
@@ -71,9 +72,25 @@ int obi_digest_map_keys(const obi_digest_map *map, obi_digest **out, size_t *n_o
 int obi_digest_list_visit(const obi_digest *digests, size_t n, obi_digest_visit_fn visit, void *ctx,
                           obi_error **err);
 
-/* The barrier of the on-disk blob service (local_blob.c) for ROOT in this process, if one is
- * open there (else nothing to do): the on-disk directory putter calls it before committing,
- * so directories never become durable before the blobs they refer to. */
-int obi_local_blob_sync_root(const char *root, obi_error **err);
+/* Where an on-disk store lives. Its two sides (local_blob.c, local_directory.c) are linked by
+ * the crash protocol (docs/store.md): the directory putter runs the blob side's barrier for the
+ * same store before it commits. They find each other by the identity of the ROOT directory,
+ * (st_dev, st_ino), never by how ROOT was spelled: with a trailing slash, through "..", a
+ * symlink or a bind mount it is one store, one pending state, one barrier. */
+typedef struct obi_local_root {
+    char *path; /* canonical (realpath), malloc'd: for file names and messages */
+    dev_t dev;
+    ino_t ino;
+} obi_local_root;
+
+/* Creates ROOT (absolute, else -EINVAL) if missing and fills *out. what names the service in
+ * errors. */
+int obi_local_root_open(const char *root, const char *what, obi_local_root *out, obi_error **err);
+void obi_local_root_clear(obi_local_root *root);
+
+/* The barrier of the on-disk blob service (local_blob.c) for the store at root in this
+ * process, if one is open there (else nothing to do): the on-disk directory putter calls it
+ * before committing, so directories never become durable before the blobs they refer to. */
+int obi_local_blob_sync_root(const obi_local_root *root, obi_error **err);
 
 #endif

@@ -10,6 +10,7 @@
 #include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/rpc.h"
+#include "ocibuild/store_backend.h"
 #include "rpc_blobstore.pb-c.h"
 #include "rpc_internal.h"
 
@@ -105,9 +106,11 @@ static int start_read(grpc_blob_service *svc, const obi_digest *digest, obi_rpc_
     Tvix__Castore__V1__ReadBlobRequest req = TVIX__CASTORE__V1__READ_BLOB_REQUEST__INIT;
     req.digest.data = (uint8_t *)digest->bytes;
     req.digest.len = OBI_DIGEST_LEN;
-    r = obi_rpc_client_call_send_message(call, &req.base, err);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    r = obi_rpc_pack(&req.base, &data, &len, err);
     if (r >= 0)
-        r = obi_rpc_client_call_close_send(call, err);
+        r = obi_rpc_client_call_send_request(call, data, len, err);
     if (r < 0)
         return r;
     *out = steal_pointer(&call);

@@ -38,11 +38,11 @@ static int svc_do_build(obi_build_service *base, const obi_build_request *req,
     /* Cancelling our build cancels the call: the daemon then stops the remote build. */
     if (options && options->cancel_fd >= 0)
         obi_rpc_client_call_watch_cancel(call, options->cancel_fd);
-    r = obi_rpc_client_call_send_owned(call, data, len, err);
+    r = obi_rpc_client_call_send_request(call, data, len, err);
     cleanup_free uint8_t *resp = NULL;
     size_t resp_len = 0;
     if (r >= 0)
-        r = obi_rpc_client_call_close_and_recv_one(call, &resp, &resp_len, err);
+        r = obi_rpc_client_call_recv_one(call, &resp, &resp_len, err);
     if (r < 0)
         return r;
     r = obi_build_decode_pb(resp, resp_len, out, err);

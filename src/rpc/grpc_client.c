@@ -32,6 +32,7 @@ struct obi_rpc_client_call {
     grpc_metadata_array initial_metadata;
     grpc_metadata_array trailing_metadata;
     bool initial_metadata_received;
+    bool read_closed; /* a receive saw the end of the server's stream (or failed) */
     bool finished;
     int cancel_fd; /* -1, or: readable = cancel the call */
 };
@@ -368,6 +369,25 @@ int obi_rpc_client_call_send_message(obi_rpc_client_call *call, const ProtobufCM
     return obi_rpc_client_call_send_owned(call, data, len, err);
 }
 
+int obi_rpc_client_call_send_request(obi_rpc_client_call *call, uint8_t *data, size_t len,
+                                     obi_error **err)
+{
+    (void)err;
+    grpc_byte_buffer *buffer = obi_rpc_byte_buffer_own(data, len);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_MESSAGE;
+    ops[0].data.send_message.send_message = buffer;
+    ops[1].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    /* A failure is not final: a server may answer and end the call before our half-close
+     * is through (it needs nothing more from us), and then fails this batch although its
+     * responses and an OK status are on their way. What the server sent is read next; a call
+     * that really failed ends in a status that says why. */
+    (void)client_run_batch(call, ops, 2);
+    grpc_byte_buffer_destroy(buffer);
+    return 0;
+}
+
 int obi_rpc_client_call_close_send(obi_rpc_client_call *call, obi_error **err)
 {
     grpc_op op = {.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT};
@@ -397,6 +417,7 @@ int obi_rpc_client_call_recv_slice(obi_rpc_client_call *call, grpc_slice *out, o
     n++;
     bool ok = client_run_batch(call, ops, n);
     if (!ok || !buffer) {
+        call->read_closed = true;
         if (buffer)
             grpc_byte_buffer_destroy(buffer);
         /* The end of the stream, or a failure: either way the status tells. */
@@ -427,10 +448,37 @@ int obi_rpc_client_call_recv(obi_rpc_client_call *call, uint8_t **data, size_t *
     return 1;
 }
 
+/* Receives and drops what the server sent that nobody read: gRPC hands out the status only
+ * once every message before it was received, so a status asked for with messages still unread
+ * (a server that answered while we were sending, a caller done reading early) never came. */
+static void drain_messages(obi_rpc_client_call *call)
+{
+    while (!call->read_closed) {
+        grpc_byte_buffer *buffer = NULL;
+        grpc_op ops[2];
+        size_t n = 0;
+        memset(ops, 0, sizeof ops);
+        if (!call->initial_metadata_received) {
+            ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+            ops[n].data.recv_initial_metadata.recv_initial_metadata = &call->initial_metadata;
+            n++;
+            call->initial_metadata_received = true;
+        }
+        ops[n].op = GRPC_OP_RECV_MESSAGE;
+        ops[n].data.recv_message.recv_message = &buffer;
+        n++;
+        if (!client_run_batch(call, ops, n) || !buffer)
+            call->read_closed = true;
+        if (buffer)
+            grpc_byte_buffer_destroy(buffer);
+    }
+}
+
 int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err)
 {
     if (call->finished)
         return 0;
+    drain_messages(call);
     grpc_status_code status = GRPC_STATUS_UNKNOWN;
     grpc_slice details = grpc_empty_slice();
     const char *error_string = NULL;
@@ -483,10 +531,10 @@ int obi_rpc_client_unary_owned(grpc_channel *channel, const char *method, uint8_
         free(req);
         return r;
     }
-    r = obi_rpc_client_call_send_owned(call, req, req_len, err);
+    r = obi_rpc_client_call_send_request(call, req, req_len, err);
     if (r < 0)
         return r;
-    return obi_rpc_client_call_close_and_recv_one(call, resp, resp_len, err);
+    return obi_rpc_client_call_recv_one(call, resp, resp_len, err);
 }
 
 int obi_rpc_client_call_close_and_recv_one(obi_rpc_client_call *call, uint8_t **resp,
@@ -495,9 +543,15 @@ int obi_rpc_client_call_close_and_recv_one(obi_rpc_client_call *call, uint8_t **
     int r = obi_rpc_client_call_close_send(call, err);
     if (r < 0)
         return r;
+    return obi_rpc_client_call_recv_one(call, resp, resp_len, err);
+}
+
+int obi_rpc_client_call_recv_one(obi_rpc_client_call *call, uint8_t **resp, size_t *resp_len,
+                                 obi_error **err)
+{
     uint8_t *data = NULL;
     size_t len = 0;
-    r = obi_rpc_client_call_recv(call, &data, &len, err);
+    int r = obi_rpc_client_call_recv(call, &data, &len, err);
     if (r < 0)
         return r;
     if (r == 0)

@@ -11,6 +11,7 @@
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/rpc.h"
+#include "ocibuild/store_backend.h"
 #include "rpc_directory.pb-c.h"
 #include "rpc_internal.h"
 
@@ -34,9 +35,11 @@ static int start_get(grpc_directory_service *svc, const obi_digest *digest, bool
     req.digest.data = (uint8_t *)digest->bytes;
     req.digest.len = OBI_DIGEST_LEN;
     req.recursive = recursive;
-    r = obi_rpc_client_call_send_message(call, &req.base, err);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    r = obi_rpc_pack(&req.base, &data, &len, err);
     if (r >= 0)
-        r = obi_rpc_client_call_close_send(call, err);
+        r = obi_rpc_client_call_send_request(call, data, len, err);
     if (r < 0)
         return r;
     *out = steal_pointer(&call);

@@ -145,6 +145,12 @@ int obi_rpc_client_call_send_owned(obi_rpc_client_call *call, uint8_t *data, siz
                                    obi_error **err);
 int obi_rpc_client_call_send_message(obi_rpc_client_call *call, const ProtobufCMessage *msg,
                                      obi_error **err);
+/* The single request message of a unary or server-streaming call and the half-close, in one
+ * batch (ownership of data taken). Never fails on the server's account: a server may answer and
+ * end the call before the batch is through, so what it sent is read next and the status says
+ * whether the call failed. */
+int obi_rpc_client_call_send_request(obi_rpc_client_call *call, uint8_t *data, size_t len,
+                                     obi_error **err);
 int obi_rpc_client_call_close_send(obi_rpc_client_call *call, obi_error **err);
 /* 1 with a message, 0 at the end of the server's stream; on 0 or failure call _finish for the
  * status. */
@@ -152,10 +158,15 @@ int obi_rpc_client_call_recv(obi_rpc_client_call *call, uint8_t **data, size_t *
                              obi_error **err);
 /* The same, returning the message as a slice (the caller unrefs it): no copy. */
 int obi_rpc_client_call_recv_slice(obi_rpc_client_call *call, grpc_slice *out, obi_error **err);
-/* Waits for the status: 0 if OK, else the errno mapped from it with the server's message. */
+/* Waits for the status: 0 if OK, else the errno mapped from it with the server's message.
+ * Messages the server sent that were not received are received and dropped first (gRPC holds
+ * the status back behind them). */
 int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err);
-/* The end of a client-streaming or unary call: half-close, receive exactly one response
- * (*resp malloc'd; -EPROTO when the server sent none), then the status. */
+/* The end of a unary call (after send_request): receive exactly one response (*resp malloc'd;
+ * -EPROTO when the server sent none), then the status. */
+int obi_rpc_client_call_recv_one(obi_rpc_client_call *call, uint8_t **resp, size_t *resp_len,
+                                 obi_error **err);
+/* The end of a client-streaming call: half-close, then as recv_one. */
 int obi_rpc_client_call_close_and_recv_one(obi_rpc_client_call *call, uint8_t **resp,
                                            size_t *resp_len, obi_error **err);
 /* From now on, the call is cancelled as soon as fd becomes readable (its status then says

@@ -1,10 +1,12 @@
 /*
  * Shared helpers for the unit tests (see test_helpers.h).
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
@@ -79,4 +81,37 @@ void obi_test_write_text(const obi_test_store_fixture *f, const char *rel, const
     cleanup_free char *p = obi_test_path_in(f, rel);
     assert_ok(obi_write_file(p, text, strlen(text), mode, err_ptr_));
     assert_int_equal(chmod(p, mode), 0);
+}
+
+static void deadline_passed(int sig)
+{
+    (void)sig;
+    static const char message[] = "\n[ DEADLINE ] the running test passed its deadline "
+                                  "(OBI_TEST_DEADLINE_S): aborting\n";
+    /* async-signal-safe only: the test may be stuck anywhere */
+    if (write(STDERR_FILENO, message, sizeof message - 1) < 0) {
+        /* nothing more to say */
+    }
+    abort();
+}
+
+int obi_test_deadline_arm(void **state)
+{
+    (void)state;
+    const char *env = getenv("OBI_TEST_DEADLINE_S");
+    unsigned seconds = env && *env ? (unsigned)strtoul(env, NULL, 10) : OBI_TEST_DEADLINE_S;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = deadline_passed;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
+    alarm(seconds);
+    return 0;
+}
+
+int obi_test_deadline_disarm(void **state)
+{
+    (void)state;
+    alarm(0);
+    return 0;
 }

@@ -40,6 +40,17 @@ char *obi_test_path_in(const obi_test_store_fixture *f, const char *rel);
 void obi_test_write_text(const obi_test_store_fixture *f, const char *rel, const char *text,
                          mode_t mode);
 
+/* A deadline per test, so that a test that hangs fails by itself (and the tests after it are
+ * not lost to the suite's timeout): cmocka setup/teardown functions that arm and disarm an
+ * alarm of OBI_TEST_DEADLINE_S seconds ($OBI_TEST_DEADLINE_S overrides it). When it fires, the
+ * process prints that the running test (the last "[ RUN ]" line) passed its deadline and aborts.
+ * Tests with a setup of their own call obi_test_deadline_arm from it. */
+#define OBI_TEST_DEADLINE_S 60
+int obi_test_deadline_arm(void **state);
+int obi_test_deadline_disarm(void **state);
+#define obi_unit_test_with_deadline(f)                                                             \
+    cmocka_unit_test_setup_teardown(f, obi_test_deadline_arm, obi_test_deadline_disarm)
+
 /* Asserts r == 0; on failure prints the error message first. */
 #define assert_ok(expr)                                                                            \
     do {                                                                                           \

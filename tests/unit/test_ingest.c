@@ -12,6 +12,7 @@
 
 #include "ocibuild/fs.h"
 #include "ocibuild/ingest.h"
+#include "ocibuild/store_backend.h"
 #include "test_helpers.h"
 
 typedef obi_test_store_fixture fixture;

@@ -1,7 +1,8 @@
 /*
  * Unit tests for src/rpc: a server on a unix socket in a temp dir serving memory stores and a
  * fake build service, reached through the grpc+unix clients (so both halves run under ASan),
- * plus the status mapping and message clipping.
+ * plus the status mapping and message clipping. Bare gRPC core servers stand in for servers
+ * that misbehave. Every test has a deadline (test_helpers.h), so none can hang the suite.
  */
 #include <dirent.h>
 #include <grpc/grpc_security.h>
@@ -24,6 +25,7 @@
 #include "ocibuild/request.h"
 #include "ocibuild/rpc.h"
 #include "ocibuild/store.h"
+#include "ocibuild/store_backend.h"
 #include "test_helpers.h"
 
 /* ---- a fake build service: behaviour chosen by command_args[0] ---- */
@@ -115,7 +117,7 @@ static void count_puts(void *ctx, obi_log_level level, const char *line)
 
 static int group_setup(void **state)
 {
-    (void)state;
+    obi_test_deadline_arm(state);
     F.dir = obi_test_tmpdir();
     char address[512];
     snprintf(address, sizeof address, "unix:%s/rpc.sock", F.dir);
@@ -142,12 +144,12 @@ static int group_setup(void **state)
     assert_ok(obi_blob_service_open(F.url, &F.blobs, err_ptr_));
     assert_ok(obi_directory_service_open(F.url, &F.directories, err_ptr_));
     assert_ok(obi_build_service_open(F.url, NULL, &F.builds, err_ptr_));
-    return 0;
+    return obi_test_deadline_disarm(state);
 }
 
 static int group_teardown(void **state)
 {
-    (void)state;
+    obi_test_deadline_arm(state);
     obi_build_service_free(F.builds);
     obi_directory_service_free(F.directories);
     obi_blob_service_free(F.blobs);
@@ -159,7 +161,7 @@ static int group_teardown(void **state)
     free(F.url);
     obi_test_tmpdir_remove(F.dir);
     grpc_shutdown_blocking();
-    return 0;
+    return obi_test_deadline_disarm(state);
 }
 
 /* ---- blobs ---- */
@@ -640,21 +642,28 @@ static void test_rpc_directory_put_beyond_the_limits_is_resource_exhausted(void 
     small_server_stop(&t);
     obi_directory_service_free(directories);
 
-    /* Two messages the limit lets through, but the putter keeps the first until the commit, and
-     * the second does not fit beside it in the handlers' half of a 4 MiB budget. */
-    options = (obi_rpc_server_options){.max_message_bytes = 2 << 20, .max_inflight_bytes = 4 << 20};
+    /* Messages the limit lets through, but the putter keeps each until the commit, and they
+     * add up to more than the handlers' half of a 4 MiB budget. Many small ones (~140 KB): gRPC
+     * holds a message only until its step is over, so its own half (the resource quota, which
+     * resets streams when full: "RST_STREAM with error code 11") never comes near full, and it
+     * is the handlers' budget, which holds them all, that refuses. With two messages of more
+     * than half that budget, either could refuse first (gRPC did in 3 runs of 20). */
+    options =
+        (obi_rpc_server_options){.max_message_bytes = 256 << 10, .max_inflight_bytes = 4 << 20};
     assert_ok(obi_memory_directory_service_new(&directories, err_ptr_));
     options.directories = directories;
     small_server_start(&t, "budget", &options);
     cleanup_directory_putter obi_directory_putter *q = NULL;
     assert_ok(obi_directory_open_put(t.directories, &q, err_ptr_));
     r = 0;
-    for (char tag = 'v'; r == 0 && tag <= 'w'; tag++) {
-        cleanup_directory obi_directory *wide = wide_directory(8000, 120, tag);
+    for (char tag = 'a'; r == 0 && tag <= 'z'; tag++) {
+        cleanup_directory obi_directory *wide = wide_directory(1000, 100, tag);
         r = obi_directory_put(q, wide, NULL, &err);
     }
     if (r == 0)
         r = obi_directory_putter_finish(q, NULL, &err);
+    if (r != -ENOMEM || !strstr(err->message, "memory budget"))
+        print_error("put -> %d: %s\n", r, err ? err->message : "(no message)");
     assert_int_equal(r, -ENOMEM);
     assert_non_null(strstr(err->message, "memory budget"));
     obi_error_free(err);
@@ -957,13 +966,17 @@ static void test_rpc_recursive_get_refuses_directories_outside_the_tree(void **s
     obi_directory_service_free(&lying->base);
 }
 
-/* A DirectoryService/Get that answers one call with the root only, leaving out its children:
- * a bare gRPC core server in a thread, since the real server cannot be made to lie like that. */
+/* A bare gRPC core server in a thread that answers one call with one message and an OK status,
+ * for servers the real one cannot be made to be: one that leaves directories out of a recursive
+ * Get, one that answers before it has read the request. */
 typedef struct bare_server {
     grpc_server *server;
     grpc_completion_queue *cq;
-    uint8_t *root;
-    size_t root_len;
+    pthread_t thread;
+    uint8_t *response; /* owned until the answer */
+    size_t response_len;
+    bool answer_at_once; /* answer without reading the request */
+    char url[600];
 } bare_server;
 
 static void bare_wait(grpc_completion_queue *cq, void *tag)
@@ -975,7 +988,7 @@ static void bare_wait(grpc_completion_queue *cq, void *tag)
     }
 }
 
-static void *bare_get_one(void *arg)
+static void *bare_answer_one(void *arg)
 {
     bare_server *b = arg;
     grpc_call *call = NULL;
@@ -989,18 +1002,22 @@ static void *bare_get_one(void *arg)
         GRPC_CALL_OK);
     bare_wait(b->cq, &accept_tag);
     grpc_byte_buffer *request = NULL;
-    grpc_byte_buffer *response = obi_rpc_byte_buffer_own(b->root, b->root_len);
+    grpc_byte_buffer *response = obi_rpc_byte_buffer_own(b->response, b->response_len);
+    b->response = NULL;
     int cancelled = 0;
-    grpc_op ops[5];
+    grpc_op ops[4];
+    size_t n = 0;
     memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_RECV_MESSAGE;
-    ops[1].data.recv_message.recv_message = &request;
-    ops[2].op = GRPC_OP_SEND_MESSAGE;
-    ops[2].data.send_message.send_message = response;
-    ops[3].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[3].data.send_status_from_server.status = GRPC_STATUS_OK;
-    assert_int_equal(grpc_call_start_batch(call, ops, 4, &batch_tag, NULL), GRPC_CALL_OK);
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (!b->answer_at_once) {
+        ops[n].op = GRPC_OP_RECV_MESSAGE;
+        ops[n++].data.recv_message.recv_message = &request;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = response;
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n++].data.send_status_from_server.status = GRPC_STATUS_OK;
+    assert_int_equal(grpc_call_start_batch(call, ops, n, &batch_tag, NULL), GRPC_CALL_OK);
     bare_wait(b->cq, &batch_tag);
     ops[0].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[0].data.recv_close_on_server.cancelled = &cancelled;
@@ -1014,6 +1031,35 @@ static void *bare_get_one(void *arg)
     return NULL;
 }
 
+/* Listens on F.dir/NAME.sock and answers the first call with response (ownership taken). */
+static void bare_server_start(bare_server *b, const char *name, uint8_t *response, size_t len)
+{
+    b->response = response;
+    b->response_len = len;
+    char address[600];
+    snprintf(address, sizeof address, "unix:%s/%s.sock", F.dir, name);
+    snprintf(b->url, sizeof b->url, "grpc+unix://%s/%s.sock", F.dir, name);
+    b->server = grpc_server_create(NULL, NULL);
+    b->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(b->server, b->cq, NULL);
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    assert_true(grpc_server_add_http2_port(b->server, address, creds) != 0);
+    grpc_server_credentials_release(creds);
+    grpc_server_start(b->server);
+    pthread_create(&b->thread, NULL, bare_answer_one, b);
+}
+
+static void bare_server_stop(bare_server *b)
+{
+    pthread_join(b->thread, NULL);
+    int shutdown_tag;
+    grpc_server_shutdown_and_notify(b->server, b->cq, &shutdown_tag);
+    bare_wait(b->cq, &shutdown_tag);
+    grpc_server_destroy(b->server);
+    obi_rpc_cq_destroy(b->cq);
+    free(b->response);
+}
+
 static void test_rpc_recursive_get_refuses_a_tree_with_directories_left_out(void **state)
 {
     (void)state;
@@ -1023,34 +1069,44 @@ static void test_rpc_recursive_get_refuses_a_tree_with_directories_left_out(void
     add_dir(root, "leaf", leaf);
     obi_digest root_digest;
     assert_ok(obi_directory_digest(root, &root_digest, err_ptr_));
+    uint8_t *encoded = NULL;
+    size_t encoded_len = 0;
+    assert_ok(obi_directory_encode(root, &encoded, &encoded_len, err_ptr_));
+    /* The Get answered with the root only, leaving out its children. */
     bare_server b = {0};
-    assert_ok(obi_directory_encode(root, &b.root, &b.root_len, err_ptr_));
-    char address[600], url[600];
-    snprintf(address, sizeof address, "unix:%s/bare.sock", F.dir);
-    snprintf(url, sizeof url, "grpc+unix://%s/bare.sock", F.dir);
-    b.server = grpc_server_create(NULL, NULL);
-    b.cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(b.server, b.cq, NULL);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-    assert_true(grpc_server_add_http2_port(b.server, address, creds) != 0);
-    grpc_server_credentials_release(creds);
-    grpc_server_start(b.server);
-    pthread_t thread;
-    pthread_create(&thread, NULL, bare_get_one, &b);
+    bare_server_start(&b, "bare", encoded, encoded_len);
     obi_directory_service *client = NULL;
-    assert_ok(obi_directory_service_open(url, &client, err_ptr_));
+    assert_ok(obi_directory_service_open(b.url, &client, err_ptr_));
     visited v = {0};
     obi_error *err = NULL;
     assert_fails_with(err,
                       obi_directory_get_recursive(client, &root_digest, record_visit, &v, &err),
                       -EBADMSG, "left out 1");
-    pthread_join(thread, NULL);
     obi_directory_service_free(client);
-    int shutdown_tag;
-    grpc_server_shutdown_and_notify(b.server, b.cq, &shutdown_tag);
-    bare_wait(b.cq, &shutdown_tag);
-    grpc_server_destroy(b.server);
-    obi_rpc_cq_destroy(b.cq);
+    bare_server_stop(&b);
+}
+
+static void test_rpc_put_answered_before_it_was_sent_fails_instead_of_hanging(void **state)
+{
+    (void)state;
+    /* A Put the server answers (a message, OK) at once, without reading a byte of the blob:
+     * the client's sends fail once the stream is closed, and its status waits behind the
+     * unread answer, which the client must receive first. It waited forever before. */
+    uint8_t *answer = malloc(1);
+    answer[0] = 0;
+    bare_server b = {.answer_at_once = true};
+    bare_server_start(&b, "early", answer, 0);
+    obi_blob_service *client = NULL;
+    assert_ok(obi_blob_service_open(b.url, &client, err_ptr_));
+    size_t len = 16 << 20; /* beyond the spool and any flow-control window */
+    uint8_t *data = calloc(1, len);
+    obi_digest digest;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_blob_put_bytes(client, data, len, &digest, &err), -EPROTO,
+                      "ended the call early");
+    free(data);
+    obi_blob_service_free(client);
+    bare_server_stop(&b);
 }
 
 static void test_rpc_log_level_parses_names_only(void **state)
@@ -1066,34 +1122,38 @@ static void test_rpc_log_level_parses_names_only(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rpc_blob_roundtrips_in_several_chunks),
-        cmocka_unit_test(test_rpc_blob_missing_is_absent_and_enoent),
-        cmocka_unit_test(test_rpc_blob_unfinished_writer_stores_nothing),
-        cmocka_unit_test(test_rpc_blob_already_stored_is_not_uploaded_again),
-        cmocka_unit_test(test_rpc_directory_tree_roundtrips_breadth_first),
-        cmocka_unit_test(test_rpc_directory_put_with_missing_child_fails_and_commits_nothing),
-        cmocka_unit_test(test_rpc_directory_get_unknown_is_enoent),
-        cmocka_unit_test(test_rpc_build_succeeds_and_returns_the_build),
-        cmocka_unit_test(test_rpc_failed_build_is_ebuild_failed_with_head_and_tail),
-        cmocka_unit_test(test_rpc_timed_out_build_is_etimedout),
-        cmocka_unit_test(test_rpc_invalid_build_request_is_einval),
-        cmocka_unit_test(test_rpc_stalled_streams_do_not_take_the_workers),
-        cmocka_unit_test(test_rpc_cancelled_do_build_cancels_the_servers_build),
-        cmocka_unit_test(test_rpc_do_build_past_its_deadline_cancels_the_servers_build),
-        cmocka_unit_test(test_rpc_idle_stream_is_cancelled_after_the_idle_timeout),
-        cmocka_unit_test(test_rpc_directory_put_beyond_the_limits_is_resource_exhausted),
-        cmocka_unit_test(test_rpc_shutdown_cancels_running_builds_after_the_grace),
-        cmocka_unit_test(test_rpc_tcp_without_mutual_tls_listens_on_loopback_only),
-        cmocka_unit_test(test_rpc_unix_socket_mode_ignores_the_umask),
-        cmocka_unit_test(test_rpc_server_serves_a_socket_it_was_handed),
-        cmocka_unit_test(test_rpc_status_mapping_roundtrips),
-        cmocka_unit_test(test_rpc_status_message_clip_keeps_head_and_tail),
-        cmocka_unit_test(test_rpc_grpc_http_url_with_a_path_is_refused),
-        cmocka_unit_test(test_rpc_blob_chunk_parser_finds_data_and_refuses_truncation),
-        cmocka_unit_test(test_rpc_unreachable_server_is_econnrefused_naming_it),
-        cmocka_unit_test(test_rpc_recursive_get_refuses_directories_outside_the_tree),
-        cmocka_unit_test(test_rpc_recursive_get_refuses_a_tree_with_directories_left_out),
-        cmocka_unit_test(test_rpc_log_level_parses_names_only),
+        obi_unit_test_with_deadline(test_rpc_blob_roundtrips_in_several_chunks),
+        obi_unit_test_with_deadline(test_rpc_blob_missing_is_absent_and_enoent),
+        obi_unit_test_with_deadline(test_rpc_blob_unfinished_writer_stores_nothing),
+        obi_unit_test_with_deadline(test_rpc_blob_already_stored_is_not_uploaded_again),
+        obi_unit_test_with_deadline(test_rpc_directory_tree_roundtrips_breadth_first),
+        obi_unit_test_with_deadline(
+            test_rpc_directory_put_with_missing_child_fails_and_commits_nothing),
+        obi_unit_test_with_deadline(test_rpc_directory_get_unknown_is_enoent),
+        obi_unit_test_with_deadline(test_rpc_build_succeeds_and_returns_the_build),
+        obi_unit_test_with_deadline(test_rpc_failed_build_is_ebuild_failed_with_head_and_tail),
+        obi_unit_test_with_deadline(test_rpc_timed_out_build_is_etimedout),
+        obi_unit_test_with_deadline(test_rpc_invalid_build_request_is_einval),
+        obi_unit_test_with_deadline(test_rpc_stalled_streams_do_not_take_the_workers),
+        obi_unit_test_with_deadline(test_rpc_cancelled_do_build_cancels_the_servers_build),
+        obi_unit_test_with_deadline(test_rpc_do_build_past_its_deadline_cancels_the_servers_build),
+        obi_unit_test_with_deadline(test_rpc_idle_stream_is_cancelled_after_the_idle_timeout),
+        obi_unit_test_with_deadline(test_rpc_directory_put_beyond_the_limits_is_resource_exhausted),
+        obi_unit_test_with_deadline(test_rpc_shutdown_cancels_running_builds_after_the_grace),
+        obi_unit_test_with_deadline(test_rpc_tcp_without_mutual_tls_listens_on_loopback_only),
+        obi_unit_test_with_deadline(test_rpc_unix_socket_mode_ignores_the_umask),
+        obi_unit_test_with_deadline(test_rpc_server_serves_a_socket_it_was_handed),
+        obi_unit_test_with_deadline(test_rpc_status_mapping_roundtrips),
+        obi_unit_test_with_deadline(test_rpc_status_message_clip_keeps_head_and_tail),
+        obi_unit_test_with_deadline(test_rpc_grpc_http_url_with_a_path_is_refused),
+        obi_unit_test_with_deadline(test_rpc_blob_chunk_parser_finds_data_and_refuses_truncation),
+        obi_unit_test_with_deadline(test_rpc_unreachable_server_is_econnrefused_naming_it),
+        obi_unit_test_with_deadline(test_rpc_recursive_get_refuses_directories_outside_the_tree),
+        obi_unit_test_with_deadline(
+            test_rpc_recursive_get_refuses_a_tree_with_directories_left_out),
+        obi_unit_test_with_deadline(
+            test_rpc_put_answered_before_it_was_sent_fails_instead_of_hanging),
+        obi_unit_test_with_deadline(test_rpc_log_level_parses_names_only),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

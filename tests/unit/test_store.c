@@ -843,8 +843,7 @@ static void test_store_local_blob_is_read_only_file_named_by_digest(void **state
     snprintf(rel, sizeof rel, "blobs/%.2s/%s", hex, hex);
     cleanup_free char *expected = obi_path_join(f->root, rel);
     cleanup_free char *path = NULL;
-    assert_non_null(f->blobs->ops->local_path);
-    assert_ok(f->blobs->ops->local_path(f->blobs, &digest, &path, err_ptr_));
+    assert_ok(obi_blob_local_path(f->blobs, &digest, &path, err_ptr_));
     assert_string_equal(path, expected);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
@@ -855,7 +854,7 @@ static void test_store_local_blob_is_read_only_file_named_by_digest(void **state
     char *none = NULL;
     obi_error *err = NULL;
     obi_digest_to_hex(&absent, hex);
-    assert_fails_with(err, f->blobs->ops->local_path(f->blobs, &absent, &none, &err), -ENOENT, hex);
+    assert_fails_with(err, obi_blob_local_path(f->blobs, &absent, &none, &err), -ENOENT, hex);
     assert_null(none);
 }
 
@@ -865,7 +864,7 @@ static void test_store_local_corrupted_blob_file_detected(void **state)
     obi_digest digest;
     assert_ok(obi_blob_put_bytes(f->blobs, "pristine", 8, &digest, err_ptr_));
     cleanup_free char *path = NULL;
-    assert_ok(f->blobs->ops->local_path(f->blobs, &digest, &path, err_ptr_));
+    assert_ok(obi_blob_local_path(f->blobs, &digest, &path, err_ptr_));
     assert_int_equal(chmod(path, 0644), 0);
     assert_ok(obi_write_file(path, "tampered", 8, 0644, err_ptr_));
     char hex[OBI_DIGEST_HEX_LEN + 1];
@@ -1063,7 +1062,7 @@ static void test_store_local_pending_blob_readable_in_process_before_barrier(voi
     assert_int_equal(count_in(f, "tmp"), 1);
     /* local_path hands out the final name, so it makes the blob durable first */
     cleanup_free char *path = NULL;
-    assert_ok(f->blobs->ops->local_path(f->blobs, &digest, &path, err_ptr_));
+    assert_ok(obi_blob_local_path(f->blobs, &digest, &path, err_ptr_));
     assert_non_null(strstr(path, "/blobs/"));
     assert_int_equal(access(path, R_OK), 0);
     assert_int_equal(count_in(f, "blobs"), 1);
@@ -1181,6 +1180,58 @@ static void test_store_local_directory_commit_makes_pending_blobs_durable_first(
     assert_ok(obi_directory_putter_finish(putter, NULL, err_ptr_));
     assert_int_equal(count_in(f, "blobs"), 1);
     assert_int_equal(count_in(f, "tmp"), 0);
+}
+
+/* Commits a directory holding one file node for blob (len bytes) through dirs. */
+static void commit_directory_of(obi_directory_service *dirs, const obi_digest *blob, size_t len)
+{
+    cleanup_directory obi_directory *dir = obi_directory_new();
+    cleanup_node obi_node file = {0};
+    assert_int_equal(obi_node_init_file(&file, "f", 1, blob, len, false), 0);
+    assert_int_equal(obi_directory_add(dir, &file), 0);
+    cleanup_directory_putter obi_directory_putter *putter = NULL;
+    assert_ok(obi_directory_open_put(dirs, &putter, err_ptr_));
+    assert_ok(obi_directory_put(putter, dir, NULL, err_ptr_));
+    assert_ok(obi_directory_putter_finish(putter, NULL, err_ptr_));
+}
+
+static void test_store_local_every_spelling_of_the_root_is_one_store(void **state)
+{
+    fixture *f = *state;
+    /* The crash protocol links the blob and directory sides of a store (a commit runs the blob
+     * side's barrier first) and the instances of one store in a process (one pending state).
+     * They used to find each other by comparing ROOT as spelled: "/x/store/" and "/x/store" were
+     * two stores, and a commit through one left the other's pending blobs unsynced. */
+    cleanup_free char *link = obi_path_join(f->tmp, "link");
+    assert_int_equal(symlink("store", link), 0);
+    char *spellings[4];
+    assert_true(asprintf(&spellings[0], "%s/", f->root) > 0);
+    assert_true(asprintf(&spellings[1], "%s/../store", f->root) > 0);
+    assert_true(asprintf(&spellings[2], "%s/./", f->root) > 0);
+    spellings[3] = strdup(link);
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(spellings); i++) {
+        cleanup_blob_service obi_blob_service *blobs = NULL;
+        cleanup_directory_service obi_directory_service *dirs = NULL;
+        assert_ok(obi_local_blob_service_open(spellings[i], &blobs, err_ptr_));
+        assert_ok(obi_local_directory_service_open(spellings[i], &dirs, err_ptr_));
+        /* a blob pending through one spelling is the other spelling's pending blob too */
+        char content[32];
+        int len = snprintf(content, sizeof content, "spelled %zu", i);
+        obi_digest blob;
+        assert_ok(put_pending(blobs, content, (size_t)len, &blob, err_ptr_));
+        assert_int_equal(obi_blob_has(f->blobs, &blob, NULL), 1);
+        int stored = count_in(f, "blobs");
+        /* and a commit through the other spelling makes it durable first */
+        commit_directory_of(f->dirs, &blob, (size_t)len);
+        assert_int_equal(count_in(f, "blobs"), stored + 1);
+        /* the same the other way round */
+        len = snprintf(content, sizeof content, "plain %zu", i);
+        assert_ok(put_pending(f->blobs, content, (size_t)len, &blob, err_ptr_));
+        commit_directory_of(dirs, &blob, (size_t)len);
+        assert_int_equal(count_in(f, "blobs"), stored + 2);
+        assert_int_equal(count_in(f, "tmp"), 0);
+        free(spellings[i]);
+    }
 }
 
 static void test_store_local_ingest_leaves_nothing_pending(void **state)
@@ -1367,7 +1418,10 @@ static void test_store_url_memory_and_objectstore_file_open(void **state)
     assert_ok(obi_blob_service_open("memory://", &mem, err_ptr_));
     obi_digest d;
     assert_ok(obi_blob_put_bytes(mem, "m", 1, &d, err_ptr_));
-    assert_null(mem->ops->local_path);
+    cleanup_free char *none = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_blob_local_path(mem, &d, &none, &err), -ENOTSUP, "no local files");
+    assert_null(none);
 
     char *tmp = obi_test_tmpdir();
     cleanup_free char *url = NULL;
@@ -1402,7 +1456,7 @@ static void test_store_url_relative_path_is_made_absolute(void **state)
     obi_digest d;
     assert_ok(obi_blob_put_bytes(store->blobs, "r", 1, &d, err_ptr_));
     cleanup_free char *path = NULL;
-    assert_ok(store->blobs->ops->local_path(store->blobs, &d, &path, err_ptr_));
+    assert_ok(obi_blob_local_path(store->blobs, &d, &path, err_ptr_));
     assert_true(path[0] == '/');
     assert_non_null(strstr(path, "/rel/store/blobs/"));
     obi_store_close(store);
@@ -1556,6 +1610,7 @@ int main(void)
         LOCAL(test_store_local_barrier_links_a_large_batch),
         LOCAL(test_store_local_barrier_accepts_a_blob_stored_meanwhile),
         LOCAL(test_store_local_service_free_is_a_barrier),
+        LOCAL(test_store_local_every_spelling_of_the_root_is_one_store),
         LOCAL(test_store_local_writer_outliving_its_service_still_works),
         LOCAL(test_store_local_directory_commit_makes_pending_blobs_durable_first),
         LOCAL(test_store_local_ingest_leaves_nothing_pending),

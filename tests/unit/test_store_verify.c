@@ -16,6 +16,7 @@
 #include "ocibuild/fs.h"
 #include "ocibuild/node.h"
 #include "ocibuild/store.h"
+#include "ocibuild/store_backend.h"
 #include "ocibuild/store_verify.h"
 #include "test_helpers.h"
 
