@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/url.h"
 
@@ -170,10 +171,10 @@ static int parse_authority(const char *text, size_t start, size_t end, obi_url *
     return 0;
 }
 
-/* Parses "k=v&k2=v2" in text[start, end). */
+/* Parses "k=v&k2=v2" in text[start, end) into url's (empty) parameters. */
 static int parse_query(const char *text, size_t start, size_t end, obi_url *url, obi_error **err)
 {
-    size_t i = start;
+    size_t i = start, cap = 0;
     while (i < end) {
         size_t seg_end = i;
         while (seg_end < end && text[seg_end] != '&')
@@ -185,13 +186,9 @@ static int parse_query(const char *text, size_t start, size_t end, obi_url *url,
             eq++;
         if (eq == i)
             return url_error(err, text, "query parameter without a name", i);
-        obi_url_param *grown = realloc(url->params, (url->n_params + 1) * sizeof *grown);
-        if (!grown)
+        if (obi_array_grow(&url->params, &cap, url->n_params + 1) < 0)
             return obi_error_oom(err);
-        url->params = grown;
-        obi_url_param *param = &url->params[url->n_params];
-        param->key = param->value = NULL;
-        url->n_params++;
+        obi_url_param *param = &url->params[url->n_params++]; /* zeroed: key, value NULL */
         int r = percent_decode(text, i, eq, "query parameter name", &param->key, err);
         if (r < 0)
             return r;
