@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
@@ -536,14 +537,8 @@ static int walk_enqueue(obi_directory_walk *walk, const obi_digest *digest, uint
         walk->tail -= walk->head;
         walk->head = 0;
     }
-    if (walk->tail == walk->capacity) {
-        size_t capacity = walk->capacity ? 2 * walk->capacity : 16;
-        queued_directory *grown = realloc(walk->queue, capacity * sizeof *walk->queue);
-        if (!grown)
-            return -ENOMEM;
-        walk->queue = grown;
-        walk->capacity = capacity;
-    }
+    if (obi_array_grow(&walk->queue, &walk->capacity, walk->tail + 1) < 0)
+        return -ENOMEM;
     walk->queue[walk->tail++] = (queued_directory){*digest, size, is_root};
     return 1;
 }
@@ -705,7 +700,7 @@ static const struct {
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static store_scheme *registered;
-static size_t n_registered;
+static size_t n_registered, registered_cap;
 
 int obi_store_register_scheme(const char *scheme, obi_blob_service_factory blobs,
                               obi_directory_service_factory directories)
@@ -719,15 +714,11 @@ int obi_store_register_scheme(const char *scheme, obi_blob_service_factory blobs
     while (i < n_registered && strcmp(registered[i].scheme, scheme) != 0)
         i++;
     if (i == n_registered) {
-        store_scheme *grown = realloc(registered, (n_registered + 1) * sizeof *grown);
         char *name = strdup(scheme);
-        if (!grown || !name) {
+        if (!name || obi_array_grow(&registered, &registered_cap, n_registered + 1) < 0) {
             free(name);
-            if (grown)
-                registered = grown;
             r = -ENOMEM;
         } else {
-            registered = grown;
             registered[n_registered++].scheme = name;
         }
     }
