@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/blake3.h"
 #include "ocibuild/bundle.h"
 #include "ocibuild/cleanup.h"
@@ -176,15 +177,9 @@ int obi_root_pool_prune(obi_root_pool *pool, unsigned max_idle_seconds, size_t m
         struct stat st;
         if (fstatat(pool->dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
             continue; /* taken meanwhile */
-        if (n == cap) {
-            size_t grown_cap = cap ? cap * 2 : 16;
-            pool_entry *grown = realloc(entries, grown_cap * sizeof *grown);
-            if (!grown) {
-                r = obi_error_oom(err);
-                break;
-            }
-            entries = grown;
-            cap = grown_cap;
+        if (obi_array_grow(&entries, &cap, n + 1) < 0) {
+            r = obi_error_oom(err);
+            break;
         }
         entries[n].name = strdup(de->d_name);
         entries[n].given_back = st.st_ctim;
