@@ -23,7 +23,7 @@ LAYERS = [["util"], ["castore"], ["builder"], ["service", "nix"], ["rpc"], ["cli
 
 # Public headers with no .c of the same name: the layer that defines what they declare.
 HEADERLESS = {
-    "cleanup.h": "util",  # inline cleanup helpers; obi_strv_free is in util/fs.c
+    "cleanup.h": "util",  # inline cleanup helpers; obi_strv_free is in util/strv.c
     "json_util.h": "util",  # inline jansson helpers
     "node_pb.h": "castore",  # castore/node_codec.c
     "rpc.h": "rpc",  # the rpc layer's API and module table (rpc/rpc_module.c)
