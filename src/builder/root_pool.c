@@ -23,6 +23,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/root_pool.h"
 
 #define EVICT_PREFIX ".evict-"

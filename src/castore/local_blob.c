@@ -47,6 +47,7 @@
 #include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/store.h"
 #include "store_internal.h"
 
@@ -531,8 +532,7 @@ static int create_owner_lock(blob_root *shared, obi_error **err)
         uint8_t random[TOKEN_LEN / 2];
         if (getrandom(random, sizeof random, 0) != (ssize_t)sizeof random)
             return obi_error_set_errno(err, errno, "getrandom");
-        for (size_t i = 0; i < sizeof random; i++)
-            snprintf(shared->token + 2 * i, 3, "%02x", random[i]);
+        obi_hex_encode(random, sizeof random, shared->token);
         char name[TOKEN_LEN + sizeof LOCK_SUFFIX];
         snprintf(name, sizeof name, "%s" LOCK_SUFFIX, shared->token);
         cleanup_close int fd =

@@ -11,6 +11,7 @@
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/nar.h"
 #include "ocibuild/nix_output.h"
 #include "ocibuild/nix_store.h"

@@ -29,6 +29,7 @@
 #include "ocibuild/digest.h"
 #include "ocibuild/dynlib.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/image.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/sha256.h"

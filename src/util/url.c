@@ -16,6 +16,7 @@
 
 #include "ocibuild/array.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/url.h"
 
 void obi_url_free(obi_url *url)
@@ -48,17 +49,6 @@ static int url_error(obi_error **err, const char *text, const char *what, size_t
                          offset);
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes text[start, end) into a fresh string; `part` names it in errors. */
 static int percent_decode(const char *text, size_t start, size_t end, const char *part, char **out,
                           obi_error **err)
@@ -78,8 +68,8 @@ static int percent_decode(const char *text, size_t start, size_t end, const char
             decoded[n++] = (char)c;
             continue;
         }
-        int hi = i + 1 < end ? hex_value(text[i + 1]) : -1;
-        int lo = i + 2 < end ? hex_value(text[i + 2]) : -1;
+        int hi = i + 1 < end ? obi_hex_digit_value(text[i + 1]) : -1;
+        int lo = i + 2 < end ? obi_hex_digit_value(text[i + 2]) : -1;
         if (hi < 0 || lo < 0) {
             char what[96];
             snprintf(what, sizeof what, "bad percent-escape in the %s (expected %%XX)", part);
