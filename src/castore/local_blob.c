@@ -42,10 +42,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "digest_map.h"
 #include "ocibuild/array.h"
 #include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/digest_map.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/hex.h"
 #include "ocibuild/store.h"

@@ -24,9 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "digest_map.h"
 #include "ocibuild/array.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/digest_map.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/store.h"
 #include "store_internal.h"

@@ -513,7 +513,7 @@ typedef struct queued_directory {
 
 struct obi_directory_walk {
     obi_directory_service *svc;
-    obi_digest_map seen; /* digests queued so far (values are a dummy non-NULL pointer) */
+    obi_digest_map seen; /* the digests queued so far (a set) */
     queued_directory *queue;
     size_t head, tail, capacity;
 };
@@ -527,7 +527,7 @@ static void no_free(void *value)
 static int walk_enqueue(obi_directory_walk *walk, const obi_digest *digest, uint64_t size,
                         bool is_root)
 {
-    int inserted = obi_digest_map_insert(&walk->seen, digest, (void *)1);
+    int inserted = obi_digest_map_insert(&walk->seen, digest, OBI_DIGEST_SET_MEMBER);
     if (inserted <= 0)
         return inserted;
     if (walk->tail == walk->capacity && walk->head > 0) {

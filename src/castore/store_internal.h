@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "digest_map.h"
+#include "ocibuild/digest_map.h"
 #include "ocibuild/node.h"
 #include "ocibuild/store.h"
 
