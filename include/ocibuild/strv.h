@@ -16,6 +16,10 @@ typedef struct obi_strv_builder {
     size_t cap;
 } obi_strv_builder;
 
+/* qsort's comparator for an array of strings (char * or const char *): bytewise order, as
+ * strcmp compares unsigned chars. */
+int obi_strv_item_compare(const void *a, const void *b);
+
 /* Appends a copy of s. -ENOMEM leaves the builder as it was. */
 int obi_strv_builder_add(obi_strv_builder *b, const char *s);
 bool obi_strv_builder_contains(const obi_strv_builder *b, const char *s);

@@ -221,8 +221,6 @@ static int load_for_depth(obi_directory_service *service, const obi_digest_map *
     return obi_directory_get(service, digest, out, err);
 }
 
-static void no_free(void *value);
-
 /* The exact depth of the tree at digest, counted with a loop over a heap stack (never deeper
  * than OBI_DIRECTORY_MAX_DEPTH + 1 frames: beyond that the answer is "too deep" anyway); each
  * directory is counted once (memo). The rare path: only when the size bounds say "maybe". */
@@ -475,7 +473,7 @@ int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn
     putter->ctx = ctx;
     putter->service = service;
     obi_digest_map_init(&putter->pending, obi_encoded_directory_free);
-    obi_digest_map_init(&putter->depth_memo, no_free);
+    obi_digest_map_init(&putter->depth_memo, NULL);
     *out = &putter->base;
     return 0;
 }
@@ -518,11 +516,6 @@ struct obi_directory_walk {
     size_t head, tail, capacity;
 };
 
-static void no_free(void *value)
-{
-    (void)value;
-}
-
 /* Queues digest unless it was queued before. */
 static int walk_enqueue(obi_directory_walk *walk, const obi_digest *digest, uint64_t size,
                         bool is_root)
@@ -550,7 +543,7 @@ int obi_directory_walk_new(obi_directory_service *svc, const obi_digest *root,
     if (!walk)
         return obi_error_oom(err);
     walk->svc = svc;
-    obi_digest_map_init(&walk->seen, no_free);
+    obi_digest_map_init(&walk->seen, NULL);
     if (walk_enqueue(walk, root, 0, true) < 0) {
         obi_directory_walk_free(walk);
         return obi_error_oom(err);

@@ -36,11 +36,6 @@ const char *obi_store_object_kind_name(obi_store_object_kind kind)
     return kind == OBI_STORE_BLOB ? "blob" : "directory";
 }
 
-static void no_free(void *value)
-{
-    (void)value;
-}
-
 static int report(verifier *v, obi_store_object_kind kind, const obi_digest *digest,
                   const char *problem, obi_error **err)
 {
@@ -214,7 +209,7 @@ int obi_store_verify(obi_store *store, obi_store_fault_fn on_fault, void *ctx,
         return obi_error_oom(err);
     obi_digest_map_init(&v.blob_sizes, free);
     obi_digest_map_init(&v.directory_sizes, free);
-    obi_digest_map_init(&v.faulty, no_free);
+    obi_digest_map_init(&v.faulty, NULL);
     int r = obi_blob_service_list(store->blobs, verify_blob, &v, err);
     if (r >= 0)
         r = obi_directory_service_list(store->directories, verify_directory, &v, err);

@@ -14,6 +14,7 @@
 #include "ocibuild/derivation_request.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/sha256.h"
+#include "ocibuild/strv.h"
 
 #define SANDBOX_BUILD_DIR "/build"
 
@@ -265,11 +266,6 @@ static int set_string(char **field, const char *value)
     return 0;
 }
 
-static int compare_strings(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static int set_outputs_and_needles(const obi_derivation *drv, obi_build_request *req,
                                    obi_error **err)
 {
@@ -305,7 +301,7 @@ static int set_outputs_and_needles(const obi_derivation *drv, obi_build_request 
         req->refscan_needles[req->n_refscan_needles++] = needle;
     }
     if (req->n_outputs > 1)
-        qsort(req->outputs, req->n_outputs, sizeof *req->outputs, compare_strings);
+        qsort(req->outputs, req->n_outputs, sizeof *req->outputs, obi_strv_item_compare);
     return 0;
 }
 

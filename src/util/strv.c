@@ -39,17 +39,16 @@ bool obi_strv_builder_contains(const obi_strv_builder *b, const char *s)
     return false;
 }
 
-static int compare_strings(const void *a, const void *b)
+int obi_strv_item_compare(const void *a, const void *b)
 {
-    /* strcmp compares as unsigned char: bytewise order */
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 void obi_strv_builder_sort_unique(obi_strv_builder *b)
 {
     if (b->n < 2)
         return;
-    qsort(b->items, b->n, sizeof *b->items, compare_strings);
+    qsort(b->items, b->n, sizeof *b->items, obi_strv_item_compare);
     size_t kept = 1;
     for (size_t i = 1; i < b->n; i++) {
         if (strcmp(b->items[kept - 1], b->items[i]) == 0)
