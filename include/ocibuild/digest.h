@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "ocibuild/error.h"
+#include "ocibuild/hex.h" /* the hex form of a digest is hex.h's */
 
 #define OBI_DIGEST_LEN 32
 #define OBI_DIGEST_HEX_LEN 64
@@ -24,10 +25,6 @@ void obi_digest_of(const void *data, size_t len, obi_digest *out);
 bool obi_digest_equal(const obi_digest *a, const obi_digest *b);
 int obi_digest_compare(const obi_digest *a, const obi_digest *b);
 
-/* Lowercase hex of len bytes into out (2*len+1 bytes, NUL-terminated). */
-void obi_hex_encode(const uint8_t *data, size_t len, char *out);
-/* Strict hex decode (either case) of exactly 2*out_len characters. */
-int obi_hex_decode(const char *hex, size_t hex_len, uint8_t *out, size_t out_len);
 void obi_digest_to_hex(const obi_digest *d, char out[OBI_DIGEST_HEX_LEN + 1]);
 int obi_digest_from_hex(const char *hex, obi_digest *out, obi_error **err);
 

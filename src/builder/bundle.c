@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/bundle.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
@@ -286,7 +287,7 @@ int obi_unmount_below(const char *path, unsigned *count, obi_error **err)
         return obi_error_set_errno(err, errno, "open /proc/self/mountinfo");
     size_t plen = strlen(path);
     char **found = NULL;
-    size_t n_found = 0;
+    size_t n_found = 0, cap = 0;
     char line[8192];
     while (fgets(line, sizeof line, f)) {
         /* fields: id parent major:minor root mountpoint ... */
@@ -297,10 +298,8 @@ int obi_unmount_below(const char *path, unsigned *count, obi_error **err)
             continue;
         unescape_mountinfo(field);
         if (strncmp(field, path, plen) == 0 && (field[plen] == '/' || field[plen] == 0)) {
-            char **grown = realloc(found, (n_found + 1) * sizeof *found);
-            if (!grown)
-                break;
-            found = grown;
+            if (obi_array_grow(&found, &cap, n_found + 1) < 0)
+                break; /* what was found is still detached below */
             found[n_found++] = strdup(field);
         }
     }

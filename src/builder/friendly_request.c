@@ -19,11 +19,7 @@
 #include "ocibuild/friendly_request.h"
 #include "ocibuild/ingest.h"
 #include "ocibuild/json_util.h"
-
-static int compare_keys(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
+#include "ocibuild/strv.h"
 
 /* Keys of a JSON object, sorted bytewise; caller frees the array (not the strings). */
 static const char **sorted_keys(const json_t *object, size_t *n_out)
@@ -39,7 +35,7 @@ static const char **sorted_keys(const json_t *object, size_t *n_out)
         (void)value;
         keys[i++] = key;
     }
-    qsort(keys, n, sizeof *keys, compare_keys);
+    qsort(keys, n, sizeof *keys, obi_strv_item_compare);
     *n_out = n;
     return keys;
 }

@@ -17,11 +17,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/blake3.h"
 #include "ocibuild/bundle.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/root_pool.h"
 
 #define EVICT_PREFIX ".evict-"
@@ -176,15 +178,9 @@ int obi_root_pool_prune(obi_root_pool *pool, unsigned max_idle_seconds, size_t m
         struct stat st;
         if (fstatat(pool->dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
             continue; /* taken meanwhile */
-        if (n == cap) {
-            size_t grown_cap = cap ? cap * 2 : 16;
-            pool_entry *grown = realloc(entries, grown_cap * sizeof *grown);
-            if (!grown) {
-                r = obi_error_oom(err);
-                break;
-            }
-            entries = grown;
-            cap = grown_cap;
+        if (obi_array_grow(&entries, &cap, n + 1) < 0) {
+            r = obi_error_oom(err);
+            break;
         }
         entries[n].name = strdup(de->d_name);
         entries[n].given_back = st.st_ctim;

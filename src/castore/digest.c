@@ -8,6 +8,7 @@
 
 #include "ocibuild/blake3.h"
 #include "ocibuild/digest.h"
+#include "ocibuild/hex.h"
 
 void obi_digest_of(const void *data, size_t len, obi_digest *out)
 {
@@ -24,41 +25,6 @@ int obi_digest_compare(const obi_digest *a, const obi_digest *b)
     return memcmp(a->bytes, b->bytes, OBI_DIGEST_LEN);
 }
 
-static const char HEX[] = "0123456789abcdef";
-
-void obi_hex_encode(const uint8_t *data, size_t len, char *out)
-{
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = HEX[data[i] >> 4];
-        out[2 * i + 1] = HEX[data[i] & 15];
-    }
-    out[2 * len] = 0;
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-int obi_hex_decode(const char *hex, size_t hex_len, uint8_t *out, size_t out_len)
-{
-    if (hex_len != 2 * out_len)
-        return -EINVAL;
-    for (size_t i = 0; i < out_len; i++) {
-        int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return -EINVAL;
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return 0;
-}
-
 void obi_digest_to_hex(const obi_digest *d, char out[OBI_DIGEST_HEX_LEN + 1])
 {
     obi_hex_encode(d->bytes, OBI_DIGEST_LEN, out);
@@ -72,7 +38,7 @@ int obi_digest_from_hex(const char *hex, obi_digest *out, obi_error **err)
                              len);
     obi_digest d = {0};
     for (size_t i = 0; i < len; i++)
-        if (hex_value(hex[i]) < 0)
+        if (obi_hex_digit_value(hex[i]) < 0)
             return obi_error_set(err, -EINVAL, "digest %s: invalid hex character at offset %zu",
                                  hex, i);
     obi_hex_decode(hex, len, d.bytes, OBI_DIGEST_LEN);

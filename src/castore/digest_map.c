@@ -1,12 +1,12 @@
 /*
- * Digest -> pointer hash map for the castore backends (see digest_map.h).
+ * Digest -> pointer hash map (see include/ocibuild/digest_map.h).
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "digest_map.h"
+#include "ocibuild/digest_map.h"
 
 void obi_digest_map_init(obi_digest_map *map, void (*free_value)(void *value))
 {

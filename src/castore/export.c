@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/blake3.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
@@ -192,14 +193,8 @@ static int export_push(export_walk *w, int dirfd, const char *name, const obi_no
     if (depth + 1 > OBI_DIRECTORY_MAX_DEPTH)
         return obi_error_set(err, -ELOOP, "%s: directories nested deeper than %d levels", w->root,
                              OBI_DIRECTORY_MAX_DEPTH);
-    if (depth >= w->cap) {
-        size_t cap = w->cap ? 2 * w->cap : 16;
-        export_level *grown = realloc(w->levels, cap * sizeof *grown);
-        if (!grown)
-            return obi_error_oom(err);
-        w->levels = grown;
-        w->cap = cap;
-    }
+    if (obi_array_grow(&w->levels, &w->cap, depth + 1) < 0)
+        return obi_error_oom(err);
     export_level *lv = &w->levels[depth];
     *lv = (export_level){.path_len = ex->path.len};
     cleanup_directory obi_directory *dir = NULL;

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/blake3.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
@@ -200,15 +201,8 @@ static int ingest_enter(void *ctx, const obi_walk_entry *e, obi_error **err)
         r = ingest_symlink(ig, e->dirfd, e->name, node_name, &node, err);
         break;
     case S_IFDIR:
-        if (e->depth >= ig->stack_cap) {
-            size_t cap = ig->stack_cap ? 2 * ig->stack_cap : 16;
-            obi_directory **grown = realloc(ig->stack, cap * sizeof *grown);
-            if (!grown)
-                return obi_error_oom(err);
-            memset(grown + ig->stack_cap, 0, (cap - ig->stack_cap) * sizeof *grown);
-            ig->stack = grown;
-            ig->stack_cap = cap;
-        }
+        if (obi_array_grow(&ig->stack, &ig->stack_cap, e->depth + 1) < 0) /* new slots NULL */
+            return obi_error_oom(err);
         ig->stack[e->depth] = obi_directory_new();
         return ig->stack[e->depth] ? 0 : obi_error_oom(err);
     default:

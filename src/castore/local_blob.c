@@ -43,10 +43,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "digest_map.h"
+#include "ocibuild/array.h"
 #include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/digest_map.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/store_backend.h"
 #include "store_internal.h"
 
@@ -533,8 +535,7 @@ static int create_owner_lock(blob_root *shared, obi_error **err)
         uint8_t random[TOKEN_LEN / 2];
         if (getrandom(random, sizeof random, 0) != (ssize_t)sizeof random)
             return obi_error_set_errno(err, errno, "getrandom");
-        for (size_t i = 0; i < sizeof random; i++)
-            snprintf(shared->token + 2 * i, 3, "%02x", random[i]);
+        obi_hex_encode(random, sizeof random, shared->token);
         char name[TOKEN_LEN + sizeof LOCK_SUFFIX];
         snprintf(name, sizeof name, "%s" LOCK_SUFFIX, shared->token);
         cleanup_close int fd =
@@ -585,23 +586,27 @@ typedef struct owner_verdict {
     bool alive;
 } owner_verdict;
 
+typedef struct owner_cache {
+    owner_verdict *verdicts;
+    size_t n, cap;
+} owner_cache;
+
 /* Whether the owner of a temporary file named "<token>.<n>" is alive (cached per scan). */
-static bool temp_owner_alive(int owners_fd, const char *name, owner_verdict **cache, size_t *n)
+static bool temp_owner_alive(int owners_fd, const char *name, owner_cache *cache)
 {
     const char *dot = strchr(name, '.');
     if (!dot || dot - name != TOKEN_LEN)
         return true; /* not ours: keep */
-    for (size_t i = 0; i < *n; i++)
-        if (!strncmp((*cache)[i].token, name, TOKEN_LEN))
-            return (*cache)[i].alive;
+    for (size_t i = 0; i < cache->n; i++)
+        if (!strncmp(cache->verdicts[i].token, name, TOKEN_LEN))
+            return cache->verdicts[i].alive;
     char lock[TOKEN_LEN + sizeof LOCK_SUFFIX];
     snprintf(lock, sizeof lock, "%.*s" LOCK_SUFFIX, TOKEN_LEN, name);
     bool alive = owner_lock_held(owners_fd, lock);
-    owner_verdict *grown = realloc(*cache, (*n + 1) * sizeof **cache);
-    if (grown) {
-        *cache = grown;
-        snprintf(grown[*n].token, sizeof grown[*n].token, "%.*s", TOKEN_LEN, name);
-        grown[(*n)++].alive = alive;
+    if (obi_array_grow(&cache->verdicts, &cache->cap, cache->n + 1) == 0) { /* else: uncached */
+        owner_verdict *v = &cache->verdicts[cache->n++];
+        snprintf(v->token, sizeof v->token, "%.*s", TOKEN_LEN, name);
+        v->alive = alive;
     }
     return alive;
 }
@@ -625,19 +630,18 @@ static void remove_dead_temps(blob_root *shared)
     cleanup_dir DIR *dir = list_fd >= 0 ? fdopendir(list_fd) : NULL;
     if (!dir && list_fd >= 0)
         close(list_fd);
-    cleanup_free owner_verdict *cache = NULL;
-    size_t n_cache = 0;
+    owner_cache cache = {0};
     struct dirent *entry;
     while (dir && (entry = readdir(dir))) {
         const char *name = entry->d_name;
         if (name[0] == '.')
             continue;
-        bool dead = !strncmp(name, "w.", 2)
-                        ? legacy_temp_abandoned(shared->tmp_fd, name)
-                        : !temp_owner_alive(shared->owners_fd, name, &cache, &n_cache);
+        bool dead = !strncmp(name, "w.", 2) ? legacy_temp_abandoned(shared->tmp_fd, name)
+                                            : !temp_owner_alive(shared->owners_fd, name, &cache);
         if (dead)
             unlinkat(shared->tmp_fd, name, 0);
     }
+    free(cache.verdicts);
     /* lock files last: a lock file removed first would make its live-looking temps dead too
      * early for a concurrent cleaner, which is harmless, but this order keeps it simple */
     list_fd = openat(shared->owners_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -807,13 +811,8 @@ static int list_fanout(blob_root *shared, const char *fanout, obi_digest **diges
         if (strlen(de->d_name) != OBI_DIGEST_HEX_LEN || strncmp(de->d_name, fanout, 2) != 0 ||
             obi_hex_decode(de->d_name, OBI_DIGEST_HEX_LEN, digest.bytes, OBI_DIGEST_LEN) < 0)
             continue; /* not a blob's name */
-        if (*n == *capacity) {
-            *capacity = *capacity ? 2 * *capacity : 1024;
-            obi_digest *grown = realloc(*digests, *capacity * sizeof **digests);
-            if (!grown)
-                return obi_error_oom(err);
-            *digests = grown;
-        }
+        if (obi_array_grow(digests, capacity, *n + 1) < 0)
+            return obi_error_oom(err);
         (*digests)[(*n)++] = digest;
     }
     return 0;

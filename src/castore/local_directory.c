@@ -24,8 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "digest_map.h"
+#include "ocibuild/array.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/digest_map.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/store_backend.h"
 #include "store_internal.h"
@@ -183,14 +184,9 @@ static int local_directory_list(obi_directory_service *base, obi_digest_visit_fn
     while (r == 0 && (rc = sqlite3_step(list)) == SQLITE_ROW) {
         if (sqlite3_column_bytes(list, 0) != OBI_DIGEST_LEN)
             continue; /* not a digest: no directory anyone can ask for */
-        if (n == capacity) {
-            capacity = capacity ? 2 * capacity : 256;
-            obi_digest *grown = realloc(digests, capacity * sizeof *digests);
-            if (!grown) {
-                r = obi_error_oom(err);
-                break;
-            }
-            digests = grown;
+        if (obi_array_grow(&digests, &capacity, n + 1) < 0) {
+            r = obi_error_oom(err);
+            break;
         }
         memcpy(digests[n++].bytes, sqlite3_column_blob(list, 0), OBI_DIGEST_LEN);
     }

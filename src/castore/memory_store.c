@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "digest_map.h"
 #include "ocibuild/blake3.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/digest_map.h"
 #include "ocibuild/store_backend.h"
 #include "store_internal.h"
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "node_internal.h"
+#include "ocibuild/array.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/node.h"
 
@@ -215,19 +216,13 @@ void obi_directory_free(obi_directory *dir)
     free(dir);
 }
 
-/* Lists grow geometrically: capacity is max(4, the next power of two >= n). */
+/* The lists keep no capacity: they only ever grow one node at a time, so theirs is the one
+ * obi_array_cap_for gives for their count. */
 static int list_append(obi_node **nodes, size_t *n, obi_node *node)
 {
-    size_t count = *n;
-    if (count == 0 || (count >= 4 && (count & (count - 1)) == 0)) {
-        size_t cap = count == 0 ? 4 : count * 2;
-        if (cap > SIZE_MAX / sizeof(obi_node))
-            return -ENOMEM;
-        obi_node *grown = realloc(*nodes, cap * sizeof(obi_node));
-        if (!grown)
-            return -ENOMEM;
-        *nodes = grown;
-    }
+    size_t count = *n, cap = obi_array_cap_for(count);
+    if (obi_array_grow(nodes, &cap, count + 1) < 0)
+        return -ENOMEM;
     (*nodes)[count] = *node;
     *n = count + 1;
     memset(node, 0, sizeof *node);

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
@@ -289,8 +290,6 @@ static int load_for_depth(obi_directory_service *service, const obi_digest_map *
     return obi_directory_get(service, digest, out, err);
 }
 
-static void no_free(void *value);
-
 /* The exact depth of the tree at digest, counted with a loop over a heap stack (never deeper
  * than OBI_DIRECTORY_MAX_DEPTH + 1 frames: beyond that the answer is "too deep" anyway); each
  * directory is counted once (memo). The rare path: only when the size bounds say "maybe". */
@@ -543,7 +542,7 @@ int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn
     putter->ctx = ctx;
     putter->service = service;
     obi_digest_map_init(&putter->pending, obi_encoded_directory_free);
-    obi_digest_map_init(&putter->depth_memo, no_free);
+    obi_digest_map_init(&putter->depth_memo, NULL);
     *out = &putter->base;
     return 0;
 }
@@ -581,21 +580,16 @@ typedef struct queued_directory {
 
 struct obi_directory_walk {
     obi_directory_service *svc;
-    obi_digest_map seen; /* digests queued so far (values are a dummy non-NULL pointer) */
+    obi_digest_map seen; /* the digests queued so far (a set) */
     queued_directory *queue;
     size_t head, tail, capacity;
 };
-
-static void no_free(void *value)
-{
-    (void)value;
-}
 
 /* Queues digest unless it was queued before. */
 static int walk_enqueue(obi_directory_walk *walk, const obi_digest *digest, uint64_t size,
                         bool is_root)
 {
-    int inserted = obi_digest_map_insert(&walk->seen, digest, (void *)1);
+    int inserted = obi_digest_map_insert(&walk->seen, digest, OBI_DIGEST_SET_MEMBER);
     if (inserted <= 0)
         return inserted;
     if (walk->tail == walk->capacity && walk->head > 0) {
@@ -605,14 +599,8 @@ static int walk_enqueue(obi_directory_walk *walk, const obi_digest *digest, uint
         walk->tail -= walk->head;
         walk->head = 0;
     }
-    if (walk->tail == walk->capacity) {
-        size_t capacity = walk->capacity ? 2 * walk->capacity : 16;
-        queued_directory *grown = realloc(walk->queue, capacity * sizeof *walk->queue);
-        if (!grown)
-            return -ENOMEM;
-        walk->queue = grown;
-        walk->capacity = capacity;
-    }
+    if (obi_array_grow(&walk->queue, &walk->capacity, walk->tail + 1) < 0)
+        return -ENOMEM;
     walk->queue[walk->tail++] = (queued_directory){*digest, size, is_root};
     return 1;
 }
@@ -624,7 +612,7 @@ int obi_directory_walk_new(obi_directory_service *svc, const obi_digest *root,
     if (!walk)
         return obi_error_oom(err);
     walk->svc = svc;
-    obi_digest_map_init(&walk->seen, no_free);
+    obi_digest_map_init(&walk->seen, NULL);
     if (walk_enqueue(walk, root, 0, true) < 0) {
         obi_directory_walk_free(walk);
         return obi_error_oom(err);
@@ -799,7 +787,7 @@ static const struct {
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static store_scheme *registered;
-static size_t n_registered;
+static size_t n_registered, registered_cap;
 
 int obi_store_register_scheme(const char *scheme, obi_blob_service_factory blobs,
                               obi_directory_service_factory directories)
@@ -813,15 +801,11 @@ int obi_store_register_scheme(const char *scheme, obi_blob_service_factory blobs
     while (i < n_registered && strcmp(registered[i].scheme, scheme) != 0)
         i++;
     if (i == n_registered) {
-        store_scheme *grown = realloc(registered, (n_registered + 1) * sizeof *grown);
         char *name = strdup(scheme);
-        if (!grown || !name) {
+        if (!name || obi_array_grow(&registered, &registered_cap, n_registered + 1) < 0) {
             free(name);
-            if (grown)
-                registered = grown;
             r = -ENOMEM;
         } else {
-            registered = grown;
             registered[n_registered++].scheme = name;
         }
     }

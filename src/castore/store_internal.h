@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "digest_map.h"
+#include "ocibuild/digest_map.h"
 #include "ocibuild/node.h"
 #include "ocibuild/store_backend.h"
 

@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "digest_map.h"
 #include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/digest_map.h"
 #include "ocibuild/store_verify.h"
 #include "store_internal.h"
 
@@ -27,7 +27,7 @@ typedef struct verifier {
     obi_store_verify_stats *stats;
     obi_digest_map blob_sizes;      /* digest -> uint64_t size, good blobs */
     obi_digest_map directory_sizes; /* digest -> uint64_t recursive size, good directories */
-    obi_digest_map faulty;          /* digest -> (void *)1, objects reported as faulty */
+    obi_digest_map faulty;          /* the objects reported as faulty */
     uint8_t *buffer;
 } verifier;
 
@@ -36,16 +36,11 @@ const char *obi_store_object_kind_name(obi_store_object_kind kind)
     return kind == OBI_STORE_BLOB ? "blob" : "directory";
 }
 
-static void no_free(void *value)
-{
-    (void)value;
-}
-
 static int report(verifier *v, obi_store_object_kind kind, const obi_digest *digest,
                   const char *problem, obi_error **err)
 {
     v->stats->faults++;
-    if (obi_digest_map_insert(&v->faulty, digest, (void *)1) < 0)
+    if (obi_digest_map_insert(&v->faulty, digest, OBI_DIGEST_SET_MEMBER) < 0)
         return obi_error_oom(err);
     obi_store_fault fault = {kind, *digest, problem};
     return v->on_fault ? v->on_fault(&fault, v->ctx, err) : 0;
@@ -214,7 +209,7 @@ int obi_store_verify(obi_store *store, obi_store_fault_fn on_fault, void *ctx,
         return obi_error_oom(err);
     obi_digest_map_init(&v.blob_sizes, free);
     obi_digest_map_init(&v.directory_sizes, free);
-    obi_digest_map_init(&v.faulty, no_free);
+    obi_digest_map_init(&v.faulty, NULL);
     int r = obi_blob_service_list(store->blobs, verify_blob, &v, err);
     if (r >= 0)
         r = obi_directory_service_list(store->directories, verify_directory, &v, err);

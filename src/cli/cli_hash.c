@@ -19,6 +19,7 @@
 #include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
+#include "ocibuild/hex.h"
 
 #define HASH_READ_SIZE (1 << 20)
 /* Below this, read() is as cheap as setting up a mapping. */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/derivation.h"
@@ -75,21 +76,6 @@ static int expect_literal(parser *ps, const char *literal)
 static bool peek_char(const parser *ps, char c)
 {
     return ps->pos < ps->len && ps->text[ps->pos] == c;
-}
-
-/* Grows *array (of elem_size elements) so that one more fits. */
-static int grow(void **array, size_t n, size_t *cap, size_t elem_size)
-{
-    if (n < *cap)
-        return 0;
-    size_t new_cap = *cap ? *cap * 2 : 4;
-    void *p = reallocarray(*array, new_cap, elem_size);
-    if (!p)
-        return -ENOMEM;
-    memset((char *)p + n * elem_size, 0, (new_cap - n) * elem_size);
-    *array = p;
-    *cap = new_cap;
-    return 0;
 }
 
 /* A quoted string with \" \\ \n \r \t escapes. *start_out = offset of the opening quote. */
@@ -202,7 +188,7 @@ typedef struct string_list {
 static int parse_string_element(parser *ps, void *ctx)
 {
     string_list *list = ctx;
-    if (grow((void **)list->items, *list->n, &list->cap, sizeof(char *)) < 0)
+    if (obi_array_grow(list->items, &list->cap, *list->n + 1) < 0)
         return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
     int r = parse_string(ps, &(*list->items)[*list->n], NULL);
     if (r < 0)
@@ -294,7 +280,7 @@ static int parse_output_element(parser *ps, void *ctx)
 {
     outputs_ctx *c = ctx;
     obi_derivation *drv = c->drv;
-    if (grow((void **)&drv->outputs, drv->n_outputs, &c->cap, sizeof *drv->outputs) < 0)
+    if (obi_array_grow(&drv->outputs, &c->cap, drv->n_outputs + 1) < 0)
         return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
     obi_derivation_output *o = &drv->outputs[drv->n_outputs];
     size_t name_at = 0, algo_at = 0, hash_at = 0;
@@ -332,7 +318,7 @@ static int parse_input_element(parser *ps, void *ctx)
 {
     inputs_ctx *c = ctx;
     obi_derivation *drv = c->drv;
-    if (grow((void **)&drv->input_drvs, drv->n_input_drvs, &c->cap, sizeof *drv->input_drvs) < 0)
+    if (obi_array_grow(&drv->input_drvs, &c->cap, drv->n_input_drvs + 1) < 0)
         return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
     obi_derivation_input *in = &drv->input_drvs[drv->n_input_drvs++];
     int r = expect_char(ps, '(');
@@ -358,7 +344,7 @@ static int parse_env_element(parser *ps, void *ctx)
 {
     env_ctx *c = ctx;
     obi_derivation *drv = c->drv;
-    if (grow((void **)&drv->env, drv->n_env, &c->cap, sizeof *drv->env) < 0)
+    if (obi_array_grow(&drv->env, &c->cap, drv->n_env + 1) < 0)
         return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
     obi_derivation_env *e = &drv->env[drv->n_env];
     size_t key_at;

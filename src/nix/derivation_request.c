@@ -9,10 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/derivation_request.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/sha256.h"
+#include "ocibuild/strv.h"
 
 #define SANDBOX_BUILD_DIR "/build"
 
@@ -58,14 +60,8 @@ static int env_set(env_table *t, const char *key, const char *value)
             obi_bytes_clear(&t->vars[i].value);
             return obi_bytes_set(&t->vars[i].value, value, strlen(value));
         }
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? 2 * t->cap : 32;
-        obi_env_var *vars = reallocarray(t->vars, cap, sizeof *vars);
-        if (!vars)
-            return -ENOMEM;
-        t->vars = vars;
-        t->cap = cap;
-    }
+    if (obi_array_grow(&t->vars, &t->cap, t->n + 1) < 0)
+        return -ENOMEM;
     obi_env_var *v = &t->vars[t->n];
     memset(v, 0, sizeof *v);
     v->key = strdup(key);
@@ -101,14 +97,8 @@ static bool in_pass_as_file(const char *pass_as_file, const char *name)
 
 static int add_file(obi_build_request *req, size_t *cap, const char *path, const char *contents)
 {
-    if (req->n_additional_files == *cap) {
-        size_t new_cap = *cap ? 2 * *cap : 4;
-        obi_additional_file *files = reallocarray(req->additional_files, new_cap, sizeof *files);
-        if (!files)
-            return -ENOMEM;
-        req->additional_files = files;
-        *cap = new_cap;
-    }
+    if (obi_array_grow(&req->additional_files, cap, req->n_additional_files + 1) < 0)
+        return -ENOMEM;
     obi_additional_file *f = &req->additional_files[req->n_additional_files];
     memset(f, 0, sizeof *f);
     f->path = strdup(path);
@@ -276,11 +266,6 @@ static int set_string(char **field, const char *value)
     return 0;
 }
 
-static int compare_strings(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static int set_outputs_and_needles(const obi_derivation *drv, obi_build_request *req,
                                    obi_error **err)
 {
@@ -316,7 +301,7 @@ static int set_outputs_and_needles(const obi_derivation *drv, obi_build_request 
         req->refscan_needles[req->n_refscan_needles++] = needle;
     }
     if (req->n_outputs > 1)
-        qsort(req->outputs, req->n_outputs, sizeof *req->outputs, compare_strings);
+        qsort(req->outputs, req->n_outputs, sizeof *req->outputs, obi_strv_item_compare);
     return 0;
 }
 

@@ -17,6 +17,7 @@
 #include "ocibuild/digest.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/nar.h"
+#include "ocibuild/strv.h"
 
 #define NAR_BUFFER_SIZE (64u * 1024)
 /* Deeper trees are refused: castore's limit (node.h), so every stored tree has a NAR. */
@@ -313,12 +314,7 @@ static int write_disk_file(nar_writer *w, int dirfd, const char *name, const cha
     return write_file_tail(w, size, err);
 }
 
-static int compare_strings(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The entry names of an open directory, sorted bytewise (strcmp compares unsigned chars). */
+/* The entry names of an open directory, sorted bytewise. */
 static int list_directory(int fd, const char *path, char ***names_out, size_t *n_out,
                           obi_error **err)
 {
@@ -331,10 +327,7 @@ static int list_directory(int fd, const char *path, char ***names_out, size_t *n
         close(dup_fd);
         return obi_error_set_errno(err, e, "nar: opendir %s", path);
     }
-    cleanup_strv char **names = calloc(1, sizeof *names);
-    size_t n = 0;
-    if (!names)
-        return obi_error_set(err, -ENOMEM, "nar: out of memory");
+    cleanup_strv_builder obi_strv_builder names = {0};
     for (;;) {
         errno = 0;
         struct dirent *de = readdir(d);
@@ -345,19 +338,15 @@ static int list_directory(int fd, const char *path, char ***names_out, size_t *n
         }
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        char **grown = reallocarray(names, n + 2, sizeof *names);
-        if (!grown)
+        if (obi_strv_builder_add(&names, de->d_name) < 0)
             return obi_error_set(err, -ENOMEM, "nar: out of memory");
-        names = grown;
-        names[n] = strdup(de->d_name);
-        names[n + 1] = NULL;
-        if (!names[n])
-            return obi_error_set(err, -ENOMEM, "nar: out of memory");
-        n++;
     }
-    if (n > 1)
-        qsort(names, n, sizeof *names, compare_strings);
-    *names_out = steal_pointer(&names);
+    obi_strv_builder_sort_unique(&names); /* names in a directory are unique already */
+    size_t n = 0;
+    char **sorted = obi_strv_builder_steal(&names, &n);
+    if (!sorted)
+        return obi_error_set(err, -ENOMEM, "nar: out of memory");
+    *names_out = sorted;
     *n_out = n;
     return 0;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/derivation.h"
@@ -18,6 +19,7 @@
 #include "ocibuild/nix_build.h"
 #include "ocibuild/nix_output.h"
 #include "ocibuild/nix_store.h"
+#include "ocibuild/strv.h"
 
 /* Input derivations nest; real chains are far shallower than this. */
 #define NIX_BUILD_MAX_DEPTH 512
@@ -33,48 +35,11 @@ typedef struct nix_import {
 typedef struct build_session {
     const obi_nix_build_options *opts;
     nix_import *imports;
-    size_t n_imports;
+    size_t n_imports, imports_cap;
 } build_session;
 
 static int build_derivation(const char *drv_path, build_session *session, unsigned depth,
                             obi_nix_build_result **out, obi_error **err);
-
-/* ---- small string lists (NULL-terminated) ---- */
-
-typedef struct string_list {
-    char **items;
-    size_t n;
-} string_list;
-
-static int string_list_add(string_list *list, const char *s)
-{
-    char **items = reallocarray(list->items, list->n + 2, sizeof *items);
-    if (!items)
-        return -ENOMEM;
-    list->items = items;
-    items[list->n] = strdup(s);
-    if (!items[list->n])
-        return -ENOMEM;
-    items[++list->n] = NULL;
-    return 0;
-}
-
-static bool string_list_contains(const string_list *list, const char *s)
-{
-    for (size_t i = 0; i < list->n; i++)
-        if (strcmp(list->items[i], s) == 0)
-            return true;
-    return false;
-}
-
-static void string_list_clear(string_list *list)
-{
-    for (size_t i = 0; i < list->n; i++)
-        free(list->items[i]);
-    free(list->items);
-    list->items = NULL;
-    list->n = 0;
-}
 
 /* ---- where store paths are ---- */
 
@@ -140,16 +105,16 @@ static int ensure_input_outputs(const obi_derivation *drv, build_session *sessio
 /* ---- step 2: the input closure ---- */
 
 typedef struct closure {
-    string_list visited;  /* every store path seen */
-    string_list from_nix; /* paths to take from /nix/store (with their own closure) */
-    obi_node *nodes;      /* from the own store */
-    size_t n_nodes;
+    obi_strv_builder visited;  /* every store path seen */
+    obi_strv_builder from_nix; /* paths to take from /nix/store (with their own closure) */
+    obi_node *nodes;           /* from the own store, then the imported /nix/store closure */
+    size_t n_nodes, nodes_cap;
 } closure;
 
 static void closure_clear(closure *c)
 {
-    string_list_clear(&c->visited);
-    string_list_clear(&c->from_nix);
+    obi_strv_builder_clear(&c->visited);
+    obi_strv_builder_clear(&c->from_nix);
     obi_nix_nodes_free(c->nodes, c->n_nodes);
 }
 
@@ -157,12 +122,12 @@ static void closure_clear(closure *c)
 static int closure_visit(closure *c, const obi_nix_build_options *opts, const char *path,
                          obi_error **err)
 {
-    if (string_list_contains(&c->visited, path))
+    if (obi_strv_builder_contains(&c->visited, path))
         return 0;
-    if (string_list_add(&c->visited, path) < 0)
+    if (obi_strv_builder_add(&c->visited, path) < 0)
         return obi_error_oom(err);
     if (in_nix_store(opts, path))
-        return string_list_add(&c->from_nix, path) < 0 ? obi_error_oom(err) : 0;
+        return obi_strv_builder_add(&c->from_nix, path) < 0 ? obi_error_oom(err) : 0;
     cleanup_nix_path_info obi_nix_path_info *info = NULL;
     int r = own_path_info(opts, path, &info, err);
     if (r < 0)
@@ -170,10 +135,8 @@ static int closure_visit(closure *c, const obi_nix_build_options *opts, const ch
     if (r == 0)
         return obi_error_set(err, -ENOENT, "%s is neither in the Nix store nor built by ocibuild",
                              path);
-    obi_node *nodes = reallocarray(c->nodes, c->n_nodes + 1, sizeof *nodes);
-    if (!nodes)
+    if (obi_array_grow(&c->nodes, &c->nodes_cap, c->n_nodes + 1) < 0)
         return obi_error_oom(err);
-    c->nodes = nodes;
     if (obi_node_copy(&c->nodes[c->n_nodes], &info->node) < 0)
         return obi_error_oom(err);
     c->n_nodes++;
@@ -187,7 +150,7 @@ static int closure_visit(closure *c, const obi_nix_build_options *opts, const ch
 
 /* All input nodes of drv: own-store paths (with their references) and the /nix/store
  * closure of the rest, imported. */
-static char *import_key(const string_list *paths)
+static char *import_key(const obi_strv_builder *paths)
 {
     cleanup_buf obi_buf key = OBI_BUF_INIT;
     for (size_t i = 0; i < paths->n; i++)
@@ -206,12 +169,12 @@ static int copy_nodes(const obi_node *src, size_t n, obi_node *dst)
     return 0;
 }
 
-/* The imported /nix/store closure of paths, from the session's cache or from nix-store. The
- * nodes are appended to *nodes (which has room) at *n. */
-static int import_from_nix(build_session *session, const string_list *paths, obi_node **nodes,
-                           size_t *n, obi_error **err)
+/* The imported /nix/store closure of c's from_nix paths, from the session's cache or from
+ * nix-store, appended to c's nodes. */
+static int import_from_nix(build_session *session, closure *c, obi_error **err)
 {
     const obi_nix_build_options *opts = session->opts;
+    const obi_strv_builder *paths = &c->from_nix;
     cleanup_free char *key = import_key(paths);
     if (!key)
         return obi_error_oom(err);
@@ -231,22 +194,20 @@ static int import_from_nix(build_session *session, const string_list *paths, obi
                                  n_closure, &imported, err);
         if (r < 0)
             return r;
-        nix_import *grown = reallocarray(session->imports, session->n_imports + 1, sizeof *grown);
-        if (!grown) {
+        if (obi_array_grow(&session->imports, &session->imports_cap, session->n_imports + 1) < 0) {
             obi_nix_nodes_free(imported, n_closure);
             return obi_error_oom(err);
         }
-        session->imports = grown;
-        hit = &session->imports[session->n_imports++];
-        grown[session->n_imports - 1] = (nix_import){steal_pointer(&key), imported, n_closure};
+        nix_import *added = &session->imports[session->n_imports++];
+        *added = (nix_import){steal_pointer(&key), imported, n_closure};
+        hit = added;
     }
-    obi_node *all = reallocarray(*nodes, *n + hit->n_nodes + 1, sizeof *all);
-    if (!all)
+    if (obi_array_grow(&c->nodes, &c->nodes_cap, c->n_nodes + hit->n_nodes) < 0)
         return obi_error_oom(err);
-    *nodes = all;
-    memset(all + *n, 0, hit->n_nodes * sizeof *all);
-    int r = copy_nodes(hit->nodes, hit->n_nodes, all + *n);
-    *n += hit->n_nodes; /* counted even on failure: the copies made are freed by the caller */
+    obi_node *all = c->nodes;
+    memset(all + c->n_nodes, 0, hit->n_nodes * sizeof *all);
+    int r = copy_nodes(hit->nodes, hit->n_nodes, all + c->n_nodes);
+    c->n_nodes += hit->n_nodes; /* counted even on failure: closure_clear frees the copies made */
     return r < 0 ? obi_error_oom(err) : 0;
 }
 
@@ -262,7 +223,7 @@ static int gather_inputs(const obi_derivation *drv, build_session *session, obi_
     for (size_t i = 0; r >= 0 && i < n_paths; i++)
         r = closure_visit(&c, session->opts, paths[i], err);
     if (r >= 0 && c.from_nix.n > 0)
-        r = import_from_nix(session, &c.from_nix, &c.nodes, &c.n_nodes, err);
+        r = import_from_nix(session, &c, err);
     if (r < 0)
         return r;
     *nodes_out = steal_pointer(&c.nodes);

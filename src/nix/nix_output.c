@@ -11,16 +11,13 @@
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/nar.h"
 #include "ocibuild/nix_output.h"
 #include "ocibuild/nix_store.h"
+#include "ocibuild/strv.h"
 
 /* ---- references ---- */
-
-static int compare_strings(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
 
 static char *needle_path(const obi_derivation *drv, const obi_build_request *req, uint64_t index)
 {
@@ -52,7 +49,7 @@ int obi_nix_output_references(const obi_derivation *drv, const obi_build_request
             return obi_error_oom(err);
     }
     if (n > 1)
-        qsort(refs, n, sizeof *refs, compare_strings);
+        qsort(refs, n, sizeof *refs, obi_strv_item_compare);
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         if (kept > 0 && strcmp(refs[kept - 1], refs[i]) == 0) {

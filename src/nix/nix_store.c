@@ -13,6 +13,7 @@
 #include "ocibuild/ingest.h"
 #include "ocibuild/nix_store.h"
 #include "ocibuild/process.h"
+#include "ocibuild/strv.h"
 
 #define NIX_STORE_MAX_OUTPUT (64u * 1024 * 1024)
 
@@ -22,8 +23,7 @@ int obi_nix_store_path_parse(const char *path, const char **basename, obi_error 
 {
     const char *prefix = OBI_NIX_STORE_DIR "/";
     size_t prefix_len = strlen(prefix);
-    /* path: non-NULL by contract; the analyzer loses track of set_finish's compaction. */
-    if (strncmp(path, prefix, prefix_len) != 0) // NOLINT(clang-analyzer-core.NonNullParamChecker)
+    if (strncmp(path, prefix, prefix_len) != 0)
         return obi_error_set(err, -EINVAL, "'%s' is not in %s", path, OBI_NIX_STORE_DIR);
     const char *base = path + prefix_len;
     size_t len = strlen(base);
@@ -43,72 +43,10 @@ int obi_nix_store_path_parse(const char *path, const char **basename, obi_error 
     return 0;
 }
 
-/* ---- sorted string sets (NULL-terminated vectors) ---- */
-
-typedef struct string_set {
-    char **items; /* NULL-terminated once anything was added */
-    size_t n;
-    size_t cap;
-} string_set;
-
-static int set_add(string_set *set, const char *s)
-{
-    if (set->n + 1 >= set->cap) {
-        size_t cap = set->cap ? 2 * set->cap : 16;
-        char **items = reallocarray(set->items, cap, sizeof *items);
-        if (!items)
-            return -ENOMEM;
-        set->items = items;
-        set->cap = cap;
-    }
-    set->items[set->n] = strdup(s);
-    if (!set->items[set->n])
-        return -ENOMEM;
-    set->items[++set->n] = NULL;
-    return 0;
-}
-
-static int compare_strings(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sorts, drops duplicates and hands the vector out (an empty set gives a vector of just NULL). */
-static int set_finish(string_set *set, char ***out, size_t *n_out)
-{
-    if (!set->items) {
-        set->items = calloc(1, sizeof *set->items);
-        if (!set->items)
-            return -ENOMEM;
-    }
-    if (set->n > 1)
-        qsort(set->items, set->n, sizeof *set->items, compare_strings);
-    size_t kept = 0;
-    for (size_t i = 0; i < set->n; i++) {
-        if (kept > 0 && strcmp(set->items[kept - 1], set->items[i]) == 0) {
-            free(set->items[i]);
-            continue;
-        }
-        set->items[kept++] = set->items[i];
-    }
-    set->items[kept] = NULL;
-    *out = steal_pointer(&set->items);
-    *n_out = kept;
-    set->n = set->cap = 0;
-    return 0;
-}
-
-static void set_clear(string_set *set)
-{
-    if (set->items)
-        obi_strv_free(set->items);
-    set->items = NULL;
-    set->n = set->cap = 0;
-}
-
 /* ---- input paths ---- */
 
-static int add_input_drv_outputs(string_set *set, const obi_derivation_input *in, obi_error **err)
+static int add_input_drv_outputs(obi_strv_builder *set, const obi_derivation_input *in,
+                                 obi_error **err)
 {
     cleanup_derivation obi_derivation *input = NULL;
     int r = obi_derivation_read_file(in->drv_path, &input, err);
@@ -124,7 +62,7 @@ static int add_input_drv_outputs(string_set *set, const obi_derivation_input *in
                                  "input derivation %s: output '%s' has no path (floating "
                                  "content-addressed derivations are not supported)",
                                  in->drv_path, in->outputs[i]);
-        if (set_add(set, o->path) < 0)
+        if (obi_strv_builder_add(set, o->path) < 0)
             return obi_error_oom(err);
     }
     return 0;
@@ -133,17 +71,22 @@ static int add_input_drv_outputs(string_set *set, const obi_derivation_input *in
 int obi_derivation_input_paths(const obi_derivation *drv, char ***paths_out, size_t *n_out,
                                obi_error **err)
 {
-    _cleanup_(set_clear) string_set set = {0};
+    cleanup_strv_builder obi_strv_builder set = {0};
     for (size_t i = 0; i < drv->n_input_srcs; i++)
-        if (set_add(&set, drv->input_srcs[i]) < 0)
+        if (obi_strv_builder_add(&set, drv->input_srcs[i]) < 0)
             return obi_error_oom(err);
     for (size_t i = 0; i < drv->n_input_drvs; i++) {
         int r = add_input_drv_outputs(&set, &drv->input_drvs[i], err);
         if (r < 0)
             return r;
     }
-    if (set_finish(&set, paths_out, n_out) < 0)
+    obi_strv_builder_sort_unique(&set);
+    size_t n = 0;
+    char **paths = obi_strv_builder_steal(&set, &n);
+    if (!paths)
         return obi_error_oom(err);
+    *paths_out = paths;
+    *n_out = n;
     return 0;
 }
 
@@ -166,8 +109,8 @@ static const char *output_tail(const char *output)
 }
 
 /* Runs nix-store -q -R and adds every store path it prints to set. */
-static int run_closure(const char *nix_store, char *const *paths, size_t n_paths, string_set *set,
-                       obi_error **err)
+static int run_closure(const char *nix_store, char *const *paths, size_t n_paths,
+                       obi_strv_builder *set, obi_error **err)
 {
     const char *program = nix_store ? nix_store : "nix-store";
     cleanup_free char **argv = calloc(n_paths + 4, sizeof *argv);
@@ -198,7 +141,7 @@ static int run_closure(const char *nix_store, char *const *paths, size_t n_paths
         r = obi_nix_store_path_parse(line, &base, err);
         if (r < 0)
             return obi_error_prefix(err, r, "%s --query --requisites", program);
-        if (set_add(set, line) < 0)
+        if (obi_strv_builder_add(set, line) < 0)
             return obi_error_oom(err);
     }
     return 0;
@@ -207,14 +150,19 @@ static int run_closure(const char *nix_store, char *const *paths, size_t n_paths
 int obi_nix_store_closure(const char *nix_store, char *const *paths, size_t n_paths,
                           char ***closure_out, size_t *n_out, obi_error **err)
 {
-    _cleanup_(set_clear) string_set set = {0};
+    cleanup_strv_builder obi_strv_builder set = {0};
     if (n_paths > 0) {
         int r = run_closure(nix_store, paths, n_paths, &set, err);
         if (r < 0)
             return r;
     }
-    if (set_finish(&set, closure_out, n_out) < 0)
+    obi_strv_builder_sort_unique(&set);
+    size_t n = 0;
+    char **closure = obi_strv_builder_steal(&set, &n);
+    if (!closure)
         return obi_error_oom(err);
+    *closure_out = closure;
+    *n_out = n;
     return 0;
 }
 

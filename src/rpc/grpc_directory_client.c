@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ocibuild/cleanup.h"
+#include "ocibuild/digest_map.h"
 #include "ocibuild/rpc.h"
 #include "ocibuild/store_backend.h"
 #include "rpc_directory.pb-c.h"
@@ -102,57 +103,6 @@ static int svc_get(obi_directory_service *base, const obi_digest *digest, obi_di
     return 0;
 }
 
-/* The directories a recursive Get may still send: the root, then every child of a directory
- * received (open addressing on the digest, which is uniformly distributed already). */
-typedef struct expected_set {
-    obi_digest *slots;
-    unsigned char *state; /* 0 empty, 1 expected, 2 received */
-    size_t capacity, used, pending;
-} expected_set;
-
-static size_t slot_of(const expected_set *set, const obi_digest *d)
-{
-    uint64_t h;
-    memcpy(&h, d->bytes, sizeof h);
-    size_t i = (size_t)h & (set->capacity - 1);
-    while (set->state[i] && !obi_digest_equal(&set->slots[i], d))
-        i = (i + 1) & (set->capacity - 1);
-    return i;
-}
-
-static int expected_add(expected_set *set, const obi_digest *d)
-{
-    if ((set->used + 1) * 2 > set->capacity) {
-        expected_set grown = {.capacity = set->capacity ? set->capacity * 2 : 64};
-        grown.slots = calloc(grown.capacity, sizeof *grown.slots);
-        grown.state = calloc(grown.capacity, 1);
-        if (!grown.slots || !grown.state) {
-            free(grown.slots);
-            free(grown.state);
-            return -ENOMEM;
-        }
-        for (size_t i = 0; i < set->capacity; i++)
-            if (set->state[i]) {
-                size_t j = slot_of(&grown, &set->slots[i]);
-                grown.slots[j] = set->slots[i];
-                grown.state[j] = set->state[i];
-            }
-        grown.used = set->used;
-        grown.pending = set->pending;
-        free(set->slots);
-        free(set->state);
-        *set = grown;
-    }
-    size_t i = slot_of(set, d);
-    if (!set->state[i]) {
-        set->slots[i] = *d;
-        set->state[i] = 1;
-        set->used++;
-        set->pending++;
-    }
-    return 0;
-}
-
 static int svc_get_recursive(obi_directory_service *base, const obi_digest *root,
                              obi_directory_visit_fn visit, void *ctx, obi_error **err)
 {
@@ -161,8 +111,14 @@ static int svc_get_recursive(obi_directory_service *base, const obi_digest *root
     int r = start_get(svc, root, true, &call, err);
     if (r < 0)
         return r;
-    expected_set expected = {0};
-    r = expected_add(&expected, root);
+    /* The tree so far: the root, then every child of a directory received (expected), and what
+     * arrived of it (received). Each must arrive once; the values are dummies. */
+    obi_digest_map expected, received;
+    obi_digest_map_init(&expected, NULL);
+    obi_digest_map_init(&received, NULL);
+    r = obi_digest_map_insert(&expected, root, OBI_DIGEST_SET_MEMBER);
+    if (r < 0)
+        r = obi_error_set(err, -ENOMEM, "%s: out of memory", METHOD_GET);
     for (size_t index = 0; r >= 0; index++) {
         cleanup_directory obi_directory *dir = NULL;
         obi_digest got;
@@ -173,10 +129,10 @@ static int svc_get_recursive(obi_directory_service *base, const obi_digest *root
             if (index == 0) {
                 cleanup_free char *text = obi_digest_to_b3_string(root);
                 r = obi_error_set(err, -ENOENT, "directory %s not found", text ? text : "?");
-            } else if (expected.pending > 0) {
+            } else if (expected.count > received.count) {
                 r = obi_error_set(err, -EBADMSG,
                                   "%s: the server left out %zu directories of the tree", METHOD_GET,
-                                  expected.pending);
+                                  expected.count - received.count);
             }
             break;
         }
@@ -184,26 +140,31 @@ static int svc_get_recursive(obi_directory_service *base, const obi_digest *root
             r = digest_mismatch(root, &got, err);
             break;
         }
-        size_t slot = slot_of(&expected, &got);
-        if (expected.state[slot] != 1) {
+        int first = obi_digest_map_get(&expected, &got)
+                        ? obi_digest_map_insert(&received, &got, OBI_DIGEST_SET_MEMBER)
+                        : 0;
+        if (first < 0) {
+            r = obi_error_set(err, -ENOMEM, "%s: out of memory", METHOD_GET);
+            break;
+        }
+        if (first == 0) {
             cleanup_free char *text = obi_digest_to_b3_string(&got);
             r = obi_error_set(err, -EBADMSG,
                               "%s: directory %zu (%s) is not part of the tree or was sent twice",
                               METHOD_GET, index, text ? text : "?");
             break;
         }
-        expected.state[slot] = 2;
-        expected.pending--;
         for (size_t i = 0; i < dir->n_directories && r >= 0; i++)
-            r = expected_add(&expected, &dir->directories[i].digest);
+            r = obi_digest_map_insert(&expected, &dir->directories[i].digest,
+                                      OBI_DIGEST_SET_MEMBER);
         if (r < 0) {
             r = obi_error_set(err, -ENOMEM, "%s: out of memory", METHOD_GET);
             break;
         }
         r = visit(dir, &got, ctx, err);
     }
-    free(expected.slots);
-    free(expected.state);
+    obi_digest_map_clear(&expected);
+    obi_digest_map_clear(&received);
     return r < 0 ? r : 0;
 }
 

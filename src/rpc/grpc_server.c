@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
@@ -144,7 +145,7 @@ struct obi_rpc_server {
     grpc_server_credentials *tls; /* NULL: TCP listeners are plain */
     bool client_certificates;     /* tls requires and verifies them */
     registered_method *methods;
-    size_t n_methods;
+    size_t n_methods, methods_cap;
     worker_pool pools[2];
     pthread_t event_thread;
     bool event_thread_started;
@@ -900,11 +901,8 @@ static int server_add_methods(obi_rpc_server *server, const obi_rpc_method *meth
 {
     if (!ctx)
         return 0;
-    registered_method *grown =
-        realloc(server->methods, (server->n_methods + n) * sizeof *server->methods);
-    if (!grown)
+    if (obi_array_grow(&server->methods, &server->methods_cap, server->n_methods + n) < 0)
         return obi_error_set(err, -ENOMEM, "register methods: out of memory");
-    server->methods = grown;
     for (size_t i = 0; i < n; i++) {
         void *handle = grpc_server_register_method(server->grpc, methods[i].path, NULL,
                                                    GRPC_SRM_PAYLOAD_NONE, 0);
@@ -1034,8 +1032,7 @@ int obi_rpc_server_new(const obi_rpc_server_options *options, obi_rpc_server **o
     server->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(server->grpc, server->cq, NULL);
 
-    server->methods = calloc(1, sizeof *server->methods);
-    if (!server->methods)
+    if (obi_array_grow(&server->methods, &server->methods_cap, 1) < 0)
         r = obi_error_set(err, -ENOMEM, "rpc server: out of memory");
     else
         server->methods[server->n_methods++] =

@@ -29,6 +29,7 @@
 #include "ocibuild/digest.h"
 #include "ocibuild/dynlib.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/image.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/sha256.h"
@@ -302,53 +303,6 @@ static int open_in_root(int root_fd, const char *path, int flags)
     return fd < 0 ? -errno : fd;
 }
 
-/* Removes name (recursively when a directory) below dir_fd without following symlinks. */
-static int remove_at(int dir_fd, const char *name)
-{
-    struct stat st;
-    if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return errno == ENOENT ? 0 : -errno;
-    if (!S_ISDIR(st.st_mode))
-        return unlinkat(dir_fd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
-    int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    DIR *dir = fdopendir(fd);
-    if (!dir) {
-        close(fd);
-        return -errno;
-    }
-    int r = 0;
-    struct dirent *de;
-    while (r == 0 && (de = readdir(dir)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-            r = remove_at(dirfd(dir), de->d_name);
-    closedir(dir);
-    if (r == 0 && unlinkat(dir_fd, name, AT_REMOVEDIR) < 0)
-        r = -errno;
-    return r;
-}
-
-/* Empties a directory (the opaque whiteout). */
-static int empty_dir(int dir_fd)
-{
-    int fd = dup(dir_fd);
-    if (fd < 0)
-        return -errno;
-    DIR *dir = fdopendir(fd);
-    if (!dir) {
-        close(fd);
-        return -errno;
-    }
-    int r = 0;
-    struct dirent *de;
-    while (r == 0 && (de = readdir(dir)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-            r = remove_at(dir_fd, de->d_name);
-    closedir(dir);
-    return r;
-}
-
 /* "./a/b/" -> "a/b"; NULL for names that are absolute or contain "..", or are empty. */
 static char *clean_entry_path(const char *name)
 {
@@ -491,9 +445,9 @@ static int extract_entry(layer_ctx *ctx, struct archive *ar, struct archive_entr
         return 0; /* the root itself */
     }
     if (exists && !(S_ISDIR(st.st_mode) && type == AE_IFDIR && !hardlink)) {
-        int r = remove_at(parent, base);
+        int r = obi_rm_rf_at(parent, base, path, ctx->err);
         if (r < 0)
-            return r;
+            return obi_error_prefix(ctx->err, r, "layer %s", ctx->layer);
     }
     uid_t uid = (uid_t)libarchive.archive_entry_uid(entry);
     gid_t gid = (gid_t)libarchive.archive_entry_gid(entry);
@@ -555,10 +509,41 @@ static int extract_entry(layer_ctx *ctx, struct archive *ar, struct archive_entr
     }
 }
 
+/* dir/name within the rootfs, for messages (dir NULL: the rootfs itself). */
+static char *rootfs_path(const char *dir, const char *name)
+{
+    return dir ? obi_path_join(dir, name) : strdup(name);
+}
+
+/* Empties directory dir_fd (the opaque whiteout; dir_path names it in messages, NULL for the
+ * rootfs), each entry removed by obi_rm_rf_at: never through a symlink, any depth with O(1)
+ * descriptors. */
+static int empty_dir(layer_ctx *ctx, int dir_fd, const char *dir_path)
+{
+    int fd = dup(dir_fd);
+    if (fd < 0)
+        return -errno;
+    DIR *dir = fdopendir(fd);
+    if (!dir) {
+        close(fd);
+        return -errno;
+    }
+    int r = 0;
+    struct dirent *de;
+    while (r == 0 && (de = readdir(dir))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        cleanup_free char *display = rootfs_path(dir_path, de->d_name);
+        r = display ? obi_rm_rf_at(dir_fd, de->d_name, display, ctx->err) : -ENOMEM;
+    }
+    closedir(dir);
+    return r;
+}
+
 /* ".wh.NAME" removes NAME from the lower layers, ".wh..wh..opq" empties its directory; other
  * ".wh..wh.*" names are AUFS bookkeeping and ignored. A whiteout below a directory that does
  * not exist has nothing to hide. */
-static int apply_whiteout(layer_ctx *ctx, char *path, const char *base)
+static int apply_whiteout(layer_ctx *ctx, const char *path, const char *base)
 {
     const char *name = base + strlen(WHITEOUT_PREFIX);
     bool opaque = !strcmp(base, WHITEOUT_OPAQUE);
@@ -568,18 +553,23 @@ static int apply_whiteout(layer_ctx *ctx, char *path, const char *base)
         return obi_error_set(ctx->err, -EPERM, "layer %s: whiteout \"%s\" names no entry",
                              ctx->layer, path);
     char *slash = strrchr(path, '/');
-    if (slash)
-        *slash = '\0';
-    int fd = open_in_root(ctx->root_fd, slash ? path : ".", O_RDONLY | O_DIRECTORY);
-    if (slash)
-        *slash = '/';
+    cleanup_free char *dir_path = slash ? strndup(path, (size_t)(slash - path)) : NULL;
+    if (slash && !dir_path)
+        return obi_error_oom(ctx->err);
+    cleanup_close int fd =
+        open_in_root(ctx->root_fd, dir_path ? dir_path : ".", O_RDONLY | O_DIRECTORY);
     if (fd == -ENOENT || fd == -ENOTDIR)
         return 0;
     if (fd < 0)
         return fd;
-    int r = opaque ? empty_dir(fd) : remove_at(fd, name);
-    close(fd);
-    return r;
+    int r;
+    if (opaque) {
+        r = empty_dir(ctx, fd, dir_path);
+    } else {
+        cleanup_free char *hidden = rootfs_path(dir_path, name);
+        r = hidden ? obi_rm_rf_at(fd, name, hidden, ctx->err) : -ENOMEM;
+    }
+    return r < 0 && *ctx->err ? obi_error_prefix(ctx->err, r, "layer %s", ctx->layer) : r;
 }
 
 /* One pass over the layer: whiteouts (pass 0) or content (pass 1). */

@@ -130,12 +130,3 @@ int obi_error_move(obi_error **dst, obi_error **src)
     *src = NULL;
     return code;
 }
-
-void obi_strv_free(char **strv)
-{
-    if (!strv)
-        return;
-    for (char **s = strv; *s; s++)
-        free(*s);
-    free(strv);
-}

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/fs_walk.h"
@@ -212,26 +213,19 @@ int obi_rm_rf(const char *path, obi_error **err)
     return obi_rm_rf_at(dir_fd, name, path, err);
 }
 
+/* obi_read_file reads at least this much at a time (the buffer doubles as it fills). */
+#define READ_FILE_CHUNK 4096
+
 int obi_read_file(const char *path, size_t max_len, char **out, size_t *out_len, obi_error **err)
 {
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return obi_error_set_errno(err, errno, "open %s", path);
-    size_t cap = 4096, len = 0;
-    cleanup_free char *data = malloc(cap);
-    if (!data)
-        return obi_error_set(err, -ENOMEM, "read %s: out of memory", path);
+    cleanup_buf obi_buf data = OBI_BUF_INIT;
     for (;;) {
-        if (cap - len < 2) {
-            if (cap > max_len + 1)
-                return obi_error_set(err, -EFBIG, "read %s: larger than %zu bytes", path, max_len);
-            char *p = realloc(data, cap * 2);
-            if (!p)
-                return obi_error_set(err, -ENOMEM, "read %s: out of memory", path);
-            data = p;
-            cap *= 2;
-        }
-        ssize_t n = read(fd, data + len, cap - len - 1);
+        if (obi_buf_reserve(&data, READ_FILE_CHUNK) < 0)
+            return obi_error_set(err, -ENOMEM, "read %s: out of memory", path);
+        ssize_t n = read(fd, data.data + data.len, data.cap - data.len - 1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -239,14 +233,13 @@ int obi_read_file(const char *path, size_t max_len, char **out, size_t *out_len,
         }
         if (n == 0)
             break;
-        len += (size_t)n;
-        if (len > max_len)
+        data.len += (size_t)n;
+        if (data.len > max_len)
             return obi_error_set(err, -EFBIG, "read %s: larger than %zu bytes", path, max_len);
     }
-    data[len] = 0;
-    *out = steal_pointer(&data);
     if (out_len)
-        *out_len = len;
+        *out_len = data.len;
+    *out = obi_buf_steal(&data); /* NUL-terminated; not NULL: reserve allocated */
     return 0;
 }
 

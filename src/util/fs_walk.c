@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs_walk.h"
@@ -85,13 +86,8 @@ static int read_names(walker *w, int fd, level *lv, obi_error **err)
             pos += de->d_reclen;
             if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
                 continue;
-            if (n == cap) {
-                cap = cap ? 2 * cap : 16;
-                size_t *grown = realloc(offsets, cap * sizeof *offsets);
-                if (!grown)
-                    return obi_error_oom(err);
-                offsets = grown;
-            }
+            if (obi_array_grow(&offsets, &cap, n + 1) < 0)
+                return obi_error_oom(err);
             offsets[n++] = names.len;
             if (obi_buf_append(&names, de->d_name, strlen(de->d_name) + 1) < 0)
                 return obi_error_oom(err);
@@ -130,14 +126,8 @@ static int push_level(walker *w, int dirfd, const char *name, const struct stat 
     if (w->opts->max_levels && depth + 1 > w->opts->max_levels)
         return obi_error_set(err, -ELOOP, "%s: directories nested deeper than %zu levels",
                              w->opts->display ? w->opts->display : "tree", w->opts->max_levels);
-    if (depth >= w->cap) {
-        size_t cap = w->cap ? 2 * w->cap : 16;
-        level *grown = realloc(w->levels, cap * sizeof *grown);
-        if (!grown)
-            return obi_error_oom(err);
-        w->levels = grown;
-        w->cap = cap;
-    }
+    if (obi_array_grow(&w->levels, &w->cap, depth + 1) < 0)
+        return obi_error_oom(err);
     level *lv = &w->levels[depth];
     *lv = (level){.st = *st, .path_len = path_len};
     int fd = -1;

@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/url.h"
 
 void obi_url_free(obi_url *url)
@@ -47,17 +49,6 @@ static int url_error(obi_error **err, const char *text, const char *what, size_t
                          offset);
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes text[start, end) into a fresh string; `part` names it in errors. */
 static int percent_decode(const char *text, size_t start, size_t end, const char *part, char **out,
                           obi_error **err)
@@ -77,8 +68,8 @@ static int percent_decode(const char *text, size_t start, size_t end, const char
             decoded[n++] = (char)c;
             continue;
         }
-        int hi = i + 1 < end ? hex_value(text[i + 1]) : -1;
-        int lo = i + 2 < end ? hex_value(text[i + 2]) : -1;
+        int hi = i + 1 < end ? obi_hex_digit_value(text[i + 1]) : -1;
+        int lo = i + 2 < end ? obi_hex_digit_value(text[i + 2]) : -1;
         if (hi < 0 || lo < 0) {
             char what[96];
             snprintf(what, sizeof what, "bad percent-escape in the %s (expected %%XX)", part);
@@ -170,10 +161,10 @@ static int parse_authority(const char *text, size_t start, size_t end, obi_url *
     return 0;
 }
 
-/* Parses "k=v&k2=v2" in text[start, end). */
+/* Parses "k=v&k2=v2" in text[start, end) into url's (empty) parameters. */
 static int parse_query(const char *text, size_t start, size_t end, obi_url *url, obi_error **err)
 {
-    size_t i = start;
+    size_t i = start, cap = 0;
     while (i < end) {
         size_t seg_end = i;
         while (seg_end < end && text[seg_end] != '&')
@@ -185,13 +176,9 @@ static int parse_query(const char *text, size_t start, size_t end, obi_url *url,
             eq++;
         if (eq == i)
             return url_error(err, text, "query parameter without a name", i);
-        obi_url_param *grown = realloc(url->params, (url->n_params + 1) * sizeof *grown);
-        if (!grown)
+        if (obi_array_grow(&url->params, &cap, url->n_params + 1) < 0)
             return obi_error_oom(err);
-        url->params = grown;
-        obi_url_param *param = &url->params[url->n_params];
-        param->key = param->value = NULL;
-        url->n_params++;
+        obi_url_param *param = &url->params[url->n_params++]; /* zeroed: key, value NULL */
         int r = percent_decode(text, i, eq, "query parameter name", &param->key, err);
         if (r < 0)
             return r;

@@ -1,8 +1,9 @@
 /*
  * OCI image layouts and layer unpacking, with tar layers written by libarchive in the test:
- * plain/gzip/zstd, whiteouts (.wh.NAME and opaque), entries that try to escape the rootfs
- * ("..", absolute names, symlinks planted by an earlier entry or layer, hardlinks), blob
- * verification, tag selection, the cache keyed by manifest digest and its atomicity.
+ * plain/gzip/zstd, whiteouts (.wh.NAME and opaque, also of trees deeper than the descriptors a
+ * process may hold), entries that try to escape the rootfs ("..", absolute names, symlinks
+ * planted by an earlier entry or layer, hardlinks), blob verification, tag selection, the cache
+ * keyed by manifest digest and its atomicity.
  */
 #include <archive.h>
 #include <archive_entry.h>
@@ -10,10 +11,12 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "ocibuild/buf.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/image.h"
@@ -298,6 +301,45 @@ static void test_layer_opaque_whiteout_empties_dir_but_keeps_same_layer(void **s
     assert_true(rootfs_exists(f, "d"));
     assert_true(rootfs_exists(f, "other"));
     assert_false(rootfs_exists(f, "d/.wh..wh..opq"));
+}
+
+/* A directory chain "<top>/d/d/.../d/f" of depth levels below top. */
+static char *deep_chain(const char *top, int depth)
+{
+    obi_buf path = OBI_BUF_INIT;
+    obi_buf_append_str(&path, top);
+    for (int i = 0; i < depth; i++)
+        obi_buf_append_str(&path, "/d");
+    obi_buf_append_str(&path, "/f");
+    return obi_buf_steal(&path);
+}
+
+static void test_layer_whiteouts_remove_deep_trees_with_few_descriptors(void **state)
+{
+    fixture *f = *state;
+    /* 300 levels (a 600-byte path) under 64 descriptors: a removal that holds one descriptor
+     * per level (image.c's own recursive remover did) runs out of them halfway down. */
+    char *gone = deep_chain("gone", 300), *emptied = deep_chain("emptied", 300);
+    const entry lower[] = {{'f', gone, "g", 0}, {'f', emptied, "e", 0}, {'f', "keep", "k", 0}};
+    apply(f, PLAIN, lower, N(lower));
+    static const entry upper[] = {{'f', ".wh.gone", "", 0}, {'f', "emptied/.wh..wh..opq", "", 0}};
+    write_layer(f->layer, PLAIN, upper, N(upper));
+    struct rlimit saved, few;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    few = saved;
+    few.rlim_cur = 64;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &few), 0);
+    obi_error *err = NULL;
+    int r = obi_image_apply_layer(f->rootfs, f->layer, &err);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    if (r < 0)
+        fail_msg("%s", err ? err->message : "(no message)");
+    assert_false(rootfs_exists(f, "gone"));
+    assert_true(rootfs_exists(f, "emptied"));
+    assert_false(rootfs_exists(f, "emptied/d"));
+    assert_true(rootfs_exists(f, "keep"));
+    free(gone);
+    free(emptied);
 }
 
 static void test_layer_replaces_file_with_dir_and_symlink_with_file(void **state)
@@ -686,6 +728,7 @@ int main(void)
         T(test_layer_whiteout_deletes_lower_entry),
         T(test_layer_whiteout_of_dotdot_is_refused),
         T(test_layer_opaque_whiteout_empties_dir_but_keeps_same_layer),
+        T(test_layer_whiteouts_remove_deep_trees_with_few_descriptors),
         T(test_layer_replaces_file_with_dir_and_symlink_with_file),
         T(test_layer_refuses_dotdot_and_absolute_names),
         T(test_layer_symlinks_cannot_redirect_writes_outside),

@@ -1,11 +1,11 @@
 /*
- * Private to src/castore: a hash map from digest to an owned pointer (open addressing, linear
- * probing; digests are uniformly random, so their first bytes are the hash). Used by the memory
- * backends, the directory putters and the breadth-first walk's "seen" set. Not thread-safe:
- * callers lock.
+ * A hash map from digest to an owned pointer (open addressing, linear probing; digests are
+ * uniformly random, so their first bytes are the hash), and with a dummy value a digest set.
+ * Used by the memory backends, the directory putters, the breadth-first walk's "seen" set, the
+ * store check and the gRPC client's check of a recursive Get. Not thread-safe: callers lock.
  */
-#ifndef OCIBUILD_CASTORE_DIGEST_MAP_H
-#define OCIBUILD_CASTORE_DIGEST_MAP_H
+#ifndef OCIBUILD_DIGEST_MAP_H
+#define OCIBUILD_DIGEST_MAP_H
 
 #include <stddef.h>
 
@@ -22,6 +22,9 @@ typedef struct obi_digest_map {
     size_t count;
     void (*free_value)(void *value); /* may be NULL */
 } obi_digest_map;
+
+/* The value of every entry of a map used as a set of digests (any non-NULL pointer would do). */
+#define OBI_DIGEST_SET_MEMBER ((void *)1)
 
 void obi_digest_map_init(obi_digest_map *map, void (*free_value)(void *value));
 /* Frees every value (with free_value) and the table. */
