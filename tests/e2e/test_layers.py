@@ -26,6 +26,7 @@ HEADERLESS = {
     "cleanup.h": "util",  # inline cleanup helpers; obi_strv_free is in util/strv.c
     "json_util.h": "util",  # inline jansson helpers
     "node_pb.h": "castore",  # castore/node_codec.c
+    "store_backend.h": "castore",  # the backends' side of store.h (castore/store.c)
     "rpc.h": "rpc",  # the rpc layer's API and module table (rpc/rpc_module.c)
 }
 
