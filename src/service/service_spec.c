@@ -445,8 +445,8 @@ static int build_capabilities(const obi_service *svc, uint64_t bounding, json_t 
                 json_array_append_new(set, json_string(names[i])) < 0)
                 return obi_error_oom(err);
     }
-    json_t *caps = json_pack("{s:O, s:O, s:O, s:[], s:[]}", "bounding", set, "effective", set,
-                             "permitted", set, "inheritable", "ambient");
+    json_t *caps = json_pack("{s:O, s:O, s:[], s:O, s:[]}", "bounding", set, "effective", set,
+                             "inheritable", "permitted", set, "ambient");
     if (!caps)
         return obi_error_oom(err);
     *out = caps;
@@ -929,7 +929,7 @@ static int build_devices(const obi_service *svc, const obi_service_spec_options 
 static const char *const MASKED_PATHS[] = {
     "/proc/acpi",          "/proc/asound",     "/proc/kcore",       "/proc/keys",
     "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-    "/proc/scsi",          "/sys/firmware",
+    "/sys/firmware",       "/proc/scsi",
 };
 static const char *const READONLY_PATHS[] = {
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",

@@ -745,7 +745,7 @@ static void test_spec_default_device_rules(void **state)
     assert_int_equal(json_array_size(path_get(c, "linux.devices")), 0);
     assert_int_equal(json_array_size(path_get(c, "linux.maskedPaths")), 10);
     assert_string_equal(json_string_value(json_array_get(path_get(c, "linux.maskedPaths"), 9)),
-                        "/sys/firmware");
+                        "/proc/scsi");
     assert_int_equal(json_array_size(path_get(c, "linux.readonlyPaths")), 5);
 }
 
