@@ -2,10 +2,13 @@
  * Service spec generation: a parsed service (deployment.h) + replica -> OCI runtime config,
  * following spec/service.md section by section (process, env layers, capabilities, mounts,
  * linux: namespaces, resources, device cgroup rules, devices, masked and read-only paths).
- * Tables hold the fixed parts (default mounts, default device rules, GPU node names); the code
- * assembles them. Also writes a bundle directory for the service lifecycle: volume directories
- * (walked from the data dir without following symlinks), the overlay rootfs (with an idmapped
- * lower layer under a user namespace) and a check that the replica's root can reach it.
+ * The OCI runtime defaults (namespaces, standard mounts, masks, default device rules,
+ * capability names and sets) come from oci_defaults.h's tables, shared with builds;
+ * replica_defaults says what a replica takes of them. Tables here hold the rest (GPU env and
+ * node names); the code assembles them. Also writes a bundle directory for the service
+ * lifecycle: volume directories (walked from the data dir without following symlinks), the
+ * overlay rootfs (with an idmapped lower layer under a user namespace) and a check that the
+ * replica's root can reach it.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -37,6 +40,7 @@
 #include "ocibuild/fs.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/number.h"
+#include "ocibuild/oci_defaults.h"
 #include "ocibuild/process.h"
 #include "ocibuild/service_spec.h"
 #include "ocibuild/spec.h"
@@ -76,17 +80,6 @@ static json_t *json_strv(char *const *strv)
     json_t *array = json_array();
     for (size_t i = 0; array && strv && strv[i]; i++)
         if (json_array_append_new(array, json_string(strv[i])) < 0) {
-            json_decref(array);
-            return NULL;
-        }
-    return array;
-}
-
-static json_t *json_cstrs(const char *const *strs, size_t n)
-{
-    json_t *array = json_array();
-    for (size_t i = 0; array && i < n; i++)
-        if (json_array_append_new(array, json_string(strs[i])) < 0) {
             json_decref(array);
             return NULL;
         }
@@ -445,8 +438,7 @@ static int build_capabilities(const obi_service *svc, uint64_t bounding, json_t 
                 json_array_append_new(set, json_string(names[i])) < 0)
                 return obi_error_oom(err);
     }
-    json_t *caps = json_pack("{s:O, s:O, s:[], s:O, s:[]}", "bounding", set, "effective", set,
-                             "inheritable", "permitted", set, "ambient");
+    json_t *caps = obi_oci_capabilities(set);
     if (!caps)
         return obi_error_oom(err);
     *out = caps;
@@ -559,59 +551,34 @@ static int build_process(const obi_service *svc, const obi_service_spec_options 
 
 /* ---- mounts ------------------------------------------------------------------------------ */
 
-static json_t *mount_new(const char *destination, const char *type, const char *source,
-                         const char *const *options)
-{
-    json_t *opts = json_array();
-    for (size_t i = 0; opts && options[i]; i++)
-        json_array_append_new(opts, json_string(options[i]));
-    if (!opts)
-        return NULL;
-    return json_pack("{s:s, s:s, s:s, s:o}", "destination", destination, "type", type, "source",
-                     source, "options", opts);
-}
-
 static bool host_has_cgroup2(void)
 {
     struct statfs fs;
     return statfs("/sys/fs/cgroup", &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC;
 }
 
-/* Under a user namespace sharing the host's network namespace, sysfs cannot be mounted (the
- * kernel ties it to a network namespace the user namespace owns): the host's /sys is bound
- * read-only instead, as runc and podman do for rootless containers. */
-static int add_default_mounts(json_t *mounts, const obi_service *svc,
-                              const obi_service_spec_options *opts, bool userns)
+/* What a replica takes of the OCI defaults (spec/service.md): the host's cgroup namespace, its
+ * own network namespace unless host_network, a user namespace unless privileged (which maps gid
+ * 5, so devpts keeps gid=5); /proc nosuid,noexec,nodev, a writable cgroup mount of the host's
+ * type; runc's masked paths without moby's power counters; runc's default device rules written
+ * out. Privileged replicas: writable sysfs, nothing masked, every device. Under a user
+ * namespace sharing the host's network namespace, sysfs cannot be mounted (the kernel ties it
+ * to a network namespace the user namespace owns): the host's /sys is bound read-only instead,
+ * as runc and podman do for rootless containers. */
+static obi_oci_defaults replica_defaults(const obi_service *svc,
+                                         const obi_service_spec_options *opts, bool userns)
 {
-    static const char *const proc_opts[] = {"nosuid", "noexec", "nodev", NULL};
-    static const char *const dev_opts[] = {"nosuid", "strictatime", "mode=755", "size=65536k",
-                                           NULL};
-    static const char *const pts_opts[] = {"nosuid",    "noexec", "newinstance", "ptmxmode=0666",
-                                           "mode=0620", "gid=5",  NULL};
-    static const char *const shm_opts[] = {"nosuid",    "noexec",      "nodev",
-                                           "mode=1777", "size=65536k", NULL};
-    static const char *const mqueue_opts[] = {"nosuid", "noexec", "nodev", NULL};
-    static const char *const sys_ro_opts[] = {"nosuid", "noexec", "nodev", "ro", NULL};
-    static const char *const cgroup_opts[] = {"nosuid", "noexec", "nodev", "relatime", NULL};
-    static const char *const sys_bind_opts[] = {"rbind", "nosuid", "noexec", "nodev", "ro", NULL};
-    bool bind_sys = userns && svc->host_network;
-    bool v2 =
-        opts->cgroup == OBI_CGROUP_V2 || (opts->cgroup == OBI_CGROUP_DETECT && host_has_cgroup2());
-    json_t *list[] = {
-        mount_new("/proc", "proc", "proc", proc_opts),
-        mount_new("/dev", "tmpfs", "tmpfs", dev_opts),
-        mount_new("/dev/pts", "devpts", "devpts", pts_opts),
-        mount_new("/dev/shm", "tmpfs", "shm", shm_opts),
-        mount_new("/dev/mqueue", "mqueue", "mqueue", mqueue_opts),
-        bind_sys ? mount_new("/sys", "none", "/sys", sys_bind_opts)
-                 : mount_new("/sys", "sysfs", "sysfs", svc->privileged ? proc_opts : sys_ro_opts),
-        mount_new("/sys/fs/cgroup", v2 ? "cgroup2" : "cgroup", "cgroup", cgroup_opts),
+    return (obi_oci_defaults){
+        .network_namespace = !svc->host_network,
+        .user_namespace = userns,
+        .privileged = svc->privileged,
+        .devpts_tty_group = true,
+        .proc_nosuid_noexec_nodev = true,
+        .cgroup2 = opts->cgroup == OBI_CGROUP_V2 ||
+                   (opts->cgroup == OBI_CGROUP_DETECT && host_has_cgroup2()),
+        .cgroup_writable = true,
+        .list_default_devices = true,
     };
-    int r = 0;
-    for (size_t i = 0; i < OBI_ARRAY_SIZE(list); i++)
-        if (!list[i] || json_array_append_new(mounts, list[i]) < 0)
-            r = -ENOMEM;
-    return r;
 }
 
 static const char *default_data_dir_or(const char *data_dir, char **owned)
@@ -662,7 +629,7 @@ static int add_storage_mounts(json_t *mounts, const obi_deployment *d, const obi
 {
     for (size_t i = 0; i < svc->storage_count; i++) {
         const obi_storage *st = &svc->storage[i];
-        json_t *mount;
+        int r;
         if (st->type == OBI_STORAGE_TMPFS) {
             char size[32] = "", mode[32] = "";
             const char *options[5] = {"nosuid", "nodev", NULL, NULL, NULL};
@@ -675,7 +642,7 @@ static int add_storage_mounts(json_t *mounts, const obi_deployment *d, const obi
                 snprintf(mode, sizeof mode, "mode=%o", st->mode);
                 options[n++] = mode;
             }
-            mount = mount_new(st->target, "tmpfs", "tmpfs", options);
+            r = obi_oci_add_mount(mounts, st->target, "tmpfs", "tmpfs", options);
         } else {
             cleanup_free char *source =
                 obi_service_storage_source(d, svc, replica, i, opts->data_dir);
@@ -683,9 +650,9 @@ static int add_storage_mounts(json_t *mounts, const obi_deployment *d, const obi
                 return obi_error_oom(err);
             /* volumes are data: nothing on them gains privileges or reaches a device */
             const char *options[] = {"rbind", st->readonly ? "ro" : "rw", "nosuid", "nodev", NULL};
-            mount = mount_new(st->target, "none", source, options);
+            r = obi_oci_add_mount(mounts, st->target, "none", source, options);
         }
-        if (!mount || json_array_append_new(mounts, mount) < 0)
+        if (r < 0)
             return obi_error_oom(err);
     }
     return 0;
@@ -730,23 +697,6 @@ static int stat_device(const char *host_path, device_node *out, obi_error **err)
     return 0;
 }
 
-static json_t *device_rule(bool allow, char type, long major_num, long minor_num,
-                           const char *access)
-{
-    json_t *rule = json_pack("{s:b, s:s}", "allow", allow, "access", access);
-    if (!rule)
-        return NULL;
-    if (type) {
-        char t[2] = {type, '\0'};
-        json_object_set_new(rule, "type", json_string(t));
-    }
-    if (major_num >= 0)
-        json_object_set_new(rule, "major", json_integer(major_num));
-    if (minor_num >= 0)
-        json_object_set_new(rule, "minor", json_integer(minor_num));
-    return rule;
-}
-
 static json_t *device_entry(const char *path, const device_node *node)
 {
     char t[2] = {node->type, '\0'};
@@ -754,13 +704,6 @@ static json_t *device_entry(const char *path, const device_node *node)
                      (json_int_t)node->major, "minor", (json_int_t)node->minor, "fileMode",
                      GPU_DEVICE_MODE, "uid", 0, "gid", 0);
 }
-
-static const struct default_rule {
-    unsigned major;
-    long minor; /* -1: any */
-} DEFAULT_DEVICE_RULES[] = {
-    {1, 3}, {1, 5}, {1, 7}, {1, 8}, {1, 9}, {5, 0}, {5, 1}, {5, 2}, {136, -1},
-};
 
 typedef struct device_context {
     const char *dev_root;
@@ -802,8 +745,8 @@ static int add_spec_devices(device_context *ctx, const obi_service *svc, obi_err
         if (dev->mknod)
             access[n++] = 'm';
         access[n] = '\0';
-        if (add_rule(ctx, device_rule(true, node.type, node.major, node.minor, n ? access : "rw")) <
-                0 ||
+        if (add_rule(ctx, obi_oci_device_rule(true, node.type, node.major, node.minor,
+                                              n ? access : "rw")) < 0 ||
             json_array_append_new(ctx->devices, device_entry(dev->path, &node)) < 0)
             return obi_error_oom(err);
     }
@@ -884,31 +827,21 @@ static int add_gpu_devices(device_context *ctx, const obi_service *svc, obi_erro
     }
     for (size_t i = 0; i < 2; i++)
         if (majors[i] >= 0 && (i == 0 || majors[i] != majors[0]) &&
-            add_rule(ctx, device_rule(true, 'c', majors[i], -1, "rwm")) < 0)
+            add_rule(ctx, obi_oci_device_rule(true, 'c', majors[i], -1, "rwm")) < 0)
             return obi_error_oom(err);
     return 0;
 }
 
+/* The device cgroup rules (the defaults, then each spec device and GPU) and linux.devices. */
 static int build_devices(const obi_service *svc, const obi_service_spec_options *opts,
-                         json_t **rules_out, json_t **devices_out, char ***warnings,
-                         obi_error **err)
+                         const obi_oci_defaults *defaults, json_t **rules_out, json_t **devices_out,
+                         char ***warnings, obi_error **err)
 {
-    cleanup_json json_t *rules = json_array();
+    cleanup_json json_t *rules = obi_oci_device_rules(defaults);
     cleanup_json json_t *devices = json_array();
     if (!rules || !devices)
         return obi_error_oom(err);
     device_context ctx = {opts->dev_root ? opts->dev_root : "/dev", rules, devices, warnings};
-    if (svc->privileged) {
-        if (add_rule(&ctx, device_rule(true, 0, -1, -1, "rwm")) < 0)
-            return obi_error_oom(err);
-    } else {
-        if (add_rule(&ctx, device_rule(false, 0, -1, -1, "rwm")) < 0)
-            return obi_error_oom(err);
-        for (size_t i = 0; i < OBI_ARRAY_SIZE(DEFAULT_DEVICE_RULES); i++)
-            if (add_rule(&ctx, device_rule(true, 'c', DEFAULT_DEVICE_RULES[i].major,
-                                           DEFAULT_DEVICE_RULES[i].minor, "rwm")) < 0)
-                return obi_error_oom(err);
-    }
     int r = add_spec_devices(&ctx, svc, err);
     if (r == 0 && svc->has_gpu)
         r = add_gpu_devices(&ctx, svc, err);
@@ -926,31 +859,15 @@ static int build_devices(const obi_service *svc, const obi_service_spec_options 
 
 /* ---- linux ------------------------------------------------------------------------------- */
 
-static const char *const MASKED_PATHS[] = {
-    "/proc/acpi",          "/proc/asound",     "/proc/kcore",       "/proc/keys",
-    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-    "/sys/firmware",       "/proc/scsi",
-};
-static const char *const READONLY_PATHS[] = {
-    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-};
-
 static int build_linux(const obi_service *svc, const obi_service_spec_options *opts,
-                       const obi_idmap *ids, json_t **out, char ***warnings, obi_error **err)
+                       const obi_oci_defaults *defaults, const obi_idmap *ids, json_t **out,
+                       char ***warnings, obi_error **err)
 {
-    static const char *const namespaces[] = {"pid", "ipc", "uts", "mount", "network", "user"};
-    cleanup_json json_t *ns = json_array();
+    cleanup_json json_t *ns = obi_oci_namespaces(defaults);
     if (!ns)
         return obi_error_oom(err);
-    for (size_t i = 0; i < OBI_ARRAY_SIZE(namespaces); i++) {
-        if ((!strcmp(namespaces[i], "network") && svc->host_network) ||
-            (!strcmp(namespaces[i], "user") && !ids))
-            continue;
-        if (json_array_append_new(ns, json_pack("{s:s}", "type", namespaces[i])) < 0)
-            return obi_error_oom(err);
-    }
     json_t *rules = NULL, *devices = NULL;
-    int r = build_devices(svc, opts, &rules, &devices, warnings, err);
+    int r = build_devices(svc, opts, defaults, &rules, &devices, warnings, err);
     if (r < 0)
         return r;
     cleanup_json json_t *resources = json_pack("{s:o}", "devices", rules);
@@ -966,10 +883,8 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
         json_object_set_new(resources, "memory",
                             json_pack("{s:I}", "limit", (json_int_t)svc->memory)) < 0)
         return obi_error_oom(err);
-    json_t *masked =
-        svc->privileged ? json_array() : json_cstrs(MASKED_PATHS, OBI_ARRAY_SIZE(MASKED_PATHS));
-    json_t *readonly =
-        svc->privileged ? json_array() : json_cstrs(READONLY_PATHS, OBI_ARRAY_SIZE(READONLY_PATHS));
+    json_t *masked = obi_oci_masked_paths(defaults);
+    json_t *readonly = obi_oci_readonly_paths(defaults);
     json_t *linux_obj = json_pack("{s:O, s:s, s:O, s:O, s:o, s:o}", "namespaces", ns,
                                   "rootfsPropagation", "private", "resources", resources, "devices",
                                   devices_owned, "maskedPaths", masked, "readonlyPaths", readonly);
@@ -1008,22 +923,23 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
     obi_idmap ids_buf;
     const obi_idmap *ids = NULL;
     int r = replica_ids(svc, opts, &ids_buf, &ids, err);
+    obi_oci_defaults defaults = replica_defaults(svc, opts, ids != NULL);
     if (r == 0)
         r = build_process(svc, opts, &process, err);
     if (r == 0)
-        r = build_linux(svc, opts, ids, &linux_obj, &collected, err);
+        r = build_linux(svc, opts, &defaults, ids, &linux_obj, &collected, err);
     cleanup_json json_t *mounts = json_array();
     if (r == 0 && !mounts)
         r = obi_error_oom(err);
-    if (r == 0 && add_default_mounts(mounts, svc, opts, ids != NULL) < 0)
+    if (r == 0 && obi_oci_add_standard_mounts(mounts, &defaults) < 0)
         r = obi_error_oom(err);
     if (r == 0)
         r = add_storage_mounts(mounts, deployment, svc, opts, replica, err);
     json_t *config = NULL;
     if (r == 0) {
         config =
-            json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:O, s:o}", "ociVersion", "1.0.2", "root",
-                      "path", "rootfs", "readonly", 0, "process", process, "hostname",
+            json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:O, s:o}", "ociVersion", OBI_OCI_VERSION,
+                      "root", "path", "rootfs", "readonly", 0, "process", process, "hostname",
                       svc->hostname ? svc->hostname : id, "mounts", mounts, "linux", linux_obj);
         process = linux_obj = NULL; /* json_pack "o" took them, even on failure */
         if (!config)

@@ -14,6 +14,7 @@
 
 #include "ocibuild/fs.h"
 #include "ocibuild/json_util.h"
+#include "ocibuild/oci_defaults.h"
 #include "ocibuild/service_spec.h"
 #include "test_helpers.h"
 
