@@ -19,7 +19,7 @@
 #include "ocibuild/lifecycle.h"
 #include "ocibuild/number.h"
 #include "ocibuild/secrets.h"
-#include "ocibuild/service_spec.h"
+#include "ocibuild/service_bundle.h"
 
 static void print_warnings(char **warnings)
 {

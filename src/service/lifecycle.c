@@ -34,7 +34,7 @@
 #include "ocibuild/number.h"
 #include "ocibuild/process.h"
 #include "ocibuild/runtime.h"
-#include "ocibuild/service_spec.h"
+#include "ocibuild/service_bundle.h"
 
 #define STOP_POLL_MS 100
 #define KILL_WAIT_MS 10000
