@@ -1,12 +1,12 @@
 /*
  * Bundle writing for service replicas: a bundle directory around the config.json of
  * service_spec.h, as `ocibuild service up` (lifecycle.h) runs it and `ocibuild service bundle`
- * writes it: the rootfs, the named and anonymous volume directories below the data dir, and
- * the directories a replica's root must pass through. Under a user namespace (docs/service.md,
- * "User namespaces") the overlay's lower layer is an idmapped view of the image (idmap.h),
- * volumes belong to the replica's root, and the directories on the way to the rootfs are 0710
- * with its group. Everything written here is undone by obi_service_bundle_remove (the
- * lifecycle's replica_teardown calls it).
+ * writes it: the rootfs (from the one resolution of a service's image below), the named and
+ * anonymous volume directories below the data dir, and the directories a replica's root must
+ * pass through. Under a user namespace (docs/service.md, "User namespaces") the overlay's lower
+ * layer is an idmapped view of the image (idmap.h), volumes belong to the replica's root, and
+ * the directories on the way to the rootfs are 0710 with its group. Everything written here is
+ * undone by obi_service_bundle_remove (the lifecycle's replica_teardown calls it).
  */
 #ifndef OCIBUILD_SERVICE_BUNDLE_H
 #define OCIBUILD_SERVICE_BUNDLE_H
@@ -19,9 +19,9 @@
 
 /* How a bundle's rootfs reaches the source directory. runc refuses a symlinked rootfs ("invalid
  * rootfs: not an absolute path, or a symlink"), so the spec's symlink only suits runtimes that
- * resolve it (crun); the lifecycle uses an overlay with the source as lower layer, so replicas
- * never write into the shared image cache, or for a privileged replica's rootfs directory the
- * directory itself. */
+ * resolve it (crun); the lifecycle uses the mode obi_service_source_open picks: an overlay with
+ * the source as lower layer, so replicas never write into the shared image cache, or for a
+ * privileged replica's rootfs directory the directory itself. */
 typedef enum obi_bundle_rootfs_mode {
     OBI_BUNDLE_ROOTFS_SYMLINK, /* BUNDLE/rootfs -> source; root.path "rootfs" */
     OBI_BUNDLE_ROOTFS_DIR,     /* BUNDLE/rootfs is an empty directory to mount onto */
@@ -56,5 +56,26 @@ int obi_service_bundle_remove(const char *bundle_dir, obi_error **err);
  * through on its way to a rootfs: group ids->gid, mode 0710 (the owner stays); nobody else
  * gets in. */
 int obi_service_replica_dir(const char *path, const obi_idmap *ids, obi_error **err);
+
+/* What the bundles of one service are made from: for `image: {name: oci:PATH[:TAG]}` the image,
+ * verified and unpacked into DATA_DIR/images (image.h), for `image: {rootfs: DIR}` that
+ * directory, else nothing (an empty rootfs); and the rootfs mode `service up` uses for it. The
+ * one image resolution of `service spec`, `service bundle` and `service up`. */
+typedef struct obi_service_source {
+    obi_image *image;            /* the unpacked image and its config; NULL without an OCI image */
+    const char *rootfs;          /* image->rootfs, the service's rootfs directory, or NULL */
+    obi_bundle_rootfs_mode mode; /* OVERLAY for images, and for rootfs directories under a user
+                                    namespace (their ids shifted, the directory never written);
+                                    PATH for a privileged service's rootfs directory; DIR when
+                                    there is nothing */
+} obi_service_source;
+
+/* Resolves svc's image (errors prefixed with "services.<name>.image"); *out is set on success
+ * and released with obi_service_source_close. */
+int obi_service_source_open(const obi_service *svc, const char *data_dir, obi_service_source *out,
+                            obi_error **err);
+void obi_service_source_close(obi_service_source *src);
+/* Points opts->image and opts->rootfs (user name lookups) at src, which must outlive opts. */
+void obi_service_source_spec_options(const obi_service_source *src, obi_service_spec_options *opts);
 
 #endif

@@ -1,11 +1,13 @@
 /*
  * Bundle writing for service replicas (include/ocibuild/service_bundle.h): what the lifecycle
  * (lifecycle.c) and `ocibuild service bundle` put on disk around the config.json that
- * service_spec.c generates. obi_service_bundle_write makes the volume directories (walked from the
- * data dir one component at a time, never through a symlink), lays out the rootfs (a symlink, an
- * empty directory, an absolute path, or an overlay whose lower layer is an idmapped view of the
- * source under a user namespace), checks that the replica's root can reach it, and writes
- * config.json atomically. obi_service_bundle_remove undoes all of it, mounts first.
+ * service_spec.c generates. One function resolves a service's image (the OCI image unpacked
+ * into the cache, or its rootfs directory) for both of them; obi_service_bundle_write then
+ * makes the volume directories (walked from the data dir one component at a time, never
+ * through a symlink), lays out the rootfs (a symlink, an empty directory, an absolute path, or
+ * an overlay whose lower layer is an idmapped view of the source under a user namespace),
+ * checks that the replica's root can reach it, and writes config.json atomically.
+ * obi_service_bundle_remove undoes all of it, mounts first.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +28,42 @@
 #include "ocibuild/process.h"
 #include "ocibuild/service_bundle.h"
 #include "service_internal.h"
+
+/* ---- what the bundles are made from ------------------------------------------------------ */
+
+int obi_service_source_open(const obi_service *svc, const char *data_dir, obi_service_source *out,
+                            obi_error **err)
+{
+    obi_service_source src = {NULL, NULL, OBI_BUNDLE_ROOTFS_DIR};
+    if (svc->image_kind == OBI_IMAGE_OCI) {
+        int r = obi_image_open(svc->image_path, svc->image_tag, data_dir, &src.image, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "services.%s.image", svc->name);
+        src.rootfs = src.image->rootfs;
+        src.mode = OBI_BUNDLE_ROOTFS_OVERLAY;
+    } else if (svc->image_kind == OBI_IMAGE_ROOTFS) {
+        /* as is for the host's root; under a user namespace the directory is the read-only,
+         * idmapped lower layer of an overlay, like an image: its files keep their ids on disk
+         * and what the replica writes stays in its bundle */
+        src.rootfs = svc->image_rootfs;
+        src.mode =
+            obi_service_uses_userns(svc) ? OBI_BUNDLE_ROOTFS_OVERLAY : OBI_BUNDLE_ROOTFS_PATH;
+    }
+    *out = src;
+    return 0;
+}
+
+void obi_service_source_close(obi_service_source *src)
+{
+    obi_image_free(src->image);
+    *src = (obi_service_source){NULL, NULL, OBI_BUNDLE_ROOTFS_DIR};
+}
+
+void obi_service_source_spec_options(const obi_service_source *src, obi_service_spec_options *opts)
+{
+    opts->image = src->image ? &src->image->config : NULL;
+    opts->rootfs = src->rootfs;
+}
 
 /* ---- volumes ----------------------------------------------------------------------------- */
 

@@ -3,7 +3,8 @@
  * overlay that leaves its lower layer untouched and is removed again, volumes owned by the
  * replica's root below directories closed to everyone else and never reached through a
  * symlink, the idmapped lower layer under a user namespace, a rootfs the replica's root cannot
- * reach named. Mounts and chown need root: those tests are skipped loudly otherwise.
+ * reach named, and the one image resolution of `service spec|bundle|up`. Mounts and chown need
+ * root: those tests are skipped loudly otherwise.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -11,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ocibuild/digest.h"
+#include "ocibuild/sha256.h"
 #include "service_fixture.h"
 
 #define REQUIRE_ROOT() OBI_TEST_REQUIRE_ROOT("mounts and chown need root")
@@ -350,6 +353,138 @@ static void test_bundle_write_requires_s3_mount_path(void **state)
     free(bundle);
 }
 
+/* ---- the image resolution of spec, bundle and up -------------------------------------- */
+
+/* Writes data as a blob of layout; returns its descriptor. */
+static json_t *layout_blob(const char *layout, const char *media, const char *data)
+{
+    uint8_t digest[OBI_SHA256_LEN];
+    char hex[2 * OBI_SHA256_LEN + 1], path[1024], name[80];
+    obi_sha256_oneshot(data, strlen(data), digest);
+    obi_hex_encode(digest, OBI_SHA256_LEN, hex);
+    snprintf(path, sizeof path, "%s/blobs/sha256", layout);
+    assert_ok(obi_mkdir_p(path, 0755, err_ptr_));
+    snprintf(path, sizeof path, "%s/blobs/sha256/%s", layout, hex);
+    assert_ok(obi_write_file(path, data, strlen(data), 0644, err_ptr_));
+    snprintf(name, sizeof name, "sha256:%s", hex);
+    return json_pack("{s:s, s:s, s:I}", "mediaType", media, "digest", name, "size",
+                     (json_int_t)strlen(data));
+}
+
+/* An image layout at DIR/layout with one image tagged "1": no layers, Entrypoint /bin/app. */
+static char *make_layout(fixture *f)
+{
+    char *layout = obi_path_join(f->dir, "layout");
+    char *marker = obi_path_join(layout, "oci-layout");
+    char *index = obi_path_join(layout, "index.json");
+    assert_ok(obi_mkdir_p(layout, 0755, err_ptr_));
+    assert_ok(obi_write_file(marker, "{\"imageLayoutVersion\":\"1.0.0\"}", 30, 0644, err_ptr_));
+    json_t *config = layout_blob(layout, "application/vnd.oci.image.config.v1+json",
+                                 "{\"config\":{\"Entrypoint\":[\"/bin/app\"]}}");
+    json_t *manifest_doc =
+        json_pack("{s:i, s:s, s:o, s:[]}", "schemaVersion", 2, "mediaType",
+                  "application/vnd.oci.image.manifest.v1+json", "config", config, "layers");
+    char *manifest_text = json_dumps(manifest_doc, JSON_COMPACT);
+    json_t *manifest =
+        layout_blob(layout, "application/vnd.oci.image.manifest.v1+json", manifest_text);
+    json_object_set_new(manifest, "annotations",
+                        json_pack("{s:s}", "org.opencontainers.image.ref.name", "1"));
+    json_t *index_doc = json_pack("{s:i, s:[o]}", "schemaVersion", 2, "manifests", manifest);
+    assert_int_equal(json_dump_file(index_doc, index, JSON_COMPACT), 0);
+    json_decref(index_doc);
+    json_decref(manifest_doc);
+    free(manifest_text);
+    free(index);
+    free(marker);
+    return layout;
+}
+
+static const obi_service *service_of(fixture *f, const char *text)
+{
+    load(f, text);
+    return &f->deployment->services[0];
+}
+
+/* An OCI image is unpacked into the data dir's cache; the bundle's rootfs is that cache entry,
+ * mounted as an overlay, and the spec options see the image's config and rootfs. */
+static void test_source_of_an_oci_image_is_its_cache_entry(void **state)
+{
+    fixture *f = *state;
+    char *layout = make_layout(f);
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml, HEADER "  web: {image: {name: \"oci:%s:1\"}}\n", layout);
+    const obi_service *svc = service_of(f, yaml);
+    obi_service_source src;
+    assert_ok(obi_service_source_open(svc, f->data, &src, err_ptr_));
+    assert_non_null(src.image);
+    assert_ptr_equal(src.rootfs, src.image->rootfs);
+    assert_non_null(strstr(src.rootfs, "/images/"));
+    assert_int_equal(strncmp(src.rootfs, f->data, strlen(f->data)), 0);
+    assert_int_equal(src.mode, OBI_BUNDLE_ROOTFS_OVERLAY);
+    obi_service_spec_options opts = default_options(f);
+    obi_service_source_spec_options(&src, &opts);
+    assert_ptr_equal(opts.image, &src.image->config);
+    assert_ptr_equal(opts.rootfs, src.rootfs);
+    json_t *c = generate_with(f, "web", &opts);
+    assert_string_equal(json_string_value(json_array_get(path_get(c, "process.args"), 0)),
+                        "/bin/app");
+    obi_service_source_close(&src);
+    assert_null(src.image);
+    obi_service_source_close(&src); /* twice: harmless */
+    free(layout);
+}
+
+/* A rootfs directory is used in place: the replica's overlay lower layer under a user
+ * namespace, the directory itself for a privileged service; no image: an empty rootfs. */
+static void test_source_of_a_rootfs_dir_and_of_nothing(void **state)
+{
+    fixture *f = *state;
+    static const struct {
+        const char *yaml;
+        const char *rootfs;
+        obi_bundle_rootfs_mode mode;
+    } CASES[] = {
+        {HEADER "  web: {image: {rootfs: /srv/root}}\n", "/srv/root", OBI_BUNDLE_ROOTFS_OVERLAY},
+        {HEADER "  web: {image: {rootfs: /srv/root}, privileged: true}\n", "/srv/root",
+         OBI_BUNDLE_ROOTFS_PATH},
+        {HEADER "  web: {}\n", NULL, OBI_BUNDLE_ROOTFS_DIR},
+        {HEADER "  web: {privileged: true}\n", NULL, OBI_BUNDLE_ROOTFS_DIR},
+    };
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+        const obi_service *svc = service_of(f, CASES[i].yaml);
+        obi_service_source src;
+        assert_ok(obi_service_source_open(svc, f->data, &src, err_ptr_));
+        assert_null(src.image);
+        if (CASES[i].rootfs)
+            assert_string_equal(src.rootfs, CASES[i].rootfs);
+        else
+            assert_null(src.rootfs);
+        assert_int_equal(src.mode, CASES[i].mode);
+        obi_service_spec_options opts = {0};
+        obi_service_source_spec_options(&src, &opts);
+        assert_null(opts.image);
+        assert_ptr_equal(opts.rootfs, src.rootfs);
+        obi_service_source_close(&src);
+    }
+    assert_int_equal(access(f->data, F_OK), -1); /* nothing unpacked, nothing made */
+}
+
+/* A missing tag names the service's image field, and nothing is left in the cache. */
+static void test_source_of_a_missing_image_names_the_field(void **state)
+{
+    fixture *f = *state;
+    char *layout = make_layout(f);
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml, HEADER "  web: {image: {name: \"oci:%s:2\"}}\n", layout);
+    const obi_service *svc = service_of(f, yaml);
+    obi_service_source src = {NULL, "untouched", OBI_BUNDLE_ROOTFS_PATH};
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_service_source_open(svc, f->data, &src, &err), -ENOENT,
+                      "services.web.image: image ");
+    assert_string_equal(src.rootfs, "untouched"); /* set only on success */
+    free(layout);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -362,6 +497,9 @@ int main(void)
         T(test_bundle_overlay_in_a_user_namespace_shifts_ids),
         T(test_bundle_rootfs_the_replica_root_cannot_reach_is_named),
         T(test_bundle_write_requires_s3_mount_path),
+        T(test_source_of_an_oci_image_is_its_cache_entry),
+        T(test_source_of_a_rootfs_dir_and_of_nothing),
+        T(test_source_of_a_missing_image_names_the_field),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
