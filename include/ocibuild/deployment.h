@@ -149,16 +149,4 @@ const obi_service *obi_deployment_find(const obi_deployment *deployment, const c
 int obi_deployment_start_order(const obi_deployment *deployment, const obi_service ***out,
                                obi_error **err);
 
-/* The 41 Linux capability names ("CAP_AUDIT_CONTROL" .. "CAP_WAKE_ALARM"), sorted. */
-extern const char *const OBI_CAPABILITIES[];
-extern const size_t OBI_CAPABILITY_COUNT;
-/* The 14 default capabilities of a non-privileged container without an explicit list. */
-extern const char *const OBI_DEFAULT_CAPABILITIES[];
-extern const size_t OBI_DEFAULT_CAPABILITY_COUNT;
-/* "net_admin", "CAP_NET_ADMIN", "Net_Admin" -> "CAP_NET_ADMIN" (static string); NULL if unknown. */
-const char *obi_capability_normalize(const char *name);
-/* The kernel's number of a normalised name ("CAP_SYS_RESOURCE" -> 24): its bit in the Cap*
- * masks of /proc/PID/status. -1 if unknown. */
-int obi_capability_number(const char *name);
-
 #endif

@@ -1,6 +1,6 @@
 /*
  * The service lifecycle (spec/service.md, "Lifecycle"): up, ps, down over the replicas of a
- * deployment, with the OCI runtime driver (runtime.h) and the bundle writer (service_spec.h).
+ * deployment, with the OCI runtime driver (runtime.h) and the bundle writer (service_bundle.h).
  * State lives under the data dir:
  *   DATA/services/<deployment>.lock              flock: one up/down of a deployment at a time
  *   DATA/services/<deployment>/<id>/bundle       the replica's OCI bundle (overlay rootfs)

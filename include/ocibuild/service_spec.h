@@ -1,13 +1,13 @@
 /*
  * Service spec generation (spec/service.md, "The generated config.json"): one service of a
- * deployment plus a replica number -> an OCI runtime config (jansson), and a bundle directory
- * holding it. The host is consulted only for device nodes (below a configurable /dev root, so
- * tests use a fake tree), the cgroup version, for user names the rootfs's /etc/passwd and
- * /etc/group, the capability bounding set of this process (what it can pass on to a container)
- * and the host ids of the replicas' user namespace (/etc/subuid and /etc/subgid); the last two
- * can be given instead, for tests. Anything skipped (a missing device node) is reported as a
- * warning string that the caller prints. The service lifecycle builds on
- * obi_service_bundle_write.
+ * deployment plus a replica number -> an OCI runtime config (jansson). The OCI runtime defaults
+ * come from oci_defaults.h, shared with builds; bundles around the config are written by
+ * service_bundle.h. The host is consulted only for device nodes (below a configurable /dev
+ * root, so tests use a fake tree), the cgroup version, for user names the rootfs's /etc/passwd
+ * and /etc/group, the capability bounding set of this process (what it can pass on to a
+ * container) and the host ids of the replicas' user namespace (/etc/subuid and /etc/subgid);
+ * the last two can be given instead, for tests. Anything skipped (a missing device node) is
+ * reported as a warning string that the caller prints.
  *
  * Sandbox (docs/service.md, "User namespaces"): a replica runs in a user namespace whose root
  * is host id base of the range owned by OBI_SERVICE_ID_OWNER, unless the service is privileged
@@ -63,6 +63,11 @@ int obi_service_ids_lookup(const char *subuid_path, const char *subgid_path, obi
 
 /* Whether replicas of svc run in a user namespace (all but privileged services). */
 bool obi_service_uses_userns(const obi_service *svc);
+/* The user namespace of svc's replicas: *out NULL for privileged services, else opts->ids or,
+ * without them, the ids obi_service_ids_lookup finds (stored in *buf; errors prefixed with
+ * "services.<name>"). */
+int obi_service_replica_ids(const obi_service *svc, const obi_service_spec_options *opts,
+                            obi_idmap *buf, const obi_idmap **out, obi_error **err);
 
 /* The capabilities this process can pass on to a container: its bounding set, bit N =
  * capability N (prctl PR_CAPBSET_READ). */
@@ -82,45 +87,6 @@ char *obi_service_storage_source(const obi_deployment *deployment, const obi_ser
 int obi_service_spec_generate(const obi_deployment *deployment, const obi_service *svc,
                               const obi_service_spec_options *opts, json_t **out, char ***warnings,
                               obi_error **err);
-
-/* How a bundle's rootfs reaches the source directory. runc refuses a symlinked rootfs ("invalid
- * rootfs: not an absolute path, or a symlink"), so the spec's symlink only suits runtimes that
- * resolve it (crun); the lifecycle uses DIR and mounts onto it (a bind mount, or an overlay with
- * the image cache as lower layer so replicas never write into the shared cache). */
-typedef enum obi_bundle_rootfs_mode {
-    OBI_BUNDLE_ROOTFS_SYMLINK, /* BUNDLE/rootfs -> source; root.path "rootfs" */
-    OBI_BUNDLE_ROOTFS_DIR,     /* BUNDLE/rootfs is an empty directory to mount onto */
-    OBI_BUNDLE_ROOTFS_PATH,    /* root.path is the source's absolute path; no BUNDLE/rootfs */
-    OBI_BUNDLE_ROOTFS_OVERLAY, /* overlayfs on BUNDLE/rootfs: lower = source (never written),
-                                  upper and work in BUNDLE; needs root; undone by
-                                  obi_service_bundle_remove */
-} obi_bundle_rootfs_mode;
-
-/* Writes a complete bundle: creates bundle_dir (mode 0700; 0710 with the replicas' root group
- * under a user namespace), config.json (atomically) and the rootfs per mode (with rootfs_source
- * NULL: always an empty BUNDLE/rootfs directory). Creates the named and anonymous volume
- * directories of the service (below the data dir, never through a symlink: the directories on
- * the way 0700, the volume itself owned by the replica's root) and checks that bind sources and
- * s3 mount paths exist. Under a user namespace the OVERLAY lower layer is an idmapped view of
- * the source (its ids shifted into the replicas' range, the source unchanged), and the rootfs
- * must be reachable by the replica's root: a directory on the way that it cannot search is an
- * error naming it. Warnings as for obi_service_spec_generate. Writing again over an existing
- * bundle refreshes config.json and keeps an overlay that is already mounted. On failure a
- * partial bundle may remain: the caller removes it with obi_service_bundle_remove. */
-int obi_service_bundle_write(const obi_deployment *deployment, const obi_service *svc,
-                             const obi_service_spec_options *opts, const char *bundle_dir,
-                             const char *rootfs_source, obi_bundle_rootfs_mode mode,
-                             char ***warnings, obi_error **err);
-
-/* Removes a bundle written by obi_service_bundle_write: detaches the overlay on BUNDLE/rootfs
- * (and an idmapped lower layer a crash left on BUNDLE/lower) if mounted, then removes the
- * directory (never crossing into another mount). A missing bundle is not an error. */
-int obi_service_bundle_remove(const char *bundle_dir, obi_error **err);
-
-/* Makes path (an existing directory that this process owns) one a replica's root passes
- * through on its way to a rootfs: group ids->gid, mode 0710 (the owner stays); nobody else
- * gets in. */
-int obi_service_replica_dir(const char *path, const obi_idmap *ids, obi_error **err);
 
 /* Resolves an image `User` ("uid[:gid]", names looked up in ROOTFS/etc/passwd and /etc/group;
  * a numeric uid without gid means gid = uid, a user name without group its passwd gid). */

@@ -4,9 +4,11 @@
  * syscall filter (seccomp.c), masked and read-only paths, root, hostname and the mounts in their
  * fixed order (runc's standard set, /tmp, scratch, inputs, read-only host paths, /bin/sh,
  * network files). Where docs/security.md decided otherwise than build.md, the issue's decision
- * is taken. Tables hold the data (runc's mounts and paths); the functions only assemble them. The
- * bundle code (bundle.c, the build orchestration) lays out the directories this spec points at,
- * using obi_scratch_name and obi_output_host_path.
+ * is taken. The runtime defaults (namespaces, standard mounts, masked and read-only paths,
+ * device rules, rlimits, capability sets) come from oci_defaults.h's tables, shared with
+ * service replicas; build_defaults says what a build takes of them. The bundle code (bundle.c,
+ * the build orchestration) lays out the directories this spec points at, using obi_scratch_name
+ * and obi_output_host_path.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,64 +18,11 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/json_util.h"
+#include "ocibuild/oci_defaults.h"
 #include "ocibuild/seccomp.h"
 #include "ocibuild/spec.h"
 
-#define OCI_VERSION "1.0.2"
-#define NOFILE_LIMIT 1024
-
-/* Every set is empty: a build holds no capability, not even inside its user namespace. */
-static const char *const CAP_SETS[] = {"bounding", "effective", "inheritable", "permitted",
-                                       "ambient"};
-
-/* `runc spec`'s maskedPaths (runc 1.1), then what moby adds: the RAPL energy counters. */
-static const char *const MASKED_PATHS[] = {
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/sys/firmware",
-    "/proc/scsi",
-    "/sys/devices/virtual/powercap",
-};
-/* `runc spec`'s readonlyPaths (runc 1.1; moby's are the same). */
-static const char *const READONLY_PATHS[] = {
-    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-};
-
-typedef struct std_mount {
-    const char *destination;
-    const char *type;
-    const char *source;
-    const char *options[8]; /* NULL-terminated; no "options" key when empty */
-} std_mount;
-
-/* Exactly what `runc spec --rootless` (runc 1.1) writes, which is what a user namespace needs:
- * devpts without gid=5 (unmapped there), /sys bound from the host (sysfs can only be mounted by
- * the user namespace owning the network namespace). */
-static const std_mount MOUNTS_USERNS[] = {
-    {"/proc", "proc", "proc", {NULL}},
-    {"/dev", "tmpfs", "tmpfs", {"nosuid", "strictatime", "mode=755", "size=65536k", NULL}},
-    {"/dev/pts",
-     "devpts",
-     "devpts",
-     {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", NULL}},
-    {"/dev/shm", "tmpfs", "shm", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k", NULL}},
-    {"/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev", NULL}},
-    {"/sys", "none", "/sys", {"rbind", "nosuid", "noexec", "nodev", "ro", NULL}},
-    {"/sys/fs/cgroup", "cgroup", "cgroup", {"nosuid", "noexec", "nodev", "relatime", "ro", NULL}},
-};
-/* `runc spec`'s /sys, used instead when the build has its own network namespace (which its user
- * namespace then owns): a fresh sysfs shows that namespace's devices and carries none of the
- * host's mounts below /sys. */
-static const std_mount MOUNT_SYSFS = {
-    "/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro", NULL}};
-static const std_mount MOUNT_TMP = {
-    "/tmp", "tmpfs", "tmpfs", {"nosuid", "noatime", "mode=700", NULL}};
+static const char *const OPTS_TMP[] = {"nosuid", "noatime", "mode=700", NULL};
 static const char *const NETWORK_FILES[] = {"/etc/resolv.conf", "/etc/services", "/etc/hosts"};
 static const char *const OPTS_SCRATCH[] = {"rbind", "rw", NULL};
 static const char *const OPTS_INPUT[] = {"rbind", "ro", "nosuid", "nodev", NULL};
@@ -148,36 +97,6 @@ static json_t *string_array(const char *const *items, size_t n)
     return a;
 }
 
-static size_t strv_len(const char *const *v)
-{
-    size_t n = 0;
-    while (v[n])
-        n++;
-    return n;
-}
-
-static int add_mount(json_t *mounts, const char *destination, const char *type, const char *source,
-                     const char *const *options)
-{
-    json_t *m =
-        json_pack("{s:s, s:s, s:s}", "destination", destination, "type", type, "source", source);
-    if (!m || json_array_append_new(mounts, m) < 0)
-        return -ENOMEM;
-    if (options && options[0] &&
-        json_object_set_new(m, "options", string_array(options, strv_len(options))) < 0)
-        return -ENOMEM;
-    return 0;
-}
-
-static json_t *make_capabilities(void)
-{
-    cleanup_json json_t *o = json_object();
-    for (size_t i = 0; o && i < OBI_ARRAY_SIZE(CAP_SETS); i++)
-        if (json_object_set_new(o, CAP_SETS[i], json_array()) < 0)
-            return NULL;
-    return steal_pointer(&o);
-}
-
 static int make_process(const obi_build_request *req, json_t **out, obi_error **err)
 {
     /* declared before the first goto: a jump past a cleanup variable's initialization would
@@ -209,12 +128,12 @@ static int make_process(const obi_build_request *req, json_t **out, obi_error **
     }
     if (asprintf(&cwd, "/%s", req->working_dir) < 0)
         goto oom;
-    json_t *process = json_pack(
-        "{s:b, s:{s:i, s:i}, s:o, s:O, s:s, s:o, s:[{s:s, s:i, s:i}], s:b}", "terminal", 0, "user",
-        "uid", OBI_BUILD_UID, "gid", OBI_BUILD_GID, "args",
-        string_array((const char *const *)req->command_args, req->n_command_args), "env", env,
-        "cwd", cwd, "capabilities", make_capabilities(), "rlimits", "type", "RLIMIT_NOFILE", "hard",
-        NOFILE_LIMIT, "soft", NOFILE_LIMIT, "noNewPrivileges", 1);
+    json_t *process =
+        json_pack("{s:b, s:{s:i, s:i}, s:o, s:O, s:s, s:o, s:o, s:b}", "terminal", 0, "user", "uid",
+                  OBI_BUILD_UID, "gid", OBI_BUILD_GID, "args",
+                  string_array((const char *const *)req->command_args, req->n_command_args), "env",
+                  env, "cwd", cwd, "capabilities", obi_oci_capabilities(NULL), "rlimits",
+                  obi_oci_rlimits(), "noNewPrivileges", 1);
     if (!process)
         goto oom;
     *out = process;
@@ -234,12 +153,25 @@ static bool has_own_network(const obi_build_request *req)
     return !(req->has_constraints && req->constraints.network_access);
 }
 
+/* What a build takes of the OCI defaults: its own cgroup namespace, network namespace (unless
+ * network_access) and always a user namespace, which maps gid 0, 100 and 1000 only (so devpts
+ * without gid=5); runc's mounts and masks as `runc spec --rootless` writes them, plus moby's
+ * power counters mask; deny-all devices, to which runc adds its default nodes. */
+static obi_oci_defaults build_defaults(const obi_build_request *req)
+{
+    return (obi_oci_defaults){
+        .cgroup_namespace = true,
+        .network_namespace = has_own_network(req),
+        .user_namespace = true,
+        .mask_power_counters = true,
+    };
+}
+
 /* Rootful: devices as `runc spec` writes them (deny all; runc then allows its standard few), and
  * the limits. Rootless builds get none: their runtime cannot write cgroups here. */
-static json_t *make_resources(const obi_spec_options *opts)
+static json_t *make_resources(const obi_spec_options *opts, const obi_oci_defaults *defaults)
 {
-    cleanup_json json_t *resources =
-        json_pack("{s:[{s:b, s:s}]}", "devices", "allow", 0, "access", "rwm");
+    cleanup_json json_t *resources = json_pack("{s:o}", "devices", obi_oci_device_rules(defaults));
     if (!resources)
         return NULL;
     if (opts->max_pids &&
@@ -259,18 +191,10 @@ static json_t *make_resources(const obi_spec_options *opts)
 static json_t *make_linux(const obi_build_request *req, const obi_spec_options *opts,
                           json_t *seccomp)
 {
-    static const char *const ALWAYS[] = {"pid", "ipc", "uts", "mount", "cgroup"};
+    obi_oci_defaults defaults = build_defaults(req);
     cleanup_json json_t *linux_obj = json_object();
-    json_t *namespaces = json_array();
-    if (!linux_obj || json_object_set_new(linux_obj, "namespaces", namespaces) < 0)
-        return NULL;
-    for (size_t i = 0; i < OBI_ARRAY_SIZE(ALWAYS); i++)
-        if (json_array_append_new(namespaces, json_pack("{s:s}", "type", ALWAYS[i])) < 0)
-            return NULL;
-    if (has_own_network(req) &&
-        json_array_append_new(namespaces, json_pack("{s:s}", "type", "network")) < 0)
-        return NULL;
-    if (json_array_append_new(namespaces, json_pack("{s:s}", "type", "user")) < 0 ||
+    if (!linux_obj ||
+        json_object_set_new(linux_obj, "namespaces", obi_oci_namespaces(&defaults)) < 0 ||
         json_object_set_new(linux_obj, "uidMappings",
                             json_pack("[o, o]", id_mapping(0, (uint32_t)opts->root_uid),
                                       id_mapping(OBI_BUILD_UID, (uint32_t)opts->build_uid))) < 0 ||
@@ -278,13 +202,12 @@ static json_t *make_linux(const obi_build_request *req, const obi_spec_options *
                             json_pack("[o, o]", id_mapping(0, (uint32_t)opts->root_gid),
                                       id_mapping(OBI_BUILD_GID, (uint32_t)opts->build_gid))) < 0)
         return NULL;
-    if (!opts->rootless && json_object_set_new(linux_obj, "resources", make_resources(opts)) < 0)
+    if (!opts->rootless &&
+        json_object_set_new(linux_obj, "resources", make_resources(opts, &defaults)) < 0)
         return NULL;
     if (json_object_set_new(linux_obj, "seccomp", json_incref(seccomp)) < 0 ||
-        json_object_set_new(linux_obj, "maskedPaths",
-                            string_array(MASKED_PATHS, OBI_ARRAY_SIZE(MASKED_PATHS))) < 0 ||
-        json_object_set_new(linux_obj, "readonlyPaths",
-                            string_array(READONLY_PATHS, OBI_ARRAY_SIZE(READONLY_PATHS))) < 0)
+        json_object_set_new(linux_obj, "maskedPaths", obi_oci_masked_paths(&defaults)) < 0 ||
+        json_object_set_new(linux_obj, "readonlyPaths", obi_oci_readonly_paths(&defaults)) < 0)
         return NULL;
     return steal_pointer(&linux_obj);
 }
@@ -304,7 +227,7 @@ static int add_input_mounts(json_t *mounts, const obi_build_request *req, obi_er
                     ? asprintf(&destination, "/%s/%s", req->inputs_dir, (const char *)name->data)
                     : asprintf(&destination, "/%s", (const char *)name->data);
         if (r < 0 || asprintf(&source, "inputs/%s", (const char *)name->data) < 0 ||
-            add_mount(mounts, destination, "none", source, OPTS_INPUT) < 0)
+            obi_oci_add_mount(mounts, destination, "none", source, OPTS_INPUT) < 0)
             return obi_error_set(err, -ENOMEM, "config.json: out of memory");
     }
     return 0;
@@ -313,24 +236,16 @@ static int add_input_mounts(json_t *mounts, const obi_build_request *req, obi_er
 static int make_mounts(const obi_build_request *req, const obi_spec_options *opts, json_t **out,
                        obi_error **err)
 {
+    obi_oci_defaults defaults = build_defaults(req);
     cleanup_json json_t *mounts = json_array();
-    if (!mounts)
-        goto oom;
-    for (size_t i = 0; i < OBI_ARRAY_SIZE(MOUNTS_USERNS); i++) {
-        const std_mount *m = &MOUNTS_USERNS[i];
-        if (!strcmp(m->destination, MOUNT_SYSFS.destination) && has_own_network(req))
-            m = &MOUNT_SYSFS;
-        if (add_mount(mounts, m->destination, m->type, m->source, m->options) < 0)
-            goto oom;
-    }
-    if (add_mount(mounts, MOUNT_TMP.destination, MOUNT_TMP.type, MOUNT_TMP.source,
-                  MOUNT_TMP.options) < 0)
+    if (!mounts || obi_oci_add_standard_mounts(mounts, &defaults) < 0 ||
+        obi_oci_add_mount(mounts, "/tmp", "tmpfs", "tmpfs", OPTS_TMP) < 0)
         goto oom;
     for (size_t i = 0; i < req->n_scratch_paths; i++) {
         cleanup_free char *source = obi_scratch_host_path(req->scratch_paths[i]);
         cleanup_free char *destination = NULL;
         if (!source || asprintf(&destination, "/%s", req->scratch_paths[i]) < 0 ||
-            add_mount(mounts, destination, "none", source, OPTS_SCRATCH) < 0)
+            obi_oci_add_mount(mounts, destination, "none", source, OPTS_SCRATCH) < 0)
             goto oom;
     }
     int r = add_input_mounts(mounts, req, err);
@@ -339,16 +254,16 @@ static int make_mounts(const obi_build_request *req, const obi_spec_options *opt
     const obi_build_constraints *c = &req->constraints;
     bool constrained = req->has_constraints;
     for (size_t i = 0; constrained && i < c->n_available_ro_paths; i++)
-        if (add_mount(mounts, c->available_ro_paths[i], "none", c->available_ro_paths[i],
-                      OPTS_HOST_RO) < 0)
+        if (obi_oci_add_mount(mounts, c->available_ro_paths[i], "none", c->available_ro_paths[i],
+                              OPTS_HOST_RO) < 0)
             goto oom;
     if (constrained && c->provide_bin_sh) {
         const char *shell = opts->sandbox_shell ? opts->sandbox_shell : OBI_DEFAULT_SANDBOX_SHELL;
-        if (add_mount(mounts, "/bin/sh", "none", shell, OPTS_HOST_RO) < 0)
+        if (obi_oci_add_mount(mounts, "/bin/sh", "none", shell, OPTS_HOST_RO) < 0)
             goto oom;
     }
     for (size_t i = 0; constrained && c->network_access && i < OBI_ARRAY_SIZE(NETWORK_FILES); i++)
-        if (add_mount(mounts, NETWORK_FILES[i], "none", NETWORK_FILES[i], OPTS_HOST_RO) < 0)
+        if (obi_oci_add_mount(mounts, NETWORK_FILES[i], "none", NETWORK_FILES[i], OPTS_HOST_RO) < 0)
             goto oom;
     *out = steal_pointer(&mounts);
     return 0;
@@ -396,9 +311,9 @@ int obi_spec_generate(const obi_build_request *req, const obi_spec_options *opts
         return r;
     }
     json_t *config =
-        json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", OCI_VERSION, "process",
-                  process, "root", "path", "root", "readonly", 1, "hostname", "localhost", "mounts",
-                  mounts, "linux", make_linux(req, opts, seccomp));
+        json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", OBI_OCI_VERSION,
+                  "process", process, "root", "path", "root", "readonly", 1, "hostname",
+                  "localhost", "mounts", mounts, "linux", make_linux(req, opts, seccomp));
     if (!config)
         return obi_error_set(err, -ENOMEM, "config.json: out of memory");
     *out = config;

@@ -14,12 +14,11 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/deployment.h"
 #include "ocibuild/fs.h"
-#include "ocibuild/image.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/lifecycle.h"
 #include "ocibuild/number.h"
 #include "ocibuild/secrets.h"
-#include "ocibuild/service_spec.h"
+#include "ocibuild/service_bundle.h"
 
 static void print_warnings(char **warnings)
 {
@@ -28,14 +27,14 @@ static void print_warnings(char **warnings)
 }
 
 /* What spec and bundle share: the parsed command line, the deployment, the secrets provider,
- * the image (unpacked into the cache) and the generator options pointing into them. */
+ * what the service's bundles are made from (its image, unpacked into the cache, or its rootfs
+ * dir) and the generator options pointing into them. */
 typedef struct service_context {
     obi_deployment *deployment;
     const obi_service *svc;
     obi_secrets *secrets;
-    obi_image *image;
+    obi_service_source source;
     char *data_dir;
-    const char *rootfs_source; /* for bundles: the image cache entry or the rootfs dir */
     obi_service_spec_options opts;
     obi_bundle_rootfs_mode rootfs_mode;
     char **positional; /* after FILE.yaml SERVICE */
@@ -46,7 +45,7 @@ static void service_context_clear(service_context *ctx)
 {
     obi_deployment_free(ctx->deployment);
     obi_secrets_free(ctx->secrets);
-    obi_image_free(ctx->image);
+    obi_service_source_close(&ctx->source);
     free(ctx->data_dir);
 }
 
@@ -118,15 +117,9 @@ static int service_context_open(service_context *ctx, int argc, char **argv, int
     ctx->opts.replica = (unsigned)replica;
     ctx->opts.secrets = ctx->secrets;
     ctx->opts.data_dir = ctx->data_dir;
-    if (ctx->svc->image_kind == OBI_IMAGE_OCI) {
-        if (obi_image_open(ctx->svc->image_path, ctx->svc->image_tag, ctx->data_dir, &ctx->image,
-                           &err) < 0)
-            return cli_fail(err);
-        ctx->opts.image = &ctx->image->config;
-        ctx->opts.rootfs = ctx->rootfs_source = ctx->image->rootfs;
-    } else if (ctx->svc->image_kind == OBI_IMAGE_ROOTFS) {
-        ctx->opts.rootfs = ctx->rootfs_source = ctx->svc->image_rootfs;
-    }
+    if (obi_service_source_open(ctx->svc, ctx->data_dir, &ctx->source, &err) < 0)
+        return cli_fail(err);
+    obi_service_source_spec_options(&ctx->source, &ctx->opts);
     return 0;
 }
 
@@ -171,7 +164,7 @@ static int service_bundle(int argc, char **argv)
          * analyzer does not see across translation units). */
         // NOLINTNEXTLINE(clang-analyzer-core.NullDereference)
         if (obi_service_bundle_write(ctx.deployment, ctx.svc, &ctx.opts, ctx.positional[0],
-                                     ctx.rootfs_source, ctx.rootfs_mode, &warnings, &err) < 0)
+                                     ctx.source.rootfs, ctx.rootfs_mode, &warnings, &err) < 0)
             status = cli_fail(err);
         else
             print_warnings(warnings);

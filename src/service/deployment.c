@@ -3,13 +3,12 @@
  * spec/service.md. The walker is table-driven where it can be (allowed keys per mapping, the
  * capability names; memory strings parse with number.h's unit table); every error names the
  * source line:column, the dotted path of the key ("services.web.resources.memory") and what is
- * wrong with it.
+ * wrong with it. Capability names are normalised with oci_defaults.h's table.
  * service_spec.c turns a parsed service into an OCI config; secrets.c resolves its env.
  */
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
-#include <linux/capability.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,94 +22,11 @@
 #include "ocibuild/deployment.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/number.h"
+#include "ocibuild/oci_defaults.h"
 
 #define DEPLOYMENT_MAX_BYTES (16u << 20)
 #define MAX_REPLICAS 1024
 #define MAX_GPUS 64
-
-/* ---- capabilities ------------------------------------------------------------------------ */
-
-/* Every capability the kernel headers know, sorted by name; one list for the names and the
- * numbers (bit positions in /proc's Cap* masks and PR_CAPBSET_READ). */
-#define CAPABILITY_LIST(X)                                                                         \
-    X(AUDIT_CONTROL)                                                                               \
-    X(AUDIT_READ)                                                                                  \
-    X(AUDIT_WRITE)                                                                                 \
-    X(BLOCK_SUSPEND)                                                                               \
-    X(BPF)                                                                                         \
-    X(CHECKPOINT_RESTORE)                                                                          \
-    X(CHOWN)                                                                                       \
-    X(DAC_OVERRIDE)                                                                                \
-    X(DAC_READ_SEARCH)                                                                             \
-    X(FOWNER)                                                                                      \
-    X(FSETID)                                                                                      \
-    X(IPC_LOCK)                                                                                    \
-    X(IPC_OWNER)                                                                                   \
-    X(KILL)                                                                                        \
-    X(LEASE)                                                                                       \
-    X(LINUX_IMMUTABLE)                                                                             \
-    X(MAC_ADMIN)                                                                                   \
-    X(MAC_OVERRIDE)                                                                                \
-    X(MKNOD)                                                                                       \
-    X(NET_ADMIN)                                                                                   \
-    X(NET_BIND_SERVICE)                                                                            \
-    X(NET_BROADCAST)                                                                               \
-    X(NET_RAW)                                                                                     \
-    X(PERFMON)                                                                                     \
-    X(SETFCAP)                                                                                     \
-    X(SETGID)                                                                                      \
-    X(SETPCAP)                                                                                     \
-    X(SETUID)                                                                                      \
-    X(SYSLOG)                                                                                      \
-    X(SYS_ADMIN)                                                                                   \
-    X(SYS_BOOT)                                                                                    \
-    X(SYS_CHROOT)                                                                                  \
-    X(SYS_MODULE)                                                                                  \
-    X(SYS_NICE)                                                                                    \
-    X(SYS_PACCT)                                                                                   \
-    X(SYS_PTRACE)                                                                                  \
-    X(SYS_RAWIO)                                                                                   \
-    X(SYS_RESOURCE)                                                                                \
-    X(SYS_TIME)                                                                                    \
-    X(SYS_TTY_CONFIG)                                                                              \
-    X(WAKE_ALARM)
-
-const char *const OBI_CAPABILITIES[] = {
-#define CAPABILITY_NAME(x) "CAP_" #x,
-    CAPABILITY_LIST(CAPABILITY_NAME)
-#undef CAPABILITY_NAME
-};
-static const int CAPABILITY_NUMBERS[] = {
-#define CAPABILITY_NUMBER(x) CAP_##x,
-    CAPABILITY_LIST(CAPABILITY_NUMBER)
-#undef CAPABILITY_NUMBER
-};
-const size_t OBI_CAPABILITY_COUNT = OBI_ARRAY_SIZE(OBI_CAPABILITIES);
-
-const char *const OBI_DEFAULT_CAPABILITIES[] = {
-    "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
-    "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
-    "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
-    "CAP_KILL",    "CAP_AUDIT_WRITE",
-};
-const size_t OBI_DEFAULT_CAPABILITY_COUNT = OBI_ARRAY_SIZE(OBI_DEFAULT_CAPABILITIES);
-
-int obi_capability_number(const char *name)
-{
-    for (size_t i = 0; i < OBI_CAPABILITY_COUNT; i++)
-        if (!strcmp(name, OBI_CAPABILITIES[i]))
-            return CAPABILITY_NUMBERS[i];
-    return -1;
-}
-
-const char *obi_capability_normalize(const char *name)
-{
-    const char *bare = strncasecmp(name, "CAP_", 4) ? name : name + 4;
-    for (size_t i = 0; i < OBI_CAPABILITY_COUNT; i++)
-        if (!strcasecmp(bare, OBI_CAPABILITIES[i] + 4))
-            return OBI_CAPABILITIES[i];
-    return NULL;
-}
 
 /* ---- the document walker ----------------------------------------------------------------- */
 

@@ -28,13 +28,12 @@
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
-#include "ocibuild/image.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/lifecycle.h"
 #include "ocibuild/number.h"
 #include "ocibuild/process.h"
 #include "ocibuild/runtime.h"
-#include "ocibuild/service_spec.h"
+#include "ocibuild/service_bundle.h"
 
 #define STOP_POLL_MS 100
 #define KILL_WAIT_MS 10000
@@ -614,35 +613,6 @@ static int start_monitored(lifecycle *lc, const obi_replica_paths *paths, int *p
 
 /* ---- up ---- */
 
-/* What the bundles of one service are made from. */
-typedef struct service_source {
-    const obi_service *svc;
-    obi_image *image;
-    const char *rootfs;
-    obi_bundle_rootfs_mode mode;
-} service_source;
-
-static int service_source_open(lifecycle *lc, const obi_service *svc, service_source *src,
-                               obi_error **err)
-{
-    *src = (service_source){svc, NULL, NULL, OBI_BUNDLE_ROOTFS_DIR};
-    if (svc->image_kind == OBI_IMAGE_OCI) {
-        int r = obi_image_open(svc->image_path, svc->image_tag, lc->data_dir, &src->image, err);
-        if (r < 0)
-            return obi_error_prefix(err, r, "services.%s.image", svc->name);
-        src->rootfs = src->image->rootfs;
-        src->mode = OBI_BUNDLE_ROOTFS_OVERLAY;
-    } else if (svc->image_kind == OBI_IMAGE_ROOTFS) {
-        /* as is for the host's root; under a user namespace the directory is the read-only,
-         * idmapped lower layer of an overlay, like an image: its files keep their ids on disk
-         * and what the replica writes stays in its bundle */
-        src->rootfs = svc->image_rootfs;
-        src->mode =
-            obi_service_uses_userns(svc) ? OBI_BUNDLE_ROOTFS_OVERLAY : OBI_BUNDLE_ROOTFS_PATH;
-    }
-    return 0;
-}
-
 /* The directories from DATA/services down to a replica's state dir become 0710 with the
  * replicas' root group, so that its root reaches BUNDLE/rootfs and no one else gets in. */
 static int replica_dirs_open_to_root(lifecycle *lc, const obi_replica_paths *paths, obi_error **err)
@@ -660,22 +630,22 @@ static int replica_dirs_open_to_root(lifecycle *lc, const obi_replica_paths *pat
     return 0;
 }
 
-static int replica_write_bundle(lifecycle *lc, const service_source *src, unsigned replica,
+static int replica_write_bundle(lifecycle *lc, const obi_service *svc,
+                                const obi_service_source *src, unsigned replica,
                                 const obi_replica_paths *paths, obi_error **err)
 {
     obi_service_spec_options spec = {0};
     spec.replica = replica;
-    spec.rootfs = src->rootfs;
-    spec.image = src->image ? &src->image->config : NULL;
+    obi_service_source_spec_options(src, &spec);
     spec.secrets = lc->opts->secrets;
     spec.data_dir = lc->data_dir;
     int r = obi_mkdir_p(paths->dir, 0700, err);
     if (r < 0)
         return r;
-    if (obi_service_uses_userns(src->svc)) {
+    if (obi_service_uses_userns(svc)) {
         if (!lc->have_ids) {
             if ((r = obi_service_ids_lookup(NULL, NULL, &lc->ids, err)) < 0)
-                return obi_error_prefix(err, r, "services.%s", src->svc->name);
+                return obi_error_prefix(err, r, "services.%s", svc->name);
             lc->have_ids = true;
         }
         spec.ids = &lc->ids;
@@ -683,21 +653,22 @@ static int replica_write_bundle(lifecycle *lc, const service_source *src, unsign
             return r;
     }
     cleanup_strv char **warnings = NULL;
-    r = obi_service_bundle_write(lc->deployment, src->svc, &spec, paths->bundle, src->rootfs,
-                                 src->mode, &warnings, err);
+    r = obi_service_bundle_write(lc->deployment, svc, &spec, paths->bundle, src->rootfs, src->mode,
+                                 &warnings, err);
     for (size_t i = 0; r == 0 && warnings && warnings[i]; i++)
         report(lc, "%s: warning: %s", paths->id, warnings[i]);
     return r;
 }
 
 /* Brings one replica up (see obi_lifecycle_up). */
-static int replica_up(lifecycle *lc, const service_source *src, unsigned replica, obi_error **err)
+static int replica_up(lifecycle *lc, const obi_service *svc, const obi_service_source *src,
+                      unsigned replica, obi_error **err)
 {
     obi_replica_paths paths = {0};
-    /* src->svc is set by the caller's plan loop (analyzer false positive) */
+    /* svc is a service of the plan, never NULL (analyzer false positive) */
     // NOLINTNEXTLINE(clang-analyzer-core.NullDereference)
-    int r = obi_replica_paths_init(&paths, lc->data_dir, lc->deployment->name, src->svc->name,
-                                   replica, err);
+    const char *name = svc->name;
+    int r = obi_replica_paths_init(&paths, lc->data_dir, lc->deployment->name, name, replica, err);
     if (r < 0)
         return r;
     obi_replica_state state;
@@ -709,7 +680,7 @@ static int replica_up(lifecycle *lc, const service_source *src, unsigned replica
         r = obi_error_set(err, -EEXIST,
                           "container %s already exists with bundle %s, not %s (another "
                           "deployment with a service named %s?)",
-                          paths.id, runtime_bundle, paths.bundle, src->svc->name);
+                          paths.id, runtime_bundle, paths.bundle, svc->name);
         goto out;
     }
     if (state == OBI_REPLICA_RUNNING || state == OBI_REPLICA_PAUSED ||
@@ -724,7 +695,7 @@ static int replica_up(lifecycle *lc, const service_source *src, unsigned replica
         r = obi_error_set(err, -EBUSY, "%s: the monitor of its last run has not exited", paths.id);
         goto out;
     }
-    if ((r = replica_write_bundle(lc, src, replica, &paths, err)) < 0 ||
+    if ((r = replica_write_bundle(lc, svc, src, replica, &paths, err)) < 0 ||
         (r = start_monitored(lc, &paths, &pid, err)) < 0) {
         cleanup_error obi_error *cleanup_err = NULL;
         if (replica_teardown(lc, &paths, false, &cleanup_err) < 0)
@@ -752,17 +723,19 @@ int obi_lifecycle_up(const obi_deployment *deployment, const obi_lifecycle_optio
     size_t count = 0;
     r = obi_lifecycle_plan(deployment, opts->service, opts->replica, true, OBI_PLAN_START, &plan,
                            &count, err);
-    service_source src = {0};
+    /* one image resolution per service, shared by its replicas (the plan lists them together) */
+    const obi_service *opened = NULL;
+    obi_service_source src = {0};
     for (size_t i = 0; r == 0 && i < count; i++) {
-        if (src.svc != plan[i].service) {
-            obi_image_free(src.image);
-            src.image = NULL;
-            if ((r = service_source_open(&lc, plan[i].service, &src, err)) < 0)
+        if (opened != plan[i].service) {
+            obi_service_source_close(&src);
+            opened = plan[i].service;
+            if ((r = obi_service_source_open(opened, lc.data_dir, &src, err)) < 0)
                 break;
         }
-        r = replica_up(&lc, &src, plan[i].replica, err);
+        r = replica_up(&lc, opened, &src, plan[i].replica, err);
     }
-    obi_image_free(src.image);
+    obi_service_source_close(&src);
     lifecycle_close(&lc);
     return r;
 }

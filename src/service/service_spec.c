@@ -2,34 +2,27 @@
  * Service spec generation: a parsed service (deployment.h) + replica -> OCI runtime config,
  * following spec/service.md section by section (process, env layers, capabilities, mounts,
  * linux: namespaces, resources, device cgroup rules, devices, masked and read-only paths).
- * Tables hold the fixed parts (default mounts, default device rules, GPU node names); the code
- * assembles them. Also writes a bundle directory for the service lifecycle: volume directories
- * (walked from the data dir without following symlinks), the overlay rootfs (with an idmapped
- * lower layer under a user namespace) and a check that the replica's root can reach it.
+ * The OCI runtime defaults (namespaces, standard mounts, masks, default device rules,
+ * capability names and sets) come from oci_defaults.h's tables, shared with builds;
+ * replica_defaults says what a replica takes of them. Tables here hold the rest (GPU env and
+ * node names); the code assembles them. Nothing here writes to the disk: service_bundle.c
+ * writes the bundle around the config (volumes, rootfs, config.json).
  */
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <linux/magic.h>
 #include <linux/openat2.h>
-#include <math.h>
 #include <pwd.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ocibuild/buf.h"
@@ -37,9 +30,11 @@
 #include "ocibuild/fs.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/number.h"
+#include "ocibuild/oci_defaults.h"
 #include "ocibuild/process.h"
 #include "ocibuild/service_spec.h"
 #include "ocibuild/spec.h"
+#include "service_internal.h"
 
 #define CPU_PERIOD 100000
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -48,17 +43,15 @@
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-/* Appends a formatted line to a NULL-terminated list (NULL list allowed). */
-static int strv_appendf(char ***strv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int strv_appendf(char ***strv, const char *fmt, ...)
+int obi_service_warnf(char ***warnings, const char *fmt, ...)
 {
     size_t n = 0;
-    while (*strv && (*strv)[n])
+    while (*warnings && (*warnings)[n])
         n++;
-    char **grown = realloc(*strv, (n + 2) * sizeof *grown);
+    char **grown = realloc(*warnings, (n + 2) * sizeof *grown);
     if (!grown)
         return -ENOMEM;
-    *strv = grown;
+    *warnings = grown;
     va_list ap;
     va_start(ap, fmt);
     int r = vasprintf(&grown[n], fmt, ap);
@@ -76,17 +69,6 @@ static json_t *json_strv(char *const *strv)
     json_t *array = json_array();
     for (size_t i = 0; array && strv && strv[i]; i++)
         if (json_array_append_new(array, json_string(strv[i])) < 0) {
-            json_decref(array);
-            return NULL;
-        }
-    return array;
-}
-
-static json_t *json_cstrs(const char *const *strs, size_t n)
-{
-    json_t *array = json_array();
-    for (size_t i = 0; array && i < n; i++)
-        if (json_array_append_new(array, json_string(strs[i])) < 0) {
             json_decref(array);
             return NULL;
         }
@@ -445,8 +427,7 @@ static int build_capabilities(const obi_service *svc, uint64_t bounding, json_t 
                 json_array_append_new(set, json_string(names[i])) < 0)
                 return obi_error_oom(err);
     }
-    json_t *caps = json_pack("{s:O, s:O, s:O, s:[], s:[]}", "bounding", set, "effective", set,
-                             "permitted", set, "inheritable", "ambient");
+    json_t *caps = obi_oci_capabilities(set);
     if (!caps)
         return obi_error_oom(err);
     *out = caps;
@@ -497,10 +478,8 @@ int obi_service_ids_lookup(const char *subuid_path, const char *subgid_path, obi
     return 0;
 }
 
-/* The replica's user namespace: NULL for privileged services, else the given or looked-up
- * ids (in *buf). */
-static int replica_ids(const obi_service *svc, const obi_service_spec_options *opts, obi_idmap *buf,
-                       const obi_idmap **out, obi_error **err)
+int obi_service_replica_ids(const obi_service *svc, const obi_service_spec_options *opts,
+                            obi_idmap *buf, const obi_idmap **out, obi_error **err)
 {
     *out = NULL;
     if (!obi_service_uses_userns(svc))
@@ -559,59 +538,34 @@ static int build_process(const obi_service *svc, const obi_service_spec_options 
 
 /* ---- mounts ------------------------------------------------------------------------------ */
 
-static json_t *mount_new(const char *destination, const char *type, const char *source,
-                         const char *const *options)
-{
-    json_t *opts = json_array();
-    for (size_t i = 0; opts && options[i]; i++)
-        json_array_append_new(opts, json_string(options[i]));
-    if (!opts)
-        return NULL;
-    return json_pack("{s:s, s:s, s:s, s:o}", "destination", destination, "type", type, "source",
-                     source, "options", opts);
-}
-
 static bool host_has_cgroup2(void)
 {
     struct statfs fs;
     return statfs("/sys/fs/cgroup", &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC;
 }
 
-/* Under a user namespace sharing the host's network namespace, sysfs cannot be mounted (the
- * kernel ties it to a network namespace the user namespace owns): the host's /sys is bound
- * read-only instead, as runc and podman do for rootless containers. */
-static int add_default_mounts(json_t *mounts, const obi_service *svc,
-                              const obi_service_spec_options *opts, bool userns)
+/* What a replica takes of the OCI defaults (spec/service.md): the host's cgroup namespace, its
+ * own network namespace unless host_network, a user namespace unless privileged (which maps gid
+ * 5, so devpts keeps gid=5); /proc nosuid,noexec,nodev, a writable cgroup mount of the host's
+ * type; runc's masked paths without moby's power counters; runc's default device rules written
+ * out. Privileged replicas: writable sysfs, nothing masked, every device. Under a user
+ * namespace sharing the host's network namespace, sysfs cannot be mounted (the kernel ties it
+ * to a network namespace the user namespace owns): the host's /sys is bound read-only instead,
+ * as runc and podman do for rootless containers. */
+static obi_oci_defaults replica_defaults(const obi_service *svc,
+                                         const obi_service_spec_options *opts, bool userns)
 {
-    static const char *const proc_opts[] = {"nosuid", "noexec", "nodev", NULL};
-    static const char *const dev_opts[] = {"nosuid", "strictatime", "mode=755", "size=65536k",
-                                           NULL};
-    static const char *const pts_opts[] = {"nosuid",    "noexec", "newinstance", "ptmxmode=0666",
-                                           "mode=0620", "gid=5",  NULL};
-    static const char *const shm_opts[] = {"nosuid",    "noexec",      "nodev",
-                                           "mode=1777", "size=65536k", NULL};
-    static const char *const mqueue_opts[] = {"nosuid", "noexec", "nodev", NULL};
-    static const char *const sys_ro_opts[] = {"nosuid", "noexec", "nodev", "ro", NULL};
-    static const char *const cgroup_opts[] = {"nosuid", "noexec", "nodev", "relatime", NULL};
-    static const char *const sys_bind_opts[] = {"rbind", "nosuid", "noexec", "nodev", "ro", NULL};
-    bool bind_sys = userns && svc->host_network;
-    bool v2 =
-        opts->cgroup == OBI_CGROUP_V2 || (opts->cgroup == OBI_CGROUP_DETECT && host_has_cgroup2());
-    json_t *list[] = {
-        mount_new("/proc", "proc", "proc", proc_opts),
-        mount_new("/dev", "tmpfs", "tmpfs", dev_opts),
-        mount_new("/dev/pts", "devpts", "devpts", pts_opts),
-        mount_new("/dev/shm", "tmpfs", "shm", shm_opts),
-        mount_new("/dev/mqueue", "mqueue", "mqueue", mqueue_opts),
-        bind_sys ? mount_new("/sys", "none", "/sys", sys_bind_opts)
-                 : mount_new("/sys", "sysfs", "sysfs", svc->privileged ? proc_opts : sys_ro_opts),
-        mount_new("/sys/fs/cgroup", v2 ? "cgroup2" : "cgroup", "cgroup", cgroup_opts),
+    return (obi_oci_defaults){
+        .network_namespace = !svc->host_network,
+        .user_namespace = userns,
+        .privileged = svc->privileged,
+        .devpts_tty_group = true,
+        .proc_nosuid_noexec_nodev = true,
+        .cgroup2 = opts->cgroup == OBI_CGROUP_V2 ||
+                   (opts->cgroup == OBI_CGROUP_DETECT && host_has_cgroup2()),
+        .cgroup_writable = true,
+        .list_default_devices = true,
     };
-    int r = 0;
-    for (size_t i = 0; i < OBI_ARRAY_SIZE(list); i++)
-        if (!list[i] || json_array_append_new(mounts, list[i]) < 0)
-            r = -ENOMEM;
-    return r;
 }
 
 static const char *default_data_dir_or(const char *data_dir, char **owned)
@@ -662,7 +616,7 @@ static int add_storage_mounts(json_t *mounts, const obi_deployment *d, const obi
 {
     for (size_t i = 0; i < svc->storage_count; i++) {
         const obi_storage *st = &svc->storage[i];
-        json_t *mount;
+        int r;
         if (st->type == OBI_STORAGE_TMPFS) {
             char size[32] = "", mode[32] = "";
             const char *options[5] = {"nosuid", "nodev", NULL, NULL, NULL};
@@ -675,7 +629,7 @@ static int add_storage_mounts(json_t *mounts, const obi_deployment *d, const obi
                 snprintf(mode, sizeof mode, "mode=%o", st->mode);
                 options[n++] = mode;
             }
-            mount = mount_new(st->target, "tmpfs", "tmpfs", options);
+            r = obi_oci_add_mount(mounts, st->target, "tmpfs", "tmpfs", options);
         } else {
             cleanup_free char *source =
                 obi_service_storage_source(d, svc, replica, i, opts->data_dir);
@@ -683,9 +637,9 @@ static int add_storage_mounts(json_t *mounts, const obi_deployment *d, const obi
                 return obi_error_oom(err);
             /* volumes are data: nothing on them gains privileges or reaches a device */
             const char *options[] = {"rbind", st->readonly ? "ro" : "rw", "nosuid", "nodev", NULL};
-            mount = mount_new(st->target, "none", source, options);
+            r = obi_oci_add_mount(mounts, st->target, "none", source, options);
         }
-        if (!mount || json_array_append_new(mounts, mount) < 0)
+        if (r < 0)
             return obi_error_oom(err);
     }
     return 0;
@@ -730,23 +684,6 @@ static int stat_device(const char *host_path, device_node *out, obi_error **err)
     return 0;
 }
 
-static json_t *device_rule(bool allow, char type, long major_num, long minor_num,
-                           const char *access)
-{
-    json_t *rule = json_pack("{s:b, s:s}", "allow", allow, "access", access);
-    if (!rule)
-        return NULL;
-    if (type) {
-        char t[2] = {type, '\0'};
-        json_object_set_new(rule, "type", json_string(t));
-    }
-    if (major_num >= 0)
-        json_object_set_new(rule, "major", json_integer(major_num));
-    if (minor_num >= 0)
-        json_object_set_new(rule, "minor", json_integer(minor_num));
-    return rule;
-}
-
 static json_t *device_entry(const char *path, const device_node *node)
 {
     char t[2] = {node->type, '\0'};
@@ -754,13 +691,6 @@ static json_t *device_entry(const char *path, const device_node *node)
                      (json_int_t)node->major, "minor", (json_int_t)node->minor, "fileMode",
                      GPU_DEVICE_MODE, "uid", 0, "gid", 0);
 }
-
-static const struct default_rule {
-    unsigned major;
-    long minor; /* -1: any */
-} DEFAULT_DEVICE_RULES[] = {
-    {1, 3}, {1, 5}, {1, 7}, {1, 8}, {1, 9}, {5, 0}, {5, 1}, {5, 2}, {136, -1},
-};
 
 typedef struct device_context {
     const char *dev_root;
@@ -781,13 +711,14 @@ static int add_spec_devices(device_context *ctx, const obi_service *svc, obi_err
         cleanup_free char *host = host_device_path(ctx->dev_root, dev->path);
         if (!host)
             return obi_error_oom(err);
-        device_node node;
+        /* zeroed: filled on success, and the analyzer cannot see that errors return < 0 */
+        device_node node = {0};
         int r = stat_device(host, &node, err);
         if (r == -ENOENT) {
-            if (ctx->warnings && strv_appendf(ctx->warnings,
-                                              "services.%s.devices[%zu]: %s does not exist on "
-                                              "this host; skipped",
-                                              svc->name, i, host) < 0)
+            if (ctx->warnings && obi_service_warnf(ctx->warnings,
+                                                   "services.%s.devices[%zu]: %s does not exist on "
+                                                   "this host; skipped",
+                                                   svc->name, i, host) < 0)
                 return obi_error_oom(err);
             continue;
         }
@@ -802,8 +733,8 @@ static int add_spec_devices(device_context *ctx, const obi_service *svc, obi_err
         if (dev->mknod)
             access[n++] = 'm';
         access[n] = '\0';
-        if (add_rule(ctx, device_rule(true, node.type, node.major, node.minor, n ? access : "rw")) <
-                0 ||
+        if (add_rule(ctx, obi_oci_device_rule(true, node.type, node.major, node.minor,
+                                              n ? access : "rw")) < 0 ||
             json_array_append_new(ctx->devices, device_entry(dev->path, &node)) < 0)
             return obi_error_oom(err);
     }
@@ -824,7 +755,8 @@ static int add_gpu_node(device_context *ctx, const char *name, device_node *node
     int r = stat_device(host, node, err);
     if (r == -ENOENT) {
         if (warn && ctx->warnings &&
-            strv_appendf(ctx->warnings, "gpu: %s does not exist on this host; skipped", host) < 0)
+            obi_service_warnf(ctx->warnings, "gpu: %s does not exist on this host; skipped", host) <
+                0)
             return obi_error_oom(err);
         return 0;
     }
@@ -841,7 +773,8 @@ static int add_gpu_node(device_context *ctx, const char *name, device_node *node
 static int add_gpu_devices(device_context *ctx, const obi_service *svc, obi_error **err)
 {
     const obi_gpu *gpu = &svc->gpu;
-    device_node node;
+    /* zeroed: filled on success, and the analyzer cannot see that errors return < 0 */
+    device_node node = {0};
     char name[64];
     int r;
     /* The vendor's fixed majors, then any whose number is dynamic (read from its node). */
@@ -884,31 +817,21 @@ static int add_gpu_devices(device_context *ctx, const obi_service *svc, obi_erro
     }
     for (size_t i = 0; i < 2; i++)
         if (majors[i] >= 0 && (i == 0 || majors[i] != majors[0]) &&
-            add_rule(ctx, device_rule(true, 'c', majors[i], -1, "rwm")) < 0)
+            add_rule(ctx, obi_oci_device_rule(true, 'c', majors[i], -1, "rwm")) < 0)
             return obi_error_oom(err);
     return 0;
 }
 
+/* The device cgroup rules (the defaults, then each spec device and GPU) and linux.devices. */
 static int build_devices(const obi_service *svc, const obi_service_spec_options *opts,
-                         json_t **rules_out, json_t **devices_out, char ***warnings,
-                         obi_error **err)
+                         const obi_oci_defaults *defaults, json_t **rules_out, json_t **devices_out,
+                         char ***warnings, obi_error **err)
 {
-    cleanup_json json_t *rules = json_array();
+    cleanup_json json_t *rules = obi_oci_device_rules(defaults);
     cleanup_json json_t *devices = json_array();
     if (!rules || !devices)
         return obi_error_oom(err);
     device_context ctx = {opts->dev_root ? opts->dev_root : "/dev", rules, devices, warnings};
-    if (svc->privileged) {
-        if (add_rule(&ctx, device_rule(true, 0, -1, -1, "rwm")) < 0)
-            return obi_error_oom(err);
-    } else {
-        if (add_rule(&ctx, device_rule(false, 0, -1, -1, "rwm")) < 0)
-            return obi_error_oom(err);
-        for (size_t i = 0; i < OBI_ARRAY_SIZE(DEFAULT_DEVICE_RULES); i++)
-            if (add_rule(&ctx, device_rule(true, 'c', DEFAULT_DEVICE_RULES[i].major,
-                                           DEFAULT_DEVICE_RULES[i].minor, "rwm")) < 0)
-                return obi_error_oom(err);
-    }
     int r = add_spec_devices(&ctx, svc, err);
     if (r == 0 && svc->has_gpu)
         r = add_gpu_devices(&ctx, svc, err);
@@ -926,31 +849,15 @@ static int build_devices(const obi_service *svc, const obi_service_spec_options 
 
 /* ---- linux ------------------------------------------------------------------------------- */
 
-static const char *const MASKED_PATHS[] = {
-    "/proc/acpi",          "/proc/asound",     "/proc/kcore",       "/proc/keys",
-    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-    "/proc/scsi",          "/sys/firmware",
-};
-static const char *const READONLY_PATHS[] = {
-    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-};
-
 static int build_linux(const obi_service *svc, const obi_service_spec_options *opts,
-                       const obi_idmap *ids, json_t **out, char ***warnings, obi_error **err)
+                       const obi_oci_defaults *defaults, const obi_idmap *ids, json_t **out,
+                       char ***warnings, obi_error **err)
 {
-    static const char *const namespaces[] = {"pid", "ipc", "uts", "mount", "network", "user"};
-    cleanup_json json_t *ns = json_array();
+    cleanup_json json_t *ns = obi_oci_namespaces(defaults);
     if (!ns)
         return obi_error_oom(err);
-    for (size_t i = 0; i < OBI_ARRAY_SIZE(namespaces); i++) {
-        if ((!strcmp(namespaces[i], "network") && svc->host_network) ||
-            (!strcmp(namespaces[i], "user") && !ids))
-            continue;
-        if (json_array_append_new(ns, json_pack("{s:s}", "type", namespaces[i])) < 0)
-            return obi_error_oom(err);
-    }
     json_t *rules = NULL, *devices = NULL;
-    int r = build_devices(svc, opts, &rules, &devices, warnings, err);
+    int r = build_devices(svc, opts, defaults, &rules, &devices, warnings, err);
     if (r < 0)
         return r;
     cleanup_json json_t *resources = json_pack("{s:o}", "devices", rules);
@@ -966,10 +873,8 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
         json_object_set_new(resources, "memory",
                             json_pack("{s:I}", "limit", (json_int_t)svc->memory)) < 0)
         return obi_error_oom(err);
-    json_t *masked =
-        svc->privileged ? json_array() : json_cstrs(MASKED_PATHS, OBI_ARRAY_SIZE(MASKED_PATHS));
-    json_t *readonly =
-        svc->privileged ? json_array() : json_cstrs(READONLY_PATHS, OBI_ARRAY_SIZE(READONLY_PATHS));
+    json_t *masked = obi_oci_masked_paths(defaults);
+    json_t *readonly = obi_oci_readonly_paths(defaults);
     json_t *linux_obj = json_pack("{s:O, s:s, s:O, s:O, s:o, s:o}", "namespaces", ns,
                                   "rootfsPropagation", "private", "resources", resources, "devices",
                                   devices_owned, "maskedPaths", masked, "readonlyPaths", readonly);
@@ -1007,23 +912,24 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
     json_t *process = NULL, *linux_obj = NULL;
     obi_idmap ids_buf;
     const obi_idmap *ids = NULL;
-    int r = replica_ids(svc, opts, &ids_buf, &ids, err);
+    int r = obi_service_replica_ids(svc, opts, &ids_buf, &ids, err);
+    obi_oci_defaults defaults = replica_defaults(svc, opts, ids != NULL);
     if (r == 0)
         r = build_process(svc, opts, &process, err);
     if (r == 0)
-        r = build_linux(svc, opts, ids, &linux_obj, &collected, err);
+        r = build_linux(svc, opts, &defaults, ids, &linux_obj, &collected, err);
     cleanup_json json_t *mounts = json_array();
     if (r == 0 && !mounts)
         r = obi_error_oom(err);
-    if (r == 0 && add_default_mounts(mounts, svc, opts, ids != NULL) < 0)
+    if (r == 0 && obi_oci_add_standard_mounts(mounts, &defaults) < 0)
         r = obi_error_oom(err);
     if (r == 0)
         r = add_storage_mounts(mounts, deployment, svc, opts, replica, err);
     json_t *config = NULL;
     if (r == 0) {
         config =
-            json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:O, s:o}", "ociVersion", "1.0.2", "root",
-                      "path", "rootfs", "readonly", 0, "process", process, "hostname",
+            json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:O, s:o}", "ociVersion", OBI_OCI_VERSION,
+                      "root", "path", "rootfs", "readonly", 0, "process", process, "hostname",
                       svc->hostname ? svc->hostname : id, "mounts", mounts, "linux", linux_obj);
         process = linux_obj = NULL; /* json_pack "o" took them, even on failure */
         if (!config)
@@ -1040,364 +946,5 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
         *warnings = collected;
     else
         obi_strv_free(collected);
-    return 0;
-}
-
-/* ---- bundles ----------------------------------------------------------------------------- */
-
-/* Opens data_dir/relative (relative: clean components below the data dir) one component at a
- * time with O_NOFOLLOW, so a symlink on the way is never followed: missing directories are made
- * 0700, existing ones this process owns are closed to 0700 (older versions made them 0755, and
- * whatever a replica leaves in a volume must stay out of other users' reach). The last
- * component is the volume itself: made 0755 and owned by uid:gid (*created set) when missing.
- * A minimal local walk; src/util's beneath helper will take its place. */
-static int open_volume_dir(const char *data_dir, const char *relative, uid_t uid, gid_t gid,
-                           bool *created, int *fd_out, obi_error **err)
-{
-    cleanup_close int fd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return obi_error_set_errno(err, errno, "data dir %s", data_dir);
-    cleanup_free char *copy = strdup(relative);
-    if (!copy)
-        return obi_error_oom(err);
-    *created = false;
-    char *save = NULL;
-    for (char *name = strtok_r(copy, "/", &save); name; name = strtok_r(NULL, "/", &save)) {
-        bool last = !save || !*save;
-        const char *shown = relative; /* the walked prefix, for messages */
-        int prefix_len = (int)(name - copy + (ptrdiff_t)strlen(name));
-        bool made = mkdirat(fd, name, last ? 0755 : 0700) == 0;
-        if (!made && errno != EEXIST)
-            return obi_error_set_errno(err, errno, "mkdir %s/%.*s", data_dir, prefix_len, shown);
-        int next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (next < 0) {
-            int e = errno;
-            struct stat link;
-            if (fstatat(fd, name, &link, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(link.st_mode))
-                return obi_error_set(err, -ELOOP, "%s/%.*s: is a symlink, not followed", data_dir,
-                                     prefix_len, shown);
-            return obi_error_set_errno(err, e, "%s/%.*s", data_dir, prefix_len, shown);
-        }
-        close(fd);
-        fd = next;
-        struct stat st;
-        if (fstat(fd, &st) < 0)
-            return obi_error_set_errno(err, errno, "%s/%.*s", data_dir, prefix_len, shown);
-        if (last && made) {
-            if ((st.st_uid != uid || st.st_gid != gid) && fchown(fd, uid, gid) < 0)
-                return obi_error_set_errno(err, errno, "chown %s/%s", data_dir, relative);
-            if (fchmod(fd, 0755) < 0) /* mkdirat's mode went through the umask */
-                return obi_error_set_errno(err, errno, "chmod %s/%s", data_dir, relative);
-            *created = true;
-        } else if (!last && st.st_uid == geteuid() && (st.st_mode & 07777) != 0700 &&
-                   fchmod(fd, 0700) < 0) {
-            return obi_error_set_errno(err, errno, "chmod 0700 %s/%.*s", data_dir, prefix_len,
-                                       shown);
-        }
-    }
-    *fd_out = steal_fd(&fd);
-    return 0;
-}
-
-/* Named and anonymous volumes are made (owned by the replica's root: ids, or this process for
- * a privileged replica); bind sources and s3 mount paths must exist. A volume that exists but
- * belongs to someone else (made before replicas had a user namespace) is a warning: the
- * replica's root cannot write it until it is moved into the range. */
-static int prepare_storage(const obi_deployment *d, const obi_service *svc,
-                           const obi_service_spec_options *opts, unsigned replica,
-                           const obi_idmap *ids, char ***warnings, obi_error **err)
-{
-    cleanup_free char *owned_data = NULL;
-    const char *data = default_data_dir_or(opts->data_dir, &owned_data);
-    if (!data)
-        return obi_error_oom(err);
-    uid_t uid = ids ? ids->uid : geteuid();
-    gid_t gid = ids ? ids->gid : getegid();
-    for (size_t i = 0; i < svc->storage_count; i++) {
-        obi_storage_type type = svc->storage[i].type;
-        int r;
-        if ((type == OBI_STORAGE_NAMED || type == OBI_STORAGE_ANONYMOUS) &&
-            (r = obi_mkdir_p(data, 0700, err)) < 0)
-            return r;
-    }
-    for (size_t i = 0; i < svc->storage_count; i++) {
-        const obi_storage *st = &svc->storage[i];
-        if (st->type == OBI_STORAGE_TMPFS)
-            continue;
-        cleanup_free char *source = obi_service_storage_source(d, svc, replica, i, data);
-        if (!source)
-            return obi_error_oom(err);
-        int r = 0;
-        if (st->type == OBI_STORAGE_NAMED || st->type == OBI_STORAGE_ANONYMOUS) {
-            /* source is DATA/<relative>, made by obi_service_storage_source */
-            const char *relative = source + strlen(data) + 1;
-            cleanup_close int fd = -1;
-            bool created = false;
-            struct stat info;
-            r = open_volume_dir(data, relative, uid, gid, &created, &fd, err);
-            if (r == 0 && !created && ids && fstat(fd, &info) == 0 && info.st_uid != uid &&
-                strv_appendf(warnings,
-                             "services.%s.storage[%zu]: volume %s belongs to host uid %u, not to "
-                             "the replica's root (host uid %u), which cannot write it; move it "
-                             "into the range with `chown -R %u:%u %s`",
-                             svc->name, i, source, (unsigned)info.st_uid, (unsigned)uid,
-                             (unsigned)uid, (unsigned)gid, source) < 0)
-                r = obi_error_oom(err);
-        } else if (access(source, F_OK) < 0) {
-            r = obi_error_set_errno(err, errno, "%s source %s",
-                                    st->type == OBI_STORAGE_S3 ? "s3 mount" : "bind", source);
-        }
-        if (r < 0)
-            return obi_error_prefix(err, r, "services.%s.storage[%zu]", svc->name, i);
-    }
-    return 0;
-}
-
-/* True when path is the root of a mount. statx knows (an idmapped bind of a directory on the
- * same filesystem has the same st_dev); kernels before 5.8 compare devices with the parent. */
-static bool is_mount_point(const char *path)
-{
-    struct statx stx;
-    if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_TYPE, &stx) < 0 || !S_ISDIR(stx.stx_mode))
-        return false;
-    if (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)
-        return (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
-    struct stat st, parent;
-    cleanup_free char *up = obi_path_join(path, "..");
-    return up && lstat(path, &st) == 0 && stat(up, &parent) == 0 && st.st_dev != parent.st_dev;
-}
-
-/* An on-disk id as the replica's namespace shows it on the host (unmapped ids stay). */
-static unsigned shifted(unsigned id, unsigned base, const obi_idmap *ids)
-{
-    return ids && id < ids->count ? base + id : id;
-}
-
-/* BUNDLE/upper, made with the owner and mode of the lower layer's top directory (the overlay's
- * root takes the upper's), shifted into the replica's range. Kept when it exists. */
-static int make_upper(const char *upper, const struct stat *top, const obi_idmap *ids,
-                      obi_error **err)
-{
-    if (mkdir(upper, 0700) < 0)
-        return errno == EEXIST ? 0 : obi_error_set_errno(err, errno, "mkdir %s", upper);
-    cleanup_close int fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 ||
-        fchown(fd, shifted(top->st_uid, ids ? ids->uid : 0, ids),
-               shifted(top->st_gid, ids ? ids->gid : 0, ids)) < 0 ||
-        fchmod(fd, top->st_mode & 07777) < 0)
-        return obi_error_set_errno(err, errno, "set up %s", upper);
-    return 0;
-}
-
-/* Mounts overlay(lower = source, upper/work in the bundle) on BUNDLE/rootfs unless mounted. With
- * ids the lower layer is an idmapped view of source at BUNDLE/lower, detached again once the
- * overlay holds its own reference to it: the source keeps the image's ids on disk. */
-static int mount_overlay(const char *bundle_dir, const char *rootfs, const char *source,
-                         const obi_idmap *ids, obi_error **err)
-{
-    if (is_mount_point(rootfs))
-        return 0; /* `up` again: the replica keeps its writable layer */
-    cleanup_free char *upper = obi_path_join(bundle_dir, "upper");
-    cleanup_free char *work = obi_path_join(bundle_dir, "work");
-    cleanup_free char *lower_view = obi_path_join(bundle_dir, "lower");
-    cleanup_free char *lower = realpath(source, NULL);
-    if (!upper || !work || !lower_view)
-        return obi_error_oom(err);
-    struct stat top;
-    if (!lower || stat(lower, &top) < 0)
-        return obi_error_set_errno(err, errno, "rootfs %s", source);
-    int r;
-    if ((r = make_upper(upper, &top, ids, err)) < 0 || (r = obi_mkdir_p(work, 0700, err)) < 0)
-        return r;
-    if (strpbrk(lower, ",:") || strpbrk(upper, ",:") || strpbrk(work, ",:"))
-        return obi_error_set(err, -EINVAL, "overlay paths may not contain ',' or ':' (%s)", lower);
-    const char *lowerdir = lower;
-    if (ids) {
-        if (is_mount_point(lower_view) && umount2(lower_view, MNT_DETACH) < 0)
-            return obi_error_set_errno(err, errno, "unmount %s", lower_view);
-        if (mkdir(lower_view, 0700) < 0 && errno != EEXIST)
-            return obi_error_set_errno(err, errno, "mkdir %s", lower_view);
-        if ((r = obi_idmap_bind(lower, lower_view, ids, err)) < 0)
-            return r;
-        lowerdir = lower_view;
-    }
-    cleanup_free char *options = NULL;
-    if (asprintf(&options, "lowerdir=%s,upperdir=%s,workdir=%s", lowerdir, upper, work) < 0)
-        r = obi_error_oom(err);
-    else if (mount("overlay", rootfs, "overlay", MS_NODEV, options) < 0)
-        r = obi_error_set_errno(err, errno, "mount overlay on %s (lower %s%s)", rootfs, lower,
-                                ids ? ", idmapped" : "");
-    if (ids) {
-        if (umount2(lower_view, MNT_DETACH) < 0 && r == 0)
-            r = obi_error_set_errno(err, errno, "unmount %s", lower_view);
-        (void)rmdir(lower_view);
-    }
-    return r;
-}
-
-int obi_service_bundle_remove(const char *bundle_dir, obi_error **err)
-{
-    static const char *const mounts[] = {"rootfs", "lower"};
-    for (size_t i = 0; i < OBI_ARRAY_SIZE(mounts); i++) {
-        cleanup_free char *path = obi_path_join(bundle_dir, mounts[i]);
-        if (!path)
-            return obi_error_oom(err);
-        if (is_mount_point(path) && umount2(path, MNT_DETACH) < 0)
-            return obi_error_set_errno(err, errno, "unmount %s", path);
-    }
-    return obi_rm_rf(bundle_dir, err);
-}
-
-int obi_service_replica_dir(const char *path, const obi_idmap *ids, obi_error **err)
-{
-    cleanup_close int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return obi_error_set_errno(err, errno, "open %s", path);
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return obi_error_set_errno(err, errno, "stat %s", path);
-    if (st.st_gid != ids->gid && fchown(fd, (uid_t)-1, ids->gid) < 0)
-        return obi_error_set_errno(err, errno, "chgrp %u %s", (unsigned)ids->gid, path);
-    if ((st.st_mode & 07777) != 0710 && fchmod(fd, 0710) < 0)
-        return obi_error_set_errno(err, errno, "chmod 0710 %s", path);
-    return 0;
-}
-
-/* Whether the replica's root can reach path. A child takes its host ids (no supplementary
- * groups, no capabilities in the host's namespace: what runc's init has when it looks the
- * rootfs up) and searches each directory from / down to path, so the kernel answers, ACLs
- * included; the first directory it cannot search is named. A caller that cannot take those ids
- * (not root, hence no user namespace either) does not check. */
-static int check_reachable(const char *path, const obi_idmap *ids, obi_error **err)
-{
-    char buf[PATH_MAX];
-    size_t len = strlen(path);
-    if (path[0] != '/' || len >= sizeof buf)
-        return 0;
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return obi_error_set_errno(err, errno, "pipe");
-    cleanup_close int read_end = fds[0];
-    cleanup_close int write_end = fds[1];
-    pid_t pid = fork();
-    if (pid < 0)
-        return obi_error_set_errno(err, errno, "fork");
-    if (pid == 0) {
-        int reply[2] = {-1, 0}; /* the length of the prefix that failed (-1: not checked), errno */
-        if (setgroups(0, NULL) == 0 && setresgid(ids->gid, ids->gid, ids->gid) == 0 &&
-            setresuid(ids->uid, ids->uid, ids->uid) == 0) {
-            reply[0] = 0;
-            memcpy(buf, path, len + 1); /* the child calls only async-signal-safe functions */
-            for (size_t i = 1; i <= len; i++) {
-                if (buf[i] != '/' && buf[i] != '\0')
-                    continue;
-                char saved = buf[i];
-                buf[i] = '\0';
-                int failed = access(buf, X_OK) < 0;
-                buf[i] = saved;
-                if (failed) {
-                    reply[0] = (int)i;
-                    reply[1] = errno;
-                    break;
-                }
-            }
-        }
-        (void)!write(write_end, reply, sizeof reply);
-        _exit(0);
-    }
-    close(steal_fd(&write_end));
-    int reply[2] = {-1, 0};
-    ssize_t n = obi_read_full(read_end, reply, sizeof reply);
-    int status;
-    obi_wait(pid, &status, NULL);
-    if (n != (ssize_t)sizeof reply || reply[0] <= 0)
-        return 0;
-    snprintf(buf, sizeof buf, "%.*s", reply[0], path);
-    struct stat st;
-    char detail[96] = "";
-    if (stat(buf, &st) == 0)
-        snprintf(detail, sizeof detail, " (mode %04o, owner %u:%u)", st.st_mode & 07777,
-                 (unsigned)st.st_uid, (unsigned)st.st_gid);
-    return obi_error_set(err, -EACCES,
-                         "the replica's root (host uid %u, gid %u) cannot reach its rootfs %s: "
-                         "%s%s: %s; every directory on the way must be searchable by it (chmod "
-                         "o+x, or keep the data dir below directories that are)",
-                         (unsigned)ids->uid, (unsigned)ids->gid, path, buf, detail,
-                         strerror(reply[1]));
-}
-
-int obi_service_bundle_write(const obi_deployment *deployment, const obi_service *svc,
-                             const obi_service_spec_options *opts, const char *bundle_dir,
-                             const char *rootfs_source, obi_bundle_rootfs_mode mode,
-                             char ***warnings, obi_error **err)
-{
-    unsigned replica = opts->replica ? opts->replica : 1;
-    obi_idmap ids_buf;
-    const obi_idmap *ids = NULL;
-    int r = replica_ids(svc, opts, &ids_buf, &ids, err);
-    if (r < 0)
-        return r;
-    obi_service_spec_options resolved = *opts;
-    resolved.ids = ids ? ids : opts->ids; /* looked up once */
-    cleanup_json json_t *config = NULL;
-    char **collected = NULL;
-    if ((r = obi_service_spec_generate(deployment, svc, &resolved, &config, &collected, err)) < 0)
-        return r;
-    cleanup_strv char **owned_warnings = collected;
-    if ((r = prepare_storage(deployment, svc, opts, replica, ids, &owned_warnings, err)) < 0)
-        return r;
-    cleanup_free char *source_abs = NULL;
-    if (rootfs_source && mode == OBI_BUNDLE_ROOTFS_PATH) {
-        if (!(source_abs = realpath(rootfs_source, NULL)))
-            return obi_error_set_errno(err, errno, "rootfs %s", rootfs_source);
-        struct stat top;
-        if (ids && stat(source_abs, &top) == 0 &&
-            (top.st_uid < ids->uid || top.st_uid - ids->uid >= ids->count) &&
-            strv_appendf(&owned_warnings,
-                         "rootfs %s belongs to host uid %u, outside the replicas' range (%u..): "
-                         "its root sees it as nobody's and cannot write it or make mount points "
-                         "in it; the overlay rootfs mode shifts its ids",
-                         source_abs, (unsigned)top.st_uid, (unsigned)ids->uid) < 0)
-            return obi_error_oom(err);
-        if (json_object_set_new(json_object_get(config, "root"), "path", json_string(source_abs)) <
-            0)
-            return obi_error_oom(err);
-    }
-    if ((r = obi_mkdir_p(bundle_dir, 0700, err)) < 0)
-        return r;
-    if (ids && (r = obi_service_replica_dir(bundle_dir, ids, err)) < 0)
-        return r;
-    cleanup_free char *rootfs = obi_path_join(bundle_dir, "rootfs");
-    cleanup_free char *config_path = obi_path_join(bundle_dir, "config.json");
-    if (!rootfs || !config_path)
-        return obi_error_oom(err);
-    struct stat st;
-    if (lstat(rootfs, &st) == 0) {
-        if (S_ISLNK(st.st_mode) && unlink(rootfs) < 0)
-            return obi_error_set_errno(err, errno, "unlink %s", rootfs);
-    } else if (errno != ENOENT) {
-        return obi_error_set_errno(err, errno, "lstat %s", rootfs);
-    }
-    if (rootfs_source && mode == OBI_BUNDLE_ROOTFS_SYMLINK) {
-        if (symlink(rootfs_source, rootfs) < 0)
-            return obi_error_set_errno(err, errno, "symlink %s -> %s", rootfs, rootfs_source);
-    } else if (!(rootfs_source && mode == OBI_BUNDLE_ROOTFS_PATH) && mkdir(rootfs, 0755) < 0 &&
-               errno != EEXIST) {
-        return obi_error_set_errno(err, errno, "mkdir %s", rootfs);
-    }
-    if (rootfs_source && mode == OBI_BUNDLE_ROOTFS_OVERLAY &&
-        (r = mount_overlay(bundle_dir, rootfs, rootfs_source, ids, err)) < 0)
-        return r;
-    /* a symlinked rootfs is resolved by the runtime (crun), not checked here */
-    if (ids && !(rootfs_source && mode == OBI_BUNDLE_ROOTFS_SYMLINK) &&
-        (r = check_reachable(source_abs ? source_abs : rootfs, ids, err)) < 0)
-        return r;
-    cleanup_free char *text = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    if (!text)
-        return obi_error_oom(err);
-    if ((r = obi_write_file_atomic(config_path, text, strlen(text), 0600, err)) < 0)
-        return r;
-    if (warnings)
-        *warnings = steal_pointer(&owned_warnings);
     return 0;
 }

@@ -354,26 +354,6 @@ static void test_deployment_rejects_bad_yaml(void **state)
     expect_error(HEADER "  web: {}\n---\nversion: v1\n", "more than one YAML document");
 }
 
-static void test_capability_table(void **state)
-{
-    (void)state;
-    assert_int_equal(OBI_CAPABILITY_COUNT, 41);
-    assert_string_equal(OBI_CAPABILITIES[0], "CAP_AUDIT_CONTROL");
-    assert_string_equal(OBI_CAPABILITIES[40], "CAP_WAKE_ALARM");
-    for (size_t i = 1; i < OBI_CAPABILITY_COUNT; i++)
-        assert_true(strcmp(OBI_CAPABILITIES[i - 1], OBI_CAPABILITIES[i]) < 0);
-    assert_int_equal(OBI_DEFAULT_CAPABILITY_COUNT, 14);
-    for (size_t i = 0; i < OBI_DEFAULT_CAPABILITY_COUNT; i++)
-        assert_ptr_equal(obi_capability_normalize(OBI_DEFAULT_CAPABILITIES[i]) != NULL, true);
-    assert_string_equal(obi_capability_normalize("net_admin"), "CAP_NET_ADMIN");
-    assert_string_equal(obi_capability_normalize("cap_Net_Admin"), "CAP_NET_ADMIN");
-    assert_string_equal(obi_capability_normalize("CAP_CHECKPOINT_RESTORE"),
-                        "CAP_CHECKPOINT_RESTORE");
-    assert_null(obi_capability_normalize("CAP_"));
-    assert_null(obi_capability_normalize("NET"));
-    assert_null(obi_capability_normalize("CAP_CAP_NET_ADMIN"));
-}
-
 static void test_deployment_load_names_file(void **state)
 {
     (void)state;
@@ -422,7 +402,6 @@ int main(void)
         cmocka_unit_test(test_deployment_depends_rules),
         cmocka_unit_test(test_deployment_rejects_bad_yaml),
         cmocka_unit_test(test_deployment_rejects_mapping_as_storage_key),
-        cmocka_unit_test(test_capability_table),
         cmocka_unit_test(test_deployment_load_names_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
