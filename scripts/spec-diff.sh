@@ -82,35 +82,8 @@ else
   notes+=("image cases left out (umoci missing or failing: $(tail -1 "$F/umoci.log" 2>/dev/null))")
 fi
 
-cat >"$F/spec.yaml" <<YAML
-version: v1
-deployment: web-stack
-services:
-  web:
-    command: { entrypoint: [/bin/httpd], args: [-f, -p, "8080"], workdir: /www }
-    env:
-      LOG_LEVEL: info
-      DB_PASSWORD: \$S:db-pass
-      DB_USER: \$S:creds/user
-      TOKEN: \$S:@web/token
-      FROM_ENV: \$E:OBI_SPEC_DIFF_VALUE
-    resources:
-      cpu: 0.5
-      memory: 512Mi
-      gpu: { count: 1, vendor: nvidia, distributed: { backend: nccl, master_port: 29500 } }
-    devices: [ { path: /dev/kvm, read: true, write: true }, { path: /dev/big }, { path: /dev/missing } ]
-    storage:
-      - { type: bind, source: /srv/data, target: /data, readonly: true }
-      - { type: named, name: cache, target: /cache }
-      - { type: anonymous, target: /scratch }
-      - { type: tmpfs, target: /run/app, size: 64Mi, mode: "1777" }
-      - { type: s3, bucket: models, prefix: v1/, target: /models, readonly: true }
-    capabilities: [NET_ADMIN]
-    scale: { mode: fixed, replicas: 2 }
-    depends: [ { service: db } ]
-  db:
-    privileged: true
-    host_network: true
+# The deployment of tests/e2e/test_service_spec.sh (the fuzz corpus holds it), and more services.
+{ cat "$ROOT/tests/fuzz/corpus/deployment/web-stack.yaml"; cat <<YAML
   gpu-amd:
     resources: { gpu: { count: 1, vendor: amd, distributed: { backend: gloo, master_port: 1 } } }
   gpu-intel:
@@ -122,21 +95,9 @@ services:
     hostname: plain.example
     command: { args: [echo, hi] }
 YAML
-cat >"$F/valgrind.yaml" <<'YAML'
-version: v1
-deployment: vg-test
-services:
-  web:
-    command: { entrypoint: [/bin/httpd], args: [-f, -p, "8080"] }
-    env: { LOG_LEVEL: info }
-    resources: { cpu: 0.5, memory: 64Mi }
-    storage:
-      - { type: tmpfs, target: /run/app, size: 16Mi }
-      - { type: named, name: cache, target: /cache }
-    depends: [ { service: db } ]
-  db:
-    host_network: true
-YAML
+} >"$F/spec.yaml"
+# The deployment of tests/e2e/test_valgrind.sh.
+cp "$ROOT/tests/fuzz/corpus/deployment/vg-test.yaml" "$F/valgrind.yaml"
 cat >"$F/rootfs.yaml" <<YAML
 version: v1
 deployment: runctest
@@ -202,7 +163,7 @@ snapshot() { # BINARY OUT
   mkdir -p "$W/data/s3/models/v1" "$W/bundles"
   run() { # CASE CMD...
     local name=$1; shift
-    (cd "$W" && OBI_SPEC_DIFF_VALUE=from-env "$@") >"$out/$name.out" 2>"$out/$name.err"
+    (cd "$W" && OBI_E2E_VALUE=from-env "$@") >"$out/$name.out" 2>"$out/$name.err"
     echo $? >"$out/$name.rc"
     sed -i "s|$bin|OCIBUILD|g" "$out/$name.err"
     n=$((n + 1))

@@ -23,36 +23,8 @@ if [ "$(id -u)" = 0 ] && mknod "$T_TMP/dev/kvm" c 10 232 2>/dev/null &&
   have_mknod=1
 fi
 
-cat >"$T_TMP/deploy.yaml" <<YAML
-version: v1
-deployment: web-stack
-services:
-  web:
-    command: { entrypoint: [/bin/httpd], args: [-f, -p, "8080"], workdir: /www }
-    env:
-      LOG_LEVEL: info
-      DB_PASSWORD: \$S:db-pass
-      DB_USER: \$S:creds/user
-      TOKEN: \$S:@web/token
-      FROM_ENV: \$E:OBI_E2E_VALUE
-    resources:
-      cpu: 0.5
-      memory: 512Mi
-      gpu: { count: 1, vendor: nvidia, distributed: { backend: nccl, master_port: 29500 } }
-    devices: [ { path: /dev/kvm, read: true, write: true }, { path: /dev/big }, { path: /dev/missing } ]
-    storage:
-      - { type: bind, source: /srv/data, target: /data, readonly: true }
-      - { type: named, name: cache, target: /cache }
-      - { type: anonymous, target: /scratch }
-      - { type: tmpfs, target: /run/app, size: 64Mi, mode: "1777" }
-      - { type: s3, bucket: models, prefix: v1/, target: /models, readonly: true }
-    capabilities: [NET_ADMIN]
-    scale: { mode: fixed, replicas: 2 }
-    depends: [ { service: db } ]
-  db:
-    privileged: true
-    host_network: true
-YAML
+# The fuzz corpus holds this deployment; scripts/spec-diff.sh uses it too.
+cp "$E2E_DIR/../fuzz/corpus/deployment/web-stack.yaml" "$T_TMP/deploy.yaml"
 
 spec() { OBI_E2E_VALUE=from-env "$OCIBUILD" service spec "$T_TMP/deploy.yaml" "$@" \
            --secrets-dir "$T_TMP/secrets" --data-dir "$T_TMP/data" --dev-root "$T_TMP/dev"; }

@@ -57,21 +57,7 @@ for req in "$root"/examples/requests/*.json; do
   vg "spec of examples/requests/$(basename "$req")" 0 spec "$req"
 done
 
-cat >"$T_TMP/deploy.yaml" <<'YAML'
-version: v1
-deployment: vg-test
-services:
-  web:
-    command: { entrypoint: [/bin/httpd], args: [-f, -p, "8080"] }
-    env: { LOG_LEVEL: info }
-    resources: { cpu: 0.5, memory: 64Mi }
-    storage:
-      - { type: tmpfs, target: /run/app, size: 16Mi }
-      - { type: named, name: cache, target: /cache }
-    depends: [ { service: db } ]
-  db:
-    host_network: true
-YAML
+cp "$root/tests/fuzz/corpus/deployment/vg-test.yaml" "$T_TMP/deploy.yaml"
 vg "service spec of a deployment" 0 service spec "$T_TMP/deploy.yaml" web --data-dir "$T_TMP/data"
 
 printf '{"commandArgs": ["/bin/sh"], "outputs": ["b", "a"]}' >"$T_TMP/invalid.json"
