@@ -400,9 +400,10 @@ int obi_rpc_client_call_close_send(obi_rpc_client_call *call, obi_error **err)
     return 0;
 }
 
-int obi_rpc_client_call_recv_slice(obi_rpc_client_call *call, grpc_slice *out, obi_error **err)
+/* Receives the call's next message into *buffer (NULL at the end of the stream), with the
+ * initial metadata the first time; false when the batch failed. */
+static bool receive_message(obi_rpc_client_call *call, grpc_byte_buffer **buffer)
 {
-    grpc_byte_buffer *buffer = NULL;
     grpc_op ops[2];
     size_t n = 0;
     memset(ops, 0, sizeof ops);
@@ -413,9 +414,15 @@ int obi_rpc_client_call_recv_slice(obi_rpc_client_call *call, grpc_slice *out, o
         call->initial_metadata_received = true;
     }
     ops[n].op = GRPC_OP_RECV_MESSAGE;
-    ops[n].data.recv_message.recv_message = &buffer;
+    ops[n].data.recv_message.recv_message = buffer;
     n++;
-    bool ok = client_run_batch(call, ops, n);
+    return client_run_batch(call, ops, n);
+}
+
+int obi_rpc_client_call_recv_slice(obi_rpc_client_call *call, grpc_slice *out, obi_error **err)
+{
+    grpc_byte_buffer *buffer = NULL;
+    bool ok = receive_message(call, &buffer);
     if (!ok || !buffer) {
         call->read_closed = true;
         if (buffer)
@@ -455,19 +462,7 @@ static void drain_messages(obi_rpc_client_call *call)
 {
     while (!call->read_closed) {
         grpc_byte_buffer *buffer = NULL;
-        grpc_op ops[2];
-        size_t n = 0;
-        memset(ops, 0, sizeof ops);
-        if (!call->initial_metadata_received) {
-            ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-            ops[n].data.recv_initial_metadata.recv_initial_metadata = &call->initial_metadata;
-            n++;
-            call->initial_metadata_received = true;
-        }
-        ops[n].op = GRPC_OP_RECV_MESSAGE;
-        ops[n].data.recv_message.recv_message = &buffer;
-        n++;
-        if (!client_run_batch(call, ops, n) || !buffer)
+        if (!receive_message(call, &buffer) || !buffer)
             call->read_closed = true;
         if (buffer)
             grpc_byte_buffer_destroy(buffer);
