@@ -103,7 +103,7 @@ int obi_serve_read_string(obi_serve_reader *reader, const char *field, size_t ma
 /* Exactly len raw bytes (NAR contents): no framing. */
 int obi_serve_read_raw(obi_serve_reader *reader, const char *field, void *buf, size_t len,
                        obi_error **err);
-/* A string that must be a store path (obi_serve_store_path_check). */
+/* A string that must be a store path (obi_nix_store_path_parse). */
 int obi_serve_read_store_path(obi_serve_reader *reader, const char *field, char **out,
                               obi_error **err);
 /* A set of store paths (count, then paths): sorted bytewise, duplicates dropped as Nix's
@@ -116,10 +116,6 @@ int obi_serve_read_strings(obi_serve_reader *reader, const char *field, size_t m
 /* The next command number: 1 with it, 0 when the stream ended cleanly before it (the client
  * is done), negative when it ended in the middle of the number. */
 int obi_serve_read_command(obi_serve_reader *reader, uint64_t *command, obi_error **err);
-
-/* "/nix/store/<32 nixbase32 characters>-<name>": name 1..211 characters of [A-Za-z0-9+-._?=],
- * as Nix 2.8's StorePath. -EINVAL naming s otherwise. */
-int obi_serve_store_path_check(const char *s, obi_error **err);
 
 /* ---- writing ---- */
 

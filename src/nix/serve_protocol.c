@@ -12,12 +12,11 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/nix_path_info.h"
+#include "ocibuild/nix_store.h"
 #include "ocibuild/serve_protocol.h"
 
 #define SERVE_BUFFER_SIZE (64u * 1024)
-/* Longest name of a store path (Nix 2.8's checkName). */
-#define STORE_PATH_NAME_MAX 211
-#define HASH_PART_LEN 32
 
 /* ---- reading ---- */
 
@@ -210,47 +209,17 @@ int obi_serve_read_string(obi_serve_reader *reader, const char *field, size_t ma
     return 0;
 }
 
-static bool is_nixbase32_char(char c)
-{
-    return (c >= '0' && c <= '9') ||
-           (c >= 'a' && c <= 'z' && c != 'e' && c != 'o' && c != 'u' && c != 't');
-}
-
 static bool is_name_char(char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
            strchr("+-._?=", c);
 }
 
-int obi_serve_store_path_check(const char *s, obi_error **err)
+/* obi_nix_store_path_parse's check, with the message only. */
+static int check_store_path(const char *s, obi_error **err)
 {
-    static const char prefix[] = "/nix/store/";
-    size_t prefix_len = sizeof prefix - 1;
-    if (strncmp(s, prefix, prefix_len) != 0)
-        return obi_error_set(err, -EINVAL, "'%s' is not a store path (not in /nix/store)", s);
-    const char *base = s + prefix_len;
-    size_t len = strlen(base);
-    if (len < HASH_PART_LEN + 2 || base[HASH_PART_LEN] != '-')
-        return obi_error_set(err, -EINVAL,
-                             "'%s' is not a store path (expected /nix/store/<32 hash characters>-"
-                             "<name>)",
-                             s);
-    for (size_t i = 0; i < HASH_PART_LEN; i++)
-        if (!is_nixbase32_char(base[i]))
-            return obi_error_set(err, -EINVAL,
-                                 "'%s' is not a store path: '%c' is not a base-32 character", s,
-                                 base[i]);
-    const char *name = base + HASH_PART_LEN + 1;
-    if (strlen(name) > STORE_PATH_NAME_MAX)
-        return obi_error_set(err, -EINVAL,
-                             "'%s' is not a store path: its name is longer than %d characters", s,
-                             STORE_PATH_NAME_MAX);
-    for (const char *c = name; *c; c++)
-        if (!is_name_char(*c))
-            return obi_error_set(err, -EINVAL,
-                                 "'%s' is not a store path: illegal character '%c' in its name", s,
-                                 *c);
-    return 0;
+    const char *base;
+    return obi_nix_store_path_parse(s, &base, err);
 }
 
 int obi_serve_read_store_path(obi_serve_reader *reader, const char *field, char **out,
@@ -262,7 +231,7 @@ int obi_serve_read_store_path(obi_serve_reader *reader, const char *field, char 
     if (r < 0)
         return r;
     cleanup_error obi_error *check_err = NULL;
-    if (obi_serve_store_path_check(s, &check_err) < 0)
+    if (check_store_path(s, &check_err) < 0)
         return obi_error_set(err, -EINVAL, "serve: offset %llu: %s: %s", (unsigned long long)start,
                              field, check_err->message);
     *out = steal_pointer(&s);
@@ -621,39 +590,11 @@ static int read_deriver(obi_serve_reader *reader, const char *field, char **out,
     if (r < 0)
         return r;
     cleanup_error obi_error *check_err = NULL;
-    if (s[0] && obi_serve_store_path_check(s, &check_err) < 0)
+    if (s[0] && check_store_path(s, &check_err) < 0)
         return obi_error_set(err, -EINVAL, "serve: offset %llu: %s: %s", (unsigned long long)start,
                              field, check_err->message);
     free(*out);
     *out = steal_pointer(&s);
-    return 0;
-}
-
-/* Content addresses as Nix 2.8 renders them: "" or "text:sha256:<h>" or
- * "fixed:[r:]<md5|sha1|sha256|sha512>:<h>". Checked for shape only; the hash is what the
- * path's owner claims, and is passed on as it came. */
-static int check_ca(const char *ca, obi_error **err)
-{
-    if (ca[0] == '\0')
-        return 0;
-    const char *rest = NULL;
-    if (strncmp(ca, "text:sha256:", 12) == 0)
-        rest = ca + 12;
-    else if (strncmp(ca, "fixed:", 6) == 0) {
-        rest = ca + 6;
-        if (strncmp(rest, "r:", 2) == 0)
-            rest += 2;
-        static const char *const algos[] = {"md5:", "sha1:", "sha256:", "sha512:"};
-        const char *after = NULL;
-        for (size_t i = 0; i < OBI_ARRAY_SIZE(algos) && !after; i++)
-            if (strncmp(rest, algos[i], strlen(algos[i])) == 0)
-                after = rest + strlen(algos[i]);
-        rest = after;
-    }
-    static const char hash_chars[] = "0123456789abcdefghijklmnopqrstuvwxyz"
-                                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ+/=";
-    if (!rest || !rest[0] || strspn(rest, hash_chars) != strlen(rest))
-        return obi_error_set(err, -EINVAL, "'%s' is not a content address", ca);
     return 0;
 }
 
@@ -706,7 +647,7 @@ int obi_serve_read_add_to_store_nar(obi_serve_reader *reader, obi_serve_path_inf
     if (r < 0)
         return r;
     cleanup_error obi_error *ca_err = NULL;
-    if (check_ca(info->ca, &ca_err) < 0)
+    if (info->ca[0] && obi_nix_content_address_check(info->ca, &ca_err) < 0)
         return obi_error_set(err, -EINVAL, "serve: offset %llu: AddToStoreNar.ca: %s",
                              (unsigned long long)start, ca_err->message);
     *out = steal_pointer(&info);
@@ -883,7 +824,7 @@ static int read_output(obi_serve_reader *reader, size_t index, obi_derivation_ou
                              "content-addressed derivations are not built here)",
                              (unsigned long long)start, field, o->name);
     cleanup_error obi_error *check_err = NULL;
-    if (obi_serve_store_path_check(o->path, &check_err) < 0)
+    if (check_store_path(o->path, &check_err) < 0)
         return obi_error_set(err, -EINVAL, "serve: offset %llu: %s: %s", (unsigned long long)start,
                              field, check_err->message);
     snprintf(field, sizeof field, "BuildDerivation.outputs[%zu].hashAlgo", index);
