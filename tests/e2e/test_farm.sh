@@ -1,0 +1,224 @@
+#!/bin/bash
+# ocibuild nodes as Nix remote builders (docs/farm.md), end to end: two real sshd on random
+# 127.0.0.1 ports, keys made here, each with a forced command running `ocibuild remote-builder
+# --write` on its own data dir (its own castore and path infos, no /nix/store: every input has
+# to come over the serve protocol). Stock `nix-build --max-jobs 0 --builders ...` builds a graph
+# of derivations (a chain, a fan-out with a join, multiple outputs, a fixed output) on them;
+# every output must then pass `nix-store --verify-path`, have the references Nix computes, and
+# `nix-build --check` (a local rebuild by Nix itself) must find it bit-identical. A failing
+# builder must fail nix-build naming the node and the log tail; with one node's sshd stopped,
+# everything builds on the other. A protocol-2.4 client (Nix's legacy ImportPaths) is served too.
+# All sshd are stopped at the end.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if ! setup_out=$("$E2E_DIR/nix_setup.sh" 2>&1); then
+  t_skip "farm" "Nix is not usable: $setup_out"
+  t_done; exit
+fi
+SSHD=$(command -v sshd || echo /usr/sbin/sshd)
+for tool in "$SSHD" ssh ssh-keygen runc; do
+  if ! command -v "$tool" >/dev/null; then
+    t_skip "farm" "$tool is not installed (scripts/install-deps.sh: openssh-server, runc)"
+    t_done; exit
+  fi
+done
+if [ "$(id -u)" -ne 0 ]; then
+  t_skip "farm" "needs root (sshd, and Nix builds with build users)"
+  t_done; exit
+fi
+OCIBUILD=$(readlink -f "$OCIBUILD")
+[ -n "${FARM_KEEP:-}" ] && trap - EXIT # debugging: keep $T_TMP
+NIX_OPTS=(--option sandbox true --option sandbox-fallback false --option substituters "")
+NONCE="$(date +%s%N)-$$"
+F=$T_TMP/farm
+mkdir -p "$F" /run/sshd # sshd's privilege separation dir (the package makes it at boot)
+
+# ---- keys and nodes ----
+ssh-keygen -q -t ed25519 -N "" -f "$F/client_key"
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+: >"$F/ssh_config"
+: >"$F/known_hosts"
+start_node() { # NAME
+  local name=$1 port dir=$F/$1
+  mkdir -p "$dir"
+  port=$(free_port)
+  ssh-keygen -q -t ed25519 -N "" -f "$dir/host_key"
+  printf 'command="%s",restrict %s\n' \
+    "env OCIBUILD_DATA_DIR=$dir/data $OCIBUILD remote-builder --write" \
+    "$(cat "$F/client_key.pub")" >"$dir/authorized_keys"
+  cat >"$dir/sshd_config" <<EOF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $dir/host_key
+AuthorizedKeysFile $dir/authorized_keys
+PermitRootLogin forced-commands-only
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile $dir/sshd.pid
+LogLevel VERBOSE
+EOF
+  "$SSHD" -D -e -f "$dir/sshd_config" 2>"$dir/sshd.log" &
+  echo $! >"$dir/sshd.pid.ours"
+  t_cleanup "kill $(cat "$dir/sshd.pid.ours") 2>/dev/null"
+  printf 'Host %s\n  HostName 127.0.0.1\n  Port %s\n  HostKeyAlias %s\n' "$name" "$port" "$name" >>"$F/ssh_config"
+  echo "$name $(cut -d' ' -f1,2 "$dir/host_key.pub")" >>"$F/known_hosts"
+  for _ in $(seq 1 50); do
+    ssh -F "$F/ssh_config" -o BatchMode=yes -o ConnectTimeout=2 -o UserKnownHostsFile="$F/known_hosts" \
+      -o StrictHostKeyChecking=yes -i "$F/client_key" "root@$name" true </dev/null >/dev/null 2>&1
+    [ $? -ne 255 ] && return 0 # 255: ssh itself failed; else the forced command ran (and saw EOF)
+    sleep 0.1
+  done
+  return 1
+}
+stop_node() { kill "$(cat "$F/$1/sshd.pid.ours")" 2>/dev/null; wait "$(cat "$F/$1/sshd.pid.ours")" 2>/dev/null; }
+# Appended after the nodes' blocks: ssh takes the first value it finds for an option.
+cat >"$F/ssh_config.tail" <<EOF
+Host *
+  BatchMode yes
+  UserKnownHostsFile $F/known_hosts
+  StrictHostKeyChecking yes
+  IdentitiesOnly yes
+  ConnectTimeout 5
+EOF
+for node in node1 node2; do
+  if ! start_node "$node"; then
+    t_fail "$node: sshd with the forced command starts" "$(tail -5 "$F/$node/sshd.log")"
+    t_done; exit
+  fi
+done
+cat "$F/ssh_config.tail" >>"$F/ssh_config"
+t_ok "two sshd nodes with ocibuild remote-builder as their forced command"
+export NIX_SSHOPTS="-F $F/ssh_config"
+builder_line() { # NODE...: Nix's builders lines (uri system key max-jobs speed features)
+  local node sep=""
+  for node in "$@"; do
+    printf '%sssh://root@%s x86_64-linux %s 2 1 - - -' "$sep" "$node" "$F/client_key"
+    sep=" ; "
+  done
+}
+
+# ---- the derivations ----
+bash_path=$(nix-store --add /bin/bash-static)
+mkdir -p "$T_TMP/busybox/bin" && cp /bin/busybox "$T_TMP/busybox/bin/busybox"
+busybox_path=$(nix-store --add "$T_TMP/busybox")
+cat >"$T_TMP/drvs.nix" <<NIX
+let
+  bash = builtins.storePath "$bash_path";
+  busybox = "\${builtins.storePath "$busybox_path"}/bin/busybox";
+  mk = name: script: attrs: builtins.derivation ({
+    inherit name busybox;
+    system = builtins.currentSystem; builder = bash;
+    args = [ "-e" "-c" script ];
+    nonce = "\${nonce}";
+  } // attrs);
+  nonce = "$NONCE-" + builtins.getEnv "FARM_ROUND";
+  root = mk "obi-farm-root" "echo root > \$out" {};
+  leaf = i: mk "obi-farm-leaf-\${toString i}" "read -r x < \${root}; echo \"leaf \${toString i} of \$x \${root}\" > \$out" {};
+  leaves = map leaf [ 1 2 3 4 ];
+in {
+  join = mk "obi-farm-join" ''
+    \$busybox mkdir \$out
+    \$busybox cat \${builtins.concatStringsSep " " (map toString leaves)} > \$out/all
+    echo \${builtins.concatStringsSep " " (map toString leaves)} > \$out/refs
+  '' {};
+  multi = mk "obi-farm-multi" ''
+    echo "lib at \$lib" > \$lib
+    echo "dev uses \$lib" > \$dev
+    \$busybox mkdir -p \$out/bin
+    printf '#!/bin/sh\necho hi \$dev\n' > \$out/bin/tool
+    \$busybox chmod 755 \$out/bin/tool
+    \$busybox ln -s tool \$out/bin/link
+  '' { outputs = [ "out" "dev" "lib" ]; };
+  fod = mk ("obi-farm-fod-" + nonce) "echo -n hello > \$out" {
+    outputHashMode = "flat"; outputHashAlgo = "sha256";
+    outputHash = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+  };
+  failing = mk "obi-farm-failing" "echo farm-boom-\${nonce} >&2; exit 3" {};
+}
+NIX
+
+# nix-build ROUND BUILDERS ATTR...: builds on the builders only (--max-jobs 0); the output paths
+farm_build() {
+  local round=$1 builders=$2; shift 2
+  local args=() a
+  for a in "$@"; do args+=(-A "$a"); done
+  FARM_ROUND=$round nix-build "${NIX_OPTS[@]}" --no-out-link --max-jobs 0 \
+    --option builders "$builders" --option builders-use-substitutes false \
+    "$T_TMP/drvs.nix" "${args[@]}"
+}
+# Derivations nix-build says it built on NODE (in the log LOG)
+node_built() { grep -c "^building '.*' on 'ssh://root@$1'" "$2"; }
+
+# ---- round 1: both nodes ----
+if outs=$(farm_build 1 "$(builder_line node1 node2)" join multi fod 2>"$F/round1.log"); then
+  t_ok "nix-build --max-jobs 0 builds the graph on the ocibuild nodes"
+else
+  t_fail "nix-build --max-jobs 0 builds the graph on the ocibuild nodes" \
+    "$(tail -30 "$F/round1.log"; tail -5 "$F"/node*/sshd.log)"
+  t_done; exit
+fi
+n1=$(node_built node1 "$F/round1.log"); n2=$(node_built node2 "$F/round1.log")
+if [ "$n1" -gt 0 ] && [ "$n2" -gt 0 ]; then t_ok "both nodes got work (node1: $n1 derivations, node2: $n2)"
+else t_fail "both nodes got work (node1: $n1 derivations, node2: $n2)" "$(grep -i 'building\|copying' "$F/round1.log" | head -20)"; fi
+drvs=$(FARM_ROUND=1 nix-instantiate "$T_TMP/drvs.nix" -A join -A multi -A fod 2>/dev/null)
+all_outputs=$(nix-store -q --outputs $(nix-store -q --requisites $drvs | grep '\.drv$' | grep obi-farm-) | sort -u)
+bad=""
+for p in $all_outputs; do
+  nix-store --verify-path "$p" 2>>"$F/verify.log" || bad="$bad $p"
+done
+[ -z "$bad" ] && t_ok "every output passes nix-store --verify-path ($(echo $all_outputs | wc -w) paths)" ||
+  t_fail "every output passes nix-store --verify-path" "$bad $(cat "$F/verify.log")"
+# The join references exactly its four leaves; the leaves their root.
+join_out=$(echo "$outs" | grep obi-farm-join)
+refs=$(nix-store -q --references "$join_out" | grep -c obi-farm-leaf-)
+[ "$refs" -eq 4 ] && t_ok "join references its four leaves" || t_fail "join references its four leaves" "$(nix-store -q --references "$join_out")"
+dev_out=$(nix-store -q --outputs $(FARM_ROUND=1 nix-instantiate "$T_TMP/drvs.nix" -A multi 2>/dev/null) | grep -- '-dev$')
+t_contains "multi.dev references multi.lib" "$(nix-store -q --references "$dev_out")" "obi-farm-multi-lib"
+# The node's record of each output has the NAR hash Nix registered.
+mismatch=""
+for p in $all_outputs; do
+  rec=$(ls "$F"/node*/data/nix-path-info/"$(basename "$p")".json 2>/dev/null | head -1)
+  [ -n "$rec" ] || continue
+  ours=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["narHash"])' "$rec")
+  [ "$ours" = "$(nix-store -q --hash "$p")" ] || mismatch="$mismatch $p"
+done
+[ -z "$mismatch" ] && t_ok "the nodes' NAR hashes are those Nix registered" || t_fail "the nodes' NAR hashes are those Nix registered" "$mismatch"
+# Nix rebuilds everything locally and compares bit for bit.
+if FARM_ROUND=1 nix-build "${NIX_OPTS[@]}" --no-out-link --check --max-jobs 2 --option builders "" \
+     "$T_TMP/drvs.nix" -A join -A multi -A fod >/dev/null 2>"$F/check.log"; then
+  t_ok "nix-build --check (a local Nix build) finds the remote outputs bit-identical"
+else t_fail "nix-build --check (a local Nix build) finds the remote outputs bit-identical" "$(tail -15 "$F/check.log")"; fi
+
+# ---- a failing builder ----
+out=$(farm_build 1 "$(builder_line node1)" failing 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ "$out" == *"ssh://root@node1"* ]] && [[ "$out" == *"farm-boom-$NONCE-1"* ]]; then
+  t_ok "a failing builder fails nix-build, naming the node and the log tail"
+else t_fail "a failing builder fails nix-build, naming the node and the log tail" "rc=$rc
+$(echo "$out" | tail -15)"; fi
+
+# ---- one node down: the other builds everything ----
+stop_node node1
+if farm_build 2 "$(builder_line node1 node2)" join fod >/dev/null 2>"$F/round2.log"; then
+  n2=$(node_built node2 "$F/round2.log")
+  [ "$n2" -eq 7 ] && t_ok "with node1's sshd stopped, node2 builds all 7 derivations" ||
+    t_fail "with node1's sshd stopped, node2 builds all 7 derivations" "node2 built $n2"
+else t_fail "with node1's sshd stopped, nix-build still succeeds" "$(tail -15 "$F/round2.log")"; fi
+
+# ---- a protocol 2.4 client (legacy ImportPaths, as Hydra's older queue runner) ----
+# Sends the closure of round 1's join (valid in /nix/store) with nix-store --export, then asks
+# back validity, the path info, the NAR (DumpStorePath, ExportPaths) and compares with Nix's.
+if /usr/bin/python3 "$E2E_DIR/serve_client.py" --version 4 \
+     --ssh "ssh -F $F/ssh_config -i $F/client_key root@node2" "$join_out" >"$F/py.log" 2>&1; then
+  t_ok "a protocol-2.4 client: ImportPaths, QueryPathInfos, DumpStorePath, ExportPaths agree with Nix"
+else t_fail "a protocol-2.4 client: ImportPaths, QueryPathInfos, DumpStorePath, ExportPaths agree with Nix" "$(tail -15 "$F/py.log")"; fi
+
+stop_node node2
+# Nothing of ours left listening.
+left=$(pgrep -f "$F/node" || true)
+[ -z "$left" ] && t_ok "every sshd is stopped" || t_fail "every sshd is stopped" "$left"
+t_done
