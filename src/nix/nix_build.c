@@ -135,6 +135,8 @@ static int closure_visit(closure *c, const obi_nix_build_options *opts, const ch
     int r = own_path_info(opts, path, &info, err);
     if (r < 0)
         return r;
+    if (r == 0 && opts->own_store_only)
+        return obi_error_set(err, -ENOENT, "input %s is not valid here (it was not sent)", path);
     if (r == 0)
         return obi_error_set(err, -ENOENT, "%s is neither in the Nix store nor built by ocibuild",
                              path);
