@@ -38,15 +38,15 @@ ssh-keygen -q -t ed25519 -N "" -f "$F/client_key"
 free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-: >"$F/ssh_config"
+: >"$F/ssh_hosts"
 : >"$F/known_hosts"
-start_node() { # NAME
-  local name=$1 port dir=$F/$1
+start_node() { # NAME [REMOTE-BUILDER ARGS...]
+  local name=$1 port dir=$F/$1; shift
   mkdir -p "$dir"
   port=$(free_port)
   ssh-keygen -q -t ed25519 -N "" -f "$dir/host_key"
   printf 'command="%s",restrict %s\n' \
-    "env OCIBUILD_DATA_DIR=$dir/data $OCIBUILD remote-builder --write" \
+    "env OCIBUILD_DATA_DIR=$dir/data $OCIBUILD remote-builder --write $*" \
     "$(cat "$F/client_key.pub")" >"$dir/authorized_keys"
   cat >"$dir/sshd_config" <<EOF
 Port $port
@@ -65,7 +65,8 @@ EOF
   "$SSHD" -D -e -f "$dir/sshd_config" 2>"$dir/sshd.log" &
   echo $! >"$dir/sshd.pid.ours"
   t_cleanup "kill $(cat "$dir/sshd.pid.ours") 2>/dev/null"
-  printf 'Host %s\n  HostName 127.0.0.1\n  Port %s\n  HostKeyAlias %s\n' "$name" "$port" "$name" >>"$F/ssh_config"
+  printf 'Host %s\n  HostName 127.0.0.1\n  Port %s\n  HostKeyAlias %s\n' "$name" "$port" "$name" >>"$F/ssh_hosts"
+  cat "$F/ssh_hosts" "$F/ssh_config.tail" >"$F/ssh_config"
   echo "$name $(cut -d' ' -f1,2 "$dir/host_key.pub")" >>"$F/known_hosts"
   for _ in $(seq 1 50); do
     ssh -F "$F/ssh_config" -o BatchMode=yes -o ConnectTimeout=2 -o UserKnownHostsFile="$F/known_hosts" \
@@ -91,7 +92,6 @@ for node in node1 node2; do
     t_done; exit
   fi
 done
-cat "$F/ssh_config.tail" >>"$F/ssh_config"
 t_ok "two sshd nodes with ocibuild remote-builder as their forced command"
 export NIX_SSHOPTS="-F $F/ssh_config"
 builder_line() { # NODE...: Nix's builders lines (uri system key max-jobs speed features)
@@ -218,6 +218,38 @@ if /usr/bin/python3 "$E2E_DIR/serve_client.py" --version 4 \
 else t_fail "a protocol-2.4 client: ImportPaths, QueryPathInfos, DumpStorePath, ExportPaths agree with Nix" "$(tail -15 "$F/py.log")"; fi
 
 stop_node node2
+
+# ---- a shared castore: two nodes on one daemon (castore and path infos) ----
+# What one node was sent or built is valid on the other, so inputs cross the wire once and
+# outputs are not copied between nodes. Compared with round 1 (each node its own store).
+ocibuild_daemon() {
+  OCIBUILD_DATA_DIR=$F/shared "$OCIBUILD" daemon --listen "unix:$F/shared.sock" 2>"$F/shared.log" &
+  echo $! >"$F/shared.pid"
+  t_cleanup "kill $(cat "$F/shared.pid"); wait $(cat "$F/shared.pid")"
+  for _ in $(seq 1 100); do [ -S "$F/shared.sock" ] && return 0; sleep 0.1; done
+  return 1
+}
+shipped() { # LOG: paths copied to the nodes
+  grep -c "^copying path '.*' to 'ssh://" "$1"
+}
+if ocibuild_daemon &&
+   start_node node3 --store "grpc+unix://$F/shared.sock" --path-info "grpc+unix://$F/shared.sock" &&
+   start_node node4 --store "grpc+unix://$F/shared.sock" --path-info "grpc+unix://$F/shared.sock"; then
+  if farm_build 3 "$(builder_line node3 node4)" join multi fod >/dev/null 2>"$F/round3.log"; then
+    n3=$(node_built node3 "$F/round3.log"); n4=$(node_built node4 "$F/round3.log")
+    s1=$(shipped "$F/round1.log"); s3=$(shipped "$F/round3.log")
+    echo "# paths shipped to the nodes: per-node stores $s1, shared castore $s3 (node3 built $n3, node4 $n4)"
+    [ $((n3 + n4)) -eq 8 ] && [ "$s3" -lt "$s1" ] &&
+      t_ok "shared castore: both nodes build, fewer paths shipped ($s3 vs $s1 with per-node stores)" ||
+      t_fail "shared castore: both nodes build, fewer paths shipped" "built $n3+$n4, shipped $s3 vs $s1"
+    FARM_ROUND=3 nix-build "${NIX_OPTS[@]}" --no-out-link --check --max-jobs 2 --option builders "" \
+      "$T_TMP/drvs.nix" -A join -A multi -A fod >/dev/null 2>"$F/check3.log" &&
+      t_ok "shared castore: nix-build --check finds the outputs bit-identical" ||
+      t_fail "shared castore: nix-build --check finds the outputs bit-identical" "$(tail -15 "$F/check3.log")"
+  else t_fail "shared castore: nix-build on two nodes sharing a daemon" "$(tail -20 "$F/round3.log"; tail -5 "$F/shared.log")"; fi
+else t_fail "shared castore: a daemon and two nodes on it start" "$(tail -5 "$F/shared.log")"; fi
+stop_node node3; stop_node node4
+
 # Nothing of ours left listening.
 left=$(pgrep -f "$F/node" || true)
 [ -z "$left" ] && t_ok "every sshd is stopped" || t_fail "every sshd is stopped" "$left"
