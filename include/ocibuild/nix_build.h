@@ -32,6 +32,8 @@ typedef struct obi_nix_build_options {
     /* A farm node (docs/farm.md): valid paths are those path_infos has, /nix/store is never
      * looked at (the node's inputs came over the serve protocol). */
     bool own_store_only;
+    /* This build's own options for the build service (a cancel fd); NULL: none. */
+    const obi_build_call *call;
 } obi_nix_build_options;
 
 typedef struct obi_nix_build_output {

@@ -346,7 +346,7 @@ static int build_parsed(const char *drv_path, const obi_derivation *drv, build_s
         return obi_error_prefix(err, r, "%s", drv_path);
 
     cleanup_build obi_build *build = NULL;
-    r = obi_build_service_do_build(opts->builder, req, &build, err);
+    r = obi_build_service_do_build_call(opts->builder, req, opts->call, &build, err);
     if (r < 0)
         return obi_error_prefix(err, r, "build of %s", drv_path);
     if (build->n_outputs != req->n_outputs || (req->n_outputs && !build->outputs_needles))

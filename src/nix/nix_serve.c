@@ -4,9 +4,13 @@
  * castore and the path-info store, and write their reply; the loop flushes after each command.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/nar.h"
@@ -21,6 +25,7 @@ typedef struct serve_session {
     obi_serve_reader *in;
     obi_serve_writer *out;
     unsigned client_version;
+    int in_fd; /* watched for a hangup while a build runs */
 } serve_session;
 
 /* ---- path infos ---- */
@@ -367,6 +372,63 @@ static obi_serve_build_status status_of(int code)
     }
 }
 
+/* While a build runs, nobody reads the client's stream: a thread watches it for a hangup (the
+ * client, or ssh, went away) and then makes the build's cancel fd readable, so the container
+ * is killed instead of building for nobody (Nix's opServe does the same, MonitorFdHup). Only
+ * hangups are watched, not data, so a client that sends early does not cancel anything. */
+typedef struct hangup_monitor {
+    int in_fd;
+    int stop[2];   /* written to end the watch */
+    int cancel[2]; /* [0]: the build's cancel fd */
+    pthread_t thread;
+    bool started;
+} hangup_monitor;
+
+static void *hangup_watch(void *arg)
+{
+    hangup_monitor *m = arg;
+    struct pollfd fds[2] = {{m->in_fd, POLLRDHUP, 0}, {m->stop[0], POLLIN, 0}};
+    for (;;) {
+        int n = poll(fds, 2, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || fds[1].revents)
+            return NULL;
+        if (fds[0].revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)) {
+            ssize_t w = write(m->cancel[1], "x", 1);
+            (void)w; /* a full pipe is readable already */
+            return NULL;
+        }
+    }
+}
+
+static void hangup_monitor_stop(hangup_monitor *m)
+{
+    if (m->started) {
+        ssize_t w = write(m->stop[1], "x", 1);
+        (void)w;
+        pthread_join(m->thread, NULL);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (m->stop[i] >= 0)
+            close(m->stop[i]);
+        if (m->cancel[i] >= 0)
+            close(m->cancel[i]);
+    }
+}
+
+static int hangup_monitor_start(hangup_monitor *m, int in_fd, obi_error **err)
+{
+    *m = (hangup_monitor){in_fd, {-1, -1}, {-1, -1}, 0, false};
+    if (pipe2(m->stop, O_CLOEXEC) < 0 || pipe2(m->cancel, O_CLOEXEC | O_NONBLOCK) < 0)
+        return obi_error_set_errno(err, errno, "pipe");
+    int r = pthread_create(&m->thread, NULL, hangup_watch, m);
+    if (r != 0)
+        return obi_error_set_errno(err, r, "a thread watching the client");
+    m->started = true;
+    return 0;
+}
+
 /* 1 when every output of drv is valid here already. */
 static int outputs_valid(serve_session *s, const obi_derivation *drv, obi_error **err)
 {
@@ -393,12 +455,19 @@ static int cmd_build_derivation(serve_session *s, obi_error **err)
     if (r > 0) {
         result.status = OBI_SERVE_ALREADY_VALID;
     } else {
+        _cleanup_(hangup_monitor_stop) hangup_monitor monitor;
+        r = hangup_monitor_start(&monitor, s->in_fd, err);
+        if (r < 0)
+            return r;
+        obi_build_call call = OBI_BUILD_CALL_INIT;
+        call.cancel_fd = monitor.cancel[0];
         obi_nix_build_options opts = {
             .store = s->opts->store,
             .builder = s->opts->builder,
             .path_infos = s->opts->path_infos,
             .build_cores = s->opts->build_cores,
             .own_store_only = true,
+            .call = &call,
         };
         cleanup_nix_build_result obi_nix_build_result *built = NULL;
         r = obi_nix_build_derivation(req->drv_path, req->drv, &opts, &built, &build_err);
@@ -455,7 +524,7 @@ int obi_nix_serve(int in_fd, int out_fd, const obi_nix_serve_options *opts, obi_
         r = obi_serve_writer_new_fd(out_fd, &out, err);
     if (r < 0)
         return r;
-    serve_session s = {opts, in, out, 0};
+    serve_session s = {opts, in, out, 0, in_fd};
     r = obi_serve_handshake(in, out, &s.client_version, err);
     if (r < 0)
         return r;

@@ -138,6 +138,7 @@ in {
     outputHashMode = "flat"; outputHashAlgo = "sha256";
     outputHash = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
   };
+  slow = mk "obi-farm-slow" "echo farm-slow-started >&2; \$busybox sleep 120; echo late > \$out" {};
   failing = mk "obi-farm-failing" "echo farm-boom-\${nonce} >&2; exit 3" {};
 }
 NIX
@@ -216,6 +217,29 @@ if /usr/bin/python3 "$E2E_DIR/serve_client.py" --version 4 \
      --ssh "ssh -F $F/ssh_config -i $F/client_key root@node2" "$join_out" >"$F/py.log" 2>&1; then
   t_ok "a protocol-2.4 client: ImportPaths, QueryPathInfos, DumpStorePath, ExportPaths agree with Nix"
 else t_fail "a protocol-2.4 client: ImportPaths, QueryPathInfos, DumpStorePath, ExportPaths agree with Nix" "$(tail -15 "$F/py.log")"; fi
+
+# ---- the client goes away in the middle of a build ----
+# The node sees its stdin hang up and cancels the build: the container is killed, the bundle
+# removed, the remote-builder exits, nothing is recorded (within seconds, not 120).
+FARM_ROUND=4 setsid nix-build "${NIX_OPTS[@]}" --no-out-link --max-jobs 0 \
+  --option builders "$(builder_line node2)" "$T_TMP/drvs.nix" -A slow >/dev/null 2>"$F/slow.log" &
+slow_pid=$!
+t_cleanup "kill -KILL -- -$slow_pid"
+for _ in $(seq 1 300); do grep -q farm-slow-started "$F/slow.log" && break; sleep 0.1; done
+if grep -q farm-slow-started "$F/slow.log"; then
+  kill -KILL -- -"$slow_pid"; wait "$slow_pid" 2>/dev/null
+  gone=""
+  for _ in $(seq 1 150); do
+    if ! pgrep -f "OCIBUILD_DATA_DIR=$F/node2/data" >/dev/null &&
+       [ -z "$(ls "$F/node2/data/bundles" 2>/dev/null)" ]; then gone=yes; break; fi
+    sleep 0.1
+  done
+  slow_out=$(FARM_ROUND=4 nix-instantiate "$T_TMP/drvs.nix" -A slow 2>/dev/null | xargs nix-store -q --outputs)
+  if [ -n "$gone" ] && ! ls "$F/node2/data/nix-path-info/$(basename "$slow_out").json" >/dev/null 2>&1; then
+    t_ok "a client killed mid-build: the node cancels the build, removes the bundle and exits"
+  else t_fail "a client killed mid-build: the node cancels the build, removes the bundle and exits" \
+    "$(pgrep -af "$F/node2/data"; ls -la "$F/node2/data/bundles")"; fi
+else t_fail "the slow build started on node2" "$(tail -10 "$F/slow.log")"; fi
 
 stop_node node2
 
