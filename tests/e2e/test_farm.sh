@@ -15,7 +15,7 @@ if ! setup_out=$("$E2E_DIR/nix_setup.sh" 2>&1); then
   t_skip "farm" "Nix is not usable: $setup_out"
   t_done; exit
 fi
-SSHD=$(command -v sshd || echo /usr/sbin/sshd)
+SSHD=$(command -v sshd || echo /usr/sbin/sshd) # farm_lib.sh runs it
 for tool in "$SSHD" ssh ssh-keygen runc; do
   if ! command -v "$tool" >/dev/null; then
     t_skip "farm" "$tool is not installed (scripts/install-deps.sh: openssh-server, runc)"
@@ -31,61 +31,9 @@ OCIBUILD=$(readlink -f "$OCIBUILD")
 NIX_OPTS=(--option sandbox true --option sandbox-fallback false --option substituters "")
 NONCE="$(date +%s%N)-$$"
 F=$T_TMP/farm
-mkdir -p "$F" /run/sshd # sshd's privilege separation dir (the package makes it at boot)
 
-# ---- keys and nodes ----
-ssh-keygen -q -t ed25519 -N "" -f "$F/client_key"
-free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-: >"$F/ssh_hosts"
-: >"$F/known_hosts"
-start_node() { # NAME [REMOTE-BUILDER ARGS...]
-  local name=$1 port dir=$F/$1; shift
-  mkdir -p "$dir"
-  port=$(free_port)
-  ssh-keygen -q -t ed25519 -N "" -f "$dir/host_key"
-  printf 'command="%s",restrict %s\n' \
-    "env OCIBUILD_DATA_DIR=$dir/data $OCIBUILD remote-builder --write $*" \
-    "$(cat "$F/client_key.pub")" >"$dir/authorized_keys"
-  cat >"$dir/sshd_config" <<EOF
-Port $port
-ListenAddress 127.0.0.1
-HostKey $dir/host_key
-AuthorizedKeysFile $dir/authorized_keys
-PermitRootLogin forced-commands-only
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-PidFile $dir/sshd.pid
-LogLevel VERBOSE
-EOF
-  "$SSHD" -D -e -f "$dir/sshd_config" 2>"$dir/sshd.log" &
-  echo $! >"$dir/sshd.pid.ours"
-  t_cleanup "kill $(cat "$dir/sshd.pid.ours") 2>/dev/null"
-  printf 'Host %s\n  HostName 127.0.0.1\n  Port %s\n  HostKeyAlias %s\n' "$name" "$port" "$name" >>"$F/ssh_hosts"
-  cat "$F/ssh_hosts" "$F/ssh_config.tail" >"$F/ssh_config"
-  echo "$name $(cut -d' ' -f1,2 "$dir/host_key.pub")" >>"$F/known_hosts"
-  for _ in $(seq 1 50); do
-    ssh -F "$F/ssh_config" -o BatchMode=yes -o ConnectTimeout=2 -o UserKnownHostsFile="$F/known_hosts" \
-      -o StrictHostKeyChecking=yes -i "$F/client_key" "root@$name" true </dev/null >/dev/null 2>&1
-    [ $? -ne 255 ] && return 0 # 255: ssh itself failed; else the forced command ran (and saw EOF)
-    sleep 0.1
-  done
-  return 1
-}
-stop_node() { kill "$(cat "$F/$1/sshd.pid.ours")" 2>/dev/null; wait "$(cat "$F/$1/sshd.pid.ours")" 2>/dev/null; }
-# Appended after the nodes' blocks: ssh takes the first value it finds for an option.
-cat >"$F/ssh_config.tail" <<EOF
-Host *
-  BatchMode yes
-  UserKnownHostsFile $F/known_hosts
-  StrictHostKeyChecking yes
-  IdentitiesOnly yes
-  ConnectTimeout 5
-EOF
+source "$E2E_DIR/farm_lib.sh"
+farm_init
 for node in node1 node2; do
   if ! start_node "$node"; then
     t_fail "$node: sshd with the forced command starts" "$(tail -5 "$F/$node/sshd.log")"
@@ -93,14 +41,6 @@ for node in node1 node2; do
   fi
 done
 t_ok "two sshd nodes with ocibuild remote-builder as their forced command"
-export NIX_SSHOPTS="-F $F/ssh_config"
-builder_line() { # NODE...: Nix's builders lines (uri system key max-jobs speed features)
-  local node sep=""
-  for node in "$@"; do
-    printf '%sssh://root@%s x86_64-linux %s 2 1 - - -' "$sep" "$node" "$F/client_key"
-    sep=" ; "
-  done
-}
 
 # ---- the derivations ----
 bash_path=$(nix-store --add /bin/bash-static)
@@ -152,8 +92,6 @@ farm_build() {
     --option builders "$builders" --option builders-use-substitutes false \
     "$T_TMP/drvs.nix" "${args[@]}"
 }
-# Derivations nix-build says it built on NODE (in the log LOG)
-node_built() { grep -c "^building '.*' on 'ssh://root@$1'" "$2"; }
 
 # ---- round 1: both nodes ----
 if outs=$(farm_build 1 "$(builder_line node1 node2)" join multi fod 2>"$F/round1.log"); then
@@ -252,9 +190,6 @@ ocibuild_daemon() {
   t_cleanup "kill $(cat "$F/shared.pid"); wait $(cat "$F/shared.pid")"
   for _ in $(seq 1 100); do [ -S "$F/shared.sock" ] && return 0; sleep 0.1; done
   return 1
-}
-shipped() { # LOG: paths copied to the nodes
-  grep -c "^copying path '.*' to 'ssh://" "$1"
 }
 if ocibuild_daemon &&
    start_node node3 --store "grpc+unix://$F/shared.sock" --path-info "grpc+unix://$F/shared.sock" &&
