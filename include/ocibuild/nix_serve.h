@@ -9,9 +9,9 @@
  *     canonical form only, nar_ingest.h) and recorded only when the NAR's sha256 and size are
  *     those the client claimed (AddToStoreNar) -- so a path is recorded whole or not at all;
  *   - BuildDerivation builds with obi_nix_build_derivation (the build log goes to stderr, which
- *     ssh carries back to the client) and answers Nix's BuildResult; when in_fd hangs up while
- *     the build runs (the client went away), the build is cancelled: its container killed and
- *     removed;
+ *     ssh carries back to the client) and answers Nix's BuildResult; the client's build-timeout,
+ *     max-silent-time and max-log-size are applied, and when in_fd hangs up while the build runs
+ *     (the client went away) the build is cancelled too: its container killed and removed;
  *   - DumpStorePath, ExportPaths, QueryPathInfos and QueryClosure answer from castore and the
  *     path infos, NARs written from castore nodes.
  * BuildPaths (building .drv files by path) is answered with a failure naming BuildDerivation,

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -372,61 +373,153 @@ static obi_serve_build_status status_of(int code)
     }
 }
 
-/* While a build runs, nobody reads the client's stream: a thread watches it for a hangup (the
- * client, or ssh, went away) and then makes the build's cancel fd readable, so the container
- * is killed instead of building for nobody (Nix's opServe does the same, MonitorFdHup). Only
- * hangups are watched, not data, so a client that sends early does not cancel anything. */
-typedef struct hangup_monitor {
+/* ---- watching a build: the client's hangup and build options ---- */
+
+/* While a build runs nobody reads the client's stream, so a thread watches it for a hangup
+ * (the client, or ssh, went away; Nix's opServe has MonitorFdHup for the same) and for the
+ * client's build options: build-timeout, max-silent-time (no log output for that long) and
+ * max-log-size (counted as the log streams to stderr). The first of these to happen makes the
+ * build's cancel fd readable, so the builder kills and removes the container, and is what the
+ * BuildResult reports. Only hangups are watched, not data: a client that sends early cancels
+ * nothing. */
+typedef enum watch_reason {
+    WATCH_NONE,
+    WATCH_HANGUP,
+    WATCH_TIMEOUT,
+    WATCH_SILENCE,
+    WATCH_LOG_LIMIT,
+} watch_reason;
+
+typedef struct build_watch {
     int in_fd;
+    obi_serve_build_options options;
     int stop[2];   /* written to end the watch */
     int cancel[2]; /* [0]: the build's cancel fd */
+    time_t started_at;
+    _Atomic time_t last_output;
+    _Atomic uint64_t log_bytes;
+    _Atomic int reason; /* watch_reason: the first one wins */
     pthread_t thread;
     bool started;
-} hangup_monitor;
+} build_watch;
 
-static void *hangup_watch(void *arg)
+static void watch_cancel(build_watch *w, watch_reason reason)
 {
-    hangup_monitor *m = arg;
-    struct pollfd fds[2] = {{m->in_fd, POLLRDHUP, 0}, {m->stop[0], POLLIN, 0}};
+    int none = WATCH_NONE;
+    if (atomic_compare_exchange_strong(&w->reason, &none, (int)reason)) {
+        ssize_t n = write(w->cancel[1], "x", 1);
+        (void)n; /* a full pipe is readable already */
+    }
+}
+
+/* The build's log: to stderr (ssh carries it to the client's log), counted and timed. */
+static void watch_output(const uint8_t *data, size_t len, void *ctx)
+{
+    build_watch *w = ctx;
+    for (size_t done = 0; done < len;) {
+        ssize_t n = write(STDERR_FILENO, data + done, len - done);
+        if (n <= 0)
+            break; /* nowhere to write it: still counted below */
+        done += (size_t)n;
+    }
+    atomic_store(&w->last_output, time(NULL));
+    uint64_t total = atomic_fetch_add(&w->log_bytes, len) + len;
+    if (w->options.max_log_size && total > w->options.max_log_size)
+        watch_cancel(w, WATCH_LOG_LIMIT);
+}
+
+static void *watch_run(void *arg)
+{
+    build_watch *w = arg;
+    bool timed = w->options.build_timeout || w->options.max_silent_time;
+    struct pollfd fds[2] = {{w->in_fd, POLLRDHUP, 0}, {w->stop[0], POLLIN, 0}};
     for (;;) {
-        int n = poll(fds, 2, -1);
+        int n = poll(fds, 2, timed ? 1000 : -1);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 || fds[1].revents)
             return NULL;
         if (fds[0].revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)) {
-            ssize_t w = write(m->cancel[1], "x", 1);
-            (void)w; /* a full pipe is readable already */
+            watch_cancel(w, WATCH_HANGUP);
+            return NULL;
+        }
+        time_t now = time(NULL);
+        if (w->options.build_timeout &&
+            (uint64_t)(now - w->started_at) >= w->options.build_timeout) {
+            watch_cancel(w, WATCH_TIMEOUT);
+            return NULL;
+        }
+        if (w->options.max_silent_time &&
+            (uint64_t)(now - atomic_load(&w->last_output)) >= w->options.max_silent_time) {
+            watch_cancel(w, WATCH_SILENCE);
             return NULL;
         }
     }
 }
 
-static void hangup_monitor_stop(hangup_monitor *m)
+static void build_watch_stop(build_watch *w)
 {
-    if (m->started) {
-        ssize_t w = write(m->stop[1], "x", 1);
-        (void)w;
-        pthread_join(m->thread, NULL);
+    if (w->started) {
+        ssize_t n = write(w->stop[1], "x", 1);
+        (void)n;
+        pthread_join(w->thread, NULL);
     }
     for (int i = 0; i < 2; i++) {
-        if (m->stop[i] >= 0)
-            close(m->stop[i]);
-        if (m->cancel[i] >= 0)
-            close(m->cancel[i]);
+        if (w->stop[i] >= 0)
+            close(w->stop[i]);
+        if (w->cancel[i] >= 0)
+            close(w->cancel[i]);
     }
 }
 
-static int hangup_monitor_start(hangup_monitor *m, int in_fd, obi_error **err)
+static int build_watch_start(build_watch *w, int in_fd, const obi_serve_build_options *options,
+                             obi_error **err)
 {
-    *m = (hangup_monitor){in_fd, {-1, -1}, {-1, -1}, 0, false};
-    if (pipe2(m->stop, O_CLOEXEC) < 0 || pipe2(m->cancel, O_CLOEXEC | O_NONBLOCK) < 0)
+    memset(w, 0, sizeof *w);
+    w->in_fd = in_fd;
+    w->options = *options;
+    w->stop[0] = w->stop[1] = w->cancel[0] = w->cancel[1] = -1;
+    w->started_at = time(NULL);
+    atomic_init(&w->last_output, w->started_at);
+    atomic_init(&w->log_bytes, 0);
+    atomic_init(&w->reason, WATCH_NONE);
+    if (pipe2(w->stop, O_CLOEXEC) < 0 || pipe2(w->cancel, O_CLOEXEC | O_NONBLOCK) < 0)
         return obi_error_set_errno(err, errno, "pipe");
-    int r = pthread_create(&m->thread, NULL, hangup_watch, m);
+    int r = pthread_create(&w->thread, NULL, watch_run, w);
     if (r != 0)
-        return obi_error_set_errno(err, r, "a thread watching the client");
-    m->started = true;
+        return obi_error_set_errno(err, r, "a thread watching the build");
+    w->started = true;
     return 0;
+}
+
+/* When the watch cancelled the build: the status and a message saying why, before the
+ * builder's own. */
+static obi_serve_build_status watch_outcome(build_watch *w, obi_error **build_err)
+{
+    const obi_serve_build_options *o = &w->options;
+    switch ((watch_reason)atomic_load(&w->reason)) {
+    case WATCH_TIMEOUT:
+        obi_error_prefix(build_err, -ETIMEDOUT,
+                         "timed out after %llu s (the client's build-timeout)",
+                         (unsigned long long)o->build_timeout);
+        return OBI_SERVE_TIMED_OUT;
+    case WATCH_SILENCE:
+        obi_error_prefix(build_err, -ETIMEDOUT,
+                         "no log output for %llu s (the client's max-silent-time)",
+                         (unsigned long long)o->max_silent_time);
+        return OBI_SERVE_TIMED_OUT;
+    case WATCH_LOG_LIMIT:
+        obi_error_prefix(build_err, -EFBIG,
+                         "the build log passed %llu bytes (the client's max-build-log-size)",
+                         (unsigned long long)o->max_log_size);
+        return OBI_SERVE_LOG_LIMIT_EXCEEDED;
+    case WATCH_HANGUP:
+        obi_error_prefix(build_err, -ECANCELED, "the client went away");
+        return OBI_SERVE_MISC_FAILURE;
+    case WATCH_NONE:
+    default:
+        return OBI_SERVE_MISC_FAILURE;
+    }
 }
 
 /* 1 when every output of drv is valid here already. */
@@ -455,12 +548,11 @@ static int cmd_build_derivation(serve_session *s, obi_error **err)
     if (r > 0) {
         result.status = OBI_SERVE_ALREADY_VALID;
     } else {
-        _cleanup_(hangup_monitor_stop) hangup_monitor monitor;
-        r = hangup_monitor_start(&monitor, s->in_fd, err);
+        _cleanup_(build_watch_stop) build_watch watch;
+        r = build_watch_start(&watch, s->in_fd, &req->options, err);
         if (r < 0)
             return r;
-        obi_build_call call = OBI_BUILD_CALL_INIT;
-        call.cancel_fd = monitor.cancel[0];
+        obi_build_call call = {watch.cancel[0], watch_output, &watch};
         obi_nix_build_options opts = {
             .store = s->opts->store,
             .builder = s->opts->builder,
@@ -471,7 +563,9 @@ static int cmd_build_derivation(serve_session *s, obi_error **err)
         };
         cleanup_nix_build_result obi_nix_build_result *built = NULL;
         r = obi_nix_build_derivation(req->drv_path, req->drv, &opts, &built, &build_err);
-        if (r < 0)
+        if (r == -ECANCELED && atomic_load(&watch.reason) != WATCH_NONE)
+            result.status = watch_outcome(&watch, &build_err);
+        else if (r < 0)
             result.status = status_of(r);
         else
             result.times_built = 1;

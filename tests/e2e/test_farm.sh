@@ -27,10 +27,11 @@ if [ "$(id -u)" -ne 0 ]; then
   t_done; exit
 fi
 OCIBUILD=$(readlink -f "$OCIBUILD")
-[ -n "${FARM_KEEP:-}" ] && trap - EXIT # debugging: keep $T_TMP
 NIX_OPTS=(--option sandbox true --option sandbox-fallback false --option substituters "")
 NONCE="$(date +%s%N)-$$"
 F=$T_TMP/farm
+# Debugging: FARM_KEEP=DIR copies the logs there at the end (after everything was stopped).
+[ -n "${FARM_KEEP:-}" ] && t_cleanup "cp -a $F ${FARM_KEEP}"
 
 source "$E2E_DIR/farm_lib.sh"
 farm_init
@@ -79,6 +80,7 @@ in {
     outputHash = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
   };
   slow = mk "obi-farm-slow" "echo farm-slow-started >&2; \$busybox sleep 120; echo late > \$out" {};
+  chatty = mk "obi-farm-chatty" "\$busybox yes chatty | \$busybox head -c 200000 >&2; \$busybox sleep 60; echo > \$out" {};
   failing = mk "obi-farm-failing" "echo farm-boom-\${nonce} >&2; exit 3" {};
 }
 NIX
@@ -139,6 +141,23 @@ if [ $rc -ne 0 ] && [[ "$out" == *"ssh://root@node1"* ]] && [[ "$out" == *"farm-
   t_ok "a failing builder fails nix-build, naming the node and the log tail"
 else t_fail "a failing builder fails nix-build, naming the node and the log tail" "rc=$rc
 $(echo "$out" | tail -15)"; fi
+
+# ---- the client's build options, applied on the node (Nix's hook leaves the timeouts to it) ----
+for opt in "slow:timeout 2:timed out after 2 s (the client's build-timeout)" \
+           "slow:max-silent-time 2:no log output for 2 s (the client's max-silent-time)" \
+           "chatty:max-build-log-size 10000:killed after writing more than 10000 bytes of log output"; do
+  # (the log limit the client enforces itself, on the log the node streams; the node's own check
+  # is for clients that do not, and a hangup stops the build there either way)
+  attr=${opt%%:*}; opt=${opt#*:}; setting=${opt%%:*}; want=${opt#*:}
+  t0=$(date +%s)
+  out=$(FARM_ROUND="opt-${setting% *}" timeout 60 nix-build "${NIX_OPTS[@]}" --no-out-link --max-jobs 0 \
+          --option builders "$(builder_line node1)" --option $setting "$T_TMP/drvs.nix" -A "$attr" 2>&1)
+  rc=$?; took=$(($(date +%s) - t0))
+  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [[ "$out" == *"$want"* ]] && [ "$took" -lt 30 ]; then
+    t_ok "--option $setting: the node stops the build (${took} s) and says why"
+  else t_fail "--option $setting: the node stops the build and says why" "rc=$rc took=${took}s
+$(echo "$out" | tail -8)"; fi
+done
 
 # ---- one node down: the other builds everything ----
 stop_node node1
