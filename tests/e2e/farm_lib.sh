@@ -1,6 +1,7 @@
 # Farm nodes on loopback for tests/e2e/test_farm.sh and bench/farm.sh (docs/farm.md): each node
 # is a real sshd on a random 127.0.0.1 port whose only key (made here) runs `ocibuild
-# remote-builder --write` as a forced command on the node's own data dir. Clients reach them as
+# remote-builder --write` as a forced command on the node's own data dir, in a private mount
+# namespace whose /nix/store is an empty tmpfs. Clients reach them as
 # ssh://root@NODE with NIX_SSHOPTS="-F $F/ssh_config" (one Host block per node: port and host
 # key alias; known_hosts made here, strict checking). Needs F (a directory of the caller's),
 # OCIBUILD, and t_cleanup CMD (run at exit); sshd are stopped there, or by stop_node.
@@ -32,8 +33,10 @@ start_node() { # NAME [REMOTE-BUILDER ARGS...]: 0 once its sshd answers
   mkdir -p "$dir"
   port=$(farm_free_port)
   ssh-keygen -q -t ed25519 -N "" -f "$dir/host_key"
+  # In a mount namespace of its own with an empty /nix/store: a node needs nothing of the host's
+  # Nix store (docs/farm.md), and this proves it.
   printf 'command="%s",restrict %s\n' \
-    "env OCIBUILD_DATA_DIR=$dir/data $OCIBUILD remote-builder --write $*" \
+    "unshare --mount --propagation private sh -c 'mount -t tmpfs -o size=1m,mode=0755 farm-empty /nix/store && exec env OCIBUILD_DATA_DIR=$dir/data $OCIBUILD remote-builder --write $*'" \
     "$(cat "$F/client_key.pub")" >"$dir/authorized_keys"
   cat >"$dir/sshd_config" <<EOF
 Port $port
@@ -87,4 +90,12 @@ shipped_bytes() {
     total=$((total + $(nix-store -q --size "$p")))
   done
   echo "$total"
+}
+
+# PIDs of NODE's remote-builders (known by the data dir in their environment).
+node_processes() {
+  local pid
+  for pid in $(pgrep -f "$OCIBUILD remote-builder"); do
+    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OCIBUILD_DATA_DIR=$F/$1/data" && echo "$pid"
+  done
 }

@@ -184,10 +184,13 @@ slow_pid=$!
 t_cleanup "kill -KILL -- -$slow_pid"
 for _ in $(seq 1 300); do grep -q farm-slow-started "$F/slow.log" && break; sleep 0.1; done
 if grep -q farm-slow-started "$F/slow.log"; then
+  running=$(node_processes node2)
   kill -KILL -- -"$slow_pid"; wait "$slow_pid" 2>/dev/null
+  [ -n "$running" ] && t_ok "the node's remote-builder is seen while it builds (pid $running)" ||
+    t_fail "the node's remote-builder is seen while it builds" "$(pgrep -af remote-builder)"
   gone=""
   for _ in $(seq 1 150); do
-    if ! pgrep -f "OCIBUILD_DATA_DIR=$F/node2/data" >/dev/null &&
+    if [ -z "$(node_processes node2)" ] &&
        [ -z "$(ls "$F/node2/data/bundles" 2>/dev/null)" ]; then gone=yes; break; fi
     sleep 0.1
   done
@@ -195,7 +198,7 @@ if grep -q farm-slow-started "$F/slow.log"; then
   if [ -n "$gone" ] && ! ls "$F/node2/data/nix-path-info/$(basename "$slow_out").json" >/dev/null 2>&1; then
     t_ok "a client killed mid-build: the node cancels the build, removes the bundle and exits"
   else t_fail "a client killed mid-build: the node cancels the build, removes the bundle and exits" \
-    "$(pgrep -af "$F/node2/data"; ls -la "$F/node2/data/bundles")"; fi
+    "remote-builders: $(node_processes node2); $(pgrep -af "$F/node2/data"; ls -la "$F/node2/data/bundles")"; fi
 else t_fail "the slow build started on node2" "$(tail -10 "$F/slow.log")"; fi
 
 stop_node node2
