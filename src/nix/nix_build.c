@@ -16,6 +16,7 @@
 #include "ocibuild/derivation_request.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/nar.h"
 #include "ocibuild/nix_build.h"
 #include "ocibuild/nix_output.h"

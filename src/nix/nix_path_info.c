@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/fs.h"
@@ -368,7 +369,7 @@ typedef struct path_info_scheme {
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static path_info_scheme *registered;
-static size_t n_registered;
+static size_t n_registered, cap_registered;
 
 int obi_nix_path_info_register_scheme(const char *scheme, obi_nix_path_info_store_factory factory)
 {
@@ -380,11 +381,8 @@ int obi_nix_path_info_register_scheme(const char *scheme, obi_nix_path_info_stor
     while (i < n_registered && strcmp(registered[i].scheme, scheme) != 0)
         i++;
     if (i == n_registered) {
-        path_info_scheme *grown = realloc(registered, (n_registered + 1) * sizeof *grown);
         char *name = strdup(scheme);
-        if (grown)
-            registered = grown;
-        if (!grown || !name) {
+        if (!name || obi_array_grow(&registered, &cap_registered, n_registered + 1) < 0) {
             free(name);
             r = -ENOMEM;
         } else {

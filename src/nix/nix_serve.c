@@ -20,6 +20,7 @@
 #include "ocibuild/nix_serve.h"
 #include "ocibuild/nix_store.h"
 #include "ocibuild/serve_protocol.h"
+#include "ocibuild/strv.h"
 
 typedef struct serve_session {
     const obi_nix_serve_options *opts;
@@ -161,19 +162,16 @@ static int cmd_query_valid_paths(serve_session *s, obi_error **err)
         return r;
     /* lock (temporary GC roots) and substitute do not apply: nothing here is collected, and
      * there are no substituters */
-    cleanup_strv char **valid = calloc(n + 1, sizeof *valid);
-    if (!valid)
-        return obi_error_oom(err);
-    size_t n_valid = 0;
+    _cleanup_(obi_strv_builder_clear) obi_strv_builder valid = {0};
     for (size_t i = 0; i < n; i++) {
         cleanup_nix_path_info obi_nix_path_info *info = NULL;
         r = lookup(s, paths[i], &info, err);
         if (r < 0)
             return r;
-        if (r > 0 && !(valid[n_valid++] = strdup(paths[i])))
+        if (r > 0 && obi_strv_builder_add(&valid, paths[i]) < 0)
             return obi_error_oom(err);
     }
-    return obi_serve_write_strings(s->out, valid, n_valid, err);
+    return obi_serve_write_strings(s->out, valid.items, valid.n, err);
 }
 
 static int cmd_query_path_infos(serve_session *s, obi_error **err)
@@ -317,44 +315,33 @@ static int cmd_build_paths(serve_session *s, obi_error **err)
     return r;
 }
 
-static int compare_strings(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static int cmd_query_closure(serve_session *s, obi_error **err)
 {
     bool include_outputs;
-    cleanup_strv char **closure = NULL;
+    cleanup_strv char **paths = NULL;
     size_t n = 0;
     int r = obi_serve_read_bool(s->in, "QueryClosure.includeOutputs", &include_outputs, err);
     if (r >= 0)
-        r = obi_serve_read_store_paths(s->in, "QueryClosure.paths", &closure, &n, err);
-    /* breadth-first over the references; closure grows as it is walked. includeOutputs does not
-     * apply: .drv files are not kept here, only outputs and sources. */
-    for (size_t i = 0; r >= 0 && i < n; i++) {
+        r = obi_serve_read_store_paths(s->in, "QueryClosure.paths", &paths, &n, err);
+    /* breadth-first over the references; the closure grows as it is walked. includeOutputs
+     * does not apply: .drv files are not kept here, only outputs and sources. */
+    _cleanup_(obi_strv_builder_clear) obi_strv_builder closure = {0};
+    for (size_t i = 0; r >= 0 && i < n; i++)
+        if (!obi_strv_builder_contains(&closure, paths[i]) &&
+            obi_strv_builder_add(&closure, paths[i]) < 0)
+            return obi_error_oom(err);
+    for (size_t i = 0; r >= 0 && i < closure.n; i++) {
         cleanup_nix_path_info obi_nix_path_info *info = NULL;
-        r = lookup_valid(s, closure[i], &info, err);
-        for (size_t k = 0; r >= 0 && k < info->n_references; k++) {
-            bool seen = false;
-            for (size_t j = 0; j < n && !seen; j++)
-                seen = strcmp(closure[j], info->references[k]) == 0;
-            if (seen)
-                continue;
-            char **grown = reallocarray(closure, n + 2, sizeof *grown);
-            if (!grown)
+        r = lookup_valid(s, closure.items[i], &info, err);
+        for (size_t k = 0; r >= 0 && k < info->n_references; k++)
+            if (!obi_strv_builder_contains(&closure, info->references[k]) &&
+                obi_strv_builder_add(&closure, info->references[k]) < 0)
                 return obi_error_oom(err);
-            closure = grown;
-            closure[n + 1] = NULL;
-            if (!(closure[n] = strdup(info->references[k])))
-                return obi_error_oom(err);
-            n++;
-        }
     }
     if (r < 0)
         return r;
-    qsort(closure, n, sizeof *closure, compare_strings);
-    return obi_serve_write_strings(s->out, closure, n, err);
+    obi_strv_builder_sort_unique(&closure);
+    return obi_serve_write_strings(s->out, closure.items, closure.n, err);
 }
 
 static obi_serve_build_status status_of(int code)

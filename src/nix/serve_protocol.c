@@ -9,12 +9,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/nix_path_info.h"
 #include "ocibuild/nix_store.h"
 #include "ocibuild/serve_protocol.h"
+#include "ocibuild/strv.h"
 
 #define SERVE_BUFFER_SIZE (64u * 1024)
 
@@ -277,16 +279,15 @@ static int read_list(obi_serve_reader *reader, const char *field, size_t max_eac
     int r = read_count(reader, field, &n, err);
     if (r < 0)
         return r;
-    /* grown as elements arrive: a count alone commits no memory */
-    cleanup_strv char **items = calloc(1, sizeof *items);
-    if (!items)
+    /* grown as elements arrive (zeroed, so always NULL-terminated): a count alone commits no
+     * memory */
+    cleanup_strv char **items = NULL;
+    size_t cap = 0;
+    if (obi_array_grow(&items, &cap, 1) < 0)
         return obi_error_oom(err);
     for (size_t i = 0; i < n; i++) {
-        char **grown = reallocarray(items, i + 2, sizeof *items);
-        if (!grown)
+        if (obi_array_grow(&items, &cap, i + 2) < 0)
             return obi_error_oom(err);
-        items = grown;
-        items[i + 1] = NULL;
         char name[160];
         snprintf(name, sizeof name, "%s[%zu]", field, i);
         r = one_fn(reader, name, max_each, &items[i], err);
@@ -298,16 +299,11 @@ static int read_list(obi_serve_reader *reader, const char *field, size_t max_eac
     return 0;
 }
 
-static int compare_strings(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* Sorts strv (n strings) and drops duplicates; returns the new count. */
 static size_t sort_unique(char **strv, size_t n)
 {
     if (n > 1)
-        qsort(strv, n, sizeof *strv, compare_strings);
+        qsort(strv, n, sizeof *strv, obi_strv_item_compare);
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         if (kept > 0 && strcmp(strv[kept - 1], strv[i]) == 0) {
@@ -864,12 +860,10 @@ static int read_outputs(obi_serve_reader *reader, obi_derivation *drv, obi_error
     if (n == 0)
         return obi_error_set(err, -EINVAL, "serve: offset %llu: BuildDerivation.outputs: none",
                              (unsigned long long)start);
+    size_t cap = 0;
     for (size_t i = 0; i < n; i++) {
-        obi_derivation_output *grown = reallocarray(drv->outputs, i + 1, sizeof *grown);
-        if (!grown)
+        if (obi_array_grow(&drv->outputs, &cap, i + 1) < 0)
             return obi_error_oom(err);
-        drv->outputs = grown;
-        memset(&drv->outputs[i], 0, sizeof drv->outputs[i]);
         drv->n_outputs = i + 1;
         r = read_output(reader, i, &drv->outputs[i], err);
         if (r < 0)
@@ -892,12 +886,10 @@ static int read_env(obi_serve_reader *reader, obi_derivation *drv, obi_error **e
     int r = read_count(reader, "BuildDerivation.env", &n, err);
     if (r < 0)
         return r;
+    size_t cap = 0;
     for (size_t i = 0; i < n; i++) {
-        obi_derivation_env *grown = reallocarray(drv->env, i + 1, sizeof *grown);
-        if (!grown)
+        if (obi_array_grow(&drv->env, &cap, i + 1) < 0)
             return obi_error_oom(err);
-        drv->env = grown;
-        memset(&drv->env[i], 0, sizeof drv->env[i]);
         drv->n_env = i + 1;
         char field[64];
         snprintf(field, sizeof field, "BuildDerivation.env[%zu].key", i);

@@ -17,6 +17,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/nar.h"
 #include "ocibuild/nix_serve.h"
 #include "ocibuild/serve_protocol.h"
