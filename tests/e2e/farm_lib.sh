@@ -96,6 +96,6 @@ shipped_bytes() {
 node_processes() {
   local pid
   for pid in $(pgrep -f "$OCIBUILD remote-builder"); do
-    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OCIBUILD_DATA_DIR=$F/$1/data" && echo "$pid"
+    tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ" | grep -qx "OCIBUILD_DATA_DIR=$F/$1/data" && echo "$pid"
   done
 }

@@ -8,7 +8,7 @@
 # `nix-build --check` (a local rebuild by Nix itself) must find it bit-identical. A failing
 # builder must fail nix-build naming the node and the log tail; with one node's sshd stopped,
 # everything builds on the other. A protocol-2.4 client (Nix's legacy ImportPaths) is served too.
-# All sshd are stopped at the end.
+# All sshd are stopped at the end; every nix-build has a time limit (the test ends by itself).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if ! setup_out=$("$E2E_DIR/nix_setup.sh" 2>&1); then
@@ -90,7 +90,7 @@ farm_build() {
   local round=$1 builders=$2; shift 2
   local args=() a
   for a in "$@"; do args+=(-A "$a"); done
-  FARM_ROUND=$round nix-build "${NIX_OPTS[@]}" --no-out-link --max-jobs 0 \
+  FARM_ROUND=$round timeout 300 nix-build "${NIX_OPTS[@]}" --no-out-link --max-jobs 0 \
     --option builders "$builders" --option builders-use-substitutes false \
     "$T_TMP/drvs.nix" "${args[@]}"
 }
