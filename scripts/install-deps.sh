@@ -8,7 +8,7 @@ PACKAGES="build-essential meson ninja-build pkg-config
   libgrpc-dev libfuse3-dev libarchive-dev libcmocka-dev libssl-dev openssl
   runc crun uidmap busybox-static bash-static b3sum nix-bin
   python3 python3-jsonschema python3-grpcio python3-grpc-tools
-  umoci skopeo valgrind hyperfine
+  umoci skopeo valgrind hyperfine openssh-server haproxy
   clang libclang-rt-14-dev
   clang-format clang-tidy cppcheck git"
 SUDO=""

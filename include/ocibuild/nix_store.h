@@ -18,8 +18,12 @@
 /* Length of the nixbase32 hash part of a store path basename ("<32 chars>-<name>"). */
 #define OBI_NIX_HASH_PART_LEN 32
 
-/* Checks that path is "/nix/store/<32 nixbase32 chars>-<name>" with nothing after the name
- * (no '/'); on success *basename points into path. Errors name the path. */
+/* Longest name of a store path (after the hash part and '-'), as Nix 2.8. */
+#define OBI_NIX_NAME_MAX 211
+
+/* Checks that path is "/nix/store/<32 nixbase32 chars>-<name>", the name 1..211 characters of
+ * [A-Za-z0-9+-._?=] as Nix 2.8's StorePath requires (so no '/' after it); on success *basename
+ * points into path. Errors name the path. */
 int obi_nix_store_path_parse(const char *path, const char **basename, obi_error **err);
 
 /* The input sources plus the paths of the used outputs of every input derivation (read from

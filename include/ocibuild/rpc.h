@@ -21,6 +21,7 @@
 
 #include "ocibuild/build_service.h"
 #include "ocibuild/error.h"
+#include "ocibuild/nix_path_info.h"
 #include "ocibuild/store.h"
 #include "ocibuild/url.h"
 
@@ -35,8 +36,9 @@
 #define OBI_RPC_ENV_CERT "OCIBUILD_GRPC_CERT"
 #define OBI_RPC_ENV_KEY "OCIBUILD_GRPC_KEY"
 
-/* Registers the grpc+unix, grpc+http and grpc+https schemes for stores and build services, so
- * that obi_store_open / obi_build_service_open accept them. Idempotent; call once at startup. */
+/* Registers the grpc+unix, grpc+http and grpc+https schemes for stores, build services and
+ * path-info stores, so that obi_store_open / obi_build_service_open /
+ * obi_nix_path_info_store_open_url accept them. Idempotent; call once at startup. */
 int obi_rpc_init(obi_error **err);
 
 /* Clients (normally reached through the URL openers). The URL scheme must be grpc+unix
@@ -48,6 +50,9 @@ int obi_grpc_directory_service_open(const obi_url *url, obi_directory_service **
 /* The store is unused: the remote builder has its own. */
 int obi_grpc_build_service_open(const obi_url *url, obi_store *store, obi_build_service **out,
                                 obi_error **err);
+/* A daemon's tvix.store.v1.PathInfoService as a path-info store (nix_path_info.h). */
+int obi_grpc_path_info_store_open(const obi_url *url, obi_nix_path_info_store **out,
+                                  obi_error **err);
 
 /* ---- server ---- */
 
@@ -69,6 +74,9 @@ typedef struct obi_rpc_server_options {
     obi_blob_service *blobs;
     obi_directory_service *directories;
     obi_build_service *builds;
+    /* tvix.store.v1.PathInfoService (needs blobs and directories too: Put checks that a
+     * record's node is stored, CalculateNAR reads it). */
+    obi_nix_path_info_store *path_infos;
     unsigned castore_workers; /* 0: 16 threads for blob and directory calls */
     unsigned build_workers;   /* 0: 4 threads for builds (the service bounds builds too) */
     obi_log_level log_level;
@@ -124,7 +132,7 @@ static inline void obi_rpc_server_freep(obi_rpc_server **s)
 
 /* Bumped whenever the table below or a signature in it changes: a module built from other
  * sources than the executable is refused instead of called with the wrong arguments. */
-#define OBI_RPC_MODULE_ABI 2
+#define OBI_RPC_MODULE_ABI 3
 #define OBI_RPC_MODULE_SYMBOL "obi_rpc_module_table"
 
 typedef struct obi_rpc_module {
@@ -133,6 +141,7 @@ typedef struct obi_rpc_module {
     int (*directory_service_open)(const obi_url *url, obi_directory_service **out, obi_error **err);
     int (*build_service_open)(const obi_url *url, obi_store *store, obi_build_service **out,
                               obi_error **err);
+    int (*path_info_store_open)(const obi_url *url, obi_nix_path_info_store **out, obi_error **err);
     int (*log_level_parse)(const char *text, obi_log_level *out, obi_error **err);
     int (*server_new)(const obi_rpc_server_options *options, obi_rpc_server **out, obi_error **err);
     int (*server_listen)(obi_rpc_server *server, const char *address, int *port_out,

@@ -14,6 +14,7 @@ int cli_service(int argc, char **argv);
 int cli_nar_hash(int argc, char **argv);
 int cli_show_derivation(int argc, char **argv);
 int cli_nix_build(int argc, char **argv);
+int cli_remote_builder(int argc, char **argv);
 int cli_store(int argc, char **argv);
 int cli_spec(int argc, char **argv);
 int cli_build(int argc, char **argv);

@@ -1,10 +1,11 @@
 /*
- * ocibuild daemon: serves tvix.build.v1.BuildService and tvix.castore.v1.{Blob,Directory}Service
- * over gRPC (rpc.md) on every --listen address and every socket systemd passed (LISTEN_FDS),
- * from the services named by --build-service, --blob-service, --directory-service (--store sets
- * both stores). Who may connect (TLS, client certificates, socket mode and group) and the limits
- * that keep clients from stalling or exhausting it are docs/security.md "The daemon". Logs one
- * line per call on stderr. SIGTERM/SIGINT: stop accepting, let running calls (builds) finish for
+ * ocibuild daemon: serves tvix.build.v1.BuildService, tvix.castore.v1.{Blob,Directory}Service
+ * and tvix.store.v1.PathInfoService over gRPC (rpc.md) on every --listen address and every
+ * socket systemd passed (LISTEN_FDS), from the services named by --build-service,
+ * --blob-service, --directory-service (--store sets both stores) and --path-info. Who may connect
+ * (TLS, client certificates, socket mode and group) and the limits that keep clients from stalling
+ * or exhausting it are docs/security.md "The daemon". Logs one line per call on stderr.
+ * SIGTERM/SIGINT: stop accepting, let running calls (builds) finish for
  * --grace seconds, cancel what is left (builds are killed), exit 0; a watchdog ends the process
  * GRACE + 9 s after the signal whatever still runs.
  */
@@ -26,6 +27,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/deployment.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/nix_path_info.h"
 #include "ocibuild/number.h"
 #include "ocibuild/rpc.h"
 #include "ocibuild/store.h"
@@ -44,15 +46,16 @@ static const char USAGE[] =
     "                       [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]\n"
     "                       [--insecure-tcp] [--socket-group NAME]\n"
     "                       [--idle-timeout SECONDS] [--max-message-bytes SIZE]\n"
-    "                       [--max-inflight-bytes SIZE]\n"
+    "                       [--max-inflight-bytes SIZE] [--path-info URL]\n"
     "  ADDR: unix:PATH, unix:///ABS/PATH or HOST:PORT; sockets passed by systemd (LISTEN_FDS)\n"
     "        are served too, and then --listen may be left out\n"
     "  TCP without mutual TLS listens on loopback addresses only, unless --insecure-tcp\n"
     "  unix sockets: mode 0600, or 0660 with group NAME (--socket-group)\n"
     "  limits (defaults): --idle-timeout 30, --max-message-bytes 16Mi, --max-inflight-bytes "
     "512Mi\n"
-    "  defaults: the local store ($OCIBUILD_STORE or <data dir>/store) and the local OCI\n"
-    "            builder with its bundles under <data dir>/bundles\n";
+    "  defaults: the local store ($OCIBUILD_STORE or <data dir>/store), the local OCI\n"
+    "            builder with its bundles under <data dir>/bundles, and the path infos\n"
+    "            (what Nix store paths the store holds) in <data dir>/nix-path-info\n";
 
 static const char *const LEVEL_NAMES[] = {"error", "warn", "info", "debug"};
 
@@ -222,6 +225,7 @@ int cli_daemon(int argc, char **argv)
         OPT_IDLE_TIMEOUT,
         OPT_MAX_MESSAGE,
         OPT_MAX_INFLIGHT,
+        OPT_PATH_INFO,
     };
     static const struct option options[] = {
         {"listen", required_argument, NULL, 'l'},
@@ -239,12 +243,13 @@ int cli_daemon(int argc, char **argv)
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
         {"max-inflight-bytes", required_argument, NULL, OPT_MAX_INFLIGHT},
+        {"path-info", required_argument, NULL, OPT_PATH_INFO},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
     const char *listen[MAX_LISTEN];
     size_t n_listen = 0;
-    const char *build_url = NULL, *blob_url = NULL, *directory_url = NULL;
+    const char *build_url = NULL, *blob_url = NULL, *directory_url = NULL, *path_info_url = NULL;
     obi_log_level level = OBI_LOG_INFO;
     unsigned grace_seconds = DEFAULT_GRACE_SECONDS;
     obi_rpc_server_options server_options = {.log = log_to_stderr};
@@ -310,6 +315,9 @@ int cli_daemon(int argc, char **argv)
             if (parse_size("--max-inflight-bytes", optarg, &server_options.max_inflight_bytes))
                 return 1;
             break;
+        case OPT_PATH_INFO:
+            path_info_url = optarg;
+            break;
         case 'h':
             fputs(USAGE, stdout);
             return 0;
@@ -351,7 +359,12 @@ int cli_daemon(int argc, char **argv)
     if (obi_build_service_open(build_url ? build_url : default_build, store, &builds, &err) < 0)
         return cli_fail(steal_pointer(&err));
 
+    cleanup_nix_path_info_store obi_nix_path_info_store *path_infos = NULL;
+    if (obi_nix_path_info_store_open_url(path_info_url, &path_infos, &err) < 0)
+        return cli_fail(steal_pointer(&err));
+
     server_options.blobs = store->blobs;
+    server_options.path_infos = path_infos;
     server_options.directories = store->directories;
     server_options.builds = builds;
     server_options.log_level = level;

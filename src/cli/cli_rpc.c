@@ -126,6 +126,14 @@ static int lazy_build_service_open(const obi_url *url, obi_store *store, obi_bui
     return r < 0 ? r : rpc->build_service_open(url, store, out, err);
 }
 
+static int lazy_path_info_store_open(const obi_url *url, obi_nix_path_info_store **out,
+                                     obi_error **err)
+{
+    const obi_rpc_module *rpc;
+    int r = cli_rpc_load(&rpc, err);
+    return r < 0 ? r : rpc->path_info_store_open(url, out, err);
+}
+
 int cli_rpc_register_schemes(obi_error **err)
 {
     static const char *const schemes[] = {OBI_RPC_SCHEME_UNIX, OBI_RPC_SCHEME_HTTP,
@@ -135,6 +143,8 @@ int cli_rpc_register_schemes(obi_error **err)
                                           lazy_directory_service_open);
         if (r >= 0)
             r = obi_build_service_register_scheme(schemes[i], lazy_build_service_open);
+        if (r >= 0)
+            r = obi_nix_path_info_register_scheme(schemes[i], lazy_path_info_store_open);
         if (r < 0)
             return obi_error_set_errno(err, -r, "register the %s URL scheme", schemes[i]);
     }

@@ -21,6 +21,8 @@ static const command COMMANDS[] = {
     {"show-derivation", cli_show_derivation, "print .drv files as JSON, like nix show-derivation"},
     {"nix-build", cli_nix_build,
      "build a Nix .drv here; print its outputs' NAR hashes and references"},
+    {"remote-builder", cli_remote_builder,
+     "serve Nix's serve protocol on stdin/stdout: a Nix remote builder (ssh)"},
     {"store", cli_store, "import, export, cat and list castore trees"},
     {"spec", cli_spec, "print the OCI config.json for a BuildRequest (JSON)"},
     {"daemon", cli_daemon, "serve the build, blob and directory services over gRPC"},

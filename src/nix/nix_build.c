@@ -14,7 +14,9 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/derivation.h"
 #include "ocibuild/derivation_request.h"
+#include "ocibuild/digest.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/nar.h"
 #include "ocibuild/nix_build.h"
 #include "ocibuild/nix_output.h"
@@ -46,6 +48,8 @@ static int build_derivation(const char *drv_path, build_session *session, unsign
 /* Whether path exists in the Nix store on disk (Nix's valid paths, as far as we can tell). */
 static bool in_nix_store(const obi_nix_build_options *opts, const char *path)
 {
+    if (opts->own_store_only)
+        return false;
     const char *dir = opts->nix_store_dir ? opts->nix_store_dir : OBI_NIX_STORE_DIR;
     const char *base = strrchr(path, '/');
     cleanup_free char *on_disk = obi_path_join(dir, base ? base + 1 : path);
@@ -132,6 +136,8 @@ static int closure_visit(closure *c, const obi_nix_build_options *opts, const ch
     int r = own_path_info(opts, path, &info, err);
     if (r < 0)
         return r;
+    if (r == 0 && opts->own_store_only)
+        return obi_error_set(err, -ENOENT, "input %s is not valid here (it was not sent)", path);
     if (r == 0)
         return obi_error_set(err, -ENOENT, "%s is neither in the Nix store nor built by ocibuild",
                              path);
@@ -234,6 +240,29 @@ static int gather_inputs(const obi_derivation *drv, build_session *session, obi_
 
 /* ---- step 4: describing outputs ---- */
 
+/* The content address Nix records for a fixed output: "fixed:[r:]<algo>:<nixbase32 hash>". */
+static int fixed_output_ca(const obi_derivation_output *o, char **out, obi_error **err)
+{
+    bool recursive;
+    const char *algo;
+    size_t len;
+    int r = obi_derivation_hash_algo_parse(o->hash_algo, &recursive, &algo, &len, err);
+    if (r < 0)
+        return r;
+    uint8_t digest[64];
+    if (strlen(o->hash) != 2 * len || obi_hex_decode(o->hash, 2 * len, digest, len) < 0)
+        return obi_error_set(err, -EINVAL, "output %s: hash '%s' is not %zu bytes of hex", o->name,
+                             o->hash, len);
+    char text[128];
+    obi_nixbase32_encode(digest, len, text);
+    text[obi_nixbase32_encoded_len(len)] = '\0';
+    if (asprintf(out, "fixed:%s%s:%s", recursive ? "r:" : "", algo, text) < 0) {
+        *out = NULL;
+        return obi_error_oom(err);
+    }
+    return 0;
+}
+
 static int describe_output(const obi_derivation *drv, const obi_build_request *req,
                            const obi_build *build, size_t index, const obi_nix_build_options *opts,
                            obi_nix_build_output *out, obi_error **err)
@@ -276,6 +305,7 @@ static int describe_output(const obi_derivation *drv, const obi_build_request *r
                                  "fixed-output derivation '%s' must not reference store paths "
                                  "(it references %s)",
                                  o->path, info->references[0]);
+        return fixed_output_ca(o, &info->ca, err);
     }
     return 0;
 }
@@ -296,18 +326,11 @@ static int order_outputs(const obi_derivation *drv, obi_nix_build_result *result
 
 /* ---- the whole build ---- */
 
-static int build_derivation(const char *drv_path, build_session *session, unsigned depth,
-                            obi_nix_build_result **out, obi_error **err)
+static int build_parsed(const char *drv_path, const obi_derivation *drv, build_session *session,
+                        unsigned depth, obi_nix_build_result **out, obi_error **err)
 {
     const obi_nix_build_options *opts = session->opts;
-    if (depth > NIX_BUILD_MAX_DEPTH)
-        return obi_error_set(err, -ELOOP, "%s: input derivations nested deeper than %d", drv_path,
-                             NIX_BUILD_MAX_DEPTH);
-    cleanup_derivation obi_derivation *drv = NULL;
-    int r = obi_derivation_read_file(drv_path, &drv, err);
-    if (r < 0)
-        return r;
-    r = ensure_input_outputs(drv, session, depth, err);
+    int r = ensure_input_outputs(drv, session, depth, err);
     if (r < 0)
         return r;
 
@@ -324,7 +347,7 @@ static int build_derivation(const char *drv_path, build_session *session, unsign
         return obi_error_prefix(err, r, "%s", drv_path);
 
     cleanup_build obi_build *build = NULL;
-    r = obi_build_service_do_build(opts->builder, req, &build, err);
+    r = obi_build_service_do_build_call(opts->builder, req, opts->call, &build, err);
     if (r < 0)
         return obi_error_prefix(err, r, "build of %s", drv_path);
     if (build->n_outputs != req->n_outputs || (req->n_outputs && !build->outputs_needles))
@@ -350,17 +373,41 @@ static int build_derivation(const char *drv_path, build_session *session, unsign
     return 0;
 }
 
+static int build_derivation(const char *drv_path, build_session *session, unsigned depth,
+                            obi_nix_build_result **out, obi_error **err)
+{
+    if (depth > NIX_BUILD_MAX_DEPTH)
+        return obi_error_set(err, -ELOOP, "%s: input derivations nested deeper than %d", drv_path,
+                             NIX_BUILD_MAX_DEPTH);
+    cleanup_derivation obi_derivation *drv = NULL;
+    int r = obi_derivation_read_file(drv_path, &drv, err);
+    if (r < 0)
+        return r;
+    return build_parsed(drv_path, drv, session, depth, out, err);
+}
+
+static void build_session_clear(build_session *session)
+{
+    for (size_t i = 0; i < session->n_imports; i++) {
+        free(session->imports[i].key);
+        obi_nix_nodes_free(session->imports[i].nodes, session->imports[i].n_nodes);
+    }
+    free(session->imports);
+}
+
 int obi_nix_build(const char *drv_path, const obi_nix_build_options *opts,
                   obi_nix_build_result **out, obi_error **err)
 {
-    build_session session = {opts, NULL, 0};
-    int r = build_derivation(drv_path, &session, 0, out, err);
-    for (size_t i = 0; i < session.n_imports; i++) {
-        free(session.imports[i].key);
-        obi_nix_nodes_free(session.imports[i].nodes, session.imports[i].n_nodes);
-    }
-    free(session.imports);
-    return r;
+    _cleanup_(build_session_clear) build_session session = {opts, NULL, 0};
+    return build_derivation(drv_path, &session, 0, out, err);
+}
+
+int obi_nix_build_derivation(const char *drv_path, const obi_derivation *drv,
+                             const obi_nix_build_options *opts, obi_nix_build_result **out,
+                             obi_error **err)
+{
+    _cleanup_(build_session_clear) build_session session = {opts, NULL, 0};
+    return build_parsed(drv_path, drv, &session, 0, out, err);
 }
 
 void obi_nix_build_result_free(obi_nix_build_result *result)

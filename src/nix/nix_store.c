@@ -39,6 +39,18 @@ int obi_nix_store_path_parse(const char *path, const char **basename, obi_error 
     if (obi_nixbase32_decode(base, OBI_NIX_HASH_PART_LEN, digest, sizeof digest, &decode_err) < 0)
         return obi_error_set(err, -EINVAL, "'%s' is not a store path: hash part: %s", path,
                              decode_err->message);
+    /* the name: Nix 2.8's checkName */
+    const char *name = base + OBI_NIX_HASH_PART_LEN + 1;
+    if (strlen(name) > OBI_NIX_NAME_MAX)
+        return obi_error_set(err, -EINVAL,
+                             "'%s' is not a store path: its name is longer than %d characters",
+                             path, OBI_NIX_NAME_MAX);
+    size_t good = strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                               "+-._?=");
+    if (name[good])
+        return obi_error_set(err, -EINVAL,
+                             "'%s' is not a store path: illegal character '%c' in its name", path,
+                             name[good]);
     *basename = base;
     return 0;
 }

@@ -146,6 +146,7 @@ struct obi_rpc_server {
     bool client_certificates;     /* tls requires and verifies them */
     registered_method *methods;
     size_t n_methods, methods_cap;
+    obi_rpc_path_info_ctx path_info_ctx; /* the PathInfoService's ctx */
     worker_pool pools[2];
     pthread_t event_thread;
     bool event_thread_started;
@@ -1046,6 +1047,13 @@ int obi_rpc_server_new(const obi_rpc_server_options *options, obi_rpc_server **o
     if (r >= 0)
         r = server_add_methods(server, obi_rpc_build_methods, obi_rpc_n_build_methods,
                                options->builds, err);
+    server->path_info_ctx =
+        (obi_rpc_path_info_ctx){options->path_infos, options->blobs, options->directories};
+    if (r >= 0 && options->path_infos && (!options->blobs || !options->directories))
+        r = obi_error_set(err, -EINVAL, "rpc server: path infos are served with a castore only");
+    if (r >= 0)
+        r = server_add_methods(server, obi_rpc_path_info_methods, obi_rpc_n_path_info_methods,
+                               options->path_infos ? &server->path_info_ctx : NULL, err);
     if (r < 0) {
         obi_rpc_server_free(server);
         return r;

@@ -1,6 +1,7 @@
 /*
  * Makes the gRPC clients reachable by URL: registers grpc+unix, grpc+http and grpc+https with the
- * store opener (castore) and the build service opener (build), which cannot depend on this layer.
+ * store opener (castore), the build service opener (builder) and the path-info store opener
+ * (nix), which cannot depend on this layer.
  */
 #include <pthread.h>
 
@@ -20,6 +21,9 @@ static void register_schemes(void)
         if (init_result >= 0)
             init_result =
                 obi_build_service_register_scheme(SCHEMES[i], obi_grpc_build_service_open);
+        if (init_result >= 0)
+            init_result =
+                obi_nix_path_info_register_scheme(SCHEMES[i], obi_grpc_path_info_store_open);
     }
 }
 

@@ -19,7 +19,9 @@
 #include <sys/types.h>
 
 #include "ocibuild/error.h"
+#include "ocibuild/nix_path_info.h"
 #include "ocibuild/rpc.h"
+#include "pathinfo.pb-c.h"
 #include "ocibuild/url.h"
 
 /* Blob chunks on the wire are at most this big (castore.md). */
@@ -106,6 +108,31 @@ extern const obi_rpc_method obi_rpc_directory_methods[];
 extern const size_t obi_rpc_n_directory_methods;
 extern const obi_rpc_method obi_rpc_build_methods[];
 extern const size_t obi_rpc_n_build_methods;
+/* ctx: an obi_rpc_path_info_ctx (Put checks the node against the castore). */
+extern const obi_rpc_method obi_rpc_path_info_methods[];
+extern const size_t obi_rpc_n_path_info_methods;
+
+typedef struct obi_rpc_path_info_ctx {
+    obi_nix_path_info_store *path_infos;
+    obi_blob_service *blobs;
+    obi_directory_service *directories;
+} obi_rpc_path_info_ctx;
+
+/* ---- tvix.store.v1.PathInfo <-> obi_nix_path_info (path_info_pb.c) ---- */
+
+/* Allocates (free with obi_rpc_path_info_pb_free); a content address Nix would not render is
+ * -EINVAL. */
+int obi_rpc_path_info_to_pb(const obi_nix_path_info *info, Tvix__Store__V1__PathInfo **out,
+                            obi_error **err);
+void obi_rpc_path_info_pb_free(Tvix__Store__V1__PathInfo *pb);
+static inline void obi_rpc_path_info_pb_freep(Tvix__Store__V1__PathInfo **pb)
+{
+    obi_rpc_path_info_pb_free(*pb);
+}
+/* Decodes and validates (obi_nix_path_info_validate): the path is "/nix/store/" + the node's
+ * name, each reference digest must be that of its reference name. */
+int obi_rpc_path_info_from_pb(const Tvix__Store__V1__PathInfo *pb, obi_nix_path_info **out,
+                              obi_error **err);
 
 /* ---- server side: listening sockets (rpc_listen.c) ---- */
 

@@ -10,6 +10,7 @@ const obi_rpc_module obi_rpc_module_table = {
     .blob_service_open = obi_grpc_blob_service_open,
     .directory_service_open = obi_grpc_directory_service_open,
     .build_service_open = obi_grpc_build_service_open,
+    .path_info_store_open = obi_grpc_path_info_store_open,
     .log_level_parse = obi_log_level_parse,
     .server_new = obi_rpc_server_new,
     .server_listen = obi_rpc_server_listen,

@@ -4,7 +4,8 @@
 # are what glibc, OpenSSL and jansson keep for the process lifetime. Only ocibuild itself runs
 # under valgrind (--trace-children=no): runc and nix-store are children. One TAP line per path:
 # hash, store import/ls/cat/export/verify, spec of every examples/requests/*.json, service spec, an
-# invalid request (the error path) and, as root with runc, a trivial build.
+# invalid request (the error path), a remote-builder serve session and, as root with runc, a
+# trivial build.
 source "$(dirname "$0")/lib.sh"
 root=$(cd "$E2E_DIR/../.." && pwd)
 
@@ -63,6 +64,23 @@ vg "service spec of a deployment" 0 service spec "$T_TMP/deploy.yaml" web --data
 printf '{"commandArgs": ["/bin/sh"], "outputs": ["b", "a"]}' >"$T_TMP/invalid.json"
 vg "spec of an invalid request fails cleanly" 1 spec "$T_TMP/invalid.json"
 vg "service spec of a missing service fails cleanly" 1 service spec "$T_TMP/deploy.yaml" nope
+
+# A serve-protocol session (remote-builder, docs/farm.md) driven by tests/e2e/serve_client.py:
+# ImportPaths, QueryValidPaths, QueryPathInfos, DumpStorePath, ExportPaths, then EOF.
+if ! "$E2E_DIR/nix_setup.sh" >/dev/null 2>&1; then
+  t_skip "remote-builder serve session under valgrind" "Nix is not usable (nix_setup.sh)"
+else
+  served=$(nix-store --add /bin/busybox)
+  log="$T_TMP/vg-serve.log"
+  if OCIBUILD_DATA_DIR=$T_TMP/serve-data /usr/bin/python3 "$E2E_DIR/serve_client.py" \
+       --ssh "${VG[*]} --log-file=$log $OCIBUILD remote-builder --write" "$served" \
+       >"$T_TMP/vg-serve.out" 2>&1 && ! grep -q '^==' "$log"; then
+    t_ok "remote-builder serve session under valgrind"
+  else
+    t_fail "remote-builder serve session under valgrind" "$(grep -v "^--" "$log" | head -40)
+$(tail -5 "$T_TMP/vg-serve.out")"
+  fi
+fi
 
 if [ "$(id -u)" -ne 0 ] || ! command -v runc >/dev/null; then
   t_skip "trivial build under valgrind" "needs root and runc"

@@ -133,6 +133,73 @@ static void test_path_info_refuses_node_named_otherwise(void **state)
     json_decref(json);
 }
 
+static void test_path_info_found_by_hash_part_and_by_url(void **state)
+{
+    (void)state;
+    char *dir = obi_test_tmpdir();
+    cleanup_free char *url = NULL;
+    assert_true(asprintf(&url, "file://%s", dir) > 0);
+    cleanup_nix_path_info_store obi_nix_path_info_store *store = NULL;
+    assert_ok(obi_nix_path_info_store_open_url(url, &store, err_ptr_));
+    cleanup_nix_path_info obi_nix_path_info *info = make_info();
+    info->ca = strdup("fixed:r:sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic");
+    assert_ok(obi_nix_path_info_put(store, info, err_ptr_));
+    cleanup_nix_path_info obi_nix_path_info *back = NULL;
+    assert_ok(
+        obi_nix_path_info_get_by_hash(store, "qvs0j40gnqlpby2wpbhdz9pqiqmdx1ff", &back, err_ptr_));
+    assert_string_equal(back->path, OUT);
+    assert_string_equal(back->ca, info->ca);
+    /* written again (a rebuild): the link is replaced, not duplicated */
+    assert_ok(obi_nix_path_info_put(store, info, err_ptr_));
+    cleanup_nix_path_info obi_nix_path_info *again = NULL;
+    assert_ok(
+        obi_nix_path_info_get_by_hash(store, "qvs0j40gnqlpby2wpbhdz9pqiqmdx1ff", &again, err_ptr_));
+
+    obi_nix_path_info *none = NULL;
+    obi_error *err = NULL;
+    assert_int_equal(
+        obi_nix_path_info_get_by_hash(store, "miggdwz67ak98cf5cwvahjy6vcxk793b", &none, &err),
+        -ENOENT);
+    obi_error_free(err);
+    err = NULL;
+    assert_fails_with(err, obi_nix_path_info_get_by_hash(store, "../../etc", &none, &err), -EINVAL,
+                      "is not the hash part of a store path");
+    /* a link that points elsewhere is refused, not followed */
+    cleanup_free char *link = NULL;
+    assert_true(asprintf(&link, "%s/miggdwz67ak98cf5cwvahjy6vcxk793b", dir) > 0);
+    assert_int_equal(symlink("../../etc/passwd", link), 0);
+    assert_fails_with(
+        err, obi_nix_path_info_get_by_hash(store, "miggdwz67ak98cf5cwvahjy6vcxk793b", &none, &err),
+        -EINVAL, "points to '../../etc/passwd'");
+
+    cleanup_nix_path_info_store obi_nix_path_info_store *plain = NULL;
+    assert_ok(obi_nix_path_info_store_open_url(dir, &plain, err_ptr_));
+    obi_nix_path_info_store *bad = NULL;
+    assert_fails_with(err, obi_nix_path_info_store_open_url("relative/dir", &bad, &err), -EINVAL,
+                      "the directory must be absolute");
+    assert_fails_with(err, obi_nix_path_info_store_open_url("s3://bucket", &bad, &err), -EINVAL,
+                      "unsupported scheme 's3://'");
+    obi_test_tmpdir_remove(dir);
+}
+
+static void test_path_info_put_refuses_invalid_records(void **state)
+{
+    (void)state;
+    char *dir = obi_test_tmpdir();
+    cleanup_nix_path_info_store obi_nix_path_info_store *store = NULL;
+    assert_ok(obi_nix_path_info_store_open(dir, &store, err_ptr_));
+    obi_error *err = NULL;
+    cleanup_nix_path_info obi_nix_path_info *bad_ca = make_info();
+    bad_ca->ca = strdup("fixed:crc32:00");
+    assert_fails_with(err, obi_nix_path_info_put(store, bad_ca, &err), -EINVAL,
+                      "ca: 'fixed:crc32:00' is not a content address");
+    cleanup_nix_path_info obi_nix_path_info *bad_ref = make_info();
+    free(bad_ref->references[0]);
+    bad_ref->references[0] = strdup("/nix/store/qvs0j40gnqlpby2wpbhdz9pqiqmdx1ff-a b");
+    assert_fails_with(err, obi_nix_path_info_put(store, bad_ref, &err), -EINVAL, "references[0]");
+    obi_test_tmpdir_remove(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -140,6 +207,8 @@ int main(void)
         cmocka_unit_test(test_path_info_unknown_path_is_enoent),
         cmocka_unit_test(test_path_info_refuses_broken_records_naming_the_file),
         cmocka_unit_test(test_path_info_refuses_node_named_otherwise),
+        cmocka_unit_test(test_path_info_found_by_hash_part_and_by_url),
+        cmocka_unit_test(test_path_info_put_refuses_invalid_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

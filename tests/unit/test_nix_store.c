@@ -247,6 +247,29 @@ static void test_store_path_parse_checks_hash_part(void **state)
                       "is not a store path");
 }
 
+static void test_store_path_parse_checks_the_name_as_nix_2_8(void **state)
+{
+    (void)state;
+    const char *base;
+    assert_ok(obi_nix_store_path_parse(
+        "/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-.dot+plus-_?=", &base, err_ptr_));
+    obi_error *err = NULL;
+    assert_fails_with(
+        err,
+        obi_nix_store_path_parse("/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-a b", &base, &err),
+        -EINVAL, "illegal character ' ' in its name");
+    assert_fails_with(
+        err,
+        obi_nix_store_path_parse("/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-a\\n", &base, &err),
+        -EINVAL, "illegal character");
+    char long_name[300];
+    snprintf(long_name, sizeof long_name, "/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-%0212d", 0);
+    assert_fails_with(err, obi_nix_store_path_parse(long_name, &base, &err), -EINVAL,
+                      "longer than 211 characters");
+    long_name[strlen(long_name) - 1] = '\0';
+    assert_ok(obi_nix_store_path_parse(long_name, &base, err_ptr_));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,6 +284,7 @@ int main(void)
         cmocka_unit_test(test_import_rejects_paths_outside_the_store),
         cmocka_unit_test(test_import_names_nodes_by_store_basename),
         cmocka_unit_test(test_store_path_parse_checks_hash_part),
+        cmocka_unit_test(test_store_path_parse_checks_the_name_as_nix_2_8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,9 +19,12 @@
 #include <unistd.h>
 
 #include "../../src/rpc/rpc_internal.h"
+#include "rpc_pathinfo.pb-c.h"
 #include "ocibuild/build_service.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/nar.h"
+#include "ocibuild/node_pb.h"
 #include "ocibuild/request.h"
 #include "ocibuild/rpc.h"
 #include "ocibuild/store.h"
@@ -1119,6 +1122,125 @@ static void test_rpc_log_level_parses_names_only(void **state)
     assert_fails_with(err, obi_log_level_parse("loud", &level, &err), -EINVAL, "loud");
 }
 
+/* ---- path infos ---- */
+
+#define PI_PATH "/nix/store/qvs0j40gnqlpby2wpbhdz9pqiqmdx1ff-dep"
+#define PI_REF "/nix/store/miggdwz67ak98cf5cwvahjy6vcxk793b-dep-dev"
+
+static obi_nix_path_info *path_info_for(const obi_digest *blob)
+{
+    obi_nix_path_info *info = calloc(1, sizeof *info);
+    info->path = strdup(PI_PATH);
+    assert_int_equal(
+        obi_node_init_file(&info->node, PI_PATH + 11, strlen(PI_PATH + 11), blob, 5, false), 0);
+    memset(info->nar.sha256, 7, sizeof info->nar.sha256);
+    info->nar.size = 120;
+    info->references = calloc(3, sizeof *info->references);
+    info->references[0] = strdup(PI_REF);
+    info->references[1] = strdup(PI_PATH);
+    info->n_references = 2;
+    info->ca = strdup("fixed:sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic");
+    return info;
+}
+
+static void test_rpc_path_info_put_get_through_the_daemon(void **state)
+{
+    (void)state;
+    char *dir = obi_test_tmpdir();
+    cleanup_nix_path_info_store obi_nix_path_info_store *server_infos = NULL;
+    assert_ok(obi_nix_path_info_store_open(dir, &server_infos, err_ptr_));
+    small_server t;
+    obi_rpc_server_options options = {.path_infos = server_infos};
+    small_server_start(&t, "pathinfo", &options);
+    cleanup_nix_path_info_store obi_nix_path_info_store *client = NULL;
+    assert_ok(obi_nix_path_info_store_open_url(t.url, &client, err_ptr_));
+
+    obi_digest blob;
+    assert_ok(obi_blob_put_bytes(t.blobs, "hello", 5, &blob, err_ptr_));
+    cleanup_nix_path_info obi_nix_path_info *info = path_info_for(&blob);
+    assert_ok(obi_nix_path_info_put(client, info, err_ptr_));
+
+    cleanup_nix_path_info obi_nix_path_info *back = NULL;
+    assert_ok(obi_nix_path_info_get(client, PI_PATH, &back, err_ptr_));
+    assert_string_equal(back->path, PI_PATH);
+    assert_true(obi_digest_equal(&back->node.digest, &blob));
+    assert_memory_equal(back->nar.sha256, info->nar.sha256, 32);
+    assert_int_equal(back->nar.size, 120);
+    assert_int_equal(back->n_references, 2);
+    assert_string_equal(back->references[0], PI_REF);
+    assert_string_equal(back->ca, info->ca);
+    /* the daemon's own store has it too */
+    cleanup_nix_path_info obi_nix_path_info *local = NULL;
+    assert_ok(obi_nix_path_info_get(server_infos, PI_PATH, &local, err_ptr_));
+
+    obi_nix_path_info *none = NULL;
+    obi_error *err = NULL;
+    assert_int_equal(obi_nix_path_info_get(client, PI_REF, &none, &err), -ENOENT);
+    assert_non_null(strstr(err->message, "no store path with hash part miggdwz67ak98cf5"));
+    assert_null(strstr(err->message, dir)); /* the daemon's files are not named */
+    obi_error_free(err);
+    err = NULL;
+
+    /* a record whose contents are not in the daemon's castore is refused */
+    obi_digest missing;
+    memset(missing.bytes, 0x42, sizeof missing.bytes);
+    cleanup_nix_path_info obi_nix_path_info *dangling = path_info_for(&missing);
+    assert_fails_with(err, obi_nix_path_info_put(client, dangling, &err), -EINVAL,
+                      "is not stored here");
+
+    /* CalculateNAR: the NAR of a file node "hello" (flat, not executable) */
+    grpc_channel *channel = NULL;
+    cleanup_url obi_url *url = NULL;
+    assert_ok(obi_url_parse(t.url, &url, err_ptr_));
+    assert_ok(obi_rpc_channel_open(url, &channel, err_ptr_));
+    Tvix__Castore__V1__Node *pb = obi_node_to_pb(&info->node);
+    cleanup_free uint8_t *resp = NULL;
+    size_t resp_len = 0;
+    assert_ok(obi_rpc_client_unary(channel, "/tvix.store.v1.PathInfoService/CalculateNAR",
+                                   &pb->base, &resp, &resp_len, err_ptr_));
+    obi_node_pb_free(pb);
+    Tvix__Store__V1__CalculateNARResponse *nar =
+        tvix__store__v1__calculate_narresponse__unpack(NULL, resp_len, resp);
+    assert_non_null(nar);
+    obi_nar_hash want;
+    assert_ok(obi_nar_hash_node(t.blobs, t.directories, &info->node, &want, err_ptr_));
+    assert_int_equal(nar->nar_size, want.size);
+    assert_int_equal(nar->nar_sha256.len, 32);
+    assert_memory_equal(nar->nar_sha256.data, want.sha256, 32);
+    tvix__store__v1__calculate_narresponse__free_unpacked(nar, NULL);
+    obi_rpc_channel_close(channel);
+
+    small_server_stop(&t);
+    obi_test_tmpdir_remove(dir);
+}
+
+static void test_rpc_path_info_conversion_checks_reference_digests(void **state)
+{
+    (void)state;
+    obi_digest blob;
+    memset(blob.bytes, 1, sizeof blob.bytes);
+    cleanup_nix_path_info obi_nix_path_info *info = path_info_for(&blob);
+    Tvix__Store__V1__PathInfo *pb = NULL;
+    assert_ok(obi_rpc_path_info_to_pb(info, &pb, err_ptr_));
+    assert_int_equal(pb->n_references, 2);
+    assert_int_equal(pb->narinfo->ca->type, TVIX__STORE__V1__NARINFO__CA__HASH__FLAT_SHA256);
+    cleanup_nix_path_info obi_nix_path_info *back = NULL;
+    assert_ok(obi_rpc_path_info_from_pb(pb, &back, err_ptr_));
+    assert_string_equal(back->ca, info->ca);
+    /* a digest that is not the named reference's */
+    pb->references[0].data[0] ^= 1;
+    obi_nix_path_info *bad = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_rpc_path_info_from_pb(pb, &bad, &err), -EINVAL,
+                      "PathInfo.references[0] is not the digest of");
+    pb->references[0].data[0] ^= 1;
+    pb->narinfo->n_reference_names = 1;
+    assert_fails_with(err, obi_rpc_path_info_from_pb(pb, &bad, &err), -EINVAL,
+                      "2 references but 1 reference names");
+    pb->narinfo->n_reference_names = 2;
+    obi_rpc_path_info_pb_free(pb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1153,6 +1275,8 @@ int main(void)
             test_rpc_recursive_get_refuses_a_tree_with_directories_left_out),
         obi_unit_test_with_deadline(
             test_rpc_put_answered_before_it_was_sent_fails_instead_of_hanging),
+        obi_unit_test_with_deadline(test_rpc_path_info_put_get_through_the_daemon),
+        obi_unit_test_with_deadline(test_rpc_path_info_conversion_checks_reference_digests),
         obi_unit_test_with_deadline(test_rpc_log_level_parses_names_only),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
