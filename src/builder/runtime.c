@@ -418,6 +418,8 @@ static void run_read_output(run *r)
  * (KILLING), and never long without a pidfd, which is then looked at instead of waited for. */
 static int run_wait_ms(const run *r)
 {
+    if (r->state == OBI_RUN_KILLING && !r->pid)
+        return 0; /* the runtime is gone already: on to deleting */
     int64_t wait = r->pidfd >= 0 ? 1000 : 100;
     int64_t until = r->state == OBI_RUN_RUNNING ? r->deadline_ms : r->kill_sent_ms + KILL_GRACE_MS;
     if (until) {

@@ -303,6 +303,24 @@ static void test_runtime_poll_failure_kills_and_deletes_the_container(void **sta
     assert_destroyed(f, "c10");
 }
 
+/* The runtime exits 0 but something it left holds the output open: the run waits for the
+ * output (a normal run's last lines) until the deadline, then kills and deletes as usual. */
+static void test_runtime_output_held_after_exit_ends_at_the_deadline(void **state)
+{
+    fixture *f = *state;
+    write_script(f, "(while [ ! -f \"$KILLED\" ]; do sleep 0.05; done; echo holder-gone) &\n"
+                    "echo runtime-done\n");
+    obi_run_options opts = OBI_RUN_OPTIONS_INIT;
+    opts.timeout_seconds = 1;
+    obi_run_result result;
+    obi_error *err = NULL;
+    assert_int_equal(obi_runtime_run(f->runtime, f->bundle, "c14", &opts, &result, &err),
+                     -ETIMEDOUT);
+    assert_contains(err->message, "runtime-done");
+    obi_error_free(err);
+    assert_destroyed(f, "c14");
+}
+
 /* kill + delete --force failing (three times): the run says the container may still exist,
  * with a code of its own, and keeps the reason the run failed in the first place. */
 static void test_runtime_delete_failing_reports_the_container_left(void **state)
@@ -478,6 +496,7 @@ int main(void)
         RUNTIME_TEST(test_runtime_cancel_fd_hung_up_does_not_cancel),
         RUNTIME_TEST(test_runtime_killed_runtime_has_its_container_removed),
         RUNTIME_TEST(test_runtime_poll_failure_kills_and_deletes_the_container),
+        RUNTIME_TEST(test_runtime_output_held_after_exit_ends_at_the_deadline),
         RUNTIME_TEST(test_runtime_delete_failing_reports_the_container_left),
         RUNTIME_TEST(test_runtime_timeout_with_delete_failing_keeps_both_reasons),
         RUNTIME_TEST(test_runtime_spawn_failure_makes_no_cleanup_calls),
