@@ -130,13 +130,18 @@ static inline void obi_rpc_server_freep(obi_rpc_server **s)
 
 /* ---- the loadable module's entry point ---- */
 
-/* Bumped whenever the table below or a signature in it changes: a module built from other
- * sources than the executable is refused instead of called with the wrong arguments. */
-#define OBI_RPC_MODULE_ABI 3
+/* The module's ABI: OBI_RPC_MODULE_ABI (in the generated ocibuild/rpc_abi.h, which only the
+ * module's table and its loader include) is a digest of every public header and .proto file
+ * without comments or spacing (scripts/rpc-abi.py), since the module takes the library's
+ * functions, structs and constants from the executable. A module built from other headers than
+ * the executable is refused instead of called with the wrong arguments or struct layouts. */
+#define OBI_RPC_MODULE_ABI_LEN 32
 #define OBI_RPC_MODULE_SYMBOL "obi_rpc_module_table"
 
 typedef struct obi_rpc_module {
-    unsigned abi; /* OBI_RPC_MODULE_ABI of the module's sources */
+    /* First, and held in place (never a pointer), so that the table of any module, even one
+     * from before the ABI was a digest, can be read this far and refused. */
+    char abi[OBI_RPC_MODULE_ABI_LEN + 1];
     int (*blob_service_open)(const obi_url *url, obi_blob_service **out, obi_error **err);
     int (*directory_service_open)(const obi_url *url, obi_directory_service **out, obi_error **err);
     int (*build_service_open)(const obi_url *url, obi_store *store, obi_build_service **out,

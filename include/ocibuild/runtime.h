@@ -2,8 +2,9 @@
  * The OCI runtime driver, shared by the build service and the service lifecycle: runs
  * `RUNTIME [--root STATE] run --bundle DIR ID` (runc by default, crun or any binary by path),
  * captures stdout/stderr into a bounded log whose tail is kept, streams it to a callback,
- * enforces a wall-clock timeout and a cancellation fd, and always leaves no container behind
- * (kill, then delete --force) when a run is cut short. Also the detached calls services need.
+ * enforces a wall-clock timeout and a cancellation fd, and leaves no container behind (kill,
+ * then delete --force) when a run fails or is cut short, or says that it could not
+ * (OBI_ECONTAINER_LEFT). Also the detached calls services need.
  */
 #ifndef OCIBUILD_RUNTIME_H
 #define OCIBUILD_RUNTIME_H
@@ -41,16 +42,21 @@ typedef struct obi_run_options {
     }
 
 typedef struct obi_run_result {
-    int exit_code;  /* the container process's exit code (as runc reports it) */
-    bool timed_out; /* killed because of the timeout */
-    bool cancelled; /* killed because cancel_fd became readable */
+    int exit_code;  /* the container process's exit code (as the runtime reports it) */
     char *log_tail; /* last log_tail_max bytes of stdout+stderr, NUL-terminated */
     size_t log_tail_len;
 } obi_run_result;
 
-/* Runs the bundle in the foreground. Returns 0 when the runtime ran and reported an exit code
- * (see result), negative when it could not be started. On timeout/cancel the container is
- * killed and deleted before this returns. */
+/* The code of a run that could not remove its container: it may still exist (and its id must
+ * not be reused before a sweep removes it). */
+#define OBI_ECONTAINER_LEFT (-EUCLEAN)
+
+/* Runs the bundle in the foreground (`run`: create and start in one call). Returns 0 when the
+ * runtime exited by itself with an exit code (see result; a non-zero one has the container
+ * deleted before this returns). Otherwise negative, with the log tail in the message, and
+ * the container killed and deleted before this returns: -ETIMEDOUT, -ECANCELED, the code of a
+ * spawn that failed (no container was made), or -EIO and the like when the runtime died or
+ * could no longer be watched. OBI_ECONTAINER_LEFT when kill + delete --force failed too. */
 int obi_runtime_run(obi_runtime *runtime, const char *bundle, const char *id,
                     const obi_run_options *opts, obi_run_result *result, obi_error **err);
 void obi_run_result_clear(obi_run_result *result);

@@ -431,8 +431,8 @@ static const char *memory_limit_hint(const oci_build_service *svc, int exit_code
                : "";
 }
 
-/* *container_gone is false when the runtime failed in a way that may leave the container
- * running (its id slot must then not be reused before it is gone). */
+/* *container_gone is false when the runtime could not remove the container (its id slot must
+ * then not be reused before it is gone). */
 static int run_bundle(oci_build_service *svc, obi_bundle *bundle, const build_run *run,
                       bool *container_gone, obi_error **err)
 {
@@ -444,15 +444,12 @@ static int run_bundle(oci_build_service *svc, obi_bundle *bundle, const build_ru
     obi_run_result result;
     int r = obi_runtime_run(svc->runtime, obi_bundle_path(bundle), obi_bundle_id(bundle), &opts,
                             &result, err);
-    *container_gone = r == 0;
+    *container_gone = r != OBI_ECONTAINER_LEFT;
+    if (r == -ECANCELED)
+        return obi_error_prefix(err, r, "build");
     if (r < 0)
         return r;
-    if (result.timed_out)
-        r = obi_error_set(err, -ETIMEDOUT, "timed out after %u s; log tail:\n%s",
-                          svc->timeout_seconds, result.log_tail);
-    else if (result.cancelled)
-        r = obi_error_set(err, -ECANCELED, "build interrupted; container killed and removed");
-    else if (result.exit_code != 0)
+    if (result.exit_code != 0)
         r = obi_error_set(err, OBI_EBUILD_FAILED, "build failed with exit code %d%s; log tail:\n%s",
                           result.exit_code, memory_limit_hint(svc, result.exit_code),
                           result.log_tail);

@@ -1,8 +1,10 @@
 /*
- * OCI runtime driver (see include/ocibuild/runtime.h). A foreground run is a poll loop over the
- * runtime's stdout/stderr pipes, a pidfd for its exit, the caller's cancel fd and the deadline.
- * Whatever ends the loop early (timeout, cancel) goes through obi_runtime_destroy, so no path
- * leaves a container behind.
+ * OCI runtime driver (see include/ocibuild/runtime.h). A foreground run is a small state
+ * machine (starting, running, killing, deleting, done; its table and diagram are below, its
+ * types in runtime_internal.h) driven by one poll over the runtime's output pipe, a pidfd for
+ * its exit, the caller's cancel fd and the deadline. Every way out of a run that did not end
+ * in a clean exit passes through kill + delete --force, so none leaves a container behind, or
+ * it says that it did (OBI_ECONTAINER_LEFT).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +22,7 @@
 #include "ocibuild/fs.h"
 #include "ocibuild/process.h"
 #include "ocibuild/runtime.h"
+#include "runtime_internal.h"
 
 #define DEFAULT_LOG_TAIL (64 * 1024)
 #define KILL_GRACE_MS 10000
@@ -105,7 +108,7 @@ int obi_runtime_kill(obi_runtime *runtime, const char *id, const char *signal_na
 {
     const char *args[] = {"kill", id, signal_name};
     cleanup_free char *output = NULL;
-    int code;
+    int code = 0;
     int r = runtime_command(runtime, args, 3, &output, &code, err);
     if (r < 0)
         return r;
@@ -122,7 +125,7 @@ int obi_runtime_delete(obi_runtime *runtime, const char *id, bool force, obi_err
 {
     const char *args[] = {"delete", force ? "--force" : id, id};
     cleanup_free char *output = NULL;
-    int code;
+    int code = 0;
     int r = runtime_command(runtime, force ? args : args + 1, force ? 3 : 2, &output, &code, err);
     if (r < 0)
         return r;
@@ -136,7 +139,7 @@ int obi_runtime_state(obi_runtime *runtime, const char *id, json_t **out, obi_er
 {
     const char *args[] = {"state", id};
     cleanup_free char *output = NULL;
-    int code;
+    int code = 0;
     int r = runtime_command(runtime, args, 2, &output, &code, err);
     if (r < 0)
         return r;
@@ -259,118 +262,391 @@ void obi_run_result_clear(obi_run_result *result)
     memset(result, 0, sizeof *result);
 }
 
+/* ---- a foreground run: a small state machine ----
+ *
+ *   STARTING --started--> RUNNING --exited (0, output ended)--> DONE (the exit code)
+ *   STARTING --spawn failed--> DONE (error; no container was made)
+ *   RUNNING --exited failing | runtime died--> DELETING
+ *   RUNNING --timeout | cancel | io failed--> KILLING
+ *   KILLING --runtime gone | grace over | io failed--> DELETING
+ *   DELETING --destroyed | destroy failed--> DONE
+ *
+ * `run` is create and start in one call, the runtime the container's reaper and the holder of
+ * its output; KILLING and DELETING are `kill` and `delete --force`. A non-zero exit goes through
+ * DELETING too: it may be the runtime's own failure half way through creating the container
+ * (delete of a container that is gone is no error). One table; the actions run on entering a
+ * state (run_enter); events come from one place (run_next_event). The first failure is the
+ * run's error; what happens on the way out only adds to its message. An event the table does
+ * not allow is refused (obi_run_transition) and is a failure like any other: the run still
+ * passes DELETING, so no way out leaves a container. */
+
+/* Every transition there is; any other (state, event) is refused. */
+static const struct run_transition {
+    obi_run_state from;
+    obi_run_event event;
+    obi_run_state to;
+} run_transitions[] = {
+    {OBI_RUN_STARTING, OBI_RUN_EV_STARTED, OBI_RUN_RUNNING},
+    {OBI_RUN_STARTING, OBI_RUN_EV_SPAWN_FAILED, OBI_RUN_DONE},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_EXITED, OBI_RUN_DONE},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_EXITED_FAILING, OBI_RUN_DELETING},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_RUNTIME_DIED, OBI_RUN_DELETING},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_TIMEOUT, OBI_RUN_KILLING},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_CANCEL, OBI_RUN_KILLING},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_IO_FAILED, OBI_RUN_KILLING},
+    {OBI_RUN_KILLING, OBI_RUN_EV_RUNTIME_GONE, OBI_RUN_DELETING},
+    {OBI_RUN_KILLING, OBI_RUN_EV_GRACE_OVER, OBI_RUN_DELETING},
+    {OBI_RUN_KILLING, OBI_RUN_EV_IO_FAILED, OBI_RUN_DELETING},
+    {OBI_RUN_DELETING, OBI_RUN_EV_DESTROYED, OBI_RUN_DONE},
+    {OBI_RUN_DELETING, OBI_RUN_EV_DESTROY_FAILED, OBI_RUN_DONE},
+};
+
+static const char *const run_state_names[OBI_RUN_N_STATES] = {
+    [OBI_RUN_STARTING] = "starting", [OBI_RUN_RUNNING] = "running", [OBI_RUN_KILLING] = "killing",
+    [OBI_RUN_DELETING] = "deleting", [OBI_RUN_DONE] = "done",
+};
+
+static const char *const run_event_names[OBI_RUN_N_EVENTS] = {
+    [OBI_RUN_EV_STARTED] = "started",
+    [OBI_RUN_EV_SPAWN_FAILED] = "spawn failed",
+    [OBI_RUN_EV_EXITED] = "exited",
+    [OBI_RUN_EV_EXITED_FAILING] = "exited failing",
+    [OBI_RUN_EV_RUNTIME_DIED] = "runtime died",
+    [OBI_RUN_EV_TIMEOUT] = "timeout",
+    [OBI_RUN_EV_CANCEL] = "cancel",
+    [OBI_RUN_EV_IO_FAILED] = "io failed",
+    [OBI_RUN_EV_RUNTIME_GONE] = "runtime gone",
+    [OBI_RUN_EV_GRACE_OVER] = "grace over",
+    [OBI_RUN_EV_DESTROYED] = "destroyed",
+    [OBI_RUN_EV_DESTROY_FAILED] = "destroy failed",
+};
+
+const char *obi_run_state_name(obi_run_state state)
+{
+    return state < OBI_RUN_N_STATES ? run_state_names[state] : "?";
+}
+
+const char *obi_run_event_name(obi_run_event event)
+{
+    return event < OBI_RUN_N_EVENTS ? run_event_names[event] : "?";
+}
+
+int obi_run_transition(const char *id, obi_run_state from, obi_run_event event, obi_run_state *to,
+                       obi_error **err)
+{
+    obi_buf allowed = OBI_BUF_INIT;
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(run_transitions); i++) {
+        const struct run_transition *t = &run_transitions[i];
+        if (t->from == from && t->event == event) {
+            obi_buf_free(&allowed);
+            *to = t->to;
+            return 0;
+        }
+        if (t->from == from)
+            obi_buf_appendf(&allowed, "%s'%s'", allowed.len ? ", " : "", run_event_names[t->event]);
+    }
+    int r = obi_error_set(err, -EINVAL, "container %s: event '%s' is not allowed while %s (%s%s)",
+                          id, obi_run_event_name(event), obi_run_state_name(from),
+                          allowed.len ? "allowed: " : "no event is allowed",
+                          allowed.len ? (const char *)allowed.data : "");
+    obi_buf_free(&allowed);
+    return r;
+}
+
+/* delete --force attempts and the pauses between them: runc's can fail while the container's
+ * cgroup is still being emptied. */
+static const unsigned destroy_pauses_ms[] = {100, 400};
+
+typedef struct run {
+    obi_run_state state;
+    obi_runtime *runtime;
+    const char *bundle, *id;
+    const obi_run_options *opts;
+    pid_t pid;     /* the runtime process; 0 before the spawn and once reaped */
+    int status;    /* its wait status, once reaped */
+    int pidfd;     /* readable when it exits; -1: look every 100 ms instead */
+    int output_fd; /* the read end of its stdout+stderr; -1 once it ended */
+    int cancel_fd; /* -1 once it hung up unreadable, or when there is none */
+    tail_log tail;
+    int64_t deadline_ms; /* 0: none */
+    int64_t kill_sent_ms;
+    obi_error *failure; /* the first failure; NULL: none */
+} run;
+
+/* The run's error: only the first failure is kept (obi_error_set leaves a set error alone). */
+#define run_fail(r, ...) ((void)obi_error_set(&(r)->failure, __VA_ARGS__))
+
+/* Reaps the runtime if it has exited (blocking: waits until it has). 1 when reaped. */
+static int run_reap(run *r, bool blocking)
+{
+    if (!r->pid)
+        return 1;
+    pid_t w;
+    do
+        w = waitpid(r->pid, &r->status, blocking ? 0 : WNOHANG);
+    while (w < 0 && errno == EINTR);
+    if (w == r->pid) {
+        r->pid = 0;
+        return 1;
+    }
+    if (w < 0) {
+        int e = errno;
+        run_fail(r, -e, "waitpid on %s (pid %d): %s", r->runtime->path, (int)r->pid, strerror(e));
+        if (e == ECHILD)
+            r->pid = 0; /* not ours to wait for (or signal) any more */
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads what the runtime wrote; at the end (or a read error) the pipe is closed. */
+static void run_read_output(run *r)
+{
+    uint8_t chunk[16384];
+    ssize_t got = read(r->output_fd, chunk, sizeof chunk);
+    if (got > 0) {
+        tail_append(&r->tail, chunk, (size_t)got);
+        if (r->opts->on_output)
+            r->opts->on_output(chunk, (size_t)got, r->opts->output_ctx);
+    } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+        close(r->output_fd);
+        r->output_fd = -1;
+    }
+}
+
+/* How long poll may sleep: until the deadline (RUNNING) or the end of the kill grace
+ * (KILLING), and never long without a pidfd, which is then looked at instead of waited for. */
+static int run_wait_ms(const run *r)
+{
+    if (r->state == OBI_RUN_KILLING && !r->pid)
+        return 0; /* the runtime is gone already: on to deleting */
+    int64_t wait = r->pidfd >= 0 ? 1000 : 100;
+    int64_t until = r->state == OBI_RUN_RUNNING ? r->deadline_ms : r->kill_sent_ms + KILL_GRACE_MS;
+    if (until) {
+        int64_t left = until - now_ms();
+        if (left < wait)
+            wait = left > 0 ? left : 0;
+    }
+    return (int)wait;
+}
+
+/* The event a RUNNING run's runtime ended in, once it has (OBI_RUN_N_EVENTS: not yet). */
+static obi_run_event run_ending(run *r)
+{
+    if (r->pid)
+        return OBI_RUN_N_EVENTS;
+    if (WIFSIGNALED(r->status)) {
+        run_fail(r, -EIO,
+                 "%s run %s: the runtime died of signal %d; container %s killed and removed",
+                 r->runtime->path, r->id, WTERMSIG(r->status), r->id);
+        return OBI_RUN_EV_RUNTIME_DIED;
+    }
+    if (r->output_fd >= 0)
+        return OBI_RUN_N_EVENTS; /* its output is still coming */
+    return obi_wait_exit_code(r->status) == 0 ? OBI_RUN_EV_EXITED : OBI_RUN_EV_EXITED_FAILING;
+}
+
+/* Waits for what happens next in RUNNING or KILLING (OBI_RUN_N_EVENTS: nothing yet). */
+static obi_run_event run_next_event(run *r)
+{
+    struct pollfd fds[3];
+    nfds_t n = 0;
+    int output_i = -1, pid_i = -1, cancel_i = -1;
+    if (r->output_fd >= 0) {
+        output_i = (int)n;
+        fds[n++] = (struct pollfd){r->output_fd, POLLIN, 0};
+    }
+    if (r->pid && r->pidfd >= 0) {
+        pid_i = (int)n;
+        fds[n++] = (struct pollfd){r->pidfd, POLLIN, 0};
+    }
+    if (r->state == OBI_RUN_RUNNING && r->cancel_fd >= 0) {
+        cancel_i = (int)n;
+        fds[n++] = (struct pollfd){r->cancel_fd, POLLIN, 0};
+    }
+    int ready = poll(fds, n, run_wait_ms(r));
+    if (ready < 0 && errno != EINTR) {
+        run_fail(r, -errno, "poll on the output of container %s: %s; container killed and removed",
+                 r->id, strerror(errno));
+        return OBI_RUN_EV_IO_FAILED;
+    }
+    if (ready > 0 && output_i >= 0 && fds[output_i].revents)
+        run_read_output(r);
+    if (r->pid && (pid_i < 0 || (ready > 0 && fds[pid_i].revents)) && run_reap(r, false) < 0)
+        return OBI_RUN_EV_IO_FAILED;
+    if (r->state == OBI_RUN_KILLING) {
+        if (!r->pid)
+            return OBI_RUN_EV_RUNTIME_GONE;
+        return now_ms() - r->kill_sent_ms >= KILL_GRACE_MS ? OBI_RUN_EV_GRACE_OVER
+                                                           : OBI_RUN_N_EVENTS;
+    }
+    if (ready > 0 && cancel_i >= 0 && fds[cancel_i].revents) {
+        if (fds[cancel_i].revents & POLLIN) {
+            run_fail(r, -ECANCELED, "interrupted; container %s killed and removed", r->id);
+            return OBI_RUN_EV_CANCEL;
+        }
+        r->cancel_fd = -1; /* hung up unreadable: it can never cancel, and poll would spin */
+    }
+    obi_run_event ending = run_ending(r);
+    if (ending != OBI_RUN_N_EVENTS)
+        return ending;
+    if (r->deadline_ms && now_ms() >= r->deadline_ms) {
+        run_fail(r, -ETIMEDOUT, "timed out after %u s; container %s killed and removed",
+                 r->opts->timeout_seconds, r->id);
+        return OBI_RUN_EV_TIMEOUT;
+    }
+    return OBI_RUN_N_EVENTS;
+}
+
+/* kill + delete --force, retried; a runtime process still alive is SIGKILLed and reaped
+ * first (it may be half way through creating the container). */
+static obi_run_event run_destroy(run *r)
+{
+    if (r->pid) {
+        kill(r->pid, SIGKILL);
+        run_reap(r, true);
+    }
+    cleanup_error obi_error *destroy_err = NULL;
+    for (size_t attempt = 0;; attempt++) {
+        obi_error_free(destroy_err);
+        destroy_err = NULL;
+        if (obi_runtime_destroy(r->runtime, r->id, &destroy_err) == 0)
+            return OBI_RUN_EV_DESTROYED;
+        if (attempt == OBI_ARRAY_SIZE(destroy_pauses_ms))
+            break;
+        usleep(destroy_pauses_ms[attempt] * 1000);
+    }
+    obi_error *left = NULL;
+    if (r->failure)
+        obi_error_set(&left, OBI_ECONTAINER_LEFT,
+                      "%s; but container %s could not be removed and may still exist: %s",
+                      r->failure->message, r->id, destroy_err->message);
+    else
+        obi_error_set(&left, OBI_ECONTAINER_LEFT,
+                      "%s run %s: exit code %d; container %s could not be removed and may still "
+                      "exist: %s",
+                      r->runtime->path, r->id, obi_wait_exit_code(r->status), r->id,
+                      destroy_err->message);
+    obi_error_move(&r->failure, &left);
+    return OBI_RUN_EV_DESTROY_FAILED;
+}
+
+/* Spawns `run --bundle B ID` with its stdout and stderr into one pipe. */
+static obi_run_event run_spawn(run *r)
+{
+    int out_pipe[2];
+    if (pipe2(out_pipe, O_CLOEXEC) < 0) {
+        run_fail(r, -errno, "pipe: %s", strerror(errno));
+        return OBI_RUN_EV_SPAWN_FAILED;
+    }
+    cleanup_close int write_end = out_pipe[1];
+    r->output_fd = out_pipe[0];
+    const char *args[] = {"run", "--bundle", r->bundle, r->id};
+    cleanup_free const char **argv = runtime_argv(r->runtime, args, 4);
+    if (!argv) {
+        obi_error_oom(&r->failure);
+        return OBI_RUN_EV_SPAWN_FAILED;
+    }
+    obi_spawn_options spawn_opts = OBI_SPAWN_OPTIONS_INIT;
+    spawn_opts.stdout_fd = write_end;
+    spawn_opts.stderr_fd = write_end;
+    if (obi_spawn((char *const *)argv, &spawn_opts, &r->pid, &r->failure) < 0) {
+        r->pid = 0;
+        return OBI_RUN_EV_SPAWN_FAILED;
+    }
+    r->pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
+    return OBI_RUN_EV_STARTED;
+}
+
+/* The actions of entering a state; returns the event they end in (OBI_RUN_N_EVENTS: none, wait
+ * for one). */
+static obi_run_event run_enter(run *r, obi_run_state state)
+{
+    r->state = state;
+    switch (state) {
+    case OBI_RUN_STARTING:
+        return run_spawn(r);
+    case OBI_RUN_RUNNING:
+        r->deadline_ms =
+            r->opts->timeout_seconds ? now_ms() + (int64_t)r->opts->timeout_seconds * 1000 : 0;
+        return OBI_RUN_N_EVENTS;
+    case OBI_RUN_KILLING: {
+        r->kill_sent_ms = now_ms();
+        cleanup_error obi_error *ignored = NULL; /* not made yet, or gone: DELETING will see */
+        obi_runtime_kill(r->runtime, r->id, "KILL", &ignored);
+        return OBI_RUN_N_EVENTS;
+    }
+    case OBI_RUN_DELETING:
+        return run_destroy(r);
+    case OBI_RUN_DONE:
+    case OBI_RUN_N_STATES:
+        break;
+    }
+    return OBI_RUN_N_EVENTS;
+}
+
+/* The one way a run changes state: event moves it where the table says and the entry actions
+ * run (they may end in the next event). A refused event is the run's failure, and the run
+ * goes on to DELETING (from DELETING: DONE) so that the container still goes. */
+static void run_step(run *r, obi_run_event event)
+{
+    while (event != OBI_RUN_N_EVENTS && r->state != OBI_RUN_DONE) {
+        obi_run_state next;
+        if (obi_run_transition(r->id, r->state, event, &next, &r->failure) < 0)
+            next = r->state < OBI_RUN_DELETING ? OBI_RUN_DELETING : OBI_RUN_DONE;
+        event = run_enter(r, next);
+    }
+}
+
+static void run_clear(run *r)
+{
+    if (r->pid) {
+        /* not reached (every way to DONE reaps), kept as the last guard */
+        kill(r->pid, SIGKILL);
+        run_reap(r, true);
+    }
+    if (r->pidfd >= 0)
+        close(r->pidfd);
+    if (r->output_fd >= 0)
+        close(r->output_fd);
+    free(r->tail.data);
+    obi_error_free(r->failure);
+}
+
 int obi_runtime_run(obi_runtime *runtime, const char *bundle, const char *id,
                     const obi_run_options *opts, obi_run_result *result, obi_error **err)
 {
     obi_run_options defaults = OBI_RUN_OPTIONS_INIT;
-    if (!opts)
-        opts = &defaults;
-    int out_pipe[2];
-    if (pipe2(out_pipe, O_CLOEXEC) < 0)
-        return obi_error_set_errno(err, errno, "pipe");
-    cleanup_close int read_end = out_pipe[0];
-    cleanup_close int write_end = out_pipe[1];
-    const char *args[] = {"run", "--bundle", bundle, id};
-    cleanup_free const char **argv = runtime_argv(runtime, args, 4);
-    if (!argv)
+    run r = {.state = OBI_RUN_STARTING,
+             .runtime = runtime,
+             .bundle = bundle,
+             .id = id,
+             .opts = opts ? opts : &defaults,
+             .pidfd = -1,
+             .output_fd = -1};
+    r.cancel_fd = r.opts->cancel_fd;
+    r.tail.cap = r.opts->log_tail_max ? r.opts->log_tail_max : DEFAULT_LOG_TAIL;
+    r.tail.data = malloc(r.tail.cap);
+    if (!r.tail.data)
         return obi_error_oom(err);
-    obi_spawn_options spawn_opts = OBI_SPAWN_OPTIONS_INIT;
-    spawn_opts.stdout_fd = write_end;
-    spawn_opts.stderr_fd = write_end;
-    pid_t pid;
-    int r = obi_spawn((char *const *)argv, &spawn_opts, &pid, err);
-    if (r < 0)
-        return r;
-    close(steal_fd(&write_end));
-    cleanup_close int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    run_step(&r, run_enter(&r, OBI_RUN_STARTING));
+    while (r.state != OBI_RUN_DONE)
+        run_step(&r, run_next_event(&r));
 
-    size_t cap = opts->log_tail_max ? opts->log_tail_max : DEFAULT_LOG_TAIL;
-    cleanup_free uint8_t *tail_storage = malloc(cap);
-    if (!tail_storage) {
-        kill(pid, SIGKILL);
-        int st;
-        obi_wait(pid, &st, NULL);
-        return obi_error_oom(err);
+    size_t log_len = 0;
+    cleanup_free char *log = tail_string(&r.tail, &log_len);
+    int code;
+    if (r.failure) {
+        code = obi_error_set(err, r.failure->code, "%s%s%s", r.failure->message,
+                             log_len ? "; log tail:\n" : "", log_len && log ? log : "");
+    } else if (!log) {
+        code = obi_error_oom(err);
+    } else {
+        *result = (obi_run_result){.exit_code = obi_wait_exit_code(r.status),
+                                   .log_tail = steal_pointer(&log),
+                                   .log_tail_len = log_len};
+        code = 0;
     }
-    tail_log tail = {tail_storage, cap, 0, 0};
-    int64_t deadline = opts->timeout_seconds ? now_ms() + (int64_t)opts->timeout_seconds * 1000 : 0;
-    bool timed_out = false, cancelled = false, pipe_open = true, exited = false;
-    int status = 0;
-    int64_t kill_sent_at = 0;
-
-    while (pipe_open || !exited) {
-        struct pollfd fds[3];
-        nfds_t n = 0;
-        int pipe_index = -1, pid_index = -1, cancel_index = -1;
-        if (pipe_open) {
-            pipe_index = (int)n;
-            fds[n++] = (struct pollfd){read_end, POLLIN, 0};
-        }
-        if (!exited && pidfd >= 0) {
-            pid_index = (int)n;
-            fds[n++] = (struct pollfd){pidfd, POLLIN, 0};
-        }
-        if (opts->cancel_fd >= 0 && !cancelled && !timed_out) {
-            cancel_index = (int)n;
-            fds[n++] = (struct pollfd){opts->cancel_fd, POLLIN, 0};
-        }
-        int wait_ms = pidfd >= 0 ? 1000 : 100;
-        if (deadline && !timed_out && !cancelled) {
-            int64_t left = deadline - now_ms();
-            if (left < wait_ms)
-                wait_ms = left > 0 ? (int)left : 0;
-        }
-        int pr = poll(fds, n, wait_ms);
-        if (pr < 0 && errno != EINTR)
-            break;
-        if (pr > 0 && pipe_index >= 0 && (fds[pipe_index].revents & (POLLIN | POLLHUP | POLLERR))) {
-            uint8_t chunk[16384];
-            ssize_t got = read(read_end, chunk, sizeof chunk);
-            if (got > 0) {
-                tail_append(&tail, chunk, (size_t)got);
-                if (opts->on_output)
-                    opts->on_output(chunk, (size_t)got, opts->output_ctx);
-            } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
-                pipe_open = false;
-            }
-        }
-        if (!exited && (pid_index < 0 || (pr > 0 && (fds[pid_index].revents & POLLIN)))) {
-            pid_t w = waitpid(pid, &status, WNOHANG);
-            if (w == pid)
-                exited = true;
-        }
-        if (cancel_index >= 0 && pr > 0 && (fds[cancel_index].revents & POLLIN))
-            cancelled = true;
-        if (deadline && !timed_out && !cancelled && now_ms() >= deadline)
-            timed_out = true;
-        if ((timed_out || cancelled) && !kill_sent_at) {
-            kill_sent_at = now_ms();
-            cleanup_error obi_error *ignored = NULL;
-            obi_runtime_kill(runtime, id, "KILL", &ignored);
-        }
-        if (kill_sent_at && !exited && now_ms() - kill_sent_at > KILL_GRACE_MS) {
-            /* The container may not exist yet (runtime still creating it): stop the runtime. */
-            kill(pid, SIGKILL);
-        }
-        if (exited && pipe_open && kill_sent_at) {
-            /* Do not wait for stray holders of the pipe after a kill. */
-            pipe_open = false;
-        }
-    }
-    if (!exited) {
-        kill(pid, SIGKILL);
-        obi_wait(pid, &status, NULL);
-    }
-    if (timed_out || cancelled) {
-        cleanup_error obi_error *destroy_err = NULL;
-        if (obi_runtime_destroy(runtime, id, &destroy_err) < 0)
-            return obi_error_set(err, -EIO, "cleaning up container %s: %s", id,
-                                 destroy_err->message);
-    }
-    memset(result, 0, sizeof *result);
-    result->exit_code = obi_wait_exit_code(status);
-    result->timed_out = timed_out;
-    result->cancelled = cancelled;
-    result->log_tail = tail_string(&tail, &result->log_tail_len);
-    return 0;
+    run_clear(&r);
+    return code;
 }

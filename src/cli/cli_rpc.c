@@ -23,6 +23,7 @@
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/rpc.h"
+#include "ocibuild/rpc_abi.h"
 
 #ifndef OBI_RPC_MODULE_DIR
 #define OBI_RPC_MODULE_DIR "/usr/local/lib/ocibuild"
@@ -47,6 +48,18 @@ static char *executable_dir(void)
     return strdup(path);
 }
 
+/* A module's ABI as text: the digest, or what an older or foreign table holds there. */
+static const char *abi_text(const obi_rpc_module *table)
+{
+    size_t len = strnlen(table->abi, sizeof table->abi);
+    if (len != OBI_RPC_MODULE_ABI_LEN)
+        return "(not a digest: a module from before ABIs were digests?)";
+    for (size_t i = 0; i < len; i++)
+        if (!strchr("0123456789abcdef", table->abi[i]))
+            return "(not a digest)";
+    return table->abi;
+}
+
 /* dlopens path and checks its table; on failure appends "PATH: why" to *tried. */
 static const obi_rpc_module *try_load(const char *path, obi_buf *tried)
 {
@@ -59,9 +72,11 @@ static const obi_rpc_module *try_load(const char *path, obi_buf *tried)
     const obi_rpc_module *table = dlsym(handle, OBI_RPC_MODULE_SYMBOL);
     if (!table) {
         obi_buf_appendf(tried, "\n  %s: no symbol %s", path, OBI_RPC_MODULE_SYMBOL);
-    } else if (table->abi != OBI_RPC_MODULE_ABI) {
-        obi_buf_appendf(tried, "\n  %s: module ABI %u, this ocibuild needs %u (a stale build?)",
-                        path, table->abi, OBI_RPC_MODULE_ABI);
+    } else if (memcmp(table->abi, OBI_RPC_MODULE_ABI, sizeof table->abi) != 0) {
+        obi_buf_appendf(tried,
+                        "\n  %s: module ABI %s, this ocibuild needs %s (built from other "
+                        "headers: a stale build?)",
+                        path, abi_text(table), OBI_RPC_MODULE_ABI);
     } else {
         return table; /* the handle stays open for the life of the process */
     }

@@ -4,6 +4,10 @@
  * executable keeps it out of the start-up of every command that does not talk gRPC.
  */
 #include "ocibuild/rpc.h"
+#include "ocibuild/rpc_abi.h"
+
+_Static_assert(sizeof OBI_RPC_MODULE_ABI == OBI_RPC_MODULE_ABI_LEN + 1,
+               "scripts/rpc-abi.py and rpc.h agree on the length of the ABI digest");
 
 const obi_rpc_module obi_rpc_module_table = {
     .abi = OBI_RPC_MODULE_ABI,

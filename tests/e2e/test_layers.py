@@ -4,10 +4,11 @@
 # one below it, never up and never across to a sibling (service and nix sit side by side). A
 # header's layer is the src/<layer>/ dir holding the .c of the same name; the few headers
 # without one (inline helpers, the rpc module's table) are in HEADERLESS below, which is itself
-# checked to be complete and to hold nothing derivable. A quoted include without "ocibuild/"
-# must be a private header beside the includer or a generated protobuf-c header. Findings name
-# the file, line and header. The checker is also run on a copy of the tree with an upward and a
-# sibling include planted, so it cannot pass by seeing nothing. Prints TAP lines; no build needed.
+# checked to be complete and to hold nothing derivable; those the build makes are in GENERATED.
+# A quoted include without "ocibuild/" must be a private header beside the includer or a
+# generated protobuf-c header. Findings name the file, line and header. The checker is also run
+# on a copy of the tree with an upward and a sibling include planted, so it cannot pass by
+# seeing nothing. Prints TAP lines; no build needed.
 import os
 import re
 import shutil
@@ -28,6 +29,11 @@ HEADERLESS = {
     "node_pb.h": "castore",  # castore/node_codec.c
     "store_backend.h": "castore",  # the backends' side of store.h (castore/store.c)
     "rpc.h": "rpc",  # the rpc layer's API and module table (rpc/rpc_module.c)
+}
+
+# Public headers the build makes (into build/include/ocibuild/), with their layer.
+GENERATED = {
+    "rpc_abi.h": "rpc",  # the rpc module's ABI digest (scripts/rpc-abi.py)
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
@@ -116,7 +122,8 @@ def check(root):
                     findings.append(f'{where}: "{name}" is neither a private header beside it '
                                     "nor a generated protobuf-c header")
                 continue
-            target = layers.get(name[len("ocibuild/"):])
+            header = name[len("ocibuild/"):]
+            target = layers.get(header) or GENERATED.get(header)
             if target is None:
                 if not os.path.isfile(os.path.join(root, "include", name)):
                     findings.append(f"{where}: {name} does not exist")

@@ -5,7 +5,11 @@
 # `daemon` (src/cli/cli_rpc.c): commands that do not talk gRPC must not map libgrpc at all (that
 # is the start-up time a build saves); a gRPC URL loads it from beside the executable and works
 # against a real daemon; a missing or wrong module fails with a message naming the module, the
-# paths tried and OCIBUILD_RPC_MODULE, and leaves nothing behind (no daemon socket).
+# paths tried and OCIBUILD_RPC_MODULE, and leaves nothing behind (no daemon socket). The
+# module's ABI is a digest of the public headers and .proto files (scripts/rpc-abi.py): a
+# comment changes nothing, a field or a new header does, the built module carries the digest of
+# the tree it was built from, and a module with another (or one from before ABIs were digests)
+# is refused naming both.
 source "$(dirname "$0")/lib.sh"
 cd "$E2E_DIR/../.."
 module=$(dirname "$OCIBUILD")/ocibuild-rpc.so
@@ -88,6 +92,71 @@ if [ -n "$libz" ] && [ $rc -ne 0 ] && [[ "$out" == *"no symbol obi_rpc_module_ta
 else
   t_fail "a library that is not the rpc module is refused (no entry table)" "exit $rc: $out"
 fi
+# ---- the ABI: derived from the headers, checked on load ----
+abi_of() { python3 scripts/rpc-abi.py "$1"; }
+abi=$(abi_of .)
+if [ -f "$module" ] && grep -q -a "$abi" "$module" && grep -q -a "$abi" "$OCIBUILD"; then
+  t_ok "the module and the executable carry the ABI of the headers they were built from"
+else
+  t_fail "the module and the executable carry the ABI of the headers they were built from" \
+    "$abi not in $module and $OCIBUILD (a stale build?)"
+fi
+mkdir -p "$T_TMP/tree"
+cp -r include proto scripts "$T_TMP/tree/"
+fs_h="$T_TMP/tree/include/ocibuild/fs.h"
+printf '/* a comment // that changes nothing "" */\n' >>"$fs_h"
+sed -i 's/^#include <stddef.h>$/#include   <stddef.h>  \/\/ spacing too/' "$fs_h"
+if grep -q 'spacing too' "$fs_h" && [ "$(abi_of "$T_TMP/tree")" = "$abi" ]; then
+  t_ok "a comment or spacing in a header keeps the ABI"
+else
+  t_fail "a comment or spacing in a header keeps the ABI" "$(tail -2 "$fs_h")"
+fi
+sed -i 's/^    char abi\[OBI_RPC_MODULE_ABI_LEN + 1\];$/&\n    int planted;/' \
+  "$T_TMP/tree/include/ocibuild/rpc.h"
+changed=$(abi_of "$T_TMP/tree")
+if grep -q 'int planted;' "$T_TMP/tree/include/ocibuild/rpc.h" && [ "$changed" != "$abi" ]; then
+  t_ok "a field added to a shared struct changes the ABI"
+else
+  t_fail "a field added to a shared struct changes the ABI" "still $changed"
+fi
+echo 'int obi_planted(void);' >"$T_TMP/tree/include/ocibuild/planted.h"
+t_check "a header added changes the ABI" [ "$(abi_of "$T_TMP/tree")" != "$changed" ]
+
+# Two impostors at OBI_RPC_MODULE_SYMBOL: a module built from other headers (another digest),
+# and one from before ABIs were digests (an unsigned 2 first).
+cc=${CC:-cc}
+if ! command -v "$cc" >/dev/null; then
+  t_skip "stale modules are refused" "no C compiler ($cc) to build them"
+else
+  cat >"$T_TMP/stale.c" <<'C'
+const struct { char abi[33]; void *functions[10]; } obi_rpc_module_table = {
+    "0123456789abcdef0123456789abcdef", {0}};
+C
+  cat >"$T_TMP/numbered.c" <<'C'
+const struct { unsigned abi; void *functions[10]; } obi_rpc_module_table = {2, {0}};
+C
+  for m in stale numbered; do
+    "$cc" -shared -fPIC -o "$T_TMP/$m.so" "$T_TMP/$m.c" || t_fail "compile the $m module"
+  done
+  out=$(OCIBUILD_RPC_MODULE="$T_TMP/stale.so" "$OCIBUILD" store import \
+    --store "grpc+unix://$T_TMP/other.sock" "$T_TMP/file" 2>&1)
+  rc=$?
+  if [ $rc -ne 0 ] &&
+    [[ "$out" == *"module ABI 0123456789abcdef0123456789abcdef, this ocibuild needs $abi"* ]]; then
+    t_ok "a module built from other headers is refused, naming both ABIs"
+  else
+    t_fail "a module built from other headers is refused, naming both ABIs" "exit $rc: $out"
+  fi
+  out=$(OCIBUILD_RPC_MODULE="$T_TMP/numbered.so" "$OCIBUILD" daemon \
+    --listen "unix:$T_TMP/numbered.sock" 2>&1)
+  rc=$?
+  if [ $rc -ne 0 ] && [[ "$out" == *"not a digest"* ]] && [ ! -e "$T_TMP/numbered.sock" ]; then
+    t_ok "a module from before ABIs were digests is refused (no socket left)"
+  else
+    t_fail "a module from before ABIs were digests is refused (no socket left)" "exit $rc: $out"
+  fi
+fi
+
 out=$(OCIBUILD_RPC_MODULE=/nonexistent/rpc.so "$OCIBUILD" daemon \
   --listen "unix:$T_TMP/nodaemon.sock" 2>&1)
 rc=$?

@@ -5,7 +5,7 @@
 # under valgrind (--trace-children=no): runc and nix-store are children. One TAP line per path:
 # hash, store import/ls/cat/export/verify, spec of every examples/requests/*.json, service spec, an
 # invalid request (the error path), a remote-builder serve session and, as root with runc, a
-# trivial build.
+# trivial, a failing and a timed-out build.
 source "$(dirname "$0")/lib.sh"
 root=$(cd "$E2E_DIR/../.." && pwd)
 
@@ -98,6 +98,13 @@ else
 JSON
   if [ -x /bin/busybox ]; then
     vg "trivial build under valgrind" 0 build "$T_TMP/build.json"
+    # The run's other endings: a failing exit (deleted after) and a timeout (killed, deleted).
+    sed 's|mkdir -p /nix/store/out && echo hi > /nix/store/out/f|echo failing >\&2; exit 3|' \
+      "$T_TMP/build.json" >"$T_TMP/failing.json"
+    vg "failing build under valgrind" 1 build "$T_TMP/failing.json"
+    sed 's|mkdir -p /nix/store/out && echo hi > /nix/store/out/f|sleep 30|' \
+      "$T_TMP/build.json" >"$T_TMP/slow.json"
+    vg "timed-out build under valgrind" 1 build --timeout 1 "$T_TMP/slow.json"
   else
     t_skip "trivial build under valgrind" "/bin/busybox is missing (Debian package busybox-static)"
   fi

@@ -1,9 +1,14 @@
 /*
- * The OCI runtime driver against a fake runtime (a shell script standing in for runc): output
- * capture and streaming, the bounded log tail, exit codes, and that timeout and cancellation
- * end in `kill ID KILL` + `delete --force ID` — the calls that guarantee no container is left.
+ * The OCI runtime driver against a fake runtime (a shell script standing in for runc, which
+ * keeps a marker file for each container it holds): output capture and streaming, the bounded
+ * log tail, exit codes; the foreground run's state machine, every transition of its table and
+ * the refusal of every other; and that each way a run fails (non-zero exit, timeout, cancel,
+ * the runtime killed half way, poll failing) ends in `kill ID KILL` + `delete --force ID` with
+ * no container left, or in OBI_ECONTAINER_LEFT when delete fails.
  */
 #include <fcntl.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,22 +18,46 @@
 #include "ocibuild/buf.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/runtime.h"
+#include "../../src/builder/runtime_internal.h"
 #include "test_helpers.h"
 
-/* The fake runtime: `run --bundle B ID` runs B/script with $KILLED pointing at a marker file
- * that `kill` creates (so a "container" can notice it was killed); every call is appended to
- * $DIR/calls. */
-static const char FAKE_RUNTIME[] = "#!/bin/sh\n"
-                                   "dir=$(dirname \"$0\")\n"
-                                   "echo \"$*\" >> \"$dir/calls\"\n"
-                                   "case \"$1\" in\n"
-                                   "  run) shift; [ \"$1\" = --detach ] && shift; export "
-                                   "KILLED=\"$dir/killed-$3\"; exec sh \"$2/script\" ;;\n"
-                                   "  kill) touch \"$dir/killed-$2\"; exit 0 ;;\n"
-                                   "  delete) exit 0 ;;\n"
-                                   "  state) if [ -f \"$dir/state\" ]; then cat \"$dir/state\"; "
-                                   "else echo \"container $2 does not exist\" >&2; exit 1; fi ;;\n"
-                                   "esac\n";
+/* poll, failed on demand (this test links with -Wl,--wrap=poll): the next poll after
+ * fail_next_poll is set fails with ENOMEM. Only the foreground run polls here. */
+int __real_poll(struct pollfd *fds, nfds_t n, int timeout_ms);
+int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout_ms);
+static bool fail_next_poll;
+
+int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout_ms)
+{
+    if (fail_next_poll) {
+        fail_next_poll = false;
+        errno = ENOMEM;
+        return -1;
+    }
+    return __real_poll(fds, n, timeout_ms);
+}
+
+/* The fake runtime: `run [--detach] --bundle B ID` makes $DIR/container-ID and runs B/script
+ * with $KILLED pointing at a marker file that `kill` creates (so a "container" can notice it was
+ * killed); a run that exits 0 removes its container, as runc's does, any other leaves it (a
+ * runtime that failed half way). `delete` removes it, or fails while $DIR/delete-fails exists.
+ * Every call is appended to $DIR/calls. */
+static const char FAKE_RUNTIME[] =
+    "#!/bin/sh\n"
+    "dir=$(dirname \"$0\")\n"
+    "echo \"$*\" >> \"$dir/calls\"\n"
+    "for id; do :; done\n"
+    "case \"$1\" in\n"
+    "  run) shift; [ \"$1\" = --detach ] && shift\n"
+    "       touch \"$dir/container-$id\"; export KILLED=\"$dir/killed-$id\"\n"
+    "       sh \"$2/script\"; rc=$?\n"
+    "       [ $rc -eq 0 ] && rm -f \"$dir/container-$id\"; exit $rc ;;\n"
+    "  kill) touch \"$dir/killed-$2\"; exit 0 ;;\n"
+    "  delete) if [ -f \"$dir/delete-fails\" ]; then echo 'cgroup still busy' >&2; exit 1; fi\n"
+    "          rm -f \"$dir/container-$id\"; exit 0 ;;\n"
+    "  state) if [ -f \"$dir/state\" ]; then cat \"$dir/state\"; "
+    "else echo \"container $2 does not exist\" >&2; exit 1; fi ;;\n"
+    "esac\n";
 
 typedef struct fixture {
     char *dir;
@@ -81,6 +110,44 @@ static void collect(const uint8_t *data, size_t len, void *ctx)
     obi_buf_append(ctx, data, len);
 }
 
+/* Whether the fake runtime still holds container id. */
+static bool container_exists(fixture *f, const char *id)
+{
+    char name[64];
+    snprintf(name, sizeof name, "container-%s", id);
+    char *path = obi_path_join(f->dir, name);
+    bool exists = access(path, F_OK) == 0;
+    free(path);
+    return exists;
+}
+
+static void make_delete_fail(fixture *f)
+{
+    char *path = obi_path_join(f->dir, "delete-fails");
+    assert_int_equal(obi_write_file(path, "", 0, 0644, NULL), 0);
+    free(path);
+}
+
+static void assert_contains(const char *text, const char *needle)
+{
+    if (!strstr(text, needle))
+        print_error("'%s' lacks '%s'\n", text, needle);
+    assert_non_null(strstr(text, needle));
+}
+
+/* The runtime's calls contain "kill ID KILL" and "delete --force ID". */
+static void assert_destroyed(fixture *f, const char *id)
+{
+    char kill_call[64], delete_call[64];
+    snprintf(kill_call, sizeof kill_call, "kill %s KILL", id);
+    snprintf(delete_call, sizeof delete_call, "delete --force %s", id);
+    char *calls = read_calls(f);
+    assert_contains(calls, kill_call);
+    assert_contains(calls, delete_call);
+    free(calls);
+    assert_false(container_exists(f, id));
+}
+
 static void test_runtime_run_captures_output_and_exit_code(void **state)
 {
     fixture *f = *state;
@@ -92,17 +159,44 @@ static void test_runtime_run_captures_output_and_exit_code(void **state)
     obi_run_result result;
     assert_ok(obi_runtime_run(f->runtime, f->bundle, "c1", &opts, &result, err_ptr_));
     assert_int_equal(result.exit_code, 7);
-    assert_false(result.timed_out);
-    assert_false(result.cancelled);
     assert_non_null(strstr(result.log_tail, "to-stdout"));
     assert_non_null(strstr(result.log_tail, "to-stderr"));
     assert_non_null(strstr((char *)streamed.data, "to-stdout"));
     char *calls = read_calls(f);
     assert_non_null(strstr(calls, "run --bundle"));
-    assert_null(strstr(calls, "kill")); /* a normal exit needs no cleanup calls */
     free(calls);
     obi_run_result_clear(&result);
     obi_buf_free(&streamed);
+}
+
+static void test_runtime_clean_exit_needs_no_cleanup_calls(void **state)
+{
+    fixture *f = *state;
+    write_script(f, "echo done\n");
+    obi_run_result result;
+    assert_ok(obi_runtime_run(f->runtime, f->bundle, "c1", NULL, &result, err_ptr_));
+    assert_int_equal(result.exit_code, 0);
+    assert_string_equal(result.log_tail, "done\n");
+    char *calls = read_calls(f);
+    assert_null(strstr(calls, "kill"));
+    assert_null(strstr(calls, "delete"));
+    free(calls);
+    assert_false(container_exists(f, "c1"));
+    obi_run_result_clear(&result);
+}
+
+/* A runtime that fails half way through creating the container (non-zero, the container still
+ * there): the run reports the exit code and the container is deleted. */
+static void test_runtime_failing_exit_deletes_what_create_left(void **state)
+{
+    fixture *f = *state;
+    write_script(f, "echo 'runc: mounting /proc: permission denied' >&2; exit 1\n");
+    obi_run_result result;
+    assert_ok(obi_runtime_run(f->runtime, f->bundle, "c7", NULL, &result, err_ptr_));
+    assert_int_equal(result.exit_code, 1);
+    assert_non_null(strstr(result.log_tail, "mounting /proc"));
+    assert_destroyed(f, "c7");
+    obi_run_result_clear(&result);
 }
 
 static void test_runtime_log_tail_keeps_only_the_last_bytes(void **state)
@@ -128,14 +222,13 @@ static void test_runtime_timeout_kills_and_deletes_the_container(void **state)
     obi_run_options opts = OBI_RUN_OPTIONS_INIT;
     opts.timeout_seconds = 1;
     obi_run_result result;
-    assert_ok(obi_runtime_run(f->runtime, f->bundle, "c3", &opts, &result, err_ptr_));
-    assert_true(result.timed_out);
-    assert_non_null(strstr(result.log_tail, "started"));
-    char *calls = read_calls(f);
-    assert_non_null(strstr(calls, "kill c3 KILL"));
-    assert_non_null(strstr(calls, "delete --force c3"));
-    free(calls);
-    obi_run_result_clear(&result);
+    obi_error *err = NULL;
+    assert_int_equal(obi_runtime_run(f->runtime, f->bundle, "c3", &opts, &result, &err),
+                     -ETIMEDOUT);
+    assert_contains(err->message, "timed out after 1 s; container c3 killed and removed");
+    assert_contains(err->message, "log tail:\nstarted");
+    obi_error_free(err);
+    assert_destroyed(f, "c3");
 }
 
 static void test_runtime_cancel_fd_kills_and_deletes_the_container(void **state)
@@ -148,16 +241,205 @@ static void test_runtime_cancel_fd_kills_and_deletes_the_container(void **state)
     obi_run_options opts = OBI_RUN_OPTIONS_INIT;
     opts.cancel_fd = fds[0];
     obi_run_result result;
-    assert_ok(obi_runtime_run(f->runtime, f->bundle, "c4", &opts, &result, err_ptr_));
-    assert_true(result.cancelled);
-    assert_false(result.timed_out);
-    char *calls = read_calls(f);
-    assert_non_null(strstr(calls, "kill c4 KILL"));
-    assert_non_null(strstr(calls, "delete --force c4"));
-    free(calls);
-    obi_run_result_clear(&result);
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_runtime_run(f->runtime, f->bundle, "c4", &opts, &result, &err),
+                      -ECANCELED, "interrupted; container c4 killed and removed");
+    assert_destroyed(f, "c4");
     close(fds[0]);
     close(fds[1]);
+}
+
+/* A cancel fd whose writer went away without writing never cancels (and is not polled on). */
+static void test_runtime_cancel_fd_hung_up_does_not_cancel(void **state)
+{
+    fixture *f = *state;
+    write_script(f, "sleep 0.3; echo finished\n");
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    close(fds[1]);
+    obi_run_options opts = OBI_RUN_OPTIONS_INIT;
+    opts.cancel_fd = fds[0];
+    obi_run_result result;
+    assert_ok(obi_runtime_run(f->runtime, f->bundle, "c8", &opts, &result, err_ptr_));
+    assert_string_equal(result.log_tail, "finished\n");
+    obi_run_result_clear(&result);
+    close(fds[0]);
+}
+
+/* The runtime killed while the container runs (it holds the output pipe and lives on): the
+ * run does not wait for it but kills and deletes it. */
+static void test_runtime_killed_runtime_has_its_container_removed(void **state)
+{
+    fixture *f = *state;
+    write_script(f, "echo started; kill -9 $PPID; while [ ! -f \"$KILLED\" ]; do sleep 0.05; "
+                    "done\n");
+    obi_run_result result;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_runtime_run(f->runtime, f->bundle, "c9", NULL, &result, &err), -EIO,
+                      "died of signal 9; container c9 killed and removed");
+    assert_destroyed(f, "c9");
+}
+
+static void fail_poll_once_started(const uint8_t *data, size_t len, void *ctx)
+{
+    (void)ctx;
+    if (memmem(data, len, "started", 7))
+        fail_next_poll = true;
+}
+
+/* poll failing mid-run: before, the loop broke, killed only the runtime process and returned
+ * 0 with the container still there. */
+static void test_runtime_poll_failure_kills_and_deletes_the_container(void **state)
+{
+    fixture *f = *state;
+    write_script(f, "echo started; while [ ! -f \"$KILLED\" ]; do sleep 0.05; done; exit 137\n");
+    obi_run_options opts = OBI_RUN_OPTIONS_INIT;
+    opts.on_output = fail_poll_once_started;
+    obi_run_result result;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_runtime_run(f->runtime, f->bundle, "c10", &opts, &result, &err),
+                      -ENOMEM, "poll on the output of container c10");
+    assert_false(fail_next_poll);
+    assert_destroyed(f, "c10");
+}
+
+/* The runtime exits 0 but something it left holds the output open: the run waits for the
+ * output (a normal run's last lines) until the deadline, then kills and deletes as usual. */
+static void test_runtime_output_held_after_exit_ends_at_the_deadline(void **state)
+{
+    fixture *f = *state;
+    write_script(f, "(while [ ! -f \"$KILLED\" ]; do sleep 0.05; done; echo holder-gone) &\n"
+                    "echo runtime-done\n");
+    obi_run_options opts = OBI_RUN_OPTIONS_INIT;
+    opts.timeout_seconds = 1;
+    obi_run_result result;
+    obi_error *err = NULL;
+    assert_int_equal(obi_runtime_run(f->runtime, f->bundle, "c14", &opts, &result, &err),
+                     -ETIMEDOUT);
+    assert_contains(err->message, "runtime-done");
+    obi_error_free(err);
+    assert_destroyed(f, "c14");
+}
+
+/* kill + delete --force failing (three times): the run says the container may still exist,
+ * with a code of its own, and keeps the reason the run failed in the first place. */
+static void test_runtime_delete_failing_reports_the_container_left(void **state)
+{
+    fixture *f = *state;
+    make_delete_fail(f);
+    write_script(f, "exit 3\n");
+    obi_run_result result;
+    obi_error *err = NULL;
+    assert_int_equal(obi_runtime_run(f->runtime, f->bundle, "c11", NULL, &result, &err),
+                     OBI_ECONTAINER_LEFT);
+    assert_contains(err->message, "exit code 3");
+    assert_contains(err->message, "container c11 could not be removed and may still exist");
+    assert_contains(err->message, "cgroup still busy");
+    obi_error_free(err);
+    assert_true(container_exists(f, "c11"));
+}
+
+static void test_runtime_timeout_with_delete_failing_keeps_both_reasons(void **state)
+{
+    fixture *f = *state;
+    make_delete_fail(f);
+    write_script(f, "while [ ! -f \"$KILLED\" ]; do sleep 0.05; done; exit 137\n");
+    obi_run_options opts = OBI_RUN_OPTIONS_INIT;
+    opts.timeout_seconds = 1;
+    obi_run_result result;
+    obi_error *err = NULL;
+    assert_int_equal(obi_runtime_run(f->runtime, f->bundle, "c12", &opts, &result, &err),
+                     OBI_ECONTAINER_LEFT);
+    assert_contains(err->message, "timed out after 1 s");
+    assert_contains(err->message, "but container c12 could not be removed");
+    obi_error_free(err);
+}
+
+/* A runtime that cannot be executed: no container was made, so none is killed or deleted. */
+static void test_runtime_spawn_failure_makes_no_cleanup_calls(void **state)
+{
+    fixture *f = *state;
+    char *path = obi_path_join(f->dir, "fake-runc");
+    assert_int_equal(chmod(path, 0644), 0);
+    free(path);
+    obi_run_result result;
+    obi_error *err = NULL;
+    assert_true(obi_runtime_run(f->runtime, f->bundle, "c13", NULL, &result, &err) < 0);
+    assert_int_not_equal(err->code, OBI_ECONTAINER_LEFT);
+    assert_contains(err->message, "fake-runc");
+    obi_error_free(err);
+    char *calls = read_calls(f);
+    assert_string_equal(calls, "");
+    free(calls);
+}
+
+/* The run's whole transition table, as the diagram in runtime.c draws it. */
+static const struct {
+    obi_run_state from;
+    obi_run_event event;
+    obi_run_state to;
+} legal[] = {
+    {OBI_RUN_STARTING, OBI_RUN_EV_STARTED, OBI_RUN_RUNNING},
+    {OBI_RUN_STARTING, OBI_RUN_EV_SPAWN_FAILED, OBI_RUN_DONE},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_EXITED, OBI_RUN_DONE},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_EXITED_FAILING, OBI_RUN_DELETING},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_RUNTIME_DIED, OBI_RUN_DELETING},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_TIMEOUT, OBI_RUN_KILLING},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_CANCEL, OBI_RUN_KILLING},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_IO_FAILED, OBI_RUN_KILLING},
+    {OBI_RUN_KILLING, OBI_RUN_EV_RUNTIME_GONE, OBI_RUN_DELETING},
+    {OBI_RUN_KILLING, OBI_RUN_EV_GRACE_OVER, OBI_RUN_DELETING},
+    {OBI_RUN_KILLING, OBI_RUN_EV_IO_FAILED, OBI_RUN_DELETING},
+    {OBI_RUN_DELETING, OBI_RUN_EV_DESTROYED, OBI_RUN_DONE},
+    {OBI_RUN_DELETING, OBI_RUN_EV_DESTROY_FAILED, OBI_RUN_DONE},
+};
+
+/* Every (state, event) pair: the legal ones move where the table says, every other is refused
+ * with -EINVAL and a message naming the container, the state and the event. Every state but
+ * done leads on to done or deleting, so no failure can skip the delete. */
+static void test_runtime_run_transitions_are_the_table_and_no_other(void **state)
+{
+    (void)state;
+    size_t n_legal = 0;
+    for (obi_run_state from = 0; from < OBI_RUN_N_STATES; from++) {
+        for (obi_run_event event = 0; event < OBI_RUN_N_EVENTS; event++) {
+            const obi_run_state *expected = NULL;
+            for (size_t i = 0; i < sizeof legal / sizeof legal[0]; i++)
+                if (legal[i].from == from && legal[i].event == event)
+                    expected = &legal[i].to;
+            obi_run_state to = OBI_RUN_N_STATES;
+            obi_error *err = NULL;
+            int r = obi_run_transition("c0", from, event, &to, &err);
+            if (expected) {
+                assert_int_equal(r, 0);
+                assert_int_equal(to, *expected);
+                assert_null(err);
+                n_legal++;
+                continue;
+            }
+            assert_int_equal(r, -EINVAL);
+            assert_int_equal(to, OBI_RUN_N_STATES); /* untouched */
+            char needle[128];
+            snprintf(needle, sizeof needle, "container c0: event '%s' is not allowed while %s",
+                     obi_run_event_name(event), obi_run_state_name(from));
+            assert_contains(err->message, needle);
+            obi_error_free(err);
+        }
+    }
+    assert_int_equal(n_legal, sizeof legal / sizeof legal[0]);
+}
+
+static void test_runtime_refused_transition_names_what_is_allowed(void **state)
+{
+    (void)state;
+    obi_run_state to;
+    obi_error *err = NULL;
+    assert_fails_with(
+        err, obi_run_transition("b-42", OBI_RUN_DELETING, OBI_RUN_EV_TIMEOUT, &to, &err), -EINVAL,
+        "container b-42: event 'timeout' is not allowed while deleting (allowed: "
+        "'destroyed', 'destroy failed')");
+    assert_fails_with(err, obi_run_transition("b-42", OBI_RUN_DONE, OBI_RUN_EV_STARTED, &to, &err),
+                      -EINVAL, "is not allowed while done (no event is allowed)");
 }
 
 static void test_runtime_not_found_says_what_to_install(void **state)
@@ -200,22 +482,29 @@ static void test_runtime_detached_failure_cleans_up_and_reports_the_log(void **s
     free(log);
 }
 
+#define RUNTIME_TEST(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_runtime_run_captures_output_and_exit_code, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_runtime_log_tail_keeps_only_the_last_bytes, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_runtime_timeout_kills_and_deletes_the_container, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_runtime_cancel_fd_kills_and_deletes_the_container,
-                                        setup, teardown),
+        RUNTIME_TEST(test_runtime_run_captures_output_and_exit_code),
+        RUNTIME_TEST(test_runtime_clean_exit_needs_no_cleanup_calls),
+        RUNTIME_TEST(test_runtime_failing_exit_deletes_what_create_left),
+        RUNTIME_TEST(test_runtime_log_tail_keeps_only_the_last_bytes),
+        RUNTIME_TEST(test_runtime_timeout_kills_and_deletes_the_container),
+        RUNTIME_TEST(test_runtime_cancel_fd_kills_and_deletes_the_container),
+        RUNTIME_TEST(test_runtime_cancel_fd_hung_up_does_not_cancel),
+        RUNTIME_TEST(test_runtime_killed_runtime_has_its_container_removed),
+        RUNTIME_TEST(test_runtime_poll_failure_kills_and_deletes_the_container),
+        RUNTIME_TEST(test_runtime_output_held_after_exit_ends_at_the_deadline),
+        RUNTIME_TEST(test_runtime_delete_failing_reports_the_container_left),
+        RUNTIME_TEST(test_runtime_timeout_with_delete_failing_keeps_both_reasons),
+        RUNTIME_TEST(test_runtime_spawn_failure_makes_no_cleanup_calls),
+        cmocka_unit_test(test_runtime_run_transitions_are_the_table_and_no_other),
+        cmocka_unit_test(test_runtime_refused_transition_names_what_is_allowed),
         cmocka_unit_test(test_runtime_not_found_says_what_to_install),
-        cmocka_unit_test_setup_teardown(test_runtime_state_of_missing_container_is_enoent, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_runtime_detached_failure_cleans_up_and_reports_the_log,
-                                        setup, teardown),
+        RUNTIME_TEST(test_runtime_state_of_missing_container_is_enoent),
+        RUNTIME_TEST(test_runtime_detached_failure_cleans_up_and_reports_the_log),
     };
     return cmocka_run_group_tests_name("runtime", tests, NULL, NULL);
 }
