@@ -12,6 +12,7 @@
 #include "build.pb-c.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/node_pb.h"
+#include "ocibuild/pb_wire.h"
 #include "ocibuild/request.h"
 #include "request_internal.h"
 
@@ -52,39 +53,6 @@ static const wire_field REQUEST_FIELDS[] = {
 static const wire_schema REQUEST_SCHEMA = {REQUEST_FIELDS, OBI_ARRAY_SIZE(REQUEST_FIELDS)};
 static const wire_field BUILD_FIELDS[] = {{1, "build_request", false, &REQUEST_SCHEMA}};
 static const wire_schema BUILD_SCHEMA = {BUILD_FIELDS, OBI_ARRAY_SIZE(BUILD_FIELDS)};
-
-bool obi_utf8_valid(const uint8_t *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        uint8_t c = s[i];
-        size_t n;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            n = 1, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            n = 2, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            n = 3, cp = c & 0x07, min = 0x10000;
-        } else {
-            return false;
-        }
-        if (len - i - 1 < n)
-            return false;
-        for (size_t k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += n + 1;
-    }
-    return true;
-}
 
 static int read_varint(const uint8_t *data, size_t len, size_t *pos, uint64_t *out)
 {
