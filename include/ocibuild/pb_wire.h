@@ -17,10 +17,11 @@
  *    checks neither and cuts a string at its first NUL), and the same in embedded messages.
  *    Unknown fields are skipped, as protobuf requires. obi_pb_unpack is check + unpack, the one
  *    way this project decodes a protobuf message.
- *  - obi_pb_is_canonical says whether bytes are exactly what protobuf-c's pack writes for some
- *    message (fields in number order, each at most once unless repeated, implicit defaults
- *    omitted, minimal varints, no unknown fields): a content-addressed store keeps such bytes
- *    as they came, since re-encoding them changes nothing (castore Directory).
+ *  - obi_pb_check_canonical (and obi_pb_is_canonical, its yes or no) says whether bytes are
+ *    exactly what protobuf-c's pack writes for some message (fields in number order, each at
+ *    most once unless repeated, implicit defaults omitted, minimal varints, no unknown fields),
+ *    and if not, which field departs where: a content-addressed store keeps such bytes as they
+ *    came, since re-encoding them changes nothing (castore Directory).
  *
  * Adding a field to a message: add it to the .proto and to the model struct, and convert it in
  * the message's codec (e.g. builder/request_codec.c); checks and JSON names follow from the
@@ -126,8 +127,16 @@ int obi_pb_check(const ProtobufCMessageDescriptor *desc, const uint8_t *data, si
 int obi_pb_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
                   ProtobufCMessage **out, obi_error **err);
 /* Whether data is a `desc` message in the form protobuf-c's pack writes (see the top), with
- * embedded messages canonical too and strings as obi_pb_check wants them. No error: the
- * callers that want one run obi_pb_check on what is not canonical. */
+ * embedded messages canonical too and strings as obi_pb_check wants them: 0, or -EINVAL naming
+ * the first field that departs, its number and byte offset, and how ("directories[1] (field 1)
+ * at byte offset 40: comes after field 2 (fields go in number order)"; also a key, value or
+ * length in a longer varint than needed, a default written out, a field that is not repeated
+ * written twice, an unknown field, a value out of its type's range, an unpacked list or an
+ * empty packed one) or what obi_pb_check would say of malformed input. Allocates nothing unless
+ * it fails and err is non-NULL. */
+int obi_pb_check_canonical(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                           obi_error **err);
+/* obi_pb_check_canonical without the why. */
 bool obi_pb_is_canonical(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len);
 
 /* Strict UTF-8, as proto3 wants of string fields: no overlong forms, no surrogates, nothing

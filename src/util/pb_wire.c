@@ -434,6 +434,24 @@ static bool canonical_varint(ProtobufCType type, uint64_t v)
     }
 }
 
+static const char *varint_type_name(ProtobufCType type)
+{
+    switch (type) {
+    case PROTOBUF_C_TYPE_BOOL:
+        return "bool";
+    case PROTOBUF_C_TYPE_UINT32:
+        return "uint32";
+    case PROTOBUF_C_TYPE_SINT32:
+        return "sint32";
+    case PROTOBUF_C_TYPE_INT32:
+        return "int32";
+    case PROTOBUF_C_TYPE_ENUM:
+        return "enum";
+    default:
+        return "64-bit integer";
+    }
+}
+
 /* Whether a value of an implicit-presence (proto3 singular) field is its default, which
  * protobuf-c does not write. Floats compare as numbers: -0.0 is a default too. */
 static bool is_default(const ProtobufCFieldDescriptor *fd, const obi_pb_field *f)
@@ -461,77 +479,152 @@ static bool is_default(const ProtobufCFieldDescriptor *fd, const obi_pb_field *f
     }
 }
 
-static bool canonical_message(const ProtobufCMessageDescriptor *desc, obi_pb_reader *r,
-                              unsigned depth);
-
-static bool canonical_packed(const ProtobufCFieldDescriptor *fd, const obi_pb_reader *r,
-                             const obi_pb_field *f)
+/* The canonical check departs at field f (key at key_pos of frame's message; fd NULL for an
+ * unknown field): -EINVAL with "path (field N) at byte offset M: why". Without err nothing is
+ * formatted: obi_pb_is_canonical wants only the answer. */
+static int not_canonical(obi_error **err, const check_frame *frame,
+                         const ProtobufCFieldDescriptor *fd, const obi_pb_field *f, size_t key_pos,
+                         const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static int not_canonical(obi_error **err, const check_frame *frame,
+                         const ProtobufCFieldDescriptor *fd, const obi_pb_field *f, size_t key_pos,
+                         const char *fmt, ...)
 {
-    if (f->len == 0) /* an empty list is not written */
-        return false;
-    obi_pb_reader values = obi_pb_reader_nested(r, f);
-    obi_pb_field v = {.wire_type = obi_pb_wire_type_of(fd->type), .minimal = true};
-    while (!obi_pb_reader_done(&values))
-        if (obi_pb_read_value(&values, &v, NULL) < 0 || !v.minimal ||
-            (v.wire_type == OBI_PB_VARINT && !canonical_varint(fd->type, v.value)))
-            return false;
-    return true;
+    if (!err)
+        return -EINVAL;
+    char why[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    int rc = obi_error_set(err, -EINVAL, "%s", why);
+    return prefix_field(err, rc, frame, fd, f, key_pos);
 }
 
-static bool canonical_value(const ProtobufCFieldDescriptor *fd, const obi_pb_reader *r,
-                            const obi_pb_field *f, unsigned depth)
+static int canonical_message(const ProtobufCMessageDescriptor *desc, const check_frame *frame,
+                             obi_pb_reader *r, unsigned depth, obi_error **err);
+
+/* The values of a packed repeated scalar field: a non-empty list of minimal varints (or fixed
+ * values) each in the range of the field's type. */
+static int canonical_packed(const ProtobufCFieldDescriptor *fd, const check_frame *frame,
+                            const obi_pb_reader *r, const obi_pb_field *f, size_t key_pos,
+                            obi_error **err)
+{
+    if (f->len == 0)
+        return not_canonical(err, frame, fd, f, key_pos,
+                             "an empty packed list, which protobuf-c does not write");
+    obi_pb_reader values = obi_pb_reader_nested(r, f);
+    obi_pb_field v = {.wire_type = obi_pb_wire_type_of(fd->type), .minimal = true};
+    while (!obi_pb_reader_done(&values)) {
+        size_t at = values.base + values.pos;
+        int rc = obi_pb_read_value(&values, &v, err);
+        if (rc < 0)
+            return err ? prefix_field(err, rc, frame, fd, f, key_pos) : rc;
+        if (!v.minimal)
+            return not_canonical(err, frame, fd, f, key_pos,
+                                 "the varint at byte offset %zu is longer than it needs to be", at);
+        if (v.wire_type == OBI_PB_VARINT && !canonical_varint(fd->type, v.value))
+            return not_canonical(err, frame, fd, f, key_pos,
+                                 "the value at byte offset %zu is out of range for a %s", at,
+                                 varint_type_name(fd->type));
+    }
+    return 0;
+}
+
+/* The value of a known field with the wire type protobuf-c writes, read into f. */
+static int canonical_value(const ProtobufCFieldDescriptor *fd, const check_frame *frame,
+                           const obi_pb_reader *r, const obi_pb_field *f, size_t key_pos,
+                           unsigned depth, obi_error **err)
 {
     bool implicit =
         fd->label == PROTOBUF_C_LABEL_NONE && !(fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF);
     if (implicit && is_default(fd, f))
-        return false;
+        return not_canonical(err, frame, fd, f, key_pos,
+                             "holds its default value, which protobuf-c does not write");
     if (f->wire_type == OBI_PB_VARINT)
-        return canonical_varint(fd->type, f->value);
+        return canonical_varint(fd->type, f->value)
+                   ? 0
+                   : not_canonical(err, frame, fd, f, key_pos, "%llu is out of range for a %s",
+                                   (unsigned long long)f->value, varint_type_name(fd->type));
     if (f->wire_type != OBI_PB_LEN)
-        return true;
+        return 0;
     switch (fd->type) {
     case PROTOBUF_C_TYPE_STRING:
-        return !memchr(f->data, '\0', f->len) && obi_utf8_valid(f->data, f->len);
+        if (memchr(f->data, '\0', f->len))
+            return not_canonical(err, frame, fd, f, key_pos, "string contains NUL");
+        if (!obi_utf8_valid(f->data, f->len))
+            return not_canonical(err, frame, fd, f, key_pos, "string is not valid UTF-8");
+        return 0;
     case PROTOBUF_C_TYPE_BYTES:
-        return true;
+        return 0;
     case PROTOBUF_C_TYPE_MESSAGE: {
+        if (depth >= OBI_PB_DEPTH_MAX)
+            return not_canonical(err, frame, fd, f, key_pos, "messages nested deeper than %d",
+                                 OBI_PB_DEPTH_MAX);
+        check_frame child = {frame, fd, key_pos, f->data, f->len};
         obi_pb_reader nested = obi_pb_reader_nested(r, f);
-        return depth < OBI_PB_DEPTH_MAX && canonical_message(fd->descriptor, &nested, depth + 1);
+        return canonical_message(fd->descriptor, &child, &nested, depth + 1, err);
     }
     default:
-        return canonical_packed(fd, r, f);
+        return canonical_packed(fd, frame, r, f, key_pos, err);
     }
 }
 
-static bool canonical_message(const ProtobufCMessageDescriptor *desc, obi_pb_reader *r,
-                              unsigned depth)
+static int canonical_message(const ProtobufCMessageDescriptor *desc, const check_frame *frame,
+                             obi_pb_reader *r, unsigned depth, obi_error **err)
 {
     const ProtobufCFieldDescriptor *previous = NULL;
-    obi_pb_field f;
-    int more;
-    while ((more = obi_pb_next(r, &f, NULL)) > 0) {
-        if (!f.minimal)
-            return false;
+    while (!obi_pb_reader_done(r)) {
+        size_t key_pos = r->pos;
+        obi_pb_field f;
+        int rc = obi_pb_read_key(r, &f, err);
+        if (rc < 0)
+            return err ? prefix_message(err, rc, frame) : rc;
         const ProtobufCFieldDescriptor *fd =
             protobuf_c_message_descriptor_get_field(desc, f.number);
         if (!fd)
-            return false;
+            return not_canonical(err, frame, NULL, &f, key_pos, "not a field of %s", desc->name);
+        if (!f.minimal)
+            return not_canonical(err, frame, fd, &f, key_pos,
+                                 "its key is a varint longer than it needs to be");
         /* protobuf-c packs repeated scalars of proto3 (PACKED) as one field, the other
          * repeated fields one entry after another. */
         bool packed = is_packable(fd) && (fd->flags & PROTOBUF_C_FIELD_FLAG_PACKED);
         bool repeats = fd->label == PROTOBUF_C_LABEL_REPEATED && !packed;
-        if (previous && (f.number < previous->id || (fd == previous && !repeats)))
-            return false;
-        previous = fd;
         obi_pb_wire_type want = packed ? OBI_PB_LEN : obi_pb_wire_type_of(fd->type);
-        if (f.wire_type != want || !canonical_value(fd, r, &f, depth))
-            return false;
+        if (f.wire_type != want)
+            return not_canonical(err, frame, fd, &f, key_pos,
+                                 "wire type %u (%s), expected %u (%s%s)", f.wire_type,
+                                 obi_pb_wire_type_name(f.wire_type), want,
+                                 obi_pb_wire_type_name(want), packed ? ", packed" : "");
+        if (previous && f.number < previous->id)
+            return not_canonical(err, frame, fd, &f, key_pos,
+                                 "comes after field %u (fields go in number order)", previous->id);
+        if (fd == previous && !repeats)
+            return not_canonical(err, frame, fd, &f, key_pos, "occurs more than once");
+        previous = fd;
+        rc = obi_pb_read_value(r, &f, err);
+        if (rc < 0)
+            return err ? prefix_field(err, rc, frame, fd, &f, key_pos) : rc;
+        if (!f.minimal)
+            return not_canonical(err, frame, fd, &f, key_pos,
+                                 "its %s is a varint longer than it needs to be",
+                                 f.wire_type == OBI_PB_LEN ? "length" : "value");
+        rc = canonical_value(fd, frame, r, &f, key_pos, depth, err);
+        if (rc < 0)
+            return rc;
     }
-    return more == 0;
+    return 0;
+}
+
+int obi_pb_check_canonical(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                           obi_error **err)
+{
+    obi_pb_reader r = obi_pb_reader_of(data, len);
+    check_frame top = {NULL, NULL, 0, data, len};
+    return canonical_message(desc, &top, &r, 0, err);
 }
 
 bool obi_pb_is_canonical(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len)
 {
-    obi_pb_reader r = obi_pb_reader_of(data, len);
-    return canonical_message(desc, &r, 0);
+    return obi_pb_check_canonical(desc, data, len, NULL) == 0;
 }

@@ -2,7 +2,8 @@
  * Unit tests for the protobuf wire reader, writer and the descriptor-driven checks (pb_wire.h):
  * varint edge cases, keys, values of every wire type, unknown fields, wrong wire types, paths and
  * byte offsets inside embedded messages, packed and unpacked repeated fields, the depth limit,
- * and the canonical form against what protobuf-c's pack writes.
+ * and the canonical form against what protobuf-c's pack writes, with an error for each way of
+ * departing from it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,6 +304,46 @@ static void test_check_takes_repeated_scalars_packed_or_not(void **state)
         "offset 5");
 }
 
+/* A malformed value of a known field: the error names the field, where its key is, and where
+ * inside it the value went wrong. */
+static void test_check_names_the_field_of_a_malformed_value(void **state)
+{
+    (void)state;
+    static const struct {
+        uint8_t bytes[16];
+        size_t len;
+        const char *needle;
+    } cases[] = {
+        /* constraints { min_memory: a varint of eleven bytes } */
+        {{0x42, 0x0c, 0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+         14,
+         "constraints.min_memory (field 2) at byte offset 2: varint at byte offset 3 overflows "
+         "64 bits"},
+        /* constraints { min_memory: a varint cut short } */
+        {{0x42, 0x02, 0x10, 0x80},
+         4,
+         "constraints.min_memory (field 2) at byte offset 2: truncated varint at byte offset 3"},
+        /* command_args "a", command_args: length 9 with 1 byte left */
+        {{0x12, 0x01, 'a', 0x12, 0x09, 'b'},
+         6,
+         "command_args[1] (field 2) at byte offset 3: length 9 at byte offset 4 exceeds the "
+         "remaining 1 bytes"},
+        /* constraints: its length cut short */
+        {{0x42, 0x80},
+         2,
+         "constraints (field 8) at byte offset 0: truncated varint at byte offset 1"},
+        /* a key cut short after a good field */
+        {{0x1a, 0x01, 'w', 0x80}, 4, "truncated varint at byte offset 3"},
+    };
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(cases); i++) {
+        obi_error *err = NULL;
+        assert_fails_with(err,
+                          obi_pb_check(&tvix__build__v1__build_request__descriptor, cases[i].bytes,
+                                       cases[i].len, &err),
+                          -EINVAL, cases[i].needle);
+    }
+}
+
 /* A message that holds itself (protoc-c's layout, written out), for the depth limit. */
 static const ProtobufCMessageDescriptor loop_descriptor;
 static const ProtobufCFieldDescriptor loop_fields[] = {
@@ -502,6 +543,109 @@ static void test_canonical_is_what_protobuf_c_packs(void **state)
     }
 }
 
+/* Each way of departing from the canonical form is named with the field, its number, the byte
+ * offset of its key and what is wrong; obi_pb_is_canonical says no to each. */
+static void test_canonical_check_names_the_field_and_offset_that_depart(void **state)
+{
+    (void)state;
+    const ProtobufCMessageDescriptor *dir = &tvix__castore__v1__directory__descriptor;
+    const ProtobufCMessageDescriptor *req = &tvix__build__v1__build_request__descriptor;
+    const ProtobufCMessageDescriptor *build = &tvix__build__v1__build__descriptor;
+    const struct {
+        const ProtobufCMessageDescriptor *desc;
+        uint8_t bytes[12];
+        size_t len;
+        const char *needle;
+    } cases[] = {
+        /* files { name "a" }, directories { name "b" } */
+        {dir,
+         {0x12, 0x03, 0x0a, 0x01, 'a', 0x0a, 0x03, 0x0a, 0x01, 'b'},
+         10,
+         "directories[0] (field 1) at byte offset 5: comes after field 2 (fields go in number "
+         "order)"},
+        /* files { size 1, name "a" } */
+        {dir,
+         {0x12, 0x05, 0x18, 0x01, 0x0a, 0x01, 'a'},
+         7,
+         "files[0].name (field 1) at byte offset 4: comes after field 3"},
+        /* directories { name "a" }, files { name "b" }, directories { name "c" } */
+        {dir,
+         {0x0a, 0x03, 0x0a, 0x01, 'a', 0x12, 0x00, 0x0a, 0x02, 0x0a, 0x00},
+         11,
+         "directories[1] (field 1) at byte offset 7: comes after field 2"},
+        {req,
+         {0x1a, 0x01, 'a', 0x1a, 0x01, 'b'},
+         6,
+         "working_dir (field 3) at byte offset 3: occurs more than once"},
+        {req,
+         {0x1a, 0x00},
+         2,
+         "working_dir (field 3) at byte offset 0: holds its default value, which protobuf-c "
+         "does not write"},
+        {req,
+         {0x42, 0x02, 0x20, 0x00},
+         4,
+         "constraints.network_access (field 4) at byte offset 2: holds its default value"},
+        {req,
+         {0x9a, 0x00, 0x01, 'a'},
+         4,
+         "working_dir (field 3) at byte offset 0: its key is a varint longer than it needs to be"},
+        {req,
+         {0x1a, 0x81, 0x00, 'a'},
+         4,
+         "working_dir (field 3) at byte offset 0: its length is a varint longer than it needs"},
+        {req,
+         {0x42, 0x03, 0x10, 0x81, 0x00},
+         5,
+         "constraints.min_memory (field 2) at byte offset 2: its value is a varint longer than "
+         "it needs"},
+        {req,
+         {0x42, 0x02, 0x28, 0x02},
+         4,
+         "constraints.provide_bin_sh (field 5) at byte offset 2: 2 is out of range for a bool"},
+        {req,
+         {0x1a, 0x01, 'w', 0xa0, 0x01, 0x01},
+         6,
+         "field 20 at byte offset 3: not a field of tvix.build.v1.BuildRequest"},
+        {req,
+         {0x18, 0x01},
+         2,
+         "working_dir (field 3) at byte offset 0: wire type 0 (varint), expected 2 "
+         "(length-delimited)"},
+        {build,
+         {0x1a, 0x02, 0x08, 0x01},
+         4,
+         "outputs_needles[0].needles[0] (field 1) at byte offset 2: wire type 0 (varint), "
+         "expected 2 (length-delimited, packed)"},
+        {build,
+         {0x1a, 0x02, 0x0a, 0x00},
+         4,
+         "outputs_needles[0].needles[0] (field 1) at byte offset 2: an empty packed list"},
+        {build,
+         {0x1a, 0x05, 0x0a, 0x03, 0x01, 0x81, 0x00},
+         7,
+         "outputs_needles[0].needles[0] (field 1) at byte offset 2: the varint at byte offset 5 "
+         "is longer than it needs to be"},
+        {req, {0x1a, 0x01, 0x00}, 3, "working_dir (field 3) at byte offset 0: string contains NUL"},
+        {req,
+         {0x1a, 0x02, 'a'},
+         3,
+         "working_dir (field 3) at byte offset 0: length 2 at byte offset 1 exceeds the "
+         "remaining 1 bytes"},
+        {req, {0x1a, 0x01, 'w', 0x80}, 4, "truncated varint at byte offset 3"},
+    };
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(cases); i++) {
+        obi_error *err = NULL;
+        assert_fails_with(err,
+                          obi_pb_check_canonical(cases[i].desc, cases[i].bytes, cases[i].len, &err),
+                          -EINVAL, cases[i].needle);
+        assert_false(obi_pb_is_canonical(cases[i].desc, cases[i].bytes, cases[i].len));
+    }
+    size_t len = 0;
+    cleanup_free uint8_t *data = packed_build(&len);
+    assert_ok(obi_pb_check_canonical(build, data, len, err_ptr_));
+}
+
 /* Every single-byte change of a packed Build: when it is taken as canonical, it passes the
  * check and protobuf-c packs what it unpacks to the very same bytes. */
 static void test_canonical_means_protobuf_c_repacks_it_unchanged(void **state)
@@ -555,10 +699,12 @@ int main(void)
         cmocka_unit_test(test_check_counts_indexes_across_interleaved_fields),
         cmocka_unit_test(test_check_names_the_path_and_offset_deep_inside),
         cmocka_unit_test(test_check_takes_repeated_scalars_packed_or_not),
+        cmocka_unit_test(test_check_names_the_field_of_a_malformed_value),
         cmocka_unit_test(test_check_refuses_messages_nested_too_deep),
         cmocka_unit_test(test_unpack_checks_then_unpacks),
         cmocka_unit_test(test_utf8_rules),
         cmocka_unit_test(test_canonical_is_what_protobuf_c_packs),
+        cmocka_unit_test(test_canonical_check_names_the_field_and_offset_that_depart),
         cmocka_unit_test(test_canonical_means_protobuf_c_repacks_it_unchanged),
     };
     return cmocka_run_group_tests_name("pb_wire", tests, NULL, NULL);
