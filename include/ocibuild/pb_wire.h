@@ -26,7 +26,7 @@
  * Adding a field to a message: add it to the .proto and to the model struct, and convert it in
  * the message's codec (e.g. builder/request_codec.c); checks and JSON names follow from the
  * .proto. Adding a message: list its .proto in proto/meson.build and decode it with
- * obi_pb_unpack (docs/castore.md "Protobuf decoding").
+ * obi_pb_unpack (docs/ARCHITECTURE.md, "Protobuf").
  */
 #ifndef OCIBUILD_PB_WIRE_H
 #define OCIBUILD_PB_WIRE_H
