@@ -131,9 +131,9 @@ int obi_pb_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data, s
  * the first field that departs, its number and byte offset, and how ("directories[1] (field 1)
  * at byte offset 40: comes after field 2 (fields go in number order)"; also a key, value or
  * length in a longer varint than needed, a default written out, a field that is not repeated
- * written twice, an unknown field, a value out of its type's range, an unpacked list or an
- * empty packed one) or what obi_pb_check would say of malformed input. Allocates nothing unless
- * it fails and err is non-NULL. */
+ * written twice, two members of one oneof, an unknown field, a value out of its type's
+ * range, an unpacked list or an empty packed one) or what obi_pb_check would say of malformed
+ * input. Allocates nothing unless it fails and err is non-NULL. */
 int obi_pb_check_canonical(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
                            obi_error **err);
 /* obi_pb_check_canonical without the why. */

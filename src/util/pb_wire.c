@@ -605,6 +605,24 @@ static int canonical_value(const ProtobufCFieldDescriptor *fd, const check_frame
     }
 }
 
+/* Whether a member of fd's oneof other than fd comes before key_pos in frame's message (read up
+ * to there). Only oneof members pay for this, and only for the bytes before them. */
+static bool oneof_member_before(const ProtobufCMessageDescriptor *desc,
+                                const ProtobufCFieldDescriptor *fd, const check_frame *frame,
+                                size_t key_pos)
+{
+    obi_pb_reader r = obi_pb_reader_of(frame->data, frame->len);
+    obi_pb_field f;
+    while (r.pos < key_pos && obi_pb_next(&r, &f, NULL) > 0) {
+        const ProtobufCFieldDescriptor *other =
+            protobuf_c_message_descriptor_get_field(desc, f.number);
+        if (other && other != fd && (other->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            other->quantifier_offset == fd->quantifier_offset)
+            return true;
+    }
+    return false;
+}
+
 static int canonical_message(const ProtobufCMessageDescriptor *desc, const check_frame *frame,
                              obi_pb_reader *r, unsigned depth, obi_error **err)
 {
@@ -638,6 +656,11 @@ static int canonical_message(const ProtobufCMessageDescriptor *desc, const check
                                  "comes after field %u (fields go in number order)", previous->id);
         if (fd == previous && !repeats)
             return not_canonical(err, frame, fd, &f, key_pos, "occurs more than once");
+        if ((fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            oneof_member_before(desc, fd, frame, key_pos))
+            return not_canonical(
+                err, frame, fd, &f, key_pos,
+                "a second member of its oneof (protobuf-c keeps the last one only)");
         previous = fd;
         rc = read ? 0 : obi_pb_read_value(r, &f, err);
         if (rc < 0)

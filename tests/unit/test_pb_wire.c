@@ -551,6 +551,7 @@ static void test_canonical_check_names_the_field_and_offset_that_depart(void **s
     const ProtobufCMessageDescriptor *dir = &tvix__castore__v1__directory__descriptor;
     const ProtobufCMessageDescriptor *req = &tvix__build__v1__build_request__descriptor;
     const ProtobufCMessageDescriptor *build = &tvix__build__v1__build__descriptor;
+    const ProtobufCMessageDescriptor *node = &tvix__castore__v1__node__descriptor;
     const struct {
         const ProtobufCMessageDescriptor *desc;
         uint8_t bytes[12];
@@ -573,6 +574,11 @@ static void test_canonical_check_names_the_field_and_offset_that_depart(void **s
          {0x0a, 0x03, 0x0a, 0x01, 'a', 0x12, 0x00, 0x0a, 0x02, 0x0a, 0x00},
          11,
          "directories[1] (field 1) at byte offset 7: comes after field 2"},
+        /* Node { directory { name "a" }, file { name "b" } } */
+        {node,
+         {0x0a, 0x03, 0x0a, 0x01, 'a', 0x12, 0x03, 0x0a, 0x01, 'b'},
+         10,
+         "file (field 2) at byte offset 5: a second member of its oneof"},
         {req,
          {0x1a, 0x01, 'a', 0x1a, 0x01, 'b'},
          6,
