@@ -91,8 +91,9 @@ static inline bool obi_pb_reader_done(const obi_pb_reader *r)
  * it had no redundant trailing zero groups. -EINVAL: "truncated varint at byte offset N" or
  * "varint at byte offset N overflows 64 bits". */
 int obi_pb_read_varint(obi_pb_reader *r, uint64_t *out, bool *minimal, obi_error **err);
-/* A field's key: fills number, wire_type, offset and minimal. -EINVAL also for field number 0
- * or above OBI_PB_FIELD_NUMBER_MAX. */
+/* A field's key: fills number, wire_type, offset and minimal. -EINVAL also for a key longer
+ * than OBI_PB_KEY_MAX bytes (protobuf-c refuses those) and field number 0 or above
+ * OBI_PB_FIELD_NUMBER_MAX. */
 int obi_pb_read_key(obi_pb_reader *r, obi_pb_field *f, obi_error **err);
 /* The value after the key just read into f, by its wire type: fills value or data and len,
  * and clears minimal if its varint was not. -EINVAL for a truncated value, a length beyond

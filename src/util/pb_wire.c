@@ -64,6 +64,10 @@ int obi_pb_read_key(obi_pb_reader *r, obi_pb_field *f, obi_error **err)
     int rc = obi_pb_read_varint(r, &key, &minimal, err);
     if (rc < 0)
         return rc;
+    /* A key is a 32-bit varint: protobuf-c refuses one written in more bytes, however small. */
+    if (r->pos - start > OBI_PB_KEY_MAX)
+        return obi_error_set(err, -EINVAL, "key at byte offset %zu is longer than %d bytes",
+                             r->base + start, OBI_PB_KEY_MAX);
     uint64_t number = key >> 3;
     if (number == 0 || number > OBI_PB_FIELD_NUMBER_MAX)
         return obi_error_set(err, -EINVAL, "invalid field number %llu at byte offset %zu",
