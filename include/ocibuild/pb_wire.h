@@ -38,9 +38,11 @@
 
 #include "ocibuild/error.h"
 
-/* The longest varint (a 64-bit value), key (field number up to 2^29 - 1) and key plus length. */
+/* The longest varint (a 64-bit value), key (field number up to 2^29 - 1), length (32 bits, as
+ * protobuf-c reads lengths) and, as room for a writer, key plus length. */
 #define OBI_PB_VARINT_MAX 10
 #define OBI_PB_KEY_MAX 5
+#define OBI_PB_LENGTH_MAX 5
 #define OBI_PB_LEN_HEADER_MAX (OBI_PB_KEY_MAX + OBI_PB_VARINT_MAX)
 #define OBI_PB_FIELD_NUMBER_MAX 536870911u
 /* Embedded messages deeper than this are refused (no schema here nests past 4). */
@@ -96,9 +98,9 @@ int obi_pb_read_varint(obi_pb_reader *r, uint64_t *out, bool *minimal, obi_error
  * OBI_PB_FIELD_NUMBER_MAX. */
 int obi_pb_read_key(obi_pb_reader *r, obi_pb_field *f, obi_error **err);
 /* The value after the key just read into f, by its wire type: fills value or data and len,
- * and clears minimal if its varint was not. -EINVAL for a truncated value, a length beyond
- * the message, a group (wire types 3 and 4; no message here uses them) or wire types 6 and 7.
- * Messages do not name the field: the caller knows what it is. */
+ * and clears minimal if its varint was not. -EINVAL for a truncated value, a length longer
+ * than OBI_PB_LENGTH_MAX bytes or beyond the message, a group (wire types 3 and 4; no message here
+ * uses them) or wire types 6 and 7. Messages do not name the field: the caller knows what it is. */
 int obi_pb_read_value(obi_pb_reader *r, obi_pb_field *f, obi_error **err);
 /* Key and value: 1 with the next field, 0 at the end, or -EINVAL with the message of the two
  * above prefixed with "field N at byte offset M: " when the value is at fault. */

@@ -105,6 +105,10 @@ int obi_pb_read_value(obi_pb_reader *r, obi_pb_field *f, obi_error **err)
         rc = obi_pb_read_varint(r, &len, &minimal, err);
         if (rc < 0)
             break;
+        /* A 32-bit varint too: protobuf-c refuses a length written in more bytes. */
+        if (r->pos - len_at > OBI_PB_LENGTH_MAX)
+            return obi_error_set(err, -EINVAL, "length at byte offset %zu is longer than %d bytes",
+                                 r->base + len_at, OBI_PB_LENGTH_MAX);
         if (len > r->len - r->pos)
             return obi_error_set(err, -EINVAL,
                                  "length %llu at byte offset %zu exceeds the remaining %zu bytes",

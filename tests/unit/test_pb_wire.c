@@ -164,7 +164,7 @@ static void test_values_refuse_truncation_groups_and_invalid_wire_types(void **s
     obi_error *err = NULL;
     obi_pb_field f;
     static const struct {
-        uint8_t bytes[6];
+        uint8_t bytes[8];
         size_t len;
         const char *needle;
     } cases[] = {
@@ -174,6 +174,10 @@ static void test_values_refuse_truncation_groups_and_invalid_wire_types(void **s
          3,
          "field 1 at byte offset 0: length 5 at byte offset 1 exceeds the remaining 1 bytes"},
         {{0x0a}, 1, "field 1 at byte offset 0: truncated varint at byte offset 1"},
+        /* length 0 in six bytes (fuzz_pb_wire: protobuf-c refuses it) */
+        {{0x0a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00},
+         7,
+         "field 1 at byte offset 0: length at byte offset 1 is longer than 5 bytes"},
         {{0x08, 0xff}, 2, "field 1 at byte offset 0: truncated varint at byte offset 1"},
         {{0x0b, 0x0c}, 2, "field 1 at byte offset 0: wire type 3 (start group) is not supported"},
         {{0x0c}, 1, "field 1 at byte offset 0: wire type 4 (end group) is not supported"},
