@@ -132,7 +132,8 @@ int obi_rpc_unpack(const ProtobufCMessageDescriptor *desc, const char *what,
     return r < 0 ? obi_error_prefix(err, r, "%s", what) : 0;
 }
 
-int obi_rpc_bad_response(obi_error **err, obi_error **why, const char *fmt, ...)
+/* The name in parentheses: not the analyzer's macro of rpc_internal.h. */
+int(obi_rpc_bad_response)(obi_error **err, obi_error **why, const char *fmt, ...)
 {
     if (*why && (*why)->code == -ENOMEM)
         return obi_error_move(err, why);

@@ -240,6 +240,10 @@ int obi_rpc_unpack(const ProtobufCMessageDescriptor *desc, const char *what,
  * "context: why", or why itself when it is running out of memory. Frees *why. */
 int obi_rpc_bad_response(obi_error **err, obi_error **why, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+#ifdef __clang_analyzer__
+/* Negative, as error.h tells the analyzer of its setters (it sees one file at a time). */
+#define obi_rpc_bad_response(...) obi_error_negative(obi_rpc_bad_response(__VA_ARGS__))
+#endif
 /* Copies a received byte buffer into one malloc'd piece and destroys the buffer (never more
  * than the message twice at once). -ENOMEM leaves the buffer destroyed. */
 int obi_rpc_byte_buffer_to_message(grpc_byte_buffer *buffer, obi_rpc_message *out);

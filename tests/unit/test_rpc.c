@@ -938,6 +938,8 @@ UNPACKER(unpack_read_blob_request, tvix__castore__v1__read_blob_request__descrip
 UNPACKER(unpack_put_blob_response, tvix__castore__v1__put_blob_response__descriptor)
 UNPACKER(unpack_get_directory_request, tvix__castore__v1__get_directory_request__descriptor)
 UNPACKER(unpack_put_directory_response, tvix__castore__v1__put_directory_response__descriptor)
+UNPACKER(unpack_get_path_info_request, tvix__store__v1__get_path_info_request__descriptor)
+UNPACKER(unpack_path_info, tvix__store__v1__path_info__descriptor)
 
 static void test_rpc_messages_check_every_field_of_the_proto(void **state)
 {
@@ -953,6 +955,9 @@ static void test_rpc_messages_check_every_field_of_the_proto(void **state)
         {&tvix__castore__v1__put_blob_response__descriptor, unpack_put_blob_response, 1},
         {&tvix__castore__v1__get_directory_request__descriptor, unpack_get_directory_request, 2},
         {&tvix__castore__v1__put_directory_response__descriptor, unpack_put_directory_response, 1},
+        {&tvix__store__v1__get_path_info_request__descriptor, unpack_get_path_info_request, 1},
+        /* node 13 (Node's 12 below it), references 1, narinfo 16 (strings are tried twice) */
+        {&tvix__store__v1__path_info__descriptor, unpack_path_info, 30},
     };
     for (size_t i = 0; i < OBI_ARRAY_SIZE(messages); i++)
         assert_int_equal(obi_test_pb_every_field_is_checked(messages[i].desc, messages[i].decode),
