@@ -1,9 +1,10 @@
 /*
  * BuildRequest and Build in protobuf binary form, through the protobuf-c code generated from
- * proto/tvix/build/v1/build.proto; nodes go through node_pb.h. protobuf-c neither checks that
- * string fields are UTF-8 nor keeps their length (a NUL inside one would silently cut it), so
- * a short walk over the wire bytes first refuses both, naming the field, index and byte offset,
- * as prost does for tvix. Decoding does not validate: call obi_build_request_validate.
+ * proto/tvix/build/v1/build.proto; nodes go through node_pb.h. Decoding goes through
+ * obi_pb_unpack (pb_wire.h), whose check refuses what protobuf-c would let through (strings
+ * that are not UTF-8 or hold a NUL, which protobuf-c would silently cut, as prost refuses them
+ * for tvix) naming the field, index and byte offset. Decoding does not validate: call
+ * obi_build_request_validate. A new field is converted in request_from_pb and request_pb_init.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -12,171 +13,9 @@
 #include "build.pb-c.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/node_pb.h"
+#include "ocibuild/pb_wire.h"
 #include "ocibuild/request.h"
 #include "request_internal.h"
-
-/* ---- wire walk: string fields must be UTF-8 without NUL ---- */
-
-typedef struct wire_schema wire_schema;
-typedef struct wire_field {
-    uint32_t number;
-    const char *name;
-    bool repeated;
-    const wire_schema *message; /* NULL: a string field */
-} wire_field;
-struct wire_schema {
-    const wire_field *fields;
-    size_t n_fields;
-};
-
-static const wire_field ENV_VAR_FIELDS[] = {{1, "key", false, NULL}};
-static const wire_schema ENV_VAR_SCHEMA = {ENV_VAR_FIELDS, OBI_ARRAY_SIZE(ENV_VAR_FIELDS)};
-static const wire_field CONSTRAINTS_FIELDS[] = {{1, "system", false, NULL},
-                                                {3, "available_ro_paths", true, NULL}};
-static const wire_schema CONSTRAINTS_SCHEMA = {CONSTRAINTS_FIELDS,
-                                               OBI_ARRAY_SIZE(CONSTRAINTS_FIELDS)};
-static const wire_field ADDITIONAL_FILE_FIELDS[] = {{1, "path", false, NULL}};
-static const wire_schema ADDITIONAL_FILE_SCHEMA = {ADDITIONAL_FILE_FIELDS,
-                                                   OBI_ARRAY_SIZE(ADDITIONAL_FILE_FIELDS)};
-static const wire_field REQUEST_FIELDS[] = {
-    {2, "command_args", true, NULL},
-    {3, "working_dir", false, NULL},
-    {4, "scratch_paths", true, NULL},
-    {5, "inputs_dir", false, NULL},
-    {6, "outputs", true, NULL},
-    {7, "environment_vars", true, &ENV_VAR_SCHEMA},
-    {8, "constraints", false, &CONSTRAINTS_SCHEMA},
-    {9, "additional_files", true, &ADDITIONAL_FILE_SCHEMA},
-    {10, "refscan_needles", true, NULL},
-};
-static const wire_schema REQUEST_SCHEMA = {REQUEST_FIELDS, OBI_ARRAY_SIZE(REQUEST_FIELDS)};
-static const wire_field BUILD_FIELDS[] = {{1, "build_request", false, &REQUEST_SCHEMA}};
-static const wire_schema BUILD_SCHEMA = {BUILD_FIELDS, OBI_ARRAY_SIZE(BUILD_FIELDS)};
-
-bool obi_utf8_valid(const uint8_t *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        uint8_t c = s[i];
-        size_t n;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            n = 1, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            n = 2, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            n = 3, cp = c & 0x07, min = 0x10000;
-        } else {
-            return false;
-        }
-        if (len - i - 1 < n)
-            return false;
-        for (size_t k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += n + 1;
-    }
-    return true;
-}
-
-static int read_varint(const uint8_t *data, size_t len, size_t *pos, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (unsigned shift = 0; shift < 64; shift += 7) {
-        if (*pos >= len)
-            return -1;
-        uint8_t b = data[(*pos)++];
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-static const wire_field *schema_find(const wire_schema *schema, uint32_t number, size_t *slot)
-{
-    for (size_t i = 0; i < schema->n_fields; i++)
-        if (schema->fields[i].number == number) {
-            *slot = i;
-            return &schema->fields[i];
-        }
-    return NULL;
-}
-
-/* base is the offset of data in the whole message, prefix the field path so far ("" at top). */
-static int wire_check(const uint8_t *data, size_t len, size_t base, const wire_schema *schema,
-                      const char *prefix, obi_error **err)
-{
-    size_t counts[16] = {0};
-    size_t pos = 0;
-    while (pos < len) {
-        size_t start = pos;
-        uint64_t tag, v;
-        if (read_varint(data, len, &pos, &tag) < 0)
-            goto malformed;
-        switch (tag & 7) {
-        case 0:
-            if (read_varint(data, len, &pos, &v) < 0)
-                goto malformed;
-            continue;
-        case 1:
-        case 5: {
-            size_t n = (tag & 7) == 1 ? 8 : 4;
-            if (len - pos < n)
-                goto malformed;
-            pos += n;
-            continue;
-        }
-        case 2:
-            break;
-        default:
-            goto malformed;
-        }
-        if (read_varint(data, len, &pos, &v) < 0 || v > len - pos)
-            goto malformed;
-        const uint8_t *value = data + pos;
-        size_t value_len = (size_t)v;
-        pos += value_len;
-        size_t slot;
-        const wire_field *field =
-            tag >> 3 <= UINT32_MAX ? schema_find(schema, (uint32_t)(tag >> 3), &slot) : NULL;
-        if (!field)
-            continue;
-        char path[160];
-        if (field->repeated)
-            snprintf(path, sizeof path, "%s%s[%zu]", prefix, field->name, counts[slot]++);
-        else
-            snprintf(path, sizeof path, "%s%s", prefix, field->name);
-        if (field->message) {
-            char nested[170];
-            snprintf(nested, sizeof nested, "%s.", path);
-            int r =
-                wire_check(value, value_len, base + pos - value_len, field->message, nested, err);
-            if (r < 0)
-                return r;
-            continue;
-        }
-        if (memchr(value, '\0', value_len))
-            return obi_error_set(err, -EINVAL, "%s: string contains NUL (byte offset %zu)", path,
-                                 base + start);
-        if (!obi_utf8_valid(value, value_len))
-            return obi_error_set(err, -EINVAL, "%s: string is not valid UTF-8 (byte offset %zu)",
-                                 path, base + start);
-    }
-    return 0;
-malformed:
-    return obi_error_set(err, -EINVAL, "%smalformed protobuf at byte offset %zu", prefix,
-                         base + pos);
-}
 
 /* ---- protobuf-c -> model ---- */
 
@@ -276,15 +115,12 @@ oom:
 int obi_build_request_decode_pb(const uint8_t *data, size_t len, obi_build_request **out,
                                 obi_error **err)
 {
-    int r = wire_check(data, len, 0, &REQUEST_SCHEMA, "", err);
+    ProtobufCMessage *msg = NULL;
+    int r = obi_pb_unpack(&tvix__build__v1__build_request__descriptor, data, len, &msg, err);
     if (r < 0)
         return obi_error_prefix(err, r, "decode BuildRequest");
-    Tvix__Build__V1__BuildRequest *pb = tvix__build__v1__build_request__unpack(NULL, len, data);
-    if (!pb)
-        return obi_error_set(err, -EINVAL, "decode BuildRequest: invalid protobuf (%zu bytes)",
-                             len);
-    r = request_from_pb(pb, out, err);
-    tvix__build__v1__build_request__free_unpacked(pb, NULL);
+    r = request_from_pb((const Tvix__Build__V1__BuildRequest *)msg, out, err);
+    protobuf_c_message_free_unpacked(msg, NULL);
     return r < 0 ? obi_error_prefix(err, r, "decode BuildRequest") : 0;
 }
 
@@ -507,13 +343,11 @@ static int build_from_pb(const Tvix__Build__V1__Build *pb, obi_build **out, obi_
 
 int obi_build_decode_pb(const uint8_t *data, size_t len, obi_build **out, obi_error **err)
 {
-    int r = wire_check(data, len, 0, &BUILD_SCHEMA, "", err);
+    ProtobufCMessage *msg = NULL;
+    int r = obi_pb_unpack(&tvix__build__v1__build__descriptor, data, len, &msg, err);
     if (r < 0)
         return obi_error_prefix(err, r, "decode Build");
-    Tvix__Build__V1__Build *pb = tvix__build__v1__build__unpack(NULL, len, data);
-    if (!pb)
-        return obi_error_set(err, -EINVAL, "decode Build: invalid protobuf (%zu bytes)", len);
-    r = build_from_pb(pb, out, err);
-    tvix__build__v1__build__free_unpacked(pb, NULL);
+    r = build_from_pb((const Tvix__Build__V1__Build *)msg, out, err);
+    protobuf_c_message_free_unpacked(msg, NULL);
     return r < 0 ? obi_error_prefix(err, r, "decode Build") : 0;
 }

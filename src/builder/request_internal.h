@@ -5,15 +5,11 @@
 #ifndef OCIBUILD_REQUEST_INTERNAL_H
 #define OCIBUILD_REQUEST_INTERNAL_H
 
-#include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 
 /* An array of n owned strings (not NULL-terminated). */
 void obi_strings_free(char **v, size_t n);
 /* Deep copy; *out is NULL when n is 0. Returns 0 or -ENOMEM. */
 int obi_strings_copy(char *const *src, size_t n, char ***out);
-/* Strict UTF-8 (no overlong forms, no surrogates, at most U+10FFFF). */
-bool obi_utf8_valid(const uint8_t *s, size_t len);
 
 #endif

@@ -9,11 +9,16 @@
  * against hand-written bytes). To avoid copying names, encoding builds protobuf-c structs that
  * borrow the model's bytes.
  *
- * Decoding: a strict wire scan runs first so that malformed input (truncated varints or
- * lengths, wrong wire types for known fields, groups) is reported with its byte offset; then
- * protobuf-c unpacks and the result is converted into the model. Any other well-formed protobuf
- * is accepted (unknown fields skipped, non-minimal varints, defaults written explicitly): the
- * digest is always computed over our canonical re-encoding, as tvix does (docs/castore.md).
+ * Decoding goes through obi_pb_unpack (pb_wire.h): its check reports malformed input
+ * (truncated varints or lengths, wrong wire types for known fields, groups) with the field path
+ * and byte offset; then protobuf-c unpacks and the result is converted into the model. Any
+ * other well-formed protobuf is accepted (unknown fields skipped, non-minimal varints, defaults
+ * written explicitly): the digest is always computed over our canonical re-encoding, as tvix
+ * does (docs/castore.md).
+ *
+ * Checking in place (obi_directory_check_canonical): obi_pb_is_canonical decides the form from
+ * castore.proto's table; the entries are then read through pb_wire's reader into nodes that
+ * borrow the encoding's bytes, and the Directory rules applied to them.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -25,144 +30,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/node.h"
 #include "ocibuild/node_pb.h"
-
-/* ---- strict wire scan ---------------------------------------------------------------------- */
-
-typedef struct wire_schema wire_schema;
-typedef struct wire_field {
-    uint32_t number;
-    uint8_t wire_type;
-    const char *name;
-    const wire_schema *message; /* for embedded messages */
-} wire_field;
-struct wire_schema {
-    const char *name;
-    const wire_field *fields;
-    size_t n_fields;
-};
-
-enum {
-    WIRE_VARINT = 0,
-    WIRE_I64 = 1,
-    WIRE_LEN = 2,
-    WIRE_SGROUP = 3,
-    WIRE_EGROUP = 4,
-    WIRE_I32 = 5
-};
-
-static const wire_field directory_node_fields[] = {
-    {1, WIRE_LEN, "name", NULL}, {2, WIRE_LEN, "digest", NULL}, {3, WIRE_VARINT, "size", NULL}};
-static const wire_field file_node_fields[] = {{1, WIRE_LEN, "name", NULL},
-                                              {2, WIRE_LEN, "digest", NULL},
-                                              {3, WIRE_VARINT, "size", NULL},
-                                              {4, WIRE_VARINT, "executable", NULL}};
-static const wire_field symlink_node_fields[] = {{1, WIRE_LEN, "name", NULL},
-                                                 {2, WIRE_LEN, "target", NULL}};
-static const wire_schema directory_node_schema = {"DirectoryNode", directory_node_fields, 3};
-static const wire_schema file_node_schema = {"FileNode", file_node_fields, 4};
-static const wire_schema symlink_node_schema = {"SymlinkNode", symlink_node_fields, 2};
-static const wire_field directory_fields[] = {{1, WIRE_LEN, "directories", &directory_node_schema},
-                                              {2, WIRE_LEN, "files", &file_node_schema},
-                                              {3, WIRE_LEN, "symlinks", &symlink_node_schema}};
-static const wire_field node_fields[] = {{1, WIRE_LEN, "directory", &directory_node_schema},
-                                         {2, WIRE_LEN, "file", &file_node_schema},
-                                         {3, WIRE_LEN, "symlink", &symlink_node_schema}};
-static const wire_schema directory_schema = {"Directory", directory_fields, 3};
-static const wire_schema node_schema = {"Node", node_fields, 3};
-
-/* Reads a varint of at most 10 bytes whose value fits 64 bits. */
-static int read_varint(const uint8_t *data, size_t len, size_t *pos, uint64_t *value, size_t base,
-                       obi_error **err)
-{
-    uint64_t v = 0;
-    size_t start = *pos;
-    for (unsigned i = 0; i < 10; i++) {
-        if (*pos >= len)
-            return obi_error_set(err, -EINVAL, "truncated varint at offset %zu", base + start);
-        uint8_t b = data[(*pos)++];
-        if (i == 9 && b > 1)
-            return obi_error_set(err, -EINVAL, "varint at offset %zu overflows 64 bits",
-                                 base + start);
-        v |= (uint64_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) {
-            *value = v;
-            return 0;
-        }
-    }
-    return obi_error_set(err, -EINVAL, "varint at offset %zu is longer than 10 bytes",
-                         base + start);
-}
-
-static const wire_field *schema_field(const wire_schema *schema, uint64_t number)
-{
-    for (size_t i = 0; i < schema->n_fields; i++)
-        if (schema->fields[i].number == number)
-            return &schema->fields[i];
-    return NULL;
-}
-
-static int wire_scan(const uint8_t *data, size_t len, const wire_schema *schema, size_t base,
-                     obi_error **err)
-{
-    size_t pos = 0;
-    while (pos < len) {
-        size_t key_at = pos;
-        uint64_t key = 0, v = 0;
-        int r = read_varint(data, len, &pos, &key, base, err);
-        if (r < 0)
-            return r;
-        uint64_t number = key >> 3;
-        unsigned wt = key & 7;
-        if (number == 0 || number > 536870911)
-            return obi_error_set(err, -EINVAL, "%s: invalid field number %llu at offset %zu",
-                                 schema->name, (unsigned long long)number, base + key_at);
-        const wire_field *f = schema_field(schema, number);
-        if (f && f->wire_type != wt)
-            return obi_error_set(
-                err, -EINVAL, "%s.%s (field %llu) at offset %zu: wire type %u, expected %u",
-                schema->name, f->name, (unsigned long long)number, base + key_at, wt, f->wire_type);
-        switch (wt) {
-        case WIRE_VARINT:
-            r = read_varint(data, len, &pos, &v, base, err);
-            if (r < 0)
-                return r;
-            break;
-        case WIRE_I64:
-        case WIRE_I32: {
-            size_t width = wt == WIRE_I64 ? 8 : 4;
-            if (len - pos < width)
-                return obi_error_set(
-                    err, -EINVAL, "%s: field %llu at offset %zu: truncated %zu-byte value",
-                    schema->name, (unsigned long long)number, base + key_at, width);
-            pos += width;
-            break;
-        }
-        case WIRE_LEN: {
-            size_t len_at = pos;
-            r = read_varint(data, len, &pos, &v, base, err);
-            if (r < 0)
-                return r;
-            if (v > len - pos)
-                return obi_error_set(err, -EINVAL,
-                                     "%s: length %llu at offset %zu exceeds the remaining %zu "
-                                     "bytes",
-                                     schema->name, (unsigned long long)v, base + len_at, len - pos);
-            if (f && f->message) {
-                r = wire_scan(data + pos, (size_t)v, f->message, base + pos, err);
-                if (r < 0)
-                    return obi_error_prefix(err, r, "%s.%s", schema->name, f->name);
-            }
-            pos += (size_t)v;
-            break;
-        }
-        default:
-            return obi_error_set(err, -EINVAL,
-                                 "%s: field %llu at offset %zu: unsupported wire type %u",
-                                 schema->name, (unsigned long long)number, base + key_at, wt);
-        }
-    }
-    return 0;
-}
+#include "ocibuild/pb_wire.h"
 
 /* ---- protobuf-c -> model ------------------------------------------------------------------- */
 
@@ -521,14 +389,12 @@ int obi_directory_encode(const obi_directory *dir, uint8_t **out, size_t *out_le
 
 int obi_directory_decode(const uint8_t *data, size_t len, obi_directory **out, obi_error **err)
 {
-    int r = wire_scan(data, len, &directory_schema, 0, err);
+    ProtobufCMessage *msg = NULL;
+    int r = obi_pb_unpack(&tvix__castore__v1__directory__descriptor, data, len, &msg, err);
     if (r < 0)
         return obi_error_prefix(err, r, "decode Directory");
-    Tvix__Castore__V1__Directory *pb = tvix__castore__v1__directory__unpack(NULL, len, data);
-    if (!pb)
-        return obi_error_set(err, -EINVAL, "decode Directory: malformed protobuf (%zu bytes)", len);
-    r = obi_directory_from_pb(pb, out, err);
-    tvix__castore__v1__directory__free_unpacked(pb, NULL);
+    r = obi_directory_from_pb((const Tvix__Castore__V1__Directory *)msg, out, err);
+    protobuf_c_message_free_unpacked(msg, NULL);
     if (r < 0)
         return obi_error_prefix(err, r, "decode Directory");
     return 0;
@@ -536,144 +402,78 @@ int obi_directory_decode(const uint8_t *data, size_t len, obi_directory **out, o
 
 /* ---- canonical encodings checked in place --------------------------------------------------- */
 
-/* The canonical form (what obi_directory_encode writes): entries grouped by list in field order
- * (directories, files, symlinks), each entry's fields in field order, each at most once, defaults
- * (empty bytes, 0, false) never written, minimal varints, no unknown fields. Entries are read
- * into nodes that borrow the encoding's bytes. */
+/* Whether the encoding is canonical is obi_pb_is_canonical's question, asked of the Directory
+ * table; what is left here is reading the entries of a canonical encoding (so each read below
+ * cannot fail) into nodes that borrow its bytes, and applying the Directory rules to them. */
 
-typedef struct canon_reader {
-    const uint8_t *p, *end;
-} canon_reader;
-
-/* A minimal varint; false if truncated, overlong or not minimal. */
-static bool canon_varint(canon_reader *r, uint64_t *out)
+/* One DirectoryNode, FileNode or SymlinkNode body; digest_len is the length of the digest field
+ * as sent (the digest itself is copied only when it is 32 bytes). */
+static void entry_read(const obi_pb_reader *list, const obi_pb_field *entry, obi_node_kind kind,
+                       obi_node *node, size_t *digest_len)
 {
-    uint64_t v = 0;
-    for (unsigned i = 0; i < 10 && r->p < r->end; i++) {
-        uint8_t b = *r->p++;
-        if (i == 9 && b > 1)
-            return false;
-        v |= (uint64_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) {
-            if (b == 0 && i > 0)
-                return false;
-            *out = v;
-            return true;
-        }
-    }
-    return false;
-}
-
-static bool canon_bytes(canon_reader *r, const uint8_t **data, size_t *len)
-{
-    uint64_t n = 0;
-    if (!canon_varint(r, &n) || n > (uint64_t)(r->end - r->p))
-        return false;
-    *data = r->p;
-    *len = (size_t)n;
-    r->p += n;
-    return true;
-}
-
-/* One DirectoryNode, FileNode or SymlinkNode body in canonical form; digest_len is the length of
- * the digest field as sent (the digest itself is copied only when it is 32 bytes). */
-static bool canon_entry(const uint8_t *data, size_t len, obi_node_kind kind, obi_node *node,
-                        size_t *digest_len)
-{
-    static const unsigned last_field[] = {
-        [OBI_NODE_DIRECTORY] = 3, [OBI_NODE_FILE] = 4, [OBI_NODE_SYMLINK] = 2};
-    canon_reader r = {data, data + len};
+    obi_pb_reader r = obi_pb_reader_nested(list, entry);
+    obi_pb_field f;
     memset(node, 0, sizeof *node);
     node->kind = kind;
     *digest_len = 0;
-    unsigned previous = 0;
-    while (r.p < r.end) {
-        uint64_t key = 0, value = 0;
-        if (!canon_varint(&r, &key))
-            return false;
-        unsigned field = (unsigned)(key >> 3), wire_type = (unsigned)(key & 7);
-        if (field <= previous || field > last_field[kind])
-            return false;
-        previous = field;
-        bool varint = field >= 3 && kind != OBI_NODE_SYMLINK;
-        if (wire_type != (varint ? WIRE_VARINT : WIRE_LEN))
-            return false;
-        if (varint) {
-            if (!canon_varint(&r, &value) || value == 0 || (field == 4 && value != 1))
-                return false;
-            if (field == 3)
-                node->size = value;
-            else
-                node->executable = true;
-            continue;
-        }
-        const uint8_t *bytes = NULL;
-        size_t n = 0;
-        if (!canon_bytes(&r, &bytes, &n) || n == 0)
-            return false;
-        obi_bytes *slot = field == 1                 ? &node->name
-                          : kind == OBI_NODE_SYMLINK ? &node->target
-                                                     : NULL;
-        if (slot) {
-            *slot = (obi_bytes){(uint8_t *)bytes, n}; /* borrowed */
-        } else {
-            *digest_len = n;
-            if (n == OBI_DIGEST_LEN)
-                memcpy(node->digest.bytes, bytes, OBI_DIGEST_LEN);
+    while (obi_pb_next(&r, &f, NULL) > 0) {
+        if (f.number == OBI_NODE_FIELD_NAME) {
+            node->name = (obi_bytes){(uint8_t *)f.data, f.len}; /* borrowed */
+        } else if (kind == OBI_NODE_SYMLINK) {
+            if (f.number == OBI_NODE_FIELD_TARGET)
+                node->target = (obi_bytes){(uint8_t *)f.data, f.len}; /* borrowed */
+        } else if (f.number == OBI_NODE_FIELD_DIGEST) {
+            *digest_len = f.len;
+            if (f.len == OBI_DIGEST_LEN)
+                memcpy(node->digest.bytes, f.data, OBI_DIGEST_LEN);
+        } else if (f.number == OBI_NODE_FIELD_SIZE) {
+            node->size = f.value;
+        } else if (f.number == OBI_NODE_FIELD_EXECUTABLE) {
+            node->executable = f.value != 0;
         }
     }
-    return true;
 }
 
-/* Walks the entries of one encoding, or of one list of it (only_field != 0). */
-typedef struct canon_iter {
-    canon_reader r;
-    unsigned last_field;
-    unsigned only_field;
-} canon_iter;
+/* The entries of a canonical encoding, of every list or of one (only != 0). */
+typedef struct entry_iter {
+    obi_pb_reader r;
+    uint32_t only;
+} entry_iter;
 
-static const obi_node_kind FIELD_KIND[] = {0, OBI_NODE_DIRECTORY, OBI_NODE_FILE, OBI_NODE_SYMLINK};
-static const char *const LIST_NAME[] = {"", "directories", "files", "symlinks"};
-
-/* 1 with the next entry (and its list's field number), 0 at the end, -1 if not canonical. */
-static int canon_next(canon_iter *it, obi_node *node, size_t *digest_len, unsigned *field_out)
+static entry_iter entries_of(const uint8_t *data, size_t len, uint32_t only)
 {
-    if (it->r.p >= it->r.end)
-        return 0;
-    canon_reader at = it->r;
-    uint64_t key = 0;
-    if (!canon_varint(&it->r, &key))
-        return -1;
-    unsigned field = (unsigned)(key >> 3);
-    if ((key & 7) != WIRE_LEN || field < 1 || field > 3 || field < it->last_field)
-        return -1;
-    if (it->only_field && field != it->only_field) {
-        it->r = at;
-        return 0;
-    }
-    it->last_field = field;
-    const uint8_t *body = NULL;
-    size_t len = 0;
-    if (!canon_bytes(&it->r, &body, &len) ||
-        !canon_entry(body, len, FIELD_KIND[field], node, digest_len))
-        return -1;
-    *field_out = field;
-    return 1;
+    return (entry_iter){obi_pb_reader_of(data, len), only};
 }
 
-/* Where list `field` starts (an iterator over just that list). */
-static canon_iter canon_list(const uint8_t *data, size_t len, unsigned field)
+static const obi_node_kind LIST_KIND[] = {
+    [OBI_DIRECTORY_FIELD_DIRECTORIES] = OBI_NODE_DIRECTORY,
+    [OBI_DIRECTORY_FIELD_FILES] = OBI_NODE_FILE,
+    [OBI_DIRECTORY_FIELD_SYMLINKS] = OBI_NODE_SYMLINK,
+};
+static const char *const LIST_NAME[] = {
+    [OBI_DIRECTORY_FIELD_DIRECTORIES] = "directories",
+    [OBI_DIRECTORY_FIELD_FILES] = "files",
+    [OBI_DIRECTORY_FIELD_SYMLINKS] = "symlinks",
+};
+
+/* True with the next entry and its list's field number; false at the end. Lists come in field
+ * order, so one list ends where a later one starts. */
+static bool entry_next(entry_iter *it, obi_node *node, size_t *digest_len, uint32_t *list)
 {
-    canon_iter it = {{data, data + len}, 0, 0};
+    obi_pb_field f;
     for (;;) {
-        canon_iter here = it;
-        obi_node node;
-        size_t digest_len;
-        unsigned f = 0;
-        if (canon_next(&it, &node, &digest_len, &f) <= 0 || f >= field) {
-            here.only_field = field;
-            return here;
+        obi_pb_reader at = it->r;
+        if (obi_pb_next(&it->r, &f, NULL) <= 0)
+            return false;
+        if (it->only && f.number < it->only)
+            continue;
+        if (it->only && f.number > it->only) {
+            it->r = at;
+            return false;
         }
+        entry_read(&it->r, &f, LIST_KIND[f.number], node, digest_len);
+        *list = f.number;
+        return true;
     }
 }
 
@@ -682,62 +482,60 @@ static uint64_t add_saturating(uint64_t a, uint64_t b)
     return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
-int obi_directory_check_canonical(const uint8_t *data, size_t len, uint64_t *size_out,
-                                  obi_directory_entry_fn visit, void *ctx, obi_error **err)
+/* What decoding refuses after the structure: the first digest that is not 32 bytes. */
+static int check_digest_lengths(const uint8_t *data, size_t len, obi_error **err)
 {
+    entry_iter it = entries_of(data, len, 0);
+    obi_node node;
+    size_t digest_len = 0;
+    uint32_t list = 0;
+    while (entry_next(&it, &node, &digest_len, &list)) {
+        if (node.kind == OBI_NODE_SYMLINK || digest_len == OBI_DIGEST_LEN)
+            continue;
+        char q[OBI_NAME_QUOTED_MAX];
+        return obi_error_set(
+            err, -EINVAL, "decode Directory: %s entry %s: digest is %zu bytes, expected %d",
+            obi_node_kind_name(node.kind), obi_name_quote(node.name.data, node.name.len, q),
+            digest_len, OBI_DIGEST_LEN);
+    }
+    return 0;
+}
+
+/* What validation checks, in its order: each list's entries and order; sums the size. */
+static int check_entries(const uint8_t *data, size_t len, uint64_t *size_out, obi_error **err)
+{
+    entry_iter it = entries_of(data, len, 0);
     obi_node node, prev;
     size_t digest_len = 0;
-    unsigned field = 0;
-    int more;
-    /* What decoding would refuse first: the structure, then digests that are not 32 bytes. */
-    canon_iter it = {{data, data + len}, 0, 0};
-    obi_node bad_digest = {0};
-    size_t bad_digest_len = OBI_DIGEST_LEN;
-    while ((more = canon_next(&it, &node, &digest_len, &field)) > 0) {
-        if (node.kind != OBI_NODE_SYMLINK && digest_len != OBI_DIGEST_LEN &&
-            bad_digest_len == OBI_DIGEST_LEN) {
-            bad_digest = node;
-            bad_digest_len = digest_len;
-        }
-    }
-    if (more < 0) {
-        /* Not canonical: malformed (say where, as decoding would), or just another form. */
-        int r = wire_scan(data, len, &directory_schema, 0, err);
-        return r < 0 ? obi_error_prefix(err, r, "decode Directory") : 0;
-    }
-    if (bad_digest_len != OBI_DIGEST_LEN) {
-        char q[OBI_NAME_QUOTED_MAX];
-        return obi_error_set(err, -EINVAL,
-                             "decode Directory: %s entry %s: digest is %zu bytes, expected %d",
-                             obi_node_kind_name(bad_digest.kind),
-                             obi_name_quote(bad_digest.name.data, bad_digest.name.len, q),
-                             bad_digest_len, OBI_DIGEST_LEN);
-    }
-    /* Then what validation checks, in its order: each list's entries and order, ... */
+    uint32_t list = 0, prev_list = 0;
     uint64_t size = 0;
-    bool have_prev = false;
-    unsigned prev_field = 0;
-    it = (canon_iter){{data, data + len}, 0, 0};
-    while (canon_next(&it, &node, &digest_len, &field) > 0) {
+    while (entry_next(&it, &node, &digest_len, &list)) {
         int r = obi_node_validate_entry(&node, err);
-        if (r == 0 && have_prev && prev_field == field)
-            r = obi_node_check_order(&prev, &node, LIST_NAME[field], err);
+        if (r == 0 && prev_list == list)
+            r = obi_node_check_order(&prev, &node, LIST_NAME[list], err);
         if (r < 0)
             return r;
         size = add_saturating(size, 1);
         if (node.kind == OBI_NODE_DIRECTORY)
             size = add_saturating(size, node.size);
         prev = node;
-        prev_field = field;
-        have_prev = true;
+        prev_list = list;
     }
-    /* ... then names in two lists: a three-way merge of the sorted lists. */
-    canon_iter lists[3];
+    *size_out = size;
+    return 0;
+}
+
+/* Then names in two lists: a three-way merge of the sorted lists. */
+static int check_unique_across(const uint8_t *data, size_t len, obi_error **err)
+{
+    entry_iter lists[3];
     obi_node heads[3];
     bool has[3];
+    size_t digest_len = 0;
+    uint32_t list = 0;
     for (unsigned l = 0; l < 3; l++) {
-        lists[l] = canon_list(data, len, l + 1);
-        has[l] = canon_next(&lists[l], &heads[l], &digest_len, &field) > 0;
+        lists[l] = entries_of(data, len, OBI_DIRECTORY_FIELD_DIRECTORIES + l);
+        has[l] = entry_next(&lists[l], &heads[l], &digest_len, &list);
     }
     for (;;) {
         int lowest = -1;
@@ -751,19 +549,41 @@ int obi_directory_check_canonical(const uint8_t *data, size_t len, uint64_t *siz
             int c = obi_name_compare(heads[l].name.data, heads[l].name.len, heads[lowest].name.data,
                                      heads[lowest].name.len);
             if (c == 0)
-                return obi_node_in_two_lists(&heads[l], LIST_NAME[lowest + 1], LIST_NAME[l + 1],
-                                             err);
+                return obi_node_in_two_lists(&heads[l],
+                                             LIST_NAME[OBI_DIRECTORY_FIELD_DIRECTORIES + lowest],
+                                             LIST_NAME[OBI_DIRECTORY_FIELD_DIRECTORIES + l], err);
             if (c < 0)
                 lowest = l;
         }
         if (lowest < 0)
-            break;
-        has[lowest] = canon_next(&lists[lowest], &heads[lowest], &digest_len, &field) > 0;
+            return 0;
+        has[lowest] = entry_next(&lists[lowest], &heads[lowest], &digest_len, &list);
     }
+}
+
+int obi_directory_check_canonical(const uint8_t *data, size_t len, uint64_t *size_out,
+                                  obi_directory_entry_fn visit, void *ctx, obi_error **err)
+{
+    if (!obi_pb_is_canonical(&tvix__castore__v1__directory__descriptor, data, len)) {
+        /* Malformed (say where, as decoding would), or just another form. */
+        int r = obi_pb_check(&tvix__castore__v1__directory__descriptor, data, len, err);
+        return r < 0 ? obi_error_prefix(err, r, "decode Directory") : 0;
+    }
+    uint64_t size = 0;
+    int r = check_digest_lengths(data, len, err);
+    if (r == 0)
+        r = check_entries(data, len, &size, err);
+    if (r == 0)
+        r = check_unique_across(data, len, err);
+    if (r < 0)
+        return r;
     if (visit) {
-        it = canon_list(data, len, 1);
-        while (canon_next(&it, &node, &digest_len, &field) > 0) {
-            int r = visit(&node, ctx, err);
+        entry_iter it = entries_of(data, len, OBI_DIRECTORY_FIELD_DIRECTORIES);
+        obi_node node;
+        size_t digest_len = 0;
+        uint32_t list = 0;
+        while (entry_next(&it, &node, &digest_len, &list)) {
+            r = visit(&node, ctx, err);
             if (r < 0)
                 return r;
         }
@@ -820,14 +640,12 @@ int obi_node_encode(const obi_node *node, uint8_t **out, size_t *out_len, obi_er
 
 int obi_node_decode(const uint8_t *data, size_t len, obi_node *out, obi_error **err)
 {
-    int r = wire_scan(data, len, &node_schema, 0, err);
+    ProtobufCMessage *msg = NULL;
+    int r = obi_pb_unpack(&tvix__castore__v1__node__descriptor, data, len, &msg, err);
     if (r < 0)
         return obi_error_prefix(err, r, "decode Node");
-    Tvix__Castore__V1__Node *pb = tvix__castore__v1__node__unpack(NULL, len, data);
-    if (!pb)
-        return obi_error_set(err, -EINVAL, "decode Node: malformed protobuf (%zu bytes)", len);
-    r = obi_node_from_pb(pb, out, err);
-    tvix__castore__v1__node__free_unpacked(pb, NULL);
+    r = obi_node_from_pb((const Tvix__Castore__V1__Node *)msg, out, err);
+    protobuf_c_message_free_unpacked(msg, NULL);
     if (r < 0)
         return obi_error_prefix(err, r, "decode Node");
     return 0;

@@ -11,6 +11,20 @@
 #include "ocibuild/error.h"
 #include "ocibuild/node.h"
 
+/* The field numbers of castore.proto that node_codec.c reads in place from canonical Directory
+ * encodings (everything else reads them from protoc-c's descriptors); test_node checks them
+ * against those. */
+enum {
+    OBI_DIRECTORY_FIELD_DIRECTORIES = 1,
+    OBI_DIRECTORY_FIELD_FILES = 2,
+    OBI_DIRECTORY_FIELD_SYMLINKS = 3,
+    OBI_NODE_FIELD_NAME = 1,       /* DirectoryNode, FileNode, SymlinkNode */
+    OBI_NODE_FIELD_DIGEST = 2,     /* DirectoryNode, FileNode */
+    OBI_NODE_FIELD_TARGET = 2,     /* SymlinkNode */
+    OBI_NODE_FIELD_SIZE = 3,       /* DirectoryNode, FileNode */
+    OBI_NODE_FIELD_EXECUTABLE = 4, /* FileNode */
+};
+
 /* Enough for a quoted, escaped name of up to 64 shown bytes plus "...". */
 #define OBI_NAME_QUOTED_MAX 300
 

@@ -16,10 +16,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "castore.pb-c.h"
 #include "ocibuild/array.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/pb_wire.h"
 #include "ocibuild/store_backend.h"
 #include "store_internal.h"
 
@@ -125,13 +127,18 @@ int obi_directory_put_encoded(obi_directory_putter *p, uint8_t *data, size_t len
         return r;
     if (r == 1 && p->ops->put_canonical)
         return p->ops->put_canonical(p, steal_pointer(&owned), len, size, digest_out, err);
-    if (r == 0 && len > OBI_DIRECTORY_DECODE_MAX)
-        /* Decoding costs several times the encoding's size: only small ones are. */
-        return obi_error_set(err, -EINVAL,
-                             "Directory of %zu bytes is not in canonical encoding (fields in "
-                             "order, defaults omitted, minimal varints, no unknown fields); "
-                             "only up to %d bytes are re-encoded",
-                             len, OBI_DIRECTORY_DECODE_MAX);
+    if (r == 0 && len > OBI_DIRECTORY_DECODE_MAX) {
+        /* Decoding costs several times the encoding's size: only small ones are. The error
+         * says where the encoding departs from the canonical form. */
+        r = obi_pb_check_canonical(&tvix__castore__v1__directory__descriptor, data, len, err);
+        if (r == 0) /* not reached: obi_directory_check_canonical said it was not canonical */
+            r = obi_error_set(err, -EINVAL, "not canonical");
+        return obi_error_prefix(err, r,
+                                "Directory of %zu bytes is not in canonical encoding (fields in "
+                                "order, defaults omitted, minimal varints, no unknown fields) "
+                                "and only up to %d bytes are re-encoded",
+                                len, OBI_DIRECTORY_DECODE_MAX);
+    }
     cleanup_directory obi_directory *dir = NULL;
     r = obi_directory_decode(data, len, &dir, err);
     if (r == 0)

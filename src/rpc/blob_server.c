@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ocibuild/cleanup.h"
+#include "ocibuild/pb_wire.h"
 #include "ocibuild/store.h"
 #include "rpc_blobstore.pb-c.h"
 #include "rpc_internal.h"
@@ -52,19 +53,8 @@ static int blob_stat(obi_rpc_call *call, void *ctx, obi_rpc_message *message, ob
 }
 
 /* Chunk messages are encoded by hand around the data, so that each chunk is read straight into
- * the buffer that goes on the wire: field 1, wire type 2 (0x0a), varint length, bytes. */
-#define CHUNK_HEADER_MAX 6
-
-static size_t put_varint(uint8_t *out, size_t value)
-{
-    size_t n = 0;
-    while (value >= 0x80) {
-        out[n++] = (uint8_t)(value | 0x80);
-        value >>= 7;
-    }
-    out[n++] = (uint8_t)value;
-    return n;
-}
+ * the buffer that goes on the wire: the key and length of BlobChunk.data, then the bytes. */
+#define CHUNK_HEADER_MAX OBI_PB_LEN_HEADER_MAX
 
 static void reader_free(void *reader)
 {
@@ -92,8 +82,7 @@ static int read_queue_chunk(obi_rpc_call *call, obi_blob_reader *reader, obi_err
     if (filled == 0)
         return OBI_RPC_DONE;
     uint8_t header[CHUNK_HEADER_MAX];
-    header[0] = 0x0a;
-    size_t header_len = 1 + put_varint(header + 1, filled);
+    size_t header_len = obi_pb_put_len_header(header, OBI_RPC_BLOB_CHUNK_DATA, filled);
     /* The message starts at the buffer, so that the slice frees the whole allocation. */
     memmove(buffer + header_len, data, filled);
     memcpy(buffer, header, header_len);
@@ -167,9 +156,9 @@ static int blob_put_chunk(obi_rpc_call *call, void *ctx, obi_rpc_message *messag
         return r;
     const uint8_t *data;
     size_t len;
-    if (obi_rpc_blob_chunk_data(message->data, message->len, &data, &len) < 0)
-        return obi_error_set(err, -EINVAL, "BlobChunk %zu: not a valid BlobChunk message",
-                             put->chunks);
+    r = obi_rpc_blob_chunk_data(message->data, message->len, &data, &len, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "BlobChunk %zu", put->chunks);
     put->chunks++;
     r = obi_blob_write(put->writer, data, len, err);
     return r < 0 ? r : OBI_RPC_RECV;

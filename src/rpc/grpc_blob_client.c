@@ -9,6 +9,7 @@
 
 #include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/pb_wire.h"
 #include "ocibuild/rpc.h"
 #include "ocibuild/store_backend.h"
 #include "rpc_blobstore.pb-c.h"
@@ -48,10 +49,11 @@ static int reader_next_chunk(grpc_blob_reader *reader, obi_error **err)
             reader->eof = true;
             return 0;
         }
+        obi_error *why = NULL;
         if (obi_rpc_blob_chunk_data(GRPC_SLICE_START_PTR(reader->message),
-                                    GRPC_SLICE_LENGTH(reader->message), &reader->data,
-                                    &reader->len) < 0)
-            return obi_error_set(err, -EBADMSG, "%s: not a valid BlobChunk", METHOD_READ);
+                                    GRPC_SLICE_LENGTH(reader->message), &reader->data, &reader->len,
+                                    &why) < 0)
+            return obi_rpc_bad_response(err, &why, "%s: BlobChunk", METHOD_READ);
         if (reader->len > 0)
             return 0;
     }
@@ -233,10 +235,11 @@ static int finish_streaming(grpc_blob_writer *writer, obi_digest *digest_out, ob
     int r = obi_rpc_client_call_close_and_recv_one(call, &data, &len, err);
     if (r < 0)
         return r;
-    Tvix__Castore__V1__PutBlobResponse *resp =
-        tvix__castore__v1__put_blob_response__unpack(NULL, len, data);
-    if (!resp)
-        return obi_error_set(err, -EBADMSG, "%s: not a valid PutBlobResponse", METHOD_PUT);
+    ProtobufCMessage *msg = NULL;
+    obi_error *why = NULL;
+    if (obi_pb_unpack(&tvix__castore__v1__put_blob_response__descriptor, data, len, &msg, &why) < 0)
+        return obi_rpc_bad_response(err, &why, "%s: PutBlobResponse", METHOD_PUT);
+    Tvix__Castore__V1__PutBlobResponse *resp = (Tvix__Castore__V1__PutBlobResponse *)msg;
     if (resp->digest.len != OBI_DIGEST_LEN) {
         size_t got = resp->digest.len;
         protobuf_c_message_free_unpacked(&resp->base, NULL);

@@ -11,6 +11,7 @@
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest_map.h"
+#include "ocibuild/pb_wire.h"
 #include "ocibuild/rpc.h"
 #include "ocibuild/store_backend.h"
 #include "rpc_directory.pb-c.h"
@@ -219,10 +220,12 @@ static int putter_finish(obi_directory_putter *base, obi_digest *root_out, obi_e
     int r = obi_rpc_client_call_close_and_recv_one(call, &data, &len, err);
     if (r < 0)
         return r;
-    Tvix__Castore__V1__PutDirectoryResponse *resp =
-        tvix__castore__v1__put_directory_response__unpack(NULL, len, data);
-    if (!resp)
-        return obi_error_set(err, -EBADMSG, "%s: not a valid PutDirectoryResponse", METHOD_PUT);
+    ProtobufCMessage *msg = NULL;
+    obi_error *why = NULL;
+    if (obi_pb_unpack(&tvix__castore__v1__put_directory_response__descriptor, data, len, &msg,
+                      &why) < 0)
+        return obi_rpc_bad_response(err, &why, "%s: PutDirectoryResponse", METHOD_PUT);
+    Tvix__Castore__V1__PutDirectoryResponse *resp = (Tvix__Castore__V1__PutDirectoryResponse *)msg;
     bool same = resp->root_digest.len == OBI_DIGEST_LEN &&
                 !memcmp(resp->root_digest.data, putter->last.bytes, OBI_DIGEST_LEN);
     protobuf_c_message_free_unpacked(&resp->base, NULL);

@@ -11,6 +11,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/nix_store.h"
+#include "ocibuild/pb_wire.h"
 #include "ocibuild/rpc.h"
 #include "rpc_internal.h"
 #include "rpc_pathinfo.pb-c.h"
@@ -26,9 +27,11 @@ typedef struct grpc_path_info_store {
 static int decode_path_info(const uint8_t *data, size_t len, const char *method,
                             obi_nix_path_info **out, obi_error **err)
 {
-    Tvix__Store__V1__PathInfo *pb = tvix__store__v1__path_info__unpack(NULL, len, data);
-    if (!pb)
-        return obi_error_set(err, -EBADMSG, "%s: the server's PathInfo does not decode", method);
+    ProtobufCMessage *msg = NULL;
+    obi_error *why = NULL;
+    if (obi_pb_unpack(&tvix__store__v1__path_info__descriptor, data, len, &msg, &why) < 0)
+        return obi_rpc_bad_response(err, &why, "%s: the server's PathInfo", method);
+    Tvix__Store__V1__PathInfo *pb = (Tvix__Store__V1__PathInfo *)msg;
     int r = obi_rpc_path_info_from_pb(pb, out, err);
     tvix__store__v1__path_info__free_unpacked(pb, NULL);
     if (r < 0)

@@ -223,13 +223,27 @@ void obi_rpc_cq_shutdown_drain(grpc_completion_queue *cq);
 /* Shuts down, drains and destroys a completion queue. Accepts NULL. */
 void obi_rpc_cq_destroy(grpc_completion_queue *cq);
 
-/* Finds BlobChunk.data (field 1) in an encoded message without copying it (other fields are
- * skipped; the last occurrence wins, as in protobuf). -EBADMSG if malformed. */
-int obi_rpc_blob_chunk_data(const uint8_t *msg, size_t msg_len, const uint8_t **data, size_t *len);
+/* BlobChunk.data's field number: chunks are read and written in place, around the data, so
+ * that it is never copied (test_rpc checks the number against the .proto). */
+#define OBI_RPC_BLOB_CHUNK_DATA 1
+/* Finds BlobChunk.data in an encoded message without copying it, after obi_pb_check (unknown
+ * fields are skipped; the last occurrence wins, as in protobuf). -EINVAL naming the field and
+ * byte offset if malformed. */
+int obi_rpc_blob_chunk_data(const uint8_t *msg, size_t msg_len, const uint8_t **data, size_t *len,
+                            obi_error **err);
 
-/* Unpacks a message (free with protobuf_c_message_free_unpacked); -EINVAL naming `what`. */
+/* Unpacks a message through obi_pb_unpack (free with protobuf_c_message_free_unpacked);
+ * -EINVAL naming `what`, the field and the byte offset. */
 int obi_rpc_unpack(const ProtobufCMessageDescriptor *desc, const char *what,
                    const obi_rpc_message *message, ProtobufCMessage **out, obi_error **err);
+/* A client's error for a response that did not decode: -EBADMSG (the server broke the protocol)
+ * "context: why", or why itself when it is running out of memory. Frees *why. */
+int obi_rpc_bad_response(obi_error **err, obi_error **why, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#ifdef __clang_analyzer__
+/* Negative, as error.h tells the analyzer of its setters (it sees one file at a time). */
+#define obi_rpc_bad_response(...) obi_error_negative(obi_rpc_bad_response(__VA_ARGS__))
+#endif
 /* Copies a received byte buffer into one malloc'd piece and destroys the buffer (never more
  * than the message twice at once). -ENOMEM leaves the buffer destroyed. */
 int obi_rpc_byte_buffer_to_message(grpc_byte_buffer *buffer, obi_rpc_message *out);

@@ -75,6 +75,15 @@ def main():
             put("friendly_request", f, text)
             msg = json_format.Parse(text, build.BuildRequest())
             put("request_pb", f.replace(".json", ".pb"), msg.SerializeToString())
+            # pb_wire: the first byte picks the message (fuzz_pb_wire.c's MESSAGES).
+            put("pb_wire", "request-" + f.replace(".json", ".pb"),
+                b"\x02" + msg.SerializeToString())
+        put("pb_wire", "directory.pb", b"\x00" + d.SerializeToString())
+        put("pb_wire", "node.pb", b"\x01" + castore.Node(file=d.files[1]).SerializeToString())
+        b = build.Build(build_request=msg)
+        b.outputs.add(directory=d.directories[0])
+        b.outputs_needles.add(needles=[0, 300])
+        put("pb_wire", "build.pb", b"\x03" + b.SerializeToString())
     hello = json.load(open(os.path.join(ROOT, "examples", "hello.json")))
     hello["inputs"] = {"busybox": {"file": {"name": base64.b64encode(b"busybox").decode(),
                                             "digest": base64.b64encode(bytes(32)).decode(),

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <protobuf-c/protobuf-c.h>
 #include <sys/types.h>
 
 #include "ocibuild/error.h"
@@ -50,6 +51,17 @@ int obi_test_deadline_arm(void **state);
 int obi_test_deadline_disarm(void **state);
 #define obi_unit_test_with_deadline(f)                                                             \
     cmocka_unit_test_setup_teardown(f, obi_test_deadline_arm, obi_test_deadline_disarm)
+
+/* A decoder of one protobuf message: 0, or negative with *err set. */
+typedef int (*obi_test_decode_fn)(const uint8_t *data, size_t len, obi_error **err);
+/* Driven by the .proto (protoc-c's descriptor of the message decode reads): for every field
+ * reachable from desc through embedded messages, encodes a message that holds just that field
+ * with a wire type its type does not allow, and, for string fields, one holding a NUL; asserts
+ * that decode refuses each naming the field path ("a.b[0].c (field 3) at byte offset 4").
+ * A field the decoder does not check fails this test, so no field can be added unchecked.
+ * Returns the number of encodings tried. */
+size_t obi_test_pb_every_field_is_checked(const ProtobufCMessageDescriptor *desc,
+                                          obi_test_decode_fn decode);
 
 /* Asserts r == 0; on failure prints the error message first. */
 #define assert_ok(expr)                                                                            \

@@ -12,6 +12,7 @@
 #include "ocibuild/json_util.h"
 #include "ocibuild/node.h"
 #include "ocibuild/node_pb.h"
+#include "../../src/castore/node_internal.h"
 #include "test_helpers.h"
 
 #define REP4(x) x, x, x, x
@@ -557,14 +558,18 @@ static void test_decode_rejects_truncated_input(void **state)
     obi_error *err = NULL;
     obi_directory *dir = NULL;
     /* Cut inside the digest of the first entry: the LEN 39 runs past the end. */
-    assert_fails_with(err, obi_directory_decode(EXAMPLE_BYTES, 20, &dir, &err), -EINVAL,
-                      "length 39 at offset 1 exceeds the remaining 18 bytes");
+    assert_fails_with(
+        err, obi_directory_decode(EXAMPLE_BYTES, 20, &dir, &err), -EINVAL,
+        "directories[0] (field 1) at byte offset 0: length 39 at byte offset 1 exceeds "
+        "the remaining 18 bytes");
     static const uint8_t varint[] = {0x0a, 0x80};
-    assert_fails_with(err, obi_directory_decode(varint, sizeof varint, &dir, &err), -EINVAL,
-                      "truncated varint at offset 1");
+    assert_fails_with(
+        err, obi_directory_decode(varint, sizeof varint, &dir, &err), -EINVAL,
+        "directories[0] (field 1) at byte offset 0: truncated varint at byte offset 1");
     static const uint8_t inner[] = {0x12, 3, 0x18, 0x85, 0x80};
-    assert_fails_with(err, obi_directory_decode(inner, sizeof inner, &dir, &err), -EINVAL,
-                      "Directory.files: truncated varint at offset 3");
+    assert_fails_with(
+        err, obi_directory_decode(inner, sizeof inner, &dir, &err), -EINVAL,
+        "files[0].size (field 3) at byte offset 2: truncated varint at byte offset 3");
     /* Every strict prefix of the example fails cleanly (no leaks under ASan). */
     for (size_t cut = 1; cut < sizeof EXAMPLE_BYTES; cut++) {
         int r = obi_directory_decode(EXAMPLE_BYTES, cut, &dir, &err);
@@ -588,23 +593,26 @@ static void test_decode_rejects_wrong_wire_types(void **state)
     obi_directory *dir = NULL;
     static const uint8_t top[] = {0x08, 0x01}; /* directories as a varint */
     assert_fails_with(err, obi_directory_decode(top, sizeof top, &dir, &err), -EINVAL,
-                      "Directory.directories (field 1) at offset 0: wire type 0, expected 2");
+                      "directories[0] (field 1) at byte offset 0: wire type 0 (varint), expected 2 "
+                      "(length-delimited)");
     static const uint8_t inner[] = {0x12, 4, 0x0a, 1, 'f', 0x19}; /* size as fixed64 */
-    assert_fails_with(err, obi_directory_decode(inner, sizeof inner, &dir, &err), -EINVAL,
-                      "FileNode.size (field 3) at offset 5: wire type 1, expected 0");
+    assert_fails_with(
+        err, obi_directory_decode(inner, sizeof inner, &dir, &err), -EINVAL,
+        "files[0].size (field 3) at byte offset 5: wire type 1 (64-bit), expected 0 (varint)");
     static const uint8_t group[] = {0x4b, 0x4c}; /* unknown field 9 as a group */
     assert_fails_with(err, obi_directory_decode(group, sizeof group, &dir, &err), -EINVAL,
-                      "unsupported wire type 3");
+                      "field 9 at byte offset 0: wire type 3 (start group) is not supported");
     static const uint8_t zero[] = {0x02, 0x00};
     assert_fails_with(err, obi_directory_decode(zero, sizeof zero, &dir, &err), -EINVAL,
-                      "invalid field number 0 at offset 0");
+                      "invalid field number 0 at byte offset 0");
     /* clang-format off */
     static const uint8_t overflow[] = {
         0x12, 12, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00,
     };
     /* clang-format on */
-    assert_fails_with(err, obi_directory_decode(overflow, sizeof overflow, &dir, &err), -EINVAL,
-                      "varint at offset 3 overflows 64 bits");
+    assert_fails_with(
+        err, obi_directory_decode(overflow, sizeof overflow, &dir, &err), -EINVAL,
+        "files[0].size (field 3) at byte offset 2: varint at byte offset 3 overflows 64 bits");
     assert_null(dir);
 }
 
@@ -901,8 +909,9 @@ static void test_node_decode_rejects_unset_oneof_and_bad_digest(void **state)
     assert_fails_with(err, obi_node_decode(short_digest, sizeof short_digest, &n, &err), -EINVAL,
                       "directory node \"d\": digest is 0 bytes, expected 32");
     static const uint8_t wrong[] = {0x10, 0x01};
-    assert_fails_with(err, obi_node_decode(wrong, sizeof wrong, &n, &err), -EINVAL,
-                      "Node.file (field 2) at offset 0: wire type 0, expected 2");
+    assert_fails_with(
+        err, obi_node_decode(wrong, sizeof wrong, &n, &err), -EINVAL,
+        "file (field 2) at byte offset 0: wire type 0 (varint), expected 2 (length-delimited)");
     assert_null(n.name.data);
 }
 
@@ -1148,6 +1157,81 @@ static void test_json_rejects_bad_values(void **state)
                       "node.file.executable: expected true or false");
 }
 
+/* ---- the decoders and the .proto ---------------------------------------------------------- */
+
+static int decode_directory(const uint8_t *data, size_t len, obi_error **err)
+{
+    obi_directory *dir = NULL;
+    int r = obi_directory_decode(data, len, &dir, err);
+    obi_directory_free(dir);
+    return r;
+}
+
+static int check_directory_in_place(const uint8_t *data, size_t len, obi_error **err)
+{
+    uint64_t size = 0;
+    int r = obi_directory_check_canonical(data, len, &size, NULL, NULL, err);
+    return r < 0 ? r : 0;
+}
+
+static int decode_node(const uint8_t *data, size_t len, obi_error **err)
+{
+    obi_node node = {0};
+    int r = obi_node_decode(data, len, &node, err);
+    obi_node_clear(&node);
+    return r;
+}
+
+static void test_decoders_check_every_field_of_the_proto(void **state)
+{
+    (void)state;
+    /* Directory: 3 lists, 9 fields in their entries; Node: 3 members, 9 fields in them. */
+    assert_int_equal(obi_test_pb_every_field_is_checked(&tvix__castore__v1__directory__descriptor,
+                                                        decode_directory),
+                     12);
+    assert_int_equal(obi_test_pb_every_field_is_checked(&tvix__castore__v1__directory__descriptor,
+                                                        check_directory_in_place),
+                     12);
+    assert_int_equal(
+        obi_test_pb_every_field_is_checked(&tvix__castore__v1__node__descriptor, decode_node), 12);
+}
+
+static void assert_field_number(const ProtobufCMessageDescriptor *desc, const char *name,
+                                unsigned number)
+{
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(desc, name);
+    if (!f || f->id != number)
+        print_error("%s.%s is field %u in the .proto, %u in node_internal.h\n", desc->name, name,
+                    f ? f->id : 0, number);
+    assert_non_null(f);
+    assert_int_equal(f->id, number);
+}
+
+static void test_in_place_field_numbers_are_the_protos(void **state)
+{
+    (void)state;
+    const ProtobufCMessageDescriptor *dir = &tvix__castore__v1__directory__descriptor;
+    assert_field_number(dir, "directories", OBI_DIRECTORY_FIELD_DIRECTORIES);
+    assert_field_number(dir, "files", OBI_DIRECTORY_FIELD_FILES);
+    assert_field_number(dir, "symlinks", OBI_DIRECTORY_FIELD_SYMLINKS);
+    const ProtobufCMessageDescriptor *entries[] = {&tvix__castore__v1__directory_node__descriptor,
+                                                   &tvix__castore__v1__file_node__descriptor,
+                                                   &tvix__castore__v1__symlink_node__descriptor};
+    for (size_t i = 0; i < 3; i++)
+        assert_field_number(entries[i], "name", OBI_NODE_FIELD_NAME);
+    for (size_t i = 0; i < 2; i++) {
+        assert_field_number(entries[i], "digest", OBI_NODE_FIELD_DIGEST);
+        assert_field_number(entries[i], "size", OBI_NODE_FIELD_SIZE);
+    }
+    assert_field_number(entries[1], "executable", OBI_NODE_FIELD_EXECUTABLE);
+    assert_field_number(entries[2], "target", OBI_NODE_FIELD_TARGET);
+    /* Each entry message has exactly these fields: a new one would need reading in place. */
+    assert_int_equal(entries[0]->n_fields, 3);
+    assert_int_equal(entries[1]->n_fields, 4);
+    assert_int_equal(entries[2]->n_fields, 2);
+    assert_int_equal(dir->n_fields, 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1193,6 +1277,8 @@ int main(void)
         cmocka_unit_test(test_check_canonical_says_0_for_other_forms),
         cmocka_unit_test(test_check_canonical_agrees_with_decode_on_single_byte_mutations),
         cmocka_unit_test(test_check_canonical_names_the_entry_like_validate),
+        cmocka_unit_test(test_decoders_check_every_field_of_the_proto),
+        cmocka_unit_test(test_in_place_field_numbers_are_the_protos),
         cmocka_unit_test(test_node_encode_matches_hand_written_bytes),
         cmocka_unit_test(test_node_roundtrips_directory_and_symlink),
         cmocka_unit_test(test_node_decode_rejects_unset_oneof_and_bad_digest),

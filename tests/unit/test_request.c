@@ -12,6 +12,7 @@
 #include "ocibuild/json_util.h"
 #include "ocibuild/request.h"
 #include "request_fixture.h"
+#include "build.pb-c.h"
 #include "test_helpers.h"
 
 /* Asserts that req fails validation with a message containing needle; frees req. */
@@ -481,7 +482,7 @@ static void test_request_pb_rejects_nul_in_env_key(void **state)
     obi_build_request *req = NULL;
     obi_error *err = NULL;
     assert_fails_with(err, obi_build_request_decode_pb(data, sizeof data, &req, &err), -EINVAL,
-                      "environment_vars[0].key: string contains NUL (byte offset 5)");
+                      "environment_vars[0].key (field 1) at byte offset 5: string contains NUL");
     assert_null(req);
 }
 
@@ -493,11 +494,12 @@ static void test_request_pb_rejects_invalid_utf8(void **state)
     obi_build_request *req = NULL;
     obi_error *err = NULL;
     assert_fails_with(err, obi_build_request_decode_pb(data, sizeof data, &req, &err), -EINVAL,
-                      "command_args[1]: string is not valid UTF-8");
+                      "command_args[1] (field 2) at byte offset 3: string is not valid UTF-8");
     /* constraints { available_ro_paths: "/\xc0\xaf" } (overlong '/') */
     static const uint8_t overlong[] = {0x42, 0x05, 0x1a, 0x03, '/', 0xc0, 0xaf};
-    assert_fails_with(err, obi_build_request_decode_pb(overlong, sizeof overlong, &req, &err),
-                      -EINVAL, "constraints.available_ro_paths[0]: string is not valid UTF-8");
+    assert_fails_with(
+        err, obi_build_request_decode_pb(overlong, sizeof overlong, &req, &err), -EINVAL,
+        "constraints.available_ro_paths[0] (field 3) at byte offset 2: string is not valid UTF-8");
     assert_null(req);
 }
 
@@ -508,7 +510,36 @@ static void test_request_pb_rejects_truncated_input(void **state)
     obi_build_request *req = NULL;
     obi_error *err = NULL;
     assert_fails_with(err, obi_build_request_decode_pb(data, sizeof data, &req, &err), -EINVAL,
-                      "malformed protobuf at byte offset");
+                      "command_args[0] (field 2) at byte offset 0: length 5 at byte offset 1 "
+                      "exceeds the remaining 2 bytes");
+    assert_null(req);
+}
+
+/* One reader for every codec: what the castore decoder refused, this one refuses too. */
+static void test_request_pb_rejects_varint_overflowing_64_bits(void **state)
+{
+    (void)state;
+    /* constraints { min_memory: a 10-byte varint whose last byte carries bits past 63 } */
+    static const uint8_t data[] = {0x42, 0x0b, 0x10, 0xff, 0xff, 0xff, 0xff,
+                                   0xff, 0xff, 0xff, 0xff, 0xff, 0x02};
+    obi_build_request *req = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_request_decode_pb(data, sizeof data, &req, &err), -EINVAL,
+                      "constraints.min_memory (field 2) at byte offset 2: varint at byte offset 3 "
+                      "overflows 64 bits");
+    assert_null(req);
+}
+
+static void test_request_pb_names_the_input_node_with_a_wrong_wire_type(void **state)
+{
+    (void)state;
+    /* inputs { file: 1 } (a varint where a FileNode belongs) */
+    static const uint8_t data[] = {0x0a, 0x02, 0x10, 0x01};
+    obi_build_request *req = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_request_decode_pb(data, sizeof data, &req, &err), -EINVAL,
+                      "inputs[0].file (field 2) at byte offset 2: wire type 0 (varint), expected 2 "
+                      "(length-delimited)");
     assert_null(req);
 }
 
@@ -573,9 +604,40 @@ static void test_build_pb_names_nested_request_fields(void **state)
     static const uint8_t data[] = {0x0a, 0x03, 0x12, 0x01, 0xff};
     obi_build *build = NULL;
     obi_error *err = NULL;
-    assert_fails_with(err, obi_build_decode_pb(data, sizeof data, &build, &err), -EINVAL,
-                      "build_request.command_args[0]: string is not valid UTF-8 (byte offset 2)");
+    assert_fails_with(
+        err, obi_build_decode_pb(data, sizeof data, &build, &err), -EINVAL,
+        "build_request.command_args[0] (field 2) at byte offset 2: string is not valid UTF-8");
     assert_null(build);
+}
+
+static int decode_request(const uint8_t *data, size_t len, obi_error **err)
+{
+    obi_build_request *req = NULL;
+    int r = obi_build_request_decode_pb(data, len, &req, err);
+    obi_build_request_free(req);
+    return r;
+}
+
+static int decode_build(const uint8_t *data, size_t len, obi_error **err)
+{
+    obi_build *build = NULL;
+    int r = obi_build_decode_pb(data, len, &build, err);
+    obi_build_free(build);
+    return r;
+}
+
+/* A field added to build.proto is checked (wire type; UTF-8 and NUL for strings) with nothing
+ * else to edit: this fails for a field the decoder lets through. */
+static void test_request_pb_checks_every_field_of_the_proto(void **state)
+{
+    (void)state;
+    /* BuildRequest: 10 fields, 12 below inputs (Node), 2 in EnvVar, 5 in BuildConstraints, 2 in
+     * AdditionalFile; 10 of them strings. */
+    size_t tried = obi_test_pb_every_field_is_checked(&tvix__build__v1__build_request__descriptor,
+                                                      decode_request);
+    assert_int_equal(tried, 10 + 12 + 2 + 5 + 2 + 10);
+    tried = obi_test_pb_every_field_is_checked(&tvix__build__v1__build__descriptor, decode_build);
+    assert_int_equal(tried, 3 + (10 + 12 + 2 + 5 + 2 + 10) + 12 + 1);
 }
 
 /* Every single-byte corruption and every truncation of a valid encoding either decodes (and
@@ -874,10 +936,13 @@ int main(void)
         cmocka_unit_test(test_request_pb_rejects_nul_in_env_key),
         cmocka_unit_test(test_request_pb_rejects_invalid_utf8),
         cmocka_unit_test(test_request_pb_rejects_truncated_input),
+        cmocka_unit_test(test_request_pb_rejects_varint_overflowing_64_bits),
+        cmocka_unit_test(test_request_pb_names_the_input_node_with_a_wrong_wire_type),
         cmocka_unit_test(test_request_pb_skips_unknown_fields),
         cmocka_unit_test(test_build_pb_round_trip),
         cmocka_unit_test(test_build_pb_rejects_needles_count_mismatch),
         cmocka_unit_test(test_build_pb_names_nested_request_fields),
+        cmocka_unit_test(test_request_pb_checks_every_field_of_the_proto),
         cmocka_unit_test(test_request_pb_survives_mutations),
         cmocka_unit_test(test_request_json_round_trip),
         cmocka_unit_test(test_request_json_accepts_both_name_styles),

@@ -25,10 +25,13 @@
 #include "ocibuild/fs.h"
 #include "ocibuild/nar.h"
 #include "ocibuild/node_pb.h"
+#include "ocibuild/pb_wire.h"
 #include "ocibuild/request.h"
 #include "ocibuild/rpc.h"
 #include "ocibuild/store.h"
 #include "ocibuild/store_backend.h"
+#include "rpc_blobstore.pb-c.h"
+#include "rpc_directory.pb-c.h"
 #include "test_helpers.h"
 
 /* ---- a fake build service: behaviour chosen by command_args[0] ---- */
@@ -876,16 +879,89 @@ static void test_rpc_blob_chunk_parser_finds_data_and_refuses_truncation(void **
     static const uint8_t msg[] = {0x18, 0x05, 0x0a, 0x03, 'a', 'b', 'c', 0x3d, 1, 2, 3, 4};
     const uint8_t *data;
     size_t len;
-    assert_int_equal(obi_rpc_blob_chunk_data(msg, sizeof msg, &data, &len), 0);
+    assert_ok(obi_rpc_blob_chunk_data(msg, sizeof msg, &data, &len, err_ptr_));
     assert_int_equal(len, 3);
     assert_memory_equal(data, "abc", 3);
-    assert_int_equal(obi_rpc_blob_chunk_data(msg, 0, &data, &len), 0);
+    assert_ok(obi_rpc_blob_chunk_data(msg, 0, &data, &len, err_ptr_));
     assert_int_equal(len, 0);
+    obi_error *err = NULL;
     static const uint8_t truncated[] = {0x0a, 0x05, 'a', 'b'};
-    assert_int_equal(obi_rpc_blob_chunk_data(truncated, sizeof truncated, &data, &len), -EBADMSG);
-    static const uint8_t bad_wire_type[] = {0x0b, 0x00};
-    assert_int_equal(obi_rpc_blob_chunk_data(bad_wire_type, sizeof bad_wire_type, &data, &len),
-                     -EBADMSG);
+    assert_fails_with(err, obi_rpc_blob_chunk_data(truncated, sizeof truncated, &data, &len, &err),
+                      -EINVAL,
+                      "data (field 1) at byte offset 0: length 5 at byte offset 1 exceeds the "
+                      "remaining 2 bytes");
+    static const uint8_t group[] = {0x0b, 0x00};
+    assert_fails_with(err, obi_rpc_blob_chunk_data(group, sizeof group, &data, &len, &err), -EINVAL,
+                      "data (field 1) at byte offset 0: wire type 3 (start group), expected 2 "
+                      "(length-delimited)");
+    /* The writer's framing is what the reader finds, for lengths of every varint size. */
+    static const size_t lengths[] = {0, 1, 127, 128, 16383, 16384, 1 << 20};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(lengths); i++) {
+        cleanup_free uint8_t *chunk = calloc(1, OBI_PB_LEN_HEADER_MAX + lengths[i]);
+        size_t n = obi_pb_put_len_header(chunk, OBI_RPC_BLOB_CHUNK_DATA, lengths[i]);
+        assert_ok(obi_rpc_blob_chunk_data(chunk, n + lengths[i], &data, &len, err_ptr_));
+        assert_int_equal(len, lengths[i]);
+        assert_ptr_equal(data, chunk + n);
+    }
+}
+
+static void test_rpc_blob_chunk_data_number_is_the_protos(void **state)
+{
+    (void)state;
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(
+        &tvix__castore__v1__blob_chunk__descriptor, "data");
+    assert_non_null(f);
+    assert_int_equal(f->id, OBI_RPC_BLOB_CHUNK_DATA);
+    assert_int_equal(f->type, PROTOBUF_C_TYPE_BYTES);
+}
+
+static int decode_blob_chunk(const uint8_t *data, size_t len, obi_error **err)
+{
+    const uint8_t *chunk;
+    size_t chunk_len;
+    return obi_rpc_blob_chunk_data(data, len, &chunk, &chunk_len, err);
+}
+
+/* What the servers and clients unpack, as obi_rpc_unpack and obi_pb_unpack do. */
+#define UNPACKER(name, descriptor)                                                                 \
+    static int name(const uint8_t *data, size_t len, obi_error **err)                              \
+    {                                                                                              \
+        ProtobufCMessage *msg = NULL;                                                              \
+        obi_rpc_message message = {(uint8_t *)data, len};                                          \
+        int r = obi_rpc_unpack(&(descriptor), #name, &message, &msg, err);                         \
+        if (msg)                                                                                   \
+            protobuf_c_message_free_unpacked(msg, NULL);                                           \
+        return r;                                                                                  \
+    }
+UNPACKER(unpack_stat_blob_request, tvix__castore__v1__stat_blob_request__descriptor)
+UNPACKER(unpack_read_blob_request, tvix__castore__v1__read_blob_request__descriptor)
+UNPACKER(unpack_put_blob_response, tvix__castore__v1__put_blob_response__descriptor)
+UNPACKER(unpack_get_directory_request, tvix__castore__v1__get_directory_request__descriptor)
+UNPACKER(unpack_put_directory_response, tvix__castore__v1__put_directory_response__descriptor)
+UNPACKER(unpack_get_path_info_request, tvix__store__v1__get_path_info_request__descriptor)
+UNPACKER(unpack_path_info, tvix__store__v1__path_info__descriptor)
+
+static void test_rpc_messages_check_every_field_of_the_proto(void **state)
+{
+    (void)state;
+    const struct {
+        const ProtobufCMessageDescriptor *desc;
+        obi_test_decode_fn decode;
+        size_t fields;
+    } messages[] = {
+        {&tvix__castore__v1__blob_chunk__descriptor, decode_blob_chunk, 1},
+        {&tvix__castore__v1__stat_blob_request__descriptor, unpack_stat_blob_request, 3},
+        {&tvix__castore__v1__read_blob_request__descriptor, unpack_read_blob_request, 1},
+        {&tvix__castore__v1__put_blob_response__descriptor, unpack_put_blob_response, 1},
+        {&tvix__castore__v1__get_directory_request__descriptor, unpack_get_directory_request, 2},
+        {&tvix__castore__v1__put_directory_response__descriptor, unpack_put_directory_response, 1},
+        {&tvix__store__v1__get_path_info_request__descriptor, unpack_get_path_info_request, 1},
+        /* node 13 (Node's 12 below it), references 1, narinfo 16 (strings are tried twice) */
+        {&tvix__store__v1__path_info__descriptor, unpack_path_info, 30},
+    };
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(messages); i++)
+        assert_int_equal(obi_test_pb_every_field_is_checked(messages[i].desc, messages[i].decode),
+                         messages[i].fields);
 }
 
 static void test_rpc_unreachable_server_is_econnrefused_naming_it(void **state)
@@ -1269,6 +1345,8 @@ int main(void)
         obi_unit_test_with_deadline(test_rpc_status_message_clip_keeps_head_and_tail),
         obi_unit_test_with_deadline(test_rpc_grpc_http_url_with_a_path_is_refused),
         obi_unit_test_with_deadline(test_rpc_blob_chunk_parser_finds_data_and_refuses_truncation),
+        obi_unit_test_with_deadline(test_rpc_blob_chunk_data_number_is_the_protos),
+        obi_unit_test_with_deadline(test_rpc_messages_check_every_field_of_the_proto),
         obi_unit_test_with_deadline(test_rpc_unreachable_server_is_econnrefused_naming_it),
         obi_unit_test_with_deadline(test_rpc_recursive_get_refuses_directories_outside_the_tree),
         obi_unit_test_with_deadline(

@@ -697,8 +697,10 @@ static void test_store_directory_put_encoded_reencodes_small_other_forms_only(vo
     big[at++] = (uint8_t)(0x80 | ((body >> 7) & 0x7f));
     big[at++] = (uint8_t)(body >> 14);
     obi_error *err = NULL;
+    /* The error says where the encoding departs from the canonical form. */
     assert_fails_with(err, obi_directory_put_encoded(p, big, big_len, NULL, &err), -EINVAL,
-                      "not in canonical encoding");
+                      "bytes are re-encoded: field 15 at byte offset 0: not a field of "
+                      "tvix.castore.v1.Directory");
 }
 
 static void test_store_directory_walk_yields_what_get_recursive_visits(void **state)
