@@ -155,6 +155,14 @@ static int write_etc_files(obi_bundle *bundle, const char *passwd, obi_error **e
         if (r < 0)
             return r;
     }
+    /* The mount point of the /tmp tmpfs, made here: runc gives a tmpfs the mode of a mount point
+     * that exists already (as in a reused skeleton), so it must have the mode /tmp gets (1777,
+     * spec.c), not the 0755 runc would make it with. */
+    cleanup_free char *tmp = obi_bundle_subpath(bundle, "root/tmp");
+    if (!tmp)
+        return obi_error_oom(err);
+    if (mkdir(tmp, 01777) < 0 || chmod(tmp, 01777) < 0)
+        return obi_error_set_errno(err, errno, "mkdir %s", tmp);
     return 0;
 }
 
@@ -357,7 +365,7 @@ static int skeleton_key(const oci_build_service *svc, const obi_bundle *bundle,
                         char key[OBI_ROOT_POOL_KEY_LEN + 1], obi_error **err)
 {
     cleanup_buf obi_buf description = OBI_BUF_INIT;
-    obi_buf_appendf(&description, "ocibuild root skeleton 2\n%s\n%u %d %u:%u\n%s%s%s",
+    obi_buf_appendf(&description, "ocibuild root skeleton 3\n%s\n%u %d %u:%u\n%s%s%s",
                     obi_runtime_path(svc->runtime), (unsigned)geteuid(), opts->rootless,
                     (unsigned)opts->root_uid, (unsigned)opts->root_gid, passwd, ETC_GROUP,
                     ETC_HOSTS);
