@@ -69,6 +69,10 @@ in {
     outputHash = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
   };
   failing = mk "obi-failing" "echo about to fail >&2; echo left behind > keep-me; exit 3" {};
+  # two leaves that each take a second, and their join: each leaf writes when it started and
+  # ended (bash's EPOCHREALTIME)
+  fan = let leaf = i: mk "obi-fan-leaf-\${toString i}" "s=\$EPOCHREALTIME; \$busybox sleep 1; echo \$s \$EPOCHREALTIME > \$out" {};
+        in mk "obi-fan-join" "\$busybox cat \${leaf 1} \${leaf 2} > \$out" {};
   remote = mk "obi-remote" "echo remote \${c1} > \$out" {};
   registered = mk "obi-registered" "\$busybox mkdir \$out; echo \${c1} > \$out/dep" {};
 }
@@ -209,6 +213,17 @@ if "$OCIBUILD" nix-build "$drv" >"$T_TMP/registered.json" 2>"$T_TMP/registered.l
 else
   t_fail "registered: ocibuild nix-build" "$(tail -15 "$T_TMP/registered.log")"
 fi
+
+# -j 2: the two leaves of the fan-out are built at the same time.
+drv=$(nix-instantiate "$T_TMP/drvs.nix" -A fan 2>/dev/null)
+if json=$("$OCIBUILD" nix-build -j 2 --no-out-link "$drv" 2>"$T_TMP/fan.log"); then
+  times=$(cat "$(printf '%s' "$json" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["outputs"]["out"]["path"])')")
+  if printf '%s\n' "$times" | /usr/bin/python3 -c 'import sys
+(s1, e1), (s2, e2) = [map(float, l.split()) for l in sys.stdin.read().split("\n")[:2]]
+sys.exit(0 if s1 < e2 and s2 < e1 else 1)'; then
+    t_ok "fan: under -j 2 the leaves overlap in time"
+  else t_fail "fan: under -j 2 the leaves overlap in time" "start end per leaf: $times"; fi
+else t_fail "fan: ocibuild nix-build -j 2" "$(tail -10 "$T_TMP/fan.log")"; fi
 
 # A .nix file is instantiated first (-A as nix-build's); -o names the link.
 if json=$("$OCIBUILD" nix-build --no-register --no-out-link "$T_TMP/drvs.nix" -A chain 2>"$T_TMP/nixfile.log") &&
