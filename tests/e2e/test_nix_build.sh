@@ -73,6 +73,9 @@ in {
   # ended (bash's EPOCHREALTIME)
   fan = let leaf = i: mk "obi-fan-leaf-\${toString i}" "s=\$EPOCHREALTIME; \$busybox sleep 1; echo \$s \$EPOCHREALTIME > \$out" {};
         in mk "obi-fan-join" "\$busybox cat \${leaf 1} \${leaf 2} > \$out" {};
+  # two leaves that never end, for an interrupted -j 2 session
+  spin = let leaf = i: mk "obi-spin-\${toString i}" "read -t 2 x < /dev/zero; while :; do :; done" {};
+         in mk "obi-spin-join" "echo \${leaf 1} \${leaf 2} > \$out" {};
   remote = mk "obi-remote" "echo remote \${c1} > \$out" {};
   registered = mk "obi-registered" "\$busybox mkdir \$out; echo \${c1} > \$out/dep" {};
 }
@@ -224,6 +227,23 @@ sys.exit(0 if s1 < e2 and s2 < e1 else 1)'; then
     t_ok "fan: under -j 2 the leaves overlap in time"
   else t_fail "fan: under -j 2 the leaves overlap in time" "start end per leaf: $times"; fi
 else t_fail "fan: ocibuild nix-build -j 2" "$(tail -10 "$T_TMP/fan.log")"; fi
+
+# SIGINT while two builds run: both containers and bundles go, the error says so.
+drv=$(nix-instantiate "$T_TMP/drvs.nix" -A spin 2>/dev/null)
+spin_data=$T_TMP/spin-data
+OCIBUILD_DATA_DIR=$spin_data "$OCIBUILD" nix-build -j 2 --no-register --no-out-link "$drv" \
+  >/dev/null 2>"$T_TMP/spin.log" &
+spin_pid=$!
+running() { find "$spin_data/bundles" -mindepth 1 -maxdepth 1 -not -name '.*' 2>/dev/null | wc -l; }
+for _ in $(seq 1 100); do [ "$(running)" -ge 2 ] && break; sleep 0.1; done
+started=$(running)
+kill -INT "$spin_pid"
+wait "$spin_pid"; spin_rc=$?
+if [ "$started" -ge 2 ] && [ $spin_rc -ne 0 ] && [ "$(running)" -eq 0 ] &&
+   grep -q "interrupted by signal 2" "$T_TMP/spin.log" && ! runc list 2>/dev/null | grep -qw running.*"$spin_data"; then
+  t_ok "spin: SIGINT during two builds removes both containers and bundles"
+else t_fail "spin: SIGINT during two builds removes both containers and bundles" "started=$started rc=$spin_rc left=$(running)
+$(tail -5 "$T_TMP/spin.log")"; fi
 
 # A .nix file is instantiated first (-A as nix-build's); -o names the link.
 if json=$("$OCIBUILD" nix-build --no-register --no-out-link "$T_TMP/drvs.nix" -A chain 2>"$T_TMP/nixfile.log") &&
