@@ -96,6 +96,8 @@ int obi_nix_path_info_get_by_hash(obi_nix_path_info_store *store, const char *ha
                                   obi_nix_path_info **out, obi_error **err);
 int obi_nix_path_info_put(obi_nix_path_info_store *store, const obi_nix_path_info *info,
                           obi_error **err);
+/* qsort's comparator for an array of obi_nix_path_info pointers: by path, bytewise. */
+int obi_nix_path_info_ptr_compare(const void *a, const void *b);
 /* A deep copy; NULL on out of memory. */
 obi_nix_path_info *obi_nix_path_info_copy(const obi_nix_path_info *info);
 

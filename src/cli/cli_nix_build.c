@@ -32,6 +32,7 @@
 #include "ocibuild/nix_store.h"
 #include "ocibuild/oci_build.h"
 #include "ocibuild/process.h"
+#include "ocibuild/strv.h"
 
 static void usage(FILE *out)
 {
@@ -102,7 +103,7 @@ static bool have_nix_store(const char *nix_store)
 }
 
 /* `nix-instantiate FILE [-A ATTR]`: the .drv paths it prints. */
-static int instantiate(const char *file, const char *attr, char ***drvs, size_t *n)
+static int instantiate(const char *file, const char *attr, obi_strv_builder *drvs)
 {
     char *argv[] = {(char *)"nix-instantiate", (char *)file, attr ? (char *)"-A" : NULL,
                     (char *)attr, NULL};
@@ -113,19 +114,18 @@ static int instantiate(const char *file, const char *attr, char ***drvs, size_t 
         return cli_fail(err);
     if (exit_code != 0)
         return cli_failf("nix-instantiate %s failed (exit %d)", file, exit_code);
+    size_t found = 0;
     for (char *line = output, *next; line && *line; line = next) {
         next = strchr(line, '\n');
         if (next)
             *next++ = '\0';
         if (!*line)
             continue;
-        char **grown = reallocarray(*drvs, *n + 2, sizeof *grown);
-        if (!grown || !(grown[*n] = strdup(line)))
+        if (obi_strv_builder_add(drvs, line) < 0)
             return cli_failf("out of memory");
-        *drvs = grown;
-        grown[++*n] = NULL;
+        found++;
     }
-    if (*n == 0)
+    if (found == 0)
         return cli_failf("nix-instantiate %s printed no derivation", file);
     return 0;
 }
@@ -260,19 +260,14 @@ int cli_nix_build(int argc, char **argv)
         return r < 0 ? 0 : r;
 
     /* the derivations: .drv files as given, .nix files instantiated */
-    cleanup_strv char **drvs = NULL;
-    size_t n_drvs = 0;
+    cleanup_strv_builder obi_strv_builder drvs = {0};
     for (int i = optind; i < argc; i++) {
         if (ends_with(argv[i], ".nix")) {
-            if ((r = instantiate(argv[i], args.attr, &drvs, &n_drvs)) != 0)
+            if ((r = instantiate(argv[i], args.attr, &drvs)) != 0)
                 return r;
-            continue;
-        }
-        char **grown = reallocarray(drvs, n_drvs + 2, sizeof *grown);
-        if (!grown || !(grown[n_drvs] = strdup(argv[i])))
+        } else if (obi_strv_builder_add(&drvs, argv[i]) < 0) {
             return cli_failf("out of memory");
-        drvs = grown;
-        grown[++n_drvs] = NULL;
+        }
     }
 
     obi_error *err = NULL;
@@ -292,13 +287,13 @@ int cli_nix_build(int argc, char **argv)
 
     bool registering = !args.no_register && have_nix_store(nix_opts.nix_store);
     const char *link = args.out_link ? args.out_link : "result";
-    for (size_t i = 0; i < n_drvs; i++) {
+    for (size_t i = 0; i < drvs.n; i++) {
         /* nix-build's naming for several derivations: result, result-2, ... */
         cleanup_free char *numbered = NULL;
         if (i > 0 && asprintf(&numbered, "%s-%zu", link, i + 1) < 0)
             return cli_failf("out of memory");
-        if ((r = build_one(drvs[i], &nix_opts, &args, numbered ? numbered : link, registering)) !=
-            0)
+        if ((r = build_one(drvs.items[i], &nix_opts, &args, numbered ? numbered : link,
+                           registering)) != 0)
             return r;
     }
     return 0;

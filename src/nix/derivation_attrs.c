@@ -16,6 +16,7 @@
 #include "ocibuild/derivation_attrs.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/nix_store.h"
+#include "ocibuild/strv.h"
 
 #define WHITESPACE " \t\n\r"
 
@@ -159,16 +160,11 @@ int obi_derivation_attrs_get_strings(const obi_derivation_attrs *attrs, const ch
     return 1;
 }
 
-static int compare_strings(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* Sorts a NULL-terminated list of n strings and drops duplicates; returns the new count. */
 static size_t sort_unique(char **items, size_t n)
 {
     if (n > 1)
-        qsort(items, n, sizeof *items, compare_strings);
+        qsort(items, n, sizeof *items, obi_strv_item_compare);
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         if (kept > 0 && strcmp(items[kept - 1], items[i]) == 0) {
@@ -457,7 +453,7 @@ static const char **sorted_keys(const json_t *object)
         keys[n++] = key;
     }
     if (n > 1)
-        qsort(keys, n, sizeof *keys, compare_strings);
+        qsort(keys, n, sizeof *keys, obi_strv_item_compare);
     return keys;
 }
 

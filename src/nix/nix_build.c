@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/derivation.h"
@@ -60,9 +61,9 @@ typedef struct drv_node {
     obi_strv_builder wanted; /* output names wanted */
     bool build;
     size_t *deps; /* nodes built first */
-    size_t n_deps;
+    size_t n_deps, deps_cap;
     size_t *dependents;
-    size_t n_dependents;
+    size_t n_dependents, dependents_cap;
     size_t pending; /* deps not built yet */
     node_state state;
     obi_error *error;
@@ -81,7 +82,7 @@ typedef struct session {
     const obi_nix_build_options *opts;
     const obi_nix_machine *machine;
     drv_node **nodes;
-    size_t n_nodes;
+    size_t n_nodes, nodes_cap;
     pthread_mutex_t lock; /* nodes' states, the counters below */
     pthread_cond_t changed;
     size_t running;
@@ -92,10 +93,10 @@ typedef struct session {
     int cancel_pipe[2];          /* written on the first failure: running builds stop */
     pthread_mutex_t import_lock;
     nix_import *imports;
-    size_t n_imports;
+    size_t n_imports, imports_cap;
     pthread_mutex_t facts_lock;
     obi_nix_path_info **nix_facts; /* what Nix said about paths, asked once */
-    size_t n_nix_facts;
+    size_t n_nix_facts, nix_facts_cap;
 } session;
 
 static void node_free(drv_node *node)
@@ -190,15 +191,12 @@ static int nix_facts(session *s, const char *path, const obi_nix_path_info **out
     size_t n = 0;
     char *paths[] = {(char *)path};
     int r = obi_nix_store_query_infos(s->opts->nix, paths, 1, true, &infos, &n, err);
-    obi_nix_path_info **grown =
-        r < 0 ? NULL : reallocarray(s->nix_facts, s->n_nix_facts + n, sizeof *grown);
-    if (r >= 0 && !grown) {
+    if (r >= 0 && obi_array_grow(&s->nix_facts, &s->nix_facts_cap, s->n_nix_facts + n) < 0) {
         obi_nix_path_infos_free(infos, n);
         r = obi_error_oom(err);
     }
     *out = NULL;
     if (r >= 0) {
-        s->nix_facts = grown;
         for (size_t i = 0; i < n; i++) {
             bool known = false;
             for (size_t k = 0; k < s->n_nix_facts && !known; k++)
@@ -277,14 +275,9 @@ static int add_edge(session *s, size_t from, size_t to, obi_error **err)
     for (size_t i = 0; i < a->n_deps; i++)
         if (a->deps[i] == to)
             return 0;
-    size_t *deps = reallocarray(a->deps, a->n_deps + 1, sizeof *deps);
-    if (!deps)
+    if (obi_array_grow(&a->deps, &a->deps_cap, a->n_deps + 1) < 0 ||
+        obi_array_grow(&b->dependents, &b->dependents_cap, b->n_dependents + 1) < 0)
         return obi_error_oom(err);
-    a->deps = deps;
-    size_t *dependents = reallocarray(b->dependents, b->n_dependents + 1, sizeof *dependents);
-    if (!dependents)
-        return obi_error_oom(err);
-    b->dependents = dependents;
     a->deps[a->n_deps++] = to;
     b->dependents[b->n_dependents++] = from;
     a->pending++;
@@ -306,6 +299,9 @@ static int make_buildable(session *s, size_t index, unsigned depth, obi_error **
         if (r < 0)
             return obi_error_prefix(err, r, "input derivation");
         for (size_t k = 0; k < in->n_outputs; k++)
+            /* the parser fills outputs with n_outputs names; the analyzer takes load's test of
+             * wanted (NULL for the root) as a hint that they may be missing */
+            // NOLINTNEXTLINE(clang-analyzer-core.NullDereference)
             if (output_index(s->nodes[dep]->drv, in->outputs[k]) == SIZE_MAX)
                 return obi_error_set(err, -EINVAL,
                                      "derivation '%s' requires non-existent output '%s' from "
@@ -361,12 +357,10 @@ static int copy_given(const obi_derivation *drv, const char *drv_path, obi_deriv
 static int new_node(session *s, const char *drv_path, size_t *index, obi_error **err)
 {
     drv_node *node = calloc(1, sizeof *node);
-    drv_node **nodes = node ? reallocarray(s->nodes, s->n_nodes + 1, sizeof *nodes) : NULL;
-    if (!nodes) {
+    if (!node || obi_array_grow(&s->nodes, &s->nodes_cap, s->n_nodes + 1) < 0) {
         free(node);
         return obi_error_oom(err);
     }
-    s->nodes = nodes;
     s->nodes[s->n_nodes] = node;
     *index = s->n_nodes++;
     const char *base;
@@ -421,8 +415,8 @@ static int load(session *s, const char *drv_path, char *const *wanted, size_t n_
 typedef struct closure {
     obi_strv_builder visited;  /* every store path seen */
     obi_strv_builder from_nix; /* paths to take from /nix/store (with their own closure) */
-    obi_node *nodes;           /* from the own store */
-    size_t n_nodes;
+    obi_node *nodes;           /* from the own store, then the imported /nix/store closure */
+    size_t n_nodes, nodes_cap;
 } closure;
 
 static void closure_clear(closure *c)
@@ -450,11 +444,8 @@ static int closure_visit(closure *c, const session *s, const char *path, obi_err
     if (r == 0)
         return obi_error_set(err, -ENOENT,
                              "dependency '%s' does not exist, and substitution is disabled", path);
-    obi_node *nodes = reallocarray(c->nodes, c->n_nodes + 1, sizeof *nodes);
-    if (!nodes)
-        return obi_error_oom(err);
-    c->nodes = nodes;
-    if (obi_node_copy(&c->nodes[c->n_nodes], &info->node) < 0)
+    if (obi_array_grow(&c->nodes, &c->nodes_cap, c->n_nodes + 1) < 0 ||
+        obi_node_copy(&c->nodes[c->n_nodes], &info->node) < 0)
         return obi_error_oom(err);
     c->n_nodes++;
     for (size_t i = 0; i < info->n_references; i++) {
@@ -477,9 +468,8 @@ static char *import_key(const obi_strv_builder *paths)
 }
 
 /* The imported /nix/store closure of paths (from the session's cache or from nix-store),
- * appended to *nodes at *n. */
-static int import_from_nix(session *s, const obi_strv_builder *paths, obi_node **nodes, size_t *n,
-                           obi_error **err)
+ * appended to the closure's nodes. */
+static int import_from_nix(session *s, const obi_strv_builder *paths, closure *c, obi_error **err)
 {
     cleanup_free char *key = import_key(paths);
     if (!key)
@@ -499,28 +489,20 @@ static int import_from_nix(session *s, const obi_strv_builder *paths, obi_node *
         if (r >= 0)
             r = obi_nix_import_paths(s->opts->store->blobs, s->opts->store->directories, requisites,
                                      n_closure, &imported, err);
-        nix_import *grown =
-            r < 0 ? NULL : reallocarray(s->imports, s->n_imports + 1, sizeof *grown);
-        if (r >= 0 && !grown) {
+        if (r >= 0 && obi_array_grow(&s->imports, &s->imports_cap, s->n_imports + 1) < 0) {
             obi_nix_nodes_free(imported, n_closure);
             r = obi_error_oom(err);
         }
         if (r >= 0) {
-            s->imports = grown;
-            grown[s->n_imports] = (nix_import){steal_pointer(&key), imported, n_closure};
+            s->imports[s->n_imports] = (nix_import){steal_pointer(&key), imported, n_closure};
             hit = &s->imports[s->n_imports++];
         }
     }
-    obi_node *all = r < 0 ? NULL : reallocarray(*nodes, *n + hit->n_nodes + 1, sizeof *all);
-    if (r >= 0 && !all)
+    if (r >= 0 && obi_array_grow(&c->nodes, &c->nodes_cap, c->n_nodes + hit->n_nodes) < 0)
         r = obi_error_oom(err);
-    if (r >= 0) {
-        *nodes = all;
-        memset(all + *n, 0, hit->n_nodes * sizeof *all);
-        for (size_t i = 0; r >= 0 && i < hit->n_nodes; i++, (*n)++)
-            if (obi_node_copy(&all[*n], &hit->nodes[i]) < 0)
-                r = obi_error_oom(err);
-    }
+    for (size_t i = 0; r >= 0 && i < hit->n_nodes; i++, c->n_nodes++)
+        if (obi_node_copy(&c->nodes[c->n_nodes], &hit->nodes[i]) < 0)
+            r = obi_error_oom(err);
     pthread_mutex_unlock(&s->import_lock);
     return r;
 }
@@ -564,7 +546,7 @@ static int gather_inputs(session *s, const obi_strv_builder *paths, obi_node **n
     for (size_t i = 0; r >= 0 && i < paths->n; i++)
         r = closure_visit(&c, s, paths->items[i], err);
     if (r >= 0 && c.from_nix.n > 0)
-        r = import_from_nix(s, &c.from_nix, &c.nodes, &c.n_nodes, err);
+        r = import_from_nix(s, &c.from_nix, &c, err);
     if (r < 0)
         return r;
     *nodes_out = steal_pointer(&c.nodes);
@@ -593,11 +575,6 @@ static void export_graphs_clear(export_graphs *g)
     free(g->infos);
 }
 
-static int compare_info_ptrs(const void *a, const void *b)
-{
-    return strcmp((*(obi_nix_path_info *const *)a)->path, (*(obi_nix_path_info *const *)b)->path);
-}
-
 /* The closure of roots as infos (own store or Nix), with the outputs of any .drv in it and
  * their closures (Nix's exportReferences). */
 static int export_closure(session *s, const obi_strv_builder *roots, obi_nix_path_info ***out,
@@ -605,7 +582,7 @@ static int export_closure(session *s, const obi_strv_builder *roots, obi_nix_pat
 {
     obi_strv_builder seen = {0};
     obi_nix_path_info **infos = NULL;
-    size_t n = 0;
+    size_t n = 0, cap = 0;
     int r = 0;
     for (size_t i = 0; r >= 0 && i < roots->n; i++)
         if (!obi_strv_builder_contains(&seen, roots->items[i]) &&
@@ -613,12 +590,10 @@ static int export_closure(session *s, const obi_strv_builder *roots, obi_nix_pat
             r = obi_error_oom(err);
     for (size_t next = 0; r >= 0 && next < seen.n; next++) {
         obi_nix_path_info *info = NULL;
-        obi_nix_path_info **grown = reallocarray(infos, n + 1, sizeof *grown);
-        if (!grown) {
+        if (obi_array_grow(&infos, &cap, n + 1) < 0) {
             r = obi_error_oom(err);
             break;
         }
-        infos = grown;
         if ((r = any_path_info(s, seen.items[next], &info, err)) < 0)
             break;
         infos[n++] = info;
@@ -650,7 +625,7 @@ static int export_closure(session *s, const obi_strv_builder *roots, obi_nix_pat
         return r;
     }
     if (n > 1)
-        qsort(infos, n, sizeof *infos, compare_info_ptrs);
+        qsort(infos, n, sizeof *infos, obi_nix_path_info_ptr_compare);
     *out = infos;
     *n_out = n;
     return 0;
@@ -741,13 +716,13 @@ static int resolve(const session *s, const drv_node *node, obi_derivation **out,
     int r = copy_derivation(node, &drv, err);
     if (r < 0)
         return r;
-    obi_nix_rewrite *rewrites = calloc(1, sizeof *rewrites);
-    size_t n_rewrites = 0;
+    obi_nix_rewrite *rewrites = NULL;
+    size_t n_rewrites = 0, rewrites_cap = 0;
     obi_strv_builder sources = {0};
     for (size_t i = 0; r >= 0 && i < drv->n_input_srcs; i++)
         if (obi_strv_builder_add(&sources, drv->input_srcs[i]) < 0)
             r = obi_error_oom(err);
-    for (size_t i = 0; r >= 0 && rewrites && i < drv->n_input_drvs; i++) {
+    for (size_t i = 0; r >= 0 && i < drv->n_input_drvs; i++) {
         const obi_derivation_input *in = &drv->input_drvs[i];
         const drv_node *dep = NULL;
         for (size_t k = 0; k < s->n_nodes && !dep; k++)
@@ -755,16 +730,13 @@ static int resolve(const session *s, const drv_node *node, obi_derivation **out,
                 dep = s->nodes[k];
         for (size_t k = 0; r >= 0 && dep && k < in->n_outputs; k++) {
             const char *path = dep->output_paths[output_index(dep->drv, in->outputs[k])];
-            obi_nix_rewrite *grown = reallocarray(rewrites, n_rewrites + 1, sizeof *grown);
             char *from = obi_nix_downstream_placeholder(in->drv_path, in->outputs[k]);
             if (!path)
                 r = obi_error_set(err, -ENOENT,
                                   "output '%s' of input '%s' missing, aborting the resolving",
                                   in->outputs[k], in->drv_path);
-            else if (!grown || !from)
+            else if (!from || obi_array_grow(&rewrites, &rewrites_cap, n_rewrites + 1) < 0)
                 r = obi_error_oom(err);
-            if (grown)
-                rewrites = grown;
             if (r < 0) {
                 free(from);
                 break;
@@ -775,8 +747,6 @@ static int resolve(const session *s, const drv_node *node, obi_derivation **out,
                 r = obi_error_oom(err);
         }
     }
-    if (!rewrites)
-        r = obi_error_oom(err);
     if (r >= 0 && n_rewrites > 1)
         for (size_t a = 1; a < n_rewrites; a++)
             for (size_t b = a; b > 0 && strcmp(rewrites[b - 1].from, rewrites[b].from) > 0; b--) {
@@ -1112,7 +1082,8 @@ static int finish_floating_output(session *s, const obi_derivation *drv, size_t 
         return r;
     /* references: itself aside, others as their final paths */
     bool self = false;
-    cleanup_strv char **refs = calloc(b->n_references + 1, sizeof *refs);
+    /* room for one more: the final path when it refers to itself */
+    cleanup_strv char **refs = calloc(b->n_references + 2, sizeof *refs);
     size_t n_refs = 0;
     if (!refs)
         return obi_error_oom(err);
@@ -1162,12 +1133,7 @@ static int finish_floating_output(session *s, const obi_derivation *drv, size_t 
         ++*n_done;
     }
     if (self) {
-        size_t n = n_refs;
-        char **grown = reallocarray(refs, n + 2, sizeof *grown);
-        if (!grown)
-            return obi_error_oom(err);
-        refs = grown;
-        if (!(refs[n] = strdup(final)))
+        if (!(refs[n_refs] = strdup(final)))
             return obi_error_oom(err);
         refs[++n_refs] = NULL;
         qsort(refs, n_refs, sizeof *refs, obi_strv_item_compare);
@@ -1623,7 +1589,7 @@ int obi_nix_build_register(const obi_nix_build_result *result, const obi_nix_bui
     obi_strv_builder seen = {0};
     const obi_nix_path_info **infos = NULL;
     obi_nix_path_info **owned = NULL;
-    size_t n = 0;
+    size_t n = 0, owned_cap = 0;
     int r = 0;
     for (size_t i = 0; r >= 0 && i < result->n_outputs; i++)
         if (!obi_strv_builder_contains(&seen, result->outputs[i].info->path) &&
@@ -1639,13 +1605,11 @@ int obi_nix_build_register(const obi_nix_build_result *result, const obi_nix_bui
                               seen.items[next]);
         if (r < 0)
             break;
-        obi_nix_path_info **grown = reallocarray(owned, n + 1, sizeof *grown);
-        if (!grown) {
+        if (obi_array_grow(&owned, &owned_cap, n + 1) < 0) {
             obi_nix_path_info_free(info);
             r = obi_error_oom(err);
             break;
         }
-        owned = grown;
         owned[n++] = info;
         for (size_t k = 0; r >= 0 && k < info->n_references; k++)
             if (!obi_strv_builder_contains(&seen, info->references[k]) &&

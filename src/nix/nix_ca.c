@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ocibuild/array.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/derivation.h"
@@ -65,14 +66,8 @@ static int rewriter_feed(void *ctx, const void *data, size_t len, obi_error **er
             break;
         j = (size_t)(hit - s);
         if (w->record) {
-            if (w->n_matches == w->cap_matches) {
-                size_t cap = w->cap_matches ? 2 * w->cap_matches : 8;
-                uint64_t *grown = reallocarray(w->matches, cap, sizeof *grown);
-                if (!grown)
-                    return obi_error_oom(err);
-                w->matches = grown;
-                w->cap_matches = cap;
-            }
+            if (obi_array_grow(&w->matches, &w->cap_matches, w->n_matches + 1) < 0)
+                return obi_error_oom(err);
             w->matches[w->n_matches++] = w->pos + j;
         }
         if (w->to)

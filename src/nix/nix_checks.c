@@ -16,13 +16,9 @@
 #include "ocibuild/json_util.h"
 #include "ocibuild/nix_checks.h"
 #include "ocibuild/nix_store.h"
+#include "ocibuild/strv.h"
 
-/* ---- string sets (NULL-terminated, sorted) ---- */
-
-static int compare_strings(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+/* ---- string vectors (NULL-terminated) ---- */
 
 static bool strv_contains(char *const *v, const char *s)
 {
@@ -30,19 +26,6 @@ static bool strv_contains(char *const *v, const char *s)
         if (strcmp(v[i], s) == 0)
             return true;
     return false;
-}
-
-/* Appends a copy of s to *v (NULL-terminated, *n entries). */
-static int strv_push(char ***v, size_t *n, const char *s)
-{
-    char **grown = reallocarray(*v, *n + 2, sizeof *grown);
-    if (!grown)
-        return -ENOMEM;
-    *v = grown;
-    if (!(grown[*n] = strdup(s)))
-        return -ENOMEM;
-    grown[++*n] = NULL;
-    return 0;
 }
 
 /* "a, b, c" */
@@ -94,7 +77,7 @@ static bool cpu_has(const char *flags, const char *need)
 }
 
 /* The x86-64 micro-architecture levels the CPU has, as Nix's computeLevels finds them. */
-static int add_x86_64_levels(char ***platforms, size_t *n)
+static int add_x86_64_levels(obi_strv_builder *platforms)
 {
     static const char *const LEVELS[][2] = {
         {"x86_64-v1-linux", "cmov cx8 fpu fxsr mmx sse sse2"},
@@ -114,7 +97,7 @@ static int add_x86_64_levels(char ***platforms, size_t *n)
     if (!line)
         return -ENOMEM;
     for (size_t i = 0; i < OBI_ARRAY_SIZE(LEVELS) && cpu_has(line, LEVELS[i][1]); i++)
-        if (strv_push(platforms, n, LEVELS[i][0]) < 0)
+        if (obi_strv_builder_add(platforms, LEVELS[i][0]) < 0)
             return -ENOMEM;
     return 0;
 }
@@ -125,24 +108,25 @@ int obi_nix_machine_detect(obi_nix_machine *out, obi_error **err)
     if (uname(&u) < 0)
         return obi_error_set_errno(err, errno, "uname");
     _cleanup_(obi_nix_machine_clear) obi_nix_machine m = {0};
-    size_t n_platforms = 0, n_features = 0;
+    cleanup_strv_builder obi_strv_builder platforms = {0}, features = {0};
     if (asprintf(&m.system, "%s-linux", u.machine) < 0) {
         m.system = NULL;
         return obi_error_oom(err);
     }
     bool x86_64 = strcmp(u.machine, "x86_64") == 0;
-    if ((x86_64 && strv_push(&m.extra_platforms, &n_platforms, "i686-linux") < 0) ||
-        (x86_64 && add_x86_64_levels(&m.extra_platforms, &n_platforms) < 0) ||
-        (!m.extra_platforms && !(m.extra_platforms = calloc(1, sizeof(char *)))))
+    if ((x86_64 && obi_strv_builder_add(&platforms, "i686-linux") < 0) ||
+        (x86_64 && add_x86_64_levels(&platforms) < 0))
         return obi_error_oom(err);
-    const char *features[] = {"benchmark",  "big-parallel", "ca-derivations",
-                              "nixos-test", NULL,           NULL};
+    const char *names[] = {"benchmark", "big-parallel", "ca-derivations", "nixos-test", NULL, NULL};
     if (access("/dev/kvm", R_OK | W_OK) == 0)
-        features[4] = "kvm";
-    for (size_t i = 0; features[i]; i++)
-        if (strv_push(&m.features, &n_features, features[i]) < 0)
+        names[4] = "kvm";
+    for (size_t i = 0; names[i]; i++)
+        if (obi_strv_builder_add(&features, names[i]) < 0)
             return obi_error_oom(err);
-    qsort(m.features, n_features, sizeof *m.features, compare_strings);
+    obi_strv_builder_sort_unique(&features);
+    if (!(m.extra_platforms = obi_strv_builder_steal(&platforms, NULL)) ||
+        !(m.features = obi_strv_builder_steal(&features, NULL)))
+        return obi_error_oom(err);
     *out = m;
     memset(&m, 0, sizeof m);
     return 0;
@@ -287,16 +271,14 @@ int obi_nix_order_outputs(const char *drv_path, const obi_nix_output_facts *outp
 /* ---- after a build: reference constraints ---- */
 
 typedef struct closure {
-    char **paths; /* NULL-terminated */
-    size_t n;
+    obi_strv_builder paths;
     uint64_t size;
 } closure;
 
 static void closure_clear(closure *c)
 {
-    if (c->paths)
-        obi_strv_free(c->paths);
-    memset(c, 0, sizeof *c);
+    obi_strv_builder_clear(&c->paths);
+    c->size = 0;
 }
 
 /* getClosure: path and everything it refers to, through the outputs of this build or lookup. */
@@ -304,12 +286,12 @@ static int closure_of(const obi_nix_output_facts *outputs, size_t n, const char 
                       obi_nix_path_facts_fn lookup, void *ctx, closure *out, obi_error **err)
 {
     _cleanup_(closure_clear) closure c = {0};
-    if (strv_push(&c.paths, &c.n, path) < 0)
+    if (obi_strv_builder_add(&c.paths, path) < 0)
         return obi_error_oom(err);
-    for (size_t next = 0; next < c.n; next++) {
+    for (size_t next = 0; next < c.paths.n; next++) {
         const obi_nix_output_facts *output = NULL;
         for (size_t i = 0; i < n && !output; i++)
-            if (strcmp(outputs[i].path, c.paths[next]) == 0)
+            if (strcmp(outputs[i].path, c.paths.items[next]) == 0)
                 output = &outputs[i];
         cleanup_strv char **looked_up = NULL;
         size_t n_refs = 0;
@@ -320,14 +302,15 @@ static int closure_of(const obi_nix_output_facts *outputs, size_t n, const char 
             n_refs = output->n_references;
             size = output->nar_size;
         } else {
-            int r = lookup(ctx, c.paths[next], &looked_up, &n_refs, &size, err);
+            int r = lookup(ctx, c.paths.items[next], &looked_up, &n_refs, &size, err);
             if (r < 0)
                 return r;
             refs = looked_up;
         }
         c.size += size;
         for (size_t i = 0; i < n_refs; i++)
-            if (!strv_contains(c.paths, refs[i]) && strv_push(&c.paths, &c.n, refs[i]) < 0)
+            if (!obi_strv_builder_contains(&c.paths, refs[i]) &&
+                obi_strv_builder_add(&c.paths, refs[i]) < 0)
                 return obi_error_oom(err);
     }
     *out = c;
@@ -364,10 +347,7 @@ typedef struct check_run {
 /* The specifiers as store paths: a store path, or the name of an output. */
 static int spec_paths(const check_run *run, char *const *spec, char ***out, size_t *n_out)
 {
-    cleanup_strv char **paths = calloc(1, sizeof *paths);
-    size_t n = 0;
-    if (!paths)
-        return obi_error_oom(run->err);
+    cleanup_strv_builder obi_strv_builder paths = {0};
     for (size_t i = 0; spec[i]; i++) {
         const char *base;
         cleanup_error obi_error *ignored = NULL;
@@ -381,10 +361,12 @@ static int spec_paths(const check_run *run, char *const *spec, char ***out, size
             return obi_error_set(run->err, -EINVAL,
                                  "derivation contains an illegal reference specifier '%s'",
                                  spec[i]);
-        if (strv_push(&paths, &n, path) < 0)
+        if (obi_strv_builder_add(&paths, path) < 0)
             return obi_error_oom(run->err);
     }
-    *out = steal_pointer(&paths);
+    size_t n = 0;
+    if (!(*out = obi_strv_builder_steal(&paths, &n)))
+        return obi_error_oom(run->err);
     *n_out = n;
     return 0;
 }
@@ -408,23 +390,23 @@ static int check_refs(const check_run *run, const obi_nix_output_facts *info, co
             return r;
     } else {
         for (size_t i = 0; i < info->n_references; i++)
-            if (strv_push(&used.paths, &used.n, info->references[i]) < 0)
+            if (obi_strv_builder_add(&used.paths, info->references[i]) < 0)
                 return obi_error_oom(run->err);
     }
-    cleanup_strv char **bad = calloc(used.n + 1, sizeof *bad);
+    cleanup_strv char **bad = calloc(used.paths.n + 1, sizeof *bad);
     size_t n_bad = 0;
     if (!bad)
         return obi_error_oom(run->err);
-    for (size_t i = 0; i < used.n; i++) {
-        if (recursive && c->ignore_self_refs && strcmp(used.paths[i], info->path) == 0)
+    for (size_t i = 0; i < used.paths.n; i++) {
+        if (recursive && c->ignore_self_refs && strcmp(used.paths.items[i], info->path) == 0)
             continue;
-        if (strv_contains(spec, used.paths[i]) != allowed &&
-            !(bad[n_bad++] = strdup(used.paths[i])))
+        if (strv_contains(spec, used.paths.items[i]) != allowed &&
+            !(bad[n_bad++] = strdup(used.paths.items[i])))
             return obi_error_oom(run->err);
     }
     if (n_bad == 0)
         return 0;
-    qsort(bad, n_bad, sizeof *bad, compare_strings);
+    qsort(bad, n_bad, sizeof *bad, obi_strv_item_compare);
     cleanup_buf obi_buf list = OBI_BUF_INIT;
     for (size_t i = 0; i < n_bad; i++)
         if (obi_buf_appendf(&list, "\n  %s", bad[i]) < 0)

@@ -87,6 +87,11 @@ int obi_nix_path_info_validate(const obi_nix_path_info *info, obi_error **err)
     return 0;
 }
 
+int obi_nix_path_info_ptr_compare(const void *a, const void *b)
+{
+    return strcmp((*(obi_nix_path_info *const *)a)->path, (*(obi_nix_path_info *const *)b)->path);
+}
+
 obi_nix_path_info *obi_nix_path_info_copy(const obi_nix_path_info *info)
 {
     cleanup_nix_path_info obi_nix_path_info *copy = calloc(1, sizeof *copy);

@@ -315,11 +315,6 @@ static int info_from_nix_json(const json_t *entry, obi_nix_path_info **out, obi_
     return 0;
 }
 
-static int compare_infos(const void *a, const void *b)
-{
-    return strcmp((*(obi_nix_path_info *const *)a)->path, (*(obi_nix_path_info *const *)b)->path);
-}
-
 int obi_nix_store_query_infos(const char *nix, char *const *paths, size_t n_paths, bool recursive,
                               obi_nix_path_info ***infos_out, size_t *n_out, obi_error **err)
 {
@@ -362,7 +357,7 @@ int obi_nix_store_query_infos(const char *nix, char *const *paths, size_t n_path
         }
     }
     if (n > 1)
-        qsort(infos, n, sizeof *infos, compare_infos);
+        qsort(infos, n, sizeof *infos, obi_nix_path_info_ptr_compare);
     *infos_out = infos;
     *n_out = n;
     return 0;
