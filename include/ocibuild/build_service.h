@@ -18,6 +18,7 @@
 #define OCIBUILD_BUILD_SERVICE_H
 
 #include <errno.h>
+#include <stdbool.h>
 
 #include "ocibuild/error.h"
 #include "ocibuild/request.h"
@@ -39,11 +40,15 @@ typedef struct obi_build_call {
      * Called from the thread running the build. */
     obi_output_fn on_output;
     void *output_ctx;
+    /* Keep the bundle of a build that fails after it ran (for inspection, like nix-build -K)
+     * and name it in the error: "note: keeping build directory '<path>'". Builders that keep
+     * nothing ignore it. */
+    bool keep_failed;
 } obi_build_call;
 
 #define OBI_BUILD_CALL_INIT                                                                        \
     {                                                                                              \
-        -1, NULL, NULL                                                                             \
+        -1, NULL, NULL, false                                                                      \
     }
 
 struct obi_build_service_ops {

@@ -46,14 +46,28 @@ typedef struct obi_derivation {
     size_t n_args;
     obi_derivation_env *env;
     size_t n_env;
+    /* The derivation's name, from its file name "<hash>-<name>.drv" (obi_derivation_read_file);
+     * NULL when parsed from text. Fixed-output paths and placeholders are computed from it. */
+    char *name;
 } obi_derivation;
+
+/* What a derivation's outputs are (Nix's DerivationType): all input-addressed with known paths,
+ * input-addressed with paths deferred until content-addressed inputs are built, one fixed
+ * output "out", or floating content-addressed (paths known after the build). */
+typedef enum obi_derivation_kind {
+    OBI_DRV_INPUT_ADDRESSED,
+    OBI_DRV_DEFERRED,
+    OBI_DRV_FIXED_OUTPUT,
+    OBI_DRV_FLOATING,
+} obi_derivation_kind;
 
 /* Parses the ATerm text (len bytes; need not be NUL-terminated). Besides the syntax it checks:
  * output names non-empty and unique, env keys unique, hash_algo "" or ["r:"]md5|sha1|sha256|
  * sha512, a non-empty hash only with a hash_algo and then as lowercase hex of the algorithm's
  * length. Errors: "drv: offset N: ...". */
 int obi_derivation_parse(const char *text, size_t len, obi_derivation **out, obi_error **err);
-/* Reads and parses a .drv file; errors are prefixed with the path. */
+/* Reads and parses a .drv file and sets its name from the file name; errors are prefixed with
+ * the path. */
 int obi_derivation_read_file(const char *path, obi_derivation **out, obi_error **err);
 void obi_derivation_free(obi_derivation *drv);
 
@@ -63,9 +77,25 @@ int obi_derivation_serialize(const obi_derivation *drv, char **out, size_t *out_
 
 /* The object `nix show-derivation` prints for one derivation (without the drv-path key):
  * {"outputs":{"out":{"path":..,["hashAlgo":..,"hash":..]}},"inputSrcs":[..],"inputDrvs":{..},
- *  "system":..,"builder":..,"args":[..],"env":{..}}. NULL on out of memory or when a string
- * is not UTF-8. */
+ *  "system":..,"builder":..,"args":[..],"env":{..}}. As Nix: a fixed output's path is computed
+ * from its hash (when drv->name is known), floating and deferred outputs have no "path". NULL on
+ * out of memory or when a string is not UTF-8. */
 json_t *obi_derivation_to_json(const obi_derivation *drv);
+
+/* The name of a derivation file: its base name without a leading "<32 hash chars>-" and a
+ * trailing ".drv". Caller frees; NULL on out of memory. */
+char *obi_derivation_name_from_path(const char *drv_path);
+
+/* The kind of drv; mixed kinds are refused as Nix refuses them ("can't mix derivation output
+ * types", "only one fixed output is allowed", "single fixed output must be named \"out\"",
+ * "all floating outputs must use the same hash type"). */
+int obi_derivation_kind_of(const obi_derivation *drv, obi_derivation_kind *out, obi_error **err);
+
+/* The store path of output o of drv as Nix knows it before building: the path written for an
+ * input-addressed output, the path computed from the hash for a fixed output (the written one
+ * when drv->name is unknown), none (*out NULL) for a floating or deferred one. Caller frees. */
+int obi_derivation_output_path(const obi_derivation *drv, const obi_derivation_output *o,
+                               char **out, obi_error **err);
 
 /* A fixed-output derivation: a single output "out" with a hash_algo and a hash. */
 bool obi_derivation_is_fixed_output(const obi_derivation *drv);

@@ -13,11 +13,20 @@
 
 #include "ocibuild/derivation.h"
 #include "ocibuild/error.h"
+#include "ocibuild/nar.h"
 #include "ocibuild/node.h"
+#include "ocibuild/refscan.h"
 #include "ocibuild/request.h"
 #include "ocibuild/store.h"
 
 #define OBI_NIX_HASH_MAX_LEN 64 /* sha512 */
+
+/* One pass over node's NAR: the NAR hash and size, and the ascending indexes of scanner's
+ * needles that occur anywhere in the NAR, as Nix scans for references (the whole serialisation:
+ * file names too, not only contents and symlink targets). *found is NULL when none occur. */
+int obi_nix_scan_node(obi_blob_service *blobs, obi_directory_service *directories,
+                      const obi_node *node, const obi_refscan *scanner, obi_nar_hash *nar,
+                      size_t **found, size_t *n_found, obi_error **err);
 
 /* The store paths behind the found needle indexes, for a request made by
  * obi_derivation_to_build_request(drv, ...): needle i < drv->n_outputs is drv->outputs[i], the

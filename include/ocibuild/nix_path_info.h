@@ -26,7 +26,8 @@ typedef struct obi_nix_path_info {
     obi_nar_hash nar;  /* sha256 and size of the NAR */
     char **references; /* store paths, sorted; NULL-terminated */
     size_t n_references;
-    char *ca; /* NULL when none, else Nix's content address ("fixed:r:sha256:<nixbase32>") */
+    char *deriver; /* the .drv that built it, or NULL */
+    char *ca;      /* content address as Nix prints it ("fixed:r:sha256:<nixbase32>"), or NULL */
 } obi_nix_path_info;
 
 void obi_nix_path_info_free(obi_nix_path_info *info);
@@ -36,8 +37,8 @@ static inline void obi_nix_path_info_freep(obi_nix_path_info **i)
 }
 #define cleanup_nix_path_info __attribute__((cleanup(obi_nix_path_info_freep)))
 
-/* {"path":..,"node":<Node JSON>,"narHash":"sha256:<nixbase32>","narSize":N,"references":[..]}
- * and "ca" when there is one. */
+/* {"path":..,"node":<Node JSON>,"narHash":"sha256:<nixbase32>","narSize":N,"references":[..],
+ *  ["deriver":..,]["ca":..]} */
 json_t *obi_nix_path_info_to_json(const obi_nix_path_info *info);
 int obi_nix_path_info_from_json(const json_t *json, obi_nix_path_info **out, obi_error **err);
 
@@ -53,6 +54,11 @@ struct obi_nix_path_info_store_ops {
     int (*get_by_hash)(obi_nix_path_info_store *store, const char *hash_part,
                        obi_nix_path_info **out, obi_error **err);
     int (*put)(obi_nix_path_info_store *store, const obi_nix_path_info *info, obi_error **err);
+    /* Realisations (see obi_nix_realisation_get); NULL: this backend keeps none. */
+    int (*realisation_get)(obi_nix_path_info_store *store, const char *drv_path, const char *output,
+                           char **path_out, obi_error **err);
+    int (*realisation_put)(obi_nix_path_info_store *store, const char *drv_path, const char *output,
+                           const char *path, obi_error **err);
     void (*close)(obi_nix_path_info_store *store);
 };
 struct obi_nix_path_info_store {
@@ -90,6 +96,20 @@ int obi_nix_path_info_get_by_hash(obi_nix_path_info_store *store, const char *ha
                                   obi_nix_path_info **out, obi_error **err);
 int obi_nix_path_info_put(obi_nix_path_info_store *store, const obi_nix_path_info *info,
                           obi_error **err);
+/* qsort's comparator for an array of obi_nix_path_info pointers: by path, bytewise. */
+int obi_nix_path_info_ptr_compare(const void *a, const void *b);
+/* A deep copy; NULL on out of memory. */
+obi_nix_path_info *obi_nix_path_info_copy(const obi_nix_path_info *info);
+
+/* Realisations: which path an output of a derivation whose output paths are not fixed in advance
+ * (floating content-addressed, or deferred) was built at, keyed by the derivation's store path
+ * and the output name (the directory backend: <dir>/realisations/<drv basename>!<output>).
+ * -ENOENT (message set) when unknown, -ENOTSUP for a backend that keeps none. *path_out: caller
+ * frees. */
+int obi_nix_realisation_get(obi_nix_path_info_store *store, const char *drv_path,
+                            const char *output, char **path_out, obi_error **err);
+int obi_nix_realisation_put(obi_nix_path_info_store *store, const char *drv_path,
+                            const char *output, const char *path, obi_error **err);
 
 /* A content address as Nix 2.8 renders one: "text:sha256:<hash>" or
  * "fixed:[r:]<md5|sha1|sha256|sha512>:<hash>". Checked for its shape only (the hash is what the

@@ -7,10 +7,12 @@
 #ifndef OCIBUILD_NIX_STORE_H
 #define OCIBUILD_NIX_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ocibuild/derivation.h"
 #include "ocibuild/error.h"
+#include "ocibuild/nix_path_info.h"
 #include "ocibuild/node.h"
 #include "ocibuild/store.h"
 
@@ -26,12 +28,16 @@
  * points into path. Errors name the path. */
 int obi_nix_store_path_parse(const char *path, const char **basename, obi_error **err);
 
+/* Where the store path path is on disk: store_dir/<basename> (store_dir NULL: the path itself,
+ * /nix/store). Caller frees; NULL on out of memory. */
+char *obi_nix_store_real_path(const char *store_dir, const char *path);
+
 /* The input sources plus the paths of the used outputs of every input derivation (read from
- * the input .drv files on disk). *paths_out is NULL-terminated (free with obi_strv_free),
- * sorted and without duplicates. An input derivation lacking a used output is an error naming
- * both. */
-int obi_derivation_input_paths(const obi_derivation *drv, char ***paths_out, size_t *n_out,
-                               obi_error **err);
+ * the input .drv files in store_dir, NULL: /nix/store). *paths_out is NULL-terminated (free
+ * with obi_strv_free), sorted and without duplicates. An input derivation lacking a used
+ * output is an error naming both. */
+int obi_derivation_input_paths(const obi_derivation *drv, const char *store_dir, char ***paths_out,
+                               size_t *n_out, obi_error **err);
 
 /* The closure of paths: `NIX_STORE --query --requisites PATH...` (nix_store NULL: "nix-store"
  * from $PATH). Sorted, without duplicates, NULL-terminated. A failing nix-store is an error
@@ -49,5 +55,32 @@ void obi_nix_nodes_free(obi_node *nodes, size_t n);
 int obi_derivation_import_inputs(obi_blob_service *blobs, obi_directory_service *directories,
                                  const char *nix_store, const obi_derivation *drv,
                                  obi_node **nodes_out, size_t *n_out, obi_error **err);
+
+/* What Nix's database says about paths (and with recursive, their closure): `NIX
+ * --extra-experimental-features nix-command path-info --json [--recursive] PATH...` (nix NULL:
+ * "nix" from $PATH). Each info has path, NAR hash and size, references, deriver and ca; no
+ * castore node (kind 0). *infos_out: n_out entries, sorted by path; free with
+ * obi_nix_path_infos_free. A path Nix does not know is an error naming it. */
+int obi_nix_store_query_infos(const char *nix, char *const *paths, size_t n_paths, bool recursive,
+                              obi_nix_path_info ***infos_out, size_t *n_out, obi_error **err);
+void obi_nix_path_infos_free(obi_nix_path_info **infos, size_t n);
+
+/* Registers paths in the local Nix store through Nix's own import: an export stream (`nix-store
+ * --export`'s format: per path its NAR from castore, path, references, deriver) piped into
+ * `NIX_STORE --import`, which checks, writes and registers each path under Nix's locks. infos
+ * must come references first (obi_nix_path_infos_sort_topologically); paths Nix has already are
+ * left alone by it. Errors carry the tail of nix-store's output. */
+int obi_nix_store_import(obi_blob_service *blobs, obi_directory_service *directories,
+                         const char *nix_store, const obi_nix_path_info *const *infos, size_t n,
+                         obi_error **err);
+/* Orders infos so that every path comes after the paths it refers to (among infos); a cycle is
+ * an error naming a path on it. */
+int obi_nix_path_infos_sort_topologically(const obi_nix_path_info **infos, size_t n,
+                                          obi_error **err);
+
+/* A symlink link -> path registered as a garbage-collector root, as nix-build makes its result
+ * links: `NIX_STORE --realise PATH --add-root LINK` (replacing an existing link). */
+int obi_nix_store_add_root(const char *nix_store, const char *path, const char *link,
+                           obi_error **err);
 
 #endif

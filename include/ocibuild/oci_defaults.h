@@ -56,13 +56,17 @@ typedef struct obi_oci_defaults {
      * service.md lists them). Builds write deny-all alone, as `runc spec` does; runc then adds
      * the same rules itself. */
     bool list_default_devices;
+    /* No /sys and no /sys/fs/cgroup at all: builds asked for hide_sys (Nix's sandbox has no
+     * /sys). */
+    bool no_sys;
 } obi_oci_defaults;
 
 /* linux.namespaces: [{"type": "pid"}, ...] in the order above. */
 json_t *obi_oci_namespaces(const obi_oci_defaults *d);
 
 /* Appends the seven standard mounts to the mounts array: /proc, /dev, /dev/pts, /dev/shm,
- * /dev/mqueue, /sys and /sys/fs/cgroup, with runc's options changed only as d says. */
+ * /dev/mqueue, /sys and /sys/fs/cgroup (the last two not with no_sys), with runc's options
+ * changed only as d says. */
 int obi_oci_add_standard_mounts(json_t *mounts, const obi_oci_defaults *d);
 /* Appends {"destination", "type", "source", "options"} to mounts; options NULL-terminated, the
  * key left out when there are none (as runc writes /proc). The one shape of every mount. */

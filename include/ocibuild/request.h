@@ -31,6 +31,7 @@ typedef struct obi_build_constraints {
     size_t n_available_ro_paths;
     bool network_access;
     bool provide_bin_sh;
+    bool hide_sys; /* ocibuild's field 1000: no /sys mount (Nix's sandbox has none) */
 } obi_build_constraints;
 
 typedef struct obi_build_request {

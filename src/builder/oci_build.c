@@ -77,6 +77,7 @@ typedef struct build_run {
     int cancel_fd;
     obi_output_fn on_output;
     void *output_ctx;
+    bool keep_failed;
 } build_run;
 
 /* ---- concurrency limit ---- */
@@ -155,6 +156,14 @@ static int write_etc_files(obi_bundle *bundle, const char *passwd, obi_error **e
         if (r < 0)
             return r;
     }
+    /* The mount point of the /tmp tmpfs, made here: runc gives a tmpfs the mode of a mount point
+     * that exists already (as in a reused skeleton), so it must have the mode /tmp gets (1777,
+     * spec.c), not the 0755 runc would make it with. */
+    cleanup_free char *tmp = obi_bundle_subpath(bundle, "root/tmp");
+    if (!tmp)
+        return obi_error_oom(err);
+    if (mkdir(tmp, 01777) < 0 || chmod(tmp, 01777) < 0)
+        return obi_error_set_errno(err, errno, "mkdir %s", tmp);
     return 0;
 }
 
@@ -357,7 +366,7 @@ static int skeleton_key(const oci_build_service *svc, const obi_bundle *bundle,
                         char key[OBI_ROOT_POOL_KEY_LEN + 1], obi_error **err)
 {
     cleanup_buf obi_buf description = OBI_BUF_INIT;
-    obi_buf_appendf(&description, "ocibuild root skeleton 2\n%s\n%u %d %u:%u\n%s%s%s",
+    obi_buf_appendf(&description, "ocibuild root skeleton 3\n%s\n%u %d %u:%u\n%s%s%s",
                     obi_runtime_path(svc->runtime), (unsigned)geteuid(), opts->rootless,
                     (unsigned)opts->root_uid, (unsigned)opts->root_gid, passwd, ETC_GROUP,
                     ETC_HOSTS);
@@ -476,6 +485,26 @@ static obi_spec_options build_spec_options(const oci_build_service *svc, const o
     return opts;
 }
 
+/* A failed build's bundle stays (unswept: marked kept) and the error names its working dir
+ * on the host, where a failed Nix build's directory would be. */
+static int keep_failed_bundle(obi_bundle *bundle, const obi_build_request *req, int code,
+                              obi_error **err)
+{
+    obi_bundle_set_keep(bundle, true);
+    size_t scratch = 0;
+    const char *rest = "";
+    cleanup_free char *dir = NULL;
+    if (*req->working_dir &&
+        obi_build_request_find_scratch(req, req->working_dir, &scratch, &rest) == 0) {
+        cleanup_free char *host = obi_scratch_host_path(req->scratch_paths[scratch]);
+        if (host &&
+            asprintf(&dir, "%s/%s%s%s", obi_bundle_path(bundle), host, *rest ? "/" : "", rest) < 0)
+            dir = NULL;
+    }
+    return obi_error_prefix(err, code, "note: keeping build directory '%s'",
+                            dir ? dir : obi_bundle_path(bundle));
+}
+
 static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
                            const build_run *run, obi_build **out, obi_error **err)
 {
@@ -516,6 +545,8 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
     r = run_bundle(svc, bundle, run, &container_gone, err);
     if (!container_gone)
         obi_id_slot_release(&slot, false);
+    if (r < 0 && r != -ECANCELED && run->keep_failed)
+        return keep_failed_bundle(bundle, req, r, err);
     if (r < 0)
         return r;
     cleanup_build obi_build *build = calloc(1, sizeof *build);
@@ -569,7 +600,7 @@ static int oci_do_build(obi_build_service *base, const obi_build_request *req,
                 err, -ENOMEM, "constraints.min_memory: build needs %llu bytes, host has %llu",
                 (unsigned long long)req->constraints.min_memory, (unsigned long long)total);
     }
-    build_run run = {-1, svc->on_output, svc->output_ctx};
+    build_run run = {-1, svc->on_output, svc->output_ctx, call && call->keep_failed};
     cleanup_close int both_cancel_fds = -1;
     r = watch_cancel_fds(svc->cancel_fd, call ? call->cancel_fd : -1, &run.cancel_fd,
                          &both_cancel_fds, err);

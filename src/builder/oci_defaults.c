@@ -170,6 +170,8 @@ int obi_oci_add_standard_mounts(json_t *mounts, const obi_oci_defaults *d)
     bool host_sys = d->user_namespace && !d->network_namespace;
     for (size_t i = 0; i < OBI_ARRAY_SIZE(STANDARD_MOUNTS); i++) {
         const standard_mount *m = &STANDARD_MOUNTS[i];
+        if (d->no_sys && !strncmp(m->destination, "/sys", 4))
+            continue;
         if (host_sys && !strcmp(m->destination, HOST_SYS.destination))
             m = &HOST_SYS;
         int r = add_standard_mount(mounts, m, d);

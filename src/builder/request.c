@@ -181,6 +181,7 @@ int obi_build_request_copy(const obi_build_request *req, obi_build_request **out
     d->min_memory = c->min_memory;
     d->network_access = c->network_access;
     d->provide_bin_sh = c->provide_bin_sh;
+    d->hide_sys = c->hide_sys;
     if (obi_strings_copy(c->available_ro_paths, c->n_available_ro_paths, &d->available_ro_paths) <
         0)
         goto oom;

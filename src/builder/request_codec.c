@@ -101,6 +101,7 @@ static int request_from_pb(const Tvix__Build__V1__BuildRequest *pb, obi_build_re
         req->constraints.min_memory = c->min_memory;
         req->constraints.network_access = c->network_access;
         req->constraints.provide_bin_sh = c->provide_bin_sh;
+        req->constraints.hide_sys = c->hide_sys;
         if (strings_from_pb(c->available_ro_paths, c->n_available_ro_paths,
                             &req->constraints.available_ro_paths,
                             &req->constraints.n_available_ro_paths) < 0)
@@ -228,6 +229,7 @@ static int request_pb_init(request_pb *p, const obi_build_request *req)
         p->constraints.available_ro_paths = c->available_ro_paths;
         p->constraints.network_access = c->network_access;
         p->constraints.provide_bin_sh = c->provide_bin_sh;
+        p->constraints.hide_sys = c->hide_sys;
         p->msg.constraints = &p->constraints;
     }
     return 0;

@@ -202,13 +202,14 @@ static const json_field REQUEST_FIELDS[] = {
 
 static const json_field ENV_FIELDS[] = {{"key", "key"}, {"value", "value"}};
 static const json_field FILE_FIELDS[] = {{"path", "path"}, {"contents", "contents"}};
-enum { C_SYSTEM, C_MIN_MEMORY, C_RO_PATHS, C_NETWORK, C_BIN_SH };
+enum { C_SYSTEM, C_MIN_MEMORY, C_RO_PATHS, C_NETWORK, C_BIN_SH, C_HIDE_SYS };
 static const json_field CONSTRAINT_FIELDS[] = {
     [C_SYSTEM] = {"system", "system"},
     [C_MIN_MEMORY] = {"min_memory", "minMemory"},
     [C_RO_PATHS] = {"available_ro_paths", "availableRoPaths"},
     [C_NETWORK] = {"network_access", "networkAccess"},
     [C_BIN_SH] = {"provide_bin_sh", "provideBinSh"},
+    [C_HIDE_SYS] = {"hide_sys", "hideSys"},
 };
 
 static int inputs_from_json(const json_t *v, const char *prefix, obi_build_request *req,
@@ -318,7 +319,10 @@ static int constraints_from_json(const json_t *v, const char *prefix, obi_build_
     if ((r = get_bool(values[C_NETWORK], sub, &c->network_access, err)) < 0)
         return r;
     snprintf(sub, sizeof sub, "%s.provide_bin_sh", field);
-    return get_bool(values[C_BIN_SH], sub, &c->provide_bin_sh, err);
+    if ((r = get_bool(values[C_BIN_SH], sub, &c->provide_bin_sh, err)) < 0)
+        return r;
+    snprintf(sub, sizeof sub, "%s.hide_sys", field);
+    return get_bool(values[C_HIDE_SYS], sub, &c->hide_sys, err);
 }
 
 /* where names the message in errors; prefix is prepended to field names ("" at top level,
@@ -428,7 +432,8 @@ static json_t *constraints_to_json(const obi_build_constraints *c)
         set_field(o, "availableRoPaths",
                   string_list_to_json(c->available_ro_paths, c->n_available_ro_paths)) < 0 ||
         set_field(o, "networkAccess", json_boolean(c->network_access)) < 0 ||
-        set_field(o, "provideBinSh", json_boolean(c->provide_bin_sh)) < 0)
+        set_field(o, "provideBinSh", json_boolean(c->provide_bin_sh)) < 0 ||
+        set_field(o, "hideSys", json_boolean(c->hide_sys)) < 0)
         return NULL;
     return steal_pointer(&o);
 }

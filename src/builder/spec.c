@@ -22,11 +22,21 @@
 #include "ocibuild/seccomp.h"
 #include "ocibuild/spec.h"
 
-static const char *const OPTS_TMP[] = {"nosuid", "noatime", "mode=700", NULL};
+/* 1777 as Nix's sandbox has it (build.md says 700, which no build user could write to). */
+static const char *const OPTS_TMP[] = {"nosuid", "noatime", "mode=1777", NULL};
 static const char *const NETWORK_FILES[] = {"/etc/resolv.conf", "/etc/services", "/etc/hosts"};
 static const char *const OPTS_SCRATCH[] = {"rbind", "rw", NULL};
 static const char *const OPTS_INPUT[] = {"rbind", "ro", "nosuid", "nodev", NULL};
 static const char *const OPTS_HOST_RO[] = {"rbind", "ro", NULL};
+
+/* Devices a build may be given among available_ro_paths (the rootful device cgroup denies every
+ * other one): Nix's sandbox has /dev/kvm when the host does. */
+typedef struct known_device {
+    const char *path;
+    char type;
+    long major, minor;
+} known_device;
+static const known_device KNOWN_DEVICES[] = {{"/dev/kvm", 'c', 10, 232}};
 
 /* ---- naming shared with the bundle ---- */
 
@@ -164,16 +174,28 @@ static obi_oci_defaults build_defaults(const obi_build_request *req)
         .network_namespace = has_own_network(req),
         .user_namespace = true,
         .mask_power_counters = true,
+        .no_sys = req->has_constraints && req->constraints.hide_sys,
     };
 }
 
 /* Rootful: devices as `runc spec` writes them (deny all; runc then allows its standard few), and
  * the limits. Rootless builds get none: their runtime cannot write cgroups here. */
-static json_t *make_resources(const obi_spec_options *opts, const obi_oci_defaults *defaults)
+static json_t *make_resources(const obi_build_request *req, const obi_spec_options *opts,
+                              const obi_oci_defaults *defaults)
 {
     cleanup_json json_t *resources = json_pack("{s:o}", "devices", obi_oci_device_rules(defaults));
     if (!resources)
         return NULL;
+    size_t n_ro = req->has_constraints ? req->constraints.n_available_ro_paths : 0;
+    for (size_t i = 0; i < n_ro; i++)
+        for (size_t k = 0; k < OBI_ARRAY_SIZE(KNOWN_DEVICES); k++) {
+            const known_device *d = &KNOWN_DEVICES[k];
+            if (strcmp(req->constraints.available_ro_paths[i], d->path) == 0 &&
+                json_array_append_new(
+                    json_object_get(resources, "devices"),
+                    obi_oci_device_rule(true, d->type, d->major, d->minor, "rw")) < 0)
+                return NULL;
+        }
     if (opts->max_pids &&
         json_object_set_new(resources, "pids",
                             json_pack("{s:I}", "limit", (json_int_t)opts->max_pids)) < 0)
@@ -203,7 +225,7 @@ static json_t *make_linux(const obi_build_request *req, const obi_spec_options *
                                       id_mapping(OBI_BUILD_GID, (uint32_t)opts->build_gid))) < 0)
         return NULL;
     if (!opts->rootless &&
-        json_object_set_new(linux_obj, "resources", make_resources(opts, &defaults)) < 0)
+        json_object_set_new(linux_obj, "resources", make_resources(req, opts, &defaults)) < 0)
         return NULL;
     if (json_object_set_new(linux_obj, "seccomp", json_incref(seccomp)) < 0 ||
         json_object_set_new(linux_obj, "maskedPaths", obi_oci_masked_paths(&defaults)) < 0 ||

@@ -14,7 +14,10 @@
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/derivation.h"
+#include "ocibuild/digest.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/nix_store.h"
+#include "ocibuild/nix_store_path.h"
 
 #define DRV_MAX_FILE_SIZE (64u * 1024 * 1024)
 
@@ -203,6 +206,29 @@ static int parse_string_list(parser *ps, char ***items, size_t *n)
     return parse_list(ps, parse_string_element, &list);
 }
 
+/* ---- input sources: store paths ---- */
+
+static int check_store_path(parser *ps, const char *path, size_t at, const char *what);
+
+static int parse_source_element(parser *ps, void *ctx)
+{
+    string_list *list = ctx;
+    if (obi_array_grow(list->items, &list->cap, *list->n + 1) < 0)
+        return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
+    size_t at = 0;
+    int r = parse_string(ps, &(*list->items)[*list->n], &at);
+    if (r < 0)
+        return r;
+    (*list->n)++;
+    return check_store_path(ps, (*list->items)[*list->n - 1], at, "input source");
+}
+
+static int parse_source_list(parser *ps, char ***items, size_t *n)
+{
+    string_list list = {items, n, 0};
+    return parse_list(ps, parse_source_element, &list);
+}
+
 /* ---- hash algorithms ---- */
 
 static const struct {
@@ -251,8 +277,40 @@ typedef struct outputs_ctx {
     size_t cap;
 } outputs_ctx;
 
+/* A store path, as Nix's parser requires of input derivations and sources and of the paths of
+ * input-addressed outputs ("what" names the field in the message). */
+static int check_store_path(parser *ps, const char *path, size_t at, const char *what)
+{
+    const char *base;
+    cleanup_error obi_error *path_err = NULL;
+    if (obi_nix_store_path_parse(path, &base, &path_err) < 0)
+        return parse_fail(ps, at, "%s: %s", what, path_err->message);
+    return 0;
+}
+
+/* The path of an output, by its kind: input-addressed ones have a store path (or none: deferred,
+ * its inputs are content-addressed), fixed-output ones an absolute path (the real one is
+ * computed from the hash), floating content-addressed ones none. */
+static int check_output_path(parser *ps, const obi_derivation_output *o, size_t path_at)
+{
+    char what[300];
+    snprintf(what, sizeof what, "output '%s'", o->name);
+    if (!*o->hash_algo)
+        return *o->path ? check_store_path(ps, o->path, path_at, what) : 0;
+    if (*o->hash) {
+        if (o->path[0] != '/')
+            return parse_fail(ps, path_at, "%s: bad path '%s' in derivation", what, o->path);
+        return 0;
+    }
+    if (*o->path)
+        return parse_fail(ps, path_at,
+                          "%s: a floating content-addressed output has no path (got '%s')", what,
+                          o->path);
+    return 0;
+}
+
 static int check_output(parser *ps, const obi_derivation *drv, const obi_derivation_output *o,
-                        size_t name_at, size_t algo_at, size_t hash_at)
+                        size_t name_at, size_t path_at, size_t algo_at, size_t hash_at)
 {
     if (!*o->name)
         return parse_fail(ps, name_at, "empty output name");
@@ -268,12 +326,17 @@ static int check_output(parser *ps, const obi_derivation *drv, const obi_derivat
     if (*o->hash) {
         if (!*o->hash_algo)
             return parse_fail(ps, hash_at, "output '%s': hash without a hash algorithm", o->name);
+        if (strcmp(o->hash, "impure") == 0)
+            return parse_fail(ps, hash_at,
+                              "output '%s': impure derivations (experimental in Nix) are not "
+                              "supported",
+                              o->name);
         if (strlen(o->hash) != 2 * digest_len || !is_lower_hex(o->hash, 2 * digest_len))
             return parse_fail(ps, hash_at,
                               "output '%s': hash must be %zu lowercase hex digits for %s", o->name,
                               2 * digest_len, o->hash_algo);
     }
-    return 0;
+    return check_output_path(ps, o, path_at);
 }
 
 static int parse_output_element(parser *ps, void *ctx)
@@ -283,14 +346,14 @@ static int parse_output_element(parser *ps, void *ctx)
     if (obi_array_grow(&drv->outputs, &c->cap, drv->n_outputs + 1) < 0)
         return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
     obi_derivation_output *o = &drv->outputs[drv->n_outputs];
-    size_t name_at = 0, algo_at = 0, hash_at = 0;
+    size_t name_at = 0, path_at = 0, algo_at = 0, hash_at = 0;
     int r = expect_char(ps, '(');
     if (r >= 0)
         r = parse_string(ps, &o->name, &name_at);
     if (r >= 0)
         r = expect_char(ps, ',');
     if (r >= 0)
-        r = parse_string(ps, &o->path, NULL);
+        r = parse_string(ps, &o->path, &path_at);
     if (r >= 0)
         r = expect_char(ps, ',');
     if (r >= 0)
@@ -302,7 +365,7 @@ static int parse_output_element(parser *ps, void *ctx)
     if (r >= 0)
         r = expect_char(ps, ')');
     if (r >= 0)
-        r = check_output(ps, drv, o, name_at, algo_at, hash_at);
+        r = check_output(ps, drv, o, name_at, path_at, algo_at, hash_at);
     drv->n_outputs++; /* counted even when incomplete, so obi_derivation_free releases it */
     return r;
 }
@@ -321,9 +384,12 @@ static int parse_input_element(parser *ps, void *ctx)
     if (obi_array_grow(&drv->input_drvs, &c->cap, drv->n_input_drvs + 1) < 0)
         return obi_error_set(ps->err, -ENOMEM, "drv: out of memory");
     obi_derivation_input *in = &drv->input_drvs[drv->n_input_drvs++];
+    size_t path_at = 0;
     int r = expect_char(ps, '(');
     if (r >= 0)
-        r = parse_string(ps, &in->drv_path, NULL);
+        r = parse_string(ps, &in->drv_path, &path_at);
+    if (r >= 0)
+        r = check_store_path(ps, in->drv_path, path_at, "input derivation");
     if (r >= 0)
         r = expect_char(ps, ',');
     if (r >= 0)
@@ -390,7 +456,7 @@ int obi_derivation_parse(const char *text, size_t len, obi_derivation **out, obi
     if (r >= 0)
         r = expect_char(&ps, ',');
     if (r >= 0)
-        r = parse_string_list(&ps, &drv->input_srcs, &drv->n_input_srcs);
+        r = parse_source_list(&ps, &drv->input_srcs, &drv->n_input_srcs);
     if (r >= 0)
         r = expect_char(&ps, ',');
     if (r >= 0)
@@ -426,10 +492,30 @@ int obi_derivation_read_file(const char *path, obi_derivation **out, obi_error *
     int r = obi_read_file(path, DRV_MAX_FILE_SIZE, &text, &len, err);
     if (r < 0)
         return obi_error_prefix(err, r, "%s", path);
-    r = obi_derivation_parse(text, len, out, err);
+    cleanup_derivation obi_derivation *drv = NULL;
+    r = obi_derivation_parse(text, len, &drv, err);
     if (r < 0)
         return obi_error_prefix(err, r, "%s", path);
+    /* obi_derivation_parse sets drv whenever it returns 0 */
+    // NOLINTNEXTLINE(clang-analyzer-core.NullDereference)
+    if (!(drv->name = obi_derivation_name_from_path(path)))
+        return obi_error_oom(err);
+    *out = steal_pointer(&drv);
     return 0;
+}
+
+char *obi_derivation_name_from_path(const char *drv_path)
+{
+    const char *base = strrchr(drv_path, '/');
+    base = base ? base + 1 : drv_path;
+    size_t len = strlen(base);
+    if (len > OBI_NIX_HASH_PART_LEN + 1 && base[OBI_NIX_HASH_PART_LEN] == '-') {
+        base += OBI_NIX_HASH_PART_LEN + 1;
+        len -= OBI_NIX_HASH_PART_LEN + 1;
+    }
+    if (len > 4 && strcmp(base + len - 4, ".drv") == 0)
+        len -= 4;
+    return strndup(base, len);
 }
 
 static void free_strings(char **items, size_t n)
@@ -464,6 +550,7 @@ void obi_derivation_free(obi_derivation *drv)
         free(drv->env[i].value);
     }
     free(drv->env);
+    free(drv->name);
     free(drv);
 }
 
@@ -610,7 +697,11 @@ json_t *obi_derivation_to_json(const obi_derivation *drv)
     for (size_t i = 0; ok && i < drv->n_outputs; i++) {
         const obi_derivation_output *o = &drv->outputs[i];
         json_t *output = json_object();
-        ok = output && json_object_set_new(output, "path", json_string(o->path)) == 0;
+        cleanup_free char *path = NULL;
+        cleanup_error obi_error *path_err = NULL;
+        if (obi_derivation_output_path(drv, o, &path, &path_err) < 0)
+            ok = false;
+        ok = ok && output && (!path || json_object_set_new(output, "path", json_string(path)) == 0);
         if (ok && *o->hash_algo)
             ok = json_object_set_new(output, "hashAlgo", json_string(o->hash_algo)) == 0;
         if (ok && *o->hash)
@@ -644,6 +735,78 @@ json_t *obi_derivation_to_json(const obi_derivation *drv)
 }
 
 /* ---- queries ---- */
+
+int obi_derivation_kind_of(const obi_derivation *drv, obi_derivation_kind *out, obi_error **err)
+{
+    size_t input_addressed = 0, deferred = 0, fixed = 0, floating = 0;
+    const char *floating_algo = NULL;
+    for (size_t i = 0; i < drv->n_outputs; i++) {
+        const obi_derivation_output *o = &drv->outputs[i];
+        if (!*o->hash_algo && *o->path) {
+            input_addressed++;
+        } else if (!*o->hash_algo) {
+            deferred++;
+        } else if (*o->hash) {
+            fixed++;
+        } else {
+            /* "r:sha256" and "sha256" hash alike: the type is the part after "r:" */
+            const char *algo =
+                strncmp(o->hash_algo, "r:", 2) == 0 ? o->hash_algo + 2 : o->hash_algo;
+            if (floating_algo && strcmp(floating_algo, algo) != 0)
+                return obi_error_set(err, -EINVAL,
+                                     "all floating outputs must use the same hash type");
+            floating_algo = algo;
+            floating++;
+        }
+    }
+    size_t kinds = !!input_addressed + !!deferred + !!fixed + !!floating;
+    if (kinds == 0)
+        return obi_error_set(err, -EINVAL, "must have at least one output");
+    if (kinds > 1)
+        return obi_error_set(err, -EINVAL, "can't mix derivation output types");
+    if (fixed > 1)
+        return obi_error_set(err, -EINVAL, "only one fixed output is allowed for now");
+    if (fixed && strcmp(drv->outputs[0].name, "out") != 0)
+        return obi_error_set(err, -EINVAL, "single fixed output must be named \"out\"");
+    *out = input_addressed ? OBI_DRV_INPUT_ADDRESSED
+           : deferred      ? OBI_DRV_DEFERRED
+           : fixed         ? OBI_DRV_FIXED_OUTPUT
+                           : OBI_DRV_FLOATING;
+    return 0;
+}
+
+int obi_derivation_output_path(const obi_derivation *drv, const obi_derivation_output *o,
+                               char **out, obi_error **err)
+{
+    *out = NULL;
+    if (!*o->hash_algo) {
+        if (*o->path && !(*out = strdup(o->path)))
+            return obi_error_oom(err);
+        return 0;
+    }
+    if (!*o->hash)
+        return 0;
+    if (!drv->name) { /* parsed from text: the path written is all there is */
+        if (!(*out = strdup(o->path)))
+            return obi_error_oom(err);
+        return 0;
+    }
+    bool recursive = false;
+    const char *algo = NULL;
+    size_t len = 0;
+    int r = obi_derivation_hash_algo_parse(o->hash_algo, &recursive, &algo, &len, err);
+    if (r < 0)
+        return r;
+    uint8_t digest[64];
+    if (strlen(o->hash) != 2 * len || obi_hex_decode(o->hash, 2 * len, digest, len) < 0)
+        return obi_error_set(err, -EINVAL, "output '%s': hash is not %zu hex digits", o->name,
+                             2 * len);
+    cleanup_free char *name = obi_nix_output_path_name(drv->name, o->name);
+    if (!name)
+        return obi_error_oom(err);
+    return obi_nix_make_fixed_output_path(recursive, algo, digest, len, name, NULL, 0, false, out,
+                                          err);
+}
 
 bool obi_derivation_is_fixed_output(const obi_derivation *drv)
 {

@@ -15,6 +15,7 @@
 #include "ocibuild/nar.h"
 #include "ocibuild/nix_output.h"
 #include "ocibuild/nix_store.h"
+#include "ocibuild/sha256.h"
 #include "ocibuild/strv.h"
 
 /* ---- references ---- */
@@ -64,6 +65,46 @@ int obi_nix_output_references(const obi_derivation *drv, const obi_build_request
     }
     *refs_out = steal_pointer(&refs);
     *n_out = kept;
+    return 0;
+}
+
+/* ---- one pass: NAR hash and references ---- */
+
+typedef struct scan_sink {
+    obi_sha256 *sha;
+    obi_refscan_state *refs;
+    uint64_t size;
+} scan_sink;
+
+static int scan_feed(void *ctx, const void *data, size_t len, obi_error **err)
+{
+    (void)err;
+    scan_sink *s = ctx;
+    obi_sha256_update(s->sha, data, len);
+    obi_refscan_feed(s->refs, data, len);
+    s->size += len;
+    return 0;
+}
+
+int obi_nix_scan_node(obi_blob_service *blobs, obi_directory_service *directories,
+                      const obi_node *node, const obi_refscan *scanner, obi_nar_hash *nar,
+                      size_t **found, size_t *n_found, obi_error **err)
+{
+    cleanup_sha256 obi_sha256 *sha = obi_sha256_new();
+    cleanup_refscan_state obi_refscan_state *refs = NULL;
+    if (!sha)
+        return obi_error_oom(err);
+    int r = obi_refscan_state_new(scanner, &refs, err);
+    if (r < 0)
+        return r;
+    scan_sink sink = {sha, refs, 0};
+    if ((r = obi_nar_write_node(blobs, directories, node, scan_feed, &sink, err)) < 0)
+        return r;
+    obi_refscan_end_stream(refs);
+    if ((r = obi_refscan_state_result(refs, found, n_found, err)) < 0)
+        return r;
+    obi_sha256_final(sha, nar->sha256);
+    nar->size = sink.size;
     return 0;
 }
 

@@ -33,6 +33,7 @@ void obi_nix_path_info_free(obi_nix_path_info *info)
     obi_node_clear(&info->node);
     if (info->references)
         obi_strv_free(info->references);
+    free(info->deriver);
     free(info->ca);
     free(info);
 }
@@ -86,6 +87,30 @@ int obi_nix_path_info_validate(const obi_nix_path_info *info, obi_error **err)
     return 0;
 }
 
+int obi_nix_path_info_ptr_compare(const void *a, const void *b)
+{
+    return strcmp((*(obi_nix_path_info *const *)a)->path, (*(obi_nix_path_info *const *)b)->path);
+}
+
+obi_nix_path_info *obi_nix_path_info_copy(const obi_nix_path_info *info)
+{
+    cleanup_nix_path_info obi_nix_path_info *copy = calloc(1, sizeof *copy);
+    if (!copy || !(copy->path = strdup(info->path)) || obi_node_copy(&copy->node, &info->node) < 0)
+        return NULL;
+    copy->nar = info->nar;
+    if (!(copy->references = calloc(info->n_references + 1, sizeof *copy->references)))
+        return NULL;
+    for (size_t i = 0; i < info->n_references; i++) {
+        if (!(copy->references[i] = strdup(info->references[i])))
+            return NULL;
+        copy->n_references++;
+    }
+    if ((info->deriver && !(copy->deriver = strdup(info->deriver))) ||
+        (info->ca && !(copy->ca = strdup(info->ca))))
+        return NULL;
+    return steal_pointer(&copy);
+}
+
 /* ---- JSON ---- */
 
 json_t *obi_nix_path_info_to_json(const obi_nix_path_info *info)
@@ -103,6 +128,8 @@ json_t *obi_nix_path_info_to_json(const obi_nix_path_info *info)
              json_object_set_new(root, "narHash", json_string(nar_hash)) == 0 &&
              json_object_set_new(root, "narSize", json_integer((json_int_t)info->nar.size)) == 0 &&
              json_object_set(root, "references", refs) == 0;
+    if (ok && info->deriver)
+        ok = json_object_set_new(root, "deriver", json_string(info->deriver)) == 0;
     if (ok && info->ca && info->ca[0])
         ok = json_object_set_new(root, "ca", json_string(info->ca)) == 0;
     json_decref(node);
@@ -127,11 +154,14 @@ int obi_nix_path_info_from_json(const json_t *json, obi_nix_path_info **out, obi
     const json_t *nar_hash = json_object_get(json, "narHash");
     const json_t *nar_size = json_object_get(json, "narSize");
     const json_t *refs = json_object_get(json, "references");
+    const json_t *deriver = json_object_get(json, "deriver");
     const json_t *ca = json_object_get(json, "ca");
     if (!json_is_string(path) || !node || !json_is_string(nar_hash) || !json_is_integer(nar_size) ||
         json_integer_value(nar_size) < 0 || !json_is_array(refs) || (ca && !json_is_string(ca)))
         return obi_error_set(err, -EINVAL,
                              "path info: expected path, node, narHash, narSize and references");
+    if ((deriver && !json_is_string(deriver)) || (ca && !json_is_string(ca)))
+        return obi_error_set(err, -EINVAL, "path info: deriver and ca must be strings");
     obi_nix_path_info *info = calloc(1, sizeof *info);
     if (!info)
         return obi_error_oom(err);
@@ -160,6 +190,14 @@ int obi_nix_path_info_from_json(const json_t *json, obi_nix_path_info **out, obi
         if (!info->references[i])
             return obi_error_oom(err);
         info->n_references++;
+    }
+    if (deriver) {
+        const char *drv_base;
+        r = obi_nix_store_path_parse(json_string_value(deriver), &drv_base, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "path info %s: deriver", info->path);
+        if (!(info->deriver = strdup(json_string_value(deriver))))
+            return obi_error_oom(err);
     }
     if (ca && json_string_value(ca)[0] && !(info->ca = strdup(json_string_value(ca))))
         return obi_error_oom(err);
@@ -323,6 +361,66 @@ static int dir_put(obi_nix_path_info_store *store, const obi_nix_path_info *info
     return r;
 }
 
+/* realisations: <dir>/realisations/<drv basename>!<output>, the path and a newline */
+
+static int realisation_file(const dir_store *s, const char *drv_path, const char *output,
+                            char **file_out, obi_error **err)
+{
+    const char *base;
+    int r = obi_nix_store_path_parse(drv_path, &base, err);
+    if (r < 0)
+        return r;
+    cleanup_error obi_error *name_err = NULL;
+    if (obi_name_validate((const uint8_t *)output, strlen(output), "output name", &name_err) < 0)
+        return obi_error_set(err, -EINVAL, "realisation of %s: %s", drv_path, name_err->message);
+    char *file = NULL;
+    if (asprintf(&file, "%s/realisations/%s!%s", s->dir, base, output) < 0)
+        return obi_error_oom(err);
+    *file_out = file;
+    return 0;
+}
+
+static int dir_realisation_get(obi_nix_path_info_store *store, const char *drv_path,
+                               const char *output, char **path_out, obi_error **err)
+{
+    cleanup_free char *file = NULL;
+    int r = realisation_file((const dir_store *)store, drv_path, output, &file, err);
+    if (r < 0)
+        return r;
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    r = obi_read_file(file, PATH_INFO_MAX_SIZE, &text, &len, err);
+    if (r < 0)
+        return r;
+    while (len > 0 && text[len - 1] == '\n')
+        text[--len] = '\0';
+    const char *base;
+    r = obi_nix_store_path_parse(text, &base, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", file);
+    *path_out = steal_pointer(&text);
+    return 0;
+}
+
+static int dir_realisation_put(obi_nix_path_info_store *store, const char *drv_path,
+                               const char *output, const char *path, obi_error **err)
+{
+    const dir_store *s = (const dir_store *)store;
+    cleanup_free char *file = NULL;
+    int r = realisation_file(s, drv_path, output, &file, err);
+    if (r < 0)
+        return r;
+    cleanup_free char *dir = NULL;
+    if (asprintf(&dir, "%s/realisations", s->dir) < 0)
+        return obi_error_oom(err);
+    if ((r = obi_mkdir_p(dir, 0755, err)) < 0)
+        return r;
+    cleanup_free char *text = NULL;
+    if (asprintf(&text, "%s\n", path) < 0)
+        return obi_error_oom(err);
+    return obi_write_file_atomic(file, text, strlen(text), 0644, err);
+}
+
 static void dir_close(obi_nix_path_info_store *store)
 {
     dir_store *s = (dir_store *)store;
@@ -334,6 +432,8 @@ static const struct obi_nix_path_info_store_ops dir_ops = {
     .get = dir_get,
     .get_by_hash = dir_get_by_hash,
     .put = dir_put,
+    .realisation_get = dir_realisation_get,
+    .realisation_put = dir_realisation_put,
     .close = dir_close,
 };
 
@@ -422,4 +522,24 @@ int obi_nix_path_info_store_open_url(const char *url, obi_nix_path_info_store **
                              "directory, file:///dir, and the grpc+ schemes of a daemon)",
                              url, parsed->scheme);
     return factory(parsed, out, err);
+}
+
+/* ---- realisations ---- */
+
+int obi_nix_realisation_get(obi_nix_path_info_store *store, const char *drv_path,
+                            const char *output, char **path_out, obi_error **err)
+{
+    if (!store->ops->realisation_get)
+        return obi_error_set(err, -ENOTSUP, "realisation of %s!%s: this path-info store keeps none",
+                             drv_path, output);
+    return store->ops->realisation_get(store, drv_path, output, path_out, err);
+}
+
+int obi_nix_realisation_put(obi_nix_path_info_store *store, const char *drv_path,
+                            const char *output, const char *path, obi_error **err)
+{
+    if (!store->ops->realisation_put)
+        return obi_error_set(err, -ENOTSUP, "realisation of %s!%s: this path-info store keeps none",
+                             drv_path, output);
+    return store->ops->realisation_put(store, drv_path, output, path, err);
 }

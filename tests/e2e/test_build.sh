@@ -97,8 +97,8 @@ else
 fi
 
 # --- provide_bin_sh, network_access, available_ro_paths, additional files ---
-# Outside /tmp: inside the sandbox /tmp is a root-owned mode=700 tmpfs the build user cannot
-# traverse, so a ro path below it would be unreachable.
+# Outside /tmp: inside the sandbox /tmp is a tmpfs of its own (mode 1777, as Nix's), so a ro path
+# below the host's /tmp would be hidden by it.
 RO=$(mktemp -d /var/tmp/obi-ro.XXXXXX); chmod 755 "$RO"; t_cleanup "rm -rf '$RO'"
 mkdir -p "$RO/ro-data" && echo host-data > "$RO/ro-data/file"
 request extras 'mkdir -p /nix/store/out

@@ -71,15 +71,29 @@ in {
     outputHashMode = "recursive"; outputHashAlgo = "sha1";
     outputHash = "0000000000000000000000000000000000000000";
   };
+  # floating content-addressed, and an input-addressed one on it (deferred): no "path" keys
+  ca = builtins.derivation {
+    name = "obi-e2e-ca"; system = builtins.currentSystem; builder = bash;
+    args = [ "-c" "echo ca > \$out" ]; __contentAddressed = true;
+    outputHashMode = "recursive"; outputHashAlgo = "sha256";
+  };
+  on-ca = builtins.derivation {
+    name = "obi-e2e-on-ca"; system = builtins.currentSystem; builder = bash;
+    args = [ "-c" "echo \${(builtins.derivation {
+      name = "obi-e2e-ca2"; system = builtins.currentSystem; builder = bash;
+      args = [ "-c" "echo ca2 > \$out" ]; __contentAddressed = true;
+      outputHashMode = "recursive"; outputHashAlgo = "sha256"; })} > \$out" ];
+  };
 }
 NIX
-if ! drvs=$(nix-instantiate "$T_TMP/drvs.nix" 2>"$T_TMP/instantiate.err"); then
+CA=(--extra-experimental-features ca-derivations)
+if ! drvs=$(nix-instantiate "${CA[@]}" "$T_TMP/drvs.nix" 2>"$T_TMP/instantiate.err"); then
   t_fail "nix-instantiate the test derivations" "$(cat "$T_TMP/instantiate.err")"; t_done; exit
 fi
 t_ok "nix-instantiate the test derivations"
 # shellcheck disable=SC2086
 set -- $drvs
-if nix --extra-experimental-features nix-command show-derivation "$@" >"$T_TMP/nix.json" 2>"$T_TMP/nix.err"; then
+if nix --extra-experimental-features "nix-command ca-derivations" show-derivation "$@" >"$T_TMP/nix.json" 2>"$T_TMP/nix.err"; then
   if "$OCIBUILD" show-derivation "$@" >"$T_TMP/ours.json" 2>"$T_TMP/ours.err"; then
     if diff_out=$($PY - "$T_TMP/nix.json" "$T_TMP/ours.json" <<'PYEOF'
 import json, sys

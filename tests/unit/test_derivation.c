@@ -9,6 +9,7 @@
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/derivation.h"
+#include "ocibuild/json_util.h"
 
 /* builtins.derivation with passAsFile, an input derivation's "dev" output and escapes. */
 static const char HELLO_DRV[] =
@@ -169,14 +170,15 @@ static void test_derivation_round_trips_exactly(void **state)
     assert_round_trip(HELLO_DRV);
     assert_round_trip(DEP_DRV);
     assert_round_trip(FOD_DRV);
-    assert_round_trip("Derive([(\"out\",\"/nix/store/x\",\"\",\"\")],[],[],\"\",\"\",[],[])");
+    assert_round_trip("Derive([(\"out\",\"/nix/store/"
+                      "1jbvb3lkv6405j33s6n3wk7nzfndf2a5-x\",\"\",\"\")],[],[],\"\",\"\",[],[])");
 }
 
 static void test_derivation_serializer_escapes_strings(void **state)
 {
     (void)state;
     cleanup_derivation obi_derivation *drv =
-        parse_ok("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[(\"k\",\"v\")])");
+        parse_ok("Derive([(\"out\",\"\",\"\",\"\")],[],[],\"s\",\"/b\",[],[(\"k\",\"v\")])");
     free(drv->env[0].value);
     drv->env[0].value = strdup("q\"b\\n\nr\rt\t");
     cleanup_free char *text = NULL;
@@ -190,34 +192,34 @@ static void test_derivation_reports_unexpected_byte_with_offset(void **state)
     assert_parse_error("Derivx(", "drv: offset 5: expected 'e' got 'x'");
     assert_parse_error("", "drv: offset 0: expected 'D' got end of input");
     /* missing ',' between output fields: offset of the '"' that follows "out" */
-    assert_parse_error("Derive([(\"out\"\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])",
+    assert_parse_error("Derive([(\"out\"\"\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])",
                        "drv: offset 14: expected ',' got '\"'");
-    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")];[],[],\"s\",\"/b\",[],[])",
-                       "drv: offset 27: expected ',' got ';'");
-    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\");",
-                       "drv: offset 26: expected ',' or ']' got ';'");
-    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],s,\"/b\",[],[])",
-                       "drv: offset 34: expected '\"' got 's'");
-    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[] )",
-                       "drv: offset 48: expected ')' got ' '");
-    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[]",
-                       "drv: offset 48: expected ')' got end of input");
-    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[]\x01)",
-                       "drv: offset 48: expected ')' got '\\x01'");
+    assert_parse_error("Derive([(\"out\",\"\",\"\",\"\")];[],[],\"s\",\"/b\",[],[])",
+                       "drv: offset 25: expected ',' got ';'");
+    assert_parse_error("Derive([(\"out\",\"\",\"\",\"\");",
+                       "drv: offset 24: expected ',' or ']' got ';'");
+    assert_parse_error("Derive([(\"out\",\"\",\"\",\"\")],[],[],s,\"/b\",[],[])",
+                       "drv: offset 32: expected '\"' got 's'");
+    assert_parse_error("Derive([(\"out\",\"\",\"\",\"\")],[],[],\"s\",\"/b\",[],[] )",
+                       "drv: offset 46: expected ')' got ' '");
+    assert_parse_error("Derive([(\"out\",\"\",\"\",\"\")],[],[],\"s\",\"/b\",[],[]",
+                       "drv: offset 46: expected ')' got end of input");
+    assert_parse_error("Derive([(\"out\",\"\",\"\",\"\")],[],[],\"s\",\"/b\",[],[]\x01)",
+                       "drv: offset 46: expected ')' got '\\x01'");
 }
 
 static void test_derivation_rejects_trailing_data(void **state)
 {
     (void)state;
-    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])\n",
-                       "drv: offset 49: trailing data after the derivation");
+    assert_parse_error("Derive([(\"out\",\"\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])\n",
+                       "drv: offset 47: trailing data after the derivation");
 }
 
 static void test_derivation_rejects_bad_escape_with_offset(void **state)
 {
     (void)state;
-    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\\x\",\"/b\",[],[])",
-                       "drv: offset 37: invalid escape: expected one of \" \\ n r t got 'x'");
+    assert_parse_error("Derive([(\"out\",\"\",\"\",\"\")],[],[],\"s\\x\",\"/b\",[],[])",
+                       "drv: offset 35: invalid escape: expected one of \" \\ n r t got 'x'");
 }
 
 static void test_derivation_rejects_unterminated_string(void **state)
@@ -245,26 +247,26 @@ static void test_derivation_rejects_semantic_errors_with_offset(void **state)
     (void)state;
     assert_parse_error("Derive([],[],[],\"s\",\"/b\",[],[])",
                        "drv: offset 7: a derivation needs at least one output");
-    assert_parse_error("Derive([(\"\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])",
+    assert_parse_error("Derive([(\"\",\"\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])",
                        "drv: offset 9: empty output name");
     assert_parse_error(
-        "Derive([(\"out\",\"/o\",\"\",\"\"),(\"out\",\"/p\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])",
-        "drv: offset 28: duplicate output 'out'");
-    assert_parse_error("Derive([(\"out\",\"/o\",\"blake7\",\"\")],[],[],\"s\",\"/b\",[],[])",
-                       "drv: offset 20: output 'out': unknown hash algorithm 'blake7' (expected "
+        "Derive([(\"out\",\"\",\"\",\"\"),(\"out\",\"\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])",
+        "drv: offset 26: duplicate output 'out'");
+    assert_parse_error("Derive([(\"out\",\"\",\"blake7\",\"\")],[],[],\"s\",\"/b\",[],[])",
+                       "drv: offset 18: output 'out': unknown hash algorithm 'blake7' (expected "
                        "[r:]md5, sha1, sha256 or sha512)");
-    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"abcd\")],[],[],\"s\",\"/b\",[],[])",
-                       "drv: offset 23: output 'out': hash without a hash algorithm");
-    assert_parse_error("Derive([(\"out\",\"/o\",\"r:md5\",\"abcd\")],[],[],\"s\",\"/b\",[],[])",
-                       "drv: offset 28: output 'out': hash must be 32 lowercase hex digits for "
-                       "r:md5");
-    assert_parse_error("Derive([(\"out\",\"/o\",\"md5\",\"5D41402ABC4B2A76B9719D911017C592\")],[],"
-                       "[],\"s\",\"/b\",[],[])",
+    assert_parse_error("Derive([(\"out\",\"\",\"\",\"abcd\")],[],[],\"s\",\"/b\",[],[])",
+                       "drv: offset 21: output 'out': hash without a hash algorithm");
+    assert_parse_error("Derive([(\"out\",\"\",\"r:md5\",\"abcd\")],[],[],\"s\",\"/b\",[],[])",
                        "drv: offset 26: output 'out': hash must be 32 lowercase hex digits for "
+                       "r:md5");
+    assert_parse_error("Derive([(\"out\",\"\",\"md5\",\"5D41402ABC4B2A76B9719D911017C592\")],[],"
+                       "[],\"s\",\"/b\",[],[])",
+                       "drv: offset 24: output 'out': hash must be 32 lowercase hex digits for "
                        "md5");
     assert_parse_error(
-        "Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[(\"a\",\"1\"),(\"a\",\"2\")])",
-        "drv: offset 58: duplicate environment variable 'a'");
+        "Derive([(\"out\",\"\",\"\",\"\")],[],[],\"s\",\"/b\",[],[(\"a\",\"1\"),(\"a\",\"2\")])",
+        "drv: offset 56: duplicate environment variable 'a'");
 }
 
 static void test_derivation_floating_ca_output_is_not_fixed_output(void **state)
@@ -302,6 +304,70 @@ static void test_derivation_read_file_prefixes_path(void **state)
     obi_test_tmpdir_remove(dir);
 }
 
+/* Nix computes a fixed output's path from its hash and the derivation's name (the file name),
+ * and show-derivation prints that one, whatever the file says. */
+static void test_derivation_fixed_output_path_is_computed(void **state)
+{
+    (void)state;
+    cleanup_derivation obi_derivation *drv = parse_ok(FOD_DRV);
+    drv->name = strdup("fod");
+    cleanup_free char *path = NULL;
+    assert_ok(obi_derivation_output_path(drv, &drv->outputs[0], &path, err_ptr_));
+    assert_string_equal(path, "/nix/store/9q0mqp4y1k819ysjzsfjah1ld74x19w2-fod");
+    free(drv->outputs[0].path);
+    drv->outputs[0].path = strdup("/nix/store/00000000000000000000000000000000-wrong");
+    cleanup_json json_t *json = obi_derivation_to_json(drv);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_object_get(json, "outputs"), "out"), "path")),
+                        "/nix/store/9q0mqp4y1k819ysjzsfjah1ld74x19w2-fod");
+}
+
+/* Floating content-addressed and deferred outputs have no path: the key is left out. */
+static void test_derivation_json_leaves_out_unknown_paths(void **state)
+{
+    (void)state;
+    cleanup_derivation obi_derivation *drv =
+        parse_ok("Derive([(\"out\",\"\",\"r:sha256\",\"\")],[],[],\"s\",\"/b\",[],[])");
+    cleanup_json json_t *json = obi_derivation_to_json(drv);
+    json_t *out = json_object_get(json_object_get(json, "outputs"), "out");
+    assert_null(json_object_get(out, "path"));
+    assert_string_equal(json_string_value(json_object_get(out, "hashAlgo")), "r:sha256");
+    obi_derivation_kind kind;
+    assert_ok(obi_derivation_kind_of(drv, &kind, err_ptr_));
+    assert_int_equal(kind, OBI_DRV_FLOATING);
+}
+
+/* Nix's parser takes input derivations and sources only as store paths: the hash-modulo form
+ * (a bare hex hash in place of the .drv path) is refused, naming the offset. */
+static void test_derivation_rejects_non_store_path_dependencies(void **state)
+{
+    (void)state;
+    assert_parse_error("Derive([(\"out\",\"\",\"\",\"\")],[(\"42cfa58bf5a281911b6c9471c67cf64f"
+                       "70a820b033415190db3da91710c5ff2c\",[\"out\"])],[],\"s\",\"/b\",[],[])",
+                       "drv: offset 28: input derivation: '42cfa58bf5a281911b6c9471c67cf64f70a820b"
+                       "033415190db3da91710c5ff2c' is not in /nix/store");
+    assert_parse_error("Derive([(\"out\",\"\",\"\",\"\")],[],[\"/tmp/src\"],\"s\",\"/b\",[],[])",
+                       "drv: offset 30: input source: '/tmp/src' is not in /nix/store");
+    assert_parse_error("Derive([(\"out\",\"/o\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])",
+                       "drv: offset 15: output 'out': '/o' is not in /nix/store");
+}
+
+/* Output kinds may not be mixed, as in Nix. */
+static void test_derivation_kind_refuses_mixed_outputs(void **state)
+{
+    (void)state;
+    cleanup_derivation obi_derivation *drv =
+        parse_ok("Derive([(\"a\",\"\",\"r:sha256\",\"\"),(\"out\",\"\",\"\",\"\")],[],[],"
+                 "\"s\",\"/b\",[],[])");
+    obi_derivation_kind kind;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_derivation_kind_of(drv, &kind, &err), -EINVAL,
+                      "can't mix derivation output types");
+    cleanup_derivation obi_derivation *ia = parse_ok(HELLO_DRV);
+    assert_ok(obi_derivation_kind_of(ia, &kind, err_ptr_));
+    assert_int_equal(kind, OBI_DRV_INPUT_ADDRESSED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -320,6 +386,10 @@ int main(void)
         cmocka_unit_test(test_derivation_rejects_semantic_errors_with_offset),
         cmocka_unit_test(test_derivation_floating_ca_output_is_not_fixed_output),
         cmocka_unit_test(test_derivation_read_file_prefixes_path),
+        cmocka_unit_test(test_derivation_fixed_output_path_is_computed),
+        cmocka_unit_test(test_derivation_json_leaves_out_unknown_paths),
+        cmocka_unit_test(test_derivation_rejects_non_store_path_dependencies),
+        cmocka_unit_test(test_derivation_kind_refuses_mixed_outputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

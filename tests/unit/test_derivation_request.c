@@ -241,7 +241,7 @@ static void test_derivation_request_rejects_input_not_named_like_a_store_path(vo
     obi_node_clear(&input);
 }
 
-static void test_derivation_request_rejects_floating_and_foreign_outputs(void **state)
+static void test_derivation_request_floating_outputs_go_where_the_caller_says(void **state)
 {
     (void)state;
     obi_build_request *req = NULL;
@@ -250,23 +250,17 @@ static void test_derivation_request_rejects_floating_and_foreign_outputs(void **
         parse("Derive([(\"out\",\"\",\"r:sha256\",\"\")],[],[],\"s\",\"/b\",[],[])");
     assert_fails_with(err, obi_derivation_to_build_request(floating, NULL, 0, NULL, &req, &err),
                       -ENOTSUP, "output 'out' has no path");
-    cleanup_derivation obi_derivation *foreign =
-        parse("Derive([(\"out\",\"/gnu/store/x\",\"\",\"\")],[],[],\"s\",\"/b\",[],[])");
-    assert_fails_with(err, obi_derivation_to_build_request(foreign, NULL, 0, NULL, &req, &err),
+    /* a floating output built where the caller says: there */
+    char *paths[] = {"/nix/store/vaf1hazi08dqf253k9wp3qr1xwdpapz9-pf"};
+    obi_derivation_request_options opts = {.output_paths = paths};
+    assert_ok(obi_derivation_to_build_request(floating, NULL, 0, &opts, &req, err_ptr_));
+    assert_string_equal(req->outputs[0], "nix/store/vaf1hazi08dqf253k9wp3qr1xwdpapz9-pf");
+    obi_build_request_free(req);
+    req = NULL;
+    char *foreign[] = {"/gnu/store/x"};
+    opts.output_paths = foreign;
+    assert_fails_with(err, obi_derivation_to_build_request(floating, NULL, 0, &opts, &req, &err),
                       -EINVAL, "output 'out': '/gnu/store/x' is not in /nix/store");
-    assert_null(req);
-}
-
-static void test_derivation_request_refuses_structured_attrs(void **state)
-{
-    (void)state;
-    cleanup_derivation obi_derivation *drv =
-        parse("Derive([(\"out\",\"/nix/store/vaf1hazi08dqf253k9wp3qr1xwdpapz9-pf\",\"\",\"\")],"
-              "[],[],\"s\",\"/b\",[],[(\"__json\",\"{}\")])");
-    obi_build_request *req = NULL;
-    obi_error *err = NULL;
-    assert_fails_with(err, obi_derivation_to_build_request(drv, NULL, 0, NULL, &req, &err),
-                      -ENOTSUP, "structured attributes (__json) are not supported");
     assert_null(req);
 }
 
@@ -290,7 +284,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_derivation_request_sets_command_and_layout),
         cmocka_unit_test(test_derivation_request_passes_build_request_validation),
-        cmocka_unit_test(test_derivation_request_refuses_structured_attrs),
         cmocka_unit_test(test_derivation_request_environment_matches_nix_sandbox),
         cmocka_unit_test(test_derivation_request_writes_pass_as_file_values_to_additional_files),
         cmocka_unit_test(test_derivation_request_names_attr_files_like_nix),
@@ -299,7 +292,7 @@ int main(void)
         cmocka_unit_test(test_derivation_request_needles_are_outputs_then_inputs),
         cmocka_unit_test(test_derivation_request_rejects_conflicting_inputs),
         cmocka_unit_test(test_derivation_request_rejects_input_not_named_like_a_store_path),
-        cmocka_unit_test(test_derivation_request_rejects_floating_and_foreign_outputs),
+        cmocka_unit_test(test_derivation_request_floating_outputs_go_where_the_caller_says),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,7 @@
  * Unit tests for the post-build Nix helpers: references from found needle indexes (outputs
  * first, then inputs; sorted, unique; bad indexes refused) and fixed-output checks (flat and
  * recursive, every algorithm, hashes that Nix 2.8's nix-hash printed for the same contents),
- * with the mismatch message giving both hashes.
+ * with the mismatch message giving both hashes; and the one-pass scan of a whole NAR (names too).
  */
 #include "test_helpers.h"
 
@@ -187,6 +187,26 @@ static void test_fixed_output_flat_refuses_directory(void **state)
         "regular file, not a directory");
 }
 
+/* Nix scans the whole NAR: an entry's name counts as much as its contents. */
+static void test_scan_node_finds_needles_in_names_and_contents(void **state)
+{
+    fixture *f = *state;
+    const char *needles[] = {"hello", "out", "absent"};
+    cleanup_refscan obi_refscan *scanner = NULL;
+    assert_ok(obi_refscan_new_strings(needles, 3, &scanner, err_ptr_));
+    obi_nar_hash nar = {0}, want = {0};
+    cleanup_free size_t *found = NULL;
+    size_t n_found = 0;
+    assert_ok(obi_nix_scan_node(f->blobs, f->directories, &f->dir, scanner, &nar, &found, &n_found,
+                                err_ptr_));
+    assert_int_equal(n_found, 2);
+    assert_int_equal(found[0], 0);
+    assert_int_equal(found[1], 1); /* only the file's name is "out" */
+    assert_ok(obi_nar_hash_node(f->blobs, f->directories, &f->dir, &want, err_ptr_));
+    assert_memory_equal(nar.sha256, want.sha256, sizeof want.sha256);
+    assert_int_equal(nar.size, want.size);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -201,6 +221,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_fixed_output_mismatch_prints_specified_hash_in_nixbase32, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fixed_output_flat_refuses_directory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scan_node_finds_needles_in_names_and_contents, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /*
  * Unit tests for ocibuild's record of the store paths it built: put/get round trip, unknown
  * paths, and records that are broken or belong to another path being refused with the file
- * named.
+ * named; deriver and content address kept, copies deep; realisations of floating outputs, with
+ * output names that could leave the store's directory refused.
  */
 #include "test_helpers.h"
 
@@ -13,6 +14,7 @@
 
 #define OUT "/nix/store/qvs0j40gnqlpby2wpbhdz9pqiqmdx1ff-dep"
 #define DEV "/nix/store/miggdwz67ak98cf5cwvahjy6vcxk793b-dep-dev"
+#define DRV "/nix/store/0a1ssdzzwb0c0hw63bkyfcml0qqn0c2x-dep.drv"
 
 static obi_nix_path_info *make_info(void)
 {
@@ -200,6 +202,50 @@ static void test_path_info_put_refuses_invalid_records(void **state)
     obi_test_tmpdir_remove(dir);
 }
 
+static void test_path_info_keeps_deriver_and_ca_and_copies_deeply(void **state)
+{
+    (void)state;
+    char *dir = obi_test_tmpdir();
+    cleanup_nix_path_info_store obi_nix_path_info_store *store = NULL;
+    assert_ok(obi_nix_path_info_store_open(dir, &store, err_ptr_));
+    cleanup_nix_path_info obi_nix_path_info *info = make_info();
+    info->deriver = strdup(DRV);
+    info->ca = strdup("fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s");
+    cleanup_nix_path_info obi_nix_path_info *copy = obi_nix_path_info_copy(info);
+    assert_non_null(copy);
+    assert_ptr_not_equal(copy->deriver, info->deriver);
+    assert_ok(obi_nix_path_info_put(store, copy, err_ptr_));
+    cleanup_nix_path_info obi_nix_path_info *back = NULL;
+    assert_ok(obi_nix_path_info_get(store, OUT, &back, err_ptr_));
+    assert_string_equal(back->deriver, DRV);
+    assert_string_equal(back->ca, info->ca);
+    assert_int_equal(back->n_references, 2);
+    obi_test_tmpdir_remove(dir);
+}
+
+static void test_realisations_round_trip_and_refuse_bad_names(void **state)
+{
+    (void)state;
+    char *dir = obi_test_tmpdir();
+    cleanup_nix_path_info_store obi_nix_path_info_store *store = NULL;
+    assert_ok(obi_nix_path_info_store_open(dir, &store, err_ptr_));
+    obi_error *err = NULL;
+    char *path = NULL;
+    assert_fails_with(err, obi_nix_realisation_get(store, DRV, "out", &path, &err), -ENOENT,
+                      "realisations");
+    assert_ok(obi_nix_realisation_put(store, DRV, "out", OUT, err_ptr_));
+    assert_ok(obi_nix_realisation_get(store, DRV, "out", &path, err_ptr_));
+    assert_string_equal(path, OUT);
+    free(path);
+    path = NULL;
+    assert_fails_with(err, obi_nix_realisation_put(store, DRV, "../x", OUT, &err), -EINVAL,
+                      "output name");
+    assert_fails_with(err, obi_nix_realisation_put(store, "/tmp/x.drv", "out", OUT, &err), -EINVAL,
+                      "/tmp/x.drv");
+    assert_null(path);
+    obi_test_tmpdir_remove(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -209,6 +255,8 @@ int main(void)
         cmocka_unit_test(test_path_info_refuses_node_named_otherwise),
         cmocka_unit_test(test_path_info_found_by_hash_part_and_by_url),
         cmocka_unit_test(test_path_info_put_refuses_invalid_records),
+        cmocka_unit_test(test_path_info_keeps_deriver_and_ca_and_copies_deeply),
+        cmocka_unit_test(test_realisations_round_trip_and_refuse_bad_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

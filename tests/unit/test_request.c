@@ -424,6 +424,7 @@ static void test_request_pb_round_trip(void **state)
     req->constraints.min_memory = 123456789012ULL;
     req->constraints.network_access = true;
     req->constraints.provide_bin_sh = true;
+    req->constraints.hide_sys = true;
     FIXTURE_SET_RO_PATHS(req, "/dev/kvm", "/etc/ssl");
     cleanup_free uint8_t *data = NULL, *again = NULL;
     size_t len, again_len;
@@ -440,6 +441,7 @@ static void test_request_pb_round_trip(void **state)
     assert_true(back->has_constraints);
     assert_int_equal(back->constraints.min_memory, 123456789012ULL);
     assert_true(back->constraints.network_access);
+    assert_true(back->constraints.hide_sys);
     assert_string_equal(back->constraints.available_ro_paths[1], "/etc/ssl");
     assert_string_equal((const char *)back->additional_files[0].contents.data, "{}");
     assert_string_equal(back->refscan_needles[1], "ccc");
@@ -631,13 +633,13 @@ static int decode_build(const uint8_t *data, size_t len, obi_error **err)
 static void test_request_pb_checks_every_field_of_the_proto(void **state)
 {
     (void)state;
-    /* BuildRequest: 10 fields, 12 below inputs (Node), 2 in EnvVar, 5 in BuildConstraints, 2 in
-     * AdditionalFile; 10 of them strings. */
+    /* BuildRequest: 10 fields, 12 below inputs (Node), 2 in EnvVar, 6 in BuildConstraints (with
+     * ocibuild's hide_sys), 2 in AdditionalFile; 10 of them strings. */
     size_t tried = obi_test_pb_every_field_is_checked(&tvix__build__v1__build_request__descriptor,
                                                       decode_request);
-    assert_int_equal(tried, 10 + 12 + 2 + 5 + 2 + 10);
+    assert_int_equal(tried, 10 + 12 + 2 + 6 + 2 + 10);
     tried = obi_test_pb_every_field_is_checked(&tvix__build__v1__build__descriptor, decode_build);
-    assert_int_equal(tried, 3 + (10 + 12 + 2 + 5 + 2 + 10) + 12 + 1);
+    assert_int_equal(tried, 3 + (10 + 12 + 2 + 6 + 2 + 10) + 12 + 1);
 }
 
 /* Every single-byte corruption and every truncation of a valid encoding either decodes (and
@@ -713,9 +715,11 @@ static void test_request_json_round_trip(void **state)
     cleanup_build_request obi_build_request *req = fixture_request();
     req->constraints.min_memory = 18446744073709551615ULL;
     req->constraints.provide_bin_sh = true;
+    req->constraints.hide_sys = true;
     FIXTURE_SET_RO_PATHS(req, "/dev/kvm");
     cleanup_json json_t *json = obi_build_request_to_json(req);
     assert_non_null(json);
+    assert_true(json_is_true(json_object_get(json_object_get(json, "constraints"), "hideSys")));
     assert_string_equal(
         json_string_value(json_object_get(json_object_get(json, "constraints"), "minMemory")),
         "18446744073709551615");

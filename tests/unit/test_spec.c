@@ -403,7 +403,7 @@ static void test_spec_standard_mounts_rootful(void **state)
     assert_mount(config, "/dev/mqueue", "mqueue", "mqueue", "nosuid,noexec,nodev");
     assert_mount(config, "/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro");
     assert_mount(config, "/sys/fs/cgroup", "cgroup", "cgroup", "nosuid,noexec,nodev,relatime,ro");
-    assert_mount(config, "/tmp", "tmpfs", "tmpfs", "nosuid,noatime,mode=700");
+    assert_mount(config, "/tmp", "tmpfs", "tmpfs", "nosuid,noatime,mode=1777");
 }
 
 static void test_spec_standard_mounts_rootless(void **state)
@@ -414,13 +414,55 @@ static void test_spec_standard_mounts_rootless(void **state)
     assert_mount(config, "/dev/pts", "devpts", "devpts",
                  "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620");
     assert_mount(config, "/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro");
-    assert_mount(config, "/tmp", "tmpfs", "tmpfs", "nosuid,noatime,mode=700");
+    assert_mount(config, "/tmp", "tmpfs", "tmpfs", "nosuid,noatime,mode=1777");
     /* In the host's network namespace sysfs cannot be mounted: /sys is bound from the host. */
     req->constraints.network_access = true;
     cleanup_json json_t *net = generate(req, &ROOTLESS);
     assert_mount(net, "/sys", "none", "/sys", "rbind,nosuid,noexec,nodev,ro");
     cleanup_json json_t *net_rootful = generate_default(req);
     assert_mount(net_rootful, "/sys", "none", "/sys", "rbind,nosuid,noexec,nodev,ro");
+}
+
+/* hide_sys (ocibuild's constraint for Nix builds): neither /sys nor /sys/fs/cgroup, as in Nix's
+ * sandbox; everything else stays. */
+static void test_spec_hide_sys_leaves_out_sys(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    req->constraints.hide_sys = true;
+    cleanup_json json_t *config = generate_default(req);
+    assert_null(find_mount(config, "/sys"));
+    assert_null(find_mount(config, "/sys/fs/cgroup"));
+    assert_non_null(find_mount(config, "/dev/mqueue"));
+    assert_mount(config, "/tmp", "tmpfs", "tmpfs", "nosuid,noatime,mode=1777");
+    cleanup_json json_t *rootless = generate(req, &ROOTLESS);
+    assert_null(find_mount(rootless, "/sys"));
+}
+
+/* /dev/kvm among the read-only paths is bound and, rootful, let through the device cgroup
+ * (c 10:232 rw); no other device is. */
+static void test_spec_dev_kvm_is_allowed_by_the_device_cgroup(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    cleanup_json json_t *plain = generate_default(req);
+    json_t *devices =
+        json_object_get(json_object_get(json_object_get(plain, "linux"), "resources"), "devices");
+    assert_int_equal(json_array_size(devices), 1);
+    obi_strv_free(req->constraints.available_ro_paths);
+    req->constraints.available_ro_paths = calloc(2, sizeof(char *));
+    req->constraints.available_ro_paths[0] = strdup("/dev/kvm");
+    req->constraints.n_available_ro_paths = 1;
+    cleanup_json json_t *config = generate_default(req);
+    assert_mount(config, "/dev/kvm", "none", "/dev/kvm", "rbind,ro");
+    devices =
+        json_object_get(json_object_get(json_object_get(config, "linux"), "resources"), "devices");
+    assert_int_equal(json_array_size(devices), 2);
+    json_t *kvm = json_array_get(devices, 1);
+    assert_true(json_is_true(json_object_get(kvm, "allow")));
+    assert_string_equal(json_string_value(json_object_get(kvm, "type")), "c");
+    assert_int_equal(json_integer_value(json_object_get(kvm, "major")), 10);
+    assert_int_equal(json_integer_value(json_object_get(kvm, "minor")), 232);
 }
 
 static void test_spec_scratch_and_input_mounts(void **state)
@@ -827,6 +869,8 @@ int main(void)
         cmocka_unit_test(test_spec_minimal_request_mounts),
         cmocka_unit_test(test_spec_standard_mounts_rootful),
         cmocka_unit_test(test_spec_standard_mounts_rootless),
+        cmocka_unit_test(test_spec_hide_sys_leaves_out_sys),
+        cmocka_unit_test(test_spec_dev_kvm_is_allowed_by_the_device_cgroup),
         cmocka_unit_test(test_spec_scratch_and_input_mounts),
         cmocka_unit_test(test_spec_inputs_at_root_when_inputs_dir_empty),
         cmocka_unit_test(test_spec_ro_paths_bin_sh_and_network_files),
