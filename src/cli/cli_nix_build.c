@@ -54,6 +54,18 @@ static int export_outputs(const obi_nix_build_result *result, obi_store *store, 
     return 0;
 }
 
+/* --root: every output under one root (each is also kept as nix/<basename>, nix_build.c). */
+static int root_outputs(const obi_nix_build_result *result, obi_store *store, const char *root)
+{
+    cleanup_free obi_node *nodes = calloc(result->n_outputs + 1, sizeof *nodes);
+    if (!nodes)
+        return cli_failf("out of memory");
+    for (size_t i = 0; i < result->n_outputs; i++)
+        nodes[i] = result->outputs[i].info->node; /* borrowed: not cleared */
+    obi_error *err = NULL;
+    return cli_add_root(store, root, nodes, result->n_outputs, &err) < 0 ? cli_fail(err) : 0;
+}
+
 int cli_nix_build(int argc, char **argv)
 {
     enum { OPT_OUT_LINK = CLI_BUILDER_OPT_LAST + 1, OPT_PATH_INFO, OPT_CORES, OPT_NIX_STORE };
@@ -129,6 +141,8 @@ int cli_nix_build(int argc, char **argv)
         return cli_fail(err);
     }
     if (out_link && export_outputs(result, store, out_link) != 0)
+        return 1;
+    if (args.root && root_outputs(result, store, args.root) != 0)
         return 1;
     cleanup_json json_t *json = obi_nix_build_result_to_json(result);
     if (!json || json_dumpf(json, stdout, JSON_COMPACT | JSON_SORT_KEYS) < 0)

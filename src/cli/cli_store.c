@@ -6,6 +6,7 @@
  *   ls NODE_JSON                list the tree under a node: kind, size, digest, path
  *   verify                      check every object of the store (store_verify.h): one line per
  *                               faulty object on stdout, a summary on stderr, exit 1 if any
+ *   gc, roots, du               the store's lifecycle (cli_store_gc.c)
  * Every subcommand takes --store URL (default: obi_default_store_url()).
  */
 #include <errno.h>
@@ -24,6 +25,7 @@
 #include "ocibuild/ingest.h"
 #include "ocibuild/node.h"
 #include "ocibuild/store.h"
+#include "ocibuild/store_roots.h"
 #include "ocibuild/store_verify.h"
 
 #define CAT_READ_SIZE (1 << 20)
@@ -33,6 +35,7 @@ typedef struct store_args {
     const char *blob_url;
     const char *directory_url;
     const char *name;
+    const char *root; /* import: keep the result as this root */
     char **positional;
     int n_positional;
 } store_args;
@@ -44,7 +47,11 @@ static const char STORE_USAGE[] =
     "  export NODE_JSON DEST       write the node to DEST ('-' reads the node from stdin)\n"
     "  cat DIGEST                  write a blob to stdout (hex or b3:base64 digest)\n"
     "  ls NODE_JSON                list the tree under a node ('-' reads it from stdin)\n"
-    "  verify                      check every blob and directory; print each faulty one\n";
+    "  verify                      check every blob and directory; print each faulty one\n"
+    "  gc [--dry-run] [--max-freed SIZE]  remove what no root or running build keeps\n"
+    "  roots [--remove NAME]       list the roots (and pins of running builds), remove one\n"
+    "  du                          what the store and the data dir's caches take\n"
+    "  import --root NAME ...      also keep the import as the root NAME (store roots)\n";
 
 /* Parses the store options and --name; the rest are positional. Returns -1 on a usage error. */
 static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
@@ -54,6 +61,7 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
         {"blob-service", required_argument, NULL, 'b'},
         {"directory-service", required_argument, NULL, 'd'},
         {"name", required_argument, NULL, 'n'},
+        {"root", required_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -75,6 +83,11 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
             if (!allow_name)
                 return cli_failf("--name is only valid for 'store import'"), -1;
             out->name = optarg;
+            break;
+        case 'r':
+            if (!allow_name)
+                return cli_failf("--root is only valid for 'store import'"), -1;
+            out->root = optarg;
             break;
         case 'h':
             fputs(STORE_USAGE, stdout);
@@ -122,16 +135,23 @@ static int read_node_arg(const char *arg, obi_node *out, obi_error **err)
 static int store_import(store_args *args)
 {
     if (args->n_positional != 1)
-        return cli_failf("usage: ocibuild store import [--store URL] [--name NAME] PATH");
+        return cli_failf(
+            "usage: ocibuild store import [--store URL] [--name NAME] [--root NAME] PATH");
     obi_error *err = NULL;
     cleanup_store obi_store *store = NULL;
     if (open_store(args, &store, &err) < 0)
         return cli_fail(err);
     obi_ingest_options options = {.name = args->name};
     cleanup_node obi_node root = {0};
-    if (obi_ingest_path(store->blobs, store->directories, args->positional[0], &options, &root,
-                        &err) < 0)
+    /* gc held off from the first lookup until the result is rooted (a half-done import is
+     * never collected); without --root the import is kept until the next gc */
+    cleanup_store_pin obi_store_pin *pin = NULL;
+    if (obi_store_pin_new(store, &pin, &err) < 0 || obi_store_pin_hold_gc(pin, &err) < 0 ||
+        obi_ingest_path(store->blobs, store->directories, args->positional[0], &options, &root,
+                        &err) < 0 ||
+        (args->root && cli_add_root(store, args->root, &root, 1, &err) < 0))
         return cli_fail(err);
+    obi_store_pin_release_gc(pin);
     json_t *json = obi_node_to_json(&root);
     cleanup_free char *text = json ? json_dumps(json, JSON_COMPACT) : NULL;
     json_decref(json);
@@ -327,6 +347,12 @@ typedef struct store_command {
     bool takes_name;
 } store_command;
 
+/* Commands that parse their own options (cli_store_gc.c). */
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} LIFECYCLE_COMMANDS[] = {{"gc", cli_store_gc}, {"roots", cli_store_roots}, {"du", cli_store_du}};
+
 static const store_command STORE_COMMANDS[] = {
     {"import", store_import, true}, {"export", store_export, false}, {"cat", store_cat, false},
     {"ls", store_ls, false},        {"verify", store_verify, false},
@@ -342,6 +368,9 @@ int cli_store(int argc, char **argv)
         fputs(STORE_USAGE, stdout);
         return 0;
     }
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(LIFECYCLE_COMMANDS); i++)
+        if (!strcmp(argv[1], LIFECYCLE_COMMANDS[i].name))
+            return LIFECYCLE_COMMANDS[i].run(argc - 1, argv + 1);
     for (size_t i = 0; i < OBI_ARRAY_SIZE(STORE_COMMANDS); i++) {
         if (strcmp(argv[1], STORE_COMMANDS[i].name))
             continue;

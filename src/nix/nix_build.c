@@ -21,6 +21,7 @@
 #include "ocibuild/nix_build.h"
 #include "ocibuild/nix_output.h"
 #include "ocibuild/nix_store.h"
+#include "ocibuild/store_roots.h"
 #include "ocibuild/strv.h"
 
 /* Input derivations nest; real chains are far shallower than this. */
@@ -38,6 +39,7 @@ typedef struct build_session {
     const obi_nix_build_options *opts;
     nix_import *imports;
     size_t n_imports, imports_cap;
+    obi_store_pin *pin; /* keeps what was imported from /nix/store until the session ends */
 } build_session;
 
 static int build_derivation(const char *drv_path, build_session *session, unsigned depth,
@@ -196,10 +198,21 @@ static int import_from_nix(build_session *session, closure *c, obi_error **err)
         if (r < 0)
             return r;
         obi_node *imported = NULL;
+        /* gc held off from the first lookup until what was imported is pinned */
+        if (!session->pin && (r = obi_store_pin_new(opts->store, &session->pin, err)) < 0)
+            return r;
+        if ((r = obi_store_pin_hold_gc(session->pin, err)) < 0)
+            return r;
         r = obi_nix_import_paths(opts->store->blobs, opts->store->directories, requisites,
                                  n_closure, &imported, err);
-        if (r < 0)
+        for (size_t i = 0; r >= 0 && i < n_closure; i++)
+            r = obi_store_pin_add(session->pin, &imported[i], err);
+        obi_store_pin_release_gc(session->pin);
+        if (r < 0) {
+            if (imported)
+                obi_nix_nodes_free(imported, n_closure);
             return r;
+        }
         if (obi_array_grow(&session->imports, &session->imports_cap, session->n_imports + 1) < 0) {
             obi_nix_nodes_free(imported, n_closure);
             return obi_error_oom(err);
@@ -324,6 +337,19 @@ static int order_outputs(const obi_derivation *drv, obi_nix_build_result *result
     return 0;
 }
 
+/* A recorded output is a permanent root of the store, nix/<store path basename>, written
+ * before the record: what the record names is never collected (docs/store.md). Remote stores
+ * have no roots here. */
+static int root_output(obi_store *store, const obi_nix_path_info *info, obi_error **err)
+{
+    if (!store->local_root)
+        return 0;
+    cleanup_free char *name = NULL;
+    if (asprintf(&name, "nix/%s", strrchr(info->path, '/') + 1) < 0)
+        return obi_error_oom(err);
+    return obi_store_root_add(store, name, &info->node, 1, err);
+}
+
 /* ---- the whole build ---- */
 
 static int build_parsed(const char *drv_path, const obi_derivation *drv, build_session *session,
@@ -365,7 +391,9 @@ static int build_parsed(const char *drv_path, const obi_derivation *drv, build_s
     }
     order_outputs(drv, result);
     for (size_t i = 0; i < result->n_outputs; i++) {
-        r = obi_nix_path_info_put(opts->path_infos, result->outputs[i].info, err);
+        r = root_output(opts->store, result->outputs[i].info, err);
+        if (r >= 0)
+            r = obi_nix_path_info_put(opts->path_infos, result->outputs[i].info, err);
         if (r < 0)
             return obi_error_prefix(err, r, "recording %s", result->outputs[i].info->path);
     }
@@ -393,12 +421,13 @@ static void build_session_clear(build_session *session)
         obi_nix_nodes_free(session->imports[i].nodes, session->imports[i].n_nodes);
     }
     free(session->imports);
+    obi_store_pin_free(session->pin);
 }
 
 int obi_nix_build(const char *drv_path, const obi_nix_build_options *opts,
                   obi_nix_build_result **out, obi_error **err)
 {
-    _cleanup_(build_session_clear) build_session session = {opts, NULL, 0};
+    _cleanup_(build_session_clear) build_session session = {opts, NULL, 0, 0, NULL};
     return build_derivation(drv_path, &session, 0, out, err);
 }
 
@@ -406,7 +435,7 @@ int obi_nix_build_derivation(const char *drv_path, const obi_derivation *drv,
                              const obi_nix_build_options *opts, obi_nix_build_result **out,
                              obi_error **err)
 {
-    _cleanup_(build_session_clear) build_session session = {opts, NULL, 0};
+    _cleanup_(build_session_clear) build_session session = {opts, NULL, 0, 0, NULL};
     return build_parsed(drv_path, drv, &session, 0, out, err);
 }
 
