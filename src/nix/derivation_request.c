@@ -335,7 +335,7 @@ static int set_layout(const obi_derivation *drv, obi_build_request *req, obi_err
     req->constraints.provide_bin_sh = true;
     req->constraints.network_access = obi_derivation_is_fixed_output(drv);
     if (set_string(&req->working_dir, "build") < 0 ||
-        set_string(&req->inputs_dir, OBI_NIX_STORE_DIR + 1) < 0 ||
+        set_string(&req->inputs_dir, &OBI_NIX_STORE_DIR[1]) < 0 ||
         set_string(&req->constraints.system, drv->system) < 0)
         return obi_error_oom(err);
     return 0;

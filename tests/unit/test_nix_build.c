@@ -203,8 +203,8 @@ static void test_nix_build_builds_input_derivations_first(void **state)
     assert_int_equal(f->builder.builds, 2);
     /* top's inputs: dep's out and, through its references, dep's dev */
     assert_int_equal(f->builder.last->n_inputs, 2);
-    assert_string_equal((const char *)f->builder.last->inputs[0].name.data, DEV + 11);
-    assert_string_equal((const char *)f->builder.last->inputs[1].name.data, OUT + 11);
+    assert_string_equal((const char *)f->builder.last->inputs[0].name.data, &DEV[11]);
+    assert_string_equal((const char *)f->builder.last->inputs[1].name.data, &OUT[11]);
 
     assert_int_equal(result->n_outputs, 1);
     assert_string_equal(result->outputs[0].name, "out");
@@ -233,7 +233,7 @@ static void test_nix_build_records_outputs_with_references(void **state)
     assert_string_equal(dev->references[0], DEV); /* self-reference */
     assert_int_equal(out->n_references, 1);
     assert_string_equal(out->references[0], DEV);
-    assert_string_equal((const char *)out->node.name.data, OUT + 11);
+    assert_string_equal((const char *)out->node.name.data, &OUT[11]);
 }
 
 static void test_nix_build_reuses_outputs_it_built_before(void **state)
