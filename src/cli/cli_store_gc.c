@@ -2,7 +2,8 @@
  * The store's lifecycle commands (docs/store.md, "Garbage collection"):
  *   store gc [--dry-run] [--max-freed SIZE] [--input-cache DIR]
  *       removes what no root or running process keeps (store_gc.h), then the input cache's
- *       entries of what went; one line per object on stdout, a summary on stderr
+ *       entries of what went and the image cache's entries no replica uses (lifecycle.h); one
+ *       line per object on stdout, a summary on stderr
  *   store roots [--remove NAME]
  *       lists the roots and the pins of running processes, or removes a root
  *   store du [--input-cache DIR]
@@ -21,6 +22,7 @@
 #include "ocibuild/build_inputs.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/lifecycle.h"
 #include "ocibuild/number.h"
 #include "ocibuild/store_gc.h"
 #include "ocibuild/store_roots.h"
@@ -163,7 +165,8 @@ int cli_add_root(obi_store *store, const char *root, const obi_node *nodes, size
 static const char GC_USAGE[] =
     "usage: ocibuild store gc [--store URL] [--dry-run] [--max-freed SIZE] [--input-cache DIR]\n"
     "  removes every blob and directory no root (store roots) or running build or import\n"
-    "  keeps, then the input cache's entries of what is gone; prints each object removed\n"
+    "  keeps, then the input cache's entries of what is gone and the images no service\n"
+    "  replica uses; prints each object removed\n"
     "  --dry-run          print what would be removed, remove nothing\n"
     "  --max-freed SIZE   stop removing blobs after SIZE bytes (e.g. 10Gi)\n"
     "  --input-cache DIR  the input cache to prune (default: the data dir's, for its store)\n";
@@ -209,9 +212,15 @@ int cli_store_gc(int argc, char **argv)
         obi_input_cache_prune(cache, cache_entry_live, gc, args.dry_run, &cache_stats, &err) < 0)
         return cli_fail(err);
     obi_store_gc_end(steal_pointer(&gc));
+    /* the image cache, rooted by the replicas that use its entries (lifecycle.h) */
+    cleanup_free char *data_dir = cache && !args.input_cache ? obi_default_data_dir() : NULL;
+    obi_image_prune_stats image_stats = {0};
+    if (data_dir && obi_lifecycle_prune_images(data_dir, args.dry_run, &image_stats, &err) < 0)
+        return cli_fail(err);
+    cleanup_free char *images_skipped = image_stats.skipped;
     if (fflush(stdout) != 0)
         return cli_failf("write to stdout: %s", strerror(errno));
-    char freed[48], cache_freed[48];
+    char freed[48], cache_freed[48], images_freed[48];
     fprintf(stderr,
             "store gc%s: %llu roots keep %llu blobs and %llu directories%s; %s %llu blobs and "
             "%llu directories, %s; input cache: %llu entries, %s\n",
@@ -221,6 +230,12 @@ int cli_store_gc(int argc, char **argv)
             args.dry_run ? "would remove" : "removed", (unsigned long long)stats.blobs_removed,
             (unsigned long long)stats.directories_removed, human_bytes(stats.bytes_freed, freed),
             (unsigned long long)cache_stats.entries, human_bytes(cache_stats.bytes, cache_freed));
+    if (images_skipped)
+        fprintf(stderr, "store gc: image cache kept: %s\n", images_skipped);
+    else if (data_dir)
+        fprintf(stderr, "store gc: image cache: %llu unused images, %s\n",
+                (unsigned long long)image_stats.entries,
+                human_bytes(image_stats.bytes, images_freed));
     return 0;
 }
 

@@ -3,7 +3,8 @@
 # rooted tree (store import --root, build --root, indirect roots) and collects the rest, the
 # store verifies clean afterwards and a rooted tree still exports; `store roots`, `store du`;
 # a build running during gc keeps its inputs (and its input cache entry) and succeeds; gc run
-# over and over while imports of overlapping trees run loses nothing any import rooted.
+# over and over while imports of overlapping trees run loses nothing any import rooted; the
+# image of a running service replica is kept, and collected after `service down`.
 source "$(dirname "$0")/lib.sh"
 
 DATA="$T_TMP/data"
@@ -149,4 +150,40 @@ t_contains "after the build its inputs are collectable" "$out" "removed"
 [ -z "$(ls "$DATA/input-cache" 2>/dev/null)" ] && t_ok "and their input cache entries go with them" ||
   t_fail "and their input cache entries go with them" "$(ls "$DATA/input-cache")"
 t_check "the store verifies clean at the end" "$OCIBUILD" store verify
+
+# The image cache: an image a replica uses is kept, and goes once the replica is down.
+BUSYBOX=$(command -v busybox || echo /bin/busybox)
+if ! command -v umoci >/dev/null || [ ! -x "$BUSYBOX" ]; then
+  t_skip "gc keeps the image of a running replica" "needs umoci and busybox"
+  t_done; exit
+fi
+L="$T_TMP/layout" U="$T_TMP/unpacked" P=gc$$
+if ! { umoci init --layout "$L" && umoci new --image "$L:1" && umoci unpack --image "$L:1" "$U" &&
+       mkdir -p "$U/rootfs/bin" && cp "$BUSYBOX" "$U/rootfs/bin/busybox" &&
+       ln -s busybox "$U/rootfs/bin/sleep" && umoci repack --image "$L:1" "$U"; } >"$T_TMP/umoci.log" 2>&1; then
+  t_fail "umoci builds the image" "$(cat "$T_TMP/umoci.log")"; t_done; exit
+fi
+cat >"$T_TMP/d.yaml" <<YAML
+version: v1
+deployment: $P-deploy
+services:
+  $P-app:
+    image: { name: "oci:$L:1" }
+    command: { entrypoint: [/bin/sleep, "60"] }
+YAML
+t_cleanup "$OCIBUILD service down $T_TMP/d.yaml --grace 0"
+if out=$(timeout 120 "$OCIBUILD" service up "$T_TMP/d.yaml" 2>&1); then
+  t_ok "a replica of an image is up"
+else
+  t_fail "a replica of an image is up" "$out"
+fi
+images=$(ls "$DATA/images")
+out=$("$OCIBUILD" store gc 2>&1)
+t_contains "gc reports the image cache" "$out" "image cache: 0 unused images"
+[ "$(ls "$DATA/images")" = "$images" ] && [ -n "$images" ] && t_ok "gc keeps the image a replica uses" ||
+  t_fail "gc keeps the image a replica uses" "before: $images; after: $(ls "$DATA/images")"
+timeout 60 "$OCIBUILD" service down "$T_TMP/d.yaml" --grace 0 >/dev/null 2>&1
+out=$("$OCIBUILD" store gc 2>&1)
+t_contains "gc removes the image once no replica uses it" "$out" "image cache: 1 unused images"
+[ -z "$(ls "$DATA/images")" ] && t_ok "the image cache is empty" || t_fail "the image cache is empty" "$(ls "$DATA/images")"
 t_done
