@@ -4,8 +4,9 @@
  *   export NODE_JSON DEST       write the node at DEST ("-": read the node JSON from stdin)
  *   cat DIGEST                  write a blob (hex or b3:base64 digest) to stdout
  *   ls NODE_JSON                list the tree under a node: kind, size, digest, path
- *   verify                      check every object of the store (store_verify.h): one line per
- *                               faulty object on stdout, a summary on stderr, exit 1 if any
+ *   verify [--repair]           check every object of the store (store_verify.h): one line per
+ *                               faulty object on stdout, a summary on stderr, exit 1 if any;
+ *                               --repair removes the damaged ones, to be imported anew
  *   gc, roots, du               the store's lifecycle (cli_store_gc.c)
  * Every subcommand takes --store URL (default: obi_default_store_url()).
  */
@@ -36,6 +37,7 @@ typedef struct store_args {
     const char *directory_url;
     const char *name;
     const char *root; /* import: keep the result as this root */
+    bool repair;      /* verify: remove damaged objects */
     char **positional;
     int n_positional;
 } store_args;
@@ -47,7 +49,8 @@ static const char STORE_USAGE[] =
     "  export NODE_JSON DEST       write the node to DEST ('-' reads the node from stdin)\n"
     "  cat DIGEST                  write a blob to stdout (hex or b3:base64 digest)\n"
     "  ls NODE_JSON                list the tree under a node ('-' reads it from stdin)\n"
-    "  verify                      check every blob and directory; print each faulty one\n"
+    "  verify [--repair]           check every blob and directory; print each faulty one\n"
+    "                              (--repair: remove the damaged ones, to be stored anew)\n"
     "  gc [--dry-run] [--max-freed SIZE]  remove what no root or running build keeps\n"
     "  roots [--remove NAME]       list the roots (and pins of running builds), remove one\n"
     "  du                          what the store and the data dir's caches take\n"
@@ -62,6 +65,7 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
         {"directory-service", required_argument, NULL, 'd'},
         {"name", required_argument, NULL, 'n'},
         {"root", required_argument, NULL, 'r'},
+        {"repair", no_argument, NULL, 'R'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -88,6 +92,11 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
             if (!allow_name)
                 return cli_failf("--root is only valid for 'store import'"), -1;
             out->root = optarg;
+            break;
+        case 'R':
+            if (strcmp(argv[0], "verify") != 0)
+                return cli_failf("--repair is only valid for 'store verify'"), -1;
+            out->repair = true;
             break;
         case 'h':
             fputs(STORE_USAGE, stdout);
@@ -311,26 +320,58 @@ static int store_ls(store_args *args)
     return 0;
 }
 
+/* What verify found: damaged objects are collected for --repair. */
+typedef struct verify_report {
+    obi_digest *damaged[2]; /* by kind: blobs, directories */
+    size_t n_damaged[2];
+} verify_report;
+
 static int print_fault(const obi_store_fault *fault, void *ctx, obi_error **err)
 {
-    (void)ctx;
-    (void)err;
+    verify_report *report = ctx;
     char hex[OBI_DIGEST_HEX_LEN + 1];
     obi_digest_to_hex(&fault->digest, hex);
     printf("%s %s: %s\n", obi_store_object_kind_name(fault->kind), hex, fault->problem);
+    if (!fault->damaged)
+        return 0;
+    size_t k = fault->kind == OBI_STORE_BLOB ? 0 : 1;
+    obi_digest *grown = realloc(report->damaged[k], (report->n_damaged[k] + 1) * sizeof *grown);
+    if (!grown)
+        return obi_error_oom(err);
+    grown[report->n_damaged[k]++] = fault->digest;
+    report->damaged[k] = grown;
     return 0;
+}
+
+/* --repair: removes the damaged objects, so that importing or building them again stores them
+ * anew (a directory that only names a missing object stays: storing that object repairs it). */
+static int remove_damaged(obi_store *store, const verify_report *report, obi_error **err)
+{
+    for (size_t i = 0; i < report->n_damaged[0]; i++) {
+        int r = obi_blob_service_remove(store->blobs, &report->damaged[0][i], NULL, err);
+        if (r < 0)
+            return r;
+    }
+    return obi_directory_service_remove(store->directories, report->damaged[1],
+                                        report->n_damaged[1], NULL, err);
 }
 
 static int store_verify(store_args *args)
 {
     if (args->n_positional != 0)
-        return cli_failf("usage: ocibuild store verify [--store URL]");
+        return cli_failf("usage: ocibuild store verify [--store URL] [--repair]");
     obi_error *err = NULL;
     cleanup_store obi_store *store = NULL;
     if (open_store(args, &store, &err) < 0)
         return cli_fail(err);
     obi_store_verify_stats stats;
-    int r = obi_store_verify(store, print_fault, NULL, &stats, &err);
+    verify_report report = {{NULL, NULL}, {0, 0}};
+    int r = obi_store_verify(store, print_fault, &report, &stats, &err);
+    if (r == 0 && args->repair)
+        r = remove_damaged(store, &report, &err);
+    size_t removed = report.n_damaged[0] + report.n_damaged[1];
+    free(report.damaged[0]);
+    free(report.damaged[1]);
     if (fflush(stdout) != 0)
         return cli_failf("write to stdout: %s", strerror(errno));
     if (r < 0)
@@ -338,6 +379,11 @@ static int store_verify(store_args *args)
     fprintf(stderr, "store verify: %llu blobs (%llu bytes), %llu directories: %llu faulty\n",
             (unsigned long long)stats.blobs, (unsigned long long)stats.blob_bytes,
             (unsigned long long)stats.directories, (unsigned long long)stats.faults);
+    if (args->repair)
+        fprintf(stderr,
+                "store verify: removed %zu damaged objects; import or build them again to "
+                "store them anew\n",
+                removed);
     return stats.faults ? 1 : 0;
 }
 

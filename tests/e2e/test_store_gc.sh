@@ -66,6 +66,25 @@ t_contains "removing a missing root names it" "$out" "keep/kept"
 out=$("$OCIBUILD" store import --root 'bad name' "$T_TMP/kept" 2>&1)
 t_contains "a bad root name is refused naming the byte" "$out" "byte 3"
 
+# verify --repair: a damaged blob is removed, so that importing the tree again stores it anew
+# (without the removal the import finds it "present" and the store stays damaged)
+"$OCIBUILD" store import --root keep/kept "$T_TMP/kept" >/dev/null
+blob=$(b3sum --no-names "$T_TMP/kept/top" 2>/dev/null || "$OCIBUILD" hash "$T_TMP/kept/top" | cut -d' ' -f1)
+blob_file="$STORE/blobs/${blob:0:2}/$blob"
+chmod u+w "$blob_file" && echo "flipped" >"$blob_file"
+"$OCIBUILD" store import "$T_TMP/kept" >/dev/null
+if "$OCIBUILD" store verify >/dev/null 2>&1; then
+  t_fail "verify finds the damaged blob"
+else
+  t_ok "verify finds the damaged blob"
+fi
+out=$("$OCIBUILD" store verify --repair 2>&1)
+t_contains "verify --repair removes it" "$out" "removed 1 damaged objects"
+"$OCIBUILD" store import "$T_TMP/kept" >/dev/null
+t_check "after --repair and a new import the store verifies clean" "$OCIBUILD" store verify
+out=$("$OCIBUILD" store ls --repair "$kept_json" 2>&1)
+t_contains "--repair is only for verify" "$out" "only valid for 'store verify'"
+
 du=$("$OCIBUILD" store du)
 t_contains "store du reports blobs" "$du" "blobs"
 t_contains "store du reports the input cache" "$du" "input cache"
