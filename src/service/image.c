@@ -866,10 +866,10 @@ int obi_image_open(const char *layout_path, const char *tag, const char *data_di
     if (r == 0 && (asprintf(&image->manifest_digest, "sha256:%s", manifest_desc.hex) < 0 ||
                    !(image->rootfs = obi_path_join(entry_dir, "rootfs"))))
         r = obi_error_oom(err);
-    if (r < 0) {
+    if (r < 0 || !image) { /* !image: r is already -ENOMEM (said for the analyzer) */
         obi_image_free(image);
-        return obi_error_prefix(err, r, "image %s%s%s", layout_path, tag ? ":" : "",
-                                tag ? tag : "");
+        return obi_error_prefix(err, r < 0 ? r : -ENOMEM, "image %s%s%s", layout_path,
+                                tag ? ":" : "", tag ? tag : "");
     }
     image->cache_lock = steal_fd(&cache_lock);
     *out = image;
