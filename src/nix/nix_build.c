@@ -337,19 +337,6 @@ static int order_outputs(const obi_derivation *drv, obi_nix_build_result *result
     return 0;
 }
 
-/* A recorded output is a permanent root of the store, nix/<store path basename>, written
- * before the record: what the record names is never collected (docs/store.md). Remote stores
- * have no roots here. */
-static int root_output(obi_store *store, const obi_nix_path_info *info, obi_error **err)
-{
-    if (!store->local_root)
-        return 0;
-    cleanup_free char *name = NULL;
-    if (asprintf(&name, "nix/%s", strrchr(info->path, '/') + 1) < 0)
-        return obi_error_oom(err);
-    return obi_store_root_add(store, name, &info->node, 1, err);
-}
-
 /* ---- the whole build ---- */
 
 static int build_parsed(const char *drv_path, const obi_derivation *drv, build_session *session,
@@ -391,9 +378,7 @@ static int build_parsed(const char *drv_path, const obi_derivation *drv, build_s
     }
     order_outputs(drv, result);
     for (size_t i = 0; i < result->n_outputs; i++) {
-        r = root_output(opts->store, result->outputs[i].info, err);
-        if (r >= 0)
-            r = obi_nix_path_info_put(opts->path_infos, result->outputs[i].info, err);
+        r = obi_nix_path_info_record(opts->store, opts->path_infos, result->outputs[i].info, err);
         if (r < 0)
             return obi_error_prefix(err, r, "recording %s", result->outputs[i].info->path);
     }

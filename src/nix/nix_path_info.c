@@ -22,6 +22,7 @@
 #include "ocibuild/json_util.h"
 #include "ocibuild/nix_path_info.h"
 #include "ocibuild/nix_store.h"
+#include "ocibuild/store_roots.h"
 
 #define PATH_INFO_MAX_SIZE (16u * 1024 * 1024)
 
@@ -422,4 +423,18 @@ int obi_nix_path_info_store_open_url(const char *url, obi_nix_path_info_store **
                              "directory, file:///dir, and the grpc+ schemes of a daemon)",
                              url, parsed->scheme);
     return factory(parsed, out, err);
+}
+
+int obi_nix_path_info_record(obi_store *castore, obi_nix_path_info_store *store,
+                             const obi_nix_path_info *info, obi_error **err)
+{
+    if (castore->local_root) {
+        cleanup_free char *name = NULL;
+        if (asprintf(&name, "nix/%s", strrchr(info->path, '/') + 1) < 0)
+            return obi_error_oom(err);
+        int r = obi_store_root_add(castore, name, &info->node, 1, err);
+        if (r < 0)
+            return r;
+    }
+    return obi_nix_path_info_put(store, info, err);
 }
