@@ -3,7 +3,8 @@
 _ocibuild() {
     local cur prev words cword
     _init_completion || return
-    local commands="build spec store hash nix-build nar-hash show-derivation service daemon"
+    local commands="build spec store hash nix-build nar-hash show-derivation remote-builder service
+        daemon"
     local builder="--store --blob-service --directory-service --build-service --runtime
         --rootless --timeout --keep-bundle --sandbox-shell --max-builds --bundle-root
         --max-pids --memory --scratch-limit --root --help"
@@ -25,6 +26,7 @@ _ocibuild() {
     case ${words[1]} in
         build) opts=$builder ;;
         nix-build) opts="$builder --out-link --path-info --cores --nix-store" ;;
+        remote-builder) opts="$builder --write --serve --path-info --cores" ;;
         spec) opts="--rootless --sandbox-shell --help" ;;
         daemon) opts="--listen --build-service --store --blob-service --directory-service
             --log-level --grace --tls-cert --tls-key --tls-client-ca --insecure-tcp

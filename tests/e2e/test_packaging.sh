@@ -60,7 +60,8 @@ expected=(
   usr/lib/systemd/system/ocibuild.socket
 )
 for page in ocibuild ocibuild-build ocibuild-spec ocibuild-store ocibuild-hash ocibuild-nix-build \
-    ocibuild-nar-hash ocibuild-show-derivation ocibuild-service ocibuild-daemon; do
+    ocibuild-nar-hash ocibuild-show-derivation ocibuild-service ocibuild-daemon \
+    ocibuild-remote-builder; do
   expected+=("usr/share/man/man1/$page.1")
 done
 missing=""
