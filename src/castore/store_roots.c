@@ -47,9 +47,24 @@ static bool root_name_byte_ok(char c)
            c == '_' || c == '+' || c == '-';
 }
 
+/* "NAME.tmp.<pid>.XXXXXX": obi_write_file_atomic's temporary name, a crashed write's leftover
+ * when gc sees it (roots are written under gc.lock). */
+static bool atomic_write_leftover(const char *name)
+{
+    const char *tmp = strstr(name, ".tmp.");
+    if (!tmp)
+        return false;
+    const char *pid = tmp + 5;
+    size_t digits = strspn(pid, "0123456789");
+    return digits > 0 && pid[digits] == '.' && strlen(pid + digits + 1) == 6;
+}
+
 int obi_store_root_name_check(const char *name, obi_error **err)
 {
     size_t len = strlen(name);
+    if (strstr(name, ".tmp."))
+        return obi_error_set(err, -EINVAL,
+                             "root name \"%s\": \".tmp.\" is kept for files being written", name);
     if (len == 0 || len > OBI_NAME_MAX)
         return obi_error_set(err, -EINVAL, "root name \"%s\": must be 1 to %d bytes", name,
                              OBI_NAME_MAX);
@@ -322,6 +337,11 @@ static int list_permanent(root_lister *lister, const char *dir_path, const char 
         struct stat st;
         if (lstat(path, &st) < 0)
             continue; /* removed meanwhile */
+        if (S_ISREG(st.st_mode) && atomic_write_leftover(de->d_name)) {
+            if (lister->remove_dead)
+                unlink(path);
+            continue;
+        }
         int r = 0;
         if (S_ISDIR(st.st_mode) && depth < ROOTS_MAX_NESTING) {
             r = list_permanent(lister, path, name, depth + 1, err);

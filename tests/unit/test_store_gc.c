@@ -338,6 +338,13 @@ static void test_store_roots_refuse_bad_names_and_bad_files(void **state)
     obi_error *err = NULL;
     assert_fails_with(err, obi_store_gc_begin(f->store, &gc, &err), -EINVAL, "broken: line 1");
     assert_true(has_blob(f, &f->loose.digest));
+    /* a crashed atomic write's leftover is no root: gc removes it */
+    assert_int_equal(unlink(file), 0);
+    cleanup_free char *leftover = obi_path_join(roots, "mine.tmp.123.AbCdEf");
+    assert_ok(obi_write_file(leftover, "blob 00\n", 8, 0644, err_ptr_));
+    obi_store_gc_stats stats = collect(f, NULL);
+    assert_int_equal(stats.roots, 0);
+    assert_int_equal(access(leftover, F_OK), -1);
 }
 
 static void test_store_roots_need_a_local_store(void **state)
