@@ -10,7 +10,8 @@ PACKAGES="build-essential meson ninja-build pkg-config
   python3 python3-jsonschema python3-grpcio python3-grpc-tools
   umoci skopeo valgrind hyperfine openssh-server haproxy
   clang libclang-rt-14-dev
-  clang-format clang-tidy cppcheck git"
+  clang-format clang-tidy cppcheck git
+  scdoc man-db bash-completion"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

@@ -18,10 +18,24 @@
 #include "ocibuild/error.h"
 #include "ocibuild/request.h"
 #include "ocibuild/store.h"
+#include "ocibuild/store_verify.h"
 
 /* Path of the cache entry for node (materializing it first if needed); caller frees. */
 int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node *node,
                         char **path_out, obi_error **err);
+
+/* Whether the entry of this object is still wanted (`store gc`: obi_store_gc_is_live). */
+typedef bool (*obi_input_cache_keep_fn)(obi_store_object_kind kind, const obi_digest *digest,
+                                        void *ctx);
+typedef struct obi_input_cache_prune_stats {
+    uint64_t entries; /* removed (or that would be) */
+    uint64_t bytes;   /* allocated to them; blobs hard-linked from the store are counted too */
+} obi_input_cache_prune_stats;
+/* Removes every entry (and temporary entry) whose object keep does not want, and temporary
+ * entries of the older layout an hour old. Entries materialized for a pinned object are kept,
+ * so run it under gc's lock (obi_store_gc_begin): a running build's inputs stay. */
+int obi_input_cache_prune(const char *cache_dir, obi_input_cache_keep_fn keep, void *ctx,
+                          bool dry_run, obi_input_cache_prune_stats *stats, obi_error **err);
 
 /* Prepares BUNDLE/inputs (bundle_inputs_dir) for req: a link per directory/file input into
  * the cache (hard link for files where possible, symlink otherwise); symlink inputs written as

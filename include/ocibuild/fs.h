@@ -34,6 +34,10 @@ int obi_chown_tree_at(int dirfd, const char *name, uid_t uid, gid_t gid, const c
 /* chmod -R u+rw,go+r, and +x for directories, of the entry name in dirfd, iteratively;
  * symlinks are left alone and never followed; other execute bits are kept as they are. */
 int obi_make_tree_readable_at(int dirfd, const char *name, const char *display, obi_error **err);
+/* du of the entry name in dirfd: files (everything but directories) and the bytes allocated to
+ * everything (st_blocks; a file linked twice inside is counted twice). A missing entry is 0. */
+int obi_tree_usage_at(int dirfd, const char *name, uint64_t *files, uint64_t *bytes,
+                      obi_error **err);
 /* Reads a whole file, refusing more than max_len bytes. *out is NUL-terminated. */
 int obi_read_file(const char *path, size_t max_len, char **out, size_t *out_len, obi_error **err);
 /* Reads at most the last max_len bytes of a file (for log tails). */

@@ -10,6 +10,7 @@
 #define OCIBUILD_IMAGE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/error.h"
@@ -32,7 +33,14 @@ typedef struct obi_image {
     char *manifest_digest; /* "sha256:<hex>" */
     char *rootfs;          /* the unpacked cache directory (shared: use read-only or copy) */
     obi_image_config config;
+    int cache_lock; /* DATA/images/.gc.lock, shared: the entry is not pruned while held */
 } obi_image;
+
+/* The image cache's gc lock, DATA/images/.gc.lock: obi_image_open takes it shared and holds it
+ * until obi_image_free, so that an entry being unpacked or handed to a replica that has not
+ * recorded it yet (lifecycle.h, OBI_REPLICA_IMAGE_FILE) is never pruned; the pruner takes it
+ * exclusively (waiting). *fd_out holds it until closed. */
+int obi_image_cache_lock(const char *data_dir, bool exclusive, int *fd_out, obi_error **err);
 
 /* Resolves layout_path[:tag] (tag NULL: the index must hold exactly one manifest), verifies the
  * blobs and unpacks (or reuses) DATA_DIR/images/<manifest hex>/rootfs. */

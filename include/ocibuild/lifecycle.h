@@ -8,6 +8,8 @@
  *   DATA/services/<deployment>/<id>/pid          the container init's host pid (--pid-file)
  *   DATA/services/<deployment>/<id>/exit         {"pid":..,"exit_code":..,"signal":..}
  *   DATA/services/<deployment>/<id>/monitor.lock held by the replica's monitor while it lives
+ *   DATA/services/<deployment>/<id>/image        "sha256:<hex>": the image cache entry it uses,
+ *                                                a root of DATA/images (obi_lifecycle_prune_images)
  * where <id> is the container id `<service>-rep-<n>`. Each replica is started by a small
  * detached monitor process (a child subreaper) that runs `RUNTIME run --detach`, reaps the
  * container's init when it exits and records the exit status, which runc itself forgets.
@@ -17,6 +19,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ocibuild/deployment.h"
 #include "ocibuild/error.h"
@@ -122,6 +125,19 @@ typedef struct obi_replica_status {
 int obi_lifecycle_ps(const obi_deployment *deployment, const obi_lifecycle_options *opts,
                      obi_replica_status **out, size_t *count, obi_error **err);
 void obi_replica_status_free(obi_replica_status *statuses, size_t count);
+
+/* The image cache's garbage collector (`ocibuild store gc`): under the image cache's lock held
+ * exclusively (image.h; waits for every `up` in progress), removes every DATA/images/<hex>
+ * that no replica dir's image file names, and unpacks left by a crash. A replica dir with a
+ * bundle but no image file (made before they were written) stops it: nothing is removed, and
+ * *skipped names the replica. */
+typedef struct obi_image_prune_stats {
+    uint64_t entries; /* removed (or that would be) */
+    uint64_t bytes;
+    char *skipped; /* malloc'd: why nothing was removed, or NULL */
+} obi_image_prune_stats;
+int obi_lifecycle_prune_images(const char *data_dir, bool dry_run, obi_image_prune_stats *stats,
+                               obi_error **err);
 
 /* Reads an exit file written by a replica's monitor. -ENOENT when there is none. */
 int obi_lifecycle_read_exit(const char *exit_file, int *exit_code, int *signal, obi_error **err);

@@ -18,6 +18,7 @@
 #include "ocibuild/error.h"
 #include "ocibuild/nar.h"
 #include "ocibuild/node.h"
+#include "ocibuild/store.h"
 #include "ocibuild/url.h"
 
 typedef struct obi_nix_path_info {
@@ -110,6 +111,11 @@ int obi_nix_realisation_get(obi_nix_path_info_store *store, const char *drv_path
                             const char *output, char **path_out, obi_error **err);
 int obi_nix_realisation_put(obi_nix_path_info_store *store, const char *drv_path,
                             const char *output, const char *path, obi_error **err);
+/* What nix-build and the remote builder call: the record's node becomes the root
+ * nix/<store path basename> of castore (an on-disk one; store_roots.h) first, then the record is
+ * put, so that `store gc` never takes what a record names (docs/store.md). */
+int obi_nix_path_info_record(obi_store *castore, obi_nix_path_info_store *store,
+                             const obi_nix_path_info *info, obi_error **err);
 
 /* A content address as Nix 2.8 renders one: "text:sha256:<hash>" or
  * "fixed:[r:]<md5|sha1|sha256|sha512>:<hash>". Checked for its shape only (the hash is what the

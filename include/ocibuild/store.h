@@ -69,6 +69,11 @@ int obi_blob_service_sync(obi_blob_service *svc, obi_error **err);
  * particular order; -ENOTSUP when it cannot list (a remote store). */
 int obi_blob_service_list(obi_blob_service *svc, obi_digest_visit_fn visit, void *ctx,
                           obi_error **err);
+/* Removes a stored blob (the garbage collector, store_gc.h); *freed (optional) gets the bytes
+ * released (0 when other hard links keep the file, e.g. the input cache's). An absent blob is
+ * not an error. -ENOTSUP when the backend cannot remove. */
+int obi_blob_service_remove(obi_blob_service *svc, const obi_digest *digest, uint64_t *freed,
+                            obi_error **err);
 /* Runs the barrier first (a failure leaves the pending blobs lost, never half-visible). */
 void obi_blob_service_free(obi_blob_service *svc);
 
@@ -151,6 +156,11 @@ static inline void obi_directory_walk_freep(obi_directory_walk **w)
  * list (a remote store). */
 int obi_directory_service_list(obi_directory_service *svc, obi_digest_visit_fn visit, void *ctx,
                                obi_error **err);
+/* Removes the n directories at once, all or none (the garbage collector); *freed (optional)
+ * gets the bytes of their encodings. Absent ones are skipped. -ENOTSUP when the backend cannot
+ * remove. */
+int obi_directory_service_remove(obi_directory_service *svc, const obi_digest *digests, size_t n,
+                                 uint64_t *freed, obi_error **err);
 void obi_directory_service_free(obi_directory_service *svc);
 
 static inline void obi_directory_putter_closep(obi_directory_putter **p)
@@ -173,6 +183,10 @@ int obi_directory_service_open(const char *url, obi_directory_service **out, obi
 typedef struct obi_store {
     obi_blob_service *blobs;
     obi_directory_service *directories;
+    /* ROOT of the on-disk store when both services are that one store (obi_store_open sets
+     * it), else NULL: roots, pins and the garbage collector (store_roots.h, store_gc.h) work
+     * on it and do nothing (pins) or refuse (gc) without it. */
+    char *local_root;
 } obi_store;
 
 /* Opens blob_url and directory_url (either may be NULL: the default store URL). */

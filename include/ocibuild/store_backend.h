@@ -58,6 +58,9 @@ struct obi_blob_service_ops {
     /* Optional (NULL: the backend cannot list): visit for every blob stored (those pending in
      * this process left out), in no particular order, outside any lock of the service. */
     int (*list)(obi_blob_service *svc, obi_digest_visit_fn visit, void *ctx, obi_error **err);
+    /* Optional (NULL: the backend never removes): obi_blob_service_remove. */
+    int (*remove)(obi_blob_service *svc, const obi_digest *digest, uint64_t *freed,
+                  obi_error **err);
     /* Runs the barrier first (a failure leaves the pending blobs lost, never half-visible). */
     void (*free)(obi_blob_service *svc);
 };
@@ -99,6 +102,9 @@ struct obi_directory_service_ops {
     /* Optional (NULL: the backend cannot list): visit for every directory stored, in no
      * particular order, outside any lock of the service. */
     int (*list)(obi_directory_service *svc, obi_digest_visit_fn visit, void *ctx, obi_error **err);
+    /* Optional (NULL: the backend never removes): obi_directory_service_remove. */
+    int (*remove)(obi_directory_service *svc, const obi_digest *digests, size_t n, uint64_t *freed,
+                  obi_error **err);
     void (*free)(obi_directory_service *svc);
 };
 struct obi_directory_service {

@@ -15,6 +15,7 @@
 #ifndef OCIBUILD_STORE_VERIFY_H
 #define OCIBUILD_STORE_VERIFY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "ocibuild/digest.h"
@@ -30,6 +31,10 @@ typedef struct obi_store_fault {
     obi_store_object_kind kind;
     obi_digest digest;   /* the faulty object */
     const char *problem; /* what is wrong with it, naming the entry or the other object */
+    /* The object itself is damaged (contents that do not hash to its name, a directory that
+     * does not decode): removing it lets the next import or build store it again, where `has`
+     * would otherwise find it present. False when only something it names is wrong. */
+    bool damaged;
 } obi_store_fault;
 
 /* Called once per fault; a negative return stops the walk with that code. */

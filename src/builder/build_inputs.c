@@ -4,11 +4,14 @@
  * so concurrent builds (threads or processes) never see a half-written entry; the loser of a
  * race simply removes its copy.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ocibuild/build_inputs.h"
@@ -46,8 +49,9 @@ int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node 
     char uuid[37];
     if ((r = obi_uuid_v4(uuid, err)) < 0)
         return r;
+    /* named after the node, so that gc can tell whose it is (obi_input_cache_prune) */
     cleanup_free char *tmp = NULL;
-    if (asprintf(&tmp, "%s/.tmp-%s", cache_dir, uuid) < 0)
+    if (asprintf(&tmp, "%s/.tmp-%c-%s-%s", cache_dir, cache_kind(node), hex, uuid) < 0)
         return obi_error_oom(err);
     r = obi_materialize_node(store->blobs, store->directories, node, tmp, err);
     if (r < 0)
@@ -62,6 +66,57 @@ int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node 
             return obi_error_set_errno(err, e, "input cache: rename into %s", entry);
     }
     *path_out = steal_pointer(&entry);
+    return 0;
+}
+
+/* ---- pruning (gc) ---- */
+
+/* The object a cache entry's name "<k>-<hex>" or ".tmp-<k>-<hex>-<uuid>" materializes. */
+static bool entry_object(const char *name, obi_store_object_kind *kind, obi_digest *digest)
+{
+    if (!strncmp(name, ".tmp-", 5))
+        name += 5;
+    if (!strchr("dfx", name[0]) || name[1] != '-' || strlen(name + 2) < OBI_DIGEST_HEX_LEN ||
+        (name[2 + OBI_DIGEST_HEX_LEN] != '\0' && name[2 + OBI_DIGEST_HEX_LEN] != '-') ||
+        obi_hex_decode(name + 2, OBI_DIGEST_HEX_LEN, digest->bytes, OBI_DIGEST_LEN) < 0)
+        return false;
+    *kind = name[0] == 'd' ? OBI_STORE_DIRECTORY : OBI_STORE_BLOB;
+    return true;
+}
+
+/* A temporary entry of the layout before entries were named after their node
+ * (".tmp-<uuid>"), which nothing can claim any more once an hour old. */
+static bool stale_legacy_temp(int dir_fd, const char *name)
+{
+    struct stat st;
+    return !strncmp(name, ".tmp-", 5) && strlen(name) == 5 + 36 &&
+           fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mtime < time(NULL) - 3600;
+}
+
+int obi_input_cache_prune(const char *cache_dir, obi_input_cache_keep_fn keep, void *ctx,
+                          bool dry_run, obi_input_cache_prune_stats *stats, obi_error **err)
+{
+    *stats = (obi_input_cache_prune_stats){0};
+    cleanup_dir DIR *dir = opendir(cache_dir);
+    if (!dir)
+        return errno == ENOENT ? 0 : obi_error_set_errno(err, errno, "open %s", cache_dir);
+    struct dirent *de;
+    while ((de = readdir(dir))) {
+        const char *name = de->d_name;
+        obi_store_object_kind kind;
+        obi_digest digest;
+        bool ours = entry_object(name, &kind, &digest);
+        if (ours ? keep(kind, &digest, ctx) : !stale_legacy_temp(dirfd(dir), name))
+            continue;
+        uint64_t files = 0, bytes = 0;
+        cleanup_error obi_error *ignored = NULL;
+        obi_tree_usage_at(dirfd(dir), name, &files, &bytes, &ignored);
+        int r = dry_run ? 0 : obi_rm_rf_at(dirfd(dir), name, NULL, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "input cache %s", cache_dir);
+        stats->entries++;
+        stats->bytes += bytes;
+    }
     return 0;
 }
 

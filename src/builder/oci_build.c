@@ -39,12 +39,17 @@
 #include "ocibuild/oci_build.h"
 #include "ocibuild/root_pool.h"
 #include "ocibuild/spec.h"
+#include "ocibuild/store_roots.h"
 #include "ocibuild/userns.h"
 
 /* Pooled root skeletons older than this (since last used) or beyond this count are removed when
  * a service opens: a few hundred inodes at most, and shapes not built for a while go away. */
 #define ROOT_POOL_IDLE_SECONDS (15 * 60)
 #define ROOT_POOL_MAX_ENTRIES 64
+/* A finished build's outputs stay pinned (store_roots.h) for at least this long, and at most
+ * twice as long, or until the service is freed: time for the caller (`build --root`, a gRPC
+ * client reading them from the daemon) to root or fetch them before a gc may take them. */
+#define OUTPUT_PIN_SECONDS (10 * 60)
 
 typedef struct oci_build_service {
     obi_build_service base;
@@ -69,6 +74,11 @@ typedef struct oci_build_service {
     pthread_mutex_t lock;
     pthread_cond_t slot_free;
     unsigned running;
+    /* Outputs of finished builds: two generations, the older freed when the newer is
+     * OUTPUT_PIN_SECONDS old (see there). */
+    pthread_mutex_t output_pins_lock;
+    obi_store_pin *output_pins[2];
+    time_t output_pins_since;
 } oci_build_service;
 
 /* What one build runs with: the cancel fd it watches (the service's, the caller's, or both as
@@ -505,12 +515,69 @@ static int keep_failed_bundle(obi_bundle *bundle, const obi_build_request *req, 
                             dir ? dir : obi_bundle_path(bundle));
 }
 
+/* Pins a finished build's outputs in the service's newer generation, rotating them first
+ * when it is OUTPUT_PIN_SECONDS old. */
+static int pin_outputs(oci_build_service *svc, const obi_build *build, obi_error **err)
+{
+    pthread_mutex_lock(&svc->output_pins_lock);
+    time_t now = time(NULL);
+    int r = 0;
+    if (!svc->output_pins[0] || now - svc->output_pins_since >= OUTPUT_PIN_SECONDS) {
+        obi_store_pin *fresh = NULL;
+        r = obi_store_pin_new(svc->store, &fresh, err);
+        if (r == 0) {
+            obi_store_pin_free(svc->output_pins[1]);
+            svc->output_pins[1] = svc->output_pins[0];
+            svc->output_pins[0] = fresh;
+            svc->output_pins_since = now;
+        }
+    }
+    for (size_t i = 0; r == 0 && i < build->n_outputs; i++)
+        r = obi_store_pin_add(svc->output_pins[0], &build->outputs[i], err);
+    pthread_mutex_unlock(&svc->output_pins_lock);
+    return r < 0 ? obi_error_prefix(err, r, "pin the outputs") : 0;
+}
+
+/* Pins every input before anything relies on it being stored: no gc takes it while the build
+ * materializes or runs (docs/store.md, "Garbage collection"). */
+static int pin_inputs(obi_store_pin *pin, const obi_build_request *req, obi_error **err)
+{
+    for (size_t i = 0; i < req->n_inputs; i++) {
+        int r = obi_store_pin_add(pin, &req->inputs[i], err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "pin inputs[%zu]", i);
+    }
+    return 0;
+}
+
+/* Ingests the outputs and pins them, holding gc off in between: an output found already
+ * stored (or just written) cannot be collected before it is pinned. */
+static int ingest_outputs(oci_build_service *svc, obi_store_pin *pin, obi_bundle *bundle,
+                          const obi_build_request *req, obi_build *build, obi_error **err)
+{
+    int r = obi_store_pin_hold_gc(pin, err);
+    if (r < 0)
+        return r;
+    r = obi_build_outputs_ingest(svc->store, obi_bundle_fd(bundle), req,
+                                 svc->spec_opts.rootless ? &svc->userns : NULL, build, err);
+    if (r == 0)
+        r = pin_outputs(svc, build, err);
+    obi_store_pin_release_gc(pin);
+    return r;
+}
+
 static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
                            const build_run *run, obi_build **out, obi_error **err)
 {
+    /* The inputs stay pinned until the build is over. */
+    cleanup_store_pin obi_store_pin *pin = NULL;
+    int r = obi_store_pin_new(svc->store, &pin, err);
+    if (r == 0)
+        r = pin_inputs(pin, req, err);
+    if (r < 0)
+        return r;
     /* Declared before the bundle, so released after it is gone. */
     cleanup_id_slot obi_id_slot slot = OBI_ID_SLOT_INIT;
-    int r = 0;
     if (svc->id_pool && (r = obi_id_slot_claim(svc->id_pool, run->cancel_fd, &slot, err)) < 0)
         return r;
     obi_spec_options opts = build_spec_options(svc, &slot);
@@ -553,9 +620,7 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
     if (!build)
         return obi_error_oom(err);
     if ((r = obi_build_request_copy(req, &build->request, err)) < 0 ||
-        (r = obi_build_outputs_ingest(svc->store, obi_bundle_fd(bundle), req,
-                                      svc->spec_opts.rootless ? &svc->userns : NULL, build, err)) <
-            0)
+        (r = ingest_outputs(svc, pin, bundle, req, build, err)) < 0)
         return r;
     return_root(svc, bundle, key);
     r = obi_bundle_close(steal_pointer(&bundle), err);
@@ -635,11 +700,14 @@ static void oci_free(obi_build_service *base)
     obi_runtime_free(svc->runtime);
     obi_root_pool_close(svc->root_pool);
     obi_id_pool_free(svc->id_pool);
+    obi_store_pin_free(svc->output_pins[0]);
+    obi_store_pin_free(svc->output_pins[1]);
     free(svc->bundle_root);
     free(svc->cache_dir);
     free(svc->sandbox_shell);
     pthread_mutex_destroy(&svc->lock);
     pthread_cond_destroy(&svc->slot_free);
+    pthread_mutex_destroy(&svc->output_pins_lock);
     free(svc);
 }
 
@@ -786,6 +854,7 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
         svc->cancel_fd = svc->own_cancel_pipe[0];
     pthread_mutex_init(&svc->lock, NULL);
     pthread_cond_init(&svc->slot_free, NULL);
+    pthread_mutex_init(&svc->output_pins_lock, NULL);
     *out = &steal_pointer(&svc)->base;
     return 0;
 }

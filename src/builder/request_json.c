@@ -248,7 +248,7 @@ static int env_from_json(const json_t *v, const char *prefix, obi_build_request 
     for (size_t i = 0; i < json_array_size(v); i++) {
         char item[128], sub[160];
         snprintf(item, sizeof item, "%s[%zu]", field, i);
-        const json_t *values[2];
+        const json_t *values[2] = {NULL, NULL};
         obi_env_var *e = &req->environment_vars[req->n_environment_vars++];
         if ((r = object_fields(json_array_get(v, i), item, ENV_FIELDS, 2, values, err)) < 0)
             return r;
@@ -277,7 +277,7 @@ static int files_from_json(const json_t *v, const char *prefix, obi_build_reques
     for (size_t i = 0; i < json_array_size(v); i++) {
         char item[128], sub[160];
         snprintf(item, sizeof item, "%s[%zu]", field, i);
-        const json_t *values[2];
+        const json_t *values[2] = {NULL, NULL};
         obi_additional_file *f = &req->additional_files[req->n_additional_files++];
         if ((r = object_fields(json_array_get(v, i), item, FILE_FIELDS, 2, values, err)) < 0)
             return r;
@@ -298,7 +298,7 @@ static int constraints_from_json(const json_t *v, const char *prefix, obi_build_
         return 0;
     char field[96], sub[128];
     snprintf(field, sizeof field, "%sconstraints", prefix);
-    const json_t *values[OBI_ARRAY_SIZE(CONSTRAINT_FIELDS)];
+    const json_t *values[OBI_ARRAY_SIZE(CONSTRAINT_FIELDS)] = {NULL};
     int r =
         object_fields(v, field, CONSTRAINT_FIELDS, OBI_ARRAY_SIZE(CONSTRAINT_FIELDS), values, err);
     if (r < 0)
@@ -542,7 +542,7 @@ static int needles_from_json(const json_t *v, obi_build *build, obi_error **err)
     for (size_t i = 0; i < n; i++) {
         char item[64], sub[96];
         snprintf(item, sizeof item, "outputs_needles[%zu]", i);
-        const json_t *values[1];
+        const json_t *values[1] = {NULL};
         if ((r = object_fields(json_array_get(v, i), item, NEEDLES_FIELDS, 1, values, err)) < 0)
             return r;
         snprintf(sub, sizeof sub, "%s.needles", item);

@@ -837,6 +837,31 @@ static int local_blob_list(obi_blob_service *base, obi_digest_visit_fn visit, vo
     return obi_digest_list_visit(digests, n, visit, ctx, err);
 }
 
+/* ---- removal (the garbage collector, store_gc.h) ---- */
+
+static int local_blob_remove(obi_blob_service *base, const obi_digest *digest, uint64_t *freed,
+                             obi_error **err)
+{
+    blob_root *shared = ((local_blob_service *)base)->shared;
+    char rel[OBI_DIGEST_HEX_LEN + 4];
+    blob_relative_path(digest, rel);
+    struct stat st;
+    if (freed)
+        *freed = 0;
+    if (fstatat(shared->blobs_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT
+                   ? 0
+                   : obi_error_set_errno(err, errno, "stat %s/%s", shared->blobs_dir, rel);
+    if (unlinkat(shared->blobs_fd, rel, 0) < 0)
+        return errno == ENOENT
+                   ? 0
+                   : obi_error_set_errno(err, errno, "remove %s/%s", shared->blobs_dir, rel);
+    /* a file the input cache still links to frees nothing yet */
+    if (freed && st.st_nlink == 1)
+        *freed = (uint64_t)st.st_size;
+    return 0;
+}
+
 /* ---- service ---- */
 
 static void local_blob_service_free(obi_blob_service *base)
@@ -860,6 +885,7 @@ static const struct obi_blob_service_ops local_blob_ops = {
     .local_path = local_blob_local_path,
     .sync = local_blob_sync,
     .list = local_blob_list,
+    .remove = local_blob_remove,
     .free = local_blob_service_free,
 };
 

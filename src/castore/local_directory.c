@@ -109,6 +109,13 @@ static int local_stored_size(void *ctx, const obi_digest *digest, uint64_t *size
 
 /* ---- putter ---- */
 
+static int prepare(local_directory_service *svc, const char *sql, sqlite3_stmt **stmt,
+                   obi_error **err)
+{
+    int rc = sqlite3_prepare_v2(svc->db, sql, -1, stmt, NULL);
+    return rc == SQLITE_OK ? 0 : sqlite_error(svc, rc, err, sql);
+}
+
 static int exec_sql(local_directory_service *svc, const char *sql, obi_error **err)
 {
     int rc = sqlite3_exec(svc->db, sql, NULL, NULL, NULL);
@@ -197,6 +204,55 @@ static int local_directory_list(obi_directory_service *base, obi_digest_visit_fn
     return r < 0 ? r : obi_digest_list_visit(digests, n, visit, ctx, err);
 }
 
+/* ---- removal (the garbage collector, store_gc.h) ---- */
+
+/* Deletes the n rows in one transaction; svc->lock held. */
+static int delete_rows(local_directory_service *svc, const obi_digest *digests, size_t n,
+                       uint64_t *freed, obi_error **err)
+{
+    sqlite3_stmt *length = NULL, *delete = NULL;
+    int r = prepare(svc, "SELECT length(data) FROM directories WHERE digest = ?1", &length, err);
+    if (r == 0)
+        r = prepare(svc, "DELETE FROM directories WHERE digest = ?1", &delete, err);
+    if (r == 0)
+        r = exec_sql(svc, "BEGIN IMMEDIATE", err);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        sqlite3_reset(length);
+        sqlite3_reset(delete);
+        int rc = sqlite3_bind_blob(length, 1, digests[i].bytes, OBI_DIGEST_LEN, SQLITE_STATIC);
+        if (rc == SQLITE_OK && (rc = sqlite3_step(length)) == SQLITE_ROW) {
+            *freed += (uint64_t)sqlite3_column_int64(length, 0);
+            rc = SQLITE_DONE;
+        }
+        if (rc == SQLITE_DONE)
+            rc = sqlite3_bind_blob(delete, 1, digests[i].bytes, OBI_DIGEST_LEN, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(delete);
+        if (rc != SQLITE_DONE)
+            r = sqlite_error(svc, rc, err, "delete");
+    }
+    if (r == 0)
+        r = exec_sql(svc, "COMMIT", err);
+    else
+        sqlite3_exec(svc->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_finalize(length);
+    sqlite3_finalize(delete);
+    return r;
+}
+
+static int local_directory_remove(obi_directory_service *base, const obi_digest *digests, size_t n,
+                                  uint64_t *freed, obi_error **err)
+{
+    local_directory_service *svc = (local_directory_service *)base;
+    uint64_t total = 0;
+    pthread_mutex_lock(&svc->lock);
+    int r = n ? delete_rows(svc, digests, n, &total, err) : 0;
+    pthread_mutex_unlock(&svc->lock);
+    if (freed)
+        *freed = r < 0 ? 0 : total;
+    return r;
+}
+
 /* ---- service ---- */
 
 static void local_directory_service_free(obi_directory_service *base)
@@ -216,15 +272,9 @@ static const struct obi_directory_service_ops local_directory_ops = {
     .open_put = local_directory_open_put,
     .get_recursive = NULL,
     .list = local_directory_list,
+    .remove = local_directory_remove,
     .free = local_directory_service_free,
 };
-
-static int prepare(local_directory_service *svc, const char *sql, sqlite3_stmt **stmt,
-                   obi_error **err)
-{
-    int rc = sqlite3_prepare_v2(svc->db, sql, -1, stmt, NULL);
-    return rc == SQLITE_OK ? 0 : sqlite_error(svc, rc, err, sql);
-}
 
 int obi_local_directory_service_open(const char *root, obi_directory_service **out, obi_error **err)
 {

@@ -168,6 +168,22 @@ int obi_directory_service_list(obi_directory_service *svc, obi_digest_visit_fn v
     return svc->ops->list(svc, visit, ctx, err);
 }
 
+int obi_blob_service_remove(obi_blob_service *svc, const obi_digest *digest, uint64_t *freed,
+                            obi_error **err)
+{
+    if (!svc->ops->remove)
+        return obi_error_set(err, -ENOTSUP, "this blob service cannot remove blobs");
+    return svc->ops->remove(svc, digest, freed, err);
+}
+
+int obi_directory_service_remove(obi_directory_service *svc, const obi_digest *digests, size_t n,
+                                 uint64_t *freed, obi_error **err)
+{
+    if (!svc->ops->remove)
+        return obi_error_set(err, -ENOTSUP, "this directory service cannot remove directories");
+    return svc->ops->remove(svc, digests, n, freed, err);
+}
+
 int obi_digest_list_visit(const obi_digest *digests, size_t n, obi_digest_visit_fn visit, void *ctx,
                           obi_error **err)
 {
@@ -926,6 +942,18 @@ char *obi_default_store_url(void)
     return data_dir ? obi_path_join(data_dir, "store") : NULL;
 }
 
+/* The on-disk ROOT a URL names, or NULL (another backend, or a URL that does not parse). */
+static char *url_local_root(const char *text)
+{
+    cleanup_url obi_url *url = NULL;
+    char *root = NULL;
+    if (obi_url_parse(text, &url, NULL) < 0 ||
+        (*url->scheme && strcmp(url->scheme, "objectstore+file") != 0) ||
+        local_root(url, &root, NULL) < 0)
+        return NULL;
+    return root;
+}
+
 int obi_store_open(const char *blob_url, const char *directory_url, obi_store **out,
                    obi_error **err)
 {
@@ -946,6 +974,10 @@ int obi_store_open(const char *blob_url, const char *directory_url, obi_store **
                                    err);
     if (r < 0)
         return r;
+    cleanup_free char *blob_root = url_local_root(blob_url ? blob_url : default_url);
+    cleanup_free char *directory_root = url_local_root(directory_url ? directory_url : default_url);
+    if (blob_root && directory_root && strcmp(blob_root, directory_root) == 0)
+        store->local_root = steal_pointer(&blob_root);
     *out = steal_pointer(&owned);
     return 0;
 }
@@ -956,5 +988,6 @@ void obi_store_close(obi_store *store)
         return;
     obi_blob_service_free(store->blobs);
     obi_directory_service_free(store->directories);
+    free(store->local_root);
     free(store);
 }

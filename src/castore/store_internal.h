@@ -93,4 +93,8 @@ void obi_local_root_clear(obi_local_root *root);
  * before committing, so directories never become durable before the blobs they refer to. */
 int obi_local_blob_sync_root(const obi_local_root *root, obi_error **err);
 
+/* ROOT/gc.lock flock'ed with operation (LOCK_SH: a writer or a pin; LOCK_EX: gc), waiting;
+ * *fd_out holds it until closed (store_roots.h). */
+int obi_store_gc_lock(const char *root, int operation, int *fd_out, obi_error **err);
+
 #endif

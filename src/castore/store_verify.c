@@ -37,12 +37,12 @@ const char *obi_store_object_kind_name(obi_store_object_kind kind)
 }
 
 static int report(verifier *v, obi_store_object_kind kind, const obi_digest *digest,
-                  const char *problem, obi_error **err)
+                  const char *problem, bool damaged, obi_error **err)
 {
     v->stats->faults++;
     if (obi_digest_map_insert(&v->faulty, digest, OBI_DIGEST_SET_MEMBER) < 0)
         return obi_error_oom(err);
-    obi_store_fault fault = {kind, *digest, problem};
+    obi_store_fault fault = {kind, *digest, problem, damaged};
     return v->on_fault ? v->on_fault(&fault, v->ctx, err) : 0;
 }
 
@@ -97,14 +97,14 @@ static int verify_blob(const obi_digest *digest, void *ctx, obi_error **err)
     if (r == -ENOMEM)
         return obi_error_set(err, r, "%s", fault ? fault->message : "out of memory");
     if (r < 0)
-        return report(v, OBI_STORE_BLOB, digest, fault ? fault->message : "unreadable", err);
+        return report(v, OBI_STORE_BLOB, digest, fault ? fault->message : "unreadable", true, err);
     v->stats->blob_bytes += size;
     if (!obi_digest_equal(&actual, digest)) {
         char hex[OBI_DIGEST_HEX_LEN + 1], problem[160];
         obi_digest_to_hex(&actual, hex);
         snprintf(problem, sizeof problem, "contents (%llu bytes) hash to %s",
                  (unsigned long long)size, hex);
-        return report(v, OBI_STORE_BLOB, digest, problem, err);
+        return report(v, OBI_STORE_BLOB, digest, problem, true, err);
     }
     return remember(&v->blob_sizes, digest, size, err);
 }
@@ -119,7 +119,8 @@ static int fetch_directory(verifier *v, const obi_digest *digest, obi_directory 
     if (r == -ENOMEM)
         return obi_error_set(err, r, "%s", fault ? fault->message : "out of memory");
     if (r < 0) {
-        r = report(v, OBI_STORE_DIRECTORY, digest, fault ? fault->message : "unreadable", err);
+        r = report(v, OBI_STORE_DIRECTORY, digest, fault ? fault->message : "unreadable", true,
+                   err);
         return r < 0 ? r : 0;
     }
     return 1;
@@ -192,7 +193,7 @@ static int verify_children(const obi_digest *digest, void *ctx, obi_error **err)
                          "%s \"%s\" (%s) has size %llu, the entry says %llu", lists[l].kind,
                          (const char *)child->name.data, hex, (unsigned long long)*size,
                          (unsigned long long)child->size);
-            r = report(v, OBI_STORE_DIRECTORY, digest, problem, err);
+            r = report(v, OBI_STORE_DIRECTORY, digest, problem, false, err);
             if (r < 0)
                 return r;
         }

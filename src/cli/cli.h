@@ -7,6 +7,7 @@
 
 #include "ocibuild/error.h"
 #include "ocibuild/request.h"
+#include "ocibuild/store.h"
 
 /* Each returns the process exit code. argv[0] is the subcommand name. */
 int cli_hash(int argc, char **argv);
@@ -16,6 +17,14 @@ int cli_show_derivation(int argc, char **argv);
 int cli_nix_build(int argc, char **argv);
 int cli_remote_builder(int argc, char **argv);
 int cli_store(int argc, char **argv);
+/* store gc, store roots, store du (cli_store_gc.c); argv[0] is the store subcommand. */
+int cli_store_gc(int argc, char **argv);
+int cli_store_roots(int argc, char **argv);
+int cli_store_du(int argc, char **argv);
+/* --root of build, nix-build and store import: NAME is the root STORE/gcroots/NAME; a path
+ * (starting with '/', './' or '../') is an indirect root, a file there (store_roots.h). */
+int cli_add_root(obi_store *store, const char *root, const obi_node *nodes, size_t n,
+                 obi_error **err);
 int cli_spec(int argc, char **argv);
 int cli_build(int argc, char **argv);
 int cli_daemon(int argc, char **argv);

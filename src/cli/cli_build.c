@@ -13,10 +13,26 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/friendly_request.h"
 #include "ocibuild/json_util.h"
+#include "ocibuild/store_roots.h"
 
 static void usage(FILE *out)
 {
     fprintf(out, "usage: ocibuild build [OPTIONS] REQUEST.json\n\noptions:\n%s", cli_builder_usage);
+}
+
+/* Loads the request, importing its host paths with gc held off until they are pinned (the
+ * pin lasts as long as the process: the build pins them again, docs/store.md). */
+static int load_request(const char *path, obi_store *store, obi_store_pin **imports,
+                        obi_build_request **out, obi_error **err)
+{
+    int r = obi_store_pin_new(store, imports, err);
+    if (r < 0 || (r = obi_store_pin_hold_gc(*imports, err)) < 0)
+        return r;
+    r = obi_friendly_request_load(path, store, out, err);
+    for (size_t i = 0; r == 0 && i < (*out)->n_inputs; i++)
+        r = obi_store_pin_add(*imports, &(*out)->inputs[i], err);
+    obi_store_pin_release_gc(*imports);
+    return r;
 }
 
 int cli_build(int argc, char **argv)
@@ -49,8 +65,9 @@ int cli_build(int argc, char **argv)
     cleanup_store obi_store *store = NULL;
     if (cli_builder_open_store(&args, &store, &err) < 0)
         return cli_fail(err);
+    cleanup_store_pin obi_store_pin *imports = NULL;
     cleanup_build_request obi_build_request *req = NULL;
-    if (obi_friendly_request_load(request_path, store, &req, &err) < 0)
+    if (load_request(request_path, store, &imports, &req, &err) < 0)
         return cli_fail(err);
     cleanup_build_service obi_build_service *service = NULL;
     if (cli_builder_open_service(&args, store, &service, &err) < 0)
@@ -62,6 +79,9 @@ int cli_build(int argc, char **argv)
         cli_builder_note_interruption(&err, r);
         return cli_fail(err);
     }
+    /* the builder keeps the outputs pinned until it is freed (oci_build.c) */
+    if (args.root && cli_add_root(store, args.root, build->outputs, build->n_outputs, &err) < 0)
+        return cli_fail(err);
     cleanup_json json_t *json = obi_build_to_json(build);
     if (!json || json_dumpf(json, stdout, JSON_COMPACT) < 0)
         return cli_failf("cannot print the build result");

@@ -30,9 +30,9 @@ enum {
     OPT_MAX_PIDS,
     OPT_MEMORY,
     OPT_SCRATCH_LIMIT,
+    OPT_ROOT,
 };
-_Static_assert((int)OPT_SCRATCH_LIMIT == (int)CLI_BUILDER_OPT_LAST,
-               "keep CLI_BUILDER_OPT_LAST in sync");
+_Static_assert((int)OPT_ROOT == (int)CLI_BUILDER_OPT_LAST, "keep CLI_BUILDER_OPT_LAST in sync");
 
 const struct option cli_builder_options[] = {
     {"store", required_argument, NULL, OPT_STORE},
@@ -49,6 +49,7 @@ const struct option cli_builder_options[] = {
     {"max-pids", required_argument, NULL, OPT_MAX_PIDS},
     {"memory", required_argument, NULL, OPT_MEMORY},
     {"scratch-limit", required_argument, NULL, OPT_SCRATCH_LIMIT},
+    {"root", required_argument, NULL, OPT_ROOT},
 };
 const size_t cli_builder_options_count = sizeof cli_builder_options / sizeof cli_builder_options[0];
 
@@ -68,7 +69,9 @@ const char cli_builder_usage[] =
     "  --memory SIZE               memory limit of a build, e.g. 2Gi (default: none)\n"
     "  --scratch-limit SIZE        bytes a build may write: its scratch dirs are a tmpfs of\n"
     "                              this size (default: none, scratch on disk)\n"
-    "                              (--memory and --scratch-limit need rootful builds)\n";
+    "                              (--memory and --scratch-limit need rootful builds)\n"
+    "  --root NAME|PATH            keep the outputs from `store gc`: as the root NAME, or\n"
+    "                              (a path: /..., ./..., ../...) while the file PATH exists\n";
 
 void cli_builder_option_table(struct option *table, const struct option *extra, size_t n_extra)
 {
@@ -144,6 +147,9 @@ int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args)
         return parse_size_option(arg, "--memory", &args->oci.memory_bytes);
     case OPT_SCRATCH_LIMIT:
         return parse_size_option(arg, "--scratch-limit", &args->oci.scratch_limit_bytes);
+    case OPT_ROOT:
+        args->root = arg;
+        return 0;
     default:
         return 2;
     }

@@ -18,16 +18,17 @@ typedef struct cli_builder_args {
     const char *blob_url;
     const char *directory_url;
     const char *build_url;
+    const char *root; /* --root: keep the outputs as this root (cli_add_root) */
     obi_oci_build_options oci;
 } cli_builder_args;
 
 #define CLI_BUILDER_ARGS_INIT                                                                      \
     {                                                                                              \
-        NULL, NULL, NULL, NULL, OBI_OCI_BUILD_OPTIONS_INIT                                         \
+        NULL, NULL, NULL, NULL, NULL, OBI_OCI_BUILD_OPTIONS_INIT                                   \
     }
 
 /* getopt codes of the builder options (commands number their own options above this). */
-enum { CLI_BUILDER_OPT_FIRST = 256, CLI_BUILDER_OPT_LAST = 269 };
+enum { CLI_BUILDER_OPT_FIRST = 256, CLI_BUILDER_OPT_LAST = 270 };
 /* The builder's long options, to be copied into a command's option table. */
 extern const struct option cli_builder_options[];
 extern const size_t cli_builder_options_count;

@@ -223,9 +223,22 @@ static int parse_args(int argc, char **argv, cli_builder_args *builder, nix_buil
     return 0;
 }
 
+/* --root: every output under one root (each is also kept as nix/<basename>, nix_build.c). */
+static int root_outputs(const obi_nix_build_result *result, obi_store *store, const char *root)
+{
+    cleanup_free obi_node *nodes = calloc(result->n_outputs + 1, sizeof *nodes);
+    if (!nodes)
+        return cli_failf("out of memory");
+    for (size_t i = 0; i < result->n_outputs; i++)
+        nodes[i] = result->outputs[i].info->node; /* borrowed: not cleared */
+    obi_error *err = NULL;
+    return cli_add_root(store, root, nodes, result->n_outputs, &err) < 0 ? cli_fail(err) : 0;
+}
+
 /* Builds one derivation, registers and links its results, prints its JSON. */
 static int build_one(const char *drv_path, const obi_nix_build_options *opts,
-                     const nix_build_args *args, const char *link, bool registering)
+                     const nix_build_args *args, const char *root, const char *link,
+                     bool registering)
 {
     obi_error *err = NULL;
     cleanup_nix_build_result obi_nix_build_result *result = NULL;
@@ -237,6 +250,8 @@ static int build_one(const char *drv_path, const obi_nix_build_options *opts,
     if (registering && obi_nix_build_register(result, opts, NULL, &err) < 0)
         return cli_fail(err);
     if (!args->no_out_link && make_links(result, opts, link, registering) != 0)
+        return 1;
+    if (root && root_outputs(result, opts->store, root) != 0)
         return 1;
     cleanup_json json_t *json = obi_nix_build_result_to_json(result);
     if (!json || json_dumpf(json, stdout, JSON_COMPACT | JSON_SORT_KEYS) < 0)
@@ -292,8 +307,8 @@ int cli_nix_build(int argc, char **argv)
         cleanup_free char *numbered = NULL;
         if (i > 0 && asprintf(&numbered, "%s-%zu", link, i + 1) < 0)
             return cli_failf("out of memory");
-        if ((r = build_one(drvs.items[i], &nix_opts, &args, numbered ? numbered : link,
-                           registering)) != 0)
+        if ((r = build_one(drvs.items[i], &nix_opts, &args, builder.root,
+                           numbered ? numbered : link, registering)) != 0)
             return r;
     }
     return 0;

@@ -4,8 +4,10 @@
  *   export NODE_JSON DEST       write the node at DEST ("-": read the node JSON from stdin)
  *   cat DIGEST                  write a blob (hex or b3:base64 digest) to stdout
  *   ls NODE_JSON                list the tree under a node: kind, size, digest, path
- *   verify                      check every object of the store (store_verify.h): one line per
- *                               faulty object on stdout, a summary on stderr, exit 1 if any
+ *   verify [--repair]           check every object of the store (store_verify.h): one line per
+ *                               faulty object on stdout, a summary on stderr, exit 1 if any;
+ *                               --repair removes the damaged ones, to be imported anew
+ *   gc, roots, du               the store's lifecycle (cli_store_gc.c)
  * Every subcommand takes --store URL (default: obi_default_store_url()).
  */
 #include <errno.h>
@@ -24,6 +26,7 @@
 #include "ocibuild/ingest.h"
 #include "ocibuild/node.h"
 #include "ocibuild/store.h"
+#include "ocibuild/store_roots.h"
 #include "ocibuild/store_verify.h"
 
 #define CAT_READ_SIZE (1 << 20)
@@ -33,6 +36,8 @@ typedef struct store_args {
     const char *blob_url;
     const char *directory_url;
     const char *name;
+    const char *root; /* import: keep the result as this root */
+    bool repair;      /* verify: remove damaged objects */
     char **positional;
     int n_positional;
 } store_args;
@@ -44,7 +49,12 @@ static const char STORE_USAGE[] =
     "  export NODE_JSON DEST       write the node to DEST ('-' reads the node from stdin)\n"
     "  cat DIGEST                  write a blob to stdout (hex or b3:base64 digest)\n"
     "  ls NODE_JSON                list the tree under a node ('-' reads it from stdin)\n"
-    "  verify                      check every blob and directory; print each faulty one\n";
+    "  verify [--repair]           check every blob and directory; print each faulty one\n"
+    "                              (--repair: remove the damaged ones, to be stored anew)\n"
+    "  gc [--dry-run] [--max-freed SIZE]  remove what no root or running build keeps\n"
+    "  roots [--remove NAME]       list the roots (and pins of running builds), remove one\n"
+    "  du                          what the store and the data dir's caches take\n"
+    "  import --root NAME ...      also keep the import as the root NAME (store roots)\n";
 
 /* Parses the store options and --name; the rest are positional. Returns -1 on a usage error. */
 static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
@@ -54,6 +64,8 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
         {"blob-service", required_argument, NULL, 'b'},
         {"directory-service", required_argument, NULL, 'd'},
         {"name", required_argument, NULL, 'n'},
+        {"root", required_argument, NULL, 'r'},
+        {"repair", no_argument, NULL, 'R'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -75,6 +87,16 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
             if (!allow_name)
                 return cli_failf("--name is only valid for 'store import'"), -1;
             out->name = optarg;
+            break;
+        case 'r':
+            if (!allow_name)
+                return cli_failf("--root is only valid for 'store import'"), -1;
+            out->root = optarg;
+            break;
+        case 'R':
+            if (strcmp(argv[0], "verify") != 0)
+                return cli_failf("--repair is only valid for 'store verify'"), -1;
+            out->repair = true;
             break;
         case 'h':
             fputs(STORE_USAGE, stdout);
@@ -122,16 +144,23 @@ static int read_node_arg(const char *arg, obi_node *out, obi_error **err)
 static int store_import(store_args *args)
 {
     if (args->n_positional != 1)
-        return cli_failf("usage: ocibuild store import [--store URL] [--name NAME] PATH");
+        return cli_failf(
+            "usage: ocibuild store import [--store URL] [--name NAME] [--root NAME] PATH");
     obi_error *err = NULL;
     cleanup_store obi_store *store = NULL;
     if (open_store(args, &store, &err) < 0)
         return cli_fail(err);
     obi_ingest_options options = {.name = args->name};
     cleanup_node obi_node root = {0};
-    if (obi_ingest_path(store->blobs, store->directories, args->positional[0], &options, &root,
-                        &err) < 0)
+    /* gc held off from the first lookup until the result is rooted (a half-done import is
+     * never collected); without --root the import is kept until the next gc */
+    cleanup_store_pin obi_store_pin *pin = NULL;
+    if (obi_store_pin_new(store, &pin, &err) < 0 || obi_store_pin_hold_gc(pin, &err) < 0 ||
+        obi_ingest_path(store->blobs, store->directories, args->positional[0], &options, &root,
+                        &err) < 0 ||
+        (args->root && cli_add_root(store, args->root, &root, 1, &err) < 0))
         return cli_fail(err);
+    obi_store_pin_release_gc(pin);
     json_t *json = obi_node_to_json(&root);
     cleanup_free char *text = json ? json_dumps(json, JSON_COMPACT) : NULL;
     json_decref(json);
@@ -291,26 +320,58 @@ static int store_ls(store_args *args)
     return 0;
 }
 
+/* What verify found: damaged objects are collected for --repair. */
+typedef struct verify_report {
+    obi_digest *damaged[2]; /* by kind: blobs, directories */
+    size_t n_damaged[2];
+} verify_report;
+
 static int print_fault(const obi_store_fault *fault, void *ctx, obi_error **err)
 {
-    (void)ctx;
-    (void)err;
+    verify_report *report = ctx;
     char hex[OBI_DIGEST_HEX_LEN + 1];
     obi_digest_to_hex(&fault->digest, hex);
     printf("%s %s: %s\n", obi_store_object_kind_name(fault->kind), hex, fault->problem);
+    if (!fault->damaged)
+        return 0;
+    size_t k = fault->kind == OBI_STORE_BLOB ? 0 : 1;
+    obi_digest *grown = realloc(report->damaged[k], (report->n_damaged[k] + 1) * sizeof *grown);
+    if (!grown)
+        return obi_error_oom(err);
+    grown[report->n_damaged[k]++] = fault->digest;
+    report->damaged[k] = grown;
     return 0;
+}
+
+/* --repair: removes the damaged objects, so that importing or building them again stores them
+ * anew (a directory that only names a missing object stays: storing that object repairs it). */
+static int remove_damaged(obi_store *store, const verify_report *report, obi_error **err)
+{
+    for (size_t i = 0; i < report->n_damaged[0]; i++) {
+        int r = obi_blob_service_remove(store->blobs, &report->damaged[0][i], NULL, err);
+        if (r < 0)
+            return r;
+    }
+    return obi_directory_service_remove(store->directories, report->damaged[1],
+                                        report->n_damaged[1], NULL, err);
 }
 
 static int store_verify(store_args *args)
 {
     if (args->n_positional != 0)
-        return cli_failf("usage: ocibuild store verify [--store URL]");
+        return cli_failf("usage: ocibuild store verify [--store URL] [--repair]");
     obi_error *err = NULL;
     cleanup_store obi_store *store = NULL;
     if (open_store(args, &store, &err) < 0)
         return cli_fail(err);
     obi_store_verify_stats stats;
-    int r = obi_store_verify(store, print_fault, NULL, &stats, &err);
+    verify_report report = {{NULL, NULL}, {0, 0}};
+    int r = obi_store_verify(store, print_fault, &report, &stats, &err);
+    if (r == 0 && args->repair)
+        r = remove_damaged(store, &report, &err);
+    size_t removed = report.n_damaged[0] + report.n_damaged[1];
+    free(report.damaged[0]);
+    free(report.damaged[1]);
     if (fflush(stdout) != 0)
         return cli_failf("write to stdout: %s", strerror(errno));
     if (r < 0)
@@ -318,6 +379,11 @@ static int store_verify(store_args *args)
     fprintf(stderr, "store verify: %llu blobs (%llu bytes), %llu directories: %llu faulty\n",
             (unsigned long long)stats.blobs, (unsigned long long)stats.blob_bytes,
             (unsigned long long)stats.directories, (unsigned long long)stats.faults);
+    if (args->repair)
+        fprintf(stderr,
+                "store verify: removed %zu damaged objects; import or build them again to "
+                "store them anew\n",
+                removed);
     return stats.faults ? 1 : 0;
 }
 
@@ -326,6 +392,12 @@ typedef struct store_command {
     int (*run)(store_args *args);
     bool takes_name;
 } store_command;
+
+/* Commands that parse their own options (cli_store_gc.c). */
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} LIFECYCLE_COMMANDS[] = {{"gc", cli_store_gc}, {"roots", cli_store_roots}, {"du", cli_store_du}};
 
 static const store_command STORE_COMMANDS[] = {
     {"import", store_import, true}, {"export", store_export, false}, {"cat", store_cat, false},
@@ -342,6 +414,9 @@ int cli_store(int argc, char **argv)
         fputs(STORE_USAGE, stdout);
         return 0;
     }
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(LIFECYCLE_COMMANDS); i++)
+        if (!strcmp(argv[1], LIFECYCLE_COMMANDS[i].name))
+            return LIFECYCLE_COMMANDS[i].run(argc - 1, argv + 1);
     for (size_t i = 0; i < OBI_ARRAY_SIZE(STORE_COMMANDS); i++) {
         if (strcmp(argv[1], STORE_COMMANDS[i].name))
             continue;

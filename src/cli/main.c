@@ -23,7 +23,7 @@ static const command COMMANDS[] = {
      "build a Nix .drv here; print its outputs' NAR hashes and references"},
     {"remote-builder", cli_remote_builder,
      "serve Nix's serve protocol on stdin/stdout: a Nix remote builder (ssh)"},
-    {"store", cli_store, "import, export, cat and list castore trees"},
+    {"store", cli_store, "import, export, list, verify and collect the castore (gc, roots, du)"},
     {"spec", cli_spec, "print the OCI config.json for a BuildRequest (JSON)"},
     {"daemon", cli_daemon, "serve the build, blob and directory services over gRPC"},
 };

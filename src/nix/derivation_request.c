@@ -582,7 +582,7 @@ static int set_layout(const conversion *c, obi_build_request *req, obi_error **e
         req->constraints.n_available_ro_paths = 1;
     }
     if (set_string(&req->working_dir, "build") < 0 ||
-        set_string(&req->inputs_dir, OBI_NIX_STORE_DIR + 1) < 0 ||
+        set_string(&req->inputs_dir, &OBI_NIX_STORE_DIR[1]) < 0 ||
         set_string(&req->constraints.system, c->drv->system) < 0)
         return obi_error_oom(err);
     return 0;

@@ -37,6 +37,7 @@
 #include "ocibuild/nix_store.h"
 #include "ocibuild/nix_store_path.h"
 #include "ocibuild/refscan.h"
+#include "ocibuild/store_roots.h"
 #include "ocibuild/strv.h"
 
 /* Input derivations nest; real chains are far shallower than this. */
@@ -97,6 +98,7 @@ typedef struct session {
     pthread_mutex_t facts_lock;
     obi_nix_path_info **nix_facts; /* what Nix said about paths, asked once */
     size_t n_nix_facts, nix_facts_cap;
+    obi_store_pin *pin; /* keeps what was imported from /nix/store until the session ends */
 } session;
 
 static void node_free(drv_node *node)
@@ -141,6 +143,7 @@ static void session_clear(session *s)
     pthread_mutex_destroy(&s->import_lock);
     pthread_mutex_destroy(&s->facts_lock);
     pthread_cond_destroy(&s->changed);
+    obi_store_pin_free(s->pin);
 }
 
 /* ---- where store paths are ---- */
@@ -469,6 +472,31 @@ static char *import_key(const obi_strv_builder *paths)
 
 /* The imported /nix/store closure of paths (from the session's cache or from nix-store),
  * appended to the closure's nodes. */
+/* Imports a closure from /nix/store into castore with gc held off from the first lookup until
+ * every imported node is pinned for the session (docs/store.md, "Garbage collection"). Called
+ * with import_lock held. */
+static int import_pinned(session *s, char **requisites, size_t n, obi_node **out, obi_error **err)
+{
+    int r = 0;
+    if (!s->pin && (r = obi_store_pin_new(s->opts->store, &s->pin, err)) < 0)
+        return r;
+    if ((r = obi_store_pin_hold_gc(s->pin, err)) < 0)
+        return r;
+    obi_node *imported = NULL;
+    r = obi_nix_import_paths(s->opts->store->blobs, s->opts->store->directories, requisites, n,
+                             &imported, err);
+    for (size_t i = 0; r >= 0 && i < n; i++)
+        r = obi_store_pin_add(s->pin, &imported[i], err);
+    obi_store_pin_release_gc(s->pin);
+    if (r < 0) {
+        if (imported)
+            obi_nix_nodes_free(imported, n);
+        return r;
+    }
+    *out = imported;
+    return 0;
+}
+
 static int import_from_nix(session *s, const obi_strv_builder *paths, closure *c, obi_error **err)
 {
     cleanup_free char *key = import_key(paths);
@@ -487,8 +515,7 @@ static int import_from_nix(session *s, const obi_strv_builder *paths, closure *c
         r = obi_nix_store_closure(s->opts->nix_store, paths->items, paths->n, &requisites,
                                   &n_closure, err);
         if (r >= 0)
-            r = obi_nix_import_paths(s->opts->store->blobs, s->opts->store->directories, requisites,
-                                     n_closure, &imported, err);
+            r = import_pinned(s, requisites, n_closure, &imported, err);
         if (r >= 0 && obi_array_grow(&s->imports, &s->imports_cap, s->n_imports + 1) < 0) {
             obi_nix_nodes_free(imported, n_closure);
             r = obi_error_oom(err);
@@ -1249,7 +1276,7 @@ static int record_outputs(session *s, drv_node *node, const obi_derivation *drv,
 {
     for (size_t i = 0; i < drv->n_outputs; i++) {
         const obi_nix_path_info *info = outputs[i].info;
-        int r = obi_nix_path_info_put(s->opts->path_infos, info, err);
+        int r = obi_nix_path_info_record(s->opts->store, s->opts->path_infos, info, err);
         if (r < 0)
             return obi_error_prefix(err, r, "recording %s", info->path);
         bool realised = node->kind == OBI_DRV_FLOATING || node->kind == OBI_DRV_DEFERRED;

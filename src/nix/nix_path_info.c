@@ -22,6 +22,7 @@
 #include "ocibuild/json_util.h"
 #include "ocibuild/nix_path_info.h"
 #include "ocibuild/nix_store.h"
+#include "ocibuild/store_roots.h"
 
 #define PATH_INFO_MAX_SIZE (16u * 1024 * 1024)
 
@@ -542,4 +543,18 @@ int obi_nix_realisation_put(obi_nix_path_info_store *store, const char *drv_path
         return obi_error_set(err, -ENOTSUP, "realisation of %s!%s: this path-info store keeps none",
                              drv_path, output);
     return store->ops->realisation_put(store, drv_path, output, path, err);
+}
+
+int obi_nix_path_info_record(obi_store *castore, obi_nix_path_info_store *store,
+                             const obi_nix_path_info *info, obi_error **err)
+{
+    if (castore->local_root) {
+        cleanup_free char *name = NULL;
+        if (asprintf(&name, "nix/%s", strrchr(info->path, '/') + 1) < 0)
+            return obi_error_oom(err);
+        int r = obi_store_root_add(castore, name, &info->node, 1, err);
+        if (r < 0)
+            return r;
+    }
+    return obi_nix_path_info_put(store, info, err);
 }

@@ -20,6 +20,7 @@
 #include "ocibuild/nix_serve.h"
 #include "ocibuild/nix_store.h"
 #include "ocibuild/serve_protocol.h"
+#include "ocibuild/store_roots.h"
 #include "ocibuild/strv.h"
 
 typedef struct serve_session {
@@ -118,7 +119,13 @@ static int ingest_path(serve_session *s, const obi_serve_path_info *claimed, obi
     cleanup_nix_path_info obi_nix_path_info *info = calloc(1, sizeof *info);
     if (!info || !(info->path = strdup(path)))
         return obi_error_oom(err);
-    int r = obi_nar_ingest(s->opts->store->blobs, s->opts->store->directories, read_nar, &src, base,
+    /* gc held off from the first lookup until the record roots the node (docs/store.md) */
+    cleanup_store_pin obi_store_pin *pin = NULL;
+    int r = obi_store_pin_new(s->opts->store, &pin, err);
+    if (r == 0)
+        r = obi_store_pin_hold_gc(pin, err);
+    if (r == 0)
+        r = obi_nar_ingest(s->opts->store->blobs, s->opts->store->directories, read_nar, &src, base,
                            &info->node, &info->nar, err);
     if (r < 0)
         return obi_error_prefix(err, r, "%s", path);
@@ -142,7 +149,7 @@ static int ingest_path(serve_session *s, const obi_serve_path_info *claimed, obi
     }
     if (claimed->ca[0] && !(info->ca = strdup(claimed->ca)))
         return obi_error_oom(err);
-    r = obi_nix_path_info_put(s->opts->path_infos, info, err);
+    r = obi_nix_path_info_record(s->opts->store, s->opts->path_infos, info, err);
     return r < 0 ? obi_error_prefix(err, r, "recording %s", path) : 0;
 }
 
@@ -216,8 +223,14 @@ static int cmd_import_paths(serve_session *s, obi_error **err)
         if (!info)
             return obi_error_oom(err);
         nar_from_client src = {s->in, UINT64_MAX};
-        r = obi_nar_ingest(s->opts->store->blobs, s->opts->store->directories, read_nar, &src,
-                           "import", &info->node, &info->nar, err);
+        /* gc held off from the first lookup until the record roots the node */
+        cleanup_store_pin obi_store_pin *pin = NULL;
+        r = obi_store_pin_new(s->opts->store, &pin, err);
+        if (r == 0)
+            r = obi_store_pin_hold_gc(pin, err);
+        if (r == 0)
+            r = obi_nar_ingest(s->opts->store->blobs, s->opts->store->directories, read_nar, &src,
+                               "import", &info->node, &info->nar, err);
         if (r < 0)
             return obi_error_prefix(err, r, "ImportPaths");
         cleanup_serve_path_info obi_serve_path_info *trailer = NULL;
@@ -230,7 +243,7 @@ static int cmd_import_paths(serve_session *s, obi_error **err)
             return obi_error_oom(err);
         info->references = steal_pointer(&trailer->references);
         info->n_references = trailer->n_references;
-        r = obi_nix_path_info_put(s->opts->path_infos, info, err);
+        r = obi_nix_path_info_record(s->opts->store, s->opts->path_infos, info, err);
         if (r < 0)
             return obi_error_prefix(err, r, "ImportPaths: recording %s", trailer->path);
     }

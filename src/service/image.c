@@ -802,9 +802,35 @@ static int ensure_unpacked(const char *layout, const char *hex, json_t *layers,
     return r;
 }
 
+int obi_image_cache_lock(const char *data_dir, bool exclusive, int *fd_out, obi_error **err)
+{
+    cleanup_free char *images_dir = obi_path_join(data_dir, "images");
+    cleanup_free char *path = images_dir ? obi_path_join(images_dir, ".gc.lock") : NULL;
+    if (!path)
+        return obi_error_oom(err);
+    int r = obi_mkdir_p(images_dir, 0700, err);
+    if (r < 0)
+        return r;
+    cleanup_close int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "open %s", path);
+    do
+        r = flock(fd, exclusive ? LOCK_EX : LOCK_SH);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return obi_error_set_errno(err, errno, "lock %s", path);
+    *fd_out = steal_fd(&fd);
+    return 0;
+}
+
 int obi_image_open(const char *layout_path, const char *tag, const char *data_dir, obi_image **out,
                    obi_error **err)
 {
+    /* held until obi_image_free: no prune takes the entry before a replica records it */
+    cleanup_close int cache_lock = -1;
+    int locked = obi_image_cache_lock(data_dir, false, &cache_lock, err);
+    if (locked < 0)
+        return obi_error_prefix(err, locked, "image %s", layout_path);
     cleanup_json json_t *index = NULL;
     descriptor manifest_desc;
     int r = find_manifest(layout_path, tag, &manifest_desc, &index, err);
@@ -825,6 +851,8 @@ int obi_image_open(const char *layout_path, const char *tag, const char *data_di
     if (r == 0)
         r = blob_read_json(layout_path, &config_desc, "config", &config_doc, err);
     obi_image *image = calloc(1, sizeof *image);
+    if (image)
+        image->cache_lock = -1;
     if (r == 0 && !image)
         r = obi_error_oom(err);
     if (r == 0)
@@ -838,11 +866,12 @@ int obi_image_open(const char *layout_path, const char *tag, const char *data_di
     if (r == 0 && (asprintf(&image->manifest_digest, "sha256:%s", manifest_desc.hex) < 0 ||
                    !(image->rootfs = obi_path_join(entry_dir, "rootfs"))))
         r = obi_error_oom(err);
-    if (r < 0) {
+    if (r < 0 || !image) { /* !image: r is already -ENOMEM (said for the analyzer) */
         obi_image_free(image);
-        return obi_error_prefix(err, r, "image %s%s%s", layout_path, tag ? ":" : "",
-                                tag ? tag : "");
+        return obi_error_prefix(err, r < 0 ? r : -ENOMEM, "image %s%s%s", layout_path,
+                                tag ? ":" : "", tag ? tag : "");
     }
+    image->cache_lock = steal_fd(&cache_lock);
     *out = image;
     return 0;
 }
@@ -854,5 +883,7 @@ void obi_image_free(obi_image *image)
     free(image->manifest_digest);
     free(image->rootfs);
     obi_image_config_clear(&image->config);
+    if (image->cache_lock >= 0)
+        close(image->cache_lock);
     free(image);
 }

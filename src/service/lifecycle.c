@@ -37,6 +37,8 @@
 
 #define STOP_POLL_MS 100
 #define KILL_WAIT_MS 10000
+#define IMAGE_ROOT_FILE "image" /* DIR/image: the image cache entry a replica uses */
+#define MANIFEST_HEX_LEN 64
 #define MONITOR_WAIT_MS 5000
 
 /* ---- paths ---- */
@@ -324,6 +326,121 @@ static int query_state(lifecycle *lc, const char *id, obi_replica_state *state, 
 static bool is_foreign(const char *runtime_bundle, const obi_replica_paths *paths)
 {
     return runtime_bundle && strcmp(runtime_bundle, paths->bundle) != 0;
+}
+
+/* ---- image cache gc ---- */
+
+typedef struct image_roots {
+    char (*hex)[MANIFEST_HEX_LEN + 1];
+    size_t n;
+} image_roots;
+
+static bool image_rooted(const image_roots *roots, const char *hex)
+{
+    for (size_t i = 0; i < roots->n; i++)
+        if (!strcmp(roots->hex[i], hex))
+            return true;
+    return false;
+}
+
+/* Reads replica_dir/image into roots; 0, or 1 when the replica has a bundle and no image file. */
+static int read_image_root(const char *replica_dir, image_roots *roots, obi_error **err)
+{
+    cleanup_free char *path = obi_path_join(replica_dir, IMAGE_ROOT_FILE);
+    cleanup_free char *bundle = obi_path_join(replica_dir, "bundle");
+    if (!path || !bundle)
+        return obi_error_oom(err);
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    cleanup_error obi_error *read_err = NULL;
+    if (obi_read_file(path, 128, &text, &len, &read_err) < 0)
+        return access(bundle, F_OK) == 0 ? 1 : 0;
+    if (len != 7 + MANIFEST_HEX_LEN || strncmp(text, "sha256:", 7) != 0)
+        return 0; /* not a digest: names no entry */
+    void *grown = realloc(roots->hex, (roots->n + 1) * sizeof *roots->hex);
+    if (!grown)
+        return obi_error_oom(err);
+    roots->hex = grown;
+    snprintf(roots->hex[roots->n++], MANIFEST_HEX_LEN + 1, "%s", text + 7);
+    return 0;
+}
+
+/* Every replica dir's image root; *unrooted names a replica without one (then 1). */
+static int collect_image_roots(const char *data_dir, image_roots *roots, char **unrooted,
+                               obi_error **err)
+{
+    cleanup_free char *services = obi_path_join(data_dir, "services");
+    if (!services)
+        return obi_error_oom(err);
+    cleanup_dir DIR *deployments = opendir(services);
+    struct dirent *d;
+    while (deployments && (d = readdir(deployments))) {
+        cleanup_free char *deployment = obi_path_join(services, d->d_name);
+        struct stat st;
+        if (!deployment)
+            return obi_error_oom(err);
+        if (d->d_name[0] == '.' || lstat(deployment, &st) < 0 || !S_ISDIR(st.st_mode))
+            continue;
+        cleanup_dir DIR *replicas = opendir(deployment);
+        struct dirent *rd;
+        while (replicas && (rd = readdir(replicas))) {
+            cleanup_free char *replica = obi_path_join(deployment, rd->d_name);
+            if (!replica)
+                return obi_error_oom(err);
+            if (rd->d_name[0] == '.' || lstat(replica, &st) < 0 || !S_ISDIR(st.st_mode))
+                continue;
+            int r = read_image_root(replica, roots, err);
+            if (r < 0)
+                return r;
+            if (r == 1) {
+                *unrooted = steal_pointer(&replica);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+int obi_lifecycle_prune_images(const char *data_dir, bool dry_run, obi_image_prune_stats *stats,
+                               obi_error **err)
+{
+    *stats = (obi_image_prune_stats){0};
+    cleanup_free char *images = obi_path_join(data_dir, "images");
+    if (!images)
+        return obi_error_oom(err);
+    if (access(images, F_OK) < 0)
+        return 0; /* no image was ever unpacked */
+    cleanup_close int lock = -1;
+    int r = obi_image_cache_lock(data_dir, true, &lock, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "image cache");
+    image_roots roots = {NULL, 0};
+    cleanup_free char *unrooted = NULL;
+    r = collect_image_roots(data_dir, &roots, &unrooted, err);
+    if (r == 1 && asprintf(&stats->skipped,
+                           "replica %s has no image file (started by an older ocibuild): "
+                           "`service up` again to record it",
+                           unrooted) < 0)
+        r = obi_error_oom(err);
+    cleanup_dir DIR *dir = r == 0 ? opendir(images) : NULL;
+    struct dirent *de;
+    while (r == 0 && dir && (de = readdir(dir))) {
+        const char *name = de->d_name;
+        bool entry = strlen(name) == MANIFEST_HEX_LEN &&
+                     strspn(name, "0123456789abcdef") == MANIFEST_HEX_LEN;
+        bool stale_unpack = !strncmp(name, ".tmp-", 5); /* no unpack runs: we hold the lock */
+        if (!(entry && !image_rooted(&roots, name)) && !stale_unpack)
+            continue;
+        uint64_t files = 0, bytes = 0;
+        cleanup_error obi_error *ignored = NULL;
+        obi_tree_usage_at(dirfd(dir), name, &files, &bytes, &ignored);
+        if (!dry_run && (r = obi_rm_rf_at(dirfd(dir), name, NULL, err)) < 0)
+            r = obi_error_prefix(err, r, "image cache %s", images);
+        stats->entries++;
+        stats->bytes += bytes;
+    }
+    free(roots.hex);
+    return r < 0 ? r : 0;
 }
 
 int obi_lifecycle_read_exit(const char *exit_file, int *exit_code, int *signal, obi_error **err)
@@ -630,6 +747,15 @@ static int replica_dirs_open_to_root(lifecycle *lc, const obi_replica_paths *pat
     return 0;
 }
 
+static int write_image_root(const obi_replica_paths *paths, const obi_image *image, obi_error **err)
+{
+    cleanup_free char *path = obi_path_join(paths->dir, IMAGE_ROOT_FILE);
+    if (!path)
+        return obi_error_oom(err);
+    return obi_write_file_atomic(path, image->manifest_digest, strlen(image->manifest_digest), 0600,
+                                 err);
+}
+
 static int replica_write_bundle(lifecycle *lc, const obi_service *svc,
                                 const obi_service_source *src, unsigned replica,
                                 const obi_replica_paths *paths, obi_error **err)
@@ -641,6 +767,9 @@ static int replica_write_bundle(lifecycle *lc, const obi_service *svc,
     spec.data_dir = lc->data_dir;
     int r = obi_mkdir_p(paths->dir, 0700, err);
     if (r < 0)
+        return r;
+    /* the replica's root in the image cache, before the bundle refers to the entry */
+    if (src->image && (r = write_image_root(paths, src->image, err)) < 0)
         return r;
     if (obi_service_uses_userns(svc)) {
         if (!lc->have_ids) {

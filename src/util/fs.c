@@ -168,6 +168,35 @@ int obi_make_tree_readable_at(int dirfd, const char *name, const char *display, 
     return obi_walk(dirfd, name, &opts, NULL, err);
 }
 
+typedef struct tree_usage {
+    uint64_t files, bytes;
+} tree_usage;
+
+static int usage_enter(void *ctx, const obi_walk_entry *entry, obi_error **err)
+{
+    (void)err;
+    tree_usage *usage = ctx;
+    if (!S_ISDIR(entry->st->st_mode))
+        usage->files++;
+    usage->bytes += (uint64_t)entry->st->st_blocks * 512;
+    return 0;
+}
+
+int obi_tree_usage_at(int dirfd, const char *name, uint64_t *files, uint64_t *bytes,
+                      obi_error **err)
+{
+    tree_usage usage = {0, 0};
+    obi_walk_options opts = {.enter = usage_enter, .skip_vanished = true};
+    int r = obi_walk(dirfd, name, &opts, &usage, err);
+    if (r == -ENOENT && faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+        r = 0; /* nothing there: nothing used */
+    if (r < 0)
+        return r;
+    *files = usage.files;
+    *bytes = usage.bytes;
+    return 0;
+}
+
 int obi_mark_top_directory(const char *path, obi_error **err)
 {
     cleanup_close int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

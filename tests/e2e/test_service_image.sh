@@ -79,7 +79,7 @@ open(p, "wb").write(bytes(data))
 PYEOF
 out=$("$OCIBUILD" service spec "$T_TMP/d.yaml" app --data-dir "$T_TMP/data2" 2>&1); rc=$?
 [ $rc -ne 0 ] && [[ "$out" == *"sha256 is"* ]] && t_ok "a corrupted blob is refused" || t_fail "a corrupted blob is refused" "$out"
-[ -z "$(ls -A "$T_TMP/data2/images" 2>/dev/null | grep -v '^.lock$')" ] &&
+[ -z "$(ls -A "$T_TMP/data2/images" 2>/dev/null | grep -v -e '^.lock$' -e '^.gc.lock$')" ] &&
   t_ok "a refused image leaves no cache entry" || t_fail "a refused image leaves no cache entry" "$(ls -A "$T_TMP/data2/images")"
 
 sed -i 's/:1.0"/:2.0"/' "$T_TMP/d.yaml"

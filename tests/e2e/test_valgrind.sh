@@ -3,7 +3,7 @@
 # case (exit 99 from --error-exitcode). "possibly"/"still reachable" blocks are not errors: they
 # are what glibc, OpenSSL and jansson keep for the process lifetime. Only ocibuild itself runs
 # under valgrind (--trace-children=no): runc and nix-store are children. One TAP line per path:
-# hash, store import/ls/cat/export/verify, spec of every examples/requests/*.json, service spec, an
+# hash, store import/ls/cat/export/verify/gc/roots/du, spec of every examples/requests/*.json, service spec, an
 # invalid request (the error path), a remote-builder serve session and, as root with runc, a
 # trivial, a failing and a timed-out build.
 source "$(dirname "$0")/lib.sh"
@@ -51,6 +51,12 @@ digest=$(b3sum --no-names "$tree/a" 2>/dev/null || "$OCIBUILD" hash "$tree/a" | 
 vg "store cat of a blob" 0 store cat "$digest"
 vg "store export of the tree" 0 store export "$node" "$T_TMP/exported"
 vg "store verify of the store" 0 store verify
+vg "store import with a root" 0 store import --root vg/tree "$tree"
+vg "store roots" 0 store roots
+vg "store du" 0 store du
+vg "store gc --dry-run" 0 store gc --dry-run
+vg "store gc" 0 store gc
+vg "store verify --repair" 0 store verify --repair
 if diff -r "$tree" "$T_TMP/exported" >/dev/null; then t_ok "exported tree equals the source"
 else t_fail "exported tree equals the source" "$(diff -r "$tree" "$T_TMP/exported" 2>&1 | head)"; fi
 

@@ -571,7 +571,8 @@ static size_t count_entries(const char *dir)
     size_t n = 0;
     struct dirent *de;
     while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && strcmp(de->d_name, ".lock"))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && strcmp(de->d_name, ".lock") &&
+            strcmp(de->d_name, ".gc.lock"))
             n++;
     closedir(d);
     return n;

@@ -292,8 +292,8 @@ static void test_nix_build_builds_input_derivations_first(void **state)
     assert_int_equal(result->n_built, 2);
     /* top's inputs: dep's out and, through its references, dep's dev */
     assert_int_equal(f->builder.last->n_inputs, 2);
-    assert_string_equal((const char *)f->builder.last->inputs[0].name.data, DEV + 11);
-    assert_string_equal((const char *)f->builder.last->inputs[1].name.data, OUT + 11);
+    assert_string_equal((const char *)f->builder.last->inputs[0].name.data, &DEV[11]);
+    assert_string_equal((const char *)f->builder.last->inputs[1].name.data, &OUT[11]);
 
     assert_int_equal(result->n_outputs, 1);
     assert_string_equal(result->outputs[0].name, "out");
@@ -323,7 +323,7 @@ static void test_nix_build_records_outputs_with_references(void **state)
     assert_string_equal(dev->references[0], DEV); /* self-reference */
     assert_int_equal(out->n_references, 1);
     assert_string_equal(out->references[0], DEV);
-    assert_string_equal((const char *)out->node.name.data, OUT + 11);
+    assert_string_equal((const char *)out->node.name.data, &OUT[11]);
     assert_string_equal(out->deriver, dep);
 }
 
@@ -420,7 +420,7 @@ static void record_lib(fixture *f)
     obi_nix_path_info info = {0};
     obi_digest digest;
     assert_ok(obi_blob_put_bytes(f->store.blobs, "lib", 3, &digest, err_ptr_));
-    assert_int_equal(obi_node_init_file(&info.node, LIB + 11, strlen(LIB + 11), &digest, 3, false),
+    assert_int_equal(obi_node_init_file(&info.node, &LIB[11], strlen(&LIB[11]), &digest, 3, false),
                      0);
     info.path = (char *)LIB;
     char *refs[] = {NULL};

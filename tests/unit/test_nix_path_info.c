@@ -22,7 +22,7 @@ static obi_nix_path_info *make_info(void)
     info->path = strdup(OUT);
     obi_digest digest;
     memset(digest.bytes, 3, sizeof digest.bytes);
-    assert_int_equal(obi_node_init_file(&info->node, OUT + 11, strlen(OUT + 11), &digest, 5, true),
+    assert_int_equal(obi_node_init_file(&info->node, &OUT[11], strlen(&OUT[11]), &digest, 5, true),
                      0);
     memset(info->nar.sha256, 9, sizeof info->nar.sha256);
     info->nar.size = 128;
@@ -36,7 +36,7 @@ static obi_nix_path_info *make_info(void)
 static char *record_path(const char *dir)
 {
     char *path = NULL;
-    assert_true(asprintf(&path, "%s/%s.json", dir, OUT + 11) > 0);
+    assert_true(asprintf(&path, "%s/%s.json", dir, &OUT[11]) > 0);
     return path;
 }
 
@@ -108,10 +108,10 @@ static void test_path_info_refuses_broken_records_naming_the_file(void **state)
     cleanup_nix_path_info obi_nix_path_info *other = make_info();
     free(other->path);
     other->path = strdup(DEV);
-    assert_int_equal(obi_node_set_name(&other->node, DEV + 11, strlen(DEV + 11)), 0);
+    assert_int_equal(obi_node_set_name(&other->node, &DEV[11], strlen(&DEV[11])), 0);
     assert_ok(obi_nix_path_info_put(store, other, err_ptr_));
     cleanup_free char *dev_file = NULL;
-    assert_true(asprintf(&dev_file, "%s/%s.json", dir, DEV + 11) > 0);
+    assert_true(asprintf(&dev_file, "%s/%s.json", dir, &DEV[11]) > 0);
     assert_int_equal(rename(dev_file, file), 0);
     assert_fails_with(err, obi_nix_path_info_get(store, OUT, &info, &err), -EINVAL,
                       "records " DEV ", not " OUT);

@@ -238,7 +238,7 @@ static void test_store_path_parse_checks_hash_part(void **state)
     (void)state;
     const char *base = NULL;
     assert_ok(obi_nix_store_path_parse(BASH, &base, err_ptr_));
-    assert_string_equal(base, BASH + strlen("/nix/store/"));
+    assert_string_equal(base, &BASH[strlen("/nix/store/")]);
     obi_error *err = NULL;
     assert_fails_with(
         err, obi_nix_store_path_parse("/nix/store/esmjp5dzhqrpk3ffx5p6d567nx3xzsag-x", &base, &err),

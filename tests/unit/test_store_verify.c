@@ -28,6 +28,7 @@ typedef struct fixture {
     obi_digest sub_dir;   /* sub/ */
     obi_digest root_dir;  /* the top directory */
     char faults[8][400];  /* "kind hex: problem" */
+    bool damaged[8];      /* the fault's damaged flag */
     size_t n_faults;
 } fixture;
 
@@ -92,9 +93,11 @@ static int record_fault(const obi_store_fault *fault, void *ctx, obi_error **err
     fixture *f = ctx;
     char hex[OBI_DIGEST_HEX_LEN + 1];
     obi_digest_to_hex(&fault->digest, hex);
-    if (f->n_faults < 8)
+    if (f->n_faults < 8) {
+        f->damaged[f->n_faults] = fault->damaged;
         snprintf(f->faults[f->n_faults], sizeof f->faults[0], "%s %s: %s",
                  obi_store_object_kind_name(fault->kind), hex, fault->problem);
+    }
     f->n_faults++;
     return 0;
 }
@@ -172,6 +175,9 @@ static void test_store_verify_names_a_blob_whose_contents_changed(void **state)
     assert_non_null(strstr(f->faults[0], "hash"));
     /* and sub/, whose file it was, no longer has it */
     assert_non_null(strstr(f->faults[1], "file \"leaf\""));
+    /* the blob is damaged (--repair removes it); sub/ itself is not */
+    assert_true(f->damaged[0]);
+    assert_false(f->damaged[1]);
 }
 
 static void test_store_verify_names_the_directory_whose_blob_is_gone(void **state)
@@ -194,6 +200,8 @@ static void test_store_verify_names_a_directory_whose_bytes_changed(void **state
     obi_digest_to_hex(&f->sub_dir, hex);
     assert_non_null(strstr(f->faults[0], hex));
     assert_non_null(strstr(f->faults[1], "child directory \"sub\""));
+    assert_true(f->damaged[0]);
+    assert_false(f->damaged[1]);
 }
 
 static void test_store_verify_names_the_parent_of_a_missing_directory(void **state)

@@ -1,0 +1,420 @@
+/*
+ * Roots, pins and the garbage collector on a real on-disk store (store_roots.h, store_gc.h):
+ * what a root or a live pin keeps survives with its whole closure, the rest goes, and the
+ * store verifies clean afterwards; dead pins and dead indirect roots are retired; a writer
+ * holding gc off is waited for and what it pinned is kept; a damaged live directory stops gc
+ * before it removes anything; the input cache loses exactly the entries of what went.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ocibuild/build_inputs.h"
+#include "ocibuild/cleanup.h"
+#include "ocibuild/fs.h"
+#include "ocibuild/node.h"
+#include "ocibuild/store.h"
+#include "ocibuild/store_gc.h"
+#include "ocibuild/store_roots.h"
+#include "ocibuild/store_verify.h"
+#include "test_helpers.h"
+
+typedef struct fixture {
+    char *tmp;
+    obi_store *store;
+    obi_node kept;  /* top/ = {readme, sub/ = {leaf}}, rooted by the tests that want it */
+    obi_node loose; /* a file nothing keeps */
+    obi_digest leaf, readme, sub;
+} fixture;
+
+static obi_digest put_blob(fixture *f, const char *text)
+{
+    obi_digest d;
+    assert_ok(obi_blob_put_bytes(f->store->blobs, text, strlen(text), &d, err_ptr_));
+    return d;
+}
+
+static void put_tree(fixture *f)
+{
+    f->leaf = put_blob(f, "leaf contents");
+    f->readme = put_blob(f, "readme contents");
+    cleanup_directory obi_directory *sub = obi_directory_new();
+    obi_node node = {0};
+    assert_ok(obi_node_init_file(&node, "leaf", 4, &f->leaf, 13, false));
+    assert_ok(obi_directory_add(sub, &node));
+    obi_node_clear(&node);
+    assert_ok(obi_directory_digest(sub, &f->sub, err_ptr_));
+    cleanup_directory obi_directory *top = obi_directory_new();
+    assert_ok(obi_node_init_directory(&node, "sub", 3, &f->sub, obi_directory_size(sub)));
+    assert_ok(obi_directory_add(top, &node));
+    obi_node_clear(&node);
+    assert_ok(obi_node_init_file(&node, "readme", 6, &f->readme, 15, false));
+    assert_ok(obi_directory_add(top, &node));
+    obi_node_clear(&node);
+    cleanup_directory_putter obi_directory_putter *p = NULL;
+    obi_digest top_digest;
+    assert_ok(obi_directory_open_put(f->store->directories, &p, err_ptr_));
+    assert_ok(obi_directory_put(p, sub, NULL, err_ptr_));
+    assert_ok(obi_directory_put(p, top, NULL, err_ptr_));
+    assert_ok(obi_directory_putter_finish(p, &top_digest, err_ptr_));
+    assert_ok(obi_node_init_directory(&f->kept, "top", 3, &top_digest, obi_directory_size(top)));
+    obi_digest loose = put_blob(f, "nobody wants this");
+    assert_ok(obi_node_init_file(&f->loose, "loose", 5, &loose, 17, false));
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->tmp = obi_test_tmpdir();
+    cleanup_free char *root = obi_path_join(f->tmp, "store");
+    assert_ok(obi_store_open(root, root, &f->store, err_ptr_));
+    assert_non_null(f->store->local_root);
+    put_tree(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    obi_node_clear(&f->kept);
+    obi_node_clear(&f->loose);
+    obi_store_close(f->store);
+    obi_test_tmpdir_remove(f->tmp);
+    free(f);
+    return 0;
+}
+
+static obi_store_gc_stats collect(fixture *f, const obi_store_gc_options *options)
+{
+    obi_store_gc_options defaults = {0};
+    obi_store_gc_stats stats;
+    obi_store_gc *gc = NULL;
+    assert_ok(obi_store_gc_begin(f->store, &gc, err_ptr_));
+    assert_ok(obi_store_gc_sweep(gc, options ? options : &defaults, &stats, err_ptr_));
+    obi_store_gc_end(gc);
+    return stats;
+}
+
+static bool has_blob(fixture *f, const obi_digest *d)
+{
+    return obi_blob_has(f->store->blobs, d, NULL) == 1;
+}
+
+static bool has_directory(fixture *f, const obi_digest *d)
+{
+    cleanup_directory obi_directory *dir = NULL;
+    return obi_directory_get(f->store->directories, d, &dir, NULL) == 0;
+}
+
+static void assert_verifies_clean(fixture *f)
+{
+    obi_store_verify_stats stats;
+    assert_ok(obi_store_verify(f->store, NULL, NULL, &stats, err_ptr_));
+    assert_int_equal(stats.faults, 0);
+}
+
+static void assert_tree_kept(fixture *f)
+{
+    assert_true(has_directory(f, &f->kept.digest));
+    assert_true(has_directory(f, &f->sub));
+    assert_true(has_blob(f, &f->leaf));
+    assert_true(has_blob(f, &f->readme));
+}
+
+static void test_store_gc_keeps_a_rooted_closure_and_collects_the_rest(void **state)
+{
+    fixture *f = *state;
+    assert_ok(obi_store_root_add(f->store, "keep/top", &f->kept, 1, err_ptr_));
+    obi_store_gc_stats stats = collect(f, NULL);
+    assert_tree_kept(f);
+    assert_false(has_blob(f, &f->loose.digest));
+    assert_int_equal(stats.roots, 1);
+    assert_int_equal(stats.live_blobs, 2);
+    assert_int_equal(stats.live_directories, 2);
+    assert_int_equal(stats.blobs_removed, 1);
+    assert_int_equal(stats.bytes_freed, 17);
+    assert_verifies_clean(f);
+}
+
+static void test_store_gc_without_roots_collects_everything_and_verifies_clean(void **state)
+{
+    fixture *f = *state;
+    obi_store_gc_stats stats = collect(f, NULL);
+    assert_int_equal(stats.blobs_removed, 3);
+    assert_int_equal(stats.directories_removed, 2);
+    assert_false(has_directory(f, &f->kept.digest));
+    assert_false(has_blob(f, &f->leaf));
+    assert_verifies_clean(f);
+}
+
+static void test_store_gc_dry_run_removes_nothing(void **state)
+{
+    fixture *f = *state;
+    obi_store_gc_options options = {.dry_run = true};
+    obi_store_gc_stats stats = collect(f, &options);
+    assert_int_equal(stats.blobs_removed, 3);
+    assert_true(stats.bytes_freed >= 13 + 15 + 17);
+    assert_tree_kept(f);
+    assert_true(has_blob(f, &f->loose.digest));
+}
+
+static void test_store_gc_max_freed_stops_early_and_leaves_a_clean_store(void **state)
+{
+    fixture *f = *state;
+    /* every unreachable directory goes first (their rows count), then blobs until the limit */
+    obi_store_gc_options options = {.max_freed = 1};
+    obi_store_gc_stats stats = collect(f, &options);
+    assert_int_equal(stats.directories_removed, 2);
+    assert_int_equal(stats.blobs_removed, 0);
+    assert_verifies_clean(f);
+    /* blobs of 13, 15 and 17 bytes: the limit is passed after one or two of them */
+    options.max_freed = 14;
+    stats = collect(f, &options);
+    assert_in_range(stats.blobs_removed, 1, 2);
+    assert_verifies_clean(f);
+}
+
+static void test_store_gc_keeps_what_a_live_pin_holds(void **state)
+{
+    fixture *f = *state;
+    cleanup_store_pin obi_store_pin *pin = NULL;
+    assert_ok(obi_store_pin_new(f->store, &pin, err_ptr_));
+    assert_ok(obi_store_pin_add(pin, &f->kept, err_ptr_));
+    assert_ok(obi_store_pin_add(pin, &f->loose, err_ptr_));
+    collect(f, NULL);
+    assert_tree_kept(f);
+    assert_true(has_blob(f, &f->loose.digest));
+    /* freed, the pin keeps nothing */
+    obi_store_pin_free(steal_pointer(&pin));
+    collect(f, NULL);
+    assert_false(has_blob(f, &f->loose.digest));
+    assert_false(has_directory(f, &f->kept.digest));
+}
+
+static void test_store_gc_retires_the_pin_of_a_dead_process(void **state)
+{
+    fixture *f = *state;
+    pid_t child = fork();
+    if (child == 0) {
+        obi_store_pin *pin = NULL;
+        /* dies holding its pin, as a SIGKILLed build would */
+        _exit(obi_store_pin_new(f->store, &pin, NULL) < 0 ||
+                      obi_store_pin_add(pin, &f->kept, NULL) < 0
+                  ? 1
+                  : 0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    cleanup_free char *pins = obi_path_join(f->store->local_root, OBI_TEMP_ROOTS_DIR);
+    cleanup_dir DIR *dir = opendir(pins);
+    assert_non_null(dir);
+    collect(f, NULL);
+    assert_false(has_directory(f, &f->kept.digest));
+    /* and its file is gone */
+    rewinddir(dir);
+    struct dirent *de;
+    size_t files = 0;
+    while ((de = readdir(dir)))
+        files += de->d_name[0] != '.';
+    assert_int_equal(files, 0);
+}
+
+static void test_store_gc_indirect_root_lives_as_long_as_its_file(void **state)
+{
+    fixture *f = *state;
+    cleanup_free char *file = obi_path_join(f->tmp, "result.root");
+    assert_ok(obi_store_root_add_indirect(f->store, file, &f->kept, 1, err_ptr_));
+    collect(f, NULL);
+    assert_tree_kept(f);
+    assert_int_equal(unlink(file), 0);
+    obi_store_gc_stats stats = collect(f, NULL);
+    assert_int_equal(stats.roots, 0);
+    assert_false(has_directory(f, &f->kept.digest));
+    /* the dangling link was removed */
+    cleanup_free char *auto_dir = obi_path_join(f->store->local_root, "gcroots/auto");
+    cleanup_dir DIR *dir = opendir(auto_dir);
+    assert_non_null(dir);
+    struct dirent *de;
+    size_t links = 0;
+    while ((de = readdir(dir)))
+        links += de->d_name[0] != '.';
+    assert_int_equal(links, 0);
+}
+
+static void test_store_gc_waits_for_a_writer_and_keeps_what_it_pinned(void **state)
+{
+    fixture *f = *state;
+    int go[2], done[2];
+    assert_int_equal(pipe(go), 0);
+    assert_int_equal(pipe(done), 0);
+    /* forked before the writer holds gc off: a child inheriting the held lock would hold it too */
+    pid_t child = fork();
+    if (child == 0) {
+        close(go[1]);
+        close(done[0]);
+        char c;
+        obi_store *store = NULL;
+        obi_store_gc *gc = NULL;
+        obi_store_gc_stats stats;
+        obi_store_gc_options options = {0};
+        int r = read(go[0], &c, 1) == 1 ? 0 : -EIO;
+        if (r == 0)
+            r = obi_store_open(f->store->local_root, f->store->local_root, &store, NULL);
+        if (r == 0)
+            r = obi_store_gc_begin(store, &gc, NULL);
+        if (r == 0)
+            r = obi_store_gc_sweep(gc, &options, &stats, NULL);
+        obi_store_gc_end(gc);
+        obi_store_close(store);
+        _exit(r == 0 && write(done[1], "x", 1) == 1 ? 0 : 1);
+    }
+    close(go[0]);
+    close(done[1]);
+    cleanup_store_pin obi_store_pin *pin = NULL;
+    assert_ok(obi_store_pin_new(f->store, &pin, err_ptr_));
+    assert_ok(obi_store_pin_hold_gc(pin, err_ptr_));
+    assert_int_equal(write(go[1], "x", 1), 1);
+    /* the "import": an object found present, then pinned, while gc waits */
+    struct pollfd pfd = {done[0], POLLIN, 0};
+    assert_int_equal(poll(&pfd, 1, 300), 0);
+    assert_ok(obi_store_pin_add(pin, &f->loose, err_ptr_));
+    obi_store_pin_release_gc(pin);
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    close(go[1]);
+    close(done[0]);
+    assert_true(has_blob(f, &f->loose.digest));
+    assert_false(has_directory(f, &f->kept.digest));
+}
+
+static void test_store_gc_stops_at_a_damaged_live_directory(void **state)
+{
+    fixture *f = *state;
+    assert_ok(obi_store_root_add(f->store, "top", &f->kept, 1, err_ptr_));
+    cleanup_free char *path = obi_path_join(f->store->local_root, "directories.sqlite");
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "UPDATE directories SET data = x'0a00' WHERE digest = ?1",
+                                        -1, &stmt, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_blob(stmt, 1, f->sub.bytes, OBI_DIGEST_LEN, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    obi_store_gc *gc = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_store_gc_begin(f->store, &gc, &err), -EIO, "store verify");
+    assert_true(has_blob(f, &f->leaf));
+    assert_true(has_blob(f, &f->loose.digest));
+}
+
+static void test_store_roots_refuse_bad_names_and_bad_files(void **state)
+{
+    fixture *f = *state;
+    static const char *const bad[] = {"",     "..", "a/../b", ".hidden",
+                                      "a//b", "a/", "sp ace", "new\nline"};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(bad); i++) {
+        obi_error *err = NULL;
+        assert_fails_with(err, obi_store_root_add(f->store, bad[i], &f->kept, 1, &err), -EINVAL,
+                          "root name");
+    }
+    cleanup_free char *file = obi_path_join(f->store->local_root, "gcroots/broken");
+    cleanup_free char *roots = obi_path_join(f->store->local_root, "gcroots");
+    assert_ok(obi_mkdir_p(roots, 0755, err_ptr_));
+    assert_ok(obi_write_file(file, "blob 00\n", 8, 0644, err_ptr_));
+    obi_store_gc *gc = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_store_gc_begin(f->store, &gc, &err), -EINVAL, "broken: line 1");
+    assert_true(has_blob(f, &f->loose.digest));
+    /* a crashed atomic write's leftover is no root: gc removes it */
+    assert_int_equal(unlink(file), 0);
+    cleanup_free char *leftover = obi_path_join(roots, "mine.tmp.123.AbCdEf");
+    assert_ok(obi_write_file(leftover, "blob 00\n", 8, 0644, err_ptr_));
+    obi_store_gc_stats stats = collect(f, NULL);
+    assert_int_equal(stats.roots, 0);
+    assert_int_equal(access(leftover, F_OK), -1);
+}
+
+static void test_store_roots_need_a_local_store(void **state)
+{
+    (void)state;
+    cleanup_store obi_store *store = NULL;
+    assert_ok(obi_store_open("memory://", "memory://", &store, err_ptr_));
+    assert_null(store->local_root);
+    obi_node node = {0};
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_store_root_add(store, "x", &node, 0, &err), -ENOTSUP, "on-disk");
+    obi_store_gc *gc = NULL;
+    assert_fails_with(err, obi_store_gc_begin(store, &gc, &err), -ENOTSUP, "on-disk");
+    /* pins do nothing there */
+    cleanup_store_pin obi_store_pin *pin = NULL;
+    assert_ok(obi_store_pin_new(store, &pin, err_ptr_));
+    assert_ok(obi_store_pin_add(pin, &node, err_ptr_));
+}
+
+static bool keep_live(obi_store_object_kind kind, const obi_digest *digest, void *ctx)
+{
+    return obi_store_gc_is_live(ctx, kind, digest);
+}
+
+static void test_store_gc_prunes_the_input_cache_entries_of_what_went(void **state)
+{
+    fixture *f = *state;
+    assert_ok(obi_store_root_add(f->store, "top", &f->kept, 1, err_ptr_));
+    cleanup_free char *cache = obi_path_join(f->tmp, "input-cache");
+    cleanup_free char *kept = NULL, *loose = NULL;
+    assert_ok(obi_input_cache_get(f->store, cache, &f->kept, &kept, err_ptr_));
+    assert_ok(obi_input_cache_get(f->store, cache, &f->loose, &loose, err_ptr_));
+    /* a materialization in progress for the live tree, and one for nothing live */
+    char hex[OBI_DIGEST_HEX_LEN + 1], name[200];
+    obi_digest_to_hex(&f->kept.digest, hex);
+    snprintf(name, sizeof name, "%s/.tmp-d-%s-1234", cache, hex);
+    assert_int_equal(mkdir(name, 0755), 0);
+    obi_digest_to_hex(&f->loose.digest, hex);
+    char stale[200];
+    snprintf(stale, sizeof stale, "%s/.tmp-f-%s-5678", cache, hex);
+    assert_int_equal(mkdir(stale, 0755), 0);
+    obi_store_gc *gc = NULL;
+    assert_ok(obi_store_gc_begin(f->store, &gc, err_ptr_));
+    obi_input_cache_prune_stats stats;
+    assert_ok(obi_input_cache_prune(cache, keep_live, gc, false, &stats, err_ptr_));
+    obi_store_gc_end(gc);
+    assert_int_equal(stats.entries, 2);
+    assert_int_equal(access(kept, F_OK), 0);
+    assert_int_equal(access(name, F_OK), 0);
+    assert_int_equal(access(loose, F_OK), -1);
+    assert_int_equal(access(stale, F_OK), -1);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_store_gc_keeps_a_rooted_closure_and_collects_the_rest),
+        T(test_store_gc_without_roots_collects_everything_and_verifies_clean),
+        T(test_store_gc_dry_run_removes_nothing),
+        T(test_store_gc_max_freed_stops_early_and_leaves_a_clean_store),
+        T(test_store_gc_keeps_what_a_live_pin_holds),
+        T(test_store_gc_retires_the_pin_of_a_dead_process),
+        T(test_store_gc_indirect_root_lives_as_long_as_its_file),
+        T(test_store_gc_waits_for_a_writer_and_keeps_what_it_pinned),
+        T(test_store_gc_stops_at_a_damaged_live_directory),
+        T(test_store_roots_refuse_bad_names_and_bad_files),
+        T(test_store_roots_need_a_local_store),
+        T(test_store_gc_prunes_the_input_cache_entries_of_what_went),
+    };
+#undef T
+    return cmocka_run_group_tests_name("store_gc", tests, NULL, NULL);
+}
