@@ -25,15 +25,21 @@ static char cache_kind(const obi_node *node)
     return node->executable ? 'x' : 'f';
 }
 
+char *obi_input_cache_path(const char *cache_dir, const obi_node *node)
+{
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&node->digest, hex);
+    char *entry = NULL;
+    return asprintf(&entry, "%s/%c-%s", cache_dir, cache_kind(node), hex) < 0 ? NULL : entry;
+}
+
 int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node *node,
                         char **path_out, obi_error **err)
 {
     if (node->kind == OBI_NODE_SYMLINK)
         return obi_error_set(err, -EINVAL, "symlink nodes are not cached");
-    char hex[OBI_DIGEST_HEX_LEN + 1];
-    obi_digest_to_hex(&node->digest, hex);
-    cleanup_free char *entry = NULL;
-    if (asprintf(&entry, "%s/%c-%s", cache_dir, cache_kind(node), hex) < 0)
+    cleanup_free char *entry = obi_input_cache_path(cache_dir, node);
+    if (!entry)
         return obi_error_oom(err);
     struct stat st;
     if (lstat(entry, &st) == 0) {

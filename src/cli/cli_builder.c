@@ -30,9 +30,9 @@ enum {
     OPT_MAX_PIDS,
     OPT_MEMORY,
     OPT_SCRATCH_LIMIT,
+    OPT_INPUTS,
 };
-_Static_assert((int)OPT_SCRATCH_LIMIT == (int)CLI_BUILDER_OPT_LAST,
-               "keep CLI_BUILDER_OPT_LAST in sync");
+_Static_assert((int)OPT_INPUTS == (int)CLI_BUILDER_OPT_LAST, "keep CLI_BUILDER_OPT_LAST in sync");
 
 const struct option cli_builder_options[] = {
     {"store", required_argument, NULL, OPT_STORE},
@@ -49,6 +49,7 @@ const struct option cli_builder_options[] = {
     {"max-pids", required_argument, NULL, OPT_MAX_PIDS},
     {"memory", required_argument, NULL, OPT_MEMORY},
     {"scratch-limit", required_argument, NULL, OPT_SCRATCH_LIMIT},
+    {"inputs", required_argument, NULL, OPT_INPUTS},
 };
 const size_t cli_builder_options_count = sizeof cli_builder_options / sizeof cli_builder_options[0];
 
@@ -144,6 +145,14 @@ int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args)
         return parse_size_option(arg, "--memory", &args->oci.memory_bytes);
     case OPT_SCRATCH_LIMIT:
         return parse_size_option(arg, "--scratch-limit", &args->oci.scratch_limit_bytes);
+    case OPT_INPUTS: {
+        obi_error *err = NULL;
+        if (obi_inputs_mode_parse(arg, "--inputs", &args->oci.inputs, &err) < 0) {
+            cli_fail(err);
+            return 2;
+        }
+        return 0;
+    }
     default:
         return 2;
     }
