@@ -40,6 +40,7 @@ typedef struct obi_castore_fs_options {
     uid_t uid;
     gid_t gid;
     bool allow_other;          /* other users may enter (checked against the modes above) */
+    bool nodes_by_name;        /* the root holds the nodes by name, even one directory node */
     unsigned max_threads;      /* server threads at most; 0: OBI_CASTORE_FS_DEFAULT_THREADS */
     size_t readahead;          /* bytes read past a read from a reader; 0: the default (256 KiB) */
     obi_castore_fs_log_fn log; /* errors answered to readers, as they happen; NULL: none */
@@ -48,14 +49,15 @@ typedef struct obi_castore_fs_options {
 
 #define OBI_CASTORE_FS_OPTIONS_INIT                                                                \
     {                                                                                              \
-        false, 0, 0, false, 0, 0, NULL, NULL                                                       \
+        false, 0, 0, false, false, 0, 0, NULL, NULL                                                \
     }
 #define OBI_CASTORE_FS_DEFAULT_THREADS 8
 
 /* Mounts at mountpoint (an existing empty directory) a filesystem whose root is:
- * - for a directory node, that directory's contents;
- * - otherwise, and for several nodes, a directory holding each node under its name (the names
- *   must be distinct and valid: a build's inputs).
+ * - for one directory node (unless options say nodes_by_name), that directory's contents;
+ * - otherwise a directory holding each node under its name (the names must be distinct and
+ *   valid: a build's inputs, whose names the caller resolves beneath the mount and which must
+ *   never be an entry of an input's own contents: always nodes_by_name).
  * The services are borrowed and must outlive the filesystem. Fails naming what is missing when
  * FUSE cannot be used (no /dev/fuse, libfuse3, fusermount3, or the right to allow_other). */
 int obi_castore_fs_mount(obi_blob_service *blobs, obi_directory_service *directories,

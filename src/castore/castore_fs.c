@@ -128,6 +128,7 @@ struct obi_castore_fs {
     uid_t uid;
     gid_t gid;
     size_t readahead;
+    fs_stream_budget read_buffers; /* the rings of open files (castore_fs_internal.h) */
     unsigned max_threads;
     obi_castore_fs_log_fn log;
     void *log_ctx;
@@ -140,8 +141,11 @@ struct obi_castore_fs {
     pid_t watcher;      /* that fusermount3, or 0 */
 };
 
-/* An error answered to the kernel as an errno: its message goes to the log, and the first one
- * is kept (obi_castore_fs_first_error). */
+/* An error answered to the kernel: its message goes to the log, and the first one is kept
+ * (obi_castore_fs_first_error). Readers see EIO for anything the store failed to deliver (a
+ * missing or corrupt blob or directory, a refused connection): its own errno (ENOENT above
+ * all) would tell a reader that a listed entry is not there. ENOMEM stays, and ENFILE (the
+ * open files' read buffers are spent) tells the reader to close some. */
 static int report(obi_castore_fs *fs, obi_error **err, int code)
 {
     if (*err && (*err)->message) {
@@ -154,7 +158,7 @@ static int report(obi_castore_fs *fs, obi_error **err, int code)
     }
     obi_error_free(*err);
     *err = NULL;
-    return code < 0 ? -code : EIO;
+    return code == -ENOMEM || code == -ENFILE ? -code : EIO;
 }
 
 static int load_directory(void *ctx, const fs_inode *inode, obi_directory **out, obi_error **err)
@@ -165,6 +169,9 @@ static int load_directory(void *ctx, const fs_inode *inode, obi_directory **out,
     obi_digest_to_hex(&inode->digest, hex);
     int r = obi_directory_get(fs->directories, &inode->digest, &dir, err);
     if (r < 0)
+        return obi_error_prefix(err, r, "directory %s", hex);
+    /* Whatever the service checked: names are what the kernel will look up beneath us. */
+    if ((r = obi_directory_validate(dir, err)) < 0)
         return obi_error_prefix(err, r, "directory %s", hex);
     obi_digest got;
     if ((r = obi_directory_digest(dir, &got, err)) < 0)
@@ -223,6 +230,17 @@ static obi_castore_fs *fs_of(fuse_req_t req)
 static fs_inode *inode_of(obi_castore_fs *fs, fuse_ino_t ino)
 {
     return fs_inode_from_nodeid(fs->inodes, ino);
+}
+
+/* The handles of open files and directories, which FUSE keeps for us as 64-bit integers. */
+static fs_stream *stream_of(const struct fuse_file_info *fi)
+{
+    return (fs_stream *)(uintptr_t)fi->fh; // NOLINT(performance-no-int-to-ptr): FUSE's handle
+}
+
+static fs_dir *listing_of(const struct fuse_file_info *fi)
+{
+    return (fs_dir *)(uintptr_t)fi->fh; // NOLINT(performance-no-int-to-ptr): FUSE's handle
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -310,7 +328,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     fs_stream *stream = NULL;
     obi_error *err = NULL;
-    int r = fs_stream_open(fs->blobs, &inode->digest, inode->size, fs->readahead, &stream, &err);
+    int r = fs_stream_open(fs->blobs, &inode->digest, inode->size, fs->readahead, &fs->read_buffers,
+                           &stream, &err);
     if (r < 0) {
         lib.fuse_reply_err(req, report(fs, &err, r));
         return;
@@ -327,7 +346,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
     (void)ino;
     obi_castore_fs *fs = fs_of(req);
-    fs_stream *stream = (fs_stream *)(uintptr_t)fi->fh;
+    fs_stream *stream = stream_of(fi);
     if (fs_stream_fd(stream) >= 0) {
         /* A local blob file: libfuse splices it into the reply without copying. */
         struct fuse_bufvec data = FUSE_BUFVEC_INIT(size);
@@ -354,7 +373,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
-    fs_stream_close((fs_stream *)(uintptr_t)fi->fh);
+    fs_stream_close(stream_of(fi));
     lib.fuse_reply_err(req, 0);
 }
 
@@ -379,7 +398,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 {
     (void)ino;
     obi_castore_fs *fs = fs_of(req);
-    fs_dir_release(fs->inodes, (fs_dir *)(uintptr_t)fi->fh);
+    fs_dir_release(fs->inodes, listing_of(fi));
     lib.fuse_reply_err(req, 0);
 }
 
@@ -401,7 +420,7 @@ static void list_directory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
                            struct fuse_file_info *fi, bool plus)
 {
     obi_castore_fs *fs = fs_of(req);
-    fs_dir *contents = (fs_dir *)(uintptr_t)fi->fh;
+    fs_dir *contents = listing_of(fi);
     cleanup_free char *buf = malloc(size ? size : 1);
     if (!buf) {
         lib.fuse_reply_err(req, ENOMEM);
@@ -410,7 +429,9 @@ static void list_directory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
     size_t used = 0;
     for (uint64_t next = (uint64_t)off; next < 2 + (uint64_t)contents->n_entries; next++) {
         const obi_node *node = next < 2 ? NULL : fs_dir_entry(contents, next - 2);
-        const char *name = next == 0 ? "." : next == 1 ? ".." : (const char *)node->name.data;
+        if (next >= 2 && !node)
+            break; /* cannot be: next stays below the entry count */
+        const char *name = !node ? (next == 0 ? "." : "..") : (const char *)node->name.data;
         size_t need = plus ? lib.fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0)
                            : lib.fuse_add_direntry(req, NULL, 0, name, NULL, 0);
         if (need > size - used)
@@ -490,9 +511,9 @@ static const struct fuse_lowlevel_ops OPS = {
 
 /* The root: a directory node's own contents, or a directory of the nodes by name. */
 static int root_directory(obi_castore_fs *fs, const obi_node *nodes, size_t n_nodes,
-                          obi_directory **out, obi_error **err)
+                          bool nodes_by_name, obi_directory **out, obi_error **err)
 {
-    if (n_nodes == 1 && nodes[0].kind == OBI_NODE_DIRECTORY) {
+    if (n_nodes == 1 && nodes[0].kind == OBI_NODE_DIRECTORY && !nodes_by_name) {
         fs_inode probe = {
             .kind = OBI_NODE_DIRECTORY, .digest = nodes[0].digest, .size = nodes[0].size};
         return load_directory(fs, &probe, out, err);
@@ -601,7 +622,6 @@ static int receive_fd(int sock)
 /* $_FUSE_COMMFD=0 (the socket is fusermount3's stdin) in front of our environment. */
 static char **fusermount_environment(void)
 {
-    extern char **environ;
     size_t n = 0;
     while (environ[n])
         n++;
@@ -711,6 +731,7 @@ int obi_castore_fs_mount(obi_blob_service *blobs, obi_directory_service *directo
     fs->loop_done[0] = fs->loop_done[1] = -1;
     fs->watcher_socket = -1;
     pthread_mutex_init(&fs->error_lock, NULL);
+    fs_stream_budget_init(&fs->read_buffers, FS_STREAM_BUDGET_DEFAULT);
     fs->blobs = blobs;
     fs->directories = directories;
     fs->uid = options->set_owner ? options->uid : geteuid();
@@ -723,7 +744,7 @@ int obi_castore_fs_mount(obi_blob_service *blobs, obi_directory_service *directo
     obi_directory *root = NULL;
     if (!fs->mountpoint)
         r = obi_error_oom(err);
-    else if ((r = root_directory(fs, nodes, n_nodes, &root, err)) < 0)
+    else if ((r = root_directory(fs, nodes, n_nodes, options->nodes_by_name, &root, err)) < 0)
         r = obi_error_prefix(err, r, "mount castore at %s", mountpoint);
     else if ((r = fs_inode_table_new(root, load_directory, fs, &fs->inodes, err)) == 0 &&
              (r = new_session(fs, options->allow_other, err)) == 0 &&
@@ -808,6 +829,7 @@ int obi_castore_fs_close(obi_castore_fs *fs, obi_error **err)
     free(fs->mountpoint);
     free(fs->first_error);
     pthread_mutex_destroy(&fs->error_lock);
+    fs_stream_budget_destroy(&fs->read_buffers);
     free(fs);
     return r;
 }

@@ -121,7 +121,9 @@ uint64_t fs_inode_nodeid(const fs_inode_table *table, const fs_inode *inode)
 fs_inode *fs_inode_from_nodeid(fs_inode_table *table, uint64_t nodeid)
 {
     /* The kernel only sends node ids this table handed out. */
-    return nodeid == ROOT_NODEID ? &table->root : (fs_inode *)(uintptr_t)nodeid;
+    if (nodeid == ROOT_NODEID)
+        return &table->root;
+    return (fs_inode *)(uintptr_t)nodeid; // NOLINT(performance-no-int-to-ptr): it is the address
 }
 
 fs_inode *fs_inode_table_root(fs_inode_table *table)

@@ -12,7 +12,8 @@
  *
  * A blob stream (castore_fs_stream.c) reads one open file: from the blob's local file with
  * pread where the blob service has local files, otherwise through one sequential reader of the
- * blob service kept open across reads, a ring window of the bytes last read (so that reads the
+ * blob service kept open across reads, a ring window (from a per-filesystem budget) of the
+ * bytes last read (so that reads the
  * kernel sends out of order are served without reading again) and a small read-ahead past each
  * read. A read before the window reopens the reader; reads ahead of it read on. A stream that
  * reads to the end checks the content against the digest and size.
@@ -74,7 +75,7 @@ void fs_inode_table_forget(fs_inode_table *table, fs_inode *inode, uint64_t n);
 /* Number of inodes made so far (the root included). */
 size_t fs_inode_table_count(fs_inode_table *table);
 /* st_ino of an object: kind, executable and the digest (symlinks: the target's BLAKE3). */
-uint64_t fs_inode_number(obi_node_kind kind, bool executable, const obi_digest *key);
+uint64_t fs_inode_number(obi_node_kind kind, bool executable, const obi_digest *digest);
 
 /* The contents of a directory inode, loaded if needed; a reference for the caller. */
 int fs_inode_table_contents(fs_inode_table *table, fs_inode *inode, fs_dir **out, obi_error **err);
@@ -96,11 +97,25 @@ typedef struct fs_stream_stats {
 
 typedef struct fs_stream fs_stream;
 
+/* The bytes of ring windows one filesystem's open streams may hold together, so that a reader
+ * opening many files (a build is not trusted) cannot make the server allocate without bound:
+ * an open past it fails with ENFILE. */
+typedef struct fs_stream_budget {
+    pthread_mutex_t lock;
+    size_t used;
+    size_t limit;
+} fs_stream_budget;
+#define FS_STREAM_BUDGET_DEFAULT (256u << 20)
+
+void fs_stream_budget_init(fs_stream_budget *budget, size_t limit);
+void fs_stream_budget_destroy(fs_stream_budget *budget);
+
 /* A stream over the blob of a file node (digest, size). Opens the local file now when the
- * blob service has one; a reader is opened on the first read. readahead: 0 means
- * FS_STREAM_READAHEAD, at most FS_STREAM_WINDOW / 2. */
+ * blob service has one; otherwise takes its ring (the blob's size, at most FS_STREAM_WINDOW)
+ * from budget now, failing with -ENFILE when the budget is spent, and opens a reader on the
+ * first read. readahead: 0 means FS_STREAM_READAHEAD, at most half the ring. */
 int fs_stream_open(obi_blob_service *blobs, const obi_digest *digest, uint64_t size,
-                   size_t readahead, fs_stream **out, obi_error **err);
+                   size_t readahead, fs_stream_budget *budget, fs_stream **out, obi_error **err);
 void fs_stream_close(fs_stream *stream);
 /* The local file (for splicing), or -1 when the stream reads through a reader. */
 int fs_stream_fd(const fs_stream *stream);

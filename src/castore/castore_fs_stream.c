@@ -2,7 +2,8 @@
  * Blob streams of the castore filesystem (see castore_fs_internal.h): how an open file's bytes
  * are read from the blob service. A local blob file is read with pread (and spliced by the FUSE
  * layer); anything else through one sequential reader that stays open across reads. Its bytes
- * pass through a ring of FS_STREAM_WINDOW bytes, so a read the kernel sent out of order (its
+ * pass through a ring of FS_STREAM_WINDOW bytes (the blob's size when smaller, taken from the
+ * filesystem's budget when the file is opened), so a read the kernel sent out of order (its
  * read-ahead requests race on several threads) or a small step back is served from memory, and
  * each time the stream has to wait for the reader anyway it reads up to `readahead` bytes past
  * the request, so that the next sequential read finds them. A read before the ring starts the
@@ -29,11 +30,13 @@ struct fs_stream {
     obi_digest digest;
     uint64_t size;
     size_t readahead;
-    int fd;                   /* the local blob file, or -1 */
-    obi_blob_reader *reader;  /* opened on first use */
-    uint64_t reader_pos;      /* bytes the reader returned so far */
-    uint64_t window_start;    /* the ring holds [window_start, reader_pos) */
-    uint8_t *ring;            /* FS_STREAM_WINDOW bytes, allocated on first use */
+    int fd;                  /* the local blob file, or -1 */
+    obi_blob_reader *reader; /* opened on first use */
+    uint64_t reader_pos;     /* bytes the reader returned so far */
+    uint64_t window_start;   /* the ring holds [window_start, reader_pos) */
+    uint8_t *ring;           /* ring_size bytes from the budget, or NULL (a local file) */
+    size_t ring_size;
+    fs_stream_budget *budget;
     obi_blake3_hasher hasher; /* over [0, reader_pos) */
     fs_stream_stats stats;
 };
@@ -50,8 +53,43 @@ static int open_local_file(obi_blob_service *blobs, const obi_digest *digest)
     return open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 }
 
+void fs_stream_budget_init(fs_stream_budget *budget, size_t limit)
+{
+    pthread_mutex_init(&budget->lock, NULL);
+    budget->used = 0;
+    budget->limit = limit;
+}
+
+void fs_stream_budget_destroy(fs_stream_budget *budget)
+{
+    pthread_mutex_destroy(&budget->lock);
+}
+
+static int budget_take(fs_stream_budget *budget, size_t bytes, obi_error **err)
+{
+    pthread_mutex_lock(&budget->lock);
+    size_t used = budget->used;
+    bool fits = budget->limit - used >= bytes;
+    if (fits)
+        budget->used += bytes;
+    pthread_mutex_unlock(&budget->lock);
+    if (!fits)
+        return obi_error_set(err, -ENFILE,
+                             "the open files of this mount hold %zu bytes of read buffers, "
+                             "another %zu would pass the limit of %zu",
+                             used, bytes, budget->limit);
+    return 0;
+}
+
+static void budget_give(fs_stream_budget *budget, size_t bytes)
+{
+    pthread_mutex_lock(&budget->lock);
+    budget->used -= bytes;
+    pthread_mutex_unlock(&budget->lock);
+}
+
 int fs_stream_open(obi_blob_service *blobs, const obi_digest *digest, uint64_t size,
-                   size_t readahead, fs_stream **out, obi_error **err)
+                   size_t readahead, fs_stream_budget *budget, fs_stream **out, obi_error **err)
 {
     fs_stream *stream = calloc(1, sizeof *stream);
     if (!stream)
@@ -59,10 +97,25 @@ int fs_stream_open(obi_blob_service *blobs, const obi_digest *digest, uint64_t s
     stream->blobs = blobs;
     stream->digest = *digest;
     stream->size = size;
+    stream->fd = open_local_file(blobs, digest);
+    if (stream->fd < 0 && size > 0) {
+        size_t ring = size < FS_STREAM_WINDOW ? (size_t)size : FS_STREAM_WINDOW;
+        int r = budget_take(budget, ring, err);
+        if (r < 0) {
+            free(stream);
+            return r;
+        }
+        if (!(stream->ring = malloc(ring))) {
+            budget_give(budget, ring);
+            free(stream);
+            return obi_error_oom(err);
+        }
+        stream->ring_size = ring;
+        stream->budget = budget;
+    }
     if (!readahead)
         readahead = FS_STREAM_READAHEAD;
-    stream->readahead = readahead < FS_STREAM_WINDOW / 2 ? readahead : FS_STREAM_WINDOW / 2;
-    stream->fd = open_local_file(blobs, digest);
+    stream->readahead = readahead < stream->ring_size / 2 ? readahead : stream->ring_size / 2;
     pthread_mutex_init(&stream->lock, NULL);
     *out = stream;
     return 0;
@@ -75,6 +128,8 @@ void fs_stream_close(fs_stream *stream)
     if (stream->fd >= 0)
         close(stream->fd);
     obi_blob_reader_close(stream->reader);
+    if (stream->ring)
+        budget_give(stream->budget, stream->ring_size);
     free(stream->ring);
     pthread_mutex_destroy(&stream->lock);
     free(stream);
@@ -119,8 +174,6 @@ static int restart_reader(fs_stream *stream, obi_error **err)
     stream->reader = NULL;
     stream->reader_pos = stream->window_start = 0;
     obi_blake3_init(&stream->hasher);
-    if (!stream->ring && !(stream->ring = malloc(FS_STREAM_WINDOW)))
-        return obi_error_oom(err);
     int r = obi_blob_open_read(stream->blobs, &stream->digest, &stream->reader, err);
     if (r < 0)
         return r;
@@ -154,8 +207,8 @@ static int check_end(fs_stream *stream, obi_error **err)
 static int fetch_to(fs_stream *stream, uint64_t target, obi_error **err)
 {
     while (stream->reader_pos < target) {
-        size_t at = (size_t)(stream->reader_pos % FS_STREAM_WINDOW);
-        size_t want = FS_STREAM_WINDOW - at;
+        size_t at = (size_t)(stream->reader_pos % stream->ring_size);
+        size_t want = stream->ring_size - at;
         if (want > target - stream->reader_pos)
             want = (size_t)(target - stream->reader_pos);
         size_t n = 0;
@@ -169,15 +222,16 @@ static int fetch_to(fs_stream *stream, uint64_t target, obi_error **err)
         obi_blake3_update(&stream->hasher, stream->ring + at, n);
         stream->reader_pos += n;
         stream->stats.bytes_fetched += n;
-        if (stream->reader_pos - stream->window_start > FS_STREAM_WINDOW)
-            stream->window_start = stream->reader_pos - FS_STREAM_WINDOW;
+        if (stream->reader_pos - stream->window_start > stream->ring_size)
+            stream->window_start = stream->reader_pos - stream->ring_size;
         if (stream->reader_pos == stream->size && (r = check_end(stream, err)) < 0)
             return r;
     }
     return 0;
 }
 
-/* One piece of a read: [offset, offset + len) inside the blob, len at most half the window. */
+/* One piece of a read: [offset, offset + len) inside the blob, len at most half the ring (or
+ * the whole blob, when the ring holds all of it). */
 static int read_piece(fs_stream *stream, uint64_t offset, size_t len, uint8_t *buf, obi_error **err)
 {
     int r;
@@ -192,8 +246,8 @@ static int read_piece(fs_stream *stream, uint64_t offset, size_t len, uint8_t *b
             return r;
     }
     /* [offset, end) lies in the ring now: copy it out, in two parts if it wraps. */
-    size_t at = (size_t)(offset % FS_STREAM_WINDOW);
-    size_t first = FS_STREAM_WINDOW - at < len ? FS_STREAM_WINDOW - at : len;
+    size_t at = (size_t)(offset % stream->ring_size);
+    size_t first = stream->ring_size - at < len ? stream->ring_size - at : len;
     memcpy(buf, stream->ring + at, first);
     memcpy(buf + first, stream->ring, len - first);
     return 0;
@@ -213,7 +267,9 @@ int fs_stream_read(fs_stream *stream, uint64_t offset, size_t len, uint8_t *buf,
     int r = 0;
     size_t done = 0;
     while (done < len && r == 0) {
-        size_t piece = len - done < FS_STREAM_WINDOW / 2 ? len - done : FS_STREAM_WINDOW / 2;
+        /* At most half the ring, or all of it when it holds the whole blob. */
+        size_t half = stream->ring_size == stream->size ? stream->ring_size : stream->ring_size / 2;
+        size_t piece = len - done < half ? len - done : half;
         r = read_piece(stream, offset + done, piece, buf + done, err);
         if (r == 0)
             done += piece;

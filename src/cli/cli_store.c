@@ -404,6 +404,13 @@ static void on_mount_signal(int sig)
     errno = saved;
 }
 
+/* What the filesystem answered a reader with EIO for: one line on stderr each. */
+static void log_mount_error(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "ocibuild: store mount: %s\n", line);
+}
+
 static int store_mount(store_args *args)
 {
     if (args->n_positional != 2)
@@ -427,6 +434,7 @@ static int store_mount(store_args *args)
     sigaction(SIGHUP, &sa, NULL);
     obi_castore_fs_options options = OBI_CASTORE_FS_OPTIONS_INIT;
     options.allow_other = args->allow_other;
+    options.log = log_mount_error;
     obi_castore_fs *fs = NULL;
     int r = obi_castore_fs_available(args->allow_other, &err);
     if (r == 0)
