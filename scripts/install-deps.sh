@@ -82,3 +82,11 @@ if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
   echo "install-deps: /dev/fuse mode 0666, as udev sets it" >&2
   $SUDO chmod 0666 /dev/fuse
 fi
+# Rootless builds with FUSE inputs mount with allow_other (the container's ids are other users
+# to the mount), which fusermount3 grants a user other than root only with this line. It lets
+# every user mount with allow_other, no more: other users still meet the mount's modes and the
+# directories above it (a build's is in its 0700 bundle; docs/security.md "Inputs over FUSE").
+if [ -f /etc/fuse.conf ] && ! grep -qx user_allow_other /etc/fuse.conf; then
+  echo "install-deps: user_allow_other in /etc/fuse.conf (rootless FUSE inputs)" >&2
+  echo user_allow_other | $SUDO tee -a /etc/fuse.conf >/dev/null
+fi
