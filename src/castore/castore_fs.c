@@ -252,9 +252,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++)
         if (conn->capable & wanted[i])
             conn->want |= wanted[i];
-    /* Always readdirplus (one request lists and looks up), and nothing ever changes: no
-     * invalidation of cached pages when attributes are looked at again. */
-    conn->want &= ~(unsigned)(FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_AUTO_INVAL_DATA);
+    /* readdirplus (one request lists and looks up) for the first part of a listing and for as
+     * long as the reader looks at what it lists (ls -l, cp, a compiler's include search), plain
+     * readdir once it does not (find, which needs only d_type: 100,000 inodes the kernel would
+     * make for nothing; bench/README.md "FUSE inputs"). Nothing ever changes: no invalidation of
+     * cached pages when attributes are looked at again. */
+    conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
