@@ -11,7 +11,8 @@
 #   one file of a large input without fetching the rest; an input directory whose own entry is a
 #   symlink called like the input must not put a host path in the input's place; a missing input
 #   blob fails the build naming it; kill -9 of ocibuild mid-build leaves no mount (fusermount3's
-#   auto_unmount), and a mount whose server and watcher were both killed is swept by the next run.
+#   auto_unmount), and a mount whose server and watcher were both killed is swept by the next run;
+# - a daemon serving builds with FUSE inputs from a castore it reaches over gRPC.
 # Every case checks that no mount is left (`/proc/self/mountinfo`).
 source "$(dirname "$0")/lib.sh"
 
@@ -314,6 +315,26 @@ else
   t_fail "a build over a grpc+unix:// store with --inputs materialize succeeds" "$(cat "$T_TMP/err")"
 fi
 t_check "the remote-store FUSE build leaves no bundle and no mount" no_leftovers
+
+# The daemon serves builds with FUSE inputs from a castore it reaches over gRPC (the first
+# daemon's): client -> daemon B (build service, inputs=fuse) -> daemon A (store).
+DB="$T_TMP/daemon-b"; mkdir -p "$DB/data/bundles"; chmod 711 "$DB" "$DB/data"
+OCIBUILD_DATA_DIR="$DB/data" "$OCIBUILD" daemon --listen "unix:$DB/sock" --store "grpc+unix://$DD/sock" \
+  --build-service "oci://$DB/data/bundles?inputs=fuse" 2>"$DB/log" &
+daemon_b=$!
+t_cleanup "kill $daemon_b; wait $daemon_b"
+for _ in $(seq 100); do [ -S "$DB/sock" ] && break; sleep 0.1; done
+request via-daemon 'mkdir -p /nix/store/out && cat /nix/store/src/small > /nix/store/out/small && grep -c " fuse.ocibuild " /proc/self/mountinfo > /nix/store/out/fuse-mounts' \
+  "{\"busybox\": \"/bin/busybox\", \"src\": \"$SRC/remote\"}"
+if out=$("$OCIBUILD" build --store "grpc+unix://$DD/sock" --build-service "grpc+unix://$DB/sock" "$T_TMP/via-daemon.json" 2>"$T_TMP/err") &&
+   export_output "$out" "$T_TMP/via-daemon-out" 2>>"$T_TMP/err"; then
+  [ "$(cat "$T_TMP/via-daemon-out/small")" = small-one ] && [ "$(cat "$T_TMP/via-daemon-out/fuse-mounts")" -ge 2 ] &&
+    t_ok "a daemon runs builds with FUSE inputs from a castore it reaches over gRPC" || t_fail "daemon FUSE build output" "$(ls -la "$T_TMP/via-daemon-out")"
+else
+  t_fail "a daemon runs builds with FUSE inputs from a castore it reaches over gRPC" "$(cat "$T_TMP/err"; tail -5 "$DB/log")"
+fi
+left=$(ls -A "$DB/data/bundles" 2>/dev/null | grep -v '^\.' || true)
+[ -z "$left" ] && ! grep -qF " $DB/" /proc/self/mountinfo && t_ok "the daemon's FUSE build leaves no bundle and no mount" || t_fail "daemon leftovers" "$left"
 
 # --- rootless: an unprivileged user's build mounts through fusermount3 (allow_other needs
 # user_allow_other in /etc/fuse.conf, which scripts/install-deps.sh sets as this does), and the
