@@ -47,6 +47,15 @@ const char *obi_inputs_mode_name(obi_inputs_mode mode)
     return (size_t)mode < OBI_ARRAY_SIZE(MODE_NAMES) ? MODE_NAMES[mode] : "?";
 }
 
+/* Whether the blob service keeps local files: it says -ENOTSUP for any digest when not. */
+static bool has_local_files(obi_blob_service *blobs)
+{
+    static const obi_digest probe = {{0}};
+    cleanup_free char *path = NULL;
+    cleanup_error obi_error *ignored = NULL;
+    return obi_blob_local_path(blobs, &probe, &path, &ignored) != -ENOTSUP;
+}
+
 int obi_inputs_plan_for(obi_inputs_mode mode, const obi_store *store, obi_inputs_plan *out,
                         obi_error **err)
 {
@@ -65,7 +74,7 @@ int obi_inputs_plan_for(obi_inputs_mode mode, const obi_store *store, obi_inputs
     /* auto: blobs that are local files are hard-linked into the cache at no cost worth saving
      * (and a repeated build costs one link per input); a remote store's are worth reading only
      * where they are read, except once they are in the cache (docs/build.md). */
-    bool local_files = store->blobs->ops->local_path != NULL;
+    bool local_files = has_local_files(store->blobs);
     out->fuse = !local_files && available == 0;
     out->reuse_cache = out->fuse;
     return 0;

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "castore_fs_internal.h"
-#include "digest_map.h"
+#include "ocibuild/digest_map.h"
 #include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
 

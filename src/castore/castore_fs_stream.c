@@ -44,11 +44,9 @@ struct fs_stream {
 /* A local file for the blob, or -1 (the backend has none, or not for this blob). */
 static int open_local_file(obi_blob_service *blobs, const obi_digest *digest)
 {
-    if (!blobs->ops->local_path)
-        return -1;
     cleanup_free char *path = NULL;
     cleanup_error obi_error *ignored = NULL;
-    if (blobs->ops->local_path(blobs, digest, &path, &ignored) < 0)
+    if (obi_blob_local_path(blobs, digest, &path, &ignored) < 0)
         return -1;
     return open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 }
