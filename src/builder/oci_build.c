@@ -339,9 +339,18 @@ static int drop_symlink_input_mounts(const obi_build_request *req, json_t *confi
 /* ---- root/: a pooled skeleton or a fresh one (root_pool.h) ---- */
 
 /* What a source path is, as the runtime sees it when it creates the mount point: a directory,
- * something else (it creates a file), or missing. */
-static char mount_source_kind(const obi_bundle *bundle, const char *source)
+ * something else (it creates a file), or missing. An input's is its node's kind, never looked
+ * at: it may lie in the FUSE mount this process serves (build_inputs.h), which the process
+ * itself does not enter (under valgrind, whose lock is held across a stat, that stat waited
+ * forever for the server thread's answer). */
+static char mount_source_kind(const obi_bundle *bundle, const obi_build_request *req,
+                              const char *source)
 {
+    if (!strncmp(source, "inputs/", 7)) {
+        for (size_t i = 0; i < req->n_inputs; i++)
+            if (!strcmp(source + 7, (const char *)req->inputs[i].name.data))
+                return req->inputs[i].kind == OBI_NODE_DIRECTORY ? 'd' : 'f';
+    }
     cleanup_free char *path =
         source[0] == '/' ? strdup(source) : obi_bundle_subpath(bundle, source);
     struct stat st;
@@ -354,7 +363,8 @@ static char mount_source_kind(const obi_bundle *bundle, const char *source)
  * runtime has made its mount points (etc files; each mount's destination, type and source kind;
  * the runtime and the user it runs as). */
 static int skeleton_key(const oci_build_service *svc, const obi_bundle *bundle,
-                        const obi_spec_options *opts, const json_t *config, const char *passwd,
+                        const obi_build_request *req, const obi_spec_options *opts,
+                        const json_t *config, const char *passwd,
                         char key[OBI_ROOT_POOL_KEY_LEN + 1], obi_error **err)
 {
     cleanup_buf obi_buf description = OBI_BUF_INIT;
@@ -376,7 +386,8 @@ static int skeleton_key(const oci_build_service *svc, const obi_bundle *bundle,
                 bind = true;
         }
         obi_buf_appendf(&description, "%s\t%s\t%c\n", destination ? destination : "",
-                        type ? type : "", bind && source ? mount_source_kind(bundle, source) : '-');
+                        type ? type : "",
+                        bind && source ? mount_source_kind(bundle, req, source) : '-');
     }
     if (!description.data)
         return obi_error_oom(err);
@@ -529,7 +540,8 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
         (r = hand_scratch_to_build_user(svc, bundle, &opts, err)) < 0 ||
         (r = obi_spec_generate(req, &opts, &config, err)) < 0 ||
         (r = drop_symlink_input_mounts(req, config, err)) < 0 ||
-        (svc->root_pool && (r = skeleton_key(svc, bundle, &opts, config, passwd, key, err)) < 0) ||
+        (svc->root_pool &&
+         (r = skeleton_key(svc, bundle, req, &opts, config, passwd, key, err)) < 0) ||
         (r = prepare_root(svc, bundle, &opts, key, passwd, err)) < 0 ||
         (r = obi_bundle_write_config(bundle, config, err)) < 0)
         return r;
