@@ -8,7 +8,7 @@ PACKAGES="build-essential meson ninja-build pkg-config
   libgrpc-dev libfuse3-dev libarchive-dev libcmocka-dev libssl-dev openssl
   runc crun uidmap busybox-static bash-static b3sum nix-bin
   python3 python3-jsonschema python3-grpcio python3-grpc-tools
-  umoci skopeo valgrind hyperfine openssh-server haproxy
+  umoci skopeo valgrind hyperfine openssh-server haproxy fuse3
   clang libclang-rt-14-dev
   clang-format clang-tidy cppcheck git
   scdoc man-db bash-completion"
@@ -73,4 +73,21 @@ if ! grep -q "^$SERVICE_USER:" /etc/subuid 2>/dev/null || ! grep -q "^$SERVICE_U
   $SUDO usermod --add-subuids "$start-$((start + SERVICE_IDS - 1))" \
     --add-subgids "$start-$((start + SERVICE_IDS - 1))" "$SERVICE_USER"
   echo "install-deps: $SERVICE_USER owns host ids $start-$((start + SERVICE_IDS - 1))" >&2
+fi
+
+# FUSE (ocibuild store mount, FUSE build inputs: docs/build.md "Inputs over FUSE"). fusermount3
+# comes with fuse3 (above) and opens /dev/fuse as the calling user. udev makes the device 0666
+# (systemd's default rules); a machine without udev keeps the kernel's 0600, so that nobody but
+# root can mount: set what udev would.
+if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+  echo "install-deps: /dev/fuse mode 0666, as udev sets it" >&2
+  $SUDO chmod 0666 /dev/fuse
+fi
+# Rootless builds with FUSE inputs mount with allow_other (the container's ids are other users
+# to the mount), which fusermount3 grants a user other than root only with this line. It lets
+# every user mount with allow_other, no more: other users still meet the mount's modes and the
+# directories above it (a build's is in its 0700 bundle; docs/security.md "Inputs over FUSE").
+if [ -f /etc/fuse.conf ] && ! grep -qx user_allow_other /etc/fuse.conf; then
+  echo "install-deps: user_allow_other in /etc/fuse.conf (rootless FUSE inputs)" >&2
+  echo user_allow_other | $SUDO tee -a /etc/fuse.conf >/dev/null
 fi

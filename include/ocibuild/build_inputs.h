@@ -15,11 +15,15 @@
 
 #include <stdbool.h>
 
+#include "ocibuild/castore_fs.h"
 #include "ocibuild/error.h"
 #include "ocibuild/request.h"
 #include "ocibuild/store.h"
 #include "ocibuild/store_verify.h"
 
+/* Where the cache entry of a directory or file node is (whether it is there or not); caller
+ * frees; NULL when out of memory. */
+char *obi_input_cache_path(const char *cache_dir, const obi_node *node);
 /* Path of the cache entry for node (materializing it first if needed); caller frees. */
 int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node *node,
                         char **path_out, obi_error **err);
@@ -44,5 +48,41 @@ int obi_input_cache_prune(const char *cache_dir, obi_input_cache_keep_fn keep, v
 int obi_build_inputs_prepare(obi_store *store, const char *cache_dir, const obi_build_request *req,
                              const char *bundle_inputs_dir, const char *bundle_dir,
                              obi_error **err);
+
+/* ---- inputs over FUSE (build_inputs_fuse.c; docs/build.md "Inputs over FUSE") ---- */
+
+/* How a build service's inputs reach its builds. */
+typedef enum obi_inputs_mode {
+    OBI_INPUTS_AUTO,        /* the cache from a store with local files, FUSE from any other */
+    OBI_INPUTS_MATERIALIZE, /* the input cache, always */
+    OBI_INPUTS_FUSE,        /* a FUSE mount of the store, always */
+} obi_inputs_mode;
+
+/* "auto", "materialize" or "fuse"; anything else is -EINVAL naming what (the option). */
+int obi_inputs_mode_parse(const char *text, const char *what, obi_inputs_mode *out,
+                          obi_error **err);
+const char *obi_inputs_mode_name(obi_inputs_mode mode);
+
+/* What a service does with its builds' inputs, decided once when it opens. */
+typedef struct obi_inputs_plan {
+    bool fuse;        /* inputs through a FUSE mount */
+    bool reuse_cache; /* with fuse: an input already in the input cache is linked from there */
+} obi_inputs_plan;
+
+/* mode for a service on store: auto is FUSE, reusing the cache, when the blob service has no
+ * local files and FUSE can be used here (for rootless builds that includes user_allow_other),
+ * the cache otherwise; fuse fails (naming what is missing) when FUSE cannot be used. */
+int obi_inputs_plan_for(obi_inputs_mode mode, const obi_store *store, obi_inputs_plan *out,
+                        obi_error **err);
+
+/* As obi_build_inputs_prepare, but the directory and file inputs that the plan serves through
+ * FUSE (all, or those not in the cache yet) are shown by a castore mount at
+ * BUNDLE/inputs-fuse, which inputs/<name> links to: entries owned by this process's uid and
+ * gid, modes and times as in the cache, open to the container's users (allow_other). *fs_out
+ * is that mount, to be closed before the bundle is removed, or NULL when no input needed it. */
+int obi_build_inputs_prepare_fuse(obi_store *store, const char *cache_dir,
+                                  const obi_inputs_plan *plan, const obi_build_request *req,
+                                  const char *bundle_inputs_dir, const char *bundle_dir,
+                                  obi_castore_fs **fs_out, obi_error **err);
 
 #endif

@@ -56,6 +56,10 @@ int obi_write_all(int fd, const void *data, size_t len);
 /* Reads up to len bytes, retrying on EINTR and short reads; returns bytes read or -errno. */
 ssize_t obi_read_full(int fd, void *data, size_t len);
 
+/* Unmounts a FUSE mount of this user that it may not unmount itself (no root): `fusermount3 -u
+ * -z PATH`, lazily, so it goes even while busy or while its server is gone (ENOTCONN). */
+int obi_fusermount_unmount(const char *path, obi_error **err);
+
 /* The data directory: $OCIBUILD_DATA_DIR, else /var/lib/ocibuild for root, else
  * $XDG_DATA_HOME/ocibuild (default ~/.local/share/ocibuild). Caller frees. */
 char *obi_default_data_dir(void);

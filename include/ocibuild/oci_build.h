@@ -3,8 +3,9 @@
  * ingested into castore with the reference scanner. Registered as the "oci" build-service
  * scheme: oci:///bundle/root?runtime=crun&rootless=true&max_builds=4&timeout=600&
  * keep_bundle=true&sandbox_shell=/bin/busybox&runtime_root=/run/x&cache_dir=/var/cache/x&
- * root_pool=false&max_pids=4096&memory=2Gi&scratch_limit=10Gi (root skeletons are reused
- * between builds unless root_pool says no; the limits are docs/security.md's "Limits").
+ * root_pool=false&max_pids=4096&memory=2Gi&scratch_limit=10Gi&inputs=auto (root skeletons are
+ * reused between builds unless root_pool says no; the limits are docs/security.md's "Limits";
+ * inputs: materialize, fuse or auto, build_inputs.h).
  * Rootful builds run as the host ids of an id slot (id_slot.h), claimed per build.
  */
 #ifndef OCIBUILD_OCI_BUILD_H
@@ -13,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ocibuild/build_inputs.h"
 #include "ocibuild/build_service.h"
 #include "ocibuild/runtime.h"
 
@@ -34,11 +36,13 @@ typedef struct obi_oci_build_options {
     unsigned max_pids;            /* pids.max of each build; 0: OBI_DEFAULT_MAX_PIDS */
     uint64_t memory_bytes;        /* memory (and memory + swap) limit; 0: none */
     uint64_t scratch_limit_bytes; /* size of the tmpfs holding scratch dirs; 0: on disk */
+    obi_inputs_mode inputs;       /* the input cache, FUSE, or auto (build_inputs.h) */
 } obi_oci_build_options;
 
 #define OBI_OCI_BUILD_OPTIONS_INIT                                                                 \
     {                                                                                              \
-        NULL, NULL, NULL, NULL, NULL, false, false, 0, 0, -1, NULL, NULL, false, 0, 0, 0           \
+        NULL, NULL, NULL, NULL, NULL, false, false, 0, 0, -1, NULL, NULL, false, 0, 0, 0,          \
+            OBI_INPUTS_AUTO                                                                        \
     }
 
 /* Processes (and threads) a build may have at once, unless max_pids says otherwise. */

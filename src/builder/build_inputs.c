@@ -28,15 +28,21 @@ static char cache_kind(const obi_node *node)
     return node->executable ? 'x' : 'f';
 }
 
+char *obi_input_cache_path(const char *cache_dir, const obi_node *node)
+{
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&node->digest, hex);
+    char *entry = NULL;
+    return asprintf(&entry, "%s/%c-%s", cache_dir, cache_kind(node), hex) < 0 ? NULL : entry;
+}
+
 int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node *node,
                         char **path_out, obi_error **err)
 {
     if (node->kind == OBI_NODE_SYMLINK)
         return obi_error_set(err, -EINVAL, "symlink nodes are not cached");
-    char hex[OBI_DIGEST_HEX_LEN + 1];
-    obi_digest_to_hex(&node->digest, hex);
-    cleanup_free char *entry = NULL;
-    if (asprintf(&entry, "%s/%c-%s", cache_dir, cache_kind(node), hex) < 0)
+    cleanup_free char *entry = obi_input_cache_path(cache_dir, node);
+    if (!entry)
         return obi_error_oom(err);
     struct stat st;
     if (lstat(entry, &st) == 0) {
@@ -50,6 +56,8 @@ int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node 
     if ((r = obi_uuid_v4(uuid, err)) < 0)
         return r;
     /* named after the node, so that gc can tell whose it is (obi_input_cache_prune) */
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&node->digest, hex);
     cleanup_free char *tmp = NULL;
     if (asprintf(&tmp, "%s/.tmp-%c-%s-%s", cache_dir, cache_kind(node), hex, uuid) < 0)
         return obi_error_oom(err);

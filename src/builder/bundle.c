@@ -272,10 +272,29 @@ static void unescape_mountinfo(char *s)
     *w = 0;
 }
 
+/* A mount found below a path: where, and whether it is FUSE (which a user who may not unmount
+ * it can still have fusermount3 take away, when it is the user's). */
+typedef struct found_mount {
+    char *path;
+    bool fuse;
+} found_mount;
+
 static int compare_length_desc(const void *a, const void *b)
 {
-    size_t la = strlen(*(char *const *)a), lb = strlen(*(char *const *)b);
+    size_t la = strlen(((const found_mount *)a)->path), lb = strlen(((const found_mount *)b)->path);
     return la < lb ? 1 : la > lb ? -1 : 0;
+}
+
+/* Detaches one mount; a rootless run's FUSE mount (input mounts a killed run left, which only
+ * fusermount3 may remove for it) through fusermount3 -u -z. */
+static int detach_mount(const found_mount *mount, obi_error **err)
+{
+    if (umount2(mount->path, MNT_DETACH | UMOUNT_NOFOLLOW) == 0 || errno == EINVAL ||
+        errno == ENOENT)
+        return 0;
+    if (errno == EPERM && mount->fuse)
+        return obi_fusermount_unmount(mount->path, err);
+    return obi_error_set_errno(err, errno, "unmount %s", mount->path);
 }
 
 int obi_unmount_below(const char *path, unsigned *count, obi_error **err)
@@ -286,11 +305,14 @@ int obi_unmount_below(const char *path, unsigned *count, obi_error **err)
     if (!f)
         return obi_error_set_errno(err, errno, "open /proc/self/mountinfo");
     size_t plen = strlen(path);
-    char **found = NULL;
+    found_mount *found = NULL;
     size_t n_found = 0, cap = 0;
     char line[8192];
     while (fgets(line, sizeof line, f)) {
-        /* fields: id parent major:minor root mountpoint ... */
+        /* fields: id parent major:minor root mountpoint options... - fstype source ... */
+        const char *separator = strstr(line, " - ");
+        bool fuse = separator &&
+                    (!strncmp(separator + 3, "fuse ", 5) || !strncmp(separator + 3, "fuse.", 5));
         char *save = NULL, *field = strtok_r(line, " ", &save);
         for (int i = 0; field && i < 4; i++)
             field = strtok_r(NULL, " ", &save);
@@ -300,19 +322,21 @@ int obi_unmount_below(const char *path, unsigned *count, obi_error **err)
         if (strncmp(field, path, plen) == 0 && (field[plen] == '/' || field[plen] == 0)) {
             if (obi_array_grow(&found, &cap, n_found + 1) < 0)
                 break; /* what was found is still detached below */
-            found[n_found++] = strdup(field);
+            found[n_found++] = (found_mount){strdup(field), fuse};
         }
     }
     if (n_found > 1)
         qsort(found, n_found, sizeof *found, compare_length_desc);
     int r = 0;
     for (size_t i = 0; i < n_found; i++) {
-        if (found[i] && umount2(found[i], MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL &&
-            errno != ENOENT && r == 0)
-            r = obi_error_set_errno(err, errno, "unmount %s", found[i]);
-        else if (count)
+        cleanup_error obi_error *failed = NULL;
+        if (found[i].path && detach_mount(&found[i], &failed) < 0) {
+            if (r == 0)
+                r = obi_error_move(err, &failed);
+        } else if (count) {
             (*count)++;
-        free(found[i]);
+        }
+        free(found[i].path);
     }
     free(found);
     return r;

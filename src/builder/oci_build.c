@@ -71,6 +71,7 @@ typedef struct oci_build_service {
     obi_id_pool *id_pool;       /* rootful: host ids per build (id_slot.h) */
     uint64_t scratch_limit;     /* bytes; 0: scratch dirs on the bundle's disk */
     obi_root_pool *root_pool;   /* NULL: every build makes its own root/ */
+    obi_inputs_plan inputs;     /* the input cache or FUSE (build_inputs.h) */
     pthread_mutex_t lock;
     pthread_cond_t slot_free;
     unsigned running;
@@ -357,9 +358,18 @@ static int drop_symlink_input_mounts(const obi_build_request *req, json_t *confi
 /* ---- root/: a pooled skeleton or a fresh one (root_pool.h) ---- */
 
 /* What a source path is, as the runtime sees it when it creates the mount point: a directory,
- * something else (it creates a file), or missing. */
-static char mount_source_kind(const obi_bundle *bundle, const char *source)
+ * something else (it creates a file), or missing. An input's is its node's kind, never looked
+ * at: it may lie in the FUSE mount this process serves (build_inputs.h), which the process
+ * itself does not enter (under valgrind, whose lock is held across a stat, that stat waited
+ * forever for the server thread's answer). */
+static char mount_source_kind(const obi_bundle *bundle, const obi_build_request *req,
+                              const char *source)
 {
+    if (!strncmp(source, "inputs/", 7)) {
+        for (size_t i = 0; i < req->n_inputs; i++)
+            if (!strcmp(source + 7, (const char *)req->inputs[i].name.data))
+                return req->inputs[i].kind == OBI_NODE_DIRECTORY ? 'd' : 'f';
+    }
     cleanup_free char *path =
         source[0] == '/' ? strdup(source) : obi_bundle_subpath(bundle, source);
     struct stat st;
@@ -372,7 +382,8 @@ static char mount_source_kind(const obi_bundle *bundle, const char *source)
  * runtime has made its mount points (etc files; each mount's destination, type and source kind;
  * the runtime and the user it runs as). */
 static int skeleton_key(const oci_build_service *svc, const obi_bundle *bundle,
-                        const obi_spec_options *opts, const json_t *config, const char *passwd,
+                        const obi_build_request *req, const obi_spec_options *opts,
+                        const json_t *config, const char *passwd,
                         char key[OBI_ROOT_POOL_KEY_LEN + 1], obi_error **err)
 {
     cleanup_buf obi_buf description = OBI_BUF_INIT;
@@ -394,7 +405,8 @@ static int skeleton_key(const oci_build_service *svc, const obi_bundle *bundle,
                 bind = true;
         }
         obi_buf_appendf(&description, "%s\t%s\t%c\n", destination ? destination : "",
-                        type ? type : "", bind && source ? mount_source_kind(bundle, source) : '-');
+                        type ? type : "",
+                        bind && source ? mount_source_kind(bundle, req, source) : '-');
     }
     if (!description.data)
         return obi_error_oom(err);
@@ -484,6 +496,25 @@ static void report_line(void *ctx, const char *line)
         return;
     run->on_output((const uint8_t *)line, strlen(line), run->output_ctx);
     run->on_output((const uint8_t *)"\n", 1, run->output_ctx);
+}
+
+/* Inputs from the cache, or over FUSE (*fs: the mount, when the plan made one). */
+static int prepare_inputs(oci_build_service *svc, const obi_build_request *req, obi_bundle *bundle,
+                          const char *inputs_dir, obi_castore_fs **fs, obi_error **err)
+{
+    if (!svc->inputs.fuse)
+        return obi_build_inputs_prepare(svc->store, svc->cache_dir, req, inputs_dir,
+                                        obi_bundle_path(bundle), err);
+    return obi_build_inputs_prepare_fuse(svc->store, svc->cache_dir, &svc->inputs, req, inputs_dir,
+                                         obi_bundle_path(bundle), fs, err);
+}
+
+/* A build that failed while its inputs' mount answered an error says which (a blob the store
+ * could not deliver reads as EIO inside the build). */
+static int note_input_errors(obi_castore_fs *fs, int r, obi_error **err)
+{
+    cleanup_free char *first = fs ? obi_castore_fs_first_error(fs) : NULL;
+    return first ? obi_error_prefix(err, r, "reading an input over FUSE failed (%s)", first) : r;
 }
 
 /* The spec options of one build: the service's, with the host ids of its id slot (rootful). */
@@ -588,6 +619,8 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
     obi_bundle_set_report(bundle, report_line, (void *)run);
     if (svc->spec_opts.rootless)
         obi_bundle_set_userns(bundle, &svc->userns);
+    /* After the bundle, so unmounted before it is removed. */
+    cleanup_castore_fs obi_castore_fs *inputs_fs = NULL;
     cleanup_free char *inputs_dir = obi_bundle_subpath(bundle, "inputs");
     if (!inputs_dir)
         return obi_error_oom(err);
@@ -599,12 +632,12 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
     if ((r = hand_bundle_to_container_root(bundle, &opts, err)) < 0 ||
         (r = create_scratch_dirs(svc, bundle, req, err)) < 0 ||
         (r = write_additional_files(bundle, req, err)) < 0 ||
-        (r = obi_build_inputs_prepare(svc->store, svc->cache_dir, req, inputs_dir,
-                                      obi_bundle_path(bundle), err)) < 0 ||
+        (r = prepare_inputs(svc, req, bundle, inputs_dir, &inputs_fs, err)) < 0 ||
         (r = hand_scratch_to_build_user(svc, bundle, &opts, err)) < 0 ||
         (r = obi_spec_generate(req, &opts, &config, err)) < 0 ||
         (r = drop_symlink_input_mounts(req, config, err)) < 0 ||
-        (svc->root_pool && (r = skeleton_key(svc, bundle, &opts, config, passwd, key, err)) < 0) ||
+        (svc->root_pool &&
+         (r = skeleton_key(svc, bundle, req, &opts, config, passwd, key, err)) < 0) ||
         (r = prepare_root(svc, bundle, &opts, key, passwd, err)) < 0 ||
         (r = obi_bundle_write_config(bundle, config, err)) < 0)
         return r;
@@ -615,6 +648,9 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
     if (r < 0 && r != -ECANCELED && run->keep_failed)
         return keep_failed_bundle(bundle, req, r, err);
     if (r < 0)
+        return note_input_errors(inputs_fs, r, err);
+    /* The build is over: its inputs' mount goes before anything else is done in the bundle. */
+    if ((r = obi_castore_fs_close(steal_pointer(&inputs_fs), err)) < 0)
         return r;
     cleanup_build obi_build *build = calloc(1, sizeof *build);
     if (!build)
@@ -787,6 +823,8 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
     int r = set_limits(svc, opts, err);
     if (r < 0)
         return r;
+    if ((r = obi_inputs_plan_for(opts->inputs, store, &svc->inputs, err)) < 0)
+        return obi_error_prefix(err, r, "inputs=%s", obi_inputs_mode_name(opts->inputs));
     if (opts->rootless) {
         r = obi_spec_options_rootless_current_user(&svc->spec_opts, err);
         if (r < 0)
@@ -924,6 +962,8 @@ int obi_oci_build_service_from_url(const obi_url *url, obi_store *store, obi_bui
             r = parse_size_param(key, value, &opts.memory_bytes, err);
         else if (!strcmp(key, "scratch_limit"))
             r = parse_size_param(key, value, &opts.scratch_limit_bytes, err);
+        else if (!strcmp(key, "inputs"))
+            r = obi_inputs_mode_parse(value, "oci build service: inputs", &opts.inputs, err);
         else if (!strcmp(key, "root_pool")) {
             bool enabled = true;
             r = parse_bool_param(key, value, &enabled, err);
@@ -933,7 +973,7 @@ int obi_oci_build_service_from_url(const obi_url *url, obi_store *store, obi_bui
                               "oci build service: unknown option \"%s\" (supported: runtime, "
                               "runtime_root, rootless, max_builds, timeout, keep_bundle, "
                               "sandbox_shell, cache_dir, root_pool, max_pids, memory, "
-                              "scratch_limit)",
+                              "scratch_limit, inputs)",
                               key);
         if (r < 0)
             return r;

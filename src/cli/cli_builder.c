@@ -31,8 +31,9 @@ enum {
     OPT_MEMORY,
     OPT_SCRATCH_LIMIT,
     OPT_ROOT,
+    OPT_INPUTS,
 };
-_Static_assert((int)OPT_ROOT == (int)CLI_BUILDER_OPT_LAST, "keep CLI_BUILDER_OPT_LAST in sync");
+_Static_assert((int)OPT_INPUTS == (int)CLI_BUILDER_OPT_LAST, "keep CLI_BUILDER_OPT_LAST in sync");
 
 const struct option cli_builder_options[] = {
     {"store", required_argument, NULL, OPT_STORE},
@@ -50,6 +51,7 @@ const struct option cli_builder_options[] = {
     {"memory", required_argument, NULL, OPT_MEMORY},
     {"scratch-limit", required_argument, NULL, OPT_SCRATCH_LIMIT},
     {"root", required_argument, NULL, OPT_ROOT},
+    {"inputs", required_argument, NULL, OPT_INPUTS},
 };
 const size_t cli_builder_options_count = sizeof cli_builder_options / sizeof cli_builder_options[0];
 
@@ -150,6 +152,14 @@ int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args)
     case OPT_ROOT:
         args->root = arg;
         return 0;
+    case OPT_INPUTS: {
+        obi_error *err = NULL;
+        if (obi_inputs_mode_parse(arg, "--inputs", &args->oci.inputs, &err) < 0) {
+            cli_fail(err);
+            return 2;
+        }
+        return 0;
+    }
     default:
         return 2;
     }

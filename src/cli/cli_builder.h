@@ -28,7 +28,7 @@ typedef struct cli_builder_args {
     }
 
 /* getopt codes of the builder options (commands number their own options above this). */
-enum { CLI_BUILDER_OPT_FIRST = 256, CLI_BUILDER_OPT_LAST = 270 };
+enum { CLI_BUILDER_OPT_FIRST = 256, CLI_BUILDER_OPT_LAST = 271 };
 /* The builder's long options, to be copied into a command's option table. */
 extern const struct option cli_builder_options[];
 extern const size_t cli_builder_options_count;

@@ -8,11 +8,16 @@
  *                               faulty object on stdout, a summary on stderr, exit 1 if any;
  *                               --repair removes the damaged ones, to be imported anew
  *   gc, roots, du               the store's lifecycle (cli_store_gc.c)
+ *   mount [--allow-other] NODE_JSON|ROOT MOUNTPOINT
+ *                               serve a tree read-only over FUSE (castore_fs.h) until SIGINT,
+ *                               SIGTERM, SIGHUP or an unmount from outside (fusermount3 -u)
  * Every subcommand takes --store URL (default: obi_default_store_url()).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,10 +25,12 @@
 
 #include "cli.h"
 #include "ocibuild/buf.h"
+#include "ocibuild/castore_fs.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/export.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/ingest.h"
+#include "ocibuild/json_util.h"
 #include "ocibuild/node.h"
 #include "ocibuild/store.h"
 #include "ocibuild/store_roots.h"
@@ -38,6 +45,7 @@ typedef struct store_args {
     const char *name;
     const char *root; /* import: keep the result as this root */
     bool repair;      /* verify: remove damaged objects */
+    bool allow_other;
     char **positional;
     int n_positional;
 } store_args;
@@ -54,10 +62,20 @@ static const char STORE_USAGE[] =
     "  gc [--dry-run] [--max-freed SIZE]  remove what no root or running build keeps\n"
     "  roots [--remove NAME]       list the roots (and pins of running builds), remove one\n"
     "  du                          what the store and the data dir's caches take\n"
-    "  import --root NAME ...      also keep the import as the root NAME (store roots)\n";
+    "  import --root NAME ...      also keep the import as the root NAME (store roots)\n"
+    "  mount [--allow-other] NODE_JSON|ROOT MOUNTPOINT\n"
+    "                              serve the tree read-only over FUSE until interrupted or\n"
+    "                              unmounted (fusermount3 -u); NODE_JSON: a node or an array\n"
+    "                              of nodes ('-': stdin), ROOT: a directory's digest\n";
 
-/* Parses the store options and --name; the rest are positional. Returns -1 on a usage error. */
-static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
+typedef enum store_flag {
+    FLAG_NAME = 1,        /* --name NAME */
+    FLAG_ALLOW_OTHER = 2, /* --allow-other */
+} store_flag;
+
+/* Parses the store options and the command's flags; the rest are positional. Returns -1 on a
+ * usage error. */
+static int parse_args(int argc, char **argv, unsigned flags, store_args *out)
 {
     static const struct option options[] = {
         {"store", required_argument, NULL, 's'},
@@ -66,6 +84,7 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
         {"name", required_argument, NULL, 'n'},
         {"root", required_argument, NULL, 'r'},
         {"repair", no_argument, NULL, 'R'},
+        {"allow-other", no_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -84,12 +103,12 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
             out->directory_url = optarg;
             break;
         case 'n':
-            if (!allow_name)
+            if (!(flags & FLAG_NAME))
                 return cli_failf("--name is only valid for 'store import'"), -1;
             out->name = optarg;
             break;
         case 'r':
-            if (!allow_name)
+            if (!(flags & FLAG_NAME))
                 return cli_failf("--root is only valid for 'store import'"), -1;
             out->root = optarg;
             break;
@@ -97,6 +116,11 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
             if (strcmp(argv[0], "verify") != 0)
                 return cli_failf("--repair is only valid for 'store verify'"), -1;
             out->repair = true;
+            break;
+        case 'o':
+            if (!(flags & FLAG_ALLOW_OTHER))
+                return cli_failf("--allow-other is only valid for 'store mount'"), -1;
+            out->allow_other = true;
             break;
         case 'h':
             fputs(STORE_USAGE, stdout);
@@ -387,10 +411,118 @@ static int store_verify(store_args *args)
     return stats.faults ? 1 : 0;
 }
 
+/* ---- mount ---- */
+
+/* The mount's root from the argument: a node or an array of nodes as JSON ("-": stdin), or a
+ * directory's digest (its size is read from the directory itself). */
+static int read_mount_root(const char *arg, obi_store *store, obi_node **nodes_out, size_t *n_out,
+                           obi_error **err)
+{
+    const char *start = arg + strspn(arg, " \t\n");
+    if (*start != '{' && *start != '[' && strcmp(arg, "-") != 0) {
+        obi_digest digest;
+        cleanup_directory obi_directory *dir = NULL;
+        int r = parse_digest(arg, &digest, err);
+        if (r < 0 || (r = obi_directory_get(store->directories, &digest, &dir, err)) < 0)
+            return r;
+        obi_node *node = calloc(1, sizeof *node);
+        if (!node ||
+            obi_node_init_directory(node, "root", 4, &digest, obi_directory_size(dir)) < 0) {
+            free(node);
+            return obi_error_oom(err);
+        }
+        *nodes_out = node;
+        *n_out = 1;
+        return 0;
+    }
+    json_error_t jerr;
+    cleanup_json json_t *json =
+        strcmp(arg, "-") ? json_loads(arg, 0, &jerr) : json_loadf(stdin, 0, &jerr);
+    if (!json)
+        return obi_error_set(err, -EINVAL, "node JSON: %s (line %d, column %d)", jerr.text,
+                             jerr.line, jerr.column);
+    size_t n = json_is_array(json) ? json_array_size(json) : 1;
+    obi_node *nodes = calloc(n ? n : 1, sizeof *nodes);
+    if (!nodes)
+        return obi_error_oom(err);
+    for (size_t i = 0; i < n; i++) {
+        json_t *item = json_is_array(json) ? json_array_get(json, i) : json;
+        int r = obi_node_from_json(item, &nodes[i], err);
+        if (r < 0) {
+            while (i--)
+                obi_node_clear(&nodes[i]);
+            free(nodes);
+            return obi_error_prefix(err, r, "node JSON[%zu]", i);
+        }
+    }
+    *nodes_out = nodes;
+    *n_out = n;
+    return 0;
+}
+
+static int mount_cancel_pipe[2] = {-1, -1};
+
+static void on_mount_signal(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    (void)!write(mount_cancel_pipe[1], "x", 1);
+    errno = saved;
+}
+
+/* What the filesystem answered a reader with EIO for: one line on stderr each. */
+static void log_mount_error(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "ocibuild: store mount: %s\n", line);
+}
+
+static int store_mount(store_args *args)
+{
+    if (args->n_positional != 2)
+        return cli_failf("usage: ocibuild store mount [--store URL] [--allow-other] "
+                         "NODE_JSON|ROOT MOUNTPOINT");
+    obi_error *err = NULL;
+    cleanup_store obi_store *store = NULL;
+    if (open_store(args, &store, &err) < 0)
+        return cli_fail(err);
+    obi_node *nodes = NULL;
+    size_t n_nodes = 0;
+    if (read_mount_root(args->positional[0], store, &nodes, &n_nodes, &err) < 0)
+        return cli_fail(err);
+    if (pipe2(mount_cancel_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+        return cli_failf("pipe: %s", strerror(errno));
+    struct sigaction sa = {0};
+    sa.sa_handler = on_mount_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    obi_castore_fs_options options = OBI_CASTORE_FS_OPTIONS_INIT;
+    options.allow_other = args->allow_other;
+    options.log = log_mount_error;
+    obi_castore_fs *fs = NULL;
+    int r = obi_castore_fs_available(args->allow_other, &err);
+    if (r == 0)
+        r = obi_castore_fs_mount(store->blobs, store->directories, nodes, n_nodes,
+                                 args->positional[1], &options, &fs, &err);
+    for (size_t i = 0; i < n_nodes; i++)
+        obi_node_clear(&nodes[i]);
+    free(nodes);
+    if (r < 0)
+        return cli_fail(err);
+    fprintf(stderr, "ocibuild: mounted at %s\n", args->positional[1]);
+    r = obi_castore_fs_wait(fs, mount_cancel_pipe[0], &err);
+    int closed = obi_castore_fs_close(fs, r < 0 ? NULL : &err);
+    if (r < 0 || closed < 0)
+        return cli_fail(err);
+    return 0;
+}
+
 typedef struct store_command {
     const char *name;
     int (*run)(store_args *args);
-    bool takes_name;
+    unsigned flags;
 } store_command;
 
 /* Commands that parse their own options (cli_store_gc.c). */
@@ -400,8 +532,12 @@ static const struct {
 } LIFECYCLE_COMMANDS[] = {{"gc", cli_store_gc}, {"roots", cli_store_roots}, {"du", cli_store_du}};
 
 static const store_command STORE_COMMANDS[] = {
-    {"import", store_import, true}, {"export", store_export, false}, {"cat", store_cat, false},
-    {"ls", store_ls, false},        {"verify", store_verify, false},
+    {"import", store_import, FLAG_NAME},
+    {"export", store_export, 0},
+    {"cat", store_cat, 0},
+    {"ls", store_ls, 0},
+    {"verify", store_verify, 0},
+    {"mount", store_mount, FLAG_ALLOW_OTHER},
 };
 
 int cli_store(int argc, char **argv)
@@ -421,7 +557,7 @@ int cli_store(int argc, char **argv)
         if (strcmp(argv[1], STORE_COMMANDS[i].name))
             continue;
         store_args args = {0};
-        if (parse_args(argc - 1, argv + 1, STORE_COMMANDS[i].takes_name, &args) < 0)
+        if (parse_args(argc - 1, argv + 1, STORE_COMMANDS[i].flags, &args) < 0)
             return 2;
         return STORE_COMMANDS[i].run(&args);
     }

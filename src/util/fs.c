@@ -20,6 +20,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/fs_walk.h"
+#include "ocibuild/process.h"
 
 int obi_write_all(int fd, const void *data, size_t len)
 {
@@ -385,4 +386,20 @@ char *obi_default_data_dir(void)
     if (asprintf(&out, "%s/.local/share/ocibuild", home && *home ? home : "/tmp") < 0)
         return NULL;
     return out;
+}
+
+int obi_fusermount_unmount(const char *path, obi_error **err)
+{
+    char *argv[] = {"fusermount3", "-u", "-z", (char *)path, NULL};
+    cleanup_free char *output = NULL;
+    int code = 0;
+    int r = obi_run_capture(argv, true, 4096, &output, &code, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "unmount %s with fusermount3", path);
+    if (code != 0) {
+        output[strcspn(output, "\n")] = 0;
+        return obi_error_set(err, -EPERM, "fusermount3 -u -z %s: exit code %d: %s", path, code,
+                             output);
+    }
+    return 0;
 }

@@ -5,7 +5,7 @@
 # under valgrind (--trace-children=no): runc and nix-store are children. One TAP line per path:
 # hash, store import/ls/cat/export/verify/gc/roots/du, spec of every examples/requests/*.json, service spec, an
 # invalid request (the error path), a remote-builder serve session and, as root with runc, a
-# trivial, a failing and a timed-out build.
+# trivial, a failing and a timed-out build, and one with its inputs over FUSE.
 source "$(dirname "$0")/lib.sh"
 root=$(cd "$E2E_DIR/../.." && pwd)
 
@@ -111,6 +111,12 @@ JSON
     sed 's|mkdir -p /nix/store/out && echo hi > /nix/store/out/f|sleep 30|' \
       "$T_TMP/build.json" >"$T_TMP/slow.json"
     vg "timed-out build under valgrind" 1 build --timeout 1 "$T_TMP/slow.json"
+    # The FUSE server's threads, its mount and its close (issue 20), when FUSE is there.
+    if [ -c /dev/fuse ] && command -v fusermount3 >/dev/null; then
+      vg "build with inputs over FUSE under valgrind" 0 build --inputs fuse "$T_TMP/build.json"
+    else
+      t_skip "build with inputs over FUSE under valgrind" "/dev/fuse or fusermount3 is missing (apt-get install fuse3)"
+    fi
   else
     t_skip "trivial build under valgrind" "/bin/busybox is missing (Debian package busybox-static)"
   fi

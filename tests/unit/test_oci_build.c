@@ -477,7 +477,9 @@ static void test_oci_build_url_limits_are_checked_by_name(void **state)
     assert_fails_with(err, open_url("oci:///nonexistent/b?max_pids=-1", &svc, &err), -EINVAL,
                       "max_pids=-1: expected a non-negative integer");
     assert_fails_with(err, open_url("oci:///nonexistent/b?pids=5", &svc, &err), -EINVAL,
-                      "root_pool, max_pids, memory, scratch_limit)");
+                      "root_pool, max_pids, memory, scratch_limit, inputs)");
+    assert_fails_with(err, open_url("oci:///nonexistent/b?inputs=lazy", &svc, &err), -EINVAL,
+                      "oci build service: inputs: \"lazy\" is not one of auto, materialize, fuse");
     assert_fails_with(err, open_url("oci:///nonexistent/b?rootless=true&memory=64Mi", &svc, &err),
                       -ENOTSUP, "rootless builds cannot have a memory limit");
     assert_fails_with(err,
