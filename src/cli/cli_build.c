@@ -16,7 +16,8 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: ocibuild build [OPTIONS] REQUEST.json\n\noptions:\n%s", cli_builder_usage);
+    fprintf(out, "usage: ocibuild build [OPTIONS] REQUEST.json\n\noptions:\n%s\n%s",
+            cli_builder_usage, cli_exit_codes_help);
 }
 
 int cli_build(int argc, char **argv)
@@ -34,14 +35,14 @@ int cli_build(int argc, char **argv)
         }
         if (c < CLI_BUILDER_OPT_FIRST || c > CLI_BUILDER_OPT_LAST) {
             usage(stderr);
-            return 2;
+            return CLI_EXIT_USAGE;
         }
         if (cli_builder_handle_option(c, optarg, &args) != 0)
-            return 2;
+            return CLI_EXIT_USAGE;
     }
     if (optind + 1 != argc) {
         usage(stderr);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     const char *request_path = argv[optind];
     obi_error *err = NULL;
@@ -58,10 +59,8 @@ int cli_build(int argc, char **argv)
 
     cleanup_build obi_build *build = NULL;
     int r = obi_build_service_do_build(service, req, &build, &err);
-    if (r < 0) {
-        cli_builder_note_interruption(&err, r);
-        return cli_fail(err);
-    }
+    if (r < 0)
+        return cli_builder_fail(err, r);
     cleanup_json json_t *json = obi_build_to_json(build);
     if (!json || json_dumpf(json, stdout, JSON_COMPACT) < 0)
         return cli_failf("cannot print the build result");

@@ -86,20 +86,20 @@ int cli_parse_unsigned(const char *text, const char *what, unsigned *out)
     unsigned long long v = 0;
     if (!obi_parse_decimal(text, 1000000000ULL, &v)) {
         cli_failf("%s: '%s' is not a non-negative integer", what, text);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     *out = (unsigned)v;
     return 0;
 }
 
-/* A size option (number.h's units); prints and returns 2 when it is not one. */
+/* A size option (number.h's units); prints and returns CLI_EXIT_USAGE when it is not one. */
 static int parse_size_option(const char *text, const char *what, uint64_t *out)
 {
     obi_error *err = NULL;
     if (obi_parse_memory(text, out, &err) < 0) {
         obi_error_prefix(&err, -EINVAL, "%s", what);
         cli_fail(err);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     return 0;
 }
@@ -145,7 +145,7 @@ int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args)
     case OPT_SCRATCH_LIMIT:
         return parse_size_option(arg, "--scratch-limit", &args->oci.scratch_limit_bytes);
     default:
-        return 2;
+        return CLI_EXIT_USAGE;
     }
 }
 
@@ -205,8 +205,21 @@ int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build
     return obi_oci_build_service_new(&args->oci, store, out, err);
 }
 
-void cli_builder_note_interruption(obi_error **err, int code)
+int cli_builder_fail(obi_error *err, int code)
 {
-    if (cancel_signal)
-        obi_error_prefix(err, code, "interrupted by signal %d", (int)cancel_signal);
+    if (cancel_signal) {
+        obi_error_prefix(&err, code, "interrupted by %s", strsignal(cancel_signal));
+        cli_fail(err);
+        return CLI_EXIT_SIGNAL_BASE + cancel_signal;
+    }
+    cli_fail(err);
+    switch (code) {
+    case OBI_EBUILD_FAILED:
+    case OBI_ERUNTIME_START:
+        return CLI_EXIT_BUILD_FAILED;
+    case -ETIMEDOUT:
+        return CLI_EXIT_TIMED_OUT;
+    default:
+        return CLI_EXIT_FAILURE;
+    }
 }

@@ -38,7 +38,7 @@ extern const char cli_builder_usage[];
  * the terminating zero entry; table must hold cli_builder_options_count + n_extra + 2. */
 void cli_builder_option_table(struct option *table, const struct option *extra, size_t n_extra);
 
-/* Handles a getopt code from cli_builder_options: 0 when handled, 2 (the exit code) after
+/* Handles a getopt code from cli_builder_options: 0 when handled, CLI_EXIT_USAGE after
  * printing an error for a bad value. */
 int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args);
 
@@ -47,10 +47,11 @@ int cli_builder_open_store(const cli_builder_args *args, obi_store **out, obi_er
 /* Installs the cancelling signal handlers and opens the build service. */
 int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build_service **out,
                              obi_error **err);
-/* After a failed build: says so when a signal interrupted it. */
-void cli_builder_note_interruption(obi_error **err, int code);
+/* After a failed build: prints err (saying so when a signal interrupted it) and returns the
+ * exit code for code: 128 + the signal, 100 build failed, 101 timed out, else 1. */
+int cli_builder_fail(obi_error *err, int code);
 
-/* Parses a non-negative integer option; prints and returns 2 when it is not one. */
+/* Parses a non-negative integer option; prints and returns CLI_EXIT_USAGE when it is not one. */
 int cli_parse_unsigned(const char *text, const char *what, unsigned *out);
 
 #endif

@@ -323,7 +323,7 @@ int cli_daemon(int argc, char **argv)
             return 0;
         default:
             fputs(USAGE, stderr);
-            return 2;
+            return CLI_EXIT_USAGE;
         }
     }
     if (optind != argc)

@@ -31,8 +31,8 @@ static void usage(FILE *out)
             "  --out-link DIR              export the outputs: out at DIR, output N at DIR-N\n"
             "  --path-info DIR             where outputs built here are recorded\n"
             "  --cores N                   NIX_BUILD_CORES (default: online CPUs)\n"
-            "  --nix-store PROGRAM         nix-store to ask for closures\n%s",
-            cli_builder_usage);
+            "  --nix-store PROGRAM         nix-store to ask for closures\n%s\n%s",
+            cli_builder_usage, cli_exit_codes_help);
 }
 
 /* "out" goes to link, any other output N to link-N (nix-build's naming). */
@@ -83,7 +83,7 @@ int cli_nix_build(int argc, char **argv)
             break;
         case OPT_CORES:
             if (cli_parse_unsigned(optarg, "--cores", &nix_opts.build_cores))
-                return 2;
+                return CLI_EXIT_USAGE;
             break;
         case OPT_NIX_STORE:
             nix_opts.nix_store = optarg;
@@ -94,15 +94,15 @@ int cli_nix_build(int argc, char **argv)
         default:
             if (c < CLI_BUILDER_OPT_FIRST || c > CLI_BUILDER_OPT_LAST) {
                 usage(stderr);
-                return 2;
+                return CLI_EXIT_USAGE;
             }
             if (cli_builder_handle_option(c, optarg, &args) != 0)
-                return 2;
+                return CLI_EXIT_USAGE;
         }
     }
     if (optind + 1 != argc) {
         usage(stderr);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     const char *drv_path = argv[optind];
     obi_error *err = NULL;
@@ -124,10 +124,8 @@ int cli_nix_build(int argc, char **argv)
     nix_opts.path_infos = path_infos;
     cleanup_nix_build_result obi_nix_build_result *result = NULL;
     r = obi_nix_build(drv_path, &nix_opts, &result, &err);
-    if (r < 0) {
-        cli_builder_note_interruption(&err, r);
-        return cli_fail(err);
-    }
+    if (r < 0)
+        return cli_builder_fail(err, r);
     if (out_link && export_outputs(result, store, out_link) != 0)
         return 1;
     cleanup_json json_t *json = obi_nix_build_result_to_json(result);

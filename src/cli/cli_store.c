@@ -40,6 +40,7 @@ typedef struct store_args {
 static const char STORE_USAGE[] =
     "usage: ocibuild store SUBCOMMAND [--store URL] [--blob-service URL]\n"
     "                                 [--directory-service URL] ARGS...\n"
+    "commands:\n"
     "  import [--name NAME] PATH   ingest PATH, print the root node (protobuf JSON)\n"
     "  export NODE_JSON DEST       write the node to DEST ('-' reads the node from stdin)\n"
     "  cat DIGEST                  write a blob to stdout (hex or b3:base64 digest)\n"
@@ -54,7 +55,6 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
         {"blob-service", required_argument, NULL, 'b'},
         {"directory-service", required_argument, NULL, 'd'},
         {"name", required_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     optind = 0;
@@ -76,9 +76,6 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
                 return cli_failf("--name is only valid for 'store import'"), -1;
             out->name = optarg;
             break;
-        case 'h':
-            fputs(STORE_USAGE, stdout);
-            exit(0);
         default:
             return cli_failf("store %s: unknown or incomplete option '%s'", argv[0],
                              argv[optind - 1]),
@@ -336,7 +333,7 @@ int cli_store(int argc, char **argv)
 {
     if (argc < 2) {
         fputs(STORE_USAGE, stderr);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         fputs(STORE_USAGE, stdout);
@@ -345,12 +342,16 @@ int cli_store(int argc, char **argv)
     for (size_t i = 0; i < OBI_ARRAY_SIZE(STORE_COMMANDS); i++) {
         if (strcmp(argv[1], STORE_COMMANDS[i].name))
             continue;
+        if (cli_help_requested(argc - 1, argv + 1)) {
+            fputs(STORE_USAGE, stdout);
+            return 0;
+        }
         store_args args = {0};
         if (parse_args(argc - 1, argv + 1, STORE_COMMANDS[i].takes_name, &args) < 0)
-            return 2;
+            return CLI_EXIT_USAGE;
         return STORE_COMMANDS[i].run(&args);
     }
     cli_failf("store: unknown subcommand '%s'", argv[1]);
     fputs(STORE_USAGE, stderr);
-    return 2;
+    return CLI_EXIT_USAGE;
 }
