@@ -250,6 +250,29 @@ static void test_friendly_request_imports_paths_and_sorts_env(void **state)
     free(file);
 }
 
+static void test_friendly_request_paths_are_relative_to_the_request_file(void **state)
+{
+    fixture *f = *state;
+    char *sub = obi_path_join(f->dir, "project");
+    assert_int_equal(mkdir(sub, 0755), 0);
+    char *tool = obi_path_join(sub, "tool");
+    assert_ok(obi_write_file(tool, "relative tool", 13, 0755, err_ptr_));
+    char *request = obi_path_join(sub, "req.json");
+    const char *text = "{\"inputs\": {\"tool\": \"tool\"}, \"command_args\": [\"/nix/store/tool\"],"
+                       " \"working_dir\": \"build\", \"scratch_paths\": [\"nix/store\"],"
+                       " \"inputs_dir\": \"nix/store\", \"outputs\": [\"nix/store/out\"]}";
+    assert_ok(obi_write_file(request, text, strlen(text), 0644, err_ptr_));
+    /* The current directory has no "tool": only the request's directory does. */
+    obi_build_request *req = NULL;
+    assert_ok(obi_friendly_request_load(request, f->store, &req, err_ptr_));
+    assert_int_equal(req->n_inputs, 1);
+    assert_int_equal(req->inputs[0].size, 13);
+    obi_build_request_free(req);
+    free(request);
+    free(tool);
+    free(sub);
+}
+
 /* Imports path as input "tool" through the friendly form; *out is the node. */
 static void friendly_import(fixture *f, const char *path, obi_node *out)
 {
@@ -349,6 +372,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_inputs_symlink_outside_scratch_is_refused, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_friendly_request_paths_are_relative_to_the_request_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_friendly_request_imports_paths_and_sorts_env, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_friendly_request_errors_name_the_key, setup, teardown),
