@@ -25,7 +25,7 @@ int cli_build(int argc, char **argv)
     struct option options[32];
     cli_builder_option_table(options, NULL, 0);
 
-    cli_builder_args args = CLI_BUILDER_ARGS_INIT;
+    cleanup_builder_args cli_builder_args args = CLI_BUILDER_ARGS_INIT;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {

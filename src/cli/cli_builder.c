@@ -30,9 +30,9 @@ enum {
     OPT_MAX_PIDS,
     OPT_MEMORY,
     OPT_SCRATCH_LIMIT,
+    OPT_ROOTFUL,
 };
-_Static_assert((int)OPT_SCRATCH_LIMIT == (int)CLI_BUILDER_OPT_LAST,
-               "keep CLI_BUILDER_OPT_LAST in sync");
+_Static_assert((int)OPT_ROOTFUL == (int)CLI_BUILDER_OPT_LAST, "keep CLI_BUILDER_OPT_LAST in sync");
 
 const struct option cli_builder_options[] = {
     {"store", required_argument, NULL, OPT_STORE},
@@ -49,16 +49,21 @@ const struct option cli_builder_options[] = {
     {"max-pids", required_argument, NULL, OPT_MAX_PIDS},
     {"memory", required_argument, NULL, OPT_MEMORY},
     {"scratch-limit", required_argument, NULL, OPT_SCRATCH_LIMIT},
+    {"rootful", no_argument, NULL, OPT_ROOTFUL},
 };
 const size_t cli_builder_options_count = sizeof cli_builder_options / sizeof cli_builder_options[0];
 
 const char cli_builder_usage[] =
-    "  --store URL                 castore for inputs and outputs (default: the local store)\n"
-    "  --blob-service URL          blob service only\n"
-    "  --directory-service URL     directory service only\n"
-    "  --build-service URL         build elsewhere (grpc+unix://, grpc+http://, oci:///root)\n"
+    "  --store URL                 castore for inputs and outputs (default: the build\n"
+    "                              service's when that is a daemon, else the local store)\n"
+    "  --blob-service URL          blob service only ($BLOB_SERVICE_ADDR)\n"
+    "  --directory-service URL     directory service only ($DIRECTORY_SERVICE_ADDR)\n"
+    "  --build-service URL         build elsewhere (grpc+unix://, grpc+http://, oci:///root;\n"
+    "                              $BUILD_SERVICE_ADDR, else $OCIBUILD_DAEMON for both)\n"
     "  --runtime NAME|PATH         OCI runtime (default runc)\n"
     "  --rootless                  run as the invoking user with its subuid/subgid ranges\n"
+    "                              (the default when not run as root)\n"
+    "  --rootful                   not rootless, even when not run as root\n"
     "  --timeout S                 kill the build after S seconds\n"
     "  --keep-bundle               keep the bundle directory for debugging\n"
     "  --sandbox-shell PATH        static shell bound at /bin/sh when asked (default busybox)\n"
@@ -108,16 +113,19 @@ int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args)
 {
     switch (code) {
     case OPT_STORE:
-        args->store_url = arg;
+        args->flags.store = arg;
         return 0;
     case OPT_BLOB:
-        args->blob_url = arg;
+        args->flags.blobs = arg;
         return 0;
     case OPT_DIRECTORY:
-        args->directory_url = arg;
+        args->flags.directories = arg;
         return 0;
     case OPT_BUILD:
-        args->build_url = arg;
+        args->flags.build = arg;
+        return 0;
+    case OPT_ROOTFUL:
+        args->rootful = true;
         return 0;
     case OPT_RUNTIME:
         args->oci.runtime = arg;
@@ -149,10 +157,18 @@ int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args)
     }
 }
 
-int cli_builder_open_store(const cli_builder_args *args, obi_store **out, obi_error **err)
+void cli_builder_args_clear(cli_builder_args *args)
 {
-    return obi_store_open(args->blob_url ? args->blob_url : args->store_url,
-                          args->directory_url ? args->directory_url : args->store_url, out, err);
+    obi_service_addrs_clear(&args->addrs);
+}
+
+int cli_builder_open_store(cli_builder_args *args, obi_store **out, obi_error **err)
+{
+    obi_service_addrs_clear(&args->addrs);
+    int r = obi_service_addrs_resolve(&args->flags, &args->addrs, err);
+    if (r < 0)
+        return r;
+    return obi_store_open(args->addrs.blobs, args->addrs.directories, out, err);
 }
 
 static int cancel_pipe[2] = {-1, -1};
@@ -182,8 +198,14 @@ static void free_default_bundle_root(void)
 int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build_service **out,
                              obi_error **err)
 {
-    if (args->build_url)
-        return obi_build_service_open(args->build_url, store, out, err);
+    if (args->addrs.build)
+        return obi_build_service_open(args->addrs.build, store, out, err);
+    if (args->oci.rootless && args->rootful)
+        return obi_error_set(err, -EINVAL, "--rootless and --rootful: give one");
+    /* Rootful builds need root (they chown the bundle to the build's ids): anyone else builds
+     * rootless, in a user namespace of their own subuid range. */
+    if (!args->rootful && geteuid() != 0)
+        args->oci.rootless = true;
     if (!args->oci.bundle_root) {
         cleanup_free char *data_dir = obi_default_data_dir();
         default_bundle_root = data_dir ? obi_path_join(data_dir, "bundles") : NULL;

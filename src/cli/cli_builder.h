@@ -11,23 +11,25 @@
 #include <stdio.h>
 
 #include "ocibuild/oci_build.h"
+#include "ocibuild/service_addrs.h"
 #include "ocibuild/store.h"
 
 typedef struct cli_builder_args {
-    const char *store_url;
-    const char *blob_url;
-    const char *directory_url;
-    const char *build_url;
+    obi_service_flags flags; /* --store, --blob-service, --directory-service, --build-service */
+    obi_service_addrs addrs; /* where they are, flags and environment resolved (open_store) */
+    bool rootful;            /* --rootful: not rootless even when not run as root */
     obi_oci_build_options oci;
 } cli_builder_args;
 
 #define CLI_BUILDER_ARGS_INIT                                                                      \
     {                                                                                              \
-        NULL, NULL, NULL, NULL, OBI_OCI_BUILD_OPTIONS_INIT                                         \
+        {NULL, NULL, NULL, NULL}, {NULL, NULL, NULL}, false, OBI_OCI_BUILD_OPTIONS_INIT            \
     }
+void cli_builder_args_clear(cli_builder_args *args);
+#define cleanup_builder_args __attribute__((cleanup(cli_builder_args_clear)))
 
 /* getopt codes of the builder options (commands number their own options above this). */
-enum { CLI_BUILDER_OPT_FIRST = 256, CLI_BUILDER_OPT_LAST = 269 };
+enum { CLI_BUILDER_OPT_FIRST = 256, CLI_BUILDER_OPT_LAST = 270 };
 /* The builder's long options, to be copied into a command's option table. */
 extern const struct option cli_builder_options[];
 extern const size_t cli_builder_options_count;
@@ -42,9 +44,12 @@ void cli_builder_option_table(struct option *table, const struct option *extra, 
  * printing an error for a bad value. */
 int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args);
 
-/* Opens the store from --store/--blob-service/--directory-service (default store otherwise). */
-int cli_builder_open_store(const cli_builder_args *args, obi_store **out, obi_error **err);
-/* Installs the cancelling signal handlers and opens the build service. */
+/* Resolves where the services are (service_addrs.h: flags, then the environment) and opens the
+ * store. */
+int cli_builder_open_store(cli_builder_args *args, obi_store **out, obi_error **err);
+/* Installs the cancelling signal handlers and opens the build service: the one resolved by
+ * cli_builder_open_store, else the local OCI builder (rootless when not run as root, unless
+ * --rootful). */
 int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build_service **out,
                              obi_error **err);
 /* After a failed build: prints err (saying so when a signal interrupted it) and returns the

@@ -66,7 +66,7 @@ int cli_nix_build(int argc, char **argv)
     struct option options[32];
     cli_builder_option_table(options, nix_options, OBI_ARRAY_SIZE(nix_options));
 
-    cli_builder_args args = CLI_BUILDER_ARGS_INIT;
+    cleanup_builder_args cli_builder_args args = CLI_BUILDER_ARGS_INIT;
     const char *out_link = NULL, *path_info_dir = NULL;
     /* Nix's default for NIX_BUILD_CORES (its "cores" setting): the number of online CPUs */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);

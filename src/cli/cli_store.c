@@ -6,7 +6,8 @@
  *   ls NODE_JSON                list the tree under a node: kind, size, digest, path
  *   verify                      check every object of the store (store_verify.h): one line per
  *                               faulty object on stdout, a summary on stderr, exit 1 if any
- * Every subcommand takes --store URL (default: obi_default_store_url()).
+ * Every subcommand takes --store URL (default: service_addrs.h's rule, then
+ * obi_default_store_url()).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -23,6 +24,7 @@
 #include "ocibuild/fs.h"
 #include "ocibuild/ingest.h"
 #include "ocibuild/node.h"
+#include "ocibuild/service_addrs.h"
 #include "ocibuild/store.h"
 #include "ocibuild/store_verify.h"
 
@@ -87,12 +89,16 @@ static int parse_args(int argc, char **argv, bool allow_name, store_args *out)
     return 0;
 }
 
-/* --blob-service / --directory-service override --store, which defaults to the local store. */
+/* --blob-service / --directory-service override --store; without them the environment
+ * (service_addrs.h), else the local store. */
 static int open_store(const store_args *args, obi_store **out, obi_error **err)
 {
-    const char *blobs = args->blob_url ? args->blob_url : args->store_url;
-    const char *directories = args->directory_url ? args->directory_url : args->store_url;
-    int r = obi_store_open(blobs, directories, out, err);
+    obi_service_flags flags = {args->store_url, args->blob_url, args->directory_url, NULL};
+    obi_service_addrs addrs = {0};
+    int r = obi_service_addrs_resolve(&flags, &addrs, err);
+    if (r == 0)
+        r = obi_store_open(addrs.blobs, addrs.directories, out, err);
+    obi_service_addrs_clear(&addrs);
     return r < 0 ? obi_error_prefix(err, r, "open store") : 0;
 }
 
