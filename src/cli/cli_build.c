@@ -1,15 +1,19 @@
 /*
  * ocibuild build [options] REQUEST.json: runs one BuildRequest on a build service (by default the
- * local OCI builder with bundles under <data dir>/bundles) and prints the Build as protobuf JSON.
+ * local OCI builder with bundles under <data dir>/bundles) and prints the Build: a line per output
+ * for people on a terminal, protobuf JSON with --json or when stdout is not a terminal (what
+ * scripts read). --out DIR exports the outputs into DIR.
  * REQUEST.json is the protobuf-JSON BuildRequest or the friendlier form (inputs as host paths,
  * env as plain strings; see README.md). Builder options and cancellation: cli_builder.c.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cli_builder.h"
+#include "ocibuild/build_outputs.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/friendly_request.h"
 #include "ocibuild/json_util.h"
@@ -20,10 +24,41 @@ static void usage(FILE *out)
             cli_builder_usage, cli_exit_codes_help);
 }
 
+static int print_json(const obi_build *build)
+{
+    cleanup_json json_t *json = obi_build_to_json(build);
+    if (!json || json_dumpf(json, stdout, JSON_COMPACT) < 0)
+        return cli_failf("cannot print the build result");
+    putchar('\n');
+    if (fflush(stdout) != 0)
+        return cli_failf("write to stdout: %s", strerror(errno));
+    return 0;
+}
+
+static int print_summary(const obi_build *build)
+{
+    for (size_t i = 0; i < build->n_outputs; i++) {
+        cleanup_free char *line = obi_build_output_summary(build, i);
+        if (!line)
+            return cli_failf("out of memory");
+        puts(line);
+    }
+    if (fflush(stdout) != 0)
+        return cli_failf("write to stdout: %s", strerror(errno));
+    return 0;
+}
+
 int cli_build(int argc, char **argv)
 {
+    enum { OPT_JSON = CLI_BUILDER_OPT_LAST + 1, OPT_OUT };
+    static const struct option build_options[] = {
+        {"json", no_argument, NULL, OPT_JSON},
+        {"out", required_argument, NULL, OPT_OUT},
+    };
     struct option options[32];
-    cli_builder_option_table(options, NULL, 0);
+    cli_builder_option_table(options, build_options, OBI_ARRAY_SIZE(build_options));
+    bool json_output = !isatty(STDOUT_FILENO);
+    const char *out_dir = NULL;
 
     cleanup_builder_args cli_builder_args args = CLI_BUILDER_ARGS_INIT;
     int c;
@@ -32,6 +67,11 @@ int cli_build(int argc, char **argv)
         if (c == 'h') {
             usage(stdout);
             return 0;
+        }
+        if (c == OPT_JSON || c == OPT_OUT) {
+            json_output |= c == OPT_JSON;
+            out_dir = c == OPT_OUT ? optarg : out_dir;
+            continue;
         }
         if (c < CLI_BUILDER_OPT_FIRST || c > CLI_BUILDER_OPT_LAST) {
             usage(stderr);
@@ -61,11 +101,7 @@ int cli_build(int argc, char **argv)
     int r = obi_build_service_do_build(service, req, &build, &err);
     if (r < 0)
         return cli_builder_fail(err, r);
-    cleanup_json json_t *json = obi_build_to_json(build);
-    if (!json || json_dumpf(json, stdout, JSON_COMPACT) < 0)
-        return cli_failf("cannot print the build result");
-    putchar('\n');
-    if (fflush(stdout) != 0)
-        return cli_failf("write to stdout: %s", strerror(errno));
-    return 0;
+    if (out_dir && obi_build_outputs_export(store, build, out_dir, &err) < 0)
+        return cli_fail(err);
+    return json_output ? print_json(build) : print_summary(build);
 }

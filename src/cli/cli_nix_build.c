@@ -2,6 +2,7 @@
  * ocibuild nix-build [options] FILE.drv: builds a Nix derivation here (input derivations first
  * when their outputs are neither in /nix/store nor built here before) and prints
  *   {"outputs": {"out": {"path": ..., "narHash": "sha256:...", "references": [...]}}}
+ * (with --json or when stdout is not a terminal; on a terminal the output paths, as nix-build)
  * --out-link DIR exports the outputs like nix-build's links: "out" at DIR, output N at DIR-N.
  * --cores N sets NIX_BUILD_CORES (default: online CPUs, like Nix).
  * A thin layer over obi_nix_build (src/nix/nix_build.c); builder options as `ocibuild build`.
@@ -28,6 +29,8 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: ocibuild nix-build [OPTIONS] FILE.drv\n\noptions:\n"
+            "  --json                      print outputs, NAR hashes and references as JSON (the\n"
+            "                              default when stdout is not a terminal; else the paths)\n"
             "  --out-link DIR              export the outputs: out at DIR, output N at DIR-N\n"
             "  --path-info DIR             where outputs built here are recorded\n"
             "  --cores N                   NIX_BUILD_CORES (default: online CPUs)\n"
@@ -56,8 +59,15 @@ static int export_outputs(const obi_nix_build_result *result, obi_store *store, 
 
 int cli_nix_build(int argc, char **argv)
 {
-    enum { OPT_OUT_LINK = CLI_BUILDER_OPT_LAST + 1, OPT_PATH_INFO, OPT_CORES, OPT_NIX_STORE };
+    enum {
+        OPT_OUT_LINK = CLI_BUILDER_OPT_LAST + 1,
+        OPT_PATH_INFO,
+        OPT_CORES,
+        OPT_NIX_STORE,
+        OPT_JSON
+    };
     static const struct option nix_options[] = {
+        {"json", no_argument, NULL, OPT_JSON},
         {"out-link", required_argument, NULL, OPT_OUT_LINK},
         {"path-info", required_argument, NULL, OPT_PATH_INFO},
         {"cores", required_argument, NULL, OPT_CORES},
@@ -68,6 +78,7 @@ int cli_nix_build(int argc, char **argv)
 
     cleanup_builder_args cli_builder_args args = CLI_BUILDER_ARGS_INIT;
     const char *out_link = NULL, *path_info_dir = NULL;
+    bool json_output = !isatty(STDOUT_FILENO);
     /* Nix's default for NIX_BUILD_CORES (its "cores" setting): the number of online CPUs */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     obi_nix_build_options nix_opts = {.build_cores = cpus > 0 ? (unsigned)cpus : 1};
@@ -87,6 +98,9 @@ int cli_nix_build(int argc, char **argv)
             break;
         case OPT_NIX_STORE:
             nix_opts.nix_store = optarg;
+            break;
+        case OPT_JSON:
+            json_output = true;
             break;
         case 'h':
             usage(stdout);
@@ -128,6 +142,12 @@ int cli_nix_build(int argc, char **argv)
         return cli_builder_fail(err, r);
     if (out_link && export_outputs(result, store, out_link) != 0)
         return 1;
+    if (!json_output) {
+        /* As nix-build prints them: the output paths, one a line. */
+        for (size_t i = 0; i < result->n_outputs; i++)
+            puts(result->outputs[i].info->path);
+        return fflush(stdout) == 0 ? 0 : cli_failf("write to stdout: %s", strerror(errno));
+    }
     cleanup_json json_t *json = obi_nix_build_result_to_json(result);
     if (!json || json_dumpf(json, stdout, JSON_COMPACT | JSON_SORT_KEYS) < 0)
         return cli_failf("cannot print the build result");

@@ -1,7 +1,8 @@
 /*
  * ocibuild store SUBCOMMAND: looking into and moving trees in and out of the castore.
  *   import [--name NAME] PATH   ingest PATH; print the root Node as protobuf JSON (one line)
- *   export NODE_JSON DEST       write the node at DEST ("-": read the node JSON from stdin)
+ *   export NODE_JSON DEST       write the node at DEST (the JSON itself, a file holding it, or
+ *                               "-" for stdin); of a Build, each output into DEST/<its name>
  *   cat DIGEST                  write a blob (hex or b3:base64 digest) to stdout
  *   ls NODE_JSON                list the tree under a node: kind, size, digest, path
  *   verify                      check every object of the store (store_verify.h): one line per
@@ -19,10 +20,12 @@
 
 #include "cli.h"
 #include "ocibuild/buf.h"
+#include "ocibuild/build_outputs.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/export.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/ingest.h"
+#include "ocibuild/json_util.h"
 #include "ocibuild/node.h"
 #include "ocibuild/service_addrs.h"
 #include "ocibuild/store.h"
@@ -44,7 +47,8 @@ static const char STORE_USAGE[] =
     "                                 [--directory-service URL] ARGS...\n"
     "commands:\n"
     "  import [--name NAME] PATH   ingest PATH, print the root node (protobuf JSON)\n"
-    "  export NODE_JSON DEST       write the node to DEST ('-' reads the node from stdin)\n"
+    "  export NODE_JSON|FILE DEST  write the node at DEST ('-': stdin); of a Build (what\n"
+    "                              build --json prints), each output into DEST/<name>\n"
     "  cat DIGEST                  write a blob to stdout (hex or b3:base64 digest)\n"
     "  ls NODE_JSON                list the tree under a node ('-' reads it from stdin)\n"
     "  verify                      check every blob and directory; print each faulty one\n";
@@ -102,16 +106,30 @@ static int open_store(const store_args *args, obi_store **out, obi_error **err)
     return r < 0 ? obi_error_prefix(err, r, "open store") : 0;
 }
 
-/* The node from literal JSON text or, for "-", from stdin. */
-static int read_node_arg(const char *arg, obi_node *out, obi_error **err)
+/* JSON from an argument: "-" reads stdin, text starting with '{' is the JSON itself, anything
+ * else names a file holding it. Errors name where it came from. */
+static int load_json_arg(const char *arg, json_t **out, obi_error **err)
 {
     json_error_t jerr;
-    json_t *json = strcmp(arg, "-") ? json_loads(arg, 0, &jerr) : json_loadf(stdin, 0, &jerr);
+    const char *text = arg + strspn(arg, " \t\n");
+    bool literal = text[0] == '{', from_stdin = !strcmp(arg, "-");
+    json_t *json = from_stdin ? json_loadf(stdin, 0, &jerr)
+                   : literal  ? json_loads(arg, 0, &jerr)
+                              : json_load_file(arg, 0, &jerr);
+    const char *where = from_stdin ? "node JSON from stdin" : literal ? "node JSON" : arg;
+    if (!json && jerr.line < 1)
+        return obi_error_set(err, -EINVAL, "%s: %s", where, jerr.text);
     if (!json)
-        return obi_error_set(err, -EINVAL, "node JSON: %s (line %d, column %d)", jerr.text,
+        return obi_error_set(err, -EINVAL, "%s: %s (line %d, column %d)", where, jerr.text,
                              jerr.line, jerr.column);
+    *out = json;
+    return 0;
+}
+
+/* The node from a JSON argument (load_json_arg). */
+static int node_from_json_value(const json_t *json, obi_node *out, obi_error **err)
+{
     int r = obi_node_from_json(json, out, err);
-    json_decref(json);
     if (r < 0)
         return obi_error_prefix(err, r, "node JSON");
     r = obi_node_validate(out, err);
@@ -120,6 +138,13 @@ static int read_node_arg(const char *arg, obi_node *out, obi_error **err)
         return obi_error_prefix(err, r, "node JSON");
     }
     return 0;
+}
+
+static int read_node_arg(const char *arg, obi_node *out, obi_error **err)
+{
+    cleanup_json json_t *json = NULL;
+    int r = load_json_arg(arg, &json, err);
+    return r < 0 ? r : node_from_json_value(json, out, err);
 }
 
 static int store_import(store_args *args)
@@ -146,18 +171,33 @@ static int store_import(store_args *args)
     return 0;
 }
 
+/* A Build (what `ocibuild build --json` prints) exports its outputs into DEST, each under its
+ * name; a Node exports to DEST itself. */
 static int store_export(store_args *args)
 {
     if (args->n_positional != 2)
-        return cli_failf("usage: ocibuild store export [--store URL] NODE_JSON|- DEST");
+        return cli_failf("usage: ocibuild store export [--store URL] NODE_JSON|BUILD_JSON|FILE|- "
+                         "DEST");
+    const char *source = args->positional[0], *dest = args->positional[1];
     obi_error *err = NULL;
-    cleanup_node obi_node node = {0};
-    if (read_node_arg(args->positional[0], &node, &err) < 0)
+    cleanup_json json_t *json = NULL;
+    if (load_json_arg(source, &json, &err) < 0)
         return cli_fail(err);
     cleanup_store obi_store *store = NULL;
-    if (open_store(args, &store, &err) < 0)
-        return cli_fail(err);
-    if (obi_export_node(store->blobs, store->directories, &node, args->positional[1], &err) < 0)
+    if (json_object_get(json, "outputs")) {
+        cleanup_build obi_build *build = NULL;
+        if (obi_build_from_json(json, &build, &err) < 0) {
+            obi_error_prefix(&err, -EINVAL, "%s: Build JSON", source);
+            return cli_fail(err);
+        }
+        if (open_store(args, &store, &err) < 0 ||
+            obi_build_outputs_export(store, build, dest, &err) < 0)
+            return cli_fail(err);
+        return 0;
+    }
+    cleanup_node obi_node node = {0};
+    if (node_from_json_value(json, &node, &err) < 0 || open_store(args, &store, &err) < 0 ||
+        obi_export_node(store->blobs, store->directories, &node, dest, &err) < 0)
         return cli_fail(err);
     return 0;
 }

@@ -18,12 +18,14 @@ version=$("$OCIBUILD" --version); rc=$?
   t_fail "--version prints the version and exits 0" "rc=$rc out=$version"
 
 # Every command and subcommand, as `ocibuild --help` and `ocibuild X --help` list them.
-commands=$("$OCIBUILD" --help | sed -n '/^commands:/,/^$/p' | awk 'NF > 1 {print $1}')
+# A command's line starts with two spaces and its name; continuation lines are indented deeper.
+list_commands() { sed -n '/^commands:/,/^$/p' | grep -E '^  [a-z]' | awk '{print $1}'; }
+commands=$("$OCIBUILD" --help | list_commands)
 failed_help=""
 for c in $commands; do
   out=$("$OCIBUILD" "$c" --help 2>&1) || failed_help+=" $c(rc=$?)"
   [[ "$out" == *usage* ]] || failed_help+=" $c(no usage)"
-  subs=$("$OCIBUILD" "$c" --help 2>/dev/null | sed -n '/^commands:/,/^$/p' | awk 'NF > 1 {print $1}')
+  subs=$("$OCIBUILD" "$c" --help 2>/dev/null | list_commands)
   for s in $subs; do
     out=$("$OCIBUILD" "$c" "$s" --help 2>&1) || failed_help+=" $c-$s(rc=$?)"
     [[ "$out" == *usage* ]] || failed_help+=" $c-$s(no usage)"
@@ -116,5 +118,67 @@ kept=$(sed -n 's/^bundle kept at //p' "$T_TMP/keep.err")
 [ -n "$kept" ] && [ -f "$kept/config.json" ] && t_ok "--keep-bundle says where the bundle is" ||
   t_fail "--keep-bundle says where the bundle is" "$(cat "$T_TMP/keep.err")"
 [ -n "$kept" ] && rm -rf "$kept"
+
+# --- results for people and scripts ---
+request result 'mkdir -p /nix/store/out && echo "needle-abcdefghijklmnopqrstuvwxyz" > /nix/store/out/f' \
+  ', "refscan_needles": ["abcdefghijklmnopqrstuvwxyz", "notthereatallnotthereatall"]'
+json=$("$OCIBUILD" build "$T_TMP/result.json" 2>/dev/null)
+[[ "$json" == '{"buildRequest":'* ]] && t_ok "stdout not a terminal: the Build as JSON, as before" ||
+  t_fail "stdout not a terminal: the Build as JSON, as before" "$json"
+tty_out=$(script -qec "'$OCIBUILD' build '$T_TMP/result.json' 2>/dev/null" /dev/null | tr -d '\r')
+[[ "$tty_out" =~ ^/nix/store/out\ \ directory\ \ 1\ entry\ \ b3:[A-Za-z0-9+/=]{44}\ \ needles\ 0\ of\ 2$ ]] &&
+  t_ok "on a terminal: one line per output (path, kind, size, digest, needles)" ||
+  t_fail "on a terminal: one line per output (path, kind, size, digest, needles)" "$tty_out"
+tty_json=$(script -qec "'$OCIBUILD' build --json '$T_TMP/result.json' 2>/dev/null" /dev/null | tr -d '\r')
+[[ "$tty_json" == '{"buildRequest":'* ]] && t_ok "--json on a terminal prints the JSON" ||
+  t_fail "--json on a terminal prints the JSON" "$tty_json"
+
+"$OCIBUILD" build --out "$T_TMP/results" "$T_TMP/result.json" >/dev/null 2>&1
+grep -q needle-abc "$T_TMP/results/out/f" 2>/dev/null && t_ok "build --out DIR exports each output as DIR/<name>" ||
+  t_fail "build --out DIR exports each output as DIR/<name>" "$(ls -R "$T_TMP/results" 2>&1)"
+echo "$json" >"$T_TMP/build-result.json"
+"$OCIBUILD" store export "$T_TMP/build-result.json" "$T_TMP/from-build" 2>"$T_TMP/export.err" &&
+  grep -q needle-abc "$T_TMP/from-build/out/f" && t_ok "store export of a Build file exports its outputs" ||
+  t_fail "store export of a Build file exports its outputs" "$(cat "$T_TMP/export.err")"
+python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["outputs"][0]))' \
+  "$T_TMP/build-result.json" >"$T_TMP/node.json"
+"$OCIBUILD" store export "$T_TMP/node.json" "$T_TMP/from-node" 2>"$T_TMP/export.err" &&
+  grep -q needle-abc "$T_TMP/from-node/f" && t_ok "store export of a Node file exports the node" ||
+  t_fail "store export of a Node file exports the node" "$(cat "$T_TMP/export.err")"
+"$OCIBUILD" store export - "$T_TMP/from-stdin" <"$T_TMP/node.json" 2>"$T_TMP/export.err" &&
+  grep -q needle-abc "$T_TMP/from-stdin/f" && t_ok "store export - reads the node from stdin" ||
+  t_fail "store export - reads the node from stdin" "$(cat "$T_TMP/export.err")"
+
+# --- relative paths: against the request file, not the current directory ---
+mkdir -p "$T_TMP/project/tools"
+cp /bin/busybox "$T_TMP/project/tools/busybox"
+cat >"$T_TMP/project/rel.json" <<JSON
+{"inputs": {"busybox": "tools/busybox"}, "command_args": ["/nix/store/busybox", "sh", "-c", "mkdir /nix/store/out"],
+ "working_dir": "build", "scratch_paths": ["build", "nix/store"], "inputs_dir": "nix/store",
+ "outputs": ["nix/store/out"]}
+JSON
+(cd / && "$OCIBUILD" build "$T_TMP/project/rel.json" >/dev/null 2>"$T_TMP/rel.err") &&
+  t_ok "a relative input path is read from beside the request file" ||
+  t_fail "a relative input path is read from beside the request file" "$(cat "$T_TMP/rel.err")"
+
+# --- daemon addresses: \$OCIBUILD_DAEMON, and --build-service implying its store ---
+sock="$T_TMP/daemon.sock"
+"$OCIBUILD" daemon --listen "unix:$sock" --store "$T_TMP/daemon-store" \
+  --build-service "oci://$T_TMP/data/daemon-bundles" 2>"$T_TMP/daemon.log" &
+daemon_pid=$!
+t_cleanup "kill $daemon_pid; wait $daemon_pid"
+for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
+"$OCIBUILD" build --build-service "grpc+unix://$sock" "$T_TMP/result.json" >"$T_TMP/remote.json" \
+  2>"$T_TMP/remote.err"; rc=$?
+[ $rc -eq 0 ] && t_ok "--build-service alone builds on the daemon, in the daemon's store" ||
+  t_fail "--build-service alone builds on the daemon, in the daemon's store" "rc=$rc $(cat "$T_TMP/remote.err")"
+OCIBUILD_DAEMON="$sock" "$OCIBUILD" build "$T_TMP/fails.json" >/dev/null 2>"$T_TMP/remote-fail.err"; rc=$?
+[ $rc -eq 100 ] && t_ok "\$OCIBUILD_DAEMON (a socket path) builds there; a failure there exits 100" ||
+  t_fail "\$OCIBUILD_DAEMON (a socket path) builds there; a failure there exits 100" "rc=$rc $(cat "$T_TMP/remote-fail.err")"
+out=$(BLOB_SERVICE_ADDR="grpc+unix://$sock" DIRECTORY_SERVICE_ADDR="grpc+unix://$sock" \
+  "$OCIBUILD" store export "$T_TMP/remote.json" "$T_TMP/remote-out" 2>&1) &&
+  grep -q needle-abc "$T_TMP/remote-out/out/f" &&
+  t_ok "BLOB_SERVICE_ADDR / DIRECTORY_SERVICE_ADDR name the store, as in tvix" ||
+  t_fail "BLOB_SERVICE_ADDR / DIRECTORY_SERVICE_ADDR name the store, as in tvix" "$out"
 
 t_done
