@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -63,7 +64,7 @@ int cli_build(int argc, char **argv)
     cleanup_builder_args cli_builder_args args = CLI_BUILDER_ARGS_INIT;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, CLI_BUILDER_SHORT_OPTIONS, options, NULL)) != -1) {
         if (c == 'h') {
             usage(stdout);
             return 0;
@@ -73,7 +74,7 @@ int cli_build(int argc, char **argv)
             out_dir = c == OPT_OUT ? optarg : out_dir;
             continue;
         }
-        if (c < CLI_BUILDER_OPT_FIRST || c > CLI_BUILDER_OPT_LAST) {
+        if (!cli_builder_is_option(c)) {
             usage(stderr);
             return CLI_EXIT_USAGE;
         }
@@ -98,7 +99,12 @@ int cli_build(int argc, char **argv)
         return cli_fail(err);
 
     cleanup_build obi_build *build = NULL;
+    struct timespec start, end;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     int r = obi_build_service_do_build(service, req, &build, &err);
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    cli_builder_debug(&args, "the build took %.3f s",
+                      (double)(end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) / 1e9);
     if (r < 0)
         return cli_builder_fail(err, r);
     if (out_dir && obi_build_outputs_export(store, build, out_dir, &err) < 0)

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -31,8 +33,12 @@ enum {
     OPT_MEMORY,
     OPT_SCRATCH_LIMIT,
     OPT_ROOTFUL,
+    OPT_QUIET,
+    OPT_VERBOSE,
+    OPT_LOG_LEVEL,
 };
-_Static_assert((int)OPT_ROOTFUL == (int)CLI_BUILDER_OPT_LAST, "keep CLI_BUILDER_OPT_LAST in sync");
+_Static_assert((int)OPT_LOG_LEVEL == (int)CLI_BUILDER_OPT_LAST,
+               "keep CLI_BUILDER_OPT_LAST in sync");
 
 const struct option cli_builder_options[] = {
     {"store", required_argument, NULL, OPT_STORE},
@@ -50,6 +56,9 @@ const struct option cli_builder_options[] = {
     {"memory", required_argument, NULL, OPT_MEMORY},
     {"scratch-limit", required_argument, NULL, OPT_SCRATCH_LIMIT},
     {"rootful", no_argument, NULL, OPT_ROOTFUL},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"verbose", no_argument, NULL, OPT_VERBOSE},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 };
 const size_t cli_builder_options_count = sizeof cli_builder_options / sizeof cli_builder_options[0];
 
@@ -73,7 +82,11 @@ const char cli_builder_usage[] =
     "  --memory SIZE               memory limit of a build, e.g. 2Gi (default: none)\n"
     "  --scratch-limit SIZE        bytes a build may write: its scratch dirs are a tmpfs of\n"
     "                              this size (default: none, scratch on disk)\n"
-    "                              (--memory and --scratch-limit need rootful builds)\n";
+    "                              (--memory and --scratch-limit need rootful builds)\n"
+    "  -q, --quiet                 errors only: the build's log is not streamed\n"
+    "  -v, --verbose               also where the services are and how long it took\n"
+    "  --log-level LEVEL           error, warn, info (the default: the build's stdout and\n"
+    "                              stderr, in order, on stderr) or debug (-v)\n";
 
 void cli_builder_option_table(struct option *table, const struct option *extra, size_t n_extra)
 {
@@ -109,9 +122,43 @@ static int parse_size_option(const char *text, const char *what, uint64_t *out)
     return 0;
 }
 
+bool cli_builder_is_option(int code)
+{
+    return code == 'q' || code == 'v' ||
+           (code >= CLI_BUILDER_OPT_FIRST && code <= CLI_BUILDER_OPT_LAST);
+}
+
+void cli_builder_debug(const cli_builder_args *args, const char *fmt, ...)
+{
+    if (args->log_level < OBI_LOG_DEBUG)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ocibuild: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
 int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args)
 {
+    obi_error *err = NULL;
     switch (code) {
+    case 'q':
+    case OPT_QUIET:
+        args->log_level = OBI_LOG_ERROR;
+        return 0;
+    case 'v':
+    case OPT_VERBOSE:
+        args->log_level = OBI_LOG_DEBUG;
+        return 0;
+    case OPT_LOG_LEVEL:
+        if (obi_log_level_parse(arg, &args->log_level, &err) < 0) {
+            obi_error_prefix(&err, -EINVAL, "--log-level");
+            cli_fail(err);
+            return CLI_EXIT_USAGE;
+        }
+        return 0;
     case OPT_STORE:
         args->flags.store = arg;
         return 0;
@@ -168,6 +215,9 @@ int cli_builder_open_store(cli_builder_args *args, obi_store **out, obi_error **
     int r = obi_service_addrs_resolve(&args->flags, &args->addrs, err);
     if (r < 0)
         return r;
+    cli_builder_debug(args, "store: blobs %s, directories %s",
+                      args->addrs.blobs ? args->addrs.blobs : "the local store",
+                      args->addrs.directories ? args->addrs.directories : "the local store");
     return obi_store_open(args->addrs.blobs, args->addrs.directories, out, err);
 }
 
@@ -198,8 +248,10 @@ static void free_default_bundle_root(void)
 int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build_service **out,
                              obi_error **err)
 {
-    if (args->addrs.build)
+    if (args->addrs.build) {
+        cli_builder_debug(args, "building on %s", args->addrs.build);
         return obi_build_service_open(args->addrs.build, store, out, err);
+    }
     if (args->oci.rootless && args->rootful)
         return obi_error_set(err, -EINVAL, "--rootless and --rootful: give one");
     /* Rootful builds need root (they chown the bundle to the build's ids): anyone else builds
@@ -223,7 +275,10 @@ int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     args->oci.cancel_fd = cancel_pipe[0];
-    args->oci.on_output = stream_to_stderr;
+    args->oci.on_output = args->log_level >= OBI_LOG_INFO ? stream_to_stderr : NULL;
+    cli_builder_debug(args, "building here: %s, runtime %s, bundles under %s",
+                      args->oci.rootless ? "rootless" : "rootful",
+                      args->oci.runtime ? args->oci.runtime : "runc", args->oci.bundle_root);
     return obi_oci_build_service_new(&args->oci, store, out, err);
 }
 

@@ -10,6 +10,7 @@
 #include <getopt.h>
 #include <stdio.h>
 
+#include "ocibuild/log_level.h"
 #include "ocibuild/oci_build.h"
 #include "ocibuild/service_addrs.h"
 #include "ocibuild/store.h"
@@ -18,18 +19,22 @@ typedef struct cli_builder_args {
     obi_service_flags flags; /* --store, --blob-service, --directory-service, --build-service */
     obi_service_addrs addrs; /* where they are, flags and environment resolved (open_store) */
     bool rootful;            /* --rootful: not rootless even when not run as root */
+    obi_log_level log_level; /* -q error, info by default, -v debug */
     obi_oci_build_options oci;
 } cli_builder_args;
 
 #define CLI_BUILDER_ARGS_INIT                                                                      \
     {                                                                                              \
-        {NULL, NULL, NULL, NULL}, {NULL, NULL, NULL}, false, OBI_OCI_BUILD_OPTIONS_INIT            \
+        {NULL, NULL, NULL, NULL}, {NULL, NULL, NULL}, false, OBI_LOG_INFO,                         \
+            OBI_OCI_BUILD_OPTIONS_INIT                                                             \
     }
 void cli_builder_args_clear(cli_builder_args *args);
 #define cleanup_builder_args __attribute__((cleanup(cli_builder_args_clear)))
 
 /* getopt codes of the builder options (commands number their own options above this). */
-enum { CLI_BUILDER_OPT_FIRST = 256, CLI_BUILDER_OPT_LAST = 270 };
+enum { CLI_BUILDER_OPT_FIRST = 256, CLI_BUILDER_OPT_LAST = 273 };
+/* getopt's short options of a builder command: -h, -q, -v. */
+#define CLI_BUILDER_SHORT_OPTIONS "hqv"
 /* The builder's long options, to be copied into a command's option table. */
 extern const struct option cli_builder_options[];
 extern const size_t cli_builder_options_count;
@@ -40,9 +45,14 @@ extern const char cli_builder_usage[];
  * the terminating zero entry; table must hold cli_builder_options_count + n_extra + 2. */
 void cli_builder_option_table(struct option *table, const struct option *extra, size_t n_extra);
 
+/* Whether a getopt code is a builder option (the long ones, -q, -v). */
+bool cli_builder_is_option(int code);
 /* Handles a getopt code from cli_builder_options: 0 when handled, CLI_EXIT_USAGE after
  * printing an error for a bad value. */
 int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args);
+/* "ocibuild: " + the text on stderr, when the log level is debug (-v). */
+void cli_builder_debug(const cli_builder_args *args, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Resolves where the services are (service_addrs.h: flags, then the environment) and opens the
  * store. */

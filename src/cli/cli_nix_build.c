@@ -84,7 +84,7 @@ int cli_nix_build(int argc, char **argv)
     obi_nix_build_options nix_opts = {.build_cores = cpus > 0 ? (unsigned)cpus : 1};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, CLI_BUILDER_SHORT_OPTIONS, options, NULL)) != -1) {
         switch (c) {
         case OPT_OUT_LINK:
             out_link = optarg;
@@ -106,7 +106,7 @@ int cli_nix_build(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            if (c < CLI_BUILDER_OPT_FIRST || c > CLI_BUILDER_OPT_LAST) {
+            if (!cli_builder_is_option(c)) {
                 usage(stderr);
                 return CLI_EXIT_USAGE;
             }

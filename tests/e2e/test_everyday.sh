@@ -113,6 +113,22 @@ expected=$(for i in 1 2 3 4 5; do echo out$i; echo err$i; done)
   t_ok "the build's stdout and stderr lines arrive in the order written" ||
   t_fail "the build's stdout and stderr lines arrive in the order written" "rc=$rc $(cat "$T_TMP/interleaved.err")"
 
+"$OCIBUILD" build -q "$T_TMP/interleaved.json" >/dev/null 2>"$T_TMP/quiet.err"; rc=$?
+[ $rc -eq 0 ] && [ ! -s "$T_TMP/quiet.err" ] && t_ok "-q: a build that succeeds says nothing on stderr" ||
+  t_fail "-q: a build that succeeds says nothing on stderr" "rc=$rc $(cat "$T_TMP/quiet.err")"
+"$OCIBUILD" build -q "$T_TMP/fails.json" >/dev/null 2>"$T_TMP/quiet.err"; rc=$?
+[ $rc -eq 100 ] && [ "$(grep -c about-to-fail "$T_TMP/quiet.err")" -eq 1 ] &&
+  t_ok "-q: a failure still shows the log tail, once" ||
+  t_fail "-q: a failure still shows the log tail, once" "rc=$rc $(cat "$T_TMP/quiet.err")"
+"$OCIBUILD" build -v "$T_TMP/interleaved.json" >/dev/null 2>"$T_TMP/verbose.err"
+grep -q "^ocibuild: store: " "$T_TMP/verbose.err" && grep -q "^ocibuild: the build took " "$T_TMP/verbose.err" &&
+  grep -q "^out1$" "$T_TMP/verbose.err" && t_ok "-v: also where the services are and how long it took" ||
+  t_fail "-v: also where the services are and how long it took" "$(cat "$T_TMP/verbose.err")"
+"$OCIBUILD" build --log-level loud "$T_TMP/interleaved.json" >/dev/null 2>"$T_TMP/level.err"; rc=$?
+[ $rc -eq 1 ] && grep -q "log level 'loud': expected error, warn, info or debug" "$T_TMP/level.err" &&
+  t_ok "--log-level refuses an unknown level by name, exit 1" ||
+  t_fail "--log-level refuses an unknown level by name, exit 1" "rc=$rc $(cat "$T_TMP/level.err")"
+
 "$OCIBUILD" build --keep-bundle "$T_TMP/interleaved.json" >/dev/null 2>"$T_TMP/keep.err"
 kept=$(sed -n 's/^bundle kept at //p' "$T_TMP/keep.err")
 [ -n "$kept" ] && [ -f "$kept/config.json" ] && t_ok "--keep-bundle says where the bundle is" ||
