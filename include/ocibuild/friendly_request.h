@@ -12,12 +12,15 @@
 #include <jansson.h>
 
 #include "ocibuild/error.h"
+#include "ocibuild/ingest.h"
 #include "ocibuild/request.h"
 #include "ocibuild/store.h"
 
 /* path "-" reads standard input. Host paths are imported into store; relative ones are
- * relative to the directory of path (to the current directory for "-"). */
-int obi_friendly_request_load(const char *path, obi_store *store, obi_build_request **out,
+ * relative to the directory of path (to the current directory for "-"). progress (NULL: none)
+ * hears about each import. */
+int obi_friendly_request_load(const char *path, obi_store *store,
+                              const obi_ingest_progress *progress, obi_build_request **out,
                               obi_error **err);
 /* The same from parsed JSON (json is not modified), relative host paths relative to base_dir
  * (NULL: the current directory). */

@@ -96,7 +96,7 @@ static int node_if_blob_present(obi_store *store, const char *path, const char *
 }
 
 static int import_inputs(const json_t *inputs, const char *base_dir, obi_store *store,
-                         json_t *out_array, obi_error **err)
+                         const obi_ingest_progress *progress, json_t *out_array, obi_error **err)
 {
     size_t n;
     cleanup_free const char **names = sorted_keys(inputs, &n);
@@ -120,7 +120,7 @@ static int import_inputs(const json_t *inputs, const char *base_dir, obi_store *
         }
         obi_node node;
         if (!node_if_blob_present(store, host_path, names[i], &node)) {
-            obi_ingest_options options = {.name = names[i], .refscan = NULL};
+            obi_ingest_options options = {.name = names[i], .progress = progress};
             int r =
                 obi_ingest_path(store->blobs, store->directories, host_path, &options, &node, err);
             if (r < 0)
@@ -156,14 +156,23 @@ static int convert_env(const json_t *env, json_t *out_array, obi_error **err)
     return 0;
 }
 
+static int from_json(const json_t *json, const char *base_dir, obi_store *store,
+                     const obi_ingest_progress *progress, obi_build_request **out, obi_error **err);
+
 int obi_friendly_request_from_json(const json_t *json, obi_store *store, obi_build_request **out,
                                    obi_error **err)
 {
-    return obi_friendly_request_from_json_at(json, NULL, store, out, err);
+    return from_json(json, NULL, store, NULL, out, err);
 }
 
 int obi_friendly_request_from_json_at(const json_t *json, const char *base_dir, obi_store *store,
                                       obi_build_request **out, obi_error **err)
+{
+    return from_json(json, base_dir, store, NULL, out, err);
+}
+
+static int from_json(const json_t *json, const char *base_dir, obi_store *store,
+                     const obi_ingest_progress *progress, obi_build_request **out, obi_error **err)
 {
     if (!json_is_object(json))
         return obi_error_set(err, -EINVAL, "request: expected a JSON object");
@@ -180,7 +189,7 @@ int obi_friendly_request_from_json_at(const json_t *json, const char *base_dir, 
         json_t *array = json_array();
         if (!array || json_object_set_new(copy, "inputs", array) < 0)
             return obi_error_oom(err);
-        if ((r = import_inputs(inputs, base_dir, store, array, err)) < 0)
+        if ((r = import_inputs(inputs, base_dir, store, progress, array, err)) < 0)
             return r;
     }
     if (env) {
@@ -201,7 +210,8 @@ int obi_friendly_request_from_json_at(const json_t *json, const char *base_dir, 
     return obi_build_request_from_json(copy, out, err);
 }
 
-int obi_friendly_request_load(const char *path, obi_store *store, obi_build_request **out,
+int obi_friendly_request_load(const char *path, obi_store *store,
+                              const obi_ingest_progress *progress, obi_build_request **out,
                               obi_error **err)
 {
     json_error_t jerr;
@@ -215,7 +225,7 @@ int obi_friendly_request_load(const char *path, obi_store *store, obi_build_requ
     if (!copy)
         return obi_error_oom(err);
     const char *base_dir = strcmp(path, "-") ? dirname(copy) : NULL;
-    int r = obi_friendly_request_from_json_at(json, base_dir, store, out, err);
+    int r = from_json(json, base_dir, store, progress, out, err);
     if (r < 0)
         return obi_error_prefix(err, r, "%s", path);
     return 0;

@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "cli_builder.h"
+#include "cli_progress.h"
 #include "ocibuild/build_outputs.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/friendly_request.h"
@@ -87,12 +88,17 @@ int cli_build(int argc, char **argv)
     }
     const char *request_path = argv[optind];
     obi_error *err = NULL;
+    int r;
 
     cleanup_store obi_store *store = NULL;
     if (cli_builder_open_store(&args, &store, &err) < 0)
         return cli_fail(err);
     cleanup_build_request obi_build_request *req = NULL;
-    if (obi_friendly_request_load(request_path, store, &req, &err) < 0)
+    cli_progress progress;
+    cli_progress_init(&progress, "importing the inputs", args.log_level >= OBI_LOG_INFO);
+    r = obi_friendly_request_load(request_path, store, &progress.ingest, &req, &err);
+    cli_progress_done(&progress);
+    if (r < 0)
         return cli_fail(err);
     cleanup_build_service obi_build_service *service = NULL;
     if (cli_builder_open_service(&args, store, &service, &err) < 0)
@@ -101,7 +107,7 @@ int cli_build(int argc, char **argv)
     cleanup_build obi_build *build = NULL;
     struct timespec start, end;
     clock_gettime(CLOCK_MONOTONIC, &start);
-    int r = obi_build_service_do_build(service, req, &build, &err);
+    r = obi_build_service_do_build(service, req, &build, &err);
     clock_gettime(CLOCK_MONOTONIC, &end);
     cli_builder_debug(&args, "the build took %.3f s",
                       (double)(end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) / 1e9);

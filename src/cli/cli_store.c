@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_progress.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/build_outputs.h"
 #include "ocibuild/cleanup.h"
@@ -155,10 +156,17 @@ static int store_import(store_args *args)
     cleanup_store obi_store *store = NULL;
     if (open_store(args, &store, &err) < 0)
         return cli_fail(err);
-    obi_ingest_options options = {.name = args->name};
+    cleanup_free char *what = NULL;
+    if (asprintf(&what, "importing %s", args->positional[0]) < 0)
+        return cli_failf("import: out of memory");
+    cli_progress progress;
+    cli_progress_init(&progress, what, true);
+    obi_ingest_options options = {.name = args->name, .progress = &progress.ingest};
     cleanup_node obi_node root = {0};
-    if (obi_ingest_path(store->blobs, store->directories, args->positional[0], &options, &root,
-                        &err) < 0)
+    int r = obi_ingest_path(store->blobs, store->directories, args->positional[0], &options, &root,
+                            &err);
+    cli_progress_done(&progress);
+    if (r < 0)
         return cli_fail(err);
     json_t *json = obi_node_to_json(&root);
     cleanup_free char *text = json ? json_dumps(json, JSON_COMPACT) : NULL;

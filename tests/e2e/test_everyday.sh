@@ -38,6 +38,16 @@ done
   t_ok "store and service list their subcommands under commands:" ||
   t_fail "store and service list their subcommands under commands:"
 
+# The progress line of a long import: on a terminal only (the delay shortened for the test).
+head -c 3000000 /dev/urandom >"$T_TMP/big"
+tty_err=$(script -qec "OCIBUILD_PROGRESS_DELAY_MS=0 '$OCIBUILD' store import '$T_TMP/big' >/dev/null" /dev/null | tr -d '\r')
+[[ "$tty_err" == *"importing $T_TMP/big: 2.9 MiB, 1 file in "*" s"* ]] &&
+  t_ok "on a terminal a long import shows a progress line with the total" ||
+  t_fail "on a terminal a long import shows a progress line with the total" "$tty_err"
+OCIBUILD_PROGRESS_DELAY_MS=0 "$OCIBUILD" store import "$T_TMP/big" >/dev/null 2>"$T_TMP/import.err"
+[ ! -s "$T_TMP/import.err" ] && t_ok "without a terminal an import prints no progress" ||
+  t_fail "without a terminal an import prints no progress" "$(cat "$T_TMP/import.err")"
+
 "$OCIBUILD" build >/dev/null 2>&1; rc=$?
 [ $rc -eq 1 ] && t_ok "a usage error exits 1" || t_fail "a usage error exits 1" "rc=$rc"
 "$OCIBUILD" build --no-such-flag x.json >/dev/null 2>&1; rc=$?

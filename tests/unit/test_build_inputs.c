@@ -264,7 +264,7 @@ static void test_friendly_request_paths_are_relative_to_the_request_file(void **
     assert_ok(obi_write_file(request, text, strlen(text), 0644, err_ptr_));
     /* The current directory has no "tool": only the request's directory does. */
     obi_build_request *req = NULL;
-    assert_ok(obi_friendly_request_load(request, f->store, &req, err_ptr_));
+    assert_ok(obi_friendly_request_load(request, f->store, NULL, &req, err_ptr_));
     assert_int_equal(req->n_inputs, 1);
     assert_int_equal(req->inputs[0].size, 13);
     obi_build_request_free(req);
