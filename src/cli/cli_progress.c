@@ -9,8 +9,6 @@
 #include "cli_progress.h"
 #include "ocibuild/number.h"
 
-#include "ocibuild/number.h"
-
 /* Quiet imports stay quiet: the line appears after this long ($OCIBUILD_PROGRESS_DELAY_MS
  * overrides it, so tests need no second-long import). */
 #define PROGRESS_DELAY_MS 1000

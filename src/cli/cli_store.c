@@ -101,8 +101,9 @@ static int open_store(const store_args *args, obi_store **out, obi_error **err)
     obi_service_flags flags = {args->store_url, args->blob_url, args->directory_url, NULL};
     obi_service_addrs addrs = {0};
     int r = obi_service_addrs_resolve(&flags, &addrs, err);
-    if (r == 0)
-        r = obi_store_open(addrs.blobs, addrs.directories, out, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "open store");
+    r = obi_store_open(addrs.blobs, addrs.directories, out, err);
     obi_service_addrs_clear(&addrs);
     return r < 0 ? obi_error_prefix(err, r, "open store") : 0;
 }
