@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "ocibuild/build_inputs.h"
+#include "ocibuild/build_outputs.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/friendly_request.h"
 #include "ocibuild/ingest.h"
@@ -273,6 +274,24 @@ static void test_friendly_request_paths_are_relative_to_the_request_file(void **
     free(sub);
 }
 
+static void test_build_outputs_export_refuses_two_outputs_of_one_name(void **state)
+{
+    fixture *f = *state;
+    obi_digest empty = {0};
+    obi_node nodes[2];
+    assert_int_equal(obi_node_init_file(&nodes[0], "out", 3, &empty, 0, false), 0);
+    assert_int_equal(obi_node_init_file(&nodes[1], "out", 3, &empty, 0, false), 0);
+    obi_build build = {.outputs = nodes, .n_outputs = 2};
+    char *dir = obi_path_join(f->dir, "results");
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_outputs_export(f->store, &build, dir, &err), -EEXIST,
+                      "outputs 0 and 1 are both named \"out\"");
+    assert_int_equal(access(dir, F_OK), -1); /* refused before anything was written */
+    free(dir);
+    obi_node_clear(&nodes[0]);
+    obi_node_clear(&nodes[1]);
+}
+
 /* Imports path as input "tool" through the friendly form; *out is the node. */
 static void friendly_import(fixture *f, const char *path, obi_node *out)
 {
@@ -374,6 +393,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_friendly_request_paths_are_relative_to_the_request_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_build_outputs_export_refuses_two_outputs_of_one_name,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_friendly_request_imports_paths_and_sorts_env, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_friendly_request_errors_name_the_key, setup, teardown),
