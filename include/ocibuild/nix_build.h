@@ -47,8 +47,8 @@ typedef struct obi_nix_build_result {
 } obi_nix_build_result;
 
 /* Builds drv_path (always; its inputs only when needed). Build failures keep the build
- * service's code (OBI_EBUILD_FAILED, -ETIMEDOUT, ...); a fixed-output hash mismatch is -EINVAL
- * naming both hashes; nothing is recorded for a failed build. */
+ * service's code (OBI_EBUILD_FAILED, -ETIMEDOUT, ...); a fixed-output hash mismatch is
+ * OBI_EHASH_MISMATCH (nix_output.h) naming both hashes; nothing is recorded for a failed build. */
 int obi_nix_build(const char *drv_path, const obi_nix_build_options *opts,
                   obi_nix_build_result **out, obi_error **err);
 /* The same for a derivation already parsed (the serve protocol's BuildDerivation: no input

@@ -13,10 +13,11 @@
 /* Exit codes, Nix's where the two overlap (README.md "Exit codes"). */
 enum {
     CLI_EXIT_OK = 0,
-    CLI_EXIT_FAILURE = 1,        /* a usage or set-up error, or any other failure */
-    CLI_EXIT_BUILD_FAILED = 100, /* the build ran (or its command could not start) and failed */
-    CLI_EXIT_TIMED_OUT = 101,    /* the build ran past --timeout */
-    CLI_EXIT_SIGNAL_BASE = 128,  /* + the signal that interrupted a build: 130 for Ctrl-C */
+    CLI_EXIT_FAILURE = 1,         /* a usage or set-up error, or any other failure */
+    CLI_EXIT_BUILD_FAILED = 100,  /* the build ran (or its command could not start) and failed */
+    CLI_EXIT_TIMED_OUT = 101,     /* the build ran past --timeout */
+    CLI_EXIT_HASH_MISMATCH = 102, /* a fixed-output derivation's output has another hash */
+    CLI_EXIT_SIGNAL_BASE = 128,   /* + the signal that interrupted a build: 130 for Ctrl-C */
 };
 #define CLI_EXIT_USAGE CLI_EXIT_FAILURE
 

@@ -15,6 +15,7 @@
 #include "cli_builder.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/nix_output.h"
 #include "ocibuild/number.h"
 
 enum {
@@ -296,6 +297,8 @@ int cli_builder_fail(obi_error *err, int code)
         return CLI_EXIT_BUILD_FAILED;
     case -ETIMEDOUT:
         return CLI_EXIT_TIMED_OUT;
+    case OBI_EHASH_MISMATCH:
+        return CLI_EXIT_HASH_MISMATCH;
     default:
         return CLI_EXIT_FAILURE;
     }

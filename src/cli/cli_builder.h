@@ -63,7 +63,8 @@ int cli_builder_open_store(cli_builder_args *args, obi_store **out, obi_error **
 int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build_service **out,
                              obi_error **err);
 /* After a failed build: prints err (saying so when a signal interrupted it) and returns the
- * exit code for code: 128 + the signal, 100 build failed, 101 timed out, else 1. */
+ * exit code for code: 128 + the signal, 100 build failed, 101 timed out, 102 hash mismatch,
+ * else 1. */
 int cli_builder_fail(obi_error *err, int code);
 
 /* Parses a non-negative integer option; prints and returns CLI_EXIT_USAGE when it is not one. */

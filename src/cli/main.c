@@ -36,6 +36,7 @@ const char cli_exit_codes_help[] =
     "  100  the build failed (its command exited non-zero, could not start, or left out an "
     "output)\n"
     "  101  the build timed out (--timeout)\n"
+    "  102  nix-build: a fixed-output derivation's output has another hash than declared\n"
     "  130  interrupted by Ctrl-C (128 + the signal: 143 for SIGTERM, 129 for SIGHUP)\n";
 
 static void usage(FILE *out)

@@ -16,6 +16,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/nix_build.h"
+#include "ocibuild/nix_output.h"
 
 #define DEV "/nix/store/miggdwz67ak98cf5cwvahjy6vcxk793b-dep-dev"
 #define OUT "/nix/store/qvs0j40gnqlpby2wpbhdz9pqiqmdx1ff-dep"
@@ -298,7 +299,7 @@ static void test_nix_build_fails_fixed_output_with_wrong_hash_recording_nothing(
         write_fod(f, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824", "hellp");
     obi_nix_build_result *result = NULL;
     obi_error *err = NULL;
-    assert_fails_with(err, obi_nix_build(fod, &f->opts, &result, &err), -EINVAL,
+    assert_fails_with(err, obi_nix_build(fod, &f->opts, &result, &err), OBI_EHASH_MISMATCH,
                       "hash mismatch in fixed-output derivation '" FOD
                       "': specified sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic, "
                       "got sha256:1rscm841ggcb1h2f5f9dyjimgmc9diiv9gfa3pbszqn411g5imzx");
