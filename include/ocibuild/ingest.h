@@ -15,15 +15,9 @@
 
 #include "ocibuild/error.h"
 #include "ocibuild/node.h"
+#include "ocibuild/progress.h"
 #include "ocibuild/refscan.h"
 #include "ocibuild/store.h"
-
-/* Told how far an ingest has come: bytes of file contents read and files done so far. Called
- * after every file and every read chunk (1 MiB), from the ingesting thread. */
-typedef struct obi_ingest_progress {
-    void (*fn)(void *ctx, uint64_t bytes, uint64_t files);
-    void *ctx;
-} obi_ingest_progress;
 
 typedef struct obi_ingest_options {
     /* Name of the root node; NULL: the path's basename (for "." or "..", that of its real
@@ -32,8 +26,8 @@ typedef struct obi_ingest_options {
     /* Optional: fed every file's contents and every symlink target, one stream each (names are
      * not scanned). */
     obi_refscan_state *refscan;
-    /* Optional (NULL: none). */
-    const obi_ingest_progress *progress;
+    /* Optional (NULL: none): bytes and files ingested so far. */
+    const obi_progress *progress;
 } obi_ingest_options;
 
 /* Ingests the entry name in dirfd (which may be O_PATH): nothing on the way to it is looked up

@@ -191,8 +191,24 @@ int obi_build_outputs_ingest(obi_store *store, int bundle_fd, const obi_build_re
     return r;
 }
 
+/* Progress over all outputs: each export counts from zero, the caller hears the sums. */
+typedef struct export_totals {
+    obi_progress hook;
+    const obi_progress *caller;
+    uint64_t bytes_before, files_before; /* of the outputs exported before this one */
+    uint64_t bytes, files;               /* of this one so far */
+} export_totals;
+
+static void add_to_totals(void *ctx, uint64_t bytes, uint64_t files)
+{
+    export_totals *t = ctx;
+    t->bytes = bytes;
+    t->files = files;
+    obi_progress_report(t->caller, t->bytes_before + bytes, t->files_before + files);
+}
+
 int obi_build_outputs_export(obi_store *store, const obi_build *build, const char *dir,
-                             obi_error **err)
+                             const obi_progress *progress, obi_error **err)
 {
     for (size_t i = 0; i < build->n_outputs; i++)
         for (size_t j = 0; j < i; j++)
@@ -206,12 +222,17 @@ int obi_build_outputs_export(obi_store *store, const obi_build *build, const cha
     int r = obi_mkdir_p(dir, 0755, err);
     if (r < 0)
         return obi_error_prefix(err, r, "output directory %s", dir);
+    export_totals counted = {{add_to_totals, &counted}, progress, 0, 0, 0, 0};
     for (size_t i = 0; i < build->n_outputs; i++) {
         cleanup_free char *dest = obi_path_join(dir, (const char *)build->outputs[i].name.data);
         if (!dest)
             r = obi_error_oom(err);
         else
-            r = obi_export_node(store->blobs, store->directories, &build->outputs[i], dest, err);
+            r = obi_export_node_progress(store->blobs, store->directories, &build->outputs[i], dest,
+                                         &counted.hook, err);
+        counted.bytes_before += counted.bytes;
+        counted.files_before += counted.files;
+        counted.bytes = counted.files = 0;
         if (r < 0) {
             for (size_t j = 0; j < i; j++) {
                 cleanup_free char *done =

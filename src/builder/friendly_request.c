@@ -96,7 +96,7 @@ static int node_if_blob_present(obi_store *store, const char *path, const char *
 }
 
 static int import_inputs(const json_t *inputs, const char *base_dir, obi_store *store,
-                         const obi_ingest_progress *progress, json_t *out_array, obi_error **err)
+                         const obi_progress *progress, json_t *out_array, obi_error **err)
 {
     size_t n;
     cleanup_free const char **names = sorted_keys(inputs, &n);
@@ -157,7 +157,7 @@ static int convert_env(const json_t *env, json_t *out_array, obi_error **err)
 }
 
 static int from_json(const json_t *json, const char *base_dir, obi_store *store,
-                     const obi_ingest_progress *progress, obi_build_request **out, obi_error **err);
+                     const obi_progress *progress, obi_build_request **out, obi_error **err);
 
 int obi_friendly_request_from_json(const json_t *json, obi_store *store, obi_build_request **out,
                                    obi_error **err)
@@ -172,7 +172,7 @@ int obi_friendly_request_from_json_at(const json_t *json, const char *base_dir, 
 }
 
 static int from_json(const json_t *json, const char *base_dir, obi_store *store,
-                     const obi_ingest_progress *progress, obi_build_request **out, obi_error **err)
+                     const obi_progress *progress, obi_build_request **out, obi_error **err)
 {
     if (!json_is_object(json))
         return obi_error_set(err, -EINVAL, "request: expected a JSON object");
@@ -211,7 +211,7 @@ static int from_json(const json_t *json, const char *base_dir, obi_store *store,
 }
 
 int obi_friendly_request_load(const char *path, obi_store *store,
-                              const obi_ingest_progress *progress, obi_build_request **out,
+                              const obi_progress *progress, obi_build_request **out,
                               obi_error **err)
 {
     json_error_t jerr;

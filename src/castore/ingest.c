@@ -42,16 +42,15 @@ typedef struct ingest {
     obi_directory **stack; /* stack[d]: the Directory being filled at depth d */
     size_t stack_cap;
     obi_node root;
-    const obi_ingest_progress *progress; /* NULL: none */
-    uint64_t bytes, files;               /* done so far, for progress */
+    const obi_progress *progress; /* NULL: none */
+    uint64_t bytes, files;        /* done so far, for progress */
 } ingest;
 
 static void report_progress(ingest *ig, uint64_t more_bytes, uint64_t more_files)
 {
     ig->bytes += more_bytes;
     ig->files += more_files;
-    if (ig->progress && ig->progress->fn)
-        ig->progress->fn(ig->progress->ctx, ig->bytes, ig->files);
+    obi_progress_report(ig->progress, ig->bytes, ig->files);
 }
 
 static const char *file_type_name(mode_t mode)

@@ -96,7 +96,7 @@ int cli_build(int argc, char **argv)
     cleanup_build_request obi_build_request *req = NULL;
     cli_progress progress;
     cli_progress_init(&progress, "importing the inputs", args.log_level >= OBI_LOG_INFO);
-    r = obi_friendly_request_load(request_path, store, &progress.ingest, &req, &err);
+    r = obi_friendly_request_load(request_path, store, &progress.hook, &req, &err);
     cli_progress_done(&progress);
     if (r < 0)
         return cli_fail(err);
@@ -113,7 +113,12 @@ int cli_build(int argc, char **argv)
                       (double)(end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) / 1e9);
     if (r < 0)
         return cli_builder_fail(err, r);
-    if (out_dir && obi_build_outputs_export(store, build, out_dir, &err) < 0)
-        return cli_fail(err);
+    if (out_dir) {
+        cli_progress_init(&progress, "exporting the outputs", args.log_level >= OBI_LOG_INFO);
+        r = obi_build_outputs_export(store, build, out_dir, &progress.hook, &err);
+        cli_progress_done(&progress);
+        if (r < 0)
+            return cli_fail(err);
+    }
     return json_output ? print_json(build) : print_summary(build);
 }

@@ -18,6 +18,7 @@
 
 #include "cli.h"
 #include "cli_builder.h"
+#include "cli_progress.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/export.h"
 #include "ocibuild/fs.h"
@@ -39,7 +40,8 @@ static void usage(FILE *out)
 }
 
 /* "out" goes to link, any other output N to link-N (nix-build's naming). */
-static int export_outputs(const obi_nix_build_result *result, obi_store *store, const char *link)
+static int export_outputs(const obi_nix_build_result *result, obi_store *store, const char *link,
+                          bool show_progress)
 {
     for (size_t i = 0; i < result->n_outputs; i++) {
         const obi_nix_build_output *o = &result->outputs[i];
@@ -51,7 +53,15 @@ static int export_outputs(const obi_nix_build_result *result, obi_store *store, 
         if (!dest)
             return cli_failf("out of memory");
         obi_error *err = NULL;
-        if (obi_export_node(store->blobs, store->directories, &o->info->node, dest, &err) < 0)
+        cleanup_free char *what = NULL;
+        if (asprintf(&what, "exporting %s", dest) < 0)
+            return cli_failf("out of memory");
+        cli_progress progress;
+        cli_progress_init(&progress, what, show_progress);
+        int r = obi_export_node_progress(store->blobs, store->directories, &o->info->node, dest,
+                                         &progress.hook, &err);
+        cli_progress_done(&progress);
+        if (r < 0)
             return cli_fail(err);
     }
     return 0;
@@ -140,7 +150,7 @@ int cli_nix_build(int argc, char **argv)
     r = obi_nix_build(drv_path, &nix_opts, &result, &err);
     if (r < 0)
         return cli_builder_fail(err, r);
-    if (out_link && export_outputs(result, store, out_link) != 0)
+    if (out_link && export_outputs(result, store, out_link, args.log_level >= OBI_LOG_INFO) != 0)
         return 1;
     if (!json_output) {
         /* As nix-build prints them: the output paths, one a line. */

@@ -1,5 +1,5 @@
 /*
- * The progress line of long imports (cli_progress.h).
+ * The progress line of long imports and exports (cli_progress.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +30,7 @@ static void print_line(const cli_progress *p, const char *end)
     fflush(stderr);
 }
 
-static void on_ingest_progress(void *ctx, uint64_t bytes, uint64_t files)
+static void on_progress(void *ctx, uint64_t bytes, uint64_t files)
 {
     cli_progress *p = ctx;
     p->bytes = bytes;
@@ -48,7 +48,7 @@ static void on_ingest_progress(void *ctx, uint64_t bytes, uint64_t files)
 void cli_progress_init(cli_progress *progress, const char *what, bool enabled)
 {
     *progress = (cli_progress){
-        .ingest = {on_ingest_progress, progress},
+        .hook = {on_progress, progress},
         .what = what,
         .enabled = enabled && isatty(STDERR_FILENO),
         .start_ms = now_ms(),

@@ -1,6 +1,6 @@
 /*
- * A progress line on a terminal for work that takes a while (imports): nothing for the first
- * second, then one line on stderr rewritten in place ("importing X: 512.0 MiB, 1200 files"),
+ * A progress line on a terminal for work that takes a while (imports, exports): nothing for the
+ * first second, then one line on stderr rewritten in place ("importing X: 512.0 MiB, 1200 files"),
  * and a last line with the total and the time once it is done. Silent when stderr is not a
  * terminal or when asked to be (-q), so logs and scripts never see it.
  */
@@ -10,11 +10,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "ocibuild/ingest.h"
+#include "ocibuild/progress.h"
 
 typedef struct cli_progress {
-    obi_ingest_progress ingest; /* hand &progress->ingest to obi_ingest_* */
-    const char *what;           /* "importing /path" */
+    obi_progress hook; /* hand &progress->hook to the library */
+    const char *what;  /* "importing /path" */
     bool enabled;
     bool shown;
     int64_t start_ms, last_ms, delay_ms;

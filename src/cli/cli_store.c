@@ -162,7 +162,7 @@ static int store_import(store_args *args)
         return cli_failf("import: out of memory");
     cli_progress progress;
     cli_progress_init(&progress, what, true);
-    obi_ingest_options options = {.name = args->name, .progress = &progress.ingest};
+    obi_ingest_options options = {.name = args->name, .progress = &progress.hook};
     cleanup_node obi_node root = {0};
     int r = obi_ingest_path(store->blobs, store->directories, args->positional[0], &options, &root,
                             &err);
@@ -189,6 +189,11 @@ static int store_export(store_args *args)
                          "DEST");
     const char *source = args->positional[0], *dest = args->positional[1];
     obi_error *err = NULL;
+    cleanup_free char *what = NULL;
+    if (asprintf(&what, "exporting to %s", dest) < 0)
+        return cli_failf("export: out of memory");
+    cli_progress progress;
+    int r;
     cleanup_json json_t *json = NULL;
     if (load_json_arg(source, &json, &err) < 0)
         return cli_fail(err);
@@ -199,16 +204,21 @@ static int store_export(store_args *args)
             obi_error_prefix(&err, -EINVAL, "%s: Build JSON", source);
             return cli_fail(err);
         }
-        if (open_store(args, &store, &err) < 0 ||
-            obi_build_outputs_export(store, build, dest, &err) < 0)
+        if (open_store(args, &store, &err) < 0)
             return cli_fail(err);
-        return 0;
+        cli_progress_init(&progress, what, true);
+        r = obi_build_outputs_export(store, build, dest, &progress.hook, &err);
+        cli_progress_done(&progress);
+        return r < 0 ? cli_fail(err) : 0;
     }
     cleanup_node obi_node node = {0};
-    if (node_from_json_value(json, &node, &err) < 0 || open_store(args, &store, &err) < 0 ||
-        obi_export_node(store->blobs, store->directories, &node, dest, &err) < 0)
+    if (node_from_json_value(json, &node, &err) < 0 || open_store(args, &store, &err) < 0)
         return cli_fail(err);
-    return 0;
+    cli_progress_init(&progress, what, true);
+    r = obi_export_node_progress(store->blobs, store->directories, &node, dest, &progress.hook,
+                                 &err);
+    cli_progress_done(&progress);
+    return r < 0 ? cli_fail(err) : 0;
 }
 
 /* Hex (64 characters) or "b3:" + standard base64. */

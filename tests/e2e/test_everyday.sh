@@ -44,9 +44,13 @@ tty_err=$(script -qec "OCIBUILD_PROGRESS_DELAY_MS=0 '$OCIBUILD' store import '$T
 [[ "$tty_err" == *"importing $T_TMP/big: 2.9 MiB, 1 file in "*" s"* ]] &&
   t_ok "on a terminal a long import shows a progress line with the total" ||
   t_fail "on a terminal a long import shows a progress line with the total" "$tty_err"
-OCIBUILD_PROGRESS_DELAY_MS=0 "$OCIBUILD" store import "$T_TMP/big" >/dev/null 2>"$T_TMP/import.err"
+OCIBUILD_PROGRESS_DELAY_MS=0 "$OCIBUILD" store import "$T_TMP/big" >"$T_TMP/big.node" 2>"$T_TMP/import.err"
 [ ! -s "$T_TMP/import.err" ] && t_ok "without a terminal an import prints no progress" ||
   t_fail "without a terminal an import prints no progress" "$(cat "$T_TMP/import.err")"
+tty_err=$(script -qec "OCIBUILD_PROGRESS_DELAY_MS=0 '$OCIBUILD' store export '$T_TMP/big.node' '$T_TMP/big.out'" /dev/null | tr -d '\r')
+[[ "$tty_err" == *"exporting to $T_TMP/big.out: 2.9 MiB, 1 file in "*" s"* ]] && cmp -s "$T_TMP/big" "$T_TMP/big.out" &&
+  t_ok "on a terminal a long export (materialization) shows a progress line too" ||
+  t_fail "on a terminal a long export (materialization) shows a progress line too" "$tty_err"
 
 "$OCIBUILD" build >/dev/null 2>&1; rc=$?
 [ $rc -eq 1 ] && t_ok "a usage error exits 1" || t_fail "a usage error exits 1" "rc=$rc"

@@ -27,6 +27,7 @@ LAYERS = [["util"], ["castore"], ["builder"], ["service", "nix"], ["rpc"], ["cli
 HEADERLESS = {
     "cleanup.h": "util",  # inline cleanup helpers; obi_strv_free is in util/strv.c
     "json_util.h": "util",  # inline jansson helpers
+    "progress.h": "util",  # an inline progress callback (ingest and export report through it)
     "node_pb.h": "castore",  # castore/node_codec.c
     "store_backend.h": "castore",  # the backends' side of store.h (castore/store.c)
     "rpc.h": "rpc",  # the rpc layer's API and module table (rpc/rpc_module.c)

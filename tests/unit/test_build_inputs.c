@@ -284,7 +284,7 @@ static void test_build_outputs_export_refuses_two_outputs_of_one_name(void **sta
     obi_build build = {.outputs = nodes, .n_outputs = 2};
     char *dir = obi_path_join(f->dir, "results");
     obi_error *err = NULL;
-    assert_fails_with(err, obi_build_outputs_export(f->store, &build, dir, &err), -EEXIST,
+    assert_fails_with(err, obi_build_outputs_export(f->store, &build, dir, NULL, &err), -EEXIST,
                       "outputs 0 and 1 are both named \"out\"");
     assert_int_equal(access(dir, F_OK), -1); /* refused before anything was written */
     free(dir);
