@@ -210,9 +210,8 @@ static int from_json(const json_t *json, const char *base_dir, obi_store *store,
     return obi_build_request_from_json(copy, out, err);
 }
 
-int obi_friendly_request_load(const char *path, obi_store *store,
-                              const obi_progress *progress, obi_build_request **out,
-                              obi_error **err)
+int obi_friendly_request_load(const char *path, obi_store *store, const obi_progress *progress,
+                              obi_build_request **out, obi_error **err)
 {
     json_error_t jerr;
     cleanup_json json_t *json =
