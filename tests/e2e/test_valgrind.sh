@@ -98,13 +98,14 @@ else
 JSON
   if [ -x /bin/busybox ]; then
     vg "trivial build under valgrind" 0 build "$T_TMP/build.json"
-    # The run's other endings: a failing exit (deleted after) and a timeout (killed, deleted).
+    # The run's other endings: a failing exit (deleted after, exit 100) and a timeout (killed,
+    # deleted, exit 101).
     sed 's|mkdir -p /nix/store/out && echo hi > /nix/store/out/f|echo failing >\&2; exit 3|' \
       "$T_TMP/build.json" >"$T_TMP/failing.json"
-    vg "failing build under valgrind" 1 build "$T_TMP/failing.json"
+    vg "failing build under valgrind" 100 build "$T_TMP/failing.json"
     sed 's|mkdir -p /nix/store/out && echo hi > /nix/store/out/f|sleep 30|' \
       "$T_TMP/build.json" >"$T_TMP/slow.json"
-    vg "timed-out build under valgrind" 1 build --timeout 1 "$T_TMP/slow.json"
+    vg "timed-out build under valgrind" 101 build --timeout 1 "$T_TMP/slow.json"
   else
     t_skip "trivial build under valgrind" "/bin/busybox is missing (Debian package busybox-static)"
   fi
