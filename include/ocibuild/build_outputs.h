@@ -16,6 +16,7 @@
 #define OCIBUILD_BUILD_OUTPUTS_H
 
 #include "ocibuild/error.h"
+#include "ocibuild/progress.h"
 #include "ocibuild/request.h"
 #include "ocibuild/store.h"
 #include "ocibuild/userns.h"
@@ -26,5 +27,17 @@
  * symlink is OBI_EBUILD_FAILED naming it; nothing is ingested then. */
 int obi_build_outputs_ingest(obi_store *store, int bundle_fd, const obi_build_request *req,
                              const obi_userns_ids *userns, obi_build *build, obi_error **err);
+
+/* Exports every output of build from store into dir (made, 0755, when missing) as dir/<the
+ * output's name> (the last component of its path), like `nix-build`'s result links. Outputs of
+ * the same name are refused before anything is written; on failure nothing exported by this
+ * call is left. progress (NULL: nobody) hears the bytes and files written so far. */
+int obi_build_outputs_export(obi_store *store, const obi_build *build, const char *dir,
+                             const obi_progress *progress, obi_error **err);
+
+/* One line for people about output i: its path, kind, size, digest and the needles found, e.g.
+ * "/nix/store/out  directory  3 entries  b3:Ch4B...=  needles 0 2 of 3". Caller frees; NULL
+ * when out of memory. */
+char *obi_build_output_summary(const obi_build *build, size_t i);
 
 #endif

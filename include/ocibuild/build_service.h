@@ -6,6 +6,8 @@
  *
  * Error codes a caller can act on: -EINVAL invalid request (message from validation),
  * OBI_EBUILD_FAILED the build ran and failed (message carries exit code and log tail),
+ * OBI_ERUNTIME_START the runtime could not start the command (runtime.h; over gRPC it arrives
+ * as OBI_EBUILD_FAILED),
  * -ETIMEDOUT timed out, -ECANCELED interrupted, -ENOTSUP builds not supported.
  *
  * Each build may come with options of its own (obi_build_call): a cancel fd that stops just that

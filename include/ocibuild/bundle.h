@@ -38,7 +38,7 @@ int obi_bundle_write_config(obi_bundle *bundle, const json_t *config, obi_error 
 /* Rootless: files below the bundle may belong to the build user's sub-ids; remove them
  * through the mapped user namespace (ids are copied). */
 void obi_bundle_set_userns(obi_bundle *bundle, const obi_userns_ids *ids);
-/* Where close reports a bundle it had to quarantine (NULL: nowhere). */
+/* Where close reports a bundle it had to quarantine, or where it kept one (NULL: nowhere). */
 void obi_bundle_set_report(obi_bundle *bundle, obi_report_fn report, void *ctx);
 /* Keep the directory on close (for debugging). */
 void obi_bundle_set_keep(obi_bundle *bundle, bool keep);

@@ -23,6 +23,7 @@
 
 #include "ocibuild/error.h"
 #include "ocibuild/node.h"
+#include "ocibuild/progress.h"
 #include "ocibuild/store.h"
 
 #define OBI_EXPORT_FILE_MODE 0444
@@ -33,6 +34,10 @@
  * used: dest is the full path of the new file, directory or symlink. */
 int obi_export_node(obi_blob_service *blobs, obi_directory_service *directories,
                     const obi_node *node, const char *dest, obi_error **err);
+/* The same, telling progress (NULL: nobody) the bytes and files written so far. */
+int obi_export_node_progress(obi_blob_service *blobs, obi_directory_service *directories,
+                             const obi_node *node, const char *dest, const obi_progress *progress,
+                             obi_error **err);
 /* Like obi_export_node, hard-linking non-executable files from blobs' local files when the
  * backend has them (falls back to copying, e.g. across filesystems). */
 int obi_materialize_node(obi_blob_service *blobs, obi_directory_service *directories,

@@ -15,6 +15,7 @@
 
 #include "ocibuild/error.h"
 #include "ocibuild/node.h"
+#include "ocibuild/progress.h"
 #include "ocibuild/refscan.h"
 #include "ocibuild/store.h"
 
@@ -25,6 +26,8 @@ typedef struct obi_ingest_options {
     /* Optional: fed every file's contents and every symlink target, one stream each (names are
      * not scanned). */
     obi_refscan_state *refscan;
+    /* Optional (NULL: none): bytes and files ingested so far. */
+    const obi_progress *progress;
 } obi_ingest_options;
 
 /* Ingests the entry name in dirfd (which may be O_PATH): nothing on the way to it is looked up

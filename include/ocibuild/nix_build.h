@@ -68,6 +68,7 @@ typedef struct obi_nix_build_result {
  * nix_store_dir) unless its outputs are valid, and its input derivations as needed. Build
  * failures keep the build service's code (OBI_EBUILD_FAILED, -ETIMEDOUT, ...); a check that
  * fails is -EINVAL or -EPERM with Nix's message; when an input fails the message names it.
+ * A fixed-output hash mismatch is OBI_EHASH_MISMATCH (nix_output.h) naming both hashes.
  * Nothing is recorded for a failed build. */
 int obi_nix_build(const char *drv_path, const obi_nix_build_options *opts,
                   obi_nix_build_result **out, obi_error **err);

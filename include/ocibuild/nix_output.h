@@ -8,6 +8,8 @@
 #ifndef OCIBUILD_NIX_OUTPUT_H
 #define OCIBUILD_NIX_OUTPUT_H
 
+#include <errno.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,9 +44,12 @@ int obi_nix_hash_node(obi_blob_service *blobs, obi_directory_service *directorie
                       const obi_node *node, const char *hash_algo,
                       uint8_t out[OBI_NIX_HASH_MAX_LEN], size_t *out_len, obi_error **err);
 
+/* A fixed-output derivation's output whose hash is not the declared one (Nix exits 102). */
+#define OBI_EHASH_MISMATCH (-EBADE)
+
 /* Checks the output of a fixed-output derivation against its declared hash. A mismatch is
- * -EINVAL: "hash mismatch in fixed-output derivation '<path>': specified sha256:<nixbase32>,
- * got sha256:<nixbase32>". */
+ * OBI_EHASH_MISMATCH: "hash mismatch in fixed-output derivation '<path>': specified
+ * sha256:<nixbase32>, got sha256:<nixbase32>". */
 int obi_nix_check_fixed_output(obi_blob_service *blobs, obi_directory_service *directories,
                                const obi_derivation_output *output, const obi_node *node,
                                obi_error **err);

@@ -19,4 +19,8 @@ bool obi_parse_decimal(const char *text, unsigned long long max, unsigned long l
  * Binary units Ki Mi Gi Ti, decimal K M G T (k m g t too); no fractions; errors say why. */
 int obi_parse_memory(const char *text, uint64_t *out, obi_error **err);
 
+/* bytes for people: "512 B", "1.5 KiB", "12.0 MiB", ... up to EiB (binary units, one decimal). */
+#define OBI_SIZE_TEXT_LEN 16
+void obi_format_size(uint64_t bytes, char out[OBI_SIZE_TEXT_LEN]);
+
 #endif

@@ -21,6 +21,7 @@
 
 #include "ocibuild/build_service.h"
 #include "ocibuild/error.h"
+#include "ocibuild/log_level.h"
 #include "ocibuild/nix_path_info.h"
 #include "ocibuild/store.h"
 #include "ocibuild/url.h"
@@ -55,16 +56,6 @@ int obi_grpc_path_info_store_open(const obi_url *url, obi_nix_path_info_store **
                                   obi_error **err);
 
 /* ---- server ---- */
-
-typedef enum obi_log_level {
-    OBI_LOG_ERROR = 0,
-    OBI_LOG_WARN = 1,
-    OBI_LOG_INFO = 2, /* one line per call */
-    OBI_LOG_DEBUG = 3,
-} obi_log_level;
-
-/* Parses "error", "warn", "info", "debug". */
-int obi_log_level_parse(const char *text, obi_log_level *out, obi_error **err);
 
 /* Receives complete lines without the newline; called from worker threads. */
 typedef void (*obi_log_fn)(void *ctx, obi_log_level level, const char *line);
@@ -147,7 +138,6 @@ typedef struct obi_rpc_module {
     int (*build_service_open)(const obi_url *url, obi_store *store, obi_build_service **out,
                               obi_error **err);
     int (*path_info_store_open)(const obi_url *url, obi_nix_path_info_store **out, obi_error **err);
-    int (*log_level_parse)(const char *text, obi_log_level *out, obi_error **err);
     int (*server_new)(const obi_rpc_server_options *options, obi_rpc_server **out, obi_error **err);
     int (*server_listen)(obi_rpc_server *server, const char *address, int *port_out,
                          obi_error **err);

@@ -9,6 +9,7 @@
 #ifndef OCIBUILD_RUNTIME_H
 #define OCIBUILD_RUNTIME_H
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -47,13 +48,23 @@ typedef struct obi_run_result {
     size_t log_tail_len;
 } obi_run_result;
 
+/* obi_runtime_run's error when the runtime could not start the container's command (a missing
+ * executable, a bad cwd, a refused mount): the message carries the runtime's own words, once. */
+#define OBI_ERUNTIME_START (-ENOEXEC)
+/* Where obi_runtime_run has the runtime write the container init's pid, inside the bundle. */
+#define OBI_RUNTIME_PID_FILE "runtime.pid"
+
 /* The code of a run that could not remove its container: it may still exist (and its id must
  * not be reused before a sweep removes it). */
 #define OBI_ECONTAINER_LEFT (-EUCLEAN)
 
-/* Runs the bundle in the foreground (`run`: create and start in one call). Returns 0 when the
- * runtime exited by itself with an exit code (see result; a non-zero one has the container
- * deleted before this returns). Otherwise negative, with the log tail in the message, and
+/* Runs the bundle and waits for it: `run --detach --pid-file BUNDLE/runtime.pid` with the
+ * container's stdout and stderr one pipe (lines stay in the order written), the calling process
+ * a child subreaper (PR_SET_CHILD_SUBREAPER, process-wide) that inherits the container's init
+ * when the runtime exits. Returns 0 when the command ran and exited by itself (see result: its
+ * exit code, 128+N for signal N; the container is deleted before this returns).
+ * OBI_ERUNTIME_START when the runtime could not start the command (its message in the error,
+ * nothing of it streamed). Otherwise negative, with the log tail in the message, and
  * the container killed and deleted before this returns: -ETIMEDOUT, -ECANCELED, the code of a
  * spawn that failed (no container was made), or -EIO and the like when the runtime died or
  * could no longer be watched. OBI_ECONTAINER_LEFT when kill + delete --force failed too. */

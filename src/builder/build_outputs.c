@@ -14,8 +14,13 @@
 #include "ocibuild/beneath.h"
 #include "ocibuild/build_outputs.h"
 #include "ocibuild/build_service.h"
+#include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/digest.h"
+#include "ocibuild/export.h"
+#include "ocibuild/fs.h"
 #include "ocibuild/ingest.h"
+#include "ocibuild/number.h"
 #include "ocibuild/refscan.h"
 #include "ocibuild/spec.h"
 
@@ -184,4 +189,96 @@ int obi_build_outputs_ingest(obi_store *store, int bundle_fd, const obi_build_re
     }
     places_free(places, n);
     return r;
+}
+
+/* Progress over all outputs: each export counts from zero, the caller hears the sums. */
+typedef struct export_totals {
+    obi_progress hook;
+    const obi_progress *caller;
+    uint64_t bytes_before, files_before; /* of the outputs exported before this one */
+    uint64_t bytes, files;               /* of this one so far */
+} export_totals;
+
+static void add_to_totals(void *ctx, uint64_t bytes, uint64_t files)
+{
+    export_totals *t = ctx;
+    t->bytes = bytes;
+    t->files = files;
+    obi_progress_report(t->caller, t->bytes_before + bytes, t->files_before + files);
+}
+
+int obi_build_outputs_export(obi_store *store, const obi_build *build, const char *dir,
+                             const obi_progress *progress, obi_error **err)
+{
+    for (size_t i = 0; i < build->n_outputs; i++)
+        for (size_t j = 0; j < i; j++)
+            if (build->outputs[i].name.len == build->outputs[j].name.len &&
+                !memcmp(build->outputs[i].name.data, build->outputs[j].name.data,
+                        build->outputs[i].name.len))
+                return obi_error_set(err, -EEXIST,
+                                     "outputs %zu and %zu are both named \"%s\": export them "
+                                     "one by one (ocibuild store export)",
+                                     j, i, (const char *)build->outputs[i].name.data);
+    int r = obi_mkdir_p(dir, 0755, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "output directory %s", dir);
+    export_totals counted = {{add_to_totals, &counted}, progress, 0, 0, 0, 0};
+    for (size_t i = 0; i < build->n_outputs; i++) {
+        cleanup_free char *dest = obi_path_join(dir, (const char *)build->outputs[i].name.data);
+        if (!dest)
+            r = obi_error_oom(err);
+        else
+            r = obi_export_node_progress(store->blobs, store->directories, &build->outputs[i], dest,
+                                         &counted.hook, err);
+        counted.bytes_before += counted.bytes;
+        counted.files_before += counted.files;
+        counted.bytes = counted.files = 0;
+        if (r < 0) {
+            for (size_t j = 0; j < i; j++) {
+                cleanup_free char *done =
+                    obi_path_join(dir, (const char *)build->outputs[j].name.data);
+                cleanup_error obi_error *ignored = NULL;
+                if (done)
+                    obi_rm_rf(done, &ignored);
+            }
+            return obi_error_prefix(err, r, "export output %zu", i);
+        }
+    }
+    return 0;
+}
+
+char *obi_build_output_summary(const obi_build *build, size_t i)
+{
+    const obi_node *node = &build->outputs[i];
+    const obi_build_request *req = build->request;
+    cleanup_buf obi_buf line = OBI_BUF_INIT;
+    char size[OBI_SIZE_TEXT_LEN];
+    cleanup_free char *b3 =
+        node->kind == OBI_NODE_SYMLINK ? NULL : obi_digest_to_b3_string(&node->digest);
+    int r = obi_buf_appendf(&line, "/%s  ", req && i < req->n_outputs ? req->outputs[i] : "?");
+    switch (node->kind) {
+    case OBI_NODE_FILE:
+        obi_format_size(node->size, size);
+        r = r < 0 ? r
+                  : obi_buf_appendf(&line, "%s  %s  %s", node->executable ? "executable" : "file",
+                                    size, b3 ? b3 : "?");
+        break;
+    case OBI_NODE_DIRECTORY:
+        r = r < 0 ? r
+                  : obi_buf_appendf(&line, "directory  %llu %s  %s", (unsigned long long)node->size,
+                                    node->size == 1 ? "entry" : "entries", b3 ? b3 : "?");
+        break;
+    case OBI_NODE_SYMLINK:
+        r = r < 0 ? r : obi_buf_appendf(&line, "symlink -> %s", (const char *)node->target.data);
+        break;
+    }
+    if (r == 0 && req && req->n_refscan_needles) {
+        const obi_output_needles *found = &build->outputs_needles[i];
+        r = obi_buf_append_str(&line, found->n_needles ? "  needles" : "  no needles");
+        for (size_t k = 0; r == 0 && k < found->n_needles; k++)
+            r = obi_buf_appendf(&line, " %llu", (unsigned long long)found->needles[k]);
+        if (r == 0)
+            r = obi_buf_appendf(&line, " of %zu", req->n_refscan_needles);
+    }
+    return r < 0 ? NULL : obi_buf_steal(&line);
 }

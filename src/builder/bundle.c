@@ -240,6 +240,9 @@ int obi_bundle_close(obi_bundle *bundle, obi_error **err)
             r = obi_error_oom(err);
         else
             r = obi_write_file(kept, "", 0, 0644, err);
+        cleanup_free char *line = NULL;
+        if (r == 0 && bundle->report && asprintf(&line, "bundle kept at %s", bundle->path) >= 0)
+            bundle->report(bundle->report_ctx, line);
     }
     if (bundle->lock_fd >= 0)
         close(bundle->lock_fd);

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/friendly_request.h"
+#include "ocibuild/fs.h"
 #include "ocibuild/ingest.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/strv.h"
@@ -93,7 +95,8 @@ static int node_if_blob_present(obi_store *store, const char *path, const char *
     return 1;
 }
 
-static int import_inputs(const json_t *inputs, obi_store *store, json_t *out_array, obi_error **err)
+static int import_inputs(const json_t *inputs, const char *base_dir, obi_store *store,
+                         const obi_progress *progress, json_t *out_array, obi_error **err)
 {
     size_t n;
     cleanup_free const char **names = sorted_keys(inputs, &n);
@@ -108,11 +111,18 @@ static int import_inputs(const json_t *inputs, obi_store *store, json_t *out_arr
         if (!json_is_string(value))
             return obi_error_set(
                 err, -EINVAL, "inputs.%s: expected a host path string or a Node object", names[i]);
+        const char *host_path = json_string_value(value);
+        cleanup_free char *joined = NULL;
+        if (host_path[0] != '/' && base_dir) {
+            if (!(joined = obi_path_join(base_dir, host_path)))
+                return obi_error_oom(err);
+            host_path = joined;
+        }
         obi_node node;
-        if (!node_if_blob_present(store, json_string_value(value), names[i], &node)) {
-            obi_ingest_options options = {.name = names[i], .refscan = NULL};
-            int r = obi_ingest_path(store->blobs, store->directories, json_string_value(value),
-                                    &options, &node, err);
+        if (!node_if_blob_present(store, host_path, names[i], &node)) {
+            obi_ingest_options options = {.name = names[i], .progress = progress};
+            int r =
+                obi_ingest_path(store->blobs, store->directories, host_path, &options, &node, err);
             if (r < 0)
                 return obi_error_prefix(err, r, "inputs.%s", names[i]);
         }
@@ -146,8 +156,23 @@ static int convert_env(const json_t *env, json_t *out_array, obi_error **err)
     return 0;
 }
 
+static int from_json(const json_t *json, const char *base_dir, obi_store *store,
+                     const obi_progress *progress, obi_build_request **out, obi_error **err);
+
 int obi_friendly_request_from_json(const json_t *json, obi_store *store, obi_build_request **out,
                                    obi_error **err)
+{
+    return from_json(json, NULL, store, NULL, out, err);
+}
+
+int obi_friendly_request_from_json_at(const json_t *json, const char *base_dir, obi_store *store,
+                                      obi_build_request **out, obi_error **err)
+{
+    return from_json(json, base_dir, store, NULL, out, err);
+}
+
+static int from_json(const json_t *json, const char *base_dir, obi_store *store,
+                     const obi_progress *progress, obi_build_request **out, obi_error **err)
 {
     if (!json_is_object(json))
         return obi_error_set(err, -EINVAL, "request: expected a JSON object");
@@ -164,7 +189,7 @@ int obi_friendly_request_from_json(const json_t *json, obi_store *store, obi_bui
         json_t *array = json_array();
         if (!array || json_object_set_new(copy, "inputs", array) < 0)
             return obi_error_oom(err);
-        if ((r = import_inputs(inputs, store, array, err)) < 0)
+        if ((r = import_inputs(inputs, base_dir, store, progress, array, err)) < 0)
             return r;
     }
     if (env) {
@@ -185,8 +210,8 @@ int obi_friendly_request_from_json(const json_t *json, obi_store *store, obi_bui
     return obi_build_request_from_json(copy, out, err);
 }
 
-int obi_friendly_request_load(const char *path, obi_store *store, obi_build_request **out,
-                              obi_error **err)
+int obi_friendly_request_load(const char *path, obi_store *store, const obi_progress *progress,
+                              obi_build_request **out, obi_error **err)
 {
     json_error_t jerr;
     cleanup_json json_t *json =
@@ -194,7 +219,12 @@ int obi_friendly_request_load(const char *path, obi_store *store, obi_build_requ
     if (!json)
         return obi_error_set(err, -EINVAL, "%s: line %d column %d: %s", path, jerr.line,
                              jerr.column, jerr.text);
-    int r = obi_friendly_request_from_json(json, store, out, err);
+    /* Relative host paths are relative to the request file, wherever it is run from. */
+    cleanup_free char *copy = strdup(path);
+    if (!copy)
+        return obi_error_oom(err);
+    const char *base_dir = strcmp(path, "-") ? dirname(copy) : NULL;
+    int r = from_json(json, base_dir, store, progress, out, err);
     if (r < 0)
         return obi_error_prefix(err, r, "%s", path);
     return 0;

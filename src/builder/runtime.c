@@ -1,17 +1,23 @@
 /*
- * OCI runtime driver (see include/ocibuild/runtime.h). A foreground run is a small state
- * machine (starting, running, killing, deleting, done; its table and diagram are below, its
- * types in runtime_internal.h) driven by one poll over the runtime's output pipe, a pidfd for
- * its exit, the caller's cancel fd and the deadline. Every way out of a run that did not end
- * in a clean exit passes through kill + delete --force, so none leaves a container behind, or
- * it says that it did (OBI_ECONTAINER_LEFT).
+ * OCI runtime driver (see include/ocibuild/runtime.h). A build's run is a small state machine
+ * (starting, running, killing, deleting, done; its table and diagram are below, its types in
+ * runtime_internal.h) driven by one poll over the container's output pipe, a pidfd for the exit
+ * of the runtime and then of the container's init, the caller's cancel fd and the deadline. The
+ * runtime runs the container detached (`run --detach --pid-file`), so that the container's
+ * stdout and stderr are this one pipe (lines in the order written, as Nix gives a builder) and
+ * the runtime's own exit says whether the command started at all; as a child subreaper we
+ * inherit the container's init and wait for it. Every way out of a run passes through delete
+ * (kill + delete --force unless the init exited by itself), so none leaves a container behind,
+ * or it says that it did (OBI_ECONTAINER_LEFT).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -20,11 +26,15 @@
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/number.h"
 #include "ocibuild/process.h"
 #include "ocibuild/runtime.h"
 #include "runtime_internal.h"
 
 #define DEFAULT_LOG_TAIL (64 * 1024)
+/* Output held back while the runtime starts the container (its own words, or the first of the
+ * build's, written in the moment before the runtime exits): more than this is dropped, said. */
+#define HELD_OUTPUT_MAX (1024 * 1024)
 #define KILL_GRACE_MS 10000
 
 struct obi_runtime {
@@ -264,17 +274,19 @@ void obi_run_result_clear(obi_run_result *result)
 
 /* ---- a foreground run: a small state machine ----
  *
- *   STARTING --started--> RUNNING --exited (0, output ended)--> DONE (the exit code)
+ *   STARTING --started--> RUNNING --exited (0, output ended)--> DELETING --> DONE (exit code)
  *   STARTING --spawn failed--> DONE (error; no container was made)
  *   RUNNING --exited failing | runtime died--> DELETING
  *   RUNNING --timeout | cancel | io failed--> KILLING
  *   KILLING --runtime gone | grace over | io failed--> DELETING
  *   DELETING --destroyed | destroy failed--> DONE
  *
- * `run` is create and start in one call, the runtime the container's reaper and the holder of
- * its output; KILLING and DELETING are `kill` and `delete --force`. A non-zero exit goes through
- * DELETING too: it may be the runtime's own failure half way through creating the container
- * (delete of a container that is gone is no error). One table; the actions run on entering a
+ * `run --detach` is create and start in one call; RUNNING first waits for the runtime to
+ * exit (0: the command started, and from then on the container's init is waited for; else
+ * OBI_ERUNTIME_START with what the runtime said, exited failing), then for the init. KILLING
+ * and DELETING are `kill` and `delete --force`. A detached container stays until deleted, so
+ * every exit goes through DELETING; an init that exited by itself needs no kill, just the
+ * delete (delete of a container that is gone is no error). One table; the actions run on entering a
  * state (run_enter); events come from one place (run_next_event). The first failure is the
  * run's error; what happens on the way out only adds to its message. An event the table does
  * not allow is refused (obi_run_transition) and is a failure like any other: the run still
@@ -288,7 +300,7 @@ static const struct run_transition {
 } run_transitions[] = {
     {OBI_RUN_STARTING, OBI_RUN_EV_STARTED, OBI_RUN_RUNNING},
     {OBI_RUN_STARTING, OBI_RUN_EV_SPAWN_FAILED, OBI_RUN_DONE},
-    {OBI_RUN_RUNNING, OBI_RUN_EV_EXITED, OBI_RUN_DONE},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_EXITED, OBI_RUN_DELETING},
     {OBI_RUN_RUNNING, OBI_RUN_EV_EXITED_FAILING, OBI_RUN_DELETING},
     {OBI_RUN_RUNNING, OBI_RUN_EV_RUNTIME_DIED, OBI_RUN_DELETING},
     {OBI_RUN_RUNNING, OBI_RUN_EV_TIMEOUT, OBI_RUN_KILLING},
@@ -362,11 +374,16 @@ typedef struct run {
     obi_runtime *runtime;
     const char *bundle, *id;
     const obi_run_options *opts;
-    pid_t pid;     /* the runtime process; 0 before the spawn and once reaped */
-    int status;    /* its wait status, once reaped */
-    int pidfd;     /* readable when it exits; -1: look every 100 ms instead */
-    int output_fd; /* the read end of its stdout+stderr; -1 once it ended */
-    int cancel_fd; /* -1 once it hung up unreadable, or when there is none */
+    pid_t pid;        /* the runtime process, then the container's init; 0 when not (yet) any */
+    int status;       /* its wait status, once reaped */
+    bool detaching;   /* pid is the runtime, which has not said whether the command started */
+    bool init_exited; /* the init was reaped: it ended by itself or was killed */
+    char *pid_file;   /* where the runtime writes the init's pid */
+    obi_buf held;     /* output while detaching */
+    bool held_short;  /* some of it was dropped (HELD_OUTPUT_MAX, or short of memory) */
+    int pidfd;        /* readable when it exits; -1: look every 100 ms instead */
+    int output_fd;    /* the read end of its stdout+stderr; -1 once it ended */
+    int cancel_fd;    /* -1 once it hung up unreadable, or when there is none */
     tail_log tail;
     int64_t deadline_ms; /* 0: none */
     int64_t kill_sent_ms;
@@ -387,6 +404,7 @@ static int run_reap(run *r, bool blocking)
     while (w < 0 && errno == EINTR);
     if (w == r->pid) {
         r->pid = 0;
+        r->init_exited = !r->detaching;
         return 1;
     }
     if (w < 0) {
@@ -399,15 +417,130 @@ static int run_reap(run *r, bool blocking)
     return 0;
 }
 
+/* Output as it comes: streamed and kept in the tail, or held while the runtime starts. */
+static void run_output(run *r, const uint8_t *data, size_t len)
+{
+    if (r->detaching) {
+        if (r->held.len + len > HELD_OUTPUT_MAX || obi_buf_append(&r->held, data, len) < 0)
+            r->held_short = true;
+        return;
+    }
+    tail_append(&r->tail, data, len);
+    if (r->opts->on_output)
+        r->opts->on_output(data, len, r->opts->output_ctx);
+}
+
+/* The runtime's own words from what it wrote before failing: runc's logrus line
+ * `time="..." level=error msg="runc run failed: ..."` becomes its message, unquoted; anything
+ * else is kept as it is, without trailing newlines. Caller frees; NULL when out of memory. */
+static char *runtime_error_text(const char *text)
+{
+    const char *msg = strstr(text, "msg=\"");
+    cleanup_buf obi_buf out = OBI_BUF_INIT;
+    if (msg) {
+        for (const char *p = msg + 5; *p && *p != '"'; p++) {
+            if (*p == '\\' && p[1])
+                p++;
+            if (obi_buf_append(&out, p, 1) < 0)
+                return NULL;
+        }
+    } else if (obi_buf_append_str(&out, text) < 0) {
+        return NULL;
+    }
+    while (out.len && (out.data[out.len - 1] == '\n' || out.data[out.len - 1] == '\r'))
+        out.data[--out.len] = 0;
+    if (!out.len && obi_buf_append_str(&out, "(it said nothing)") < 0)
+        return NULL;
+    return obi_buf_steal(&out);
+}
+
+/* The container's init from the runtime's pid file; only a child of ours is taken (waited for
+ * and ever signalled): a file naming anything else ends the run. -EPROTO, not -ECHILD: that is
+ * OBI_EBUILD_FAILED, a build's own failure. */
+static int read_init_pid(const char *pid_file, pid_t *out, obi_error **err)
+{
+    cleanup_free char *text = NULL;
+    int r = obi_read_file(pid_file, 64, &text, NULL, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "the runtime's pid file");
+    text[strcspn(text, "\n")] = 0;
+    unsigned long long pid = 0;
+    if (!obi_parse_decimal(text, INT32_MAX, &pid) || pid < 2)
+        return obi_error_set(err, -EPROTO, "the runtime's pid file %s holds \"%s\", not a pid",
+                             pid_file, text);
+    siginfo_t info;
+    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0)
+        return obi_error_set(err, -EPROTO,
+                             "the container's init (pid %llu, from %s) is not this process's "
+                             "child: %s",
+                             pid, pid_file, strerror(errno));
+    *out = (pid_t)pid;
+    return 0;
+}
+
+/* The runtime, starting the container, exited (it is reaped; what it wrote before is in the
+ * pipe). 0 and a live init: from now on the init is waited for, and the held output flows.
+ * Anything else: the event it ends in. */
+static obi_run_event run_detached(run *r)
+{
+    while (r->output_fd >= 0) { /* non-blocking: what is there now */
+        uint8_t chunk[16384];
+        ssize_t got = read(r->output_fd, chunk, sizeof chunk);
+        if (got <= 0)
+            break;
+        run_output(r, chunk, (size_t)got);
+    }
+    r->detaching = false;
+    if (r->pidfd >= 0)
+        close(r->pidfd);
+    r->pidfd = -1;
+    if (WIFSIGNALED(r->status)) {
+        if (r->state == OBI_RUN_KILLING)
+            return OBI_RUN_N_EVENTS; /* killed on the way: the runtime is gone */
+        run_fail(r, -EIO,
+                 "%s run %s: the runtime died of signal %d; container %s killed and removed",
+                 r->runtime->path, r->id, WTERMSIG(r->status), r->id);
+        return OBI_RUN_EV_RUNTIME_DIED;
+    }
+    int code = obi_wait_exit_code(r->status);
+    if (code != 0) {
+        if (r->state == OBI_RUN_KILLING)
+            return OBI_RUN_N_EVENTS;
+        (void)obi_buf_append(&r->held, "", 1);
+        const char *said = r->held.data ? (const char *)r->held.data : "";
+        cleanup_free char *text = runtime_error_text(said);
+        run_fail(r, OBI_ERUNTIME_START,
+                 "the runtime could not start the command (it exited with %d): %s", code,
+                 text ? text : said);
+        obi_buf_free(&r->held);
+        return OBI_RUN_EV_EXITED_FAILING;
+    }
+    pid_t init = 0;
+    if (read_init_pid(r->pid_file, &init, &r->failure) < 0)
+        return r->state == OBI_RUN_KILLING ? OBI_RUN_N_EVENTS : OBI_RUN_EV_IO_FAILED;
+    r->pid = init;
+    r->pidfd = (int)syscall(SYS_pidfd_open, init, 0);
+    if (r->held.len)
+        run_output(r, r->held.data, r->held.len);
+    static const char DROPPED[] = "\n[ocibuild: output dropped while the runtime was starting]\n";
+    if (r->held_short)
+        run_output(r, (const uint8_t *)DROPPED, sizeof DROPPED - 1);
+    obi_buf_free(&r->held);
+    if (r->state == OBI_RUN_KILLING) {
+        /* Killed while it was being made: kill what now exists. */
+        cleanup_error obi_error *ignored = NULL;
+        obi_runtime_kill(r->runtime, r->id, "KILL", &ignored);
+    }
+    return OBI_RUN_N_EVENTS;
+}
+
 /* Reads what the runtime wrote; at the end (or a read error) the pipe is closed. */
 static void run_read_output(run *r)
 {
     uint8_t chunk[16384];
     ssize_t got = read(r->output_fd, chunk, sizeof chunk);
     if (got > 0) {
-        tail_append(&r->tail, chunk, (size_t)got);
-        if (r->opts->on_output)
-            r->opts->on_output(chunk, (size_t)got, r->opts->output_ctx);
+        run_output(r, chunk, (size_t)got);
     } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
         close(r->output_fd);
         r->output_fd = -1;
@@ -433,14 +566,9 @@ static int run_wait_ms(const run *r)
 /* The event a RUNNING run's runtime ended in, once it has (OBI_RUN_N_EVENTS: not yet). */
 static obi_run_event run_ending(run *r)
 {
-    if (r->pid)
+    if (r->pid || r->detaching)
         return OBI_RUN_N_EVENTS;
-    if (WIFSIGNALED(r->status)) {
-        run_fail(r, -EIO,
-                 "%s run %s: the runtime died of signal %d; container %s killed and removed",
-                 r->runtime->path, r->id, WTERMSIG(r->status), r->id);
-        return OBI_RUN_EV_RUNTIME_DIED;
-    }
+    /* The init's own exit: a signal that ended it is the build's exit code (128+N). */
     if (r->output_fd >= 0)
         return OBI_RUN_N_EVENTS; /* its output is still coming */
     return obi_wait_exit_code(r->status) == 0 ? OBI_RUN_EV_EXITED : OBI_RUN_EV_EXITED_FAILING;
@@ -474,9 +602,14 @@ static obi_run_event run_next_event(run *r)
         run_read_output(r);
     if (r->pid && (pid_i < 0 || (ready > 0 && fds[pid_i].revents)) && run_reap(r, false) < 0)
         return OBI_RUN_EV_IO_FAILED;
+    if (r->detaching && !r->pid) {
+        obi_run_event started = run_detached(r);
+        if (started != OBI_RUN_N_EVENTS)
+            return started;
+    }
     if (r->state == OBI_RUN_KILLING) {
         if (!r->pid)
-            return OBI_RUN_EV_RUNTIME_GONE;
+            return OBI_RUN_EV_RUNTIME_GONE; /* the runtime, or the init once it started */
         return now_ms() - r->kill_sent_ms >= KILL_GRACE_MS ? OBI_RUN_EV_GRACE_OVER
                                                            : OBI_RUN_N_EVENTS;
     }
@@ -506,11 +639,14 @@ static obi_run_event run_destroy(run *r)
         kill(r->pid, SIGKILL);
         run_reap(r, true);
     }
+    /* An init that ended by itself left a stopped container: delete is enough. */
+    bool stopped = r->init_exited && !r->failure;
     cleanup_error obi_error *destroy_err = NULL;
     for (size_t attempt = 0;; attempt++) {
         obi_error_free(destroy_err);
         destroy_err = NULL;
-        if (obi_runtime_destroy(r->runtime, r->id, &destroy_err) == 0)
+        if ((stopped ? obi_runtime_delete(r->runtime, r->id, true, &destroy_err)
+                     : obi_runtime_destroy(r->runtime, r->id, &destroy_err)) == 0)
             return OBI_RUN_EV_DESTROYED;
         if (attempt == OBI_ARRAY_SIZE(destroy_pauses_ms))
             break;
@@ -531,9 +667,19 @@ static obi_run_event run_destroy(run *r)
     return OBI_RUN_EV_DESTROY_FAILED;
 }
 
-/* Spawns `run --bundle B ID` with its stdout and stderr into one pipe. */
+/* Spawns `run --detach --pid-file B/runtime.pid --bundle B ID` with its stdout and stderr,
+ * which the container's process inherits, into one pipe. We become a child subreaper first, so
+ * that the container's init, the runtime's child, becomes ours when the runtime exits. */
 static obi_run_event run_spawn(run *r)
 {
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
+        run_fail(r, -errno, "prctl(PR_SET_CHILD_SUBREAPER): %s", strerror(errno));
+        return OBI_RUN_EV_SPAWN_FAILED;
+    }
+    if (!(r->pid_file = obi_path_join(r->bundle, OBI_RUNTIME_PID_FILE))) {
+        obi_error_oom(&r->failure);
+        return OBI_RUN_EV_SPAWN_FAILED;
+    }
     int out_pipe[2];
     if (pipe2(out_pipe, O_CLOEXEC) < 0) {
         run_fail(r, -errno, "pipe: %s", strerror(errno));
@@ -541,8 +687,13 @@ static obi_run_event run_spawn(run *r)
     }
     cleanup_close int write_end = out_pipe[1];
     r->output_fd = out_pipe[0];
-    const char *args[] = {"run", "--bundle", r->bundle, r->id};
-    cleanup_free const char **argv = runtime_argv(r->runtime, args, 4);
+    if (fcntl(r->output_fd, F_SETFL, O_NONBLOCK) < 0) {
+        run_fail(r, -errno, "fcntl O_NONBLOCK: %s", strerror(errno));
+        return OBI_RUN_EV_SPAWN_FAILED;
+    }
+    const char *args[] = {"run",      "--detach", "--pid-file", r->pid_file,
+                          "--bundle", r->bundle,  r->id};
+    cleanup_free const char **argv = runtime_argv(r->runtime, args, OBI_ARRAY_SIZE(args));
     if (!argv) {
         obi_error_oom(&r->failure);
         return OBI_RUN_EV_SPAWN_FAILED;
@@ -555,6 +706,7 @@ static obi_run_event run_spawn(run *r)
         return OBI_RUN_EV_SPAWN_FAILED;
     }
     r->pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
+    r->detaching = true;
     return OBI_RUN_EV_STARTED;
 }
 
@@ -609,6 +761,10 @@ static void run_clear(run *r)
         close(r->pidfd);
     if (r->output_fd >= 0)
         close(r->output_fd);
+    if (r->pid_file)
+        unlink(r->pid_file);
+    free(r->pid_file);
+    obi_buf_free(&r->held);
     free(r->tail.data);
     obi_error_free(r->failure);
 }

@@ -31,7 +31,16 @@ typedef struct exporter {
     bool hardlink;
     uint8_t *buf; /* EXPORT_READ_SIZE bytes */
     obi_buf path; /* the current entry's path, for messages */
+    const obi_progress *progress;
+    uint64_t bytes, files; /* done so far, for progress */
 } exporter;
+
+static void report_progress(exporter *ex, uint64_t more_bytes, uint64_t more_files)
+{
+    ex->bytes += more_bytes;
+    ex->files += more_files;
+    obi_progress_report(ex->progress, ex->bytes, ex->files);
+}
 
 static int export_entry(exporter *ex, int dirfd, const char *name, const obi_node *node,
                         obi_error **err);
@@ -65,6 +74,7 @@ static int write_blob(exporter *ex, int fd, const obi_node *node, obi_error **er
                                  current_path(ex), (unsigned long long)node->size);
         if ((r = obi_write_all(fd, ex->buf, n)) < 0)
             return obi_error_set_errno(err, -r, "%s: write", current_path(ex));
+        report_progress(ex, n, 0);
     }
     obi_digest got;
     obi_blake3_finalize(&hasher, got.bytes, OBI_DIGEST_LEN);
@@ -105,6 +115,8 @@ static int export_file(exporter *ex, int dirfd, const char *name, const obi_node
 {
     if (ex->hardlink && !node->executable) {
         int r = link_blob(ex, dirfd, name, node, err);
+        if (r > 0)
+            report_progress(ex, node->size, 1);
         if (r != 0)
             return r < 0 ? r : 0;
     }
@@ -120,6 +132,7 @@ static int export_file(exporter *ex, int dirfd, const char *name, const obi_node
         return obi_error_set_errno(err, errno, "%s: chmod", current_path(ex));
     if (close(steal_fd(&fd)) < 0)
         return obi_error_set_errno(err, errno, "%s: close", current_path(ex));
+    report_progress(ex, 0, 1);
     return 0;
 }
 
@@ -321,7 +334,8 @@ static int export_entry(exporter *ex, int dirfd, const char *name, const obi_nod
 }
 
 static int export_root(obi_blob_service *blobs, obi_directory_service *directories,
-                       const obi_node *node, const char *dest, bool hardlink, obi_error **err)
+                       const obi_node *node, const char *dest, bool hardlink,
+                       const obi_progress *progress, obi_error **err)
 {
     /* Split dest into its parent directory and the new entry's name. */
     size_t len = strlen(dest);
@@ -352,7 +366,11 @@ static int export_root(obi_blob_service *blobs, obi_directory_service *directori
         return obi_error_set(err, -EEXIST, "export to %s: already exists", dest);
 
     cleanup_free uint8_t *buf = malloc(EXPORT_READ_SIZE);
-    exporter ex = {.blobs = blobs, .directories = directories, .hardlink = hardlink, .buf = buf};
+    exporter ex = {.blobs = blobs,
+                   .directories = directories,
+                   .hardlink = hardlink,
+                   .buf = buf,
+                   .progress = progress};
     if (!buf || obi_buf_append_str(&ex.path, path) < 0) {
         obi_buf_free(&ex.path);
         return obi_error_oom(err);
@@ -375,11 +393,18 @@ static int export_root(obi_blob_service *blobs, obi_directory_service *directori
 int obi_export_node(obi_blob_service *blobs, obi_directory_service *directories,
                     const obi_node *node, const char *dest, obi_error **err)
 {
-    return export_root(blobs, directories, node, dest, false, err);
+    return export_root(blobs, directories, node, dest, false, NULL, err);
+}
+
+int obi_export_node_progress(obi_blob_service *blobs, obi_directory_service *directories,
+                             const obi_node *node, const char *dest, const obi_progress *progress,
+                             obi_error **err)
+{
+    return export_root(blobs, directories, node, dest, false, progress, err);
 }
 
 int obi_materialize_node(obi_blob_service *blobs, obi_directory_service *directories,
                          const obi_node *node, const char *dest, obi_error **err)
 {
-    return export_root(blobs, directories, node, dest, true, err);
+    return export_root(blobs, directories, node, dest, true, NULL, err);
 }

@@ -42,7 +42,16 @@ typedef struct ingest {
     obi_directory **stack; /* stack[d]: the Directory being filled at depth d */
     size_t stack_cap;
     obi_node root;
+    const obi_progress *progress; /* NULL: none */
+    uint64_t bytes, files;        /* done so far, for progress */
 } ingest;
+
+static void report_progress(ingest *ig, uint64_t more_bytes, uint64_t more_files)
+{
+    ig->bytes += more_bytes;
+    ig->files += more_files;
+    obi_progress_report(ig->progress, ig->bytes, ig->files);
+}
 
 static const char *file_type_name(mode_t mode)
 {
@@ -101,6 +110,7 @@ static int write_blob(ingest *ig, int fd, size_t head, uint64_t *size, obi_diges
         if (ig->refscan)
             obi_refscan_feed(ig->refscan, ig->buf, (size_t)n);
         *size += (uint64_t)n;
+        report_progress(ig, (uint64_t)n, 0);
     }
     r = obi_blob_finish_pending(writer, digest, err);
     if (r < 0)
@@ -141,8 +151,10 @@ static int ingest_file(ingest *ig, int dirfd, const char *name, const struct sta
         cleanup_error obi_error *ignored = NULL;
         stored = obi_blob_has(ig->blobs, &digest, &ignored) == 1;
     }
+    report_progress(ig, (uint64_t)head, 0);
     if (!stored && (r = write_blob(ig, fd, (size_t)head, &size, &digest, err)) < 0)
         return r;
+    report_progress(ig, 0, 1);
     if (ig->refscan)
         obi_refscan_end_stream(ig->refscan);
     r = obi_node_init_file(out, node_name, strlen(node_name), &digest, size,
@@ -283,6 +295,7 @@ int obi_ingest_at(obi_blob_service *blobs, obi_directory_service *directories, i
         .buf = buf,
         .root_name = root_name,
         .path = display,
+        .progress = options ? options->progress : NULL,
     };
     obi_walk_options walk = {
         .enter = ingest_enter,
@@ -332,7 +345,8 @@ int obi_ingest_path(obi_blob_service *blobs, obi_directory_service *directories,
     } else if ((r = default_root_name(stripped, &name, err)) < 0) {
         return obi_error_prefix(err, r, "import");
     }
-    obi_ingest_options named = {.name = name, .refscan = options ? options->refscan : NULL};
+    obi_ingest_options named = options ? *options : (obi_ingest_options){0};
+    named.name = name;
     /* The caller's path is resolved as given; everything below it through descriptors. */
     return obi_ingest_at(blobs, directories, AT_FDCWD, stripped, stripped, &named, out, err);
 }

@@ -5,9 +5,25 @@
 #ifndef OCIBUILD_CLI_H
 #define OCIBUILD_CLI_H
 
+#include <stdbool.h>
+
 #include "ocibuild/error.h"
 #include "ocibuild/request.h"
 #include "ocibuild/store.h"
+
+/* Exit codes, Nix's where the two overlap (README.md "Exit codes"). */
+enum {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_FAILURE = 1,         /* a usage or set-up error, or any other failure */
+    CLI_EXIT_BUILD_FAILED = 100,  /* the build ran (or its command could not start) and failed */
+    CLI_EXIT_TIMED_OUT = 101,     /* the build ran past --timeout */
+    CLI_EXIT_HASH_MISMATCH = 102, /* a fixed-output derivation's output has another hash */
+    CLI_EXIT_SIGNAL_BASE = 128,   /* + the signal that interrupted a build: 130 for Ctrl-C */
+};
+#define CLI_EXIT_USAGE CLI_EXIT_FAILURE
+
+/* The exit codes as --help lists them. */
+extern const char cli_exit_codes_help[];
 
 /* Each returns the process exit code. argv[0] is the subcommand name. */
 int cli_hash(int argc, char **argv);
@@ -28,6 +44,9 @@ int cli_add_root(obi_store *store, const char *root, const obi_node *nodes, size
 int cli_spec(int argc, char **argv);
 int cli_build(int argc, char **argv);
 int cli_daemon(int argc, char **argv);
+
+/* Whether argv[1..] asks for help (-h or --help before any "--"). */
+bool cli_help_requested(int argc, char **argv);
 
 /* Prints "ocibuild: <message>" to stderr and returns 1 (0 is never returned). */
 int cli_fail(obi_error *err);

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include "cli_builder.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/nix_output.h"
 #include "ocibuild/number.h"
 
 enum {
@@ -32,8 +35,13 @@ enum {
     OPT_SCRATCH_LIMIT,
     OPT_ROOT,
     OPT_INPUTS,
+    OPT_ROOTFUL,
+    OPT_QUIET,
+    OPT_VERBOSE,
+    OPT_LOG_LEVEL,
 };
-_Static_assert((int)OPT_INPUTS == (int)CLI_BUILDER_OPT_LAST, "keep CLI_BUILDER_OPT_LAST in sync");
+_Static_assert((int)OPT_LOG_LEVEL == (int)CLI_BUILDER_OPT_LAST,
+               "keep CLI_BUILDER_OPT_LAST in sync");
 
 const struct option cli_builder_options[] = {
     {"store", required_argument, NULL, OPT_STORE},
@@ -52,16 +60,24 @@ const struct option cli_builder_options[] = {
     {"scratch-limit", required_argument, NULL, OPT_SCRATCH_LIMIT},
     {"root", required_argument, NULL, OPT_ROOT},
     {"inputs", required_argument, NULL, OPT_INPUTS},
+    {"rootful", no_argument, NULL, OPT_ROOTFUL},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"verbose", no_argument, NULL, OPT_VERBOSE},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 };
 const size_t cli_builder_options_count = sizeof cli_builder_options / sizeof cli_builder_options[0];
 
 const char cli_builder_usage[] =
-    "  --store URL                 castore for inputs and outputs (default: the local store)\n"
-    "  --blob-service URL          blob service only\n"
-    "  --directory-service URL     directory service only\n"
-    "  --build-service URL         build elsewhere (grpc+unix://, grpc+http://, oci:///root)\n"
+    "  --store URL                 castore for inputs and outputs (default: the build\n"
+    "                              service's when that is a daemon, else the local store)\n"
+    "  --blob-service URL          blob service only ($BLOB_SERVICE_ADDR)\n"
+    "  --directory-service URL     directory service only ($DIRECTORY_SERVICE_ADDR)\n"
+    "  --build-service URL         build elsewhere (grpc+unix://, grpc+http://, oci:///root;\n"
+    "                              $BUILD_SERVICE_ADDR, else $OCIBUILD_DAEMON for both)\n"
     "  --runtime NAME|PATH         OCI runtime (default runc)\n"
     "  --rootless                  run as the invoking user with its subuid/subgid ranges\n"
+    "                              (the default when not run as root)\n"
+    "  --rootful                   not rootless, even when not run as root\n"
     "  --timeout S                 kill the build after S seconds\n"
     "  --keep-bundle               keep the bundle directory for debugging\n"
     "  --sandbox-shell PATH        static shell bound at /bin/sh when asked (default busybox)\n"
@@ -73,7 +89,11 @@ const char cli_builder_usage[] =
     "                              this size (default: none, scratch on disk)\n"
     "                              (--memory and --scratch-limit need rootful builds)\n"
     "  --root NAME|PATH            keep the outputs from `store gc`: as the root NAME, or\n"
-    "                              (a path: /..., ./..., ../...) while the file PATH exists\n";
+    "                              (a path: /..., ./..., ../...) while the file PATH exists\n"
+    "  -q, --quiet                 errors only: the build's log is not streamed\n"
+    "  -v, --verbose               also where the services are and how long it took\n"
+    "  --log-level LEVEL           error, warn, info (the default: the build's stdout and\n"
+    "                              stderr, in order, on stderr) or debug (-v)\n";
 
 void cli_builder_option_table(struct option *table, const struct option *extra, size_t n_extra)
 {
@@ -91,38 +111,75 @@ int cli_parse_unsigned(const char *text, const char *what, unsigned *out)
     unsigned long long v = 0;
     if (!obi_parse_decimal(text, 1000000000ULL, &v)) {
         cli_failf("%s: '%s' is not a non-negative integer", what, text);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     *out = (unsigned)v;
     return 0;
 }
 
-/* A size option (number.h's units); prints and returns 2 when it is not one. */
+/* A size option (number.h's units); prints and returns CLI_EXIT_USAGE when it is not one. */
 static int parse_size_option(const char *text, const char *what, uint64_t *out)
 {
     obi_error *err = NULL;
     if (obi_parse_memory(text, out, &err) < 0) {
         obi_error_prefix(&err, -EINVAL, "%s", what);
         cli_fail(err);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     return 0;
 }
 
+bool cli_builder_is_option(int code)
+{
+    return code == 'q' || code == 'v' ||
+           (code >= CLI_BUILDER_OPT_FIRST && code <= CLI_BUILDER_OPT_LAST);
+}
+
+void cli_builder_debug(const cli_builder_args *args, const char *fmt, ...)
+{
+    if (args->log_level < OBI_LOG_DEBUG)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ocibuild: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
 int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args)
 {
+    obi_error *err = NULL;
     switch (code) {
+    case 'q':
+    case OPT_QUIET:
+        args->log_level = OBI_LOG_ERROR;
+        return 0;
+    case 'v':
+    case OPT_VERBOSE:
+        args->log_level = OBI_LOG_DEBUG;
+        return 0;
+    case OPT_LOG_LEVEL:
+        if (obi_log_level_parse(arg, &args->log_level, &err) < 0) {
+            obi_error_prefix(&err, -EINVAL, "--log-level");
+            cli_fail(err);
+            return CLI_EXIT_USAGE;
+        }
+        return 0;
     case OPT_STORE:
-        args->store_url = arg;
+        args->flags.store = arg;
         return 0;
     case OPT_BLOB:
-        args->blob_url = arg;
+        args->flags.blobs = arg;
         return 0;
     case OPT_DIRECTORY:
-        args->directory_url = arg;
+        args->flags.directories = arg;
         return 0;
     case OPT_BUILD:
-        args->build_url = arg;
+        args->flags.build = arg;
+        return 0;
+    case OPT_ROOTFUL:
+        args->rootful = true;
         return 0;
     case OPT_RUNTIME:
         args->oci.runtime = arg;
@@ -156,19 +213,30 @@ int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args)
         obi_error *err = NULL;
         if (obi_inputs_mode_parse(arg, "--inputs", &args->oci.inputs, &err) < 0) {
             cli_fail(err);
-            return 2;
+            return CLI_EXIT_USAGE;
         }
         return 0;
     }
     default:
-        return 2;
+        return CLI_EXIT_USAGE;
     }
 }
 
-int cli_builder_open_store(const cli_builder_args *args, obi_store **out, obi_error **err)
+void cli_builder_args_clear(cli_builder_args *args)
 {
-    return obi_store_open(args->blob_url ? args->blob_url : args->store_url,
-                          args->directory_url ? args->directory_url : args->store_url, out, err);
+    obi_service_addrs_clear(&args->addrs);
+}
+
+int cli_builder_open_store(cli_builder_args *args, obi_store **out, obi_error **err)
+{
+    obi_service_addrs_clear(&args->addrs);
+    int r = obi_service_addrs_resolve(&args->flags, &args->addrs, err);
+    if (r < 0)
+        return r;
+    cli_builder_debug(args, "store: blobs %s, directories %s",
+                      args->addrs.blobs ? args->addrs.blobs : "the local store",
+                      args->addrs.directories ? args->addrs.directories : "the local store");
+    return obi_store_open(args->addrs.blobs, args->addrs.directories, out, err);
 }
 
 static int cancel_pipe[2] = {-1, -1};
@@ -198,8 +266,16 @@ static void free_default_bundle_root(void)
 int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build_service **out,
                              obi_error **err)
 {
-    if (args->build_url)
-        return obi_build_service_open(args->build_url, store, out, err);
+    if (args->addrs.build) {
+        cli_builder_debug(args, "building on %s", args->addrs.build);
+        return obi_build_service_open(args->addrs.build, store, out, err);
+    }
+    if (args->oci.rootless && args->rootful)
+        return obi_error_set(err, -EINVAL, "--rootless and --rootful: give one");
+    /* Rootful builds need root (they chown the bundle to the build's ids): anyone else builds
+     * rootless, in a user namespace of their own subuid range. */
+    if (!args->rootful && geteuid() != 0)
+        args->oci.rootless = true;
     if (!args->oci.bundle_root) {
         cleanup_free char *data_dir = obi_default_data_dir();
         default_bundle_root = data_dir ? obi_path_join(data_dir, "bundles") : NULL;
@@ -217,12 +293,30 @@ int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     args->oci.cancel_fd = cancel_pipe[0];
-    args->oci.on_output = stream_to_stderr;
+    args->oci.on_output = args->log_level >= OBI_LOG_INFO ? stream_to_stderr : NULL;
+    cli_builder_debug(args, "building here: %s, runtime %s, bundles under %s",
+                      args->oci.rootless ? "rootless" : "rootful",
+                      args->oci.runtime ? args->oci.runtime : "runc", args->oci.bundle_root);
     return obi_oci_build_service_new(&args->oci, store, out, err);
 }
 
-void cli_builder_note_interruption(obi_error **err, int code)
+int cli_builder_fail(obi_error *err, int code)
 {
-    if (cancel_signal)
-        obi_error_prefix(err, code, "interrupted by signal %d", (int)cancel_signal);
+    if (cancel_signal) {
+        obi_error_prefix(&err, code, "interrupted by %s", strsignal(cancel_signal));
+        cli_fail(err);
+        return CLI_EXIT_SIGNAL_BASE + cancel_signal;
+    }
+    cli_fail(err);
+    switch (code) {
+    case OBI_EBUILD_FAILED:
+    case OBI_ERUNTIME_START:
+        return CLI_EXIT_BUILD_FAILED;
+    case -ETIMEDOUT:
+        return CLI_EXIT_TIMED_OUT;
+    case OBI_EHASH_MISMATCH:
+        return CLI_EXIT_HASH_MISMATCH;
+    default:
+        return CLI_EXIT_FAILURE;
+    }
 }

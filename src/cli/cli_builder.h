@@ -10,25 +10,32 @@
 #include <getopt.h>
 #include <stdio.h>
 
+#include "ocibuild/log_level.h"
 #include "ocibuild/oci_build.h"
+#include "ocibuild/service_addrs.h"
 #include "ocibuild/store.h"
 
 typedef struct cli_builder_args {
-    const char *store_url;
-    const char *blob_url;
-    const char *directory_url;
-    const char *build_url;
-    const char *root; /* --root: keep the outputs as this root (cli_add_root) */
+    obi_service_flags flags; /* --store, --blob-service, --directory-service, --build-service */
+    obi_service_addrs addrs; /* where they are, flags and environment resolved (open_store) */
+    bool rootful;            /* --rootful: not rootless even when not run as root */
+    obi_log_level log_level; /* -q error, info by default, -v debug */
+    const char *root;        /* --root: keep the outputs as this root (cli_add_root) */
     obi_oci_build_options oci;
 } cli_builder_args;
 
 #define CLI_BUILDER_ARGS_INIT                                                                      \
     {                                                                                              \
-        NULL, NULL, NULL, NULL, NULL, OBI_OCI_BUILD_OPTIONS_INIT                                   \
+        {NULL, NULL, NULL, NULL}, {NULL, NULL, NULL}, false, OBI_LOG_INFO, NULL,                   \
+            OBI_OCI_BUILD_OPTIONS_INIT                                                             \
     }
+void cli_builder_args_clear(cli_builder_args *args);
+#define cleanup_builder_args __attribute__((cleanup(cli_builder_args_clear)))
 
 /* getopt codes of the builder options (commands number their own options above this). */
-enum { CLI_BUILDER_OPT_FIRST = 256, CLI_BUILDER_OPT_LAST = 271 };
+enum { CLI_BUILDER_OPT_FIRST = 256, CLI_BUILDER_OPT_LAST = 275 };
+/* getopt's short options of a builder command: -h, -q, -v. */
+#define CLI_BUILDER_SHORT_OPTIONS "hqv"
 /* The builder's long options, to be copied into a command's option table. */
 extern const struct option cli_builder_options[];
 extern const size_t cli_builder_options_count;
@@ -39,19 +46,29 @@ extern const char cli_builder_usage[];
  * the terminating zero entry; table must hold cli_builder_options_count + n_extra + 2. */
 void cli_builder_option_table(struct option *table, const struct option *extra, size_t n_extra);
 
-/* Handles a getopt code from cli_builder_options: 0 when handled, 2 (the exit code) after
+/* Whether a getopt code is a builder option (the long ones, -q, -v). */
+bool cli_builder_is_option(int code);
+/* Handles a getopt code from cli_builder_options: 0 when handled, CLI_EXIT_USAGE after
  * printing an error for a bad value. */
 int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args);
+/* "ocibuild: " + the text on stderr, when the log level is debug (-v). */
+void cli_builder_debug(const cli_builder_args *args, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
-/* Opens the store from --store/--blob-service/--directory-service (default store otherwise). */
-int cli_builder_open_store(const cli_builder_args *args, obi_store **out, obi_error **err);
-/* Installs the cancelling signal handlers and opens the build service. */
+/* Resolves where the services are (service_addrs.h: flags, then the environment) and opens the
+ * store. */
+int cli_builder_open_store(cli_builder_args *args, obi_store **out, obi_error **err);
+/* Installs the cancelling signal handlers and opens the build service: the one resolved by
+ * cli_builder_open_store, else the local OCI builder (rootless when not run as root, unless
+ * --rootful). */
 int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build_service **out,
                              obi_error **err);
-/* After a failed build: says so when a signal interrupted it. */
-void cli_builder_note_interruption(obi_error **err, int code);
+/* After a failed build: prints err (saying so when a signal interrupted it) and returns the
+ * exit code for code: 128 + the signal, 100 build failed, 101 timed out, 102 hash mismatch,
+ * else 1. */
+int cli_builder_fail(obi_error *err, int code);
 
-/* Parses a non-negative integer option; prints and returns 2 when it is not one. */
+/* Parses a non-negative integer option; prints and returns CLI_EXIT_USAGE when it is not one. */
 int cli_parse_unsigned(const char *text, const char *what, unsigned *out);
 
 #endif

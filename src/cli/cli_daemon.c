@@ -323,7 +323,7 @@ int cli_daemon(int argc, char **argv)
             return 0;
         default:
             fputs(USAGE, stderr);
-            return 2;
+            return CLI_EXIT_USAGE;
         }
     }
     if (optind != argc)
@@ -338,7 +338,7 @@ int cli_daemon(int argc, char **argv)
     const obi_rpc_module *rpc = NULL;
     if (cli_rpc_load(&rpc, &err) < 0)
         return cli_fail(steal_pointer(&err));
-    if (level_text && rpc->log_level_parse(level_text, &level, &err) < 0)
+    if (level_text && obi_log_level_parse(level_text, &level, &err) < 0)
         return cli_fail(steal_pointer(&err));
 
     /* Signals are taken synchronously by this thread: block them before any thread starts

@@ -110,8 +110,15 @@ static void print_digest_line(const char *hex, const char *path)
 
 int cli_hash(int argc, char **argv)
 {
+    static const char usage[] = "usage: ocibuild hash FILE...   (\"-\" reads standard input)";
+    if (cli_help_requested(argc, argv))
+        return puts(usage) < 0 ? CLI_EXIT_FAILURE : 0;
+    if (argc > 1 && !strcmp(argv[1], "--")) {
+        argv++;
+        argc--;
+    }
     if (argc < 2)
-        return cli_failf("usage: ocibuild hash FILE...");
+        return cli_failf("%s", usage);
     int status = 0;
     for (int i = 1; i < argc; i++) {
         const char *path = argv[i];

@@ -16,8 +16,15 @@
 
 int cli_nar_hash(int argc, char **argv)
 {
+    static const char usage[] = "usage: ocibuild nar-hash PATH...";
+    if (cli_help_requested(argc, argv))
+        return puts(usage) < 0 ? CLI_EXIT_FAILURE : 0;
+    if (argc > 1 && !strcmp(argv[1], "--")) {
+        argv++;
+        argc--;
+    }
     if (argc < 2)
-        return cli_failf("usage: ocibuild nar-hash PATH...");
+        return cli_failf("%s", usage);
     int status = 0;
     for (int i = 1; i < argc; i++) {
         obi_error *err = NULL;
@@ -38,8 +45,15 @@ int cli_nar_hash(int argc, char **argv)
 
 int cli_show_derivation(int argc, char **argv)
 {
+    static const char usage[] = "usage: ocibuild show-derivation FILE.drv...";
+    if (cli_help_requested(argc, argv))
+        return puts(usage) < 0 ? CLI_EXIT_FAILURE : 0;
+    if (argc > 1 && !strcmp(argv[1], "--")) {
+        argv++;
+        argc--;
+    }
     if (argc < 2)
-        return cli_failf("usage: ocibuild show-derivation FILE.drv...");
+        return cli_failf("%s", usage);
     cleanup_json json_t *all = json_object();
     if (!all)
         return cli_failf("out of memory");

@@ -9,7 +9,8 @@
  * nix-build makes them (-o/--out-link, default ./result; --no-out-link); without a Nix store to
  * link into, the outputs are exported at the link paths as copies. -K keeps a failed build's
  * directory. A thin layer over obi_nix_build (src/nix/nix_build.c); builder options as
- * `ocibuild build`.
+ * `ocibuild build`. The result: JSON with --json or when stdout is not a terminal; on a
+ * terminal the output paths, as nix-build prints them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,8 +47,11 @@ static void usage(FILE *out)
             "      --no-register           do not register the results in the local Nix store\n"
             "      --path-info DIR         where outputs built here are recorded\n"
             "      --cores N               NIX_BUILD_CORES (default: online CPUs)\n"
-            "      --nix-store PROGRAM     nix-store to ask for closures and to import into\n%s",
-            cli_builder_usage);
+            "      --nix-store PROGRAM     nix-store to ask for closures and to import into\n"
+            "      --json                  print outputs, NAR hashes and references as JSON (the\n"
+            "                              default when stdout is not a terminal; else the paths)\n"
+            "%s\n%s",
+            cli_builder_usage, cli_exit_codes_help);
 }
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -142,6 +146,7 @@ typedef struct nix_build_args {
     bool no_register;
     const char *attr;
     const char *path_info_dir;
+    bool json_output;
 } nix_build_args;
 
 static int parse_args(int argc, char **argv, cli_builder_args *builder, nix_build_args *args,
@@ -153,6 +158,7 @@ static int parse_args(int argc, char **argv, cli_builder_args *builder, nix_buil
         OPT_NIX_STORE,
         OPT_NO_OUT_LINK,
         OPT_NO_REGISTER,
+        OPT_JSON,
     };
     static const struct option nix_options[] = {
         {"out-link", required_argument, NULL, 'o'},
@@ -161,6 +167,7 @@ static int parse_args(int argc, char **argv, cli_builder_args *builder, nix_buil
         {"keep-failed", no_argument, NULL, 'K'},
         {"attr", required_argument, NULL, 'A'},
         {"no-register", no_argument, NULL, OPT_NO_REGISTER},
+        {"json", no_argument, NULL, OPT_JSON},
         {"path-info", required_argument, NULL, OPT_PATH_INFO},
         {"cores", required_argument, NULL, OPT_CORES},
         {"nix-store", required_argument, NULL, OPT_NIX_STORE},
@@ -169,7 +176,7 @@ static int parse_args(int argc, char **argv, cli_builder_args *builder, nix_buil
     cli_builder_option_table(options, nix_options, OBI_ARRAY_SIZE(nix_options));
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "ho:j:KA:", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, CLI_BUILDER_SHORT_OPTIONS "o:j:KA:", options, NULL)) != -1) {
         switch (c) {
         case 'o':
             args->out_link = optarg;
@@ -179,10 +186,10 @@ static int parse_args(int argc, char **argv, cli_builder_args *builder, nix_buil
             break;
         case 'j':
             if (cli_parse_unsigned(optarg, "--max-jobs", &opts->max_jobs))
-                return 2;
+                return CLI_EXIT_USAGE;
             if (opts->max_jobs == 0) {
                 cli_failf("--max-jobs: at least 1");
-                return 2;
+                return CLI_EXIT_USAGE;
             }
             break;
         case 'K':
@@ -199,26 +206,29 @@ static int parse_args(int argc, char **argv, cli_builder_args *builder, nix_buil
             break;
         case OPT_CORES:
             if (cli_parse_unsigned(optarg, "--cores", &opts->build_cores))
-                return 2;
+                return CLI_EXIT_USAGE;
             break;
         case OPT_NIX_STORE:
             opts->nix_store = optarg;
+            break;
+        case OPT_JSON:
+            args->json_output = true;
             break;
         case 'h':
             usage(stdout);
             return -1;
         default:
-            if (c < CLI_BUILDER_OPT_FIRST || c > CLI_BUILDER_OPT_LAST) {
+            if (!cli_builder_is_option(c)) {
                 usage(stderr);
-                return 2;
+                return CLI_EXIT_USAGE;
             }
             if (cli_builder_handle_option(c, optarg, builder) != 0)
-                return 2;
+                return CLI_EXIT_USAGE;
         }
     }
     if (optind >= argc) {
         usage(stderr);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     return 0;
 }
@@ -243,16 +253,20 @@ static int build_one(const char *drv_path, const obi_nix_build_options *opts,
     obi_error *err = NULL;
     cleanup_nix_build_result obi_nix_build_result *result = NULL;
     int r = obi_nix_build(drv_path, opts, &result, &err);
-    if (r < 0) {
-        cli_builder_note_interruption(&err, r);
-        return cli_fail(err);
-    }
+    if (r < 0)
+        return cli_builder_fail(err, r);
     if (registering && obi_nix_build_register(result, opts, NULL, &err) < 0)
         return cli_fail(err);
     if (!args->no_out_link && make_links(result, opts, link, registering) != 0)
         return 1;
     if (root && root_outputs(result, opts->store, root) != 0)
         return 1;
+    if (!args->json_output) {
+        /* As nix-build prints them: the output paths, one a line. */
+        for (size_t i = 0; i < result->n_outputs; i++)
+            puts(result->outputs[i].info->path);
+        return fflush(stdout) == 0 ? 0 : cli_failf("write to stdout: %s", strerror(errno));
+    }
     cleanup_json json_t *json = obi_nix_build_result_to_json(result);
     if (!json || json_dumpf(json, stdout, JSON_COMPACT | JSON_SORT_KEYS) < 0)
         return cli_failf("cannot print the build result");
@@ -264,8 +278,8 @@ static int build_one(const char *drv_path, const obi_nix_build_options *opts,
 
 int cli_nix_build(int argc, char **argv)
 {
-    cli_builder_args builder = CLI_BUILDER_ARGS_INIT;
-    nix_build_args args = {0};
+    cleanup_builder_args cli_builder_args builder = CLI_BUILDER_ARGS_INIT;
+    nix_build_args args = {.json_output = !isatty(STDOUT_FILENO)};
     /* Nix's defaults: NIX_BUILD_CORES and, here, jobs = the number of online CPUs */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     obi_nix_build_options nix_opts = {.build_cores = cpus > 0 ? (unsigned)cpus : 1,
@@ -298,7 +312,7 @@ int cli_nix_build(int argc, char **argv)
     nix_opts.store = store;
     nix_opts.builder = service;
     nix_opts.path_infos = path_infos;
-    nix_opts.on_output = log_to_stderr;
+    nix_opts.on_output = builder.log_level >= OBI_LOG_INFO ? log_to_stderr : NULL;
 
     bool registering = !args.no_register && have_nix_store(nix_opts.nix_store);
     const char *link = args.out_link ? args.out_link : "result";

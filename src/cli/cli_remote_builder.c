@@ -54,13 +54,13 @@ int cli_remote_builder(int argc, char **argv)
     struct option options[32];
     cli_builder_option_table(options, serve_options, OBI_ARRAY_SIZE(serve_options));
 
-    cli_builder_args args = CLI_BUILDER_ARGS_INIT;
+    cleanup_builder_args cli_builder_args args = CLI_BUILDER_ARGS_INIT;
     const char *path_info_url = NULL;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     obi_nix_serve_options serve = {.build_cores = cpus > 0 ? (unsigned)cpus : 1};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, CLI_BUILDER_SHORT_OPTIONS, options, NULL)) != -1) {
         switch (c) {
         case OPT_WRITE:
             serve.write_allowed = true;
@@ -72,23 +72,23 @@ int cli_remote_builder(int argc, char **argv)
             break;
         case OPT_CORES:
             if (cli_parse_unsigned(optarg, "--cores", &serve.build_cores))
-                return 2;
+                return CLI_EXIT_USAGE;
             break;
         case 'h':
             usage(stdout);
             return 0;
         default:
-            if (c < CLI_BUILDER_OPT_FIRST || c > CLI_BUILDER_OPT_LAST) {
+            if (!cli_builder_is_option(c)) {
                 usage(stderr);
-                return 2;
+                return CLI_EXIT_USAGE;
             }
             if (cli_builder_handle_option(c, optarg, &args) != 0)
-                return 2;
+                return CLI_EXIT_USAGE;
         }
     }
     if (optind != argc) {
         usage(stderr);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     cleanup_close int protocol_out = take_stdout();
     if (protocol_out < 0)
@@ -109,9 +109,5 @@ int cli_remote_builder(int argc, char **argv)
     serve.builder = service;
     serve.path_infos = path_infos;
     int r = obi_nix_serve(STDIN_FILENO, protocol_out, &serve, &err);
-    if (r < 0) {
-        cli_builder_note_interruption(&err, r);
-        return cli_fail(err);
-    }
-    return 0;
+    return r < 0 ? cli_builder_fail(err, r) : 0;
 }

@@ -379,18 +379,31 @@ static int service_logs(int argc, char **argv)
     return status;
 }
 
+#define LIFECYCLE_USAGE                                                                            \
+    "FILE.yaml [SERVICE] [--replica N] [--data-dir DIR] [--secrets-dir DIR]\n"                     \
+    "       [--runtime runc|crun|PATH] [--grace S]"
+#define REPLICA_USAGE                                                                              \
+    "[--replica N] [--secrets-dir DIR] [--data-dir DIR] [--dev-root DIR]\n"                        \
+    "       [--rootfs-mode symlink|dir|path|overlay]"
+
 static const struct service_command {
     const char *name;
     int (*run)(int argc, char **argv);
     const char *summary;
+    const char *usage;
 } SERVICE_COMMANDS[] = {
-    {"spec", service_spec, "print the OCI config.json of one replica of a service"},
-    {"bundle", service_bundle, "write an OCI bundle (config.json + rootfs) for one replica"},
-    {"up", service_up, "create bundles and start the replicas detached, dependencies first"},
-    {"ps", service_ps, "show each replica's state: running/stopped, pid, exit code"},
-    {"logs", service_logs, "print a replica's log (all replicas, prefixed, without --replica)"},
-    {"down", service_down,
-     "stop (SIGTERM, grace, SIGKILL) and remove replicas, keep named volumes"},
+    {"spec", service_spec, "print the OCI config.json of one replica of a service",
+     "FILE.yaml SERVICE " REPLICA_USAGE},
+    {"bundle", service_bundle, "write an OCI bundle (config.json + rootfs) for one replica",
+     "FILE.yaml SERVICE DIR " REPLICA_USAGE},
+    {"up", service_up, "create bundles and start the replicas detached, dependencies first",
+     LIFECYCLE_USAGE},
+    {"ps", service_ps, "show each replica's state: running/stopped, pid, exit code",
+     LIFECYCLE_USAGE},
+    {"logs", service_logs, "print a replica's log (all replicas, prefixed, without --replica)",
+     LIFECYCLE_USAGE},
+    {"down", service_down, "stop (SIGTERM, grace, SIGKILL) and remove replicas, keep named volumes",
+     LIFECYCLE_USAGE},
 };
 
 int cli_service(int argc, char **argv)
@@ -403,8 +416,16 @@ int cli_service(int argc, char **argv)
             fprintf(out, "  %-8s %s\n", SERVICE_COMMANDS[i].name, SERVICE_COMMANDS[i].summary);
         return argc < 2 ? 2 : 0;
     }
-    for (size_t i = 0; i < OBI_ARRAY_SIZE(SERVICE_COMMANDS); i++)
-        if (!strcmp(argv[1], SERVICE_COMMANDS[i].name))
-            return SERVICE_COMMANDS[i].run(argc - 1, argv + 1);
-    return cli_failf("service: unknown command \"%s\"", argv[1]);
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(SERVICE_COMMANDS); i++) {
+        if (strcmp(argv[1], SERVICE_COMMANDS[i].name))
+            continue;
+        if (cli_help_requested(argc - 1, argv + 1)) {
+            printf("usage: ocibuild service %s %s\n  %s\n", SERVICE_COMMANDS[i].name,
+                   SERVICE_COMMANDS[i].usage, SERVICE_COMMANDS[i].summary);
+            return fflush(stdout) == 0 ? 0 : CLI_EXIT_FAILURE;
+        }
+        return SERVICE_COMMANDS[i].run(argc - 1, argv + 1);
+    }
+    cli_failf("service: unknown command \"%s\"", argv[1]);
+    return CLI_EXIT_USAGE;
 }

@@ -1,7 +1,8 @@
 /*
  * ocibuild spec [--rootless] [--sandbox-shell PATH] REQUEST.json: prints the config.json that
  * a build of the request (protobuf-JSON BuildRequest; "-" reads stdin) would run with. The
- * request is validated first; errors name the field. Rootful, the ids are those of the first id
+ * request is validated first; errors name the field. Rootless when not run as root, as a build
+ * would be. Rootful, the ids are those of the first id
  * slot of the ocibuild user's range (a build claims a free one); --rootless maps ids from the
  * invoking user's /etc/subuid and /etc/subgid ranges ($OCIBUILD_SUBUID_FILE /
  * $OCIBUILD_SUBGID_FILE override the files, for both).
@@ -10,6 +11,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "ocibuild/cleanup.h"
@@ -60,6 +62,9 @@ int cli_spec(int argc, char **argv)
     }
     if (optind != argc - 1)
         return cli_failf("%s", USAGE);
+    /* As `build` would run it: rootless unless run as root. */
+    if (geteuid() != 0)
+        opts.rootless = true;
     const char *path = argv[optind];
     obi_error *err = NULL;
     cleanup_build_request obi_build_request *req = NULL;

@@ -1,7 +1,8 @@
 /*
  * ocibuild store SUBCOMMAND: looking into and moving trees in and out of the castore.
  *   import [--name NAME] PATH   ingest PATH; print the root Node as protobuf JSON (one line)
- *   export NODE_JSON DEST       write the node at DEST ("-": read the node JSON from stdin)
+ *   export NODE_JSON DEST       write the node at DEST (the JSON itself, a file holding it, or
+ *                               "-" for stdin); of a Build, each output into DEST/<its name>
  *   cat DIGEST                  write a blob (hex or b3:base64 digest) to stdout
  *   ls NODE_JSON                list the tree under a node: kind, size, digest, path
  *   verify [--repair]           check every object of the store (store_verify.h): one line per
@@ -11,7 +12,8 @@
  *   mount [--allow-other] NODE_JSON|ROOT MOUNTPOINT
  *                               serve a tree read-only over FUSE (castore_fs.h) until SIGINT,
  *                               SIGTERM, SIGHUP or an unmount from outside (fusermount3 -u)
- * Every subcommand takes --store URL (default: obi_default_store_url()).
+ * Every subcommand takes --store URL (default: service_addrs.h's rule, then
+ * obi_default_store_url()).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,14 +26,17 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_progress.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/castore_fs.h"
+#include "ocibuild/build_outputs.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/export.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/ingest.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/node.h"
+#include "ocibuild/service_addrs.h"
 #include "ocibuild/store.h"
 #include "ocibuild/store_roots.h"
 #include "ocibuild/store_verify.h"
@@ -53,8 +58,10 @@ typedef struct store_args {
 static const char STORE_USAGE[] =
     "usage: ocibuild store SUBCOMMAND [--store URL] [--blob-service URL]\n"
     "                                 [--directory-service URL] ARGS...\n"
+    "commands:\n"
     "  import [--name NAME] PATH   ingest PATH, print the root node (protobuf JSON)\n"
-    "  export NODE_JSON DEST       write the node to DEST ('-' reads the node from stdin)\n"
+    "  export NODE_JSON|FILE DEST  write the node at DEST ('-': stdin); of a Build (what\n"
+    "                              build --json prints), each output into DEST/<name>\n"
     "  cat DIGEST                  write a blob to stdout (hex or b3:base64 digest)\n"
     "  ls NODE_JSON                list the tree under a node ('-' reads it from stdin)\n"
     "  verify [--repair]           check every blob and directory; print each faulty one\n"
@@ -85,7 +92,6 @@ static int parse_args(int argc, char **argv, unsigned flags, store_args *out)
         {"root", required_argument, NULL, 'r'},
         {"repair", no_argument, NULL, 'R'},
         {"allow-other", no_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     optind = 0;
@@ -122,9 +128,6 @@ static int parse_args(int argc, char **argv, unsigned flags, store_args *out)
                 return cli_failf("--allow-other is only valid for 'store mount'"), -1;
             out->allow_other = true;
             break;
-        case 'h':
-            fputs(STORE_USAGE, stdout);
-            exit(0);
         default:
             return cli_failf("store %s: unknown or incomplete option '%s'", argv[0],
                              argv[optind - 1]),
@@ -136,25 +139,44 @@ static int parse_args(int argc, char **argv, unsigned flags, store_args *out)
     return 0;
 }
 
-/* --blob-service / --directory-service override --store, which defaults to the local store. */
+/* --blob-service / --directory-service override --store; without them the environment
+ * (service_addrs.h), else the local store. */
 static int open_store(const store_args *args, obi_store **out, obi_error **err)
 {
-    const char *blobs = args->blob_url ? args->blob_url : args->store_url;
-    const char *directories = args->directory_url ? args->directory_url : args->store_url;
-    int r = obi_store_open(blobs, directories, out, err);
+    obi_service_flags flags = {args->store_url, args->blob_url, args->directory_url, NULL};
+    obi_service_addrs addrs = {0};
+    int r = obi_service_addrs_resolve(&flags, &addrs, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "open store");
+    r = obi_store_open(addrs.blobs, addrs.directories, out, err);
+    obi_service_addrs_clear(&addrs);
     return r < 0 ? obi_error_prefix(err, r, "open store") : 0;
 }
 
-/* The node from literal JSON text or, for "-", from stdin. */
-static int read_node_arg(const char *arg, obi_node *out, obi_error **err)
+/* JSON from an argument: "-" reads stdin, text starting with '{' is the JSON itself, anything
+ * else names a file holding it. Errors name where it came from. */
+static int load_json_arg(const char *arg, json_t **out, obi_error **err)
 {
     json_error_t jerr;
-    json_t *json = strcmp(arg, "-") ? json_loads(arg, 0, &jerr) : json_loadf(stdin, 0, &jerr);
+    const char *text = arg + strspn(arg, " \t\n");
+    bool literal = text[0] == '{', from_stdin = !strcmp(arg, "-");
+    json_t *json = from_stdin ? json_loadf(stdin, 0, &jerr)
+                   : literal  ? json_loads(arg, 0, &jerr)
+                              : json_load_file(arg, 0, &jerr);
+    const char *where = from_stdin ? "node JSON from stdin" : literal ? "node JSON" : arg;
+    if (!json && jerr.line < 1)
+        return obi_error_set(err, -EINVAL, "%s: %s", where, jerr.text);
     if (!json)
-        return obi_error_set(err, -EINVAL, "node JSON: %s (line %d, column %d)", jerr.text,
+        return obi_error_set(err, -EINVAL, "%s: %s (line %d, column %d)", where, jerr.text,
                              jerr.line, jerr.column);
+    *out = json;
+    return 0;
+}
+
+/* The node from a JSON argument (load_json_arg). */
+static int node_from_json_value(const json_t *json, obi_node *out, obi_error **err)
+{
     int r = obi_node_from_json(json, out, err);
-    json_decref(json);
     if (r < 0)
         return obi_error_prefix(err, r, "node JSON");
     r = obi_node_validate(out, err);
@@ -163,6 +185,13 @@ static int read_node_arg(const char *arg, obi_node *out, obi_error **err)
         return obi_error_prefix(err, r, "node JSON");
     }
     return 0;
+}
+
+static int read_node_arg(const char *arg, obi_node *out, obi_error **err)
+{
+    cleanup_json json_t *json = NULL;
+    int r = load_json_arg(arg, &json, err);
+    return r < 0 ? r : node_from_json_value(json, out, err);
 }
 
 static int store_import(store_args *args)
@@ -174,15 +203,26 @@ static int store_import(store_args *args)
     cleanup_store obi_store *store = NULL;
     if (open_store(args, &store, &err) < 0)
         return cli_fail(err);
-    obi_ingest_options options = {.name = args->name};
+    cleanup_free char *what = NULL;
+    if (asprintf(&what, "importing %s", args->positional[0]) < 0)
+        return cli_failf("import: out of memory");
+    cli_progress progress;
+    cli_progress_init(&progress, what, true);
+    obi_ingest_options options = {.name = args->name, .progress = &progress.hook};
     cleanup_node obi_node root = {0};
     /* gc held off from the first lookup until the result is rooted (a half-done import is
      * never collected); without --root the import is kept until the next gc */
     cleanup_store_pin obi_store_pin *pin = NULL;
-    if (obi_store_pin_new(store, &pin, &err) < 0 || obi_store_pin_hold_gc(pin, &err) < 0 ||
-        obi_ingest_path(store->blobs, store->directories, args->positional[0], &options, &root,
-                        &err) < 0 ||
-        (args->root && cli_add_root(store, args->root, &root, 1, &err) < 0))
+    int r = obi_store_pin_new(store, &pin, &err);
+    if (r == 0)
+        r = obi_store_pin_hold_gc(pin, &err);
+    if (r == 0)
+        r = obi_ingest_path(store->blobs, store->directories, args->positional[0], &options, &root,
+                            &err);
+    cli_progress_done(&progress);
+    if (r == 0 && args->root)
+        r = cli_add_root(store, args->root, &root, 1, &err);
+    if (r < 0)
         return cli_fail(err);
     obi_store_pin_release_gc(pin);
     json_t *json = obi_node_to_json(&root);
@@ -196,20 +236,45 @@ static int store_import(store_args *args)
     return 0;
 }
 
+/* A Build (what `ocibuild build --json` prints) exports its outputs into DEST, each under its
+ * name; a Node exports to DEST itself. */
 static int store_export(store_args *args)
 {
     if (args->n_positional != 2)
-        return cli_failf("usage: ocibuild store export [--store URL] NODE_JSON|- DEST");
+        return cli_failf("usage: ocibuild store export [--store URL] NODE_JSON|BUILD_JSON|FILE|- "
+                         "DEST");
+    const char *source = args->positional[0], *dest = args->positional[1];
     obi_error *err = NULL;
-    cleanup_node obi_node node = {0};
-    if (read_node_arg(args->positional[0], &node, &err) < 0)
+    cleanup_free char *what = NULL;
+    if (asprintf(&what, "exporting to %s", dest) < 0)
+        return cli_failf("export: out of memory");
+    cli_progress progress;
+    int r;
+    cleanup_json json_t *json = NULL;
+    if (load_json_arg(source, &json, &err) < 0)
         return cli_fail(err);
     cleanup_store obi_store *store = NULL;
-    if (open_store(args, &store, &err) < 0)
+    if (json_object_get(json, "outputs")) {
+        cleanup_build obi_build *build = NULL;
+        if (obi_build_from_json(json, &build, &err) < 0) {
+            obi_error_prefix(&err, -EINVAL, "%s: Build JSON", source);
+            return cli_fail(err);
+        }
+        if (open_store(args, &store, &err) < 0)
+            return cli_fail(err);
+        cli_progress_init(&progress, what, true);
+        r = obi_build_outputs_export(store, build, dest, &progress.hook, &err);
+        cli_progress_done(&progress);
+        return r < 0 ? cli_fail(err) : 0;
+    }
+    cleanup_node obi_node node = {0};
+    if (node_from_json_value(json, &node, &err) < 0 || open_store(args, &store, &err) < 0)
         return cli_fail(err);
-    if (obi_export_node(store->blobs, store->directories, &node, args->positional[1], &err) < 0)
-        return cli_fail(err);
-    return 0;
+    cli_progress_init(&progress, what, true);
+    r = obi_export_node_progress(store->blobs, store->directories, &node, dest, &progress.hook,
+                                 &err);
+    cli_progress_done(&progress);
+    return r < 0 ? cli_fail(err) : 0;
 }
 
 /* Hex (64 characters) or "b3:" + standard base64. */
@@ -544,7 +609,7 @@ int cli_store(int argc, char **argv)
 {
     if (argc < 2) {
         fputs(STORE_USAGE, stderr);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         fputs(STORE_USAGE, stdout);
@@ -556,12 +621,16 @@ int cli_store(int argc, char **argv)
     for (size_t i = 0; i < OBI_ARRAY_SIZE(STORE_COMMANDS); i++) {
         if (strcmp(argv[1], STORE_COMMANDS[i].name))
             continue;
+        if (cli_help_requested(argc - 1, argv + 1)) {
+            fputs(STORE_USAGE, stdout);
+            return 0;
+        }
         store_args args = {0};
         if (parse_args(argc - 1, argv + 1, STORE_COMMANDS[i].flags, &args) < 0)
-            return 2;
+            return CLI_EXIT_USAGE;
         return STORE_COMMANDS[i].run(&args);
     }
     cli_failf("store: unknown subcommand '%s'", argv[1]);
     fputs(STORE_USAGE, stderr);
-    return 2;
+    return CLI_EXIT_USAGE;
 }

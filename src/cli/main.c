@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_version.h"
 
 typedef struct command {
     const char *name;
@@ -28,11 +29,31 @@ static const command COMMANDS[] = {
     {"daemon", cli_daemon, "serve the build, blob and directory services over gRPC"},
 };
 
+const char cli_exit_codes_help[] =
+    "exit codes (Nix's where they overlap):\n"
+    "  0    success\n"
+    "  1    usage or set-up error, or any other failure\n"
+    "  100  the build failed (its command exited non-zero, could not start, or left out an "
+    "output)\n"
+    "  101  the build timed out (--timeout)\n"
+    "  102  nix-build: a fixed-output derivation's output has another hash than declared\n"
+    "  130  interrupted by Ctrl-C (128 + the signal: 143 for SIGTERM, 129 for SIGHUP)\n";
+
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: ocibuild COMMAND [ARGS...]\n\ncommands:\n");
+    fprintf(out, "usage: ocibuild COMMAND [ARGS...]   (ocibuild COMMAND --help for each)\n"
+                 "       ocibuild --version\n\ncommands:\n");
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         fprintf(out, "  %-16s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(out, "\n%s", cli_exit_codes_help);
+}
+
+bool cli_help_requested(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
+            return true;
+    return false;
 }
 
 int cli_fail(obi_error *err)
@@ -57,11 +78,15 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
-        return 2;
+        return CLI_EXIT_USAGE;
     }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V") || !strcmp(argv[1], "version")) {
+        printf("ocibuild %s (git %s)\n", OBI_VERSION, OBI_GIT_DESCRIBE);
+        return fflush(stdout) == 0 ? 0 : CLI_EXIT_FAILURE;
     }
     /* Backends living above the castore and build layers register their URL schemes (the gRPC
      * ones load their module only when such a URL is opened). */
@@ -73,5 +98,5 @@ int main(int argc, char **argv)
             return COMMANDS[i].run(argc - 1, argv + 1);
     fprintf(stderr, "ocibuild: unknown command '%s'\n", argv[1]);
     usage(stderr);
-    return 2;
+    return CLI_EXIT_USAGE;
 }

@@ -210,7 +210,7 @@ int obi_nix_check_fixed_output(obi_blob_service *blobs, obi_directory_service *d
         return 0;
     cleanup_free char *specified = format_hash(algo, wanted, len);
     cleanup_free char *actual = format_hash(algo, got, got_len);
-    return obi_error_set(err, -EINVAL,
+    return obi_error_set(err, OBI_EHASH_MISMATCH,
                          "hash mismatch in fixed-output derivation '%s': specified %s, got %s",
                          output->path, specified ? specified : "?", actual ? actual : "?");
 }

@@ -1,7 +1,7 @@
 /*
  * What server and clients share: the table mapping errno-style codes to gRPC status codes and
  * back (docs/rpc.md), status message clipping, message size limits, protobuf packing and
- * unpacking (through pb_wire.h's checked unpack), BlobChunk read in place, and log level names.
+ * unpacking (through pb_wire.h's checked unpack) and BlobChunk read in place.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -25,6 +25,7 @@ static const status_mapping STATUS_MAPPINGS[] = {
     {-EINVAL, GRPC_STATUS_INVALID_ARGUMENT},
     {-ENOENT, GRPC_STATUS_NOT_FOUND},
     {OBI_EBUILD_FAILED, GRPC_STATUS_ABORTED},
+    {OBI_ERUNTIME_START, GRPC_STATUS_ABORTED}, /* a command that never ran failed the build */
     {-ETIMEDOUT, GRPC_STATUS_DEADLINE_EXCEEDED},
     {-ENOTSUP, GRPC_STATUS_UNIMPLEMENTED},
     {-ECANCELED, GRPC_STATUS_CANCELLED},
@@ -158,23 +159,6 @@ int obi_rpc_pack(const ProtobufCMessage *msg, uint8_t **out, size_t *out_len, ob
     *out = data;
     *out_len = len;
     return 0;
-}
-
-static const char *const LOG_LEVEL_NAMES[] = {
-    [OBI_LOG_ERROR] = "error",
-    [OBI_LOG_WARN] = "warn",
-    [OBI_LOG_INFO] = "info",
-    [OBI_LOG_DEBUG] = "debug",
-};
-
-int obi_log_level_parse(const char *text, obi_log_level *out, obi_error **err)
-{
-    for (size_t i = 0; i < sizeof LOG_LEVEL_NAMES / sizeof LOG_LEVEL_NAMES[0]; i++)
-        if (!strcmp(text, LOG_LEVEL_NAMES[i])) {
-            *out = (obi_log_level)i;
-            return 0;
-        }
-    return obi_error_set(err, -EINVAL, "log level '%s': expected error, warn, info or debug", text);
 }
 
 grpc_slice obi_rpc_byte_buffer_take(grpc_byte_buffer *buffer)

@@ -15,7 +15,6 @@ const obi_rpc_module obi_rpc_module_table = {
     .directory_service_open = obi_grpc_directory_service_open,
     .build_service_open = obi_grpc_build_service_open,
     .path_info_store_open = obi_grpc_path_info_store_open,
-    .log_level_parse = obi_log_level_parse,
     .server_new = obi_rpc_server_new,
     .server_listen = obi_rpc_server_listen,
     .server_listen_fd = obi_rpc_server_listen_fd,

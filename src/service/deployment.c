@@ -8,6 +8,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <libgen.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -34,6 +35,7 @@ typedef struct walker {
     yaml_document_t *doc;
     const char *source;
     obi_error **err;
+    const char *base_dir; /* the YAML file's directory (absolute); NULL: parsed from text */
 } walker;
 
 static int fail_at(walker *w, const yaml_node_t *node, const char *path, const char *fmt, ...)
@@ -232,6 +234,31 @@ static int get_abs_path(walker *w, yaml_node_t *node, const char *path, char **o
     return 0;
 }
 
+/* A path on this host: absolute, or relative to the YAML file's directory (as compose reads
+ * one), which it is made absolute against; either way without "..". */
+static int host_path_from_text(walker *w, yaml_node_t *node, const char *path, char **text)
+{
+    if ((*text)[0] != '/' && w->base_dir) {
+        char *joined = obi_path_join(w->base_dir, *text);
+        if (!joined)
+            return obi_error_oom(w->err);
+        free(*text);
+        *text = joined;
+    }
+    if (!path_is_clean_absolute(*text))
+        return fail_at(w, node, path,
+                       "\"%s\" must be an absolute path, or one relative to the file, without "
+                       "\"..\"",
+                       *text);
+    return 0;
+}
+
+static int get_host_path(walker *w, yaml_node_t *node, const char *path, char **out)
+{
+    int r = get_nonempty_string(w, node, path, out);
+    return r < 0 ? r : host_path_from_text(w, node, path, out);
+}
+
 /* [A-Za-z0-9-], first alphanumeric, min..max bytes. */
 static bool name_is_valid(const char *name, size_t min, size_t max)
 {
@@ -267,7 +294,7 @@ static int parse_image(walker *w, yaml_node_t *node, const char *path, obi_servi
         return obi_error_oom(w->err);
     if (rootfs) {
         svc->image_kind = OBI_IMAGE_ROOTFS;
-        return get_abs_path(w, rootfs, sub, &svc->image_rootfs);
+        return get_host_path(w, rootfs, sub, &svc->image_rootfs);
     }
     cleanup_free char *ref = NULL;
     r = get_nonempty_string(w, name, sub, &ref);
@@ -288,12 +315,14 @@ static int parse_image(walker *w, yaml_node_t *node, const char *path, obi_servi
         if (!svc->image_tag)
             return obi_error_oom(w->err);
     }
-    if (!path_is_clean_absolute(layout))
-        return fail_at(w, name, sub, "image layout path \"%s\" must be absolute without \"..\"",
-                       layout);
-    svc->image_kind = OBI_IMAGE_OCI;
     svc->image_path = strdup(layout);
-    return svc->image_path ? 0 : obi_error_oom(w->err);
+    if (!svc->image_path)
+        return obi_error_oom(w->err);
+    r = host_path_from_text(w, name, sub, &svc->image_path);
+    if (r < 0)
+        return r;
+    svc->image_kind = OBI_IMAGE_OCI;
+    return 0;
 }
 
 static int parse_command(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
@@ -589,7 +618,7 @@ static int parse_storage_item(walker *w, yaml_node_t *item, const char *item_pat
         if (!sub)
             return obi_error_oom(w->err);
         if (!strcmp(*k, "source"))
-            r = get_abs_path(w, value, sub, &st->source);
+            r = get_host_path(w, value, sub, &st->source);
         else if (!strcmp(*k, "target"))
             r = get_abs_path(w, value, sub, &st->target);
         else if (!strcmp(*k, "readonly"))
@@ -921,8 +950,17 @@ static int parse_root(walker *w, yaml_node_t *root, obi_deployment *d)
     return check_depends(w, services, d);
 }
 
+static int parse_deployment(const char *text, size_t len, const char *source_name,
+                            const char *base_dir, obi_deployment **out, obi_error **err);
+
 int obi_deployment_parse(const char *text, size_t len, const char *source_name,
                          obi_deployment **out, obi_error **err)
+{
+    return parse_deployment(text, len, source_name, NULL, out, err);
+}
+
+static int parse_deployment(const char *text, size_t len, const char *source_name,
+                            const char *base_dir, obi_deployment **out, obi_error **err)
 {
     const char *source = source_name ? source_name : "<input>";
     yaml_parser_t parser;
@@ -939,7 +977,7 @@ int obi_deployment_parse(const char *text, size_t len, const char *source_name,
     }
     int r = 0;
     yaml_node_t *root = yaml_document_get_root_node(&doc);
-    walker w = {&doc, source, err};
+    walker w = {&doc, source, err, base_dir};
     obi_deployment *d = calloc(1, sizeof *d);
     if (!d) {
         r = obi_error_oom(err);
@@ -975,7 +1013,14 @@ int obi_deployment_load(const char *path, obi_deployment **out, obi_error **err)
     int r = obi_read_file(path, DEPLOYMENT_MAX_BYTES, &text, &len, err);
     if (r < 0)
         return r;
-    return obi_deployment_parse(text, len, path, out, err);
+    /* Relative host paths in the file are relative to its directory. */
+    cleanup_free char *copy = strdup(path);
+    if (!copy)
+        return obi_error_oom(err);
+    cleanup_free char *base_dir = realpath(dirname(copy), NULL);
+    if (!base_dir)
+        return obi_error_set_errno(err, errno, "%s: its directory", path);
+    return parse_deployment(text, len, path, base_dir, out, err);
 }
 
 static void service_clear(obi_service *svc)

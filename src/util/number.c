@@ -4,6 +4,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ocibuild/cleanup.h"
@@ -69,4 +70,20 @@ int obi_parse_memory(const char *text, uint64_t *out, obi_error **err)
         return obi_error_set(err, -ERANGE, "memory string \"%s\" overflows", text);
     *out = value;
     return 0;
+}
+
+void obi_format_size(uint64_t bytes, char out[OBI_SIZE_TEXT_LEN])
+{
+    static const char *const UNITS[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    if (bytes < 1024) {
+        snprintf(out, OBI_SIZE_TEXT_LEN, "%u B", (unsigned)bytes);
+        return;
+    }
+    double value = (double)bytes;
+    size_t unit = 0;
+    while (value >= 1024 && unit + 1 < OBI_ARRAY_SIZE(UNITS)) {
+        value /= 1024;
+        unit++;
+    }
+    snprintf(out, OBI_SIZE_TEXT_LEN, "%.1f %s", value, UNITS[unit]);
 }

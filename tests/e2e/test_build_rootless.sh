@@ -77,6 +77,20 @@ fi
 left=$(ls -A "$W/data/bundles" 2>/dev/null | grep -v '^\.' || true)
 [ -z "$left" ] && t_ok "rootless: the repeated build leaves no bundle" || t_fail "rootless leftovers after the repeat" "$left"
 
+# Not root and no --rootless: rootless all the same (a normal user used to get "chown ...:
+# Operation not permitted"); --rootful insists, and fails as it must without root.
+if as_user "$W/ocibuild" build "$W/req.json" >/dev/null 2>"$W/err3"; then
+  t_ok "an unprivileged user's build is rootless without --rootless"
+else
+  t_fail "an unprivileged user's build is rootless without --rootless" "$(cat "$W/err3")"
+fi
+as_user "$W/ocibuild" build --rootful "$W/req.json" >/dev/null 2>"$W/err4"; rc=$?
+[ $rc -eq 1 ] && t_ok "--rootful as an unprivileged user fails as a set-up error (exit 1)" ||
+  t_fail "--rootful as an unprivileged user fails as a set-up error (exit 1)" "rc=$rc $(cat "$W/err4")"
+left=$(ls -A "$W/data/bundles" 2>/dev/null | grep -v '^\.' || true)
+[ -z "$left" ] && t_ok "rootless by default and --rootful leave no bundle" ||
+  t_fail "rootless by default and --rootful leave no bundle" "$left"
+
 # A rootless user without a subuid range gets told how to add one.
 NOSUB=obi-nosubuid
 id $NOSUB >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/sh $NOSUB

@@ -5,8 +5,9 @@
 # header's layer is the src/<layer>/ dir holding the .c of the same name; the few headers
 # without one (inline helpers, the rpc module's table) are in HEADERLESS below, which is itself
 # checked to be complete and to hold nothing derivable; those the build makes are in GENERATED.
-# A quoted include without "ocibuild/" must be a private header beside the includer or a
-# generated protobuf-c header. Findings name the file, line and header. The checker is also run
+# A quoted include without "ocibuild/" must be a private header beside the includer, or
+# generated: a protobuf-c header, or one made from a NAME.in template beside the includer
+# (src/cli/cli_version.h). Findings name the file, line and header. The checker is also run
 # on a copy of the tree with an upward and a sibling include planted, so it cannot pass by
 # seeing nothing. Prints TAP lines; no build needed.
 import os
@@ -26,6 +27,7 @@ LAYERS = [["util"], ["castore"], ["builder"], ["service", "nix"], ["rpc"], ["cli
 HEADERLESS = {
     "cleanup.h": "util",  # inline cleanup helpers; obi_strv_free is in util/strv.c
     "json_util.h": "util",  # inline jansson helpers
+    "progress.h": "util",  # an inline progress callback (ingest and export report through it)
     "node_pb.h": "castore",  # castore/node_codec.c
     "store_backend.h": "castore",  # the backends' side of store.h (castore/store.c)
     "rpc.h": "rpc",  # the rpc layer's API and module table (rpc/rpc_module.c)
@@ -118,7 +120,8 @@ def check(root):
             where = f"{path}:{n}"
             if not name.startswith("ocibuild/"):
                 beside = os.path.join(root, os.path.dirname(path), name)
-                if not (name.endswith(".pb-c.h") or os.path.isfile(beside)):
+                generated = name.endswith(".pb-c.h") or os.path.isfile(beside + ".in")
+                if not (generated or os.path.isfile(beside)):
                     findings.append(f'{where}: "{name}" is neither a private header beside it '
                                     "nor a generated protobuf-c header")
                 continue

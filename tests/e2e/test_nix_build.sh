@@ -166,6 +166,9 @@ for attr in fod-wrong failing; do
     t_ok "$attr: fails here (saying '$want') and in Nix"
   else t_fail "$attr: fails here (saying '$want') and in Nix" "rc=$rc nix_rc=$nix_rc
 $out"; fi
+  # Nix's exit codes: 100 a failed build, 102 a hash mismatch (docs/cli.md).
+  [ $rc -eq $nix_rc ] && t_ok "$attr: the exit code is Nix's ($nix_rc)" ||
+    t_fail "$attr: the exit code is Nix's ($nix_rc)" "rc=$rc nix_rc=$nix_rc"
 done
 out=$("$OCIBUILD" nix-build "${OURS[@]}" "$(nix-instantiate "$T_TMP/drvs.nix" -A fod-wrong 2>/dev/null)" 2>&1)
 t_contains "fod-wrong: the error names both hashes" "$out" \

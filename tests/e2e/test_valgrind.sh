@@ -104,13 +104,14 @@ else
 JSON
   if [ -x /bin/busybox ]; then
     vg "trivial build under valgrind" 0 build "$T_TMP/build.json"
-    # The run's other endings: a failing exit (deleted after) and a timeout (killed, deleted).
+    # The run's other endings: a failing exit (deleted after, exit 100) and a timeout (killed,
+    # deleted, exit 101).
     sed 's|mkdir -p /nix/store/out && echo hi > /nix/store/out/f|echo failing >\&2; exit 3|' \
       "$T_TMP/build.json" >"$T_TMP/failing.json"
-    vg "failing build under valgrind" 1 build "$T_TMP/failing.json"
+    vg "failing build under valgrind" 100 build "$T_TMP/failing.json"
     sed 's|mkdir -p /nix/store/out && echo hi > /nix/store/out/f|sleep 30|' \
       "$T_TMP/build.json" >"$T_TMP/slow.json"
-    vg "timed-out build under valgrind" 1 build --timeout 1 "$T_TMP/slow.json"
+    vg "timed-out build under valgrind" 101 build --timeout 1 "$T_TMP/slow.json"
     # The FUSE server's threads, its mount and its close (issue 20), when FUSE is there.
     if [ -c /dev/fuse ] && command -v fusermount3 >/dev/null; then
       vg "build with inputs over FUSE under valgrind" 0 build --inputs fuse "$T_TMP/build.json"

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "ocibuild/build_inputs.h"
+#include "ocibuild/build_outputs.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/friendly_request.h"
 #include "ocibuild/ingest.h"
@@ -250,6 +251,47 @@ static void test_friendly_request_imports_paths_and_sorts_env(void **state)
     free(file);
 }
 
+static void test_friendly_request_paths_are_relative_to_the_request_file(void **state)
+{
+    fixture *f = *state;
+    char *sub = obi_path_join(f->dir, "project");
+    assert_int_equal(mkdir(sub, 0755), 0);
+    char *tool = obi_path_join(sub, "tool");
+    assert_ok(obi_write_file(tool, "relative tool", 13, 0755, err_ptr_));
+    char *request = obi_path_join(sub, "req.json");
+    const char *text = "{\"inputs\": {\"tool\": \"tool\"}, \"command_args\": [\"/nix/store/tool\"],"
+                       " \"working_dir\": \"build\", \"scratch_paths\": [\"nix/store\"],"
+                       " \"inputs_dir\": \"nix/store\", \"outputs\": [\"nix/store/out\"]}";
+    assert_ok(obi_write_file(request, text, strlen(text), 0644, err_ptr_));
+    /* The current directory has no "tool": only the request's directory does. */
+    obi_build_request *req = NULL;
+    assert_ok(obi_friendly_request_load(request, f->store, NULL, &req, err_ptr_));
+    assert_int_equal(req->n_inputs, 1);
+    assert_int_equal(req->inputs[0].size, 13);
+    obi_build_request_free(req);
+    free(request);
+    free(tool);
+    free(sub);
+}
+
+static void test_build_outputs_export_refuses_two_outputs_of_one_name(void **state)
+{
+    fixture *f = *state;
+    obi_digest empty = {0};
+    obi_node nodes[2];
+    assert_int_equal(obi_node_init_file(&nodes[0], "out", 3, &empty, 0, false), 0);
+    assert_int_equal(obi_node_init_file(&nodes[1], "out", 3, &empty, 0, false), 0);
+    obi_build build = {.outputs = nodes, .n_outputs = 2};
+    char *dir = obi_path_join(f->dir, "results");
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_outputs_export(f->store, &build, dir, NULL, &err), -EEXIST,
+                      "outputs 0 and 1 are both named \"out\"");
+    assert_int_equal(access(dir, F_OK), -1); /* refused before anything was written */
+    free(dir);
+    obi_node_clear(&nodes[0]);
+    obi_node_clear(&nodes[1]);
+}
+
 /* Imports path as input "tool" through the friendly form; *out is the node. */
 static void friendly_import(fixture *f, const char *path, obi_node *out)
 {
@@ -349,6 +391,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_inputs_symlink_outside_scratch_is_refused, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_friendly_request_paths_are_relative_to_the_request_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_build_outputs_export_refuses_two_outputs_of_one_name,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_friendly_request_imports_paths_and_sorts_env, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_friendly_request_errors_name_the_key, setup, teardown),

@@ -205,7 +205,9 @@ static void test_deployment_image_rules(void **state)
     expect_error(HEADER "  web: {image: {name: oci:/a, rootfs: /b}}\n", "exactly one of");
     expect_error(HEADER "  web: {image: {name: docker.io/nginx}}\n",
                  "services.web.image.name: \"docker.io/nginx\" is not an OCI image layout");
-    expect_error(HEADER "  web: {image: {name: \"oci:relative/x\"}}\n", "must be absolute");
+    /* Parsed from text there is no file to be relative to. */
+    expect_error(HEADER "  web: {image: {name: \"oci:relative/x\"}}\n",
+                 "must be an absolute path, or one relative to the file");
     expect_error(HEADER "  web: {image: {rootfs: rel}}\n", "services.web.image.rootfs");
     expect_error(HEADER "  web: {image: {name: \"oci:/a:\"}}\n", "empty tag");
     obi_deployment *d = parse_ok(HEADER "  web: {image: {name: \"oci:/srv/x.y/img\"}}\n");
@@ -371,6 +373,42 @@ static void test_deployment_load_names_file(void **state)
     obi_test_tmpdir_remove(dir);
 }
 
+static void test_deployment_load_resolves_host_paths_against_its_directory(void **state)
+{
+    (void)state;
+    char *dir = obi_test_tmpdir();
+    char *real = realpath(dir, NULL);
+    char path[512], expected[600];
+    snprintf(path, sizeof path, "%s/d.yaml", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(HEADER "  web:\n    image: {name: \"oci:images/app:1\"}\n"
+                 "    storage: [{type: bind, source: data/www, target: /www}]\n"
+                 "  db: {image: {rootfs: rootfs/db}}\n",
+          f);
+    fclose(f);
+    obi_deployment *d = NULL;
+    obi_error *err = NULL;
+    assert_int_equal(obi_deployment_load(path, &d, &err), 0);
+    snprintf(expected, sizeof expected, "%s/images/app", real);
+    assert_string_equal(d->services[0].image_path, expected);
+    assert_string_equal(d->services[0].image_tag, "1");
+    snprintf(expected, sizeof expected, "%s/data/www", real);
+    assert_string_equal(d->services[0].storage[0].source, expected);
+    snprintf(expected, sizeof expected, "%s/rootfs/db", real);
+    assert_string_equal(d->services[1].image_rootfs, expected);
+    obi_deployment_free(d);
+    /* ".." stays refused, relative or not. */
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(HEADER "  web: {image: {rootfs: ../elsewhere}}\n", f);
+    fclose(f);
+    assert_fails_with(err, obi_deployment_load(path, &d, &err), -EINVAL,
+                      "services.web.image.rootfs");
+    free(real);
+    obi_test_tmpdir_remove(dir);
+}
+
 /* Found by fuzzing: a storage item was searched for "type" before its keys were checked, and a
  * mapping used as a key reached strcmp as NULL. */
 static void test_deployment_rejects_mapping_as_storage_key(void **state)
@@ -403,6 +441,7 @@ int main(void)
         cmocka_unit_test(test_deployment_rejects_bad_yaml),
         cmocka_unit_test(test_deployment_rejects_mapping_as_storage_key),
         cmocka_unit_test(test_deployment_load_names_file),
+        cmocka_unit_test(test_deployment_load_resolves_host_paths_against_its_directory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,7 @@
 #include "ocibuild/json_util.h"
 #include "ocibuild/nix_build.h"
 #include "ocibuild/nix_ca.h"
+#include "ocibuild/nix_output.h"
 #include "ocibuild/nix_store_path.h"
 #include "ocibuild/sha256.h"
 
@@ -403,7 +404,7 @@ static void test_nix_build_fails_fixed_output_with_wrong_hash_recording_nothing(
         write_fod(f, "sha256", HELLO_SHA256, "(\"content_out\",\"hellp\"),", "");
     obi_nix_build_result *result = NULL;
     obi_error *err = NULL;
-    assert_fails_with(err, obi_nix_build(fod, &f->opts, &result, &err), -EINVAL,
+    assert_fails_with(err, obi_nix_build(fod, &f->opts, &result, &err), OBI_EHASH_MISMATCH,
                       "hash mismatch in fixed-output derivation '" FOD
                       "': specified sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic, "
                       "got sha256:1rscm841ggcb1h2f5f9dyjimgmc9diiv9gfa3pbszqn411g5imzx");

@@ -151,13 +151,14 @@ static void test_fixed_output_mismatch_names_both_hashes(void **state)
         (char *)"out", (char *)"/nix/store/x-fod", (char *)"sha256",
         (char *)"7d5c2a2e0bb6b5e0e3ad1bb7e2c1d0c4a8b5b5fd0d49d3ad9a6b5e3f0c7a1a22"};
     obi_error *err = NULL;
-    assert_fails_with(
-        err, obi_nix_check_fixed_output(f->blobs, f->directories, &out, &f->hello, &err), -EINVAL,
-        "hash mismatch in fixed-output derivation '/nix/store/x-fod': specified "
-        "sha256:");
     assert_fails_with(err,
                       obi_nix_check_fixed_output(f->blobs, f->directories, &out, &f->hello, &err),
-                      -EINVAL, ", got sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic");
+                      OBI_EHASH_MISMATCH,
+                      "hash mismatch in fixed-output derivation '/nix/store/x-fod': specified "
+                      "sha256:");
+    assert_fails_with(
+        err, obi_nix_check_fixed_output(f->blobs, f->directories, &out, &f->hello, &err),
+        OBI_EHASH_MISMATCH, ", got sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic");
 }
 
 static void test_fixed_output_mismatch_prints_specified_hash_in_nixbase32(void **state)
@@ -170,7 +171,8 @@ static void test_fixed_output_mismatch_prints_specified_hash_in_nixbase32(void *
         (char *)"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"};
     obi_error *err = NULL;
     assert_fails_with(
-        err, obi_nix_check_fixed_output(f->blobs, f->directories, &out, &f->dir, &err), -EINVAL,
+        err, obi_nix_check_fixed_output(f->blobs, f->directories, &out, &f->dir, &err),
+        OBI_EHASH_MISMATCH,
         "specified sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic, got sha256:");
 }
 

@@ -97,12 +97,35 @@ static void test_number_memory_strings_and_their_units(void **state)
     }
 }
 
+static void test_number_sizes_for_people(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t bytes;
+        const char *text;
+    } cases[] = {
+        {0, "0 B"},
+        {1023, "1023 B"},
+        {1024, "1.0 KiB"},
+        {1536, "1.5 KiB"},
+        {30000000, "28.6 MiB"},
+        {(uint64_t)5 << 40, "5.0 TiB"},
+        {UINT64_MAX, "16.0 EiB"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[OBI_SIZE_TEXT_LEN];
+        obi_format_size(cases[i].bytes, text);
+        assert_string_equal(text, cases[i].text);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_number_accepts_digits_within_max),
         cmocka_unit_test(test_number_refuses_everything_else_and_sets_nothing),
         cmocka_unit_test(test_number_memory_strings_and_their_units),
+        cmocka_unit_test(test_number_sizes_for_people),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

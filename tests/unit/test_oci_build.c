@@ -24,17 +24,19 @@
 #include "ocibuild/url.h"
 #include "test_helpers.h"
 
-/* run --bundle B ID: marks itself running (to measure concurrency), runs $FAKE_SCRIPT with
- * $SCRATCH set to the bundle's only scratch dir, and unmarks itself. kill ID SIGNAL kills the
- * script, as runc kills the container. */
+/* run --detach --pid-file F --bundle B ID: starts the "container" in the background (its pid
+ * in F, as runc writes the init's) and exits; the container marks itself running (to measure
+ * concurrency), runs $FAKE_SCRIPT with $SCRATCH set to the bundle's only scratch dir, and
+ * unmarks itself. kill ID SIGNAL kills the script, as runc kills the container. */
 static const char FAKE_RUNTIME[] =
     "#!/bin/sh\n"
     "dir=$(dirname \"$0\")\n"
     "case \"$1\" in\n"
-    "  run) b=\"$3\"; id=\"$4\"; SCRATCH=$(echo \"$b\"/scratch/*); export SCRATCH\n"
-    "       mkdir \"$dir/running.$id\"; ls -d \"$dir\"/running.* | wc -l >> \"$dir/concurrency\"\n"
-    "       sh -c \"$FAKE_SCRIPT\" & echo $! > \"$dir/pid.$id\"; wait $!; rc=$?\n"
-    "       rmdir \"$dir/running.$id\"; exit $rc ;;\n"
+    "  run) pidfile=\"$4\"; b=\"$6\"; id=\"$7\"; SCRATCH=$(echo \"$b\"/scratch/*); export SCRATCH\n"
+    "       (mkdir \"$dir/running.$id\"; ls -d \"$dir\"/running.* | wc -l >> \"$dir/concurrency\"\n"
+    "        sh -c \"$FAKE_SCRIPT\" & echo $! > \"$dir/pid.$id\"; wait $!; rc=$?\n"
+    "        rmdir \"$dir/running.$id\"; exit $rc) &\n"
+    "       echo $! > \"$pidfile\"; exit 0 ;;\n"
     "  kill) kill -9 \"$(cat \"$dir/pid.$2\")\" 2>/dev/null; exit 0 ;;\n"
     "  *) exit 0 ;;\n"
     "esac\n";

@@ -37,21 +37,26 @@ int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout_ms)
     return __real_poll(fds, n, timeout_ms);
 }
 
-/* The fake runtime: `run [--detach] --bundle B ID` makes $DIR/container-ID and runs B/script
+/* The fake runtime: `run --detach --pid-file F --bundle B ID` makes $DIR/container-ID and
+ * starts B/script in the background as the container's init (its pid in F, as runc writes it)
  * with $KILLED pointing at a marker file that `kill` creates (so a "container" can notice it was
- * killed); a run that exits 0 removes its container, as runc's does, any other leaves it (a
- * runtime that failed half way). `delete` removes it, or fails while $DIR/delete-fails exists.
- * Every call is appended to $DIR/calls. */
+ * killed), and exits 0; it fails instead, leaving the container (a runtime that failed half
+ * way), saying what B/start-fails holds when that exists, and kills itself when B/runtime-dies
+ * exists. `run --detach --bundle B ID` (services) runs the script itself. `delete` removes the
+ * container, or fails while $DIR/delete-fails exists. Every call is appended to $DIR/calls. */
 static const char FAKE_RUNTIME[] =
     "#!/bin/sh\n"
     "dir=$(dirname \"$0\")\n"
     "echo \"$*\" >> \"$dir/calls\"\n"
     "for id; do :; done\n"
     "case \"$1\" in\n"
-    "  run) shift; [ \"$1\" = --detach ] && shift\n"
+    "  run) shift; [ \"$1\" = --detach ] && shift; pidfile=\n"
+    "       [ \"$1\" = --pid-file ] && { pidfile=$2; shift 2; }\n"
     "       touch \"$dir/container-$id\"; export KILLED=\"$dir/killed-$id\"\n"
-    "       sh \"$2/script\"; rc=$?\n"
-    "       [ $rc -eq 0 ] && rm -f \"$dir/container-$id\"; exit $rc ;;\n"
+    "       [ -z \"$pidfile\" ] && exec sh \"$2/script\"\n"
+    "       [ -f \"$2/start-fails\" ] && { cat \"$2/start-fails\" >&2; exit 1; }\n"
+    "       [ -f \"$2/runtime-dies\" ] && kill -9 $$\n"
+    "       sh \"$2/script\" & echo $! > \"$pidfile\"; exit 0 ;;\n"
     "  kill) touch \"$dir/killed-$2\"; exit 0 ;;\n"
     "  delete) if [ -f \"$dir/delete-fails\" ]; then echo 'cgroup still busy' >&2; exit 1; fi\n"
     "          rm -f \"$dir/container-$id\"; exit 0 ;;\n"
@@ -163,13 +168,15 @@ static void test_runtime_run_captures_output_and_exit_code(void **state)
     assert_non_null(strstr(result.log_tail, "to-stderr"));
     assert_non_null(strstr((char *)streamed.data, "to-stdout"));
     char *calls = read_calls(f);
-    assert_non_null(strstr(calls, "run --bundle"));
+    assert_non_null(strstr(calls, "run --detach --pid-file"));
     free(calls);
     obi_run_result_clear(&result);
     obi_buf_free(&streamed);
 }
 
-static void test_runtime_clean_exit_needs_no_cleanup_calls(void **state)
+/* A detached container stays until deleted: an init that exits by itself needs the delete, but
+ * no kill. */
+static void test_runtime_clean_exit_deletes_without_a_kill(void **state)
 {
     fixture *f = *state;
     write_script(f, "echo done\n");
@@ -178,25 +185,57 @@ static void test_runtime_clean_exit_needs_no_cleanup_calls(void **state)
     assert_int_equal(result.exit_code, 0);
     assert_string_equal(result.log_tail, "done\n");
     char *calls = read_calls(f);
+    assert_non_null(strstr(calls, "run --detach --pid-file"));
     assert_null(strstr(calls, "kill"));
-    assert_null(strstr(calls, "delete"));
+    assert_non_null(strstr(calls, "delete --force c1"));
     free(calls);
     assert_false(container_exists(f, "c1"));
     obi_run_result_clear(&result);
 }
 
-/* A runtime that fails half way through creating the container (non-zero, the container still
- * there): the run reports the exit code and the container is deleted. */
-static void test_runtime_failing_exit_deletes_what_create_left(void **state)
+/* The build's stdout and stderr come through one pipe, in the order written. */
+static void test_runtime_run_keeps_stdout_and_stderr_in_order(void **state)
 {
     fixture *f = *state;
-    write_script(f, "echo 'runc: mounting /proc: permission denied' >&2; exit 1\n");
+    write_script(f, "echo out1; echo err1 >&2; echo out2; echo err2 >&2\n");
+    obi_buf streamed = OBI_BUF_INIT;
+    obi_run_options opts = OBI_RUN_OPTIONS_INIT;
+    opts.on_output = collect;
+    opts.output_ctx = &streamed;
     obi_run_result result;
-    assert_ok(obi_runtime_run(f->runtime, f->bundle, "c7", NULL, &result, err_ptr_));
-    assert_int_equal(result.exit_code, 1);
-    assert_non_null(strstr(result.log_tail, "mounting /proc"));
-    assert_destroyed(f, "c7");
+    assert_ok(obi_runtime_run(f->runtime, f->bundle, "c15", &opts, &result, err_ptr_));
+    assert_int_equal(obi_buf_append(&streamed, "", 1), 0);
+    assert_string_equal((char *)streamed.data, "out1\nerr1\nout2\nerr2\n");
+    assert_string_equal(result.log_tail, "out1\nerr1\nout2\nerr2\n");
     obi_run_result_clear(&result);
+    obi_buf_free(&streamed);
+}
+
+/* A runtime that fails half way through creating the container (non-zero, the container still
+ * there) could not start the command: said once, in the error only (nothing streamed as if it
+ * were the build's log), runc's logrus line unquoted, and the container deleted. */
+static void test_runtime_that_cannot_start_the_command_says_so_once(void **state)
+{
+    fixture *f = *state;
+    write_script(f, "echo never-ran\n");
+    char *fails = obi_path_join(f->bundle, "start-fails");
+    const char *said = "time=\"2026-01-01T00:00:00Z\" level=error msg=\"runc run failed: exec: "
+                       "\\\"/nix/store/x\\\": no such file or directory\"\n";
+    assert_int_equal(obi_write_file(fails, said, strlen(said), 0644, NULL), 0);
+    free(fails);
+    obi_buf streamed = OBI_BUF_INIT;
+    obi_run_options opts = OBI_RUN_OPTIONS_INIT;
+    opts.on_output = collect;
+    opts.output_ctx = &streamed;
+    obi_run_result result;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_runtime_run(f->runtime, f->bundle, "c7", &opts, &result, &err),
+                      OBI_ERUNTIME_START,
+                      "could not start the command (it exited with 1): runc run failed: exec: "
+                      "\"/nix/store/x\": no such file or directory");
+    assert_int_equal(streamed.len, 0);
+    assert_destroyed(f, "c7");
+    obi_buf_free(&streamed);
 }
 
 static void test_runtime_log_tail_keeps_only_the_last_bytes(void **state)
@@ -271,13 +310,27 @@ static void test_runtime_cancel_fd_hung_up_does_not_cancel(void **state)
 static void test_runtime_killed_runtime_has_its_container_removed(void **state)
 {
     fixture *f = *state;
-    write_script(f, "echo started; kill -9 $PPID; while [ ! -f \"$KILLED\" ]; do sleep 0.05; "
-                    "done\n");
+    write_script(f, "echo never-ran\n");
+    char *dies = obi_path_join(f->bundle, "runtime-dies");
+    assert_int_equal(obi_write_file(dies, "", 0, 0644, NULL), 0);
+    free(dies);
     obi_run_result result;
     obi_error *err = NULL;
     assert_fails_with(err, obi_runtime_run(f->runtime, f->bundle, "c9", NULL, &result, &err), -EIO,
                       "died of signal 9; container c9 killed and removed");
     assert_destroyed(f, "c9");
+}
+
+/* An init that dies of a signal is the build's exit code (128+N), as runc reported it. */
+static void test_runtime_init_killed_by_a_signal_is_its_exit_code(void **state)
+{
+    fixture *f = *state;
+    write_script(f, "echo started; kill -9 $$\n");
+    obi_run_result result;
+    assert_ok(obi_runtime_run(f->runtime, f->bundle, "c16", NULL, &result, err_ptr_));
+    assert_int_equal(result.exit_code, 137);
+    obi_run_result_clear(&result);
+    assert_false(container_exists(f, "c16"));
 }
 
 static void fail_poll_once_started(const uint8_t *data, size_t len, void *ctx)
@@ -381,7 +434,7 @@ static const struct {
 } legal[] = {
     {OBI_RUN_STARTING, OBI_RUN_EV_STARTED, OBI_RUN_RUNNING},
     {OBI_RUN_STARTING, OBI_RUN_EV_SPAWN_FAILED, OBI_RUN_DONE},
-    {OBI_RUN_RUNNING, OBI_RUN_EV_EXITED, OBI_RUN_DONE},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_EXITED, OBI_RUN_DELETING},
     {OBI_RUN_RUNNING, OBI_RUN_EV_EXITED_FAILING, OBI_RUN_DELETING},
     {OBI_RUN_RUNNING, OBI_RUN_EV_RUNTIME_DIED, OBI_RUN_DELETING},
     {OBI_RUN_RUNNING, OBI_RUN_EV_TIMEOUT, OBI_RUN_KILLING},
@@ -488,8 +541,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         RUNTIME_TEST(test_runtime_run_captures_output_and_exit_code),
-        RUNTIME_TEST(test_runtime_clean_exit_needs_no_cleanup_calls),
-        RUNTIME_TEST(test_runtime_failing_exit_deletes_what_create_left),
+        RUNTIME_TEST(test_runtime_clean_exit_deletes_without_a_kill),
+        RUNTIME_TEST(test_runtime_run_keeps_stdout_and_stderr_in_order),
+        RUNTIME_TEST(test_runtime_that_cannot_start_the_command_says_so_once),
+        RUNTIME_TEST(test_runtime_init_killed_by_a_signal_is_its_exit_code),
         RUNTIME_TEST(test_runtime_log_tail_keeps_only_the_last_bytes),
         RUNTIME_TEST(test_runtime_timeout_kills_and_deletes_the_container),
         RUNTIME_TEST(test_runtime_cancel_fd_kills_and_deletes_the_container),

@@ -1,0 +1,29 @@
+/*
+ * A progress line on a terminal for work that takes a while (imports, exports): nothing for the
+ * first second, then one line on stderr rewritten in place ("importing X: 512.0 MiB, 1200 files"),
+ * and a last line with the total and the time once it is done. Silent when stderr is not a
+ * terminal or when asked to be (-q), so logs and scripts never see it.
+ */
+#ifndef OCIBUILD_CLI_PROGRESS_H
+#define OCIBUILD_CLI_PROGRESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ocibuild/progress.h"
+
+typedef struct cli_progress {
+    obi_progress hook; /* hand &progress->hook to the library */
+    const char *what;  /* "importing /path" */
+    bool enabled;
+    bool shown;
+    int64_t start_ms, last_ms, delay_ms;
+    uint64_t bytes, files;
+} cli_progress;
+
+/* enabled: whether the caller wants it at all (false for -q); stderr must be a terminal too. */
+void cli_progress_init(cli_progress *progress, const char *what, bool enabled);
+/* Ends the line, if one was shown, with the totals and the time taken. */
+void cli_progress_done(cli_progress *progress);
+
+#endif
