@@ -82,7 +82,8 @@ static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
 /* libfuse's messages while a mount is being made on this thread (they explain its failure). */
 static __thread obi_buf *captured_log;
 
-static void capture_log(enum fuse_log_level level, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void capture_log(enum fuse_log_level level,
+                                                              const char *fmt, va_list ap)
 {
     (void)level;
     if (!captured_log)

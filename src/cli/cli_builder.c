@@ -209,14 +209,12 @@ int cli_builder_handle_option(int code, const char *arg, cli_builder_args *args)
     case OPT_ROOT:
         args->root = arg;
         return 0;
-    case OPT_INPUTS: {
-        obi_error *err = NULL;
+    case OPT_INPUTS:
         if (obi_inputs_mode_parse(arg, "--inputs", &args->oci.inputs, &err) < 0) {
             cli_fail(err);
             return CLI_EXIT_USAGE;
         }
         return 0;
-    }
     default:
         return CLI_EXIT_USAGE;
     }

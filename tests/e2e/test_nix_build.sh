@@ -242,8 +242,8 @@ for _ in $(seq 1 100); do [ "$(running)" -ge 2 ] && break; sleep 0.1; done
 started=$(running)
 kill -INT "$spin_pid"
 wait "$spin_pid"; spin_rc=$?
-if [ "$started" -ge 2 ] && [ $spin_rc -ne 0 ] && [ "$(running)" -eq 0 ] &&
-   grep -q "interrupted by signal 2" "$T_TMP/spin.log" && ! runc list 2>/dev/null | grep -qw running.*"$spin_data"; then
+if [ "$started" -ge 2 ] && [ $spin_rc -eq 130 ] && [ "$(running)" -eq 0 ] &&
+   grep -q "interrupted by Interrupt" "$T_TMP/spin.log" && ! runc list 2>/dev/null | grep -qw running.*"$spin_data"; then
   t_ok "spin: SIGINT during two builds removes both containers and bundles"
 else t_fail "spin: SIGINT during two builds removes both containers and bundles" "started=$started rc=$spin_rc left=$(running)
 $(tail -5 "$T_TMP/spin.log")"; fi
