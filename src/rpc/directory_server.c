@@ -153,9 +153,9 @@ static int directory_put_end(obi_rpc_call *call, void *ctx, obi_error **err)
 }
 
 const obi_rpc_method obi_rpc_directory_methods[] = {
-    {"/tvix.castore.v1.DirectoryService/Get", OBI_RPC_POOL_CASTORE, false, directory_get, NULL,
+    {"castore.v1.DirectoryService/Get", OBI_RPC_POOL_CASTORE, false, directory_get, NULL,
      directory_get_sent},
-    {"/tvix.castore.v1.DirectoryService/Put", OBI_RPC_POOL_CASTORE, true, directory_put_one,
+    {"castore.v1.DirectoryService/Put", OBI_RPC_POOL_CASTORE, true, directory_put_one,
      directory_put_end, NULL},
 };
 const size_t obi_rpc_n_directory_methods =

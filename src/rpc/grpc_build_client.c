@@ -1,24 +1,58 @@
 /*
- * obi_build_service over gRPC (tvix.build.v1.BuildService/DoBuild): the request goes out in
- * its protobuf form, the Build comes back decoded. The remote status becomes the errno-style
+ * obi_build_service over gRPC (tvix.build.v1 or, with ?api=snix, snix.build.v1
+ * BuildService/DoBuild): the request goes out in its protobuf form, the reply (a tvix Build or a
+ * snix BuildResponse) comes back decoded. The remote status becomes the errno-style
  * code build_service.h promises (INVALID_ARGUMENT -> -EINVAL, ABORTED -> OBI_EBUILD_FAILED,
  * DEADLINE_EXCEEDED -> -ETIMEDOUT, UNIMPLEMENTED -> -ENOTSUP) with the server's message. The
  * build's own cancel fd (obi_build_call) cancels the call, which cancels the remote build.
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/request.h"
 #include "ocibuild/rpc.h"
+#include "ocibuild/snix_build.h"
 #include "rpc_internal.h"
 
-#define METHOD_DO_BUILD "/tvix.build.v1.BuildService/DoBuild"
+/* The method path of each generation (obi_rpc_api, from the URL's ?api=). */
+static const char *const METHOD_DO_BUILD[] = {"/tvix.build.v1.BuildService/DoBuild",
+                                              "/snix.build.v1.BuildService/DoBuild"};
 
 typedef struct grpc_build_service {
     obi_build_service base;
     grpc_channel *channel;
+    obi_rpc_api api;
 } grpc_build_service;
+
+/* The reply in the generation's shape: a tvix Build carries the request, a snix BuildResponse
+ * does not, so the request sent is copied in (callers see the same obi_build either way). */
+static int decode_reply(const grpc_build_service *svc, const obi_build_request *req,
+                        const uint8_t *data, size_t len, obi_build **out, obi_error **err)
+{
+    const char *path = METHOD_DO_BUILD[svc->api];
+    cleanup_build obi_build *build = NULL;
+    int r = svc->api == OBI_RPC_API_SNIX ? obi_build_decode_snix_pb(data, len, &build, err)
+                                         : obi_build_decode_pb(data, len, &build, err);
+    if (r < 0)
+        return obi_error_prefix(err, -EBADMSG, "%s: the server's reply", path);
+    if (build->n_outputs != req->n_outputs)
+        return obi_error_set(err, -EBADMSG, "%s: the server sent %zu outputs for %zu requested",
+                             path, build->n_outputs, req->n_outputs);
+    /* snix outputs are anonymous: named, as the tvix ones, by their output path's basename */
+    for (size_t i = 0; i < build->n_outputs; i++) {
+        const char *name = strrchr(req->outputs[i], '/');
+        name = name ? name + 1 : req->outputs[i];
+        if (build->outputs[i].name.len == 0 &&
+            obi_node_set_name(&build->outputs[i], name, strlen(name)) < 0)
+            return obi_error_oom(err);
+    }
+    if (!build->request && (r = obi_build_request_copy(req, &build->request, err)) < 0)
+        return r;
+    *out = steal_pointer(&build);
+    return 0;
+}
 
 static int svc_do_build(obi_build_service *base, const obi_build_request *req,
                         const obi_build_call *options, obi_build **out, obi_error **err)
@@ -30,7 +64,7 @@ static int svc_do_build(obi_build_service *base, const obi_build_request *req,
     if (r < 0)
         return r;
     cleanup_rpc_client_call obi_rpc_client_call *call = NULL;
-    r = obi_rpc_client_call_start(svc->channel, METHOD_DO_BUILD, &call, err);
+    r = obi_rpc_client_call_start(svc->channel, METHOD_DO_BUILD[svc->api], &call, err);
     if (r < 0) {
         free(data);
         return r;
@@ -45,10 +79,7 @@ static int svc_do_build(obi_build_service *base, const obi_build_request *req,
         r = obi_rpc_client_call_recv_one(call, &resp, &resp_len, err);
     if (r < 0)
         return r;
-    r = obi_build_decode_pb(resp, resp_len, out, err);
-    if (r < 0)
-        return obi_error_prefix(err, -EBADMSG, "%s: the server's Build", METHOD_DO_BUILD);
-    return 0;
+    return decode_reply(svc, req, resp, resp_len, out, err);
 }
 
 static void svc_free(obi_build_service *base)
@@ -71,7 +102,9 @@ int obi_grpc_build_service_open(const obi_url *url, obi_store *store, obi_build_
     if (!svc)
         return obi_error_set(err, -ENOMEM, "grpc build service: out of memory");
     svc->base.ops = &SERVICE_OPS;
-    int r = obi_rpc_channel_open(url, &svc->channel, err);
+    int r = obi_rpc_url_api(url, &svc->api, err);
+    if (r >= 0)
+        r = obi_rpc_channel_open(url, &svc->channel, err);
     if (r < 0) {
         free(svc);
         return r;

@@ -56,10 +56,11 @@ static int tls_params(const obi_url *url, channel_spec *spec, obi_error **err)
     static const char *const names[] = {"ca", "cert", "key"};
     for (size_t i = 0; i < url->n_params; i++) {
         const char *key = url->params[i].key;
-        if (strcmp(key, "ca") != 0 && strcmp(key, "cert") != 0 && strcmp(key, "key") != 0)
+        if (strcmp(key, "ca") != 0 && strcmp(key, "cert") != 0 && strcmp(key, "key") != 0 &&
+            strcmp(key, "api") != 0)
             return obi_error_set(err, -EINVAL,
                                  "grpc+https://%s:%s: unknown parameter \"%s\" (supported: ca, "
-                                 "cert, key)",
+                                 "cert, key, api)",
                                  url->host, url->port ? url->port : "", key);
     }
     const char *env[] = {OBI_RPC_ENV_CA, OBI_RPC_ENV_CERT, OBI_RPC_ENV_KEY};
@@ -112,12 +113,16 @@ static int channel_spec_from_url(const obi_url *url, channel_spec *spec, obi_err
                           url->scheme);
     }
     spec->tls = !strcmp(url->scheme, OBI_RPC_SCHEME_HTTPS);
+    const char *unknown = NULL; /* api= is the clients' (obi_rpc_url_api) */
+    for (size_t i = 0; !spec->tls && !unknown && i < url->n_params; i++)
+        if (strcmp(url->params[i].key, "api") != 0)
+            unknown = url->params[i].key;
     if (r >= 0 && spec->tls)
         r = tls_params(url, spec, err);
-    else if (r >= 0 && url->n_params > 0)
+    else if (r >= 0 && unknown)
         r = obi_error_set(err, -EINVAL,
                           "%s://: unknown parameter \"%s\" (TLS options need grpc+https://)",
-                          url->scheme, url->params[0].key);
+                          url->scheme, unknown);
     if (r == -ENOMEM)
         r = obi_error_set(err, -ENOMEM, "channel target: out of memory");
     if (r < 0) {

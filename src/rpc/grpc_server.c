@@ -65,8 +65,11 @@
 #define CANCEL_WAIT_MS 5000
 #define MAX_LISTENERS 16
 
+/* One method of one generation: every obi_rpc_method is registered once per generation. */
 typedef struct registered_method {
     const obi_rpc_method *method;
+    obi_rpc_api api;
+    char path[OBI_RPC_MAX_PATH]; /* "/snix.castore.v1.BlobService/Stat" */
     void *ctx;
     void *handle; /* from grpc_server_register_method; NULL for the catch-all */
 } registered_method;
@@ -289,6 +292,16 @@ int obi_rpc_call_cancel_fd(const obi_rpc_call *call)
     return call->cancel_event;
 }
 
+obi_rpc_api obi_rpc_call_api(const obi_rpc_call *call)
+{
+    return call->registered->api;
+}
+
+const char *obi_rpc_call_path(const obi_rpc_call *call)
+{
+    return call->registered->path;
+}
+
 /* ---- calls: lifetime ---- */
 
 static obi_rpc_call *call_new(obi_rpc_server *server, const registered_method *registered)
@@ -359,7 +372,7 @@ static void call_log(obi_rpc_call *call)
     int message_len = message ? (int)strcspn(message, "\n") : 0;
     char path[256];
     if (call->registered->handle)
-        snprintf(path, sizeof path, "%s", call->registered->method->path);
+        snprintf(path, sizeof path, "%s", call->registered->path);
     else
         snprintf(path, sizeof path, "%.*s", (int)GRPC_SLICE_LENGTH(call->details.method),
                  (const char *)GRPC_SLICE_START_PTR(call->details.method));
@@ -526,7 +539,7 @@ static void call_run_step(obi_rpc_call *call)
         call->received_charge = 0;
         if (r == OBI_RPC_RECV && !method->client_stream)
             r = obi_error_set(&err, -EPROTO, "%s: handler asked for a second request",
-                              method->path);
+                              call->registered->path);
         break;
     }
     case STEP_END:
@@ -643,7 +656,7 @@ static void on_accepted(obi_rpc_server *server, obi_rpc_call *call)
 {
     if (!atomic_load(&server->shutting_down) && request_call(server, call->registered) < 0)
         server_log(server, OBI_LOG_ERROR, "cannot request the next %s call",
-                   call->registered->method->path);
+                   call->registered->path);
     clock_gettime(CLOCK_MONOTONIC, &call->started);
     atomic_store(&call->refs, 1); /* this function's, dropped at the end */
     pthread_mutex_lock(&server->live_lock);
@@ -683,7 +696,8 @@ static void on_received(obi_rpc_server *server, obi_rpc_call *call, bool ok)
             call_queue_step(call, STEP_END);
         } else {
             char message[320];
-            snprintf(message, sizeof message, "%s: missing request message", method->path);
+            snprintf(message, sizeof message, "%s: missing request message",
+                     call->registered->path);
             call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, message);
         }
         return;
@@ -897,21 +911,27 @@ static void close_listeners(obi_rpc_server *server)
 static const obi_rpc_method UNKNOWN_METHOD = {"(unknown)", OBI_RPC_POOL_CASTORE, false, NULL, NULL,
                                               NULL};
 
+/* Registers each method under both generations' package names (docs/rpc.md "Generations"). */
 static int server_add_methods(obi_rpc_server *server, const obi_rpc_method *methods, size_t n,
                               void *ctx, obi_error **err)
 {
+    static const obi_rpc_api apis[] = {OBI_RPC_API_TVIX, OBI_RPC_API_SNIX};
     if (!ctx)
         return 0;
-    if (obi_array_grow(&server->methods, &server->methods_cap, server->n_methods + n) < 0)
-        return obi_error_set(err, -ENOMEM, "register methods: out of memory");
-    for (size_t i = 0; i < n; i++) {
-        void *handle = grpc_server_register_method(server->grpc, methods[i].path, NULL,
-                                                   GRPC_SRM_PAYLOAD_NONE, 0);
-        if (!handle)
-            return obi_error_set(err, -EINVAL, "register method %s: refused by gRPC",
-                                 methods[i].path);
-        server->methods[server->n_methods++] =
-            (registered_method){.method = &methods[i], .ctx = ctx, .handle = handle};
+    size_t add = n * OBI_ARRAY_SIZE(apis);
+    if (obi_array_grow(&server->methods, &server->methods_cap, server->n_methods + add) < 0)
+        return obi_error_oom(err);
+    for (size_t a = 0; a < OBI_ARRAY_SIZE(apis); a++) {
+        for (size_t i = 0; i < n; i++) {
+            registered_method *m = &server->methods[server->n_methods];
+            *m = (registered_method){.method = &methods[i], .api = apis[a], .ctx = ctx};
+            obi_rpc_method_path(apis[a], methods[i].name, m->path, sizeof m->path);
+            m->handle =
+                grpc_server_register_method(server->grpc, m->path, NULL, GRPC_SRM_PAYLOAD_NONE, 0);
+            if (!m->handle)
+                return obi_error_set(err, -EINVAL, "register method %s: refused by gRPC", m->path);
+            server->n_methods++;
+        }
     }
     return 0;
 }
@@ -1037,7 +1057,7 @@ int obi_rpc_server_new(const obi_rpc_server_options *options, obi_rpc_server **o
         r = obi_error_set(err, -ENOMEM, "rpc server: out of memory");
     else
         server->methods[server->n_methods++] =
-            (registered_method){.method = &UNKNOWN_METHOD, .ctx = NULL, .handle = NULL};
+            (registered_method){.method = &UNKNOWN_METHOD, .path = "(unknown)"};
     if (r >= 0)
         r = server_add_methods(server, obi_rpc_blob_methods, obi_rpc_n_blob_methods, options->blobs,
                                err);
@@ -1194,7 +1214,7 @@ int obi_rpc_server_start(obi_rpc_server *server, obi_error **err)
         for (int k = 0; k < REQUESTS_PER_METHOD && r >= 0; k++)
             if (request_call(server, &server->methods[i]) < 0)
                 r = obi_error_set(err, -EIO, "rpc server: cannot request %s calls",
-                                  server->methods[i].method->path);
+                                  server->methods[i].path);
     if (r >= 0) {
         int e = pthread_create(&server->event_thread, NULL, event_main, server);
         if (e != 0)

@@ -33,6 +33,28 @@
  * 8 KiB metadata limit even after percent-encoding. */
 #define OBI_RPC_MAX_STATUS_MESSAGE 1800
 
+/* ---- generations (docs/rpc.md "Generations") ---- */
+
+/* The same services under two package names: tvix.castore.v1, tvix.build.v1, tvix.store.v1 and
+ * snix.castore.v1, snix.build.v1, snix.store.v1. Their wire is the same except for DoBuild's
+ * reply (tvix.build.v1.Build, snix.build.v1.BuildResponse). */
+typedef enum obi_rpc_api {
+    OBI_RPC_API_TVIX = 0,
+    OBI_RPC_API_SNIX = 1,
+} obi_rpc_api;
+
+/* Longest method path ("/snix.castore.v1.DirectoryService/Put" and the like), with its NUL. */
+#define OBI_RPC_MAX_PATH 96
+
+/* "tvix" or "snix". */
+const char *obi_rpc_api_name(obi_rpc_api api);
+/* "/<api>.<name>" into out (size bytes), e.g. "/snix.castore.v1.BlobService/Stat" for
+ * "castore.v1.BlobService/Stat". */
+void obi_rpc_method_path(obi_rpc_api api, const char *name, char *out, size_t size);
+/* The generation a client URL asks for: ?api=tvix (the default) or ?api=snix; any other value
+ * is -EINVAL naming it. */
+int obi_rpc_url_api(const obi_url *url, obi_rpc_api *out, obi_error **err);
+
 /* ---- status mapping (docs/rpc.md) ---- */
 
 grpc_status_code obi_rpc_status_from_errno(int code);
@@ -72,7 +94,9 @@ typedef struct obi_rpc_message {
 } obi_rpc_message;
 
 typedef struct obi_rpc_method {
-    const char *path; /* "/tvix.castore.v1.BlobService/Stat" */
+    /* Without the generation: "castore.v1.BlobService/Stat" is served as
+     * "/tvix.castore.v1.BlobService/Stat" and "/snix.castore.v1.BlobService/Stat". */
+    const char *name;
     obi_rpc_pool pool;
     /* false: exactly one request message (a call without one is INVALID_ARGUMENT); true: a
      * stream of them, then on_end. */
@@ -100,6 +124,9 @@ uint8_t *obi_rpc_call_keep_message(obi_rpc_call *call, obi_rpc_message *message)
  * deadline, or the server cancelled it (idle timeout, shutdown). Build pool calls only; -1 for
  * others. Owned by the call. */
 int obi_rpc_call_cancel_fd(const obi_rpc_call *call);
+/* The generation the client called the method as, and the full path it called. */
+obi_rpc_api obi_rpc_call_api(const obi_rpc_call *call);
+const char *obi_rpc_call_path(const obi_rpc_call *call);
 
 /* Method tables of each service (ctx is the obi_*_service). */
 extern const obi_rpc_method obi_rpc_blob_methods[];
