@@ -39,11 +39,15 @@ typedef struct obi_build_call {
      * Called from the thread running the build. */
     obi_output_fn on_output;
     void *output_ctx;
+    /* Out (NULL: not wanted): when do_build fails with OBI_EBUILD_FAILED because the build's
+     * command exited non-zero, its exit code; left alone otherwise (an output missing, say).
+     * Lets the streamed DoBuild send BuildFailed.exit_code without parsing a message. */
+    int *exit_code;
 } obi_build_call;
 
 #define OBI_BUILD_CALL_INIT                                                                        \
     {                                                                                              \
-        -1, NULL, NULL                                                                             \
+        -1, NULL, NULL, NULL                                                                       \
     }
 
 struct obi_build_service_ops {

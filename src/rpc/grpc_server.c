@@ -64,6 +64,9 @@
  * daemon's watchdog ends the process a few seconds later: docs/rpc.md "Shutdown"). */
 #define CANCEL_WAIT_MS 5000
 #define MAX_LISTENERS 16
+/* Messages a running step streams (obi_rpc_call_push) wait in memory up to this many bytes per
+ * call; beyond, the pushing thread (a build's log reader) waits for the client to read. */
+#define PUSH_MAX_QUEUED ((size_t)1 << 20)
 
 /* One method of one generation: every obi_rpc_method is registered once per generation. */
 typedef struct registered_method {
@@ -74,13 +77,20 @@ typedef struct registered_method {
     void *handle; /* from grpc_server_register_method; NULL for the catch-all */
 } registered_method;
 
-typedef enum tag_kind { TAG_ACCEPT, TAG_RECV, TAG_SEND, TAG_CLOSE } tag_kind;
+typedef enum tag_kind { TAG_ACCEPT, TAG_RECV, TAG_SEND, TAG_CLOSE, TAG_PUSH } tag_kind;
 typedef struct call_tag {
     tag_kind kind;
     obi_rpc_call *call;
 } call_tag;
 
 typedef enum step_kind { STEP_MESSAGE, STEP_END, STEP_SENT } step_kind;
+
+/* A message pushed by a running step, waiting for its turn. */
+typedef struct pushed_message {
+    struct pushed_message *next;
+    uint8_t *data;
+    size_t len;
+} pushed_message;
 
 struct obi_rpc_call {
     obi_rpc_server *server;
@@ -89,7 +99,7 @@ struct obi_rpc_call {
     gpr_timespec deadline;
     grpc_metadata_array request_metadata;
     grpc_call_details details; /* filled for unregistered methods only */
-    call_tag accept_tag, recv_tag, send_tag, close_tag;
+    call_tag accept_tag, recv_tag, send_tag, close_tag, push_tag;
     struct timespec started;
     atomic_uint refs; /* batches in flight + a queued or running step */
 
@@ -116,6 +126,15 @@ struct obi_rpc_call {
     atomic_llong waiting_ms;  /* waiting on the client since (monotonic ms); 0: not waiting */
     const char *waiting_for;  /* what for, in the idle timeout's message */
     atomic_bool idle_expired; /* cancelled by the idle timeout */
+
+    /* Messages the running step streams (obi_rpc_call_push), one send at a time, under
+     * push_lock; the step is over only once they went out (call_push_drain). */
+    pthread_mutex_t push_lock;
+    pthread_cond_t push_progress; /* a pushed message went out, or the call ended */
+    pushed_message *push_head, *push_tail;
+    size_t push_queued;             /* bytes in the list */
+    grpc_byte_buffer *push_sending; /* the one in flight, or NULL */
+    bool push_used, push_failed;
 
     obi_rpc_call *live_prev, *live_next; /* server->live, under live_lock */
     obi_rpc_call *queue_next;            /* a pool's queue */
@@ -302,6 +321,20 @@ const char *obi_rpc_call_path(const obi_rpc_call *call)
     return call->registered->path;
 }
 
+bool obi_rpc_call_metadata_is(const obi_rpc_call *call, const char *key, const char *value)
+{
+    const grpc_metadata_array *md = &call->request_metadata;
+    for (size_t i = 0; i < md->count; i++) {
+        const grpc_slice *k = &md->metadata[i].key, *v = &md->metadata[i].value;
+        if (GRPC_SLICE_LENGTH(*k) == strlen(key) &&
+            !memcmp(GRPC_SLICE_START_PTR(*k), key, strlen(key)) &&
+            GRPC_SLICE_LENGTH(*v) == strlen(value) &&
+            !memcmp(GRPC_SLICE_START_PTR(*v), value, strlen(value)))
+            return true;
+    }
+    return false;
+}
+
 /* ---- calls: lifetime ---- */
 
 static obi_rpc_call *call_new(obi_rpc_server *server, const registered_method *registered)
@@ -315,6 +348,9 @@ static obi_rpc_call *call_new(obi_rpc_server *server, const registered_method *r
     call->recv_tag = (call_tag){TAG_RECV, call};
     call->send_tag = (call_tag){TAG_SEND, call};
     call->close_tag = (call_tag){TAG_CLOSE, call};
+    call->push_tag = (call_tag){TAG_PUSH, call};
+    pthread_mutex_init(&call->push_lock, NULL);
+    pthread_cond_init(&call->push_progress, NULL);
     call->cancel_event = -1;
     call->status_details = grpc_empty_slice();
     grpc_metadata_array_init(&call->request_metadata);
@@ -346,6 +382,16 @@ static void call_destroy(obi_rpc_call *call)
         grpc_call_unref(call->call);
     grpc_metadata_array_destroy(&call->request_metadata);
     grpc_call_details_destroy(&call->details);
+    while (call->push_head) {
+        pushed_message *m = call->push_head;
+        call->push_head = m->next;
+        free(m->data);
+        free(m);
+    }
+    if (call->push_sending)
+        grpc_byte_buffer_destroy(call->push_sending);
+    pthread_mutex_destroy(&call->push_lock);
+    pthread_cond_destroy(&call->push_progress);
     free(call);
 }
 
@@ -502,6 +548,93 @@ static void call_finish_error(obi_rpc_call *call, int code, obi_error *err)
                 err && err->message ? err->message : "internal error");
 }
 
+/* ---- calls: messages streamed while a step runs ---- */
+
+/* Sends the next pushed message; push_lock held, nothing in flight. */
+static void push_start_next(obi_rpc_call *call)
+{
+    pushed_message *m = call->push_head;
+    if (!m)
+        return;
+    call->push_head = m->next;
+    if (!call->push_head)
+        call->push_tail = NULL;
+    call->push_queued -= m->len;
+    call->push_sending = obi_rpc_byte_buffer_own(m->data, m->len);
+    free(m);
+    grpc_op ops[2];
+    size_t n = 0;
+    call_add_initial_metadata(call, ops, &n);
+    memset(&ops[n], 0, sizeof ops[n]);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = call->push_sending;
+    n++;
+    call_wait_on_client(call, "the client to read streamed messages");
+    if (!call_start_batch(call, ops, n, &call->push_tag)) {
+        call->push_failed = true;
+        grpc_call_cancel(call->call, NULL);
+    }
+}
+
+int obi_rpc_call_push(obi_rpc_call *call, uint8_t *data, size_t len, obi_error **err)
+{
+    pushed_message *m = malloc(sizeof *m);
+    if (!m) {
+        free(data);
+        return obi_error_oom(err);
+    }
+    *m = (pushed_message){NULL, data, len};
+    pthread_mutex_lock(&call->push_lock);
+    while (call->push_queued > PUSH_MAX_QUEUED && !call->push_failed &&
+           !atomic_load(&call->cancelled))
+        pthread_cond_wait(&call->push_progress, &call->push_lock);
+    if (call->push_failed || atomic_load(&call->cancelled)) {
+        pthread_mutex_unlock(&call->push_lock);
+        free(data);
+        free(m);
+        return obi_error_set(err, -ECANCELED, "the client went away");
+    }
+    call->push_used = true;
+    if (call->push_tail)
+        call->push_tail->next = m;
+    else
+        call->push_head = m;
+    call->push_tail = m;
+    call->push_queued += len;
+    if (!call->push_sending)
+        push_start_next(call);
+    pthread_mutex_unlock(&call->push_lock);
+    return 0;
+}
+
+/* The event thread: a pushed message went out (or the call ended). */
+static void on_pushed(obi_rpc_call *call, bool ok)
+{
+    atomic_store(&call->waiting_ms, 0);
+    pthread_mutex_lock(&call->push_lock);
+    grpc_byte_buffer_destroy(call->push_sending);
+    call->push_sending = NULL;
+    if (!ok) {
+        call->push_failed = true;
+        grpc_call_cancel(call->call, NULL);
+    } else {
+        push_start_next(call);
+    }
+    pthread_cond_broadcast(&call->push_progress);
+    pthread_mutex_unlock(&call->push_lock);
+}
+
+/* After a step: waits until what it pushed went out (or the call ended), so that the step's
+ * own response and status follow them. The idle timeout bounds the wait. */
+static void call_push_drain(obi_rpc_call *call)
+{
+    pthread_mutex_lock(&call->push_lock);
+    while (call->push_used && (call->push_sending || call->push_head) && !call->push_failed &&
+           !atomic_load(&call->cancelled))
+        pthread_cond_wait(&call->push_progress, &call->push_lock);
+    pthread_mutex_unlock(&call->push_lock);
+}
+
 /* ---- calls: steps on worker threads ---- */
 
 static void pool_push(worker_pool *pool, obi_rpc_call *call);
@@ -550,6 +683,7 @@ static void call_run_step(obi_rpc_call *call)
         r = method->on_sent(call, ctx, &err);
         break;
     }
+    call_push_drain(call);
     if (r < 0)
         call_finish_error(call, r, err);
     else if (r == OBI_RPC_RECV)
@@ -736,6 +870,9 @@ static void on_closed(obi_rpc_call *call, bool ok)
         atomic_store(&call->cancelled, true);
         if (call->cancel_event >= 0)
             eventfd_write(call->cancel_event, 1);
+        pthread_mutex_lock(&call->push_lock); /* a pushing or draining step stops waiting */
+        pthread_cond_broadcast(&call->push_progress);
+        pthread_mutex_unlock(&call->push_lock);
     }
 }
 
@@ -829,6 +966,9 @@ static void *event_main(void *arg)
             break;
         case TAG_CLOSE:
             on_closed(call, ev.success);
+            break;
+        case TAG_PUSH:
+            on_pushed(call, ev.success);
             break;
         }
         call_unref(call); /* the batch's reference */

@@ -46,6 +46,9 @@ typedef enum obi_rpc_api {
 /* Longest method path ("/snix.castore.v1.DirectoryService/Put" and the like), with its NUL. */
 #define OBI_RPC_MAX_PATH 96
 
+/* Request metadata asking DoBuild for BuildEvents (value "1"; docs/rpc.md "Build events"). */
+#define OBI_RPC_BUILD_EVENTS_KEY "ocibuild-build-events"
+
 /* "tvix" or "snix". */
 const char *obi_rpc_api_name(obi_rpc_api api);
 /* "/<api>.<name>" into out (size bytes), e.g. "/snix.castore.v1.BlobService/Stat" for
@@ -124,6 +127,14 @@ uint8_t *obi_rpc_call_keep_message(obi_rpc_call *call, obi_rpc_message *message)
  * deadline, or the server cancelled it (idle timeout, shutdown). Build pool calls only; -1 for
  * others. Owned by the call. */
 int obi_rpc_call_cancel_fd(const obi_rpc_call *call);
+/* Whether the client sent the request metadata key with exactly this value. */
+bool obi_rpc_call_metadata_is(const obi_rpc_call *call, const char *key, const char *value);
+/* Sends a response message (malloc'd; ownership taken) now, from the thread running the call's
+ * step, while the step goes on: a server stream whose messages come from work in progress
+ * (build events). Messages go out in order, before what the step queues when it returns (the
+ * step ends only once they are sent). Waits while more than 1 MiB is queued for a client that
+ * does not read (the idle timeout ends that). -ECANCELED once the call is over. */
+int obi_rpc_call_push(obi_rpc_call *call, uint8_t *data, size_t len, obi_error **err);
 /* The generation the client called the method as, and the full path it called. */
 obi_rpc_api obi_rpc_call_api(const obi_rpc_call *call);
 const char *obi_rpc_call_path(const obi_rpc_call *call);

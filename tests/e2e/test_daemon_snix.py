@@ -282,6 +282,65 @@ def build_both_shapes(sock, store_dir):
     chan.close()
 
 
+def build_events(sock, store_dir):
+    names = ["streamed DoBuild: started, then log lines while the build runs, refscan, completed",
+             "streamed DoBuild of a failing build ends with failed, its exit code and status OK",
+             "without the metadata, snix DoBuild of a failing build stays unary: ABORTED"]
+    why = can_build_with_runc()
+    if why:
+        for n in names:
+            t.skip(n, why)
+        return
+    import time
+    busybox = import_busybox(store_dir)
+    chan = grpc.insecure_channel(f"unix:{sock}")
+    node = json_format.Parse(busybox, snix_castore.Entry())
+
+    def request(script):
+        return snix_build.BuildRequest(
+            inputs=[node], command_args=["/nix/store/busybox", "sh", "-c", script],
+            working_dir="build", scratch_paths=["build", "nix/store"], inputs_dir="nix/store",
+            outputs=["nix/store/out"], refscan_needles=["busybox"])
+
+    stream = chan.unary_stream("/snix.build.v1.BuildService/DoBuild",
+                               request_serializer=lambda m: m.SerializeToString(),
+                               response_deserializer=snix_build.BuildEvent.FromString)
+
+    def events_of(script):
+        got = []
+        try:
+            for ev in stream(request(script), metadata=(("ocibuild-build-events", "1"),),
+                             timeout=60):
+                got.append((time.monotonic(), ev))
+            return grpc.StatusCode.OK, got
+        except grpc.RpcError as e:
+            return e.code(), got + [(time.monotonic(), e.details())]
+
+    code, got = events_of("echo first line; sleep 2; echo second line;"
+                          " echo /nix/store/busybox > /nix/store/out")
+    kinds = [ev.WhichOneof("event") for _, ev in got if not isinstance(ev, str)]
+    logs = [(at, ev.log.data) for at, ev in got if not isinstance(ev, str) and ev.HasField("log")]
+    first = next((at for at, data in logs if b"first line" in data), None)
+    end = got[-1][0] if got else None
+    last = got[-1][1] if got else None
+    t.check(names[0], code == grpc.StatusCode.OK and kinds[:1] == ["started"]
+            and kinds[-2:] == ["refscan", "completed"] and first is not None
+            and end - first > 1.5 and any(b"second line" in d for _, d in logs)
+            and list(got[-2][1].refscan.found_needles) == [0]
+            and last.completed.outputs[0].output.file.size > 0,
+            (code, kinds, [d for _, d in logs], first and end - first))
+    code, got = events_of("echo oops; exit 3")
+    last = got[-1][1] if got else None
+    t.check(names[1], code == grpc.StatusCode.OK and not isinstance(last, str)
+            and last.WhichOneof("event") == "failed" and last.failed.HasField("exit_code")
+            and last.failed.exit_code == 3 and "oops" in last.failed.message, (code, got))
+    code, detail = code_of(lambda: call(chan, "/snix.build.v1.BuildService/DoBuild",
+                                        request("echo oops; exit 3"), snix_build.BuildResponse))
+    t.check(names[2], code == grpc.StatusCode.ABORTED and "exit code 3" in detail,
+            (code, detail))
+    chan.close()
+
+
 def cli_generations(sock, daemon):
     blob = os.path.join(tmp, "cli-blob")
     with open(blob, "wb") as f:
@@ -342,6 +401,7 @@ def main():
     for _, c in chans:
         c.close()
     build_both_shapes(sock, store_dir)
+    build_events(sock, store_dir)
     cli_generations(sock, d)
 
 
