@@ -57,7 +57,7 @@ int cli_build(int argc, char **argv)
         return cli_fail(err);
 
     cleanup_build obi_build *build = NULL;
-    int r = obi_build_service_do_build(service, req, &build, &err);
+    int r = cli_builder_do_build(service, req, &build, &err);
     if (r < 0) {
         cli_builder_note_interruption(&err, r);
         return cli_fail(err);

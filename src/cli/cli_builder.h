@@ -49,6 +49,10 @@ int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build
                              obi_error **err);
 /* After a failed build: says so when a signal interrupted it. */
 void cli_builder_note_interruption(obi_error **err, int code);
+/* Runs req on the service, its log on stderr as it comes: the local builder's own callback, or,
+ * for a daemon (grpc+ URLs), its streamed build events (docs/rpc.md "Build events"). */
+int cli_builder_do_build(obi_build_service *service, const obi_build_request *req, obi_build **out,
+                         obi_error **err);
 
 /* Parses a non-negative integer option; prints and returns 2 when it is not one. */
 int cli_parse_unsigned(const char *text, const char *what, unsigned *out);

@@ -126,6 +126,8 @@ static int build_do_build(obi_rpc_call *call, void *ctx, obi_rpc_message *messag
         options.on_output = push_log;
         options.output_ctx = call;
         options.exit_code = &exit_code;
+        /* tells the client the stream is events, not the unary reply of an older daemon */
+        obi_rpc_call_set_reply_metadata(call, OBI_RPC_BUILD_EVENTS_KEY, "1");
         r = push_started(call, err);
         if (r < 0)
             return r;

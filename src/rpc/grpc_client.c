@@ -314,6 +314,28 @@ int obi_rpc_client_call_start_timeout(grpc_channel *channel, const char *method,
                                       unsigned timeout_ms, obi_rpc_client_call **out,
                                       obi_error **err)
 {
+    return obi_rpc_client_call_start_metadata(channel, method, timeout_ms, NULL, 0, out, err);
+}
+
+bool obi_rpc_client_call_reply_metadata_is(const obi_rpc_client_call *call, const char *key,
+                                           const char *value)
+{
+    const grpc_metadata_array *md = &call->initial_metadata;
+    for (size_t i = 0; i < md->count; i++) {
+        const grpc_slice *k = &md->metadata[i].key, *v = &md->metadata[i].value;
+        if (GRPC_SLICE_LENGTH(*k) == strlen(key) &&
+            !memcmp(GRPC_SLICE_START_PTR(*k), key, strlen(key)) &&
+            GRPC_SLICE_LENGTH(*v) == strlen(value) &&
+            !memcmp(GRPC_SLICE_START_PTR(*v), value, strlen(value)))
+            return true;
+    }
+    return false;
+}
+
+int obi_rpc_client_call_start_metadata(grpc_channel *channel, const char *method,
+                                       unsigned timeout_ms, const grpc_metadata *metadata, size_t n,
+                                       obi_rpc_client_call **out, obi_error **err)
+{
     obi_rpc_client_call *call = calloc(1, sizeof *call);
     if (!call || !(call->method = strdup(method))) {
         free(call);
@@ -336,6 +358,8 @@ int obi_rpc_client_call_start_timeout(grpc_channel *channel, const char *method,
         return obi_error_set(err, -EIO, "%s: cannot create the call", method);
     }
     grpc_op op = {.op = GRPC_OP_SEND_INITIAL_METADATA};
+    op.data.send_initial_metadata.count = n;
+    op.data.send_initial_metadata.metadata = (grpc_metadata *)metadata;
     if (!client_run_batch(call, &op, 1)) {
         int r = obi_rpc_client_call_finish(call, err);
         obi_rpc_client_call_free(call);

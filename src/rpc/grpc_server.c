@@ -112,6 +112,8 @@ struct obi_rpc_call {
     size_t queued_len;
     grpc_byte_buffer *sending; /* a send in flight owns it */
     bool initial_metadata_sent;
+    grpc_metadata reply_metadata; /* sent with the initial metadata when n_reply_metadata is 1 */
+    size_t n_reply_metadata;
     bool finishing; /* the status batch was started */
     grpc_status_code status;
     char *status_message; /* clipped, as sent; NULL for OK */
@@ -321,6 +323,13 @@ const char *obi_rpc_call_path(const obi_rpc_call *call)
     return call->registered->path;
 }
 
+void obi_rpc_call_set_reply_metadata(obi_rpc_call *call, const char *key, const char *value)
+{
+    call->reply_metadata.key = grpc_slice_from_static_string(key);
+    call->reply_metadata.value = grpc_slice_from_static_string(value);
+    call->n_reply_metadata = 1;
+}
+
 bool obi_rpc_call_metadata_is(const obi_rpc_call *call, const char *key, const char *value)
 {
     const grpc_metadata_array *md = &call->request_metadata;
@@ -474,6 +483,9 @@ static void call_add_initial_metadata(obi_rpc_call *call, grpc_op *ops, size_t *
         return;
     memset(&ops[*n], 0, sizeof ops[*n]);
     ops[*n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[*n].data.send_initial_metadata.count = call->n_reply_metadata;
+    ops[*n].data.send_initial_metadata.metadata =
+        call->n_reply_metadata ? &call->reply_metadata : NULL;
     (*n)++;
     call->initial_metadata_sent = true;
 }

@@ -127,6 +127,9 @@ uint8_t *obi_rpc_call_keep_message(obi_rpc_call *call, obi_rpc_message *message)
  * deadline, or the server cancelled it (idle timeout, shutdown). Build pool calls only; -1 for
  * others. Owned by the call. */
 int obi_rpc_call_cancel_fd(const obi_rpc_call *call);
+/* Sends key: value (static strings) with the response's initial metadata; before the first
+ * message goes out. */
+void obi_rpc_call_set_reply_metadata(obi_rpc_call *call, const char *key, const char *value);
 /* Whether the client sent the request metadata key with exactly this value. */
 bool obi_rpc_call_metadata_is(const obi_rpc_call *call, const char *key, const char *value);
 /* Sends a response message (malloc'd; ownership taken) now, from the thread running the call's
@@ -205,6 +208,14 @@ int obi_rpc_client_call_start(grpc_channel *channel, const char *method, obi_rpc
 int obi_rpc_client_call_start_timeout(grpc_channel *channel, const char *method,
                                       unsigned timeout_ms, obi_rpc_client_call **out,
                                       obi_error **err);
+/* The same with request metadata (n entries; keys and values borrowed for the call). */
+int obi_rpc_client_call_start_metadata(grpc_channel *channel, const char *method,
+                                       unsigned timeout_ms, const grpc_metadata *metadata, size_t n,
+                                       obi_rpc_client_call **out, obi_error **err);
+/* Whether the server's initial metadata (there once a message or the status was received) has
+ * key with exactly this value. */
+bool obi_rpc_client_call_reply_metadata_is(const obi_rpc_client_call *call, const char *key,
+                                           const char *value);
 /* Sends one message; takes ownership of data. */
 int obi_rpc_client_call_send_owned(obi_rpc_client_call *call, uint8_t *data, size_t len,
                                    obi_error **err);

@@ -341,6 +341,50 @@ def build_events(sock, store_dir):
     chan.close()
 
 
+def cli_live_log(sock):
+    names = ["the CLI against a daemon (?api=snix) prints the build's log while it runs",
+             "the CLI against a daemon (tvix) prints the log live too, and a failing build's"
+             " exit code"]
+    why = can_build_with_runc()
+    if why:
+        for n in names:
+            t.skip(n, why)
+        return
+    import json
+    import time
+
+    def request(name, script):
+        path = os.path.join(tmp, f"{name}.json")
+        with open(path, "w") as f:
+            json.dump({"inputs": {"busybox": "/bin/busybox"},
+                       "command_args": ["/nix/store/busybox", "sh", "-c", script],
+                       "working_dir": "build", "scratch_paths": ["build", "nix/store"],
+                       "inputs_dir": "nix/store", "outputs": ["nix/store/out"]}, f)
+        return path
+
+    def run(url, path):
+        p = subprocess.Popen([OCIBUILD, "build", "--store", url, "--build-service", url, path],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        seen = None
+        err = b""
+        for line in iter(p.stderr.readline, b""):
+            err += line
+            if b"live line one" in line and seen is None:
+                seen = time.monotonic()
+        out = p.stdout.read()
+        p.wait(timeout=120)
+        return p.returncode, out, err, (time.monotonic() - seen) if seen else None
+
+    script = "echo live line one; sleep 2; echo line two; echo x > /nix/store/out"
+    rc, out, err, gap = run(f"grpc+unix://{sock}?api=snix", request("live-snix", script))
+    t.check(names[0], rc == 0 and b'"outputs"' in out and b"line two" in err
+            and gap is not None and gap > 1.5, (rc, out[-300:], err[-500:], gap))
+    rc, out, err, gap = run(f"grpc+unix://{sock}", request("live-tvix", script))
+    rc2, _, err2, _ = run(f"grpc+unix://{sock}", request("fail", "echo live line one; exit 7"))
+    t.check(names[1], rc == 0 and gap is not None and gap > 1.5 and rc2 != 0
+            and b"exit code 7" in err2, (rc, err[-300:], gap, rc2, err2[-300:]))
+
+
 def cli_generations(sock, daemon):
     blob = os.path.join(tmp, "cli-blob")
     with open(blob, "wb") as f:
@@ -402,6 +446,7 @@ def main():
         c.close()
     build_both_shapes(sock, store_dir)
     build_events(sock, store_dir)
+    cli_live_log(sock)
     cli_generations(sock, d)
 
 
