@@ -7,6 +7,7 @@
 # a unix socket and over TCP with mutual TLS. Then what PathInfo Put refuses, naming the field,
 # and the CLI's grpc+ clients speaking either generation (?api=). Real daemons, real gRPC;
 # every call has a deadline, every daemon is killed at the end. Prints TAP lines.
+import base64
 import hashlib
 import os
 import shutil
@@ -249,6 +250,44 @@ def pathinfo_put_refusals(chan, gen, good):
             (code, detail))
 
 
+def upstream_behaviours(chan):
+    """What snix's clients depend on (issue 13 item 4), under both generations."""
+    for gen in ("tvix", "snix"):
+        pkg, cpb, _, dpb = GENERATIONS[gen][:4]
+        svc = f"/{pkg}.castore.v1.DirectoryService"
+        code, got = code_of(lambda: call(chan, f"{svc}/Get", dpb.GetDirectoryRequest(
+            digest=b"\x07" * 32, recursive=True), cpb.Directory, stream_reply=True))
+        t.check(f"{gen}: recursive Get of an unknown root is OK with no message",
+                code == grpc.StatusCode.OK and got == [], (code, got))
+        code, got = code_of(lambda: call(chan, f"{svc}/Get", dpb.GetDirectoryRequest(
+            digest=b"\x07" * 32), cpb.Directory, stream_reply=True))
+        t.check(f"{gen}: Get of an unknown directory (not recursive) stays NOT_FOUND",
+                code == grpc.StatusCode.NOT_FOUND, (code, got))
+        entry = cpb.FileEntry if gen == "snix" else cpb.FileNode
+        dentry = cpb.DirectoryEntry if gen == "snix" else cpb.DirectoryNode
+        a = cpb.Directory(files=[entry(name=b"a", digest=b"\1" * 32, size=1)])
+        c = cpb.Directory(files=[entry(name=b"c", digest=b"\2" * 32, size=1)])
+        a_digest = call(chan, f"{svc}/Put", [a], dpb.PutDirectoryResponse,
+                        stream_request=True).root_digest
+        b = cpb.Directory(directories=[dentry(name=b"a", digest=a_digest, size=1)])
+        c_b3 = "b3:" + base64.b64encode(blake3_digest(c.SerializeToString())).decode()
+        code, detail = code_of(lambda: call(chan, f"{svc}/Put", [a, c, b],
+                                            dpb.PutDirectoryResponse, stream_request=True))
+        t.check(f"{gen}: Put of A, C, B with root B (C unreachable) is INVALID_ARGUMENT naming C",
+                code == grpc.StatusCode.INVALID_ARGUMENT and "directories[1]" in detail
+                and "not reachable" in detail and c_b3 in detail,
+                (code, detail, c_b3))
+
+
+def blake3_digest(data):
+    """BLAKE3 of data, with the CLI (`ocibuild hash` of a temp file)."""
+    path = os.path.join(tmp, "b3-input")
+    with open(path, "wb") as f:
+        f.write(data)
+    r = subprocess.run([OCIBUILD, "hash", path], capture_output=True, text=True, check=True)
+    return bytes.fromhex(r.stdout.split()[0])
+
+
 def build_both_shapes(sock, store_dir):
     names = ["tvix.build.v1 DoBuild answers a tvix Build (outputs in field 2)",
              "snix.build.v1 DoBuild answers a snix BuildResponse (outputs[].output, needles)"]
@@ -442,6 +481,7 @@ def main():
     chan = chans[0][1]
     for gen in ("tvix", "snix"):
         pathinfo_put_refusals(chan, gen, good[gen])
+    upstream_behaviours(chan)
     for _, c in chans:
         c.close()
     build_both_shapes(sock, store_dir)
