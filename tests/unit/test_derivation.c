@@ -302,9 +302,42 @@ static void test_derivation_read_file_prefixes_path(void **state)
     obi_test_tmpdir_remove(dir);
 }
 
+static void test_derivation_shows_json_as_nix_escaping_bytes_only(void **state)
+{
+    (void)state;
+    /* a value with a control byte, a byte that is not UTF-8 and the ATerm escapes */
+    static const char DRV[] = "Derive([(\"out\",\"/nix/store/1jbvb3lkv6405j33s6n3wk7nzfndf2a5-x\","
+                              "\"\",\"\")],[],[],\"sys\",\"/b\",[],[(\"k\",\"a\x01\xff\\\"\\r\")])";
+    cleanup_derivation obi_derivation *drv = NULL;
+    assert_ok(obi_derivation_parse(DRV, sizeof DRV - 1, &drv, err_ptr_));
+    char *names[] = {"x.drv"};
+    const obi_derivation *drvs[] = {drv};
+    cleanup_buf obi_buf out = OBI_BUF_INIT;
+    assert_ok(obi_derivations_show_json(names, drvs, 1, &out, err_ptr_));
+    assert_string_equal((const char *)out.data,
+                        "{\n"
+                        "  \"x.drv\": {\n"
+                        "    \"outputs\": {\n"
+                        "      \"out\": {\n"
+                        "        \"path\": \"/nix/store/1jbvb3lkv6405j33s6n3wk7nzfndf2a5-x\"\n"
+                        "      }\n"
+                        "    },\n"
+                        "    \"inputSrcs\": [],\n"
+                        "    \"inputDrvs\": {},\n"
+                        "    \"system\": \"sys\",\n"
+                        "    \"builder\": \"/b\",\n"
+                        "    \"args\": [],\n"
+                        "    \"env\": {\n"
+                        "      \"k\": \"a\\u0001\xff\\\"\\r\"\n"
+                        "    }\n"
+                        "  }\n"
+                        "}\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_derivation_shows_json_as_nix_escaping_bytes_only),
         cmocka_unit_test(test_derivation_parses_nix_written_derivation),
         cmocka_unit_test(test_derivation_decodes_all_escapes),
         cmocka_unit_test(test_derivation_parses_multiple_outputs),
