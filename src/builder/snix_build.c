@@ -1,6 +1,7 @@
 /*
  * snix.build.v1 BuildResponse and BuildEvent (include/ocibuild/snix_build.h) through the
- * protobuf-c code generated from proto/snix/build/v1/build.proto. Its outputs are
+ * protobuf-c code generated from proto/snix/build/v1/build.proto, decoded through pb_wire's
+ * checked unpack as every message. Its outputs are
  * snix.castore.v1.Entry messages, wire-identical to the tvix Node that the castore codec
  * (node.h) speaks: an output goes through obi_node_encode and is read back as an Entry, and
  * the other way on decoding, so there is one node codec with its checks.
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "ocibuild/cleanup.h"
+#include "ocibuild/pb_wire.h"
 #include "ocibuild/snix_build.h"
 #include "snix_build.pb-c.h"
 
@@ -141,11 +143,12 @@ int obi_build_encode_snix_pb(const obi_build *build, uint8_t **out, size_t *out_
 
 int obi_build_decode_snix_pb(const uint8_t *data, size_t len, obi_build **out, obi_error **err)
 {
-    Snix__Build__V1__BuildResponse *pb = snix__build__v1__build_response__unpack(NULL, len, data);
-    if (!pb)
-        return obi_error_set(err, -EINVAL, "decode BuildResponse: invalid protobuf (%zu bytes)",
-                             len);
-    int r = outputs_from_pb(pb->outputs, pb->n_outputs, out, err);
+    ProtobufCMessage *msg = NULL;
+    int r = obi_pb_unpack(&snix__build__v1__build_response__descriptor, data, len, &msg, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "decode BuildResponse");
+    Snix__Build__V1__BuildResponse *pb = (Snix__Build__V1__BuildResponse *)msg;
+    r = outputs_from_pb(pb->outputs, pb->n_outputs, out, err);
     snix__build__v1__build_response__free_unpacked(pb, NULL);
     return r < 0 ? obi_error_prefix(err, r, "decode BuildResponse") : 0;
 }
@@ -285,11 +288,13 @@ static int event_from_pb(const Snix__Build__V1__BuildEvent *pb, obi_build_event 
 
 int obi_build_event_decode(const uint8_t *data, size_t len, obi_build_event **out, obi_error **err)
 {
-    Snix__Build__V1__BuildEvent *pb = snix__build__v1__build_event__unpack(NULL, len, data);
-    if (!pb)
-        return obi_error_set(err, -EINVAL, "decode BuildEvent: invalid protobuf (%zu bytes)", len);
+    ProtobufCMessage *msg = NULL;
+    int r = obi_pb_unpack(&snix__build__v1__build_event__descriptor, data, len, &msg, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "decode BuildEvent");
+    Snix__Build__V1__BuildEvent *pb = (Snix__Build__V1__BuildEvent *)msg;
     obi_build_event *event = calloc(1, sizeof *event);
-    int r = event ? 0 : obi_error_oom(err);
+    r = event ? 0 : obi_error_oom(err);
     if (r >= 0) {
         event->kind = (obi_build_event_kind)pb->event_case;
         r = event_from_pb(pb, event, err);

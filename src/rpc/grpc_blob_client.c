@@ -248,8 +248,7 @@ static int finish_streaming(grpc_blob_writer *writer, obi_digest *digest_out, ob
     ProtobufCMessage *msg = NULL;
     obi_error *why = NULL;
     if (obi_pb_unpack(&tvix__castore__v1__put_blob_response__descriptor, data, len, &msg, &why) < 0)
-        return obi_rpc_bad_response(err, &why, "%s: PutBlobResponse",
-                                    METHOD_PUT[writer->svc->api]);
+        return obi_rpc_bad_response(err, &why, "%s: PutBlobResponse", METHOD_PUT[writer->svc->api]);
     Tvix__Castore__V1__PutBlobResponse *resp = (Tvix__Castore__V1__PutBlobResponse *)msg;
     if (resp->digest.len != OBI_DIGEST_LEN) {
         size_t got = resp->digest.len;

@@ -134,8 +134,8 @@ static int path_info_calculate_nar(obi_rpc_call *call, void *ctx, obi_rpc_messag
 const obi_rpc_method obi_rpc_path_info_methods[] = {
     {"store.v1.PathInfoService/Get", OBI_RPC_POOL_CASTORE, false, path_info_get, NULL, NULL},
     {"store.v1.PathInfoService/Put", OBI_RPC_POOL_CASTORE, false, path_info_put, NULL, NULL},
-    {"store.v1.PathInfoService/CalculateNAR", OBI_RPC_POOL_CASTORE, false,
-     path_info_calculate_nar, NULL, NULL},
+    {"store.v1.PathInfoService/CalculateNAR", OBI_RPC_POOL_CASTORE, false, path_info_calculate_nar,
+     NULL, NULL},
 };
 const size_t obi_rpc_n_path_info_methods =
     sizeof obi_rpc_path_info_methods / sizeof obi_rpc_path_info_methods[0];

@@ -191,9 +191,10 @@ def pathinfo_round_trip(chan, gen, where, tree_json):
     got = call(chan, f"{svc}/Get", rpb.GetPathInfoRequest(by_output_hash=own_digest), ppb.PathInfo)
     t.check(f"{gen} over {where}: PathInfoService Put, then Get by the output hash",
             put == info and got == info, (put, got))
-    listed = call(chan, f"{svc}/List", rpb.ListPathInfoRequest(), ppb.PathInfo, stream_reply=True)
-    t.check(f"{gen} over {where}: PathInfoService List streams what was put",
-            info in listed and len(listed) >= 1, listed)
+    code, _ = code_of(lambda: call(chan, f"{svc}/List", rpb.ListPathInfoRequest(), ppb.PathInfo,
+                                   stream_reply=True))
+    t.check(f"{gen} over {where}: PathInfoService List is not served (UNIMPLEMENTED, docs/rpc.md)",
+            code == grpc.StatusCode.UNIMPLEMENTED, code)
     anon = getattr(cpb, node_msg)()
     anon.CopyFrom(node)
     nar = call(chan, f"{svc}/CalculateNAR", anon, rpb.CalculateNARResponse)
@@ -211,8 +212,6 @@ def pathinfo_put_refusals(chan, gen, good):
     pkg, _, _, _, _, ppb, rpb, field, _ = GENERATIONS[gen]
     svc = f"/{pkg}.store.v1.PathInfoService"
     d1, b1 = store_basename("r1", "a")
-    d2, b2 = store_basename("r2", "b")
-    first, second = sorted([(b1, d1), (b2, d2)])
 
     def variant(edit):
         m = ppb.PathInfo()
@@ -225,16 +224,12 @@ def pathinfo_put_refusals(chan, gen, good):
         ("with a 19-byte reference", lambda m: m.references.__setitem__(0, b"\1" * 19),
          "references[0]"),
         ("with a reference name of another digest",
-         lambda m: m.narinfo.reference_names.__setitem__(0, b1), "reference_names[0]"),
+         lambda m: m.narinfo.reference_names.__setitem__(0, b1), "references[0]"),
         ("with more references than names", lambda m: m.references.append(d1),
-         "reference_names"),
-        ("with unsorted references", lambda m: (
-            m.ClearField("references"), m.narinfo.ClearField("reference_names"),
-            m.references.extend([second[1], first[1]]),
-            m.narinfo.reference_names.extend([second[0], first[0]])), "not sorted"),
+         "reference names"),
         ("with an entry not named by a store path basename",
-         lambda m: setattr(getattr(m, field).directory, "name", b"hello"), "entry.name"),
-        ("without an entry", lambda m: m.ClearField(field), "entry"),
+         lambda m: setattr(getattr(m, field).directory, "name", b"hello"), "not a store path"),
+        ("without an entry", lambda m: m.ClearField(field), "missing"),
         ("with a 31-byte nar_sha256", lambda m: setattr(m.narinfo, "nar_sha256", b"\0" * 31),
          "nar_sha256"),
     ]
