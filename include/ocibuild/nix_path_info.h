@@ -54,6 +54,9 @@ struct obi_nix_path_info_store_ops {
                        obi_nix_path_info **out, obi_error **err);
     int (*put)(obi_nix_path_info_store *store, const obi_nix_path_info *info, obi_error **err);
     void (*close)(obi_nix_path_info_store *store);
+    /* Optional (NULL: the backend cannot list): the store paths recorded, sorted, NULL-terminated
+     * (obi_strv_free). */
+    int (*list)(obi_nix_path_info_store *store, char ***paths_out, size_t *n_out, obi_error **err);
 };
 struct obi_nix_path_info_store {
     const struct obi_nix_path_info_store_ops *ops;
@@ -90,6 +93,9 @@ int obi_nix_path_info_get_by_hash(obi_nix_path_info_store *store, const char *ha
                                   obi_nix_path_info **out, obi_error **err);
 int obi_nix_path_info_put(obi_nix_path_info_store *store, const obi_nix_path_info *info,
                           obi_error **err);
+/* The recorded store paths, sorted (ops->list); -ENOTSUP when the backend cannot list. */
+int obi_nix_path_info_list(obi_nix_path_info_store *store, char ***paths_out, size_t *n_out,
+                           obi_error **err);
 
 /* A content address as Nix 2.8 renders one: "text:sha256:<hash>" or
  * "fixed:[r:]<md5|sha1|sha256|sha512>:<hash>". Checked for its shape only (the hash is what the
