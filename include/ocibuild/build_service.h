@@ -46,11 +46,15 @@ typedef struct obi_build_call {
      * and name it in the error: "note: keeping build directory '<path>'". Builders that keep
      * nothing ignore it. */
     bool keep_failed;
+    /* Out (NULL: not wanted): when do_build fails with OBI_EBUILD_FAILED because the build's
+     * command exited non-zero, its exit code; left alone otherwise (an output missing, say).
+     * Lets the streamed DoBuild send BuildFailed.exit_code without parsing a message. */
+    int *exit_code;
 } obi_build_call;
 
 #define OBI_BUILD_CALL_INIT                                                                        \
     {                                                                                              \
-        -1, NULL, NULL, false                                                                      \
+        -1, NULL, NULL, false, NULL                                                                \
     }
 
 struct obi_build_service_ops {

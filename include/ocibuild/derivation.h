@@ -9,10 +9,10 @@
 #ifndef OCIBUILD_DERIVATION_H
 #define OCIBUILD_DERIVATION_H
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "ocibuild/buf.h"
 #include "ocibuild/error.h"
 
 typedef struct obi_derivation_output {
@@ -75,12 +75,14 @@ void obi_derivation_free(obi_derivation *drv);
 int obi_derivation_serialize(const obi_derivation *drv, char **out, size_t *out_len,
                              obi_error **err);
 
-/* The object `nix show-derivation` prints for one derivation (without the drv-path key):
- * {"outputs":{"out":{"path":..,["hashAlgo":..,"hash":..]}},"inputSrcs":[..],"inputDrvs":{..},
- *  "system":..,"builder":..,"args":[..],"env":{..}}. As Nix: a fixed output's path is computed
- * from its hash (when drv->name is known), floating and deferred outputs have no "path". NULL on
- * out of memory or when a string is not UTF-8. */
-json_t *obi_derivation_to_json(const obi_derivation *drv);
+/* Appends to out what `nix show-derivation` (Nix 2.8) prints for drvs[i] keyed by names[i], in
+ * the order given, byte for byte: {"<name>": {"outputs": {"out": {"path": .., ["hashAlgo": ..,
+ * "hash": ..]}}, "inputSrcs": [..], "inputDrvs": {..}, "system": .., "builder": .., "args":
+ * [..], "env": {..}}, ...} with two-space indents and a final newline. Strings are escaped as
+ * Nix escapes them (\" \\ \n \r \t, other bytes below 0x20 as \u00xx) and every other byte is
+ * written as it is: a value that is not UTF-8 comes out as Nix prints it, not UTF-8 either. */
+int obi_derivations_show_json(char *const *names, const obi_derivation *const *drvs, size_t n,
+                              obi_buf *out, obi_error **err);
 
 /* The name of a derivation file: its base name without a leading "<32 hash chars>-" and a
  * trailing ".drv". Caller frees; NULL on out of memory. */

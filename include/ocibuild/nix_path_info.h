@@ -61,6 +61,9 @@ struct obi_nix_path_info_store_ops {
     int (*realisation_put)(obi_nix_path_info_store *store, const char *drv_path, const char *output,
                            const char *path, obi_error **err);
     void (*close)(obi_nix_path_info_store *store);
+    /* Optional (NULL: the backend cannot list): the store paths recorded, sorted, NULL-terminated
+     * (obi_strv_free). */
+    int (*list)(obi_nix_path_info_store *store, char ***paths_out, size_t *n_out, obi_error **err);
 };
 struct obi_nix_path_info_store {
     const struct obi_nix_path_info_store_ops *ops;
@@ -116,6 +119,9 @@ int obi_nix_realisation_put(obi_nix_path_info_store *store, const char *drv_path
  * put, so that `store gc` never takes what a record names (docs/store.md). */
 int obi_nix_path_info_record(obi_store *castore, obi_nix_path_info_store *store,
                              const obi_nix_path_info *info, obi_error **err);
+/* The recorded store paths, sorted (ops->list); -ENOTSUP when the backend cannot list. */
+int obi_nix_path_info_list(obi_nix_path_info_store *store, char ***paths_out, size_t *n_out,
+                           obi_error **err);
 
 /* A content address as Nix 2.8 renders one: "text:sha256:<hash>" or
  * "fixed:[r:]<md5|sha1|sha256|sha512>:<hash>". Checked for its shape only (the hash is what the

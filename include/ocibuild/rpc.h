@@ -1,10 +1,12 @@
 /*
- * The gRPC layer (rpc.md): a server exposing tvix.castore.v1.{BlobService,DirectoryService} and
- * tvix.build.v1.BuildService over HTTP/2 (unix socket, TCP, TLS) with the gRPC C core, and
- * clients for the same services behind the obi_blob_service / obi_directory_service /
- * obi_build_service interfaces, registered as the grpc+unix://, grpc+http:// and grpc+https://
- * schemes. Status codes are mapped as docs/rpc.md describes; who may connect and the limits
- * that keep clients from stalling or exhausting the server are in docs/security.md.
+ * The gRPC layer (rpc.md): a server exposing castore.v1.{BlobService,DirectoryService},
+ * build.v1.BuildService and store.v1.PathInfoService under both package names, tvix.* and
+ * snix.* (rpc.md "Generations"), over HTTP/2 (unix socket, TCP, TLS) with the gRPC C core, and
+ * clients for the castore and build services (?api=tvix|snix) behind the obi_blob_service /
+ * obi_directory_service / obi_build_service interfaces, registered as the grpc+unix://,
+ * grpc+http:// and grpc+https:// schemes. Status codes are mapped as docs/rpc.md describes; who may
+ * connect and the limits that keep clients from stalling or exhausting the server are in
+ * docs/security.md.
  *
  * Linking: tests and benchmarks link this layer statically. The ocibuild executable does not
  * link it (libgrpc pulls ~50 shared libraries into every start-up): it loads the shared module

@@ -89,6 +89,7 @@ typedef struct build_run {
     obi_output_fn on_output;
     void *output_ctx;
     bool keep_failed;
+    int *exit_code; /* the caller's obi_build_call.exit_code, or NULL */
 } build_run;
 
 /* ---- concurrency limit ---- */
@@ -480,10 +481,13 @@ static int run_bundle(oci_build_service *svc, obi_bundle *bundle, const build_ru
         return obi_error_prefix(err, r, "build");
     if (r < 0)
         return r;
-    if (result.exit_code != 0)
+    if (result.exit_code != 0) {
+        if (run->exit_code)
+            *run->exit_code = result.exit_code;
         r = obi_error_set(err, OBI_EBUILD_FAILED, "build failed with exit code %d%s; log tail:\n%s",
                           result.exit_code, memory_limit_hint(svc, result.exit_code),
                           result.log_tail);
+    }
     obi_run_result_clear(&result);
     return r;
 }
@@ -701,7 +705,8 @@ static int oci_do_build(obi_build_service *base, const obi_build_request *req,
                 err, -ENOMEM, "constraints.min_memory: build needs %llu bytes, host has %llu",
                 (unsigned long long)req->constraints.min_memory, (unsigned long long)total);
     }
-    build_run run = {-1, svc->on_output, svc->output_ctx, call && call->keep_failed};
+    build_run run = {-1, svc->on_output, svc->output_ctx, call && call->keep_failed,
+                     call ? call->exit_code : NULL};
     cleanup_close int both_cancel_fds = -1;
     r = watch_cancel_fds(svc->cancel_fd, call ? call->cancel_fd : -1, &run.cancel_fd,
                          &both_cancel_fds, err);

@@ -406,7 +406,8 @@ typedef struct children_check {
     void *ctx;
     obi_directory_service *service;
     obi_digest_map *depth_memo;
-    uint32_t deepest; /* over the children seen: exact, or a bound below the limit */
+    uint32_t deepest;           /* over the children seen: exact, or a bound below the limit */
+    obi_digest_map *referenced; /* NULL, or: pending children seen are added (a digest set) */
 } children_check;
 
 /* One child: checked, and when its bound says it may reach the limit, counted exactly (the
@@ -426,6 +427,9 @@ static int children_check_one(const obi_node *child, void *ctx, obi_error **err)
                              OBI_DIRECTORY_MAX_DEPTH);
     if (depth > c->deepest)
         c->deepest = depth;
+    if (c->referenced && obi_digest_map_get(c->pending, &child->digest) &&
+        obi_digest_map_insert(c->referenced, &child->digest, OBI_DIGEST_SET_MEMBER) < 0)
+        return obi_error_oom(err);
     return 0;
 }
 
@@ -434,7 +438,7 @@ int obi_directory_check_children(const obi_directory *dir, const obi_digest_map 
                                  obi_directory_service *service, obi_digest_map *depth_memo,
                                  uint32_t *depth, obi_error **err)
 {
-    children_check check = {pending, stored_size, ctx, service, depth_memo, 0};
+    children_check check = {pending, stored_size, ctx, service, depth_memo, 0, NULL};
     for (size_t i = 0; i < dir->n_directories; i++) {
         int r = children_check_one(&dir->directories[i], &check, err);
         if (r < 0)
@@ -452,6 +456,9 @@ typedef struct pending_putter {
     obi_directory_service *service;
     obi_digest_map pending;    /* digest -> obi_encoded_directory */
     obi_digest_map depth_memo; /* digest -> exact depth, counted by exact_depth */
+    obi_digest_map referenced; /* digests of pending directories some pending one points to */
+    obi_digest *order;         /* every put's digest, in order */
+    size_t n_order, order_cap;
     obi_digest last;
     bool any;
     bool finished;
@@ -468,6 +475,9 @@ static int pending_putter_keep(pending_putter *putter, obi_encoded_directory *en
     }
     if (r == 0)
         obi_encoded_directory_free(encoded); /* put twice: already pending */
+    if (obi_array_grow(&putter->order, &putter->order_cap, putter->n_order + 1) < 0)
+        return obi_error_oom(err);
+    putter->order[putter->n_order++] = *digest;
     putter->last = *digest;
     putter->any = true;
     if (digest_out)
@@ -488,6 +498,11 @@ static int pending_putter_put(obi_directory_putter *base, const obi_directory *d
         return r;
     r = obi_directory_check_children(dir, &putter->pending, putter->stored_size, putter->ctx,
                                      putter->service, &putter->depth_memo, &encoded->depth, err);
+    for (size_t i = 0; r >= 0 && i < dir->n_directories; i++)
+        if (obi_digest_map_get(&putter->pending, &dir->directories[i].digest) &&
+            obi_digest_map_insert(&putter->referenced, &dir->directories[i].digest,
+                                  OBI_DIGEST_SET_MEMBER) < 0)
+            r = obi_error_oom(err);
     if (r < 0)
         return r;
     return pending_putter_keep(putter, steal_pointer(&encoded), &digest, digest_out, err);
@@ -501,8 +516,9 @@ static int pending_putter_put_canonical(obi_directory_putter *base, uint8_t *dat
     if (putter->finished)
         return obi_error_set(err, -EINVAL, "directory putter: put after finish");
     /* The caller checked the encoding; this pass only visits the children (and their depth). */
-    children_check check = {&putter->pending, putter->stored_size, putter->ctx,
-                            putter->service,  &putter->depth_memo, 0};
+    children_check check = {&putter->pending,   putter->stored_size, putter->ctx,
+                            putter->service,    &putter->depth_memo, 0,
+                            &putter->referenced};
     uint64_t checked_size = 0;
     int r =
         obi_directory_check_canonical(data, len, &checked_size, children_check_one, &check, err);
@@ -520,6 +536,26 @@ static int pending_putter_put_canonical(obi_directory_putter *base, uint8_t *dat
     return pending_putter_keep(putter, encoded, &digest, digest_out, err);
 }
 
+/* Every directory put is the root (the last one) or a child of one put after it: one tree, as
+ * snix requires ("graph has no single root"). Children are put before their parents, so a
+ * directory some other one put points to is reachable from the root (castore.md). */
+static int check_one_root(const pending_putter *putter, obi_error **err)
+{
+    for (size_t i = 0; i < putter->n_order; i++) {
+        const obi_digest *digest = &putter->order[i];
+        if (obi_digest_equal(digest, &putter->last) ||
+            obi_digest_map_get(&putter->referenced, digest))
+            continue;
+        cleanup_free char *text = obi_digest_to_b3_string(digest);
+        cleanup_free char *root = obi_digest_to_b3_string(&putter->last);
+        return obi_error_set(err, -EINVAL,
+                             "directories[%zu] (%s) is not reachable from the root %s (the last "
+                             "one put): a Put holds one tree",
+                             i, text ? text : "?", root ? root : "?");
+    }
+    return 0;
+}
+
 static int pending_putter_finish(obi_directory_putter *base, obi_digest *root_out, obi_error **err)
 {
     pending_putter *putter = (pending_putter *)base;
@@ -527,7 +563,10 @@ static int pending_putter_finish(obi_directory_putter *base, obi_digest *root_ou
         return obi_error_set(err, -EINVAL, "directory putter: finished twice");
     if (!putter->any)
         return obi_error_set(err, -EINVAL, "directory putter: no directories were put");
-    int r = putter->commit(putter->ctx, &putter->pending, err);
+    int r = check_one_root(putter, err);
+    if (r < 0)
+        return r;
+    r = putter->commit(putter->ctx, &putter->pending, err);
     if (r < 0)
         return r;
     obi_digest_map_clear(&putter->pending);
@@ -542,6 +581,8 @@ static void pending_putter_close(obi_directory_putter *base)
     pending_putter *putter = (pending_putter *)base;
     obi_digest_map_clear(&putter->pending);
     obi_digest_map_clear(&putter->depth_memo);
+    obi_digest_map_clear(&putter->referenced);
+    free(putter->order);
     free(putter);
 }
 
@@ -566,6 +607,7 @@ int obi_pending_putter_new(obi_stored_size_fn stored_size, obi_commit_pending_fn
     putter->service = service;
     obi_digest_map_init(&putter->pending, obi_encoded_directory_free);
     obi_digest_map_init(&putter->depth_memo, NULL);
+    obi_digest_map_init(&putter->referenced, NULL);
     *out = &putter->base;
     return 0;
 }

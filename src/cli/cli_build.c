@@ -124,7 +124,7 @@ int cli_build(int argc, char **argv)
     cleanup_build obi_build *build = NULL;
     struct timespec start, end;
     clock_gettime(CLOCK_MONOTONIC, &start);
-    r = obi_build_service_do_build(service, req, &build, &err);
+    r = cli_builder_do_build(&args, service, req, &build, &err);
     clock_gettime(CLOCK_MONOTONIC, &end);
     cli_builder_debug(&args, "the build took %.3f s",
                       (double)(end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) / 1e9);

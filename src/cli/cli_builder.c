@@ -298,6 +298,14 @@ int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build
     return obi_oci_build_service_new(&args->oci, store, out, err);
 }
 
+int cli_builder_do_build(const cli_builder_args *args, obi_build_service *service,
+                         const obi_build_request *req, obi_build **out, obi_error **err)
+{
+    obi_build_call options = OBI_BUILD_CALL_INIT;
+    options.on_output = args->log_level >= OBI_LOG_INFO ? stream_to_stderr : NULL;
+    return obi_build_service_do_build_call(service, req, &options, out, err);
+}
+
 int cli_builder_fail(obi_error *err, int code)
 {
     if (cancel_signal) {

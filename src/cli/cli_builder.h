@@ -67,6 +67,11 @@ int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build
  * exit code for code: 128 + the signal, 100 build failed, 101 timed out, 102 hash mismatch,
  * else 1. */
 int cli_builder_fail(obi_error *err, int code);
+/* Runs req on the service, its log on stderr as it comes (unless -q): the local builder's own
+ * callback, or, for a daemon (grpc+ URLs), its streamed build events (docs/rpc.md "Build
+ * events"). */
+int cli_builder_do_build(const cli_builder_args *args, obi_build_service *service,
+                         const obi_build_request *req, obi_build **out, obi_error **err);
 
 /* Parses a non-negative integer option; prints and returns CLI_EXIT_USAGE when it is not one. */
 int cli_parse_unsigned(const char *text, const char *what, unsigned *out);

@@ -1,8 +1,8 @@
 /*
- * ocibuild daemon: serves tvix.build.v1.BuildService, tvix.castore.v1.{Blob,Directory}Service
- * and tvix.store.v1.PathInfoService over gRPC (rpc.md) on every --listen address and every
- * socket systemd passed (LISTEN_FDS), from the services named by --build-service,
- * --blob-service, --directory-service (--store sets both stores) and --path-info. Who may connect
+ * ocibuild daemon: serves BuildService, {Blob,Directory}Service and PathInfoService under the
+ * tvix.* and snix.* package names over gRPC (rpc.md) on every --listen address and every socket
+ * systemd passed (LISTEN_FDS), from the services named by --build-service, --blob-service,
+ * --directory-service (--store sets both stores) and the path infos of --path-info. Who may connect
  * (TLS, client certificates, socket mode and group) and the limits that keep clients from stalling
  * or exhausting it are docs/security.md "The daemon". Logs one line per call on stderr.
  * SIGTERM/SIGINT: stop accepting, let running calls (builds) finish for

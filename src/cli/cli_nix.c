@@ -6,12 +6,13 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/derivation.h"
-#include "ocibuild/json_util.h"
+#include "ocibuild/buf.h"
 #include "ocibuild/nar.h"
 
 int cli_nar_hash(int argc, char **argv)
@@ -43,6 +44,11 @@ int cli_nar_hash(int argc, char **argv)
     return status;
 }
 
+static int compare_arg(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 int cli_show_derivation(int argc, char **argv)
 {
     static const char usage[] = "usage: ocibuild show-derivation FILE.drv...";
@@ -54,20 +60,36 @@ int cli_show_derivation(int argc, char **argv)
     }
     if (argc < 2)
         return cli_failf("%s", usage);
-    cleanup_json json_t *all = json_object();
-    if (!all)
+    /* Nix prints a set of paths: sorted, each once. */
+    size_t n_args = (size_t)argc - 1;
+    cleanup_free char **names = calloc(n_args, sizeof *names);
+    cleanup_free obi_derivation **drvs = calloc(n_args, sizeof *drvs);
+    if (!names || !drvs)
         return cli_failf("out of memory");
-    for (int i = 1; i < argc; i++) {
+    memcpy(names, argv + 1, n_args * sizeof *names);
+    qsort(names, n_args, sizeof *names, compare_arg);
+    size_t n = 0;
+    int status = 0;
+    for (size_t i = 0; i < n_args && status == 0; i++) {
+        if (n > 0 && !strcmp(names[n - 1], names[i]))
+            continue;
         obi_error *err = NULL;
-        cleanup_derivation obi_derivation *drv = NULL;
-        if (obi_derivation_read_file(argv[i], &drv, &err) < 0)
-            return cli_fail(err);
-        json_t *json = obi_derivation_to_json(drv);
-        if (!json || json_object_set_new(all, argv[i], json) < 0)
-            return cli_failf("%s: cannot represent as JSON (not UTF-8?)", argv[i]);
+        names[n] = names[i];
+        if (obi_derivation_read_file(names[n], &drvs[n], &err) < 0)
+            status = cli_fail(err);
+        else
+            n++;
     }
-    if (json_dumpf(all, stdout, JSON_INDENT(2) | JSON_SORT_KEYS) < 0 ||
-        fputc('\n', stdout) == EOF || fflush(stdout) != 0)
+    cleanup_buf obi_buf text = OBI_BUF_INIT;
+    obi_error *err = NULL;
+    if (status == 0 &&
+        obi_derivations_show_json(names, (const obi_derivation *const *)drvs, n, &text, &err) < 0)
+        status = cli_fail(err);
+    for (size_t i = 0; i < n; i++)
+        obi_derivation_free(drvs[i]);
+    if (status != 0)
+        return status;
+    if (fwrite(text.data, 1, text.len, stdout) != text.len || fflush(stdout) != 0)
         return cli_failf("write to stdout: %s", strerror(errno));
     return 0;
 }

@@ -678,60 +678,159 @@ int obi_derivation_serialize(const obi_derivation *drv, char **out, size_t *out_
 
 /* ---- JSON (as nix show-derivation) ---- */
 
-static json_t *strings_to_json(char *const *items, size_t n)
+/* Nix 2.8 writes this JSON itself (json.cc), not through a JSON library: two-space indents,
+ * and strings escaped byte by byte, so bytes that are not UTF-8 pass through as they are. */
+typedef struct json_writer {
+    obi_buf *out;
+    int r;           /* the first failure; later writes are skipped */
+    obi_error **err; /* set by a failure other than out of memory */
+} json_writer;
+
+static void put(json_writer *w, const char *text, size_t len)
 {
-    json_t *array = json_array();
-    for (size_t i = 0; array && i < n; i++)
-        if (json_array_append_new(array, json_string(items[i])) < 0) {
-            json_decref(array);
-            return NULL;
-        }
-    return array;
+    if (w->r >= 0)
+        w->r = obi_buf_append(w->out, text, len);
 }
 
-json_t *obi_derivation_to_json(const obi_derivation *drv)
+static void put_str(json_writer *w, const char *text)
 {
-    json_t *outputs = json_object(), *input_drvs = json_object(), *env = json_object();
-    json_t *root = json_object();
-    bool ok = outputs && input_drvs && env && root;
-    for (size_t i = 0; ok && i < drv->n_outputs; i++) {
+    put(w, text, strlen(text));
+}
+
+static void put_string(json_writer *w, const char *s)
+{
+    put(w, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p && w->r >= 0; p++) {
+        char escape[8];
+        switch (*p) {
+        case '"':
+            put_str(w, "\\\"");
+            break;
+        case '\\':
+            put_str(w, "\\\\");
+            break;
+        case '\n':
+            put_str(w, "\\n");
+            break;
+        case '\r':
+            put_str(w, "\\r");
+            break;
+        case '\t':
+            put_str(w, "\\t");
+            break;
+        default:
+            if (*p < 0x20) {
+                snprintf(escape, sizeof escape, "\\u%04x", *p);
+                put_str(w, escape);
+            } else {
+                put(w, (const char *)p, 1);
+            }
+        }
+    }
+    put(w, "\"", 1);
+}
+
+/* The start of the i-th member (key NULL: of an array) at depth level. */
+static void put_member(json_writer *w, size_t i, int level, const char *key)
+{
+    put_str(w, i ? ",\n" : "\n");
+    for (int l = 0; l < level; l++)
+        put(w, "  ", 2);
+    if (key) {
+        put_string(w, key);
+        put(w, ": ", 2);
+    }
+}
+
+/* Closes an object or array of n members opened at depth level - 1. */
+static void put_close(json_writer *w, size_t n, int level, const char *close)
+{
+    if (n) {
+        put(w, "\n", 1);
+        for (int l = 0; l < level - 1; l++)
+            put(w, "  ", 2);
+    }
+    put_str(w, close);
+}
+
+static void put_strings(json_writer *w, char *const *items, size_t n, int level)
+{
+    put(w, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        put_member(w, i, level, NULL);
+        put_string(w, items[i]);
+    }
+    put_close(w, n, level, "]");
+}
+
+/* One derivation's object, its members at depth level. */
+static void put_derivation(json_writer *w, const obi_derivation *drv, int level)
+{
+    put(w, "{", 1);
+    put_member(w, 0, level, "outputs");
+    put(w, "{", 1);
+    for (size_t i = 0; i < drv->n_outputs; i++) {
         const obi_derivation_output *o = &drv->outputs[i];
-        json_t *output = json_object();
+        put_member(w, i, level + 1, o->name);
+        put(w, "{", 1);
+        /* as Nix: a fixed output's path computed from its hash, none for floating/deferred */
         cleanup_free char *path = NULL;
-        cleanup_error obi_error *path_err = NULL;
-        if (obi_derivation_output_path(drv, o, &path, &path_err) < 0)
-            ok = false;
-        ok = ok && output && (!path || json_object_set_new(output, "path", json_string(path)) == 0);
-        if (ok && *o->hash_algo)
-            ok = json_object_set_new(output, "hashAlgo", json_string(o->hash_algo)) == 0;
-        if (ok && *o->hash)
-            ok = json_object_set_new(output, "hash", json_string(o->hash)) == 0;
-        if (json_object_set_new(outputs, o->name, output) < 0)
-            ok = false;
+        if (w->r >= 0)
+            w->r = obi_derivation_output_path(drv, o, &path, w->err);
+        size_t n = 0;
+        if (path) {
+            put_member(w, n++, level + 2, "path");
+            put_string(w, path);
+        }
+        if (*o->hash_algo) {
+            put_member(w, n++, level + 2, "hashAlgo");
+            put_string(w, o->hash_algo);
+        }
+        if (*o->hash) {
+            put_member(w, n++, level + 2, "hash");
+            put_string(w, o->hash);
+        }
+        put_close(w, n, level + 2, "}");
     }
-    for (size_t i = 0; ok && i < drv->n_input_drvs; i++)
-        ok = json_object_set_new(
-                 input_drvs, drv->input_drvs[i].drv_path,
-                 strings_to_json(drv->input_drvs[i].outputs, drv->input_drvs[i].n_outputs)) == 0;
-    for (size_t i = 0; ok && i < drv->n_env; i++)
-        ok = json_object_set_new(env, drv->env[i].key, json_string(drv->env[i].value)) == 0;
-    if (ok)
-        ok = json_object_set(root, "outputs", outputs) == 0 &&
-             json_object_set_new(root, "inputSrcs",
-                                 strings_to_json(drv->input_srcs, drv->n_input_srcs)) == 0 &&
-             json_object_set(root, "inputDrvs", input_drvs) == 0 &&
-             json_object_set_new(root, "system", json_string(drv->system)) == 0 &&
-             json_object_set_new(root, "builder", json_string(drv->builder)) == 0 &&
-             json_object_set_new(root, "args", strings_to_json(drv->args, drv->n_args)) == 0 &&
-             json_object_set(root, "env", env) == 0;
-    json_decref(outputs);
-    json_decref(input_drvs);
-    json_decref(env);
-    if (!ok) {
-        json_decref(root);
-        return NULL;
+    put_close(w, drv->n_outputs, level + 1, "}");
+    put_member(w, 1, level, "inputSrcs");
+    put_strings(w, drv->input_srcs, drv->n_input_srcs, level + 1);
+    put_member(w, 2, level, "inputDrvs");
+    put(w, "{", 1);
+    for (size_t i = 0; i < drv->n_input_drvs; i++) {
+        put_member(w, i, level + 1, drv->input_drvs[i].drv_path);
+        put_strings(w, drv->input_drvs[i].outputs, drv->input_drvs[i].n_outputs, level + 2);
     }
-    return root;
+    put_close(w, drv->n_input_drvs, level + 1, "}");
+    put_member(w, 3, level, "system");
+    put_string(w, drv->system);
+    put_member(w, 4, level, "builder");
+    put_string(w, drv->builder);
+    put_member(w, 5, level, "args");
+    put_strings(w, drv->args, drv->n_args, level + 1);
+    put_member(w, 6, level, "env");
+    put(w, "{", 1);
+    for (size_t i = 0; i < drv->n_env; i++) {
+        put_member(w, i, level + 1, drv->env[i].key);
+        put_string(w, drv->env[i].value);
+    }
+    put_close(w, drv->n_env, level + 1, "}");
+    put_close(w, 7, level, "}");
+}
+
+int obi_derivations_show_json(char *const *names, const obi_derivation *const *drvs, size_t n,
+                              obi_buf *out, obi_error **err)
+{
+    json_writer w = {out, 0, err};
+    put(&w, "{", 1);
+    for (size_t i = 0; i < n; i++) {
+        put_member(&w, i, 1, names[i]);
+        put_derivation(&w, drvs[i], 2);
+    }
+    put_close(&w, n, 1, "}\n");
+    if (w.r < 0)
+        return err && *err ? w.r : obi_error_oom(err);
+    return 0;
 }
 
 /* ---- queries ---- */

@@ -6,6 +6,7 @@
  * part for lookups by hash (written after the record, so a crash between the two only makes the
  * path look unknown to those lookups, never wrong).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -23,6 +24,7 @@
 #include "ocibuild/nix_path_info.h"
 #include "ocibuild/nix_store.h"
 #include "ocibuild/store_roots.h"
+#include "ocibuild/strv.h"
 
 #define PATH_INFO_MAX_SIZE (16u * 1024 * 1024)
 
@@ -221,6 +223,14 @@ int obi_nix_path_info_get_by_hash(obi_nix_path_info_store *store, const char *ha
                                   obi_nix_path_info **out, obi_error **err)
 {
     return store->ops->get_by_hash(store, hash_part, out, err);
+}
+
+int obi_nix_path_info_list(obi_nix_path_info_store *store, char ***paths_out, size_t *n_out,
+                           obi_error **err)
+{
+    if (!store->ops->list)
+        return obi_error_set(err, -ENOTSUP, "this path-info store cannot list its paths");
+    return store->ops->list(store, paths_out, n_out, err);
 }
 
 int obi_nix_path_info_put(obi_nix_path_info_store *store, const obi_nix_path_info *info,
@@ -422,6 +432,40 @@ static int dir_realisation_put(obi_nix_path_info_store *store, const char *drv_p
     return obi_write_file_atomic(file, text, strlen(text), 0644, err);
 }
 
+/* The records: <hash part>-<name>.json (the hash links, named by the hash part alone, and the
+ * dot-files of a put in progress are left out). */
+static int dir_list(obi_nix_path_info_store *store, char ***paths_out, size_t *n_out,
+                    obi_error **err)
+{
+    dir_store *s = (dir_store *)store;
+    DIR *dir = opendir(s->dir);
+    if (!dir)
+        return obi_error_set_errno(err, errno, "path info store %s", s->dir);
+    cleanup_strv_builder obi_strv_builder paths = {0};
+    int r = 0;
+    const struct dirent *entry;
+    while (r >= 0 && (entry = readdir(dir))) {
+        size_t len = strlen(entry->d_name);
+        if (entry->d_name[0] == '.' || len <= OBI_NIX_HASH_PART_LEN + 1 + 5 ||
+            strcmp(entry->d_name + len - 5, ".json") != 0 ||
+            entry->d_name[OBI_NIX_HASH_PART_LEN] != '-')
+            continue;
+        cleanup_free char *path = NULL;
+        if (asprintf(&path, "%s/%.*s", OBI_NIX_STORE_DIR, (int)(len - 5), entry->d_name) < 0 ||
+            obi_strv_builder_add(&paths, path) < 0)
+            r = obi_error_oom(err);
+    }
+    closedir(dir);
+    if (r < 0)
+        return r;
+    obi_strv_builder_sort_unique(&paths);
+    char **sorted = obi_strv_builder_steal(&paths, n_out);
+    if (!sorted)
+        return obi_error_oom(err);
+    *paths_out = sorted;
+    return 0;
+}
+
 static void dir_close(obi_nix_path_info_store *store)
 {
     dir_store *s = (dir_store *)store;
@@ -436,6 +480,7 @@ static const struct obi_nix_path_info_store_ops dir_ops = {
     .realisation_get = dir_realisation_get,
     .realisation_put = dir_realisation_put,
     .close = dir_close,
+    .list = dir_list,
 };
 
 int obi_nix_path_info_store_open(const char *dir, obi_nix_path_info_store **out, obi_error **err)

@@ -182,10 +182,8 @@ static int blob_put_end(obi_rpc_call *call, void *ctx, obi_error **err)
 }
 
 const obi_rpc_method obi_rpc_blob_methods[] = {
-    {"/tvix.castore.v1.BlobService/Stat", OBI_RPC_POOL_CASTORE, false, blob_stat, NULL, NULL},
-    {"/tvix.castore.v1.BlobService/Read", OBI_RPC_POOL_CASTORE, false, blob_read, NULL,
-     blob_read_sent},
-    {"/tvix.castore.v1.BlobService/Put", OBI_RPC_POOL_CASTORE, true, blob_put_chunk, blob_put_end,
-     NULL},
+    {"castore.v1.BlobService/Stat", OBI_RPC_POOL_CASTORE, false, blob_stat, NULL, NULL},
+    {"castore.v1.BlobService/Read", OBI_RPC_POOL_CASTORE, false, blob_read, NULL, blob_read_sent},
+    {"castore.v1.BlobService/Put", OBI_RPC_POOL_CASTORE, true, blob_put_chunk, blob_put_end, NULL},
 };
 const size_t obi_rpc_n_blob_methods = sizeof obi_rpc_blob_methods / sizeof obi_rpc_blob_methods[0];

@@ -1,9 +1,11 @@
 /*
- * tvix.castore.v1.DirectoryService served from an obi_directory_service. Get sends one
- * directory, or with recursive=true the root first and then its descendants breadth-first, each
- * once (obi_directory_walk: the next one is fetched when the previous one went out). Put takes a
+ * castore.v1.DirectoryService (tvix and snix) served from an obi_directory_service. Get sends
+ * one directory (NOT_FOUND when unknown), or with recursive=true the root first and then its
+ * descendants breadth-first, each once (obi_directory_walk: the next one is fetched when the
+ * previous one went out), and nothing, status OK, for an unknown root, as snix does. Put takes a
  * stream of directories leaves first (the last one is the root); every child must have been sent
- * earlier in the stream or be stored already (else INVALID_ARGUMENT), and nothing is committed
+ * earlier in the stream or be stored already, and every directory sent must be in the root's
+ * tree (else INVALID_ARGUMENT naming it), and nothing is committed
  * unless the whole stream was accepted (the putter discards on close). Directories are checked
  * in their encoding and kept as they came (obi_directory_put_encoded): what the putter keeps
  * until the commit, one copy of each, is charged to the server's memory budget.
@@ -73,7 +75,13 @@ static int directory_get(obi_rpc_call *call, void *ctx, obi_rpc_message *message
         if (r < 0)
             return r;
         obi_rpc_call_set_state(call, walk, walk_free);
-        return get_queue_next(call, walk, err);
+        r = get_queue_next(call, walk, err);
+        if (r != -ENOENT)
+            return r;
+        /* An unknown root: OK with no directory, as snix answers (its clients read NOT_FOUND
+         * here as a storage error). */
+        obi_error_free(steal_pointer(err));
+        return OBI_RPC_DONE;
     }
     cleanup_directory obi_directory *dir = NULL;
     r = obi_directory_get(directories, &digest, &dir, err);
@@ -153,9 +161,9 @@ static int directory_put_end(obi_rpc_call *call, void *ctx, obi_error **err)
 }
 
 const obi_rpc_method obi_rpc_directory_methods[] = {
-    {"/tvix.castore.v1.DirectoryService/Get", OBI_RPC_POOL_CASTORE, false, directory_get, NULL,
+    {"castore.v1.DirectoryService/Get", OBI_RPC_POOL_CASTORE, false, directory_get, NULL,
      directory_get_sent},
-    {"/tvix.castore.v1.DirectoryService/Put", OBI_RPC_POOL_CASTORE, true, directory_put_one,
+    {"castore.v1.DirectoryService/Put", OBI_RPC_POOL_CASTORE, true, directory_put_one,
      directory_put_end, NULL},
 };
 const size_t obi_rpc_n_directory_methods =

@@ -15,13 +15,18 @@
 #include "rpc_blobstore.pb-c.h"
 #include "rpc_internal.h"
 
-#define METHOD_STAT "/tvix.castore.v1.BlobService/Stat"
-#define METHOD_READ "/tvix.castore.v1.BlobService/Read"
-#define METHOD_PUT "/tvix.castore.v1.BlobService/Put"
+/* The method paths of each generation (obi_rpc_api, from the URL's ?api=). */
+static const char *const METHOD_STAT[] = {"/tvix.castore.v1.BlobService/Stat",
+                                          "/snix.castore.v1.BlobService/Stat"};
+static const char *const METHOD_READ[] = {"/tvix.castore.v1.BlobService/Read",
+                                          "/snix.castore.v1.BlobService/Read"};
+static const char *const METHOD_PUT[] = {"/tvix.castore.v1.BlobService/Put",
+                                         "/snix.castore.v1.BlobService/Put"};
 
 typedef struct grpc_blob_service {
     obi_blob_service base;
     grpc_channel *channel;
+    obi_rpc_api api;
 } grpc_blob_service;
 
 /* ---- reading ---- */
@@ -29,6 +34,7 @@ typedef struct grpc_blob_service {
 typedef struct grpc_blob_reader {
     obi_blob_reader base;
     obi_rpc_client_call *call;
+    const char *path;    /* the Read method's path, for messages */
     grpc_slice message;  /* the BlobChunk being consumed */
     const uint8_t *data; /* its data field, inside message */
     size_t len, offset;
@@ -53,7 +59,7 @@ static int reader_next_chunk(grpc_blob_reader *reader, obi_error **err)
         if (obi_rpc_blob_chunk_data(GRPC_SLICE_START_PTR(reader->message),
                                     GRPC_SLICE_LENGTH(reader->message), &reader->data, &reader->len,
                                     &why) < 0)
-            return obi_rpc_bad_response(err, &why, "%s: BlobChunk", METHOD_READ);
+            return obi_rpc_bad_response(err, &why, "%s: BlobChunk", reader->path);
         if (reader->len > 0)
             return 0;
     }
@@ -102,7 +108,7 @@ static int start_read(grpc_blob_service *svc, const obi_digest *digest, obi_rpc_
                       obi_error **err)
 {
     cleanup_rpc_client_call obi_rpc_client_call *call = NULL;
-    int r = obi_rpc_client_call_start(svc->channel, METHOD_READ, &call, err);
+    int r = obi_rpc_client_call_start(svc->channel, METHOD_READ[svc->api], &call, err);
     if (r < 0)
         return r;
     Tvix__Castore__V1__ReadBlobRequest req = TVIX__CASTORE__V1__READ_BLOB_REQUEST__INIT;
@@ -128,6 +134,7 @@ static int svc_open_read(obi_blob_service *base, const obi_digest *digest, obi_b
         return obi_error_set(err, -ENOMEM, "read blob: out of memory");
     reader->base.ops = &READER_OPS;
     reader->message = grpc_empty_slice();
+    reader->path = METHOD_READ[svc->api];
     int r = start_read(svc, digest, &reader->call, err);
     /* The first chunk (or the status: NOT_FOUND) arrives now, so a missing blob fails here. */
     if (r >= 0)
@@ -149,7 +156,8 @@ static int svc_has(obi_blob_service *base, const obi_digest *digest, obi_error *
     cleanup_free uint8_t *resp = NULL;
     size_t resp_len = 0;
     cleanup_error obi_error *local = NULL;
-    int r = obi_rpc_client_unary(svc->channel, METHOD_STAT, &req.base, &resp, &resp_len, &local);
+    int r = obi_rpc_client_unary(svc->channel, METHOD_STAT[svc->api], &req.base, &resp, &resp_len,
+                                 &local);
     if (r == -ENOENT)
         return 0;
     if (r < 0)
@@ -193,7 +201,8 @@ static int send_chunks(grpc_blob_writer *writer, const uint8_t *p, size_t len, o
 /* Starts the Put call and sends what was spooled. */
 static int start_streaming(grpc_blob_writer *writer, obi_error **err)
 {
-    int r = obi_rpc_client_call_start(writer->svc->channel, METHOD_PUT, &writer->call, err);
+    int r = obi_rpc_client_call_start(writer->svc->channel, METHOD_PUT[writer->svc->api],
+                                      &writer->call, err);
     if (r >= 0)
         r = send_chunks(writer, writer->spool, writer->spooled, err);
     free(writer->spool);
@@ -206,11 +215,12 @@ static int writer_write(obi_blob_writer *base, const void *data, size_t len, obi
 {
     grpc_blob_writer *writer = (grpc_blob_writer *)base;
     if (writer->failed || writer->finished)
-        return obi_error_set(err, -EINVAL, "%s: write after a failure or finish", METHOD_PUT);
+        return obi_error_set(err, -EINVAL, "%s: write after a failure or finish",
+                             METHOD_PUT[writer->svc->api]);
     int r = 0;
     if (!writer->call && writer->spooled + len <= SPOOL_MAX) {
         if (!writer->spool && !(writer->spool = malloc(SPOOL_MAX)))
-            r = obi_error_set(err, -ENOMEM, "%s: out of memory", METHOD_PUT);
+            r = obi_error_set(err, -ENOMEM, "%s: out of memory", METHOD_PUT[writer->svc->api]);
         if (r >= 0) {
             memcpy(writer->spool + writer->spooled, data, len);
             writer->spooled += len;
@@ -238,12 +248,13 @@ static int finish_streaming(grpc_blob_writer *writer, obi_digest *digest_out, ob
     ProtobufCMessage *msg = NULL;
     obi_error *why = NULL;
     if (obi_pb_unpack(&tvix__castore__v1__put_blob_response__descriptor, data, len, &msg, &why) < 0)
-        return obi_rpc_bad_response(err, &why, "%s: PutBlobResponse", METHOD_PUT);
+        return obi_rpc_bad_response(err, &why, "%s: PutBlobResponse", METHOD_PUT[writer->svc->api]);
     Tvix__Castore__V1__PutBlobResponse *resp = (Tvix__Castore__V1__PutBlobResponse *)msg;
     if (resp->digest.len != OBI_DIGEST_LEN) {
         size_t got = resp->digest.len;
         protobuf_c_message_free_unpacked(&resp->base, NULL);
-        return obi_error_set(err, -EBADMSG, "%s: response digest has %zu bytes", METHOD_PUT, got);
+        return obi_error_set(err, -EBADMSG, "%s: response digest has %zu bytes",
+                             METHOD_PUT[writer->svc->api], got);
     }
     memcpy(digest_out->bytes, resp->digest.data, OBI_DIGEST_LEN);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -254,7 +265,8 @@ static int writer_finish(obi_blob_writer *base, obi_digest *digest_out, obi_erro
 {
     grpc_blob_writer *writer = (grpc_blob_writer *)base;
     if (writer->failed || writer->finished)
-        return obi_error_set(err, -EINVAL, "%s: finish after a failure or finish", METHOD_PUT);
+        return obi_error_set(err, -EINVAL, "%s: finish after a failure or finish",
+                             METHOD_PUT[writer->svc->api]);
     obi_digest digest, spooled_digest;
     int r = 0;
     bool spooling = !writer->call;
@@ -273,7 +285,7 @@ static int writer_finish(obi_blob_writer *base, obi_digest *digest_out, obi_erro
         r = finish_streaming(writer, &digest, err);
     if (r >= 0 && spooling && !obi_digest_equal(&digest, &spooled_digest))
         r = obi_error_set(err, -EBADMSG, "%s: the server's digest differs from the data's",
-                          METHOD_PUT);
+                          METHOD_PUT[writer->svc->api]);
 done:
     if (r < 0) {
         writer->failed = true;
@@ -332,7 +344,9 @@ int obi_grpc_blob_service_open(const obi_url *url, obi_blob_service **out, obi_e
     if (!svc)
         return obi_error_set(err, -ENOMEM, "grpc blob service: out of memory");
     svc->base.ops = &SERVICE_OPS;
-    int r = obi_rpc_channel_open(url, &svc->channel, err);
+    int r = obi_rpc_url_api(url, &svc->api, err);
+    if (r >= 0)
+        r = obi_rpc_channel_open(url, &svc->channel, err);
     if (r < 0) {
         free(svc);
         return r;

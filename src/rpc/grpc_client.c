@@ -56,10 +56,11 @@ static int tls_params(const obi_url *url, channel_spec *spec, obi_error **err)
     static const char *const names[] = {"ca", "cert", "key"};
     for (size_t i = 0; i < url->n_params; i++) {
         const char *key = url->params[i].key;
-        if (strcmp(key, "ca") != 0 && strcmp(key, "cert") != 0 && strcmp(key, "key") != 0)
+        if (strcmp(key, "ca") != 0 && strcmp(key, "cert") != 0 && strcmp(key, "key") != 0 &&
+            strcmp(key, "api") != 0)
             return obi_error_set(err, -EINVAL,
                                  "grpc+https://%s:%s: unknown parameter \"%s\" (supported: ca, "
-                                 "cert, key)",
+                                 "cert, key, api)",
                                  url->host, url->port ? url->port : "", key);
     }
     const char *env[] = {OBI_RPC_ENV_CA, OBI_RPC_ENV_CERT, OBI_RPC_ENV_KEY};
@@ -112,12 +113,16 @@ static int channel_spec_from_url(const obi_url *url, channel_spec *spec, obi_err
                           url->scheme);
     }
     spec->tls = !strcmp(url->scheme, OBI_RPC_SCHEME_HTTPS);
+    const char *unknown = NULL; /* api= is the clients' (obi_rpc_url_api) */
+    for (size_t i = 0; !spec->tls && !unknown && i < url->n_params; i++)
+        if (strcmp(url->params[i].key, "api") != 0)
+            unknown = url->params[i].key;
     if (r >= 0 && spec->tls)
         r = tls_params(url, spec, err);
-    else if (r >= 0 && url->n_params > 0)
+    else if (r >= 0 && unknown)
         r = obi_error_set(err, -EINVAL,
                           "%s://: unknown parameter \"%s\" (TLS options need grpc+https://)",
-                          url->scheme, url->params[0].key);
+                          url->scheme, unknown);
     if (r == -ENOMEM)
         r = obi_error_set(err, -ENOMEM, "channel target: out of memory");
     if (r < 0) {
@@ -309,6 +314,28 @@ int obi_rpc_client_call_start_timeout(grpc_channel *channel, const char *method,
                                       unsigned timeout_ms, obi_rpc_client_call **out,
                                       obi_error **err)
 {
+    return obi_rpc_client_call_start_metadata(channel, method, timeout_ms, NULL, 0, out, err);
+}
+
+bool obi_rpc_client_call_reply_metadata_is(const obi_rpc_client_call *call, const char *key,
+                                           const char *value)
+{
+    const grpc_metadata_array *md = &call->initial_metadata;
+    for (size_t i = 0; i < md->count; i++) {
+        const grpc_slice *k = &md->metadata[i].key, *v = &md->metadata[i].value;
+        if (GRPC_SLICE_LENGTH(*k) == strlen(key) &&
+            !memcmp(GRPC_SLICE_START_PTR(*k), key, strlen(key)) &&
+            GRPC_SLICE_LENGTH(*v) == strlen(value) &&
+            !memcmp(GRPC_SLICE_START_PTR(*v), value, strlen(value)))
+            return true;
+    }
+    return false;
+}
+
+int obi_rpc_client_call_start_metadata(grpc_channel *channel, const char *method,
+                                       unsigned timeout_ms, const grpc_metadata *metadata, size_t n,
+                                       obi_rpc_client_call **out, obi_error **err)
+{
     obi_rpc_client_call *call = calloc(1, sizeof *call);
     if (!call || !(call->method = strdup(method))) {
         free(call);
@@ -331,6 +358,8 @@ int obi_rpc_client_call_start_timeout(grpc_channel *channel, const char *method,
         return obi_error_set(err, -EIO, "%s: cannot create the call", method);
     }
     grpc_op op = {.op = GRPC_OP_SEND_INITIAL_METADATA};
+    op.data.send_initial_metadata.count = n;
+    op.data.send_initial_metadata.metadata = (grpc_metadata *)metadata;
     if (!client_run_batch(call, &op, 1)) {
         int r = obi_rpc_client_call_finish(call, err);
         obi_rpc_client_call_free(call);

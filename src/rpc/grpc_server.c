@@ -64,20 +64,33 @@
  * daemon's watchdog ends the process a few seconds later: docs/rpc.md "Shutdown"). */
 #define CANCEL_WAIT_MS 5000
 #define MAX_LISTENERS 16
+/* Messages a running step streams (obi_rpc_call_push) wait in memory up to this many bytes per
+ * call; beyond, the pushing thread (a build's log reader) waits for the client to read. */
+#define PUSH_MAX_QUEUED ((size_t)1 << 20)
 
+/* One method of one generation: every obi_rpc_method is registered once per generation. */
 typedef struct registered_method {
     const obi_rpc_method *method;
+    obi_rpc_api api;
+    char path[OBI_RPC_MAX_PATH]; /* "/snix.castore.v1.BlobService/Stat" */
     void *ctx;
     void *handle; /* from grpc_server_register_method; NULL for the catch-all */
 } registered_method;
 
-typedef enum tag_kind { TAG_ACCEPT, TAG_RECV, TAG_SEND, TAG_CLOSE } tag_kind;
+typedef enum tag_kind { TAG_ACCEPT, TAG_RECV, TAG_SEND, TAG_CLOSE, TAG_PUSH } tag_kind;
 typedef struct call_tag {
     tag_kind kind;
     obi_rpc_call *call;
 } call_tag;
 
 typedef enum step_kind { STEP_MESSAGE, STEP_END, STEP_SENT } step_kind;
+
+/* A message pushed by a running step, waiting for its turn. */
+typedef struct pushed_message {
+    struct pushed_message *next;
+    uint8_t *data;
+    size_t len;
+} pushed_message;
 
 struct obi_rpc_call {
     obi_rpc_server *server;
@@ -86,7 +99,7 @@ struct obi_rpc_call {
     gpr_timespec deadline;
     grpc_metadata_array request_metadata;
     grpc_call_details details; /* filled for unregistered methods only */
-    call_tag accept_tag, recv_tag, send_tag, close_tag;
+    call_tag accept_tag, recv_tag, send_tag, close_tag, push_tag;
     struct timespec started;
     atomic_uint refs; /* batches in flight + a queued or running step */
 
@@ -99,6 +112,8 @@ struct obi_rpc_call {
     size_t queued_len;
     grpc_byte_buffer *sending; /* a send in flight owns it */
     bool initial_metadata_sent;
+    grpc_metadata reply_metadata; /* sent with the initial metadata when n_reply_metadata is 1 */
+    size_t n_reply_metadata;
     bool finishing; /* the status batch was started */
     grpc_status_code status;
     char *status_message; /* clipped, as sent; NULL for OK */
@@ -113,6 +128,15 @@ struct obi_rpc_call {
     atomic_llong waiting_ms;  /* waiting on the client since (monotonic ms); 0: not waiting */
     const char *waiting_for;  /* what for, in the idle timeout's message */
     atomic_bool idle_expired; /* cancelled by the idle timeout */
+
+    /* Messages the running step streams (obi_rpc_call_push), one send at a time, under
+     * push_lock; the step is over only once they went out (call_push_drain). */
+    pthread_mutex_t push_lock;
+    pthread_cond_t push_progress; /* a pushed message went out, or the call ended */
+    pushed_message *push_head, *push_tail;
+    size_t push_queued;             /* bytes in the list */
+    grpc_byte_buffer *push_sending; /* the one in flight, or NULL */
+    bool push_used, push_failed;
 
     obi_rpc_call *live_prev, *live_next; /* server->live, under live_lock */
     obi_rpc_call *queue_next;            /* a pool's queue */
@@ -289,6 +313,37 @@ int obi_rpc_call_cancel_fd(const obi_rpc_call *call)
     return call->cancel_event;
 }
 
+obi_rpc_api obi_rpc_call_api(const obi_rpc_call *call)
+{
+    return call->registered->api;
+}
+
+const char *obi_rpc_call_path(const obi_rpc_call *call)
+{
+    return call->registered->path;
+}
+
+void obi_rpc_call_set_reply_metadata(obi_rpc_call *call, const char *key, const char *value)
+{
+    call->reply_metadata.key = grpc_slice_from_static_string(key);
+    call->reply_metadata.value = grpc_slice_from_static_string(value);
+    call->n_reply_metadata = 1;
+}
+
+bool obi_rpc_call_metadata_is(const obi_rpc_call *call, const char *key, const char *value)
+{
+    const grpc_metadata_array *md = &call->request_metadata;
+    for (size_t i = 0; i < md->count; i++) {
+        const grpc_slice *k = &md->metadata[i].key, *v = &md->metadata[i].value;
+        if (GRPC_SLICE_LENGTH(*k) == strlen(key) &&
+            !memcmp(GRPC_SLICE_START_PTR(*k), key, strlen(key)) &&
+            GRPC_SLICE_LENGTH(*v) == strlen(value) &&
+            !memcmp(GRPC_SLICE_START_PTR(*v), value, strlen(value)))
+            return true;
+    }
+    return false;
+}
+
 /* ---- calls: lifetime ---- */
 
 static obi_rpc_call *call_new(obi_rpc_server *server, const registered_method *registered)
@@ -302,6 +357,9 @@ static obi_rpc_call *call_new(obi_rpc_server *server, const registered_method *r
     call->recv_tag = (call_tag){TAG_RECV, call};
     call->send_tag = (call_tag){TAG_SEND, call};
     call->close_tag = (call_tag){TAG_CLOSE, call};
+    call->push_tag = (call_tag){TAG_PUSH, call};
+    pthread_mutex_init(&call->push_lock, NULL);
+    pthread_cond_init(&call->push_progress, NULL);
     call->cancel_event = -1;
     call->status_details = grpc_empty_slice();
     grpc_metadata_array_init(&call->request_metadata);
@@ -333,6 +391,16 @@ static void call_destroy(obi_rpc_call *call)
         grpc_call_unref(call->call);
     grpc_metadata_array_destroy(&call->request_metadata);
     grpc_call_details_destroy(&call->details);
+    while (call->push_head) {
+        pushed_message *m = call->push_head;
+        call->push_head = m->next;
+        free(m->data);
+        free(m);
+    }
+    if (call->push_sending)
+        grpc_byte_buffer_destroy(call->push_sending);
+    pthread_mutex_destroy(&call->push_lock);
+    pthread_cond_destroy(&call->push_progress);
     free(call);
 }
 
@@ -359,7 +427,7 @@ static void call_log(obi_rpc_call *call)
     int message_len = message ? (int)strcspn(message, "\n") : 0;
     char path[256];
     if (call->registered->handle)
-        snprintf(path, sizeof path, "%s", call->registered->method->path);
+        snprintf(path, sizeof path, "%s", call->registered->path);
     else
         snprintf(path, sizeof path, "%.*s", (int)GRPC_SLICE_LENGTH(call->details.method),
                  (const char *)GRPC_SLICE_START_PTR(call->details.method));
@@ -415,6 +483,9 @@ static void call_add_initial_metadata(obi_rpc_call *call, grpc_op *ops, size_t *
         return;
     memset(&ops[*n], 0, sizeof ops[*n]);
     ops[*n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[*n].data.send_initial_metadata.count = call->n_reply_metadata;
+    ops[*n].data.send_initial_metadata.metadata =
+        call->n_reply_metadata ? &call->reply_metadata : NULL;
     (*n)++;
     call->initial_metadata_sent = true;
 }
@@ -489,6 +560,93 @@ static void call_finish_error(obi_rpc_call *call, int code, obi_error *err)
                 err && err->message ? err->message : "internal error");
 }
 
+/* ---- calls: messages streamed while a step runs ---- */
+
+/* Sends the next pushed message; push_lock held, nothing in flight. */
+static void push_start_next(obi_rpc_call *call)
+{
+    pushed_message *m = call->push_head;
+    if (!m)
+        return;
+    call->push_head = m->next;
+    if (!call->push_head)
+        call->push_tail = NULL;
+    call->push_queued -= m->len;
+    call->push_sending = obi_rpc_byte_buffer_own(m->data, m->len);
+    free(m);
+    grpc_op ops[2];
+    size_t n = 0;
+    call_add_initial_metadata(call, ops, &n);
+    memset(&ops[n], 0, sizeof ops[n]);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = call->push_sending;
+    n++;
+    call_wait_on_client(call, "the client to read streamed messages");
+    if (!call_start_batch(call, ops, n, &call->push_tag)) {
+        call->push_failed = true;
+        grpc_call_cancel(call->call, NULL);
+    }
+}
+
+int obi_rpc_call_push(obi_rpc_call *call, uint8_t *data, size_t len, obi_error **err)
+{
+    pushed_message *m = malloc(sizeof *m);
+    if (!m) {
+        free(data);
+        return obi_error_oom(err);
+    }
+    *m = (pushed_message){NULL, data, len};
+    pthread_mutex_lock(&call->push_lock);
+    while (call->push_queued > PUSH_MAX_QUEUED && !call->push_failed &&
+           !atomic_load(&call->cancelled))
+        pthread_cond_wait(&call->push_progress, &call->push_lock);
+    if (call->push_failed || atomic_load(&call->cancelled)) {
+        pthread_mutex_unlock(&call->push_lock);
+        free(data);
+        free(m);
+        return obi_error_set(err, -ECANCELED, "the client went away");
+    }
+    call->push_used = true;
+    if (call->push_tail)
+        call->push_tail->next = m;
+    else
+        call->push_head = m;
+    call->push_tail = m;
+    call->push_queued += len;
+    if (!call->push_sending)
+        push_start_next(call);
+    pthread_mutex_unlock(&call->push_lock);
+    return 0;
+}
+
+/* The event thread: a pushed message went out (or the call ended). */
+static void on_pushed(obi_rpc_call *call, bool ok)
+{
+    atomic_store(&call->waiting_ms, 0);
+    pthread_mutex_lock(&call->push_lock);
+    grpc_byte_buffer_destroy(call->push_sending);
+    call->push_sending = NULL;
+    if (!ok) {
+        call->push_failed = true;
+        grpc_call_cancel(call->call, NULL);
+    } else {
+        push_start_next(call);
+    }
+    pthread_cond_broadcast(&call->push_progress);
+    pthread_mutex_unlock(&call->push_lock);
+}
+
+/* After a step: waits until what it pushed went out (or the call ended), so that the step's
+ * own response and status follow them. The idle timeout bounds the wait. */
+static void call_push_drain(obi_rpc_call *call)
+{
+    pthread_mutex_lock(&call->push_lock);
+    while (call->push_used && (call->push_sending || call->push_head) && !call->push_failed &&
+           !atomic_load(&call->cancelled))
+        pthread_cond_wait(&call->push_progress, &call->push_lock);
+    pthread_mutex_unlock(&call->push_lock);
+}
+
 /* ---- calls: steps on worker threads ---- */
 
 static void pool_push(worker_pool *pool, obi_rpc_call *call);
@@ -526,7 +684,7 @@ static void call_run_step(obi_rpc_call *call)
         call->received_charge = 0;
         if (r == OBI_RPC_RECV && !method->client_stream)
             r = obi_error_set(&err, -EPROTO, "%s: handler asked for a second request",
-                              method->path);
+                              call->registered->path);
         break;
     }
     case STEP_END:
@@ -537,6 +695,7 @@ static void call_run_step(obi_rpc_call *call)
         r = method->on_sent(call, ctx, &err);
         break;
     }
+    call_push_drain(call);
     if (r < 0)
         call_finish_error(call, r, err);
     else if (r == OBI_RPC_RECV)
@@ -643,7 +802,7 @@ static void on_accepted(obi_rpc_server *server, obi_rpc_call *call)
 {
     if (!atomic_load(&server->shutting_down) && request_call(server, call->registered) < 0)
         server_log(server, OBI_LOG_ERROR, "cannot request the next %s call",
-                   call->registered->method->path);
+                   call->registered->path);
     clock_gettime(CLOCK_MONOTONIC, &call->started);
     atomic_store(&call->refs, 1); /* this function's, dropped at the end */
     pthread_mutex_lock(&server->live_lock);
@@ -683,7 +842,8 @@ static void on_received(obi_rpc_server *server, obi_rpc_call *call, bool ok)
             call_queue_step(call, STEP_END);
         } else {
             char message[320];
-            snprintf(message, sizeof message, "%s: missing request message", method->path);
+            snprintf(message, sizeof message, "%s: missing request message",
+                     call->registered->path);
             call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, message);
         }
         return;
@@ -722,6 +882,9 @@ static void on_closed(obi_rpc_call *call, bool ok)
         atomic_store(&call->cancelled, true);
         if (call->cancel_event >= 0)
             eventfd_write(call->cancel_event, 1);
+        pthread_mutex_lock(&call->push_lock); /* a pushing or draining step stops waiting */
+        pthread_cond_broadcast(&call->push_progress);
+        pthread_mutex_unlock(&call->push_lock);
     }
 }
 
@@ -816,6 +979,9 @@ static void *event_main(void *arg)
         case TAG_CLOSE:
             on_closed(call, ev.success);
             break;
+        case TAG_PUSH:
+            on_pushed(call, ev.success);
+            break;
         }
         call_unref(call); /* the batch's reference */
         check_drained(server);
@@ -897,21 +1063,27 @@ static void close_listeners(obi_rpc_server *server)
 static const obi_rpc_method UNKNOWN_METHOD = {"(unknown)", OBI_RPC_POOL_CASTORE, false, NULL, NULL,
                                               NULL};
 
+/* Registers each method under both generations' package names (docs/rpc.md "Generations"). */
 static int server_add_methods(obi_rpc_server *server, const obi_rpc_method *methods, size_t n,
                               void *ctx, obi_error **err)
 {
+    static const obi_rpc_api apis[] = {OBI_RPC_API_TVIX, OBI_RPC_API_SNIX};
     if (!ctx)
         return 0;
-    if (obi_array_grow(&server->methods, &server->methods_cap, server->n_methods + n) < 0)
-        return obi_error_set(err, -ENOMEM, "register methods: out of memory");
-    for (size_t i = 0; i < n; i++) {
-        void *handle = grpc_server_register_method(server->grpc, methods[i].path, NULL,
-                                                   GRPC_SRM_PAYLOAD_NONE, 0);
-        if (!handle)
-            return obi_error_set(err, -EINVAL, "register method %s: refused by gRPC",
-                                 methods[i].path);
-        server->methods[server->n_methods++] =
-            (registered_method){.method = &methods[i], .ctx = ctx, .handle = handle};
+    size_t add = n * OBI_ARRAY_SIZE(apis);
+    if (obi_array_grow(&server->methods, &server->methods_cap, server->n_methods + add) < 0)
+        return obi_error_oom(err);
+    for (size_t a = 0; a < OBI_ARRAY_SIZE(apis); a++) {
+        for (size_t i = 0; i < n; i++) {
+            registered_method *m = &server->methods[server->n_methods];
+            *m = (registered_method){.method = &methods[i], .api = apis[a], .ctx = ctx};
+            obi_rpc_method_path(apis[a], methods[i].name, m->path, sizeof m->path);
+            m->handle =
+                grpc_server_register_method(server->grpc, m->path, NULL, GRPC_SRM_PAYLOAD_NONE, 0);
+            if (!m->handle)
+                return obi_error_set(err, -EINVAL, "register method %s: refused by gRPC", m->path);
+            server->n_methods++;
+        }
     }
     return 0;
 }
@@ -1037,7 +1209,7 @@ int obi_rpc_server_new(const obi_rpc_server_options *options, obi_rpc_server **o
         r = obi_error_set(err, -ENOMEM, "rpc server: out of memory");
     else
         server->methods[server->n_methods++] =
-            (registered_method){.method = &UNKNOWN_METHOD, .ctx = NULL, .handle = NULL};
+            (registered_method){.method = &UNKNOWN_METHOD, .path = "(unknown)"};
     if (r >= 0)
         r = server_add_methods(server, obi_rpc_blob_methods, obi_rpc_n_blob_methods, options->blobs,
                                err);
@@ -1194,7 +1366,7 @@ int obi_rpc_server_start(obi_rpc_server *server, obi_error **err)
         for (int k = 0; k < REQUESTS_PER_METHOD && r >= 0; k++)
             if (request_call(server, &server->methods[i]) < 0)
                 r = obi_error_set(err, -EIO, "rpc server: cannot request %s calls",
-                                  server->methods[i].method->path);
+                                  server->methods[i].path);
     if (r >= 0) {
         int e = pthread_create(&server->event_thread, NULL, event_main, server);
         if (e != 0)

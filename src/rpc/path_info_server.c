@@ -3,8 +3,10 @@
  * --path-info): Get by the 20-byte hash part (NOT_FOUND when unknown), Put (INVALID_ARGUMENT for
  * a record that does not check out or whose node is not in this daemon's castore, so no record
  * ever points at contents nobody can read), and CalculateNAR (the NAR hash and size of a node in
- * the castore). List is not served. Farm nodes sharing a castore daemon share what is valid
- * through it (docs/farm.md).
+ * the castore), and List: every record, sorted by store path, one message each, read as the
+ * client takes them (UNIMPLEMENTED from a store that cannot list). Each method is served under
+ * both names, tvix.store.v1 and snix.store.v1 (docs/rpc.md "Generations"). Farm nodes sharing a
+ * castore daemon share what is valid through it (docs/farm.md).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -131,11 +133,69 @@ static int path_info_calculate_nar(obi_rpc_call *call, void *ctx, obi_rpc_messag
     return r < 0 ? r : OBI_RPC_DONE;
 }
 
+/* A List in progress: the paths recorded when it started, and the next one to send. */
+typedef struct list_state {
+    obi_nix_path_info_store *path_infos;
+    char **paths;
+    size_t n, next;
+} list_state;
+
+static void list_state_free(void *state)
+{
+    list_state *list = state;
+    obi_strv_free(list->paths);
+    free(list);
+}
+
+/* Queues the next record (OBI_RPC_SEND), or OBI_RPC_DONE; a path gone since the listing is
+ * left out. */
+static int list_queue_next(obi_rpc_call *call, list_state *list, obi_error **err)
+{
+    while (list->next < list->n) {
+        cleanup_nix_path_info obi_nix_path_info *info = NULL;
+        cleanup_error obi_error *get_err = NULL;
+        int r = obi_nix_path_info_get(list->path_infos, list->paths[list->next++], &info, &get_err);
+        if (r == -ENOENT)
+            continue;
+        if (r < 0)
+            return obi_error_move(err, &get_err);
+        r = queue_path_info(call, info, err);
+        return r < 0 ? r : OBI_RPC_SEND;
+    }
+    return OBI_RPC_DONE;
+}
+
+static int path_info_list(obi_rpc_call *call, void *ctx, obi_rpc_message *message, obi_error **err)
+{
+    obi_rpc_path_info_ctx *c = ctx;
+    ProtobufCMessage *msg = NULL;
+    int r = obi_rpc_unpack(&tvix__store__v1__list_path_info_request__descriptor,
+                           "ListPathInfoRequest", message, &msg, err);
+    if (r < 0)
+        return r;
+    protobuf_c_message_free_unpacked(msg, NULL);
+    list_state *list = calloc(1, sizeof *list);
+    if (!list)
+        return obi_error_oom(err);
+    list->path_infos = c->path_infos;
+    obi_rpc_call_set_state(call, list, list_state_free);
+    r = obi_nix_path_info_list(c->path_infos, &list->paths, &list->n, err);
+    return r < 0 ? r : list_queue_next(call, list, err);
+}
+
+static int path_info_list_sent(obi_rpc_call *call, void *ctx, obi_error **err)
+{
+    (void)ctx;
+    return list_queue_next(call, obi_rpc_call_state(call), err);
+}
+
 const obi_rpc_method obi_rpc_path_info_methods[] = {
-    {"/tvix.store.v1.PathInfoService/Get", OBI_RPC_POOL_CASTORE, false, path_info_get, NULL, NULL},
-    {"/tvix.store.v1.PathInfoService/Put", OBI_RPC_POOL_CASTORE, false, path_info_put, NULL, NULL},
-    {"/tvix.store.v1.PathInfoService/CalculateNAR", OBI_RPC_POOL_CASTORE, false,
-     path_info_calculate_nar, NULL, NULL},
+    {"store.v1.PathInfoService/Get", OBI_RPC_POOL_CASTORE, false, path_info_get, NULL, NULL},
+    {"store.v1.PathInfoService/Put", OBI_RPC_POOL_CASTORE, false, path_info_put, NULL, NULL},
+    {"store.v1.PathInfoService/CalculateNAR", OBI_RPC_POOL_CASTORE, false, path_info_calculate_nar,
+     NULL, NULL},
+    {"store.v1.PathInfoService/List", OBI_RPC_POOL_CASTORE, false, path_info_list, NULL,
+     path_info_list_sent},
 };
 const size_t obi_rpc_n_path_info_methods =
     sizeof obi_rpc_path_info_methods / sizeof obi_rpc_path_info_methods[0];

@@ -247,3 +247,33 @@ int obi_rpc_blob_chunk_data(const uint8_t *msg, size_t msg_len, const uint8_t **
     }
     return 0;
 }
+
+/* ---- generations ---- */
+
+static const char *const API_NAMES[] = {[OBI_RPC_API_TVIX] = "tvix", [OBI_RPC_API_SNIX] = "snix"};
+
+const char *obi_rpc_api_name(obi_rpc_api api)
+{
+    return API_NAMES[api];
+}
+
+void obi_rpc_method_path(obi_rpc_api api, const char *name, char *out, size_t size)
+{
+    snprintf(out, size, "/%s.%s", API_NAMES[api], name);
+}
+
+int obi_rpc_url_api(const obi_url *url, obi_rpc_api *out, obi_error **err)
+{
+    const char *value = obi_url_param_get(url, "api");
+    if (!value) {
+        *out = OBI_RPC_API_TVIX;
+        return 0;
+    }
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(API_NAMES); i++) {
+        if (!strcmp(value, API_NAMES[i])) {
+            *out = (obi_rpc_api)i;
+            return 0;
+        }
+    }
+    return obi_error_set(err, -EINVAL, "%s://: api=%s: expected tvix or snix", url->scheme, value);
+}

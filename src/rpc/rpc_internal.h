@@ -33,6 +33,31 @@
  * 8 KiB metadata limit even after percent-encoding. */
 #define OBI_RPC_MAX_STATUS_MESSAGE 1800
 
+/* ---- generations (docs/rpc.md "Generations") ---- */
+
+/* The same services under two package names: tvix.castore.v1, tvix.build.v1, tvix.store.v1 and
+ * snix.castore.v1, snix.build.v1, snix.store.v1. Their wire is the same except for DoBuild's
+ * reply (tvix.build.v1.Build, snix.build.v1.BuildResponse). */
+typedef enum obi_rpc_api {
+    OBI_RPC_API_TVIX = 0,
+    OBI_RPC_API_SNIX = 1,
+} obi_rpc_api;
+
+/* Longest method path ("/snix.castore.v1.DirectoryService/Put" and the like), with its NUL. */
+#define OBI_RPC_MAX_PATH 96
+
+/* Request metadata asking DoBuild for BuildEvents (value "1"; docs/rpc.md "Build events"). */
+#define OBI_RPC_BUILD_EVENTS_KEY "ocibuild-build-events"
+
+/* "tvix" or "snix". */
+const char *obi_rpc_api_name(obi_rpc_api api);
+/* "/<api>.<name>" into out (size bytes), e.g. "/snix.castore.v1.BlobService/Stat" for
+ * "castore.v1.BlobService/Stat". */
+void obi_rpc_method_path(obi_rpc_api api, const char *name, char *out, size_t size);
+/* The generation a client URL asks for: ?api=tvix (the default) or ?api=snix; any other value
+ * is -EINVAL naming it. */
+int obi_rpc_url_api(const obi_url *url, obi_rpc_api *out, obi_error **err);
+
 /* ---- status mapping (docs/rpc.md) ---- */
 
 grpc_status_code obi_rpc_status_from_errno(int code);
@@ -72,7 +97,9 @@ typedef struct obi_rpc_message {
 } obi_rpc_message;
 
 typedef struct obi_rpc_method {
-    const char *path; /* "/tvix.castore.v1.BlobService/Stat" */
+    /* Without the generation: "castore.v1.BlobService/Stat" is served as
+     * "/tvix.castore.v1.BlobService/Stat" and "/snix.castore.v1.BlobService/Stat". */
+    const char *name;
     obi_rpc_pool pool;
     /* false: exactly one request message (a call without one is INVALID_ARGUMENT); true: a
      * stream of them, then on_end. */
@@ -100,6 +127,20 @@ uint8_t *obi_rpc_call_keep_message(obi_rpc_call *call, obi_rpc_message *message)
  * deadline, or the server cancelled it (idle timeout, shutdown). Build pool calls only; -1 for
  * others. Owned by the call. */
 int obi_rpc_call_cancel_fd(const obi_rpc_call *call);
+/* Sends key: value (static strings) with the response's initial metadata; before the first
+ * message goes out. */
+void obi_rpc_call_set_reply_metadata(obi_rpc_call *call, const char *key, const char *value);
+/* Whether the client sent the request metadata key with exactly this value. */
+bool obi_rpc_call_metadata_is(const obi_rpc_call *call, const char *key, const char *value);
+/* Sends a response message (malloc'd; ownership taken) now, from the thread running the call's
+ * step, while the step goes on: a server stream whose messages come from work in progress
+ * (build events). Messages go out in order, before what the step queues when it returns (the
+ * step ends only once they are sent). Waits while more than 1 MiB is queued for a client that
+ * does not read (the idle timeout ends that). -ECANCELED once the call is over. */
+int obi_rpc_call_push(obi_rpc_call *call, uint8_t *data, size_t len, obi_error **err);
+/* The generation the client called the method as, and the full path it called. */
+obi_rpc_api obi_rpc_call_api(const obi_rpc_call *call);
+const char *obi_rpc_call_path(const obi_rpc_call *call);
 
 /* Method tables of each service (ctx is the obi_*_service). */
 extern const obi_rpc_method obi_rpc_blob_methods[];
@@ -167,6 +208,14 @@ int obi_rpc_client_call_start(grpc_channel *channel, const char *method, obi_rpc
 int obi_rpc_client_call_start_timeout(grpc_channel *channel, const char *method,
                                       unsigned timeout_ms, obi_rpc_client_call **out,
                                       obi_error **err);
+/* The same with request metadata (n entries; keys and values borrowed for the call). */
+int obi_rpc_client_call_start_metadata(grpc_channel *channel, const char *method,
+                                       unsigned timeout_ms, const grpc_metadata *metadata, size_t n,
+                                       obi_rpc_client_call **out, obi_error **err);
+/* Whether the server's initial metadata (there once a message or the status was received) has
+ * key with exactly this value. */
+bool obi_rpc_client_call_reply_metadata_is(const obi_rpc_client_call *call, const char *key,
+                                           const char *value);
 /* Sends one message; takes ownership of data. */
 int obi_rpc_client_call_send_owned(obi_rpc_client_call *call, uint8_t *data, size_t len,
                                    obi_error **err);

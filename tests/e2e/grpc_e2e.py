@@ -71,9 +71,9 @@ class Env:
             return f"python3-grpcio / python3-grpc-tools missing ({e})"
         gen = os.path.join(self.tmp, "gen")
         os.makedirs(gen)
-        protos = ["tvix/castore/v1/castore.proto", "tvix/castore/v1/rpc_blobstore.proto",
-                  "tvix/castore/v1/rpc_directory.proto", "tvix/build/v1/build.proto",
-                  "tvix/build/v1/rpc_build.proto"]
+        # Both generations (docs/rpc.md "Generations"): every .proto beneath proto/.
+        protos = sorted(os.path.relpath(os.path.join(d, f), PROTO)
+                        for d, _, files in os.walk(PROTO) for f in files if f.endswith(".proto"))
         if protoc.main(["protoc", f"-I{PROTO}", f"--python_out={gen}", f"--grpc_python_out={gen}"]
                        + protos) != 0:
             return "grpc_tools.protoc failed on proto/"
@@ -192,3 +192,32 @@ def stop(proc, sig=signal.SIGTERM, timeout=30):
         return proc.wait(timeout)
     except subprocess.TimeoutExpired:
         return "timeout"
+
+
+def openssl(*args):
+    r = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args)}: {r.stderr}")
+
+
+def make_pki(d):
+    """A CA, a server certificate for 127.0.0.1/localhost, a client certificate from the same
+    CA, and a client certificate from a CA the daemon does not know."""
+    os.makedirs(d)
+    p = lambda name: os.path.join(d, name)  # noqa: E731
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                "-nodes", "-keyout", p(f"{ca}.key"), "-out", p(f"{ca}.pem"), "-days", "2",
+                "-subj", f"/CN=ocibuild test {ca}")
+    with open(p("server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    with open(p("client.ext"), "w") as f:
+        f.write("extendedKeyUsage=clientAuth\n")
+    for name, ca, ext in (("server", "ca", "server.ext"), ("client", "ca", "client.ext"),
+                          ("stranger", "other-ca", "client.ext")):
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", p(f"{name}.key"), "-out", p(f"{name}.csr"), "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", p(f"{name}.csr"), "-CA", p(f"{ca}.pem"), "-CAkey",
+                p(f"{ca}.key"), "-CAcreateserial", "-out", p(f"{name}.pem"), "-days", "2",
+                "-extfile", p(ext))
+    return p

@@ -19,8 +19,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from grpc_e2e import (OCIBUILD, Env, Tap, build_request, can_build_with_runc,  # noqa: E402
-                      entries, import_busybox, memory_kib, read_log, runc_containers_under, stop,
-                      wait_for_port, wait_for_socket)
+                      entries, import_busybox, make_pki, memory_kib, read_log,
+                      runc_containers_under, stop, wait_for_port, wait_for_socket)
 
 t = Tap()
 env = Env("obi-e2e-daemon-security.")
@@ -409,35 +409,6 @@ def attack_sigterm():
 
 
 # ---- TLS ----
-
-def openssl(*args):
-    r = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise RuntimeError(f"openssl {' '.join(args)}: {r.stderr}")
-
-
-def make_pki(d):
-    """A CA, a server certificate for 127.0.0.1/localhost, a client certificate from the same
-    CA, and a client certificate from a CA the daemon does not know."""
-    os.makedirs(d)
-    p = lambda name: os.path.join(d, name)  # noqa: E731
-    for ca in ("ca", "other-ca"):
-        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-keyout", p(f"{ca}.key"), "-out", p(f"{ca}.pem"), "-days", "2",
-                "-subj", f"/CN=ocibuild test {ca}")
-    with open(p("server.ext"), "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    with open(p("client.ext"), "w") as f:
-        f.write("extendedKeyUsage=clientAuth\n")
-    for name, ca, ext in (("server", "ca", "server.ext"), ("client", "ca", "client.ext"),
-                          ("stranger", "other-ca", "client.ext")):
-        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-keyout", p(f"{name}.key"), "-out", p(f"{name}.csr"), "-subj", f"/CN={name}")
-        openssl("x509", "-req", "-in", p(f"{name}.csr"), "-CA", p(f"{ca}.pem"), "-CAkey",
-                p(f"{ca}.key"), "-CAcreateserial", "-out", p(f"{name}.pem"), "-days", "2",
-                "-extfile", p(ext))
-    return p
-
 
 def tls_channel(port, p, client):
     read = lambda name: open(p(name), "rb").read()  # noqa: E731

@@ -126,6 +126,38 @@ if again=$("$OCIBUILD" nix-build "${OURS[@]}" "$drv" 2>&1) && [ "$again" = "$(ca
   t_ok "chain: a second nix-build gives the same JSON"
 else t_fail "chain: a second nix-build gives the same JSON" "$again"; fi
 
+# What nix-build recorded, served by a daemon's PathInfoService over the same data dir: Get by
+# each output's digest answers the record, and CalculateNAR of its entry (read from castore)
+# equals the NAR hash Nix computed for the same path built by Nix.
+P="$T_TMP/pathinfo"; mkdir -p "$P"
+"$OCIBUILD" daemon --listen "unix:$P/sock" --build-service dummy:// 2>"$P/log" &
+pi_pid=$!
+t_cleanup "kill $pi_pid; wait $pi_pid"
+for _ in $(seq 1 100); do [ -S "$P/sock" ] && break; sleep 0.1; done
+paths=""
+for attr in chain multi; do
+  for name in $(/usr/bin/python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["outputs"]))' "$T_TMP/$attr.json"); do
+    paths="$paths $(py_field "$T_TMP/$attr.json" "$name" path)"
+  done
+done
+# shellcheck disable=SC2086
+if ! answers=$(/usr/bin/python3 "$E2E_DIR/pathinfo_query.py" "$P/sock" $paths 2>"$P/query.err"); then
+  t_fail "PathInfoService answers for what nix-build recorded" "$(cat "$P/query.err" "$P/log" | tail -20)"
+elif [[ "$answers" == SKIP* ]]; then
+  t_skip "PathInfoService answers for what nix-build recorded" "${answers#SKIP }"
+else
+  while read -r path recorded calculated _size refs; do
+    theirs=$(nix-store -q --hash "$path")
+    name="PathInfo of ${path#/nix/store/*-}: Get's narHash and CalculateNAR equal nix-store -q --hash"
+    if [ "$recorded" = "$theirs" ] && [ "$calculated" = "$theirs" ]; then t_ok "$name"
+    else t_fail "$name" "recorded $recorded, calculated $calculated, nix $theirs"; fi
+    theirs=$(nix-store -q --references "$path" | sort | tr '\n' ' ' | sed 's/ $//')
+    name="PathInfo of ${path#/nix/store/*-}: references equal Nix's"
+    if [ "$refs" = "$theirs" ]; then t_ok "$name"; else t_fail "$name" "ours: $refs
+nix:  $theirs"; fi
+  done <<<"$answers"
+fi
+
 # A derivation built through a daemon (inputs go into the daemon's store over gRPC and its OCI
 # builder runs the build) gives the same JSON as built here. (Not the chain: Nix has built it
 # by now, and valid outputs are not built again.)

@@ -113,6 +113,27 @@ else
   t_skip "show-derivation equals nix show-derivation" "nix show-derivation failed: $(head -3 "$T_TMP/nix.err")"
 fi
 
+# Byte for byte, in the reverse order of arguments too (Nix prints a sorted set).
+if nix --extra-experimental-features nix-command show-derivation "$@" >"$T_TMP/nix.bytes" 2>/dev/null &&
+   rev=$(printf '%s\n' "$@" | tac) &&
+   # shellcheck disable=SC2086
+   "$OCIBUILD" show-derivation $rev >"$T_TMP/ours.bytes" 2>"$T_TMP/ours.err" &&
+   cmp -s "$T_TMP/nix.bytes" "$T_TMP/ours.bytes"; then
+  t_ok "show-derivation prints the bytes nix show-derivation prints"
+else t_fail "show-derivation prints the bytes nix show-derivation prints" "$(diff "$T_TMP/nix.bytes" "$T_TMP/ours.bytes" | head -20; cat "$T_TMP/ours.err")"; fi
+
+# Strings Nix 2.8 prints without making them UTF-8 (its own JSON writer): bytes that are not
+# UTF-8 come out as they are, control bytes as \u00xx.
+{ printf 'builtins.derivation { name = "obi-e2e-bytes"; system = builtins.currentSystem; builder = builtins.storePath "%s"; args = []; v = "' "$bash_path"
+  printf 'a\377b\303( \001\010\014\033\177 \\"q\\" \303\251'
+  printf '"; }\n'; } >"$T_TMP/bytes.nix"
+if bytes_drv=$(nix-instantiate "$T_TMP/bytes.nix" 2>"$T_TMP/bytes.err") &&
+   nix --extra-experimental-features nix-command show-derivation "$bytes_drv" >"$T_TMP/nix-bytes.json" 2>>"$T_TMP/bytes.err"; then
+  if "$OCIBUILD" show-derivation "$bytes_drv" >"$T_TMP/ours-bytes.json" 2>"$T_TMP/ours-bytes.err" &&
+     cmp -s "$T_TMP/nix-bytes.json" "$T_TMP/ours-bytes.json"; then
+    t_ok "show-derivation of a .drv with non-UTF-8 bytes prints what Nix 2.8 prints"
+  else t_fail "show-derivation of a .drv with non-UTF-8 bytes prints what Nix 2.8 prints" "$(cat "$T_TMP/ours-bytes.err"; diff <(od -c "$T_TMP/nix-bytes.json") <(od -c "$T_TMP/ours-bytes.json") | head)"; fi
+else t_skip "show-derivation of a .drv with non-UTF-8 bytes" "nix: $(tail -3 "$T_TMP/bytes.err")"; fi
 
 printf 'Derive(x' >"$T_TMP/bad.drv"
 out=$("$OCIBUILD" show-derivation "$T_TMP/bad.drv" 2>&1)

@@ -6,7 +6,9 @@
 #include "test_helpers.h"
 
 #include <stdlib.h>
+#include <string.h>
 
+#include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/derivation.h"
 #include "ocibuild/json_util.h"
@@ -316,10 +318,13 @@ static void test_derivation_fixed_output_path_is_computed(void **state)
     assert_string_equal(path, "/nix/store/9q0mqp4y1k819ysjzsfjah1ld74x19w2-fod");
     free(drv->outputs[0].path);
     drv->outputs[0].path = strdup("/nix/store/00000000000000000000000000000000-wrong");
-    cleanup_json json_t *json = obi_derivation_to_json(drv);
-    assert_string_equal(json_string_value(json_object_get(
-                            json_object_get(json_object_get(json, "outputs"), "out"), "path")),
-                        "/nix/store/9q0mqp4y1k819ysjzsfjah1ld74x19w2-fod");
+    char *names[] = {"fod.drv"};
+    const obi_derivation *drvs[] = {drv};
+    cleanup_buf obi_buf out = OBI_BUF_INIT;
+    assert_ok(obi_derivations_show_json(names, drvs, 1, &out, err_ptr_));
+    assert_non_null(strstr((const char *)out.data,
+                           "\"path\": \"/nix/store/9q0mqp4y1k819ysjzsfjah1ld74x19w2-fod\""));
+    assert_null(strstr((const char *)out.data, "-wrong"));
 }
 
 /* Floating content-addressed and deferred outputs have no path: the key is left out. */
@@ -328,10 +333,12 @@ static void test_derivation_json_leaves_out_unknown_paths(void **state)
     (void)state;
     cleanup_derivation obi_derivation *drv =
         parse_ok("Derive([(\"out\",\"\",\"r:sha256\",\"\")],[],[],\"s\",\"/b\",[],[])");
-    cleanup_json json_t *json = obi_derivation_to_json(drv);
-    json_t *out = json_object_get(json_object_get(json, "outputs"), "out");
-    assert_null(json_object_get(out, "path"));
-    assert_string_equal(json_string_value(json_object_get(out, "hashAlgo")), "r:sha256");
+    char *names[] = {"x.drv"};
+    const obi_derivation *drvs[] = {drv};
+    cleanup_buf obi_buf out = OBI_BUF_INIT;
+    assert_ok(obi_derivations_show_json(names, drvs, 1, &out, err_ptr_));
+    assert_null(strstr((const char *)out.data, "\"path\""));
+    assert_non_null(strstr((const char *)out.data, "\"hashAlgo\": \"r:sha256\""));
     obi_derivation_kind kind;
     assert_ok(obi_derivation_kind_of(drv, &kind, err_ptr_));
     assert_int_equal(kind, OBI_DRV_FLOATING);
@@ -368,9 +375,42 @@ static void test_derivation_kind_refuses_mixed_outputs(void **state)
     assert_int_equal(kind, OBI_DRV_INPUT_ADDRESSED);
 }
 
+static void test_derivation_shows_json_as_nix_escaping_bytes_only(void **state)
+{
+    (void)state;
+    /* a value with a control byte, a byte that is not UTF-8 and the ATerm escapes */
+    static const char DRV[] = "Derive([(\"out\",\"/nix/store/1jbvb3lkv6405j33s6n3wk7nzfndf2a5-x\","
+                              "\"\",\"\")],[],[],\"sys\",\"/b\",[],[(\"k\",\"a\x01\xff\\\"\\r\")])";
+    cleanup_derivation obi_derivation *drv = NULL;
+    assert_ok(obi_derivation_parse(DRV, sizeof DRV - 1, &drv, err_ptr_));
+    char *names[] = {"x.drv"};
+    const obi_derivation *drvs[] = {drv};
+    cleanup_buf obi_buf out = OBI_BUF_INIT;
+    assert_ok(obi_derivations_show_json(names, drvs, 1, &out, err_ptr_));
+    assert_string_equal((const char *)out.data,
+                        "{\n"
+                        "  \"x.drv\": {\n"
+                        "    \"outputs\": {\n"
+                        "      \"out\": {\n"
+                        "        \"path\": \"/nix/store/1jbvb3lkv6405j33s6n3wk7nzfndf2a5-x\"\n"
+                        "      }\n"
+                        "    },\n"
+                        "    \"inputSrcs\": [],\n"
+                        "    \"inputDrvs\": {},\n"
+                        "    \"system\": \"sys\",\n"
+                        "    \"builder\": \"/b\",\n"
+                        "    \"args\": [],\n"
+                        "    \"env\": {\n"
+                        "      \"k\": \"a\\u0001\xff\\\"\\r\"\n"
+                        "    }\n"
+                        "  }\n"
+                        "}\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_derivation_shows_json_as_nix_escaping_bytes_only),
         cmocka_unit_test(test_derivation_parses_nix_written_derivation),
         cmocka_unit_test(test_derivation_decodes_all_escapes),
         cmocka_unit_test(test_derivation_parses_multiple_outputs),

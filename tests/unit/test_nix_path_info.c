@@ -246,10 +246,33 @@ static void test_realisations_round_trip_and_refuse_bad_names(void **state)
     obi_test_tmpdir_remove(dir);
 }
 
+static void test_path_info_lists_records_only_sorted(void **state)
+{
+    (void)state;
+    char *dir = obi_test_tmpdir();
+    cleanup_nix_path_info_store obi_nix_path_info_store *store = NULL;
+    assert_ok(obi_nix_path_info_store_open(dir, &store, err_ptr_));
+    cleanup_nix_path_info obi_nix_path_info *info = make_info();
+    assert_ok(obi_nix_path_info_put(store, info, err_ptr_));
+    /* what an interrupted put leaves behind is not a record */
+    char *tmp = NULL;
+    assert_true(asprintf(&tmp, "%s/%s.json.tmp.1.abcdef", dir, &DEV[11]) > 0);
+    write_text(tmp, "{");
+    free(tmp);
+    cleanup_strv char **paths = NULL;
+    size_t n = 0;
+    assert_ok(obi_nix_path_info_list(store, &paths, &n, err_ptr_));
+    assert_int_equal(n, 1); /* not the hash-part link beside the record either */
+    assert_string_equal(paths[0], OUT);
+    assert_null(paths[1]);
+    obi_test_tmpdir_remove(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_path_info_round_trips_through_the_store),
+        cmocka_unit_test(test_path_info_lists_records_only_sorted),
         cmocka_unit_test(test_path_info_unknown_path_is_enoent),
         cmocka_unit_test(test_path_info_refuses_broken_records_naming_the_file),
         cmocka_unit_test(test_path_info_refuses_node_named_otherwise),

@@ -11,6 +11,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/request.h"
+#include "ocibuild/snix_build.h"
 #include "request_fixture.h"
 #include "build.pb-c.h"
 #include "test_helpers.h"
@@ -892,10 +893,76 @@ static void test_build_json_round_trip(void **state)
                       "outputs_needles[0].needles[0]");
 }
 
+static void test_build_snix_response_round_trips_with_anonymous_outputs(void **state)
+{
+    (void)state;
+    cleanup_build obi_build *build = obi_build_new();
+    build->request = fixture_request();
+    build->n_outputs = 2;
+    build->outputs = calloc(2, sizeof *build->outputs);
+    fixture_node(&build->outputs[0], OBI_NODE_DIRECTORY, "ccc-out", NULL);
+    fixture_node(&build->outputs[1], OBI_NODE_FILE, "ddd-doc", NULL);
+    build->outputs_needles = calloc(2, sizeof *build->outputs_needles);
+    build->outputs_needles[1].needles = calloc(1, sizeof(uint64_t));
+    build->outputs_needles[1].needles[0] = 1;
+    build->outputs_needles[1].n_needles = 1;
+    cleanup_free uint8_t *data = NULL;
+    size_t len;
+    assert_ok(obi_build_encode_snix_pb(build, &data, &len, err_ptr_));
+    /* BuildResponse.outputs is field 1 (where tvix's Build has its request) */
+    assert_int_equal(data[0], 0x0a);
+    cleanup_build obi_build *back = NULL;
+    assert_ok(obi_build_decode_snix_pb(data, len, &back, err_ptr_));
+    assert_null(back->request);
+    assert_int_equal(back->n_outputs, 2);
+    assert_int_equal(back->outputs[0].kind, OBI_NODE_DIRECTORY);
+    assert_int_equal(back->outputs[0].name.len, 0);
+    assert_true(obi_digest_equal(&back->outputs[1].digest, &build->outputs[1].digest));
+    assert_int_equal(back->outputs_needles[0].n_needles, 0);
+    assert_int_equal(back->outputs_needles[1].n_needles, 1);
+    assert_int_equal(back->outputs_needles[1].needles[0], 1);
+}
+
+static void test_build_events_round_trip(void **state)
+{
+    (void)state;
+    cleanup_free uint8_t *data = NULL;
+    size_t len;
+    assert_ok(obi_build_event_log_encode(OBI_BUILD_LOG_STDERR, (const uint8_t *)"line\n", 5, &data,
+                                         &len, err_ptr_));
+    cleanup_build_event obi_build_event *log = NULL;
+    assert_ok(obi_build_event_decode(data, len, &log, err_ptr_));
+    assert_int_equal(log->kind, OBI_BUILD_EVENT_LOG);
+    assert_int_equal(log->stream, OBI_BUILD_LOG_STDERR);
+    assert_int_equal(log->len, 5);
+    assert_memory_equal(log->data, "line\n", 5);
+    free(data);
+    data = NULL;
+    assert_ok(obi_build_event_failed_encode("exit code 3", 3, &data, &len, err_ptr_));
+    cleanup_build_event obi_build_event *failed = NULL;
+    assert_ok(obi_build_event_decode(data, len, &failed, err_ptr_));
+    assert_int_equal(failed->kind, OBI_BUILD_EVENT_FAILED);
+    assert_true(failed->has_exit_code);
+    assert_int_equal(failed->exit_code, 3);
+    assert_string_equal(failed->message, "exit code 3");
+    free(data);
+    data = NULL;
+    assert_ok(obi_build_event_failed_encode("timed out", -1, &data, &len, err_ptr_));
+    cleanup_build_event obi_build_event *no_exit = NULL;
+    assert_ok(obi_build_event_decode(data, len, &no_exit, err_ptr_));
+    assert_false(no_exit->has_exit_code);
+    static const uint8_t empty[] = {0};
+    obi_build_event *none = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_event_decode(empty, 0, &none, &err), -EINVAL, "no event set");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_fixture_is_valid),
+        cmocka_unit_test(test_build_snix_response_round_trips_with_anonymous_outputs),
+        cmocka_unit_test(test_build_events_round_trip),
         cmocka_unit_test(test_request_clean_path_rules),
         cmocka_unit_test(test_request_rejects_empty_command_args),
         cmocka_unit_test(test_request_rejects_unclean_working_dir),

@@ -62,7 +62,17 @@ static int fake_do_build(obi_build_service *svc, const obi_build_request *req,
         if (r < 0)
             return r;
     }
+    if (!strcmp(what, "log") && call && call->on_output) {
+        /* 3 MiB in 64 KiB pieces: more than a streamed call keeps queued (1 MiB) */
+        static uint8_t piece[64 * 1024];
+        for (size_t i = 0; i < 48; i++) {
+            memset(piece, 'a' + (int)(i % 26), sizeof piece);
+            call->on_output(piece, sizeof piece, call->output_ctx);
+        }
+    }
     if (!strcmp(what, "fail")) {
+        if (call && call->exit_code)
+            *call->exit_code = 3;
         char log[5000];
         memset(log, 'l', sizeof log - 1);
         log[sizeof log - 1] = '\0';
@@ -402,6 +412,88 @@ static void test_rpc_failed_build_is_ebuild_failed_with_head_and_tail(void **sta
     assert_non_null(strstr(err->message, "LOG-END"));
     assert_true(strlen(err->message) <= OBI_RPC_MAX_STATUS_MESSAGE);
     obi_error_free(err);
+}
+
+/* What a streamed build's log callback received. */
+typedef struct log_sink {
+    size_t bytes;
+    uint8_t last;
+    bool in_order; /* pieces of 'a', 'b', ... as the fake build wrote them */
+} log_sink;
+
+static void collect_log(const uint8_t *data, size_t len, void *ctx)
+{
+    log_sink *sink = ctx;
+    for (size_t i = 0; i < len; i++) {
+        uint8_t want = (uint8_t)('a' + (int)((sink->bytes + i) / (64 * 1024) % 26));
+        if (data[i] != want)
+            sink->in_order = false;
+    }
+    sink->bytes += len;
+    if (len)
+        sink->last = data[len - 1];
+}
+
+static void test_rpc_build_events_stream_the_log_then_the_result(void **state)
+{
+    (void)state;
+    static const char *const suffixes[] = {"", "?api=snix"};
+    for (size_t i = 0; i < 2; i++) {
+        char url[600];
+        snprintf(url, sizeof url, "%s%s", F.url, suffixes[i]);
+        cleanup_build_service obi_build_service *builds = NULL;
+        assert_ok(obi_build_service_open(url, NULL, &builds, err_ptr_));
+        cleanup_build_request obi_build_request *req = request_for("log");
+        log_sink sink = {0, 0, true};
+        obi_build_call options = OBI_BUILD_CALL_INIT;
+        options.on_output = collect_log;
+        options.output_ctx = &sink;
+        cleanup_build obi_build *build = NULL;
+        assert_ok(obi_build_service_do_build_call(builds, req, &options, &build, err_ptr_));
+        assert_int_equal(sink.bytes, 48 * 64 * 1024);
+        assert_true(sink.in_order);
+        assert_int_equal(build->n_outputs, 1);
+        assert_string_equal((const char *)build->outputs[0].name.data, "out");
+        assert_string_equal(build->request->command_args[0], "log");
+    }
+}
+
+static void test_rpc_build_events_of_a_failed_build_carry_its_exit_code(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = request_for("fail");
+    log_sink sink = {0, 0, true};
+    int exit_code = -1;
+    obi_build_call options = OBI_BUILD_CALL_INIT;
+    options.on_output = collect_log;
+    options.output_ctx = &sink;
+    options.exit_code = &exit_code;
+    obi_build *build = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_build_service_do_build_call(F.builds, req, &options, &build, &err),
+                      OBI_EBUILD_FAILED, "LOG-END");
+    assert_int_equal(exit_code, 3);
+    assert_null(build);
+}
+
+static void test_rpc_snix_generation_builds_with_named_outputs(void **state)
+{
+    (void)state;
+    char url[600];
+    snprintf(url, sizeof url, "%s?api=snix", F.url);
+    cleanup_build_service obi_build_service *builds = NULL;
+    assert_ok(obi_build_service_open(url, NULL, &builds, err_ptr_));
+    cleanup_build_request obi_build_request *req = request_for("ok");
+    cleanup_build obi_build *build = NULL;
+    assert_ok(obi_build_service_do_build(builds, req, &build, err_ptr_));
+    assert_int_equal(build->n_outputs, 1);
+    assert_string_equal((const char *)build->outputs[0].name.data, "out");
+    assert_string_equal(build->request->command_args[0], "ok");
+    obi_build_service *bad = NULL;
+    obi_error *err = NULL;
+    snprintf(url, sizeof url, "%s?api=nix", F.url);
+    assert_fails_with(err, obi_build_service_open(url, NULL, &bad, &err), -EINVAL,
+                      "api=nix: expected tvix or snix");
 }
 
 static void test_rpc_timed_out_build_is_etimedout(void **state)
@@ -1330,6 +1422,9 @@ int main(void)
         obi_unit_test_with_deadline(test_rpc_directory_get_unknown_is_enoent),
         obi_unit_test_with_deadline(test_rpc_build_succeeds_and_returns_the_build),
         obi_unit_test_with_deadline(test_rpc_failed_build_is_ebuild_failed_with_head_and_tail),
+        obi_unit_test_with_deadline(test_rpc_build_events_stream_the_log_then_the_result),
+        obi_unit_test_with_deadline(test_rpc_build_events_of_a_failed_build_carry_its_exit_code),
+        obi_unit_test_with_deadline(test_rpc_snix_generation_builds_with_named_outputs),
         obi_unit_test_with_deadline(test_rpc_timed_out_build_is_etimedout),
         obi_unit_test_with_deadline(test_rpc_invalid_build_request_is_einval),
         obi_unit_test_with_deadline(test_rpc_stalled_streams_do_not_take_the_workers),

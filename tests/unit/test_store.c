@@ -667,6 +667,38 @@ static void test_store_directory_put_encoded_refuses_like_put(void **state)
     tree_free(&t);
 }
 
+static void test_store_directory_unreachable_directory_refused_naming_it(void **state)
+{
+    fixture *f = *state;
+    tree t;
+    tree_build(&t);
+    cleanup_free char *y = obi_digest_to_b3_string(&t.digests[T_Y]);
+    for (int encoded = 0; encoded < 2; encoded++) {
+        /* x/, y/, then a/ (holding x/ only) as the root: y/ belongs to no tree of the Put */
+        cleanup_directory_putter obi_directory_putter *p = NULL;
+        assert_ok(obi_directory_open_put(f->dirs, &p, err_ptr_));
+        const int order[] = {T_X, T_Y, T_A};
+        for (size_t i = 0; i < 3; i++) {
+            size_t len = 0;
+            if (encoded) {
+                uint8_t *data = encode_copy(t.dirs[order[i]], &len);
+                assert_ok(obi_directory_put_encoded(p, data, len, NULL, err_ptr_));
+            } else
+                assert_ok(obi_directory_put(p, t.dirs[order[i]], NULL, err_ptr_));
+        }
+        obi_error *err = NULL;
+        obi_digest root;
+        assert_fails_with(err, obi_directory_putter_finish(p, &root, &err), -EINVAL, y);
+        assert_fails_with(err, obi_directory_putter_finish(p, &root, &err), -EINVAL,
+                          "directories[1]");
+    }
+    obi_directory *none = NULL;
+    obi_error *err = NULL;
+    assert_int_equal(obi_directory_get(f->dirs, &t.digests[T_A], &none, &err), -ENOENT);
+    obi_error_free(err);
+    tree_free(&t);
+}
+
 static void test_store_directory_put_encoded_reencodes_small_other_forms_only(void **state)
 {
     fixture *f = *state;
@@ -1587,6 +1619,7 @@ int main(void)
         BOTH(test_store_directory_putting_twice_is_idempotent),
         BOTH(test_store_directory_child_from_earlier_putter_is_accepted),
         BOTH(test_store_directory_missing_child_refused_naming_it),
+        BOTH(test_store_directory_unreachable_directory_refused_naming_it),
         BOTH(test_store_directory_deeper_than_the_limit_refused),
         BOTH(test_store_directory_depth_counts_stored_children),
         BOTH(test_store_directory_child_with_wrong_size_refused),
