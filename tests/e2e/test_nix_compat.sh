@@ -114,7 +114,7 @@ else
 fi
 
 # Byte for byte, in the reverse order of arguments too (Nix prints a sorted set).
-if nix --extra-experimental-features nix-command show-derivation "$@" >"$T_TMP/nix.bytes" 2>/dev/null &&
+if nix --extra-experimental-features "nix-command ca-derivations" show-derivation "$@" >"$T_TMP/nix.bytes" 2>/dev/null &&
    rev=$(printf '%s\n' "$@" | tac) &&
    # shellcheck disable=SC2086
    "$OCIBUILD" show-derivation $rev >"$T_TMP/ours.bytes" 2>"$T_TMP/ours.err" &&
