@@ -176,7 +176,8 @@ static int parse_args(int argc, char **argv, cli_builder_args *builder, nix_buil
     cli_builder_option_table(options, nix_options, OBI_ARRAY_SIZE(nix_options));
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, CLI_BUILDER_SHORT_OPTIONS "o:j:KA:", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, CLI_BUILDER_SHORT_OPTIONS "o:j:KA:", options, NULL)) !=
+           -1) {
         switch (c) {
         case 'o':
             args->out_link = optarg;
