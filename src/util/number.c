@@ -1,6 +1,6 @@
 /*
- * Strict numbers from text (see include/ocibuild/number.h): decimals, and memory sizes with
- * their unit suffixes (a table).
+ * Strict numbers from text (see include/ocibuild/number.h): decimals, memory sizes with their
+ * unit suffixes and durations with theirs (tables).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -69,6 +69,90 @@ int obi_parse_memory(const char *text, uint64_t *out, obi_error **err)
     if (__builtin_mul_overflow(value, factor, &value))
         return obi_error_set(err, -ERANGE, "memory string \"%s\" overflows", text);
     *out = value;
+    return 0;
+}
+
+/* Units per part, in nanoseconds (humantime's names). */
+static const struct duration_unit {
+    const char *name;
+    uint64_t ns;
+} DURATION_UNITS[] = {
+    {"ns", 1},
+    {"nsec", 1},
+    {"us", 1000},
+    {"usec", 1000},
+    {"ms", 1000000},
+    {"msec", 1000000},
+    {"s", 1000000000ull},
+    {"sec", 1000000000ull},
+    {"secs", 1000000000ull},
+    {"second", 1000000000ull},
+    {"seconds", 1000000000ull},
+    {"m", 60000000000ull},
+    {"min", 60000000000ull},
+    {"mins", 60000000000ull},
+    {"minute", 60000000000ull},
+    {"minutes", 60000000000ull},
+    {"h", 3600000000000ull},
+    {"hr", 3600000000000ull},
+    {"hrs", 3600000000000ull},
+    {"hour", 3600000000000ull},
+    {"hours", 3600000000000ull},
+    {"d", 86400000000000ull},
+    {"day", 86400000000000ull},
+    {"days", 86400000000000ull},
+    {"w", 604800000000000ull},
+    {"week", 604800000000000ull},
+    {"weeks", 604800000000000ull},
+};
+
+int obi_parse_duration(const char *text, uint64_t *out_ms, obi_error **err)
+{
+    if (!text || !*text)
+        return obi_error_set(err, -EINVAL, "empty duration");
+    uint64_t total_ns = 0;
+    const char *p = text;
+    while (*p == ' ')
+        p++;
+    if (!*p)
+        return obi_error_set(err, -EINVAL, "empty duration");
+    while (*p) {
+        uint64_t value = 0;
+        const char *digits = p;
+        while (isdigit((unsigned char)*p)) {
+            if (__builtin_mul_overflow(value, 10, &value) ||
+                __builtin_add_overflow(value, (uint64_t)(*p - '0'), &value))
+                return obi_error_set(err, -ERANGE, "duration \"%s\" overflows", text);
+            p++;
+        }
+        if (p == digits)
+            return obi_error_set(err, -EINVAL,
+                                 "duration \"%s\": expected a number at \"%s\" (like 30s, 5m, "
+                                 "1h 30m)",
+                                 text, p);
+        const char *number_end = p;
+        while (*p == ' ')
+            p++;
+        const char *unit = p;
+        while (isalpha((unsigned char)*p))
+            p++;
+        size_t len = (size_t)(p - unit);
+        const struct duration_unit *found = NULL;
+        for (size_t i = 0; len && i < OBI_ARRAY_SIZE(DURATION_UNITS) && !found; i++)
+            if (strlen(DURATION_UNITS[i].name) == len && !strncmp(unit, DURATION_UNITS[i].name, len))
+                found = &DURATION_UNITS[i];
+        if (!found)
+            return obi_error_set(err, -EINVAL,
+                                 "duration \"%s\": %s unit after %.*s (use ms, s, m, h, d, ...)",
+                                 text, len ? "unknown" : "no", (int)(number_end - digits), digits);
+        uint64_t part;
+        if (__builtin_mul_overflow(value, found->ns, &part) ||
+            __builtin_add_overflow(total_ns, part, &total_ns))
+            return obi_error_set(err, -ERANGE, "duration \"%s\" overflows", text);
+        while (*p == ' ')
+            p++;
+    }
+    *out_ms = total_ns / 1000000;
     return 0;
 }
 

@@ -119,6 +119,44 @@ static void test_number_sizes_for_people(void **state)
     }
 }
 
+static void test_number_durations_as_zlayer_writes_them(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        uint64_t ms;
+    } good[] = {
+        {"30s", 30000},     {"5m", 300000},   {"1h 30m", 5400000}, {"1h30m", 5400000},
+        {"500ms", 500},     {"2d", 172800000}, {"1w", 604800000},  {"300secs", 300000},
+        {"10 seconds", 10000}, {"1500us", 1},  {"0s", 0},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        uint64_t ms = 1;
+        assert_ok(obi_parse_duration(good[i].text, &ms, err_ptr_));
+        assert_int_equal(ms, good[i].ms);
+    }
+    static const struct {
+        const char *text;
+        int code;
+        const char *needle;
+    } bad[] = {
+        {"", -EINVAL, "empty"},
+        {"30", -EINVAL, "no unit after 30"},
+        {"5 parsecs", -EINVAL, "unknown unit after 5"},
+        {"-5s", -EINVAL, "expected a number"},
+        {"1.5h", -EINVAL, "no unit after 1"},
+        {"99999999999999999999s", -ERANGE, "overflows"},
+        {"999999999999w", -ERANGE, "overflows"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        obi_error *err = NULL;
+        uint64_t ms = 7;
+        assert_fails_with(err, obi_parse_duration(bad[i].text, &ms, &err), bad[i].code,
+                          bad[i].needle);
+        assert_int_equal(ms, 7);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -126,6 +164,7 @@ int main(void)
         cmocka_unit_test(test_number_refuses_everything_else_and_sets_nothing),
         cmocka_unit_test(test_number_memory_strings_and_their_units),
         cmocka_unit_test(test_number_sizes_for_people),
+        cmocka_unit_test(test_number_durations_as_zlayer_writes_them),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
