@@ -5,6 +5,11 @@
  * errors naming the source position, the service and the key, e.g.
  *   "deploy.yaml:7:7: services.web.resources: unknown key \"cpus\"".
  * Env values are kept as written ($E: and $S: references are resolved by secrets.h).
+ *
+ * Every key of zlayer's deployment format is accepted (docs/service.md, "zlayer keys"): the ones
+ * that mean something on one node are parsed into the structs below; the ones that only mean
+ * something to a cluster (placement, tiers, tunnels, the API server, ...) are checked for shape
+ * and recorded in obi_deployment.notices, one line per key naming it, for the CLI to print once.
  */
 #ifndef OCIBUILD_DEPLOYMENT_H
 #define OCIBUILD_DEPLOYMENT_H
@@ -27,7 +32,16 @@ typedef enum obi_image_kind {
     OBI_IMAGE_NONE,   /* no image: the bundle gets an empty rootfs */
     OBI_IMAGE_OCI,    /* image.name "oci:PATH[:TAG]" */
     OBI_IMAGE_ROOTFS, /* image.rootfs "/path", used as is */
+    OBI_IMAGE_REGISTRY, /* image.name "nginx:alpine", "ghcr.io/o/a@sha256:..." (registry.h) */
 } obi_image_kind;
+
+/* image.pull_policy (zlayer's names: always, if_not_present, never, newer). */
+typedef enum obi_pull_policy {
+    OBI_PULL_IF_NOT_PRESENT, /* the default */
+    OBI_PULL_ALWAYS,
+    OBI_PULL_NEVER,
+    OBI_PULL_NEWER,
+} obi_pull_policy;
 
 typedef enum obi_gpu_vendor {
     OBI_GPU_NVIDIA,
@@ -39,7 +53,14 @@ typedef enum obi_gpu_vendor {
 typedef enum obi_gpu_backend {
     OBI_GPU_BACKEND_NCCL,
     OBI_GPU_BACKEND_GLOO,
+    OBI_GPU_BACKEND_MPI, /* no socket-interface variable */
 } obi_gpu_backend;
+
+typedef enum obi_gpu_sharing {
+    OBI_GPU_SHARING_EXCLUSIVE, /* whole GPUs (the default) */
+    OBI_GPU_SHARING_MPS,       /* NVIDIA MPS: its pipe and log dirs bound in, named in env */
+    OBI_GPU_SHARING_TIME_SLICE, /* CUDA_VISIBLE_DEVICES = time_slice_index when given */
+} obi_gpu_sharing;
 
 typedef enum obi_storage_type {
     OBI_STORAGE_BIND,
@@ -61,6 +82,8 @@ typedef struct obi_service_device {
 
 typedef struct obi_storage {
     obi_storage_type type;
+    /* size and tier of named/anonymous volumes, s3 endpoint and credentials: accepted, no-ops
+     * here (notices) */
     char *source; /* bind */
     char *name;   /* named */
     char *bucket; /* s3 */
@@ -80,7 +103,63 @@ typedef struct obi_gpu {
     bool distributed;
     obi_gpu_backend backend;
     unsigned master_port;
+    obi_gpu_sharing sharing;
+    char *mps_pipe_dir;             /* MPS: host dir, default /tmp/nvidia-mps */
+    char *mps_log_dir;              /* MPS: host dir, default /tmp/nvidia-log */
+    bool has_time_slice_index;      /* time-slice */
+    unsigned time_slice_index;
+    char *time_slicing_config_path; /* time-slice: host file, bound read-only; NULL: none */
+    char *model;                    /* a placement filter in zlayer: kept, a no-op here */
 } obi_gpu;
+
+typedef enum obi_endpoint_protocol {
+    OBI_ENDPOINT_HTTP,
+    OBI_ENDPOINT_HTTPS,
+    OBI_ENDPOINT_TCP,
+    OBI_ENDPOINT_UDP,
+    OBI_ENDPOINT_WEBSOCKET,
+} obi_endpoint_protocol;
+
+/* services.X.endpoints[i]: a port the service offers (zlayer's proxy binding). Names are unique
+ * within a service. The service network publishes them; this is only what the document says. */
+typedef struct obi_endpoint {
+    char *name;
+    obi_endpoint_protocol protocol;
+    unsigned port;        /* 1..65535, the port clients use */
+    unsigned target_port; /* the port the container listens on; = port when not written */
+    char *path;           /* URL path prefix (http, https, websocket) or NULL */
+    char *host;           /* host pattern ("api.example.com", "*.example.com") or NULL */
+    bool public_;         /* expose: public (true) or internal (false, the default) */
+} obi_endpoint;
+
+/* services.X.port_mappings[i]: Docker's -p. */
+typedef struct obi_port_mapping {
+    unsigned host_port; /* 0: any free port */
+    unsigned container_port;
+    bool udp;      /* protocol udp (default tcp) */
+    char *host_ip; /* default "0.0.0.0" */
+} obi_port_mapping;
+
+/* services.X.ulimits.NAME: process.rlimits. */
+typedef struct obi_ulimit {
+    const char *type; /* "RLIMIT_NOFILE" ... (static) */
+    uint64_t soft, hard; /* UINT64_MAX: unlimited (written -1) */
+} obi_ulimit;
+
+typedef enum obi_scale_mode {
+    OBI_SCALE_FIXED,    /* replicas */
+    OBI_SCALE_ADAPTIVE, /* min..max by metrics in zlayer; here min replicas run */
+    OBI_SCALE_MANUAL,   /* one replica */
+} obi_scale_mode;
+
+typedef struct obi_scale {
+    obi_scale_mode mode;
+    unsigned min, max;         /* adaptive */
+    uint64_t cooldown_ms;      /* adaptive; 0 when not written */
+    unsigned target_cpu;       /* adaptive targets, 0: not written (percent) */
+    unsigned target_memory;    /* percent */
+    unsigned target_rps;
+} obi_scale;
 
 typedef struct obi_dependency {
     char *service;
@@ -93,6 +172,8 @@ typedef struct obi_service {
     char *schedule; /* cron only */
 
     obi_image_kind image_kind;
+    obi_pull_policy pull_policy;
+    char *image_ref;    /* REGISTRY: the reference as written */
     char *image_path;   /* OCI: layout directory */
     char *image_tag;    /* OCI: tag or NULL (single manifest) */
     char *image_rootfs; /* ROOTFS */
@@ -110,6 +191,24 @@ typedef struct obi_service {
     uint64_t memory;
     bool has_gpu;
     obi_gpu gpu;
+    /* the rest of resources (Docker's options), each with a has_ flag */
+    bool has_pids_limit;
+    int64_t pids_limit; /* -1: unlimited */
+    char *cpuset;       /* "0-3,5" */
+    bool has_cpu_shares;
+    unsigned cpu_shares;
+    bool has_memory_swap;
+    int64_t memory_swap; /* bytes, -1: unlimited */
+    bool has_memory_reservation;
+    uint64_t memory_reservation;
+    bool has_memory_swappiness;
+    unsigned memory_swappiness; /* 0..100 */
+    bool has_oom_score_adj;
+    int oom_score_adj; /* -1000..1000 */
+    bool has_oom_kill_disable;
+    bool oom_kill_disable;
+    bool has_blkio_weight;
+    unsigned blkio_weight; /* 10..1000 */
 
     obi_service_device *devices;
     size_t device_count;
@@ -117,12 +216,36 @@ typedef struct obi_service {
     size_t storage_count;
 
     bool has_capabilities; /* an explicit list (possibly empty) replaces the defaults */
-    char **capabilities;   /* NULL-terminated "CAP_X", deduplicated, document order */
+    char **capabilities;   /* NULL-terminated "CAP_X", deduplicated, document order; the key is
+                              capabilities or its alias cap_add */
+    char **cap_drop;       /* NULL-terminated "CAP_X": taken out of the set; NULL: none */
+
+    obi_ulimit *ulimits; /* document order; the default RLIMIT_NOFILE 1024/1024 unless named */
+    size_t ulimit_count;
+    char **dns;           /* resolver addresses -> a resolv.conf in the bundle; NULL: none */
+    char *cgroup_parent;  /* linux.cgroupsPath parent; NULL: the runtime's default */
+    obi_service_env_var *labels; /* -> annotations */
+    size_t label_count;
+    obi_service_env_var *sysctls; /* -> linux.sysctl */
+    size_t sysctl_count;
+    char *user;            /* "uid[:gid]" or names: overrides the image's User; NULL: image's */
+    bool read_only_root_fs;
+    bool has_no_new_privileges; /* security_opt no-new-privileges[:true|false] */
+    bool no_new_privileges;
+    int stop_signal;        /* 0: not written (SIGTERM) */
+    uint64_t stop_grace_ms; /* 0: not written */
+    bool delete_on_exit;    /* lifecycle.delete_on_exit */
+
+    obi_scale scale;
+    obi_endpoint *endpoints; /* document order */
+    size_t endpoint_count;
+    obi_port_mapping *port_mappings;
+    size_t port_mapping_count;
 
     bool privileged;
-    bool host_network;
+    bool host_network; /* host_network: true or network_mode: host */
     char *hostname; /* NULL: the container id */
-    unsigned replicas;
+    unsigned replicas; /* fixed: replicas; adaptive: min (at least 1); manual: 1 */
 
     obi_dependency *depends;
     size_t depend_count;
@@ -130,8 +253,11 @@ typedef struct obi_service {
 
 typedef struct obi_deployment {
     char *name;
-    obi_service *services; /* document order */
+    obi_service *services; /* document order; none for an empty deployment */
     size_t service_count;
+    /* Keys accepted without effect here, one line each, "services.web.affinity: placement
+     * across nodes; ocibuild runs a deployment on one node", in document order; NULL: none. */
+    char **notices;
 } obi_deployment;
 
 /* Parses and validates a document. source_name is used in messages (NULL: "<input>"). */
@@ -141,6 +267,11 @@ int obi_deployment_load(const char *path, obi_deployment **out, obi_error **err)
 void obi_deployment_free(obi_deployment *deployment);
 OBI_DEFINE_CLEANUP(obi_deployment, obi_deployment_free)
 #define cleanup_deployment _cleanup_(obi_deployment_freep)
+
+/* The notices about service (NULL: all of them), and the deployment-wide ones: what the CLI
+ * prints once for `service spec SERVICE` and `service up [SERVICE]`. A NULL-terminated list of
+ * pointers into deployment->notices; caller frees the list only. */
+const char **obi_deployment_notices(const obi_deployment *deployment, const char *service);
 
 /* The service named name, or NULL. */
 const obi_service *obi_deployment_find(const obi_deployment *deployment, const char *name);

@@ -82,6 +82,14 @@ char *obi_service_container_id(const char *service, unsigned replica);
 char *obi_service_storage_source(const obi_deployment *deployment, const obi_service *svc,
                                  unsigned replica, size_t index, const char *data_dir);
 
+/* dns: the replica's resolv.conf, a file named OBI_SERVICE_RESOLV_CONF in its bundle (written
+ * by service_bundle.h) that the config binds read-only over /etc/resolv.conf. Whether svc has
+ * one (dns given, not on the host's network), and its text: a nameserver line per address,
+ * then "options edns0", as zlayer writes it. Caller frees the text; NULL: out of memory. */
+#define OBI_SERVICE_RESOLV_CONF "resolv.conf"
+bool obi_service_has_resolv_conf(const obi_service *svc);
+char *obi_service_resolv_conf(const obi_service *svc);
+
 /* Generates the config. *warnings (optional) receives a NULL-terminated list (or NULL when
  * there are none) that the caller frees with obi_strv_free. */
 int obi_service_spec_generate(const obi_deployment *deployment, const obi_service *svc,

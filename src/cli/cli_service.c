@@ -26,6 +26,16 @@ static void print_warnings(char **warnings)
         fprintf(stderr, "ocibuild: warning: %s\n", warnings[i]);
 }
 
+/* The keys of the document that have no effect here (deployment.h), once per command: those of
+ * service (NULL: every service) and the deployment-wide ones. */
+static void print_notices(const obi_deployment *deployment, const char *service)
+{
+    const char **notices = obi_deployment_notices(deployment, service);
+    for (size_t i = 0; notices && notices[i]; i++)
+        fprintf(stderr, "ocibuild: note: %s\n", notices[i]);
+    free(notices);
+}
+
 /* What spec and bundle share: the parsed command line, the deployment, the secrets provider,
  * what the service's bundles are made from (its image, unpacked into the cache, or its rootfs
  * dir) and the generator options pointing into them. */
@@ -139,6 +149,7 @@ static int service_spec(int argc, char **argv)
                                       &err) < 0) {
             status = cli_fail(err);
         } else {
+            print_notices(ctx.deployment, ctx.svc->name);
             print_warnings(warnings);
             if (json_dumpf(config, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0 ||
                 fputc('\n', stdout) == EOF || fflush(stdout) != 0)
@@ -262,6 +273,7 @@ static int service_up(int argc, char **argv)
     if (status == 0) {
         obi_error *err = NULL;
         ctx.opts.report = print_report;
+        print_notices(ctx.deployment, ctx.opts.service);
         if (obi_lifecycle_up(ctx.deployment, &ctx.opts, &err) < 0)
             status = cli_fail(err);
     }

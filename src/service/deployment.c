@@ -11,6 +11,8 @@
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
+#include <arpa/inet.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,7 @@ typedef struct walker {
     const char *source;
     obi_error **err;
     const char *base_dir; /* the YAML file's directory (absolute); NULL: parsed from text */
+    char ***notices;      /* the deployment's notices (keys without effect here) */
 } walker;
 
 static int fail_at(walker *w, const yaml_node_t *node, const char *path, const char *fmt, ...)
@@ -271,17 +274,417 @@ static bool name_is_valid(const char *name, size_t min, size_t max)
     return true;
 }
 
+
+/* Records that the key at path is accepted without effect here, and why (obi_deployment
+ * .notices, printed once by the CLI). */
+static int add_notice(walker *w, const char *path, const char *why)
+{
+    size_t n = 0;
+    while (*w->notices && (*w->notices)[n])
+        n++;
+    char **grown = realloc(*w->notices, (n + 2) * sizeof *grown);
+    if (!grown)
+        return obi_error_oom(w->err);
+    *w->notices = grown;
+    grown[n + 1] = NULL;
+    if (asprintf(&grown[n], "%s: %s", path, why) < 0) {
+        grown[n] = NULL;
+        return obi_error_oom(w->err);
+    }
+    return 0;
+}
+
+/* ---- shapes: what zlayer accepts under keys that have no effect here ------------------------
+ * A key ocibuild does not act on is still checked the way zlayer checks it (its serde types:
+ * closed mappings, enums, integers, durations), so a typo is an error here as it is there. A
+ * shape is data: a kind, and for mappings a table of field shapes. */
+
+typedef enum shape_kind {
+    SHAPE_ANY,      /* anything (zlayer takes free-form JSON there) */
+    SHAPE_STRING,   /* a scalar */
+    SHAPE_BOOL,     /* true / false */
+    SHAPE_UINT,     /* 0..max */
+    SHAPE_DURATION, /* "30s", "1h 30m" */
+    SHAPE_MEMORY,   /* "512Mi" */
+    SHAPE_ENUM,     /* one of values */
+    SHAPE_MAP,      /* a mapping with the keys in fields (closed unless open) */
+    SHAPE_DICT,     /* a mapping from any string to fields[0] */
+    SHAPE_LIST,     /* a list of fields[0] */
+    SHAPE_ONE_OF,   /* the first of fields that fits */
+} shape_kind;
+
+typedef struct shape {
+    const char *key; /* as a field of a SHAPE_MAP; NULL ends a field table */
+    shape_kind kind;
+    bool required;
+    bool open; /* SHAPE_MAP: unknown keys are fine (zlayer has no deny_unknown_fields there) */
+    unsigned long long max;     /* SHAPE_UINT */
+    const char *const *values;  /* SHAPE_ENUM, NULL-terminated */
+    const struct shape *fields; /* SHAPE_MAP/DICT/LIST/ONE_OF */
+} shape;
+
+static const shape STRING_SHAPE = {.kind = SHAPE_STRING};
+
+static int check_shape(walker *w, yaml_node_t *node, const char *path, const shape *sh);
+
+static int check_shape_map(walker *w, yaml_node_t *node, const char *path, const shape *sh)
+{
+    if (node->type != YAML_MAPPING_NODE)
+        return fail_at(w, node, path, "expected a mapping, got %s", node_kind(node));
+    for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+         pair < node->data.mapping.pairs.top; pair++) {
+        yaml_node_t *key = node_get(w, pair->key);
+        const char *name = scalar_text(key);
+        if (!name)
+            return fail_at(w, key, path, "keys must be strings");
+        for (yaml_node_pair_t *prev = node->data.mapping.pairs.start; prev < pair; prev++)
+            if (!strcmp(scalar_text(node_get(w, prev->key)), name))
+                return fail_at(w, key, path, "duplicate key \"%s\"", name);
+        const shape *field = NULL;
+        if (sh->kind == SHAPE_DICT)
+            field = &sh->fields[0];
+        for (const shape *f = sh->fields; sh->kind == SHAPE_MAP && f && f->key && !field; f++)
+            if (!strcmp(f->key, name))
+                field = f;
+        if (!field && sh->open)
+            continue;
+        if (!field)
+            return fail_at(w, key, path, "unknown key \"%s\"", name);
+        cleanup_free char *sub = path_child(path, name);
+        if (!sub)
+            return obi_error_oom(w->err);
+        int r = check_shape(w, node_get(w, pair->value), sub, field);
+        if (r < 0)
+            return r;
+    }
+    for (const shape *f = sh->fields; sh->kind == SHAPE_MAP && f && f->key; f++)
+        if (f->required && !map_get(w, node, f->key))
+            return fail_at(w, node, path, "missing key \"%s\"", f->key);
+    return 0;
+}
+
+static int check_shape(walker *w, yaml_node_t *node, const char *path, const shape *sh)
+{
+    const char *text = scalar_text(node);
+    cleanup_error obi_error *inner = NULL;
+    uint64_t ignored;
+    bool b;
+    switch (sh->kind) {
+    case SHAPE_ANY:
+        return 0;
+    case SHAPE_STRING:
+        return text ? 0 : fail_at(w, node, path, "expected a string, got %s", node_kind(node));
+    case SHAPE_BOOL:
+        return get_bool(w, node, path, &b);
+    case SHAPE_UINT: {
+        unsigned long long value;
+        if (!text || !obi_parse_decimal(text, sh->max ? sh->max : UINT32_MAX, &value))
+            return fail_at(w, node, path, "expected an integer from 0 to %llu",
+                           sh->max ? sh->max : (unsigned long long)UINT32_MAX);
+        return 0;
+    }
+    case SHAPE_DURATION:
+        if (!text)
+            return fail_at(w, node, path, "expected a duration like 30s");
+        return obi_parse_duration(text, &ignored, &inner) < 0
+                   ? fail_at(w, node, path, "%s", inner->message)
+                   : 0;
+    case SHAPE_MEMORY:
+        if (!text)
+            return fail_at(w, node, path, "expected a memory string like 512Mi");
+        return obi_parse_memory(text, &ignored, &inner) < 0
+                   ? fail_at(w, node, path, "%s", inner->message)
+                   : 0;
+    case SHAPE_ENUM: {
+        obi_buf names = OBI_BUF_INIT;
+        for (const char *const *v = sh->values; *v; v++) {
+            if (text && !strcmp(text, *v)) {
+                obi_buf_free(&names);
+                return 0;
+            }
+            obi_buf_appendf(&names, "%s%s", v == sh->values ? "" : ", ", *v);
+        }
+        int r = fail_at(w, node, path, "expected one of %s",
+                        names.data ? (char *)names.data : "");
+        obi_buf_free(&names);
+        return r;
+    }
+    case SHAPE_MAP:
+    case SHAPE_DICT:
+        return check_shape_map(w, node, path, sh);
+    case SHAPE_LIST:
+        if (node->type != YAML_SEQUENCE_NODE)
+            return fail_at(w, node, path, "expected a list, got %s", node_kind(node));
+        for (size_t i = 0; i < (size_t)(node->data.sequence.items.top -
+                                         node->data.sequence.items.start);
+             i++) {
+            cleanup_free char *sub = path_index(path, i);
+            if (!sub)
+                return obi_error_oom(w->err);
+            int r = check_shape(w, node_get(w, node->data.sequence.items.start[i]), sub,
+                                &sh->fields[0]);
+            if (r < 0)
+                return r;
+        }
+        return 0;
+    case SHAPE_ONE_OF: {
+        /* alternatives end with {0}; the last one's error is the one reported */
+        int r = -EINVAL;
+        for (const shape *alt = sh->fields; alt->kind != SHAPE_ANY || alt->key; alt++) {
+            obi_error_free(*w->err);
+            *w->err = NULL;
+            if ((r = check_shape(w, node, path, alt)) == 0)
+                return 0;
+        }
+        return r;
+    }
+    }
+    return 0;
+}
+
+
 /* ---- service fields ---------------------------------------------------------------------- */
 
+/* Every key of a zlayer service. Those in SERVICE_FIELDS (below) mean something here; those in
+ * SERVICE_NOOPS are checked for shape and noted. */
 static const char *const SERVICE_KEYS[] = {
-    "rtype",        "schedule", "image",   "command",      "env",
-    "resources",    "devices",  "storage", "capabilities", "privileged",
-    "host_network", "hostname", "scale",   "depends",      NULL,
+    "rtype", "schedule", "image", "command", "env", "resources", "devices", "storage",
+    "capabilities", "cap_add", "cap_drop", "privileged", "host_network", "network_mode",
+    "hostname", "scale", "depends", "endpoints", "port_mappings", "ulimits", "dns",
+    "cgroup_parent", "labels", "sysctls", "user", "read_only_root_fs", "security_opt",
+    "stop_signal", "stop_grace_period", "lifecycle", "extra_hosts", "service_type",
+    "replica_groups",
+    /* no effect on one node */
+    "network", "isolation", "node_mode", "node_selector", "affinity", "platform", "wasm",
+    "wasm_http", "logs", "pid_mode", "ipc_mode", "userns_mode", "extra_groups", "init_container",
+    "tty", "stdin_open", "overlay", "localhost_reachability", "expose", NULL,
 };
+
+static const shape WASM_SHAPE = {
+    .kind = SHAPE_MAP,
+    .fields =
+        (const shape[]){
+            {.key = "min_instances", .kind = SHAPE_UINT},
+            {.key = "max_instances", .kind = SHAPE_UINT},
+            {.key = "idle_timeout", .kind = SHAPE_DURATION},
+            {.key = "request_timeout", .kind = SHAPE_DURATION},
+            {.key = "max_memory", .kind = SHAPE_MEMORY},
+            {.key = "max_fuel", .kind = SHAPE_UINT, .max = UINT64_MAX},
+            {.key = "epoch_interval", .kind = SHAPE_DURATION},
+            {.key = "capabilities",
+             .kind = SHAPE_MAP,
+             .fields =
+                 (const shape[]){
+                     {.key = "config", .kind = SHAPE_BOOL},
+                     {.key = "keyvalue", .kind = SHAPE_BOOL},
+                     {.key = "logging", .kind = SHAPE_BOOL},
+                     {.key = "secrets", .kind = SHAPE_BOOL},
+                     {.key = "metrics", .kind = SHAPE_BOOL},
+                     {.key = "http_client", .kind = SHAPE_BOOL},
+                     {.key = "cli", .kind = SHAPE_BOOL},
+                     {.key = "filesystem", .kind = SHAPE_BOOL},
+                     {.key = "sockets", .kind = SHAPE_BOOL},
+                     {0},
+                 }},
+            {.key = "allow_http_outgoing", .kind = SHAPE_BOOL},
+            {.key = "allowed_hosts", .kind = SHAPE_LIST, .fields = &STRING_SHAPE},
+            {.key = "allow_tcp", .kind = SHAPE_BOOL},
+            {.key = "allow_udp", .kind = SHAPE_BOOL},
+            {.key = "preopens",
+             .kind = SHAPE_LIST,
+             .fields =
+                 (const shape[]){
+                     {.kind = SHAPE_MAP,
+                      .fields =
+                          (const shape[]){
+                              {.key = "source", .kind = SHAPE_STRING, .required = true},
+                              {.key = "target", .kind = SHAPE_STRING, .required = true},
+                              {.key = "readonly", .kind = SHAPE_BOOL},
+                              {0},
+                          }},
+                 }},
+            {.key = "kv_enabled", .kind = SHAPE_BOOL},
+            {.key = "kv_namespace", .kind = SHAPE_STRING},
+            {.key = "kv_max_value_size", .kind = SHAPE_UINT, .max = UINT64_MAX},
+            {.key = "secrets", .kind = SHAPE_LIST, .fields = &STRING_SHAPE},
+            {.key = "precompile", .kind = SHAPE_BOOL},
+            {0},
+        },
+};
+
+#define WHY_PLACEMENT "placement across a cluster's nodes; ocibuild runs a deployment on one node"
+#define WHY_NAMESPACE                                                                          \
+    "sharing a host namespace: replicas keep their own (the sandbox of docs/security.md)"
+
+/* Service keys without effect on one node: the shape zlayer checks, and why (NULL: zlayer
+ * itself treats the key as documentation; accepted without a notice). */
+static const struct noop_key {
+    const char *key;
+    shape sh;
+    const char *why;
+} SERVICE_NOOPS[] = {
+    {"network",
+     {.kind = SHAPE_MAP,
+      .fields =
+          (const shape[]){
+              {.key = "overlays",
+               .kind = SHAPE_MAP,
+               .fields =
+                   (const shape[]){
+                       {.key = "service",
+                        .kind = SHAPE_MAP,
+                        .fields = (const shape[]){{.key = "enabled", .kind = SHAPE_BOOL},
+                                                  {.key = "encrypted", .kind = SHAPE_BOOL},
+                                                  {.key = "isolated", .kind = SHAPE_BOOL},
+                                                  {0}}},
+                       {.key = "global",
+                        .kind = SHAPE_MAP,
+                        .fields = (const shape[]){{.key = "enabled", .kind = SHAPE_BOOL},
+                                                  {.key = "encrypted", .kind = SHAPE_BOOL},
+                                                  {.key = "isolated", .kind = SHAPE_BOOL},
+                                                  {0}}},
+                       {0},
+                   }},
+              {.key = "join",
+               .kind = SHAPE_MAP,
+               .fields =
+                   (const shape[]){
+                       {.key = "mode",
+                        .kind = SHAPE_ENUM,
+                        .values = (const char *const[]){"open", "token", "closed", NULL}},
+                       {.key = "scope",
+                        .kind = SHAPE_ENUM,
+                        .values = (const char *const[]){"service", "global", NULL}},
+                       {0},
+                   }},
+              {0},
+          }},
+     "zlayer's encrypted overlays and join policy between nodes; one node here, ignored"},
+    {"isolation",
+     {.kind = SHAPE_ENUM, .values = (const char *const[]){"auto", "process", "hyperv", NULL}},
+     "Windows container isolation; ignored on Linux (as zlayer does)"},
+    {"node_mode",
+     {.kind = SHAPE_ENUM,
+      .values = (const char *const[]){"shared", "dedicated", "exclusive", NULL}},
+     WHY_PLACEMENT},
+    {"node_selector",
+     {.kind = SHAPE_MAP,
+      .fields =
+          (const shape[]){
+              {.key = "labels", .kind = SHAPE_DICT, .fields = &STRING_SHAPE},
+              {.key = "prefer_labels", .kind = SHAPE_DICT, .fields = &STRING_SHAPE},
+              {0},
+          }},
+     WHY_PLACEMENT},
+    {"affinity",
+     {.kind = SHAPE_ONE_OF,
+      .fields =
+          (const shape[]){
+              {.kind = SHAPE_ENUM, .values = (const char *const[]){"spread", "pack", NULL}},
+              {.kind = SHAPE_MAP,
+               .fields = (const shape[]){{.key = "pin", .kind = SHAPE_STRING, .required = true},
+                                         {0}}},
+              {0},
+          }},
+     WHY_PLACEMENT},
+    {"platform",
+     {.kind = SHAPE_MAP,
+      .fields =
+          (const shape[]){
+              {.key = "os",
+               .kind = SHAPE_ENUM,
+               .required = true,
+               .values = (const char *const[]){"linux", "windows", "macos", NULL}},
+              {.key = "arch",
+               .kind = SHAPE_ENUM,
+               .required = true,
+               .values = (const char *const[]){"amd64", "arm64", NULL}},
+              {.key = "osVersion", .kind = SHAPE_STRING},
+              {0},
+          }},
+     "which agents zlayer may place the service on; ocibuild runs it here, ignored"},
+    {"wasm", WASM_SHAPE, "WASM settings; ocibuild runs no WASM services, ignored"},
+    {"wasm_http", WASM_SHAPE, "WASM settings; ocibuild runs no WASM services, ignored"},
+    {"logs",
+     {.kind = SHAPE_MAP,
+      .fields =
+          (const shape[]){
+              {.key = "destination", .kind = SHAPE_STRING},
+              {.key = "max_size_bytes", .kind = SHAPE_UINT, .max = UINT64_MAX},
+              {.key = "retention_secs", .kind = SHAPE_UINT, .max = UINT64_MAX},
+              {0},
+          }},
+     "zlayer's log store; here each replica logs to DATA/services/DEPLOYMENT/ID/log, ignored"},
+    {"pid_mode", {.kind = SHAPE_STRING}, WHY_NAMESPACE},
+    {"ipc_mode", {.kind = SHAPE_STRING}, WHY_NAMESPACE},
+    {"userns_mode", {.kind = SHAPE_STRING}, WHY_NAMESPACE},
+    {"extra_groups",
+     {.kind = SHAPE_LIST, .fields = &STRING_SHAPE},
+     "supplementary groups are not applied yet, ignored"},
+    {"init_container",
+     {.kind = SHAPE_BOOL},
+     "Docker's --init (an init process as pid 1) is not provided, ignored"},
+    {"tty",
+     {.kind = SHAPE_BOOL},
+     "replicas run detached with their output in a log file, no terminal, ignored"},
+    {"stdin_open",
+     {.kind = SHAPE_BOOL},
+     "replicas run detached with their output in a log file, no stdin, ignored"},
+    {"overlay",
+     {.kind = SHAPE_MAP,
+      .fields =
+          (const shape[]){
+              {.key = "mode",
+               .kind = SHAPE_ENUM,
+               .values = (const char *const[]){"auto", "shared", "dedicated", NULL}},
+              {.key = "parent", .kind = SHAPE_STRING},
+              {0},
+          }},
+     "zlayer's WireGuard overlay between nodes; one node here, ignored"},
+    {"localhost_reachability",
+     {.kind = SHAPE_ENUM, .values = (const char *const[]){"auto", "always", "never", NULL}},
+     "publishing on the node's loopback is the service network's, which does not read it, "
+     "ignored"},
+    {"expose", {.kind = SHAPE_LIST, .fields = &STRING_SHAPE}, NULL},
+};
+
+static const shape SOURCE_POLICY_SHAPE = {
+    .kind = SHAPE_ENUM,
+    .values = (const char *const[]){"local_first", "s3_first", "remote_only", "local_only", NULL},
+};
+
+/* image.pull_policy (zlayer's four; if_not_present when not written) and source_policy (the
+ * order of zlayer's cache tiers: ocibuild has one local cache, a no-op). */
+static int parse_pull_policy(walker *w, yaml_node_t *image, const char *path, obi_service *svc)
+{
+    static const char *const names[] = {"if_not_present", "always", "never", "newer"};
+    yaml_node_t *value = map_get(w, image, "pull_policy");
+    cleanup_free char *sub = path_child(path, "pull_policy");
+    cleanup_free char *source_path = path_child(path, "source_policy");
+    if (!sub || !source_path)
+        return obi_error_oom(w->err);
+    svc->pull_policy = OBI_PULL_IF_NOT_PRESENT;
+    if (value) {
+        const char *text = scalar_text(value);
+        size_t i = 0;
+        while (i < OBI_ARRAY_SIZE(names) && !(text && !strcmp(text, names[i])))
+            i++;
+        if (i == OBI_ARRAY_SIZE(names))
+            return fail_at(w, value, sub, "expected always, if_not_present, never or newer");
+        svc->pull_policy = (obi_pull_policy)i;
+    }
+    if (!(value = map_get(w, image, "source_policy")))
+        return 0;
+    int r = check_shape(w, value, source_path, &SOURCE_POLICY_SHAPE);
+    return r < 0 ? r
+                 : add_notice(w, source_path,
+                              "the order of zlayer's image sources (local, S3 tier, registry); "
+                              "ocibuild has its local cache and the registry, no S3 tier, ignored");
+}
 
 static int parse_image(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
-    static const char *const keys[] = {"name", "rootfs", NULL};
+    static const char *const keys[] = {"name", "rootfs", "pull_policy", "source_policy", NULL};
     int r = check_mapping(w, node, path, keys);
     if (r < 0)
         return r;
@@ -289,6 +692,8 @@ static int parse_image(walker *w, yaml_node_t *node, const char *path, obi_servi
     yaml_node_t *rootfs = map_get(w, node, "rootfs");
     if (!!name == !!rootfs)
         return fail_at(w, node, path, "exactly one of \"name\" and \"rootfs\" is required");
+    if ((r = parse_pull_policy(w, node, path, svc)) < 0)
+        return r;
     cleanup_free char *sub = path_child(path, name ? "name" : "rootfs");
     if (!sub)
         return obi_error_oom(w->err);
@@ -300,10 +705,18 @@ static int parse_image(walker *w, yaml_node_t *node, const char *path, obi_servi
     r = get_nonempty_string(w, name, sub, &ref);
     if (r < 0)
         return r;
-    if (strncmp(ref, "oci:", 4))
-        return fail_at(w, name, sub,
-                       "\"%s\" is not an OCI image layout reference (expected oci:PATH[:TAG])",
-                       ref);
+    if (strncmp(ref, "oci:", 4)) {
+        /* a registry reference: its grammar is registry.h's; here only what no reference has */
+        for (const char *p = ref; *p; p++)
+            if (!isalnum((unsigned char)*p) && !strchr("._-/:@+", *p))
+                return fail_at(w, name, sub,
+                               "\"%s\" is neither an image reference (registry/name:tag, "
+                               "name@sha256:...) nor an OCI layout (oci:PATH[:TAG])",
+                               ref);
+        svc->image_kind = OBI_IMAGE_REGISTRY;
+        svc->image_ref = steal_pointer(&ref);
+        return 0;
+    }
     char *layout = ref + 4;
     char *slash = strrchr(layout, '/');
     char *colon = strrchr(layout, ':');
@@ -389,10 +802,112 @@ static int parse_env(walker *w, yaml_node_t *node, const char *path, obi_service
     return 0;
 }
 
+static const shape GPU_SCHEDULING_SHAPE = {
+    .kind = SHAPE_ENUM,
+    .values = (const char *const[]){"best-effort", "gang", "spread", NULL},
+};
+static int parse_gpu_distributed(walker *w, yaml_node_t *dist, const char *dist_path,
+                                 obi_gpu *gpu)
+{
+    static const char *const dist_keys[] = {"backend", "master_port", NULL};
+    int r = check_mapping(w, dist, dist_path, dist_keys);
+    if (r < 0)
+        return r;
+    gpu->distributed = true;
+    gpu->backend = OBI_GPU_BACKEND_NCCL;
+    gpu->master_port = 29500;
+    cleanup_free char *backend_path = path_child(dist_path, "backend");
+    cleanup_free char *port_path = path_child(dist_path, "master_port");
+    if (!backend_path || !port_path)
+        return obi_error_oom(w->err);
+    yaml_node_t *value;
+    if ((value = map_get(w, dist, "backend"))) {
+        static const char *const names[] = {"nccl", "gloo", "mpi"};
+        const char *text = scalar_text(value);
+        size_t i = 0;
+        while (i < OBI_ARRAY_SIZE(names) && !(text && !strcmp(text, names[i])))
+            i++;
+        if (i == OBI_ARRAY_SIZE(names))
+            return fail_at(w, value, backend_path, "expected nccl, gloo or mpi");
+        gpu->backend = (obi_gpu_backend)i;
+    }
+    if ((value = map_get(w, dist, "master_port")) &&
+        (r = get_uint(w, value, port_path, 1, 65535, &gpu->master_port)) < 0)
+        return r;
+    return 0;
+}
+
+/* sharing: exclusive (the default), mps (its pipe and log dirs, host paths), time-slice (a slice
+ * index and a config file); the MPS and time-slice keys are refused with other modes, where
+ * zlayer would silently not look at them. */
+static int parse_gpu_sharing(walker *w, yaml_node_t *node, const char *path, obi_gpu *gpu)
+{
+    static const char *const modes[] = {"exclusive", "mps", "time-slice"};
+    static const struct {
+        const char *key;
+        obi_gpu_sharing mode;
+    } mode_keys[] = {
+        {"mps_pipe_dir", OBI_GPU_SHARING_MPS},
+        {"mps_log_dir", OBI_GPU_SHARING_MPS},
+        {"time_slice_index", OBI_GPU_SHARING_TIME_SLICE},
+        {"time_slicing_config_path", OBI_GPU_SHARING_TIME_SLICE},
+    };
+    yaml_node_t *value = map_get(w, node, "sharing");
+    if (value) {
+        cleanup_free char *sub = path_child(path, "sharing");
+        if (!sub)
+            return obi_error_oom(w->err);
+        const char *text = scalar_text(value);
+        size_t i = 0;
+        while (i < OBI_ARRAY_SIZE(modes) && !(text && !strcmp(text, modes[i])))
+            i++;
+        if (i == OBI_ARRAY_SIZE(modes))
+            return fail_at(w, value, sub, "expected exclusive, mps or time-slice");
+        gpu->sharing = (obi_gpu_sharing)i;
+    }
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(mode_keys); i++) {
+        if (!(value = map_get(w, node, mode_keys[i].key)))
+            continue;
+        cleanup_free char *sub = path_child(path, mode_keys[i].key);
+        if (!sub)
+            return obi_error_oom(w->err);
+        if (gpu->sharing != mode_keys[i].mode)
+            return fail_at(w, value, sub, "only used with sharing: %s",
+                           modes[mode_keys[i].mode]);
+        int r;
+        if (!strcmp(mode_keys[i].key, "time_slice_index")) {
+            r = get_uint(w, value, sub, 0, MAX_GPUS * 64, &gpu->time_slice_index);
+            gpu->has_time_slice_index = r == 0;
+        } else {
+            char **dst = !strcmp(mode_keys[i].key, "mps_pipe_dir")   ? &gpu->mps_pipe_dir
+                         : !strcmp(mode_keys[i].key, "mps_log_dir") ? &gpu->mps_log_dir
+                                                                     : &gpu->time_slicing_config_path;
+            r = get_host_path(w, value, sub, dst);
+        }
+        if (r < 0)
+            return r;
+    }
+    if (gpu->sharing == OBI_GPU_SHARING_MPS &&
+        ((!gpu->mps_pipe_dir && !(gpu->mps_pipe_dir = strdup("/tmp/nvidia-mps"))) ||
+         (!gpu->mps_log_dir && !(gpu->mps_log_dir = strdup("/tmp/nvidia-log")))))
+        return obi_error_oom(w->err);
+    return 0;
+}
+
 static int parse_gpu(walker *w, yaml_node_t *node, const char *path, obi_gpu *gpu)
 {
-    static const char *const keys[] = {"count", "vendor", "distributed", NULL};
-    static const char *const dist_keys[] = {"backend", "master_port", NULL};
+    static const char *const keys[] = {"count",
+                                       "vendor",
+                                       "mode",
+                                       "model",
+                                       "scheduling",
+                                       "distributed",
+                                       "sharing",
+                                       "mps_pipe_dir",
+                                       "mps_log_dir",
+                                       "time_slice_index",
+                                       "time_slicing_config_path",
+                                       NULL};
     int r = check_mapping(w, node, path, keys);
     if (r < 0)
         return r;
@@ -402,7 +917,10 @@ static int parse_gpu(walker *w, yaml_node_t *node, const char *path, obi_gpu *gp
     cleanup_free char *count_path = path_child(path, "count");
     cleanup_free char *vendor_path = path_child(path, "vendor");
     cleanup_free char *dist_path = path_child(path, "distributed");
-    if (!count_path || !vendor_path || !dist_path)
+    cleanup_free char *mode_path = path_child(path, "mode");
+    cleanup_free char *model_path = path_child(path, "model");
+    cleanup_free char *sched_path = path_child(path, "scheduling");
+    if (!count_path || !vendor_path || !dist_path || !mode_path || !model_path || !sched_path)
         return obi_error_oom(w->err);
     if ((value = map_get(w, node, "count")) &&
         (r = get_uint(w, value, count_path, 1, MAX_GPUS, &gpu->count)) < 0)
@@ -421,31 +939,29 @@ static int parse_gpu(walker *w, yaml_node_t *node, const char *path, obi_gpu *gp
     }
     if (!gpu->vendor_name && !(gpu->vendor_name = strdup("nvidia")))
         return obi_error_oom(w->err);
-    yaml_node_t *dist = map_get(w, node, "distributed");
-    if (!dist)
-        return 0;
-    if ((r = check_mapping(w, dist, dist_path, dist_keys)) < 0)
+    if ((value = map_get(w, node, "mode")) &&
+        ((r = check_shape(w, value, mode_path, &STRING_SHAPE)) < 0 ||
+         (r = add_notice(w, mode_path,
+                         "how zlayer reaches a GPU on macOS (native, vm); on Linux GPUs are "
+                         "device nodes, ignored")) < 0))
         return r;
-    gpu->distributed = true;
-    gpu->backend = OBI_GPU_BACKEND_NCCL;
-    gpu->master_port = 29500;
-    cleanup_free char *backend_path = path_child(dist_path, "backend");
-    cleanup_free char *port_path = path_child(dist_path, "master_port");
-    if (!backend_path || !port_path)
-        return obi_error_oom(w->err);
-    if ((value = map_get(w, dist, "backend"))) {
-        const char *text = scalar_text(value);
-        if (text && !strcmp(text, "nccl"))
-            gpu->backend = OBI_GPU_BACKEND_NCCL;
-        else if (text && !strcmp(text, "gloo"))
-            gpu->backend = OBI_GPU_BACKEND_GLOO;
-        else
-            return fail_at(w, value, backend_path, "expected nccl or gloo");
+    if ((value = map_get(w, node, "model"))) {
+        if ((r = get_nonempty_string(w, value, model_path, &gpu->model)) < 0 ||
+            (r = add_notice(w, model_path,
+                            "picks nodes whose GPUs match in zlayer's scheduler; ocibuild runs on "
+                            "this node's GPUs, ignored")) < 0)
+            return r;
     }
-    if ((value = map_get(w, dist, "master_port")) &&
-        (r = get_uint(w, value, port_path, 1, 65535, &gpu->master_port)) < 0)
+    if ((value = map_get(w, node, "scheduling")) &&
+        ((r = check_shape(w, value, sched_path, &GPU_SCHEDULING_SHAPE)) < 0 ||
+         (r = add_notice(w, sched_path,
+                         "how zlayer places GPU replicas across nodes; one node here, "
+                         "ignored")) < 0))
         return r;
-    return 0;
+    if ((r = parse_gpu_sharing(w, node, path, gpu)) < 0)
+        return r;
+    yaml_node_t *dist = map_get(w, node, "distributed");
+    return dist ? parse_gpu_distributed(w, dist, dist_path, gpu) : 0;
 }
 
 static int parse_memory_node(walker *w, yaml_node_t *node, const char *path, uint64_t *out)
@@ -463,9 +979,93 @@ static int parse_memory_node(walker *w, yaml_node_t *node, const char *path, uin
     return 0;
 }
 
+/* An integer min..max, a leading '-' allowed. */
+static int get_int(walker *w, yaml_node_t *node, const char *path, long long min, long long max,
+                   long long *out)
+{
+    const char *text = scalar_text(node);
+    unsigned long long magnitude = 0;
+    bool negative = text && text[0] == '-';
+    if (!text || !obi_parse_decimal(text + negative, (unsigned long long)LLONG_MAX, &magnitude))
+        return fail_at(w, node, path, "expected an integer from %lld to %lld", min, max);
+    long long value = negative ? -(long long)magnitude : (long long)magnitude;
+    if (value < min || value > max)
+        return fail_at(w, node, path, "%lld is out of range %lld..%lld", value, min, max);
+    *out = value;
+    return 0;
+}
+
+/* The Docker-style limits of resources, each an OCI linux.resources (or process) field. */
+static int parse_resource_limit(walker *w, const char *key, yaml_node_t *value, const char *sub,
+                                obi_service *svc)
+{
+    long long n = 0;
+    unsigned u = 0;
+    int r;
+    if (!strcmp(key, "pids_limit")) {
+        /* Docker: 0 and -1 both mean unlimited */
+        if ((r = get_int(w, value, sub, -1, INT64_MAX, &n)) < 0)
+            return r;
+        svc->pids_limit = n > 0 ? n : -1;
+        svc->has_pids_limit = true;
+    } else if (!strcmp(key, "cpuset")) {
+        if ((r = get_nonempty_string(w, value, sub, &svc->cpuset)) < 0)
+            return r;
+        for (const char *p = svc->cpuset; *p; p++)
+            if (!isdigit((unsigned char)*p) && *p != ',' && *p != '-')
+                return fail_at(w, value, sub, "\"%s\" is not a CPU list like 0-3,5", svc->cpuset);
+    } else if (!strcmp(key, "cpu_shares")) {
+        if ((r = get_uint(w, value, sub, 2, 262144, &u)) < 0)
+            return r;
+        svc->cpu_shares = u;
+        svc->has_cpu_shares = true;
+    } else if (!strcmp(key, "memory_swap")) {
+        /* memory plus swap; -1 unlimited (Docker) */
+        const char *text = scalar_text(value);
+        if (text && !strcmp(text, "-1")) {
+            svc->memory_swap = -1;
+        } else {
+            uint64_t bytes = 0;
+            if ((r = parse_memory_node(w, value, sub, &bytes)) < 0)
+                return r;
+            if (bytes > INT64_MAX)
+                return fail_at(w, value, sub, "too large");
+            svc->memory_swap = (int64_t)bytes;
+        }
+        svc->has_memory_swap = true;
+    } else if (!strcmp(key, "memory_reservation")) {
+        if ((r = parse_memory_node(w, value, sub, &svc->memory_reservation)) < 0)
+            return r;
+        svc->has_memory_reservation = true;
+    } else if (!strcmp(key, "memory_swappiness")) {
+        if ((r = get_uint(w, value, sub, 0, 100, &svc->memory_swappiness)) < 0)
+            return r;
+        svc->has_memory_swappiness = true;
+    } else if (!strcmp(key, "oom_score_adj")) {
+        if ((r = get_int(w, value, sub, -1000, 1000, &n)) < 0)
+            return r;
+        svc->oom_score_adj = (int)n;
+        svc->has_oom_score_adj = true;
+    } else if (!strcmp(key, "oom_kill_disable")) {
+        if ((r = get_bool(w, value, sub, &svc->oom_kill_disable)) < 0)
+            return r;
+        svc->has_oom_kill_disable = true;
+    } else { /* blkio_weight */
+        if ((r = get_uint(w, value, sub, 10, 1000, &svc->blkio_weight)) < 0)
+            return r;
+        svc->has_blkio_weight = true;
+    }
+    return 0;
+}
+
 static int parse_resources(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
-    static const char *const keys[] = {"cpu", "memory", "gpu", NULL};
+    static const char *const keys[] = {
+        "cpu",         "memory",       "gpu",          "pids_limit",
+        "cpuset",      "cpu_shares",   "memory_swap",  "memory_reservation",
+        "memory_swappiness", "oom_score_adj", "oom_kill_disable", "blkio_weight",
+        NULL,
+    };
     int r = check_mapping(w, node, path, keys);
     if (r < 0)
         return r;
@@ -495,6 +1095,19 @@ static int parse_resources(walker *w, yaml_node_t *node, const char *path, obi_s
             return r;
         svc->has_gpu = true;
     }
+    for (const char *const *k = keys + 3; *k; k++) {
+        if (!(value = map_get(w, node, *k)))
+            continue;
+        cleanup_free char *sub = path_child(path, *k);
+        if (!sub)
+            return obi_error_oom(w->err);
+        if ((r = parse_resource_limit(w, *k, value, sub, svc)) < 0)
+            return r;
+    }
+    if (svc->has_memory_swap && svc->memory_swap >= 0 &&
+        (!svc->has_memory || (uint64_t)svc->memory_swap < svc->memory))
+        return fail_at(w, map_get(w, node, "memory_swap"), path,
+                       "memory_swap (memory plus swap) needs memory, and must not be below it");
     return 0;
 }
 
@@ -537,6 +1150,7 @@ static int parse_devices(walker *w, yaml_node_t *node, const char *path, obi_ser
         if (r < 0)
             return r;
         obi_service_device *dev = &svc->devices[svc->device_count++];
+        dev->read = dev->write = true; /* zlayer's defaults; mknod is false */
         yaml_node_t *value = map_get(w, item, "path");
         if (!value)
             return fail_at(w, item, item_path, "missing key \"path\"");
@@ -563,14 +1177,63 @@ static int parse_devices(walker *w, yaml_node_t *node, const char *path, obi_ser
 static const struct storage_kind {
     const char *name;
     obi_storage_type type;
-    const char *const keys[7];
+    const char *const keys[8];
 } STORAGE_KINDS[] = {
     {"bind", OBI_STORAGE_BIND, {"type", "source", "target", "readonly", NULL}},
-    {"named", OBI_STORAGE_NAMED, {"type", "name", "target", "readonly", NULL}},
-    {"anonymous", OBI_STORAGE_ANONYMOUS, {"type", "target", "readonly", NULL}},
+    {"named", OBI_STORAGE_NAMED, {"type", "name", "target", "readonly", "tier", "size", NULL}},
+    {"anonymous", OBI_STORAGE_ANONYMOUS, {"type", "target", "tier", NULL}},
     {"tmpfs", OBI_STORAGE_TMPFS, {"type", "target", "size", "mode", NULL}},
-    {"s3", OBI_STORAGE_S3, {"type", "bucket", "prefix", "target", "readonly", NULL}},
+    {"s3",
+     OBI_STORAGE_S3,
+     {"type", "bucket", "prefix", "target", "readonly", "endpoint", "credentials", NULL}},
 };
+
+static const shape STORAGE_TIER_SHAPE = {
+    .kind = SHAPE_ENUM,
+    .values = (const char *const[]){"local", "cached", "network", NULL},
+};
+
+/* Storage keys accepted with no effect here: shape and why. */
+static const struct storage_noop {
+    obi_storage_type type;
+    const char *key;
+    shape_kind kind;
+    const char *why;
+} STORAGE_NOOPS[] = {
+    {OBI_STORAGE_NAMED, "tier", SHAPE_ENUM,
+     "zlayer's storage tier (local, cached, network); volumes here are directories below the "
+     "data dir, ignored"},
+    {OBI_STORAGE_ANONYMOUS, "tier", SHAPE_ENUM,
+     "zlayer's storage tier (local, cached, network); volumes here are directories below the "
+     "data dir, ignored"},
+    {OBI_STORAGE_NAMED, "size", SHAPE_MEMORY,
+     "a size limit for zlayer's volume backends; volumes here are directories without a quota, "
+     "ignored"},
+    {OBI_STORAGE_S3, "endpoint", SHAPE_STRING,
+     "zlayer's S3 FUSE mount; here the bucket is DATA/s3/BUCKET, synced by someone else, "
+     "ignored"},
+    {OBI_STORAGE_S3, "credentials", SHAPE_STRING,
+     "zlayer's S3 FUSE mount; here the bucket is DATA/s3/BUCKET, synced by someone else, "
+     "ignored"},
+};
+
+static int parse_storage_noop(walker *w, const obi_storage *st, const char *key,
+                              yaml_node_t *value, const char *sub, bool *handled)
+{
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(STORAGE_NOOPS); i++) {
+        const struct storage_noop *noop = &STORAGE_NOOPS[i];
+        if (noop->type != st->type || strcmp(noop->key, key))
+            continue;
+        shape sh = {.kind = noop->kind};
+        if (noop->kind == SHAPE_ENUM)
+            sh = STORAGE_TIER_SHAPE;
+        *handled = true;
+        int r = check_shape(w, value, sub, &sh);
+        return r < 0 ? r : add_notice(w, sub, noop->why);
+    }
+    *handled = false;
+    return 0;
+}
 
 static bool volume_name_is_valid(const char *name)
 {
@@ -602,6 +1265,14 @@ static int parse_storage_item(walker *w, yaml_node_t *item, const char *item_pat
             kind = &STORAGE_KINDS[k];
     if (!kind)
         return fail_at(w, type, type_path, "expected bind, named, anonymous, tmpfs or s3");
+    yaml_node_t *readonly = map_get(w, item, "readonly");
+    if (kind->type == OBI_STORAGE_ANONYMOUS && readonly) {
+        cleanup_free char *ro_path = path_child(item_path, "readonly");
+        return fail_at(w, readonly, ro_path ? ro_path : item_path,
+                       "anonymous storage starts empty, so a read-only one could never hold "
+                       "anything (zlayer has no readonly for it); use a named volume or a bind "
+                       "mount");
+    }
     r = check_mapping(w, item, item_path, kind->keys);
     if (r < 0)
         return r;
@@ -617,6 +1288,11 @@ static int parse_storage_item(walker *w, yaml_node_t *item, const char *item_pat
         cleanup_free char *sub = path_child(item_path, *k);
         if (!sub)
             return obi_error_oom(w->err);
+        bool handled = false;
+        if ((r = parse_storage_noop(w, st, *k, value, sub, &handled)) < 0)
+            return r;
+        if (handled)
+            continue;
         if (!strcmp(*k, "source"))
             r = get_host_path(w, value, sub, &st->source);
         else if (!strcmp(*k, "target"))
@@ -676,7 +1352,8 @@ static int parse_storage(walker *w, yaml_node_t *node, const char *path, obi_ser
     return r;
 }
 
-static int parse_capabilities(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+/* A list of capability names, normalised to CAP_X and deduplicated (document order). */
+static int get_capability_list(walker *w, yaml_node_t *node, const char *path, char ***out)
 {
     cleanup_strv char **names = NULL;
     int r = get_strv(w, node, path, &names);
@@ -685,11 +1362,10 @@ static int parse_capabilities(walker *w, yaml_node_t *node, const char *path, ob
     size_t n = 0;
     while (names && names[n])
         n++;
-    svc->capabilities = calloc(n + 1, sizeof *svc->capabilities);
-    if (!svc->capabilities)
+    cleanup_strv char **caps = calloc(n + 1, sizeof *caps);
+    if (!caps)
         return obi_error_oom(w->err);
-    svc->has_capabilities = true;
-    size_t out = 0;
+    size_t count = 0;
     for (size_t i = 0; i < n; i++) {
         const char *cap = obi_capability_normalize(names[i]);
         if (!cap) {
@@ -698,34 +1374,134 @@ static int parse_capabilities(walker *w, yaml_node_t *node, const char *path, ob
                            item_path ? item_path : path, "unknown capability \"%s\"", names[i]);
         }
         bool seen = false;
-        for (size_t j = 0; j < out && !seen; j++)
-            seen = !strcmp(svc->capabilities[j], cap);
-        if (!seen && !(svc->capabilities[out++] = strdup(cap)))
+        for (size_t j = 0; j < count && !seen; j++)
+            seen = !strcmp(caps[j], cap);
+        if (!seen && !(caps[count++] = strdup(cap)))
             return obi_error_oom(w->err);
     }
+    obi_strv_free(*out);
+    *out = steal_pointer(&caps);
     return 0;
 }
 
+/* capabilities, or its Docker alias cap_add (zlayer takes either, not both). */
+static int parse_capabilities(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    if (svc->has_capabilities)
+        return fail_at(w, node, path,
+                       "cap_add is zlayer's alias of capabilities: give one of them, not both");
+    int r = get_capability_list(w, node, path, &svc->capabilities);
+    svc->has_capabilities = r == 0;
+    return r;
+}
+
+static int parse_cap_drop(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    int r = get_capability_list(w, node, path, &svc->cap_drop);
+    if (r == 0 && !svc->cap_drop[0]) {
+        free(svc->cap_drop);
+        svc->cap_drop = NULL;
+    }
+    return r;
+}
+
+/* scale is zlayer's tagged union on mode: fixed {replicas}, adaptive {min, max, cooldown,
+ * targets}, manual {}. Without mode it is nothing zlayer can read, so it is refused (zlayer:
+ * "missing field mode"). Adaptive runs min replicas (at least one): the metric-driven scaling
+ * between min and max is zlayer's autoscaler, which ocibuild does not have (a notice says so). */
 static int parse_scale(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
-    static const char *const keys[] = {"mode", "replicas", NULL};
-    int r = check_mapping(w, node, path, keys);
+    static const char *const modes[] = {"fixed", "adaptive", "manual"};
+    static const char *const keys[][6] = {
+        {"mode", "replicas", NULL},
+        {"mode", "min", "max", "cooldown", "targets", NULL},
+        {"mode", NULL},
+    };
+    if (node->type != YAML_MAPPING_NODE)
+        return fail_at(w, node, path, "expected a mapping, got %s", node_kind(node));
+    yaml_node_t *mode = map_get(w, node, "mode");
+    if (!mode)
+        return fail_at(w, node, path,
+                       "missing key \"mode\" (fixed with replicas, adaptive with min and max, or "
+                       "manual)");
+    cleanup_free char *mode_path = path_child(path, "mode");
+    if (!mode_path)
+        return obi_error_oom(w->err);
+    const char *text = scalar_text(mode);
+    size_t m = 0;
+    while (m < OBI_ARRAY_SIZE(modes) && !(text && !strcmp(text, modes[m])))
+        m++;
+    if (m == OBI_ARRAY_SIZE(modes))
+        return fail_at(w, mode, mode_path, "expected fixed, adaptive or manual");
+    int r = check_mapping(w, node, path, keys[m]);
     if (r < 0)
         return r;
-    cleanup_free char *mode_path = path_child(path, "mode");
-    cleanup_free char *rep_path = path_child(path, "replicas");
-    if (!mode_path || !rep_path)
-        return obi_error_oom(w->err);
-    yaml_node_t *value;
-    if ((value = map_get(w, node, "mode"))) {
-        const char *mode = scalar_text(value);
-        if (!mode || strcmp(mode, "fixed"))
-            return fail_at(w, value, mode_path, "only \"fixed\" is supported");
+    obi_scale *scale = &svc->scale;
+    scale->mode = (obi_scale_mode)m;
+    const char *required[] = {"replicas", "min", "max"};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(required); i++) {
+        bool wanted = m == OBI_SCALE_FIXED ? i == 0 : m == OBI_SCALE_ADAPTIVE && i > 0;
+        yaml_node_t *value = map_get(w, node, required[i]);
+        cleanup_free char *sub = path_child(path, required[i]);
+        if (!sub)
+            return obi_error_oom(w->err);
+        if (wanted && !value)
+            return fail_at(w, node, sub, "missing: scale mode %s needs it", modes[m]);
+        if (!wanted)
+            continue;
+        unsigned *dst = i == 0 ? &svc->replicas : i == 1 ? &scale->min : &scale->max;
+        if ((r = get_uint(w, value, sub, i == 0 ? 1 : 0, MAX_REPLICAS, dst)) < 0)
+            return r;
     }
-    if ((value = map_get(w, node, "replicas")) &&
-        (r = get_uint(w, value, rep_path, 1, MAX_REPLICAS, &svc->replicas)) < 0)
-        return r;
-    return 0;
+    if (m == OBI_SCALE_MANUAL) {
+        svc->replicas = 1;
+        return add_notice(w, path,
+                          "manual scaling: zlayer leaves the count to an operator; ocibuild runs "
+                          "one replica");
+    }
+    if (m == OBI_SCALE_FIXED)
+        return 0;
+    if (scale->min > scale->max)
+        return fail_at(w, node, path, "min (%u) is greater than max (%u)", scale->min,
+                       scale->max);
+    yaml_node_t *value;
+    if ((value = map_get(w, node, "cooldown"))) {
+        cleanup_free char *sub = path_child(path, "cooldown");
+        const char *cooldown = scalar_text(value);
+        cleanup_error obi_error *inner = NULL;
+        if (!sub)
+            return obi_error_oom(w->err);
+        if (!cooldown || obi_parse_duration(cooldown, &scale->cooldown_ms, &inner) < 0)
+            return fail_at(w, value, sub, "%s",
+                           inner ? inner->message : "expected a duration like 30s");
+    }
+    if ((value = map_get(w, node, "targets"))) {
+        static const char *const targets[] = {"cpu", "memory", "rps", NULL};
+        cleanup_free char *sub = path_child(path, "targets");
+        if (!sub)
+            return obi_error_oom(w->err);
+        if ((r = check_mapping(w, value, sub, targets)) < 0)
+            return r;
+        for (size_t i = 0; targets[i]; i++) {
+            yaml_node_t *target = map_get(w, value, targets[i]);
+            cleanup_free char *target_path = path_child(sub, targets[i]);
+            if (!target_path)
+                return obi_error_oom(w->err);
+            unsigned *dst = i == 0   ? &scale->target_cpu
+                            : i == 1 ? &scale->target_memory
+                                     : &scale->target_rps;
+            if (target &&
+                (r = get_uint(w, target, target_path, 0, i < 2 ? 100 : UINT32_MAX, dst)) < 0)
+                return r;
+        }
+    }
+    svc->replicas = scale->min ? scale->min : 1;
+    char why[160];
+    snprintf(why, sizeof why,
+             "adaptive scaling between min and max is zlayer's autoscaler; ocibuild runs min (%u) "
+             "replica%s",
+             svc->replicas, svc->replicas == 1 ? "" : "s");
+    return add_notice(w, path, why);
 }
 
 static int parse_depends(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
@@ -761,6 +1537,577 @@ static int parse_depends(walker *w, yaml_node_t *node, const char *path, obi_ser
         }
     }
     return r;
+}
+
+/* ---- endpoints and ports -------------------------------------------------------------------- */
+
+static const shape EXPOSE_SHAPE = {
+    .kind = SHAPE_ENUM,
+    .values = (const char *const[]){"public", "internal", NULL},
+};
+
+/* endpoints[].stream (L4 proxy options) and endpoints[].tunnel: zlayer's proxy and tunnels. */
+static const shape ENDPOINT_STREAM_SHAPE = {
+    .kind = SHAPE_MAP,
+    .fields =
+        (const shape[]){
+            {.key = "tls", .kind = SHAPE_BOOL},
+            {.key = "proxy_protocol", .kind = SHAPE_BOOL},
+            {.key = "session_timeout", .kind = SHAPE_DURATION},
+            {.key = "health_check",
+             .kind = SHAPE_MAP,
+             .fields =
+                 (const shape[]){
+                     {.key = "type",
+                      .kind = SHAPE_ENUM,
+                      .required = true,
+                      .values = (const char *const[]){"tcp_connect", "udp_probe", NULL}},
+                     {.key = "request", .kind = SHAPE_STRING},
+                     {.key = "expect", .kind = SHAPE_STRING},
+                     {0},
+                 }},
+            {0},
+        },
+};
+
+static const shape ENDPOINT_TUNNEL_SHAPE = {
+    .kind = SHAPE_MAP,
+    .fields =
+        (const shape[]){
+            {.key = "enabled", .kind = SHAPE_BOOL},
+            {.key = "from", .kind = SHAPE_STRING},
+            {.key = "to", .kind = SHAPE_STRING},
+            {.key = "remote_port", .kind = SHAPE_UINT, .max = 65535},
+            {.key = "expose",
+             .kind = SHAPE_ENUM,
+             .values = (const char *const[]){"public", "internal", NULL}},
+            {.key = "access",
+             .kind = SHAPE_MAP,
+             .fields =
+                 (const shape[]){
+                     {.key = "enabled", .kind = SHAPE_BOOL},
+                     {.key = "max_ttl", .kind = SHAPE_DURATION},
+                     {.key = "audit", .kind = SHAPE_BOOL},
+                     {0},
+                 }},
+            {0},
+        },
+};
+
+static int parse_endpoint(walker *w, yaml_node_t *item, const char *item_path, obi_endpoint *ep)
+{
+    static const char *const keys[] = {"name", "protocol", "port",   "target_port",
+                                       "path", "host",     "expose", "stream",
+                                       "target_role", "tunnel", NULL};
+    static const char *const protocols[] = {"http", "https", "tcp", "udp", "websocket"};
+    int r = check_mapping(w, item, item_path, keys);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < 3; i++)
+        if (!map_get(w, item, keys[i]))
+            return fail_at(w, item, item_path, "missing key \"%s\"", keys[i]);
+    for (const char *const *k = keys; *k; k++) {
+        yaml_node_t *value = map_get(w, item, *k);
+        if (!value)
+            continue;
+        cleanup_free char *sub = path_child(item_path, *k);
+        if (!sub)
+            return obi_error_oom(w->err);
+        const char *text = scalar_text(value);
+        if (!strcmp(*k, "name")) {
+            r = get_nonempty_string(w, value, sub, &ep->name);
+        } else if (!strcmp(*k, "protocol")) {
+            size_t i = 0;
+            while (i < OBI_ARRAY_SIZE(protocols) && !(text && !strcmp(text, protocols[i])))
+                i++;
+            if (i == OBI_ARRAY_SIZE(protocols))
+                return fail_at(w, value, sub, "expected http, https, tcp, udp or websocket");
+            ep->protocol = (obi_endpoint_protocol)i;
+        } else if (!strcmp(*k, "port")) {
+            r = get_uint(w, value, sub, 1, 65535, &ep->port);
+        } else if (!strcmp(*k, "target_port")) {
+            r = get_uint(w, value, sub, 1, 65535, &ep->target_port);
+        } else if (!strcmp(*k, "path")) {
+            if ((r = get_nonempty_string(w, value, sub, &ep->path)) == 0 && ep->path[0] != '/')
+                r = fail_at(w, value, sub, "\"%s\" is not a URL path (it starts with /)",
+                            ep->path);
+        } else if (!strcmp(*k, "host")) {
+            r = get_nonempty_string(w, value, sub, &ep->host);
+        } else if (!strcmp(*k, "expose")) {
+            if ((r = check_shape(w, value, sub, &EXPOSE_SHAPE)) == 0)
+                ep->public_ = !strcmp(text, "public");
+        } else if (!strcmp(*k, "stream") || !strcmp(*k, "tunnel")) {
+            bool stream = !strcmp(*k, "stream");
+            if ((r = check_shape(w, value, sub,
+                                 stream ? &ENDPOINT_STREAM_SHAPE : &ENDPOINT_TUNNEL_SHAPE)) == 0)
+                r = add_notice(w, sub,
+                               stream ? "TLS, PROXY protocol and L4 health checks of zlayer's "
+                                        "proxy; the service network forwards plain ports, ignored"
+                                      : "zlayer's tunnels between nodes; one node here, ignored");
+        } else { /* target_role */
+            r = fail_at(w, value, sub, "names a replica group, and ocibuild has no replica_groups");
+        }
+        if (r < 0)
+            return r;
+    }
+    if (!ep->target_port)
+        ep->target_port = ep->port;
+    if (ep->path && ep->protocol != OBI_ENDPOINT_HTTP && ep->protocol != OBI_ENDPOINT_HTTPS &&
+        ep->protocol != OBI_ENDPOINT_WEBSOCKET)
+        return fail_at(w, map_get(w, item, "path"), item_path,
+                       "path is only for http, https and websocket endpoints");
+    return 0;
+}
+
+static int parse_endpoints(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    size_t n = 0;
+    int r =
+        alloc_for_sequence(w, node, path, sizeof *svc->endpoints, (void **)&svc->endpoints, &n);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        yaml_node_t *item = NULL;
+        cleanup_free char *item_path = NULL;
+        if ((r = sequence_item(w, node, path, i, &item, &item_path)) < 0)
+            return r;
+        obi_endpoint *ep = &svc->endpoints[svc->endpoint_count++];
+        if ((r = parse_endpoint(w, item, item_path, ep)) < 0)
+            return r;
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(svc->endpoints[j].name, ep->name))
+                return fail_at(w, item, item_path, "endpoint name \"%s\" is already used by %s[%zu]",
+                               ep->name, path, j);
+    }
+    return r;
+}
+
+static bool ip_is_valid(const char *text)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, text, buf) == 1 || inet_pton(AF_INET6, text, buf) == 1;
+}
+
+static int parse_port_mappings(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    static const char *const keys[] = {"host_port", "container_port", "protocol", "host_ip", NULL};
+    size_t n = 0;
+    int r = alloc_for_sequence(w, node, path, sizeof *svc->port_mappings,
+                               (void **)&svc->port_mappings, &n);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        yaml_node_t *item = NULL;
+        cleanup_free char *item_path = NULL;
+        if ((r = sequence_item(w, node, path, i, &item, &item_path)) < 0 ||
+            (r = check_mapping(w, item, item_path, keys)) < 0)
+            return r;
+        obi_port_mapping *pm = &svc->port_mappings[svc->port_mapping_count++];
+        if (!map_get(w, item, "container_port"))
+            return fail_at(w, item, item_path, "missing key \"container_port\"");
+        for (const char *const *k = keys; *k; k++) {
+            yaml_node_t *value = map_get(w, item, *k);
+            cleanup_free char *sub = path_child(item_path, *k);
+            if (!sub)
+                return obi_error_oom(w->err);
+            const char *text = value ? scalar_text(value) : NULL;
+            if (!value)
+                continue;
+            if (!strcmp(*k, "host_port"))
+                r = get_uint(w, value, sub, 0, 65535, &pm->host_port);
+            else if (!strcmp(*k, "container_port"))
+                r = get_uint(w, value, sub, 1, 65535, &pm->container_port);
+            else if (!strcmp(*k, "protocol"))
+                r = text && (!strcmp(text, "tcp") || !strcmp(text, "udp"))
+                        ? (pm->udp = !strcmp(text, "udp"), 0)
+                        : fail_at(w, value, sub, "expected tcp or udp");
+            else if ((r = get_nonempty_string(w, value, sub, &pm->host_ip)) == 0 &&
+                     !ip_is_valid(pm->host_ip))
+                r = fail_at(w, value, sub, "\"%s\" is not an IPv4 or IPv6 address", pm->host_ip);
+            if (r < 0)
+                return r;
+        }
+        if (!pm->host_ip && !(pm->host_ip = strdup("0.0.0.0")))
+            return obi_error_oom(w->err);
+    }
+    return r;
+}
+
+/* ---- process and container options ------------------------------------------------------------ */
+
+/* Docker's --ulimit names -> OCI rlimit types (zlayer's table). */
+static const struct ulimit_name {
+    const char *name;
+    const char *type;
+} ULIMIT_NAMES[] = {
+    {"cpu", "RLIMIT_CPU"},           {"fsize", "RLIMIT_FSIZE"},
+    {"data", "RLIMIT_DATA"},         {"stack", "RLIMIT_STACK"},
+    {"core", "RLIMIT_CORE"},         {"rss", "RLIMIT_RSS"},
+    {"nproc", "RLIMIT_NPROC"},       {"nofile", "RLIMIT_NOFILE"},
+    {"memlock", "RLIMIT_MEMLOCK"},   {"as", "RLIMIT_AS"},
+    {"locks", "RLIMIT_LOCKS"},       {"sigpending", "RLIMIT_SIGPENDING"},
+    {"msgqueue", "RLIMIT_MSGQUEUE"}, {"nice", "RLIMIT_NICE"},
+    {"rtprio", "RLIMIT_RTPRIO"},     {"rttime", "RLIMIT_RTTIME"},
+};
+
+/* A limit: a number, or -1 for unlimited (Docker's spelling; zlayer would clamp it to 0). */
+static int get_limit(walker *w, yaml_node_t *node, const char *path, uint64_t *out)
+{
+    const char *text = scalar_text(node);
+    unsigned long long value = 0;
+    if (text && !strcmp(text, "-1")) {
+        *out = UINT64_MAX;
+        return 0;
+    }
+    if (!text || !obi_parse_decimal(text, UINT64_MAX - 1, &value))
+        return fail_at(w, node, path, "expected a number, or -1 for unlimited");
+    *out = value;
+    return 0;
+}
+
+/* ulimits: {nofile: {soft: 65536, hard: 65536}}; one bound stands for both (zlayer's rule). */
+static int parse_ulimits(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    static const char *const keys[] = {"soft", "hard", NULL};
+    int r = check_mapping(w, node, path, NULL);
+    if (r < 0)
+        return r;
+    size_t n = (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
+    if (!(svc->ulimits = calloc(n ? n : 1, sizeof *svc->ulimits)))
+        return obi_error_oom(w->err);
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_pair_t *pair = &node->data.mapping.pairs.start[i];
+        const char *name = scalar_text(node_get(w, pair->key));
+        yaml_node_t *limit = node_get(w, pair->value);
+        cleanup_free char *sub = path_child(path, name);
+        if (!sub)
+            return obi_error_oom(w->err);
+        const struct ulimit_name *known = NULL;
+        for (size_t k = 0; k < OBI_ARRAY_SIZE(ULIMIT_NAMES) && !known; k++)
+            if (!strcasecmp(name, ULIMIT_NAMES[k].name))
+                known = &ULIMIT_NAMES[k];
+        if (!known)
+            return fail_at(w, node_get(w, pair->key), sub,
+                           "unknown ulimit (cpu, fsize, data, stack, core, rss, nproc, nofile, "
+                           "memlock, as, locks, sigpending, msgqueue, nice, rtprio, rttime)");
+        for (size_t j = 0; j < svc->ulimit_count; j++)
+            if (svc->ulimits[j].type == known->type)
+                return fail_at(w, node_get(w, pair->key), sub, "named twice");
+        if ((r = check_mapping(w, limit, sub, keys)) < 0)
+            return r;
+        obi_ulimit *u = &svc->ulimits[svc->ulimit_count++];
+        u->type = known->type;
+        yaml_node_t *soft = map_get(w, limit, "soft"), *hard = map_get(w, limit, "hard");
+        cleanup_free char *soft_path = path_child(sub, "soft");
+        cleanup_free char *hard_path = path_child(sub, "hard");
+        if (!soft_path || !hard_path)
+            return obi_error_oom(w->err);
+        if (!soft && !hard)
+            return fail_at(w, limit, sub, "give soft, hard or both");
+        if ((soft && (r = get_limit(w, soft, soft_path, &u->soft)) < 0) ||
+            (hard && (r = get_limit(w, hard, hard_path, &u->hard)) < 0))
+            return r;
+        if (!soft)
+            u->soft = u->hard;
+        if (!hard)
+            u->hard = u->soft;
+        if (u->soft > u->hard)
+            return fail_at(w, soft, soft_path, "soft limit above the hard limit");
+    }
+    return 0;
+}
+
+static int parse_dns(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    int r = get_strv(w, node, path, &svc->dns);
+    for (size_t i = 0; r == 0 && svc->dns && svc->dns[i]; i++)
+        if (!ip_is_valid(svc->dns[i])) {
+            cleanup_free char *sub = path_index(path, i);
+            return fail_at(w, node_get(w, node->data.sequence.items.start[i]), sub ? sub : path,
+                           "\"%s\" is not an IPv4 or IPv6 address", svc->dns[i]);
+        }
+    return r;
+}
+
+/* A cgroupfs path below which the replica's cgroup is made (cgroupsPath PARENT/ID). systemd's
+ * slice:prefix:name form needs the runtime's --systemd-cgroup, which ocibuild does not pass. */
+static int parse_cgroup_parent(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    int r = get_nonempty_string(w, node, path, &svc->cgroup_parent);
+    if (r < 0)
+        return r;
+    cleanup_free char *absolute = NULL;
+    if (asprintf(&absolute, "%s%s", svc->cgroup_parent[0] == '/' ? "" : "/",
+                 svc->cgroup_parent) < 0)
+        return obi_error_oom(w->err);
+    for (const char *p = absolute; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("/._-@", *p))
+            return fail_at(w, node, path,
+                           "\"%s\" is not a cgroup path (letters, digits and / . _ - @; the "
+                           "systemd slice:prefix:name form is not used here)",
+                           svc->cgroup_parent);
+    if (!path_is_clean_absolute(absolute) || strstr(absolute, "//"))
+        return fail_at(w, node, path, "\"%s\" must not contain \"..\" or empty components",
+                       svc->cgroup_parent);
+    size_t len = strlen(absolute);
+    if (len > 1 && absolute[len - 1] == '/')
+        absolute[len - 1] = '\0';
+    free(svc->cgroup_parent);
+    svc->cgroup_parent = steal_pointer(&absolute);
+    return 0;
+}
+
+/* A mapping of strings to strings (labels, sysctls). name_ok checks each key. */
+static int get_string_pairs(walker *w, yaml_node_t *node, const char *path,
+                            bool (*name_ok)(const char *), const char *what,
+                            obi_service_env_var **out, size_t *count)
+{
+    int r = check_mapping(w, node, path, NULL);
+    if (r < 0)
+        return r;
+    size_t n = (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
+    if (!(*out = calloc(n ? n : 1, sizeof **out)))
+        return obi_error_oom(w->err);
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_pair_t *pair = &node->data.mapping.pairs.start[i];
+        const char *name = scalar_text(node_get(w, pair->key));
+        cleanup_free char *sub = path_child(path, name);
+        if (!sub)
+            return obi_error_oom(w->err);
+        if (!name_ok(name))
+            return fail_at(w, node_get(w, pair->key), sub, "not a valid %s name", what);
+        obi_service_env_var *var = &(*out)[(*count)++];
+        if (!(var->name = strdup(name)))
+            return obi_error_oom(w->err);
+        if ((r = get_string(w, node_get(w, pair->value), sub, &var->value)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+static bool label_name_is_valid(const char *name)
+{
+    return *name != '\0';
+}
+
+static bool sysctl_name_is_valid(const char *name)
+{
+    if (!isalpha((unsigned char)*name))
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("._-/", *p))
+            return false;
+    return strstr(name, "..") == NULL;
+}
+
+static int parse_labels(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    return get_string_pairs(w, node, path, label_name_is_valid, "label", &svc->labels,
+                            &svc->label_count);
+}
+
+static int parse_sysctls(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    return get_string_pairs(w, node, path, sysctl_name_is_valid, "sysctl", &svc->sysctls,
+                            &svc->sysctl_count);
+}
+
+static int parse_user(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    int r = get_nonempty_string(w, node, path, &svc->user);
+    if (r < 0)
+        return r;
+    for (const char *p = svc->user; *p; p++)
+        if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
+            return fail_at(w, node, path, "\"%s\" is not uid[:gid] or user[:group]", svc->user);
+    return 0;
+}
+
+static int parse_read_only_root_fs(walker *w, yaml_node_t *node, const char *path,
+                                   obi_service *svc)
+{
+    return get_bool(w, node, path, &svc->read_only_root_fs);
+}
+
+/* security_opt: no-new-privileges[:true|=true|:false] is applied; the rest (apparmor=,
+ * seccomp=, label=, systempaths=) are notices: the runtime's default profile stays. */
+static int parse_security_opt(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    cleanup_strv char **opts = NULL;
+    int r = get_strv(w, node, path, &opts);
+    for (size_t i = 0; r == 0 && opts && opts[i]; i++) {
+        cleanup_free char *sub = path_index(path, i);
+        if (!sub)
+            return obi_error_oom(w->err);
+        const char *o = opts[i];
+        if (!strncmp(o, "no-new-privileges", 17) &&
+            (!o[17] || !strcmp(o + 17, ":true") || !strcmp(o + 17, "=true") ||
+             !strcmp(o + 17, ":false") || !strcmp(o + 17, "=false"))) {
+            svc->has_no_new_privileges = true;
+            svc->no_new_privileges = !strstr(o, "false");
+        } else {
+            r = add_notice(w, sub,
+                           "a Docker security option other than no-new-privileges; the runtime's "
+                           "defaults apply, ignored");
+        }
+    }
+    return r;
+}
+
+static const struct signal_name {
+    const char *name;
+    int number;
+} SIGNAL_NAMES[] = {
+    {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
+    {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"STOP", SIGSTOP},
+    {"WINCH", SIGWINCH}, {"PWR", SIGPWR}, {"ALRM", SIGALRM}, {"CONT", SIGCONT},
+};
+
+static int parse_stop_signal(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    const char *text = scalar_text(node);
+    unsigned long long number = 0;
+    if (text && obi_parse_decimal(text, 64, &number) && number >= 1) {
+        svc->stop_signal = (int)number;
+    } else {
+        const char *name = text && !strncmp(text, "SIG", 3) ? text + 3 : text;
+        for (size_t i = 0; name && i < OBI_ARRAY_SIZE(SIGNAL_NAMES) && !svc->stop_signal; i++)
+            if (!strcmp(name, SIGNAL_NAMES[i].name))
+                svc->stop_signal = SIGNAL_NAMES[i].number;
+        if (!svc->stop_signal)
+            return fail_at(w, node, path, "expected a signal like SIGTERM, TERM or 15");
+    }
+    return add_notice(w, path,
+                      "applied by the lifecycle's down; until it does, down sends SIGTERM");
+}
+
+static int parse_stop_grace_period(walker *w, yaml_node_t *node, const char *path,
+                                   obi_service *svc)
+{
+    const char *text = scalar_text(node);
+    cleanup_error obi_error *inner = NULL;
+    if (!text || obi_parse_duration(text, &svc->stop_grace_ms, &inner) < 0)
+        return fail_at(w, node, path, "%s", inner ? inner->message : "expected a duration");
+    return add_notice(w, path,
+                      "applied by the lifecycle's down; until it does, down waits --grace");
+}
+
+static int parse_lifecycle(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    static const char *const keys[] = {"delete_on_exit", NULL};
+    int r = check_mapping(w, node, path, keys);
+    yaml_node_t *value = r == 0 ? map_get(w, node, "delete_on_exit") : NULL;
+    if (!value)
+        return r;
+    cleanup_free char *sub = path_child(path, "delete_on_exit");
+    if (!sub)
+        return obi_error_oom(w->err);
+    if ((r = get_bool(w, value, sub, &svc->delete_on_exit)) < 0)
+        return r;
+    return add_notice(w, sub,
+                      "stopped replicas are kept (ps shows their exit) until down removes them");
+}
+
+/* network_mode: Docker's strings ("host", "none", "bridge[:NAME]", "container:ID", "default") or
+ * zlayer's tagged form ({bridge: {name: N}}, {container: {id: ID}}). host is host_network; the
+ * others leave the replica in its own network namespace (a notice says so). */
+static const shape NETWORK_MODE_SHAPE = {
+    .kind = SHAPE_ONE_OF,
+    .fields =
+        (const shape[]){
+            {.kind = SHAPE_STRING},
+            {.kind = SHAPE_MAP,
+             .fields =
+                 (const shape[]){
+                     {.key = "bridge",
+                      .kind = SHAPE_MAP,
+                      .fields = (const shape[]){{.key = "name", .kind = SHAPE_STRING}, {0}}},
+                     {.key = "container",
+                      .kind = SHAPE_MAP,
+                      .fields = (const shape[]){
+                          {.key = "id", .kind = SHAPE_STRING, .required = true}, {0}}},
+                     {.key = "default", .kind = SHAPE_ANY},
+                     {.key = "host", .kind = SHAPE_ANY},
+                     {.key = "none", .kind = SHAPE_ANY},
+                     {0},
+                 }},
+            {0},
+        },
+};
+
+static int parse_network_mode(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    int r = check_shape(w, node, path, &NETWORK_MODE_SHAPE);
+    if (r < 0)
+        return r;
+    const char *text = scalar_text(node);
+    if (node->type == YAML_MAPPING_NODE &&
+        node->data.mapping.pairs.top - node->data.mapping.pairs.start != 1)
+        return fail_at(w, node, path, "expected one of bridge, container, default, host, none");
+    if (!text)
+        text = scalar_text(node_get(w, node->data.mapping.pairs.start[0].key));
+    if (!strcmp(text, "default"))
+        return 0;
+    if (!strcmp(text, "host")) {
+        svc->host_network = true;
+        return 0;
+    }
+    if (strcmp(text, "none") && strcmp(text, "bridge") && strncmp(text, "bridge:", 7) &&
+        strcmp(text, "container") && (strncmp(text, "container:", 10) || !text[10]))
+        return fail_at(w, node, path,
+                       "unknown network mode \"%s\" (default, host, none, bridge[:NAME], "
+                       "container:ID)",
+                       text);
+    return add_notice(w, path,
+                      "Docker network modes other than host: the replica keeps its own network "
+                      "namespace, set up by the service network");
+}
+
+static int parse_extra_hosts(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    (void)svc;
+    cleanup_strv char **hosts = NULL;
+    int r = get_strv(w, node, path, &hosts);
+    for (size_t i = 0; r == 0 && hosts && hosts[i]; i++) {
+        char *colon = strchr(hosts[i], ':');
+        if (!colon || colon == hosts[i] ||
+            (strcmp(colon + 1, "host-gateway") && !ip_is_valid(colon + 1))) {
+            cleanup_free char *sub = path_index(path, i);
+            return fail_at(w, node_get(w, node->data.sequence.items.start[i]), sub ? sub : path,
+                           "\"%s\" is not HOSTNAME:IP", hosts[i]);
+        }
+    }
+    return r < 0 ? r
+                 : add_notice(w, path,
+                              "/etc/hosts entries are not written into replicas yet, ignored");
+}
+
+/* service_type: standard (ocibuild's only kind); job is rtype: job's older spelling in zlayer;
+ * the WASM kinds are refused, since nothing here runs WASM components. */
+static const shape SERVICE_TYPE_SHAPE = {
+    .kind = SHAPE_ENUM,
+    .values = (const char *const[]){"standard", "job", "wasm_http", "wasm_plugin",
+                                    "wasm_transformer", "wasm_authenticator", "wasm_rate_limiter",
+                                    "wasm_middleware", "wasm_router", NULL},
+};
+
+static int parse_service_type(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    (void)svc;
+    int r = check_shape(w, node, path, &SERVICE_TYPE_SHAPE);
+    if (r < 0)
+        return r;
+    const char *text = scalar_text(node);
+    if (!strncmp(text, "wasm_", 5))
+        return fail_at(w, node, path,
+                       "%s: WASM services are not supported (ocibuild runs OCI containers)", text);
+    if (!strcmp(text, "job"))
+        return add_notice(w, path, "zlayer's run-to-completion kind; ocibuild reads rtype: job");
+    return 0;
+}
+
+static int parse_replica_groups(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    (void)svc;
+    return fail_at(w, node, path,
+                   "heterogeneous replica groups are not supported (use one service per group "
+                   "with scale.replicas)");
 }
 
 typedef int (*service_field_fn)(walker *w, yaml_node_t *node, const char *path, obi_service *svc);
@@ -849,12 +2196,50 @@ static const struct service_field {
     {"devices", parse_devices},
     {"storage", parse_storage},
     {"capabilities", parse_capabilities},
+    {"cap_add", parse_capabilities},
+    {"cap_drop", parse_cap_drop},
     {"privileged", parse_privileged},
     {"host_network", parse_host_network},
+    {"network_mode", parse_network_mode},
     {"hostname", parse_hostname},
     {"scale", parse_scale},
     {"depends", parse_depends},
+    {"endpoints", parse_endpoints},
+    {"port_mappings", parse_port_mappings},
+    {"ulimits", parse_ulimits},
+    {"dns", parse_dns},
+    {"cgroup_parent", parse_cgroup_parent},
+    {"labels", parse_labels},
+    {"sysctls", parse_sysctls},
+    {"user", parse_user},
+    {"read_only_root_fs", parse_read_only_root_fs},
+    {"security_opt", parse_security_opt},
+    {"stop_signal", parse_stop_signal},
+    {"stop_grace_period", parse_stop_grace_period},
+    {"lifecycle", parse_lifecycle},
+    {"extra_hosts", parse_extra_hosts},
+    {"service_type", parse_service_type},
+    {"replica_groups", parse_replica_groups},
 };
+
+/* The keys of SERVICE_NOOPS present in node: checked, and a notice each. */
+static int parse_service_noops(walker *w, yaml_node_t *node, const char *path)
+{
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(SERVICE_NOOPS); i++) {
+        yaml_node_t *value = map_get(w, node, SERVICE_NOOPS[i].key);
+        if (!value)
+            continue;
+        cleanup_free char *sub = path_child(path, SERVICE_NOOPS[i].key);
+        if (!sub)
+            return obi_error_oom(w->err);
+        int r = check_shape(w, value, sub, &SERVICE_NOOPS[i].sh);
+        if (r == 0 && SERVICE_NOOPS[i].why)
+            r = add_notice(w, sub, SERVICE_NOOPS[i].why);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
 
 static int parse_service(walker *w, yaml_node_t *key, yaml_node_t *node, obi_service *svc)
 {
@@ -881,6 +2266,13 @@ static int parse_service(walker *w, yaml_node_t *key, yaml_node_t *node, obi_ser
         if ((r = SERVICE_FIELDS[i].parse(w, value, sub, svc)) < 0)
             return r;
     }
+    if ((r = parse_service_noops(w, node, path)) < 0)
+        return r;
+    if (svc->dns && svc->host_network &&
+        (r = add_notice(w, path,
+                        "dns with the host's network: the replica uses the host's resolv.conf "
+                        "(as zlayer does), dns ignored")) < 0)
+        return r;
     if (svc->rtype == OBI_RTYPE_CRON && !svc->schedule)
         return fail_at(w, node, path, "rtype cron needs a schedule");
     if (svc->rtype != OBI_RTYPE_CRON && svc->schedule)
@@ -910,9 +2302,100 @@ static int check_depends(walker *w, yaml_node_t *services, obi_deployment *d)
     return r;
 }
 
+/* The endpoints of an external (zlayer's proxy backends): the service endpoint's fields. */
+static const shape ENDPOINT_SHAPE = {
+    .kind = SHAPE_MAP,
+    .fields =
+        (const shape[]){
+            {.key = "name", .kind = SHAPE_STRING, .required = true},
+            {.key = "protocol",
+             .kind = SHAPE_ENUM,
+             .required = true,
+             .values = (const char *const[]){"http", "https", "tcp", "udp", "websocket", NULL}},
+            {.key = "port", .kind = SHAPE_UINT, .max = 65535, .required = true},
+            {.key = "target_port", .kind = SHAPE_UINT, .max = 65535},
+            {.key = "path", .kind = SHAPE_STRING},
+            {.key = "host", .kind = SHAPE_STRING},
+            {.key = "expose",
+             .kind = SHAPE_ENUM,
+             .values = (const char *const[]){"public", "internal", NULL}},
+            {.key = "stream", .kind = SHAPE_ANY},
+            {.key = "target_role", .kind = SHAPE_STRING},
+            {.key = "tunnel", .kind = SHAPE_ANY},
+            {0},
+        },
+};
+
+/* Top-level keys besides version, deployment and services: all cluster-side in zlayer. */
+static const struct noop_key ROOT_NOOPS[] = {
+    {"externals",
+     {.kind = SHAPE_DICT,
+      .fields =
+          (const shape[]){
+              {.kind = SHAPE_MAP,
+               .fields =
+                   (const shape[]){
+                       {.key = "backends",
+                        .kind = SHAPE_LIST,
+                        .required = true,
+                        .fields = &STRING_SHAPE},
+                       {.key = "endpoints", .kind = SHAPE_LIST, .fields = &ENDPOINT_SHAPE},
+                       {.key = "health", .kind = SHAPE_ANY},
+                       {0},
+                   }},
+          }},
+     "backends outside the deployment for zlayer's reverse proxy; ocibuild has no proxy, "
+     "ignored"},
+    {"tunnels",
+     {.kind = SHAPE_DICT,
+      .fields =
+          (const shape[]){
+              {.kind = SHAPE_MAP,
+               .fields =
+                   (const shape[]){
+                       {.key = "from", .kind = SHAPE_STRING, .required = true},
+                       {.key = "to", .kind = SHAPE_STRING, .required = true},
+                       {.key = "local_port", .kind = SHAPE_UINT, .max = 65535, .required = true},
+                       {.key = "remote_port",
+                        .kind = SHAPE_UINT,
+                        .max = 65535,
+                        .required = true},
+                       {.key = "protocol",
+                        .kind = SHAPE_ENUM,
+                        .values = (const char *const[]){"tcp", "udp", NULL}},
+                       {.key = "expose",
+                        .kind = SHAPE_ENUM,
+                        .values = (const char *const[]){"public", "internal", NULL}},
+                       {0},
+                   }},
+          }},
+     "zlayer's tunnels between nodes; one node here, ignored"},
+    {"api",
+     {.kind = SHAPE_MAP,
+      .open = true, /* zlayer's ApiSpec takes unknown keys */
+      .fields =
+          (const shape[]){
+              {.key = "enabled", .kind = SHAPE_BOOL},
+              {.key = "bind", .kind = SHAPE_STRING},
+              {.key = "jwt_secret", .kind = SHAPE_STRING},
+              {.key = "swagger", .kind = SHAPE_BOOL},
+              {0},
+          }},
+     "zlayer's API server; ocibuild's front ends are its CLI and daemon, ignored"},
+};
+
+static bool node_is_null(const yaml_node_t *node)
+{
+    const char *text = scalar_text(node);
+    return text && node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+           (!*text || !strcmp(text, "~") || !strcmp(text, "null") || !strcmp(text, "Null") ||
+            !strcmp(text, "NULL"));
+}
+
 static int parse_root(walker *w, yaml_node_t *root, obi_deployment *d)
 {
-    static const char *const keys[] = {"version", "deployment", "services", NULL};
+    static const char *const keys[] = {"version", "deployment", "services", "externals",
+                                       "tunnels", "api",        NULL};
     int r = check_mapping(w, root, "(document)", keys);
     if (r < 0)
         return r;
@@ -930,14 +2413,19 @@ static int parse_root(walker *w, yaml_node_t *root, obi_deployment *d)
     if (!name_is_valid(d->name, 3, 63))
         return fail_at(w, name, "deployment",
                        "\"%s\" must be 3..63 of [A-Za-z0-9-], first alphanumeric", d->name);
-    if (!services)
-        return fail_at(w, root, "services", "missing");
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(ROOT_NOOPS); i++) {
+        yaml_node_t *value = map_get(w, root, ROOT_NOOPS[i].key);
+        if (value && ((r = check_shape(w, value, ROOT_NOOPS[i].key, &ROOT_NOOPS[i].sh)) < 0 ||
+                      (r = add_notice(w, ROOT_NOOPS[i].key, ROOT_NOOPS[i].why)) < 0))
+            return r;
+    }
+    /* no services (absent, null or {}): an empty deployment, as in zlayer */
+    if (!services || node_is_null(services))
+        return 0;
     if ((r = check_mapping(w, services, "services", NULL)) < 0)
         return r;
     size_t n = (size_t)(services->data.mapping.pairs.top - services->data.mapping.pairs.start);
-    if (n == 0)
-        return fail_at(w, services, "services", "at least one service is required");
-    d->services = calloc(n, sizeof *d->services);
+    d->services = calloc(n ? n : 1, sizeof *d->services);
     if (!d->services)
         return obi_error_oom(w->err);
     for (size_t i = 0; i < n; i++) {
@@ -977,13 +2465,14 @@ static int parse_deployment(const char *text, size_t len, const char *source_nam
     }
     int r = 0;
     yaml_node_t *root = yaml_document_get_root_node(&doc);
-    walker w = {&doc, source, err, base_dir};
+    walker w = {&doc, source, err, base_dir, NULL};
     obi_deployment *d = calloc(1, sizeof *d);
     if (!d) {
         r = obi_error_oom(err);
     } else if (!root) {
         r = obi_error_set(err, -EINVAL, "%s: empty document", source);
     } else {
+        w.notices = &d->notices;
         r = parse_root(&w, root, d);
         if (r == 0) {
             yaml_document_t next;
@@ -1023,22 +2512,49 @@ int obi_deployment_load(const char *path, obi_deployment **out, obi_error **err)
     return parse_deployment(text, len, path, base_dir, out, err);
 }
 
+static void pairs_free(obi_service_env_var *vars, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        free(vars[i].name);
+        free(vars[i].value);
+    }
+    free(vars);
+}
+
 static void service_clear(obi_service *svc)
 {
     free(svc->name);
     free(svc->schedule);
+    free(svc->image_ref);
     free(svc->image_path);
     free(svc->image_tag);
     free(svc->image_rootfs);
     obi_strv_free(svc->entrypoint);
     obi_strv_free(svc->args);
     free(svc->workdir);
-    for (size_t i = 0; i < svc->env_count; i++) {
-        free(svc->env[i].name);
-        free(svc->env[i].value);
-    }
-    free(svc->env);
+    pairs_free(svc->env, svc->env_count);
     free(svc->gpu.vendor_name);
+    free(svc->gpu.mps_pipe_dir);
+    free(svc->gpu.mps_log_dir);
+    free(svc->gpu.time_slicing_config_path);
+    free(svc->gpu.model);
+    free(svc->cpuset);
+    obi_strv_free(svc->cap_drop);
+    free(svc->ulimits);
+    obi_strv_free(svc->dns);
+    free(svc->cgroup_parent);
+    pairs_free(svc->labels, svc->label_count);
+    pairs_free(svc->sysctls, svc->sysctl_count);
+    free(svc->user);
+    for (size_t i = 0; i < svc->endpoint_count; i++) {
+        free(svc->endpoints[i].name);
+        free(svc->endpoints[i].path);
+        free(svc->endpoints[i].host);
+    }
+    free(svc->endpoints);
+    for (size_t i = 0; i < svc->port_mapping_count; i++)
+        free(svc->port_mappings[i].host_ip);
+    free(svc->port_mappings);
     for (size_t i = 0; i < svc->device_count; i++)
         free(svc->devices[i].path);
     free(svc->devices);
@@ -1068,7 +2584,28 @@ void obi_deployment_free(obi_deployment *deployment)
         service_clear(&deployment->services[i]);
     free(deployment->services);
     free(deployment->name);
+    obi_strv_free(deployment->notices);
     free(deployment);
+}
+
+const char **obi_deployment_notices(const obi_deployment *deployment, const char *service)
+{
+    size_t n = 0;
+    while (deployment->notices && deployment->notices[n])
+        n++;
+    const char **out = calloc(n + 1, sizeof *out);
+    if (!out)
+        return NULL;
+    size_t len = service ? strlen(service) : 0;
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *notice = deployment->notices[i];
+        bool about_service = !strncmp(notice, "services.", 9);
+        if (!service || !about_service ||
+            (!strncmp(notice + 9, service, len) && strchr(".:", notice[9 + len])))
+            out[count++] = notice;
+    }
+    return out;
 }
 
 const obi_service *obi_deployment_find(const obi_deployment *deployment, const char *name)

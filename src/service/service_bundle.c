@@ -48,6 +48,11 @@ int obi_service_source_open(const obi_service *svc, const char *data_dir, obi_se
         src.rootfs = svc->image_rootfs;
         src.mode =
             obi_service_uses_userns(svc) ? OBI_BUNDLE_ROOTFS_OVERLAY : OBI_BUNDLE_ROOTFS_PATH;
+    } else if (svc->image_kind == OBI_IMAGE_REGISTRY) {
+        return obi_error_set(err, -ENOTSUP,
+                             "services.%s.image.name: \"%s\": pulling from a registry is not "
+                             "built in yet (use oci:PATH[:TAG] or rootfs)",
+                             svc->name, svc->image_ref);
     }
     *out = src;
     return 0;
@@ -353,6 +358,43 @@ static int check_reachable(const char *path, const obi_idmap *ids, obi_error **e
 
 /* ---- the bundle ----------------------------------------------------------------------------- */
 
+/* BUNDLE/resolv.conf (dns, see obi_service_resolv_conf), made beneath the bundle directory and
+ * never through a symlink: written to a new temporary name (O_EXCL | O_NOFOLLOW) and renamed
+ * over the old one, which replaces whatever is there, a symlink included, without following it.
+ * Mode 0644: the replica's root reads it as "other" under a user namespace. Without dns a
+ * resolv.conf left from an earlier document is removed. */
+static int write_resolv_conf(const char *bundle_dir, const obi_service *svc, obi_error **err)
+{
+    cleanup_close int dir = open(bundle_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dir < 0)
+        return obi_error_set_errno(err, errno, "open %s", bundle_dir);
+    if (!obi_service_has_resolv_conf(svc)) {
+        if (unlinkat(dir, OBI_SERVICE_RESOLV_CONF, 0) < 0 && errno != ENOENT)
+            return obi_error_set_errno(err, errno, "remove %s/%s", bundle_dir,
+                                       OBI_SERVICE_RESOLV_CONF);
+        return 0;
+    }
+    cleanup_free char *text = obi_service_resolv_conf(svc);
+    if (!text)
+        return obi_error_oom(err);
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, ".%s.%ld", OBI_SERVICE_RESOLV_CONF, (long)getpid());
+    (void)unlinkat(dir, tmp, 0); /* left by a crashed writer of the same pid */
+    cleanup_close int fd =
+        openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "create %s/%s", bundle_dir, tmp);
+    size_t len = strlen(text);
+    int r = 0;
+    if (obi_write_all(fd, text, len) < 0 || fchmod(fd, 0644) < 0)
+        r = obi_error_set_errno(err, errno, "write %s/%s", bundle_dir, tmp);
+    else if (renameat(dir, tmp, dir, OBI_SERVICE_RESOLV_CONF) < 0)
+        r = obi_error_set_errno(err, errno, "rename %s/%s", bundle_dir, OBI_SERVICE_RESOLV_CONF);
+    if (r < 0)
+        (void)unlinkat(dir, tmp, 0);
+    return r;
+}
+
 int obi_service_bundle_write(const obi_deployment *deployment, const obi_service *svc,
                              const obi_service_spec_options *opts, const char *bundle_dir,
                              const char *rootfs_source, obi_bundle_rootfs_mode mode,
@@ -395,6 +437,8 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
         return r;
     if (ids && (r = obi_service_replica_dir(bundle_dir, ids, err)) < 0)
         return r;
+    if ((r = write_resolv_conf(bundle_dir, svc, err)) < 0)
+        return obi_error_prefix(err, r, "services.%s.dns", svc->name);
     cleanup_free char *rootfs = obi_path_join(bundle_dir, "rootfs");
     cleanup_free char *config_path = obi_path_join(bundle_dir, "config.json");
     if (!rootfs || !config_path)

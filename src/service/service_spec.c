@@ -188,11 +188,25 @@ static int env_add_gpu(env_list *env, const obi_service *svc)
                 r = env_set(env, GPU_ENV[i].names[j], strlen(GPU_ENV[i].names[j]),
                             list.data ? (char *)list.data : "");
     obi_buf_free(&list);
-    if (r < 0 || !gpu->distributed)
+    if (r < 0)
         return r;
+    /* sharing, as zlayer's bundle builder sets it: MPS names its pipe and log dirs (bound in at
+     * the same paths, see add_gpu_sharing_mounts); a time slice is the one device the replica
+     * sees */
+    if (gpu->sharing == OBI_GPU_SHARING_MPS &&
+        (env_setf(env, "CUDA_MPS_PIPE_DIRECTORY", "%s", gpu->mps_pipe_dir) < 0 ||
+         env_setf(env, "CUDA_MPS_LOG_DIRECTORY", "%s", gpu->mps_log_dir) < 0))
+        return -ENOMEM;
+    if (gpu->sharing == OBI_GPU_SHARING_TIME_SLICE && gpu->has_time_slice_index &&
+        env_setf(env, "CUDA_VISIBLE_DEVICES", "%u", gpu->time_slice_index) < 0)
+        return -ENOMEM;
+    if (!gpu->distributed)
+        return 0;
     if (env_setf(env, "MASTER_PORT", "%u", gpu->master_port) < 0 ||
         env_setf(env, "MASTER_ADDR", "%s", svc->name) < 0 || env_setf(env, "WORLD_SIZE", "1") < 0 ||
-        env_setf(env, "RANK", "0") < 0 || env_setf(env, "LOCAL_RANK", "0") < 0 ||
+        env_setf(env, "RANK", "0") < 0 || env_setf(env, "LOCAL_RANK", "0") < 0)
+        return -ENOMEM;
+    if (gpu->backend != OBI_GPU_BACKEND_MPI &&
         env_setf(env,
                  gpu->backend == OBI_GPU_BACKEND_NCCL ? "NCCL_SOCKET_IFNAME" : "GLOO_SOCKET_IFNAME",
                  "eth0") < 0)
@@ -427,6 +441,11 @@ static int build_capabilities(const obi_service *svc, uint64_t bounding, json_t 
                 json_array_append_new(set, json_string(names[i])) < 0)
                 return obi_error_oom(err);
     }
+    /* cap_drop takes capabilities out of whichever set the service gets */
+    for (size_t i = 0; svc->cap_drop && svc->cap_drop[i]; i++)
+        for (size_t j = json_array_size(set); j-- > 0;)
+            if (!strcmp(json_string_value(json_array_get(set, j)), svc->cap_drop[i]))
+                json_array_remove(set, j);
     json_t *caps = obi_oci_capabilities(set);
     if (!caps)
         return obi_error_oom(err);
@@ -495,14 +514,53 @@ int obi_service_replica_ids(const obi_service *svc, const obi_service_spec_optio
     return 0;
 }
 
+#define OBI_RLIMIT_COUNT 16
+
+/* Unlimited (-1 in the document) as the largest number JSON carries here: the runtimes read an
+ * unsigned 64-bit value, so -1 would be refused, and jansson has no integer above INT64_MAX. */
+static json_int_t rlimit_value(uint64_t value)
+{
+    return value > (uint64_t)INT64_MAX ? (json_int_t)INT64_MAX : (json_int_t)value;
+}
+
+/* process.rlimits: RLIMIT_NOFILE 1024/1024 as zlayer's bundle builder sets it (the OCI runtime
+ * spec's default), then each of ulimits in document order, replacing an entry of its type. */
+static json_t *build_rlimits(const obi_service *svc)
+{
+    static const obi_ulimit default_nofile = {"RLIMIT_NOFILE", 1024, 1024};
+    json_t *rlimits = json_array();
+    bool nofile_named = false;
+    for (size_t i = 0; i < svc->ulimit_count; i++)
+        nofile_named |= !strcmp(svc->ulimits[i].type, default_nofile.type);
+    const obi_ulimit *entries[1 + OBI_RLIMIT_COUNT];
+    size_t n = 0;
+    if (!nofile_named)
+        entries[n++] = &default_nofile;
+    for (size_t i = 0; i < svc->ulimit_count && n < OBI_ARRAY_SIZE(entries); i++)
+        entries[n++] = &svc->ulimits[i];
+    for (size_t i = 0; rlimits && i < n; i++) {
+        json_t *entry =
+            json_pack("{s:s, s:I, s:I}", "type", entries[i]->type, "hard",
+                      rlimit_value(entries[i]->hard), "soft", rlimit_value(entries[i]->soft));
+        if (!entry || json_array_append_new(rlimits, entry) < 0) {
+            json_decref(rlimits);
+            return NULL;
+        }
+    }
+    return rlimits;
+}
+
 static int build_process(const obi_service *svc, const obi_service_spec_options *opts, json_t **out,
                          obi_error **err)
 {
     unsigned uid = 0, gid = 0;
     int r;
-    if (opts->image && opts->image->user && *opts->image->user &&
-        (r = obi_resolve_user(opts->image->user, opts->rootfs, &uid, &gid, err)) < 0)
-        return r;
+    /* user: the service's, else the image's */
+    const char *user = svc->user                                            ? svc->user
+                       : opts->image && opts->image->user && *opts->image->user ? opts->image->user
+                                                                            : NULL;
+    if (user && (r = obi_resolve_user(user, opts->rootfs, &uid, &gid, err)) < 0)
+        return svc->user ? obi_error_prefix(err, r, "services.%s.user", svc->name) : r;
     const char *cwd = opts->cwd_override ? opts->cwd_override
                       : svc->workdir     ? svc->workdir
                       : opts->image && opts->image->working_dir && *opts->image->working_dir
@@ -524,14 +582,21 @@ static int build_process(const obi_service *svc, const obi_service_spec_options 
         json_decref(env);
         return obi_error_oom(err);
     }
-    bool no_new_privileges = !svc->privileged && !svc->has_capabilities;
+    bool no_new_privileges = svc->has_no_new_privileges ? svc->no_new_privileges
+                                                        : !svc->privileged && !svc->has_capabilities;
+    json_t *rlimits = build_rlimits(svc);
     /* "o" takes the references, also when packing fails */
-    json_t *process =
-        json_pack("{s:b, s:{s:I, s:I}, s:o, s:o, s:s, s:o, s:b}", "terminal", 0, "user", "uid",
-                  (json_int_t)uid, "gid", (json_int_t)gid, "args", args, "env", env, "cwd", cwd,
-                  "capabilities", caps, "noNewPrivileges", no_new_privileges);
+    json_t *process = json_pack("{s:b, s:{s:I, s:I}, s:o, s:o, s:s, s:o, s:o, s:b}", "terminal", 0,
+                                "user", "uid", (json_int_t)uid, "gid", (json_int_t)gid, "args",
+                                args, "env", env, "cwd", cwd, "capabilities", caps, "rlimits",
+                                rlimits, "noNewPrivileges", no_new_privileges);
     if (!process)
         return obi_error_oom(err);
+    if (svc->has_oom_score_adj &&
+        json_object_set_new(process, "oomScoreAdj", json_integer(svc->oom_score_adj)) < 0) {
+        json_decref(process);
+        return obi_error_oom(err);
+    }
     *out = process;
     return 0;
 }
@@ -645,6 +710,79 @@ static int add_storage_mounts(json_t *mounts, const obi_deployment *d, const obi
     return 0;
 }
 
+/* dns: the bundle's resolv.conf (written by service_bundle.c, obi_service_resolv_conf), bound
+ * read-only over /etc/resolv.conf. The source is relative to the bundle, as the runtime
+ * resolves a bind source, so the config is the same wherever the bundle lives. Not with the
+ * host's network: the replica uses the host's resolver config then (zlayer does the same). */
+static int add_dns_mount(json_t *mounts, const obi_service *svc, obi_error **err)
+{
+    static const char *const options[] = {"rbind", "ro", "nosuid", "nodev", "noexec", NULL};
+    if (!svc->dns || svc->host_network)
+        return 0;
+    return obi_oci_add_mount(mounts, "/etc/resolv.conf", "none", OBI_SERVICE_RESOLV_CONF,
+                             options) < 0
+               ? obi_error_oom(err)
+               : 0;
+}
+
+bool obi_service_has_resolv_conf(const obi_service *svc)
+{
+    return svc->dns && !svc->host_network;
+}
+
+char *obi_service_resolv_conf(const obi_service *svc)
+{
+    obi_buf text = OBI_BUF_INIT;
+    for (size_t i = 0; svc->dns && svc->dns[i]; i++)
+        if (obi_buf_appendf(&text, "nameserver %s\n", svc->dns[i]) < 0) {
+            obi_buf_free(&text);
+            return NULL;
+        }
+    if (obi_buf_appendf(&text, "options edns0\n") < 0) {
+        obi_buf_free(&text);
+        return NULL;
+    }
+    return obi_buf_steal(&text);
+}
+
+/* What GPU sharing binds in (zlayer's bundle builder): MPS's pipe and log directories at their
+ * host paths, read-write (the CUDA runtime talks to the MPS daemon through the pipe); a
+ * time-slicing config read-only at /etc/nvidia/gpu-time-slicing.yaml. Each must exist as what
+ * it is on the host, or the error names the key. */
+static int add_gpu_sharing_mounts(json_t *mounts, const obi_service *svc, obi_error **err)
+{
+    const obi_gpu *gpu = &svc->gpu;
+    static const char *const rw[] = {"rbind", "rw", "nosuid", "nodev", NULL};
+    static const char *const ro[] = {"rbind", "ro", "nosuid", "nodev", NULL};
+    struct stat st;
+    if (!svc->has_gpu)
+        return 0;
+    if (gpu->sharing == OBI_GPU_SHARING_MPS) {
+        const char *dirs[2][2] = {{"mps_pipe_dir", gpu->mps_pipe_dir},
+                                  {"mps_log_dir", gpu->mps_log_dir}};
+        for (size_t i = 0; i < 2; i++) {
+            if (stat(dirs[i][1], &st) < 0 || !S_ISDIR(st.st_mode))
+                return obi_error_set(err, -ENOENT,
+                                     "services.%s.resources.gpu.%s: MPS directory %s does not "
+                                     "exist; is nvidia-cuda-mps-control running?",
+                                     svc->name, dirs[i][0], dirs[i][1]);
+            if (obi_oci_add_mount(mounts, dirs[i][1], "none", dirs[i][1], rw) < 0)
+                return obi_error_oom(err);
+        }
+    }
+    if (gpu->sharing == OBI_GPU_SHARING_TIME_SLICE && gpu->time_slicing_config_path) {
+        if (stat(gpu->time_slicing_config_path, &st) < 0 || !S_ISREG(st.st_mode))
+            return obi_error_set(err, -ENOENT,
+                                 "services.%s.resources.gpu.time_slicing_config_path: %s is not "
+                                 "a regular file on this host",
+                                 svc->name, gpu->time_slicing_config_path);
+        if (obi_oci_add_mount(mounts, "/etc/nvidia/gpu-time-slicing.yaml", "none",
+                              gpu->time_slicing_config_path, ro) < 0)
+            return obi_error_oom(err);
+    }
+    return 0;
+}
+
 /* ---- devices ----------------------------------------------------------------------------- */
 
 typedef struct device_node {
@@ -724,6 +862,8 @@ static int add_spec_devices(device_context *ctx, const obi_service *svc, obi_err
         }
         if (r < 0)
             return obi_error_prefix(err, r, "services.%s.devices[%zu]", svc->name, i);
+        /* read and write default to true (zlayer's DeviceSpec), so {path, mknod: true} is
+         * "rwm"; a device with none of the three is listed but not allowed */
         char access[4] = "";
         size_t n = 0;
         if (dev->read)
@@ -733,8 +873,8 @@ static int add_spec_devices(device_context *ctx, const obi_service *svc, obi_err
         if (dev->mknod)
             access[n++] = 'm';
         access[n] = '\0';
-        if (add_rule(ctx, obi_oci_device_rule(true, node.type, node.major, node.minor,
-                                              n ? access : "rw")) < 0 ||
+        if ((n && add_rule(ctx, obi_oci_device_rule(true, node.type, node.major, node.minor,
+                                                     access)) < 0) ||
             json_array_append_new(ctx->devices, device_entry(dev->path, &node)) < 0)
             return obi_error_oom(err);
     }
@@ -849,6 +989,76 @@ static int build_devices(const obi_service *svc, const obi_service_spec_options 
 
 /* ---- linux ------------------------------------------------------------------------------- */
 
+/* Sets key in the object at obj[section] (made when missing). */
+static int set_in(json_t *obj, const char *section, const char *key, json_t *value)
+{
+    json_t *sub = json_object_get(obj, section);
+    if (!value)
+        return -ENOMEM;
+    if (!sub) {
+        sub = json_object();
+        if (!sub || json_object_set_new(obj, section, sub) < 0) {
+            json_decref(value);
+            return -ENOMEM;
+        }
+    }
+    return json_object_set_new(sub, key, value) < 0 ? -ENOMEM : 0;
+}
+
+/* linux.resources from resources: cpu (quota/period, shares, cpuset), memory (limit, swap,
+ * reservation, swappiness, disableOOMKiller), pids, blockIO weight. */
+static int add_resource_limits(json_t *resources, const obi_service *svc)
+{
+    int r = 0;
+    if (svc->has_cpu) {
+        r = set_in(resources, "cpu", "quota", json_integer((json_int_t)(svc->cpu * CPU_PERIOD + 0.5)));
+        if (r == 0)
+            r = set_in(resources, "cpu", "period", json_integer(CPU_PERIOD));
+    }
+    if (r == 0 && svc->has_cpu_shares)
+        r = set_in(resources, "cpu", "shares", json_integer(svc->cpu_shares));
+    if (r == 0 && svc->cpuset)
+        r = set_in(resources, "cpu", "cpus", json_string(svc->cpuset));
+    if (r == 0 && svc->has_memory)
+        r = set_in(resources, "memory", "limit", json_integer((json_int_t)svc->memory));
+    if (r == 0 && svc->has_memory_swap)
+        r = set_in(resources, "memory", "swap", json_integer(svc->memory_swap));
+    if (r == 0 && svc->has_memory_reservation)
+        r = set_in(resources, "memory", "reservation",
+                   json_integer((json_int_t)svc->memory_reservation));
+    if (r == 0 && svc->has_memory_swappiness)
+        r = set_in(resources, "memory", "swappiness", json_integer(svc->memory_swappiness));
+    if (r == 0 && svc->has_oom_kill_disable)
+        r = set_in(resources, "memory", "disableOOMKiller", json_boolean(svc->oom_kill_disable));
+    if (r == 0 && svc->has_pids_limit)
+        r = set_in(resources, "pids", "limit", json_integer(svc->pids_limit));
+    if (r == 0 && svc->has_blkio_weight)
+        r = set_in(resources, "blockIO", "weight", json_integer(svc->blkio_weight));
+    return r;
+}
+
+/* linux.sysctl (sysctls) and linux.cgroupsPath (cgroup_parent/<container id>). */
+static int add_linux_extras(json_t *linux_obj, const obi_service *svc, const char *id)
+{
+    if (svc->sysctl_count) {
+        json_t *sysctl = json_object();
+        if (!sysctl || json_object_set_new(linux_obj, "sysctl", sysctl) < 0)
+            return -ENOMEM;
+        for (size_t i = 0; i < svc->sysctl_count; i++)
+            if (json_object_set_new(sysctl, svc->sysctls[i].name,
+                                    json_string(svc->sysctls[i].value)) < 0)
+                return -ENOMEM;
+    }
+    if (svc->cgroup_parent) {
+        cleanup_free char *path = NULL;
+        if (asprintf(&path, "%s/%s", strcmp(svc->cgroup_parent, "/") ? svc->cgroup_parent : "",
+                     id) < 0 ||
+            json_object_set_new(linux_obj, "cgroupsPath", json_string(path)) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
 static int build_linux(const obi_service *svc, const obi_service_spec_options *opts,
                        const obi_oci_defaults *defaults, const obi_idmap *ids, json_t **out,
                        char ***warnings, obi_error **err)
@@ -864,14 +1074,7 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
     cleanup_json json_t *devices_owned = devices;
     if (!resources)
         return obi_error_oom(err);
-    if (svc->has_cpu && json_object_set_new(resources, "cpu",
-                                            json_pack("{s:I, s:I}", "quota",
-                                                      (json_int_t)(svc->cpu * CPU_PERIOD + 0.5),
-                                                      "period", (json_int_t)CPU_PERIOD)) < 0)
-        return obi_error_oom(err);
-    if (svc->has_memory &&
-        json_object_set_new(resources, "memory",
-                            json_pack("{s:I}", "limit", (json_int_t)svc->memory)) < 0)
+    if ((r = add_resource_limits(resources, svc)) < 0)
         return obi_error_oom(err);
     json_t *masked = obi_oci_masked_paths(defaults);
     json_t *readonly = obi_oci_readonly_paths(defaults);
@@ -891,11 +1094,31 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
         json_decref(linux_obj);
         return obi_error_oom(err);
     }
+    cleanup_free char *id = obi_service_container_id(svc->name, opts->replica ? opts->replica : 1);
+    if (!id || add_linux_extras(linux_obj, svc, id) < 0) {
+        json_decref(linux_obj);
+        return obi_error_oom(err);
+    }
     *out = linux_obj;
     return 0;
 }
 
 /* ---- the whole config -------------------------------------------------------------------- */
+
+/* labels: OCI annotations, as Docker's labels are. */
+static int add_annotations(json_t *config, const obi_service *svc)
+{
+    if (!svc->label_count)
+        return 0;
+    json_t *annotations = json_object();
+    if (!annotations || json_object_set_new(config, "annotations", annotations) < 0)
+        return -ENOMEM;
+    for (size_t i = 0; i < svc->label_count; i++)
+        if (json_object_set_new(annotations, svc->labels[i].name,
+                                json_string(svc->labels[i].value)) < 0)
+            return -ENOMEM;
+    return 0;
+}
 
 int obi_service_spec_generate(const obi_deployment *deployment, const obi_service *svc,
                               const obi_service_spec_options *opts, json_t **out, char ***warnings,
@@ -925,14 +1148,19 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
         r = obi_error_oom(err);
     if (r == 0)
         r = add_storage_mounts(mounts, deployment, svc, opts, replica, err);
+    if (r == 0)
+        r = add_dns_mount(mounts, svc, err);
+    if (r == 0)
+        r = add_gpu_sharing_mounts(mounts, svc, err);
     json_t *config = NULL;
     if (r == 0) {
-        config =
-            json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:O, s:o}", "ociVersion", OBI_OCI_VERSION,
-                      "root", "path", "rootfs", "readonly", 0, "process", process, "hostname",
-                      svc->hostname ? svc->hostname : id, "mounts", mounts, "linux", linux_obj);
+        config = json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:O, s:o}", "ociVersion",
+                           OBI_OCI_VERSION, "root", "path", "rootfs", "readonly",
+                           svc->read_only_root_fs, "process", process, "hostname",
+                           svc->hostname ? svc->hostname : id, "mounts", mounts, "linux",
+                           linux_obj);
         process = linux_obj = NULL; /* json_pack "o" took them, even on failure */
-        if (!config)
+        if (!config || add_annotations(config, svc) < 0)
             r = obi_error_oom(err);
     }
     json_decref(process);
