@@ -129,7 +129,7 @@ typedef struct obi_endpoint {
     unsigned target_port; /* the port the container listens on; = port when not written */
     char *path;           /* URL path prefix (http, https, websocket) or NULL */
     char *host;           /* host pattern ("api.example.com", "*.example.com") or NULL */
-    bool public_;         /* expose: public (true) or internal (false, the default) */
+    bool public;         /* expose: public (true) or internal (false, the default) */
 } obi_endpoint;
 
 /* services.X.port_mappings[i]: Docker's -p. */

@@ -512,7 +512,8 @@ static const shape WASM_SHAPE = {
         },
 };
 
-#define WHY_PLACEMENT "placement across a cluster's nodes; ocibuild runs a deployment on one node"
+#define WHY_PLACEMENT                                                                          \
+    "placement across a cluster's nodes; ocibuild runs a deployment on one node, ignored"
 #define WHY_NAMESPACE                                                                          \
     "sharing a host namespace: replicas keep their own (the sandbox of docs/security.md)"
 
@@ -1635,7 +1636,7 @@ static int parse_endpoint(walker *w, yaml_node_t *item, const char *item_path, o
             r = get_nonempty_string(w, value, sub, &ep->host);
         } else if (!strcmp(*k, "expose")) {
             if ((r = check_shape(w, value, sub, &EXPOSE_SHAPE)) == 0)
-                ep->public_ = !strcmp(text, "public");
+                ep->public = !strcmp(text, "public");
         } else if (!strcmp(*k, "stream") || !strcmp(*k, "tunnel")) {
             bool stream = !strcmp(*k, "stream");
             if ((r = check_shape(w, value, sub,
@@ -1726,7 +1727,10 @@ static int parse_port_mappings(walker *w, yaml_node_t *node, const char *path, o
         if (!pm->host_ip && !(pm->host_ip = strdup("0.0.0.0")))
             return obi_error_oom(w->err);
     }
-    return r;
+    return r < 0 ? r
+                 : add_notice(w, path,
+                              "Docker-style host ports are not published yet (endpoints with "
+                              "expose: public are the service network's), ignored");
 }
 
 /* ---- process and container options ------------------------------------------------------------ */

@@ -441,7 +441,7 @@ static void test_spec_mounts_in_order(void **state)
 {
     fixture *f = *state;
     json_t *c =
-        generate(f, HEADER "  web:\n    scale: {replicas: 3}\n    storage:\n"
+        generate(f, HEADER "  web:\n    scale: {mode: fixed, replicas: 3}\n    storage:\n"
                            "      - {type: tmpfs, target: /run/app, size: 64Mi, mode: \"1777\"}\n"
                            "      - {type: bind, source: /srv, target: /data, readonly: true}\n"
                            "      - {type: named, name: cache, target: /cache}\n"
@@ -489,7 +489,7 @@ static void test_spec_mounts_in_order(void **state)
     assert_string_equal(json_string_value(json_object_get(json_array_get(mounts, 11), "source")),
                         expected);
 
-    load(f, HEADER "  web: {privileged: true, scale: {replicas: 2}}\n");
+    load(f, HEADER "  web: {privileged: true, scale: {mode: fixed, replicas: 2}}\n");
     obi_service_spec_options opts = default_options(f);
     opts.cgroup = OBI_CGROUP_V1;
     opts.replica = 2;
@@ -601,7 +601,7 @@ static void test_spec_cpu_and_memory(void **state)
 static void test_spec_replica_range(void **state)
 {
     fixture *f = *state;
-    load(f, HEADER "  web: {scale: {replicas: 2}}\n");
+    load(f, HEADER "  web: {scale: {mode: fixed, replicas: 2}}\n");
     obi_service_spec_options opts = default_options(f);
     opts.replica = 3;
     const obi_service *svc = obi_deployment_find(f->deployment, "web");
@@ -673,8 +673,8 @@ static void test_spec_devices_read_from_nodes_with_large_numbers(void **state)
         generate(f, HEADER "  web:\n    devices:\n"
                            "      - {path: /dev/kvm, read: true, write: true, mknod: true}\n"
                            "      - {path: /dev/big}\n"
-                           "      - {path: /dev/ro, read: true}\n"
-                           "      - {path: /dev/sda, write: true}\n"
+                           "      - {path: /dev/ro, write: false}\n"
+                           "      - {path: /dev/sda, read: false}\n"
                            "      - {path: /dev/absent}\n");
     json_t *rule = find_rule(c, 10, 232);
     assert_non_null(rule);
