@@ -29,9 +29,9 @@ typedef enum obi_rtype {
 } obi_rtype;
 
 typedef enum obi_image_kind {
-    OBI_IMAGE_NONE,   /* no image: the bundle gets an empty rootfs */
-    OBI_IMAGE_OCI,    /* image.name "oci:PATH[:TAG]" */
-    OBI_IMAGE_ROOTFS, /* image.rootfs "/path", used as is */
+    OBI_IMAGE_NONE,     /* no image: the bundle gets an empty rootfs */
+    OBI_IMAGE_OCI,      /* image.name "oci:PATH[:TAG]" */
+    OBI_IMAGE_ROOTFS,   /* image.rootfs "/path", used as is */
     OBI_IMAGE_REGISTRY, /* image.name "nginx:alpine", "ghcr.io/o/a@sha256:..." (registry.h) */
 } obi_image_kind;
 
@@ -57,8 +57,8 @@ typedef enum obi_gpu_backend {
 } obi_gpu_backend;
 
 typedef enum obi_gpu_sharing {
-    OBI_GPU_SHARING_EXCLUSIVE, /* whole GPUs (the default) */
-    OBI_GPU_SHARING_MPS,       /* NVIDIA MPS: its pipe and log dirs bound in, named in env */
+    OBI_GPU_SHARING_EXCLUSIVE,  /* whole GPUs (the default) */
+    OBI_GPU_SHARING_MPS,        /* NVIDIA MPS: its pipe and log dirs bound in, named in env */
     OBI_GPU_SHARING_TIME_SLICE, /* CUDA_VISIBLE_DEVICES = time_slice_index when given */
 } obi_gpu_sharing;
 
@@ -104,9 +104,9 @@ typedef struct obi_gpu {
     obi_gpu_backend backend;
     unsigned master_port;
     obi_gpu_sharing sharing;
-    char *mps_pipe_dir;             /* MPS: host dir, default /tmp/nvidia-mps */
-    char *mps_log_dir;              /* MPS: host dir, default /tmp/nvidia-log */
-    bool has_time_slice_index;      /* time-slice */
+    char *mps_pipe_dir;        /* MPS: host dir, default /tmp/nvidia-mps */
+    char *mps_log_dir;         /* MPS: host dir, default /tmp/nvidia-log */
+    bool has_time_slice_index; /* time-slice */
     unsigned time_slice_index;
     char *time_slicing_config_path; /* time-slice: host file, bound read-only; NULL: none */
     char *model;                    /* a placement filter in zlayer: kept, a no-op here */
@@ -129,7 +129,7 @@ typedef struct obi_endpoint {
     unsigned target_port; /* the port the container listens on; = port when not written */
     char *path;           /* URL path prefix (http, https, websocket) or NULL */
     char *host;           /* host pattern ("api.example.com", "*.example.com") or NULL */
-    bool public;         /* expose: public (true) or internal (false, the default) */
+    bool public;          /* expose: public (true) or internal (false, the default) */
 } obi_endpoint;
 
 /* services.X.port_mappings[i]: Docker's -p. */
@@ -142,7 +142,7 @@ typedef struct obi_port_mapping {
 
 /* services.X.ulimits.NAME: process.rlimits. */
 typedef struct obi_ulimit {
-    const char *type; /* "RLIMIT_NOFILE" ... (static) */
+    const char *type;    /* "RLIMIT_NOFILE" ... (static) */
     uint64_t soft, hard; /* UINT64_MAX: unlimited (written -1) */
 } obi_ulimit;
 
@@ -154,10 +154,10 @@ typedef enum obi_scale_mode {
 
 typedef struct obi_scale {
     obi_scale_mode mode;
-    unsigned min, max;         /* adaptive */
-    uint64_t cooldown_ms;      /* adaptive; 0 when not written */
-    unsigned target_cpu;       /* adaptive targets, 0: not written (percent) */
-    unsigned target_memory;    /* percent */
+    unsigned min, max;      /* adaptive */
+    uint64_t cooldown_ms;   /* adaptive; 0 when not written */
+    unsigned target_cpu;    /* adaptive targets, 0: not written (percent) */
+    unsigned target_memory; /* percent */
     unsigned target_rps;
 } obi_scale;
 
@@ -222,13 +222,13 @@ typedef struct obi_service {
 
     obi_ulimit *ulimits; /* document order; the default RLIMIT_NOFILE 1024/1024 unless named */
     size_t ulimit_count;
-    char **dns;           /* resolver addresses -> a resolv.conf in the bundle; NULL: none */
-    char *cgroup_parent;  /* linux.cgroupsPath parent; NULL: the runtime's default */
+    char **dns;                  /* resolver addresses -> a resolv.conf in the bundle; NULL: none */
+    char *cgroup_parent;         /* linux.cgroupsPath parent; NULL: the runtime's default */
     obi_service_env_var *labels; /* -> annotations */
     size_t label_count;
     obi_service_env_var *sysctls; /* -> linux.sysctl */
     size_t sysctl_count;
-    char *user;            /* "uid[:gid]" or names: overrides the image's User; NULL: image's */
+    char *user; /* "uid[:gid]" or names: overrides the image's User; NULL: image's */
     bool read_only_root_fs;
     bool has_no_new_privileges; /* security_opt no-new-privileges[:true|false] */
     bool no_new_privileges;
@@ -244,7 +244,7 @@ typedef struct obi_service {
 
     bool privileged;
     bool host_network; /* host_network: true or network_mode: host */
-    char *hostname; /* NULL: the container id */
+    char *hostname;    /* NULL: the container id */
     unsigned replicas; /* fixed: replicas; adaptive: min (at least 1); manual: 1 */
 
     obi_dependency *depends;

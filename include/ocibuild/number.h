@@ -20,9 +20,9 @@ bool obi_parse_decimal(const char *text, unsigned long long max, unsigned long l
 int obi_parse_memory(const char *text, uint64_t *out, obi_error **err);
 
 /* Durations as zlayer writes them (humantime): one or more NUMBER UNIT parts, optionally
- * separated by spaces (also from their units), "30s", "5m", "1h 30m", "500ms"; units ns us ms s sec secs second(s) m min
- * mins minute(s) h hr hrs hour(s) d day(s) w week(s). A bare number is an error (no unit). *out
- * is in milliseconds (sub-millisecond parts are rounded down). */
+ * separated by spaces (also from their units), "30s", "5m", "1h 30m", "500ms"; units ns us ms s sec
+ * secs second(s) m min mins minute(s) h hr hrs hour(s) d day(s) w week(s). A bare number is an
+ * error (no unit). *out is in milliseconds (sub-millisecond parts are rounded down). */
 int obi_parse_duration(const char *text, uint64_t *out_ms, obi_error **err);
 
 /* bytes for people: "512 B", "1.5 KiB", "12.0 MiB", ... up to EiB (binary units, one decimal). */

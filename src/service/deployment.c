@@ -274,7 +274,6 @@ static bool name_is_valid(const char *name, size_t min, size_t max)
     return true;
 }
 
-
 /* Records that the key at path is accepted without effect here, and why (obi_deployment
  * .notices, printed once by the CLI). */
 static int add_notice(walker *w, const char *path, const char *why)
@@ -404,8 +403,7 @@ static int check_shape(walker *w, yaml_node_t *node, const char *path, const sha
             }
             obi_buf_appendf(&names, "%s%s", v == sh->values ? "" : ", ", *v);
         }
-        int r = fail_at(w, node, path, "expected one of %s",
-                        names.data ? (char *)names.data : "");
+        int r = fail_at(w, node, path, "expected one of %s", names.data ? (char *)names.data : "");
         obi_buf_free(&names);
         return r;
     }
@@ -415,9 +413,8 @@ static int check_shape(walker *w, yaml_node_t *node, const char *path, const sha
     case SHAPE_LIST:
         if (node->type != YAML_SEQUENCE_NODE)
             return fail_at(w, node, path, "expected a list, got %s", node_kind(node));
-        for (size_t i = 0; i < (size_t)(node->data.sequence.items.top -
-                                         node->data.sequence.items.start);
-             i++) {
+        for (size_t i = 0;
+             i < (size_t)(node->data.sequence.items.top - node->data.sequence.items.start); i++) {
             cleanup_free char *sub = path_index(path, i);
             if (!sub)
                 return obi_error_oom(w->err);
@@ -442,22 +439,65 @@ static int check_shape(walker *w, yaml_node_t *node, const char *path, const sha
     return 0;
 }
 
-
 /* ---- service fields ---------------------------------------------------------------------- */
 
 /* Every key of a zlayer service. Those in SERVICE_FIELDS (below) mean something here; those in
  * SERVICE_NOOPS are checked for shape and noted. */
 static const char *const SERVICE_KEYS[] = {
-    "rtype", "schedule", "image", "command", "env", "resources", "devices", "storage",
-    "capabilities", "cap_add", "cap_drop", "privileged", "host_network", "network_mode",
-    "hostname", "scale", "depends", "endpoints", "port_mappings", "ulimits", "dns",
-    "cgroup_parent", "labels", "sysctls", "user", "read_only_root_fs", "security_opt",
-    "stop_signal", "stop_grace_period", "lifecycle", "extra_hosts", "service_type",
+    "rtype",
+    "schedule",
+    "image",
+    "command",
+    "env",
+    "resources",
+    "devices",
+    "storage",
+    "capabilities",
+    "cap_add",
+    "cap_drop",
+    "privileged",
+    "host_network",
+    "network_mode",
+    "hostname",
+    "scale",
+    "depends",
+    "endpoints",
+    "port_mappings",
+    "ulimits",
+    "dns",
+    "cgroup_parent",
+    "labels",
+    "sysctls",
+    "user",
+    "read_only_root_fs",
+    "security_opt",
+    "stop_signal",
+    "stop_grace_period",
+    "lifecycle",
+    "extra_hosts",
+    "service_type",
     "replica_groups",
     /* no effect on one node */
-    "network", "isolation", "node_mode", "node_selector", "affinity", "platform", "wasm",
-    "wasm_http", "logs", "pid_mode", "ipc_mode", "userns_mode", "extra_groups", "init_container",
-    "tty", "stdin_open", "overlay", "localhost_reachability", "expose", NULL,
+    "network",
+    "isolation",
+    "node_mode",
+    "node_selector",
+    "affinity",
+    "platform",
+    "wasm",
+    "wasm_http",
+    "logs",
+    "pid_mode",
+    "ipc_mode",
+    "userns_mode",
+    "extra_groups",
+    "init_container",
+    "tty",
+    "stdin_open",
+    "overlay",
+    "localhost_reachability",
+    "expose",
+    NULL,
 };
 
 static const shape WASM_SHAPE = {
@@ -512,141 +552,141 @@ static const shape WASM_SHAPE = {
         },
 };
 
-#define WHY_PLACEMENT                                                                          \
+#define WHY_PLACEMENT                                                                              \
     "placement across a cluster's nodes; ocibuild runs a deployment on one node, ignored"
-#define WHY_NAMESPACE                                                                          \
+#define WHY_NAMESPACE                                                                              \
     "sharing a host namespace: replicas keep their own (the sandbox of docs/security.md)"
 
 /* Service keys without effect on one node: the shape zlayer checks, and why (NULL: zlayer
  * itself treats the key as documentation; accepted without a notice). */
 static const struct noop_key {
     const char *key;
-    shape sh;
+    const shape *sh;
     const char *why;
 } SERVICE_NOOPS[] = {
     {"network",
-     {.kind = SHAPE_MAP,
-      .fields =
-          (const shape[]){
-              {.key = "overlays",
-               .kind = SHAPE_MAP,
-               .fields =
-                   (const shape[]){
-                       {.key = "service",
-                        .kind = SHAPE_MAP,
-                        .fields = (const shape[]){{.key = "enabled", .kind = SHAPE_BOOL},
-                                                  {.key = "encrypted", .kind = SHAPE_BOOL},
-                                                  {.key = "isolated", .kind = SHAPE_BOOL},
-                                                  {0}}},
-                       {.key = "global",
-                        .kind = SHAPE_MAP,
-                        .fields = (const shape[]){{.key = "enabled", .kind = SHAPE_BOOL},
-                                                  {.key = "encrypted", .kind = SHAPE_BOOL},
-                                                  {.key = "isolated", .kind = SHAPE_BOOL},
-                                                  {0}}},
-                       {0},
-                   }},
-              {.key = "join",
-               .kind = SHAPE_MAP,
-               .fields =
-                   (const shape[]){
-                       {.key = "mode",
-                        .kind = SHAPE_ENUM,
-                        .values = (const char *const[]){"open", "token", "closed", NULL}},
-                       {.key = "scope",
-                        .kind = SHAPE_ENUM,
-                        .values = (const char *const[]){"service", "global", NULL}},
-                       {0},
-                   }},
-              {0},
-          }},
+     &(const shape){
+         .kind = SHAPE_MAP,
+         .fields =
+             (const shape[]){
+                 {.key = "overlays",
+                  .kind = SHAPE_MAP,
+                  .fields =
+                      (const shape[]){
+                          {.key = "service",
+                           .kind = SHAPE_MAP,
+                           .fields = (const shape[]){{.key = "enabled", .kind = SHAPE_BOOL},
+                                                     {.key = "encrypted", .kind = SHAPE_BOOL},
+                                                     {.key = "isolated", .kind = SHAPE_BOOL},
+                                                     {0}}},
+                          {.key = "global",
+                           .kind = SHAPE_MAP,
+                           .fields = (const shape[]){{.key = "enabled", .kind = SHAPE_BOOL},
+                                                     {.key = "encrypted", .kind = SHAPE_BOOL},
+                                                     {.key = "isolated", .kind = SHAPE_BOOL},
+                                                     {0}}},
+                          {0},
+                      }},
+                 {.key = "join",
+                  .kind = SHAPE_MAP,
+                  .fields =
+                      (const shape[]){
+                          {.key = "mode",
+                           .kind = SHAPE_ENUM,
+                           .values = (const char *const[]){"open", "token", "closed", NULL}},
+                          {.key = "scope",
+                           .kind = SHAPE_ENUM,
+                           .values = (const char *const[]){"service", "global", NULL}},
+                          {0},
+                      }},
+                 {0},
+             }},
      "zlayer's encrypted overlays and join policy between nodes; one node here, ignored"},
     {"isolation",
-     {.kind = SHAPE_ENUM, .values = (const char *const[]){"auto", "process", "hyperv", NULL}},
+     &(const shape){.kind = SHAPE_ENUM,
+                    .values = (const char *const[]){"auto", "process", "hyperv", NULL}},
      "Windows container isolation; ignored on Linux (as zlayer does)"},
     {"node_mode",
-     {.kind = SHAPE_ENUM,
-      .values = (const char *const[]){"shared", "dedicated", "exclusive", NULL}},
+     &(const shape){.kind = SHAPE_ENUM,
+                    .values = (const char *const[]){"shared", "dedicated", "exclusive", NULL}},
      WHY_PLACEMENT},
     {"node_selector",
-     {.kind = SHAPE_MAP,
-      .fields =
-          (const shape[]){
-              {.key = "labels", .kind = SHAPE_DICT, .fields = &STRING_SHAPE},
-              {.key = "prefer_labels", .kind = SHAPE_DICT, .fields = &STRING_SHAPE},
-              {0},
-          }},
+     &(const shape){.kind = SHAPE_MAP,
+                    .fields =
+                        (const shape[]){
+                            {.key = "labels", .kind = SHAPE_DICT, .fields = &STRING_SHAPE},
+                            {.key = "prefer_labels", .kind = SHAPE_DICT, .fields = &STRING_SHAPE},
+                            {0},
+                        }},
      WHY_PLACEMENT},
     {"affinity",
-     {.kind = SHAPE_ONE_OF,
-      .fields =
-          (const shape[]){
-              {.kind = SHAPE_ENUM, .values = (const char *const[]){"spread", "pack", NULL}},
-              {.kind = SHAPE_MAP,
-               .fields = (const shape[]){{.key = "pin", .kind = SHAPE_STRING, .required = true},
-                                         {0}}},
-              {0},
-          }},
+     &(const shape){
+         .kind = SHAPE_ONE_OF,
+         .fields =
+             (const shape[]){
+                 {.kind = SHAPE_ENUM, .values = (const char *const[]){"spread", "pack", NULL}},
+                 {.kind = SHAPE_MAP,
+                  .fields =
+                      (const shape[]){{.key = "pin", .kind = SHAPE_STRING, .required = true}, {0}}},
+                 {0},
+             }},
      WHY_PLACEMENT},
     {"platform",
-     {.kind = SHAPE_MAP,
-      .fields =
-          (const shape[]){
-              {.key = "os",
-               .kind = SHAPE_ENUM,
-               .required = true,
-               .values = (const char *const[]){"linux", "windows", "macos", NULL}},
-              {.key = "arch",
-               .kind = SHAPE_ENUM,
-               .required = true,
-               .values = (const char *const[]){"amd64", "arm64", NULL}},
-              {.key = "osVersion", .kind = SHAPE_STRING},
-              {0},
-          }},
+     &(const shape){.kind = SHAPE_MAP,
+                    .fields =
+                        (const shape[]){
+                            {.key = "os",
+                             .kind = SHAPE_ENUM,
+                             .required = true,
+                             .values = (const char *const[]){"linux", "windows", "macos", NULL}},
+                            {.key = "arch",
+                             .kind = SHAPE_ENUM,
+                             .required = true,
+                             .values = (const char *const[]){"amd64", "arm64", NULL}},
+                            {.key = "osVersion", .kind = SHAPE_STRING},
+                            {0},
+                        }},
      "which agents zlayer may place the service on; ocibuild runs it here, ignored"},
-    {"wasm", WASM_SHAPE, "WASM settings; ocibuild runs no WASM services, ignored"},
-    {"wasm_http", WASM_SHAPE, "WASM settings; ocibuild runs no WASM services, ignored"},
+    {"wasm", &WASM_SHAPE, "WASM settings; ocibuild runs no WASM services, ignored"},
+    {"wasm_http", &WASM_SHAPE, "WASM settings; ocibuild runs no WASM services, ignored"},
     {"logs",
-     {.kind = SHAPE_MAP,
-      .fields =
-          (const shape[]){
-              {.key = "destination", .kind = SHAPE_STRING},
-              {.key = "max_size_bytes", .kind = SHAPE_UINT, .max = UINT64_MAX},
-              {.key = "retention_secs", .kind = SHAPE_UINT, .max = UINT64_MAX},
-              {0},
-          }},
+     &(const shape){.kind = SHAPE_MAP,
+                    .fields =
+                        (const shape[]){
+                            {.key = "destination", .kind = SHAPE_STRING},
+                            {.key = "max_size_bytes", .kind = SHAPE_UINT, .max = UINT64_MAX},
+                            {.key = "retention_secs", .kind = SHAPE_UINT, .max = UINT64_MAX},
+                            {0},
+                        }},
      "zlayer's log store; here each replica logs to DATA/services/DEPLOYMENT/ID/log, ignored"},
-    {"pid_mode", {.kind = SHAPE_STRING}, WHY_NAMESPACE},
-    {"ipc_mode", {.kind = SHAPE_STRING}, WHY_NAMESPACE},
-    {"userns_mode", {.kind = SHAPE_STRING}, WHY_NAMESPACE},
-    {"extra_groups",
-     {.kind = SHAPE_LIST, .fields = &STRING_SHAPE},
+    {"pid_mode", &(const shape){.kind = SHAPE_STRING}, WHY_NAMESPACE},
+    {"ipc_mode", &(const shape){.kind = SHAPE_STRING}, WHY_NAMESPACE},
+    {"userns_mode", &(const shape){.kind = SHAPE_STRING}, WHY_NAMESPACE},
+    {"extra_groups", &(const shape){.kind = SHAPE_LIST, .fields = &STRING_SHAPE},
      "supplementary groups are not applied yet, ignored"},
-    {"init_container",
-     {.kind = SHAPE_BOOL},
+    {"init_container", &(const shape){.kind = SHAPE_BOOL},
      "Docker's --init (an init process as pid 1) is not provided, ignored"},
-    {"tty",
-     {.kind = SHAPE_BOOL},
+    {"tty", &(const shape){.kind = SHAPE_BOOL},
      "replicas run detached with their output in a log file, no terminal, ignored"},
-    {"stdin_open",
-     {.kind = SHAPE_BOOL},
+    {"stdin_open", &(const shape){.kind = SHAPE_BOOL},
      "replicas run detached with their output in a log file, no stdin, ignored"},
     {"overlay",
-     {.kind = SHAPE_MAP,
-      .fields =
-          (const shape[]){
-              {.key = "mode",
-               .kind = SHAPE_ENUM,
-               .values = (const char *const[]){"auto", "shared", "dedicated", NULL}},
-              {.key = "parent", .kind = SHAPE_STRING},
-              {0},
-          }},
+     &(const shape){.kind = SHAPE_MAP,
+                    .fields =
+                        (const shape[]){
+                            {.key = "mode",
+                             .kind = SHAPE_ENUM,
+                             .values = (const char *const[]){"auto", "shared", "dedicated", NULL}},
+                            {.key = "parent", .kind = SHAPE_STRING},
+                            {0},
+                        }},
      "zlayer's WireGuard overlay between nodes; one node here, ignored"},
     {"localhost_reachability",
-     {.kind = SHAPE_ENUM, .values = (const char *const[]){"auto", "always", "never", NULL}},
+     &(const shape){.kind = SHAPE_ENUM,
+                    .values = (const char *const[]){"auto", "always", "never", NULL}},
      "publishing on the node's loopback is the service network's, which does not read it, "
      "ignored"},
-    {"expose", {.kind = SHAPE_LIST, .fields = &STRING_SHAPE}, NULL},
+    {"expose", &(const shape){.kind = SHAPE_LIST, .fields = &STRING_SHAPE}, NULL},
 };
 
 static const shape SOURCE_POLICY_SHAPE = {
@@ -807,8 +847,7 @@ static const shape GPU_SCHEDULING_SHAPE = {
     .kind = SHAPE_ENUM,
     .values = (const char *const[]){"best-effort", "gang", "spread", NULL},
 };
-static int parse_gpu_distributed(walker *w, yaml_node_t *dist, const char *dist_path,
-                                 obi_gpu *gpu)
+static int parse_gpu_distributed(walker *w, yaml_node_t *dist, const char *dist_path, obi_gpu *gpu)
 {
     static const char *const dist_keys[] = {"backend", "master_port", NULL};
     int r = check_mapping(w, dist, dist_path, dist_keys);
@@ -873,16 +912,16 @@ static int parse_gpu_sharing(walker *w, yaml_node_t *node, const char *path, obi
         if (!sub)
             return obi_error_oom(w->err);
         if (gpu->sharing != mode_keys[i].mode)
-            return fail_at(w, value, sub, "only used with sharing: %s",
-                           modes[mode_keys[i].mode]);
+            return fail_at(w, value, sub, "only used with sharing: %s", modes[mode_keys[i].mode]);
         int r;
         if (!strcmp(mode_keys[i].key, "time_slice_index")) {
             r = get_uint(w, value, sub, 0, MAX_GPUS * 64, &gpu->time_slice_index);
             gpu->has_time_slice_index = r == 0;
         } else {
-            char **dst = !strcmp(mode_keys[i].key, "mps_pipe_dir")   ? &gpu->mps_pipe_dir
-                         : !strcmp(mode_keys[i].key, "mps_log_dir") ? &gpu->mps_log_dir
-                                                                     : &gpu->time_slicing_config_path;
+            char **dst = !strcmp(mode_keys[i].key, "mps_pipe_dir") ? &gpu->mps_pipe_dir
+                         : !strcmp(mode_keys[i].key, "mps_log_dir")
+                             ? &gpu->mps_log_dir
+                             : &gpu->time_slicing_config_path;
             r = get_host_path(w, value, sub, dst);
         }
         if (r < 0)
@@ -1062,9 +1101,18 @@ static int parse_resource_limit(walker *w, const char *key, yaml_node_t *value, 
 static int parse_resources(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
     static const char *const keys[] = {
-        "cpu",         "memory",       "gpu",          "pids_limit",
-        "cpuset",      "cpu_shares",   "memory_swap",  "memory_reservation",
-        "memory_swappiness", "oom_score_adj", "oom_kill_disable", "blkio_weight",
+        "cpu",
+        "memory",
+        "gpu",
+        "pids_limit",
+        "cpuset",
+        "cpu_shares",
+        "memory_swap",
+        "memory_reservation",
+        "memory_swappiness",
+        "oom_score_adj",
+        "oom_kill_disable",
+        "blkio_weight",
         NULL,
     };
     int r = check_mapping(w, node, path, keys);
@@ -1218,8 +1266,8 @@ static const struct storage_noop {
      "ignored"},
 };
 
-static int parse_storage_noop(walker *w, const obi_storage *st, const char *key,
-                              yaml_node_t *value, const char *sub, bool *handled)
+static int parse_storage_noop(walker *w, const obi_storage *st, const char *key, yaml_node_t *value,
+                              const char *sub, bool *handled)
 {
     for (size_t i = 0; i < OBI_ARRAY_SIZE(STORAGE_NOOPS); i++) {
         const struct storage_noop *noop = &STORAGE_NOOPS[i];
@@ -1463,8 +1511,7 @@ static int parse_scale(walker *w, yaml_node_t *node, const char *path, obi_servi
     if (m == OBI_SCALE_FIXED)
         return 0;
     if (scale->min > scale->max)
-        return fail_at(w, node, path, "min (%u) is greater than max (%u)", scale->min,
-                       scale->max);
+        return fail_at(w, node, path, "min (%u) is greater than max (%u)", scale->min, scale->max);
     yaml_node_t *value;
     if ((value = map_get(w, node, "cooldown"))) {
         cleanup_free char *sub = path_child(path, "cooldown");
@@ -1597,9 +1644,9 @@ static const shape ENDPOINT_TUNNEL_SHAPE = {
 
 static int parse_endpoint(walker *w, yaml_node_t *item, const char *item_path, obi_endpoint *ep)
 {
-    static const char *const keys[] = {"name", "protocol", "port",   "target_port",
-                                       "path", "host",     "expose", "stream",
-                                       "target_role", "tunnel", NULL};
+    static const char *const keys[] = {"name",        "protocol", "port",   "target_port",
+                                       "path",        "host",     "expose", "stream",
+                                       "target_role", "tunnel",   NULL};
     static const char *const protocols[] = {"http", "https", "tcp", "udp", "websocket"};
     int r = check_mapping(w, item, item_path, keys);
     if (r < 0)
@@ -1630,8 +1677,7 @@ static int parse_endpoint(walker *w, yaml_node_t *item, const char *item_path, o
             r = get_uint(w, value, sub, 1, 65535, &ep->target_port);
         } else if (!strcmp(*k, "path")) {
             if ((r = get_nonempty_string(w, value, sub, &ep->path)) == 0 && ep->path[0] != '/')
-                r = fail_at(w, value, sub, "\"%s\" is not a URL path (it starts with /)",
-                            ep->path);
+                r = fail_at(w, value, sub, "\"%s\" is not a URL path (it starts with /)", ep->path);
         } else if (!strcmp(*k, "host")) {
             r = get_nonempty_string(w, value, sub, &ep->host);
         } else if (!strcmp(*k, "expose")) {
@@ -1663,8 +1709,7 @@ static int parse_endpoint(walker *w, yaml_node_t *item, const char *item_path, o
 static int parse_endpoints(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
     size_t n = 0;
-    int r =
-        alloc_for_sequence(w, node, path, sizeof *svc->endpoints, (void **)&svc->endpoints, &n);
+    int r = alloc_for_sequence(w, node, path, sizeof *svc->endpoints, (void **)&svc->endpoints, &n);
     for (size_t i = 0; r == 0 && i < n; i++) {
         yaml_node_t *item = NULL;
         cleanup_free char *item_path = NULL;
@@ -1675,8 +1720,9 @@ static int parse_endpoints(walker *w, yaml_node_t *node, const char *path, obi_s
             return r;
         for (size_t j = 0; j < i; j++)
             if (!strcmp(svc->endpoints[j].name, ep->name))
-                return fail_at(w, item, item_path, "endpoint name \"%s\" is already used by %s[%zu]",
-                               ep->name, path, j);
+                return fail_at(w, item, item_path,
+                               "endpoint name \"%s\" is already used by %s[%zu]", ep->name, path,
+                               j);
     }
     return r;
 }
@@ -1733,7 +1779,8 @@ static int parse_port_mappings(walker *w, yaml_node_t *node, const char *path, o
                               "expose: public are the service network's), ignored");
 }
 
-/* ---- process and container options ------------------------------------------------------------ */
+/* ---- process and container options ------------------------------------------------------------
+ */
 
 /* Docker's --ulimit names -> OCI rlimit types (zlayer's table). */
 static const struct ulimit_name {
@@ -1837,8 +1884,8 @@ static int parse_cgroup_parent(walker *w, yaml_node_t *node, const char *path, o
     if (r < 0)
         return r;
     cleanup_free char *absolute = NULL;
-    if (asprintf(&absolute, "%s%s", svc->cgroup_parent[0] == '/' ? "" : "/",
-                 svc->cgroup_parent) < 0)
+    if (asprintf(&absolute, "%s%s", svc->cgroup_parent[0] == '/' ? "" : "/", svc->cgroup_parent) <
+        0)
         return obi_error_oom(w->err);
     for (const char *p = absolute; *p; p++)
         if (!isalnum((unsigned char)*p) && !strchr("/._-@", *p))
@@ -1923,8 +1970,7 @@ static int parse_user(walker *w, yaml_node_t *node, const char *path, obi_servic
     return 0;
 }
 
-static int parse_read_only_root_fs(walker *w, yaml_node_t *node, const char *path,
-                                   obi_service *svc)
+static int parse_read_only_root_fs(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
     return get_bool(w, node, path, &svc->read_only_root_fs);
 }
@@ -1958,9 +2004,9 @@ static const struct signal_name {
     const char *name;
     int number;
 } SIGNAL_NAMES[] = {
-    {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
-    {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"STOP", SIGSTOP},
-    {"WINCH", SIGWINCH}, {"PWR", SIGPWR}, {"ALRM", SIGALRM}, {"CONT", SIGCONT},
+    {"HUP", SIGHUP},     {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
+    {"USR1", SIGUSR1},   {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"STOP", SIGSTOP},
+    {"WINCH", SIGWINCH}, {"PWR", SIGPWR},   {"ALRM", SIGALRM}, {"CONT", SIGCONT},
 };
 
 static int parse_stop_signal(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
@@ -1981,8 +2027,7 @@ static int parse_stop_signal(walker *w, yaml_node_t *node, const char *path, obi
                       "applied by the lifecycle's down; until it does, down sends SIGTERM");
 }
 
-static int parse_stop_grace_period(walker *w, yaml_node_t *node, const char *path,
-                                   obi_service *svc)
+static int parse_stop_grace_period(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
     const char *text = scalar_text(node);
     cleanup_error obi_error *inner = NULL;
@@ -2024,8 +2069,9 @@ static const shape NETWORK_MODE_SHAPE = {
                       .fields = (const shape[]){{.key = "name", .kind = SHAPE_STRING}, {0}}},
                      {.key = "container",
                       .kind = SHAPE_MAP,
-                      .fields = (const shape[]){
-                          {.key = "id", .kind = SHAPE_STRING, .required = true}, {0}}},
+                      .fields =
+                          (const shape[]){{.key = "id", .kind = SHAPE_STRING, .required = true},
+                                          {0}}},
                      {.key = "default", .kind = SHAPE_ANY},
                      {.key = "host", .kind = SHAPE_ANY},
                      {.key = "none", .kind = SHAPE_ANY},
@@ -2236,7 +2282,7 @@ static int parse_service_noops(walker *w, yaml_node_t *node, const char *path)
         cleanup_free char *sub = path_child(path, SERVICE_NOOPS[i].key);
         if (!sub)
             return obi_error_oom(w->err);
-        int r = check_shape(w, value, sub, &SERVICE_NOOPS[i].sh);
+        int r = check_shape(w, value, sub, SERVICE_NOOPS[i].sh);
         if (r == 0 && SERVICE_NOOPS[i].why)
             r = add_notice(w, sub, SERVICE_NOOPS[i].why);
         if (r < 0)
@@ -2333,58 +2379,60 @@ static const shape ENDPOINT_SHAPE = {
 /* Top-level keys besides version, deployment and services: all cluster-side in zlayer. */
 static const struct noop_key ROOT_NOOPS[] = {
     {"externals",
-     {.kind = SHAPE_DICT,
-      .fields =
-          (const shape[]){
-              {.kind = SHAPE_MAP,
-               .fields =
-                   (const shape[]){
-                       {.key = "backends",
-                        .kind = SHAPE_LIST,
-                        .required = true,
-                        .fields = &STRING_SHAPE},
-                       {.key = "endpoints", .kind = SHAPE_LIST, .fields = &ENDPOINT_SHAPE},
-                       {.key = "health", .kind = SHAPE_ANY},
-                       {0},
-                   }},
-          }},
+     &(const shape){
+         .kind = SHAPE_DICT,
+         .fields =
+             (const shape[]){
+                 {.kind = SHAPE_MAP,
+                  .fields =
+                      (const shape[]){
+                          {.key = "backends",
+                           .kind = SHAPE_LIST,
+                           .required = true,
+                           .fields = &STRING_SHAPE},
+                          {.key = "endpoints", .kind = SHAPE_LIST, .fields = &ENDPOINT_SHAPE},
+                          {.key = "health", .kind = SHAPE_ANY},
+                          {0},
+                      }},
+             }},
      "backends outside the deployment for zlayer's reverse proxy; ocibuild has no proxy, "
      "ignored"},
     {"tunnels",
-     {.kind = SHAPE_DICT,
-      .fields =
-          (const shape[]){
-              {.kind = SHAPE_MAP,
-               .fields =
-                   (const shape[]){
-                       {.key = "from", .kind = SHAPE_STRING, .required = true},
-                       {.key = "to", .kind = SHAPE_STRING, .required = true},
-                       {.key = "local_port", .kind = SHAPE_UINT, .max = 65535, .required = true},
-                       {.key = "remote_port",
-                        .kind = SHAPE_UINT,
-                        .max = 65535,
-                        .required = true},
-                       {.key = "protocol",
-                        .kind = SHAPE_ENUM,
-                        .values = (const char *const[]){"tcp", "udp", NULL}},
-                       {.key = "expose",
-                        .kind = SHAPE_ENUM,
-                        .values = (const char *const[]){"public", "internal", NULL}},
-                       {0},
-                   }},
-          }},
+     &(const shape){
+         .kind = SHAPE_DICT,
+         .fields =
+             (const shape[]){
+                 {.kind = SHAPE_MAP,
+                  .fields =
+                      (const shape[]){
+                          {.key = "from", .kind = SHAPE_STRING, .required = true},
+                          {.key = "to", .kind = SHAPE_STRING, .required = true},
+                          {.key = "local_port", .kind = SHAPE_UINT, .max = 65535, .required = true},
+                          {.key = "remote_port",
+                           .kind = SHAPE_UINT,
+                           .max = 65535,
+                           .required = true},
+                          {.key = "protocol",
+                           .kind = SHAPE_ENUM,
+                           .values = (const char *const[]){"tcp", "udp", NULL}},
+                          {.key = "expose",
+                           .kind = SHAPE_ENUM,
+                           .values = (const char *const[]){"public", "internal", NULL}},
+                          {0},
+                      }},
+             }},
      "zlayer's tunnels between nodes; one node here, ignored"},
     {"api",
-     {.kind = SHAPE_MAP,
-      .open = true, /* zlayer's ApiSpec takes unknown keys */
-      .fields =
-          (const shape[]){
-              {.key = "enabled", .kind = SHAPE_BOOL},
-              {.key = "bind", .kind = SHAPE_STRING},
-              {.key = "jwt_secret", .kind = SHAPE_STRING},
-              {.key = "swagger", .kind = SHAPE_BOOL},
-              {0},
-          }},
+     &(const shape){.kind = SHAPE_MAP,
+                    .open = true, /* zlayer's ApiSpec takes unknown keys */
+                    .fields =
+                        (const shape[]){
+                            {.key = "enabled", .kind = SHAPE_BOOL},
+                            {.key = "bind", .kind = SHAPE_STRING},
+                            {.key = "jwt_secret", .kind = SHAPE_STRING},
+                            {.key = "swagger", .kind = SHAPE_BOOL},
+                            {0},
+                        }},
      "zlayer's API server; ocibuild's front ends are its CLI and daemon, ignored"},
 };
 
@@ -2419,7 +2467,7 @@ static int parse_root(walker *w, yaml_node_t *root, obi_deployment *d)
                        "\"%s\" must be 3..63 of [A-Za-z0-9-], first alphanumeric", d->name);
     for (size_t i = 0; i < OBI_ARRAY_SIZE(ROOT_NOOPS); i++) {
         yaml_node_t *value = map_get(w, root, ROOT_NOOPS[i].key);
-        if (value && ((r = check_shape(w, value, ROOT_NOOPS[i].key, &ROOT_NOOPS[i].sh)) < 0 ||
+        if (value && ((r = check_shape(w, value, ROOT_NOOPS[i].key, ROOT_NOOPS[i].sh)) < 0 ||
                       (r = add_notice(w, ROOT_NOOPS[i].key, ROOT_NOOPS[i].why)) < 0))
             return r;
     }

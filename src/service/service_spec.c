@@ -556,9 +556,9 @@ static int build_process(const obi_service *svc, const obi_service_spec_options 
     unsigned uid = 0, gid = 0;
     int r;
     /* user: the service's, else the image's */
-    const char *user = svc->user                                            ? svc->user
+    const char *user = svc->user                                                ? svc->user
                        : opts->image && opts->image->user && *opts->image->user ? opts->image->user
-                                                                            : NULL;
+                                                                                : NULL;
     if (user && (r = obi_resolve_user(user, opts->rootfs, &uid, &gid, err)) < 0)
         return svc->user ? obi_error_prefix(err, r, "services.%s.user", svc->name) : r;
     const char *cwd = opts->cwd_override ? opts->cwd_override
@@ -582,14 +582,15 @@ static int build_process(const obi_service *svc, const obi_service_spec_options 
         json_decref(env);
         return obi_error_oom(err);
     }
-    bool no_new_privileges = svc->has_no_new_privileges ? svc->no_new_privileges
-                                                        : !svc->privileged && !svc->has_capabilities;
+    bool no_new_privileges = svc->has_no_new_privileges
+                                 ? svc->no_new_privileges
+                                 : !svc->privileged && !svc->has_capabilities;
     json_t *rlimits = build_rlimits(svc);
     /* "o" takes the references, also when packing fails */
-    json_t *process = json_pack("{s:b, s:{s:I, s:I}, s:o, s:o, s:s, s:o, s:o, s:b}", "terminal", 0,
-                                "user", "uid", (json_int_t)uid, "gid", (json_int_t)gid, "args",
-                                args, "env", env, "cwd", cwd, "capabilities", caps, "rlimits",
-                                rlimits, "noNewPrivileges", no_new_privileges);
+    json_t *process =
+        json_pack("{s:b, s:{s:I, s:I}, s:o, s:o, s:s, s:o, s:o, s:b}", "terminal", 0, "user", "uid",
+                  (json_int_t)uid, "gid", (json_int_t)gid, "args", args, "env", env, "cwd", cwd,
+                  "capabilities", caps, "rlimits", rlimits, "noNewPrivileges", no_new_privileges);
     if (!process)
         return obi_error_oom(err);
     if (svc->has_oom_score_adj &&
@@ -719,8 +720,8 @@ static int add_dns_mount(json_t *mounts, const obi_service *svc, obi_error **err
     static const char *const options[] = {"rbind", "ro", "nosuid", "nodev", "noexec", NULL};
     if (!svc->dns || svc->host_network)
         return 0;
-    return obi_oci_add_mount(mounts, "/etc/resolv.conf", "none", OBI_SERVICE_RESOLV_CONF,
-                             options) < 0
+    return obi_oci_add_mount(mounts, "/etc/resolv.conf", "none", OBI_SERVICE_RESOLV_CONF, options) <
+                   0
                ? obi_error_oom(err)
                : 0;
 }
@@ -874,7 +875,7 @@ static int add_spec_devices(device_context *ctx, const obi_service *svc, obi_err
             access[n++] = 'm';
         access[n] = '\0';
         if ((n && add_rule(ctx, obi_oci_device_rule(true, node.type, node.major, node.minor,
-                                                     access)) < 0) ||
+                                                    access)) < 0) ||
             json_array_append_new(ctx->devices, device_entry(dev->path, &node)) < 0)
             return obi_error_oom(err);
     }
@@ -1011,7 +1012,8 @@ static int add_resource_limits(json_t *resources, const obi_service *svc)
 {
     int r = 0;
     if (svc->has_cpu) {
-        r = set_in(resources, "cpu", "quota", json_integer((json_int_t)(svc->cpu * CPU_PERIOD + 0.5)));
+        r = set_in(resources, "cpu", "quota",
+                   json_integer((json_int_t)(svc->cpu * CPU_PERIOD + 0.5)));
         if (r == 0)
             r = set_in(resources, "cpu", "period", json_integer(CPU_PERIOD));
     }
@@ -1074,7 +1076,7 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
     cleanup_json json_t *devices_owned = devices;
     if (!resources)
         return obi_error_oom(err);
-    if ((r = add_resource_limits(resources, svc)) < 0)
+    if (add_resource_limits(resources, svc) < 0)
         return obi_error_oom(err);
     json_t *masked = obi_oci_masked_paths(defaults);
     json_t *readonly = obi_oci_readonly_paths(defaults);
@@ -1154,11 +1156,10 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
         r = add_gpu_sharing_mounts(mounts, svc, err);
     json_t *config = NULL;
     if (r == 0) {
-        config = json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:O, s:o}", "ociVersion",
-                           OBI_OCI_VERSION, "root", "path", "rootfs", "readonly",
-                           svc->read_only_root_fs, "process", process, "hostname",
-                           svc->hostname ? svc->hostname : id, "mounts", mounts, "linux",
-                           linux_obj);
+        config = json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:O, s:o}", "ociVersion", OBI_OCI_VERSION,
+                           "root", "path", "rootfs", "readonly", svc->read_only_root_fs, "process",
+                           process, "hostname", svc->hostname ? svc->hostname : id, "mounts",
+                           mounts, "linux", linux_obj);
         process = linux_obj = NULL; /* json_pack "o" took them, even on failure */
         if (!config || add_annotations(config, svc) < 0)
             r = obi_error_oom(err);

@@ -139,7 +139,8 @@ int obi_parse_duration(const char *text, uint64_t *out_ms, obi_error **err)
         size_t len = (size_t)(p - unit);
         const struct duration_unit *found = NULL;
         for (size_t i = 0; len && i < OBI_ARRAY_SIZE(DURATION_UNITS) && !found; i++)
-            if (strlen(DURATION_UNITS[i].name) == len && !strncmp(unit, DURATION_UNITS[i].name, len))
+            if (strlen(DURATION_UNITS[i].name) == len &&
+                !strncmp(unit, DURATION_UNITS[i].name, len))
                 found = &DURATION_UNITS[i];
         if (!found)
             return obi_error_set(err, -EINVAL,

@@ -89,43 +89,44 @@ static void test_deployment_zlayer_simple_example(void **state)
 static void test_deployment_zlayer_full_service_example(void **state)
 {
     (void)state;
-    obi_deployment *d = parse_ok("version: v1\n"
-                                 "deployment: production-stack\n"
-                                 "services:\n"
-                                 "  api:\n"
-                                 "    rtype: service\n"
-                                 "    image:\n"
-                                 "      name: ghcr.io/myorg/api:latest\n"
-                                 "      pull_policy: always\n"
-                                 "    resources:\n"
-                                 "      cpu: 2.0\n"
-                                 "      memory: 512Mi\n"
-                                 "    env:\n"
-                                 "      NODE_ENV: production\n"
-                                 "      DATABASE_URL: $E:DATABASE_URL\n"
-                                 "    network:\n"
-                                 "      overlays:\n"
-                                 "        service: {enabled: true, encrypted: true, isolated: true}\n"
-                                 "        global: {enabled: true, encrypted: true}\n"
-                                 "      join: {mode: token, scope: service}\n"
-                                 "    endpoints:\n"
-                                 "      - {name: http, protocol: https, port: 3000, path: /api, "
-                                 "expose: public}\n"
-                                 "      - {name: metrics, protocol: http, port: 9090, "
-                                 "expose: internal}\n"
-                                 "    scale:\n"
-                                 "      mode: adaptive\n"
-                                 "      min: 2\n"
-                                 "      max: 50\n"
-                                 "      cooldown: 15s\n"
-                                 "      targets: {cpu: 70, rps: 800}\n"
-                                 "  database:\n"
-                                 "    rtype: service\n"
-                                 "    image: {name: postgres:16-alpine, pull_policy: if_not_present}\n"
-                                 "    endpoints:\n"
-                                 "      - {name: postgres, protocol: tcp, port: 5432, "
-                                 "expose: internal}\n"
-                                 "    scale: {mode: fixed, replicas: 1}\n");
+    obi_deployment *d =
+        parse_ok("version: v1\n"
+                 "deployment: production-stack\n"
+                 "services:\n"
+                 "  api:\n"
+                 "    rtype: service\n"
+                 "    image:\n"
+                 "      name: ghcr.io/myorg/api:latest\n"
+                 "      pull_policy: always\n"
+                 "    resources:\n"
+                 "      cpu: 2.0\n"
+                 "      memory: 512Mi\n"
+                 "    env:\n"
+                 "      NODE_ENV: production\n"
+                 "      DATABASE_URL: $E:DATABASE_URL\n"
+                 "    network:\n"
+                 "      overlays:\n"
+                 "        service: {enabled: true, encrypted: true, isolated: true}\n"
+                 "        global: {enabled: true, encrypted: true}\n"
+                 "      join: {mode: token, scope: service}\n"
+                 "    endpoints:\n"
+                 "      - {name: http, protocol: https, port: 3000, path: /api, "
+                 "expose: public}\n"
+                 "      - {name: metrics, protocol: http, port: 9090, "
+                 "expose: internal}\n"
+                 "    scale:\n"
+                 "      mode: adaptive\n"
+                 "      min: 2\n"
+                 "      max: 50\n"
+                 "      cooldown: 15s\n"
+                 "      targets: {cpu: 70, rps: 800}\n"
+                 "  database:\n"
+                 "    rtype: service\n"
+                 "    image: {name: postgres:16-alpine, pull_policy: if_not_present}\n"
+                 "    endpoints:\n"
+                 "      - {name: postgres, protocol: tcp, port: 5432, "
+                 "expose: internal}\n"
+                 "    scale: {mode: fixed, replicas: 1}\n");
     const obi_service *api = &d->services[0];
     assert_int_equal(api->pull_policy, OBI_PULL_ALWAYS);
     assert_string_equal(api->image_ref, "ghcr.io/myorg/api:latest");
@@ -281,7 +282,8 @@ static void test_deployment_zlayer_validation_gaps_are_refused(void **state)
                  "services.web.scale.replicas: missing: scale mode fixed needs it");
     expect_error(HEADER "  web: {scale: {mode: fixed, replicas: 2, min: 1}}\n",
                  "services.web.scale: unknown key \"min\"");
-    expect_error(HEADER "  web: {scale: {mode: manual, replicas: 2}}\n", "unknown key \"replicas\"");
+    expect_error(HEADER "  web: {scale: {mode: manual, replicas: 2}}\n",
+                 "unknown key \"replicas\"");
     expect_error(HEADER "  web: {scale: {mode: adaptive, min: 1, max: 2, targets: {cpu: 101}}}\n",
                  "services.web.scale.targets.cpu: 101 is out of range 0..100");
     expect_error(HEADER "  web: {scale: {mode: adaptive, min: 1, max: 2, cooldown: soon}}\n",

@@ -126,9 +126,9 @@ static void test_number_durations_as_zlayer_writes_them(void **state)
         const char *text;
         uint64_t ms;
     } good[] = {
-        {"30s", 30000},     {"5m", 300000},   {"1h 30m", 5400000}, {"1h30m", 5400000},
-        {"500ms", 500},     {"2d", 172800000}, {"1w", 604800000},  {"300secs", 300000},
-        {"10 seconds", 10000}, {"1500us", 1},  {"0s", 0},
+        {"30s", 30000},        {"5m", 300000},    {"1h 30m", 5400000}, {"1h30m", 5400000},
+        {"500ms", 500},        {"2d", 172800000}, {"1w", 604800000},   {"300secs", 300000},
+        {"10 seconds", 10000}, {"1500us", 1},     {"0s", 0},
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         uint64_t ms = 1;
