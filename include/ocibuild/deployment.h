@@ -228,7 +228,8 @@ typedef struct obi_service {
     size_t label_count;
     obi_service_env_var *sysctls; /* -> linux.sysctl */
     size_t sysctl_count;
-    char *user; /* "uid[:gid]" or names: overrides the image's User; NULL: image's */
+    char *user;          /* "uid[:gid]" or names: overrides the image's User; NULL: image's */
+    char **extra_groups; /* supplementary groups, gids or names (rootfs /etc/group); NULL */
     bool read_only_root_fs;
     bool has_no_new_privileges; /* security_opt no-new-privileges[:true|false] */
     bool no_new_privileges;

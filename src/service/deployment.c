@@ -428,8 +428,10 @@ static int check_shape(walker *w, yaml_node_t *node, const char *path, const sha
         /* alternatives end with {0}; the last one's error is the one reported */
         int r = -EINVAL;
         for (const shape *alt = sh->fields; alt->kind != SHAPE_ANY || alt->key; alt++) {
-            obi_error_free(*w->err);
-            *w->err = NULL;
+            if (w->err) {
+                obi_error_free(*w->err);
+                *w->err = NULL;
+            }
             if ((r = check_shape(w, node, path, alt)) == 0)
                 return 0;
         }
@@ -475,6 +477,7 @@ static const char *const SERVICE_KEYS[] = {
     "stop_grace_period",
     "lifecycle",
     "extra_hosts",
+    "extra_groups",
     "service_type",
     "replica_groups",
     /* no effect on one node */
@@ -490,7 +493,6 @@ static const char *const SERVICE_KEYS[] = {
     "pid_mode",
     "ipc_mode",
     "userns_mode",
-    "extra_groups",
     "init_container",
     "tty",
     "stdin_open",
@@ -662,8 +664,6 @@ static const struct noop_key {
     {"pid_mode", &(const shape){.kind = SHAPE_STRING}, WHY_NAMESPACE},
     {"ipc_mode", &(const shape){.kind = SHAPE_STRING}, WHY_NAMESPACE},
     {"userns_mode", &(const shape){.kind = SHAPE_STRING}, WHY_NAMESPACE},
-    {"extra_groups", &(const shape){.kind = SHAPE_LIST, .fields = &STRING_SHAPE},
-     "supplementary groups are not applied yet, ignored"},
     {"init_container", &(const shape){.kind = SHAPE_BOOL},
      "Docker's --init (an init process as pid 1) is not provided, ignored"},
     {"tty", &(const shape){.kind = SHAPE_BOOL},
@@ -1970,6 +1970,23 @@ static int parse_user(walker *w, yaml_node_t *node, const char *path, obi_servic
     return 0;
 }
 
+static int parse_extra_groups(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    int r = get_strv(w, node, path, &svc->extra_groups);
+    for (size_t i = 0; r == 0 && svc->extra_groups && svc->extra_groups[i]; i++) {
+        const char *g = svc->extra_groups[i];
+        bool ok = *g != '\0';
+        for (const char *p = g; *p && ok; p++)
+            ok = isalnum((unsigned char)*p) || strchr("._-", *p);
+        if (!ok) {
+            cleanup_free char *sub = path_index(path, i);
+            return fail_at(w, node_get(w, node->data.sequence.items.start[i]), sub ? sub : path,
+                           "\"%s\" is not a group name or gid", g);
+        }
+    }
+    return r;
+}
+
 static int parse_read_only_root_fs(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
     return get_bool(w, node, path, &svc->read_only_root_fs);
@@ -2262,6 +2279,7 @@ static const struct service_field {
     {"labels", parse_labels},
     {"sysctls", parse_sysctls},
     {"user", parse_user},
+    {"extra_groups", parse_extra_groups},
     {"read_only_root_fs", parse_read_only_root_fs},
     {"security_opt", parse_security_opt},
     {"stop_signal", parse_stop_signal},
@@ -2598,6 +2616,7 @@ static void service_clear(obi_service *svc)
     pairs_free(svc->labels, svc->label_count);
     pairs_free(svc->sysctls, svc->sysctl_count);
     free(svc->user);
+    obi_strv_free(svc->extra_groups);
     for (size_t i = 0; i < svc->endpoint_count; i++) {
         free(svc->endpoints[i].name);
         free(svc->endpoints[i].path);

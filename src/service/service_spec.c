@@ -550,6 +550,30 @@ static json_t *build_rlimits(const obi_service *svc)
     return rlimits;
 }
 
+/* extra_groups: process.user.additionalGids, gids as written, names from the rootfs's
+ * /etc/group (inside the rootfs, as the image's User is). *out NULL: none. */
+static int build_extra_groups(const obi_service *svc, const obi_service_spec_options *opts,
+                              json_t **out, obi_error **err)
+{
+    *out = NULL;
+    if (!svc->extra_groups)
+        return 0;
+    cleanup_json json_t *gids = json_array();
+    if (!gids)
+        return obi_error_oom(err);
+    for (size_t i = 0; svc->extra_groups[i]; i++) {
+        unsigned gid = 0;
+        int r = 0;
+        if (!parse_id(svc->extra_groups[i], &gid) &&
+            (r = lookup_name(opts->rootfs, "etc/group", svc->extra_groups[i], &gid, NULL, err)) < 0)
+            return obi_error_prefix(err, r, "services.%s.extra_groups[%zu]", svc->name, i);
+        if (json_array_append_new(gids, json_integer(gid)) < 0)
+            return obi_error_oom(err);
+    }
+    *out = steal_pointer(&gids);
+    return 0;
+}
+
 static int build_process(const obi_service *svc, const obi_service_spec_options *opts, json_t **out,
                          obi_error **err)
 {
@@ -585,6 +609,13 @@ static int build_process(const obi_service *svc, const obi_service_spec_options 
     bool no_new_privileges = svc->has_no_new_privileges
                                  ? svc->no_new_privileges
                                  : !svc->privileged && !svc->has_capabilities;
+    json_t *groups = NULL;
+    if ((r = build_extra_groups(svc, opts, &groups, err)) < 0) {
+        json_decref(args);
+        json_decref(caps);
+        json_decref(env);
+        return r;
+    }
     json_t *rlimits = build_rlimits(svc);
     /* "o" takes the references, also when packing fails */
     json_t *process =
@@ -593,6 +624,11 @@ static int build_process(const obi_service *svc, const obi_service_spec_options 
                   "capabilities", caps, "rlimits", rlimits, "noNewPrivileges", no_new_privileges);
     if (!process)
         return obi_error_oom(err);
+    if (groups &&
+        json_object_set_new(json_object_get(process, "user"), "additionalGids", groups) < 0) {
+        json_decref(process);
+        return obi_error_oom(err);
+    }
     if (svc->has_oom_score_adj &&
         json_object_set_new(process, "oomScoreAdj", json_integer(svc->oom_score_adj)) < 0) {
         json_decref(process);

@@ -9,7 +9,8 @@ source "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3
 chmod 711 "$T_TMP"
 
-mkdir -p "$T_TMP/rootfs" "$T_TMP/data" "$T_TMP/dev/net" "$T_TMP/mps-pipe" "$T_TMP/mps-log"
+mkdir -p "$T_TMP/rootfs/etc" "$T_TMP/data" "$T_TMP/dev/net" "$T_TMP/mps-pipe" "$T_TMP/mps-log"
+printf 'root:x:0:\naudio:x:29:\n' >"$T_TMP/rootfs/etc/group"
 have_mknod=0
 if [ "$(id -u)" = 0 ] && mknod "$T_TMP/dev/kvm" c 10 232 2>/dev/null &&
    mknod "$T_TMP/dev/net/tun" c 10 200 2>/dev/null; then
@@ -41,8 +42,8 @@ check_json "cap_add is capabilities" \
 check_json "security_opt no-new-privileges:true" 'c["process"]["noNewPrivileges"] is True' "$A"
 check_json "the Docker resource limits reach linux.resources" \
   'c["linux"]["resources"]["cpu"] == {"quota":50000,"period":100000,"shares":512,"cpus":"0"} and c["linux"]["resources"]["memory"] == {"limit":268435456,"swap":536870912,"reservation":134217728,"swappiness":10,"disableOOMKiller":False} and c["linux"]["resources"]["pids"] == {"limit":200} and c["linux"]["resources"]["blockIO"] == {"weight":300}' "$A"
-check_json "oom_score_adj, user, hostname" \
-  'c["process"]["oomScoreAdj"] == 100 and c["process"]["user"] == {"uid":1000,"gid":1000} and c["hostname"] == "api-host"' "$A"
+check_json "oom_score_adj, user, extra_groups (a name from the rootfs's /etc/group), hostname" \
+  'c["process"]["oomScoreAdj"] == 100 and c["process"]["user"] == {"uid":1000,"gid":1000,"additionalGids":[29]} and c["hostname"] == "api-host"' "$A"
 check_json "labels are annotations, sysctls linux.sysctl" \
   'c["annotations"] == {"com.example.team":"payments","tier":"backend"} and c["linux"]["sysctl"] == {"net.ipv4.ip_unprivileged_port_start":"80"}' "$A"
 check_json "read_only_root_fs makes the root read-only" 'c["root"]["readonly"] is True' "$A"
@@ -145,6 +146,8 @@ refuse "an endpoint without protocol" "services.web.endpoints[0]: missing key \"
 refuse "an endpoint port 0" "services.web.endpoints[0].port: 0 is out of range" '{endpoints: [{name: a, protocol: tcp, port: 0}]}'
 refuse "a pull policy zlayer does not have" "services.web.image.pull_policy: expected always, if_not_present, never or newer" \
   '{image: {rootfs: /, pull_policy: sometimes}}'
+refuse "a group name that cannot be looked up" "services.web.extra_groups[0]: cannot resolve \"nosuchgroup\"" \
+  '{extra_groups: [nosuchgroup]}'
 refuse "MPS keys without sharing: mps" "services.web.resources.gpu.mps_pipe_dir: only used with sharing: mps" \
   '{resources: {gpu: {mps_pipe_dir: /tmp}}}'
 

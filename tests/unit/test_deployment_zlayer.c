@@ -234,6 +234,7 @@ static void test_deployment_zlayer_bundle_fields(void **state)
                                         "    dns: [1.1.1.1, \"2606:4700::1111\"]\n"
                                         "    cgroup_parent: tenants/a/\n"
                                         "    cap_drop: [NET_RAW, net_raw]\n"
+                                        "    extra_groups: [audio, \"44\"]\n"
                                         "    stop_signal: SIGQUIT\n"
                                         "    stop_grace_period: 1m 30s\n"
                                         "    network_mode: {bridge: {name: n1}}\n"
@@ -256,6 +257,8 @@ static void test_deployment_zlayer_bundle_fields(void **state)
     assert_string_equal(web->cgroup_parent, "/tenants/a");
     assert_string_equal(web->cap_drop[0], "CAP_NET_RAW");
     assert_null(web->cap_drop[1]);
+    assert_string_equal(web->extra_groups[0], "audio");
+    assert_string_equal(web->extra_groups[1], "44");
     assert_false(web->has_capabilities);
     assert_int_equal(web->stop_signal, 3);
     assert_int_equal(web->stop_grace_ms, 90000);
@@ -339,6 +342,8 @@ static void test_deployment_zlayer_refusals_name_the_key(void **state)
                  "services.web.stop_signal: expected a signal like SIGTERM");
     expect_error(HEADER "  web: {extra_hosts: [\"db\"]}\n",
                  "services.web.extra_hosts[0]: \"db\" is not HOSTNAME:IP");
+    expect_error(HEADER "  web: {extra_groups: [\"a b\"]}\n",
+                 "services.web.extra_groups[0]: \"a b\" is not a group name or gid");
     expect_error(HEADER "  web: {sysctls: {\"../x\": \"1\"}}\n",
                  "services.web.sysctls.../x: not a valid sysctl name");
     expect_error(HEADER "  web: {port_mappings: [{host_port: 80}]}\n",
