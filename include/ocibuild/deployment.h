@@ -257,7 +257,8 @@ typedef struct obi_deployment {
     obi_service *services; /* document order; none for an empty deployment */
     size_t service_count;
     /* Keys accepted without effect here, one line each, "services.web.affinity: placement
-     * across nodes; ocibuild runs a deployment on one node", in document order; NULL: none. */
+     * across nodes; ocibuild runs a deployment on one node, ignored": deployment-wide keys first,
+     * then each service's in the order the parser visits them; NULL: none. */
     char **notices;
 } obi_deployment;
 
