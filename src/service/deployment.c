@@ -1,9 +1,12 @@
 /*
  * Deployment documents: YAML (libyaml's document API) -> obi_deployment, validated against
- * spec/service.md. The walker is table-driven where it can be (allowed keys per mapping, the
- * capability names; memory strings parse with number.h's unit table); every error names the
- * source line:column, the dotted path of the key ("services.web.resources.memory") and what is
- * wrong with it. Capability names are normalised with oci_defaults.h's table.
+ * spec/service.md and zlayer's format (docs/service.md, "zlayer keys"). The walker is
+ * table-driven where it can be (allowed keys per mapping, a parse function per service key,
+ * the capability names; memory strings and durations parse with number.h's unit tables); every
+ * error names the source line:column, the dotted path of the key
+ * ("services.web.resources.memory") and what is wrong with it. Capability names are normalised
+ * with oci_defaults.h's table. Keys that mean nothing on one node are checked against zlayer's
+ * shape for them (`shape`: data, one table) and become notices (add_notice).
  * service_spec.c turns a parsed service into an OCI config; secrets.c resolves its env.
  */
 #include <ctype.h>
@@ -2673,7 +2676,8 @@ const char **obi_deployment_notices(const obi_deployment *deployment, const char
         const char *notice = deployment->notices[i];
         bool about_service = !strncmp(notice, "services.", 9);
         if (!service || !about_service ||
-            (!strncmp(notice + 9, service, len) && strchr(".:", notice[9 + len])))
+            (!strncmp(notice + 9, service, len) && notice[9 + len] &&
+             strchr(".:", notice[9 + len])))
             out[count++] = notice;
     }
     return out;

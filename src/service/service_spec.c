@@ -1,7 +1,9 @@
 /*
  * Service spec generation: a parsed service (deployment.h) + replica -> OCI runtime config,
- * following spec/service.md section by section (process, env layers, capabilities, mounts,
- * linux: namespaces, resources, device cgroup rules, devices, masked and read-only paths).
+ * following spec/service.md section by section (process, env layers, capabilities, rlimits,
+ * mounts, linux: namespaces, resources, device cgroup rules, devices, masked and read-only paths,
+ * sysctls, cgroupsPath) and zlayer's bundle builder where the document uses its keys (the
+ * default RLIMIT_NOFILE, device access defaults, dns, GPU sharing: docs/service.md).
  * The OCI runtime defaults (namespaces, standard mounts, masks, default device rules,
  * capability names and sets) come from oci_defaults.h's tables, shared with builds;
  * replica_defaults says what a replica takes of them. Tables here hold the rest (GPU env and
