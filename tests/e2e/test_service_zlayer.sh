@@ -226,4 +226,32 @@ if "$OCIBUILD" service bundle "$T_TMP/run.yaml" app "$T_TMP/rb" --data-dir "$T_T
 else
   t_fail "service bundle for runc" "$(cat "$T_TMP/rb.err")"
 fi
+
+# Through `service up` (the lifecycle's bundle, a user namespace): the replica's root reads the
+# resolv.conf in its 0710 bundle, and gets the default RLIMIT_NOFILE; the notices print once.
+svc="zk$$"
+cat >"$T_TMP/up.yaml" <<YAML
+version: v1
+deployment: zlayer-up-$$
+services:
+  $svc:
+    rtype: job
+    image: { rootfs: $R }
+    command: { entrypoint: [/bin/sh, -c], args: ['cat /etc/resolv.conf; echo "NOFILE=\$(ulimit -n) \$(ulimit -Hn)"'] }
+    dns: [192.0.2.54]
+    node_mode: dedicated
+YAML
+up() { "$OCIBUILD" service "$@" "$T_TMP/up.yaml" --data-dir "$T_TMP/updata"; }
+t_cleanup "$OCIBUILD service down $T_TMP/up.yaml --data-dir $T_TMP/updata"
+if out=$(timeout 120 "$OCIBUILD" service up "$T_TMP/up.yaml" --data-dir "$T_TMP/updata" 2>&1); then
+  for _ in $(seq 50); do up ps 2>/dev/null | grep -q stopped && break; sleep 0.1; done
+  logs=$(up logs 2>&1)
+  t_contains "up: the replica reads its resolv.conf" "$logs" "nameserver 192.0.2.54"
+  t_contains "up: the default RLIMIT_NOFILE 1024/1024" "$logs" "NOFILE=1024 1024"
+  [ "$(grep -c "note: services.$svc.node_mode:" <<<"$out")" = 1 ] && t_ok "up prints the notice once" ||
+    t_fail "up prints the notice once" "$out"
+else
+  t_fail "service up with dns" "$out"
+fi
+up down >/dev/null 2>&1
 t_done
