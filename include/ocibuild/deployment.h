@@ -35,7 +35,8 @@ typedef enum obi_image_kind {
     OBI_IMAGE_REGISTRY, /* image.name "nginx:alpine", "ghcr.io/o/a@sha256:..." (registry.h) */
 } obi_image_kind;
 
-/* image.pull_policy (zlayer's names: always, if_not_present, never, newer). */
+/* image.pull_policy (zlayer's names: always, if_not_present, never, newer); the same enum as
+ * the registry work's image_ref.h, which takes its place on merge. */
 typedef enum obi_pull_policy {
     OBI_PULL_IF_NOT_PRESENT, /* the default */
     OBI_PULL_ALWAYS,
@@ -172,11 +173,11 @@ typedef struct obi_service {
     char *schedule; /* cron only */
 
     obi_image_kind image_kind;
-    obi_pull_policy pull_policy;
-    char *image_ref;    /* REGISTRY: the reference as written */
-    char *image_path;   /* OCI: layout directory */
-    char *image_tag;    /* OCI: tag or NULL (single manifest) */
-    char *image_rootfs; /* ROOTFS */
+    obi_pull_policy image_pull_policy; /* image.pull_policy (if_not_present) */
+    char *image_ref;                   /* REGISTRY: the reference as written */
+    char *image_path;                  /* OCI: layout directory */
+    char *image_tag;                   /* OCI: tag or NULL (single manifest) */
+    char *image_rootfs;                /* ROOTFS */
 
     char **entrypoint; /* NULL-terminated; NULL when absent or empty */
     char **args;       /* NULL-terminated; NULL when absent or empty */

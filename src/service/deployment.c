@@ -697,31 +697,41 @@ static const shape SOURCE_POLICY_SHAPE = {
     .values = (const char *const[]){"local_first", "s3_first", "remote_only", "local_only", NULL},
 };
 
-/* image.pull_policy (zlayer's four; if_not_present when not written) and source_policy (the
- * order of zlayer's cache tiers: ocibuild has one local cache, a no-op). */
+/* image.pull_policy: zlayer's four, if_not_present when not written (what registry.h does with
+ * each is the registry's). */
 static int parse_pull_policy(walker *w, yaml_node_t *image, const char *path, obi_service *svc)
 {
     static const char *const names[] = {"if_not_present", "always", "never", "newer"};
     yaml_node_t *value = map_get(w, image, "pull_policy");
-    cleanup_free char *sub = path_child(path, "pull_policy");
-    cleanup_free char *source_path = path_child(path, "source_policy");
-    if (!sub || !source_path)
-        return obi_error_oom(w->err);
-    svc->pull_policy = OBI_PULL_IF_NOT_PRESENT;
-    if (value) {
-        const char *text = scalar_text(value);
-        size_t i = 0;
-        while (i < OBI_ARRAY_SIZE(names) && !(text && !strcmp(text, names[i])))
-            i++;
-        if (i == OBI_ARRAY_SIZE(names))
-            return fail_at(w, value, sub, "expected always, if_not_present, never or newer");
-        svc->pull_policy = (obi_pull_policy)i;
-    }
-    if (!(value = map_get(w, image, "source_policy")))
+    svc->image_pull_policy = OBI_PULL_IF_NOT_PRESENT;
+    if (!value)
         return 0;
-    int r = check_shape(w, value, source_path, &SOURCE_POLICY_SHAPE);
+    cleanup_free char *sub = path_child(path, "pull_policy");
+    if (!sub)
+        return obi_error_oom(w->err);
+    const char *text = scalar_text(value);
+    size_t i = 0;
+    while (i < OBI_ARRAY_SIZE(names) && !(text && !strcmp(text, names[i])))
+        i++;
+    if (i == OBI_ARRAY_SIZE(names))
+        return fail_at(w, value, sub, "expected always, if_not_present, never or newer");
+    svc->image_pull_policy = (obi_pull_policy)i;
+    return 0;
+}
+
+/* image.source_policy: the order of zlayer's image sources (local store, cache, S3 tier,
+ * registry); ocibuild has its cache and the registry, no S3 tier: checked, a notice. */
+static int parse_source_policy(walker *w, yaml_node_t *image, const char *path)
+{
+    yaml_node_t *value = map_get(w, image, "source_policy");
+    if (!value)
+        return 0;
+    cleanup_free char *sub = path_child(path, "source_policy");
+    if (!sub)
+        return obi_error_oom(w->err);
+    int r = check_shape(w, value, sub, &SOURCE_POLICY_SHAPE);
     return r < 0 ? r
-                 : add_notice(w, source_path,
+                 : add_notice(w, sub,
                               "the order of zlayer's image sources (local, S3 tier, registry); "
                               "ocibuild has its local cache and the registry, no S3 tier, ignored");
 }
@@ -736,7 +746,8 @@ static int parse_image(walker *w, yaml_node_t *node, const char *path, obi_servi
     yaml_node_t *rootfs = map_get(w, node, "rootfs");
     if (!!name == !!rootfs)
         return fail_at(w, node, path, "exactly one of \"name\" and \"rootfs\" is required");
-    if ((r = parse_pull_policy(w, node, path, svc)) < 0)
+    if ((r = parse_pull_policy(w, node, path, svc)) < 0 ||
+        (r = parse_source_policy(w, node, path)) < 0)
         return r;
     cleanup_free char *sub = path_child(path, name ? "name" : "rootfs");
     if (!sub)

@@ -50,9 +50,9 @@ int obi_service_source_open(const obi_service *svc, const char *data_dir, obi_se
             obi_service_uses_userns(svc) ? OBI_BUNDLE_ROOTFS_OVERLAY : OBI_BUNDLE_ROOTFS_PATH;
     } else if (svc->image_kind == OBI_IMAGE_REGISTRY) {
         return obi_error_set(err, -ENOTSUP,
-                             "services.%s.image.name: \"%s\": pulling from a registry is not "
-                             "built in yet (use oci:PATH[:TAG] or rootfs)",
-                             svc->name, svc->image_ref);
+                             "services.%s.image.name: pulling from a registry is not built in "
+                             "yet (use oci:PATH[:TAG] or rootfs)",
+                             svc->name);
     }
     *out = src;
     return 0;

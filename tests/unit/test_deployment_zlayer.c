@@ -68,8 +68,7 @@ static void test_deployment_zlayer_simple_example(void **state)
                                  "      replicas: 2\n");
     const obi_service *web = &d->services[0];
     assert_int_equal(web->image_kind, OBI_IMAGE_REGISTRY);
-    assert_string_equal(web->image_ref, "nginx:alpine");
-    assert_int_equal(web->pull_policy, OBI_PULL_IF_NOT_PRESENT);
+    assert_int_equal(web->image_pull_policy, OBI_PULL_IF_NOT_PRESENT);
     assert_int_equal(web->endpoint_count, 1);
     assert_string_equal(web->endpoints[0].name, "http");
     assert_int_equal(web->endpoints[0].protocol, OBI_ENDPOINT_HTTP);
@@ -128,8 +127,8 @@ static void test_deployment_zlayer_full_service_example(void **state)
                  "expose: internal}\n"
                  "    scale: {mode: fixed, replicas: 1}\n");
     const obi_service *api = &d->services[0];
-    assert_int_equal(api->pull_policy, OBI_PULL_ALWAYS);
-    assert_string_equal(api->image_ref, "ghcr.io/myorg/api:latest");
+    assert_int_equal(api->image_kind, OBI_IMAGE_REGISTRY);
+    assert_int_equal(api->image_pull_policy, OBI_PULL_ALWAYS);
     assert_int_equal(api->endpoint_count, 2);
     assert_int_equal(api->endpoints[0].protocol, OBI_ENDPOINT_HTTPS);
     assert_string_equal(api->endpoints[0].path, "/api");
