@@ -33,6 +33,11 @@ typedef struct obi_oci_defaults {
     bool user_namespace;    /* builds always; replicas unless privileged. Without a network
                                namespace of its own, such a container cannot mount sysfs: /sys
                                is the host's, bound read-only (as `runc spec --rootless`) */
+    /* The network namespace to join (linux.namespaces' path) rather than a new one: a replica
+     * on its deployment's network (service_network.h). That namespace belongs to the host's
+     * user namespace, so under a user namespace /sys is the host's, as without a network
+     * namespace. */
+    const char *network_namespace_path;
     /* A privileged replica: sysfs writable, nothing masked or read-only, a device cgroup that
      * allows every device. */
     bool privileged;

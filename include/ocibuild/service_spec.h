@@ -49,6 +49,10 @@ typedef struct obi_service_spec_options {
                                       (read only for services that are not privileged) */
     const uint64_t *bounding_set;  /* what the host can grant, bit N = capability N; NULL: this
                                       process's capability bounding set */
+    const char *netns_path;        /* the deployment network's namespace of this replica
+                                      (service_network.h) to join; NULL: a new, empty one */
+    const char *hosts;             /* its /etc/hosts, which the bundle writer puts at
+                                      BUNDLE/hosts and binds read-only; NULL: the image's */
 } obi_service_spec_options;
 
 /* The system user whose /etc/subuid and /etc/subgid ranges hold the replicas' host ids

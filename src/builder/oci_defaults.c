@@ -71,7 +71,11 @@ json_t *obi_oci_namespaces(const obi_oci_defaults *d)
     cleanup_json json_t *namespaces = json_array();
     for (size_t i = 0; namespaces && i < OBI_ARRAY_SIZE(NAMESPACES); i++)
         if (applies(NAMESPACES[i].when, d) &&
-            json_array_append_new(namespaces, json_pack("{s:s}", "type", NAMESPACES[i].type)) < 0)
+            json_array_append_new(
+                namespaces, NAMESPACES[i].when == IF_NETWORK_NAMESPACE && d->network_namespace_path
+                                ? json_pack("{s:s, s:s}", "type", NAMESPACES[i].type, "path",
+                                            d->network_namespace_path)
+                                : json_pack("{s:s}", "type", NAMESPACES[i].type)) < 0)
             return NULL;
     return steal_pointer(&namespaces);
 }
@@ -167,7 +171,7 @@ static int add_standard_mount(json_t *mounts, const standard_mount *m, const obi
 
 int obi_oci_add_standard_mounts(json_t *mounts, const obi_oci_defaults *d)
 {
-    bool host_sys = d->user_namespace && !d->network_namespace;
+    bool host_sys = d->user_namespace && (!d->network_namespace || d->network_namespace_path);
     for (size_t i = 0; i < OBI_ARRAY_SIZE(STANDARD_MOUNTS); i++) {
         const standard_mount *m = &STANDARD_MOUNTS[i];
         if (d->no_sys && !strncmp(m->destination, "/sys", 4))

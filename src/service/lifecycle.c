@@ -34,6 +34,7 @@
 #include "ocibuild/process.h"
 #include "ocibuild/runtime.h"
 #include "ocibuild/service_bundle.h"
+#include "ocibuild/service_network.h"
 
 #define STOP_POLL_MS 100
 #define KILL_WAIT_MS 10000
@@ -171,6 +172,7 @@ typedef struct lifecycle {
     int lock_fd;
     bool have_ids; /* ids looked up (at the first replica with a user namespace) */
     obi_idmap ids;
+    obi_service_network *net; /* the deployment's network (service_network.h); NULL: none */
 } lifecycle;
 
 static void report(const lifecycle *lc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -189,6 +191,7 @@ static void report(const lifecycle *lc, const char *fmt, ...)
 static void lifecycle_close(lifecycle *lc)
 {
     obi_runtime_free(lc->runtime);
+    obi_service_network_close(lc->net);
     free(lc->data_dir);
     if (lc->lock_fd >= 0)
         close(lc->lock_fd); /* drops the flock */
@@ -215,7 +218,7 @@ static int lifecycle_open(lifecycle *lc, const obi_deployment *deployment,
                           const obi_lifecycle_options *opts, bool create, bool lock,
                           obi_error **err)
 {
-    *lc = (lifecycle){deployment, opts, NULL, NULL, -1, false, {0, 0, 0}};
+    *lc = (lifecycle){deployment, opts, NULL, NULL, -1, false, {0, 0, 0}, NULL};
     cleanup_free char *data_dir = opts->data_dir ? strdup(opts->data_dir) : obi_default_data_dir();
     if (!data_dir)
         return obi_error_oom(err);
@@ -561,6 +564,8 @@ static int replica_teardown(lifecycle *lc, const obi_replica_paths *paths, bool 
         report(lc, "%s: its monitor has not exited after %d ms; removing its state anyway",
                paths->id, MONITOR_WAIT_MS);
     STEP(obi_service_bundle_remove(paths->bundle, &step_err));
+    if (lc->net)
+        STEP(obi_service_network_detach(lc->net, paths->id, &step_err));
     STEP(remove_anonymous_volumes(lc->data_dir, lc->deployment->name, paths->id, &step_err));
     if (first == 0)
         STEP(obi_rm_rf(paths->dir, &step_err));
@@ -781,12 +786,48 @@ static int replica_write_bundle(lifecycle *lc, const obi_service *svc,
         if ((r = replica_dirs_open_to_root(lc, paths, err)) < 0)
             return r;
     }
+    obi_replica_network rn = {NULL, NULL};
+    if (lc->net && obi_service_uses_network(svc) &&
+        (r = obi_service_network_attach(lc->net, svc, replica, &rn, err)) < 0)
+        return r;
+    spec.netns_path = rn.netns_path;
+    spec.hosts = rn.hosts;
     cleanup_strv char **warnings = NULL;
     r = obi_service_bundle_write(lc->deployment, svc, &spec, paths->bundle, src->rootfs, src->mode,
                                  &warnings, err);
+    obi_replica_network_clear(&rn);
     for (size_t i = 0; r == 0 && warnings && warnings[i]; i++)
         report(lc, "%s: warning: %s", paths->id, warnings[i]);
     return r;
+}
+
+/* ---- the deployment's network (service_network.h) ---- */
+
+static void report_line(const char *message, void *ctx)
+{
+    report(ctx, "%s", message);
+}
+
+/* up: sweeps the networks of dead deployments, then prepares this one's (when a service uses
+ * it). down: opens it when it exists. */
+static int network_open(lifecycle *lc, bool up, obi_error **err)
+{
+    if (up && !obi_deployment_uses_network(lc->deployment))
+        return 0;
+    int r;
+    if (up && (r = obi_service_network_sweep(report_line, lc, NULL, err)) < 0)
+        return r;
+    bool exists = false;
+    cleanup_error obi_error *open_err = NULL;
+    r = obi_service_network_open(lc->data_dir, lc->deployment->name, &lc->net, &exists,
+                                 up ? err : &open_err);
+    if (r < 0)
+        return up ? r : 0; /* down without ip: nothing of ours can exist */
+    if (!up && !exists) {
+        obi_service_network_close(steal_pointer(&lc->net));
+        return 0;
+    }
+    return up ? obi_service_network_prepare(lc->net, lc->deployment, err) : 0;
 }
 
 /* Brings one replica up (see obi_lifecycle_up). */
@@ -852,6 +893,8 @@ int obi_lifecycle_up(const obi_deployment *deployment, const obi_lifecycle_optio
     size_t count = 0;
     r = obi_lifecycle_plan(deployment, opts->service, opts->replica, true, OBI_PLAN_START, &plan,
                            &count, err);
+    if (r == 0)
+        r = network_open(&lc, true, err);
     /* one image resolution per service, shared by its replicas (the plan lists them together) */
     const obi_service *opened = NULL;
     obi_service_source src = {0};
@@ -864,6 +907,8 @@ int obi_lifecycle_up(const obi_deployment *deployment, const obi_lifecycle_optio
         }
         r = replica_up(&lc, opened, &src, plan[i].replica, err);
     }
+    if (r == 0 && lc.net)
+        r = obi_service_network_publish(lc.net, deployment, err);
     obi_service_source_close(&src);
     lifecycle_close(&lc);
     return r;
@@ -956,12 +1001,16 @@ int obi_lifecycle_down(const obi_deployment *deployment, const obi_lifecycle_opt
     size_t count = 0;
     r = obi_lifecycle_plan(deployment, opts->service, opts->replica, false, OBI_PLAN_STOP, &plan,
                            &count, err);
+    if (r == 0)
+        r = network_open(&lc, false, err);
     for (size_t i = 0; r == 0 && i < count; i++) {
         cleanup_free char *id = obi_service_container_id(plan[i].service->name, plan[i].replica);
         r = id ? replica_down(&lc, id, err) : obi_error_oom(err);
     }
     if (r == 0 && !opts->service)
         r = down_leftovers(&lc, plan, count, err);
+    if (r == 0 && !opts->service && lc.net)
+        r = obi_service_network_teardown(lc.net, err);
     lifecycle_close(&lc);
     return r;
 }

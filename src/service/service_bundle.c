@@ -27,6 +27,7 @@
 #include "ocibuild/json_util.h"
 #include "ocibuild/process.h"
 #include "ocibuild/service_bundle.h"
+#include "ocibuild/service_network.h"
 #include "service_internal.h"
 
 /* ---- what the bundles are made from ------------------------------------------------------ */
@@ -463,6 +464,10 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
     /* a symlinked rootfs is resolved by the runtime (crun), not checked here */
     if (ids && !(rootfs_source && mode == OBI_BUNDLE_ROOTFS_SYMLINK) &&
         (r = check_reachable(source_abs ? source_abs : rootfs, ids, err)) < 0)
+        return r;
+    /* the deployment network's names (service_network.h) */
+    if (opts->hosts &&
+        (r = obi_service_network_bundle_hosts(bundle_dir, opts->hosts, config, err)) < 0)
         return r;
     cleanup_free char *text = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (!text)

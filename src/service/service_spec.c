@@ -661,6 +661,7 @@ static obi_oci_defaults replica_defaults(const obi_service *svc,
 {
     return (obi_oci_defaults){
         .network_namespace = !svc->host_network,
+        .network_namespace_path = svc->host_network ? NULL : opts->netns_path,
         .user_namespace = userns,
         .privileged = svc->privileged,
         .devpts_tty_group = true,
