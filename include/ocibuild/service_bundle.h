@@ -29,6 +29,8 @@ typedef enum obi_bundle_rootfs_mode {
     OBI_BUNDLE_ROOTFS_OVERLAY, /* overlayfs on BUNDLE/rootfs: lower = source (never written),
                                   upper and work in BUNDLE; needs root; undone by
                                   obi_service_bundle_remove */
+    OBI_BUNDLE_ROOTFS_COPY,    /* BUNDLE/rootfs is a private copy of the source, made once
+                                  (rootless services: service_rootless.h) */
 } obi_bundle_rootfs_mode;
 
 /* Writes a complete bundle: creates bundle_dir (mode 0700; 0710 with the replicas' root group

@@ -35,6 +35,7 @@
 #include "ocibuild/runtime.h"
 #include "ocibuild/service_bundle.h"
 #include "ocibuild/service_network.h"
+#include "ocibuild/service_rootless.h"
 
 #define STOP_POLL_MS 100
 #define KILL_WAIT_MS 10000
@@ -242,7 +243,13 @@ static int lifecycle_open(lifecycle *lc, const obi_deployment *deployment,
     }
     if (create && (r = data_dir_close(data_dir, err)) < 0)
         return r;
-    if ((r = obi_runtime_new(opts->runtime, opts->runtime_root, &lc->runtime, err)) < 0)
+    /* rootless: the runtime's state where the user may write (service_rootless.h) */
+    cleanup_free char *rootless_root = NULL;
+    if (!opts->runtime_root && obi_service_rootless() &&
+        (r = obi_service_rootless_runtime_root(data_dir, &rootless_root, err)) < 0)
+        return r;
+    if ((r = obi_runtime_new(opts->runtime, opts->runtime_root ? opts->runtime_root : rootless_root,
+                             &lc->runtime, err)) < 0)
         return r;
     lc->data_dir = steal_pointer(&data_dir);
     if (lock) {
@@ -528,7 +535,7 @@ static int remove_anonymous_volumes(const char *data_dir, const char *deployment
     cleanup_free char *path = NULL;
     if (asprintf(&path, "%s/anonymous/%s/%s", data_dir, deployment, id) < 0)
         return obi_error_oom(err);
-    int r = obi_rm_rf(path, err);
+    int r = obi_service_rootless() ? obi_service_rootless_rm_rf(path, err) : obi_rm_rf(path, err);
     if (r < 0)
         return r;
     char *slash = strrchr(path, '/');
@@ -777,6 +784,10 @@ static int replica_write_bundle(lifecycle *lc, const obi_service *svc,
     if (src->image && (r = write_image_root(paths, src->image, err)) < 0)
         return r;
     if (obi_service_uses_userns(svc)) {
+        if (!lc->have_ids && obi_service_rootless()) {
+            obi_service_rootless_ids(&lc->ids);
+            lc->have_ids = true;
+        }
         if (!lc->have_ids) {
             if ((r = obi_service_ids_lookup(NULL, NULL, &lc->ids, err)) < 0)
                 return obi_error_prefix(err, r, "services.%s", svc->name);
@@ -793,7 +804,11 @@ static int replica_write_bundle(lifecycle *lc, const obi_service *svc,
     spec.netns_path = rn.netns_path;
     spec.hosts = rn.hosts;
     cleanup_strv char **warnings = NULL;
-    r = obi_service_bundle_write(lc->deployment, svc, &spec, paths->bundle, src->rootfs, src->mode,
+    /* rootless: no overlay without root, a private copy instead */
+    obi_bundle_rootfs_mode mode = obi_service_rootless() && src->mode == OBI_BUNDLE_ROOTFS_OVERLAY
+                                      ? OBI_BUNDLE_ROOTFS_COPY
+                                      : src->mode;
+    r = obi_service_bundle_write(lc->deployment, svc, &spec, paths->bundle, src->rootfs, mode,
                                  &warnings, err);
     obi_replica_network_clear(&rn);
     for (size_t i = 0; r == 0 && warnings && warnings[i]; i++)
@@ -814,6 +829,15 @@ static int network_open(lifecycle *lc, bool up, obi_error **err)
 {
     if (up && !obi_deployment_uses_network(lc->deployment))
         return 0;
+    if (obi_service_rootless()) {
+        /* bridges and veths need root: each replica keeps a namespace of its own */
+        if (up)
+            report(lc,
+                   "rootless: replicas of %s get a network namespace of their own with only "
+                   "lo, no deployment network (docs/service.md, \"Rootless services\")",
+                   lc->deployment->name);
+        return 0;
+    }
     int r;
     if (up && (r = obi_service_network_sweep(report_line, lc, NULL, err)) < 0)
         return r;

@@ -28,6 +28,7 @@
 #include "ocibuild/process.h"
 #include "ocibuild/service_bundle.h"
 #include "ocibuild/service_network.h"
+#include "ocibuild/service_rootless.h"
 #include "service_internal.h"
 
 /* ---- what the bundles are made from ------------------------------------------------------ */
@@ -276,7 +277,9 @@ int obi_service_bundle_remove(const char *bundle_dir, obi_error **err)
         if (is_mount_point(path) && umount2(path, MNT_DETACH) < 0)
             return obi_error_set_errno(err, errno, "unmount %s", path);
     }
-    return obi_rm_rf(bundle_dir, err);
+    /* a rootless replica's copy holds files of the user's subordinate ids */
+    return obi_service_rootless() ? obi_service_rootless_rm_rf(bundle_dir, err)
+                                  : obi_rm_rf(bundle_dir, err);
 }
 
 int obi_service_replica_dir(const char *path, const obi_idmap *ids, obi_error **err)
@@ -460,6 +463,12 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
     }
     if (rootfs_source && mode == OBI_BUNDLE_ROOTFS_OVERLAY &&
         (r = mount_overlay(bundle_dir, rootfs, rootfs_source, ids, err)) < 0)
+        return r;
+    if (rootfs_source && mode == OBI_BUNDLE_ROOTFS_COPY &&
+        (r = obi_service_rootless_copy_rootfs(rootfs_source, rootfs, err)) < 0)
+        return r;
+    /* rootless: the replica's root is the invoking user, its subordinate ids above */
+    if (ids && obi_service_rootless() && (r = obi_service_rootless_config(config, err)) < 0)
         return r;
     /* a symlinked rootfs is resolved by the runtime (crun), not checked here */
     if (ids && !(rootfs_source && mode == OBI_BUNDLE_ROOTFS_SYMLINK) &&
