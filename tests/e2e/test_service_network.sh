@@ -83,7 +83,7 @@ t_contains "the hosts file names the container id too" "$hosts" "$P-db-1 $P-db-r
 
 # the public endpoint, from the host, spread over both replicas
 seen=""
-for _ in 1 2 3 4; do seen+=" $(curl -s -m 5 "http://127.0.0.1:$PUB/")"; done
+for _ in 1 2 3 4; do seen+=" $(timeout 5 "$BUSYBOX" wget -q -O - "http://127.0.0.1:$PUB/")"; done
 t_contains "the public endpoint answers on 127.0.0.1:$PUB (replica 1)" "$seen" "$P-db-rep-1"
 t_contains "the public endpoint answers on 127.0.0.1:$PUB (replica 2)" "$seen" "$P-db-rep-2"
 proxy_user=$(ps -o user= -C obi-proxy | sort -u | tr -d ' \n')

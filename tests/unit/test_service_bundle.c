@@ -63,6 +63,68 @@ static void test_bundle_write_creates_config_rootfs_and_volumes(void **state)
     free(bundle);
 }
 
+/* The deployment network's /etc/hosts: written beneath the bundle (a symlink planted at
+ * BUNDLE/hosts is replaced, its target untouched), bound read-only at /etc/hosts; the netns
+ * path is what linux.namespaces joins. */
+static void test_bundle_hosts_and_netns_of_the_deployment_network(void **state)
+{
+    fixture *f = *state;
+    load(f, HEADER "  web: {}\n");
+    obi_service_spec_options opts = default_options(f);
+    opts.netns_path = "/run/netns/obi-0123456789ab-web-rep-1";
+    opts.hosts = "10.231.0.2\tweb-1 web-rep-1 web\n";
+    char *bundle = obi_path_join(f->dir, "b");
+    char *victim = obi_path_join(f->dir, "victim");
+    char *hosts = obi_path_join(bundle, "hosts");
+    assert_int_equal(mkdir(bundle, 0700), 0);
+    assert_ok(obi_write_file(victim, "victim\n", 7, 0600, err_ptr_));
+    assert_int_equal(symlink(victim, hosts), 0);
+    assert_ok(obi_service_bundle_write(f->deployment, &f->deployment->services[0], &opts, bundle,
+                                       NULL, OBI_BUNDLE_ROOTFS_DIR, NULL, err_ptr_));
+    char *text = NULL;
+    size_t len = 0;
+    assert_ok(obi_read_file(victim, 64, &text, &len, err_ptr_));
+    assert_string_equal(text, "victim\n");
+    free(text);
+    struct stat st;
+    assert_int_equal(lstat(hosts, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0644);
+    assert_ok(obi_read_file(hosts, 4096, &text, &len, err_ptr_));
+    assert_string_equal(text, opts.hosts);
+    free(text);
+    char *config = obi_path_join(bundle, "config.json");
+    json_error_t jerr;
+    json_t *doc = json_load_file(config, 0, &jerr);
+    assert_non_null(doc);
+    json_t *mounts = json_object_get(doc, "mounts");
+    json_t *last = json_array_get(mounts, json_array_size(mounts) - 1);
+    assert_string_equal(json_string_value(json_object_get(last, "destination")), "/etc/hosts");
+    assert_string_equal(json_string_value(json_object_get(last, "source")), hosts);
+    static const char *const ro[] = {"bind", "ro", "nosuid", "nodev", "noexec"};
+    json_t *options = json_object_get(last, "options");
+    assert_int_equal(json_array_size(options), 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_string_equal(json_string_value(json_array_get(options, i)), ro[i]);
+    json_t *namespaces = path_get(doc, "linux.namespaces");
+    bool joined = false;
+    for (size_t i = 0; i < json_array_size(namespaces); i++) {
+        json_t *ns = json_array_get(namespaces, i);
+        if (!strcmp(json_string_value(json_object_get(ns, "type")), "network"))
+            joined = !strcmp(json_string_value(json_object_get(ns, "path")), opts.netns_path);
+    }
+    assert_true(joined);
+    /* under a user namespace a joined network namespace is the host's: /sys is bound */
+    json_t *sys = json_array_get(mounts, 5);
+    assert_string_equal(json_string_value(json_object_get(sys, "destination")), "/sys");
+    assert_string_equal(json_string_value(json_object_get(sys, "type")), "none");
+    json_decref(doc);
+    free(config);
+    free(hosts);
+    free(victim);
+    free(bundle);
+}
+
 static void test_bundle_write_path_mode_puts_absolute_rootfs_in_config(void **state)
 {
     fixture *f = *state;
@@ -490,6 +552,7 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_bundle_write_creates_config_rootfs_and_volumes),
+        T(test_bundle_hosts_and_netns_of_the_deployment_network),
         T(test_bundle_write_path_mode_puts_absolute_rootfs_in_config),
         T(test_bundle_overlay_keeps_source_untouched_and_is_removed),
         T(test_bundle_volumes_are_owned_by_the_replica_root_and_closed),
