@@ -771,6 +771,29 @@ static void proxy_main(listener *ls, size_t n, const char *pid_path, int ready_f
     }
 }
 
+/* Closes every fd of this process but the listeners, the ready pipe and the lock (the proxy
+ * must not hold `up`'s deployment lock, or anything else it inherited). */
+static void close_fds_except(const listener *ls, size_t n, int ready_fd, int lock_fd)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir)
+        return;
+    int self = dirfd(dir);
+    struct dirent *entry;
+    while ((entry = readdir(dir))) {
+        unsigned long long value = 0;
+        if (!obi_parse_decimal(entry->d_name, INT32_MAX, &value))
+            continue; /* "." and ".." */
+        int fd = (int)value;
+        bool keep = fd == self || fd == ready_fd || fd == lock_fd;
+        for (size_t i = 0; i < n && !keep; i++)
+            keep = fd == ls[i].fd;
+        if (!keep)
+            close(fd);
+    }
+    closedir(dir);
+}
+
 static void listeners_free(listener *ls, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -892,16 +915,7 @@ int obi_service_network_publish(obi_service_network *net, const obi_deployment *
         if (proxy != 0)
             _exit(proxy < 0 ? 1 : 0);
         setpgid(0, 0);
-        int keep_max = fds[1] > lock ? fds[1] : lock;
-        for (size_t i = 0; i < n; i++)
-            keep_max = ls[i].fd > keep_max ? ls[i].fd : keep_max;
-        for (int fd = 0; fd <= keep_max + 64; fd++) {
-            bool keep = fd == fds[1] || fd == lock;
-            for (size_t i = 0; i < n && !keep; i++)
-                keep = fd == ls[i].fd;
-            if (!keep)
-                close(fd);
-        }
+        close_fds_except(ls, n, fds[1], lock);
         int devnull = open("/dev/null", O_RDWR);
         if (devnull >= 0) {
             dup2(devnull, 0), dup2(devnull, 1), dup2(devnull, 2);
