@@ -1028,7 +1028,8 @@ static int sweep_orphans(obi_service_network *probe, unsigned *swept, obi_error 
             strlen(name) < strlen(NETNS_PREFIX) + KEY_LEN + 1)
             continue;
         char key[KEY_LEN + 1];
-        snprintf(key, sizeof key, "%s", name + strlen(NETNS_PREFIX));
+        memcpy(key, name + strlen(NETNS_PREFIX), KEY_LEN); /* checked: long enough */
+        key[KEY_LEN] = '\0';
         cleanup_free char *state = obi_path_join(state_root(), key);
         if (!state)
             return obi_error_oom(err);
@@ -1082,7 +1083,8 @@ int obi_service_network_sweep(obi_network_report_fn report, void *report_ctx, un
             !(net->deployment = strdup(deployment ? deployment : d->d_name)))
             return obi_error_oom(err);
         net->subnet = -1;
-        snprintf(net->key, sizeof net->key, "%s", d->d_name);
+        memcpy(net->key, d->d_name, KEY_LEN); /* checked: KEY_LEN bytes */
+        net->key[KEY_LEN] = '\0';
         cleanup_error obi_error *load_err = NULL;
         (void)load_state(net, &load_err); /* a torn file: remove what the names say */
         if ((r = teardown_locked(net, err)) < 0)
