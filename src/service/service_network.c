@@ -460,9 +460,37 @@ static int make_bridge(obi_service_network *net, obi_error **err)
 }
 
 /* Gives every replica of d that uses the network an address (lowest free host number). */
+/* Whether id is a replica of d on the network. */
+static bool plan_has_replica(const obi_deployment *d, const address *a)
+{
+    const obi_service *svc = obi_deployment_find(d, a->service);
+    return svc && obi_service_uses_network(svc) && a->replica >= 1 && a->replica <= svc->replicas;
+}
+
+/* Drops the addresses of replicas d no longer names once their namespace is gone (`down` of a
+ * scaled-down replica removed it), so hosts files stop naming them. */
+static bool prune_addresses(obi_service_network *net, const obi_deployment *d)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < net->address_count; i++) {
+        address *a = &net->addresses[i];
+        cleanup_free char *ns = netns_name(net, a->id);
+        cleanup_free char *path = ns ? obi_path_join(NETNS_DIR, ns) : NULL;
+        if (plan_has_replica(d, a) || !path || access(path, F_OK) == 0) {
+            net->addresses[kept++] = *a;
+            continue;
+        }
+        free(a->id);
+        free(a->service);
+    }
+    bool changed = kept != net->address_count;
+    net->address_count = kept;
+    return changed;
+}
+
 static int assign_addresses(obi_service_network *net, const obi_deployment *d, obi_error **err)
 {
-    bool changed = false;
+    bool changed = prune_addresses(net, d);
     for (size_t s = 0; s < d->service_count; s++) {
         const obi_service *svc = &d->services[s];
         if (!obi_service_uses_network(svc))
