@@ -108,8 +108,7 @@ static char *netns_name(const obi_service_network *net, const char *id)
 
 static const char *state_root(void)
 {
-    const char *root = getenv("OCIBUILD_NETWORK_STATE");
-    return root && root[0] == '/' ? root : STATE_ROOT;
+    return STATE_ROOT;
 }
 
 /* ---- iproute2 ------------------------------------------------------------------------- */
