@@ -25,7 +25,6 @@
 #ifndef OCIBUILD_SERVICE_NETWORK_H
 #define OCIBUILD_SERVICE_NETWORK_H
 
-#include <jansson.h>
 #include <stdbool.h>
 
 #include "ocibuild/deployment.h"
@@ -62,11 +61,6 @@ int obi_service_network_prepare(obi_service_network *net, const obi_deployment *
  * prepare must have given it an address. */
 int obi_service_network_attach(obi_service_network *net, const obi_service *svc, unsigned replica,
                                obi_replica_network *out, obi_error **err);
-
-/* Writes text to BUNDLE/hosts (0644, atomically, beneath bundle_dir: a symlink planted there is
- * replaced, never followed) and adds its read-only bind at /etc/hosts to config's mounts. */
-int obi_service_network_bundle_hosts(const char *bundle_dir, const char *text, json_t *config,
-                                     obi_error **err);
 
 /* Removes the namespace and veth pair of container id (missing ones are not an error). */
 int obi_service_network_detach(obi_service_network *net, const char *id, obi_error **err);

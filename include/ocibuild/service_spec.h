@@ -51,8 +51,9 @@ typedef struct obi_service_spec_options {
                                       process's capability bounding set */
     const char *netns_path;        /* the deployment network's namespace of this replica
                                       (service_network.h) to join; NULL: a new, empty one */
-    const char *hosts;             /* its /etc/hosts, which the bundle writer puts at
-                                      BUNDLE/hosts and binds read-only; NULL: the image's */
+    const char *hosts;             /* its /etc/hosts: the bundle writer puts it at
+                                      BUNDLE/hosts, the config binds it read-only; NULL: the
+                                      image's */
 } obi_service_spec_options;
 
 /* The system user whose /etc/subuid and /etc/subgid ranges hold the replicas' host ids
@@ -91,6 +92,9 @@ char *obi_service_storage_source(const obi_deployment *deployment, const obi_ser
  * one (dns given, not on the host's network), and its text: a nameserver line per address,
  * then "options edns0", as zlayer writes it. Caller frees the text; NULL: out of memory. */
 #define OBI_SERVICE_RESOLV_CONF "resolv.conf"
+/* The deployment network's /etc/hosts (opts->hosts), a file of that name in the bundle
+ * (written by service_bundle.h), bound read-only over /etc/hosts. */
+#define OBI_SERVICE_HOSTS "hosts"
 bool obi_service_has_resolv_conf(const obi_service *svc);
 char *obi_service_resolv_conf(const obi_service *svc);
 

@@ -27,7 +27,6 @@
 #include "ocibuild/json_util.h"
 #include "ocibuild/process.h"
 #include "ocibuild/service_bundle.h"
-#include "ocibuild/service_network.h"
 #include "ocibuild/service_rootless.h"
 #include "service_internal.h"
 
@@ -362,27 +361,24 @@ static int check_reachable(const char *path, const obi_idmap *ids, obi_error **e
 
 /* ---- the bundle ----------------------------------------------------------------------------- */
 
-/* BUNDLE/resolv.conf (dns, see obi_service_resolv_conf), made beneath the bundle directory and
- * never through a symlink: written to a new temporary name (O_EXCL | O_NOFOLLOW) and renamed
- * over the old one, which replaces whatever is there, a symlink included, without following it.
- * Mode 0644: the replica's root reads it as "other" under a user namespace. Without dns a
- * resolv.conf left from an earlier document is removed. */
-static int write_resolv_conf(const char *bundle_dir, const obi_service *svc, obi_error **err)
+/* BUNDLE/name holding text, made beneath the bundle directory and never through a symlink:
+ * written to a new temporary name (O_EXCL | O_NOFOLLOW) and renamed over the old one, which
+ * replaces whatever is there, a symlink included, without following it. Mode 0644: the
+ * replica's root reads it as "other" under a user namespace. text NULL: a file left from an
+ * earlier document is removed. The resolv.conf of dns and the hosts of the service network. */
+static int write_beneath(const char *bundle_dir, const char *name, const char *text,
+                         obi_error **err)
 {
     cleanup_close int dir = open(bundle_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dir < 0)
         return obi_error_set_errno(err, errno, "open %s", bundle_dir);
-    if (!obi_service_has_resolv_conf(svc)) {
-        if (unlinkat(dir, OBI_SERVICE_RESOLV_CONF, 0) < 0 && errno != ENOENT)
-            return obi_error_set_errno(err, errno, "remove %s/%s", bundle_dir,
-                                       OBI_SERVICE_RESOLV_CONF);
+    if (!text) {
+        if (unlinkat(dir, name, 0) < 0 && errno != ENOENT)
+            return obi_error_set_errno(err, errno, "remove %s/%s", bundle_dir, name);
         return 0;
     }
-    cleanup_free char *text = obi_service_resolv_conf(svc);
-    if (!text)
-        return obi_error_oom(err);
     char tmp[64];
-    snprintf(tmp, sizeof tmp, ".%s.%ld", OBI_SERVICE_RESOLV_CONF, (long)getpid());
+    snprintf(tmp, sizeof tmp, ".%s.%ld", name, (long)getpid());
     (void)unlinkat(dir, tmp, 0); /* left by a crashed writer of the same pid */
     cleanup_close int fd =
         openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
@@ -392,11 +388,22 @@ static int write_resolv_conf(const char *bundle_dir, const obi_service *svc, obi
     int r = 0;
     if (obi_write_all(fd, text, len) < 0 || fchmod(fd, 0644) < 0)
         r = obi_error_set_errno(err, errno, "write %s/%s", bundle_dir, tmp);
-    else if (renameat(dir, tmp, dir, OBI_SERVICE_RESOLV_CONF) < 0)
-        r = obi_error_set_errno(err, errno, "rename %s/%s", bundle_dir, OBI_SERVICE_RESOLV_CONF);
+    else if (renameat(dir, tmp, dir, name) < 0)
+        r = obi_error_set_errno(err, errno, "rename %s/%s", bundle_dir, name);
     if (r < 0)
         (void)unlinkat(dir, tmp, 0);
     return r;
+}
+
+/* BUNDLE/resolv.conf (dns, see obi_service_resolv_conf); none without dns. */
+static int write_resolv_conf(const char *bundle_dir, const obi_service *svc, obi_error **err)
+{
+    if (!obi_service_has_resolv_conf(svc))
+        return write_beneath(bundle_dir, OBI_SERVICE_RESOLV_CONF, NULL, err);
+    cleanup_free char *text = obi_service_resolv_conf(svc);
+    if (!text)
+        return obi_error_oom(err);
+    return write_beneath(bundle_dir, OBI_SERVICE_RESOLV_CONF, text, err);
 }
 
 int obi_service_bundle_write(const obi_deployment *deployment, const obi_service *svc,
@@ -443,6 +450,9 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
         return r;
     if ((r = write_resolv_conf(bundle_dir, svc, err)) < 0)
         return obi_error_prefix(err, r, "services.%s.dns", svc->name);
+    /* the deployment network's names (service_network.h) */
+    if ((r = write_beneath(bundle_dir, OBI_SERVICE_HOSTS, opts->hosts, err)) < 0)
+        return obi_error_prefix(err, r, "services.%s: the network's hosts file", svc->name);
     cleanup_free char *rootfs = obi_path_join(bundle_dir, "rootfs");
     cleanup_free char *config_path = obi_path_join(bundle_dir, "config.json");
     if (!rootfs || !config_path)
@@ -473,10 +483,6 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
     /* a symlinked rootfs is resolved by the runtime (crun), not checked here */
     if (ids && !(rootfs_source && mode == OBI_BUNDLE_ROOTFS_SYMLINK) &&
         (r = check_reachable(source_abs ? source_abs : rootfs, ids, err)) < 0)
-        return r;
-    /* the deployment network's names (service_network.h) */
-    if (opts->hosts &&
-        (r = obi_service_network_bundle_hosts(bundle_dir, opts->hosts, config, err)) < 0)
         return r;
     cleanup_free char *text = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (!text)

@@ -32,7 +32,6 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/number.h"
-#include "ocibuild/oci_defaults.h"
 #include "ocibuild/process.h"
 #include "ocibuild/service_network.h"
 #include "ocibuild/service_spec.h"
@@ -610,33 +609,6 @@ int obi_service_network_attach(obi_service_network *net, const obi_service *svc,
         return r;
     }
     *out = rn;
-    return 0;
-}
-
-int obi_service_network_bundle_hosts(const char *bundle_dir, const char *text, json_t *config,
-                                     obi_error **err)
-{
-    static const char *const options[] = {"bind", "ro", "nosuid", "nodev", "noexec", NULL};
-    static const char tmp[] = ".hosts.tmp";
-    cleanup_close int dir = open(bundle_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dir < 0)
-        return obi_error_set_errno(err, errno, "open %s", bundle_dir);
-    if (unlinkat(dir, tmp, 0) < 0 && errno != ENOENT)
-        return obi_error_set_errno(err, errno, "unlink %s/%s", bundle_dir, tmp);
-    cleanup_close int fd =
-        openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0 || fchmod(fd, 0644) < 0 || obi_write_all(fd, text, strlen(text)) < 0 ||
-        fsync(fd) < 0)
-        return obi_error_set_errno(err, errno, "write %s/%s", bundle_dir, tmp);
-    if (renameat(dir, tmp, dir, "hosts") < 0)
-        return obi_error_set_errno(err, errno, "rename %s/%s to hosts", bundle_dir, tmp);
-    cleanup_free char *source = obi_path_join(bundle_dir, "hosts");
-    if (!source)
-        return obi_error_oom(err);
-    json_t *mounts = json_object_get(config, "mounts");
-    if (!json_is_array(mounts) ||
-        obi_oci_add_mount(mounts, "/etc/hosts", "bind", source, options) < 0)
-        return obi_error_oom(err);
     return 0;
 }
 

@@ -750,6 +750,18 @@ static int add_storage_mounts(json_t *mounts, const obi_deployment *d, const obi
     return 0;
 }
 
+/* The deployment network's names: the bundle's hosts file (service_bundle.c writes
+ * opts->hosts there), bound read-only over /etc/hosts, relative to the bundle like dns. */
+static int add_hosts_mount(json_t *mounts, const obi_service_spec_options *opts, obi_error **err)
+{
+    static const char *const options[] = {"rbind", "ro", "nosuid", "nodev", "noexec", NULL};
+    if (!opts->hosts)
+        return 0;
+    return obi_oci_add_mount(mounts, "/etc/hosts", "none", OBI_SERVICE_HOSTS, options) < 0
+               ? obi_error_oom(err)
+               : 0;
+}
+
 /* dns: the bundle's resolv.conf (written by service_bundle.c, obi_service_resolv_conf), bound
  * read-only over /etc/resolv.conf. The source is relative to the bundle, as the runtime
  * resolves a bind source, so the config is the same wherever the bundle lives. Not with the
@@ -1191,6 +1203,8 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
         r = add_storage_mounts(mounts, deployment, svc, opts, replica, err);
     if (r == 0)
         r = add_dns_mount(mounts, svc, err);
+    if (r == 0)
+        r = add_hosts_mount(mounts, opts, err);
     if (r == 0)
         r = add_gpu_sharing_mounts(mounts, svc, err);
     json_t *config = NULL;

@@ -354,33 +354,6 @@ static void test_deployment_depends_rules(void **state)
     obi_deployment_free(d);
 }
 
-static void test_deployment_endpoints_rules(void **state)
-{
-    (void)state;
-    obi_deployment *d = parse_ok(
-        HEADER "  web:\n    endpoints:\n"
-               "      - {name: http, protocol: http, port: 8080, target_port: 80, expose: public}\n"
-               "      - {name: admin, port: 9000}\n");
-    const obi_service *web = &d->services[0];
-    assert_int_equal(web->endpoint_count, 2);
-    assert_string_equal(web->endpoints[0].name, "http");
-    assert_int_equal(web->endpoints[0].port, 8080);
-    assert_int_equal(web->endpoints[0].target_port, 80);
-    assert_true(web->endpoints[0].public);
-    assert_false(web->endpoints[0].udp);
-    assert_int_equal(web->endpoints[1].target_port, 9000); /* defaults to port */
-    assert_false(web->endpoints[1].public);                /* internal by default */
-    obi_deployment_free(d);
-    expect_error(HEADER "  web: {endpoints: [{name: a, port: 1, expose: outside}]}\n",
-                 "services.web.endpoints[0].expose: expected public or internal");
-    expect_error(HEADER "  web: {endpoints: [{name: a}]}\n",
-                 "services.web.endpoints[0]: missing key \"port\"");
-    expect_error(HEADER "  web: {endpoints: [{name: a, port: 70000}]}\n",
-                 "services.web.endpoints[0].port: 70000 is out of range 1..65535");
-    expect_error(HEADER "  web: {endpoints: [{name: a, port: 1, protocol: sctp}]}\n",
-                 "services.web.endpoints[0].protocol: expected tcp, http");
-}
-
 static void test_deployment_rejects_bad_yaml(void **state)
 {
     (void)state;
@@ -472,7 +445,6 @@ int main(void)
         cmocka_unit_test(test_deployment_capability_rules),
         cmocka_unit_test(test_deployment_scale_hostname_and_flags),
         cmocka_unit_test(test_deployment_depends_rules),
-        cmocka_unit_test(test_deployment_endpoints_rules),
         cmocka_unit_test(test_deployment_rejects_bad_yaml),
         cmocka_unit_test(test_deployment_rejects_mapping_as_storage_key),
         cmocka_unit_test(test_deployment_load_names_file),

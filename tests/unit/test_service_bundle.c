@@ -100,8 +100,8 @@ static void test_bundle_hosts_and_netns_of_the_deployment_network(void **state)
     json_t *mounts = json_object_get(doc, "mounts");
     json_t *last = json_array_get(mounts, json_array_size(mounts) - 1);
     assert_string_equal(json_string_value(json_object_get(last, "destination")), "/etc/hosts");
-    assert_string_equal(json_string_value(json_object_get(last, "source")), hosts);
-    static const char *const ro[] = {"bind", "ro", "nosuid", "nodev", "noexec"};
+    assert_string_equal(json_string_value(json_object_get(last, "source")), "hosts");
+    static const char *const ro[] = {"rbind", "ro", "nosuid", "nodev", "noexec"};
     json_t *options = json_object_get(last, "options");
     assert_int_equal(json_array_size(options), 5);
     for (size_t i = 0; i < 5; i++)
