@@ -10,8 +10,8 @@
  *     the host), made once per replica and kept across restarts like an overlay's upper layer;
  *   - files a replica made with ids of the range are removed inside such a namespace;
  *   - replicas are not on a deployment network (bridges and veths need root): each has a
- *     namespace of its own with slirp4netns giving it the host's network when it is installed,
- *     and public endpoints are published by slirp4netns's port forwarding.
+ *     network namespace of its own with only lo, or the host's with host_network (docs/
+ *     service.md says how a rootless deployment network can be built; not done yet).
  */
 #ifndef OCIBUILD_SERVICE_ROOTLESS_H
 #define OCIBUILD_SERVICE_ROOTLESS_H
