@@ -20,6 +20,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "castore_fs_internal.h"
@@ -33,9 +34,14 @@
 
 /* How long the kernel may cache what it was told: contents never change. */
 #define CACHE_FOREVER (365.0 * 24 * 3600)
-/* st_blksize: tools that size their reads by it (cat, cp) ask for 1 MiB, the largest FUSE read. */
+/* st_blksize: tools that size their reads by it (cat, cp) ask for 1 MiB. */
 #define PREFERRED_IO_SIZE (1 << 20)
-#define IDLE_THREADS 2
+/* The largest read the kernel sends (max_pages, which libfuse derives from max_write). libfuse
+ * splices a read reply through a pipe of its own that must hold the reply's header and data
+ * plus 3 pages it reserves; without CAP_SYS_RESOURCE a pipe grows to pipe-max-size (1 MiB by
+ * default) at most, so a 1 MiB read would not fit and libfuse would copy it through a fresh
+ * buffer instead (pread + writev, 2x the server's CPU: bench/README.md "FUSE inputs"). */
+#define MAX_READ_PAGES 252
 
 /* ---- libfuse, loaded on first use (dynlib.h) ---- */
 
@@ -247,8 +253,7 @@ static fs_dir *listing_of(const struct fuse_file_info *fi)
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     (void)userdata;
-    const unsigned wanted[] = {FUSE_CAP_READDIRPLUS,     FUSE_CAP_CACHE_SYMLINKS,
-                               FUSE_CAP_SPLICE_WRITE,    FUSE_CAP_SPLICE_MOVE,
+    const unsigned wanted[] = {FUSE_CAP_READDIRPLUS, FUSE_CAP_CACHE_SYMLINKS, FUSE_CAP_SPLICE_WRITE,
                                FUSE_CAP_PARALLEL_DIROPS, FUSE_CAP_ASYNC_READ};
     for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++)
         if (conn->capable & wanted[i])
@@ -259,6 +264,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
      * make for nothing; bench/README.md "FUSE inputs"). Nothing ever changes: no invalidation of
      * cached pages when attributes are looked at again. */
     conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+    conn->max_write = MAX_READ_PAGES * (unsigned)sysconf(_SC_PAGESIZE); /* and max_pages */
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -352,12 +358,15 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     obi_castore_fs *fs = fs_of(req);
     fs_stream *stream = stream_of(fi);
     if (fs_stream_fd(stream) >= 0) {
-        /* A local blob file: libfuse splices it into the reply without copying. */
+        /* A local blob file: libfuse splices its pages into the reply, which the kernel copies
+         * once (into the reader's page cache). Not SPLICE_F_MOVE: the kernel would try to steal
+         * each page from the blob file's page cache (it fails on tmpfs, and would take them
+         * away from the store's readers where it works), ~10% of the server's CPU for nothing. */
         struct fuse_bufvec data = FUSE_BUFVEC_INIT(size);
         data.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
         data.buf[0].fd = fs_stream_fd(stream);
         data.buf[0].pos = off;
-        lib.fuse_reply_data(req, &data, FUSE_BUF_SPLICE_MOVE);
+        lib.fuse_reply_data(req, &data, 0);
         return;
     }
     cleanup_free uint8_t *buf = malloc(size ? size : 1);
@@ -545,8 +554,9 @@ static void *loop_main(void *arg)
     obi_castore_fs *fs = arg;
     struct fuse_loop_config *config = lib.fuse_loop_cfg_create();
     if (config) {
+        /* Idle threads are kept (libfuse's default): a limit on them made the loop start and
+         * end a thread, with a splice pipe of its own, for every other read. */
         lib.fuse_loop_cfg_set_max_threads(config, fs->max_threads);
-        lib.fuse_loop_cfg_set_idle_threads(config, IDLE_THREADS);
     }
     lib.fuse_session_loop_mt(fs->session, config);
     if (config)
@@ -572,6 +582,27 @@ static int start_loop(obi_castore_fs *fs, obi_error **err)
         return obi_error_set_errno(err, r, "start the FUSE server thread");
     fs->loop_running = true;
     return 0;
+}
+
+/* The kernel reads ahead one read of MAX_READ_PAGES on the mount rather than its default 128 KiB
+ * (256 KiB for a reader that says it reads sequentially): a quarter of the requests for a long
+ * read. The setting belongs to the mount's bdi, named after its device, and goes with it; only root
+ * may make it, and without it reads are just smaller. Called with the loop running (the stat is a
+ * request to it). */
+static void set_read_ahead(const obi_castore_fs *fs)
+{
+    struct stat st;
+    if (geteuid() != 0 || stat(fs->mountpoint, &st) < 0)
+        return;
+    char path[64];
+    snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb", major(st.st_dev),
+             minor(st.st_dev));
+    cleanup_close int fd = open(path, O_WRONLY | O_CLOEXEC);
+    char value[16];
+    int len = snprintf(value, sizeof value, "%ld\n", MAX_READ_PAGES * sysconf(_SC_PAGESIZE) / 1024);
+    if (fd >= 0 && write(fd, value, (size_t)len) < 0) {
+        /* Not ours to set after all (root of a user namespace): the default stays. */
+    }
 }
 
 /* The mount options: read-only, no set-id or devices, the kernel checks the modes. */
@@ -752,8 +783,9 @@ int obi_castore_fs_mount(obi_blob_service *blobs, obi_directory_service *directo
         r = obi_error_prefix(err, r, "mount castore at %s", mountpoint);
     else if ((r = fs_inode_table_new(root, load_directory, fs, &fs->inodes, err)) == 0 &&
              (r = new_session(fs, options->allow_other, err)) == 0 &&
-             (r = mount_session(fs, options->allow_other, err)) == 0)
-        r = start_loop(fs, err);
+             (r = mount_session(fs, options->allow_other, err)) == 0 &&
+             (r = start_loop(fs, err)) == 0)
+        set_read_ahead(fs);
     if (r < 0) {
         cleanup_error obi_error *ignored = NULL;
         obi_castore_fs_close(fs, &ignored);
