@@ -9,9 +9,11 @@
  * digest (a symlink's: its target), so the same digest has the same inode number wherever it
  * appears, in any mount. Contents never change, so the kernel keeps entries, attributes,
  * symlink targets, directory listings and file pages cached for as long as it likes (the page
- * cache is kept across opens). Reads are up to 1 MiB; directories are listed with readdirplus.
- * Files are read through the blob service: local blob files with splice, other backends through
- * one sequential reader per open file with a small read-ahead (castore_fs_internal.h).
+ * cache is kept across opens; large local files are read with direct I/O from the blob file,
+ * whose page cache is the cache, docs/castore.md "Mounting"). Reads are up to 1008 KiB;
+ * directories are listed with readdirplus. Files are read through the blob service: local blob
+ * files with splice, other backends through one sequential reader per open file with a small
+ * read-ahead (castore_fs_internal.h).
  *
  * The server runs on its own threads (libfuse's multithreaded loop) from mount until close.
  * libfuse3 is loaded on first use (dynlib.h), so programs that never mount do not map it.

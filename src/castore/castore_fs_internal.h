@@ -17,6 +17,10 @@
  * kernel sends out of order are served without reading again) and a small read-ahead past each
  * read. A read before the window reopens the reader; reads ahead of it read on. A stream that
  * reads to the end checks the content against the digest and size.
+ *
+ * The INIT watch (castore_fs_init.c) sits in the connection's I/O: it reads the kernel's INIT
+ * request and adds to libfuse's reply the flags libfuse 3.14 does not know, where the kernel
+ * offered them.
  */
 #ifndef OCIBUILD_CASTORE_FS_INTERNAL_H
 #define OCIBUILD_CASTORE_FS_INTERNAL_H
@@ -25,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "ocibuild/blake3.h"
 #include "ocibuild/node.h"
@@ -123,5 +128,30 @@ int fs_stream_fd(const fs_stream *stream);
 int fs_stream_read(fs_stream *stream, uint64_t offset, size_t len, uint8_t *buf, size_t *nread,
                    obi_error **err);
 fs_stream_stats fs_stream_get_stats(fs_stream *stream);
+
+/* ---- the INIT handshake ---- */
+
+/* FUSE_DIRECT_IO_ALLOW_MMAP (protocol 7.39, Linux 6.6; newer than Debian 12's linux/fuse.h):
+ * files opened for direct I/O may also be mapped shared. */
+#define FS_INIT_DIRECT_IO_ALLOW_MMAP (1ull << 36)
+
+typedef struct fs_init_watch {
+    uint64_t wanted; /* flags of bit 32 and up to add to the reply, where offered */
+    /* Set by the thread that reads the INIT request and answers it (no other request comes
+     * before the answer): */
+    bool seen;
+    uint64_t unique;
+    uint64_t offered; /* the request's flags, flags2 in the upper half */
+    uint64_t granted; /* the reply's flags, as sent */
+    bool replied;     /* then granted is final (atomic) */
+} fs_init_watch;
+
+/* A message read from /dev/fuse: the INIT request's flags are kept. */
+void fs_init_watch_request(fs_init_watch *watch, const void *message, size_t len);
+/* A message about to be written to /dev/fuse (iov as libfuse gives it to writev): the reply to
+ * INIT gets the wanted flags the kernel offered (in place). */
+void fs_init_watch_reply(fs_init_watch *watch, const struct iovec *iov, int count);
+/* Whether the INIT reply has gone, with flag in it. */
+bool fs_init_watch_granted(const fs_init_watch *watch, uint64_t flag);
 
 #endif

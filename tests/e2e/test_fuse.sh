@@ -134,6 +134,43 @@ if mount_bg large "$large" "$M"; then
     [ "$(cat "$T_TMP/reader$k")" = "$(tail -c +$((k * 256 * 1048576 + 1)) "$SRC/large/big" | b3sum --no-names)" ] || wait_readers_ok=0
   done
   [ $wait_readers_ok -eq 1 ] && t_ok "concurrent readers at other offsets read the same bytes" || t_fail "concurrent readers"
+  # A large local blob is read with direct I/O where the kernel also maps such files shared
+  # (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6): the mount's page cache does not hold it after the
+  # reads above (fincore maps the file, which a shared mapping must survive), a small file's
+  # pages stay cached across opens; shared and private mappings, and reads at and past the end,
+  # see the blob's bytes either way.
+  cat "$M/many/f000001" >/dev/null
+  [ "$(fincore --bytes --noheadings --output RES "$M/many/f000001")" -gt 0 ] && t_ok "a small file's pages stay in the mount's page cache" || t_fail "small file not cached" "$(fincore "$M/many/f000001" 2>&1)"
+  if [ "$(printf '%s\n' 6.6 "$(uname -r)" | sort -V | head -1)" = 6.6 ]; then
+    res=$(fincore --bytes --noheadings --output RES "$M/big" 2>&1 | tr -d " ")
+    [ "$res" = 0 ] && t_ok "a 1 GiB local blob is read past the mount's page cache (direct I/O)" || t_fail "1 GiB file in the mount's page cache" "$res"
+  else
+    t_skip "direct I/O of large local blobs" "Linux $(uname -r) cannot map direct-I/O files shared (FUSE_DIRECT_IO_ALLOW_MMAP is 6.6+): they keep the page cache"
+  fi
+  if /usr/bin/python3 - "$M/big" "$SRC/large/big" "$M/many/f000001" 2>"$T_TMP/err" <<'PY'
+import mmap, os, sys
+mounted, source, small = sys.argv[1:4]
+size = os.path.getsize(source)
+want = open(source, "rb")
+def check(what, got, offset, length):
+    want.seek(offset)
+    if got != want.read(length):
+        sys.exit(f"{what} at {offset}: other bytes")
+with open(mounted, "rb") as f:
+    for flags in (mmap.MAP_SHARED, mmap.MAP_PRIVATE):
+        m = mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
+        for off in (0, size // 2 + 12345, size - 4096):
+            check(f"mapping {flags}", m[off:off + 4096], off, 4096)
+        m.close()
+    fd = f.fileno()
+    check("read across the end", os.pread(fd, 1 << 20, size - 100), size - 100, 100)
+    if os.pread(fd, 4096, size) != b"" or os.pread(fd, 4096, size + (1 << 30)) != b"":
+        sys.exit("a read past the end returned bytes")
+with open(small, "rb") as f:
+    if os.pread(f.fileno(), 4096, 1) != b"" or os.pread(f.fileno(), 4096, 0) != b"1":
+        sys.exit("small file: reads at and past its end")
+PY
+  then t_ok "shared and private mappings and reads at and past the end see the blob's bytes"; else t_fail "mappings and reads past the end" "$(cat "$T_TMP/err")"; fi
   back=$("$OCIBUILD" store import --store memory:// "$M" 2>"$T_TMP/err" | node_field digest)
   [ -n "$back" ] && [ "$back" = "$(echo "$large" | node_field digest)" ] && t_ok "the whole large tree re-imported from the mount has the store's digest" || t_fail "re-import the large tree" "$back $(cat "$T_TMP/err")"
   kill -TERM $MOUNT_PID; wait $MOUNT_PID

@@ -2,9 +2,11 @@
  * Unit tests for the parts of the castore FUSE filesystem that hold state, without a mount
  * (src/castore/castore_fs_internal.h): blob streams over a memory:// blob service (in order, out
  * of order, backwards, past the end, a blob that does not match its node) and the inode table
- * (numbers stable per digest, contents loaded once and dropped when the kernel forgets).
+ * (numbers stable per digest, contents loaded once and dropped when the kernel forgets), and the
+ * INIT watch (the flags libfuse 3.14 does not know, added to its reply only where offered).
  * Mounts themselves are tested end to end: tests/e2e/test_fuse.sh.
  */
+#include <linux/fuse.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -265,6 +267,107 @@ static void test_castore_fs_stream_concurrent_readers_of_one_file(void **state)
     fs_stream_close(s);
 }
 
+/* ---- the INIT watch ---- */
+
+#define ALLOW_MMAP_BIT2 (uint32_t)(FS_INIT_DIRECT_IO_ALLOW_MMAP >> 32)
+
+typedef struct init_exchange {
+    struct {
+        struct fuse_in_header in;
+        struct fuse_init_in init;
+    } request;
+    struct fuse_out_header out;
+    struct fuse_init_out reply;
+    struct iovec iov[2];
+} init_exchange;
+
+/* A kernel's INIT request with flags2 (when ext) and libfuse's reply to it. */
+static void init_exchange_make(init_exchange *x, bool ext, uint32_t offered2)
+{
+    memset(x, 0, sizeof *x);
+    x->request.in.len = sizeof x->request;
+    x->request.in.opcode = FUSE_INIT;
+    x->request.in.unique = 2;
+    x->request.init.major = 7;
+    x->request.init.minor = 45;
+    x->request.init.flags = FUSE_ASYNC_READ | FUSE_MAX_PAGES | (ext ? FUSE_INIT_EXT : 0);
+    x->request.init.flags2 = offered2;
+    x->out.len = sizeof x->out + sizeof x->reply;
+    x->out.unique = 2;
+    x->reply.major = 7;
+    x->reply.minor = 38;
+    x->reply.flags = FUSE_ASYNC_READ | FUSE_MAX_PAGES | (ext ? FUSE_INIT_EXT : 0);
+    x->iov[0] = (struct iovec){&x->out, sizeof x->out};
+    x->iov[1] = (struct iovec){&x->reply, sizeof x->reply};
+}
+
+static void test_castore_fs_init_grants_direct_io_mmap_where_the_kernel_offers_it(void **state)
+{
+    (void)state;
+    init_exchange x;
+    init_exchange_make(&x, true, ALLOW_MMAP_BIT2 | 1u);
+    fs_init_watch watch = {.wanted = FS_INIT_DIRECT_IO_ALLOW_MMAP};
+    fs_init_watch_request(&watch, &x.request, sizeof x.request);
+    assert_false(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP)); /* not yet sent */
+    fs_init_watch_reply(&watch, x.iov, 2);
+    assert_int_equal(x.reply.flags2, ALLOW_MMAP_BIT2); /* only what was wanted */
+    assert_true(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP));
+    assert_true(fs_init_watch_granted(&watch, FUSE_ASYNC_READ)); /* libfuse's own, as sent */
+}
+
+static void test_castore_fs_init_adds_nothing_the_kernel_did_not_offer(void **state)
+{
+    (void)state;
+    fs_init_watch watch = {.wanted = FS_INIT_DIRECT_IO_ALLOW_MMAP};
+    init_exchange x;
+    /* a kernel with flags2 but without the flag (Linux 6.1) */
+    init_exchange_make(&x, true, 1u);
+    fs_init_watch_request(&watch, &x.request, sizeof x.request);
+    fs_init_watch_reply(&watch, x.iov, 2);
+    assert_int_equal(x.reply.flags2, 0);
+    assert_false(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP));
+
+    /* a kernel without flags2 at all, whose request ends after flags (before 7.36) */
+    watch = (fs_init_watch){.wanted = FS_INIT_DIRECT_IO_ALLOW_MMAP};
+    init_exchange_make(&x, false, ALLOW_MMAP_BIT2);
+    fs_init_watch_request(&watch, &x.request, sizeof x.request.in + 16);
+    fs_init_watch_reply(&watch, x.iov, 2);
+    assert_int_equal(x.reply.flags2, 0);
+    assert_false(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP));
+}
+
+static void test_castore_fs_init_leaves_other_messages_alone(void **state)
+{
+    (void)state;
+    fs_init_watch watch = {.wanted = FS_INIT_DIRECT_IO_ALLOW_MMAP};
+    init_exchange x;
+    init_exchange_make(&x, true, ALLOW_MMAP_BIT2);
+    /* another request, and a message too short to be one, are not the INIT request */
+    x.request.in.opcode = FUSE_LOOKUP;
+    fs_init_watch_request(&watch, &x.request, sizeof x.request);
+    fs_init_watch_request(&watch, &x.request, 8);
+    fs_init_watch_reply(&watch, x.iov, 2);
+    assert_int_equal(x.reply.flags2, 0);
+    assert_false(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP));
+
+    /* a reply to another request changes nothing and does not end the watch */
+    x.request.in.opcode = FUSE_INIT;
+    fs_init_watch_request(&watch, &x.request, sizeof x.request);
+    x.out.unique = 4;
+    fs_init_watch_reply(&watch, x.iov, 2);
+    assert_int_equal(x.reply.flags2, 0);
+    assert_false(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP));
+
+    /* an error answer to INIT grants nothing, and ends the watch: nothing is changed later */
+    x.out.unique = 2;
+    x.out.error = -EPROTO;
+    fs_init_watch_reply(&watch, x.iov, 1);
+    assert_false(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP));
+    x.out.error = 0;
+    fs_init_watch_reply(&watch, x.iov, 2);
+    assert_int_equal(x.reply.flags2, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -275,6 +378,9 @@ int main(void)
         cmocka_unit_test(test_castore_fs_stream_fails_eio_on_a_blob_that_is_not_the_node),
         cmocka_unit_test(test_castore_fs_stream_open_files_share_a_bounded_budget),
         cmocka_unit_test(test_castore_fs_inode_numbers_are_stable_per_digest),
+        cmocka_unit_test(test_castore_fs_init_grants_direct_io_mmap_where_the_kernel_offers_it),
+        cmocka_unit_test(test_castore_fs_init_adds_nothing_the_kernel_did_not_offer),
+        cmocka_unit_test(test_castore_fs_init_leaves_other_messages_alone),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
