@@ -3,7 +3,10 @@
 # alternating order (issue 20; figures in bench/README.md "FUSE"):
 #  1. sequential read of a MIB-sized blob (default 1024): `cat` of the local blob file against
 #     `cat` through a fresh `ocibuild store mount` (cold in the mount's page cache, the blob file
-#     warm, so the figure is FUSE's own cost); wall time, the reader's CPU and the FUSE server's;
+#     warm, so the figure is FUSE's own cost), then once more through the same mount; as a plain
+#     file (read with direct I/O from the blob file, docs/castore.md "Mounting") and as an
+#     executable file (the same blob, read through the mount's page cache); wall time, the
+#     reader's CPU and the FUSE server's;
 #  2. `find | wc -l` over a 100,000-entry directory: an exported (materialized) tree against a
 #     fresh mount;
 #  3. a build that reads one small file of an input holding a MIB-sized blob, whose store is a
@@ -100,16 +103,24 @@ def record(case, side, wall, cpu, server=0.0):
     results.setdefault(case, {}).setdefault(side, []).append((wall, cpu, server))
 
 large = open(f"{tmp}/large.json").read()
+large_node = json.loads(large)["file"]
+large_exec = json.dumps({"file": dict(large_node, executable=True)})
 many = open(f"{tmp}/many.json").read()
+read_cases = (("read", large), ("read-exec", large_exec))
 for r in range(rounds):
     for side in (("local", "fuse") if r % 2 == 0 else ("fuse", "local")):
-        # 1. sequential read
-        if side == "local":
-            record("read", side, *run(["cat", blob]))
-        else:
-            m = Mount(large); c0 = proc_cpu(m.proc.pid)
-            wall, cpu = run(["cat", f"{m.path}/large"])
-            record("read", side, wall, cpu, proc_cpu(m.proc.pid) - c0); m.close()
+        # 1. sequential read, cold in the mount and again (the blob file warm all along)
+        for case, node in read_cases:
+            if side == "local":
+                record(case, side, *run(["cat", blob]))
+                record(case + "-again", side, *run(["cat", blob]))
+                continue
+            m = Mount(node)
+            for c in (case, case + "-again"):
+                c0 = proc_cpu(m.proc.pid)
+                wall, cpu = run(["cat", f"{m.path}/large"])
+                record(c, side, wall, cpu, proc_cpu(m.proc.pid) - c0)
+            m.close()
         # 2. find | wc -l
         if side == "local":
             record("find", side, *run(f"find {tmp}/materialized | wc -l", shell=True))
@@ -125,22 +136,29 @@ for r in range(rounds):
         record("build", side, wall, cpu, proc_cpu(daemon) - d0)
         subprocess.run(["rm", "-rf", env["OCIBUILD_DATA_DIR"]])
 
-names = {"read": f"sequential read of {mib} MiB", "find": "find | wc -l, 100,000 entries",
+names = {"read": f"sequential read of {mib} MiB, a plain file (direct I/O), fresh mount",
+         "read-again": f"sequential read of {mib} MiB, a plain file (direct I/O), once more",
+         "read-exec": f"sequential read of {mib} MiB, an executable (page cache), fresh mount",
+         "read-exec-again": f"sequential read of {mib} MiB, an executable (page cache), once more",
+         "find": "find | wc -l, 100,000 entries",
          "build": f"build reading 1 small file of a {mib} MiB remote input"}
-sides = {"read": ("local blob file", "FUSE"), "find": ("materialized", "FUSE"),
-         "build": ("materialize", "FUSE")}
+sides = {"find": ("materialized", "FUSE"), "build": ("materialize", "FUSE")}
 for case, by_side in results.items():
     print(f"{names[case]} ({rounds} rounds, alternating):")
     med = {}
-    for side, label in zip(("local", "fuse"), sides[case]):
+    reading = case.startswith("read")
+    for side, label in zip(("local", "fuse"), sides.get(case, ("local blob file", "FUSE"))):
         rows = by_side[side]
         med[side] = statistics.median(w for w, _, _ in rows)
-        extra = f", server/daemon CPU {statistics.median(s for _, _, s in rows)*1000:.0f} ms" if case != "read" or side == "fuse" else ""
+        extra = f", server/daemon CPU {statistics.median(s for _, _, s in rows)*1000:.0f} ms" if not reading or side == "fuse" else ""
         print(f"  {label:16s} wall median {med[side]*1000:8.1f} ms (all: {', '.join(f'{w*1000:.0f}' for w, _, _ in rows)}), "
               f"CPU {statistics.median(c for _, c, _ in rows)*1000:.0f} ms{extra}")
     ratio = med["fuse"] / med["local"]
-    if case == "read":
+    if reading:
         print(f"  FUSE throughput / local file throughput: {1/ratio:.2f}x ({mib/med['fuse']:.0f} vs {mib/med['local']:.0f} MiB/s)")
     else:
         print(f"  FUSE / {sides[case][0]} wall: {ratio:.3f}x")
+    if reading:
+        tot = {s: statistics.median(c + v for _, c, v in by_side[s]) for s in ("local", "fuse")}
+        print(f"  CPU, reader + server: local {tot['local']*1000:.0f} ms, FUSE {tot['fuse']*1000:.0f} ms ({tot['local']/tot['fuse']:.2f}x)")
 PY
