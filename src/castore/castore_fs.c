@@ -23,7 +23,6 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "castore_fs_internal.h"
@@ -45,8 +44,7 @@
  * default) at most, so a 1 MiB read would not fit and libfuse would copy it through a fresh
  * buffer instead (pread + writev, 2x the server's CPU: bench/README.md "FUSE inputs"). */
 #define MAX_READ_PAGES 252
-/* Files of at least this size whose blobs are local files are read with direct I/O (reads_direct).
- */
+/* Local blob files of at least this size are read with direct I/O (reads_direct). */
 #define DIRECT_READ_MIN (16u << 20)
 
 /* ---- libfuse, loaded on first use (dynlib.h) ---- */
@@ -385,9 +383,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fs_stream *stream = stream_of(fi);
     if (fs_stream_fd(stream) >= 0) {
         /* A local blob file: libfuse splices its pages into the reply, which the kernel copies
-         * once (into the reader's page cache). Not SPLICE_F_MOVE: the kernel would try to steal
-         * each page from the blob file's page cache (it fails on tmpfs, and would take them
-         * away from the store's readers where it works), ~10% of the server's CPU for nothing. */
+         * once (into the mount's page cache, or with direct I/O into the reader's buffer). Not
+         * SPLICE_F_MOVE: the kernel would try to steal each page from the blob file's page cache
+         * (it fails on tmpfs, and would take them away from the store's readers where it works),
+         * ~10% of the server's CPU for nothing. */
         struct fuse_bufvec data = FUSE_BUFVEC_INIT(size);
         data.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
         data.buf[0].fd = fs_stream_fd(stream);
@@ -610,8 +609,7 @@ static int start_loop(obi_castore_fs *fs, obi_error **err)
     return 0;
 }
 
-/* ---- the connection's I/O: libfuse's own, with the INIT handshake watched (castore_fs_init.c)
- * ---- */
+/* ---- the connection's I/O: libfuse's, with the INIT handshake watched (castore_fs_init.c) ---- */
 
 static ssize_t conn_read(int fd, void *buf, size_t len, void *userdata)
 {
@@ -622,11 +620,18 @@ static ssize_t conn_read(int fd, void *buf, size_t len, void *userdata)
     return n;
 }
 
+static void set_read_ahead(const obi_castore_fs *fs);
+
 static ssize_t conn_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
     obi_castore_fs *fs = userdata;
-    fs_init_watch_reply(&fs->init, iov, count);
-    return writev(fd, iov, count);
+    bool init_reply = fs_init_watch_reply(&fs->init, iov, count);
+    ssize_t n = writev(fd, iov, count);
+    int saved = errno; /* libfuse reads it next */
+    if (init_reply && n >= 0)
+        set_read_ahead(fs); /* the kernel has taken the reply's (smaller) read-ahead by now */
+    errno = saved;
+    return n;
 }
 
 static ssize_t conn_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
@@ -649,19 +654,21 @@ static int watch_connection(obi_castore_fs *fs, obi_error **err)
     return 0;
 }
 
-/* The kernel reads ahead one read of MAX_READ_PAGES on the mount rather than its default 128 KiB
- * (256 KiB for a reader that says it reads sequentially): a quarter of the requests for a long
- * read. The setting belongs to the mount's bdi, named after its device, and goes with it; only root
- * may make it, and without it reads are just smaller. Called with the loop running (the stat is a
- * request to it). */
+/* The kernel reads ahead one read of MAX_READ_PAGES on the mount rather than its default
+ * 128 KiB (256 KiB for a reader that says it reads sequentially): a quarter of the requests for
+ * a long read. The setting belongs to the mount's bdi, named after its device, and goes with
+ * it; only root may make it, and without it reads are just smaller. After the reply to INIT,
+ * which sets the read-ahead to the smaller of the bdi's and the reply's. The device comes from
+ * the kernel's cached attributes of the root (AT_STATX_DONT_SYNC): no request to the server,
+ * which this (loop) thread is. */
 static void set_read_ahead(const obi_castore_fs *fs)
 {
-    struct stat st;
-    if (geteuid() != 0 || stat(fs->mountpoint, &st) < 0)
+    struct statx stx;
+    if (geteuid() != 0 || statx(AT_FDCWD, fs->mountpoint, AT_STATX_DONT_SYNC, 0, &stx) < 0)
         return;
     char path[64];
-    snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb", major(st.st_dev),
-             minor(st.st_dev));
+    snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb", stx.stx_dev_major,
+             stx.stx_dev_minor);
     cleanup_close int fd = open(path, O_WRONLY | O_CLOEXEC);
     char value[16];
     int len = snprintf(value, sizeof value, "%ld\n", MAX_READ_PAGES * sysconf(_SC_PAGESIZE) / 1024);
@@ -849,8 +856,8 @@ int obi_castore_fs_mount(obi_blob_service *blobs, obi_directory_service *directo
     else if ((r = fs_inode_table_new(root, load_directory, fs, &fs->inodes, err)) == 0 &&
              (r = new_session(fs, options->allow_other, err)) == 0 &&
              (r = mount_session(fs, options->allow_other, err)) == 0 &&
-             (r = watch_connection(fs, err)) == 0 && (r = start_loop(fs, err)) == 0)
-        set_read_ahead(fs);
+             (r = watch_connection(fs, err)) == 0)
+        r = start_loop(fs, err);
     if (r < 0) {
         cleanup_error obi_error *ignored = NULL;
         obi_castore_fs_close(fs, &ignored);

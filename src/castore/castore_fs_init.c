@@ -38,15 +38,15 @@ void fs_init_watch_request(fs_init_watch *watch, const void *message, size_t len
     watch->seen = true;
 }
 
-void fs_init_watch_reply(fs_init_watch *watch, const struct iovec *iov, int count)
+bool fs_init_watch_reply(fs_init_watch *watch, const struct iovec *iov, int count)
 {
     if (__atomic_load_n(&watch->replied, __ATOMIC_ACQUIRE) || !watch->seen || count < 1 ||
         iov[0].iov_len < sizeof(struct fuse_out_header))
-        return;
+        return false;
     struct fuse_out_header out;
     memcpy(&out, iov[0].iov_base, sizeof out);
     if (out.unique != watch->unique)
-        return;
+        return false;
     uint64_t granted = 0;
     struct fuse_init_out init;
     /* libfuse sends the whole fuse_init_out as the second part, with FUSE_INIT_EXT in it when
@@ -62,6 +62,7 @@ void fs_init_watch_reply(fs_init_watch *watch, const struct iovec *iov, int coun
     }
     watch->granted = granted;
     __atomic_store_n(&watch->replied, true, __ATOMIC_RELEASE);
+    return true;
 }
 
 bool fs_init_watch_granted(const fs_init_watch *watch, uint64_t flag)

@@ -149,8 +149,8 @@ typedef struct fs_init_watch {
 /* A message read from /dev/fuse: the INIT request's flags are kept. */
 void fs_init_watch_request(fs_init_watch *watch, const void *message, size_t len);
 /* A message about to be written to /dev/fuse (iov as libfuse gives it to writev): the reply to
- * INIT gets the wanted flags the kernel offered (in place). */
-void fs_init_watch_reply(fs_init_watch *watch, const struct iovec *iov, int count);
+ * INIT gets the wanted flags the kernel offered (in place), and true is returned for it. */
+bool fs_init_watch_reply(fs_init_watch *watch, const struct iovec *iov, int count);
 /* Whether the INIT reply has gone, with flag in it. */
 bool fs_init_watch_granted(const fs_init_watch *watch, uint64_t flag);
 

@@ -139,6 +139,11 @@ if mount_bg large "$large" "$M"; then
   # reads above (fincore maps the file, which a shared mapping must survive), a small file's
   # pages stay cached across opens; shared and private mappings, and reads at and past the end,
   # see the blob's bytes either way.
+  # As root the kernel reads ahead one 1008 KiB read on the mount (after INIT, which would have
+  # lowered an earlier setting to its 128 KiB).
+  dev=$(grep -F " $M " /proc/self/mountinfo | cut -d" " -f3)
+  ra=$(cat "/sys/class/bdi/$dev/read_ahead_kb" 2>&1)
+  [ "$ra" = 1008 ] && t_ok "the mount reads ahead 1008 KiB" || t_fail "read-ahead of the mount" "$dev: $ra"
   cat "$M/many/f000001" >/dev/null
   [ "$(fincore --bytes --noheadings --output RES "$M/many/f000001")" -gt 0 ] && t_ok "a small file's pages stay in the mount's page cache" || t_fail "small file not cached" "$(fincore "$M/many/f000001" 2>&1)"
   if [ "$(printf '%s\n' 6.6 "$(uname -r)" | sort -V | head -1)" = 6.6 ]; then
@@ -174,6 +179,17 @@ PY
   back=$("$OCIBUILD" store import --store memory:// "$M" 2>"$T_TMP/err" | node_field digest)
   [ -n "$back" ] && [ "$back" = "$(echo "$large" | node_field digest)" ] && t_ok "the whole large tree re-imported from the mount has the store's digest" || t_fail "re-import the large tree" "$back $(cat "$T_TMP/err")"
   kill -TERM $MOUNT_PID; wait $MOUNT_PID
+  # The same blob as an executable keeps the mount's page cache (an exec maps it; a direct-I/O
+  # file would lose its cached pages at every mmap).
+  exe=$(python3 -c 'import base64,json,sys; print(json.dumps({"file": {"name": base64.b64encode(b"big-exe").decode(), "digest": base64.b64encode(bytes.fromhex(sys.argv[1])).decode(), "size": str(1 << 30), "executable": True}}))' "$want")
+  if mount_bg large-exe "$exe" "$T_TMP/m-exe"; then
+    head -c 64M "$T_TMP/m-exe/big-exe" >/dev/null
+    res=$(fincore --bytes --noheadings --output RES "$T_TMP/m-exe/big-exe" 2>&1 | tr -d " ")
+    [ "$res" -ge $((32 << 20)) ] 2>/dev/null && t_ok "a large executable stays in the mount's page cache" || t_fail "large executable not cached" "$res"
+    kill -TERM $MOUNT_PID; wait $MOUNT_PID
+  else
+    t_fail "mount a large executable" "$(cat "$T_TMP/large-exe.err")"
+  fi
 fi
 umount "$SRC/large"
 

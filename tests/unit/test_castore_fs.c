@@ -309,7 +309,7 @@ static void test_castore_fs_init_grants_direct_io_mmap_where_the_kernel_offers_i
     fs_init_watch watch = {.wanted = FS_INIT_DIRECT_IO_ALLOW_MMAP};
     fs_init_watch_request(&watch, &x.request, sizeof x.request);
     assert_false(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP)); /* not yet sent */
-    fs_init_watch_reply(&watch, x.iov, 2);
+    assert_true(fs_init_watch_reply(&watch, x.iov, 2));
     assert_int_equal(x.reply.flags2, ALLOW_MMAP_BIT2); /* only what was wanted */
     assert_true(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP));
     assert_true(fs_init_watch_granted(&watch, FUSE_ASYNC_READ)); /* libfuse's own, as sent */
@@ -323,7 +323,7 @@ static void test_castore_fs_init_adds_nothing_the_kernel_did_not_offer(void **st
     /* a kernel with flags2 but without the flag (Linux 6.1) */
     init_exchange_make(&x, true, 1u);
     fs_init_watch_request(&watch, &x.request, sizeof x.request);
-    fs_init_watch_reply(&watch, x.iov, 2);
+    assert_true(fs_init_watch_reply(&watch, x.iov, 2));
     assert_int_equal(x.reply.flags2, 0);
     assert_false(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP));
 
@@ -331,7 +331,7 @@ static void test_castore_fs_init_adds_nothing_the_kernel_did_not_offer(void **st
     watch = (fs_init_watch){.wanted = FS_INIT_DIRECT_IO_ALLOW_MMAP};
     init_exchange_make(&x, false, ALLOW_MMAP_BIT2);
     fs_init_watch_request(&watch, &x.request, sizeof x.request.in + 16);
-    fs_init_watch_reply(&watch, x.iov, 2);
+    assert_true(fs_init_watch_reply(&watch, x.iov, 2));
     assert_int_equal(x.reply.flags2, 0);
     assert_false(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP));
 }
@@ -346,7 +346,7 @@ static void test_castore_fs_init_leaves_other_messages_alone(void **state)
     x.request.in.opcode = FUSE_LOOKUP;
     fs_init_watch_request(&watch, &x.request, sizeof x.request);
     fs_init_watch_request(&watch, &x.request, 8);
-    fs_init_watch_reply(&watch, x.iov, 2);
+    assert_false(fs_init_watch_reply(&watch, x.iov, 2));
     assert_int_equal(x.reply.flags2, 0);
     assert_false(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP));
 
@@ -354,17 +354,17 @@ static void test_castore_fs_init_leaves_other_messages_alone(void **state)
     x.request.in.opcode = FUSE_INIT;
     fs_init_watch_request(&watch, &x.request, sizeof x.request);
     x.out.unique = 4;
-    fs_init_watch_reply(&watch, x.iov, 2);
+    assert_false(fs_init_watch_reply(&watch, x.iov, 2));
     assert_int_equal(x.reply.flags2, 0);
     assert_false(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP));
 
     /* an error answer to INIT grants nothing, and ends the watch: nothing is changed later */
     x.out.unique = 2;
     x.out.error = -EPROTO;
-    fs_init_watch_reply(&watch, x.iov, 1);
+    assert_true(fs_init_watch_reply(&watch, x.iov, 1));
     assert_false(fs_init_watch_granted(&watch, FS_INIT_DIRECT_IO_ALLOW_MMAP));
     x.out.error = 0;
-    fs_init_watch_reply(&watch, x.iov, 2);
+    assert_false(fs_init_watch_reply(&watch, x.iov, 2));
     assert_int_equal(x.reply.flags2, 0);
 }
 
