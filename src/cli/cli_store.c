@@ -514,8 +514,8 @@ static int read_mount_root(const char *arg, obi_store *store, obi_node **nodes_o
         json_t *item = json_is_array(json) ? json_array_get(json, i) : json;
         int r = obi_node_from_json(item, &nodes[i], err);
         if (r < 0) {
-            while (i--)
-                obi_node_clear(&nodes[i]);
+            for (size_t j = 0; j < i; j++)
+                obi_node_clear(&nodes[j]);
             free(nodes);
             return obi_error_prefix(err, r, "node JSON[%zu]", i);
         }

@@ -105,6 +105,11 @@ if mount_bg kill "$small" "$T_TMP/m-kill"; then
   wait_unmounted "$T_TMP/m-kill" && t_ok "kill -9 of the mount process leaves no mount" || t_fail "kill -9 leaves a mount" "$(grep -F "$T_TMP/m-kill" /proc/self/mountinfo)"
 fi
 
+# --- a bad node in a list is named by its index ---
+"$OCIBUILD" store mount "[$small, {\"directory\": 1}]" "$T_TMP/m-bad" 2>"$T_TMP/err" &&
+  t_fail "a list with a bad second node mounts" ||
+  t_contains "a bad node in a list names its index" "$(cat "$T_TMP/err")" "node JSON[1]"
+
 # --- a 100,000-entry directory and a 1 GiB file ---
 # On a tmpfs of the test's own: 100,000 files are made and removed in a second there, in
 # minutes on this VM's disk (ext4 with synchronous discard).
