@@ -18,15 +18,18 @@ typedef struct obi_spawn_options {
     int stderr_fd; /* -1: /dev/null; -2: inherit */
     bool die_with_parent;
     bool new_process_group;
-    char *const *envp; /* NULL: inherit environ */
+    char *const *envp;      /* NULL: inherit environ */
+    const char *hide_mount; /* non-NULL: the child gets a private mount namespace without this
+                               mount (needs CAP_SYS_ADMIN; a failure is the spawn's error) */
 } obi_spawn_options;
 
 #define OBI_SPAWN_OPTIONS_INIT                                                                     \
     {                                                                                              \
-        -1, -2, -2, true, false, NULL                                                              \
+        -1, -2, -2, true, false, NULL, NULL                                                        \
     }
 
-/* fork+exec argv[0] (looked up in $PATH when it has no '/'). */
+/* Starts argv[0] (looked up in $PATH when it has no '/') as a child that shares no page tables
+ * with us (clone with CLONE_VM | CLONE_VFORK, then exec); a failed exec is this call's error. */
 int obi_spawn(char *const argv[], const obi_spawn_options *opts, pid_t *pid_out, obi_error **err);
 /* waitpid retrying on EINTR; *status is the raw wait status. */
 int obi_wait(pid_t pid, int *status, obi_error **err);
@@ -38,6 +41,11 @@ int obi_wait_exit_code(int status);
  * NUL-terminated; *exit_code as obi_wait_exit_code. Fails only when it cannot run. */
 int obi_run_capture(char *const argv[], bool merge_stderr, size_t max_output, char **output,
                     int *exit_code, obi_error **err);
+
+/* The same with spawn's options (stdout is the capture; stderr_fd 1: into it too; stdin
+ * /dev/null). */
+int obi_run_capture_opts(char *const argv[], const obi_spawn_options *spawn, size_t max_output,
+                         char **output, int *exit_code, obi_error **err);
 
 /* Finds an executable by name in $PATH plus extra_dirs (colon-separated, may be NULL). Caller
  * frees; NULL when not found. A name containing '/' is returned as is if executable. */
