@@ -21,7 +21,8 @@
 typedef struct obi_oci_build_options {
     const char *bundle_root;   /* required, absolute */
     const char *cache_dir;     /* input cache; NULL: <bundle_root>/../input-cache */
-    const char *runtime;       /* name or path; NULL: runc */
+    const char *runtime;       /* name or path; NULL: crun when a probe found that it works
+                                  here, else runc (docs/build.md "The default runtime") */
     const char *runtime_root;  /* runtime --root; NULL: runtime default (rootless: own dir) */
     const char *sandbox_shell; /* NULL: /bin/busybox (busybox-static) */
     bool rootless;
@@ -54,6 +55,8 @@ typedef struct obi_oci_build_options {
 /* The store is borrowed and must outlive the service. Sweeps stale bundles under bundle_root. */
 int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *store,
                               obi_build_service **out, obi_error **err);
+/* The path of the runtime a service from obi_oci_build_service_new runs builds with. */
+const char *obi_oci_build_service_runtime(const obi_build_service *service);
 /* URL factory for the "oci" scheme (see above); registered by obi_build_service_open. */
 int obi_oci_build_service_from_url(const obi_url *url, obi_store *store, obi_build_service **out,
                                    obi_error **err);

@@ -27,6 +27,24 @@ void obi_runtime_free(obi_runtime *runtime);
 const char *obi_runtime_path(const obi_runtime *runtime);
 const char *obi_runtime_state_root(const obi_runtime *runtime);
 
+/* The default runtime is crun when it runs builds here, else runc, decided by a probe build
+ * whose result is cached (docs/build.md "The default runtime"). The cache: one file per key in
+ * a directory, "ok" or "failed: why". The key covers the binary's identity (path, device,
+ * inode, size, mtime, ctime: a changed or replaced binary is probed again), rootless or not,
+ * the euid, the cgroup layout and the kernel release. */
+#define OBI_RUNTIME_PROBE_KEY_LEN 32
+int obi_runtime_probe_key(const char *path, bool rootless, char key[OBI_RUNTIME_PROBE_KEY_LEN + 1],
+                          obi_error **err);
+/* 0: not cached; 1: the runtime worked; 2: it failed (*why, optional: the reason; caller
+ * frees). */
+int obi_runtime_probe_cache_get(const char *dir, const char *key, char **why, obi_error **err);
+/* Records a probe: failure NULL when it worked. Atomic (concurrent probes write the same). */
+int obi_runtime_probe_cache_put(const char *dir, const char *key, const char *failure,
+                                obi_error **err);
+/* Whether every call of this runtime runs in a mount namespace of its own without the hybrid
+ * host's cgroup2 mount (crun as root on a hybrid-cgroup host). */
+bool obi_runtime_hides_cgroup2(const obi_runtime *runtime);
+
 typedef void (*obi_output_fn)(const uint8_t *data, size_t len, void *ctx);
 
 typedef struct obi_run_options {

@@ -37,6 +37,7 @@
 #include "ocibuild/json_util.h"
 #include "ocibuild/number.h"
 #include "ocibuild/oci_build.h"
+#include "ocibuild/process.h"
 #include "ocibuild/root_pool.h"
 #include "ocibuild/spec.h"
 #include "ocibuild/store_roots.h"
@@ -752,6 +753,92 @@ static void oci_free(obi_build_service *base)
     free(svc);
 }
 
+/* ---- the default runtime: crun when it runs builds here, else runc ---- */
+
+/* The probe: a build of `/bin/sh -c 'exit 0'` (the sandbox shell) with everything of a real
+ * build's sandbox (user namespace, filter, masks, limits, the id slot). */
+static const char PROBE_REQUEST[] =
+    "{\"commandArgs\": [\"/bin/sh\", \"-c\", \"exit 0\"], \"workingDir\": \"build\", "
+    "\"scratchPaths\": [\"build\"], \"constraints\": {\"system\": \"probe\", \"provideBinSh\": "
+    "true}}";
+
+static int probe_build(oci_build_service *svc, obi_error **err)
+{
+    json_error_t jerr;
+    cleanup_json json_t *json = json_loads(PROBE_REQUEST, 0, &jerr);
+    cleanup_build_request obi_build_request *req = NULL;
+    if (!json)
+        return obi_error_set(err, -EINVAL, "the probe request: %s", jerr.text);
+    int r = obi_build_request_from_json(json, &req, err);
+    if (r < 0)
+        return r;
+    int exit_code = 0;
+    build_run run = {svc->cancel_fd, NULL, NULL, false, &exit_code};
+    cleanup_build obi_build *build = NULL;
+    return build_in_bundle(svc, req, &run, &build, err);
+}
+
+/* Where probes are cached: beside the bundle root (the data dir). Caller frees. */
+static char *probe_cache_dir(const char *bundle_root)
+{
+    char *dir = NULL;
+    return asprintf(&dir, "%s/../runtime-probe", bundle_root) < 0 ? NULL : dir;
+}
+
+/* crun, when an earlier probe of this very binary found that it works (NULL: not known to). */
+static obi_runtime *cached_default_runtime(const char *crun, const char *probe_dir, bool rootless,
+                                           const char *runtime_root)
+{
+    char key[OBI_RUNTIME_PROBE_KEY_LEN + 1];
+    cleanup_error obi_error *ignored = NULL;
+    obi_runtime *runtime = NULL;
+    if (crun && probe_dir && obi_runtime_probe_key(crun, rootless, key, &ignored) == 0 &&
+        obi_runtime_probe_cache_get(probe_dir, key, NULL, &ignored) == 1)
+        obi_runtime_new(crun, runtime_root, &runtime, &ignored);
+    return runtime;
+}
+
+/* Probes crun when nothing is cached about it yet: a build that works makes it the service's
+ * runtime; one that fails leaves runc and says why, once (the failure is cached too). */
+static void probe_default_runtime(oci_build_service *svc, const char *crun, const char *probe_dir,
+                                  const char *runtime_root)
+{
+    char key[OBI_RUNTIME_PROBE_KEY_LEN + 1];
+    cleanup_error obi_error *ignored = NULL;
+    if (!crun || !probe_dir || obi_runtime_probe_key(crun, svc->rootless, key, &ignored) < 0 ||
+        obi_runtime_probe_cache_get(probe_dir, key, NULL, &ignored) != 0)
+        return;
+    obi_runtime *candidate = NULL;
+    if (obi_runtime_new(crun, runtime_root, &candidate, &ignored) < 0)
+        return;
+    obi_runtime *runc = svc->runtime;
+    svc->runtime = candidate;
+    cleanup_error obi_error *why = NULL;
+    int r = probe_build(svc, &why);
+    svc->runtime = runc;
+    /* Only what the runtime said is learned: a cancelled probe, or one that failed before the
+     * runtime ran (no sandbox shell, a full disk), is tried again next time. */
+    bool learned = r == 0 || r == OBI_ERUNTIME_START || r == OBI_EBUILD_FAILED || r == -EIO;
+    if (learned)
+        obi_runtime_probe_cache_put(probe_dir, key, r < 0 ? why->message : NULL, &ignored);
+    if (r < 0) {
+        obi_runtime_free(candidate);
+        build_run log = {-1, svc->on_output, svc->output_ctx};
+        cleanup_free char *line = NULL;
+        if (r != -ECANCELED && asprintf(&line, "ocibuild: %s cannot run builds here (%s); using %s",
+                                        crun, why->message, obi_runtime_path(runc)) >= 0)
+            report_line(&log, line);
+        return;
+    }
+    obi_runtime_free(runc);
+    svc->runtime = candidate;
+}
+
+const char *obi_oci_build_service_runtime(const obi_build_service *service)
+{
+    return obi_runtime_path(((const oci_build_service *)service)->runtime);
+}
+
 static const struct obi_build_service_ops OCI_OPS = {oci_do_build, oci_free, oci_cancel};
 
 /* Whether the kernel accounts swap for cgroups, so that a memory limit can cover it: on
@@ -863,8 +950,14 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
         else if (asprintf(&runtime_root, "%s/../runtime-state", opts->bundle_root) < 0)
             runtime_root = NULL;
     }
-    r = obi_runtime_new(opts->runtime, opts->runtime_root ? opts->runtime_root : runtime_root,
-                        &svc->runtime, err);
+    /* The default runtime (docs/build.md "The default runtime"): crun once a probe found that
+     * it works, else runc; the sweep below uses it, the probe comes after the sweep. */
+    const char *state_root = opts->runtime_root ? opts->runtime_root : runtime_root;
+    cleanup_free char *crun =
+        opts->runtime ? NULL : obi_find_executable("crun", "/usr/sbin:/sbin:/usr/local/sbin");
+    cleanup_free char *probe_dir = crun ? probe_cache_dir(opts->bundle_root) : NULL;
+    svc->runtime = cached_default_runtime(crun, probe_dir, opts->rootless, state_root);
+    r = svc->runtime ? 0 : obi_runtime_new(opts->runtime, state_root, &svc->runtime, err);
     if (r == 0)
         r = obi_mkdir_p(svc->bundle_root, 0711, err);
     if (r == 0 && !opts->rootless)
@@ -898,6 +991,8 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
     pthread_mutex_init(&svc->lock, NULL);
     pthread_cond_init(&svc->slot_free, NULL);
     pthread_mutex_init(&svc->output_pins_lock, NULL);
+    if (!opts->runtime && !svc->keep_bundle)
+        probe_default_runtime(svc, crun, probe_dir, state_root);
     *out = &steal_pointer(&svc)->base;
     return 0;
 }

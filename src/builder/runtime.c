@@ -18,14 +18,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/utsname.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "ocibuild/blake3.h"
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/hex.h"
 #include "ocibuild/number.h"
 #include "ocibuild/process.h"
 #include "ocibuild/runtime.h"
@@ -40,7 +45,31 @@
 struct obi_runtime {
     char *path;
     char *state_root;
+    const char *hide_mount; /* every call runs without this mount (crun on hybrid hosts) */
 };
+
+/* crun (1.8) refuses a hybrid cgroup layout whose cgroup2 mount has controllers ("cgroups in
+ * hybrid mode not supported"); without that mount it sees plain cgroup v1 and works. Root
+ * gives it a private mount namespace without the cgroup2 mount, per call (docs/build.md "crun
+ * on hybrid-cgroup hosts"); an unprivileged user cannot detach it, so there crun stays refused
+ * (and the default runtime is runc, runtime probe). */
+#define HYBRID_CGROUP2_MOUNT "/sys/fs/cgroup/unified"
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#endif
+
+static bool is_crun(const char *path)
+{
+    const char *base = strrchr(path, '/');
+    return !strcmp(base ? base + 1 : path, "crun");
+}
+
+static bool cgroups_are_hybrid(void)
+{
+    struct statfs root, unified;
+    return statfs("/sys/fs/cgroup", &root) == 0 && root.f_type != CGROUP2_SUPER_MAGIC &&
+           statfs(HYBRID_CGROUP2_MOUNT, &unified) == 0 && unified.f_type == CGROUP2_SUPER_MAGIC;
+}
 
 int obi_runtime_new(const char *name_or_path, const char *state_root, obi_runtime **out,
                     obi_error **err)
@@ -58,6 +87,8 @@ int obi_runtime_new(const char *name_or_path, const char *state_root, obi_runtim
         return obi_error_oom(err);
     rt->path = steal_pointer(&path);
     rt->state_root = state_root ? strdup(state_root) : NULL;
+    if (is_crun(rt->path) && geteuid() == 0 && cgroups_are_hybrid())
+        rt->hide_mount = HYBRID_CGROUP2_MOUNT;
     *out = rt;
     return 0;
 }
@@ -78,6 +109,77 @@ const char *obi_runtime_path(const obi_runtime *runtime)
 const char *obi_runtime_state_root(const obi_runtime *runtime)
 {
     return runtime->state_root;
+}
+bool obi_runtime_hides_cgroup2(const obi_runtime *runtime)
+{
+    return runtime->hide_mount != NULL;
+}
+
+/* ---- probe cache ---- */
+
+int obi_runtime_probe_key(const char *path, bool rootless, char key[OBI_RUNTIME_PROBE_KEY_LEN + 1],
+                          obi_error **err)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return obi_error_set_errno(err, errno, "runtime probe: stat %s", path);
+    struct utsname uts;
+    if (uname(&uts) < 0)
+        return obi_error_set_errno(err, errno, "runtime probe: uname");
+    cleanup_buf obi_buf text = OBI_BUF_INIT;
+    obi_buf_appendf(&text,
+                    "ocibuild runtime probe 1\n%s\n%llu %llu %lld %lld.%09ld %lld.%09ld\n%d %u "
+                    "%d\n%s\n",
+                    path, (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
+                    (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
+                    (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec, rootless, (unsigned)geteuid(),
+                    cgroups_are_hybrid(), uts.release);
+    if (!text.data)
+        return obi_error_oom(err);
+    uint8_t digest[OBI_BLAKE3_OUT_LEN];
+    obi_blake3(text.data, text.len, digest);
+    obi_hex_encode(digest, OBI_RUNTIME_PROBE_KEY_LEN / 2, key);
+    key[OBI_RUNTIME_PROBE_KEY_LEN] = 0;
+    return 0;
+}
+
+int obi_runtime_probe_cache_get(const char *dir, const char *key, char **why, obi_error **err)
+{
+    cleanup_free char *path = obi_path_join(dir, key);
+    if (!path)
+        return obi_error_oom(err);
+    cleanup_free char *text = NULL;
+    cleanup_error obi_error *read_err = NULL;
+    int r = obi_read_file(path, 4096, &text, NULL, &read_err);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return obi_error_move(err, &read_err);
+    if (!strcmp(text, "ok\n"))
+        return 1;
+    if (strncmp(text, "failed: ", 8) != 0)
+        return 0; /* not ours, or cut short: probe again */
+    text[strcspn(text, "\n")] = 0;
+    if (why && !(*why = strdup(text + 8)))
+        return obi_error_oom(err);
+    return 2;
+}
+
+int obi_runtime_probe_cache_put(const char *dir, const char *key, const char *failure,
+                                obi_error **err)
+{
+    int r = obi_mkdir_p(dir, 0700, err);
+    if (r < 0)
+        return r;
+    cleanup_free char *path = obi_path_join(dir, key);
+    cleanup_free char *text = NULL;
+    if (!path || asprintf(&text, "%s%s\n", failure ? "failed: " : "ok", failure ? failure : "") < 0)
+        return obi_error_oom(err);
+    /* One line; newlines of the runtime's message become spaces. */
+    for (char *p = text; p[0] && p[1]; p++)
+        if (*p == '\n')
+            *p = ' ';
+    return obi_write_file_atomic(path, text, strlen(text), 0600, err);
 }
 
 /* argv = RUNTIME [--root R] args... (NULL-terminated); returned array borrows the strings. */
@@ -105,7 +207,10 @@ static int runtime_command(obi_runtime *rt, const char *const *args, size_t n_ar
     cleanup_free const char **argv = runtime_argv(rt, args, n_args);
     if (!argv)
         return obi_error_oom(err);
-    return obi_run_capture((char *const *)argv, true, 64 * 1024, output, exit_code, err);
+    obi_spawn_options opts = OBI_SPAWN_OPTIONS_INIT;
+    opts.stderr_fd = 1; /* merged into the output */
+    opts.hide_mount = rt->hide_mount;
+    return obi_run_capture_opts((char *const *)argv, &opts, 64 * 1024, output, exit_code, err);
 }
 
 static bool says_not_exist(const char *output)
@@ -201,6 +306,7 @@ int obi_runtime_run_detached_pid_file(obi_runtime *runtime, const char *bundle, 
     opts.stdout_fd = log_fd;
     opts.stderr_fd = log_fd;
     opts.die_with_parent = false;
+    opts.hide_mount = runtime->hide_mount;
     pid_t pid;
     int r = obi_spawn((char *const *)argv, &opts, &pid, err);
     if (r < 0)
@@ -701,6 +807,7 @@ static obi_run_event run_spawn(run *r)
     obi_spawn_options spawn_opts = OBI_SPAWN_OPTIONS_INIT;
     spawn_opts.stdout_fd = write_end;
     spawn_opts.stderr_fd = write_end;
+    spawn_opts.hide_mount = r->runtime->hide_mount;
     if (obi_spawn((char *const *)argv, &spawn_opts, &r->pid, &r->failure) < 0) {
         r->pid = 0;
         return OBI_RUN_EV_SPAWN_FAILED;

@@ -74,7 +74,8 @@ const char cli_builder_usage[] =
     "  --directory-service URL     directory service only ($DIRECTORY_SERVICE_ADDR)\n"
     "  --build-service URL         build elsewhere (grpc+unix://, grpc+http://, oci:///root;\n"
     "                              $BUILD_SERVICE_ADDR, else $OCIBUILD_DAEMON for both)\n"
-    "  --runtime NAME|PATH         OCI runtime (default runc)\n"
+    "  --runtime NAME|PATH         OCI runtime (default: crun when a probe finds that it\n"
+    "                              runs builds here, else runc)\n"
     "  --rootless                  run as the invoking user with its subuid/subgid ranges\n"
     "                              (the default when not run as root)\n"
     "  --rootful                   not rootless, even when not run as root\n"
@@ -292,10 +293,12 @@ int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build
     sigaction(SIGHUP, &sa, NULL);
     args->oci.cancel_fd = cancel_pipe[0];
     args->oci.on_output = args->log_level >= OBI_LOG_INFO ? stream_to_stderr : NULL;
-    cli_builder_debug(args, "building here: %s, runtime %s, bundles under %s",
-                      args->oci.rootless ? "rootless" : "rootful",
-                      args->oci.runtime ? args->oci.runtime : "runc", args->oci.bundle_root);
-    return obi_oci_build_service_new(&args->oci, store, out, err);
+    int r = obi_oci_build_service_new(&args->oci, store, out, err);
+    if (r == 0)
+        cli_builder_debug(args, "building here: %s, runtime %s, bundles under %s",
+                          args->oci.rootless ? "rootless" : "rootful",
+                          obi_oci_build_service_runtime(*out), args->oci.bundle_root);
+    return r;
 }
 
 int cli_builder_do_build(const cli_builder_args *args, obi_build_service *service,
