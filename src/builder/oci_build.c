@@ -818,7 +818,8 @@ static void probe_default_runtime(oci_build_service *svc, const char *crun, cons
     svc->runtime = runc;
     /* Only what the runtime said is learned: a cancelled probe, or one that failed before the
      * runtime ran (no sandbox shell, a full disk), is tried again next time. */
-    bool learned = r == 0 || r == OBI_ERUNTIME_START || r == OBI_EBUILD_FAILED || r == -EIO;
+    bool learned = r == 0 || r == OBI_ERUNTIME_START || r == OBI_EBUILD_FAILED || r == -EIO ||
+                   r == OBI_ECONTAINER_LEFT;
     if (learned)
         obi_runtime_probe_cache_put(probe_dir, key, r < 0 ? why->message : NULL, &ignored);
     if (r < 0) {

@@ -1,5 +1,5 @@
 #!/bin/bash
-# End-to-end builds with a real OCI runtime (runc, as root): outputs and needles, sandbox
+# End-to-end builds with a real OCI runtime (the default: crun where it works, else runc; as root): outputs and needles, sandbox
 # properties (no network, /bin/sh only when asked, uid 1000, cwd /build, read-only root and
 # inputs, available_ro_paths, additional files), and every failure path leaving no container,
 # no mount and no bundle dir behind (failing command, missing output, invalid requests,
@@ -43,8 +43,12 @@ no_leftovers() { # $1 = label
   local left
   left=$(ls -A "$BUNDLES" 2>/dev/null | grep -v '^\.' || true)
   [ -z "$left" ] || { echo "bundle dirs left: $left"; return 1; }
-  # Only this test's containers: other builds may run on the machine at the same time.
-  runc list --format json | python3 -c 'import json,sys; left=[c["id"] for c in (json.load(sys.stdin) or []) if c["bundle"].startswith(sys.argv[1])]; print(" ".join(left)); sys.exit(1 if left else 0)' "$BUNDLES" || { echo "containers left"; return 1; }
+  # Only this test's containers: other builds may run on the machine at the same time. Both
+  # runtimes: the default is crun where it works (test_default_runtime.sh).
+  for rt in runc crun; do
+    command -v $rt >/dev/null || continue
+    $rt list --format json | python3 -c 'import json,sys; left=[c["id"] for c in (json.load(sys.stdin) or []) if c["bundle"].startswith(sys.argv[1])]; print(" ".join(left)); sys.exit(1 if left else 0)' "$BUNDLES" || { echo "$rt containers left"; return 1; }
+  done
   grep -F "$BUNDLES" /proc/self/mountinfo && { echo "mounts left"; return 1; }
   return 0
 }

@@ -4,8 +4,10 @@
  * log tail, exit codes; the foreground run's state machine, every transition of its table and
  * the refusal of every other; and that each way a run fails (non-zero exit, timeout, cancel,
  * the runtime killed half way, poll failing) ends in `kill ID KILL` + `delete --force ID` with
- * no container left, or in OBI_ECONTAINER_LEFT when delete fails.
+ * no container left, or in OBI_ECONTAINER_LEFT when delete fails. Also the default runtime's
+ * probe cache: a changed binary (mtime, ctime, size) misses.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -537,6 +539,78 @@ static void test_runtime_detached_failure_cleans_up_and_reports_the_log(void **s
 
 #define RUNTIME_TEST(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
+/* ---- the default runtime's probe cache ---- */
+
+static void probe_key_of(const char *path, bool rootless, char key[OBI_RUNTIME_PROBE_KEY_LEN + 1])
+{
+    assert_int_equal(obi_runtime_probe_key(path, rootless, key, NULL), 0);
+    assert_int_equal(strlen(key), OBI_RUNTIME_PROBE_KEY_LEN);
+}
+
+static void test_runtime_probe_key_changes_with_the_binary(void **state)
+{
+    fixture *f = *state;
+    char *binary = obi_path_join(f->dir, "fake-runc");
+    char first[OBI_RUNTIME_PROBE_KEY_LEN + 1], again[OBI_RUNTIME_PROBE_KEY_LEN + 1],
+        other[OBI_RUNTIME_PROBE_KEY_LEN + 1];
+    probe_key_of(binary, false, first);
+    probe_key_of(binary, false, again);
+    assert_string_equal(first, again);
+    probe_key_of(binary, true, other);
+    assert_string_not_equal(first, other); /* rootless is probed on its own */
+    /* A new mtime (same size and contents) misses. */
+    struct timespec times[2] = {{0, UTIME_OMIT}, {12345, 678}};
+    assert_int_equal(utimensat(AT_FDCWD, binary, times, 0), 0);
+    probe_key_of(binary, false, other);
+    assert_string_not_equal(first, other);
+    /* Only the ctime changes (mtime put back): misses too. */
+    char after_mtime[OBI_RUNTIME_PROBE_KEY_LEN + 1];
+    strcpy(after_mtime, other);
+    assert_int_equal(chmod(binary, 0700), 0);
+    assert_int_equal(utimensat(AT_FDCWD, binary, times, 0), 0);
+    probe_key_of(binary, false, other);
+    assert_string_not_equal(after_mtime, other);
+    /* Another size misses. */
+    strcpy(after_mtime, other);
+    int fd = open(binary, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "\n", 1), 1);
+    close(fd);
+    assert_int_equal(utimensat(AT_FDCWD, binary, times, 0), 0);
+    probe_key_of(binary, false, other);
+    assert_string_not_equal(after_mtime, other);
+    obi_error *err = NULL;
+    assert_int_equal(obi_runtime_probe_key("/nonexistent/crun", false, other, &err), -ENOENT);
+    assert_contains(err->message, "/nonexistent/crun");
+    obi_error_free(err);
+    free(binary);
+}
+
+static void test_runtime_probe_cache_keeps_what_was_found(void **state)
+{
+    fixture *f = *state;
+    char *dir = obi_path_join(f->dir, "probe");
+    char *why = NULL;
+    assert_int_equal(obi_runtime_probe_cache_get(dir, "aaaa", &why, NULL), 0); /* no dir yet */
+    assert_int_equal(obi_runtime_probe_cache_put(dir, "aaaa", NULL, NULL), 0);
+    assert_int_equal(obi_runtime_probe_cache_put(dir, "bbbb", "cgroups\nin hybrid mode", NULL), 0);
+    assert_int_equal(obi_runtime_probe_cache_get(dir, "aaaa", &why, NULL), 1);
+    assert_null(why);
+    assert_int_equal(obi_runtime_probe_cache_get(dir, "bbbb", &why, NULL), 2);
+    assert_string_equal(why, "cgroups in hybrid mode");
+    free(why);
+    assert_int_equal(obi_runtime_probe_cache_get(dir, "cccc", NULL, NULL), 0);
+    /* A file that is not a probe's (cut short, or someone else's) is probed again. */
+    char *junk = obi_path_join(dir, "dddd");
+    assert_int_equal(obi_write_file(junk, "o", 1, 0600, NULL), 0);
+    assert_int_equal(obi_runtime_probe_cache_get(dir, "dddd", NULL, NULL), 0);
+    struct stat st;
+    assert_int_equal(stat(dir, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    free(junk);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -560,6 +634,8 @@ int main(void)
         cmocka_unit_test(test_runtime_not_found_says_what_to_install),
         RUNTIME_TEST(test_runtime_state_of_missing_container_is_enoent),
         RUNTIME_TEST(test_runtime_detached_failure_cleans_up_and_reports_the_log),
+        RUNTIME_TEST(test_runtime_probe_key_changes_with_the_binary),
+        RUNTIME_TEST(test_runtime_probe_cache_keeps_what_was_found),
     };
     return cmocka_run_group_tests_name("runtime", tests, NULL, NULL);
 }

@@ -1,0 +1,91 @@
+#!/bin/bash
+# The default runtime (issue 18 item 1, docs/build.md "The default runtime"): with no --runtime
+# a rootful build runs on crun when a probe finds that crun works here (on this hybrid-cgroup
+# VM: in a private mount namespace without the cgroup2 mount), and the answer is cached under
+# the data dir; `--runtime runc` still builds the same output; a crun that cannot run builds
+# is reported once and runc used; a build killed mid-run (SIGTERM) on the default runtime
+# leaves no bundle and no container, and exit codes are those of docs/cli.md.
+source "$(dirname "$0")/lib.sh"
+
+[ "$(id -u)" -eq 0 ] || { t_skip "default runtime" "needs root (rootful builds)"; t_done; exit; }
+for tool in runc crun; do
+  command -v $tool >/dev/null || { t_skip "default runtime" "$tool is not installed"; t_done; exit; }
+done
+export OCIBUILD_STORE="$T_TMP/store" OCIBUILD_DATA_DIR="$T_TMP/data"
+cat >"$T_TMP/req.json" <<'JSON'
+{
+  "inputs": {"busybox": "/bin/busybox"},
+  "command_args": ["/nix/store/busybox", "sh", "-c", "mkdir -p /nix/store/out && echo hi > /nix/store/out/x"],
+  "working_dir": "build", "scratch_paths": ["build", "nix/store"], "inputs_dir": "nix/store",
+  "outputs": ["nix/store/out"]
+}
+JSON
+no_leftovers() { # DATA_DIR
+  local left
+  left=$(ls -A "$1/bundles" 2>/dev/null | grep -v '^\.' || true)
+  [ -z "$left" ] || { echo "bundle dirs left: $left"; return 1; }
+  for rt in runc crun; do
+    $rt list --format json | python3 -c 'import json,sys; left=[c["id"] for c in (json.load(sys.stdin) or []) if c["bundle"].startswith(sys.argv[1])]; print(" ".join(left)); sys.exit(1 if left else 0)' "$1" || { echo "$rt containers left"; return 1; }
+  done
+}
+output_of() { python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["outputs"][0]))'; }
+
+# ---- the default: crun, probed once and cached ----
+if out=$("$OCIBUILD" build -v "$T_TMP/req.json" 2>"$T_TMP/first.err"); then
+  t_contains "with no --runtime a rootful build runs on crun" "$(cat "$T_TMP/first.err")" "runtime $(command -v crun)"
+  default_out=$(echo "$out" | output_of)
+else
+  t_fail "a build with the default runtime succeeds" "$(cat "$T_TMP/first.err")"
+fi
+[ "$(cat "$T_TMP"/data/runtime-probe/* 2>/dev/null)" = "ok" ] && t_ok "the probe's answer is cached under the data dir" ||
+  t_fail "the probe's answer is cached under the data dir" "$(ls -la "$T_TMP/data/runtime-probe" 2>&1)"
+"$OCIBUILD" build -v "$T_TMP/req.json" >/dev/null 2>"$T_TMP/second.err"
+t_contains "the next build takes crun from the cache" "$(cat "$T_TMP/second.err")" "runtime $(command -v crun)"
+t_check "builds on the default runtime leave nothing behind" no_leftovers "$T_TMP/data"
+
+# ---- --runtime runc: the same output ----
+if out=$("$OCIBUILD" build -v --runtime runc "$T_TMP/req.json" 2>"$T_TMP/runc.err"); then
+  t_contains "--runtime runc runs runc" "$(cat "$T_TMP/runc.err")" "runtime $(command -v runc)"
+  [ "$(echo "$out" | output_of)" = "$default_out" ] && t_ok "runc and crun build the same output" ||
+    t_fail "runc and crun build the same output" "$out vs $default_out"
+else
+  t_fail "--runtime runc builds" "$(cat "$T_TMP/runc.err")"
+fi
+
+# ---- a crun that cannot run builds: runc, said once ----
+mkdir -p "$T_TMP/bin"
+printf '#!/bin/sh\ncase "$*" in *run*) echo "fake crun: refused" >&2 ;; *) echo "container does not exist" >&2 ;; esac\nexit 1\n' >"$T_TMP/bin/crun"
+chmod +x "$T_TMP/bin/crun"
+export OCIBUILD_DATA_DIR="$T_TMP/data-fake"
+if PATH="$T_TMP/bin:$PATH" "$OCIBUILD" build -v "$T_TMP/req.json" >/dev/null 2>"$T_TMP/fake.err"; then
+  t_contains "a failed probe falls back to runc" "$(cat "$T_TMP/fake.err")" "runtime $(command -v runc)"
+  t_contains "a failed probe says why, in one line" "$(cat "$T_TMP/fake.err")" "cannot run builds here"
+else
+  t_fail "a failed probe falls back to runc" "$(cat "$T_TMP/fake.err")"
+fi
+PATH="$T_TMP/bin:$PATH" "$OCIBUILD" build "$T_TMP/req.json" >/dev/null 2>"$T_TMP/fake2.err"
+grep -q "cannot run builds here" "$T_TMP/fake2.err" && t_fail "the failed probe is cached: said once" "$(cat "$T_TMP/fake2.err")" ||
+  t_ok "the failed probe is cached: said once"
+# A changed binary is probed again: now it works (a crun that execs the real one).
+printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v crun)" >"$T_TMP/bin/crun"
+PATH="$T_TMP/bin:$PATH" "$OCIBUILD" build -v "$T_TMP/req.json" >/dev/null 2>"$T_TMP/fake3.err"
+t_contains "a changed runtime binary is probed again" "$(cat "$T_TMP/fake3.err")" "runtime $T_TMP/bin/crun"
+t_check "the probes leave nothing behind" no_leftovers "$T_TMP/data-fake"
+
+# ---- killed mid-run on the default runtime; exit codes ----
+export OCIBUILD_DATA_DIR="$T_TMP/data"
+sed 's|"mkdir -p /nix/store/out && echo hi > /nix/store/out/x"|"echo started >\&2; sleep 60"|' "$T_TMP/req.json" >"$T_TMP/slow.json"
+"$OCIBUILD" build "$T_TMP/slow.json" >/dev/null 2>"$T_TMP/term.err" &
+pid=$!
+for _ in $(seq 1 100); do grep -q started "$T_TMP/term.err" 2>/dev/null && break; sleep 0.1; done
+kill -TERM $pid
+wait $pid; rc=$?
+[ $rc -eq 143 ] && t_ok "SIGTERM mid-build exits 143" || t_fail "SIGTERM mid-build exits 143" "rc=$rc $(cat "$T_TMP/term.err")"
+t_check "a build killed mid-run leaves no bundle and no container" no_leftovers "$T_TMP/data"
+sed 's|"mkdir -p /nix/store/out && echo hi > /nix/store/out/x"|"exit 3"|' "$T_TMP/req.json" >"$T_TMP/fail.json"
+"$OCIBUILD" build "$T_TMP/fail.json" >/dev/null 2>"$T_TMP/fail.err"; rc=$?
+[ $rc -eq 100 ] && t_ok "a failing build exits 100 on the default runtime" || t_fail "a failing build exits 100" "rc=$rc"
+"$OCIBUILD" build --timeout 1 "$T_TMP/slow.json" >/dev/null 2>"$T_TMP/timeout.err"; rc=$?
+[ $rc -eq 101 ] && t_ok "a timed-out build exits 101 on the default runtime" || t_fail "a timed-out build exits 101" "rc=$rc"
+t_check "failed and timed-out builds leave nothing behind" no_leftovers "$T_TMP/data"
+t_done
