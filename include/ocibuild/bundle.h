@@ -42,6 +42,7 @@ void obi_bundle_set_userns(obi_bundle *bundle, const obi_userns_ids *ids);
 void obi_bundle_set_report(obi_bundle *bundle, obi_report_fn report, void *ctx);
 /* Keep the directory on close (for debugging). */
 void obi_bundle_set_keep(obi_bundle *bundle, bool keep);
+bool obi_bundle_keep(const obi_bundle *bundle);
 /* Removes the directory (unless kept), releases the lock, frees. A directory that cannot be
  * removed is moved into BUNDLE_ROOT/.quarantine/ and reported (not an error); an error only when
  * even that fails. */

@@ -57,6 +57,10 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
                               obi_build_service **out, obi_error **err);
 /* The path of the runtime a service from obi_oci_build_service_new runs builds with. */
 const char *obi_oci_build_service_runtime(const obi_build_service *service);
+/* A build answers before its leftovers (the stopped container, the bundle, the id slot) are
+ * removed, by a thread of the service (docs/build.md "After the answer"); freeing the service
+ * waits for them. This waits until the ones queued so far are gone. */
+void obi_oci_build_service_settle(obi_build_service *service);
 /* URL factory for the "oci" scheme (see above); registered by obi_build_service_open. */
 int obi_oci_build_service_from_url(const obi_url *url, obi_store *store, obi_build_service **out,
                                    obi_error **err);

@@ -53,17 +53,22 @@ typedef struct obi_run_options {
     obi_output_fn on_output;  /* NULL: not streamed */
     void *output_ctx;
     size_t log_tail_max; /* 0: 64 KiB */
+    /* A container whose init exited by itself is left stopped, not deleted: the caller answers
+     * first and deletes it after (obi_runtime_delete with force); see container_stopped. Every
+     * other ending still deletes before the run returns. */
+    bool defer_delete;
 } obi_run_options;
 
 #define OBI_RUN_OPTIONS_INIT                                                                       \
     {                                                                                              \
-        0, -1, NULL, NULL, 0                                                                       \
+        0, -1, NULL, NULL, 0, false                                                                \
     }
 
 typedef struct obi_run_result {
     int exit_code;  /* the container process's exit code (as the runtime reports it) */
     char *log_tail; /* last log_tail_max bytes of stdout+stderr, NUL-terminated */
     size_t log_tail_len;
+    bool container_stopped; /* defer_delete: the container exists, stopped; the caller deletes */
 } obi_run_result;
 
 /* obi_runtime_run's error when the runtime could not start the container's command (a missing

@@ -141,6 +141,11 @@ void obi_bundle_set_keep(obi_bundle *bundle, bool keep)
     bundle->keep = keep;
 }
 
+bool obi_bundle_keep(const obi_bundle *bundle)
+{
+    return bundle->keep;
+}
+
 void obi_bundle_set_userns(obi_bundle *bundle, const obi_userns_ids *ids)
 {
     bundle->has_userns = true;

@@ -52,6 +52,8 @@
  * client reading them from the daemon) to root or fetch them before a gc may take them. */
 #define OUTPUT_PIN_SECONDS (10 * 60)
 
+struct build_leftovers;
+
 typedef struct oci_build_service {
     obi_build_service base;
     obi_store *store;
@@ -81,7 +83,28 @@ typedef struct oci_build_service {
     pthread_mutex_t output_pins_lock;
     obi_store_pin *output_pins[2];
     time_t output_pins_since;
+    /* Leftovers of answered builds and the thread that removes them (leave_leftovers). */
+    pthread_mutex_t leftovers_lock;
+    pthread_cond_t leftovers_cond;
+    struct build_leftovers *leftovers;
+    pthread_t leftovers_thread;
+    pthread_cond_t leftovers_idle; /* broadcast when the cleaner has finished one */
+    bool leftovers_started, leftovers_stop, leftovers_busy;
 } oci_build_service;
+
+/* What a build leaves once it has its answer: the stopped container (deleted unless the run
+ * already did), the bundle and the id slot, released in that order (a slot is reused only once
+ * nothing of its build is left). */
+typedef struct build_leftovers {
+    obi_id_slot slot;
+    obi_bundle *bundle;
+    bool delete_container;
+    struct build_leftovers *next; /* the cleaner's queue */
+} build_leftovers;
+#define BUILD_LEFTOVERS_INIT                                                                       \
+    {                                                                                              \
+        OBI_ID_SLOT_INIT, NULL, false, NULL                                                        \
+    }
 
 /* What one build runs with: the cancel fd it watches (the service's, the caller's, or both as
  * one epoll fd) and where its log goes. */
@@ -467,9 +490,10 @@ static const char *memory_limit_hint(const oci_build_service *svc, int exit_code
 /* *container_gone is false when the runtime could not remove the container (its id slot must
  * then not be reused before it is gone). */
 static int run_bundle(oci_build_service *svc, obi_bundle *bundle, const build_run *run,
-                      bool *container_gone, obi_error **err)
+                      bool *container_gone, bool *container_stopped, obi_error **err)
 {
     obi_run_options opts = OBI_RUN_OPTIONS_INIT;
+    opts.defer_delete = true; /* a stopped container is deleted after the answer (leftovers) */
     opts.timeout_seconds = svc->timeout_seconds;
     opts.cancel_fd = run->cancel_fd;
     opts.on_output = run->on_output;
@@ -478,6 +502,7 @@ static int run_bundle(oci_build_service *svc, obi_bundle *bundle, const build_ru
     int r = obi_runtime_run(svc->runtime, obi_bundle_path(bundle), obi_bundle_id(bundle), &opts,
                             &result, err);
     *container_gone = r != OBI_ECONTAINER_LEFT;
+    *container_stopped = r == 0 && result.container_stopped;
     if (r == -ECANCELED)
         return obi_error_prefix(err, r, "build");
     if (r < 0)
@@ -603,7 +628,8 @@ static int ingest_outputs(oci_build_service *svc, obi_store_pin *pin, obi_bundle
 }
 
 static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
-                           const build_run *run, obi_build **out, obi_error **err)
+                           const build_run *run, build_leftovers *left, obi_build **out,
+                           obi_error **err)
 {
     /* The inputs stay pinned until the build is over. */
     cleanup_store_pin obi_store_pin *pin = NULL;
@@ -612,19 +638,18 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
         r = pin_inputs(pin, req, err);
     if (r < 0)
         return r;
-    /* Declared before the bundle, so released after it is gone. */
-    cleanup_id_slot obi_id_slot slot = OBI_ID_SLOT_INIT;
-    if (svc->id_pool && (r = obi_id_slot_claim(svc->id_pool, run->cancel_fd, &slot, err)) < 0)
+    /* The id slot and the bundle are the caller's leftovers: removed after the answer. */
+    if (svc->id_pool && (r = obi_id_slot_claim(svc->id_pool, run->cancel_fd, &left->slot, err)) < 0)
         return r;
-    obi_spec_options opts = build_spec_options(svc, &slot);
-    cleanup_bundle obi_bundle *bundle = NULL;
-    if ((r = obi_bundle_create(svc->bundle_root, &bundle, err)) < 0)
+    obi_spec_options opts = build_spec_options(svc, &left->slot);
+    if ((r = obi_bundle_create(svc->bundle_root, &left->bundle, err)) < 0)
         return r;
+    obi_bundle *bundle = left->bundle;
     obi_bundle_set_keep(bundle, svc->keep_bundle);
     obi_bundle_set_report(bundle, report_line, (void *)run);
     if (svc->spec_opts.rootless)
         obi_bundle_set_userns(bundle, &svc->userns);
-    /* After the bundle, so unmounted before it is removed. */
+    /* Unmounted when this returns, before the bundle is removed. */
     cleanup_castore_fs obi_castore_fs *inputs_fs = NULL;
     cleanup_free char *inputs_dir = obi_bundle_subpath(bundle, "inputs");
     if (!inputs_dir)
@@ -647,9 +672,9 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
         (r = obi_bundle_write_config(bundle, config, err)) < 0)
         return r;
     bool container_gone = true;
-    r = run_bundle(svc, bundle, run, &container_gone, err);
+    r = run_bundle(svc, bundle, run, &container_gone, &left->delete_container, err);
     if (!container_gone)
-        obi_id_slot_release(&slot, false);
+        obi_id_slot_release(&left->slot, false);
     if (r < 0 && r != -ECANCELED && run->keep_failed)
         return keep_failed_bundle(bundle, req, r, err);
     if (r < 0)
@@ -664,11 +689,112 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
         (r = ingest_outputs(svc, pin, bundle, req, build, err)) < 0)
         return r;
     return_root(svc, bundle, key);
-    r = obi_bundle_close(steal_pointer(&bundle), err);
-    if (r < 0)
-        return obi_error_prefix(err, r, "remove bundle");
     *out = steal_pointer(&build);
     return 0;
+}
+
+/* ---- leftovers: removed after the answer ---- */
+
+/* Deletes the stopped container, removes the bundle, then frees the id slot (clean only when
+ * the container is gone). A failure goes to the service's log: nobody waits for it. */
+static void clean_leftovers(oci_build_service *svc, build_leftovers *left)
+{
+    build_run log = {-1, svc->on_output, svc->output_ctx};
+    bool gone = true;
+    if (left->delete_container && left->bundle) {
+        cleanup_error obi_error *why = NULL;
+        if (obi_runtime_delete(svc->runtime, obi_bundle_id(left->bundle), true, &why) < 0) {
+            gone = false;
+            cleanup_free char *line = NULL;
+            if (asprintf(&line, "ocibuild: could not delete the stopped container %s: %s",
+                         obi_bundle_id(left->bundle), why->message) >= 0)
+                report_line(&log, line);
+        }
+    }
+    if (left->bundle) {
+        obi_bundle_set_report(left->bundle, report_line, &log);
+        cleanup_error obi_error *why = NULL;
+        if (obi_bundle_close(steal_pointer(&left->bundle), &why) < 0) {
+            cleanup_free char *line = NULL;
+            if (asprintf(&line, "ocibuild: remove bundle: %s", why->message) >= 0)
+                report_line(&log, line);
+        }
+    }
+    obi_id_slot_release(&left->slot, gone);
+}
+
+static void *leftover_worker(void *arg)
+{
+    oci_build_service *svc = arg;
+    pthread_mutex_lock(&svc->leftovers_lock);
+    for (;;) {
+        while (!svc->leftovers && !svc->leftovers_stop)
+            pthread_cond_wait(&svc->leftovers_cond, &svc->leftovers_lock);
+        build_leftovers *left = svc->leftovers;
+        if (!left)
+            break; /* stopping, and nothing left */
+        svc->leftovers = left->next;
+        svc->leftovers_busy = true;
+        pthread_mutex_unlock(&svc->leftovers_lock);
+        clean_leftovers(svc, left);
+        free(left);
+        pthread_mutex_lock(&svc->leftovers_lock);
+        svc->leftovers_busy = false;
+        pthread_cond_broadcast(&svc->leftovers_idle);
+    }
+    pthread_mutex_unlock(&svc->leftovers_lock);
+    return NULL;
+}
+
+/* Hands a finished build's leftovers to the service's cleaner thread (started on first use), so
+ * that the caller has its answer first; cleans them here when that thread or its queue entry
+ * cannot be had, and always for a kept bundle (its "kept at" line belongs to the build's log). */
+static void leave_leftovers(oci_build_service *svc, build_leftovers *left)
+{
+    build_leftovers *queued = NULL;
+    if (left->bundle && !obi_bundle_keep(left->bundle))
+        queued = malloc(sizeof *queued);
+    if (queued) {
+        pthread_mutex_lock(&svc->leftovers_lock);
+        if (!svc->leftovers_started &&
+            pthread_create(&svc->leftovers_thread, NULL, leftover_worker, svc) == 0)
+            svc->leftovers_started = true;
+        if (svc->leftovers_started) {
+            *queued = *left;
+            queued->next = NULL;
+            build_leftovers **tail = &svc->leftovers;
+            while (*tail)
+                tail = &(*tail)->next;
+            *tail = queued;
+            pthread_cond_signal(&svc->leftovers_cond);
+            queued = NULL;
+            *left = (build_leftovers)BUILD_LEFTOVERS_INIT;
+        }
+        pthread_mutex_unlock(&svc->leftovers_lock);
+        free(queued);
+    }
+    clean_leftovers(svc, left); /* what was not queued (nothing, once it was) */
+}
+
+void obi_oci_build_service_settle(obi_build_service *service)
+{
+    oci_build_service *svc = (oci_build_service *)service;
+    pthread_mutex_lock(&svc->leftovers_lock);
+    while (svc->leftovers || svc->leftovers_busy)
+        pthread_cond_wait(&svc->leftovers_idle, &svc->leftovers_lock);
+    pthread_mutex_unlock(&svc->leftovers_lock);
+}
+
+/* Waits until every queued leftover is gone and stops the cleaner. */
+static void drain_leftovers(oci_build_service *svc)
+{
+    pthread_mutex_lock(&svc->leftovers_lock);
+    bool started = svc->leftovers_started;
+    svc->leftovers_stop = true;
+    pthread_cond_signal(&svc->leftovers_cond);
+    pthread_mutex_unlock(&svc->leftovers_lock);
+    if (started)
+        pthread_join(svc->leftovers_thread, NULL);
 }
 
 /* One fd readable when either is: an epoll fd watching both (level-triggered, so it stays
@@ -720,8 +846,10 @@ static int oci_do_build(obi_build_service *base, const obi_build_request *req,
     r = acquire_slot(svc, run.cancel_fd, err);
     if (r < 0)
         return r;
-    r = build_in_bundle(svc, req, &run, out, err);
+    build_leftovers left = BUILD_LEFTOVERS_INIT;
+    r = build_in_bundle(svc, req, &run, &left, out, err);
     release_slot(svc);
+    leave_leftovers(svc, &left);
     return r;
 }
 
@@ -736,6 +864,7 @@ static void oci_cancel(obi_build_service *base)
 static void oci_free(obi_build_service *base)
 {
     oci_build_service *svc = (oci_build_service *)base;
+    drain_leftovers(svc);
     for (int i = 0; i < 2; i++)
         if (svc->own_cancel_pipe[i] >= 0)
             close(svc->own_cancel_pipe[i]);
@@ -750,6 +879,9 @@ static void oci_free(obi_build_service *base)
     pthread_mutex_destroy(&svc->lock);
     pthread_cond_destroy(&svc->slot_free);
     pthread_mutex_destroy(&svc->output_pins_lock);
+    pthread_mutex_destroy(&svc->leftovers_lock);
+    pthread_cond_destroy(&svc->leftovers_cond);
+    pthread_cond_destroy(&svc->leftovers_idle);
     free(svc);
 }
 
@@ -775,7 +907,10 @@ static int probe_build(oci_build_service *svc, obi_error **err)
     int exit_code = 0;
     build_run run = {svc->cancel_fd, NULL, NULL, false, &exit_code};
     cleanup_build obi_build *build = NULL;
-    return build_in_bundle(svc, req, &run, &build, err);
+    build_leftovers left = BUILD_LEFTOVERS_INIT;
+    r = build_in_bundle(svc, req, &run, &left, &build, err);
+    clean_leftovers(svc, &left);
+    return r;
 }
 
 /* Where probes are cached: beside the bundle root (the data dir). Caller frees. */
@@ -992,6 +1127,9 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
     pthread_mutex_init(&svc->lock, NULL);
     pthread_cond_init(&svc->slot_free, NULL);
     pthread_mutex_init(&svc->output_pins_lock, NULL);
+    pthread_mutex_init(&svc->leftovers_lock, NULL);
+    pthread_cond_init(&svc->leftovers_cond, NULL);
+    pthread_cond_init(&svc->leftovers_idle, NULL);
     if (!opts->runtime && !svc->keep_bundle)
         probe_default_runtime(svc, crun, probe_dir, state_root);
     *out = &steal_pointer(&svc)->base;

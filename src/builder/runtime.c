@@ -168,9 +168,9 @@ int obi_runtime_probe_cache_get(const char *dir, const char *key, char **why, ob
 int obi_runtime_probe_cache_put(const char *dir, const char *key, const char *failure,
                                 obi_error **err)
 {
-    int r = obi_mkdir_p(dir, 0700, err);
-    if (r < 0)
-        return r;
+    /* Only the cache dir itself: its parent (the data dir) has the mode others set. */
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return obi_error_set_errno(err, errno, "mkdir %s", dir);
     cleanup_free char *path = obi_path_join(dir, key);
     cleanup_free char *text = NULL;
     if (!path || asprintf(&text, "%s%s\n", failure ? "failed: " : "ok", failure ? failure : "") < 0)
@@ -480,16 +480,17 @@ typedef struct run {
     obi_runtime *runtime;
     const char *bundle, *id;
     const obi_run_options *opts;
-    pid_t pid;        /* the runtime process, then the container's init; 0 when not (yet) any */
-    int status;       /* its wait status, once reaped */
-    bool detaching;   /* pid is the runtime, which has not said whether the command started */
-    bool init_exited; /* the init was reaped: it ended by itself or was killed */
-    char *pid_file;   /* where the runtime writes the init's pid */
-    obi_buf held;     /* output while detaching */
-    bool held_short;  /* some of it was dropped (HELD_OUTPUT_MAX, or short of memory) */
-    int pidfd;        /* readable when it exits; -1: look every 100 ms instead */
-    int output_fd;    /* the read end of its stdout+stderr; -1 once it ended */
-    int cancel_fd;    /* -1 once it hung up unreadable, or when there is none */
+    pid_t pid;            /* the runtime process, then the container's init; 0 when not (yet) any */
+    int status;           /* its wait status, once reaped */
+    bool detaching;       /* pid is the runtime, which has not said whether the command started */
+    bool init_exited;     /* the init was reaped: it ended by itself or was killed */
+    bool delete_deferred; /* defer_delete: left stopped for the caller */
+    char *pid_file;       /* where the runtime writes the init's pid */
+    obi_buf held;         /* output while detaching */
+    bool held_short;      /* some of it was dropped (HELD_OUTPUT_MAX, or short of memory) */
+    int pidfd;            /* readable when it exits; -1: look every 100 ms instead */
+    int output_fd;        /* the read end of its stdout+stderr; -1 once it ended */
+    int cancel_fd;        /* -1 once it hung up unreadable, or when there is none */
     tail_log tail;
     int64_t deadline_ms; /* 0: none */
     int64_t kill_sent_ms;
@@ -747,6 +748,10 @@ static obi_run_event run_destroy(run *r)
     }
     /* An init that ended by itself left a stopped container: delete is enough. */
     bool stopped = r->init_exited && !r->failure;
+    if (stopped && r->opts->defer_delete) {
+        r->delete_deferred = true; /* the caller deletes it once it has answered */
+        return OBI_RUN_EV_DESTROYED;
+    }
     cleanup_error obi_error *destroy_err = NULL;
     for (size_t attempt = 0;; attempt++) {
         obi_error_free(destroy_err);
@@ -907,8 +912,13 @@ int obi_runtime_run(obi_runtime *runtime, const char *bundle, const char *id,
     } else {
         *result = (obi_run_result){.exit_code = obi_wait_exit_code(r.status),
                                    .log_tail = steal_pointer(&log),
-                                   .log_tail_len = log_len};
+                                   .log_tail_len = log_len,
+                                   .container_stopped = r.delete_deferred};
         code = 0;
+    }
+    if (code < 0 && r.delete_deferred) {
+        cleanup_error obi_error *ignored = NULL; /* no result to carry it: delete it now */
+        obi_runtime_delete(runtime, id, true, &ignored);
     }
     run_clear(&r);
     return code;

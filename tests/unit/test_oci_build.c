@@ -114,8 +114,10 @@ static obi_build_request *simple_request(void)
     return req;
 }
 
+/* Once the builds' leftovers, removed after their answers, are gone. */
 static bool bundle_root_is_empty(const fixture *f)
 {
+    obi_oci_build_service_settle(f->service);
     DIR *d = opendir(f->bundles);
     if (!d)
         return true;
@@ -390,6 +392,7 @@ static void build_ok(fixture *f, obi_build_request *req)
     obi_build *build = NULL;
     assert_ok(obi_build_service_do_build(f->service, req, &build, err_ptr_));
     obi_build_free(build);
+    obi_oci_build_service_settle(f->service); /* its id slot free again, as the next needs */
 }
 
 static void test_oci_build_second_build_reuses_the_first_ones_root(void **state)
