@@ -3,7 +3,9 @@
  * protobuf JSON form (host paths imported into castore, env values base64-encoded, both sorted)
  * and then decoded by the one BuildRequest JSON decoder, so the two forms cannot drift apart.
  * A regular file whose blob the store already has (the same tool imported for every build) is
- * only hashed, not written again: writing it costs a temp file, a copy and an unlink each time.
+ * only hashed, not written again: writing it costs a temp file, a copy and an unlink each time;
+ * and once hashed, its digest is remembered by the file's identity (digest_cache.h), so an
+ * unchanged file is not even read again.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +18,7 @@
 
 #include "ocibuild/blake3.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/digest_cache.h"
 #include "ocibuild/digest.h"
 #include "ocibuild/friendly_request.h"
 #include "ocibuild/fs.h"
@@ -54,14 +57,21 @@ static const char **sorted_keys(const json_t *object, size_t *n_out)
  * symlink, unreadable, not in the store yet, or changed while hashed), so ingest keeps the one
  * set of rules and error messages. The node is what ingest would produce: the blob is the
  * file's bytes and executable is the owner-execute bit. */
-static int node_if_blob_present(obi_store *store, const char *path, const char *name,
-                                obi_node *node)
+static int node_if_blob_present(obi_store *store, const char *digest_cache, const char *path,
+                                const char *name, obi_node *node)
 {
     cleanup_close int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     struct stat before, after;
     if (fd < 0 || fstat(fd, &before) < 0 || !S_ISREG(before.st_mode) ||
         before.st_size > HASH_FIRST_MAX_SIZE)
         return 0;
+    obi_digest digest;
+    cleanup_error obi_error *ignored = NULL;
+    /* The same file as before (digest_cache.h): its digest without reading it. */
+    if (digest_cache && obi_digest_cache_get(digest_cache, &before, &digest))
+        return obi_blob_has(store->blobs, &digest, &ignored) == 1 &&
+               obi_node_init_file(node, name, strlen(name), &digest, (uint64_t)before.st_size,
+                                  (before.st_mode & S_IXUSR) != 0) == 0;
     cleanup_free uint8_t *buf = malloc(HASH_READ_SIZE);
     if (!buf)
         return 0;
@@ -82,11 +92,13 @@ static int node_if_blob_present(obi_store *store, const char *path, const char *
     /* A file written to while hashed: let ingest take it (and report it if it keeps changing). */
     if (fstat(fd, &after) < 0 || size != (uint64_t)after.st_size ||
         after.st_mtim.tv_sec != before.st_mtim.tv_sec ||
-        after.st_mtim.tv_nsec != before.st_mtim.tv_nsec)
+        after.st_mtim.tv_nsec != before.st_mtim.tv_nsec ||
+        after.st_ctim.tv_sec != before.st_ctim.tv_sec ||
+        after.st_ctim.tv_nsec != before.st_ctim.tv_nsec)
         return 0;
-    obi_digest digest;
     obi_blake3_finalize(&hasher, digest.bytes, sizeof digest.bytes);
-    cleanup_error obi_error *ignored = NULL;
+    if (digest_cache)
+        obi_digest_cache_put(digest_cache, &after, &digest);
     if (obi_blob_has(store->blobs, &digest, &ignored) != 1)
         return 0;
     if (obi_node_init_file(node, name, strlen(name), &digest, size,
@@ -102,6 +114,8 @@ static int import_inputs(const json_t *inputs, const char *base_dir, obi_store *
     cleanup_free const char **names = sorted_keys(inputs, &n);
     if (!names)
         return obi_error_oom(err);
+    cleanup_free char *data_dir = obi_default_data_dir();
+    cleanup_free char *digest_cache = data_dir ? obi_path_join(data_dir, "digest-cache") : NULL;
     for (size_t i = 0; i < n; i++) {
         json_t *value = json_object_get(inputs, names[i]);
         if (json_is_object(value)) { /* already a Node */
@@ -119,7 +133,7 @@ static int import_inputs(const json_t *inputs, const char *base_dir, obi_store *
             host_path = joined;
         }
         obi_node node;
-        if (!node_if_blob_present(store, host_path, names[i], &node)) {
+        if (!node_if_blob_present(store, digest_cache, host_path, names[i], &node)) {
             obi_ingest_options options = {.name = names[i], .progress = progress};
             int r =
                 obi_ingest_path(store->blobs, store->directories, host_path, &options, &node, err);
