@@ -1,6 +1,8 @@
 /*
- * SHA-256 (OpenSSL libcrypto underneath): NAR hashes for Nix and blob verification for OCI
- * image layouts. Incremental, streaming.
+ * SHA-256 and the other digests Nix names (md5, sha1, sha512), from OpenSSL's libcrypto, which
+ * is loaded on first use (dynlib.h), not at start-up: NAR hashes and content hashes for Nix and
+ * blob verification for OCI image layouts. Incremental, streaming. Without a loadable libcrypto
+ * (a Debian dependency) the constructors return NULL and obi_sha256_oneshot writes zeros.
  */
 #ifndef OCIBUILD_SHA256_H
 #define OCIBUILD_SHA256_H
@@ -9,6 +11,14 @@
 #include <stdint.h>
 
 #define OBI_SHA256_LEN 32
+
+/* Any digest by libcrypto's name for it; NULL when unknown (or no libcrypto, or no memory). */
+#define OBI_MD_MAX_LEN 64
+typedef struct obi_md obi_md;
+obi_md *obi_md_new(const char *algo);
+int obi_md_update(obi_md *md, const void *data, size_t len); /* 0, or -1 */
+int obi_md_final(obi_md *md, uint8_t out[OBI_MD_MAX_LEN], size_t *len);
+void obi_md_free(obi_md *md);
 
 typedef struct obi_sha256 obi_sha256;
 

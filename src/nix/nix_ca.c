@@ -5,7 +5,6 @@
  * streaming replacement into new blobs, directories rebuilt leaves first).
  */
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,14 +102,14 @@ static int rewriter_flush(rewriter *w, obi_error **err)
 
 /* ---- hash modulo ---- */
 
-static void md_ctx_freep(EVP_MD_CTX **ctx)
+static void md_freep(obi_md **md)
 {
-    EVP_MD_CTX_free(*ctx);
+    obi_md_free(*md);
 }
 
 static int digest_feed(void *ctx, const void *data, size_t len, obi_error **err)
 {
-    if (EVP_DigestUpdate(ctx, data, len) != 1)
+    if (obi_md_update(ctx, data, len) < 0)
         return obi_error_set(err, -EIO, "digest update failed");
     return 0;
 }
@@ -139,9 +138,8 @@ int obi_nix_ca_hash(obi_blob_service *blobs, obi_directory_service *directories,
                     const obi_node *node, bool recursive, const char *algo, const char *modulus,
                     uint8_t out[64], size_t *out_len, obi_error **err)
 {
-    const EVP_MD *md = EVP_get_digestbyname(algo);
-    _cleanup_(md_ctx_freep) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!md || !ctx || EVP_DigestInit_ex(ctx, md, NULL) != 1)
+    _cleanup_(md_freep) obi_md *ctx = obi_md_new(algo);
+    if (!ctx)
         return obi_error_set(err, -ENOTSUP, "%s is not available from OpenSSL", algo);
     _cleanup_(rewriter_clear) rewriter w = {.from = modulus,
                                             .to = NULL,
@@ -165,9 +163,11 @@ int obi_nix_ca_hash(obi_blob_service *blobs, obi_directory_service *directories,
     }
     if (r < 0)
         return r;
-    unsigned int n = 0;
-    if (EVP_DigestFinal_ex(ctx, out, &n) != 1)
+    size_t n = 0;
+    uint8_t digest[OBI_MD_MAX_LEN];
+    if (obi_md_final(ctx, digest, &n) < 0 || n > 64)
         return obi_error_set(err, -EIO, "%s: digest failed", algo);
+    memcpy(out, digest, n);
     *out_len = n;
     return 0;
 }

@@ -1,11 +1,10 @@
 /*
  * Outputs of a derivation's build (see include/ocibuild/nix_output.h): references from found
  * needles, and fixed-output hash checks. Content hashes other than SHA-256 (md5, sha1, sha512
- * are legal in fixed-output derivations) come from OpenSSL's EVP interface directly; the NAR
- * stream comes from nar.c through a sink that feeds the digest.
+ * are legal in fixed-output derivations) come from libcrypto by name (sha256.h's obi_md,
+ * loaded on first use); the NAR stream comes from nar.c through a sink that feeds the digest.
  */
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,21 +109,20 @@ int obi_nix_scan_node(obi_blob_service *blobs, obi_directory_service *directorie
 
 /* ---- content hashes ---- */
 
-static void md_ctx_freep(EVP_MD_CTX **ctx)
+static void md_freep(obi_md **md)
 {
-    EVP_MD_CTX_free(*ctx);
+    obi_md_free(*md);
 }
 
 static int digest_sink(void *ctx, const void *data, size_t len, obi_error **err)
 {
-    if (EVP_DigestUpdate(ctx, data, len) != 1)
+    if (obi_md_update(ctx, data, len) < 0)
         return obi_error_set(err, -EIO, "digest update failed");
     return 0;
 }
 
 /* Feeds the contents of a file node into ctx. */
-static int digest_blob(obi_blob_service *blobs, const obi_node *node, EVP_MD_CTX *ctx,
-                       obi_error **err)
+static int digest_blob(obi_blob_service *blobs, const obi_node *node, obi_md *ctx, obi_error **err)
 {
     cleanup_blob_reader obi_blob_reader *reader = NULL;
     int r = obi_blob_open_read(blobs, &node->digest, &reader, err);
@@ -154,9 +152,8 @@ int obi_nix_hash_node(obi_blob_service *blobs, obi_directory_service *directorie
     int r = obi_derivation_hash_algo_parse(hash_algo, &recursive, &algo, &len, err);
     if (r < 0)
         return r;
-    const EVP_MD *md = EVP_get_digestbyname(algo);
-    _cleanup_(md_ctx_freep) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!md || !ctx || EVP_DigestInit_ex(ctx, md, NULL) != 1)
+    _cleanup_(md_freep) obi_md *ctx = obi_md_new(algo);
+    if (!ctx)
         return obi_error_set(err, -ENOTSUP, "%s is not available from OpenSSL", algo);
     if (recursive) {
         r = obi_nar_write_node(blobs, directories, node, digest_sink, ctx, err);
@@ -168,9 +165,11 @@ int obi_nix_hash_node(obi_blob_service *blobs, obi_directory_service *directorie
     }
     if (r < 0)
         return r;
-    unsigned int n = 0;
-    if (EVP_DigestFinal_ex(ctx, out, &n) != 1 || n != len)
+    size_t n = 0;
+    uint8_t digest[OBI_MD_MAX_LEN];
+    if (obi_md_final(ctx, digest, &n) < 0 || n != len)
         return obi_error_set(err, -EIO, "%s: digest failed", algo);
+    memcpy(out, digest, len);
     *out_len = len;
     return 0;
 }

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Heavy optional dependencies are loaded on first use, not at start-up (every library mapped
-# before main costs every build): libarchive (image layers, src/service/image.c) and the gRPC
+# before main costs every build): libarchive (image layers, src/service/image.c), libcrypto
+# (Nix hashes and image digests, src/util/sha256.c) and the gRPC
 # layer. The gRPC layer is a module (ocibuild-rpc.so) that ocibuild loads only for grpc+ URLs and
 # `daemon` (src/cli/cli_rpc.c): commands that do not talk gRPC must not map libgrpc at all (that
 # is the start-up time a build saves); a gRPC URL loads it from beside the executable and works
@@ -29,6 +30,11 @@ if [ $? -eq 0 ] && grep -q 'file=libjansson' "$T_TMP/ld-hash.log"; then
     t_fail "ocibuild hash does not load libarchive" "$(grep libarchive "$T_TMP/ld-hash.log" | head -3)"
   else
     t_ok "ocibuild hash does not load libarchive"
+  fi
+  if grep -q 'libcrypto' "$T_TMP/ld-hash.log"; then
+    t_fail "ocibuild hash does not load libcrypto" "$(grep libcrypto "$T_TMP/ld-hash.log" | head -3)"
+  else
+    t_ok "ocibuild hash does not load libcrypto"
   fi
 else
   t_fail "ocibuild hash does not load libgrpc" "LD_DEBUG=files trace missing: $(head -3 "$T_TMP/ld-hash.log")"
