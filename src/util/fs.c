@@ -58,6 +58,11 @@ ssize_t obi_read_full(int fd, void *data, size_t len)
 
 int obi_mkdir_p(const char *path, mode_t mode, obi_error **err)
 {
+    /* Most calls find the directory there (the bundle root, the caches, on every build): one
+     * stat instead of a failing mkdir per component. */
+    struct stat existing;
+    if (stat(path, &existing) == 0 && S_ISDIR(existing.st_mode))
+        return 0;
     cleanup_free char *copy = strdup(path);
     if (!copy)
         return obi_error_set(err, -ENOMEM, "mkdir %s: out of memory", path);
