@@ -16,9 +16,9 @@
 #define OBI_MD_MAX_LEN 64
 typedef struct obi_md obi_md;
 obi_md *obi_md_new(const char *algo);
-int obi_md_update(obi_md *md, const void *data, size_t len); /* 0, or -1 */
-int obi_md_final(obi_md *md, uint8_t out[OBI_MD_MAX_LEN], size_t *len);
-void obi_md_free(obi_md *md);
+int obi_md_update(obi_md *h, const void *data, size_t len); /* 0, or -1 */
+int obi_md_final(obi_md *h, uint8_t out[OBI_MD_MAX_LEN], size_t *len);
+void obi_md_free(obi_md *h);
 
 typedef struct obi_sha256 obi_sha256;
 
