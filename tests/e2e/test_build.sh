@@ -1,5 +1,6 @@
 #!/bin/bash
-# End-to-end builds with a real OCI runtime (the default: crun where it works, else runc; as root): outputs and needles, sandbox
+# End-to-end builds with a real OCI runtime (runc pinned, as root: the default runtime, crun where
+# it works, is what test_default_runtime.sh, test_everyday.sh and the sandbox tests run on): outputs and needles, sandbox
 # properties (no network, /bin/sh only when asked, uid 1000, cwd /build, read-only root and
 # inputs, available_ro_paths, additional files), and every failure path leaving no container,
 # no mount and no bundle dir behind (failing command, missing output, invalid requests,
@@ -37,7 +38,8 @@ request() {
 JSON
 }
 
-build() { "$OCIBUILD" build "$@" 2>"$T_TMP/stderr"; }
+RUNTIME=(--runtime runc) # keeps runc's path tested (docs/build.md "The default runtime")
+build() { "$OCIBUILD" build "${RUNTIME[@]}" "$@" 2>"$T_TMP/stderr"; }
 
 no_leftovers() { # $1 = label
   local left
@@ -147,7 +149,7 @@ fi
 t_check "no leftovers after a timeout" no_leftovers
 
 request sigterm 'echo started >&2; sleep 60'
-"$OCIBUILD" build "$T_TMP/sigterm.json" >/dev/null 2>"$T_TMP/sigterm.err" &
+"$OCIBUILD" build "${RUNTIME[@]}" "$T_TMP/sigterm.json" >/dev/null 2>"$T_TMP/sigterm.err" &
 pid=$!
 for _ in $(seq 1 100); do grep -q started "$T_TMP/sigterm.err" 2>/dev/null && break; sleep 0.1; done
 kill -TERM $pid
@@ -159,7 +161,7 @@ t_check "no leftovers after SIGTERM" no_leftovers
 # SIGKILL cannot be caught: the container and the bundle outlive ocibuild, and the next run
 # (any build with the same bundle root) must find them by their free lock and remove them.
 request sigkill 'echo started >&2; sleep 60'
-"$OCIBUILD" build "$T_TMP/sigkill.json" >/dev/null 2>"$T_TMP/sigkill.err" &
+"$OCIBUILD" build "${RUNTIME[@]}" "$T_TMP/sigkill.json" >/dev/null 2>"$T_TMP/sigkill.err" &
 pid=$!
 for _ in $(seq 1 100); do grep -q started "$T_TMP/sigkill.err" 2>/dev/null && break; sleep 0.1; done
 kill -KILL $pid; wait $pid 2>/dev/null
