@@ -40,7 +40,9 @@ int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout_ms)
 }
 
 /* The fake runtime: `run --detach --pid-file F --bundle B ID` makes $DIR/container-ID and
- * starts B/script in the background as the container's init (its pid in F, as runc writes it)
+ * starts B/script in the background as the container's init (its pid in F, as runc writes it;
+ * the script starts only once the fake runtime is gone, so the shell can never reap an init that
+ * ended first and leave the service an init that is nobody's child, as runc never does)
  * with $KILLED pointing at a marker file that `kill` creates (so a "container" can notice it was
  * killed), and exits 0; it fails instead, leaving the container (a runtime that failed half
  * way), saying what B/start-fails holds when that exists, and kills itself when B/runtime-dies
@@ -58,7 +60,8 @@ static const char FAKE_RUNTIME[] =
     "       [ -z \"$pidfile\" ] && exec sh \"$2/script\"\n"
     "       [ -f \"$2/start-fails\" ] && { cat \"$2/start-fails\" >&2; exit 1; }\n"
     "       [ -f \"$2/runtime-dies\" ] && kill -9 $$\n"
-    "       sh \"$2/script\" & echo $! > \"$pidfile\"; exit 0 ;;\n"
+    "       (while kill -0 $$ 2>/dev/null; do sleep 0.01; done; exec sh \"$2/script\") &\n"
+    "       echo $! > \"$pidfile\"; exit 0 ;;\n"
     "  kill) touch \"$dir/killed-$2\"; exit 0 ;;\n"
     "  delete) if [ -f \"$dir/delete-fails\" ]; then echo 'cgroup still busy' >&2; exit 1; fi\n"
     "          rm -f \"$dir/container-$id\"; exit 0 ;;\n"
