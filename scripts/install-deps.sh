@@ -8,7 +8,8 @@ PACKAGES="build-essential meson ninja-build pkg-config
   libgrpc-dev libfuse3-dev libarchive-dev libcmocka-dev libssl-dev openssl
   runc crun uidmap iproute2 busybox-static bash-static b3sum nix-bin
   python3 python3-jsonschema python3-grpcio python3-grpc-tools
-  umoci skopeo valgrind hyperfine openssh-server haproxy fuse3
+  umoci skopeo docker-registry apache2-utils libcurl4-openssl-dev
+  valgrind hyperfine openssh-server haproxy fuse3
   clang libclang-rt-14-dev
   clang-format clang-tidy cppcheck git
   scdoc man-db bash-completion"

@@ -17,7 +17,7 @@ _ocibuild() {
         --store | --blob-service | --directory-service | --build-service | --timeout | \
             --max-builds | --max-pids | --memory | --scratch-limit | --max-freed | --remove | \
             --name | --cores | --grace | --replica | --log-level | --listen | --socket-group | \
-            --idle-timeout | --max-message-bytes | --max-inflight-bytes)
+            --idle-timeout | --max-message-bytes | --max-inflight-bytes | --insecure-registry)
             return ;;
         --runtime)
             COMPREPLY=($(compgen -W "runc crun" -- "$cur")) && return ;;
@@ -48,7 +48,8 @@ _ocibuild() {
                 COMPREPLY=($(compgen -W "up ps logs down spec bundle --help" -- "$cur"))
                 return
             fi
-            opts="--replica --data-dir --secrets-dir --runtime --grace --help" ;;
+            opts="--replica --data-dir --secrets-dir --runtime --grace --registry-auth
+                --insecure-registry --help" ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))

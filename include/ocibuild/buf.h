@@ -1,6 +1,7 @@
 /*
  * obi_buf: a growable byte buffer (always NUL-terminated past len, so text can be used as a
- * C string). Used for encoders, log capture and string building.
+ * C string). Used for encoders, log capture and string building; obi_strdup_printf for a
+ * formatted string in one go.
  */
 #ifndef OCIBUILD_BUF_H
 #define OCIBUILD_BUF_H
@@ -28,6 +29,8 @@ void obi_buf_clear(obi_buf *buf);
 void obi_buf_free(obi_buf *buf);
 /* Returns the storage (NUL-terminated, never NULL on success) and resets buf. */
 char *obi_buf_steal(obi_buf *buf);
+/* A new formatted string (caller frees), or NULL without memory: asprintf as an expression. */
+char *obi_strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static inline void obi_buf_freep(obi_buf *buf)
 {

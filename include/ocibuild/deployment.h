@@ -20,6 +20,7 @@
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/error.h"
+#include "ocibuild/image_ref.h"
 #include "ocibuild/number.h" /* obi_parse_memory, used with deployments */
 
 typedef enum obi_rtype {
@@ -32,17 +33,8 @@ typedef enum obi_image_kind {
     OBI_IMAGE_NONE,     /* no image: the bundle gets an empty rootfs */
     OBI_IMAGE_OCI,      /* image.name "oci:PATH[:TAG]" */
     OBI_IMAGE_ROOTFS,   /* image.rootfs "/path", used as is */
-    OBI_IMAGE_REGISTRY, /* image.name "nginx:alpine", "ghcr.io/o/a@sha256:..." (registry.h) */
+    OBI_IMAGE_REGISTRY, /* image "nginx:alpine", or image.name REF: pulled (registry.h) */
 } obi_image_kind;
-
-/* image.pull_policy (zlayer's names: always, if_not_present, never, newer); the same enum as
- * the registry work's image_ref.h, which takes its place on merge. */
-typedef enum obi_pull_policy {
-    OBI_PULL_IF_NOT_PRESENT, /* the default */
-    OBI_PULL_ALWAYS,
-    OBI_PULL_NEVER,
-    OBI_PULL_NEWER,
-} obi_pull_policy;
 
 typedef enum obi_gpu_vendor {
     OBI_GPU_NVIDIA,
@@ -173,8 +165,8 @@ typedef struct obi_service {
     char *schedule; /* cron only */
 
     obi_image_kind image_kind;
-    obi_pull_policy image_pull_policy; /* image.pull_policy (if_not_present) */
-    char *image_ref;                   /* REGISTRY: the reference as written */
+    obi_pull_policy image_pull_policy; /* image.pull_policy (image_ref.h; if_not_present) */
+    obi_image_ref *image_ref;          /* REGISTRY: the parsed reference */
     char *image_path;                  /* OCI: layout directory */
     char *image_tag;                   /* OCI: tag or NULL (single manifest) */
     char *image_rootfs;                /* ROOTFS */

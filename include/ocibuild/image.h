@@ -46,6 +46,10 @@ int obi_image_cache_lock(const char *data_dir, bool exclusive, int *fd_out, obi_
  * blobs and unpacks (or reuses) DATA_DIR/images/<manifest hex>/rootfs. */
 int obi_image_open(const char *layout_path, const char *tag, const char *data_dir, obi_image **out,
                    obi_error **err);
+/* The same for the manifest blobs/sha256/<manifest_hex> of layout_path, without index.json
+ * (the registry cache, registry.h). */
+int obi_image_open_manifest(const char *layout_path, const char *manifest_hex, const char *data_dir,
+                            obi_image **out, obi_error **err);
 void obi_image_free(obi_image *image);
 OBI_DEFINE_CLEANUP(obi_image, obi_image_free)
 #define cleanup_image _cleanup_(obi_image_freep)

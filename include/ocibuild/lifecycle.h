@@ -23,6 +23,7 @@
 
 #include "ocibuild/deployment.h"
 #include "ocibuild/error.h"
+#include "ocibuild/registry.h"
 #include "ocibuild/secrets.h"
 
 /* Where one replica's state lives (all absolute when data_dir is). */
@@ -74,12 +75,13 @@ typedef struct obi_lifecycle_options {
     long grace_ms;            /* down: SIGTERM .. SIGKILL; < 0: 10 s */
     obi_lifecycle_report_fn report;
     void *report_ctx;
+    const obi_registry_options *registry; /* pulls of registry images; NULL: the defaults */
 } obi_lifecycle_options;
 
 #define OBI_LIFECYCLE_DEFAULT_GRACE_MS 10000L
 #define OBI_LIFECYCLE_OPTIONS_INIT                                                                 \
     {                                                                                              \
-        NULL, NULL, NULL, NULL, NULL, 0, -1, NULL, NULL                                            \
+        NULL, NULL, NULL, NULL, NULL, 0, -1, NULL, NULL, NULL                                      \
     }
 
 /* Creates the bundles and starts the replicas detached in dependency order. A running (or

@@ -15,6 +15,7 @@
 #include "ocibuild/error.h"
 #include "ocibuild/idmap.h"
 #include "ocibuild/image.h"
+#include "ocibuild/registry.h"
 #include "ocibuild/service_spec.h"
 
 /* How a bundle's rootfs reaches the source directory. runc refuses a symlinked rootfs ("invalid
@@ -59,7 +60,8 @@ int obi_service_bundle_remove(const char *bundle_dir, obi_error **err);
  * gets in. */
 int obi_service_replica_dir(const char *path, const obi_idmap *ids, obi_error **err);
 
-/* What the bundles of one service are made from: for `image: {name: oci:PATH[:TAG]}` the image,
+/* What the bundles of one service are made from: for `image: {name: oci:PATH[:TAG]}` and
+ * registry images (registry.h, pulled into DATA_DIR/registry first) the image,
  * verified and unpacked into DATA_DIR/images (image.h), for `image: {rootfs: DIR}` that
  * directory, else nothing (an empty rootfs); and the rootfs mode `service up` uses for it. The
  * one image resolution of `service spec`, `service bundle` and `service up`. */
@@ -72,9 +74,11 @@ typedef struct obi_service_source {
                                     there is nothing */
 } obi_service_source;
 
-/* Resolves svc's image (errors prefixed with "services.<name>.image"); *out is set on success
- * and released with obi_service_source_close. */
-int obi_service_source_open(const obi_service *svc, const char *data_dir, obi_service_source *out,
+/* Resolves svc's image (errors prefixed with "services.<name>.image"), pulling a registry
+ * image with registry's options (NULL: the defaults); *out is set on success and released
+ * with obi_service_source_close. */
+int obi_service_source_open(const obi_service *svc, const char *data_dir,
+                            const obi_registry_options *registry, obi_service_source *out,
                             obi_error **err);
 void obi_service_source_close(obi_service_source *src);
 /* Points opts->image and opts->rootfs (user name lookups) at src, which must outlive opts. */

@@ -1,5 +1,6 @@
 /*
- * The progress line of long imports and exports (cli_progress.h).
+ * The progress lines of long imports and exports, and of the layers of registry pulls
+ * (cli_progress.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,4 +69,28 @@ void cli_progress_done(cli_progress *progress)
     snprintf(took, sizeof took, " in %.1f s\n", (double)(now_ms() - progress->start_ms) / 1000);
     print_line(progress, took);
     progress->shown = false;
+}
+
+void cli_layer_progress_init(cli_layer_progress *progress, bool enabled)
+{
+    *progress = (cli_layer_progress){.enabled = enabled && isatty(STDERR_FILENO)};
+}
+
+void cli_layer_progress_report(void *ctx, const char *digest, uint64_t done, uint64_t total,
+                               bool finished)
+{
+    cli_layer_progress *p = ctx;
+    if (!p->enabled)
+        return;
+    int64_t now = now_ms();
+    if (!finished && now - p->last_ms < PROGRESS_EVERY_MS)
+        return;
+    p->last_ms = now;
+    char done_text[OBI_SIZE_TEXT_LEN], total_text[OBI_SIZE_TEXT_LEN];
+    obi_format_size(done, done_text);
+    obi_format_size(total, total_text);
+    /* "sha256:" and 12 hex digits, as image tools print layers */
+    fprintf(stderr, "\r\033[Kpulling %.19s: %s of %s%s", digest, done_text, total_text,
+            finished ? (done == total ? ", done\n" : ", failed\n") : "");
+    fflush(stderr);
 }

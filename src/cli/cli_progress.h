@@ -2,7 +2,8 @@
  * A progress line on a terminal for work that takes a while (imports, exports): nothing for the
  * first second, then one line on stderr rewritten in place ("importing X: 512.0 MiB, 1200 files"),
  * and a last line with the total and the time once it is done. Silent when stderr is not a
- * terminal or when asked to be (-q), so logs and scripts never see it.
+ * terminal or when asked to be (-q), so logs and scripts never see it. Registry pulls get a line
+ * per layer.
  */
 #ifndef OCIBUILD_CLI_PROGRESS_H
 #define OCIBUILD_CLI_PROGRESS_H
@@ -25,5 +26,17 @@ typedef struct cli_progress {
 void cli_progress_init(cli_progress *progress, const char *what, bool enabled);
 /* Ends the line, if one was shown, with the totals and the time taken. */
 void cli_progress_done(cli_progress *progress);
+
+/* The line of each layer a registry pull fetches (registry.h's obi_registry_progress_fn with
+ * a cli_layer_progress as ctx): "pulling sha256:0123456789ab: 1.5 MiB of 3.0 MiB", rewritten
+ * at most every 200 ms, ended by "... done"; only on a terminal. */
+typedef struct cli_layer_progress {
+    bool enabled;
+    int64_t last_ms;
+} cli_layer_progress;
+
+void cli_layer_progress_init(cli_layer_progress *progress, bool enabled);
+void cli_layer_progress_report(void *ctx, const char *digest, uint64_t done, uint64_t total,
+                               bool finished);
 
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_registry.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/deployment.h"
 #include "ocibuild/fs.h"
@@ -49,6 +50,7 @@ typedef struct service_context {
     obi_bundle_rootfs_mode rootfs_mode;
     char **positional; /* after FILE.yaml SERVICE */
     int positional_count;
+    cli_registry registry;
 } service_context;
 
 static void service_context_clear(service_context *ctx)
@@ -69,13 +71,21 @@ static int service_context_open(service_context *ctx, int argc, char **argv, int
         {"data-dir", required_argument, NULL, 'd'},
         {"dev-root", required_argument, NULL, 'v'},
         {"rootfs-mode", required_argument, NULL, 'm'},
+        CLI_REGISTRY_LONG_OPTIONS,
         {NULL, 0, NULL, 0},
     };
     unsigned long replica = 1;
     const char *secrets_dir = NULL, *data_dir = NULL;
     int c;
     optind = 1;
+    cli_registry_init(&ctx->registry);
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        int handled = cli_registry_option(&ctx->registry, c, optarg);
+        if (handled >= 0) {
+            if (handled > 0)
+                return handled;
+            continue;
+        }
         switch (c) {
         case 'r': {
             unsigned long long value = 0;
@@ -127,7 +137,8 @@ static int service_context_open(service_context *ctx, int argc, char **argv, int
     ctx->opts.replica = (unsigned)replica;
     ctx->opts.secrets = ctx->secrets;
     ctx->opts.data_dir = ctx->data_dir;
-    if (obi_service_source_open(ctx->svc, ctx->data_dir, &ctx->source, &err) < 0)
+    if (obi_service_source_open(ctx->svc, ctx->data_dir, &ctx->registry.opts, &ctx->source, &err) <
+        0)
         return cli_fail(err);
     obi_service_source_spec_options(&ctx->source, &ctx->opts);
     return 0;
@@ -140,7 +151,7 @@ static int service_spec(int argc, char **argv)
                                       "usage: ocibuild service spec "
                                       "FILE.yaml SERVICE [--replica N] "
                                       "[--secrets-dir DIR] [--data-dir DIR] "
-                                      "[--dev-root DIR]");
+                                      "[--dev-root DIR] " CLI_REGISTRY_USAGE);
     if (status == 0) {
         obi_error *err = NULL;
         cleanup_json json_t *config = NULL;
@@ -167,7 +178,7 @@ static int service_bundle(int argc, char **argv)
                                       "usage: ocibuild service bundle "
                                       "FILE.yaml SERVICE DIR [--replica N] "
                                       "[--secrets-dir DIR] [--data-dir DIR] "
-                                      "[--dev-root DIR]");
+                                      "[--dev-root DIR] " CLI_REGISTRY_USAGE);
     if (status == 0) {
         obi_error *err = NULL;
         cleanup_strv char **warnings = NULL;
@@ -189,6 +200,7 @@ typedef struct lifecycle_context {
     obi_deployment *deployment;
     obi_secrets *secrets;
     obi_lifecycle_options opts;
+    cli_registry registry;
 } lifecycle_context;
 
 static void lifecycle_context_clear(lifecycle_context *ctx)
@@ -200,16 +212,28 @@ static void lifecycle_context_clear(lifecycle_context *ctx)
 static int lifecycle_context_open(lifecycle_context *ctx, int argc, char **argv, const char *name)
 {
     static const struct option options[] = {
-        {"replica", required_argument, NULL, 'r'},  {"secrets-dir", required_argument, NULL, 's'},
-        {"data-dir", required_argument, NULL, 'd'}, {"runtime", required_argument, NULL, 't'},
-        {"grace", required_argument, NULL, 'g'},    {NULL, 0, NULL, 0},
+        {"replica", required_argument, NULL, 'r'},
+        {"secrets-dir", required_argument, NULL, 's'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"runtime", required_argument, NULL, 't'},
+        {"grace", required_argument, NULL, 'g'},
+        CLI_REGISTRY_LONG_OPTIONS,
+        {NULL, 0, NULL, 0},
     };
     ctx->opts = (obi_lifecycle_options)OBI_LIFECYCLE_OPTIONS_INIT;
+    cli_registry_init(&ctx->registry);
+    ctx->opts.registry = &ctx->registry.opts;
     const char *secrets_dir = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
         char *end = NULL;
+        int handled = cli_registry_option(&ctx->registry, c, optarg);
+        if (handled >= 0) {
+            if (handled > 0)
+                return handled;
+            continue;
+        }
         switch (c) {
         case 'r': {
             unsigned long long replica = 0;
@@ -238,7 +262,7 @@ static int lifecycle_context_open(lifecycle_context *ctx, int argc, char **argv,
         default:
             return cli_failf("usage: ocibuild service %s FILE.yaml [SERVICE] [--replica N] "
                              "[--data-dir DIR] [--secrets-dir DIR] [--runtime NAME|PATH] "
-                             "[--grace S]",
+                             "[--grace S] " CLI_REGISTRY_USAGE,
                              name);
         }
     }
@@ -393,10 +417,11 @@ static int service_logs(int argc, char **argv)
 
 #define LIFECYCLE_USAGE                                                                            \
     "FILE.yaml [SERVICE] [--replica N] [--data-dir DIR] [--secrets-dir DIR]\n"                     \
-    "       [--runtime runc|crun|PATH] [--grace S]"
+    "       [--runtime runc|crun|PATH] [--grace S]\n"                                              \
+    "       " CLI_REGISTRY_USAGE
 #define REPLICA_USAGE                                                                              \
     "[--replica N] [--secrets-dir DIR] [--data-dir DIR] [--dev-root DIR]\n"                        \
-    "       [--rootfs-mode symlink|dir|path|overlay]"
+    "       [--rootfs-mode symlink|dir|path|overlay] " CLI_REGISTRY_USAGE
 
 static const struct service_command {
     const char *name;

@@ -701,7 +701,6 @@ static const shape SOURCE_POLICY_SHAPE = {
  * each is the registry's). */
 static int parse_pull_policy(walker *w, yaml_node_t *image, const char *path, obi_service *svc)
 {
-    static const char *const names[] = {"if_not_present", "always", "never", "newer"};
     yaml_node_t *value = map_get(w, image, "pull_policy");
     svc->image_pull_policy = OBI_PULL_IF_NOT_PRESENT;
     if (!value)
@@ -710,12 +709,8 @@ static int parse_pull_policy(walker *w, yaml_node_t *image, const char *path, ob
     if (!sub)
         return obi_error_oom(w->err);
     const char *text = scalar_text(value);
-    size_t i = 0;
-    while (i < OBI_ARRAY_SIZE(names) && !(text && !strcmp(text, names[i])))
-        i++;
-    if (i == OBI_ARRAY_SIZE(names))
+    if (!text || obi_pull_policy_parse(text, &svc->image_pull_policy) < 0)
         return fail_at(w, value, sub, "expected always, if_not_present, never or newer");
-    svc->image_pull_policy = (obi_pull_policy)i;
     return 0;
 }
 
@@ -736,8 +731,29 @@ static int parse_source_policy(walker *w, yaml_node_t *image, const char *path)
                               "ocibuild has its local cache and the registry, no S3 tier, ignored");
 }
 
+/* A registry reference (anything that is not "oci:..."): parsed now (image_ref.h), so a
+ * malformed one is an error of the document that names the key. */
+static int parse_image_ref(walker *w, yaml_node_t *node, const char *path, const char *text,
+                           obi_service *svc)
+{
+    cleanup_error obi_error *ref_err = NULL;
+    if (obi_image_ref_parse(text, &svc->image_ref, &ref_err) < 0)
+        return fail_at(w, node, path, "%s", ref_err->message);
+    svc->image_kind = OBI_IMAGE_REGISTRY;
+    return 0;
+}
+
+/* image: REF, or {name: REF | oci:PATH[:TAG], pull_policy, source_policy} or {rootfs: DIR}. */
 static int parse_image(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
+    svc->image_pull_policy = OBI_PULL_IF_NOT_PRESENT;
+    if (node->type == YAML_SCALAR_NODE) {
+        cleanup_free char *text = NULL;
+        int r = get_nonempty_string(w, node, path, &text);
+        if (r == 0 && !strncmp(text, "oci:", 4))
+            return fail_at(w, node, path, "an OCI layout is written {name: \"%s\"}", text);
+        return r < 0 ? r : parse_image_ref(w, node, path, text, svc);
+    }
     static const char *const keys[] = {"name", "rootfs", "pull_policy", "source_policy", NULL};
     int r = check_mapping(w, node, path, keys);
     if (r < 0)
@@ -760,18 +776,8 @@ static int parse_image(walker *w, yaml_node_t *node, const char *path, obi_servi
     r = get_nonempty_string(w, name, sub, &ref);
     if (r < 0)
         return r;
-    if (strncmp(ref, "oci:", 4)) {
-        /* a registry reference: its grammar is registry.h's; here only what no reference has */
-        for (const char *p = ref; *p; p++)
-            if (!isalnum((unsigned char)*p) && !strchr("._-/:@+", *p))
-                return fail_at(w, name, sub,
-                               "\"%s\" is neither an image reference (registry/name:tag, "
-                               "name@sha256:...) nor an OCI layout (oci:PATH[:TAG])",
-                               ref);
-        svc->image_kind = OBI_IMAGE_REGISTRY;
-        svc->image_ref = steal_pointer(&ref);
-        return 0;
-    }
+    if (strncmp(ref, "oci:", 4))
+        return parse_image_ref(w, name, sub, ref, svc);
     char *layout = ref + 4;
     char *slash = strrchr(layout, '/');
     char *colon = strrchr(layout, ':');
@@ -2609,10 +2615,10 @@ static void service_clear(obi_service *svc)
 {
     free(svc->name);
     free(svc->schedule);
-    free(svc->image_ref);
     free(svc->image_path);
     free(svc->image_tag);
     free(svc->image_rootfs);
+    obi_image_ref_free(svc->image_ref);
     obi_strv_free(svc->entrypoint);
     obi_strv_free(svc->args);
     free(svc->workdir);

@@ -823,23 +823,19 @@ int obi_image_cache_lock(const char *data_dir, bool exclusive, int *fd_out, obi_
     return 0;
 }
 
-int obi_image_open(const char *layout_path, const char *tag, const char *data_dir, obi_image **out,
-                   obi_error **err)
+/* Reads the manifest desc names in layout, its config, and unpacks (or reuses) the rootfs.
+ * Errors are prefixed by the caller. */
+static int image_open_manifest(const char *layout, const descriptor *manifest_desc,
+                               const char *data_dir, obi_image **out, obi_error **err)
 {
     /* held until obi_image_free: no prune takes the entry before a replica records it */
     cleanup_close int cache_lock = -1;
-    int locked = obi_image_cache_lock(data_dir, false, &cache_lock, err);
-    if (locked < 0)
-        return obi_error_prefix(err, locked, "image %s", layout_path);
-    cleanup_json json_t *index = NULL;
-    descriptor manifest_desc;
-    int r = find_manifest(layout_path, tag, &manifest_desc, &index, err);
+    int r = obi_image_cache_lock(data_dir, false, &cache_lock, err);
     cleanup_json json_t *manifest = NULL;
     if (r == 0)
-        r = blob_read_json(layout_path, &manifest_desc, "manifest", &manifest, err);
+        r = blob_read_json(layout, manifest_desc, "manifest", &manifest, err);
     if (r < 0)
-        return obi_error_prefix(err, r, "image %s%s%s", layout_path, tag ? ":" : "",
-                                tag ? tag : "");
+        return r;
     descriptor config_desc;
     json_t *layers = json_object_get(manifest, "layers");
     cleanup_json json_t *config_doc = NULL;
@@ -849,7 +845,7 @@ int obi_image_open(const char *layout_path, const char *tag, const char *data_di
         r = descriptor_parse(json_object_get(manifest, "config"), "manifest config", &config_desc,
                              err);
     if (r == 0)
-        r = blob_read_json(layout_path, &config_desc, "config", &config_doc, err);
+        r = blob_read_json(layout, &config_desc, "config", &config_doc, err);
     obi_image *image = calloc(1, sizeof *image);
     if (image)
         image->cache_lock = -1;
@@ -858,21 +854,56 @@ int obi_image_open(const char *layout_path, const char *tag, const char *data_di
     if (r == 0)
         r = obi_image_config_from_json(config_doc, &image->config, err);
     cleanup_free char *images_dir = r == 0 ? obi_path_join(data_dir, "images") : NULL;
-    cleanup_free char *entry_dir = images_dir ? obi_path_join(images_dir, manifest_desc.hex) : NULL;
+    cleanup_free char *entry_dir =
+        images_dir ? obi_path_join(images_dir, manifest_desc->hex) : NULL;
     if (r == 0 && !entry_dir)
         r = obi_error_oom(err);
     if (r == 0)
-        r = ensure_unpacked(layout_path, manifest_desc.hex, layers, images_dir, entry_dir, err);
-    if (r == 0 && (asprintf(&image->manifest_digest, "sha256:%s", manifest_desc.hex) < 0 ||
+        r = ensure_unpacked(layout, manifest_desc->hex, layers, images_dir, entry_dir, err);
+    if (r == 0 && (asprintf(&image->manifest_digest, "sha256:%s", manifest_desc->hex) < 0 ||
                    !(image->rootfs = obi_path_join(entry_dir, "rootfs"))))
         r = obi_error_oom(err);
     if (r < 0 || !image) { /* !image: r is already -ENOMEM (said for the analyzer) */
         obi_image_free(image);
-        return obi_error_prefix(err, r < 0 ? r : -ENOMEM, "image %s%s%s", layout_path,
-                                tag ? ":" : "", tag ? tag : "");
+        return r < 0 ? r : -ENOMEM;
     }
     image->cache_lock = steal_fd(&cache_lock);
     *out = image;
+    return 0;
+}
+
+int obi_image_open(const char *layout_path, const char *tag, const char *data_dir, obi_image **out,
+                   obi_error **err)
+{
+    cleanup_json json_t *index = NULL;
+    descriptor manifest_desc;
+    int r = find_manifest(layout_path, tag, &manifest_desc, &index, err);
+    if (r == 0)
+        r = image_open_manifest(layout_path, &manifest_desc, data_dir, out, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "image %s%s%s", layout_path, tag ? ":" : "",
+                                tag ? tag : "");
+    return 0;
+}
+
+int obi_image_open_manifest(const char *layout_path, const char *manifest_hex, const char *data_dir,
+                            obi_image **out, obi_error **err)
+{
+    cleanup_free char *relative = NULL;
+    if (asprintf(&relative, "blobs/sha256/%s", manifest_hex) < 0)
+        return obi_error_oom(err);
+    /* the size is the file's: blob_open_verified checks the sha256, which fixes the size */
+    cleanup_close int fd = layout_open(layout_path, relative);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        int r = fd < 0 ? fd : -errno;
+        return obi_error_prefix(err, layout_open_error(err, r, "manifest", relative),
+                                "image %s@sha256:%s", layout_path, manifest_hex);
+    }
+    descriptor desc = {"application/vnd.oci.image.manifest.v1+json", manifest_hex, st.st_size};
+    int r = image_open_manifest(layout_path, &desc, data_dir, out, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "image %s@sha256:%s", layout_path, manifest_hex);
     return 0;
 }
 

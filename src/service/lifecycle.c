@@ -926,7 +926,7 @@ int obi_lifecycle_up(const obi_deployment *deployment, const obi_lifecycle_optio
         if (opened != plan[i].service) {
             obi_service_source_close(&src);
             opened = plan[i].service;
-            if ((r = obi_service_source_open(opened, lc.data_dir, &src, err)) < 0)
+            if ((r = obi_service_source_open(opened, lc.data_dir, opts->registry, &src, err)) < 0)
                 break;
         }
         r = replica_up(&lc, opened, &src, plan[i].replica, err);

@@ -26,17 +26,46 @@
 #include "ocibuild/fs.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/process.h"
+#include "ocibuild/registry.h"
 #include "ocibuild/service_bundle.h"
 #include "ocibuild/service_rootless.h"
 #include "service_internal.h"
 
 /* ---- what the bundles are made from ------------------------------------------------------ */
 
-int obi_service_source_open(const obi_service *svc, const char *data_dir, obi_service_source *out,
+/* A registry image: pulled into DATA/registry as the policy says, then opened from there
+ * like a layout. */
+static int open_registry_image(const obi_service *svc, const char *data_dir,
+                               const obi_registry_options *registry, obi_image **out,
+                               obi_error **err)
+{
+    const char *name = svc->image_ref->canonical;
+    cleanup_free char *manifest_hex = NULL;
+    int r = obi_registry_pull(svc->image_ref, svc->image_pull_policy, registry, data_dir,
+                              &manifest_hex, err);
+    if (r < 0)
+        return r; /* its errors name the image */
+    cleanup_free char *layout = obi_registry_layout_dir(data_dir);
+    if (!layout)
+        return obi_error_oom(err);
+    r = obi_image_open_manifest(layout, manifest_hex, data_dir, out, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", name);
+    return 0;
+}
+
+int obi_service_source_open(const obi_service *svc, const char *data_dir,
+                            const obi_registry_options *registry, obi_service_source *out,
                             obi_error **err)
 {
     obi_service_source src = {NULL, NULL, OBI_BUNDLE_ROOTFS_DIR};
-    if (svc->image_kind == OBI_IMAGE_OCI) {
+    if (svc->image_kind == OBI_IMAGE_REGISTRY) {
+        int r = open_registry_image(svc, data_dir, registry, &src.image, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "services.%s.image", svc->name);
+        src.rootfs = src.image->rootfs;
+        src.mode = OBI_BUNDLE_ROOTFS_OVERLAY;
+    } else if (svc->image_kind == OBI_IMAGE_OCI) {
         int r = obi_image_open(svc->image_path, svc->image_tag, data_dir, &src.image, err);
         if (r < 0)
             return obi_error_prefix(err, r, "services.%s.image", svc->name);
@@ -49,11 +78,6 @@ int obi_service_source_open(const obi_service *svc, const char *data_dir, obi_se
         src.rootfs = svc->image_rootfs;
         src.mode =
             obi_service_uses_userns(svc) ? OBI_BUNDLE_ROOTFS_OVERLAY : OBI_BUNDLE_ROOTFS_PATH;
-    } else if (svc->image_kind == OBI_IMAGE_REGISTRY) {
-        return obi_error_set(err, -ENOTSUP,
-                             "services.%s.image.name: pulling from a registry is not built in "
-                             "yet (use oci:PATH[:TAG] or rootfs)",
-                             svc->name);
     }
     *out = src;
     return 0;

@@ -88,3 +88,14 @@ char *obi_buf_steal(obi_buf *buf)
     buf->len = buf->cap = 0;
     return p;
 }
+
+char *obi_strdup_printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}

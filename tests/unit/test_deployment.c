@@ -209,8 +209,13 @@ static void test_deployment_image_rules(void **state)
     expect_error(HEADER "  web: {image: {}}\n", "exactly one of \"name\" and \"rootfs\"");
     expect_error(HEADER "  web: {image: {name: oci:/a, rootfs: /b}}\n", "exactly one of");
     expect_error(HEADER "  web: {image: {name: \"docker.io/nginx latest\"}}\n",
-                 "services.web.image.name: \"docker.io/nginx latest\" is neither an image "
-                 "reference");
+                 "services.web.image.name: image \"docker.io/nginx latest\": repository component");
+    expect_error(HEADER "  web: {image: {name: docker.io/Nginx}}\n",
+                 "services.web.image.name: image \"docker.io/Nginx\": repository component");
+    expect_error(HEADER "  web: {image: \"nginx:\"}\n", "services.web.image: image \"nginx:\"");
+    expect_error(HEADER "  web: {image: \"oci:/a\"}\n", "an OCI layout is written {name:");
+    expect_error(HEADER "  web: {image: {name: nginx, pull_policy: sometimes}}\n",
+                 "services.web.image.pull_policy: expected always, if_not_present, never or newer");
     /* Parsed from text there is no file to be relative to. */
     expect_error(HEADER "  web: {image: {name: \"oci:relative/x\"}}\n",
                  "must be an absolute path, or one relative to the file");
@@ -219,6 +224,20 @@ static void test_deployment_image_rules(void **state)
     obi_deployment *d = parse_ok(HEADER "  web: {image: {name: \"oci:/srv/x.y/img\"}}\n");
     assert_string_equal(d->services[0].image_path, "/srv/x.y/img");
     assert_null(d->services[0].image_tag);
+    obi_deployment_free(d);
+    /* registry references: a plain string, or name with a policy (if_not_present by default) */
+    d = parse_ok(HEADER "  web: {image: \"nginx:alpine\"}\n"
+                        "  db: {image: {name: \"ghcr.io/o/db@sha256:"
+                        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
+                        " pull_policy: newer}}\n");
+    const obi_service *web = obi_deployment_find(d, "web"), *db = obi_deployment_find(d, "db");
+    assert_int_equal(web->image_kind, OBI_IMAGE_REGISTRY);
+    assert_string_equal(web->image_ref->canonical, "docker.io/library/nginx:alpine");
+    assert_int_equal(web->image_pull_policy, OBI_PULL_IF_NOT_PRESENT);
+    assert_int_equal(db->image_kind, OBI_IMAGE_REGISTRY);
+    assert_string_equal(db->image_ref->repository, "o/db");
+    assert_null(db->image_ref->tag);
+    assert_int_equal(db->image_pull_policy, OBI_PULL_NEWER);
     obi_deployment_free(d);
 }
 

@@ -477,7 +477,7 @@ static void test_source_of_an_oci_image_is_its_cache_entry(void **state)
     snprintf(yaml, sizeof yaml, HEADER "  web: {image: {name: \"oci:%s:1\"}}\n", layout);
     const obi_service *svc = service_of(f, yaml);
     obi_service_source src;
-    assert_ok(obi_service_source_open(svc, f->data, &src, err_ptr_));
+    assert_ok(obi_service_source_open(svc, f->data, NULL, &src, err_ptr_));
     assert_non_null(src.image);
     assert_ptr_equal(src.rootfs, src.image->rootfs);
     assert_non_null(strstr(src.rootfs, "/images/"));
@@ -515,7 +515,7 @@ static void test_source_of_a_rootfs_dir_and_of_nothing(void **state)
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
         const obi_service *svc = service_of(f, CASES[i].yaml);
         obi_service_source src;
-        assert_ok(obi_service_source_open(svc, f->data, &src, err_ptr_));
+        assert_ok(obi_service_source_open(svc, f->data, NULL, &src, err_ptr_));
         assert_null(src.image);
         if (CASES[i].rootfs)
             assert_string_equal(src.rootfs, CASES[i].rootfs);
@@ -541,7 +541,7 @@ static void test_source_of_a_missing_image_names_the_field(void **state)
     const obi_service *svc = service_of(f, yaml);
     obi_service_source src = {NULL, "untouched", OBI_BUNDLE_ROOTFS_PATH};
     obi_error *err = NULL;
-    assert_fails_with(err, obi_service_source_open(svc, f->data, &src, &err), -ENOENT,
+    assert_fails_with(err, obi_service_source_open(svc, f->data, NULL, &src, &err), -ENOENT,
                       "services.web.image: image ");
     assert_string_equal(src.rootfs, "untouched"); /* set only on success */
     free(layout);
