@@ -308,12 +308,13 @@ deployment "$T_TMP/stall.yaml" "$P-stall" "\"$FAKE/test/busybox:1\""
 pull_pid=$!
 for _ in $(seq 300); do [ -n "$(find "$T_TMP/f-kill/registry" -name '*.tmp.*' -size +0 2>/dev/null)" ] && break; sleep 0.1; done
 alive=$(kill -0 $pull_pid 2>/dev/null && echo alive || echo exited)
+at_kill=$(find "$T_TMP/f-kill" -printf '%p %s\n' 2>&1 | head -20)
 kill -9 $pull_pid; wait $pull_pid 2>/dev/null
 left=$(find "$T_TMP/f-kill/registry" -name '*.tmp.*')
 out=$(svc spec "$T_TMP/up.yaml" "$P-up" --data-dir "$T_TMP/f-kill" --insecure-registry "$OPEN" 2>&1 >/dev/null); rc=$?
 [ -n "$left" ] && [ $rc -eq 0 ] && [ -z "$(find "$T_TMP/f-kill/registry" -name '*.tmp.*')" ] &&
   t_ok "a pull killed mid-layer leaves a temporary file that the next pull removes" ||
-  t_fail "a pull killed mid-layer leaves a temporary file that the next pull removes" "pull $alive when killed; left: $left; rc=$rc $out; $(find "$T_TMP/f-kill" | head); $(cat "$T_TMP/fake-stall.log")"
+  t_fail "a pull killed mid-layer leaves a temporary file that the next pull removes" "pull $alive when killed; left: $left; rc=$rc $out; at the kill: $at_kill; the fake registry saw: $(cat "$T_TMP/fake-stall.log")"
 fake bearer
 printf '{"auths":{"%s":{"auth":"%s"}}}' "$FAKE" "$(printf 'u:p' | base64)" >"$T_TMP/bearer.json"
 deployment "$T_TMP/fake3.yaml" "$P-fake3" "\"$FAKE/test/busybox:1\""
