@@ -687,7 +687,8 @@ static int cache_open(const char *data_dir, cache *out, obi_error **err)
         r = obi_mkdir_p(c.refs, 0700, err);
     if (r == 0 && access(layout_file, F_OK) < 0) {
         static const char layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
-        r = obi_write_file_atomic(layout_file, layout, sizeof layout - 1, 0600, err);
+        /* no sync: nothing reads it back, it only marks the directory as a layout */
+        r = obi_write_file(layout_file, layout, sizeof layout - 1, 0600, err);
     }
     if (r == 0) {
         c.lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);

@@ -306,7 +306,8 @@ fake stall
 deployment "$T_TMP/stall.yaml" "$P-stall" "\"$FAKE/test/busybox:1\""
 "$OCIBUILD" service spec "$T_TMP/stall.yaml" "$P-stall" --data-dir "$T_TMP/f-kill" --insecure-registry "$FAKE" >/dev/null 2>&1 &
 pull_pid=$!
-for _ in $(seq 300); do [ -n "$(find "$T_TMP/f-kill/registry" -name '*.tmp.*' -size +0 2>/dev/null)" ] && break; sleep 0.1; done
+# fsyncs on a loaded machine can take many seconds: wait up to 90 s for the first bytes
+for _ in $(seq 900); do [ -n "$(find "$T_TMP/f-kill/registry" -name '*.tmp.*' -size +0 2>/dev/null)" ] && break; sleep 0.1; done
 alive=$(kill -0 $pull_pid 2>/dev/null && echo alive || echo exited)
 at_kill=$(find "$T_TMP/f-kill" -printf '%p %s\n' 2>&1 | head -20)
 kill -9 $pull_pid; wait $pull_pid 2>/dev/null
