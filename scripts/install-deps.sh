@@ -6,7 +6,7 @@ set -eu
 PACKAGES="build-essential meson ninja-build pkg-config
   libjansson-dev libyaml-dev libsqlite3-dev libprotobuf-c-dev protobuf-c-compiler
   libgrpc-dev libfuse3-dev libarchive-dev libcmocka-dev libssl-dev openssl
-  runc crun uidmap iproute2 busybox-static bash-static b3sum nix-bin
+  runc crun uidmap iproute2 slirp4netns busybox-static bash-static b3sum nix-bin
   python3 python3-jsonschema python3-grpcio python3-grpc-tools
   umoci skopeo docker-registry apache2-utils libcurl4-openssl-dev
   valgrind hyperfine openssh-server haproxy fuse3
@@ -91,4 +91,11 @@ fi
 if [ -f /etc/fuse.conf ] && ! grep -qx user_allow_other /etc/fuse.conf; then
   echo "install-deps: user_allow_other in /etc/fuse.conf (rootless FUSE inputs)" >&2
   echo user_allow_other | $SUDO tee -a /etc/fuse.conf >/dev/null
+fi
+# slirp4netns gives a rootless deployment its outbound network and published ports
+# (docs/service.md, "Rootless services") and opens /dev/net/tun as the user: udev makes it 0666,
+# a machine without udev keeps 0600. Set what udev would.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+  echo "install-deps: /dev/net/tun mode 0666, as udev sets it" >&2
+  $SUDO chmod 0666 /dev/net/tun
 fi

@@ -34,8 +34,9 @@ typedef struct obi_service_network obi_service_network;
 
 /* What a replica's bundle needs of the network (obi_service_network_attach). */
 typedef struct obi_replica_network {
-    char *netns_path; /* /run/netns/obi-<key>-<id>: linux.namespaces' network path */
-    char *hosts;      /* the replica's /etc/hosts */
+    char *netns_path;  /* /run/netns/obi-<key>-<id>: linux.namespaces' network path */
+    char *hosts;       /* the replica's /etc/hosts */
+    char *userns_path; /* rootless (service_rootless_net.h): the holder's user namespace */
 } obi_replica_network;
 
 void obi_replica_network_clear(obi_replica_network *rn);

@@ -9,9 +9,9 @@
  *   - the rootfs is a private copy of the image in the bundle (an overlay mount needs root on
  *     the host), made once per replica and kept across restarts like an overlay's upper layer;
  *   - files a replica made with ids of the range are removed inside such a namespace;
- *   - replicas are not on a deployment network (bridges and veths need root): each has a
- *     network namespace of its own with only lo, or the host's with host_network (docs/
- *     service.md says how a rootless deployment network can be built; not done yet).
+ *   - replicas are not on a bridge (bridges and veths need root on the host): they share the
+ *     network namespace of the deployment's holder process (service_rootless_net.h), or use
+ *     the host's with host_network.
  */
 #ifndef OCIBUILD_SERVICE_ROOTLESS_H
 #define OCIBUILD_SERVICE_ROOTLESS_H
@@ -34,8 +34,9 @@ int obi_service_rootless_runtime_root(const char *data_dir, char **out, obi_erro
 void obi_service_rootless_ids(obi_idmap *out);
 
 /* Rewrites config's uid and gid maps for a rootless replica: container 0 -> the invoking user,
- * 1.. -> its subordinate range (when it has one). */
-int obi_service_rootless_config(json_t *config, obi_error **err);
+ * 1.. -> its subordinate range (when it has one). userns_path (may be NULL): the user namespace
+ * to join (the deployment network's holder, mapped the same; runc wants the maps anyway). */
+int obi_service_rootless_config(json_t *config, const char *userns_path, obi_error **err);
 
 /* Copies the directory source into the empty directory rootfs (cp -a); a rootfs with entries
  * in it is kept (the replica's earlier writes). */

@@ -54,6 +54,8 @@ typedef struct obi_service_spec_options {
     const char *hosts;             /* its /etc/hosts: the bundle writer puts it at
                                       BUNDLE/hosts, the config binds it read-only; NULL: the
                                       image's */
+    const char *userns_path;       /* rootless (service_rootless_net.h): the user namespace to
+                                      join with netns_path; NULL: a new one */
 } obi_service_spec_options;
 
 /* The system user whose /etc/subuid and /etc/subgid ranges hold the replicas' host ids

@@ -36,6 +36,7 @@
 #include "ocibuild/service_bundle.h"
 #include "ocibuild/service_network.h"
 #include "ocibuild/service_rootless.h"
+#include "ocibuild/service_rootless_net.h"
 
 #define STOP_POLL_MS 100
 #define KILL_WAIT_MS 10000
@@ -173,7 +174,8 @@ typedef struct lifecycle {
     int lock_fd;
     bool have_ids; /* ids looked up (at the first replica with a user namespace) */
     obi_idmap ids;
-    obi_service_network *net; /* the deployment's network (service_network.h); NULL: none */
+    obi_service_network *net;       /* the deployment's network (service_network.h); NULL: none */
+    obi_rootless_net *rootless_net; /* rootless: its network (service_rootless_net.h) */
 } lifecycle;
 
 static void report(const lifecycle *lc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -193,6 +195,7 @@ static void lifecycle_close(lifecycle *lc)
 {
     obi_runtime_free(lc->runtime);
     obi_service_network_close(lc->net);
+    obi_rootless_net_close(lc->rootless_net);
     free(lc->data_dir);
     if (lc->lock_fd >= 0)
         close(lc->lock_fd); /* drops the flock */
@@ -219,7 +222,7 @@ static int lifecycle_open(lifecycle *lc, const obi_deployment *deployment,
                           const obi_lifecycle_options *opts, bool create, bool lock,
                           obi_error **err)
 {
-    *lc = (lifecycle){deployment, opts, NULL, NULL, -1, false, {0, 0, 0}, NULL};
+    *lc = (lifecycle){deployment, opts, NULL, NULL, -1, false, {0, 0, 0}, NULL, NULL};
     cleanup_free char *data_dir = opts->data_dir ? strdup(opts->data_dir) : obi_default_data_dir();
     if (!data_dir)
         return obi_error_oom(err);
@@ -797,10 +800,14 @@ static int replica_write_bundle(lifecycle *lc, const obi_service *svc,
         if ((r = replica_dirs_open_to_root(lc, paths, err)) < 0)
             return r;
     }
-    obi_replica_network rn = {NULL, NULL};
+    obi_replica_network rn = {NULL, NULL, NULL};
     if (lc->net && obi_service_uses_network(svc) &&
         (r = obi_service_network_attach(lc->net, svc, replica, &rn, err)) < 0)
         return r;
+    if (lc->rootless_net && obi_service_uses_network(svc) &&
+        (r = obi_rootless_net_attach(lc->rootless_net, svc, replica, &rn, err)) < 0)
+        return r;
+    spec.userns_path = rn.userns_path;
     spec.netns_path = rn.netns_path;
     spec.hosts = rn.hosts;
     cleanup_strv char **warnings = NULL;
@@ -829,15 +836,8 @@ static int network_open(lifecycle *lc, bool up, obi_error **err)
 {
     if (up && !obi_deployment_uses_network(lc->deployment))
         return 0;
-    if (obi_service_rootless()) {
-        /* bridges and veths need root: each replica keeps a namespace of its own */
-        if (up)
-            report(lc,
-                   "rootless: replicas of %s get a network namespace of their own with only "
-                   "lo, no deployment network (docs/service.md, \"Rootless services\")",
-                   lc->deployment->name);
-        return 0;
-    }
+    if (obi_service_rootless()) /* bridges and veths need root: one shared namespace */
+        return up ? obi_rootless_net_up(lc->data_dir, lc->deployment, &lc->rootless_net, err) : 0;
     int r;
     if (up && (r = obi_service_network_sweep(report_line, lc, NULL, err)) < 0)
         return r;
@@ -933,6 +933,8 @@ int obi_lifecycle_up(const obi_deployment *deployment, const obi_lifecycle_optio
     }
     if (r == 0 && lc.net)
         r = obi_service_network_publish(lc.net, deployment, err);
+    if (r == 0 && lc.rootless_net)
+        r = obi_rootless_net_publish(lc.rootless_net, deployment, err);
     obi_service_source_close(&src);
     lifecycle_close(&lc);
     return r;
@@ -1035,6 +1037,8 @@ int obi_lifecycle_down(const obi_deployment *deployment, const obi_lifecycle_opt
         r = down_leftovers(&lc, plan, count, err);
     if (r == 0 && !opts->service && lc.net)
         r = obi_service_network_teardown(lc.net, err);
+    if (r == 0 && !opts->service && obi_service_rootless())
+        r = obi_rootless_net_down(lc.data_dir, deployment->name, err);
     lifecycle_close(&lc);
     return r;
 }

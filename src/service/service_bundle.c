@@ -502,7 +502,8 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
         (r = obi_service_rootless_copy_rootfs(rootfs_source, rootfs, err)) < 0)
         return r;
     /* rootless: the replica's root is the invoking user, its subordinate ids above */
-    if (ids && obi_service_rootless() && (r = obi_service_rootless_config(config, err)) < 0)
+    if (ids && obi_service_rootless() &&
+        (r = obi_service_rootless_config(config, opts->userns_path, err)) < 0)
         return r;
     /* a symlinked rootfs is resolved by the runtime (crun), not checked here */
     if (ids && !(rootfs_source && mode == OBI_BUNDLE_ROOTFS_SYMLINK) &&

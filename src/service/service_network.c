@@ -302,7 +302,8 @@ void obi_replica_network_clear(obi_replica_network *rn)
 {
     free(rn->netns_path);
     free(rn->hosts);
-    rn->netns_path = rn->hosts = NULL;
+    free(rn->userns_path);
+    rn->netns_path = rn->hosts = rn->userns_path = NULL;
 }
 
 void obi_service_network_close(obi_service_network *net)
@@ -603,7 +604,7 @@ int obi_service_network_attach(obi_service_network *net, const obi_service *svc,
         (r = ip_run(net, false, err, "-n", ns, "link", "set", "eth0", "up", (char *)NULL)) < 0 ||
         (r = ip_run(net, false, err, "-n", ns, "link", "set", "lo", "up", (char *)NULL)) < 0)
         return obi_error_prefix(err, r, "network of %s", id);
-    obi_replica_network rn = {steal_pointer(&ns_path), NULL};
+    obi_replica_network rn = {steal_pointer(&ns_path), NULL, NULL};
     if ((r = hosts_text(net, svc, id, &rn.hosts, err)) < 0) {
         obi_replica_network_clear(&rn);
         return r;

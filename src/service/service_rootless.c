@@ -78,7 +78,7 @@ static json_t *id_map(unsigned self, const obi_subid_range *range)
     return map;
 }
 
-int obi_service_rootless_config(json_t *config, obi_error **err)
+int obi_service_rootless_config(json_t *config, const char *userns_path, obi_error **err)
 {
     obi_subid_range uids, gids;
     int r;
@@ -90,6 +90,15 @@ int obi_service_rootless_config(json_t *config, obi_error **err)
         json_object_set_new(linux_obj, "uidMappings", id_map(getuid(), &uids)) < 0 ||
         json_object_set_new(linux_obj, "gidMappings", id_map(getgid(), &gids)) < 0)
         return obi_error_oom(err);
+    json_t *namespaces = json_object_get(linux_obj, "namespaces");
+    size_t i;
+    json_t *ns;
+    json_array_foreach(
+        namespaces, i,
+        ns) if (userns_path &&
+                !strcmp(json_string_value(json_object_get(ns, "type")) ?: "", "user") &&
+                json_object_set_new(ns, "path", json_string(userns_path)) <
+                    0) return obi_error_oom(err);
     return 0;
 }
 

@@ -5,15 +5,22 @@
 # ids above it come from the user's range (a file chowned to 1000 inside belongs to subuid+999
 # on the host); the rootfs is a private copy (no overlay without root); a host_network service
 # answers on a loopback port and another fetches from it; a replica without host_network has a
-# namespace with only lo; down removes everything, the range's files included.
+# shared namespace of the deployment's holder: one finds another by name, reaches the outside
+# through slirp4netns (tap0), and a public endpoint answers on the host's 127.0.0.1; down removes
+# everything, the range's files included, and leaves no holder or slirp4netns of the user; a
+# killed up leaves nothing the next down does not remove.
 source "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { t_skip "rootless services" "must start as root to create the test user"; t_done; exit; }
-for tool in runc newuidmap newgidmap useradd runuser umoci busybox unshare; do
-  command -v $tool >/dev/null || { t_skip "rootless services" "$tool missing (apt-get install runc uidmap umoci busybox-static)"; t_done; exit; }
+for tool in runc newuidmap newgidmap useradd runuser umoci busybox unshare slirp4netns; do
+  command -v $tool >/dev/null || { t_skip "rootless services" "$tool missing (apt-get install runc uidmap umoci busybox-static slirp4netns)"; t_done; exit; }
 done
 unshare --help | grep -q -- --map-auto || { t_skip "rootless services" "unshare has no --map-auto (util-linux < 2.38)"; t_done; exit; }
 
+# slirp4netns opens /dev/net/tun as the user: 0666 is what Debian's udev rules give it (a VM
+# without udev may have 0600); scripts/install-deps.sh does the same
+[ -c /dev/net/tun ] || { t_skip "rootless services" "/dev/net/tun missing"; t_done; exit; }
+chmod 0666 /dev/net/tun
 USER_NAME=obi-rootless
 if ! id "$USER_NAME" >/dev/null 2>&1; then
   useradd --system --create-home --home-dir /var/lib/$USER_NAME --shell /bin/sh "$USER_NAME" || { t_fail "create test user"; t_done; exit; }
@@ -38,7 +45,8 @@ if ! { umoci init --layout "$L" && umoci new --image "$L:1" && umoci unpack --ro
        umoci repack --image "$L:1" "$U"; } >"$W/umoci.log" 2>&1; then
   t_fail "umoci builds a busybox image" "$(cat "$W/umoci.log")"; t_done; exit 1
 fi
-PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port) API_PORT=$(free_port) HOST_PORT=$(free_port)
 cat >"$W/d.yaml" <<YAML
 version: v1
 deployment: $P
@@ -49,11 +57,18 @@ services:
     command:
       entrypoint: [/bin/sh, -c]
       args: ["id -u; stat -c '%u %n' /bin/busybox; mkdir -p /srv && echo served > /srv/index.html && chown 1000:1000 /srv/index.html && exec httpd -f -p 127.0.0.1:$PORT -h /srv"]
+  $P-api:
+    image: { name: "oci:$L:1" }
+    command:
+      entrypoint: [/bin/sh, -c]
+      args: ["mkdir -p /srv && echo api-served > /srv/index.html && exec httpd -f -p $API_PORT -h /srv"]
+    endpoints:
+      - { name: http, protocol: http, port: $HOST_PORT, target_port: $API_PORT, expose: public }
   $P-web:
     image: { name: "oci:$L:1" }
     command:
       entrypoint: [/bin/sh, -c]
-      args: ["grep -v '^ *lo:' /proc/net/dev | tail -n +3 | wc -l; exec sleep 600"]
+      args: ["grep -c tap0 /proc/net/dev; for i in \$(seq 30); do wget -q -O - http://$P-api:$API_PORT/ && break; sleep 0.3; done; exec sleep 600"]
   $P-fetch:
     image: { name: "oci:$L:1" }
     host_network: true
@@ -66,16 +81,22 @@ chown -R "$USER_NAME" "$W"
 
 out=$(as_user "$W/ocibuild" service up "$W/d.yaml" 2>&1); rc=$?
 [ $rc = 0 ] && t_ok "up as a normal user" || t_fail "up as a normal user" "$out"
-t_contains "up says the replicas get no deployment network" "$out" "rootless: replicas of $P get a network namespace of their own"
 ps_out=$(as_user "$W/ocibuild" service ps "$W/d.yaml" 2>&1)
-[ "$(grep -c ' running ' <<<"$ps_out")" = 3 ] && t_ok "ps as the user shows three running replicas" || t_fail "ps as the user shows three running replicas" "$ps_out"
+[ "$(grep -c ' running ' <<<"$ps_out")" = 4 ] && t_ok "ps as the user shows four running replicas" || t_fail "ps as the user shows four running replicas" "$ps_out"
 state=$(as_user runc --root "$W/xdg/ocibuild/runc" list -q 2>&1)
 t_contains "the runtime's state is under \$XDG_RUNTIME_DIR" "$state" "$P-db-rep-1"
 logs() { as_user "$W/ocibuild" service logs "$W/d.yaml" "$1" 2>&1; }
 wait_log() { for _ in $(seq 50); do logs "$1" | grep -q "$2" && return 0; sleep 0.2; done; logs "$1"; return 1; }
 t_check "the replica's root is uid 0 inside and image files are root's" wait_log "$P-db" "| 0 /bin/busybox"
 t_check "a host_network replica fetches from another on 127.0.0.1:$PORT" wait_log "$P-fetch" "| served"
-t_check "a replica without host_network has only lo" wait_log "$P-web" "| 0\$"
+t_check "a replica without host_network has slirp4netns's tap0" wait_log "$P-web" "| 1\$"
+t_check "web fetches http://$P-api:$API_PORT/ by name" wait_log "$P-web" "| api-served"
+fetch_public() { for _ in $(seq 30); do curl -fsS "http://127.0.0.1:$HOST_PORT/" 2>/dev/null && return 0; sleep 0.2; done; return 1; }
+t_contains "the public endpoint answers on the host's 127.0.0.1:$HOST_PORT" "$(fetch_public)" "api-served"
+uid=$(id -u "$USER_NAME")
+rec=$W/data/run/rootless-net/$P
+held="$(ps -o comm= -p "$(cut -d' ' -f1 "$rec/holder")") $(ps -o comm= -p "$(cut -d' ' -f1 "$rec/slirp")")"
+[ "$held" = "sleep slirp4netns" ] && t_ok "the user runs a holder and slirp4netns" || t_fail "the user runs a holder and slirp4netns" "$(ps -o pid=,args= -u "$uid")"
 served=$W/data/services/$P/$P-db-rep-1/bundle/rootfs/srv/index.html
 owner=$(stat -c %u "$served" 2>/dev/null)
 [ "$owner" = $((subuid + 999)) ] && t_ok "container uid 1000 is subuid+999 on the host, in the replica's private rootfs copy" ||
@@ -83,9 +104,30 @@ owner=$(stat -c %u "$served" 2>/dev/null)
 grep -q " $W/" /proc/self/mountinfo && t_fail "no mount below the data dir (no overlay rootless)" "$(grep " $W/" /proc/self/mountinfo)" ||
   t_ok "no mount below the data dir (no overlay rootless)"
 
+# up again: the holder (and the replicas' namespace) stays, slirp4netns is new, the port again
+holder=$(cat "$rec/holder") slirp=$(cat "$rec/slirp")
+out=$(as_user "$W/ocibuild" service up "$W/d.yaml" 2>&1) || t_fail "up again" "$out"
+[ "$(cat "$rec/holder")" = "$holder" ] && [ "$(cat "$rec/slirp")" != "$slirp" ] && t_ok "up again keeps the holder, starts slirp4netns anew" ||
+  t_fail "up again keeps the holder, starts slirp4netns anew" "$holder -> $(cat "$rec/holder"), $slirp -> $(cat "$rec/slirp")"
+t_contains "the public endpoint answers after up again" "$(fetch_public)" "api-served"
+
 out=$(as_user "$W/ocibuild" service down "$W/d.yaml" --grace 0 2>&1); rc=$?
 [ $rc = 0 ] && t_ok "down as the user" || t_fail "down as the user" "$out"
 left=$(ls -A "$W/data/services/$P" 2>/dev/null; as_user runc --root "$W/xdg/ocibuild/runc" list -q 2>/dev/null)
 [ -z "$left" ] && t_ok "down leaves no container and no replica dir (files of the range included)" ||
   t_fail "down leaves no container and no replica dir (files of the range included)" "$left"
+no_network_left() { # WHAT: no process of the user, no network state dir
+  local procs; procs=$(ps -o stat=,pid=,args= -u "$uid" | grep -v '^Z') # zombies wait for pid 1
+  [ -z "$procs" ] && [ ! -e "$W/data/run/rootless-net/$P" ] && t_ok "$1" || t_fail "$1" "$procs $(ls "$W/data/run/rootless-net" 2>&1)"
+}
+no_network_left "down leaves no holder, no slirp4netns and no network state of the user"
+
+# up killed once its network runs: the next down removes what it recorded
+as_user "$W/ocibuild" service up "$W/d.yaml" >/dev/null 2>&1 &
+upid=$!
+for _ in $(seq 100); do [ -e "$W/data/run/rootless-net/$P/slirp" ] && break; sleep 0.1; done
+[ -e "$W/data/run/rootless-net/$P/slirp" ] && t_ok "a second up records its network" || t_fail "a second up records its network"
+kill -9 $upid 2>/dev/null; wait $upid 2>/dev/null
+out=$(as_user "$W/ocibuild" service down "$W/d.yaml" --grace 0 2>&1) || t_fail "down after a killed up" "$out"
+no_network_left "down after a killed up leaves no holder, no slirp4netns and no network state"
 t_done

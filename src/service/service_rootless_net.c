@@ -1,0 +1,399 @@
+/*
+ * The network of a rootless deployment (include/ocibuild/service_rootless_net.h): a holder
+ * process owning a user and a network namespace that every replica joins, slirp4netns attached
+ * to it for outbound access and published ports, both recorded before they run and killed by
+ * `down` (or by the next `up` when they are stale).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ocibuild/buf.h"
+#include "ocibuild/cleanup.h"
+#include "ocibuild/fs.h"
+#include "ocibuild/json_util.h"
+#include "ocibuild/service_rootless_net.h"
+#include "ocibuild/service_spec.h"
+
+#define READY_TIMEOUT_MS 10000
+#define RECORD_MAX 64
+
+struct obi_rootless_net {
+    char *dir; /* DATA/run/rootless-net/DEPLOYMENT */
+    const obi_deployment *deployment;
+    pid_t holder;
+};
+
+/* ---- processes told apart by their start time ----------------------------------------- */
+
+/* Field 22 of /proc/PID/stat (after the parenthesised name); 0 when the process is gone. */
+static unsigned long long start_time(pid_t pid)
+{
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, text, sizeof text - 1);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
+     * stime cutime cstime priority nice threads itrealvalue, then starttime */
+    const char *p = strrchr(text, ')');
+    for (int field = 0; p && field < 20; field++)
+        p = strchr(p + 1, ' ');
+    if (!p)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long t = strtoull(p + 1, &end, 10);
+    return errno || end == p + 1 ? 0 : t;
+}
+
+static char *record_path(const char *dir, const char *name)
+{
+    return obi_path_join(dir, name);
+}
+
+/* The recorded process when it still runs (the same start time), else 0. */
+static pid_t recorded_alive(const char *dir, const char *name)
+{
+    cleanup_free char *path = record_path(dir, name);
+    cleanup_free char *text = NULL;
+    cleanup_error obi_error *ignored = NULL;
+    if (!path || obi_read_file(path, RECORD_MAX, &text, NULL, &ignored) < 0)
+        return 0;
+    char *end = NULL, *end2 = NULL;
+    errno = 0;
+    long pid = strtol(text, &end, 10);
+    unsigned long long t = errno || *end != ' ' ? 0 : strtoull(end + 1, &end2, 10);
+    if (errno || !t || pid <= 1 || pid > INT32_MAX || start_time((pid_t)pid) != t)
+        return 0;
+    return (pid_t)pid;
+}
+
+/* Whether pid runs (exists and is not a zombie that its new parent has yet to reap). */
+static bool running(pid_t pid)
+{
+    char path[64], text[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, text, sizeof text - 1);
+    if (n <= 0)
+        return false;
+    text[n] = '\0';
+    const char *p = strrchr(text, ')');
+    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* Kills the recorded process (when it is still the one recorded), waits (bounded) until it is
+ * gone, so that its tap device and namespaces are too, and drops the record. */
+static void kill_recorded(const char *dir, const char *name)
+{
+    pid_t pid = recorded_alive(dir, name);
+    if (pid > 0 && kill(pid, SIGKILL) == 0) {
+        const struct timespec tick = {0, 10 * 1000 * 1000};
+        for (int i = 0; i < 300 && running(pid); i++)
+            nanosleep(&tick, NULL);
+    }
+    cleanup_free char *path = record_path(dir, name);
+    if (path)
+        unlink(path);
+}
+
+/* fork+exec argv in a session of its own, with ready_fd (>= 0) as fd 3 and stdout (for the
+ * holder, which says "ready" there); the child execs only once its record is written (a byte on
+ * the go pipe), and exits when the parent died before that. */
+static int spawn_recorded(const char *dir, const char *name, char *const argv[], int ready_fd,
+                          pid_t *pid_out, obi_error **err)
+{
+    int go[2];
+    if (pipe2(go, O_CLOEXEC) < 0)
+        return obi_error_set_errno(err, errno, "pipe");
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(go[0]);
+        close(go[1]);
+        return obi_error_set_errno(err, e, "fork %s", argv[0]);
+    }
+    if (pid == 0) {
+        close(go[1]);
+        setsid();
+        char byte;
+        if (read(go[0], &byte, 1) != 1)
+            _exit(127);
+        int null = open("/dev/null", O_RDWR);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(ready_fd >= 0 ? ready_fd : null, 1) < 0 ||
+            dup2(null, 2) < 0 || (ready_fd >= 0 && dup2(ready_fd, 3) < 0))
+            _exit(127);
+        /* it outlives this process: no lock or socket of ours may go with it */
+        close_range(ready_fd >= 0 ? 4 : 3, ~0U, 0);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(go[0]);
+    cleanup_close int go_fd = go[1];
+    char text[RECORD_MAX];
+    snprintf(text, sizeof text, "%d %llu\n", (int)pid, start_time(pid));
+    cleanup_free char *path = record_path(dir, name);
+    int r = path ? obi_write_file_atomic(path, text, strlen(text), 0600, err) : obi_error_oom(err);
+    if (r < 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return r;
+    }
+    if (write(go_fd, "g", 1) != 1) {
+        int e = errno;
+        kill(pid, SIGKILL);
+        return obi_error_set_errno(err, e, "start %s", argv[0]);
+    }
+    *pid_out = pid;
+    return 0;
+}
+
+/* Waits (bounded) for a byte on fd: the child is ready. */
+static int wait_ready(int fd, pid_t pid, const char *what, obi_error **err)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    int n;
+    do
+        n = poll(&p, 1, READY_TIMEOUT_MS);
+    while (n < 0 && errno == EINTR);
+    char byte;
+    if (n == 1 && read(fd, &byte, 1) == 1)
+        return 0;
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid)
+        return obi_error_set(err, -EIO, "%s exited before it was ready (status %d)", what, status);
+    return obi_error_set(err, n == 0 ? -ETIMEDOUT : -EIO, "%s: not ready after %d ms", what,
+                         READY_TIMEOUT_MS);
+}
+
+/* ---- up and down ---------------------------------------------------------------------- */
+
+static int state_dir(const char *data_dir, const char *deployment, char **out, obi_error **err)
+{
+    if (asprintf(out, "%s/run/rootless-net/%s", data_dir, deployment) < 0) {
+        *out = NULL;
+        return obi_error_oom(err);
+    }
+    return 0;
+}
+
+static int start_holder(obi_rootless_net *net, obi_error **err)
+{
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        return obi_error_set_errno(err, errno, "pipe");
+    cleanup_close int ready_read = ready[0];
+    char *argv[] = {"unshare",
+                    "--user",
+                    "--map-root-user",
+                    "--map-auto",
+                    "--net",
+                    "sh",
+                    "-c",
+                    "ip link set lo up && echo ready && exec sleep infinity",
+                    NULL};
+    int r = spawn_recorded(net->dir, "holder", argv, ready[1], &net->holder, err);
+    close(ready[1]);
+    if (r < 0 ||
+        (r = wait_ready(ready_read, net->holder, "the network holder (unshare)", err)) < 0) {
+        kill_recorded(net->dir, "holder");
+        return obi_error_prefix(err, r, "rootless network");
+    }
+    return 0;
+}
+
+static int start_slirp(obi_rootless_net *net, obi_error **err)
+{
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        return obi_error_set_errno(err, errno, "pipe");
+    cleanup_close int ready_read = ready[0];
+    cleanup_free char *api = obi_path_join(net->dir, "api.sock");
+    char userns[64], netns[64];
+    snprintf(userns, sizeof userns, "--userns-path=/proc/%d/ns/user", (int)net->holder);
+    snprintf(netns, sizeof netns, "/proc/%d/ns/net", (int)net->holder);
+    cleanup_free char *api_arg = NULL;
+    if (!api || asprintf(&api_arg, "--api-socket=%s", api) < 0) {
+        close(ready[1]);
+        return obi_error_oom(err);
+    }
+    unlink(api);
+    char *argv[] = {"slirp4netns",
+                    "--configure",
+                    "--mtu=65520",
+                    "--disable-host-loopback",
+                    api_arg,
+                    "--ready-fd=3",
+                    "--netns-type=path",
+                    userns,
+                    netns,
+                    "tap0",
+                    NULL};
+    pid_t pid = 0;
+    int r = spawn_recorded(net->dir, "slirp", argv, ready[1], &pid, err);
+    close(ready[1]);
+    if (r < 0 || (r = wait_ready(ready_read, pid, "slirp4netns", err)) < 0) {
+        kill_recorded(net->dir, "slirp");
+        return obi_error_prefix(err, r, "rootless network");
+    }
+    return 0;
+}
+
+int obi_rootless_net_up(const char *data_dir, const obi_deployment *d, obi_rootless_net **out,
+                        obi_error **err)
+{
+    obi_rootless_net *net = calloc(1, sizeof *net);
+    if (!net)
+        return obi_error_oom(err);
+    net->deployment = d;
+    int r = state_dir(data_dir, d->name, &net->dir, err);
+    if (r == 0)
+        r = obi_mkdir_p(net->dir, 0700, err);
+    if (r == 0) {
+        kill_recorded(net->dir, "slirp");
+        net->holder = recorded_alive(net->dir, "holder");
+        if (!net->holder)
+            r = start_holder(net, err);
+    }
+    if (r == 0)
+        r = start_slirp(net, err);
+    if (r < 0) {
+        obi_rootless_net_close(net);
+        return r;
+    }
+    *out = net;
+    return 0;
+}
+
+void obi_rootless_net_close(obi_rootless_net *net)
+{
+    if (!net)
+        return;
+    free(net->dir);
+    free(net);
+}
+
+int obi_rootless_net_down(const char *data_dir, const char *deployment, obi_error **err)
+{
+    cleanup_free char *dir = NULL;
+    int r = state_dir(data_dir, deployment, &dir, err);
+    if (r < 0)
+        return r;
+    kill_recorded(dir, "slirp");
+    kill_recorded(dir, "holder");
+    return obi_rm_rf(dir, err);
+}
+
+/* ---- replicas and published ports ------------------------------------------------------ */
+
+static int hosts_text(const obi_deployment *d, const char *id, char **out, obi_error **err)
+{
+    cleanup_buf obi_buf text = OBI_BUF_INIT;
+    if (obi_buf_appendf(&text,
+                        "# written by ocibuild for %s of deployment %s (one shared namespace)\n"
+                        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+                        id, d->name) < 0)
+        return obi_error_oom(err);
+    for (size_t s = 0; s < d->service_count; s++) {
+        const obi_service *svc = &d->services[s];
+        if (!obi_service_uses_network(svc))
+            continue;
+        if (obi_buf_appendf(&text, "127.0.0.1\t%s", svc->name) < 0)
+            return obi_error_oom(err);
+        for (unsigned i = 1; i <= svc->replicas; i++)
+            if (obi_buf_appendf(&text, " %s-%u %s-rep-%u", svc->name, i, svc->name, i) < 0)
+                return obi_error_oom(err);
+        if (obi_buf_appendf(&text, "\n") < 0)
+            return obi_error_oom(err);
+    }
+    *out = obi_buf_steal(&text);
+    return *out ? 0 : obi_error_oom(err);
+}
+
+int obi_rootless_net_attach(obi_rootless_net *net, const obi_service *svc, unsigned replica,
+                            obi_replica_network *out, obi_error **err)
+{
+    cleanup_free char *id = obi_service_container_id(svc->name, replica);
+    obi_replica_network rn = {NULL, NULL, NULL};
+    int r = 0;
+    if (!id || asprintf(&rn.netns_path, "/proc/%d/ns/net", (int)net->holder) < 0 ||
+        asprintf(&rn.userns_path, "/proc/%d/ns/user", (int)net->holder) < 0)
+        r = obi_error_oom(err);
+    if (r == 0)
+        r = hosts_text(net->deployment, id, &rn.hosts, err);
+    if (r < 0) {
+        obi_replica_network_clear(&rn);
+        return r;
+    }
+    *out = rn;
+    return 0;
+}
+
+/* One request on slirp4netns's API socket; a reply with "error" is an error. */
+static int api_request(const char *socket_path, json_t *request, obi_error **err)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(socket_path) >= sizeof sun.sun_path)
+        return obi_error_set(err, -ENAMETOOLONG, "%s: too long for a socket path", socket_path);
+    memcpy(sun.sun_path, socket_path, strlen(socket_path) + 1);
+    cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0)
+        return obi_error_set_errno(err, errno, "connect %s", socket_path);
+    cleanup_free char *text = json_dumps(request, JSON_COMPACT);
+    if (!text)
+        return obi_error_oom(err);
+    if (write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+        return obi_error_set_errno(err, errno, "write %s", socket_path);
+    shutdown(fd, SHUT_WR);
+    char reply[4096];
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof reply - 1 && (n = read(fd, reply + len, sizeof reply - 1 - len)) > 0)
+        len += (size_t)n;
+    reply[len] = '\0';
+    json_error_t jerr;
+    cleanup_json json_t *parsed = json_loads(reply, 0, &jerr);
+    json_t *error = parsed ? json_object_get(parsed, "error") : NULL;
+    if (!parsed || error || !json_object_get(parsed, "return"))
+        return obi_error_set(err, -EIO, "slirp4netns: %s", reply);
+    return 0;
+}
+
+int obi_rootless_net_publish(obi_rootless_net *net, const obi_deployment *d, obi_error **err)
+{
+    cleanup_free char *api = obi_path_join(net->dir, "api.sock");
+    if (!api)
+        return obi_error_oom(err);
+    for (size_t s = 0; s < d->service_count; s++) {
+        const obi_service *svc = &d->services[s];
+        for (size_t e = 0; svc && e < svc->endpoint_count; e++) {
+            const obi_endpoint *ep = &svc->endpoints[e];
+            if (!ep->public || !obi_service_uses_network(svc))
+                continue; /* host_network replicas listen on the host themselves */
+            cleanup_json json_t *request = json_pack(
+                "{s:s, s:{s:s, s:s, s:i, s:i}}", "execute", "add_hostfwd", "arguments", "proto",
+                ep->protocol == OBI_ENDPOINT_UDP ? "udp" : "tcp", "host_addr", "127.0.0.1",
+                "host_port", (int)ep->port, "guest_port", (int)ep->target_port);
+            int r = request ? api_request(api, request, err) : obi_error_oom(err);
+            if (r < 0)
+                return obi_error_prefix(err, r, "services.%s.endpoints.%s: publish on 127.0.0.1:%u",
+                                        svc->name, ep->name, ep->port);
+        }
+    }
+    return 0;
+}
