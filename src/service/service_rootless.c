@@ -93,12 +93,13 @@ int obi_service_rootless_config(json_t *config, const char *userns_path, obi_err
     json_t *namespaces = json_object_get(linux_obj, "namespaces");
     size_t i;
     json_t *ns;
-    json_array_foreach(
-        namespaces, i,
-        ns) if (userns_path &&
-                !strcmp(json_string_value(json_object_get(ns, "type")) ?: "", "user") &&
-                json_object_set_new(ns, "path", json_string(userns_path)) <
-                    0) return obi_error_oom(err);
+    json_array_foreach(namespaces, i, ns)
+    {
+        const char *type = json_string_value(json_object_get(ns, "type"));
+        if (userns_path && type && !strcmp(type, "user") &&
+            json_object_set_new(ns, "path", json_string(userns_path)) < 0)
+            return obi_error_oom(err);
+    }
     return 0;
 }
 
