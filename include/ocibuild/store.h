@@ -42,6 +42,12 @@ int obi_blob_read(obi_blob_reader *reader, void *buf, size_t len, size_t *nread,
 void obi_blob_reader_close(obi_blob_reader *reader);
 
 int obi_blob_open_write(obi_blob_service *svc, obi_blob_writer **out, obi_error **err);
+/* Like open_write, for a caller that hashed the contents before writing them: expected is where
+ * the backend prepares the blob (the on-disk store: a temporary file beside its final name).
+ * Only a hint: the blob is named by what is written, and finish returns that digest, which the
+ * caller compares with what it expected (the contents may have changed in between). */
+int obi_blob_open_write_expecting(obi_blob_service *svc, const obi_digest *expected,
+                                  obi_blob_writer **out, obi_error **err);
 int obi_blob_write(obi_blob_writer *writer, const void *data, size_t len, obi_error **err);
 /* Returns the digest and makes the blob visible under it (atomically) and durable; after this
  * only close is valid. */

@@ -48,6 +48,9 @@ struct obi_blob_service_ops {
     int (*open_read)(obi_blob_service *svc, const obi_digest *digest, obi_blob_reader **out,
                      obi_error **err);
     int (*open_write)(obi_blob_service *svc, obi_blob_writer **out, obi_error **err);
+    /* Optional (NULL: open_write): obi_blob_open_write_expecting. */
+    int (*open_write_expecting)(obi_blob_service *svc, const obi_digest *expected,
+                                obi_blob_writer **out, obi_error **err);
     /* Optional (NULL if the backend has no local files: obi_blob_local_path says -ENOTSUP).
      * -ENOENT when absent. */
     int (*local_path)(obi_blob_service *svc, const obi_digest *digest, char **path_out,

@@ -5,11 +5,16 @@
  * O_NOFOLLOW relative to its directory's descriptor; the opened file is checked to be the same
  * inode, so a name swapped for a symlink or a fifo mid-walk is an error, never followed or
  * blocked on. The Directory being built for each level of the current path is kept on a stack.
- * Files stream through a fixed read buffer into a blob writer (and the optional reference
- * scanner), finished as pending (no fsync per file); a small file (up to 64 KiB) is hashed
- * first and not written at all when the store already has its blob; directories are put leaves
- * first into one putter. At the end one barrier (obi_blob_service_sync) makes every blob durable,
- * and only then are the directories committed (docs/store.md, "Crash safety").
+ * Files are hashed before they are written wherever the store may have them: a small file (up
+ * to 64 KiB) always, in memory; a large one when the store had the blob asked for last (a
+ * re-import), in a pass over the file. A blob the store has is not written at all; a missing
+ * one is copied into a writer told its digest (the on-disk store prepares it beside its final
+ * name), and the writer's own hash of what it wrote must match (else the file changed: an
+ * error). Other large files stream through the read buffer into a writer in one pass. Every
+ * byte goes to the optional reference scanner once. Blobs are finished as pending (no fsync
+ * per file); directories are put leaves first into one putter. At the end one barrier
+ * (obi_blob_service_sync) makes every blob durable, and only then are the directories committed
+ * (docs/store.md, "Crash safety").
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +49,7 @@ typedef struct ingest {
     obi_node root;
     const obi_progress *progress; /* NULL: none */
     uint64_t bytes, files;        /* done so far, for progress */
+    bool expect_stored; /* the store had the last blob asked for: hash large files first */
 } ingest;
 
 static void report_progress(ingest *ig, uint64_t more_bytes, uint64_t more_files)
@@ -82,13 +88,15 @@ static int check_same_inode(ingest *ig, int fd, const struct stat *before, struc
 }
 
 /* Writes the file's blob: the head already in ig->buf, then (when the head filled more than a
- * small file) the rest of fd, fed to the reference scanner as it goes. *size counts the bytes. */
-static int write_blob(ingest *ig, int fd, size_t head, uint64_t *size, obi_digest *digest,
-                      obi_error **err)
+ * small file) the rest of fd, fed to the reference scanner as it goes. *size counts the bytes.
+ * expected: the digest of the head when it is the whole file (NULL: not known). */
+static int write_blob(ingest *ig, int fd, size_t head, const obi_digest *expected, uint64_t *size,
+                      obi_digest *digest, obi_error **err)
 {
     const char *path = ig->path;
     cleanup_blob_writer obi_blob_writer *writer = NULL;
-    int r = obi_blob_open_write(ig->blobs, &writer, err);
+    int r = expected ? obi_blob_open_write_expecting(ig->blobs, expected, &writer, err)
+                     : obi_blob_open_write(ig->blobs, &writer, err);
     if (r < 0)
         return obi_error_prefix(err, r, "%s", path);
     r = obi_blob_write(writer, ig->buf, head, err);
@@ -118,6 +126,87 @@ static int write_blob(ingest *ig, int fd, size_t head, uint64_t *size, obi_diges
     return 0;
 }
 
+/* Hashes the rest of a large file (its head is in ig->buf and counted in *size), feeding the
+ * reference scanner: the digest the store is asked about before anything is written. */
+static int hash_rest(ingest *ig, int fd, size_t head, uint64_t *size, obi_digest *digest,
+                     obi_error **err)
+{
+    obi_blake3_hasher hasher;
+    obi_blake3_init(&hasher);
+    obi_blake3_update(&hasher, ig->buf, head);
+    for (;;) {
+        ssize_t n = read(fd, ig->buf, INGEST_READ_SIZE);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return obi_error_set_errno(err, errno, "%s: read at offset %llu", ig->path,
+                                       (unsigned long long)*size);
+        if (n == 0)
+            break;
+        obi_blake3_update(&hasher, ig->buf, (size_t)n);
+        if (ig->refscan)
+            obi_refscan_feed(ig->refscan, ig->buf, (size_t)n);
+        *size += (uint64_t)n;
+        report_progress(ig, (uint64_t)n, 0);
+    }
+    obi_blake3_finalize(&hasher, digest->bytes, OBI_DIGEST_LEN);
+    return 0;
+}
+
+/* Copies a large file the store lacks into it, after hash_rest. The writer hashes what it
+ * writes: contents that changed since they were hashed are an error, and what the store got
+ * is named by its own digest either way (never by the expected one). */
+static int copy_blob(ingest *ig, int fd, const obi_digest *expected, uint64_t size, obi_error **err)
+{
+    const char *path = ig->path;
+    cleanup_blob_writer obi_blob_writer *writer = NULL;
+    int r = obi_blob_open_write_expecting(ig->blobs, expected, &writer, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", path);
+    uint64_t copied = 0;
+    for (;;) {
+        ssize_t n = pread(fd, ig->buf, INGEST_READ_SIZE, (off_t)copied);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return obi_error_set_errno(err, errno, "%s: read at offset %llu", path,
+                                       (unsigned long long)copied);
+        if (n == 0)
+            break;
+        r = obi_blob_write(writer, ig->buf, (size_t)n, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "%s", path);
+        copied += (uint64_t)n;
+    }
+    obi_digest digest;
+    r = obi_blob_finish_pending(writer, &digest, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", path);
+    if (copied != size || !obi_digest_equal(&digest, expected))
+        return obi_error_set(err, -EAGAIN,
+                             "%s: changed while being ingested (%llu bytes hashed, "
+                             "%llu then copied with other contents)",
+                             path, (unsigned long long)size, (unsigned long long)copied);
+    return 0;
+}
+
+/* The head of the file into ig->buf, all of it when it is small: one read for a small file
+ * whose size fstat told (no second read to see the end). */
+static ssize_t read_head(ingest *ig, int fd, const struct stat *st)
+{
+    size_t want = INGEST_SMALL_FILE + 1;
+    ssize_t n;
+    do
+        n = read(fd, ig->buf, want);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    if (n == 0 || (n == st->st_size && (size_t)n < want))
+        return n;
+    ssize_t more = obi_read_full(fd, ig->buf + n, want - (size_t)n);
+    return more < 0 ? more : n + more;
+}
+
 static int ingest_file(ingest *ig, int dirfd, const char *name, const struct stat *st,
                        const char *node_name, obi_node *out, obi_error **err)
 {
@@ -131,29 +220,41 @@ static int ingest_file(ingest *ig, int dirfd, const char *name, const struct sta
     int r = check_same_inode(ig, fd, st, &now, err);
     if (r < 0)
         return r;
-    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    if (now.st_size > INGEST_SMALL_FILE)
+        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
     if (ig->refscan)
         obi_refscan_end_stream(ig->refscan);
-    /* The head of the file, and all of it when it is small. */
-    ssize_t head = obi_read_full(fd, ig->buf, INGEST_SMALL_FILE + 1);
+    ssize_t head = read_head(ig, fd, &now);
     if (head < 0)
         return obi_error_set_errno(err, (int)-head, "%s: read at offset 0", path);
     if (ig->refscan)
         obi_refscan_feed(ig->refscan, ig->buf, (size_t)head);
     uint64_t size = (uint64_t)head;
-    obi_digest digest;
-    bool stored = false;
-    if (head <= INGEST_SMALL_FILE) {
-        /* A small file the store already has needs no writer: re-ingesting an unchanged tree
-         * (a rebuild's outputs) then creates no temporary file per file. */
-        obi_blake3(ig->buf, (size_t)head, digest.bytes);
-        cleanup_error obi_error *ignored = NULL;
-        stored = obi_blob_has(ig->blobs, &digest, &ignored) == 1;
-    }
     report_progress(ig, (uint64_t)head, 0);
-    if (!stored && (r = write_blob(ig, fd, (size_t)head, &size, &digest, err)) < 0)
+    obi_digest digest;
+    cleanup_error obi_error *ignored = NULL;
+    if (head <= INGEST_SMALL_FILE) {
+        /* A small file is hashed in memory first; one the store has is not written again (a
+         * rebuild's unchanged outputs create no temporary file). */
+        obi_blake3(ig->buf, (size_t)head, digest.bytes);
+        ig->expect_stored = obi_blob_has(ig->blobs, &digest, &ignored) == 1;
+        if (!ig->expect_stored &&
+            (r = write_blob(ig, fd, (size_t)head, &digest, &size, &digest, err)) < 0)
+            return r;
+    } else if (ig->expect_stored) {
+        /* A large file while the store had what was asked last (a re-import): hashed first,
+         * copied only if missing. */
+        r = hash_rest(ig, fd, (size_t)head, &size, &digest, err);
+        if (r < 0)
+            return r;
+        ig->expect_stored = obi_blob_has(ig->blobs, &digest, &ignored) == 1;
+        if (!ig->expect_stored && (r = copy_blob(ig, fd, &digest, size, err)) < 0)
+            return r;
+    } else if ((r = write_blob(ig, fd, (size_t)head, NULL, &size, &digest, err)) < 0) {
+        /* A large file into a store that lacked the last one asked for: one pass */
         return r;
+    }
     report_progress(ig, 0, 1);
     if (ig->refscan)
         obi_refscan_end_stream(ig->refscan);
@@ -296,6 +397,7 @@ int obi_ingest_at(obi_blob_service *blobs, obi_directory_service *directories, i
         .root_name = root_name,
         .path = display,
         .progress = options ? options->progress : NULL,
+        .expect_stored = true,
     };
     obi_walk_options walk = {
         .enter = ingest_enter,

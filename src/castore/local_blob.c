@@ -2,20 +2,26 @@
  * The on-disk blob service (objectstore+file:///ROOT or a plain path): one read-only file per
  * blob, ROOT/blobs/<first 2 hex>/<64 hex>, mode 0444, so the build layer can hard-link them.
  *
- * A writer streams into a fresh temporary file ROOT/tmp/<owner token>.<n>, hashing with BLAKE3
- * as it goes. Two ways to finish it (docs/store.md, "Crash safety"):
- * - finish: durable at once. fsync the file, link it to its final name, fsync the fan-out
- *   directory, drop the temporary name. One fsync pair per blob.
- * - finish_pending (what ingest uses): make it read-only, close it and record it as *pending*
- *   (digest -> temporary name). It is visible in this process (has, open_read; local_path
- *   makes it durable first) but not yet under ROOT/blobs. The barrier (sync: called by ingest
- *   before it commits directories, by the on-disk directory putter before every commit for the
- *   same ROOT, and when a service is freed) makes every pending blob durable (one syncfs(2), or
- *   one fsync per file for a small batch), links each to its final name (EEXIST: another writer
- *   won with identical content), makes the names durable and only then drops the temporary
- *   names.
+ * A writer streams into a fresh read-only temporary file, hashing with BLAKE3 as it goes: in
+ * the fan-out directory of the digest its caller expects (ROOT/blobs/<2 hex>/.<token>.<n>, so
+ * publishing it is a rename inside one directory), or ROOT/tmp/<token>.<n> when the digest is
+ * not known in advance. Two ways to finish it (docs/store.md, "Crash safety"):
+ * - finish: durable at once. fsync the file, rename it to its final name with
+ *   RENAME_NOREPLACE (EEXIST: another writer won with identical content; drop ours), fsync the
+ *   fan-out directory. One fsync pair per blob.
+ * - finish_pending (what ingest uses): close it and record it as *pending* (digest ->
+ *   temporary name). It is visible in this process (has, open_read; local_path makes it
+ *   durable first) but not yet under its name. The barrier (sync: called by ingest before it
+ *   commits directories, by the on-disk directory putter before every commit for the same
+ *   ROOT, and when a service is freed) makes every pending blob durable (one syncfs(2), or one
+ *   fsync per file for a small batch), renames each to its final name the same way, then makes
+ *   the names durable.
  * Either way a name under ROOT/blobs only ever refers to a complete file whose contents were
- * durable before the name appeared, and a crash at any point leaves at most temporary files.
+ * durable before the name appeared, and a crash at any point leaves at most temporary files,
+ * whose names are never a blob's (64 hex digits).
+ *
+ * The 256 fan-out directories are made with the store (one fsync), else once per process when
+ * first needed; a process remembers which exist.
  *
  * Every service instance of one ROOT in a process shares one state (pending map, owner token),
  * so a second instance sees the first one's pending blobs and one barrier covers both. ROOT is
@@ -27,6 +33,8 @@
  * its temporary files after the token. Opening the service removes every temporary file whose owner
  * lock is gone or free (the kernel drops a flock when its holder dies: no PID reuse or PID
  * namespace worries), then the free lock files. One lock per process, not one fd per pending file.
+ * The lock file holds a bitmap of the fan-out directories its owner made temporary files in, so
+ * the sweep after a crash reads those directories only (all 256 if the bitmap is missing).
  *
  * Reading verifies: the reader hashes what it returns and fails with -EIO at the end if the
  * file does not hash to its name (a corrupted blob file is never silently served).
@@ -66,11 +74,16 @@ typedef struct blob_root {
     char *root;      /* canonical */
     char *blobs_dir; /* ROOT/blobs */
     char *tmp_dir;   /* ROOT/tmp */
-    int blobs_fd, tmp_fd, owners_fd;
+    int root_fd, blobs_fd, tmp_fd, owners_fd;
     int owner_fd; /* ROOT/owners/<token>.lock, flock'ed */
     char token[TOKEN_LEN + 1];
     uint64_t next_temp;
-    obi_digest_map pending; /* digest -> temporary file name in ROOT/tmp (char *) */
+    obi_digest_map pending;    /* digest -> temporary file, relative to ROOT (char *) */
+    uint8_t fanouts_known[32]; /* bitmap: fan-out directories known to exist */
+    uint8_t fanouts_temp[32];  /* bitmap: those we made temporary files in (the lock file's) */
+    bool blobs_dir_unsynced;   /* a fan-out directory was made: fsync ROOT/blobs first */
+    bool names_unsynced;       /* a barrier failed after renaming: the next one syncfs's */
+    bool chmod_needed;         /* the umask takes read bits off the 0444 of new files */
 } blob_root;
 
 static pthread_mutex_t roots_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -94,7 +107,7 @@ typedef struct local_blob_writer {
     obi_blob_writer base;
     blob_root *shared;
     int fd;
-    char *tmp_name; /* in ROOT/tmp; NULL once handed to pending or removed */
+    char *tmp_name; /* relative to ROOT; NULL once handed to pending or removed */
     obi_blake3_hasher hasher;
     bool finished;
 } local_blob_writer;
@@ -130,10 +143,74 @@ static int stored(blob_root *shared, const obi_digest *digest, obi_error **err)
     return obi_error_set_errno(err, errno, "stat %s/%s", shared->blobs_dir, rel);
 }
 
-/* ---- the barrier ---- */
+/* ---- fan-out directories ---- */
+
+/* "ab": the name of the fan-out directory of blobs whose digest starts with byte 0xab. */
+static void fanout_name(unsigned byte, char out[3])
+{
+    static const char hex[] = "0123456789abcdef";
+    out[0] = hex[(byte >> 4) & 15];
+    out[1] = hex[byte & 15];
+    out[2] = '\0';
+}
+
+static bool bit_get(const uint8_t *bits, unsigned i)
+{
+    return (bits[i / 8] >> (i % 8)) & 1;
+}
+
+static void bit_set(uint8_t *bits, unsigned i)
+{
+    bits[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+
+/* Makes ROOT/blobs/<byte> exist; shared->lock held. One made here is fsynced into ROOT/blobs by
+ * the next barrier or finish (sync_blobs_dir), before any name in it is made durable. */
+static int ensure_fanout(blob_root *shared, unsigned byte, obi_error **err)
+{
+    if (bit_get(shared->fanouts_known, byte))
+        return 0;
+    char fanout[3];
+    fanout_name(byte, fanout);
+    if (mkdirat(shared->blobs_fd, fanout, 0755) == 0)
+        shared->blobs_dir_unsynced = true;
+    else if (errno != EEXIST)
+        return obi_error_set_errno(err, errno, "mkdir %s/%s", shared->blobs_dir, fanout);
+    bit_set(shared->fanouts_known, byte);
+    return 0;
+}
+
+static int sync_blobs_dir(blob_root *shared, obi_error **err)
+{
+    if (!shared->blobs_dir_unsynced)
+        return 0;
+    if (fsync(shared->blobs_fd) < 0)
+        return obi_error_set_errno(err, errno, "fsync %s", shared->blobs_dir);
+    shared->blobs_dir_unsynced = false;
+    return 0;
+}
+
+/* A new store gets all 256 fan-out directories at once, made durable with one fsync: its
+ * writers then never make one. A store that has "00" is left alone (ensure_fanout). */
+static int make_fanouts_of_new_store(blob_root *shared, obi_error **err)
+{
+    if (mkdirat(shared->blobs_fd, "00", 0755) < 0)
+        return errno == EEXIST ? 0
+                               : obi_error_set_errno(err, errno, "mkdir %s/00", shared->blobs_dir);
+    bit_set(shared->fanouts_known, 0);
+    shared->blobs_dir_unsynced = true;
+    for (unsigned byte = 1; byte < 256; byte++) {
+        int r = ensure_fanout(shared, byte, err);
+        if (r < 0)
+            return r;
+    }
+    return sync_blobs_dir(shared, err);
+}
+
+/* ---- publishing and the barrier ---- */
 
 /* Up to this many pending blobs the barrier fsyncs each file and the fan-out directories it
- * linked into; more, and one syncfs(2) per step is far cheaper (one journal commit instead of
+ * renamed into; more, and one syncfs(2) per step is far cheaper (one journal commit instead of
  * one per file), at the price of also flushing whatever else is dirty on that filesystem. */
 #define BARRIER_FSYNC_MAX 32
 
@@ -145,54 +222,86 @@ static int fsync_at(int dir_fd, const char *dir_path, const char *name, obi_erro
     return 0;
 }
 
+/* Gives the temporary file tmp (relative to ROOT; its contents durable) the blob's name, which
+ * it takes only if free: taken means another writer stored the same contents, and ours goes.
+ * Either way tmp is gone on success. shared->lock held. */
+static int publish(blob_root *shared, const char *tmp, const obi_digest *digest, obi_error **err)
+{
+    char rel[OBI_DIGEST_HEX_LEN + 4];
+    blob_relative_path(digest, rel);
+    int r = ensure_fanout(shared, digest->bytes[0], err);
+    if (r < 0)
+        return r;
+    if (renameat2(shared->root_fd, tmp, shared->blobs_fd, rel, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno == EINVAL || errno == ENOSYS) {
+        /* a filesystem without RENAME_NOREPLACE: link, which never replaces either */
+        if (linkat(shared->root_fd, tmp, shared->blobs_fd, rel, 0) < 0 && errno != EEXIST)
+            return obi_error_set_errno(err, errno, "link %s/%s to %s/%s", shared->root, tmp,
+                                       shared->blobs_dir, rel);
+    } else if (errno != EEXIST) {
+        return obi_error_set_errno(err, errno, "rename %s/%s to %s/%s", shared->root, tmp,
+                                   shared->blobs_dir, rel);
+    }
+    unlinkat(shared->root_fd, tmp, 0);
+    return 0;
+}
+
+/* After a failed barrier: only the entries from slot `from` on are still pending. */
+static void keep_pending_from(blob_root *shared, size_t from)
+{
+    obi_digest_map left;
+    obi_digest_map_init(&left, free);
+    for (size_t i = from; i < shared->pending.capacity; i++) {
+        obi_digest_map_entry *entry = &shared->pending.slots[i];
+        /* on ENOMEM the entry is dropped: its file stays ours until we exit, never visible */
+        if (entry->value && obi_digest_map_insert(&left, &entry->key, entry->value) == 1)
+            entry->value = NULL;
+    }
+    obi_digest_map_clear(&shared->pending);
+    shared->pending = left;
+}
+
 /* Makes every pending blob durable and visible under its name; shared->lock held. Contents
- * first, then names: a name never refers to contents that were not durable. On failure
- * everything stays pending (a later barrier retries; names already linked are EEXIST then). */
+ * first, then names, then the names made durable: a name never refers to contents that were not
+ * durable. On failure what was not renamed stays pending (a later barrier retries). */
 static int sync_pending(blob_root *shared, obi_error **err)
 {
-    if (shared->pending.count == 0)
+    if (shared->pending.count == 0 && !shared->names_unsynced)
         return 0;
-    bool per_file = shared->pending.count <= BARRIER_FSYNC_MAX;
-    if (!per_file && syncfs(shared->tmp_fd) < 0)
-        return obi_error_set_errno(err, errno, "syncfs %s", shared->tmp_dir);
-    bool fanouts[256] = {false}, new_fanout = false;
+    bool per_file = shared->pending.count <= BARRIER_FSYNC_MAX && !shared->names_unsynced;
+    if (!per_file && syncfs(shared->root_fd) < 0)
+        return obi_error_set_errno(err, errno, "syncfs %s", shared->root);
+    bool fanouts[256] = {false};
     for (size_t i = 0; i < shared->pending.capacity; i++) {
         const obi_digest_map_entry *entry = &shared->pending.slots[i];
         if (!entry->value)
             continue;
-        int r = per_file ? fsync_at(shared->tmp_fd, shared->tmp_dir, entry->value, err) : 0;
-        if (r < 0)
+        int r = per_file ? fsync_at(shared->root_fd, shared->root, entry->value, err) : 0;
+        if (r == 0)
+            r = publish(shared, entry->value, &entry->key, err);
+        if (r < 0) {
+            shared->names_unsynced = shared->names_unsynced || i > 0;
+            keep_pending_from(shared, i);
             return r;
-        char rel[OBI_DIGEST_HEX_LEN + 4];
-        blob_relative_path(&entry->key, rel);
-        char fanout[3] = {rel[0], rel[1], 0};
-        if (mkdirat(shared->blobs_fd, fanout, 0755) == 0)
-            new_fanout = true;
-        else if (errno != EEXIST)
-            return obi_error_set_errno(err, errno, "mkdir %s/%s", shared->blobs_dir, fanout);
-        if (linkat(shared->tmp_fd, entry->value, shared->blobs_fd, rel, 0) < 0 && errno != EEXIST)
-            return obi_error_set_errno(err, errno, "link %s/%s to %s/%s", shared->tmp_dir,
-                                       (const char *)entry->value, shared->blobs_dir, rel);
+        }
         fanouts[entry->key.bytes[0]] = true;
     }
-    /* the new names (and new fan-out directories) */
-    if (!per_file && syncfs(shared->blobs_fd) < 0)
-        return obi_error_set_errno(err, errno, "syncfs %s", shared->blobs_dir);
-    for (size_t byte = 0; per_file && byte < OBI_ARRAY_SIZE(fanouts); byte++) {
-        char fanout[3];
-        snprintf(fanout, sizeof fanout, "%02zx", byte);
-        int r = fanouts[byte] ? fsync_at(shared->blobs_fd, shared->blobs_dir, fanout, err) : 0;
-        if (r < 0)
-            return r;
-    }
-    if (per_file && new_fanout && fsync(shared->blobs_fd) < 0)
-        return obi_error_set_errno(err, errno, "fsync %s", shared->blobs_dir);
-    for (size_t i = 0; i < shared->pending.capacity; i++) {
-        const obi_digest_map_entry *entry = &shared->pending.slots[i];
-        if (entry->value)
-            unlinkat(shared->tmp_fd, entry->value, 0);
-    }
     obi_digest_map_clear(&shared->pending);
+    shared->names_unsynced = true; /* until the names are durable */
+    /* the new names (and new fan-out directories) */
+    if (!per_file && syncfs(shared->root_fd) < 0)
+        return obi_error_set_errno(err, errno, "syncfs %s", shared->root);
+    int r = per_file ? sync_blobs_dir(shared, err) : 0;
+    for (unsigned byte = 0; r == 0 && per_file && byte < OBI_ARRAY_SIZE(fanouts); byte++) {
+        char fanout[3];
+        fanout_name(byte, fanout);
+        r = fanouts[byte] ? fsync_at(shared->blobs_fd, shared->blobs_dir, fanout, err) : 0;
+    }
+    if (r < 0)
+        return r;
+    shared->names_unsynced = false;
+    shared->blobs_dir_unsynced = false; /* a syncfs covers it too */
     return 0;
 }
 
@@ -307,8 +416,8 @@ static int open_blob_file(blob_root *shared, const obi_digest *digest, int *fd_o
     int fd = -1;
     char *path = NULL;
     if (tmp_name) {
-        fd = openat(shared->tmp_fd, tmp_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        path = obi_path_join(shared->tmp_dir, tmp_name);
+        fd = openat(shared->root_fd, tmp_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        path = obi_path_join(shared->root, tmp_name);
     }
     pthread_mutex_unlock(&shared->lock);
     if (!tmp_name) {
@@ -365,8 +474,7 @@ static int local_writer_write(obi_blob_writer *base, const void *data, size_t le
         return obi_error_set(err, -EINVAL, "blob writer: write after finish");
     int r = obi_write_all(writer->fd, data, len);
     if (r < 0)
-        return obi_error_set_errno(err, -r, "write %s/%s", writer->shared->tmp_dir,
-                                   writer->tmp_name);
+        return obi_error_set_errno(err, -r, "write %s/%s", writer->shared->root, writer->tmp_name);
     obi_blake3_update(&writer->hasher, data, len);
     return 0;
 }
@@ -374,22 +482,10 @@ static int local_writer_write(obi_blob_writer *base, const void *data, size_t le
 static void writer_discard_tmp(local_blob_writer *writer)
 {
     if (writer->tmp_name) {
-        unlinkat(writer->shared->tmp_fd, writer->tmp_name, 0);
+        unlinkat(writer->shared->root_fd, writer->tmp_name, 0);
         free(writer->tmp_name);
         writer->tmp_name = NULL;
     }
-}
-
-static int ensure_fanout_dir(blob_root *shared, const char *fanout, obi_error **err)
-{
-    if (mkdirat(shared->blobs_fd, fanout, 0755) == 0) {
-        if (fsync(shared->blobs_fd) < 0)
-            return obi_error_set_errno(err, errno, "fsync %s", shared->blobs_dir);
-        return 0;
-    }
-    if (errno == EEXIST)
-        return 0;
-    return obi_error_set_errno(err, errno, "mkdir %s/%s", shared->blobs_dir, fanout);
 }
 
 /* The digest of what was written; refuses a second finish. */
@@ -398,6 +494,20 @@ static int writer_digest(local_blob_writer *writer, obi_digest *digest, obi_erro
     if (writer->finished)
         return obi_error_set(err, -EINVAL, "blob writer: finished twice");
     obi_blake3_finalize(&writer->hasher, digest->bytes, OBI_DIGEST_LEN);
+    return 0;
+}
+
+/* Closes the file, read-only and (durable) with its contents on disk. */
+static int writer_close_file(local_blob_writer *writer, bool durable, obi_error **err)
+{
+    blob_root *shared = writer->shared;
+    /* created 0444; a umask that takes read bits away is undone here */
+    if (shared->chmod_needed && fchmod(writer->fd, 0444) < 0)
+        return obi_error_set_errno(err, errno, "chmod %s/%s", shared->root, writer->tmp_name);
+    if (durable && fsync(writer->fd) < 0)
+        return obi_error_set_errno(err, errno, "fsync %s/%s", shared->root, writer->tmp_name);
+    close(writer->fd);
+    writer->fd = -1;
     return 0;
 }
 
@@ -410,37 +520,37 @@ static int local_writer_finish(obi_blob_writer *base, obi_digest *digest_out, ob
     int r = writer_digest(writer, &digest, err);
     if (r < 0)
         return r;
-    char rel[OBI_DIGEST_HEX_LEN + 4];
-    blob_relative_path(&digest, rel);
-    char fanout[3] = {rel[0], rel[1], 0};
     int present = stored(shared, &digest, err);
     if (present < 0)
         return present;
+    r = writer_close_file(writer, !present, err);
+    if (r < 0)
+        return r;
     if (!present) {
-        if (fchmod(writer->fd, 0444) < 0 || fsync(writer->fd) < 0)
-            return obi_error_set_errno(err, errno, "fsync %s/%s", shared->tmp_dir,
-                                       writer->tmp_name);
-        r = ensure_fanout_dir(shared, fanout, err);
+        pthread_mutex_lock(&shared->lock);
+        r = publish(shared, writer->tmp_name, &digest, err);
+        if (r == 0)
+            r = sync_blobs_dir(shared, err);
+        pthread_mutex_unlock(&shared->lock);
         if (r < 0)
             return r;
-        if (linkat(shared->tmp_fd, writer->tmp_name, shared->blobs_fd, rel, 0) < 0 &&
-            errno != EEXIST)
-            return obi_error_set_errno(err, errno, "link %s/%s to %s/%s", shared->tmp_dir,
-                                       writer->tmp_name, shared->blobs_dir, rel);
+        free(writer->tmp_name); /* renamed or removed */
+        writer->tmp_name = NULL;
+        char fanout[3];
+        fanout_name(digest.bytes[0], fanout);
         r = fsync_at(shared->blobs_fd, shared->blobs_dir, fanout, err);
         if (r < 0)
             return r;
     }
     writer_discard_tmp(writer);
-    close(writer->fd);
-    writer->fd = -1;
     writer->finished = true;
     if (digest_out)
         *digest_out = digest;
     return 0;
 }
 
-/* Pending until the next barrier: no fsync, no final name yet. */
+/* Pending until the next barrier: no fsync, no final name yet. A blob already stored is found
+ * out by the barrier (its name is taken). */
 static int local_writer_finish_pending(obi_blob_writer *base, obi_digest *digest_out,
                                        obi_error **err)
 {
@@ -448,26 +558,18 @@ static int local_writer_finish_pending(obi_blob_writer *base, obi_digest *digest
     blob_root *shared = writer->shared;
     obi_digest digest;
     int r = writer_digest(writer, &digest, err);
+    if (r == 0)
+        r = writer_close_file(writer, false, err);
     if (r < 0)
         return r;
-    if (fchmod(writer->fd, 0444) < 0)
-        return obi_error_set_errno(err, errno, "chmod %s/%s", shared->tmp_dir, writer->tmp_name);
-    close(writer->fd);
-    writer->fd = -1;
-
     pthread_mutex_lock(&shared->lock);
-    r = obi_digest_map_get(&shared->pending, &digest) ? 1 : stored(shared, &digest, err);
-    if (r == 0) {
-        r = obi_digest_map_insert(&shared->pending, &digest, writer->tmp_name);
-        if (r == 1)
-            writer->tmp_name = NULL; /* owned by pending now */
-        else
-            r = obi_error_oom(err);
-    }
+    r = obi_digest_map_insert(&shared->pending, &digest, writer->tmp_name);
+    if (r == 1)
+        writer->tmp_name = NULL; /* owned by pending now */
     pthread_mutex_unlock(&shared->lock);
     if (r < 0)
-        return r;
-    writer_discard_tmp(writer); /* already pending or stored: same contents */
+        return obi_error_oom(err);
+    writer_discard_tmp(writer); /* already pending: same contents */
     writer->finished = true;
     if (digest_out)
         *digest_out = digest;
@@ -493,7 +595,45 @@ static const struct obi_blob_writer_ops local_writer_ops = {
 
 static int ensure_owner_lock(blob_root *shared, obi_error **err);
 
-static int local_blob_open_write(obi_blob_service *base, obi_blob_writer **out, obi_error **err)
+/* Records in our lock file that we make temporary files in fan-out directory byte, before we
+ * do (the sweep after our death reads it); shared->lock held. */
+static int note_temp_fanout(blob_root *shared, unsigned byte, obi_error **err)
+{
+    if (bit_get(shared->fanouts_temp, byte))
+        return 0;
+    bit_set(shared->fanouts_temp, byte);
+    if (pwrite(shared->owner_fd, shared->fanouts_temp, sizeof shared->fanouts_temp, 0) ==
+        (ssize_t)sizeof shared->fanouts_temp)
+        return 0;
+    shared->fanouts_temp[byte / 8] &= (uint8_t) ~(1u << (byte % 8));
+    return obi_error_set_errno(err, errno ? errno : EIO, "write %s/owners/%s" LOCK_SUFFIX,
+                               shared->root, shared->token);
+}
+
+/* A fresh temporary file's name relative to ROOT: in the fan-out directory of the expected
+ * digest, else in ROOT/tmp. */
+static int temp_name(blob_root *shared, const obi_digest *expected, char **out, obi_error **err)
+{
+    uint64_t n = __atomic_fetch_add(&shared->next_temp, 1, __ATOMIC_RELAXED);
+    if (!expected)
+        return asprintf(out, "tmp/%s.%llx", shared->token, (unsigned long long)n) < 0
+                   ? obi_error_oom(err)
+                   : 0;
+    unsigned byte = expected->bytes[0];
+    pthread_mutex_lock(&shared->lock);
+    int r = ensure_fanout(shared, byte, err);
+    if (r == 0)
+        r = note_temp_fanout(shared, byte, err);
+    pthread_mutex_unlock(&shared->lock);
+    if (r < 0)
+        return r;
+    if (asprintf(out, "blobs/%02x/.%s.%llx", byte, shared->token, (unsigned long long)n) < 0)
+        return obi_error_oom(err);
+    return 0;
+}
+
+static int open_writer(obi_blob_service *base, const obi_digest *expected, obi_blob_writer **out,
+                       obi_error **err)
 {
     blob_root *shared = ((local_blob_service *)base)->shared;
     int r = ensure_owner_lock(shared, err);
@@ -503,16 +643,16 @@ static int local_blob_open_write(obi_blob_service *base, obi_blob_writer **out, 
     if (!writer)
         return obi_error_oom(err);
     writer->base.ops = &local_writer_ops;
-    writer->fd = -1;
-    uint64_t n = __atomic_fetch_add(&shared->next_temp, 1, __ATOMIC_RELAXED);
-    if (asprintf(&writer->tmp_name, "%s.%llx", shared->token, (unsigned long long)n) < 0) {
+    r = temp_name(shared, expected, &writer->tmp_name, err);
+    if (r < 0) {
         free(writer);
-        return obi_error_oom(err);
+        return r;
     }
+    /* read-only from the start: the creating descriptor may still write */
     writer->fd =
-        openat(shared->tmp_fd, writer->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        openat(shared->root_fd, writer->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
     if (writer->fd < 0) {
-        r = obi_error_set_errno(err, errno, "create %s/%s", shared->tmp_dir, writer->tmp_name);
+        r = obi_error_set_errno(err, errno, "create %s/%s", shared->root, writer->tmp_name);
         free(writer->tmp_name);
         free(writer);
         return r;
@@ -523,6 +663,17 @@ static int local_blob_open_write(obi_blob_service *base, obi_blob_writer **out, 
     obi_blake3_init(&writer->hasher);
     *out = &writer->base;
     return 0;
+}
+
+static int local_blob_open_write(obi_blob_service *base, obi_blob_writer **out, obi_error **err)
+{
+    return open_writer(base, NULL, out, err);
+}
+
+static int local_blob_open_write_expecting(obi_blob_service *base, const obi_digest *expected,
+                                           obi_blob_writer **out, obi_error **err)
+{
+    return open_writer(base, expected, out, err);
 }
 
 /* ---- owners and their temporary files ---- */
@@ -555,6 +706,12 @@ static int create_owner_lock(blob_root *shared, obi_error **err)
             return obi_error_set_errno(err, errno, "stat %s/owners/%s", shared->root, name);
         if (st.st_nlink == 0)
             continue; /* removed by a cleaner before we locked it */
+        /* the bitmap of fan-out directories with our temporary files: none yet */
+        memset(shared->fanouts_temp, 0, sizeof shared->fanouts_temp);
+        if (pwrite(fd, shared->fanouts_temp, sizeof shared->fanouts_temp, 0) !=
+            (ssize_t)sizeof shared->fanouts_temp)
+            return obi_error_set_errno(err, errno ? errno : EIO, "write %s/owners/%s", shared->root,
+                                       name);
         shared->owner_fd = steal_fd(&fd);
         return 0;
     }
@@ -622,6 +779,38 @@ static bool legacy_temp_abandoned(int dir_fd, const char *name)
            held.st_dev == named.st_dev && held.st_ino == named.st_ino && S_ISREG(held.st_mode);
 }
 
+/* Removes the temporary files of the owner token from fan-out directory byte. */
+static void remove_fanout_temps(blob_root *shared, unsigned byte, const char *token)
+{
+    char fanout[3];
+    fanout_name(byte, fanout);
+    int fd = openat(shared->blobs_fd, fanout, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    cleanup_dir DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!dir && fd >= 0)
+        close(fd);
+    struct dirent *entry;
+    while (dir && (entry = readdir(dir))) {
+        const char *name = entry->d_name; /* ".<token>.<n>" */
+        if (name[0] == '.' && !strncmp(name + 1, token, TOKEN_LEN) && name[TOKEN_LEN + 1] == '.')
+            unlinkat(dirfd(dir), name, 0);
+    }
+}
+
+/* A dead owner's temporary files in fan-out directories: those its lock file (fd) names, every
+ * one if the bitmap is missing (its write was lost in a crash of the machine). */
+static void remove_dead_owner_fanout_temps(blob_root *shared, int fd, const char *lock_name)
+{
+    if (strlen(lock_name) != TOKEN_LEN + strlen(LOCK_SUFFIX))
+        return;
+    char token[TOKEN_LEN + 1];
+    snprintf(token, sizeof token, "%.*s", TOKEN_LEN, lock_name);
+    uint8_t bits[sizeof shared->fanouts_temp];
+    bool all = pread(fd, bits, sizeof bits, 0) != (ssize_t)sizeof bits;
+    for (unsigned byte = 0; byte < 256; byte++)
+        if (all || bit_get(bits, byte))
+            remove_fanout_temps(shared, byte, token);
+}
+
 /* Removes temporary files of dead owners, then the dead owners' lock files. Best effort. */
 static void remove_dead_temps(blob_root *shared)
 {
@@ -653,9 +842,11 @@ static void remove_dead_temps(blob_root *shared)
             continue;
         cleanup_close int fd =
             openat(shared->owners_fd, entry->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0)
+            continue;
+        remove_dead_owner_fanout_temps(shared, fd, entry->d_name);
         /* removed while we hold its lock, so its owner (if one is starting) starts over */
-        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
-            unlinkat(shared->owners_fd, entry->d_name, 0);
+        unlinkat(shared->owners_fd, entry->d_name, 0);
     }
 }
 
@@ -667,7 +858,7 @@ static void blob_root_free(blob_root *shared)
      * writer that outlived them. Nobody can be told about a failure here: what stays pending
      * is removed as a dead owner's temporary files by the next start. */
     obi_error *ignored = NULL;
-    if (shared->tmp_fd >= 0 && shared->blobs_fd >= 0)
+    if (shared->root_fd >= 0 && shared->blobs_fd >= 0)
         sync_pending(shared, &ignored);
     obi_error_free(ignored);
     if (shared->owner_fd >= 0 && shared->pending.count == 0) {
@@ -678,7 +869,8 @@ static void blob_root_free(blob_root *shared)
     }
     /* pending ones left (a failed barrier) are removed as a dead owner's by the next start */
     obi_digest_map_clear(&shared->pending);
-    int fds[] = {shared->owner_fd, shared->blobs_fd, shared->tmp_fd, shared->owners_fd};
+    int fds[] = {shared->owner_fd, shared->root_fd, shared->blobs_fd, shared->tmp_fd,
+                 shared->owners_fd};
     for (size_t i = 0; i < OBI_ARRAY_SIZE(fds); i++)
         if (fds[i] >= 0)
             close(fds[i]);
@@ -706,6 +898,22 @@ static int open_dir(const char *root, const char *name, char **path_out, int *fd
     return 0;
 }
 
+/* Whether files created with mode 0444 keep it (the umask takes no read bit away): then a
+ * writer's file needs no fchmod. Read from /proc (umask(2) cannot be read without a write). */
+static bool umask_keeps_read_bits(void)
+{
+    cleanup_file FILE *status = fopen("/proc/self/status", "re");
+    char line[128];
+    while (status && fgets(line, sizeof line, status)) {
+        if (strncmp(line, "Umask:", 6) != 0)
+            continue;
+        char *end = NULL;
+        unsigned long mask = strtoul(line + 6, &end, 8);
+        return end != line + 6 && (mask & 0444) == 0;
+    }
+    return false;
+}
+
 static int blob_root_new(const obi_local_root *id, blob_root **out, obi_error **err)
 {
     blob_root *shared = calloc(1, sizeof *shared);
@@ -716,17 +924,23 @@ static int blob_root_new(const obi_local_root *id, blob_root **out, obi_error **
     shared->dev = id->dev;
     shared->ino = id->ino;
     shared->refs = 1;
-    shared->blobs_fd = shared->tmp_fd = shared->owners_fd = shared->owner_fd = -1;
+    shared->root_fd = shared->blobs_fd = shared->tmp_fd = shared->owners_fd = -1;
+    shared->owner_fd = -1;
+    shared->chmod_needed = !umask_keeps_read_bits();
     pthread_mutex_init(&shared->lock, NULL);
     obi_digest_map_init(&shared->pending, free);
     shared->root = strdup(root);
     int r = shared->root ? 0 : obi_error_oom(err);
+    if (r == 0 && (shared->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        r = obi_error_set_errno(err, errno, "open %s", root);
     if (r == 0)
         r = open_dir(root, "blobs", &shared->blobs_dir, &shared->blobs_fd, err);
     if (r == 0)
         r = open_dir(root, "tmp", &shared->tmp_dir, &shared->tmp_fd, err);
     if (r == 0)
         r = open_dir(root, "owners", NULL, &shared->owners_fd, err);
+    if (r == 0)
+        r = make_fanouts_of_new_store(shared, err);
     if (r < 0) {
         blob_root_free(shared);
         return r;
@@ -826,7 +1040,7 @@ static int local_blob_list(obi_blob_service *base, obi_digest_visit_fn visit, vo
     size_t n = 0, capacity = 0;
     for (unsigned byte = 0; byte < 256; byte++) {
         char fanout[3];
-        snprintf(fanout, sizeof fanout, "%02x", byte);
+        fanout_name(byte, fanout);
         struct stat st;
         if (fstatat(shared->blobs_fd, fanout, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
             continue;
@@ -882,6 +1096,7 @@ static const struct obi_blob_service_ops local_blob_ops = {
     .has = local_blob_has,
     .open_read = local_blob_open_read,
     .open_write = local_blob_open_write,
+    .open_write_expecting = local_blob_open_write_expecting,
     .local_path = local_blob_local_path,
     .sync = local_blob_sync,
     .list = local_blob_list,

@@ -54,6 +54,13 @@ int obi_blob_open_write(obi_blob_service *svc, obi_blob_writer **out, obi_error 
     return svc->ops->open_write(svc, out, err);
 }
 
+int obi_blob_open_write_expecting(obi_blob_service *svc, const obi_digest *expected,
+                                  obi_blob_writer **out, obi_error **err)
+{
+    return svc->ops->open_write_expecting ? svc->ops->open_write_expecting(svc, expected, out, err)
+                                          : svc->ops->open_write(svc, out, err);
+}
+
 int obi_blob_write(obi_blob_writer *writer, const void *data, size_t len, obi_error **err)
 {
     return writer->ops->write(writer, data, len, err);

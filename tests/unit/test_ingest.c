@@ -239,11 +239,14 @@ static void test_ingest_handles_paths_longer_than_path_max(void **state)
     assert_int_equal(node.size, 31);
 }
 
-/* A blob service that counts the writers opened through it and forwards to another. */
+/* A blob service that counts the writers opened through it and forwards to another; with
+ * change_path set, it rewrites that file (same size, other contents) when a writer expecting a
+ * digest is opened: a file changed between being hashed and being copied. */
 typedef struct counting_blobs {
     obi_blob_service base;
     obi_blob_service *inner;
     int writers;
+    const char *change_path;
 } counting_blobs;
 
 static int counting_has(obi_blob_service *svc, const obi_digest *digest, obi_error **err)
@@ -266,6 +269,20 @@ static int counting_open_write(obi_blob_service *svc, obi_blob_writer **out, obi
     return obi_blob_open_write(c->inner, out, err);
 }
 
+static int counting_open_write_expecting(obi_blob_service *svc, const obi_digest *expected,
+                                         obi_blob_writer **out, obi_error **err)
+{
+    counting_blobs *c = (counting_blobs *)svc;
+    c->writers++;
+    if (c->change_path) {
+        int fd = open(c->change_path, O_WRONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        assert_int_equal(pwrite(fd, "changed", 7, 0), 7);
+        close(fd);
+    }
+    return obi_blob_open_write_expecting(c->inner, expected, out, err);
+}
+
 static void counting_free(obi_blob_service *svc)
 {
     (void)svc;
@@ -275,6 +292,7 @@ static const struct obi_blob_service_ops counting_ops = {
     .has = counting_has,
     .open_read = counting_open_read,
     .open_write = counting_open_write,
+    .open_write_expecting = counting_open_write_expecting,
     .free = counting_free,
 };
 
@@ -289,16 +307,16 @@ static void write_sized(fixture *f, const char *rel, size_t size, const char *ne
     free(text);
 }
 
-/* Re-ingesting an unchanged tree writes no small blob the store has (64 KiB and less), still
- * writes bigger ones through a writer, and still scans every file for references. */
-static void test_ingest_skips_writing_small_blobs_the_store_has(void **state)
+/* Re-ingesting an unchanged tree writes no blob the store has, small (hashed in memory) or big
+ * (hashed from the file first), and still scans every file for references. */
+static void test_ingest_writes_no_blob_the_store_has(void **state)
 {
     fixture *f = *state;
     make_dir(f, "t");
     write_sized(f, "t/small", 100, "small-needle");
     write_sized(f, "t/edge", 64 << 10, NULL);
     write_sized(f, "t/over", (64 << 10) + 1, "over-needle");
-    counting_blobs counting = {{&counting_ops}, f->blobs, 0};
+    counting_blobs counting = {{&counting_ops}, f->blobs, 0, NULL};
     const char *needles[] = {"small-needle", "over-needle"};
     cleanup_refscan obi_refscan *scanner = NULL;
     assert_ok(obi_refscan_new_strings(needles, 2, &scanner, err_ptr_));
@@ -312,7 +330,7 @@ static void test_ingest_skips_writing_small_blobs_the_store_has(void **state)
     assert_ok(obi_refscan_state_new(scanner, &scan, err_ptr_));
     obi_ingest_options opts = {.refscan = scan};
     assert_ok(obi_ingest_path(&counting.base, f->dirs, path, &opts, &second, err_ptr_));
-    assert_int_equal(counting.writers, 1); /* "over" only */
+    assert_int_equal(counting.writers, 0);
     assert_true(obi_digest_equal(&first.digest, &second.digest));
     cleanup_free size_t *found = NULL;
     size_t n = 0;
@@ -320,6 +338,34 @@ static void test_ingest_skips_writing_small_blobs_the_store_has(void **state)
     assert_int_equal(n, 2);
     obi_node_clear(&first);
     obi_node_clear(&second);
+}
+
+static int count_directory(const obi_digest *digest, void *ctx, obi_error **err)
+{
+    (void)digest;
+    (void)err;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+/* A big file is hashed before it is copied (the store may have it); contents that differ by
+ * the copy are an error naming the file, and no directory refers to either version. */
+static void test_ingest_big_file_changed_between_hash_and_copy_is_an_error(void **state)
+{
+    fixture *f = *state;
+    make_dir(f, "t");
+    write_sized(f, "t/big", 1 << 20, NULL);
+    cleanup_free char *big = obi_test_path_in(f, "t/big");
+    counting_blobs counting = {{&counting_ops}, f->blobs, 0, big};
+    cleanup_free char *path = obi_test_path_in(f, "t");
+    obi_node node = {0};
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_ingest_path(&counting.base, f->dirs, path, NULL, &node, &err),
+                      -EAGAIN, "t/big: changed while being ingested");
+    assert_int_equal(counting.writers, 1);
+    int directories = 0;
+    assert_ok(obi_directory_service_list(f->dirs, count_directory, &directories, err_ptr_));
+    assert_int_equal(directories, 0);
 }
 
 int main(void)
@@ -337,7 +383,8 @@ int main(void)
         T(test_ingest_reports_a_missing_path),
         T(test_ingest_feeds_refscan_contents_and_targets_not_names),
         T(test_ingest_handles_paths_longer_than_path_max),
-        T(test_ingest_skips_writing_small_blobs_the_store_has),
+        T(test_ingest_writes_no_blob_the_store_has),
+        T(test_ingest_big_file_changed_between_hash_and_copy_is_an_error),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

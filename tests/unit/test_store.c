@@ -1443,6 +1443,249 @@ static void test_store_local_owner_lock_made_by_the_first_writer(void **state)
     assert_int_equal(open_services(f), 0);
 }
 
+/* ---- the publish path: temporary files beside their names ---- */
+
+static int put_expecting(obi_blob_service *svc, const void *data, size_t len, bool pending,
+                         obi_error **err)
+{
+    obi_digest expected, got;
+    obi_digest_of(data, len, &expected);
+    cleanup_blob_writer obi_blob_writer *writer = NULL;
+    int r = obi_blob_open_write_expecting(svc, &expected, &writer, err);
+    if (r == 0)
+        r = obi_blob_write(writer, data, len, err);
+    if (r == 0)
+        r = pending ? obi_blob_finish_pending(writer, &got, err)
+                    : obi_blob_finish(writer, &got, err);
+    return r == 0 && !obi_digest_equal(&got, &expected) ? -EIO : r;
+}
+
+/* Names of entries in the blob's fan-out directory that start with a dot (temporary files). */
+static int count_fanout_temps(const fixture *f, const obi_digest *digest)
+{
+    char hex[OBI_DIGEST_HEX_LEN + 1], sub[16];
+    obi_digest_to_hex(digest, hex);
+    snprintf(sub, sizeof sub, "blobs/%.2s", hex);
+    cleanup_free char *path = obi_path_join(f->root, sub);
+    cleanup_dir DIR *dir = opendir(path);
+    int n = 0;
+    struct dirent *e;
+    while (dir && (e = readdir(dir)))
+        n += e->d_name[0] == '.' && strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    return n;
+}
+
+static int count_visit(const obi_digest *digest, void *ctx, obi_error **err)
+{
+    (void)digest;
+    (void)err;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static int count_listed(obi_blob_service *svc)
+{
+    int n = 0;
+    return obi_blob_service_list(svc, count_visit, &n, NULL) < 0 ? -1 : n;
+}
+
+static void test_store_local_new_store_has_every_fanout_directory(void **state)
+{
+    fixture *f = *state;
+    for (unsigned byte = 0; byte < 256; byte++) {
+        char sub[16];
+        snprintf(sub, sizeof sub, "blobs/%02x", byte);
+        cleanup_free char *path = obi_path_join(f->root, sub);
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        assert_true(S_ISDIR(st.st_mode));
+    }
+}
+
+/* A writer told the digest prepares the blob in its fan-out directory under a name that is not
+ * a blob's: not listed, not found by has() from elsewhere, visible here while pending, renamed
+ * to its name by the barrier. */
+static void test_store_local_expected_blob_prepared_beside_its_name(void **state)
+{
+    fixture *f = *state;
+    static const char data[] = "prepared beside its name";
+    obi_digest digest;
+    obi_digest_of(data, sizeof data, &digest);
+    assert_ok(put_expecting(f->blobs, data, sizeof data, true, err_ptr_));
+    assert_int_equal(count_in(f, "tmp"), 0);
+    assert_int_equal(count_fanout_temps(f, &digest), 1);
+    assert_int_equal(count_listed(f->blobs), 0);
+    assert_int_equal(obi_blob_has(f->blobs, &digest, NULL), 1);
+    uint8_t *got = NULL;
+    size_t len = 0;
+    assert_ok(obi_blob_get_bytes(f->blobs, &digest, 100, &got, &len, err_ptr_));
+    assert_memory_equal(got, data, sizeof data);
+    free(got);
+    assert_ok(obi_blob_service_sync(f->blobs, err_ptr_));
+    assert_int_equal(count_fanout_temps(f, &digest), 0);
+    assert_int_equal(count_listed(f->blobs), 1);
+    /* finish (durable at once) goes the same way, and a second copy leaves no file behind */
+    assert_ok(put_expecting(f->blobs, data, sizeof data, false, err_ptr_));
+    assert_ok(put_expecting(f->blobs, "other", 5, false, err_ptr_));
+    assert_int_equal(count_in(f, "blobs"), 2);
+    assert_int_equal(count_in(f, "tmp"), 0);
+}
+
+/* The contents decide the name, not what the writer was told: a writer told the wrong digest
+ * stores the blob under the right one (ingest reports the mismatch). */
+static void test_store_local_expected_digest_is_only_a_hint(void **state)
+{
+    fixture *f = *state;
+    obi_digest wrong, right, got;
+    obi_digest_of("something else", 14, &wrong);
+    obi_digest_of("written", 7, &right);
+    cleanup_blob_writer obi_blob_writer *writer = NULL;
+    assert_ok(obi_blob_open_write_expecting(f->blobs, &wrong, &writer, err_ptr_));
+    assert_ok(obi_blob_write(writer, "written", 7, err_ptr_));
+    assert_ok(obi_blob_finish_pending(writer, &got, err_ptr_));
+    assert_true(obi_digest_equal(&got, &right));
+    assert_ok(obi_blob_service_sync(f->blobs, err_ptr_));
+    assert_int_equal(obi_blob_has(f->blobs, &right, NULL), 1);
+    assert_int_equal(obi_blob_has(f->blobs, &wrong, NULL), 0);
+    assert_int_equal(count_fanout_temps(f, &wrong), 0);
+    assert_int_equal(count_in(f, "blobs"), 1);
+}
+
+#define N_IMPORTERS 4
+static const char shared_content[] = "the same blob, from every importer at once";
+
+/* Processes storing the same blob at once through the rename path: every one succeeds, one
+ * file holds it, intact, and no temporary file is left. */
+static void test_store_local_concurrent_importers_of_one_blob_leave_one(void **state)
+{
+    fixture *f = *state;
+    pid_t pids[N_IMPORTERS];
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    for (int i = 0; i < N_IMPORTERS; i++) {
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            close(go[1]);
+            char c;
+            obi_blob_service *blobs = NULL;
+            int ok =
+                obi_local_blob_service_open(f->root, &blobs, NULL) == 0 &&
+                read(go[0], &c, 1) == 0 && /* all start together at EOF */
+                put_expecting(blobs, shared_content, sizeof shared_content, i % 2, NULL) == 0 &&
+                obi_blob_service_sync(blobs, NULL) == 0;
+            obi_blob_service_free(blobs);
+            _exit(ok ? 0 : 1);
+        }
+    }
+    close(go[0]);
+    close(go[1]);
+    for (int i = 0; i < N_IMPORTERS; i++) {
+        int status = 0;
+        assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    obi_digest digest;
+    obi_digest_of(shared_content, sizeof shared_content, &digest);
+    assert_int_equal(count_in(f, "blobs"), 1);
+    assert_int_equal(count_fanout_temps(f, &digest), 0);
+    assert_int_equal(count_in(f, "owners"), 0);
+    uint8_t *got = NULL;
+    size_t len = 0;
+    assert_ok(obi_blob_get_bytes(f->blobs, &digest, 100, &got, &len, err_ptr_));
+    assert_int_equal(len, sizeof shared_content);
+    assert_memory_equal(got, shared_content, len);
+    free(got);
+}
+
+static int child_finishes_expected_pending(const char *root, int ready_fd)
+{
+    obi_blob_service *blobs = NULL;
+    if (obi_local_blob_service_open(root, &blobs, NULL) < 0 ||
+        put_expecting(blobs, child_content, sizeof child_content, true, NULL) < 0)
+        return -1;
+    return write(ready_fd, "r", 1) == 1 ? 0 : -1;
+}
+
+/* A writer killed with its blob prepared in the fan-out directory: the file is never a blob
+ * (not listed, has() says no, the store checks clean), kept while its owner lives, removed by
+ * the next start once it is dead. */
+static void test_store_local_killed_writer_fanout_temp_never_visible_and_swept(void **state)
+{
+    fixture *f = *state;
+    obi_digest digest;
+    obi_digest_of(child_content, sizeof child_content, &digest);
+    start_child(f, child_finishes_expected_pending);
+    /* alive: another process's start keeps it */
+    cleanup_blob_service obi_blob_service *second = NULL;
+    assert_ok(obi_local_blob_service_open(f->root, &second, err_ptr_));
+    assert_int_equal(count_fanout_temps(f, &digest), 1);
+    obi_blob_service_free(steal_pointer(&second));
+    kill_child(f);
+    assert_int_equal(count_fanout_temps(f, &digest), 1);
+    assert_int_equal(count_listed(f->blobs), 0);
+    assert_int_equal(obi_blob_has(f->blobs, &digest, NULL), 0);
+    close_services(f);
+    assert_int_equal(open_services(f), 0); /* the sweep */
+    assert_int_equal(count_fanout_temps(f, &digest), 0);
+    assert_int_equal(count_in(f, "blobs"), 0);
+    assert_int_equal(count_in(f, "owners"), 0);
+}
+
+/* A dead owner whose lock file lost its bitmap (a crash of the machine, or an older version)
+ * has its temporary files looked for in every fan-out directory; others' are left. */
+static void test_store_local_dead_owner_without_bitmap_swept_everywhere(void **state)
+{
+    fixture *f = *state;
+    const char *token = "0123456789abcdef0123456789abcdef";
+    char name[128];
+    snprintf(name, sizeof name, "owners/%s.lock", token);
+    cleanup_free char *lock = obi_path_join(f->root, name);
+    assert_ok(obi_write_file(lock, "", 0, 0600, err_ptr_));
+    snprintf(name, sizeof name, "blobs/7f/.%s.3", token);
+    cleanup_free char *dead = obi_path_join(f->root, name);
+    assert_ok(obi_write_file(dead, "dead", 4, 0444, err_ptr_));
+    /* a file of a token with no lock file at all is not judged: kept (never a blob either) */
+    cleanup_free char *other = obi_path_join(f->root, "blobs/7f/.fedcba9876543210fedcba98765432.1");
+    assert_ok(obi_write_file(other, "other", 5, 0444, err_ptr_));
+    close_services(f);
+    assert_int_equal(open_services(f), 0);
+    assert_int_equal(access(dead, F_OK), -1);
+    assert_int_equal(access(lock, F_OK), -1);
+    assert_int_equal(access(other, F_OK), 0);
+    assert_int_equal(count_listed(f->blobs), 0);
+}
+
+/* Importing a tree the store has writes nothing: no writer, so no owner lock and no temporary
+ * file, and the blob files are the same inodes as before (small and large files alike). */
+static void test_store_local_reimport_writes_nothing(void **state)
+{
+    fixture *f = *state;
+    cleanup_free char *src = obi_path_join(f->tmp, "src");
+    assert_int_equal(mkdir(src, 0755), 0);
+    size_t sizes[] = {10, 64 << 10, (64 << 10) + 1, 3 << 20};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(sizes); i++) {
+        cleanup_free uint8_t *data = malloc(sizes[i]);
+        fill_pattern(data, sizes[i], (unsigned)i);
+        char name[32];
+        snprintf(name, sizeof name, "src/f%zu", i);
+        cleanup_free char *path = obi_path_join(f->tmp, name);
+        assert_ok(obi_write_file(path, data, sizes[i], 0644, err_ptr_));
+    }
+    cleanup_node obi_node first = {0}, second = {0};
+    assert_ok(obi_ingest_path(f->blobs, f->dirs, src, NULL, &first, err_ptr_));
+    assert_int_equal(count_in(f, "blobs"), 4);
+    close_services(f); /* the owner lock goes with the last service */
+    assert_int_equal(count_in(f, "owners"), 0);
+    assert_int_equal(open_services(f), 0);
+    assert_ok(obi_ingest_path(f->blobs, f->dirs, src, NULL, &second, err_ptr_));
+    assert_true(obi_digest_equal(&first.digest, &second.digest));
+    assert_int_equal(count_in(f, "owners"), 0); /* no writer was opened */
+    assert_int_equal(count_in(f, "blobs"), 4);
+    assert_int_equal(count_in(f, "tmp"), 0);
+}
+
 /* ---- selection by URL ---- */
 
 static void test_store_url_memory_and_objectstore_file_open(void **state)
@@ -1653,6 +1896,13 @@ int main(void)
         LOCAL(test_store_local_killed_after_barrier_leaves_blob_visible_and_intact),
         LOCAL(test_store_local_live_owner_temps_kept_dead_owner_temps_removed),
         LOCAL(test_store_local_owner_lock_made_by_the_first_writer),
+        LOCAL(test_store_local_new_store_has_every_fanout_directory),
+        LOCAL(test_store_local_expected_blob_prepared_beside_its_name),
+        LOCAL(test_store_local_expected_digest_is_only_a_hint),
+        LOCAL(test_store_local_concurrent_importers_of_one_blob_leave_one),
+        LOCAL(test_store_local_killed_writer_fanout_temp_never_visible_and_swept),
+        LOCAL(test_store_local_dead_owner_without_bitmap_swept_everywhere),
+        LOCAL(test_store_local_reimport_writes_nothing),
         cmocka_unit_test(test_store_url_memory_and_objectstore_file_open),
         cmocka_unit_test(test_store_url_relative_path_is_made_absolute),
         cmocka_unit_test(test_store_url_unknown_scheme_lists_supported),
