@@ -71,7 +71,7 @@ typedef struct obi_rpc_server_options {
      * record's node is stored, CalculateNAR reads it). */
     obi_nix_path_info_store *path_infos;
     unsigned castore_workers; /* 0: 16 threads for blob and directory calls */
-    unsigned build_workers;   /* 0: 4 threads for builds (the service bounds builds too) */
+    unsigned build_workers;   /* 0: 16 threads for builds (the service bounds builds too) */
     obi_log_level log_level;
     obi_log_fn log; /* NULL: no logging */
     void *log_ctx;

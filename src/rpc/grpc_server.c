@@ -51,7 +51,7 @@
 #include "rpc_internal.h"
 
 #define DEFAULT_CASTORE_WORKERS 16
-#define DEFAULT_BUILD_WORKERS 4
+#define DEFAULT_BUILD_WORKERS 16
 #define DEFAULT_IDLE_TIMEOUT_MS 30000
 #define DEFAULT_MAX_MESSAGE_BYTES ((size_t)16 << 20)
 #define DEFAULT_MAX_INFLIGHT_BYTES ((size_t)512 << 20)
