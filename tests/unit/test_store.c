@@ -22,6 +22,7 @@
 #include "ocibuild/ingest.h"
 #include "ocibuild/node.h"
 #include "ocibuild/store.h"
+#include "ocibuild/store_verify.h"
 #include "test_helpers.h"
 
 /* ---- fixtures: one per backend ---- */
@@ -1622,6 +1623,13 @@ static void test_store_local_killed_writer_fanout_temp_never_visible_and_swept(v
     assert_ok(obi_local_blob_service_open(f->root, &second, err_ptr_));
     assert_int_equal(count_fanout_temps(f, &digest), 1);
     obi_blob_service_free(steal_pointer(&second));
+    /* the store check sees no blob and no fault while the file is there */
+    obi_store store = {.blobs = f->blobs, .directories = f->dirs};
+    obi_store_verify_stats stats = {0};
+    assert_ok(obi_store_verify(&store, NULL, NULL, &stats, err_ptr_));
+    assert_int_equal(stats.blobs, 0);
+    assert_int_equal(stats.faults, 0);
+    assert_int_equal(count_fanout_temps(f, &digest), 1);
     kill_child(f);
     assert_int_equal(count_fanout_temps(f, &digest), 1);
     assert_int_equal(count_listed(f->blobs), 0);
