@@ -35,6 +35,8 @@
 #define INGEST_READ_SIZE (1 << 20)
 /* Files up to this size are read whole first and not written when the store has them. */
 #define INGEST_SMALL_FILE (64 << 10)
+/* After a miss, small files are written without asking the store, except every this many. */
+#define INGEST_ASK_EVERY 16
 
 typedef struct ingest {
     obi_blob_service *blobs;
@@ -50,6 +52,7 @@ typedef struct ingest {
     const obi_progress *progress; /* NULL: none */
     uint64_t bytes, files;        /* done so far, for progress */
     bool expect_stored; /* the store had the last blob asked for: hash large files first */
+    unsigned unasked;   /* small files written without asking since the last miss */
 } ingest;
 
 static void report_progress(ingest *ig, uint64_t more_bytes, uint64_t more_files)
@@ -238,9 +241,15 @@ static int ingest_file(ingest *ig, int dirfd, const char *name, const struct sta
         /* A small file is hashed in memory first; one the store has is not written again (a
          * rebuild's unchanged outputs create no temporary file). */
         obi_blake3(ig->buf, (size_t)head, digest.bytes);
-        ig->expect_stored = obi_blob_has(ig->blobs, &digest, &ignored) == 1;
-        if (!ig->expect_stored &&
-            (r = write_blob(ig, fd, (size_t)head, &digest, &size, &digest, err)) < 0)
+        /* Into a store that lacks what it was asked for (a fresh import), most are written
+         * without asking (a blob it did have is dropped when published: same contents); every
+         * INGEST_ASK_EVERY-th still asks, so that a tree the store has again is noticed. */
+        bool stored = false;
+        if (ig->expect_stored || ++ig->unasked >= INGEST_ASK_EVERY) {
+            ig->unasked = 0;
+            stored = ig->expect_stored = obi_blob_has(ig->blobs, &digest, &ignored) == 1;
+        }
+        if (!stored && (r = write_blob(ig, fd, (size_t)head, &digest, &size, &digest, err)) < 0)
             return r;
     } else if (ig->expect_stored) {
         /* A large file while the store had what was asked last (a re-import): hashed first,

@@ -247,11 +247,13 @@ typedef struct counting_blobs {
     obi_blob_service *inner;
     int writers;
     const char *change_path;
+    int asked; /* has() calls */
 } counting_blobs;
 
 static int counting_has(obi_blob_service *svc, const obi_digest *digest, obi_error **err)
 {
     counting_blobs *c = (counting_blobs *)svc;
+    c->asked++;
     return obi_blob_has(c->inner, digest, err);
 }
 
@@ -316,7 +318,7 @@ static void test_ingest_writes_no_blob_the_store_has(void **state)
     write_sized(f, "t/small", 100, "small-needle");
     write_sized(f, "t/edge", 64 << 10, NULL);
     write_sized(f, "t/over", (64 << 10) + 1, "over-needle");
-    counting_blobs counting = {{&counting_ops}, f->blobs, 0, NULL};
+    counting_blobs counting = {{&counting_ops}, f->blobs, 0, NULL, 0};
     const char *needles[] = {"small-needle", "over-needle"};
     cleanup_refscan obi_refscan *scanner = NULL;
     assert_ok(obi_refscan_new_strings(needles, 2, &scanner, err_ptr_));
@@ -356,7 +358,7 @@ static void test_ingest_big_file_changed_between_hash_and_copy_is_an_error(void 
     make_dir(f, "t");
     write_sized(f, "t/big", 1 << 20, NULL);
     cleanup_free char *big = obi_test_path_in(f, "t/big");
-    counting_blobs counting = {{&counting_ops}, f->blobs, 0, big};
+    counting_blobs counting = {{&counting_ops}, f->blobs, 0, big, 0};
     cleanup_free char *path = obi_test_path_in(f, "t");
     obi_node node = {0};
     obi_error *err = NULL;
@@ -366,6 +368,31 @@ static void test_ingest_big_file_changed_between_hash_and_copy_is_an_error(void 
     int directories = 0;
     assert_ok(obi_directory_service_list(f->dirs, count_directory, &directories, err_ptr_));
     assert_int_equal(directories, 0);
+}
+
+/* A fresh import asks the store about few small files once it lacked one (every 16th still
+ * asks); a re-import asks about each and writes none. */
+static void test_ingest_fresh_import_asks_about_few_small_files(void **state)
+{
+    fixture *f = *state;
+    make_dir(f, "t");
+    for (int i = 0; i < 40; i++) {
+        char rel[32], text[32];
+        snprintf(rel, sizeof rel, "t/f%02d", i);
+        snprintf(text, sizeof text, "file %d", i);
+        obi_test_write_text(f, rel, text, 0644);
+    }
+    counting_blobs counting = {{&counting_ops}, f->blobs, 0, NULL, 0};
+    cleanup_free char *path = obi_test_path_in(f, "t");
+    cleanup_node obi_node first = {0}, second = {0};
+    assert_ok(obi_ingest_path(&counting.base, f->dirs, path, NULL, &first, err_ptr_));
+    assert_int_equal(counting.writers, 40);
+    assert_int_equal(counting.asked, 3); /* the first, the 17th and the 33rd */
+    counting.writers = counting.asked = 0;
+    assert_ok(obi_ingest_path(&counting.base, f->dirs, path, NULL, &second, err_ptr_));
+    assert_int_equal(counting.writers, 0);
+    assert_int_equal(counting.asked, 40);
+    assert_true(obi_digest_equal(&first.digest, &second.digest));
 }
 
 int main(void)
@@ -385,6 +412,7 @@ int main(void)
         T(test_ingest_handles_paths_longer_than_path_max),
         T(test_ingest_writes_no_blob_the_store_has),
         T(test_ingest_big_file_changed_between_hash_and_copy_is_an_error),
+        T(test_ingest_fresh_import_asks_about_few_small_files),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
