@@ -7,14 +7,14 @@
  * blocked on. The Directory being built for each level of the current path is kept on a stack.
  * Files are hashed before they are written wherever the store may have them: a small file (up
  * to 64 KiB) always, in memory; a large one when the store had the blob asked for last (a
- * re-import), in a pass over the file. A blob the store has is not written at all; a missing
- * one is copied into a writer told its digest (the on-disk store prepares it beside its final
- * name), and the writer's own hash of what it wrote must match (else the file changed: an
- * error). Other large files stream through the read buffer into a writer in one pass. Every
- * byte goes to the optional reference scanner once. Blobs are finished as pending (no fsync
- * per file); directories are put leaves first into one putter. At the end one barrier
- * (obi_blob_service_sync) makes every blob durable, and only then are the directories committed
- * (docs/store.md, "Crash safety").
+ * re-import), in a pass over the file (after a miss, only every 16th small file asks the store).
+ * A blob the store has is not written at all; a missing one is copied into a writer told its
+ * digest (the on-disk store prepares it beside its final name), and the writer's own hash of
+ * what it wrote must match (else the file changed: an error). Other large files stream through
+ * the read buffer into a writer in one pass. Every byte goes to the optional reference scanner
+ * once. Blobs are finished as pending (no fsync per file); directories are put leaves first
+ * into one putter. At the end one barrier (obi_blob_service_sync) makes every blob durable, and
+ * only then are the directories committed (docs/store.md, "Crash safety").
  */
 #include <errno.h>
 #include <fcntl.h>
