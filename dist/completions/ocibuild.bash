@@ -17,7 +17,8 @@ _ocibuild() {
         --store | --blob-service | --directory-service | --build-service | --timeout | \
             --max-builds | --max-pids | --memory | --scratch-limit | --max-freed | --remove | \
             --name | --cores | --grace | --replica | --log-level | --listen | --socket-group | \
-            --idle-timeout | --max-message-bytes | --max-inflight-bytes | --insecure-registry)
+            --idle-timeout | --max-message-bytes | --max-inflight-bytes | --insecure-registry | \
+            --trusted-user)
             return ;;
         --runtime)
             COMPREPLY=($(compgen -W "runc crun" -- "$cur")) && return ;;
@@ -30,7 +31,8 @@ _ocibuild() {
         spec) opts="--rootless --sandbox-shell --help" ;;
         daemon) opts="--listen --build-service --store --blob-service --directory-service
             --log-level --grace --tls-cert --tls-key --tls-client-ca --insecure-tcp
-            --socket-group --idle-timeout --max-message-bytes --max-inflight-bytes --help" ;;
+            --socket-group --idle-timeout --max-message-bytes --max-inflight-bytes --path-info
+            --trusted-user --help" ;;
         store)
             if [ "$cword" -eq 2 ]; then
                 COMPREPLY=($(compgen -W "import export cat ls verify gc roots du --help" -- "$cur"))

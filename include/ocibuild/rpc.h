@@ -93,6 +93,13 @@ typedef struct obi_rpc_server_options {
      * socket_gid. */
     bool use_socket_group;
     gid_t socket_gid;
+    /* Trusted clients, the only ones whose PathInfo Put is taken (docs/security.md "Trusted
+     * clients"): on unix sockets peers running as root, as the daemon's user or as one of
+     * trusted_uids (borrowed); on TCP clients whose certificate the client CA verified (mutual
+     * TLS). trust_everyone: every client that may connect. */
+    const uid_t *trusted_uids;
+    size_t n_trusted_uids;
+    bool trust_everyone;
 } obi_rpc_server_options;
 
 typedef struct obi_rpc_server obi_rpc_server;

@@ -38,4 +38,9 @@ int obi_service_addrs_resolve(const obi_service_flags *flags, obi_service_addrs 
                               obi_error **err);
 void obi_service_addrs_clear(obi_service_addrs *addrs);
 
+/* Where `ocibuild daemon` listens without --listen (and what ocibuild.socket names as root):
+ * /run/ocibuild/daemon.sock for root, $XDG_RUNTIME_DIR/ocibuild/daemon.sock for anyone else
+ * (-ENOENT naming the variable when it is unset). Caller frees. */
+int obi_default_daemon_socket(char **out, obi_error **err);
+
 #endif

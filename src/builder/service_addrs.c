@@ -2,8 +2,10 @@
  * Where a client's services are, from its flags and the environment (service_addrs.h): a table
  * of sources tried in order for each service, so the precedence reads as one list per service.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/service_addrs.h"
@@ -83,4 +85,19 @@ void obi_service_addrs_clear(obi_service_addrs *addrs)
     free(addrs->directories);
     free(addrs->build);
     memset(addrs, 0, sizeof *addrs);
+}
+
+int obi_default_daemon_socket(char **out, obi_error **err)
+{
+    const char *runtime_dir = geteuid() == 0 ? "/run" : env_value("XDG_RUNTIME_DIR");
+    if (!runtime_dir)
+        return obi_error_set(err, -ENOENT,
+                             "no default daemon socket: $XDG_RUNTIME_DIR is not set (name one "
+                             "with --listen unix:PATH)");
+    if (runtime_dir[0] != '/')
+        return obi_error_set(err, -EINVAL, "$XDG_RUNTIME_DIR \"%s\": not an absolute path",
+                             runtime_dir);
+    if (asprintf(out, "%s/ocibuild/daemon.sock", runtime_dir) < 0)
+        return obi_error_oom(err);
+    return 0;
 }

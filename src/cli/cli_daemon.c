@@ -13,6 +13,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,9 +31,11 @@
 #include "ocibuild/nix_path_info.h"
 #include "ocibuild/number.h"
 #include "ocibuild/rpc.h"
+#include "ocibuild/service_addrs.h"
 #include "ocibuild/store.h"
 
 #define MAX_LISTEN 16
+#define MAX_TRUSTED_USERS 64
 #define DEFAULT_GRACE_SECONDS 30
 /* The server gives handlers a few seconds after cancelling them; the watchdog comes after. */
 #define WATCHDOG_EXTRA_SECONDS 9
@@ -40,15 +43,19 @@
 #define LISTEN_FDS_START 3
 
 static const char USAGE[] =
-    "usage: ocibuild daemon --listen ADDR [--listen ADDR...] [--build-service URL]\n"
+    "usage: ocibuild daemon [--listen ADDR...] [--build-service URL]\n"
     "                       [--blob-service URL] [--directory-service URL] [--store URL]\n"
     "                       [--log-level error|warn|info|debug] [--grace SECONDS]\n"
     "                       [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]\n"
     "                       [--insecure-tcp] [--socket-group NAME]\n"
     "                       [--idle-timeout SECONDS] [--max-message-bytes SIZE]\n"
     "                       [--max-inflight-bytes SIZE] [--path-info URL]\n"
+    "                       [--trusted-user NAME|UID|'*'...]\n"
     "  ADDR: unix:PATH, unix:///ABS/PATH or HOST:PORT; sockets passed by systemd (LISTEN_FDS)\n"
-    "        are served too, and then --listen may be left out\n"
+    "        are served too; with neither, unix:/run/ocibuild/daemon.sock as root, else\n"
+    "        unix:$XDG_RUNTIME_DIR/ocibuild/daemon.sock\n"
+    "  PathInfo Put is for trusted clients only: unix-socket peers running as root, as the\n"
+    "  daemon's user or as a --trusted-user ('*': every client), and mutual-TLS clients\n"
     "  TCP without mutual TLS listens on loopback addresses only, unless --insecure-tcp\n"
     "  unix sockets: mode 0600, or 0660 with group NAME (--socket-group)\n"
     "  limits (defaults): --idle-timeout 30, --max-message-bytes 16Mi, --max-inflight-bytes "
@@ -214,6 +221,48 @@ static int socket_group(const char *name, gid_t *out)
     return 0;
 }
 
+/* Adds --trusted-user NAME or UID to uids; '*' trusts every client that may connect. */
+static int trusted_user(const char *name, obi_rpc_server_options *options, uid_t *uids)
+{
+    if (!strcmp(name, "*")) {
+        options->trust_everyone = true;
+        return 0;
+    }
+    if (options->n_trusted_uids == MAX_TRUSTED_USERS)
+        return cli_failf("daemon: at most %d --trusted-user", MAX_TRUSTED_USERS);
+    unsigned long long uid = 0;
+    if (!obi_parse_decimal(name, (uid_t)-2, &uid)) {
+        struct passwd pwd, *found = NULL;
+        char buffer[16384];
+        int e = getpwnam_r(name, &pwd, buffer, sizeof buffer, &found);
+        if (!found)
+            return cli_failf("daemon: --trusted-user %s: %s", name,
+                             e ? strerror(e) : "no such user");
+        uid = found->pw_uid;
+    }
+    uids[options->n_trusted_uids++] = (uid_t)uid;
+    options->trusted_uids = uids;
+    return 0;
+}
+
+/* The default --listen (obi_default_daemon_socket), its directory made: 0755 as root (the
+ * socket's own mode decides who gets in), 0700 for a user. */
+static int default_listen(char **address, obi_error **err)
+{
+    cleanup_free char *path = NULL;
+    int r = obi_default_daemon_socket(&path, err);
+    if (r < 0)
+        return r;
+    cleanup_free char *dir = strndup(path, (size_t)(strrchr(path, '/') - path));
+    if (!dir)
+        return obi_error_oom(err);
+    if ((r = obi_mkdir_p(dir, geteuid() == 0 ? 0755 : 0700, err)) < 0)
+        return r;
+    if (asprintf(address, "unix:%s", path) < 0)
+        return obi_error_oom(err);
+    return 0;
+}
+
 int cli_daemon(int argc, char **argv)
 {
     enum {
@@ -226,6 +275,7 @@ int cli_daemon(int argc, char **argv)
         OPT_MAX_MESSAGE,
         OPT_MAX_INFLIGHT,
         OPT_PATH_INFO,
+        OPT_TRUSTED_USER,
     };
     static const struct option options[] = {
         {"listen", required_argument, NULL, 'l'},
@@ -244,11 +294,14 @@ int cli_daemon(int argc, char **argv)
         {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
         {"max-inflight-bytes", required_argument, NULL, OPT_MAX_INFLIGHT},
         {"path-info", required_argument, NULL, OPT_PATH_INFO},
+        {"trusted-user", required_argument, NULL, OPT_TRUSTED_USER},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
     const char *listen[MAX_LISTEN];
     size_t n_listen = 0;
+    uid_t trusted_uids[MAX_TRUSTED_USERS];
+    cleanup_free char *default_address = NULL;
     const char *build_url = NULL, *blob_url = NULL, *directory_url = NULL, *path_info_url = NULL;
     obi_log_level level = OBI_LOG_INFO;
     unsigned grace_seconds = DEFAULT_GRACE_SECONDS;
@@ -318,6 +371,10 @@ int cli_daemon(int argc, char **argv)
         case OPT_PATH_INFO:
             path_info_url = optarg;
             break;
+        case OPT_TRUSTED_USER:
+            if (trusted_user(optarg, &server_options, trusted_uids))
+                return 1;
+            break;
         case 'h':
             fputs(USAGE, stdout);
             return 0;
@@ -331,10 +388,11 @@ int cli_daemon(int argc, char **argv)
     unsigned n_activated = 0;
     if (systemd_listen_fds(&n_activated, &err) < 0)
         return cli_fail(steal_pointer(&err));
-    if (n_listen == 0 && n_activated == 0)
-        return cli_failf("daemon: at least one --listen ADDR (or a socket from systemd) is "
-                         "required\n%s",
-                         USAGE);
+    if (n_listen == 0 && n_activated == 0) {
+        if (default_listen(&default_address, &err) < 0)
+            return cli_fail(steal_pointer(&err));
+        listen[n_listen++] = default_address;
+    }
     const obi_rpc_module *rpc = NULL;
     if (cli_rpc_load(&rpc, &err) < 0)
         return cli_fail(steal_pointer(&err));

@@ -48,6 +48,7 @@
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/number.h"
 #include "rpc_internal.h"
 
 #define DEFAULT_CASTORE_WORKERS 16
@@ -321,6 +322,64 @@ obi_rpc_api obi_rpc_call_api(const obi_rpc_call *call)
 const char *obi_rpc_call_path(const obi_rpc_call *call)
 {
     return call->registered->path;
+}
+
+/* The uid at the other end of a unix socket we accepted and handed to gRPC, whose peer it then
+ * names "fd:N". The descriptor stays open while a call on it lives (the call holds its
+ * transport), so it cannot be another connection's yet. */
+static bool unix_peer_uid(const char *peer, uid_t *uid)
+{
+    unsigned long long fd = 0;
+    if (!peer || strncmp(peer, "fd:", 3) != 0 || !obi_parse_decimal(peer + 3, INT32_MAX, &fd))
+        return false;
+    int domain = 0;
+    socklen_t len = sizeof domain;
+    if (getsockopt((int)fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX)
+        return false;
+    struct ucred cred;
+    len = sizeof cred;
+    if (getsockopt((int)fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        return false;
+    *uid = cred.uid;
+    return true;
+}
+
+static bool uid_trusted(const obi_rpc_server_options *options, uid_t uid)
+{
+    if (uid == 0 || uid == geteuid())
+        return true;
+    for (size_t i = 0; i < options->n_trusted_uids; i++)
+        if (options->trusted_uids[i] == uid)
+            return true;
+    return false;
+}
+
+/* A TCP client that showed a certificate our client CA verified. */
+static bool tls_peer_verified(const obi_rpc_call *call)
+{
+    if (!call->server->tls || !call->server->client_certificates)
+        return false;
+    grpc_auth_context *auth = grpc_call_auth_context(call->call);
+    bool verified = auth && grpc_auth_context_peer_is_authenticated(auth);
+    grpc_auth_context_release(auth);
+    return verified;
+}
+
+bool obi_rpc_call_trusted(const obi_rpc_call *call, char *who, size_t size)
+{
+    const obi_rpc_server_options *options = &call->server->options;
+    char *peer = grpc_call_get_peer(call->call);
+    uid_t uid = 0;
+    bool trusted;
+    if (unix_peer_uid(peer, &uid)) {
+        snprintf(who, size, "uid %u", (unsigned)uid);
+        trusted = uid_trusted(options, uid);
+    } else {
+        snprintf(who, size, "%s", peer ? peer : "an unknown peer");
+        trusted = tls_peer_verified(call);
+    }
+    gpr_free(peer);
+    return trusted || options->trust_everyone;
 }
 
 void obi_rpc_call_set_reply_metadata(obi_rpc_call *call, const char *key, const char *value)

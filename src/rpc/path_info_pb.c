@@ -2,7 +2,9 @@
  * tvix.store.v1.PathInfo <-> obi_nix_path_info (nix_path_info.h), for the PathInfoService's
  * server and client. References travel twice, as tvix has them: their 20-byte digests and their
  * basenames, which must agree. The content address travels as a type and raw digest and is
- * rendered back the way Nix 2.8 prints it ("fixed:r:sha256:<nixbase32>").
+ * rendered back the way Nix 2.8 prints it ("fixed:r:sha256:<nixbase32>"). References go out
+ * sorted by store path, as Nix keeps them, since a Put refuses any other order
+ * (obi_rpc_path_info_check_references).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include "ocibuild/digest.h"
 #include "ocibuild/nix_store.h"
 #include "ocibuild/node_pb.h"
+#include "ocibuild/strv.h"
 #include "rpc_internal.h"
 
 #define NIX_DIGEST_LEN 20
@@ -133,16 +136,20 @@ int obi_rpc_path_info_to_pb(const obi_nix_path_info *info, Tvix__Store__V1__Path
     nar->nar_size = info->nar.size;
     memcpy(nar->nar_sha256.data, info->nar.sha256, OBI_SHA256_LEN);
     nar->nar_sha256.len = OBI_SHA256_LEN;
+    cleanup_free const char **sorted = calloc(n + 1, sizeof *sorted);
+    if (!sorted)
+        return obi_error_oom(err);
+    memcpy(sorted, info->references, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, obi_strv_item_compare);
     for (size_t i = 0; i < n; i++) {
         uint8_t *digest = malloc(NIX_DIGEST_LEN);
         if (!digest)
             return obi_error_oom(err);
         pb->references[pb->n_references++] = (ProtobufCBinaryData){NIX_DIGEST_LEN, digest};
-        int r = path_digest(info->references[i], digest, err);
+        int r = path_digest(sorted[i], digest, err);
         if (r < 0)
             return r;
-        nar->reference_names[nar->n_reference_names] =
-            strdup(strrchr(info->references[i], '/') + 1);
+        nar->reference_names[nar->n_reference_names] = strdup(strrchr(sorted[i], '/') + 1);
         if (!nar->reference_names[nar->n_reference_names++])
             return obi_error_oom(err);
     }
@@ -215,5 +222,23 @@ int obi_rpc_path_info_from_pb(const Tvix__Store__V1__PathInfo *pb, obi_nix_path_
     if (r < 0)
         return r;
     *out = steal_pointer(&owned);
+    return 0;
+}
+
+int obi_rpc_path_info_check_references(const Tvix__Store__V1__PathInfo *pb, obi_error **err)
+{
+    const Tvix__Store__V1__NARInfo *nar = pb->narinfo;
+    for (size_t i = 1; nar && i < nar->n_reference_names; i++) {
+        int order = strcmp(nar->reference_names[i - 1], nar->reference_names[i]);
+        if (order == 0)
+            return obi_error_set(err, -EINVAL,
+                                 "PathInfo.narinfo.reference_names[%zu]: '%s' is there twice", i,
+                                 nar->reference_names[i]);
+        if (order > 0)
+            return obi_error_set(err, -EINVAL,
+                                 "PathInfo.narinfo.reference_names[%zu]: '%s' comes after '%s'; "
+                                 "references must be sorted by store path",
+                                 i, nar->reference_names[i - 1], nar->reference_names[i]);
+    }
     return 0;
 }

@@ -1,12 +1,13 @@
 /*
  * tvix.store.v1.PathInfoService served from an obi_nix_path_info_store (the daemon's
- * --path-info): Get by the 20-byte hash part (NOT_FOUND when unknown), Put (INVALID_ARGUMENT for
- * a record that does not check out or whose node is not in this daemon's castore, so no record
- * ever points at contents nobody can read), and CalculateNAR (the NAR hash and size of a node in
- * the castore), and List: every record, sorted by store path, one message each, read as the
- * client takes them (UNIMPLEMENTED from a store that cannot list). Each method is served under
- * both names, tvix.store.v1 and snix.store.v1 (docs/rpc.md "Generations"). Farm nodes sharing a
- * castore daemon share what is valid through it (docs/farm.md).
+ * --path-info): Get by the 20-byte hash part (NOT_FOUND when unknown), Put (trusted clients
+ * only, PERMISSION_DENIED for the others, obi_rpc_call_trusted; INVALID_ARGUMENT for a record
+ * that does not check out, has unsorted references or whose node is not in this daemon's
+ * castore, so no record ever points at contents nobody can read), and CalculateNAR (the NAR hash
+ * and size of a node in the castore), and List: every record, sorted by store path, one message
+ * each, read as the client takes them (UNIMPLEMENTED from a store that cannot list). Each method is
+ * served under both names, tvix.store.v1 and snix.store.v1 (docs/rpc.md "Generations"). Farm nodes
+ * sharing a castore daemon share what is valid through it (docs/farm.md).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -90,12 +91,20 @@ static int check_node_stored(const obi_rpc_path_info_ctx *c, const obi_node *nod
 static int path_info_put(obi_rpc_call *call, void *ctx, obi_rpc_message *message, obi_error **err)
 {
     obi_rpc_path_info_ctx *c = ctx;
+    char who[128];
+    if (!obi_rpc_call_trusted(call, who, sizeof who))
+        return obi_error_set(err, -EPERM,
+                             "Put: %s is not a trusted client (a record decides what later "
+                             "builds take for its store path; see the daemon's --trusted-user)",
+                             who);
     ProtobufCMessage *msg = NULL;
     int r = obi_rpc_unpack(&tvix__store__v1__path_info__descriptor, "PathInfo", message, &msg, err);
     if (r < 0)
         return r;
     cleanup_nix_path_info obi_nix_path_info *info = NULL;
     r = obi_rpc_path_info_from_pb((Tvix__Store__V1__PathInfo *)msg, &info, err);
+    if (r >= 0)
+        r = obi_rpc_path_info_check_references((Tvix__Store__V1__PathInfo *)msg, err);
     protobuf_c_message_free_unpacked(msg, NULL);
     if (r < 0)
         return obi_error_prefix(err, -EINVAL, "Put");

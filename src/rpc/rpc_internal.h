@@ -141,6 +141,11 @@ int obi_rpc_call_push(obi_rpc_call *call, uint8_t *data, size_t len, obi_error *
 /* The generation the client called the method as, and the full path it called. */
 obi_rpc_api obi_rpc_call_api(const obi_rpc_call *call);
 const char *obi_rpc_call_path(const obi_rpc_call *call);
+/* Whether the client of call is trusted (obi_rpc_server_options.trusted_uids and what follows
+ * it); who (size bytes) names it for an error message either way: "uid 1000", or gRPC's peer
+ * ("ipv4:127.0.0.1:4711"). A unix peer is known by the credentials of its socket (SO_PEERCRED),
+ * which the kernel took when it connected. */
+bool obi_rpc_call_trusted(const obi_rpc_call *call, char *who, size_t size);
 
 /* Method tables of each service (ctx is the obi_*_service). */
 extern const obi_rpc_method obi_rpc_blob_methods[];
@@ -174,6 +179,9 @@ static inline void obi_rpc_path_info_pb_freep(Tvix__Store__V1__PathInfo **pb)
  * name, each reference digest must be that of its reference name. */
 int obi_rpc_path_info_from_pb(const Tvix__Store__V1__PathInfo *pb, obi_nix_path_info **out,
                               obi_error **err);
+/* What a Put asks beyond obi_rpc_path_info_from_pb: references sorted by store path (by their
+ * names, as Nix sorts them) and none twice; the error names the index. */
+int obi_rpc_path_info_check_references(const Tvix__Store__V1__PathInfo *pb, obi_error **err);
 
 /* ---- server side: listening sockets (rpc_listen.c) ---- */
 

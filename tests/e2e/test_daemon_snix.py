@@ -219,7 +219,20 @@ def pathinfo_put_refusals(chan, gen, good):
         edit(m)
         return m
 
+    lo, hi = sorted([store_basename("r-lo", "a"), store_basename("r-hi", "b")],
+                    key=lambda db: db[1])
+
+    def references(pairs):
+        def edit(m):
+            del m.references[:]
+            del m.narinfo.reference_names[:]
+            m.references.extend(d for d, _ in pairs)
+            m.narinfo.reference_names.extend(b for _, b in pairs)
+        return edit
+
     cases = [
+        ("with references out of order", references([hi, lo]), "reference_names[1]"),
+        ("with a reference twice", references([lo, lo]), "twice"),
         ("without narinfo", lambda m: m.ClearField("narinfo"), "narinfo"),
         ("with a 19-byte reference", lambda m: m.references.__setitem__(0, b"\1" * 19),
          "references[0]"),
@@ -237,12 +250,81 @@ def pathinfo_put_refusals(chan, gen, good):
         code, detail = code_of(lambda: call(chan, f"{svc}/Put", variant(edit), ppb.PathInfo))
         t.check(f"{gen}: PathInfo Put {name} is INVALID_ARGUMENT naming {want}",
                 code == grpc.StatusCode.INVALID_ARGUMENT and want in detail, (code, detail))
+    code, detail = code_of(lambda: call(chan, f"{svc}/Put", variant(references([lo, hi])),
+                                        ppb.PathInfo))
+    t.check(f"{gen}: PathInfo Put with references sorted by store path is taken",
+            code == grpc.StatusCode.OK, (code, detail))
     code, detail = code_of(lambda: call(chan, f"{svc}/Get",
                                         rpb.GetPathInfoRequest(by_output_hash=b"\0" * 19),
                                         ppb.PathInfo))
     t.check(f"{gen}: Get by a 19-byte hash is INVALID_ARGUMENT",
             code == grpc.StatusCode.INVALID_ARGUMENT and "by_output_hash" in detail,
             (code, detail))
+
+
+# A client running as another user: only grpc, raw bytes in and out (no stubs to reach).
+PUT_AS_OTHER_USER = """
+import sys, grpc
+chan = grpc.insecure_channel("unix:" + sys.argv[1])
+put = chan.unary_unary("/snix.store.v1.PathInfoService/Put")
+try:
+    put(open(sys.argv[2], "rb").read(), timeout=30)
+    print("OK")
+except grpc.RpcError as e:
+    print(e.code().name, e.details())
+"""
+
+
+def pathinfo_put_trust(sock, store_dir, good):
+    """Put is for trusted clients only (docs/security.md "Trusted clients"): a user let in by
+    --socket-group and a loopback TCP client are refused, a --trusted-user is taken."""
+    names = ["a unix-socket client of another user (let in by --socket-group) may not Put:"
+             " PERMISSION_DENIED naming its uid",
+             "that user's Put is taken once the daemon names it with --trusted-user"]
+    record = os.path.join(tmp, "put-record.bin")
+    with open(record, "wb") as f:
+        f.write(good.SerializeToString())
+    os.chmod(record, 0o644)
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        for n in names:
+            t.skip(n, "needs root and setpriv to connect as another user")
+    else:
+        def put_as_nobody(path):
+            r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                                "/usr/bin/python3", "-c", PUT_AS_OTHER_USER, path, record],
+                               capture_output=True, text=True, timeout=60)
+            return (r.stdout + r.stderr).strip()
+        nobody = str(__import__("pwd").getpwnam("nobody").pw_uid)
+        out = put_as_nobody(sock)
+        t.check(names[0], out.startswith("PERMISSION_DENIED") and f"uid {nobody}" in out, out)
+        sock2 = os.path.join(tmp, "trusted.sock")
+        d2 = env.start_daemon("trusted", "--listen", f"unix:{sock2}", "--socket-group", "nogroup",
+                              "--trusted-user", "nobody", "--store", store_dir, "--path-info",
+                              os.path.join(tmp, "path-info-2"))
+        out = put_as_nobody(sock2) if wait_for_socket(sock2, d2) else read_log(d2)
+        t.check(names[1], out == "OK", out)
+    sock3 = os.path.join(tmp, "tcp.sock")
+    d3 = env.start_daemon("tcp", "--listen", f"unix:{sock3}", "--listen", "127.0.0.1:0",
+                          "--store", store_dir, "--path-info", os.path.join(tmp, "path-info-3"))
+    port = wait_for_port(d3)
+    if not port:
+        t.not_ok("a daemon on loopback TCP starts", read_log(d3))
+        return
+    svc = "/snix.store.v1.PathInfoService/Put"
+    tcp = grpc.insecure_channel(f"127.0.0.1:{port}")
+    code, detail = code_of(lambda: call(tcp, svc, good, snix_pathinfo.PathInfo))
+    t.check("a plain loopback TCP client (any local user) may not Put: PERMISSION_DENIED",
+            code == grpc.StatusCode.PERMISSION_DENIED and "127.0.0.1" in detail, (code, detail))
+    code, got = code_of(lambda: call(tcp, "/snix.store.v1.PathInfoService/CalculateNAR",
+                                     good.entry, snix_rpc_pathinfo.CalculateNARResponse))
+    t.check("the same client still reads: CalculateNAR answers", code == grpc.StatusCode.OK,
+            (code, got))
+    tcp.close()
+    uds = grpc.insecure_channel(f"unix:{sock3}")
+    code, got = code_of(lambda: call(uds, svc, good, snix_pathinfo.PathInfo))
+    t.check("the daemon's own user over its unix socket may Put", code == grpc.StatusCode.OK,
+            (code, got))
+    uds.close()
 
 
 def upstream_behaviours(chan):
@@ -447,7 +529,9 @@ def main():
     if shutil.which("openssl"):
         pki = make_pki(os.path.join(tmp, "pki"))
     sock = os.path.join(tmp, "d.sock")
-    args = ["--listen", f"unix:{sock}", "--store", store_dir, "--path-info",
+    # As root, the group nogroup may connect too: a user of another uid (pathinfo_put_trust).
+    group = ["--socket-group", "nogroup"] if os.geteuid() == 0 else []
+    args = ["--listen", f"unix:{sock}", *group, "--store", store_dir, "--path-info",
             os.path.join(tmp, "path-info"),
             "--build-service", f"oci://{os.path.join(tmp, 'bundles')}"]
     if pki:
@@ -476,6 +560,7 @@ def main():
     chan = chans[0][1]
     for gen in ("tvix", "snix"):
         pathinfo_put_refusals(chan, gen, good[gen])
+    pathinfo_put_trust(sock, store_dir, good["snix"])
     upstream_behaviours(chan)
     for _, c in chans:
         c.close()

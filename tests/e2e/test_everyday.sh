@@ -211,4 +211,43 @@ out=$(BLOB_SERVICE_ADDR="grpc+unix://$sock" DIRECTORY_SERVICE_ADDR="grpc+unix://
   t_ok "BLOB_SERVICE_ADDR / DIRECTORY_SERVICE_ADDR name the store, as in tvix" ||
   t_fail "BLOB_SERVICE_ADDR / DIRECTORY_SERVICE_ADDR name the store, as in tvix" "$out"
 
+# --- the daemon's default socket: no --listen ---
+# As root that is /run/ocibuild/daemon.sock: the daemon and its client run in a mount namespace
+# of their own with a fresh /run, so nothing of the machine's /run is touched.
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then
+  blob="$T_TMP/default-sock-blob"
+  head -c 100000 /dev/urandom >"$blob"
+  out=$(timeout 60 unshare --mount --propagation private sh -c '
+    mount -t tmpfs tmpfs /run || exit 3
+    "$1" daemon --store "$2/default-sock-store" --build-service "oci://$2/default-sock-bundles" \
+      2>"$2/default-sock.log" &
+    pid=$!
+    for _ in $(seq 1 200); do [ -S /run/ocibuild/daemon.sock ] && break; sleep 0.05; done
+    stat -c "%a %F" /run/ocibuild /run/ocibuild/daemon.sock
+    OCIBUILD_DAEMON=/run/ocibuild/daemon.sock "$1" store import --name b "$3" >"$2/default-sock.json"
+    echo "import rc $?"
+    kill $pid; wait $pid
+    echo "daemon rc $?"' sh "$OCIBUILD" "$T_TMP" "$blob" 2>&1)
+  digest=$("$OCIBUILD" hash "$blob" | cut -d' ' -f1)
+  if [ "$out" = "$(printf '755 directory\n600 socket\nimport rc 0\ndaemon rc 0')" ] &&
+     grep -q "listening on unix:/run/ocibuild/daemon.sock" "$T_TMP/default-sock.log" &&
+     "$OCIBUILD" store cat --store "$T_TMP/default-sock-store" "$digest" | cmp -s - "$blob"; then
+    t_ok "daemon without --listen serves /run/ocibuild/daemon.sock (as root), 0600, for \$OCIBUILD_DAEMON"
+  else
+    t_fail "daemon without --listen serves /run/ocibuild/daemon.sock (as root), 0600, for \$OCIBUILD_DAEMON" \
+      "$out $(cat "$T_TMP/default-sock.log")"
+  fi
+else
+  t_skip "daemon without --listen serves its default socket" "needs root and unshare (a /run of its own)"
+fi
+if [ "$(id -u)" != 0 ]; then
+  t_skip "a user's daemon without \$XDG_RUNTIME_DIR names the variable" "needs root for setpriv"
+else
+  out=$(env -u XDG_RUNTIME_DIR setpriv --reuid=nobody --regid=nogroup --clear-groups \
+    "$OCIBUILD" daemon --store "$T_TMP/never" 2>&1 </dev/null); rc=$?
+  [ $rc -eq 1 ] && [[ $out == *XDG_RUNTIME_DIR* ]] &&
+    t_ok "a user's daemon without --listen and without \$XDG_RUNTIME_DIR says so, exit 1" ||
+    t_fail "a user's daemon without --listen and without \$XDG_RUNTIME_DIR says so, exit 1" "rc=$rc $out"
+fi
+
 t_done

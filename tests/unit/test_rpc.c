@@ -1304,8 +1304,9 @@ static obi_nix_path_info *path_info_for(const obi_digest *blob)
     memset(info->nar.sha256, 7, sizeof info->nar.sha256);
     info->nar.size = 120;
     info->references = calloc(3, sizeof *info->references);
-    info->references[0] = strdup(PI_REF);
-    info->references[1] = strdup(PI_PATH);
+    /* out of order: the client sends them sorted, as Put requires */
+    info->references[0] = strdup(PI_PATH);
+    info->references[1] = strdup(PI_REF);
     info->n_references = 2;
     info->ca = strdup("fixed:sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic");
     return info;
@@ -1336,6 +1337,7 @@ static void test_rpc_path_info_put_get_through_the_daemon(void **state)
     assert_int_equal(back->nar.size, 120);
     assert_int_equal(back->n_references, 2);
     assert_string_equal(back->references[0], PI_REF);
+    assert_string_equal(back->references[1], PI_PATH);
     assert_string_equal(back->ca, info->ca);
     /* the daemon's own store has it too */
     cleanup_nix_path_info obi_nix_path_info *local = NULL;

@@ -4,6 +4,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ocibuild/service_addrs.h"
 #include "test_helpers.h"
@@ -119,11 +120,31 @@ static void test_service_addrs_refuse_a_daemon_that_is_no_address(void **state)
     unsetenv("OCIBUILD_DAEMON");
 }
 
+static void test_service_addrs_default_daemon_socket(void **state)
+{
+    (void)state;
+    setenv("XDG_RUNTIME_DIR", "/run/user/4711", 1);
+    char *path = NULL;
+    assert_ok(obi_default_daemon_socket(&path, err_ptr_));
+    assert_string_equal(path, geteuid() == 0 ? "/run/ocibuild/daemon.sock"
+                                             : "/run/user/4711/ocibuild/daemon.sock");
+    free(path);
+    unsetenv("XDG_RUNTIME_DIR");
+    obi_error *err = NULL;
+    path = NULL;
+    if (geteuid() == 0)
+        assert_ok(obi_default_daemon_socket(&path, err_ptr_));
+    else
+        assert_fails_with(err, obi_default_daemon_socket(&path, &err), -ENOENT, "XDG_RUNTIME_DIR");
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_service_addrs_follow_flags_then_environment),
         cmocka_unit_test(test_service_addrs_refuse_a_daemon_that_is_no_address),
+        cmocka_unit_test(test_service_addrs_default_daemon_socket),
     };
     return cmocka_run_group_tests_name("service_addrs", tests, NULL, NULL);
 }
