@@ -2,7 +2,8 @@
  * obi_nix_path_info_store over gRPC (tvix.store.v1.PathInfoService): lookups go out as Get by
  * the path's 20-byte hash part (NOT_FOUND becomes -ENOENT), records as Put. The daemon checks
  * what it stores; this side checks what it is told: the record must be for the path asked
- * about.
+ * about. Either generation, tvix.store.v1 (the default) or snix.store.v1, by the URL's ?api=
+ * (docs/rpc.md "Generations"): the messages are the same on the wire.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -16,12 +17,16 @@
 #include "rpc_internal.h"
 #include "rpc_pathinfo.pb-c.h"
 
-#define METHOD_GET "/tvix.store.v1.PathInfoService/Get"
-#define METHOD_PUT "/tvix.store.v1.PathInfoService/Put"
+/* The method paths of each generation (obi_rpc_api). */
+static const char *const METHOD_GET[] = {"/tvix.store.v1.PathInfoService/Get",
+                                         "/snix.store.v1.PathInfoService/Get"};
+static const char *const METHOD_PUT[] = {"/tvix.store.v1.PathInfoService/Put",
+                                         "/snix.store.v1.PathInfoService/Put"};
 
 typedef struct grpc_path_info_store {
     obi_nix_path_info_store base;
     grpc_channel *channel;
+    obi_rpc_api api;
 } grpc_path_info_store;
 
 static int decode_path_info(const uint8_t *data, size_t len, const char *method,
@@ -54,16 +59,17 @@ static int store_get_by_hash(obi_nix_path_info_store *base, const char *hash_par
     req.by_output_hash = (ProtobufCBinaryData){sizeof digest, digest};
     cleanup_free uint8_t *resp = NULL;
     size_t resp_len = 0;
-    int r = obi_rpc_client_unary(s->channel, METHOD_GET, &req.base, &resp, &resp_len, err);
+    const char *method = METHOD_GET[s->api];
+    int r = obi_rpc_client_unary(s->channel, method, &req.base, &resp, &resp_len, err);
     if (r < 0)
         return r;
     cleanup_nix_path_info obi_nix_path_info *info = NULL;
-    r = decode_path_info(resp, resp_len, METHOD_GET, &info, err);
+    r = decode_path_info(resp, resp_len, method, &info, err);
     if (r < 0)
         return r;
     if (strncmp(strrchr(info->path, '/') + 1, hash_part, OBI_NIX_HASH_PART_LEN) != 0)
-        return obi_error_set(err, -EBADMSG, "%s: asked for %s, the server answered with %s",
-                             METHOD_GET, hash_part, info->path);
+        return obi_error_set(err, -EBADMSG, "%s: asked for %s, the server answered with %s", method,
+                             hash_part, info->path);
     *out = steal_pointer(&info);
     return 0;
 }
@@ -83,8 +89,8 @@ static int store_get(obi_nix_path_info_store *base, const char *path, obi_nix_pa
     if (r < 0)
         return r;
     if (strcmp(info->path, path) != 0)
-        return obi_error_set(err, -EINVAL, "%s: the server records %s, not %s", METHOD_GET,
-                             info->path, path);
+        return obi_error_set(err, -EINVAL, "%s: the server records %s, not %s",
+                             METHOD_GET[((grpc_path_info_store *)base)->api], info->path, path);
     *out = steal_pointer(&info);
     return 0;
 }
@@ -98,7 +104,7 @@ static int store_put(obi_nix_path_info_store *base, const obi_nix_path_info *inf
         return r;
     cleanup_free uint8_t *resp = NULL;
     size_t resp_len = 0;
-    r = obi_rpc_client_unary(s->channel, METHOD_PUT, &pb->base, &resp, &resp_len, err);
+    r = obi_rpc_client_unary(s->channel, METHOD_PUT[s->api], &pb->base, &resp, &resp_len, err);
     obi_rpc_path_info_pb_free(pb);
     if (r < 0)
         return obi_error_prefix(err, r, "record %s", info->path);
@@ -126,7 +132,9 @@ int obi_grpc_path_info_store_open(const obi_url *url, obi_nix_path_info_store **
     if (!s)
         return obi_error_oom(err);
     s->base.ops = &STORE_OPS;
-    int r = obi_rpc_channel_open(url, &s->channel, err);
+    int r = obi_rpc_url_api(url, &s->api, err);
+    if (r >= 0)
+        r = obi_rpc_channel_open(url, &s->channel, err);
     if (r < 0) {
         free(s);
         return r;

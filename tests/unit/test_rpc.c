@@ -1312,6 +1312,14 @@ static obi_nix_path_info *path_info_for(const obi_digest *blob)
     return info;
 }
 
+/* Counts the calls logged under snix.store.v1 (ctx: an unsigned). */
+static void count_snix_path_info_calls(void *ctx, obi_log_level level, const char *line)
+{
+    (void)level;
+    if (strstr(line, "/snix.store.v1.PathInfoService/"))
+        __atomic_add_fetch((unsigned *)ctx, 1, __ATOMIC_SEQ_CST);
+}
+
 static void test_rpc_path_info_put_get_through_the_daemon(void **state)
 {
     (void)state;
@@ -1319,7 +1327,11 @@ static void test_rpc_path_info_put_get_through_the_daemon(void **state)
     cleanup_nix_path_info_store obi_nix_path_info_store *server_infos = NULL;
     assert_ok(obi_nix_path_info_store_open(dir, &server_infos, err_ptr_));
     small_server t;
-    obi_rpc_server_options options = {.path_infos = server_infos};
+    unsigned snix_calls = 0;
+    obi_rpc_server_options options = {.path_infos = server_infos,
+                                      .log_level = OBI_LOG_INFO,
+                                      .log = count_snix_path_info_calls,
+                                      .log_ctx = &snix_calls};
     small_server_start(&t, "pathinfo", &options);
     cleanup_nix_path_info_store obi_nix_path_info_store *client = NULL;
     assert_ok(obi_nix_path_info_store_open_url(t.url, &client, err_ptr_));
@@ -1339,6 +1351,27 @@ static void test_rpc_path_info_put_get_through_the_daemon(void **state)
     assert_string_equal(back->references[0], PI_REF);
     assert_string_equal(back->references[1], PI_PATH);
     assert_string_equal(back->ca, info->ca);
+    assert_int_equal(__atomic_load_n(&snix_calls, __ATOMIC_SEQ_CST), 0);
+
+    /* the same through snix.store.v1 (?api=snix) */
+    char snix_url[sizeof t.url + 16];
+    snprintf(snix_url, sizeof snix_url, "%s?api=snix", t.url);
+    cleanup_nix_path_info_store obi_nix_path_info_store *snix = NULL;
+    assert_ok(obi_nix_path_info_store_open_url(snix_url, &snix, err_ptr_));
+    assert_ok(obi_nix_path_info_put(snix, info, err_ptr_));
+    cleanup_nix_path_info obi_nix_path_info *snix_back = NULL;
+    assert_ok(obi_nix_path_info_get(snix, PI_PATH, &snix_back, err_ptr_));
+    assert_string_equal(snix_back->references[0], PI_REF);
+    /* a call is logged once it ended, which may be just after the client has its reply */
+    for (int i = 0; i < 200 && __atomic_load_n(&snix_calls, __ATOMIC_SEQ_CST) < 2; i++)
+        poll(NULL, 0, 5);
+    assert_int_equal(__atomic_load_n(&snix_calls, __ATOMIC_SEQ_CST), 2);
+    snprintf(snix_url, sizeof snix_url, "%s?api=nix", t.url);
+    obi_nix_path_info_store *refused = NULL;
+    obi_error *api_err = NULL;
+    assert_fails_with(api_err, obi_nix_path_info_store_open_url(snix_url, &refused, &api_err),
+                      -EINVAL, "api=nix");
+
     /* the daemon's own store has it too */
     cleanup_nix_path_info obi_nix_path_info *local = NULL;
     assert_ok(obi_nix_path_info_get(server_infos, PI_PATH, &local, err_ptr_));
