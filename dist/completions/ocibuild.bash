@@ -32,7 +32,7 @@ _ocibuild() {
         daemon) opts="--listen --build-service --store --blob-service --directory-service
             --log-level --grace --tls-cert --tls-key --tls-client-ca --insecure-tcp
             --socket-group --idle-timeout --max-message-bytes --max-inflight-bytes --path-info
-            --trusted-user --help" ;;
+            --trusted-user --snix-build-events --help" ;;
         store)
             if [ "$cword" -eq 2 ]; then
                 COMPREPLY=($(compgen -W "import export cat ls verify gc roots du --help" -- "$cur"))

@@ -100,6 +100,10 @@ typedef struct obi_rpc_server_options {
     const uid_t *trusted_uids;
     size_t n_trusted_uids;
     bool trust_everyone;
+    /* snix.build.v1 DoBuild answers with BuildEvents unless the client asks otherwise: what
+     * clients of snix's build-streaming branch expect, which call the same path as the unary
+     * DoBuild and send nothing to tell them apart (docs/rpc.md "Build events"). */
+    bool snix_build_events;
 } obi_rpc_server_options;
 
 typedef struct obi_rpc_server obi_rpc_server;

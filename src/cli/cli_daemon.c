@@ -50,12 +50,14 @@ static const char USAGE[] =
     "                       [--insecure-tcp] [--socket-group NAME]\n"
     "                       [--idle-timeout SECONDS] [--max-message-bytes SIZE]\n"
     "                       [--max-inflight-bytes SIZE] [--path-info URL]\n"
-    "                       [--trusted-user NAME|UID|'*'...]\n"
+    "                       [--trusted-user NAME|UID|'*'...] [--snix-build-events]\n"
     "  ADDR: unix:PATH, unix:///ABS/PATH or HOST:PORT; sockets passed by systemd (LISTEN_FDS)\n"
     "        are served too; with neither, unix:/run/ocibuild/daemon.sock as root, else\n"
     "        unix:$XDG_RUNTIME_DIR/ocibuild/daemon.sock\n"
     "  PathInfo Put is for trusted clients only: unix-socket peers running as root, as the\n"
     "  daemon's user or as a --trusted-user ('*': every client), and mutual-TLS clients\n"
+    "  --snix-build-events: snix.build.v1 DoBuild streams BuildEvents unless the client sends\n"
+    "  ocibuild-build-events: 0 (for snix's build-streaming clients); else only when asked\n"
     "  TCP without mutual TLS listens on loopback addresses only, unless --insecure-tcp\n"
     "  unix sockets: mode 0600, or 0660 with group NAME (--socket-group)\n"
     "  limits (defaults): --idle-timeout 30, --max-message-bytes 16Mi, --max-inflight-bytes "
@@ -276,6 +278,7 @@ int cli_daemon(int argc, char **argv)
         OPT_MAX_INFLIGHT,
         OPT_PATH_INFO,
         OPT_TRUSTED_USER,
+        OPT_SNIX_BUILD_EVENTS,
     };
     static const struct option options[] = {
         {"listen", required_argument, NULL, 'l'},
@@ -295,6 +298,7 @@ int cli_daemon(int argc, char **argv)
         {"max-inflight-bytes", required_argument, NULL, OPT_MAX_INFLIGHT},
         {"path-info", required_argument, NULL, OPT_PATH_INFO},
         {"trusted-user", required_argument, NULL, OPT_TRUSTED_USER},
+        {"snix-build-events", no_argument, NULL, OPT_SNIX_BUILD_EVENTS},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -374,6 +378,9 @@ int cli_daemon(int argc, char **argv)
         case OPT_TRUSTED_USER:
             if (trusted_user(optarg, &server_options, trusted_uids))
                 return 1;
+            break;
+        case OPT_SNIX_BUILD_EVENTS:
+            server_options.snix_build_events = true;
             break;
         case 'h':
             fputs(USAGE, stdout);

@@ -5,9 +5,11 @@
  * the shape of the generation it was called as: a tvix.build.v1.Build, or a
  * snix.build.v1.BuildResponse (snix_build.h). A client that sends the metadata
  * `ocibuild-build-events: 1` gets the streamed DoBuild of snix's build-streaming design
- * instead: BuildEvents (started, the log as the build writes it, a refscan result per output,
- * then completed or failed), pushed from the build's thread while it runs. A failed build ends in
- * ABORTED whose message carries the exit code and log tail (docs/rpc.md lists every mapping).
+ * instead (and so does every snix.build.v1 client that does not send `0`, when the daemon runs
+ * with --snix-build-events, for the build-streaming branch's clients): BuildEvents (started, the
+ * log as the build writes it, a refscan result per output, then completed or failed), pushed from
+ * the build's thread while it runs. A failed build ends in ABORTED whose message carries the exit
+ * code and log tail (docs/rpc.md lists every mapping).
  *
  * The build runs with the call's cancel fd (obi_build_call): when the client cancels,
  * disconnects or passes its deadline, or the server cancels the call (shutdown), the build
@@ -108,6 +110,18 @@ static int finish_failed(obi_rpc_call *call, int code, int exit_code, obi_error 
     return OBI_RPC_DONE;
 }
 
+/* Events or the unary reply: what the client asked for (ocibuild-build-events: 1 or 0), else
+ * the daemon's choice for snix.build.v1 callers (--snix-build-events), else unary. */
+static bool wants_events(const obi_rpc_call *call)
+{
+    if (obi_rpc_call_metadata_is(call, OBI_RPC_BUILD_EVENTS_KEY, "1"))
+        return true;
+    if (obi_rpc_call_metadata_is(call, OBI_RPC_BUILD_EVENTS_KEY, "0"))
+        return false;
+    return obi_rpc_call_api(call) == OBI_RPC_API_SNIX &&
+           obi_rpc_call_server_options(call)->snix_build_events;
+}
+
 static int build_do_build(obi_rpc_call *call, void *ctx, obi_rpc_message *message, obi_error **err)
 {
     obi_build_service *builds = ctx;
@@ -118,7 +132,7 @@ static int build_do_build(obi_rpc_call *call, void *ctx, obi_rpc_message *messag
     r = obi_build_request_validate(req, err);
     if (r < 0)
         return r;
-    bool events = obi_rpc_call_metadata_is(call, OBI_RPC_BUILD_EVENTS_KEY, "1");
+    bool events = wants_events(call);
     int exit_code = -1;
     obi_build_call options = OBI_BUILD_CALL_INIT;
     options.cancel_fd = obi_rpc_call_cancel_fd(call);

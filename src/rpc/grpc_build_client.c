@@ -148,11 +148,12 @@ static int svc_do_build(obi_build_service *base, const obi_build_request *req,
     if (r < 0)
         return r;
     bool events = options && options->on_output;
+    /* "0" too: a daemon with --snix-build-events would otherwise stream to a snix caller */
     grpc_metadata ask = {.key = grpc_slice_from_static_string(OBI_RPC_BUILD_EVENTS_KEY),
-                         .value = grpc_slice_from_static_string("1")};
+                         .value = grpc_slice_from_static_string(events ? "1" : "0")};
     cleanup_rpc_client_call obi_rpc_client_call *call = NULL;
-    r = obi_rpc_client_call_start_metadata(svc->channel, METHOD_DO_BUILD[svc->api], 0,
-                                           events ? &ask : NULL, events ? 1 : 0, &call, err);
+    r = obi_rpc_client_call_start_metadata(svc->channel, METHOD_DO_BUILD[svc->api], 0, &ask, 1,
+                                           &call, err);
     if (r < 0) {
         free(data);
         return r;

@@ -365,6 +365,11 @@ static bool tls_peer_verified(const obi_rpc_call *call)
     return verified;
 }
 
+const obi_rpc_server_options *obi_rpc_call_server_options(const obi_rpc_call *call)
+{
+    return &call->server->options;
+}
+
 bool obi_rpc_call_trusted(const obi_rpc_call *call, char *who, size_t size)
 {
     const obi_rpc_server_options *options = &call->server->options;

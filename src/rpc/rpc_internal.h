@@ -146,6 +146,8 @@ const char *obi_rpc_call_path(const obi_rpc_call *call);
  * ("ipv4:127.0.0.1:4711"). A unix peer is known by the credentials of its socket (SO_PEERCRED),
  * which the kernel took when it connected. */
 bool obi_rpc_call_trusted(const obi_rpc_call *call, char *who, size_t size);
+/* The options the server was made with. */
+const obi_rpc_server_options *obi_rpc_call_server_options(const obi_rpc_call *call);
 
 /* Method tables of each service (ctx is the obi_*_service). */
 extern const obi_rpc_method obi_rpc_blob_methods[];

@@ -457,6 +457,73 @@ def build_events(sock, store_dir):
     chan.close()
 
 
+def build_events_by_default(store_dir):
+    """A daemon with --snix-build-events serves the client of snix's build-streaming branch,
+    which calls /snix.build.v1.BuildService/DoBuild as a server stream and sends no metadata."""
+    names = ["--snix-build-events: a snix DoBuild without metadata (the build-streaming client)"
+             " gets started, log, refscan, completed",
+             "--snix-build-events: a failing build ends with failed and its exit code, status OK",
+             "--snix-build-events: ocibuild-build-events: 0 and the tvix path stay unary",
+             "--snix-build-events: the CLI's snix client without a log callback still builds"]
+    why = can_build_with_runc()
+    if why:
+        for n in names:
+            t.skip(n, why)
+        return
+    sock = os.path.join(tmp, "events.sock")
+    d = env.start_daemon("events", "--listen", f"unix:{sock}", "--store", store_dir,
+                         "--snix-build-events", "--path-info", os.path.join(tmp, "pi-events"),
+                         "--build-service", f"oci://{os.path.join(tmp, 'bundles-events')}")
+    if not wait_for_socket(sock, d):
+        t.not_ok("a daemon with --snix-build-events starts", read_log(d))
+        return
+    busybox = import_busybox(store_dir)
+    chan = grpc.insecure_channel(f"unix:{sock}")
+
+    def request(gen, script):
+        cpb, bpb = GENERATIONS[gen][1], GENERATIONS[gen][4]
+        return bpb.BuildRequest(
+            inputs=[json_format.Parse(busybox, getattr(cpb, GENERATIONS[gen][8])())],
+            command_args=["/nix/store/busybox", "sh", "-c", script],
+            working_dir="build", scratch_paths=["build", "nix/store"], inputs_dir="nix/store",
+            outputs=["nix/store/out"], refscan_needles=["busybox"])
+
+    stream = chan.unary_stream("/snix.build.v1.BuildService/DoBuild",
+                               request_serializer=lambda m: m.SerializeToString(),
+                               response_deserializer=snix_build.BuildEvent.FromString)
+    ok_script = "echo hello events; echo /nix/store/busybox > /nix/store/out"
+    code, got = code_of(lambda: list(stream(request("snix", ok_script), timeout=60)))
+    kinds = [ev.WhichOneof("event") for ev in got] if code == grpc.StatusCode.OK else got
+    t.check(names[0], code == grpc.StatusCode.OK and kinds[0] == "started"
+            and kinds[-2:] == ["refscan", "completed"]
+            and any(b"hello events" in ev.log.data for ev in got if ev.HasField("log"))
+            and got[-1].completed.outputs[0].output.file.size > 0, (code, kinds))
+    code, got = code_of(lambda: list(stream(request("snix", "echo oops; exit 4"), timeout=60)))
+    t.check(names[1], code == grpc.StatusCode.OK and got[-1].WhichOneof("event") == "failed"
+            and got[-1].failed.exit_code == 4 and "oops" in got[-1].failed.message, (code, got))
+    unary = chan.unary_unary("/snix.build.v1.BuildService/DoBuild",
+                             request_serializer=lambda m: m.SerializeToString(),
+                             response_deserializer=snix_build.BuildResponse.FromString)
+    code, reply = code_of(lambda: unary(request("snix", ok_script), timeout=60,
+                                        metadata=(("ocibuild-build-events", "0"),)))
+    code2, reply2 = code_of(lambda: call(chan, "/tvix.build.v1.BuildService/DoBuild",
+                                         request("tvix", ok_script), tvix_build.Build))
+    t.check(names[2], code == grpc.StatusCode.OK and reply.outputs[0].output.file.size > 0
+            and code2 == grpc.StatusCode.OK and reply2.outputs[0].file.size > 0,
+            (code, reply, code2, reply2))
+    chan.close()
+    req = os.path.join(tmp, "events-cli.json")
+    with open(req, "w") as f:
+        __import__("json").dump({"inputs": {"busybox": "/bin/busybox"},
+                                 "command_args": ["/nix/store/busybox", "sh", "-c", ok_script],
+                                 "working_dir": "build", "scratch_paths": ["build", "nix/store"],
+                                 "inputs_dir": "nix/store", "outputs": ["nix/store/out"]}, f)
+    url = f"grpc+unix://{sock}?api=snix"
+    r = subprocess.run([OCIBUILD, "build", "-q", "--build-service", url, req],
+                       capture_output=True, text=True, timeout=120)
+    t.check(names[3], r.returncode == 0 and '"outputs"' in r.stdout, (r.returncode, r.stderr))
+
+
 def cli_live_log(sock):
     names = ["the CLI against a daemon (?api=snix) prints the build's log while it runs",
              "the CLI against a daemon (tvix) prints the log live too, and a failing build's"
@@ -566,6 +633,7 @@ def main():
         c.close()
     build_both_shapes(sock, store_dir)
     build_events(sock, store_dir)
+    build_events_by_default(store_dir)
     cli_live_log(sock)
     cli_generations(sock, d)
 
