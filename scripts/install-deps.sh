@@ -12,7 +12,7 @@ PACKAGES="build-essential meson ninja-build pkg-config
   valgrind hyperfine openssh-server haproxy fuse3
   clang libclang-rt-14-dev
   clang-format clang-tidy cppcheck git
-  scdoc man-db bash-completion"
+  scdoc man-db bash-completion zsh fish"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

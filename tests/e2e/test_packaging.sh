@@ -1,9 +1,10 @@
 #!/bin/bash
 # Packaging (issue 19 item 6): a release build (-O3, NDEBUG; -Werror as every build type)
 # configures and compiles without a warning, `meson install` into a DESTDIR puts the binary,
-# the rpc module, a man page per command, the bash completion and the systemd units where a
-# distribution expects them, and the installed files work: the binary runs, loads the installed
-# rpc module, the man pages render, the completion completes, the units verify.
+# the rpc module, a man page per command, bash, zsh and fish completions and the systemd units
+# where a distribution expects them, and the installed files work: the binary runs, loads the
+# installed rpc module, the man pages render, each completion parses, offers every command and
+# subcommand and completes, the units verify.
 # Builds into its own temp dirs (tests and benchmarks off), with gcc and, compiled only, clang.
 source "$(dirname "$0")/lib.sh"
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -56,6 +57,8 @@ expected=(
   usr/bin/ocibuild
   "usr/$libdir/ocibuild/ocibuild-rpc.so"
   usr/share/bash-completion/completions/ocibuild
+  usr/share/zsh/vendor-completions/_ocibuild
+  usr/share/fish/vendor_completions.d/ocibuild.fish
   usr/lib/systemd/system/ocibuild.service
   usr/lib/systemd/system/ocibuild.socket
 )
@@ -110,6 +113,61 @@ if [ -r /usr/share/bash-completion/bash_completion ]; then
     t_fail "bash completes build options" "$out"
 else
   t_skip "bash completion works" "bash-completion is not installed"
+fi
+
+# Every command of `ocibuild --help` and every subcommand of store and service, as each
+# shell's completion offers them after "ocibuild ", "ocibuild store " and "ocibuild service ".
+subcommands_of() { "$DEST/usr/bin/ocibuild" "$1" --help | awk '/^  [a-z]/ {print $1}' | sort -u; }
+store_commands=$(subcommands_of store)
+service_commands=$(subcommands_of service)
+offers_every_command() { # SHELL COMPLETE_FN: t_ok/t_fail on what COMPLETE_FN LINE offers
+  local lacking="" line words offered w
+  for line in "ocibuild " "ocibuild store " "ocibuild service "; do
+    case $line in
+      *store*) words=$store_commands ;;
+      *service*) words=$service_commands ;;
+      *) words=$commands ;;
+    esac
+    offered=" $("$2" "$line" | tr '\n\t:' '   ') "
+    for w in $words; do [[ $offered == *" $w "* ]] || lacking="$lacking '$line$w'"; done
+  done
+  [ -n "$store_commands" ] && [ -n "$service_commands" ] && [ -z "$lacking" ] &&
+    t_ok "$1 offers every command and every store and service subcommand" ||
+    t_fail "$1 offers every command and every store and service subcommand" "missing:$lacking"
+}
+if [ -r /usr/share/bash-completion/bash_completion ]; then
+  offers_every_command bash complete_line
+fi
+if command -v zsh >/dev/null; then
+  zsh_f="$DEST/usr/share/zsh/vendor-completions/_ocibuild"
+  zsh_complete() { # LINE: what the completion function offers at its end (compadd/_describe stubbed)
+    zsh -f -c 'compadd() { print -r -- "$@" }; _describe() { print -r -- ${(P)@[-1]} }
+      _files() { print FILES }; words=(${=1}); [[ $1 == *" " ]] && words+=("")
+      CURRENT=$#words; PREFIX=$words[-1]; source "$2"' _ "$1" "$zsh_f" 2>&1
+  }
+  out=$(zsh -n "$zsh_f" 2>&1) && t_ok "zsh -n parses _ocibuild" || t_fail "zsh -n parses _ocibuild" "$out"
+  offers_every_command zsh zsh_complete
+  out=$(zsh_complete "ocibuild store g")
+  [[ $out == *"gc:"* && $out == *"mount:"* ]] && t_ok "zsh offers the store subcommands" ||
+    t_fail "zsh offers the store subcommands" "$out"
+  out=$(zsh_complete "ocibuild daemon --t")
+  [[ " $out " == *" --trusted-user "* ]] && t_ok "zsh offers daemon options" || t_fail "zsh offers daemon options" "$out"
+else
+  t_skip "zsh completion works" "zsh is not installed (scripts/install-deps.sh installs it)"
+fi
+if command -v fish >/dev/null; then
+  fish_f="$DEST/usr/share/fish/vendor_completions.d/ocibuild.fish"
+  fish_complete() { fish --no-config -c 'source $argv[1]; complete -C $argv[2]' "$fish_f" "$1" 2>&1; }
+  out=$(fish -n "$fish_f" 2>&1) && t_ok "fish -n parses ocibuild.fish" || t_fail "fish -n parses ocibuild.fish" "$out"
+  offers_every_command fish fish_complete
+  out=$(fish_complete "ocibuild store g")
+  [ "$(cut -f1 <<<"$out")" = gc ] && t_ok "fish completes store subcommands" ||
+    t_fail "fish completes store subcommands" "$out"
+  out=$(fish_complete "ocibuild build --ro")
+  [ "$(tr '\n' ' ' <<<"$out")" = "--root --rootful --rootless " ] && t_ok "fish completes build options" ||
+    t_fail "fish completes build options" "$out"
+else
+  t_skip "fish completion works" "fish is not installed (scripts/install-deps.sh installs it)"
 fi
 
 unit_dir="$DEST/usr/lib/systemd/system"
