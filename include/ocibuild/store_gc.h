@@ -70,5 +70,8 @@ typedef struct obi_store_usage {
     uint64_t roots, pins;                  /* live roots, live processes' pins */
 } obi_store_usage;
 int obi_store_usage_get(obi_store *store, obi_store_usage *usage, obi_error **err);
+/* Bytes an unprivileged writer may still use on the file system of an on-disk store's ROOT
+ * (statvfs f_bavail); -ENOTSUP for a store without one. */
+int obi_store_available_bytes(obi_store *store, uint64_t *out, obi_error **err);
 
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "ocibuild/digest_map.h"
@@ -354,5 +355,16 @@ int obi_store_usage_get(obi_store *store, obi_store_usage *usage, obi_error **er
     cleanup_free char *tmp = obi_path_join(store->local_root, "tmp");
     if (tmp)
         count_files(tmp, &usage->temp_files, &usage->temp_bytes);
+    return 0;
+}
+
+int obi_store_available_bytes(obi_store *store, uint64_t *out, obi_error **err)
+{
+    if (!store->local_root)
+        return obi_error_set(err, -ENOTSUP, "the store is not on this machine's disk");
+    struct statvfs st;
+    if (statvfs(store->local_root, &st) < 0)
+        return obi_error_set_errno(err, errno, "statvfs %s", store->local_root);
+    *out = (uint64_t)st.f_bavail * st.f_frsize;
     return 0;
 }

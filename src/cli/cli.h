@@ -37,6 +37,11 @@ int cli_store(int argc, char **argv);
 int cli_store_gc(int argc, char **argv);
 int cli_store_roots(int argc, char **argv);
 int cli_store_du(int argc, char **argv);
+/* The automatic gc: when $OCIBUILD_MIN_FREE is set and the file system of an on-disk store has
+ * less available, collects as `store gc` does until $OCIBUILD_MAX_FREE is available (unset: all
+ * garbage), saying so on stderr. Call it before anything of this process is pinned or written:
+ * gc waits for writers. */
+int cli_store_auto_gc(obi_store *store, obi_error **err);
 /* --root of build, nix-build and store import: NAME is the root STORE/gcroots/NAME; a path
  * (starting with '/', './' or '../') is an indirect root, a file there (store_roots.h). */
 int cli_add_root(obi_store *store, const char *root, const obi_node *nodes, size_t n,

@@ -235,7 +235,12 @@ int cli_builder_open_store(cli_builder_args *args, obi_store **out, obi_error **
     cli_builder_debug(args, "store: blobs %s, directories %s",
                       args->addrs.blobs ? args->addrs.blobs : "the local store",
                       args->addrs.directories ? args->addrs.directories : "the local store");
-    return obi_store_open(args->addrs.blobs, args->addrs.directories, out, err);
+    cleanup_store obi_store *store = NULL;
+    if ((r = obi_store_open(args->addrs.blobs, args->addrs.directories, &store, err)) < 0 ||
+        (r = cli_store_auto_gc(store, err)) < 0)
+        return r;
+    *out = steal_pointer(&store);
+    return 0;
 }
 
 static int cancel_pipe[2] = {-1, -1};

@@ -137,12 +137,12 @@ static const char *human_bytes(uint64_t bytes, char buf[48])
     return buf;
 }
 
-/* The input cache to prune or measure: --input-cache, else the data dir's when the store is
- * the data dir's store (a cache filled from another store is judged by that one's roots). */
-static char *input_cache_dir(const gc_args *args, const obi_store *store)
+/* The input cache to prune or measure: DIR (--input-cache), else the data dir's when the store
+ * is the data dir's store (a cache filled from another store is judged by that one's roots). */
+static char *input_cache_dir(const char *dir, const obi_store *store)
 {
-    if (args->input_cache)
-        return strdup(args->input_cache);
+    if (dir)
+        return strdup(dir);
     cleanup_free char *data_dir = obi_default_data_dir();
     cleanup_free char *default_store = data_dir ? obi_path_join(data_dir, "store") : NULL;
     if (!default_store || !store->local_root || strcmp(default_store, store->local_root) != 0)
@@ -187,6 +187,42 @@ static bool cache_entry_live(obi_store_object_kind kind, const obi_digest *diges
     return obi_store_gc_is_live(ctx, kind, digest);
 }
 
+/* What one collection did. */
+typedef struct gc_totals {
+    obi_store_gc_stats store;
+    obi_input_cache_prune_stats cache;
+    obi_image_prune_stats images; /* images.skipped is the caller's to free */
+    bool images_pruned;
+} gc_totals;
+
+/* One collection, for `store gc` and the automatic one: the store (blobs up to max_freed
+ * bytes), then under the same lock the input cache (of input_cache, else the data dir's for
+ * its store), then the data dir's image cache. */
+static int collect(obi_store *store, const char *input_cache, bool dry_run, uint64_t max_freed,
+                   obi_store_gc_remove_fn on_remove, void *ctx, gc_totals *out, obi_error **err)
+{
+    memset(out, 0, sizeof *out);
+    cleanup_store_gc obi_store_gc *gc = NULL;
+    int r = obi_store_gc_begin(store, &gc, err);
+    if (r < 0)
+        return r;
+    obi_store_gc_options options = {dry_run, max_freed, on_remove, ctx};
+    if ((r = obi_store_gc_sweep(gc, &options, &out->store, err)) < 0)
+        return r;
+    /* under gc's lock still: a build pins its inputs before it materializes them */
+    cleanup_free char *cache = input_cache_dir(input_cache, store);
+    if (cache &&
+        (r = obi_input_cache_prune(cache, cache_entry_live, gc, dry_run, &out->cache, err)) < 0)
+        return r;
+    obi_store_gc_end(steal_pointer(&gc));
+    /* the image cache, rooted by the replicas that use its entries (lifecycle.h) */
+    cleanup_free char *data_dir = cache && !input_cache ? obi_default_data_dir() : NULL;
+    if (!data_dir)
+        return 0;
+    out->images_pruned = true;
+    return obi_lifecycle_prune_images(data_dir, dry_run, &out->images, err);
+}
+
 int cli_store_gc(int argc, char **argv)
 {
     static const int allowed[] = {OPT_DRY_RUN, OPT_MAX_FREED, OPT_INPUT_CACHE, 0};
@@ -198,44 +234,88 @@ int cli_store_gc(int argc, char **argv)
     cleanup_store obi_store *store = NULL;
     if (open_gc_store(&args, &store, &err) < 0)
         return cli_fail(err);
-    cleanup_store_gc obi_store_gc *gc = NULL;
-    if (obi_store_gc_begin(store, &gc, &err) < 0)
+    gc_totals totals;
+    r = collect(store, args.input_cache, args.dry_run, args.max_freed, print_removed, &args.dry_run,
+                &totals, &err);
+    cleanup_free char *images_skipped = totals.images.skipped;
+    if (r < 0)
         return cli_fail(err);
-    obi_store_gc_options options = {args.dry_run, args.max_freed, print_removed, &args.dry_run};
-    obi_store_gc_stats stats;
-    if (obi_store_gc_sweep(gc, &options, &stats, &err) < 0)
-        return cli_fail(err);
-    /* under gc's lock still: a build pins its inputs before it materializes them */
-    cleanup_free char *cache = input_cache_dir(&args, store);
-    obi_input_cache_prune_stats cache_stats = {0};
-    if (cache &&
-        obi_input_cache_prune(cache, cache_entry_live, gc, args.dry_run, &cache_stats, &err) < 0)
-        return cli_fail(err);
-    obi_store_gc_end(steal_pointer(&gc));
-    /* the image cache, rooted by the replicas that use its entries (lifecycle.h) */
-    cleanup_free char *data_dir = cache && !args.input_cache ? obi_default_data_dir() : NULL;
-    obi_image_prune_stats image_stats = {0};
-    if (data_dir && obi_lifecycle_prune_images(data_dir, args.dry_run, &image_stats, &err) < 0)
-        return cli_fail(err);
-    cleanup_free char *images_skipped = image_stats.skipped;
     if (fflush(stdout) != 0)
         return cli_failf("write to stdout: %s", strerror(errno));
+    const obi_store_gc_stats *stats = &totals.store;
     char freed[48], cache_freed[48], images_freed[48];
     fprintf(stderr,
             "store gc%s: %llu roots keep %llu blobs and %llu directories%s; %s %llu blobs and "
             "%llu directories, %s; input cache: %llu entries, %s\n",
-            args.dry_run ? " (dry run)" : "", (unsigned long long)stats.roots,
-            (unsigned long long)stats.live_blobs, (unsigned long long)stats.live_directories,
-            stats.missing ? " (some missing: run store verify)" : "",
-            args.dry_run ? "would remove" : "removed", (unsigned long long)stats.blobs_removed,
-            (unsigned long long)stats.directories_removed, human_bytes(stats.bytes_freed, freed),
-            (unsigned long long)cache_stats.entries, human_bytes(cache_stats.bytes, cache_freed));
+            args.dry_run ? " (dry run)" : "", (unsigned long long)stats->roots,
+            (unsigned long long)stats->live_blobs, (unsigned long long)stats->live_directories,
+            stats->missing ? " (some missing: run store verify)" : "",
+            args.dry_run ? "would remove" : "removed", (unsigned long long)stats->blobs_removed,
+            (unsigned long long)stats->directories_removed, human_bytes(stats->bytes_freed, freed),
+            (unsigned long long)totals.cache.entries, human_bytes(totals.cache.bytes, cache_freed));
     if (images_skipped)
         fprintf(stderr, "store gc: image cache kept: %s\n", images_skipped);
-    else if (data_dir)
+    else if (totals.images_pruned)
         fprintf(stderr, "store gc: image cache: %llu unused images, %s\n",
-                (unsigned long long)image_stats.entries,
-                human_bytes(image_stats.bytes, images_freed));
+                (unsigned long long)totals.images.entries,
+                human_bytes(totals.images.bytes, images_freed));
+    return 0;
+}
+
+/* ---- automatic gc (docs/store.md "Automatic collection") ---- */
+
+/* $NAME as a size (number.h's units), or 0 when unset or empty. */
+static int size_from_env(const char *name, uint64_t *out, obi_error **err)
+{
+    const char *text = getenv(name);
+    *out = 0;
+    if (!text || !*text)
+        return 0;
+    int r = obi_parse_memory(text, out, err);
+    return r < 0 ? obi_error_prefix(err, r, "$%s", name) : 0;
+}
+
+int cli_store_auto_gc(obi_store *store, obi_error **err)
+{
+    uint64_t min_free = 0, max_free = 0, available = 0;
+    int r = size_from_env("OCIBUILD_MIN_FREE", &min_free, err);
+    if (r >= 0)
+        r = size_from_env("OCIBUILD_MAX_FREE", &max_free, err);
+    if (r < 0)
+        return r;
+    if (max_free && max_free < min_free)
+        return obi_error_set(err, -EINVAL,
+                             "$OCIBUILD_MAX_FREE (%llu bytes) is less than $OCIBUILD_MIN_FREE "
+                             "(%llu bytes)",
+                             (unsigned long long)max_free, (unsigned long long)min_free);
+    if (!min_free || !store->local_root)
+        return 0; /* off, or a remote store: collected where it is served */
+    if ((r = obi_store_available_bytes(store, &available, err)) < 0)
+        return r;
+    if (available >= min_free)
+        return 0;
+    char have[48], under[48], until[48], freed[48], now[48];
+    fprintf(stderr,
+            "ocibuild: %s free for the store %s, under $OCIBUILD_MIN_FREE (%s): collecting "
+            "garbage%s%s\n",
+            human_bytes(available, have), store->local_root, human_bytes(min_free, under),
+            max_free ? " until $OCIBUILD_MAX_FREE is free: " : "",
+            max_free ? human_bytes(max_free, until) : "");
+    gc_totals totals;
+    r = collect(store, NULL, false, max_free ? max_free - available : 0, NULL, NULL, &totals, err);
+    free(totals.images.skipped);
+    if (r < 0)
+        return obi_error_prefix(err, r, "automatic gc ($OCIBUILD_MIN_FREE)");
+    if ((r = obi_store_available_bytes(store, &available, err)) < 0)
+        return r;
+    fprintf(stderr,
+            "ocibuild: gc removed %llu blobs and %llu directories (%s) and %llu input cache "
+            "entries; %s free now%s\n",
+            (unsigned long long)totals.store.blobs_removed,
+            (unsigned long long)totals.store.directories_removed,
+            human_bytes(totals.store.bytes_freed, freed), (unsigned long long)totals.cache.entries,
+            human_bytes(available, now),
+            available < min_free ? ", still under $OCIBUILD_MIN_FREE: the rest is rooted" : "");
     return 0;
 }
 
@@ -324,7 +404,7 @@ int cli_store_du(int argc, char **argv)
     print_area("temporary", usage.temp_files, "files", usage.temp_bytes, NULL);
     printf("%-14s %10llu %-12s %llu pins of running processes\n", "roots",
            (unsigned long long)usage.roots, "roots", (unsigned long long)usage.pins);
-    cleanup_free char *cache = input_cache_dir(&args, store);
+    cleanup_free char *cache = input_cache_dir(args.input_cache, store);
     print_data_area("input cache", cache);
     cleanup_free char *data_dir = obi_default_data_dir();
     static const char *const areas[][2] = {{"image cache", "images"}, {"volumes", "volumes"}};

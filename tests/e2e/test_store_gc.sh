@@ -124,6 +124,45 @@ done
 [ -z "$lost" ] && t_ok "gc concurrent with imports loses nothing rooted" || t_fail "gc concurrent with imports loses nothing rooted" "lost:$lost"
 t_check "the store verifies clean after the race" "$OCIBUILD" store verify
 
+# Automatic gc (docs/store.md "Automatic collection"): a store on an 8 MiB tmpfs (in a mount
+# namespace of its own) holds a rooted 1 MiB blob and 4 unrooted ones; an import with
+# OCIBUILD_MIN_FREE=5Mi and 3 MiB free collects until OCIBUILD_MAX_FREE=6Mi is free, keeps the
+# rooted blob, and a later import with enough free space collects nothing.
+if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null; then
+  mkdir -p "$T_TMP/small"
+  for i in 0 1 2 3 4 5; do head -c 1048576 /dev/urandom >"$T_TMP/f$i"; done
+  out=$(timeout 60 unshare --mount --propagation private sh -c '
+    O=$1 T=$2 S=$2/small/store
+    mount -t tmpfs -o size=8m tmpfs "$T/small" || exit 3
+    "$O" store import --store "$S" --root keep "$T/f0" >/dev/null || echo "import f0 failed"
+    for i in 1 2 3 4; do "$O" store import --store "$S" "$T/f$i" >/dev/null || echo "import f$i failed"; done
+    OCIBUILD_MIN_FREE=5Mi OCIBUILD_MAX_FREE=6Mi "$O" store import --store "$S" "$T/f5" \
+      >/dev/null 2>"$T/auto-gc.err" || echo "import f5 failed"
+    for i in 0 1 2 3 4 5; do
+      "$O" store cat --store "$S" "$("$O" hash "$T/f$i" | cut -d" " -f1)" 2>/dev/null | cmp -s - "$T/f$i" &&
+        echo "f$i present" || echo "f$i gone"
+    done
+    "$O" store verify --store "$S" >/dev/null 2>&1 || echo "verify failed"
+    OCIBUILD_MIN_FREE=1Mi "$O" store import --store "$S" "$T/f1" 2>&1 >/dev/null' sh "$OCIBUILD" "$T_TMP" 2>&1)
+  want=$(printf 'f0 present\nf1 gone\nf2 gone\nf3 gone\nf4 gone\nf5 present')
+  free_after=$(sed -n 's/.*; \([0-9]*\) bytes.* free now.*/\1/p' "$T_TMP/auto-gc.err")
+  if [ "$out" = "$want" ] && grep -q 'under $OCIBUILD_MIN_FREE.*collecting garbage' "$T_TMP/auto-gc.err" &&
+     [ "${free_after:-0}" -ge 6291456 ]; then
+    t_ok "under OCIBUILD_MIN_FREE an import first collects garbage up to OCIBUILD_MAX_FREE, keeping roots"
+  else
+    t_fail "under OCIBUILD_MIN_FREE an import first collects garbage up to OCIBUILD_MAX_FREE, keeping roots" \
+      "$out; $(cat "$T_TMP/auto-gc.err")"
+  fi
+else
+  t_skip "automatic gc on a small store" "needs root and unshare (a tmpfs of its own)"
+fi
+out=$(OCIBUILD_MIN_FREE=lots "$OCIBUILD" store import "$T_TMP/f0" 2>&1); rc=$?
+[ $rc -eq 1 ] && [[ $out == *'$OCIBUILD_MIN_FREE'* ]] && t_ok "a bad OCIBUILD_MIN_FREE is refused naming it" ||
+  t_fail "a bad OCIBUILD_MIN_FREE is refused naming it" "rc=$rc $out"
+out=$(OCIBUILD_MIN_FREE=2Gi OCIBUILD_MAX_FREE=1Gi "$OCIBUILD" store import "$T_TMP/f0" 2>&1); rc=$?
+[ $rc -eq 1 ] && [[ $out == *'$OCIBUILD_MAX_FREE'*'less than'* ]] && t_ok "OCIBUILD_MAX_FREE under OCIBUILD_MIN_FREE is refused" ||
+  t_fail "OCIBUILD_MAX_FREE under OCIBUILD_MIN_FREE is refused" "rc=$rc $out"
+
 # A build running during gc: its input is not rooted, gc runs while it sleeps.
 if [ "$(id -u)" -ne 0 ] || ! command -v runc >/dev/null; then
   t_skip "a running build's inputs survive gc" "needs root and runc (rootful build)"
@@ -168,6 +207,20 @@ out=$("$OCIBUILD" store gc 2>&1)
 t_contains "after the build its inputs are collectable" "$out" "removed"
 [ -z "$(ls "$DATA/input-cache" 2>/dev/null)" ] && t_ok "and their input cache entries go with them" ||
   t_fail "and their input cache entries go with them" "$(ls "$DATA/input-cache")"
+
+# A build checks OCIBUILD_MIN_FREE before it starts: with a threshold no disk meets, it collects
+# everything unrooted, says it is still under, and builds; what --root keeps stays.
+"$OCIBUILD" store import "$T_TMP/input" >/dev/null 2>&1 # garbage for it to find
+sed 's|/nix/store/busybox sleep 3; ||' "$T_TMP/req.json" >"$T_TMP/quick.json"
+OCIBUILD_MIN_FREE=1000Ti "$OCIBUILD" build "$T_TMP/quick.json" >/dev/null 2>"$T_TMP/quick.err"; rc=$?
+if [ $rc -eq 0 ] && grep -q 'collecting garbage' "$T_TMP/quick.err" &&
+   grep -Eq 'gc removed ([1-9][0-9]* blobs|0 blobs and [1-9])' "$T_TMP/quick.err" &&
+   grep -q 'still under' "$T_TMP/quick.err" &&
+   "$OCIBUILD" store export "$out_node" "$T_TMP/built-again" 2>/dev/null; then
+  t_ok "a build under OCIBUILD_MIN_FREE collects garbage first, keeps roots, and builds"
+else
+  t_fail "a build under OCIBUILD_MIN_FREE collects garbage first, keeps roots, and builds" "rc=$rc $(cat "$T_TMP/quick.err")"
+fi
 t_check "the store verifies clean at the end" "$OCIBUILD" store verify
 
 # The image cache: an image a replica uses is kept, and goes once the replica is down.
