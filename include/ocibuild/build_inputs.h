@@ -17,6 +17,7 @@
 
 #include "ocibuild/castore_fs.h"
 #include "ocibuild/error.h"
+#include "ocibuild/progress.h"
 #include "ocibuild/request.h"
 #include "ocibuild/store.h"
 #include "ocibuild/store_verify.h"
@@ -24,9 +25,10 @@
 /* Where the cache entry of a directory or file node is (whether it is there or not); caller
  * frees; NULL when out of memory. */
 char *obi_input_cache_path(const char *cache_dir, const obi_node *node);
-/* Path of the cache entry for node (materializing it first if needed); caller frees. */
+/* Path of the cache entry for node (materializing it first if needed, telling progress, which
+ * may be NULL, the bytes and files written); caller frees. */
 int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node *node,
-                        char **path_out, obi_error **err);
+                        const obi_progress *progress, char **path_out, obi_error **err);
 
 /* Whether the entry of this object is still wanted (`store gc`: obi_store_gc_is_live). */
 typedef bool (*obi_input_cache_keep_fn)(obi_store_object_kind kind, const obi_digest *digest,
@@ -44,10 +46,11 @@ int obi_input_cache_prune(const char *cache_dir, obi_input_cache_keep_fn keep, v
 /* Prepares BUNDLE/inputs (bundle_inputs_dir) for req: a link per directory/file input into
  * the cache (hard link for files where possible, symlink otherwise); symlink inputs written as
  * symlinks below scratch_root (the bundle's scratch/) following the scratch mapping of inputs_dir.
- */
+ * progress (NULL: nobody) hears the bytes and files materialized into the cache, summed over
+ * the inputs, then its end. */
 int obi_build_inputs_prepare(obi_store *store, const char *cache_dir, const obi_build_request *req,
                              const char *bundle_inputs_dir, const char *bundle_dir,
-                             obi_error **err);
+                             const obi_progress *progress, obi_error **err);
 
 /* ---- inputs over FUSE (build_inputs_fuse.c; docs/build.md "Inputs over FUSE") ---- */
 
@@ -83,6 +86,7 @@ int obi_inputs_plan_for(obi_inputs_mode mode, const obi_store *store, obi_inputs
 int obi_build_inputs_prepare_fuse(obi_store *store, const char *cache_dir,
                                   const obi_inputs_plan *plan, const obi_build_request *req,
                                   const char *bundle_inputs_dir, const char *bundle_dir,
-                                  obi_castore_fs **fs_out, obi_error **err);
+                                  const obi_progress *progress, obi_castore_fs **fs_out,
+                                  obi_error **err);
 
 #endif

@@ -40,6 +40,9 @@ int obi_export_node_progress(obi_blob_service *blobs, obi_directory_service *dir
                              obi_error **err);
 /* Like obi_export_node, hard-linking non-executable files from blobs' local files when the
  * backend has them (falls back to copying, e.g. across filesystems). */
+int obi_materialize_node_progress(obi_blob_service *blobs, obi_directory_service *directories,
+                                  const obi_node *node, const char *dest,
+                                  const obi_progress *progress, obi_error **err);
 int obi_materialize_node(obi_blob_service *blobs, obi_directory_service *directories,
                          const obi_node *node, const char *dest, obi_error **err);
 

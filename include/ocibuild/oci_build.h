@@ -38,12 +38,15 @@ typedef struct obi_oci_build_options {
     uint64_t memory_bytes;        /* memory (and memory + swap) limit; 0: none */
     uint64_t scratch_limit_bytes; /* size of the tmpfs holding scratch dirs; 0: on disk */
     obi_inputs_mode inputs;       /* the input cache, FUSE, or auto (build_inputs.h) */
+    /* Inputs materialized into the cache, per build (obi_build_inputs_prepare); NULL: nobody.
+     * Called from the building thread: one build at a time, or a hook that locks. */
+    const obi_progress *materialize_progress;
 } obi_oci_build_options;
 
 #define OBI_OCI_BUILD_OPTIONS_INIT                                                                 \
     {                                                                                              \
         NULL, NULL, NULL, NULL, NULL, false, false, 0, 0, -1, NULL, NULL, false, 0, 0, 0,          \
-            OBI_INPUTS_AUTO                                                                        \
+            OBI_INPUTS_AUTO, NULL                                                                  \
     }
 
 /* Processes (and threads) a build may have at once, unless max_pids says otherwise. */

@@ -37,7 +37,7 @@ char *obi_input_cache_path(const char *cache_dir, const obi_node *node)
 }
 
 int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node *node,
-                        char **path_out, obi_error **err)
+                        const obi_progress *progress, char **path_out, obi_error **err)
 {
     if (node->kind == OBI_NODE_SYMLINK)
         return obi_error_set(err, -EINVAL, "symlink nodes are not cached");
@@ -61,7 +61,7 @@ int obi_input_cache_get(obi_store *store, const char *cache_dir, const obi_node 
     cleanup_free char *tmp = NULL;
     if (asprintf(&tmp, "%s/.tmp-%c-%s-%s", cache_dir, cache_kind(node), hex, uuid) < 0)
         return obi_error_oom(err);
-    r = obi_materialize_node(store->blobs, store->directories, node, tmp, err);
+    r = obi_materialize_node_progress(store->blobs, store->directories, node, tmp, progress, err);
     if (r < 0)
         return obi_error_prefix(err, r, "materialize input \"%s\"", (const char *)node->name.data);
     if (rename(tmp, entry) < 0) {
@@ -152,39 +152,78 @@ static int symlink_input_host_path(const obi_build_request *req, const obi_node 
     return 0;
 }
 
+/* inputs[i] into BUNDLE/inputs: a link into the cache, or a symlink below the scratch dirs. */
+static int prepare_input(obi_store *store, const char *cache_dir, const obi_build_request *req,
+                         size_t i, const char *bundle_inputs_dir, const char *bundle_dir,
+                         const obi_progress *progress, obi_error **err)
+{
+    const obi_node *node = &req->inputs[i];
+    const char *name = (const char *)node->name.data;
+    int r;
+    if (node->kind == OBI_NODE_SYMLINK) {
+        cleanup_free char *relative = NULL;
+        if ((r = symlink_input_host_path(req, node, &relative, err)) < 0)
+            return obi_error_prefix(err, r, "inputs[%zu]", i);
+        cleanup_free char *link = obi_path_join(bundle_dir, relative);
+        if (!link)
+            return obi_error_oom(err);
+        if (symlink((const char *)node->target.data, link) < 0)
+            return obi_error_set_errno(err, errno, "inputs[%zu]: symlink %s", i, link);
+        return 0;
+    }
+    cleanup_free char *entry = NULL;
+    if ((r = obi_input_cache_get(store, cache_dir, node, progress, &entry, err)) < 0)
+        return obi_error_prefix(err, r, "inputs[%zu]", i);
+    cleanup_free char *bundle_link = obi_path_join(bundle_inputs_dir, name);
+    if (!bundle_link)
+        return obi_error_oom(err);
+    /* A file input is a hard link to its cache entry where it can be (same filesystem):
+     * unlike a symlink this long it needs no data block, so a build allocates, frees and
+     * on a disk with online discard trims one block less per file input. */
+    if (node->kind != OBI_NODE_DIRECTORY && link(entry, bundle_link) == 0)
+        return 0;
+    if (symlink(entry, bundle_link) < 0)
+        return obi_error_set_errno(err, errno, "inputs[%zu]: symlink %s", i, bundle_link);
+    return 0;
+}
+
+/* One progress over all of a build's inputs: each materialization counts from zero, this adds
+ * what the ones before it wrote. */
+typedef struct inputs_progress {
+    obi_progress hook;
+    const obi_progress *outer;
+    uint64_t done_bytes, done_files; /* of the inputs finished */
+    uint64_t bytes, files;           /* of the one under way */
+} inputs_progress;
+
+static void inputs_progress_report(void *ctx, uint64_t bytes, uint64_t files)
+{
+    inputs_progress *p = ctx;
+    p->bytes = bytes;
+    p->files = files;
+    obi_progress_report(p->outer, p->done_bytes + bytes, p->done_files + files);
+}
+
+static void inputs_progress_next(inputs_progress *p)
+{
+    p->done_bytes += p->bytes;
+    p->done_files += p->files;
+    p->bytes = p->files = 0;
+}
+
 int obi_build_inputs_prepare(obi_store *store, const char *cache_dir, const obi_build_request *req,
-                             const char *bundle_inputs_dir, const char *bundle_dir, obi_error **err)
+                             const char *bundle_inputs_dir, const char *bundle_dir,
+                             const obi_progress *progress, obi_error **err)
 {
     if (mkdir(bundle_inputs_dir, 0755) < 0)
         return obi_error_set_errno(err, errno, "mkdir %s", bundle_inputs_dir);
-    for (size_t i = 0; i < req->n_inputs; i++) {
-        const obi_node *node = &req->inputs[i];
-        const char *name = (const char *)node->name.data;
-        int r;
-        if (node->kind == OBI_NODE_SYMLINK) {
-            cleanup_free char *relative = NULL;
-            if ((r = symlink_input_host_path(req, node, &relative, err)) < 0)
-                return obi_error_prefix(err, r, "inputs[%zu]", i);
-            cleanup_free char *link = obi_path_join(bundle_dir, relative);
-            if (!link)
-                return obi_error_oom(err);
-            if (symlink((const char *)node->target.data, link) < 0)
-                return obi_error_set_errno(err, errno, "inputs[%zu]: symlink %s", i, link);
-            continue;
-        }
-        cleanup_free char *entry = NULL;
-        if ((r = obi_input_cache_get(store, cache_dir, node, &entry, err)) < 0)
-            return obi_error_prefix(err, r, "inputs[%zu]", i);
-        cleanup_free char *bundle_link = obi_path_join(bundle_inputs_dir, name);
-        if (!bundle_link)
-            return obi_error_oom(err);
-        /* A file input is a hard link to its cache entry where it can be (same filesystem):
-         * unlike a symlink this long it needs no data block, so a build allocates, frees and
-         * on a disk with online discard trims one block less per file input. */
-        if (node->kind != OBI_NODE_DIRECTORY && link(entry, bundle_link) == 0)
-            continue;
-        if (symlink(entry, bundle_link) < 0)
-            return obi_error_set_errno(err, errno, "inputs[%zu]: symlink %s", i, bundle_link);
+    inputs_progress total = {.hook = {inputs_progress_report, &total, NULL}, .outer = progress};
+    int r = 0;
+    for (size_t i = 0; i < req->n_inputs && r >= 0; i++) {
+        r = prepare_input(store, cache_dir, req, i, bundle_inputs_dir, bundle_dir,
+                          progress ? &total.hook : NULL, err);
+        inputs_progress_next(&total);
     }
-    return 0;
+    obi_progress_end(progress);
+    return r < 0 ? r : 0;
 }

@@ -142,7 +142,8 @@ static int mount_inputs(obi_store *store, const obi_build_request *req, const bo
 int obi_build_inputs_prepare_fuse(obi_store *store, const char *cache_dir,
                                   const obi_inputs_plan *plan, const obi_build_request *req,
                                   const char *bundle_inputs_dir, const char *bundle_dir,
-                                  obi_castore_fs **fs_out, obi_error **err)
+                                  const obi_progress *progress, obi_castore_fs **fs_out,
+                                  obi_error **err)
 {
     *fs_out = NULL;
     cleanup_free bool *through_fuse = calloc(req->n_inputs ? req->n_inputs : 1, sizeof(bool));
@@ -163,7 +164,7 @@ int obi_build_inputs_prepare_fuse(obi_store *store, const char *cache_dir,
         if (!through_fuse[i])
             rest[view.n_inputs++] = req->inputs[i];
     if ((r = obi_build_inputs_prepare(store, cache_dir, &view, bundle_inputs_dir, bundle_dir,
-                                      err)) < 0)
+                                      progress, err)) < 0)
         return r;
     if (n_fuse == 0)
         return 0;

@@ -69,6 +69,7 @@ typedef struct oci_build_service {
     int own_cancel_pipe[2]; /* when the caller gave no cancel_fd: written by oci_cancel */
     obi_output_fn on_output;
     void *output_ctx;
+    const obi_progress *materialize_progress; /* inputs into the cache; NULL: nobody */
     obi_spec_options spec_opts; /* rootless flag, sandbox shell, limits; rootless: host ids */
     obi_userns_ids userns;      /* rootless: how to act on the build user's files */
     obi_id_pool *id_pool;       /* rootful: host ids per build (id_slot.h) */
@@ -534,9 +535,10 @@ static int prepare_inputs(oci_build_service *svc, const obi_build_request *req, 
 {
     if (!svc->inputs.fuse)
         return obi_build_inputs_prepare(svc->store, svc->cache_dir, req, inputs_dir,
-                                        obi_bundle_path(bundle), err);
+                                        obi_bundle_path(bundle), svc->materialize_progress, err);
     return obi_build_inputs_prepare_fuse(svc->store, svc->cache_dir, &svc->inputs, req, inputs_dir,
-                                         obi_bundle_path(bundle), fs, err);
+                                         obi_bundle_path(bundle), svc->materialize_progress, fs,
+                                         err);
 }
 
 /* A build that failed while its inputs' mount answered an error says which (a blob the store
@@ -1048,6 +1050,7 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
     svc->own_cancel_pipe[0] = svc->own_cancel_pipe[1] = -1;
     svc->on_output = opts->on_output;
     svc->output_ctx = opts->output_ctx;
+    svc->materialize_progress = opts->materialize_progress;
     int r = set_limits(svc, opts, err);
     if (r < 0)
         return r;

@@ -408,3 +408,10 @@ int obi_materialize_node(obi_blob_service *blobs, obi_directory_service *directo
 {
     return export_root(blobs, directories, node, dest, true, NULL, err);
 }
+
+int obi_materialize_node_progress(obi_blob_service *blobs, obi_directory_service *directories,
+                                  const obi_node *node, const char *dest,
+                                  const obi_progress *progress, obi_error **err)
+{
+    return export_root(blobs, directories, node, dest, true, progress, err);
+}

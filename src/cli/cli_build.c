@@ -118,6 +118,7 @@ int cli_build(int argc, char **argv)
     if (r < 0)
         return cli_fail(err);
     cleanup_build_service obi_build_service *service = NULL;
+    args.materialize_progress = true;
     if (cli_builder_open_service(&args, store, &service, &err) < 0)
         return cli_fail(err);
 

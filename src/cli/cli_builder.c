@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "cli_builder.h"
+#include "cli_progress.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/nix_output.h"
@@ -246,6 +247,7 @@ int cli_builder_open_store(cli_builder_args *args, obi_store **out, obi_error **
 static int cancel_pipe[2] = {-1, -1};
 static volatile sig_atomic_t cancel_signal;
 static char *default_bundle_root;
+static cli_progress materializing; /* the local builder's, for the life of the process */
 
 static void on_cancel_signal(int sig)
 {
@@ -298,6 +300,11 @@ int cli_builder_open_service(cli_builder_args *args, obi_store *store, obi_build
     sigaction(SIGHUP, &sa, NULL);
     args->oci.cancel_fd = cancel_pipe[0];
     args->oci.on_output = args->log_level >= OBI_LOG_INFO ? stream_to_stderr : NULL;
+    if (args->materialize_progress) {
+        cli_progress_init_each(&materializing, "materializing inputs",
+                               args->log_level >= OBI_LOG_INFO);
+        args->oci.materialize_progress = &materializing.hook;
+    }
     int r = obi_oci_build_service_new(&args->oci, store, out, err);
     if (r == 0)
         cli_builder_debug(args, "building here: %s, runtime %s, bundles under %s",

@@ -16,17 +16,19 @@
 #include "ocibuild/store.h"
 
 typedef struct cli_builder_args {
-    obi_service_flags flags; /* --store, --blob-service, --directory-service, --build-service */
-    obi_service_addrs addrs; /* where they are, flags and environment resolved (open_store) */
-    bool rootful;            /* --rootful: not rootless even when not run as root */
-    obi_log_level log_level; /* -q error, info by default, -v debug */
-    const char *root;        /* --root: keep the outputs as this root (cli_add_root) */
+    obi_service_flags flags;   /* --store, --blob-service, --directory-service, --build-service */
+    obi_service_addrs addrs;   /* where they are, flags and environment resolved (open_store) */
+    bool rootful;              /* --rootful: not rootless even when not run as root */
+    obi_log_level log_level;   /* -q error, info by default, -v debug */
+    const char *root;          /* --root: keep the outputs as this root (cli_add_root) */
+    bool materialize_progress; /* a progress line while a build's inputs are materialized
+                                * (one build at a time: the line is one) */
     obi_oci_build_options oci;
 } cli_builder_args;
 
 #define CLI_BUILDER_ARGS_INIT                                                                      \
     {                                                                                              \
-        {NULL, NULL, NULL, NULL}, {NULL, NULL, NULL}, false, OBI_LOG_INFO, NULL,                   \
+        {NULL, NULL, NULL, NULL}, {NULL, NULL, NULL}, false, OBI_LOG_INFO, NULL, false,            \
             OBI_OCI_BUILD_OPTIONS_INIT                                                             \
     }
 void cli_builder_args_clear(cli_builder_args *args);

@@ -308,6 +308,7 @@ int cli_nix_build(int argc, char **argv)
     if (obi_nix_path_info_store_open(args.path_info_dir, &path_infos, &err) < 0)
         return cli_fail(err);
     cleanup_build_service obi_build_service *service = NULL;
+    builder.materialize_progress = nix_opts.max_jobs == 1; /* one line for one build at a time */
     if (cli_builder_open_service(&builder, store, &service, &err) < 0)
         return cli_fail(err);
     nix_opts.store = store;

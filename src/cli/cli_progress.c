@@ -39,6 +39,8 @@ static void on_progress(void *ctx, uint64_t bytes, uint64_t files)
     if (!p->enabled)
         return;
     int64_t now = now_ms();
+    if (!p->start_ms)
+        p->start_ms = now; /* the first report of a piece of work (cli_progress_init_each) */
     if (now - p->start_ms < p->delay_ms || now - p->last_ms < PROGRESS_EVERY_MS)
         return;
     p->last_ms = now;
@@ -46,10 +48,19 @@ static void on_progress(void *ctx, uint64_t bytes, uint64_t files)
     print_line(p, "");
 }
 
+/* The end of one piece of work: its line closed, the next one timed from its own start. */
+static void on_end(void *ctx)
+{
+    cli_progress *p = ctx;
+    cli_progress_done(p);
+    p->start_ms = p->last_ms = 0;
+    p->bytes = p->files = 0;
+}
+
 void cli_progress_init(cli_progress *progress, const char *what, bool enabled)
 {
     *progress = (cli_progress){
-        .hook = {on_progress, progress},
+        .hook = {on_progress, progress, NULL},
         .what = what,
         .enabled = enabled && isatty(STDERR_FILENO),
         .start_ms = now_ms(),
@@ -59,6 +70,13 @@ void cli_progress_init(cli_progress *progress, const char *what, bool enabled)
     const char *env = getenv("OCIBUILD_PROGRESS_DELAY_MS");
     if (env && obi_parse_decimal(env, 3600 * 1000, &delay))
         progress->delay_ms = (int64_t)delay;
+}
+
+void cli_progress_init_each(cli_progress *progress, const char *what, bool enabled)
+{
+    cli_progress_init(progress, what, enabled);
+    progress->hook.end = on_end;
+    progress->start_ms = 0;
 }
 
 void cli_progress_done(cli_progress *progress)

@@ -1,9 +1,9 @@
 /*
- * A progress line on a terminal for work that takes a while (imports, exports): nothing for the
- * first second, then one line on stderr rewritten in place ("importing X: 512.0 MiB, 1200 files"),
- * and a last line with the total and the time once it is done. Silent when stderr is not a
- * terminal or when asked to be (-q), so logs and scripts never see it. Registry pulls get a line
- * per layer.
+ * A progress line on a terminal for work that takes a while (imports, exports, a build's input
+ * materialization): nothing for the first second, then one line on stderr rewritten in place
+ * ("importing X: 512.0 MiB, 1200 files"), and a last line with the total and the time once it is
+ * done. Silent when stderr is not a terminal or when asked to be (-q), so logs and scripts never
+ * see it. Registry pulls get a line per layer.
  */
 #ifndef OCIBUILD_CLI_PROGRESS_H
 #define OCIBUILD_CLI_PROGRESS_H
@@ -24,6 +24,10 @@ typedef struct cli_progress {
 
 /* enabled: whether the caller wants it at all (false for -q); stderr must be a terminal too. */
 void cli_progress_init(cli_progress *progress, const char *what, bool enabled);
+/* For a hook the library uses for one piece of work after another and ends after each
+ * (obi_progress_end: a build service materializing each build's inputs): the second counts
+ * from each piece's first report, and each end closes its line. */
+void cli_progress_init_each(cli_progress *progress, const char *what, bool enabled);
 /* Ends the line, if one was shown, with the totals and the time taken. */
 void cli_progress_done(cli_progress *progress);
 

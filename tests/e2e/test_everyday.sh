@@ -80,6 +80,26 @@ request() {
 JSON
 }
 
+# --- progress of a build's input materialization (on a terminal, before the build's log) ---
+mkdir -p "$T_TMP/mat"
+head -c 3000000 /dev/urandom >"$T_TMP/mat/blob"
+cat >"$T_TMP/mat.json" <<JSON
+{"inputs": {"busybox": "/bin/busybox", "mat": "$T_TMP/mat"},
+ "command_args": ["/nix/store/busybox", "sh", "-c", "echo log-after-inputs; /nix/store/busybox cat /nix/store/mat/blob > /nix/store/out"],
+ "working_dir": "build", "scratch_paths": ["build", "nix/store"], "inputs_dir": "nix/store",
+ "outputs": ["nix/store/out"]}
+JSON
+tty_err=$(script -qec "OCIBUILD_PROGRESS_DELAY_MS=0 '$OCIBUILD' build '$T_TMP/mat.json' >/dev/null" /dev/null | tr -d '\r')
+mat_line=${tty_err%%log-after-inputs*}
+[[ "$mat_line" == *"materializing inputs: "*" MiB, "*" file"*" in "*" s"* ]] &&
+  t_ok "on a terminal a build's input materialization shows a progress line, before the build's log" ||
+  t_fail "on a terminal a build's input materialization shows a progress line, before the build's log" "$tty_err"
+head -c 1000 /dev/urandom >>"$T_TMP/mat/blob" # new contents: materialized anew
+OCIBUILD_PROGRESS_DELAY_MS=0 "$OCIBUILD" build "$T_TMP/mat.json" >/dev/null 2>"$T_TMP/mat.err"
+! grep -q materializing "$T_TMP/mat.err" && grep -q log-after-inputs "$T_TMP/mat.err" &&
+  t_ok "without a terminal a build prints no materialization progress" ||
+  t_fail "without a terminal a build prints no materialization progress" "$(cat "$T_TMP/mat.err")"
+
 # --- exit codes ---
 request fails 'echo about-to-fail; exit 3'
 "$OCIBUILD" build "$T_TMP/fails.json" >/dev/null 2>"$T_TMP/fails.err"; rc=$?

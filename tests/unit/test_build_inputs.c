@@ -73,12 +73,12 @@ static void test_input_cache_materializes_once_and_reuses(void **state)
     obi_node node;
     make_input(f, "tree", &node);
     char *first = NULL, *second = NULL;
-    assert_ok(obi_input_cache_get(f->store, f->cache, &node, &first, err_ptr_));
+    assert_ok(obi_input_cache_get(f->store, f->cache, &node, NULL, &first, err_ptr_));
     struct stat st1, st2;
     assert_int_equal(stat(first, &st1), 0);
     assert_true(S_ISDIR(st1.st_mode));
     assert_int_equal(st1.st_mode & 0777, 0555);
-    assert_ok(obi_input_cache_get(f->store, f->cache, &node, &second, err_ptr_));
+    assert_ok(obi_input_cache_get(f->store, f->cache, &node, NULL, &second, err_ptr_));
     assert_string_equal(first, second);
     assert_int_equal(stat(second, &st2), 0);
     assert_int_equal(st1.st_ino, st2.st_ino); /* not materialized again */
@@ -93,7 +93,7 @@ static void test_input_cache_hard_links_plain_files_and_copies_executables(void 
     obi_node node;
     make_input(f, "tree", &node);
     char *entry = NULL;
-    assert_ok(obi_input_cache_get(f->store, f->cache, &node, &entry, err_ptr_));
+    assert_ok(obi_input_cache_get(f->store, f->cache, &node, NULL, &entry, err_ptr_));
     char *data = obi_path_join(entry, "data.txt");
     char *run = obi_path_join(entry, "sub/run");
     struct stat st;
@@ -139,7 +139,7 @@ static void test_inputs_prepare_links_cache_entries_and_places_symlinks(void **s
     char *scratch = NULL;
     assert_true(asprintf(&scratch, "%s/scratch/%s", bundle, sname) > 0);
     assert_ok(obi_mkdir_p(scratch, 0755, err_ptr_));
-    assert_ok(obi_build_inputs_prepare(f->store, f->cache, req, inputs, bundle, err_ptr_));
+    assert_ok(obi_build_inputs_prepare(f->store, f->cache, req, inputs, bundle, NULL, err_ptr_));
 
     char *link = obi_path_join(inputs, "aaa-tree");
     char target[4096] = {0};
@@ -180,10 +180,10 @@ static void test_inputs_prepare_hard_links_file_inputs(void **state)
     char *bundle = obi_path_join(f->dir, "bundle");
     char *inputs = obi_path_join(bundle, "inputs");
     assert_ok(obi_mkdir_p(bundle, 0755, err_ptr_));
-    assert_ok(obi_build_inputs_prepare(f->store, f->cache, req, inputs, bundle, err_ptr_));
+    assert_ok(obi_build_inputs_prepare(f->store, f->cache, req, inputs, bundle, NULL, err_ptr_));
 
     char *entry = NULL;
-    assert_ok(obi_input_cache_get(f->store, f->cache, &nodes[1], &entry, err_ptr_));
+    assert_ok(obi_input_cache_get(f->store, f->cache, &nodes[1], NULL, &entry, err_ptr_));
     char *tool = obi_path_join(inputs, "b-tool");
     struct stat in_bundle, in_cache;
     assert_int_equal(lstat(tool, &in_bundle), 0);
@@ -206,6 +206,70 @@ static void test_inputs_prepare_hard_links_file_inputs(void **state)
     obi_node_clear(&nodes[1]);
 }
 
+typedef struct progress_seen {
+    uint64_t bytes, files;
+    unsigned reports, ends;
+    bool went_back; /* a report with fewer bytes than the one before */
+} progress_seen;
+
+static void seen_report(void *ctx, uint64_t bytes, uint64_t files)
+{
+    progress_seen *seen = ctx;
+    seen->went_back |= bytes < seen->bytes;
+    seen->bytes = bytes;
+    seen->files = files;
+    seen->reports++;
+}
+
+static void seen_end(void *ctx)
+{
+    ((progress_seen *)ctx)->ends++;
+}
+
+/* Materialization reports its bytes summed over a build's inputs, then its end; inputs already
+ * in the cache report nothing but the end. */
+static void test_inputs_prepare_reports_materialization_progress(void **state)
+{
+    fixture *f = *state;
+    char *path = obi_path_join(f->dir, "tool");
+    assert_ok(obi_write_file(path, "#!/bin/sh\necho tool\n", 20, 0755, err_ptr_));
+    obi_node nodes[2];
+    make_input(f, "a-tree", &nodes[0]); /* 5 + 10 bytes */
+    obi_ingest_options options = {.name = "b-tool", .refscan = NULL};
+    assert_ok(obi_ingest_path(f->store->blobs, f->store->directories, path, &options, &nodes[1],
+                              err_ptr_));
+    obi_build_request *req = request_with_inputs(nodes, 2, "inputs");
+    char *bundle = obi_path_join(f->dir, "bundle");
+    char *inputs = obi_path_join(bundle, "inputs");
+    assert_ok(obi_mkdir_p(bundle, 0755, err_ptr_));
+    progress_seen seen = {0};
+    obi_progress progress = {seen_report, &seen, seen_end};
+    assert_ok(
+        obi_build_inputs_prepare(f->store, f->cache, req, inputs, bundle, &progress, err_ptr_));
+    assert_int_equal(seen.bytes, 35);
+    assert_true(seen.files >= 3);
+    assert_false(seen.went_back);
+    assert_int_equal(seen.ends, 1);
+
+    char *again = obi_path_join(f->dir, "bundle2");
+    char *again_inputs = obi_path_join(again, "inputs");
+    assert_ok(obi_mkdir_p(again, 0755, err_ptr_));
+    unsigned reports = seen.reports;
+    assert_ok(obi_build_inputs_prepare(f->store, f->cache, req, again_inputs, again, &progress,
+                                       err_ptr_));
+    assert_int_equal(seen.reports, reports);
+    assert_int_equal(seen.ends, 2);
+
+    free(again_inputs);
+    free(again);
+    free(inputs);
+    free(bundle);
+    free(path);
+    obi_build_request_free(req);
+    obi_node_clear(&nodes[0]);
+    obi_node_clear(&nodes[1]);
+}
+
 static void test_inputs_symlink_outside_scratch_is_refused(void **state)
 {
     fixture *f = *state;
@@ -216,7 +280,8 @@ static void test_inputs_symlink_outside_scratch_is_refused(void **state)
     char *inputs = obi_path_join(bundle, "inputs");
     assert_ok(obi_mkdir_p(bundle, 0755, err_ptr_));
     obi_error *err = NULL;
-    assert_fails_with(err, obi_build_inputs_prepare(f->store, f->cache, req, inputs, bundle, &err),
+    assert_fails_with(err,
+                      obi_build_inputs_prepare(f->store, f->cache, req, inputs, bundle, NULL, &err),
                       -EINVAL, "inputs[0]: input \"lnk\" is a symlink");
     free(inputs);
     free(bundle);
@@ -388,6 +453,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inputs_prepare_links_cache_entries_and_places_symlinks,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_inputs_prepare_hard_links_file_inputs, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_inputs_prepare_reports_materialization_progress, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_inputs_symlink_outside_scratch_is_refused, setup,
                                         teardown),

@@ -375,8 +375,8 @@ static void test_store_gc_prunes_the_input_cache_entries_of_what_went(void **sta
     assert_ok(obi_store_root_add(f->store, "top", &f->kept, 1, err_ptr_));
     cleanup_free char *cache = obi_path_join(f->tmp, "input-cache");
     cleanup_free char *kept = NULL, *loose = NULL;
-    assert_ok(obi_input_cache_get(f->store, cache, &f->kept, &kept, err_ptr_));
-    assert_ok(obi_input_cache_get(f->store, cache, &f->loose, &loose, err_ptr_));
+    assert_ok(obi_input_cache_get(f->store, cache, &f->kept, NULL, &kept, err_ptr_));
+    assert_ok(obi_input_cache_get(f->store, cache, &f->loose, NULL, &loose, err_ptr_));
     /* a materialization in progress for the live tree, and one for nothing live */
     char hex[OBI_DIGEST_HEX_LEN + 1], name[200];
     obi_digest_to_hex(&f->kept.digest, hex);
