@@ -104,6 +104,13 @@ typedef struct obi_rpc_server_options {
      * clients of snix's build-streaming branch expect, which call the same path as the unary
      * DoBuild and send nothing to tell them apart (docs/rpc.md "Build events"). */
     bool snix_build_events;
+    /* Optional: called before each DoBuild runs its build (after the request checked out), from
+     * the build's worker; a failure fails the call. What it puts in *hold is handed to
+     * after_build once the build is over (the daemon's automatic gc, docs/store.md: a pin on
+     * the request's inputs, which a client uploaded unpinned). */
+    int (*before_build)(void *ctx, const obi_build_request *req, void **hold, obi_error **err);
+    void (*after_build)(void *ctx, void *hold);
+    void *before_build_ctx;
 } obi_rpc_server_options;
 
 typedef struct obi_rpc_server obi_rpc_server;

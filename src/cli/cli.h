@@ -10,6 +10,7 @@
 #include "ocibuild/error.h"
 #include "ocibuild/request.h"
 #include "ocibuild/store.h"
+#include "ocibuild/store_roots.h"
 
 /* Exit codes, Nix's where the two overlap (README.md "Exit codes"). */
 enum {
@@ -40,8 +41,10 @@ int cli_store_du(int argc, char **argv);
 /* The automatic gc: when $OCIBUILD_MIN_FREE is set and the file system of an on-disk store has
  * less available, collects as `store gc` does until $OCIBUILD_MAX_FREE is available (unset: all
  * garbage), saying so on stderr. Call it before anything of this process is pinned or written:
- * gc waits for writers. */
-int cli_store_auto_gc(obi_store *store, obi_error **err);
+ * gc waits for writers. keep (n_keep nodes, may be 0) are pinned first; when it collected,
+ * *kept (if not NULL) is that pin, to be freed once they are pinned elsewhere, else NULL. */
+int cli_store_auto_gc(obi_store *store, const obi_node *keep, size_t n_keep, obi_store_pin **kept,
+                      obi_error **err);
 /* --root of build, nix-build and store import: NAME is the root STORE/gcroots/NAME; a path
  * (starting with '/', './' or '../') is an indirect root, a file there (store_roots.h). */
 int cli_add_root(obi_store *store, const char *root, const obi_node *nodes, size_t n,

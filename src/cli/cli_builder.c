@@ -238,7 +238,7 @@ int cli_builder_open_store(cli_builder_args *args, obi_store **out, obi_error **
                       args->addrs.directories ? args->addrs.directories : "the local store");
     cleanup_store obi_store *store = NULL;
     if ((r = obi_store_open(args->addrs.blobs, args->addrs.directories, &store, err)) < 0 ||
-        (r = cli_store_auto_gc(store, err)) < 0)
+        (r = cli_store_auto_gc(store, NULL, 0, NULL, err)) < 0)
         return r;
     *out = steal_pointer(&store);
     return 0;

@@ -223,6 +223,27 @@ static int socket_group(const char *name, gid_t *out)
     return 0;
 }
 
+/* Before each build: the automatic gc of the daemon's store ($OCIBUILD_MIN_FREE), one at a
+ * time (builds start on several workers), keeping the build's inputs: a client uploads them
+ * unpinned (docs/store.md), so they stay pinned (*hold) until the build is over. */
+static int auto_gc_before_build(void *ctx, const obi_build_request *req, void **hold,
+                                obi_error **err)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    obi_store_pin *pin = NULL;
+    pthread_mutex_lock(&lock);
+    int r = cli_store_auto_gc(ctx, req->inputs, req->n_inputs, &pin, err);
+    pthread_mutex_unlock(&lock);
+    *hold = pin;
+    return r;
+}
+
+static void auto_gc_after_build(void *ctx, void *hold)
+{
+    (void)ctx;
+    obi_store_pin_free(hold);
+}
+
 /* Adds --trusted-user NAME or UID to uids; '*' trusts every client that may connect. */
 static int trusted_user(const char *name, obi_rpc_server_options *options, uid_t *uids)
 {
@@ -432,6 +453,9 @@ int cli_daemon(int argc, char **argv)
     server_options.path_infos = path_infos;
     server_options.directories = store->directories;
     server_options.builds = builds;
+    server_options.before_build = auto_gc_before_build;
+    server_options.after_build = auto_gc_after_build;
+    server_options.before_build_ctx = store;
     server_options.log_level = level;
     obi_rpc_server *server = NULL;
     if (rpc->server_new(&server_options, &server, &err) < 0)

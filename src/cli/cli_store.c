@@ -201,7 +201,7 @@ static int store_import(store_args *args)
             "usage: ocibuild store import [--store URL] [--name NAME] [--root NAME] PATH");
     obi_error *err = NULL;
     cleanup_store obi_store *store = NULL;
-    if (open_store(args, &store, &err) < 0 || cli_store_auto_gc(store, &err) < 0)
+    if (open_store(args, &store, &err) < 0 || cli_store_auto_gc(store, NULL, 0, NULL, &err) < 0)
         return cli_fail(err);
     cleanup_free char *what = NULL;
     if (asprintf(&what, "importing %s", args->positional[0]) < 0)

@@ -275,8 +275,11 @@ static int size_from_env(const char *name, uint64_t *out, obi_error **err)
     return r < 0 ? obi_error_prefix(err, r, "$%s", name) : 0;
 }
 
-int cli_store_auto_gc(obi_store *store, obi_error **err)
+int cli_store_auto_gc(obi_store *store, const obi_node *keep, size_t n_keep, obi_store_pin **kept,
+                      obi_error **err)
 {
+    if (kept)
+        *kept = NULL;
     uint64_t min_free = 0, max_free = 0, available = 0;
     int r = size_from_env("OCIBUILD_MIN_FREE", &min_free, err);
     if (r >= 0)
@@ -301,6 +304,12 @@ int cli_store_auto_gc(obi_store *store, obi_error **err)
             human_bytes(available, have), store->local_root, human_bytes(min_free, under),
             max_free ? " until $OCIBUILD_MAX_FREE is free: " : "",
             max_free ? human_bytes(max_free, until) : "");
+    cleanup_store_pin obi_store_pin *pin = NULL;
+    if (n_keep && (r = obi_store_pin_new(store, &pin, err)) < 0)
+        return r;
+    for (size_t i = 0; i < n_keep; i++)
+        if ((r = obi_store_pin_add(pin, &keep[i], err)) < 0)
+            return obi_error_prefix(err, r, "automatic gc: pin %zu", i);
     gc_totals totals;
     r = collect(store, NULL, false, max_free ? max_free - available : 0, NULL, NULL, &totals, err);
     free(totals.images.skipped);
@@ -316,6 +325,8 @@ int cli_store_auto_gc(obi_store *store, obi_error **err)
             human_bytes(totals.store.bytes_freed, freed), (unsigned long long)totals.cache.entries,
             human_bytes(available, now),
             available < min_free ? ", still under $OCIBUILD_MIN_FREE: the rest is rooted" : "");
+    if (kept)
+        *kept = steal_pointer(&pin);
     return 0;
 }
 

@@ -122,16 +122,11 @@ static bool wants_events(const obi_rpc_call *call)
            obi_rpc_call_server_options(call)->snix_build_events;
 }
 
-static int build_do_build(obi_rpc_call *call, void *ctx, obi_rpc_message *message, obi_error **err)
+/* The build, answered as events or unary (wants_events). */
+static int run_build(obi_rpc_call *call, const obi_build_request *req, obi_build_service *builds,
+                     obi_error **err)
 {
-    obi_build_service *builds = ctx;
-    cleanup_build_request obi_build_request *req = NULL;
-    int r = obi_build_request_decode_pb(message->data, message->len, &req, err);
-    if (r < 0)
-        return obi_error_prefix(err, -EINVAL, "BuildRequest");
-    r = obi_build_request_validate(req, err);
-    if (r < 0)
-        return r;
+    int r;
     bool events = wants_events(call);
     int exit_code = -1;
     obi_build_call options = OBI_BUILD_CALL_INIT;
@@ -151,6 +146,27 @@ static int build_do_build(obi_rpc_call *call, void *ctx, obi_rpc_message *messag
     if (events)
         return r < 0 ? finish_failed(call, r, exit_code, err) : finish_completed(call, build, err);
     return r < 0 ? r : queue_reply(call, build, err);
+}
+
+static int build_do_build(obi_rpc_call *call, void *ctx, obi_rpc_message *message, obi_error **err)
+{
+    obi_build_service *builds = ctx;
+    cleanup_build_request obi_build_request *req = NULL;
+    int r = obi_build_request_decode_pb(message->data, message->len, &req, err);
+    if (r < 0)
+        return obi_error_prefix(err, -EINVAL, "BuildRequest");
+    r = obi_build_request_validate(req, err);
+    if (r < 0)
+        return r;
+    const obi_rpc_server_options *server = obi_rpc_call_server_options(call);
+    void *hold = NULL;
+    if (server->before_build &&
+        (r = server->before_build(server->before_build_ctx, req, &hold, err)) < 0)
+        return r;
+    r = run_build(call, req, builds, err);
+    if (server->after_build)
+        server->after_build(server->before_build_ctx, hold);
+    return r;
 }
 
 const obi_rpc_method obi_rpc_build_methods[] = {

@@ -221,6 +221,26 @@ if [ $rc -eq 0 ] && grep -q 'collecting garbage' "$T_TMP/quick.err" &&
 else
   t_fail "a build under OCIBUILD_MIN_FREE collects garbage first, keeps roots, and builds" "rc=$rc $(cat "$T_TMP/quick.err")"
 fi
+
+# The daemon checks before each build it runs (its store is the data dir's here), keeping the
+# build's inputs, which the client uploaded unpinned (without that pin the build lost busybox).
+head -c 100000 /dev/urandom >"$T_TMP/garbage"
+"$OCIBUILD" store import "$T_TMP/garbage" >/dev/null 2>&1
+OCIBUILD_MIN_FREE=1000Ti "$OCIBUILD" daemon --listen "unix:$T_TMP/gc-d.sock" 2>"$T_TMP/gc-d.log" &
+daemon_pid=$!
+t_cleanup "kill $daemon_pid 2>/dev/null"
+for _ in $(seq 1 100); do [ -S "$T_TMP/gc-d.sock" ] && break; sleep 0.05; done
+"$OCIBUILD" build -q --build-service "grpc+unix://$T_TMP/gc-d.sock" "$T_TMP/quick.json" >/dev/null \
+  2>"$T_TMP/gc-d-build.err"; rc=$?
+kill $daemon_pid; wait $daemon_pid 2>/dev/null
+if [ $rc -eq 0 ] && grep -q 'collecting garbage' "$T_TMP/gc-d.log" &&
+   grep -Eq 'gc removed ([1-9][0-9]* blobs|0 blobs and [1-9])' "$T_TMP/gc-d.log" &&
+   "$OCIBUILD" store export "$out_node" "$T_TMP/built-third" 2>/dev/null; then
+  t_ok "the daemon under OCIBUILD_MIN_FREE collects garbage before a build, keeps roots and the uploaded inputs, builds"
+else
+  t_fail "the daemon under OCIBUILD_MIN_FREE collects garbage before a build, keeps roots and the uploaded inputs, builds" \
+    "rc=$rc $(cat "$T_TMP/gc-d-build.err") $(tail -5 "$T_TMP/gc-d.log")"
+fi
 t_check "the store verifies clean at the end" "$OCIBUILD" store verify
 
 # The image cache: an image a replica uses is kept, and goes once the replica is down.
