@@ -174,7 +174,7 @@ cat >"$T_TMP/req.json" <<JSON
 {
   "inputs": {"busybox": "/bin/busybox", "data": "$T_TMP/input"},
   "command_args": ["/nix/store/busybox", "sh", "-c",
-                   "/nix/store/busybox sleep 3; mkdir -p /nix/store/out && /nix/store/busybox cat /nix/store/data/data > /nix/store/out/copy"],
+                   "/nix/store/busybox sleep 5; mkdir -p /nix/store/out && /nix/store/busybox cat /nix/store/data/data > /nix/store/out/copy"],
   "working_dir": "build",
   "scratch_paths": ["build", "nix/store"],
   "inputs_dir": "nix/store",
@@ -184,8 +184,11 @@ JSON
 "$OCIBUILD" build --root built "$T_TMP/req.json" >"$T_TMP/build.json" 2>"$T_TMP/build.err" &
 build_pid=$!
 t_cleanup "kill $build_pid"
-for _ in $(seq 1 50); do
-  "$OCIBUILD" store roots | grep -q '^temproots/' && break
+# Wait until the build has pinned its inputs and materialized both into the input cache (the
+# first build in a data dir also probes the runtime first): gc must then keep what is there.
+for _ in $(seq 1 200); do
+  "$OCIBUILD" store roots | grep -q '^temproots/' &&
+    [ "$(ls "$DATA/input-cache" 2>/dev/null | wc -l)" -ge 2 ] && break
   sleep 0.1
 done
 pins=$("$OCIBUILD" store roots)
