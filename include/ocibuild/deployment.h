@@ -154,10 +154,92 @@ typedef struct obi_scale {
     unsigned target_rps;
 } obi_scale;
 
+/* ---- what the supervisor reads (supervisor.h; zlayer's health, depends, init, errors,
+ * restart_policy keys). Durations are milliseconds. ---- */
+
+typedef enum obi_depend_condition {
+    OBI_DEPEND_STARTED, /* the replicas run */
+    OBI_DEPEND_HEALTHY, /* their health check passes (zlayer's default) */
+    OBI_DEPEND_READY,   /* healthy, and its init steps are done */
+} obi_depend_condition;
+
+/* depends[].on_timeout and init.steps[].on_failure */
+typedef enum obi_failure_action {
+    OBI_FAILURE_FAIL,     /* the dependent is not started (an error) */
+    OBI_FAILURE_WARN,     /* started anyway, with a warning */
+    OBI_FAILURE_CONTINUE, /* started anyway, silently */
+} obi_failure_action;
+
+#define OBI_DEPEND_DEFAULT_TIMEOUT_MS 300000ULL /* zlayer: 300 s */
+
 typedef struct obi_dependency {
     char *service;
-    char *condition; /* "started" */
+    char *condition; /* "started", "healthy" or "ready", as written (default "healthy") */
+    obi_depend_condition cond;
+    uint64_t timeout_ms;
+    obi_failure_action on_timeout;
 } obi_dependency;
+
+typedef enum obi_health_kind {
+    OBI_HEALTH_NONE, /* no health block: healthy while running */
+    OBI_HEALTH_TCP,
+    OBI_HEALTH_HTTP,
+    OBI_HEALTH_COMMAND,
+} obi_health_kind;
+
+typedef struct obi_health {
+    obi_health_kind kind;
+    unsigned port;          /* tcp */
+    char *url;              /* http: http://HOST[:PORT]/PATH */
+    unsigned expect_status; /* http; default 200 */
+    char *command;          /* command: run with /bin/sh -c inside the container */
+    uint64_t start_grace_ms, interval_ms, timeout_ms;
+    unsigned retries; /* failures in a row before unhealthy; default 3 */
+} obi_health;
+
+typedef enum obi_init_action {
+    OBI_INIT_WAIT_TCP,  /* uses: init.wait_tcp, with: {host, port} */
+    OBI_INIT_WAIT_HTTP, /* uses: init.wait_http, with: {url, expect_status} */
+    OBI_INIT_RUN,       /* uses: init.run, with: {command} */
+} obi_init_action;
+
+typedef struct obi_init_step {
+    char *id;
+    obi_init_action action;
+    char *host;             /* wait_tcp */
+    unsigned port;          /* wait_tcp */
+    char *url;              /* wait_http */
+    unsigned expect_status; /* wait_http; 0: any 2xx */
+    char *command;          /* run */
+    unsigned retry;         /* extra attempts */
+    uint64_t timeout_ms;    /* default 300 s (zlayer) */
+    obi_failure_action on_failure;
+} obi_init_step;
+
+typedef enum obi_init_failure {
+    OBI_INIT_FAILURE_FAIL,    /* the replica is not started */
+    OBI_INIT_FAILURE_RESTART, /* the steps are tried again at once */
+    OBI_INIT_FAILURE_BACKOFF, /* again after the restart backoff */
+} obi_init_failure;
+
+typedef enum obi_panic_action {
+    OBI_PANIC_RESTART,  /* zlayer's default */
+    OBI_PANIC_SHUTDOWN, /* the service stops: its other replicas are stopped too */
+    OBI_PANIC_ISOLATE,  /* the exited replica is left as it is, for inspection */
+} obi_panic_action;
+
+typedef enum obi_restart_kind {
+    OBI_RESTART_NO,
+    OBI_RESTART_ALWAYS,
+    OBI_RESTART_UNLESS_STOPPED,
+    OBI_RESTART_ON_FAILURE,
+} obi_restart_kind;
+
+typedef struct obi_restart_policy {
+    obi_restart_kind kind;
+    unsigned max_attempts; /* on_failure; 0: no limit */
+    uint64_t delay_ms;     /* the first backoff step; 0: the supervisor's default */
+} obi_restart_policy;
 
 typedef struct obi_service {
     char *name;
@@ -243,6 +325,15 @@ typedef struct obi_service {
 
     obi_dependency *depends;
     size_t depend_count;
+
+    /* supervisor keys */
+    obi_health health;
+    obi_init_step *init_steps;
+    size_t init_step_count;
+    obi_init_failure on_init_failure;
+    obi_panic_action on_panic;
+    bool has_restart_policy; /* restart_policy given: it decides restarts, not on_panic */
+    obi_restart_policy restart_policy;
 } obi_service;
 
 typedef struct obi_deployment {

@@ -10,9 +10,16 @@
  *   DATA/services/<deployment>/<id>/monitor.lock held by the replica's monitor while it lives
  *   DATA/services/<deployment>/<id>/image        "sha256:<hex>": the image cache entry it uses,
  *                                                a root of DATA/images (obi_lifecycle_prune_images)
- * where <id> is the container id `<service>-rep-<n>`. Each replica is started by a small
- * detached monitor process (a child subreaper) that runs `RUNTIME run --detach`, reaps the
- * container's init when it exits and records the exit status, which runc itself forgets.
+ *   DATA/services/<deployment>/<id>/status.json  the supervisor's view of it (supervisor.h)
+ *   DATA/services/<deployment>/<id>/held         stopped with `stop`: not restarted
+ *   DATA/services/<deployment>/<id>/config.digest what its bundle was made of (up recreates
+ *                                                the replica when it changes)
+ *   DATA/services/<deployment>/supervisor.{lock,pid,log}  the deployment's supervisor
+ * where <id> is `<service>-rep-<n>`; the runtime's container id is `<deployment>.<id>`, so two
+ * deployments can each have a `db`. Each replica is started by a small detached monitor
+ * process (a child subreaper) that runs `RUNTIME run --detach`, reaps the container's init when
+ * it exits and records the exit status, which runc itself forgets; one supervisor process per
+ * deployment (supervisor.h) starts, watches, checks and restarts the replicas.
  */
 #ifndef OCIBUILD_LIFECYCLE_H
 #define OCIBUILD_LIFECYCLE_H
@@ -25,16 +32,20 @@
 #include "ocibuild/error.h"
 #include "ocibuild/registry.h"
 #include "ocibuild/secrets.h"
+#include "ocibuild/supervisor.h"
 
 /* Where one replica's state lives (all absolute when data_dir is). */
 typedef struct obi_replica_paths {
     char *id;           /* "<service>-rep-<n>" */
+    char *container;    /* the runtime's container id: "<deployment>.<id>" */
     char *dir;          /* DATA/services/<deployment>/<id> */
     char *bundle;       /* DIR/bundle */
     char *log;          /* DIR/log */
     char *pid_file;     /* DIR/pid: the container init's host pid, written by the runtime */
     char *exit_file;    /* DIR/exit */
     char *monitor_lock; /* DIR/monitor.lock */
+    char *status;       /* DIR/status.json: the supervisor's view (health, restarts, runs) */
+    char *held;         /* DIR/held: stopped on purpose; the supervisor leaves it down */
 } obi_replica_paths;
 
 int obi_replica_paths_init(obi_replica_paths *paths, const char *data_dir, const char *deployment,
@@ -65,6 +76,22 @@ int obi_lifecycle_plan(const obi_deployment *deployment, const char *service, un
 /* Progress for the caller to print: "web-rep-1: started (pid 123)", warnings. */
 typedef void (*obi_lifecycle_report_fn)(const char *message, void *ctx);
 
+/* Where a per-deployment network (or anything else a replica needs outside its bundle) plugs
+ * in. before_create runs after the replica's bundle is complete (BUNDLE/config.json written)
+ * and before the runtime creates the container, on every start and restart, in `up` and in the
+ * supervisor; it may rewrite BUNDLE/config.json (a netns path, an /etc/hosts bind mount) and
+ * make host-side resources. A failure fails the start, which then tears the replica down.
+ * after_delete runs once the container is deleted (down, a failed start, a recreate), before
+ * the bundle and state dir go; it must release what before_create made and tolerate a replica
+ * that never got that far (it is called for every teardown). Both may be NULL. */
+typedef struct obi_replica_hooks {
+    int (*before_create)(void *ctx, const obi_deployment *deployment, const obi_service *service,
+                         unsigned replica, const obi_replica_paths *paths, obi_error **err);
+    void (*after_delete)(void *ctx, const obi_deployment *deployment,
+                         const obi_replica_paths *paths);
+    void *ctx;
+} obi_replica_hooks;
+
 typedef struct obi_lifecycle_options {
     const char *data_dir;     /* NULL: obi_default_data_dir() */
     obi_secrets *secrets;     /* NULL: `$S:` references are errors */
@@ -76,19 +103,23 @@ typedef struct obi_lifecycle_options {
     obi_lifecycle_report_fn report;
     void *report_ctx;
     const obi_registry_options *registry; /* pulls of registry images; NULL: the defaults */
+    bool volumes;                         /* down: named volumes too (down -v) */
+    const obi_replica_hooks *hooks;       /* NULL: none */
 } obi_lifecycle_options;
 
 #define OBI_LIFECYCLE_DEFAULT_GRACE_MS 10000L
 #define OBI_LIFECYCLE_OPTIONS_INIT                                                                 \
     {                                                                                              \
-        NULL, NULL, NULL, NULL, NULL, 0, -1, NULL, NULL, NULL                                      \
+        NULL, NULL, NULL, NULL, NULL, 0, -1, NULL, NULL, NULL, false, NULL                         \
     }
 
-/* Creates the bundles and starts the replicas detached in dependency order. A running (or
- * paused) replica is left alone; a stopped one is deleted and started again on its bundle
- * (its writable layer and volumes kept). A replica that fails to start is cleaned up entirely
- * (container, mounts, bundle, anonymous volumes, state dir) and its error, with the runtime's
- * output, returned; `up` stops there, replicas started before it keep running. */
+/* Stops the deployment's supervisor (if any), removes running replicas whose config digest
+ * changed, then starts a new supervisor (supervisor.h) that starts the planned replicas in
+ * dependency order (waiting for each dependency's condition) and watches them; returns when
+ * its first pass is done. A running (or paused) unchanged replica is left alone; a stopped
+ * one is deleted and started again on its bundle (its writable layer and volumes kept). A
+ * replica that fails to start is cleaned up entirely (container, mounts, bundle, anonymous
+ * volumes, state dir) and its error, with the runtime's output, returned. */
 int obi_lifecycle_up(const obi_deployment *deployment, const obi_lifecycle_options *opts,
                      obi_error **err);
 
@@ -121,6 +152,9 @@ typedef struct obi_replica_status {
     int signal;    /* the signal that ended it, or 0 */
     char *bundle;  /* the runtime's bundle path (NULL when absent) */
     bool foreign;  /* a container of that id runs from another bundle (another deployment) */
+    int64_t started_ms, finished_ms; /* the last run's (exit record), ms since the epoch; 0 */
+    bool supervised;                 /* the supervisor wrote a status (below) */
+    obi_supervision supervision;
 } obi_replica_status;
 
 /* The runtime's view of each planned replica (start order). */
@@ -140,6 +174,15 @@ typedef struct obi_image_prune_stats {
 } obi_image_prune_stats;
 int obi_lifecycle_prune_images(const char *data_dir, bool dry_run, obi_image_prune_stats *stats,
                                obi_error **err);
+
+/* Stops (keep = true: `service stop`, marked held so the supervisor leaves them down) or
+ * restarts (`service restart`) the selected replicas, with the supervisor stopped meanwhile
+ * and started again afterwards. */
+int obi_lifecycle_stop(const obi_deployment *deployment, const obi_lifecycle_options *opts,
+                       bool restart, obi_error **err);
+
+/* The deployments that have state under DATA/services, sorted; *names NULL-terminated. */
+int obi_lifecycle_list(const char *data_dir, char ***names, obi_error **err);
 
 /* Reads an exit file written by a replica's monitor. -ENOENT when there is none. */
 int obi_lifecycle_read_exit(const char *exit_file, int *exit_code, int *signal, obi_error **err);

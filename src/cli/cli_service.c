@@ -2,10 +2,17 @@
  * ocibuild service SUBCOMMAND: the deployment front end. A table of subcommands; each loads the
  * deployment YAML and works on one service or all of them. `spec` prints the OCI config of one
  * replica; `bundle` writes that replica's bundle directory (what `up` will run). `up`, `ps`,
- * `logs` and `down` drive the lifecycle (lifecycle.h) over all services or one.
+ * `logs`, `stop`, `restart` and `down` drive the lifecycle (lifecycle.h) over all services or
+ * one; `up` leaves a supervisor per deployment running (supervisor.h); `exec` is the runtime's
+ * exec in a replica, `ls` lists deployments.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +25,10 @@
 #include "ocibuild/json_util.h"
 #include "ocibuild/lifecycle.h"
 #include "ocibuild/number.h"
+#include "ocibuild/runtime.h"
 #include "ocibuild/secrets.h"
 #include "ocibuild/service_bundle.h"
+#include "ocibuild/supervisor.h"
 
 static void print_warnings(char **warnings)
 {
@@ -195,12 +204,15 @@ static int service_bundle(int argc, char **argv)
     return status;
 }
 
-/* What up, ps, logs and down share: FILE.yaml [SERVICE] and the lifecycle options. */
+/* What the lifecycle commands share: FILE.yaml [SERVICE], the lifecycle options, and the
+ * flags of each (ps --json, logs -f/--tail/--timestamps, down -v). */
 typedef struct lifecycle_context {
     obi_deployment *deployment;
     obi_secrets *secrets;
     obi_lifecycle_options opts;
     cli_registry registry;
+    bool json, follow, timestamps;
+    long tail; /* -1: everything */
 } lifecycle_context;
 
 static void lifecycle_context_clear(lifecycle_context *ctx)
@@ -217,16 +229,27 @@ static int lifecycle_context_open(lifecycle_context *ctx, int argc, char **argv,
         {"data-dir", required_argument, NULL, 'd'},
         {"runtime", required_argument, NULL, 't'},
         {"grace", required_argument, NULL, 'g'},
+        {"json", no_argument, NULL, 'j'},
+        {"follow", no_argument, NULL, 'f'},
+        {"tail", required_argument, NULL, 'n'},
+        {"timestamps", no_argument, NULL, 'T'},
+        {"volumes", no_argument, NULL, 'v'},
         CLI_REGISTRY_LONG_OPTIONS,
         {NULL, 0, NULL, 0},
     };
     ctx->opts = (obi_lifecycle_options)OBI_LIFECYCLE_OPTIONS_INIT;
+    ctx->tail = -1;
     cli_registry_init(&ctx->registry);
     ctx->opts.registry = &ctx->registry.opts;
     const char *secrets_dir = NULL;
+    /* which command takes which flag */
+    const char *own = !strcmp(name, "ps")     ? "j"
+                      : !strcmp(name, "logs") ? "fnT"
+                      : !strcmp(name, "down") ? "v"
+                                              : "";
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "fv", options, NULL)) != -1) {
         char *end = NULL;
         int handled = cli_registry_option(&ctx->registry, c, optarg);
         if (handled >= 0) {
@@ -234,6 +257,8 @@ static int lifecycle_context_open(lifecycle_context *ctx, int argc, char **argv,
                 return handled;
             continue;
         }
+        if (strchr("jfnTv", c) && !strchr(own, c))
+            return cli_failf("service %s: unknown option %s", name, argv[optind - 1]);
         switch (c) {
         case 'r': {
             unsigned long long replica = 0;
@@ -259,6 +284,25 @@ static int lifecycle_context_open(lifecycle_context *ctx, int argc, char **argv,
             ctx->opts.grace_ms = (long)(seconds * 1000 + 0.5);
             break;
         }
+        case 'j':
+            ctx->json = true;
+            break;
+        case 'f':
+            ctx->follow = true;
+            break;
+        case 'n': {
+            unsigned long long lines = 0;
+            if (!obi_parse_decimal(optarg, 100000000, &lines))
+                return cli_failf("--tail: expected a number of lines, got \"%s\"", optarg);
+            ctx->tail = (long)lines;
+            break;
+        }
+        case 'T':
+            ctx->timestamps = true;
+            break;
+        case 'v':
+            ctx->opts.volumes = true;
+            break;
         default:
             return cli_failf("usage: ocibuild service %s FILE.yaml [SERVICE] [--replica N] "
                              "[--data-dir DIR] [--secrets-dir DIR] [--runtime NAME|PATH] "
@@ -290,33 +334,62 @@ static void print_report(const char *message, void *ctx)
     fflush(stdout);
 }
 
-static int service_up(int argc, char **argv)
+typedef int (*lifecycle_fn)(lifecycle_context *ctx, obi_error **err);
+
+/* Opens the context, runs fn with progress printed, closes. */
+static int run_lifecycle(int argc, char **argv, const char *name, lifecycle_fn fn)
 {
     lifecycle_context ctx = {0};
-    int status = lifecycle_context_open(&ctx, argc, argv, "up");
+    int status = lifecycle_context_open(&ctx, argc, argv, name);
     if (status == 0) {
         obi_error *err = NULL;
         ctx.opts.report = print_report;
-        print_notices(ctx.deployment, ctx.opts.service);
-        if (obi_lifecycle_up(ctx.deployment, &ctx.opts, &err) < 0)
+        if (fn(&ctx, &err) < 0)
             status = cli_fail(err);
     }
     lifecycle_context_clear(&ctx);
     return status;
 }
 
+static int do_up(lifecycle_context *ctx, obi_error **err)
+{
+    print_notices(ctx->deployment, ctx->opts.service);
+    return obi_lifecycle_up(ctx->deployment, &ctx->opts, err);
+}
+
+static int do_down(lifecycle_context *ctx, obi_error **err)
+{
+    return obi_lifecycle_down(ctx->deployment, &ctx->opts, err);
+}
+
+static int do_stop(lifecycle_context *ctx, obi_error **err)
+{
+    return obi_lifecycle_stop(ctx->deployment, &ctx->opts, false, err);
+}
+
+static int do_restart(lifecycle_context *ctx, obi_error **err)
+{
+    return obi_lifecycle_stop(ctx->deployment, &ctx->opts, true, err);
+}
+
+static int service_up(int argc, char **argv)
+{
+    return run_lifecycle(argc, argv, "up", do_up);
+}
+
 static int service_down(int argc, char **argv)
 {
-    lifecycle_context ctx = {0};
-    int status = lifecycle_context_open(&ctx, argc, argv, "down");
-    if (status == 0) {
-        obi_error *err = NULL;
-        ctx.opts.report = print_report;
-        if (obi_lifecycle_down(ctx.deployment, &ctx.opts, &err) < 0)
-            status = cli_fail(err);
-    }
-    lifecycle_context_clear(&ctx);
-    return status;
+    return run_lifecycle(argc, argv, "down", do_down);
+}
+
+static int service_stop(int argc, char **argv)
+{
+    return run_lifecycle(argc, argv, "stop", do_stop);
+}
+
+static int service_restart(int argc, char **argv)
+{
+    return run_lifecycle(argc, argv, "restart", do_restart);
 }
 
 /* "0", "137 (signal 9)", "unknown" (stopped without an exit record), "-" (not stopped). */
@@ -332,86 +405,379 @@ static void format_exit(const obi_replica_status *s, char *out, size_t len)
         snprintf(out, len, "%d", s->exit_code);
 }
 
+/* The supervisor's word for a replica: its state, and for jobs and cron what ran. */
+static void format_detail(const obi_replica_status *s, char *out, size_t len)
+{
+    out[0] = 0;
+    if (!s->supervised)
+        return;
+    const obi_supervision *v = &s->supervision;
+    size_t used = 0;
+#define ADD(...)                                                                                   \
+    do {                                                                                           \
+        int n_ = snprintf(out + used, len - used, __VA_ARGS__);                                    \
+        if (n_ > 0)                                                                                \
+            used = (size_t)n_ < len - used ? used + (size_t)n_ : len - 1;                          \
+    } while (0)
+    ADD("%s", v->state);
+    if (v->restarts)
+        ADD(", %u restart%s", v->restarts, v->restarts == 1 ? "" : "s");
+    if (s->service->rtype != OBI_RTYPE_SERVICE)
+        ADD(", %u run%s", v->runs, v->runs == 1 ? "" : "s");
+    if (s->state == OBI_REPLICA_STOPPED && s->finished_ms > s->started_ms && s->started_ms)
+        ADD(", ran %.1f s", (double)(s->finished_ms - s->started_ms) / 1000.0);
+    if (v->next_ms) {
+        time_t next = (time_t)(v->next_ms / 1000);
+        struct tm tm;
+        char when[32];
+        strftime(when, sizeof when, "%H:%M:%SZ", gmtime_r(&next, &tm));
+        ADD(", next %s", when);
+    }
+    if (v->note[0])
+        ADD(": %s", v->note);
+#undef ADD
+}
+
+static json_t *status_json(const obi_replica_status *s)
+{
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "id", json_string(s->id));
+    json_object_set_new(o, "service", json_string(s->service->name));
+    json_object_set_new(o, "replica", json_integer(s->replica));
+    json_object_set_new(o, "status", json_string(obi_replica_state_name(s->state)));
+    json_object_set_new(o, "pid", s->pid > 0 ? json_integer(s->pid) : json_null());
+    json_object_set_new(o, "exit_code", s->has_exit ? json_integer(s->exit_code) : json_null());
+    json_object_set_new(o, "signal",
+                        s->has_exit && s->signal ? json_integer(s->signal) : json_null());
+    json_object_set_new(o, "duration_ms",
+                        s->state == OBI_REPLICA_STOPPED && s->started_ms &&
+                                s->finished_ms >= s->started_ms
+                            ? json_integer(s->finished_ms - s->started_ms)
+                            : json_null());
+    json_object_set_new(o, "health",
+                        json_string(s->supervised ? s->supervision.health : "unknown"));
+    if (s->supervised) {
+        json_object_set_new(o, "supervisor_state", json_string(s->supervision.state));
+        json_object_set_new(o, "restarts", json_integer(s->supervision.restarts));
+        json_object_set_new(o, "runs", json_integer(s->supervision.runs));
+        json_object_set_new(o, "next_run_ms",
+                            s->supervision.next_ms ? json_integer(s->supervision.next_ms)
+                                                   : json_null());
+        json_object_set_new(o, "note", json_string(s->supervision.note));
+    }
+    if (s->foreign)
+        json_object_set_new(o, "foreign_bundle", json_string(s->bundle));
+    return o;
+}
+
+static int do_ps(lifecycle_context *ctx, obi_error **err)
+{
+    obi_replica_status *statuses = NULL;
+    size_t count = 0;
+    int r = obi_lifecycle_ps(ctx->deployment, &ctx->opts, &statuses, &count, err);
+    if (r < 0)
+        return r;
+    cleanup_free char *data_dir =
+        ctx->opts.data_dir ? strdup(ctx->opts.data_dir) : obi_default_data_dir();
+    int supervisor_pid = 0;
+    bool alive = data_dir && obi_supervisor_alive(data_dir, ctx->deployment->name, &supervisor_pid);
+    if (ctx->json) {
+        cleanup_json json_t *doc = json_object();
+        json_t *list = json_array();
+        for (size_t i = 0; doc && list && i < count; i++)
+            json_array_append_new(list, status_json(&statuses[i]));
+        if (doc && list) {
+            json_object_set_new(doc, "deployment", json_string(ctx->deployment->name));
+            json_object_set_new(doc, "supervisor",
+                                alive ? json_integer(supervisor_pid) : json_null());
+            json_object_set_new(doc, "replicas", list);
+        }
+        if (!doc || !list || json_dumpf(doc, stdout, JSON_INDENT(2)) < 0)
+            r = obi_error_set(err, -EIO, "write to stdout: %s", strerror(errno));
+        putchar('\n');
+    } else {
+        printf("%-24s %-9s %-8s %-10s %-14s %s\n", "CONTAINER", "STATUS", "PID", "HEALTH", "EXIT",
+               "SUPERVISOR");
+        for (size_t i = 0; i < count; i++) {
+            const obi_replica_status *s = &statuses[i];
+            char pid[16], exit_text[48], detail[256];
+            snprintf(pid, sizeof pid, s->pid > 0 ? "%d" : "-", s->pid);
+            format_exit(s, exit_text, sizeof exit_text);
+            format_detail(s, detail, sizeof detail);
+            printf("%-24s %-9s %-8s %-10s %-14s %s", s->id, obi_replica_state_name(s->state), pid,
+                   s->supervised ? s->supervision.health : "-", exit_text,
+                   detail[0] ? detail : "-");
+            if (s->foreign)
+                printf("  (not this deployment's: bundle %s)", s->bundle);
+            putchar('\n');
+        }
+        if (!alive)
+            printf("(no supervisor runs for %s: `service up` starts one)\n", ctx->deployment->name);
+    }
+    if (r == 0 && fflush(stdout) != 0)
+        r = obi_error_set(err, -EIO, "write to stdout: %s", strerror(errno));
+    obi_replica_status_free(statuses, count);
+    return r;
+}
+
 static int service_ps(int argc, char **argv)
 {
     lifecycle_context ctx = {0};
     int status = lifecycle_context_open(&ctx, argc, argv, "ps");
-    if (status == 0) {
-        obi_error *err = NULL;
-        obi_replica_status *statuses = NULL;
-        size_t count = 0;
-        if (obi_lifecycle_ps(ctx.deployment, &ctx.opts, &statuses, &count, &err) < 0) {
-            status = cli_fail(err);
-        } else {
-            printf("%-24s %-9s %-8s %s\n", "CONTAINER", "STATUS", "PID", "EXIT");
-            for (size_t i = 0; i < count; i++) {
-                const obi_replica_status *s = &statuses[i];
-                char pid[16], exit_text[48];
-                snprintf(pid, sizeof pid, s->pid > 0 ? "%d" : "-", s->pid);
-                format_exit(s, exit_text, sizeof exit_text);
-                printf("%-24s %-9s %-8s %s", s->id, obi_replica_state_name(s->state), pid,
-                       exit_text);
-                if (s->foreign)
-                    printf("  (not this deployment's: bundle %s)", s->bundle);
-                putchar('\n');
-            }
-            if (fflush(stdout) != 0)
-                status = cli_failf("write to stdout: %s", strerror(errno));
-        }
-        obi_replica_status_free(statuses, count);
-    }
+    obi_error *err = NULL;
+    if (status == 0 && do_ps(&ctx, &err) < 0)
+        status = cli_fail(err);
     lifecycle_context_clear(&ctx);
     return status;
 }
 
-/* Copies a log to stdout, each line prefixed with "ID | " when prefix is set. */
-static int print_log(const char *path, const char *prefix)
+/* One log being printed: its stream, the "ID | " prefix, a partial last line. */
+typedef struct log_stream {
+    FILE *file;
+    const char *prefix; /* NULL: none */
+    bool timestamps;
+} log_stream;
+
+/* Prints what is left in the stream, line by line; a line's "TIMESTAMP " (the monitor's) is
+ * shown only with --timestamps. Returns false on a write error. */
+static bool log_print_available(log_stream *ls)
 {
-    cleanup_file FILE *log = fopen(path, "re");
-    if (!log)
-        return errno == ENOENT && prefix ? 0 : cli_failf("log %s: %s", path, strerror(errno));
     cleanup_free char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    while ((len = getline(&line, &cap, log)) > 0) {
-        if (prefix)
-            printf("%s | ", prefix);
+    clearerr(ls->file);
+    while ((len = getline(&line, &cap, ls->file)) > 0) {
+        if (ls->prefix)
+            printf("%s | ", ls->prefix);
         fwrite(line, 1, (size_t)len, stdout);
-        if (prefix && line[len - 1] != '\n')
+        if (line[len - 1] != '\n')
             putchar('\n');
     }
-    return ferror(log) ? cli_failf("read %s: %s", path, strerror(errno)) : 0;
+    return fflush(stdout) == 0;
+}
+
+/* Positions the stream at the start of its last `tail` lines (a final newline ends the last
+ * line rather than starting another). */
+static void log_seek_tail(FILE *file, long tail)
+{
+    struct stat st;
+    if (tail < 0 || fstat(fileno(file), &st) < 0)
+        return;
+    off_t end = st.st_size, pos = end;
+    long seen = 0;
+    char chunk[4096];
+    while (tail > 0 && pos > 0) {
+        size_t take = pos < (off_t)sizeof chunk ? (size_t)pos : sizeof chunk;
+        pos -= (off_t)take;
+        if (fseeko(file, pos, SEEK_SET) < 0 || fread(chunk, 1, take, file) != take)
+            break;
+        for (size_t i = take; i-- > 0;) {
+            off_t at = pos + (off_t)i;
+            if (chunk[i] == '\n' && at != end - 1 && ++seen == tail) {
+                fseeko(file, at + 1, SEEK_SET);
+                return;
+            }
+        }
+    }
+    fseeko(file, tail == 0 ? end : 0, SEEK_SET);
+}
+
+static volatile sig_atomic_t logs_interrupted;
+static void logs_on_signal(int sig)
+{
+    (void)sig;
+    logs_interrupted = 1;
+}
+
+static int do_logs(lifecycle_context *ctx, obi_error **err)
+{
+    cleanup_free char *data_dir =
+        ctx->opts.data_dir ? strdup(ctx->opts.data_dir) : obi_default_data_dir();
+    cleanup_free obi_replica_ref *plan = NULL;
+    size_t count = 0;
+    if (!data_dir)
+        return obi_error_oom(err);
+    int r = obi_lifecycle_plan(ctx->deployment, ctx->opts.service, ctx->opts.replica, false,
+                               OBI_PLAN_START, &plan, &count, err);
+    if (r < 0)
+        return r;
+    log_stream *streams = calloc(count ? count : 1, sizeof *streams);
+    obi_replica_paths *paths = calloc(count ? count : 1, sizeof *paths);
+    if (!streams || !paths) {
+        free(streams);
+        free(paths);
+        return obi_error_oom(err);
+    }
+    for (size_t i = 0; r == 0 && i < count; i++) {
+        if ((r = obi_replica_paths_init(&paths[i], data_dir, ctx->deployment->name,
+                                        plan[i].service->name, plan[i].replica, err)) < 0)
+            break;
+        streams[i].prefix = ctx->opts.replica ? NULL : paths[i].id;
+        streams[i].timestamps = ctx->timestamps;
+        streams[i].file = fopen(paths[i].log, "re");
+        if (!streams[i].file && (errno != ENOENT || ctx->opts.replica))
+            r = obi_error_set_errno(err, errno, "log %s", paths[i].log);
+        else if (streams[i].file)
+            log_seek_tail(streams[i].file, ctx->tail);
+    }
+    for (size_t i = 0; r == 0 && i < count; i++)
+        if (streams[i].file && !log_print_available(&streams[i]))
+            r = obi_error_set(err, -EIO, "write to stdout: %s", strerror(errno));
+    if (r == 0 && ctx->follow) {
+        /* follow: poll the files (and pick up logs that appear) until interrupted */
+        signal(SIGINT, logs_on_signal);
+        signal(SIGTERM, logs_on_signal);
+        while (r == 0 && !logs_interrupted) {
+            struct timespec ts = {0, 200 * 1000000};
+            nanosleep(&ts, NULL);
+            for (size_t i = 0; r == 0 && i < count; i++) {
+                if (!streams[i].file)
+                    streams[i].file = fopen(paths[i].log, "re");
+                if (streams[i].file && !log_print_available(&streams[i]))
+                    r = obi_error_set(err, -EIO, "write to stdout: %s", strerror(errno));
+            }
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (streams[i].file)
+            fclose(streams[i].file);
+        obi_replica_paths_clear(&paths[i]);
+    }
+    free(streams);
+    free(paths);
+    return r;
 }
 
 static int service_logs(int argc, char **argv)
 {
     lifecycle_context ctx = {0};
     int status = lifecycle_context_open(&ctx, argc, argv, "logs");
-    cleanup_free char *data_dir = NULL;
-    cleanup_free obi_replica_ref *plan = NULL;
-    size_t count = 0;
     obi_error *err = NULL;
-    if (status == 0 &&
-        !(data_dir = ctx.opts.data_dir ? strdup(ctx.opts.data_dir) : obi_default_data_dir()))
-        status = cli_failf("out of memory");
-    if (status == 0 && obi_lifecycle_plan(ctx.deployment, ctx.opts.service, ctx.opts.replica, false,
-                                          OBI_PLAN_START, &plan, &count, &err) < 0)
+    if (status == 0 && do_logs(&ctx, &err) < 0)
         status = cli_fail(err);
-    for (size_t i = 0; status == 0 && i < count; i++) {
-        obi_replica_paths paths = {0};
-        /* status 0: the deployment was loaded (cli_fail returns 1, unseen by the analyzer) */
-        // NOLINTNEXTLINE(clang-analyzer-core.NullDereference)
-        if (obi_replica_paths_init(&paths, data_dir, ctx.deployment->name, plan[i].service->name,
-                                   plan[i].replica, &err) < 0) {
-            status = cli_fail(err);
+    lifecycle_context_clear(&ctx);
+    return status;
+}
+
+/* ocibuild service ls [--data-dir DIR]: the deployments with state, and their supervisors. */
+static int service_ls(int argc, char **argv)
+{
+    static const struct option options[] = {{"data-dir", required_argument, NULL, 'd'},
+                                            {NULL, 0, NULL, 0}};
+    const char *data_dir_arg = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        if (c != 'd')
+            return cli_failf("usage: ocibuild service ls [--data-dir DIR]");
+        data_dir_arg = optarg;
+    }
+    if (optind != argc)
+        return cli_failf("usage: ocibuild service ls [--data-dir DIR]");
+    cleanup_free char *data_dir = data_dir_arg ? strdup(data_dir_arg) : obi_default_data_dir();
+    if (!data_dir)
+        return cli_failf("out of memory");
+    obi_error *err = NULL;
+    cleanup_strv char **names = NULL;
+    if (obi_lifecycle_list(data_dir, &names, &err) < 0)
+        return cli_fail(err);
+    printf("%-32s %-12s %s\n", "DEPLOYMENT", "SUPERVISOR", "REPLICAS");
+    for (size_t i = 0; names[i]; i++) {
+        int pid = 0;
+        char sup[16] = "-";
+        if (obi_supervisor_alive(data_dir, names[i], &pid))
+            snprintf(sup, sizeof sup, "%d", pid);
+        cleanup_free char *dir = NULL;
+        size_t replicas = 0;
+        if (asprintf(&dir, "%s/services/%s", data_dir, names[i]) >= 0) {
+            cleanup_dir DIR *d = opendir(dir);
+            struct dirent *de;
+            while (d && (de = readdir(d)))
+                replicas += strstr(de->d_name, "-rep-") != NULL;
+        }
+        printf("%-32s %-12s %zu\n", names[i], sup, replicas);
+    }
+    return fflush(stdout) == 0 ? 0 : cli_failf("write to stdout: %s", strerror(errno));
+}
+
+/* ocibuild service exec FILE.yaml SERVICE [--replica N] [--data-dir DIR] [--runtime R] [--]
+ * CMD...: the runtime's exec in the replica, with a terminal when stdin is one. */
+static int service_exec(int argc, char **argv)
+{
+    const char *usage = "usage: ocibuild service exec FILE.yaml SERVICE [--replica N] "
+                        "[--data-dir DIR] [--runtime NAME|PATH] [--] CMD...";
+    if (argc < 4)
+        return cli_failf("%s", usage);
+    const char *file = argv[1], *name = argv[2];
+    unsigned long long replica = 1;
+    const char *data_dir_arg = NULL, *runtime_name = NULL;
+    int i = 3;
+    for (; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) {
+            i++;
             break;
         }
-        status = print_log(paths.log, ctx.opts.replica ? NULL : paths.id);
-        obi_replica_paths_clear(&paths);
+        if (!strcmp(argv[i], "--replica") && i + 1 < argc) {
+            if (!obi_parse_decimal(argv[++i], 1024, &replica) || replica == 0)
+                return cli_failf("--replica: expected a number from 1, got \"%s\"", argv[i]);
+        } else if (!strcmp(argv[i], "--data-dir") && i + 1 < argc) {
+            data_dir_arg = argv[++i];
+        } else if (!strcmp(argv[i], "--runtime") && i + 1 < argc) {
+            runtime_name = argv[++i];
+        } else {
+            break;
+        }
     }
-    if (status == 0 && fflush(stdout) != 0)
-        status = cli_failf("write to stdout: %s", strerror(errno));
-    lifecycle_context_clear(&ctx);
+    if (i >= argc)
+        return cli_failf("%s", usage);
+    obi_error *err = NULL;
+    cleanup_deployment obi_deployment *deployment = NULL;
+    if (obi_deployment_load(file, &deployment, &err) < 0)
+        return cli_fail(err);
+    const obi_service *svc = obi_deployment_find(deployment, name);
+    if (!svc)
+        return cli_failf("%s: no service \"%s\"", file, name);
+    if (replica > svc->replicas)
+        return cli_failf("service %s has %u replica%s, not %llu", name, svc->replicas,
+                         svc->replicas == 1 ? "" : "s", replica);
+    cleanup_free char *data_dir = data_dir_arg ? strdup(data_dir_arg) : obi_default_data_dir();
+    if (!data_dir)
+        return cli_failf("out of memory");
+    obi_replica_paths paths = {0};
+    if (obi_replica_paths_init(&paths, data_dir, deployment->name, name, (unsigned)replica, &err) <
+        0)
+        return cli_fail(err);
+    obi_runtime *runtime = NULL;
+    if (obi_runtime_new(runtime_name, NULL, &runtime, &err) < 0) {
+        obi_replica_paths_clear(&paths);
+        return cli_fail(err);
+    }
+    bool tty = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+    size_t n = (size_t)(argc - i);
+    const char **args = calloc(n + 6, sizeof *args);
+    if (!args)
+        return cli_failf("out of memory");
+    size_t k = 0;
+    args[k++] = obi_runtime_path(runtime);
+    if (obi_runtime_state_root(runtime)) {
+        args[k++] = "--root";
+        args[k++] = obi_runtime_state_root(runtime);
+    }
+    args[k++] = "exec";
+    if (tty)
+        args[k++] = "--tty";
+    args[k++] = paths.container;
+    for (int j = i; j < argc; j++)
+        args[k++] = argv[j];
+    args[k] = NULL;
+    fflush(NULL);
+    execv(args[0], (char *const *)args);
+    int status = cli_failf("exec %s: %s", args[0], strerror(errno));
+    free(args);
+    obi_replica_paths_clear(&paths);
+    obi_runtime_free(runtime);
     return status;
 }
 
@@ -435,12 +801,20 @@ static const struct service_command {
      "FILE.yaml SERVICE DIR " REPLICA_USAGE},
     {"up", service_up, "create bundles and start the replicas detached, dependencies first",
      LIFECYCLE_USAGE},
-    {"ps", service_ps, "show each replica's state: running/stopped, pid, exit code",
-     LIFECYCLE_USAGE},
+    {"ps", service_ps, "show each replica: state, pid, health, exit code, the supervisor's view",
+     LIFECYCLE_USAGE " [--json]"},
     {"logs", service_logs, "print a replica's log (all replicas, prefixed, without --replica)",
+     LIFECYCLE_USAGE " [-f|--follow] [--tail N] [--timestamps]"},
+    {"exec", service_exec, "run a command in a running replica (a terminal when stdin is one)",
+     "FILE.yaml SERVICE [--replica N] [--data-dir DIR] [--runtime NAME|PATH] [--] CMD..."},
+    {"stop", service_stop, "stop replicas and keep them stopped (the supervisor leaves them)",
      LIFECYCLE_USAGE},
-    {"down", service_down, "stop (SIGTERM, grace, SIGKILL) and remove replicas, keep named volumes",
-     LIFECYCLE_USAGE},
+    {"restart", service_restart, "stop and start replicas again", LIFECYCLE_USAGE},
+    {"ls", service_ls, "list the deployments with state here and their supervisors",
+     "[--data-dir DIR]"},
+    {"down", service_down,
+     "stop (SIGTERM, grace, SIGKILL) and remove replicas; -v: named volumes too",
+     LIFECYCLE_USAGE " [-v|--volumes]"},
 };
 
 int cli_service(int argc, char **argv)

@@ -25,6 +25,7 @@
 
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/cron.h"
 #include "ocibuild/deployment.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/number.h"
@@ -466,6 +467,10 @@ static const char *const SERVICE_KEYS[] = {
     "hostname",
     "scale",
     "depends",
+    "health",
+    "init",
+    "errors",
+    "restart_policy",
     "endpoints",
     "port_mappings",
     "ulimits",
@@ -1572,41 +1577,6 @@ static int parse_scale(walker *w, yaml_node_t *node, const char *path, obi_servi
     return add_notice(w, path, why);
 }
 
-static int parse_depends(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
-{
-    static const char *const keys[] = {"service", "condition", NULL};
-    size_t n = 0;
-    int r = alloc_for_sequence(w, node, path, sizeof *svc->depends, (void **)&svc->depends, &n);
-    for (size_t i = 0; r == 0 && i < n; i++) {
-        yaml_node_t *item = NULL;
-        cleanup_free char *item_path = NULL;
-        if ((r = sequence_item(w, node, path, i, &item, &item_path)) < 0)
-            return r;
-        cleanup_free char *svc_path = path_child(item_path, "service");
-        cleanup_free char *cond_path = path_child(item_path, "condition");
-        if (!cond_path || !svc_path)
-            return obi_error_oom(w->err);
-        r = check_mapping(w, item, item_path, keys);
-        if (r < 0)
-            return r;
-        obi_dependency *dep = &svc->depends[svc->depend_count++];
-        yaml_node_t *value = map_get(w, item, "service");
-        if (!value)
-            return fail_at(w, item, item_path, "missing key \"service\"");
-        if ((r = get_nonempty_string(w, value, svc_path, &dep->service)) < 0)
-            return r;
-        if ((value = map_get(w, item, "condition"))) {
-            if ((r = get_string(w, value, cond_path, &dep->condition)) < 0)
-                return r;
-            if (strcmp(dep->condition, "started"))
-                return fail_at(w, value, cond_path, "only \"started\" is supported");
-        } else if (!(dep->condition = strdup("started"))) {
-            return obi_error_oom(w->err);
-        }
-    }
-    return r;
-}
-
 /* ---- endpoints and ports -------------------------------------------------------------------- */
 
 static const shape EXPOSE_SHAPE = {
@@ -2211,40 +2181,297 @@ static int parse_rtype(walker *w, yaml_node_t *node, const char *path, obi_servi
     return fail_at(w, node, path, "expected service, job or cron");
 }
 
-/* A cron expression: a macro (@hourly ..) or 5 or 6 fields (optional seconds) of digits, names
- * (JAN, MON) and the operators * , - / ? L W #. Field ranges are left to the scheduler. */
-static bool schedule_is_valid(const char *text)
-{
-    static const char *const macros[] = {"@yearly", "@annually", "@monthly", "@weekly",
-                                         "@daily",  "@midnight", "@hourly"};
-    if (text[0] == '@') {
-        for (size_t i = 0; i < OBI_ARRAY_SIZE(macros); i++)
-            if (!strcmp(text, macros[i]))
-                return true;
-        return false;
-    }
-    size_t fields = 0;
-    for (const char *p = text; *p;) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (!*p)
-            break;
-        fields++;
-        for (; *p && *p != ' ' && *p != '\t'; p++)
-            if (!isalnum((unsigned char)*p) && !strchr("*,-/?LW#", *p))
-                return false;
-    }
-    return fields == 5 || fields == 6;
-}
-
 static int parse_schedule(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
     int r = get_nonempty_string(w, node, path, &svc->schedule);
-    if (r == 0 && !schedule_is_valid(svc->schedule))
-        r = fail_at(w, node, path,
-                    "\"%s\" is not a cron expression (5 or 6 fields, or @hourly, @daily, ...)",
-                    svc->schedule);
+    obi_cron cron;
+    cleanup_error obi_error *cron_err = NULL;
+    if (r == 0 && obi_cron_parse(svc->schedule, &cron, &cron_err) < 0)
+        r = fail_at(w, node, path, "\"%s\" is not a cron expression: %s", svc->schedule,
+                    cron_err->message);
     return r;
+}
+
+/* ---- supervisor keys: health, depends, init, errors, restart_policy (supervisor.h) --------- */
+
+/* A duration (number.h's obi_parse_duration: zlayer's humantime form) in milliseconds. */
+static int get_duration(walker *w, yaml_node_t *node, const char *path, uint64_t *out)
+{
+    const char *text = scalar_text(node);
+    cleanup_error obi_error *inner = NULL;
+    if (!text || obi_parse_duration(text, out, &inner) < 0)
+        return fail_at(w, node, path, "expected a duration such as 500ms, 10s, 5m or 1h 30m%s%s",
+                       inner ? ": " : "", inner ? inner->message : "");
+    return 0;
+}
+
+/* One of names (NULL-terminated) into *out (its index). */
+static int get_choice(walker *w, yaml_node_t *node, const char *path, const char *const *names,
+                      int *out)
+{
+    const char *text = scalar_text(node);
+    for (int i = 0; text && names[i]; i++)
+        if (!strcmp(text, names[i])) {
+            *out = i;
+            return 0;
+        }
+    obi_buf list = OBI_BUF_INIT;
+    for (int i = 0; names[i]; i++)
+        if (obi_buf_appendf(&list, "%s%s", i ? ", " : "", names[i]) < 0) {
+            obi_buf_free(&list);
+            return obi_error_oom(w->err);
+        }
+    cleanup_free char *expected = obi_buf_steal(&list);
+    return fail_at(w, node, path, "expected one of %s", expected ? expected : "?");
+}
+
+/* Looks up key in map; with a value, calls the getter with the key's path. */
+#define WITH_KEY(w, map, path, key, call)                                                          \
+    do {                                                                                           \
+        yaml_node_t *value_ = map_get((w), (map), (key));                                          \
+        if (value_) {                                                                              \
+            cleanup_free char *key_path_ = path_child((path), (key));                              \
+            if (!key_path_)                                                                        \
+                return obi_error_oom((w)->err);                                                    \
+            yaml_node_t *node_ = value_;                                                           \
+            const char *sub_ = key_path_;                                                          \
+            int key_r_ = (call);                                                                   \
+            if (key_r_ < 0)                                                                        \
+                return key_r_;                                                                     \
+        }                                                                                          \
+    } while (0)
+
+static const char *const FAILURE_ACTIONS[] = {"fail", "warn", "continue", NULL};
+
+static int parse_health_check(walker *w, yaml_node_t *node, const char *path, obi_health *h)
+{
+    static const char *const keys[] = {"type", "port", "url", "expect_status", "command", NULL};
+    static const char *const types[] = {"tcp", "http", "command", NULL};
+    int r = check_mapping(w, node, path, keys);
+    if (r < 0)
+        return r;
+    yaml_node_t *type = map_get(w, node, "type");
+    if (!type)
+        return fail_at(w, node, path, "missing key \"type\" (tcp, http or command)");
+    int kind = 0;
+    WITH_KEY(w, node, path, "type", get_choice(w, node_, sub_, types, &kind));
+    h->kind = (obi_health_kind)(kind + 1);
+    static const char *const needs[] = {"port", "url", "command"};
+    for (int k = 0; k < 3; k++) {
+        bool given = map_get(w, node, needs[k]) != NULL;
+        if (given != (k == kind))
+            return fail_at(w, node, path, "%s \"%s\" for a %s check",
+                           given ? "unexpected" : "missing", needs[k], types[kind]);
+    }
+    if (map_get(w, node, "expect_status") && h->kind != OBI_HEALTH_HTTP)
+        return fail_at(w, node, path, "expect_status is for http checks");
+    h->expect_status = 200;
+    WITH_KEY(w, node, path, "port", get_uint(w, node_, sub_, 1, 65535, &h->port));
+    WITH_KEY(w, node, path, "url", get_nonempty_string(w, node_, sub_, &h->url));
+    if (h->url && strncmp(h->url, "http://", 7))
+        return fail_at(w, map_get(w, node, "url"), path,
+                       "url: only http:// URLs are checked (no TLS), got \"%s\"", h->url);
+    WITH_KEY(w, node, path, "expect_status", get_uint(w, node_, sub_, 100, 599, &h->expect_status));
+    WITH_KEY(w, node, path, "command", get_nonempty_string(w, node_, sub_, &h->command));
+    return 0;
+}
+
+static int parse_health(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    static const char *const keys[] = {"start_grace", "interval", "timeout",
+                                       "retries",     "check",    NULL};
+    int r = check_mapping(w, node, path, keys);
+    if (r < 0)
+        return r;
+    obi_health *h = &svc->health;
+    h->interval_ms = 10000; /* zlayer's defaults */
+    h->timeout_ms = 5000;
+    h->retries = 3;
+    if (!map_get(w, node, "check"))
+        return fail_at(w, node, path, "missing key \"check\"");
+    WITH_KEY(w, node, path, "start_grace", get_duration(w, node_, sub_, &h->start_grace_ms));
+    WITH_KEY(w, node, path, "interval", get_duration(w, node_, sub_, &h->interval_ms));
+    WITH_KEY(w, node, path, "timeout", get_duration(w, node_, sub_, &h->timeout_ms));
+    WITH_KEY(w, node, path, "retries", get_uint(w, node_, sub_, 0, 1000, &h->retries));
+    WITH_KEY(w, node, path, "check", parse_health_check(w, node_, sub_, h));
+    if (h->interval_ms < 100 || h->timeout_ms < 100)
+        return fail_at(w, node, path, "interval and timeout must be at least 100ms");
+    return 0;
+}
+
+static int parse_depends(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    static const char *const keys[] = {"service", "condition", "timeout", "on_timeout", NULL};
+    static const char *const conditions[] = {"started", "healthy", "ready", NULL};
+    size_t n = 0;
+    int r = alloc_for_sequence(w, node, path, sizeof *svc->depends, (void **)&svc->depends, &n);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        yaml_node_t *item = NULL;
+        cleanup_free char *item_path = NULL;
+        if ((r = sequence_item(w, node, path, i, &item, &item_path)) < 0)
+            return r;
+        if ((r = check_mapping(w, item, item_path, keys)) < 0)
+            return r;
+        obi_dependency *dep = &svc->depends[svc->depend_count++];
+        dep->cond = OBI_DEPEND_HEALTHY; /* zlayer's default */
+        dep->timeout_ms = OBI_DEPEND_DEFAULT_TIMEOUT_MS;
+        if (!map_get(w, item, "service"))
+            return fail_at(w, item, item_path, "missing key \"service\"");
+        int cond = OBI_DEPEND_HEALTHY, action = 0;
+        WITH_KEY(w, item, item_path, "service", get_nonempty_string(w, node_, sub_, &dep->service));
+        WITH_KEY(w, item, item_path, "condition", get_choice(w, node_, sub_, conditions, &cond));
+        WITH_KEY(w, item, item_path, "timeout", get_duration(w, node_, sub_, &dep->timeout_ms));
+        WITH_KEY(w, item, item_path, "on_timeout",
+                 get_choice(w, node_, sub_, FAILURE_ACTIONS, &action));
+        dep->cond = (obi_depend_condition)cond;
+        dep->on_timeout = (obi_failure_action)action;
+        if (!(dep->condition = strdup(conditions[cond])))
+            return obi_error_oom(w->err);
+    }
+    return r;
+}
+
+/* init.steps[i].with for the step's action. */
+static int parse_init_with(walker *w, yaml_node_t *node, const char *path, obi_init_step *step,
+                           uint64_t *with_timeout_ms)
+{
+    static const char *const keys[][4] = {
+        [OBI_INIT_WAIT_TCP] = {"host", "port", "timeout", NULL},
+        [OBI_INIT_WAIT_HTTP] = {"url", "expect_status", "timeout", NULL},
+        [OBI_INIT_RUN] = {"command", "timeout", NULL, NULL},
+    };
+    static const char *const required[] = {
+        [OBI_INIT_WAIT_TCP] = "port", [OBI_INIT_WAIT_HTTP] = "url", [OBI_INIT_RUN] = "command"};
+    int r = check_mapping(w, node, path, keys[step->action]);
+    if (r < 0)
+        return r;
+    if (!map_get(w, node, required[step->action]))
+        return fail_at(w, node, path, "missing key \"%s\"", required[step->action]);
+    unsigned seconds = 0;
+    WITH_KEY(w, node, path, "host", get_nonempty_string(w, node_, sub_, &step->host));
+    WITH_KEY(w, node, path, "port", get_uint(w, node_, sub_, 1, 65535, &step->port));
+    WITH_KEY(w, node, path, "url", get_nonempty_string(w, node_, sub_, &step->url));
+    WITH_KEY(w, node, path, "expect_status",
+             get_uint(w, node_, sub_, 100, 599, &step->expect_status));
+    WITH_KEY(w, node, path, "command", get_nonempty_string(w, node_, sub_, &step->command));
+    WITH_KEY(w, node, path, "timeout", get_uint(w, node_, sub_, 1, 86400, &seconds));
+    if (step->url && strncmp(step->url, "http://", 7))
+        return fail_at(w, map_get(w, node, "url"), path, "url: only http:// URLs, got \"%s\"",
+                       step->url);
+    if (step->action == OBI_INIT_WAIT_TCP && !step->host && !(step->host = strdup("127.0.0.1")))
+        return obi_error_oom(w->err);
+    *with_timeout_ms = seconds * 1000ULL;
+    return 0;
+}
+
+static int parse_init(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    static const char *const keys[] = {"steps", NULL};
+    static const char *const step_keys[] = {"id",      "uses",       "with", "retry",
+                                            "timeout", "on_failure", NULL};
+    static const char *const actions[] = {"init.wait_tcp", "init.wait_http", "init.run", NULL};
+    int r = check_mapping(w, node, path, keys);
+    yaml_node_t *steps = map_get(w, node, "steps");
+    if (r < 0 || !steps)
+        return r;
+    cleanup_free char *steps_path = path_child(path, "steps");
+    if (!steps_path)
+        return obi_error_oom(w->err);
+    size_t n = 0;
+    r = alloc_for_sequence(w, steps, steps_path, sizeof *svc->init_steps, (void **)&svc->init_steps,
+                           &n);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        yaml_node_t *item = NULL;
+        cleanup_free char *item_path = NULL;
+        if ((r = sequence_item(w, steps, steps_path, i, &item, &item_path)) < 0 ||
+            (r = check_mapping(w, item, item_path, step_keys)) < 0)
+            return r;
+        obi_init_step *step = &svc->init_steps[svc->init_step_count++];
+        for (size_t k = 0; k < 2; k++)
+            if (!map_get(w, item, step_keys[k]))
+                return fail_at(w, item, item_path, "missing key \"%s\"", step_keys[k]);
+        int action = 0, on_failure = 0;
+        uint64_t with_timeout = 0, step_timeout = 0;
+        WITH_KEY(w, item, item_path, "id", get_nonempty_string(w, node_, sub_, &step->id));
+        WITH_KEY(w, item, item_path, "uses", get_choice(w, node_, sub_, actions, &action));
+        step->action = (obi_init_action)action;
+        yaml_node_t *with = map_get(w, item, "with");
+        if (!with)
+            return fail_at(w, item, item_path, "missing key \"with\" (the step's parameters)");
+        WITH_KEY(w, item, item_path, "with", parse_init_with(w, node_, sub_, step, &with_timeout));
+        WITH_KEY(w, item, item_path, "retry", get_uint(w, node_, sub_, 0, 1000, &step->retry));
+        WITH_KEY(w, item, item_path, "timeout", get_duration(w, node_, sub_, &step_timeout));
+        WITH_KEY(w, item, item_path, "on_failure",
+                 get_choice(w, node_, sub_, FAILURE_ACTIONS, &on_failure));
+        step->on_failure = (obi_failure_action)on_failure;
+        /* zlayer: the action's own timeout (with.timeout, default 30 s for waits, 300 s for
+         * run) inside the step's (default 300 s): the smaller one applies */
+        uint64_t action_ms = with_timeout ? with_timeout : action == OBI_INIT_RUN ? 300000 : 30000;
+        uint64_t limit_ms = step_timeout ? step_timeout : 300000;
+        step->timeout_ms = action_ms < limit_ms ? action_ms : limit_ms;
+    }
+    return r;
+}
+
+static int parse_action_map(walker *w, yaml_node_t *node, const char *path,
+                            const char *const *names, int *out)
+{
+    static const char *const keys[] = {"action", NULL};
+    int r = check_mapping(w, node, path, keys);
+    if (r < 0)
+        return r;
+    WITH_KEY(w, node, path, "action", get_choice(w, node_, sub_, names, out));
+    return 0;
+}
+
+static int parse_errors(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    static const char *const keys[] = {"on_init_failure", "on_panic", NULL};
+    static const char *const init_actions[] = {"fail", "restart", "backoff", NULL};
+    static const char *const panic_actions[] = {"restart", "shutdown", "isolate", NULL};
+    int r = check_mapping(w, node, path, keys);
+    if (r < 0)
+        return r;
+    int init = 0, panic = 0;
+    WITH_KEY(w, node, path, "on_init_failure",
+             parse_action_map(w, node_, sub_, init_actions, &init));
+    WITH_KEY(w, node, path, "on_panic", parse_action_map(w, node_, sub_, panic_actions, &panic));
+    svc->on_init_failure = (obi_init_failure)init;
+    svc->on_panic = (obi_panic_action)panic;
+    return 0;
+}
+
+static int parse_restart_policy(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    static const char *const keys[] = {"kind", "max_attempts", "delay", NULL};
+    static const char *const kinds[] = {"no", "always", "unless_stopped", "on_failure", NULL};
+    int r = check_mapping(w, node, path, keys);
+    if (r < 0)
+        return r;
+    if (!map_get(w, node, "kind"))
+        return fail_at(w, node, path, "missing key \"kind\"");
+    int kind = 0;
+    obi_restart_policy *p = &svc->restart_policy;
+    WITH_KEY(w, node, path, "kind", get_choice(w, node_, sub_, kinds, &kind));
+    WITH_KEY(w, node, path, "max_attempts", get_uint(w, node_, sub_, 0, 1000000, &p->max_attempts));
+    WITH_KEY(w, node, path, "delay", get_duration(w, node_, sub_, &p->delay_ms));
+    p->kind = (obi_restart_kind)kind;
+    svc->has_restart_policy = true;
+    return 0;
+}
+
+/* For service_clear. */
+static void supervisor_keys_clear(obi_service *svc)
+{
+    free(svc->health.url);
+    free(svc->health.command);
+    for (size_t i = 0; i < svc->init_step_count; i++) {
+        free(svc->init_steps[i].id);
+        free(svc->init_steps[i].host);
+        free(svc->init_steps[i].url);
+        free(svc->init_steps[i].command);
+    }
+    free(svc->init_steps);
 }
 
 static int parse_privileged(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
@@ -2308,6 +2535,10 @@ static const struct service_field {
     {"extra_hosts", parse_extra_hosts},
     {"service_type", parse_service_type},
     {"replica_groups", parse_replica_groups},
+    {"health", parse_health},
+    {"init", parse_init},
+    {"errors", parse_errors},
+    {"restart_policy", parse_restart_policy},
 };
 
 /* The keys of SERVICE_NOOPS present in node: checked, and a notice each. */
@@ -2665,6 +2896,7 @@ static void service_clear(obi_service *svc)
         free(svc->depends[i].condition);
     }
     free(svc->depends);
+    supervisor_keys_clear(svc);
 }
 
 void obi_deployment_free(obi_deployment *deployment)

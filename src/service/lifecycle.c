@@ -37,12 +37,17 @@
 #include "ocibuild/service_network.h"
 #include "ocibuild/service_rootless.h"
 #include "ocibuild/service_rootless_net.h"
+#include "ocibuild/service_spec.h"
+#include "ocibuild/sha256.h"
+#include "ocibuild/supervisor.h"
+#include "service_internal.h"
 
 #define STOP_POLL_MS 100
 #define KILL_WAIT_MS 10000
 #define IMAGE_ROOT_FILE "image" /* DIR/image: the image cache entry a replica uses */
 #define MANIFEST_HEX_LEN 64
 #define MONITOR_WAIT_MS 5000
+#define CONFIG_DIGEST_FILE "config.digest" /* DIR/config.digest: what the replica was made of */
 
 /* ---- paths ---- */
 
@@ -67,11 +72,13 @@ static int replica_paths_from_id(obi_replica_paths *paths, const char *data_dir,
 {
     obi_replica_paths p = {0};
     cleanup_free char *base = services_dir(data_dir, deployment);
-    if (base && (p.id = strdup(id)) && (p.dir = obi_path_join(base, id)) &&
-        (p.bundle = obi_path_join(p.dir, "bundle")) && (p.log = obi_path_join(p.dir, "log")) &&
-        (p.pid_file = obi_path_join(p.dir, "pid")) &&
+    if (base && (p.id = strdup(id)) && asprintf(&p.container, "%s.%s", deployment, id) >= 0 &&
+        (p.dir = obi_path_join(base, id)) && (p.bundle = obi_path_join(p.dir, "bundle")) &&
+        (p.log = obi_path_join(p.dir, "log")) && (p.pid_file = obi_path_join(p.dir, "pid")) &&
         (p.exit_file = obi_path_join(p.dir, "exit")) &&
-        (p.monitor_lock = obi_path_join(p.dir, "monitor.lock"))) {
+        (p.monitor_lock = obi_path_join(p.dir, "monitor.lock")) &&
+        (p.status = obi_path_join(p.dir, "status.json")) &&
+        (p.held = obi_path_join(p.dir, "held"))) {
         *paths = p;
         return 0;
     }
@@ -91,6 +98,9 @@ int obi_replica_paths_init(obi_replica_paths *paths, const char *data_dir, const
 void obi_replica_paths_clear(obi_replica_paths *paths)
 {
     free(paths->id);
+    free(paths->container);
+    free(paths->status);
+    free(paths->held);
     free(paths->dir);
     free(paths->bundle);
     free(paths->log);
@@ -176,18 +186,20 @@ typedef struct lifecycle {
     obi_idmap ids;
     obi_service_network *net;       /* the deployment's network (service_network.h); NULL: none */
     obi_rootless_net *rootless_net; /* rootless: its network (service_rootless_net.h) */
+    obi_lifecycle_report_fn report_fn; /* opts->report, or the supervisor's pipe */
+    void *report_ctx;
 } lifecycle;
 
 static void report(const lifecycle *lc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void report(const lifecycle *lc, const char *fmt, ...)
 {
-    if (!lc->opts->report)
+    if (!lc->report_fn)
         return;
     va_list ap;
     va_start(ap, fmt);
     cleanup_free char *message = NULL;
     if (vasprintf(&message, fmt, ap) >= 0)
-        lc->opts->report(message, lc->opts->report_ctx);
+        lc->report_fn(message, lc->report_ctx);
     va_end(ap);
 }
 
@@ -222,7 +234,9 @@ static int lifecycle_open(lifecycle *lc, const obi_deployment *deployment,
                           const obi_lifecycle_options *opts, bool create, bool lock,
                           obi_error **err)
 {
-    *lc = (lifecycle){deployment, opts, NULL, NULL, -1, false, {0, 0, 0}, NULL, NULL};
+    *lc = (lifecycle){deployment,      opts,      NULL, NULL, -1,
+                      false,           {0, 0, 0}, NULL, NULL, opts->report,
+                      opts->report_ctx};
     cleanup_free char *data_dir = opts->data_dir ? strdup(opts->data_dir) : obi_default_data_dir();
     if (!data_dir)
         return obi_error_oom(err);
@@ -474,6 +488,21 @@ int obi_lifecycle_read_exit(const char *exit_file, int *exit_code, int *signal, 
     return 0;
 }
 
+/* The run times of an exit record (0 when it has none). */
+static void read_exit_times(const char *exit_file, int64_t *started_ms, int64_t *finished_ms)
+{
+    *started_ms = *finished_ms = 0;
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    cleanup_error obi_error *ignored = NULL;
+    if (obi_read_file(exit_file, 4096, &text, &len, &ignored) < 0)
+        return;
+    json_error_t jerr;
+    cleanup_json json_t *doc = json_loadb(text, len, 0, &jerr);
+    *started_ms = (int64_t)json_integer_value(json_object_get(doc, "started_ms"));
+    *finished_ms = (int64_t)json_integer_value(json_object_get(doc, "finished_ms"));
+}
+
 /* ---- teardown (down, and a failed up) ---- */
 
 /* Waits until the replica's monitor has exited (its flock is free), at most timeout_ms. */
@@ -564,15 +593,18 @@ static int replica_teardown(lifecycle *lc, const obi_replica_paths *paths, bool 
     } while (0)
     obi_replica_state state;
     int pid;
-    STEP(query_state(lc, paths->id, &state, &pid, NULL, &step_err));
+    STEP(query_state(lc, paths->container, &state, &pid, NULL, &step_err));
     if (graceful && (state == OBI_REPLICA_RUNNING || state == OBI_REPLICA_PAUSED ||
                      state == OBI_REPLICA_CREATED))
-        STEP(stop_container(lc, paths->id, &step_err));
+        STEP(stop_container(lc, paths->container, &step_err));
     if (state != OBI_REPLICA_ABSENT)
-        STEP(obi_runtime_destroy(lc->runtime, paths->id, &step_err));
+        STEP(obi_runtime_destroy(lc->runtime, paths->container, &step_err));
     if (!wait_monitor_gone(paths->monitor_lock, MONITOR_WAIT_MS))
         report(lc, "%s: its monitor has not exited after %d ms; removing its state anyway",
                paths->id, MONITOR_WAIT_MS);
+    const obi_replica_hooks *hooks = lc->opts->hooks;
+    if (hooks && hooks->after_delete)
+        hooks->after_delete(hooks->ctx, lc->deployment, paths);
     STEP(obi_service_bundle_remove(paths->bundle, &step_err));
     if (lc->net)
         STEP(obi_service_network_detach(lc->net, paths->id, &step_err));
@@ -615,11 +647,17 @@ static void monitor_send(int fd, char kind, const char *text)
 }
 
 /* Writes DIR/exit for the reaped container init. */
-static void monitor_record_exit(const obi_replica_paths *paths, int pid, int status)
+static void monitor_record_exit(const obi_replica_paths *paths, int pid, int status,
+                                const struct timespec *started)
 {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    json_int_t started_ms = (json_int_t)started->tv_sec * 1000 + started->tv_nsec / 1000000;
+    json_int_t finished_ms = (json_int_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     cleanup_json json_t *doc =
-        json_pack("{s:i, s:i, s:i}", "pid", pid, "exit_code", obi_wait_exit_code(status), "signal",
-                  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+        json_pack("{s:i, s:i, s:i, s:I, s:I}", "pid", pid, "exit_code", obi_wait_exit_code(status),
+                  "signal", WIFSIGNALED(status) ? WTERMSIG(status) : 0, "started_ms", started_ms,
+                  "finished_ms", finished_ms);
     cleanup_free char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     cleanup_error obi_error *ignored = NULL;
     if (text)
@@ -631,6 +669,11 @@ static _Noreturn void monitor_main(obi_runtime *runtime, const obi_replica_paths
                                    int status_fd)
 {
     close_fds_except(status_fd);
+    /* a supervisor blocks the signals it reads through a signalfd; the monitor, the runtime
+     * and the container must not inherit that */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     int null_fd = open("/dev/null", O_RDWR);
     int log_fd = open(paths->log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0640);
     if (null_fd < 0 || log_fd < 0) {
@@ -656,7 +699,9 @@ static _Noreturn void monitor_main(obi_runtime *runtime, const obi_replica_paths
     while (flock(lock_fd, LOCK_EX) < 0 && errno == EINTR) {
     }
     obi_error *err = NULL;
-    if (obi_runtime_run_detached_pid_file(runtime, paths->bundle, paths->id, paths->log,
+    struct timespec started;
+    clock_gettime(CLOCK_REALTIME, &started);
+    if (obi_runtime_run_detached_pid_file(runtime, paths->bundle, paths->container, paths->log,
                                           paths->pid_file, &err) < 0) {
         monitor_send(status_fd, '1', err->message);
         _exit(1);
@@ -685,7 +730,7 @@ static _Noreturn void monitor_main(obi_runtime *runtime, const obi_replica_paths
             _exit(0); /* ECHILD: not our child after all; the exit code stays unknown */
         }
         if (pid > 0 && reaped == pid) {
-            monitor_record_exit(paths, pid, status);
+            monitor_record_exit(paths, pid, status, &started);
             _exit(0);
         }
     }
@@ -771,6 +816,10 @@ static int write_image_root(const obi_replica_paths *paths, const obi_image *ima
                                  err);
 }
 
+static int replica_config_digest(lifecycle *lc, const obi_service *svc,
+                                 const obi_service_source *src, unsigned replica,
+                                 char out[2 * OBI_SHA256_LEN + 1], obi_error **err);
+
 static int replica_write_bundle(lifecycle *lc, const obi_service *svc,
                                 const obi_service_source *src, unsigned replica,
                                 const obi_replica_paths *paths, obi_error **err)
@@ -820,6 +869,12 @@ static int replica_write_bundle(lifecycle *lc, const obi_service *svc,
     obi_replica_network_clear(&rn);
     for (size_t i = 0; r == 0 && warnings && warnings[i]; i++)
         report(lc, "%s: warning: %s", paths->id, warnings[i]);
+    char digest[2 * OBI_SHA256_LEN + 1];
+    cleanup_free char *digest_path = obi_path_join(paths->dir, CONFIG_DIGEST_FILE);
+    if (r == 0 && !digest_path)
+        r = obi_error_oom(err);
+    if (r == 0 && (r = replica_config_digest(lc, svc, src, replica, digest, err)) == 0)
+        r = obi_write_file_atomic(digest_path, digest, strlen(digest), 0600, err);
     return r;
 }
 
@@ -854,9 +909,146 @@ static int network_open(lifecycle *lc, bool up, obi_error **err)
     return up ? obi_service_network_prepare(lc->net, lc->deployment, err) : 0;
 }
 
-/* Brings one replica up (see obi_lifecycle_up). */
-static int replica_up(lifecycle *lc, const obi_service *svc, const obi_service_source *src,
-                      unsigned replica, obi_error **err)
+/* What a replica is made of, as a sha256: its generated config.json (keys sorted) and the
+ * image manifest. `up` compares it with DIR/config.digest to find replicas to recreate. */
+static int replica_config_digest(lifecycle *lc, const obi_service *svc,
+                                 const obi_service_source *src, unsigned replica,
+                                 char out[2 * OBI_SHA256_LEN + 1], obi_error **err)
+{
+    obi_service_spec_options spec = {0};
+    spec.replica = replica;
+    obi_service_source_spec_options(src, &spec);
+    spec.secrets = lc->opts->secrets;
+    spec.data_dir = lc->data_dir;
+    int r;
+    if (obi_service_uses_userns(svc)) {
+        if (!lc->have_ids) {
+            if ((r = obi_service_ids_lookup(NULL, NULL, &lc->ids, err)) < 0)
+                return obi_error_prefix(err, r, "services.%s", svc->name);
+            lc->have_ids = true;
+        }
+        spec.ids = &lc->ids;
+    }
+    cleanup_json json_t *config = NULL;
+    cleanup_strv char **warnings = NULL;
+    if ((r = obi_service_spec_generate(lc->deployment, svc, &spec, &config, &warnings, err)) < 0)
+        return r;
+    cleanup_free char *text = json_dumps(config, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!text)
+        return obi_error_oom(err);
+    _cleanup_(obi_sha256_freep) obi_sha256 *ctx = obi_sha256_new();
+    if (!ctx)
+        return obi_error_oom(err);
+    obi_sha256_update(ctx, text, strlen(text));
+    if (src->image)
+        obi_sha256_update(ctx, src->image->manifest_digest, strlen(src->image->manifest_digest));
+    uint8_t bin[OBI_SHA256_LEN];
+    obi_sha256_final(ctx, bin);
+    for (size_t i = 0; i < OBI_SHA256_LEN; i++)
+        snprintf(out + 2 * i, 3, "%02x", bin[i]);
+    return 0;
+}
+
+/* Starts one replica (the supervisor's start and restart): a running one is left alone; a
+ * stopped one is deleted and started again on its bundle (config.json rewritten); an absent
+ * one gets a bundle. *pid is the container's init. A failed start leaves nothing behind. */
+int obi_lc_replica_start(lifecycle *lc, const obi_service *svc, unsigned replica, int *pid,
+                         obi_error **err)
+{
+    obi_replica_paths paths = {0};
+    obi_service_source src = {0};
+    int r =
+        obi_replica_paths_init(&paths, lc->data_dir, lc->deployment->name, svc->name, replica, err);
+    if (r < 0)
+        return r;
+    obi_replica_state state;
+    cleanup_free char *runtime_bundle = NULL;
+    if ((r = query_state(lc, paths.container, &state, pid, &runtime_bundle, err)) < 0)
+        goto out;
+    if (state != OBI_REPLICA_ABSENT && is_foreign(runtime_bundle, &paths)) {
+        r = obi_error_set(err, -EEXIST, "container %s already exists with bundle %s, not %s",
+                          paths.container, runtime_bundle, paths.bundle);
+        goto out;
+    }
+    if (state == OBI_REPLICA_RUNNING || state == OBI_REPLICA_PAUSED ||
+        state == OBI_REPLICA_CREATING)
+        goto out;
+    bool restart = state != OBI_REPLICA_ABSENT;
+    const obi_replica_hooks *hooks = lc->opts->hooks;
+    if (restart && (r = obi_runtime_destroy(lc->runtime, paths.container, err)) < 0)
+        goto out;
+    if (restart && hooks && hooks->after_delete)
+        hooks->after_delete(hooks->ctx, lc->deployment, &paths);
+    if (restart && !wait_monitor_gone(paths.monitor_lock, MONITOR_WAIT_MS)) {
+        r = obi_error_set(err, -EBUSY, "%s: the monitor of its last run has not exited", paths.id);
+        goto out;
+    }
+    if ((r = obi_service_source_open(svc, lc->data_dir, lc->opts->registry, &src, err)) < 0 ||
+        (r = replica_write_bundle(lc, svc, &src, replica, &paths, err)) < 0 ||
+        (hooks && hooks->before_create &&
+         (r = hooks->before_create(hooks->ctx, lc->deployment, svc, replica, &paths, err)) < 0) ||
+        (r = start_monitored(lc, &paths, pid, err)) < 0) {
+        cleanup_error obi_error *cleanup_err = NULL;
+        if (replica_teardown(lc, &paths, false, &cleanup_err) < 0)
+            report(lc, "%s: cleaning up after the failed start: %s", paths.id,
+                   cleanup_err->message);
+        r = obi_error_prefix(err, r, "start %s", paths.id);
+        goto out;
+    }
+out:
+    obi_service_source_close(&src);
+    obi_replica_paths_clear(&paths);
+    return r;
+}
+
+/* Stops a replica gracefully and keeps it (stop, restart, cron's overlap). */
+int obi_lc_replica_stop(lifecycle *lc, const obi_replica_paths *paths, obi_error **err)
+{
+    obi_replica_state state;
+    int pid;
+    int r = query_state(lc, paths->container, &state, &pid, NULL, err);
+    if (r < 0 || (state != OBI_REPLICA_RUNNING && state != OBI_REPLICA_PAUSED &&
+                  state != OBI_REPLICA_CREATED))
+        return r;
+    return stop_container(lc, paths->container, err);
+}
+
+int obi_lc_replica_state(lifecycle *lc, const obi_replica_paths *paths, obi_replica_state *state,
+                         int *pid, obi_error **err)
+{
+    return query_state(lc, paths->container, state, pid, NULL, err);
+}
+
+void obi_lc_report(lifecycle *lc, const char *message)
+{
+    report(lc, "%s", message);
+}
+
+const char *obi_lc_data_dir(const lifecycle *lc)
+{
+    return lc->data_dir;
+}
+
+obi_runtime *obi_lc_runtime(const lifecycle *lc)
+{
+    return lc->runtime;
+}
+
+const obi_deployment *obi_lc_deployment(const lifecycle *lc)
+{
+    return lc->deployment;
+}
+
+void obi_lc_set_report(lifecycle *lc, obi_lifecycle_report_fn fn, void *ctx)
+{
+    lc->report_fn = fn;
+    lc->report_ctx = ctx;
+}
+
+/* For up, before the supervisor starts: a running replica whose config digest changed is
+ * stopped and removed (the supervisor starts it again on a new bundle); its held mark goes. */
+static int replica_prepare(lifecycle *lc, const obi_service *svc, const obi_service_source *src,
+                           unsigned replica, obi_error **err)
 {
     obi_replica_paths paths = {0};
     /* svc is a service of the plan, never NULL (analyzer false positive) */
@@ -867,38 +1059,31 @@ static int replica_up(lifecycle *lc, const obi_service *svc, const obi_service_s
         return r;
     obi_replica_state state;
     int pid;
-    cleanup_free char *runtime_bundle = NULL;
-    if ((r = query_state(lc, paths.id, &state, &pid, &runtime_bundle, err)) < 0)
-        goto out;
-    if (state != OBI_REPLICA_ABSENT && is_foreign(runtime_bundle, &paths)) {
-        r = obi_error_set(err, -EEXIST,
-                          "container %s already exists with bundle %s, not %s (another "
-                          "deployment with a service named %s?)",
-                          paths.id, runtime_bundle, paths.bundle, svc->name);
-        goto out;
-    }
-    if (state == OBI_REPLICA_RUNNING || state == OBI_REPLICA_PAUSED ||
-        state == OBI_REPLICA_CREATING) {
-        report(lc, "%s: already %s (pid %d)", paths.id, obi_replica_state_name(state), pid);
+    char digest[2 * OBI_SHA256_LEN + 1];
+    cleanup_free char *digest_path = obi_path_join(paths.dir, CONFIG_DIGEST_FILE);
+    cleanup_free char *old = NULL;
+    size_t len = 0;
+    cleanup_error obi_error *read_err = NULL;
+    if (unlink(paths.held) < 0 && errno != ENOENT) {
+        r = obi_error_set_errno(err, errno, "unlink %s", paths.held);
         goto out;
     }
-    bool restart = state != OBI_REPLICA_ABSENT;
-    if (restart && (r = obi_runtime_destroy(lc->runtime, paths.id, err)) < 0)
+    if ((r = query_state(lc, paths.container, &state, &pid, NULL, err)) < 0 ||
+        state == OBI_REPLICA_ABSENT)
         goto out;
-    if (restart && !wait_monitor_gone(paths.monitor_lock, MONITOR_WAIT_MS)) {
-        r = obi_error_set(err, -EBUSY, "%s: the monitor of its last run has not exited", paths.id);
-        goto out;
-    }
-    if ((r = replica_write_bundle(lc, svc, src, replica, &paths, err)) < 0 ||
-        (r = start_monitored(lc, &paths, &pid, err)) < 0) {
-        cleanup_error obi_error *cleanup_err = NULL;
-        if (replica_teardown(lc, &paths, false, &cleanup_err) < 0)
-            report(lc, "%s: cleaning up after the failed start: %s", paths.id,
-                   cleanup_err->message);
-        r = obi_error_prefix(err, r, "start %s", paths.id);
+    if (!digest_path) {
+        r = obi_error_oom(err);
         goto out;
     }
-    report(lc, "%s: %s (pid %d)", paths.id, restart ? "restarted" : "started", pid);
+    if ((r = replica_config_digest(lc, svc, src, replica, digest, err)) < 0)
+        goto out;
+    if (obi_read_file(digest_path, 128, &old, &len, &read_err) == 0 && !strcmp(old, digest)) {
+        if (state == OBI_REPLICA_RUNNING || state == OBI_REPLICA_PAUSED)
+            report(lc, "%s: already running (pid %d), unchanged", paths.id, pid);
+        goto out;
+    }
+    if ((r = replica_teardown(lc, &paths, true, err)) == 0)
+        report(lc, "%s: config changed: removed, to be started again", paths.id);
 out:
     obi_replica_paths_clear(&paths);
     return r;
@@ -915,8 +1100,9 @@ int obi_lifecycle_up(const obi_deployment *deployment, const obi_lifecycle_optio
     }
     cleanup_free obi_replica_ref *plan = NULL;
     size_t count = 0;
-    r = obi_lifecycle_plan(deployment, opts->service, opts->replica, true, OBI_PLAN_START, &plan,
-                           &count, err);
+    if ((r = obi_supervisor_stop(lc.data_dir, deployment->name, err)) == 0)
+        r = obi_lifecycle_plan(deployment, opts->service, opts->replica, true, OBI_PLAN_START,
+                               &plan, &count, err);
     if (r == 0)
         r = network_open(&lc, true, err);
     /* one image resolution per service, shared by its replicas (the plan lists them together) */
@@ -929,13 +1115,16 @@ int obi_lifecycle_up(const obi_deployment *deployment, const obi_lifecycle_optio
             if ((r = obi_service_source_open(opened, lc.data_dir, opts->registry, &src, err)) < 0)
                 break;
         }
-        r = replica_up(&lc, opened, &src, plan[i].replica, err);
+        r = replica_prepare(&lc, opened, &src, plan[i].replica, err);
     }
     if (r == 0 && lc.net)
         r = obi_service_network_publish(lc.net, deployment, err);
     if (r == 0 && lc.rootless_net)
         r = obi_rootless_net_publish(lc.rootless_net, deployment, err);
     obi_service_source_close(&src);
+    /* the supervisor starts what the plan names, in order, and watches the whole deployment */
+    if (r == 0)
+        r = obi_supervisor_spawn(&lc, plan, count, err);
     lifecycle_close(&lc);
     return r;
 }
@@ -951,7 +1140,7 @@ static int replica_down(lifecycle *lc, const char *id, obi_error **err)
     obi_replica_state state;
     int pid;
     cleanup_free char *runtime_bundle = NULL;
-    if ((r = query_state(lc, id, &state, &pid, &runtime_bundle, err)) < 0)
+    if ((r = query_state(lc, paths.container, &state, &pid, &runtime_bundle, err)) < 0)
         goto out;
     struct stat st;
     bool have_dir = stat(paths.dir, &st) == 0;
@@ -1014,6 +1203,9 @@ static int down_leftovers(lifecycle *lc, const obi_replica_ref *plan, size_t cou
     return r;
 }
 
+static int remove_supervisor_files(lifecycle *lc, obi_error **err);
+static int remove_named_volumes(lifecycle *lc, const char *service, obi_error **err);
+
 int obi_lifecycle_down(const obi_deployment *deployment, const obi_lifecycle_options *opts,
                        obi_error **err)
 {
@@ -1025,8 +1217,10 @@ int obi_lifecycle_down(const obi_deployment *deployment, const obi_lifecycle_opt
     }
     cleanup_free obi_replica_ref *plan = NULL;
     size_t count = 0;
-    r = obi_lifecycle_plan(deployment, opts->service, opts->replica, false, OBI_PLAN_STOP, &plan,
-                           &count, err);
+    r = obi_supervisor_stop(lc.data_dir, deployment->name, err);
+    if (r == 0)
+        r = obi_lifecycle_plan(deployment, opts->service, opts->replica, false, OBI_PLAN_STOP,
+                               &plan, &count, err);
     if (r == 0)
         r = network_open(&lc, false, err);
     for (size_t i = 0; r == 0 && i < count; i++) {
@@ -1034,13 +1228,147 @@ int obi_lifecycle_down(const obi_deployment *deployment, const obi_lifecycle_opt
         r = id ? replica_down(&lc, id, err) : obi_error_oom(err);
     }
     if (r == 0 && !opts->service)
+        r = remove_supervisor_files(&lc, err);
+    if (r == 0 && !opts->service)
         r = down_leftovers(&lc, plan, count, err);
     if (r == 0 && !opts->service && lc.net)
         r = obi_service_network_teardown(lc.net, err);
     if (r == 0 && !opts->service && obi_service_rootless())
         r = obi_rootless_net_down(lc.data_dir, deployment->name, err);
+    if (r == 0 && opts->volumes)
+        r = remove_named_volumes(&lc, opts->service, err);
+    /* down SERVICE: the rest of the deployment is watched again */
+    if (r == 0 && opts->service)
+        r = obi_supervisor_spawn(&lc, NULL, 0, err);
     lifecycle_close(&lc);
     return r;
+}
+
+/* supervisor.{pid,log,lock} once the supervisor is gone (down of the whole deployment). The
+ * lock file goes too: obi_supervisor_stop returned, so nobody holds it, and a supervisor
+ * starts only under the deployment lock, which we hold. */
+static int remove_supervisor_files(lifecycle *lc, obi_error **err)
+{
+    static const char *const names[] = {"supervisor.pid", "supervisor.log", "supervisor.lock"};
+    cleanup_free char *base = services_dir(lc->data_dir, lc->deployment->name);
+    if (!base)
+        return obi_error_oom(err);
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(names); i++) {
+        cleanup_free char *path = obi_path_join(base, names[i]);
+        if (!path)
+            return obi_error_oom(err);
+        if (unlink(path) < 0 && errno != ENOENT)
+            return obi_error_set_errno(err, errno, "unlink %s", path);
+    }
+    return 0;
+}
+
+/* down -v: DATA/volumes/<deployment>/<name> of every named volume of the selected services
+ * (all of them without a service: the whole DATA/volumes/<deployment>). */
+static int remove_named_volumes(lifecycle *lc, const char *service, obi_error **err)
+{
+    cleanup_free char *base = NULL;
+    if (asprintf(&base, "%s/volumes/%s", lc->data_dir, lc->deployment->name) < 0)
+        return obi_error_oom(err);
+    if (!service) {
+        struct stat st;
+        if (lstat(base, &st) < 0)
+            return errno == ENOENT ? 0 : obi_error_set_errno(err, errno, "stat %s", base);
+        int r = obi_rm_rf(base, err);
+        if (r == 0)
+            report(lc, "volumes of %s: removed", lc->deployment->name);
+        return r;
+    }
+    const obi_service *svc = obi_deployment_find(lc->deployment, service);
+    for (size_t i = 0; svc && i < svc->storage_count; i++) {
+        if (svc->storage[i].type != OBI_STORAGE_NAMED)
+            continue;
+        cleanup_free char *path = obi_path_join(base, svc->storage[i].name);
+        if (!path)
+            return obi_error_oom(err);
+        int r = obi_rm_rf(path, err);
+        if (r < 0)
+            return r;
+        report(lc, "volume %s: removed", svc->storage[i].name);
+    }
+    (void)rmdir(base);
+    return 0;
+}
+
+int obi_lifecycle_stop(const obi_deployment *deployment, const obi_lifecycle_options *opts,
+                       bool restart, obi_error **err)
+{
+    lifecycle lc;
+    int r = lifecycle_open(&lc, deployment, opts, true, true, err);
+    if (r < 0) {
+        lifecycle_close(&lc);
+        return r;
+    }
+    cleanup_free obi_replica_ref *plan = NULL;
+    size_t count = 0;
+    if ((r = obi_supervisor_stop(lc.data_dir, deployment->name, err)) == 0)
+        r = obi_lifecycle_plan(deployment, opts->service, opts->replica, false,
+                               restart ? OBI_PLAN_START : OBI_PLAN_STOP, &plan, &count, err);
+    /* the new supervisor may start replicas: they join the deployment's network */
+    if (r == 0)
+        r = network_open(&lc, true, err);
+    for (size_t i = 0; r == 0 && i < count; i++) {
+        obi_replica_paths paths = {0};
+        if ((r = obi_replica_paths_init(&paths, lc.data_dir, deployment->name,
+                                        plan[i].service->name, plan[i].replica, err)) < 0)
+            break;
+        struct stat st;
+        if (stat(paths.dir, &st) == 0) {
+            if (restart)
+                (void)unlink(paths.held);
+            else if ((r = obi_write_file_atomic(paths.held, "", 0, 0600, err)) < 0)
+                goto next;
+            if ((r = obi_lc_replica_stop(&lc, &paths, err)) == 0)
+                report(&lc, "%s: stopped", paths.id);
+        }
+    next:
+        obi_replica_paths_clear(&paths);
+    }
+    /* a supervisor again, for what still runs (and, on restart, to start these) */
+    if (r == 0)
+        r = obi_supervisor_spawn(&lc, restart ? plan : NULL, restart ? count : 0, err);
+    lifecycle_close(&lc);
+    return r;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int obi_lifecycle_list(const char *data_dir, char ***names, obi_error **err)
+{
+    cleanup_free char *services = obi_path_join(data_dir, "services");
+    if (!services)
+        return obi_error_oom(err);
+    cleanup_strv char **list = calloc(1, sizeof *list);
+    size_t n = 0;
+    if (!list)
+        return obi_error_oom(err);
+    cleanup_dir DIR *dir = opendir(services);
+    if (!dir && errno != ENOENT)
+        return obi_error_set_errno(err, errno, "opendir %s", services);
+    struct dirent *de;
+    while (dir && (de = readdir(dir))) {
+        if (de->d_name[0] == '.' || de->d_type != DT_DIR)
+            continue;
+        char **grown = reallocarray(list, n + 2, sizeof *list);
+        if (!grown)
+            return obi_error_oom(err);
+        list = grown;
+        list[n + 1] = NULL;
+        if (!(list[n] = strdup(de->d_name)))
+            return obi_error_oom(err);
+        n++;
+    }
+    qsort(list, n, sizeof *list, compare_names);
+    *names = steal_pointer(&list);
+    return 0;
 }
 
 /* ---- ps ---- */
@@ -1078,13 +1406,18 @@ int obi_lifecycle_ps(const obi_deployment *deployment, const obi_lifecycle_optio
                                         plan[i].service->name, plan[i].replica, err)) < 0)
             break;
         s->id = steal_pointer(&paths.id);
-        r = query_state(&lc, s->id, &s->state, &s->pid, &s->bundle, err);
+        r = query_state(&lc, paths.container, &s->state, &s->pid, &s->bundle, err);
         if (r == 0 && s->state != OBI_REPLICA_ABSENT) {
             s->foreign = is_foreign(s->bundle, &paths);
             cleanup_error obi_error *ignored = NULL;
             if (s->state == OBI_REPLICA_STOPPED && !s->foreign &&
                 obi_lifecycle_read_exit(paths.exit_file, &s->exit_code, &s->signal, &ignored) == 0)
                 s->has_exit = true;
+        }
+        if (r == 0) {
+            cleanup_error obi_error *ignored = NULL;
+            read_exit_times(paths.exit_file, &s->started_ms, &s->finished_ms);
+            s->supervised = obi_supervision_read(paths.status, &s->supervision, &ignored) == 0;
         }
         obi_replica_paths_clear(&paths);
     }
@@ -1096,4 +1429,9 @@ int obi_lifecycle_ps(const obi_deployment *deployment, const obi_lifecycle_optio
     *out = statuses;
     *count = n;
     return 0;
+}
+
+void obi_lc_forget_lock(lifecycle *lc)
+{
+    lc->lock_fd = -1;
 }

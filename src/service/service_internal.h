@@ -9,4 +9,27 @@
  * which the caller frees with obi_strv_free. -ENOMEM leaves the list as it was. */
 int obi_service_warnf(char ***warnings, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---- the lifecycle's replica operations, for the supervisor (lifecycle.c) ---- */
+#include "ocibuild/lifecycle.h"
+#include "ocibuild/runtime.h"
+
+typedef struct lifecycle lifecycle;
+
+int obi_lc_replica_start(lifecycle *lc, const obi_service *svc, unsigned replica, int *pid,
+                         obi_error **err);
+int obi_lc_replica_stop(lifecycle *lc, const obi_replica_paths *paths, obi_error **err);
+int obi_lc_replica_state(lifecycle *lc, const obi_replica_paths *paths, obi_replica_state *state,
+                         int *pid, obi_error **err);
+void obi_lc_report(lifecycle *lc, const char *message);
+void obi_lc_set_report(lifecycle *lc, obi_lifecycle_report_fn fn, void *ctx);
+const char *obi_lc_data_dir(const lifecycle *lc);
+obi_runtime *obi_lc_runtime(const lifecycle *lc);
+const obi_deployment *obi_lc_deployment(const lifecycle *lc);
+/* In the supervisor after fork: the deployment lock's fd is not ours to close. */
+void obi_lc_forget_lock(lifecycle *lc);
+
+/* Starts the deployment's supervisor (supervisor.c) for the planned replicas and relays its
+ * first pass's reports; an error when a planned replica could not be started. */
+int obi_supervisor_spawn(lifecycle *lc, const obi_replica_ref *plan, size_t count, obi_error **err);
+
 #endif

@@ -19,7 +19,7 @@ if [ ! -x "$RUNC" ] || [ ! -x "$BUSYBOX" ] || ! command -v umoci >/dev/null; the
 fi
 
 D=$T_TMP/data L=$T_TMP/layout U=$T_TMP/unpacked
-# Unique names: container ids (<service>-rep-<n>) are global to runc's state root.
+# Unique names: container ids (<deployment>.<service>-rep-<n>) are global to runc's state root.
 P=lc$$
 DEP=$P-stack FAILDEP=$P-fail
 svc() { $OCIBUILD service "$@" --data-dir "$D"; }
@@ -68,6 +68,7 @@ services:
     image: { name: "oci:$L:1" }
     command: { entrypoint: [/bin/sh, -c, "echo db ready; exec sleep 100000"] }
   $P-job:
+    rtype: job
     image: { name: "oci:$L:1" }
     command: { entrypoint: [/bin/sh, -c, "echo job ran; exit 3"] }
 YAML
@@ -90,7 +91,7 @@ web_pid=$(awk -v id="$P-web-rep-1" '$1 == id && $2 == "running" {print $3}' <<<"
 [[ "$web_pid" =~ ^[0-9]+$ ]] && kill -0 "$web_pid" 2>/dev/null &&
   t_ok "ps shows the replica running with its pid" || t_fail "ps shows the replica running with its pid" "$ps_out"
 job_line=$(grep "^$P-job-rep-1 " <<<"$ps_out")
-[[ "$job_line" =~ stopped\ +-\ +3$ ]] && t_ok "ps shows a finished job stopped with its exit code 3" ||
+[[ "$job_line" =~ stopped\ +-\ +[a-z-]+\ +3\  ]] && t_ok "ps shows a finished job stopped with its exit code 3" ||
   t_fail "ps shows a finished job stopped with its exit code 3" "$ps_out"
 
 t_contains "logs prefix each replica's lines" "$logs" "$P-db-rep-1 | db ready"
@@ -197,7 +198,7 @@ out=$(timeout 120 $OCIBUILD service up "$T_TMP/fail.yaml" --data-dir "$D" 2>&1);
 [ $rc -ne 0 ] && t_ok "up fails when a replica cannot start" || t_fail "up fails when a replica cannot start" "$out"
 t_contains "the failure names the replica" "$out" "start $P-bad-rep-1"
 t_contains "the failure carries runc's error" "$out" "/no/such/command"
-! "$RUNC" state "$P-bad-rep-1" >/dev/null 2>&1 && t_ok "the failed replica has no container" ||
+! "$RUNC" state "$FAILDEP.$P-bad-rep-1" >/dev/null 2>&1 && t_ok "the failed replica has no container" ||
   t_fail "the failed replica has no container"
 [ ! -e "$D/services/$FAILDEP/$P-bad-rep-1" ] && t_ok "the failed replica has no bundle or state dir" ||
   t_fail "the failed replica has no bundle or state dir" "$(find "$D/services/$FAILDEP")"

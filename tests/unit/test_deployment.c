@@ -190,7 +190,9 @@ static void test_deployment_rtype_rules(void **state)
                  "only valid with rtype cron");
     expect_error(HEADER "  web: {rtype: cron, schedule: \"* * *\"}\n",
                  "services.web.schedule: \"* * *\" is not a cron expression");
-    expect_error(HEADER "  web: {rtype: cron, schedule: \"* * * * * * *\"}\n", "not a cron");
+    expect_error(HEADER "  web: {rtype: cron, schedule: \"* * * * * * * *\"}\n", "got 8");
+    expect_error(HEADER "  web: {rtype: cron, schedule: \"0 75 * * * *\"}\n",
+                 "field 2 (minute) \"75\": 75 is out of range 0-59");
     expect_error(HEADER "  web: {rtype: cron, schedule: \"* * * * $(rm)\"}\n", "not a cron");
     expect_error(HEADER "  web: {rtype: cron, schedule: \"@sometimes\"}\n", "not a cron");
     obi_deployment *d = parse_ok(HEADER "  web: {rtype: job}\n");
@@ -198,7 +200,8 @@ static void test_deployment_rtype_rules(void **state)
     obi_deployment_free(d);
     d = parse_ok(HEADER "  a: {rtype: cron, schedule: \"0 */2 * JAN-MAR MON,FRI\"}\n"
                         "  b: {rtype: cron, schedule: \"30 0 0 1 * ?\"}\n"
-                        "  c: {rtype: cron, schedule: \"@daily\"}\n");
+                        "  c: {rtype: cron, schedule: \"@daily\"}\n"
+                        "  d: {rtype: cron, schedule: \"0 0 12 * * MON-FRI *\"}\n");
     assert_string_equal(d->services[2].schedule, "@daily");
     obi_deployment_free(d);
 }
@@ -359,8 +362,8 @@ static void test_deployment_depends_rules(void **state)
     expect_error(HEADER "  a: {depends: [{service: b}]}\n  b: {depends: [{service: c}]}\n"
                         "  c: {depends: [{service: a}]}\n",
                  "dependency cycle a -> b -> c -> a");
-    expect_error(HEADER "  a: {}\n  web: {depends: [{service: a, condition: healthy}]}\n",
-                 "services.web.depends[0].condition: only \"started\"");
+    expect_error(HEADER "  a: {}\n  web: {depends: [{service: a, condition: alive}]}\n",
+                 "services.web.depends[0].condition: expected one of started, healthy, ready");
     obi_deployment *d = parse_ok(HEADER "  web: {depends: [{service: db}, {service: cache}]}\n"
                                         "  cache: {depends: [{service: db}]}\n  db: {}\n");
     const obi_service **order = NULL;
@@ -368,9 +371,86 @@ static void test_deployment_depends_rules(void **state)
     assert_string_equal(order[0]->name, "db");
     assert_string_equal(order[1]->name, "cache");
     assert_string_equal(order[2]->name, "web");
-    assert_string_equal(d->services[0].depends[0].condition, "started");
+    /* zlayer's defaults: healthy, 300 s, fail */
+    assert_string_equal(d->services[0].depends[0].condition, "healthy");
+    assert_int_equal(d->services[0].depends[0].cond, OBI_DEPEND_HEALTHY);
+    assert_int_equal(d->services[0].depends[0].timeout_ms, 300000);
+    assert_int_equal(d->services[0].depends[0].on_timeout, OBI_FAILURE_FAIL);
     free(order);
     obi_deployment_free(d);
+}
+
+static void test_deployment_supervisor_keys(void **state)
+{
+    (void)state;
+    obi_deployment *d = parse_ok(
+        HEADER "  db:\n"
+               "    health: {start_grace: 1s, interval: 500ms, timeout: 2s, retries: 5,\n"
+               "             check: {type: http, url: \"http://localhost:8080/up\", "
+               "expect_status: 204}}\n"
+               "    errors: {on_init_failure: {action: backoff}, on_panic: {action: isolate}}\n"
+               "    restart_policy: {kind: on_failure, max_attempts: 3, delay: 1m30s}\n"
+               "  web:\n"
+               "    depends: [{service: db, condition: ready, timeout: 20s, on_timeout: warn}]\n"
+               "    health: {check: {type: command, command: \"test -e /ok\"}}\n"
+               "    init:\n"
+               "      steps:\n"
+               "        - {id: a, uses: init.wait_tcp, with: {host: db, port: 5432}, retry: 2}\n"
+               "        - {id: b, uses: init.wait_http, with: {url: \"http://db/\", timeout: 9},\n"
+               "           timeout: 1m, on_failure: continue}\n");
+    const obi_service *db = &d->services[0], *web = &d->services[1];
+    assert_int_equal(db->health.kind, OBI_HEALTH_HTTP);
+    assert_string_equal(db->health.url, "http://localhost:8080/up");
+    assert_int_equal(db->health.expect_status, 204);
+    assert_int_equal(db->health.start_grace_ms, 1000);
+    assert_int_equal(db->health.interval_ms, 500);
+    assert_int_equal(db->health.timeout_ms, 2000);
+    assert_int_equal(db->health.retries, 5);
+    assert_int_equal(db->on_init_failure, OBI_INIT_FAILURE_BACKOFF);
+    assert_int_equal(db->on_panic, OBI_PANIC_ISOLATE);
+    assert_true(db->has_restart_policy);
+    assert_int_equal(db->restart_policy.kind, OBI_RESTART_ON_FAILURE);
+    assert_int_equal(db->restart_policy.max_attempts, 3);
+    assert_int_equal(db->restart_policy.delay_ms, 90000);
+    assert_int_equal(web->depends[0].cond, OBI_DEPEND_READY);
+    assert_int_equal(web->depends[0].timeout_ms, 20000);
+    assert_int_equal(web->depends[0].on_timeout, OBI_FAILURE_WARN);
+    assert_int_equal(web->health.kind, OBI_HEALTH_COMMAND);
+    assert_int_equal(web->health.interval_ms, 10000); /* zlayer's defaults */
+    assert_int_equal(web->health.timeout_ms, 5000);
+    assert_int_equal(web->health.retries, 3);
+    assert_int_equal(web->init_step_count, 2);
+    assert_int_equal(web->init_steps[0].action, OBI_INIT_WAIT_TCP);
+    assert_string_equal(web->init_steps[0].host, "db");
+    assert_int_equal(web->init_steps[0].port, 5432);
+    assert_int_equal(web->init_steps[0].retry, 2);
+    assert_int_equal(web->init_steps[0].timeout_ms, 30000); /* the wait's own default */
+    assert_int_equal(web->init_steps[1].action, OBI_INIT_WAIT_HTTP);
+    assert_int_equal(web->init_steps[1].timeout_ms, 9000); /* the smaller of 9 s and 1 m */
+    assert_int_equal(web->init_steps[1].on_failure, OBI_FAILURE_CONTINUE);
+    obi_deployment_free(d);
+
+    expect_error(HEADER "  a: {health: {check: {type: tcp}}}\n",
+                 "services.a.health.check: missing \"port\" for a tcp check");
+    expect_error(HEADER "  a: {health: {check: {type: tcp, port: 1, url: \"http://x/\"}}}\n",
+                 "unexpected \"url\" for a tcp check");
+    expect_error(HEADER "  a: {health: {check: {type: ping, port: 1}}}\n",
+                 "services.a.health.check.type: expected one of tcp, http, command");
+    expect_error(HEADER "  a: {health: {interval: soon, check: {type: tcp, port: 1}}}\n",
+                 "services.a.health.interval: expected a duration");
+    expect_error(HEADER "  a: {health: {check: {type: http, url: \"https://x/\"}}}\n",
+                 "only http:// URLs");
+    expect_error(HEADER "  a: {health: {start_grace: 1s}}\n", "missing key \"check\"");
+    expect_error(HEADER "  a: {init: {steps: [{id: x, uses: init.s3_push, with: {}}]}}\n",
+                 "services.a.init.steps[0].uses: expected one of init.wait_tcp");
+    expect_error(HEADER "  a: {init: {steps: [{id: x, uses: init.wait_tcp, with: {host: h}}]}}\n",
+                 "services.a.init.steps[0].with: missing key \"port\"");
+    expect_error(HEADER "  a: {errors: {on_panic: {action: explode}}}\n",
+                 "services.a.errors.on_panic.action: expected one of restart, shutdown, isolate");
+    expect_error(HEADER "  a: {restart_policy: {kind: sometimes}}\n",
+                 "services.a.restart_policy.kind: expected one of no, always");
+    expect_error(HEADER "  a: {}\n  b: {depends: [{service: a, timeout: forever}]}\n",
+                 "services.b.depends[0].timeout: expected a duration");
 }
 
 static void test_deployment_rejects_bad_yaml(void **state)
@@ -464,6 +544,7 @@ int main(void)
         cmocka_unit_test(test_deployment_capability_rules),
         cmocka_unit_test(test_deployment_scale_hostname_and_flags),
         cmocka_unit_test(test_deployment_depends_rules),
+        cmocka_unit_test(test_deployment_supervisor_keys),
         cmocka_unit_test(test_deployment_rejects_bad_yaml),
         cmocka_unit_test(test_deployment_rejects_mapping_as_storage_key),
         cmocka_unit_test(test_deployment_load_names_file),
