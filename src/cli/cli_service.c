@@ -205,13 +205,13 @@ static int service_bundle(int argc, char **argv)
 }
 
 /* What the lifecycle commands share: FILE.yaml [SERVICE], the lifecycle options, and the
- * flags of each (ps --json, logs -f/--tail/--timestamps, down -v). */
+ * flags of each (ps --json, logs -f/--tail, down -v). */
 typedef struct lifecycle_context {
     obi_deployment *deployment;
     obi_secrets *secrets;
     obi_lifecycle_options opts;
     cli_registry registry;
-    bool json, follow, timestamps;
+    bool json, follow;
     long tail; /* -1: everything */
 } lifecycle_context;
 
@@ -298,8 +298,8 @@ static int lifecycle_context_open(lifecycle_context *ctx, int argc, char **argv,
             break;
         }
         case 'T':
-            ctx->timestamps = true;
-            break;
+            return cli_failf("logs --timestamps: not implemented yet (a replica's output goes "
+                             "straight into its log file, without a time per line)");
         case 'v':
             ctx->opts.volumes = true;
             break;
@@ -537,11 +537,9 @@ static int service_ps(int argc, char **argv)
 typedef struct log_stream {
     FILE *file;
     const char *prefix; /* NULL: none */
-    bool timestamps;
 } log_stream;
 
-/* Prints what is left in the stream, line by line; a line's "TIMESTAMP " (the monitor's) is
- * shown only with --timestamps. Returns false on a write error. */
+/* Prints what is left in the stream, line by line. Returns false on a write error. */
 static bool log_print_available(log_stream *ls)
 {
     cleanup_free char *line = NULL;
@@ -615,7 +613,6 @@ static int do_logs(lifecycle_context *ctx, obi_error **err)
                                         plan[i].service->name, plan[i].replica, err)) < 0)
             break;
         streams[i].prefix = ctx->opts.replica ? NULL : paths[i].id;
-        streams[i].timestamps = ctx->timestamps;
         streams[i].file = fopen(paths[i].log, "re");
         if (!streams[i].file && (errno != ENOENT || ctx->opts.replica))
             r = obi_error_set_errno(err, errno, "log %s", paths[i].log);
@@ -804,7 +801,7 @@ static const struct service_command {
     {"ps", service_ps, "show each replica: state, pid, health, exit code, the supervisor's view",
      LIFECYCLE_USAGE " [--json]"},
     {"logs", service_logs, "print a replica's log (all replicas, prefixed, without --replica)",
-     LIFECYCLE_USAGE " [-f|--follow] [--tail N] [--timestamps]"},
+     LIFECYCLE_USAGE " [-f|--follow] [--tail N]"},
     {"exec", service_exec, "run a command in a running replica (a terminal when stdin is one)",
      "FILE.yaml SERVICE [--replica N] [--data-dir DIR] [--runtime NAME|PATH] [--] CMD..."},
     {"stop", service_stop, "stop replicas and keep them stopped (the supervisor leaves them)",
