@@ -68,6 +68,10 @@ static void test_lifecycle_replica_paths_live_under_the_data_dir(void **state)
     assert_string_equal(p.pid_file, "/data/services/stack/web-rep-2/pid");
     assert_string_equal(p.exit_file, "/data/services/stack/web-rep-2/exit");
     assert_string_equal(p.monitor_lock, "/data/services/stack/web-rep-2/monitor.lock");
+    assert_string_equal(p.status, "/data/services/stack/web-rep-2/status.json");
+    assert_string_equal(p.held, "/data/services/stack/web-rep-2/held");
+    /* the runtime's id is scoped by deployment: another deployment's web-rep-2 differs */
+    assert_string_equal(p.container, "stack.web-rep-2");
     obi_replica_paths_clear(&p);
     assert_null(p.dir);
     cleanup_free char *lock = obi_lifecycle_lock_path("/data", "stack");
