@@ -514,7 +514,8 @@ static int do_ps(lifecycle_context *ctx, obi_error **err)
             putchar('\n');
         }
         if (!alive)
-            printf("(no supervisor runs for %s: `service up` starts one)\n", ctx->deployment->name);
+            printf("(no supervisor runs for %s: nothing to watch, or `service up` starts one)\n",
+                   ctx->deployment->name);
     }
     if (r == 0 && fflush(stdout) != 0)
         r = obi_error_set(err, -EIO, "write to stdout: %s", strerror(errno));

@@ -815,6 +815,28 @@ static bool first_pass_done(const supervisor *sv)
     return true;
 }
 
+/* Whether anything is left to watch, start or schedule; a supervisor with nothing leaves. */
+static bool anything_to_watch(const supervisor *sv)
+{
+    for (size_t i = 0; i < sv->service_count; i++) {
+        const service *s = &sv->services[i];
+        if (s->state == SVC_WAITING || s->state == SVC_INIT)
+            return true;
+        for (unsigned n = 0; s->replicas && n < s->svc->replicas; n++)
+            switch (s->replicas[n].state) {
+            case REP_PENDING:
+            case REP_RUNNING:
+            case REP_EXITING:
+            case REP_BACKOFF:
+            case REP_SCHEDULED:
+                return true;
+            default:
+                break;
+            }
+    }
+    return false;
+}
+
 static void supervisor_step(supervisor *sv)
 {
     int64_t now = now_ms(CLOCK_MONOTONIC);
@@ -1002,9 +1024,18 @@ static _Noreturn void supervisor_main(lifecycle *lc, const obi_replica_ref *plan
         _exit(1);
     }
     say(&sv, 'R', "supervisor of %s: pid %d", deployment->name, (int)getpid());
+    cleanup_free char *state_dir = deployment_file(data_dir, deployment->name, ".");
     bool leaving = false;
     while (!leaving) {
         supervisor_step(&sv);
+        if (sv.report_fd < 0 && !anything_to_watch(&sv)) {
+            say(&sv, 'R', "supervisor of %s: nothing left to watch", deployment->name);
+            break;
+        }
+        if (!state_dir || access(state_dir, F_OK) < 0) {
+            say(&sv, 'R', "supervisor of %s: its state dir is gone", deployment->name);
+            break;
+        }
         struct epoll_event events[16];
         int n = epoll_wait(sv.epoll_fd, events, 16, -1);
         for (int i = 0; i < n; i++) {
@@ -1025,7 +1056,8 @@ static _Noreturn void supervisor_main(lifecycle *lc, const obi_replica_ref *plan
             }
         }
     }
-    say(&sv, 'R', "supervisor of %s: leaving; the containers keep running", deployment->name);
+    if (leaving)
+        say(&sv, 'R', "supervisor of %s: leaving; the containers keep running", deployment->name);
     unlink(pid_path);
     supervisor_free(&sv);
     _exit(0);
