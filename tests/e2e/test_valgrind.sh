@@ -3,7 +3,8 @@
 # case (exit 99 from --error-exitcode). "possibly"/"still reachable" blocks are not errors: they
 # are what glibc, OpenSSL and jansson keep for the process lifetime. Only ocibuild itself runs
 # under valgrind (--trace-children=no): runc and nix-store are children. One TAP line per path:
-# hash, store import/ls/cat/export/verify/gc/roots/du, spec of every examples/requests/*.json, service spec, an
+# hash, store import/ls/cat/export/verify/gc/roots/du, spec of every examples/requests/*.json, service spec,
+# ps --json, ls and logs --tail, an
 # invalid request (the error path), a remote-builder serve session and, as root with runc, a
 # trivial, a failing and a timed-out build, and one with its inputs over FUSE.
 source "$(dirname "$0")/lib.sh"
@@ -66,6 +67,9 @@ done
 
 cp "$root/tests/fuzz/corpus/deployment/vg-test.yaml" "$T_TMP/deploy.yaml"
 vg "service spec of a deployment" 0 service spec "$T_TMP/deploy.yaml" web --data-dir "$T_TMP/data"
+vg "service ps --json of a deployment never up" 0 service ps "$T_TMP/deploy.yaml" --json --data-dir "$T_TMP/data"
+vg "service ls" 0 service ls --data-dir "$T_TMP/data"
+vg "service logs --tail of a deployment never up" 0 service logs "$T_TMP/deploy.yaml" --tail 3 --data-dir "$T_TMP/data"
 
 printf '{"commandArgs": ["/bin/sh"], "outputs": ["b", "a"]}' >"$T_TMP/invalid.json"
 vg "spec of an invalid request fails cleanly" 1 spec "$T_TMP/invalid.json"
