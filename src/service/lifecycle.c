@@ -822,11 +822,13 @@ static int replica_config_digest(lifecycle *lc, const obi_service *svc,
 
 static int replica_write_bundle(lifecycle *lc, const obi_service *svc,
                                 const obi_service_source *src, unsigned replica,
-                                const obi_replica_paths *paths, obi_error **err)
+                                const obi_replica_paths *paths, char *const *args_override,
+                                obi_error **err)
 {
     obi_service_spec_options spec = {0};
     spec.replica = replica;
     obi_service_source_spec_options(src, &spec);
+    spec.args_override = args_override;
     spec.secrets = lc->opts->secrets;
     spec.data_dir = lc->data_dir;
     int r = obi_mkdir_p(paths->dir, 0700, err);
@@ -984,7 +986,7 @@ int obi_lc_replica_start(lifecycle *lc, const obi_service *svc, unsigned replica
         goto out;
     }
     if ((r = obi_service_source_open(svc, lc->data_dir, lc->opts->registry, &src, err)) < 0 ||
-        (r = replica_write_bundle(lc, svc, &src, replica, &paths, err)) < 0 ||
+        (r = replica_write_bundle(lc, svc, &src, replica, &paths, NULL, err)) < 0 ||
         (hooks && hooks->before_create &&
          (r = hooks->before_create(hooks->ctx, lc->deployment, svc, replica, &paths, err)) < 0) ||
         (r = start_monitored(lc, &paths, pid, err)) < 0) {
@@ -996,6 +998,37 @@ int obi_lc_replica_start(lifecycle *lc, const obi_service *svc, unsigned replica
         goto out;
     }
 out:
+    obi_service_source_close(&src);
+    obi_replica_paths_clear(&paths);
+    return r;
+}
+
+int obi_lc_init_run(lifecycle *lc, const obi_service *svc, const char *command, uint64_t timeout_ms,
+                    int *exit_code, obi_error **err)
+{
+    obi_replica_paths paths = {0};
+    obi_service_source src = {0};
+    cleanup_free char *id = NULL;
+    if (asprintf(&id, "%s-rep-init", svc->name) < 0)
+        return obi_error_oom(err);
+    int r = replica_paths_from_id(&paths, lc->data_dir, lc->deployment->name, id, err);
+    if (r < 0)
+        return r;
+    char *args[] = {"/bin/sh", "-c", (char *)command, NULL};
+    obi_run_options run = OBI_RUN_OPTIONS_INIT;
+    run.timeout_seconds = (unsigned)((timeout_ms + 999) / 1000);
+    obi_run_result result = {0};
+    /* the one-off container: replica 1's config with the step's command, its own bundle */
+    if ((r = obi_service_source_open(svc, lc->data_dir, lc->opts->registry, &src, err)) == 0 &&
+        (r = replica_write_bundle(lc, svc, &src, 1, &paths, args, err)) == 0 &&
+        (r = obi_runtime_run(lc->runtime, paths.bundle, paths.container, &run, &result, err)) == 0)
+        *exit_code = result.exit_code;
+    if (result.log_tail && result.log_tail_len)
+        report(lc, "%s: %s", paths.id, result.log_tail);
+    obi_run_result_clear(&result);
+    cleanup_error obi_error *cleanup_err = NULL;
+    if (replica_teardown(lc, &paths, false, &cleanup_err) < 0)
+        report(lc, "%s: cleaning up: %s", paths.id, cleanup_err->message);
     obi_service_source_close(&src);
     obi_replica_paths_clear(&paths);
     return r;

@@ -20,6 +20,11 @@ int obi_lc_replica_start(lifecycle *lc, const obi_service *svc, unsigned replica
 int obi_lc_replica_stop(lifecycle *lc, const obi_replica_paths *paths, obi_error **err);
 int obi_lc_replica_state(lifecycle *lc, const obi_replica_paths *paths, obi_replica_state *state,
                          int *pid, obi_error **err);
+/* init.run: `/bin/sh -c command` in a one-off container of svc's image and replica 1's config
+ * (id `<deployment>.<service>-rep-init`, its own bundle), up to timeout_ms, removed afterwards;
+ * *exit_code is the command's when it ran (0 returned). */
+int obi_lc_init_run(lifecycle *lc, const obi_service *svc, const char *command, uint64_t timeout_ms,
+                    int *exit_code, obi_error **err);
 void obi_lc_report(lifecycle *lc, const char *message);
 void obi_lc_set_report(lifecycle *lc, obi_lifecycle_report_fn fn, void *ctx);
 const char *obi_lc_data_dir(const lifecycle *lc);

@@ -698,6 +698,27 @@ static void fail_service(supervisor *sv, service *s, const char *why)
         }
 }
 
+/* init.run in a child: the one-off container (obi_lc_init_run); exit 0 when the command did. */
+static pid_t spawn_init_run(supervisor *sv, const obi_service *svc, const obi_init_step *step)
+{
+    fflush(NULL);
+    pid_t child = fork();
+    if (child != 0)
+        return child;
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    obi_error *err = NULL;
+    int code = -1;
+    if (obi_lc_init_run(sv->lc, svc, step->command, step->timeout_ms, &code, &err) < 0) {
+        fprintf(stderr, "%s: init step %s: %s\n", svc->name, step->id, err->message);
+        _exit(1);
+    }
+    if (code != 0)
+        fprintf(stderr, "%s: init step %s: exit %d\n", svc->name, step->id, code);
+    _exit(code == 0 ? 0 : 1);
+}
+
 /* Runs init.steps one after the other; on to start_service when the last one passed. */
 static void init_step(supervisor *sv, service *s, int64_t now)
 {
@@ -706,14 +727,11 @@ static void init_step(supervisor *sv, service *s, int64_t now)
         return;
     }
     const obi_init_step *step = &s->svc->init_steps[s->init_index];
-    if (step->action == OBI_INIT_RUN) {
-        /* not run on the host: a deployment file is untrusted (docs/service.md) */
-        fail_service(sv, s, "init.run is not supported yet (it would run on the host)");
-        return;
-    }
     if (s->init_attempt == 0 && s->init_step_since_ms == 0)
         s->init_step_since_ms = now;
     int result = check_poll(&s->init_check, now);
+    if (result == 0 && step->action == OBI_INIT_RUN)
+        s->init_step_since_ms = now - (int64_t)step->timeout_ms; /* one try per window */
     if (result == 1) {
         say(sv, 'R', "%s: init step %s passed", s->svc->name, step->id);
         s->init_index++;
@@ -756,6 +774,15 @@ static void init_step(supervisor *sv, service *s, int64_t now)
                 (long long)(s->init_next_ms - now));
             return;
         }
+    }
+    if (s->init_check.pid == 0 && now >= s->init_next_ms && step->action == OBI_INIT_RUN) {
+        pid_t child = spawn_init_run(sv, s->svc, step);
+        /* the runtime's own timeout ends the container; the deadline is a backstop */
+        if (child > 0)
+            s->init_check = (check){child, now + (int64_t)step->timeout_ms + 30000};
+        else
+            s->init_next_ms = now + INIT_RETRY_MS;
+        return;
     }
     if (s->init_check.pid == 0 && now >= s->init_next_ms) {
         obi_health_kind kind = step->action == OBI_INIT_WAIT_TCP ? OBI_HEALTH_TCP : OBI_HEALTH_HTTP;

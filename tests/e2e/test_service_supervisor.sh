@@ -3,8 +3,9 @@
 # httpd, up only after 2 s) with an http health check, `web` depending on `db: healthy` (started
 # after db is healthy, by the supervisor log's timestamps) with a command health check, a job
 # (exit code and duration in ps), a cron every 2 seconds (two runs seen); a killed replica is
-# restarted; editing web's env makes `up` recreate web only; a second deployment with its own
-# `db`; exec; logs --tail and -f (bounded); stop keeps a replica down, restart brings it back;
+# restarted; init steps (wait_tcp on the host, init.run in a one-off container; a failing one
+# keeps its service down); editing web's env makes `up` recreate web only; a second deployment
+# with its own `db`; exec; logs --tail and -f (bounded); stop keeps a replica down, restart brings it back;
 # ps --json; ls; a supervisor killed with SIGKILL leaks nothing: `up` adopts the running
 # replicas and `down -v` removes containers, mounts, state and named volumes.
 source "$(dirname "$0")/lib.sh"
@@ -34,6 +35,19 @@ if ! { umoci init --layout "$L" && umoci new --image "$L:1" && umoci unpack --im
   t_fail "umoci builds a busybox image" "$(cat "$T_TMP/umoci.log")"; t_done; exit 1
 fi
 
+# init.wait_tcp probes from the host: a listener of ours on a free loopback port.
+/usr/bin/python3 -c 'import socket,time,sys
+s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(8); print(s.getsockname()[1], flush=True)
+t=time.time()
+while time.time()-t<120:
+    s.settimeout(1)
+    try: s.accept()[0].close()
+    except Exception: pass' >"$T_TMP/port" &
+LISTENER=$!
+t_cleanup "kill $LISTENER"
+for _ in $(seq 50); do [ -s "$T_TMP/port" ] && break; sleep 0.1; done
+PORT=$(cat "$T_TMP/port")
+
 write_a() { # $1 = web's GREETING
   cat >"$A" <<YAML
 version: v1
@@ -55,6 +69,10 @@ services:
     env: { GREETING: "$1" }
     command: { entrypoint: [/bin/sh, -c, "echo web \$GREETING; mkdir -p /tmp && touch /tmp/ok; exec sleep 100000"] }
     depends: [ { service: db, condition: healthy, timeout: 30s } ]
+    init:
+      steps:
+        - { id: probe, uses: init.wait_tcp, with: { host: 127.0.0.1, port: $PORT }, timeout: 10s }
+        - { id: prepare, uses: init.run, with: { command: "echo init-ran-in-a-container" } }
     health:
       interval: 300ms
       check: { type: command, command: "test -e /tmp/ok" }
@@ -77,6 +95,10 @@ services:
   db:
     image: { name: "oci:$L:1" }
     command: { entrypoint: [/bin/sleep, "100000"] }
+  badinit:
+    image: { name: "oci:$L:1" }
+    command: { entrypoint: [/bin/sleep, "100000"] }
+    init: { steps: [ { id: fails, uses: init.run, with: { command: "exit 3" } } ] }
 YAML
 
 # wait_for SECONDS COMMAND...: polls every 0.2 s until the command succeeds (bounded).
@@ -101,6 +123,9 @@ db_t=$(stamp " db-rep-1: started") web_t=$(stamp " web-rep-1: started")
   t_ok "web started at least 2 s after db (supervisor.log timestamps: db's httpd comes up after 2 s)" ||
   t_fail "web started at least 2 s after db (supervisor.log timestamps)" "db=$db_t web=$web_t: $(cat "$LOG")"
 
+grep -q "web-rep-init: init-ran-in-a-container" "$LOG" && grep -q "web: init step prepare passed" "$LOG" &&
+  [ "$(grep -n "init step prepare passed" "$LOG" | cut -d: -f1)" -lt "$(grep -n " web-rep-1: started" "$LOG" | cut -d: -f1)" ] &&
+  t_ok "init.run ran in a one-off container before web started" || t_fail "init.run ran in a one-off container before web started" "$(cat "$LOG")"
 wait_for 10 line_has "$A" web healthy
 ps_out=$(svc ps "$A" 2>&1)
 [[ "$(ps_line "$A" db)" =~ running\ +[0-9]+\ +healthy ]] && t_ok "ps shows db healthy (http check)" ||
@@ -150,8 +175,14 @@ wait_for 10 grep -q "web changed" "$D/services/$P-a/web-rep-1/log" && t_ok "the 
   t_fail "db kept running through the up" "$(svc ps "$A" 2>&1)"
 
 # A second deployment with a service of the same name.
-out=$(svc up "$B" 2>&1) && line_has "$B" db running && line_has "$A" db running &&
+out=$(svc up "$B" 2>&1); rc=$?
+line_has "$B" db running && line_has "$A" db running &&
   t_ok "two deployments each run a db" || t_fail "two deployments each run a db" "$out"
+[ $rc -ne 0 ] && [[ "$out" == *"badinit: init step failed"* ]] && line_has "$B" badinit absent &&
+  t_ok "a failing init.run step keeps its service from starting, and up says so" ||
+  t_fail "a failing init.run step keeps its service from starting, and up says so" "rc=$rc: $out"
+[ ! -e "$D/services/$P-b/badinit-rep-init" ] && ! $RUNC state "$P-b.badinit-rep-init" >/dev/null 2>&1 &&
+  t_ok "the init step's one-off container is removed" || t_fail "the init step's one-off container is removed" "$(ls "$D/services/$P-b")"
 ids=$($RUNC list -q)
 [[ "$ids" == *"$P-a.db-rep-1"* ]] && [[ "$ids" == *"$P-b.db-rep-1"* ]] &&
   t_ok "container ids are scoped by deployment" || t_fail "container ids are scoped by deployment" "$ids"
