@@ -6,6 +6,7 @@
  * one; `up` leaves a supervisor per deployment running (supervisor.h); `exec` is the runtime's
  * exec in a replica, `ls` lists deployments.
  */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
@@ -205,13 +206,13 @@ static int service_bundle(int argc, char **argv)
 }
 
 /* What the lifecycle commands share: FILE.yaml [SERVICE], the lifecycle options, and the
- * flags of each (ps --json, logs -f/--tail, down -v). */
+ * flags of each (ps --json, logs -f/--tail/--timestamps, down -v). */
 typedef struct lifecycle_context {
     obi_deployment *deployment;
     obi_secrets *secrets;
     obi_lifecycle_options opts;
     cli_registry registry;
-    bool json, follow;
+    bool json, follow, timestamps;
     long tail; /* -1: everything */
 } lifecycle_context;
 
@@ -298,8 +299,8 @@ static int lifecycle_context_open(lifecycle_context *ctx, int argc, char **argv,
             break;
         }
         case 'T':
-            return cli_failf("logs --timestamps: not implemented yet (a replica's output goes "
-                             "straight into its log file, without a time per line)");
+            ctx->timestamps = true;
+            break;
         case 'v':
             ctx->opts.volumes = true;
             break;
@@ -538,9 +539,24 @@ static int service_ps(int argc, char **argv)
 typedef struct log_stream {
     FILE *file;
     const char *prefix; /* NULL: none */
+    bool timestamps;    /* keep the monitor's time at the start of each line */
 } log_stream;
 
-/* Prints what is left in the stream, line by line. Returns false on a write error. */
+/* The length of the monitor's "2026-12-03T12:06:01.123456Z " at the start of line, or 0. */
+static size_t stamp_len(const char *line, size_t len)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd.ddddddZ ";
+    size_t n = sizeof shape - 1;
+    if (len < n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (shape[i] == 'd' ? !isdigit((unsigned char)line[i]) : line[i] != shape[i])
+            return 0;
+    return n;
+}
+
+/* Prints what is left in the stream, line by line, without the monitor's time at the start of
+ * each line unless --timestamps. Returns false on a write error. */
 static bool log_print_available(log_stream *ls)
 {
     cleanup_free char *line = NULL;
@@ -548,9 +564,10 @@ static bool log_print_available(log_stream *ls)
     ssize_t len;
     clearerr(ls->file);
     while ((len = getline(&line, &cap, ls->file)) > 0) {
+        size_t skip = ls->timestamps ? 0 : stamp_len(line, (size_t)len);
         if (ls->prefix)
             printf("%s | ", ls->prefix);
-        fwrite(line, 1, (size_t)len, stdout);
+        fwrite(line + skip, 1, (size_t)len - skip, stdout);
         if (line[len - 1] != '\n')
             putchar('\n');
     }
@@ -614,6 +631,7 @@ static int do_logs(lifecycle_context *ctx, obi_error **err)
                                         plan[i].service->name, plan[i].replica, err)) < 0)
             break;
         streams[i].prefix = ctx->opts.replica ? NULL : paths[i].id;
+        streams[i].timestamps = ctx->timestamps;
         streams[i].file = fopen(paths[i].log, "re");
         if (!streams[i].file && (errno != ENOENT || ctx->opts.replica))
             r = obi_error_set_errno(err, errno, "log %s", paths[i].log);
@@ -802,7 +820,7 @@ static const struct service_command {
     {"ps", service_ps, "show each replica: state, pid, health, exit code, the supervisor's view",
      LIFECYCLE_USAGE " [--json]"},
     {"logs", service_logs, "print a replica's log (all replicas, prefixed, without --replica)",
-     LIFECYCLE_USAGE " [-f|--follow] [--tail N]"},
+     LIFECYCLE_USAGE " [-f|--follow] [--tail N] [--timestamps]"},
     {"exec", service_exec, "run a command in a running replica (a terminal when stdin is one)",
      "FILE.yaml SERVICE [--replica N] [--data-dir DIR] [--runtime NAME|PATH] [--] CMD..."},
     {"stop", service_stop, "stop replicas and keep them stopped (the supervisor leaves them)",

@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,8 @@
 #define IMAGE_ROOT_FILE "image" /* DIR/image: the image cache entry a replica uses */
 #define MANIFEST_HEX_LEN 64
 #define MONITOR_WAIT_MS 5000
+#define MONITOR_POLL_MS 200
+#define OUTPUT_FIFO "output" /* DIR/output: the FIFO the container writes, the monitor reads */
 #define CONFIG_DIGEST_FILE "config.digest" /* DIR/config.digest: what the replica was made of */
 
 /* ---- paths ---- */
@@ -664,6 +667,44 @@ static void monitor_record_exit(const obi_replica_paths *paths, int pid, int sta
         obi_write_file_atomic(paths->exit_file, text, strlen(text), 0644, &ignored);
 }
 
+/* Appends data to the log (stdout), "2026-12-03T12:06:01.123456Z " before each line. */
+static void log_stamped(const char *data, size_t len, bool *at_line_start)
+{
+    cleanup_buf obi_buf out = OBI_BUF_INIT;
+    for (size_t i = 0; i < len; i++) {
+        if (*at_line_start) {
+            struct timespec now;
+            struct tm tm;
+            char stamp[48], date[32];
+            clock_gettime(CLOCK_REALTIME, &now);
+            strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", gmtime_r(&now.tv_sec, &tm));
+            int n = snprintf(stamp, sizeof stamp, "%s.%06ldZ ", date, now.tv_nsec / 1000);
+            if (n > 0 && obi_buf_append(&out, stamp, (size_t)n) < 0)
+                return;
+            *at_line_start = false;
+        }
+        if (obi_buf_append(&out, data + i, 1) < 0)
+            return;
+        if (data[i] == '\n')
+            *at_line_start = true;
+    }
+    (void)obi_write_all(STDOUT_FILENO, out.data, out.len);
+}
+
+/* Reads what the FIFO holds now (it is non-blocking) into the log, and into copy when given. */
+static void monitor_drain(int fd, obi_buf *copy, bool *at_line_start)
+{
+    char chunk[16384];
+    ssize_t got;
+    while ((got = read(fd, chunk, sizeof chunk)) > 0 || (got < 0 && errno == EINTR)) {
+        if (got <= 0)
+            continue;
+        log_stamped(chunk, (size_t)got, at_line_start);
+        if (copy)
+            (void)obi_buf_append(copy, chunk, (size_t)got);
+    }
+}
+
 /* The monitor process; never returns. status_fd gets '0' + pid, or '1' + the error. */
 static _Noreturn void monitor_main(obi_runtime *runtime, const obi_replica_paths *paths,
                                    int status_fd)
@@ -701,9 +742,27 @@ static _Noreturn void monitor_main(obi_runtime *runtime, const obi_replica_paths
     obi_error *err = NULL;
     struct timespec started;
     clock_gettime(CLOCK_REALTIME, &started);
-    if (obi_runtime_run_detached_pid_file(runtime, paths->bundle, paths->container, paths->log,
+    /* the container's stdout and stderr: a FIFO this monitor reads, so each line gets a time */
+    cleanup_free char *fifo = obi_path_join(paths->dir, OUTPUT_FIFO);
+    int out_fd = -1;
+    if (fifo && (unlink(fifo) == 0 || errno == ENOENT) && mkfifo(fifo, 0600) == 0)
+        out_fd = open(fifo, O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+    if (out_fd < 0) {
+        monitor_send(status_fd, '1', "monitor: cannot make the output FIFO");
+        _exit(1);
+    }
+    bool at_line_start = true;
+    if (obi_runtime_run_detached_pid_file(runtime, paths->bundle, paths->container, fifo,
                                           paths->pid_file, &err) < 0) {
-        monitor_send(status_fd, '1', err->message);
+        /* what the runtime said went into the FIFO, not a file it could read back */
+        cleanup_buf obi_buf said = OBI_BUF_INIT;
+        monitor_drain(out_fd, &said, &at_line_start);
+        cleanup_free char *text = NULL;
+        if (asprintf(&text, "%s%s%.*s", err->message, said.len ? "; the runtime said: " : "",
+                     (int)said.len, said.data ? (const char *)said.data : "") < 0)
+            text = NULL;
+        unlink(fifo);
+        monitor_send(status_fd, '1', text ? text : err->message);
         _exit(1);
     }
     /* The pid file, not `state`: a container that has already exited reports no pid. */
@@ -720,19 +779,23 @@ static _Noreturn void monitor_main(obi_runtime *runtime, const obi_replica_paths
     snprintf(pid_text, sizeof pid_text, "%d", pid);
     monitor_send(status_fd, '0', pid_text);
     close(status_fd);
-    /* The container's init was reparented to us when runc exited. */
+    /* Copies the output to the log until the container's init, reparented to us when runc
+     * exited, is reaped. */
     for (;;) {
+        struct pollfd pfd = {out_fd, POLLIN, 0};
+        (void)poll(&pfd, 1, MONITOR_POLL_MS);
+        monitor_drain(out_fd, NULL, &at_line_start);
         int status;
-        pid_t reaped = waitpid(-1, &status, 0);
-        if (reaped < 0) {
-            if (errno == EINTR)
-                continue;
-            _exit(0); /* ECHILD: not our child after all; the exit code stays unknown */
+        pid_t reaped;
+        while ((reaped = waitpid(-1, &status, WNOHANG)) > 0 && reaped != pid) {
         }
-        if (pid > 0 && reaped == pid) {
+        if (reaped == 0 || (reaped < 0 && errno == EINTR))
+            continue;
+        monitor_drain(out_fd, NULL, &at_line_start);
+        unlink(fifo);
+        if (reaped == pid && pid > 0)
             monitor_record_exit(paths, pid, status, &started);
-            _exit(0);
-        }
+        _exit(0); /* or ECHILD: not our child after all; the exit code stays unknown */
     }
 }
 

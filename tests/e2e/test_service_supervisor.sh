@@ -5,7 +5,7 @@
 # (exit code and duration in ps), a cron every 2 seconds (two runs seen); a killed replica is
 # restarted; init steps (wait_tcp on the host, init.run in a one-off container; a failing one
 # keeps its service down); editing web's env makes `up` recreate web only; a second deployment
-# with its own `db`; exec; logs --tail and -f (bounded); stop keeps a replica down, restart brings it back;
+# with its own `db`; exec; logs --tail, --timestamps and -f (bounded); stop keeps a replica down, restart brings it back;
 # ps --json; ls; a supervisor killed with SIGKILL leaks nothing: `up` adopts the running
 # replicas and `down -v` removes containers, mounts, state and named volumes.
 source "$(dirname "$0")/lib.sh"
@@ -195,6 +195,9 @@ out=$(timeout 30 $OCIBUILD service exec "$A" db --data-dir "$D" -- cat /www/inde
 [ "$out" = db-page ] && t_ok "exec runs a command in the replica" || t_fail "exec runs a command in the replica" "$out"
 tail_out=$(svc logs "$A" db --replica 1 --tail 1 2>&1)
 [ "$tail_out" = "httpd up" ] && t_ok "logs --tail 1 prints the last line" || t_fail "logs --tail 1 prints the last line" "$tail_out"
+stamped=$(svc logs "$A" db --replica 1 --tail 1 --timestamps 2>&1)
+[[ "$stamped" =~ ^20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]\.[0-9]{6}Z\ httpd\ up$ ]] &&
+  t_ok "logs --timestamps shows when the monitor read each line" || t_fail "logs --timestamps shows when the monitor read each line" "$stamped"
 before=$(grep -c '^tick$' "$D/services/$P-a/tick-rep-1/log")
 follow=$(timeout 5 $OCIBUILD service logs "$A" tick --replica 1 -f --data-dir "$D" 2>&1)
 [ "$(grep -c '^tick$' <<<"$follow")" -gt "$before" ] && t_ok "logs -f prints lines written while it follows" ||
