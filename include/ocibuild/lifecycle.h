@@ -4,7 +4,9 @@
  * State lives under the data dir:
  *   DATA/services/<deployment>.lock              flock: one up/down of a deployment at a time
  *   DATA/services/<deployment>/<id>/bundle       the replica's OCI bundle (overlay rootfs)
- *   DATA/services/<deployment>/<id>/log          the replica's stdout+stderr (appended)
+ *   DATA/services/<deployment>/<id>/log          the replica's stdout+stderr (appended), each
+ *                                                line after the time its monitor read it
+ *   DATA/services/<deployment>/<id>/output       the FIFO the container writes them to
  *   DATA/services/<deployment>/<id>/pid          the container init's host pid (--pid-file)
  *   DATA/services/<deployment>/<id>/exit         {"pid":..,"exit_code":..,"signal":..}
  *   DATA/services/<deployment>/<id>/monitor.lock held by the replica's monitor while it lives

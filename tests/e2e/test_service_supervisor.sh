@@ -198,7 +198,7 @@ tail_out=$(svc logs "$A" db --replica 1 --tail 1 2>&1)
 stamped=$(svc logs "$A" db --replica 1 --tail 1 --timestamps 2>&1)
 [[ "$stamped" =~ ^20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]\.[0-9]{6}Z\ httpd\ up$ ]] &&
   t_ok "logs --timestamps shows when the monitor read each line" || t_fail "logs --timestamps shows when the monitor read each line" "$stamped"
-before=$(grep -c '^tick$' "$D/services/$P-a/tick-rep-1/log")
+before=$(svc logs "$A" tick --replica 1 2>/dev/null | grep -c '^tick$')
 follow=$(timeout 5 $OCIBUILD service logs "$A" tick --replica 1 -f --data-dir "$D" 2>&1)
 [ "$(grep -c '^tick$' <<<"$follow")" -gt "$before" ] && t_ok "logs -f prints lines written while it follows" ||
   t_fail "logs -f prints lines written while it follows" "before=$before: $follow"
