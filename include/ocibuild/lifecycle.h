@@ -78,22 +78,6 @@ int obi_lifecycle_plan(const obi_deployment *deployment, const char *service, un
 /* Progress for the caller to print: "web-rep-1: started (pid 123)", warnings. */
 typedef void (*obi_lifecycle_report_fn)(const char *message, void *ctx);
 
-/* Where a per-deployment network (or anything else a replica needs outside its bundle) plugs
- * in. before_create runs after the replica's bundle is complete (BUNDLE/config.json written)
- * and before the runtime creates the container, on every start and restart, in `up` and in the
- * supervisor; it may rewrite BUNDLE/config.json (a netns path, an /etc/hosts bind mount) and
- * make host-side resources. A failure fails the start, which then tears the replica down.
- * after_delete runs once the container is deleted (down, a failed start, a recreate), before
- * the bundle and state dir go; it must release what before_create made and tolerate a replica
- * that never got that far (it is called for every teardown). Both may be NULL. */
-typedef struct obi_replica_hooks {
-    int (*before_create)(void *ctx, const obi_deployment *deployment, const obi_service *service,
-                         unsigned replica, const obi_replica_paths *paths, obi_error **err);
-    void (*after_delete)(void *ctx, const obi_deployment *deployment,
-                         const obi_replica_paths *paths);
-    void *ctx;
-} obi_replica_hooks;
-
 typedef struct obi_lifecycle_options {
     const char *data_dir;     /* NULL: obi_default_data_dir() */
     obi_secrets *secrets;     /* NULL: `$S:` references are errors */
@@ -106,13 +90,12 @@ typedef struct obi_lifecycle_options {
     void *report_ctx;
     const obi_registry_options *registry; /* pulls of registry images; NULL: the defaults */
     bool volumes;                         /* down: named volumes too (down -v) */
-    const obi_replica_hooks *hooks;       /* NULL: none */
 } obi_lifecycle_options;
 
 #define OBI_LIFECYCLE_DEFAULT_GRACE_MS 10000L
 #define OBI_LIFECYCLE_OPTIONS_INIT                                                                 \
     {                                                                                              \
-        NULL, NULL, NULL, NULL, NULL, 0, -1, NULL, NULL, NULL, false, NULL                         \
+        NULL, NULL, NULL, NULL, NULL, 0, -1, NULL, NULL, NULL, false                               \
     }
 
 /* Stops the deployment's supervisor (if any), removes running replicas whose config digest

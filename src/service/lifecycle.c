@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -605,9 +606,6 @@ static int replica_teardown(lifecycle *lc, const obi_replica_paths *paths, bool 
     if (!wait_monitor_gone(paths->monitor_lock, MONITOR_WAIT_MS))
         report(lc, "%s: its monitor has not exited after %d ms; removing its state anyway",
                paths->id, MONITOR_WAIT_MS);
-    const obi_replica_hooks *hooks = lc->opts->hooks;
-    if (hooks && hooks->after_delete)
-        hooks->after_delete(hooks->ctx, lc->deployment, paths);
     STEP(obi_service_bundle_remove(paths->bundle, &step_err));
     if (lc->net)
         STEP(obi_service_network_detach(lc->net, paths->id, &step_err));
@@ -781,9 +779,17 @@ static _Noreturn void monitor_main(obi_runtime *runtime, const obi_replica_paths
     close(status_fd);
     /* Copies the output to the log until the container's init, reparented to us when runc
      * exited, is reaped. */
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sig_fd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK); /* wakes at the init's exit */
     for (;;) {
-        struct pollfd pfd = {out_fd, POLLIN, 0};
-        (void)poll(&pfd, 1, MONITOR_POLL_MS);
+        struct pollfd pfd[2] = {{out_fd, POLLIN, 0}, {sig_fd, POLLIN, 0}};
+        (void)poll(pfd, sig_fd >= 0 ? 2 : 1, MONITOR_POLL_MS);
+        struct signalfd_siginfo info;
+        while (sig_fd >= 0 && read(sig_fd, &info, sizeof info) == (ssize_t)sizeof info) {
+        }
         monitor_drain(out_fd, NULL, &at_line_start);
         int status;
         pid_t reaped;
@@ -1039,19 +1045,14 @@ int obi_lc_replica_start(lifecycle *lc, const obi_service *svc, unsigned replica
         state == OBI_REPLICA_CREATING)
         goto out;
     bool restart = state != OBI_REPLICA_ABSENT;
-    const obi_replica_hooks *hooks = lc->opts->hooks;
     if (restart && (r = obi_runtime_destroy(lc->runtime, paths.container, err)) < 0)
         goto out;
-    if (restart && hooks && hooks->after_delete)
-        hooks->after_delete(hooks->ctx, lc->deployment, &paths);
     if (restart && !wait_monitor_gone(paths.monitor_lock, MONITOR_WAIT_MS)) {
         r = obi_error_set(err, -EBUSY, "%s: the monitor of its last run has not exited", paths.id);
         goto out;
     }
     if ((r = obi_service_source_open(svc, lc->data_dir, lc->opts->registry, &src, err)) < 0 ||
         (r = replica_write_bundle(lc, svc, &src, replica, &paths, NULL, err)) < 0 ||
-        (hooks && hooks->before_create &&
-         (r = hooks->before_create(hooks->ctx, lc->deployment, svc, replica, &paths, err)) < 0) ||
         (r = start_monitored(lc, &paths, pid, err)) < 0) {
         cleanup_error obi_error *cleanup_err = NULL;
         if (replica_teardown(lc, &paths, false, &cleanup_err) < 0)

@@ -1,14 +1,14 @@
 /*
- * The deployment's supervisor (include/ocibuild/supervisor.h). `up` forks it (double fork, own
- * session) with the deployment and lifecycle already in memory; it reports its first pass (the
- * planned replicas started in dependency order) over a pipe that `up` relays, then keeps
- * watching. One state machine per replica, one per service (waiting for dependencies, running
- * init steps, started), advanced by one function, supervisor_step, after every event: a
- * container init's pidfd turning readable (it exited), a signal (SIGTERM: leave; SIGCHLD: a
- * check finished), or the 100 ms timerfd tick that drives deadlines (backoff, health interval,
- * dependency timeouts, cron times). Checks run in forked children so the loop never blocks on
- * the network: tcp and http checks enter the replica's network namespace first (setns), so
- * they see the replica's 127.0.0.1 whatever network it has; command checks are the runtime's
+ * The deployment's supervisor (include/ocibuild/supervisor.h). `up` forks it (own session,
+ * killed with `up` until its first pass is reported) with the deployment and lifecycle already in
+ * memory; it reports its first pass (the planned replicas started in dependency order) over a pipe
+ * that `up` relays, then keeps watching. One state machine per replica, one per service (waiting
+ * for dependencies, running init steps, started), advanced by one function, supervisor_step, after
+ * every event: a container init's pidfd turning readable (it exited), a signal (SIGTERM: leave;
+ * SIGCHLD: a check finished), or the 100 ms timerfd tick that drives deadlines (backoff, health
+ * interval, dependency timeouts, cron times). Checks run in forked children so the loop never
+ * blocks on the network: tcp and http checks enter the replica's network namespace first (setns),
+ * so they see the replica's 127.0.0.1 whatever network it has; command checks are the runtime's
  * `exec`. Starting and stopping a replica are the lifecycle's own (lifecycle.c) and block.
  */
 #include <arpa/inet.h>
@@ -242,6 +242,7 @@ typedef struct supervisor {
     size_t service_count;
     int report_fd; /* the first pass's pipe to `up`; -1 after it */
     bool failed;   /* something of the first pass failed */
+    bool up_gone;  /* `up` died during the first pass (its pipe broke): stop starting */
     int epoll_fd;
 } supervisor;
 
@@ -276,8 +277,9 @@ static void say(supervisor *sv, char kind, const char *fmt, ...)
         sv->failed = true;
     if (sv->report_fd >= 0) {
         cleanup_free char *line = NULL;
-        if (asprintf(&line, "%c%s\n", kind, text) >= 0)
-            (void)obi_write_all(sv->report_fd, line, strlen(line));
+        if (asprintf(&line, "%c%s\n", kind, text) >= 0 &&
+            obi_write_all(sv->report_fd, line, strlen(line)) < 0)
+            sv->up_gone = true;
     }
 }
 
@@ -340,6 +342,14 @@ static void watch(supervisor *sv, replica *rep, int pid)
 
 static void start_replica(supervisor *sv, replica *rep, const char *verb)
 {
+    /* never after `up` was killed mid-way, nor into a state dir someone removed (a start
+     * would make it again, and the network sweep would take the deployment for alive) */
+    cleanup_free char *state_dir =
+        deployment_file(obi_lc_data_dir(sv->lc), sv->deployment->name, ".");
+    if (sv->up_gone || !state_dir || access(state_dir, F_OK) < 0) {
+        sv->up_gone = true;
+        return;
+    }
     obi_error *err = NULL;
     int pid = 0;
     if (obi_lc_replica_start(sv->lc, rep->svc, rep->n, &pid, &err) < 0) {
@@ -874,6 +884,7 @@ static void supervisor_step(supervisor *sv)
             replica_step(sv, s, &s->replicas[r], now);
     }
     if (sv->report_fd >= 0 && first_pass_done(sv)) {
+        (void)prctl(PR_SET_PDEATHSIG, 0); /* before `up` can see the end of the pass */
         if (sv->failed)
             (void)obi_write_all(sv->report_fd, "F\n", 2);
         close(sv->report_fd);
@@ -997,7 +1008,7 @@ static _Noreturn void supervisor_main(lifecycle *lc, const obi_replica_ref *plan
     obi_lc_forget_lock(lc);
     const char *data_dir = obi_lc_data_dir(lc);
     const obi_deployment *deployment = obi_lc_deployment(lc);
-    supervisor sv = {lc, deployment, NULL, 0, report_fd, false, -1};
+    supervisor sv = {.lc = lc, .deployment = deployment, .report_fd = report_fd, .epoll_fd = -1};
     cleanup_free char *log = deployment_file(data_dir, deployment->name, "supervisor.log");
     cleanup_free char *lock = deployment_file(data_dir, deployment->name, "supervisor.lock");
     cleanup_free char *pid_path = deployment_file(data_dir, deployment->name, "supervisor.pid");
@@ -1055,6 +1066,11 @@ static _Noreturn void supervisor_main(lifecycle *lc, const obi_replica_ref *plan
     bool leaving = false;
     while (!leaving) {
         supervisor_step(&sv);
+        if (sv.up_gone) {
+            say(&sv, 'R', "supervisor of %s: up was interrupted or the state dir is gone",
+                deployment->name);
+            break;
+        }
         if (sv.report_fd < 0 && !anything_to_watch(&sv)) {
             say(&sv, 'R', "supervisor of %s: nothing left to watch", deployment->name);
             break;
@@ -1098,22 +1114,20 @@ int obi_supervisor_spawn(lifecycle *lc, const obi_replica_ref *plan, size_t coun
     cleanup_close int read_end = fds[0];
     cleanup_close int write_end = fds[1];
     fflush(NULL);
+    pid_t parent = getpid();
     pid_t child = fork();
     if (child < 0)
         return obi_error_set_errno(err, errno, "fork");
     if (child == 0) {
         close(read_end);
         setsid();
-        pid_t grandchild = fork();
-        if (grandchild != 0)
-            _exit(grandchild < 0 ? 1 : 0);
+        /* killed with `up` while its first pass runs (as replicas were when `up` started them
+         * itself); it outlives `up` once the pass is reported */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+            _exit(1);
         supervisor_main(lc, plan, count, write_end);
     }
     close(steal_fd(&write_end));
-    int status;
-    int r = obi_wait(child, &status, err);
-    if (r < 0)
-        return r;
     /* relay the first pass line by line; 'E' lines are errors, the first one returned */
     int fd = steal_fd(&read_end);
     cleanup_file FILE *in = fdopen(fd, "r");
@@ -1141,6 +1155,7 @@ int obi_supervisor_spawn(lifecycle *lc, const obi_replica_ref *plan, size_t coun
             obi_lc_report(lc, line + 1);
         }
     }
+    (void)waitpid(child, NULL, WNOHANG); /* reaped now if it already left, else by init later */
     if (!said_anything)
         return obi_error_set(err, -EIO, "the supervisor exited without a word");
     if (failed)

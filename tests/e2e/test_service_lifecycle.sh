@@ -83,7 +83,7 @@ web_line=$(grep -n "^$P-web-rep-1: started" <<<"$out" | cut -d: -f1)
 # Wait (bounded) for web's output and the job's exit.
 for _ in $(seq 50); do
   logs=$(svc logs "$T_TMP/stack.yaml" 2>&1)
-  [[ "$logs" == *SCRATCH=OK* ]] && [[ "$(svc ps "$T_TMP/stack.yaml" $P-job)" == *stopped* ]] && break
+  [[ "$logs" == *SCRATCH=OK* ]] && [[ "$(svc ps "$T_TMP/stack.yaml" $P-job)" =~ stopped\ +-\ +[a-z-]+\ +3\  ]] && break
   sleep 0.2
 done
 ps_out=$(svc ps "$T_TMP/stack.yaml" 2>&1)

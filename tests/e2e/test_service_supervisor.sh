@@ -47,6 +47,8 @@ LISTENER=$!
 t_cleanup "kill $LISTENER"
 for _ in $(seq 50); do [ -s "$T_TMP/port" ] && break; sleep 0.1; done
 PORT=$(cat "$T_TMP/port")
+# db's httpd listens on the host's loopback (host_network): a port free now
+DBPORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
 write_a() { # $1 = web's GREETING
   cat >"$A" <<YAML
@@ -57,17 +59,21 @@ services:
     image: { name: "oci:$L:1" }
     command:
       entrypoint: [/bin/sh, -c]
-      args: ["mkdir -p /www && echo db-page > /www/index.html && sleep 2 && echo httpd up && exec httpd -f -p 8080 -h /www"]
+      args: ["mkdir -p /www && echo db-page > /www/index.html && sleep 2 && echo httpd up && exec httpd -f -p 127.0.0.1:$DBPORT -h /www"]
+    # the host's network: runc 1.1.5 cannot exec into a replica of a user namespace that joined
+    # the deployment network's namespace by path (docs/service.md "The supervisor")
+    host_network: true
     storage: [ { type: named, name: dbdata, target: /var/db } ]
     health:
       interval: 200ms
       timeout: 1s
       retries: 1
-      check: { type: http, url: "http://127.0.0.1:8080/", expect_status: 200 }
+      check: { type: http, url: "http://127.0.0.1:$DBPORT/", expect_status: 200 }
   web:
     image: { name: "oci:$L:1" }
     env: { GREETING: "$1" }
     command: { entrypoint: [/bin/sh, -c, "echo web \$GREETING; mkdir -p /tmp && touch /tmp/ok; exec sleep 100000"] }
+    host_network: true
     depends: [ { service: db, condition: healthy, timeout: 30s } ]
     init:
       steps:
