@@ -859,6 +859,24 @@ static int start_monitored(lifecycle *lc, const obi_replica_paths *paths, int *p
 
 /* ---- up ---- */
 
+/* The host ids of the replicas' root, looked up once: the invoking user's own when rootless
+ * (service_rootless.h), ocibuild's service range otherwise. The one place both the bundle writer
+ * and the config digest get them, so a digest never describes other ids than the bundle has. */
+static int replica_ids(lifecycle *lc, const obi_service *svc, obi_error **err)
+{
+    if (lc->have_ids)
+        return 0;
+    if (obi_service_rootless()) {
+        obi_service_rootless_ids(&lc->ids);
+    } else {
+        int r = obi_service_ids_lookup(NULL, NULL, &lc->ids, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "services.%s", svc->name);
+    }
+    lc->have_ids = true;
+    return 0;
+}
+
 /* The directories from DATA/services down to a replica's state dir become 0710 with the
  * replicas' root group, so that its root reaches BUNDLE/rootfs and no one else gets in. */
 static int replica_dirs_open_to_root(lifecycle *lc, const obi_replica_paths *paths, obi_error **err)
@@ -907,15 +925,8 @@ static int replica_write_bundle(lifecycle *lc, const obi_service *svc,
     if (src->image && (r = write_image_root(paths, src->image, err)) < 0)
         return r;
     if (obi_service_uses_userns(svc)) {
-        if (!lc->have_ids && obi_service_rootless()) {
-            obi_service_rootless_ids(&lc->ids);
-            lc->have_ids = true;
-        }
-        if (!lc->have_ids) {
-            if ((r = obi_service_ids_lookup(NULL, NULL, &lc->ids, err)) < 0)
-                return obi_error_prefix(err, r, "services.%s", svc->name);
-            lc->have_ids = true;
-        }
+        if ((r = replica_ids(lc, svc, err)) < 0)
+            return r;
         spec.ids = &lc->ids;
         if ((r = replica_dirs_open_to_root(lc, paths, err)) < 0)
             return r;
@@ -993,11 +1004,8 @@ static int replica_config_digest(lifecycle *lc, const obi_service *svc,
     spec.data_dir = lc->data_dir;
     int r;
     if (obi_service_uses_userns(svc)) {
-        if (!lc->have_ids) {
-            if ((r = obi_service_ids_lookup(NULL, NULL, &lc->ids, err)) < 0)
-                return obi_error_prefix(err, r, "services.%s", svc->name);
-            lc->have_ids = true;
-        }
+        if ((r = replica_ids(lc, svc, err)) < 0)
+            return r;
         spec.ids = &lc->ids;
     }
     cleanup_json json_t *config = NULL;
