@@ -47,9 +47,12 @@ backend ocibuild_daemons
     server d1 127.0.0.1:${ports[0]} proto h2 check
     server d2 127.0.0.1:${ports[1]} proto h2 check
 EOF
+# HAProxy starts once both daemons listen: a first health check that finds a daemon not yet
+# listening marks it DOWN until two checks pass (4 s), and every build then goes to the other.
+wait_port "${ports[0]}" && wait_port "${ports[1]}" && daemons_listen=1
 haproxy -db -f "$T_TMP/haproxy.cfg" >"$T_TMP/haproxy.log" 2>&1 &
 t_cleanup "kill $!; wait $!"
-if wait_port "${ports[0]}" && wait_port "${ports[1]}" && wait_port "$hport"; then
+if [ -n "${daemons_listen:-}" ] && wait_port "$hport"; then
   t_ok "two daemons and HAProxy (h2) in front of them listen"
 else
   t_fail "two daemons and HAProxy (h2) in front of them listen" "$(tail -5 "$T_TMP"/d*.log "$T_TMP/haproxy.log")"
@@ -84,5 +87,5 @@ n1=$(grep -c "BuildService/DoBuild.* OK" "$T_TMP/d1.log")
 n2=$(grep -c "BuildService/DoBuild.* OK" "$T_TMP/d2.log")
 if [ "$n1" -ge 1 ] && [ "$n2" -ge 1 ] && [ $((n1 + n2)) -eq 6 ]; then
   t_ok "the builds are split across both daemons ($n1 + $n2)"
-else t_fail "the builds are split across both daemons" "d1: $n1, d2: $n2"; fi
+else t_fail "the builds are split across both daemons" "d1: $n1, d2: $n2; $(cat "$T_TMP/haproxy.log")"; fi
 t_done
