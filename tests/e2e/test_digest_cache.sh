@@ -21,7 +21,9 @@ input_digest() { python3 -c 'import json,sys; print(json.load(sys.stdin)["buildR
 import_digest() { "$OCIBUILD" store import --store "$T_TMP/fresh" "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["file"]["digest"])'; }
 entries() { ls "$T_TMP/data/digest-cache" 2>/dev/null | wc -l; }
 
-sleep 2.2 # the copy's ctime must be older than OBI_DIGEST_CACHE_SETTLE_SECONDS to be remembered
+# The copy's ctime must be older than OBI_DIGEST_CACHE_SETTLE_SECONDS to be remembered, counted
+# in whole seconds (ctime second <= now second - 3), so up to 3 s of real time: wait a bit more.
+sleep 3.2
 "$OCIBUILD" build "$T_TMP/req.json" >/dev/null 2>&1 # makes the data dir (the cache goes in it)
 first=$("$OCIBUILD" build "$T_TMP/req.json" 2>"$T_TMP/err" | input_digest)
 [ "$first" = "$(import_digest "$T_TMP/bb")" ] && t_ok "the first build hashes the input" ||
