@@ -697,13 +697,22 @@ static void start_service(supervisor *sv, service *s)
     }
 }
 
+/* The short reason `ps` shows for a replica; a longer text is cut at the note's size (the
+ * whole text is in the supervisor's log). */
+static void set_note(char *note, size_t size, const char *text)
+{
+    size_t len = strnlen(text, size - 1);
+    memcpy(note, text, len);
+    note[len] = 0;
+}
+
 static void fail_service(supervisor *sv, service *s, const char *why)
 {
     s->state = SVC_FAILED;
     say(sv, 'E', "%s: %s", s->svc->name, why);
     for (unsigned i = 0; i < s->svc->replicas; i++)
         if (s->replicas[i].state == REP_PENDING) {
-            snprintf(s->replicas[i].note, sizeof s->replicas[i].note, "%s", why);
+            set_note(s->replicas[i].note, sizeof s->replicas[i].note, why);
             set_state(&s->replicas[i], REP_FAILED);
         }
 }
