@@ -902,6 +902,13 @@ static void on_received(obi_rpc_server *server, obi_rpc_call *call, bool ok)
         return;
     }
     if (!call->received) {
+        /* No message: the client's stream ended, gracefully or not. A stream reset (the client
+         * cancelled) also ends it with ok set, before RECV_CLOSE_ON_SERVER says cancelled; gRPC
+         * tells the two apart here, so a cancelled upload never runs its end step (commits). */
+        if (grpc_call_failed_before_recv_message(call->call)) {
+            grpc_call_cancel(call->call, NULL);
+            return;
+        }
         if (method->client_stream) {
             call_queue_step(call, STEP_END);
         } else {
