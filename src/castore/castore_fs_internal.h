@@ -109,10 +109,13 @@ typedef struct fs_stream_budget {
     pthread_mutex_t lock;
     size_t used;
     size_t limit;
+    fs_stream *open; /* every stream not yet closed: the kernel may never release a file that
+                      * is open when the mount goes, so destroy closes what is left */
 } fs_stream_budget;
 #define FS_STREAM_BUDGET_DEFAULT (256u << 20)
 
 void fs_stream_budget_init(fs_stream_budget *budget, size_t limit);
+/* Closes the streams still open (no request can be running: the session is over). */
 void fs_stream_budget_destroy(fs_stream_budget *budget);
 
 /* A stream over the blob of a file node (digest, size). Opens the local file now when the

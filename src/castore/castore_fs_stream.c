@@ -37,6 +37,7 @@ struct fs_stream {
     uint8_t *ring;           /* ring_size bytes from the budget, or NULL (a local file) */
     size_t ring_size;
     fs_stream_budget *budget;
+    fs_stream *prev, *next;   /* in budget->open */
     obi_blake3_hasher hasher; /* over [0, reader_pos) */
     fs_stream_stats stats;
 };
@@ -56,10 +57,13 @@ void fs_stream_budget_init(fs_stream_budget *budget, size_t limit)
     pthread_mutex_init(&budget->lock, NULL);
     budget->used = 0;
     budget->limit = limit;
+    budget->open = NULL;
 }
 
 void fs_stream_budget_destroy(fs_stream_budget *budget)
 {
+    while (budget->open)
+        fs_stream_close(budget->open);
     pthread_mutex_destroy(&budget->lock);
 }
 
@@ -109,8 +113,14 @@ int fs_stream_open(obi_blob_service *blobs, const obi_digest *digest, uint64_t s
             return obi_error_oom(err);
         }
         stream->ring_size = ring;
-        stream->budget = budget;
     }
+    stream->budget = budget;
+    pthread_mutex_lock(&budget->lock);
+    stream->next = budget->open;
+    if (budget->open)
+        budget->open->prev = stream;
+    budget->open = stream;
+    pthread_mutex_unlock(&budget->lock);
     if (!readahead)
         readahead = FS_STREAM_READAHEAD;
     stream->readahead = readahead < stream->ring_size / 2 ? readahead : stream->ring_size / 2;
@@ -123,6 +133,15 @@ void fs_stream_close(fs_stream *stream)
 {
     if (!stream)
         return;
+    fs_stream_budget *budget = stream->budget;
+    pthread_mutex_lock(&budget->lock);
+    if (stream->prev)
+        stream->prev->next = stream->next;
+    else
+        budget->open = stream->next;
+    if (stream->next)
+        stream->next->prev = stream->prev;
+    pthread_mutex_unlock(&budget->lock);
     if (stream->fd >= 0)
         close(stream->fd);
     obi_blob_reader_close(stream->reader);
