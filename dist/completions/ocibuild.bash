@@ -20,7 +20,8 @@ _ocibuild() {
             --max-builds | --max-pids | --memory | --scratch-limit | --max-freed | --remove | \
             --name | --cores | --grace | --replica | --log-level | --listen | --socket-group | \
             --idle-timeout | --max-message-bytes | --max-inflight-bytes | --insecure-registry | \
-            --trusted-user | --max-jobs | --attr | --input-cache | --path-info | --registry-auth)
+            --trusted-user | --max-jobs | --attr | --input-cache | --path-info | --registry-auth | \
+            --tail)
             return ;;
         --runtime)
             COMPREPLY=($(compgen -W "runc crun" -- "$cur")) && return ;;
@@ -55,11 +56,11 @@ _ocibuild() {
             esac ;;
         service)
             if [ "$cword" -eq 2 ]; then
-                COMPREPLY=($(compgen -W "up ps logs down spec bundle --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "up ps logs down stop restart exec ls spec bundle --help" -- "$cur"))
                 return
             fi
             opts="--replica --data-dir --secrets-dir --runtime --grace --registry-auth
-                --insecure-registry --help" ;;
+                --insecure-registry --follow --tail --timestamps --json --volumes --help" ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))

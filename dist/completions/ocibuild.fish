@@ -5,7 +5,7 @@
 
 set -l commands build hash service nar-hash show-derivation nix-build remote-builder store spec daemon
 set -l store_commands import export cat ls verify mount gc roots du
-set -l service_commands spec bundle up ps logs down
+set -l service_commands spec bundle up ps logs down stop restart exec ls
 
 complete -c ocibuild -f -n "not __fish_seen_subcommand_from $commands" -l help -d 'usage'
 complete -c ocibuild -f -n "not __fish_seen_subcommand_from $commands" -l version -d 'version'
@@ -90,6 +90,10 @@ complete -c ocibuild -f -n $service_sub -a up -d 'start the replicas detached'
 complete -c ocibuild -f -n $service_sub -a ps -d 'each replica\'s state'
 complete -c ocibuild -f -n $service_sub -a logs -d 'a replica\'s log'
 complete -c ocibuild -f -n $service_sub -a down -d 'stop and remove replicas'
+complete -c ocibuild -f -n $service_sub -a stop -d 'stop replicas, keeping them'
+complete -c ocibuild -f -n $service_sub -a restart -d 'stop and start replicas again'
+complete -c ocibuild -f -n $service_sub -a exec -d 'run a command in a replica'
+complete -c ocibuild -f -n $service_sub -a ls -d 'list the deployments'
 set -l service_in "__fish_seen_subcommand_from service; and __fish_seen_subcommand_from $service_commands"
 for opt in replica data-dir secrets-dir grace
     complete -c ocibuild -n $service_in -l $opt -r
