@@ -8,7 +8,10 @@
  * addressed derivations resolved first), and after it per output the references (found in the
  * whole NAR), the order of the outputs, fixed-output and content-addressed hashes
  * (nix_ca.h), the reference checks, and the records in the path-info store. Valid outputs are
- * reported, not rebuilt. obi_nix_build_register makes the results Nix's too.
+ * reported, not rebuilt. Dependents start as soon as their inputs' outputs are known: the
+ * records are written, and with register_in_nix the outputs registered in Nix, by one thread
+ * of the call behind the builds, drained before the call returns. obi_nix_build_register
+ * makes valid results Nix's too (those built earlier, or without register_in_nix).
  *
  * This is the library entry point for "build this derivation and its inputs, report the
  * outputs": `ocibuild nix-build` is a thin CLI over it, and `ocibuild remote-builder`
@@ -47,6 +50,11 @@ typedef struct obi_nix_build_options {
     const obi_nix_machine *machine; /* system and features; NULL: detected */
     bool keep_failed;               /* keep a failed build's bundle (its path is in the
                                        error); needs a builder that can */
+    /* Each output built is made Nix's too, as soon as its build is over: recorded, then
+     * streamed (with the paths of the own store it refers to that Nix lacks) into one
+     * `nix-store --import` for the whole call (obi_nix_store_importer), so builds never wait
+     * for Nix and the outputs are valid in /nix/store when the call returns. */
+    bool register_in_nix;
     /* Build logs, each line of a build prefixed "<name>> " when several may run at once; NULL:
      * the build service's own log stream. Called from the thread running the build. */
     obi_output_fn on_output;

@@ -5,7 +5,8 @@
  *   {"outputs": {"out": {"path": ..., "narHash": "sha256:...", "references": [...]}}}
  * Like nix-build: a .nix file is instantiated with nix-instantiate first (-A picks an
  * attribute); the outputs and their closure are registered in the local Nix store through
- * `nix-store --import` (unless --no-register or there is none), and result links are made as
+ * `nix-store --import` (unless --no-register or there is none: one import per derivation given,
+ * fed as its builds end), and result links are made as
  * nix-build makes them (-o/--out-link, default ./result; --no-out-link); without a Nix store to
  * link into, the outputs are exported at the link paths as copies. -K keeps a failed build's
  * directory. A thin layer over obi_nix_build (src/nix/nix_build.c); builder options as
@@ -317,6 +318,8 @@ int cli_nix_build(int argc, char **argv)
     nix_opts.on_output = builder.log_level >= OBI_LOG_INFO ? log_to_stderr : NULL;
 
     bool registering = !args.no_register && have_nix_store(nix_opts.nix_store);
+    /* each output registered as its build ends; build_one registers what was valid before */
+    nix_opts.register_in_nix = registering;
     const char *link = args.out_link ? args.out_link : "result";
     for (size_t i = 0; i < drvs.n; i++) {
         /* nix-build's naming for several derivations: result, result-2, ... */

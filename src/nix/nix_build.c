@@ -7,7 +7,10 @@
  *    first failure cancels the builds running and starts no more;
  *  - one build (build_node): resolve a content-addressed derivation's inputs, the checks
  *    before, the input closure, the request, the build, then per output the references, the
- *    order of outputs, the hashes, the checks after and the records.
+ *    order of outputs, the hashes and the checks after;
+ *  - the registrar: one thread behind the builds that writes each build's records and, when
+ *    asked, streams its outputs into Nix's import. A dependent does not wait for it: its
+ *    inputs built in the session come from the session's nodes, never from the records.
  * A session holds what the builds share: the nodes, the imported /nix/store closures and the
  * path facts asked of Nix, each behind its own lock.
  */
@@ -72,6 +75,32 @@ typedef struct drv_node {
     obi_nix_path_info **infos; /* per drv output, once built */
 } drv_node;
 
+/* What one build leaves to record: copies of its outputs' records, and where a floating or
+ * deferred derivation's outputs were realised. */
+typedef struct finished_build {
+    char *drv_path;      /* the node's when a store path, else NULL: no realisation recorded */
+    char *resolved_path; /* the resolved derivation's, or NULL */
+    bool realised;
+    char **names; /* output names, in the order of infos */
+    obi_nix_path_info **infos;
+    size_t n;
+    struct finished_build *next;
+} finished_build;
+
+typedef struct registrar {
+    pthread_mutex_t lock; /* the queue and closing */
+    pthread_cond_t wake;
+    finished_build *queue, **tail;
+    bool closing;
+    bool started;
+    pthread_t thread;
+    /* the registrar thread's own, until it is joined */
+    obi_error *error;                 /* its first failure: the rest is dropped */
+    obi_nix_store_importer *importer; /* started with the first path Nix lacks, ended last */
+    obi_error *import_error;          /* how it ended, when it failed */
+    obi_strv_builder sent;            /* paths sent to the importer */
+} registrar;
+
 /* The /nix/store inputs imported so far, keyed by the list of paths whose closure was taken. */
 typedef struct nix_import {
     char *key;
@@ -99,7 +128,23 @@ typedef struct session {
     obi_nix_path_info **nix_facts; /* what Nix said about paths, asked once */
     size_t n_nix_facts, nix_facts_cap;
     obi_store_pin *pin; /* keeps what was imported from /nix/store until the session ends */
+    registrar registrar;
 } session;
+
+static void finished_build_free(finished_build *job)
+{
+    if (!job)
+        return;
+    free(job->drv_path);
+    free(job->resolved_path);
+    for (size_t i = 0; i < job->n; i++) {
+        free(job->names[i]);
+        obi_nix_path_info_free(job->infos[i]);
+    }
+    free(job->names);
+    free(job->infos);
+    free(job);
+}
 
 static void node_free(drv_node *node)
 {
@@ -144,6 +189,17 @@ static void session_clear(session *s)
     pthread_mutex_destroy(&s->facts_lock);
     pthread_cond_destroy(&s->changed);
     obi_store_pin_free(s->pin);
+    while (s->registrar.queue) { /* left when the registrar never ran */
+        finished_build *job = s->registrar.queue;
+        s->registrar.queue = job->next;
+        finished_build_free(job);
+    }
+    obi_error_free(s->registrar.error);
+    obi_error_free(s->registrar.import_error);
+    obi_nix_store_importer_free(s->registrar.importer);
+    obi_strv_builder_clear(&s->registrar.sent);
+    pthread_mutex_destroy(&s->registrar.lock);
+    pthread_cond_destroy(&s->registrar.wake);
 }
 
 /* ---- where store paths are ---- */
@@ -178,6 +234,23 @@ static bool is_valid(const session *s, const char *path)
     cleanup_nix_path_info obi_nix_path_info *info = NULL;
     cleanup_error obi_error *ignored = NULL;
     return own_path_info(s, path, &info, &ignored) == 1;
+}
+
+/* The record of path when this session has built it (borrowed until the session ends), else
+ * NULL. Builds read their inputs built in the session from here: the registrar may not have
+ * written their records yet. */
+static const obi_nix_path_info *built_info(session *s, const char *path)
+{
+    const obi_nix_path_info *found = NULL;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->n_nodes && !found; i++) {
+        const drv_node *node = s->nodes[i];
+        for (size_t k = 0; node->state == NODE_BUILT && k < node->drv->n_outputs && !found; k++)
+            if (node->infos[k] && strcmp(node->infos[k]->path, path) == 0)
+                found = node->infos[k];
+    }
+    pthread_mutex_unlock(&s->lock);
+    return found;
 }
 
 /* What Nix knows of a path in /nix/store (asked once per session); borrowed. */
@@ -223,6 +296,9 @@ static int nix_facts(session *s, const char *path, const obi_nix_path_info **out
 /* A path's info from the own store or from Nix (*out: a copy). */
 static int any_path_info(session *s, const char *path, obi_nix_path_info **out, obi_error **err)
 {
+    const obi_nix_path_info *built = built_info(s, path);
+    if (built)
+        return (*out = obi_nix_path_info_copy(built)) ? 0 : obi_error_oom(err);
     int r = own_path_info(s, path, out, err);
     if (r != 0)
         return r < 0 ? r : 0;
@@ -429,17 +505,20 @@ static void closure_clear(closure *c)
     obi_nix_nodes_free(c->nodes, c->n_nodes);
 }
 
-/* Visits path and, for paths from the own store, their references (depth-first). */
-static int closure_visit(closure *c, const session *s, const char *path, obi_error **err)
+/* Visits path and, for paths built in the session or from the own store, their references
+ * (depth-first). */
+static int closure_visit(closure *c, session *s, const char *path, obi_error **err)
 {
     if (obi_strv_builder_contains(&c->visited, path))
         return 0;
     if (obi_strv_builder_add(&c->visited, path) < 0)
         return obi_error_oom(err);
-    if (in_nix_store(s, path))
+    /* built here: perhaps registered in Nix meanwhile, but its node is here already */
+    const obi_nix_path_info *info = built_info(s, path);
+    if (!info && in_nix_store(s, path))
         return obi_strv_builder_add(&c->from_nix, path) < 0 ? obi_error_oom(err) : 0;
-    cleanup_nix_path_info obi_nix_path_info *info = NULL;
-    int r = own_path_info(s, path, &info, err);
+    cleanup_nix_path_info obi_nix_path_info *own = NULL;
+    int r = info ? 1 : own_path_info(s, path, &own, err);
     if (r < 0)
         return r;
     if (r == 0 && s->opts->own_store_only)
@@ -447,6 +526,8 @@ static int closure_visit(closure *c, const session *s, const char *path, obi_err
     if (r == 0)
         return obi_error_set(err, -ENOENT,
                              "dependency '%s' does not exist, and substitution is disabled", path);
+    if (!info)
+        info = own;
     if (obi_array_grow(&c->nodes, &c->nodes_cap, c->n_nodes + 1) < 0 ||
         obi_node_copy(&c->nodes[c->n_nodes], &info->node) < 0)
         return obi_error_oom(err);
@@ -1213,6 +1294,216 @@ static int finish_outputs(session *s, const char *drv_path, const obi_derivation
     return obi_nix_check_output_references(attrs, facts, n, path_facts, s, err);
 }
 
+/* ---- after each build: the registrar ---- */
+
+/* The paths of the closure of roots that Nix lacks and *known does not hold, with their records
+ * (from the given ones, else the own store), references first; each is added to *known. */
+static int unregistered_closure(const session *s, char *const *roots, size_t n_roots,
+                                obi_nix_path_info *const *given, size_t n_given,
+                                obi_strv_builder *known, obi_nix_path_info ***out, size_t *n_out,
+                                obi_error **err)
+{
+    cleanup_strv_builder obi_strv_builder seen = {0};
+    obi_nix_path_info **infos = NULL;
+    size_t n = 0, cap = 0;
+    int r = 0;
+    for (size_t i = 0; r >= 0 && i < n_roots; i++)
+        if (!obi_strv_builder_contains(known, roots[i]) &&
+            !obi_strv_builder_contains(&seen, roots[i]) &&
+            obi_strv_builder_add(&seen, roots[i]) < 0)
+            r = obi_error_oom(err);
+    for (size_t next = 0; r >= 0 && next < seen.n; next++) {
+        const char *path = seen.items[next];
+        if (in_nix_store(s, path))
+            continue;
+        obi_nix_path_info *info = NULL;
+        for (size_t i = 0; i < n_given && !info; i++)
+            if (strcmp(given[i]->path, path) == 0 && !(info = obi_nix_path_info_copy(given[i])))
+                r = obi_error_oom(err);
+        if (r >= 0 && !info && (r = own_path_info(s, path, &info, err)) == 0)
+            r = obi_error_set(err, -ENOENT, "%s is neither in the Nix store nor built by ocibuild",
+                              path);
+        if (r >= 0 && obi_array_grow(&infos, &cap, n + 1) < 0)
+            r = obi_error_oom(err);
+        if (r < 0) {
+            obi_nix_path_info_free(info);
+            break;
+        }
+        infos[n++] = info;
+        for (size_t k = 0; r >= 0 && k < info->n_references; k++)
+            if (!obi_strv_builder_contains(known, info->references[k]) &&
+                !obi_strv_builder_contains(&seen, info->references[k]) &&
+                obi_strv_builder_add(&seen, info->references[k]) < 0)
+                r = obi_error_oom(err);
+    }
+    if (r >= 0 && n > 1)
+        r = obi_nix_path_infos_sort_topologically((const obi_nix_path_info **)infos, n, err);
+    for (size_t i = 0; r >= 0 && i < n; i++)
+        if (obi_strv_builder_add(known, infos[i]->path) < 0)
+            r = obi_error_oom(err);
+    if (r < 0) {
+        obi_nix_path_infos_free(infos, n);
+        return r;
+    }
+    *out = infos;
+    *n_out = n;
+    return 0;
+}
+
+/* Sends a finished build's outputs to Nix's import (started for the first), with what they
+ * refer to that Nix lacks. */
+static int register_outputs(session *s, const finished_build *job, obi_error **err)
+{
+    registrar *reg = &s->registrar;
+    cleanup_free char **roots = calloc(job->n + 1, sizeof *roots);
+    if (!roots)
+        return obi_error_oom(err);
+    for (size_t i = 0; i < job->n; i++)
+        roots[i] = job->infos[i]->path;
+    obi_nix_path_info **infos = NULL;
+    size_t n = 0;
+    int r = unregistered_closure(s, roots, job->n, job->infos, job->n, &reg->sent, &infos, &n, err);
+    if (r >= 0 && n > 0 && !reg->importer)
+        r = obi_nix_store_importer_start(s->opts->nix_store, &reg->importer, err);
+    for (size_t i = 0; r >= 0 && i < n; i++)
+        r = obi_nix_store_importer_add(reg->importer, s->opts->store->blobs,
+                                       s->opts->store->directories, infos[i], err);
+    obi_nix_path_infos_free(infos, n);
+    return r;
+}
+
+/* Records a finished build's outputs, and for outputs whose paths were not known before the
+ * build, where they were realised (for the derivation and, when resolved, for the resolved one
+ * too); then registers them in Nix when asked to. */
+static int finish_records(session *s, const finished_build *job, obi_error **err)
+{
+    for (size_t i = 0; i < job->n; i++) {
+        const obi_nix_path_info *info = job->infos[i];
+        int r = obi_nix_path_info_record(s->opts->store, s->opts->path_infos, info, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "recording %s", info->path);
+        if (job->realised && job->drv_path &&
+            (r = obi_nix_realisation_put(s->opts->path_infos, job->drv_path, job->names[i],
+                                         info->path, err)) < 0)
+            return r;
+        if (job->realised && job->resolved_path &&
+            (r = obi_nix_realisation_put(s->opts->path_infos, job->resolved_path, job->names[i],
+                                         info->path, err)) < 0)
+            return r;
+    }
+    int r = s->opts->register_in_nix ? register_outputs(s, job, err) : 0;
+    return r < 0 ? obi_error_prefix(err, r, "registering %s in Nix", job->infos[0]->path) : 0;
+}
+
+/* The session stops as on a failed build: running builds are cancelled, none starts. */
+static void stop_session(session *s)
+{
+    pthread_mutex_lock(&s->lock);
+    if (!s->stop && write(s->cancel_pipe[1], "x", 1) < 0) {
+        /* a full pipe is readable already */
+    }
+    s->stop = true;
+    pthread_cond_broadcast(&s->changed);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* The registrar thread: finished builds in the order they finished, until closed and drained.
+ * After its first failure it drops the rest and stops the session. */
+static void *registrar_main(void *arg)
+{
+    session *s = arg;
+    registrar *reg = &s->registrar;
+    pthread_mutex_lock(&reg->lock);
+    for (;;) {
+        while (!reg->queue && !reg->closing)
+            pthread_cond_wait(&reg->wake, &reg->lock);
+        finished_build *job = reg->queue;
+        if (!job)
+            break;
+        if (!(reg->queue = job->next))
+            reg->tail = &reg->queue;
+        pthread_mutex_unlock(&reg->lock);
+        if (!reg->error && finish_records(s, job, &reg->error) < 0)
+            stop_session(s);
+        finished_build_free(job);
+        pthread_mutex_lock(&reg->lock);
+    }
+    pthread_mutex_unlock(&reg->lock);
+    /* here: nix-store dies with the thread that started it (PR_SET_PDEATHSIG) */
+    if (reg->importer)
+        obi_nix_store_importer_finish(steal_pointer(&reg->importer), &reg->import_error);
+    return NULL;
+}
+
+static int registrar_start(session *s, obi_error **err)
+{
+    registrar *reg = &s->registrar;
+    reg->tail = &reg->queue;
+    int e = pthread_create(&reg->thread, NULL, registrar_main, s);
+    if (e != 0)
+        return obi_error_set_errno(err, e, "starting the registrar thread");
+    reg->started = true;
+    return 0;
+}
+
+/* Hands a finished build to the registrar (it takes the job). */
+static void registrar_add(session *s, finished_build *job)
+{
+    registrar *reg = &s->registrar;
+    pthread_mutex_lock(&reg->lock);
+    *reg->tail = job;
+    reg->tail = &job->next;
+    pthread_cond_signal(&reg->wake);
+    pthread_mutex_unlock(&reg->lock);
+}
+
+/* Waits until every finished build is recorded (and registered), then ends Nix's import. Its
+ * failure comes first: nix-store's own message says more than a broken pipe. */
+static int registrar_finish(session *s, obi_error **err)
+{
+    registrar *reg = &s->registrar;
+    if (!reg->started)
+        return 0;
+    pthread_mutex_lock(&reg->lock);
+    reg->closing = true;
+    pthread_cond_signal(&reg->wake);
+    pthread_mutex_unlock(&reg->lock);
+    pthread_join(reg->thread, NULL);
+    reg->started = false;
+    if (reg->import_error)
+        return obi_error_move(err, &reg->import_error);
+    return reg->error ? obi_error_move(err, &reg->error) : 0;
+}
+
+/* What a build leaves to the registrar: copies of its outputs' records. */
+static int leave_records(session *s, const drv_node *node, const obi_derivation *drv,
+                         const char *resolved_path, const built_output *outputs, obi_error **err)
+{
+    finished_build *job = calloc(1, sizeof *job);
+    if (!job || !(job->names = calloc(drv->n_outputs + 1, sizeof *job->names)) ||
+        !(job->infos = calloc(drv->n_outputs + 1, sizeof *job->infos))) {
+        finished_build_free(job);
+        return obi_error_oom(err);
+    }
+    const char *base;
+    cleanup_error obi_error *not_store = NULL;
+    bool ok = true;
+    if (obi_nix_store_path_parse(node->drv_path, &base, &not_store) == 0)
+        ok = (job->drv_path = strdup(node->drv_path)) != NULL;
+    if (ok && resolved_path)
+        ok = (job->resolved_path = strdup(resolved_path)) != NULL;
+    job->realised = node->kind == OBI_DRV_FLOATING || node->kind == OBI_DRV_DEFERRED;
+    for (size_t i = 0; ok && i < drv->n_outputs; i++, job->n++)
+        ok = (job->names[i] = strdup(drv->outputs[i].name)) &&
+             (job->infos[i] = obi_nix_path_info_copy(outputs[i].info));
+    if (!ok) {
+        finished_build_free(job);
+        return obi_error_oom(err);
+    }
+    registrar_add(s, job);
+    return 0;
+}
+
 /* ---- one build ---- */
 
 /* Input paths' closure as store paths (the request's inputs are named by basename). */
@@ -1267,31 +1558,6 @@ static int run_build(session *s, const drv_node *node, const obi_build_request *
         r = obi_error_set(err, -EIO, "the builder returned %zu outputs for %zu",
                           (*build)->n_outputs, req->n_outputs);
     return r;
-}
-
-/* Records the outputs, and for outputs whose paths were not known before the build, where
- * they were realised (for the derivation and, when resolved, for the resolved one too). */
-static int record_outputs(session *s, drv_node *node, const obi_derivation *drv,
-                          const char *resolved_path, built_output *outputs, obi_error **err)
-{
-    for (size_t i = 0; i < drv->n_outputs; i++) {
-        const obi_nix_path_info *info = outputs[i].info;
-        int r = obi_nix_path_info_record(s->opts->store, s->opts->path_infos, info, err);
-        if (r < 0)
-            return obi_error_prefix(err, r, "recording %s", info->path);
-        bool realised = node->kind == OBI_DRV_FLOATING || node->kind == OBI_DRV_DEFERRED;
-        const char *base;
-        cleanup_error obi_error *not_store = NULL;
-        if (realised && obi_nix_store_path_parse(node->drv_path, &base, &not_store) == 0 &&
-            (r = obi_nix_realisation_put(s->opts->path_infos, node->drv_path, drv->outputs[i].name,
-                                         info->path, err)) < 0)
-            return r;
-        if (realised && resolved_path &&
-            (r = obi_nix_realisation_put(s->opts->path_infos, resolved_path, drv->outputs[i].name,
-                                         info->path, err)) < 0)
-            return r;
-    }
-    return 0;
 }
 
 static int build_node(session *s, drv_node *node, obi_error **err)
@@ -1369,7 +1635,7 @@ static int build_node(session *s, drv_node *node, obi_error **err)
                                     : node->kind,
                            attrs, output_paths, outputs, err);
     if (r >= 0)
-        r = record_outputs(s, node, drv, resolved_path, outputs, err);
+        r = leave_records(s, node, drv, resolved_path, outputs, err);
     if (r < 0) {
         built_outputs_free(outputs, drv->n_outputs);
         return obi_error_prefix(err, r, "build of %s", node->drv_path);
@@ -1487,9 +1753,14 @@ static int run_all(session *s, obi_error **err)
         to_build += s->nodes[i]->build;
     if (jobs > to_build)
         jobs = (unsigned)(to_build ? to_build : 1);
+    int r = to_build ? registrar_start(s, err) : 0;
+    if (r < 0)
+        return r;
     pthread_t *threads = calloc(jobs, sizeof *threads);
-    if (!threads)
+    if (!threads) {
+        registrar_finish(s, NULL);
         return obi_error_oom(err);
+    }
     unsigned started = 0;
     for (; started + 1 < jobs; started++)
         if (pthread_create(&threads[started], NULL, worker, s) != 0)
@@ -1508,6 +1779,9 @@ static int run_all(session *s, obi_error **err)
         }
         pthread_join(forwarder, NULL);
     }
+    /* the builds' records (and registrations) are done before any result */
+    cleanup_error obi_error *registrar_err = NULL;
+    int registered = registrar_finish(s, &registrar_err);
     /* the first failure in load order, the top derivation's own before its inputs' */
     for (size_t i = 0; i < s->n_nodes; i++) {
         drv_node *node = s->nodes[i];
@@ -1517,6 +1791,8 @@ static int run_all(session *s, obi_error **err)
         obi_error_move(err, &node->error);
         return i == 0 ? code : obi_error_prefix(err, code, "building input %s", node->drv_path);
     }
+    if (registered < 0)
+        return obi_error_move(err, &registrar_err);
     for (size_t i = 0; i < s->n_nodes; i++)
         if (s->nodes[i]->state == NODE_FAILED) {
             int code = s->nodes[i]->error->code;
@@ -1566,6 +1842,8 @@ static int run_session(const char *drv_path, const obi_derivation *given,
     pthread_mutex_init(&s.import_lock, NULL);
     pthread_mutex_init(&s.facts_lock, NULL);
     pthread_cond_init(&s.changed, NULL);
+    pthread_mutex_init(&s.registrar.lock, NULL);
+    pthread_cond_init(&s.registrar.wake, NULL);
     _cleanup_(obi_nix_machine_clear) obi_nix_machine detected = {0};
     int r = 0;
     if (!(s.machine = opts->machine) && (r = obi_nix_machine_detect(&detected, err)) < 0)
@@ -1613,48 +1891,19 @@ int obi_nix_build_register(const obi_nix_build_result *result, const obi_nix_bui
                            size_t *n_registered, obi_error **err)
 {
     session s = {.opts = opts};
-    obi_strv_builder seen = {0};
-    const obi_nix_path_info **infos = NULL;
-    obi_nix_path_info **owned = NULL;
-    size_t n = 0, owned_cap = 0;
-    int r = 0;
-    for (size_t i = 0; r >= 0 && i < result->n_outputs; i++)
-        if (!obi_strv_builder_contains(&seen, result->outputs[i].info->path) &&
-            obi_strv_builder_add(&seen, result->outputs[i].info->path) < 0)
-            r = obi_error_oom(err);
-    for (size_t next = 0; r >= 0 && next < seen.n; next++) {
-        if (in_nix_store(&s, seen.items[next]))
-            continue;
-        obi_nix_path_info *info = NULL;
-        r = own_path_info(&s, seen.items[next], &info, err);
-        if (r == 0)
-            r = obi_error_set(err, -ENOENT, "%s is neither in the Nix store nor built by ocibuild",
-                              seen.items[next]);
-        if (r < 0)
-            break;
-        if (obi_array_grow(&owned, &owned_cap, n + 1) < 0) {
-            obi_nix_path_info_free(info);
-            r = obi_error_oom(err);
-            break;
-        }
-        owned[n++] = info;
-        for (size_t k = 0; r >= 0 && k < info->n_references; k++)
-            if (!obi_strv_builder_contains(&seen, info->references[k]) &&
-                obi_strv_builder_add(&seen, info->references[k]) < 0)
-                r = obi_error_oom(err);
-    }
-    obi_strv_builder_clear(&seen);
-    if (r >= 0 && n > 0 && !(infos = calloc(n, sizeof *infos)))
-        r = obi_error_oom(err);
-    for (size_t i = 0; r >= 0 && i < n; i++)
-        infos[i] = owned[i];
-    if (r >= 0 && n > 0)
-        r = obi_nix_path_infos_sort_topologically(infos, n, err);
+    cleanup_free char **roots = calloc(result->n_outputs + 1, sizeof *roots);
+    if (!roots)
+        return obi_error_oom(err);
+    for (size_t i = 0; i < result->n_outputs; i++)
+        roots[i] = result->outputs[i].info->path;
+    cleanup_strv_builder obi_strv_builder known = {0};
+    obi_nix_path_info **infos = NULL;
+    size_t n = 0;
+    int r = unregistered_closure(&s, roots, result->n_outputs, NULL, 0, &known, &infos, &n, err);
     if (r >= 0 && n > 0)
         r = obi_nix_store_import(opts->store->blobs, opts->store->directories, opts->nix_store,
-                                 infos, n, err);
-    free(infos);
-    obi_nix_path_infos_free(owned, n);
+                                 (const obi_nix_path_info *const *)infos, n, err);
+    obi_nix_path_infos_free(infos, n);
     if (r >= 0 && n_registered)
         *n_registered = n;
     return r < 0 ? r : 0;

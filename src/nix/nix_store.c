@@ -448,12 +448,16 @@ static char *file_tail(int fd)
     return strdup(output_tail(text));
 }
 
-int obi_nix_store_import(obi_blob_service *blobs, obi_directory_service *directories,
-                         const char *nix_store, const obi_nix_path_info *const *infos, size_t n,
-                         obi_error **err)
+struct obi_nix_store_importer {
+    char *program;
+    pid_t pid;
+    export_writer w; /* our end of its stdin */
+    int log;         /* its stdout and stderr */
+};
+
+int obi_nix_store_importer_start(const char *nix_store, obi_nix_store_importer **out,
+                                 obi_error **err)
 {
-    if (n == 0)
-        return 0;
     const char *program = nix_store ? nix_store : "nix-store";
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
@@ -462,39 +466,92 @@ int obi_nix_store_import(obi_blob_service *blobs, obi_directory_service *directo
     cleanup_close int log = memfd_create("nix-store-import", MFD_CLOEXEC);
     if (log < 0)
         return obi_error_set_errno(err, errno, "memfd_create");
+    obi_nix_store_importer *imp = calloc(1, sizeof *imp);
+    if (!imp || !(imp->program = strdup(program))) {
+        free(imp);
+        return obi_error_oom(err);
+    }
     char *argv[] = {(char *)program, (char *)"--import", NULL};
     obi_spawn_options opts = OBI_SPAWN_OPTIONS_INIT;
     opts.stdin_fd = theirs;
     opts.stdout_fd = log;
     opts.stderr_fd = log;
-    pid_t pid;
-    int r = obi_spawn(argv, &opts, &pid, err);
-    if (r < 0)
+    int r = obi_spawn(argv, &opts, &imp->pid, err);
+    if (r < 0) {
+        free(imp->program);
+        free(imp);
         return obi_error_prefix(err, r, "%s --import", program);
-    close(steal_fd(&theirs));
-    export_writer w = {ours, OBI_BUF_INIT};
+    }
+    imp->w = (export_writer){steal_fd(&ours), OBI_BUF_INIT};
+    imp->log = steal_fd(&log);
+    *out = imp;
+    return 0;
+}
+
+int obi_nix_store_importer_add(obi_nix_store_importer *imp, obi_blob_service *blobs,
+                               obi_directory_service *directories, const obi_nix_path_info *info,
+                               obi_error **err)
+{
+    int r = export_path(&imp->w, blobs, directories, info, err);
+    return r < 0 ? r : export_flush(&imp->w, err);
+}
+
+/* Closes the stream (with its end marker when complete) and waits for nix-store. */
+static int importer_end(obi_nix_store_importer *imp, bool complete, obi_error **err)
+{
     cleanup_error obi_error *write_err = NULL;
-    for (size_t i = 0; r >= 0 && i < n; i++)
-        r = export_path(&w, blobs, directories, infos[i], &write_err);
-    if (r >= 0)
-        r = export_u64(&w, 0, &write_err);
-    if (r >= 0)
-        r = export_flush(&w, &write_err);
-    obi_buf_free(&w.buf);
-    shutdown(ours, SHUT_WR);
+    int r = 0;
+    if (complete && (r = export_u64(&imp->w, 0, &write_err)) >= 0)
+        r = export_flush(&imp->w, &write_err);
+    obi_buf_free(&imp->w.buf);
+    close(imp->w.fd);
     int status = 0;
-    int wr = obi_wait(pid, &status, err);
+    int wr = obi_wait(imp->pid, &status, err);
+    int code = wr < 0 ? 0 : obi_wait_exit_code(status);
+    if (wr >= 0 && code != 0) {
+        cleanup_free char *tail = file_tail(imp->log);
+        wr = obi_error_set(err, -EIO, "%s --import failed (exit %d): %s", imp->program, code,
+                           tail ? tail : "");
+    }
+    close(imp->log);
+    free(imp->program);
+    free(imp);
     if (wr < 0)
         return wr;
-    int code = obi_wait_exit_code(status);
-    if (code != 0) {
-        cleanup_free char *tail = file_tail(log);
-        return obi_error_set(err, -EIO, "%s --import failed (exit %d): %s", program, code,
-                             tail ? tail : "");
-    }
+    return r < 0 ? obi_error_move(err, &write_err) : 0;
+}
+
+int obi_nix_store_importer_finish(obi_nix_store_importer *imp, obi_error **err)
+{
+    return importer_end(imp, true, err);
+}
+
+void obi_nix_store_importer_free(obi_nix_store_importer *imp)
+{
+    if (!imp)
+        return;
+    cleanup_error obi_error *ignored = NULL;
+    importer_end(imp, false, &ignored);
+}
+
+int obi_nix_store_import(obi_blob_service *blobs, obi_directory_service *directories,
+                         const char *nix_store, const obi_nix_path_info *const *infos, size_t n,
+                         obi_error **err)
+{
+    if (n == 0)
+        return 0;
+    obi_nix_store_importer *imp = NULL;
+    int r = obi_nix_store_importer_start(nix_store, &imp, err);
     if (r < 0)
-        return obi_error_move(err, &write_err);
-    return 0;
+        return r;
+    cleanup_error obi_error *write_err = NULL;
+    for (size_t i = 0; r >= 0 && i < n; i++)
+        r = export_path(&imp->w, blobs, directories, infos[i], &write_err);
+    if (r < 0) { /* nix-store's own complaint, if it has one, says more than a broken pipe */
+        int ended = importer_end(imp, false, err);
+        return ended < 0 ? ended : obi_error_move(err, &write_err);
+    }
+    return importer_end(imp, true, err);
 }
 
 /* ---- ordering ---- */

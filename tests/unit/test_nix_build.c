@@ -2,12 +2,14 @@
  * Unit tests for building derivations with a stand-in build service (it writes each output from
  * the derivation's env: "content_<output>" as a file's contents, "exec_<output>" makes it
  * executable, "dir_<output>" makes it a directory holding an empty file of that name; "sleep_ms"
- * makes the build last, "fail" fails it, "wait_cancel" waits until the build is cancelled). The
+ * makes the build last, "fail" fails it, "wait_cancel" waits until the build is cancelled,
+ * "wait_for_file" and "wait_for_text" wait until that file holds that text). The
  * stand-in reports no needles: references must come from nix_build's own scan of the NAR.
  * Covered: inputs first and reuse of valid outputs, records and JSON, fixed-output checks, the
  * checks before and after a build with Nix's messages, references in file names, independent
  * builds at once, the first failure stopping the rest, floating content-addressed outputs and
- * derivations resolved on them, -K passed through, and registering results with nix-store.
+ * derivations resolved on them, -K passed through, and registering results with nix-store
+ * (after the build, or streamed while the builds go on).
  */
 #include "test_helpers.h"
 
@@ -110,6 +112,21 @@ static int make_output(fake_builder *f, const obi_build_request *req, const char
                : 0;
 }
 
+/* Waits up to 5 s until file holds text (a stand-in nix-store writes it as it reads). */
+static int wait_for_text(const char *file, const char *text, obi_error **err)
+{
+    for (int i = 0; i < 500; i++) {
+        cleanup_free char *data = NULL;
+        size_t len = 0;
+        cleanup_error obi_error *ignored = NULL;
+        if (obi_read_file(file, 1 << 20, &data, &len, &ignored) == 0 &&
+            memmem(data, len, text, strlen(text)))
+            return 0;
+        usleep(10000);
+    }
+    return obi_error_set(err, OBI_EBUILD_FAILED, "%s never held %s", file, text);
+}
+
 static int fake_do_build(obi_build_service *svc, const obi_build_request *req,
                          const obi_build_call *call, obi_build **out, obi_error **err)
 {
@@ -134,6 +151,8 @@ static int fake_do_build(obi_build_service *svc, const obi_build_request *req,
         r = poll(&p, 1, 5000) == 1 ? obi_error_set(err, -ECANCELED, "cancelled")
                                    : obi_error_set(err, -ETIMEDOUT, "never cancelled");
     }
+    if (r >= 0 && env_get(req, "wait_for_file"))
+        r = wait_for_text(env_get(req, "wait_for_file"), env_get(req, "wait_for_text"), err);
     if (r >= 0 && env_get(req, "fail"))
         r = obi_error_set(err, OBI_EBUILD_FAILED, "builder exited with code 1");
     cleanup_build obi_build *build = r >= 0 ? obi_build_new() : NULL;
@@ -824,6 +843,94 @@ static void test_nix_build_register_streams_an_export_to_nix_store(void **state)
     assert_non_null(memmem(stream, len, top, strlen(top)));
 }
 
+/* A stand-in nix-store: "--import" copies its stdin to saved (as it comes) and counts its runs
+ * in saved.runs; with fail_message, it says that and fails instead. */
+static char *stand_in_nix_store(fixture *f, const char *saved, const char *fail_message)
+{
+    char *script = NULL;
+    cleanup_free char *text = NULL;
+    assert_true(asprintf(&script, "%s/nix-store", f->dir) > 0);
+    if (fail_message)
+        assert_true(asprintf(&text, "#!/bin/sh\necho '%s' >&2\nexit 1\n", fail_message) > 0);
+    else
+        assert_true(asprintf(&text,
+                             "#!/bin/sh\n[ \"$1\" = --import ] || exit 3\necho run >> '%s.runs'\n"
+                             "exec cat > '%s'\n",
+                             saved, saved) > 0);
+    FILE *out = fopen(script, "w");
+    fputs(text, out);
+    fclose(out);
+    chmod(script, 0755);
+    return script;
+}
+
+/* The offsets of the paths of the export stream's entries: after each NAR, the magic 'NIXE'
+ * and the path's length. */
+static size_t export_entry_paths(const char *stream, size_t len, const char **paths, size_t max)
+{
+    size_t n = 0;
+    for (const char *p = stream; n < max && (p = memmem(p, len - (size_t)(p - stream), "NIXE", 4));
+         p += 4)
+        paths[n++] = p + 8 + 8; /* the magic's u64, then the string's length */
+    return n;
+}
+
+/* With register_in_nix, each build's outputs go to one nix-store --import while later builds
+ * still run: top's build waits until dep's outputs have reached nix-store. References first,
+ * each path once, the end marker last. */
+static void test_nix_build_registers_outputs_while_building(void **state)
+{
+    fixture *f = *state;
+    cleanup_free char *saved = NULL, *runs = NULL;
+    assert_true(asprintf(&saved, "%s/export", f->dir) > 0);
+    assert_true(asprintf(&runs, "%s/export.runs", f->dir) > 0);
+    cleanup_free char *script = stand_in_nix_store(f, saved, NULL);
+    cleanup_free char *extra = NULL;
+    assert_true(
+        asprintf(&extra, ",(\"wait_for_file\",\"%s\"),(\"wait_for_text\",\"" OUT "\")", saved) > 0);
+    cleanup_free char *dep = write_dep(f);
+    cleanup_free char *top = write_top_with(f, dep, extra);
+    f->opts.nix_store = script;
+    f->opts.register_in_nix = true;
+    cleanup_nix_build_result obi_nix_build_result *result = NULL;
+    assert_ok(obi_nix_build(top, &f->opts, &result, err_ptr_));
+    assert_int_equal(result->n_built, 2);
+
+    cleanup_free char *stream = NULL, *counted = NULL;
+    size_t len = 0, runs_len = 0;
+    assert_ok(obi_read_file(saved, 1 << 20, &stream, &len, err_ptr_));
+    assert_ok(obi_read_file(runs, 1024, &counted, &runs_len, err_ptr_));
+    assert_string_equal(counted, "run\n"); /* one nix-store for the whole call */
+    const char *paths[8];
+    assert_int_equal(export_entry_paths(stream, len, paths, 8), 3);
+    assert_memory_equal(paths[0], DEV, strlen(DEV));
+    assert_memory_equal(paths[1], OUT, strlen(OUT));
+    assert_memory_equal(paths[2], TOP, strlen(TOP));
+    for (size_t i = len - 8; i < len; i++)
+        assert_int_equal(stream[i], 0);
+    /* and recorded */
+    cleanup_nix_path_info obi_nix_path_info *info = NULL;
+    assert_ok(obi_nix_path_info_get(f->path_infos, TOP, &info, err_ptr_));
+}
+
+/* A nix-store --import that fails fails the call with its own words, after the builds' records
+ * are written. */
+static void test_nix_build_fails_when_nix_refuses_the_import(void **state)
+{
+    fixture *f = *state;
+    cleanup_free char *script = stand_in_nix_store(f, NULL, "error: no room in this store");
+    cleanup_free char *dep = write_dep(f);
+    f->opts.nix_store = script;
+    f->opts.register_in_nix = true;
+    obi_nix_build_result *result = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_nix_build(dep, &f->opts, &result, &err), -EIO,
+                      "--import failed (exit 1): error: no room in this store");
+    assert_null(result);
+    cleanup_nix_path_info obi_nix_path_info *info = NULL;
+    assert_ok(obi_nix_path_info_get(f->path_infos, OUT, &info, err_ptr_));
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -850,6 +957,8 @@ int main(void)
         T(test_nix_build_floating_output_gets_its_content_address),
         T(test_nix_build_resolves_derivations_on_content_addressed_inputs),
         T(test_nix_build_register_streams_an_export_to_nix_store),
+        T(test_nix_build_registers_outputs_while_building),
+        T(test_nix_build_fails_when_nix_refuses_the_import),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
