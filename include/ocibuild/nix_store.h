@@ -39,11 +39,20 @@ char *obi_nix_store_real_path(const char *store_dir, const char *path);
 int obi_derivation_input_paths(const obi_derivation *drv, const char *store_dir, char ***paths_out,
                                size_t *n_out, obi_error **err);
 
-/* The closure of paths: `NIX_STORE --query --requisites PATH...` (nix_store NULL: "nix-store"
- * from $PATH). Sorted, without duplicates, NULL-terminated. A failing nix-store is an error
+/* The closure of paths: `NIX_STORE --query --requisites PATH...` (nix_store NULL: the local
+ * store: read from its database with obi_nix_db_closure when it can, else "nix-store" from
+ * $PATH). Sorted, without duplicates, NULL-terminated. A failing nix-store is an error
  * carrying the tail of its output. */
 int obi_nix_store_closure(const char *nix_store, char *const *paths, size_t n_paths,
                           char ***closure_out, size_t *n_out, obi_error **err);
+
+/* The closure of paths as the Nix database in db_dir (NIX_STATE_DIR/db: schema, db.sqlite) has
+ * it, read-only in one read transaction: what `nix-store -q -R` answers, without starting Nix
+ * (~20 ms of its start-up and ~15 ms of CPU per query). 1 with the closure as above; 0 when
+ * it cannot answer that way (a schema other than Nix 2.x's "10", a database it may not open or
+ * that is busy, a path that is not valid there): then nix-store is asked, and says why. */
+int obi_nix_db_closure(const char *db_dir, char *const *paths, size_t n_paths, char ***closure_out,
+                       size_t *n_out, obi_error **err);
 
 /* Ingests each store path into castore (ingest.h) as a root node named by the path's basename.
  * *nodes_out has n_paths entries in the order of paths; free with obi_nix_nodes_free. */

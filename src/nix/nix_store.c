@@ -1,8 +1,9 @@
 /*
  * A derivation's inputs from the local Nix store (see include/ocibuild/nix_store.h): input
- * paths from the .drv and its input .drv files, the closure from `nix-store -q -R` (process.h,
- * no shell), and the import into castore through ingest.h. derivation_request.c consumes the
- * resulting nodes; the nix-build command strings the steps together.
+ * paths from the .drv and its input .drv files, the closure (read from Nix's database, else
+ * from `nix-store -q -R`: process.h, no shell), and the import into castore through ingest.h.
+ * derivation_request.c consumes the resulting nodes; the nix-build command strings the steps
+ * together.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,12 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sqlite3.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/digest.h"
+#include "ocibuild/fs.h"
 #include "ocibuild/ingest.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/nar.h"
@@ -24,6 +27,7 @@
 #include "ocibuild/strv.h"
 
 #define NIX_STORE_MAX_OUTPUT (64u * 1024 * 1024)
+#define NIX_STATE_DIR_DEFAULT "/nix/var/nix"
 
 /* ---- store paths ---- */
 
@@ -181,9 +185,107 @@ static int run_closure(const char *nix_store, char *const *paths, size_t n_paths
     return 0;
 }
 
+/* Nix 2.x's database schema: ValidPaths (id, path, ...) and Refs (referrer, reference). */
+#define NIX_DB_SCHEMA "10"
+#define NIX_DB_BUSY_MS 200
+
+static void sqlite_closep(sqlite3 **db)
+{
+    if (*db)
+        sqlite3_close(*db);
+}
+
+static void sqlite_finalizep(sqlite3_stmt **stmt)
+{
+    sqlite3_finalize(*stmt);
+}
+
+/* Adds the closure of path (valid in db) to set; 0 when path is not valid or the query fails. */
+static int db_path_closure(sqlite3 *db, const char *path, obi_strv_builder *set)
+{
+    static const char query[] =
+        "WITH RECURSIVE closure(id) AS (SELECT id FROM ValidPaths WHERE path = ?1"
+        " UNION SELECT reference FROM Refs JOIN closure ON referrer = closure.id)"
+        " SELECT path FROM ValidPaths WHERE id IN closure";
+    __attribute__((cleanup(sqlite_finalizep))) sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(db, query, -1, &stmt, NULL) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 1, path, -1, SQLITE_STATIC) != SQLITE_OK)
+        return 0;
+    bool found = false;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *member = (const char *)sqlite3_column_text(stmt, 0);
+        const char *base;
+        cleanup_error obi_error *ignored = NULL;
+        if (!member || obi_nix_store_path_parse(member, &base, &ignored) < 0)
+            return 0;
+        found = found || strcmp(member, path) == 0;
+        if (obi_strv_builder_add(set, member) < 0)
+            return -ENOMEM;
+    }
+    return rc == SQLITE_DONE && found ? 1 : 0;
+}
+
+int obi_nix_db_closure(const char *db_dir, char *const *paths, size_t n_paths, char ***closure_out,
+                       size_t *n_out, obi_error **err)
+{
+    cleanup_free char *schema_file = obi_path_join(db_dir, "schema");
+    cleanup_free char *db_file = obi_path_join(db_dir, "db.sqlite");
+    if (!schema_file || !db_file)
+        return obi_error_oom(err);
+    cleanup_free char *schema = NULL;
+    size_t len = 0;
+    cleanup_error obi_error *ignored = NULL;
+    if (obi_read_file(schema_file, 64, &schema, &len, &ignored) < 0)
+        return 0;
+    while (len > 0 && (schema[len - 1] == '\n' || schema[len - 1] == ' '))
+        schema[--len] = '\0';
+    if (strcmp(schema, NIX_DB_SCHEMA) != 0)
+        return 0;
+    __attribute__((cleanup(sqlite_closep))) sqlite3 *db = NULL;
+    if (sqlite3_open_v2(db_file, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK)
+        return 0;
+    sqlite3_busy_timeout(db, NIX_DB_BUSY_MS);
+    /* one read transaction: a snapshot of what Nix has registered */
+    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+        return 0;
+    cleanup_strv_builder obi_strv_builder set = {0};
+    for (size_t i = 0; i < n_paths; i++) {
+        int r = db_path_closure(db, paths[i], &set);
+        if (r < 0)
+            return obi_error_oom(err);
+        if (r == 0)
+            return 0;
+    }
+    obi_strv_builder_sort_unique(&set);
+    size_t n = 0;
+    char **closure = obi_strv_builder_steal(&set, &n);
+    if (!closure)
+        return obi_error_oom(err);
+    *closure_out = closure;
+    *n_out = n;
+    return 1;
+}
+
+/* Where the local Nix store keeps its database, as Nix finds it. */
+static char *default_db_dir(void)
+{
+    const char *state = getenv("NIX_STATE_DIR");
+    return obi_path_join(state && *state ? state : NIX_STATE_DIR_DEFAULT, "db");
+}
+
 int obi_nix_store_closure(const char *nix_store, char *const *paths, size_t n_paths,
                           char ***closure_out, size_t *n_out, obi_error **err)
 {
+    if (!nix_store && n_paths > 0) { /* the local store: its database first */
+        cleanup_free char *db_dir = default_db_dir();
+        if (!db_dir)
+            return obi_error_oom(err);
+        int r = obi_nix_db_closure(db_dir, paths, n_paths, closure_out, n_out, err);
+        if (r != 0)
+            return r < 0 ? r : 0;
+    }
     cleanup_strv_builder obi_strv_builder set = {0};
     if (n_paths > 0) {
         int r = run_closure(nix_store, paths, n_paths, &set, err);

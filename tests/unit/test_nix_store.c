@@ -1,12 +1,14 @@
 /*
  * Unit tests for the Nix store helpers: input paths from a derivation and its input .drv files,
  * the closure query (against a stand-in nix-store script, so the argv, the parsing and the
- * failure message are checked without Nix), and importing store paths into castore named by
+ * failure message are checked without Nix; and read from a database laid out as Nix 2.x's,
+ * which leaves to nix-store what it cannot answer), and importing store paths into castore named by
  * basename (with the real /nix/store when Nix is set up, else skipped loudly).
  */
 #include "test_helpers.h"
 
 #include <dirent.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -174,6 +176,80 @@ static void test_closure_reports_missing_program(void **state)
     obi_error_free(err);
 }
 
+/* ---- the closure from Nix's database ---- */
+
+#define LIB "/nix/store/0a1ssdzzwb0c0hw63bkyfcml0qqn0c2x-lib"
+
+/* A database as Nix 2.x lays it out (schema 10; the columns the query reads, and what Nix's
+ * own schema requires of them): OUT refers to BASH and LIB, LIB to itself, DEV to nothing. */
+static char *write_nix_db(const char *schema)
+{
+    char *dir = obi_test_tmpdir();
+    free(write_file(dir, "schema", schema, 0644));
+    cleanup_free char *file = NULL;
+    assert_true(asprintf(&file, "%s/db.sqlite", dir) > 0);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(file, &db), SQLITE_OK);
+    const char *sql =
+        "PRAGMA journal_mode = wal;"
+        "CREATE TABLE ValidPaths (id integer primary key autoincrement not null,"
+        " path text unique not null, hash text not null, registrationTime integer not null,"
+        " deriver text, narSize integer, ultimate integer, sigs text, ca text);"
+        "CREATE TABLE Refs (referrer integer not null, reference integer not null,"
+        " primary key (referrer, reference));"
+        "INSERT INTO ValidPaths (id, path, hash, registrationTime) VALUES"
+        " (1, '" BASH "', 'sha256:x', 1), (2, '" LIB "', 'sha256:x', 1),"
+        " (3, '" OUT "', 'sha256:x', 1), (4, '" DEV "', 'sha256:x', 1);"
+        "INSERT INTO Refs VALUES (3, 1), (3, 2), (2, 2);";
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    return dir;
+}
+
+static void test_db_closure_reads_references_from_nix_database(void **state)
+{
+    (void)state;
+    char *dir = write_nix_db("10");
+    char *inputs[] = {(char *)OUT, (char *)DEV};
+    cleanup_strv char **closure = NULL;
+    size_t n = 0;
+    obi_error *err = NULL; /* never set: the database either answers or leaves it */
+    assert_int_equal(obi_nix_db_closure(dir, inputs, 2, &closure, &n, &err), 1);
+    assert_int_equal(n, 4); /* sorted, LIB's self-reference once */
+    assert_string_equal(closure[0], LIB);
+    assert_string_equal(closure[1], BASH);
+    assert_string_equal(closure[2], DEV);
+    assert_string_equal(closure[3], OUT);
+    assert_null(closure[4]);
+    assert_null(err);
+    obi_test_tmpdir_remove(dir);
+}
+
+/* What the database cannot answer goes to nix-store (which says why): a path it does not hold,
+ * a schema this reader does not know, no database at all. */
+static void test_db_closure_leaves_to_nix_store_what_it_cannot_answer(void **state)
+{
+    (void)state;
+    char *dir = write_nix_db("10");
+    char *unknown[] = {(char *)OUT, (char *)"/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-gone"};
+    cleanup_strv char **closure = NULL;
+    size_t n = 0;
+    obi_error *err = NULL; /* never set: the database either answers or leaves it */
+    assert_int_equal(obi_nix_db_closure(dir, unknown, 2, &closure, &n, &err), 0);
+    assert_null(closure);
+    obi_test_tmpdir_remove(dir);
+
+    dir = write_nix_db("11");
+    char *known[] = {(char *)OUT};
+    assert_int_equal(obi_nix_db_closure(dir, known, 1, &closure, &n, &err), 0);
+    assert_null(closure);
+    obi_test_tmpdir_remove(dir);
+
+    assert_int_equal(obi_nix_db_closure("/nonexistent/db", known, 1, &closure, &n, &err), 0);
+    assert_null(closure);
+    assert_null(err);
+}
+
 static void test_import_rejects_paths_outside_the_store(void **state)
 {
     (void)state;
@@ -283,6 +359,8 @@ int main(void)
         cmocka_unit_test(test_closure_failure_carries_nix_store_output),
         cmocka_unit_test(test_closure_rejects_malformed_store_path),
         cmocka_unit_test(test_closure_reports_missing_program),
+        cmocka_unit_test(test_db_closure_reads_references_from_nix_database),
+        cmocka_unit_test(test_db_closure_leaves_to_nix_store_what_it_cannot_answer),
         cmocka_unit_test(test_import_rejects_paths_outside_the_store),
         cmocka_unit_test(test_import_names_nodes_by_store_basename),
         cmocka_unit_test(test_store_path_parse_checks_hash_part),
