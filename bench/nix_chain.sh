@@ -10,6 +10,8 @@
 # ocibuild). Needs root (Nix set-up and rootful runc).
 #   bench/nix_chain.sh [N] [chain|fanout]     ROUNDS=3 JOBS=2 OCIBUILD=build/ocibuild
 #   OCIBUILD_OPTS="--runtime crun": more options for ocibuild nix-build (split on spaces)
+#   BASELINE=/path/to/an/older/ocibuild: a third side, built in the same rounds (its own fresh
+#   derivations and data dir), and the ratio ocibuild/baseline: before/after on a noisy machine
 set -eu
 cd "$(dirname "$0")/.."
 N=${1:-20}
@@ -66,7 +68,12 @@ measure() {
 }
 
 read -r -a ocibuild_opts <<<"${OCIBUILD_OPTS:-}"
+BASELINE=${BASELINE:-}
 ours() { "$OCIBUILD" nix-build -j "$JOBS" --no-out-link "${ocibuild_opts[@]}" "$1"; }
+base() {
+  OCIBUILD_DATA_DIR=$tmp/base-data "$BASELINE" nix-build -j "$JOBS" --no-out-link \
+    "${ocibuild_opts[@]}" "$1"
+}
 theirs() {
   nix-build --option sandbox true --option sandbox-fallback false --option substituters "" \
     --max-jobs "$JOBS" --no-out-link "$1"
@@ -78,23 +85,44 @@ n_drvs=$N
 [ "$SHAPE" = fanout ] && n_drvs=$((N + 1))
 printf '%s of %d derivations, -j %d, %d rounds, ocibuild options "%s" (load average %s)\n' \
   "$SHAPE" "$n_drvs" "$JOBS" "$ROUNDS" "${OCIBUILD_OPTS:-}" "$(cut -d' ' -f1-3 /proc/loadavg)"
-: >"$tmp/ours" && : >"$tmp/theirs"
+: >"$tmp/ours" && : >"$tmp/theirs" && : >"$tmp/base"
 for round in $(seq 1 "$ROUNDS"); do
   write_nix "ours-$round-$(date +%s%N)" "$tmp/ours.nix"
   write_nix "nix-$round-$(date +%s%N)" "$tmp/nix.nix"
   ours_drv=$(nix-instantiate "$tmp/ours.nix" 2>/dev/null)
   nix_drv=$(nix-instantiate "$tmp/nix.nix" 2>/dev/null)
-  if [ $((round % 2)) -eq 1 ]; then
-    o=$(measure ours "$ours_drv") && t=$(measure theirs "$nix_drv")
-  else
-    t=$(measure theirs "$nix_drv") && o=$(measure ours "$ours_drv")
+  if [ -n "$BASELINE" ]; then
+    write_nix "base-$round-$(date +%s%N)" "$tmp/base.nix"
+    base_drv=$(nix-instantiate "$tmp/base.nix" 2>/dev/null)
   fi
+  # who goes first rotates: ours, theirs[, base] on odd rounds, the reverse on even ones
+  sides=(ours theirs) && [ -n "$BASELINE" ] && sides+=(base)
+  [ $((round % 2)) -eq 0 ] && sides=($(printf '%s\n' "${sides[@]}" | tac))
+  for side in "${sides[@]}"; do
+    case $side in
+    ours) o=$(measure ours "$ours_drv") ;;
+    theirs) t=$(measure theirs "$nix_drv") ;;
+    base) b=$(measure base "$base_drv") ;;
+    esac
+  done
   echo "$o" >>"$tmp/ours" && echo "$t" >>"$tmp/theirs"
-  printf 'round %d: ocibuild %5.2f s wall %5.2f s CPU | nix-build %5.2f s wall %5.2f s CPU\n' \
+  printf 'round %d: ocibuild %5.2f s wall %5.2f s CPU | nix-build %5.2f s wall %5.2f s CPU' \
     "$round" $o $t
+  if [ -n "$BASELINE" ]; then
+    echo "$b" >>"$tmp/base"
+    printf ' | baseline %5.2f s wall %5.2f s CPU' $b
+  fi
+  printf '\n'
 done
 ow=$(cut -d' ' -f1 "$tmp/ours" | median) && oc=$(cut -d' ' -f2 "$tmp/ours" | median)
 tw=$(cut -d' ' -f1 "$tmp/theirs" | median) && tc=$(cut -d' ' -f2 "$tmp/theirs" | median)
 printf 'median: ocibuild %5.2f s wall (%.0f ms/drv), %5.2f s CPU | nix-build %5.2f s wall (%.0f ms/drv), %5.2f s CPU\n' \
   "$ow" "$(echo "$ow * 1000 / $n_drvs" | bc -l)" "$oc" "$tw" "$(echo "$tw * 1000 / $n_drvs" | bc -l)" "$tc"
 printf 'ratio ocibuild/nix: wall %.2f, CPU %.2f\n' "$(echo "$ow / $tw" | bc -l)" "$(echo "$oc / $tc" | bc -l)"
+if [ -n "$BASELINE" ]; then
+  bw=$(cut -d' ' -f1 "$tmp/base" | median) && bc_=$(cut -d' ' -f2 "$tmp/base" | median)
+  printf 'baseline median %5.2f s wall, %5.2f s CPU; ratio baseline/nix: wall %.2f, CPU %.2f; ratio ocibuild/baseline: wall %.2f, CPU %.2f\n' \
+    "$bw" "$bc_" "$(echo "$bw / $tw" | bc -l)" "$(echo "$bc_ / $tc" | bc -l)" \
+    "$(echo "$ow / $bw" | bc -l)" "$(echo "$oc / $bc_" | bc -l)"
+fi
+printf 'load average after: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
