@@ -97,7 +97,7 @@ for round in $(seq 1 "$ROUNDS"); do
   fi
   # who goes first rotates: ours, theirs[, base] on odd rounds, the reverse on even ones
   sides=(ours theirs) && [ -n "$BASELINE" ] && sides+=(base)
-  [ $((round % 2)) -eq 0 ] && sides=($(printf '%s\n' "${sides[@]}" | tac))
+  [ $((round % 2)) -eq 0 ] && mapfile -t sides < <(printf '%s\n' "${sides[@]}" | tac)
   for side in "${sides[@]}"; do
     case $side in
     ours) o=$(measure ours "$ours_drv") ;;
