@@ -1,5 +1,5 @@
 /*
- * BuildRequest model: every validation rule of build.md (one test each, with the accepted
+ * BuildRequest model: every validation rule of build.md (one table row each, with the accepted
  * neighbour where there is one), errors naming field and index, the scratch-path lookup, copy,
  * and the protobuf binary and protobuf-JSON codecs (round trips, both field-name styles,
  * refusals that name the field).
@@ -32,12 +32,6 @@ static void assert_valid(obi_build_request *req)
 
 /* ---- validation ---- */
 
-static void test_request_fixture_is_valid(void **state)
-{
-    (void)state;
-    assert_valid(fixture_request());
-}
-
 static void test_request_clean_path_rules(void **state)
 {
     (void)state;
@@ -51,149 +45,6 @@ static void test_request_clean_path_rules(void **state)
             print_error("'%s' was taken as clean\n", unclean[i]);
         assert_false(obi_path_is_clean_relative(unclean[i]));
     }
-}
-
-static void test_request_rejects_empty_command_args(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_CLEAR(req, command_args);
-    assert_invalid(req, "command_args: must not be empty");
-}
-
-static void test_request_rejects_unclean_working_dir(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    fixture_set_string(&req->working_dir, "build/../etc");
-    assert_invalid(req, "working_dir: \"build/../etc\" is not a clean path");
-}
-
-static void test_request_rejects_absolute_working_dir(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    fixture_set_string(&req->working_dir, "/build");
-    assert_invalid(req, "working_dir: \"/build\" is not relative");
-}
-
-static void test_request_accepts_empty_working_and_inputs_dir(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    fixture_set_string(&req->working_dir, "");
-    fixture_set_string(&req->inputs_dir, "");
-    assert_valid(req);
-}
-
-static void test_request_rejects_unclean_inputs_dir(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    fixture_set_string(&req->inputs_dir, "nix//store");
-    assert_invalid(req, "inputs_dir: \"nix//store\" is not a clean path");
-}
-
-static void test_request_rejects_unclean_scratch_path(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET(req, scratch_paths, "build", "nix/./store");
-    assert_invalid(req, "scratch_paths[1]: \"nix/./store\" is not a clean path");
-    req = fixture_request();
-    FIXTURE_SET(req, scratch_paths, "build/", "nix/store");
-    assert_invalid(req, "scratch_paths[0]: \"build/\" is not a clean path");
-    req = fixture_request();
-    FIXTURE_SET(req, scratch_paths, "", "nix/store");
-    assert_invalid(req, "scratch_paths[0]: must not be empty");
-}
-
-static void test_request_rejects_absolute_scratch_path(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET(req, scratch_paths, "/build", "nix/store");
-    assert_invalid(req, "scratch_paths[0]: \"/build\" is not relative");
-}
-
-static void test_request_rejects_unsorted_scratch_paths(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET(req, scratch_paths, "nix/store", "build");
-    assert_invalid(req, "scratch_paths[1]: \"build\" sorts before the previous \"nix/store\"");
-}
-
-static void test_request_rejects_duplicate_scratch_paths(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET(req, scratch_paths, "build", "nix/store", "nix/store");
-    assert_invalid(req, "scratch_paths[2]: duplicate \"nix/store\"");
-}
-
-static void test_request_rejects_unclean_output(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET(req, outputs, "nix/store/a", "nix/store/b/../x");
-    assert_invalid(req, "outputs[1]: \"nix/store/b/../x\" is not a clean path");
-}
-
-static void test_request_rejects_absolute_output(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET(req, outputs, "/nix/store/a");
-    assert_invalid(req, "outputs[0]: \"/nix/store/a\" is not relative");
-}
-
-static void test_request_rejects_unsorted_outputs(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET(req, outputs, "nix/store/b", "nix/store/a");
-    assert_invalid(req, "outputs[1]: \"nix/store/a\" sorts before the previous \"nix/store/b\"");
-}
-
-static void test_request_rejects_duplicate_outputs(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET(req, outputs, "nix/store/a", "nix/store/a");
-    assert_invalid(req, "outputs[1]: duplicate \"nix/store/a\"");
-}
-
-static void test_request_rejects_output_outside_scratch_paths(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET(req, outputs, "nix/store/a", "out");
-    assert_invalid(req, "outputs[1]: \"out\" is not inside any scratch path");
-}
-
-static void test_request_matches_scratch_paths_by_whole_components(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET(req, outputs, "nix/sto");
-    assert_invalid(req, "outputs[0]: \"nix/sto\" is not inside any scratch path");
-    req = fixture_request();
-    FIXTURE_SET(req, outputs, "nix/storex/a");
-    assert_invalid(req, "outputs[0]: \"nix/storex/a\" is not inside any scratch path");
-    req = fixture_request();
-    FIXTURE_SET(req, scratch_paths, "nix/sto");
-    FIXTURE_SET(req, outputs, "nix/store/x");
-    fixture_set_files(req, 0, NULL);
-    assert_invalid(req, "outputs[0]: \"nix/store/x\" is not inside any scratch path");
-}
-
-static void test_request_accepts_output_equal_to_scratch_path(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET(req, outputs, "build", "nix/store");
-    assert_valid(req);
 }
 
 static void test_request_find_scratch_prefers_longest_match(void **state)
@@ -218,55 +69,6 @@ static void test_request_find_scratch_prefers_longest_match(void **state)
     assert_int_equal(obi_build_request_find_scratch(req, "build/x", &index, &rest), -ENOENT);
 }
 
-static void test_request_rejects_unclean_additional_file(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    const char *const files[] = {"build/a", "x", "build/./b", "y"};
-    fixture_set_files(req, 2, files);
-    assert_invalid(req, "additional_files[1].path: \"build/./b\" is not a clean path");
-}
-
-static void test_request_rejects_unsorted_additional_files(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    const char *const files[] = {"build/b", "x", "build/a", "y"};
-    fixture_set_files(req, 2, files);
-    assert_invalid(req, "additional_files[1].path: \"build/a\" sorts before the previous");
-}
-
-static void test_request_rejects_additional_file_outside_scratch_paths(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    const char *const files[] = {"etc/passwd", "x"};
-    fixture_set_files(req, 1, files);
-    assert_invalid(req, "additional_files[0].path: \"etc/passwd\" is not inside any scratch path");
-    req = fixture_request();
-    const char *const same[] = {"build", "x"};
-    fixture_set_files(req, 1, same);
-    assert_invalid(req, "additional_files[0].path: \"build\" is not inside any scratch path");
-}
-
-static void test_request_rejects_empty_env_key(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    const char *const env[] = {"", "x"};
-    fixture_set_env(req, 1, env);
-    assert_invalid(req, "environment_vars[0]: key is empty");
-}
-
-static void test_request_rejects_env_key_with_equals(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    const char *const env[] = {"A", "1", "A0", "2", "A1", "3", "A=B", "4"};
-    fixture_set_env(req, 4, env);
-    assert_invalid(req, "environment_vars[3]: key \"A=B\" contains '='");
-}
-
 static void test_request_rejects_env_value_with_nul(void **state)
 {
     (void)state;
@@ -285,32 +87,6 @@ static void test_request_accepts_env_value_with_any_other_byte(void **state)
     assert_valid(req);
 }
 
-static void test_request_rejects_unsorted_env(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    const char *const env[] = {"out", "1", "PATH", "2"};
-    fixture_set_env(req, 2, env);
-    assert_invalid(req, "environment_vars[1]: key \"PATH\" sorts before the previous key \"out\"");
-}
-
-static void test_request_rejects_duplicate_env_keys(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    const char *const env[] = {"A", "1", "A", "2"};
-    fixture_set_env(req, 2, env);
-    assert_invalid(req, "environment_vars[1]: duplicate key \"A\"");
-}
-
-static void test_request_rejects_empty_system_when_constraints_set(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    fixture_set_string(&req->constraints.system, "");
-    assert_invalid(req, "constraints.system: must not be empty");
-}
-
 static void test_request_accepts_missing_constraints(void **state)
 {
     (void)state;
@@ -320,78 +96,210 @@ static void test_request_accepts_missing_constraints(void **state)
     assert_valid(req);
 }
 
-static void test_request_rejects_relative_ro_path(void **state)
+/*
+ * The validation rules as one table: each row edits the fixture (up to three fields, in order)
+ * and names the message the edited request fails with, or NULL where it must stay valid. Every
+ * row is its own cmocka test, named by the row.
+ */
+typedef enum request_field {
+    EDIT_NONE = 0,
+    EDIT_COMMAND_ARGS,
+    EDIT_WORKING_DIR,
+    EDIT_INPUTS_DIR,
+    EDIT_SCRATCH_PATHS,
+    EDIT_OUTPUTS,
+    EDIT_FILES, /* PATH, CONTENTS pairs */
+    EDIT_ENV,   /* KEY, VALUE pairs */
+    EDIT_SYSTEM,
+    EDIT_RO_PATHS,
+    EDIT_INPUTS, /* node names, kinds as fixture_set_inputs makes them */
+} request_field;
+
+typedef struct request_edit {
+    request_field field;
+    const char *const *values; /* NULL-terminated */
+} request_edit;
+
+typedef struct request_case {
+    const char *name;
+    request_edit edits[3];
+    const char *needle; /* NULL: the edited request is valid */
+} request_case;
+
+#define V(...) ((const char *const[]){__VA_ARGS__, NULL})
+#define NONE ((const char *const[]){NULL})
+
+static request_case REQUEST_CASES[] = {
+    {"test_request_fixture_is_valid", {{0}}, NULL},
+    {"test_request_rejects_empty_command_args",
+     {{EDIT_COMMAND_ARGS, NONE}},
+     "command_args: must not be empty"},
+    {"test_request_rejects_unclean_working_dir",
+     {{EDIT_WORKING_DIR, V("build/../etc")}},
+     "working_dir: \"build/../etc\" is not a clean path"},
+    {"test_request_rejects_absolute_working_dir",
+     {{EDIT_WORKING_DIR, V("/build")}},
+     "working_dir: \"/build\" is not relative"},
+    {"test_request_accepts_empty_working_and_inputs_dir",
+     {{EDIT_WORKING_DIR, V("")}, {EDIT_INPUTS_DIR, V("")}},
+     NULL},
+    {"test_request_rejects_unclean_inputs_dir",
+     {{EDIT_INPUTS_DIR, V("nix//store")}},
+     "inputs_dir: \"nix//store\" is not a clean path"},
+    {"test_request_rejects_unclean_scratch_path",
+     {{EDIT_SCRATCH_PATHS, V("build", "nix/./store")}},
+     "scratch_paths[1]: \"nix/./store\" is not a clean path"},
+    {"test_request_rejects_scratch_path_with_trailing_slash",
+     {{EDIT_SCRATCH_PATHS, V("build/", "nix/store")}},
+     "scratch_paths[0]: \"build/\" is not a clean path"},
+    {"test_request_rejects_empty_scratch_path",
+     {{EDIT_SCRATCH_PATHS, V("", "nix/store")}},
+     "scratch_paths[0]: must not be empty"},
+    {"test_request_rejects_absolute_scratch_path",
+     {{EDIT_SCRATCH_PATHS, V("/build", "nix/store")}},
+     "scratch_paths[0]: \"/build\" is not relative"},
+    {"test_request_rejects_unsorted_scratch_paths",
+     {{EDIT_SCRATCH_PATHS, V("nix/store", "build")}},
+     "scratch_paths[1]: \"build\" sorts before the previous \"nix/store\""},
+    {"test_request_rejects_duplicate_scratch_paths",
+     {{EDIT_SCRATCH_PATHS, V("build", "nix/store", "nix/store")}},
+     "scratch_paths[2]: duplicate \"nix/store\""},
+    {"test_request_rejects_unclean_output",
+     {{EDIT_OUTPUTS, V("nix/store/a", "nix/store/b/../x")}},
+     "outputs[1]: \"nix/store/b/../x\" is not a clean path"},
+    {"test_request_rejects_absolute_output",
+     {{EDIT_OUTPUTS, V("/nix/store/a")}},
+     "outputs[0]: \"/nix/store/a\" is not relative"},
+    {"test_request_rejects_unsorted_outputs",
+     {{EDIT_OUTPUTS, V("nix/store/b", "nix/store/a")}},
+     "outputs[1]: \"nix/store/a\" sorts before the previous \"nix/store/b\""},
+    {"test_request_rejects_duplicate_outputs",
+     {{EDIT_OUTPUTS, V("nix/store/a", "nix/store/a")}},
+     "outputs[1]: duplicate \"nix/store/a\""},
+    {"test_request_rejects_output_outside_scratch_paths",
+     {{EDIT_OUTPUTS, V("nix/store/a", "out")}},
+     "outputs[1]: \"out\" is not inside any scratch path"},
+    {"test_request_matches_scratch_paths_by_whole_components",
+     {{EDIT_OUTPUTS, V("nix/sto")}},
+     "outputs[0]: \"nix/sto\" is not inside any scratch path"},
+    {"test_request_scratch_path_is_not_a_name_prefix",
+     {{EDIT_OUTPUTS, V("nix/storex/a")}},
+     "outputs[0]: \"nix/storex/a\" is not inside any scratch path"},
+    {"test_request_output_is_not_inside_a_shorter_name",
+     {{EDIT_SCRATCH_PATHS, V("nix/sto")}, {EDIT_OUTPUTS, V("nix/store/x")}, {EDIT_FILES, NONE}},
+     "outputs[0]: \"nix/store/x\" is not inside any scratch path"},
+    {"test_request_accepts_output_equal_to_scratch_path",
+     {{EDIT_OUTPUTS, V("build", "nix/store")}},
+     NULL},
+    {"test_request_rejects_unclean_additional_file",
+     {{EDIT_FILES, V("build/a", "x", "build/./b", "y")}},
+     "additional_files[1].path: \"build/./b\" is not a clean path"},
+    {"test_request_rejects_unsorted_additional_files",
+     {{EDIT_FILES, V("build/b", "x", "build/a", "y")}},
+     "additional_files[1].path: \"build/a\" sorts before the previous"},
+    {"test_request_rejects_additional_file_outside_scratch_paths",
+     {{EDIT_FILES, V("etc/passwd", "x")}},
+     "additional_files[0].path: \"etc/passwd\" is not inside any scratch path"},
+    {"test_request_rejects_additional_file_that_is_a_scratch_path",
+     {{EDIT_FILES, V("build", "x")}},
+     "additional_files[0].path: \"build\" is not inside any scratch path"},
+    {"test_request_rejects_empty_env_key",
+     {{EDIT_ENV, V("", "x")}},
+     "environment_vars[0]: key is empty"},
+    {"test_request_rejects_env_key_with_equals",
+     {{EDIT_ENV, V("A", "1", "A0", "2", "A1", "3", "A=B", "4")}},
+     "environment_vars[3]: key \"A=B\" contains '='"},
+    {"test_request_rejects_unsorted_env",
+     {{EDIT_ENV, V("out", "1", "PATH", "2")}},
+     "environment_vars[1]: key \"PATH\" sorts before the previous key \"out\""},
+    {"test_request_rejects_duplicate_env_keys",
+     {{EDIT_ENV, V("A", "1", "A", "2")}},
+     "environment_vars[1]: duplicate key \"A\""},
+    {"test_request_rejects_empty_system_when_constraints_set",
+     {{EDIT_SYSTEM, V("")}},
+     "constraints.system: must not be empty"},
+    {"test_request_rejects_relative_ro_path",
+     {{EDIT_RO_PATHS, V("/dev/kvm", "etc/ssl")}},
+     "constraints.available_ro_paths[1]: \"etc/ssl\" is not absolute"},
+    {"test_request_rejects_unclean_ro_path",
+     {{EDIT_RO_PATHS, V("/dev/../etc")}},
+     "constraints.available_ro_paths[0]: \"/dev/../etc\" is not a clean path"},
+    {"test_request_rejects_root_as_ro_path",
+     {{EDIT_RO_PATHS, V("/")}},
+     "constraints.available_ro_paths[0]: \"/\" is not a clean path"},
+    {"test_request_rejects_unsorted_ro_paths",
+     {{EDIT_RO_PATHS, V("/etc/ssl", "/dev/kvm")}},
+     "constraints.available_ro_paths[1]: \"/dev/kvm\" sorts before"},
+    {"test_request_accepts_sorted_ro_paths", {{EDIT_RO_PATHS, V("/dev/kvm", "/etc/ssl")}}, NULL},
+    {"test_request_rejects_invalid_input_node",
+     {{EDIT_INPUTS, V("aaa-dep", "bad/name")}},
+     "inputs[1]"},
+    {"test_request_rejects_unsorted_inputs",
+     {{EDIT_INPUTS, V("bbb-dep", "aaa-dep")}},
+     "inputs[1]: name \"aaa-dep\" sorts before"},
+    {"test_request_rejects_input_sorted_after_its_prefix",
+     {{EDIT_INPUTS, V("abc", "ab")}},
+     "inputs[1]: name \"ab\" sorts before"},
+    {"test_request_rejects_duplicate_inputs",
+     {{EDIT_INPUTS, V("aaa-dep", "aaa-dep")}},
+     "inputs[1]: duplicate name \"aaa-dep\""},
+    {"test_request_error_quotes_control_bytes",
+     {{EDIT_OUTPUTS, V("nix/store/a\n/../b")}},
+     "outputs[0]: \"nix/store/a\\x0a/../b\" is not a clean path"},
+};
+
+static void apply_edit(obi_build_request *req, const request_edit *edit)
 {
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET_RO_PATHS(req, "/dev/kvm", "etc/ssl");
-    assert_invalid(req, "constraints.available_ro_paths[1]: \"etc/ssl\" is not absolute");
+    size_t n = 0;
+    while (edit->values[n])
+        n++;
+    switch (edit->field) {
+    case EDIT_NONE:
+        break;
+    case EDIT_COMMAND_ARGS:
+        fixture_set_strings(&req->command_args, &req->n_command_args, edit->values);
+        break;
+    case EDIT_WORKING_DIR:
+        fixture_set_string(&req->working_dir, edit->values[0]);
+        break;
+    case EDIT_INPUTS_DIR:
+        fixture_set_string(&req->inputs_dir, edit->values[0]);
+        break;
+    case EDIT_SCRATCH_PATHS:
+        fixture_set_strings(&req->scratch_paths, &req->n_scratch_paths, edit->values);
+        break;
+    case EDIT_OUTPUTS:
+        fixture_set_strings(&req->outputs, &req->n_outputs, edit->values);
+        break;
+    case EDIT_FILES:
+        fixture_set_files(req, n / 2, edit->values);
+        break;
+    case EDIT_ENV:
+        fixture_set_env(req, n / 2, edit->values);
+        break;
+    case EDIT_SYSTEM:
+        fixture_set_string(&req->constraints.system, edit->values[0]);
+        break;
+    case EDIT_RO_PATHS:
+        fixture_set_strings(&req->constraints.available_ro_paths,
+                            &req->constraints.n_available_ro_paths, edit->values);
+        break;
+    case EDIT_INPUTS:
+        fixture_set_inputs(req, n, edit->values);
+        break;
+    }
 }
 
-static void test_request_rejects_unclean_ro_path(void **state)
+static void run_request_case(void **state)
 {
-    (void)state;
+    const request_case *c = *state;
     obi_build_request *req = fixture_request();
-    FIXTURE_SET_RO_PATHS(req, "/dev/../etc");
-    assert_invalid(req, "constraints.available_ro_paths[0]: \"/dev/../etc\" is not a clean path");
-    req = fixture_request();
-    FIXTURE_SET_RO_PATHS(req, "/");
-    assert_invalid(req, "constraints.available_ro_paths[0]: \"/\" is not a clean path");
-}
-
-static void test_request_rejects_unsorted_ro_paths(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET_RO_PATHS(req, "/etc/ssl", "/dev/kvm");
-    assert_invalid(req, "constraints.available_ro_paths[1]: \"/dev/kvm\" sorts before");
-}
-
-static void test_request_accepts_sorted_ro_paths(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET_RO_PATHS(req, "/dev/kvm", "/etc/ssl");
-    assert_valid(req);
-}
-
-static void test_request_rejects_invalid_input_node(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    const char *const inputs[] = {"aaa-dep", "bad/name"};
-    fixture_set_inputs(req, 2, inputs);
-    assert_invalid(req, "inputs[1]");
-}
-
-static void test_request_rejects_unsorted_inputs(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    const char *const inputs[] = {"bbb-dep", "aaa-dep"};
-    fixture_set_inputs(req, 2, inputs);
-    assert_invalid(req, "inputs[1]: name \"aaa-dep\" sorts before");
-    req = fixture_request();
-    const char *const prefix[] = {"abc", "ab"};
-    fixture_set_inputs(req, 2, prefix);
-    assert_invalid(req, "inputs[1]: name \"ab\" sorts before");
-}
-
-static void test_request_rejects_duplicate_inputs(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    const char *const inputs[] = {"aaa-dep", "aaa-dep"};
-    fixture_set_inputs(req, 2, inputs);
-    assert_invalid(req, "inputs[1]: duplicate name \"aaa-dep\"");
-}
-
-static void test_request_error_quotes_control_bytes(void **state)
-{
-    (void)state;
-    obi_build_request *req = fixture_request();
-    FIXTURE_SET(req, outputs, "nix/store/a\n/../b");
-    assert_invalid(req, "outputs[0]: \"nix/store/a\\x0a/../b\" is not a clean path");
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(c->edits) && c->edits[i].values; i++)
+        apply_edit(req, &c->edits[i]);
+    if (c->needle)
+        assert_invalid(req, c->needle);
+    else
+        assert_valid(req);
 }
 
 /* ---- copy and protobuf ---- */
@@ -959,47 +867,14 @@ static void test_build_events_round_trip(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_fixture_is_valid),
+    static const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_build_snix_response_round_trips_with_anonymous_outputs),
         cmocka_unit_test(test_build_events_round_trip),
         cmocka_unit_test(test_request_clean_path_rules),
-        cmocka_unit_test(test_request_rejects_empty_command_args),
-        cmocka_unit_test(test_request_rejects_unclean_working_dir),
-        cmocka_unit_test(test_request_rejects_absolute_working_dir),
-        cmocka_unit_test(test_request_accepts_empty_working_and_inputs_dir),
-        cmocka_unit_test(test_request_rejects_unclean_inputs_dir),
-        cmocka_unit_test(test_request_rejects_unclean_scratch_path),
-        cmocka_unit_test(test_request_rejects_absolute_scratch_path),
-        cmocka_unit_test(test_request_rejects_unsorted_scratch_paths),
-        cmocka_unit_test(test_request_rejects_duplicate_scratch_paths),
-        cmocka_unit_test(test_request_rejects_unclean_output),
-        cmocka_unit_test(test_request_rejects_absolute_output),
-        cmocka_unit_test(test_request_rejects_unsorted_outputs),
-        cmocka_unit_test(test_request_rejects_duplicate_outputs),
-        cmocka_unit_test(test_request_rejects_output_outside_scratch_paths),
-        cmocka_unit_test(test_request_matches_scratch_paths_by_whole_components),
-        cmocka_unit_test(test_request_accepts_output_equal_to_scratch_path),
         cmocka_unit_test(test_request_find_scratch_prefers_longest_match),
-        cmocka_unit_test(test_request_rejects_unclean_additional_file),
-        cmocka_unit_test(test_request_rejects_unsorted_additional_files),
-        cmocka_unit_test(test_request_rejects_additional_file_outside_scratch_paths),
-        cmocka_unit_test(test_request_rejects_empty_env_key),
-        cmocka_unit_test(test_request_rejects_env_key_with_equals),
         cmocka_unit_test(test_request_rejects_env_value_with_nul),
         cmocka_unit_test(test_request_accepts_env_value_with_any_other_byte),
-        cmocka_unit_test(test_request_rejects_unsorted_env),
-        cmocka_unit_test(test_request_rejects_duplicate_env_keys),
-        cmocka_unit_test(test_request_rejects_empty_system_when_constraints_set),
         cmocka_unit_test(test_request_accepts_missing_constraints),
-        cmocka_unit_test(test_request_rejects_relative_ro_path),
-        cmocka_unit_test(test_request_rejects_unclean_ro_path),
-        cmocka_unit_test(test_request_rejects_unsorted_ro_paths),
-        cmocka_unit_test(test_request_accepts_sorted_ro_paths),
-        cmocka_unit_test(test_request_rejects_invalid_input_node),
-        cmocka_unit_test(test_request_rejects_unsorted_inputs),
-        cmocka_unit_test(test_request_rejects_duplicate_inputs),
-        cmocka_unit_test(test_request_error_quotes_control_bytes),
         cmocka_unit_test(test_request_copy_is_deep_and_equal),
         cmocka_unit_test(test_request_pb_round_trip),
         cmocka_unit_test(test_request_pb_keeps_empty_constraints_present),
@@ -1026,5 +901,13 @@ int main(void)
         cmocka_unit_test(test_request_json_rejects_nul_in_strings),
         cmocka_unit_test(test_build_json_round_trip),
     };
+    static struct CMUnitTest tests[OBI_ARRAY_SIZE(fixed) + OBI_ARRAY_SIZE(REQUEST_CASES)];
+    memcpy(tests, fixed, sizeof fixed);
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(REQUEST_CASES); i++)
+        tests[OBI_ARRAY_SIZE(fixed) + i] = (struct CMUnitTest){
+            .name = REQUEST_CASES[i].name,
+            .test_func = run_request_case,
+            .initial_state = &REQUEST_CASES[i],
+        };
     return cmocka_run_group_tests_name("request", tests, NULL, NULL);
 }
