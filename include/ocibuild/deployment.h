@@ -125,13 +125,20 @@ typedef struct obi_endpoint {
     bool public;          /* expose: public (true) or internal (false, the default) */
 } obi_endpoint;
 
-/* services.X.port_mappings[i]: Docker's -p. */
+/* services.X.port_mappings[i]: Docker's -p, published on the host by the service network
+ * (service_network.h; rootless: service_rootless_net.h). */
 typedef struct obi_port_mapping {
-    unsigned host_port; /* 0: any free port */
+    unsigned host_port; /* 0: any free port (the kernel's choice, reported by up) */
     unsigned container_port;
     bool udp;      /* protocol udp (default tcp) */
-    char *host_ip; /* default "0.0.0.0" */
+    char *host_ip; /* NULL: where endpoints are published (0.0.0.0; rootless 127.0.0.1) */
 } obi_port_mapping;
+
+/* pid_mode and ipc_mode (Docker's --pid and --ipc). */
+typedef enum obi_namespace_mode {
+    OBI_NAMESPACE_PRIVATE, /* a namespace of the replica's own (also service:/container:) */
+    OBI_NAMESPACE_HOST,    /* the host's: no new namespace */
+} obi_namespace_mode;
 
 /* services.X.ulimits.NAME: process.rlimits. */
 typedef struct obi_ulimit {
@@ -308,6 +315,12 @@ typedef struct obi_service {
     bool read_only_root_fs;
     bool has_no_new_privileges; /* security_opt no-new-privileges[:true|false] */
     bool no_new_privileges;
+    char **extra_hosts; /* "NAME:ADDRESS" lines for /etc/hosts (ADDRESS may be host-gateway);
+                           NULL: none */
+    obi_namespace_mode pid_mode;
+    obi_namespace_mode ipc_mode;
+    bool userns_host;       /* userns_mode: host: no user namespace (rootful only) */
+    bool init_container;    /* tini as PID 1 (Docker's --init) */
     int stop_signal;        /* 0: not written (SIGTERM) */
     uint64_t stop_grace_ms; /* 0: not written */
     bool delete_on_exit;    /* lifecycle.delete_on_exit */

@@ -85,7 +85,7 @@ typedef struct obi_lifecycle_options {
     const char *runtime_root; /* the runtime's --root; NULL: its default */
     const char *service;      /* NULL: every service */
     unsigned replica;         /* 0: every replica (needs service otherwise) */
-    long grace_ms;            /* down: SIGTERM .. SIGKILL; < 0: 10 s */
+    long grace_ms;            /* stop signal .. SIGKILL; < 0: stop_grace_period, else 10 s */
     obi_lifecycle_report_fn report;
     void *report_ctx;
     const obi_registry_options *registry; /* pulls of registry images; NULL: the defaults */

@@ -66,16 +66,18 @@ int obi_service_network_attach(obi_service_network *net, const obi_service *svc,
 /* Removes the namespace and veth pair of container id (missing ones are not an error). */
 int obi_service_network_detach(obi_service_network *net, const char *id, obi_error **err);
 
+typedef void (*obi_network_report_fn)(const char *message, void *ctx);
+
 /* (Re)starts the deployment's proxy for d's public endpoints, bound to $OCIBUILD_PUBLISH_ADDRESS
- * (default 0.0.0.0): the old proxy is stopped first; without public endpoints none runs. A port
- * that cannot be bound is an error naming the endpoint. */
-int obi_service_network_publish(obi_service_network *net, const obi_deployment *d, obi_error **err);
+ * (default 0.0.0.0), and its port_mappings (TCP; host_ip or that address; host_port 0: a free
+ * port, reported): the old proxy is stopped first; with nothing to publish none runs. A port
+ * that cannot be bound (taken, or host_ip not the host's) is an error naming the key. */
+int obi_service_network_publish(obi_service_network *net, const obi_deployment *d,
+                                obi_network_report_fn report, void *report_ctx, obi_error **err);
 
 /* Removes everything: the proxy, every replica's namespace and veth, the bridge, the state
  * dir. Continues past errors and returns the first. */
 int obi_service_network_teardown(obi_service_network *net, obi_error **err);
-
-typedef void (*obi_network_report_fn)(const char *message, void *ctx);
 
 /* The crash sweep: tears down the networks whose deployment is gone (its DATA/services/<name>
  * no longer exists: a crashed `down`, a deleted data dir) and namespaces and bridges of ours

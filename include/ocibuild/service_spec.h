@@ -97,6 +97,17 @@ char *obi_service_storage_source(const obi_deployment *deployment, const obi_ser
 /* The deployment network's /etc/hosts (opts->hosts), a file of that name in the bundle
  * (written by service_bundle.h), bound read-only over /etc/hosts. */
 #define OBI_SERVICE_HOSTS "hosts"
+
+/* init_container: the host's tini (Debian's tini package; scripts/install-deps.sh) and where a
+ * replica sees it, as PID 1 running the replica's command after "--". */
+#define OBI_SERVICE_INIT_PATH "/usr/bin/tini-static"
+#define OBI_SERVICE_INIT_TARGET "/dev/init"
+
+/* Annotations recording stop_signal ("SIGUSR1") and stop_grace_period ("2000ms"), applied by
+ * the lifecycle when it stops a replica: the first is the image-spec's name for a config's
+ * StopSignal. */
+#define OBI_ANNOTATION_STOP_SIGNAL "org.opencontainers.image.stopSignal"
+#define OBI_ANNOTATION_STOP_GRACE "org.ocibuild.stopGracePeriod"
 bool obi_service_has_resolv_conf(const obi_service *svc);
 char *obi_service_resolv_conf(const obi_service *svc);
 

@@ -488,6 +488,10 @@ static const char *const SERVICE_KEYS[] = {
     "extra_groups",
     "service_type",
     "replica_groups",
+    "pid_mode",
+    "ipc_mode",
+    "userns_mode",
+    "init_container",
     /* no effect on one node */
     "network",
     "isolation",
@@ -498,10 +502,6 @@ static const char *const SERVICE_KEYS[] = {
     "wasm",
     "wasm_http",
     "logs",
-    "pid_mode",
-    "ipc_mode",
-    "userns_mode",
-    "init_container",
     "tty",
     "stdin_open",
     "overlay",
@@ -564,8 +564,6 @@ static const shape WASM_SHAPE = {
 
 #define WHY_PLACEMENT                                                                              \
     "placement across a cluster's nodes; ocibuild runs a deployment on one node, ignored"
-#define WHY_NAMESPACE                                                                              \
-    "sharing a host namespace: replicas keep their own (the sandbox of docs/security.md)"
 
 /* Service keys without effect on one node: the shape zlayer checks, and why (NULL: zlayer
  * itself treats the key as documentation; accepted without a notice). */
@@ -669,15 +667,12 @@ static const struct noop_key {
                             {0},
                         }},
      "zlayer's log store; here each replica logs to DATA/services/DEPLOYMENT/ID/log, ignored"},
-    {"pid_mode", &(const shape){.kind = SHAPE_STRING}, WHY_NAMESPACE},
-    {"ipc_mode", &(const shape){.kind = SHAPE_STRING}, WHY_NAMESPACE},
-    {"userns_mode", &(const shape){.kind = SHAPE_STRING}, WHY_NAMESPACE},
-    {"init_container", &(const shape){.kind = SHAPE_BOOL},
-     "Docker's --init (an init process as pid 1) is not provided, ignored"},
     {"tty", &(const shape){.kind = SHAPE_BOOL},
-     "replicas run detached with their output in a log file, no terminal, ignored"},
+     "replicas run detached with their output in a timestamped log, no terminal (a terminal "
+     "would need a console socket the supervisor holds for the replica's life), ignored"},
     {"stdin_open", &(const shape){.kind = SHAPE_BOOL},
-     "replicas run detached with their output in a log file, no stdin, ignored"},
+     "replicas run detached with their output in a timestamped log; nothing is attached to "
+     "their stdin (it is /dev/null), ignored"},
     {"overlay",
      &(const shape){.kind = SHAPE_MAP,
                     .fields =
@@ -1760,13 +1755,8 @@ static int parse_port_mappings(walker *w, yaml_node_t *node, const char *path, o
             if (r < 0)
                 return r;
         }
-        if (!pm->host_ip && !(pm->host_ip = strdup("0.0.0.0")))
-            return obi_error_oom(w->err);
     }
-    return r < 0 ? r
-                 : add_notice(w, path,
-                              "Docker-style host ports are not published yet (endpoints with "
-                              "expose: public are the service network's), ignored");
+    return r;
 }
 
 /* ---- process and container options ------------------------------------------------------------
@@ -2030,8 +2020,7 @@ static int parse_stop_signal(walker *w, yaml_node_t *node, const char *path, obi
         if (!svc->stop_signal)
             return fail_at(w, node, path, "expected a signal like SIGTERM, TERM or 15");
     }
-    return add_notice(w, path,
-                      "applied by the lifecycle's down; until it does, down sends SIGTERM");
+    return 0;
 }
 
 static int parse_stop_grace_period(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
@@ -2040,8 +2029,7 @@ static int parse_stop_grace_period(walker *w, yaml_node_t *node, const char *pat
     cleanup_error obi_error *inner = NULL;
     if (!text || obi_parse_duration(text, &svc->stop_grace_ms, &inner) < 0)
         return fail_at(w, node, path, "%s", inner ? inner->message : "expected a duration");
-    return add_notice(w, path,
-                      "applied by the lifecycle's down; until it does, down waits --grace");
+    return 0;
 }
 
 static int parse_lifecycle(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
@@ -2116,23 +2104,95 @@ static int parse_network_mode(walker *w, yaml_node_t *node, const char *path, ob
                       "namespace, set up by the service network");
 }
 
+/* A host name for /etc/hosts: letters, digits, '-', '.', '_' (a line of the replica's hosts
+ * file must not be split or commented out by it). */
+static bool hosts_name_is_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > 253)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr("-._", name[i]))
+            return false;
+    return true;
+}
+
+/* extra_hosts: Docker's --add-host "NAME:ADDRESS" (split at the first colon, so the address may
+ * be IPv6), ADDRESS an IP or host-gateway; written into the replica's /etc/hosts
+ * (service_hosts.h). */
 static int parse_extra_hosts(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
-    (void)svc;
-    cleanup_strv char **hosts = NULL;
-    int r = get_strv(w, node, path, &hosts);
-    for (size_t i = 0; r == 0 && hosts && hosts[i]; i++) {
-        char *colon = strchr(hosts[i], ':');
-        if (!colon || colon == hosts[i] ||
+    int r = get_strv(w, node, path, &svc->extra_hosts);
+    for (size_t i = 0; r == 0 && svc->extra_hosts && svc->extra_hosts[i]; i++) {
+        const char *line = svc->extra_hosts[i];
+        const char *colon = strchr(line, ':');
+        if (!colon || !hosts_name_is_valid(line, (size_t)(colon - line)) ||
             (strcmp(colon + 1, "host-gateway") && !ip_is_valid(colon + 1))) {
             cleanup_free char *sub = path_index(path, i);
             return fail_at(w, node_get(w, node->data.sequence.items.start[i]), sub ? sub : path,
-                           "\"%s\" is not HOSTNAME:IP", hosts[i]);
+                           "\"%s\" is not HOSTNAME:IP (a name of [A-Za-z0-9.-_], an IPv4 or "
+                           "IPv6 address or host-gateway)",
+                           line);
         }
     }
-    return r < 0 ? r
-                 : add_notice(w, path,
-                              "/etc/hosts entries are not written into replicas yet, ignored");
+    return r;
+}
+
+/* pid_mode, ipc_mode: Docker's --pid/--ipc. host shares the host's namespace; "", private,
+ * shareable (ipc) keep the replica's own; service:NAME and container:NAME (joining another
+ * container's) keep its own too, with a notice: each replica has a user namespace of its own,
+ * and a namespace it owns cannot be joined from another. */
+static int parse_namespace_mode(walker *w, yaml_node_t *node, const char *path,
+                                obi_namespace_mode *out, bool ipc)
+{
+    const char *text = scalar_text(node);
+    if (!text)
+        return fail_at(w, node, path, "expected a string");
+    *out = OBI_NAMESPACE_PRIVATE;
+    if (!strcmp(text, "host")) {
+        *out = OBI_NAMESPACE_HOST;
+        return 0;
+    }
+    if (!*text || !strcmp(text, "private") || (ipc && !strcmp(text, "shareable")))
+        return 0;
+    if ((!strncmp(text, "service:", 8) && text[8]) ||
+        (!strncmp(text, "container:", 10) && text[10]))
+        return add_notice(w, path,
+                          "joining another replica's namespace: replicas have user namespaces "
+                          "of their own, from which another's cannot be joined; the replica "
+                          "keeps its own");
+    return fail_at(w, node, path, "expected host, private%s, service:NAME or container:NAME",
+                   ipc ? ", shareable" : "");
+}
+
+static int parse_pid_mode(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    return parse_namespace_mode(w, node, path, &svc->pid_mode, false);
+}
+
+static int parse_ipc_mode(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    return parse_namespace_mode(w, node, path, &svc->ipc_mode, true);
+}
+
+/* userns_mode: host leaves the replica in the host's user namespace (Docker's --userns=host;
+ * lifecycle refuses it for a normal user, whose replicas need one); other values name a remap
+ * of Docker's daemon config: the replica keeps ocibuild's, with a notice. */
+static int parse_userns_mode(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    const char *text = scalar_text(node);
+    if (!text)
+        return fail_at(w, node, path, "expected a string");
+    svc->userns_host = !strcmp(text, "host");
+    if (svc->userns_host || !*text)
+        return 0;
+    return add_notice(w, path,
+                      "a user namespace remap of Docker's daemon; replicas use ocibuild's "
+                      "(ocibuild-svc's /etc/subuid range)");
+}
+
+static int parse_init_container(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
+{
+    return get_bool(w, node, path, &svc->init_container);
 }
 
 /* service_type: standard (ocibuild's only kind); job is rtype: job's older spelling in zlayer;
@@ -2533,6 +2593,10 @@ static const struct service_field {
     {"stop_grace_period", parse_stop_grace_period},
     {"lifecycle", parse_lifecycle},
     {"extra_hosts", parse_extra_hosts},
+    {"pid_mode", parse_pid_mode},
+    {"ipc_mode", parse_ipc_mode},
+    {"userns_mode", parse_userns_mode},
+    {"init_container", parse_init_container},
     {"service_type", parse_service_type},
     {"replica_groups", parse_replica_groups},
     {"health", parse_health},
@@ -2556,6 +2620,26 @@ static int parse_service_noops(walker *w, yaml_node_t *node, const char *path)
             r = add_notice(w, sub, SERVICE_NOOPS[i].why);
         if (r < 0)
             return r;
+    }
+    return 0;
+}
+
+/* The host's PID or IPC namespace cannot be used from a user namespace (the kernel lets only
+ * the owner of those namespaces' user namespace mount their /proc and mqueue): Docker asks for
+ * --userns=host then too. */
+static int check_host_namespaces(walker *w, yaml_node_t *node, const char *path,
+                                 const obi_service *svc)
+{
+    static const char *const keys[] = {"pid_mode", "ipc_mode"};
+    const obi_namespace_mode modes[] = {svc->pid_mode, svc->ipc_mode};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(keys); i++) {
+        if (modes[i] != OBI_NAMESPACE_HOST || svc->privileged || svc->userns_host)
+            continue;
+        cleanup_free char *sub = path_child(path, keys[i]);
+        return fail_at(w, map_get(w, node, keys[i]), sub ? sub : path,
+                       "host needs userns_mode: host or privileged: true (a replica's user "
+                       "namespace cannot mount the host's %s)",
+                       i == 0 ? "/proc" : "IPC namespace's mqueue");
     }
     return 0;
 }
@@ -2591,6 +2675,8 @@ static int parse_service(walker *w, yaml_node_t *key, yaml_node_t *node, obi_ser
         (r = add_notice(w, path,
                         "dns with the host's network: the replica uses the host's resolv.conf "
                         "(as zlayer does), dns ignored")) < 0)
+        return r;
+    if ((r = check_host_namespaces(w, node, path, svc)) < 0)
         return r;
     if (svc->rtype == OBI_RTYPE_CRON && !svc->schedule)
         return fail_at(w, node, path, "rtype cron needs a schedule");
@@ -2868,6 +2954,7 @@ static void service_clear(obi_service *svc)
     pairs_free(svc->sysctls, svc->sysctl_count);
     free(svc->user);
     obi_strv_free(svc->extra_groups);
+    obi_strv_free(svc->extra_hosts);
     for (size_t i = 0; i < svc->endpoint_count; i++) {
         free(svc->endpoints[i].name);
         free(svc->endpoints[i].path);

@@ -546,20 +546,46 @@ static bool wait_stopped(lifecycle *lc, const char *id, long timeout_ms)
     }
 }
 
-/* Stops the container gracefully: SIGTERM, grace, SIGKILL. */
-static int stop_container(lifecycle *lc, const char *id, obi_error **err)
+/* The service of replica id ("<service>-rep-<n>" or "<service>-rep-init"); NULL: none of the
+ * document's (a leftover of an older one). */
+static const obi_service *service_of_replica(const lifecycle *lc, const char *id)
 {
-    long grace = lc->opts->grace_ms < 0 ? OBI_LIFECYCLE_DEFAULT_GRACE_MS : lc->opts->grace_ms;
+    for (size_t i = 0; i < lc->deployment->service_count; i++) {
+        const obi_service *svc = &lc->deployment->services[i];
+        size_t len = strlen(svc->name);
+        if (!strncmp(id, svc->name, len) && !strncmp(id + len, "-rep-", 5))
+            return svc;
+    }
+    return NULL;
+}
+
+/* Stops replica id's container gracefully: the service's stop_signal (SIGTERM when not
+ * written), a grace period (--grace when given, else the service's stop_grace_period, else
+ * 10 s), then SIGKILL. */
+static int stop_container(lifecycle *lc, const char *id, const char *container, obi_error **err)
+{
+    const obi_service *svc = service_of_replica(lc, id);
+    long grace = lc->opts->grace_ms >= 0     ? lc->opts->grace_ms
+                 : svc && svc->stop_grace_ms ? (long)svc->stop_grace_ms
+                                             : OBI_LIFECYCLE_DEFAULT_GRACE_MS;
+    int signal_number = svc && svc->stop_signal ? svc->stop_signal : SIGTERM;
+    /* runc and crun take a signal's name or its number */
+    char signal_text[16];
+    const char *abbrev = sigabbrev_np(signal_number);
+    if (abbrev)
+        snprintf(signal_text, sizeof signal_text, "%s", abbrev);
+    else
+        snprintf(signal_text, sizeof signal_text, "%d", signal_number);
     cleanup_error obi_error *kill_err = NULL;
-    if (grace > 0 && obi_runtime_kill(lc->runtime, id, "TERM", &kill_err) == 0 &&
-        wait_stopped(lc, id, grace))
+    if (grace > 0 && obi_runtime_kill(lc->runtime, container, signal_text, &kill_err) == 0 &&
+        wait_stopped(lc, container, grace))
         return 0;
     obi_error_free(steal_pointer(&kill_err));
-    int r = obi_runtime_kill(lc->runtime, id, "KILL", &kill_err);
+    int r = obi_runtime_kill(lc->runtime, container, "KILL", &kill_err);
     if (r < 0 && r != -ENOENT)
-        report(lc, "%s: SIGKILL: %s", id, kill_err->message);
-    if (!wait_stopped(lc, id, KILL_WAIT_MS))
-        return obi_error_set(err, -ETIMEDOUT, "%s: still running %ld ms after SIGKILL", id,
+        report(lc, "%s: SIGKILL: %s", container, kill_err->message);
+    if (!wait_stopped(lc, container, KILL_WAIT_MS))
+        return obi_error_set(err, -ETIMEDOUT, "%s: still running %ld ms after SIGKILL", container,
                              (long)KILL_WAIT_MS);
     return 0;
 }
@@ -600,7 +626,7 @@ static int replica_teardown(lifecycle *lc, const obi_replica_paths *paths, bool 
     STEP(query_state(lc, paths->container, &state, &pid, NULL, &step_err));
     if (graceful && (state == OBI_REPLICA_RUNNING || state == OBI_REPLICA_PAUSED ||
                      state == OBI_REPLICA_CREATED))
-        STEP(stop_container(lc, paths->container, &step_err));
+        STEP(stop_container(lc, paths->id, paths->container, &step_err));
     if (state != OBI_REPLICA_ABSENT)
         STEP(obi_runtime_destroy(lc->runtime, paths->container, &step_err));
     if (!wait_monitor_gone(paths->monitor_lock, MONITOR_WAIT_MS))
@@ -921,6 +947,11 @@ static int replica_write_bundle(lifecycle *lc, const obi_service *svc,
     int r = obi_mkdir_p(paths->dir, 0700, err);
     if (r < 0)
         return r;
+    if (svc->userns_host && obi_service_rootless())
+        return obi_error_set(err, -EPERM,
+                             "services.%s.userns_mode: host: a normal user's replicas run in a "
+                             "user namespace (there is no other way to be their root)",
+                             svc->name);
     /* the replica's root in the image cache, before the bundle refers to the entry */
     if (src->image && (r = write_image_root(paths, src->image, err)) < 0)
         return r;
@@ -1115,7 +1146,7 @@ int obi_lc_replica_stop(lifecycle *lc, const obi_replica_paths *paths, obi_error
     if (r < 0 || (state != OBI_REPLICA_RUNNING && state != OBI_REPLICA_PAUSED &&
                   state != OBI_REPLICA_CREATED))
         return r;
-    return stop_container(lc, paths->container, err);
+    return stop_container(lc, paths->id, paths->container, err);
 }
 
 int obi_lc_replica_state(lifecycle *lc, const obi_replica_paths *paths, obi_replica_state *state,
@@ -1223,7 +1254,7 @@ int obi_lifecycle_up(const obi_deployment *deployment, const obi_lifecycle_optio
         r = replica_prepare(&lc, opened, &src, plan[i].replica, err);
     }
     if (r == 0 && lc.net)
-        r = obi_service_network_publish(lc.net, deployment, err);
+        r = obi_service_network_publish(lc.net, deployment, report_line, &lc, err);
     if (r == 0 && lc.rootless_net)
         r = obi_rootless_net_publish(lc.rootless_net, deployment, err);
     obi_service_source_close(&src);

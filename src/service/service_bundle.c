@@ -448,6 +448,11 @@ int obi_service_bundle_write(const obi_deployment *deployment, const obi_service
     if ((r = obi_service_spec_generate(deployment, svc, &resolved, &config, &collected, err)) < 0)
         return r;
     cleanup_strv char **owned_warnings = collected;
+    if (svc->init_container && access(OBI_SERVICE_INIT_PATH, X_OK) < 0)
+        return obi_error_set_errno(err, errno,
+                                   "services.%s.init_container: %s (Debian's tini package, "
+                                   "scripts/install-deps.sh)",
+                                   svc->name, OBI_SERVICE_INIT_PATH);
     if ((r = prepare_storage(deployment, svc, opts, replica, ids, &owned_warnings, err)) < 0)
         return r;
     cleanup_free char *source_abs = NULL;

@@ -33,6 +33,7 @@
 #include "ocibuild/fs.h"
 #include "ocibuild/number.h"
 #include "ocibuild/process.h"
+#include "ocibuild/service_hosts.h"
 #include "ocibuild/service_network.h"
 #include "ocibuild/service_spec.h"
 
@@ -544,15 +545,15 @@ int obi_service_network_prepare(obi_service_network *net, const obi_deployment *
 
 /* ---- replicas ------------------------------------------------------------------------- */
 
+/* The replica's /etc/hosts: every replica of the deployment by address; host-gateway is the
+ * bridge's address (.1), at which replicas reach the host. */
 static int hosts_text(const obi_service_network *net, const obi_service *svc, const char *id,
                       char **out, obi_error **err)
 {
     cleanup_buf obi_buf text = OBI_BUF_INIT;
-    if (obi_buf_appendf(&text,
-                        "# written by ocibuild for %s of deployment %s\n"
-                        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-                        id, net->deployment) < 0)
-        return obi_error_oom(err);
+    int r = obi_hosts_begin(&text, id, net->deployment, NULL, err);
+    if (r < 0)
+        return r;
     for (size_t i = 0; i < net->address_count; i++) {
         const address *a = &net->addresses[i];
         char ip[INET_ADDRSTRLEN];
@@ -567,8 +568,9 @@ static int hosts_text(const obi_service_network *net, const obi_service *svc, co
             obi_buf_appendf(&text, "\n") < 0)
             return obi_error_oom(err);
     }
-    *out = obi_buf_steal(&text);
-    return *out ? 0 : obi_error_oom(err);
+    char gateway[INET_ADDRSTRLEN];
+    format_ip(net->net + 1, gateway);
+    return obi_hosts_finish(&text, svc, gateway, out, err);
 }
 
 int obi_service_network_attach(obi_service_network *net, const obi_service *svc, unsigned replica,
@@ -804,25 +806,130 @@ static void listeners_free(listener *ls, size_t n)
     free(ls);
 }
 
-static int bind_endpoint(const char *bind_address, const obi_service *svc, const obi_endpoint *ep,
-                         int *fd_out, obi_error **err)
+/* A listening TCP socket on address:port (IPv4 or IPv6; port 0: the kernel picks one, written
+ * back to *port). what names the key in errors. */
+static int bind_listener(const char *what, const char *host_addr, unsigned *port, int *fd_out,
+                         obi_error **err)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)ep->port)};
-    if (inet_pton(AF_INET, bind_address, &sin.sin_addr) != 1)
-        return obi_error_set(err, -EINVAL, "OCIBUILD_PUBLISH_ADDRESS=%s: not an IPv4 address",
-                             bind_address);
-    cleanup_close int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_storage ss = {0};
+    socklen_t len;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host_addr, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)*port);
+        len = sizeof *sin;
+    } else if (inet_pton(AF_INET6, host_addr, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)*port);
+        len = sizeof *sin6;
+    } else {
+        return obi_error_set(err, -EINVAL, "%s: %s is not an IP address", what, host_addr);
+    }
+    cleanup_close int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
+    if (fd >= 0 && ss.ss_family == AF_INET6)
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0 || listen(fd, 128) < 0)
-        return obi_error_set_errno(err, errno, "services.%s.endpoints.%s: publish on %s:%u",
-                                   svc->name, ep->name, bind_address, ep->port);
+        bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 128) < 0) {
+        if (errno == EADDRNOTAVAIL)
+            return obi_error_set(err, -EADDRNOTAVAIL,
+                                 "%s: %s is not an address of this host (publish on one of its "
+                                 "own, 0.0.0.0 or ::)",
+                                 what, host_addr);
+        return obi_error_set_errno(err, errno, "%s: publish on %s port %u", what, host_addr, *port);
+    }
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return obi_error_set_errno(err, errno, "%s: getsockname", what);
+    *port = ntohs(ss.ss_family == AF_INET ? sin->sin_port : sin6->sin6_port);
     *fd_out = steal_fd(&fd);
     return 0;
 }
 
-/* One listener per public TCP endpoint, bound here so that a taken port is `up`'s error. */
-static int make_listeners(obi_service_network *net, const obi_deployment *d, listener **out,
+/* One more listener relaying to target_port of svc's replicas. */
+static int add_listener(const obi_service_network *net, const obi_service *svc, const char *what,
+                        const char *host_addr, unsigned *port, unsigned target_port, listener **ls,
+                        size_t *n, obi_error **err)
+{
+    if (*n >= 64)
+        return obi_error_set(err, -E2BIG, "more than 64 published ports");
+    listener *grown = reallocarray(*ls, *n + 1, sizeof *grown);
+    if (!grown)
+        return obi_error_oom(err);
+    *ls = grown;
+    listener *l = &grown[(*n)++];
+    *l = (listener){-1, calloc(svc->replicas, sizeof(uint32_t)), 0, target_port, 0};
+    if (!l->backends)
+        return obi_error_oom(err);
+    for (size_t i = 0; i < net->address_count; i++)
+        if (!strcmp(net->addresses[i].service, svc->name) &&
+            net->addresses[i].replica <= svc->replicas)
+            l->backends[l->backend_count++] = net->net + net->addresses[i].host;
+    return bind_listener(what, host_addr, port, &l->fd, err);
+}
+
+/* svc's public TCP endpoints, on bind_address. */
+static int add_endpoint_listeners(const obi_service_network *net, const obi_service *svc,
+                                  const char *bind_address, listener **ls, size_t *n,
+                                  obi_error **err)
+{
+    for (size_t e = 0; e < svc->endpoint_count; e++) {
+        const obi_endpoint *ep = &svc->endpoints[e];
+        if (!ep->public)
+            continue;
+        cleanup_free char *what =
+            obi_strdup_printf("services.%s.endpoints.%s", svc->name, ep->name);
+        if (!what)
+            return obi_error_oom(err);
+        if (ep->protocol == OBI_ENDPOINT_UDP)
+            return obi_error_set(err, -ENOTSUP,
+                                 "%s: udp endpoints cannot be published (the proxy relays TCP); "
+                                 "use host_network: true",
+                                 what);
+        unsigned port = ep->port;
+        int r = add_listener(net, svc, what, bind_address, &port, ep->target_port, ls, n, err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* svc's port_mappings (Docker's -p): host_ip (default bind_address), host_port (0: the kernel
+ * picks one, reported), tcp only. */
+static int add_port_mapping_listeners(const obi_service_network *net, const obi_service *svc,
+                                      const char *bind_address, obi_network_report_fn report,
+                                      void *report_ctx, listener **ls, size_t *n, obi_error **err)
+{
+    for (size_t i = 0; i < svc->port_mapping_count; i++) {
+        const obi_port_mapping *pm = &svc->port_mappings[i];
+        cleanup_free char *what = obi_strdup_printf("services.%s.port_mappings[%zu]", svc->name, i);
+        if (!what)
+            return obi_error_oom(err);
+        if (pm->udp)
+            return obi_error_set(err, -ENOTSUP,
+                                 "%s: protocol udp cannot be published (the proxy relays TCP); "
+                                 "use host_network: true",
+                                 what);
+        const char *host_addr = pm->host_ip ? pm->host_ip : bind_address;
+        unsigned port = pm->host_port;
+        int r = add_listener(net, svc, what, host_addr, &port, pm->container_port, ls, n, err);
+        if (r < 0)
+            return r;
+        if (pm->host_port == 0 && report) {
+            cleanup_free char *message =
+                obi_strdup_printf("%s: container port %u published on %s port %u (any free port)",
+                                  what, pm->container_port, host_addr, port);
+            if (message)
+                report(message, report_ctx);
+        }
+    }
+    return 0;
+}
+
+/* One listener per public TCP endpoint and per port mapping, bound here so that a taken port
+ * is `up`'s error. */
+static int make_listeners(obi_service_network *net, const obi_deployment *d,
+                          obi_network_report_fn report, void *report_ctx, listener **out,
                           size_t *count, obi_error **err)
 {
     const char *bind_address = getenv("OCIBUILD_PUBLISH_ADDRESS");
@@ -833,37 +940,12 @@ static int make_listeners(obi_service_network *net, const obi_deployment *d, lis
     int r = 0;
     for (size_t s = 0; r == 0 && s < d->service_count; s++) {
         const obi_service *svc = &d->services[s];
-        for (size_t e = 0; r == 0 && e < svc->endpoint_count; e++) {
-            const obi_endpoint *ep = &svc->endpoints[e];
-            if (!ep->public || !obi_service_uses_network(svc))
-                continue; /* host_network replicas listen on the host themselves */
-            if (ep->protocol == OBI_ENDPOINT_UDP) {
-                r = obi_error_set(err, -ENOTSUP,
-                                  "services.%s.endpoints.%s: udp endpoints cannot be published "
-                                  "(the proxy relays TCP); use host_network: true",
-                                  svc->name, ep->name);
-                break;
-            }
-            listener *grown = reallocarray(ls, n + 1, sizeof *grown);
-            if (!grown || n >= 64) {
-                r = grown ? obi_error_set(err, -E2BIG, "more than 64 public endpoints")
-                          : obi_error_oom(err);
-                ls = grown ? grown : ls;
-                break;
-            }
-            ls = grown;
-            listener *l = &ls[n++];
-            *l = (listener){-1, calloc(svc->replicas, sizeof(uint32_t)), 0, ep->target_port, 0};
-            if (!l->backends) {
-                r = obi_error_oom(err);
-                break;
-            }
-            for (size_t i = 0; i < net->address_count; i++)
-                if (!strcmp(net->addresses[i].service, svc->name) &&
-                    net->addresses[i].replica <= svc->replicas)
-                    l->backends[l->backend_count++] = net->net + net->addresses[i].host;
-            r = bind_endpoint(bind_address, svc, ep, &l->fd, err);
-        }
+        if (!obi_service_uses_network(svc))
+            continue; /* host_network replicas listen on the host themselves */
+        r = add_endpoint_listeners(net, svc, bind_address, &ls, &n, err);
+        if (r == 0)
+            r = add_port_mapping_listeners(net, svc, bind_address, report, report_ctx, &ls, &n,
+                                           err);
     }
     if (r < 0) {
         listeners_free(ls, n);
@@ -874,14 +956,15 @@ static int make_listeners(obi_service_network *net, const obi_deployment *d, lis
     return 0;
 }
 
-int obi_service_network_publish(obi_service_network *net, const obi_deployment *d, obi_error **err)
+int obi_service_network_publish(obi_service_network *net, const obi_deployment *d,
+                                obi_network_report_fn report, void *report_ctx, obi_error **err)
 {
     int r = proxy_stop(net, err);
     if (r < 0)
         return r;
     listener *ls = NULL;
     size_t n = 0;
-    if ((r = make_listeners(net, d, &ls, &n, err)) < 0)
+    if ((r = make_listeners(net, d, report, report_ctx, &ls, &n, err)) < 0)
         return r;
     if (n == 0) {
         listeners_free(ls, n);

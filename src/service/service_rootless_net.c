@@ -24,11 +24,13 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/json_util.h"
+#include "ocibuild/service_hosts.h"
 #include "ocibuild/service_rootless_net.h"
 #include "ocibuild/service_spec.h"
 
 #define READY_TIMEOUT_MS 10000
 #define RECORD_MAX 64
+#define SLIRP_GATEWAY "10.0.2.2" /* slirp4netns's default gateway: the host */
 
 struct obi_rootless_net {
     char *dir; /* DATA/run/rootless-net/DEPLOYMENT */
@@ -301,14 +303,15 @@ int obi_rootless_net_down(const char *data_dir, const char *deployment, obi_erro
 
 /* ---- replicas and published ports ------------------------------------------------------ */
 
-static int hosts_text(const obi_deployment *d, const char *id, char **out, obi_error **err)
+/* The replica's /etc/hosts: every service on 127.0.0.1 (one namespace for all); host-gateway
+ * is slirp4netns's gateway, 10.0.2.2, which forwards to the host. */
+static int hosts_text(const obi_deployment *d, const obi_service *self, const char *id, char **out,
+                      obi_error **err)
 {
     cleanup_buf obi_buf text = OBI_BUF_INIT;
-    if (obi_buf_appendf(&text,
-                        "# written by ocibuild for %s of deployment %s (one shared namespace)\n"
-                        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-                        id, d->name) < 0)
-        return obi_error_oom(err);
+    int r = obi_hosts_begin(&text, id, d->name, "one shared namespace", err);
+    if (r < 0)
+        return r;
     for (size_t s = 0; s < d->service_count; s++) {
         const obi_service *svc = &d->services[s];
         if (!obi_service_uses_network(svc))
@@ -321,8 +324,7 @@ static int hosts_text(const obi_deployment *d, const char *id, char **out, obi_e
         if (obi_buf_appendf(&text, "\n") < 0)
             return obi_error_oom(err);
     }
-    *out = obi_buf_steal(&text);
-    return *out ? 0 : obi_error_oom(err);
+    return obi_hosts_finish(&text, self, SLIRP_GATEWAY, out, err);
 }
 
 int obi_rootless_net_attach(obi_rootless_net *net, const obi_service *svc, unsigned replica,
@@ -335,7 +337,7 @@ int obi_rootless_net_attach(obi_rootless_net *net, const obi_service *svc, unsig
         asprintf(&rn.userns_path, "/proc/%d/ns/user", (int)net->holder) < 0)
         r = obi_error_oom(err);
     if (r == 0)
-        r = hosts_text(net->deployment, id, &rn.hosts, err);
+        r = hosts_text(net->deployment, svc, id, &rn.hosts, err);
     if (r < 0) {
         obi_replica_network_clear(&rn);
         return r;
@@ -374,6 +376,18 @@ static int api_request(const char *socket_path, json_t *request, obi_error **err
     return 0;
 }
 
+/* One add_hostfwd on slirp4netns's API socket; what names the key in errors. */
+static int add_hostfwd(const char *api, const char *what, bool udp, const char *address,
+                       unsigned port, unsigned guest_port, obi_error **err)
+{
+    cleanup_json json_t *request =
+        json_pack("{s:s, s:{s:s, s:s, s:i, s:i}}", "execute", "add_hostfwd", "arguments", "proto",
+                  udp ? "udp" : "tcp", "host_addr", address, "host_port", (int)port, "guest_port",
+                  (int)guest_port);
+    int r = request ? api_request(api, request, err) : obi_error_oom(err);
+    return r < 0 ? obi_error_prefix(err, r, "%s: publish on %s port %u", what, address, port) : 0;
+}
+
 int obi_rootless_net_publish(obi_rootless_net *net, const obi_deployment *d, obi_error **err)
 {
     cleanup_free char *api = obi_path_join(net->dir, "api.sock");
@@ -381,18 +395,36 @@ int obi_rootless_net_publish(obi_rootless_net *net, const obi_deployment *d, obi
         return obi_error_oom(err);
     for (size_t s = 0; s < d->service_count; s++) {
         const obi_service *svc = &d->services[s];
-        for (size_t e = 0; svc && e < svc->endpoint_count; e++) {
+        if (!obi_service_uses_network(svc))
+            continue; /* host_network replicas listen on the host themselves */
+        for (size_t e = 0; e < svc->endpoint_count; e++) {
             const obi_endpoint *ep = &svc->endpoints[e];
-            if (!ep->public || !obi_service_uses_network(svc))
-                continue; /* host_network replicas listen on the host themselves */
-            cleanup_json json_t *request = json_pack(
-                "{s:s, s:{s:s, s:s, s:i, s:i}}", "execute", "add_hostfwd", "arguments", "proto",
-                ep->protocol == OBI_ENDPOINT_UDP ? "udp" : "tcp", "host_addr", "127.0.0.1",
-                "host_port", (int)ep->port, "guest_port", (int)ep->target_port);
-            int r = request ? api_request(api, request, err) : obi_error_oom(err);
+            cleanup_free char *what =
+                obi_strdup_printf("services.%s.endpoints.%s", svc->name, ep->name);
+            int r = !what        ? obi_error_oom(err)
+                    : ep->public ? add_hostfwd(api, what, ep->protocol == OBI_ENDPOINT_UDP,
+                                               "127.0.0.1", ep->port, ep->target_port, err)
+                                 : 0;
             if (r < 0)
-                return obi_error_prefix(err, r, "services.%s.endpoints.%s: publish on 127.0.0.1:%u",
-                                        svc->name, ep->name, ep->port);
+                return r;
+        }
+        /* port_mappings: host_ip as written, else 127.0.0.1 as endpoints; slirp4netns does
+         * not say which port it would pick, so host_port must be named */
+        for (size_t i = 0; i < svc->port_mapping_count; i++) {
+            const obi_port_mapping *pm = &svc->port_mappings[i];
+            cleanup_free char *what =
+                obi_strdup_printf("services.%s.port_mappings[%zu]", svc->name, i);
+            if (!what)
+                return obi_error_oom(err);
+            if (!pm->host_port)
+                return obi_error_set(err, -ENOTSUP,
+                                     "%s: a normal user's deployment needs a host_port "
+                                     "(slirp4netns cannot report a port it picks)",
+                                     what);
+            int r = add_hostfwd(api, what, pm->udp, pm->host_ip ? pm->host_ip : "127.0.0.1",
+                                pm->host_port, pm->container_port, err);
+            if (r < 0)
+                return r;
         }
     }
     return 0;

@@ -16,6 +16,7 @@
 #include <linux/magic.h>
 #include <linux/openat2.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -364,13 +365,27 @@ int obi_resolve_user(const char *user, const char *rootfs, unsigned *uid, unsign
 
 /* ---- process ----------------------------------------------------------------------------- */
 
+/* init_container: tini ("--" ends its options) before the replica's command. */
+static json_t *init_args(const obi_service *svc)
+{
+    return svc->init_container ? json_pack("[s, s]", OBI_SERVICE_INIT_TARGET, "--") : json_array();
+}
+
 static json_t *build_args(const obi_service *svc, const obi_service_spec_options *opts)
 {
-    if (!strv_empty(opts->args_override))
-        return json_strv(opts->args_override);
-    json_t *args = json_array();
+    json_t *args = init_args(svc);
     if (!args)
         return NULL;
+    if (!strv_empty(opts->args_override)) {
+        json_t *override = json_strv(opts->args_override);
+        if (!override || json_array_extend(args, override) < 0) {
+            json_decref(override);
+            json_decref(args);
+            return NULL;
+        }
+        json_decref(override);
+        return args;
+    }
     char *const *first = NULL, *const *second = NULL;
     if (svc->entrypoint || svc->args) {
         first = svc->entrypoint;
@@ -457,7 +472,7 @@ static int build_capabilities(const obi_service *svc, uint64_t bounding, json_t 
 
 bool obi_service_uses_userns(const obi_service *svc)
 {
-    return !svc->privileged;
+    return !svc->privileged && !svc->userns_host;
 }
 
 int obi_service_ids_lookup(const char *subuid_path, const char *subgid_path, obi_idmap *out,
@@ -758,6 +773,20 @@ static int add_hosts_mount(json_t *mounts, const obi_service_spec_options *opts,
     if (!opts->hosts)
         return 0;
     return obi_oci_add_mount(mounts, "/etc/hosts", "none", OBI_SERVICE_HOSTS, options) < 0
+               ? obi_error_oom(err)
+               : 0;
+}
+
+/* init_container: the host's static tini bound read-only at OBI_SERVICE_INIT_TARGET (on the
+ * replica's /dev tmpfs, so the image is not touched; Docker binds its docker-init the same
+ * way). service_bundle.c checks that the host has it. */
+static int add_init_mount(json_t *mounts, const obi_service *svc, obi_error **err)
+{
+    static const char *const options[] = {"bind", "ro", "nosuid", "nodev", NULL};
+    if (!svc->init_container)
+        return 0;
+    return obi_oci_add_mount(mounts, OBI_SERVICE_INIT_TARGET, "none", OBI_SERVICE_INIT_PATH,
+                             options) < 0
                ? obi_error_oom(err)
                : 0;
 }
@@ -1112,6 +1141,19 @@ static int add_linux_extras(json_t *linux_obj, const obi_service *svc, const cha
     return 0;
 }
 
+/* pid_mode/ipc_mode host: no new namespace of that type (the replica stays in the host's). */
+static void drop_namespace(json_t *ns, const char *type)
+{
+    size_t i;
+    json_t *entry;
+    json_array_foreach(ns, i,
+                       entry) if (!strcmp(json_string_value(json_object_get(entry, "type")), type))
+    {
+        json_array_remove(ns, i);
+        return;
+    }
+}
+
 static int build_linux(const obi_service *svc, const obi_service_spec_options *opts,
                        const obi_oci_defaults *defaults, const obi_idmap *ids, json_t **out,
                        char ***warnings, obi_error **err)
@@ -1119,6 +1161,10 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
     cleanup_json json_t *ns = obi_oci_namespaces(defaults);
     if (!ns)
         return obi_error_oom(err);
+    if (svc->pid_mode == OBI_NAMESPACE_HOST)
+        drop_namespace(ns, "pid");
+    if (svc->ipc_mode == OBI_NAMESPACE_HOST)
+        drop_namespace(ns, "ipc");
     json_t *rules = NULL, *devices = NULL;
     int r = build_devices(svc, opts, defaults, &rules, &devices, warnings, err);
     if (r < 0)
@@ -1158,10 +1204,12 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
 
 /* ---- the whole config -------------------------------------------------------------------- */
 
-/* labels: OCI annotations, as Docker's labels are. */
+/* labels: OCI annotations, as Docker's labels are. stop_signal and stop_grace_period, which
+ * the lifecycle applies when it stops the replica (lifecycle.c), are recorded beside them: the
+ * signal under the image-spec's name for a config's StopSignal. */
 static int add_annotations(json_t *config, const obi_service *svc)
 {
-    if (!svc->label_count)
+    if (!svc->label_count && !svc->stop_signal && !svc->stop_grace_ms)
         return 0;
     json_t *annotations = json_object();
     if (!annotations || json_object_set_new(config, "annotations", annotations) < 0)
@@ -1170,6 +1218,19 @@ static int add_annotations(json_t *config, const obi_service *svc)
         if (json_object_set_new(annotations, svc->labels[i].name,
                                 json_string(svc->labels[i].value)) < 0)
             return -ENOMEM;
+    char text[32];
+    const char *abbrev = svc->stop_signal ? sigabbrev_np(svc->stop_signal) : NULL;
+    if (abbrev)
+        snprintf(text, sizeof text, "SIG%s", abbrev);
+    else
+        snprintf(text, sizeof text, "%d", svc->stop_signal);
+    if (svc->stop_signal &&
+        json_object_set_new(annotations, OBI_ANNOTATION_STOP_SIGNAL, json_string(text)) < 0)
+        return -ENOMEM;
+    snprintf(text, sizeof text, "%" PRIu64 "ms", svc->stop_grace_ms);
+    if (svc->stop_grace_ms &&
+        json_object_set_new(annotations, OBI_ANNOTATION_STOP_GRACE, json_string(text)) < 0)
+        return -ENOMEM;
     return 0;
 }
 
@@ -1207,6 +1268,8 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
         r = add_hosts_mount(mounts, opts, err);
     if (r == 0)
         r = add_gpu_sharing_mounts(mounts, svc, err);
+    if (r == 0)
+        r = add_init_mount(mounts, svc, err);
     json_t *config = NULL;
     if (r == 0) {
         config = json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:O, s:o}", "ociVersion", OBI_OCI_VERSION,

@@ -45,7 +45,14 @@ check_json "the Docker resource limits reach linux.resources" \
 check_json "oom_score_adj, user, extra_groups (a name from the rootfs's /etc/group), hostname" \
   'c["process"]["oomScoreAdj"] == 100 and c["process"]["user"] == {"uid":1000,"gid":1000,"additionalGids":[29]} and c["hostname"] == "api-host"' "$A"
 check_json "labels are annotations, sysctls linux.sysctl" \
-  'c["annotations"] == {"com.example.team":"payments","tier":"backend"} and c["linux"]["sysctl"] == {"net.ipv4.ip_unprivileged_port_start":"80"}' "$A"
+  'c["annotations"]["com.example.team"] == "payments" and c["annotations"]["tier"] == "backend" and c["linux"]["sysctl"] == {"net.ipv4.ip_unprivileged_port_start":"80"}' "$A"
+check_json "stop_signal and stop_grace_period are annotations (applied by down, stop, restart)" \
+  'c["annotations"] == {"com.example.team":"payments","tier":"backend","org.opencontainers.image.stopSignal":"SIGINT","org.ocibuild.stopGracePeriod":"20000ms"}' "$A"
+check_json "pid_mode host (with userns_mode host): no pid and no user namespace; ipc_mode private keeps ipc" \
+  '[n["type"] for n in c["linux"]["namespaces"]] == ["ipc","uts","mount","network"] and "uidMappings" not in c["linux"] and "gidMappings" not in c["linux"]' "$A"
+check_json "init_container: tini bound read-only at /dev/init and run first" \
+  'c["process"]["args"] == ["/dev/init","--","/bin/sh","-c","sleep 1000"] and {"destination":"/dev/init","type":"none","source":"/usr/bin/tini-static","options":["bind","ro","nosuid","nodev"]} in c["mounts"]' "$A"
+check_json "tty and stdin_open stay notices: no terminal" 'c["process"]["terminal"] is False' "$A"
 check_json "read_only_root_fs makes the root read-only" 'c["root"]["readonly"] is True' "$A"
 check_json "storage with tier and size still mounts (tier and size are notices)" \
   '[m["destination"] for m in c["mounts"]][7:10] == ["/data","/scratch","/models"]' "$A"
@@ -60,9 +67,14 @@ for key in externals tunnels api services.api.affinity services.api.node_mode se
     services.api.platform services.api.isolation services.api.network services.api.storage.0..tier \
     services.api.storage.0..size services.api.storage.2..endpoint services.api.storage.2..credentials \
     services.api.image.source_policy services.api.endpoints.1..tunnel services.api.scale \
-    services.api.logs services.api.overlay; do
+    services.api.logs services.api.overlay services.api.tty services.api.stdin_open; do
   key=${key//.0./[0]}; key=${key//.1./[1]}; key=${key//.2./[2]}
   t_contains "a notice names $key" "$err" "ocibuild: note: $key: "
+done
+for key in services.api.port_mappings services.api.extra_hosts services.api.pid_mode \
+    services.api.ipc_mode services.api.userns_mode services.api.init_container \
+    services.api.stop_signal services.api.stop_grace_period; do
+  [[ "$err" != *"note: $key"* ]] && t_ok "$key takes effect: no notice" || t_fail "$key takes effect: no notice" "$err"
 done
 t_contains "adaptive scale says it runs min replicas" "$err" "ocibuild runs min (2) replicas"
 n=$(grep -c 'note: services.api.affinity:' "$T_TMP/api.err")

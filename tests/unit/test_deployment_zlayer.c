@@ -5,6 +5,7 @@
  * keys: health, init, errors), each key into its field, the keys without effect here into one
  * notice each, and the refusals that name the key.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -341,6 +342,21 @@ static void test_deployment_zlayer_refusals_name_the_key(void **state)
                  "services.web.stop_signal: expected a signal like SIGTERM");
     expect_error(HEADER "  web: {extra_hosts: [\"db\"]}\n",
                  "services.web.extra_hosts[0]: \"db\" is not HOSTNAME:IP");
+    /* a name must not add or comment out lines of the replica's /etc/hosts */
+    expect_error(HEADER "  web: {extra_hosts: [\"ok:1.2.3.4\", \"a b:1.2.3.4\"]}\n",
+                 "services.web.extra_hosts[1]: \"a b:1.2.3.4\" is not HOSTNAME:IP");
+    expect_error(HEADER "  web: {extra_hosts: [\"#x:1.2.3.4\"]}\n",
+                 "services.web.extra_hosts[0]: \"#x:1.2.3.4\" is not HOSTNAME:IP");
+    expect_error(HEADER "  web: {extra_hosts: [\"x:1.2.3.4\\n9.9.9.9 evil\"]}\n",
+                 "services.web.extra_hosts[0]: ");
+    expect_error(HEADER "  web: {pid_mode: host}\n",
+                 "services.web.pid_mode: host needs userns_mode: host or privileged: true");
+    expect_error(HEADER "  web: {ipc_mode: host, userns_mode: private}\n",
+                 "services.web.ipc_mode: host needs userns_mode: host or privileged: true");
+    expect_error(HEADER "  web: {pid_mode: sideways}\n",
+                 "services.web.pid_mode: expected host, private, service:NAME or container:NAME");
+    expect_error(HEADER "  web: {init_container: maybe}\n",
+                 "services.web.init_container: expected true or false");
     expect_error(HEADER "  web: {extra_groups: [\"a b\"]}\n",
                  "services.web.extra_groups[0]: \"a b\" is not a group name or gid");
     expect_error(HEADER "  web: {sysctls: {\"../x\": \"1\"}}\n",
@@ -384,11 +400,55 @@ static void test_deployment_zlayer_endpoint_and_port_fields(void **state)
     assert_int_equal(web->endpoints[1].protocol, OBI_ENDPOINT_UDP);
     assert_int_equal(web->port_mapping_count, 2);
     assert_int_equal(web->port_mappings[0].host_port, 0);
-    assert_string_equal(web->port_mappings[0].host_ip, "0.0.0.0");
+    assert_null(web->port_mappings[0].host_ip); /* where endpoints are published */
+    assert_int_equal(web->port_mappings[0].container_port, 80);
     assert_false(web->port_mappings[0].udp);
     assert_true(web->port_mappings[1].udp);
+    assert_int_equal(web->port_mappings[1].host_port, 5353);
     assert_string_equal(web->port_mappings[1].host_ip, "::1");
-    assert_true(has_notice(d, "services.web.port_mappings: "));
+    assert_false(has_notice(d, "services.web.port_mappings"));
+    assert_int_equal(notice_count(d), 0);
+    obi_deployment_free(d);
+}
+
+/* extra_hosts, the namespace modes, init_container and the stop keys mean something on one
+ * node: parsed into the service, no notice (but service:/container: and a Docker remap, which
+ * keep the replica's own namespace). */
+static void test_deployment_zlayer_host_keys_take_effect(void **state)
+{
+    (void)state;
+    obi_deployment *d = parse_ok(HEADER "  web:\n"
+                                        "    extra_hosts: [\"db.local:10.1.2.3\", "
+                                        "\"gw:host-gateway\", \"v6:2001:db8::1\"]\n"
+                                        "    pid_mode: host\n"
+                                        "    ipc_mode: host\n"
+                                        "    userns_mode: host\n"
+                                        "    init_container: true\n"
+                                        "    stop_signal: SIGUSR1\n"
+                                        "    stop_grace_period: 2s\n"
+                                        "  job:\n"
+                                        "    pid_mode: \"service:web\"\n"
+                                        "    ipc_mode: shareable\n"
+                                        "    userns_mode: default-remap\n");
+    const obi_service *web = &d->services[0], *job = &d->services[1];
+    assert_string_equal(web->extra_hosts[0], "db.local:10.1.2.3");
+    assert_string_equal(web->extra_hosts[1], "gw:host-gateway");
+    assert_string_equal(web->extra_hosts[2], "v6:2001:db8::1");
+    assert_null(web->extra_hosts[3]);
+    assert_int_equal(web->pid_mode, OBI_NAMESPACE_HOST);
+    assert_int_equal(web->ipc_mode, OBI_NAMESPACE_HOST);
+    assert_true(web->userns_host);
+    assert_true(web->init_container);
+    assert_int_equal(web->stop_signal, SIGUSR1);
+    assert_int_equal(web->stop_grace_ms, 2000);
+    assert_int_equal(job->pid_mode, OBI_NAMESPACE_PRIVATE);
+    assert_int_equal(job->ipc_mode, OBI_NAMESPACE_PRIVATE);
+    assert_false(job->userns_host);
+    assert_false(job->init_container);
+    assert_null(job->extra_hosts);
+    assert_true(has_notice(d, "services.job.pid_mode: "));
+    assert_true(has_notice(d, "services.job.userns_mode: "));
+    assert_int_equal(notice_count(d), 2);
     obi_deployment_free(d);
 }
 
@@ -402,6 +462,7 @@ int main(void)
         cmocka_unit_test(test_deployment_zlayer_validation_gaps_are_refused),
         cmocka_unit_test(test_deployment_zlayer_refusals_name_the_key),
         cmocka_unit_test(test_deployment_zlayer_endpoint_and_port_fields),
+        cmocka_unit_test(test_deployment_zlayer_host_keys_take_effect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -518,6 +518,74 @@ static void test_spec_namespaces(void **state)
     assert_int_equal(json_array_size(path_get(c, "linux.namespaces")), 5);
 }
 
+/* pid_mode/ipc_mode host: no pid/ipc namespace of the replica's own; userns_mode host: no user
+ * namespace and no id maps; service:NAME keeps the replica's own. */
+static void test_spec_host_namespace_modes(void **state)
+{
+    fixture *f = *state;
+    json_t *c = generate(f, HEADER "  web: {pid_mode: host, ipc_mode: host, userns_mode: host}\n");
+    json_t *ns = path_get(c, "linux.namespaces");
+    static const char *const types[] = {"uts", "mount", "network"};
+    assert_int_equal(json_array_size(ns), 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_string_equal(json_string_value(json_object_get(json_array_get(ns, i), "type")),
+                            types[i]);
+    assert_null(path_get(c, "linux.uidMappings"));
+    assert_null(path_get(c, "linux.gidMappings"));
+    c = generate(f, HEADER "  web: {pid_mode: host, privileged: true}\n");
+    assert_int_equal(json_array_size(path_get(c, "linux.namespaces")), 4); /* no pid, no user */
+    c = generate(f, HEADER "  web: {pid_mode: \"service:db\", ipc_mode: shareable}\n");
+    assert_int_equal(json_array_size(path_get(c, "linux.namespaces")), 6);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(path_get(c, "linux.namespaces"), 0), "type")),
+                        "pid");
+}
+
+/* init_container: the host's tini bound read-only at /dev/init and put before the command;
+ * without it, neither. */
+static void test_spec_init_container_runs_tini_first(void **state)
+{
+    fixture *f = *state;
+    json_t *c = generate(f, HEADER "  web: {init_container: true, command: {args: [sleep, "
+                                   "\"9\"]}}\n");
+    static const char *const args[] = {"/dev/init", "--", "sleep", "9"};
+    assert_json_strings(path_get(c, "process.args"), args, 4);
+    json_t *mounts = json_object_get(c, "mounts");
+    json_t *init = json_array_get(mounts, json_array_size(mounts) - 1);
+    assert_string_equal(json_string_value(json_object_get(init, "destination")), "/dev/init");
+    assert_string_equal(json_string_value(json_object_get(init, "source")), "/usr/bin/tini-static");
+    assert_string_equal(json_string_value(json_object_get(init, "type")), "none");
+    static const char *const options[] = {"bind", "ro", "nosuid", "nodev"};
+    assert_json_strings(json_object_get(init, "options"), options, 4);
+    c = generate(f, HEADER "  web: {init_container: false, command: {args: [sleep]}}\n");
+    static const char *const plain[] = {"sleep"};
+    assert_json_strings(path_get(c, "process.args"), plain, 1);
+    mounts = json_object_get(c, "mounts");
+    for (size_t i = 0; i < json_array_size(mounts); i++)
+        assert_string_not_equal(
+            json_string_value(json_object_get(json_array_get(mounts, i), "destination")),
+            "/dev/init");
+}
+
+/* stop_signal and stop_grace_period are annotations beside the labels; without them, no
+ * annotations at all. */
+static void test_spec_stop_keys_are_annotations(void **state)
+{
+    fixture *f = *state;
+    json_t *c = generate(f, HEADER "  web: {stop_signal: USR1, stop_grace_period: 2s, labels: "
+                                   "{a: b}}\n");
+    json_t *annotations = json_object_get(c, "annotations");
+    assert_int_equal(json_object_size(annotations), 3);
+    assert_string_equal(json_string_value(json_object_get(annotations, "a")), "b");
+    assert_string_equal(
+        json_string_value(json_object_get(annotations, "org.opencontainers.image.stopSignal")),
+        "SIGUSR1");
+    assert_string_equal(
+        json_string_value(json_object_get(annotations, "org.ocibuild.stopGracePeriod")), "2000ms");
+    c = generate(f, HEADER "  web: {}\n");
+    assert_null(json_object_get(c, "annotations"));
+}
+
 /* Container root is the first id of the service range, not the host's root; privileged
  * services are the exception and get no user namespace at all. */
 static void test_spec_user_namespace_maps_root_to_the_service_range(void **state)
@@ -804,6 +872,9 @@ int main(void)
         T(test_spec_bounding_set_is_this_process_s),
         T(test_spec_mounts_in_order),
         T(test_spec_namespaces),
+        T(test_spec_host_namespace_modes),
+        T(test_spec_init_container_runs_tini_first),
+        T(test_spec_stop_keys_are_annotations),
         T(test_spec_user_namespace_maps_root_to_the_service_range),
         T(test_spec_host_network_in_a_user_namespace_binds_sys_read_only),
         T(test_service_ids_lookup_reads_the_owner_s_ranges),
