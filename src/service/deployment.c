@@ -2042,10 +2042,7 @@ static int parse_lifecycle(walker *w, yaml_node_t *node, const char *path, obi_s
     cleanup_free char *sub = path_child(path, "delete_on_exit");
     if (!sub)
         return obi_error_oom(w->err);
-    if ((r = get_bool(w, value, sub, &svc->delete_on_exit)) < 0)
-        return r;
-    return add_notice(w, sub,
-                      "stopped replicas are kept (ps shows their exit) until down removes them");
+    return get_bool(w, value, sub, &svc->delete_on_exit);
 }
 
 /* network_mode: Docker's strings ("host", "none", "bridge[:NAME]", "container:ID", "default") or

@@ -1149,6 +1149,11 @@ int obi_lc_replica_stop(lifecycle *lc, const obi_replica_paths *paths, obi_error
     return stop_container(lc, paths->id, paths->container, err);
 }
 
+int obi_lc_replica_remove(lifecycle *lc, const obi_replica_paths *paths, obi_error **err)
+{
+    return replica_teardown(lc, paths, false, err);
+}
+
 int obi_lc_replica_state(lifecycle *lc, const obi_replica_paths *paths, obi_replica_state *state,
                          int *pid, obi_error **err)
 {

@@ -18,6 +18,9 @@ typedef struct lifecycle lifecycle;
 int obi_lc_replica_start(lifecycle *lc, const obi_service *svc, unsigned replica, int *pid,
                          obi_error **err);
 int obi_lc_replica_stop(lifecycle *lc, const obi_replica_paths *paths, obi_error **err);
+/* lifecycle.delete_on_exit: a replica that stays down goes, as `down` removes it (container,
+ * bundle, network, anonymous volumes, state dir with its log). */
+int obi_lc_replica_remove(lifecycle *lc, const obi_replica_paths *paths, obi_error **err);
 int obi_lc_replica_state(lifecycle *lc, const obi_replica_paths *paths, obi_replica_state *state,
                          int *pid, obi_error **err);
 /* init.run: `/bin/sh -c command` in a one-off container of svc's image and replica 1's config

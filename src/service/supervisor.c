@@ -579,6 +579,19 @@ static void shutdown_service(supervisor *sv, service *s, replica *except)
     }
 }
 
+/* lifecycle.delete_on_exit (zlayer: a terminated container and its bundle are removed, not
+ * kept for inspection; Docker's --rm): a replica that stays down goes. */
+static void remove_if_delete_on_exit(supervisor *sv, replica *rep)
+{
+    if (!rep->svc->delete_on_exit)
+        return;
+    cleanup_error obi_error *err = NULL;
+    if (obi_lc_replica_remove(sv->lc, &rep->paths, &err) < 0)
+        say(sv, 'R', "%s: lifecycle.delete_on_exit: %s", rep->paths.id, err->message);
+    else
+        say(sv, 'R', "%s: removed (lifecycle.delete_on_exit)", rep->paths.id);
+}
+
 static void handle_exit(supervisor *sv, service *s, replica *rep, int64_t now)
 {
     int code = -1, sig = 0;
@@ -606,6 +619,7 @@ static void handle_exit(supervisor *sv, service *s, replica *rep, int64_t now)
     switch (obi_supervisor_on_exit(rep->svc, code, rep->restarts)) {
     case OBI_EXIT_STAY_DOWN:
         set_state(rep, REP_DONE);
+        remove_if_delete_on_exit(sv, rep);
         return;
     case OBI_EXIT_SHUTDOWN_SERVICE:
         snprintf(rep->note, sizeof rep->note, "exited with %d: on_panic shutdown", code);

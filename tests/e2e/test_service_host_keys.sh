@@ -5,7 +5,8 @@
 # refused naming the key); extra_hosts resolved in a replica (host-gateway is the bridge);
 # pid_mode: host shows the host's processes; init_container runs tini as PID 1, which reaps an
 # orphan that a replica without it leaves a zombie; down sends stop_signal (SIGUSR1, seen by a
-# trapping replica) and waits stop_grace_period before SIGKILL. Every wait is bounded.
+# trapping replica) and waits stop_grace_period before SIGKILL; lifecycle.delete_on_exit removes
+# a job that ended. Every wait is bounded.
 source "$(dirname "$0")/lib.sh"
 chmod 711 "$T_TMP"
 RUNC=$(command -v runc || echo /usr/sbin/runc)
@@ -162,6 +163,31 @@ refuse "a host_ip that is not the host's is refused" \
 refuse "a udp port mapping is refused naming the key" \
   "services.$P-r.port_mappings[0]: protocol udp cannot be published" \
   "{ host_port: $PUB, container_port: 53, protocol: udp }"
+
+# lifecycle.delete_on_exit: a job that ended is removed (container, state dir); one without it
+# is kept for ps
+cat >"$T_TMP/j.yaml" <<YAML
+version: v1
+deployment: $P-j
+services:
+  $P-gone:
+    rtype: job
+    image: { name: "oci:$L:1" }
+    lifecycle: { delete_on_exit: true }
+    command: { entrypoint: [/bin/sh, -c], args: ["echo done"] }
+  $P-kept:
+    rtype: job
+    image: { name: "oci:$L:1" }
+    command: { entrypoint: [/bin/sh, -c], args: ["echo done"] }
+YAML
+t_cleanup "$OCIBUILD service down $T_TMP/j.yaml --data-dir $D --grace 0"
+out=$("$OCIBUILD" service up "$T_TMP/j.yaml" --data-dir "$D" 2>&1) || t_fail "up of two jobs" "$out"
+t_check "delete_on_exit: the ended job's replica dir is removed" wait_for 10 sh -c "[ ! -e $D/services/$P-j/$P-gone-rep-1 ]"
+"$RUNC" state "$P-j.$P-gone-rep-1" >/dev/null 2>&1 && t_fail "delete_on_exit: its container is deleted" ||
+  t_ok "delete_on_exit: its container is deleted"
+t_check "without delete_on_exit the ended job is kept (ps shows its exit)" wait_for 10 sh -c \
+  "$OCIBUILD service ps $T_TMP/j.yaml --data-dir $D 2>&1 | grep $P-kept-rep-1 | grep -q 'exit 0\|exited\|done'"
+"$OCIBUILD" service down "$T_TMP/j.yaml" --data-dir "$D" --grace 0 >/dev/null 2>&1
 
 # stop_signal and stop_grace_period, with every runtime installed: each replica writes what it
 # got into a bind-mounted dir of the test's (down removes the replica and its log)

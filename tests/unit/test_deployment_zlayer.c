@@ -152,7 +152,8 @@ static void test_deployment_zlayer_full_service_example(void **state)
 
 /* The fixtures of zlayer's tests: placement (affinity, node_mode, node_selector), storage tier
  * and size, tunnels, api, cap_add, isolation, lifecycle, platform, gpu mode and model, s3
- * endpoint and credentials: all accepted, each a notice naming its key. */
+ * endpoint and credentials: all accepted, each a notice naming its key (but lifecycle, which
+ * the supervisor applies). */
 static void test_deployment_zlayer_fixture_keys_are_notices(void **state)
 {
     (void)state;
@@ -186,7 +187,6 @@ static void test_deployment_zlayer_fixture_keys_are_notices(void **state)
         "services.worker.node_selector: ",
         "services.worker.platform: ",
         "services.worker.isolation: ",
-        "services.worker.lifecycle.delete_on_exit: ",
         "services.worker.storage[0].tier: ",
         "services.worker.storage[0].size: ",
         "services.worker.storage[1].endpoint: ",
@@ -203,6 +203,7 @@ static void test_deployment_zlayer_fixture_keys_are_notices(void **state)
     assert_true(w->has_capabilities);
     assert_string_equal(w->capabilities[0], "CAP_SYS_ADMIN");
     assert_true(w->delete_on_exit);
+    assert_false(has_notice(d, "services.worker.lifecycle"));
     assert_string_equal(w->gpu.model, "M2");
     assert_int_equal(w->gpu.vendor, OBI_GPU_OTHER);
     /* the notices of one service, and the deployment-wide ones */
