@@ -6,7 +6,8 @@
 # pid_mode: host shows the host's processes; init_container runs tini as PID 1, which reaps an
 # orphan that a replica without it leaves a zombie; down sends stop_signal (SIGUSR1, seen by a
 # trapping replica) and waits stop_grace_period before SIGKILL; lifecycle.delete_on_exit removes
-# a job that ended. Every wait is bounded.
+# a job that ended; as a normal user, port_mappings and extra_hosts through slirp4netns. Every
+# wait is bounded.
 source "$(dirname "$0")/lib.sh"
 chmod 711 "$T_TMP"
 RUNC=$(command -v runc || echo /usr/sbin/runc)
@@ -237,4 +238,58 @@ YAML
     t_ok "$rt: it is killed after stop_grace_period 3s, not the default 10 s (${ms} ms)" ||
     t_fail "$rt: it is killed after stop_grace_period 3s, not the default 10 s" "${ms} ms: $out"
 done
+
+# A normal user's deployment (slirp4netns, one shared namespace): port_mappings forwarded to
+# 127.0.0.1, extra_hosts with host-gateway = slirp4netns's 10.0.2.2; host_port 0 and
+# userns_mode host refused naming the key. The user and its subuids as test_service_rootless.sh
+# makes them.
+rootless() {
+  local tool
+  for tool in newuidmap runuser slirp4netns; do
+    command -v $tool >/dev/null || { t_skip "rootless host keys" "$tool missing"; return; }
+  done
+  [ -c /dev/net/tun ] || { t_skip "rootless host keys" "/dev/net/tun missing"; return; }
+  chmod 0666 /dev/net/tun
+  local user=obi-rootless
+  id "$user" >/dev/null 2>&1 ||
+    useradd --system --create-home --home-dir /var/lib/$user --shell /bin/sh "$user" || { t_fail "create the test user"; return; }
+  grep -q "^$user:" /etc/subuid || echo "$user:200000:65536" >>/etc/subuid
+  grep -q "^$user:" /etc/subgid || echo "$user:200000:65536" >>/etc/subgid
+  local W
+  W=$(mktemp -d /tmp/obi-host-keys-rl.XXXXXX)
+  chmod 755 "$W" && mkdir -p "$W/xdg" "$W/home" && cp "$OCIBUILD" "$W/ocibuild"
+  cp -a "$L" "$W/layout" && chown -R "$user" "$W"
+  as_user() { runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME="$W/home" XDG_RUNTIME_DIR="$W/xdg" OCIBUILD_DATA_DIR="$W/data" "$@"; }
+  t_cleanup "runuser -u $user -- env -i PATH=/usr/bin:/bin:/usr/sbin:/sbin XDG_RUNTIME_DIR=$W/xdg OCIBUILD_DATA_DIR=$W/data $W/ocibuild service down $W/r.yaml --grace 0; rm -rf $W"
+  local host_port container_port out
+  host_port=$(free_port) container_port=$(free_port)
+  cat >"$W/r.yaml" <<YAML
+version: v1
+deployment: $P-rl
+services:
+  $P-rlweb:
+    image: { name: "oci:$W/layout:1" }
+    extra_hosts: ["db.example:10.77.1.2", "gw.example:host-gateway"]
+    port_mappings: [ { host_port: $host_port, container_port: $container_port } ]
+    command:
+      entrypoint: [/bin/sh, -c]
+      args: ["ping -c1 -W1 db.example; ping -c1 -W1 gw.example; mkdir -p /srv && echo rootless-mapped > /srv/index.html && exec httpd -f -p $container_port -h /srv"]
+YAML
+  out=$(as_user "$W/ocibuild" service up "$W/r.yaml" 2>&1) && t_ok "rootless: up with port_mappings and extra_hosts" ||
+    t_fail "rootless: up with port_mappings and extra_hosts" "$out"
+  t_check "rootless: port_mappings answers on 127.0.0.1:$host_port" wait_for 10 sh -c "[ \"\$(timeout 5 $BUSYBOX wget -q -O - http://127.0.0.1:$host_port/)\" = rootless-mapped ]"
+  rl_log() { as_user "$W/ocibuild" service logs "$W/r.yaml" "$P-rlweb" 2>&1 | grep -q "$1"; }
+  t_check "rootless: extra_hosts resolve in the replica" wait_for 10 rl_log "PING db.example (10.77.1.2)"
+  t_check "rootless: host-gateway is slirp4netns's 10.0.2.2" rl_log "PING gw.example (10.0.2.2)"
+  as_user "$W/ocibuild" service down "$W/r.yaml" --grace 0 >/dev/null 2>&1
+  sed -i "s/host_port: $host_port, //" "$W/r.yaml"
+  out=$(as_user "$W/ocibuild" service up "$W/r.yaml" 2>&1) && t_fail "rootless: a port mapping without host_port is refused" "$out" ||
+    t_contains "rootless: a port mapping without host_port is refused" "$out" "services.$P-rlweb.port_mappings[0]: a normal user's deployment needs a host_port"
+  as_user "$W/ocibuild" service down "$W/r.yaml" --grace 0 >/dev/null 2>&1
+  sed -i "s/    port_mappings: .*/    userns_mode: host/" "$W/r.yaml"
+  out=$(as_user "$W/ocibuild" service up "$W/r.yaml" 2>&1) && t_fail "rootless: userns_mode host is refused" "$out" ||
+    t_contains "rootless: userns_mode host is refused" "$out" "services.$P-rlweb.userns_mode: host: a normal user's replicas run in a user namespace"
+  as_user "$W/ocibuild" service down "$W/r.yaml" --grace 0 >/dev/null 2>&1
+}
+rootless
 t_done
