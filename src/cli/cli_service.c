@@ -829,7 +829,7 @@ static const struct service_command {
     {"ls", service_ls, "list the deployments with state here and their supervisors",
      "[--data-dir DIR]"},
     {"down", service_down,
-     "stop (SIGTERM, grace, SIGKILL) and remove replicas; -v: named volumes too",
+     "stop (stop_signal, grace, SIGKILL) and remove replicas; -v: named volumes too",
      LIFECYCLE_USAGE " [-v|--volumes]"},
 };
 
