@@ -553,7 +553,10 @@ static const obi_service *service_of_replica(const lifecycle *lc, const char *id
     for (size_t i = 0; i < lc->deployment->service_count; i++) {
         const obi_service *svc = &lc->deployment->services[i];
         size_t len = strlen(svc->name);
-        if (!strncmp(id, svc->name, len) && !strncmp(id + len, "-rep-", 5))
+        unsigned long long n;
+        /* the whole rest: service "web" is not the service of "web-rep-rep-1" */
+        if (!strncmp(id, svc->name, len) && !strncmp(id + len, "-rep-", 5) &&
+            (!strcmp(id + len + 5, "init") || obi_parse_decimal(id + len + 5, UINT_MAX, &n)))
             return svc;
     }
     return NULL;

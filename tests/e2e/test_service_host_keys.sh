@@ -209,6 +209,12 @@ services:
     command:
       entrypoint: [/bin/sh, -c]
       args: ["trap 'echo GOT-USR1 > /out/usr1; exit 0' USR1; echo READY; while :; do sleep 0.1; done"]
+  $P-usr1-rep:
+    image: { name: "oci:$L:1" }
+    storage: [ { type: bind, source: $OUT, target: /out } ]
+    command:
+      entrypoint: [/bin/sh, -c]
+      args: ["trap 'echo WRONG > /out/wrong; exit 0' USR1; trap 'exit 0' TERM; echo READY; while :; do sleep 0.1; done"]
   $P-stubborn:
     image: { name: "oci:$L:1" }
     stop_signal: USR1
@@ -232,6 +238,8 @@ YAML
   start=$(date +%s%N)
   out=$("$OCIBUILD" service down "$T_TMP/s.yaml" --data-dir "$D" --runtime "$rt" 2>&1)
   ms=$((($(date +%s%N) - start) / 1000000))
+  [ ! -e "$OUT/wrong" ] && t_ok "$rt: $P-usr1-rep-rep-1 gets its own service's signal, not $P-usr1's" ||
+    t_fail "$rt: $P-usr1-rep-rep-1 gets its own service's signal, not $P-usr1's" "$(cat "$OUT/wrong")"
   [ "$(cat "$OUT/stubborn" 2>/dev/null)" = IGNORED-USR1 ] &&
     t_ok "$rt: the stubborn replica got SIGUSR1 too" || t_fail "$rt: the stubborn replica got SIGUSR1 too" "$out"
   [ "$ms" -ge 2800 ] && [ "$ms" -lt 9000 ] &&
