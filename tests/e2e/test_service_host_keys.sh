@@ -3,7 +3,7 @@
 # when installed) and an umoci busybox image: port_mappings published on 127.0.0.1 (a named
 # host_port and one the kernel picks, reported by up; a host_ip that is not the host's and udp
 # refused naming the key); extra_hosts resolved in a replica (host-gateway is the bridge);
-# pid_mode: host shows the host's processes; init_container runs tini as PID 1, which reaps an
+# pid_mode and ipc_mode host show the host's processes and IPC namespace; init_container runs tini as PID 1, which reaps an
 # orphan that a replica without it leaves a zombie; down sends stop_signal (SIGUSR1, seen by a
 # trapping replica) and waits stop_grace_period before SIGKILL; lifecycle.delete_on_exit removes
 # a job that ended; as a normal user, port_mappings and extra_hosts through slirp4netns. Every
@@ -79,10 +79,11 @@ services:
   $P-hostpid:
     image: { name: "oci:$L:1" }
     pid_mode: host
+    ipc_mode: host
     userns_mode: host
     command:
       entrypoint: [/bin/sh, -c]
-      args: ["echo PID1=\$(cat /proc/1/comm); [ -d /proc/$$ ] && echo SEES-TEST-SHELL; exec sleep 600"]
+      args: ["echo PID1=\$(cat /proc/1/comm); [ -d /proc/$$ ] && echo SEES-TEST-SHELL; echo IPC=\$(ls -l /proc/self/ns/ipc | grep -o 'ipc:.*'); exec sleep 600"]
   $P-init:
     image: { name: "oci:$L:1" }
     init_container: true
@@ -124,6 +125,11 @@ t_contains "extra_hosts come after the deployment's names" "$hosts_log" "# extra
 # pid_mode: host
 t_check "pid_mode host: the replica's PID 1 is the host's ($HOST_INIT)" wait_for 10 log_has "$T_TMP/a.yaml" "$P-hostpid" "PID1=$HOST_INIT"
 t_check "pid_mode host: the replica sees the test's shell" log_has "$T_TMP/a.yaml" "$P-hostpid" "SEES-TEST-SHELL"
+HOST_IPC=$(readlink /proc/self/ns/ipc | tr -dc 0-9)
+t_check "ipc_mode host: the replica is in the host's IPC namespace ($HOST_IPC)" log_has "$T_TMP/a.yaml" "$P-hostpid" "IPC=ipc:.$HOST_IPC"
+init_ipc=$(readlink "/proc/$(cat "$D/services/$P-a/$P-init-rep-1/pid")/ns/ipc" | tr -dc 0-9)
+[ -n "$init_ipc" ] && [ "$init_ipc" != "$HOST_IPC" ] && t_ok "without ipc_mode host a replica has its own" ||
+  t_fail "without ipc_mode host a replica has its own" "$init_ipc"
 
 # init_container
 t_check "init_container: PID 1 is tini, run from /dev/init" wait_for 10 log_has "$T_TMP/a.yaml" "$P-init" "PID1=init EXE=/dev/init"
