@@ -3,11 +3,11 @@
 # when installed) and an umoci busybox image: port_mappings published on 127.0.0.1 (a named
 # host_port and one the kernel picks, reported by up; a host_ip that is not the host's and udp
 # refused naming the key); extra_hosts resolved in a replica (host-gateway is the bridge);
-# pid_mode and ipc_mode host show the host's processes and IPC namespace; init_container runs tini as PID 1, which reaps an
-# orphan that a replica without it leaves a zombie; down sends stop_signal (SIGUSR1, seen by a
-# trapping replica) and waits stop_grace_period before SIGKILL; lifecycle.delete_on_exit removes
-# a job that ended; as a normal user, port_mappings and extra_hosts through slirp4netns. Every
-# wait is bounded.
+# pid_mode and ipc_mode host show the host's processes and IPC namespace; init_container runs
+# tini as PID 1, which reaps an orphan that a replica without it leaves a zombie; down sends
+# stop_signal (SIGUSR1, seen by a trapping replica) and waits stop_grace_period before SIGKILL;
+# lifecycle.delete_on_exit removes a job that ended; as a normal user, port_mappings and
+# extra_hosts through slirp4netns. Every wait is bounded.
 source "$(dirname "$0")/lib.sh"
 chmod 711 "$T_TMP"
 RUNC=$(command -v runc || echo /usr/sbin/runc)
