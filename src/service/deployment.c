@@ -2673,6 +2673,16 @@ static int parse_service(walker *w, yaml_node_t *key, yaml_node_t *node, obi_ser
                         "dns with the host's network: the replica uses the host's resolv.conf "
                         "(as zlayer does), dns ignored")) < 0)
         return r;
+    if (svc->port_mapping_count && svc->host_network &&
+        (r = add_notice(w, path,
+                        "port_mappings with the host's network: the replica listens on the host "
+                        "itself, nothing is published (as Docker does)")) < 0)
+        return r;
+    if (svc->extra_hosts && svc->host_network &&
+        (r = add_notice(w, path,
+                        "extra_hosts with the host's network: the replica uses the image's "
+                        "/etc/hosts (as zlayer does), extra_hosts ignored")) < 0)
+        return r;
     if ((r = check_host_namespaces(w, node, path, svc)) < 0)
         return r;
     if (svc->rtype == OBI_RTYPE_CRON && !svc->schedule)

@@ -451,6 +451,15 @@ static void test_deployment_zlayer_host_keys_take_effect(void **state)
     assert_true(has_notice(d, "services.job.userns_mode: "));
     assert_int_equal(notice_count(d), 2);
     obi_deployment_free(d);
+    /* with the host's network there is nothing to publish and no hosts file of ours */
+    d = parse_ok(HEADER "  web:\n"
+                        "    host_network: true\n"
+                        "    extra_hosts: [\"db:10.1.2.3\"]\n"
+                        "    port_mappings: [{container_port: 80}]\n");
+    assert_true(has_notice(d, "services.web: port_mappings with the host's network"));
+    assert_true(has_notice(d, "services.web: extra_hosts with the host's network"));
+    assert_int_equal(notice_count(d), 2);
+    obi_deployment_free(d);
 }
 
 int main(void)
