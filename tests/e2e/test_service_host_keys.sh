@@ -245,6 +245,19 @@ YAML
     t_fail "$rt: up of the stop-signal deployment" "$out"
   wait_for 10 log_has "$T_TMP/s.yaml" "$P-usr1" READY >/dev/null
   wait_for 10 log_has "$T_TMP/s.yaml" "$P-stubborn" READY >/dev/null
+  if [ "$rt" = runc ]; then # stop and restart take the same path as down
+    out=$("$OCIBUILD" service stop "$T_TMP/s.yaml" "$P-usr1" --data-dir "$D" 2>&1)
+    [ "$(cat "$OUT/usr1" 2>/dev/null)" = GOT-USR1 ] && t_ok "stop sends stop_signal SIGUSR1" ||
+      t_fail "stop sends stop_signal SIGUSR1" "$(ls -l "$OUT"): $out"
+    rm -f "$OUT/usr1"
+    out=$("$OCIBUILD" service restart "$T_TMP/s.yaml" "$P-usr1" --data-dir "$D" 2>&1)
+    wait_for 10 log_has "$T_TMP/s.yaml" "$P-usr1" READY >/dev/null
+    out=$("$OCIBUILD" service restart "$T_TMP/s.yaml" "$P-usr1" --data-dir "$D" 2>&1)
+    [ "$(cat "$OUT/usr1" 2>/dev/null)" = GOT-USR1 ] && t_ok "restart sends stop_signal SIGUSR1" ||
+      t_fail "restart sends stop_signal SIGUSR1" "$(ls -l "$OUT"): $out"
+    rm -f "$OUT/usr1"
+    wait_for 10 sh -c "$OCIBUILD service ps $T_TMP/s.yaml --data-dir $D 2>&1 | grep $P-usr1-rep-1 | grep -q running"
+  fi
   start=$(date +%s%N)
   out=$("$OCIBUILD" service down "$T_TMP/s.yaml" "$P-usr1" --data-dir "$D" --runtime "$rt" 2>&1)
   ms=$((($(date +%s%N) - start) / 1000000))
