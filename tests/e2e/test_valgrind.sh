@@ -67,6 +67,14 @@ done
 
 cp "$root/tests/fuzz/corpus/deployment/vg-test.yaml" "$T_TMP/deploy.yaml"
 vg "service spec of a deployment" 0 service spec "$T_TMP/deploy.yaml" web --data-dir "$T_TMP/data"
+# every zlayer key (namespace modes, init_container, stop annotations, port_mappings, ...) on a
+# local rootfs, as test_service_zlayer.sh rewrites the corpus document; but extra_groups, whose
+# name lookup uses openat2, a syscall valgrind 3.19 does not know
+mkdir -p "$T_TMP/zl-rootfs" "$T_TMP/zl-pipe" "$T_TMP/zl-log"
+sed -e "s|image: { name: ghcr.io/acme/api:1.2,|image: { rootfs: $T_TMP/zl-rootfs,|" -e '/extra_groups:/d' \
+    -e "s|/run/mps-pipe|$T_TMP/zl-pipe|; s|/run/mps-log|$T_TMP/zl-log|" \
+    "$root/tests/fuzz/corpus/deployment/zlayer-every-key.yaml" >"$T_TMP/zlayer.yaml"
+vg "service spec of every zlayer key" 0 service spec "$T_TMP/zlayer.yaml" api --data-dir "$T_TMP/data"
 vg "service ps --json of a deployment never up" 0 service ps "$T_TMP/deploy.yaml" --json --data-dir "$T_TMP/data"
 vg "service ls" 0 service ls --data-dir "$T_TMP/data"
 vg "service logs --tail of a deployment never up" 0 service logs "$T_TMP/deploy.yaml" --tail 3 --data-dir "$T_TMP/data"
