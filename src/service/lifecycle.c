@@ -52,6 +52,7 @@
 #define MONITOR_POLL_MS 200
 #define OUTPUT_FIFO "output" /* DIR/output: the FIFO the container writes, the monitor reads */
 #define CONFIG_DIGEST_FILE "config.digest" /* DIR/config.digest: what the replica was made of */
+#define CONFIG_MAX (1 << 20)               /* BUNDLE/config.json, read for the stop keys */
 
 /* ---- paths ---- */
 
@@ -546,32 +547,56 @@ static bool wait_stopped(lifecycle *lc, const char *id, long timeout_ms)
     }
 }
 
-/* The service of replica id ("<service>-rep-<n>" or "<service>-rep-init"); NULL: none of the
- * document's (a leftover of an older one). */
-static const obi_service *service_of_replica(const lifecycle *lc, const char *id)
+/* A signal as the stop annotation spells it: "SIGUSR1" (or "USR1"), or a number; 0: none. */
+static int parse_signal(const char *text)
 {
-    for (size_t i = 0; i < lc->deployment->service_count; i++) {
-        const obi_service *svc = &lc->deployment->services[i];
-        size_t len = strlen(svc->name);
-        unsigned long long n;
-        /* the whole rest: service "web" is not the service of "web-rep-rep-1" */
-        if (!strncmp(id, svc->name, len) && !strncmp(id + len, "-rep-", 5) &&
-            (!strcmp(id + len + 5, "init") || obi_parse_decimal(id + len + 5, UINT_MAX, &n)))
-            return svc;
+    unsigned long long number;
+    if (obi_parse_decimal(text, NSIG - 1, &number))
+        return (int)number;
+    const char *name = strncmp(text, "SIG", 3) ? text : text + 3;
+    for (int sig = 1; sig < NSIG; sig++) {
+        const char *abbrev = sigabbrev_np(sig);
+        if (abbrev && !strcmp(abbrev, name))
+            return sig;
     }
-    return NULL;
+    return 0;
 }
 
-/* Stops replica id's container gracefully: the service's stop_signal (SIGTERM when not
- * written), a grace period (--grace when given, else the service's stop_grace_period, else
- * 10 s), then SIGKILL. */
-static int stop_container(lifecycle *lc, const char *id, const char *container, obi_error **err)
+/* The stop keys the replica was started with (stop_signal, stop_grace_period), from the
+ * annotations of its bundle's config.json (service_spec.h), as Docker stops a container with
+ * its own config's: a recreating `up` stops the old replica as it was made, and a replica of a
+ * service the document no longer names too. Absent: SIGTERM, 10 s. */
+static void replica_stop_keys(const obi_replica_paths *paths, int *signal_number, long *grace_ms)
 {
-    const obi_service *svc = service_of_replica(lc, id);
-    long grace = lc->opts->grace_ms >= 0     ? lc->opts->grace_ms
-                 : svc && svc->stop_grace_ms ? (long)svc->stop_grace_ms
-                                             : OBI_LIFECYCLE_DEFAULT_GRACE_MS;
-    int signal_number = svc && svc->stop_signal ? svc->stop_signal : SIGTERM;
+    *signal_number = SIGTERM;
+    *grace_ms = OBI_LIFECYCLE_DEFAULT_GRACE_MS;
+    cleanup_free char *path = obi_path_join(paths->bundle, "config.json");
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    cleanup_error obi_error *ignored = NULL;
+    if (!path || obi_read_file(path, CONFIG_MAX, &text, &len, &ignored) < 0)
+        return;
+    cleanup_json json_t *config = json_loadb(text, len, 0, NULL);
+    json_t *annotations = json_object_get(config, "annotations");
+    const char *sig = json_string_value(json_object_get(annotations, OBI_ANNOTATION_STOP_SIGNAL));
+    const char *grace = json_string_value(json_object_get(annotations, OBI_ANNOTATION_STOP_GRACE));
+    uint64_t ms = 0;
+    if (sig && parse_signal(sig))
+        *signal_number = parse_signal(sig);
+    if (grace && obi_parse_duration(grace, &ms, &ignored) == 0 && ms <= LONG_MAX)
+        *grace_ms = (long)ms;
+}
+
+/* Stops a replica's container gracefully: its stop signal, a grace period (--grace when given,
+ * else its stop_grace_period), then SIGKILL. */
+static int stop_container(lifecycle *lc, const obi_replica_paths *paths, obi_error **err)
+{
+    const char *container = paths->container;
+    int signal_number;
+    long grace;
+    replica_stop_keys(paths, &signal_number, &grace);
+    if (lc->opts->grace_ms >= 0)
+        grace = lc->opts->grace_ms;
     /* runc and crun take a signal's name or its number */
     char signal_text[16];
     const char *abbrev = sigabbrev_np(signal_number);
@@ -629,7 +654,7 @@ static int replica_teardown(lifecycle *lc, const obi_replica_paths *paths, bool 
     STEP(query_state(lc, paths->container, &state, &pid, NULL, &step_err));
     if (graceful && (state == OBI_REPLICA_RUNNING || state == OBI_REPLICA_PAUSED ||
                      state == OBI_REPLICA_CREATED))
-        STEP(stop_container(lc, paths->id, paths->container, &step_err));
+        STEP(stop_container(lc, paths, &step_err));
     if (state != OBI_REPLICA_ABSENT)
         STEP(obi_runtime_destroy(lc->runtime, paths->container, &step_err));
     if (!wait_monitor_gone(paths->monitor_lock, MONITOR_WAIT_MS))
@@ -1149,7 +1174,7 @@ int obi_lc_replica_stop(lifecycle *lc, const obi_replica_paths *paths, obi_error
     if (r < 0 || (state != OBI_REPLICA_RUNNING && state != OBI_REPLICA_PAUSED &&
                   state != OBI_REPLICA_CREATED))
         return r;
-    return stop_container(lc, paths->id, paths->container, err);
+    return stop_container(lc, paths, err);
 }
 
 int obi_lc_replica_remove(lifecycle *lc, const obi_replica_paths *paths, obi_error **err)

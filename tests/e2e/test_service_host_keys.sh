@@ -257,6 +257,18 @@ YAML
       t_fail "restart sends stop_signal SIGUSR1" "$(ls -l "$OUT"): $out"
     rm -f "$OUT/usr1"
     wait_for 10 sh -c "$OCIBUILD service ps $T_TMP/s.yaml --data-dir $D 2>&1 | grep $P-usr1-rep-1 | grep -q running"
+    # a recreating up stops the old replica with the signal it was made with (as Docker
+    # stops a container with its own config's), not the edited document's SIGTERM
+    sed -i "s/    stop_signal: SIGUSR1/    stop_signal: SIGTERM\n    env: { EDITED: \"1\" }/" "$T_TMP/s.yaml"
+    out=$("$OCIBUILD" service up "$T_TMP/s.yaml" --data-dir "$D" 2>&1)
+    [ "$(cat "$OUT/usr1" 2>/dev/null)" = GOT-USR1 ] &&
+      t_ok "a recreating up stops the old replica with its own stop_signal" ||
+      t_fail "a recreating up stops the old replica with its own stop_signal" "$(ls -l "$OUT"): $out"
+    rm -f "$OUT/usr1"
+    sed -i "s/    stop_signal: SIGTERM/    stop_signal: SIGUSR1/" "$T_TMP/s.yaml"
+    out=$("$OCIBUILD" service up "$T_TMP/s.yaml" --data-dir "$D" 2>&1)
+    rm -f "$OUT/usr1"
+    wait_for 10 sh -c "$OCIBUILD service ps $T_TMP/s.yaml --data-dir $D 2>&1 | grep $P-usr1-rep-1 | grep -q running"
   fi
   start=$(date +%s%N)
   out=$("$OCIBUILD" service down "$T_TMP/s.yaml" "$P-usr1" --data-dir "$D" --runtime "$rt" 2>&1)
