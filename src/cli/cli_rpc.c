@@ -2,14 +2,20 @@
  * The gRPC layer, loaded on demand. The executable does not link libgrpc: its ~50 shared
  * libraries would cost every command several milliseconds of start-up (a build's overhead over
  * `runc run` is mostly start-up). grpc+unix://, grpc+http:// and grpc+https:// are registered here
- * with stubs that load ocibuild-rpc.so on first use and forward to it; `daemon` loads it up front.
+ * with stubs that load a module on first use and forward to it:
+ *   ocibuild-rpc-h2.so  the clients of grpc+unix:// (HTTP/2 on libnghttp2, no libgrpc: a CLI
+ *                       call to a local daemon pays ~1 ms of loading instead of ~12 ms),
+ *   ocibuild-rpc.so     the clients of grpc+http(s):// and the server (libgrpc); `daemon` loads
+ *                       it up front.
+ * (docs/rpc.md "Client transports".)
  *
- * Where the module is looked for, first hit wins:
- *   1. $OCIBUILD_RPC_MODULE (a path to the .so),
+ * Where a module is looked for, first hit wins:
+ *   1. $OCIBUILD_RPC_MODULE (ocibuild-rpc.so) or $OCIBUILD_RPC_H2_MODULE (ocibuild-rpc-h2.so), a
+ *      path to the .so; without the latter, ocibuild-rpc-h2.so beside $OCIBUILD_RPC_MODULE,
  *   2. next to the executable (the build tree: build/ocibuild, build/ocibuild-rpc.so),
  *   3. OBI_RPC_MODULE_DIR, the install location (<libdir>/ocibuild).
- * The module resolves the library functions it uses against the executable, which exports the
- * obi_* and tvix__* symbols for it (src/cli/exported-symbols.list).
+ * The modules resolve the library functions they use against the executable, which exports the
+ * obi_* and tvix__* symbols for them (src/cli/exported-symbols.list).
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -28,10 +34,18 @@
 #ifndef OBI_RPC_MODULE_DIR
 #define OBI_RPC_MODULE_DIR "/usr/local/lib/ocibuild"
 #endif
-#define MODULE_NAME "ocibuild-rpc.so"
+
+/* A loadable module and where it was found. */
+typedef struct rpc_module_slot {
+    const char *name; /* the file name */
+    const char *env;  /* the variable naming its path */
+    const obi_rpc_module *loaded;
+} rpc_module_slot;
+
+static rpc_module_slot rpc_full = {"ocibuild-rpc.so", "OCIBUILD_RPC_MODULE", NULL};
+static rpc_module_slot rpc_h2 = {"ocibuild-rpc-h2.so", "OCIBUILD_RPC_H2_MODULE", NULL};
 
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
-static const obi_rpc_module *loaded;
 
 /* The directory of the running executable, or NULL. */
 static char *executable_dir(void)
@@ -84,44 +98,71 @@ static const obi_rpc_module *try_load(const char *path, obi_buf *tried)
     return NULL;
 }
 
-int cli_rpc_load(const obi_rpc_module **out, obi_error **err)
+/* "DIR/NAME" for the directory of path, or NULL. */
+static char *beside(const char *path, const char *name)
+{
+    const char *slash = strrchr(path, '/');
+    char *out = NULL;
+    if (slash && asprintf(&out, "%.*s/%s", (int)(slash - path), path, name) < 0)
+        out = NULL;
+    return out;
+}
+
+static int load_module(rpc_module_slot *slot, const obi_rpc_module **out, obi_error **err)
 {
     pthread_mutex_lock(&load_lock);
-    if (loaded) {
-        *out = loaded;
+    if (slot->loaded) {
+        *out = slot->loaded;
         pthread_mutex_unlock(&load_lock);
         return 0;
     }
     cleanup_buf obi_buf tried = OBI_BUF_INIT;
-    const char *override = getenv("OCIBUILD_RPC_MODULE");
+    const char *override = getenv(slot->env);
+    const char *full_override = getenv(rpc_full.env);
+    cleanup_free char *beside_full = NULL;
+    if ((!override || !*override) && slot != &rpc_full && full_override && *full_override)
+        override = beside_full = beside(full_override, slot->name);
     if (override && *override) {
-        loaded = try_load(override, &tried);
+        slot->loaded = try_load(override, &tried);
     } else {
         cleanup_free char *dir = executable_dir();
-        cleanup_free char *beside = NULL;
-        if (dir && asprintf(&beside, "%s/%s", dir, MODULE_NAME) < 0)
-            beside = NULL;
-        if (beside && access(beside, F_OK) == 0)
-            loaded = try_load(beside, &tried);
-        if (!loaded)
-            loaded = try_load(OBI_RPC_MODULE_DIR "/" MODULE_NAME, &tried);
+        cleanup_free char *in_dir = NULL;
+        if (dir && asprintf(&in_dir, "%s/%s", dir, slot->name) < 0)
+            in_dir = NULL;
+        if (in_dir && access(in_dir, F_OK) == 0)
+            slot->loaded = try_load(in_dir, &tried);
+        if (!slot->loaded) {
+            cleanup_free char *installed = NULL;
+            if (asprintf(&installed, "%s/%s", OBI_RPC_MODULE_DIR, slot->name) >= 0)
+                slot->loaded = try_load(installed, &tried);
+        }
     }
-    const obi_rpc_module *result = loaded;
+    const obi_rpc_module *result = slot->loaded;
     pthread_mutex_unlock(&load_lock);
     if (!result) {
         cleanup_free char *reasons = obi_buf_steal(&tried);
-        return obi_error_set(err, -ENOENT,
-                             "gRPC support: cannot load %s (set OCIBUILD_RPC_MODULE to its path)%s",
-                             MODULE_NAME, reasons ? reasons : "");
+        return obi_error_set(err, -ENOENT, "gRPC support: cannot load %s (set %s to its path)%s",
+                             slot->name, slot->env, reasons ? reasons : "");
     }
     *out = result;
     return 0;
 }
 
+int cli_rpc_load(const obi_rpc_module **out, obi_error **err)
+{
+    return load_module(&rpc_full, out, err);
+}
+
+/* The module whose clients serve url: the light one for unix sockets. */
+static int load_client(const obi_url *url, const obi_rpc_module **out, obi_error **err)
+{
+    return load_module(strcmp(url->scheme, OBI_RPC_SCHEME_UNIX) ? &rpc_full : &rpc_h2, out, err);
+}
+
 static int lazy_blob_service_open(const obi_url *url, obi_blob_service **out, obi_error **err)
 {
     const obi_rpc_module *rpc;
-    int r = cli_rpc_load(&rpc, err);
+    int r = load_client(url, &rpc, err);
     return r < 0 ? r : rpc->blob_service_open(url, out, err);
 }
 
@@ -129,7 +170,7 @@ static int lazy_directory_service_open(const obi_url *url, obi_directory_service
                                        obi_error **err)
 {
     const obi_rpc_module *rpc;
-    int r = cli_rpc_load(&rpc, err);
+    int r = load_client(url, &rpc, err);
     return r < 0 ? r : rpc->directory_service_open(url, out, err);
 }
 
@@ -137,7 +178,7 @@ static int lazy_build_service_open(const obi_url *url, obi_store *store, obi_bui
                                    obi_error **err)
 {
     const obi_rpc_module *rpc;
-    int r = cli_rpc_load(&rpc, err);
+    int r = load_client(url, &rpc, err);
     return r < 0 ? r : rpc->build_service_open(url, store, out, err);
 }
 
@@ -145,7 +186,7 @@ static int lazy_path_info_store_open(const obi_url *url, obi_nix_path_info_store
                                      obi_error **err)
 {
     const obi_rpc_module *rpc;
-    int r = cli_rpc_load(&rpc, err);
+    int r = load_client(url, &rpc, err);
     return r < 0 ? r : rpc->path_info_store_open(url, out, err);
 }
 

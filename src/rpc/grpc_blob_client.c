@@ -25,7 +25,7 @@ static const char *const METHOD_PUT[] = {"/tvix.castore.v1.BlobService/Put",
 
 typedef struct grpc_blob_service {
     obi_blob_service base;
-    grpc_channel *channel;
+    obi_rpc_channel *channel;
     obi_rpc_api api;
 } grpc_blob_service;
 
@@ -35,7 +35,7 @@ typedef struct grpc_blob_reader {
     obi_blob_reader base;
     obi_rpc_client_call *call;
     const char *path;    /* the Read method's path, for messages */
-    grpc_slice message;  /* the BlobChunk being consumed */
+    uint8_t *message;    /* the BlobChunk being consumed (malloc'd) */
     const uint8_t *data; /* its data field, inside message */
     size_t len, offset;
     bool eof;
@@ -45,10 +45,11 @@ typedef struct grpc_blob_reader {
 static int reader_next_chunk(grpc_blob_reader *reader, obi_error **err)
 {
     while (!reader->eof) {
-        grpc_slice_unref(reader->message);
-        reader->message = grpc_empty_slice();
+        free(reader->message);
+        reader->message = NULL;
         reader->len = reader->offset = 0;
-        int r = obi_rpc_client_call_recv_slice(reader->call, &reader->message, err);
+        size_t message_len = 0;
+        int r = obi_rpc_client_call_recv(reader->call, &reader->message, &message_len, err);
         if (r < 0)
             return r;
         if (r == 0) {
@@ -56,8 +57,7 @@ static int reader_next_chunk(grpc_blob_reader *reader, obi_error **err)
             return 0;
         }
         obi_error *why = NULL;
-        if (obi_rpc_blob_chunk_data(GRPC_SLICE_START_PTR(reader->message),
-                                    GRPC_SLICE_LENGTH(reader->message), &reader->data, &reader->len,
+        if (obi_rpc_blob_chunk_data(reader->message, message_len, &reader->data, &reader->len,
                                     &why) < 0)
             return obi_rpc_bad_response(err, &why, "%s: BlobChunk", reader->path);
         if (reader->len > 0)
@@ -94,7 +94,7 @@ static int reader_read(obi_blob_reader *base, void *buf, size_t len, size_t *nre
 static void reader_close(obi_blob_reader *base)
 {
     grpc_blob_reader *reader = (grpc_blob_reader *)base;
-    grpc_slice_unref(reader->message);
+    free(reader->message);
     obi_rpc_client_call_free(reader->call);
     free(reader);
 }
@@ -133,7 +133,6 @@ static int svc_open_read(obi_blob_service *base, const obi_digest *digest, obi_b
     if (!reader)
         return obi_error_set(err, -ENOMEM, "read blob: out of memory");
     reader->base.ops = &READER_OPS;
-    reader->message = grpc_empty_slice();
     reader->path = METHOD_READ[svc->api];
     int r = start_read(svc, digest, &reader->call, err);
     /* The first chunk (or the status: NOT_FOUND) arrives now, so a missing blob fails here. */

@@ -22,7 +22,7 @@ static const char *const METHOD_DO_BUILD[] = {"/tvix.build.v1.BuildService/DoBui
 
 typedef struct grpc_build_service {
     obi_build_service base;
-    grpc_channel *channel;
+    obi_rpc_channel *channel;
     obi_rpc_api api;
 } grpc_build_service;
 
@@ -149,8 +149,7 @@ static int svc_do_build(obi_build_service *base, const obi_build_request *req,
         return r;
     bool events = options && options->on_output;
     /* "0" too: a daemon with --snix-build-events would otherwise stream to a snix caller */
-    grpc_metadata ask = {.key = grpc_slice_from_static_string(OBI_RPC_BUILD_EVENTS_KEY),
-                         .value = grpc_slice_from_static_string(events ? "1" : "0")};
+    obi_rpc_metadata ask = {.key = OBI_RPC_BUILD_EVENTS_KEY, .value = events ? "1" : "0"};
     cleanup_rpc_client_call obi_rpc_client_call *call = NULL;
     r = obi_rpc_client_call_start_metadata(svc->channel, METHOD_DO_BUILD[svc->api], 0, &ask, 1,
                                            &call, err);

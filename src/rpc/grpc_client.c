@@ -1,8 +1,9 @@
 /*
- * The client half of the gRPC core shared by grpc_blob_client.c, grpc_directory_client.c and
- * grpc_build_client.c: channels from grpc+unix://, grpc+http:// and grpc+https:// URLs, and calls
- * driven synchronously on a completion queue of their own (one batch at a time). A call's status
- * is turned back into an errno-style code with the server's message (docs/rpc.md).
+ * The libgrpc client transport (rpc_internal.h "client side"), linked into ocibuild-rpc.so:
+ * channels from grpc+unix://, grpc+http:// and grpc+https:// URLs, and calls driven
+ * synchronously on a completion queue of their own (one batch at a time). A call's status is
+ * turned back into an errno-style code with the server's message (docs/rpc.md). The CLI reaches
+ * grpc+unix:// through the lighter h2_client.c instead (docs/rpc.md "Client transports").
  *
  * grpc+https:// speaks TLS: ?ca=PEM checks the server's certificate against that CA (else the
  * system's roots), ?cert=PEM&key=PEM present a client certificate (mutual TLS); each falls back on
@@ -180,6 +181,7 @@ static int channel_credentials(const channel_spec *spec, grpc_channel_credential
 typedef struct shared_channel {
     char *key;
     grpc_channel *channel;
+    obi_rpc_channel *handle; /* what callers hold: this entry */
     unsigned refs;
     struct shared_channel *next;
 } shared_channel;
@@ -187,7 +189,12 @@ typedef struct shared_channel {
 static pthread_mutex_t channels_lock = PTHREAD_MUTEX_INITIALIZER;
 static shared_channel *channels;
 
-int obi_rpc_channel_open(const obi_url *url, grpc_channel **out, obi_error **err)
+/* What obi_rpc_channel_open hands out: its shared_channel. */
+struct obi_rpc_channel {
+    shared_channel shared;
+};
+
+int obi_rpc_channel_open(const obi_url *url, obi_rpc_channel **out, obi_error **err)
 {
     channel_spec spec;
     int r = channel_spec_from_url(url, &spec, err);
@@ -199,7 +206,8 @@ int obi_rpc_channel_open(const obi_url *url, grpc_channel **out, obi_error **err
         shared = shared->next;
     if (!shared) {
         grpc_channel_credentials *creds = NULL;
-        shared = calloc(1, sizeof *shared);
+        obi_rpc_channel *handle = calloc(1, sizeof *handle);
+        shared = handle ? &handle->shared : NULL;
         if (!shared) {
             r = obi_error_set(err, -ENOMEM, "gRPC channel to %s: out of memory", spec.target);
             goto out;
@@ -216,32 +224,33 @@ int obi_rpc_channel_open(const obi_url *url, grpc_channel **out, obi_error **err
                 r = obi_error_set(err, -EINVAL, "gRPC channel to %s: cannot create", spec.target);
             goto out;
         }
+        shared->handle = handle;
         shared->key = steal_pointer(&spec.key_text);
         shared->next = channels;
         channels = shared;
     }
     shared->refs++;
-    *out = shared->channel;
+    *out = shared->handle;
 out:
     pthread_mutex_unlock(&channels_lock);
     channel_spec_clear(&spec);
     return r;
 }
 
-void obi_rpc_channel_close(grpc_channel *channel)
+void obi_rpc_channel_close(obi_rpc_channel *channel)
 {
     if (!channel)
         return;
     pthread_mutex_lock(&channels_lock);
     for (shared_channel **p = &channels; *p; p = &(*p)->next) {
         shared_channel *shared = *p;
-        if (shared->channel != channel)
+        if (shared != &channel->shared)
             continue;
         if (--shared->refs == 0) {
             *p = shared->next;
             grpc_channel_destroy(shared->channel);
             free(shared->key);
-            free(shared);
+            free(shared->handle);
             /* No grpc_shutdown(): it joins gRPC's threads, which costs a short-lived CLI more
              * than its whole call; the library state lives as long as the process. */
         }
@@ -304,19 +313,6 @@ void obi_rpc_client_call_free(obi_rpc_client_call *call)
     free(call);
 }
 
-int obi_rpc_client_call_start(grpc_channel *channel, const char *method, obi_rpc_client_call **out,
-                              obi_error **err)
-{
-    return obi_rpc_client_call_start_timeout(channel, method, 0, out, err);
-}
-
-int obi_rpc_client_call_start_timeout(grpc_channel *channel, const char *method,
-                                      unsigned timeout_ms, obi_rpc_client_call **out,
-                                      obi_error **err)
-{
-    return obi_rpc_client_call_start_metadata(channel, method, timeout_ms, NULL, 0, out, err);
-}
-
 bool obi_rpc_client_call_reply_metadata_is(const obi_rpc_client_call *call, const char *key,
                                            const char *value)
 {
@@ -332,10 +328,16 @@ bool obi_rpc_client_call_reply_metadata_is(const obi_rpc_client_call *call, cons
     return false;
 }
 
-int obi_rpc_client_call_start_metadata(grpc_channel *channel, const char *method,
-                                       unsigned timeout_ms, const grpc_metadata *metadata, size_t n,
-                                       obi_rpc_client_call **out, obi_error **err)
+const char *obi_rpc_client_call_method(const obi_rpc_client_call *call)
 {
+    return call->method;
+}
+
+int obi_rpc_client_call_start_metadata(obi_rpc_channel *handle, const char *method,
+                                       unsigned timeout_ms, const obi_rpc_metadata *metadata,
+                                       size_t n, obi_rpc_client_call **out, obi_error **err)
+{
+    grpc_channel *channel = handle->shared.channel;
     obi_rpc_client_call *call = calloc(1, sizeof *call);
     if (!call || !(call->method = strdup(method))) {
         free(call);
@@ -357,9 +359,18 @@ int obi_rpc_client_call_start_metadata(grpc_channel *channel, const char *method
         obi_rpc_client_call_free(call);
         return obi_error_set(err, -EIO, "%s: cannot create the call", method);
     }
+    grpc_metadata md[8];
+    if (n > sizeof md / sizeof md[0]) {
+        obi_rpc_client_call_free(call);
+        return obi_error_set(err, -EINVAL, "%s: more than %zu metadata entries", method,
+                             sizeof md / sizeof md[0]);
+    }
+    for (size_t i = 0; i < n; i++)
+        md[i] = (grpc_metadata){.key = grpc_slice_from_static_string(metadata[i].key),
+                                .value = grpc_slice_from_static_string(metadata[i].value)};
     grpc_op op = {.op = GRPC_OP_SEND_INITIAL_METADATA};
     op.data.send_initial_metadata.count = n;
-    op.data.send_initial_metadata.metadata = (grpc_metadata *)metadata;
+    op.data.send_initial_metadata.metadata = md;
     if (!client_run_batch(call, &op, 1)) {
         int r = obi_rpc_client_call_finish(call, err);
         obi_rpc_client_call_free(call);
@@ -385,17 +396,6 @@ int obi_rpc_client_call_send_owned(obi_rpc_client_call *call, uint8_t *data, siz
                                      call->method);
     }
     return 0;
-}
-
-int obi_rpc_client_call_send_message(obi_rpc_client_call *call, const ProtobufCMessage *msg,
-                                     obi_error **err)
-{
-    uint8_t *data;
-    size_t len;
-    int r = obi_rpc_pack(msg, &data, &len, err);
-    if (r < 0)
-        return r;
-    return obi_rpc_client_call_send_owned(call, data, len, err);
 }
 
 int obi_rpc_client_call_send_request(obi_rpc_client_call *call, uint8_t *data, size_t len,
@@ -448,7 +448,8 @@ static bool receive_message(obi_rpc_client_call *call, grpc_byte_buffer **buffer
     return client_run_batch(call, ops, n);
 }
 
-int obi_rpc_client_call_recv_slice(obi_rpc_client_call *call, grpc_slice *out, obi_error **err)
+int obi_rpc_client_call_recv(obi_rpc_client_call *call, uint8_t **data, size_t *len,
+                             obi_error **err)
 {
     grpc_byte_buffer *buffer = NULL;
     bool ok = receive_message(call, &buffer);
@@ -460,27 +461,11 @@ int obi_rpc_client_call_recv_slice(obi_rpc_client_call *call, grpc_slice *out, o
         int r = obi_rpc_client_call_finish(call, err);
         return r < 0 ? r : 0;
     }
-    *out = obi_rpc_byte_buffer_take(buffer);
-    return 1;
-}
-
-int obi_rpc_client_call_recv(obi_rpc_client_call *call, uint8_t **data, size_t *len,
-                             obi_error **err)
-{
-    grpc_slice slice;
-    int r = obi_rpc_client_call_recv_slice(call, &slice, err);
-    if (r <= 0)
-        return r;
-    size_t size = GRPC_SLICE_LENGTH(slice);
-    uint8_t *copy = malloc(size ? size : 1);
-    if (!copy) {
-        grpc_slice_unref(slice);
+    obi_rpc_message message;
+    if (obi_rpc_byte_buffer_to_message(buffer, &message) < 0)
         return obi_error_set(err, -ENOMEM, "%s: out of memory", call->method);
-    }
-    memcpy(copy, GRPC_SLICE_START_PTR(slice), size);
-    grpc_slice_unref(slice);
-    *data = copy;
-    *len = size;
+    *data = message.data;
+    *len = message.len;
     return 1;
 }
 
@@ -529,74 +514,11 @@ int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err)
     if (!ok) {
         r = obi_error_set(err, -EIO, "%s: no status received", call->method);
     } else if (status != GRPC_STATUS_OK) {
-        int code = obi_rpc_errno_from_status(status);
-        size_t len = GRPC_SLICE_LENGTH(details);
-        if (len > 0 && status == GRPC_STATUS_UNAVAILABLE)
-            r = obi_error_set(err, code, "gRPC server %s: %.*s", call->target ? call->target : "?",
-                              (int)len, (const char *)GRPC_SLICE_START_PTR(details));
-        else if (len > 0)
-            r = obi_error_set(err, code, "%.*s", (int)len,
-                              (const char *)GRPC_SLICE_START_PTR(details));
-        else
-            r = obi_error_set(err, code, "%s: %s%s%s", call->method, obi_rpc_status_name(status),
-                              error_string ? ": " : "", error_string ? error_string : "");
+        r = obi_rpc_status_error(err, status, (const char *)GRPC_SLICE_START_PTR(details),
+                                 GRPC_SLICE_LENGTH(details), call->method, call->target,
+                                 error_string);
     }
     grpc_slice_unref(details);
     gpr_free((void *)error_string);
     return r;
-}
-
-int obi_rpc_client_unary_owned(grpc_channel *channel, const char *method, uint8_t *req,
-                               size_t req_len, uint8_t **resp, size_t *resp_len, obi_error **err)
-{
-    cleanup_rpc_client_call obi_rpc_client_call *call = NULL;
-    int r = obi_rpc_client_call_start(channel, method, &call, err);
-    if (r < 0) {
-        free(req);
-        return r;
-    }
-    r = obi_rpc_client_call_send_request(call, req, req_len, err);
-    if (r < 0)
-        return r;
-    return obi_rpc_client_call_recv_one(call, resp, resp_len, err);
-}
-
-int obi_rpc_client_call_close_and_recv_one(obi_rpc_client_call *call, uint8_t **resp,
-                                           size_t *resp_len, obi_error **err)
-{
-    int r = obi_rpc_client_call_close_send(call, err);
-    if (r < 0)
-        return r;
-    return obi_rpc_client_call_recv_one(call, resp, resp_len, err);
-}
-
-int obi_rpc_client_call_recv_one(obi_rpc_client_call *call, uint8_t **resp, size_t *resp_len,
-                                 obi_error **err)
-{
-    uint8_t *data = NULL;
-    size_t len = 0;
-    int r = obi_rpc_client_call_recv(call, &data, &len, err);
-    if (r < 0)
-        return r;
-    if (r == 0)
-        return obi_error_set(err, -EPROTO, "%s: the server sent no response", call->method);
-    r = obi_rpc_client_call_finish(call, err);
-    if (r < 0) {
-        free(data);
-        return r;
-    }
-    *resp = data;
-    *resp_len = len;
-    return 0;
-}
-
-int obi_rpc_client_unary(grpc_channel *channel, const char *method, const ProtobufCMessage *req,
-                         uint8_t **resp, size_t *resp_len, obi_error **err)
-{
-    uint8_t *data;
-    size_t len;
-    int r = obi_rpc_pack(req, &data, &len, err);
-    if (r < 0)
-        return r;
-    return obi_rpc_client_unary_owned(channel, method, data, len, resp, resp_len, err);
 }

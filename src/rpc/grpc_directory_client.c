@@ -25,7 +25,7 @@ static const char *const METHOD_PUT[] = {"/tvix.castore.v1.DirectoryService/Put"
 
 typedef struct grpc_directory_service {
     obi_directory_service base;
-    grpc_channel *channel;
+    obi_rpc_channel *channel;
     const char *get_path, *put_path; /* of the URL's generation */
 } grpc_directory_service;
 

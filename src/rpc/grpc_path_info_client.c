@@ -25,7 +25,7 @@ static const char *const METHOD_PUT[] = {"/tvix.store.v1.PathInfoService/Put",
 
 typedef struct grpc_path_info_store {
     obi_nix_path_info_store base;
-    grpc_channel *channel;
+    obi_rpc_channel *channel;
     obi_rpc_api api;
 } grpc_path_info_store;
 

@@ -201,52 +201,61 @@ int obi_rpc_tcp_address_is_loopback(const char *address, obi_error **err);
  * other TCP, negative for anything else. */
 int obi_rpc_socket_is_local(int fd, obi_error **err);
 
-/* ---- client side ---- */
+/* ---- client side (docs/rpc.md "Client transports") ---- */
 
+/* One interface, two transports, chosen at link time: grpc_client.c (libgrpc: every scheme, in
+ * ocibuild-rpc.so) and h2_client.c (HTTP/2 on libnghttp2, grpc+unix:// only, in
+ * ocibuild-rpc-h2.so, which does not map libgrpc). The service clients (grpc_*_client.c) and the
+ * helpers in rpc_client.c are written against it once and built into both modules. */
+
+typedef struct obi_rpc_channel obi_rpc_channel;
 typedef struct obi_rpc_client_call obi_rpc_client_call;
 
-/* Channel to a grpc+unix://, grpc+http:// or grpc+https:// URL (the only schemes accepted). */
-int obi_rpc_channel_open(const obi_url *url, grpc_channel **out, obi_error **err);
-/* Accepts NULL. */
-void obi_rpc_channel_close(grpc_channel *channel);
+/* One request metadata entry (a header): key in lower case. */
+typedef struct obi_rpc_metadata {
+    const char *key, *value;
+} obi_rpc_metadata;
 
-/* Starts a call (sends the initial metadata). */
-int obi_rpc_client_call_start(grpc_channel *channel, const char *method, obi_rpc_client_call **out,
-                              obi_error **err);
-/* The same with a deadline timeout_ms from now (0: none); past it the call fails with
- * DEADLINE_EXCEEDED (-ETIMEDOUT), and the server sees it cancelled. */
-int obi_rpc_client_call_start_timeout(grpc_channel *channel, const char *method,
+/* Channel to an address of the transport's schemes; -EINVAL naming the URL otherwise. */
+int obi_rpc_channel_open(const obi_url *url, obi_rpc_channel **out, obi_error **err);
+/* Accepts NULL. */
+void obi_rpc_channel_close(obi_rpc_channel *channel);
+
+/* Starts a call with request metadata (n entries; keys and values borrowed for the call) and a
+ * deadline timeout_ms from now (0: none); past it the call fails with DEADLINE_EXCEEDED
+ * (-ETIMEDOUT), and the server sees it cancelled. */
+int obi_rpc_client_call_start_metadata(obi_rpc_channel *channel, const char *method,
+                                       unsigned timeout_ms, const obi_rpc_metadata *metadata,
+                                       size_t n, obi_rpc_client_call **out, obi_error **err);
+/* Without metadata or deadline; with a deadline. */
+int obi_rpc_client_call_start(obi_rpc_channel *channel, const char *method,
+                              obi_rpc_client_call **out, obi_error **err);
+int obi_rpc_client_call_start_timeout(obi_rpc_channel *channel, const char *method,
                                       unsigned timeout_ms, obi_rpc_client_call **out,
                                       obi_error **err);
-/* The same with request metadata (n entries; keys and values borrowed for the call). */
-int obi_rpc_client_call_start_metadata(grpc_channel *channel, const char *method,
-                                       unsigned timeout_ms, const grpc_metadata *metadata, size_t n,
-                                       obi_rpc_client_call **out, obi_error **err);
 /* Whether the server's initial metadata (there once a message or the status was received) has
  * key with exactly this value. */
 bool obi_rpc_client_call_reply_metadata_is(const obi_rpc_client_call *call, const char *key,
                                            const char *value);
-/* Sends one message; takes ownership of data. */
+/* Sends one message; takes ownership of data. A failure is the call's status when the server
+ * ended it. */
 int obi_rpc_client_call_send_owned(obi_rpc_client_call *call, uint8_t *data, size_t len,
                                    obi_error **err);
 int obi_rpc_client_call_send_message(obi_rpc_client_call *call, const ProtobufCMessage *msg,
                                      obi_error **err);
-/* The single request message of a unary or server-streaming call and the half-close, in one
- * batch (ownership of data taken). Never fails on the server's account: a server may answer and
- * end the call before the batch is through, so what it sent is read next and the status says
+/* The single request message of a unary or server-streaming call and the half-close
+ * (ownership of data taken). Never fails on the server's account: a server may answer and end
+ * the call before the request is through, so what it sent is read next and the status says
  * whether the call failed. */
 int obi_rpc_client_call_send_request(obi_rpc_client_call *call, uint8_t *data, size_t len,
                                      obi_error **err);
 int obi_rpc_client_call_close_send(obi_rpc_client_call *call, obi_error **err);
-/* 1 with a message, 0 at the end of the server's stream; on 0 or failure call _finish for the
- * status. */
+/* 1 with a message (*data malloc'd), 0 at the end of the server's stream (then the status was
+ * OK); negative with the status's errno and message. */
 int obi_rpc_client_call_recv(obi_rpc_client_call *call, uint8_t **data, size_t *len,
                              obi_error **err);
-/* The same, returning the message as a slice (the caller unrefs it): no copy. */
-int obi_rpc_client_call_recv_slice(obi_rpc_client_call *call, grpc_slice *out, obi_error **err);
 /* Waits for the status: 0 if OK, else the errno mapped from it with the server's message.
- * Messages the server sent that were not received are received and dropped first (gRPC holds
- * the status back behind them). */
+ * Messages the server sent that were not received are dropped. */
 int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err);
 /* The end of a unary call (after send_request): receive exactly one response (*resp malloc'd;
  * -EPROTO when the server sent none), then the status. */
@@ -255,6 +264,8 @@ int obi_rpc_client_call_recv_one(obi_rpc_client_call *call, uint8_t **resp, size
 /* The end of a client-streaming call: half-close, then as recv_one. */
 int obi_rpc_client_call_close_and_recv_one(obi_rpc_client_call *call, uint8_t **resp,
                                            size_t *resp_len, obi_error **err);
+/* The call's method path, for messages. */
+const char *obi_rpc_client_call_method(const obi_rpc_client_call *call);
 /* From now on, the call is cancelled as soon as fd becomes readable (its status then says
  * CANCELLED: -ECANCELED). fd stays the caller's. */
 void obi_rpc_client_call_watch_cancel(obi_rpc_client_call *call, int fd);
@@ -267,14 +278,17 @@ static inline void obi_rpc_client_call_freep(obi_rpc_client_call **c)
 #define cleanup_rpc_client_call __attribute__((cleanup(obi_rpc_client_call_freep)))
 
 /* Unary convenience: sends request, receives exactly one response message (malloc'd). */
-/* The same with an encoded request (ownership taken). */
-int obi_rpc_client_unary_owned(grpc_channel *channel, const char *method, uint8_t *req,
-                               size_t req_len, uint8_t **resp, size_t *resp_len, obi_error **err);
-int obi_rpc_client_unary(grpc_channel *channel, const char *method, const ProtobufCMessage *req,
+int obi_rpc_client_unary(obi_rpc_channel *channel, const char *method, const ProtobufCMessage *req,
                          uint8_t **resp, size_t *resp_len, obi_error **err);
+/* The same with an encoded request (ownership taken). */
+int obi_rpc_client_unary_owned(obi_rpc_channel *channel, const char *method, uint8_t *req,
+                               size_t req_len, uint8_t **resp, size_t *resp_len, obi_error **err);
+/* The error of a call that ended with status (not OK): the errno mapped from it, with the
+ * server's message (details, len bytes) or else "method: STATUS_NAME: why"; UNAVAILABLE names
+ * the server (target). Both transports word their errors through it. */
+int obi_rpc_status_error(obi_error **err, grpc_status_code status, const char *details, size_t len,
+                         const char *method, const char *target, const char *why);
 
-/* Copies a received byte buffer into one slice (the caller unrefs it) and destroys it. */
-grpc_slice obi_rpc_byte_buffer_take(grpc_byte_buffer *buffer);
 /* A byte buffer owning data (malloc'd). */
 grpc_byte_buffer *obi_rpc_byte_buffer_own(uint8_t *data, size_t len);
 /* Shuts down a completion queue and waits until it is drained. */

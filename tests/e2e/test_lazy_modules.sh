@@ -2,19 +2,21 @@
 # Heavy optional dependencies are loaded on first use, not at start-up (every library mapped
 # before main costs every build): libarchive (image layers, src/service/image.c), libcrypto
 # (Nix hashes and image digests, src/util/sha256.c) and the gRPC
-# layer. The gRPC layer is a module (ocibuild-rpc.so) that ocibuild loads only for grpc+ URLs and
-# `daemon` (src/cli/cli_rpc.c): commands that do not talk gRPC must not map libgrpc at all (that
-# is the start-up time a build saves); a gRPC URL loads it from beside the executable and works
-# against a real daemon; a missing or wrong module fails with a message naming the module, the
-# paths tried and OCIBUILD_RPC_MODULE, and leaves nothing behind (no daemon socket). The
-# module's ABI is a digest of the public headers and .proto files (scripts/rpc-abi.py): a
+# layer. The gRPC layer is two modules that ocibuild loads only for grpc+ URLs and `daemon`
+# (src/cli/cli_rpc.c): commands that do not talk gRPC must not map libgrpc at all (that is the
+# start-up time a build saves); grpc+unix:// loads ocibuild-rpc-h2.so (libnghttp2, no libgrpc:
+# docs/rpc.md "Client transports"), grpc+http:// and `daemon` load ocibuild-rpc.so (libgrpc),
+# each from beside the executable, and work against a real daemon; a missing or wrong module
+# fails with a message naming the module, the paths tried and OCIBUILD_RPC_MODULE or
+# OCIBUILD_RPC_H2_MODULE, and leaves nothing behind (no daemon socket). The module's ABI is a digest of the public headers and .proto files (scripts/rpc-abi.py): a
 # comment changes nothing, a field or a new header does, the built module carries the digest of
 # the tree it was built from, and a module with another (or one from before ABIs were digests)
 # is refused naming both.
 source "$(dirname "$0")/lib.sh"
 cd "$E2E_DIR/../.."
 module=$(dirname "$OCIBUILD")/ocibuild-rpc.so
-unset OCIBUILD_RPC_MODULE
+h2_module=$(dirname "$OCIBUILD")/ocibuild-rpc-h2.so
+unset OCIBUILD_RPC_MODULE OCIBUILD_RPC_H2_MODULE
 export OCIBUILD_DATA_DIR="$T_TMP/data"
 echo "some bytes" >"$T_TMP/file"
 
@@ -49,15 +51,16 @@ fi
 t_check "daemon --help needs no module" env OCIBUILD_RPC_MODULE=/nonexistent/rpc.so \
   "$OCIBUILD" daemon --help
 
-# ---- a gRPC URL loads the module beside the executable ----
-if [ ! -f "$module" ]; then
-  t_fail "the rpc module is built beside the executable" "missing: $module"
+# ---- a gRPC URL loads its module beside the executable ----
+if [ ! -f "$module" ] || [ ! -f "$h2_module" ]; then
+  t_fail "the rpc modules are built beside the executable" "missing: $module or $h2_module"
 else
-  t_ok "the rpc module is built beside the executable"
+  t_ok "the rpc modules are built beside the executable"
   mkdir "$T_TMP/bin"
-  cp "$OCIBUILD" "$module" "$T_TMP/bin/"
+  cp "$OCIBUILD" "$module" "$h2_module" "$T_TMP/bin/"
+  port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   OCIBUILD_DATA_DIR="$T_TMP/daemon-data" "$OCIBUILD" daemon --listen "unix:$T_TMP/sock" \
-    2>"$T_TMP/daemon.log" &
+    --listen "127.0.0.1:$port" 2>"$T_TMP/daemon.log" &
   daemon_pid=$!
   t_cleanup "kill $daemon_pid; wait $daemon_pid"
   for _ in $(seq 1 100); do [ -S "$T_TMP/sock" ] && break; sleep 0.05; done
@@ -65,22 +68,31 @@ else
     "$T_TMP/file" 2>"$T_TMP/ld-grpc.log")
   rc=$?
   if [ $rc -eq 0 ] && [[ "$node" == *'"file"'* ]] &&
-    grep -q "file=$T_TMP/bin/ocibuild-rpc.so" "$T_TMP/ld-grpc.log" &&
-    grep -q 'file=libgrpc' "$T_TMP/ld-grpc.log"; then
-    t_ok "store import over grpc+unix:// loads ocibuild-rpc.so from beside the executable"
+    grep -q "file=$T_TMP/bin/ocibuild-rpc-h2.so" "$T_TMP/ld-grpc.log" &&
+    grep -q 'file=libnghttp2' "$T_TMP/ld-grpc.log" && ! grep -q 'libgrpc' "$T_TMP/ld-grpc.log"; then
+    t_ok "store import over grpc+unix:// loads ocibuild-rpc-h2.so from beside the executable, not libgrpc"
   else
-    t_fail "store import over grpc+unix:// loads ocibuild-rpc.so from beside the executable" \
-      "exit $rc, node: $node; $(grep -v 'file=\|^ *[0-9]*:\s*$' "$T_TMP/ld-grpc.log" | head -5)
+    t_fail "store import over grpc+unix:// loads ocibuild-rpc-h2.so from beside the executable, not libgrpc" \
+      "exit $rc, node: $node; $(grep -m3 'libgrpc' "$T_TMP/ld-grpc.log"); $(grep -v 'file=\|^ *[0-9]*:\s*$' "$T_TMP/ld-grpc.log" | head -5)
 daemon: $(cat "$T_TMP/daemon.log")"
   fi
   digest=$(printf '%s' "$node" | sed -n 's/.*"digest": *"\([^"]*\)".*/\1/p')
   got=$("$T_TMP/bin/ocibuild" store cat --store "grpc+unix://$T_TMP/sock" "b3:$digest" 2>&1)
   t_contains "the blob reads back over gRPC" "$got" "some bytes"
+  got=$(LD_DEBUG=files "$T_TMP/bin/ocibuild" store cat --store "grpc+http://127.0.0.1:$port" \
+    "b3:$digest" 2>"$T_TMP/ld-tcp.log")
+  if [ "$got" = "some bytes" ] && grep -q "file=$T_TMP/bin/ocibuild-rpc.so" "$T_TMP/ld-tcp.log" &&
+    grep -q 'file=libgrpc' "$T_TMP/ld-tcp.log"; then
+    t_ok "grpc+http:// loads ocibuild-rpc.so (libgrpc) and reads the blob"
+  else
+    t_fail "grpc+http:// loads ocibuild-rpc.so (libgrpc) and reads the blob" \
+      "got: $got; $(grep -v 'file=\|^ *[0-9]*:\s*$' "$T_TMP/ld-tcp.log" | head -5)"
+  fi
 fi
 
 # ---- missing or wrong module: a clear error, nothing done ----
 out=$(OCIBUILD_RPC_MODULE=/nonexistent/rpc.so "$OCIBUILD" store import \
-  --store "grpc+unix://$T_TMP/other.sock" "$T_TMP/file" 2>&1)
+  --store "grpc+http://127.0.0.1:9" "$T_TMP/file" 2>&1)
 rc=$?
 if [ $rc -ne 0 ] && [[ "$out" == *"cannot load ocibuild-rpc.so"* ]] &&
   [[ "$out" == *"/nonexistent/rpc.so"* ]] && [[ "$out" == *"OCIBUILD_RPC_MODULE"* ]]; then
@@ -89,8 +101,18 @@ else
   t_fail "a missing module fails the gRPC URL, naming the path and OCIBUILD_RPC_MODULE" \
     "exit $rc: $out"
 fi
+out=$(OCIBUILD_RPC_H2_MODULE=/nonexistent/h2.so "$OCIBUILD" store import \
+  --store "grpc+unix://$T_TMP/other.sock" "$T_TMP/file" 2>&1)
+rc=$?
+if [ $rc -ne 0 ] && [[ "$out" == *"cannot load ocibuild-rpc-h2.so"* ]] &&
+  [[ "$out" == *"/nonexistent/h2.so"* ]] && [[ "$out" == *"OCIBUILD_RPC_H2_MODULE"* ]]; then
+  t_ok "a missing unix-socket module fails grpc+unix://, naming the path and OCIBUILD_RPC_H2_MODULE"
+else
+  t_fail "a missing unix-socket module fails grpc+unix://, naming the path and OCIBUILD_RPC_H2_MODULE" \
+    "exit $rc: $out"
+fi
 libz=$(ldconfig -p | sed -n 's/.*libz\.so\.1 .*=> \(.*\)/\1/p' | head -1)
-out=$(OCIBUILD_RPC_MODULE=$libz "$OCIBUILD" build --build-service "grpc+unix://$T_TMP/other.sock" \
+out=$(OCIBUILD_RPC_H2_MODULE=$libz "$OCIBUILD" build --build-service "grpc+unix://$T_TMP/other.sock" \
   examples/hello.json 2>&1)
 rc=$?
 if [ -n "$libz" ] && [ $rc -ne 0 ] && [[ "$out" == *"no symbol obi_rpc_module_table"* ]]; then
@@ -101,11 +123,12 @@ fi
 # ---- the ABI: derived from the headers, checked on load ----
 abi_of() { python3 scripts/rpc-abi.py "$1"; }
 abi=$(abi_of .)
-if [ -f "$module" ] && grep -q -a "$abi" "$module" && grep -q -a "$abi" "$OCIBUILD"; then
+if [ -f "$module" ] && grep -q -a "$abi" "$module" && grep -q -a "$abi" "$h2_module" &&
+  grep -q -a "$abi" "$OCIBUILD"; then
   t_ok "the module and the executable carry the ABI of the headers they were built from"
 else
   t_fail "the module and the executable carry the ABI of the headers they were built from" \
-    "$abi not in $module and $OCIBUILD (a stale build?)"
+    "$abi not in $module, $h2_module and $OCIBUILD (a stale build?)"
 fi
 mkdir -p "$T_TMP/tree"
 cp -r include proto scripts "$T_TMP/tree/"
@@ -144,7 +167,7 @@ C
   for m in stale numbered; do
     "$cc" -shared -fPIC -o "$T_TMP/$m.so" "$T_TMP/$m.c" || t_fail "compile the $m module"
   done
-  out=$(OCIBUILD_RPC_MODULE="$T_TMP/stale.so" "$OCIBUILD" store import \
+  out=$(OCIBUILD_RPC_H2_MODULE="$T_TMP/stale.so" "$OCIBUILD" store import \
     --store "grpc+unix://$T_TMP/other.sock" "$T_TMP/file" 2>&1)
   rc=$?
   if [ $rc -ne 0 ] &&

@@ -56,6 +56,7 @@ libdir=$(meson introspect "$BUILD" --buildoptions | python3 -c \
 expected=(
   usr/bin/ocibuild
   "usr/$libdir/ocibuild/ocibuild-rpc.so"
+  "usr/$libdir/ocibuild/ocibuild-rpc-h2.so"
   usr/share/bash-completion/completions/ocibuild
   usr/share/zsh/vendor-completions/_ocibuild
   usr/share/fish/vendor_completions.d/ocibuild.fish

@@ -81,6 +81,8 @@ size_t obi_test_pb_every_field_is_checked(const ProtobufCMessageDescriptor *desc
     do {                                                                                           \
         err_var = NULL;                                                                            \
         int _r = (expr);                                                                           \
+        if (_r != (code) && err_var)                                                               \
+            print_error("got %d: %s\n", _r, (err_var)->message);                                   \
         assert_int_equal(_r, (code));                                                              \
         assert_non_null(err_var);                                                                  \
         if (!strstr((err_var)->message, (needle)))                                                 \

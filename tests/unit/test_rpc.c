@@ -3,6 +3,10 @@
  * fake build service, reached through the grpc+unix clients (so both halves run under ASan),
  * plus the status mapping and message clipping. Bare gRPC core servers stand in for servers
  * that misbehave. Every test has a deadline (test_helpers.h), so none can hang the suite.
+ *
+ * Built twice: test_rpc with the libgrpc client transport (grpc_client.c), test_rpc_h2
+ * (OBI_TEST_RPC_H2) with the unix-socket one (h2_client.c) against the same libgrpc server; the
+ * latter adds a fake server that writes broken HTTP/2 and gRPC framing byte by byte.
  */
 #include <dirent.h>
 #include <grpc/grpc_security.h>
@@ -527,17 +531,17 @@ static int64_t now_ms(void)
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-static grpc_channel *fixture_channel(void)
+static obi_rpc_channel *fixture_channel(void)
 {
     cleanup_url obi_url *url = NULL;
     assert_ok(obi_url_parse(F.url, &url, err_ptr_));
-    grpc_channel *channel = NULL;
+    obi_rpc_channel *channel = NULL;
     assert_ok(obi_rpc_channel_open(url, &channel, err_ptr_));
     return channel;
 }
 
 /* A BlobService/Put that sent one chunk and then nothing. */
-static obi_rpc_client_call *stalled_put(grpc_channel *channel)
+static obi_rpc_client_call *stalled_put(obi_rpc_channel *channel)
 {
     obi_rpc_client_call *call = NULL;
     assert_ok(
@@ -552,7 +556,7 @@ static void test_rpc_stalled_streams_do_not_take_the_workers(void **state)
 {
     (void)state;
     /* The server has 2 castore workers and 1 build worker. */
-    grpc_channel *channel = fixture_channel();
+    obi_rpc_channel *channel = fixture_channel();
     obi_rpc_client_call *stalled[6];
     for (size_t i = 0; i < 6; i++)
         stalled[i] = stalled_put(channel);
@@ -622,7 +626,7 @@ static void test_rpc_do_build_past_its_deadline_cancels_the_servers_build(void *
 {
     (void)state;
     __atomic_store_n(&cancel_seen_ms, -2, __ATOMIC_SEQ_CST);
-    grpc_channel *channel = fixture_channel();
+    obi_rpc_channel *channel = fixture_channel();
     obi_rpc_client_call *call = NULL;
     assert_ok(obi_rpc_client_call_start_timeout(channel, "/tvix.build.v1.BuildService/DoBuild", 500,
                                                 &call, err_ptr_));
@@ -687,7 +691,7 @@ static void test_rpc_idle_stream_is_cancelled_after_the_idle_timeout(void **stat
     small_server_start(&t, "idle", &options);
     cleanup_url obi_url *url = NULL;
     assert_ok(obi_url_parse(t.url, &url, err_ptr_));
-    grpc_channel *channel = NULL;
+    obi_rpc_channel *channel = NULL;
     assert_ok(obi_rpc_channel_open(url, &channel, err_ptr_));
     obi_rpc_client_call *call = stalled_put(channel);
     int64_t start = now_ms();
@@ -955,10 +959,17 @@ static void test_rpc_grpc_http_url_with_a_path_is_refused(void **state)
     (void)state;
     obi_error *err = NULL;
     obi_blob_service *svc = NULL;
+#ifdef OBI_TEST_RPC_H2
+    assert_fails_with(err, obi_blob_service_open("grpc+http://localhost:9", &svc, &err), -EINVAL,
+                      "speaks grpc+unix:// only");
+    assert_fails_with(err, obi_blob_service_open("grpc+unix:///x?ca=y", &svc, &err), -EINVAL,
+                      "unknown parameter \"ca\"");
+#else
     assert_fails_with(err, obi_blob_service_open("grpc+http://localhost:9/extra", &svc, &err),
                       -EINVAL, "/extra");
     assert_fails_with(err, obi_blob_service_open("grpc+http://localhost", &svc, &err), -EINVAL,
                       "HOST:PORT");
+#endif
     assert_fails_with(err, obi_blob_service_open("grpc+unix://", &svc, &err), -EINVAL,
                       "socket path");
     assert_null(svc);
@@ -1392,7 +1403,7 @@ static void test_rpc_path_info_put_get_through_the_daemon(void **state)
                       "is not stored here");
 
     /* CalculateNAR: the NAR of a file node "hello" (flat, not executable) */
-    grpc_channel *channel = NULL;
+    obi_rpc_channel *channel = NULL;
     cleanup_url obi_url *url = NULL;
     assert_ok(obi_url_parse(t.url, &url, err_ptr_));
     assert_ok(obi_rpc_channel_open(url, &channel, err_ptr_));
@@ -1444,6 +1455,235 @@ static void test_rpc_path_info_conversion_checks_reference_digests(void **state)
     obi_rpc_path_info_pb_free(pb);
 }
 
+#ifdef OBI_TEST_RPC_H2
+/* ---- the unix-socket transport against a server that breaks the framing ---- */
+
+/* A server that accepts one connection, writes script (after its own empty SETTINGS), and
+ * reads until the client closes (at most 5 s). */
+typedef struct fake_server {
+    int listen_fd;
+    const uint8_t *script;
+    size_t script_len;
+    pthread_t thread;
+    char url[600];
+} fake_server;
+
+/* Whether the fake closes the connection right after its script. */
+static bool fake_hang_up;
+
+static void *fake_server_run(void *arg)
+{
+    fake_server *f = arg;
+    int fd = accept(f->listen_fd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    static const uint8_t settings[] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+    if (write(fd, settings, sizeof settings) == (ssize_t)sizeof settings)
+        (void)!write(fd, f->script, f->script_len);
+    if (fake_hang_up) {
+        close(fd);
+        return NULL;
+    }
+    uint8_t buf[4096];
+    struct pollfd pfd = {fd, POLLIN, 0};
+    while (poll(&pfd, 1, 5000) > 0 && read(fd, buf, sizeof buf) > 0)
+        ;
+    close(fd);
+    return NULL;
+}
+
+static void fake_server_start(fake_server *f, const char *name, const uint8_t *script, size_t len)
+{
+    memset(f, 0, sizeof *f);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%s.sock", F.dir, name);
+    snprintf(f->url, sizeof f->url, "grpc+unix://%s", addr.sun_path);
+    unlink(addr.sun_path);
+    f->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(f->listen_fd >= 0);
+    assert_int_equal(bind(f->listen_fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    assert_int_equal(listen(f->listen_fd, 1), 0);
+    f->script = script;
+    f->script_len = len;
+    pthread_create(&f->thread, NULL, fake_server_run, f);
+}
+
+static void fake_server_stop(fake_server *f)
+{
+    pthread_join(f->thread, NULL);
+    close(f->listen_fd);
+}
+
+/* One unary call to the fake server: its result, the error left in *err. */
+static int fake_unary(const uint8_t *script, size_t len, obi_error **err)
+{
+    fake_server f;
+    fake_server_start(&f, "fake", script, len);
+    obi_url *url = NULL;
+    assert_ok(obi_url_parse(f.url, &url, err_ptr_));
+    obi_rpc_channel *channel = NULL;
+    assert_ok(obi_rpc_channel_open(url, &channel, err_ptr_));
+    uint8_t *req = malloc(1), *resp = NULL;
+    size_t resp_len = 0;
+    int r = obi_rpc_client_unary_owned(channel, "/test.Fake/Call", req, 0, &resp, &resp_len, err);
+    free(resp);
+    obi_rpc_channel_close(channel);
+    obi_url_free(url);
+    fake_server_stop(&f);
+    return r;
+}
+
+/* Frame header: length, type, flags, stream 1. */
+#define FRAME(len, type, flags) 0, (len) >> 8, (len)&0xff, type, flags, 0, 0, 0, 1
+/* HPACK: ":status: 200" (static index 8), "content-type: application/grpc" (literal, name 31). */
+#define RESPONSE_HEADERS                                                                           \
+    0x88, 0x0f, 0x10, 16, 'a', 'p', 'p', 'l', 'i', 'c', 'a', 't', 'i', 'o', 'n', '/', 'g', 'r',    \
+        'p', 'c'
+#define RESPONSE_HEADERS_LEN 20
+
+static void test_rpc_h2_oversized_message_is_refused_on_its_prefix(void **state)
+{
+    (void)state;
+    static const uint8_t script[] = {FRAME(RESPONSE_HEADERS_LEN, 1, 4),
+                                     RESPONSE_HEADERS,
+                                     FRAME(5, 0, 0),
+                                     0,
+                                     0x7f,
+                                     0xff,
+                                     0xff,
+                                     0xff};
+    obi_error *err = NULL;
+    assert_fails_with(err, fake_unary(script, sizeof script, &err), -ENOMEM,
+                      "message of 2147483647 bytes is larger than the limit");
+}
+
+static void test_rpc_h2_compressed_message_is_a_protocol_error(void **state)
+{
+    (void)state;
+    static const uint8_t script[] = {
+        FRAME(RESPONSE_HEADERS_LEN, 1, 4), RESPONSE_HEADERS, FRAME(6, 0, 0), 1, 0, 0, 0, 1, 'x'};
+    obi_error *err = NULL;
+    assert_fails_with(err, fake_unary(script, sizeof script, &err), -EPROTO, "compressed flag 1");
+}
+
+static void test_rpc_h2_frame_beyond_the_max_frame_size_is_a_protocol_error(void **state)
+{
+    (void)state;
+    /* A DATA frame announcing 20000 bytes: more than the 16384 a peer may send unasked. */
+    static const uint8_t script[] = {
+        FRAME(RESPONSE_HEADERS_LEN, 1, 4), RESPONSE_HEADERS, FRAME(20000, 0, 0), 0, 0, 0, 0, 0};
+    obi_error *err = NULL;
+    assert_fails_with(err, fake_unary(script, sizeof script, &err), -EPROTO, "HTTP/2");
+}
+
+static void test_rpc_h2_not_http2_at_all_is_a_protocol_error_naming_http2(void **state)
+{
+    (void)state;
+    static const uint8_t script[] = "HTTP/1.1 400 Bad Request\r\n\r\n";
+    fake_server f;
+    fake_server_start(&f, "http1", script, sizeof script - 1);
+    /* The SETTINGS fake_server_run writes first are fine; what follows is not a frame. */
+    obi_url *url = NULL;
+    assert_ok(obi_url_parse(f.url, &url, err_ptr_));
+    obi_rpc_channel *channel = NULL;
+    assert_ok(obi_rpc_channel_open(url, &channel, err_ptr_));
+    uint8_t *resp = NULL;
+    size_t resp_len = 0;
+    obi_error *err = NULL;
+    assert_fails_with(err,
+                      obi_rpc_client_unary_owned(channel, "/test.Fake/Call", malloc(1), 0, &resp,
+                                                 &resp_len, &err),
+                      -EPROTO, "HTTP/2");
+    obi_rpc_channel_close(channel);
+    obi_url_free(url);
+    fake_server_stop(&f);
+}
+
+static void test_rpc_h2_stream_ending_inside_a_message_is_a_protocol_error(void **state)
+{
+    (void)state;
+    /* The prefix announces 10 bytes, 3 come, then the stream ends (no trailers). */
+    static const uint8_t script[] = {FRAME(RESPONSE_HEADERS_LEN, 1, 4),
+                                     RESPONSE_HEADERS,
+                                     FRAME(8, 0, 1),
+                                     0,
+                                     0,
+                                     0,
+                                     0,
+                                     10,
+                                     'a',
+                                     'b',
+                                     'c'};
+    obi_error *err = NULL;
+    assert_fails_with(err, fake_unary(script, sizeof script, &err), -EPROTO,
+                      "ended inside a message (8 bytes of it)");
+}
+
+static void test_rpc_h2_trailers_only_status_is_decoded(void **state)
+{
+    (void)state;
+    /* :status 200, content-type, grpc-status: 5, grpc-message: "no%20such%25" in one HEADERS
+     * frame that ends the stream. */
+    static const uint8_t script[] = {FRAME(RESPONSE_HEADERS_LEN + 15 + 27, 1, 5),
+                                     RESPONSE_HEADERS,
+                                     0,
+                                     11,
+                                     'g',
+                                     'r',
+                                     'p',
+                                     'c',
+                                     '-',
+                                     's',
+                                     't',
+                                     'a',
+                                     't',
+                                     'u',
+                                     's',
+                                     1,
+                                     '5',
+                                     0,
+                                     12,
+                                     'g',
+                                     'r',
+                                     'p',
+                                     'c',
+                                     '-',
+                                     'm',
+                                     'e',
+                                     's',
+                                     's',
+                                     'a',
+                                     'g',
+                                     'e',
+                                     12,
+                                     'n',
+                                     'o',
+                                     '%',
+                                     '2',
+                                     '0',
+                                     's',
+                                     'u',
+                                     'c',
+                                     'h',
+                                     '%',
+                                     '2',
+                                     '5'};
+    obi_error *err = NULL;
+    assert_fails_with(err, fake_unary(script, sizeof script, &err), -ENOENT, "no such%");
+}
+
+static void test_rpc_h2_server_closing_the_connection_is_unavailable_naming_it(void **state)
+{
+    (void)state;
+    static const uint8_t script[] = {FRAME(RESPONSE_HEADERS_LEN, 1, 4), RESPONSE_HEADERS};
+    fake_hang_up = true;
+    obi_error *err = NULL;
+    assert_fails_with(err, fake_unary(script, sizeof script, &err), -ECONNREFUSED,
+                      "fake.sock: /test.Fake/Call: UNAVAILABLE: the server closed the connection");
+    fake_hang_up = false;
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1486,6 +1726,17 @@ int main(void)
         obi_unit_test_with_deadline(test_rpc_path_info_put_get_through_the_daemon),
         obi_unit_test_with_deadline(test_rpc_path_info_conversion_checks_reference_digests),
         obi_unit_test_with_deadline(test_rpc_log_level_parses_names_only),
+#ifdef OBI_TEST_RPC_H2
+        obi_unit_test_with_deadline(test_rpc_h2_oversized_message_is_refused_on_its_prefix),
+        obi_unit_test_with_deadline(test_rpc_h2_compressed_message_is_a_protocol_error),
+        obi_unit_test_with_deadline(
+            test_rpc_h2_frame_beyond_the_max_frame_size_is_a_protocol_error),
+        obi_unit_test_with_deadline(test_rpc_h2_not_http2_at_all_is_a_protocol_error_naming_http2),
+        obi_unit_test_with_deadline(test_rpc_h2_stream_ending_inside_a_message_is_a_protocol_error),
+        obi_unit_test_with_deadline(test_rpc_h2_trailers_only_status_is_decoded),
+        obi_unit_test_with_deadline(
+            test_rpc_h2_server_closing_the_connection_is_unavailable_naming_it),
+#endif
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
