@@ -119,10 +119,11 @@ static int load_module(rpc_module_slot *slot, const obi_rpc_module **out, obi_er
     cleanup_buf obi_buf tried = OBI_BUF_INIT;
     const char *override = getenv(slot->env);
     const char *full_override = getenv(rpc_full.env);
-    cleanup_free char *beside_full = NULL;
-    if ((!override || !*override) && slot != &rpc_full && full_override && *full_override)
-        override = beside_full = beside(full_override, slot->name);
-    if (override && *override) {
+    if ((!override || !*override) && slot != &rpc_full && full_override && *full_override) {
+        cleanup_free char *beside_full = beside(full_override, slot->name);
+        if (beside_full)
+            slot->loaded = try_load(beside_full, &tried);
+    } else if (override && *override) {
         slot->loaded = try_load(override, &tried);
     } else {
         cleanup_free char *dir = executable_dir();

@@ -266,7 +266,7 @@ static int writer_finish(obi_blob_writer *base, obi_digest *digest_out, obi_erro
     if (writer->failed || writer->finished)
         return obi_error_set(err, -EINVAL, "%s: finish after a failure or finish",
                              METHOD_PUT[writer->svc->api]);
-    obi_digest digest, spooled_digest;
+    obi_digest digest, spooled_digest = {0};
     int r = 0;
     bool spooling = !writer->call;
     if (spooling) {

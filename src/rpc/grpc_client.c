@@ -333,11 +333,11 @@ const char *obi_rpc_client_call_method(const obi_rpc_client_call *call)
     return call->method;
 }
 
-int obi_rpc_client_call_start_metadata(obi_rpc_channel *handle, const char *method,
+int obi_rpc_client_call_start_metadata(obi_rpc_channel *channel, const char *method,
                                        unsigned timeout_ms, const obi_rpc_metadata *metadata,
                                        size_t n, obi_rpc_client_call **out, obi_error **err)
 {
-    grpc_channel *channel = handle->shared.channel;
+    grpc_channel *grpc = channel->shared.channel;
     obi_rpc_client_call *call = calloc(1, sizeof *call);
     if (!call || !(call->method = strdup(method))) {
         free(call);
@@ -346,14 +346,14 @@ int obi_rpc_client_call_start_metadata(obi_rpc_channel *handle, const char *meth
     grpc_metadata_array_init(&call->initial_metadata);
     grpc_metadata_array_init(&call->trailing_metadata);
     call->cancel_fd = -1;
-    call->target = grpc_channel_get_target(channel);
+    call->target = grpc_channel_get_target(grpc);
     call->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_slice method_slice = grpc_slice_from_static_string(call->method);
     gpr_timespec deadline = timeout_ms
                                 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                                gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
                                 : gpr_inf_future(GPR_CLOCK_REALTIME);
-    call->call = grpc_channel_create_call(channel, NULL, GRPC_PROPAGATE_DEFAULTS, call->cq,
+    call->call = grpc_channel_create_call(grpc, NULL, GRPC_PROPAGATE_DEFAULTS, call->cq,
                                           method_slice, NULL, deadline, NULL);
     if (!call->call) {
         obi_rpc_client_call_free(call);

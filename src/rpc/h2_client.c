@@ -259,7 +259,9 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (namelen == 7 && !memcmp(name, ":status", 7)) {
         char text[8] = {0};
         memcpy(text, value, valuelen < 7 ? valuelen : 7);
-        call->http_status = atoi(text);
+        char *end;
+        long status = strtol(text, &end, 10);
+        call->http_status = !*end && status > 0 && status < 1000 ? (int)status : -1;
     } else if (namelen == 11 && !memcmp(name, "grpc-status", 11)) {
         char text[12] = {0};
         memcpy(text, value, valuelen < 11 ? valuelen : 11);
@@ -745,14 +747,26 @@ static bool stream_done(obi_rpc_client_call *call)
     return call->stream_closed;
 }
 
-/* percent-decodes grpc-message in place. */
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes grpc-message in place; a '%' not followed by two hex digits stays. */
 static void percent_decode(char *s)
 {
     char *out = s;
     for (const char *p = s; *p; p++) {
-        unsigned v;
-        if (p[0] == '%' && p[1] && p[2] && sscanf(p + 1, "%2x", &v) == 1) {
-            *out++ = (char)v;
+        int high = p[0] == '%' ? hex_value(p[1]) : -1;
+        int low = high >= 0 ? hex_value(p[2]) : -1;
+        if (low >= 0) {
+            *out++ = (char)(high << 4 | low);
             p += 2;
         } else {
             *out++ = *p;
