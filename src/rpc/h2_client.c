@@ -12,9 +12,11 @@
  * headers of a Trailers-Only response). The deadline goes out as grpc-timeout and is also kept
  * here: past it the stream is reset (RST_STREAM CANCEL) and the call says DEADLINE_EXCEEDED.
  *
- * Memory: the socket is read only while a call waits for something, and at most READ_SIZE bytes
- * past the message being waited for, so a fast server cannot make the client buffer more than
- * one message (each at most OBI_RPC_MAX_MESSAGE, checked on its prefix) and READ_SIZE.
+ * Memory: DATA is given back to flow control (WINDOW_UPDATE) only once it was taken as a message,
+ * or while it belongs to the message being assembled, so a server can have at most its stream
+ * window (STREAM_WINDOW) buffered here beyond the message the caller waits for (each at most
+ * OBI_RPC_MAX_MESSAGE, checked on its prefix), however fast it sends and whatever the client is
+ * doing meanwhile (a Put reads the socket too, for the server's WINDOW_UPDATEs).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -70,10 +72,12 @@ struct obi_rpc_client_call {
     size_t payload_len, sent; /* sent counts prefix and payload */
     bool sending, close_send, eof_queued;
 
-    /* Receiving: DATA not yet taken as messages. */
+    /* Receiving: DATA not yet taken as messages; counts of the stream's DATA bytes taken (as
+     * messages or dropped) and given back to flow control. */
     obi_buf in;
     size_t in_off;
     bool discard; /* finishing: DATA is dropped */
+    uint64_t taken, given_back;
 
     /* The response. */
     header reply[MAX_REPLY_METADATA];
@@ -338,24 +342,53 @@ static bool check_prefix(obi_rpc_client_call *call, const uint8_t *p, size_t *le
     return true;
 }
 
+/* Gives back to flow control what was taken and what arrived of the message being assembled
+ * (which must complete, however large); what arrived beyond it waits in the window. */
+static void give_back(obi_rpc_client_call *call)
+{
+    size_t avail = call->in.len - call->in_off, current = PREFIX_LEN, msg_len;
+    if (avail >= PREFIX_LEN && check_prefix(call, call->in.data + call->in_off, &msg_len))
+        current += msg_len;
+    uint64_t allowed = call->taken + (avail < current ? avail : current);
+    if (allowed > call->given_back &&
+        nghttp2_session_consume(call->session, call->stream_id, allowed - call->given_back) == 0)
+        call->given_back = allowed;
+}
+
 static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
                          const uint8_t *data, size_t len, void *user_data)
 {
-    (void)session;
     (void)flags;
     obi_rpc_client_call *call = user_data;
-    if (stream_id != call->stream_id || call->discard || call->ended_locally)
+    if (stream_id != call->stream_id || call->discard || call->ended_locally) {
+        /* Nobody reads it: dropped, and given back at once. */
+        (void)nghttp2_session_consume(session, stream_id, len);
+        if (stream_id == call->stream_id) {
+            call->taken += len;
+            call->given_back += len;
+        }
         return 0;
+    }
     if (obi_buf_append(&call->in, data, len) < 0) {
         end_locally(call, GRPC_STATUS_RESOURCE_EXHAUSTED, NGHTTP2_CANCEL,
                     "out of memory receiving a message");
         return 0;
     }
-    /* A prefix is checked as soon as it is there, not when its message is complete. */
-    size_t avail = call->in.len - call->in_off, msg_len;
-    if (avail >= PREFIX_LEN)
-        (void)check_prefix(call, call->in.data + call->in_off, &msg_len);
+    /* A prefix is checked (in give_back) as soon as it is there, not when its message is
+     * complete. */
+    give_back(call);
     return 0;
+}
+
+/* Drops what was received and not taken (the call is over for the caller). */
+static void drop_received(obi_rpc_client_call *call)
+{
+    call->taken += call->in.len - call->in_off;
+    call->in.len = call->in_off = 0;
+    if (call->session && call->taken > call->given_back &&
+        nghttp2_session_consume(call->session, call->stream_id, call->taken - call->given_back) ==
+            0)
+        call->given_back = call->taken;
 }
 
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
@@ -515,7 +548,16 @@ static int session_new(obi_rpc_client_call *call, obi_error **err)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
-    int r = nghttp2_session_client_new(&call->session, cbs, call);
+    /* Flow control is ours: DATA counts as consumed when taken (give_back). */
+    nghttp2_option *options;
+    int r = nghttp2_option_new(&options);
+    if (r != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        return obi_error_set(err, -ENOMEM, "%s: out of memory", call->method);
+    }
+    nghttp2_option_set_no_auto_window_update(options, 1);
+    r = nghttp2_session_client_new2(&call->session, cbs, call, options);
+    nghttp2_option_del(options);
     nghttp2_session_callbacks_del(cbs);
     if (r != 0)
         return obi_error_set(err, -ENOMEM, "%s: HTTP/2 session: %s", call->method,
@@ -723,6 +765,7 @@ int obi_rpc_client_call_recv(obi_rpc_client_call *call, uint8_t **data, size_t *
             return obi_error_set(err, -ENOMEM, "%s: out of memory", call->method);
         memcpy(copy, call->in.data + call->in_off + PREFIX_LEN, msg_len);
         call->in_off += PREFIX_LEN + msg_len;
+        call->taken += PREFIX_LEN + msg_len;
         if (call->in_off == call->in.len) {
             call->in.len = call->in_off = 0;
         } else if (call->in_off > READ_SIZE) {
@@ -730,6 +773,7 @@ int obi_rpc_client_call_recv(obi_rpc_client_call *call, uint8_t **data, size_t *
             call->in.len -= call->in_off;
             call->in_off = 0;
         }
+        give_back(call);
         *data = copy;
         *len = msg_len;
         return 1;
@@ -802,7 +846,7 @@ int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err)
     if (call->finished)
         return 0;
     call->discard = true; /* unread messages are dropped */
-    call->in.len = call->in_off = 0;
+    drop_received(call);
     pump(call, stream_done);
     call->finished = true;
     if (call->ended_locally)

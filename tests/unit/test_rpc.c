@@ -208,6 +208,33 @@ static void test_rpc_blob_roundtrips_in_several_chunks(void **state)
     free(data);
 }
 
+/* 20 MiB: more than a stream's window (8 MiB) and the connection's (16 MiB) the clients offer,
+ * read slowly, so the server waits for window updates that only reading gives. */
+static void test_rpc_blob_larger_than_the_flow_control_windows_roundtrips(void **state)
+{
+    (void)state;
+    size_t len = 20 * OBI_RPC_CHUNK_SIZE + 5;
+    uint8_t *data = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        data[i] = (uint8_t)(i * 13 + (i >> 17));
+    obi_digest put;
+    assert_ok(obi_blob_put_bytes(F.blobs, data, len, &put, err_ptr_));
+    obi_blob_reader *reader = NULL;
+    assert_ok(obi_blob_open_read(F.blobs, &put, &reader, err_ptr_));
+    usleep(200 * 1000); /* the server fills the windows meanwhile */
+    uint8_t *back = malloc(len + 1);
+    size_t got = 0, n = 0;
+    do {
+        assert_ok(obi_blob_read(reader, back + got, len + 1 - got, &n, err_ptr_));
+        got += n;
+    } while (n > 0);
+    assert_int_equal(got, len);
+    assert_memory_equal(back, data, len);
+    obi_blob_reader_close(reader);
+    free(back);
+    free(data);
+}
+
 static void test_rpc_blob_missing_is_absent_and_enoent(void **state)
 {
     (void)state;
@@ -1688,6 +1715,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         obi_unit_test_with_deadline(test_rpc_blob_roundtrips_in_several_chunks),
+        obi_unit_test_with_deadline(test_rpc_blob_larger_than_the_flow_control_windows_roundtrips),
         obi_unit_test_with_deadline(test_rpc_blob_missing_is_absent_and_enoent),
         obi_unit_test_with_deadline(test_rpc_blob_unfinished_writer_stores_nothing),
         obi_unit_test_with_deadline(test_rpc_blob_already_stored_is_not_uploaded_again),
