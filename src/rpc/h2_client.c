@@ -492,14 +492,15 @@ static void pump(obi_rpc_client_call *call, bool (*done)(obi_rpc_client_call *))
             {call->fd, POLLIN | (nghttp2_session_want_write(call->session) ? POLLOUT : 0), 0},
             {call->cancel_fd, POLLIN, 0},
         };
-        int n = poll(fds, call->cancel_fd >= 0 ? 2 : 1, ms_to_deadline(call));
+        int timeout = ms_to_deadline(call);
+        int n = timeout == 0 ? 0 : poll(fds, call->cancel_fd >= 0 ? 2 : 1, timeout);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
             end_locally(call, GRPC_STATUS_INTERNAL, NGHTTP2_CANCEL, "poll: %s", strerror(errno));
             return;
         }
-        if (n == 0 && call->has_deadline) {
+        if (n == 0 && call->has_deadline) { /* a server busy sending does not outlive it either */
             end_locally(call, GRPC_STATUS_DEADLINE_EXCEEDED, NGHTTP2_CANCEL, "deadline exceeded");
             flush(call);
             return;
@@ -841,6 +842,24 @@ static grpc_status_code status_from_http(int http_status)
     }
 }
 
+/* The status of a stream reset without grpc-status (the gRPC spec's mapping: ENHANCE_YOUR_CALM
+ * is a server out of a resource, as libgrpc's resource quota says it). */
+static grpc_status_code status_from_reset(uint32_t code)
+{
+    switch (code) {
+    case NGHTTP2_CANCEL:
+        return GRPC_STATUS_CANCELLED;
+    case NGHTTP2_REFUSED_STREAM:
+        return GRPC_STATUS_UNAVAILABLE;
+    case NGHTTP2_ENHANCE_YOUR_CALM:
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case NGHTTP2_INADEQUATE_SECURITY:
+        return GRPC_STATUS_PERMISSION_DENIED;
+    default:
+        return GRPC_STATUS_INTERNAL;
+    }
+}
+
 int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err)
 {
     if (call->finished)
@@ -866,13 +885,8 @@ int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err)
     if (call->http_status && call->http_status != 200) {
         status = status_from_http(call->http_status);
         snprintf(why, sizeof why, "HTTP status %d", call->http_status);
-    } else if (call->reset_code == NGHTTP2_CANCEL) {
-        status = GRPC_STATUS_CANCELLED;
-        snprintf(why, sizeof why, "the server cancelled the stream");
-    } else if (call->reset_code == NGHTTP2_REFUSED_STREAM) {
-        status = GRPC_STATUS_UNAVAILABLE;
-        snprintf(why, sizeof why, "the server refused the stream");
     } else if (call->reset_code) {
+        status = status_from_reset(call->reset_code);
         snprintf(why, sizeof why, "the server reset the stream (HTTP/2 %s)",
                  nghttp2_http2_strerror(call->reset_code));
     } else {
