@@ -889,6 +889,11 @@ int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err)
         status = status_from_reset(call->reset_code);
         snprintf(why, sizeof why, "the server reset the stream (HTTP/2 %s)",
                  nghttp2_http2_strerror(call->reset_code));
+        /* The server keeps the deadline too and may reset first: it is still the deadline. */
+        if (status == GRPC_STATUS_CANCELLED && call->has_deadline && ms_to_deadline(call) == 0) {
+            status = GRPC_STATUS_DEADLINE_EXCEEDED;
+            snprintf(why, sizeof why, "deadline exceeded (the server reset the stream)");
+        }
     } else {
         snprintf(why, sizeof why, "the response has no grpc-status");
     }
