@@ -3,7 +3,7 @@
 # case (exit 99 from --error-exitcode). "possibly"/"still reachable" blocks are not errors: they
 # are what glibc, OpenSSL and jansson keep for the process lifetime. Only ocibuild itself runs
 # under valgrind (--trace-children=no): runc and nix-store are children. One TAP line per path:
-# hash, store import/ls/cat/export/verify/gc/roots/du, spec of every examples/requests/*.json, service spec,
+# hash, store import/ls/cat/export/verify/gc/roots/du (and over grpc+unix), spec of every examples/requests/*.json, service spec,
 # ps --json, ls and logs --tail, an
 # invalid request (the error path), a remote-builder serve session and, as root with runc, a
 # trivial, a failing and a timed-out build, and one with its inputs over FUSE.
@@ -58,6 +58,20 @@ vg "store du" 0 store du
 vg "store gc --dry-run" 0 store gc --dry-run
 vg "store gc" 0 store gc
 vg "store verify --repair" 0 store verify --repair
+
+# The grpc+unix client (HTTP/2 on libnghttp2, ocibuild-rpc-h2.so) against a daemon that runs
+# outside valgrind: unary, client- and server-streaming calls, and a NOT_FOUND status.
+OCIBUILD_DATA_DIR="$T_TMP/daemon-data" "$OCIBUILD" daemon --listen "unix:$T_TMP/d.sock" \
+  --store "$T_TMP/daemon-store" 2>"$T_TMP/daemon.log" &
+daemon=$!
+t_cleanup "kill $daemon; wait $daemon"
+for _ in $(seq 100); do [ -S "$T_TMP/d.sock" ] && break; sleep 0.05; done
+vg "store import over grpc+unix (the h2 client)" 0 store import --store "grpc+unix://$T_TMP/d.sock" "$tree"
+remote_node=$(cat "$T_TMP/vg.out")
+vg "store export over grpc+unix" 0 store export --store "grpc+unix://$T_TMP/d.sock" "$remote_node" \
+  "$T_TMP/exported-remote"
+vg "store cat of a missing blob over grpc+unix (NOT_FOUND)" 1 store cat \
+  --store "grpc+unix://$T_TMP/d.sock" "$(printf '%064d' 0)"
 if diff -r "$tree" "$T_TMP/exported" >/dev/null; then t_ok "exported tree equals the source"
 else t_fail "exported tree equals the source" "$(diff -r "$tree" "$T_TMP/exported" 2>&1 | head)"; fi
 
