@@ -1491,6 +1491,8 @@ typedef struct fake_server {
     int listen_fd;
     const uint8_t *script;
     size_t script_len;
+    uint8_t heard[16384]; /* the start of what the client sent */
+    size_t heard_len;
     pthread_t thread;
     char url[600];
 } fake_server;
@@ -1505,18 +1507,40 @@ static void *fake_server_run(void *arg)
     if (fd < 0)
         return NULL;
     static const uint8_t settings[] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
-    if (write(fd, settings, sizeof settings) == (ssize_t)sizeof settings)
-        (void)!write(fd, f->script, f->script_len);
+    /* MSG_NOSIGNAL: a client may be gone before the fake speaks (a cancelled call). */
+    if (send(fd, settings, sizeof settings, MSG_NOSIGNAL) == (ssize_t)sizeof settings)
+        (void)!send(fd, f->script, f->script_len, MSG_NOSIGNAL);
     if (fake_hang_up) {
         close(fd);
         return NULL;
     }
     uint8_t buf[4096];
     struct pollfd pfd = {fd, POLLIN, 0};
-    while (poll(&pfd, 1, 5000) > 0 && read(fd, buf, sizeof buf) > 0)
-        ;
+    ssize_t n;
+    while (poll(&pfd, 1, 5000) > 0 && (n = read(fd, buf, sizeof buf)) > 0) {
+        size_t keep = sizeof f->heard - f->heard_len;
+        keep = (size_t)n < keep ? (size_t)n : keep;
+        memcpy(f->heard + f->heard_len, buf, keep);
+        f->heard_len += keep;
+    }
     close(fd);
     return NULL;
+}
+
+/* Whether the client sent RST_STREAM with error code `code` for stream 1 (its frames, after the
+ * 24-byte connection preface). */
+static bool fake_heard_reset(const fake_server *f, uint32_t code)
+{
+    size_t off = 24;
+    while (off + 9 <= f->heard_len) {
+        const uint8_t *h = f->heard + off;
+        size_t len = (size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2];
+        if (h[3] == 3 && len == 4 && off + 13 <= f->heard_len && h[8] == 1 &&
+            ((uint32_t)h[9] << 24 | (uint32_t)h[10] << 16 | (uint32_t)h[11] << 8 | h[12]) == code)
+            return true;
+        off += 9 + len;
+    }
+    return false;
 }
 
 static void fake_server_start(fake_server *f, const char *name, const uint8_t *script, size_t len)
@@ -1699,6 +1723,71 @@ static void test_rpc_h2_trailers_only_status_is_decoded(void **state)
     assert_fails_with(err, fake_unary(script, sizeof script, &err), -ENOENT, "no such%");
 }
 
+/* A server that answers the headers and then nothing: the client's own deadline ends the call
+ * (whatever the server makes of grpc-timeout) and resets the stream with CANCEL. */
+static void test_rpc_h2_deadline_of_a_silent_server_is_deadline_exceeded_and_resets(void **state)
+{
+    (void)state;
+    static const uint8_t script[] = {FRAME(RESPONSE_HEADERS_LEN, 1, 4), RESPONSE_HEADERS};
+    fake_server f;
+    fake_server_start(&f, "silent", script, sizeof script);
+    obi_url *url = NULL;
+    assert_ok(obi_url_parse(f.url, &url, err_ptr_));
+    obi_rpc_channel *channel = NULL;
+    assert_ok(obi_rpc_channel_open(url, &channel, err_ptr_));
+    obi_rpc_client_call *call = NULL;
+    assert_ok(obi_rpc_client_call_start_timeout(channel, "/test.Fake/Call", 300, &call, err_ptr_));
+    assert_ok(obi_rpc_client_call_send_request(call, malloc(1), 0, err_ptr_));
+    uint8_t *data = NULL;
+    size_t len = 0;
+    obi_error *err = NULL;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_fails_with(err, obi_rpc_client_call_recv(call, &data, &len, &err), -ETIMEDOUT,
+                      "/test.Fake/Call: DEADLINE_EXCEEDED: deadline exceeded");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(ms >= 200 && ms < 3000);
+    obi_rpc_client_call_free(call);
+    obi_rpc_channel_close(channel);
+    obi_url_free(url);
+    fake_server_stop(&f);
+    assert_true(fake_heard_reset(&f, 8 /* CANCEL */));
+}
+
+/* A readable cancel fd ends a call waiting on a silent server: CANCELLED, and RST_STREAM
+ * CANCEL on the wire. */
+static void test_rpc_h2_cancel_fd_cancels_and_resets_the_stream(void **state)
+{
+    (void)state;
+    static const uint8_t script[] = {FRAME(RESPONSE_HEADERS_LEN, 1, 4), RESPONSE_HEADERS};
+    fake_server f;
+    fake_server_start(&f, "cancelled", script, sizeof script);
+    obi_url *url = NULL;
+    assert_ok(obi_url_parse(f.url, &url, err_ptr_));
+    obi_rpc_channel *channel = NULL;
+    assert_ok(obi_rpc_channel_open(url, &channel, err_ptr_));
+    obi_rpc_client_call *call = NULL;
+    assert_ok(obi_rpc_client_call_start(channel, "/test.Fake/Call", &call, err_ptr_));
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    obi_rpc_client_call_watch_cancel(call, fds[0]);
+    assert_ok(obi_rpc_client_call_send_request(call, malloc(1), 0, err_ptr_));
+    assert_int_equal(write(fds[1], "x", 1), 1);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_rpc_client_call_recv(call, &data, &len, &err), -ECANCELED,
+                      "CANCELLED");
+    obi_rpc_client_call_free(call);
+    obi_rpc_channel_close(channel);
+    obi_url_free(url);
+    fake_server_stop(&f);
+    assert_true(fake_heard_reset(&f, 8 /* CANCEL */));
+    close(fds[0]);
+    close(fds[1]);
+}
+
 static void test_rpc_h2_server_closing_the_connection_is_unavailable_naming_it(void **state)
 {
     (void)state;
@@ -1764,6 +1853,9 @@ int main(void)
         obi_unit_test_with_deadline(test_rpc_h2_trailers_only_status_is_decoded),
         obi_unit_test_with_deadline(
             test_rpc_h2_server_closing_the_connection_is_unavailable_naming_it),
+        obi_unit_test_with_deadline(
+            test_rpc_h2_deadline_of_a_silent_server_is_deadline_exceeded_and_resets),
+        obi_unit_test_with_deadline(test_rpc_h2_cancel_fd_cancels_and_resets_the_stream),
 #endif
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
