@@ -178,21 +178,16 @@ static int channel_credentials(const channel_spec *spec, grpc_channel_credential
 
 /* Clients of the same target (blob, directory and build services of one daemon) share one
  * channel, so one connection: a process pays the HTTP/2 (and TLS) handshake once per daemon. */
-typedef struct shared_channel {
+struct obi_rpc_channel {
     char *key;
     grpc_channel *channel;
-    obi_rpc_channel *handle; /* what callers hold: this entry */
     unsigned refs;
-    struct shared_channel *next;
-} shared_channel;
+    struct obi_rpc_channel *next;
+};
+typedef struct obi_rpc_channel shared_channel;
 
 static pthread_mutex_t channels_lock = PTHREAD_MUTEX_INITIALIZER;
 static shared_channel *channels;
-
-/* What obi_rpc_channel_open hands out: its shared_channel. */
-struct obi_rpc_channel {
-    shared_channel shared;
-};
 
 int obi_rpc_channel_open(const obi_url *url, obi_rpc_channel **out, obi_error **err)
 {
@@ -206,8 +201,7 @@ int obi_rpc_channel_open(const obi_url *url, obi_rpc_channel **out, obi_error **
         shared = shared->next;
     if (!shared) {
         grpc_channel_credentials *creds = NULL;
-        obi_rpc_channel *handle = calloc(1, sizeof *handle);
-        shared = handle ? &handle->shared : NULL;
+        shared = calloc(1, sizeof *shared);
         if (!shared) {
             r = obi_error_set(err, -ENOMEM, "gRPC channel to %s: out of memory", spec.target);
             goto out;
@@ -224,13 +218,12 @@ int obi_rpc_channel_open(const obi_url *url, obi_rpc_channel **out, obi_error **
                 r = obi_error_set(err, -EINVAL, "gRPC channel to %s: cannot create", spec.target);
             goto out;
         }
-        shared->handle = handle;
         shared->key = steal_pointer(&spec.key_text);
         shared->next = channels;
         channels = shared;
     }
     shared->refs++;
-    *out = shared->handle;
+    *out = shared;
 out:
     pthread_mutex_unlock(&channels_lock);
     channel_spec_clear(&spec);
@@ -244,13 +237,13 @@ void obi_rpc_channel_close(obi_rpc_channel *channel)
     pthread_mutex_lock(&channels_lock);
     for (shared_channel **p = &channels; *p; p = &(*p)->next) {
         shared_channel *shared = *p;
-        if (shared != &channel->shared)
+        if (shared != channel)
             continue;
         if (--shared->refs == 0) {
             *p = shared->next;
             grpc_channel_destroy(shared->channel);
             free(shared->key);
-            free(shared->handle);
+            free(shared);
             /* No grpc_shutdown(): it joins gRPC's threads, which costs a short-lived CLI more
              * than its whole call; the library state lives as long as the process. */
         }
@@ -337,7 +330,7 @@ int obi_rpc_client_call_start_metadata(obi_rpc_channel *channel, const char *met
                                        unsigned timeout_ms, const obi_rpc_metadata *metadata,
                                        size_t n, obi_rpc_client_call **out, obi_error **err)
 {
-    grpc_channel *grpc = channel->shared.channel;
+    grpc_channel *grpc = channel->channel;
     obi_rpc_client_call *call = calloc(1, sizeof *call);
     if (!call || !(call->method = strdup(method))) {
         free(call);
