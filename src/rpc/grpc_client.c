@@ -352,7 +352,7 @@ int obi_rpc_client_call_start_metadata(obi_rpc_channel *channel, const char *met
         obi_rpc_client_call_free(call);
         return obi_error_set(err, -EIO, "%s: cannot create the call", method);
     }
-    grpc_metadata md[8];
+    grpc_metadata md[OBI_RPC_MAX_METADATA];
     if (n > sizeof md / sizeof md[0]) {
         obi_rpc_client_call_free(call);
         return obi_error_set(err, -EINVAL, "%s: more than %zu metadata entries", method,

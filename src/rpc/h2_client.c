@@ -596,8 +596,9 @@ int obi_rpc_client_call_start_metadata(obi_rpc_channel *channel, const char *met
                                        unsigned timeout_ms, const obi_rpc_metadata *metadata,
                                        size_t n, obi_rpc_client_call **out, obi_error **err)
 {
-    if (n > 8)
-        return obi_error_set(err, -EINVAL, "%s: more than 8 metadata entries", method);
+    if (n > OBI_RPC_MAX_METADATA)
+        return obi_error_set(err, -EINVAL, "%s: more than %d metadata entries", method,
+                             OBI_RPC_MAX_METADATA);
     cleanup_rpc_client_call obi_rpc_client_call *call = calloc(1, sizeof *call);
     if (!call)
         return obi_error_set(err, -ENOMEM, "%s: out of memory", method);
@@ -625,7 +626,8 @@ int obi_rpc_client_call_start_metadata(obi_rpc_channel *channel, const char *met
         return r;
     char timeout[16];
     format_timeout(timeout_ms, timeout, sizeof timeout);
-    nghttp2_nv nva[8 + 8] = {
+    nghttp2_nv nva[8 + OBI_RPC_MAX_METADATA] = {
+        /* 7 fixed, grpc-timeout, the call's */
         NV(":method", "POST"),
         NV(":scheme", "http"),
         NV(":path", method),

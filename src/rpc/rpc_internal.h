@@ -211,6 +211,9 @@ int obi_rpc_socket_is_local(int fd, obi_error **err);
 typedef struct obi_rpc_channel obi_rpc_channel;
 typedef struct obi_rpc_client_call obi_rpc_client_call;
 
+/* Most request metadata entries a call takes. */
+#define OBI_RPC_MAX_METADATA 8
+
 /* One request metadata entry (a header): key in lower case. */
 typedef struct obi_rpc_metadata {
     const char *key, *value;
