@@ -673,6 +673,18 @@ static service *find_service(supervisor *sv, const char *name)
     return NULL;
 }
 
+/* The first replica of d that could not be started (its note says why), or NULL: a dependency
+ * with one can never hold, so its dependents need not wait out their timeout. */
+static const replica *failed_replica(const service *d)
+{
+    if (d->state == SVC_FAILED)
+        return d->replicas;
+    for (unsigned i = 0; d->replicas && i < d->svc->replicas; i++)
+        if (d->replicas[i].state == REP_FAILED)
+            return &d->replicas[i];
+    return NULL;
+}
+
 /* Whether dependency d's condition holds now. */
 static bool condition_holds(const service *d, obi_depend_condition cond)
 {
@@ -834,13 +846,15 @@ static void service_step(supervisor *sv, service *s, int64_t now)
     if (s->state == SVC_WAITING) {
         bool ready = true, timed_out = false;
         const obi_dependency *late = NULL;
+        const replica *failed = NULL;
         for (size_t i = 0; i < s->svc->depend_count; i++) {
             const obi_dependency *dep = &s->svc->depends[i];
             service *d = find_service(sv, dep->service);
             if (!d || condition_holds(d, dep->cond))
                 continue;
             ready = false;
-            if (d->state == SVC_FAILED || now - s->waiting_since_ms >= (int64_t)dep->timeout_ms) {
+            failed = failed_replica(d);
+            if (failed || now - s->waiting_since_ms >= (int64_t)dep->timeout_ms) {
                 timed_out = true;
                 late = dep;
                 break;
@@ -848,8 +862,14 @@ static void service_step(supervisor *sv, service *s, int64_t now)
         }
         if (timed_out) {
             char why[256];
-            snprintf(why, sizeof why, "dependency %s not %s within %llu ms", late->service,
-                     late->condition, (unsigned long long)late->timeout_ms);
+            if (failed && failed->note[0])
+                snprintf(why, sizeof why, "dependency %s failed: %s", late->service,
+                         failed->note);
+            else if (failed)
+                snprintf(why, sizeof why, "dependency %s failed", late->service);
+            else
+                snprintf(why, sizeof why, "dependency %s not %s within %llu ms", late->service,
+                         late->condition, (unsigned long long)late->timeout_ms);
             if (late->on_timeout == OBI_FAILURE_FAIL) {
                 fail_service(sv, s, why);
                 return;
@@ -1172,8 +1192,15 @@ int obi_supervisor_spawn(lifecycle *lc, const obi_replica_ref *plan, size_t coun
             failed = true;
         } else if (line[0] == 'E') {
             failed = true;
-            if (!first_error && !(first_error = strdup(line + 1)))
+            if (first_error) {
+                /* the first error is up's; the ones it caused (dependents) are shown too */
+                cleanup_free char *shown = NULL;
+                if (asprintf(&shown, "error: %s", line + 1) < 0)
+                    return obi_error_oom(err);
+                obi_lc_report(lc, shown);
+            } else if (!(first_error = strdup(line + 1))) {
                 return obi_error_oom(err);
+            }
         } else {
             obi_lc_report(lc, line + 1);
         }

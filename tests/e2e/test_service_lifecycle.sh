@@ -193,9 +193,19 @@ services:
     command: { entrypoint: [/no/such/command] }
     storage: [ { type: anonymous, target: /scratch } ]
     depends: [ { service: $P-ok } ]
+  $P-after:
+    image: { name: "oci:$L:1" }
+    command: { entrypoint: [/bin/sleep, "100000"] }
+    depends: [ { service: $P-bad, condition: healthy, timeout: 120s } ]
 YAML
+start=$(date +%s)
 out=$(timeout 120 $OCIBUILD service up "$T_TMP/fail.yaml" --data-dir "$D" 2>&1); rc=$?
+took=$(( $(date +%s) - start ))
 [ $rc -ne 0 ] && t_ok "up fails when a replica cannot start" || t_fail "up fails when a replica cannot start" "$out"
+# its dependent fails at once, not after its 120 s timeout (up waited it out before)
+[ $took -lt 30 ] && t_ok "up fails at once, not after the dependent's timeout" ||
+  t_fail "up fails at once, not after the dependent's timeout" "took $took s: $out"
+t_contains "the dependent's failure names the dependency that failed" "$out" "$P-after: dependency $P-bad failed: start $P-bad-rep-1"
 t_contains "the failure names the replica" "$out" "start $P-bad-rep-1"
 t_contains "the failure carries runc's error" "$out" "/no/such/command"
 ! "$RUNC" state "$FAILDEP.$P-bad-rep-1" >/dev/null 2>&1 && t_ok "the failed replica has no container" ||
