@@ -163,6 +163,12 @@ int obi_lifecycle_prune_images(const char *data_dir, bool dry_run, obi_image_pru
 /* Stops (keep = true: `service stop`, marked held so the supervisor leaves them down) or
  * restarts (`service restart`) the selected replicas, with the supervisor stopped meanwhile
  * and started again afterwards. */
+/* Runs argv in replica opts->replica (0: 1) of opts->service, which must be running and this
+ * deployment's: the runtime's exec (with --tty when tty), or, where the runtime cannot enter the
+ * replica, ocibuild's own (replica_exec.h). *exit_code is the command's (128+N for signal N). */
+int obi_lifecycle_exec(const obi_deployment *deployment, const obi_lifecycle_options *opts,
+                       char *const argv[], bool tty, int *exit_code, obi_error **err);
+
 int obi_lifecycle_stop(const obi_deployment *deployment, const obi_lifecycle_options *opts,
                        bool restart, obi_error **err);
 

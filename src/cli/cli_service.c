@@ -719,7 +719,8 @@ static int service_ls(int argc, char **argv)
 }
 
 /* ocibuild service exec FILE.yaml SERVICE [--replica N] [--data-dir DIR] [--runtime R] [--]
- * CMD...: the runtime's exec in the replica, with a terminal when stdin is one. */
+ * CMD...: the runtime's exec in the replica, with a terminal when stdin is one, or ocibuild's
+ * own where the runtime cannot enter (obi_lifecycle_exec); exits with the command's code. */
 static int service_exec(int argc, char **argv)
 {
     const char *usage = "usage: ocibuild service exec FILE.yaml SERVICE [--replica N] "
@@ -758,43 +759,18 @@ static int service_exec(int argc, char **argv)
     if (replica > svc->replicas)
         return cli_failf("service %s has %u replica%s, not %llu", name, svc->replicas,
                          svc->replicas == 1 ? "" : "s", replica);
-    cleanup_free char *data_dir = data_dir_arg ? strdup(data_dir_arg) : obi_default_data_dir();
-    if (!data_dir)
-        return cli_failf("out of memory");
-    obi_replica_paths paths = {0};
-    if (obi_replica_paths_init(&paths, data_dir, deployment->name, name, (unsigned)replica, &err) <
-        0)
-        return cli_fail(err);
-    obi_runtime *runtime = NULL;
-    if (obi_runtime_new(runtime_name, NULL, &runtime, &err) < 0) {
-        obi_replica_paths_clear(&paths);
-        return cli_fail(err);
-    }
+    obi_lifecycle_options opts = OBI_LIFECYCLE_OPTIONS_INIT;
+    opts.data_dir = data_dir_arg;
+    opts.runtime = runtime_name;
+    opts.service = name;
+    opts.replica = (unsigned)replica;
     bool tty = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
-    size_t n = (size_t)(argc - i);
-    const char **args = calloc(n + 6, sizeof *args);
-    if (!args)
-        return cli_failf("out of memory");
-    size_t k = 0;
-    args[k++] = obi_runtime_path(runtime);
-    if (obi_runtime_state_root(runtime)) {
-        args[k++] = "--root";
-        args[k++] = obi_runtime_state_root(runtime);
+    int exit_code = 0;
+    if (obi_lifecycle_exec(deployment, &opts, argv + i, tty, &exit_code, &err) < 0) {
+        int status = cli_fail(err);
+        return exit_code ? exit_code : status; /* 127: the command could not be executed */
     }
-    args[k++] = "exec";
-    if (tty)
-        args[k++] = "--tty";
-    args[k++] = paths.container;
-    for (int j = i; j < argc; j++)
-        args[k++] = argv[j];
-    args[k] = NULL;
-    fflush(NULL);
-    execv(args[0], (char *const *)args);
-    int status = cli_failf("exec %s: %s", args[0], strerror(errno));
-    free(args);
-    obi_replica_paths_clear(&paths);
-    obi_runtime_free(runtime);
-    return status;
+    return exit_code;
 }
 
 #define LIFECYCLE_USAGE                                                                            \

@@ -34,6 +34,7 @@
 #include "ocibuild/lifecycle.h"
 #include "ocibuild/number.h"
 #include "ocibuild/process.h"
+#include "ocibuild/replica_exec.h"
 #include "ocibuild/runtime.h"
 #include "ocibuild/service_bundle.h"
 #include "ocibuild/service_network.h"
@@ -1501,6 +1502,98 @@ int obi_lifecycle_stop(const obi_deployment *deployment, const obi_lifecycle_opt
     /* a supervisor again, for what still runs (and, on restart, to start these) */
     if (r == 0)
         r = obi_supervisor_spawn(&lc, restart ? plan : NULL, restart ? count : 0, err);
+    lifecycle_close(&lc);
+    return r;
+}
+
+/* ---- exec ---- */
+
+/* The runtime's exec of argv in the container, waited for (the terminal's signals reach it
+ * directly: ignored here meanwhile). */
+static int runtime_exec(lifecycle *lc, const char *container, char *const argv[], bool tty,
+                        int *exit_code, obi_error **err)
+{
+    size_t n = 0;
+    while (argv[n])
+        n++;
+    cleanup_free const char **args = calloc(n + 7, sizeof *args);
+    if (!args)
+        return obi_error_oom(err);
+    size_t k = 0;
+    args[k++] = obi_runtime_path(lc->runtime);
+    if (obi_runtime_state_root(lc->runtime)) {
+        args[k++] = "--root";
+        args[k++] = obi_runtime_state_root(lc->runtime);
+    }
+    args[k++] = "exec";
+    if (tty)
+        args[k++] = "--tty";
+    args[k++] = container;
+    for (size_t i = 0; i < n; i++)
+        args[k++] = argv[i];
+    obi_spawn_options spawn = OBI_SPAWN_OPTIONS_INIT;
+    spawn.stdin_fd = STDIN_FILENO;
+    pid_t child;
+    struct sigaction ignore = {.sa_handler = SIG_IGN}, old_int, old_quit;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(SIGINT, &ignore, &old_int);
+    sigaction(SIGQUIT, &ignore, &old_quit);
+    int status = 0;
+    int r = obi_spawn((char *const *)args, &spawn, &child, err);
+    if (r == 0)
+        r = obi_wait(child, &status, err);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGQUIT, &old_quit, NULL);
+    if (r == 0)
+        *exit_code = obi_wait_exit_code(status);
+    return r;
+}
+
+int obi_lc_replica_exec(lifecycle *lc, const obi_replica_paths *paths, int pid, char *const argv[],
+                        bool tty, int *exit_code, obi_error **err)
+{
+    cleanup_free char *config_path = obi_path_join(paths->bundle, "config.json");
+    if (!config_path)
+        return obi_error_oom(err);
+    json_error_t jerr;
+    cleanup_json json_t *config = json_load_file(config_path, 0, &jerr);
+    if (!config)
+        return obi_error_set(err, -EINVAL, "%s: %s", config_path, jerr.text);
+    if (!obi_replica_exec_needs_own(config))
+        return runtime_exec(lc, paths->container, argv, tty, exit_code, err);
+    int r = obi_replica_exec(config, pid, argv, exit_code, err);
+    return r < 0 ? obi_error_prefix(err, r, "exec in %s", paths->id) : 0;
+}
+
+int obi_lifecycle_exec(const obi_deployment *deployment, const obi_lifecycle_options *opts,
+                       char *const argv[], bool tty, int *exit_code, obi_error **err)
+{
+    const obi_service *svc = opts->service ? obi_deployment_find(deployment, opts->service) : NULL;
+    if (!svc)
+        return obi_error_set(err, -ENOENT, "no service \"%s\"", opts->service ? opts->service : "");
+    unsigned replica = opts->replica ? opts->replica : 1;
+    if (replica > svc->replicas)
+        return obi_error_set(err, -ENOENT, "service %s has %u replica%s, not %u", svc->name,
+                             svc->replicas, svc->replicas == 1 ? "" : "s", replica);
+    lifecycle lc;
+    obi_replica_paths paths = {0};
+    int r = lifecycle_open(&lc, deployment, opts, false, false, err);
+    if (r == 0)
+        r = obi_replica_paths_init(&paths, lc.data_dir, deployment->name, svc->name, replica, err);
+    obi_replica_state state = OBI_REPLICA_ABSENT;
+    int pid = 0;
+    cleanup_free char *bundle = NULL;
+    if (r == 0)
+        r = query_state(&lc, paths.container, &state, &pid, &bundle, err);
+    if (r == 0 && (state != OBI_REPLICA_RUNNING || pid <= 0))
+        r = obi_error_set(err, -ESRCH, "%s is %s, not running", paths.id,
+                          obi_replica_state_name(state));
+    else if (r == 0 && is_foreign(bundle, &paths))
+        r = obi_error_set(err, -EPERM, "container %s is not this deployment's (bundle %s)",
+                          paths.container, bundle);
+    if (r == 0)
+        r = obi_lc_replica_exec(&lc, &paths, pid, argv, tty, exit_code, err);
+    obi_replica_paths_clear(&paths);
     lifecycle_close(&lc);
     return r;
 }

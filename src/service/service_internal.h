@@ -28,6 +28,10 @@ int obi_lc_replica_state(lifecycle *lc, const obi_replica_paths *paths, obi_repl
  * *exit_code is the command's when it ran (0 returned). */
 int obi_lc_init_run(lifecycle *lc, const obi_service *svc, const char *command, uint64_t timeout_ms,
                     int *exit_code, obi_error **err);
+/* argv in the running replica whose init is pid: the runtime's exec, or ocibuild's own where
+ * the runtime cannot enter (replica_exec.h); *exit_code the command's. */
+int obi_lc_replica_exec(lifecycle *lc, const obi_replica_paths *paths, int pid, char *const argv[],
+                        bool tty, int *exit_code, obi_error **err);
 void obi_lc_report(lifecycle *lc, const char *message);
 void obi_lc_set_report(lifecycle *lc, obi_lifecycle_report_fn fn, void *ctx);
 const char *obi_lc_data_dir(const lifecycle *lc);

@@ -438,7 +438,7 @@ static bool split_http_url(const char *url, char **host, unsigned *port, char **
  * kind: a health kind; for init steps the same kinds (tcp, http). */
 static pid_t spawn_check(supervisor *sv, int pid, obi_health_kind kind, const char *host,
                          unsigned port, const char *url, unsigned expect_status,
-                         const char *command, const char *container)
+                         const char *command, const obi_replica_paths *paths)
 {
     cleanup_free char *url_host = NULL, *url_path = NULL;
     unsigned url_port = 0;
@@ -451,7 +451,6 @@ static pid_t spawn_check(supervisor *sv, int pid, obi_health_kind kind, const ch
         if ((netns = open(ns_path, O_RDONLY | O_CLOEXEC)) < 0)
             return -1;
     }
-    obi_runtime *runtime = obi_lc_runtime(sv->lc);
     fflush(NULL);
     pid_t child = fork();
     if (child != 0)
@@ -467,30 +466,23 @@ static pid_t spawn_check(supervisor *sv, int pid, obi_health_kind kind, const ch
     case OBI_HEALTH_HTTP:
         check_child_connect(url_host, url_port, url_path, expect_status);
     case OBI_HEALTH_COMMAND: {
-        const char *root = obi_runtime_state_root(runtime);
-        const char *argv[10];
-        size_t i = 0;
-        argv[i++] = obi_runtime_path(runtime);
-        if (root) {
-            argv[i++] = "--root";
-            argv[i++] = root;
-        }
-        argv[i++] = "exec";
-        argv[i++] = container;
-        argv[i++] = "/bin/sh";
-        argv[i++] = "-c";
-        argv[i++] = command;
-        argv[i] = NULL;
+        if (!paths)
+            _exit(2);
         int null_fd = open("/dev/null", O_RDWR);
         if (null_fd >= 0)
             dup2(null_fd, 0);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
+        char *argv[] = {"/bin/sh", "-c", (char *)command, NULL};
+        int code = 0;
+        obi_error *err = NULL;
+        if (obi_lc_replica_exec(sv->lc, paths, pid, argv, false, &code, &err) < 0) {
+            fprintf(stderr, "%s: health check: %s\n", paths->id, err->message);
+            _exit(127);
+        }
+        _exit(code);
     }
     case OBI_HEALTH_NONE:
         break;
     }
-    (void)sv;
     _exit(0);
 }
 
@@ -536,7 +528,7 @@ static void health_step(supervisor *sv, replica *rep, int64_t now)
     }
     if (rep->check.pid == 0 && now >= rep->next_check_ms) {
         pid_t child = spawn_check(sv, rep->pid, h->kind, NULL, h->port, h->url, h->expect_status,
-                                  h->command, rep->paths.container);
+                                  h->command, &rep->paths);
         if (child > 0) {
             rep->check = (check){child, now + (int64_t)h->timeout_ms};
         } else {
@@ -863,8 +855,7 @@ static void service_step(supervisor *sv, service *s, int64_t now)
         if (timed_out) {
             char why[256];
             if (failed && failed->note[0])
-                snprintf(why, sizeof why, "dependency %s failed: %s", late->service,
-                         failed->note);
+                snprintf(why, sizeof why, "dependency %s failed: %s", late->service, failed->note);
             else if (failed)
                 snprintf(why, sizeof why, "dependency %s failed", late->service);
             else

@@ -60,8 +60,7 @@ services:
     command:
       entrypoint: [/bin/sh, -c]
       args: ["mkdir -p /www && echo db-page > /www/index.html && sleep 2 && echo httpd up && exec httpd -f -p 127.0.0.1:$DBPORT -h /www"]
-    # the host's network: runc 1.1.5 cannot exec into a replica of a user namespace that joined
-    # the deployment network's namespace by path (docs/service.md "The supervisor")
+    # the host's network here (command checks on a network replica: test_service_exec.sh)
     host_network: true
     storage: [ { type: named, name: dbdata, target: /var/db } ]
     health:
