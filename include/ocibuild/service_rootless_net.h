@@ -15,8 +15,10 @@
  *   api.sock        slirp4netns's API socket
  * A child waits for its record to be written before it execs, and exits when its parent died
  * first, so a killed `up` leaves nothing unrecorded; the next `up` or `down` kills what is
- * recorded and stale. Needs unshare (util-linux >= 2.38), ip, slirp4netns and /dev/net/tun
- * that the user may open.
+ * recorded and stale. Both carry OBI_ROOTLESS_NET_MARKER=DIR in their environment: when DIR is
+ * gone (the data dir was deleted under them), any later `service` command of the user finds them
+ * by it and kills them (obi_rootless_net_sweep). Needs unshare (util-linux >= 2.38), ip,
+ * slirp4netns and /dev/net/tun that the user may open.
  */
 #ifndef OCIBUILD_SERVICE_ROOTLESS_NET_H
 #define OCIBUILD_SERVICE_ROOTLESS_NET_H
@@ -41,6 +43,14 @@ int obi_rootless_net_attach(obi_rootless_net *net, const obi_service *svc, unsig
 /* Publishes d's public TCP endpoints on 127.0.0.1:port through slirp4netns; a port that cannot
  * be forwarded is an error naming the endpoint. */
 int obi_rootless_net_publish(obi_rootless_net *net, const obi_deployment *d, obi_error **err);
+
+/* The environment variable that marks a holder or slirp4netns with its state dir. */
+#define OBI_ROOTLESS_NET_MARKER "OCIBUILD_ROOTLESS_NET"
+
+/* Kills every process of this user whose marker names a state dir that no longer exists (a
+ * deleted data dir's holders and slirp4netns); *killed counts them. Processes that may not be
+ * read (another user's) are not looked at. */
+int obi_rootless_net_sweep(unsigned *killed, obi_error **err);
 
 /* Kills the recorded slirp4netns and holder of deployment in data_dir and removes the state
  * dir; nothing recorded is not an error. */

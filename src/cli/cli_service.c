@@ -27,6 +27,8 @@
 #include "ocibuild/lifecycle.h"
 #include "ocibuild/number.h"
 #include "ocibuild/runtime.h"
+#include "ocibuild/service_rootless.h"
+#include "ocibuild/service_rootless_net.h"
 #include "ocibuild/secrets.h"
 #include "ocibuild/service_bundle.h"
 #include "ocibuild/supervisor.h"
@@ -809,6 +811,24 @@ static const struct service_command {
      LIFECYCLE_USAGE " [-v|--volumes]"},
 };
 
+/* A rootless user's holders and slirp4netns whose data dir was deleted under them go with any
+ * service command (service_rootless_net.h); the rootful networks have their own sweep in up. */
+static void sweep_rootless_networks(void)
+{
+    if (!obi_service_rootless())
+        return;
+    unsigned killed = 0;
+    obi_error *err = NULL;
+    if (obi_rootless_net_sweep(&killed, &err) < 0)
+        fprintf(stderr, "ocibuild: warning: sweep of rootless networks: %s\n", err->message);
+    else if (killed)
+        fprintf(stderr,
+                "ocibuild: stopped %u network process%s (holder, slirp4netns) of a rootless "
+                "deployment whose data dir is gone\n",
+                killed, killed == 1 ? "" : "es");
+    obi_error_free(err);
+}
+
 int cli_service(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
@@ -822,6 +842,7 @@ int cli_service(int argc, char **argv)
     for (size_t i = 0; i < OBI_ARRAY_SIZE(SERVICE_COMMANDS); i++) {
         if (strcmp(argv[1], SERVICE_COMMANDS[i].name))
             continue;
+        sweep_rootless_networks();
         if (cli_help_requested(argc - 1, argv + 1)) {
             printf("usage: ocibuild service %s %s\n  %s\n", SERVICE_COMMANDS[i].name,
                    SERVICE_COMMANDS[i].usage, SERVICE_COMMANDS[i].summary);

@@ -4,6 +4,7 @@
  * to it for outbound access and published ports, both recorded before they run and killed by
  * `down` (or by the next `up` when they are stale).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -142,6 +143,9 @@ static int spawn_recorded(const char *dir, const char *name, char *const argv[],
             _exit(127);
         /* it outlives this process: no lock or socket of ours may go with it */
         close_range(ready_fd >= 0 ? 4 : 3, ~0U, 0);
+        /* what the sweep finds it by once dir (and the record in it) is gone */
+        if (setenv(OBI_ROOTLESS_NET_MARKER, dir, 1) < 0)
+            _exit(127);
         execvp(argv[0], argv);
         _exit(127);
     }
@@ -299,6 +303,54 @@ int obi_rootless_net_down(const char *data_dir, const char *deployment, obi_erro
     kill_recorded(dir, "slirp");
     kill_recorded(dir, "holder");
     return obi_rm_rf(dir, err);
+}
+
+/* ---- the sweep of networks whose state dir is gone ------------------------------------- */
+
+/* The value of OBI_ROOTLESS_NET_MARKER in pid's environment (malloc'd), or NULL. */
+static char *process_marker(const char *pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%s/environ", pid);
+    cleanup_free char *env = NULL;
+    size_t len = 0;
+    cleanup_error obi_error *ignored = NULL;
+    if (obi_read_file(path, 1 << 20, &env, &len, &ignored) < 0)
+        return NULL;
+    const size_t name_len = strlen(OBI_ROOTLESS_NET_MARKER);
+    for (size_t at = 0; at < len; at += strlen(env + at) + 1)
+        if (!strncmp(env + at, OBI_ROOTLESS_NET_MARKER, name_len) && env[at + name_len] == '=')
+            return strdup(env + at + name_len + 1);
+    return NULL;
+}
+
+int obi_rootless_net_sweep(unsigned *killed, obi_error **err)
+{
+    *killed = 0;
+    cleanup_dir DIR *proc = opendir("/proc");
+    if (!proc)
+        return obi_error_set_errno(err, errno, "open /proc");
+    uid_t uid = getuid();
+    struct dirent *entry;
+    while ((entry = readdir(proc))) {
+        char *end = NULL;
+        long pid = strtol(entry->d_name, &end, 10);
+        struct stat st;
+        if (*end || pid <= 1 || pid == getpid() ||
+            fstatat(dirfd(proc), entry->d_name, &st, 0) < 0 || st.st_uid != uid)
+            continue; /* not a process, or not this user's */
+        cleanup_free char *dir = process_marker(entry->d_name);
+        /* an absolute state dir that is gone, not one we cannot see (EACCES) */
+        if (!dir || dir[0] != '/' || lstat(dir, &st) == 0 || errno != ENOENT)
+            continue;
+        unsigned long long started = start_time((pid_t)pid);
+        /* the same process still (its start time), marked as before */
+        cleanup_free char *again = process_marker(entry->d_name);
+        if (started && again && !strcmp(again, dir) && start_time((pid_t)pid) == started &&
+            kill((pid_t)pid, SIGKILL) == 0)
+            (*killed)++;
+    }
+    return 0;
 }
 
 /* ---- replicas and published ports ------------------------------------------------------ */

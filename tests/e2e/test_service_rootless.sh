@@ -8,7 +8,8 @@
 # shared namespace of the deployment's holder: one finds another by name, reaches the outside
 # through slirp4netns (tap0), and a public endpoint answers on the host's 127.0.0.1; down removes
 # everything, the range's files included, and leaves no holder or slirp4netns of the user; a
-# killed up leaves nothing the next down does not remove.
+# killed up leaves nothing the next down does not remove; a holder and slirp4netns whose data dir
+# was deleted are stopped by the user's next service command.
 source "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { t_skip "rootless services" "must start as root to create the test user"; t_done; exit; }
@@ -130,4 +131,33 @@ for _ in $(seq 100); do [ -e "$W/data/run/rootless-net/$P/slirp" ] && break; sle
 kill -9 $upid 2>/dev/null; wait $upid 2>/dev/null
 out=$(as_user "$W/ocibuild" service down "$W/d.yaml" --grace 0 2>&1) || t_fail "down after a killed up" "$out"
 no_network_left "down after a killed up leaves no holder, no slirp4netns and no network state"
+
+# the data dir deleted under a running network: the user's next service command stops its holder
+# and slirp4netns, found by the marker in their environment (nothing else records them any more)
+cat >"$W/small.yaml" <<YAML
+version: v1
+deployment: $P-gone
+services:
+  $P-one:
+    image: { name: "oci:$L:1" }
+    command: { entrypoint: [/bin/sleep, "600"] }
+YAML
+chown "$USER_NAME" "$W/small.yaml"
+out=$(as_user "$W/ocibuild" service up "$W/small.yaml" 2>&1) || t_fail "up of a small deployment" "$out"
+rec=$W/data/run/rootless-net/$P-gone
+holder=$(cut -d' ' -f1 "$rec/holder" 2>/dev/null) slirp=$(cut -d' ' -f1 "$rec/slirp" 2>/dev/null)
+rm -rf "$W/data"
+# the supervisor leaves once its state dir is gone; the container is the runtime's, removed here
+for _ in $(seq 50); do pgrep -u "$uid" -f obi-supervisor >/dev/null || break; sleep 0.1; done
+for id in $(as_user runc --root "$W/xdg/ocibuild/runc" list -q 2>/dev/null); do
+  as_user runc --root "$W/xdg/ocibuild/runc" delete --force "$id" >/dev/null 2>&1
+done
+[ -n "$holder" ] && kill -0 "$holder" 2>/dev/null && kill -0 "$slirp" 2>/dev/null &&
+  t_ok "a deleted data dir leaves its holder and slirp4netns running" ||
+  t_fail "a deleted data dir leaves its holder and slirp4netns running" "holder '$holder' slirp '$slirp'"
+out=$(as_user "$W/ocibuild" service ls 2>&1)
+t_contains "the next service command says it stopped them" "$out" "stopped 2 network processes"
+gone() { for _ in $(seq 50); do ! kill -0 "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+gone "$holder" && gone "$slirp" && t_ok "the holder and slirp4netns of the deleted data dir are gone" ||
+  t_fail "the holder and slirp4netns of the deleted data dir are gone" "$(ps -o pid=,args= -u "$uid")"
 t_done
