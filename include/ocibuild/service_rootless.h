@@ -9,9 +9,9 @@
  *   - the rootfs is a private copy of the image in the bundle (an overlay mount needs root on
  *     the host), made once per replica and kept across restarts like an overlay's upper layer;
  *   - files a replica made with ids of the range are removed inside such a namespace;
- *   - replicas are not on a bridge (bridges and veths need root on the host): they share the
- *     network namespace of the deployment's holder process (service_rootless_net.h), or use
- *     the host's with host_network.
+ *   - the deployment's bridge is inside the user and network namespaces of a holder process
+ *     (bridges and veths need root on the host, not there), each replica in a network
+ *     namespace of its own on it (service_rootless_net.h), or in the host's with host_network.
  */
 #ifndef OCIBUILD_SERVICE_ROOTLESS_H
 #define OCIBUILD_SERVICE_ROOTLESS_H

@@ -664,6 +664,8 @@ static int replica_teardown(lifecycle *lc, const obi_replica_paths *paths, bool 
     STEP(obi_service_bundle_remove(paths->bundle, &step_err));
     if (lc->net)
         STEP(obi_service_network_detach(lc->net, paths->id, &step_err));
+    if (obi_service_rootless())
+        STEP(obi_rootless_net_detach(lc->data_dir, lc->deployment->name, paths->id, &step_err));
     STEP(remove_anonymous_volumes(lc->data_dir, lc->deployment->name, paths->id, &step_err));
     if (first == 0)
         STEP(obi_rm_rf(paths->dir, &step_err));

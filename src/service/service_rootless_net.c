@@ -1,8 +1,10 @@
 /*
  * The network of a rootless deployment (include/ocibuild/service_rootless_net.h): a holder
- * process owning a user and a network namespace that every replica joins, slirp4netns attached
- * to it for outbound access and published ports, both recorded before they run and killed by
- * `down` (or by the next `up` when they are stale).
+ * process owning a user namespace that every replica joins and a network namespace with a
+ * bridge, slirp4netns attached to it (its tap0 in the bridge) for outbound access and published
+ * ports, and per replica a sleeper owning the replica's network namespace, joined to the bridge
+ * by a veth pair; all recorded before they run and killed by `down` (or by the next `up` when
+ * they are stale, or by the sweep when their state dir is gone).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -25,6 +27,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/json_util.h"
+#include "ocibuild/process.h"
 #include "ocibuild/service_hosts.h"
 #include "ocibuild/service_rootless_net.h"
 #include "ocibuild/service_spec.h"
@@ -33,10 +36,25 @@
 #define RECORD_MAX 64
 #define SLIRP_GATEWAY "10.0.2.2" /* slirp4netns's default gateway: the host */
 
+/* slirp4netns's network, which the bridge extends to every replica: gateway .2, DNS .3, the
+ * holder's bridge .100, replicas from .101 */
+#define NET_PREFIX "10.0.2."
+#define HOLDER_HOST 100
+#define FIRST_REPLICA_HOST 101
+#define LAST_REPLICA_HOST 254
+#define MTU "65520" /* slirp4netns's --mtu (start_slirp), on every link of the bridge */
+
+typedef struct address {
+    char *id;      /* <service>-rep-<n> */
+    unsigned host; /* NET_PREFIX + host */
+} address;
+
 struct obi_rootless_net {
     char *dir; /* DATA/run/rootless-net/DEPLOYMENT */
     const obi_deployment *deployment;
     pid_t holder;
+    address *addresses;
+    size_t address_count;
 };
 
 /* ---- processes told apart by their start time ----------------------------------------- */
@@ -223,6 +241,43 @@ static int start_holder(obi_rootless_net *net, obi_error **err)
     return 0;
 }
 
+/* Runs argv (nsenter ...) to completion; a failure is an error with its output. */
+static int run_step(char *const argv[], const char *what, obi_error **err)
+{
+    cleanup_free char *output = NULL;
+    int code = 0;
+    int r = obi_run_capture(argv, true, 4096, &output, &code, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "rootless network: %s", what);
+    if (code != 0)
+        return obi_error_set(err, -EIO, "rootless network: %s: exit %d: %s", what, code,
+                             output && *output ? output : "(no output)");
+    return 0;
+}
+
+/* In the holder's namespaces: the bridge br0 (made once; also into a holder of an older
+ * ocibuild) with the holder's address and slirp4netns's tap0 in it, the default route through
+ * slirp4netns's gateway. Again after every slirp4netns start (a new tap0). */
+static int configure_holder(obi_rootless_net *net, obi_error **err)
+{
+    char target[32];
+    snprintf(target, sizeof target, "%d", (int)net->holder);
+    char *argv[] = {"nsenter",
+                    "--target",
+                    target,
+                    "--user",
+                    "--net",
+                    "--preserve-credentials",
+                    "sh",
+                    "-c",
+                    "{ ip link show br0 >/dev/null 2>&1 || ip link add br0 mtu " MTU
+                    " type bridge; } && ip addr replace " NET_PREFIX "100/24 dev br0 && "
+                    "ip link set br0 up && ip link set tap0 master br0 && ip link set tap0 up && "
+                    "ip route replace default via " NET_PREFIX "2",
+                    NULL};
+    return run_step(argv, "the bridge in the holder's namespace", err);
+}
+
 static int start_slirp(obi_rootless_net *net, obi_error **err)
 {
     int ready[2];
@@ -239,16 +294,9 @@ static int start_slirp(obi_rootless_net *net, obi_error **err)
         return obi_error_oom(err);
     }
     unlink(api);
-    char *argv[] = {"slirp4netns",
-                    "--configure",
-                    "--mtu=65520",
-                    "--disable-host-loopback",
-                    api_arg,
-                    "--ready-fd=3",
-                    "--netns-type=path",
-                    userns,
-                    netns,
-                    "tap0",
+    char *argv[] = {"slirp4netns", "--mtu=65520",  "--disable-host-loopback",
+                    api_arg,       "--ready-fd=3", "--netns-type=path",
+                    userns,        netns,          "tap0",
                     NULL};
     pid_t pid = 0;
     int r = spawn_recorded(net->dir, "slirp", argv, ready[1], &pid, err);
@@ -257,7 +305,88 @@ static int start_slirp(obi_rootless_net *net, obi_error **err)
         kill_recorded(net->dir, "slirp");
         return obi_error_prefix(err, r, "rootless network");
     }
+    return configure_holder(net, err);
+}
+
+/* ---- addresses: one per replica, sticky across `up`s (DIR/addresses: "ID HOST" lines) --- */
+
+static const address *address_find(const obi_rootless_net *net, const char *id)
+{
+    for (size_t i = 0; i < net->address_count; i++)
+        if (!strcmp(net->addresses[i].id, id))
+            return &net->addresses[i];
+    return NULL;
+}
+
+static bool host_taken(const obi_rootless_net *net, unsigned host)
+{
+    for (size_t i = 0; i < net->address_count; i++)
+        if (net->addresses[i].host == host)
+            return true;
+    return false;
+}
+
+static int address_add(obi_rootless_net *net, const char *id, unsigned host, obi_error **err)
+{
+    address *grown = realloc(net->addresses, (net->address_count + 1) * sizeof *grown);
+    if (!grown)
+        return obi_error_oom(err);
+    net->addresses = grown;
+    if (!(grown[net->address_count].id = strdup(id)))
+        return obi_error_oom(err);
+    grown[net->address_count++].host = host;
     return 0;
+}
+
+/* Reads the recorded addresses, gives every replica of d that uses the network one (the lowest
+ * free), and records them again: all are known before the first replica's hosts file. */
+static int addresses_plan(obi_rootless_net *net, const obi_deployment *d, obi_error **err)
+{
+    cleanup_free char *path = record_path(net->dir, "addresses");
+    cleanup_free char *text = NULL;
+    cleanup_error obi_error *read_err = NULL;
+    if (!path)
+        return obi_error_oom(err);
+    int r = 0;
+    if (obi_read_file(path, 1 << 20, &text, NULL, &read_err) == 0) {
+        char *save = NULL;
+        for (char *line = strtok_r(text, "\n", &save); line && r == 0;
+             line = strtok_r(NULL, "\n", &save)) {
+            char *space = strchr(line, ' ');
+            unsigned long host = space ? strtoul(space + 1, NULL, 10) : 0;
+            if (!space || host < FIRST_REPLICA_HOST || host > LAST_REPLICA_HOST)
+                continue;
+            *space = 0;
+            if (!address_find(net, line))
+                r = address_add(net, line, (unsigned)host, err);
+        }
+    }
+    for (size_t s = 0; r == 0 && s < d->service_count; s++) {
+        const obi_service *svc = &d->services[s];
+        for (unsigned n = 1; r == 0 && obi_service_uses_network(svc) && n <= svc->replicas; n++) {
+            cleanup_free char *id = obi_service_container_id(svc->name, n);
+            if (!id)
+                return obi_error_oom(err);
+            if (address_find(net, id))
+                continue;
+            unsigned host = FIRST_REPLICA_HOST;
+            while (host <= LAST_REPLICA_HOST && host_taken(net, host))
+                host++;
+            if (host > LAST_REPLICA_HOST)
+                return obi_error_set(err, -ENOSPC,
+                                     "services.%s: a rootless deployment's network has room for "
+                                     "%d replicas",
+                                     svc->name, LAST_REPLICA_HOST - FIRST_REPLICA_HOST + 1);
+            r = address_add(net, id, host, err);
+        }
+    }
+    cleanup_buf obi_buf out = OBI_BUF_INIT;
+    for (size_t i = 0; r == 0 && i < net->address_count; i++)
+        if (obi_buf_appendf(&out, "%s %u\n", net->addresses[i].id, net->addresses[i].host) < 0)
+            r = obi_error_oom(err);
+    if (r == 0)
+        r = obi_write_file_atomic(path, out.len ? (const char *)out.data : "", out.len, 0600, err);
+    return r;
 }
 
 int obi_rootless_net_up(const char *data_dir, const obi_deployment *d, obi_rootless_net **out,
@@ -278,6 +407,8 @@ int obi_rootless_net_up(const char *data_dir, const obi_deployment *d, obi_rootl
     }
     if (r == 0)
         r = start_slirp(net, err);
+    if (r == 0)
+        r = addresses_plan(net, d, err);
     if (r < 0) {
         obi_rootless_net_close(net);
         return r;
@@ -290,6 +421,9 @@ void obi_rootless_net_close(obi_rootless_net *net)
 {
     if (!net)
         return;
+    for (size_t i = 0; i < net->address_count; i++)
+        free(net->addresses[i].id);
+    free(net->addresses);
     free(net->dir);
     free(net);
 }
@@ -301,6 +435,12 @@ int obi_rootless_net_down(const char *data_dir, const char *deployment, obi_erro
     if (r < 0)
         return r;
     kill_recorded(dir, "slirp");
+    /* the replicas' namespaces, also of replicas the document no longer names */
+    cleanup_dir DIR *records = opendir(dir);
+    struct dirent *entry;
+    while (records && (entry = readdir(records)))
+        if (!strncmp(entry->d_name, "net-", 4))
+            kill_recorded(dir, entry->d_name);
     kill_recorded(dir, "holder");
     return obi_rm_rf(dir, err);
 }
@@ -355,28 +495,108 @@ int obi_rootless_net_sweep(unsigned *killed, obi_error **err)
 
 /* ---- replicas and published ports ------------------------------------------------------ */
 
-/* The replica's /etc/hosts: every service on 127.0.0.1 (one namespace for all); host-gateway
- * is slirp4netns's gateway, 10.0.2.2, which forwards to the host. */
-static int hosts_text(const obi_deployment *d, const obi_service *self, const char *id, char **out,
-                      obi_error **err)
+/* The replica's /etc/hosts: a line per replica with its address on the bridge (as rootful);
+ * host-gateway is slirp4netns's gateway, 10.0.2.2, which forwards to the host. */
+static int hosts_text(const obi_rootless_net *net, const obi_deployment *d, const obi_service *self,
+                      const char *id, char **out, obi_error **err)
 {
     cleanup_buf obi_buf text = OBI_BUF_INIT;
-    int r = obi_hosts_begin(&text, id, d->name, "one shared namespace", err);
+    int r = obi_hosts_begin(&text, id, d->name, NULL, err);
     if (r < 0)
         return r;
     for (size_t s = 0; s < d->service_count; s++) {
         const obi_service *svc = &d->services[s];
         if (!obi_service_uses_network(svc))
             continue;
-        if (obi_buf_appendf(&text, "127.0.0.1\t%s", svc->name) < 0)
-            return obi_error_oom(err);
-        for (unsigned i = 1; i <= svc->replicas; i++)
-            if (obi_buf_appendf(&text, " %s-%u %s-rep-%u", svc->name, i, svc->name, i) < 0)
+        for (unsigned i = 1; i <= svc->replicas; i++) {
+            cleanup_free char *rid = obi_service_container_id(svc->name, i);
+            const address *a = rid ? address_find(net, rid) : NULL;
+            if (a && obi_buf_appendf(&text, NET_PREFIX "%u\t%s-%u %s %s\n", a->host, svc->name, i,
+                                     rid, svc->name) < 0)
                 return obi_error_oom(err);
-        if (obi_buf_appendf(&text, "\n") < 0)
-            return obi_error_oom(err);
+        }
     }
     return obi_hosts_finish(&text, self, SLIRP_GATEWAY, out, err);
+}
+
+static char *replica_record(const char *id)
+{
+    char *name = NULL;
+    return asprintf(&name, "net-%s", id) < 0 ? NULL : name;
+}
+
+/* The replica's network namespace, made anew: a sleeper in the holder's user namespace (so the
+ * replica, which joins that user namespace, may join it), a veth pair from the holder's bridge
+ * to its eth0, the replica's address and the default route through slirp4netns. */
+static int start_replica_netns(obi_rootless_net *net, const char *id, unsigned host, pid_t *sleeper,
+                               obi_error **err)
+{
+    cleanup_free char *record = replica_record(id);
+    if (!record)
+        return obi_error_oom(err);
+    kill_recorded(net->dir, record);
+    char holder[32];
+    snprintf(holder, sizeof holder, "%d", (int)net->holder);
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        return obi_error_set_errno(err, errno, "pipe");
+    cleanup_close int ready_read = ready[0];
+    char *argv[] = {"nsenter",
+                    "--target",
+                    holder,
+                    "--user",
+                    "--preserve-credentials",
+                    "unshare",
+                    "--net",
+                    "sh",
+                    "-c",
+                    "ip link set lo up && echo ready && exec sleep infinity",
+                    NULL};
+    int r = spawn_recorded(net->dir, record, argv, ready[1], sleeper, err);
+    close(ready[1]);
+    if (r == 0)
+        r = wait_ready(ready_read, *sleeper, "the replica's network namespace (unshare)", err);
+    char pid[32], veth[32], script[512];
+    snprintf(pid, sizeof pid, "%d", (int)*sleeper);
+    snprintf(veth, sizeof veth, "v%u", host);
+    /* a veth of an earlier namespace of this replica may not be gone yet */
+    snprintf(script, sizeof script,
+             "ip link del %s >/dev/null 2>&1; ip link add %s mtu " MTU
+             " type veth peer name eth0 mtu " MTU " netns %s && ip link set %s master br0 up",
+             veth, veth, pid, veth);
+    char *veth_argv[] = {"nsenter", "--target", holder, "--user", "--net", "--preserve-credentials",
+                         "sh",      "-c",       script, NULL};
+    if (r == 0)
+        r = run_step(veth_argv, "the replica's veth", err);
+    char inside[256];
+    snprintf(inside, sizeof inside,
+             "ip addr add " NET_PREFIX "%u/24 dev eth0 && ip link set eth0 up && "
+             "ip route add default via " NET_PREFIX "2",
+             host);
+    char *inside_argv[] = {
+        "nsenter", "--target", pid,    "--user", "--net", "--preserve-credentials",
+        "sh",      "-c",       inside, NULL};
+    if (r == 0)
+        r = run_step(inside_argv, "the replica's address", err);
+    if (r < 0) {
+        kill_recorded(net->dir, record);
+        return obi_error_prefix(err, r, "%s", id);
+    }
+    return 0;
+}
+
+int obi_rootless_net_detach(const char *data_dir, const char *deployment, const char *id,
+                            obi_error **err)
+{
+    cleanup_free char *dir = NULL;
+    int r = state_dir(data_dir, deployment, &dir, err);
+    if (r < 0)
+        return r;
+    cleanup_free char *record = replica_record(id);
+    if (!record)
+        return obi_error_oom(err);
+    kill_recorded(dir, record); /* its namespace goes with it, and the veth pair with that */
+    return 0;
 }
 
 int obi_rootless_net_attach(obi_rootless_net *net, const obi_service *svc, unsigned replica,
@@ -384,12 +604,21 @@ int obi_rootless_net_attach(obi_rootless_net *net, const obi_service *svc, unsig
 {
     cleanup_free char *id = obi_service_container_id(svc->name, replica);
     obi_replica_network rn = {NULL, NULL, NULL};
+    const address *a = id ? address_find(net, id) : NULL;
+    pid_t sleeper = 0;
     int r = 0;
-    if (!id || asprintf(&rn.netns_path, "/proc/%d/ns/net", (int)net->holder) < 0 ||
-        asprintf(&rn.userns_path, "/proc/%d/ns/user", (int)net->holder) < 0)
+    if (!id)
+        r = obi_error_oom(err);
+    else if (!a)
+        r = obi_error_set(err, -ENOENT, "%s has no address on the network of %s", id,
+                          net->deployment->name);
+    if (r == 0 && a)
+        r = start_replica_netns(net, id, a->host, &sleeper, err);
+    if (r == 0 && (asprintf(&rn.netns_path, "/proc/%d/ns/net", (int)sleeper) < 0 ||
+                   asprintf(&rn.userns_path, "/proc/%d/ns/user", (int)net->holder) < 0))
         r = obi_error_oom(err);
     if (r == 0)
-        r = hosts_text(net->deployment, svc, id, &rn.hosts, err);
+        r = hosts_text(net, net->deployment, svc, id, &rn.hosts, err);
     if (r < 0) {
         obi_replica_network_clear(&rn);
         return r;
@@ -429,15 +658,24 @@ static int api_request(const char *socket_path, json_t *request, obi_error **err
 }
 
 /* One add_hostfwd on slirp4netns's API socket; what names the key in errors. */
-static int add_hostfwd(const char *api, const char *what, bool udp, const char *address,
-                       unsigned port, unsigned guest_port, obi_error **err)
+/* Publishes address:port on the host to guest_port of svc's first replica: slirp4netns forwards
+ * a port to one address, so there is no round robin over replicas here (rootful's proxy has). */
+static int add_hostfwd(const obi_rootless_net *net, const char *api, const char *what,
+                       const obi_service *svc, bool udp, const char *host_addr, unsigned port,
+                       unsigned guest_port, obi_error **err)
 {
+    cleanup_free char *first = obi_service_container_id(svc->name, 1);
+    const address *a = first ? address_find(net, first) : NULL;
+    if (!a)
+        return obi_error_set(err, -ENOENT, "%s: no address for replica 1 of %s", what, svc->name);
+    char guest[32];
+    snprintf(guest, sizeof guest, NET_PREFIX "%u", a->host);
     cleanup_json json_t *request =
-        json_pack("{s:s, s:{s:s, s:s, s:i, s:i}}", "execute", "add_hostfwd", "arguments", "proto",
-                  udp ? "udp" : "tcp", "host_addr", address, "host_port", (int)port, "guest_port",
-                  (int)guest_port);
+        json_pack("{s:s, s:{s:s, s:s, s:i, s:s, s:i}}", "execute", "add_hostfwd", "arguments",
+                  "proto", udp ? "udp" : "tcp", "host_addr", host_addr, "host_port", (int)port,
+                  "guest_addr", guest, "guest_port", (int)guest_port);
     int r = request ? api_request(api, request, err) : obi_error_oom(err);
-    return r < 0 ? obi_error_prefix(err, r, "%s: publish on %s port %u", what, address, port) : 0;
+    return r < 0 ? obi_error_prefix(err, r, "%s: publish on %s port %u", what, host_addr, port) : 0;
 }
 
 int obi_rootless_net_publish(obi_rootless_net *net, const obi_deployment *d, obi_error **err)
@@ -451,12 +689,13 @@ int obi_rootless_net_publish(obi_rootless_net *net, const obi_deployment *d, obi
             continue; /* host_network replicas listen on the host themselves */
         for (size_t e = 0; e < svc->endpoint_count; e++) {
             const obi_endpoint *ep = &svc->endpoints[e];
+            if (!ep->public)
+                continue;
             cleanup_free char *what =
                 obi_strdup_printf("services.%s.endpoints.%s", svc->name, ep->name);
-            int r = !what        ? obi_error_oom(err)
-                    : ep->public ? add_hostfwd(api, what, ep->protocol == OBI_ENDPOINT_UDP,
-                                               "127.0.0.1", ep->port, ep->target_port, err)
-                                 : 0;
+            int r = what ? add_hostfwd(net, api, what, svc, ep->protocol == OBI_ENDPOINT_UDP,
+                                       "127.0.0.1", ep->port, ep->target_port, err)
+                         : obi_error_oom(err);
             if (r < 0)
                 return r;
         }
@@ -473,8 +712,9 @@ int obi_rootless_net_publish(obi_rootless_net *net, const obi_deployment *d, obi
                                      "%s: a normal user's deployment needs a host_port "
                                      "(slirp4netns cannot report a port it picks)",
                                      what);
-            int r = add_hostfwd(api, what, pm->udp, pm->host_ip ? pm->host_ip : "127.0.0.1",
-                                pm->host_port, pm->container_port, err);
+            int r =
+                add_hostfwd(net, api, what, svc, pm->udp, pm->host_ip ? pm->host_ip : "127.0.0.1",
+                            pm->host_port, pm->container_port, err);
             if (r < 0)
                 return r;
         }

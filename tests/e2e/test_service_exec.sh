@@ -3,8 +3,8 @@
 # deployment network's namespace by path (docs/service.md, "exec into a replica"), which runc
 # 1.1.5's own exec refuses ("failed to setns into net namespace"): as root with runc and crun
 # (a replica on the deployment's bridge) and as a normal user with subuids (a replica in the
-# rootless holder's namespace). The command runs as the process spec says (uid 0 inside, the
-# init's capabilities, no_new_privs, its cgroups, its network: eth0 or tap0, its hostname), its
+# rootless holder's user namespace, on its bridge). The command runs as the process spec says
+# (uid 0 inside, the init's capabilities, no_new_privs, its cgroups, its eth0, its hostname), its
 # exit code is exec's, no descriptor of the caller's but 0-2 reaches it, a missing command is
 # 127 with the reason, and a command health check turns healthy once exec made its file.
 source "$(dirname "$0")/lib.sh"
@@ -86,7 +86,7 @@ for rt in runc crun; do
   out=$(timeout 60 "$OCIBUILD" service down "$T_TMP/$rt.yaml" --data-dir "$D" --runtime $rt --grace 0 2>&1) || t_fail "$rt: down" "$out"
 done
 
-# ---- as a normal user with subuids: a replica in the rootless holder's namespace ----
+# ---- as a normal user with subuids: a replica in the rootless holder's user namespace ----
 for tool in newuidmap useradd runuser unshare slirp4netns; do
   command -v $tool >/dev/null || { t_skip "service exec rootless" "$tool missing"; t_done; exit 0; }
 done
@@ -109,6 +109,6 @@ out=$(as_user timeout 60 "$W/ocibuild" service up "$W/d.yaml" 2>&1) || t_fail "r
 INIT=$(cat "$W/data/services/$P-user/s-rep-1/pid") LOG=$W/data/services/$P-user/supervisor.log
 EXEC="as_user timeout 20 $W/ocibuild service exec $W/d.yaml s"
 PS="as_user $W/ocibuild service ps $W/d.yaml"
-check_exec rootless tap0
+check_exec rootless eth0
 out=$(as_user timeout 60 "$W/ocibuild" service down "$W/d.yaml" --grace 0 2>&1) || t_fail "rootless: down" "$out"
 t_done

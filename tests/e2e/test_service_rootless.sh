@@ -5,8 +5,9 @@
 # ids above it come from the user's range (a file chowned to 1000 inside belongs to subuid+999
 # on the host); the rootfs is a private copy (no overlay without root); a host_network service
 # answers on a loopback port and another fetches from it; a replica without host_network has a
-# shared namespace of the deployment's holder: one finds another by name, reaches the outside
-# through slirp4netns (tap0), and a public endpoint answers on the host's 127.0.0.1; down removes
+# network namespace of its own on a bridge in the deployment holder's namespace: two replicas
+# listen on the same port, another finds each by name, the default route goes through
+# slirp4netns, and a public endpoint answers on the host's 127.0.0.1; down removes
 # everything, the range's files included, and leaves no holder or slirp4netns of the user; a
 # killed up leaves nothing the next down does not remove; a holder and slirp4netns whose data dir
 # was deleted are stopped by the user's next service command.
@@ -42,7 +43,7 @@ t_cleanup "as_user '$W/ocibuild' service down '$W/d.yaml' --grace 0"
 L=$W/layout U=$W/unpacked
 if ! { umoci init --layout "$L" && umoci new --image "$L:1" && umoci unpack --rootless --image "$L:1" "$U" &&
        mkdir -p "$U/rootfs/bin" && cp "$(command -v busybox)" "$U/rootfs/bin/busybox" &&
-       for c in sh cat echo sleep httpd wget mkdir chown ls stat grep id; do ln -s busybox "$U/rootfs/bin/$c"; done &&
+       for c in sh cat echo sleep httpd wget mkdir chown ls stat grep id hostname; do ln -s busybox "$U/rootfs/bin/$c"; done &&
        umoci repack --image "$L:1" "$U"; } >"$W/umoci.log" 2>&1; then
   t_fail "umoci builds a busybox image" "$(cat "$W/umoci.log")"; t_done; exit 1
 fi
@@ -62,14 +63,15 @@ services:
     image: { name: "oci:$L:1" }
     command:
       entrypoint: [/bin/sh, -c]
-      args: ["mkdir -p /srv && echo api-served > /srv/index.html && exec httpd -f -p $API_PORT -h /srv"]
+      args: ["mkdir -p /srv && echo api-served-\$(hostname) > /srv/index.html && exec httpd -f -p $API_PORT -h /srv"]
+    scale: { mode: fixed, replicas: 2 }
     endpoints:
       - { name: http, protocol: http, port: $HOST_PORT, target_port: $API_PORT, expose: public }
   $P-web:
     image: { name: "oci:$L:1" }
     command:
       entrypoint: [/bin/sh, -c]
-      args: ["grep -c tap0 /proc/net/dev; for i in \$(seq 30); do wget -q -O - http://$P-api:$API_PORT/ && break; sleep 0.3; done; exec sleep 600"]
+      args: ["echo dev=\$(grep -c eth0 /proc/net/dev) gw=\$(grep -c 0202000A /proc/net/route); for n in 1 2; do for i in \$(seq 30); do wget -q -O - http://$P-api-\$n:$API_PORT/ && break; sleep 0.3; done; done; exec sleep 600"]
   $P-fetch:
     image: { name: "oci:$L:1" }
     host_network: true
@@ -83,15 +85,18 @@ chown -R "$USER_NAME" "$W"
 out=$(as_user "$W/ocibuild" service up "$W/d.yaml" 2>&1); rc=$?
 [ $rc = 0 ] && t_ok "up as a normal user" || t_fail "up as a normal user" "$out"
 ps_out=$(as_user "$W/ocibuild" service ps "$W/d.yaml" 2>&1)
-[ "$(grep -c ' running ' <<<"$ps_out")" = 4 ] && t_ok "ps as the user shows four running replicas" || t_fail "ps as the user shows four running replicas" "$ps_out"
+[ "$(grep -c ' running ' <<<"$ps_out")" = 5 ] && t_ok "ps as the user shows five running replicas" || t_fail "ps as the user shows five running replicas" "$ps_out"
 state=$(as_user runc --root "$W/xdg/ocibuild/runc" list -q 2>&1)
 t_contains "the runtime's state is under \$XDG_RUNTIME_DIR" "$state" "$P-db-rep-1"
 logs() { as_user "$W/ocibuild" service logs "$W/d.yaml" "$1" 2>&1; }
 wait_log() { for _ in $(seq 50); do logs "$1" | grep -q "$2" && return 0; sleep 0.2; done; logs "$1"; return 1; }
 t_check "the replica's root is uid 0 inside and image files are root's" wait_log "$P-db" "| 0 /bin/busybox"
 t_check "a host_network replica fetches from another on 127.0.0.1:$PORT" wait_log "$P-fetch" "| served"
-t_check "a replica without host_network has slirp4netns's tap0" wait_log "$P-web" "| 1\$"
-t_check "web fetches http://$P-api:$API_PORT/ by name" wait_log "$P-web" "| api-served"
+t_check "a replica without host_network has its own eth0 and a default route via slirp4netns" wait_log "$P-web" "| dev=1 gw=1"
+# two replicas listen on the same port, each in its own namespace (they collided in one shared
+# namespace before), and each is found by its name
+t_check "web fetches http://$P-api-1:$API_PORT/ from replica 1" wait_log "$P-web" "| api-served-$P-api-rep-1"
+t_check "web fetches http://$P-api-2:$API_PORT/ from replica 2 (the same port)" wait_log "$P-web" "| api-served-$P-api-rep-2"
 fetch_public() { for _ in $(seq 30); do curl -fsS "http://127.0.0.1:$HOST_PORT/" 2>/dev/null && return 0; sleep 0.2; done; return 1; }
 t_contains "the public endpoint answers on the host's 127.0.0.1:$HOST_PORT" "$(fetch_public)" "api-served"
 uid=$(id -u "$USER_NAME")
@@ -146,18 +151,19 @@ chown "$USER_NAME" "$W/small.yaml"
 out=$(as_user "$W/ocibuild" service up "$W/small.yaml" 2>&1) || t_fail "up of a small deployment" "$out"
 rec=$W/data/run/rootless-net/$P-gone
 holder=$(cut -d' ' -f1 "$rec/holder" 2>/dev/null) slirp=$(cut -d' ' -f1 "$rec/slirp" 2>/dev/null)
+netns=$(cut -d' ' -f1 "$rec/net-$P-one-rep-1" 2>/dev/null)
 rm -rf "$W/data"
 # the supervisor leaves once its state dir is gone; the container is the runtime's, removed here
 for _ in $(seq 50); do pgrep -u "$uid" -f obi-supervisor >/dev/null || break; sleep 0.1; done
 for id in $(as_user runc --root "$W/xdg/ocibuild/runc" list -q 2>/dev/null); do
   as_user runc --root "$W/xdg/ocibuild/runc" delete --force "$id" >/dev/null 2>&1
 done
-[ -n "$holder" ] && kill -0 "$holder" 2>/dev/null && kill -0 "$slirp" 2>/dev/null &&
-  t_ok "a deleted data dir leaves its holder and slirp4netns running" ||
-  t_fail "a deleted data dir leaves its holder and slirp4netns running" "holder '$holder' slirp '$slirp'"
+[ -n "$holder" ] && [ -n "$netns" ] && kill -0 "$holder" 2>/dev/null && kill -0 "$slirp" 2>/dev/null &&
+  kill -0 "$netns" 2>/dev/null && t_ok "a deleted data dir leaves its holder, slirp4netns and replica namespace running" ||
+  t_fail "a deleted data dir leaves its holder, slirp4netns and replica namespace running" "holder '$holder' slirp '$slirp' netns '$netns'"
 out=$(as_user "$W/ocibuild" service ls 2>&1)
-t_contains "the next service command says it stopped them" "$out" "stopped 2 network processes"
+t_contains "the next service command says it stopped them" "$out" "stopped 3 network processes"
 gone() { for _ in $(seq 50); do ! kill -0 "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-gone "$holder" && gone "$slirp" && t_ok "the holder and slirp4netns of the deleted data dir are gone" ||
-  t_fail "the holder and slirp4netns of the deleted data dir are gone" "$(ps -o pid=,args= -u "$uid")"
+gone "$holder" && gone "$slirp" && gone "$netns" && t_ok "the holder, slirp4netns and namespace of the deleted data dir are gone" ||
+  t_fail "the holder, slirp4netns and namespace of the deleted data dir are gone" "$(ps -o pid=,args= -u "$uid")"
 t_done
