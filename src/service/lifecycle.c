@@ -29,6 +29,7 @@
 
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/detached.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/lifecycle.h"
@@ -675,28 +676,6 @@ static int replica_teardown(lifecycle *lc, const obi_replica_paths *paths, bool 
 
 /* ---- the monitor ---- */
 
-/* Closes every fd from 3 up except keep. */
-static void close_fds_except(int keep)
-{
-    DIR *dir = opendir("/proc/self/fd");
-    if (!dir) {
-        for (int fd = 3; fd < 1024; fd++)
-            if (fd != keep)
-                close(fd);
-        return;
-    }
-    int self = dirfd(dir);
-    struct dirent *entry;
-    while ((entry = readdir(dir))) {
-        /* "." and ".." are not numbers; the rest are /proc fd numbers */
-        unsigned long long fd = 0;
-        if (obi_parse_decimal(entry->d_name, INT_MAX, &fd) && fd >= 3 && (int)fd != keep &&
-            (int)fd != self)
-            close((int)fd);
-    }
-    closedir(dir);
-}
-
 static void monitor_send(int fd, char kind, const char *text)
 {
     (void)obi_write_all(fd, &kind, 1);
@@ -764,12 +743,8 @@ static void monitor_drain(int fd, obi_buf *copy, bool *at_line_start)
 static _Noreturn void monitor_main(obi_runtime *runtime, const obi_replica_paths *paths,
                                    int status_fd)
 {
-    close_fds_except(status_fd);
-    /* a supervisor blocks the signals it reads through a signalfd; the monitor, the runtime
-     * and the container must not inherit that */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* obi_spawn_detached closed every other fd (the deployment lock must not outlive `up`) and
+     * emptied the signal mask (the runtime and the container must not inherit a supervisor's) */
     int null_fd = open("/dev/null", O_RDWR);
     int log_fd = open(paths->log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0640);
     if (null_fd < 0 || log_fd < 0) {
@@ -862,6 +837,17 @@ static _Noreturn void monitor_main(obi_runtime *runtime, const obi_replica_paths
     }
 }
 
+typedef struct monitor_start {
+    obi_runtime *runtime;
+    const obi_replica_paths *paths;
+} monitor_start;
+
+static void monitor_start_main(void *ctx, int status_fd)
+{
+    const monitor_start *start = ctx;
+    monitor_main(start->runtime, start->paths, status_fd);
+}
+
 /* Starts the replica through a new monitor; on success *pid is the container's init. */
 static int start_monitored(lifecycle *lc, const obi_replica_paths *paths, int *pid, obi_error **err)
 {
@@ -869,28 +855,15 @@ static int start_monitored(lifecycle *lc, const obi_replica_paths *paths, int *p
         return obi_error_set_errno(err, errno, "unlink %s", paths->exit_file);
     if (unlink(paths->pid_file) < 0 && errno != ENOENT)
         return obi_error_set_errno(err, errno, "unlink %s", paths->pid_file);
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return obi_error_set_errno(err, errno, "pipe");
-    cleanup_close int read_end = fds[0];
-    cleanup_close int write_end = fds[1];
-    fflush(NULL);
-    pid_t child = fork();
-    if (child < 0)
-        return obi_error_set_errno(err, errno, "fork");
-    if (child == 0) {
-        close(read_end);
-        setsid();
-        pid_t monitor = fork();
-        if (monitor != 0)
-            _exit(monitor < 0 ? 1 : 0);
-        monitor_main(lc->runtime, paths, write_end);
-    }
-    close(steal_fd(&write_end));
-    int status;
-    int r = obi_wait(child, &status, err);
+    /* a grandchild: no zombie for the caller, and the container's init, reparented to the
+     * monitor (a subreaper), is reaped there */
+    obi_detached_options opts = {.grandchild = true};
+    monitor_start start = {lc->runtime, paths};
+    int fd = -1;
+    int r = obi_spawn_detached(&opts, monitor_start_main, &start, &fd, NULL, err);
     if (r < 0)
         return r;
+    cleanup_close int read_end = fd;
     cleanup_buf obi_buf reply = OBI_BUF_INIT;
     char chunk[4096];
     ssize_t got;
@@ -910,8 +883,7 @@ static int start_monitored(lifecycle *lc, const obi_replica_paths *paths, int *p
     }
     if (text[0] == '1')
         return obi_error_set(err, -EIO, "%s", text + 1);
-    return obi_error_set(err, -EIO, "the monitor of %s exited without a word (wait status %d)",
-                         paths->id, status);
+    return obi_error_set(err, -EIO, "the monitor of %s exited without a word", paths->id);
 }
 
 /* ---- up ---- */

@@ -30,6 +30,7 @@
 
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/detached.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/number.h"
 #include "ocibuild/process.h"
@@ -775,25 +776,16 @@ static void proxy_main(listener *ls, size_t n, const char *pid_path, int ready_f
 
 /* Closes every fd of this process but the listeners, the ready pipe and the lock (the proxy
  * must not hold `up`'s deployment lock, or anything else it inherited). */
-static void close_fds_except(const listener *ls, size_t n, int ready_fd, int lock_fd)
+typedef struct proxy_start {
+    listener *ls;
+    size_t n;
+    const char *pid_path;
+} proxy_start;
+
+static void proxy_start_main(void *ctx, int ready_fd)
 {
-    DIR *dir = opendir("/proc/self/fd");
-    if (!dir)
-        return;
-    int self = dirfd(dir);
-    struct dirent *entry;
-    while ((entry = readdir(dir))) {
-        unsigned long long value = 0;
-        if (!obi_parse_decimal(entry->d_name, INT32_MAX, &value))
-            continue; /* "." and ".." */
-        int fd = (int)value;
-        bool keep = fd == self || fd == ready_fd || fd == lock_fd;
-        for (size_t i = 0; i < n && !keep; i++)
-            keep = fd == ls[i].fd;
-        if (!keep)
-            close(fd);
-    }
-    closedir(dir);
+    const proxy_start *start = ctx;
+    proxy_main(start->ls, start->n, start->pid_path, ready_fd);
 }
 
 static void listeners_free(listener *ls, size_t n)
@@ -975,46 +967,28 @@ int obi_service_network_publish(obi_service_network *net, const obi_deployment *
     cleanup_close int lock = lock_path && pid_path
                                  ? open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)
                                  : -1;
-    int fds[2] = {-1, -1};
-    if (!lock_path || !pid_path)
+    cleanup_free int *keep = calloc(n + 1, sizeof *keep);
+    if (!lock_path || !pid_path || !keep)
         r = obi_error_oom(err);
     else if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0)
         r = obi_error_set_errno(err, errno, "lock %s", lock_path);
-    else if (pipe2(fds, O_CLOEXEC) < 0)
-        r = obi_error_set_errno(err, errno, "pipe");
     if (r < 0) {
         listeners_free(ls, n);
         return r;
     }
-    cleanup_close int read_end = fds[0];
-    fflush(NULL);
-    pid_t child = fork();
-    if (child == 0) {
-        /* a session of its own, a second fork (no zombie for the caller), the lock kept open
-         * (children share it: it is free once the last one has gone) and nothing else */
-        close(read_end);
-        setsid();
-        pid_t proxy = fork();
-        if (proxy != 0)
-            _exit(proxy < 0 ? 1 : 0);
-        setpgid(0, 0);
-        close_fds_except(ls, n, fds[1], lock);
-        int devnull = open("/dev/null", O_RDWR);
-        if (devnull >= 0) {
-            dup2(devnull, 0), dup2(devnull, 1), dup2(devnull, 2);
-            if (devnull > 2)
-                close(devnull);
-        }
-        proxy_main(ls, n, pid_path, fds[1]);
-        _exit(0);
-    }
-    close(fds[1]);
+    /* a grandchild in a group of its own with the listeners and the lock (children share it:
+     * it is free once the last one has gone) and nothing else */
+    for (size_t i = 0; i < n; i++)
+        keep[i] = ls[i].fd;
+    keep[n] = lock;
+    obi_detached_options opts = {.grandchild = true, .keep_fds = keep, .keep_count = n + 1};
+    proxy_start start = {ls, n, pid_path};
+    int fd = -1;
+    r = obi_spawn_detached(&opts, proxy_start_main, &start, &fd, NULL, err);
     listeners_free(ls, n);
-    if (child < 0)
-        return obi_error_set_errno(err, errno, "fork");
-    int status;
-    if ((r = obi_wait(child, &status, err)) < 0)
+    if (r < 0)
         return r;
+    cleanup_close int read_end = fd;
     char ok = 0;
     while (read(read_end, &ok, 1) < 0 && errno == EINTR) {
     }

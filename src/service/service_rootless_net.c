@@ -25,6 +25,7 @@
 
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/detached.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/process.h"
@@ -133,46 +134,57 @@ static void kill_recorded(const char *dir, const char *name)
         unlink(path);
 }
 
-/* fork+exec argv in a session of its own, with ready_fd (>= 0) as fd 3 and stdout (for the
- * holder, which says "ready" there); the child execs only once its record is written (a byte on
- * the go pipe), and exits when the parent died before that. */
+typedef struct recorded_start {
+    const char *dir;
+    char *const *argv;
+    int go_fd;    /* a byte here: the record is written */
+    int ready_fd; /* -1: none */
+} recorded_start;
+
+static void recorded_main(void *ctx, int unused)
+{
+    const recorded_start *start = ctx;
+    (void)unused;
+    char byte;
+    if (read(start->go_fd, &byte, 1) != 1)
+        _exit(127);
+    /* the ready pipe as stdout (the holder says "ready" there) and as fd 3 (slirp4netns's
+     * --ready-fd); nothing else of ours: it outlives this process */
+    if (start->ready_fd >= 0 && (dup2(start->ready_fd, 1) < 0 || dup2(start->ready_fd, 3) < 0))
+        _exit(127);
+    close_range(start->ready_fd >= 0 ? 4 : 3, ~0U, 0);
+    /* what the sweep finds it by once dir (and the record in it) is gone */
+    if (setenv(OBI_ROOTLESS_NET_MARKER, start->dir, 1) < 0)
+        _exit(127);
+    execvp(start->argv[0], start->argv);
+    _exit(127);
+}
+
+/* Starts argv as a detached helper (detached.h; the caller's child), with ready_fd (>= 0) as fd 3
+ * and stdout; the child execs only once its record is written (a byte on the go pipe), and
+ * exits when the parent died before that. */
 static int spawn_recorded(const char *dir, const char *name, char *const argv[], int ready_fd,
                           pid_t *pid_out, obi_error **err)
 {
     int go[2];
     if (pipe2(go, O_CLOEXEC) < 0)
         return obi_error_set_errno(err, errno, "pipe");
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
+    const int keep[] = {go[0], ready_fd};
+    obi_detached_options opts = {.keep_fds = keep, .keep_count = 2};
+    recorded_start start = {dir, argv, go[0], ready_fd};
+    pid_t pid = 0;
+    int r = obi_spawn_detached(&opts, recorded_main, &start, NULL, &pid, err);
+    if (r < 0) {
         close(go[0]);
         close(go[1]);
-        return obi_error_set_errno(err, e, "fork %s", argv[0]);
-    }
-    if (pid == 0) {
-        close(go[1]);
-        setsid();
-        char byte;
-        if (read(go[0], &byte, 1) != 1)
-            _exit(127);
-        int null = open("/dev/null", O_RDWR);
-        if (null < 0 || dup2(null, 0) < 0 || dup2(ready_fd >= 0 ? ready_fd : null, 1) < 0 ||
-            dup2(null, 2) < 0 || (ready_fd >= 0 && dup2(ready_fd, 3) < 0))
-            _exit(127);
-        /* it outlives this process: no lock or socket of ours may go with it */
-        close_range(ready_fd >= 0 ? 4 : 3, ~0U, 0);
-        /* what the sweep finds it by once dir (and the record in it) is gone */
-        if (setenv(OBI_ROOTLESS_NET_MARKER, dir, 1) < 0)
-            _exit(127);
-        execvp(argv[0], argv);
-        _exit(127);
+        return obi_error_prefix(err, r, "start %s", argv[0]);
     }
     close(go[0]);
     cleanup_close int go_fd = go[1];
     char text[RECORD_MAX];
     snprintf(text, sizeof text, "%d %llu\n", (int)pid, start_time(pid));
     cleanup_free char *path = record_path(dir, name);
-    int r = path ? obi_write_file_atomic(path, text, strlen(text), 0600, err) : obi_error_oom(err);
+    r = path ? obi_write_file_atomic(path, text, strlen(text), 0600, err) : obi_error_oom(err);
     if (r < 0) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);

@@ -12,7 +12,6 @@
  * `exec`. Starting and stopping a replica are the lifecycle's own (lifecycle.c) and block.
  */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -38,6 +37,7 @@
 
 #include "ocibuild/cleanup.h"
 #include "ocibuild/cron.h"
+#include "ocibuild/detached.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/json_util.h"
 #include "ocibuild/number.h"
@@ -1018,28 +1018,10 @@ static void report_to_log(const char *message, void *ctx)
     fprintf(stderr, "%s\n", message);
 }
 
-/* Closes every fd from 3 up except keep. */
-static void close_fds_except(int keep)
-{
-    DIR *dir = opendir("/proc/self/fd");
-    if (!dir)
-        return;
-    int self = dirfd(dir);
-    struct dirent *entry;
-    while ((entry = readdir(dir))) {
-        unsigned long long fd = 0;
-        if (obi_parse_decimal(entry->d_name, INT_MAX, &fd) && fd >= 3 && (int)fd != keep &&
-            (int)fd != self)
-            close((int)fd);
-    }
-    closedir(dir);
-}
-
 static _Noreturn void supervisor_main(lifecycle *lc, const obi_replica_ref *plan, size_t count,
                                       int report_fd)
 {
-    close_fds_except(report_fd);
-    obi_lc_forget_lock(lc);
+    obi_lc_forget_lock(lc); /* closed by obi_spawn_detached, with every other fd of up's */
     const char *data_dir = obi_lc_data_dir(lc);
     const obi_deployment *deployment = obi_lc_deployment(lc);
     supervisor sv = {.lc = lc, .deployment = deployment, .report_fd = report_fd, .epoll_fd = -1};
@@ -1140,30 +1122,30 @@ static _Noreturn void supervisor_main(lifecycle *lc, const obi_replica_ref *plan
     _exit(0);
 }
 
+typedef struct supervisor_start {
+    lifecycle *lc;
+    const obi_replica_ref *plan;
+    size_t count;
+} supervisor_start;
+
+static void supervisor_start_main(void *ctx, int report_fd)
+{
+    supervisor_start *start = ctx;
+    supervisor_main(start->lc, start->plan, start->count, report_fd);
+}
+
 int obi_supervisor_spawn(lifecycle *lc, const obi_replica_ref *plan, size_t count, obi_error **err)
 {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return obi_error_set_errno(err, errno, "pipe");
-    cleanup_close int read_end = fds[0];
-    cleanup_close int write_end = fds[1];
-    fflush(NULL);
-    pid_t parent = getpid();
-    pid_t child = fork();
-    if (child < 0)
-        return obi_error_set_errno(err, errno, "fork");
-    if (child == 0) {
-        close(read_end);
-        setsid();
-        /* killed with `up` while its first pass runs (as replicas were when `up` started them
-         * itself); it outlives `up` once the pass is reported */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
-            _exit(1);
-        supervisor_main(lc, plan, count, write_end);
-    }
-    close(steal_fd(&write_end));
+    /* killed with `up` while its first pass runs (as replicas were when `up` started them
+     * itself); it outlives `up` once the pass is reported */
+    obi_detached_options opts = {.die_with_caller = true};
+    supervisor_start start = {lc, plan, count};
+    int fd = -1;
+    pid_t child = 0;
+    int r = obi_spawn_detached(&opts, supervisor_start_main, &start, &fd, &child, err);
+    if (r < 0)
+        return r;
     /* relay the first pass line by line; 'E' lines are errors, the first one returned */
-    int fd = steal_fd(&read_end);
     cleanup_file FILE *in = fdopen(fd, "r");
     if (!in) {
         int saved = errno;
