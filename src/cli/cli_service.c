@@ -815,6 +815,8 @@ static const struct service_command {
  * service command (service_rootless_net.h); the rootful networks have their own sweep in up. */
 static void sweep_rootless_networks(void)
 {
+    /* a marker in our own environment would pass to the monitors and supervisors we start */
+    unsetenv(OBI_ROOTLESS_NET_MARKER);
     if (!obi_service_rootless())
         return;
     unsigned killed = 0;

@@ -128,6 +128,8 @@ static void kill_recorded(const char *dir, const char *name)
         const struct timespec tick = {0, 10 * 1000 * 1000};
         for (int i = 0; i < 300 && running(pid); i++)
             nanosleep(&tick, NULL);
+        /* reaped here when it is this process's child (a supervisor's sleeper), else ECHILD */
+        (void)waitpid(pid, NULL, WNOHANG);
     }
     cleanup_free char *path = record_path(dir, name);
     if (path)
