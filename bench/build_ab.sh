@@ -13,6 +13,7 @@ for tool in hyperfine runc jq; do
   command -v $tool >/dev/null || { echo "bench/build_ab.sh: $tool not found" >&2; exit 1; }
 done
 tmp=$(mktemp -d /tmp/obi-bench-ab.XXXXXX)
+chmod 711 "$tmp" # a build's container root (a host id of its id slot) reaches its bundle
 trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
 cat >"$tmp/hello.json" <<'JSON'
 {

@@ -113,7 +113,9 @@ static int spawn_child_main(void *arg)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    execve(c->exe, c->argv, c->envp);
+    if (opts->exec_fd < 0 ||
+        (execveat(opts->exec_fd, "", c->argv, c->envp, AT_EMPTY_PATH) < 0 && errno == ENOSYS))
+        execve(c->exe, c->argv, c->envp);
 fail:
     c->exec_errno = errno ? errno : EIO;
     _exit(127);
