@@ -4,7 +4,9 @@
  * captures stdout/stderr into a bounded log whose tail is kept, streams it to a callback,
  * enforces a wall-clock timeout and a cancellation fd, and leaves no container behind (kill,
  * then delete --force) when a run fails or is cut short, or says that it could not
- * (OBI_ECONTAINER_LEFT). Also the detached calls services need.
+ * (OBI_ECONTAINER_LEFT). Also the detached calls services need. crun runs from a sealed copy of
+ * its binary (no second exec per call) and, as root on hybrid-cgroup hosts, in a mount
+ * namespace without the cgroup2 mount.
  */
 #ifndef OCIBUILD_RUNTIME_H
 #define OCIBUILD_RUNTIME_H
@@ -55,7 +57,8 @@ typedef struct obi_run_options {
     size_t log_tail_max; /* 0: 64 KiB */
     /* A container whose init exited by itself is left stopped, not deleted: the caller answers
      * first and deletes it after (obi_runtime_delete with force); see container_stopped. Every
-     * other ending still deletes before the run returns. */
+     * other ending still deletes before the run returns. No effect on a foreground run (crun),
+     * whose runtime deletes the container as it exits. */
     bool defer_delete;
 } obi_run_options;
 
@@ -81,11 +84,13 @@ typedef struct obi_run_result {
  * not be reused before a sweep removes it). */
 #define OBI_ECONTAINER_LEFT (-EUCLEAN)
 
-/* Runs the bundle and waits for it: `run --detach --pid-file BUNDLE/runtime.pid` with the
- * container's stdout and stderr one pipe (lines stay in the order written), the calling process
- * a child subreaper (PR_SET_CHILD_SUBREAPER, process-wide) that inherits the container's init
- * when the runtime exits. Returns 0 when the command ran and exited by itself (see result: its
- * exit code, 128+N for signal N; the container is deleted before this returns).
+/* Runs the bundle and waits for it, the container's stdout and stderr one pipe (lines stay in
+ * the order written): crun as `run --pid-file BUNDLE/runtime.pid` in the foreground (it waits
+ * for the container and deletes it); any other runtime as `run --detach --pid-file ...`, the
+ * calling process a child subreaper (PR_SET_CHILD_SUBREAPER, process-wide) that inherits the
+ * container's init when the runtime exits. Returns 0 when the command ran and exited by itself
+ * (see result: its exit code, 128+N for signal N; the container is deleted before this returns,
+ * or left stopped with defer_delete when the runtime ran detached).
  * OBI_ERUNTIME_START when the runtime could not start the command (its message in the error,
  * nothing of it streamed). Otherwise negative, with the log tail in the message, and
  * the container killed and deleted before this returns: -ETIMEDOUT, -ECANCELED, the code of a

@@ -2,13 +2,20 @@
  * OCI runtime driver (see include/ocibuild/runtime.h). A build's run is a small state machine
  * (starting, running, killing, deleting, done; its table and diagram are below, its types in
  * runtime_internal.h) driven by one poll over the container's output pipe, a pidfd for the exit
- * of the runtime and then of the container's init, the caller's cancel fd and the deadline. The
- * runtime runs the container detached (`run --detach --pid-file`), so that the container's
- * stdout and stderr are this one pipe (lines in the order written, as Nix gives a builder) and
- * the runtime's own exit says whether the command started at all; as a child subreaper we
- * inherit the container's init and wait for it. Every way out of a run passes through delete
- * (kill + delete --force unless the init exited by itself), so none leaves a container behind,
- * or it says that it did (OBI_ECONTAINER_LEFT).
+ * of the runtime (and, detached, then of the container's init), the caller's cancel fd and the
+ * deadline. The container's stdout and stderr are this one pipe (lines in the order written,
+ * as Nix gives a builder) in both of the ways a run goes:
+ * - crun runs in the foreground (`run --pid-file`): the container's process inherits crun's
+ *   stdio, crun waits for it, exits with its exit code and deletes the container itself. Its
+ *   pid file says that the command started; until it is there, output is held (it may be
+ *   crun's own error).
+ * - Any other runtime runs detached (`run --detach --pid-file`): runc's foreground run copies
+ *   stdout and stderr through a pipe each, which loses their order. The runtime's exit says
+ *   whether the command started; as a child subreaper we inherit the container's init, wait
+ *   for it and delete the container.
+ * Every way out of a run passes through deleting (kill + delete --force unless the init exited
+ * by itself; nothing when a foreground runtime deleted its own), so none leaves a container
+ * behind, or it says that it did (OBI_ECONTAINER_LEFT).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +24,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/utsname.h>
@@ -41,11 +50,17 @@
  * build's, written in the moment before the runtime exits): more than this is dropped, said. */
 #define HELD_OUTPUT_MAX (1024 * 1024)
 #define KILL_GRACE_MS 10000
+/* Foreground: how often `kill` is sent again while the container does not exist yet (the
+ * runtime is still making it), and how often held output looks for the runtime's pid file. */
+#define KILL_RETRY_MS 100
+#define START_LOOK_MS 10
 
 struct obi_runtime {
     char *path;
     char *state_root;
     const char *hide_mount; /* every call runs without this mount (crun on hybrid hosts) */
+    bool foreground;        /* builds run as a foreground `run` (crun; see below) */
+    int exec_fd;            /* a sealed copy of the binary every call runs from; -1: the path */
 };
 
 /* crun (1.8) refuses a hybrid cgroup layout whose cgroup2 mount has controllers ("cgroups in
@@ -62,6 +77,34 @@ static bool is_crun(const char *path)
 {
     const char *base = strrchr(path, '/');
     return !strcmp(base ? base + 1 : path, "crun");
+}
+
+/* crun re-executes itself from a sealed copy of its own binary on every call (its defence
+ * against CVE-2019-5736: a container overwriting the host's runtime through /proc/self/exe),
+ * unless it already runs from one: a second exec and dynamic link per call, with a bind mount
+ * in /tmp or a copy of the binary, ~1.5 ms CPU here (bench/README.md "The per-build path").
+ * The runtime object makes that sealed memfd once and runs every call from it: the same defence
+ * (a sealed memfd cannot be written, which is what crun checks for), one exec per call. Only an
+ * ELF file (a script cannot run from a close-on-exec fd). -1 when anything fails: crun then
+ * copies itself, as before. */
+static int sealed_copy(const char *path)
+{
+    cleanup_close int src = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    char magic[4];
+    if (src < 0 || fstat(src, &st) < 0 || !S_ISREG(st.st_mode) ||
+        pread(src, magic, sizeof magic, 0) != (ssize_t)sizeof magic ||
+        memcmp(magic, "\177ELF", sizeof magic) != 0)
+        return -1;
+    cleanup_close int copy = memfd_create("ocibuild-crun", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (copy < 0)
+        return -1;
+    for (off_t offset = 0; offset < st.st_size;)
+        if (sendfile(copy, src, &offset, (size_t)(st.st_size - offset)) <= 0)
+            return -1;
+    if (fcntl(copy, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)
+        return -1;
+    return steal_fd(&copy);
 }
 
 static bool cgroups_are_hybrid(void)
@@ -87,8 +130,13 @@ int obi_runtime_new(const char *name_or_path, const char *state_root, obi_runtim
         return obi_error_oom(err);
     rt->path = steal_pointer(&path);
     rt->state_root = state_root ? strdup(state_root) : NULL;
-    if (is_crun(rt->path) && geteuid() == 0 && cgroups_are_hybrid())
-        rt->hide_mount = HYBRID_CGROUP2_MOUNT;
+    rt->exec_fd = -1;
+    if (is_crun(rt->path)) {
+        if (geteuid() == 0 && cgroups_are_hybrid())
+            rt->hide_mount = HYBRID_CGROUP2_MOUNT;
+        rt->foreground = true;
+        rt->exec_fd = sealed_copy(rt->path);
+    }
     *out = rt;
     return 0;
 }
@@ -97,6 +145,8 @@ void obi_runtime_free(obi_runtime *runtime)
 {
     if (!runtime)
         return;
+    if (runtime->exec_fd >= 0)
+        close(runtime->exec_fd);
     free(runtime->path);
     free(runtime->state_root);
     free(runtime);
@@ -210,6 +260,7 @@ static int runtime_command(obi_runtime *rt, const char *const *args, size_t n_ar
     obi_spawn_options opts = OBI_SPAWN_OPTIONS_INIT;
     opts.stderr_fd = 1; /* merged into the output */
     opts.hide_mount = rt->hide_mount;
+    opts.exec_fd = rt->exec_fd;
     return obi_run_capture_opts((char *const *)argv, &opts, 64 * 1024, output, exit_code, err);
 }
 
@@ -307,6 +358,7 @@ int obi_runtime_run_detached_pid_file(obi_runtime *runtime, const char *bundle, 
     opts.stderr_fd = log_fd;
     opts.die_with_parent = false;
     opts.hide_mount = runtime->hide_mount;
+    opts.exec_fd = runtime->exec_fd;
     pid_t pid;
     int r = obi_spawn((char *const *)argv, &opts, &pid, err);
     if (r < 0)
@@ -389,14 +441,18 @@ void obi_run_result_clear(obi_run_result *result)
  *
  * `run --detach` is create and start in one call; RUNNING first waits for the runtime to
  * exit (0: the command started, and from then on the container's init is waited for; else
- * OBI_ERUNTIME_START with what the runtime said, exited failing), then for the init. KILLING
- * and DELETING are `kill` and `delete --force`. A detached container stays until deleted, so
- * every exit goes through DELETING; an init that exited by itself needs no kill, just the
- * delete (delete of a container that is gone is no error). One table; the actions run on entering a
- * state (run_enter); events come from one place (run_next_event). The first failure is the
- * run's error; what happens on the way out only adds to its message. An event the table does
- * not allow is refused (obi_run_transition) and is a failure like any other: the run still
- * passes DELETING, so no way out leaves a container. */
+ * OBI_ERUNTIME_START with what the runtime said, exited failing), then for the init. A
+ * foreground `run` (crun) is the same call without --detach: RUNNING waits for the runtime
+ * alone; its pid file appearing says the command started (the held output flows), its exit
+ * without one is OBI_ERUNTIME_START, its exit after one is the init's exit code. KILLING and
+ * DELETING are `kill` and `delete --force`; a foreground runtime still making the container is
+ * sent `kill` again until it finds it. A detached container stays until deleted, so every exit
+ * goes through DELETING; an init that exited by itself needs no kill, just the delete (delete
+ * of a container that is gone is no error), and none when a foreground runtime deleted it. One
+ * table; the actions run on entering a state (run_enter); events come from one place
+ * (run_next_event). The first failure is the run's error; what happens on the way out only adds
+ * to its message. An event the table does not allow is refused (obi_run_transition) and is a
+ * failure like any other: the run still passes DELETING, so no way out leaves a container. */
 
 /* Every transition there is; any other (state, event) is refused. */
 static const struct run_transition {
@@ -480,17 +536,20 @@ typedef struct run {
     obi_runtime *runtime;
     const char *bundle, *id;
     const obi_run_options *opts;
-    pid_t pid;            /* the runtime process, then the container's init; 0 when not (yet) any */
-    int status;           /* its wait status, once reaped */
-    bool detaching;       /* pid is the runtime, which has not said whether the command started */
-    bool init_exited;     /* the init was reaped: it ended by itself or was killed */
+    pid_t pid;  /* the runtime process (detached: then the container's init); 0: not (yet) any */
+    int status; /* its wait status, once reaped */
+    bool awaiting_start;  /* the runtime has not said yet whether the command started */
+    bool init_exited;     /* the init ended (detached: it was reaped; foreground: the runtime,
+                             which waited for it, exited by itself after the start) */
     bool delete_deferred; /* defer_delete: left stopped for the caller */
-    char *pid_file;       /* where the runtime writes the init's pid */
-    obi_buf held;         /* output while detaching */
-    bool held_short;      /* some of it was dropped (HELD_OUTPUT_MAX, or short of memory) */
-    int pidfd;            /* readable when it exits; -1: look every 100 ms instead */
-    int output_fd;        /* the read end of its stdout+stderr; -1 once it ended */
-    int cancel_fd;        /* -1 once it hung up unreadable, or when there is none */
+    bool kill_confirmed;  /* (killing, foreground) `kill` found the container */
+    int64_t kill_tried_ms;
+    char *pid_file;  /* where the runtime writes the init's pid */
+    obi_buf held;    /* output while awaiting_start */
+    bool held_short; /* some of it was dropped (HELD_OUTPUT_MAX, or short of memory) */
+    int pidfd;       /* readable when it exits; -1: look every 100 ms instead */
+    int output_fd;   /* the read end of its stdout+stderr; -1 once it ended */
+    int cancel_fd;   /* -1 once it hung up unreadable, or when there is none */
     tail_log tail;
     int64_t deadline_ms; /* 0: none */
     int64_t kill_sent_ms;
@@ -511,7 +570,7 @@ static int run_reap(run *r, bool blocking)
     while (w < 0 && errno == EINTR);
     if (w == r->pid) {
         r->pid = 0;
-        r->init_exited = !r->detaching;
+        r->init_exited = !r->runtime->foreground && !r->awaiting_start;
         return 1;
     }
     if (w < 0) {
@@ -527,7 +586,7 @@ static int run_reap(run *r, bool blocking)
 /* Output as it comes: streamed and kept in the tail, or held while the runtime starts. */
 static void run_output(run *r, const uint8_t *data, size_t len)
 {
-    if (r->detaching) {
+    if (r->awaiting_start) {
         if (r->held.len + len > HELD_OUTPUT_MAX || obi_buf_append(&r->held, data, len) < 0)
             r->held_short = true;
         return;
@@ -585,19 +644,86 @@ static int read_init_pid(const char *pid_file, pid_t *out, obi_error **err)
     return 0;
 }
 
-/* The runtime, starting the container, exited (it is reaped; what it wrote before is in the
- * pipe). 0 and a live init: from now on the init is waited for, and the held output flows.
- * Anything else: the event it ends in. */
-static obi_run_event run_detached(run *r)
+/* Reads what the pipe holds now (non-blocking), before the runtime's exit is judged. */
+static void run_drain_output(run *r)
 {
-    while (r->output_fd >= 0) { /* non-blocking: what is there now */
+    while (r->output_fd >= 0) {
         uint8_t chunk[16384];
         ssize_t got = read(r->output_fd, chunk, sizeof chunk);
         if (got <= 0)
             break;
         run_output(r, chunk, (size_t)got);
     }
-    r->detaching = false;
+}
+
+/* The runtime exited before the command started (reaped, not by a signal): what it wrote, held
+ * until now, is its own words, and the run's error (OBI_ERUNTIME_START). Killing, that is
+ * expected: no event. */
+static obi_run_event run_start_failed(run *r)
+{
+    r->awaiting_start = false;
+    if (r->state == OBI_RUN_KILLING)
+        return OBI_RUN_N_EVENTS;
+    (void)obi_buf_append(&r->held, "", 1);
+    const char *said = r->held.data ? (const char *)r->held.data : "";
+    cleanup_free char *text = runtime_error_text(said);
+    run_fail(r, OBI_ERUNTIME_START,
+             "the runtime could not start the command (it exited with %d): %s",
+             obi_wait_exit_code(r->status), text ? text : said);
+    obi_buf_free(&r->held);
+    return OBI_RUN_EV_EXITED_FAILING;
+}
+
+/* The held output flows: the runtime has said that the command started. */
+static void run_release_held(run *r)
+{
+    r->awaiting_start = false;
+    if (r->held.len)
+        run_output(r, r->held.data, r->held.len);
+    static const char DROPPED[] = "\n[ocibuild: output dropped while the runtime was starting]\n";
+    if (r->held_short)
+        run_output(r, (const uint8_t *)DROPPED, sizeof DROPPED - 1);
+    obi_buf_free(&r->held);
+}
+
+/* Foreground: the runtime writes its pid file once the container's process is started, and
+ * stays to wait for it; until then what comes through the pipe may be its own error, so it is
+ * held. When the file is there, everything held and to come is the build's. */
+static void run_notice_start(run *r)
+{
+    if (r->awaiting_start && faccessat(AT_FDCWD, r->pid_file, F_OK, AT_EACCESS) == 0)
+        run_release_held(r);
+}
+
+/* Foreground: the runtime exited (reaped; what it wrote before is in the pipe). Started (its
+ * pid file is there): it waited for the init, reported its exit code as its own (128+N for
+ * signal N) and deleted the container. Anything else: the event it ends in. */
+static obi_run_event run_foreground_exited(run *r)
+{
+    run_notice_start(r);
+    run_drain_output(r);
+    if (WIFSIGNALED(r->status)) {
+        r->awaiting_start = false;
+        if (r->state == OBI_RUN_KILLING)
+            return OBI_RUN_N_EVENTS; /* killed on the way: the runtime is gone */
+        run_fail(r, -EIO,
+                 "%s run %s: the runtime died of signal %d; container %s killed and removed",
+                 r->runtime->path, r->id, WTERMSIG(r->status), r->id);
+        return OBI_RUN_EV_RUNTIME_DIED;
+    }
+    if (r->awaiting_start)
+        return run_start_failed(r);
+    r->init_exited = true;
+    return OBI_RUN_N_EVENTS; /* run_ending decides once the output has ended */
+}
+
+/* Detached: the runtime, starting the container, exited (it is reaped; what it wrote before is
+ * in the pipe). 0 and a live init: from now on the init is waited for, and the held output
+ * flows. Anything else: the event it ends in. */
+static obi_run_event run_detached(run *r)
+{
+    run_drain_output(r);
+    r->awaiting_start = false;
     if (r->pidfd >= 0)
         close(r->pidfd);
     r->pidfd = -1;
@@ -610,29 +736,14 @@ static obi_run_event run_detached(run *r)
         return OBI_RUN_EV_RUNTIME_DIED;
     }
     int code = obi_wait_exit_code(r->status);
-    if (code != 0) {
-        if (r->state == OBI_RUN_KILLING)
-            return OBI_RUN_N_EVENTS;
-        (void)obi_buf_append(&r->held, "", 1);
-        const char *said = r->held.data ? (const char *)r->held.data : "";
-        cleanup_free char *text = runtime_error_text(said);
-        run_fail(r, OBI_ERUNTIME_START,
-                 "the runtime could not start the command (it exited with %d): %s", code,
-                 text ? text : said);
-        obi_buf_free(&r->held);
-        return OBI_RUN_EV_EXITED_FAILING;
-    }
+    if (code != 0)
+        return run_start_failed(r);
     pid_t init = 0;
     if (read_init_pid(r->pid_file, &init, &r->failure) < 0)
         return r->state == OBI_RUN_KILLING ? OBI_RUN_N_EVENTS : OBI_RUN_EV_IO_FAILED;
     r->pid = init;
     r->pidfd = (int)syscall(SYS_pidfd_open, init, 0);
-    if (r->held.len)
-        run_output(r, r->held.data, r->held.len);
-    static const char DROPPED[] = "\n[ocibuild: output dropped while the runtime was starting]\n";
-    if (r->held_short)
-        run_output(r, (const uint8_t *)DROPPED, sizeof DROPPED - 1);
-    obi_buf_free(&r->held);
+    run_release_held(r);
     if (r->state == OBI_RUN_KILLING) {
         /* Killed while it was being made: kill what now exists. */
         cleanup_error obi_error *ignored = NULL;
@@ -647,11 +758,24 @@ static void run_read_output(run *r)
     uint8_t chunk[16384];
     ssize_t got = read(r->output_fd, chunk, sizeof chunk);
     if (got > 0) {
+        if (r->runtime->foreground)
+            run_notice_start(r);
         run_output(r, chunk, (size_t)got);
     } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
         close(r->output_fd);
         r->output_fd = -1;
     }
+}
+
+/* `kill ID KILL`. A container not made yet, or gone, is no error here: detached, the runtime's
+ * exit makes DELETING see to it; foreground, it is sent again (KILL_RETRY_MS) until it found the
+ * container or the runtime has exited, since a runtime that stays to wait for its container
+ * would otherwise go on to start it. */
+static void run_kill_container(run *r)
+{
+    cleanup_error obi_error *ignored = NULL;
+    r->kill_tried_ms = now_ms();
+    r->kill_confirmed = obi_runtime_kill(r->runtime, r->id, "KILL", &ignored) == 0;
 }
 
 /* How long poll may sleep: until the deadline (RUNNING) or the end of the kill grace
@@ -661,6 +785,10 @@ static int run_wait_ms(const run *r)
     if (r->state == OBI_RUN_KILLING && !r->pid)
         return 0; /* the runtime is gone already: on to deleting */
     int64_t wait = r->pidfd >= 0 ? 1000 : 100;
+    if (r->runtime->foreground && r->awaiting_start && (r->held.len || r->held_short))
+        wait = START_LOOK_MS; /* held output waits for the pid file */
+    if (r->state == OBI_RUN_KILLING && r->runtime->foreground && !r->kill_confirmed)
+        wait = KILL_RETRY_MS;
     int64_t until = r->state == OBI_RUN_RUNNING ? r->deadline_ms : r->kill_sent_ms + KILL_GRACE_MS;
     if (until) {
         int64_t left = until - now_ms();
@@ -673,7 +801,7 @@ static int run_wait_ms(const run *r)
 /* The event a RUNNING run's runtime ended in, once it has (OBI_RUN_N_EVENTS: not yet). */
 static obi_run_event run_ending(run *r)
 {
-    if (r->pid || r->detaching)
+    if (r->pid || r->awaiting_start)
         return OBI_RUN_N_EVENTS;
     /* The init's own exit: a signal that ended it is the build's exit code (128+N). */
     if (r->output_fd >= 0)
@@ -707,18 +835,27 @@ static obi_run_event run_next_event(run *r)
     }
     if (ready > 0 && output_i >= 0 && fds[output_i].revents)
         run_read_output(r);
-    if (r->pid && (pid_i < 0 || (ready > 0 && fds[pid_i].revents)) && run_reap(r, false) < 0)
+    if (r->runtime->foreground)
+        run_notice_start(r);
+    bool awaiting_start = r->awaiting_start;
+    int reaped = 0;
+    if (r->pid && (pid_i < 0 || (ready > 0 && fds[pid_i].revents)) &&
+        (reaped = run_reap(r, false)) < 0)
         return OBI_RUN_EV_IO_FAILED;
-    if (r->detaching && !r->pid) {
-        obi_run_event started = run_detached(r);
-        if (started != OBI_RUN_N_EVENTS)
-            return started;
+    if (reaped == 1 && (r->runtime->foreground || awaiting_start)) {
+        obi_run_event ended = r->runtime->foreground ? run_foreground_exited(r) : run_detached(r);
+        if (ended != OBI_RUN_N_EVENTS)
+            return ended;
     }
     if (r->state == OBI_RUN_KILLING) {
         if (!r->pid)
             return OBI_RUN_EV_RUNTIME_GONE; /* the runtime, or the init once it started */
-        return now_ms() - r->kill_sent_ms >= KILL_GRACE_MS ? OBI_RUN_EV_GRACE_OVER
-                                                           : OBI_RUN_N_EVENTS;
+        if (now_ms() - r->kill_sent_ms >= KILL_GRACE_MS)
+            return OBI_RUN_EV_GRACE_OVER;
+        if (r->runtime->foreground && !r->kill_confirmed &&
+            now_ms() - r->kill_tried_ms >= KILL_RETRY_MS)
+            run_kill_container(r);
+        return OBI_RUN_N_EVENTS;
     }
     if (ready > 0 && cancel_i >= 0 && fds[cancel_i].revents) {
         if (fds[cancel_i].revents & POLLIN) {
@@ -746,8 +883,11 @@ static obi_run_event run_destroy(run *r)
         kill(r->pid, SIGKILL);
         run_reap(r, true);
     }
-    /* An init that ended by itself left a stopped container: delete is enough. */
+    /* An init that ended by itself left a stopped container: delete is enough; a foreground
+     * runtime that waited for it has deleted it already, and nothing is left to do. */
     bool stopped = r->init_exited && !r->failure;
+    if (stopped && r->runtime->foreground)
+        return OBI_RUN_EV_DESTROYED;
     if (stopped && r->opts->defer_delete) {
         r->delete_deferred = true; /* the caller deletes it once it has answered */
         return OBI_RUN_EV_DESTROYED;
@@ -778,17 +918,22 @@ static obi_run_event run_destroy(run *r)
     return OBI_RUN_EV_DESTROY_FAILED;
 }
 
-/* Spawns `run --detach --pid-file B/runtime.pid --bundle B ID` with its stdout and stderr,
- * which the container's process inherits, into one pipe. We become a child subreaper first, so
- * that the container's init, the runtime's child, becomes ours when the runtime exits. */
+/* Spawns `run [--detach] --pid-file B/runtime.pid --bundle B ID` with its stdout and stderr,
+ * which the container's process inherits, into one pipe. Detached, we become a child subreaper
+ * first, so that the container's init, the runtime's child, becomes ours when the runtime
+ * exits; in the foreground the runtime waits for it. */
 static obi_run_event run_spawn(run *r)
 {
-    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
+    if (!r->runtime->foreground && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
         run_fail(r, -errno, "prctl(PR_SET_CHILD_SUBREAPER): %s", strerror(errno));
         return OBI_RUN_EV_SPAWN_FAILED;
     }
     if (!(r->pid_file = obi_path_join(r->bundle, OBI_RUNTIME_PID_FILE))) {
         obi_error_oom(&r->failure);
+        return OBI_RUN_EV_SPAWN_FAILED;
+    }
+    if (unlink(r->pid_file) < 0 && errno != ENOENT) { /* its presence says "started" */
+        run_fail(r, -errno, "remove %s: %s", r->pid_file, strerror(errno));
         return OBI_RUN_EV_SPAWN_FAILED;
     }
     int out_pipe[2];
@@ -804,7 +949,11 @@ static obi_run_event run_spawn(run *r)
     }
     const char *args[] = {"run",      "--detach", "--pid-file", r->pid_file,
                           "--bundle", r->bundle,  r->id};
-    cleanup_free const char **argv = runtime_argv(r->runtime, args, OBI_ARRAY_SIZE(args));
+    const char *const *used = r->runtime->foreground ? args + 1 : args;
+    if (r->runtime->foreground)
+        args[1] = "run";
+    cleanup_free const char **argv =
+        runtime_argv(r->runtime, used, OBI_ARRAY_SIZE(args) - (size_t)(used - args));
     if (!argv) {
         obi_error_oom(&r->failure);
         return OBI_RUN_EV_SPAWN_FAILED;
@@ -813,12 +962,13 @@ static obi_run_event run_spawn(run *r)
     spawn_opts.stdout_fd = write_end;
     spawn_opts.stderr_fd = write_end;
     spawn_opts.hide_mount = r->runtime->hide_mount;
+    spawn_opts.exec_fd = r->runtime->exec_fd;
     if (obi_spawn((char *const *)argv, &spawn_opts, &r->pid, &r->failure) < 0) {
         r->pid = 0;
         return OBI_RUN_EV_SPAWN_FAILED;
     }
     r->pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
-    r->detaching = true;
+    r->awaiting_start = true;
     return OBI_RUN_EV_STARTED;
 }
 
@@ -834,12 +984,10 @@ static obi_run_event run_enter(run *r, obi_run_state state)
         r->deadline_ms =
             r->opts->timeout_seconds ? now_ms() + (int64_t)r->opts->timeout_seconds * 1000 : 0;
         return OBI_RUN_N_EVENTS;
-    case OBI_RUN_KILLING: {
+    case OBI_RUN_KILLING:
         r->kill_sent_ms = now_ms();
-        cleanup_error obi_error *ignored = NULL; /* not made yet, or gone: DELETING will see */
-        obi_runtime_kill(r->runtime, r->id, "KILL", &ignored);
+        run_kill_container(r);
         return OBI_RUN_N_EVENTS;
-    }
     case OBI_RUN_DELETING:
         return run_destroy(r);
     case OBI_RUN_DONE:

@@ -78,6 +78,10 @@ sed 's|"mkdir -p /nix/store/out && echo hi > /nix/store/out/x"|"echo started >\&
 "$OCIBUILD" build "$T_TMP/slow.json" >/dev/null 2>"$T_TMP/term.err" &
 pid=$!
 for _ in $(seq 1 100); do grep -q started "$T_TMP/term.err" 2>/dev/null && break; sleep 0.1; done
+# crun runs from ocibuild's sealed copy of its binary, not re-executing itself from its own
+# (docs/build.md "crun from a sealed copy"): the build's runtime process is that memfd.
+exes=$(for child in $(ps --ppid $pid -o pid=); do readlink "/proc/$child/exe"; done)
+t_contains "crun runs from ocibuild's sealed copy of its binary" "$exes" "/memfd:ocibuild-crun"
 kill -TERM $pid
 wait $pid; rc=$?
 [ $rc -eq 143 ] && t_ok "SIGTERM mid-build exits 143" || t_fail "SIGTERM mid-build exits 143" "rc=$rc $(cat "$T_TMP/term.err")"

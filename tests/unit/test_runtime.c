@@ -1,11 +1,14 @@
 /*
- * The OCI runtime driver against a fake runtime (a shell script standing in for runc, which
- * keeps a marker file for each container it holds): output capture and streaming, the bounded
- * log tail, exit codes; the foreground run's state machine, every transition of its table and
- * the refusal of every other; and that each way a run fails (non-zero exit, timeout, cancel,
- * the runtime killed half way, poll failing) ends in `kill ID KILL` + `delete --force ID` with
- * no container left, or in OBI_ECONTAINER_LEFT when delete fails. Also the default runtime's
- * probe cache: a changed binary (mtime, ctime, size) misses.
+ * The OCI runtime driver against a fake runtime (a shell script standing in for runc or crun,
+ * which keeps a marker file for each container it holds), every behaviour run twice: named
+ * fake-runc, the driver runs it detached (`run --detach`, then waits for the init and deletes
+ * the container); named crun, in the foreground (`run`, which waits for the init, reports its
+ * exit code and deletes its own container). Output capture and streaming, the bounded log tail,
+ * exit codes; the run's state machine, every transition of its table and the refusal of every
+ * other; and that each way a run fails (the start, timeout, cancel, the runtime killed half
+ * way, poll failing) ends in `kill ID KILL` + `delete --force ID` with no container left, or in
+ * OBI_ECONTAINER_LEFT when delete fails. Also the default runtime's probe cache: a changed
+ * binary (mtime, ctime, size) misses.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ocibuild/buf.h"
@@ -39,14 +43,18 @@ int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout_ms)
     return __real_poll(fds, n, timeout_ms);
 }
 
-/* The fake runtime: `run --detach --pid-file F --bundle B ID` makes $DIR/container-ID and
- * starts B/script in the background as the container's init (its pid in F, as runc writes it;
- * the script starts only once the fake runtime is gone, so the shell can never reap an init that
- * ended first and leave the service an init that is nobody's child, as runc never does)
- * with $KILLED pointing at a marker file that `kill` creates (so a "container" can notice it was
- * killed), and exits 0; it fails instead, leaving the container (a runtime that failed half
- * way), saying what B/start-fails holds when that exists, and kills itself when B/runtime-dies
- * exists. `run --detach --bundle B ID` (services) runs the script itself. `delete` removes the
+/* The fake runtime: `run --detach --pid-file F --bundle B ID` makes $DIR/container-ID (after
+ * 0.3 s when B/slow-create exists) and starts B/script in the background as the container's
+ * init (its pid in F, as runc writes it; the script starts only once the fake runtime is gone,
+ * so the shell can never reap an init that ended first and leave the service an init that is
+ * nobody's child, as runc never does) with $KILLED pointing at a marker file that `kill`
+ * creates (so a "container" can notice it was killed), and exits 0; it fails instead, leaving
+ * the container (a runtime that failed half way), saying what B/start-fails holds when that
+ * exists, and kills itself when B/runtime-dies exists. Without --detach (crun's foreground run)
+ * it runs the script as its child, writes F (0.2 s later when B/pid-file-late exists, as the
+ * command may write before the runtime writes its pid file), waits for it, removes the
+ * container and exits with the script's code. `run --detach --bundle B ID` (services) runs the
+ * script itself. `kill` fails for a container that does not exist (yet). `delete` removes the
  * container, or fails while $DIR/delete-fails exists. Every call is appended to $DIR/calls. */
 static const char FAKE_RUNTIME[] =
     "#!/bin/sh\n"
@@ -54,15 +62,24 @@ static const char FAKE_RUNTIME[] =
     "echo \"$*\" >> \"$dir/calls\"\n"
     "for id; do :; done\n"
     "case \"$1\" in\n"
-    "  run) shift; [ \"$1\" = --detach ] && shift; pidfile=\n"
+    "  run) shift; fg=1; [ \"$1\" = --detach ] && { shift; fg=; }; pidfile=\n"
     "       [ \"$1\" = --pid-file ] && { pidfile=$2; shift 2; }\n"
+    "       [ -f \"$2/slow-create\" ] && sleep 0.3\n"
     "       touch \"$dir/container-$id\"; export KILLED=\"$dir/killed-$id\"\n"
     "       [ -z \"$pidfile\" ] && exec sh \"$2/script\"\n"
     "       [ -f \"$2/start-fails\" ] && { cat \"$2/start-fails\" >&2; exit 1; }\n"
     "       [ -f \"$2/runtime-dies\" ] && kill -9 $$\n"
+    "       if [ -n \"$fg\" ]; then\n"
+    "         sh \"$2/script\" & init=$!\n"
+    "         [ -f \"$2/pid-file-late\" ] && sleep 0.2\n"
+    "         echo $init > \"$pidfile\"; wait $init; code=$?\n"
+    "         rm -f \"$dir/container-$id\"; exit $code\n"
+    "       fi\n"
     "       (while kill -0 $$ 2>/dev/null; do sleep 0.01; done; exec sh \"$2/script\") &\n"
     "       echo $! > \"$pidfile\"; exit 0 ;;\n"
-    "  kill) touch \"$dir/killed-$2\"; exit 0 ;;\n"
+    "  kill) [ -f \"$dir/container-$2\" ] || { echo \"container $2 does not exist\" >&2; exit 1; "
+    "}\n"
+    "        touch \"$dir/killed-$2\"; exit 0 ;;\n"
     "  delete) if [ -f \"$dir/delete-fails\" ]; then echo 'cgroup still busy' >&2; exit 1; fi\n"
     "          rm -f \"$dir/container-$id\"; exit 0 ;;\n"
     "  state) if [ -f \"$dir/state\" ]; then cat \"$dir/state\"; "
@@ -73,20 +90,32 @@ typedef struct fixture {
     char *dir;
     char *bundle;
     obi_runtime *runtime;
+    bool foreground; /* the fake is named crun: runs are foreground runs */
 } fixture;
 
-static int setup(void **state)
+static int setup_named(void **state, const char *name)
 {
     fixture *f = calloc(1, sizeof *f);
     f->dir = obi_test_tmpdir();
     f->bundle = obi_path_join(f->dir, "bundle");
+    f->foreground = !strcmp(name, "crun");
     mkdir(f->bundle, 0755);
-    char *path = obi_path_join(f->dir, "fake-runc");
+    char *path = obi_path_join(f->dir, name);
     obi_write_file(path, FAKE_RUNTIME, strlen(FAKE_RUNTIME), 0755, NULL);
     obi_runtime_new(path, NULL, &f->runtime, NULL);
     free(path);
     *state = f;
     return f->runtime ? 0 : -1;
+}
+
+static int setup(void **state)
+{
+    return setup_named(state, "fake-runc");
+}
+
+static int setup_foreground(void **state)
+{
+    return setup_named(state, "crun");
 }
 
 static int teardown(void **state)
@@ -120,6 +149,27 @@ static void collect(const uint8_t *data, size_t len, void *ctx)
     obi_buf_append(ctx, data, len);
 }
 
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Output and when its first byte was streamed. */
+typedef struct timed_output {
+    obi_buf data;
+    int64_t first_ms;
+} timed_output;
+
+static void collect_timed(const uint8_t *data, size_t len, void *ctx)
+{
+    timed_output *seen = ctx;
+    if (!seen->data.len)
+        seen->first_ms = monotonic_ms();
+    obi_buf_append(&seen->data, data, len);
+}
+
 /* Whether the fake runtime still holds container id. */
 static bool container_exists(fixture *f, const char *id)
 {
@@ -136,6 +186,25 @@ static void make_delete_fail(fixture *f)
     char *path = obi_path_join(f->dir, "delete-fails");
     assert_int_equal(obi_write_file(path, "", 0, 0644, NULL), 0);
     free(path);
+}
+
+/* An empty marker file in the bundle (start-fails, runtime-dies, slow-create, pid-file-late). */
+static void mark_bundle(fixture *f, const char *name)
+{
+    char *path = obi_path_join(f->bundle, name);
+    assert_int_equal(obi_write_file(path, "", 0, 0644, NULL), 0);
+    free(path);
+}
+
+/* How many times the calls hold needle. */
+static size_t count_calls(fixture *f, const char *needle)
+{
+    char *calls = read_calls(f);
+    size_t n = 0;
+    for (const char *p = calls; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    free(calls);
+    return n;
 }
 
 static void assert_contains(const char *text, const char *needle)
@@ -173,14 +242,14 @@ static void test_runtime_run_captures_output_and_exit_code(void **state)
     assert_non_null(strstr(result.log_tail, "to-stderr"));
     assert_non_null(strstr((char *)streamed.data, "to-stdout"));
     char *calls = read_calls(f);
-    assert_non_null(strstr(calls, "run --detach --pid-file"));
+    assert_non_null(strstr(calls, f->foreground ? "run --pid-file" : "run --detach --pid-file"));
     free(calls);
     obi_run_result_clear(&result);
     obi_buf_free(&streamed);
 }
 
 /* A detached container stays until deleted: an init that exits by itself needs the delete, but
- * no kill. */
+ * no kill. A foreground runtime deletes its own container as it exits: no call at all. */
 static void test_runtime_clean_exit_deletes_without_a_kill(void **state)
 {
     fixture *f = *state;
@@ -190,12 +259,81 @@ static void test_runtime_clean_exit_deletes_without_a_kill(void **state)
     assert_int_equal(result.exit_code, 0);
     assert_string_equal(result.log_tail, "done\n");
     char *calls = read_calls(f);
-    assert_non_null(strstr(calls, "run --detach --pid-file"));
+    assert_non_null(strstr(calls, f->foreground ? "run --pid-file" : "run --detach --pid-file"));
     assert_null(strstr(calls, "kill"));
-    assert_non_null(strstr(calls, "delete --force c1"));
+    if (f->foreground)
+        assert_null(strstr(calls, "delete"));
+    else
+        assert_non_null(strstr(calls, "delete --force c1"));
     free(calls);
     assert_false(container_exists(f, "c1"));
     obi_run_result_clear(&result);
+}
+
+/* A build that fails by itself (exit 3) is no failure of the run: its exit code, and the
+ * container goes as after any exit (foreground: with no call of ours). */
+static void test_runtime_failing_command_is_its_exit_code(void **state)
+{
+    fixture *f = *state;
+    write_script(f, "echo failing; exit 3\n");
+    obi_run_result result;
+    assert_ok(obi_runtime_run(f->runtime, f->bundle, "c17", NULL, &result, err_ptr_));
+    assert_int_equal(result.exit_code, 3);
+    assert_string_equal(result.log_tail, "failing\n");
+    assert_int_equal(count_calls(f, "kill"), 0);
+    assert_int_equal(count_calls(f, "delete"), f->foreground ? 0 : 1);
+    assert_false(container_exists(f, "c17"));
+    obi_run_result_clear(&result);
+}
+
+/* Foreground: what the command writes before the runtime has written its pid file is held
+ * (it could be the runtime's own error) and flows once the file is there, while the command
+ * still runs, in order, nothing lost. */
+static void test_runtime_output_before_the_pid_file_is_the_builds(void **state)
+{
+    fixture *f = *state;
+    mark_bundle(f, "pid-file-late");
+    write_script(f, "echo early; echo early-err >&2; sleep 0.8; echo late\n");
+    timed_output seen = {OBI_BUF_INIT, 0};
+    obi_run_options opts = OBI_RUN_OPTIONS_INIT;
+    opts.on_output = collect_timed;
+    opts.output_ctx = &seen;
+    obi_run_result result;
+    assert_ok(obi_runtime_run(f->runtime, f->bundle, "c18", &opts, &result, err_ptr_));
+    int64_t ended = monotonic_ms();
+    assert_int_equal(result.exit_code, 0);
+    assert_int_equal(obi_buf_append(&seen.data, "", 1), 0);
+    assert_string_equal((char *)seen.data.data, "early\nearly-err\nlate\n");
+    assert_string_equal(result.log_tail, "early\nearly-err\nlate\n");
+    /* Streamed once the pid file came (0.2 s), not held until the next line (0.8 s later). */
+    assert_true(ended - seen.first_ms >= 400);
+    obi_run_result_clear(&result);
+    obi_buf_free(&seen.data);
+}
+
+/* Cancelled while the runtime is still making the container (so `kill` finds none): the kill
+ * is sent again until it does, and the run ends long before the 10 s grace. Foreground, the
+ * runtime would otherwise go on to start the command and wait for it. */
+static void test_runtime_cancel_while_creating_kills_what_it_made(void **state)
+{
+    fixture *f = *state;
+    mark_bundle(f, "slow-create");
+    write_script(f, "while [ ! -f \"$KILLED\" ]; do sleep 0.05; done; exit 137\n");
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(write(fds[1], "x", 1), 1);
+    obi_run_options opts = OBI_RUN_OPTIONS_INIT;
+    opts.cancel_fd = fds[0];
+    obi_run_result result;
+    obi_error *err = NULL;
+    int64_t started = monotonic_ms();
+    assert_fails_with(err, obi_runtime_run(f->runtime, f->bundle, "c19", &opts, &result, &err),
+                      -ECANCELED, "interrupted; container c19 killed and removed");
+    assert_true(monotonic_ms() - started < 5000);
+    assert_true(count_calls(f, "kill c19 KILL") >= 2);
+    assert_destroyed(f, "c19");
+    close(fds[0]);
+    close(fds[1]);
 }
 
 /* The build's stdout and stderr come through one pipe, in the order written. */
@@ -316,9 +454,7 @@ static void test_runtime_killed_runtime_has_its_container_removed(void **state)
 {
     fixture *f = *state;
     write_script(f, "echo never-ran\n");
-    char *dies = obi_path_join(f->bundle, "runtime-dies");
-    assert_int_equal(obi_write_file(dies, "", 0, 0644, NULL), 0);
-    free(dies);
+    mark_bundle(f, "runtime-dies");
     obi_run_result result;
     obi_error *err = NULL;
     assert_fails_with(err, obi_runtime_run(f->runtime, f->bundle, "c9", NULL, &result, &err), -EIO,
@@ -380,17 +516,24 @@ static void test_runtime_output_held_after_exit_ends_at_the_deadline(void **stat
 }
 
 /* kill + delete --force failing (three times): the run says the container may still exist,
- * with a code of its own, and keeps the reason the run failed in the first place. */
+ * with a code of its own, and keeps the reason the run failed in the first place. Detached, a
+ * command that exited 3 leaves its container to delete; a foreground runtime deleted it itself,
+ * so there the container that stays is one the runtime left failing half way. */
 static void test_runtime_delete_failing_reports_the_container_left(void **state)
 {
     fixture *f = *state;
     make_delete_fail(f);
     write_script(f, "exit 3\n");
+    if (f->foreground) {
+        char *fails = obi_path_join(f->bundle, "start-fails");
+        assert_int_equal(obi_write_file(fails, "mount refused\n", 14, 0644, NULL), 0);
+        free(fails);
+    }
     obi_run_result result;
     obi_error *err = NULL;
     assert_int_equal(obi_runtime_run(f->runtime, f->bundle, "c11", NULL, &result, &err),
                      OBI_ECONTAINER_LEFT);
-    assert_contains(err->message, "exit code 3");
+    assert_contains(err->message, f->foreground ? "mount refused" : "exit code 3");
     assert_contains(err->message, "container c11 could not be removed and may still exist");
     assert_contains(err->message, "cgroup still busy");
     obi_error_free(err);
@@ -417,14 +560,12 @@ static void test_runtime_timeout_with_delete_failing_keeps_both_reasons(void **s
 static void test_runtime_spawn_failure_makes_no_cleanup_calls(void **state)
 {
     fixture *f = *state;
-    char *path = obi_path_join(f->dir, "fake-runc");
-    assert_int_equal(chmod(path, 0644), 0);
-    free(path);
+    assert_int_equal(chmod(obi_runtime_path(f->runtime), 0644), 0);
     obi_run_result result;
     obi_error *err = NULL;
     assert_true(obi_runtime_run(f->runtime, f->bundle, "c13", NULL, &result, &err) < 0);
     assert_int_not_equal(err->code, OBI_ECONTAINER_LEFT);
-    assert_contains(err->message, "fake-runc");
+    assert_contains(err->message, obi_runtime_path(f->runtime));
     obi_error_free(err);
     char *calls = read_calls(f);
     assert_string_equal(calls, "");
@@ -541,6 +682,12 @@ static void test_runtime_detached_failure_cleans_up_and_reports_the_log(void **s
 }
 
 #define RUNTIME_TEST(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+/* A behaviour of every run: once detached (fake-runc), once in the foreground (crun). */
+#define RUN_TESTS(f)                                                                               \
+    {"detached: " #f, f, setup, teardown, NULL},                                                   \
+    {                                                                                              \
+        "foreground: " #f, f, setup_foreground, teardown, NULL                                     \
+    }
 
 /* ---- the default runtime's probe cache ---- */
 
@@ -553,7 +700,7 @@ static void probe_key_of(const char *path, bool rootless, char key[OBI_RUNTIME_P
 static void test_runtime_probe_key_changes_with_the_binary(void **state)
 {
     fixture *f = *state;
-    char *binary = obi_path_join(f->dir, "fake-runc");
+    char *binary = strdup(obi_runtime_path(f->runtime));
     char first[OBI_RUNTIME_PROBE_KEY_LEN + 1], again[OBI_RUNTIME_PROBE_KEY_LEN + 1],
         other[OBI_RUNTIME_PROBE_KEY_LEN + 1];
     probe_key_of(binary, false, first);
@@ -617,21 +764,25 @@ static void test_runtime_probe_cache_keeps_what_was_found(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        RUNTIME_TEST(test_runtime_run_captures_output_and_exit_code),
-        RUNTIME_TEST(test_runtime_clean_exit_deletes_without_a_kill),
-        RUNTIME_TEST(test_runtime_run_keeps_stdout_and_stderr_in_order),
-        RUNTIME_TEST(test_runtime_that_cannot_start_the_command_says_so_once),
-        RUNTIME_TEST(test_runtime_init_killed_by_a_signal_is_its_exit_code),
-        RUNTIME_TEST(test_runtime_log_tail_keeps_only_the_last_bytes),
-        RUNTIME_TEST(test_runtime_timeout_kills_and_deletes_the_container),
-        RUNTIME_TEST(test_runtime_cancel_fd_kills_and_deletes_the_container),
-        RUNTIME_TEST(test_runtime_cancel_fd_hung_up_does_not_cancel),
-        RUNTIME_TEST(test_runtime_killed_runtime_has_its_container_removed),
-        RUNTIME_TEST(test_runtime_poll_failure_kills_and_deletes_the_container),
-        RUNTIME_TEST(test_runtime_output_held_after_exit_ends_at_the_deadline),
-        RUNTIME_TEST(test_runtime_delete_failing_reports_the_container_left),
-        RUNTIME_TEST(test_runtime_timeout_with_delete_failing_keeps_both_reasons),
-        RUNTIME_TEST(test_runtime_spawn_failure_makes_no_cleanup_calls),
+        RUN_TESTS(test_runtime_run_captures_output_and_exit_code),
+        RUN_TESTS(test_runtime_clean_exit_deletes_without_a_kill),
+        RUN_TESTS(test_runtime_failing_command_is_its_exit_code),
+        RUN_TESTS(test_runtime_run_keeps_stdout_and_stderr_in_order),
+        RUN_TESTS(test_runtime_that_cannot_start_the_command_says_so_once),
+        RUN_TESTS(test_runtime_init_killed_by_a_signal_is_its_exit_code),
+        RUN_TESTS(test_runtime_log_tail_keeps_only_the_last_bytes),
+        RUN_TESTS(test_runtime_timeout_kills_and_deletes_the_container),
+        RUN_TESTS(test_runtime_cancel_fd_kills_and_deletes_the_container),
+        RUN_TESTS(test_runtime_cancel_while_creating_kills_what_it_made),
+        RUN_TESTS(test_runtime_cancel_fd_hung_up_does_not_cancel),
+        RUN_TESTS(test_runtime_killed_runtime_has_its_container_removed),
+        RUN_TESTS(test_runtime_poll_failure_kills_and_deletes_the_container),
+        RUN_TESTS(test_runtime_output_held_after_exit_ends_at_the_deadline),
+        RUN_TESTS(test_runtime_delete_failing_reports_the_container_left),
+        RUN_TESTS(test_runtime_timeout_with_delete_failing_keeps_both_reasons),
+        RUN_TESTS(test_runtime_spawn_failure_makes_no_cleanup_calls),
+        cmocka_unit_test_setup_teardown(test_runtime_output_before_the_pid_file_is_the_builds,
+                                        setup_foreground, teardown),
         cmocka_unit_test(test_runtime_run_transitions_are_the_table_and_no_other),
         cmocka_unit_test(test_runtime_refused_transition_names_what_is_allowed),
         cmocka_unit_test(test_runtime_not_found_says_what_to_install),
