@@ -3,8 +3,10 @@
 # a rootful build runs on crun when a probe finds that crun works here (on this hybrid-cgroup
 # VM: in a private mount namespace without the cgroup2 mount), and the answer is cached under
 # the data dir; `--runtime runc` still builds the same output; a crun that cannot run builds
-# is reported once and runc used; a build killed mid-run (SIGTERM) on the default runtime
-# leaves no bundle and no container, and exit codes are those of docs/cli.md.
+# is reported once and runc used; crun runs from ocibuild's sealed copy of its binary; a build
+# killed mid-run (SIGTERM) on the default runtime leaves no bundle and no container, and exit
+# codes are those of docs/cli.md; builds SIGKILLed at any point (crun and runc) leave nothing
+# once the next build has swept.
 source "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { t_skip "default runtime" "needs root (rootful builds)"; t_done; exit; }
@@ -92,4 +94,41 @@ sed 's|"mkdir -p /nix/store/out && echo hi > /nix/store/out/x"|"exit 3"|' "$T_TM
 "$OCIBUILD" build --timeout 1 "$T_TMP/slow.json" >/dev/null 2>"$T_TMP/timeout.err"; rc=$?
 [ $rc -eq 101 ] && t_ok "a timed-out build exits 101 on the default runtime" || t_fail "a timed-out build exits 101" "rc=$rc"
 t_check "failed and timed-out builds leave nothing behind" no_leftovers "$T_TMP/data"
+
+# ---- SIGKILL at any point of a build: the next build's sweep leaves nothing ----
+# Builds killed after 0-90 ms: before the bundle, while the runtime makes or runs the container,
+# while the outputs are ingested or the bundle removed after the answer; on the default runtime
+# (crun, in the foreground) and on runc (detached). What a killed build leaves (a container, its
+# cgroups, a bundle whose lock is free) the next build sweeps (docs/build.md "Bundles and
+# cleanup"). Before, a foreground crun killed with ocibuild half way through making the
+# container left cgroups that no `delete --force` finds.
+kill_at_any_point() { # LABEL DATA_DIR [BUILD OPTIONS...]
+  local label=$1 data=$2 ms pid killed=() cgroups mounts
+  shift 2
+  export OCIBUILD_DATA_DIR=$data
+  "$OCIBUILD" build "$@" "$T_TMP/req.json" >/dev/null 2>&1 # the probe, cached
+  for ms in 0 5 10 15 20 25 30 35 40 45 50 60 70 80 90; do
+    "$OCIBUILD" build "$@" "$T_TMP/req.json" >/dev/null 2>&1 &
+    pid=$!
+    sleep "$(printf '0.%03d' "$ms")"
+    kill -KILL $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    killed+=($(ls "$data/bundles" | grep -v '^\.' || true))
+  done
+  if "$OCIBUILD" build "$@" "$T_TMP/req.json" >/dev/null 2>"$T_TMP/kill-sweep.err"; then
+    t_ok "$label: a build after builds killed at any point succeeds (${#killed[@]} bundles to sweep)"
+  else
+    t_fail "$label: a build after builds killed at any point succeeds" "$(cat "$T_TMP/kill-sweep.err")"
+  fi
+  t_check "$label: builds killed at any point leave no bundle and no container after the sweep" \
+    no_leftovers "$data"
+  mounts=$(grep -F "$data" /proc/self/mountinfo || true)
+  [ -z "$mounts" ] && t_ok "$label: builds killed at any point leave no mount" ||
+    t_fail "$label: builds killed at any point leave no mount" "$mounts"
+  cgroups=$(for id in "${killed[@]}"; do ls -d /sys/fs/cgroup/*/"$id" /sys/fs/cgroup/"$id" 2>/dev/null; done)
+  [ -z "$cgroups" ] && t_ok "$label: builds killed at any point leave no cgroup" ||
+    t_fail "$label: builds killed at any point leave no cgroup" "$cgroups"
+}
+kill_at_any_point crun "$T_TMP/data-kill"
+kill_at_any_point runc "$T_TMP/data-kill-runc" --runtime runc
 t_done
