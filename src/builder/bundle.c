@@ -28,7 +28,8 @@ struct obi_bundle {
     char *root; /* the bundle root */
     char id[37];
     int lock_fd;
-    int dir_fd; /* O_PATH: everything inside is resolved beneath it */
+    int dir_lock_fd; /* the directory itself, flocked too: held until it is gone (see sweep) */
+    int dir_fd;      /* O_PATH: everything inside is resolved beneath it */
     bool keep;
     bool has_userns;
     obi_userns_ids userns;
@@ -66,6 +67,7 @@ int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err
     if (!bundle)
         return obi_error_oom(err);
     bundle->lock_fd = -1;
+    bundle->dir_lock_fd = -1;
     bundle->dir_fd = -1;
     r = obi_uuid_v4(bundle->id, err);
     if (r < 0)
@@ -84,12 +86,16 @@ int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err
         return obi_error_set_errno(err, errno, "create bundle %s", new_path);
     int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     int dir_fd = open(new_path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 || dir_fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 || rename(new_path, path) < 0) {
+    int dir_lock_fd = open(new_path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || dir_fd < 0 || dir_lock_fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 ||
+        flock(dir_lock_fd, LOCK_EX | LOCK_NB) < 0 || rename(new_path, path) < 0) {
         r = obi_error_set_errno(err, errno, "create bundle %s", path);
         if (fd >= 0)
             close(fd);
         if (dir_fd >= 0)
             close(dir_fd);
+        if (dir_lock_fd >= 0)
+            close(dir_lock_fd);
         unlink(lock_path);
         rmdir(new_path);
         return r;
@@ -98,11 +104,13 @@ int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err
     if (!bundle->root) {
         close(fd);
         close(dir_fd);
+        close(dir_lock_fd);
         unlink(lock_path);
         rmdir(path);
         return obi_error_oom(err);
     }
     bundle->lock_fd = fd;
+    bundle->dir_lock_fd = dir_lock_fd;
     bundle->dir_fd = dir_fd;
     bundle->path = steal_pointer(&path);
     *out = steal_pointer(&bundle);
@@ -251,6 +259,8 @@ int obi_bundle_close(obi_bundle *bundle, obi_error **err)
     }
     if (bundle->lock_fd >= 0)
         close(bundle->lock_fd);
+    if (bundle->dir_lock_fd >= 0)
+        close(bundle->dir_lock_fd);
     if (bundle->dir_fd >= 0)
         close(bundle->dir_fd);
     free(bundle->path);
@@ -403,6 +413,12 @@ int obi_bundle_sweep(const char *bundle_root, obi_runtime *runtime, const obi_us
         cleanup_close int lock_fd = openat(fd, LOCK_NAME, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
         if (lock_fd >= 0 && flock(lock_fd, LOCK_EX | LOCK_NB) < 0)
             continue; /* a live run owns it */
+        /* Its owner's removal unlinks .lock early in its walk; the directory stays locked
+         * until it is gone. Held here while sweeping, so two sweeps never remove one bundle. */
+        cleanup_close int dir_lock_fd =
+            openat(root_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dir_lock_fd < 0 || flock(dir_lock_fd, LOCK_EX | LOCK_NB) < 0)
+            continue; /* gone, or a live run (or another sweep) is removing it */
         if (runtime) {
             cleanup_error obi_error *ignored = NULL;
             obi_runtime_destroy(runtime, de->d_name, &ignored);

@@ -1,6 +1,6 @@
 /*
- * Bundle directories: UUID naming, liveness lock, removal on close, keep, and the sweep that
- * removes crashed runs' leftovers but never a live bundle.
+ * Bundle directories: UUID naming, liveness lock (on .lock and on the directory), removal on
+ * close, keep, and the sweep that removes crashed runs' leftovers but never a live bundle.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -100,6 +100,30 @@ static void test_bundle_sweep_removes_only_unlocked_bundles(void **state)
     obi_test_tmpdir_remove(root);
 }
 
+/* A live bundle whose .lock is gone (its owner's removal unlinks it first and is still walking
+ * the rest): the directory itself is locked, so a sweep leaves it to its owner. Before, the
+ * sweep took it for a crashed run's and raced the owner: both failed (concurrent builds whose
+ * service start swept while another build removed its bundle). */
+static void test_bundle_sweep_leaves_a_bundle_its_owner_is_removing(void **state)
+{
+    (void)state;
+    char *root = obi_test_tmpdir();
+    obi_bundle *live = NULL;
+    assert_ok(obi_bundle_create(root, &live, err_ptr_));
+    char *lock = obi_path_join(obi_bundle_path(live), ".lock");
+    assert_int_equal(unlink(lock), 0);
+    free(lock);
+    unsigned swept = 7;
+    assert_ok(obi_bundle_sweep(root, NULL, NULL, NULL, NULL, &swept, err_ptr_));
+    assert_int_equal(swept, 0);
+    assert_true(exists(obi_bundle_path(live)));
+    char *path = strdup(obi_bundle_path(live));
+    assert_ok(obi_bundle_close(live, err_ptr_));
+    assert_false(exists(path));
+    free(path);
+    obi_test_tmpdir_remove(root);
+}
+
 static void test_bundle_sweep_leaves_kept_bundles(void **state)
 {
     (void)state;
@@ -135,6 +159,7 @@ int main(void)
         cmocka_unit_test(test_bundle_keep_leaves_directory),
         cmocka_unit_test(test_bundle_sweep_removes_only_unlocked_bundles),
         cmocka_unit_test(test_bundle_sweep_leaves_kept_bundles),
+        cmocka_unit_test(test_bundle_sweep_leaves_a_bundle_its_owner_is_removing),
         cmocka_unit_test(test_bundle_create_fails_clearly_on_unwritable_root),
     };
     return cmocka_run_group_tests_name("bundle", tests, NULL, NULL);
