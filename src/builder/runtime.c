@@ -961,11 +961,13 @@ static obi_run_event run_spawn(run *r)
     obi_spawn_options spawn_opts = OBI_SPAWN_OPTIONS_INIT;
     spawn_opts.stdout_fd = write_end;
     spawn_opts.stderr_fd = write_end;
-    /* A foreground crun killed half way through making the container (by PR_SET_PDEATHSIG, when
-     * we die) leaves its state without a status file and the container's cgroups, which no
-     * `delete --force` finds: it must outlive us, as the detached run's forked child does. It
-     * then runs the container to its end (or until the next sweep kills it) and deletes it. */
-    spawn_opts.die_with_parent = !r->runtime->foreground;
+    /* A runtime killed half way through making the container (by PR_SET_PDEATHSIG, when we
+     * die) leaves its state without a status and the container's cgroups, which no `delete
+     * --force` finds (crun in the foreground, and runc's `run --detach`, whose Go process makes
+     * the container itself): it must outlive us and finish. Detached, it then exits; in the
+     * foreground it runs the container to its end (or until the next sweep kills it) and
+     * deletes it. */
+    spawn_opts.die_with_parent = false;
     spawn_opts.hide_mount = r->runtime->hide_mount;
     spawn_opts.exec_fd = r->runtime->exec_fd;
     if (obi_spawn((char *const *)argv, &spawn_opts, &r->pid, &r->failure) < 0) {
