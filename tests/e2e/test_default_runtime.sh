@@ -100,8 +100,8 @@ t_check "failed and timed-out builds leave nothing behind" no_leftovers "$T_TMP/
 # while the outputs are ingested or the bundle removed after the answer; on the default runtime
 # (crun, in the foreground) and on runc (detached). What a killed build leaves (a container, its
 # cgroups, a bundle whose lock is free) the next build sweeps (docs/build.md "Bundles and
-# cleanup"). Before, a foreground crun killed with ocibuild half way through making the
-# container left cgroups that no `delete --force` finds.
+# cleanup"). Before, a runtime killed with ocibuild half way through making the container
+# left cgroups that no `delete --force` finds (crun in the foreground; runc, some runs).
 kill_at_any_point() { # LABEL DATA_DIR [BUILD OPTIONS...]
   local label=$1 data=$2 ms pid killed=() cgroups mounts
   shift 2
@@ -115,6 +115,9 @@ kill_at_any_point() { # LABEL DATA_DIR [BUILD OPTIONS...]
     wait $pid 2>/dev/null
     killed+=($(ls "$data/bundles" | grep -v '^\.' || true))
   done
+  # A killed build's runtime finishes its start first (docs/build.md "The foreground run"): a
+  # sweep within those ~100 ms could miss what it is still making.
+  sleep 1
   if "$OCIBUILD" build "$@" "$T_TMP/req.json" >/dev/null 2>"$T_TMP/kill-sweep.err"; then
     t_ok "$label: a build after builds killed at any point succeeds (${#killed[@]} bundles to sweep)"
   else
