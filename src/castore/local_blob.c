@@ -14,8 +14,9 @@
  *   durable first) but not yet under its name. The barrier (sync: called by ingest before it
  *   commits directories, by the on-disk directory putter before every commit for the same
  *   ROOT, and when a service is freed) makes every pending blob durable (one syncfs(2), or one
- *   fsync per file for a small batch), renames each to its final name the same way, then makes
- *   the names durable.
+ *   fsync per file for a small batch), renames each to its final name the same way (a big
+ *   batch on one thread per CPU, each taking its own fan-out directories), then makes the
+ *   names durable.
  * Either way a name under ROOT/blobs only ever refers to a complete file whose contents were
  * durable before the name appeared, and a crash at any point leaves at most temporary files,
  * whose names are never a blob's (64 hex digits).
@@ -40,9 +41,11 @@
  * file does not hash to its name (a corrupted blob file is never silently served).
  */
 #include <dirent.h>
+#include <stdint.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,16 +225,15 @@ static int fsync_at(int dir_fd, const char *dir_path, const char *name, obi_erro
     return 0;
 }
 
-/* Gives the temporary file tmp (relative to ROOT; its contents durable) the blob's name, which
- * it takes only if free: taken means another writer stored the same contents, and ours goes.
- * Either way tmp is gone on success. shared->lock held. */
-static int publish(blob_root *shared, const char *tmp, const obi_digest *digest, obi_error **err)
+/* Gives the temporary file tmp (relative to ROOT; its contents durable) the blob's name in its
+ * fan-out directory, which exists: the name is taken only if free; taken means another writer
+ * stored the same contents, and ours goes. Either way tmp is gone on success. Touches no
+ * shared state: the barrier's threads call it side by side. */
+static int rename_into_place(const blob_root *shared, const char *tmp, const obi_digest *digest,
+                             obi_error **err)
 {
     char rel[OBI_DIGEST_HEX_LEN + 4];
     blob_relative_path(digest, rel);
-    int r = ensure_fanout(shared, digest->bytes[0], err);
-    if (r < 0)
-        return r;
     if (renameat2(shared->root_fd, tmp, shared->blobs_fd, rel, RENAME_NOREPLACE) == 0)
         return 0;
     if (errno == EINVAL || errno == ENOSYS) {
@@ -245,6 +247,13 @@ static int publish(blob_root *shared, const char *tmp, const obi_digest *digest,
     }
     unlinkat(shared->root_fd, tmp, 0);
     return 0;
+}
+
+/* rename_into_place, making the fan-out directory first if needed; shared->lock held. */
+static int publish(blob_root *shared, const char *tmp, const obi_digest *digest, obi_error **err)
+{
+    int r = ensure_fanout(shared, digest->bytes[0], err);
+    return r < 0 ? r : rename_into_place(shared, tmp, digest, err);
 }
 
 /* After a failed barrier: only the entries from slot `from` on are still pending. */
@@ -262,6 +271,107 @@ static void keep_pending_from(blob_root *shared, size_t from)
     shared->pending = left;
 }
 
+/* Publishing is one rename per pending blob, most of a big barrier's work: from this many
+ * pending blobs on it is spread over up to PUBLISH_MAX_THREADS threads (the CPUs we may use),
+ * thread i taking the fan-out directories whose byte % n == i, so that no two rename in one
+ * directory (renames in different directories do not wait for each other). */
+#define PUBLISH_PARALLEL_MIN 1024
+#define PUBLISH_MAX_THREADS 4
+
+typedef struct publish_part {
+    const blob_root *shared;
+    unsigned index, n;
+    bool *done;         /* per slot of shared->pending: renamed */
+    size_t failed_slot; /* SIZE_MAX: none */
+    obi_error *error;
+} publish_part;
+
+static void *publish_part_run(void *arg)
+{
+    publish_part *part = arg;
+    const obi_digest_map *pending = &part->shared->pending;
+    for (size_t i = 0; i < pending->capacity; i++) {
+        const obi_digest_map_entry *entry = &pending->slots[i];
+        if (!entry->value || entry->key.bytes[0] % part->n != part->index)
+            continue;
+        if (rename_into_place(part->shared, entry->value, &entry->key, &part->error) < 0) {
+            part->failed_slot = i;
+            break;
+        }
+        part->done[i] = true;
+    }
+    return NULL;
+}
+
+static unsigned publish_threads(void)
+{
+    cpu_set_t cpus;
+    if (sched_getaffinity(0, sizeof cpus, &cpus) < 0)
+        return 1;
+    int n = CPU_COUNT(&cpus);
+    return n < 1 ? 1 : n > PUBLISH_MAX_THREADS ? PUBLISH_MAX_THREADS : (unsigned)n;
+}
+
+/* After a failed barrier: only the entries not renamed are still pending. */
+static void keep_pending_not_done(blob_root *shared, const bool *done)
+{
+    obi_digest_map left;
+    obi_digest_map_init(&left, free);
+    for (size_t i = 0; i < shared->pending.capacity; i++) {
+        obi_digest_map_entry *entry = &shared->pending.slots[i];
+        /* on ENOMEM the entry is dropped: its file stays ours until we exit, never visible */
+        if (entry->value && !done[i] &&
+            obi_digest_map_insert(&left, &entry->key, entry->value) == 1)
+            entry->value = NULL;
+    }
+    obi_digest_map_clear(&shared->pending);
+    shared->pending = left;
+}
+
+/* Renames every pending blob (contents already durable) on n threads; shared->lock held, so
+ * nobody else touches pending meanwhile. On failure the first failed slot's error is reported
+ * and what was not renamed stays pending. */
+static int publish_parallel(blob_root *shared, unsigned n, obi_error **err)
+{
+    if (shared->pending.capacity == 0)
+        return 0;
+    for (size_t i = 0; i < shared->pending.capacity; i++) {
+        const obi_digest_map_entry *entry = &shared->pending.slots[i];
+        int r = entry->value ? ensure_fanout(shared, entry->key.bytes[0], err) : 0;
+        if (r < 0)
+            return r;
+    }
+    cleanup_free bool *done = calloc(shared->pending.capacity, sizeof *done);
+    if (!done)
+        return obi_error_oom(err);
+    publish_part parts[PUBLISH_MAX_THREADS];
+    pthread_t threads[PUBLISH_MAX_THREADS];
+    bool started[PUBLISH_MAX_THREADS] = {false};
+    for (unsigned i = 0; i < n; i++) {
+        parts[i] = (publish_part){shared, i, n, done, SIZE_MAX, NULL};
+        started[i] = i > 0 && pthread_create(&threads[i], NULL, publish_part_run, &parts[i]) == 0;
+    }
+    for (unsigned i = 0; i < n; i++) /* ours, and any part whose thread did not start */
+        if (!started[i])
+            publish_part_run(&parts[i]);
+    for (unsigned i = 0; i < n; i++)
+        if (started[i])
+            pthread_join(threads[i], NULL);
+    publish_part *failed = NULL;
+    for (unsigned i = 0; i < n; i++)
+        if (parts[i].error && (!failed || parts[i].failed_slot < failed->failed_slot))
+            failed = &parts[i];
+    int r = failed ? obi_error_move(err, &failed->error) : 0;
+    for (unsigned i = 0; i < n; i++)
+        obi_error_free(parts[i].error);
+    if (r < 0) {
+        for (size_t i = 0; i < shared->pending.capacity && !shared->names_unsynced; i++)
+            shared->names_unsynced = done[i];
+        keep_pending_not_done(shared, done);
+    }
+    return r;
+}
+
 /* Makes every pending blob durable and visible under its name; shared->lock held. Contents
  * first, then names, then the names made durable: a name never refers to contents that were not
  * durable. On failure what was not renamed stays pending (a later barrier retries). */
@@ -273,7 +383,14 @@ static int sync_pending(blob_root *shared, obi_error **err)
     if (!per_file && syncfs(shared->root_fd) < 0)
         return obi_error_set_errno(err, errno, "syncfs %s", shared->root);
     bool fanouts[256] = {false};
-    for (size_t i = 0; i < shared->pending.capacity; i++) {
+    unsigned threads =
+        per_file || shared->pending.count < PUBLISH_PARALLEL_MIN ? 1 : publish_threads();
+    if (threads > 1) {
+        int r = publish_parallel(shared, threads, err);
+        if (r < 0)
+            return r;
+    }
+    for (size_t i = 0; threads == 1 && i < shared->pending.capacity; i++) {
         const obi_digest_map_entry *entry = &shared->pending.slots[i];
         if (!entry->value)
             continue;
@@ -1103,6 +1220,11 @@ static const struct obi_blob_service_ops local_blob_ops = {
     .remove = local_blob_remove,
     .free = local_blob_service_free,
 };
+
+bool obi_blob_service_is_local(const obi_blob_service *blobs)
+{
+    return blobs && blobs->ops == &local_blob_ops;
+}
 
 int obi_local_blob_service_open(const char *root, obi_blob_service **out, obi_error **err)
 {

@@ -6,6 +6,7 @@
 #ifndef OCIBUILD_CASTORE_STORE_INTERNAL_H
 #define OCIBUILD_CASTORE_STORE_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -92,6 +93,10 @@ void obi_local_root_clear(obi_local_root *root);
  * process, if one is open there (else nothing to do): the on-disk directory putter calls it
  * before committing, so directories never become durable before the blobs they refer to. */
 int obi_local_blob_sync_root(const obi_local_root *root, obi_error **err);
+
+/* Whether blobs is the on-disk blob service (local_blob.c), whose operations and writers may
+ * be used from several threads at once (ingest's pool relies on it). */
+bool obi_blob_service_is_local(const obi_blob_service *blobs);
 
 /* ROOT/gc.lock flock'ed with operation (LOCK_SH: a writer or a pin; LOCK_EX: gc), waiting;
  * *fd_out holds it until closed (store_roots.h). */

@@ -1146,6 +1146,50 @@ static void test_store_local_barrier_links_a_large_batch(void **state)
     check_barrier_links_every_pending_blob(*state, 300);
 }
 
+/* From 1024 pending blobs on, the barrier renames on several threads (one per CPU). */
+static void test_store_local_barrier_links_a_batch_on_threads(void **state)
+{
+    check_barrier_links_every_pending_blob(*state, 1500);
+}
+
+/* A barrier whose renames fail for one fan-out directory (here: replaced by a file) names the
+ * failure, keeps what it did not rename pending (still visible in the process), and the next
+ * barrier, once the directory is back, publishes them. */
+static void test_store_local_barrier_on_threads_keeps_what_it_could_not_rename_pending(void **state)
+{
+    fixture *f = *state;
+    enum { N = 1500 };
+    obi_digest digests[N];
+    for (int i = 0; i < N; i++) {
+        char content[16];
+        int len = snprintf(content, sizeof content, "blob %d", i);
+        assert_ok(put_pending(f->blobs, content, (size_t)len, &digests[i], err_ptr_));
+    }
+    unsigned byte = digests[N / 2].bytes[0];
+    int in_byte = 0;
+    for (int i = 0; i < N; i++)
+        in_byte += digests[i].bytes[0] == byte;
+    char fanout[16];
+    snprintf(fanout, sizeof fanout, "blobs/%02x", byte);
+    cleanup_free char *fanout_path = obi_path_join(f->root, fanout);
+    assert_int_equal(rmdir(fanout_path), 0);
+    int fd = open(fanout_path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_blob_service_sync(f->blobs, &err), -ENOTDIR, fanout);
+    /* the failing thread stops at its failure (as one thread would), the others finish */
+    int left = count_in(f, "tmp");
+    assert_true(left >= in_byte && left < N);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(obi_blob_has(f->blobs, &digests[i], NULL), 1);
+    assert_int_equal(unlink(fanout_path), 0);
+    assert_int_equal(mkdir(fanout_path, 0755), 0);
+    assert_ok(obi_blob_service_sync(f->blobs, err_ptr_));
+    assert_int_equal(count_in(f, "tmp"), 0);
+    assert_int_equal(count_in(f, "blobs"), N);
+}
+
 /* Another writer (here a durable finish; in practice another process) stores the same contents
  * while ours is pending: the barrier's link finds the name taken, which is success. */
 static void test_store_local_barrier_accepts_a_blob_stored_meanwhile(void **state)
@@ -1894,6 +1938,8 @@ int main(void)
         LOCAL(test_store_local_pending_blob_readable_in_process_before_barrier),
         LOCAL(test_store_local_barrier_links_a_small_batch),
         LOCAL(test_store_local_barrier_links_a_large_batch),
+        LOCAL(test_store_local_barrier_links_a_batch_on_threads),
+        LOCAL(test_store_local_barrier_on_threads_keeps_what_it_could_not_rename_pending),
         LOCAL(test_store_local_barrier_accepts_a_blob_stored_meanwhile),
         LOCAL(test_store_local_service_free_is_a_barrier),
         LOCAL(test_store_local_every_spelling_of_the_root_is_one_store),
