@@ -15,12 +15,27 @@
  * once. Blobs are finished as pending (no fsync per file); directories are put leaves first
  * into one putter. At the end one barrier (obi_blob_service_sync) makes every blob durable, and
  * only then are the directories committed (docs/store.md, "Crash safety").
+ *
+ * Into the on-disk store (whose blob service is safe to use from several threads), with no
+ * reference scanner, files are ingested on every core: the walk opens and checks each file and
+ * hands it to a small pool of worker threads through a short queue, taking the file itself when
+ * the queue is full; each thread has its own read buffer. A file's FileNode is then a
+ * placeholder until its thread is done, so directories are put at the end, in the order the
+ * walk left them (children first), once every file is in. The first failure in walk order is
+ * the one reported, whichever thread met it, as a walk on one thread would have; files after it
+ * that no thread started are skipped. OBI_INGEST_THREADS=N sets the number of worker threads
+ * (0: none; default: the CPUs this process may use, minus one, at most 3).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,35 +46,96 @@
 #include "ocibuild/fs.h"
 #include "ocibuild/fs_walk.h"
 #include "ocibuild/ingest.h"
+#include "store_internal.h"
 
 #define INGEST_READ_SIZE (1 << 20)
 /* Files up to this size are read whole first and not written when the store has them. */
 #define INGEST_SMALL_FILE (64 << 10)
 /* After a miss, small files are written without asking the store, except every this many. */
 #define INGEST_ASK_EVERY 16
+/* Worker threads at most, and files opened and waiting for one at most. */
+#define POOL_MAX_WORKERS 3
+#define POOL_QUEUE 8
 
-typedef struct ingest {
+typedef struct ingest ingest;
+
+/* What one thread needs to ingest a file's contents: its own read buffer, and what it last
+ * learned of the store (the hash-first heuristic). */
+typedef struct ingest_lane {
+    ingest *ig;
+    uint8_t *buf;       /* INGEST_READ_SIZE bytes */
+    const char *path;   /* the file's path, for messages */
+    bool expect_stored; /* the store had the last blob asked for: hash large files first */
+    unsigned unasked;   /* small files written without asking since the last miss */
+} ingest_lane;
+
+/* A regular file the walk opened and checked, ingested by whichever thread takes it. Its
+ * FileNode is dir->files[index], a placeholder until the end. */
+typedef struct file_job {
+    uint64_t seq; /* walk order */
+    int fd;       /* closed once ingested */
+    uint64_t st_size;
+    char *path; /* freed once ingested */
+    obi_directory *dir;
+    size_t index;
+    obi_digest digest;
+    uint64_t size;
+    int r;
+    obi_error *error; /* r < 0 */
+} file_job;
+
+/* A directory left by the walk while files in its tree may not be in yet: put at the end. Its
+ * DirectoryNode is parent->directories[index] (no parent: the root). */
+typedef struct deferred_directory {
+    obi_directory *dir;
+    char *path;
+    obi_directory *parent;
+    size_t index;
+} deferred_directory;
+
+typedef struct ingest_pool {
+    pthread_mutex_t lock; /* guards the queue, running, failed_seq and stopping */
+    pthread_cond_t queued, idle;
+    file_job *queue[POOL_QUEUE];
+    size_t head, count, running;
+    uint64_t failed_seq; /* the first job (in walk order) that failed; UINT64_MAX: none */
+    bool stopping;
+    pthread_t threads[POOL_MAX_WORKERS];
+    ingest_lane lanes[POOL_MAX_WORKERS];
+    size_t n_threads;
+    /* the walking thread's alone */
+    file_job **jobs;
+    size_t n_jobs, jobs_cap;
+    deferred_directory *dirs;
+    size_t n_dirs, dirs_cap;
+} ingest_pool;
+
+struct ingest {
     obi_blob_service *blobs;
     obi_directory_service *directories;
     obi_directory_putter *putter; /* opened at the first directory */
     obi_refscan_state *refscan;
-    uint8_t *buf;          /* INGEST_READ_SIZE bytes */
+    ingest_lane lane;      /* the walking thread's */
+    ingest_pool *pool;     /* NULL: every file on the walking thread, directories put at once */
     const char *root_name; /* the root node's name */
     const char *path;      /* the current entry's path, for messages */
     obi_directory **stack; /* stack[d]: the Directory being filled at depth d */
     size_t stack_cap;
     obi_node root;
-    const obi_progress *progress; /* NULL: none */
-    uint64_t bytes, files;        /* done so far, for progress */
-    bool expect_stored; /* the store had the last blob asked for: hash large files first */
-    unsigned unasked;   /* small files written without asking since the last miss */
-} ingest;
+    const obi_progress *progress;  /* NULL: none */
+    pthread_mutex_t progress_lock; /* the pool's threads report too, one at a time */
+    uint64_t bytes, files;         /* done so far, for progress */
+};
 
 static void report_progress(ingest *ig, uint64_t more_bytes, uint64_t more_files)
 {
+    if (!ig->progress)
+        return;
+    pthread_mutex_lock(&ig->progress_lock);
     ig->bytes += more_bytes;
     ig->files += more_files;
     obi_progress_report(ig->progress, ig->bytes, ig->files);
+    pthread_mutex_unlock(&ig->progress_lock);
 }
 
 static const char *file_type_name(mode_t mode)
@@ -79,34 +155,34 @@ static const char *file_type_name(mode_t mode)
 }
 
 /* Checks that fd (opened by name) is still the inode fstatat saw. */
-static int check_same_inode(ingest *ig, int fd, const struct stat *before, struct stat *after,
+static int check_same_inode(const char *path, int fd, const struct stat *before, struct stat *after,
                             obi_error **err)
 {
     if (fstat(fd, after) < 0)
-        return obi_error_set_errno(err, errno, "%s: fstat", ig->path);
+        return obi_error_set_errno(err, errno, "%s: fstat", path);
     if (after->st_dev != before->st_dev || after->st_ino != before->st_ino ||
         (after->st_mode & S_IFMT) != (before->st_mode & S_IFMT))
-        return obi_error_set(err, -EAGAIN, "%s: changed while being ingested", ig->path);
+        return obi_error_set(err, -EAGAIN, "%s: changed while being ingested", path);
     return 0;
 }
 
-/* Writes the file's blob: the head already in ig->buf, then (when the head filled more than a
+/* Writes the file's blob: the head already in lane->buf, then (when the head filled more than a
  * small file) the rest of fd, fed to the reference scanner as it goes. *size counts the bytes.
  * expected: the digest of the head when it is the whole file (NULL: not known). */
-static int write_blob(ingest *ig, int fd, size_t head, const obi_digest *expected, uint64_t *size,
-                      obi_digest *digest, obi_error **err)
+static int write_blob(ingest_lane *lane, int fd, size_t head, const obi_digest *expected,
+                      uint64_t *size, obi_digest *digest, obi_error **err)
 {
-    const char *path = ig->path;
+    const char *path = lane->path;
     cleanup_blob_writer obi_blob_writer *writer = NULL;
-    int r = expected ? obi_blob_open_write_expecting(ig->blobs, expected, &writer, err)
-                     : obi_blob_open_write(ig->blobs, &writer, err);
+    int r = expected ? obi_blob_open_write_expecting(lane->ig->blobs, expected, &writer, err)
+                     : obi_blob_open_write(lane->ig->blobs, &writer, err);
     if (r < 0)
         return obi_error_prefix(err, r, "%s", path);
-    r = obi_blob_write(writer, ig->buf, head, err);
+    r = obi_blob_write(writer, lane->buf, head, err);
     if (r < 0)
         return obi_error_prefix(err, r, "%s", path);
     while (head > INGEST_SMALL_FILE) {
-        ssize_t n = read(fd, ig->buf, INGEST_READ_SIZE);
+        ssize_t n = read(fd, lane->buf, INGEST_READ_SIZE);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -115,13 +191,13 @@ static int write_blob(ingest *ig, int fd, size_t head, const obi_digest *expecte
         }
         if (n == 0)
             break;
-        r = obi_blob_write(writer, ig->buf, (size_t)n, err);
+        r = obi_blob_write(writer, lane->buf, (size_t)n, err);
         if (r < 0)
             return obi_error_prefix(err, r, "%s", path);
-        if (ig->refscan)
-            obi_refscan_feed(ig->refscan, ig->buf, (size_t)n);
+        if (lane->ig->refscan)
+            obi_refscan_feed(lane->ig->refscan, lane->buf, (size_t)n);
         *size += (uint64_t)n;
-        report_progress(ig, (uint64_t)n, 0);
+        report_progress(lane->ig, (uint64_t)n, 0);
     }
     r = obi_blob_finish_pending(writer, digest, err);
     if (r < 0)
@@ -129,28 +205,152 @@ static int write_blob(ingest *ig, int fd, size_t head, const obi_digest *expecte
     return 0;
 }
 
-/* Hashes the rest of a large file (its head is in ig->buf and counted in *size), feeding the
- * reference scanner: the digest the store is asked about before anything is written. */
-static int hash_rest(ingest *ig, int fd, size_t head, uint64_t *size, obi_digest *digest,
-                     obi_error **err)
+/* ---- hashing a large file through a guarded mapping ---- */
+
+/* A re-import hashes large files through read-only mappings of the page cache instead of
+ * read()ing them into a buffer: that copy was most of its kernel time (perf of a 1 GiB
+ * re-import: _copy_to_iter 42% of the CPU). A file truncated under a mapping faults with SIGBUS;
+ * the thread hashing it catches that (a handler installed once per process, which hands every
+ * other SIGBUS to the disposition it replaced) and the file fails as "changed while being
+ * ingested". With a reference scanner (it would read the mapping outside the guard), or if
+ * no handler can be installed, files are read as before. */
+#define MAP_WINDOW (16u << 20)
+
+typedef struct map_guard {
+    sigjmp_buf jump;
+    const uint8_t *start, *end;
+} map_guard;
+
+static __thread map_guard *volatile active_guard;
+static struct sigaction previous_sigbus; /* the disposition ours replaced */
+
+static void on_sigbus(int sig, siginfo_t *info, void *context)
+{
+    map_guard *guard = active_guard;
+    const uint8_t *addr = info->si_addr;
+    if (guard && info->si_code > 0 && addr >= guard->start && addr < guard->end)
+        siglongjmp(guard->jump, 1);
+    /* not a fault in a guarded mapping: as if this handler were not there */
+    if ((previous_sigbus.sa_flags & SA_SIGINFO) && previous_sigbus.sa_sigaction) {
+        previous_sigbus.sa_sigaction(sig, info, context);
+        return;
+    }
+    if (previous_sigbus.sa_handler != SIG_DFL && previous_sigbus.sa_handler != SIG_IGN) {
+        previous_sigbus.sa_handler(sig);
+        return;
+    }
+    /* the default: a fault happens again on return and ends the process; a sent one is resent */
+    signal(SIGBUS, SIG_DFL);
+    if (info->si_code <= 0)
+        raise(sig);
+}
+
+/* Whether a truncated mapping would be caught here: our handler is the one, installed now if
+ * it is not (first use, or someone installed another since: we then hand everything not ours
+ * to that one). */
+static bool sigbus_guard_ready(void)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    struct sigaction now;
+    bool ours = sigaction(SIGBUS, NULL, &now) == 0;
+    if (ours && (!(now.sa_flags & SA_SIGINFO) || now.sa_sigaction != on_sigbus)) {
+        struct sigaction action = {.sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO | SA_NODEFER};
+        sigemptyset(&action.sa_mask);
+        previous_sigbus = now;
+        /* and it took (a sanitizer's runtime may keep its own) */
+        ours = sigaction(SIGBUS, &action, NULL) == 0 && sigaction(SIGBUS, NULL, &now) == 0 &&
+               (now.sa_flags & SA_SIGINFO) && now.sa_sigaction == on_sigbus;
+    }
+    pthread_mutex_unlock(&lock);
+    return ours;
+}
+
+/* Hashes len mapped bytes into hasher: false if they faulted (the file shrank under us). */
+static bool hash_guarded(obi_blake3_hasher *hasher, const uint8_t *map, size_t len)
+{
+    map_guard guard = {.start = map, .end = map + len};
+    if (sigsetjmp(guard.jump, 0) != 0) {
+        active_guard = NULL;
+        return false;
+    }
+    active_guard = &guard;
+    obi_blake3_update(hasher, map, len);
+    active_guard = NULL;
+    return true;
+}
+
+/* Hashes bytes [0, st_size) of fd into hasher through mappings of MAP_WINDOW bytes: 1 when done
+ * (*size = st_size; the head read before was counted in *size already), 0 when no mapping can
+ * be used (nothing hashed: the caller reads instead), negative when the file shrank under us. */
+static int hash_mapped(ingest_lane *lane, int fd, uint64_t st_size, uint64_t *size,
+                       obi_blake3_hasher *hasher, obi_error **err)
+{
+    if (!sigbus_guard_ready())
+        return 0;
+    uint64_t counted = *size;
+    for (uint64_t offset = 0; offset < st_size; offset += MAP_WINDOW) {
+        size_t len = st_size - offset < MAP_WINDOW ? (size_t)(st_size - offset) : MAP_WINDOW;
+        void *map = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, (off_t)offset);
+        if (map == MAP_FAILED) {
+            if (offset == 0)
+                return 0;
+            return obi_error_set_errno(err, errno, "%s: map at offset %llu", lane->path,
+                                       (unsigned long long)offset);
+        }
+        bool hashed = hash_guarded(hasher, map, len);
+        munmap(map, len);
+        if (!hashed)
+            return obi_error_set(err, -EAGAIN,
+                                 "%s: changed while being ingested (shorter than the %llu bytes "
+                                 "it had when opened)",
+                                 lane->path, (unsigned long long)st_size);
+        uint64_t end = offset + len;
+        if (end > counted) {
+            report_progress(lane->ig, end - (offset > counted ? offset : counted), 0);
+            counted = end;
+        }
+    }
+    /* a shorter file's last page reads as zeros past its end, without a fault */
+    struct stat now;
+    if (fstat(fd, &now) < 0)
+        return obi_error_set_errno(err, errno, "%s: fstat", lane->path);
+    if ((uint64_t)now.st_size < st_size)
+        return obi_error_set(err, -EAGAIN,
+                             "%s: changed while being ingested (shorter than the %llu bytes it "
+                             "had when opened)",
+                             lane->path, (unsigned long long)st_size);
+    *size = counted;
+    return 1;
+}
+
+/* Hashes the rest of a large file of st_size bytes when opened (its head is in lane->buf and
+ * counted in *size), feeding the reference scanner: the digest the store is asked about before
+ * anything is written. What the file has beyond st_size (it grew) is read and hashed too. */
+static int hash_rest(ingest_lane *lane, int fd, uint64_t st_size, size_t head, uint64_t *size,
+                     obi_digest *digest, obi_error **err)
 {
     obi_blake3_hasher hasher;
     obi_blake3_init(&hasher);
-    obi_blake3_update(&hasher, ig->buf, head);
+    int r = lane->ig->refscan ? 0 : hash_mapped(lane, fd, st_size, size, &hasher, err);
+    if (r < 0)
+        return r;
+    if (r == 0)
+        obi_blake3_update(&hasher, lane->buf, head);
     for (;;) {
-        ssize_t n = read(fd, ig->buf, INGEST_READ_SIZE);
+        ssize_t n = pread(fd, lane->buf, INGEST_READ_SIZE, (off_t)*size);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
-            return obi_error_set_errno(err, errno, "%s: read at offset %llu", ig->path,
+            return obi_error_set_errno(err, errno, "%s: read at offset %llu", lane->path,
                                        (unsigned long long)*size);
         if (n == 0)
             break;
-        obi_blake3_update(&hasher, ig->buf, (size_t)n);
-        if (ig->refscan)
-            obi_refscan_feed(ig->refscan, ig->buf, (size_t)n);
+        obi_blake3_update(&hasher, lane->buf, (size_t)n);
+        if (lane->ig->refscan)
+            obi_refscan_feed(lane->ig->refscan, lane->buf, (size_t)n);
         *size += (uint64_t)n;
-        report_progress(ig, (uint64_t)n, 0);
+        report_progress(lane->ig, (uint64_t)n, 0);
     }
     obi_blake3_finalize(&hasher, digest->bytes, OBI_DIGEST_LEN);
     return 0;
@@ -159,16 +359,17 @@ static int hash_rest(ingest *ig, int fd, size_t head, uint64_t *size, obi_digest
 /* Copies a large file the store lacks into it, after hash_rest. The writer hashes what it
  * writes: contents that changed since they were hashed are an error, and what the store got
  * is named by its own digest either way (never by the expected one). */
-static int copy_blob(ingest *ig, int fd, const obi_digest *expected, uint64_t size, obi_error **err)
+static int copy_blob(ingest_lane *lane, int fd, const obi_digest *expected, uint64_t size,
+                     obi_error **err)
 {
-    const char *path = ig->path;
+    const char *path = lane->path;
     cleanup_blob_writer obi_blob_writer *writer = NULL;
-    int r = obi_blob_open_write_expecting(ig->blobs, expected, &writer, err);
+    int r = obi_blob_open_write_expecting(lane->ig->blobs, expected, &writer, err);
     if (r < 0)
         return obi_error_prefix(err, r, "%s", path);
     uint64_t copied = 0;
     for (;;) {
-        ssize_t n = pread(fd, ig->buf, INGEST_READ_SIZE, (off_t)copied);
+        ssize_t n = pread(fd, lane->buf, INGEST_READ_SIZE, (off_t)copied);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -176,7 +377,7 @@ static int copy_blob(ingest *ig, int fd, const obi_digest *expected, uint64_t si
                                        (unsigned long long)copied);
         if (n == 0)
             break;
-        r = obi_blob_write(writer, ig->buf, (size_t)n, err);
+        r = obi_blob_write(writer, lane->buf, (size_t)n, err);
         if (r < 0)
             return obi_error_prefix(err, r, "%s", path);
         copied += (uint64_t)n;
@@ -193,84 +394,394 @@ static int copy_blob(ingest *ig, int fd, const obi_digest *expected, uint64_t si
     return 0;
 }
 
-/* The head of the file into ig->buf, all of it when it is small: one read for a small file
+/* The head of the file into lane->buf, all of it when it is small: one read for a small file
  * whose size fstat told (no second read to see the end). */
-static ssize_t read_head(ingest *ig, int fd, const struct stat *st)
+static ssize_t read_head(ingest_lane *lane, int fd, uint64_t st_size)
 {
     size_t want = INGEST_SMALL_FILE + 1;
     ssize_t n;
     do
-        n = read(fd, ig->buf, want);
+        n = read(fd, lane->buf, want);
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return -errno;
-    if (n == 0 || (n == st->st_size && (size_t)n < want))
+    if (n == 0 || ((uint64_t)n == st_size && (size_t)n < want))
         return n;
-    ssize_t more = obi_read_full(fd, ig->buf + n, want - (size_t)n);
+    ssize_t more = obi_read_full(fd, lane->buf + n, want - (size_t)n);
     return more < 0 ? more : n + more;
 }
 
-static int ingest_file(ingest *ig, int dirfd, const char *name, const struct stat *st,
-                       const char *node_name, obi_node *out, obi_error **err)
+/* Opens the entry the walk classified as a regular file: *fd_out is that inode (never a
+ * symlink or fifo swapped in since), *now its fstat. */
+static int open_file(int dirfd, const char *name, const char *path, const struct stat *st,
+                     int *fd_out, struct stat *now, obi_error **err)
 {
-    const char *path = ig->path;
     /* O_NONBLOCK: if the file was swapped for a fifo, opening must not hang. */
     cleanup_close int fd =
         openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return obi_error_set_errno(err, errno, "%s: open", path);
-    struct stat now;
-    int r = check_same_inode(ig, fd, st, &now, err);
+    int r = check_same_inode(path, fd, st, now, err);
     if (r < 0)
         return r;
-    if (now.st_size > INGEST_SMALL_FILE)
+    *fd_out = steal_fd(&fd);
+    return 0;
+}
+
+/* Stores the contents of the open file fd (st_size bytes when it was opened) as a blob:
+ * *digest and *size are what the FileNode says. */
+static int ingest_contents(ingest_lane *lane, int fd, uint64_t st_size, obi_digest *digest,
+                           uint64_t *size_out, obi_error **err)
+{
+    const char *path = lane->path;
+    if (st_size > INGEST_SMALL_FILE)
         (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
-    if (ig->refscan)
-        obi_refscan_end_stream(ig->refscan);
-    ssize_t head = read_head(ig, fd, &now);
+    if (lane->ig->refscan)
+        obi_refscan_end_stream(lane->ig->refscan);
+    ssize_t head = read_head(lane, fd, st_size);
     if (head < 0)
         return obi_error_set_errno(err, (int)-head, "%s: read at offset 0", path);
-    if (ig->refscan)
-        obi_refscan_feed(ig->refscan, ig->buf, (size_t)head);
+    if (lane->ig->refscan)
+        obi_refscan_feed(lane->ig->refscan, lane->buf, (size_t)head);
     uint64_t size = (uint64_t)head;
-    report_progress(ig, (uint64_t)head, 0);
-    obi_digest digest;
+    report_progress(lane->ig, (uint64_t)head, 0);
     cleanup_error obi_error *ignored = NULL;
+    int r;
     if (head <= INGEST_SMALL_FILE) {
         /* A small file is hashed in memory first; one the store has is not written again (a
          * rebuild's unchanged outputs create no temporary file). */
-        obi_blake3(ig->buf, (size_t)head, digest.bytes);
+        obi_blake3(lane->buf, (size_t)head, digest->bytes);
         /* Into a store that lacks what it was asked for (a fresh import), most are written
          * without asking (a blob it did have is dropped when published: same contents); every
          * INGEST_ASK_EVERY-th still asks, so that a tree the store has again is noticed. */
         bool stored = false;
-        if (ig->expect_stored || ++ig->unasked >= INGEST_ASK_EVERY) {
-            ig->unasked = 0;
-            stored = ig->expect_stored = obi_blob_has(ig->blobs, &digest, &ignored) == 1;
+        if (lane->expect_stored || ++lane->unasked >= INGEST_ASK_EVERY) {
+            lane->unasked = 0;
+            stored = lane->expect_stored = obi_blob_has(lane->ig->blobs, digest, &ignored) == 1;
         }
-        if (!stored && (r = write_blob(ig, fd, (size_t)head, &digest, &size, &digest, err)) < 0)
+        if (!stored && (r = write_blob(lane, fd, (size_t)head, digest, &size, digest, err)) < 0)
             return r;
-    } else if (ig->expect_stored) {
+    } else if (lane->expect_stored) {
         /* A large file while the store had what was asked last (a re-import): hashed first,
          * copied only if missing. */
-        r = hash_rest(ig, fd, (size_t)head, &size, &digest, err);
+        r = hash_rest(lane, fd, st_size, (size_t)head, &size, digest, err);
         if (r < 0)
             return r;
-        ig->expect_stored = obi_blob_has(ig->blobs, &digest, &ignored) == 1;
-        if (!ig->expect_stored && (r = copy_blob(ig, fd, &digest, size, err)) < 0)
+        lane->expect_stored = obi_blob_has(lane->ig->blobs, digest, &ignored) == 1;
+        if (!lane->expect_stored && (r = copy_blob(lane, fd, digest, size, err)) < 0)
             return r;
-    } else if ((r = write_blob(ig, fd, (size_t)head, NULL, &size, &digest, err)) < 0) {
+    } else if ((r = write_blob(lane, fd, (size_t)head, NULL, &size, digest, err)) < 0) {
         /* A large file into a store that lacked the last one asked for: one pass */
         return r;
     }
-    report_progress(ig, 0, 1);
-    if (ig->refscan)
-        obi_refscan_end_stream(ig->refscan);
+    report_progress(lane->ig, 0, 1);
+    if (lane->ig->refscan)
+        obi_refscan_end_stream(lane->ig->refscan);
+    *size_out = size;
+    return 0;
+}
+
+/* A file on the walking thread, start to end. */
+static int ingest_file(ingest *ig, int dirfd, const char *name, const struct stat *st,
+                       const char *node_name, obi_node *out, obi_error **err)
+{
+    cleanup_close int fd = -1;
+    struct stat now;
+    int r = open_file(dirfd, name, ig->path, st, &fd, &now, err);
+    if (r < 0)
+        return r;
+    ig->lane.path = ig->path;
+    obi_digest digest;
+    uint64_t size;
+    r = ingest_contents(&ig->lane, fd, (uint64_t)now.st_size, &digest, &size, err);
+    if (r < 0)
+        return r;
     r = obi_node_init_file(out, node_name, strlen(node_name), &digest, size,
                            (now.st_mode & S_IXUSR) != 0);
     if (r < 0)
-        return obi_error_set(err, r, "%s: out of memory", path);
+        return obi_error_set(err, r, "%s: out of memory", ig->path);
+    return 0;
+}
+
+/* ---- the pool: files on every core ---- */
+
+static bool pool_failed(ingest_pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    bool failed = pool->failed_seq != UINT64_MAX;
+    pthread_mutex_unlock(&pool->lock);
+    return failed;
+}
+
+/* Ingests a job's file on the calling thread, unless an earlier file already failed (then the
+ * walk stops and this one does not matter). */
+static void run_job(ingest_lane *lane, ingest_pool *pool, file_job *job)
+{
+    pthread_mutex_lock(&pool->lock);
+    bool skip = job->seq > pool->failed_seq;
+    pthread_mutex_unlock(&pool->lock);
+    if (!skip) {
+        lane->path = job->path;
+        job->r =
+            ingest_contents(lane, job->fd, job->st_size, &job->digest, &job->size, &job->error);
+    }
+    close(job->fd);
+    job->fd = -1;
+    free(job->path);
+    job->path = NULL;
+    if (job->r < 0) {
+        pthread_mutex_lock(&pool->lock);
+        if (job->seq < pool->failed_seq)
+            pool->failed_seq = job->seq;
+        pthread_mutex_unlock(&pool->lock);
+    }
+}
+
+static file_job *queue_pop(ingest_pool *pool)
+{
+    file_job *job = pool->queue[pool->head];
+    pool->head = (pool->head + 1) % POOL_QUEUE;
+    pool->count--;
+    return job;
+}
+
+static void *pool_worker(void *arg)
+{
+    ingest_lane *lane = arg;
+    ingest_pool *pool = lane->ig->pool;
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        while (pool->count == 0 && !pool->stopping)
+            pthread_cond_wait(&pool->queued, &pool->lock);
+        if (pool->count == 0)
+            break; /* stopping, and nothing left */
+        file_job *job = queue_pop(pool);
+        pool->running++;
+        pthread_mutex_unlock(&pool->lock);
+        run_job(lane, pool, job);
+        pthread_mutex_lock(&pool->lock);
+        pool->running--;
+        pthread_cond_broadcast(&pool->idle);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return NULL;
+}
+
+/* Queues a job for the workers, or runs it here when the queue is full. */
+static void pool_submit(ingest *ig, file_job *job)
+{
+    ingest_pool *pool = ig->pool;
+    pthread_mutex_lock(&pool->lock);
+    if (pool->count < POOL_QUEUE) {
+        pool->queue[(pool->head + pool->count) % POOL_QUEUE] = job;
+        pool->count++;
+        pthread_cond_signal(&pool->queued);
+        pthread_mutex_unlock(&pool->lock);
+        return;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    run_job(&ig->lane, pool, job);
+}
+
+/* Every queued job done (helping with them), then the workers gone. */
+static void pool_stop(ingest *ig)
+{
+    ingest_pool *pool = ig->pool;
+    pthread_mutex_lock(&pool->lock);
+    while (pool->count > 0 || pool->running > 0) {
+        if (pool->count == 0) {
+            pthread_cond_wait(&pool->idle, &pool->lock);
+            continue;
+        }
+        file_job *job = queue_pop(pool);
+        pthread_mutex_unlock(&pool->lock);
+        run_job(&ig->lane, pool, job);
+        pthread_mutex_lock(&pool->lock);
+    }
+    pool->stopping = true;
+    pthread_cond_broadcast(&pool->queued);
+    pthread_mutex_unlock(&pool->lock);
+    for (size_t i = 0; i < pool->n_threads; i++)
+        pthread_join(pool->threads[i], NULL);
+    pool->n_threads = 0;
+}
+
+static void pool_free(ingest *ig)
+{
+    ingest_pool *pool = ig->pool;
+    if (!pool)
+        return;
+    if (pool->n_threads > 0)
+        pool_stop(ig);
+    for (size_t i = 0; i < POOL_MAX_WORKERS; i++)
+        free(pool->lanes[i].buf);
+    for (size_t i = 0; i < pool->n_jobs; i++) {
+        file_job *job = pool->jobs[i];
+        if (job->fd >= 0)
+            close(job->fd);
+        free(job->path);
+        obi_error_free(job->error);
+        free(job);
+    }
+    free(pool->jobs);
+    for (size_t i = 0; i < pool->n_dirs; i++) {
+        obi_directory_free(pool->dirs[i].dir);
+        free(pool->dirs[i].path);
+    }
+    free(pool->dirs);
+    pthread_cond_destroy(&pool->queued);
+    pthread_cond_destroy(&pool->idle);
+    pthread_mutex_destroy(&pool->lock);
+    free(pool);
+    ig->pool = NULL;
+}
+
+/* How many worker threads: OBI_INGEST_THREADS, else one less than the CPUs we may run on. */
+static size_t pool_workers(void)
+{
+    const char *forced = getenv("OBI_INGEST_THREADS");
+    if (forced && *forced) {
+        char *end = NULL;
+        unsigned long n = strtoul(forced, &end, 10);
+        if (*end == '\0')
+            return n < POOL_MAX_WORKERS ? n : POOL_MAX_WORKERS;
+    }
+    cpu_set_t cpus;
+    if (sched_getaffinity(0, sizeof cpus, &cpus) < 0)
+        return 0;
+    size_t n = (size_t)CPU_COUNT(&cpus);
+    return n <= 1 ? 0 : n - 1 < POOL_MAX_WORKERS ? n - 1 : POOL_MAX_WORKERS;
+}
+
+/* Starts the pool where it may be used: a blob service safe to call from several threads (the
+ * on-disk one), no reference scanner (it reads one stream at a time, in walk order) and more
+ * than one CPU. Without it (or if no thread starts) everything runs on the walking thread. */
+static int pool_start(ingest *ig, obi_error **err)
+{
+    size_t workers = pool_workers();
+    if (workers == 0 || ig->refscan || !obi_blob_service_is_local(ig->blobs))
+        return 0;
+    ingest_pool *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return obi_error_oom(err);
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->queued, NULL);
+    pthread_cond_init(&pool->idle, NULL);
+    pool->failed_seq = UINT64_MAX;
+    ig->pool = pool;
+    for (size_t i = 0; i < workers; i++) {
+        ingest_lane *lane = &pool->lanes[i];
+        *lane = (ingest_lane){.ig = ig, .expect_stored = true};
+        lane->buf = malloc(INGEST_READ_SIZE);
+        if (!lane->buf)
+            break;
+        if (pthread_create(&pool->threads[pool->n_threads], NULL, pool_worker, lane) != 0)
+            break;
+        pool->n_threads++;
+    }
+    if (pool->n_threads == 0)
+        pool_free(ig);
+    return 0;
+}
+
+/* A file below the root: opened and checked here (in walk order), its contents ingested by the
+ * pool; its FileNode a placeholder until then. */
+static int submit_file(ingest *ig, const obi_walk_entry *e, obi_error **err)
+{
+    ingest_pool *pool = ig->pool;
+    if (pool_failed(pool)) /* the earlier failure is what ingest reports */
+        return obi_error_set(err, -ECANCELED, "%s: not ingested after an earlier failure", e->path);
+    if (obi_array_grow(&pool->jobs, &pool->jobs_cap, pool->n_jobs + 1) < 0)
+        return obi_error_oom(err);
+    file_job *job = calloc(1, sizeof *job);
+    if (!job)
+        return obi_error_oom(err);
+    pool->jobs[pool->n_jobs++] = job; /* freed with the pool from now on */
+    job->seq = pool->n_jobs;
+    job->fd = -1;
+    struct stat now;
+    int r = open_file(e->dirfd, e->name, e->path, e->st, &job->fd, &now, err);
+    if (r < 0)
+        return r;
+    static const obi_digest unknown;
+    cleanup_node obi_node node = {0};
+    obi_directory *dir = ig->stack[e->depth - 1];
+    job->path = strdup(e->path);
+    if (!job->path ||
+        obi_node_init_file(&node, e->name, strlen(e->name), &unknown, 0,
+                           (now.st_mode & S_IXUSR) != 0) < 0 ||
+        obi_directory_append_owned(dir, &node) < 0)
+        return obi_error_set(err, -ENOMEM, "%s: out of memory", e->path);
+    job->st_size = (uint64_t)now.st_size;
+    job->dir = dir;
+    job->index = dir->n_files - 1;
+    pool_submit(ig, job);
+    return 0;
+}
+
+/* A directory the walk left: its node goes up now as a placeholder, the directory is put at
+ * the end. */
+static int defer_directory(ingest *ig, const obi_walk_entry *e, obi_directory *directory,
+                           obi_error **err)
+{
+    ingest_pool *pool = ig->pool;
+    if (obi_array_grow(&pool->dirs, &pool->dirs_cap, pool->n_dirs + 1) < 0)
+        return obi_error_oom(err);
+    deferred_directory *d = &pool->dirs[pool->n_dirs];
+    *d = (deferred_directory){.dir = directory, .path = strdup(e->path)};
+    if (!d->path)
+        return obi_error_oom(err);
+    pool->n_dirs++; /* owns directory now */
+    if (e->depth == 0)
+        return 0;
+    static const obi_digest unknown;
+    cleanup_node obi_node node = {0};
+    d->parent = ig->stack[e->depth - 1];
+    if (obi_node_init_directory(&node, e->name, strlen(e->name), &unknown, 0) < 0 ||
+        obi_directory_append_owned(d->parent, &node) < 0)
+        return obi_error_set(err, -ENOMEM, "%s: out of memory", e->path);
+    d->index = d->parent->n_directories - 1;
+    return 0;
+}
+
+/* After the walk (which returned r): every file in, the first failure in walk order reported
+ * (it comes before anything the walk itself failed on), then the placeholders filled and the
+ * directories put, children first. */
+static int pool_finish(ingest *ig, int r, obi_error **err)
+{
+    ingest_pool *pool = ig->pool;
+    pool_stop(ig);
+    if (pool->failed_seq != UINT64_MAX) {
+        file_job *failed = pool->jobs[pool->failed_seq - 1];
+        obi_error_free(*err);
+        *err = NULL;
+        return obi_error_move(err, &failed->error);
+    }
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < pool->n_jobs; i++) {
+        const file_job *job = pool->jobs[i];
+        job->dir->files[job->index].digest = job->digest;
+        job->dir->files[job->index].size = job->size;
+    }
+    for (size_t i = 0; i < pool->n_dirs; i++) {
+        deferred_directory *d = &pool->dirs[i];
+        if (!ig->putter && (r = obi_directory_open_put(ig->directories, &ig->putter, err)) < 0)
+            return obi_error_prefix(err, r, "%s", d->path);
+        obi_digest digest;
+        r = obi_directory_put(ig->putter, d->dir, &digest, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "%s", d->path);
+        uint64_t size = obi_directory_size(d->dir);
+        if (d->parent) {
+            d->parent->directories[d->index].digest = digest;
+            d->parent->directories[d->index].size = size;
+        } else if ((r = obi_node_init_directory(&ig->root, ig->root_name, strlen(ig->root_name),
+                                                &digest, size)) < 0) {
+            return obi_error_set(err, r, "%s: out of memory", d->path);
+        }
+    }
     return 0;
 }
 
@@ -317,6 +828,8 @@ static int ingest_enter(void *ctx, const obi_walk_entry *e, obi_error **err)
     int r;
     switch (e->st->st_mode & S_IFMT) {
     case S_IFREG:
+        if (ig->pool && e->depth > 0)
+            return submit_file(ig, e, err);
         r = ingest_file(ig, e->dirfd, e->name, e->st, node_name, &node, err);
         break;
     case S_IFLNK:
@@ -341,6 +854,8 @@ static int ingest_leave(void *ctx, const obi_walk_entry *e, obi_error **err)
     ig->path = e->path;
     cleanup_directory obi_directory *directory = ig->stack[e->depth];
     ig->stack[e->depth] = NULL;
+    if (ig->pool)
+        return defer_directory(ig, e, steal_pointer(&directory), err);
     int r;
     if (!ig->putter && (r = obi_directory_open_put(ig->directories, &ig->putter, err)) < 0)
         return obi_error_prefix(err, r, "%s", e->path);
@@ -402,12 +917,17 @@ int obi_ingest_at(obi_blob_service *blobs, obi_directory_service *directories, i
         .blobs = blobs,
         .directories = directories,
         .refscan = options ? options->refscan : NULL,
-        .buf = buf,
         .root_name = root_name,
         .path = display,
         .progress = options ? options->progress : NULL,
-        .expect_stored = true,
     };
+    ig.lane = (ingest_lane){.ig = &ig, .buf = buf, .expect_stored = true};
+    pthread_mutex_init(&ig.progress_lock, NULL);
+    r = pool_start(&ig, err);
+    if (r < 0) {
+        pthread_mutex_destroy(&ig.progress_lock);
+        return obi_error_prefix(err, r, "import %s", display);
+    }
     obi_walk_options walk = {
         .enter = ingest_enter,
         .leave = ingest_leave,
@@ -416,6 +936,10 @@ int obi_ingest_at(obi_blob_service *blobs, obi_directory_service *directories, i
         .display = display,
     };
     r = obi_walk(dirfd, name, &walk, &ig, err);
+    if (ig.pool)
+        r = pool_finish(&ig, r, err);
+    pool_free(&ig);
+    pthread_mutex_destroy(&ig.progress_lock);
     for (size_t i = 0; i < ig.stack_cap; i++)
         obi_directory_free(ig.stack[i]);
     free(ig.stack);

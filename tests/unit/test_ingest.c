@@ -1,8 +1,11 @@
 /*
  * Unit tests for ingest (src/castore/ingest.c) against the memory store: node kinds, the
  * executable bit, names, symlinks never followed, special files refused with no directory
- * committed, the reference scanner fed contents and targets (not names), deep trees.
+ * committed, the reference scanner fed contents and targets (not names), deep trees; and
+ * against the on-disk store, files ingested on several threads (the same tree as on one, the
+ * first failure in walk order reported).
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ocibuild/blake3.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/ingest.h"
 #include "ocibuild/store_backend.h"
@@ -395,6 +399,192 @@ static void test_ingest_fresh_import_asks_about_few_small_files(void **state)
     assert_true(obi_digest_equal(&first.digest, &second.digest));
 }
 
+typedef struct truncating {
+    const char *path;
+    off_t to;
+    int calls;
+} truncating;
+
+static void truncate_on_first_report(void *ctx, uint64_t bytes, uint64_t files)
+{
+    (void)bytes;
+    (void)files;
+    truncating *t = ctx;
+    if (t->calls++ == 0)
+        assert_int_equal(truncate(t->path, t->to), 0);
+}
+
+/* A big file is hashed through a mapping when the store may have it; one truncated meanwhile
+ * (here: right after its head was read) is an error naming it, not a crash (SIGBUS caught). */
+static void test_ingest_big_file_truncated_while_hashed_is_an_error(void **state)
+{
+    fixture *f = *state;
+    make_dir(f, "t");
+    write_sized(f, "t/big", 20 << 20, NULL);
+    cleanup_free char *big = obi_test_path_in(f, "t/big");
+    truncating t = {big, 1 << 20, 0};
+    obi_progress progress = {.fn = truncate_on_first_report, .ctx = &t};
+    obi_ingest_options opts = {.progress = &progress};
+    cleanup_free char *path = obi_test_path_in(f, "t");
+    obi_node node = {0};
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_ingest_path(f->blobs, f->dirs, path, &opts, &node, &err), -EAGAIN,
+                      "t/big: changed while being ingested (shorter than the 20971520 bytes");
+    /* truncated inside the last page: no fault there, but still noticed */
+    write_sized(f, "t/big", (2 << 20) + 3000, NULL);
+    t = (truncating){big, (2 << 20) + 100, 0};
+    assert_fails_with(err, obi_ingest_path(f->blobs, f->dirs, path, &opts, &node, &err), -EAGAIN,
+                      "t/big: changed while being ingested (shorter than the 2100152 bytes");
+}
+
+/* ---- on several threads (the on-disk store) ---- */
+
+typedef struct local_store {
+    char *root;
+    obi_blob_service *blobs;
+    obi_directory_service *dirs;
+} local_store;
+
+static void local_store_open(fixture *f, const char *rel, local_store *out)
+{
+    out->root = obi_test_path_in(f, rel);
+    assert_ok(obi_local_blob_service_open(out->root, &out->blobs, err_ptr_));
+    assert_ok(obi_local_directory_service_open(out->root, &out->dirs, err_ptr_));
+}
+
+static void local_store_close(local_store *store)
+{
+    obi_blob_service_free(store->blobs);
+    obi_directory_service_free(store->dirs);
+    free(store->root);
+}
+
+static int count_blob(const obi_digest *digest, void *ctx, obi_error **err)
+{
+    (void)digest;
+    (void)err;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static int count_entries(const char *dir)
+{
+    int n = 0;
+    cleanup_dir DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    return n;
+}
+
+/* A tree of every kind of entry: nested directories of small files, files above the small-file
+ * size, an executable, a symlink, empty files and an empty directory. */
+static void write_mixed_tree(fixture *f)
+{
+    make_dir(f, "t/empty");
+    for (int d = 0; d < 3; d++)
+        for (int i = 0; i < 60; i++) {
+            char rel[64], text[64];
+            snprintf(rel, sizeof rel, "t/d%d/sub/f%03d", d, i);
+            if (i == 0) {
+                cleanup_free char *dir = obi_test_path_in(f, rel);
+                *strrchr(dir, '/') = '\0';
+                assert_ok(obi_mkdir_p(dir, 0755, err_ptr_));
+            }
+            snprintf(text, sizeof text, i % 7 ? "file %d of %d" : "", i, d);
+            obi_test_write_text(f, rel, text, i == 5 ? 0755 : 0644);
+        }
+    write_sized(f, "t/d1/big", 1 << 20, NULL);
+    write_sized(f, "t/d2/bigger", (3 << 20) + 17, NULL);
+    write_sized(f, "t/over", (64 << 10) + 1, NULL);
+    cleanup_free char *link = obi_test_path_in(f, "t/d0/link");
+    assert_int_equal(symlink("sub/f001", link), 0);
+}
+
+/* Files ingested by a pool of threads make the tree one thread makes, every blob stored and
+ * durable (no temporary file left); a re-import on threads writes nothing (no owner lock). */
+static void test_ingest_on_threads_gives_the_tree_one_thread_gives(void **state)
+{
+    fixture *f = *state;
+    write_mixed_tree(f);
+    cleanup_free char *path = obi_test_path_in(f, "t");
+    local_store one, many;
+    local_store_open(f, "one", &one);
+    local_store_open(f, "many", &many);
+    cleanup_node obi_node a = {0}, b = {0}, again = {0};
+    setenv("OBI_INGEST_THREADS", "0", 1);
+    assert_ok(obi_ingest_path(one.blobs, one.dirs, path, NULL, &a, err_ptr_));
+    setenv("OBI_INGEST_THREADS", "3", 1);
+    assert_ok(obi_ingest_path(many.blobs, many.dirs, path, NULL, &b, err_ptr_));
+    assert_true(obi_digest_equal(&a.digest, &b.digest));
+    assert_int_equal(a.size, b.size);
+    int n_one = 0, n_many = 0;
+    assert_ok(obi_blob_service_list(one.blobs, count_blob, &n_one, err_ptr_));
+    assert_ok(obi_blob_service_list(many.blobs, count_blob, &n_many, err_ptr_));
+    assert_int_equal(n_many, n_one);
+    assert_true(n_one > 150);
+
+    local_store_close(&many); /* a new process's view: nothing pending, no lock file */
+    local_store_open(f, "many", &many);
+    cleanup_free char *owners = obi_path_join(many.root, "owners");
+    assert_int_equal(count_entries(owners), 0);
+    assert_ok(obi_ingest_path(many.blobs, many.dirs, path, NULL, &again, err_ptr_));
+    assert_true(obi_digest_equal(&again.digest, &a.digest));
+    assert_int_equal(count_entries(owners), 0);
+    unsetenv("OBI_INGEST_THREADS");
+    local_store_close(&one);
+    local_store_close(&many);
+}
+
+/* When a file fails on one of the threads, the error is the first failure in walk order, as on
+ * one thread, and no directory is committed. The store is made to fail every blob whose digest
+ * starts with one byte (its fan-out directory replaced by a file). */
+static void test_ingest_on_threads_reports_the_first_failure_in_walk_order(void **state)
+{
+    fixture *f = *state;
+    make_dir(f, "t/a");
+    make_dir(f, "t/b");
+    obi_digest digests[200];
+    for (int i = 0; i < 200; i++) {
+        char rel[32], text[32];
+        snprintf(rel, sizeof rel, "t/%c/f%03d", i < 100 ? 'a' : 'b', i);
+        snprintf(text, sizeof text, "contents %d", i);
+        obi_test_write_text(f, rel, text, 0644);
+        obi_blake3(text, strlen(text), digests[i].bytes);
+    }
+    unsigned byte = digests[150].bytes[0];
+    int first = 0;
+    while (digests[first].bytes[0] != byte)
+        first++;
+    char expected[32];
+    snprintf(expected, sizeof expected, "t/%c/f%03d: create", first < 100 ? 'a' : 'b', first);
+    cleanup_free char *path = obi_test_path_in(f, "t");
+    const char *threads[] = {"3", "0", "1"};
+    for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
+        char rel[16], fanout[64];
+        snprintf(rel, sizeof rel, "store%zu", t);
+        local_store store;
+        local_store_open(f, rel, &store);
+        snprintf(fanout, sizeof fanout, "blobs/%02x", byte);
+        cleanup_free char *fanout_path = obi_path_join(store.root, fanout);
+        assert_int_equal(rmdir(fanout_path), 0);
+        int fd = open(fanout_path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        assert_true(fd >= 0);
+        close(fd);
+        setenv("OBI_INGEST_THREADS", threads[t], 1);
+        obi_node node = {0};
+        obi_error *err = NULL;
+        assert_fails_with(err, obi_ingest_path(store.blobs, store.dirs, path, NULL, &node, &err),
+                          -ENOTDIR, expected);
+        int directories = 0;
+        assert_ok(obi_directory_service_list(store.dirs, count_directory, &directories, err_ptr_));
+        assert_int_equal(directories, 0);
+        local_store_close(&store);
+    }
+    unsetenv("OBI_INGEST_THREADS");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,6 +603,9 @@ int main(void)
         T(test_ingest_writes_no_blob_the_store_has),
         T(test_ingest_big_file_changed_between_hash_and_copy_is_an_error),
         T(test_ingest_fresh_import_asks_about_few_small_files),
+        T(test_ingest_big_file_truncated_while_hashed_is_an_error),
+        T(test_ingest_on_threads_gives_the_tree_one_thread_gives),
+        T(test_ingest_on_threads_reports_the_first_failure_in_walk_order),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
