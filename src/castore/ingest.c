@@ -20,11 +20,13 @@
  * reference scanner, files are ingested on every core: the walk opens and checks each file and
  * hands it to a small pool of worker threads through a short queue, taking the file itself when
  * the queue is full; each thread has its own read buffer. A file's FileNode is then a
- * placeholder until its thread is done, so directories are put at the end, in the order the
- * walk left them (children first), once every file is in. The first failure in walk order is
- * the one reported, whichever thread met it, as a walk on one thread would have; files after it
- * that no thread started are skipped. OBI_INGEST_THREADS=N sets the number of worker threads
- * (0: none; default: the CPUs this process may use, minus one, at most 3).
+ * placeholder until its thread is done, so a directory the walk left is put later, in the
+ * order the walk left them (children first), once every file in its tree is in (the walking
+ * thread fills in what is done as it goes: what is held stays about what is in flight). The
+ * first failure in walk order is the one reported, whichever thread met it, as a walk on one
+ * thread would have; files after it that no thread started are skipped. OBI_INGEST_THREADS=N
+ * sets the number of worker threads (0: none; default: the CPUs this process may use, minus
+ * one, at most 3).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -82,15 +84,18 @@ typedef struct file_job {
     uint64_t size;
     int r;
     obi_error *error; /* r < 0 */
+    bool done;        /* under the pool's lock */
 } file_job;
 
-/* A directory left by the walk while files in its tree may not be in yet: put at the end. Its
- * DirectoryNode is parent->directories[index] (no parent: the root). */
+/* A directory left by the walk while files in its tree may not be in yet: put once they are
+ * (every job up to last_seq). Its DirectoryNode is parent->directories[index] (no parent: the
+ * root). */
 typedef struct deferred_directory {
     obi_directory *dir;
     char *path;
     obi_directory *parent;
     size_t index;
+    uint64_t last_seq;
 } deferred_directory;
 
 typedef struct ingest_pool {
@@ -103,11 +108,12 @@ typedef struct ingest_pool {
     pthread_t threads[POOL_MAX_WORKERS];
     ingest_lane lanes[POOL_MAX_WORKERS];
     size_t n_threads;
-    /* the walking thread's alone */
+    /* the walking thread's alone: jobs and directories in walk order, those before harvested
+     * and first_dir done with (their entries NULL) */
     file_job **jobs;
-    size_t n_jobs, jobs_cap;
+    size_t n_jobs, jobs_cap, harvested;
     deferred_directory *dirs;
-    size_t n_dirs, dirs_cap;
+    size_t n_dirs, dirs_cap, first_dir;
 } ingest_pool;
 
 struct ingest {
@@ -530,12 +536,11 @@ static void run_job(ingest_lane *lane, ingest_pool *pool, file_job *job)
     job->fd = -1;
     free(job->path);
     job->path = NULL;
-    if (job->r < 0) {
-        pthread_mutex_lock(&pool->lock);
-        if (job->seq < pool->failed_seq)
-            pool->failed_seq = job->seq;
-        pthread_mutex_unlock(&pool->lock);
-    }
+    pthread_mutex_lock(&pool->lock);
+    job->done = true;
+    if (job->r < 0 && job->seq < pool->failed_seq)
+        pool->failed_seq = job->seq;
+    pthread_mutex_unlock(&pool->lock);
 }
 
 static file_job *queue_pop(ingest_pool *pool)
@@ -616,7 +621,7 @@ static void pool_free(ingest *ig)
         pool_stop(ig);
     for (size_t i = 0; i < POOL_MAX_WORKERS; i++)
         free(pool->lanes[i].buf);
-    for (size_t i = 0; i < pool->n_jobs; i++) {
+    for (size_t i = pool->harvested; i < pool->n_jobs; i++) {
         file_job *job = pool->jobs[i];
         if (job->fd >= 0)
             close(job->fd);
@@ -625,7 +630,7 @@ static void pool_free(ingest *ig)
         free(job);
     }
     free(pool->jobs);
-    for (size_t i = 0; i < pool->n_dirs; i++) {
+    for (size_t i = pool->first_dir; i < pool->n_dirs; i++) {
         obi_directory_free(pool->dirs[i].dir);
         free(pool->dirs[i].path);
     }
@@ -685,6 +690,58 @@ static int pool_start(ingest *ig, obi_error **err)
     return 0;
 }
 
+/* Puts a directory whose files are all in, and fills in its node one level up. */
+static int put_deferred(ingest *ig, deferred_directory *d, obi_error **err)
+{
+    int r;
+    if (!ig->putter && (r = obi_directory_open_put(ig->directories, &ig->putter, err)) < 0)
+        return obi_error_prefix(err, r, "%s", d->path);
+    obi_digest digest;
+    r = obi_directory_put(ig->putter, d->dir, &digest, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "%s", d->path);
+    uint64_t size = obi_directory_size(d->dir);
+    if (d->parent) {
+        d->parent->directories[d->index].digest = digest;
+        d->parent->directories[d->index].size = size;
+    } else if ((r = obi_node_init_directory(&ig->root, ig->root_name, strlen(ig->root_name),
+                                            &digest, size)) < 0) {
+        return obi_error_set(err, r, "%s: out of memory", d->path);
+    }
+    return 0;
+}
+
+/* Fills in the FileNodes of the files done so far (in walk order, up to the first not done or
+ * failed) and puts the directories whose trees are then complete, so that what is held stays
+ * about what is in flight, not the whole tree. */
+static int pool_harvest(ingest *ig, obi_error **err)
+{
+    ingest_pool *pool = ig->pool;
+    pthread_mutex_lock(&pool->lock);
+    size_t done = pool->harvested;
+    while (done < pool->n_jobs && pool->jobs[done]->done && pool->jobs[done]->r == 0)
+        done++;
+    pthread_mutex_unlock(&pool->lock);
+    for (; pool->harvested < done; pool->harvested++) {
+        file_job *job = pool->jobs[pool->harvested];
+        job->dir->files[job->index].digest = job->digest;
+        job->dir->files[job->index].size = job->size;
+        free(job);
+        pool->jobs[pool->harvested] = NULL;
+    }
+    while (pool->first_dir < pool->n_dirs && pool->dirs[pool->first_dir].last_seq <= done) {
+        deferred_directory *d = &pool->dirs[pool->first_dir];
+        int r = put_deferred(ig, d, err);
+        if (r < 0)
+            return r;
+        obi_directory_free(d->dir);
+        free(d->path);
+        *d = (deferred_directory){0};
+        pool->first_dir++;
+    }
+    return 0;
+}
+
 /* A file below the root: opened and checked here (in walk order), its contents ingested by the
  * pool; its FileNode a placeholder until then. */
 static int submit_file(ingest *ig, const obi_walk_entry *e, obi_error **err)
@@ -717,7 +774,7 @@ static int submit_file(ingest *ig, const obi_walk_entry *e, obi_error **err)
     job->dir = dir;
     job->index = dir->n_files - 1;
     pool_submit(ig, job);
-    return 0;
+    return pool_harvest(ig, err);
 }
 
 /* A directory the walk left: its node goes up now as a placeholder, the directory is put at
@@ -729,12 +786,12 @@ static int defer_directory(ingest *ig, const obi_walk_entry *e, obi_directory *d
     if (obi_array_grow(&pool->dirs, &pool->dirs_cap, pool->n_dirs + 1) < 0)
         return obi_error_oom(err);
     deferred_directory *d = &pool->dirs[pool->n_dirs];
-    *d = (deferred_directory){.dir = directory, .path = strdup(e->path)};
+    *d = (deferred_directory){.dir = directory, .path = strdup(e->path), .last_seq = pool->n_jobs};
     if (!d->path)
         return obi_error_oom(err);
     pool->n_dirs++; /* owns directory now */
     if (e->depth == 0)
-        return 0;
+        return pool_harvest(ig, err);
     static const obi_digest unknown;
     cleanup_node obi_node node = {0};
     d->parent = ig->stack[e->depth - 1];
@@ -742,17 +799,18 @@ static int defer_directory(ingest *ig, const obi_walk_entry *e, obi_directory *d
         obi_directory_append_owned(d->parent, &node) < 0)
         return obi_error_set(err, -ENOMEM, "%s: out of memory", e->path);
     d->index = d->parent->n_directories - 1;
-    return 0;
+    return pool_harvest(ig, err);
 }
 
 /* After the walk (which returned r): every file in, the first failure in walk order reported
- * (it comes before anything the walk itself failed on), then the placeholders filled and the
- * directories put, children first. */
+ * (it comes before anything the walk itself failed on), then the rest of the placeholders
+ * filled and the directories put, children first. */
 static int pool_finish(ingest *ig, int r, obi_error **err)
 {
     ingest_pool *pool = ig->pool;
     pool_stop(ig);
     if (pool->failed_seq != UINT64_MAX) {
+        /* never harvested: harvesting stops at a failed file */
         file_job *failed = pool->jobs[pool->failed_seq - 1];
         obi_error_free(*err);
         *err = NULL;
@@ -760,29 +818,11 @@ static int pool_finish(ingest *ig, int r, obi_error **err)
     }
     if (r < 0)
         return r;
-    for (size_t i = 0; i < pool->n_jobs; i++) {
-        const file_job *job = pool->jobs[i];
-        job->dir->files[job->index].digest = job->digest;
-        job->dir->files[job->index].size = job->size;
-    }
-    for (size_t i = 0; i < pool->n_dirs; i++) {
-        deferred_directory *d = &pool->dirs[i];
-        if (!ig->putter && (r = obi_directory_open_put(ig->directories, &ig->putter, err)) < 0)
-            return obi_error_prefix(err, r, "%s", d->path);
-        obi_digest digest;
-        r = obi_directory_put(ig->putter, d->dir, &digest, err);
-        if (r < 0)
-            return obi_error_prefix(err, r, "%s", d->path);
-        uint64_t size = obi_directory_size(d->dir);
-        if (d->parent) {
-            d->parent->directories[d->index].digest = digest;
-            d->parent->directories[d->index].size = size;
-        } else if ((r = obi_node_init_directory(&ig->root, ig->root_name, strlen(ig->root_name),
-                                                &digest, size)) < 0) {
-            return obi_error_set(err, r, "%s: out of memory", d->path);
-        }
-    }
-    return 0;
+    r = pool_harvest(ig, err);
+    if (r == 0 && pool->first_dir != pool->n_dirs)
+        r = obi_error_set(err, -EIO, "ingest: %zu directories left unput", /* a bug */
+                          pool->n_dirs - pool->first_dir);
+    return r;
 }
 
 static int ingest_symlink(ingest *ig, int dirfd, const char *name, const char *node_name,
