@@ -84,7 +84,7 @@ typedef struct file_job {
     uint64_t size;
     int r;
     obi_error *error; /* r < 0 */
-    bool done;        /* under the pool's lock */
+    bool done;        /* set (release) once the fields above are final */
 } file_job;
 
 /* A directory left by the walk while files in its tree may not be in yet: put once they are
@@ -99,11 +99,12 @@ typedef struct deferred_directory {
 } deferred_directory;
 
 typedef struct ingest_pool {
-    pthread_mutex_t lock; /* guards the queue, running, failed_seq and stopping */
+    pthread_mutex_t lock; /* guards the queue, running and stopping; failed_seq's writes */
     pthread_cond_t queued, idle;
     file_job *queue[POOL_QUEUE];
     size_t head, count, running;
-    uint64_t failed_seq; /* the first job (in walk order) that failed; UINT64_MAX: none */
+    /* the first job (in walk order) that failed, UINT64_MAX: none; read without the lock */
+    uint64_t failed_seq;
     bool stopping;
     pthread_t threads[POOL_MAX_WORKERS];
     ingest_lane lanes[POOL_MAX_WORKERS];
@@ -512,22 +513,21 @@ static int ingest_file(ingest *ig, int dirfd, const char *name, const struct sta
 
 /* ---- the pool: files on every core ---- */
 
+static uint64_t pool_failed_seq(ingest_pool *pool)
+{
+    return __atomic_load_n(&pool->failed_seq, __ATOMIC_ACQUIRE);
+}
+
 static bool pool_failed(ingest_pool *pool)
 {
-    pthread_mutex_lock(&pool->lock);
-    bool failed = pool->failed_seq != UINT64_MAX;
-    pthread_mutex_unlock(&pool->lock);
-    return failed;
+    return pool_failed_seq(pool) != UINT64_MAX;
 }
 
 /* Ingests a job's file on the calling thread, unless an earlier file already failed (then the
  * walk stops and this one does not matter). */
 static void run_job(ingest_lane *lane, ingest_pool *pool, file_job *job)
 {
-    pthread_mutex_lock(&pool->lock);
-    bool skip = job->seq > pool->failed_seq;
-    pthread_mutex_unlock(&pool->lock);
-    if (!skip) {
+    if (job->seq < pool_failed_seq(pool)) {
         lane->path = job->path;
         job->r =
             ingest_contents(lane, job->fd, job->st_size, &job->digest, &job->size, &job->error);
@@ -536,11 +536,13 @@ static void run_job(ingest_lane *lane, ingest_pool *pool, file_job *job)
     job->fd = -1;
     free(job->path);
     job->path = NULL;
-    pthread_mutex_lock(&pool->lock);
-    job->done = true;
-    if (job->r < 0 && job->seq < pool->failed_seq)
-        pool->failed_seq = job->seq;
-    pthread_mutex_unlock(&pool->lock);
+    if (job->r < 0) {
+        pthread_mutex_lock(&pool->lock);
+        if (job->seq < pool->failed_seq)
+            __atomic_store_n(&pool->failed_seq, job->seq, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&pool->lock);
+    }
+    __atomic_store_n(&job->done, true, __ATOMIC_RELEASE);
 }
 
 static file_job *queue_pop(ingest_pool *pool)
@@ -717,11 +719,10 @@ static int put_deferred(ingest *ig, deferred_directory *d, obi_error **err)
 static int pool_harvest(ingest *ig, obi_error **err)
 {
     ingest_pool *pool = ig->pool;
-    pthread_mutex_lock(&pool->lock);
     size_t done = pool->harvested;
-    while (done < pool->n_jobs && pool->jobs[done]->done && pool->jobs[done]->r == 0)
+    while (done < pool->n_jobs && __atomic_load_n(&pool->jobs[done]->done, __ATOMIC_ACQUIRE) &&
+           pool->jobs[done]->r == 0)
         done++;
-    pthread_mutex_unlock(&pool->lock);
     for (; pool->harvested < done; pool->harvested++) {
         file_job *job = pool->jobs[pool->harvested];
         job->dir->files[job->index].digest = job->digest;
