@@ -9,7 +9,9 @@
 #        bench/import.sh many [N]     N files of 1 KiB (default 100000) into a fresh store each round
 #        bench/import.sh again [MIB]  re-import of an already imported tree (default 1024 MiB)
 # The last two run ROUNDS (default 3) rounds, alternating b3sum and import, and print each
-# round's wall and CPU time, the median ratio and (again) the bytes the import wrote (wchar).
+# round's wall and CPU time, the median ratio and the bytes the import wrote (wchar).
+# BASELINE=/path/to/other/ocibuild adds that binary's import to every round (before/after from
+# one run). The import uses the CPUs (ingest's threads); OBI_INGEST_THREADS=0 keeps it on one.
 set -eu
 cd "$(dirname "$0")/.."
 OCIBUILD=${OCIBUILD:-$PWD/build/ocibuild}
@@ -97,43 +99,55 @@ timed() {
 }
 median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
-# rounds TREE STORE_SETUP: ROUNDS rounds of b3sum and import, alternating which goes first.
+# rounds TREE fresh|keep: ROUNDS rounds of b3sum and import (and the BASELINE import), each
+# round in another order. fresh: every import into a store of its own, all removed at the end
+# (on ext4 without a journal, creating inodes within about a minute of removing many makes the
+# allocator skip the recently deleted ones: recently_deleted() in the inode bitmap scan, which
+# measured 3x the import's CPU; so nothing is removed between the measured commands).
 rounds() {
-  local tree=$1 fresh=$2 i b3 imp walls_b3="" walls_imp="" cpus_b3="" cpus_imp="" wchar=0
+  local tree=$1 fresh=$2 i cmd names="b3sum import" wchar=0
+  [ -n "${BASELINE:-}" ] && names="$names baseline"
+  declare -A walls cpus
   find "$tree" -type f -print0 | xargs -0 cat >/dev/null # warm the page cache
   for i in $(seq "${ROUNDS:-3}"); do
-    # A fresh store per round, all removed at the end: on ext4, creating inodes right after
-    # removing many (a previous round's store) makes the allocator skip the recently deleted
-    # ones (recently_deleted() in the inode bitmap scan), which measured 3x the import's CPU.
-    local store="$work/store"
-    [ "$fresh" = fresh ] && store="$work/store-$i"
-    if [ $((i % 2)) = 1 ]; then
-      b3=$(timed "$work/b3.txt" sh -c 'find "$1" -type f -print0 | xargs -0 b3sum --num-threads 1' sh "$tree")
-      imp=$(timed "$work/imp.txt" "$OCIBUILD" store import --store "$store" "$tree")
-    else
-      imp=$(timed "$work/imp.txt" "$OCIBUILD" store import --store "$store" "$tree")
-      b3=$(timed "$work/b3.txt" sh -c 'find "$1" -type f -print0 | xargs -0 b3sum --num-threads 1' sh "$tree")
-    fi
-    local bw bc iw ic
-    read -r bw bc _ <<<"$b3"; read -r iw ic wchar <<<"$imp"
-    walls_b3="$walls_b3 $bw"; cpus_b3="$cpus_b3 $bc"; walls_imp="$walls_imp $iw"; cpus_imp="$cpus_imp $ic"
-    printf '  round %d: b3sum -t1 wall %6.3fs cpu %6.3fs | import wall %6.3fs cpu %6.3fs, wrote %d MiB\n' \
-      "$i" "$bw" "$bc" "$iw" "$ic" $((wchar >> 20))
+    local order line="  round $i:" n=0
+    # rotate the order: every command goes first, second (and third) in turn
+    order=$(echo $names | tr ' ' '\n' | awk -v k="$i" '{a[NR] = $0} END {for (j = 0; j < NR; j++) print a[(j + k - 1) % NR + 1]}')
+    for cmd in $order; do
+      local store="$work/store" out w c
+      [ "$fresh" = fresh ] && store="$work/store-$cmd-$i"
+      case $cmd in
+      b3sum) out=$(timed "$work/t.txt" sh -c 'find "$1" -type f -print0 | xargs -0 b3sum --num-threads 1' sh "$tree") ;;
+      import) out=$(timed "$work/t.txt" "$OCIBUILD" store import --store "$store" "$tree") ;;
+      baseline) out=$(timed "$work/t.txt" "$BASELINE" store import --store "$store" "$tree") ;;
+      esac
+      read -r w c wchar <<<"$out"
+      walls[$cmd]="${walls[$cmd]:-} $w"; cpus[$cmd]="${cpus[$cmd]:-} $c"
+      line="$line $(printf '%s wall %.3fs cpu %.2fs' "$cmd" "$w" "$c")"
+      [ "$cmd" = b3sum ] || line="$line wrote $((wchar >> 20)) MiB"
+      line="$line |"
+    done
+    echo "${line% |}"
   done
-  local wb wi cb ci
-  wb=$(echo $walls_b3 | tr ' ' '\n' | median); wi=$(echo $walls_imp | tr ' ' '\n' | median)
-  cb=$(echo $cpus_b3 | tr ' ' '\n' | median); ci=$(echo $cpus_imp | tr ' ' '\n' | median)
-  printf '  median: b3sum -t1 wall %.3fs cpu %.3fs | import wall %.3fs cpu %.3fs | ratio import/b3sum wall %.2f cpu %.2f\n' \
-    "$wb" "$cb" "$wi" "$ci" "$(echo "$wi / $wb" | bc -l)" "$(echo "$ci / $cb" | bc -l)"
+  local wb cb
+  wb=$(echo ${walls[b3sum]} | tr ' ' '\n' | median); cb=$(echo ${cpus[b3sum]} | tr ' ' '\n' | median)
+  for cmd in $names; do
+    [ "$cmd" = b3sum ] && continue
+    local wi ci
+    wi=$(echo ${walls[$cmd]} | tr ' ' '\n' | median); ci=$(echo ${cpus[$cmd]} | tr ' ' '\n' | median)
+    printf '  median: b3sum -t1 wall %.3fs cpu %.3fs | %s wall %.3fs cpu %.3fs | ratio %s/b3sum wall %.2f cpu %.2f\n' \
+      "$wb" "$cb" "$cmd" "$wi" "$ci" "$cmd" "$(echo "$wi / $wb" | bc -l)" "$(echo "$ci / $cb" | bc -l)"
+  done
 }
 
-echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), OBI_INGEST_THREADS=${OBI_INGEST_THREADS:-default}"
 case "${1:-}" in
 many)
   n=${2:-100000}
   gen_many "$work/tree" "$n"
   echo "import of $n files of 1 KiB into a fresh on-disk store, ${ROUNDS:-3} rounds:"
   rounds "$work/tree" fresh
+  echo "load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
   ;;
 again)
   mib=${2:-1024}
@@ -141,6 +155,7 @@ again)
   "$OCIBUILD" store import --store "$work/store" "$work/tree" >/dev/null
   echo "re-import of $mib MiB ($n files) into the store that has it, ${ROUNDS:-3} rounds:"
   rounds "$work/tree" keep
+  echo "load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
   ;;
 *)
   run_one $((MIB / 4))
