@@ -61,6 +61,8 @@ struct obi_runtime {
     const char *hide_mount; /* every call runs without this mount (crun on hybrid hosts) */
     bool foreground;        /* builds run as a foreground `run` (crun; see below) */
     int exec_fd;            /* a sealed copy of the binary every call runs from; -1: the path */
+    dev_t exec_dev;         /* and its identity: a process that closed its fds (a detached */
+    ino_t exec_ino;         /* supervisor) may have that number on another file since */
 };
 
 /* crun (1.8) refuses a hybrid cgroup layout whose cgroup2 mount has controllers ("cgroups in
@@ -114,6 +116,18 @@ static bool cgroups_are_hybrid(void)
            statfs(HYBRID_CGROUP2_MOUNT, &unified) == 0 && unified.f_type == CGROUP2_SUPER_MAGIC;
 }
 
+/* The sealed copy to run from, if this process still has it under its number; -1: the path
+ * (crun then copies itself). A detached supervisor keeps the runtime object made before it
+ * was spawned, whose fds were closed: the number may now name a log file or /dev/null. */
+static int exec_fd_of(const obi_runtime *rt)
+{
+    struct stat st;
+    if (rt->exec_fd < 0 || fstat(rt->exec_fd, &st) < 0 || st.st_dev != rt->exec_dev ||
+        st.st_ino != rt->exec_ino)
+        return -1;
+    return rt->exec_fd;
+}
+
 int obi_runtime_new(const char *name_or_path, const char *state_root, obi_runtime **out,
                     obi_error **err)
 {
@@ -136,6 +150,11 @@ int obi_runtime_new(const char *name_or_path, const char *state_root, obi_runtim
             rt->hide_mount = HYBRID_CGROUP2_MOUNT;
         rt->foreground = true;
         rt->exec_fd = sealed_copy(rt->path);
+        struct stat st;
+        if (rt->exec_fd >= 0 && fstat(rt->exec_fd, &st) == 0) {
+            rt->exec_dev = st.st_dev;
+            rt->exec_ino = st.st_ino;
+        }
     }
     *out = rt;
     return 0;
@@ -145,7 +164,7 @@ void obi_runtime_free(obi_runtime *runtime)
 {
     if (!runtime)
         return;
-    if (runtime->exec_fd >= 0)
+    if (exec_fd_of(runtime) >= 0) /* not a number some other file took since */
         close(runtime->exec_fd);
     free(runtime->path);
     free(runtime->state_root);
@@ -260,7 +279,7 @@ static int runtime_command(obi_runtime *rt, const char *const *args, size_t n_ar
     obi_spawn_options opts = OBI_SPAWN_OPTIONS_INIT;
     opts.stderr_fd = 1; /* merged into the output */
     opts.hide_mount = rt->hide_mount;
-    opts.exec_fd = rt->exec_fd;
+    opts.exec_fd = exec_fd_of(rt);
     return obi_run_capture_opts((char *const *)argv, &opts, 64 * 1024, output, exit_code, err);
 }
 
@@ -358,7 +377,7 @@ int obi_runtime_run_detached_pid_file(obi_runtime *runtime, const char *bundle, 
     opts.stderr_fd = log_fd;
     opts.die_with_parent = false;
     opts.hide_mount = runtime->hide_mount;
-    opts.exec_fd = runtime->exec_fd;
+    opts.exec_fd = exec_fd_of(runtime);
     pid_t pid;
     int r = obi_spawn((char *const *)argv, &opts, &pid, err);
     if (r < 0)
@@ -969,7 +988,7 @@ static obi_run_event run_spawn(run *r)
      * deletes it. */
     spawn_opts.die_with_parent = false;
     spawn_opts.hide_mount = r->runtime->hide_mount;
-    spawn_opts.exec_fd = r->runtime->exec_fd;
+    spawn_opts.exec_fd = exec_fd_of(r->runtime);
     if (obi_spawn((char *const *)argv, &spawn_opts, &r->pid, &r->failure) < 0) {
         r->pid = 0;
         return OBI_RUN_EV_SPAWN_FAILED;
