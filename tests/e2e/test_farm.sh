@@ -231,7 +231,13 @@ if ocibuild_daemon &&
 else t_fail "shared castore: a daemon and two nodes on it start" "$(tail -5 "$F/shared.log")"; fi
 stop_node node3; stop_node node4
 
-# Nothing of ours left listening.
-left=$(pgrep -f "$F/node" || true)
+# Nothing of ours left listening. A connection's sshd and its remote-builder end on their own
+# once the client is gone, a moment after the listener; give them 10 s, no more.
+for _ in $(seq 1 100); do
+  left=$(pgrep -f "$F/node" || true)
+  [ -z "$left" ] && break
+  sleep 0.1
+done
+if [ -n "$left" ]; then left="$left: $(ps -o pid=,etime=,args= -p "${left//$'\n'/,}" 2>/dev/null)"; fi
 [ -z "$left" ] && t_ok "every sshd is stopped" || t_fail "every sshd is stopped" "$left"
 t_done
