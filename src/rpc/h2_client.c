@@ -33,6 +33,7 @@
 
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/hex.h"
 #include "rpc_internal.h"
 
 /* Bytes read from the socket at once. */
@@ -794,24 +795,13 @@ static bool stream_done(obi_rpc_client_call *call)
     return call->stream_closed;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes grpc-message in place; a '%' not followed by two hex digits stays. */
 static void percent_decode(char *s)
 {
     char *out = s;
     for (const char *p = s; *p; p++) {
-        int high = p[0] == '%' ? hex_value(p[1]) : -1;
-        int low = high >= 0 ? hex_value(p[2]) : -1;
+        int high = p[0] == '%' ? obi_hex_digit_value(p[1]) : -1;
+        int low = high >= 0 ? obi_hex_digit_value(p[2]) : -1;
         if (low >= 0) {
             *out++ = (char)(high << 4 | low);
             p += 2;
