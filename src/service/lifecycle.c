@@ -1189,6 +1189,58 @@ void obi_lc_set_report(lifecycle *lc, obi_lifecycle_report_fn fn, void *ctx)
     lc->report_ctx = ctx;
 }
 
+/* ---- up, stop, restart and down begin alike ---- */
+
+/* The commands that change a deployment, and how each begins (lifecycle_begin). */
+typedef enum lifecycle_command {
+    COMMAND_UP,
+    COMMAND_STOP,
+    COMMAND_RESTART,
+    COMMAND_DOWN,
+} lifecycle_command;
+
+static const struct command_begin {
+    /* the deployment's dir, and its network prepared: every command after which a supervisor
+     * may start replicas (they join the network); down only opens what exists */
+    bool create;
+    bool with_dependencies; /* the plan adds what the named service needs (up SERVICE) */
+    obi_plan_order order;
+} command_begins[] = {
+    [COMMAND_UP] = {true, true, OBI_PLAN_START},
+    [COMMAND_STOP] = {true, false, OBI_PLAN_STOP},
+    [COMMAND_RESTART] = {true, false, OBI_PLAN_START},
+    [COMMAND_DOWN] = {false, false, OBI_PLAN_STOP},
+};
+
+/* Opens the lifecycle under the deployment's lock, stops the deployment's supervisor (from here
+ * on nothing starts a replica behind the command's back; the command spawns a new one at its
+ * end), plans the replicas the command acts on (opts->service and opts->replica) and opens the
+ * deployment's network. The caller closes lc (lifecycle_close) on every path, also when this
+ * fails; *plan (caller frees) and *count are set only on success. */
+static int lifecycle_begin(lifecycle *lc, lifecycle_command command,
+                           const obi_deployment *deployment, const obi_lifecycle_options *opts,
+                           obi_replica_ref **plan, size_t *count, obi_error **err)
+{
+    const struct command_begin *begin = &command_begins[command];
+    cleanup_free obi_replica_ref *planned = NULL;
+    size_t planned_count = 0;
+    int r = lifecycle_open(lc, deployment, opts, begin->create, true, err);
+    if (r == 0)
+        r = obi_supervisor_stop(lc->data_dir, deployment->name, err);
+    if (r == 0)
+        r = obi_lifecycle_plan(deployment, opts->service, opts->replica, begin->with_dependencies,
+                               begin->order, &planned, &planned_count, err);
+    if (r == 0)
+        r = network_open(lc, begin->create, err);
+    if (r < 0)
+        return r;
+    *plan = steal_pointer(&planned);
+    *count = planned_count;
+    return 0;
+}
+
+/* ---- the up command ---- */
+
 /* For up, before the supervisor starts: a running replica whose config digest changed is
  * stopped and removed (the supervisor starts it again on a new bundle); its held mark goes. */
 static int replica_prepare(lifecycle *lc, const obi_service *svc, const obi_service_source *src,
@@ -1237,18 +1289,9 @@ int obi_lifecycle_up(const obi_deployment *deployment, const obi_lifecycle_optio
                      obi_error **err)
 {
     lifecycle lc;
-    int r = lifecycle_open(&lc, deployment, opts, true, true, err);
-    if (r < 0) {
-        lifecycle_close(&lc);
-        return r;
-    }
     cleanup_free obi_replica_ref *plan = NULL;
     size_t count = 0;
-    if ((r = obi_supervisor_stop(lc.data_dir, deployment->name, err)) == 0)
-        r = obi_lifecycle_plan(deployment, opts->service, opts->replica, true, OBI_PLAN_START,
-                               &plan, &count, err);
-    if (r == 0)
-        r = network_open(&lc, true, err);
+    int r = lifecycle_begin(&lc, COMMAND_UP, deployment, opts, &plan, &count, err);
     /* one image resolution per service, shared by its replicas (the plan lists them together) */
     const obi_service *opened = NULL;
     obi_service_source src = {0};
@@ -1354,19 +1397,9 @@ int obi_lifecycle_down(const obi_deployment *deployment, const obi_lifecycle_opt
                        obi_error **err)
 {
     lifecycle lc;
-    int r = lifecycle_open(&lc, deployment, opts, false, true, err);
-    if (r < 0) {
-        lifecycle_close(&lc);
-        return r;
-    }
     cleanup_free obi_replica_ref *plan = NULL;
     size_t count = 0;
-    r = obi_supervisor_stop(lc.data_dir, deployment->name, err);
-    if (r == 0)
-        r = obi_lifecycle_plan(deployment, opts->service, opts->replica, false, OBI_PLAN_STOP,
-                               &plan, &count, err);
-    if (r == 0)
-        r = network_open(&lc, false, err);
+    int r = lifecycle_begin(&lc, COMMAND_DOWN, deployment, opts, &plan, &count, err);
     for (size_t i = 0; r == 0 && i < count; i++) {
         cleanup_free char *id = obi_service_container_id(plan[i].service->name, plan[i].replica);
         r = id ? replica_down(&lc, id, err) : obi_error_oom(err);
@@ -1443,19 +1476,10 @@ int obi_lifecycle_stop(const obi_deployment *deployment, const obi_lifecycle_opt
                        bool restart, obi_error **err)
 {
     lifecycle lc;
-    int r = lifecycle_open(&lc, deployment, opts, true, true, err);
-    if (r < 0) {
-        lifecycle_close(&lc);
-        return r;
-    }
     cleanup_free obi_replica_ref *plan = NULL;
     size_t count = 0;
-    if ((r = obi_supervisor_stop(lc.data_dir, deployment->name, err)) == 0)
-        r = obi_lifecycle_plan(deployment, opts->service, opts->replica, false,
-                               restart ? OBI_PLAN_START : OBI_PLAN_STOP, &plan, &count, err);
-    /* the new supervisor may start replicas: they join the deployment's network */
-    if (r == 0)
-        r = network_open(&lc, true, err);
+    int r = lifecycle_begin(&lc, restart ? COMMAND_RESTART : COMMAND_STOP, deployment, opts, &plan,
+                            &count, err);
     for (size_t i = 0; r == 0 && i < count; i++) {
         obi_replica_paths paths = {0};
         if ((r = obi_replica_paths_init(&paths, lc.data_dir, deployment->name,
