@@ -852,6 +852,28 @@ static grpc_status_code status_from_reset(uint32_t code)
     }
 }
 
+/* The status of a stream the server reset without grpc-status, and *why (malloc'd; NULL when
+ * out of memory) in words. The reset is all the server said, so they name the server and its
+ * RST_STREAM code: ENHANCE_YOUR_CALM is how libgrpc's server sheds a stream its resource quota
+ * (memory) cannot take, where it could as well have answered RESOURCE_EXHAUSTED itself. */
+static grpc_status_code reset_status(const obi_rpc_client_call *call, char **why)
+{
+    grpc_status_code status = status_from_reset(call->reset_code);
+    /* The server keeps the deadline too and may reset first: it is still the deadline. */
+    if (status == GRPC_STATUS_CANCELLED && call->has_deadline && ms_to_deadline(call) == 0) {
+        *why = strdup("deadline exceeded (the server reset the stream)");
+        return GRPC_STATUS_DEADLINE_EXCEEDED;
+    }
+    const char *meaning = call->reset_code == NGHTTP2_ENHANCE_YOUR_CALM
+                              ? ": the server is out of a resource (its memory quota)"
+                              : "";
+    if (asprintf(why, "the server at %s reset the stream with RST_STREAM %s (code %u)%s",
+                 call->target, nghttp2_http2_strerror(call->reset_code), call->reset_code,
+                 meaning) < 0)
+        *why = NULL;
+    return status;
+}
+
 int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err)
 {
     if (call->finished)
@@ -872,22 +894,16 @@ int obi_rpc_client_call_finish(obi_rpc_client_call *call, obi_error **err)
         return obi_rpc_status_error(err, call->grpc_status, message, strlen(message), call->method,
                                     call->target, NULL);
     }
-    char why[96];
+    cleanup_free char *why = NULL;
     grpc_status_code status = GRPC_STATUS_INTERNAL;
     if (call->http_status && call->http_status != 200) {
         status = status_from_http(call->http_status);
-        snprintf(why, sizeof why, "HTTP status %d", call->http_status);
+        if (asprintf(&why, "HTTP status %d", call->http_status) < 0)
+            why = NULL;
     } else if (call->reset_code) {
-        status = status_from_reset(call->reset_code);
-        snprintf(why, sizeof why, "the server reset the stream (HTTP/2 %s)",
-                 nghttp2_http2_strerror(call->reset_code));
-        /* The server keeps the deadline too and may reset first: it is still the deadline. */
-        if (status == GRPC_STATUS_CANCELLED && call->has_deadline && ms_to_deadline(call) == 0) {
-            status = GRPC_STATUS_DEADLINE_EXCEEDED;
-            snprintf(why, sizeof why, "deadline exceeded (the server reset the stream)");
-        }
+        status = reset_status(call, &why);
     } else {
-        snprintf(why, sizeof why, "the response has no grpc-status");
+        why = strdup("the response has no grpc-status");
     }
     return obi_rpc_status_error(err, status, NULL, 0, call->method, call->target, why);
 }

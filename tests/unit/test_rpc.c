@@ -776,7 +776,10 @@ static void test_rpc_directory_put_beyond_the_limits_is_resource_exhausted(void 
      * holds a message only until its step is over, so its own half (the resource quota, which
      * resets streams when full: "RST_STREAM with error code 11") never comes near full, and it
      * is the handlers' budget, which holds them all, that refuses. With two messages of more
-     * than half that budget, either could refuse first (gRPC did in 3 runs of 20). */
+     * than half that budget, either could refuse first (gRPC did in 3 runs of 20). Even so, under
+     * load gRPC's quota is seen to reset the stream (ENHANCE_YOUR_CALM) before the handlers'
+     * budget answers: both are RESOURCE_EXHAUSTED, -ENOMEM, and in both nothing of the put
+     * lands, which is what this asserts, not either wording. */
     options =
         (obi_rpc_server_options){.max_message_bytes = 256 << 10, .max_inflight_bytes = 4 << 20};
     assert_ok(obi_memory_directory_service_new(&directories, err_ptr_));
@@ -784,18 +787,22 @@ static void test_rpc_directory_put_beyond_the_limits_is_resource_exhausted(void 
     small_server_start(&t, "budget", &options);
     cleanup_directory_putter obi_directory_putter *q = NULL;
     assert_ok(obi_directory_open_put(t.directories, &q, err_ptr_));
+    obi_digest first;
     r = 0;
     for (char tag = 'a'; r == 0 && tag <= 'z'; tag++) {
         cleanup_directory obi_directory *wide = wide_directory(1000, 100, tag);
-        r = obi_directory_put(q, wide, NULL, &err);
+        r = obi_directory_put(q, wide, tag == 'a' ? &first : NULL, &err);
     }
     if (r == 0)
         r = obi_directory_putter_finish(q, NULL, &err);
-    if (r != -ENOMEM || !strstr(err->message, "memory budget"))
+    if (r != -ENOMEM)
         print_error("put -> %d: %s\n", r, err ? err->message : "(no message)");
     assert_int_equal(r, -ENOMEM);
-    assert_non_null(strstr(err->message, "memory budget"));
+    assert_non_null(err);
     obi_error_free(err);
+    obi_directory *landed = NULL;
+    assert_fails_with(err, obi_directory_get(directories, &first, &landed, &err), -ENOENT,
+                      "not found");
     small_server_stop(&t);
     obi_directory_service_free(directories);
 }
@@ -1798,6 +1805,25 @@ static void test_rpc_h2_server_closing_the_connection_is_unavailable_naming_it(v
                       "fake.sock: /test.Fake/Call: UNAVAILABLE: the server closed the connection");
     fake_hang_up = false;
 }
+
+/* A stream reset with ENHANCE_YOUR_CALM is what libgrpc's server does with a stream its memory
+ * quota cannot take: the error is RESOURCE_EXHAUSTED (-ENOMEM) and names the server, the method
+ * and the RST_STREAM code, since that code is all the server said. */
+static void
+test_rpc_h2_enhance_your_calm_reset_is_enomem_naming_server_method_and_code(void **state)
+{
+    (void)state;
+    /* RST_STREAM (type 3) on stream 1, error code 11: ENHANCE_YOUR_CALM */
+    static const uint8_t script[] = {FRAME(4, 3, 0), 0, 0, 0, 11};
+    obi_error *err = NULL;
+    cleanup_free char *want = NULL;
+    assert_true(asprintf(&want,
+                         "/test.Fake/Call: RESOURCE_EXHAUSTED: the server at unix:%s/fake.sock "
+                         "reset the stream with RST_STREAM ENHANCE_YOUR_CALM (code 11): the "
+                         "server is out of a resource",
+                         F.dir) > 0);
+    assert_fails_with(err, fake_unary(script, sizeof script, &err), -ENOMEM, want);
+}
 #endif
 
 int main(void)
@@ -1856,6 +1882,8 @@ int main(void)
         obi_unit_test_with_deadline(
             test_rpc_h2_deadline_of_a_silent_server_is_deadline_exceeded_and_resets),
         obi_unit_test_with_deadline(test_rpc_h2_cancel_fd_cancels_and_resets_the_stream),
+        obi_unit_test_with_deadline(
+            test_rpc_h2_enhance_your_calm_reset_is_enomem_naming_server_method_and_code),
 #endif
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
