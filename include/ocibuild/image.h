@@ -4,7 +4,7 @@
  * plain tar) are unpacked in order with libarchive into a cache directory keyed by the manifest
  * digest, honouring whiteouts and refusing entries that would escape the rootfs; a cache entry
  * appears atomically (unpacked under a temporary name, then renamed). The image config's Env,
- * Entrypoint, Cmd, WorkingDir and User feed service spec generation (service_spec.h).
+ * Entrypoint, Cmd, WorkingDir, User and StopSignal feed service spec generation (service_spec.h).
  */
 #ifndef OCIBUILD_IMAGE_H
 #define OCIBUILD_IMAGE_H
@@ -23,6 +23,8 @@ typedef struct obi_image_config {
     char **cmd;
     char *working_dir;
     char *user;
+    char *stop_signal; /* StopSignal as written ("SIGTERM"): checked where it is used, since a
+                        * service's stop_signal overrides it (service_spec.c) */
 } obi_image_config;
 
 void obi_image_config_clear(obi_image_config *config);

@@ -103,9 +103,9 @@ char *obi_service_storage_source(const obi_deployment *deployment, const obi_ser
 #define OBI_SERVICE_INIT_PATH "/usr/bin/tini-static"
 #define OBI_SERVICE_INIT_TARGET "/dev/init"
 
-/* Annotations recording stop_signal ("SIGUSR1") and stop_grace_period ("2000ms"), applied by
- * the lifecycle when it stops a replica: the first is the image-spec's name for a config's
- * StopSignal. */
+/* Annotations recording the stop signal ("SIGUSR1": stop_signal, else the image config's
+ * StopSignal) and stop_grace_period ("2000ms"), applied by the lifecycle when it stops a
+ * replica: the first is the image-spec's name for a config's StopSignal. */
 #define OBI_ANNOTATION_STOP_SIGNAL "org.opencontainers.image.stopSignal"
 #define OBI_ANNOTATION_STOP_GRACE "org.ocibuild.stopGracePeriod"
 bool obi_service_has_resolv_conf(const obi_service *svc);

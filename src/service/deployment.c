@@ -30,6 +30,7 @@
 #include "ocibuild/fs.h"
 #include "ocibuild/number.h"
 #include "ocibuild/oci_defaults.h"
+#include "ocibuild/signal_name.h"
 
 #define DEPLOYMENT_MAX_BYTES (16u << 20)
 #define MAX_REPLICAS 1024
@@ -1997,29 +1998,11 @@ static int parse_security_opt(walker *w, yaml_node_t *node, const char *path, ob
     return r;
 }
 
-static const struct signal_name {
-    const char *name;
-    int number;
-} SIGNAL_NAMES[] = {
-    {"HUP", SIGHUP},     {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
-    {"USR1", SIGUSR1},   {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"STOP", SIGSTOP},
-    {"WINCH", SIGWINCH}, {"PWR", SIGPWR},   {"ALRM", SIGALRM}, {"CONT", SIGCONT},
-};
-
 static int parse_stop_signal(walker *w, yaml_node_t *node, const char *path, obi_service *svc)
 {
-    const char *text = scalar_text(node);
-    unsigned long long number = 0;
-    if (text && obi_parse_decimal(text, 64, &number) && number >= 1) {
-        svc->stop_signal = (int)number;
-    } else {
-        const char *name = text && !strncmp(text, "SIG", 3) ? text + 3 : text;
-        for (size_t i = 0; name && i < OBI_ARRAY_SIZE(SIGNAL_NAMES) && !svc->stop_signal; i++)
-            if (!strcmp(name, SIGNAL_NAMES[i].name))
-                svc->stop_signal = SIGNAL_NAMES[i].number;
-        if (!svc->stop_signal)
-            return fail_at(w, node, path, "expected a signal like SIGTERM, TERM or 15");
-    }
+    svc->stop_signal = obi_signal_parse(scalar_text(node));
+    if (!svc->stop_signal)
+        return fail_at(w, node, path, "expected a signal like SIGTERM, TERM or 15");
     return 0;
 }
 

@@ -111,6 +111,7 @@ void obi_image_config_clear(obi_image_config *config)
     obi_strv_free(config->cmd);
     free(config->working_dir);
     free(config->user);
+    free(config->stop_signal);
     memset(config, 0, sizeof *config);
 }
 
@@ -161,8 +162,9 @@ int obi_image_config_from_json(const json_t *doc, obi_image_config *out, obi_err
         if ((r = json_strv_get(cfg, "Env", &config.env, err)) == 0 &&
             (r = json_strv_get(cfg, "Entrypoint", &config.entrypoint, err)) == 0 &&
             (r = json_strv_get(cfg, "Cmd", &config.cmd, err)) == 0 &&
-            (r = json_string_get(cfg, "WorkingDir", &config.working_dir, err)) == 0)
-            r = json_string_get(cfg, "User", &config.user, err);
+            (r = json_string_get(cfg, "WorkingDir", &config.working_dir, err)) == 0 &&
+            (r = json_string_get(cfg, "User", &config.user, err)) == 0)
+            r = json_string_get(cfg, "StopSignal", &config.stop_signal, err);
     }
     if (r < 0) {
         obi_image_config_clear(&config);

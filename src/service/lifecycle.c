@@ -43,6 +43,7 @@
 #include "ocibuild/service_rootless_net.h"
 #include "ocibuild/service_spec.h"
 #include "ocibuild/sha256.h"
+#include "ocibuild/signal_name.h"
 #include "ocibuild/supervisor.h"
 #include "service_internal.h"
 
@@ -549,21 +550,6 @@ static bool wait_stopped(lifecycle *lc, const char *id, long timeout_ms)
     }
 }
 
-/* A signal as the stop annotation spells it: "SIGUSR1" (or "USR1"), or a number; 0: none. */
-static int parse_signal(const char *text)
-{
-    unsigned long long number;
-    if (obi_parse_decimal(text, NSIG - 1, &number))
-        return (int)number;
-    const char *name = strncmp(text, "SIG", 3) ? text : text + 3;
-    for (int sig = 1; sig < NSIG; sig++) {
-        const char *abbrev = sigabbrev_np(sig);
-        if (abbrev && !strcmp(abbrev, name))
-            return sig;
-    }
-    return 0;
-}
-
 /* The stop keys the replica was started with (stop_signal, stop_grace_period), from the
  * annotations of its bundle's config.json (service_spec.h), as Docker stops a container with
  * its own config's: a recreating `up` stops the old replica as it was made, and a replica of a
@@ -583,8 +569,8 @@ static void replica_stop_keys(const obi_replica_paths *paths, int *signal_number
     const char *sig = json_string_value(json_object_get(annotations, OBI_ANNOTATION_STOP_SIGNAL));
     const char *grace = json_string_value(json_object_get(annotations, OBI_ANNOTATION_STOP_GRACE));
     uint64_t ms = 0;
-    if (sig && parse_signal(sig))
-        *signal_number = parse_signal(sig);
+    if (obi_signal_parse(sig))
+        *signal_number = obi_signal_parse(sig);
     if (grace && obi_parse_duration(grace, &ms, &ignored) == 0 && ms <= LONG_MAX)
         *grace_ms = (long)ms;
 }

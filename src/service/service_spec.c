@@ -36,6 +36,7 @@
 #include "ocibuild/oci_defaults.h"
 #include "ocibuild/process.h"
 #include "ocibuild/service_spec.h"
+#include "ocibuild/signal_name.h"
 #include "ocibuild/spec.h"
 #include "service_internal.h"
 
@@ -1204,12 +1205,45 @@ static int build_linux(const obi_service *svc, const obi_service_spec_options *o
 
 /* ---- the whole config -------------------------------------------------------------------- */
 
-/* labels: OCI annotations, as Docker's labels are. stop_signal and stop_grace_period, which
- * the lifecycle applies when it stops the replica (lifecycle.c), are recorded beside them: the
- * signal under the image-spec's name for a config's StopSignal. */
-static int add_annotations(json_t *config, const obi_service *svc)
+/* The image a service names, for messages: its registry reference or oci:PATH[:TAG]. NULL:
+ * out of memory. */
+static char *image_text(const obi_service *svc)
 {
-    if (!svc->label_count && !svc->stop_signal && !svc->stop_grace_ms)
+    char *text = NULL;
+    if (svc->image_kind == OBI_IMAGE_REGISTRY)
+        return strdup(svc->image_ref->canonical);
+    if (asprintf(&text, "oci:%s%s%s", svc->image_path ? svc->image_path : "",
+                 svc->image_tag ? ":" : "", svc->image_tag ? svc->image_tag : "") < 0)
+        return NULL;
+    return text;
+}
+
+/* The signal that stops the replica, as Docker chooses it: the service's stop_signal, else its
+ * image config's StopSignal, else 0 (SIGTERM, the lifecycle's default). An image's StopSignal
+ * that is no signal is an error naming the image and the field, unless stop_signal overrides
+ * it. */
+static int replica_stop_signal(const obi_service *svc, const obi_service_spec_options *opts,
+                               int *out, obi_error **err)
+{
+    *out = svc->stop_signal;
+    if (*out || !opts->image || !opts->image->stop_signal)
+        return 0;
+    *out = obi_signal_parse(opts->image->stop_signal);
+    if (*out)
+        return 0;
+    cleanup_free char *image = image_text(svc);
+    return obi_error_set(err, -EINVAL,
+                         "services.%s.image: %s: config.StopSignal \"%s\" is not a signal (like "
+                         "SIGTERM, TERM or 15); a stop_signal for the service overrides it",
+                         svc->name, image ? image : "the image", opts->image->stop_signal);
+}
+
+/* labels: OCI annotations, as Docker's labels are. The stop signal (replica_stop_signal) and
+ * stop_grace_period, which the lifecycle applies when it stops the replica (lifecycle.c), are
+ * recorded beside them: the signal under the image-spec's name for a config's StopSignal. */
+static int add_annotations(json_t *config, const obi_service *svc, int stop_signal)
+{
+    if (!svc->label_count && !stop_signal && !svc->stop_grace_ms)
         return 0;
     json_t *annotations = json_object();
     if (!annotations || json_object_set_new(config, "annotations", annotations) < 0)
@@ -1219,12 +1253,12 @@ static int add_annotations(json_t *config, const obi_service *svc)
                                 json_string(svc->labels[i].value)) < 0)
             return -ENOMEM;
     char text[32];
-    const char *abbrev = svc->stop_signal ? sigabbrev_np(svc->stop_signal) : NULL;
+    const char *abbrev = stop_signal ? sigabbrev_np(stop_signal) : NULL;
     if (abbrev)
         snprintf(text, sizeof text, "SIG%s", abbrev);
     else
-        snprintf(text, sizeof text, "%d", svc->stop_signal);
-    if (svc->stop_signal &&
+        snprintf(text, sizeof text, "%d", stop_signal);
+    if (stop_signal &&
         json_object_set_new(annotations, OBI_ANNOTATION_STOP_SIGNAL, json_string(text)) < 0)
         return -ENOMEM;
     snprintf(text, sizeof text, "%" PRIu64 "ms", svc->stop_grace_ms);
@@ -1270,6 +1304,9 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
         r = add_gpu_sharing_mounts(mounts, svc, err);
     if (r == 0)
         r = add_init_mount(mounts, svc, err);
+    int stop_signal = 0;
+    if (r == 0)
+        r = replica_stop_signal(svc, opts, &stop_signal, err);
     json_t *config = NULL;
     if (r == 0) {
         config = json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:O, s:o}", "ociVersion", OBI_OCI_VERSION,
@@ -1277,8 +1314,10 @@ int obi_service_spec_generate(const obi_deployment *deployment, const obi_servic
                            process, "hostname", svc->hostname ? svc->hostname : id, "mounts",
                            mounts, "linux", linux_obj);
         process = linux_obj = NULL; /* json_pack "o" took them, even on failure */
-        if (!config || add_annotations(config, svc) < 0)
+        if (!config || add_annotations(config, svc, stop_signal) < 0) {
+            json_decref(config);
             r = obi_error_oom(err);
+        }
     }
     json_decref(process);
     json_decref(linux_obj);

@@ -5,7 +5,8 @@
 # refused naming the key); extra_hosts resolved in a replica (host-gateway is the bridge);
 # pid_mode and ipc_mode host show the host's processes and IPC namespace; init_container runs
 # tini as PID 1, which reaps an orphan that a replica without it leaves a zombie; down sends
-# stop_signal (SIGUSR1, seen by a trapping replica) and waits stop_grace_period before SIGKILL;
+# stop_signal (SIGUSR1, seen by a trapping replica), or without it the image config's StopSignal
+# (SIGUSR2), and waits stop_grace_period before SIGKILL;
 # lifecycle.delete_on_exit removes a job that ended; as a normal user, port_mappings and
 # extra_hosts through slirp4netns. Every wait is bounded.
 source "$(dirname "$0")/lib.sh"
@@ -34,6 +35,10 @@ if ! { umoci init --layout "$L" && umoci new --image "$L:1" && umoci unpack --im
        for c in sh cat echo sleep httpd hostname grep mkdir ping ls; do ln -s busybox "$U/rootfs/bin/$c"; done &&
        umoci repack --image "$L:1" "$U"; } >"$T_TMP/umoci.log" 2>&1; then
   t_fail "umoci builds a busybox image" "$(cat "$T_TMP/umoci.log")"; t_done; exit 1
+fi
+# the same image with StopSignal SIGUSR2 in its config: the stop signal of a service without one
+if ! umoci config --image "$L:1" --tag usr2 --config.stopsignal SIGUSR2 >>"$T_TMP/umoci.log" 2>&1; then
+  t_fail "umoci sets an image's StopSignal" "$(cat "$T_TMP/umoci.log")"; t_done; exit 1
 fi
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # wait_for SECONDS COMMAND...: polls every 0.2 s until the command succeeds (bounded).
@@ -240,6 +245,12 @@ services:
     command:
       entrypoint: [/bin/sh, -c]
       args: ["trap 'echo IGNORED-USR1 > /out/stubborn' USR1; echo READY; while :; do sleep 0.1; done"]
+  $P-imgsig:
+    image: { name: "oci:$L:usr2" }
+    storage: [ { type: bind, source: $OUT, target: /out } ]
+    command:
+      entrypoint: [/bin/sh, -c]
+      args: ["trap 'echo GOT-USR2 > /out/imgsig; exit 0' USR2; trap 'exit 0' TERM; echo READY; while :; do sleep 0.1; done"]
 YAML
   out=$("$OCIBUILD" service up "$T_TMP/s.yaml" --data-dir "$D" --runtime "$rt" 2>&1) ||
     t_fail "$rt: up of the stop-signal deployment" "$out"
@@ -278,6 +289,12 @@ YAML
   [ "$ms" -lt 9000 ] && t_ok "$rt: a replica that exits on it is down before the default grace (${ms} ms)" ||
     t_fail "$rt: a replica that exits on it is down before the default grace" "${ms} ms: $out"
   out=$("$OCIBUILD" service down "$T_TMP/s.yaml" "$P-usr1-rep" --data-dir "$D" --runtime "$rt" 2>&1)
+  # no stop_signal: the image config's StopSignal, as Docker does (SIGTERM would end it silently)
+  wait_for 10 log_has "$T_TMP/s.yaml" "$P-imgsig" READY >/dev/null
+  out=$("$OCIBUILD" service down "$T_TMP/s.yaml" "$P-imgsig" --data-dir "$D" --runtime "$rt" 2>&1)
+  [ "$(cat "$OUT/imgsig" 2>/dev/null)" = GOT-USR2 ] &&
+    t_ok "$rt: without stop_signal, down sends the image's StopSignal SIGUSR2" ||
+    t_fail "$rt: without stop_signal, down sends the image's StopSignal SIGUSR2" "$(ls -l "$OUT"): $out"
   # the default grace (10 s) would make this at least 10 s; a loaded machine adds to the 3 s
   start=$(date +%s%N)
   out=$("$OCIBUILD" service down "$T_TMP/s.yaml" "$P-stubborn" --data-dir "$D" --runtime "$rt" 2>&1)

@@ -483,9 +483,9 @@ static char *make_layout(fixture *f, const char *layout, const char *tag, const 
     write_layer(f->layer, PLAIN, l2, 2);
     char *h2 = write_blob_file(layout, f->layer, &len2);
     json_t *config =
-        json_pack("{s:s, s:s, s:{s:[s], s:[s], s:[s], s:s, s:s}}", "architecture", "amd64", "os",
-                  "linux", "config", "Env", "FROM_IMAGE=1", "Entrypoint", "/bin/app", "Cmd",
-                  "--serve", "WorkingDir", "/srv", "User", user);
+        json_pack("{s:s, s:s, s:{s:[s], s:[s], s:[s], s:s, s:s, s:s}}", "architecture", "amd64",
+                  "os", "linux", "config", "Env", "FROM_IMAGE=1", "Entrypoint", "/bin/app", "Cmd",
+                  "--serve", "WorkingDir", "/srv", "User", user, "StopSignal", "SIGQUIT");
     char *config_text = json_dumps(config, JSON_COMPACT);
     char *hc = write_blob(layout, config_text, strlen(config_text));
     json_t *manifest =
@@ -534,6 +534,7 @@ static void test_image_open_unpacks_and_reads_config(void **state)
     assert_string_equal(image->config.cmd[0], "--serve");
     assert_string_equal(image->config.working_dir, "/srv");
     assert_string_equal(image->config.user, "root");
+    assert_string_equal(image->config.stop_signal, "SIGQUIT");
     char *path = obi_path_join(image->rootfs, "a/new");
     assert_int_equal(access(path, F_OK), 0);
     free(path);
@@ -709,6 +710,10 @@ static void test_image_config_types_are_checked(void **state)
     doc = json_pack("{s:{s:n, s:i}}", "config", "Entrypoint", "User", 5);
     assert_fails_with(err, obi_image_config_from_json(doc, &config, &err), -EINVAL,
                       "config.User: expected a string");
+    json_decref(doc);
+    doc = json_pack("{s:{s:i}}", "config", "StopSignal", 15);
+    assert_fails_with(err, obi_image_config_from_json(doc, &config, &err), -EINVAL,
+                      "config.StopSignal: expected a string");
     json_decref(doc);
     doc = json_pack("{s:s}", "os", "linux"); /* no config at all: empty */
     assert_ok(obi_image_config_from_json(doc, &config, err_ptr_));

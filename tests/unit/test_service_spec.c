@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -586,6 +587,53 @@ static void test_spec_stop_keys_are_annotations(void **state)
     assert_null(json_object_get(c, "annotations"));
 }
 
+/* The config's stop signal annotation, which must be there. */
+static const char *stop_annotation(json_t *config)
+{
+    const char *text = json_string_value(json_object_get(json_object_get(config, "annotations"),
+                                                         "org.opencontainers.image.stopSignal"));
+    assert_non_null(text);
+    return text;
+}
+
+/* The stop signal is chosen as Docker chooses it: the service's stop_signal, else the image
+ * config's StopSignal, else none is written (the lifecycle's SIGTERM). An image StopSignal that
+ * names no signal is an error naming the service, the image and the field, unless the service's
+ * stop_signal overrides it. */
+static void test_spec_stop_signal_is_the_services_else_the_images_else_sigterm(void **state)
+{
+    fixture *f = *state;
+    obi_image_config image = {.stop_signal = "SIGUSR2"};
+    obi_service_spec_options opts = default_options(f);
+    opts.image = &image;
+    load(f, HEADER "  own: {image: {name: \"oci:/layouts/app:1\"}, stop_signal: SIGUSR1}\n"
+                   "  web: {image: {name: \"oci:/layouts/app:1\"}}\n");
+    assert_string_equal(stop_annotation(generate_with(f, "own", &opts)), "SIGUSR1");
+    assert_string_equal(stop_annotation(generate_with(f, "web", &opts)), "SIGUSR2");
+    image.stop_signal = "quit"; /* the image's own spelling, as Docker reads it */
+    assert_string_equal(stop_annotation(generate_with(f, "web", &opts)), "SIGQUIT");
+    image.stop_signal = "SIGRTMIN+3"; /* no abbreviation: its number, which the lifecycle reads */
+    char rtmin3[16];
+    snprintf(rtmin3, sizeof rtmin3, "%d", SIGRTMIN + 3);
+    assert_string_equal(stop_annotation(generate_with(f, "web", &opts)), rtmin3);
+    image.stop_signal = NULL;
+    assert_null(json_object_get(generate_with(f, "web", &opts), "annotations"));
+    opts.image = NULL;
+    assert_null(json_object_get(generate_with(f, "web", &opts), "annotations"));
+
+    opts.image = &image;
+    image.stop_signal = "SIGBOGUS";
+    const obi_service *web = obi_deployment_find(f->deployment, "web");
+    json_t *out = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_service_spec_generate(f->deployment, web, &opts, &out, NULL, &err),
+                      -EINVAL,
+                      "services.web.image: oci:/layouts/app:1: config.StopSignal \"SIGBOGUS\" is "
+                      "not a signal");
+    assert_null(out);
+    assert_string_equal(stop_annotation(generate_with(f, "own", &opts)), "SIGUSR1");
+}
+
 /* Container root is the first id of the service range, not the host's root; privileged
  * services are the exception and get no user namespace at all. */
 static void test_spec_user_namespace_maps_root_to_the_service_range(void **state)
@@ -875,6 +923,7 @@ int main(void)
         T(test_spec_host_namespace_modes),
         T(test_spec_init_container_runs_tini_first),
         T(test_spec_stop_keys_are_annotations),
+        T(test_spec_stop_signal_is_the_services_else_the_images_else_sigterm),
         T(test_spec_user_namespace_maps_root_to_the_service_range),
         T(test_spec_host_network_in_a_user_namespace_binds_sys_read_only),
         T(test_service_ids_lookup_reads_the_owner_s_ranges),
