@@ -35,6 +35,7 @@
 #include "ocibuild/sha256.h"
 
 #define JSON_BLOB_MAX (4u << 20)
+#define BLOB_READ_CHUNK (1u << 16)
 #define REF_NAME_ANNOTATION "org.opencontainers.image.ref.name"
 #define WHITEOUT_PREFIX ".wh."
 #define WHITEOUT_OPAQUE ".wh..wh..opq"
@@ -248,9 +249,13 @@ static int blob_open_verified(const char *layout, const descriptor *desc, int *o
     cleanup_sha256 obi_sha256 *ctx = obi_sha256_new();
     if (!ctx)
         return obi_error_oom(err);
-    static __thread uint8_t chunk[1 << 16];
+    /* On the heap: a static __thread buffer is a block every thread of every ocibuild process
+     * zeroes and faults in at its start, whether it ever reads an image or not. */
+    cleanup_free uint8_t *chunk = malloc(BLOB_READ_CHUNK);
+    if (!chunk)
+        return obi_error_oom(err);
     for (;;) {
-        ssize_t n = obi_read_full(fd, chunk, sizeof chunk);
+        ssize_t n = obi_read_full(fd, chunk, BLOB_READ_CHUNK);
         if (n < 0)
             return obi_error_set_errno(err, (int)-n, "read blob %s", path);
         if (n == 0)
