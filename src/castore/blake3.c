@@ -18,6 +18,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <sys/platform/x86.h>
+#endif
 
 #include "blake3_impl.h"
 #include "ocibuild/blake3.h"
@@ -140,18 +143,20 @@ static bool always(void)
 }
 
 #if defined(__x86_64__)
+/* What the CPU has and the kernel enabled, as glibc's loader found it at start-up. Not
+ * __builtin_cpu_supports: it links libgcc's constructor, which runs cpuid a dozen times before
+ * main in every process, and cpuid traps to the hypervisor in a VM (~13 us each here). */
 static bool cpu_has_sse41(void)
 {
-    return __builtin_cpu_supports("sse4.1");
+    return CPU_FEATURE_ACTIVE(SSE4_1);
 }
 static bool cpu_has_avx2(void)
 {
-    return __builtin_cpu_supports("avx2") && cpu_has_sse41();
+    return CPU_FEATURE_ACTIVE(AVX2) && cpu_has_sse41();
 }
 static bool cpu_has_avx512(void)
 {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-           cpu_has_avx2();
+    return CPU_FEATURE_ACTIVE(AVX512F) && CPU_FEATURE_ACTIVE(AVX512VL) && cpu_has_avx2();
 }
 #endif
 
@@ -185,7 +190,6 @@ static const backend *backend_named(const char *name)
 /* The best backend the CPU has, unless OBI_BLAKE3_BACKEND names one it has. */
 static void choose_backend(void)
 {
-    __builtin_cpu_init();
     default_backend = &BACKENDS[0];
     for (size_t i = 0; i < BACKEND_COUNT; i++)
         if (BACKENDS[i].cpu_has())

@@ -6,6 +6,8 @@
  */
 #include <errno.h>
 #include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -199,6 +201,48 @@ static void test_blake3_portable_backend_is_always_available(void **state)
     assert_string_equal(obi_blake3_backend(), "portable");
 }
 
+/* Whether the "flags" line of /proc/cpuinfo (the kernel's view: what it enabled) has flag. */
+static bool cpuinfo_has(const char *flag)
+{
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return false;
+    char line[8192];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "flags", 5))
+            continue;
+        for (char *save = NULL, *word = strtok_r(strchr(line, ':'), ": \n", &save); word;
+             word = strtok_r(NULL, " \n", &save))
+            found |= !strcmp(word, flag);
+        break;
+    }
+    fclose(f);
+    return found;
+}
+
+/* The default backend is the widest the CPU has: the detection finds what is there. */
+static void test_blake3_default_backend_is_the_widest_the_cpu_has(void **state)
+{
+    (void)state;
+    const char *expected = "portable";
+#if defined(__x86_64__)
+    if (cpuinfo_has("sse4_1"))
+        expected = "sse41";
+    if (cpuinfo_has("sse4_1") && cpuinfo_has("avx2"))
+        expected = "avx2";
+    if (cpuinfo_has("sse4_1") && cpuinfo_has("avx2") && cpuinfo_has("avx512f") &&
+        cpuinfo_has("avx512vl"))
+        expected = "avx512";
+#endif
+    if (getenv("OBI_BLAKE3_BACKEND")) {
+        print_message("SKIPPED: OBI_BLAKE3_BACKEND is set, so it is the default\n");
+        skip();
+    }
+    assert_int_equal(obi_blake3_use_backend(NULL), 0);
+    assert_string_equal(obi_blake3_backend(), expected);
+}
+
 #define ON_EVERY_BACKEND(fn)                                                                       \
     {#fn "/portable", fn, NULL, restore_default_backend, (void *)"portable"},                      \
         {#fn "/sse41", fn, NULL, restore_default_backend, (void *)"sse41"},                        \
@@ -219,6 +263,7 @@ int main(void)
                                   restore_default_backend),
         cmocka_unit_test_teardown(test_blake3_portable_backend_is_always_available,
                                   restore_default_backend),
+        cmocka_unit_test(test_blake3_default_backend_is_the_widest_the_cpu_has),
     };
     return cmocka_run_group_tests_name("blake3", tests, load_vectors, free_vectors);
 }
