@@ -44,9 +44,11 @@ fi
 LD_DEBUG=files "$OCIBUILD" version >/dev/null 2>"$T_TMP/ld-version.log"
 loaded=$(sed -n 's/.*file=\([^ ]*\) \[0\];  needed by.*/\1/p' "$T_TMP/ld-version.log" | sort -u |
   tr '\n' ' ')
-if [ -z "$loaded" ]; then
+if [ "$static" = false ]; then
+  t_skip "ocibuild version loads only libc and libm" "built with -Dstatic_deps=false"
+elif [ -z "$loaded" ]; then
   t_fail "ocibuild version loads only libc and libm" "no LD_DEBUG=files trace"
-elif [ "$static" != false ] && [ "$(sed 's/libc.so.6 //; s/libm.so.6 //' <<<"$loaded")" != "" ]; then
+elif [ "$(sed 's/libc.so.6 //; s/libm.so.6 //' <<<"$loaded")" != "" ]; then
   t_fail "ocibuild version loads only libc and libm" "loaded: $loaded"
 else
   t_ok "ocibuild version loads only libc and libm"
