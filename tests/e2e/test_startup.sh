@@ -8,7 +8,6 @@
 # from the local store loads none of the libraries it does not use (libfuse3, libarchive,
 # libcrypto, libgrpc).
 source "$(dirname "$0")/lib.sh"
-cd "$E2E_DIR/../.."
 export OCIBUILD_DATA_DIR="$T_TMP/data"
 
 # ---- the executable ----
