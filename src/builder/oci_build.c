@@ -404,9 +404,25 @@ static char mount_source_kind(const obi_bundle *bundle, const obi_build_request 
     return S_ISDIR(st.st_mode) ? 'd' : 'f';
 }
 
+/* Whether destination lies below the destination of one of the first n mounts: the runtime
+ * makes its mount point inside that mount (a scratch dir, a tmpfs), not in root/. */
+static bool below_earlier_mount(const json_t *mounts, size_t n, const char *destination)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *earlier =
+            json_string_value(json_object_get(json_array_get(mounts, i), "destination"));
+        size_t len = earlier ? strlen(earlier) : 0;
+        if (len > 1 && strncmp(destination, earlier, len) == 0 && destination[len] == '/')
+            return true;
+    }
+    return false;
+}
+
 /* The key of the skeleton this bundle needs: everything that decides what root/ holds once the
- * runtime has made its mount points (etc files; each mount's destination, type and source kind;
- * the runtime and the user it runs as). */
+ * runtime has made its mount points (etc files; the destination, type and source kind of each
+ * mount whose mount point lands in root/; the runtime and the user it runs as). A Nix build's
+ * inputs are mounted below its /nix/store scratch dir, so builds on different inputs share a
+ * skeleton (a chain's every step used to make its own, and the next run pruned them). */
 static int skeleton_key(const oci_build_service *svc, const obi_bundle *bundle,
                         const obi_build_request *req, const obi_spec_options *opts,
                         const json_t *config, const char *passwd,
@@ -423,6 +439,8 @@ static int skeleton_key(const oci_build_service *svc, const obi_bundle *bundle,
         const char *destination = json_string_value(json_object_get(mount, "destination"));
         const char *type = json_string_value(json_object_get(mount, "type"));
         const char *source = json_string_value(json_object_get(mount, "source"));
+        if (destination && below_earlier_mount(mounts, i, destination))
+            continue;
         bool bind = false;
         const json_t *options = json_object_get(mount, "options");
         for (size_t o = 0; o < json_array_size(options); o++) {

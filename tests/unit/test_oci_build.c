@@ -18,6 +18,7 @@
 #include "ocibuild/buf.h"
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
+#include "ocibuild/ingest.h"
 #include "ocibuild/oci_build.h"
 #include "ocibuild/root_pool.h"
 #include "ocibuild/store.h"
@@ -433,6 +434,53 @@ static void test_oci_build_other_shapes_get_their_own_root(void **state)
     obi_build_request_free(req);
 }
 
+/* simple_request with one file input named name, mounted below inputs_dir. */
+static obi_build_request *request_with_input(const fixture *f, const char *name,
+                                             const char *inputs_dir)
+{
+    char *file = obi_path_join(f->dir, name);
+    assert_ok(obi_write_file(file, name, strlen(name), 0644, err_ptr_));
+    obi_build_request *req = simple_request();
+    req->inputs = calloc(1, sizeof *req->inputs);
+    obi_ingest_options options = {.name = name};
+    assert_ok(obi_ingest_path(f->store->blobs, f->store->directories, file, &options,
+                              &req->inputs[0], err_ptr_));
+    req->n_inputs = 1;
+    free(req->inputs_dir);
+    req->inputs_dir = strdup(inputs_dir);
+    free(file);
+    return req;
+}
+
+/* Inputs mounted below a scratch dir (a Nix build's /nix/store) get their mount points there,
+ * not in root/: builds on other inputs share a skeleton. Mounted in root/, they do not. */
+static void test_oci_build_inputs_below_a_scratch_dir_share_a_root(void **state)
+{
+    fixture *f = *state;
+    script_recording_root_inode(f);
+    obi_build_request *one = request_with_input(f, "aaa-one", "out");
+    obi_build_request *two = request_with_input(f, "bbb-two", "out");
+    build_ok(f, one);
+    build_ok(f, two);
+    assert_int_equal(root_pool_entries(f), 1);
+    char *inodes = recorded_inodes(f);
+    char *second = strchr(inodes, '\n');
+    assert_non_null(second);
+    *second++ = 0;
+    assert_string_equal(inodes, strtok(second, "\n"));
+    free(inodes);
+    obi_build_request_free(one);
+    obi_build_request_free(two);
+
+    obi_build_request *three = request_with_input(f, "ccc-three", "");
+    obi_build_request *four = request_with_input(f, "ddd-four", "");
+    build_ok(f, three);
+    build_ok(f, four);
+    assert_int_equal(root_pool_entries(f), 3);
+    obi_build_request_free(three);
+    obi_build_request_free(four);
+}
+
 static void test_oci_build_failed_build_does_not_pool_its_root(void **state)
 {
     fixture *f = *state;
@@ -508,6 +556,8 @@ int main(void)
                                         setup_two, teardown),
         cmocka_unit_test_setup_teardown(test_oci_build_other_shapes_get_their_own_root, setup_two,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_oci_build_inputs_below_a_scratch_dir_share_a_root,
+                                        setup_two, teardown),
         cmocka_unit_test_setup_teardown(test_oci_build_failed_build_does_not_pool_its_root,
                                         setup_two, teardown),
         cmocka_unit_test_setup_teardown(test_oci_build_root_pool_can_be_turned_off,
