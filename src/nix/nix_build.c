@@ -1372,14 +1372,19 @@ static int register_outputs(session *s, const finished_build *job, obi_error **e
     return r;
 }
 
-/* Records a finished build's outputs, and for outputs whose paths were not known before the
- * build, where they were realised (for the derivation and, when resolved, for the resolved one
- * too); then registers them in Nix when asked to. */
+/* Registers a finished build's outputs in Nix when asked to, then records them and, for
+ * outputs whose paths were not known before the build, where they were realised (for the
+ * derivation and, when resolved, for the resolved one too). Nix's import goes first: its
+ * nix-store imports the outputs while the records are written (their fsyncs, ~3 ms), so after
+ * the last build both overlap instead of adding up. */
 static int finish_records(session *s, const finished_build *job, obi_error **err)
 {
+    int r = s->opts->register_in_nix ? register_outputs(s, job, err) : 0;
+    if (r < 0)
+        return obi_error_prefix(err, r, "registering %s in Nix", job->infos[0]->path);
     for (size_t i = 0; i < job->n; i++) {
         const obi_nix_path_info *info = job->infos[i];
-        int r = obi_nix_path_info_record(s->opts->store, s->opts->path_infos, info, err);
+        r = obi_nix_path_info_record(s->opts->store, s->opts->path_infos, info, err);
         if (r < 0)
             return obi_error_prefix(err, r, "recording %s", info->path);
         if (job->realised && job->drv_path &&
@@ -1391,8 +1396,7 @@ static int finish_records(session *s, const finished_build *job, obi_error **err
                                          info->path, err)) < 0)
             return r;
     }
-    int r = s->opts->register_in_nix ? register_outputs(s, job, err) : 0;
-    return r < 0 ? obi_error_prefix(err, r, "registering %s in Nix", job->infos[0]->path) : 0;
+    return 0;
 }
 
 /* The session stops as on a failed build: running builds are cancelled, none starts. */
