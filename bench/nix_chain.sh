@@ -6,8 +6,9 @@
 # and one join that reads them all (N+1 derivations). Every build of either side gets fresh
 # derivations (a nonce), so both build everything from scratch. ocibuild runs as nix-build is
 # used: -j J, results registered in /nix/store (nix-store --import), no result link. Prints
-# each round and the medians, and the ratio ocibuild/nix of the medians (lower is better for
-# ocibuild). Needs root (Nix set-up and rootful runc).
+# each round and the medians, the ratio ocibuild/nix of the medians (lower is better for
+# ocibuild) and the median of the per-round ratios (steadier under load). Needs root (Nix
+# set-up and rootful runc).
 #   bench/nix_chain.sh [N] [chain|fanout]     ROUNDS=3 JOBS=2 OCIBUILD=build/ocibuild
 #   OCIBUILD_OPTS="--runtime crun": more options for ocibuild nix-build (split on spaces)
 #   BASELINE=/path/to/an/older/ocibuild: a third side, built in the same rounds (its own fresh
@@ -85,7 +86,7 @@ n_drvs=$N
 [ "$SHAPE" = fanout ] && n_drvs=$((N + 1))
 printf '%s of %d derivations, -j %d, %d rounds, ocibuild options "%s" (load average %s)\n' \
   "$SHAPE" "$n_drvs" "$JOBS" "$ROUNDS" "${OCIBUILD_OPTS:-}" "$(cut -d' ' -f1-3 /proc/loadavg)"
-: >"$tmp/ours" && : >"$tmp/theirs" && : >"$tmp/base"
+: >"$tmp/ours" && : >"$tmp/theirs" && : >"$tmp/base" && : >"$tmp/ratios" && : >"$tmp/base_ratios"
 for round in $(seq 1 "$ROUNDS"); do
   write_nix "ours-$round-$(date +%s%N)" "$tmp/ours.nix"
   write_nix "nix-$round-$(date +%s%N)" "$tmp/nix.nix"
@@ -108,9 +109,14 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "$o" >>"$tmp/ours" && echo "$t" >>"$tmp/theirs"
   printf 'round %d: ocibuild %5.2f s wall %5.2f s CPU | nix-build %5.2f s wall %5.2f s CPU' \
     "$round" $o $t
+  read -r ow_ oc_ <<<"$o" && read -r tw_ tc_ <<<"$t"
+  printf '%s %s\n' "$(echo "$ow_ / $tw_" | bc -l)" "$(echo "$oc_ / $tc_" | bc -l)" >>"$tmp/ratios"
   if [ -n "$BASELINE" ]; then
     echo "$b" >>"$tmp/base"
     printf ' | baseline %5.2f s wall %5.2f s CPU' $b
+    read -r bw_ bc__ <<<"$b"
+    printf '%s %s\n' "$(echo "$ow_ / $bw_" | bc -l)" "$(echo "$oc_ / $bc__" | bc -l)" \
+      >>"$tmp/base_ratios"
   fi
   printf '\n'
 done
@@ -118,11 +124,15 @@ ow=$(cut -d' ' -f1 "$tmp/ours" | median) && oc=$(cut -d' ' -f2 "$tmp/ours" | med
 tw=$(cut -d' ' -f1 "$tmp/theirs" | median) && tc=$(cut -d' ' -f2 "$tmp/theirs" | median)
 printf 'median: ocibuild %5.2f s wall (%.0f ms/drv), %5.2f s CPU | nix-build %5.2f s wall (%.0f ms/drv), %5.2f s CPU\n' \
   "$ow" "$(echo "$ow * 1000 / $n_drvs" | bc -l)" "$oc" "$tw" "$(echo "$tw * 1000 / $n_drvs" | bc -l)" "$tc"
-printf 'ratio ocibuild/nix: wall %.2f, CPU %.2f\n' "$(echo "$ow / $tw" | bc -l)" "$(echo "$oc / $tc" | bc -l)"
+printf 'ratio ocibuild/nix: wall %.2f, CPU %.2f (median of the per-round ratios: wall %.2f, CPU %.2f)\n' \
+  "$(echo "$ow / $tw" | bc -l)" "$(echo "$oc / $tc" | bc -l)" \
+  "$(cut -d' ' -f1 "$tmp/ratios" | median)" "$(cut -d' ' -f2 "$tmp/ratios" | median)"
 if [ -n "$BASELINE" ]; then
   bw=$(cut -d' ' -f1 "$tmp/base" | median) && bc_=$(cut -d' ' -f2 "$tmp/base" | median)
   printf 'baseline median %5.2f s wall, %5.2f s CPU; ratio baseline/nix: wall %.2f, CPU %.2f; ratio ocibuild/baseline: wall %.2f, CPU %.2f\n' \
     "$bw" "$bc_" "$(echo "$bw / $tw" | bc -l)" "$(echo "$bc_ / $tc" | bc -l)" \
     "$(echo "$ow / $bw" | bc -l)" "$(echo "$oc / $bc_" | bc -l)"
+  printf 'per-round ratio ocibuild/baseline, median: wall %.2f, CPU %.2f\n' \
+    "$(cut -d' ' -f1 "$tmp/base_ratios" | median)" "$(cut -d' ' -f2 "$tmp/base_ratios" | median)"
 fi
 printf 'load average after: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
