@@ -85,15 +85,18 @@ int obi_nix_store_import(obi_blob_service *blobs, obi_directory_service *directo
 /* The same, one path at a time: a `NIX_STORE --import` fed as paths come. Nix registers each
  * path of the stream as soon as it has read it (its importPaths adds a path before reading the
  * next), so paths sent are valid in Nix shortly after, while later ones are still being built.
- * _add sends one path; its references must be valid in Nix or sent before. _finish ends the
- * stream, waits (nix-store's failure is an error with the tail of its output) and frees the
- * importer; _free instead cuts the stream short (what was sent whole stays registered). */
+ * _add sends one path; its references must be valid in Nix or sent before. _end_input ends
+ * the stream when no path follows, so that nix-store finishes (and exits) while the caller does
+ * other work; after it _add fails. _finish ends the stream if that was not done, waits
+ * (nix-store's failure is an error with the tail of its output) and frees the importer; _free
+ * instead cuts the stream short (what was sent whole stays registered). */
 typedef struct obi_nix_store_importer obi_nix_store_importer;
 int obi_nix_store_importer_start(const char *nix_store, obi_nix_store_importer **out,
                                  obi_error **err);
 int obi_nix_store_importer_add(obi_nix_store_importer *imp, obi_blob_service *blobs,
                                obi_directory_service *directories, const obi_nix_path_info *info,
                                obi_error **err);
+int obi_nix_store_importer_end_input(obi_nix_store_importer *imp, obi_error **err);
 int obi_nix_store_importer_finish(obi_nix_store_importer *imp, obi_error **err);
 void obi_nix_store_importer_free(obi_nix_store_importer *imp);
 

@@ -553,8 +553,10 @@ static char *file_tail(int fd)
 struct obi_nix_store_importer {
     char *program;
     pid_t pid;
-    export_writer w; /* our end of its stdin */
+    export_writer w; /* our end of its stdin; -1 once the stream is ended */
     int log;         /* its stdout and stderr */
+    int end_error;   /* how ending the stream went (_end_input), reported by _finish */
+    obi_error *end_err;
 };
 
 int obi_nix_store_importer_start(const char *nix_store, obi_nix_store_importer **out,
@@ -594,19 +596,40 @@ int obi_nix_store_importer_add(obi_nix_store_importer *imp, obi_blob_service *bl
                                obi_directory_service *directories, const obi_nix_path_info *info,
                                obi_error **err)
 {
+    if (imp->w.fd < 0)
+        return obi_error_set(err, -EPIPE, "%s --import: the stream was ended before %s",
+                             imp->program, info->path);
     int r = export_path(&imp->w, blobs, directories, info, err);
     return r < 0 ? r : export_flush(&imp->w, err);
+}
+
+/* Ends the stream: the end marker when complete, then our end closed (nix-store reads EOF). */
+static void end_stream(obi_nix_store_importer *imp, bool complete)
+{
+    if (imp->w.fd < 0)
+        return;
+    if (complete && (imp->end_error = export_u64(&imp->w, 0, &imp->end_err)) >= 0)
+        imp->end_error = export_flush(&imp->w, &imp->end_err);
+    obi_buf_free(&imp->w.buf);
+    close(imp->w.fd);
+    imp->w.fd = -1;
+}
+
+int obi_nix_store_importer_end_input(obi_nix_store_importer *imp, obi_error **err)
+{
+    end_stream(imp, true);
+    if (imp->end_error >= 0)
+        return 0;
+    imp->end_error = 0; /* reported here, not again by _finish */
+    return obi_error_move(err, &imp->end_err);
 }
 
 /* Closes the stream (with its end marker when complete) and waits for nix-store. */
 static int importer_end(obi_nix_store_importer *imp, bool complete, obi_error **err)
 {
-    cleanup_error obi_error *write_err = NULL;
-    int r = 0;
-    if (complete && (r = export_u64(&imp->w, 0, &write_err)) >= 0)
-        r = export_flush(&imp->w, &write_err);
-    obi_buf_free(&imp->w.buf);
-    close(imp->w.fd);
+    end_stream(imp, complete);
+    cleanup_error obi_error *write_err = steal_pointer(&imp->end_err);
+    int r = imp->end_error;
     int status = 0;
     int wr = obi_wait(imp->pid, &status, err);
     int code = wr < 0 ? 0 : obi_wait_exit_code(status);

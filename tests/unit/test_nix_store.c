@@ -12,8 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ocibuild/cleanup.h"
+#include "ocibuild/fs.h"
 #include "ocibuild/nix_store.h"
 
 #define BASH "/nix/store/gsmjp5dzhqrpk3ffx5p6d567nx3xzsag-bash"
@@ -310,6 +312,41 @@ static void test_import_names_nodes_by_store_basename(void **state)
     obi_nix_nodes_free(nodes, 1);
 }
 
+/* _end_input ends the stream at once: nix-store reads its end and exits before _finish is
+ * called (the last build's records are written meanwhile); nothing can be added after it. */
+static void test_importer_ended_input_lets_nix_store_finish_before_the_wait(void **state)
+{
+    (void)state;
+    char *dir = obi_test_tmpdir();
+    cleanup_free char *saved = NULL, *done = NULL, *script = NULL;
+    assert_true(asprintf(&saved, "%s/stream", dir) > 0);
+    assert_true(asprintf(&done, "%s/done", dir) > 0);
+    assert_true(asprintf(&script,
+                         "#!/bin/sh\n[ \"$1\" = --import ] || exit 3\ncat > '%s'\n"
+                         "touch '%s'\n",
+                         saved, done) > 0);
+    cleanup_free char *fake = write_file(dir, "nix-store", script, 0755);
+    obi_nix_store_importer *imp = NULL;
+    assert_ok(obi_nix_store_importer_start(fake, &imp, err_ptr_));
+    assert_ok(obi_nix_store_importer_end_input(imp, err_ptr_));
+    struct stat st;
+    for (int i = 0; i < 500 && stat(done, &st) != 0; i++) /* up to 5 s */
+        usleep(10000);
+    assert_int_equal(stat(done, &st), 0);
+    obi_nix_path_info info = {.path = (char *)OUT};
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_nix_store_importer_add(imp, NULL, NULL, &info, &err), -EPIPE,
+                      "the stream was ended before " OUT);
+    assert_ok(obi_nix_store_importer_finish(imp, err_ptr_));
+    cleanup_free char *stream = NULL;
+    size_t len = 0;
+    assert_ok(obi_read_file(saved, 1024, &stream, &len, err_ptr_));
+    assert_int_equal(len, 8); /* only the end marker, u64 0 */
+    for (size_t i = 0; i < len; i++)
+        assert_int_equal(stream[i], 0);
+    obi_test_tmpdir_remove(dir);
+}
+
 static void test_store_path_parse_checks_hash_part(void **state)
 {
     (void)state;
@@ -364,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_db_closure_leaves_to_nix_store_what_it_cannot_answer),
         cmocka_unit_test(test_import_rejects_paths_outside_the_store),
         cmocka_unit_test(test_import_names_nodes_by_store_basename),
+        cmocka_unit_test(test_importer_ended_input_lets_nix_store_finish_before_the_wait),
         cmocka_unit_test(test_store_path_parse_checks_hash_part),
         cmocka_unit_test(test_store_path_parse_checks_the_name_as_nix_2_8),
     };
