@@ -3,7 +3,8 @@
  * the derivation's env: "content_<output>" as a file's contents, "exec_<output>" makes it
  * executable, "dir_<output>" makes it a directory holding an empty file of that name; "sleep_ms"
  * makes the build last, "fail" fails it, "wait_cancel" waits until the build is cancelled,
- * "wait_for_file" and "wait_for_text" wait until that file holds that text). The
+ * "wait_for_file" and "wait_for_text" wait until that file holds that text, "wait_running"
+ * waits until that many builds run at once). The
  * stand-in reports no needles: references must come from nix_build's own scan of the NAR.
  * Covered: inputs first and reuse of valid outputs, records and JSON, fixed-output checks, the
  * checks before and after a build with Nix's messages, references in file names, independent
@@ -127,6 +128,21 @@ static int wait_for_text(const char *file, const char *text, obi_error **err)
     return obi_error_set(err, OBI_EBUILD_FAILED, "%s never held %s", file, text);
 }
 
+/* Waits (5 s at most) until N builds run at once: the order of two builds in a test, on a host
+ * however slow, instead of a sleep. */
+static int wait_running(fake_builder *f, int n, obi_error **err)
+{
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&f->lock);
+        bool reached = f->running >= n;
+        pthread_mutex_unlock(&f->lock);
+        if (reached)
+            return 0;
+        usleep(10000);
+    }
+    return obi_error_set(err, OBI_EBUILD_FAILED, "never %d builds at once", n);
+}
+
 static int fake_do_build(obi_build_service *svc, const obi_build_request *req,
                          const obi_build_call *call, obi_build **out, obi_error **err)
 {
@@ -146,6 +162,8 @@ static int fake_do_build(obi_build_service *svc, const obi_build_request *req,
     const char *sleep_ms = env_get(req, "sleep_ms");
     if (r >= 0 && sleep_ms)
         usleep((useconds_t)atoi(sleep_ms) * 1000);
+    if (r >= 0 && env_get(req, "wait_running"))
+        r = wait_running(f, atoi(env_get(req, "wait_running")), err);
     if (r >= 0 && env_get(req, "wait_cancel")) {
         struct pollfd p = {call ? call->cancel_fd : -1, POLLIN, 0};
         r = poll(&p, 1, 5000) == 1 ? obi_error_set(err, -ECANCELED, "cancelled")
@@ -595,7 +613,7 @@ static void test_nix_build_runs_one_at_a_time_with_one_job(void **state)
 static void test_nix_build_first_failure_stops_the_rest(void **state)
 {
     fixture *f = *state;
-    const char *env[] = {",(\"wait_cancel\",\"1\")", ",(\"fail\",\"1\"),(\"sleep_ms\",\"50\")"};
+    const char *env[] = {",(\"wait_cancel\",\"1\")", ",(\"wait_running\",\"2\"),(\"fail\",\"1\")"};
     cleanup_free char *join = write_fan_out(f, 2, env);
     f->opts.max_jobs = 2;
     obi_nix_build_result *result = NULL;
