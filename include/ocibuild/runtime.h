@@ -4,8 +4,8 @@
  * captures stdout/stderr into a bounded log whose tail is kept, streams it to a callback,
  * enforces a wall-clock timeout and a cancellation fd, and leaves no container behind (kill,
  * then delete --force) when a run fails or is cut short, or says that it could not
- * (OBI_ECONTAINER_LEFT). Also the detached calls services need. crun runs from a sealed copy of
- * its binary (no second exec per call) and, as root on hybrid-cgroup hosts, in a mount
+ * (OBI_ECONTAINER_LEFT). Also the detached calls services need. crun runs from an unwritable view
+ * or copy of its binary (no second exec per call) and, as root on hybrid-cgroup hosts, in a mount
  * namespace without the cgroup2 mount.
  */
 #ifndef OCIBUILD_RUNTIME_H

@@ -3,7 +3,7 @@
 # a rootful build runs on crun when a probe finds that crun works here (on this hybrid-cgroup
 # VM: in a private mount namespace without the cgroup2 mount), and the answer is cached under
 # the data dir; `--runtime runc` still builds the same output; a crun that cannot run builds
-# is reported once and runc used; crun runs from ocibuild's sealed copy of its binary; a build
+# is reported once and runc used; crun runs from ocibuild's read-only view of its binary, which a container cannot write; a build
 # killed mid-run (SIGTERM) on the default runtime leaves no bundle and no container, and exit
 # codes are those of docs/cli.md; builds SIGKILLed at any point (crun and runc) leave nothing
 # once the next build has swept.
@@ -80,12 +80,36 @@ sed 's|"mkdir -p /nix/store/out && echo hi > /nix/store/out/x"|"echo started >\&
 "$OCIBUILD" build "$T_TMP/slow.json" >/dev/null 2>"$T_TMP/term.err" &
 pid=$!
 for _ in $(seq 1 100); do grep -q started "$T_TMP/term.err" 2>/dev/null && break; sleep 0.1; done
-# crun runs from ocibuild's sealed copy of its binary, not re-executing itself from its own
-# (docs/build.md "crun from a sealed copy"): the build's runtime process is that memfd.
-exes=$(for child in $(ps --ppid $pid -o pid=); do readlink "/proc/$child/exe"; done)
-t_contains "crun runs from ocibuild's sealed copy of its binary" "$exes" "/memfd:ocibuild-crun"
+# crun runs from ocibuild's read-only view of its binary, not re-executing itself from a copy
+# of its own (docs/build.md "crun from an unwritable binary"), and a container cannot write the
+# host's runtime through it (CVE-2019-5736, docs/security.md "The runtime binary"): the build's
+# runtime process runs from a read-only mount, and its binary, held by /proc/PID/exe (as an
+# attacker in the container would) until the runtime has exited, cannot be opened for writing.
+runtime_pid=$(ps --ppid $pid -o pid= | head -1 | tr -d ' ')
+python3 - "$runtime_pid" >"$T_TMP/exe.out" 2>&1 <<'PY' &
+import fcntl, os, sys, time
+pid = sys.argv[1]
+held = os.open(f"/proc/{pid}/exe", os.O_PATH)
+ro = os.statvfs(f"/proc/{pid}/exe").f_flag & os.ST_RDONLY
+print("read-only mount" if ro else "writable mount")
+sys.stdout.flush()
+while os.path.exists(f"/proc/{pid}"):  # until the runtime has exited and is reaped
+    time.sleep(0.05)
+try:
+    fd = os.open(f"/proc/self/fd/{held}", os.O_WRONLY)
+except OSError as e:
+    print(f"refused: {e.strerror}")
+else:  # open, but a sealed memfd (F_GET_SEALS has F_SEAL_WRITE) cannot be written either
+    print("sealed" if fcntl.fcntl(fd, 1034) & 8 else "WRITABLE")
+PY
+checker=$!
+sleep 0.3
+t_contains "crun runs from ocibuild's read-only view of its binary" "$(cat "$T_TMP/exe.out")" "read-only mount"
 kill -TERM $pid
 wait $pid; rc=$?
+wait $checker
+t_contains "the runtime's binary cannot be opened for writing once the runtime has exited" \
+  "$(cat "$T_TMP/exe.out")" "refused: Read-only file system"
 [ $rc -eq 143 ] && t_ok "SIGTERM mid-build exits 143" || t_fail "SIGTERM mid-build exits 143" "rc=$rc $(cat "$T_TMP/term.err")"
 t_check "a build killed mid-run leaves no bundle and no container" no_leftovers "$T_TMP/data"
 sed 's|"mkdir -p /nix/store/out && echo hi > /nix/store/out/x"|"exit 3"|' "$T_TMP/req.json" >"$T_TMP/fail.json"
