@@ -199,6 +199,10 @@ typedef struct obi_store {
 int obi_store_open(const char *blob_url, const char *directory_url, obi_store **out,
                    obi_error **err);
 void obi_store_close(obi_store *store);
+/* Opens now what the store's services would open on first use (the local directory service's
+ * database): for a caller that will need them soon and has a moment to spare meanwhile (a
+ * build, while its container starts). */
+int obi_store_connect(obi_store *store, obi_error **err);
 static inline void obi_store_closep(obi_store **s)
 {
     obi_store_close(*s);

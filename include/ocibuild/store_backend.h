@@ -108,6 +108,9 @@ struct obi_directory_service_ops {
     /* Optional (NULL: the backend never removes): obi_directory_service_remove. */
     int (*remove)(obi_directory_service *svc, const obi_digest *digests, size_t n, uint64_t *freed,
                   obi_error **err);
+    /* Optional (NULL: nothing is left for later): opens now what the service opens on first
+     * use (obi_store_connect). */
+    int (*connect)(obi_directory_service *svc, obi_error **err);
     void (*free)(obi_directory_service *svc);
 };
 struct obi_directory_service {

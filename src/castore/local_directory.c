@@ -17,9 +17,15 @@
  * a putter closed without finish never touched the database. Rows are only ever inserted
  * (INSERT OR IGNORE: the same digest means the same bytes), so a child seen as stored stays
  * stored. get re-hashes the row and fails naming the digest when it does not match its key.
+ *
+ * The database is opened on first use, not with the service (~0.5 ms of a short-lived process
+ * that may need no directory before its work is under way): a build opens it while its
+ * container starts (obi_store_connect). An open that fails is the failing call's error, and is
+ * tried again on the next.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +45,7 @@ typedef struct local_directory_service {
     sqlite3 *db;
     sqlite3_stmt *select;
     sqlite3_stmt *insert;
+    bool connected; /* db open and both statements prepared (connect_locked) */
     obi_local_root root;
     char *path;
 } local_directory_service;
@@ -49,11 +56,81 @@ static int sqlite_error(local_directory_service *svc, int rc, obi_error **err, c
     return obi_error_set(err, code, "%s: %s: %s", svc->path, what, sqlite3_errmsg(svc->db));
 }
 
+static int prepare(local_directory_service *svc, const char *sql, sqlite3_stmt **stmt,
+                   obi_error **err)
+{
+    int rc = sqlite3_prepare_v2(svc->db, sql, -1, stmt, NULL);
+    return rc == SQLITE_OK ? 0 : sqlite_error(svc, rc, err, sql);
+}
+
+static int exec_sql(local_directory_service *svc, const char *sql, obi_error **err)
+{
+    int rc = sqlite3_exec(svc->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : sqlite_error(svc, rc, err, sql);
+}
+
+/* ---- the database, opened on first use ---- */
+
+static void disconnect_locked(local_directory_service *svc)
+{
+    sqlite3_finalize(svc->select);
+    sqlite3_finalize(svc->insert);
+    sqlite3_close(svc->db);
+    svc->select = svc->insert = NULL;
+    svc->db = NULL;
+    svc->connected = false;
+}
+
+/* Opens the database and prepares the statements, once (svc->lock held). */
+static int connect_locked(local_directory_service *svc, obi_error **err)
+{
+    if (svc->connected)
+        return 0;
+    int rc =
+        sqlite3_open_v2(svc->path, &svc->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        int r = svc->db ? sqlite_error(svc, rc, err, "open")
+                        : obi_error_set(err, -ENOMEM, "%s: open: out of memory", svc->path);
+        disconnect_locked(svc);
+        return obi_error_prefix(err, r, "local directory service");
+    }
+    sqlite3_busy_timeout(svc->db, BUSY_TIMEOUT_MS);
+    int persist_wal = 1;
+    sqlite3_file_control(svc->db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist_wal);
+    int r = exec_sql(svc, "PRAGMA journal_mode=WAL", err);
+    if (r == 0)
+        r = exec_sql(svc, "PRAGMA synchronous=FULL", err);
+    if (r == 0) /* the kept -wal is truncated to nothing after checkpoints: nothing to replay */
+        r = exec_sql(svc, "PRAGMA journal_size_limit=0", err);
+    if (r == 0)
+        r = exec_sql(svc,
+                     "CREATE TABLE IF NOT EXISTS directories "
+                     "(digest BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID",
+                     err);
+    if (r == 0)
+        r = prepare(svc, "SELECT data FROM directories WHERE digest = ?1", &svc->select, err);
+    if (r == 0)
+        r = prepare(svc, "INSERT OR IGNORE INTO directories (digest, data) VALUES (?1, ?2)",
+                    &svc->insert, err);
+    if (r < 0) {
+        disconnect_locked(svc);
+        return obi_error_prefix(err, r, "local directory service");
+    }
+    svc->connected = true;
+    return 0;
+}
+
+/* ---- reading ---- */
+
 /* Runs a SELECT of one row's data under svc->lock (held by the caller). 1 found (*data and
  * *len valid until the statement is reset), 0 absent. */
 static int select_row(local_directory_service *svc, const obi_digest *digest, const uint8_t **data,
                       size_t *len, obi_error **err)
 {
+    int r = connect_locked(svc, err);
+    if (r < 0)
+        return r;
     sqlite3_reset(svc->select);
     int rc = sqlite3_bind_blob(svc->select, 1, digest->bytes, OBI_DIGEST_LEN, SQLITE_STATIC);
     if (rc != SQLITE_OK)
@@ -109,24 +186,13 @@ static int local_stored_size(void *ctx, const obi_digest *digest, uint64_t *size
 
 /* ---- putter ---- */
 
-static int prepare(local_directory_service *svc, const char *sql, sqlite3_stmt **stmt,
-                   obi_error **err)
-{
-    int rc = sqlite3_prepare_v2(svc->db, sql, -1, stmt, NULL);
-    return rc == SQLITE_OK ? 0 : sqlite_error(svc, rc, err, sql);
-}
-
-static int exec_sql(local_directory_service *svc, const char *sql, obi_error **err)
-{
-    int rc = sqlite3_exec(svc->db, sql, NULL, NULL, NULL);
-    return rc == SQLITE_OK ? 0 : sqlite_error(svc, rc, err, sql);
-}
-
 /* Inserts every pending directory in one transaction; svc->lock held. */
 static int insert_pending(local_directory_service *svc, const obi_digest_map *pending,
                           obi_error **err)
 {
-    int r = exec_sql(svc, "BEGIN IMMEDIATE", err);
+    int r = connect_locked(svc, err);
+    if (r == 0)
+        r = exec_sql(svc, "BEGIN IMMEDIATE", err);
     if (r < 0)
         return r;
     for (size_t i = 0; r == 0 && i < pending->capacity; i++) {
@@ -185,8 +251,10 @@ static int local_directory_list(obi_directory_service *base, obi_digest_visit_fn
     int r = 0;
     pthread_mutex_lock(&svc->lock);
     sqlite3_stmt *list = NULL;
-    int rc = sqlite3_prepare_v2(svc->db, "SELECT digest FROM directories", -1, &list, NULL);
-    if (rc != SQLITE_OK)
+    int rc = SQLITE_OK;
+    if ((r = connect_locked(svc, err)) == 0 &&
+        (rc = sqlite3_prepare_v2(svc->db, "SELECT digest FROM directories", -1, &list, NULL)) !=
+            SQLITE_OK)
         r = sqlite_error(svc, rc, err, "list");
     while (r == 0 && (rc = sqlite3_step(list)) == SQLITE_ROW) {
         if (sqlite3_column_bytes(list, 0) != OBI_DIGEST_LEN)
@@ -246,7 +314,9 @@ static int local_directory_remove(obi_directory_service *base, const obi_digest 
     local_directory_service *svc = (local_directory_service *)base;
     uint64_t total = 0;
     pthread_mutex_lock(&svc->lock);
-    int r = n ? delete_rows(svc, digests, n, &total, err) : 0;
+    int r = n ? connect_locked(svc, err) : 0;
+    if (r == 0 && n)
+        r = delete_rows(svc, digests, n, &total, err);
     pthread_mutex_unlock(&svc->lock);
     if (freed)
         *freed = r < 0 ? 0 : total;
@@ -258,13 +328,20 @@ static int local_directory_remove(obi_directory_service *base, const obi_digest 
 static void local_directory_service_free(obi_directory_service *base)
 {
     local_directory_service *svc = (local_directory_service *)base;
-    sqlite3_finalize(svc->select);
-    sqlite3_finalize(svc->insert);
-    sqlite3_close(svc->db);
+    disconnect_locked(svc);
     pthread_mutex_destroy(&svc->lock);
     obi_local_root_clear(&svc->root);
     free(svc->path);
     free(svc);
+}
+
+static int local_directory_connect(obi_directory_service *base, obi_error **err)
+{
+    local_directory_service *svc = (local_directory_service *)base;
+    pthread_mutex_lock(&svc->lock);
+    int r = connect_locked(svc, err);
+    pthread_mutex_unlock(&svc->lock);
+    return r;
 }
 
 static const struct obi_directory_service_ops local_directory_ops = {
@@ -273,6 +350,7 @@ static const struct obi_directory_service_ops local_directory_ops = {
     .get_recursive = NULL,
     .list = local_directory_list,
     .remove = local_directory_remove,
+    .connect = local_directory_connect,
     .free = local_directory_service_free,
 };
 
@@ -293,34 +371,6 @@ int obi_local_directory_service_open(const char *root, obi_directory_service **o
     svc->path = obi_path_join(svc->root.path, "directories.sqlite");
     if (!svc->path)
         return obi_error_oom(err);
-    int rc =
-        sqlite3_open_v2(svc->path, &svc->db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        if (!svc->db)
-            return obi_error_set(err, -ENOMEM, "%s: open: out of memory", svc->path);
-        return sqlite_error(svc, rc, err, "open");
-    }
-    sqlite3_busy_timeout(svc->db, BUSY_TIMEOUT_MS);
-    int persist_wal = 1;
-    sqlite3_file_control(svc->db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist_wal);
-    r = exec_sql(svc, "PRAGMA journal_mode=WAL", err);
-    if (r == 0)
-        r = exec_sql(svc, "PRAGMA synchronous=FULL", err);
-    if (r == 0) /* the kept -wal is truncated to nothing after checkpoints: nothing to replay */
-        r = exec_sql(svc, "PRAGMA journal_size_limit=0", err);
-    if (r == 0)
-        r = exec_sql(svc,
-                     "CREATE TABLE IF NOT EXISTS directories "
-                     "(digest BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID",
-                     err);
-    if (r == 0)
-        r = prepare(svc, "SELECT data FROM directories WHERE digest = ?1", &svc->select, err);
-    if (r == 0)
-        r = prepare(svc, "INSERT OR IGNORE INTO directories (digest, data) VALUES (?1, ?2)",
-                    &svc->insert, err);
-    if (r < 0)
-        return obi_error_prefix(err, r, "local directory service");
     *out = steal_pointer(&owned);
     return 0;
 }

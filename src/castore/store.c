@@ -1031,6 +1031,12 @@ int obi_store_open(const char *blob_url, const char *directory_url, obi_store **
     return 0;
 }
 
+int obi_store_connect(obi_store *store, obi_error **err)
+{
+    obi_directory_service *dirs = store->directories;
+    return dirs->ops->connect ? dirs->ops->connect(dirs, err) : 0;
+}
+
 void obi_store_close(obi_store *store)
 {
     if (!store)

@@ -1761,8 +1761,37 @@ static void test_store_url_memory_and_objectstore_file_open(void **state)
     assert_ok(obi_directory_service_open(url, &dirs, err_ptr_));
     cleanup_free char *db = obi_path_join(tmp, "s/directories.sqlite");
     cleanup_free char *blob_dir = obi_path_join(tmp, "s/blobs");
+    assert_int_not_equal(access(db, F_OK), 0); /* the database is opened on first use */
+    int listed = 0;
+    assert_ok(obi_directory_service_list(dirs, count_visit, &listed, err_ptr_));
+    assert_int_equal(listed, 0);
     assert_int_equal(access(db, F_OK), 0);
     assert_int_equal(access(blob_dir, F_OK), 0);
+    obi_test_tmpdir_remove(tmp);
+}
+
+/* The directory database is opened on first use: a database that cannot be opened is the
+ * error of that use (naming the file), of obi_store_connect as of a get, and is tried again on
+ * the next, which works once the obstacle is gone. */
+static void test_store_local_directory_database_opens_on_first_use(void **state)
+{
+    (void)state;
+    char *tmp = obi_test_tmpdir();
+    cleanup_free char *db = obi_path_join(tmp, "directories.sqlite");
+    assert_int_equal(mkdir(db, 0700), 0); /* a directory where the database should be */
+    cleanup_store obi_store *store = NULL;
+    assert_ok(obi_store_open(tmp, tmp, &store, err_ptr_));
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_store_connect(store, &err), -EIO, "directories.sqlite");
+    obi_digest absent = {{0}};
+    cleanup_directory obi_directory *dir = NULL;
+    assert_fails_with(err, obi_directory_get(store->directories, &absent, &dir, &err), -EIO,
+                      "local directory service");
+    assert_int_equal(rmdir(db), 0);
+    assert_fails_with(err, obi_directory_get(store->directories, &absent, &dir, &err), -ENOENT,
+                      "not found");
+    assert_ok(obi_store_connect(store, err_ptr_));
+    assert_int_equal(access(db, F_OK), 0);
     obi_test_tmpdir_remove(tmp);
 }
 
@@ -1883,6 +1912,7 @@ static void test_store_default_url_from_environment(void **state)
     /* obi_store_open(NULL, NULL) opens the default */
     obi_store *store = NULL;
     assert_ok(obi_store_open(NULL, NULL, &store, err_ptr_));
+    assert_ok(obi_store_connect(store, err_ptr_));
     cleanup_free char *db = obi_path_join(expected, "directories.sqlite");
     assert_int_equal(access(db, F_OK), 0);
     obi_store_close(store);
@@ -1958,6 +1988,7 @@ int main(void)
         LOCAL(test_store_local_dead_owner_without_bitmap_swept_everywhere),
         LOCAL(test_store_local_reimport_writes_nothing),
         cmocka_unit_test(test_store_url_memory_and_objectstore_file_open),
+        cmocka_unit_test(test_store_local_directory_database_opens_on_first_use),
         cmocka_unit_test(test_store_url_relative_path_is_made_absolute),
         cmocka_unit_test(test_store_url_unknown_scheme_lists_supported),
         cmocka_unit_test(test_store_url_malformed_rejected),
