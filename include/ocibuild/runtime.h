@@ -60,11 +60,18 @@ typedef struct obi_run_options {
      * other ending still deletes before the run returns. No effect on a foreground run (crun),
      * whose runtime deletes the container as it exits. */
     bool defer_delete;
+    /* Called once, right after the runtime process was spawned and before the run waits for
+     * it: work that need not be done before the container starts, done while the runtime
+     * makes it (10+ ms of crun's, on the other core). A negative return fails the run the way
+     * a cancel does: the container is killed and removed, and the run's error is the
+     * callback's, with "; container ID killed and removed". NULL: nothing. */
+    int (*while_starting)(void *ctx, obi_error **err);
+    void *while_starting_ctx;
 } obi_run_options;
 
 #define OBI_RUN_OPTIONS_INIT                                                                       \
     {                                                                                              \
-        0, -1, NULL, NULL, 0, false                                                                \
+        0, -1, NULL, NULL, 0, false, NULL, NULL                                                    \
     }
 
 typedef struct obi_run_result {

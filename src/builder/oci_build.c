@@ -4,10 +4,12 @@
  * (0700, owned by container root's host ids; scratch dirs, on a sized tmpfs with a scratch
  * limit, the working dir 0700, additional files, all made beneath the bundle's descriptor;
  * inputs from the shared input cache, config.json, and root/: a pooled skeleton of the same
- * shape or fresh etc files) -> runtime run -> find every output beneath the bundle (never
- * through a symlink) and ingest them with the reference scanner (build_outputs.h) -> root/ back
- * to the pool -> Build. The bundle and the id slot are owned by cleanup locals, so every exit
- * path removes the bundle (and the runtime driver removes the container) and then frees the slot.
+ * shape or fresh etc files) -> runtime run (while the runtime makes the container, the
+ * output side gets ready: the store's database, the outputs' pins) -> find every output
+ * beneath the bundle (never through a symlink) and ingest them with the reference scanner
+ * (build_outputs.h) -> root/ back to the pool -> Build. The bundle and the id slot are owned by
+ * cleanup locals, so every exit path removes the bundle (and the runtime driver removes the
+ * container) and then frees the slot.
  *
  * A build stops early when the service's cancel fd or the caller's own (obi_build_call) becomes
  * readable: both are watched as one epoll fd, while the build waits for a slot (and an id slot)
@@ -506,6 +508,47 @@ static const char *memory_limit_hint(const oci_build_service *svc, int exit_code
                : "";
 }
 
+/* Makes the service's newer generation of output pins, or a fresh one when it is
+ * OUTPUT_PIN_SECONDS old (the older is freed); output_pins_lock held. */
+static int rotate_output_pins(oci_build_service *svc, obi_error **err)
+{
+    time_t now = time(NULL);
+    if (svc->output_pins[0] && now - svc->output_pins_since < OUTPUT_PIN_SECONDS)
+        return 0;
+    obi_store_pin *fresh = NULL;
+    int r = obi_store_pin_new(svc->store, &fresh, err);
+    if (r < 0)
+        return r;
+    obi_store_pin_free(svc->output_pins[1]);
+    svc->output_pins[1] = svc->output_pins[0];
+    svc->output_pins[0] = fresh;
+    svc->output_pins_since = now;
+    return 0;
+}
+
+/* The generation a build's outputs will be pinned in, made before they exist (while the
+ * container starts). */
+static int ready_output_pins(oci_build_service *svc, obi_error **err)
+{
+    pthread_mutex_lock(&svc->output_pins_lock);
+    int r = rotate_output_pins(svc, err);
+    pthread_mutex_unlock(&svc->output_pins_lock);
+    return r < 0 ? obi_error_prefix(err, r, "pin the outputs") : 0;
+}
+
+/* What a build does while its container starts (obi_run_options.while_starting): the output
+ * side, which nothing before the container needs. The store's database, which a lazily opened
+ * store opens on first use (obi_store_connect), and the output pins' generation. A failure
+ * here kills and removes the container like any failed run. */
+static int while_container_starts(void *ctx, obi_error **err)
+{
+    oci_build_service *svc = ctx;
+    int r = obi_store_connect(svc->store, err);
+    if (r == 0)
+        r = ready_output_pins(svc, err);
+    return r < 0 ? obi_error_prefix(err, r, "while the container started") : 0;
+}
+
 /* *container_gone is false when the runtime could not remove the container (its id slot must
  * then not be reused before it is gone). */
 static int run_bundle(oci_build_service *svc, obi_bundle *bundle, const build_run *run,
@@ -517,6 +560,8 @@ static int run_bundle(oci_build_service *svc, obi_bundle *bundle, const build_ru
     opts.cancel_fd = run->cancel_fd;
     opts.on_output = run->on_output;
     opts.output_ctx = run->output_ctx;
+    opts.while_starting = while_container_starts;
+    opts.while_starting_ctx = svc;
     obi_run_result result;
     int r = obi_runtime_run(svc->runtime, obi_bundle_path(bundle), obi_bundle_id(bundle), &opts,
                             &result, err);
@@ -596,23 +641,12 @@ static int keep_failed_bundle(obi_bundle *bundle, const obi_build_request *req, 
                             dir ? dir : obi_bundle_path(bundle));
 }
 
-/* Pins a finished build's outputs in the service's newer generation, rotating them first
- * when it is OUTPUT_PIN_SECONDS old. */
+/* Pins a finished build's outputs in the service's newer generation (rotated first when it
+ * is OUTPUT_PIN_SECONDS old). */
 static int pin_outputs(oci_build_service *svc, const obi_build *build, obi_error **err)
 {
     pthread_mutex_lock(&svc->output_pins_lock);
-    time_t now = time(NULL);
-    int r = 0;
-    if (!svc->output_pins[0] || now - svc->output_pins_since >= OUTPUT_PIN_SECONDS) {
-        obi_store_pin *fresh = NULL;
-        r = obi_store_pin_new(svc->store, &fresh, err);
-        if (r == 0) {
-            obi_store_pin_free(svc->output_pins[1]);
-            svc->output_pins[1] = svc->output_pins[0];
-            svc->output_pins[0] = fresh;
-            svc->output_pins_since = now;
-        }
-    }
+    int r = rotate_output_pins(svc, err);
     for (size_t i = 0; r == 0 && i < build->n_outputs; i++)
         r = obi_store_pin_add(svc->output_pins[0], &build->outputs[i], err);
     pthread_mutex_unlock(&svc->output_pins_lock);
@@ -963,8 +997,11 @@ static void probe_default_runtime(oci_build_service *svc, const char *crun, cons
     if (!crun || !probe_dir || obi_runtime_probe_key(crun, svc->rootless, key, &ignored) < 0 ||
         obi_runtime_probe_cache_get(probe_dir, key, NULL, &ignored) != 0)
         return;
+    /* The probe's build opens the store's database while crun starts (while_container_starts):
+     * one that cannot be opened must not read as crun's failure. */
     obi_runtime *candidate = NULL;
-    if (obi_runtime_new(crun, runtime_root, &candidate, &ignored) < 0)
+    if (obi_store_connect(svc->store, &ignored) < 0 ||
+        obi_runtime_new(crun, runtime_root, &candidate, &ignored) < 0)
         return;
     obi_runtime *runc = svc->runtime;
     svc->runtime = candidate;

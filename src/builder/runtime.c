@@ -479,10 +479,12 @@ void obi_run_result_clear(obi_run_result *result)
  *   STARTING --started--> RUNNING --exited (0, output ended)--> DELETING --> DONE (exit code)
  *   STARTING --spawn failed--> DONE (error; no container was made)
  *   RUNNING --exited failing | runtime died--> DELETING
- *   RUNNING --timeout | cancel | io failed--> KILLING
+ *   RUNNING --timeout | cancel | io failed | aside failed--> KILLING
  *   KILLING --runtime gone | grace over | io failed--> DELETING
  *   DELETING --destroyed | destroy failed--> DONE
  *
+ * Entering RUNNING runs the caller's while_starting work, if any (the runtime is making the
+ * container meanwhile); its failure is "aside failed".
  * `run --detach` is create and start in one call; RUNNING first waits for the runtime to
  * exit (0: the command started, and from then on the container's init is waited for; else
  * OBI_ERUNTIME_START with what the runtime said, exited failing), then for the init. A
@@ -512,6 +514,7 @@ static const struct run_transition {
     {OBI_RUN_RUNNING, OBI_RUN_EV_TIMEOUT, OBI_RUN_KILLING},
     {OBI_RUN_RUNNING, OBI_RUN_EV_CANCEL, OBI_RUN_KILLING},
     {OBI_RUN_RUNNING, OBI_RUN_EV_IO_FAILED, OBI_RUN_KILLING},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_ASIDE_FAILED, OBI_RUN_KILLING},
     {OBI_RUN_KILLING, OBI_RUN_EV_RUNTIME_GONE, OBI_RUN_DELETING},
     {OBI_RUN_KILLING, OBI_RUN_EV_GRACE_OVER, OBI_RUN_DELETING},
     {OBI_RUN_KILLING, OBI_RUN_EV_IO_FAILED, OBI_RUN_DELETING},
@@ -533,6 +536,7 @@ static const char *const run_event_names[OBI_RUN_N_EVENTS] = {
     [OBI_RUN_EV_TIMEOUT] = "timeout",
     [OBI_RUN_EV_CANCEL] = "cancel",
     [OBI_RUN_EV_IO_FAILED] = "io failed",
+    [OBI_RUN_EV_ASIDE_FAILED] = "aside failed",
     [OBI_RUN_EV_RUNTIME_GONE] = "runtime gone",
     [OBI_RUN_EV_GRACE_OVER] = "grace over",
     [OBI_RUN_EV_DESTROYED] = "destroyed",
@@ -1023,6 +1027,20 @@ static obi_run_event run_spawn(run *r)
     return OBI_RUN_EV_STARTED;
 }
 
+/* The caller's work while the runtime makes the container (obi_run_options.while_starting). */
+static obi_run_event run_aside(run *r)
+{
+    if (!r->opts->while_starting)
+        return OBI_RUN_N_EVENTS;
+    cleanup_error obi_error *why = NULL;
+    int code = r->opts->while_starting(r->opts->while_starting_ctx, &why);
+    if (code >= 0)
+        return OBI_RUN_N_EVENTS;
+    run_fail(r, code, "%s; container %s killed and removed", why ? why->message : strerror(-code),
+             r->id);
+    return OBI_RUN_EV_ASIDE_FAILED;
+}
+
 /* The actions of entering a state; returns the event they end in (OBI_RUN_N_EVENTS: none, wait
  * for one). */
 static obi_run_event run_enter(run *r, obi_run_state state)
@@ -1034,7 +1052,7 @@ static obi_run_event run_enter(run *r, obi_run_state state)
     case OBI_RUN_RUNNING:
         r->deadline_ms =
             r->opts->timeout_seconds ? now_ms() + (int64_t)r->opts->timeout_seconds * 1000 : 0;
-        return OBI_RUN_N_EVENTS;
+        return run_aside(r);
     case OBI_RUN_KILLING:
         r->kill_sent_ms = now_ms();
         run_kill_container(r);

@@ -27,6 +27,7 @@ typedef enum obi_run_event {
     OBI_RUN_EV_TIMEOUT,        /* the deadline passed */
     OBI_RUN_EV_CANCEL,         /* the cancel fd became readable */
     OBI_RUN_EV_IO_FAILED,      /* poll or waitpid failed: nothing more can be watched */
+    OBI_RUN_EV_ASIDE_FAILED,   /* the caller's work while it starts failed (while_starting) */
     OBI_RUN_EV_RUNTIME_GONE,   /* (killing) the runtime process exited, however */
     OBI_RUN_EV_GRACE_OVER,     /* (killing) it did not, within the grace */
     OBI_RUN_EV_DESTROYED,      /* (deleting) kill + delete --force succeeded */

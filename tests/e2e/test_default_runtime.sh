@@ -3,9 +3,10 @@
 # a rootful build runs on crun when a probe finds that crun works here (on this hybrid-cgroup
 # VM: in a private mount namespace without the cgroup2 mount), and the answer is cached under
 # the data dir; `--runtime runc` still builds the same output; a crun that cannot run builds
-# is reported once and runc used; crun runs from ocibuild's read-only view of its binary, which a container cannot write; a build
-# killed mid-run (SIGTERM) on the default runtime leaves no bundle and no container, and exit
-# codes are those of docs/cli.md; builds SIGKILLed at any point (crun and runc) leave nothing
+# is reported once and runc used; crun runs from ocibuild's read-only view of its binary,
+# which a container cannot write; a store database that cannot be opened (while the container
+# starts) fails the build and leaves nothing; a build killed mid-run (SIGTERM) on the default
+# runtime leaves no bundle and no container, and exit codes are those of docs/cli.md; builds SIGKILLed at any point (crun and runc) leave nothing
 # once the next build has swept.
 source "$(dirname "$0")/lib.sh"
 
@@ -74,6 +75,30 @@ PATH="$T_TMP/bin:$PATH" "$OCIBUILD" build -v "$T_TMP/req.json" >/dev/null 2>"$T_
 t_contains "a changed runtime binary is probed again" "$(cat "$T_TMP/fake3.err")" "runtime $T_TMP/bin/crun"
 t_check "the probes leave nothing behind" no_leftovers "$T_TMP/data-fake"
 
+# ---- the output side fails while the container starts ----
+# The store's database is opened while crun makes the container (docs/build.md "While the
+# container starts"): one that cannot be opened fails the build with its name, and the
+# container, the bundle and the id slot still go.
+mkdir -p "$T_TMP/store-broken/directories.sqlite" # a directory where the database should be
+broken_build() { # NAME DATA_DIR ARGS...: a build on the broken store, which must fail
+  local name=$1 data=$2; shift 2
+  if OCIBUILD_STORE="$T_TMP/store-broken" OCIBUILD_DATA_DIR="$data" \
+    "$OCIBUILD" build "$@" "$T_TMP/req.json" >/dev/null 2>"$T_TMP/broken.err"; then
+    t_fail "$name" "it succeeded"
+  else
+    t_contains "$name, naming the database" "$(cat "$T_TMP/broken.err")" "directories.sqlite"
+    t_contains "$name after the spawn: the container is killed and removed" \
+      "$(cat "$T_TMP/broken.err")" "killed and removed"
+  fi
+  t_check "$name: nothing left behind" no_leftovers "$data"
+}
+broken_build "crun: a store database that cannot be opened fails the build" "$T_TMP/data-broken" \
+  --runtime crun
+broken_build "default runtime: a store database that cannot be opened fails the build" \
+  "$T_TMP/data-broken2"
+t_check "... and the probe does not take it for crun's failure (nothing cached)" \
+  test -z "$(ls -A "$T_TMP/data-broken2/runtime-probe" 2>/dev/null)"
+
 # ---- killed mid-run on the default runtime; exit codes ----
 export OCIBUILD_DATA_DIR="$T_TMP/data"
 sed 's|"mkdir -p /nix/store/out && echo hi > /nix/store/out/x"|"echo started >\&2; sleep 60"|' "$T_TMP/req.json" >"$T_TMP/slow.json"
@@ -87,7 +112,7 @@ for _ in $(seq 1 100); do grep -q started "$T_TMP/term.err" 2>/dev/null && break
 # attacker in the container would) until the runtime has exited, cannot be opened for writing.
 runtime_pid=$(ps --ppid $pid -o pid= | head -1 | tr -d ' ')
 python3 - "$runtime_pid" >"$T_TMP/exe.out" 2>&1 <<'PY' &
-import fcntl, os, sys, time
+import errno, fcntl, os, sys, time
 pid = sys.argv[1]
 held = os.open(f"/proc/{pid}/exe", os.O_PATH)
 ro = os.statvfs(f"/proc/{pid}/exe").f_flag & os.ST_RDONLY
@@ -95,12 +120,18 @@ print("read-only mount" if ro else "writable mount")
 sys.stdout.flush()
 while os.path.exists(f"/proc/{pid}"):  # until the runtime has exited and is reaped
     time.sleep(0.05)
+# The open fails with EROFS; or with ETXTBSY while any crun on the host runs the same binary
+# (the inode is busy), and then the mount is what must be read-only.
+held_ro = os.statvfs(f"/proc/self/fd/{held}").f_flag & os.ST_RDONLY
 try:
     fd = os.open(f"/proc/self/fd/{held}", os.O_WRONLY)
 except OSError as e:
-    print(f"refused: {e.strerror}")
+    if e.errno == errno.EROFS or (e.errno == errno.ETXTBSY and held_ro):
+        print("after its exit: cannot be opened for writing, a read-only mount")
+    else:
+        print(f"after its exit: refused ({e.strerror}) but on a writable mount")
 else:  # open, but a sealed memfd (F_GET_SEALS has F_SEAL_WRITE) cannot be written either
-    print("sealed" if fcntl.fcntl(fd, 1034) & 8 else "WRITABLE")
+    print("after its exit: sealed" if fcntl.fcntl(fd, 1034) & 8 else "after its exit: WRITABLE")
 PY
 checker=$!
 sleep 0.3
@@ -109,7 +140,7 @@ kill -TERM $pid
 wait $pid; rc=$?
 wait $checker
 t_contains "the runtime's binary cannot be opened for writing once the runtime has exited" \
-  "$(cat "$T_TMP/exe.out")" "refused: Read-only file system"
+  "$(cat "$T_TMP/exe.out")" "after its exit: cannot be opened for writing, a read-only mount"
 [ $rc -eq 143 ] && t_ok "SIGTERM mid-build exits 143" || t_fail "SIGTERM mid-build exits 143" "rc=$rc $(cat "$T_TMP/term.err")"
 t_check "a build killed mid-run leaves no bundle and no container" no_leftovers "$T_TMP/data"
 sed 's|"mkdir -p /nix/store/out && echo hi > /nix/store/out/x"|"exit 3"|' "$T_TMP/req.json" >"$T_TMP/fail.json"

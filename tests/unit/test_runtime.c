@@ -431,6 +431,46 @@ static void test_runtime_cancel_fd_kills_and_deletes_the_container(void **state)
     close(fds[1]);
 }
 
+/* The caller's work while the container starts (while_starting) runs once, after the runtime
+ * was spawned; when it fails, the run fails with its error and the container is killed and
+ * removed, as on a cancel. */
+static int count_aside(void *ctx, obi_error **err)
+{
+    (void)err;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static int fail_aside(void *ctx, obi_error **err)
+{
+    (*(int *)ctx)++;
+    return obi_error_set(err, -EIO, "open the store: disk on fire");
+}
+
+static void test_runtime_while_starting_runs_once_and_its_failure_kills(void **state)
+{
+    fixture *f = *state;
+    write_script(f, "echo ran\n");
+    int calls = 0;
+    obi_run_options opts = OBI_RUN_OPTIONS_INIT;
+    opts.while_starting = count_aside;
+    opts.while_starting_ctx = &calls;
+    obi_run_result result;
+    assert_ok(obi_runtime_run(f->runtime, f->bundle, "c30", &opts, &result, err_ptr_));
+    assert_int_equal(calls, 1);
+    assert_int_equal(result.exit_code, 0);
+    obi_run_result_clear(&result);
+
+    write_script(f, "while [ ! -f \"$KILLED\" ]; do sleep 0.05; done; exit 137\n");
+    calls = 0;
+    opts.while_starting = fail_aside;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_runtime_run(f->runtime, f->bundle, "c31", &opts, &result, &err),
+                      -EIO, "open the store: disk on fire; container c31 killed and removed");
+    assert_int_equal(calls, 1);
+    assert_destroyed(f, "c31");
+}
+
 /* A cancel fd whose writer went away without writing never cancels (and is not polled on). */
 static void test_runtime_cancel_fd_hung_up_does_not_cancel(void **state)
 {
@@ -586,6 +626,7 @@ static const struct {
     {OBI_RUN_RUNNING, OBI_RUN_EV_TIMEOUT, OBI_RUN_KILLING},
     {OBI_RUN_RUNNING, OBI_RUN_EV_CANCEL, OBI_RUN_KILLING},
     {OBI_RUN_RUNNING, OBI_RUN_EV_IO_FAILED, OBI_RUN_KILLING},
+    {OBI_RUN_RUNNING, OBI_RUN_EV_ASIDE_FAILED, OBI_RUN_KILLING},
     {OBI_RUN_KILLING, OBI_RUN_EV_RUNTIME_GONE, OBI_RUN_DELETING},
     {OBI_RUN_KILLING, OBI_RUN_EV_GRACE_OVER, OBI_RUN_DELETING},
     {OBI_RUN_KILLING, OBI_RUN_EV_IO_FAILED, OBI_RUN_DELETING},
@@ -775,6 +816,7 @@ int main(void)
         RUN_TESTS(test_runtime_cancel_fd_kills_and_deletes_the_container),
         RUN_TESTS(test_runtime_cancel_while_creating_kills_what_it_made),
         RUN_TESTS(test_runtime_cancel_fd_hung_up_does_not_cancel),
+        RUN_TESTS(test_runtime_while_starting_runs_once_and_its_failure_kills),
         RUN_TESTS(test_runtime_killed_runtime_has_its_container_removed),
         RUN_TESTS(test_runtime_poll_failure_kills_and_deletes_the_container),
         RUN_TESTS(test_runtime_output_held_after_exit_ends_at_the_deadline),
