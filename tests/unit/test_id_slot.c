@@ -6,6 +6,7 @@
  * id in use, with lock files in a temporary directory.
  */
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,6 +270,21 @@ static void test_id_pool_default_reads_the_ocibuild_range_or_gives_the_fix(void 
     assert_int_equal(obi_id_pool_slot(pool, 1, &slot), 0);
     assert_int_equal(slot.uid, 1879048192u + OBI_ID_SLOT_SIZE);
     assert_int_equal(slot.gid, 1900000000u + OBI_ID_SLOT_SIZE);
+    /* An entry may give the user's uid instead of its name (the user database is asked only
+     * when no entry names it). */
+    const struct passwd *user = getpwnam(OBI_ID_SLOT_USER);
+    if (user) {
+        char by_uid[64];
+        int n = snprintf(by_uid, sizeof by_uid, "alice:1:65536\n%u:1800000000:131072\n",
+                         (unsigned)user->pw_uid);
+        assert_ok(obi_write_file(subgid, by_uid, (size_t)n, 0644, err_ptr_));
+        obi_id_pool_free(steal_pointer(&pool));
+        assert_ok(obi_id_pool_open_default(&pool, err_ptr_));
+        assert_int_equal(obi_id_pool_slot(pool, 1, &slot), 0);
+        assert_int_equal(slot.gid, 1800000000u + OBI_ID_SLOT_SIZE);
+    } else {
+        print_message("SKIPPED part: no user %s, so no entry by its uid\n", OBI_ID_SLOT_USER);
+    }
     assert_ok(obi_write_file(subgid, "alice:1:65536\n", 14, 0644, err_ptr_));
     obi_id_pool *none = NULL;
     obi_error *err = NULL;
