@@ -1090,8 +1090,8 @@ static void run_clear(run *r)
         close(r->pidfd);
     if (r->output_fd >= 0)
         close(r->output_fd);
-    if (r->pid_file)
-        unlink(r->pid_file);
+    /* The pid file stays: the next run of this bundle removes it before it spawns (run_spawn),
+     * the bundle's removal with the rest; an unlink here cost 0.1 ms before the answer. */
     free(r->pid_file);
     obi_buf_free(&r->held);
     free(r->tail.data);
