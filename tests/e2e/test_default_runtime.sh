@@ -110,7 +110,7 @@ for _ in $(seq 1 100); do grep -q started "$T_TMP/term.err" 2>/dev/null && break
 # host's runtime through it (CVE-2019-5736, docs/security.md "The runtime binary"): the build's
 # runtime process runs from a read-only mount, and its binary, held by /proc/PID/exe (as an
 # attacker in the container would) until the runtime has exited, cannot be opened for writing.
-runtime_pid=$(ps --ppid $pid -o pid= | head -1 | tr -d ' ')
+runtime_pid=$(ps --ppid $pid -o pid=,stat= | awk '$2 !~ /^Z/ {print $1; exit}')
 python3 - "$runtime_pid" >"$T_TMP/exe.out" 2>&1 <<'PY' &
 import errno, fcntl, os, sys, time
 pid = sys.argv[1]
