@@ -974,16 +974,20 @@ static char *probe_cache_dir(const char *bundle_root)
     return asprintf(&dir, "%s/../runtime-probe", bundle_root) < 0 ? NULL : dir;
 }
 
-/* crun, when an earlier probe of this very binary found that it works (NULL: not known to). */
+/* crun, when an earlier probe of this very binary found that it works (NULL: not known to).
+ * *probed: whether an earlier probe left an answer, either way (none: probe_default_runtime). */
 static obi_runtime *cached_default_runtime(const char *crun, const char *probe_dir, bool rootless,
-                                           const char *runtime_root)
+                                           const char *runtime_root, bool *probed)
 {
     char key[OBI_RUNTIME_PROBE_KEY_LEN + 1];
     cleanup_error obi_error *ignored = NULL;
     obi_runtime *runtime = NULL;
-    if (crun && probe_dir && obi_runtime_probe_key(crun, rootless, key, &ignored) == 0 &&
-        obi_runtime_probe_cache_get(probe_dir, key, NULL, &ignored) == 1)
+    int cached = 0;
+    if (crun && probe_dir && obi_runtime_probe_key(crun, rootless, key, &ignored) == 0)
+        cached = obi_runtime_probe_cache_get(probe_dir, key, NULL, &ignored);
+    if (cached == 1)
         obi_runtime_new(crun, runtime_root, &runtime, &ignored);
+    *probed = cached > 0;
     return runtime;
 }
 
@@ -1150,7 +1154,8 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
     cleanup_free char *crun =
         opts->runtime ? NULL : obi_find_executable("crun", "/usr/sbin:/sbin:/usr/local/sbin");
     cleanup_free char *probe_dir = crun ? probe_cache_dir(opts->bundle_root) : NULL;
-    svc->runtime = cached_default_runtime(crun, probe_dir, opts->rootless, state_root);
+    bool probed = false;
+    svc->runtime = cached_default_runtime(crun, probe_dir, opts->rootless, state_root, &probed);
     r = svc->runtime ? 0 : obi_runtime_new(opts->runtime, state_root, &svc->runtime, err);
     if (r == 0)
         r = obi_mkdir_p(svc->bundle_root, 0711, err);
@@ -1188,7 +1193,7 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
     pthread_mutex_init(&svc->leftovers_lock, NULL);
     pthread_cond_init(&svc->leftovers_cond, NULL);
     pthread_cond_init(&svc->leftovers_idle, NULL);
-    if (!opts->runtime && !svc->keep_bundle)
+    if (!opts->runtime && !svc->keep_bundle && !probed)
         probe_default_runtime(svc, crun, probe_dir, state_root);
     *out = &steal_pointer(&svc)->base;
     return 0;
