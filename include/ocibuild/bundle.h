@@ -1,8 +1,10 @@
 /*
  * OCI bundle directories: one fresh directory per run, named by a random UUID, under a bundle
- * root. The owning process holds an exclusive flock on BUNDLE/.lock for the bundle's lifetime,
- * so a later process can tell a crashed run's leftovers (lock free) from a live one and sweep
- * them: container destroyed, mounts below it detached, directory removed.
+ * root. The owner holds an exclusive flock on the directory itself (its descriptor,
+ * obi_bundle_fd) from just after its mkdir until it is gone, so a later process can tell a
+ * crashed run's leftovers (lock free) from a live one and sweep them: container destroyed,
+ * mounts below it detached, directory removed. The lock goes with the descriptor: a process
+ * that hands the descriptor to a child hands it the bundle (obi_bundle_abandon).
  */
 #ifndef OCIBUILD_BUNDLE_H
 #define OCIBUILD_BUNDLE_H
@@ -23,13 +25,14 @@ typedef struct obi_bundle obi_bundle;
 /* Receives one line (no newline) for the caller's log: a bundle that was quarantined. */
 typedef void (*obi_report_fn)(void *ctx, const char *line);
 
-/* Creates BUNDLE_ROOT/<uuid>/ (mode 0700; the root 0711) with the lock held. */
+/* Creates BUNDLE_ROOT/<uuid>/ (mode 0700; the root 0711) with the lock held. A sweep that takes
+ * the directory between its mkdir and its lock only makes this try another UUID. */
 int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err);
 const char *obi_bundle_path(const obi_bundle *bundle);
 /* The UUID: also used as the container id. */
 const char *obi_bundle_id(const obi_bundle *bundle);
-/* An O_PATH descriptor of the bundle directory, owned by the bundle: every path the host opens
- * inside the bundle is resolved beneath it (beneath.h). */
+/* The bundle directory's descriptor (O_RDONLY, flocked), owned by the bundle: every path the
+ * host opens inside the bundle is resolved beneath it (beneath.h). */
 int obi_bundle_fd(const obi_bundle *bundle);
 /* BUNDLE/<relative>; caller frees. For the runtime and messages, not for opening files the
  * build could have touched. */
@@ -40,6 +43,11 @@ int obi_bundle_write_config(obi_bundle *bundle, const json_t *config, obi_error 
 void obi_bundle_set_userns(obi_bundle *bundle, const obi_userns_ids *ids);
 /* Where close reports a bundle it had to quarantine, or where it kept one (NULL: nowhere). */
 void obi_bundle_set_report(obi_bundle *bundle, obi_report_fn report, void *ctx);
+/* Called by close once everything inside the bundle is gone, just before the directory itself
+ * (and the lock) goes: what must wait until nothing of the build is left but that need not wait
+ * for the last rmdir (the id slot), so that whoever waits for the directory to go finds it
+ * released too. Not called for a kept or quarantined bundle. */
+void obi_bundle_set_on_emptied(obi_bundle *bundle, void (*fn)(void *ctx), void *ctx);
 /* Keep the directory on close (for debugging). */
 void obi_bundle_set_keep(obi_bundle *bundle, bool keep);
 bool obi_bundle_keep(const obi_bundle *bundle);
@@ -47,6 +55,10 @@ bool obi_bundle_keep(const obi_bundle *bundle);
  * removed is moved into BUNDLE_ROOT/.quarantine/ and reported (not an error); an error only when
  * even that fails. */
 int obi_bundle_close(obi_bundle *bundle, obi_error **err);
+/* Frees the handle and closes its descriptor without removing or marking anything: for a
+ * process that handed the descriptor (and with it the lock) to a child that closes the bundle
+ * in its stead. Without such a child the bundle is left to the next sweep, like a crash. */
+void obi_bundle_abandon(obi_bundle *bundle);
 /* For cleanup attributes: close, ignoring errors. */
 void obi_bundle_closep(obi_bundle **bundle);
 #define cleanup_bundle __attribute__((cleanup(obi_bundle_closep)))

@@ -28,6 +28,10 @@ int obi_mark_top_directory(const char *path, obi_error **err);
 int obi_rm_rf(const char *path, obi_error **err);
 /* The same for the entry name in dirfd (display: its name in messages, NULL: name). */
 int obi_rm_rf_at(int dirfd, const char *name, const char *display, obi_error **err);
+/* The same, calling emptied(ctx) once everything below the directory name is gone, just before
+ * name itself is removed (not when something below it stays). */
+int obi_rm_rf_at_emptied(int dirfd, const char *name, const char *display,
+                         void (*emptied)(void *ctx), void *ctx, obi_error **err);
 /* chown -R (lchown: symlinks themselves) of the entry name in dirfd, iteratively. */
 int obi_chown_tree_at(int dirfd, const char *name, uid_t uid, gid_t gid, const char *display,
                       obi_error **err);

@@ -20,21 +20,21 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 
-#define LOCK_NAME ".lock"
 #define KEPT_NAME ".kept" /* marks a bundle kept on purpose (--keep-bundle): never swept */
 
 struct obi_bundle {
     char *path;
     char *root; /* the bundle root */
     char id[37];
-    int lock_fd;
-    int dir_lock_fd; /* the directory itself, flocked too: held until it is gone (see sweep) */
-    int dir_fd;      /* O_PATH: everything inside is resolved beneath it */
+    int dir_fd; /* the directory, flocked until it is gone: everything inside is resolved
+                 * beneath it */
     bool keep;
     bool has_userns;
     obi_userns_ids userns;
     obi_report_fn report;
     void *report_ctx;
+    void (*on_emptied)(void *ctx);
+    void *on_emptied_ctx;
 };
 
 int obi_uuid_v4(char out[37], obi_error **err)
@@ -58,61 +58,69 @@ int obi_uuid_v4(char out[37], obi_error **err)
     return 0;
 }
 
+/* How often a bundle is made again under a fresh UUID when a concurrent sweep took it between
+ * its mkdir and its lock (each retry means another process swept at that very moment). */
+#define CREATE_ATTEMPTS 8
+
+/* Makes BUNDLE_ROOT/<id> and locks it: 1 done (*fd_out: the locked directory), 0 a sweep took
+ * it before the lock (try another id). The directory is unlocked only between its mkdir and the
+ * flock: a sweep that locks it first removes it, and the flock then fails, or succeeds on a
+ * directory already unlinked (no links left), and the caller tries again. */
+static int make_locked_dir(int root_fd, const char *root, const char *id, int *fd_out,
+                           obi_error **err)
+{
+    if (mkdirat(root_fd, id, 0700) < 0)
+        return obi_error_set_errno(err, errno, "create bundle %s/%s", root, id);
+    int fd = openat(root_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : obi_error_set_errno(err, errno, "open bundle %s/%s", root, id);
+    struct stat st;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        close(fd);
+        return e == EWOULDBLOCK ? 0 : obi_error_set_errno(err, e, "lock bundle %s/%s", root, id);
+    }
+    if (fstat(fd, &st) < 0 || st.st_nlink == 0) {
+        int e = errno;
+        close(fd);
+        return st.st_nlink == 0 ? 0 : obi_error_set_errno(err, e, "stat bundle %s/%s", root, id);
+    }
+    *fd_out = fd;
+    return 1;
+}
+
 int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err)
 {
     int r = obi_mkdir_p(bundle_root, 0711, err);
     if (r < 0)
         return obi_error_prefix(err, r, "bundle root");
+    cleanup_close int root_fd = open(bundle_root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        return obi_error_set_errno(err, errno, "bundle root %s", bundle_root);
     cleanup_free obi_bundle *bundle = calloc(1, sizeof *bundle);
     if (!bundle)
         return obi_error_oom(err);
-    bundle->lock_fd = -1;
-    bundle->dir_lock_fd = -1;
     bundle->dir_fd = -1;
-    r = obi_uuid_v4(bundle->id, err);
+    for (unsigned attempt = 0; r == 0 && attempt < CREATE_ATTEMPTS; attempt++) {
+        if ((r = obi_uuid_v4(bundle->id, err)) < 0)
+            return r;
+        r = make_locked_dir(root_fd, bundle_root, bundle->id, &bundle->dir_fd, err);
+    }
     if (r < 0)
         return r;
-    /* Created under a dot-name and renamed once locked, so a concurrent sweep never sees an
-     * unlocked bundle that is merely young. */
-    cleanup_free char *new_name = NULL;
-    if (asprintf(&new_name, ".new-%s", bundle->id) < 0)
-        return obi_error_oom(err);
-    cleanup_free char *new_path = obi_path_join(bundle_root, new_name);
-    cleanup_free char *path = obi_path_join(bundle_root, bundle->id);
-    cleanup_free char *lock_path = new_path ? obi_path_join(new_path, LOCK_NAME) : NULL;
-    if (!path || !lock_path)
-        return obi_error_oom(err);
-    if (mkdir(new_path, 0700) < 0)
-        return obi_error_set_errno(err, errno, "create bundle %s", new_path);
-    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    int dir_fd = open(new_path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    int dir_lock_fd = open(new_path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 || dir_fd < 0 || dir_lock_fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 ||
-        flock(dir_lock_fd, LOCK_EX | LOCK_NB) < 0 || rename(new_path, path) < 0) {
-        r = obi_error_set_errno(err, errno, "create bundle %s", path);
-        if (fd >= 0)
-            close(fd);
-        if (dir_fd >= 0)
-            close(dir_fd);
-        if (dir_lock_fd >= 0)
-            close(dir_lock_fd);
-        unlink(lock_path);
-        rmdir(new_path);
-        return r;
-    }
+    if (r == 0)
+        return obi_error_set(err, -EAGAIN,
+                             "create bundle in %s: swept by another process %d times in a row",
+                             bundle_root, CREATE_ATTEMPTS);
     bundle->root = strdup(bundle_root);
-    if (!bundle->root) {
-        close(fd);
-        close(dir_fd);
-        close(dir_lock_fd);
-        unlink(lock_path);
-        rmdir(path);
+    bundle->path = obi_path_join(bundle_root, bundle->id);
+    if (!bundle->root || !bundle->path) {
+        unlinkat(root_fd, bundle->id, AT_REMOVEDIR);
+        close(bundle->dir_fd);
+        free(bundle->root);
+        free(bundle->path);
         return obi_error_oom(err);
     }
-    bundle->lock_fd = fd;
-    bundle->dir_lock_fd = dir_lock_fd;
-    bundle->dir_fd = dir_fd;
-    bundle->path = steal_pointer(&path);
     *out = steal_pointer(&bundle);
     return 0;
 }
@@ -144,6 +152,12 @@ int obi_bundle_write_config(obi_bundle *bundle, const json_t *config, obi_error 
     return obi_write_file(path, text, strlen(text), 0644, err);
 }
 
+void obi_bundle_set_on_emptied(obi_bundle *bundle, void (*fn)(void *ctx), void *ctx)
+{
+    bundle->on_emptied = fn;
+    bundle->on_emptied_ctx = ctx;
+}
+
 void obi_bundle_set_keep(obi_bundle *bundle, bool keep)
 {
     bundle->keep = keep;
@@ -169,8 +183,15 @@ void obi_bundle_set_report(obi_bundle *bundle, obi_report_fn report, void *ctx)
 /* Removes BUNDLE_ROOT/name (root_fd: the bundle root, path: the same by name, for mountinfo and
  * messages): mounts below it detached first, then everything through descriptors (fs_walk.h),
  * scratch/ inside the user namespace when the build's files belong to sub-ids. */
+/* emptied (may be NULL): see obi_bundle_set_on_emptied. */
+typedef struct emptied_hook {
+    void (*fn)(void *ctx);
+    void *ctx;
+} emptied_hook;
+
 static int remove_bundle_dir(int root_fd, const char *name, const char *path,
-                             const obi_userns_ids *userns, obi_error **err)
+                             const obi_userns_ids *userns, const emptied_hook *emptied,
+                             obi_error **err)
 {
     int r = obi_unmount_below(path, NULL, err);
     if (r < 0)
@@ -184,7 +205,8 @@ static int remove_bundle_dir(int root_fd, const char *name, const char *path,
             (r = obi_userns_rm_rf(userns, fd, "scratch", err)) < 0)
             return obi_error_prefix(err, r, "%s", path);
     }
-    return obi_rm_rf_at(root_fd, name, path, err);
+    return obi_rm_rf_at_emptied(root_fd, name, path, emptied ? emptied->fn : NULL,
+                                emptied ? emptied->ctx : NULL, err);
 }
 
 /* A bundle that cannot be removed is moved out of the way, into BUNDLE_ROOT/.quarantine/, and
@@ -217,14 +239,14 @@ static int quarantine(int root_fd, const char *root, const char *name, const cha
 
 /* Removes the bundle, or quarantines it when that fails. */
 static int remove_or_quarantine(int root_fd, const char *root, const char *name,
-                                const obi_userns_ids *userns, obi_report_fn report, void *ctx,
-                                obi_error **err)
+                                const obi_userns_ids *userns, const emptied_hook *emptied,
+                                obi_report_fn report, void *ctx, obi_error **err)
 {
     cleanup_free char *path = obi_path_join(root, name);
     if (!path)
         return obi_error_oom(err);
     cleanup_error obi_error *why = NULL;
-    int r = remove_bundle_dir(root_fd, name, path, userns, &why);
+    int r = remove_bundle_dir(root_fd, name, path, userns, emptied, &why);
     if (r == 0)
         return 0;
     int q = quarantine(root_fd, root, name, why ? why->message : strerror(-r), report, ctx, err);
@@ -242,10 +264,12 @@ int obi_bundle_close(obi_bundle *bundle, obi_error **err)
         cleanup_close int root_fd = open(bundle->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (root_fd < 0)
             r = obi_error_set_errno(err, errno, "open %s", bundle->root);
-        else
-            r = remove_or_quarantine(root_fd, bundle->root, bundle->id,
-                                     bundle->has_userns ? &bundle->userns : NULL, bundle->report,
-                                     bundle->report_ctx, err);
+        else {
+            emptied_hook emptied = {bundle->on_emptied, bundle->on_emptied_ctx};
+            r = remove_or_quarantine(
+                root_fd, bundle->root, bundle->id, bundle->has_userns ? &bundle->userns : NULL,
+                emptied.fn ? &emptied : NULL, bundle->report, bundle->report_ctx, err);
+        }
     } else {
         /* Marked before the lock is released, so no sweep takes it for a crashed run's. */
         cleanup_free char *kept = obi_path_join(bundle->path, KEPT_NAME);
@@ -257,16 +281,19 @@ int obi_bundle_close(obi_bundle *bundle, obi_error **err)
         if (r == 0 && bundle->report && asprintf(&line, "bundle kept at %s", bundle->path) >= 0)
             bundle->report(bundle->report_ctx, line);
     }
-    if (bundle->lock_fd >= 0)
-        close(bundle->lock_fd);
-    if (bundle->dir_lock_fd >= 0)
-        close(bundle->dir_lock_fd);
+    obi_bundle_abandon(bundle);
+    return r;
+}
+
+void obi_bundle_abandon(obi_bundle *bundle)
+{
+    if (!bundle)
+        return;
     if (bundle->dir_fd >= 0)
         close(bundle->dir_fd);
     free(bundle->path);
     free(bundle->root);
     free(bundle);
-    return r;
 }
 
 void obi_bundle_closep(obi_bundle **bundle)
@@ -379,7 +406,7 @@ static void retry_quarantined(int root_fd, const char *bundle_root, const obi_us
         cleanup_error obi_error *ignored = NULL;
         cleanup_free char *path = NULL;
         if (asprintf(&path, "%s/%s/%s", bundle_root, OBI_BUNDLE_QUARANTINE_DIR, de->d_name) >= 0)
-            (void)remove_bundle_dir(dirfd(dir), de->d_name, path, userns, &ignored);
+            (void)remove_bundle_dir(dirfd(dir), de->d_name, path, userns, NULL, &ignored);
     }
 }
 
@@ -403,28 +430,25 @@ int obi_bundle_sweep(const char *bundle_root, obi_runtime *runtime, const obi_us
     while ((de = readdir(dir))) {
         if (de->d_name[0] == '.' || strlen(de->d_name) != 36)
             continue;
+        /* Its owner holds the directory locked from just after its mkdir until it is gone
+         * (also while a child of the owner removes it: the locked descriptor was handed
+         * over). Held here while sweeping, so two sweeps never remove one bundle. Bundles of
+         * versions that also locked BUNDLE/.lock locked the directory too. */
         cleanup_close int fd =
-            openat(root_fd, de->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            openat(root_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
             continue; /* gone, or not a directory: not a bundle */
         struct stat st;
         if (fstatat(fd, KEPT_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0)
             continue; /* kept for debugging: the user removes it */
-        cleanup_close int lock_fd = openat(fd, LOCK_NAME, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-        if (lock_fd >= 0 && flock(lock_fd, LOCK_EX | LOCK_NB) < 0)
-            continue; /* a live run owns it */
-        /* Its owner's removal unlinks .lock early in its walk; the directory stays locked
-         * until it is gone. Held here while sweeping, so two sweeps never remove one bundle. */
-        cleanup_close int dir_lock_fd =
-            openat(root_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (dir_lock_fd < 0 || flock(dir_lock_fd, LOCK_EX | LOCK_NB) < 0)
-            continue; /* gone, or a live run (or another sweep) is removing it */
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+            continue; /* a live run (or another sweep) owns it */
         if (runtime) {
             cleanup_error obi_error *ignored = NULL;
             obi_runtime_destroy(runtime, de->d_name, &ignored);
         }
-        int r =
-            remove_or_quarantine(root_fd, bundle_root, de->d_name, userns, report, report_ctx, err);
+        int r = remove_or_quarantine(root_fd, bundle_root, de->d_name, userns, NULL, report,
+                                     report_ctx, err);
         if (r < 0)
             return obi_error_prefix(err, r, "sweep stale bundle");
         if (swept)

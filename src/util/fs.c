@@ -87,7 +87,9 @@ int obi_mkdir_p(const char *path, mode_t mode, obi_error **err)
 /* ---- trees, walked with O(1) descriptors (fs_walk.h) ---- */
 
 typedef struct rm_rf_walk {
-    dev_t dev; /* the start's filesystem: never removed through a mount point */
+    dev_t dev;                  /* the start's filesystem: never removed through a mount point */
+    void (*emptied)(void *ctx); /* called before the start itself is removed (may be NULL) */
+    void *emptied_ctx;
 } rm_rf_walk;
 
 static int rm_rf_enter(void *ctx, const obi_walk_entry *e, obi_error **err)
@@ -113,7 +115,9 @@ static int rm_rf_enter(void *ctx, const obi_walk_entry *e, obi_error **err)
 
 static int rm_rf_leave(void *ctx, const obi_walk_entry *e, obi_error **err)
 {
-    (void)ctx;
+    const rm_rf_walk *rm = ctx;
+    if (e->depth == 0 && rm->emptied)
+        rm->emptied(rm->emptied_ctx);
     if (unlinkat(e->dirfd, e->name, AT_REMOVEDIR) < 0 && errno != ENOENT)
         return obi_error_set_errno(err, errno, "remove %s", e->path);
     return 0;
@@ -121,7 +125,13 @@ static int rm_rf_leave(void *ctx, const obi_walk_entry *e, obi_error **err)
 
 int obi_rm_rf_at(int dirfd, const char *name, const char *display, obi_error **err)
 {
-    rm_rf_walk rm = {0};
+    return obi_rm_rf_at_emptied(dirfd, name, display, NULL, NULL, err);
+}
+
+int obi_rm_rf_at_emptied(int dirfd, const char *name, const char *display,
+                         void (*emptied)(void *ctx), void *ctx, obi_error **err)
+{
+    rm_rf_walk rm = {.emptied = emptied, .emptied_ctx = ctx};
     obi_walk_options opts = {
         .enter = rm_rf_enter,
         .leave = rm_rf_leave,

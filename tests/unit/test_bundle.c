@@ -1,8 +1,10 @@
 /*
- * Bundle directories: UUID naming, liveness lock (on .lock and on the directory), removal on
- * close, keep, and the sweep that removes crashed runs' leftovers but never a live bundle.
+ * Bundle directories: UUID naming, liveness lock (on the directory, passed on with its
+ * descriptor), removal on close, keep, and the sweep that removes crashed runs' leftovers but
+ * never a live bundle.
  */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,27 +102,89 @@ static void test_bundle_sweep_removes_only_unlocked_bundles(void **state)
     obi_test_tmpdir_remove(root);
 }
 
-/* A live bundle whose .lock is gone (its owner's removal unlinks it first and is still walking
- * the rest): the directory itself is locked, so a sweep leaves it to its owner. Before, the
- * sweep took it for a crashed run's and raced the owner: both failed (concurrent builds whose
- * service start swept while another build removed its bundle). */
-static void test_bundle_sweep_leaves_a_bundle_its_owner_is_removing(void **state)
+/* A bundle handed over: its owner forks a child that keeps the locked descriptor and
+ * abandons its own handle (as `ocibuild build` does after its answer, docs/build.md "After the
+ * answer"). The lock went with the descriptor, so a sweep leaves it to the child, which removes
+ * it; the same child killed instead leaves it to the next sweep. */
+static void test_bundle_sweep_leaves_a_bundle_handed_to_a_child(void **state)
 {
     (void)state;
     char *root = obi_test_tmpdir();
-    obi_bundle *live = NULL;
-    assert_ok(obi_bundle_create(root, &live, err_ptr_));
-    char *lock = obi_path_join(obi_bundle_path(live), ".lock");
-    assert_int_equal(unlink(lock), 0);
-    free(lock);
-    unsigned swept = 7;
-    assert_ok(obi_bundle_sweep(root, NULL, NULL, NULL, NULL, &swept, err_ptr_));
-    assert_int_equal(swept, 0);
-    assert_true(exists(obi_bundle_path(live)));
-    char *path = strdup(obi_bundle_path(live));
-    assert_ok(obi_bundle_close(live, err_ptr_));
-    assert_false(exists(path));
-    free(path);
+    for (int killed = 0; killed <= 1; killed++) {
+        obi_bundle *bundle = NULL;
+        assert_ok(obi_bundle_create(root, &bundle, err_ptr_));
+        char *path = strdup(obi_bundle_path(bundle));
+        int go[2];
+        assert_int_equal(pipe(go), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+            char byte;
+            close(go[1]);
+            if (read(go[0], &byte, 1) != 1) /* the parent is done sweeping */
+                _exit(1);
+            _exit(obi_bundle_close(bundle, NULL) == 0 ? 0 : 1);
+        }
+        close(go[0]);
+        obi_bundle_abandon(bundle);
+        unsigned swept = 7;
+        assert_ok(obi_bundle_sweep(root, NULL, NULL, NULL, NULL, &swept, err_ptr_));
+        assert_int_equal(swept, 0);
+        assert_true(exists(path));
+        int status;
+        if (killed) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            assert_true(exists(path));
+            assert_ok(obi_bundle_sweep(root, NULL, NULL, NULL, NULL, &swept, err_ptr_));
+            assert_int_equal(swept, 1);
+        } else {
+            assert_int_equal(write(go[1], "x", 1), 1);
+            waitpid(pid, &status, 0);
+            assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        }
+        close(go[1]);
+        assert_false(exists(path));
+        free(path);
+    }
+    obi_test_tmpdir_remove(root);
+}
+
+typedef struct emptied_seen {
+    char *path;
+    int calls;
+    bool was_empty_dir;
+} emptied_seen;
+
+static void note_emptied(void *ctx)
+{
+    emptied_seen *seen = ctx;
+    seen->calls++;
+    struct stat st;
+    char *sub = obi_path_join(seen->path, "root");
+    seen->was_empty_dir = stat(seen->path, &st) == 0 && S_ISDIR(st.st_mode) && !exists(sub);
+    free(sub);
+}
+
+/* The hook runs once, when only the (empty) directory is left; never for a kept bundle. */
+static void test_bundle_close_calls_emptied_before_the_last_rmdir(void **state)
+{
+    (void)state;
+    char *root = obi_test_tmpdir();
+    for (int keep = 0; keep <= 1; keep++) {
+        obi_bundle *bundle = NULL;
+        assert_ok(obi_bundle_create(root, &bundle, err_ptr_));
+        emptied_seen seen = {strdup(obi_bundle_path(bundle)), 0, false};
+        char *sub = obi_bundle_subpath(bundle, "root/etc");
+        assert_ok(obi_mkdir_p(sub, 0755, err_ptr_));
+        obi_bundle_set_on_emptied(bundle, note_emptied, &seen);
+        obi_bundle_set_keep(bundle, keep);
+        assert_ok(obi_bundle_close(bundle, err_ptr_));
+        assert_int_equal(seen.calls, keep ? 0 : 1);
+        assert_true(keep || seen.was_empty_dir);
+        assert_int_equal(exists(seen.path), keep);
+        free(sub);
+        free(seen.path);
+    }
     obi_test_tmpdir_remove(root);
 }
 
@@ -159,7 +223,8 @@ int main(void)
         cmocka_unit_test(test_bundle_keep_leaves_directory),
         cmocka_unit_test(test_bundle_sweep_removes_only_unlocked_bundles),
         cmocka_unit_test(test_bundle_sweep_leaves_kept_bundles),
-        cmocka_unit_test(test_bundle_sweep_leaves_a_bundle_its_owner_is_removing),
+        cmocka_unit_test(test_bundle_sweep_leaves_a_bundle_handed_to_a_child),
+        cmocka_unit_test(test_bundle_close_calls_emptied_before_the_last_rmdir),
         cmocka_unit_test(test_bundle_create_fails_clearly_on_unwritable_root),
     };
     return cmocka_run_group_tests_name("bundle", tests, NULL, NULL);
