@@ -41,12 +41,19 @@ typedef struct obi_oci_build_options {
     /* Inputs materialized into the cache, per build (obi_build_inputs_prepare); NULL: nobody.
      * Called from the building thread: one build at a time, or a hook that locks. */
     const obi_progress *materialize_progress;
+    /* For a caller that exits once its builds are answered (`ocibuild build`): a build's
+     * leftovers wait for the next build to start instead of being removed at once, and those
+     * still there when the service is freed go to a child that outlives the caller and removes
+     * them (docs/build.md "After the answer"); freeing it then waits for nothing. Not after a
+     * cancellation: then freeing removes them itself. The child is the caller's, never waited
+     * for: the caller exits right after. */
+    bool hand_off_leftovers;
 } obi_oci_build_options;
 
 #define OBI_OCI_BUILD_OPTIONS_INIT                                                                 \
     {                                                                                              \
         NULL, NULL, NULL, NULL, NULL, false, false, 0, 0, -1, NULL, NULL, false, 0, 0, 0,          \
-            OBI_INPUTS_AUTO, NULL                                                                  \
+            OBI_INPUTS_AUTO, NULL, false                                                           \
     }
 
 /* Processes (and threads) a build may have at once, unless max_pids says otherwise. */
@@ -62,7 +69,8 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
 const char *obi_oci_build_service_runtime(const obi_build_service *service);
 /* A build answers before its leftovers (the stopped container, the bundle, the id slot) are
  * removed, by a thread of the service (docs/build.md "After the answer"); freeing the service
- * waits for them. This waits until the ones queued so far are gone. */
+ * waits for them (or hands them to a child: hand_off_leftovers). This waits until the ones
+ * queued so far are gone. */
 void obi_oci_build_service_settle(obi_build_service *service);
 /* URL factory for the "oci" scheme (see above); registered by obi_build_service_open. */
 int obi_oci_build_service_from_url(const obi_url *url, obi_store *store, obi_build_service **out,

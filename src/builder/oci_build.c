@@ -34,6 +34,7 @@
 #include "ocibuild/build_outputs.h"
 #include "ocibuild/bundle.h"
 #include "ocibuild/cleanup.h"
+#include "ocibuild/detached.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/id_slot.h"
 #include "ocibuild/json_util.h"
@@ -93,6 +94,9 @@ typedef struct oci_build_service {
     pthread_t leftovers_thread;
     pthread_cond_t leftovers_idle; /* broadcast when the cleaner has finished one */
     bool leftovers_started, leftovers_stop, leftovers_busy;
+    /* Leftovers wait for the next build (the cleaner is woken then), and what is queued when
+     * the service is freed goes to a child (hand_off_leftovers). */
+    bool hand_off;
 } oci_build_service;
 
 /* What a build leaves once it has its answer: the stopped container (deleted unless the run
@@ -749,8 +753,15 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
 
 /* ---- leftovers: removed after the answer ---- */
 
+static void release_id_slot_clean(void *slot)
+{
+    obi_id_slot_release(slot, true);
+}
+
 /* Deletes the stopped container, removes the bundle, then frees the id slot (clean only when
- * the container is gone). A failure goes to the service's log: nobody waits for it. */
+ * the container is gone), just before the bundle's last rmdir: whoever waits for the bundle to
+ * go finds the slot free too (nothing of the build is left but an empty directory). A failure
+ * goes to the service's log: nobody waits for it. */
 static void clean_leftovers(oci_build_service *svc, build_leftovers *left)
 {
     build_run log = {-1, svc->on_output, svc->output_ctx};
@@ -767,6 +778,8 @@ static void clean_leftovers(oci_build_service *svc, build_leftovers *left)
     }
     if (left->bundle) {
         obi_bundle_set_report(left->bundle, report_line, &log);
+        if (gone)
+            obi_bundle_set_on_emptied(left->bundle, release_id_slot_clean, &left->slot);
         cleanup_error obi_error *why = NULL;
         if (obi_bundle_close(steal_pointer(&left->bundle), &why) < 0) {
             cleanup_free char *line = NULL;
@@ -774,7 +787,7 @@ static void clean_leftovers(oci_build_service *svc, build_leftovers *left)
                 report_line(&log, line);
         }
     }
-    obi_id_slot_release(&left->slot, gone);
+    obi_id_slot_release(&left->slot, gone); /* nothing when the bundle's removal did it */
 }
 
 static void *leftover_worker(void *arg)
@@ -800,27 +813,48 @@ static void *leftover_worker(void *arg)
     return NULL;
 }
 
+/* Starts the cleaner thread unless it runs; false when it cannot. Under leftovers_lock. */
+static bool start_cleaner(oci_build_service *svc)
+{
+    if (!svc->leftovers_started &&
+        pthread_create(&svc->leftovers_thread, NULL, leftover_worker, svc) == 0)
+        svc->leftovers_started = true;
+    return svc->leftovers_started;
+}
+
+/* Wakes the cleaner for what is queued (hand-off mode: when a build starts, or to settle). */
+static void wake_cleaner(oci_build_service *svc)
+{
+    pthread_mutex_lock(&svc->leftovers_lock);
+    if (svc->leftovers && start_cleaner(svc))
+        pthread_cond_signal(&svc->leftovers_cond);
+    pthread_mutex_unlock(&svc->leftovers_lock);
+}
+
 /* Hands a finished build's leftovers to the service's cleaner thread (started on first use), so
  * that the caller has its answer first; cleans them here when that thread or its queue entry
- * cannot be had, and always for a kept bundle (its "kept at" line belongs to the build's log). */
+ * cannot be had, and always for a kept bundle (its "kept at" line belongs to the build's log).
+ * In hand-off mode the cleaner is woken only while another build runs: else they wait for the
+ * next build to start, or go to a child when the service is freed (hand_off_leftovers). */
 static void leave_leftovers(oci_build_service *svc, build_leftovers *left)
 {
     build_leftovers *queued = NULL;
     if (left->bundle && !obi_bundle_keep(left->bundle))
         queued = malloc(sizeof *queued);
     if (queued) {
+        pthread_mutex_lock(&svc->lock);
+        bool wake = !svc->hand_off || svc->running > 0;
+        pthread_mutex_unlock(&svc->lock);
         pthread_mutex_lock(&svc->leftovers_lock);
-        if (!svc->leftovers_started &&
-            pthread_create(&svc->leftovers_thread, NULL, leftover_worker, svc) == 0)
-            svc->leftovers_started = true;
-        if (svc->leftovers_started) {
+        if (!wake || start_cleaner(svc)) {
             *queued = *left;
             queued->next = NULL;
             build_leftovers **tail = &svc->leftovers;
             while (*tail)
                 tail = &(*tail)->next;
             *tail = queued;
-            pthread_cond_signal(&svc->leftovers_cond);
+            if (wake)
+                pthread_cond_signal(&svc->leftovers_cond);
             queued = NULL;
             *left = (build_leftovers)BUILD_LEFTOVERS_INIT;
         }
@@ -833,8 +867,9 @@ static void leave_leftovers(oci_build_service *svc, build_leftovers *left)
 void obi_oci_build_service_settle(obi_build_service *service)
 {
     oci_build_service *svc = (oci_build_service *)service;
+    wake_cleaner(svc);
     pthread_mutex_lock(&svc->leftovers_lock);
-    while (svc->leftovers || svc->leftovers_busy)
+    while ((svc->leftovers && svc->leftovers_started) || svc->leftovers_busy)
         pthread_cond_wait(&svc->leftovers_idle, &svc->leftovers_lock);
     pthread_mutex_unlock(&svc->leftovers_lock);
 }
@@ -842,6 +877,7 @@ void obi_oci_build_service_settle(obi_build_service *service)
 /* Waits until every queued leftover is gone and stops the cleaner. */
 static void drain_leftovers(oci_build_service *svc)
 {
+    wake_cleaner(svc); /* hand-off mode may have queued some without it */
     pthread_mutex_lock(&svc->leftovers_lock);
     bool started = svc->leftovers_started;
     svc->leftovers_stop = true;
@@ -849,6 +885,70 @@ static void drain_leftovers(oci_build_service *svc)
     pthread_mutex_unlock(&svc->leftovers_lock);
     if (started)
         pthread_join(svc->leftovers_thread, NULL);
+    /* Queued while no cleaner could be started: removed here. */
+    while (svc->leftovers) {
+        build_leftovers *left = svc->leftovers;
+        svc->leftovers = left->next;
+        clean_leftovers(svc, left);
+        free(left);
+    }
+}
+
+/* What the removing child gets: the leftovers, and a copy of the caller's stderr for the
+ * service's log (its own stdio is /dev/null, detached.h). */
+typedef struct handed_leftovers {
+    oci_build_service *svc;
+    build_leftovers *list;
+    int log_fd;
+} handed_leftovers;
+
+static void remove_handed_leftovers(void *ctx, int report_fd)
+{
+    (void)report_fd;
+    handed_leftovers *handed = ctx;
+    if (handed->log_fd >= 0)
+        dup2(handed->log_fd, STDERR_FILENO);
+    for (build_leftovers *left = handed->list; left; left = left->next)
+        clean_leftovers(handed->svc, left);
+}
+
+/* Hands the leftovers in list to a child that outlives this process and removes them, and
+ * forgets them here (docs/build.md "After the answer"). The child inherits the descriptors
+ * that hold their locks (each bundle's directory, each id slot's file), so it owns them: a
+ * sweep meanwhile leaves the bundles alone, and a child killed half way leaves bundles whose
+ * locks are free, for the next sweep. When no child can be made they are removed here. */
+static void hand_off_leftovers(oci_build_service *svc, build_leftovers *list)
+{
+    size_t n = 0;
+    for (build_leftovers *left = list; left; left = left->next)
+        n++;
+    int *keep = calloc(2 * n + 1, sizeof *keep);
+    handed_leftovers handed = {svc, list, fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3)};
+    size_t k = 0;
+    for (build_leftovers *left = list; keep && left; left = left->next) {
+        keep[k++] = obi_bundle_fd(left->bundle);
+        keep[k++] = left->slot.lock_fd;
+    }
+    if (keep)
+        keep[k++] = handed.log_fd;
+    obi_detached_options opts = {.keep_fds = keep, .keep_count = k};
+    cleanup_error obi_error *ignored = NULL;
+    bool handed_over = keep && obi_spawn_detached(&opts, remove_handed_leftovers, &handed, NULL,
+                                                  NULL, &ignored) == 0;
+    while (list) {
+        build_leftovers *left = list;
+        list = left->next;
+        if (handed_over) {
+            obi_bundle_abandon(left->bundle);
+            obi_id_slot_release(&left->slot, false); /* closes this copy; the mark stays */
+        } else {
+            clean_leftovers(svc, left);
+        }
+        free(left);
+    }
+    free(keep);
+    if (handed.log_fd >= 0)
+        close(handed.log_fd);
 }
 
 /* One fd readable when either is: an epoll fd watching both (level-triggered, so it stays
@@ -900,6 +1000,8 @@ static int oci_do_build(obi_build_service *base, const obi_build_request *req,
     r = acquire_slot(svc, run.cancel_fd, err);
     if (r < 0)
         return r;
+    if (svc->hand_off)
+        wake_cleaner(svc); /* the leftovers of builds before this one */
     build_leftovers left = BUILD_LEFTOVERS_INIT;
     r = build_in_bundle(svc, req, &run, &left, out, err);
     release_slot(svc);
@@ -918,7 +1020,18 @@ static void oci_cancel(obi_build_service *base)
 static void oci_free(obi_build_service *base)
 {
     oci_build_service *svc = (oci_build_service *)base;
+    /* Handed to a child unless the service was cancelled (a signal): a process stopped by one
+     * removes everything before it exits. */
+    build_leftovers *handed = NULL;
+    if (svc->hand_off && !cancel_requested(svc->cancel_fd)) {
+        pthread_mutex_lock(&svc->leftovers_lock);
+        handed = svc->leftovers;
+        svc->leftovers = NULL;
+        pthread_mutex_unlock(&svc->leftovers_lock);
+    }
     drain_leftovers(svc);
+    if (handed)
+        hand_off_leftovers(svc, handed);
     for (int i = 0; i < 2; i++)
         if (svc->own_cancel_pipe[i] >= 0)
             close(svc->own_cancel_pipe[i]);
@@ -1102,6 +1215,7 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
     svc->store = store;
     svc->rootless = opts->rootless;
     svc->keep_bundle = opts->keep_bundle;
+    svc->hand_off = opts->hand_off_leftovers;
     svc->timeout_seconds = opts->timeout_seconds;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     svc->max_builds = opts->max_builds ? opts->max_builds : (unsigned)(cpus > 0 ? cpus : 1);

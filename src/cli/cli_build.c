@@ -119,6 +119,9 @@ int cli_build(int argc, char **argv)
         return cli_fail(err);
     cleanup_build_service obi_build_service *service = NULL;
     args.materialize_progress = true;
+    /* This process exits once it has answered: the bundle's removal goes to a child that
+     * outlives it (docs/build.md "After the answer"). */
+    args.oci.hand_off_leftovers = true;
     if (cli_builder_open_service(&args, store, &service, &err) < 0)
         return cli_fail(err);
 

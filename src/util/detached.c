@@ -36,7 +36,7 @@ static void close_all_but(const int *keep, size_t count)
 }
 
 static _Noreturn void helper(const obi_detached_options *opts, obi_detached_fn fn, void *ctx,
-                             const int *keep, size_t keep_count, int report_fd, pid_t caller)
+                             int *keep, size_t keep_count, int report_fd, pid_t caller)
 {
     setsid();
     if (opts->die_with_caller &&
@@ -49,6 +49,7 @@ static _Noreturn void helper(const obi_detached_options *opts, obi_detached_fn f
         setpgid(0, 0);
     }
     close_all_but(keep, keep_count);
+    free(keep); /* the caller's copy, which this process never returns to free */
     int null_fd = open("/dev/null", O_RDWR);
     if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 || dup2(null_fd, 2) < 0)
         _exit(1);

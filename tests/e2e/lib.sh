@@ -14,8 +14,46 @@ chmod 711 "$T_TMP"
 T_CLEANUPS=()
 
 t_cleanup() { T_CLEANUPS+=("$*"); }
+
+# t_settle DATA_DIR [SECONDS]: `ocibuild build` exits once it has answered and leaves the
+# removal of what its build left (the bundle, the container and mounts below it, the id slot,
+# released just before the bundle's last rmdir) to a child that outlives it by a few ms
+# (docs/build.md "After the answer"). Waits, up to SECONDS (5), until DATA_DIR/bundles holds no
+# bundle but kept ones and nothing is mounted below it: call it before looking for leftovers,
+# or before a build that must get the id slot the last one had. 1 if something is still there
+# by then (the caller's own check then says what).
+t_settle() {
+  local bundles=$1/bundles i
+  for ((i = 0; i < ${2:-5} * 100; i++)); do
+    _t_unsettled "$bundles" || return 0
+    sleep 0.01
+  done
+  return 1
+}
+_t_unsettled() {
+  local d
+  for d in "$1"/*-*-*-*-*; do
+    [ -d "$d" ] && [ ! -e "$d/.kept" ] && return 0
+  done
+  grep -qF " $1/" /proc/self/mountinfo
+}
+
+# t_containers_below RUNTIME DIR: prints the ids of RUNTIME's containers whose bundle lies below
+# DIR; fails when there are any. `runc list` fails when a container (of any process on the
+# machine) goes while it lists: such a list is taken again.
+t_containers_below() {
+  local json i
+  for i in 1 2 3 4 5; do json=$("$1" list --format json 2>/dev/null) && break; json=; sleep 0.1; done
+  [ -n "$json" ] || { echo "$1 list failed 5 times"; return 1; }
+  python3 -c 'import json,sys; left=[c["id"] for c in (json.loads(sys.argv[2] or "[]") or []) if c["bundle"].startswith(sys.argv[1])]; print(" ".join(left)); sys.exit(1 if left else 0)' "$2" "$json"
+}
+
 _t_exit() {
-  local i
+  local i d
+  # Removals still under way (t_settle) finish before the temp dir goes.
+  for d in "$T_TMP"/*/bundles "$T_TMP"/*/data/bundles "$T_TMP"/*/*/data/bundles; do
+    [ -d "$d" ] && t_settle "${d%/bundles}" 1
+  done
   for ((i = ${#T_CLEANUPS[@]} - 1; i >= 0; i--)); do eval "${T_CLEANUPS[$i]}" >/dev/null 2>&1 || true; done
   chmod -R u+w "$T_TMP" 2>/dev/null
   rm -rf "$T_TMP"

@@ -39,17 +39,25 @@ JSON
 }
 
 RUNTIME=(--runtime runc) # keeps runc's path tested (docs/build.md "The default runtime")
-build() { "$OCIBUILD" build "${RUNTIME[@]}" "$@" 2>"$T_TMP/stderr"; }
+# Each build's leftovers are gone before the next step (lib.sh t_settle): the next build must
+# get the id slot (and so the root skeleton) this one had.
+build() {
+  local rc=0
+  "$OCIBUILD" build "${RUNTIME[@]}" "$@" 2>"$T_TMP/stderr" || rc=$?
+  t_settle "$DATA"
+  return $rc
+}
 
 no_leftovers() { # $1 = label
   local left
+  t_settle "$DATA"
   left=$(ls -A "$BUNDLES" 2>/dev/null | grep -v '^\.' || true)
   [ -z "$left" ] || { echo "bundle dirs left: $left"; return 1; }
   # Only this test's containers: other builds may run on the machine at the same time. Both
   # runtimes: the default is crun where it works (test_default_runtime.sh).
   for rt in runc crun; do
     command -v $rt >/dev/null || continue
-    $rt list --format json | python3 -c 'import json,sys; left=[c["id"] for c in (json.load(sys.stdin) or []) if c["bundle"].startswith(sys.argv[1])]; print(" ".join(left)); sys.exit(1 if left else 0)' "$BUNDLES" || { echo "$rt containers left"; return 1; }
+    t_containers_below $rt "$BUNDLES" || { echo "$rt containers left"; return 1; }
   done
   grep -F "$BUNDLES" /proc/self/mountinfo && { echo "mounts left"; return 1; }
   return 0
@@ -170,6 +178,45 @@ stale=$(ls -A "$BUNDLES" | grep -v '^\.' | head -1)
 request after 'mkdir -p /nix/store/out'
 build "$T_TMP/after.json" >/dev/null && t_ok "the next build succeeds" || t_fail "next build after SIGKILL" "$(cat "$T_TMP/stderr")"
 t_check "the next build swept the killed build's container and bundle" no_leftovers
+
+# --- after the answer (docs/build.md): `ocibuild build` exits once it has answered and a child
+# it leaves removes the bundle, holding the bundle's lock, so a sweep meanwhile leaves the bundle
+# to it; killed half way, it leaves a bundle the next sweep removes. 30,000 files in scratch
+# take that child a while (100+ ms). ---
+request many 'mkdir -p /nix/store/out /build/many && cd /build/many && seq 30000 | xargs touch && echo x > /nix/store/out/x'
+bundle_dir() { ls -d "$BUNDLES"/*-*-*-*-* 2>/dev/null | head -1; }
+"$OCIBUILD" build "${RUNTIME[@]}" "$T_TMP/many.json" >"$T_TMP/many.out" 2>"$T_TMP/stderr"; rc=$?
+handed=$(bundle_dir); remover=$(pgrep -f "build ${RUNTIME[*]} $T_TMP/many.json")
+[ $rc -eq 0 ] && [ -s "$T_TMP/many.out" ] && [ -n "$handed" ] && [ -n "$remover" ] &&
+  t_ok "a build answers and exits before its bundle is removed, by a child it leaves" ||
+  t_fail "a build answers and exits before its bundle is removed, by a child it leaves" \
+    "rc=$rc bundle=$handed remover=$remover $(cat "$T_TMP/stderr")"
+request quick 'mkdir -p /nix/store/out'
+"$OCIBUILD" build "${RUNTIME[@]}" "$T_TMP/quick.json" >/dev/null 2>"$T_TMP/quick.err" &&
+  [ ! -s "$T_TMP/quick.err" ] && t_settle "$DATA" && [ -z "$(ls -A "$BUNDLES" | grep -v '^\.')" ] &&
+  t_ok "a build whose sweep meets a bundle being removed leaves it to its remover; both go" ||
+  t_fail "a build whose sweep meets a bundle being removed leaves it to its remover" \
+    "$(cat "$T_TMP/quick.err"); $(ls -A "$BUNDLES")"
+"$OCIBUILD" build "${RUNTIME[@]}" "$T_TMP/many.json" >/dev/null 2>"$T_TMP/stderr"
+handed=$(bundle_dir); remover=$(pgrep -f "build ${RUNTIME[*]} $T_TMP/many.json")
+if [ -n "$handed" ] && [ -n "$remover" ]; then
+  kill -KILL $remover
+  for _ in $(seq 100); do kill -0 $remover 2>/dev/null || break; sleep 0.02; done
+  [ -d "$handed" ] && t_ok "a remover killed half way leaves the bundle (its lock free)" ||
+    t_fail "a remover killed half way leaves the bundle" "gone before the kill"
+  build "$T_TMP/quick.json" >/dev/null && t_check "the next build's sweep removes what a killed remover left" no_leftovers ||
+    t_fail "the next build after a killed remover" "$(cat "$T_TMP/stderr")"
+else
+  t_fail "a remover killed half way leaves the bundle" "no remover to kill: bundle=$handed"
+fi
+# A kept bundle (--keep-bundle) is closed before the exit, with its line in the build's log.
+"$OCIBUILD" build "${RUNTIME[@]}" --keep-bundle "$T_TMP/quick.json" >/dev/null 2>"$T_TMP/stderr"
+kept=$(bundle_dir); t_settle "$DATA" 1
+[ -n "$kept" ] && [ -e "$kept/.kept" ] && grep -qF "bundle kept at $kept" "$T_TMP/stderr" &&
+  [ -z "$(pgrep -f "build ${RUNTIME[*]} --keep-bundle $T_TMP/quick.json")" ] &&
+  t_ok "--keep-bundle: the bundle is kept and marked before the build exits, no child left" ||
+  t_fail "--keep-bundle: the bundle is kept and marked before the build exits" "$kept: $(cat "$T_TMP/stderr")"
+[ -n "$kept" ] && rm -rf "$kept"
 
 # --- root skeletons: a finished build's root/ is pooled and the next one of its shape reuses it ---
 POOL="$BUNDLES/.root-pool"

@@ -51,7 +51,7 @@ if out=$(as_user "$W/ocibuild" build --rootless "$W/req.json" 2>"$W/err"); then
 else
   t_fail "rootless build succeeds as an unprivileged user" "$(cat "$W/err")"
 fi
-left=$(ls -A "$W/data/bundles" 2>/dev/null | grep -v '^\.' || true)
+t_settle "$W/data"; left=$(ls -A "$W/data/bundles" 2>/dev/null | grep -v '^\.' || true)
 [ -z "$left" ] && t_ok "rootless build leaves no bundle (sub-id owned files removed)" || t_fail "rootless leftovers" "$left"
 
 # The second build of the same request takes the first one's root skeleton from the pool (owned
@@ -74,7 +74,7 @@ if out=$(as_user "$W/ocibuild" build --rootless "$W/req.json" 2>"$W/err2"); then
 else
   t_fail "rootless: a repeated build reuses the user's pooled root skeleton, still read-only" "$(cat "$W/err2")"
 fi
-left=$(ls -A "$W/data/bundles" 2>/dev/null | grep -v '^\.' || true)
+t_settle "$W/data"; left=$(ls -A "$W/data/bundles" 2>/dev/null | grep -v '^\.' || true)
 [ -z "$left" ] && t_ok "rootless: the repeated build leaves no bundle" || t_fail "rootless leftovers after the repeat" "$left"
 
 # Not root and no --rootless: rootless all the same (a normal user used to get "chown ...:
@@ -87,7 +87,7 @@ fi
 as_user "$W/ocibuild" build --rootful "$W/req.json" >/dev/null 2>"$W/err4"; rc=$?
 [ $rc -eq 1 ] && t_ok "--rootful as an unprivileged user fails as a set-up error (exit 1)" ||
   t_fail "--rootful as an unprivileged user fails as a set-up error (exit 1)" "rc=$rc $(cat "$W/err4")"
-left=$(ls -A "$W/data/bundles" 2>/dev/null | grep -v '^\.' || true)
+t_settle "$W/data"; left=$(ls -A "$W/data/bundles" 2>/dev/null | grep -v '^\.' || true)
 [ -z "$left" ] && t_ok "rootless by default and --rootful leave no bundle" ||
   t_fail "rootless by default and --rootful leave no bundle" "$left"
 
@@ -111,7 +111,7 @@ if command -v crun >/dev/null && command -v unshare >/dev/null; then
   else
     t_fail "crun builds the same request" "$(cat "$T_TMP/crun.err")"
   fi
-  left=$(ls -A "$T_TMP/crun-data/bundles" 2>/dev/null | grep -v '^\.' || true)
+  t_settle "$T_TMP/crun-data"; left=$(ls -A "$T_TMP/crun-data/bundles" 2>/dev/null | grep -v '^\.' || true)
   [ -z "$left" ] && t_ok "crun build leaves no bundle" || t_fail "crun leftovers" "$left"
 else
   t_skip "crun builds the same request" "crun or unshare not installed"

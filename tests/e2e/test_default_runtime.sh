@@ -25,10 +25,11 @@ cat >"$T_TMP/req.json" <<'JSON'
 JSON
 no_leftovers() { # DATA_DIR
   local left
+  t_settle "$1"
   left=$(ls -A "$1/bundles" 2>/dev/null | grep -v '^\.' || true)
   [ -z "$left" ] || { echo "bundle dirs left: $left"; return 1; }
   for rt in runc crun; do
-    $rt list --format json | python3 -c 'import json,sys; left=[c["id"] for c in (json.load(sys.stdin) or []) if c["bundle"].startswith(sys.argv[1])]; print(" ".join(left)); sys.exit(1 if left else 0)' "$1" || { echo "$rt containers left"; return 1; }
+    t_containers_below $rt "$1" || { echo "$rt containers left"; return 1; }
   done
 }
 output_of() { python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["outputs"][0]))'; }

@@ -256,6 +256,7 @@ export_output() { # BUILD_JSON DEST
 }
 no_leftovers() {
   local left
+  t_settle "$OCIBUILD_DATA_DIR" # (lib.sh)
   left=$(ls -A "$BUNDLES" 2>/dev/null | grep -v '^\.' || true)
   [ -z "$left" ] || { echo "bundle dirs left: $left"; return 1; }
   grep -F "$BUNDLES" /proc/self/mountinfo && { echo "mounts left"; return 1; }
@@ -420,6 +421,7 @@ if out=$(as_user "$W/ocibuild" build --rootless --inputs fuse "$W/req.json" 2>"$
 else
   t_fail "a rootless build with --inputs fuse succeeds" "$(cat "$W/err")"
 fi
+t_settle "$W/data"
 grep -qF " $W/" /proc/self/mountinfo && t_fail "a rootless FUSE build leaves a mount" || t_ok "a rootless FUSE build leaves no mount"
 as_user "$W/ocibuild" build --rootless --inputs fuse "$W/sleeper.json" >/dev/null 2>&1 &
 obi=$!
@@ -430,6 +432,7 @@ if [ -n "$watcher" ]; then
   kill -KILL "$watcher"; kill -KILL "$obi_pid"; wait $obi 2>/dev/null; sleep 0.2
   grep -F " $W/" /proc/self/mountinfo | grep -q fuse.ocibuild || t_fail "killing a rootless server and watcher leaves a dead mount to sweep"
   as_user "$W/ocibuild" build --rootless --inputs fuse "$W/req.json" >/dev/null 2>"$W/err" || t_fail "a rootless build after a leaked mount" "$(cat "$W/err")"
+  t_settle "$W/data"
   grep -F " $W/" /proc/self/mountinfo | grep -q fuse.ocibuild && t_fail "the rootless sweep leaves a dead FUSE mount" "$(grep -F " $W/" /proc/self/mountinfo; cat "$W/err")" ||
     t_ok "the rootless sweep takes away a dead FUSE mount (fusermount3 -u -z)"
   left=$(ls -A "$W/data/bundles" 2>/dev/null | grep -v '^\.' || true)

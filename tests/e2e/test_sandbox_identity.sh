@@ -216,6 +216,7 @@ if "$OCIBUILD" build --scratch-limit 16Mi --timeout 60 "$T_TMP/write.json" >"$T_
 else
   t_fail "--scratch-limit build" "$(cat "$T_TMP/write.err")"
 fi
+t_settle "$OCIBUILD_DATA_DIR" # (lib.sh) the scratch tmpfs goes with the bundle, after the answer
 grep -F "$BUNDLES" /proc/self/mountinfo && t_fail "no scratch tmpfs left mounted" || t_ok "no scratch tmpfs left mounted"
 if out=$("$OCIBUILD" build --rootless --memory 64Mi "$T_TMP/write.json" 2>&1); then
   t_fail "--memory with --rootless is refused"
@@ -255,7 +256,9 @@ echo started >&2; sleep 60"
 request probe_ids "$PRELUDE
 cat /proc/self/uid_map > /nix/store/out/uid_map"
 root_of_build() { # DATA_DIR -> container root's host uid of a probe_ids build there
+  # Settled (lib.sh): the next build must find this one's id slot free again.
   OCIBUILD_DATA_DIR="$1" "$OCIBUILD" build "$T_TMP/probe_ids.json" >"$T_TMP/ids.out" 2>"$T_TMP/ids.err" &&
+    t_settle "$1" &&
     rm -rf "$T_TMP/ids" && export_output "$T_TMP/ids.out" "$T_TMP/ids" &&
     awk '$1 == 0 {print $2}' "$T_TMP/ids/uid_map"
 }
@@ -301,6 +304,7 @@ else
   t_skip "crun runs the same sandbox" "crun is not installed"
 fi
 
+for d in "$OCIBUILD_DATA_DIR" "$T_TMP"/data1 "$T_TMP"/data2 "$T_TMP"/orphan "$T_TMP"/other; do t_settle "$d"; done
 left=$(ls -A "$BUNDLES" "$T_TMP"/data1/bundles "$T_TMP"/data2/bundles "$T_TMP"/orphan/bundles \
   "$T_TMP"/other/bundles 2>/dev/null | grep -E '^[0-9a-f]{8}-' || true)
 [ -z "$left" ] && t_ok "no bundle left behind" || t_fail "no bundle left behind" "$left"
