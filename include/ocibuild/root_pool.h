@@ -17,6 +17,7 @@
 #ifndef OCIBUILD_ROOT_POOL_H
 #define OCIBUILD_ROOT_POOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ocibuild/error.h"
@@ -53,8 +54,14 @@ int obi_root_pool_give(obi_root_pool *pool, const char *key, const char *root, o
 
 /* Removes skeletons not given back for max_idle_seconds, then the least recently given back
  * beyond max_entries; *removed (optional) counts them. Safe against concurrent takes: each
- * entry is renamed away before it is deleted, so a build either got it or it is gone. */
+ * entry is renamed away before it is deleted, so a build either got it or it is gone. Records
+ * the time it started in the pool's stamp (obi_root_pool_prune_due). */
 int obi_root_pool_prune(obi_root_pool *pool, unsigned max_idle_seconds, size_t max_entries,
                         unsigned *removed, obi_error **err);
+/* Whether no prune (by any process) started in the last interval_seconds: one fstatat of the
+ * stamp BUNDLE_ROOT/.root-pool.pruned, whose mtime a prune sets. A pool with nothing to prune
+ * costs a process that starts no more than that, where reading every entry cost 5-40 ms under
+ * I/O load (docs/build.md "Root skeletons"). A stamp in the future counts as missing. */
+bool obi_root_pool_prune_due(const obi_root_pool *pool, unsigned interval_seconds);
 
 #endif

@@ -50,6 +50,8 @@
  * a service opens: a few hundred inodes at most, and shapes not built for a while go away. */
 #define ROOT_POOL_IDLE_SECONDS (15 * 60)
 #define ROOT_POOL_MAX_ENTRIES 64
+/* ... but by one service start a minute at most (root_pool.h obi_root_pool_prune_due). */
+#define ROOT_POOL_PRUNE_INTERVAL_SECONDS 60
 /* A finished build's outputs stay pinned (store_roots.h) for at least this long, and at most
  * twice as long, or until the service is freed: time for the caller (`build --root`, a gRPC
  * client reading them from the daemon) to root or fetch them before a gc may take them. */
@@ -1292,10 +1294,12 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
         return r;
     }
     /* Root skeletons (root_pool.h): a pool that cannot be opened only costs speed. Skeletons
-     * idle for ROOT_POOL_IDLE_SECONDS, or beyond ROOT_POOL_MAX_ENTRIES, are removed here. */
+     * idle for ROOT_POOL_IDLE_SECONDS, or beyond ROOT_POOL_MAX_ENTRIES, are removed here, when
+     * no process did so in the last ROOT_POOL_PRUNE_INTERVAL_SECONDS. */
     if (!opts->disable_root_pool) {
         cleanup_error obi_error *ignored = NULL;
-        if (obi_root_pool_open(svc->bundle_root, svc->max_builds, &svc->root_pool, &ignored) == 0)
+        if (obi_root_pool_open(svc->bundle_root, svc->max_builds, &svc->root_pool, &ignored) == 0 &&
+            obi_root_pool_prune_due(svc->root_pool, ROOT_POOL_PRUNE_INTERVAL_SECONDS))
             obi_root_pool_prune(svc->root_pool, ROOT_POOL_IDLE_SECONDS, ROOT_POOL_MAX_ENTRIES, NULL,
                                 &ignored);
     }

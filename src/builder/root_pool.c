@@ -4,7 +4,8 @@
  * RENAME_NOREPLACE and released by renaming out of it, so no lock is needed between builds or
  * processes. Entries being pruned are first renamed to .evict-<uuid> (never a key name), so a
  * build cannot take half-deleted ones; a crash mid-prune leaves only such names, which the next
- * prune removes.
+ * prune removes. A prune stamps .root-pool.pruned first, so the next processes skip theirs for a
+ * while.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -27,11 +28,15 @@
 #include "ocibuild/root_pool.h"
 
 #define EVICT_PREFIX ".evict-"
+/* BUNDLE_ROOT/.root-pool.pruned: its mtime says when the last prune started (beside the pool,
+ * whose entries are all skeletons). */
+#define PRUNED_STAMP OBI_ROOT_POOL_DIR ".pruned"
 /* Slots per key beyond this are not worth their inodes. */
 #define MAX_SLOTS_PER_KEY 16
 
 struct obi_root_pool {
     char *path;
+    char *stamp; /* PRUNED_STAMP */
     int dir_fd;
     unsigned slots;
 };
@@ -40,7 +45,8 @@ int obi_root_pool_open(const char *bundle_root, unsigned slots_per_key, obi_root
                        obi_error **err)
 {
     cleanup_free char *path = obi_path_join(bundle_root, OBI_ROOT_POOL_DIR);
-    if (!path)
+    cleanup_free char *stamp = obi_path_join(bundle_root, PRUNED_STAMP);
+    if (!path || !stamp)
         return obi_error_oom(err);
     if (mkdir(path, 0711) < 0 && errno != EEXIST)
         return obi_error_set_errno(err, errno, "root pool: mkdir %s", path);
@@ -53,6 +59,7 @@ int obi_root_pool_open(const char *bundle_root, unsigned slots_per_key, obi_root
         return obi_error_oom(err);
     }
     pool->path = steal_pointer(&path);
+    pool->stamp = steal_pointer(&stamp);
     pool->dir_fd = dir_fd;
     pool->slots = slots_per_key == 0                  ? 1
                   : slots_per_key > MAX_SLOTS_PER_KEY ? MAX_SLOTS_PER_KEY
@@ -67,6 +74,7 @@ void obi_root_pool_close(obi_root_pool *pool)
         return;
     close(pool->dir_fd);
     free(pool->path);
+    free(pool->stamp);
     free(pool);
 }
 
@@ -142,11 +150,32 @@ static int evict(obi_root_pool *pool, const char *name, obi_error **err)
     return r < 0 ? r : 1;
 }
 
+bool obi_root_pool_prune_due(const obi_root_pool *pool, unsigned interval_seconds)
+{
+    struct stat st;
+    if (lstat(pool->stamp, &st) < 0)
+        return true;
+    time_t now = time(NULL);
+    return st.st_mtime > now || now - st.st_mtime >= (time_t)interval_seconds;
+}
+
+/* Sets the stamp's mtime to now, creating it if needed; a stamp that cannot be set only means
+ * that the next process prunes too. */
+static void stamp_prune(const obi_root_pool *pool)
+{
+    if (utimensat(AT_FDCWD, pool->stamp, NULL, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
+        return;
+    int fd = open(pool->stamp, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+}
+
 int obi_root_pool_prune(obi_root_pool *pool, unsigned max_idle_seconds, size_t max_entries,
                         unsigned *removed, obi_error **err)
 {
     if (removed)
         *removed = 0;
+    stamp_prune(pool);
     int fd = dup(pool->dir_fd);
     if (fd < 0)
         return obi_error_set_errno(err, errno, "root pool: %s", pool->path);

@@ -4,11 +4,13 @@
  * surplus skeletons and a crashed prune's leftovers, and concurrent takers never share one.
  */
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ocibuild/fs.h"
@@ -205,6 +207,28 @@ static void test_root_pool_prune_removes_idle_skeletons_and_crash_leftovers(void
     free(root);
 }
 
+/* A prune is due when none started within the interval (the stamp it leaves beside the pool);
+ * an interval of 0 makes every one due. */
+static void test_root_pool_prune_is_due_once_per_interval(void **state)
+{
+    fixture *f = *state;
+    assert_true(obi_root_pool_prune_due(f->pool, 60));
+    assert_ok(obi_root_pool_prune(f->pool, 0, 64, NULL, err_ptr_));
+    assert_false(obi_root_pool_prune_due(f->pool, 60));
+    assert_true(obi_root_pool_prune_due(f->pool, 0));
+    char *stamp = obi_path_join(f->dir, OBI_ROOT_POOL_DIR ".pruned");
+    struct stat st;
+    assert_int_equal(stat(stamp, &st), 0);
+    /* Stamped 2 minutes ago: due again; stamped in the future: due too. */
+    struct timespec times[2] = {{time(NULL) - 120, 0}, {time(NULL) - 120, 0}};
+    assert_int_equal(utimensat(AT_FDCWD, stamp, times, 0), 0);
+    assert_true(obi_root_pool_prune_due(f->pool, 60));
+    times[0].tv_sec = times[1].tv_sec = time(NULL) + 3600;
+    assert_int_equal(utimensat(AT_FDCWD, stamp, times, 0), 0);
+    assert_true(obi_root_pool_prune_due(f->pool, 60));
+    free(stamp);
+}
+
 /* ---- concurrent takers ---- */
 
 #define TAKERS 6
@@ -293,6 +317,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_root_pool_given_skeleton_is_taken_by_the_same_key_only,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_root_pool_keeps_at_most_its_slots_per_key, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_root_pool_prune_is_due_once_per_interval, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_root_pool_prune_removes_surplus_oldest_first, setup,
                                         teardown),
