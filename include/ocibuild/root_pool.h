@@ -32,6 +32,9 @@ typedef struct obi_root_pool obi_root_pool;
  * key are kept (at least 1). */
 int obi_root_pool_open(const char *bundle_root, unsigned slots_per_key, obi_root_pool **out,
                        obi_error **err);
+/* The pool directory's descriptor, owned by the pool (for a process that hands the pool's use
+ * to a child that must keep it open). */
+int obi_root_pool_fd(const obi_root_pool *pool);
 /* Accepts NULL. Pooled skeletons stay on disk for later builds and processes. */
 void obi_root_pool_close(obi_root_pool *pool);
 static inline void obi_root_pool_closep(obi_root_pool **pool)

@@ -215,8 +215,11 @@ int obi_build_inputs_prepare(obi_store *store, const char *cache_dir, const obi_
                              const char *bundle_inputs_dir, const char *bundle_dir,
                              const obi_progress *progress, obi_error **err)
 {
-    if (mkdir(bundle_inputs_dir, 0755) < 0)
-        return obi_error_set_errno(err, errno, "mkdir %s", bundle_inputs_dir);
+    /* An empty inputs/ may be there already: a bundle skeleton's (bundle.h). */
+    struct stat st;
+    if (mkdir(bundle_inputs_dir, 0755) < 0 &&
+        (errno != EEXIST || lstat(bundle_inputs_dir, &st) < 0 || !S_ISDIR(st.st_mode)))
+        return obi_error_set_errno(err, errno == 0 ? EEXIST : errno, "mkdir %s", bundle_inputs_dir);
     inputs_progress total = {.hook = {inputs_progress_report, &total, NULL}, .outer = progress};
     int r = 0;
     for (size_t i = 0; i < req->n_inputs && r >= 0; i++) {

@@ -35,6 +35,7 @@ struct obi_bundle {
     void *report_ctx;
     void (*on_emptied)(void *ctx);
     void *on_emptied_ctx;
+    const obi_bundle_recycler *recycler; /* NULL: removed on close */
 };
 
 int obi_uuid_v4(char out[37], obi_error **err)
@@ -66,10 +67,11 @@ int obi_uuid_v4(char out[37], obi_error **err)
  * it before the lock (try another id). The directory is unlocked only between its mkdir and the
  * flock: a sweep that locks it first removes it, and the flock then fails, or succeeds on a
  * directory already unlinked (no links left), and the caller tries again. */
-static int make_locked_dir(int root_fd, const char *root, const char *id, int *fd_out,
-                           obi_error **err)
+static int make_locked_dir(int root_fd, const char *root, const char *id,
+                           const obi_bundle_recycler *recycler, int *fd_out, obi_error **err)
 {
-    if (mkdirat(root_fd, id, 0700) < 0)
+    cleanup_free char *dest = recycler ? obi_path_join(root, id) : NULL;
+    if ((!dest || recycler->take(recycler->ctx, dest) != 1) && mkdirat(root_fd, id, 0700) < 0)
         return obi_error_set_errno(err, errno, "create bundle %s/%s", root, id);
     int fd = openat(root_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
@@ -91,6 +93,12 @@ static int make_locked_dir(int root_fd, const char *root, const char *id, int *f
 
 int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err)
 {
+    return obi_bundle_create_recycled(bundle_root, NULL, out, err);
+}
+
+int obi_bundle_create_recycled(const char *bundle_root, const obi_bundle_recycler *recycler,
+                               obi_bundle **out, obi_error **err)
+{
     int r = obi_mkdir_p(bundle_root, 0711, err);
     if (r < 0)
         return obi_error_prefix(err, r, "bundle root");
@@ -104,7 +112,7 @@ int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err
     for (unsigned attempt = 0; r == 0 && attempt < CREATE_ATTEMPTS; attempt++) {
         if ((r = obi_uuid_v4(bundle->id, err)) < 0)
             return r;
-        r = make_locked_dir(root_fd, bundle_root, bundle->id, &bundle->dir_fd, err);
+        r = make_locked_dir(root_fd, bundle_root, bundle->id, recycler, &bundle->dir_fd, err);
     }
     if (r < 0)
         return r;
@@ -121,6 +129,7 @@ int obi_bundle_create(const char *bundle_root, obi_bundle **out, obi_error **err
         free(bundle->path);
         return obi_error_oom(err);
     }
+    bundle->recycler = recycler;
     *out = steal_pointer(&bundle);
     return 0;
 }
@@ -255,21 +264,105 @@ static int remove_or_quarantine(int root_fd, const char *root, const char *name,
     return 0;
 }
 
+/* ---- bundle skeletons (obi_bundle_recycler) ---- */
+
+static bool is_skeleton_dir(const obi_bundle_recycler *recycler, const char *name)
+{
+    for (const char *const *dir = recycler->dirs; *dir; dir++)
+        if (!strcmp(*dir, name))
+            return true;
+    return false;
+}
+
+/* Removes everything in directory name of parent_fd, never it (display: its path, for messages). */
+static int empty_dir_at(int parent_fd, const char *name, const char *display, obi_error **err)
+{
+    int fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    cleanup_dir DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!dir) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return obi_error_set_errno(err, e, "open %s", display);
+    }
+    struct dirent *de;
+    int r = 0;
+    while (r == 0 && (de = readdir(dir))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        cleanup_free char *path = obi_path_join(display, de->d_name);
+        r = path ? obi_rm_rf_at(dirfd(dir), de->d_name, path, err) : obi_error_oom(err);
+    }
+    return r;
+}
+
+/* Makes the bundle a skeleton again, through its own descriptor: mounts below it detached,
+ * every entry removed but the skeleton's directories (real directories of the bundle's
+ * filesystem), which are emptied. */
+static int empty_to_skeleton(const obi_bundle *bundle, obi_error **err)
+{
+    int r = obi_unmount_below(bundle->path, NULL, err);
+    if (r < 0)
+        return r;
+    struct stat top;
+    int fd = openat(bundle->dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    cleanup_dir DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!dir || fstat(bundle->dir_fd, &top) < 0) {
+        int e = errno;
+        if (!dir && fd >= 0)
+            close(fd);
+        return obi_error_set_errno(err, e, "open %s", bundle->path);
+    }
+    struct dirent *de;
+    while (r == 0 && (de = readdir(dir))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        cleanup_free char *path = obi_path_join(bundle->path, de->d_name);
+        struct stat st;
+        if (!path)
+            r = obi_error_oom(err);
+        else if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            r = obi_error_set_errno(err, errno, "stat %s", path);
+        else if (is_skeleton_dir(bundle->recycler, de->d_name) && S_ISDIR(st.st_mode) &&
+                 st.st_dev == top.st_dev)
+            r = empty_dir_at(dirfd(dir), de->d_name, path, err);
+        else
+            r = obi_rm_rf_at(dirfd(dir), de->d_name, path, err);
+    }
+    return r;
+}
+
+/* Empties the bundle down to its skeleton and gives it back (the emptied hook in between): 0
+ * when given back; otherwise the caller removes what is left (*emptied cleared once it ran). */
+static int recycle(const obi_bundle *bundle, const emptied_hook **emptied)
+{
+    cleanup_error obi_error *ignored = NULL;
+    if (empty_to_skeleton(bundle, &ignored) < 0)
+        return -1;
+    if (*emptied) {
+        (*emptied)->fn((*emptied)->ctx);
+        *emptied = NULL;
+    }
+    return bundle->recycler->give(bundle->recycler->ctx, bundle->path) == 1 ? 0 : -1;
+}
+
 int obi_bundle_close(obi_bundle *bundle, obi_error **err)
 {
     if (!bundle)
         return 0;
     int r = 0;
     if (!bundle->keep) {
+        emptied_hook hook = {bundle->on_emptied, bundle->on_emptied_ctx};
+        const emptied_hook *emptied = hook.fn ? &hook : NULL;
         cleanup_close int root_fd = open(bundle->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (root_fd < 0)
+        if (bundle->recycler && !bundle->has_userns && recycle(bundle, &emptied) == 0)
+            r = 0;
+        else if (root_fd < 0)
             r = obi_error_set_errno(err, errno, "open %s", bundle->root);
-        else {
-            emptied_hook emptied = {bundle->on_emptied, bundle->on_emptied_ctx};
-            r = remove_or_quarantine(
-                root_fd, bundle->root, bundle->id, bundle->has_userns ? &bundle->userns : NULL,
-                emptied.fn ? &emptied : NULL, bundle->report, bundle->report_ctx, err);
-        }
+        else
+            r = remove_or_quarantine(root_fd, bundle->root, bundle->id,
+                                     bundle->has_userns ? &bundle->userns : NULL, emptied,
+                                     bundle->report, bundle->report_ctx, err);
     } else {
         /* Marked before the lock is released, so no sweep takes it for a crashed run's. */
         cleanup_free char *kept = obi_path_join(bundle->path, KEPT_NAME);

@@ -80,7 +80,10 @@ typedef struct oci_build_service {
     obi_id_pool *id_pool;       /* rootful: host ids per build (id_slot.h) */
     uint64_t scratch_limit;     /* bytes; 0: scratch dirs on the bundle's disk */
     obi_root_pool *root_pool;   /* NULL: every build makes its own root/ */
-    obi_inputs_plan inputs;     /* the input cache or FUSE (build_inputs.h) */
+    /* Bundle skeletons (bundle.h), in the root pool under a key of their own; rootful only. */
+    char bundle_skeleton_key[OBI_ROOT_POOL_KEY_LEN + 1];
+    obi_bundle_recycler bundle_skeletons;
+    obi_inputs_plan inputs; /* the input cache or FUSE (build_inputs.h) */
     pthread_mutex_t lock;
     pthread_cond_t slot_free;
     unsigned running;
@@ -261,8 +264,14 @@ static int create_working_dir(obi_bundle *bundle, const obi_build_request *req, 
 static int create_scratch_dirs(oci_build_service *svc, obi_bundle *bundle,
                                const obi_build_request *req, obi_error **err)
 {
-    if (mkdirat(obi_bundle_fd(bundle), "scratch", 0755) < 0)
-        return obi_error_set_errno(err, errno, "mkdir %s/scratch", obi_bundle_path(bundle));
+    /* An empty scratch/ may be there already: a bundle skeleton's (bundle.h). */
+    struct stat st;
+    if (mkdirat(obi_bundle_fd(bundle), "scratch", 0755) < 0 &&
+        (errno != EEXIST ||
+         fstatat(obi_bundle_fd(bundle), "scratch", &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+         !S_ISDIR(st.st_mode)))
+        return obi_error_set_errno(err, errno == 0 ? EEXIST : errno, "mkdir %s/scratch",
+                                   obi_bundle_path(bundle));
     int r = 0;
     if (svc->scratch_limit) {
         cleanup_free char *scratch = obi_bundle_subpath(bundle, "scratch");
@@ -491,6 +500,38 @@ static int prepare_root(oci_build_service *svc, obi_bundle *bundle, const obi_sp
     return 0;
 }
 
+/* ---- bundle skeletons: the bundle directory with scratch/ and inputs/ (bundle.h) ---- */
+
+/* The directories of a skeleton: neither is ever mounted in a container (only what is below
+ * them), so no build reaches them; they are emptied before a skeleton is given back. */
+static const char *const BUNDLE_SKELETON_DIRS[] = {"scratch", "inputs", NULL};
+
+static int take_bundle_skeleton(void *ctx, const char *dest)
+{
+    oci_build_service *svc = ctx;
+    cleanup_error obi_error *ignored = NULL;
+    return obi_root_pool_take(svc->root_pool, svc->bundle_skeleton_key, dest, &ignored) == 1;
+}
+
+static int give_bundle_skeleton(void *ctx, const char *path)
+{
+    oci_build_service *svc = ctx;
+    cleanup_error obi_error *ignored = NULL;
+    return obi_root_pool_give(svc->root_pool, svc->bundle_skeleton_key, path, &ignored) == 1;
+}
+
+/* Rootful builds with a root pool recycle their bundles: ownership and modes are set again by
+ * every build (the bundle's and scratch/'s owners are the id slot's), inputs/ stays root's. */
+static void enable_bundle_skeletons(oci_build_service *svc)
+{
+    if (!svc->root_pool || svc->rootless)
+        return;
+    static const char description[] = "ocibuild bundle skeleton 1\nscratch inputs\n";
+    obi_root_pool_key(description, sizeof description - 1, svc->bundle_skeleton_key);
+    svc->bundle_skeletons = (obi_bundle_recycler){BUNDLE_SKELETON_DIRS, take_bundle_skeleton,
+                                                  give_bundle_skeleton, svc};
+}
+
 /* After a build that ran to its end: root/ goes back to the pool (a full pool leaves it to the
  * bundle's removal). Nothing may be mounted below it. */
 static void return_root(oci_build_service *svc, obi_bundle *bundle, const char *key)
@@ -702,7 +743,9 @@ static int build_in_bundle(oci_build_service *svc, const obi_build_request *req,
     if (svc->id_pool && (r = obi_id_slot_claim(svc->id_pool, run->cancel_fd, &left->slot, err)) < 0)
         return r;
     obi_spec_options opts = build_spec_options(svc, &left->slot);
-    if ((r = obi_bundle_create(svc->bundle_root, &left->bundle, err)) < 0)
+    if ((r = obi_bundle_create_recycled(svc->bundle_root,
+                                        svc->bundle_skeletons.take ? &svc->bundle_skeletons : NULL,
+                                        &left->bundle, err)) < 0)
         return r;
     obi_bundle *bundle = left->bundle;
     obi_bundle_set_keep(bundle, svc->keep_bundle);
@@ -924,15 +967,17 @@ static void hand_off_leftovers(oci_build_service *svc, build_leftovers *list)
     size_t n = 0;
     for (build_leftovers *left = list; left; left = left->next)
         n++;
-    int *keep = calloc(2 * n + 1, sizeof *keep);
+    int *keep = calloc(2 * n + 2, sizeof *keep);
     handed_leftovers handed = {svc, list, fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3)};
     size_t k = 0;
     for (build_leftovers *left = list; keep && left; left = left->next) {
         keep[k++] = obi_bundle_fd(left->bundle);
         keep[k++] = left->slot.lock_fd;
     }
-    if (keep)
+    if (keep) {
         keep[k++] = handed.log_fd;
+        keep[k++] = svc->root_pool ? obi_root_pool_fd(svc->root_pool) : -1; /* skeletons go back */
+    }
     obi_detached_options opts = {.keep_fds = keep, .keep_count = k};
     cleanup_error obi_error *ignored = NULL;
     bool handed_over = keep && obi_spawn_detached(&opts, remove_handed_leftovers, &handed, NULL,
@@ -1302,6 +1347,7 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
             obi_root_pool_prune_due(svc->root_pool, ROOT_POOL_PRUNE_INTERVAL_SECONDS))
             obi_root_pool_prune(svc->root_pool, ROOT_POOL_IDLE_SECONDS, ROOT_POOL_MAX_ENTRIES, NULL,
                                 &ignored);
+        enable_bundle_skeletons(svc);
     }
     if (svc->cancel_fd < 0 && pipe2(svc->own_cancel_pipe, O_CLOEXEC | O_NONBLOCK) == 0)
         svc->cancel_fd = svc->own_cancel_pipe[0];

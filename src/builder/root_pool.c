@@ -68,6 +68,11 @@ int obi_root_pool_open(const char *bundle_root, unsigned slots_per_key, obi_root
     return 0;
 }
 
+int obi_root_pool_fd(const obi_root_pool *pool)
+{
+    return pool->dir_fd;
+}
+
 void obi_root_pool_close(obi_root_pool *pool)
 {
     if (!pool)

@@ -244,6 +244,17 @@ if [ -n "$entries_after" ] && [ -z "$odd" ] && [ -z "$intruder" ]; then
 else
   t_fail "pooled skeletons hold only etc files and empty mount points" "odd: $odd; intruder: $intruder"
 fi
+# Bundle skeletons (docs/build.md): the bundle directory goes back with empty scratch/ and
+# inputs/ only, and the repeated build took it (its inode is among the ones compared above).
+skeletons=$(for e in "$POOL"/*; do [ -d "$e/scratch" ] && echo "$e"; done)
+if [ -n "$skeletons" ] && for e in $skeletons; do
+  [ "$(ls -A "$e" | tr '\n' ' ')" = "inputs scratch " ] && [ -z "$(find "$e" -mindepth 2)" ] || exit 1
+done; then
+  t_ok "a bundle goes back to the pool holding only empty scratch/ and inputs/"
+else
+  t_fail "a bundle goes back to the pool holding only empty scratch/ and inputs/" \
+    "$(for e in $skeletons; do find "$e"; done)"
+fi
 request pooled_net 'mkdir -p /nix/store/out' ', "constraints": {"system": "x86_64-linux", "network_access": true}'
 build "$T_TMP/pooled_net.json" >/dev/null || t_fail "pooled: network build" "$(cat "$T_TMP/stderr")"
 n_after=$(ls -A "$POOL" | wc -l)

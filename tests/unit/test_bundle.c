@@ -205,6 +205,100 @@ static void test_bundle_sweep_leaves_kept_bundles(void **state)
     obi_test_tmpdir_remove(root);
 }
 
+/* A recycler keeping one skeleton in a spare directory. */
+typedef struct spare {
+    char *path; /* where the skeleton is kept */
+    int takes, gives;
+} spare;
+
+static int spare_take(void *ctx, const char *dest)
+{
+    spare *s = ctx;
+    s->takes++;
+    return rename(s->path, dest) == 0;
+}
+
+static int spare_give(void *ctx, const char *path)
+{
+    spare *s = ctx;
+    s->gives++;
+    return rename(path, s->path) == 0;
+}
+
+/* Closing a recycled bundle empties its skeleton directories, removes everything else (a
+ * symlink named like a skeleton directory too, never followed) and gives the directory back,
+ * after the emptied hook; the next bundle takes it (same inode) and starts with only those. */
+static void test_bundle_recycles_its_skeleton_empty(void **state)
+{
+    (void)state;
+    char *root = obi_test_tmpdir();
+    char *outside = obi_test_tmpdir();
+    static const char *const dirs[] = {"scratch", "inputs", "absent", NULL};
+    spare s = {obi_path_join(root, ".spare"), 0, 0};
+    obi_bundle_recycler recycler = {dirs, spare_take, spare_give, &s};
+    obi_bundle *bundle = NULL;
+    assert_ok(obi_bundle_create_recycled(root, &recycler, &bundle, err_ptr_));
+    assert_int_equal(s.takes, 1); /* none to take yet: made */
+    char *path = strdup(obi_bundle_path(bundle));
+    char *deep = obi_path_join(path, "scratch/x/y");
+    char *file = obi_path_join(path, "scratch/x/y/f");
+    char *inputs = obi_path_join(path, "inputs");
+    char *link = obi_path_join(path, "inputs/in");
+    char *other = obi_path_join(path, "config.json");
+    char *fake = obi_path_join(path, "absent"); /* a skeleton name that is not a directory */
+    char *kept_outside = obi_path_join(outside, "keep");
+    assert_ok(obi_mkdir_p(deep, 0755, err_ptr_));
+    assert_ok(obi_write_file(file, "x", 1, 0644, err_ptr_));
+    assert_int_equal(mkdir(inputs, 0755), 0);
+    assert_ok(obi_write_file(kept_outside, "x", 1, 0644, err_ptr_));
+    assert_int_equal(symlink(outside, link), 0);
+    assert_int_equal(symlink(outside, fake), 0);
+    assert_ok(obi_write_file(other, "{}", 2, 0644, err_ptr_));
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    ino_t inode = st.st_ino;
+    emptied_seen seen = {strdup(path), 0, false};
+    obi_bundle_set_on_emptied(bundle, note_emptied, &seen);
+    assert_ok(obi_bundle_close(bundle, err_ptr_));
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(s.gives, 1);
+    assert_false(exists(path));
+    assert_true(exists(kept_outside));
+    /* The spare holds scratch/ and inputs/, both empty, and nothing else. */
+    char *listing = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&listing, &len);
+    char *cmd = NULL;
+    assert_true(asprintf(&cmd, "cd '%s' && find . | sort", s.path) > 0);
+    FILE *p = popen(cmd, "r");
+    char line[256];
+    while (fgets(line, sizeof line, p))
+        fputs(line, f);
+    pclose(p);
+    fclose(f);
+    assert_string_equal(listing, ".\n./inputs\n./scratch\n");
+    obi_bundle *again = NULL;
+    assert_ok(obi_bundle_create_recycled(root, &recycler, &again, err_ptr_));
+    assert_int_equal(s.takes, 2);
+    assert_int_equal(stat(obi_bundle_path(again), &st), 0);
+    assert_int_equal(st.st_ino, inode);
+    obi_bundle_abandon(again); /* (left for the tmpdir's removal) */
+    free(cmd);
+    free(listing);
+    free(seen.path);
+    free(kept_outside);
+    free(fake);
+    free(other);
+    free(link);
+    free(inputs);
+    free(file);
+    free(deep);
+    free(path);
+    free(s.path);
+    obi_test_tmpdir_remove(outside);
+    obi_test_tmpdir_remove(root);
+}
+
 static void test_bundle_create_fails_clearly_on_unwritable_root(void **state)
 {
     (void)state;
@@ -225,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_bundle_sweep_leaves_kept_bundles),
         cmocka_unit_test(test_bundle_sweep_leaves_a_bundle_handed_to_a_child),
         cmocka_unit_test(test_bundle_close_calls_emptied_before_the_last_rmdir),
+        cmocka_unit_test(test_bundle_recycles_its_skeleton_empty),
         cmocka_unit_test(test_bundle_create_fails_clearly_on_unwritable_root),
     };
     return cmocka_run_group_tests_name("bundle", tests, NULL, NULL);

@@ -358,20 +358,36 @@ static void test_oci_build_call_output_gets_that_builds_log(void **state)
 
 /* ---- root skeletons (root_pool.h) ---- */
 
-static size_t root_pool_entries(const fixture *f)
+/* Pool entries that are root skeletons (they hold etc/), or else bundle skeletons (bundle.h:
+ * the bundle directory with nothing but empty scratch/ and inputs/). */
+static size_t pool_entries_of(const fixture *f, bool roots)
 {
     char *pool = obi_path_join(f->bundles, OBI_ROOT_POOL_DIR);
     DIR *d = opendir(pool);
-    free(pool);
-    if (!d)
+    if (!d) {
+        free(pool);
         return 0;
+    }
     size_t n = 0;
     struct dirent *de;
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        char *etc = NULL;
+        struct stat st;
+        assert_true(asprintf(&etc, "%s/%s/etc", pool, de->d_name) > 0);
+        if ((stat(etc, &st) == 0) == roots)
             n++;
+        free(etc);
+    }
     closedir(d);
+    free(pool);
     return n;
+}
+
+static size_t root_pool_entries(const fixture *f)
+{
+    return pool_entries_of(f, true);
 }
 
 /* FAKE_SCRIPT that produces the output and appends the inode of the bundle's root/ to
@@ -410,8 +426,10 @@ static void test_oci_build_second_build_reuses_the_first_ones_root(void **state)
     obi_build_request *req = simple_request();
     build_ok(f, req);
     assert_int_equal(root_pool_entries(f), 1);
+    assert_int_equal(pool_entries_of(f, false), 1); /* the bundle directory, pooled too */
     build_ok(f, req);
     assert_int_equal(root_pool_entries(f), 1);
+    assert_int_equal(pool_entries_of(f, false), 1);
     char *inodes = recorded_inodes(f);
     char *second = strchr(inodes, '\n');
     assert_non_null(second);
