@@ -164,6 +164,10 @@ kill -TERM $pid
 wait $pid; rc=$?
 [ $rc -ne 0 ] && t_ok "SIGTERM mid-build fails the build" || t_fail "SIGTERM exit code" "rc=$rc"
 t_contains "SIGTERM reported" "$(cat "$T_TMP/sigterm.err")" "interrupted"
+# No t_settle: a build stopped by a signal removes everything itself before it exits.
+left=$(ls -A "$BUNDLES" | grep -v '^\.' || true)
+[ -z "$left" ] && t_ok "SIGTERM: the bundle is gone when ocibuild has exited (no child removes it)" ||
+  t_fail "SIGTERM: the bundle is gone when ocibuild has exited" "$left"
 t_check "no leftovers after SIGTERM" no_leftovers
 
 # SIGKILL cannot be caught: the container and the bundle outlive ocibuild, and the next run
