@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,17 @@ static int take_stdout(void)
     if (fd < 0 || dup2(STDERR_FILENO, STDOUT_FILENO) < 0)
         return -1;
     return fd;
+}
+
+/* A client that hangs up mid-build must not kill this process with SIGPIPE at its next write
+ * (a log line, the protocol): killed so, it left the build's container running (a foreground
+ * crun outlives its caller), seen in test_farm.sh when the client stopped reading at its log
+ * limit. The write fails with EPIPE instead, and the hangup watch (nix_serve.c) cancels the
+ * build, which kills and removes the container. A handler, not SIG_IGN: what this process
+ * executes (the runtime, and the build through it) gets the default disposition back. */
+static void on_sigpipe(int sig)
+{
+    (void)sig;
 }
 
 int cli_remote_builder(int argc, char **argv)
@@ -90,6 +102,10 @@ int cli_remote_builder(int argc, char **argv)
         usage(stderr);
         return CLI_EXIT_USAGE;
     }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigpipe;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGPIPE, &sa, NULL);
     cleanup_close int protocol_out = take_stdout();
     if (protocol_out < 0)
         return cli_failf("cannot set stdout aside for the protocol: %s", strerror(errno));
