@@ -146,17 +146,26 @@ static bool always(void)
 /* What the CPU has and the kernel enabled, as glibc's loader found it at start-up. Not
  * __builtin_cpu_supports: it links libgcc's constructor, which runs cpuid a dozen times before
  * main in every process, and cpuid traps to the hypervisor in a VM (~13 us each here). */
+/* One feature bit of that table. glibc's own x86_cpu_active shifts a signed 1 by the bit
+ * number, undefined for bit 31 (AVX512VL), which UBSan stops at. */
+static bool cpu_active(unsigned index)
+{
+    enum { BITS = 8 * sizeof(unsigned) };
+    const struct cpuid_feature *leaf = __x86_get_cpuid_feature_leaf(index / (BITS * 4));
+    unsigned reg = (index & (BITS * 4 - 1)) / BITS;
+    return (leaf->active_array[reg] >> (index & (BITS - 1))) & 1u;
+}
 static bool cpu_has_sse41(void)
 {
-    return CPU_FEATURE_ACTIVE(SSE4_1);
+    return cpu_active(x86_cpu_SSE4_1);
 }
 static bool cpu_has_avx2(void)
 {
-    return CPU_FEATURE_ACTIVE(AVX2) && cpu_has_sse41();
+    return cpu_active(x86_cpu_AVX2) && cpu_has_sse41();
 }
 static bool cpu_has_avx512(void)
 {
-    return CPU_FEATURE_ACTIVE(AVX512F) && CPU_FEATURE_ACTIVE(AVX512VL) && cpu_has_avx2();
+    return cpu_active(x86_cpu_AVX512F) && cpu_active(x86_cpu_AVX512VL) && cpu_has_avx2();
 }
 #endif
 
