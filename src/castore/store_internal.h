@@ -14,6 +14,7 @@
 #include "ocibuild/digest_map.h"
 #include "ocibuild/node.h"
 #include "ocibuild/store_backend.h"
+#include "ocibuild/store_roots.h"
 
 typedef struct obi_encoded_directory {
     uint64_t size; /* obi_directory_size of the decoded directory */
@@ -101,5 +102,15 @@ bool obi_blob_service_is_local(const obi_blob_service *blobs);
 /* ROOT/gc.lock flock'ed with operation (LOCK_SH: a writer or a pin; LOCK_EX: gc), waiting;
  * *fd_out holds it until closed (store_roots.h). */
 int obi_store_gc_lock(const char *root, int operation, int *fd_out, obi_error **err);
+
+/* "blob HEX" or "directory HEX" (len bytes at s, no newline) into *ref: NULL, or what is
+ * wrong with it (store_roots.c). */
+const char *obi_store_ref_parse(const char *s, size_t len, obi_store_ref *ref);
+/* The objects a live process's pin file (store_pins.c) open at fd keeps: those of its pins
+ * not released. path names it in errors (a line that does not parse: -EINVAL naming it). */
+int obi_pin_file_read(int fd, const char *path, obi_store_ref **refs_out, size_t *n_out,
+                      obi_error **err);
+/* Whether name (in temproots/) is a compaction's new pin file before its rename. */
+bool obi_pin_file_is_compaction(const char *name);
 
 #endif

@@ -1,15 +1,14 @@
 /*
- * Roots and pins of an on-disk store (include/ocibuild/store_roots.h): the files under
- * ROOT/gcroots and ROOT/temproots, and ROOT/gc.lock that orders them against the garbage
- * collector (store_gc.c). A root or pin file is text, one object per line:
+ * Roots of an on-disk store (include/ocibuild/store_roots.h): the files under ROOT/gcroots,
+ * ROOT/gc.lock that orders roots and pins against the garbage collector (store_gc.c), and the
+ * listing of every root and live pin gc marks from. A root file is text, one object per line:
  *
  *     directory 1f0e...(64 hex)
  *     blob 9a3c...(64 hex)
  *
- * Permanent roots are written atomically (temporary name, fsync, rename). A pin is appended
- * to with one write(2) per object under a shared gc.lock, never synced: gc only reads pins of
- * live processes, whose writes it sees through the page cache, and a pin means nothing after
- * a crash.
+ * Permanent roots are written atomically (temporary name, fsync, rename). Pins, one file per
+ * process in ROOT/temproots, are store_pins.c's: listed here, through obi_pin_file_read, when
+ * their owner holds their lock, and removed when it is free (the owner died).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -18,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,7 +27,6 @@
 #include "ocibuild/store_roots.h"
 #include "store_internal.h"
 
-#define PIN_TOKEN_LEN 32     /* hex digits: 128 random bits */
 #define ROOTS_MAX_NESTING 16 /* levels of directories below gcroots/ that are read */
 
 int obi_store_ref_of_node(const obi_node *node, obi_store_ref *out)
@@ -109,7 +106,26 @@ static int format_refs(const obi_node *nodes, size_t n, obi_buf *out, obi_error 
     return 0;
 }
 
-/* Parses a root or pin file's text (display names it in errors). */
+const char *obi_store_ref_parse(const char *s, size_t len, obi_store_ref *ref)
+{
+    _Static_assert(OBI_DIGEST_HEX_LEN == 64, "the message below says 64");
+    size_t word;
+    if (len > 5 && !strncmp(s, "blob ", 5)) {
+        ref->kind = OBI_STORE_BLOB;
+        word = 5;
+    } else if (len > 10 && !strncmp(s, "directory ", 10)) {
+        ref->kind = OBI_STORE_DIRECTORY;
+        word = 10;
+    } else {
+        return "expected \"blob HEX\" or \"directory HEX\"";
+    }
+    if (len - word != OBI_DIGEST_HEX_LEN ||
+        obi_hex_decode(s + word, OBI_DIGEST_HEX_LEN, ref->digest.bytes, OBI_DIGEST_LEN) < 0)
+        return "not a digest of 64 hex digits";
+    return NULL;
+}
+
+/* Parses a root file's text (display names it in errors). */
 static int parse_refs(const char *text, size_t len, const char *display, obi_store_ref **out,
                       size_t *n_out, obi_error **err)
 {
@@ -123,22 +139,9 @@ static int parse_refs(const char *text, size_t len, const char *display, obi_sto
         if (line_len == 0)
             continue;
         obi_store_ref ref = {0};
-        size_t word;
-        if (line_len > 5 && !strncmp(start, "blob ", 5)) {
-            ref.kind = OBI_STORE_BLOB;
-            word = 5;
-        } else if (line_len > 10 && !strncmp(start, "directory ", 10)) {
-            ref.kind = OBI_STORE_DIRECTORY;
-            word = 10;
-        } else {
-            return obi_error_set(err, -EINVAL,
-                                 "%s: line %zu: expected \"blob HEX\" or \"directory HEX\"",
-                                 display, line);
-        }
-        if (line_len - word != OBI_DIGEST_HEX_LEN ||
-            obi_hex_decode(start + word, OBI_DIGEST_HEX_LEN, ref.digest.bytes, OBI_DIGEST_LEN) < 0)
-            return obi_error_set(err, -EINVAL, "%s: line %zu: not a digest of %d hex digits",
-                                 display, line, OBI_DIGEST_HEX_LEN);
+        const char *wrong = obi_store_ref_parse(start, line_len, &ref);
+        if (wrong)
+            return obi_error_set(err, -EINVAL, "%s: line %zu: %s", display, line, wrong);
         if (n == capacity) {
             capacity = capacity ? 2 * capacity : 16;
             obi_store_ref *grown = realloc(refs, capacity * sizeof *refs);
@@ -361,7 +364,7 @@ static int list_permanent(root_lister *lister, const char *dir_path, const char 
     return 0;
 }
 
-/* Pins of live processes (their owner holds the flock); dead ones removed if asked. */
+/* Pin files of live processes (their owner holds the flock); dead ones removed if asked. */
 static int list_pins(root_lister *lister, const char *root, obi_error **err)
 {
     cleanup_free char *dir_path = obi_path_join(root, OBI_TEMP_ROOTS_DIR);
@@ -372,7 +375,8 @@ static int list_pins(root_lister *lister, const char *root, obi_error **err)
         return errno == ENOENT ? 0 : obi_error_set_errno(err, errno, "open %s", dir_path);
     struct dirent *de;
     while ((de = readdir(dir))) {
-        if (de->d_name[0] == '.')
+        bool leftover = obi_pin_file_is_compaction(de->d_name);
+        if (de->d_name[0] == '.' && !leftover)
             continue;
         cleanup_free char *path = obi_path_join(dir_path, de->d_name);
         cleanup_free char *name = NULL;
@@ -380,16 +384,21 @@ static int list_pins(root_lister *lister, const char *root, obi_error **err)
             return obi_error_oom(err);
         cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
-            continue; /* its owner freed it meanwhile */
+            continue; /* its owner removed it meanwhile */
         if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
-            /* nobody holds it: its owner died */
+            /* nobody holds it: its owner died (or, for a leftover, died compacting) */
             if (lister->remove_dead)
                 unlink(path);
             continue;
         }
-        int r = visit_root_file(lister, path, name, NULL, true, err);
-        if (r == -ENOENT)
-            continue; /* freed between the lock test and the read */
+        if (leftover)
+            continue; /* being written: the file it replaces is read */
+        cleanup_free obi_store_ref *refs = NULL;
+        size_t n = 0;
+        int r = obi_pin_file_read(fd, path, &refs, &n, err);
+        obi_store_root pin = {name, NULL, true, refs, n};
+        if (r == 0)
+            r = lister->visit(&pin, lister->ctx, err);
         if (r < 0)
             return r;
     }
@@ -410,121 +419,4 @@ int obi_store_roots_list(obi_store *store, bool pins, bool remove_dead, obi_stor
     if (r == 0 && pins)
         r = list_pins(&lister, store->local_root, err);
     return r;
-}
-
-/* ---- pins ---- */
-
-struct obi_store_pin {
-    char *root; /* NULL: a store without roots, nothing to do */
-    char *path; /* ROOT/temproots/TOKEN, once made */
-    int fd;     /* the pin file, flock'ed exclusively */
-    int gc_fd;  /* gc.lock, shared, while held */
-    unsigned holds;
-};
-
-int obi_store_pin_new(obi_store *store, obi_store_pin **out, obi_error **err)
-{
-    obi_store_pin *pin = calloc(1, sizeof *pin);
-    if (!pin)
-        return obi_error_oom(err);
-    pin->fd = pin->gc_fd = -1;
-    if (store->local_root && !(pin->root = strdup(store->local_root))) {
-        free(pin);
-        return obi_error_oom(err);
-    }
-    *out = pin;
-    return 0;
-}
-
-/* Creates and locks ROOT/temproots/<random token>; gc.lock is held shared by the caller, so
- * no gc can see it unlocked. */
-static int pin_create_file(obi_store_pin *pin, obi_error **err)
-{
-    cleanup_free char *dir = obi_path_join(pin->root, OBI_TEMP_ROOTS_DIR);
-    if (!dir)
-        return obi_error_oom(err);
-    int r = obi_mkdir_p(dir, 0755, err);
-    if (r < 0)
-        return r;
-    for (int attempt = 0; attempt < 100; attempt++) {
-        uint8_t random[PIN_TOKEN_LEN / 2];
-        if (getrandom(random, sizeof random, 0) != (ssize_t)sizeof random)
-            return obi_error_set_errno(err, errno, "getrandom");
-        char token[PIN_TOKEN_LEN + 1];
-        obi_hex_encode(random, sizeof random, token);
-        cleanup_free char *path = obi_path_join(dir, token);
-        if (!path)
-            return obi_error_oom(err);
-        cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
-        if (fd < 0 && errno == EEXIST)
-            continue;
-        if (fd < 0)
-            return obi_error_set_errno(err, errno, "create %s", path);
-        if (flock(fd, LOCK_EX) < 0) {
-            r = obi_error_set_errno(err, errno, "flock %s", path);
-            unlink(path);
-            return r;
-        }
-        pin->fd = steal_fd(&fd);
-        pin->path = steal_pointer(&path);
-        return 0;
-    }
-    return obi_error_set(err, -EEXIST, "create a pin in %s: every name taken", dir);
-}
-
-int obi_store_pin_hold_gc(obi_store_pin *pin, obi_error **err)
-{
-    if (!pin->root)
-        return 0;
-    if (pin->holds++ > 0)
-        return 0;
-    int r = obi_store_gc_lock(pin->root, LOCK_SH, &pin->gc_fd, err);
-    if (r < 0)
-        pin->holds = 0;
-    return r;
-}
-
-void obi_store_pin_release_gc(obi_store_pin *pin)
-{
-    if (!pin->root || pin->holds == 0 || --pin->holds > 0)
-        return;
-    close(pin->gc_fd); /* drops the flock */
-    pin->gc_fd = -1;
-}
-
-int obi_store_pin_add(obi_store_pin *pin, const obi_node *node, obi_error **err)
-{
-    obi_store_ref ref;
-    if (!pin->root || !obi_store_ref_of_node(node, &ref))
-        return 0;
-    int r = obi_store_pin_hold_gc(pin, err);
-    if (r < 0)
-        return r;
-    if (pin->fd < 0)
-        r = pin_create_file(pin, err);
-    if (r == 0) {
-        char hex[OBI_DIGEST_HEX_LEN + 1], line[OBI_DIGEST_HEX_LEN + 16];
-        obi_digest_to_hex(&ref.digest, hex);
-        int len = snprintf(line, sizeof line, "%s %s\n", obi_store_object_kind_name(ref.kind), hex);
-        r = obi_write_all(pin->fd, line, (size_t)len);
-        if (r < 0)
-            r = obi_error_set_errno(err, -r, "write %s", pin->path);
-    }
-    obi_store_pin_release_gc(pin);
-    return r;
-}
-
-void obi_store_pin_free(obi_store_pin *pin)
-{
-    if (!pin)
-        return;
-    if (pin->path)
-        unlink(pin->path);
-    if (pin->fd >= 0)
-        close(pin->fd);
-    if (pin->gc_fd >= 0)
-        close(pin->gc_fd);
-    free(pin->root);
-    free(pin->path);
-    free(pin);
 }

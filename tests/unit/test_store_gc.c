@@ -8,10 +8,13 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -228,6 +231,257 @@ static void test_store_gc_retires_the_pin_of_a_dead_process(void **state)
     assert_int_equal(files, 0);
 }
 
+/* Pin files (temproots/, not counting names starting with '.'). */
+static size_t count_pin_files(fixture *f)
+{
+    cleanup_free char *pins = obi_path_join(f->store->local_root, OBI_TEMP_ROOTS_DIR);
+    cleanup_dir DIR *dir = opendir(pins);
+    if (!dir)
+        return 0;
+    struct dirent *de;
+    size_t files = 0;
+    while ((de = readdir(dir)))
+        files += de->d_name[0] != '.';
+    return files;
+}
+
+/* The size of the one pin file there is. */
+static off_t pin_file_size(fixture *f)
+{
+    cleanup_free char *pins = obi_path_join(f->store->local_root, OBI_TEMP_ROOTS_DIR);
+    cleanup_dir DIR *dir = opendir(pins);
+    assert_non_null(dir);
+    struct dirent *de;
+    struct stat st = {0};
+    size_t files = 0;
+    while ((de = readdir(dir)))
+        if (de->d_name[0] != '.' && ++files)
+            assert_int_equal(fstatat(dirfd(dir), de->d_name, &st, 0), 0);
+    assert_int_equal(files, 1);
+    return st.st_size;
+}
+
+static obi_store_pin *pin_one(fixture *f, const obi_node *node)
+{
+    obi_store_pin *pin = NULL;
+    assert_ok(obi_store_pin_new(f->store, &pin, err_ptr_));
+    assert_ok(obi_store_pin_add(pin, node, err_ptr_));
+    return pin;
+}
+
+static int count_pin_roots(const obi_store_root *root, void *ctx, obi_error **err)
+{
+    (void)err;
+    *(size_t *)ctx += root->pin;
+    return 0;
+}
+
+static void test_store_pins_of_one_process_share_one_file(void **state)
+{
+    fixture *f = *state;
+    obi_store_pin *pins[3];
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(pins); i++)
+        pins[i] = pin_one(f, i % 2 ? &f->loose : &f->kept);
+    assert_int_equal(count_pin_files(f), 1);
+    size_t listed = 0;
+    assert_ok(obi_store_roots_list(f->store, true, false, count_pin_roots, &listed, err_ptr_));
+    assert_int_equal(listed, 1);
+    /* many more, each freed again, while the first ones live */
+    for (int i = 0; i < 200; i++)
+        obi_store_pin_free(pin_one(f, &f->loose));
+    assert_int_equal(count_pin_files(f), 1);
+    obi_store_pin_free(pins[0]);
+    obi_store_pin_free(pins[1]);
+    assert_int_equal(count_pin_files(f), 1);
+    /* the process's last pin takes the file with it */
+    obi_store_pin_free(pins[2]);
+    assert_int_equal(count_pin_files(f), 0);
+}
+
+static void test_store_gc_collects_what_a_freed_pin_held_while_others_live(void **state)
+{
+    fixture *f = *state;
+    cleanup_store_pin obi_store_pin *tree = pin_one(f, &f->kept);
+    obi_store_pin *loose = pin_one(f, &f->loose);
+    obi_store_pin_free(loose);
+    assert_int_equal(count_pin_files(f), 1);
+    collect(f, NULL);
+    assert_tree_kept(f);
+    assert_false(has_blob(f, &f->loose.digest));
+    assert_verifies_clean(f);
+}
+
+static void test_store_gc_keeps_an_object_pinned_twice_and_released_once(void **state)
+{
+    fixture *f = *state;
+    cleanup_store_pin obi_store_pin *tree = pin_one(f, &f->kept);
+    obi_store_pin *first = pin_one(f, &f->loose);
+    obi_store_pin *second = pin_one(f, &f->loose);
+    obi_store_pin_free(first);
+    collect(f, NULL);
+    assert_true(has_blob(f, &f->loose.digest));
+    obi_store_pin_free(second);
+    collect(f, NULL);
+    assert_false(has_blob(f, &f->loose.digest));
+    assert_tree_kept(f);
+}
+
+static void test_store_pin_file_compaction_keeps_live_pins_and_bounds_the_file(void **state)
+{
+    fixture *f = *state;
+    cleanup_store_pin obi_store_pin *tree = pin_one(f, &f->kept);
+    cleanup_store_pin obi_store_pin *middle = NULL;
+    /* ~90 bytes a round: 270 KB without compaction, which starts at 64 KiB released */
+    for (int i = 0; i < 3000; i++) {
+        if (i == 1500)
+            middle = pin_one(f, &f->loose);
+        obi_store_pin_free(pin_one(f, &f->loose));
+        assert_true(pin_file_size(f) < (68 << 10));
+    }
+    collect(f, NULL);
+    assert_tree_kept(f);
+    assert_true(has_blob(f, &f->loose.digest));
+    obi_store_pin_free(steal_pointer(&middle));
+    collect(f, NULL);
+    assert_tree_kept(f);
+    assert_false(has_blob(f, &f->loose.digest));
+    assert_int_equal(count_pin_files(f), 1);
+}
+
+typedef struct pin_thread {
+    fixture *f;
+    int failures;
+} pin_thread;
+
+static void *pin_and_free_in_a_loop(void *arg)
+{
+    pin_thread *t = arg;
+    for (int i = 0; i < 300; i++) {
+        obi_store_pin *pin = NULL;
+        if (obi_store_pin_new(t->f->store, &pin, NULL) < 0 ||
+            obi_store_pin_add(pin, &t->f->loose, NULL) < 0)
+            t->failures++;
+        obi_store_pin_free(pin);
+    }
+    return NULL;
+}
+
+static void test_store_pins_of_many_threads_share_one_file(void **state)
+{
+    fixture *f = *state;
+    cleanup_store_pin obi_store_pin *tree = pin_one(f, &f->kept);
+    pthread_t threads[4];
+    pin_thread args[4];
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(threads); i++) {
+        args[i] = (pin_thread){f, 0};
+        assert_int_equal(pthread_create(&threads[i], NULL, pin_and_free_in_a_loop, &args[i]), 0);
+    }
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(threads); i++) {
+        assert_int_equal(pthread_join(threads[i], NULL), 0);
+        assert_int_equal(args[i].failures, 0);
+    }
+    assert_int_equal(count_pin_files(f), 1);
+    collect(f, NULL);
+    assert_tree_kept(f);
+    assert_false(has_blob(f, &f->loose.digest));
+}
+
+static void test_store_pins_of_a_forked_child_go_to_a_file_of_its_own(void **state)
+{
+    fixture *f = *state;
+    cleanup_store_pin obi_store_pin *tree = pin_one(f, &f->kept);
+    int ready[2], go[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(go), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        close(ready[0]);
+        close(go[1]);
+        /* its copy of the parent's pin, freed, must not release the parent's */
+        obi_store_pin_free(steal_pointer(&tree));
+        obi_store_pin *own = NULL;
+        int r = obi_store_pin_new(f->store, &own, NULL);
+        if (r == 0)
+            r = obi_store_pin_add(own, &f->loose, NULL);
+        char c;
+        _exit(r == 0 && write(ready[1], "x", 1) == 1 && read(go[0], &c, 1) >= 0 ? 0 : 1);
+    }
+    close(ready[1]);
+    close(go[0]);
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1); /* 0 when the child failed */
+    assert_int_equal(count_pin_files(f), 2);
+    collect(f, NULL);
+    assert_tree_kept(f);
+    assert_true(has_blob(f, &f->loose.digest));
+    /* the child exits without freeing its pin: its file is swept, the parent's stays */
+    close(go[1]);
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    collect(f, NULL);
+    assert_tree_kept(f);
+    assert_false(has_blob(f, &f->loose.digest));
+    assert_int_equal(count_pin_files(f), 1);
+    close(ready[0]);
+}
+
+static void test_store_gc_sweeps_the_pin_file_of_a_killed_process(void **state)
+{
+    fixture *f = *state;
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        close(ready[0]);
+        obi_store_pin *pin = NULL;
+        if (obi_store_pin_new(f->store, &pin, NULL) < 0 ||
+            obi_store_pin_add(pin, &f->kept, NULL) < 0 || write(ready[1], "x", 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(ready[1]);
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    collect(f, NULL);
+    assert_tree_kept(f);
+    assert_int_equal(kill(child, SIGKILL), 0);
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFSIGNALED(status));
+    collect(f, NULL);
+    assert_false(has_directory(f, &f->kept.digest));
+    assert_int_equal(count_pin_files(f), 0);
+    close(ready[0]);
+}
+
+static void test_store_gc_reads_older_pin_files_and_unfinished_lines(void **state)
+{
+    fixture *f = *state;
+    cleanup_free char *pins = obi_path_join(f->store->local_root, OBI_TEMP_ROOTS_DIR);
+    cleanup_free char *path = obi_path_join(pins, "0123456789abcdef0123456789abcdef");
+    assert_ok(obi_mkdir_p(pins, 0755, err_ptr_));
+    /* an older ocibuild's pin (no numbers), and a release not written to its end */
+    char loose[OBI_DIGEST_HEX_LEN + 1], kept[OBI_DIGEST_HEX_LEN + 1], text[300];
+    obi_digest_to_hex(&f->loose.digest, loose);
+    obi_digest_to_hex(&f->kept.digest, kept);
+    snprintf(text, sizeof text, "blob %s\n7 directory %s\n7 relea", loose, kept);
+    assert_ok(obi_write_file(path, text, strlen(text), 0644, err_ptr_));
+    cleanup_close int owner = open(path, O_RDONLY | O_CLOEXEC);
+    assert_int_equal(flock(owner, LOCK_EX), 0);
+    collect(f, NULL);
+    assert_tree_kept(f);
+    assert_true(has_blob(f, &f->loose.digest));
+    /* a line that is none of the three stops gc, naming the file and the line */
+    assert_ok(obi_write_file(path, "7 released\nx y\n", 15, 0644, err_ptr_));
+    obi_store_gc *gc = NULL;
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_store_gc_begin(f->store, &gc, &err), -EINVAL,
+                      "0123456789abcdef0123456789abcdef: line 2");
+    assert_true(has_blob(f, &f->loose.digest));
+}
+
 static void test_store_gc_indirect_root_lives_as_long_as_its_file(void **state)
 {
     fixture *f = *state;
@@ -408,6 +662,14 @@ int main(void)
         T(test_store_gc_max_freed_stops_early_and_leaves_a_clean_store),
         T(test_store_gc_keeps_what_a_live_pin_holds),
         T(test_store_gc_retires_the_pin_of_a_dead_process),
+        T(test_store_pins_of_one_process_share_one_file),
+        T(test_store_gc_collects_what_a_freed_pin_held_while_others_live),
+        T(test_store_gc_keeps_an_object_pinned_twice_and_released_once),
+        T(test_store_pin_file_compaction_keeps_live_pins_and_bounds_the_file),
+        T(test_store_pins_of_many_threads_share_one_file),
+        T(test_store_pins_of_a_forked_child_go_to_a_file_of_its_own),
+        T(test_store_gc_sweeps_the_pin_file_of_a_killed_process),
+        T(test_store_gc_reads_older_pin_files_and_unfinished_lines),
         T(test_store_gc_indirect_root_lives_as_long_as_its_file),
         T(test_store_gc_waits_for_a_writer_and_keeps_what_it_pinned),
         T(test_store_gc_stops_at_a_damaged_live_directory),
