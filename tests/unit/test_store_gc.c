@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -433,13 +435,14 @@ static void test_store_gc_sweeps_the_pin_file_of_a_killed_process(void **state)
     assert_int_equal(pipe(ready), 0);
     pid_t child = fork();
     if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         close(ready[0]);
         obi_store_pin *pin = NULL;
         if (obi_store_pin_new(f->store, &pin, NULL) < 0 ||
             obi_store_pin_add(pin, &f->kept, NULL) < 0 || write(ready[1], "x", 1) != 1)
             _exit(1);
         for (;;)
-            pause();
+            pause(); /* until killed, or its parent dies (a failed test) */
     }
     close(ready[1]);
     char c;
@@ -454,6 +457,83 @@ static void test_store_gc_sweeps_the_pin_file_of_a_killed_process(void **state)
     assert_false(has_directory(f, &f->kept.digest));
     assert_int_equal(count_pin_files(f), 0);
     close(ready[0]);
+}
+
+/* In a child (rlimits and signal dispositions are process-wide): a pin whose line cannot be
+ * written whole fails and keeps nothing, and the next line still starts a line of its own. */
+static int pin_past_a_failed_write(fixture *f)
+{
+    obi_store_pin *tree = NULL, *failed = NULL, *after = NULL;
+    if (obi_store_pin_new(f->store, &tree, NULL) < 0 || obi_store_pin_add(tree, &f->kept, NULL) < 0)
+        return 1;
+    /* room for 20 more bytes: the next line is cut there */
+    struct rlimit saved, small;
+    signal(SIGXFSZ, SIG_IGN);
+    if (getrlimit(RLIMIT_FSIZE, &saved) < 0)
+        return 2;
+    small = saved;
+    small.rlim_cur = (rlim_t)pin_file_size(f) + 20;
+    if (setrlimit(RLIMIT_FSIZE, &small) < 0)
+        return 3;
+    obi_error *err = NULL;
+    int r = obi_store_pin_new(f->store, &failed, NULL);
+    if (r == 0)
+        r = obi_store_pin_add(failed, &f->loose, &err);
+    bool named = err && strstr(err->message, "write ");
+    obi_error_free(err);
+    if (r != -EFBIG || !named || setrlimit(RLIMIT_FSIZE, &saved) < 0)
+        return 4;
+    if (obi_store_pin_new(f->store, &after, NULL) < 0 ||
+        obi_store_pin_add(after, &f->kept, NULL) < 0)
+        return 5;
+    return 0;
+}
+
+static void test_store_pin_whose_line_cannot_be_written_leaves_the_file_readable(void **state)
+{
+    fixture *f = *state;
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(ready[0]);
+        char code = (char)pin_past_a_failed_write(f);
+        if (write(ready[1], &code, 1) != 1)
+            _exit(1);
+        for (;;)
+            pause(); /* until killed, or its parent dies (a failed test) */
+    }
+    close(ready[1]);
+    char code = -1;
+    assert_int_equal(read(ready[0], &code, 1), 1);
+    assert_int_equal(code, 0);
+    collect(f, NULL); /* fails if the file does not parse */
+    assert_int_equal(kill(child, SIGKILL), 0);
+    assert_int_equal(waitpid(child, NULL, 0), child);
+    close(ready[0]);
+    assert_tree_kept(f);
+    assert_false(has_blob(f, &f->loose.digest));
+}
+
+static void test_store_gc_removes_a_dead_compaction_and_leaves_other_hidden_files(void **state)
+{
+    fixture *f = *state;
+    cleanup_free char *pins = obi_path_join(f->store->local_root, OBI_TEMP_ROOTS_DIR);
+    cleanup_free char *leftover = obi_path_join(pins, ".0123456789abcdef0123456789abcdef");
+    cleanup_free char *hidden = obi_path_join(pins, ".keep");
+    assert_ok(obi_mkdir_p(pins, 0755, err_ptr_));
+    assert_ok(obi_write_file(leftover, "1 blob x\n", 9, 0644, err_ptr_));
+    assert_ok(obi_write_file(hidden, "", 0, 0644, err_ptr_));
+    /* while its writer holds it, it is neither read (it does not parse) nor removed */
+    cleanup_close int writer = open(leftover, O_RDONLY | O_CLOEXEC);
+    assert_int_equal(flock(writer, LOCK_EX), 0);
+    collect(f, NULL);
+    assert_int_equal(access(leftover, F_OK), 0);
+    close(steal_fd(&writer));
+    collect(f, NULL);
+    assert_int_equal(access(leftover, F_OK), -1);
+    assert_int_equal(access(hidden, F_OK), 0);
 }
 
 static void test_store_gc_reads_older_pin_files_and_unfinished_lines(void **state)
@@ -670,6 +750,8 @@ int main(void)
         T(test_store_pins_of_a_forked_child_go_to_a_file_of_its_own),
         T(test_store_gc_sweeps_the_pin_file_of_a_killed_process),
         T(test_store_gc_reads_older_pin_files_and_unfinished_lines),
+        T(test_store_gc_removes_a_dead_compaction_and_leaves_other_hidden_files),
+        T(test_store_pin_whose_line_cannot_be_written_leaves_the_file_readable),
         T(test_store_gc_indirect_root_lives_as_long_as_its_file),
         T(test_store_gc_waits_for_a_writer_and_keeps_what_it_pinned),
         T(test_store_gc_stops_at_a_damaged_live_directory),
