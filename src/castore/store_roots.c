@@ -163,10 +163,14 @@ int obi_store_gc_lock(const char *root, int operation, int *fd_out, obi_error **
     cleanup_free char *path = obi_path_join(root, "gc.lock");
     if (!path)
         return obi_error_oom(err);
-    int r = obi_mkdir_p(root, 0755, err);
-    if (r < 0)
-        return r;
+    /* made by the first user of the store, so looked for only when the open says it is not */
+    int r;
     cleanup_close int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ENOENT) {
+        if ((r = obi_mkdir_p(root, 0755, err)) < 0)
+            return r;
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    }
     if (fd < 0)
         fd = open(path, O_RDONLY | O_CLOEXEC); /* a reader of a store it may not write */
     if (fd < 0)
