@@ -248,9 +248,8 @@ static int pin_file_create(const char *root, pid_t owner, pin_file **out, obi_er
     cleanup_free char *dir = obi_path_join(root, OBI_TEMP_ROOTS_DIR);
     if (!dir)
         return obi_error_oom(err);
-    int r = obi_mkdir_p(dir, 0755, err);
-    if (r < 0)
-        return r;
+    int r;
+    bool dir_made = false; /* by the store's first pin: made when the create says it is not */
     for (int attempt = 0; attempt < 100; attempt++) {
         uint8_t random[PIN_TOKEN_LEN / 2];
         if (getrandom(random, sizeof random, 0) != (ssize_t)sizeof random)
@@ -260,7 +259,14 @@ static int pin_file_create(const char *root, pid_t owner, pin_file **out, obi_er
         cleanup_free char *path = obi_path_join(dir, token);
         if (!path)
             return obi_error_oom(err);
-        cleanup_close int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+        int flags = O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC;
+        cleanup_close int fd = open(path, flags, 0644);
+        if (fd < 0 && errno == ENOENT && !dir_made) {
+            if ((r = obi_mkdir_p(dir, 0755, err)) < 0)
+                return r;
+            dir_made = true;
+            fd = open(path, flags, 0644);
+        }
         if (fd < 0 && errno == EEXIST)
             continue;
         if (fd < 0)
@@ -308,8 +314,8 @@ static int pin_file_append(pin_file *file, const char *line, size_t len, obi_err
     int r = obi_write_all(file->fd, line, len);
     if (r < 0) {
         if (ftruncate(file->fd, (off_t)file->len) < 0) {
-            /* the partial line stays; a reader ignores nothing after it but fails naming the
-             * line, and gc then removes nothing */
+            /* the partial line stays, and the next one is appended to it: gc then stops at the
+             * file, naming the line, and removes nothing */
         }
         return obi_error_set_errno(err, -r, "write %s", file->path);
     }
