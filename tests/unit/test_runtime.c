@@ -48,14 +48,16 @@ int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout_ms)
  * init (its pid in F, as runc writes it; the script starts only once the fake runtime is gone,
  * so the shell can never reap an init that ended first and leave the service an init that is
  * nobody's child, as runc never does) with $KILLED pointing at a marker file that `kill`
- * creates (so a "container" can notice it was killed), and exits 0; it fails instead, leaving
- * the container (a runtime that failed half way), saying what B/start-fails holds when that
- * exists, and kills itself when B/runtime-dies exists. Without --detach (crun's foreground run)
- * it runs the script as its child, writes F (0.2 s later when B/pid-file-late exists, as the
- * command may write before the runtime writes its pid file), waits for it, removes the
- * container and exits with the script's code. `run --detach --bundle B ID` (services) runs the
- * script itself. `kill` fails for a container that does not exist (yet). `delete` removes the
- * container, or fails while $DIR/delete-fails exists. Every call is appended to $DIR/calls. */
+ * creates (so a "container" can notice it was killed: the scripts below also stop once their
+ * own file is gone, so a test that failed half way leaks no loop past its teardown), and exits 0;
+ * it fails instead, leaving the container (a runtime that failed half way), saying what
+ * B/start-fails holds when that exists, and kills itself when B/runtime-dies exists. Without
+ * --detach (crun's foreground run) it runs the script as its child, writes F (0.2 s later when
+ * B/pid-file-late exists, as the command may write before the runtime writes its pid file), waits
+ * for it, removes the container and exits with the script's code. `run --detach --bundle B ID`
+ * (services) runs the script itself. `kill` fails for a container that does not exist (yet).
+ * `delete` removes the container, or fails while $DIR/delete-fails exists. Every call is appended
+ * to $DIR/calls. */
 static const char FAKE_RUNTIME[] =
     "#!/bin/sh\n"
     "dir=$(dirname \"$0\")\n"
@@ -318,7 +320,7 @@ static void test_runtime_cancel_while_creating_kills_what_it_made(void **state)
 {
     fixture *f = *state;
     mark_bundle(f, "slow-create");
-    write_script(f, "while [ ! -f \"$KILLED\" ]; do sleep 0.05; done; exit 137\n");
+    write_script(f, "while [ ! -f \"$KILLED\" ] && [ -f \"$0\" ]; do sleep 0.05; done; exit 137\n");
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     assert_int_equal(write(fds[1], "x", 1), 1);
@@ -400,7 +402,8 @@ static void test_runtime_timeout_kills_and_deletes_the_container(void **state)
 {
     fixture *f = *state;
     /* The "container" runs until the runtime's kill marks it killed. */
-    write_script(f, "echo started; while [ ! -f \"$KILLED\" ]; do sleep 0.05; done; exit 137\n");
+    write_script(f, "echo started; while [ ! -f \"$KILLED\" ] && [ -f \"$0\" ]; do sleep 0.05; "
+                    "done; exit 137\n");
     obi_run_options opts = OBI_RUN_OPTIONS_INIT;
     opts.timeout_seconds = 1;
     obi_run_result result;
@@ -416,7 +419,7 @@ static void test_runtime_timeout_kills_and_deletes_the_container(void **state)
 static void test_runtime_cancel_fd_kills_and_deletes_the_container(void **state)
 {
     fixture *f = *state;
-    write_script(f, "while [ ! -f \"$KILLED\" ]; do sleep 0.05; done; exit 137\n");
+    write_script(f, "while [ ! -f \"$KILLED\" ] && [ -f \"$0\" ]; do sleep 0.05; done; exit 137\n");
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     assert_int_equal(write(fds[1], "x", 1), 1);
@@ -461,7 +464,7 @@ static void test_runtime_while_starting_runs_once_and_its_failure_kills(void **s
     assert_int_equal(result.exit_code, 0);
     obi_run_result_clear(&result);
 
-    write_script(f, "while [ ! -f \"$KILLED\" ]; do sleep 0.05; done; exit 137\n");
+    write_script(f, "while [ ! -f \"$KILLED\" ] && [ -f \"$0\" ]; do sleep 0.05; done; exit 137\n");
     calls = 0;
     opts.while_starting = fail_aside;
     obi_error *err = NULL;
@@ -526,7 +529,8 @@ static void fail_poll_once_started(const uint8_t *data, size_t len, void *ctx)
 static void test_runtime_poll_failure_kills_and_deletes_the_container(void **state)
 {
     fixture *f = *state;
-    write_script(f, "echo started; while [ ! -f \"$KILLED\" ]; do sleep 0.05; done; exit 137\n");
+    write_script(f, "echo started; while [ ! -f \"$KILLED\" ] && [ -f \"$0\" ]; do sleep 0.05; "
+                    "done; exit 137\n");
     obi_run_options opts = OBI_RUN_OPTIONS_INIT;
     opts.on_output = fail_poll_once_started;
     obi_run_result result;
@@ -542,8 +546,10 @@ static void test_runtime_poll_failure_kills_and_deletes_the_container(void **sta
 static void test_runtime_output_held_after_exit_ends_at_the_deadline(void **state)
 {
     fixture *f = *state;
-    write_script(f, "(while [ ! -f \"$KILLED\" ]; do sleep 0.05; done; echo holder-gone) &\n"
-                    "echo runtime-done\n");
+    write_script(
+        f,
+        "(while [ ! -f \"$KILLED\" ] && [ -f \"$0\" ]; do sleep 0.05; done; echo holder-gone) &\n"
+        "echo runtime-done\n");
     obi_run_options opts = OBI_RUN_OPTIONS_INIT;
     opts.timeout_seconds = 1;
     obi_run_result result;
@@ -584,7 +590,7 @@ static void test_runtime_timeout_with_delete_failing_keeps_both_reasons(void **s
 {
     fixture *f = *state;
     make_delete_fail(f);
-    write_script(f, "while [ ! -f \"$KILLED\" ]; do sleep 0.05; done; exit 137\n");
+    write_script(f, "while [ ! -f \"$KILLED\" ] && [ -f \"$0\" ]; do sleep 0.05; done; exit 137\n");
     obi_run_options opts = OBI_RUN_OPTIONS_INIT;
     opts.timeout_seconds = 1;
     obi_run_result result;
