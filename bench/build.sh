@@ -62,40 +62,9 @@ cp -a "$kept" "$tmp/plain"
 rm -rf "$kept" "$tmp/plain/.lock" "$tmp/plain/.kept"
 ln -sfn /bin/busybox "$tmp/plain/inputs/busybox"
 
-# compare NAME_A CMD_A NAME_B CMD_B: ROUNDS hyperfine rounds (warmups each), the two commands'
-# order alternating between rounds, so the shared machine's shifting load hits both alike.
-# Prints mean and median wall time and mean CPU time (user+system, children included) of each,
-# the ratios A/B, and the median and range of the per-round ratios.
-compare() {
-  local rounds=${ROUNDS:-10} per=$(((RUNS + ${ROUNDS:-10} - 1) / ${ROUNDS:-10})) i
-  for i in $(seq 1 "$rounds"); do
-    if [ $((i % 2)) -eq 1 ]; then
-      hyperfine -N --warmup 2 --runs "$per" --export-json "$tmp/round$i.json" \
-        -n "$1" "$2" -n "$3" "$4" >/dev/null 2>&1
-    else
-      hyperfine -N --warmup 2 --runs "$per" --export-json "$tmp/round$i.json" \
-        -n "$3" "$4" -n "$1" "$2" >/dev/null 2>&1
-    fi
-  done
-  jq -s --arg a "$1" --arg b "$3" -r '
-    def stats($n): [.[] | .results[] | select(.command == $n)] as $r
-      | ([$r[] | .times[]] | sort) as $t
-      | {mean: (($t | add) / ($t | length) * 1000),
-         median: ($t[($t | length) / 2 | floor] * 1000),
-         cpu: (([$r[] | .user + .system] | add) / ($r | length) * 1000)};
-    (map(.) | stats($a)) as $x | (map(.) | stats($b)) as $y
-    | "\($a): mean \($x.mean * 10 | round / 10) ms, median \($x.median * 10 | round / 10) ms, CPU \($x.cpu * 10 | round / 10) ms",
-      "\($b): mean \($y.mean * 10 | round / 10) ms, median \($y.median * 10 | round / 10) ms, CPU \($y.cpu * 10 | round / 10) ms",
-      "ratio \($a)/\($b): mean \($x.mean / $y.mean * 100 | round / 100), median \($x.median / $y.median * 100 | round / 100), CPU \($x.cpu / $y.cpu * 100 | round / 100)",
-      "difference \($a) - \($b): mean \(($x.mean - $y.mean) * 10 | round / 10) ms, median \(($x.median - $y.median) * 10 | round / 10) ms, CPU \(($x.cpu - $y.cpu) * 10 | round / 10) ms",
-      # Within one round both commands ran back to back: the ratio of their means there is
-      # the least exposed to the drifting load of the host. Median and range over the rounds:
-      ([.[] | ([.results[] | select(.command == $a) | .mean] | add)
-              / ([.results[] | select(.command == $b) | .mean] | add)] | sort) as $q
-      | "per-round ratio of means: median \($q[($q | length) / 2 | floor] * 100 | round / 100), range \($q[0] * 100 | round / 100)-\($q[-1] * 100 | round / 100) over \($q | length) rounds"
-  ' "$tmp"/round*.json
-  rm -f "$tmp"/round*.json
-}
+# compare NAME_A CMD_A NAME_B CMD_B: alternating hyperfine rounds, ratios (bench/compare.sh).
+# shellcheck source=bench/compare.sh
+. bench/compare.sh
 
 if [ -n "${BASELINE:-}" ]; then
   echo "== before/after: $BASELINE vs $OCIBUILD, trivial build ($RUNS runs each) =="

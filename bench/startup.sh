@@ -24,35 +24,10 @@ chmod 711 "$tmp" # a build's container root (a host id of its id slot) reaches i
 trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# compare NAME_A CMD_A NAME_B CMD_B (as bench/build.sh's): alternating hyperfine rounds, then
-# wall mean/median and CPU of each, the ratios A/B and the per-round ratios of the means.
-compare() {
-  local per=$(((RUNS + ROUNDS - 1) / ROUNDS)) i
-  for i in $(seq 1 "$ROUNDS"); do
-    if [ $((i % 2)) -eq 1 ]; then
-      hyperfine -N --warmup 5 --runs "$per" --export-json "$tmp/round$i.json" \
-        -n "$1" "$2" -n "$3" "$4" >/dev/null 2>&1
-    else
-      hyperfine -N --warmup 5 --runs "$per" --export-json "$tmp/round$i.json" \
-        -n "$3" "$4" -n "$1" "$2" >/dev/null 2>&1
-    fi
-  done
-  jq -s --arg a "$1" --arg b "$3" -r '
-    def stats($n): [.[] | .results[] | select(.command == $n)] as $r
-      | ([$r[] | .times[]] | sort) as $t
-      | {mean: (($t | add) / ($t | length) * 1000),
-         median: ($t[($t | length) / 2 | floor] * 1000),
-         cpu: (([$r[] | .user + .system] | add) / ($r | length) * 1000)};
-    stats($a) as $x | stats($b) as $y
-    | "\($a): mean \($x.mean * 100 | round / 100) ms, median \($x.median * 100 | round / 100) ms, CPU \($x.cpu * 100 | round / 100) ms",
-      "\($b): mean \($y.mean * 100 | round / 100) ms, median \($y.median * 100 | round / 100) ms, CPU \($y.cpu * 100 | round / 100) ms",
-      "ratio \($a)/\($b): mean \($x.mean / $y.mean * 100 | round / 100), median \($x.median / $y.median * 100 | round / 100), CPU \($x.cpu / $y.cpu * 100 | round / 100)",
-      ([.[] | ([.results[] | select(.command == $a) | .mean] | add)
-              / ([.results[] | select(.command == $b) | .mean] | add)] | sort) as $q
-      | "per-round ratio of means: median \($q[($q | length) / 2 | floor] * 100 | round / 100), range \($q[0] * 100 | round / 100)-\($q[-1] * 100 | round / 100) over \($q | length) rounds"
-  ' "$tmp"/round*.json
-  rm -f "$tmp"/round*.json
-}
+# compare NAME_A CMD_A NAME_B CMD_B: alternating hyperfine rounds, ratios (bench/compare.sh).
+# shellcheck source=bench/compare.sh
+WARMUP=5
+. bench/compare.sh
 
 echo "== ocibuild version vs /bin/true ($RUNS runs each) =="
 compare "ocibuild version" "$OCIBUILD version" "true" "/bin/true"
