@@ -41,19 +41,8 @@ trap cleanup EXIT
 export OCIBUILD_DATA_DIR=$tmp/data
 ms() { jq -r ".results[$2].$3 * 1000" "$1"; }
 
-# ---- the trivial request (examples/hello.json's shape) ----
-cat >"$tmp/hello.json" <<'JSON'
-{
-  "inputs": {"busybox": "/bin/busybox"},
-  "command_args": ["/nix/store/busybox", "sh", "-c",
-                   "mkdir -p /nix/store/hello && echo hello > /nix/store/hello/greeting"],
-  "working_dir": "build",
-  "scratch_paths": ["build", "nix/store"],
-  "inputs_dir": "nix/store",
-  "outputs": ["nix/store/hello"],
-  "constraints": {"system": "x86_64-linux"}
-}
-JSON
+# ---- the trivial request (examples/hello.json's shape, without its output lines) ----
+cp bench/trivial.json "$tmp/hello.json"
 
 # ---- the plain runc bundle: the one ocibuild generates, prepared once ----
 "$OCIBUILD" build --keep-bundle "$tmp/hello.json" >/dev/null

@@ -53,18 +53,7 @@ done
 
 if [ -n "${BASELINE:-}" ] && [ "$(id -u)" -eq 0 ] && command -v perf >/dev/null; then
   echo "== trivial build: CPU of ocibuild's own main thread (perf stat --no-inherit), after vs before =="
-  cat >"$tmp/hello.json" <<'JSON'
-{
-  "inputs": {"busybox": "/bin/busybox"},
-  "command_args": ["/nix/store/busybox", "sh", "-c",
-                   "mkdir -p /nix/store/hello && echo hello > /nix/store/hello/greeting"],
-  "working_dir": "build",
-  "scratch_paths": ["build", "nix/store"],
-  "inputs_dir": "nix/store",
-  "outputs": ["nix/store/hello"],
-  "constraints": {"system": "x86_64-linux"}
-}
-JSON
+  cp bench/trivial.json "$tmp/hello.json" # bench/build.sh's trivial request
   per=$(((RUNS / 10 + ROUNDS - 1) / ROUNDS))
   own() { # DATA_DIR BINARY: mean task-clock (ms) of per builds
     OCIBUILD_DATA_DIR=$1 perf stat -x, --no-inherit -r "$per" -e task-clock \

@@ -15,6 +15,21 @@ T_CLEANUPS=()
 
 t_cleanup() { T_CLEANUPS+=("$*"); }
 
+# t_trivial_request FILE: writes the smallest useful build request to FILE: busybox from the
+# host as its one input, one output directory /nix/store/out holding the file f ("hi").
+t_trivial_request() {
+  cat >"$1" <<'JSON'
+{
+  "inputs": {"busybox": "/bin/busybox"},
+  "command_args": ["/nix/store/busybox", "sh", "-c", "mkdir -p /nix/store/out && echo hi > /nix/store/out/f"],
+  "working_dir": "build",
+  "scratch_paths": ["build", "nix/store"],
+  "inputs_dir": "nix/store",
+  "outputs": ["nix/store/out"]
+}
+JSON
+}
+
 # t_settle DATA_DIR [SECONDS]: `ocibuild build` exits once it has answered and leaves the
 # removal of what its build left (the bundle, the container and mounts below it, the id slot,
 # released just before the bundle's last rmdir) to a child that outlives it by a few ms

@@ -133,16 +133,7 @@ if [ "$(id -u)" -ne 0 ] || ! command -v runc >/dev/null; then
   t_skip "trivial build under valgrind" "needs root and runc"
 else
   export OCIBUILD_DATA_DIR="$T_TMP/build-data"
-  cat >"$T_TMP/build.json" <<'JSON'
-{
-  "inputs": {"busybox": "/bin/busybox"},
-  "command_args": ["/nix/store/busybox", "sh", "-c", "mkdir -p /nix/store/out && echo hi > /nix/store/out/f"],
-  "working_dir": "build",
-  "scratch_paths": ["build", "nix/store"],
-  "inputs_dir": "nix/store",
-  "outputs": ["nix/store/out"]
-}
-JSON
+  t_trivial_request "$T_TMP/build.json"
   if [ -x /bin/busybox ]; then
     vg "trivial build under valgrind" 0 build "$T_TMP/build.json"
     # The run's other endings: a failing exit (deleted after, exit 100) and a timeout (killed,
