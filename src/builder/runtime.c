@@ -743,6 +743,17 @@ static void run_notice_start(run *r)
         run_release_held(r);
 }
 
+/* The runtime (either way of running) died of a signal: no event when we killed it on the way
+ * (KILLING goes on), else "runtime died", saying so. */
+static obi_run_event run_runtime_killed(run *r)
+{
+    if (r->state == OBI_RUN_KILLING)
+        return OBI_RUN_N_EVENTS; /* killed on the way: the runtime is gone */
+    run_fail(r, -EIO, "%s run %s: the runtime died of signal %d; container %s killed and removed",
+             r->runtime->path, r->id, WTERMSIG(r->status), r->id);
+    return OBI_RUN_EV_RUNTIME_DIED;
+}
+
 /* Foreground: the runtime exited (reaped; what it wrote before is in the pipe). Started (its
  * pid file is there): it waited for the init, reported its exit code as its own (128+N for
  * signal N) and deleted the container. Anything else: the event it ends in. */
@@ -752,12 +763,7 @@ static obi_run_event run_foreground_exited(run *r)
     run_drain_output(r);
     if (WIFSIGNALED(r->status)) {
         r->awaiting_start = false;
-        if (r->state == OBI_RUN_KILLING)
-            return OBI_RUN_N_EVENTS; /* killed on the way: the runtime is gone */
-        run_fail(r, -EIO,
-                 "%s run %s: the runtime died of signal %d; container %s killed and removed",
-                 r->runtime->path, r->id, WTERMSIG(r->status), r->id);
-        return OBI_RUN_EV_RUNTIME_DIED;
+        return run_runtime_killed(r);
     }
     if (r->awaiting_start)
         return run_start_failed(r);
@@ -776,12 +782,7 @@ static obi_run_event run_detached(run *r)
         close(r->pidfd);
     r->pidfd = -1;
     if (WIFSIGNALED(r->status)) {
-        if (r->state == OBI_RUN_KILLING)
-            return OBI_RUN_N_EVENTS; /* killed on the way: the runtime is gone */
-        run_fail(r, -EIO,
-                 "%s run %s: the runtime died of signal %d; container %s killed and removed",
-                 r->runtime->path, r->id, WTERMSIG(r->status), r->id);
-        return OBI_RUN_EV_RUNTIME_DIED;
+        return run_runtime_killed(r);
     }
     int code = obi_wait_exit_code(r->status);
     if (code != 0)
