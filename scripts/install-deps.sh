@@ -6,6 +6,7 @@ set -eu
 PACKAGES="build-essential meson ninja-build pkg-config
   libjansson-dev libyaml-dev libsqlite3-dev libprotobuf-c-dev protobuf-c-compiler
   libgrpc-dev libnghttp2-dev libfuse3-dev libarchive-dev libcmocka-dev libssl-dev openssl
+  libseccomp-dev
   runc crun uidmap iproute2 slirp4netns tini busybox-static bash-static b3sum nix-bin
   python3 python3-jsonschema python3-grpcio python3-grpc-tools
   umoci skopeo docker-registry apache2-utils libcurl4-openssl-dev

@@ -46,6 +46,9 @@ int obi_runtime_probe_cache_put(const char *dir, const char *key, const char *fa
 /* Whether every call of this runtime runs in a mount namespace of its own without the hybrid
  * host's cgroup2 mount (crun as root on a hybrid-cgroup host). */
 bool obi_runtime_hides_cgroup2(const obi_runtime *runtime);
+/* Whether the runtime loads a precompiled syscall filter from config.json's annotations instead
+ * of compiling linux.seccomp (crun: run.oci.seccomp_bpf_data, seccomp_bpf.h). */
+bool obi_runtime_takes_seccomp_bpf(const obi_runtime *runtime);
 
 typedef void (*obi_output_fn)(const uint8_t *data, size_t len, void *ctx);
 

@@ -39,6 +39,10 @@ typedef struct obi_spec_options {
     gid_t build_gid;
     /* The seccomp filter's machine (`uname -m` name; seccomp.h); NULL: this machine. */
     const char *machine;
+    /* config.json also carries the filter compiled, for crun (seccomp_bpf.h), kept in
+     * seccomp_bpf_cache_dir too (NULL: in this process only). */
+    bool seccomp_bpf;
+    const char *seccomp_bpf_cache_dir;
     /* Limits, as cgroup resources of rootful builds (rootless runtimes cannot set cgroups
      * here, docs/security.md "Limits"); 0: none. memory_swap also caps memory + swap at
      * memory_bytes (only where the kernel accounts swap: cgroup v1 needs memory.memsw). */

@@ -66,6 +66,7 @@ typedef struct oci_build_service {
     char *bundle_root;
     char *cache_dir;
     char *sandbox_shell;
+    char *seccomp_bpf_dir; /* compiled syscall filters for crun (seccomp_bpf.h) */
     bool rootless;
     bool keep_bundle;
     unsigned timeout_seconds;
@@ -663,6 +664,8 @@ static int note_input_errors(obi_castore_fs *fs, int r, obi_error **err)
 static obi_spec_options build_spec_options(const oci_build_service *svc, const obi_id_slot *slot)
 {
     obi_spec_options opts = svc->spec_opts;
+    opts.seccomp_bpf = obi_runtime_takes_seccomp_bpf(svc->runtime);
+    opts.seccomp_bpf_cache_dir = svc->seccomp_bpf_dir;
     if (!opts.rootless)
         obi_id_slot_spec_ids(slot, &opts);
     return opts;
@@ -1090,6 +1093,7 @@ static void oci_free(obi_build_service *base)
     free(svc->bundle_root);
     free(svc->cache_dir);
     free(svc->sandbox_shell);
+    free(svc->seccomp_bpf_dir);
     pthread_mutex_destroy(&svc->lock);
     pthread_cond_destroy(&svc->slot_free);
     pthread_mutex_destroy(&svc->output_pins_lock);
@@ -1292,12 +1296,15 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
         svc->cache_dir = strdup(opts->cache_dir);
     else if (asprintf(&svc->cache_dir, "%s/../input-cache", opts->bundle_root) < 0)
         svc->cache_dir = NULL;
+    if (asprintf(&svc->seccomp_bpf_dir, "%s/../seccomp-bpf", opts->bundle_root) < 0)
+        svc->seccomp_bpf_dir = NULL;
     svc->spec_opts.sandbox_shell = svc->sandbox_shell;
-    if (!svc->bundle_root || !svc->sandbox_shell || !svc->cache_dir) {
+    if (!svc->bundle_root || !svc->sandbox_shell || !svc->cache_dir || !svc->seccomp_bpf_dir) {
         obi_id_pool_free(svc->id_pool);
         free(svc->bundle_root);
         free(svc->sandbox_shell);
         free(svc->cache_dir);
+        free(svc->seccomp_bpf_dir);
         return obi_error_oom(err);
     }
     /* Rootless runtimes keep their state in a directory the user owns. */
@@ -1336,6 +1343,7 @@ int obi_oci_build_service_new(const obi_oci_build_options *opts, obi_store *stor
         free(svc->bundle_root);
         free(svc->sandbox_shell);
         free(svc->cache_dir);
+        free(svc->seccomp_bpf_dir);
         return r;
     }
     /* Root skeletons (root_pool.h): a pool that cannot be opened only costs speed. Skeletons

@@ -208,6 +208,10 @@ bool obi_runtime_hides_cgroup2(const obi_runtime *runtime)
 {
     return runtime->hide_mount != NULL;
 }
+bool obi_runtime_takes_seccomp_bpf(const obi_runtime *runtime)
+{
+    return is_crun(runtime->path);
+}
 
 /* ---- probe cache ---- */
 

@@ -20,6 +20,7 @@
 #include "ocibuild/json_util.h"
 #include "ocibuild/oci_defaults.h"
 #include "ocibuild/seccomp.h"
+#include "ocibuild/seccomp_bpf.h"
 #include "ocibuild/spec.h"
 
 /* 1777 as Nix's sandbox has it (build.md says 700, which no build user could write to). */
@@ -338,6 +339,11 @@ int obi_spec_generate(const obi_build_request *req, const obi_spec_options *opts
                   "localhost", "mounts", mounts, "linux", make_linux(req, opts, seccomp));
     if (!config)
         return obi_error_set(err, -ENOMEM, "config.json: out of memory");
+    if (opts->seccomp_bpf &&
+        (r = obi_seccomp_bpf_annotate(config, seccomp, opts->seccomp_bpf_cache_dir, err)) < 0) {
+        json_decref(config);
+        return r;
+    }
     *out = config;
     return 0;
 }
