@@ -1,7 +1,7 @@
 /*
  * The syscall filter of a build: the `linux.seccomp` object of config.json, which the OCI
- * runtime compiles (with its libseccomp) and loads just before it executes the build command,
- * so ocibuild itself links no seccomp library. The filter allows by default and refuses
+ * runtime compiles (with its libseccomp) and loads just before it executes the build command;
+ * for crun, seccomp_bpf.h compiles it ahead. The filter allows by default and refuses
  * (docs/security.md "Syscall filter and masks" gives the reasons, the sources and the costs):
  * - chmod, fchmod, fchmodat, fchmodat2 with S_ISUID or S_ISGID in the mode (EPERM, as Nix);
  * - the setxattr family (ENOTSUP, as Nix: castore and NAR cannot carry extended attributes);

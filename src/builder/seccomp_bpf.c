@@ -4,12 +4,14 @@
  * program is the one crun would load; the rest keeps the result: once per process, and in a
  * directory of files that are only ever read through a verified descriptor.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
 #include <seccomp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -354,19 +356,15 @@ int obi_seccomp_bpf_flags(const json_t *profile, unsigned *flags, obi_error **er
 int obi_seccomp_bpf_key(const json_t *profile, char key[OBI_SECCOMP_BPF_KEY_LEN + 1],
                         obi_error **err)
 {
-    int r = need_libseccomp(err);
-    if (r < 0)
-        return r;
     struct utsname uts;
     if (uname(&uts) < 0)
         return obi_error_set_errno(err, errno, "seccomp: uname");
     cleanup_free char *json = json_dumps(profile, JSON_COMPACT | JSON_SORT_KEYS);
     if (!json)
         return obi_error_oom(err);
-    const struct scmp_version *v = libseccomp.seccomp_version();
     cleanup_buf obi_buf text = OBI_BUF_INIT;
-    obi_buf_appendf(&text, "ocibuild seccomp bpf 1\nlibseccomp %u.%u.%u\n%s\n%s\n%s\n%s\n",
-                    v->major, v->minor, v->micro, uts.machine, uts.release, uts.version, json);
+    obi_buf_appendf(&text, "ocibuild seccomp bpf 2\n%s\n%s\n%s\n%s\n", uts.machine, uts.release,
+                    uts.version, json);
     if (!text.data)
         return obi_error_oom(err);
     uint8_t digest[OBI_BLAKE3_OUT_LEN];
@@ -377,21 +375,58 @@ int obi_seccomp_bpf_key(const json_t *profile, char key[OBI_SECCOMP_BPF_KEY_LEN 
 }
 
 /* ---- the disk cache ----
- * An entry: MAGIC, the key (hex), the program's length (4 bytes, little endian), BLAKE3 of
- * everything before it and of the program, then the program. */
+ * An entry: MAGIC, the key (hex), the program's length and the library's identity's (4 bytes
+ * each, little endian), BLAKE3 of all that, the identity and the program, then the identity and
+ * the program. The identity (library_identity) stands for libseccomp's version without loading
+ * the library: a hit costs no dlopen (~0.5 ms here, as much as compiling). */
 
-#define MAGIC "OBIBPF1\n"
+#define MAGIC "OBIBPF2\n"
 #define MAGIC_LEN 8
-#define HEADER_LEN (MAGIC_LEN + OBI_SECCOMP_BPF_KEY_LEN + 4 + OBI_BLAKE3_OUT_LEN)
+#define LENGTHS_AT (MAGIC_LEN + OBI_SECCOMP_BPF_KEY_LEN)
+#define SUM_AT (LENGTHS_AT + 8)
+#define HEADER_LEN (SUM_AT + OBI_BLAKE3_OUT_LEN)
 #define MAX_PROGRAM_LEN (BPF_MAXINSNS * sizeof(struct sock_filter))
+#define MAX_IDENTITY_LEN 4096
 
-static void entry_checksum(const uint8_t *header, const uint8_t *bpf, size_t len,
-                           uint8_t out[OBI_BLAKE3_OUT_LEN])
+/* "PATH\nDEV INO SIZE MTIME CTIME\n" of the library file at path (caller frees); NULL when it
+ * cannot be stat'ed. The same file gives the same program: a package upgrade replaces it. */
+static char *library_identity(const char *path)
+{
+    struct stat st;
+    char *out = NULL;
+    if (!path || path[0] != '/' || strchr(path, '\n') || stat(path, &st) < 0 ||
+        asprintf(&out, "%s\n%llu %llu %lld %lld.%09ld %lld.%09ld\n", path,
+                 (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
+                 (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
+                 (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec) < 0)
+        return NULL;
+    return out;
+}
+
+/* The file libseccomp was loaded from. */
+static const char *loaded_library(void)
+{
+    Dl_info info;
+    return dladdr((void *)libseccomp.seccomp_init, &info) ? info.dli_fname : NULL;
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    for (int b = 0; b < 4; b++)
+        p[b] = (uint8_t)(v >> (8 * b));
+}
+
+static void entry_checksum(const uint8_t *entry, size_t len, uint8_t out[OBI_BLAKE3_OUT_LEN])
 {
     obi_blake3_hasher h;
     obi_blake3_init(&h);
-    obi_blake3_update(&h, header, MAGIC_LEN + OBI_SECCOMP_BPF_KEY_LEN + 4);
-    obi_blake3_update(&h, bpf, len);
+    obi_blake3_update(&h, entry, SUM_AT);
+    obi_blake3_update(&h, entry + HEADER_LEN, len - HEADER_LEN);
     obi_blake3_finalize(&h, out, OBI_BLAKE3_OUT_LEN);
 }
 
@@ -412,7 +447,7 @@ static bool trusted(const struct stat *st, bool dir)
     return S_ISREG(st->st_mode) && (st->st_mode & 077) == 0 && st->st_nlink == 1;
 }
 
-/* The entry's bytes, when the descriptors and the header all check out; NULL otherwise. */
+/* The entry's bytes, when the descriptors check out; NULL otherwise. */
 static uint8_t *read_entry(const char *dir, const char *key, size_t *len)
 {
     cleanup_close int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -421,7 +456,7 @@ static uint8_t *read_entry(const char *dir, const char *key, size_t *len)
         return NULL;
     cleanup_close int fd = openat(dfd, key, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) < 0 || !trusted(&st, false) || st.st_size <= HEADER_LEN ||
-        (size_t)st.st_size > HEADER_LEN + MAX_PROGRAM_LEN)
+        (size_t)st.st_size > HEADER_LEN + MAX_IDENTITY_LEN + MAX_PROGRAM_LEN)
         return NULL;
     size_t size = (size_t)st.st_size;
     cleanup_free uint8_t *data = malloc(size + 1); /* one more: a file that grew is seen */
@@ -440,7 +475,6 @@ static uint8_t *read_entry(const char *dir, const char *key, size_t *len)
 int obi_seccomp_bpf_cache_get(const char *dir, const char *key, uint8_t **out, size_t *out_len,
                               obi_error **err)
 {
-    (void)err;
     if (!valid_key(key))
         return 0;
     size_t size = 0;
@@ -448,42 +482,86 @@ int obi_seccomp_bpf_cache_get(const char *dir, const char *key, uint8_t **out, s
     if (!entry || memcmp(entry, MAGIC, MAGIC_LEN) != 0 ||
         memcmp(entry + MAGIC_LEN, key, OBI_SECCOMP_BPF_KEY_LEN) != 0)
         return 0;
-    const uint8_t *l = entry + MAGIC_LEN + OBI_SECCOMP_BPF_KEY_LEN;
-    size_t len = (size_t)l[0] | (size_t)l[1] << 8 | (size_t)l[2] << 16 | (size_t)l[3] << 24;
-    if (len == 0 || len % sizeof(struct sock_filter) != 0 || len != size - HEADER_LEN)
+    size_t len = get_le32(entry + LENGTHS_AT), id_len = get_le32(entry + LENGTHS_AT + 4);
+    if (len == 0 || len % sizeof(struct sock_filter) != 0 || len > MAX_PROGRAM_LEN ||
+        id_len > MAX_IDENTITY_LEN || HEADER_LEN + id_len + len != size)
         return 0;
     uint8_t sum[OBI_BLAKE3_OUT_LEN];
-    entry_checksum(entry, entry + HEADER_LEN, len, sum);
-    if (memcmp(sum, l + 4, sizeof sum) != 0)
+    entry_checksum(entry, size, sum);
+    if (memcmp(sum, entry + SUM_AT, sizeof sum) != 0)
         return 0;
-    memmove(entry, entry + HEADER_LEN, len);
+    /* Made with the library file that is there now. */
+    const char *id = (const char *)entry + HEADER_LEN;
+    const char *newline = memchr(id, '\n', id_len);
+    if (!newline)
+        return 0;
+    cleanup_free char *path = strndup(id, (size_t)(newline - id));
+    if (!path)
+        return obi_error_oom(err);
+    cleanup_free char *now = library_identity(path);
+    if (!now || strlen(now) != id_len || memcmp(now, id, id_len) != 0)
+        return 0;
+    memmove(entry, entry + HEADER_LEN + id_len, len);
     *out = steal_pointer(&entry);
     *out_len = len;
     return 1;
 }
 
+/* Creates the entry under a name of its own and renames it in: readers see a whole entry or
+ * none. No fsync: an entry cut short by a crash fails its checksum and is made again. */
+static int write_entry(const char *dir, const char *key, const uint8_t *entry, size_t len,
+                       obi_error **err)
+{
+    cleanup_close int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        return obi_error_set_errno(err, errno, "open %s", dir);
+    char tmp[OBI_SECCOMP_BPF_KEY_LEN + 32];
+    snprintf(tmp, sizeof tmp, ".%s.%ld.tmp", key, (long)getpid());
+    unlinkat(dfd, tmp, 0);
+    cleanup_close int fd =
+        openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return obi_error_set_errno(err, errno, "create %s/%s", dir, tmp);
+    if (obi_write_all(fd, entry, len) < 0 || renameat(dfd, tmp, dfd, key) < 0) {
+        int e = errno;
+        unlinkat(dfd, tmp, 0);
+        return obi_error_set_errno(err, e, "write %s/%s", dir, key);
+    }
+    return 0;
+}
+
 int obi_seccomp_bpf_cache_put(const char *dir, const char *key, const uint8_t *bpf, size_t len,
-                              obi_error **err)
+                              const char *library, obi_error **err)
 {
     if (!valid_key(key))
         return obi_error_set(err, -EINVAL, "seccomp cache: invalid key \"%s\"", key);
     if (len == 0 || len % sizeof(struct sock_filter) != 0 || len > MAX_PROGRAM_LEN)
         return obi_error_set(err, -EINVAL, "seccomp cache: a program of %zu bytes", len);
+    int r = library ? 0 : need_libseccomp(err);
+    if (r < 0)
+        return r;
+    if (!library)
+        library = loaded_library();
+    cleanup_free char *id = library_identity(library);
+    if (!id || strlen(id) > MAX_IDENTITY_LEN)
+        return obi_error_set(err, -ENOENT, "seccomp cache: cannot stat the library %s",
+                             library ? library : "(unknown)");
+    size_t id_len = strlen(id);
     /* Only the cache dir itself: its parent (the data dir) has the mode others set. */
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         return obi_error_set_errno(err, errno, "mkdir %s", dir);
-    cleanup_free uint8_t *entry = malloc(HEADER_LEN + len);
-    cleanup_free char *path = obi_path_join(dir, key);
-    if (!entry || !path)
+    size_t size = HEADER_LEN + id_len + len;
+    cleanup_free uint8_t *entry = malloc(size);
+    if (!entry)
         return obi_error_oom(err);
     memcpy(entry, MAGIC, MAGIC_LEN);
     memcpy(entry + MAGIC_LEN, key, OBI_SECCOMP_BPF_KEY_LEN);
-    uint8_t *l = entry + MAGIC_LEN + OBI_SECCOMP_BPF_KEY_LEN;
-    for (int b = 0; b < 4; b++)
-        l[b] = (uint8_t)(len >> (8 * b));
-    memcpy(entry + HEADER_LEN, bpf, len);
-    entry_checksum(entry, bpf, len, l + 4);
-    return obi_write_file_atomic(path, entry, HEADER_LEN + len, 0600, err);
+    put_le32(entry + LENGTHS_AT, (uint32_t)len);
+    put_le32(entry + LENGTHS_AT + 4, (uint32_t)id_len);
+    memcpy(entry + HEADER_LEN, id, id_len);
+    memcpy(entry + HEADER_LEN + id_len, bpf, len);
+    entry_checksum(entry, size, entry + SUM_AT);
+    return write_entry(dir, key, entry, size, err);
 }
 
 /* ---- the annotation ---- */
@@ -506,7 +584,7 @@ static int program_base64(const json_t *profile, const char *key, const char *ca
             return r;
         cleanup_error obi_error *ignored = NULL;
         if (cache_dir)
-            obi_seccomp_bpf_cache_put(cache_dir, key, bpf, len, &ignored);
+            obi_seccomp_bpf_cache_put(cache_dir, key, bpf, len, NULL, &ignored);
     }
     char *text = malloc(obi_base64_encoded_len(len) + 1);
     if (!text)

@@ -2,7 +2,8 @@
  * Runs inside a build (tests/e2e/test_sandbox_identity.sh compiles it statically and passes it
  * as an input): tries what a hostile build would, through the raw syscalls a shell cannot
  * make, and prints one line per attempt, "NAME ERRNO" (0: it worked), then "mode-NAME OCTAL" for
- * the files it created. Run in the directory where it may create files.
+ * the files it created. Run in the directory where it may create files. test_seccomp_bpf.sh runs it
+ * too, under crun's precompiled filter and crun's own compilation.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -57,6 +58,11 @@ int main(void)
     report("unshare-user", unshare(CLONE_NEWUSER));
     report("io_uring_setup", syscall(SYS_io_uring_setup, 1, NULL));
     report("clone3", syscall(SYS_clone3, NULL, 0));
+    /* Refused before the kernel looks at the arguments: EBADF, EINVAL or EFAULT otherwise. */
+    report("bpf", syscall(SYS_bpf, -1, NULL, 0));
+    report("setns", syscall(SYS_setns, -1, 0));
+    /* CLONE_THREAD without CLONE_SIGHAND: EINVAL unfiltered, nothing is made either way. */
+    report("clone-newuser", syscall(SYS_clone, CLONE_NEWUSER | CLONE_THREAD, NULL, NULL, NULL, 0));
     report_mode("open-setuid", "open-setuid");
     report_mode("creat-setgid", "creat-setgid");
     report_mode("mknod-setuid", "mknod-setuid");

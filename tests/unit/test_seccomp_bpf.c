@@ -286,7 +286,7 @@ static int cache_setup(void **state)
     assert_ok(obi_seccomp_bpf_key(profile, f->key, err_ptr_));
     f->path = obi_path_join(f->dir, f->key);
     assert_ok(obi_seccomp_bpf_compile(profile, &f->bpf, &f->len, err_ptr_));
-    assert_ok(obi_seccomp_bpf_cache_put(f->dir, f->key, f->bpf, f->len, err_ptr_));
+    assert_ok(obi_seccomp_bpf_cache_put(f->dir, f->key, f->bpf, f->len, NULL, err_ptr_));
     *state = f;
     return 0;
 }
@@ -361,16 +361,17 @@ static void test_seccomp_bpf_cache_refuses_corrupt_or_foreign_entries(void **sta
     assert_int_equal(cache_get(f), 0);
     assert_int_equal(truncate(f->path, 0), 0);
     assert_int_equal(cache_get(f), 0);
-    /* A flipped byte of the program, of the checksum, of the key, of the magic. */
-    const off_t offsets[] = {size - 1, size - (off_t)f->len - 1, 8, 0};
+    /* A flipped byte of the program, of the library's identity, of the checksum, of the
+     * lengths, of the key, of the magic. */
+    const off_t offsets[] = {size - 1, size - (off_t)f->len - 1, 48, 40, 8, 0};
     for (size_t i = 0; i < OBI_ARRAY_SIZE(offsets); i++) {
-        assert_ok(obi_seccomp_bpf_cache_put(f->dir, f->key, f->bpf, f->len, err_ptr_));
+        assert_ok(obi_seccomp_bpf_cache_put(f->dir, f->key, f->bpf, f->len, NULL, err_ptr_));
         assert_int_equal(cache_get(f), 1);
         flip_byte(f->path, offsets[i]);
         assert_int_equal(cache_get(f), 0);
     }
     /* Appended to. */
-    assert_ok(obi_seccomp_bpf_cache_put(f->dir, f->key, f->bpf, f->len, err_ptr_));
+    assert_ok(obi_seccomp_bpf_cache_put(f->dir, f->key, f->bpf, f->len, NULL, err_ptr_));
     FILE *fp = fopen(f->path, "a");
     fwrite("\0\0\0\0\0\0\0\0", 1, 8, fp);
     fclose(fp);
@@ -403,6 +404,24 @@ static void test_seccomp_bpf_cache_reads_only_private_files(void **state)
     assert_int_equal(mkdir(f->path, 0700), 0);
     assert_int_equal(cache_get(f), 0);
     rmdir(f->path);
+}
+
+/* The entry stands for the library it was made with: a library file that changed (a package
+ * upgrade) or is gone makes it a miss. */
+static void test_seccomp_bpf_cache_misses_once_the_library_changed(void **state)
+{
+    cache_fixture *f = *state;
+    cleanup_free char *library = obi_path_join(f->tmp, "libseccomp.so.2");
+    assert_ok(obi_write_file(library, "v1", 2, 0644, err_ptr_));
+    assert_ok(obi_seccomp_bpf_cache_put(f->dir, f->key, f->bpf, f->len, library, err_ptr_));
+    assert_int_equal(cache_get(f), 1);
+    const struct timespec then[2] = {{0, UTIME_OMIT}, {12345, 0}};
+    assert_int_equal(utimensat(AT_FDCWD, library, then, 0), 0);
+    assert_int_equal(cache_get(f), 0);
+    assert_ok(obi_seccomp_bpf_cache_put(f->dir, f->key, f->bpf, f->len, library, err_ptr_));
+    assert_int_equal(cache_get(f), 1);
+    assert_int_equal(unlink(library), 0);
+    assert_int_equal(cache_get(f), 0);
 }
 
 static void test_seccomp_bpf_annotate_rewrites_a_corrupt_entry(void **state)
@@ -472,6 +491,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seccomp_bpf_cache_refuses_corrupt_or_foreign_entries,
                                         cache_setup, cache_teardown),
         cmocka_unit_test_setup_teardown(test_seccomp_bpf_cache_reads_only_private_files,
+                                        cache_setup, cache_teardown),
+        cmocka_unit_test_setup_teardown(test_seccomp_bpf_cache_misses_once_the_library_changed,
                                         cache_setup, cache_teardown),
         cmocka_unit_test_setup_teardown(test_seccomp_bpf_annotate_rewrites_a_corrupt_entry,
                                         cache_setup, cache_teardown),
