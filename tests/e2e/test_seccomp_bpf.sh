@@ -8,7 +8,8 @@
 #   probe output, and crun's own compilation is the annotation's program byte for byte;
 # - linux.seccomp stays in config.json; runc builds get no annotation;
 # - the program is cached under DATA/seccomp-bpf (0700, entries 0600); a truncated or corrupt
-#   entry is not loaded: the next build still refuses everything and the entry is rewritten.
+#   entry is not loaded: the next build still refuses everything and the entry is rewritten;
+#   a build with the entry in place does not even load libseccomp.
 source "$(dirname "$0")/lib.sh"
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -133,6 +134,22 @@ if [ -n "$entry" ] && [ "$(stat -c %a "$CACHE")" = 700 ] && [ "$(stat -c '%a %u'
   done
 else
   t_fail "the program is cached in DATA/seccomp-bpf" "$(ls -la "$CACHE" 2>&1)"
+fi
+
+# --- a hit loads no libseccomp (its dlopen costs as much as compiling); a miss does ---
+loads_libseccomp() { # 0 when `ocibuild build` itself (not crun, its child) maps libseccomp
+  rm -f "$T_TMP"/ld.*
+  sh -c 'echo $$ >"$0/ld-pid"; exec env LD_DEBUG=files LD_DEBUG_OUTPUT="$0/ld" "$1" build --runtime crun "$0/probe.json"' \
+    "$T_TMP" "$OCIBUILD" >/dev/null 2>&1
+  grep -q 'file=libseccomp' "$T_TMP/ld.$(cat "$T_TMP/ld-pid")"
+}
+if [ -n "$entry" ]; then
+  ! loads_libseccomp && [ -s "$T_TMP/ld.$(cat "$T_TMP/ld-pid")" ] &&
+    t_ok "a build whose program is cached does not load libseccomp" ||
+    t_fail "a build whose program is cached does not load libseccomp" "$(grep -m3 libseccomp "$T_TMP"/ld.* 2>&1)"
+  rm -f "$CACHE/$entry"
+  loads_libseccomp && t_ok "a build whose program is not cached loads libseccomp and compiles" ||
+    t_fail "a build whose program is not cached loads libseccomp and compiles" "$(ls "$T_TMP")"
 fi
 
 # --- runc: no annotation (it would ignore it), the filter of linux.seccomp ---
