@@ -259,7 +259,7 @@ static int add_rules(scmp_filter_ctx ctx, const json_t *profile, uint32_t defaul
     {
         char field[48];
         snprintf(field, sizeof field, "linux.seccomp.syscalls[%zu]", i);
-        uint32_t action;
+        uint32_t action = 0;
         int r = rule_action(rule, "action", "errnoRet", field, &action, err);
         if (r < 0)
             return r;
@@ -312,7 +312,7 @@ int obi_seccomp_bpf_compile(const json_t *profile, uint8_t **out, size_t *out_le
         return r;
     if (!json_object_get(profile, "defaultAction"))
         return obi_error_set(err, -EINVAL, "linux.seccomp.defaultAction: missing");
-    uint32_t default_action;
+    uint32_t default_action = 0;
     if ((r = rule_action(profile, "defaultAction", "defaultErrnoRet", "linux.seccomp",
                          &default_action, err)) < 0)
         return r;
@@ -554,11 +554,12 @@ int obi_seccomp_bpf_cache_put(const char *dir, const char *key, const uint8_t *b
     cleanup_free uint8_t *entry = malloc(size);
     if (!entry)
         return obi_error_oom(err);
-    memcpy(entry, MAGIC, MAGIC_LEN);
+    /* Binary fields: the magic, key and identity are stored without their NULs. */
+    memcpy(entry, MAGIC, MAGIC_LEN); // NOLINT(bugprone-not-null-terminated-result)
     memcpy(entry + MAGIC_LEN, key, OBI_SECCOMP_BPF_KEY_LEN);
     put_le32(entry + LENGTHS_AT, (uint32_t)len);
     put_le32(entry + LENGTHS_AT + 4, (uint32_t)id_len);
-    memcpy(entry + HEADER_LEN, id, id_len);
+    memcpy(entry + HEADER_LEN, id, id_len); // NOLINT(bugprone-not-null-terminated-result)
     memcpy(entry + HEADER_LEN + id_len, bpf, len);
     entry_checksum(entry, size, entry + SUM_AT);
     return write_entry(dir, key, entry, size, err);
