@@ -49,6 +49,13 @@ bool obi_runtime_hides_cgroup2(const obi_runtime *runtime);
 /* Whether the runtime loads a precompiled syscall filter from config.json's annotations instead
  * of compiling linux.seccomp (crun: run.oci.seccomp_bpf_data, seccomp_bpf.h). */
 bool obi_runtime_takes_seccomp_bpf(const obi_runtime *runtime);
+/* Whether the runtime makes a cgroup for each container (default: yes). wanted false asks for
+ * none: crun then gets --cgroup-manager=disabled before the subcommand of every call (run,
+ * kill, delete, state; kill and delete still remove a container made with cgroups); runc 1.1
+ * cannot, and keeps them. Returns what the runtime now does (docs/security.md "Limits": the
+ * builds of a service without a memory limit ask for none). */
+bool obi_runtime_set_cgroups(obi_runtime *runtime, bool wanted);
+bool obi_runtime_uses_cgroups(const obi_runtime *runtime);
 
 typedef void (*obi_output_fn)(const uint8_t *data, size_t len, void *ctx);
 

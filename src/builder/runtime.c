@@ -61,6 +61,7 @@ struct obi_runtime {
     char *state_root;
     const char *hide_mount; /* every call runs without this mount (crun on hybrid hosts) */
     bool foreground;        /* builds run as a foreground `run` (crun; see below) */
+    bool no_cgroups;        /* every call passes CRUN_NO_CGROUPS (obi_runtime_set_cgroups) */
     int exec_fd;            /* the binary every call runs from, unwritable; -1: the path */
     dev_t exec_dev;         /* and its identity: a process that closed its fds (a detached */
     ino_t exec_ino;         /* supervisor) may have that number on another file since */
@@ -75,6 +76,11 @@ struct obi_runtime {
 #ifndef CGROUP2_SUPER_MAGIC
 #define CGROUP2_SUPER_MAGIC 0x63677270
 #endif
+
+/* crun's global option that makes no cgroup for the container (and touches none on kill and
+ * delete of one made so; crun 1.8 still removes the cgroups of a container made with them,
+ * from its state's cgroup-path). runc 1.1 has no such option. */
+#define CRUN_NO_CGROUPS "--cgroup-manager=disabled"
 
 static bool is_crun(const char *path)
 {
@@ -212,6 +218,15 @@ bool obi_runtime_takes_seccomp_bpf(const obi_runtime *runtime)
 {
     return is_crun(runtime->path);
 }
+bool obi_runtime_set_cgroups(obi_runtime *runtime, bool wanted)
+{
+    runtime->no_cgroups = !wanted && is_crun(runtime->path);
+    return !runtime->no_cgroups;
+}
+bool obi_runtime_uses_cgroups(const obi_runtime *runtime)
+{
+    return !runtime->no_cgroups;
+}
 
 /* ---- probe cache ---- */
 
@@ -280,10 +295,11 @@ int obi_runtime_probe_cache_put(const char *dir, const char *key, const char *fa
     return obi_write_file_atomic(path, text, strlen(text), 0600, err);
 }
 
-/* argv = RUNTIME [--root R] args... (NULL-terminated); returned array borrows the strings. */
+/* argv = RUNTIME [--root R] [CRUN_NO_CGROUPS] args... (NULL-terminated); returned array borrows
+ * the strings. */
 static const char **runtime_argv(const obi_runtime *rt, const char *const *args, size_t n_args)
 {
-    const char **argv = calloc(n_args + 4, sizeof *argv);
+    const char **argv = calloc(n_args + 5, sizeof *argv);
     if (!argv)
         return NULL;
     size_t i = 0;
@@ -292,6 +308,8 @@ static const char **runtime_argv(const obi_runtime *rt, const char *const *args,
         argv[i++] = "--root";
         argv[i++] = rt->state_root;
     }
+    if (rt->no_cgroups)
+        argv[i++] = CRUN_NO_CGROUPS;
     for (size_t j = 0; j < n_args; j++)
         argv[i++] = args[j];
     argv[i] = NULL;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "ocibuild/buf.h"
+#include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/runtime.h"
 #include "../../src/builder/runtime_internal.h"
@@ -57,11 +58,12 @@ int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout_ms)
  * for it, removes the container and exits with the script's code. `run --detach --bundle B ID`
  * (services) runs the script itself. `kill` fails for a container that does not exist (yet).
  * `delete` removes the container, or fails while $DIR/delete-fails exists. Every call is appended
- * to $DIR/calls. */
+ * to $DIR/calls; crun's global --cgroup-manager=disabled before the subcommand is skipped. */
 static const char FAKE_RUNTIME[] =
     "#!/bin/sh\n"
     "dir=$(dirname \"$0\")\n"
     "echo \"$*\" >> \"$dir/calls\"\n"
+    "[ \"$1\" = --cgroup-manager=disabled ] && shift\n"
     "for id; do :; done\n"
     "case \"$1\" in\n"
     "  run) shift; fg=1; [ \"$1\" = --detach ] && { shift; fg=; }; pidfile=\n"
@@ -736,6 +738,48 @@ static void test_runtime_detached_failure_cleans_up_and_reports_the_log(void **s
         "foreground: " #f, f, setup_foreground, teardown, NULL                                     \
     }
 
+/* A runtime asked for no cgroups: crun gets --cgroup-manager=disabled before the subcommand of
+ * every call (run; kill and delete --force of a timed out run; state), so that none of them
+ * makes or looks for a cgroup; runc cannot, keeps its cgroups and gets no such option. */
+static void test_runtime_without_cgroups_tells_crun_on_every_call(void **state)
+{
+    fixture *f = *state;
+    assert_true(obi_runtime_uses_cgroups(f->runtime));
+    bool uses = obi_runtime_set_cgroups(f->runtime, false);
+    assert_int_equal(uses, !f->foreground); /* only the fake named crun drops them */
+    assert_int_equal(obi_runtime_uses_cgroups(f->runtime), uses);
+    write_script(f, "while [ ! -f \"$KILLED\" ] && [ -f \"$0\" ]; do sleep 0.05; done; exit 137\n");
+    obi_run_options opts = OBI_RUN_OPTIONS_INIT;
+    opts.timeout_seconds = 1;
+    obi_run_result result;
+    obi_error *err = NULL;
+    assert_int_equal(obi_runtime_run(f->runtime, f->bundle, "c9", &opts, &result, &err),
+                     -ETIMEDOUT);
+    obi_error_free(err);
+    assert_destroyed(f, "c9");
+    json_t *ignored = NULL;
+    err = NULL;
+    assert_int_equal(obi_runtime_state(f->runtime, "c9", &ignored, &err), -ENOENT);
+    obi_error_free(err);
+    char *calls = read_calls(f);
+    const char *prefix = f->foreground ? "--cgroup-manager=disabled " : "";
+    static const char *const SUBCOMMANDS[] = {"run ", "kill c9 KILL", "delete --force c9",
+                                              "state c9"};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(SUBCOMMANDS); i++) {
+        char line[128];
+        snprintf(line, sizeof line, "\n%s%s", prefix, SUBCOMMANDS[i]);
+        char *with_newline = NULL;
+        assert_true(asprintf(&with_newline, "\n%s", calls) > 0);
+        assert_contains(with_newline, line);
+        free(with_newline);
+    }
+    assert_int_equal(strstr(calls, "--cgroup-manager") != NULL, f->foreground);
+    free(calls);
+    /* Asked for them again: no option. */
+    assert_true(obi_runtime_set_cgroups(f->runtime, true));
+    assert_true(obi_runtime_uses_cgroups(f->runtime));
+}
+
 /* ---- the default runtime's probe cache ---- */
 
 static void probe_key_of(const char *path, bool rootless, char key[OBI_RUNTIME_PROBE_KEY_LEN + 1])
@@ -829,6 +873,7 @@ int main(void)
         RUN_TESTS(test_runtime_delete_failing_reports_the_container_left),
         RUN_TESTS(test_runtime_timeout_with_delete_failing_keeps_both_reasons),
         RUN_TESTS(test_runtime_spawn_failure_makes_no_cleanup_calls),
+        RUN_TESTS(test_runtime_without_cgroups_tells_crun_on_every_call),
         cmocka_unit_test_setup_teardown(test_runtime_output_before_the_pid_file_is_the_builds,
                                         setup_foreground, teardown),
         cmocka_unit_test(test_runtime_run_transitions_are_the_table_and_no_other),
