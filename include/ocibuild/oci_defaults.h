@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* The runtime-spec version both generators write. */
 #define OBI_OCI_VERSION "1.0.2"
@@ -64,14 +65,19 @@ typedef struct obi_oci_defaults {
     /* No /sys and no /sys/fs/cgroup at all: builds asked for hide_sys (Nix's sandbox has no
      * /sys). */
     bool no_sys;
+    /* No cgroup filesystem at /sys/fs/cgroup: a container the runtime makes no cgroup for (a
+     * build on crun without a memory limit), whose cgroup namespace's root would be the
+     * runtime's own cgroup. Where /sys is the host's (bound), /sys/fs/cgroup is masked too,
+     * so the host's cgroup mounts below it do not show either. */
+    bool no_cgroup_fs;
 } obi_oci_defaults;
 
 /* linux.namespaces: [{"type": "pid"}, ...] in the order above. */
 json_t *obi_oci_namespaces(const obi_oci_defaults *d);
 
 /* Appends the seven standard mounts to the mounts array: /proc, /dev, /dev/pts, /dev/shm,
- * /dev/mqueue, /sys and /sys/fs/cgroup (the last two not with no_sys), with runc's options
- * changed only as d says. */
+ * /dev/mqueue, /sys and /sys/fs/cgroup (the last two not with no_sys, the last not with
+ * no_cgroup_fs), with runc's options changed only as d says. */
 int obi_oci_add_standard_mounts(json_t *mounts, const obi_oci_defaults *d);
 /* Appends {"destination", "type", "source", "options"} to mounts; options NULL-terminated, the
  * key left out when there are none (as runc writes /proc). The one shape of every mount. */
@@ -79,7 +85,8 @@ int obi_oci_add_mount(json_t *mounts, const char *destination, const char *type,
                       const char *const *options);
 
 /* linux.maskedPaths: runc's ten (runc 1.1's `runc spec`, in its order), then the power
- * counters when d asks; none for a privileged container. */
+ * counters when d asks, then /sys/fs/cgroup with no_cgroup_fs where /sys is the host's; none for
+ * a privileged container. */
 json_t *obi_oci_masked_paths(const obi_oci_defaults *d);
 /* linux.readonlyPaths: runc's five; none for a privileged container. */
 json_t *obi_oci_readonly_paths(const obi_oci_defaults *d);
@@ -91,9 +98,11 @@ json_t *obi_oci_device_rules(const obi_oci_defaults *d);
  * or minor < 0 leave the key out (any). */
 json_t *obi_oci_device_rule(bool allow, char type, long major, long minor, const char *access);
 
-/* process.rlimits as `runc spec` writes them: RLIMIT_NOFILE 1024, soft and hard. Builds set
- * it; replicas (spec/service.md) inherit the runtime's. */
-json_t *obi_oci_rlimits(void);
+/* process.rlimits as `runc spec` writes them: RLIMIT_NOFILE 1024, soft and hard, then, when
+ * max_processes is not 0, RLIMIT_NPROC max_processes, soft and hard (the process limit of a
+ * build: docs/security.md "Limits"). Builds set them; replicas (spec/service.md) inherit the
+ * runtime's. */
+json_t *obi_oci_rlimits(uint64_t max_processes);
 
 /* process.capabilities: granted (a JSON array of names, borrowed; NULL: none) in bounding,
  * effective and permitted; inheritable and ambient are always empty, so nothing passes

@@ -43,12 +43,18 @@ typedef struct obi_spec_options {
      * seccomp_bpf_cache_dir too (NULL: in this process only). */
     bool seccomp_bpf;
     const char *seccomp_bpf_cache_dir;
-    /* Limits, as cgroup resources of rootful builds (rootless runtimes cannot set cgroups
-     * here, docs/security.md "Limits"); 0: none. memory_swap also caps memory + swap at
+    /* Limits (docs/security.md "Limits"); 0: none. max_pids is the build's RLIMIT_NPROC always
+     * (counted per user namespace and uid: the build's processes alone) and, for rootful builds
+     * with a cgroup, its pids.max too. memory_bytes only as a cgroup resource of rootful builds
+     * (rootless runtimes cannot set cgroups here); memory_swap also caps memory + swap at
      * memory_bytes (only where the kernel accounts swap: cgroup v1 needs memory.memsw). */
     uint64_t max_pids;
     uint64_t memory_bytes;
     bool memory_swap;
+    /* The runtime makes no cgroup for the build (crun without a memory limit: runtime.h
+     * obi_runtime_set_cgroups): no linux.resources and no cgroup filesystem. Not with
+     * memory_bytes, which only a cgroup enforces. */
+    bool no_cgroup;
 } obi_spec_options;
 
 /* The container's build user and group (nixbld). */

@@ -1,7 +1,7 @@
 /*
  * The OCI runtime defaults of include/ocibuild/oci_defaults.h as tables: namespaces, standard
  * mounts (each option marked with the field of obi_oci_defaults it depends on, if any), masked
- * and read-only paths, runc's default device rules, runc's rlimit and the capability names.
+ * and read-only paths, runc's default device rules, the rlimits and the capability names.
  * The functions only walk the tables; spec.c (builds) and service_spec.c (replicas) put the
  * pieces into their documents.
  */
@@ -134,6 +134,10 @@ static const standard_mount STANDARD_MOUNTS[] = {
      {{"nosuid"}, {"noexec"}, {"nodev"}, {"relatime"}, {"ro", UNLESS_CGROUP_WRITABLE}}},
 };
 
+/* Where the cgroup filesystem is mounted, and masked where /sys is the host's and the container
+ * has none of its own (no_cgroup_fs). */
+static const char *const CGROUP_FS = "/sys/fs/cgroup";
+
 /* /sys where sysfs cannot be mounted (a user namespace in the host's network namespace): the
  * host's, bound read-only, as `runc spec --rootless` writes it. */
 static const standard_mount HOST_SYS = {
@@ -169,12 +173,20 @@ static int add_standard_mount(json_t *mounts, const standard_mount *m, const obi
     return obi_oci_add_mount(mounts, m->destination, type, m->source, options);
 }
 
+/* Whether /sys is the host's, bound (a user namespace without a network namespace of its own). */
+static bool sys_is_hosts(const obi_oci_defaults *d)
+{
+    return !d->no_sys && d->user_namespace && (!d->network_namespace || d->network_namespace_path);
+}
+
 int obi_oci_add_standard_mounts(json_t *mounts, const obi_oci_defaults *d)
 {
-    bool host_sys = d->user_namespace && (!d->network_namespace || d->network_namespace_path);
+    bool host_sys = sys_is_hosts(d);
     for (size_t i = 0; i < OBI_ARRAY_SIZE(STANDARD_MOUNTS); i++) {
         const standard_mount *m = &STANDARD_MOUNTS[i];
         if (d->no_sys && !strncmp(m->destination, "/sys", 4))
+            continue;
+        if (d->no_cgroup_fs && !strcmp(m->destination, CGROUP_FS))
             continue;
         if (host_sys && !strcmp(m->destination, HOST_SYS.destination))
             m = &HOST_SYS;
@@ -216,6 +228,9 @@ json_t *obi_oci_masked_paths(const obi_oci_defaults *d)
     cleanup_json json_t *paths = string_array(MASKED_PATHS, OBI_ARRAY_SIZE(MASKED_PATHS));
     if (paths && d->mask_power_counters &&
         json_array_append_new(paths, json_string(POWER_COUNTERS)) < 0)
+        return NULL;
+    if (paths && d->no_cgroup_fs && sys_is_hosts(d) &&
+        json_array_append_new(paths, json_string(CGROUP_FS)) < 0)
         return NULL;
     return steal_pointer(&paths);
 }
@@ -274,10 +289,16 @@ json_t *obi_oci_device_rules(const obi_oci_defaults *d)
 
 /* ---- process ---- */
 
-json_t *obi_oci_rlimits(void)
+json_t *obi_oci_rlimits(uint64_t max_processes)
 {
-    return json_pack("[{s:s, s:i, s:i}]", "type", "RLIMIT_NOFILE", "hard", NOFILE_LIMIT, "soft",
-                     NOFILE_LIMIT);
+    cleanup_json json_t *rlimits = json_pack("[{s:s, s:i, s:i}]", "type", "RLIMIT_NOFILE", "hard",
+                                             NOFILE_LIMIT, "soft", NOFILE_LIMIT);
+    if (rlimits && max_processes &&
+        json_array_append_new(rlimits, json_pack("{s:s, s:I, s:I}", "type", "RLIMIT_NPROC", "hard",
+                                                 (json_int_t)max_processes, "soft",
+                                                 (json_int_t)max_processes)) < 0)
+        return NULL;
+    return steal_pointer(&rlimits);
 }
 
 json_t *obi_oci_capabilities(json_t *granted)

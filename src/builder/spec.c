@@ -28,10 +28,16 @@ static const char *const OPTS_TMP[] = {"nosuid", "noatime", "mode=1777", NULL};
 static const char *const NETWORK_FILES[] = {"/etc/resolv.conf", "/etc/services", "/etc/hosts"};
 static const char *const OPTS_SCRATCH[] = {"rbind", "rw", NULL};
 static const char *const OPTS_INPUT[] = {"rbind", "ro", "nosuid", "nodev", NULL};
-static const char *const OPTS_HOST_RO[] = {"rbind", "ro", NULL};
+/* Host paths a build is given: read-only, and no device node on them or below them opens
+ * (rnodev: submounts too), so a directory or file given never hands the build a device, with a
+ * device cgroup or without one (docs/security.md "Limits"). */
+static const char *const OPTS_HOST_RO[] = {"rbind", "ro", "rnodev", NULL};
+/* A known device given (KNOWN_DEVICES): the node itself, which must open. */
+static const char *const OPTS_HOST_DEVICE[] = {"rbind", "ro", NULL};
 
 /* Devices a build may be given among available_ro_paths (the rootful device cgroup denies every
- * other one): Nix's sandbox has /dev/kvm when the host does. */
+ * other one, and every other path is bound nodev): Nix's sandbox has /dev/kvm when the host
+ * does. */
 typedef struct known_device {
     const char *path;
     char type;
@@ -108,7 +114,16 @@ static json_t *string_array(const char *const *items, size_t n)
     return a;
 }
 
-static int make_process(const obi_build_request *req, json_t **out, obi_error **err)
+static bool is_known_device(const char *path)
+{
+    for (size_t k = 0; k < OBI_ARRAY_SIZE(KNOWN_DEVICES); k++)
+        if (!strcmp(path, KNOWN_DEVICES[k].path))
+            return true;
+    return false;
+}
+
+static int make_process(const obi_build_request *req, const obi_spec_options *opts, json_t **out,
+                        obi_error **err)
 {
     /* declared before the first goto: a jump past a cleanup variable's initialization would
      * leave the label in its scope, and its cleanup would free an uninitialized pointer */
@@ -144,7 +159,7 @@ static int make_process(const obi_build_request *req, json_t **out, obi_error **
                   OBI_BUILD_UID, "gid", OBI_BUILD_GID, "args",
                   string_array((const char *const *)req->command_args, req->n_command_args), "env",
                   env, "cwd", cwd, "capabilities", obi_oci_capabilities(NULL), "rlimits",
-                  obi_oci_rlimits(), "noNewPrivileges", 1);
+                  obi_oci_rlimits(opts->max_pids), "noNewPrivileges", 1);
     if (!process)
         goto oom;
     *out = process;
@@ -167,8 +182,10 @@ static bool has_own_network(const obi_build_request *req)
 /* What a build takes of the OCI defaults: its own cgroup namespace, network namespace (unless
  * network_access) and always a user namespace, which maps gid 0, 100 and 1000 only (so devpts
  * without gid=5); runc's mounts and masks as `runc spec --rootless` writes them, plus moby's
- * power counters mask; deny-all devices, to which runc adds its default nodes. */
-static obi_oci_defaults build_defaults(const obi_build_request *req)
+ * power counters mask; deny-all devices, to which runc adds its default nodes. Without a cgroup
+ * of its own (no_cgroup) no cgroup filesystem: its cgroup namespace's root would be the
+ * runtime's cgroup, not the build's. */
+static obi_oci_defaults build_defaults(const obi_build_request *req, const obi_spec_options *opts)
 {
     return (obi_oci_defaults){
         .cgroup_namespace = true,
@@ -176,11 +193,15 @@ static obi_oci_defaults build_defaults(const obi_build_request *req)
         .user_namespace = true,
         .mask_power_counters = true,
         .no_sys = req->has_constraints && req->constraints.hide_sys,
+        .no_cgroup_fs = opts->no_cgroup,
     };
 }
 
-/* Rootful: devices as `runc spec` writes them (deny all; runc then allows its standard few), and
- * the limits. Rootless builds get none: their runtime cannot write cgroups here. */
+/* Rootful builds in a cgroup of their own: devices as `runc spec` writes them (deny all; runc
+ * then allows its standard few), and the limits. Rootless builds get none (their runtime cannot
+ * write cgroups here), nor do builds without a cgroup (no_cgroup): the process limit is their
+ * RLIMIT_NPROC alone (make_process), and devices stay closed without a device cgroup
+ * (docs/security.md "Limits"). */
 static json_t *make_resources(const obi_build_request *req, const obi_spec_options *opts,
                               const obi_oci_defaults *defaults)
 {
@@ -214,7 +235,7 @@ static json_t *make_resources(const obi_build_request *req, const obi_spec_optio
 static json_t *make_linux(const obi_build_request *req, const obi_spec_options *opts,
                           json_t *seccomp)
 {
-    obi_oci_defaults defaults = build_defaults(req);
+    obi_oci_defaults defaults = build_defaults(req, opts);
     cleanup_json json_t *linux_obj = json_object();
     if (!linux_obj ||
         json_object_set_new(linux_obj, "namespaces", obi_oci_namespaces(&defaults)) < 0 ||
@@ -225,7 +246,7 @@ static json_t *make_linux(const obi_build_request *req, const obi_spec_options *
                             json_pack("[o, o]", id_mapping(0, (uint32_t)opts->root_gid),
                                       id_mapping(OBI_BUILD_GID, (uint32_t)opts->build_gid))) < 0)
         return NULL;
-    if (!opts->rootless &&
+    if (!opts->rootless && !opts->no_cgroup &&
         json_object_set_new(linux_obj, "resources", make_resources(req, opts, &defaults)) < 0)
         return NULL;
     if (json_object_set_new(linux_obj, "seccomp", json_incref(seccomp)) < 0 ||
@@ -259,7 +280,7 @@ static int add_input_mounts(json_t *mounts, const obi_build_request *req, obi_er
 static int make_mounts(const obi_build_request *req, const obi_spec_options *opts, json_t **out,
                        obi_error **err)
 {
-    obi_oci_defaults defaults = build_defaults(req);
+    obi_oci_defaults defaults = build_defaults(req, opts);
     cleanup_json json_t *mounts = json_array();
     if (!mounts || obi_oci_add_standard_mounts(mounts, &defaults) < 0 ||
         obi_oci_add_mount(mounts, "/tmp", "tmpfs", "tmpfs", OPTS_TMP) < 0)
@@ -278,7 +299,8 @@ static int make_mounts(const obi_build_request *req, const obi_spec_options *opt
     bool constrained = req->has_constraints;
     for (size_t i = 0; constrained && i < c->n_available_ro_paths; i++)
         if (obi_oci_add_mount(mounts, c->available_ro_paths[i], "none", c->available_ro_paths[i],
-                              OPTS_HOST_RO) < 0)
+                              is_known_device(c->available_ro_paths[i]) ? OPTS_HOST_DEVICE
+                                                                        : OPTS_HOST_RO) < 0)
             goto oom;
     if (constrained && c->provide_bin_sh) {
         const char *shell = opts->sandbox_shell ? opts->sandbox_shell : OBI_DEFAULT_SANDBOX_SHELL;
@@ -323,11 +345,16 @@ int obi_spec_generate(const obi_build_request *req, const obi_spec_options *opts
                              opts->sandbox_shell);
     if ((r = check_host_ids(opts, err)) < 0)
         return r;
+    if (opts->no_cgroup && opts->memory_bytes)
+        return obi_error_set(err, -EINVAL,
+                             "a memory limit (%llu bytes) needs a cgroup, and the build would "
+                             "have none",
+                             (unsigned long long)opts->memory_bytes);
     cleanup_json json_t *seccomp = NULL;
     if ((r = obi_seccomp_build_profile(opts->machine, &seccomp, err)) < 0)
         return r;
     json_t *process = NULL, *mounts = NULL;
-    if ((r = make_process(req, &process, err)) < 0)
+    if ((r = make_process(req, opts, &process, err)) < 0)
         return r;
     if ((r = make_mounts(req, opts, &mounts, err)) < 0) {
         json_decref(process);

@@ -1,6 +1,8 @@
 /*
- * ocibuild spec [--rootless] [--sandbox-shell PATH] REQUEST.json: prints the config.json that
- * a build of the request (protobuf-JSON BuildRequest; "-" reads stdin) would run with. The
+ * ocibuild spec [--rootless] [--sandbox-shell PATH] [--runtime NAME] REQUEST.json: prints the
+ * config.json that a build of the request (protobuf-JSON BuildRequest; "-" reads stdin) would run
+ * with, on runc or, with --runtime, on that runtime (crun: without a cgroup, docs/security.md
+ * "Limits"), with the default limits. The
  * request is validated first; errors name the field. Rootless when not run as root, as a build
  * would be. Rootful, the ids are those of the first id
  * slot of the ocibuild user's range (a build claims a free one); --rootless maps ids from the
@@ -19,9 +21,11 @@
 #include "ocibuild/json_util.h"
 #include "ocibuild/oci_build.h"
 #include "ocibuild/request.h"
+#include "ocibuild/runtime.h"
 #include "ocibuild/spec.h"
 
-static const char USAGE[] = "usage: ocibuild spec [--rootless] [--sandbox-shell PATH] REQUEST.json";
+static const char USAGE[] =
+    "usage: ocibuild spec [--rootless] [--sandbox-shell PATH] [--runtime NAME] REQUEST.json";
 
 int cli_load_build_request(const char *path, obi_build_request **out, obi_error **err)
 {
@@ -40,10 +44,12 @@ int cli_spec(int argc, char **argv)
     static const struct option OPTIONS[] = {
         {"rootless", no_argument, NULL, 'r'},
         {"sandbox-shell", required_argument, NULL, 's'},
+        {"runtime", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     obi_spec_options opts = {0};
+    const char *runtime_name = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "+h", OPTIONS, NULL)) != -1) {
         switch (c) {
@@ -52,6 +58,9 @@ int cli_spec(int argc, char **argv)
             break;
         case 's':
             opts.sandbox_shell = optarg;
+            break;
+        case 't':
+            runtime_name = optarg;
             break;
         case 'h':
             puts(USAGE);
@@ -70,6 +79,14 @@ int cli_spec(int argc, char **argv)
     cleanup_build_request obi_build_request *req = NULL;
     if (cli_load_build_request(path, &req, &err) < 0)
         return cli_fail(err);
+    if (runtime_name) {
+        /* What a build service without a memory limit asks of that runtime. */
+        obi_runtime *runtime = NULL;
+        if (obi_runtime_new(runtime_name, NULL, &runtime, &err) < 0)
+            return cli_fail(err);
+        opts.no_cgroup = !obi_runtime_set_cgroups(runtime, false);
+        obi_runtime_free(runtime);
+    }
     if (opts.rootless && obi_spec_options_rootless_current_user(&opts, &err) < 0)
         return cli_fail(err);
     if (!opts.rootless) {
@@ -79,8 +96,8 @@ int cli_spec(int argc, char **argv)
             return cli_fail(err);
         obi_id_pool_slot(pool, 0, &first);
         obi_id_slot_spec_ids(&first, &opts);
-        opts.max_pids = OBI_DEFAULT_MAX_PIDS;
     }
+    opts.max_pids = OBI_DEFAULT_MAX_PIDS;
     cleanup_json json_t *config = NULL;
     if (obi_spec_generate(req, &opts, &config, &err) < 0) {
         obi_error_prefix(&err, -EINVAL, "%s", path);

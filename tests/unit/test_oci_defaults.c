@@ -2,7 +2,8 @@
  * The OCI defaults table shared by build and replica specs: what a build and a replica get
  * written out in full (runc's and spec/service.md's mounts, masks, devices), one table of
  * behaviours in which each field of obi_oci_defaults changes exactly its own part of the
- * defaults, the capability sets' shape, runc's rlimit and the capability names.
+ * defaults, the mask of a container without a cgroup filesystem, the capability sets' shape,
+ * the rlimits and the capability names.
  */
 #include <linux/capability.h>
 #include <stdio.h>
@@ -237,6 +238,8 @@ static void test_oci_defaults_each_field_changes_only_its_part(void **state)
         {"cgroup_writable", {.cgroup_writable = true}, "mounts"},
         {"mask_power_counters", {.mask_power_counters = true}, "maskedPaths"},
         {"list_default_devices", {.list_default_devices = true}, "devices"},
+        /* no cgroup filesystem; /sys is a fresh sysfs here, so nothing to mask */
+        {"no_cgroup_fs", {.no_cgroup_fs = true}, "mounts"},
     };
     obi_oci_defaults zero = {0};
     cleanup_json json_t *base = all_parts(&zero);
@@ -260,6 +263,31 @@ static void test_oci_defaults_each_field_changes_only_its_part(void **state)
     }
 }
 
+/* Without a cgroup filesystem of its own, a container whose /sys is the host's (bound) has
+ * /sys/fs/cgroup masked, so the host's cgroup mounts there do not show; with hide_sys, neither
+ * the mount nor the mask. */
+static void test_oci_defaults_no_cgroup_fs_masks_the_hosts(void **state)
+{
+    (void)state;
+    obi_oci_defaults host_sys = {.user_namespace = true, .no_cgroup_fs = true};
+    cleanup_free char *masked = text_of(obi_oci_masked_paths(&host_sys));
+    assert_non_null(strstr(masked, "\"/sys/fs/cgroup\"]"));
+    cleanup_free char *mounts = text_of(standard_mounts(&host_sys));
+    assert_null(strstr(mounts, "/sys/fs/cgroup"));
+    assert_non_null(strstr(mounts, "\"destination\":\"/sys\""));
+
+    obi_oci_defaults own_net = {
+        .user_namespace = true, .network_namespace = true, .no_cgroup_fs = true};
+    cleanup_free char *own = text_of(obi_oci_masked_paths(&own_net));
+    assert_null(strstr(own, "cgroup"));
+    obi_oci_defaults no_sys = host_sys;
+    no_sys.no_sys = true;
+    cleanup_free char *none = text_of(obi_oci_masked_paths(&no_sys));
+    assert_null(strstr(none, "cgroup"));
+    cleanup_free char *no_sys_mounts = text_of(standard_mounts(&no_sys));
+    assert_null(strstr(no_sys_mounts, "/sys"));
+}
+
 static void test_oci_defaults_capability_sets(void **state)
 {
     (void)state;
@@ -277,8 +305,12 @@ static void test_oci_defaults_capability_sets(void **state)
 static void test_oci_defaults_rlimits_are_runcs(void **state)
 {
     (void)state;
-    assert_json_text(obi_oci_rlimits(),
+    assert_json_text(obi_oci_rlimits(0),
                      "[{\"type\":\"RLIMIT_NOFILE\",\"hard\":1024,\"soft\":1024}]");
+    /* A process limit: RLIMIT_NPROC, soft and hard, after runc's. */
+    assert_json_text(obi_oci_rlimits(4096),
+                     "[{\"type\":\"RLIMIT_NOFILE\",\"hard\":1024,\"soft\":1024},"
+                     "{\"type\":\"RLIMIT_NPROC\",\"hard\":4096,\"soft\":4096}]");
 }
 
 static void test_oci_defaults_mount_without_options_has_no_options_key(void **state)
@@ -330,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_oci_defaults_namespaces_keep_one_order),
         cmocka_unit_test(test_oci_defaults_device_rules),
         cmocka_unit_test(test_oci_defaults_each_field_changes_only_its_part),
+        cmocka_unit_test(test_oci_defaults_no_cgroup_fs_masks_the_hosts),
         cmocka_unit_test(test_oci_defaults_capability_sets),
         cmocka_unit_test(test_oci_defaults_rlimits_are_runcs),
         cmocka_unit_test(test_oci_defaults_mount_without_options_has_no_options_key),

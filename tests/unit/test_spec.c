@@ -200,7 +200,12 @@ static void test_spec_process(void **state)
     assert_string_equal(json_string_value(json_object_get(rlimit, "type")), "RLIMIT_NOFILE");
     assert_int_equal(json_integer_value(json_object_get(rlimit, "soft")), 1024);
     assert_int_equal(json_integer_value(json_object_get(rlimit, "hard")), 1024);
-    assert_int_equal(json_array_size(json_object_get(p, "rlimits")), 1);
+    /* max_pids is the build's RLIMIT_NPROC, with a cgroup or without */
+    rlimit = json_array_get(json_object_get(p, "rlimits"), 1);
+    assert_string_equal(json_string_value(json_object_get(rlimit, "type")), "RLIMIT_NPROC");
+    assert_int_equal(json_integer_value(json_object_get(rlimit, "soft")), 4096);
+    assert_int_equal(json_integer_value(json_object_get(rlimit, "hard")), 4096);
+    assert_int_equal(json_array_size(json_object_get(p, "rlimits")), 2);
     assert_true(json_is_true(json_object_get(p, "noNewPrivileges")));
 }
 
@@ -335,6 +340,54 @@ static void test_spec_limits_are_cgroup_resources_of_rootful_builds(void **state
     assert_null(json_object_get(resources, "memory"));
     cleanup_json json_t *rootless = generate(req, &ROOTLESS);
     assert_null(json_object_get(json_object_get(rootless, "linux"), "resources"));
+}
+
+/* No cgroup (crun without a memory limit): no linux.resources at all, max_pids as RLIMIT_NPROC
+ * alone, no cgroup filesystem (and /sys/fs/cgroup masked where /sys is the host's); a memory
+ * limit, which only a cgroup enforces, is refused rather than dropped. Rootless the same. */
+static void test_spec_without_a_cgroup_limits_processes_by_rlimit(void **state)
+{
+    (void)state;
+    cleanup_build_request obi_build_request *req = fixture_request();
+    obi_spec_options opts = ROOTFUL;
+    opts.no_cgroup = true;
+    opts.max_pids = 64;
+    cleanup_json json_t *config = generate(req, &opts);
+    assert_null(json_object_get(json_object_get(config, "linux"), "resources"));
+    json_t *nproc =
+        json_array_get(json_object_get(json_object_get(config, "process"), "rlimits"), 1);
+    assert_string_equal(json_string_value(json_object_get(nproc, "type")), "RLIMIT_NPROC");
+    assert_int_equal(json_integer_value(json_object_get(nproc, "soft")), 64);
+    assert_int_equal(json_integer_value(json_object_get(nproc, "hard")), 64);
+    assert_null(find_mount(config, "/sys/fs/cgroup"));
+    assert_non_null(find_mount(config, "/sys"));
+    cleanup_free char *masked =
+        string_list(json_object_get(json_object_get(config, "linux"), "maskedPaths"));
+    assert_null(strstr(masked, "cgroup")); /* a fresh sysfs: its /sys/fs/cgroup is empty */
+
+    req->has_constraints = true;
+    req->constraints.network_access = true; /* /sys is the host's */
+    cleanup_json json_t *host_sys = generate(req, &opts);
+    cleanup_free char *host_masked =
+        string_list(json_object_get(json_object_get(host_sys, "linux"), "maskedPaths"));
+    assert_non_null(strstr(host_masked, "/sys/fs/cgroup"));
+    assert_null(find_mount(host_sys, "/sys/fs/cgroup"));
+
+    obi_spec_options rootless = ROOTLESS;
+    rootless.no_cgroup = true;
+    cleanup_json json_t *rootless_config = generate(req, &rootless);
+    assert_null(find_mount(rootless_config, "/sys/fs/cgroup"));
+    nproc =
+        json_array_get(json_object_get(json_object_get(rootless_config, "process"), "rlimits"), 1);
+    assert_int_equal(json_integer_value(json_object_get(nproc, "hard")), 4096);
+
+    opts.memory_bytes = 64u << 20;
+    obi_error *err = NULL;
+    json_t *refused = NULL;
+    assert_int_equal(obi_spec_generate(req, &opts, &refused, &err), -EINVAL);
+    assert_null(refused);
+    assert_non_null(strstr(err->message, "memory limit"));
+    obi_error_free(err);
 }
 
 static void test_spec_refuses_host_root_ids(void **state)
@@ -494,14 +547,14 @@ static void test_spec_ro_paths_bin_sh_and_network_files(void **state)
     req->constraints.network_access = true;
     cleanup_json json_t *config = generate_default(req);
     assert_mount(config, "/dev/kvm", "none", "/dev/kvm", "rbind,ro");
-    assert_mount(config, "/bin/sh", "none", "/bin/busybox", "rbind,ro");
-    assert_mount(config, "/etc/resolv.conf", "none", "/etc/resolv.conf", "rbind,ro");
-    assert_mount(config, "/etc/services", "none", "/etc/services", "rbind,ro");
-    assert_mount(config, "/etc/hosts", "none", "/etc/hosts", "rbind,ro");
+    assert_mount(config, "/bin/sh", "none", "/bin/busybox", "rbind,ro,rnodev");
+    assert_mount(config, "/etc/resolv.conf", "none", "/etc/resolv.conf", "rbind,ro,rnodev");
+    assert_mount(config, "/etc/services", "none", "/etc/services", "rbind,ro,rnodev");
+    assert_mount(config, "/etc/hosts", "none", "/etc/hosts", "rbind,ro,rnodev");
     obi_spec_options opts = ROOTFUL;
     opts.sandbox_shell = "/opt/static/sh";
     cleanup_json json_t *custom = generate(req, &opts);
-    assert_mount(custom, "/bin/sh", "none", "/opt/static/sh", "rbind,ro");
+    assert_mount(custom, "/bin/sh", "none", "/opt/static/sh", "rbind,ro,rnodev");
 }
 
 static void test_spec_no_network_files_without_network_access(void **state)
@@ -864,6 +917,7 @@ int main(void)
         cmocka_unit_test(test_spec_rootless_id_mappings),
         cmocka_unit_test(test_spec_rootful_maps_its_id_slot_and_denies_devices),
         cmocka_unit_test(test_spec_limits_are_cgroup_resources_of_rootful_builds),
+        cmocka_unit_test(test_spec_without_a_cgroup_limits_processes_by_rlimit),
         cmocka_unit_test(test_spec_refuses_host_root_ids),
         cmocka_unit_test(test_spec_mount_order),
         cmocka_unit_test(test_spec_minimal_request_mounts),
