@@ -1,6 +1,6 @@
 #!/bin/bash
 # The build sandbox's identity, syscall filter and limits (docs/security.md), attacked as a
-# hostile build and a hostile local user would, with real runc (and crun once):
+# hostile build and a hostile local user would, with real runc and crun (crun without a cgroup where no memory limit is asked):
 # - a host account with uid 1000 cannot reach a running build's bundle, scratch or outputs;
 #   the bundle is 0700 and owned by the build's id slot, not by a login account;
 # - chmod cannot set setuid/setgid bits; a file created with them (open, creat, mknod: not
@@ -8,8 +8,10 @@
 #   and never reaches the output; setxattr is ENOTSUP, the keyring and user namespaces are
 #   refused, /proc/keys is masked, no capability is held;
 # - inputs show as nobody:nogroup (65534), mtime 1, read-only; the build dir is 0700;
-# - a fork loop stops at --max-pids, --memory kills an allocating build, --scratch-limit stops
-#   a build that writes too much (ENOSPC on a tmpfs, not the host's disk);
+# - a fork loop stops at --max-pids (on crun without a cgroup: RLIMIT_NPROC), a daemon outlives
+#   neither its build nor a --timeout, no device node opens that the build made or was not
+#   given, --memory kills an allocating build, --scratch-limit stops a build that writes too much
+#   (ENOSPC on a tmpfs, not the host's disk);
 # - two concurrent builds run as different host ids, also while a killed build's container runs.
 # Each of these fails with ocibuild before the sandbox work (builds ran as host uid 1000).
 source "$(dirname "$0")/lib.sh"
@@ -174,20 +176,97 @@ else
 fi
 
 # --- limits ---
-# Counted with shell builtins only: at the limit the shell cannot fork.
+# Counted with shell builtins only: at the limit the shell cannot fork. On crun the build has no
+# cgroup (no memory limit asked): RLIMIT_NPROC alone stops it, and no cgroup filesystem shows;
+# on runc pids.max too (docs/security.md "Limits").
 request forks "$PRELUDE
+grep '^Max processes' /proc/self/limits > /nix/store/out/limits; ls -A /sys/fs/cgroup > /nix/store/out/cgroups
 (for i in \$(seq 300); do sleep 60 & done) 2>/dev/null
 set -- /proc/[0-9]*; echo \$# > /nix/store/out/n; kill -9 -1 2>/dev/null; true"
-start=$(date +%s)
-if "$OCIBUILD" build --max-pids 64 --timeout 60 "$T_TMP/forks.json" >"$T_TMP/forks.out" 2>"$T_TMP/forks.err" &&
-  export_output "$T_TMP/forks.out" "$T_TMP/forks-out"; then
-  n=$(cat "$T_TMP/forks-out/n")
-  [ "$n" -le 64 ] && [ "$n" -ge 32 ] && t_ok "a fork loop stops at --max-pids 64 ($n processes)" ||
-    t_fail "a fork loop stops at --max-pids 64" "$n processes"
-  [ $(( $(date +%s) - start )) -lt 30 ] && t_ok "the fork loop build ends by itself" || t_fail "the fork loop build took too long"
-else
-  t_fail "a fork loop stops at --max-pids 64" "$(cat "$T_TMP/forks.err")"
-fi
+RUNTIMES=(runc); command -v crun >/dev/null && RUNTIMES=(crun runc)
+for rt in "${RUNTIMES[@]}"; do
+  start=$(date +%s)
+  rm -rf "$T_TMP/forks-out"
+  if "$OCIBUILD" build --runtime $rt --max-pids 64 --timeout 60 "$T_TMP/forks.json" >"$T_TMP/forks.out" 2>"$T_TMP/forks.err" &&
+    export_output "$T_TMP/forks.out" "$T_TMP/forks-out"; then
+    n=$(cat "$T_TMP/forks-out/n")
+    [ "$n" -le 64 ] && [ "$n" -ge 32 ] && t_ok "$rt: a fork loop stops at --max-pids 64 ($n processes)" ||
+      t_fail "$rt: a fork loop stops at --max-pids 64" "$n processes"
+    [ $(( $(date +%s) - start )) -lt 30 ] && t_ok "$rt: the fork loop build ends by itself" || t_fail "$rt: the fork loop build took too long"
+    read -r _ _ soft hard _ <"$T_TMP/forks-out/limits"
+    [ "$soft $hard" = "64 64" ] && t_ok "$rt: the build's RLIMIT_NPROC is --max-pids" ||
+      t_fail "$rt: the build's RLIMIT_NPROC is --max-pids" "$(cat "$T_TMP/forks-out/limits")"
+    cgroups=$(tr '\n' ' ' <"$T_TMP/forks-out/cgroups")
+    if [ $rt = crun ]; then
+      [ -z "$cgroups" ] && t_ok "crun: without a memory limit the build has no cgroup filesystem" ||
+        t_fail "crun: without a memory limit the build has no cgroup filesystem" "$cgroups"
+    else
+      [ -n "$cgroups" ] && t_ok "runc: the build sees its cgroups ($cgroups)" || t_fail "runc: the build sees its cgroups"
+    fi
+  else
+    t_fail "$rt: a fork loop stops at --max-pids 64" "$(cat "$T_TMP/forks.err")"
+  fi
+done
+
+# Without a cgroup, the pid namespace still ends every process of the build with its init: a
+# daemon (setsid, stdio closed) outlives neither a build that exits nor one cut by --timeout.
+DAEMON_SLEEP=$((40000 + RANDOM))
+daemon_left() { pgrep -f "busybox sleep $DAEMON_SLEEP" >/dev/null; }
+request daemon "$PRELUDE
+setsid /nix/store/busybox sh -c 'exec /nix/store/busybox sleep $DAEMON_SLEEP' </dev/null >/dev/null 2>&1 &
+sleep 0.5; echo ok > /nix/store/out/ok"
+request daemon_hangs "$PRELUDE
+setsid /nix/store/busybox sh -c 'exec /nix/store/busybox sleep $DAEMON_SLEEP' </dev/null >/dev/null 2>&1 &
+sleep 600"
+for rt in "${RUNTIMES[@]}"; do
+  if "$OCIBUILD" build --runtime $rt "$T_TMP/daemon.json" >/dev/null 2>"$T_TMP/daemon.err"; then
+    t_settle "$OCIBUILD_DATA_DIR"
+    daemon_left && t_fail "$rt: a daemon the build started is gone once the build ended" "$(pgrep -fa "sleep $DAEMON_SLEEP")" ||
+      t_ok "$rt: a daemon the build started is gone once the build ended"
+  else
+    t_fail "$rt: a build that starts a daemon succeeds" "$(cat "$T_TMP/daemon.err")"
+  fi
+  kill -KILL $(pgrep -f "busybox sleep $DAEMON_SLEEP") 2>/dev/null # this test's own marker
+  if "$OCIBUILD" build --runtime $rt --timeout 2 "$T_TMP/daemon_hangs.json" >/dev/null 2>"$T_TMP/daemon.err"; then
+    t_fail "$rt: a build that hangs times out"
+  else
+    t_settle "$OCIBUILD_DATA_DIR"
+    daemon_left && t_fail "$rt: a daemon the build started is gone after --timeout" "$(pgrep -fa "sleep $DAEMON_SLEEP")" ||
+      t_ok "$rt: a daemon the build started is gone after --timeout"
+  fi
+  kill -KILL $(pgrep -f "busybox sleep $DAEMON_SLEEP") 2>/dev/null
+done
+
+# No device opens that the build made or was not given: mknod is refused, and a device node on
+# a host path it is given (or on a mount below it) does not open, with a device cgroup (runc)
+# or without one (crun: the path is bound rnodev).
+DEVDIR=$(mktemp -d /tmp/obi-test-dev.XXXXXX)
+t_cleanup "umount $DEVDIR/sub; rm -rf $DEVDIR"
+# /dev/fuse (c 10 229, mode 666 on most hosts) is outside the device cgroup's list, /dev/null
+# (c 1 3) inside it: neither opens from there.
+chmod 755 "$DEVDIR" && mkdir "$DEVDIR/sub" && mount -t tmpfs -o mode=755 tmpfs "$DEVDIR/sub" &&
+  mknod -m 666 "$DEVDIR/fuse" c 10 229 && mknod -m 666 "$DEVDIR/null" c 1 3 &&
+  mknod -m 666 "$DEVDIR/sub/fuse" c 10 229
+request devices "$PRELUDE
+cd /nix/store/out
+for f in /build/made /tmp/made; do mknod \$f c 10 229 2>/dev/null && echo \$f >> made; done
+for f in $DEVDIR/fuse $DEVDIR/null $DEVDIR/sub/fuse; do
+  (: < \$f) 2>/dev/null && echo \$f read >> opened; (: > \$f) 2>/dev/null && echo \$f write >> opened
+done
+ls $DEVDIR > seen; true" ", \"constraints\": {\"system\": \"x86_64-linux\", \"available_ro_paths\": [\"$DEVDIR\"]}"
+for rt in "${RUNTIMES[@]}"; do
+  rm -rf "$T_TMP/devices-out"
+  if "$OCIBUILD" build --runtime $rt "$T_TMP/devices.json" >"$T_TMP/devices.out" 2>"$T_TMP/devices.err" &&
+    export_output "$T_TMP/devices.out" "$T_TMP/devices-out"; then
+    D="$T_TMP/devices-out"
+    grep -q fuse "$D/seen" && [ ! -e "$D/made" ] && [ ! -e "$D/opened" ] &&
+      t_ok "$rt: a build can neither make a device node nor open one on a host path it is given" ||
+      t_fail "$rt: a build can neither make a device node nor open one it is given" \
+        "made: $(cat "$D/made" 2>/dev/null) opened: $(cat "$D/opened" 2>/dev/null | tr '\n' ' ') seen: $(cat "$D/seen")"
+  else
+    t_fail "$rt: the device build succeeds" "$(cat "$T_TMP/devices.err")"
+  fi
+done
 
 request memory "$PRELUDE
 dd if=/dev/zero of=/dev/null bs=256M count=1"
