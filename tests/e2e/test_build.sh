@@ -183,6 +183,32 @@ request after 'mkdir -p /nix/store/out'
 build "$T_TMP/after.json" >/dev/null && t_ok "the next build succeeds" || t_fail "next build after SIGKILL" "$(cat "$T_TMP/stderr")"
 t_check "the next build swept the killed build's container and bundle" no_leftovers
 
+# The same on crun without a cgroup (no memory limit; docs/security.md "Limits"): the foreground
+# crun outlives the killed ocibuild and runs the container on; the sweep's kill and delete
+# (--cgroup-manager=disabled) end it and every process in it.
+if command -v crun >/dev/null; then
+  MARK=$((50000 + RANDOM))
+  request sigkill_crun "echo started >&2; /nix/store/busybox sleep $MARK"
+  "$OCIBUILD" build --runtime crun "$T_TMP/sigkill_crun.json" >/dev/null 2>"$T_TMP/sigkill.err" &
+  pid=$!
+  for _ in $(seq 1 100); do grep -q started "$T_TMP/sigkill.err" 2>/dev/null && break; sleep 0.1; done
+  kill -KILL $pid; wait $pid 2>/dev/null
+  stale=$(ls -A "$BUNDLES" | grep -v '^\.' | head -1)
+  [ -n "$stale" ] && pgrep -f "busybox sleep $MARK" >/dev/null &&
+    ! t_containers_below crun "$BUNDLES" >/dev/null &&
+    t_ok "crun: SIGKILL leaves the container running and its bundle behind" ||
+    t_fail "crun: SIGKILL leaves the container running and its bundle behind" "bundle '$stale'"
+  "$OCIBUILD" build --runtime crun "$T_TMP/after.json" >/dev/null 2>"$T_TMP/stderr" &&
+    t_ok "crun: the next build succeeds" || t_fail "crun: next build after SIGKILL" "$(cat "$T_TMP/stderr")"
+  t_check "crun: the next build swept the killed build's container and bundle" no_leftovers
+  for _ in $(seq 50); do pgrep -f "busybox sleep $MARK" >/dev/null || break; sleep 0.02; done
+  left=$(pgrep -f "busybox sleep $MARK")
+  [ -z "$left" ] && t_ok "crun: no process of the killed build is left" ||
+    { t_fail "crun: no process of the killed build is left" "$left"; kill -KILL $left; }
+else
+  t_skip "crun: the sweep after SIGKILL" "crun is not installed"
+fi
+
 # --- after the answer (docs/build.md): `ocibuild build` exits once it has answered and a child
 # it leaves removes the bundle, holding the bundle's lock, so a sweep meanwhile leaves the bundle
 # to it; killed half way, it leaves a bundle the next sweep removes. 30,000 files in scratch
