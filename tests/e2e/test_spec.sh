@@ -1,7 +1,8 @@
 #!/bin/bash
 # `ocibuild spec`: every example request (examples/requests/*.json) gives a config.json that
 # validates against the OCI runtime-spec JSON schema (seccomp filter included), rootful and
-# rootless; the standard mounts are those `runc spec --rootless` writes; rootful ids come from the
+# rootless; the standard mounts are those `runc spec --rootless` writes; on crun (--runtime) no
+# cgroup, the process limit an rlimit; rootful ids come from the
 # ocibuild user's range, and without one the error gives the fix; invalid requests fail naming
 # the field.
 source "$(dirname "$0")/lib.sh"
@@ -74,6 +75,31 @@ PYEOF
 else
   t_skip "standard mounts equal runc spec's" "runc is not installed"
 fi
+
+# The shape per runtime (docs/security.md "Limits"): on runc a cgroup (devices, pids.max) and
+# RLIMIT_NPROC; on crun no cgroup at all: no linux.resources, no cgroup filesystem, the process
+# limit RLIMIT_NPROC alone. Both valid.
+shape() { # CONFIG -> "resources=yes|no nproc=N cgroupfs=yes|no"
+  $PY -c 'import json,sys; c=json.load(open(sys.argv[1]))
+n=[r["hard"] for r in c["process"]["rlimits"] if r["type"]=="RLIMIT_NPROC" and r["soft"]==r["hard"]]
+print("resources=%s nproc=%s cgroupfs=%s" % ("yes" if "resources" in c["linux"] else "no", n[0] if n else "none",
+  "yes" if any(m["destination"]=="/sys/fs/cgroup" for m in c["mounts"]) else "no"))' "$1"
+}
+for rt in runc crun; do
+  command -v $rt >/dev/null || { t_skip "spec --runtime $rt" "$rt is not installed"; continue; }
+  if ! err=$("$OCIBUILD" spec --runtime $rt "$ROOT/examples/requests/minimal.json" 2>&1 >"$T_TMP/shape-$rt.json"); then
+    t_fail "spec --runtime $rt succeeds" "$err"; continue
+  fi
+  case $rt in runc) want="resources=yes nproc=4096 cgroupfs=yes" ;; crun) want="resources=no nproc=4096 cgroupfs=no" ;; esac
+  got=$(shape "$T_TMP/shape-$rt.json")
+  [ "$got" = "$want" ] && t_ok "spec --runtime $rt: $want" || t_fail "spec --runtime $rt: $want" "$got"
+  if [ $have_jsonschema = 1 ]; then
+    t_check "spec --runtime $rt validates against the OCI schema" validate "$T_TMP/shape-$rt.json"
+  fi
+done
+got=$(shape "$T_TMP/minimal-rootful.json")
+[ "$got" = "resources=yes nproc=4096 cgroupfs=yes" ] && t_ok "spec without --runtime: runc's shape" ||
+  t_fail "spec without --runtime: runc's shape" "$got"
 
 # Invalid requests fail, naming the field.
 expect_failure() { # NAME JSON NEEDLE [FLAGS...]
