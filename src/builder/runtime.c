@@ -316,6 +316,20 @@ static const char **runtime_argv(const obi_runtime *rt, const char *const *args,
     return argv;
 }
 
+/* The stdin of a runtime call that makes a container: an empty pipe of its own (reads see end
+ * of file, as from /dev/null). crun 1.8 chowns the stdio it hands the container's process to
+ * that process's user, /dev/null included (runc skips /dev/null): given the host's /dev/null, a
+ * crun build made it the slot build user's, and any later build as that user could chmod it
+ * for the whole host. -1 with errno on failure. */
+static int empty_stdin(void)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return -1;
+    close(fds[1]);
+    return fds[0];
+}
+
 /* Runs a short runtime command, returning its exit code and output. */
 static int runtime_command(obi_runtime *rt, const char *const *args, size_t n_args, char **output,
                            int *exit_code, obi_error **err)
@@ -419,7 +433,11 @@ int obi_runtime_run_detached_pid_file(obi_runtime *runtime, const char *bundle, 
     cleanup_free const char **argv = runtime_argv(runtime, args, pid_file ? 7 : 5);
     if (!argv)
         return obi_error_oom(err);
+    cleanup_close int stdin_fd = empty_stdin();
+    if (stdin_fd < 0)
+        return obi_error_set_errno(err, errno, "pipe for the stdin of %s", id);
     obi_spawn_options opts = OBI_SPAWN_OPTIONS_INIT;
+    opts.stdin_fd = stdin_fd;
     opts.stdout_fd = log_fd;
     opts.stderr_fd = log_fd;
     opts.die_with_parent = false;
@@ -1014,6 +1032,11 @@ static obi_run_event run_spawn(run *r)
     }
     cleanup_close int write_end = out_pipe[1];
     r->output_fd = out_pipe[0];
+    cleanup_close int stdin_fd = empty_stdin();
+    if (stdin_fd < 0) {
+        run_fail(r, -errno, "pipe: %s", strerror(errno));
+        return OBI_RUN_EV_SPAWN_FAILED;
+    }
     if (fcntl(r->output_fd, F_SETFL, O_NONBLOCK) < 0) {
         run_fail(r, -errno, "fcntl O_NONBLOCK: %s", strerror(errno));
         return OBI_RUN_EV_SPAWN_FAILED;
@@ -1030,6 +1053,7 @@ static obi_run_event run_spawn(run *r)
         return OBI_RUN_EV_SPAWN_FAILED;
     }
     obi_spawn_options spawn_opts = OBI_SPAWN_OPTIONS_INIT;
+    spawn_opts.stdin_fd = stdin_fd;
     spawn_opts.stdout_fd = write_end;
     spawn_opts.stderr_fd = write_end;
     /* A runtime killed half way through making the container (by PR_SET_PDEATHSIG, when we

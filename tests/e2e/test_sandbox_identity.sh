@@ -1,6 +1,7 @@
 #!/bin/bash
 # The build sandbox's identity, syscall filter and limits (docs/security.md), attacked as a
-# hostile build and a hostile local user would, with real runc and crun (crun without a cgroup where no memory limit is asked):
+# hostile build and a hostile local user would, with real runc and crun (crun without a cgroup
+# where no memory limit is asked):
 # - a host account with uid 1000 cannot reach a running build's bundle, scratch or outputs;
 #   the bundle is 0700 and owned by the build's id slot, not by a login account;
 # - chmod cannot set setuid/setgid bits; a file created with them (open, creat, mknod: not
@@ -10,7 +11,7 @@
 # - inputs show as nobody:nogroup (65534), mtime 1, read-only; the build dir is 0700;
 # - a fork loop stops at --max-pids (on crun without a cgroup: RLIMIT_NPROC), a daemon outlives
 #   neither its build nor a --timeout, no device node opens that the build made or was not
-#   given, --memory kills an allocating build, --scratch-limit stops a build that writes too much
+#   given, the host's /dev/null never becomes the build user's, --memory kills an allocating build, --scratch-limit stops a build that writes too much
 #   (ENOSPC on a tmpfs, not the host's disk);
 # - two concurrent builds run as different host ids, also while a killed build's container runs.
 # Each of these fails with ocibuild before the sandbox work (builds ran as host uid 1000).
@@ -235,6 +236,27 @@ for rt in "${RUNTIMES[@]}"; do
       t_ok "$rt: a daemon the build started is gone after --timeout"
   fi
   kill -KILL $(pgrep -f "busybox sleep $DAEMON_SLEEP") 2>/dev/null
+done
+
+# The host's /dev/null, bound into every build, never becomes the build user's: crun 1.8 chowns
+# the stdio it hands the container to the build user, and given /dev/null as stdin it made the
+# host's /dev/null the slot's (a later build as that user could chmod it for the whole host). The
+# probe is a chmod to its own mode, which only the owner may make.
+request devnull "$PRELUDE
+stat -c %u /dev/null > /nix/store/out/owner; chmod 666 /dev/null 2>/dev/null && echo yes > /nix/store/out/chmod; true"
+for rt in "${RUNTIMES[@]}"; do
+  rm -rf "$T_TMP/devnull-out"
+  if "$OCIBUILD" build --runtime $rt "$T_TMP/devnull.json" >"$T_TMP/devnull.out" 2>"$T_TMP/devnull.err" &&
+    export_output "$T_TMP/devnull.out" "$T_TMP/devnull-out"; then
+    owner=$(cat "$T_TMP/devnull-out/owner")
+    [ "$owner" != 1000 ] && [ ! -e "$T_TMP/devnull-out/chmod" ] &&
+      t_ok "$rt: the host's /dev/null is not the build user's (owner $owner in the build), chmod refused" ||
+      t_fail "$rt: the host's /dev/null is not the build user's" "owner $owner; chmod: $(cat "$T_TMP/devnull-out/chmod" 2>/dev/null)"
+  else
+    t_fail "$rt: the /dev/null build succeeds" "$(cat "$T_TMP/devnull.err")"
+  fi
+  # (a build of a binary with the bug left it the slot's: give it back to root)
+  in_range "$(stat -c %u /dev/null)" && chown 0:0 /dev/null && chmod 666 /dev/null
 done
 
 # No device opens that the build made or was not given: mknod is refused, and a device node on
