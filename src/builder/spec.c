@@ -28,10 +28,12 @@ static const char *const OPTS_TMP[] = {"nosuid", "noatime", "mode=1777", NULL};
 static const char *const NETWORK_FILES[] = {"/etc/resolv.conf", "/etc/services", "/etc/hosts"};
 static const char *const OPTS_SCRATCH[] = {"rbind", "rw", NULL};
 static const char *const OPTS_INPUT[] = {"rbind", "ro", "nosuid", "nodev", NULL};
-/* Host paths a build is given: read-only, and no device node on them or below them opens
- * (rnodev: submounts too), so a directory or file given never hands the build a device, with a
- * device cgroup or without one (docs/security.md "Limits"). */
-static const char *const OPTS_HOST_RO[] = {"rbind", "ro", "rnodev", NULL};
+/* Host paths a build is given: read-only, and no device node on them opens, so a directory or
+ * file given never hands the build a device, with a device cgroup or without one
+ * (docs/security.md "A cgroup only for a limit that needs one"). nodev, not rnodev: crun 1.8.1
+ * refuses rnodev on a file ("open mount target: Not a directory"), and brings no submount of a
+ * given directory into the build (runc does, with its device cgroup). */
+static const char *const OPTS_HOST_RO[] = {"rbind", "ro", "nodev", NULL};
 /* A known device given (KNOWN_DEVICES): the node itself, which must open. */
 static const char *const OPTS_HOST_DEVICE[] = {"rbind", "ro", NULL};
 

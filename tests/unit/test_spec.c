@@ -547,14 +547,14 @@ static void test_spec_ro_paths_bin_sh_and_network_files(void **state)
     req->constraints.network_access = true;
     cleanup_json json_t *config = generate_default(req);
     assert_mount(config, "/dev/kvm", "none", "/dev/kvm", "rbind,ro");
-    assert_mount(config, "/bin/sh", "none", "/bin/busybox", "rbind,ro,rnodev");
-    assert_mount(config, "/etc/resolv.conf", "none", "/etc/resolv.conf", "rbind,ro,rnodev");
-    assert_mount(config, "/etc/services", "none", "/etc/services", "rbind,ro,rnodev");
-    assert_mount(config, "/etc/hosts", "none", "/etc/hosts", "rbind,ro,rnodev");
+    assert_mount(config, "/bin/sh", "none", "/bin/busybox", "rbind,ro,nodev");
+    assert_mount(config, "/etc/resolv.conf", "none", "/etc/resolv.conf", "rbind,ro,nodev");
+    assert_mount(config, "/etc/services", "none", "/etc/services", "rbind,ro,nodev");
+    assert_mount(config, "/etc/hosts", "none", "/etc/hosts", "rbind,ro,nodev");
     obi_spec_options opts = ROOTFUL;
     opts.sandbox_shell = "/opt/static/sh";
     cleanup_json json_t *custom = generate(req, &opts);
-    assert_mount(custom, "/bin/sh", "none", "/opt/static/sh", "rbind,ro,rnodev");
+    assert_mount(custom, "/bin/sh", "none", "/opt/static/sh", "rbind,ro,nodev");
 }
 
 static void test_spec_no_network_files_without_network_access(void **state)
