@@ -2,7 +2,8 @@
 # Rootless builds: ocibuild run by an unprivileged user with /etc/subuid and /etc/subgid ranges
 # (set up here), runc in a user namespace with the two-id maps of build.md. Checks the output,
 # the build user's ids, that writes to the root fail, and that nothing is left behind (the
-# build user's sub-id owned files included). Also crun, inside a private mount namespace that
+# build user's sub-id owned files included), and that a fork loop stops at --max-pids
+# (RLIMIT_NPROC). Also crun, inside a private mount namespace that
 # hides the cgroup2 mount crun 1.8 refuses on this hybrid-cgroup machine.
 source "$(dirname "$0")/lib.sh"
 
@@ -90,6 +91,32 @@ as_user "$W/ocibuild" build --rootful "$W/req.json" >/dev/null 2>"$W/err4"; rc=$
 t_settle "$W/data"; left=$(ls -A "$W/data/bundles" 2>/dev/null | grep -v '^\.' || true)
 [ -z "$left" ] && t_ok "rootless by default and --rootful leave no bundle" ||
   t_fail "rootless by default and --rootful leave no bundle" "$left"
+
+# Rootless builds have no cgroup limits here; their process limit is RLIMIT_NPROC (docs/
+# security.md "Limits"): a loop of 300 background sleeps stops at --max-pids. Without it the
+# loop ran all 300.
+cat > "$W/forks.json" <<'JSON'
+{
+  "inputs": {"busybox": "/bin/busybox"},
+  "command_args": ["/nix/store/busybox", "sh", "-c", "mkdir -p /nix/store/out; (for i in $(seq 300); do sleep 60 & done) 2>/dev/null; set -- /proc/[0-9]*; echo $# > /nix/store/out/n; kill -9 -1 2>/dev/null; true"],
+  "working_dir": "build",
+  "scratch_paths": ["build", "nix/store"],
+  "inputs_dir": "nix/store",
+  "outputs": ["nix/store/out"]
+}
+JSON
+chown "$USER_NAME" "$W/forks.json"
+if out=$(as_user "$W/ocibuild" build --rootless --max-pids 64 --timeout 60 "$W/forks.json" 2>"$W/err"); then
+  echo "$out" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["outputs"][0]))' >"$W/forks-node.json"
+  chown "$USER_NAME" "$W/forks-node.json"
+  as_user "$W/ocibuild" store export - "$W/forks-out" <"$W/forks-node.json" 2>>"$W/err"
+  n=$(cat "$W/forks-out/n" 2>/dev/null)
+  [ -n "$n" ] && [ "$n" -le 64 ] && [ "$n" -ge 32 ] && t_ok "rootless: a fork loop stops at --max-pids 64 ($n processes)" ||
+    t_fail "rootless: a fork loop stops at --max-pids 64" "n=$n $(cat "$W/err")"
+else
+  t_fail "rootless: the fork loop build succeeds" "$(cat "$W/err")"
+fi
+t_settle "$W/data"
 
 # A rootless user without a subuid range gets told how to add one.
 NOSUB=obi-nosubuid
