@@ -34,7 +34,8 @@ typedef struct obi_oci_build_options {
     void *output_ctx;
     bool disable_root_pool; /* every build makes its own root/ (root_pool.h) */
     /* Limits (docs/security.md "Limits"). The last two need rootful builds. */
-    unsigned max_pids;            /* pids.max of each build; 0: OBI_DEFAULT_MAX_PIDS */
+    unsigned max_pids;            /* processes of each build (RLIMIT_NPROC, and pids.max with a
+                                     cgroup); 0: OBI_DEFAULT_MAX_PIDS */
     uint64_t memory_bytes;        /* memory (and memory + swap) limit; 0: none */
     uint64_t scratch_limit_bytes; /* size of the tmpfs holding scratch dirs; 0: on disk */
     obi_inputs_mode inputs;       /* the input cache, FUSE, or auto (build_inputs.h) */

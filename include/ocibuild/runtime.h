@@ -6,7 +6,8 @@
  * then delete --force) when a run fails or is cut short, or says that it could not
  * (OBI_ECONTAINER_LEFT). Also the detached calls services need. crun runs from an unwritable view
  * or copy of its binary (no second exec per call) and, as root on hybrid-cgroup hosts, in a mount
- * namespace without the cgroup2 mount.
+ * namespace without the cgroup2 mount; asked for no cgroups, with --cgroup-manager=disabled. A
+ * container's stdin is an empty pipe, never the host's /dev/null (crun chowns it).
  */
 #ifndef OCIBUILD_RUNTIME_H
 #define OCIBUILD_RUNTIME_H
