@@ -32,6 +32,9 @@ int obi_rm_rf_at(int dirfd, const char *name, const char *display, obi_error **e
  * name itself is removed (not when something below it stays). */
 int obi_rm_rf_at_emptied(int dirfd, const char *name, const char *display,
                          void (*emptied)(void *ctx), void *ctx, obi_error **err);
+/* The same walk keeping the directory name itself (its mode too): everything below it removed.
+ * name must be a directory (-ENOTDIR otherwise, nothing removed); a missing name: 0. */
+int obi_empty_dir_at(int dirfd, const char *name, const char *display, obi_error **err);
 /* chown -R (lchown: symlinks themselves) of the entry name in dirfd, iteratively. */
 int obi_chown_tree_at(int dirfd, const char *name, uid_t uid, gid_t gid, const char *display,
                       obi_error **err);

@@ -274,28 +274,6 @@ static bool is_skeleton_dir(const obi_bundle_recycler *recycler, const char *nam
     return false;
 }
 
-/* Removes everything in directory name of parent_fd, never it (display: its path, for messages). */
-static int empty_dir_at(int parent_fd, const char *name, const char *display, obi_error **err)
-{
-    int fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    cleanup_dir DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!dir) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        return obi_error_set_errno(err, e, "open %s", display);
-    }
-    struct dirent *de;
-    int r = 0;
-    while (r == 0 && (de = readdir(dir))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        cleanup_free char *path = obi_path_join(display, de->d_name);
-        r = path ? obi_rm_rf_at(dirfd(dir), de->d_name, path, err) : obi_error_oom(err);
-    }
-    return r;
-}
-
 /* Makes the bundle a skeleton again, through its own descriptor: mounts below it detached,
  * every entry removed but the skeleton's directories (real directories of the bundle's
  * filesystem), which are emptied. */
@@ -325,7 +303,7 @@ static int empty_to_skeleton(const obi_bundle *bundle, obi_error **err)
             r = obi_error_set_errno(err, errno, "stat %s", path);
         else if (is_skeleton_dir(bundle->recycler, de->d_name) && S_ISDIR(st.st_mode) &&
                  st.st_dev == top.st_dev)
-            r = empty_dir_at(dirfd(dir), de->d_name, path, err);
+            r = obi_empty_dir_at(dirfd(dir), de->d_name, path, err);
         else
             r = obi_rm_rf_at(dirfd(dir), de->d_name, path, err);
     }

@@ -88,6 +88,7 @@ int obi_mkdir_p(const char *path, mode_t mode, obi_error **err)
 
 typedef struct rm_rf_walk {
     dev_t dev;                  /* the start's filesystem: never removed through a mount point */
+    bool keep_top;              /* the start is a directory that stays, emptied */
     void (*emptied)(void *ctx); /* called before the start itself is removed (may be NULL) */
     void *emptied_ctx;
 } rm_rf_walk;
@@ -95,8 +96,11 @@ typedef struct rm_rf_walk {
 static int rm_rf_enter(void *ctx, const obi_walk_entry *e, obi_error **err)
 {
     rm_rf_walk *rm = ctx;
-    if (e->depth == 0)
+    if (e->depth == 0) {
         rm->dev = e->st->st_dev;
+        if (rm->keep_top && !S_ISDIR(e->st->st_mode))
+            return obi_error_set(err, -ENOTDIR, "empty %s: not a directory", e->path);
+    }
     if (!S_ISDIR(e->st->st_mode)) {
         if (unlinkat(e->dirfd, e->name, 0) < 0 && errno != ENOENT)
             return obi_error_set_errno(err, errno, "remove %s", e->path);
@@ -105,8 +109,9 @@ static int rm_rf_enter(void *ctx, const obi_walk_entry *e, obi_error **err)
     if (e->st->st_dev != rm->dev)
         return obi_error_set(err, -EBUSY, "remove %s: is a mount point, not removing through it",
                              e->path);
-    /* AT_SYMLINK_NOFOLLOW: if the name was swapped for a symlink, nothing is followed. */
-    if ((e->st->st_mode & 0700) != 0700 &&
+    /* AT_SYMLINK_NOFOLLOW: if the name was swapped for a symlink, nothing is followed. A kept
+     * top keeps its mode too. */
+    if ((e->st->st_mode & 0700) != 0700 && !(rm->keep_top && e->depth == 0) &&
         fchmodat(e->dirfd, e->name, (e->st->st_mode & 07777) | 0700, AT_SYMLINK_NOFOLLOW) < 0 &&
         errno != ENOENT)
         return obi_error_set_errno(err, errno, "remove %s: chmod", e->path);
@@ -116,11 +121,26 @@ static int rm_rf_enter(void *ctx, const obi_walk_entry *e, obi_error **err)
 static int rm_rf_leave(void *ctx, const obi_walk_entry *e, obi_error **err)
 {
     const rm_rf_walk *rm = ctx;
+    if (e->depth == 0 && rm->keep_top)
+        return 0;
     if (e->depth == 0 && rm->emptied)
         rm->emptied(rm->emptied_ctx);
     if (unlinkat(e->dirfd, e->name, AT_REMOVEDIR) < 0 && errno != ENOENT)
         return obi_error_set_errno(err, errno, "remove %s", e->path);
     return 0;
+}
+
+/* The one removal walk: name and everything below it, or (keep_top) only what is below it. */
+static int rm_walk(int dirfd, const char *name, const char *display, rm_rf_walk *rm,
+                   obi_error **err)
+{
+    obi_walk_options opts = {
+        .enter = rm_rf_enter,
+        .leave = rm_rf_leave,
+        .skip_vanished = true,
+        .display = display,
+    };
+    return obi_walk(dirfd, name, &opts, rm, err);
 }
 
 int obi_rm_rf_at(int dirfd, const char *name, const char *display, obi_error **err)
@@ -132,13 +152,13 @@ int obi_rm_rf_at_emptied(int dirfd, const char *name, const char *display,
                          void (*emptied)(void *ctx), void *ctx, obi_error **err)
 {
     rm_rf_walk rm = {.emptied = emptied, .emptied_ctx = ctx};
-    obi_walk_options opts = {
-        .enter = rm_rf_enter,
-        .leave = rm_rf_leave,
-        .skip_vanished = true,
-        .display = display,
-    };
-    return obi_walk(dirfd, name, &opts, &rm, err);
+    return rm_walk(dirfd, name, display, &rm, err);
+}
+
+int obi_empty_dir_at(int dirfd, const char *name, const char *display, obi_error **err)
+{
+    rm_rf_walk rm = {.keep_top = true};
+    return rm_walk(dirfd, name, display, &rm, err);
 }
 
 typedef struct chown_walk {

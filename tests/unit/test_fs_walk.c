@@ -4,6 +4,7 @@
  * depth limit, and a 100,000-level chain removed with a handful of descriptors (RLIMIT_NOFILE
  * lowered) on a thread with a small stack.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -153,6 +154,43 @@ static void test_tree_operations_never_follow_symlinks(void **state)
     obi_test_tmpdir_remove(tmp);
 }
 
+/* The removal walk keeping its top: the directory stays with its inode and mode, everything
+ * below it goes (a symlink to outside too, never followed); a top that is not a directory is
+ * refused with nothing removed. */
+static void test_empty_dir_keeps_the_top_and_removes_everything_below(void **state)
+{
+    (void)state;
+    char *tmp = obi_test_tmpdir();
+    char path[4096], secret[4096];
+    snprintf(secret, sizeof secret, "%s/secret", tmp);
+    assert_ok(obi_write_file(secret, "s", 1, 0600, err_ptr_));
+    snprintf(path, sizeof path, "%s/t/sub/deeper", tmp);
+    assert_ok(obi_mkdir_p(path, 0755, err_ptr_));
+    snprintf(path, sizeof path, "%s/t/sub/deeper/f", tmp);
+    assert_ok(obi_write_file(path, "x", 1, 0644, err_ptr_));
+    snprintf(path, sizeof path, "%s/t/link", tmp);
+    assert_int_equal(symlink(tmp, path), 0);
+    snprintf(path, sizeof path, "%s/t", tmp);
+    assert_int_equal(chmod(path, 0751), 0);
+    struct stat before, after;
+    assert_int_equal(stat(path, &before), 0);
+    int fd = open(tmp, O_PATH | O_DIRECTORY);
+    assert_ok(obi_empty_dir_at(fd, "t", NULL, err_ptr_));
+    assert_int_equal(stat(path, &after), 0);
+    assert_int_equal(after.st_ino, before.st_ino);
+    assert_int_equal(after.st_mode & 07777, 0751);
+    assert_int_equal(after.st_nlink, 2); /* no subdirectory left */
+    snprintf(path, sizeof path, "%s/t/link", tmp);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(access(secret, F_OK), 0);
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_empty_dir_at(fd, "secret", NULL, &err), -ENOTDIR,
+                      "empty secret: not a directory");
+    assert_int_equal(access(secret, F_OK), 0);
+    close(fd);
+    obi_test_tmpdir_remove(tmp);
+}
+
 /* A temporary directory on tmpfs (/dev/shm) when there is one: on this VM's ext4 (mounted with
  * online discard) making and removing 100,000 directories takes ~25 s, on tmpfs ~2 s. */
 static char *fast_tmpdir(void)
@@ -220,6 +258,7 @@ int main(void)
         cmocka_unit_test(test_walk_detects_a_directory_moved_while_inside),
         cmocka_unit_test(test_walk_refuses_trees_deeper_than_the_limit),
         cmocka_unit_test(test_tree_operations_never_follow_symlinks),
+        cmocka_unit_test(test_empty_dir_keeps_the_top_and_removes_everything_below),
         cmocka_unit_test(test_rm_rf_removes_a_100000_level_chain_with_few_fds_and_a_small_stack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
