@@ -52,6 +52,16 @@ int obi_read_file_tail(const char *path, size_t max_len, char **out, size_t *out
                        obi_error **err);
 /* Creates/truncates path with mode and writes data. */
 int obi_write_file(const char *path, const void *data, size_t len, mode_t mode, obi_error **err);
+/* Writes the file name in dirfd with exactly data, reusing the file there (no inode made and
+ * freed per write) only when it is a regular file of this process's user, with exactly mode,
+ * one link, on dirfd's filesystem and open nowhere else; anything else in its place (a symlink,
+ * a FIFO, a directory, another user's file, a hard link) is removed, never followed or opened
+ * for writing, and the file created new with mode. display: its name in messages (NULL: name).
+ * Not atomic: for files nobody reads while they are written (a bundle's config.json). */
+int obi_rewrite_file_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode,
+                        const char *display, obi_error **err);
+/* The same for path (its directory opened by name). */
+int obi_rewrite_file(const char *path, const void *data, size_t len, mode_t mode, obi_error **err);
 /* Writes to a temporary name in the same directory, fsyncs, renames over path, fsyncs the dir. */
 int obi_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
                           obi_error **err);

@@ -21,6 +21,12 @@
 #include "ocibuild/fs.h"
 
 #define KEPT_NAME ".kept" /* marks a bundle kept on purpose (--keep-bundle): never swept */
+#define CONFIG_NAME "config.json"
+/* The files a skeleton keeps for the next bundle to rewrite in place (obi_rewrite_file_at):
+ * host root's, written by ocibuild (config.json) or emptied by it and written by the runtime
+ * (its pid file), never by a build. */
+static const char *const KEPT_FILES[] = {CONFIG_NAME, OBI_RUNTIME_PID_FILE, NULL};
+#define KEPT_FILE_MODE 0644
 
 struct obi_bundle {
     char *path;
@@ -63,6 +69,15 @@ int obi_uuid_v4(char out[37], obi_error **err)
  * its mkdir and its lock (each retry means another process swept at that very moment). */
 #define CREATE_ATTEMPTS 8
 
+/* Whether the skeleton just taken as BUNDLE_ROOT/<id> was given back by this process's user
+ * (empty_to_skeleton): a 0700 directory of ours, which nobody else could change in the pool. */
+static bool skeleton_is_ours(int root_fd, const char *id)
+{
+    struct stat st;
+    return fstatat(root_fd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+           st.st_uid == geteuid() && (st.st_mode & 07777) == 0700;
+}
+
 /* Makes BUNDLE_ROOT/<id> and locks it: 1 done (*fd_out: the locked directory), 0 a sweep took
  * it before the lock (try another id). The directory is unlocked only between its mkdir and the
  * flock: a sweep that locks it first removes it, and the flock then fails, or succeeds on a
@@ -71,7 +86,16 @@ static int make_locked_dir(int root_fd, const char *root, const char *id,
                            const obi_bundle_recycler *recycler, int *fd_out, obi_error **err)
 {
     cleanup_free char *dest = recycler ? obi_path_join(root, id) : NULL;
-    if ((!dest || recycler->take(recycler->ctx, dest) != 1) && mkdirat(root_fd, id, 0700) < 0)
+    bool taken = dest && recycler->take(recycler->ctx, dest) == 1;
+    if (taken && !skeleton_is_ours(root_fd, id)) {
+        /* Given back by a version that left it to container root's host ids: whatever they
+         * may have put in it goes, with it. */
+        cleanup_error obi_error *ignored = NULL;
+        if (obi_rm_rf_at(root_fd, id, dest, &ignored) < 0)
+            return 0; /* left to a sweep: try another id */
+        taken = false;
+    }
+    if (!taken && mkdirat(root_fd, id, 0700) < 0)
         return obi_error_set_errno(err, errno, "create bundle %s/%s", root, id);
     int fd = openat(root_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
@@ -155,10 +179,11 @@ char *obi_bundle_subpath(const obi_bundle *bundle, const char *relative)
 int obi_bundle_write_config(obi_bundle *bundle, const json_t *config, obi_error **err)
 {
     cleanup_free char *text = json_dumps(config, JSON_INDENT(2) | JSON_ENSURE_ASCII);
-    cleanup_free char *path = obi_bundle_subpath(bundle, "config.json");
+    cleanup_free char *path = obi_bundle_subpath(bundle, CONFIG_NAME);
     if (!text || !path)
         return obi_error_oom(err);
-    return obi_write_file(path, text, strlen(text), 0644, err);
+    return obi_rewrite_file_at(bundle->dir_fd, CONFIG_NAME, text, strlen(text), KEPT_FILE_MODE,
+                               path, err);
 }
 
 void obi_bundle_set_on_emptied(obi_bundle *bundle, void (*fn)(void *ctx), void *ctx)
@@ -274,14 +299,35 @@ static bool is_skeleton_dir(const obi_bundle_recycler *recycler, const char *nam
     return false;
 }
 
-/* Makes the bundle a skeleton again, through its own descriptor: mounts below it detached,
- * every entry removed but the skeleton's directories (real directories of the bundle's
- * filesystem), which are emptied. */
+static bool is_kept_file(const char *name)
+{
+    for (const char *const *file = KEPT_FILES; *file; file++)
+        if (!strcmp(*file, name))
+            return true;
+    return false;
+}
+
+/* Whether st (a bundle entry, not followed) is a skeleton's kept file as this process left it:
+ * a regular file of ours with one link on the bundle's filesystem (top). The rewrite checks
+ * again, and more, before it writes. */
+static bool is_own_file(const struct stat *st, const struct stat *top)
+{
+    return S_ISREG(st->st_mode) && st->st_uid == geteuid() && st->st_nlink == 1 &&
+           st->st_dev == top->st_dev;
+}
+
+/* Makes the bundle a skeleton again, through its own descriptor: mounts below it detached; the
+ * directory handed back to this process's user (0700) first, so that container root, whose
+ * host ids owned it, can no longer add, rename or replace anything in it; then every entry
+ * removed but the skeleton's directories (real directories of the bundle's filesystem: handed
+ * back too, 0755, then emptied) and the kept files, when they are still ours. */
 static int empty_to_skeleton(const obi_bundle *bundle, obi_error **err)
 {
     int r = obi_unmount_below(bundle->path, NULL, err);
     if (r < 0)
         return r;
+    if (fchown(bundle->dir_fd, geteuid(), getegid()) < 0 || fchmod(bundle->dir_fd, 0700) < 0)
+        return obi_error_set_errno(err, errno, "take back %s", bundle->path);
     struct stat top;
     int fd = openat(bundle->dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     cleanup_dir DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
@@ -302,10 +348,16 @@ static int empty_to_skeleton(const obi_bundle *bundle, obi_error **err)
         else if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
             r = obi_error_set_errno(err, errno, "stat %s", path);
         else if (is_skeleton_dir(bundle->recycler, de->d_name) && S_ISDIR(st.st_mode) &&
-                 st.st_dev == top.st_dev)
-            r = obi_empty_dir_at(dirfd(dir), de->d_name, path, err);
-        else
+                 st.st_dev == top.st_dev) {
+            /* No symlink can take its place now: the bundle is ours alone. */
+            if (fchownat(dirfd(dir), de->d_name, geteuid(), getegid(), AT_SYMLINK_NOFOLLOW) < 0 ||
+                fchmodat(dirfd(dir), de->d_name, 0755, 0) < 0)
+                r = obi_error_set_errno(err, errno, "take back %s", path);
+            else
+                r = obi_empty_dir_at(dirfd(dir), de->d_name, path, err);
+        } else if (!is_kept_file(de->d_name) || !is_own_file(&st, &top)) {
             r = obi_rm_rf_at(dirfd(dir), de->d_name, path, err);
+        }
     }
     return r;
 }

@@ -776,10 +776,11 @@ static void run_release_held(run *r)
 
 /* Foreground: the runtime writes its pid file once the container's process is started, and
  * stays to wait for it; until then what comes through the pipe may be its own error, so it is
- * held. When the file is there, everything held and to come is the build's. */
+ * held. When the file holds the pid, everything held and to come is the build's. */
 static void run_notice_start(run *r)
 {
-    if (r->awaiting_start && faccessat(AT_FDCWD, r->pid_file, F_OK, AT_EACCESS) == 0)
+    struct stat st;
+    if (r->awaiting_start && stat(r->pid_file, &st) == 0 && st.st_size > 0)
         run_release_held(r);
 }
 
@@ -1021,10 +1022,9 @@ static obi_run_event run_spawn(run *r)
         obi_error_oom(&r->failure);
         return OBI_RUN_EV_SPAWN_FAILED;
     }
-    if (unlink(r->pid_file) < 0 && errno != ENOENT) { /* its presence says "started" */
-        run_fail(r, -errno, "remove %s: %s", r->pid_file, strerror(errno));
+    /* Empty: a pid in it says "started" (emptied in place, a recycled bundle's is reused). */
+    if (obi_rewrite_file(r->pid_file, "", 0, 0644, &r->failure) < 0)
         return OBI_RUN_EV_SPAWN_FAILED;
-    }
     int out_pipe[2];
     if (pipe2(out_pipe, O_CLOEXEC) < 0) {
         run_fail(r, -errno, "pipe: %s", strerror(errno));

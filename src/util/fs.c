@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/fs.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,6 +344,75 @@ int obi_write_file(const char *path, const void *data, size_t len, mode_t mode, 
     if (close(steal_fd(&fd)) < 0)
         return obi_error_set_errno(err, errno, "close %s", path);
     return 0;
+}
+
+/* Whether the open file fd, found in a directory on dir_dev, may be rewritten in place: a
+ * regular file of this process's user with exactly mode, no other name, on that filesystem,
+ * and open nowhere else (a write lease is granted only then: no other descriptor, no mapping,
+ * so nobody who had it open before sees what is written now). */
+static bool private_file(int fd, dev_t dir_dev, mode_t mode)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1 ||
+        st.st_dev != dir_dev || (st.st_mode & 07777) != mode)
+        return false;
+    if (fcntl(fd, F_SETLEASE, F_WRLCK) < 0)
+        return false;
+    (void)fcntl(fd, F_SETLEASE, F_UNLCK);
+    return true;
+}
+
+int obi_rewrite_file_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode,
+                        const char *display, obi_error **err)
+{
+    if (!display)
+        display = name;
+    struct stat dir_st;
+    if (fstat(dirfd, &dir_st) < 0)
+        return obi_error_set_errno(err, errno, "write %s: stat its directory", display);
+    /* O_NONBLOCK: a FIFO in its place must not block the open. */
+    cleanup_close int fd =
+        openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd >= 0 && !private_file(fd, dir_st.st_dev, mode))
+        close(steal_fd(&fd));
+    if (fd < 0) {
+        /* Whatever is there instead (a symlink, a FIFO, a directory, another's file, a second
+         * name of some file) is removed, never followed, and the file made new. */
+        int r = obi_rm_rf_at(dirfd, name, display, err);
+        if (r < 0)
+            return r;
+        fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+        if (fd < 0)
+            return obi_error_set_errno(err, errno, "create %s", display);
+        if (fchmod(fd, mode) < 0) /* the umask's bits back, so that the next rewrite reuses it */
+            return obi_error_set_errno(err, errno, "chmod %s", display);
+    }
+    /* Over the old bytes, then cut: the blocks it has stay allocated (no free and new
+     * allocation per rewrite). */
+    int r = obi_write_all(fd, data, len);
+    if (r == 0 && ftruncate(fd, (off_t)len) < 0)
+        r = -errno;
+    if (r < 0)
+        return obi_error_set_errno(err, -r, "write %s", display);
+    if (close(steal_fd(&fd)) < 0)
+        return obi_error_set_errno(err, errno, "close %s", display);
+    return 0;
+}
+
+int obi_rewrite_file(const char *path, const void *data, size_t len, mode_t mode, obi_error **err)
+{
+    cleanup_free char *dir = strdup(path);
+    if (!dir)
+        return obi_error_oom(err);
+    char *slash = strrchr(dir, '/');
+    const char *name = slash ? path + (slash - dir) + 1 : path;
+    const char *parent = !slash ? "." : slash == dir ? "/" : dir;
+    if (slash && slash != dir)
+        *slash = 0;
+    cleanup_close int dir_fd = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0)
+        return obi_error_set_errno(err, errno, "write %s: open its directory", path);
+    return obi_rewrite_file_at(dir_fd, name, data, len, mode, path, err);
 }
 
 int obi_fsync_dir(const char *dir, obi_error **err)

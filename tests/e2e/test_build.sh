@@ -271,25 +271,61 @@ else
     "before: $entries_before ($inodes_before); after: $entries_after ($inodes_after)"
 fi
 # What a pooled skeleton may hold: directories (mount points), empty files (file mount points)
-# and the three etc files; nothing a build wrote.
+# and the three etc files (a bundle skeleton: its config.json and runtime.pid); nothing a build
+# wrote.
 odd=$(cd "$POOL" 2>/dev/null && find . -mindepth 2 ! -type d \
-  ! \( -path './*/etc/passwd' -o -path './*/etc/group' -o -path './*/etc/hosts' \) ! -empty)
+  ! \( -path './*/etc/passwd' -o -path './*/etc/group' -o -path './*/etc/hosts' \) \
+  ! -regex '\./[^/]*/\(config\.json\|runtime\.pid\)' ! -empty)
 intruder=$(find "$POOL" -name intruder 2>/dev/null)
 if [ -n "$entries_after" ] && [ -z "$odd" ] && [ -z "$intruder" ]; then
   t_ok "pooled skeletons hold only etc files and empty mount points"
 else
   t_fail "pooled skeletons hold only etc files and empty mount points" "odd: $odd; intruder: $intruder"
 fi
-# Bundle skeletons (docs/build.md): the bundle directory goes back with empty scratch/ and
-# inputs/ only, and the repeated build took it (its inode is among the ones compared above).
+# Bundle skeletons (docs/build.md): the bundle directory goes back root's (0700) with empty
+# scratch/ and inputs/ and root's config.json and runtime.pid only, and the repeated build took
+# it (its inode is among the ones compared above).
 skeletons=$(for e in "$POOL"/*; do [ -d "$e/scratch" ] && echo "$e"; done)
 if [ -n "$skeletons" ] && for e in $skeletons; do
-  [ "$(ls -A "$e" | tr '\n' ' ')" = "inputs scratch " ] && [ -z "$(find "$e" -mindepth 2)" ] || exit 1
+  [ "$(ls -A "$e" | tr '\n' ' ')" = "config.json inputs runtime.pid scratch " ] &&
+    [ -z "$(find "$e" -mindepth 2)" ] && [ "$(stat -c %u:%a "$e")" = 0:700 ] &&
+    [ "$(stat -c %u:%h:%F "$e/config.json" "$e/runtime.pid" | sort -u)" = "0:1:regular file" ] ||
+    exit 1
 done; then
-  t_ok "a bundle goes back to the pool holding only empty scratch/ and inputs/"
+  t_ok "a bundle goes back to the pool root's, holding empty scratch/ and inputs/, config.json and runtime.pid"
 else
-  t_fail "a bundle goes back to the pool holding only empty scratch/ and inputs/" \
-    "$(for e in $skeletons; do find "$e"; done)"
+  t_fail "a bundle goes back to the pool root's, holding empty scratch/ and inputs/, config.json and runtime.pid" \
+    "$(for e in $skeletons; do find "$e" -printf '%p %u %m %n %y\n'; done)"
+fi
+# What a pooled skeleton's config.json and runtime.pid could be made into (docs/security.md):
+# a symlink to a file of root's, a hard link to one, a FIFO. The next build neither follows,
+# writes through, nor blocks on any of them: its config.json and runtime.pid are made new.
+echo target >"$T_TMP/target"
+echo linked >"$T_TMP/linked"
+for e in $skeletons; do
+  rm -f "$e/config.json" "$e/runtime.pid"
+  ln -s "$T_TMP/target" "$e/config.json"
+  ln "$T_TMP/linked" "$e/runtime.pid"
+done
+planted_ok=1
+timeout 120 "$OCIBUILD" build "${RUNTIME[@]}" "$T_TMP/pooled.json" >/dev/null 2>"$T_TMP/stderr" ||
+  planted_ok=0
+t_settle "$DATA"
+for e in $skeletons; do
+  [ -e "$e" ] || continue
+  rm -f "$e/config.json" "$e/runtime.pid"
+  mkfifo "$e/config.json" "$e/runtime.pid"
+done
+timeout 120 "$OCIBUILD" build "${RUNTIME[@]}" "$T_TMP/pooled.json" >/dev/null 2>>"$T_TMP/stderr" ||
+  planted_ok=0
+t_settle "$DATA"
+if [ "$planted_ok" = 1 ] && [ "$(cat "$T_TMP/target")" = target ] &&
+  [ "$(cat "$T_TMP/linked")" = linked ] && [ "$(stat -c %h "$T_TMP/linked")" = 1 ] &&
+  [ -z "$(find "$POOL" -maxdepth 2 \( -name config.json -o -name runtime.pid \) ! -type f)" ]; then
+  t_ok "a symlink, hard link or FIFO planted as a pooled config.json/runtime.pid is never followed or kept"
+else
+  t_fail "a symlink, hard link or FIFO planted as a pooled config.json/runtime.pid is never followed or kept" \
+    "builds ok: $planted_ok; target: $(cat "$T_TMP/target"); linked: $(stat -c %h "$T_TMP/linked"); $(cat "$T_TMP/stderr")"
 fi
 request pooled_net 'mkdir -p /nix/store/out' ', "constraints": {"system": "x86_64-linux", "network_access": true}'
 build "$T_TMP/pooled_net.json" >/dev/null || t_fail "pooled: network build" "$(cat "$T_TMP/stderr")"

@@ -226,8 +226,9 @@ static int spare_give(void *ctx, const char *path)
 }
 
 /* Closing a recycled bundle empties its skeleton directories, removes everything else (a
- * symlink named like a skeleton directory too, never followed) and gives the directory back,
- * after the emptied hook; the next bundle takes it (same inode) and starts with only those. */
+ * symlink named like a skeleton directory too, never followed) but its config.json and pid file
+ * and gives the directory back, after the emptied hook; the next bundle takes it (same inode)
+ * and starts with only those, and rewrites its config.json in place. */
 static void test_bundle_recycles_its_skeleton_empty(void **state)
 {
     (void)state;
@@ -244,7 +245,7 @@ static void test_bundle_recycles_its_skeleton_empty(void **state)
     char *file = obi_path_join(path, "scratch/x/y/f");
     char *inputs = obi_path_join(path, "inputs");
     char *link = obi_path_join(path, "inputs/in");
-    char *other = obi_path_join(path, "config.json");
+    char *other = obi_path_join(path, "stray");
     char *fake = obi_path_join(path, "absent"); /* a skeleton name that is not a directory */
     char *kept_outside = obi_path_join(outside, "keep");
     assert_ok(obi_mkdir_p(deep, 0755, err_ptr_));
@@ -254,7 +255,12 @@ static void test_bundle_recycles_its_skeleton_empty(void **state)
     assert_int_equal(symlink(outside, link), 0);
     assert_int_equal(symlink(outside, fake), 0);
     assert_ok(obi_write_file(other, "{}", 2, 0644, err_ptr_));
+    json_t *config = json_object();
+    assert_ok(obi_bundle_write_config(bundle, config, err_ptr_));
+    char *config_path = obi_bundle_subpath(bundle, "config.json");
     struct stat st;
+    assert_int_equal(stat(config_path, &st), 0);
+    ino_t config_inode = st.st_ino;
     assert_int_equal(stat(path, &st), 0);
     ino_t inode = st.st_ino;
     emptied_seen seen = {strdup(path), 0, false};
@@ -276,13 +282,20 @@ static void test_bundle_recycles_its_skeleton_empty(void **state)
         fputs(line, f);
     pclose(p);
     fclose(f);
-    assert_string_equal(listing, ".\n./inputs\n./scratch\n");
+    assert_string_equal(listing, ".\n./config.json\n./inputs\n./scratch\n");
     obi_bundle *again = NULL;
     assert_ok(obi_bundle_create_recycled(root, &recycler, &again, err_ptr_));
     assert_int_equal(s.takes, 2);
     assert_int_equal(stat(obi_bundle_path(again), &st), 0);
     assert_int_equal(st.st_ino, inode);
+    assert_ok(obi_bundle_write_config(again, config, err_ptr_));
+    free(config_path);
+    config_path = obi_bundle_subpath(again, "config.json");
+    assert_int_equal(stat(config_path, &st), 0);
+    assert_int_equal(st.st_ino, config_inode);
     obi_bundle_abandon(again); /* (left for the tmpdir's removal) */
+    json_decref(config);
+    free(config_path);
     free(cmd);
     free(listing);
     free(seen.path);
@@ -294,6 +307,102 @@ static void test_bundle_recycles_its_skeleton_empty(void **state)
     free(file);
     free(deep);
     free(path);
+    free(s.path);
+    obi_test_tmpdir_remove(outside);
+    obi_test_tmpdir_remove(root);
+}
+
+static void assert_owned_by_us(const char *path, mode_t mode)
+{
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    assert_int_equal(st.st_uid, geteuid());
+    assert_int_equal(st.st_mode & 07777, mode);
+}
+
+/* Container root's host ids own a rootful bundle (and scratch/ the build user's) while it runs:
+ * what they could leave in the kept files' places (a symlink, a hard link to a file of root's,
+ * a FIFO, a file of their own) is removed when the skeleton is given back, the skeleton is
+ * handed back to root first (0700, scratch/ 0755), and nothing planted is followed or written
+ * through, then or by the next bundle's rewrite. A pooled skeleton not owned by root (an older
+ * version's, or tampered with) is not used: the next bundle is a fresh directory. */
+static void test_bundle_skeleton_never_keeps_what_the_build_planted(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* needs to hand the bundle to other ids, as a rootful build does */
+    char *root = obi_test_tmpdir();
+    char *outside = obi_test_tmpdir();
+    static const char *const dirs[] = {"scratch", "inputs", NULL};
+    spare s = {obi_path_join(root, ".spare"), 0, 0};
+    obi_bundle_recycler recycler = {dirs, spare_take, spare_give, &s};
+    obi_bundle *bundle = NULL;
+    assert_ok(obi_bundle_create_recycled(root, &recycler, &bundle, err_ptr_));
+    int fd = obi_bundle_fd(bundle);
+    assert_int_equal(mkdirat(fd, "scratch", 0755), 0);
+    assert_int_equal(mkdirat(fd, "inputs", 0755), 0);
+    char *target = obi_path_join(outside, "target");
+    char *linked = obi_path_join(outside, "linked");
+    assert_ok(obi_write_file(target, "target", 6, 0644, err_ptr_));
+    assert_ok(obi_write_file(linked, "linked", 6, 0644, err_ptr_));
+    /* As the build's ids would: the bundle and scratch/ are theirs, and so is what they plant. */
+    assert_int_equal(fchown(fd, 4242, 4242), 0);
+    assert_int_equal(fchmod(fd, 0777), 0);
+    assert_int_equal(fchownat(fd, "scratch", 4243, 4243, 0), 0);
+    assert_int_equal(fchmodat(fd, "scratch", 02777, 0), 0);
+    assert_int_equal(symlinkat(target, fd, "config.json"), 0);
+    assert_int_equal(linkat(AT_FDCWD, linked, fd, "runtime.pid", 0), 0);
+    char *path = strdup(obi_bundle_path(bundle));
+    assert_ok(obi_bundle_close(bundle, err_ptr_));
+    assert_int_equal(s.gives, 1);
+    assert_owned_by_us(s.path, 0700);
+    char *scratch = obi_path_join(s.path, "scratch");
+    assert_owned_by_us(scratch, 0755);
+    char *config = obi_path_join(s.path, "config.json");
+    char *pid = obi_path_join(s.path, "runtime.pid");
+    assert_false(exists(config));
+    assert_false(exists(pid));
+    struct stat st;
+    assert_int_equal(stat(linked, &st), 0);
+    assert_int_equal(st.st_nlink, 1);
+    /* Planted while pooled (a FIFO, a file of theirs): the next bundle writes its config.json
+     * without blocking or writing into theirs. */
+    assert_int_equal(mkfifo(config, 0644), 0);
+    assert_ok(obi_write_file(pid, "1", 1, 0644, err_ptr_));
+    assert_int_equal(chown(pid, 4242, 4242), 0);
+    assert_ok(obi_bundle_create_recycled(root, &recycler, &bundle, err_ptr_));
+    json_t *empty = json_object();
+    assert_ok(obi_bundle_write_config(bundle, empty, err_ptr_));
+    char *config_now = obi_bundle_subpath(bundle, "config.json");
+    assert_int_equal(lstat(config_now, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_ok(obi_bundle_close(bundle, err_ptr_));
+    assert_int_equal(s.gives, 2);
+    assert_int_equal(lstat(pid, &st), -1); /* theirs: removed on the way back */
+    /* A pooled skeleton of theirs is never used. */
+    assert_int_equal(chown(s.path, 4242, 4242), 0);
+    assert_ok(obi_bundle_create_recycled(root, &recycler, &bundle, err_ptr_));
+    assert_int_equal(s.takes, 3);
+    assert_int_equal(fstat(obi_bundle_fd(bundle), &st), 0);
+    assert_int_equal(st.st_uid, 0);
+    assert_false(exists(s.path));
+    char *entry = obi_bundle_subpath(bundle, "scratch");
+    assert_false(exists(entry)); /* a fresh directory: nothing of the skeleton in it */
+    obi_bundle_abandon(bundle);  /* (left for the tmpdir's removal) */
+    char buf[16] = "";
+    fd = open(target, O_RDONLY);
+    assert_int_equal(read(fd, buf, sizeof buf), 6);
+    close(fd);
+    assert_string_equal(buf, "target");
+    json_decref(empty);
+    free(entry);
+    free(config_now);
+    free(pid);
+    free(config);
+    free(scratch);
+    free(path);
+    free(linked);
+    free(target);
     free(s.path);
     obi_test_tmpdir_remove(outside);
     obi_test_tmpdir_remove(root);
@@ -320,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_bundle_sweep_leaves_a_bundle_handed_to_a_child),
         cmocka_unit_test(test_bundle_close_calls_emptied_before_the_last_rmdir),
         cmocka_unit_test(test_bundle_recycles_its_skeleton_empty),
+        cmocka_unit_test(test_bundle_skeleton_never_keeps_what_the_build_planted),
         cmocka_unit_test(test_bundle_create_fails_clearly_on_unwritable_root),
     };
     return cmocka_run_group_tests_name("bundle", tests, NULL, NULL);

@@ -1,12 +1,16 @@
 /*
  * Filesystem helpers (fs.h) not covered elsewhere: the top-directory placement hint is set
  * where the filesystem has inode flags, and is harmless where it has none; whole-file reads stop
- * at their bound.
+ * at their bound; a rewrite in place reuses only a private file of ours and replaces, never
+ * follows or writes through, anything planted in its place.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <linux/fs.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -89,13 +93,123 @@ static void test_fs_read_file_reads_up_to_max_len_and_refuses_more(void **state)
     obi_test_tmpdir_remove(dir);
 }
 
+static ino_t inode_of(int dirfd, const char *name)
+{
+    struct stat st;
+    assert_int_equal(fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW), 0);
+    return st.st_ino;
+}
+
+/* name in dirfd holds exactly text, as a regular file of ours, mode 0644, one link. */
+static void assert_rewritten(int dirfd, const char *name, const char *text)
+{
+    struct stat st;
+    assert_int_equal(fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0644);
+    assert_int_equal(st.st_nlink, 1);
+    assert_int_equal(st.st_uid, geteuid());
+    char buf[64] = "";
+    int fd = openat(dirfd, name, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, buf, sizeof buf - 1), (ssize_t)strlen(text));
+    close(fd);
+    assert_string_equal(buf, text);
+}
+
+static void test_fs_rewrite_reuses_a_private_file_in_place(void **state)
+{
+    (void)state;
+    char *tmp = obi_test_tmpdir();
+    int dir = open(tmp, O_PATH | O_DIRECTORY);
+    mode_t saved = umask(077);
+    assert_ok(obi_rewrite_file_at(dir, "f", "a longer text", 13, 0644, NULL, err_ptr_));
+    umask(saved);
+    assert_rewritten(dir, "f", "a longer text"); /* mode 0644 despite the umask */
+    ino_t first = inode_of(dir, "f");
+    assert_ok(obi_rewrite_file_at(dir, "f", "short", 5, 0644, NULL, err_ptr_));
+    assert_rewritten(dir, "f", "short");
+    assert_int_equal(inode_of(dir, "f"), first);
+    assert_ok(obi_rewrite_file_at(dir, "f", "", 0, 0644, NULL, err_ptr_));
+    assert_rewritten(dir, "f", "");
+    assert_int_equal(inode_of(dir, "f"), first);
+    close(dir);
+    obi_test_tmpdir_remove(tmp);
+}
+
+/* Whoever still has the file open (read or mapped) never sees the next text: the file is made
+ * new then. */
+static void test_fs_rewrite_replaces_a_file_open_elsewhere(void **state)
+{
+    (void)state;
+    char *tmp = obi_test_tmpdir();
+    int dir = open(tmp, O_PATH | O_DIRECTORY);
+    assert_ok(obi_rewrite_file_at(dir, "f", "first", 5, 0644, NULL, err_ptr_));
+    ino_t first = inode_of(dir, "f");
+    int reader = openat(dir, "f", O_RDONLY);
+    assert_true(reader >= 0);
+    assert_ok(obi_rewrite_file_at(dir, "f", "second", 6, 0644, NULL, err_ptr_));
+    assert_rewritten(dir, "f", "second");
+    assert_int_not_equal(inode_of(dir, "f"), first);
+    char buf[16] = "";
+    assert_int_equal(pread(reader, buf, sizeof buf - 1, 0), 5);
+    assert_string_equal(buf, "first");
+    close(reader);
+    close(dir);
+    obi_test_tmpdir_remove(tmp);
+}
+
+/* What may be planted in the file's place: each is removed (its target, other name or
+ * contents untouched), the open never blocks, and the file is made new. */
+static void test_fs_rewrite_never_follows_or_trusts_what_is_planted(void **state)
+{
+    (void)state;
+    char *tmp = obi_test_tmpdir();
+    int dir = open(tmp, O_PATH | O_DIRECTORY);
+    assert_int_equal(mkdirat(dir, "outside", 0755), 0);
+    int out = openat(dir, "outside", O_PATH | O_DIRECTORY);
+    assert_ok(obi_rewrite_file_at(out, "target", "target", 6, 0644, NULL, err_ptr_));
+    assert_ok(obi_rewrite_file_at(out, "linked", "linked", 6, 0644, NULL, err_ptr_));
+    assert_ok(obi_rewrite_file_at(out, "kept", "kept", 4, 0644, NULL, err_ptr_));
+    assert_int_equal(symlinkat("outside/target", dir, "symlink"), 0);
+    assert_int_equal(linkat(out, "linked", dir, "hardlink", 0), 0);
+    assert_int_equal(mkfifoat(dir, "fifo", 0644), 0);
+    assert_int_equal(mkdirat(dir, "directory", 0755), 0);
+    assert_int_equal(symlinkat("../outside", dir, "directory/escape"), 0);
+    int fd = openat(dir, "loose", O_WRONLY | O_CREAT | O_EXCL, 0666);
+    assert_true(fd >= 0);
+    assert_int_equal(fchmod(fd, 0666), 0); /* ours, but writable by anyone */
+    close(fd);
+    const char *const planted[] = {"symlink", "hardlink", "fifo", "directory", "loose"};
+    for (size_t i = 0; i < sizeof planted / sizeof *planted; i++) {
+        assert_ok(obi_rewrite_file_at(dir, planted[i], "ours", 4, 0644, NULL, err_ptr_));
+        assert_rewritten(dir, planted[i], "ours");
+    }
+    assert_rewritten(out, "target", "target");
+    assert_rewritten(out, "linked", "linked"); /* one link again */
+    assert_rewritten(out, "kept", "kept");
+    if (geteuid() == 0) { /* another user's file, as container root's host ids would leave it */
+        fd = openat(dir, "theirs", O_WRONLY | O_CREAT | O_EXCL, 0644);
+        assert_true(fd >= 0);
+        assert_int_equal(fchown(fd, 4242, 4242), 0);
+        close(fd);
+        assert_ok(obi_rewrite_file_at(dir, "theirs", "ours", 4, 0644, NULL, err_ptr_));
+        assert_rewritten(dir, "theirs", "ours"); /* ours now: made new, not written into */
+    }
+    close(out);
+    close(dir);
+    obi_test_tmpdir_remove(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fs_mark_top_directory_sets_the_flag_where_there_is_one),
         cmocka_unit_test(test_fs_mark_top_directory_names_a_missing_path),
         cmocka_unit_test(test_fs_read_file_reads_up_to_max_len_and_refuses_more),
-
+        cmocka_unit_test(test_fs_rewrite_reuses_a_private_file_in_place),
+        cmocka_unit_test(test_fs_rewrite_replaces_a_file_open_elsewhere),
+        cmocka_unit_test(test_fs_rewrite_never_follows_or_trusts_what_is_planted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
