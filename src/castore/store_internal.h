@@ -99,9 +99,15 @@ int obi_local_blob_sync_root(const obi_local_root *root, obi_error **err);
  * be used from several threads at once (ingest's pool relies on it). */
 bool obi_blob_service_is_local(const obi_blob_service *blobs);
 
-/* ROOT/gc.lock flock'ed with operation (LOCK_SH: a writer or a pin; LOCK_EX: gc), waiting;
- * *fd_out holds it until closed (store_roots.h). */
+/* ROOT/gc.lock flock'ed with operation on a descriptor of its own (LOCK_EX: gc), waiting
+ * unless LOCK_NB; *fd_out holds it until closed (store_roots.h, store_gc_lock.c). */
 int obi_store_gc_lock(const char *root, int operation, int *fd_out, obi_error **err);
+/* The process's shared hold on ROOT/gc.lock (store_gc_lock.c): counted, one descriptor per
+ * process and store, flock'ed shared from the first hold until the last release. wait: wait
+ * for a running gc (else -EWOULDBLOCK while it runs). Each hold is released once; a release
+ * with no hold of this process's (in a child, a hold its parent took) does nothing. */
+int obi_store_gc_hold(const char *root, bool wait, obi_error **err);
+void obi_store_gc_release(const char *root);
 
 /* "blob HEX" or "directory HEX" (len bytes at s, no newline) into *ref: NULL, or what is
  * wrong with it (store_roots.c). */

@@ -205,8 +205,7 @@ struct obi_store_pin {
     pin_file *file; /* the file it wrote into; NULL before its first object */
     uint64_t id;    /* its number in file */
     size_t bytes;   /* of its lines in file */
-    int gc_fd;      /* gc.lock, shared, while held */
-    unsigned holds;
+    unsigned holds; /* of the process's hold on gc.lock (obi_store_gc_hold) */
 };
 
 /* Every pin file this process made, and after a fork its parent's (owner tells them apart). */
@@ -355,15 +354,10 @@ static int format_pin_line(char *line, size_t size, uint64_t id, const obi_store
                     hex);
 }
 
-/* Rewrites file with the lines of its live pins only: into ROOT/temproots/.TOKEN, locked,
- * renamed over it. Under gc.lock shared, taken without waiting (while gc runs: next time),
- * so no gc reads the file meanwhile. On failure the file stays as it was. */
-static int pin_file_compact(pin_file *file, obi_error **err)
+/* pin_file_compact's work, under gc.lock. */
+static int pin_file_rewrite(pin_file *file, obi_error **err)
 {
-    cleanup_close int gc_fd = -1;
-    int r = obi_store_gc_lock(file->root, LOCK_SH | LOCK_NB, &gc_fd, err);
-    if (r < 0)
-        return r;
+    int r;
     cleanup_free char *text = NULL;
     size_t len = 0;
     if ((r = read_fd_prefix(file->fd, file->len, file->path, &text, &len, err)) < 0)
@@ -400,6 +394,19 @@ static int pin_file_compact(pin_file *file, obi_error **err)
     file->dead = 0;
     file->compact_from = 0;
     return 0;
+}
+
+/* Rewrites file with the lines of its live pins only: into ROOT/temproots/.TOKEN, locked,
+ * renamed over it. Under gc.lock shared, taken without waiting (while gc runs: next time),
+ * so no gc reads the file meanwhile. On failure the file stays as it was. */
+static int pin_file_compact(pin_file *file, obi_error **err)
+{
+    int r = obi_store_gc_hold(file->root, false, err);
+    if (r < 0)
+        return r;
+    r = pin_file_rewrite(file, err);
+    obi_store_gc_release(file->root);
+    return r;
 }
 
 /* Compacts when released lines are most of the file, and at least PIN_COMPACT_MIN bytes:
@@ -440,7 +447,6 @@ int obi_store_pin_new(obi_store *store, obi_store_pin **out, obi_error **err)
     obi_store_pin *pin = calloc(1, sizeof *pin);
     if (!pin)
         return obi_error_oom(err);
-    pin->gc_fd = -1;
     if (store->local_root && !(pin->root = strdup(store->local_root))) {
         free(pin);
         return obi_error_oom(err);
@@ -453,20 +459,18 @@ int obi_store_pin_hold_gc(obi_store_pin *pin, obi_error **err)
 {
     if (!pin->root)
         return 0;
-    if (pin->holds++ > 0)
-        return 0;
-    int r = obi_store_gc_lock(pin->root, LOCK_SH, &pin->gc_fd, err);
-    if (r < 0)
-        pin->holds = 0;
+    int r = obi_store_gc_hold(pin->root, true, err);
+    if (r == 0)
+        pin->holds++;
     return r;
 }
 
 void obi_store_pin_release_gc(obi_store_pin *pin)
 {
-    if (!pin->root || pin->holds == 0 || --pin->holds > 0)
+    if (!pin->root || pin->holds == 0)
         return;
-    close(pin->gc_fd); /* drops the flock */
-    pin->gc_fd = -1;
+    pin->holds--;
+    obi_store_gc_release(pin->root);
 }
 
 int obi_store_pin_add(obi_store_pin *pin, const obi_node *node, obi_error **err)
@@ -497,8 +501,8 @@ void obi_store_pin_free(obi_store_pin *pin)
         return;
     if (pin->file)
         pin_leave_file(pin);
-    if (pin->gc_fd >= 0)
-        close(pin->gc_fd);
+    while (pin->root && pin->holds > 0)
+        obi_store_pin_release_gc(pin);
     free(pin->root);
     free(pin);
 }

@@ -156,34 +156,6 @@ static int parse_refs(const char *text, size_t len, const char *display, obi_sto
     return 0;
 }
 
-/* ---- gc.lock ---- */
-
-int obi_store_gc_lock(const char *root, int operation, int *fd_out, obi_error **err)
-{
-    cleanup_free char *path = obi_path_join(root, "gc.lock");
-    if (!path)
-        return obi_error_oom(err);
-    /* made by the first user of the store, so looked for only when the open says it is not */
-    int r;
-    cleanup_close int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0 && errno == ENOENT) {
-        if ((r = obi_mkdir_p(root, 0755, err)) < 0)
-            return r;
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    }
-    if (fd < 0)
-        fd = open(path, O_RDONLY | O_CLOEXEC); /* a reader of a store it may not write */
-    if (fd < 0)
-        return obi_error_set_errno(err, errno, "open %s", path);
-    do
-        r = flock(fd, operation);
-    while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return obi_error_set_errno(err, errno, "flock %s", path);
-    *fd_out = steal_fd(&fd);
-    return 0;
-}
-
 /* ---- permanent roots ---- */
 
 static int write_root_file(const char *path, const obi_node *nodes, size_t n, obi_error **err)
@@ -215,11 +187,31 @@ int obi_store_root_add(obi_store *store, const char *name, const obi_node *nodes
     if (!path)
         return obi_error_oom(err);
     /* no gc between the write and its reading of the roots: it sees this root or runs before */
-    cleanup_close int lock = -1;
-    r = obi_store_gc_lock(store->local_root, LOCK_SH, &lock, err);
-    if (r == 0)
+    r = obi_store_gc_hold(store->local_root, true, err);
+    if (r == 0) {
         r = write_root_file(path, nodes, n, err);
+        obi_store_gc_release(store->local_root);
+    }
     return r < 0 ? obi_error_prefix(err, r, "root %s", name) : 0;
+}
+
+/* The root file at absolute and its link in gcroots/auto/ (gc.lock held shared). */
+static int write_indirect_root(const char *absolute, const obi_node *nodes, size_t n,
+                               const char *auto_dir, const char *link, const char *tmp_link,
+                               obi_error **err)
+{
+    int r = write_root_file(absolute, nodes, n, err);
+    if (r == 0)
+        r = obi_mkdir_p(auto_dir, 0755, err);
+    if (r < 0)
+        return obi_error_prefix(err, r, "root %s", absolute);
+    unlink(tmp_link);
+    if (symlink(absolute, tmp_link) < 0 || rename(tmp_link, link) < 0) {
+        r = obi_error_set_errno(err, errno, "root %s: link %s", absolute, link);
+        unlink(tmp_link);
+        return r;
+    }
+    return obi_fsync_dir(auto_dir, err);
 }
 
 int obi_store_root_add_indirect(obi_store *store, const char *path, const obi_node *nodes, size_t n,
@@ -248,21 +240,12 @@ int obi_store_root_add_indirect(obi_store *store, const char *path, const obi_no
         asprintf(&link, "%s/%s", auto_dir, hex) < 0 ||
         asprintf(&tmp_link, "%s/.%s", auto_dir, hex) < 0)
         return obi_error_oom(err);
-    cleanup_close int lock = -1;
-    r = obi_store_gc_lock(store->local_root, LOCK_SH, &lock, err);
-    if (r == 0)
-        r = write_root_file(absolute, nodes, n, err);
-    if (r == 0)
-        r = obi_mkdir_p(auto_dir, 0755, err);
+    r = obi_store_gc_hold(store->local_root, true, err);
     if (r < 0)
         return obi_error_prefix(err, r, "root %s", absolute);
-    unlink(tmp_link);
-    if (symlink(absolute, tmp_link) < 0 || rename(tmp_link, link) < 0) {
-        r = obi_error_set_errno(err, errno, "root %s: link %s", absolute, link);
-        unlink(tmp_link);
-        return r;
-    }
-    return obi_fsync_dir(auto_dir, err);
+    r = write_indirect_root(absolute, nodes, n, auto_dir, link, tmp_link, err);
+    obi_store_gc_release(store->local_root);
+    return r;
 }
 
 int obi_store_root_remove(obi_store *store, const char *name, obi_error **err)

@@ -631,6 +631,91 @@ static void test_store_gc_waits_for_a_writer_and_keeps_what_it_pinned(void **sta
     assert_false(has_directory(f, &f->kept.digest));
 }
 
+/* Descriptors of this process open on ROOT/gc.lock. */
+static int count_gc_lock_fds(fixture *f)
+{
+    char *lock = obi_path_join(f->store->local_root, "gc.lock");
+    DIR *dir = opendir("/proc/self/fd");
+    assert_non_null(dir);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(dir))) {
+        char link[300], target[4096];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", de->d_name);
+        ssize_t len = readlink(link, target, sizeof target - 1);
+        if (len > 0) {
+            target[len] = 0;
+            n += !strcmp(target, lock);
+        }
+    }
+    closedir(dir);
+    free(lock);
+    return n;
+}
+
+/* Whether a gc could take gc.lock now (a descriptor of its own, not waiting). */
+static bool gc_could_run(fixture *f)
+{
+    char *lock = obi_path_join(f->store->local_root, "gc.lock");
+    int fd = open(lock, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    bool could = flock(fd, LOCK_EX | LOCK_NB) == 0;
+    close(fd); /* drops it again */
+    free(lock);
+    return could;
+}
+
+/* The process's holds on gc.lock are counted on one descriptor, kept open: gc is kept out
+ * until the last release. A forked child neither keeps the parent's lock (its copy of the
+ * descriptor is closed at the fork) nor drops it (releasing a hold it inherited with a pin, or
+ * taking and releasing one of its own on a descriptor of its own). */
+static void test_store_gc_holds_are_counted_on_one_descriptor_and_fork_safe(void **state)
+{
+    fixture *f = *state;
+    cleanup_store_pin obi_store_pin *a = NULL;
+    cleanup_store_pin obi_store_pin *b = NULL;
+    assert_ok(obi_store_pin_new(f->store, &a, err_ptr_));
+    assert_ok(obi_store_pin_new(f->store, &b, err_ptr_));
+    int before = count_gc_lock_fds(f);
+    assert_ok(obi_store_pin_hold_gc(a, err_ptr_));
+    assert_ok(obi_store_pin_hold_gc(b, err_ptr_));
+    assert_ok(obi_store_pin_add(b, &f->loose, err_ptr_)); /* a third hold, for the add */
+    assert_true(count_gc_lock_fds(f) <= 1);
+    assert_false(gc_could_run(f));
+    obi_store_pin_release_gc(a);
+    assert_false(gc_could_run(f));
+    int ready[2], go[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(go), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        close(ready[0]);
+        close(go[1]);
+        int ok = count_gc_lock_fds(f) == 0; /* its copy closed at the fork */
+        obi_store_pin_release_gc(b);        /* the parent's hold, copied: not the child's */
+        obi_store_pin *own = NULL;
+        ok = ok && obi_store_pin_new(f->store, &own, NULL) == 0 &&
+             obi_store_pin_hold_gc(own, NULL) == 0;
+        obi_store_pin_release_gc(own); /* its own descriptor unlocked, not the parent's */
+        obi_store_pin_free(own);
+        char c;
+        _exit(ok && write(ready[1], "x", 1) == 1 && read(go[0], &c, 1) >= 0 ? 0 : 1);
+    }
+    close(ready[1]);
+    close(go[0]);
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1); /* 0 when the child failed */
+    assert_false(gc_could_run(f));
+    obi_store_pin_release_gc(b);
+    assert_true(gc_could_run(f)); /* the child, still alive, holds nothing */
+    assert_int_equal(count_gc_lock_fds(f), before > 0 ? before : 1); /* kept open */
+    close(go[1]);
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    close(ready[0]);
+}
+
 static void test_store_gc_stops_at_a_damaged_live_directory(void **state)
 {
     fixture *f = *state;
@@ -753,6 +838,7 @@ int main(void)
         T(test_store_gc_removes_a_dead_compaction_and_leaves_other_hidden_files),
         T(test_store_pin_whose_line_cannot_be_written_leaves_the_file_readable),
         T(test_store_gc_indirect_root_lives_as_long_as_its_file),
+        T(test_store_gc_holds_are_counted_on_one_descriptor_and_fork_safe),
         T(test_store_gc_waits_for_a_writer_and_keeps_what_it_pinned),
         T(test_store_gc_stops_at_a_damaged_live_directory),
         T(test_store_roots_refuse_bad_names_and_bad_files),
