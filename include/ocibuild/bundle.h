@@ -44,8 +44,12 @@ typedef struct obi_bundle_recycler {
 } obi_bundle_recycler;
 
 /* obi_bundle_create, taking a skeleton when recycler (may be NULL) has one: the bundle then
- * starts with recycler->dirs in it, empty. Closing it (not kept, no user namespace set) empties
- * those directories, removes everything else (mounts detached first, as always) and gives the
+ * starts with recycler->dirs in it, empty, and may hold config.json and the runtime's pid file
+ * from the last bundle (rewritten in place: obi_bundle_write_config, the runtime driver). A
+ * skeleton not this process's user's (0700) is removed instead. Closing it (not kept, no user
+ * namespace set) hands the directory and those directories back to this process's user,
+ * empties those directories, removes everything else but those two files when they are still
+ * regular files of ours with one link (mounts detached first, as always) and gives the
  * directory back; anything unexpected (a dir that is a mount point or not a directory, a
  * failure) and it is removed as a bundle without a recycler would be. */
 int obi_bundle_create_recycled(const char *bundle_root, const obi_bundle_recycler *recycler,
@@ -59,6 +63,8 @@ int obi_bundle_fd(const obi_bundle *bundle);
 /* BUNDLE/<relative>; caller frees. For the runtime and messages, not for opening files the
  * build could have touched. */
 char *obi_bundle_subpath(const obi_bundle *bundle, const char *relative);
+/* BUNDLE/config.json, rewritten in place when a skeleton left a private one of ours there, else
+ * made new (obi_rewrite_file_at: nothing planted there is followed or written through). */
 int obi_bundle_write_config(obi_bundle *bundle, const json_t *config, obi_error **err);
 /* Rootless: files below the bundle may belong to the build user's sub-ids; remove them
  * through the mapped user namespace (ids are copied). */
