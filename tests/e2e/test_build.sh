@@ -286,12 +286,17 @@ fi
 # scratch/ and inputs/ and root's config.json and runtime.pid only, and the repeated build took
 # it (its inode is among the ones compared above).
 skeletons=$(for e in "$POOL"/*; do [ -d "$e/scratch" ] && echo "$e"; done)
-if [ -n "$skeletons" ] && for e in $skeletons; do
-  [ "$(ls -A "$e" | tr '\n' ' ')" = "config.json inputs runtime.pid scratch " ] &&
-    [ -z "$(find "$e" -mindepth 2)" ] && [ "$(stat -c %u:%a "$e")" = 0:700 ] &&
-    [ "$(stat -c %u:%h:%F "$e/config.json" "$e/runtime.pid" | sort -u)" = "0:1:regular file" ] ||
-    exit 1
-done; then
+bundle_skeletons_clean() {
+  local e
+  for e in "$@"; do
+    [ "$(ls -A "$e" | tr '\n' ' ')" = "config.json inputs runtime.pid scratch " ] &&
+      [ -z "$(find "$e" -mindepth 2)" ] && [ "$(stat -c %u:%a "$e")" = 0:700 ] &&
+      [ "$(stat -c %u:%h:%F "$e/config.json" "$e/runtime.pid" | sort -u)" = "0:1:regular file" ] ||
+      return 1
+  done
+}
+# shellcheck disable=SC2086 # one path per word
+if [ -n "$skeletons" ] && bundle_skeletons_clean $skeletons; then
   t_ok "a bundle goes back to the pool root's, holding empty scratch/ and inputs/, config.json and runtime.pid"
 else
   t_fail "a bundle goes back to the pool root's, holding empty scratch/ and inputs/, config.json and runtime.pid" \
