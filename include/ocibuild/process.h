@@ -21,6 +21,10 @@ typedef struct obi_spawn_options {
     char *const *envp;      /* NULL: inherit environ */
     const char *hide_mount; /* non-NULL: the child gets a private mount namespace without this
                                mount (needs CAP_SYS_ADMIN; a failure is the spawn's error) */
+    int hide_mount_ns;      /* with hide_mount, >= 0: a namespace without that mount already
+                               (mount_ns.h), which the child joins instead of making one, and
+                               goes back to our working directory in it by its path (a cwd
+                               without one, deleted: the child makes its own). -1: none */
     int exec_fd; /* >= 0: executed instead of argv[0]'s file (execveat AT_EMPTY_PATH: an ELF file
                     with the same program, which may be close-on-exec); argv[0] is still looked
                     up, and run where execveat is missing (ENOSYS: valgrind 3.19). -1: none */
@@ -28,7 +32,7 @@ typedef struct obi_spawn_options {
 
 #define OBI_SPAWN_OPTIONS_INIT                                                                     \
     {                                                                                              \
-        -1, -2, -2, true, false, NULL, NULL, -1                                                    \
+        -1, -2, -2, true, false, NULL, NULL, -1, -1                                                \
     }
 
 /* Starts argv[0] (looked up in $PATH when it has no '/') as a child that shares no page tables

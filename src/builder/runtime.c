@@ -41,6 +41,7 @@
 #include "ocibuild/cleanup.h"
 #include "ocibuild/fs.h"
 #include "ocibuild/hex.h"
+#include "ocibuild/mount_ns.h"
 #include "ocibuild/number.h"
 #include "ocibuild/process.h"
 #include "ocibuild/runtime.h"
@@ -59,19 +60,20 @@
 struct obi_runtime {
     char *path;
     char *state_root;
-    const char *hide_mount; /* every call runs without this mount (crun on hybrid hosts) */
-    bool foreground;        /* builds run as a foreground `run` (crun; see below) */
-    bool no_cgroups;        /* every call passes CRUN_NO_CGROUPS (obi_runtime_set_cgroups) */
-    int exec_fd;            /* the binary every call runs from, unwritable; -1: the path */
-    dev_t exec_dev;         /* and its identity: a process that closed its fds (a detached */
-    ino_t exec_ino;         /* supervisor) may have that number on another file since */
+    const char *hide_mount;  /* every call runs without this mount (crun on hybrid hosts) */
+    obi_mount_ns *hidden_ns; /* with hide_mount: the namespace the calls join (mount_ns.h) */
+    bool foreground;         /* builds run as a foreground `run` (crun; see below) */
+    bool no_cgroups;         /* every call passes CRUN_NO_CGROUPS (obi_runtime_set_cgroups) */
+    int exec_fd;             /* the binary every call runs from, unwritable; -1: the path */
+    dev_t exec_dev;          /* and its identity: a process that closed its fds (a detached */
+    ino_t exec_ino;          /* supervisor) may have that number on another file since */
 };
 
 /* crun (1.8) refuses a hybrid cgroup layout whose cgroup2 mount has controllers ("cgroups in
  * hybrid mode not supported"); without that mount it sees plain cgroup v1 and works. Root
- * gives it a private mount namespace without the cgroup2 mount, per call (docs/build.md "crun
- * on hybrid-cgroup hosts"); an unprivileged user cannot detach it, so there crun stays refused
- * (and the default runtime is runc, runtime probe). */
+ * gives it a private mount namespace without the cgroup2 mount, one kept for every call
+ * (mount_ns.h; docs/build.md "crun on hybrid-cgroup hosts"); an unprivileged user cannot detach it,
+ * so there crun stays refused (and the default runtime is runc, runtime probe). */
 #define HYBRID_CGROUP2_MOUNT "/sys/fs/cgroup/unified"
 #ifndef CGROUP2_SUPER_MAGIC
 #define CGROUP2_SUPER_MAGIC 0x63677270
@@ -159,6 +161,13 @@ static int exec_fd_of(const obi_runtime *rt)
     return rt->exec_fd;
 }
 
+/* The namespace a call joins, without the cgroup2 mount (the caller closes it); -1: the call
+ * makes its own (no hide_mount, or the kept one cannot be had here). */
+static int hidden_ns_fd(obi_runtime *rt)
+{
+    return rt->hidden_ns ? obi_mount_ns_join_fd(rt->hidden_ns) : -1;
+}
+
 int obi_runtime_new(const char *name_or_path, const char *state_root, obi_runtime **out,
                     obi_error **err)
 {
@@ -177,8 +186,13 @@ int obi_runtime_new(const char *name_or_path, const char *state_root, obi_runtim
     rt->state_root = state_root ? strdup(state_root) : NULL;
     rt->exec_fd = -1;
     if (is_crun(rt->path)) {
-        if (geteuid() == 0 && cgroups_are_hybrid())
+        if (geteuid() == 0 && cgroups_are_hybrid()) {
             rt->hide_mount = HYBRID_CGROUP2_MOUNT;
+            if (!(rt->hidden_ns = obi_mount_ns_new(rt->hide_mount))) {
+                obi_runtime_free(rt);
+                return obi_error_oom(err);
+            }
+        }
         rt->foreground = true;
         rt->exec_fd = unwritable_binary(rt->path);
         struct stat st;
@@ -197,6 +211,7 @@ void obi_runtime_free(obi_runtime *runtime)
         return;
     if (exec_fd_of(runtime) >= 0) /* not a number some other file took since */
         close(runtime->exec_fd);
+    obi_mount_ns_free(runtime->hidden_ns);
     free(runtime->path);
     free(runtime->state_root);
     free(runtime);
@@ -340,6 +355,8 @@ static int runtime_command(obi_runtime *rt, const char *const *args, size_t n_ar
     obi_spawn_options opts = OBI_SPAWN_OPTIONS_INIT;
     opts.stderr_fd = 1; /* merged into the output */
     opts.hide_mount = rt->hide_mount;
+    cleanup_close int ns_fd = hidden_ns_fd(rt);
+    opts.hide_mount_ns = ns_fd;
     opts.exec_fd = exec_fd_of(rt);
     return obi_run_capture_opts((char *const *)argv, &opts, 64 * 1024, output, exit_code, err);
 }
@@ -442,6 +459,8 @@ int obi_runtime_run_detached_pid_file(obi_runtime *runtime, const char *bundle, 
     opts.stderr_fd = log_fd;
     opts.die_with_parent = false;
     opts.hide_mount = runtime->hide_mount;
+    cleanup_close int ns_fd = hidden_ns_fd(runtime);
+    opts.hide_mount_ns = ns_fd;
     opts.exec_fd = exec_fd_of(runtime);
     pid_t pid;
     int r = obi_spawn((char *const *)argv, &opts, &pid, err);
@@ -1064,6 +1083,8 @@ static obi_run_event run_spawn(run *r)
      * deletes it. */
     spawn_opts.die_with_parent = false;
     spawn_opts.hide_mount = r->runtime->hide_mount;
+    cleanup_close int ns_fd = hidden_ns_fd(r->runtime);
+    spawn_opts.hide_mount_ns = ns_fd;
     spawn_opts.exec_fd = exec_fd_of(r->runtime);
     if (obi_spawn((char *const *)argv, &spawn_opts, &r->pid, &r->failure) < 0) {
         r->pid = 0;

@@ -4,11 +4,12 @@
  * is cloned with CLONE_VM | CLONE_VFORK, as posix_spawn does it: it shares our memory until it
  * execs, so no page tables are copied (a fork of a process with a mapped store and libraries
  * cost ~0.5 ms per runtime call), and it reports a failed exec in that memory, without a pipe.
- * posix_spawn itself is not enough: it cannot set PR_SET_PDEATHSIG nor unshare a mount
+ * posix_spawn itself is not enough: it cannot set PR_SET_PDEATHSIG nor unshare or join a mount
  * namespace.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -58,7 +59,8 @@ typedef struct spawn_child {
     char *const *envp;
     const obi_spawn_options *opts;
     pid_t parent;
-    int exec_errno; /* 0: exec succeeded */
+    const char *cwd; /* where to go back in opts->hide_mount_ns; NULL: not joined */
+    int exec_errno;  /* 0: exec succeeded */
 } spawn_child;
 
 static int child_setup_fd(int fd, int target)
@@ -106,8 +108,10 @@ static int spawn_child_main(void *arg)
     }
     if (opts->new_process_group)
         setpgid(0, 0);
-    if ((opts->hide_mount && child_hide_mount(opts->hide_mount) < 0) ||
-        child_setup_fd(opts->stdin_fd, 0) < 0 || child_setup_fd(opts->stdout_fd, 1) < 0 ||
+    if (c->cwd ? setns(opts->hide_mount_ns, CLONE_NEWNS) < 0 || chdir(c->cwd) < 0
+               : opts->hide_mount && child_hide_mount(opts->hide_mount) < 0)
+        goto fail;
+    if (child_setup_fd(opts->stdin_fd, 0) < 0 || child_setup_fd(opts->stdout_fd, 1) < 0 ||
         child_setup_fd(opts->stderr_fd, 2) < 0)
         goto fail;
     sigset_t none;
@@ -132,7 +136,12 @@ int obi_spawn(char *const argv[], const obi_spawn_options *opts, pid_t *pid_out,
     cleanup_free char *exe = obi_find_executable(argv[0], "/usr/sbin:/sbin");
     if (!exe)
         return obi_error_set(err, -ENOENT, "%s: command not found", argv[0]);
-    spawn_child child = {exe, argv, opts->envp ? opts->envp : environ, opts, getpid(), 0};
+    /* setns puts the joiner at the namespace's root: it goes back to our cwd by path (the same
+     * directory there: the namespace has our mounts but the hidden one, mount_ns.h) */
+    char cwd[PATH_MAX];
+    bool join = opts->hide_mount && opts->hide_mount_ns >= 0 && getcwd(cwd, sizeof cwd);
+    spawn_child child = {
+        exe, argv, opts->envp ? opts->envp : environ, opts, getpid(), join ? cwd : NULL, 0};
     void *stack = mmap(NULL, SPAWN_STACK_SIZE, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED)
