@@ -1696,10 +1696,14 @@ static void skip_dependents(session *s, drv_node *node)
     }
 }
 
-/* Called with the lock held. */
+/* Called with the lock held, by the worker that built node, which then takes the next ready
+ * node itself: other workers are woken only for the nodes beyond that one, or all of them when
+ * the session ends (stopped, or nothing runs nor is ready). A worker woken for nothing (every
+ * step of a chain, with -j 2) took the CPU and the lock from the one starting the next step. */
 static void node_done(session *s, drv_node *node, int r, obi_error *error)
 {
     s->running--;
+    size_t ready = 0;
     if (r < 0) {
         node->state = NODE_FAILED;
         node->error = error;
@@ -1711,10 +1715,18 @@ static void node_done(session *s, drv_node *node, int r, obi_error *error)
     } else {
         node->state = NODE_BUILT;
         s->n_built++;
-        for (size_t i = 0; i < node->n_dependents; i++)
-            s->nodes[node->dependents[i]]->pending--;
+        for (size_t i = 0; i < node->n_dependents; i++) {
+            drv_node *dependent = s->nodes[node->dependents[i]];
+            if (--dependent->pending == 0 && dependent->state == NODE_WAITING)
+                ready++;
+        }
     }
-    pthread_cond_broadcast(&s->changed);
+    if (s->stop || (ready == 0 && s->running == 0)) {
+        pthread_cond_broadcast(&s->changed);
+        return;
+    }
+    for (size_t i = 1; i < ready; i++)
+        pthread_cond_signal(&s->changed);
 }
 
 static void *worker(void *arg)

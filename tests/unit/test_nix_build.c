@@ -598,6 +598,48 @@ static void test_nix_build_runs_independent_derivations_at_once(void **state)
     assert_int_equal(f->builder.last->n_inputs, 3);
 }
 
+/* A diamond: one leaf (100 ms: the other worker is waiting by its end), two middles that read
+ * it (150 ms each), the join over both. The leaf's end makes both middles ready at once: the worker
+ * that built it takes one and must wake the other worker for the second (it wakes no worker for
+ * nothing, so this is the wake it owes). */
+static void test_nix_build_wakes_a_worker_for_each_node_made_ready(void **state)
+{
+    fixture *f = *state;
+    const char *leaf_out = "/nix/store/00000000000000000000000000000300-leaf";
+    cleanup_free char *leaf_text = NULL;
+    assert_true(asprintf(&leaf_text,
+                         "Derive([(\"out\",\"%s\",\"\",\"\")],[],[],\"x86_64-linux\",\"/b\",[],"
+                         "[(\"content_out\",\"leaf\"),(\"out\",\"%s\"),(\"sleep_ms\",\"100\")])",
+                         leaf_out, leaf_out) > 0);
+    cleanup_free char *leaf = write_drv(f, "00000000000000000000000000000300", "leaf", leaf_text);
+    cleanup_buf obi_buf inputs = OBI_BUF_INIT;
+    for (int i = 0; i < 2; i++) {
+        cleanup_free char *out = NULL, *text = NULL, *hash = NULL, *name = NULL;
+        assert_true(asprintf(&out, "/nix/store/00000000000000000000000000000%03d-middle-%d",
+                             301 + i, i) > 0);
+        assert_true(asprintf(&text,
+                             "Derive([(\"out\",\"%s\",\"\",\"\")],[(\"%s\",[\"out\"])],[],"
+                             "\"x86_64-linux\",\"/b\",[],[(\"content_out\",\"middle %d %s\"),"
+                             "(\"out\",\"%s\"),(\"sleep_ms\",\"150\")])",
+                             out, leaf, i, leaf_out, out) > 0);
+        assert_true(asprintf(&hash, "00000000000000000000000000000%03d", 301 + i) > 0);
+        assert_true(asprintf(&name, "middle-%d", i) > 0);
+        cleanup_free char *drv = write_drv(f, hash, name, text);
+        obi_buf_appendf(&inputs, "%s(\"%s\",[\"out\"])", i ? "," : "", drv);
+    }
+    cleanup_free char *text = NULL;
+    assert_true(asprintf(&text,
+                         "Derive([(\"out\",\"" TOP "\",\"\",\"\")],[%s],[],\"x86_64-linux\","
+                         "\"/b\",[],[(\"content_out\",\"join\"),(\"out\",\"" TOP "\")])",
+                         (const char *)inputs.data) > 0);
+    cleanup_free char *join = write_drv(f, H("8"), "join", text);
+    f->opts.max_jobs = 2;
+    cleanup_nix_build_result obi_nix_build_result *result = NULL;
+    assert_ok(obi_nix_build(join, &f->opts, &result, err_ptr_));
+    assert_int_equal(f->builder.builds, 4);
+    assert_int_equal(f->builder.max_running, 2); /* the middles overlapped */
+}
+
 static void test_nix_build_runs_one_at_a_time_with_one_job(void **state)
 {
     fixture *f = *state;
@@ -965,6 +1007,7 @@ int main(void)
         T(test_nix_build_reports_input_that_is_nowhere),
         T(test_nix_build_input_failure_names_the_input),
         T(test_nix_build_runs_independent_derivations_at_once),
+        T(test_nix_build_wakes_a_worker_for_each_node_made_ready),
         T(test_nix_build_runs_one_at_a_time_with_one_job),
         T(test_nix_build_first_failure_stops_the_rest),
         T(test_nix_build_passes_keep_failed_to_the_builder),
