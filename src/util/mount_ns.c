@@ -7,7 +7,10 @@
  * (CLONE_VM | CLONE_VFORK | CLONE_FILES): the fd it opens of its new namespace is ours once it
  * has exited, and no process is left behind. A change of our mount table is seen by polling
  * /proc/self/mountinfo, opened before the namespace is made (POLLPRI: the kernel's event count
- * of our namespace moved since), so a change during the making only makes it again.
+ * of our namespace moved since), so a change during the making only makes it again: by each
+ * join, at once (a build's FUSE mount, made just before its runtime call, is in the namespace
+ * that call joins), and by a watcher thread, which drops the namespace when the change happens
+ * (a process idle for hours keeps no copy of a mount unmounted meanwhile).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +36,13 @@ struct obi_mount_ns {
     pid_t owner;   /* the process whose fds these are */
     int ns_fd;     /* the namespace; -1: not made (yet, or again) */
     int events_fd; /* our /proc/self/mountinfo, opened before the namespace was made */
+    /* The watcher: a thread that drops the namespace as soon as our mount table changes, so an
+     * idle process (a daemon between builds) does not hold on to copies of mounts unmounted
+     * since (a filesystem stays alive while any namespace has it mounted). Started with the
+     * first namespace; stopped through stop_pipe. */
+    pthread_t watcher;
+    bool watching;
+    int stop_pipe[2];
 };
 
 obi_mount_ns *obi_mount_ns_new(const char *hidden)
@@ -45,6 +55,7 @@ obi_mount_ns *obi_mount_ns_new(const char *hidden)
     pthread_mutex_init(&ns->lock, NULL);
     ns->owner = getpid();
     ns->ns_fd = ns->events_fd = -1;
+    ns->stop_pipe[0] = ns->stop_pipe[1] = -1;
     return ns;
 }
 
@@ -61,8 +72,18 @@ void obi_mount_ns_free(obi_mount_ns *ns)
 {
     if (!ns)
         return;
-    if (getpid() == ns->owner)
+    if (getpid() == ns->owner) {
+        if (ns->watching) {
+            if (write(ns->stop_pipe[1], "x", 1) < 0) {
+                /* an empty pipe takes a byte */
+            }
+            pthread_join(ns->watcher, NULL);
+        }
+        for (int i = 0; i < 2; i++)
+            if (ns->stop_pipe[i] >= 0)
+                close(ns->stop_pipe[i]);
         drop(ns);
+    }
     pthread_mutex_destroy(&ns->lock);
     free(ns->hidden);
     free(ns);
@@ -122,6 +143,63 @@ static bool mounts_changed(int events_fd)
     return n != 0 && (n < 0 || (pfd.revents & (POLLPRI | POLLERR | POLLNVAL)));
 }
 
+/* The watcher's loop, on a mountinfo fd of its own (each open file sees a change once). ppoll:
+ * see mounts_changed. It ends on the stop pipe, or on an error (then joins still check). */
+typedef struct watch {
+    obi_mount_ns *ns;
+    int mounts;
+} watch;
+
+static void *watch_main(void *arg)
+{
+    watch *w = arg;
+    obi_mount_ns *ns = w->ns;
+    int mounts = w->mounts;
+    free(w);
+    for (;;) {
+        struct pollfd pfds[2] = {{mounts, POLLPRI, 0}, {ns->stop_pipe[0], POLLIN, 0}};
+        if (ppoll(pfds, 2, NULL, NULL) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (pfds[1].revents || (pfds[0].revents & POLLNVAL))
+            break;
+        if (pfds[0].revents & (POLLPRI | POLLERR)) {
+            pthread_mutex_lock(&ns->lock);
+            drop(ns);
+            pthread_mutex_unlock(&ns->lock);
+        }
+    }
+    close(mounts);
+    return NULL;
+}
+
+/* Starts the watcher on a mountinfo fd opened before the namespace is made. Best effort: without
+ * it, a change is still seen by the next join. Under the lock. */
+static void start_watcher(obi_mount_ns *ns)
+{
+    if (ns->watching)
+        return;
+    watch *w = malloc(sizeof *w);
+    if (!w)
+        return;
+    w->ns = ns;
+    w->mounts = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    if (w->mounts >= 0 && pipe2(ns->stop_pipe, O_CLOEXEC) == 0 &&
+        pthread_create(&ns->watcher, NULL, watch_main, w) == 0) {
+        ns->watching = true;
+        return;
+    }
+    for (int i = 0; i < 2; i++)
+        if (ns->stop_pipe[i] >= 0)
+            close(ns->stop_pipe[i]);
+    ns->stop_pipe[0] = ns->stop_pipe[1] = -1;
+    if (w->mounts >= 0)
+        close(w->mounts);
+    free(w);
+}
+
 int obi_mount_ns_join_fd(obi_mount_ns *ns)
 {
     if (getpid() != ns->owner)
@@ -130,6 +208,7 @@ int obi_mount_ns_join_fd(obi_mount_ns *ns)
     if (ns->ns_fd >= 0 && mounts_changed(ns->events_fd))
         drop(ns);
     if (ns->ns_fd < 0) {
+        start_watcher(ns);
         ns->events_fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
         if (ns->events_fd >= 0)
             ns->ns_fd = make(ns->hidden);

@@ -2,10 +2,12 @@
  * The kept mount namespace without one mount (mount_ns.h), as root over tmpfs mounts in a
  * scratch dir: a spawn that joins it does not see the hidden mount and sees the others; it is
  * kept while our mount table stays, and made again when a mount came or went since, so a spawn
- * sees a mount made after the namespace was (a build's FUSE inputs) and not one unmounted; the
- * spawn goes back to our working directory; a forked child gets no fd (it makes its own). The
- * spawns are shells: `test -e` answers by exit code.
+ * sees a mount made after the namespace was (a build's FUSE inputs) and not one unmounted, and
+ * an idle namespace goes as soon as a mount does (no copy of it is held); the spawn goes back to
+ * our working directory; a forked child gets no fd (it makes its own). The spawns are shells:
+ * `test -e` answers by exit code.
  */
+#include <dirent.h>
 #include <limits.h>
 #include <sched.h>
 #include <stdio.h>
@@ -153,6 +155,38 @@ static void test_mount_ns_follows_mounts_made_and_removed_after_it(void **state)
     assert_false(sees(f, after_unmount, f->later));
 }
 
+/* How many fds of this process are mount namespaces (the kept one, and dups not closed). */
+static int mount_ns_fds(void)
+{
+    int n = 0;
+    cleanup_dir DIR *fds = opendir("/proc/self/fd");
+    assert_non_null(fds);
+    for (struct dirent *e; (e = readdir(fds));) {
+        char link[64] = "";
+        if (readlinkat(dirfd(fds), e->d_name, link, sizeof link - 1) > 0 &&
+            !strncmp(link, "mnt:[", 5))
+            n++;
+    }
+    return n;
+}
+
+static void test_mount_ns_idle_namespace_goes_with_a_change_of_mounts(void **state)
+{
+    fixture *f = *state;
+    if (!f)
+        skip();
+    assert_int_equal(mount_marked_tmpfs(f->later), 0);
+    int fd = obi_mount_ns_join_fd(f->ns);
+    assert_true(sees(f, fd, f->later));
+    close(fd);
+    assert_int_equal(mount_ns_fds(), 1); /* kept, holding a copy of the tmpfs */
+    /* unmounted here, and no call comes: the watcher drops the namespace and its copy */
+    assert_int_equal(umount2(f->later, MNT_DETACH), 0);
+    for (int i = 0; i < 200 && mount_ns_fds() > 0; i++)
+        usleep(10 * 1000);
+    assert_int_equal(mount_ns_fds(), 0);
+}
+
 static void test_mount_ns_spawn_goes_back_to_the_working_directory(void **state)
 {
     fixture *f = *state;
@@ -207,6 +241,7 @@ int main(void)
         NS_TEST(test_mount_ns_hides_the_mount_and_keeps_the_others),
         NS_TEST(test_mount_ns_is_kept_while_the_mount_table_stays),
         NS_TEST(test_mount_ns_follows_mounts_made_and_removed_after_it),
+        NS_TEST(test_mount_ns_idle_namespace_goes_with_a_change_of_mounts),
         NS_TEST(test_mount_ns_spawn_goes_back_to_the_working_directory),
         NS_TEST(test_mount_ns_forked_child_makes_its_own),
     };
