@@ -23,10 +23,14 @@
 
 /* Ingests every output of req from the bundle (bundle_fd) into store, each with its own
  * reference-scan state over req's needles, filling build->outputs and build->outputs_needles.
- * userns: rootless ids (NULL for rootful builds). A missing output or one reached through a
- * symlink is OBI_EBUILD_FAILED naming it; nothing is ingested then. */
+ * userns: rootless ids (NULL for rootful builds). adopt: the build's container is gone (no
+ * process of it is left) and its bundle will be removed, so a rootful build's output files may
+ * become blobs themselves instead of being copied (obi_ingest_options.adopt; ignored with
+ * userns). A missing output or one reached through a symlink is OBI_EBUILD_FAILED naming it;
+ * nothing is ingested then. */
 int obi_build_outputs_ingest(obi_store *store, int bundle_fd, const obi_build_request *req,
-                             const obi_userns_ids *userns, obi_build *build, obi_error **err);
+                             const obi_userns_ids *userns, bool adopt, obi_build *build,
+                             obi_error **err);
 
 /* Exports every output of build from store into dir (made, 0755, when missing) as dir/<the
  * output's name> (the last component of its path), like `nix-build`'s result links. Outputs of

@@ -28,6 +28,12 @@ typedef struct obi_ingest_options {
     obi_refscan_state *refscan;
     /* Optional (NULL: none): bytes and files ingested so far. */
     const obi_progress *progress;
+    /* The tree's files are the caller's to give away and nothing can write them any more (a
+     * rootful build's outputs once its container is gone): into the on-disk store, a file with
+     * one link on the blobs' filesystem becomes its blob itself instead of being copied (it is
+     * then the store's owner's, mode 0444; docs/store.md, "Adopting a build's outputs").
+     * Needs root (CAP_CHOWN, CAP_LEASE); anything else is copied as without it. */
+    bool adopt;
 } obi_ingest_options;
 
 /* Ingests the entry name in dirfd (which may be O_PATH): nothing on the way to it is looked up

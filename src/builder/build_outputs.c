@@ -1,7 +1,9 @@
 /*
  * Outputs found beneath the bundle and ingested from descriptors (see
  * include/ocibuild/build_outputs.h): resolve all (making them readable first when rootless),
- * then ingest each from the directory that holds it.
+ * then ingest each from the directory that holds it. A rootful build's output files are adopted
+ * by the store rather than copied where they can be (obi_ingest_options.adopt; docs/store.md,
+ * "Adopting a build's outputs"): the container is gone, so nothing of the build can write them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -108,8 +110,8 @@ static int make_output_readable(int bundle_fd, const obi_build_request *req, siz
 }
 
 static int ingest_one(obi_store *store, const obi_refscan *scanner, const output_place *place,
-                      const char *output, obi_node *node_out, obi_output_needles *needles_out,
-                      obi_error **err)
+                      const char *output, bool adopt, obi_node *node_out,
+                      obi_output_needles *needles_out, obi_error **err)
 {
     cleanup_refscan_state obi_refscan_state *state = NULL;
     int r = obi_refscan_state_new(scanner, &state, err);
@@ -120,7 +122,7 @@ static int ingest_one(obi_store *store, const obi_refscan *scanner, const output
     cleanup_free char *display = NULL;
     if (asprintf(&display, "/%s", output) < 0)
         return obi_error_oom(err);
-    obi_ingest_options options = {.name = name, .refscan = state};
+    obi_ingest_options options = {.name = name, .refscan = state, .adopt = adopt};
     cleanup_node obi_node node = {0};
     r = obi_ingest_at(store->blobs, store->directories, place->dirfd, place->name, display,
                       &options, &node, err);
@@ -153,7 +155,8 @@ static void places_free(output_place *places, size_t n)
 }
 
 int obi_build_outputs_ingest(obi_store *store, int bundle_fd, const obi_build_request *req,
-                             const obi_userns_ids *userns, obi_build *build, obi_error **err)
+                             const obi_userns_ids *userns, bool adopt, obi_build *build,
+                             obi_error **err)
 {
     cleanup_refscan obi_refscan *scanner = NULL;
     int r = obi_refscan_new_strings((const char *const *)req->refscan_needles,
@@ -180,8 +183,8 @@ int obi_build_outputs_ingest(obi_store *store, int bundle_fd, const obi_build_re
             r = obi_error_oom(err);
     }
     for (size_t i = 0; r == 0 && i < req->n_outputs; i++) {
-        r = ingest_one(store, scanner, &places[i], req->outputs[i], &build->outputs[i],
-                       &build->outputs_needles[i], err);
+        r = ingest_one(store, scanner, &places[i], req->outputs[i], adopt && !userns,
+                       &build->outputs[i], &build->outputs_needles[i], err);
         if (r < 0)
             obi_error_prefix(err, r, "ingest output %zu \"/%s\"", i, req->outputs[i]);
         else

@@ -726,8 +726,11 @@ static int ingest_outputs(oci_build_service *svc, obi_store_pin *pin, obi_bundle
     int r = obi_store_pin_hold_gc(pin, err);
     if (r < 0)
         return r;
+    /* The container is gone (its init reaped: no process of its pid namespace is left); a
+     * kept bundle keeps the build's files as they were, not the store's. */
     r = obi_build_outputs_ingest(svc->store, obi_bundle_fd(bundle), req,
-                                 svc->spec_opts.rootless ? &svc->userns : NULL, build, err);
+                                 svc->spec_opts.rootless ? &svc->userns : NULL,
+                                 !obi_bundle_keep(bundle), build, err);
     if (r == 0)
         r = pin_outputs(svc, build, err);
     obi_store_pin_release_gc(pin);

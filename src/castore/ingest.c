@@ -15,6 +15,11 @@
  * once. Blobs are finished as pending (no fsync per file); directories are put leaves first
  * into one putter. At the end one barrier (obi_blob_service_sync) makes every blob durable, and
  * only then are the directories committed (docs/store.md, "Crash safety").
+ * With obi_ingest_options.adopt (a rootful build's outputs, into the on-disk store), a file
+ * the store can take as it is (obi_local_blob_adopt_prepare: one link, the blobs' filesystem,
+ * no xattrs, no writer left; it is then the store owner's, 0444) is hashed and, when the store
+ * lacks it, linked in as a pending blob itself: no copy, no new inode (docs/store.md,
+ * "Adopting a build's outputs"). Any other file is ingested as above.
  *
  * Into the on-disk store (whose blob service is safe to use from several threads), with no
  * reference scanner, files are ingested on every core: the walk opens and checks each file and
@@ -74,10 +79,10 @@ typedef struct ingest_lane {
 /* A regular file the walk opened and checked, ingested by whichever thread takes it. Its
  * FileNode is dir->files[index], a placeholder until the end. */
 typedef struct file_job {
-    uint64_t seq; /* walk order */
-    int fd;       /* closed once ingested */
-    uint64_t st_size;
-    char *path; /* freed once ingested */
+    uint64_t seq;   /* walk order */
+    int fd;         /* closed once ingested */
+    struct stat st; /* its fstat when opened */
+    char *path;     /* freed once ingested */
     obi_directory *dir;
     size_t index;
     obi_digest digest;
@@ -122,6 +127,7 @@ struct ingest {
     obi_directory_service *directories;
     obi_directory_putter *putter; /* opened at the first directory */
     obi_refscan_state *refscan;
+    bool adopt;            /* files may become blobs as they are (obi_ingest_options.adopt) */
     ingest_lane lane;      /* the walking thread's */
     ingest_pool *pool;     /* NULL: every file on the walking thread, directories put at once */
     const char *root_name; /* the root node's name */
@@ -435,17 +441,67 @@ static int open_file(int dirfd, const char *name, const char *path, const struct
     return 0;
 }
 
-/* Stores the contents of the open file fd (st_size bytes when it was opened) as a blob:
- * *digest and *size are what the FileNode says. */
-static int ingest_contents(ingest_lane *lane, int fd, uint64_t st_size, obi_digest *digest,
+/* Stores the contents of a file that obi_local_blob_adopt_prepare made the store's (no one can
+ * change them any more): hashed, then, when the store lacks the blob, the file itself becomes
+ * it (a pending blob under a temporary name, named by the barrier); copied only where it
+ * cannot be linked there. The reference scanner reads every byte, as on the other paths. */
+static int adopt_contents(ingest_lane *lane, int fd, uint64_t st_size, obi_digest *digest,
+                          uint64_t *size_out, obi_error **err)
+{
+    const char *path = lane->path;
+    ssize_t head = read_head(lane, fd, st_size);
+    if (head < 0)
+        return obi_error_set_errno(err, (int)-head, "%s: read at offset 0", path);
+    if (lane->ig->refscan)
+        obi_refscan_feed(lane->ig->refscan, lane->buf, (size_t)head);
+    uint64_t size = (uint64_t)head;
+    report_progress(lane->ig, (uint64_t)head, 0);
+    int r = 0;
+    if (head <= INGEST_SMALL_FILE)
+        obi_blake3(lane->buf, (size_t)head, digest->bytes);
+    else if ((r = hash_rest(lane, fd, st_size, (size_t)head, &size, digest, err)) < 0)
+        return r;
+    cleanup_error obi_error *ignored = NULL;
+    lane->expect_stored = obi_blob_has(lane->ig->blobs, digest, &ignored) == 1;
+    if (!lane->expect_stored) {
+        r = obi_local_blob_adopt_pending(lane->ig->blobs, fd, digest, err);
+        if (r < 0)
+            return obi_error_prefix(err, r, "%s", path);
+        if (r == 0 && head <= INGEST_SMALL_FILE)
+            r = write_blob(lane, fd, (size_t)head, digest, &size, digest, err);
+        else if (r == 0)
+            r = copy_blob(lane, fd, digest, size, err);
+        if (r < 0)
+            return r;
+    }
+    *size_out = size;
+    return 0;
+}
+
+/* Stores the contents of the open file fd (st when it was opened) as a blob: *digest and
+ * *size are what the FileNode says. */
+static int ingest_contents(ingest_lane *lane, int fd, const struct stat *st, obi_digest *digest,
                            uint64_t *size_out, obi_error **err)
 {
     const char *path = lane->path;
+    uint64_t st_size = (uint64_t)st->st_size;
     if (st_size > INGEST_SMALL_FILE)
         (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
     if (lane->ig->refscan)
         obi_refscan_end_stream(lane->ig->refscan);
+    int adopt = lane->ig->adopt ? obi_local_blob_adopt_prepare(lane->ig->blobs, fd, st, err) : 0;
+    if (adopt < 0)
+        return obi_error_prefix(err, adopt, "%s", path);
+    if (adopt) {
+        int r = adopt_contents(lane, fd, st_size, digest, size_out, err);
+        if (r < 0)
+            return r;
+        report_progress(lane->ig, 0, 1);
+        if (lane->ig->refscan)
+            obi_refscan_end_stream(lane->ig->refscan);
+        return 0;
+    }
     ssize_t head = read_head(lane, fd, st_size);
     if (head < 0)
         return obi_error_set_errno(err, (int)-head, "%s: read at offset 0", path);
@@ -501,7 +557,7 @@ static int ingest_file(ingest *ig, int dirfd, const char *name, const struct sta
     ig->lane.path = ig->path;
     obi_digest digest;
     uint64_t size;
-    r = ingest_contents(&ig->lane, fd, (uint64_t)now.st_size, &digest, &size, err);
+    r = ingest_contents(&ig->lane, fd, &now, &digest, &size, err);
     if (r < 0)
         return r;
     r = obi_node_init_file(out, node_name, strlen(node_name), &digest, size,
@@ -529,8 +585,7 @@ static void run_job(ingest_lane *lane, ingest_pool *pool, file_job *job)
 {
     if (job->seq < pool_failed_seq(pool)) {
         lane->path = job->path;
-        job->r =
-            ingest_contents(lane, job->fd, job->st_size, &job->digest, &job->size, &job->error);
+        job->r = ingest_contents(lane, job->fd, &job->st, &job->digest, &job->size, &job->error);
     }
     close(job->fd);
     job->fd = -1;
@@ -758,10 +813,10 @@ static int submit_file(ingest *ig, const obi_walk_entry *e, obi_error **err)
     pool->jobs[pool->n_jobs++] = job; /* freed with the pool from now on */
     job->seq = pool->n_jobs;
     job->fd = -1;
-    struct stat now;
-    int r = open_file(e->dirfd, e->name, e->path, e->st, &job->fd, &now, err);
+    int r = open_file(e->dirfd, e->name, e->path, e->st, &job->fd, &job->st, err);
     if (r < 0)
         return r;
+    const struct stat now = job->st;
     static const obi_digest unknown;
     cleanup_node obi_node node = {0};
     obi_directory *dir = ig->stack[e->depth - 1];
@@ -771,7 +826,6 @@ static int submit_file(ingest *ig, const obi_walk_entry *e, obi_error **err)
                            (now.st_mode & S_IXUSR) != 0) < 0 ||
         obi_directory_append_owned(dir, &node) < 0)
         return obi_error_set(err, -ENOMEM, "%s: out of memory", e->path);
-    job->st_size = (uint64_t)now.st_size;
     job->dir = dir;
     job->index = dir->n_files - 1;
     pool_submit(ig, job);
@@ -958,6 +1012,7 @@ int obi_ingest_at(obi_blob_service *blobs, obi_directory_service *directories, i
         .blobs = blobs,
         .directories = directories,
         .refscan = options ? options->refscan : NULL,
+        .adopt = options && options->adopt && obi_blob_service_is_local(blobs),
         .root_name = root_name,
         .path = display,
         .progress = options ? options->progress : NULL,

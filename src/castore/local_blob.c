@@ -52,6 +52,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "ocibuild/array.h"
@@ -87,6 +88,7 @@ typedef struct blob_root {
     bool blobs_dir_unsynced;   /* a fan-out directory was made: fsync ROOT/blobs first */
     bool names_unsynced;       /* a barrier failed after renaming: the next one syncfs's */
     bool chmod_needed;         /* the umask takes read bits off the 0444 of new files */
+    dev_t blobs_dev;           /* the filesystem of ROOT/blobs: only its files can be adopted */
 } blob_root;
 
 static pthread_mutex_t roots_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -793,6 +795,85 @@ static int local_blob_open_write_expecting(obi_blob_service *base, const obi_dig
     return open_writer(base, expected, out, err);
 }
 
+/* ---- adopting a file (docs/store.md, "Adopting a build's outputs") ---- */
+
+/* Whether no open file description of fd's file may write to it, anywhere (another process,
+ * a message in flight on a socket, a writable mapping): the kernel grants a read lease only
+ * then (i_writecount; as root we hold CAP_LEASE). Released at once: after the caller's
+ * fchown and fchmod only root could open it for writing again, and that would break the lease
+ * (a signal to us) if we kept it. Filesystems without leases say EINVAL: not adoptable. */
+static bool no_writer(int fd)
+{
+    if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
+        return false;
+    (void)fcntl(fd, F_SETLEASE, F_UNLCK);
+    return true;
+}
+
+int obi_local_blob_adopt_prepare(obi_blob_service *base, int fd, const struct stat *st,
+                                 obi_error **err)
+{
+    (void)err; /* every refusal is "copy it instead" */
+    if (!obi_blob_service_is_local(base))
+        return 0;
+    blob_root *shared = ((local_blob_service *)base)->shared;
+    /* a second link may be kept somewhere that outlives the build, or be someone else's file */
+    if (!S_ISREG(st->st_mode) || st->st_nlink != 1 || st->st_dev != shared->blobs_dev)
+        return 0;
+    /* an ACL (system.posix_acl_access) or a capability set would go with the inode */
+    ssize_t xattrs = flistxattr(fd, NULL, 0);
+    if (xattrs != 0 && !(xattrs < 0 && errno == ENOTSUP))
+        return 0;
+    /* owned as a blob this process writes, 0444: chown drops set-id bits and capabilities,
+     * chmod sticky and write bits; no one but root can open it for writing from now on */
+    if (fchown(fd, geteuid(), getegid()) < 0 || fchmod(fd, 0444) < 0)
+        return 0;
+    return no_writer(fd) ? 1 : 0;
+}
+
+/* linkat of an open file: through AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH), else its
+ * /proc/self/fd link. */
+static int link_open_file(int fd, int dir_fd, const char *name)
+{
+    if (linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) == 0)
+        return 0;
+    if (errno != ENOENT && errno != EPERM)
+        return -errno;
+    char proc[32];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    return linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) == 0 ? 0 : -errno;
+}
+
+int obi_local_blob_adopt_pending(obi_blob_service *base, int fd, const obi_digest *digest,
+                                 obi_error **err)
+{
+    if (!obi_blob_service_is_local(base))
+        return 0;
+    blob_root *shared = ((local_blob_service *)base)->shared;
+    int r = ensure_owner_lock(shared, err);
+    if (r < 0)
+        return r;
+    cleanup_free char *tmp = NULL;
+    r = temp_name(shared, digest, &tmp, err);
+    if (r < 0)
+        return r;
+    r = link_open_file(fd, shared->root_fd, tmp);
+    /* another mount of the same filesystem (EXDEV), no /proc, a filesystem without links */
+    if (r == -EXDEV || r == -ENOENT || r == -EPERM || r == -EACCES || r == -EOPNOTSUPP ||
+        r == -EMLINK)
+        return 0;
+    if (r < 0)
+        return obi_error_set_errno(err, -r, "link %s/%s", shared->root, tmp);
+    pthread_mutex_lock(&shared->lock);
+    r = obi_digest_map_insert(&shared->pending, digest, tmp);
+    if (r == 1)
+        tmp = NULL; /* owned by pending now */
+    pthread_mutex_unlock(&shared->lock);
+    if (r < 0 || r == 0) /* out of memory, or already pending: same contents */
+        unlinkat(shared->root_fd, tmp, 0);
+    return r < 0 ? obi_error_oom(err) : 1;
+}
+
 /* ---- owners and their temporary files ---- */
 
 /* Creates and locks ROOT/owners/<random token>.lock. A cleaner may take and remove a new lock
@@ -1052,6 +1133,11 @@ static int blob_root_new(const obi_local_root *id, blob_root **out, obi_error **
         r = obi_error_set_errno(err, errno, "open %s", root);
     if (r == 0)
         r = open_dir(root, "blobs", &shared->blobs_dir, &shared->blobs_fd, err);
+    struct stat blobs_st;
+    if (r == 0 && fstat(shared->blobs_fd, &blobs_st) < 0)
+        r = obi_error_set_errno(err, errno, "stat %s", shared->blobs_dir);
+    if (r == 0)
+        shared->blobs_dev = blobs_st.st_dev;
     if (r == 0)
         r = open_dir(root, "tmp", &shared->tmp_dir, &shared->tmp_fd, err);
     if (r == 0)

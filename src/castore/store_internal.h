@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "ocibuild/digest_map.h"
@@ -98,6 +99,23 @@ int obi_local_blob_sync_root(const obi_local_root *root, obi_error **err);
 /* Whether blobs is the on-disk blob service (local_blob.c), whose operations and writers may
  * be used from several threads at once (ingest's pool relies on it). */
 bool obi_blob_service_is_local(const obi_blob_service *blobs);
+
+/* Adopting a file instead of copying it (ingest's obi_ingest_options.adopt; docs/store.md,
+ * "Adopting a build's outputs"). Both only for the on-disk blob service (else 0).
+ * obi_local_blob_adopt_prepare: whether the regular file open (read-only) at fd, whose fstat is
+ * st, may become a blob as it is: it must have one link, be on the filesystem of ROOT/blobs and
+ * have no extended attribute; it is then given to the store's owner (this process's ids) with
+ * mode 0444, and must have no open file description for writing anywhere (a read lease is
+ * granted). 1: done, its contents can no longer change; 0: copy it instead (its owner and mode
+ * may have been changed already); negative: an error.
+ * obi_local_blob_adopt_pending: links such a file, whose contents hash to digest, under a
+ * temporary name in its fan-out directory and records it as a pending blob, exactly as a
+ * finished writer's file (finish_pending): the next barrier makes it durable and names it. 1:
+ * done; 0: it cannot be linked there (another mount, no /proc): copy it instead. */
+int obi_local_blob_adopt_prepare(obi_blob_service *blobs, int fd, const struct stat *st,
+                                 obi_error **err);
+int obi_local_blob_adopt_pending(obi_blob_service *blobs, int fd, const obi_digest *digest,
+                                 obi_error **err);
 
 /* ROOT/gc.lock flock'ed with operation on a descriptor of its own (LOCK_EX: gc), waiting
  * unless LOCK_NB; *fd_out holds it until closed (store_roots.h, store_gc_lock.c). */

@@ -3,14 +3,19 @@
  * executable bit, names, symlinks never followed, special files refused with no directory
  * committed, the reference scanner fed contents and targets (not names), deep trees; and
  * against the on-disk store, files ingested on several threads (the same tree as on one, the
- * first failure in walk order reported).
+ * first failure in walk order reported), and files adopted instead of copied (as root: the
+ * blob is the file itself, 0444 and the store owner's; a second link, a writer still open,
+ * xattrs or another filesystem make a copy; a kill before the barrier leaves no blob).
  */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "ocibuild/blake3.h"
@@ -585,6 +590,365 @@ static void test_ingest_on_threads_reports_the_first_failure_in_walk_order(void 
     unsetenv("OBI_INGEST_THREADS");
 }
 
+/* ---- adopting files (obi_ingest_options.adopt; docs/store.md, "Adopting a build's outputs") */
+
+#define SLOT_UID 61234 /* stands for a build's id slot: the files' owner before ingest */
+
+static bool skip_unless_root(void)
+{
+    if (geteuid() == 0)
+        return false;
+    print_message("skipped: adopting needs root (chown, leases)\n");
+    return true;
+}
+
+/* A file of the build: owned by the slot's uid, mode as given (set-id bits too). */
+static void write_build_file(fixture *f, const char *rel, const char *text, mode_t mode)
+{
+    obi_test_write_text(f, rel, text, 0644);
+    cleanup_free char *p = obi_test_path_in(f, rel);
+    assert_int_equal(chown(p, SLOT_UID, SLOT_UID), 0);
+    assert_int_equal(chmod(p, mode), 0);
+}
+
+static void stat_in(fixture *f, const char *rel, struct stat *st)
+{
+    cleanup_free char *p = obi_test_path_in(f, rel);
+    assert_int_equal(lstat(p, st), 0);
+}
+
+/* The stat of the blob file of digest in the on-disk store at root. */
+static void stat_blob(const char *root, const obi_digest *digest, struct stat *st)
+{
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(digest, hex);
+    cleanup_free char *p = NULL;
+    assert_true(asprintf(&p, "%s/blobs/%.2s/%s", root, hex, hex) > 0);
+    assert_int_equal(lstat(p, st), 0);
+}
+
+static const obi_node *file_named(const obi_directory *dir, const char *name)
+{
+    for (size_t i = 0; i < dir->n_files; i++)
+        if (!strcmp((const char *)dir->files[i].name.data, name))
+            return &dir->files[i];
+    fail_msg("no file %s", name);
+    return NULL;
+}
+
+/* Temporary files (dotfiles) left in the fan-out directories. */
+static int count_temps(const char *root)
+{
+    int n = 0;
+    for (unsigned byte = 0; byte < 256; byte++) {
+        cleanup_free char *p = NULL;
+        assert_true(asprintf(&p, "%s/blobs/%02x", root, byte) > 0);
+        cleanup_dir DIR *d = opendir(p);
+        struct dirent *e;
+        while (d && (e = readdir(d)))
+            n += e->d_name[0] == '.' && strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    }
+    return n;
+}
+
+static void ingest_adopting(local_store *store, fixture *f, const char *rel, obi_node *out)
+{
+    cleanup_free char *p = obi_test_path_in(f, rel);
+    obi_ingest_options opts = {.adopt = true};
+    assert_ok(obi_ingest_path(store->blobs, store->dirs, p, &opts, out, err_ptr_));
+}
+
+/* A file with one link becomes the blob itself, small or big: the same inode, now the store
+ * owner's with mode 0444 (set-id and write bits gone), the FileNode still executable; every
+ * byte scanned for references; nothing temporary left and the blob durable and named. */
+static void test_ingest_adopt_takes_the_file_itself(void **state)
+{
+    fixture *f = *state;
+    if (skip_unless_root())
+        return;
+    make_dir(f, "t/sub");
+    write_build_file(f, "t/setuid", "#!/bin/sh\n", 06777);
+    write_build_file(f, "t/sub/small", "small-needle\n", 0666);
+    write_sized(f, "t/big", (1 << 20) + 3, "big-needle");
+    cleanup_free char *big = obi_test_path_in(f, "t/big");
+    assert_int_equal(chown(big, SLOT_UID, SLOT_UID), 0);
+    cleanup_free char *link = obi_test_path_in(f, "t/link");
+    assert_int_equal(symlink("sub/small", link), 0);
+    struct stat before_setuid, before_small, before_big;
+    stat_in(f, "t/setuid", &before_setuid);
+    stat_in(f, "t/sub/small", &before_small);
+    stat_in(f, "t/big", &before_big);
+
+    local_store store;
+    local_store_open(f, "s", &store);
+    const char *needles[] = {"small-needle", "big-needle", "absent-needle"};
+    cleanup_refscan obi_refscan *scanner = NULL;
+    assert_ok(obi_refscan_new_strings(needles, 3, &scanner, err_ptr_));
+    cleanup_refscan_state obi_refscan_state *scan = NULL;
+    assert_ok(obi_refscan_state_new(scanner, &scan, err_ptr_));
+    cleanup_free char *path = obi_test_path_in(f, "t");
+    obi_ingest_options opts = {.adopt = true, .refscan = scan};
+    cleanup_node obi_node root = {0};
+    assert_ok(obi_ingest_path(store.blobs, store.dirs, path, &opts, &root, err_ptr_));
+    cleanup_free size_t *found = NULL;
+    size_t n_found = 0;
+    assert_ok(obi_refscan_state_result(scan, &found, &n_found, err_ptr_));
+    assert_int_equal(n_found, 2);
+
+    cleanup_directory obi_directory *top = NULL;
+    assert_ok(obi_directory_get(store.dirs, &root.digest, &top, err_ptr_));
+    assert_int_equal(top->n_symlinks, 1);
+    const obi_node *setuid = file_named(top, "setuid");
+    assert_true(setuid->executable);
+    const obi_node *big_node = file_named(top, "big");
+    assert_int_equal(big_node->size, (1 << 20) + 3);
+    cleanup_directory obi_directory *sub = NULL;
+    assert_ok(obi_directory_get(store.dirs, &top->directories[0].digest, &sub, err_ptr_));
+    const obi_node *small = file_named(sub, "small");
+    struct {
+        const obi_node *node;
+        const struct stat *before;
+    } files[] = {{setuid, &before_setuid}, {small, &before_small}, {big_node, &before_big}};
+    for (size_t i = 0; i < OBI_ARRAY_SIZE(files); i++) {
+        struct stat blob;
+        stat_blob(store.root, &files[i].node->digest, &blob);
+        assert_int_equal(blob.st_ino, files[i].before->st_ino);
+        assert_int_equal(blob.st_mode, S_IFREG | 0444);
+        assert_int_equal(blob.st_uid, geteuid());
+        assert_int_equal(blob.st_gid, getegid());
+        assert_int_equal(blob.st_nlink, 2); /* the build's name and the blob's */
+    }
+    assert_int_equal(count_temps(store.root), 0);
+    cleanup_free uint8_t *data = NULL;
+    size_t len = 0;
+    assert_ok(obi_blob_get_bytes(store.blobs, &small->digest, 100, &data, &len, err_ptr_));
+    assert_int_equal(len, 13);
+    assert_memory_equal(data, "small-needle\n", 13);
+    local_store_close(&store);
+}
+
+/* A file with a second link (the build may keep it somewhere that outlives it, or it is a link
+ * to someone else's file) is copied, and left exactly as it was: owner, mode, link count. */
+static void test_ingest_adopt_copies_a_file_with_a_second_link(void **state)
+{
+    fixture *f = *state;
+    if (skip_unless_root())
+        return;
+    make_dir(f, "t");
+    write_build_file(f, "t/f", "linked twice\n", 0666);
+    cleanup_free char *p = obi_test_path_in(f, "t/f");
+    cleanup_free char *kept = obi_test_path_in(f, "kept");
+    assert_int_equal(link(p, kept), 0);
+    local_store store;
+    local_store_open(f, "s", &store);
+    cleanup_node obi_node node = {0};
+    ingest_adopting(&store, f, "t/f", &node);
+    struct stat blob, source;
+    stat_blob(store.root, &node.digest, &blob);
+    stat_in(f, "t/f", &source);
+    assert_int_not_equal(blob.st_ino, source.st_ino);
+    assert_int_equal(blob.st_mode, S_IFREG | 0444);
+    assert_int_equal(blob.st_nlink, 1);
+    assert_int_equal(source.st_uid, SLOT_UID);
+    assert_int_equal(source.st_mode, S_IFREG | 0666);
+    assert_int_equal(source.st_nlink, 2);
+    local_store_close(&store);
+}
+
+/* A file some process still has open for writing (a descriptor the build passed out before it
+ * ended) is copied: what that process writes later reaches the build's file, never the blob. */
+static void test_ingest_adopt_copies_a_file_open_for_writing(void **state)
+{
+    fixture *f = *state;
+    if (skip_unless_root())
+        return;
+    make_dir(f, "t");
+    write_build_file(f, "t/f", "original\n", 0666);
+    cleanup_free char *p = obi_test_path_in(f, "t/f");
+    cleanup_close int writer = open(p, O_WRONLY | O_CLOEXEC);
+    assert_true(writer >= 0);
+    local_store store;
+    local_store_open(f, "s", &store);
+    cleanup_node obi_node node = {0};
+    ingest_adopting(&store, f, "t/f", &node);
+    struct stat blob, source;
+    stat_blob(store.root, &node.digest, &blob);
+    stat_in(f, "t/f", &source);
+    assert_int_not_equal(blob.st_ino, source.st_ino);
+    assert_int_equal(pwrite(writer, "CHANGED!\n", 9, 0), 9);
+    cleanup_free uint8_t *data = NULL;
+    size_t len = 0;
+    assert_ok(obi_blob_get_bytes(store.blobs, &node.digest, 100, &data, &len, err_ptr_));
+    assert_int_equal(len, 9);
+    assert_memory_equal(data, "original\n", 9);
+    local_store_close(&store);
+}
+
+/* Extended attributes (an ACL, a capability set: ACLs are xattrs too) would go with the
+ * inode: such a file is copied, and the blob has none. */
+static void test_ingest_adopt_copies_a_file_with_xattrs(void **state)
+{
+    fixture *f = *state;
+    if (skip_unless_root())
+        return;
+    make_dir(f, "t");
+    write_build_file(f, "t/f", "with an xattr\n", 0644);
+    cleanup_free char *p = obi_test_path_in(f, "t/f");
+    if (setxattr(p, "user.obi", "x", 1, 0) < 0) {
+        print_message("skipped: no user xattrs here (%s)\n", strerror(errno));
+        return;
+    }
+    local_store store;
+    local_store_open(f, "s", &store);
+    cleanup_node obi_node node = {0};
+    ingest_adopting(&store, f, "t/f", &node);
+    struct stat blob, source;
+    stat_blob(store.root, &node.digest, &blob);
+    stat_in(f, "t/f", &source);
+    assert_int_not_equal(blob.st_ino, source.st_ino);
+    char hex[OBI_DIGEST_HEX_LEN + 1];
+    obi_digest_to_hex(&node.digest, hex);
+    cleanup_free char *blob_path = NULL;
+    assert_true(asprintf(&blob_path, "%s/blobs/%.2s/%s", store.root, hex, hex) > 0);
+    assert_int_equal(listxattr(blob_path, NULL, 0), 0);
+    local_store_close(&store);
+}
+
+/* A file on another filesystem than the store's blobs (a build's tmpfs scratch) is copied. */
+static void test_ingest_adopt_copies_from_another_filesystem(void **state)
+{
+    fixture *f = *state;
+    if (skip_unless_root())
+        return;
+    struct stat shm, tmp;
+    if (stat("/dev/shm", &shm) < 0 || stat(f->tmp, &tmp) < 0 || shm.st_dev == tmp.st_dev) {
+        print_message("skipped: /dev/shm is not another filesystem here\n");
+        return;
+    }
+    char dir[] = "/dev/shm/obi-test-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    cleanup_free char *file = obi_path_join(dir, "f");
+    cleanup_close int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "on tmpfs\n", 9), 9);
+    close(steal_fd(&fd));
+    struct stat source;
+    assert_int_equal(stat(file, &source), 0);
+    local_store store;
+    local_store_open(f, "s", &store);
+    cleanup_node obi_node node = {0};
+    obi_ingest_options opts = {.adopt = true};
+    assert_ok(obi_ingest_path(store.blobs, store.dirs, file, &opts, &node, err_ptr_));
+    struct stat blob;
+    stat_blob(store.root, &node.digest, &blob);
+    assert_int_equal(blob.st_mode, S_IFREG | 0444);
+    assert_int_equal(blob.st_nlink, 1);
+    struct stat after;
+    assert_int_equal(stat(file, &after), 0);
+    assert_int_equal(after.st_mode, source.st_mode); /* not adopted: left alone */
+    unlink(file);
+    rmdir(dir);
+    local_store_close(&store);
+}
+
+/* A blob the store has is not written again: the build's file is not linked, the stored blob
+ * stays the inode it was. */
+static void test_ingest_adopt_writes_nothing_the_store_has(void **state)
+{
+    fixture *f = *state;
+    if (skip_unless_root())
+        return;
+    make_dir(f, "t");
+    obi_test_write_text(f, "first", "same contents\n", 0644);
+    write_build_file(f, "t/f", "same contents\n", 0644);
+    local_store store;
+    local_store_open(f, "s", &store);
+    cleanup_node obi_node first = {0}, node = {0};
+    cleanup_free char *p = obi_test_path_in(f, "first");
+    assert_ok(obi_ingest_path(store.blobs, store.dirs, p, NULL, &first, err_ptr_));
+    struct stat stored;
+    stat_blob(store.root, &first.digest, &stored);
+    ingest_adopting(&store, f, "t/f", &node);
+    assert_true(obi_digest_equal(&first.digest, &node.digest));
+    struct stat blob, source;
+    stat_blob(store.root, &node.digest, &blob);
+    stat_in(f, "t/f", &source);
+    assert_int_equal(blob.st_ino, stored.st_ino);
+    assert_int_equal(source.st_nlink, 1);
+    local_store_close(&store);
+}
+
+/* A fifo (or device, socket) in the tree is refused as without adopting. */
+static void test_ingest_adopt_still_refuses_a_fifo(void **state)
+{
+    fixture *f = *state;
+    if (skip_unless_root())
+        return;
+    make_dir(f, "t");
+    cleanup_free char *fifo = obi_test_path_in(f, "t/pipe");
+    assert_int_equal(mkfifo(fifo, 0666), 0);
+    local_store store;
+    local_store_open(f, "s", &store);
+    cleanup_free char *p = obi_test_path_in(f, "t");
+    obi_ingest_options opts = {.adopt = true};
+    obi_node node = {0};
+    obi_error *err = NULL;
+    assert_fails_with(err, obi_ingest_path(store.blobs, store.dirs, p, &opts, &node, &err), -EINVAL,
+                      "t/pipe: unsupported file type (fifo)");
+    local_store_close(&store);
+}
+
+static void die_after_first_file(void *ctx, uint64_t bytes, uint64_t files)
+{
+    (void)ctx;
+    (void)bytes;
+    if (files >= 1)
+        raise(SIGKILL);
+}
+
+/* An adopted file is a pending blob until the barrier: a process killed before it leaves no
+ * blob name, and the next open of the store removes the temporary link it made (the build's
+ * file is back to one link). */
+static void test_ingest_adopt_killed_before_the_barrier_leaves_no_blob(void **state)
+{
+    fixture *f = *state;
+    if (skip_unless_root())
+        return;
+    make_dir(f, "t");
+    write_build_file(f, "t/f", "adopted, then killed\n", 0644);
+    cleanup_free char *root = obi_test_path_in(f, "s");
+    cleanup_free char *p = obi_test_path_in(f, "t/f");
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        local_store store;
+        local_store_open(f, "s", &store);
+        obi_progress die = {die_after_first_file, NULL, NULL};
+        obi_ingest_options opts = {.adopt = true, .progress = &die};
+        obi_node node = {0};
+        obi_error *err = NULL;
+        obi_ingest_path(store.blobs, store.dirs, p, &opts, &node, &err);
+        _exit(3); /* not reached */
+    }
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    struct stat source;
+    stat_in(f, "t/f", &source);
+    assert_int_equal(source.st_nlink, 2); /* the build's name and the temporary one */
+    assert_int_equal(count_temps(root), 1);
+    local_store store;
+    local_store_open(f, "s", &store); /* removes a dead owner's temporary files */
+    obi_digest digest;
+    obi_digest_of("adopted, then killed\n", 21, &digest);
+    obi_error *has_err = NULL;
+    assert_int_equal(obi_blob_has(store.blobs, &digest, &has_err), 0);
+    assert_int_equal(count_temps(root), 0);
+    stat_in(f, "t/f", &source);
+    assert_int_equal(source.st_nlink, 1);
+    local_store_close(&store);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -606,6 +970,14 @@ int main(void)
         T(test_ingest_big_file_truncated_while_hashed_is_an_error),
         T(test_ingest_on_threads_gives_the_tree_one_thread_gives),
         T(test_ingest_on_threads_reports_the_first_failure_in_walk_order),
+        T(test_ingest_adopt_takes_the_file_itself),
+        T(test_ingest_adopt_copies_a_file_with_a_second_link),
+        T(test_ingest_adopt_copies_a_file_open_for_writing),
+        T(test_ingest_adopt_copies_a_file_with_xattrs),
+        T(test_ingest_adopt_copies_from_another_filesystem),
+        T(test_ingest_adopt_writes_nothing_the_store_has),
+        T(test_ingest_adopt_still_refuses_a_fifo),
+        T(test_ingest_adopt_killed_before_the_barrier_leaves_no_blob),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
