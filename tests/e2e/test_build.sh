@@ -2,7 +2,9 @@
 # End-to-end builds with a real OCI runtime (runc pinned, as root: the default runtime, crun where
 # it works, is what test_default_runtime.sh, test_everyday.sh and the sandbox tests run on): outputs and needles, sandbox
 # properties (no network, /bin/sh only when asked, uid 1000, cwd /build, read-only root and
-# inputs, available_ro_paths, additional files), and every failure path leaving no container,
+# inputs, available_ro_paths, additional files), output files adopted by the store (not when
+# linked twice, on a tmpfs scratch or held open for writing by a process outside), and every
+# failure path leaving no container,
 # no mount and no bundle dir behind (failing command, missing output, invalid requests,
 # timeout, SIGTERM to ocibuild mid-build).
 source "$(dirname "$0")/lib.sh"
@@ -131,6 +133,101 @@ if out=$(build "$T_TMP/extras.json"); then
   [ "$(cat $e/attr)" = "attr-contents" ] && t_ok "additional files present" || t_fail "additional files" "$(cat $e/attr)"
 else
   t_fail "extras build" "$(cat "$T_TMP/stderr")"
+fi
+
+# --- outputs adopted by the store, not copied (docs/store.md "Adopting a build's outputs") ---
+# A file with one link becomes its blob (the same inode, found by the number the build saw),
+# root's and 0444 whatever mode the build gave it, without xattrs; a file with a second link is
+# copied. On a tmpfs scratch (--scratch-limit) every file is copied.
+blobs_by_inode() { find "$OCIBUILD_STORE/blobs" -xdev -type f -inum "$1" ! -name '.*'; }
+blob_attrs() { # PATH -> "MODE UID GID LINKS XATTRS"
+  echo "$(stat -c '%a %u %g %h' "$1") $(/usr/bin/python3 -c 'import os,sys; print(len(os.listxattr(sys.argv[1])))' "$1")"
+}
+request adopt 'mkdir -p /nix/store/out && cd /nix/store/out &&
+printf "adopted %s\n" "$NEEDLE" > f && chmod 777 f && stat -c %i f > ino-f &&
+printf "linked twice\n" > twice && ln twice twice2 && stat -c %i twice > ino-twice'
+if out=$(build "$T_TMP/adopt.json"); then
+  node=$(echo "$out" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["outputs"][0]))')
+  "$OCIBUILD" store export - "$T_TMP/adopt" <<<"$node"
+  a="$T_TMP/adopt"
+  blob=$(blobs_by_inode "$(cat "$a/ino-f")")
+  [ -n "$blob" ] && [ "$(cat "$blob")" = "adopted needle-adopt" ] &&
+    t_ok "a file with one link is adopted: its blob is the build's inode" ||
+    t_fail "a file with one link is adopted" "blob '$blob' for inode $(cat "$a/ino-f")"
+  [ -n "$blob" ] && [ "$(blob_attrs "$blob")" = "444 0 0 1 0" ] &&
+    t_ok "the adopted blob is root's, 0444 (the build's 0777 gone), one link, no xattrs" ||
+    t_fail "adopted blob attributes" "$(blob_attrs "$blob" 2>&1)"
+  [ -z "$(blobs_by_inode "$(cat "$a/ino-twice")")" ] && [ "$(cat "$a/twice2")" = "linked twice" ] &&
+    t_ok "a file with a second link is copied, not adopted" ||
+    t_fail "a file with a second link is copied" "$(blobs_by_inode "$(cat "$a/ino-twice")")"
+else
+  t_fail "adopt build" "$(cat "$T_TMP/stderr")"
+fi
+t_check "no leftovers after an adopting build" no_leftovers
+sed -i 's/needle-adopt/needle-adopt-tmpfs/' "$T_TMP/adopt.json"
+if out=$(build --scratch-limit 16Mi "$T_TMP/adopt.json"); then
+  node=$(echo "$out" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["outputs"][0]))')
+  "$OCIBUILD" store export - "$T_TMP/adopt-tmpfs" <<<"$node"
+  blob=$(grep -rlx "adopted needle-adopt-tmpfs" "$OCIBUILD_STORE/blobs")
+  [ -n "$blob" ] && [ "$(blob_attrs "$blob")" = "444 0 0 1 0" ] &&
+    t_ok "an output on a tmpfs scratch is copied: a blob of the store's own, root's 0444" ||
+    t_fail "tmpfs scratch output" "blob '$blob' $(blob_attrs "$blob" 2>&1)"
+else
+  t_fail "adopt build on a tmpfs scratch" "$(cat "$T_TMP/stderr")"
+fi
+t_check "no leftovers after a build with a tmpfs scratch" no_leftovers
+
+# A build with network_access shares the host's abstract unix sockets: it can hand a writable
+# descriptor of its output to a process outside (fd_pass.c), which outlives the container. That
+# file has a writer left (the read lease is refused): it is copied, and what the holder writes
+# after the build never reaches the blob.
+if cc -static -O1 -o "$T_TMP/fd_pass" "$E2E_DIR/fd_pass.c" 2>"$T_TMP/cc.err"; then
+  sock="obi-fd-pass-$$-$RANDOM"
+  /usr/bin/python3 - "$sock" "$T_TMP/holder" <<'PY' &
+import os, socket, sys, time
+name, base = sys.argv[1], sys.argv[2]
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind("\0" + name)
+server.listen(1)
+open(base + ".listening", "w").close()
+server.settimeout(60)
+conn, _ = server.accept()
+_, fds, _, _ = socket.recv_fds(conn, 1, 1)
+conn.send(b"k")
+conn.close()
+deadline = time.time() + 60
+while not os.path.exists(base + ".go") and time.time() < deadline:
+    time.sleep(0.05)
+os.pwrite(fds[0], b"CHANGED!", 0)
+open(base + ".wrote", "w").close()
+PY
+  holder=$!
+  t_cleanup "kill $holder 2>/dev/null"
+  for _ in $(seq 100); do [ -e "$T_TMP/holder.listening" ] && break; sleep 0.05; done
+  cat >"$T_TMP/fdpass.json" <<JSON
+{
+  "inputs": {"busybox": "/bin/busybox", "fd_pass": "$T_TMP/fd_pass"},
+  "command_args": ["/nix/store/busybox", "sh", "-c", "mkdir -p /nix/store/out && printf 'original\\\\n' > /nix/store/out/f && /nix/store/fd_pass /nix/store/out/f $sock"],
+  "working_dir": "build",
+  "scratch_paths": ["build", "nix/store"],
+  "inputs_dir": "nix/store",
+  "outputs": ["nix/store/out/f"],
+  "constraints": {"system": "x86_64-linux", "network_access": true}
+}
+JSON
+  if out=$(build "$T_TMP/fdpass.json"); then
+    touch "$T_TMP/holder.go"
+    wait "$holder"
+    node=$(echo "$out" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["outputs"][0]))')
+    [ -e "$T_TMP/holder.wrote" ] && "$OCIBUILD" store export - "$T_TMP/fdpass-f" <<<"$node" 2>"$T_TMP/fdpass.err" &&
+      [ "$(cat "$T_TMP/fdpass-f")" = "original" ] &&
+      t_ok "a file whose writable descriptor a host process holds is copied; its later writes miss the blob" ||
+      t_fail "a file with a writer outside is copied" "$(cat "$T_TMP/fdpass.err" "$T_TMP/fdpass-f" 2>&1)"
+  else
+    t_fail "fd passing build" "$(cat "$T_TMP/stderr")"
+  fi
+else
+  t_skip "a file with a writer outside is copied" "no static C compiler: $(head -1 "$T_TMP/cc.err")"
 fi
 
 # --- failures ---
