@@ -824,9 +824,9 @@ int obi_local_blob_adopt_prepare(obi_blob_service *base, int fd, const struct st
     ssize_t xattrs = flistxattr(fd, NULL, 0);
     if (xattrs != 0 && !(xattrs < 0 && errno == ENOTSUP))
         return 0;
-    /* owned as a blob this process writes, 0444: chown drops set-id bits and capabilities,
-     * chmod sticky and write bits; no one but root can open it for writing from now on */
-    if (fchown(fd, geteuid(), getegid()) < 0 || fchmod(fd, 0444) < 0)
+    /* 0444 and owned as a blob this process writes (mode first: never root's and writable
+     * by others, not even for a moment); no one but root can open it for writing from now on */
+    if (fchmod(fd, 0444) < 0 || fchown(fd, geteuid(), getegid()) < 0)
         return 0;
     return no_writer(fd) ? 1 : 0;
 }
