@@ -817,8 +817,11 @@ int obi_local_blob_adopt_prepare(obi_blob_service *base, int fd, const struct st
     if (!obi_blob_service_is_local(base))
         return 0;
     blob_root *shared = ((local_blob_service *)base)->shared;
-    /* a second link may be kept somewhere that outlives the build, or be someone else's file */
-    if (!S_ISREG(st->st_mode) || st->st_nlink != 1 || st->st_dev != shared->blobs_dev)
+    /* a second link may be kept somewhere that outlives the build, or be someone else's file;
+     * one owned by this process's user already is no build's (a build runs as an id of its
+     * slot): a caller that passed adopt for host files (/nix/store) loses nothing to it */
+    if (!S_ISREG(st->st_mode) || st->st_nlink != 1 || st->st_dev != shared->blobs_dev ||
+        st->st_uid == geteuid())
         return 0;
     /* an ACL (system.posix_acl_access) or a capability set would go with the inode */
     ssize_t xattrs = flistxattr(fd, NULL, 0);

@@ -103,8 +103,9 @@ bool obi_blob_service_is_local(const obi_blob_service *blobs);
 /* Adopting a file instead of copying it (ingest's obi_ingest_options.adopt; docs/store.md,
  * "Adopting a build's outputs"). Both only for the on-disk blob service (else 0).
  * obi_local_blob_adopt_prepare: whether the regular file open (read-only) at fd, whose fstat is
- * st, may become a blob as it is: it must have one link, be on the filesystem of ROOT/blobs and
- * have no extended attribute; it is then given to the store's owner (this process's ids) with
+ * st, may become a blob as it is: it must have one link, be on the filesystem of ROOT/blobs,
+ * not be owned by this process's user already (a build's files are its slot's) and have no
+ * extended attribute; it is then given to the store's owner (this process's ids) with
  * mode 0444, and must have no open file description for writing anywhere (a read lease is
  * granted). 1: done, its contents can no longer change; 0: copy it instead (its owner and mode
  * may have been changed already); negative: an error.

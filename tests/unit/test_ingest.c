@@ -755,6 +755,33 @@ static void test_ingest_adopt_copies_a_file_with_a_second_link(void **state)
     local_store_close(&store);
 }
 
+/* A file this process's user owns is no build's output (a build runs as its slot's id): even
+ * with adopt (a caller's mistake, as a /nix/store import would be) it is copied and left as it
+ * was, mode and owner. */
+static void test_ingest_adopt_copies_a_file_the_process_owns(void **state)
+{
+    fixture *f = *state;
+    if (skip_unless_root())
+        return;
+    make_dir(f, "t");
+    obi_test_write_text(f, "t/f", "a host file\n", 0555);
+    struct stat before;
+    stat_in(f, "t/f", &before);
+    local_store store;
+    local_store_open(f, "s", &store);
+    cleanup_node obi_node node = {0};
+    ingest_adopting(&store, f, "t/f", &node);
+    struct stat blob, after;
+    stat_blob(store.root, &node.digest, &blob);
+    stat_in(f, "t/f", &after);
+    assert_int_not_equal(blob.st_ino, before.st_ino);
+    assert_int_equal(after.st_mode, S_IFREG | 0555);
+    assert_int_equal(after.st_nlink, 1);
+    assert_int_equal(after.st_ctim.tv_sec, before.st_ctim.tv_sec);
+    assert_int_equal(after.st_ctim.tv_nsec, before.st_ctim.tv_nsec);
+    local_store_close(&store);
+}
+
 /* A file some process still has open for writing (a descriptor the build passed out before it
  * ended) is copied: what that process writes later reaches the build's file, never the blob. */
 static void test_ingest_adopt_copies_a_file_open_for_writing(void **state)
@@ -972,6 +999,7 @@ int main(void)
         T(test_ingest_on_threads_reports_the_first_failure_in_walk_order),
         T(test_ingest_adopt_takes_the_file_itself),
         T(test_ingest_adopt_copies_a_file_with_a_second_link),
+        T(test_ingest_adopt_copies_a_file_the_process_owns),
         T(test_ingest_adopt_copies_a_file_open_for_writing),
         T(test_ingest_adopt_copies_a_file_with_xattrs),
         T(test_ingest_adopt_copies_from_another_filesystem),
