@@ -810,13 +810,13 @@ static bool no_writer(int fd)
     return true;
 }
 
-int obi_local_blob_adopt_prepare(obi_blob_service *base, int fd, const struct stat *st,
+int obi_local_blob_adopt_prepare(obi_blob_service *blobs, int fd, const struct stat *st,
                                  obi_error **err)
 {
     (void)err; /* every refusal is "copy it instead" */
-    if (!obi_blob_service_is_local(base))
+    if (!obi_blob_service_is_local(blobs))
         return 0;
-    blob_root *shared = ((local_blob_service *)base)->shared;
+    blob_root *shared = ((local_blob_service *)blobs)->shared;
     /* a second link may be kept somewhere that outlives the build, or be someone else's file;
      * one owned by this process's user already is no build's (a build runs as an id of its
      * slot): a caller that passed adopt for host files (/nix/store) loses nothing to it */
@@ -847,12 +847,12 @@ static int link_open_file(int fd, int dir_fd, const char *name)
     return linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) == 0 ? 0 : -errno;
 }
 
-int obi_local_blob_adopt_pending(obi_blob_service *base, int fd, const obi_digest *digest,
+int obi_local_blob_adopt_pending(obi_blob_service *blobs, int fd, const obi_digest *digest,
                                  obi_error **err)
 {
-    if (!obi_blob_service_is_local(base))
+    if (!obi_blob_service_is_local(blobs))
         return 0;
-    blob_root *shared = ((local_blob_service *)base)->shared;
+    blob_root *shared = ((local_blob_service *)blobs)->shared;
     int r = ensure_owner_lock(shared, err);
     if (r < 0)
         return r;
