@@ -3,14 +3,13 @@
  * spawn (unshare, propagation private, detach) cost ~0.25 ms between the clone and the exec and
  * ~0.15 ms more when the spawned process exits, before its parent is woken (the copy of the
  * mount table, and an RCU grace period each time mounts are dropped), more under load;
- * joining a kept one is a setns. It is made by a child that shares our memory and our fd table
- * (CLONE_VM | CLONE_VFORK | CLONE_FILES): the fd it opens of its new namespace is ours once it
- * has exited, and no process is left behind. A change of our mount table is seen by polling
- * /proc/self/mountinfo, opened before the namespace is made (POLLPRI: the kernel's event count
- * of our namespace moved since), so a change during the making only makes it again: by each
- * join, at once (a build's FUSE mount, made just before its runtime call, is in the namespace
- * that call joins), and by a watcher thread, which drops the namespace when the change happens
- * (a process idle for hours keeps no copy of a mount unmounted meanwhile).
+ * joining a kept one is a setns. It is made by a forked child, whose namespace we open through
+ * /proc/PID/ns/mnt before letting it exit: no process is left behind. A change of our mount table
+ * is seen by polling /proc/self/mountinfo, opened before the namespace is made (POLLPRI: the
+ * kernel's event count of our namespace moved since), so a change during the making only makes it
+ * again: by each join, at once (a build's FUSE mount, made just before its runtime call, is in the
+ * namespace that call joins), and by a watcher thread, which drops the namespace when the change
+ * happens (a process idle for hours keeps no copy of a mount unmounted meanwhile).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,9 +18,9 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -89,48 +88,66 @@ void obi_mount_ns_free(obi_mount_ns *ns)
     free(ns);
 }
 
-/* What the making child does, in our memory: only system calls, then _exit. */
-typedef struct maker {
-    const char *hidden;
-    int fd;
-} maker;
-
-static int maker_main(void *arg)
-{
-    maker *m = arg;
-    /* "none": ignored for a propagation change, and no NULL string for checkers (valgrind). */
-    if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0 ||
-        (umount2(m->hidden, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT))
-        _exit(1);
-    m->fd = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC); /* into our shared fd table */
-    _exit(m->fd < 0);
-}
-
-#define MAKER_STACK_SIZE (64 * 1024)
-
-/* The namespace's fd, made by a child; -1 when that failed. */
+/* The namespace's fd, made by a forked child (plain fork: valgrind runs no other kind of
+ * clone): it unshares its mount namespace, makes it private and detaches the hidden mount
+ * (system calls only), says so with a byte on ready, and waits until we have opened its
+ * namespace and end it. -1 when that failed. */
 static int make(const char *hidden)
 {
-    maker m = {hidden, -1};
-    void *stack = mmap(NULL, MAKER_STACK_SIZE, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED)
+    int ready[2], go[2];
+    if (pipe2(ready, O_CLOEXEC) < 0)
         return -1;
+    if (pipe2(go, O_CLOEXEC) < 0) {
+        close(ready[0]);
+        close(ready[1]);
+        return -1;
+    }
     /* The child keeps every signal blocked (it inherits the mask): no handler of ours runs in
-     * it. The parent waits (CLONE_VFORK) until it has exited. */
+     * it. */
     sigset_t all, saved;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &saved);
-    pid_t pid = clone(maker_main, (char *)stack + MAKER_STACK_SIZE,
-                      CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &m);
-    pthread_sigmask(SIG_SETMASK, &saved, NULL);
-    munmap(stack, MAKER_STACK_SIZE);
-    if (pid < 0)
-        return -1;
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(ready[0]);
+        close(go[1]);
+        /* "none": ignored for a propagation change, and no NULL string for checkers. */
+        if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0 ||
+            (umount2(hidden, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT))
+            _exit(1);
+        char byte = 'r', wait_byte;
+        if (write(ready[1], &byte, 1) != 1)
+            _exit(1);
+        while (read(go[0], &wait_byte, 1) < 0 && errno == EINTR) {
+        }
+        _exit(0); /* not reached when we kill it */
     }
-    return m.fd;
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    close(ready[1]);
+    close(go[0]);
+    int fd = -1;
+    char byte;
+    ssize_t n;
+    while ((n = read(ready[0], &byte, 1)) < 0 && errno == EINTR) {
+    }
+    if (pid > 0 && n == 1) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/ns/mnt", (int)pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    close(ready[0]);
+    /* The child ends: killed, since a forked copy of a threaded process has nothing to run at
+     * exit (under valgrind its exit would report our threads' memory as its leaks); closing go
+     * ends it too where the kill cannot. */
+    if (pid > 0)
+        kill(pid, SIGKILL);
+    close(go[1]);
+    if (pid > 0) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+    }
+    return fd;
 }
 
 /* Whether our mount table changed since events_fd was opened (or last polled). ppoll, not
