@@ -16,7 +16,7 @@ if ! command -v valgrind >/dev/null; then
 fi
 
 VG=(valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99
-    --trace-children=no --track-fds=no)
+    --trace-children=no --track-fds=no --suppressions="$root/tests/e2e/valgrind.supp")
 # vg NAME EXPECTED_EXIT CMD...: runs ocibuild CMD under valgrind; passes when the exit status
 # is EXPECTED_EXIT (not 99) and valgrind reported nothing.
 vg() {
