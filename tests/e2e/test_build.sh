@@ -347,6 +347,8 @@ kept=$(bundle_dir); t_settle "$DATA" 1
 
 # --- root skeletons: a finished build's root/ is pooled and the next one of its shape reuses it ---
 POOL="$BUNDLES/.root-pool"
+# an empty pool: earlier builds of other shapes (network_access above) left skeletons in it
+rm -rf "$POOL"
 request pooled 'mkdir -p /nix/store/out && touch /etc/intruder 2>/dev/null; echo done > /nix/store/out/x'
 build "$T_TMP/pooled.json" >/dev/null || t_fail "pooled: first build" "$(cat "$T_TMP/stderr")"
 # The id slots are the host's: a build of another process may hold the one the last build had,
