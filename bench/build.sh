@@ -95,12 +95,13 @@ compare "ocibuild build" "$OCIBUILD build $tmp/hello.json" \
 # `crun run` needs the same, so this part runs in one such namespace for both commands (there
 # ocibuild sees no hybrid layout and makes none: its two unshares per build are not counted).
 if command -v crun >/dev/null; then
-  if [ "$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]; then
-    BASELINE= BENCH_CRUN_INSIDE=1 unshare -m --propagation private bash -c \
-      'umount /sys/fs/cgroup/unified && exec "$0" "$@"' "$0" "$RUNS"
-  else
-    BASELINE= BENCH_CRUN_INSIDE=1 "$0" "$RUNS"
-  fi
+  hybrid=0
+  [ "$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ] && hybrid=1
+  # A `crun run` handed /dev/null as stdin (hyperfine does) chowns it to the container's user:
+  # the namespace gets a /dev/null node of its own, so the host's stays root's.
+  BASELINE= BENCH_CRUN_INSIDE=1 unshare -m --propagation private bash -c \
+    '{ [ "$2" = 0 ] || umount /sys/fs/cgroup/unified; } && mknod -m 666 "$1/null" c 1 3 &&
+     mount --bind "$1/null" /dev/null && shift 2 && exec "$0" "$@"' "$0" "$tmp" "$hybrid" "$RUNS"
 fi
 
 echo "== against nix-build (sandbox on, no substituters, --check rebuilds) =="
