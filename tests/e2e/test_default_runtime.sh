@@ -111,8 +111,9 @@ for _ in $(seq 1 100); do grep -q started "$T_TMP/term.err" 2>/dev/null && break
 # host's runtime through it (CVE-2019-5736, docs/security.md "The runtime binary"): the build's
 # runtime process runs from a read-only mount, and its binary, held by /proc/PID/exe (as an
 # attacker in the container would) until the runtime has exited, cannot be opened for writing.
-runtime_pid=$(ps --ppid $pid -o pid=,stat= | awk '$2 !~ /^Z/ {print $1; exit}')
-python3 - "$runtime_pid" >"$T_TMP/exe.out" 2>&1 <<'PY' &
+# The runtime is the child running the build's `run` (not a short runtime call of the sweep).
+runtime_pid=$(ps --ppid $pid -o pid=,stat=,args= | awk '$2 !~ /^Z/ && / run --pid-file / {print $1; exit}')
+/usr/bin/python3 - "$runtime_pid" >"$T_TMP/exe.out" 2>&1 <<'PY' &
 import errno, fcntl, os, sys, time
 pid = sys.argv[1]
 held = os.open(f"/proc/{pid}/exe", os.O_PATH)
@@ -136,7 +137,8 @@ else:  # open, but a sealed memfd (F_GET_SEALS has F_SEAL_WRITE) cannot be writt
     print("after its exit: sealed" if fcntl.fcntl(fd, 1034) & 8 else "after its exit: WRITABLE")
 PY
 checker=$!
-sleep 0.3
+# until the checker holds the binary (its first line), however slowly python starts
+for _ in $(seq 1 200); do [ -s "$T_TMP/exe.out" ] && break; sleep 0.05; done
 # Where open_tree/mount_setattr are refused (a seccomp profile), crun runs from the sealed memfd
 # copy instead: said loudly, and that copy must be as unwritable.
 unwritable="after its exit: cannot be opened for writing, a read-only mount"
