@@ -88,8 +88,8 @@ if B=$(build crun crun) && [ -n "$B" ]; then
 
   # --- the same bundle as crun alone would run it ---
   config "$B" 'del c["annotations"]; json.dump(c, open(sys.argv[1]+"/config.json", "w"))'
-  # stdin an empty pipe: crun chowns the stdio it is handed to the container's user, and the
-  # suite's stdin may be the host's /dev/null
+  # stdin an empty pipe (here and for `crun create` below): crun chowns the stdio it is handed
+  # to the container's user, and the suite's stdin may be the host's /dev/null
   if : | in_crun_ns crun run -b "$B" "$ID" >"$T_TMP/run.out" 2>&1; then
     check_probe "crun compiling linux.seccomp" "$B"
     probe_of "$B" | diff "$T_TMP/probe-bpf.txt" - >"$T_TMP/probe.diff" &&
@@ -100,7 +100,7 @@ if B=$(build crun crun) && [ -n "$B" ]; then
   fi
   # crun create compiles into its state dir (seccomp.bpf) and stops before the process runs.
   state=/run/crun/$ID
-  if in_crun_ns sh -c 'crun create -b "$0" "$1" && cp "$2/seccomp.bpf" "$3"; r=$?; crun delete --force "$1"; exit $r' \
+  if : | in_crun_ns sh -c 'crun create -b "$0" "$1" && cp "$2/seccomp.bpf" "$3"; r=$?; crun delete --force "$1"; exit $r' \
     "$B" "$ID" "$state" "$T_TMP/crun.bpf" >"$T_TMP/create.out" 2>&1; then
     cmp -s "$T_TMP/ours.bpf" "$T_TMP/crun.bpf" &&
       t_ok "the annotation is crun's own compilation of linux.seccomp, byte for byte ($(stat -c %s "$T_TMP/ours.bpf") bytes)" ||
