@@ -37,6 +37,10 @@ if [ "$(id -u)" -eq 0 ] && tests/e2e/nix_setup.sh; then
   rm -rf "$seed"
 fi
 
+# The host's /dev/null as the suite found it: no build, service or test may change it (crun 1.8
+# chowns the stdio it is handed to the container's user; docs/security.md).
+dev_null_before=$(stat -c '%u:%g %a %t,%T' /dev/null)
+
 logdir=$(mktemp -d "${TMPDIR:-/tmp}/ocibuild-build-logs.XXXXXX")
 for variant in release asan; do
   if ! scripts/build.sh "$variant" >"$logdir/$variant.log" 2>&1; then
@@ -76,6 +80,13 @@ if [ -x build/ocibuild ]; then
       grep -q "^not ok" <<<"$out" || { failed=$((failed + 1)); failures+=("[e2e $t] exit $rc"); }
     fi
   done
+fi
+
+dev_null_after=$(stat -c '%u:%g %a %t,%T' /dev/null)
+if [ "$dev_null_after" = "$dev_null_before" ]; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); failures+=("[suite] the host's /dev/null changed: $dev_null_before -> $dev_null_after")
 fi
 
 echo
