@@ -424,6 +424,19 @@ static ssize_t read_head(ingest_lane *lane, int fd, uint64_t st_size)
     return more < 0 ? more : n + more;
 }
 
+/* read_head, and the head fed to the reference scanner and counted as progress: the start of
+ * both the adopting and the copying path. The head's length, or an error naming the path. */
+static ssize_t scan_head(ingest_lane *lane, int fd, uint64_t st_size, obi_error **err)
+{
+    ssize_t head = read_head(lane, fd, st_size);
+    if (head < 0)
+        return obi_error_set_errno(err, (int)-head, "%s: read at offset 0", lane->path);
+    if (lane->ig->refscan)
+        obi_refscan_feed(lane->ig->refscan, lane->buf, (size_t)head);
+    report_progress(lane->ig, (uint64_t)head, 0);
+    return head;
+}
+
 /* Opens the entry the walk classified as a regular file: *fd_out is that inode (never a
  * symlink or fifo swapped in since), *now its fstat. */
 static int open_file(int dirfd, const char *name, const char *path, const struct stat *st,
@@ -449,13 +462,10 @@ static int adopt_contents(ingest_lane *lane, int fd, uint64_t st_size, obi_diges
                           uint64_t *size_out, obi_error **err)
 {
     const char *path = lane->path;
-    ssize_t head = read_head(lane, fd, st_size);
+    ssize_t head = scan_head(lane, fd, st_size, err);
     if (head < 0)
-        return obi_error_set_errno(err, (int)-head, "%s: read at offset 0", path);
-    if (lane->ig->refscan)
-        obi_refscan_feed(lane->ig->refscan, lane->buf, (size_t)head);
+        return (int)head;
     uint64_t size = (uint64_t)head;
-    report_progress(lane->ig, (uint64_t)head, 0);
     int r = 0;
     if (head <= INGEST_SMALL_FILE)
         obi_blake3(lane->buf, (size_t)head, digest->bytes);
@@ -502,13 +512,10 @@ static int ingest_contents(ingest_lane *lane, int fd, const struct stat *st, obi
             obi_refscan_end_stream(lane->ig->refscan);
         return 0;
     }
-    ssize_t head = read_head(lane, fd, st_size);
+    ssize_t head = scan_head(lane, fd, st_size, err);
     if (head < 0)
-        return obi_error_set_errno(err, (int)-head, "%s: read at offset 0", path);
-    if (lane->ig->refscan)
-        obi_refscan_feed(lane->ig->refscan, lane->buf, (size_t)head);
+        return (int)head;
     uint64_t size = (uint64_t)head;
-    report_progress(lane->ig, (uint64_t)head, 0);
     cleanup_error obi_error *ignored = NULL;
     int r;
     if (head <= INGEST_SMALL_FILE) {
